@@ -1,0 +1,7 @@
+"""ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`."""
+from . import ir, passes
+from .frontend import Device, Tensor, cpu, default_device, ops, trace
+from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
+from .ir.errors import NdlcError, ShapeError, TraceError
+
+__version__ = "0.1.0"

@@ -1,0 +1,259 @@
+"""needle's functional ops (`ndl.ops.add`, `ndl.ops.summation`, ...) over Tensors.
+
+These add what the IR leaves to frontends: numpy broadcasting (explicit broadcast_to nodes),
+dtype promotion (explicit casts), Python scalars, and needle's signatures and defaults. Every
+registry op is reachable here; those without a needle signature take attributes as keywords.
+"""
+import builtins
+import math
+
+import numpy as np
+
+from ..ir.errors import ShapeError
+from ..ir.registry import all_ops, get_op
+from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
+from .tensor import Tensor, apply, user_location
+
+_NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)
+
+
+def as_tensor(x, dtype=None) -> Tensor:
+    """`x` if it is a Tensor, else a constant Tensor of it (no gradient)."""
+    if isinstance(x, Tensor):
+        return x
+    if dtype is not None:
+        return Tensor.make_const(np.asarray(x, dtype=numpy_dtype(dtype)))
+    return Tensor(x, requires_grad=False)
+
+
+def cast(a, dtype) -> Tensor:
+    a = as_tensor(a)
+    dtype = dtype_name(dtype)
+    return a if a._value.dtype == dtype else apply("cast", a, dtype=dtype)
+
+
+def _to_float(a: Tensor) -> Tensor:
+    return a if is_float(a._value.dtype) else cast(a, "f32")
+
+
+def _promote(op, tensors):
+    """Cast `tensors` to one dtype, numpy's promotion (and float32 for float-only ops)."""
+    dtypes = [t._value.type.np_dtype for t in tensors]
+    target = dtype_name(np.result_type(*dtypes))
+    if get_op(op).float_only and not is_float(target):
+        target = "f32"
+    return [cast(t, target) for t in tensors]
+
+
+def _broadcast(op, tensors):
+    """Broadcast `tensors` to one shape with explicit broadcast_to nodes (numpy's rules)."""
+    shapes = [t.shape for t in tensors]
+    try:
+        shape = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        types = ", ".join(str(t._value.type) for t in tensors)
+        raise ShapeError(f"{op}({types}): shapes {' and '.join(map(str, shapes))} do not broadcast "
+                         f"(at {user_location()})") from None
+    return [t if t.shape == shape else broadcast_to(t, shape) for t in tensors]
+
+
+def _scalar_dtype(tensor: Tensor, scalar):
+    """Integer tensors meeting a fractional scalar compute in float32 (as PyTorch does)."""
+    if not is_float(tensor._value.dtype) and float(scalar) != int(scalar):
+        return cast(tensor, "f32")
+    return tensor
+
+
+def elementwise(op, *args) -> Tensor:
+    """An elementwise op on Tensors and Python numbers, with broadcasting and promotion."""
+    opdef = get_op(op)
+    numbers = [isinstance(a, _NUMBER) for a in args]
+    if len(args) == 2 and opdef.scalar_variant and numbers[1] != numbers[0]:
+        if numbers[1] or opdef.commutative:
+            tensor, scalar = (args[0], args[1]) if numbers[1] else (args[1], args[0])
+            tensor = as_tensor(tensor)
+            tensor = _to_float(tensor) if opdef.float_only else _scalar_dtype(tensor, scalar)
+            return apply(opdef.scalar_variant, tensor, scalar=float(scalar))
+    like = next((a for a in args if isinstance(a, Tensor)), None)
+    tensors = [as_tensor(a, like._value.dtype if like is not None and n else None)
+               for a, n in zip(args, numbers)]
+    if op == "where":
+        tensors = [cast(tensors[0], "bool")] + _promote(op, tensors[1:])
+    else:
+        tensors = _promote(op, tensors)
+    return apply(op, *_broadcast(op, tensors))
+
+
+def subtract(a, b):
+    """needle's a - b: a + (-b)."""
+    if isinstance(b, _NUMBER):
+        return elementwise("add", a, -b)
+    if isinstance(a, _NUMBER):
+        return elementwise("add", negate(b), a)
+    return elementwise("add", a, negate(b))
+
+
+def _scalar_op(op):
+    def fn(a, scalar):
+        a = as_tensor(a)
+        a = _to_float(a) if get_op(op).float_only else _scalar_dtype(a, scalar)
+        return apply(op, a, scalar=float(scalar))
+    fn.__name__ = op
+    fn.__doc__ = get_op(op).doc or f"needle's {op}(a, scalar)"
+    return fn
+
+
+def _elementwise_op(op):
+    def fn(*args):
+        return elementwise(op, *args)
+    fn.__name__ = op
+    fn.__doc__ = get_op(op).doc or f"elementwise {op}, with numpy broadcasting"
+    return fn
+
+
+def _normalize_axes(axes, ndim):
+    if axes is None:
+        return tuple(range(ndim))
+    if isinstance(axes, (int, np.integer)):
+        axes = (axes,)
+    return tuple(sorted(a + ndim if a < 0 else a for a in axes))
+
+
+def _normalize_axis(axis, ndim):
+    return axis + ndim if axis < 0 else axis
+
+
+# ---- shapes -----------------------------------------------------------------------------
+def reshape(a, shape):
+    a = as_tensor(a)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if builtins.sum(1 for d in shape if d == -1) == 1:
+        known = math.prod(d for d in shape if d != -1)
+        if known and a.size % known == 0:
+            shape = tuple(a.size // known if d == -1 else d for d in shape)
+    return a if a.shape == shape else apply("reshape", a, shape=shape)
+
+
+def broadcast_to(a, shape):
+    a = as_tensor(a)
+    shape = tuple(shape)
+    return a if a.shape == shape else apply("broadcast_to", a, shape=shape)
+
+
+def transpose(a, axes=None):
+    """needle's transpose: swap two axes, the last two by default."""
+    a = as_tensor(a)
+    axes = (a.ndim - 2, a.ndim - 1) if axes is None else tuple(_normalize_axis(x, a.ndim) for x in axes)
+    return apply("transpose", a, axes=axes)
+
+
+def permute(a, axes):
+    a = as_tensor(a)
+    return apply("permute", a, axes=tuple(_normalize_axis(x, a.ndim) for x in axes))
+
+
+def flip(a, axes):
+    a = as_tensor(a)
+    return apply("flip", a, axes=_normalize_axes(axes, a.ndim))
+
+
+def pad(a, axes):
+    """Zero padding; `axes` is a ((low, high), ...) pair per axis, as needle's NDArray.pad."""
+    return apply("pad", as_tensor(a), widths=tuple(tuple(p) for p in axes))
+
+
+def dilate(a, axes, dilation):
+    a = as_tensor(a)
+    return apply("dilate", a, axes=_normalize_axes(axes, a.ndim), dilation=dilation)
+
+
+def undilate(a, axes, dilation):
+    a = as_tensor(a)
+    return apply("undilate", a, axes=_normalize_axes(axes, a.ndim), dilation=dilation)
+
+
+def stack(args, axis=0):
+    tensors = _promote("stack", [as_tensor(t) for t in args])
+    axis = axis + tensors[0].ndim + 1 if axis < 0 else axis
+    return apply("stack", *tensors, axis=axis)
+
+
+def split(a, axis=0):
+    """needle's split: the pieces along `axis` (which they drop), as a tuple."""
+    a = as_tensor(a)
+    axis = _normalize_axis(axis, a.ndim)
+    if not 0 <= axis < a.ndim:
+        raise ShapeError(f"split({a._value.type}): axis {axis} out of range (at {user_location()})")
+    return tuple(apply("split", a, axis=axis, index=i) for i in range(a.shape[axis]))
+
+
+# ---- reductions -------------------------------------------------------------------------
+def _reduction(op):
+    def fn(a, axes=None):
+        a = as_tensor(a)
+        if get_op(op).float_only:
+            a = _to_float(a)
+        return apply(op, a, axes=_normalize_axes(axes, a.ndim))
+    fn.__name__ = op
+    fn.__doc__ = get_op(op).doc or f"{op} over `axes` (all when None); the axes are removed"
+    return fn
+
+
+summation = _reduction("summation")
+max = _reduction("max")
+logsumexp = _reduction("logsumexp")
+
+
+def logsoftmax(a, axis=-1):
+    a = _to_float(as_tensor(a))
+    return apply("logsoftmax", a, axis=_normalize_axis(axis, a.ndim))
+
+
+# ---- matmul and convolution -------------------------------------------------------------
+def matmul(a, b):
+    return apply("matmul", *_promote("matmul", [as_tensor(a), as_tensor(b)]))
+
+
+def conv(a, b, stride=1, padding=1):
+    """needle's conv: NHWC input, (K, K, Cin, Cout) weight."""
+    a, b = _promote("conv", [as_tensor(a), as_tensor(b)])
+    return apply("conv", a, b, stride=stride, padding=padding)
+
+
+def _pool(op):
+    def fn(a, kernel, stride=None):
+        return apply(op, _to_float(as_tensor(a)), kernel=kernel, stride=stride or kernel)
+    fn.__name__ = op
+    fn.__doc__ = get_op(op).doc
+    return fn
+
+
+avg_pool2d = _pool("avg_pool2d")
+max_pool2d = _pool("max_pool2d")
+
+
+def full(shape, value, dtype="float32"):
+    return apply("full", shape=tuple(shape), value=value, dtype=dtype)
+
+
+# Every other registry op: elementwise ones with broadcasting and scalars, scalar-attribute ops
+# with needle's positional `scalar`, the rest with attributes as keywords.
+def _generic(op):
+    def fn(*tensors, **attrs):
+        return apply(op, *(as_tensor(t) for t in tensors), **attrs)
+    fn.__name__ = op
+    fn.__doc__ = get_op(op).doc
+    return fn
+
+
+for _name, _opdef in all_ops().items():
+    if _name in globals():
+        continue
+    if _opdef.kind == "elementwise" and set(_opdef.attrs) == {"scalar"}:
+        globals()[_name] = _scalar_op(_name)
+    elif _opdef.kind == "elementwise" and not _opdef.attrs:
+        globals()[_name] = _elementwise_op(_name)
+    else:
+        globals()[_name] = _generic(_name)
+
+__all__ = sorted(set(all_ops()) | {"subtract", "as_tensor"})

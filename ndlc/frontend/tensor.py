@@ -1,0 +1,359 @@
+"""needle's Tensor on top of the graph IR.
+
+Every op on Tensors becomes an IR node (through the registry, so shape errors name the user's
+source line). When all operands hold data the node is evaluated at once with the reference
+interpreter (eager mode); otherwise the result is symbolic (tracing). `backward()` cuts a graph
+from the recorded nodes and runs the autodiff pass, so eager and compiled gradients are one
+mechanism, and gradients are Tensors that record too.
+"""
+import os
+import sys
+import weakref
+
+import numpy as np
+
+from ..ir.errors import NdlcError, TraceError
+from ..ir.graph import Builder, Graph, Value
+from ..ir.interpreter import evaluate_node
+from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
+from ..passes.autodiff import append_gradients
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Data of eager values, and the Tensor that wraps each value (for needle's .grad on every node).
+_DATA: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionary()
+_TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
+
+
+class Device:
+    """Where a Tensor's program runs. Eager evaluation is always numpy on the host."""
+
+    def __init__(self, name="cpu"):
+        self.name = name
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def __repr__(self):
+        return f"{self.name}()"
+
+
+def cpu():
+    return Device("cpu")
+
+
+def default_device():
+    return cpu()
+
+
+def user_location() -> str:
+    """'file:line' of the innermost frame outside the ndlc package: the user's source line."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    path = frame.f_code.co_filename
+    try:
+        rel = os.path.relpath(path)
+        path = rel if not rel.startswith("..") else path
+    except ValueError:
+        pass
+    return f"{path}:{frame.f_lineno}"
+
+
+def _as_array(array, dtype):
+    """numpy data for a new Tensor: float data defaults to float32 (needle's), ints keep theirs."""
+    if dtype is not None:
+        return np.asarray(array, dtype=numpy_dtype(dtype))
+    data = np.asarray(array)
+    if data.dtype.kind == "f":
+        data = data.astype(np.float32, copy=False)
+    dtype_name(data.dtype)  # refuse unsupported dtypes here, not deep inside an op
+    return data
+
+
+class Tensor:
+    """A needle Tensor: `Tensor(array, device=None, dtype=None, requires_grad=True)`."""
+
+    def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
+        if isinstance(array, Tensor):
+            array = array.numpy()
+        data = _as_array(array, dtype)
+        self._bind(Value(TensorType.of(data)), requires_grad)
+        _DATA[self._value] = data
+        self.device = device if isinstance(device, Device) else Device(device or "cpu")
+
+    def _bind(self, value, requires_grad):
+        self._value = value
+        self.requires_grad = bool(requires_grad)
+        self.grad = getattr(self, "grad", None)
+        _TENSORS[value] = self
+
+    @classmethod
+    def _wrap(cls, value, requires_grad=False):
+        tensor = cls.__new__(cls)
+        tensor.device = cpu()
+        tensor._bind(value, requires_grad)
+        return tensor
+
+    @classmethod
+    def make_const(cls, data, requires_grad=False):
+        """A leaf Tensor holding `data` as is (no dtype defaulting)."""
+        data = np.asarray(data)
+        tensor = cls._wrap(Value(TensorType.of(data)), requires_grad)
+        _DATA[tensor._value] = data
+        return tensor
+
+    # ---- data -----------------------------------------------------------------------------
+    @property
+    def is_symbolic(self) -> bool:
+        return self._value not in _DATA
+
+    def numpy(self) -> np.ndarray:
+        if self.is_symbolic:
+            raise TraceError(f"cannot read the value of a symbolic {self._value.type} tensor while "
+                             f"tracing (at {user_location()}): a traced function must not depend on "
+                             "tensor values (no .numpy(), float(), bool() or `if` on a tensor)")
+        return _DATA[self._value]
+
+    def realize_cached_data(self):
+        return self.numpy()
+
+    @property
+    def data(self):
+        """The same values without history (needle's `.data`)."""
+        return self.detach()
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            value = Tensor(value, dtype=self.dtype)
+        if value.dtype != self.dtype or value.shape != self.shape:
+            raise NdlcError(f"cannot assign {value._value.type} data to a {self._value.type} tensor")
+        detached = value.detach()
+        self._bind(detached._value, self.requires_grad)
+
+    def detach(self) -> "Tensor":
+        if self.is_symbolic:
+            return apply("stop_gradient", self)._with_grad(False)
+        return Tensor.make_const(self.numpy())
+
+    def _with_grad(self, requires_grad):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def shape(self):
+        return self._value.shape
+
+    @property
+    def dtype(self) -> str:
+        return self._value.type.np_dtype.name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return self._value.type.size
+
+    @property
+    def op(self):
+        """The IR node that produced this tensor (None for a leaf)."""
+        return self._value.node
+
+    @property
+    def inputs(self):
+        node = self._value.node
+        return [] if node is None else [_TENSORS.get(v) or Tensor._wrap(v) for v in node.operands]
+
+    def is_leaf(self):
+        return self._value.node is None
+
+    def __repr__(self):
+        if self.is_symbolic:
+            return f"ndlc.Tensor(<symbolic {self._value.type}>)"
+        return f"ndlc.Tensor({self.numpy()!r})"
+
+    def __str__(self):
+        return repr(self) if self.is_symbolic else str(self.numpy())
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def _scalar(self, kind):
+        if self.is_symbolic:
+            self.numpy()
+        return kind(self.numpy())
+
+    def __bool__(self):
+        return self._scalar(bool)
+
+    def __float__(self):
+        return self._scalar(float)
+
+    def __int__(self):
+        return self._scalar(int)
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.numpy()
+        return data.astype(dtype) if dtype is not None else data
+
+    # ---- autodiff ---------------------------------------------------------------------------
+    def backward(self, out_grad=None):
+        """Set `.grad` of every live Tensor that requires grad and that this one depends on."""
+        if not is_float(self._value.dtype):
+            raise NdlcError(f"backward() of a {self.dtype} tensor: only float tensors have gradients")
+        graph = Graph.from_outputs([self._value])
+        seed = None
+        if out_grad is not None:
+            out_grad = out_grad if isinstance(out_grad, Tensor) else Tensor(out_grad, dtype=self.dtype)
+            seed = out_grad._value
+        targets = [t for v in _dag_values(graph) if (t := _TENSORS.get(v)) is not None and t.requires_grad]
+        start = len(graph.nodes)
+        grads = append_gradients(graph, self._value, [t._value for t in targets], seed)
+        _evaluate_new_nodes(graph.nodes[start:])
+        for tensor, g in zip(targets, grads):
+            if g is not None:
+                tensor.grad = Tensor._wrap(g, requires_grad=True)
+
+    # ---- operators ------------------------------------------------------------------------
+    def __add__(self, other):
+        return ops().add(self, other)
+
+    def __radd__(self, other):
+        return ops().add(other, self)
+
+    def __sub__(self, other):
+        return ops().subtract(self, other)
+
+    def __rsub__(self, other):
+        return ops().subtract(other, self)
+
+    def __mul__(self, other):
+        return ops().multiply(self, other)
+
+    def __rmul__(self, other):
+        return ops().multiply(other, self)
+
+    def __truediv__(self, other):
+        return ops().divide(self, other)
+
+    def __rtruediv__(self, other):
+        return ops().divide(other, self)
+
+    def __pow__(self, other):
+        return ops().power(self, other)
+
+    def __rpow__(self, other):
+        return ops().power(other, self)
+
+    def __matmul__(self, other):
+        return ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops().matmul(other, self)
+
+    def __neg__(self):
+        return ops().negate(self)
+
+    def __lt__(self, other):
+        return ops().less(self, other)
+
+    def __le__(self, other):
+        return ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return ops().greater(self, other)
+
+    def __ge__(self, other):
+        return ops().greater_equal(self, other)
+
+    __hash__ = object.__hash__
+
+    # ---- methods --------------------------------------------------------------------------
+    def sum(self, axes=None):
+        return ops().summation(self, axes)
+
+    def max(self, axes=None):
+        return ops().max(self, axes)
+
+    def reshape(self, *shape):
+        return ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, axes=None):
+        return ops().transpose(self, axes)
+
+    def permute(self, *axes):
+        return ops().permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
+
+    def broadcast_to(self, shape):
+        return ops().broadcast_to(self, shape)
+
+    def exp(self):
+        return ops().exp(self)
+
+    def log(self):
+        return ops().log(self)
+
+    def relu(self):
+        return ops().relu(self)
+
+    def tanh(self):
+        return ops().tanh(self)
+
+    def sigmoid(self):
+        return ops().sigmoid(self)
+
+    def sqrt(self):
+        return ops().sqrt(self)
+
+    def astype(self, dtype):
+        return ops().cast(self, dtype)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+
+def ops():
+    """The frontend ops module (imported late: it imports this one)."""
+    from . import ops as module
+    return module
+
+
+def _dag_values(graph):
+    yield from graph.inputs
+    for node in graph.nodes:
+        yield node.result
+
+
+def _evaluate_new_nodes(nodes):
+    """Evaluate, in order, each node whose operands all hold data; the rest stay symbolic."""
+    for node in nodes:
+        if all(v in _DATA for v in node.operands):
+            _DATA[node.result] = evaluate_node(node, [_DATA[v] for v in node.operands])
+
+
+def apply(op, *tensors, **attrs) -> Tensor:
+    """Record op(tensors, attrs) as an IR node; evaluate it now if every operand holds data."""
+    result = Builder(loc=user_location()).emit(op, *(t._value for t in tensors), **attrs)
+    _evaluate_new_nodes([result.node])
+    return Tensor._wrap(result, requires_grad=any(t.requires_grad for t in tensors))
+
+
+def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
+    """A Tensor without data standing for a graph input while tracing."""
+    return Tensor._wrap(Value(type_, name=name), requires_grad)
+
+
+def data_of(value: Value):
+    """The eager data of `value`, or None if it is symbolic."""
+    return _DATA.get(value)

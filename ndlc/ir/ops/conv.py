@@ -1,0 +1,150 @@
+"""Convolution (needle's: NHWC input, (K, K, Cin, Cout) weights) and 2-D pooling over the last
+two axes, built on a pair of window ops (im2col `windows` and its adjoint `unwindows`)."""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..graph import check
+from ..registry import Attr, OpDef, register
+from ..types import TensorType, is_float
+
+
+def _out_size(size, kernel, stride, what):
+    check(size >= kernel, f"{what} {size} is smaller than the kernel {kernel}")
+    return (size - kernel) // stride + 1
+
+
+# ---- conv -------------------------------------------------------------------------------
+def _conv_infer(types, stride, padding):
+    x, w = types
+    check(x.ndim == 4 and w.ndim == 4, "needs input (N, H, W, Cin) and weight (K, K, Cin, Cout)")
+    check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
+    check(w.shape[0] == w.shape[1], f"kernel must be square, got {w.shape[0]}x{w.shape[1]}")
+    check(x.shape[3] == w.shape[2], f"input channels {x.shape[3]} != weight's Cin {w.shape[2]}")
+    check(stride >= 1 and padding >= 0, f"stride {stride} must be >= 1 and padding {padding} >= 0")
+    k = w.shape[0]
+    ho = _out_size(x.shape[1] + 2 * padding, k, stride, "padded height")
+    wo = _out_size(x.shape[2] + 2 * padding, k, stride, "padded width")
+    return TensorType((x.shape[0], ho, wo, w.shape[3]), x.dtype)
+
+
+def _conv_ref(x, w, stride, padding):
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    n, h, wd, c = x.shape
+    k = w.shape[0]
+    ho, wo = (h - k) // stride + 1, (wd - k) // stride + 1
+    sn, sh, sw, sc = x.strides
+    cols = as_strided(x, (n, ho, wo, k, k, c), (sn, sh * stride, sw * stride, sh, sw, sc))
+    return np.tensordot(cols, w, axes=([3, 4, 5], [0, 1, 2])).astype(x.dtype)
+
+
+def _conv_grad(b, n, g):
+    x, w = n.operands
+    s, p = n.attrs["stride"], n.attrs["padding"]
+    k = w.shape[0]
+    if s > 1:  # place each output's adjoint at the input position its window starts from
+        g = b.dilate(g, axes=(1, 2), dilation=s - 1)
+        g = b.slice(g, start=(0, 0, 0, 0), stop=(g.shape[0], (n.result.shape[1] - 1) * s + 1,
+                                                    (n.result.shape[2] - 1) * s + 1, g.shape[3]))
+    flipped = b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2))
+    dx = b.conv(g, flipped, stride=1, padding=k - 1)
+    rest = [x.shape[i] + 2 * p - dx.shape[i] for i in (1, 2)]  # rows no window reached
+    if any(rest):
+        dx = b.pad(dx, widths=((0, 0), (0, rest[0]), (0, rest[1]), (0, 0)))
+    if p:
+        dx = b.slice(dx, start=(0, p, p, 0), stop=(x.shape[0], p + x.shape[1], p + x.shape[2], x.shape[3]))
+    dw = b.conv(b.permute(x, axes=(3, 1, 2, 0)), b.permute(g, axes=(1, 2, 0, 3)), stride=1, padding=p)
+    if dw.shape[1:3] != (k, k):
+        dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], k, k, dw.shape[3]))
+    return [dx, b.permute(dw, axes=(1, 2, 0, 3))]
+
+
+register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
+               {"stride": Attr("int"), "padding": Attr("int")},
+               "2-D convolution (cross-correlation), NHWC input, (K, K, Cin, Cout) weight",
+               float_only=True))
+
+
+# ---- windows / unwindows ----------------------------------------------------------------
+_WINDOW = {"kernel": Attr("int"), "stride": Attr("int")}
+
+
+def _windows_infer(types, kernel, stride):
+    (t,) = types
+    check(t.ndim >= 2, f"needs rank >= 2, got {t.ndim}")
+    check(kernel >= 1 and stride >= 1, f"kernel {kernel} and stride {stride} must be >= 1")
+    ho = _out_size(t.shape[-2], kernel, stride, "height")
+    wo = _out_size(t.shape[-1], kernel, stride, "width")
+    return TensorType(t.shape[:-2] + (ho, wo, kernel, kernel), t.dtype)
+
+
+def _windows_ref(x, kernel, stride):
+    *lead, h, w = x.shape
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    sh, sw = x.strides[-2:]
+    return as_strided(x, tuple(lead) + (ho, wo, kernel, kernel),
+                      x.strides[:-2] + (sh * stride, sw * stride, sh, sw)).copy()
+
+
+def _unwindows_infer(types, kernel, stride, size):
+    (t,) = types
+    check(t.ndim >= 4 and t.shape[-2:] == (kernel, kernel),
+          f"needs (..., Ho, Wo, {kernel}, {kernel}) windows, got shape {t.shape}")
+    check(len(size) == 2, f"size must be (height, width), got {size}")
+    expected = tuple(_out_size(d, kernel, stride, "size") for d in size)
+    check(t.shape[-4:-2] == expected, f"{t.shape[-4:-2]} windows do not tile size {size}")
+    return TensorType(t.shape[:-4] + tuple(size), t.dtype)
+
+
+def _unwindows_ref(g, kernel, stride, size):
+    *lead, ho, wo, _, _ = g.shape
+    out = np.zeros(tuple(lead) + tuple(size), g.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            out[..., i:i + stride * ho:stride, j:j + stride * wo:stride] += g[..., i, j]
+    return out
+
+
+register(OpDef("windows", 1, _windows_infer, _windows_ref,
+               lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
+               None, "window", _WINDOW,
+               "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)"))
+register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
+               lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
+               None, "window", {**_WINDOW, "size": Attr("ints")},
+               "the adjoint of windows: sums each window element back into a (..., *size) tensor"))
+
+
+# ---- pooling ----------------------------------------------------------------------------
+def _pool_infer(types, kernel, stride):
+    check(types[0].ndim == 4, f"needs an NCHW input, got rank {types[0].ndim}")
+    t = _windows_infer(types, kernel, stride)
+    return TensorType(t.shape[:-2], t.dtype)
+
+
+def _window_shape(v):
+    return v.shape + (1, 1)
+
+
+def _avg_pool_grad(b, n, g):
+    k = n.attrs["kernel"]
+    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=g.shape + (k, k))
+    return [b.unwindows(b.mul_scalar(spread, scalar=1.0 / (k * k)),
+                        size=n.operands[0].shape[-2:], **n.attrs)]
+
+
+def _max_pool_grad(b, n, g):
+    k = n.attrs["kernel"]
+    windows = b.windows(n.operands[0], **n.attrs)
+    best = b.broadcast_to(b.reshape(n.result, shape=_window_shape(g)), shape=windows.shape)
+    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=windows.shape)
+    picked = b.where(b.equal(windows, best), spread, b.constant_like(spread, 0.0))
+    return [b.unwindows(picked, size=n.operands[0].shape[-2:], **n.attrs)]
+
+
+register(OpDef("avg_pool2d", 1, _pool_infer,
+               lambda x, kernel, stride: _windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
+               _avg_pool_grad, None, "window", _WINDOW, "mean over kernel x kernel windows (NCHW)"))
+register(OpDef("max_pool2d", 1, _pool_infer,
+               lambda x, kernel, stride: _windows_ref(x, kernel, stride).max(axis=(-2, -1)),
+               _max_pool_grad, None, "window", _WINDOW,
+               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient"))

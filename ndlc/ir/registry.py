@@ -1,0 +1,145 @@
+"""The op registry: each op is declared once, and every layer looks it up here.
+
+An `OpDef` holds the op's arity, attributes, shape/dtype rule, numpy reference, gradient rule
+(IR-building code, so gradients are differentiable again) and, for elementwise ops, the scalar
+expression that the backends lower.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import AttrError, ShapeError, UnknownOpError
+from .types import TensorType, dtype_name
+
+REQUIRED = object()
+
+
+def _int(v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ValueError("an integer")
+    return int(v)
+
+
+def _float(v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError("a number")
+    return float(v)
+
+
+def _bool(v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError("true or false")
+    return bool(v)
+
+
+def _ints(v):
+    if not isinstance(v, (tuple, list)):
+        raise ValueError("a tuple of integers")
+    return tuple(_int(x) for x in v)
+
+
+def _int_pairs(v):
+    if not isinstance(v, (tuple, list)) or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in v):
+        raise ValueError("a tuple of (int, int) pairs")
+    return tuple((_int(a), _int(b)) for a, b in v)
+
+
+def _dtype(v):
+    try:
+        return dtype_name(v)
+    except ShapeError:
+        raise ValueError("a dtype name") from None
+
+
+ATTR_KINDS = {"int": _int, "float": _float, "bool": _bool, "ints": _ints,
+              "int_pairs": _int_pairs, "dtype": _dtype}
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute's kind (a key of ATTR_KINDS) and default (REQUIRED if it has none)."""
+    kind: str
+    default: object = REQUIRED
+
+
+@dataclass
+class OpDef:
+    """Everything ndlc knows about one op.
+
+    infer(types, **attrs) -> TensorType raises ShapeError with a plain message on bad input.
+    reference(*arrays, **attrs) -> ndarray is the numpy semantics, the oracle of every backend.
+    grad(b, node, g) -> one Value or None per operand: the partial adjoints given the adjoint g
+    of the result, built with the Builder b. None for an op that is not differentiable.
+    scalar(*exprs, **attrs) -> ScalarExpr, for elementwise ops: the per-element computation.
+    kind: 'elementwise', 'reduction', 'layout', 'matmul', 'conv', 'window', 'creation'.
+    float_only: operands must be floating point (frontends cast integers first).
+    scalar_variant: the op taking the second operand as a `scalar` attribute (add -> add_scalar).
+    commutative: op(x, y) == op(y, x), so a scalar on either side may use `scalar_variant`.
+    """
+    name: str
+    arity: Optional[int]
+    infer: Callable
+    reference: Callable
+    grad: Optional[Callable] = None
+    scalar: Optional[Callable] = None
+    kind: str = "elementwise"
+    attrs: dict = field(default_factory=dict)
+    doc: str = ""
+    float_only: bool = False
+    scalar_variant: Optional[str] = None
+    commutative: bool = False
+
+    def check_attrs(self, attrs: dict, where=None) -> dict:
+        """Validate `attrs` against the declaration; fill defaults; normalise lists to tuples."""
+        at = f" (at {where})" if where else ""
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise AttrError(f"{self.name}: unknown attribute {sorted(unknown)[0]!r}; "
+                            f"it takes {sorted(self.attrs) or 'no attributes'}{at}")
+        result = {}
+        for name, spec in self.attrs.items():
+            value = attrs.get(name, spec.default)
+            if value is REQUIRED:
+                raise AttrError(f"{self.name}: missing attribute {name!r}{at}")
+            if value is not None or spec.default is not None:
+                try:
+                    value = ATTR_KINDS[spec.kind](value)
+                except ValueError as e:
+                    raise AttrError(f"{self.name}: attribute {name}={value!r} must be {e}{at}") from None
+            result[name] = value
+        return result
+
+    def infer_type(self, types, attrs, loc=None) -> TensorType:
+        """The result type, or a ShapeError naming the op, operand types and source location."""
+        operand_text = ", ".join(map(str, types))
+        at = f" (at {loc})" if loc else ""
+        if self.arity is not None and len(types) != self.arity:
+            raise ShapeError(f"{self.name} takes {self.arity} operand(s), got {len(types)} "
+                             f"({operand_text}){at}")
+        try:
+            return self.infer(list(types), **attrs)
+        except ShapeError as e:
+            raise ShapeError(f"{self.name}({operand_text}): {e}{at}") from None
+
+
+_REGISTRY: dict = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _REGISTRY:
+        raise ValueError(f"op {opdef.name!r} is registered twice")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownOpError(f"unknown op {name!r}") from None
+
+
+def all_ops() -> dict:
+    """name -> OpDef for every registered op (read-only view)."""
+    return dict(_REGISTRY)

@@ -1,0 +1,125 @@
+"""Scalar expressions: the per-element computation of an elementwise op, written once in the
+registry with Python operators (`lambda x: 1 / (1 + exp(-x))`) and lowered by every backend.
+
+A backend implements the primitives in PRIMITIVES; `evaluate` is the numpy implementation,
+used to check each op's expression against its reference.
+"""
+import numpy as np
+
+from .types import numpy_dtype
+
+# primitive -> number of operands ('const' and 'arg' carry their payload instead).
+PRIMITIVES = {
+    "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "max": 2, "min": 2,
+    "lt": 2, "le": 2, "gt": 2, "ge": 2, "eq": 2, "ne": 2,
+    "neg": 1, "exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "sin": 1, "cos": 1, "abs": 1,
+    "select": 3, "cast": 1, "const": 0, "arg": 0,
+}
+
+
+class ScalarExpr:
+    """One node of a scalar expression DAG: a primitive applied to operand expressions."""
+    __slots__ = ("prim", "args", "payload")
+
+    def __init__(self, prim, args=(), payload=None):
+        self.prim, self.args, self.payload = prim, tuple(args), payload
+
+    def _bin(self, prim, other, reverse=False):
+        other = lift(other)
+        return ScalarExpr(prim, (other, self) if reverse else (self, other))
+
+    __add__ = lambda s, o: s._bin("add", o)
+    __radd__ = lambda s, o: s._bin("add", o, True)
+    __sub__ = lambda s, o: s._bin("sub", o)
+    __rsub__ = lambda s, o: s._bin("sub", o, True)
+    __mul__ = lambda s, o: s._bin("mul", o)
+    __rmul__ = lambda s, o: s._bin("mul", o, True)
+    __truediv__ = lambda s, o: s._bin("div", o)
+    __rtruediv__ = lambda s, o: s._bin("div", o, True)
+    __pow__ = lambda s, o: s._bin("pow", o)
+    __rpow__ = lambda s, o: s._bin("pow", o, True)
+    __lt__ = lambda s, o: s._bin("lt", o)
+    __le__ = lambda s, o: s._bin("le", o)
+    __gt__ = lambda s, o: s._bin("gt", o)
+    __ge__ = lambda s, o: s._bin("ge", o)
+
+    def __neg__(self):
+        return ScalarExpr("neg", (self,))
+
+    def __repr__(self):
+        if self.prim == "const":
+            return repr(self.payload)
+        if self.prim == "arg":
+            return f"${self.payload}"
+        inner = ", ".join(map(repr, self.args))
+        return f"{self.prim}({inner}{', ' + str(self.payload) if self.payload else ''})"
+
+
+def lift(x) -> ScalarExpr:
+    return x if isinstance(x, ScalarExpr) else ScalarExpr("const", payload=x)
+
+
+def arg(i) -> ScalarExpr:
+    return ScalarExpr("arg", payload=i)
+
+
+def _unary(prim):
+    return lambda x: ScalarExpr(prim, (lift(x),))
+
+
+exp, log, sqrt, tanh, sin, cos, abs_ = (_unary(p) for p in ("exp", "log", "sqrt", "tanh", "sin", "cos", "abs"))
+
+
+def maximum(a, b):
+    return ScalarExpr("max", (lift(a), lift(b)))
+
+
+def minimum(a, b):
+    return ScalarExpr("min", (lift(a), lift(b)))
+
+
+def eq(a, b):
+    return ScalarExpr("eq", (lift(a), lift(b)))
+
+
+def ne(a, b):
+    return ScalarExpr("ne", (lift(a), lift(b)))
+
+
+def select(cond, a, b):
+    return ScalarExpr("select", (lift(cond), lift(a), lift(b)))
+
+
+def cast(x, dtype):
+    return ScalarExpr("cast", (lift(x),), payload=dtype)
+
+
+_NUMPY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
+    "max": np.maximum, "min": np.minimum, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal, "neg": np.negative, "exp": np.exp,
+    "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos, "abs": np.abs,
+    "select": np.where,
+}
+
+
+def evaluate(expr: ScalarExpr, args, dtype) -> np.ndarray:
+    """Evaluate `expr` elementwise over numpy `args`; constants take the compute `dtype`."""
+    memo = {}
+
+    def ev(e):
+        if id(e) in memo:
+            return memo[id(e)]
+        if e.prim == "arg":
+            r = args[e.payload]
+        elif e.prim == "const":
+            r = np.asarray(e.payload, dtype=numpy_dtype(dtype))
+        elif e.prim == "cast":
+            r = ev(e.args[0]).astype(numpy_dtype(e.payload))
+        else:
+            r = _NUMPY[e.prim](*(ev(a) for a in e.args))
+        memo[id(e)] = r
+        return r
+
+    with np.errstate(all="ignore"):
+        return ev(expr)

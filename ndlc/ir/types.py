@@ -1,0 +1,78 @@
+"""Tensor types of the graph IR: a static shape and one of a small set of dtypes."""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ShapeError
+
+# IR short name -> numpy dtype. The order is also the promotion order within a kind.
+_DTYPES = {
+    "bool": np.dtype(np.bool_),
+    "u8": np.dtype(np.uint8),
+    "i32": np.dtype(np.int32),
+    "i64": np.dtype(np.int64),
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+}
+_BY_NUMPY = {v: k for k, v in _DTYPES.items()}
+DTYPES = tuple(_DTYPES)
+
+
+def dtype_name(dtype) -> str:
+    """The IR name ('f32', ...) of a dtype given as IR name, numpy dtype or numpy name ('float32')."""
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return dtype
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise ShapeError(f"unknown dtype {dtype!r}; supported: {', '.join(DTYPES)}") from None
+    if np_dtype not in _BY_NUMPY:
+        raise ShapeError(f"unsupported dtype {np_dtype.name}; supported: "
+                         + ", ".join(d.name for d in _BY_NUMPY))
+    return _BY_NUMPY[np_dtype]
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    return _DTYPES[dtype_name(name)]
+
+
+def is_float(dtype: str) -> bool:
+    return dtype in ("f32", "f64")
+
+
+def is_integer(dtype: str) -> bool:
+    return dtype in ("u8", "i32", "i64")
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A tensor's static type: shape (tuple of non-negative ints) and IR dtype name."""
+    shape: tuple
+    dtype: str = "f32"
+
+    def __post_init__(self):
+        shape = tuple(self.shape)
+        if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+            raise ShapeError(f"bad shape {shape}: dimensions must be non-negative integers")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return _DTYPES[self.dtype]
+
+    def __str__(self):
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+    @classmethod
+    def of(cls, array) -> "TensorType":
+        array = np.asarray(array)
+        return cls(array.shape, dtype_name(array.dtype))

@@ -1,0 +1,77 @@
+"""Reverse-mode autodiff: extends a graph with adjoint nodes.
+
+Nodes are visited in reverse topological order from the output; each node's adjoint is the sum
+of the partial adjoints its users sent it (v̄_i = Σ_j v̄_{i→j}), and the op's gradient rule
+appends the partial adjoints of its operands. Rules emit ordinary IR, so the result can be
+differentiated again.
+"""
+from ..ir.errors import NdlcError
+from ..ir.graph import Builder
+from ..ir.registry import get_op
+from ..ir.types import is_float
+from ..ir.verifier import maybe_verify
+
+
+def _relevant_nodes(graph, output, wrt):
+    """Nodes on some path from a `wrt` value to `output`, in topological order."""
+    depends = set(wrt)
+    for node in graph.nodes:
+        if any(v in depends for v in node.operands):
+            depends.add(node.result)
+    needed, relevant = {output}, []
+    for node in reversed(graph.nodes):
+        if node.result in needed and node.result in depends:
+            relevant.append(node)
+            needed.update(node.operands)
+    return relevant[::-1]
+
+
+def append_gradients(graph, output, wrt, out_grad=None):
+    """Append to `graph` the nodes computing d(output)/d(w) for each w in `wrt`.
+
+    `out_grad` is the adjoint of `output` (ones when None). Returns one Value per `wrt` entry,
+    or None for one that `output` does not depend on.
+    """
+    if not is_float(output.dtype):
+        raise NdlcError(f"cannot differentiate a {output.dtype} output; only float outputs have gradients")
+    b = Builder(graph)
+    if out_grad is None:
+        out_grad = b.constant_like(output, 1.0)
+    elif out_grad.type != output.type:
+        raise NdlcError(f"out_grad has type {out_grad.type}, the output {output.type}")
+    partials, adjoints = {output: [out_grad]}, {}
+    for node in reversed(_relevant_nodes(graph, output, wrt)):
+        parts = partials.pop(node.result, None)
+        if parts is None:
+            continue
+        b.loc = node.loc
+        adjoint = adjoints[node.result] = _sum(b, parts)
+        rule = get_op(node.op).grad
+        if rule is None:
+            continue
+        for operand, partial in zip(node.operands, rule(b, node, adjoint)):
+            if partial is not None and is_float(operand.dtype):
+                partials.setdefault(operand, []).append(partial)
+    b.loc = None
+    for w in wrt:
+        if w not in adjoints and w in partials:
+            adjoints[w] = _sum(b, partials.pop(w))
+    return [adjoints.get(w) for w in wrt]
+
+
+def _sum(b, parts):
+    total = parts[0]
+    for p in parts[1:]:
+        total = b.add(total, p)
+    return total
+
+
+def autodiff(graph, wrt=None, output_index=0):
+    """The graph with d(outputs[output_index])/d(w) appended to its outputs for each w in `wrt`
+    (default: every float input). A w the output does not depend on gets zeros."""
+    wrt = [v for v in graph.inputs if is_float(v.dtype)] if wrt is None else list(wrt)
+    result = graph.copy()
+    grads = append_gradients(result, graph.outputs[output_index], wrt)
+    b = Builder(result)
+    result.outputs += [g if g is not None else b.constant_like(w, 0.0) for w, g in zip(wrt, grads)]
+    return maybe_verify(result, "autodiff")
