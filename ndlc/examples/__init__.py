@@ -1,0 +1,1 @@
+"""Runnable needle-style programs (`python -m ndlc.examples.<name>`)."""

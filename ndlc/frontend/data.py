@@ -1,0 +1,203 @@
+"""needle's data loading (`ndl.data`): datasets, transforms, the DataLoader, and an idx(.gz)
+reader for MNIST-format files (Fashion-MNIST from Debian's `dataset-fashion-mnist`)."""
+import gzip
+import os
+
+import numpy as np
+
+from .tensor import Tensor
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+_FASHION_FILES = {True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                  False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_HOW_TO_GET = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) "
+               "or set NDLC_DATA to a directory holding the idx .gz files")
+
+
+# ---- transforms -------------------------------------------------------------------------
+class Transform:
+    """A random augmentation of one H x W x C image (numpy)."""
+
+    def __call__(self, img):
+        raise NotImplementedError
+
+
+class RandomFlipHorizontal(Transform):
+    """Mirror the image left-right with probability p (one draw per image, as in needle)."""
+
+    def __init__(self, p=0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomFlipHorizontal: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, img):
+        return np.flip(img, axis=1) if np.random.rand() < self.p else img
+
+
+class RandomCrop(Transform):
+    """Zero-pad by `padding` and cut the original size at a random shift in [-padding, padding]."""
+
+    def __init__(self, padding=3):
+        if padding < 0:
+            raise ValueError(f"RandomCrop: padding must be >= 0, got {padding}")
+        self.padding = padding
+
+    def __call__(self, img):
+        p = self.padding
+        shift_x, shift_y = np.random.randint(low=-p, high=p + 1, size=2)
+        h, w = img.shape[:2]
+        padded = np.pad(img, ((p, p), (p, p)) + ((0, 0),) * (img.ndim - 2))
+        return padded[p + shift_x:p + shift_x + h, p + shift_y:p + shift_y + w]
+
+
+# ---- datasets ---------------------------------------------------------------------------
+class Dataset:
+    """An indexable collection of samples (tuples of arrays), with optional transforms."""
+
+    def __init__(self, transforms=None):
+        self.transforms = transforms
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+
+    def apply_transforms(self, x):
+        for transform in self.transforms or ():
+            x = transform(x)
+        return x
+
+    def get_batch(self, indices):
+        """The samples at `indices`, each field stacked along a new first axis."""
+        samples = [self[int(i)] for i in indices]
+        samples = [s if isinstance(s, tuple) else (s,) for s in samples]
+        return tuple(np.stack(field) for field in zip(*samples))
+
+
+class NDArrayDataset(Dataset):
+    """Samples are the rows of one or more arrays of equal length."""
+
+    def __init__(self, *arrays):
+        super().__init__()
+        lengths = {len(a) for a in arrays}
+        if len(lengths) != 1:
+            raise ValueError(f"NDArrayDataset: arrays must have one length, got lengths {sorted(lengths)}")
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+    def get_batch(self, indices):
+        return self[np.asarray(indices)]
+
+
+def _open_idx(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"MNIST data file not found: {path}; {_HOW_TO_GET}")
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable idx file ({e})") from None
+
+
+def read_idx(path, expected_ndim):
+    """The uint8 array in an idx file (raw or gzipped), checked against its header."""
+    raw = _open_idx(path)
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] != expected_ndim:
+        raise ValueError(f"{path}: not an idx file of {expected_ndim}-d unsigned bytes "
+                         f"(magic {raw[:4].hex() or 'missing'}, expected 000008{expected_ndim:02x})")
+    header = 4 + 4 * expected_ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated idx header ({len(raw)} bytes)")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(expected_ndim))
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise ValueError(f"{path}: idx header promises shape {shape} ({size} bytes of data), "
+                         f"the file holds {len(raw) - header}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+class MNISTDataset(Dataset):
+    """MNIST-format idx files: images as (784,) float32 in [0, 1], labels uint8.
+
+    Transforms see each image as 28 x 28 x 1 and run per image."""
+
+    def __init__(self, image_filename, label_filename, transforms=None):
+        super().__init__(transforms)
+        images = read_idx(image_filename, 3)
+        self.labels = read_idx(label_filename, 1)
+        if len(images) != len(self.labels):
+            raise ValueError(f"{image_filename} holds {len(images)} images but {label_filename} "
+                             f"{len(self.labels)} labels")
+        self.image_shape = images.shape[1:] + (1,)
+        self.images = images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+    def __len__(self):
+        return len(self.images)
+
+    def _transformed(self, image):
+        return self.apply_transforms(image.reshape(self.image_shape)).reshape(-1)
+
+    def __getitem__(self, index):
+        image, label = self.images[index], self.labels[index]
+        if not self.transforms:
+            return image, label
+        if image.ndim == 1:
+            return self._transformed(image), label
+        return np.stack([self._transformed(x) for x in image]), label
+
+    def get_batch(self, indices):
+        return self[np.asarray(indices)]
+
+
+def fashion_mnist_dir(root=None):
+    """The first directory among `root`, $NDLC_DATA (and its fashion-mnist/) and Debian's that has the files."""
+    candidates = [root] if root else []
+    if os.environ.get("NDLC_DATA"):
+        candidates += [os.environ["NDLC_DATA"], os.path.join(os.environ["NDLC_DATA"], "fashion-mnist")]
+    candidates += FASHION_MNIST_DIRS if not root else []
+    for directory in candidates:
+        if all(os.path.exists(os.path.join(directory, f)) for f in _FASHION_FILES[True] + _FASHION_FILES[False]):
+            return directory
+    raise FileNotFoundError(f"Fashion-MNIST not found in {', '.join(candidates)} "
+                            f"(looked for {', '.join(_FASHION_FILES[True] + _FASHION_FILES[False])}); "
+                            f"{_HOW_TO_GET}")
+
+
+def FashionMNIST(train=True, root=None, transforms=None):
+    """The Fashion-MNIST training (or test) set as an MNISTDataset."""
+    directory = fashion_mnist_dir(root)
+    images, labels = _FASHION_FILES[bool(train)]
+    return MNISTDataset(os.path.join(directory, images), os.path.join(directory, labels), transforms)
+
+
+# ---- loader -----------------------------------------------------------------------------
+class DataLoader:
+    """Batches of a dataset as tuples of Tensors; a fresh permutation each epoch when shuffling."""
+
+    def __init__(self, dataset, batch_size=1, shuffle=False):
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+        self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle
+
+    def _ordering(self):
+        n = len(self.dataset)
+        index = np.random.permutation(n) if self.shuffle else np.arange(n)
+        return np.array_split(index, range(self.batch_size, n, self.batch_size))
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        get_batch = getattr(self.dataset, "get_batch", None) or (lambda idx: Dataset.get_batch(self.dataset, idx))
+        for indices in self._ordering():
+            if len(indices):
+                yield tuple(Tensor(field, requires_grad=False) for field in get_batch(indices))

@@ -1,0 +1,94 @@
+"""needle's initialisers (`ndl.init`): every random draw comes from numpy's global random state,
+in needle's order and with needle's arithmetic, so `np.random.seed(k)` reproduces needle's values."""
+import math
+
+import numpy as np
+
+from . import ops
+from .tensor import Tensor
+
+
+def _tensor(array, device, dtype, requires_grad):
+    return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
+    """Uniform on [low, high): `np.random.rand(*shape) * (high - low) + low`."""
+    return _tensor(np.random.rand(*shape) * (high - low) + low, device, dtype, requires_grad)
+
+
+def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
+    """Normal: `np.random.randn(*shape) * std + mean`."""
+    return _tensor(np.random.randn(*shape) * std + mean, device, dtype, requires_grad)
+
+
+def constant(*shape, c=1.0, device=None, dtype="float32", requires_grad=False):
+    """Every element equal to `c`."""
+    return _tensor(np.ones(shape) * c, device, dtype, requires_grad)
+
+
+def ones(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=1.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def zeros(*shape, device=None, dtype="float32", requires_grad=False):
+    return constant(*shape, c=0.0, device=device, dtype=dtype, requires_grad=requires_grad)
+
+
+def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
+    """Bernoulli(p) booleans: `np.random.rand(*shape) <= p` (Dropout's keep mask)."""
+    return _tensor(np.random.rand(*shape) <= p, device, dtype, requires_grad)
+
+
+def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
+    """Rows of the n x n identity picked by the integer labels `i` (draws nothing).
+
+    Built with ops (labels == arange(n)) so it also works on a symbolic `i` while tracing."""
+    labels = i if isinstance(i, Tensor) else Tensor(np.asarray(i), requires_grad=False)
+    if labels.dtype not in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"):
+        labels = ops.cast(labels, "int32")
+    column = ops.reshape(labels, labels.shape + (1,))
+    classes = Tensor.make_const(np.arange(n, dtype=np.int64).reshape((1,) * len(labels.shape) + (n,)))
+    hot = ops.cast(ops.equal(column, classes), dtype)
+    hot.requires_grad = requires_grad
+    return hot
+
+
+def zeros_like(array, *, device=None, requires_grad=False):
+    return zeros(*array.shape, dtype=array.dtype, device=device or array.device,
+                 requires_grad=requires_grad)
+
+
+def ones_like(array, *, device=None, requires_grad=False):
+    return ones(*array.shape, dtype=array.dtype, device=device or array.device,
+                requires_grad=requires_grad)
+
+
+def xavier_uniform(fan_in, fan_out, gain=1.0, shape=None, **kwargs):
+    """Uniform on [-a, a], a = gain * sqrt(6 / (fan_in + fan_out)); `shape` overrides (fan_in, fan_out)."""
+    a = gain * math.sqrt(6 / (fan_in + fan_out))
+    return rand(*(shape or (fan_in, fan_out)), low=-a, high=a, **kwargs)
+
+
+def xavier_normal(fan_in, fan_out, gain=1.0, shape=None, **kwargs):
+    """Normal with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    std = gain * math.sqrt(2 / (fan_in + fan_out))
+    return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
+
+
+def _relu_gain(nonlinearity):
+    if nonlinearity != "relu":
+        raise ValueError(f"kaiming init supports nonlinearity='relu' only, got {nonlinearity!r}")
+    return math.sqrt(2)
+
+
+def kaiming_uniform(fan_in, fan_out, shape=None, nonlinearity="relu", **kwargs):
+    """Uniform on [-b, b], b = sqrt(2) * sqrt(3 / fan_in)."""
+    bound = _relu_gain(nonlinearity) * math.sqrt(3 / fan_in)
+    return rand(*(shape or (fan_in, fan_out)), low=-bound, high=bound, **kwargs)
+
+
+def kaiming_normal(fan_in, fan_out, shape=None, nonlinearity="relu", **kwargs):
+    """Normal with std = sqrt(2) / sqrt(fan_in)."""
+    std = _relu_gain(nonlinearity) / math.sqrt(fan_in)
+    return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)

@@ -1,0 +1,125 @@
+"""needle's Module and Parameter, plus state_dict/load_state_dict and the containers.
+
+A module's tensors are whatever its attributes hold, looked up recursively through modules,
+lists, tuples and dicts: Parameters are trained, other Tensors (running statistics) are state."""
+import numpy as np
+
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains (returned by `parameters()`)."""
+
+
+def _walk(value, prefix=""):
+    """(name, tensor) for every Tensor under `value`, and (name, module) for every Module."""
+    if isinstance(value, Tensor):
+        yield prefix, value
+    elif isinstance(value, Module):
+        yield prefix, value
+        yield from _walk(vars(value), prefix)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{prefix}.{index}" if prefix else str(index))
+
+
+def _unique(pairs, kind):
+    """The `kind` objects among `pairs`, each once (a shared tensor counts once), in walk order."""
+    seen, result = set(), []
+    for name, obj in pairs:
+        if isinstance(obj, kind) and id(obj) not in seen:
+            seen.add(id(obj))
+            result.append((name, obj))
+    return result
+
+
+class Module:
+    """needle's Module: `__call__` runs `forward`; `training` switches train/eval behaviour."""
+
+    training = True
+
+    def __init__(self):
+        self.training = True
+
+    def parameters(self):
+        """Every Parameter reachable from this module's attributes (shared ones once)."""
+        return [p for _, p in _unique(_walk(vars(self)), Parameter)]
+
+    def _children(self):
+        return [m for _, m in _unique(_walk(vars(self)), Module)]
+
+    def train(self):
+        self.training = True
+        for module in self._children():
+            module.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        for module in self._children():
+            module.training = False
+        return self
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def state_dict(self):
+        """name -> a copy of every Tensor this module holds: parameters and running statistics."""
+        return {name: Tensor.make_const(t.numpy().copy()) for name, t in _unique(_walk(vars(self)), Tensor)}
+
+    def load_state_dict(self, state):
+        """Set every tensor from `state` (Tensors or arrays); the keys and shapes must match exactly."""
+        own = dict(_unique(_walk(vars(self)), Tensor))
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {extra}")
+        for name, tensor in own.items():
+            value = state[name]
+            array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
+            if array.shape != tensor.shape:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape "
+                                 f"{array.shape} in the state dict, the model's is {tensor.shape}")
+            tensor.data = Tensor.make_const(array)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Sequential(Module):
+    """Applies `modules` in order (kept in `.modules`, as in needle)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.modules = modules
+
+    def forward(self, x):
+        for module in self.modules:
+            x = module(x)
+        return x
+
+    def __repr__(self):
+        return f"Sequential({', '.join(map(repr, self.modules))})"
+
+
+class Residual(Module):
+    """fn(x) + x."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+    def __repr__(self):
+        return f"Residual({self.fn!r})"
