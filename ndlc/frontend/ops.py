@@ -37,9 +37,11 @@ def _to_float(a: Tensor) -> Tensor:
 
 
 def _promote(op, tensors):
-    """Cast `tensors` to one dtype, numpy's promotion (and float32 for float-only ops)."""
+    """Cast `tensors` to one dtype: the widest float if any is float (as PyTorch: int64 with
+    float32 is float32), else numpy's integer promotion; float32 for float-only ops."""
     dtypes = [t._value.type.np_dtype for t in tensors]
-    target = dtype_name(np.result_type(*dtypes))
+    floats = [d for d in dtypes if d.kind == "f"]
+    target = dtype_name(np.result_type(*(floats or dtypes)))
     if get_op(op).float_only and not is_float(target):
         target = "f32"
     return [cast(t, target) for t in tensors]

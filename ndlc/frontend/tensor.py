@@ -16,6 +16,7 @@ from ..ir.errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
+from ..ir.verifier import maybe_verify
 from ..passes.autodiff import append_gradients
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +79,8 @@ def _as_array(array, dtype):
 
 class Tensor:
     """A needle Tensor: `Tensor(array, device=None, dtype=None, requires_grad=True)`."""
+
+    __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray @ Tensor is a Tensor
 
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
         if isinstance(array, Tensor):
@@ -170,7 +173,9 @@ class Tensor:
     @property
     def inputs(self):
         node = self._value.node
-        return [] if node is None else [_TENSORS.get(v) or Tensor._wrap(v) for v in node.operands]
+        if node is None:
+            return []
+        return [t if (t := _TENSORS.get(v)) is not None else Tensor._wrap(v) for v in node.operands]
 
     def is_leaf(self):
         return self._value.node is None
@@ -211,14 +216,16 @@ class Tensor:
         """Set `.grad` of every live Tensor that requires grad and that this one depends on."""
         if not is_float(self._value.dtype):
             raise NdlcError(f"backward() of a {self.dtype} tensor: only float tensors have gradients")
-        graph = Graph.from_outputs([self._value])
         seed = None
         if out_grad is not None:
             out_grad = out_grad if isinstance(out_grad, Tensor) else Tensor(out_grad, dtype=self.dtype)
             seed = out_grad._value
+        graph = Graph.from_outputs([self._value] + ([seed] if seed is not None else []), name="backward")
         targets = [t for v in _dag_values(graph) if (t := _TENSORS.get(v)) is not None and t.requires_grad]
         start = len(graph.nodes)
         grads = append_gradients(graph, self._value, [t._value for t in targets], seed)
+        graph.outputs += [g for g in grads if g is not None]
+        maybe_verify(graph, "backward")
         _evaluate_new_nodes(graph.nodes[start:])
         for tensor, g in zip(targets, grads):
             if g is not None:

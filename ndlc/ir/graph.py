@@ -24,6 +24,10 @@ class Value:
     def dtype(self):
         return self.type.dtype
 
+    @property
+    def ndim(self):
+        return self.type.ndim
+
     def __repr__(self):
         what = self.node.op if self.node is not None else self.kind
         return f"<Value {self.name or ''}: {self.type} ({what})>"

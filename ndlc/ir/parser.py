@@ -188,8 +188,8 @@ class _Parser:
         self.t.expect("return")
         first = True
         while self.t.peek()[1] != "}":
-            if not first:
-                self.t.expect(",")
+            if not first and not self.t.accept(","):
+                raise self.t.error(f"expected ',' or '}}' after a returned value, found {self.t.peek()[1]!r}")
             first = False
             if self.t.accept("new"):
                 state_tok = self.t.peek()

@@ -61,10 +61,16 @@ def verify(graph):
 
 
 def maybe_verify(graph, stage=""):
-    """Verify when enabled (tests, NDLC_VERIFY=1); name the stage that produced a bad graph."""
+    """When enabled (tests, NDLC_VERIFY=1): verify the graph and check that its text form parses
+    back to an equal graph; errors name the stage that produced the graph."""
     if verification_enabled():
+        from .parser import parse
+        from .printer import graph_difference, print_graph
         try:
             verify(graph)
+            difference = graph_difference(graph, parse(print_graph(graph), verify=False))
         except NdlcError as e:
             raise VerifyError(f"after {stage}: {e}") from None
+        if difference:
+            raise VerifyError(f"after {stage}: the text form does not round-trip: {difference}")
     return graph

@@ -1,4 +1,4 @@
-"""Convolution (needle's: NHWC input, (K, K, Cin, Cout) weights) and 2-D pooling over the last
+"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and 2-D pooling over the last
 two axes, built on a pair of window ops (im2col `windows` and its adjoint `unwindows`)."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -16,51 +16,54 @@ def _out_size(size, kernel, stride, what):
 # ---- conv -------------------------------------------------------------------------------
 def _conv_infer(types, stride, padding):
     x, w = types
-    check(x.ndim == 4 and w.ndim == 4, "needs input (N, H, W, Cin) and weight (K, K, Cin, Cout)")
+    check(x.ndim == 4 and w.ndim == 4, "needs input (N, H, W, Cin) and weight (KH, KW, Cin, Cout)")
     check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
-    check(w.shape[0] == w.shape[1], f"kernel must be square, got {w.shape[0]}x{w.shape[1]}")
     check(x.shape[3] == w.shape[2], f"input channels {x.shape[3]} != weight's Cin {w.shape[2]}")
     check(stride >= 1 and padding >= 0, f"stride {stride} must be >= 1 and padding {padding} >= 0")
-    k = w.shape[0]
-    ho = _out_size(x.shape[1] + 2 * padding, k, stride, "padded height")
-    wo = _out_size(x.shape[2] + 2 * padding, k, stride, "padded width")
+    ho = _out_size(x.shape[1] + 2 * padding, w.shape[0], stride, "padded height")
+    wo = _out_size(x.shape[2] + 2 * padding, w.shape[1], stride, "padded width")
     return TensorType((x.shape[0], ho, wo, w.shape[3]), x.dtype)
 
 
 def _conv_ref(x, w, stride, padding):
     x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     n, h, wd, c = x.shape
-    k = w.shape[0]
-    ho, wo = (h - k) // stride + 1, (wd - k) // stride + 1
+    kh, kw = w.shape[:2]
+    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
     sn, sh, sw, sc = x.strides
-    cols = as_strided(x, (n, ho, wo, k, k, c), (sn, sh * stride, sw * stride, sh, sw, sc))
+    cols = as_strided(x, (n, ho, wo, kh, kw, c), (sn, sh * stride, sw * stride, sh, sw, sc))
     return np.tensordot(cols, w, axes=([3, 4, 5], [0, 1, 2])).astype(x.dtype)
 
 
 def _conv_grad(b, n, g):
     x, w = n.operands
     s, p = n.attrs["stride"], n.attrs["padding"]
-    k = w.shape[0]
+    kernel = w.shape[:2]
     if s > 1:  # place each output's adjoint at the input position its window starts from
         g = b.dilate(g, axes=(1, 2), dilation=s - 1)
         g = b.slice(g, start=(0, 0, 0, 0), stop=(g.shape[0], (n.result.shape[1] - 1) * s + 1,
                                                     (n.result.shape[2] - 1) * s + 1, g.shape[3]))
+    # dx: full correlation of the adjoint with the flipped kernel, cropped to the unpadded input
+    full = max(kernel) - 1
     flipped = b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2))
-    dx = b.conv(g, flipped, stride=1, padding=k - 1)
-    rest = [x.shape[i] + 2 * p - dx.shape[i] for i in (1, 2)]  # rows no window reached
-    if any(rest):
-        dx = b.pad(dx, widths=((0, 0), (0, rest[0]), (0, rest[1]), (0, 0)))
-    if p:
-        dx = b.slice(dx, start=(0, p, p, 0), stop=(x.shape[0], p + x.shape[1], p + x.shape[2], x.shape[3]))
+    dx = b.conv(g, flipped, stride=1, padding=full)
+    start = [p + full - (k - 1) for k in kernel]  # dx index of padded-input row p
+    short = [max(0, a + d - e) for a, d, e in zip(start, x.shape[1:3], dx.shape[1:3])]
+    if any(short):  # input rows past the last window get no adjoint
+        dx = b.pad(dx, widths=((0, 0), (0, short[0]), (0, short[1]), (0, 0)))
+    if dx.shape[1:3] != x.shape[1:3]:
+        dx = b.slice(dx, start=(0, start[0], start[1], 0),
+                     stop=(x.shape[0], start[0] + x.shape[1], start[1] + x.shape[2], x.shape[3]))
+    # dw: correlate the input (channels as batch) with the adjoint (batch as channels)
     dw = b.conv(b.permute(x, axes=(3, 1, 2, 0)), b.permute(g, axes=(1, 2, 0, 3)), stride=1, padding=p)
-    if dw.shape[1:3] != (k, k):
-        dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], k, k, dw.shape[3]))
+    if dw.shape[1:3] != tuple(kernel):
+        dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], kernel[0], kernel[1], dw.shape[3]))
     return [dx, b.permute(dw, axes=(1, 2, 0, 3))]
 
 
 register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
                {"stride": Attr("int"), "padding": Attr("int")},
-               "2-D convolution (cross-correlation), NHWC input, (K, K, Cin, Cout) weight",
+               "2-D convolution (cross-correlation), NHWC input, (KH, KW, Cin, Cout) weight",
                float_only=True))
 
 

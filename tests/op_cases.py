@@ -1,0 +1,200 @@
+"""Per-op test cases: random inputs, attributes, and an independent numpy expectation.
+
+Every registry op must have an entry (tests/ir/test_ops.py checks), so a new op comes with its
+cases. Inputs are float64 so that finite differences are accurate; `draw(rng)` picks shapes.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    op: str
+    draw: Callable          # rng -> (list of input arrays, attrs dict)
+    expect: Callable        # (*inputs, **attrs) -> expected array, written without the registry
+    differentiable: bool = True
+    tags: tuple = field(default_factory=tuple)
+
+
+def shape(rng, low=1, high=4, ndim=None):
+    ndim = rng.integers(0, 4) if ndim is None else ndim
+    return tuple(int(d) for d in rng.integers(low, high + 1, size=ndim))
+
+
+def normal(rng, s):
+    return rng.standard_normal(s)
+
+
+def positive(rng, s):
+    return rng.uniform(0.5, 2.0, s)
+
+
+def _unary(op, expect, gen=normal):
+    return Case(op, lambda r: ([gen(r, shape(r))], {}), expect)
+
+
+def _binary(op, expect, gen=normal, differentiable=True):
+    def draw(r):
+        s = shape(r)
+        return [gen(r, s), gen(r, s)], {}
+    return Case(op, draw, expect, differentiable)
+
+
+def _ties(rng, s):
+    return rng.integers(-2, 3, s).astype(np.float64)
+
+
+def _compare(op, fn):
+    return _binary(op, fn, gen=_ties, differentiable=False)
+
+
+def _conv_expect(x, w, stride, padding):
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    n, h, wd, _ = x.shape
+    kh, kw, _, co = w.shape
+    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, ho, wo, co))
+    for i in range(ho):
+        for j in range(wo):
+            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+            out[:, i, j, :] = np.einsum("nhwc,hwco->no", patch, w)
+    return out
+
+
+def _windows_expect(x, kernel, stride):
+    *lead, h, w = x.shape
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    out = np.zeros(tuple(lead) + (ho, wo, kernel, kernel))
+    for i in range(ho):
+        for j in range(wo):
+            out[..., i, j, :, :] = x[..., i * stride:i * stride + kernel, j * stride:j * stride + kernel]
+    return out
+
+
+def _unwindows_expect(g, kernel, stride, size):
+    *lead, ho, wo, _, _ = g.shape
+    out = np.zeros(tuple(lead) + tuple(size))
+    for i in range(ho):
+        for j in range(wo):
+            out[..., i * stride:i * stride + kernel, j * stride:j * stride + kernel] += g[..., i, j, :, :]
+    return out
+
+
+def _pool_draw(r):
+    k = int(r.integers(1, 3))
+    s = int(r.integers(1, 3))
+    return [normal(r, (2, 2, int(r.integers(k, 6)), int(r.integers(k, 6))))], {"kernel": k, "stride": s}
+
+
+def _reduce_draw(r):
+    s = shape(r, ndim=int(r.integers(1, 4)))
+    axes = tuple(sorted(set(int(a) for a in r.integers(0, len(s), size=r.integers(1, len(s) + 1)))))
+    return [normal(r, s)], {"axes": axes}
+
+
+def _matmul_draw(r):
+    batch_a, batch_b = [(), (2,), (3, 2), (1, 2)][r.integers(0, 4)], [(), (2,), (1,)][r.integers(0, 3)]
+    m, k, n = (int(d) for d in r.integers(1, 5, size=3))
+    return [normal(r, batch_a + (m, k)), normal(r, batch_b + (k, n))], {}
+
+
+def _pad_draw(r):
+    s = shape(r, ndim=int(r.integers(1, 4)))
+    return [normal(r, s)], {"widths": tuple((int(r.integers(0, 3)), int(r.integers(0, 3))) for _ in s)}
+
+
+def _slice_draw(r):
+    s = shape(r, low=2, ndim=int(r.integers(1, 4)))
+    start = tuple(int(r.integers(0, d)) for d in s)
+    return [normal(r, s)], {"start": start, "stop": tuple(int(r.integers(a + 1, d + 1)) for a, d in zip(start, s))}
+
+
+def _dilate_draw(r):
+    s = shape(r, ndim=int(r.integers(1, 4)))
+    return [normal(r, s)], {"axes": tuple(sorted({int(r.integers(0, len(s)))})), "dilation": int(r.integers(0, 3))}
+
+
+def _dilate_expect(x, axes, dilation):
+    out = np.zeros([d * (dilation + 1) if i in axes else d for i, d in enumerate(x.shape)])
+    for index in np.ndindex(*x.shape):
+        out[tuple(j * (dilation + 1) if i in axes else j for i, j in enumerate(index))] = x[index]
+    return out
+
+
+def _undilate_expect(x, axes, dilation):
+    for a in axes:
+        x = np.take(x, np.arange(0, x.shape[a], dilation + 1), axis=a)
+    return x
+
+
+def _logsumexp_expect(x, axes):
+    return np.log(np.sum(np.exp(x), axis=axes))
+
+
+CASES = [
+    _binary("add", lambda a, b: a + b),
+    _binary("multiply", lambda a, b: a * b),
+    _binary("divide", lambda a, b: a / b, gen=positive),
+    _binary("power", lambda a, b: np.exp(b * np.log(a)), gen=positive),
+    _binary("maximum", lambda a, b: np.where(a > b, a, b)),
+    _compare("equal", lambda a, b: a == b),
+    _compare("not_equal", lambda a, b: a != b),
+    _compare("less", lambda a, b: a < b),
+    _compare("less_equal", lambda a, b: a <= b),
+    _compare("greater", lambda a, b: a > b),
+    _compare("greater_equal", lambda a, b: a >= b),
+    Case("where", lambda r: (lambda s: ([r.random(s) < 0.5, normal(r, s), normal(r, s)], {}))(shape(r)),
+         lambda c, a, b: np.array([x if k else y for k, x, y in zip(c.ravel(), a.ravel(), b.ravel())]).reshape(a.shape)),
+    Case("add_scalar", lambda r: ([normal(r, shape(r))], {"scalar": 1.5}), lambda x, scalar: x + scalar),
+    Case("mul_scalar", lambda r: ([normal(r, shape(r))], {"scalar": -2.5}), lambda x, scalar: x * scalar),
+    Case("divide_scalar", lambda r: ([normal(r, shape(r))], {"scalar": 4.0}), lambda x, scalar: x / scalar),
+    Case("power_scalar", lambda r: ([positive(r, shape(r))], {"scalar": 3.0}), lambda x, scalar: x * x * x),
+    _unary("negate", lambda x: 0 - x),
+    _unary("exp", lambda x: np.e ** x),
+    _unary("log", lambda x: np.log(x), gen=positive),
+    _unary("sqrt", lambda x: x ** 0.5, gen=positive),
+    _unary("sin", np.sin),
+    _unary("cos", np.cos),
+    _unary("tanh", lambda x: (np.exp(x) - np.exp(-x)) / (np.exp(x) + np.exp(-x))),
+    _unary("sigmoid", lambda x: np.exp(x) / (1 + np.exp(x))),
+    _unary("relu", lambda x: x * (x > 0)),
+    Case("stop_gradient", lambda r: ([normal(r, shape(r))], {}), lambda x: x, differentiable=False),
+    Case("cast", lambda r: ([normal(r, shape(r)) * 3], {"dtype": "i32"}), lambda x, dtype: np.trunc(x),
+         differentiable=False),
+    Case("full", lambda r: ([], {"shape": shape(r), "value": 2.5, "dtype": "f64"}),
+         lambda shape, value, dtype: value * np.ones(shape), differentiable=False),
+    Case("reshape", lambda r: ([normal(r, (2, 3, 4))], {"shape": (4, 6)}), lambda x, shape: x.ravel().reshape(shape)),
+    Case("broadcast_to", lambda r: ([normal(r, (3, 1))], {"shape": (2, 3, 4)}),
+         lambda x, shape: x[None] * np.ones(shape)),
+    Case("transpose", lambda r: ([normal(r, (2, 3, 4))], {"axes": (0, 2)}),
+         lambda x, axes: np.einsum("abc->cba", x)),
+    Case("permute", lambda r: ([normal(r, (2, 3, 4))], {"axes": (1, 2, 0)}),
+         lambda x, axes: np.einsum("abc->bca", x)),
+    Case("flip", lambda r: ([normal(r, (3, 4))], {"axes": (1,)}), lambda x, axes: x[:, ::-1]),
+    Case("pad", _pad_draw, lambda x, widths: np.pad(x, widths, constant_values=0)),
+    Case("slice", _slice_draw, lambda x, start, stop: x[tuple(slice(a, z) for a, z in zip(start, stop))]),
+    Case("stack", lambda r: (lambda s: ([normal(r, s) for _ in range(3)], {"axis": 1}))(shape(r, ndim=2)),
+         lambda *xs, axis: np.concatenate([x[:, None] for x in xs], axis=1)),
+    Case("split", lambda r: ([normal(r, (3, 4, 2))], {"axis": 1, "index": 2}), lambda x, axis, index: x[:, index]),
+    Case("dilate", _dilate_draw, _dilate_expect),
+    Case("undilate", _dilate_draw, _undilate_expect),
+    Case("summation", _reduce_draw, lambda x, axes: np.add.reduce(x, axis=axes)),
+    Case("max", _reduce_draw, lambda x, axes: np.maximum.reduce(x, axis=axes)),
+    Case("logsumexp", _reduce_draw, _logsumexp_expect),
+    Case("logsoftmax", lambda r: ([normal(r, (3, 5))], {"axis": 1}),
+         lambda x, axis: x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))),
+    Case("matmul", _matmul_draw, lambda a, b: np.einsum("...ik,...kj->...ij", a, b)),
+    Case("conv", lambda r: ([normal(r, (2, 5, 6, 3)), normal(r, (int(r.integers(1, 4)), int(r.integers(1, 4)), 3, 2))],
+                            {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}), _conv_expect),
+    Case("windows", _pool_draw, _windows_expect),
+    Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
+         _unwindows_expect),
+    Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
+    Case("max_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).max(axis=(-2, -1))),
+]
+
+BY_OP = {}
+for _case in CASES:
+    BY_OP.setdefault(_case.op, []).append(_case)
