@@ -76,6 +76,10 @@ class OpDef:
     float_only: operands must be floating point (frontends cast integers first).
     scalar_variant: the op taking the second operand as a `scalar` attribute (add -> add_scalar).
     commutative: op(x, y) == op(y, x), so a scalar on either side may use `scalar_variant`.
+    identity: the v with op(x, v) == x, for the second operand or the `scalar` attribute
+      (either operand when commutative); simplify drops such nodes.
+    involution: op(op(x, attrs), attrs) == x (negate, flip, transpose).
+    compose(inner_attrs, outer_attrs) -> attrs of one op doing both in turn (reshape, permute).
     """
     name: str
     arity: Optional[int]
@@ -89,6 +93,9 @@ class OpDef:
     float_only: bool = False
     scalar_variant: Optional[str] = None
     commutative: bool = False
+    identity: Optional[float] = None
+    involution: bool = False
+    compose: Optional[Callable] = None
 
     def check_attrs(self, attrs: dict, where=None) -> dict:
         """Validate `attrs` against the declaration; fill defaults; normalise lists to tuples."""

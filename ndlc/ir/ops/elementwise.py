@@ -34,15 +34,17 @@ def zeros_like(b, v):
 
 # ---- binary -----------------------------------------------------------------------------
 elementwise("add", 2, np.add, lambda x, y: x + y, lambda b, n, g: [g, g],
-            scalar_variant="add_scalar", commutative=True)
+            scalar_variant="add_scalar", commutative=True, identity=0.0)
 elementwise("multiply", 2, np.multiply, lambda x, y: x * y,
             lambda b, n, g: [b.multiply(g, n.operands[1]), b.multiply(g, n.operands[0])],
-            scalar_variant="mul_scalar", commutative=True)
+            scalar_variant="mul_scalar", commutative=True, identity=1.0)
 elementwise("divide", 2, np.divide, lambda x, y: x / y, float_only=True, scalar_variant="divide_scalar",
+            identity=1.0,
             grad=lambda b, n, g: [
                 b.divide(g, n.operands[1]),
                 b.negate(b.divide(b.multiply(g, n.result), n.operands[1]))])
 elementwise("power", 2, np.power, lambda x, y: x ** y, float_only=True, scalar_variant="power_scalar",
+            identity=1.0,
             grad=lambda b, n, g: [
                 b.multiply(g, b.multiply(n.operands[1], b.power(
                     n.operands[0], b.add_scalar(n.operands[1], scalar=-1.0)))),
@@ -85,19 +87,19 @@ def _scalar_ref(fn):
 
 
 elementwise("add_scalar", 1, _scalar_ref(np.add), lambda x, scalar: x + scalar,
-            lambda b, n, g: [g], attrs=_SCALAR)
+            lambda b, n, g: [g], attrs=_SCALAR, identity=0.0)
 elementwise("mul_scalar", 1, _scalar_ref(np.multiply), lambda x, scalar: x * scalar,
-            lambda b, n, g: [b.mul_scalar(g, scalar=n.attrs["scalar"])], attrs=_SCALAR)
+            lambda b, n, g: [b.mul_scalar(g, scalar=n.attrs["scalar"])], attrs=_SCALAR, identity=1.0)
 elementwise("divide_scalar", 1, _scalar_ref(np.divide), lambda x, scalar: x / scalar,
             lambda b, n, g: [b.divide_scalar(g, scalar=n.attrs["scalar"])], attrs=_SCALAR,
-            float_only=True)
+            float_only=True, identity=1.0)
 elementwise("power_scalar", 1, _scalar_ref(np.power), lambda x, scalar: x ** scalar,
             lambda b, n, g: [b.multiply(g, b.mul_scalar(
                 b.power_scalar(n.operands[0], scalar=n.attrs["scalar"] - 1), scalar=n.attrs["scalar"]))],
-            attrs=_SCALAR, float_only=True)
+            attrs=_SCALAR, float_only=True, identity=1.0)
 
 # ---- unary ------------------------------------------------------------------------------
-elementwise("negate", 1, np.negative, lambda x: -x, lambda b, n, g: [b.negate(g)])
+elementwise("negate", 1, np.negative, lambda x: -x, lambda b, n, g: [b.negate(g)], involution=True)
 elementwise("exp", 1, np.exp, S.exp, lambda b, n, g: [b.multiply(g, n.result)], float_only=True)
 elementwise("log", 1, np.log, S.log, lambda b, n, g: [b.divide(g, n.operands[0])], float_only=True)
 elementwise("sqrt", 1, np.sqrt, S.sqrt, float_only=True,

@@ -7,8 +7,8 @@ from ..registry import Attr, OpDef, register
 from ..types import TensorType
 
 
-def layout(name, arity, infer, reference, grad, attrs, doc=""):
-    return register(OpDef(name, arity, infer, reference, grad, None, "layout", attrs, doc))
+def layout(name, arity, infer, reference, grad, attrs, doc="", **extra):
+    return register(OpDef(name, arity, infer, reference, grad, None, "layout", attrs, doc, **extra))
 
 
 def _axes_ok(axes, ndim, what="axes"):
@@ -25,7 +25,8 @@ def _reshape_infer(types, shape):
 
 
 layout("reshape", 1, _reshape_infer, lambda x, shape: np.reshape(x, shape),
-       lambda b, n, g: [b.reshape(g, shape=n.operands[0].shape)], {"shape": Attr("ints")})
+       lambda b, n, g: [b.reshape(g, shape=n.operands[0].shape)], {"shape": Attr("ints")},
+       compose=lambda inner, outer: outer)
 
 
 def broadcast_axes(source, target):
@@ -53,7 +54,8 @@ def _broadcast_infer(types, shape):
 
 layout("broadcast_to", 1, _broadcast_infer, lambda x, shape: np.broadcast_to(x, shape),
        lambda b, n, g: [sum_to_shape(b, g, n.operands[0].shape)], {"shape": Attr("ints")},
-       "numpy broadcasting: leading axes added, size-1 axes repeated")
+       "numpy broadcasting: leading axes added, size-1 axes repeated",
+       compose=lambda inner, outer: outer)
 
 
 # ---- axis permutations ------------------------------------------------------------------
@@ -68,7 +70,7 @@ def _transpose_infer(types, axes):
 
 layout("transpose", 1, _transpose_infer, lambda x, axes: np.swapaxes(x, *axes),
        lambda b, n, g: [b.transpose(g, axes=n.attrs["axes"])], {"axes": Attr("ints")},
-       "needle's transpose: swap two axes")
+       "needle's transpose: swap two axes", involution=True)
 
 
 def _permute_infer(types, axes):
@@ -80,7 +82,8 @@ def _permute_infer(types, axes):
 
 layout("permute", 1, _permute_infer, lambda x, axes: np.transpose(x, axes),
        lambda b, n, g: [b.permute(g, axes=tuple(int(i) for i in np.argsort(n.attrs["axes"])))],
-       {"axes": Attr("ints")}, "general axis permutation (numpy's transpose)")
+       {"axes": Attr("ints")}, "general axis permutation (numpy's transpose)",
+       compose=lambda inner, outer: {"axes": tuple(inner["axes"][a] for a in outer["axes"])})
 
 
 def _flip_infer(types, axes):
@@ -89,7 +92,7 @@ def _flip_infer(types, axes):
 
 
 layout("flip", 1, _flip_infer, lambda x, axes: np.flip(x, axes),
-       lambda b, n, g: [b.flip(g, axes=n.attrs["axes"])], {"axes": Attr("ints")})
+       lambda b, n, g: [b.flip(g, axes=n.attrs["axes"])], {"axes": Attr("ints")}, involution=True)
 
 
 # ---- pad / slice ------------------------------------------------------------------------
