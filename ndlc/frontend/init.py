@@ -45,7 +45,7 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
 
     Built with ops (labels == arange(n)) so it also works on a symbolic `i` while tracing."""
     labels = i if isinstance(i, Tensor) else Tensor(np.asarray(i), requires_grad=False)
-    if labels.dtype not in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"):
+    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
         labels = ops.cast(labels, "int32")
     column = ops.reshape(labels, labels.shape + (1,))
     classes = Tensor.make_const(np.arange(n, dtype=np.int64).reshape((1,) * len(labels.shape) + (n,)))

@@ -247,6 +247,12 @@ def test_batchnorm_names_itself_and_the_shapes_on_a_wrong_feature_size():
         nn.BatchNorm2d(3)(tensor(np.zeros((4, 3))))
 
 
+def test_conv_names_itself_and_the_shapes_on_a_wrong_channel_count():
+    with pytest.raises(ValueError, match=r"Conv\(3, 4, kernel_size=3, stride=1\): input has 2 channels, "
+                                         r"expected 3 \(input shape \(1, 2, 5, 5\)\)"):
+        nn.Conv(3, 4, 3)(tensor(np.zeros((1, 2, 5, 5))))
+
+
 def test_softmax_loss_refuses_mismatched_labels():
     with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
         nn.SoftmaxLoss()(tensor(np.zeros((3, 2))), np.zeros(4, dtype=np.int64))

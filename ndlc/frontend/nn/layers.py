@@ -5,13 +5,13 @@ from ..tensor import Tensor
 from .module import Module, Parameter
 
 
-def _check_features(module, x, expected, axis=-1, rank=None):
+def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
     """Refuse an input whose `axis` is not `expected` wide (or whose rank is not `rank`)."""
     if rank is not None and x.ndim != rank:
         raise ValueError(f"{module!r}: input must have rank {rank}, got shape {x.shape}")
     if x.ndim < 1 or x.shape[axis] != expected:
         got = x.shape[axis] if x.ndim else "no"
-        raise ValueError(f"{module!r}: input has {got} features, expected {expected} "
+        raise ValueError(f"{module!r}: input has {got} {what}, expected {expected} "
                          f"(input shape {x.shape})")
 
 
@@ -198,7 +198,7 @@ class Conv(Module):
                                             dtype=dtype, requires_grad=True))
 
     def forward(self, x):
-        _check_features(self, x, self.in_channels, axis=1, rank=4)
+        _check_features(self, x, self.in_channels, axis=1, rank=4, what="channels")
         out = ops.conv(x.permute((0, 2, 3, 1)), self.weight, stride=self.stride, padding=self.padding)
         if self.bias is not None:
             out = out + _along(self.bias, out.shape, 3)
