@@ -133,6 +133,18 @@ def _logsumexp_expect(x, axes):
     return np.log(np.sum(np.exp(x), axis=axes))
 
 
+def _splitmix_uniform(seed, stream, shape):
+    """SplitMix64 (Steele et al.) in Python integers, element by element."""
+    mask = (1 << 64) - 1
+    out = []
+    for i in range(int(np.prod(shape))):
+        z = (seed + stream * 0xD1B54A32D192ED03 + (i + 1) * 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(((z ^ (z >> 31)) >> 40) / 2 ** 24)
+    return np.array(out).reshape(shape)
+
+
 CASES = [
     _binary("add", lambda a, b: a + b),
     _binary("multiply", lambda a, b: a * b),
@@ -192,6 +204,8 @@ CASES = [
     Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
          _unwindows_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
+    Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
+         lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),
     Case("max_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).max(axis=(-2, -1))),
 ]
 
