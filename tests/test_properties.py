@@ -38,6 +38,10 @@ def run_program(program, *inputs):
         if kind == "unary":
             out = getattr(ndl, unary)(ndl.tanh(x) if unary == "exp" else x)
         elif kind == "binary":
+            try:
+                np.broadcast_shapes(x.shape, y.shape)
+            except ValueError:
+                y = y.sum()  # a scalar broadcasts against anything
             out = getattr(ndl.ops, binary)(x, y)
         elif kind == "scalar":
             out = [x + number, x * number, number - x][pick % 3]
