@@ -1,24 +1,42 @@
 """needle's initialisers (`ndl.init`): every random draw comes from numpy's global random state,
-in needle's order and with needle's arithmetic, so `np.random.seed(k)` reproduces needle's values."""
+in needle's order and with needle's arithmetic, so `np.random.seed(k)` reproduces needle's values.
+
+While tracing, rand/randn/randb become counter-based random ops of the program instead (so a
+compiled Dropout draws a new mask every step): same distributions, different numbers."""
 import math
 
 import numpy as np
 
 from . import ops
 from .tensor import Tensor
+from .trace import active_context
 
 
 def _tensor(array, device, dtype, requires_grad):
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
+def _traced(value, dtype, requires_grad):
+    tensor = ops.cast(value, dtype)
+    tensor.requires_grad = requires_grad
+    return tensor
+
+
 def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=False):
     """Uniform on [low, high): `np.random.rand(*shape) * (high - low) + low`."""
+    context = active_context()
+    if context is not None:
+        return _traced(context.uniform(shape, "f32") * (high - low) + low, dtype, requires_grad)
     return _tensor(np.random.rand(*shape) * (high - low) + low, device, dtype, requires_grad)
 
 
 def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad=False):
-    """Normal: `np.random.randn(*shape) * std + mean`."""
+    """Normal: `np.random.randn(*shape) * std + mean` (Box-Muller while tracing)."""
+    context = active_context()
+    if context is not None:
+        u1, u2 = context.uniform(shape, "f32"), context.uniform(shape, "f32")
+        normal = ops.sqrt(ops.log(1.0 - u1) * -2.0) * ops.cos(u2 * (2 * math.pi))
+        return _traced(normal * std + mean, dtype, requires_grad)
     return _tensor(np.random.randn(*shape) * std + mean, device, dtype, requires_grad)
 
 
@@ -37,6 +55,9 @@ def zeros(*shape, device=None, dtype="float32", requires_grad=False):
 
 def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli(p) booleans: `np.random.rand(*shape) <= p` (Dropout's keep mask)."""
+    context = active_context()
+    if context is not None:
+        return _traced(context.uniform(shape, "f32") <= p, dtype, requires_grad)
     return _tensor(np.random.rand(*shape) <= p, device, dtype, requires_grad)
 
 

@@ -76,9 +76,9 @@ def elementwise(op, *args) -> Tensor:
             tensor = as_tensor(tensor)
             tensor = _to_float(tensor) if opdef.float_only else _scalar_dtype(tensor, scalar)
             return apply(opdef.scalar_variant, tensor, scalar=float(scalar))
-    like = next((a for a in args if isinstance(a, Tensor)), None)
-    tensors = [as_tensor(a, like._value.dtype if like is not None and n else None)
-               for a, n in zip(args, numbers)]
+    values = args[1:] if op == "where" else args  # where's numbers take its branches' dtype
+    like = next((a._value.dtype for a in values if isinstance(a, Tensor)), "f32")
+    tensors = [full((), a, like) if n else as_tensor(a) for a, n in zip(args, numbers)]
     if op == "where":
         tensors = [cast(tensors[0], "bool")] + _promote(op, tensors[1:])
     else:

@@ -1,8 +1,10 @@
 """needle's optimisers (`ndl.optim`) with needle's update rules (DESIGN §8).
 
 Updates run on detached data (`.data`), so a step records no history, and write each parameter
-back through `param.data = ...`, keeping the Parameter object (and its dtype) the same."""
-from .init import zeros_like
+back through `param.data = ...`, keeping the Parameter object (and its dtype) the same. All state
+(momentum, Adam's m, v and step count) is Tensors made up front, so a traced step sees it as the
+program's persistent state rather than as constants."""
+from .init import zeros, zeros_like
 
 
 class Optimizer:
@@ -20,28 +22,20 @@ class Optimizer:
         return param.grad.data + weight_decay * param.data
 
 
-def _slot(slots, index, param):
-    """The optimizer state `slots[index]` for `param`, zeros before its first update."""
-    if index not in slots:
-        slots[index] = zeros_like(param)
-    return slots[index]
-
-
 class SGD(Optimizer):
     """u = momentum*u + (1-momentum)*(grad + wd*w); w -= lr*u (needle's momentum form)."""
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.u = {}
+        self.u = {i: zeros_like(p) for i, p in enumerate(self.params)}
 
     def step(self):
         for i, param in enumerate(self.params):
             if param.grad is None:
                 continue
             grad = self._decayed_grad(param, self.weight_decay)
-            u = _slot(self.u, i, param)
-            self.u[i] = (self.momentum * u + (1 - self.momentum) * grad).data
+            self.u[i] = (self.momentum * self.u[i] + (1 - self.momentum) * grad).data
             param.data = param.data - self.lr * self.u[i]
 
 
@@ -52,19 +46,19 @@ class Adam(Optimizer):
         super().__init__(params)
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.weight_decay = weight_decay
-        self.t = 0
-        self.m, self.v = {}, {}
+        self.t = zeros(dtype="float32")
+        self.m = {i: zeros_like(p) for i, p in enumerate(self.params)}
+        self.v = {i: zeros_like(p) for i, p in enumerate(self.params)}
 
     def step(self):
-        self.t += 1
+        self.t = (self.t + 1).data
         b1, b2 = self.beta1, self.beta2
         for i, param in enumerate(self.params):
             if param.grad is None:
                 continue
             grad = self._decayed_grad(param, self.weight_decay)
-            m, v = _slot(self.m, i, param), _slot(self.v, i, param)
-            self.m[i] = (b1 * m + (1 - b1) * grad).data
-            self.v[i] = (b2 * v + (1 - b2) * grad ** 2).data
+            self.m[i] = (b1 * self.m[i] + (1 - b1) * grad).data
+            self.v[i] = (b2 * self.v[i] + (1 - b2) * grad ** 2).data
             m_hat = self.m[i] / (1 - b1 ** self.t)
             v_hat = self.v[i] / (1 - b2 ** self.t)
             param.data = param.data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)

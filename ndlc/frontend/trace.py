@@ -1,14 +1,59 @@
 """`trace(fn, *examples)`: the Graph of a Python function of Tensors, run on symbolic tensors."""
+import contextlib
 import inspect
 import re
 
 import numpy as np
 
 from ..ir.errors import TraceError
-from ..ir.graph import Graph
+from ..ir.graph import Builder, Graph, Value
 from ..ir.types import TensorType
 from ..ir.verifier import maybe_verify
-from .tensor import Tensor, data_of, symbolic
+from .tensor import Tensor, apply, data_of, symbolic
+
+
+class TraceContext:
+    """What a running trace adds beyond the user's inputs: the random seed, a state input that
+    every random op reads (each in its own stream) and that the program advances by one."""
+
+    def __init__(self):
+        self.seed = None
+        self.streams = 0
+
+    def uniform(self, shape, dtype) -> Tensor:
+        """U[0, 1) numbers for a random draw made while tracing."""
+        if self.seed is None:
+            self.seed = Value(TensorType((), "i64"), name="rng", kind="state")
+        stream, self.streams = self.streams, self.streams + 1
+        seed = Tensor._wrap(self.seed)
+        return apply("random_uniform", seed, shape=tuple(shape), dtype=dtype, stream=stream)
+
+    def inputs(self):
+        """The inputs this trace added: the seed, if a random op used it."""
+        return [] if self.seed is None else [self.seed]
+
+    def finish(self, graph):
+        """Advance the seed by one per run of `graph` (which has it among its inputs)."""
+        if self.seed is not None:
+            graph.updates[self.seed] = Builder(graph, loc="random seed").add_scalar(self.seed, scalar=1.0)
+
+
+_ACTIVE = []
+
+
+def active_context():
+    """The innermost running trace's context, or None in eager mode."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextlib.contextmanager
+def tracing():
+    context = TraceContext()
+    _ACTIVE.append(context)
+    try:
+        yield context
+    finally:
+        _ACTIVE.pop()
 
 
 def example_type(example) -> TensorType:
@@ -38,19 +83,36 @@ def trace(fn, *examples, name=None) -> Graph:
     args = [symbolic(example_type(e), name=n,
                      requires_grad=isinstance(e, Tensor) and e.requires_grad)
             for e, n in zip(examples, names)]
-    result = fn(*args)
+    with tracing() as context:
+        outputs = output_tensors(fn(*args))
+    name = name or graph_name(fn)
+    inputs = [a._value for a in args] + context.inputs()
+    graph = Graph.from_outputs([t._value for t in outputs], inputs, name=name)
+    context.finish(graph)
+    capture_constants(graph, len(inputs))
+    return maybe_verify(graph, "trace")
+
+
+def output_tensors(result):
+    """A traced function's result as a list of Tensors, or a TraceError saying what it was."""
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
     for i, out in enumerate(outputs):
         if not isinstance(out, Tensor):
             raise TraceError(f"traced function returned {type(out).__name__} as output {i}; "
                              "only Tensors (or a tuple/list of them) can be outputs")
-    name = name or re.sub(r"\W", "_", getattr(fn, "__name__", "traced")).strip("_") or "traced"
-    graph = Graph.from_outputs([t._value for t in outputs], [a._value for a in args], name=name)
-    for v in graph.inputs[len(args):]:
+    return outputs
+
+
+def graph_name(fn):
+    return re.sub(r"\W", "_", getattr(fn, "__name__", "traced")).strip("_") or "traced"
+
+
+def capture_constants(graph, known):
+    """Make each leaf after the first `known` inputs a const holding its eager data."""
+    for v in graph.inputs[known:]:
         data = data_of(v)
         if data is None:
-            raise TraceError(f"@{name} uses a symbolic tensor {v.type} that is not one of its "
+            raise TraceError(f"@{graph.name} uses a symbolic tensor {v.type} that is not one of its "
                              "inputs (a tensor from another trace?)")
         v.kind = "const"
         graph.constants[v] = data
-    return maybe_verify(graph, "trace")
