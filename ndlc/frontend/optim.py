@@ -19,6 +19,8 @@ class Optimizer:
 
     def _decayed_grad(self, param, weight_decay):
         """The gradient plus L2 weight decay, detached from any history."""
+        if weight_decay == 0:
+            return param.grad.data
         return param.grad.data + weight_decay * param.data
 
 

@@ -67,10 +67,10 @@ def user_location() -> str:
 
 
 def _as_array(array, dtype):
-    """numpy data for a new Tensor: float data defaults to float32 (needle's), ints keep theirs."""
+    """A private numpy copy for a new Tensor: floats default to float32 (needle's), ints keep theirs."""
     if dtype is not None:
-        return np.asarray(array, dtype=numpy_dtype(dtype))
-    data = np.asarray(array)
+        return np.array(array, dtype=numpy_dtype(dtype))
+    data = np.array(array)  # a copy: compiled steps update tensors in place, never user arrays
     if data.dtype.kind == "f":
         data = data.astype(np.float32, copy=False)
     dtype_name(data.dtype)  # refuse unsupported dtypes here, not deep inside an op

@@ -1,0 +1,176 @@
+"""Capture of a step with persistent state: the tensors held by the modules and optimizers a
+function uses (parameters, running statistics, optimizer slots) become `state` inputs of its
+graph, and the values they hold when the function returns become the state updates.
+
+The function runs once on symbolic tensors; every state tensor is rebound to a symbolic state
+input for the duration and restored afterwards, so the user's objects are left as they were.
+"""
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.errors import TraceError
+from ..ir.graph import Graph, Value
+from ..ir.verifier import maybe_verify
+from .nn.module import Module
+from .optim import Optimizer
+from .tensor import Tensor, symbolic
+from .trace import capture_constants, example_type, graph_name, output_tensors, tracing
+
+STATEFUL = (Module, Optimizer)
+
+
+@dataclass
+class Slot:
+    """A place that holds a state tensor: `container[key]` (an object's vars, a dict or a list)."""
+    path: str
+    container: object
+    key: object
+
+    def get(self):
+        return self.container[self.key]
+
+    def set(self, value):
+        if isinstance(self.container, tuple):
+            raise TraceError(f"{self.path} was replaced while tracing, but it lives in a tuple")
+        self.container[self.key] = value
+
+
+def referenced_objects(fn) -> dict:
+    """name -> Module, Optimizer or Tensor that `fn` can reach: its bound object, closure cells,
+    defaults and the globals its code (and nested code) names."""
+    found = {}
+    target = getattr(fn, "__func__", fn)
+    if hasattr(fn, "__self__"):
+        found["self"] = fn.__self__
+    if isinstance(fn, STATEFUL):
+        return {type(fn).__name__.lower(): fn}
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return found
+    for name, cell in zip(code.co_freevars, target.__closure__ or ()):
+        found[name] = cell.cell_contents
+    for i, value in enumerate(target.__defaults__ or ()):
+        found[f"default{i}"] = value
+    pending = [code]
+    while pending:
+        current = pending.pop()
+        for name in current.co_names:
+            if name in target.__globals__:
+                found.setdefault(name, target.__globals__[name])
+        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    return {k: v for k, v in found.items() if isinstance(v, STATEFUL + (Tensor,))}
+
+
+def find_slots(roots: dict) -> list:
+    """Every Slot under `roots`, walking Modules, Optimizers, dicts, lists and tuples once each.
+    Modules come first, so a parameter is named by its place in the model."""
+    rank = {Module: 0, Optimizer: 1}
+    roots = dict(sorted(roots.items(), key=lambda kv: next(
+        (r for kind, r in rank.items() if isinstance(kv[1], kind)), 2)))
+    slots, seen = [], set()
+
+    def walk(value, path, container, key):
+        if isinstance(value, Tensor):
+            slots.append(Slot(path, container, key))
+        elif id(value) in seen:
+            return
+        elif isinstance(value, STATEFUL):
+            seen.add(id(value))
+            for name, item in vars(value).items():
+                walk(item, f"{path}.{name}", vars(value), name)
+        elif isinstance(value, (dict, list, tuple)):
+            seen.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, item in items:
+                walk(item, f"{path}.{k}", value, k)
+
+    for name, obj in roots.items():
+        walk(obj, name, roots, name)
+    return slots
+
+
+@dataclass
+class CapturedStep:
+    """A step's graph and the tensors its state inputs stand for, in input order."""
+    graph: Graph
+    state: list = field(default_factory=list)   # Tensor objects, one per state input
+    num_inputs: int = 0                         # batch inputs come first
+
+    @property
+    def state_inputs(self):
+        return self.graph.inputs[self.num_inputs:self.num_inputs + len(self.state)]
+
+    def state_arrays(self):
+        """The state tensors' current data, as the program's state arguments."""
+        return [t.numpy() for t in self.state]
+
+    def write_back(self, new_state: dict):
+        """Store each state input's new value (input Value -> array) into its tensor, in place
+        where the tensor's storage allows it, so views of it (`.data`) see the update."""
+        for t, value in zip(self.state, self.state_inputs):
+            if value in new_state:
+                current = t.numpy()
+                if current.flags.writeable and current.flags.c_contiguous:
+                    np.copyto(current, new_state[value])
+                else:
+                    t._bind(Tensor.make_const(np.array(new_state[value]))._value, t.requires_grad)
+
+    def run(self, execute, *batch):
+        """One step: `execute(arrays) -> (outputs, {state input: new array})` runs the graph."""
+        outputs, new_state = execute(list(batch) + self.state_arrays())
+        self.write_back(new_state)
+        return outputs
+
+
+def capture(fn, examples, roots=None, name=None) -> CapturedStep:
+    """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs."""
+    roots = referenced_objects(fn) if roots is None else roots
+    slots = find_slots(roots)
+    holders = [slot.get() for slot in slots]
+    tensors = list({id(t): t for t in holders}.values())
+    paths = {}
+    for slot, t in zip(slots, holders):
+        paths.setdefault(id(t), slot.path)
+    saved = [(t, t._value, t.grad, t.requires_grad) for t in tensors]
+    state_values = {}
+    for t in tensors:
+        state_values[id(t)] = Value(t._value.type, name=paths[id(t)].replace("self.", ""), kind="state")
+        t._bind(state_values[id(t)], t.requires_grad)
+        t.grad = None
+    batch = [symbolic(example_type(e), name=f"input{i}") for i, e in enumerate(examples)]
+    try:
+        with tracing() as context:
+            outputs = output_tensors(fn(*batch))
+            finals = [(slot, slot.get()) for slot in slots]
+            finals = [(slot, holder, current._value if isinstance(current, Tensor) else current)
+                      for (slot, current), holder in zip(finals, holders)]
+    finally:
+        for slot, holder in zip(slots, holders):
+            if slot.get() is not holder:
+                slot.set(holder)
+        for t, value, grad, requires_grad in saved:
+            t._bind(value, requires_grad)
+            t.grad = grad
+    updates = {}
+    for slot, holder, new in finals:
+        if not isinstance(new, Value):
+            raise TraceError(f"{slot.path} held a Tensor before the step and a "
+                             f"{type(new).__name__} after it")
+        state = state_values[id(holder)]
+        if new is not state and updates.setdefault(state, new) is not new:
+            raise TraceError(f"{slot.path} is updated to two different values in one step")
+    seed = []
+    if context.seed is not None:
+        seed_tensor = Tensor.make_const(np.int64(np.random.randint(0, 2**62)))
+        tensors.append(seed_tensor)
+        seed = context.inputs()
+    inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors[:len(state_values)]] + seed
+    graph = Graph.from_outputs([t._value for t in outputs] + list(updates.values()), inputs,
+                               name=name or graph_name(fn))
+    graph.outputs = [t._value for t in outputs]
+    graph.updates = updates
+    context.finish(graph)
+    capture_constants(graph, len(inputs))
+    return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch))

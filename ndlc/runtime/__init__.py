@@ -1,0 +1,1 @@
+"""Running compiled programs: buffers, executors and persistent state."""
