@@ -6,6 +6,7 @@ interpreter (eager mode); otherwise the result is symbolic (tracing). `backward(
 from the recorded nodes and runs the autodiff pass, so eager and compiled gradients are one
 mechanism, and gradients are Tensors that record too.
 """
+import functools
 import os
 import sys
 import weakref
@@ -57,13 +58,17 @@ def user_location() -> str:
         frame = frame.f_back
     if frame is None:
         return ""
-    path = frame.f_code.co_filename
+    return f"{_display_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+
+
+@functools.lru_cache(maxsize=256)
+def _display_path(path):
+    """`path` relative to the working directory when it is below it (cached: called per op)."""
     try:
         rel = os.path.relpath(path)
-        path = rel if not rel.startswith("..") else path
     except ValueError:
-        pass
-    return f"{path}:{frame.f_lineno}"
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def _as_array(array, dtype):
