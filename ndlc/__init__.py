@@ -2,6 +2,7 @@
 from . import ir, passes
 from .frontend import data, init, nn, optim
 from .frontend import Device, Tensor, cpu, default_device, ops, trace
+from .frontend.compile import compile
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .ir.errors import NdlcError, ShapeError, TraceError
 

@@ -63,6 +63,34 @@ class Attr:
     default: object = REQUIRED
 
 
+@dataclass(frozen=True)
+class AxisIndex:
+    """How a layout/loop-nest op reads one operand axis: (Σ coef·axis + offset) / divisor, where
+    `terms` are (axis, coef) pairs over the op's loop axes. `guarded`: where that index is out of
+    range or not a multiple of `divisor` the read yields 0 (padding, dilation)."""
+    terms: tuple = ()
+    offset: int = 0
+    divisor: int = 1
+    guarded: bool = False
+
+
+# The index map of a reshape: the same elements in row-major order (not an affine AxisIndex map).
+ROW_MAJOR = "row_major"
+
+
+@dataclass(frozen=True)
+class LoopNest:
+    """A reduction loop nest: result[i] = epilogue(combine over r of body(operand_k[maps[k](i, r)])).
+
+    Loop axes are the result's axes, then `reduce_extents`; `maps` holds one AxisIndex per axis of
+    each operand; `combine` is 'add' or 'max'; body/epilogue build ScalarExprs (None: identity)."""
+    reduce_extents: tuple
+    maps: tuple
+    combine: str
+    body: Optional[Callable] = None
+    epilogue: Optional[Callable] = None
+
+
 @dataclass
 class OpDef:
     """Everything ndlc knows about one op.
@@ -80,6 +108,10 @@ class OpDef:
       (either operand when commutative); simplify drops such nodes.
     involution: op(op(x, attrs), attrs) == x (negate, flip, transpose).
     compose(inner_attrs, outer_attrs) -> attrs of one op doing both in turn (reshape, permute).
+    index_map(operand_types, result_type, **attrs) -> tuple of AxisIndex (one per operand axis,
+      over the result's axes) or ROW_MAJOR, for ops that are views: backends compose it into loads.
+    loop_nest(operand_types, result_type, **attrs) -> LoopNest: reductions, matmul, conv, pooling.
+    decompose(b, node) -> Value: the op rebuilt from simpler ops, for backends lowering neither form.
     """
     name: str
     arity: Optional[int]
@@ -96,6 +128,9 @@ class OpDef:
     identity: Optional[float] = None
     involution: bool = False
     compose: Optional[Callable] = None
+    index_map: Optional[Callable] = None
+    loop_nest: Optional[Callable] = None
+    decompose: Optional[Callable] = None
 
     def check_attrs(self, attrs: dict, where=None) -> dict:
         """Validate `attrs` against the declaration; fill defaults; normalise lists to tuples."""

@@ -14,7 +14,10 @@ PRIMITIVES = {
     "lt": 2, "le": 2, "gt": 2, "ge": 2, "eq": 2, "ne": 2,
     "neg": 1, "exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "sin": 1, "cos": 1, "abs": 1,
     "select": 3, "cast": 1, "const": 0, "arg": 0,
+    "xor": 2, "shr": 2, "index": 0,
 }
+# xor: bitwise; shr: logical right shift of the bits; index: the row-major position (i64) of the
+# element being computed, so counter-based random numbers are elementwise expressions.
 
 
 class ScalarExpr:
@@ -94,17 +97,35 @@ def cast(x, dtype):
     return ScalarExpr("cast", (lift(x),), payload=dtype)
 
 
+def xor(a, b):
+    return ScalarExpr("xor", (lift(a), lift(b)))
+
+
+def shr(a, bits):
+    return ScalarExpr("shr", (lift(a), lift(bits)))
+
+
+def index():
+    return ScalarExpr("index")
+
+
+def _logical_shift(x, bits):
+    unsigned = np.dtype(f"u{x.dtype.itemsize}")
+    return (x.view(unsigned) >> np.asarray(bits).astype(unsigned)).view(x.dtype)
+
+
 _NUMPY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
     "max": np.maximum, "min": np.minimum, "lt": np.less, "le": np.less_equal, "gt": np.greater,
     "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal, "neg": np.negative, "exp": np.exp,
     "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos, "abs": np.abs,
-    "select": np.where,
+    "select": np.where, "xor": np.bitwise_xor, "shr": _logical_shift,
 }
 
 
-def evaluate(expr: ScalarExpr, args, dtype) -> np.ndarray:
-    """Evaluate `expr` elementwise over numpy `args`; constants take the compute `dtype`."""
+def evaluate(expr: ScalarExpr, args, dtype, shape=()) -> np.ndarray:
+    """Evaluate `expr` elementwise over numpy `args`; constants take the compute `dtype`;
+    `index` counts the elements of `shape`."""
     memo = {}
 
     def ev(e):
@@ -114,6 +135,8 @@ def evaluate(expr: ScalarExpr, args, dtype) -> np.ndarray:
             r = args[e.payload]
         elif e.prim == "const":
             r = np.asarray(e.payload, dtype=numpy_dtype(dtype))
+        elif e.prim == "index":
+            r = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
         elif e.prim == "cast":
             r = ev(e.args[0]).astype(numpy_dtype(e.payload))
         else:

@@ -4,7 +4,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
-from ..registry import Attr, OpDef, register
+from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..types import TensorType, is_float
 
 
@@ -61,10 +61,24 @@ def _conv_grad(b, n, g):
     return [dx, b.permute(dw, axes=(1, 2, 0, 3))]
 
 
+def _window_axis(out_axis, kernel_axis, stride, padding=0):
+    """The input row read by output row `out_axis` at kernel row `kernel_axis`; guarded when padded."""
+    return AxisIndex(((out_axis, stride), (kernel_axis, 1)), -padding, guarded=padding > 0)
+
+
+def _conv_loops(types, result, stride, padding):
+    """Loops (n, ho, wo, co | kh, kw, ci): x[n, ho*s+kh-p, wo*s+kw-p, ci] * w[kh, kw, ci, co]."""
+    kh, kw, cin, _ = types[1].shape
+    x = (AxisIndex(((0, 1),)), _window_axis(1, 4, stride, padding), _window_axis(2, 5, stride, padding),
+         AxisIndex(((6, 1),)))
+    w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 3))
+    return LoopNest((kh, kw, cin), (x, w), "add", lambda a, b: a * b)
+
+
 register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
                {"stride": Attr("int"), "padding": Attr("int")},
                "2-D convolution (cross-correlation), NHWC input, (KH, KW, Cin, Cout) weight",
-               float_only=True))
+               float_only=True, loop_nest=_conv_loops))
 
 
 # ---- windows / unwindows ----------------------------------------------------------------
@@ -107,14 +121,36 @@ def _unwindows_ref(g, kernel, stride, size):
     return out
 
 
+def _lead(ndim):
+    return tuple(AxisIndex(((a, 1),)) for a in range(ndim))
+
+
+def _windows_map(types, result, kernel, stride):
+    """(..., ho, wo, i, j) reads x[..., ho*stride + i, wo*stride + j]: im2col as an index map."""
+    lead = types[0].ndim - 2
+    return _lead(lead) + (_window_axis(lead, lead + 2, stride), _window_axis(lead + 1, lead + 3, stride))
+
+
+def _unwindows_loops(types, result, kernel, stride, size):
+    """Loops (..., y, x | i, j) sum g[..., (y-i)/stride, (x-j)/stride, i, j] where that exists."""
+    lead = result.ndim - 2
+    y, x, i, j = lead, lead + 1, lead + 2, lead + 3
+    g = _lead(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
+                       AxisIndex(((x, 1), (j, -1)), 0, stride, True),
+                       AxisIndex(((i, 1),)), AxisIndex(((j, 1),)))
+    return LoopNest((kernel, kernel), (g,), "add")
+
+
 register(OpDef("windows", 1, _windows_infer, _windows_ref,
                lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
                None, "window", _WINDOW,
-               "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)"))
+               "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)",
+               index_map=_windows_map))
 register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
                lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
                None, "window", {**_WINDOW, "size": Attr("ints")},
-               "the adjoint of windows: sums each window element back into a (..., *size) tensor"))
+               "the adjoint of windows: sums each window element back into a (..., *size) tensor",
+               loop_nest=_unwindows_loops))
 
 
 # ---- pooling ----------------------------------------------------------------------------
@@ -144,10 +180,21 @@ def _max_pool_grad(b, n, g):
     return [b.unwindows(picked, size=n.operands[0].shape[-2:], **n.attrs)]
 
 
+def _pool_loops(combine, epilogue=None):
+    """Loops (n, c, ho, wo | i, j) combining x[n, c, ho*stride + i, wo*stride + j]."""
+    def loops(types, result, kernel, stride):
+        x = _lead(2) + (_window_axis(2, 4, stride), _window_axis(3, 5, stride))
+        return LoopNest((kernel, kernel), (x,), combine,
+                        epilogue=epilogue and (lambda acc: epilogue(acc, kernel)))
+    return loops
+
+
 register(OpDef("avg_pool2d", 1, _pool_infer,
                lambda x, kernel, stride: _windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
-               _avg_pool_grad, None, "window", _WINDOW, "mean over kernel x kernel windows (NCHW)"))
+               _avg_pool_grad, None, "window", _WINDOW, "mean over kernel x kernel windows (NCHW)",
+               loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k))))
 register(OpDef("max_pool2d", 1, _pool_infer,
                lambda x, kernel, stride: _windows_ref(x, kernel, stride).max(axis=(-2, -1)),
                _max_pool_grad, None, "window", _WINDOW,
-               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient"))
+               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient",
+               loop_nest=_pool_loops("max")))

@@ -140,7 +140,7 @@ def _full_infer(types, shape, value, dtype):
 
 register(OpDef("full", 0, _full_infer,
                lambda shape, value, dtype: np.full(shape, value, TensorType((), dtype).np_dtype),
-               kind="creation",
+               kind="creation", scalar=lambda shape, value, dtype: S.cast(value, dtype),
                attrs={"shape": Attr("ints"), "value": Attr("float"), "dtype": Attr("dtype", "f32")},
                doc="a tensor of `shape` filled with `value`"))
 

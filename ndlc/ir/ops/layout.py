@@ -3,12 +3,17 @@ them into index maps on their consumers' loads instead of copies."""
 import numpy as np
 
 from ..graph import check
-from ..registry import Attr, OpDef, register
+from ..registry import ROW_MAJOR, Attr, AxisIndex, OpDef, register
 from ..types import TensorType
 
 
 def layout(name, arity, infer, reference, grad, attrs, doc="", **extra):
     return register(OpDef(name, arity, infer, reference, grad, None, "layout", attrs, doc, **extra))
+
+
+def read(axis, coef=1, offset=0, **kw):
+    """An index map entry reading loop axis `axis` (times coef, plus offset)."""
+    return AxisIndex(((axis, coef),), offset, **kw)
 
 
 def _axes_ok(axes, ndim, what="axes"):
@@ -26,7 +31,7 @@ def _reshape_infer(types, shape):
 
 layout("reshape", 1, _reshape_infer, lambda x, shape: np.reshape(x, shape),
        lambda b, n, g: [b.reshape(g, shape=n.operands[0].shape)], {"shape": Attr("ints")},
-       compose=lambda inner, outer: outer)
+       compose=lambda inner, outer: outer, index_map=lambda types, result, shape: ROW_MAJOR)
 
 
 def broadcast_axes(source, target):
@@ -52,10 +57,15 @@ def _broadcast_infer(types, shape):
     return TensorType(shape, t.dtype)
 
 
+def _broadcast_map(types, result, shape):
+    lead = len(shape) - types[0].ndim
+    return tuple(AxisIndex() if d == 1 else read(i + lead) for i, d in enumerate(types[0].shape))
+
+
 layout("broadcast_to", 1, _broadcast_infer, lambda x, shape: np.broadcast_to(x, shape),
        lambda b, n, g: [sum_to_shape(b, g, n.operands[0].shape)], {"shape": Attr("ints")},
        "numpy broadcasting: leading axes added, size-1 axes repeated",
-       compose=lambda inner, outer: outer)
+       compose=lambda inner, outer: outer, index_map=_broadcast_map)
 
 
 # ---- axis permutations ------------------------------------------------------------------
@@ -68,9 +78,14 @@ def _transpose_infer(types, axes):
     return TensorType(shape, t.dtype)
 
 
+def _transpose_map(types, result, axes):
+    swap = {axes[0]: axes[1], axes[1]: axes[0]}
+    return tuple(read(swap.get(i, i)) for i in range(types[0].ndim))
+
+
 layout("transpose", 1, _transpose_infer, lambda x, axes: np.swapaxes(x, *axes),
        lambda b, n, g: [b.transpose(g, axes=n.attrs["axes"])], {"axes": Attr("ints")},
-       "needle's transpose: swap two axes", involution=True)
+       "needle's transpose: swap two axes", involution=True, index_map=_transpose_map)
 
 
 def _permute_infer(types, axes):
@@ -83,7 +98,8 @@ def _permute_infer(types, axes):
 layout("permute", 1, _permute_infer, lambda x, axes: np.transpose(x, axes),
        lambda b, n, g: [b.permute(g, axes=tuple(int(i) for i in np.argsort(n.attrs["axes"])))],
        {"axes": Attr("ints")}, "general axis permutation (numpy's transpose)",
-       compose=lambda inner, outer: {"axes": tuple(inner["axes"][a] for a in outer["axes"])})
+       compose=lambda inner, outer: {"axes": tuple(inner["axes"][a] for a in outer["axes"])},
+       index_map=lambda types, result, axes: tuple(read(axes.index(i)) for i in range(types[0].ndim)))
 
 
 def _flip_infer(types, axes):
@@ -92,7 +108,9 @@ def _flip_infer(types, axes):
 
 
 layout("flip", 1, _flip_infer, lambda x, axes: np.flip(x, axes),
-       lambda b, n, g: [b.flip(g, axes=n.attrs["axes"])], {"axes": Attr("ints")}, involution=True)
+       lambda b, n, g: [b.flip(g, axes=n.attrs["axes"])], {"axes": Attr("ints")}, involution=True,
+       index_map=lambda types, result, axes: tuple(
+           read(i, -1, d - 1) if i in axes else read(i) for i, d in enumerate(types[0].shape)))
 
 
 # ---- pad / slice ------------------------------------------------------------------------
@@ -106,7 +124,9 @@ def _pad_infer(types, widths):
 layout("pad", 1, _pad_infer, lambda x, widths: np.pad(x, widths),
        lambda b, n, g: [b.slice(g, start=tuple(lo for lo, _ in n.attrs["widths"]),
                                 stop=tuple(lo + d for (lo, _), d in zip(n.attrs["widths"], n.operands[0].shape)))],
-       {"widths": Attr("int_pairs")}, "zero padding, (low, high) per axis")
+       {"widths": Attr("int_pairs")}, "zero padding, (low, high) per axis",
+       index_map=lambda types, result, widths: tuple(
+           read(i, 1, -lo, guarded=bool(lo or hi)) for i, (lo, hi) in enumerate(widths)))
 
 
 def _slice_infer(types, start, stop):
@@ -120,7 +140,8 @@ def _slice_infer(types, start, stop):
 layout("slice", 1, _slice_infer, lambda x, start, stop: x[tuple(map(slice, start, stop))],
        lambda b, n, g: [b.pad(g, widths=tuple(
            (a, d - z) for a, z, d in zip(n.attrs["start"], n.attrs["stop"], n.operands[0].shape)))],
-       {"start": Attr("ints"), "stop": Attr("ints")}, "the box [start, stop) of each axis")
+       {"start": Attr("ints"), "stop": Attr("ints")}, "the box [start, stop) of each axis",
+       index_map=lambda types, result, start, stop: tuple(read(i, 1, a) for i, a in enumerate(start)))
 
 
 # ---- stack / split ----------------------------------------------------------------------
@@ -134,9 +155,22 @@ def _stack_infer(types, axis):
     return TensorType(shape, first.dtype)
 
 
+def _stack_decompose(b, n):
+    """Each operand zero-padded into its slot along the new axis, then summed."""
+    count, where = len(n.operands), n.attrs["axis"]
+    total = None
+    for k, x in enumerate(n.operands):
+        slot = b.reshape(x, shape=x.shape[:where] + (1,) + x.shape[where:])
+        widths = tuple((k, count - 1 - k) if i == where else (0, 0) for i in range(slot.ndim))
+        slot = b.pad(slot, widths=widths) if count > 1 else slot
+        total = slot if total is None else b.add(total, slot)
+    return total
+
+
 register(OpDef("stack", None, _stack_infer, lambda *xs, axis: np.stack(xs, axis),
                lambda b, n, g: [b.split(g, axis=n.attrs["axis"], index=i) for i in range(len(n.operands))],
-               kind="layout", attrs={"axis": Attr("int")}, doc="join along a new axis"))
+               kind="layout", attrs={"axis": Attr("int")}, doc="join along a new axis",
+               decompose=_stack_decompose))
 
 
 def _split_infer(types, axis, index):
@@ -153,9 +187,13 @@ def _split_grad(b, n, g):
     return [b.pad(g, widths=widths)]
 
 
+def _split_map(types, result, axis, index):
+    return tuple(AxisIndex((), index) if i == axis else read(i - (i > axis)) for i in range(types[0].ndim))
+
+
 layout("split", 1, _split_infer, lambda x, axis, index: np.take(x, index, axis=axis), _split_grad,
        {"axis": Attr("int"), "index": Attr("int")},
-       "piece `index` of needle's split along `axis` (the axis is removed)")
+       "piece `index` of needle's split along `axis` (the axis is removed)", index_map=_split_map)
 
 
 # ---- dilate / undilate ------------------------------------------------------------------
@@ -190,8 +228,13 @@ def _undilate_grad(b, n, g):
 _DILATION = {"axes": Attr("ints"), "dilation": Attr("int")}
 layout("dilate", 1, _dilate_infer, _dilate_ref,
        lambda b, n, g: [b.undilate(g, **n.attrs)], _DILATION,
-       "insert `dilation` zeros after each element along `axes` (needle's)")
+       "insert `dilation` zeros after each element along `axes` (needle's)",
+       index_map=lambda types, result, axes, dilation: tuple(
+           read(i, divisor=dilation + 1, guarded=dilation > 0) if i in axes else read(i)
+           for i in range(types[0].ndim)))
 layout("undilate", 1, _undilate_infer,
        lambda x, axes, dilation: x[tuple(slice(None, None, dilation + 1) if i in axes else slice(None)
                                          for i in range(x.ndim))],
-       _undilate_grad, _DILATION, "every (dilation+1)-th element along `axes`")
+       _undilate_grad, _DILATION, "every (dilation+1)-th element along `axes`",
+       index_map=lambda types, result, axes, dilation: tuple(
+           read(i, dilation + 1 if i in axes else 1) for i in range(types[0].ndim)))

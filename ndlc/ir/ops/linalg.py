@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..graph import check
-from ..registry import OpDef, register
+from ..registry import AxisIndex, LoopNest, OpDef, register
 from ..types import TensorType
 from .layout import sum_to_shape
 
@@ -29,5 +29,22 @@ def _matmul_grad(b, n, g):
             sum_to_shape(b, b.matmul(_swap_last(b, x), g), y.shape)]
 
 
+def _operand_map(operand, batch, rows, cols):
+    """Batch axes aligned right (size 1 broadcast), then the matrix axes read loop axes rows, cols."""
+    lead = batch - (operand.ndim - 2)
+    axes = tuple(AxisIndex() if d == 1 else AxisIndex(((a + lead, 1),))
+                 for a, d in enumerate(operand.shape[:-2]))
+    return axes + (AxisIndex(((rows, 1),)), AxisIndex(((cols, 1),)))
+
+
+def _matmul_loops(types, result):
+    """Loops (batch..., m, n | k): x[..., m, k] * y[..., k, n]."""
+    x, y = types
+    batch = result.ndim - 2
+    k = result.ndim
+    return LoopNest((x.shape[-1],), (_operand_map(x, batch, batch, k), _operand_map(y, batch, k, batch + 1)),
+                    "add", lambda a, b: a * b)
+
+
 register(OpDef("matmul", 2, _matmul_infer, np.matmul, _matmul_grad, None, "matmul", {},
-               "x @ y over the last two axes, batch axes broadcast"))
+               "x @ y over the last two axes, batch axes broadcast", loop_nest=_matmul_loops))

@@ -3,6 +3,7 @@
 and every backend can reproduce the reference bit for bit."""
 import numpy as np
 
+from .. import scalar as S
 from ..graph import check
 from ..registry import Attr, OpDef, register
 from ..types import TensorType, is_float
@@ -42,7 +43,22 @@ def _uniform_ref(seed, shape, dtype, stream):
     return values.reshape(shape).astype(TensorType((), dtype).np_dtype)
 
 
-register(OpDef("random_uniform", 1, _uniform_infer, _uniform_ref, lambda b, n, g: [None], None,
+def _signed(c):
+    """A uint64 constant as the int64 with the same bits (i64 arithmetic wraps like uint64's)."""
+    c &= 0xFFFFFFFFFFFFFFFF
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _uniform_scalar(seed, shape, dtype, stream):
+    """The reference's arithmetic per element, on int64 bits: what backends lower."""
+    z = seed + _signed(stream * STREAM) + (S.index() + 1) * _signed(GOLDEN)
+    z = S.xor(z, S.shr(z, 30)) * _signed(MIX1)
+    z = S.xor(z, S.shr(z, 27)) * _signed(MIX2)
+    bits = S.shr(S.xor(z, S.shr(z, 31)), 40)
+    return S.cast(S.cast(bits, "f64") * (1.0 / (1 << 24)), dtype)
+
+
+register(OpDef("random_uniform", 1, _uniform_infer, _uniform_ref, lambda b, n, g: [None], _uniform_scalar,
                "random", {"shape": Attr("ints"), "dtype": Attr("dtype", "f32"), "stream": Attr("int", 0)},
                "uniform [0, 1) numbers, a pure function of (seed, stream, element index); 24-bit "
                "resolution, exact in f32"))

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..graph import check
-from ..registry import Attr, OpDef, register
+from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..types import TensorType, is_float
 
 
@@ -20,13 +20,24 @@ def expand_back(b, v, shape, axes):
     return b.broadcast_to(v, shape=tuple(shape)) if keep != tuple(shape) else v
 
 
-def reduction(name, reference, grad, float_only=False, doc=""):
+def reduce_loops(combine):
+    """Loops (kept axes | reduced axes) over the operand, combining with `combine`."""
+    def loops(types, result, axes):
+        (t,) = types
+        kept = [a for a in range(t.ndim) if a not in axes]
+        loop = {a: (kept.index(a) if a in kept else len(kept) + axes.index(a)) for a in range(t.ndim)}
+        return LoopNest(tuple(t.shape[a] for a in axes),
+                        (tuple(AxisIndex(((loop[a], 1),)) for a in range(t.ndim)),), combine)
+    return loops
+
+
+def reduction(name, reference, grad, float_only=False, doc="", **extra):
     def infer(types, axes):
         if float_only:
             check(is_float(types[0].dtype), f"needs a floating-point operand, got {types[0].dtype}")
         return reduced_type(types[0], axes)
     return register(OpDef(name, 1, infer, reference, grad, None, "reduction",
-                          {"axes": Attr("ints")}, doc, float_only))
+                          {"axes": Attr("ints")}, doc, float_only, **extra))
 
 
 def _sum_ref(x, axes):
@@ -58,12 +69,25 @@ def _logsumexp_grad(b, n, g):
     return [b.multiply(expand_back(b, g, x.shape, axes), softmax)]
 
 
+def _logsumexp_decompose(b, n):
+    """m = max(x) (0 where not finite, as the reference); log(sum(exp(x - m))) + m."""
+    x, axes = n.operands[0], n.attrs["axes"]
+    m = b.max(x, axes=axes)
+    zeros = b.constant_like(m, 0.0)
+    m = b.where(b.equal(b.add(m, b.negate(m)), zeros), m, zeros)
+    shifted = b.exp(b.add(x, b.negate(expand_back(b, m, x.shape, axes))))
+    return b.add(b.log(b.summation(shifted, axes=axes)), m)
+
+
 reduction("summation", _sum_ref,
-          lambda b, n, g: [expand_back(b, g, n.operands[0].shape, n.attrs["axes"])])
+          lambda b, n, g: [expand_back(b, g, n.operands[0].shape, n.attrs["axes"])],
+          loop_nest=reduce_loops("add"))
 reduction("max", _max_ref, _max_grad,
-          doc="maximum over axes; the gradient goes to every element equal to the maximum")
+          doc="maximum over axes; the gradient goes to every element equal to the maximum",
+          loop_nest=reduce_loops("max"))
 reduction("logsumexp", _logsumexp_ref, _logsumexp_grad, float_only=True,
-          doc="log(sum(exp(x))) over axes, computed stably by subtracting the maximum")
+          doc="log(sum(exp(x))) over axes, computed stably by subtracting the maximum",
+          decompose=_logsumexp_decompose)
 
 
 def _logsoftmax_infer(types, axis):
@@ -82,4 +106,7 @@ def _logsoftmax_grad(b, n, g):
 register(OpDef("logsoftmax", 1, _logsoftmax_infer,
                lambda x, axis: (x - np.expand_dims(_logsumexp_ref(x, (axis,)), axis)).astype(x.dtype),
                _logsoftmax_grad, None, "reduction", {"axis": Attr("int")},
-               "x - logsumexp(x) along one axis", float_only=True))
+               "x - logsumexp(x) along one axis", float_only=True,
+               decompose=lambda b, n: b.add(n.operands[0], b.negate(expand_back(
+                   b, b.logsumexp(n.operands[0], axes=(n.attrs["axis"],)), n.operands[0].shape,
+                   (n.attrs["axis"],))))))

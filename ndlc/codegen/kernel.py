@@ -1,0 +1,159 @@
+"""Kernel IR: a program is a list of kernels in schedule order over named buffers.
+
+A kernel is a loop nest: loops of given extents (the last `reduce_count` of them reduced), loads
+of buffers (or element positions, `Index`) through `Access` index maps, a scalar expression DAG (ndlc.ir.scalar primitives whose
+'arg' leaves are load numbers, or ACC for the reduction's accumulator), an optional reduction
+(combine 'add' or 'max') with an epilogue, and a store. Both backends lower this form; neither
+re-derives fusion or indexing.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..ir.scalar import ScalarExpr
+from .indexing import Access
+
+ACC = "acc"  # payload of the 'arg' leaf standing for a reduction's accumulated value
+COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
+@dataclass
+class Buffer:
+    """A named tensor in memory. kind: 'input', 'const', 'temp' or 'output'."""
+    name: str
+    shape: tuple
+    dtype: str
+    kind: str
+
+    def __str__(self):
+        return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One element of `buffer` (of `dtype`) at `access`."""
+    buffer: str
+    dtype: str
+    access: Access
+
+    def with_access(self, access):
+        return Load(self.buffer, self.dtype, access)
+
+    def __str__(self):
+        return f"%{self.buffer}[{self.access}]"
+
+
+@dataclass(frozen=True)
+class Index:
+    """The i64 value of `access` itself, read from no buffer: element positions ('index')."""
+    access: Access
+    dtype: str = "i64"
+
+    def with_access(self, access):
+        return Index(access)
+
+    def __str__(self):
+        return f"index[{self.access}]"
+
+
+@dataclass
+class Kernel:
+    """One loop nest writing `out` (see the module docstring)."""
+    name: str
+    extents: tuple
+    reduce_count: int
+    loads: list
+    body: ScalarExpr
+    out: str
+    store: Access
+    dtype: str
+    combine: Optional[str] = None
+    epilogue: Optional[ScalarExpr] = None
+    fused: tuple = ()
+    why: str = ""
+
+    @property
+    def kept_extents(self):
+        return self.extents[:len(self.extents) - self.reduce_count]
+
+    def __str__(self):
+        kept = len(self.kept_extents)
+        loops = " ".join(f"i{i}<{n}" for i, n in enumerate(self.extents[:kept]))
+        if self.reduce_count:
+            loops += " | reduce " + " ".join(f"i{i}<{n}" for i, n in enumerate(self.extents) if i >= kept)
+            loops += f" ({self.combine})"
+        lines = [f"kernel {self.name} -> %{self.out}: {self.dtype}"]
+        if self.fused:
+            lines.append(f"  fuses: {', '.join(self.fused)}")
+        if self.why:
+            lines.append(f"  stored because: {self.why}")
+        lines.append(f"  loops: {loops or '(scalar)'}")
+        lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
+        lines.append(f"  body = {format_expr(self.body)}")
+        if self.epilogue is not None:
+            lines.append(f"  epilogue = {format_expr(self.epilogue)}")
+        lines.append(f"  store %{self.out}[{self.store}]")
+        return "\n".join(lines)
+
+
+@dataclass
+class Program:
+    """Buffers, kernels in schedule order, and which buffers are the graph's inputs and outputs."""
+    name: str
+    buffers: dict
+    kernels: list
+    inputs: list
+    outputs: list
+    constants: dict = field(default_factory=dict)
+
+    def __str__(self):
+        lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) "
+                 f"-> ({', '.join('%' + n for n in self.outputs)})"]
+        lines += ["  " + str(b) for b in self.buffers.values()]
+        for kernel in self.kernels:
+            lines += ["", str(kernel)]
+        return "\n".join(lines)
+
+
+def format_expr(expr) -> str:
+    """Readable text of a scalar expression; shared subexpressions are printed where used."""
+    if expr.prim == "arg":
+        return "acc" if expr.payload == ACC else f"${expr.payload}"
+    if expr.prim == "const":
+        return repr(expr.payload)
+    args = ", ".join(format_expr(a) for a in expr.args)
+    return f"{expr.prim}({args}{', ' + str(expr.payload) if expr.payload else ''})"
+
+
+def infer_dtypes(expr, leaf_dtype) -> dict:
+    """id(node) -> dtype for every node of `expr` that has one; constants take the dtype of the
+    operands they meet (None when nothing types them). `leaf_dtype(payload)` types the leaves."""
+    types = {}
+
+    def visit(e):
+        if id(e) in types:
+            return types[id(e)]
+        for a in e.args:
+            visit(a)
+        if e.prim == "arg":
+            t = leaf_dtype(e.payload)
+        elif e.prim == "const":
+            t = None
+        elif e.prim == "cast":
+            t = e.payload
+        elif e.prim in COMPARISONS:
+            t = "bool"
+        elif e.prim == "select":
+            t = types[id(e.args[1])] or types[id(e.args[2])]
+        else:
+            t = next((types[id(a)] for a in e.args if types[id(a)] is not None), None)
+        types[id(e)] = t
+        return t
+
+    visit(expr)
+    return types
+
+
+def operand_dtype(expr, types) -> str:
+    """The dtype a primitive computes in: its typed operands' (f64 for constants alone)."""
+    args = expr.args[1:] if expr.prim == "select" else expr.args
+    return next((types[id(a)] for a in args if types[id(a)] is not None), "f64")

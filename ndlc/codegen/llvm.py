@@ -1,0 +1,284 @@
+"""Kernel IR -> LLVM IR (llvmlite.ir): one module, one internal function per kernel whose buffer
+pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
+`ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
+
+Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
+float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics,
+so results match the interpreter up to rounding of reordered sums and of mathlib's polynomials.
+Booleans live in memory as one byte and in registers as i1.
+"""
+import math
+
+from llvmlite import ir
+
+from ..ir.types import is_float
+from . import mathlib
+from .kernel import ACC, COMPARISONS, Index, Load, infer_dtypes, operand_dtype
+from .lower import UnsupportedError
+
+ENTRY = "ndlc_main"
+I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
+TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
+         "u8": I8, "bool": I1}
+_MEMORY = {**TYPES, "bool": I8}
+_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
+_INT_OPS = {"add": "add", "sub": "sub", "mul": "mul"}
+_BOOL_OPS = {"add": "or_", "sub": "xor", "mul": "and_", "max": "or_", "min": "and_"}
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_MATH = {"exp": mathlib.exp, "log": mathlib.log, "tanh": mathlib.tanh, "sin": mathlib.sin,
+         "cos": mathlib.cos}
+
+
+def lower_to_llvm(program, triple="", data_layout="") -> str:
+    """The LLVM IR text of `program` (a kernel.Program)."""
+    module = ir.Module(name=program.name)
+    module.triple, module.data_layout = triple, data_layout
+    order = list(program.buffers)
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()]), ENTRY)
+    b = ir.IRBuilder(entry.append_basic_block("entry"))
+    pointers = {}
+    for i, name in enumerate(order):
+        slot = b.gep(entry.args[0], [ir.Constant(I64, i)], source_etype=ir.PointerType())
+        pointers[name] = b.load(slot, typ=ir.PointerType(), name=f"buf.{name}")
+    for kernel in program.kernels:
+        used = sorted({load.buffer for load in kernel.loads if isinstance(load, Load)} | {kernel.out},
+                      key=order.index)
+        fn = _KernelEmitter(module, kernel, program.buffers, used).function
+        b.call(fn, [pointers[name] for name in used])
+    b.ret_void()
+    return str(module)
+
+
+class _KernelEmitter:
+    """Emits one kernel's loop nest as an internal function."""
+
+    def __init__(self, module, kernel, buffers, used):
+        self.kernel, self.buffers = kernel, buffers
+        fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(used))
+        self.function = fn = ir.Function(module, fnty, kernel.name)
+        fn.linkage = "internal"
+        self.pointers = dict(zip(used, fn.args))
+        for arg in fn.args:
+            arg.add_attribute("noalias")
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
+        self.acc = self.b.alloca(TYPES[kernel.dtype], name="acc") if kernel.reduce_count else None
+        self.vars = [None] * len(kernel.extents)
+        self.types = {}
+        for expr in (kernel.body, kernel.epilogue):
+            if expr is not None:
+                self.types.update(infer_dtypes(expr, self._leaf_dtype))
+        kept = len(kernel.kept_extents)
+        self._loops(0, kept, self._point)
+        self.b.ret_void()
+
+    def _leaf_dtype(self, payload):
+        return self.kernel.dtype if payload == ACC else self.kernel.loads[payload].dtype
+
+    # ---- loops ------------------------------------------------------------------------------
+    def _loops(self, first, last, inner):
+        """Nested counted loops over variables first..last-1 around inner()."""
+        if first == last:
+            inner()
+            return
+        b, counter = self.b, self.counters[first]
+        b.store(ir.Constant(I64, 0), counter)
+        head = b.append_basic_block(f"loop{first}")
+        body = b.append_basic_block(f"body{first}")
+        done = b.append_basic_block(f"done{first}")
+        b.branch(head)
+        b.position_at_end(head)
+        value = b.load(counter)
+        b.cbranch(b.icmp_signed("<", value, ir.Constant(I64, self.kernel.extents[first])), body, done)
+        b.position_at_end(body)
+        self.vars[first] = value
+        self._loops(first + 1, last, inner)
+        b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def _point(self):
+        """One output element: the body (reduced over the inner loops), epilogue, store."""
+        k, b = self.kernel, self.b
+        if k.reduce_count:
+            acc = self.acc
+            b.store(self._init(), acc)
+            kept = len(k.kept_extents)
+
+            def accumulate():
+                value = self._emit(k.body, {})
+                b.store(self._combine(b.load(acc), value), acc)
+            self._loops(kept, len(k.extents), accumulate)
+            total = b.load(acc)
+            value = self._emit(k.epilogue, {}, total) if k.epilogue is not None else total
+        else:
+            value = self._emit(k.body, {})
+        self._store(value)
+
+    def _init(self):
+        k = self.kernel
+        ty = TYPES[k.dtype]
+        if k.combine == "add" or k.dtype in ("bool", "u8"):
+            return ir.Constant(ty, 0)
+        if is_float(k.dtype):
+            return ir.Constant(ty, -math.inf)
+        return ir.Constant(ty, -(1 << (ty.width - 1)))
+
+    def _combine(self, acc, value):
+        k, b = self.kernel, self.b
+        if k.combine == "add":
+            if is_float(k.dtype):
+                return b.fadd(acc, value, flags=["reassoc"])
+            return b.or_(acc, value) if k.dtype == "bool" else b.add(acc, value)
+        return self._binary("max", k.dtype, acc, value)
+
+    # ---- memory -----------------------------------------------------------------------------
+    def _address(self, access):
+        """(element index, validity or None) of an access at the current loop variables."""
+        b = self.b
+
+        def affine(form):
+            total = ir.Constant(I64, form.const)
+            for c, var in zip(form.coeffs, self.vars):
+                if c:
+                    term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
+                    total = b.add(total, term)
+            return total
+        valid = None
+        for g in access.guards:
+            f = affine(g.form)
+            ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
+                        b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
+            if g.step > 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(f, ir.Constant(I64, g.step)), ir.Constant(I64, 0)))
+            valid = ok if valid is None else b.and_(valid, ok)
+        index = affine(access.form)
+        if access.step > 1:
+            index = b.sdiv(index, ir.Constant(I64, access.step))
+        if valid is not None:
+            index = b.select(valid, index, ir.Constant(I64, 0))
+        return index, valid
+
+    def _load(self, n):
+        load, b = self.kernel.loads[n], self.b
+        index, valid = self._address(load.access)
+        if isinstance(load, Index):
+            return index
+        mem = _MEMORY[load.dtype]
+        value = b.load(b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem), typ=mem)
+        if load.dtype == "bool":
+            value = b.icmp_unsigned("!=", value, ir.Constant(I8, 0))
+        if valid is not None:
+            value = b.select(valid, value, ir.Constant(TYPES[load.dtype], 0))
+        return value
+
+    def _store(self, value):
+        k, b = self.kernel, self.b
+        index, _ = self._address(k.store)
+        if k.dtype == "bool":
+            value = b.zext(value, I8)
+        ptr = b.gep(self.pointers[k.out], [index], inbounds=True, source_etype=_MEMORY[k.dtype])
+        b.store(value, ptr)
+
+    # ---- scalar expressions -----------------------------------------------------------------
+    def _emit(self, expr, memo, acc=None, want=None):
+        key = (id(expr), want if expr.prim == "const" else None)
+        if key in memo:
+            return memo[key]
+        if expr.prim == "arg":
+            value = acc if expr.payload == ACC else self._load(expr.payload)
+        elif expr.prim == "const":
+            value = _constant(want or "f64", expr.payload)
+        else:
+            value = self._primitive(expr, memo, acc)
+        memo[key] = value
+        return value
+
+    def _primitive(self, expr, memo, acc):
+        b, prim = self.b, expr.prim
+        dtype = operand_dtype(expr, self.types)
+        if prim == "cast":
+            source = self.types[id(expr.args[0])] or "f64"
+            return _cast(b, self._emit(expr.args[0], memo, acc, source), source, expr.payload)
+        if prim == "select":
+            cond = self._emit(expr.args[0], memo, acc, "bool")
+            return b.select(cond, *(self._emit(a, memo, acc, dtype) for a in expr.args[1:]))
+        if prim == "pow" and expr.args[1].prim == "const" and _small_integer(expr.args[1].payload):
+            return mathlib.power_by_squaring(b, self._emit(expr.args[0], memo, acc, dtype),
+                                             int(expr.args[1].payload))
+        args = [self._emit(a, memo, acc, dtype) for a in expr.args]
+        return self._apply(prim, dtype, args)
+
+    def _apply(self, prim, dtype, args):
+        b = self.b
+        if prim in COMPARISONS or prim in _FLOAT_OPS or prim in ("max", "min", "xor", "shr"):
+            return self._binary(prim, dtype, *args)
+        (x,) = args[:1]
+        if not is_float(dtype) and prim in ("neg", "abs") and dtype != "bool":
+            if prim == "neg":
+                return b.sub(ir.Constant(x.type, 0), x)
+            return mathlib.intrinsic(b, "llvm.abs", x, ir.Constant(I1, 0))
+        if not is_float(dtype):
+            raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+        if prim == "neg":
+            return b.fneg(x)
+        if prim in ("sqrt", "abs"):
+            name = "llvm.sqrt" if prim == "sqrt" else "llvm.fabs"
+            return mathlib.intrinsic(b, name, x)
+        if prim == "pow":
+            return mathlib.pow(b, *args)
+        return _MATH[prim](b, x)
+
+    def _binary(self, prim, dtype, x, y):
+        b = self.b
+        if prim in COMPARISONS:
+            if is_float(dtype):
+                op = b.fcmp_unordered if prim == "ne" else b.fcmp_ordered
+                return op(_CMP[prim], x, y)
+            signed = dtype in ("i32", "i64")
+            return (b.icmp_signed if signed else b.icmp_unsigned)(_CMP[prim], x, y)
+        if dtype == "bool" and prim in _BOOL_OPS:
+            return getattr(b, _BOOL_OPS[prim])(x, y)
+        if is_float(dtype):
+            if prim in ("max", "min"):
+                name = "llvm.maximum" if prim == "max" else "llvm.minimum"
+                return mathlib.intrinsic(b, name, x, y)
+            return getattr(b, _FLOAT_OPS[prim])(x, y)
+        if prim in ("max", "min"):
+            name = {"max": "smax", "min": "smin"}[prim] if dtype != "u8" else {"max": "umax", "min": "umin"}[prim]
+            return mathlib.intrinsic(b, f"llvm.{name}", x, y)
+        if prim in _INT_OPS:
+            return getattr(b, _INT_OPS[prim])(x, y)
+        if prim in ("xor", "shr"):
+            return b.xor(x, y) if prim == "xor" else b.lshr(x, y)
+        raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+
+
+def _small_integer(value):
+    return float(value).is_integer() and abs(value) <= 64
+
+
+def _constant(dtype, value):
+    if is_float(dtype):
+        return ir.Constant(TYPES[dtype], float(value))
+    return ir.Constant(TYPES[dtype], int(bool(value)) if dtype == "bool" else int(value))
+
+
+def _cast(b, x, source, target):
+    """numpy's astype between IR dtypes."""
+    to = TYPES[target]
+    if source == target:
+        return x
+    if target == "bool":
+        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_float(source) \
+            else b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
+    if is_float(source) and is_float(target):
+        return b.fpext(x, to) if target == "f64" else b.fptrunc(x, to)
+    if is_float(source):
+        return b.fptoui(x, to) if target == "u8" else b.fptosi(x, to)
+    unsigned = source in ("u8", "bool")
+    if is_float(target):
+        return b.uitofp(x, to) if unsigned else b.sitofp(x, to)
+    if to.width < x.type.width:
+        return b.trunc(x, to)
+    return b.zext(x, to) if unsigned else b.sext(x, to)

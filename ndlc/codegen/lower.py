@@ -1,0 +1,281 @@
+"""Graph IR -> Kernel IR: decides what fuses and builds each kernel's loop nest.
+
+Every value gets a *definition*: a scalar expression over loads (from the value's own axes) or,
+for a loop-nest op, over its accumulator. Elementwise ops build theirs from the registry's scalar
+expression of the operands' definitions; views (layout ops' index maps) substitute into the loads;
+loop-nest ops (reductions, matmul, conv, pooling) compose their operand maps into a body. A value
+is *stored* (gets a buffer and a kernel computing its definition) only when it must be; each such
+decision records why, and the kernel dump shows it:
+  - graph outputs;
+  - values used by several nodes, unless their definition is cheap to recompute;
+  - a loop-nest result read other than elementwise at its own index (one reduction per kernel);
+  - computed values read through zero-filling views (pad, dilate) or repeating views (broadcast,
+    overlapping windows, matmul operands) unless cheap, and reshapes of non-contiguous views.
+An elementwise consumer of a reduction becomes that kernel's epilogue.
+"""
+from dataclasses import dataclass
+
+from ..ir.errors import NdlcError
+from ..ir.printer import value_names
+from ..ir.registry import ROW_MAJOR, get_op
+from ..ir.scalar import ScalarExpr
+from .indexing import contiguous, injective
+from .kernel import ACC, Buffer, Index, Kernel, Load, Program
+
+CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
+_COSTLY = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}
+
+
+class UnsupportedError(NdlcError):
+    """The backend cannot lower this node; the message names the op and node."""
+
+
+@dataclass(frozen=True)
+class AccRef:
+    """Leaf payload: the accumulated value of the loop nest computing `value`."""
+    value: object
+    dtype: str
+
+
+@dataclass
+class _Nest:
+    extents: tuple
+    reduce_count: int
+    body: ScalarExpr
+    combine: str
+
+
+def lower_to_kernels(graph) -> Program:
+    """The kernel program computing `graph` (inputs, then outputs, as buffers)."""
+    return _Lowering(graph).run()
+
+
+def _leaf(payload):
+    return ScalarExpr("arg", payload=payload)
+
+
+def _leaves(expr):
+    seen, found = set(), []
+
+    def visit(e):
+        if id(e) in seen:
+            return
+        seen.add(id(e))
+        if e.prim == "arg":
+            found.append(e.payload)
+        for a in e.args:
+            visit(a)
+    visit(expr)
+    return found
+
+
+def _map_leaves(expr, fn):
+    memo = {}
+
+    def rebuild(e):
+        if id(e) not in memo:
+            memo[id(e)] = fn(e.payload) if e.prim == "arg" else ScalarExpr(
+                e.prim, [rebuild(a) for a in e.args], e.payload)
+        return memo[id(e)]
+    return rebuild(expr)
+
+
+def _positions(expr, index):
+    """`expr` with its 'index' primitives (element positions) read through `index`."""
+    memo = {}
+
+    def rebuild(e):
+        if id(e) not in memo:
+            memo[id(e)] = _leaf(index) if e.prim == "index" else e if not e.args else ScalarExpr(
+                e.prim, [rebuild(a) for a in e.args], e.payload)
+        return memo[id(e)]
+    return rebuild(expr)
+
+
+def _cost(expr):
+    seen = set()
+
+    def visit(e):
+        if id(e) in seen:
+            return 0
+        seen.add(id(e))
+        if e.prim == "arg":
+            return float("inf") if isinstance(e.payload, AccRef) else 0
+        own = 0 if e.prim == "const" else _COSTLY.get(e.prim, 1)
+        return own + sum(visit(a) for a in e.args)
+    return visit(expr)
+
+
+def _accs(expr):
+    return {p for p in _leaves(expr) if isinstance(p, AccRef)}
+
+
+class _Lowering:
+    def __init__(self, graph):
+        self.graph = graph
+        self.names = value_names(graph)
+        self.uses = {}
+        for node in graph.nodes:
+            for v in node.operands:
+                self.uses[v] = self.uses.get(v, 0) + 1
+        self.buffers, self.stored = {}, {}
+        self.defs, self.members, self.nests = {}, {}, {}
+        self.kernels, self.constants = [], {}
+
+    def run(self) -> Program:
+        inputs = []
+        for v in self.graph.inputs:
+            kind = "const" if v.kind == "const" else "input"
+            self._bind_buffer(v, kind)
+            if kind == "const":
+                self.constants[self.stored[v]] = self.graph.constants[v]
+            else:
+                inputs.append(self.stored[v])
+        for node in self.graph.nodes:
+            v = node.result
+            self.defs[v] = self._define(node)
+            if self.uses.get(v, 0) > 1 and _cost(self.defs[v]) > CHEAP:
+                self._store(v, f"used by {self.uses[v]} nodes")
+        outputs = [self._store_output(v) for v in self.graph.outputs]
+        return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants)
+
+    # ---- definitions ------------------------------------------------------------------------
+    def _define(self, node):
+        opdef = get_op(node.op)
+        types = [v.type for v in node.operands]
+        if opdef.scalar is not None:
+            d = opdef.scalar(*self._elementwise_operands(node), **node.attrs)
+            d = _positions(d, Index(contiguous(node.result.shape)))
+        elif opdef.index_map is not None:
+            d = self._view(node, opdef.index_map(types, node.result.type, **node.attrs))
+        elif opdef.loop_nest is not None:
+            d = self._loop_nest(node, opdef.loop_nest(types, node.result.type, **node.attrs))
+        else:
+            raise self._unsupported(node)
+        self.members[node.result] = self._operand_members(node) + (self._describe(node),)
+        return d
+
+    def _unsupported(self, node):
+        return UnsupportedError(f"the CPU backend cannot lower {self._describe(node)}: op {node.op} "
+                               "declares no scalar expression, index map, loop nest or decomposition")
+
+    def _elementwise_operands(self, node):
+        """Operand definitions; all but the first reduction among them are stored first."""
+        first = None
+        for v in node.operands:
+            accs = _accs(self.defs[v])
+            if accs and first is not None and accs != first:
+                self._store(v, "a kernel holds one reduction")
+            elif accs:
+                first = accs
+        return [self.defs[v] for v in node.operands]
+
+    def _readable(self, node, operand, index_map, extents):
+        """The operand's definition, stored first where reading it through `index_map` from loops
+        of `extents` would be wrong or wasteful."""
+        d = self.defs[operand]
+        if _accs(d):
+            return self._store(operand, f"read by {node.op} (a reduction result feeds only "
+                                        "elementwise epilogues)")
+        if index_map is ROW_MAJOR:
+            return d
+        if any(ax.guarded for ax in index_map) and not self._is_load(d):
+            return self._store(operand, f"read through {node.op}'s zero-filling index map")
+        if not injective(index_map, extents) and _cost(d) > CHEAP:
+            return self._store(operand, f"{node.op} reads elements repeatedly")
+        return d
+
+    def _view(self, node, index_map):
+        (operand,) = node.operands
+        shape = node.result.shape
+        d = self._readable(node, operand, index_map, shape)
+        if index_map is ROW_MAJOR:
+            viewed = self._reshape(d, operand.shape, shape)
+            if viewed is None:
+                d = self._store(operand, "reshaped but not contiguous")
+                viewed = self._reshape(d, operand.shape, shape)
+            return viewed
+        return self._through(d, index_map, operand.shape, len(shape))
+
+    def _loop_nest(self, node, nest):
+        extents = node.result.shape + tuple(nest.reduce_extents)
+        args = [self._through(self._readable(node, v, m, extents), m, v.shape, len(extents))
+                for v, m in zip(node.operands, nest.maps)]
+        body = nest.body(*args) if nest.body else args[0]
+        self.nests[node.result] = _Nest(extents, len(nest.reduce_extents), body, nest.combine)
+        acc = _leaf(AccRef(node.result, node.result.dtype))
+        return nest.epilogue(acc) if nest.epilogue else acc
+
+    def _through(self, d, index_map, shape, nvars):
+        return _map_leaves(d, lambda leaf: _leaf(leaf.with_access(leaf.access.through(index_map, shape, nvars))))
+
+    def _reshape(self, d, old, new):
+        accesses = {leaf: leaf.access.reshape(old, new) for leaf in _leaves(d)}
+        if any(a is None for a in accesses.values()):
+            return None
+        return _map_leaves(d, lambda leaf: _leaf(leaf.with_access(accesses[leaf])))
+
+    @staticmethod
+    def _is_load(d):
+        return d.prim == "arg" and isinstance(d.payload, Load)
+
+    # ---- storing ------------------------------------------------------------------------------
+    def _bind_buffer(self, v, kind, name=None):
+        name = name or self.names[v]
+        self.buffers[name] = Buffer(name, v.shape, v.dtype, kind)
+        self.stored[v] = name
+        self.defs[v] = _leaf(Load(name, v.dtype, contiguous(v.shape)))
+        self.members[v] = ()
+        return self.defs[v]
+
+    def _store(self, v, why, kind="temp", name=None):
+        """Give `v` a buffer and a kernel computing its definition; later reads load it."""
+        if v in self.stored and name is None:
+            return self.defs[v]
+        d, fused = self.defs[v], self.members[v]
+        accs = _accs(d)
+        if accs:
+            (acc,) = accs
+            nest = self.nests.pop(acc.value)
+            body = nest.body
+            epilogue = None if d.prim == "arg" else _map_leaves(d, lambda p: _leaf(ACC) if p == acc else _leaf(p))
+        else:
+            nest, body, epilogue = _Nest(v.shape, 0, None, None), d, None
+        self._bind_buffer(v, kind, name)
+        self.kernels.append(self._kernel(nest, body, epilogue, self.stored[v], v, fused, why))
+        return self.defs[v]
+
+    def _store_output(self, v):
+        kind = self.buffers[self.stored[v]].kind if v in self.stored else None
+        if kind == "temp":
+            self.buffers[self.stored[v]].kind = "output"
+        elif kind in ("input", "const"):  # a fresh name: node results are numbered, inputs are not
+            self._store(v, "graph output (a copy of an input)", "output", str(len(self.buffers) + len(self.graph.nodes)))
+        elif kind is None:
+            self._store(v, "graph output", "output")
+        return self.stored[v]
+
+    def _kernel(self, nest, body, epilogue, out, v, fused, why):
+        numbering = {}
+
+        def number(payload):
+            if payload == ACC:
+                return _leaf(ACC)
+            leaf = payload.with_access(payload.access.specialised(nest.extents))
+            return _leaf(numbering.setdefault(leaf, len(numbering)))
+        body = _map_leaves(body, number)
+        epilogue = epilogue and _map_leaves(epilogue, number)
+        return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), nest.reduce_count, list(numbering),
+                      body, out, contiguous(v.shape).specialised(nest.extents), v.dtype, nest.combine,
+                      epilogue, fused, why)
+
+    # ---- naming -------------------------------------------------------------------------------
+    def _describe(self, node):
+        return f"%{self.names[node.result]} {node.op}"
+
+    def _operand_members(self, node):
+        result = ()
+        for v in node.operands:
+            if v not in self.stored:
+                result += tuple(m for m in self.members.get(v, ()) if m not in result)
+        return result

@@ -1,0 +1,66 @@
+"""Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
+name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; MCJIT."""
+import ctypes
+import functools
+
+from ..ir.errors import NdlcError
+
+
+class BackendUnavailable(NdlcError):
+    """llvmlite (the CPU backend's code generator) cannot be imported or initialised."""
+
+
+def _binding():
+    try:
+        import llvmlite.binding as llvm
+    except ImportError as e:
+        raise BackendUnavailable(f"the CPU backend needs llvmlite (pip install llvmlite): {e}") from None
+    return llvm
+
+
+@functools.lru_cache(maxsize=None)
+def _initialise():
+    llvm = _binding()
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+def target_machine():
+    """A new target machine for the host (an MCJIT engine takes ownership of the one it gets)."""
+    llvm = _binding()
+    _initialise()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                        features=llvm.get_host_cpu_features().flatten(),
+                                        opt=3, reloc="default", codemodel="jitdefault")
+
+
+def host_target():
+    """(triple, data layout) to put in generated modules so the optimiser knows the target."""
+    tm = target_machine()
+    return tm.triple, str(tm.target_data)
+
+
+class NativeModule:
+    """A compiled module: the optimised IR text and a ctypes entry point taking a pointer array."""
+
+    def __init__(self, llvm_ir: str, entry: str):
+        llvm = _binding()
+        tm = target_machine()
+        module = llvm.parse_assembly(llvm_ir)
+        module.verify()
+        options = llvm.create_pipeline_tuning_options(speed_level=3)
+        options.loop_vectorization = True
+        options.slp_vectorization = True
+        options.loop_unrolling = True
+        builder = llvm.create_pass_builder(tm, options)
+        builder.getModulePassManager().run(module, builder)
+        self.optimized_ir = str(module)
+        self.engine = llvm.create_mcjit_compiler(module, tm)
+        self.engine.finalize_object()
+        address = self.engine.get_function_address(entry)
+        self.entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
+
+    def assembly(self) -> str:
+        llvm = _binding()
+        return target_machine().emit_assembly(llvm.parse_assembly(self.optimized_ir))

@@ -1,0 +1,86 @@
+"""A compiled program: its buffers, allocated once and reused, and one native call per run."""
+import numpy as np
+
+from ..ir.errors import ShapeError
+from ..ir.types import TensorType, numpy_dtype
+from .native import NativeModule
+
+ALIGNMENT = 64
+_native_calls = 0
+
+
+def native_calls() -> int:
+    """How many native entry-point calls this process made (a test proves one per run)."""
+    return _native_calls
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ALIGNMENT-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+class Program:
+    """Runs a kernel program: `run(*arrays)` -> list of output arrays; `ir(stage)` -> text.
+
+    Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
+    (copied only when not C-contiguous); outputs are fresh arrays each run, so results never
+    alias a later run's."""
+
+    def __init__(self, kernels, llvm_ir, entry, stages):
+        self.kernels = kernels
+        self.stages = dict(stages)
+        self.native = NativeModule(llvm_ir, entry)
+        self.stages["llvm_opt"] = self.native.optimized_ir
+        self.slots = {name: i for i, name in enumerate(kernels.buffers)}
+        self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots)))()
+        self.storage = {}
+        for name, buffer in kernels.buffers.items():
+            if buffer.kind in ("temp", "const"):
+                array = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
+                if buffer.kind == "const":
+                    array[...] = kernels.constants[name]
+                self.storage[name] = array
+                self.pointers[self.slots[name]] = array.ctypes.data
+        self.input_types = [TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype)
+                            for n in kernels.inputs]
+        self.calls = 0
+
+    def run(self, *arrays):
+        global _native_calls
+        if len(arrays) != len(self.kernels.inputs):
+            raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
+        keep = []
+        for i, (name, expected, array) in enumerate(zip(self.kernels.inputs, self.input_types, arrays)):
+            array = np.asarray(array)
+            if array.shape != expected.shape or array.dtype != expected.np_dtype:
+                raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
+                                 f"{array.dtype.name}{list(array.shape)}, expected {expected}")
+            array = np.ascontiguousarray(array)
+            keep.append(array)
+            self.pointers[self.slots[name]] = array.ctypes.data
+        outputs = {}
+        for name in self.kernels.outputs:
+            if name not in outputs:
+                buffer = self.kernels.buffers[name]
+                outputs[name] = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
+                self.pointers[self.slots[name]] = outputs[name].ctypes.data
+        self.native.entry(np.ctypeslib.ctypes.addressof(self.pointers))
+        self.calls += 1
+        _native_calls += 1
+        seen, results = set(), []
+        for name in self.kernels.outputs:
+            results.append(outputs[name].copy() if name in seen else outputs[name])
+            seen.add(name)
+        return results
+
+    def ir(self, stage: str) -> str:
+        """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native)."""
+        if stage == "asm":
+            return self.native.assembly()
+        if stage not in self.stages:
+            raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(self.stages) + ['asm'])}")
+        return self.stages[stage]

@@ -1,0 +1,126 @@
+"""Kernel IR as text: what fuses into one kernel, why a value is stored, how views become index
+maps; plus the index arithmetic and error paths."""
+import pytest
+
+from ndlc.codegen import UnsupportedError, lower_to_kernels
+from ndlc.codegen.indexing import Access, Affine, contiguous
+from ndlc.ir import Builder, Graph, TensorType, parse, registry
+from ndlc.ir.registry import AxisIndex, OpDef
+
+
+def kernels(text):
+    return lower_to_kernels(parse(text))
+
+
+def test_elementwise_chain_with_broadcast_is_one_kernel():
+    program = kernels("""
+graph @chain(%x: f32[4,5], %b: f32[5]) {
+  %0 = broadcast_to(%b, shape=(4, 5)) : f32[4,5]
+  %1 = multiply(%x, %0) : f32[4,5]
+  %2 = add_scalar(%1, scalar=1.0) : f32[4,5]
+  %3 = exp(%2) : f32[4,5]
+  %4 = tanh(%3) : f32[4,5]
+  return %4
+}""")
+    assert str(program) == """\
+program @chain(%x, %b) -> (%4)
+  %x: f32[4,5] input
+  %b: f32[5] input
+  %4: f32[4,5] output
+
+kernel k0 -> %4: f32
+  fuses: %0 broadcast_to, %1 multiply, %2 add_scalar, %3 exp, %4 tanh
+  stored because: graph output
+  loops: i0<4 i1<5
+  $0 = %x[5*i0 + i1]
+  $1 = %b[i1]
+  body = tanh(exp(add(mul($0, $1), 1.0)))
+  store %4[5*i0 + i1]"""
+
+
+def test_reduction_takes_prologue_and_epilogue_and_shared_values_say_why():
+    program = kernels("""
+graph @lse(%x: f32[3,4]) {
+  %0 = max(%x, axes=(1,)) : f32[3]
+  %1 = reshape(%0, shape=(3, 1)) : f32[3,1]
+  %2 = broadcast_to(%1, shape=(3, 4)) : f32[3,4]
+  %3 = negate(%2) : f32[3,4]
+  %4 = add(%x, %3) : f32[3,4]
+  %5 = exp(%4) : f32[3,4]
+  %6 = summation(%5, axes=(1,)) : f32[3]
+  %7 = log(%6) : f32[3]
+  %8 = add(%7, %0) : f32[3]
+  return %8
+}""")
+    text = str(program)
+    assert len(program.kernels) == 2, text
+    assert "kernel k0 -> %0: f32\n  fuses: %0 max\n  stored because: used by 2 nodes" in text
+    assert "loops: i0<3 | reduce i1<4 (max)" in text
+    assert "fuses: %1 reshape, %2 broadcast_to, %3 negate, %4 add, %5 exp, %6 summation, %7 log, %8 add" in text
+    assert "  body = exp(add($0, neg($1)))\n  epilogue = add(log(acc), $1)" in text
+    assert "  $1 = %0[i0]" in text
+
+
+def test_padded_conv_reads_through_a_guarded_load():
+    program = kernels("""
+graph @conv(%x: f32[1,4,4,2], %w: f32[3,3,2,5]) {
+  %0 = conv(%x, %w, stride=2, padding=1) : f32[1,2,2,5]
+  return %0
+}""")
+    text = str(program)
+    assert "loops: i0<1 i1<2 i2<2 i3<5 | reduce i4<3 i5<3 i6<2 (add)" in text
+    assert "$0 = %x[32*i0 + 16*i1 + 4*i2 + 8*i4 + 2*i5 + i6 - 10 if 0 <= 2*i1 + i4 - 1 < 4 and " \
+           "0 <= 2*i2 + i5 - 1 < 4]" in text
+
+
+def test_reshape_of_a_transposed_view_is_stored_first():
+    program = kernels("""
+graph @t(%x: f32[2,3]) {
+  %0 = transpose(%x, axes=(0, 1)) : f32[3,2]
+  %1 = reshape(%0, shape=(6,)) : f32[6]
+  %2 = exp(%1) : f32[6]
+  return %2
+}""")
+    (copy, rest) = program.kernels
+    assert copy.why == "reshaped but not contiguous" and str(copy.loads[0]) == "%x[i0 + 3*i1]"
+    assert str(rest.loads[0]) == "%0[i0]"
+
+
+def test_output_that_is_an_input_is_copied():
+    program = kernels("""
+graph @same(%x: f32[2]) {
+  return %x, %x
+}""")
+    (copy,) = program.kernels
+    assert copy.why == "graph output (a copy of an input)" and program.outputs[0] == program.outputs[1]
+
+
+def test_access_reshape_merges_only_evenly_strided_axes():
+    transposed = Access(Affine((1, 3)))  # a (3, 2) view of a row-major (2, 3) buffer
+    assert transposed.reshape((3, 2), (6,)) is None
+    assert str(contiguous((2, 3)).reshape((2, 3), (3, 2)).form) == "2*i0 + i1"
+    assert str(contiguous((4, 6)).reshape((4, 6), (2, 2, 3, 2)).form) == "12*i0 + 6*i1 + 2*i2 + i3"
+
+
+def test_access_through_dilation_divides_exactly():
+    access = contiguous((3,)).through((AxisIndex(((0, 1),), 0, 2, True),), (3,), 1)
+    assert str(access) == "(i0)/2 if 0 <= (i0)/2 < 3"
+    assert access.specialised((6,)).guards  # odd positions read zeros: the guard stays
+
+
+def test_op_without_a_lowering_names_op_and_node(monkeypatch):
+    mystery = OpDef("mystery", 1, lambda types: types[0], lambda x: x, kind="layout")
+    monkeypatch.setitem(registry._REGISTRY, "mystery", mystery)
+    g = Graph("g")
+    x = g.add_input(TensorType((2,)), name="x")
+    g.outputs = [Builder(g).emit("mystery", x)]
+    with pytest.raises(UnsupportedError, match="cannot lower %0 mystery"):
+        lower_to_kernels(g)
+
+
+def test_bit_primitives_and_positions_evaluate_in_numpy():
+    import numpy as np
+    from ndlc.ir import scalar as S
+    x = np.array([-1, 8], np.int64)
+    expr = S.xor(S.shr(S.arg(0), 60), S.index())
+    np.testing.assert_array_equal(S.evaluate(expr, [x], "i64", shape=(2,)), [15 ^ 0, 0 ^ 1])

@@ -1,0 +1,125 @@
+"""The runtime and ndlc.compile: one native call per run, buffers allocated once, outputs that do
+not alias, specialisations cached by input types, stage dumps, and clear errors."""
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.frontend.compile import compile_graph
+from ndlc.ir import NdlcError, ShapeError, parse
+from ndlc.runtime import BackendUnavailable, native_calls
+from ndlc.runtime.native import NativeModule
+
+GRAPH = """
+graph @mlp(%x: f32[8,4], %w: f32[4,3], %b: f32[3]) {
+  %0 = matmul(%x, %w) : f32[8,3]
+  %1 = broadcast_to(%b, shape=(8, 3)) : f32[8,3]
+  %2 = add(%0, %1) : f32[8,3]
+  %3 = relu(%2) : f32[8,3]
+  %4 = logsoftmax(%3, axis=1) : f32[8,3]
+  %5 = summation(%4, axes=(0, 1)) : f32[]
+  return %4, %5
+}"""
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) for s in ((8, 4), (4, 3), (3,))]
+
+
+def test_one_native_call_per_run_whatever_the_kernel_count():
+    program = compile_graph(parse(GRAPH))
+    assert len(program.kernels.kernels) >= 3
+    before = native_calls()
+    for seed in range(3):
+        program.run(*_inputs(seed))
+    assert native_calls() - before == 3 and program.calls == 3
+
+
+def test_temporaries_are_reused_and_outputs_are_fresh():
+    program = compile_graph(parse(GRAPH))
+    storage = {name: array.ctypes.data for name, array in program.storage.items()}
+    assert storage, "the MLP keeps intermediate buffers"
+    first = program.run(*_inputs(0))
+    kept = [a.copy() for a in first]
+    second = program.run(*_inputs(1))
+    assert {name: a.ctypes.data for name, a in program.storage.items()} == storage
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)  # the second run did not overwrite the first's results
+    assert not np.allclose(first[0], second[0])
+
+
+def test_inputs_that_are_not_contiguous_and_wrong_types():
+    program = compile_graph(parse(GRAPH))
+    x, w, b = _inputs()
+    strided = np.asfortranarray(x)
+    np.testing.assert_array_equal(program.run(strided, w, b)[0], program.run(x, w, b)[0])
+    with pytest.raises(ShapeError, match="input 0 \\(x\\) has type float64\\[8, 4\\], expected f32\\[8,4\\]"):
+        program.run(x.astype(np.float64), w, b)
+    with pytest.raises(ShapeError, match="takes 3 inputs, got 2"):
+        program.run(x, w)
+
+
+def test_compile_returns_tensors_and_caches_specialisations(caplog):
+    def f(a, b):
+        return (a * b).exp().sum(axes=(1,)), a - b
+
+    compiled = ndl.compile(f)
+    x, y = np.ones((2, 3), np.float32), np.full((2, 3), 0.5, np.float32)
+    total, diff = compiled(x, ndl.Tensor(y))
+    assert isinstance(total, ndl.Tensor) and total.dtype == "float32"
+    np.testing.assert_allclose(total.numpy(), np.exp(0.5) * 3 * np.ones(2), rtol=1e-6)
+    np.testing.assert_allclose(diff.numpy(), x - y)
+    compiled(x, y)
+    assert len(compiled.programs) == 1
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        compiled(x[:1].astype(np.float64), y[:1].astype(np.float64))
+    assert len(compiled.programs) == 2 and "new specialisation for (f64[1,3], f64[1,3])" in caplog.text
+
+
+def test_compile_single_output_and_captured_constants():
+    weight = ndl.Tensor(np.arange(3, dtype=np.float32))
+
+    def scale(a):
+        return a * weight
+
+    out = ndl.compile(scale)(np.ones((2, 3), np.float32))
+    assert isinstance(out, ndl.Tensor)
+    np.testing.assert_array_equal(out.numpy(), np.tile(np.arange(3, dtype=np.float32), (2, 1)))
+
+
+def test_stage_texts_and_dump_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDLC_DUMP", "kernels,llvm")
+    monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path))
+    compiled = ndl.compile(lambda a: a.exp() + 1.0)
+    compiled(np.zeros((4,), np.float32))
+    assert "kernel k0" in compiled.ir("kernels")
+    assert "define void @\"ndlc_main\"" in compiled.ir("llvm")
+    assert "graph @" in compiled.ir("graph") and "ret" in compiled.ir("asm")
+    dumped = sorted(p.name.rsplit(".", 2)[1] for p in tmp_path.iterdir())
+    assert dumped == ["kernels", "llvm"]
+    with pytest.raises(KeyError, match="no stage 'nonsense'"):
+        compiled.ir("nonsense")
+
+
+def test_unknown_device_and_ir_before_the_first_call():
+    with pytest.raises(NdlcError, match="device 'cuda' is not supported"):
+        ndl.compile(lambda a: a, device="cuda")
+    with pytest.raises(NdlcError, match="has not been compiled yet"):
+        ndl.compile(lambda a: a).ir()
+
+
+def test_missing_llvmlite_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llvmlite.binding", None)
+    with pytest.raises(BackendUnavailable, match="needs llvmlite"):
+        NativeModule("", "ndlc_main")
+
+
+def test_transcendentals_vectorise_without_libm_calls():
+    compiled = ndl.compile(lambda a: (a.exp() + a.tanh() + (a * a + 1.0).log()).sum(axes=(0,)))
+    compiled(np.ones((64,), np.float32))
+    optimized = compiled.ir("llvm_opt")
+    assert "<8 x float>" in optimized or "<4 x float>" in optimized or "<16 x float>" in optimized
+    assert not any(f"@{name}f(" in optimized or f"@{name}(" in optimized for name in ("exp", "log", "tanh"))
