@@ -69,7 +69,10 @@ class _KernelEmitter:
             if expr is not None:
                 self.types.update(infer_dtypes(expr, self._leaf_dtype))
         kept = len(kernel.kept_extents)
-        self._loops(0, kept, self._point)
+        if self._accumulate_rows():
+            self._loops(0, kept - 1, self._row)
+        else:
+            self._loops(0, kept, self._point)
         self.b.ret_void()
 
     def _leaf_dtype(self, payload):
@@ -114,6 +117,37 @@ class _KernelEmitter:
         else:
             value = self._emit(k.body, {})
         self._store(value)
+
+    def _accumulate_rows(self):
+        """Whether to reduce a whole output row at a time, accumulating in the output buffer:
+        chosen where the body reads strided along the innermost reduced loop (matmul's right
+        operand, column sums), so the innermost loop runs along the row and vectorises."""
+        k = self.kernel
+        kept = len(k.kept_extents)
+        if not k.reduce_count or not kept or k.extents[kept - 1] < 4:
+            return False
+        used = {e.payload for e in _walk(k.body) if e.prim == "arg"}
+        return any(abs(k.loads[n].access.form.coeffs[-1]) != 1 for n in used)
+
+    def _row(self):
+        """One row of outputs (the innermost kept loop): init, accumulate, epilogue, in place."""
+        k = self.kernel
+        kept, total = len(k.kept_extents), len(k.extents)
+        self._loops(kept - 1, kept, lambda: self._store(self._init()))
+
+        def accumulate():
+            self._loops(kept - 1, kept, lambda: self._store(self._combine(self._output(), self._emit(k.body, {}))))
+        self._loops(kept, total, accumulate)
+        if k.epilogue is not None:
+            self._loops(kept - 1, kept, lambda: self._store(self._emit(k.epilogue, {}, self._output())))
+
+    def _output(self):
+        """The output element at the current loop variables, as accumulated so far."""
+        k, b = self.kernel, self.b
+        index, _ = self._address(k.store)
+        mem = _MEMORY[k.dtype]
+        value = b.load(b.gep(self.pointers[k.out], [index], inbounds=True, source_etype=mem), typ=mem)
+        return b.icmp_unsigned("!=", value, ir.Constant(I8, 0)) if k.dtype == "bool" else value
 
     def _init(self):
         k = self.kernel
@@ -252,6 +286,16 @@ class _KernelEmitter:
         if prim in ("xor", "shr"):
             return b.xor(x, y) if prim == "xor" else b.lshr(x, y)
         raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+
+
+def _walk(expr):
+    seen, stack = set(), [expr]
+    while stack:
+        e = stack.pop()
+        if id(e) not in seen:
+            seen.add(id(e))
+            yield e
+            stack.extend(e.args)
 
 
 def _small_integer(value):

@@ -159,3 +159,18 @@ graph @views(%x: f64[4,6]) {
   %10 = windows(%9, kernel=2, stride=1) : f64[1,5,2,2]
   return %7, %10, %x
 }""", x)
+
+
+def test_matmul_with_fused_bias_relu_epilogue_and_column_max():
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((5, 7)), rng.standard_normal((7, 9)), rng.standard_normal(9)
+    _graph("""
+graph @dense(%x: f64[5,7], %w: f64[7,9], %b: f64[9]) {
+  %0 = matmul(%x, %w) : f64[5,9]
+  %1 = broadcast_to(%b, shape=(5, 9)) : f64[5,9]
+  %2 = add(%0, %1) : f64[5,9]
+  %3 = relu(%2) : f64[5,9]
+  %4 = max(%x, axes=(0,)) : f64[7]
+  %5 = exp(%4) : f64[7]
+  return %3, %5
+}""", x, w, b)
