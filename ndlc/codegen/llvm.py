@@ -43,7 +43,7 @@ def lower_to_llvm(program, triple="", data_layout="") -> str:
     for kernel in program.kernels:
         used = sorted({load.buffer for load in kernel.loads if isinstance(load, Load)} | {kernel.out},
                       key=order.index)
-        fn = _KernelEmitter(module, kernel, program.buffers, used).function
+        fn = _KernelEmitter(module, kernel, used).function
         b.call(fn, [pointers[name] for name in used])
     b.ret_void()
     return str(module)
@@ -52,8 +52,8 @@ def lower_to_llvm(program, triple="", data_layout="") -> str:
 class _KernelEmitter:
     """Emits one kernel's loop nest as an internal function."""
 
-    def __init__(self, module, kernel, buffers, used):
-        self.kernel, self.buffers = kernel, buffers
+    def __init__(self, module, kernel, used):
+        self.kernel = kernel
         fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(used))
         self.function = fn = ir.Function(module, fnty, kernel.name)
         fn.linkage = "internal"

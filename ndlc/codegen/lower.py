@@ -123,6 +123,9 @@ class _Lowering:
         self.kernels, self.constants = [], {}
 
     def run(self) -> Program:
+        if self.graph.updates:
+            raise UnsupportedError(f"@{self.graph.name} updates state; the CPU backend compiles pure "
+                                   "functions only so far")
         inputs = []
         for v in self.graph.inputs:
             kind = "const" if v.kind == "const" else "input"

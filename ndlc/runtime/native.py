@@ -1,5 +1,7 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
-name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; MCJIT."""
+name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; MCJIT.
+The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
+with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
 import functools
 
@@ -52,7 +54,7 @@ class NativeModule:
         options = llvm.create_pipeline_tuning_options(speed_level=3)
         options.loop_vectorization = True
         options.slp_vectorization = True
-        options.loop_unrolling = True
+        options.loop_unrolling = False
         builder = llvm.create_pass_builder(tm, options)
         builder.getModulePassManager().run(module, builder)
         self.optimized_ir = str(module)

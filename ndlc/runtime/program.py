@@ -53,7 +53,7 @@ class Program:
         global _native_calls
         if len(arrays) != len(self.kernels.inputs):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
-        keep = []
+        keep = []  # converted inputs must outlive the native call
         for i, (name, expected, array) in enumerate(zip(self.kernels.inputs, self.input_types, arrays)):
             array = np.asarray(array)
             if array.shape != expected.shape or array.dtype != expected.np_dtype:

@@ -124,3 +124,13 @@ def test_bit_primitives_and_positions_evaluate_in_numpy():
     x = np.array([-1, 8], np.int64)
     expr = S.xor(S.shr(S.arg(0), 60), S.index())
     np.testing.assert_array_equal(S.evaluate(expr, [x], "i64", shape=(2,)), [15 ^ 0, 0 ^ 1])
+
+
+def test_state_updates_are_refused_clearly():
+    graph = parse("""
+graph @step(%w: f32[2] state) {
+  %0 = add_scalar(%w, scalar=1.0) : f32[2]
+  return new %w = %0
+}""")
+    with pytest.raises(UnsupportedError, match="@step updates state"):
+        lower_to_kernels(graph)
