@@ -97,13 +97,15 @@ class Kernel:
 
 @dataclass
 class Program:
-    """Buffers, kernels in schedule order, and which buffers are the graph's inputs and outputs."""
+    """Buffers, kernels in schedule order, and which buffers are the graph's inputs and outputs.
+    The last `updates` outputs are the new values of the graph's state inputs, in update order."""
     name: str
     buffers: dict
     kernels: list
     inputs: list
     outputs: list
     constants: dict = field(default_factory=dict)
+    updates: int = 0
 
     def __str__(self):
         lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) "

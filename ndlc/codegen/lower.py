@@ -123,9 +123,6 @@ class _Lowering:
         self.kernels, self.constants = [], {}
 
     def run(self) -> Program:
-        if self.graph.updates:
-            raise UnsupportedError(f"@{self.graph.name} updates state; the CPU backend compiles pure "
-                                   "functions only so far")
         inputs = []
         for v in self.graph.inputs:
             kind = "const" if v.kind == "const" else "input"
@@ -139,8 +136,10 @@ class _Lowering:
             self.defs[v] = self._define(node)
             if self.uses.get(v, 0) > 1 and _cost(self.defs[v]) > CHEAP:
                 self._store(v, f"used by {self.uses[v]} nodes")
-        outputs = [self._store_output(v) for v in self.graph.outputs]
-        return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants)
+        results = list(self.graph.outputs) + list(self.graph.updates.values())
+        outputs = [self._store_output(v) for v in results]
+        return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants,
+                       len(self.graph.updates))
 
     # ---- definitions ------------------------------------------------------------------------
     def _define(self, node):

@@ -1,4 +1,4 @@
-"""The lowering pipeline, one stage a line: graph -> simplified -> decomposed -> kernels -> llvm.
+"""The lowering pipeline, one stage a line: traced -> grad -> simplified -> decomposed -> kernels -> llvm.
 
 Each stage's text is kept (`Lowered.stages`) and, for the stages named in NDLC_DUMP
 (comma-separated, or 'all'), written to NDLC_DUMP_DIR (default: the working directory) as
@@ -41,7 +41,7 @@ class Stages:
     def add(self, stage, ir):
         now = time.perf_counter()
         self.seconds[stage], self.clock = now - self.clock, now
-        self.texts[stage] = text = print_graph(ir) if stage in ("traced", "simplified", "decomposed") else str(ir)
+        self.texts[stage] = text = print_graph(ir) if stage in ("traced", "grad", "simplified", "decomposed") else str(ir)
         if stage in self.wanted or "all" in self.wanted:
             directory = os.environ.get("NDLC_DUMP_DIR", ".")
             os.makedirs(directory, exist_ok=True)
@@ -51,10 +51,15 @@ class Stages:
         return ir
 
 
-def lower(graph, triple="", data_layout="") -> Lowered:
-    """Graph IR to LLVM IR for a target (triple and data layout of the host by default)."""
+def lower(graph, triple="", data_layout="", forward=None) -> Lowered:
+    """Graph IR to LLVM IR for a target (triple and data layout of the host by default).
+    `forward`: the step's graph before backward() added adjoints (then `graph` is the 'grad' stage)."""
     stages = Stages(graph.name)
-    graph = stages.add("traced", graph)
+    if forward is not None:
+        stages.add("traced", forward)
+        graph = stages.add("grad", graph)
+    else:
+        graph = stages.add("traced", graph)
     graph = stages.add("simplified", simplify(graph))
     graph = stages.add("decomposed", decompose(graph))
     kernels = stages.add("kernels", lower_to_kernels(graph))

@@ -93,10 +93,13 @@ def find_slots(roots: dict) -> list:
 
 @dataclass
 class CapturedStep:
-    """A step's graph and the tensors its state inputs stand for, in input order."""
+    """A step's graph and the tensors its state inputs stand for, in input order; `forward` is
+    the graph of what the step computed before it called backward() (None if it did not)."""
     graph: Graph
     state: list = field(default_factory=list)   # Tensor objects, one per state input
     num_inputs: int = 0                         # batch inputs come first
+    forward: Graph = None
+    returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
 
     @property
     def state_inputs(self):
@@ -142,7 +145,8 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     batch = [symbolic(example_type(e), name=f"input{i}") for i, e in enumerate(examples)]
     try:
         with tracing() as context:
-            outputs = output_tensors(fn(*batch))
+            result = fn(*batch)
+            outputs = output_tensors(result)
             finals = [(slot, slot.get()) for slot in slots]
             finals = [(slot, holder, current._value if isinstance(current, Tensor) else current)
                       for (slot, current), holder in zip(finals, holders)]
@@ -167,10 +171,15 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
         tensors.append(seed_tensor)
         seed = context.inputs()
     inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors[:len(state_values)]] + seed
-    graph = Graph.from_outputs([t._value for t in outputs] + list(updates.values()), inputs,
-                               name=name or graph_name(fn))
+    name = graph_name(name or fn)
+    forward = None
+    if context.backward_roots:
+        forward = Graph.from_outputs(context.backward_roots, inputs, name=name)
+        capture_constants(forward, len(inputs))
+    graph = Graph.from_outputs([t._value for t in outputs] + list(updates.values()), inputs, name=name)
     graph.outputs = [t._value for t in outputs]
     graph.updates = updates
     context.finish(graph)
     capture_constants(graph, len(inputs))
-    return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch))
+    return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
+                        isinstance(result, (tuple, list)))

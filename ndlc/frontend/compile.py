@@ -1,71 +1,166 @@
-"""`ndlc.compile(fn)`: a pure function of tensors compiled to native code, one specialisation per
-list of input types (traced, lowered and compiled on its first call, then cached in memory)."""
-import functools
+"""`ndlc.compile`: a needle program compiled to native code.
+
+`compile(fn)` captures `fn` (with the parameters, running statistics and optimizer state of the
+modules and optimizers it uses as persistent state: frontend/capture.py), lowers it with the
+pipeline and runs it natively, one specialisation per list of input types and train/eval modes.
+`compile(module)` does the same for `module(*inputs)`. After a call, the state tensors hold the
+new values (the runtime writes them into the tensors' own storage).
+"""
 import logging
 
 import numpy as np
 
 from ..codegen.pipeline import lower
-from ..ir.errors import NdlcError
+from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..runtime import Program, host_target
+from .capture import STATEFUL, capture, referenced_objects
+from .nn.module import Module
 from .tensor import Tensor
-from .trace import trace
+from .trace import graph_name
 
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu",)
 
 
-def compile(fn, device="cpu"):
-    """A callable running `fn` natively on `device`; it returns ndlc Tensors as `fn` does."""
+def compile(obj, device="cpu"):
+    """A callable running `obj` (a Module, or a function of Tensors) natively on `device`."""
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
-        raise NdlcError(f"device {name!r} is not supported by ndlc.compile (supported: {', '.join(DEVICES)})")
-    return CompiledFunction(fn)
+        raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
+                        f"{', '.join(DEVICES)}; the CUDA backend is not built yet)")
+    if isinstance(obj, Module):
+        return CompiledModule(obj)
+    if not callable(obj):
+        raise NdlcError(f"ndlc.compile takes a Module or a function, not {type(obj).__name__}")
+    return CompiledFunction(obj)
 
 
-def compile_graph(graph) -> Program:
-    """A graph lowered and compiled for the host CPU, ready to `run`."""
-    lowered = lower(graph, *host_target())
+def compile_graph(graph, forward=None) -> Program:
+    """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
+    new values of its state inputs, in `graph.updates` order."""
+    lowered = lower(graph, *host_target(), forward=forward)
     return Program(lowered.kernels, lowered.llvm_ir, lowered.entry, lowered.stages)
 
 
-class CompiledFunction:
-    """The compiled form of `fn`; `programs` maps input types to compiled specialisations."""
+class Specialisation:
+    """One compiled program of a captured step, and how to run it against the step's state."""
 
-    def __init__(self, fn):
+    def __init__(self, captured):
+        self.captured = captured
+        self.program = compile_graph(captured.graph, captured.forward)
+        self.num_outputs = len(captured.graph.outputs)
+
+    def run(self, arrays):
+        results = self.program.run(*arrays, *self.captured.state_arrays())
+        outputs, new_state = results[:self.num_outputs], results[self.num_outputs:]
+        self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)))
+        return [Tensor.make_const(out) for out in outputs]
+
+
+class CompiledFunction:
+    """The compiled form of `fn`; state is what `fn` reaches (or `roots` names)."""
+
+    def __init__(self, fn, roots=None, name=None):
         self.fn = fn
-        self.programs = {}
+        self.roots = referenced_objects(fn) if roots is None else roots
+        self.name = graph_name(name or fn)
+        self.modules = _modules(self.roots)
+        self.specialisations = {}
+        self.signature = None
         self.last = None
 
     def __call__(self, *args):
-        arrays = [a.numpy() if isinstance(a, Tensor) else np.asarray(a) for a in args]
-        key = tuple(TensorType.of(a) for a in arrays)
-        if key not in self.programs:
-            if self.programs:
-                log.info("%s: compiling a new specialisation for (%s)", self._name(),
-                         ", ".join(map(str, key)))
-            self.programs[key] = self._compile(key)
-        self.last, (program, single) = self.programs[key], self.programs[key]
-        outputs = [Tensor.make_const(out) for out in program.run(*arrays)]
-        return outputs[0] if single else tuple(outputs)
+        arrays = [_as_array(a, self.name, i) for i, a in enumerate(args)]
+        types = tuple(TensorType.of(a) for a in arrays)
+        self._check_signature(types)
+        key = (types, tuple(m.training for m in self.modules))
+        if key not in self.specialisations:
+            if self.specialisations:
+                log.info("%s: compiling a new specialisation for (%s)%s", self.name,
+                         ", ".join(map(str, types)), _mode_text(key[1]))
+            captured = capture(self.fn, types, self.roots, self.name)
+            self.specialisations[key] = Specialisation(captured)
+        self.last = self.specialisations[key]
+        outputs = self.last.run(arrays)
+        return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 
     def ir(self, stage="kernels") -> str:
-        """The text of `stage` for the most recently run specialisation."""
+        """The text of `stage` (traced, grad, simplified, decomposed, kernels, llvm, llvm_opt, asm)
+        for the most recently run specialisation."""
         if self.last is None:
-            raise NdlcError(f"{self._name()} has not been compiled yet: call it first")
-        return self.last[0].ir(stage)
+            raise NdlcError(f"{self.name} has not been compiled yet: call it first")
+        return self.last.program.ir(stage)
 
-    def _compile(self, types):
-        returned = {}
+    @property
+    def native_calls(self):
+        return sum(s.program.calls for s in self.specialisations.values())
 
-        @functools.wraps(self.fn)
-        def recording(*tensors):
-            result = self.fn(*tensors)
-            returned["single"] = not isinstance(result, (tuple, list))
-            return result
-        graph = trace(recording, *types)
-        return compile_graph(graph), returned["single"]
+    def _check_signature(self, types):
+        """A new shape is a new specialisation; a new number of inputs, rank or dtype is refused."""
+        signature = tuple((t.ndim, t.dtype) for t in types)
+        if self.signature is None:
+            self.signature = signature
+            return
+        if len(signature) != len(self.signature):
+            raise ShapeError(f"{self.name} was compiled for {len(self.signature)} inputs, got {len(signature)}")
+        for i, ((ndim, dtype), (want_ndim, want_dtype)) in enumerate(zip(signature, self.signature)):
+            if (ndim, dtype) != (want_ndim, want_dtype):
+                raise ShapeError(f"{self.name}: input {i} has type {types[i]}, but it was compiled for "
+                                 f"rank-{want_ndim} {want_dtype} tensors (a new shape compiles a new "
+                                 "specialisation; a new rank or dtype needs its own ndlc.compile)")
 
-    def _name(self):
-        return getattr(self.fn, "__name__", "compiled")
+
+class CompiledModule(CompiledFunction):
+    """`module(*inputs)` compiled; train() and eval() each get their own specialisation."""
+
+    def __init__(self, module):
+        self.module = module
+        super().__init__(lambda *inputs: module(*inputs), roots={"model": module},
+                         name=type(module).__name__)
+
+    def train(self):
+        self.module.train()
+        return self
+
+    def eval(self):
+        self.module.eval()
+        return self
+
+    def parameters(self):
+        return self.module.parameters()
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+
+def _modules(roots):
+    """Every Module reachable from `roots` (their train/eval flags select a specialisation)."""
+    found, stack, seen = [], list(roots.values()), set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Module):
+            found.append(obj)
+        if isinstance(obj, STATEFUL):
+            stack.extend(vars(obj).values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return found
+
+
+def _mode_text(modes):
+    return "" if not modes else " in " + ("train" if all(modes) else "eval" if not any(modes) else "mixed") + " mode"
+
+
+def _as_array(value, name, index):
+    array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+    try:
+        TensorType.of(array)
+    except NdlcError as e:
+        raise ShapeError(f"{name}: input {index}: {e}") from None
+    return array

@@ -225,6 +225,9 @@ class Tensor:
         if out_grad is not None:
             out_grad = out_grad if isinstance(out_grad, Tensor) else Tensor(out_grad, dtype=self.dtype)
             seed = out_grad._value
+        from .trace import active_context
+        if active_context() is not None:
+            active_context().backward_roots.append(self._value)
         graph = Graph.from_outputs([self._value] + ([seed] if seed is not None else []), name="backward")
         targets = [t for v in _dag_values(graph) if (t := _TENSORS.get(v)) is not None and t.requires_grad]
         start = len(graph.nodes)

@@ -19,6 +19,7 @@ class TraceContext:
     def __init__(self):
         self.seed = None
         self.streams = 0
+        self.backward_roots = []  # values backward() was called on: the forward pass's ends
 
     def uniform(self, shape, dtype) -> Tensor:
         """U[0, 1) numbers for a random draw made while tracing."""
@@ -85,7 +86,7 @@ def trace(fn, *examples, name=None) -> Graph:
             for e, n in zip(examples, names)]
     with tracing() as context:
         outputs = output_tensors(fn(*args))
-    name = name or graph_name(fn)
+    name = graph_name(name or fn)
     inputs = [a._value for a in args] + context.inputs()
     graph = Graph.from_outputs([t._value for t in outputs], inputs, name=name)
     context.finish(graph)
@@ -103,8 +104,10 @@ def output_tensors(result):
     return outputs
 
 
-def graph_name(fn):
-    return re.sub(r"\W", "_", getattr(fn, "__name__", "traced")).strip("_") or "traced"
+def graph_name(fn_or_name):
+    """A graph name (an identifier) from a function's name or a given string."""
+    name = fn_or_name if isinstance(fn_or_name, str) else getattr(fn_or_name, "__name__", "traced")
+    return re.sub(r"\W", "_", name).strip("_") or "traced"
 
 
 def capture_constants(graph, known):

@@ -28,7 +28,8 @@ class Program:
 
     Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
     (copied only when not C-contiguous); outputs are fresh arrays each run, so results never
-    alias a later run's."""
+    alias a later run's, except the new state values (the last `kernels.updates` outputs): those
+    buffers are reused, and the caller stores them into the state before the next run."""
 
     def __init__(self, kernels, llvm_ir, entry, stages):
         self.kernels = kernels
@@ -47,6 +48,9 @@ class Program:
                 self.pointers[self.slots[name]] = array.ctypes.data
         self.input_types = [TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype)
                             for n in kernels.inputs]
+        split = len(kernels.outputs) - kernels.updates
+        self.reused = {name: aligned_empty(kernels.buffers[name].shape, numpy_dtype(kernels.buffers[name].dtype))
+                       for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
         self.calls = 0
 
     def run(self, *arrays):
@@ -62,12 +66,12 @@ class Program:
             array = np.ascontiguousarray(array)
             keep.append(array)
             self.pointers[self.slots[name]] = array.ctypes.data
-        outputs = {}
+        outputs = dict(self.reused)
         for name in self.kernels.outputs:
             if name not in outputs:
                 buffer = self.kernels.buffers[name]
                 outputs[name] = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
-                self.pointers[self.slots[name]] = outputs[name].ctypes.data
+            self.pointers[self.slots[name]] = outputs[name].ctypes.data
         self.native.entry(np.ctypeslib.ctypes.addressof(self.pointers))
         self.calls += 1
         _native_calls += 1

@@ -126,11 +126,12 @@ def test_bit_primitives_and_positions_evaluate_in_numpy():
     np.testing.assert_array_equal(S.evaluate(expr, [x], "i64", shape=(2,)), [15 ^ 0, 0 ^ 1])
 
 
-def test_state_updates_are_refused_clearly():
-    graph = parse("""
-graph @step(%w: f32[2] state) {
-  %0 = add_scalar(%w, scalar=1.0) : f32[2]
-  return new %w = %0
-}""")
-    with pytest.raises(UnsupportedError, match="@step updates state"):
-        lower_to_kernels(graph)
+def test_state_updates_are_the_last_outputs():
+    program = lower_to_kernels(parse("""
+graph @step(%x: f32[2], %w: f32[2] state) {
+  %0 = add(%x, %w) : f32[2]
+  %1 = add_scalar(%w, scalar=1.0) : f32[2]
+  return %0, new %w = %1
+}"""))
+    assert program.updates == 1 and len(program.outputs) == 2
+    assert [k.fused for k in program.kernels][-1] == ("%1 add_scalar",)

@@ -73,10 +73,14 @@ def test_compile_returns_tensors_and_caches_specialisations(caplog):
     np.testing.assert_allclose(total.numpy(), np.exp(0.5) * 3 * np.ones(2), rtol=1e-6)
     np.testing.assert_allclose(diff.numpy(), x - y)
     compiled(x, y)
-    assert len(compiled.programs) == 1
+    assert len(compiled.specialisations) == 1
     with caplog.at_level(logging.INFO, logger="ndlc.compile"):
-        compiled(x[:1].astype(np.float64), y[:1].astype(np.float64))
-    assert len(compiled.programs) == 2 and "new specialisation for (f64[1,3], f64[1,3])" in caplog.text
+        compiled(x[:1], y[:1])
+    assert len(compiled.specialisations) == 2 and "new specialisation for (f32[1,3], f32[1,3])" in caplog.text
+    with pytest.raises(ShapeError, match=r"f: input 1 has type f64\[2,3\], but it was compiled for rank-2 f32"):
+        compiled(x, y.astype(np.float64))
+    with pytest.raises(ShapeError, match="input 0 has type f32\\[6\\], but it was compiled for rank-2"):
+        compiled(x.ravel(), y)
 
 
 def test_compile_single_output_and_captured_constants():
@@ -105,7 +109,7 @@ def test_stage_texts_and_dump_files(tmp_path, monkeypatch):
 
 
 def test_unknown_device_and_ir_before_the_first_call():
-    with pytest.raises(NdlcError, match="device 'cuda' is not supported"):
+    with pytest.raises(NdlcError, match="device 'cuda' is not available to ndlc.compile"):
         ndl.compile(lambda a: a, device="cuda")
     with pytest.raises(NdlcError, match="has not been compiled yet"):
         ndl.compile(lambda a: a).ir()

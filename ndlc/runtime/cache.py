@@ -1,0 +1,70 @@
+"""The on-disk cache of native code: one file per compiled module, keyed by its LLVM IR, the host
+CPU (name and features) and the ndlc and llvmlite versions. Each file carries a checksum; a
+corrupt, truncated or unreadable entry is logged, ignored and rebuilt, never trusted."""
+import hashlib
+import json
+import logging
+import os
+import tempfile
+
+log = logging.getLogger("ndlc.cache")
+MAGIC = b"NDLCOBJ1"
+
+
+def cache_dir() -> str:
+    return os.environ.get("NDLC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ndlc")
+
+
+def cache_key(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _path(key):
+    return os.path.join(cache_dir(), key[:2], key + ".obj")
+
+
+def load(key):
+    """(object code, optimised IR text) stored under `key`, or None (missing or not intact)."""
+    path = _path(key)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("cannot read cache entry %s (%s); recompiling", path, e)
+        return None
+    try:
+        if blob[:len(MAGIC)] != MAGIC:
+            raise ValueError("not an ndlc cache file")
+        checksum, body = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
+        if hashlib.sha256(body).digest() != checksum:
+            raise ValueError("checksum mismatch (truncated or corrupt)")
+        header, _, rest = body.partition(b"\n")
+        sizes = json.loads(header)
+        obj, ir = rest[:sizes["object"]], rest[sizes["object"]:]
+        if len(obj) != sizes["object"] or len(ir) != sizes["ir"]:
+            raise ValueError("sizes do not match the header")
+        return obj, ir.decode()
+    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        log.warning("ignoring corrupt cache entry %s: %s; recompiling", path, e)
+        return None
+
+
+def store(key, obj: bytes, ir: str):
+    """Write an entry atomically (a reader sees the old file or the whole new one)."""
+    path = _path(key)
+    ir_bytes = ir.encode()
+    body = json.dumps({"object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(body).digest() + body)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("cannot write cache entry %s (%s); continuing without it", path, e)
