@@ -115,9 +115,9 @@ class _Lowering:
         self.graph = graph
         self.names = value_names(graph)
         self.uses = {}
-        for node in graph.nodes:
-            for v in node.operands:
-                self.uses[v] = self.uses.get(v, 0) + 1
+        for v in [v for node in graph.nodes for v in node.operands] + list(graph.outputs) \
+                + list(graph.updates.values()):  # a result read by a node and also returned: 2 uses
+            self.uses[v] = self.uses.get(v, 0) + 1
         self.buffers, self.stored = {}, {}
         self.defs, self.members, self.nests = {}, {}, {}
         self.kernels, self.constants = [], {}

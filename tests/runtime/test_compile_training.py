@@ -1,0 +1,216 @@
+"""Compiled training steps: 50 steps equal eager training, one native call per step, state
+visible through the user's objects, modes, disk cache, and clear errors."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.runtime import native_calls
+
+nn = ndl.nn
+
+
+def setup(optimizer, seed=0):
+    np.random.seed(seed)
+    model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    if optimizer == "sgd":
+        opt = ndl.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    else:
+        opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
+    loss_fn = nn.SoftmaxLoss()
+
+    def train_step(x, y):
+        opt.reset_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, opt, train_step
+
+
+def batches(n, size=32, seed=1):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((4, 10)) * 2
+    out = []
+    for _ in range(n):
+        y = rng.integers(0, 4, size)
+        out.append(((centers[y] + rng.standard_normal((size, 10))).astype(np.float32), y))
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fifty_compiled_steps_equal_eager_training(optimizer):
+    data = batches(50)
+    eager_model, eager_opt, eager_step = setup(optimizer)
+    eager_losses = [float(eager_step(ndl.Tensor(x), ndl.Tensor(y)).numpy()) for x, y in data]
+
+    model, opt, train_step = setup(optimizer)
+    step = ndl.compile(train_step)
+    losses = [float(step(x, y).numpy()) for x, y in data]
+
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)
+    assert losses[-1] < 0.5 * losses[0]
+    for name, value in eager_model.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+    slots = ["u"] if optimizer == "sgd" else ["m", "v"]
+    for slot in slots:
+        for i in getattr(opt, slot):
+            np.testing.assert_allclose(getattr(opt, slot)[i].numpy(), getattr(eager_opt, slot)[i].numpy(),
+                                       rtol=1e-3, atol=1e-6, err_msg=f"{slot}[{i}]")
+    if optimizer == "adam":
+        assert float(opt.t) == 50
+
+
+def test_one_compiled_step_is_one_native_call():
+    _, _, train_step = setup("adam")
+    step = ndl.compile(train_step)
+    x, y = batches(1)[0]
+    step(x, y)
+    before = native_calls()
+    for _ in range(3):
+        step(x, y)
+    assert native_calls() - before == 3
+    assert step.native_calls == 4
+
+
+def test_parameters_see_updates_and_user_assignments():
+    model, opt, train_step = setup("sgd")
+    step = ndl.compile(train_step)
+    weight = model.modules[0].weight
+    view = weight.data
+    before = weight.numpy().copy()
+    step(*batches(1)[0])
+    assert not np.array_equal(weight.numpy(), before)
+    np.testing.assert_array_equal(view.numpy(), weight.numpy())
+    assert model.parameters()[0] is weight and not weight.is_symbolic and weight.grad is None
+
+
+
+def test_a_step_reads_the_data_assigned_between_calls():
+    linear = nn.Linear(3, 2)
+    opt = ndl.optim.SGD(linear.parameters(), lr=0.5)
+
+    def train_step(x):
+        opt.reset_grad()
+        loss = linear(x).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = ndl.compile(train_step)
+    x = np.ones((4, 3), np.float32)
+    step(x)
+    linear.weight.data = ndl.Tensor(np.zeros((3, 2), np.float32))
+    step(x)
+    np.testing.assert_allclose(linear.weight.numpy(), np.full((3, 2), -0.5 * 4))
+
+
+def test_compiled_module_honours_train_and_eval():
+    model, _, _ = setup("sgd")
+    compiled = ndl.compile(model)
+    x = batches(1)[0][0]
+    running = model.modules[1].running_mean.numpy().copy()
+    train_out = compiled(x)
+    np.testing.assert_allclose(train_out.numpy(), _eager_forward(model, x, train=True), rtol=1e-4, atol=1e-5)
+    assert not np.array_equal(model.modules[1].running_mean.numpy(), running)
+    model.eval()
+    running = model.modules[1].running_mean.numpy().copy()
+    eval_out = compiled(x)
+    np.testing.assert_allclose(eval_out.numpy(), model(ndl.Tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(model.modules[1].running_mean.numpy(), running)
+    assert len(compiled.specialisations) == 2
+
+
+def _eager_forward(model, x, train):
+    """The eager forward in train mode, leaving the running statistics as they were."""
+    saved = [(bn, bn.running_mean, bn.running_var) for bn in [model.modules[1]]]
+    model.train() if train else model.eval()
+    out = model(ndl.Tensor(x)).numpy()
+    for bn, mean, var in saved:
+        bn.running_mean, bn.running_var = mean, var
+    return out
+
+
+def test_compiled_dropout_draws_a_fresh_mask_each_call():
+    drop = nn.Dropout(0.25)
+    compiled = ndl.compile(drop)
+    x = np.ones((100, 100), np.float32)
+    a, b = compiled(x).numpy(), compiled(x).numpy()
+    assert not np.array_equal(a, b)
+    for out in (a, b):
+        np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.75], rtol=1e-6)
+        assert abs((out == 0).mean() - 0.25) < 0.02
+
+
+def test_traced_and_grad_stages():
+    _, _, train_step = setup("adam")
+    step = ndl.compile(train_step)
+    step(*batches(1)[0])
+    traced, grad = step.ir("traced"), step.ir("grad")
+    assert "logsumexp" in traced and "stop_gradient" not in traced
+    assert "new %model.modules.0.weight = " in grad and len(grad) > len(traced)
+    assert "kernel k0" in step.ir("kernels")
+
+
+def test_value_dependent_control_flow_is_refused():
+    model, _, _ = setup("sgd")
+
+    def step(x):
+        out = model(x)
+        if out.sum() > 0:
+            return out
+        return -out
+
+    with pytest.raises(ndl.TraceError, match="cannot read the value of a symbolic"):
+        ndl.compile(step)(batches(1)[0][0])
+    assert not model.modules[0].weight.is_symbolic, "state is restored after a failed trace"
+
+
+def test_wrong_input_rank_or_dtype_names_the_input():
+    model, _, _ = setup("sgd")
+    compiled = ndl.compile(model)
+    compiled(np.zeros((8, 10), np.float32))
+    compiled(np.zeros((4, 10), np.float32))
+    with pytest.raises(ndl.ShapeError, match="input 0 has type f64"):
+        compiled(np.zeros((4, 10), np.float64))
+    with pytest.raises(ValueError, match=r"Linear\(10, 16\): input has 7 features, expected 10"):
+        ndl.compile(model)(np.zeros((4, 7), np.float32))
+
+
+CACHE_SCRIPT = textwrap.dedent("""
+    import numpy as np, ndlc as ndl
+    from ndlc.runtime.native import llvm_compilations
+    np.random.seed(0)
+    model = ndl.nn.Sequential(ndl.nn.Linear(5, 3), ndl.nn.ReLU())
+    out = ndl.compile(model)(np.ones((2, 5), np.float32))
+    print(llvm_compilations(), float(out.numpy().sum()))
+""")
+
+
+def _run_cache_script(cache):
+    env = dict(os.environ, NDLC_CACHE_DIR=str(cache))
+    done = subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, total = done.stdout.split()
+    return int(count), float(total), done.stderr
+
+
+def test_second_process_reuses_the_disk_cache_and_rebuilds_a_corrupt_entry(tmp_path):
+    first = _run_cache_script(tmp_path)
+    second = _run_cache_script(tmp_path)
+    assert first[0] == 1 and second[0] == 0 and first[1] == second[1]
+    (entry,) = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
+    with open(entry, "r+b") as f:
+        f.truncate(os.path.getsize(entry) // 2)
+    third = _run_cache_script(tmp_path)
+    assert third[0] == 1 and third[1] == first[1]
+    assert "ignoring corrupt cache entry" in third[2]
+    fourth = _run_cache_script(tmp_path)
+    assert fourth[0] == 0, "the rebuilt entry is used again"
