@@ -16,7 +16,8 @@ from ..ir.verifier import maybe_verify
 from .nn.module import Module
 from .optim import Optimizer
 from .tensor import Tensor, symbolic
-from .trace import capture_constants, example_type, graph_name, output_tensors, tracing
+from .trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
+                    tracing)
 
 STATEFUL = (Module, Optimizer)
 
@@ -142,7 +143,8 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
         state_values[id(t)] = Value(t._value.type, name=paths[id(t)].replace("self.", ""), kind="state")
         t._bind(state_values[id(t)], t.requires_grad)
         t.grad = None
-    batch = [symbolic(example_type(e), name=f"input{i}") for i, e in enumerate(examples)]
+    names = parameter_names(fn, len(examples))
+    batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
     try:
         with tracing() as context:
             result = fn(*batch)

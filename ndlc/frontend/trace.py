@@ -66,7 +66,8 @@ def example_type(example) -> TensorType:
     return TensorType.of(np.asarray(example))
 
 
-def _parameter_names(fn, count):
+def parameter_names(fn, count):
+    """Names for a function's first `count` positional inputs (arg<i> where it has none)."""
     try:
         params = [p.name for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -80,7 +81,7 @@ def trace(fn, *examples, name=None) -> Graph:
 
     Tensors the function captures (weights, constants) become `const` inputs whose data is in
     `graph.constants`."""
-    names = _parameter_names(fn, len(examples))
+    names = parameter_names(fn, len(examples))
     args = [symbolic(example_type(e), name=n,
                      requires_grad=isinstance(e, Tensor) and e.requires_grad)
             for e, n in zip(examples, names)]

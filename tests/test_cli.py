@@ -1,0 +1,47 @@
+"""The `ndlc` command: dump a stage of the example, and train's message when data is missing."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from ndlc.cli import main
+
+
+def test_dump_prints_the_requested_stage(capsys):
+    assert main(["dump", "traced", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("graph @train_step(%x: f32[4,784], %y: i64[4], %model.modules.0.weight: f32[784,32] state")
+    assert main(["dump", "kernels", "--batch-size", "4"]) == 0
+    assert "kernel k0" in capsys.readouterr().out
+
+
+def test_dump_of_an_unknown_stage_lists_the_stages(capsys):
+    with pytest.raises(KeyError, match="no stage 'fused-ish'; stages: .*kernels"):
+        main(["dump", "fused-ish"])
+
+
+def test_train_without_data_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NDLC_DATA", raising=False)
+    assert main(["train", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Fashion-MNIST not found" in err and "apt-get install" in err
+
+
+def _write_idx(path, array):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_train_runs_compiled_on_small_idx_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 96)
+    images = (labels[:, None, None] * 25 + rng.integers(0, 20, (96, 28, 28))).clip(0, 255)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--batch-size", "32", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert "test accuracy" in lines[1] and lines[1].endswith("steps/s")
