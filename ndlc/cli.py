@@ -2,6 +2,7 @@
 prints one compilation stage of the built-in example (the MLP's training step)."""
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -63,7 +64,11 @@ def dump(args):
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     rng = np.random.default_rng(0)
     step(rng.random((args.batch_size, 784), dtype=np.float32), rng.integers(0, 10, args.batch_size))
-    print(step.ir(args.stage))
+    try:
+        print(step.ir(args.stage))
+    except KeyError as e:
+        print(f"ndlc dump: {e.args[0]}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -94,6 +99,9 @@ def main(argv=None):
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `ndlc dump llvm | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

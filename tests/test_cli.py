@@ -1,5 +1,6 @@
 """The `ndlc` command: dump a stage of the example, and train's message when data is missing."""
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -11,14 +12,15 @@ from ndlc.cli import main
 def test_dump_prints_the_requested_stage(capsys):
     assert main(["dump", "traced", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("graph @train_step(%x: f32[4,784], %y: i64[4], %model.modules.0.weight: f32[784,32] state")
+    assert out.startswith("graph @train_step(\n    %x: f32[4,784],\n    %y: i64[4],\n"
+                          "    %model.modules.0.weight: f32[784,32] state,\n")
     assert main(["dump", "kernels", "--batch-size", "4"]) == 0
     assert "kernel k0" in capsys.readouterr().out
 
 
 def test_dump_of_an_unknown_stage_lists_the_stages(capsys):
-    with pytest.raises(KeyError, match="no stage 'fused-ish'; stages: .*kernels"):
-        main(["dump", "fused-ish"])
+    assert main(["dump", "fused-ish"]) == 2
+    assert re.search("no stage 'fused-ish'; stages: .*kernels", capsys.readouterr().err)
 
 
 def test_train_without_data_says_how_to_get_it(tmp_path, capsys, monkeypatch):

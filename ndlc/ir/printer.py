@@ -49,7 +49,10 @@ def print_graph(graph, with_locs=False) -> str:
     for v in graph.inputs:
         kind = "" if v.kind == "input" else f" {v.kind}"
         params.append(f"%{names[v]}: {v.type}{kind}")
-    lines = [f"graph @{graph.name}({', '.join(params)}) {{"]
+    header = f"graph @{graph.name}({', '.join(params)}) {{"
+    if len(header) > 100:  # one parameter a line, as a long signature reads best
+        header = f"graph @{graph.name}(\n" + ",\n".join("    " + p for p in params) + "\n) {"
+    lines = [header]
     lines += ["  " + format_node(n, names, with_locs) for n in graph.nodes]
     rets = [f"%{names[v]}" for v in graph.outputs]
     rets += [f"new %{names[s]} = %{names[v]}" for s, v in graph.updates.items()]
