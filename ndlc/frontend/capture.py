@@ -40,7 +40,8 @@ class Slot:
 
 def referenced_objects(fn) -> dict:
     """name -> Module, Optimizer or Tensor that `fn` can reach: its bound object, closure cells,
-    defaults and the globals its code (and nested code) names."""
+    defaults and the globals its code (and nested code) names; for a plain object among those
+    (a trainer holding `self.model`), the Modules, Optimizers and Tensors among its attributes."""
     found = {}
     target = getattr(fn, "__func__", fn)
     if hasattr(fn, "__self__"):
@@ -61,7 +62,20 @@ def referenced_objects(fn) -> dict:
             if name in target.__globals__:
                 found.setdefault(name, target.__globals__[name])
         pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
-    return {k: v for k, v in found.items() if isinstance(v, STATEFUL + (Tensor,))}
+    kept = {}
+    for name, value in found.items():
+        if isinstance(value, STATEFUL + (Tensor,)):
+            kept[name] = value
+        elif _is_plain_object(value):
+            kept.update({f"{name}.{k}": v for k, v in vars(value).items()
+                         if isinstance(v, STATEFUL + (Tensor,))})
+    return kept
+
+
+def _is_plain_object(value):
+    """An instance of a user class (not a module, class, function or builtin value)."""
+    return hasattr(value, "__dict__") and not isinstance(
+        value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType))
 
 
 def find_slots(roots: dict) -> list:
@@ -146,7 +160,7 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     names = parameter_names(fn, len(examples))
     batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
     try:
-        with tracing() as context:
+        with tracing(tensors) as context:
             result = fn(*batch)
             outputs = output_tensors(result)
             finals = [(slot, slot.get()) for slot in slots]

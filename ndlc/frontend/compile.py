@@ -23,8 +23,10 @@ log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu",)
 
 
-def compile(obj, device="cpu"):
-    """A callable running `obj` (a Module, or a function of Tensors) natively on `device`."""
+def compile(obj, device="cpu", state=None):
+    """A callable running `obj` (a Module, or a function of Tensors) natively on `device`.
+    `state`: the Modules, Optimizers and Tensors whose tensors the function reads and updates,
+    when they cannot be found through its closure, globals and bound object."""
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
         raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
@@ -33,7 +35,8 @@ def compile(obj, device="cpu"):
         return CompiledModule(obj)
     if not callable(obj):
         raise NdlcError(f"ndlc.compile takes a Module or a function, not {type(obj).__name__}")
-    return CompiledFunction(obj)
+    roots = None if state is None else {f"{type(s).__name__.lower()}{i}": s for i, s in enumerate(state)}
+    return CompiledFunction(obj, roots)
 
 
 def compile_graph(graph, forward=None) -> Program:

@@ -3,7 +3,8 @@
 Updates run on detached data (`.data`), so a step records no history, and write each parameter
 back through `param.data = ...`, keeping the Parameter object (and its dtype) the same. All state
 (momentum, Adam's m, v and step count) is Tensors made up front, so a traced step sees it as the
-program's persistent state rather than as constants."""
+program's persistent state rather than as constants. Each parameter is written before the
+optimizer's own slots: a trace that refuses the write (unknown state) has changed nothing yet."""
 from .init import zeros, zeros_like
 
 
@@ -37,8 +38,9 @@ class SGD(Optimizer):
             if param.grad is None:
                 continue
             grad = self._decayed_grad(param, self.weight_decay)
-            self.u[i] = (self.momentum * self.u[i] + (1 - self.momentum) * grad).data
-            param.data = param.data - self.lr * self.u[i]
+            u = (self.momentum * self.u[i] + (1 - self.momentum) * grad).data
+            param.data = param.data - self.lr * u
+            self.u[i] = u
 
 
 class Adam(Optimizer):
@@ -53,14 +55,16 @@ class Adam(Optimizer):
         self.v = {i: zeros_like(p) for i, p in enumerate(self.params)}
 
     def step(self):
-        self.t = (self.t + 1).data
+        t = (self.t + 1).data
         b1, b2 = self.beta1, self.beta2
         for i, param in enumerate(self.params):
             if param.grad is None:
                 continue
             grad = self._decayed_grad(param, self.weight_decay)
-            self.m[i] = (b1 * self.m[i] + (1 - b1) * grad).data
-            self.v[i] = (b2 * self.v[i] + (1 - b2) * grad ** 2).data
-            m_hat = self.m[i] / (1 - b1 ** self.t)
-            v_hat = self.v[i] / (1 - b2 ** self.t)
+            m = (b1 * self.m[i] + (1 - b1) * grad).data
+            v = (b2 * self.v[i] + (1 - b2) * grad ** 2).data
+            m_hat = m / (1 - b1 ** t)
+            v_hat = v / (1 - b2 ** t)
             param.data = param.data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
+            self.m[i], self.v[i] = m, v
+        self.t = t

@@ -142,6 +142,12 @@ class Tensor:
             value = Tensor(value, dtype=self.dtype)
         if value.dtype != self.dtype or value.shape != self.shape:
             raise NdlcError(f"cannot assign {value._value.type} data to a {self._value.type} tensor")
+        from .trace import active_context
+        context = active_context()
+        if context is not None and id(self) not in context.state:
+            raise TraceError(f"a {self._value.type} tensor that is not the traced program's state is "
+                             f"assigned at {user_location()}: its update would be lost. Compile with "
+                             "ndl.compile(fn, state=[model, optimizer, ...]) naming what it updates")
         detached = value.detach()
         self._bind(detached._value, self.requires_grad)
 

@@ -16,10 +16,11 @@ class TraceContext:
     """What a running trace adds beyond the user's inputs: the random seed, a state input that
     every random op reads (each in its own stream) and that the program advances by one."""
 
-    def __init__(self):
+    def __init__(self, state=()):
         self.seed = None
         self.streams = 0
         self.backward_roots = []  # values backward() was called on: the forward pass's ends
+        self.state = {id(t) for t in state}  # tensors whose new values the program returns
 
     def uniform(self, shape, dtype) -> Tensor:
         """U[0, 1) numbers for a random draw made while tracing."""
@@ -48,8 +49,8 @@ def active_context():
 
 
 @contextlib.contextmanager
-def tracing():
-    context = TraceContext()
+def tracing(state=()):
+    context = TraceContext(state)
     _ACTIVE.append(context)
     try:
         yield context

@@ -214,3 +214,47 @@ def test_second_process_reuses_the_disk_cache_and_rebuilds_a_corrupt_entry(tmp_p
     assert "ignoring corrupt cache entry" in third[2]
     fourth = _run_cache_script(tmp_path)
     assert fourth[0] == 0, "the rebuilt entry is used again"
+
+
+class Trainer:
+    """State reached through a bound method's object."""
+
+    def __init__(self):
+        self.model = nn.Linear(3, 2)
+        self.opt = ndl.optim.SGD(self.model.parameters(), lr=0.5)
+
+    def step(self, x):
+        self.opt.reset_grad()
+        loss = self.model(x).sum()
+        loss.backward()
+        self.opt.step()
+        return loss
+
+
+def test_state_of_a_bound_method_object_is_found():
+    trainer = Trainer()
+    before = trainer.model.weight.numpy().copy()
+    ndl.compile(trainer.step)(np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(trainer.model.weight.numpy(), before - 0.5 * 4)
+
+
+class Holder:
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+
+def test_state_that_cannot_be_found_is_an_error_unless_named():
+    holder = Holder(Trainer())
+
+    def step(x):
+        return holder.trainer.step(x)
+
+    with pytest.raises(ndl.TraceError, match=r"not the traced program's state is assigned .*ndl.compile\(fn, state="):
+        ndl.compile(step)(np.ones((4, 3), np.float32))
+    assert not holder.trainer.model.weight.is_symbolic
+    assert all(not u.is_symbolic and not u.numpy().any() for u in holder.trainer.opt.u.values())
+    before = holder.trainer.model.weight.numpy().copy()
+    compiled = ndl.compile(step, state=[holder.trainer.model, holder.trainer.opt])
+    compiled(np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(holder.trainer.model.weight.numpy(), before - 0.5 * 4)
+    assert "%linear0.weight: f32[3,2] state" in compiled.ir("grad")
