@@ -3,7 +3,9 @@
 A kernel is a loop nest: loops of given extents (the last `reduce_count` of them reduced), loads
 of buffers (or element positions, `Index`) through `Access` index maps, a scalar expression DAG (ndlc.ir.scalar primitives whose
 'arg' leaves are load numbers, or ACC for the reduction's accumulator), an optional reduction
-(combine 'add' or 'max') with an epilogue, and a store. Both backends lower this form; neither
+(combine 'add' or 'max') with an epilogue, and a store. A *gemm kernel* replaces the reduction
+by a BLAS call (`Gemm`) per batch index that writes the output; its epilogue, if any, then runs
+over the output in place (ACC is the product there). Both backends lower this form; neither
 re-derives fusion or indexing.
 """
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from .indexing import Access
 
 ACC = "acc"  # payload of the 'arg' leaf standing for a reduction's accumulated value
 COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
 
 
 @dataclass
@@ -55,14 +58,39 @@ class Index:
         return f"index[{self.access}]"
 
 
+@dataclass(frozen=True)
+class Matrix:
+    """A BLAS operand: the matrix of `buffer` starting at element `offset` (an access over the
+    kernel's batch loops), rows `ld` elements apart, or columns when `transposed`."""
+    buffer: str
+    offset: Access
+    ld: int
+    transposed: bool = False
+
+    def __str__(self):
+        at = f"[{self.offset}]" if any(self.offset.form.coeffs) or self.offset.form.const else ""
+        return f"%{self.buffer}{at}{'^T' if self.transposed else ''}"
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """a @ b, an (m, k) by (k, n) matrix product into the kernel's (row-major) output, for each
+    index of the kernel's batch loops (all but the last two): a call of BLAS's GEMMS[dtype]."""
+    a: Matrix
+    b: Matrix
+    m: int
+    n: int
+    k: int
+
+
 @dataclass
 class Kernel:
-    """One loop nest writing `out` (see the module docstring)."""
+    """One loop nest writing `out`, or a gemm kernel when `gemm` is set (see the module docstring)."""
     name: str
     extents: tuple
     reduce_count: int
     loads: list
-    body: ScalarExpr
+    body: Optional[ScalarExpr]
     out: str
     store: Access
     dtype: str
@@ -70,10 +98,16 @@ class Kernel:
     epilogue: Optional[ScalarExpr] = None
     fused: tuple = ()
     why: str = ""
+    gemm: Optional[Gemm] = None
 
     @property
     def kept_extents(self):
         return self.extents[:len(self.extents) - self.reduce_count]
+
+    def buffers(self) -> set:
+        """Names of the buffers this kernel reads or writes."""
+        names = {load.buffer for load in self.loads if isinstance(load, Load)} | {self.out}
+        return names | ({self.gemm.a.buffer, self.gemm.b.buffer} if self.gemm else set())
 
     def __str__(self):
         kept = len(self.kept_extents)
@@ -87,11 +121,19 @@ class Kernel:
         if self.why:
             lines.append(f"  stored because: {self.why}")
         lines.append(f"  loops: {loops or '(scalar)'}")
+        if self.gemm:
+            g = self.gemm
+            batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
+            lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[self.dtype]}({g.a}, {g.b}) "
+                         f"-> %{self.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
-        lines.append(f"  body = {format_expr(self.body)}")
+        if self.body is not None:
+            lines.append(f"  body = {format_expr(self.body)}")
         if self.epilogue is not None:
-            lines.append(f"  epilogue = {format_expr(self.epilogue)}")
-        lines.append(f"  store %{self.out}[{self.store}]")
+            after = " (in place, after the call)" if self.gemm else ""
+            lines.append(f"  epilogue{after} = {format_expr(self.epilogue)}")
+        if self.gemm is None or self.epilogue is not None:
+            lines.append(f"  store %{self.out}[{self.store}]")
         return "\n".join(lines)
 
 

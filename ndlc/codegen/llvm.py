@@ -1,6 +1,7 @@
 """Kernel IR -> LLVM IR (llvmlite.ir): one module, one internal function per kernel whose buffer
 pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
 `ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
+A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: blas.py).
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics,
@@ -12,8 +13,9 @@ import math
 from llvmlite import ir
 
 from ..ir.types import is_float
-from . import mathlib
-from .kernel import ACC, COMPARISONS, Index, Load, infer_dtypes, operand_dtype
+from . import blas, mathlib
+from .indexing import Access, Affine
+from .kernel import ACC, COMPARISONS, Index, infer_dtypes, operand_dtype
 from .lower import UnsupportedError
 
 ENTRY = "ndlc_main"
@@ -41,8 +43,7 @@ def lower_to_llvm(program, triple="", data_layout="") -> str:
         slot = b.gep(entry.args[0], [ir.Constant(I64, i)], source_etype=ir.PointerType())
         pointers[name] = b.load(slot, typ=ir.PointerType(), name=f"buf.{name}")
     for kernel in program.kernels:
-        used = sorted({load.buffer for load in kernel.loads if isinstance(load, Load)} | {kernel.out},
-                      key=order.index)
+        used = sorted(kernel.buffers(), key=order.index)
         fn = _KernelEmitter(module, kernel, used).function
         b.call(fn, [pointers[name] for name in used])
     b.ret_void()
@@ -69,7 +70,9 @@ class _KernelEmitter:
             if expr is not None:
                 self.types.update(infer_dtypes(expr, self._leaf_dtype))
         kept = len(kernel.kept_extents)
-        if self._accumulate_rows():
+        if kernel.gemm is not None:
+            self._loops(0, kept - 2, self._gemm)
+        elif self._accumulate_rows():
             self._loops(0, kept - 1, self._row)
         else:
             self._loops(0, kept, self._point)
@@ -117,6 +120,23 @@ class _KernelEmitter:
         else:
             value = self._emit(k.body, {})
         self._store(value)
+
+    def _gemm(self):
+        """One BLAS call for the current batch index, then the epilogue over its output in place."""
+        k, b, g = self.kernel, self.b, self.kernel.gemm
+        batch, element = len(k.extents) - 2, TYPES[k.dtype]
+
+        def matrix(buffer, offset, ld):
+            index, _ = self._address(offset)
+            return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
+        flags = [blas.ROW_MAJOR] + [blas.TRANS if m.transposed else blas.NO_TRANS for m in (g.a, g.b)]
+        out = Access(Affine(k.store.form.coeffs[:batch] + (0, 0)))
+        b.call(_declare_gemm(b.module, k.dtype),
+               [ir.Constant(TYPES["i32"], f) for f in flags] + [ir.Constant(I64, n) for n in (g.m, g.n, g.k)]
+               + [ir.Constant(element, 1.0)] + matrix(g.a.buffer, g.a.offset, g.a.ld)
+               + matrix(g.b.buffer, g.b.offset, g.b.ld) + [ir.Constant(element, 0.0)] + matrix(k.out, out, g.n))
+        if k.epilogue is not None:
+            self._loops(batch, batch + 2, lambda: self._store(self._emit(k.epilogue, {}, self._output())))
 
     def _accumulate_rows(self):
         """Whether to reduce a whole output row at a time, accumulating in the output buffer:
@@ -286,6 +306,16 @@ class _KernelEmitter:
         if prim in ("xor", "shr"):
             return b.xor(x, y) if prim == "xor" else b.lshr(x, y)
         raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+
+
+def _declare_gemm(module, dtype):
+    """CBLAS gemm with 64-bit integers for `dtype`, declared in `module` by its blas.SYMBOLS name."""
+    name = blas.SYMBOLS[dtype]
+    if name in module.globals:
+        return module.globals[name]
+    i32, ptr, scalar = TYPES["i32"], ir.PointerType(), TYPES[dtype]
+    return ir.Function(module, ir.FunctionType(ir.VoidType(), [i32, i32, i32, I64, I64, I64, scalar, ptr, I64,
+                                                               ptr, I64, scalar, ptr, I64]), name)
 
 
 def _walk(expr):

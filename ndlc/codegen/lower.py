@@ -12,15 +12,24 @@ decision records why, and the kernel dump shows it:
   - computed values read through zero-filling views (pad, dilate) or repeating views (broadcast,
     overlapping windows, matmul operands) unless cheap, and reshapes of non-contiguous views.
 An elementwise consumer of a reduction becomes that kernel's epilogue.
+
+A float loop nest whose op declares it a matrix product (`OpDef.blas`) becomes a gemm kernel: a
+call of numpy's OpenBLAS per batch index (codegen/blas.py), its operands read in place as strided
+matrices (a transposed view is a transposed operand, a broadcast batch axis a repeated matrix);
+an operand that is computed, or a view BLAS cannot stride, is stored first. Elementwise consumers
+(bias, activation) stay its epilogue, run over the product in place after each call.
+NDLC_BLAS=0 (or no OpenBLAS in numpy) keeps matmul a loop nest.
 """
 from dataclasses import dataclass
+from typing import Optional
 
 from ..ir.errors import NdlcError
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import ScalarExpr
-from .indexing import contiguous, injective
-from .kernel import ACC, Buffer, Index, Kernel, Load, Program
+from . import blas
+from .indexing import Access, Affine, contiguous, injective
+from .kernel import ACC, GEMMS, Buffer, Gemm, Index, Kernel, Load, Matrix, Program
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
 _COSTLY = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}
@@ -41,13 +50,15 @@ class AccRef:
 class _Nest:
     extents: tuple
     reduce_count: int
-    body: ScalarExpr
-    combine: str
+    body: Optional[ScalarExpr]
+    combine: Optional[str]
+    gemm: Optional[Gemm] = None
 
 
-def lower_to_kernels(graph) -> Program:
-    """The kernel program computing `graph` (inputs, then outputs, as buffers)."""
-    return _Lowering(graph).run()
+def lower_to_kernels(graph, use_blas=None) -> Program:
+    """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
+    whether matrix products call BLAS (default: blas.enabled(), see the module docstring)."""
+    return _Lowering(graph, blas.enabled() if use_blas is None else use_blas).run()
 
 
 def _leaf(payload):
@@ -106,13 +117,24 @@ def _cost(expr):
     return visit(expr)
 
 
+def _layout(r, c, rows, cols):
+    """(leading dimension, transposed) for BLAS to read a rows x cols matrix whose element (i, j)
+    is at r*i + c*j: row-major (c == 1) or column-major (r == 1), with lines that do not overlap;
+    None otherwise. Strides along axes of one element do not matter."""
+    if (c == 1 or cols == 1) and (rows == 1 or r >= cols):
+        return (r if rows > 1 else cols), False
+    if (r == 1 or rows == 1) and (cols == 1 or c >= rows):
+        return (c if cols > 1 else rows), True
+    return None
+
+
 def _accs(expr):
     return {p for p in _leaves(expr) if isinstance(p, AccRef)}
 
 
 class _Lowering:
-    def __init__(self, graph):
-        self.graph = graph
+    def __init__(self, graph, use_blas):
+        self.graph, self.use_blas = graph, use_blas
         self.names = value_names(graph)
         self.uses = {}
         for v in [v for node in graph.nodes for v in node.operands] + list(graph.outputs) \
@@ -151,7 +173,7 @@ class _Lowering:
         elif opdef.index_map is not None:
             d = self._view(node, opdef.index_map(types, node.result.type, **node.attrs))
         elif opdef.loop_nest is not None:
-            d = self._loop_nest(node, opdef.loop_nest(types, node.result.type, **node.attrs))
+            d = self._loop_nest(node, opdef, opdef.loop_nest(types, node.result.type, **node.attrs))
         else:
             raise self._unsupported(node)
         self.members[node.result] = self._operand_members(node) + (self._describe(node),)
@@ -199,14 +221,44 @@ class _Lowering:
             return viewed
         return self._through(d, index_map, operand.shape, len(shape))
 
-    def _loop_nest(self, node, nest):
+    def _loop_nest(self, node, opdef, nest):
         extents = node.result.shape + tuple(nest.reduce_extents)
-        args = [self._through(self._readable(node, v, m, extents), m, v.shape, len(extents))
-                for v, m in zip(node.operands, nest.maps)]
-        body = nest.body(*args) if nest.body else args[0]
-        self.nests[node.result] = _Nest(extents, len(nest.reduce_extents), body, nest.combine)
+        if self.use_blas and opdef.blas and node.result.dtype in GEMMS and 0 not in extents:
+            self.nests[node.result] = self._gemm(node, nest, extents)
+        else:
+            args = [self._through(self._readable(node, v, m, extents), m, v.shape, len(extents))
+                    for v, m in zip(node.operands, nest.maps)]
+            body = nest.body(*args) if nest.body else args[0]
+            self.nests[node.result] = _Nest(extents, len(nest.reduce_extents), body, nest.combine)
         acc = _leaf(AccRef(node.result, node.result.dtype))
         return nest.epilogue(acc) if nest.epilogue else acc
+
+    def _gemm(self, node, nest, extents):
+        """A matrix-product nest (loops batch..., m, n | k: see OpDef.blas) as a BLAS call."""
+        m, n, k = len(extents) - 3, len(extents) - 2, len(extents) - 1
+        matrices = []
+        for v, index_map, (rows, cols) in zip(node.operands, nest.maps, ((m, k), (k, n))):
+            matrix = self._matrix(v, index_map, extents, rows, cols)
+            if matrix is None:
+                computed = "a computed value" if not self._is_load(self.defs[v]) else "a view BLAS cannot stride"
+                self._store(v, f"{node.op} hands it to BLAS as a matrix ({computed})")
+                matrix = self._matrix(v, index_map, extents, rows, cols)
+            matrices.append(matrix)
+        return _Nest(node.result.shape, 0, None, None, Gemm(*matrices, extents[m], extents[n], extents[k]))
+
+    def _matrix(self, v, index_map, extents, rows, cols):
+        """Operand `v` as a BLAS Matrix over loop axes (rows, cols), or None where it is computed
+        or its elements are not a strided matrix with one unit stride."""
+        if not self._is_load(self.defs[v]):
+            return None
+        load = self._through(self.defs[v], index_map, v.shape, len(extents)).payload
+        access = load.access.specialised(extents)
+        layout = _layout(access.form.coeffs[rows], access.form.coeffs[cols], extents[rows], extents[cols])
+        if access.step != 1 or access.guards or layout is None:
+            return None
+        batch = len(extents) - 3
+        offset = Access(Affine(access.form.coeffs[:batch] + (0,) * 3, access.form.const))
+        return Matrix(load.buffer, offset, *layout)
 
     def _through(self, d, index_map, shape, nvars):
         return _map_leaves(d, lambda leaf: _leaf(leaf.with_access(leaf.access.through(index_map, shape, nvars))))
@@ -265,11 +317,11 @@ class _Lowering:
                 return _leaf(ACC)
             leaf = payload.with_access(payload.access.specialised(nest.extents))
             return _leaf(numbering.setdefault(leaf, len(numbering)))
-        body = _map_leaves(body, number)
+        body = body and _map_leaves(body, number)
         epilogue = epilogue and _map_leaves(epilogue, number)
         return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), nest.reduce_count, list(numbering),
                       body, out, contiguous(v.shape).specialised(nest.extents), v.dtype, nest.combine,
-                      epilogue, fused, why)
+                      epilogue, fused, why, nest.gemm)
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):

@@ -112,6 +112,8 @@ class OpDef:
       over the result's axes) or ROW_MAJOR, for ops that are views: backends compose it into loads.
     loop_nest(operand_types, result_type, **attrs) -> LoopNest: reductions, matmul, conv, pooling.
     decompose(b, node) -> Value: the op rebuilt from simpler ops, for backends lowering neither form.
+    blas: the loop nest is a batched matrix product (loops batch..., m, n | k; body x[..., m, k] *
+      y[..., k, n]), which backends may hand to a BLAS gemm for float dtypes.
     """
     name: str
     arity: Optional[int]
@@ -131,6 +133,7 @@ class OpDef:
     index_map: Optional[Callable] = None
     loop_nest: Optional[Callable] = None
     decompose: Optional[Callable] = None
+    blas: bool = False
 
     def check_attrs(self, attrs: dict, where=None) -> dict:
         """Validate `attrs` against the declaration; fill defaults; normalise lists to tuples."""

@@ -7,6 +7,7 @@ import ctypes
 import functools
 import logging
 
+from ..codegen import blas
 from ..ir.errors import NdlcError
 from . import cache
 
@@ -80,6 +81,7 @@ class NativeModule:
         else:
             log.debug("native code for %s from the disk cache", entry)
         obj, self.optimized_ir = cached
+        blas.register(llvm)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()

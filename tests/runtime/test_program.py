@@ -1,12 +1,17 @@
 """The runtime and ndlc.compile: one native call per run, buffers allocated once, outputs that do
-not alias, specialisations cached by input types, stage dumps, and clear errors."""
+not alias, specialisations cached by input types, stage dumps, BLAS calls linked by name from the
+disk cache in a fresh process, and clear errors."""
 import logging
+import os
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc.codegen import blas
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import NdlcError, ShapeError, parse
 from ndlc.runtime import BackendUnavailable, native_calls
@@ -127,3 +132,33 @@ def test_transcendentals_vectorise_without_libm_calls():
     optimized = compiled.ir("llvm_opt")
     assert "<8 x float>" in optimized or "<4 x float>" in optimized or "<16 x float>" in optimized
     assert not any(f"@{name}f(" in optimized or f"@{name}(" in optimized for name in ("exp", "log", "tanh"))
+
+
+BLAS_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from ndlc.frontend.compile import compile_graph
+    from ndlc.ir import parse
+    from ndlc.runtime.native import llvm_compilations
+    program = compile_graph(parse(%r))
+    x, w, b = (np.linspace(-1, 1, n, dtype=np.float32).reshape(s) for n, s in ((32, (8, 4)), (12, (4, 3)), (3, (3,))))
+    out = program.run(x, w, b)[0]
+    print(llvm_compilations(), "ndlc_sgemm" in program.ir("llvm"), float(out.sum()))
+""" % GRAPH)
+
+
+def _run_blas_script(cache, blas):
+    env = dict(os.environ, NDLC_CACHE_DIR=str(cache), NDLC_BLAS=blas)
+    done = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, calls_blas, total = done.stdout.split()
+    return int(count), calls_blas == "True", float(total)
+
+
+@pytest.mark.skipif(not blas.available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
+def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path):
+    first, second = _run_blas_script(tmp_path, "1"), _run_blas_script(tmp_path, "1")
+    assert first[:2] == (1, True) and second == (0, True, first[2])
+    without = _run_blas_script(tmp_path, "0")
+    assert without[:2] == (1, False), "the loop-nest program is another cache entry"
+    assert without[2] == pytest.approx(first[2], rel=1e-5)

@@ -47,4 +47,4 @@ def _matmul_loops(types, result):
 
 
 register(OpDef("matmul", 2, _matmul_infer, np.matmul, _matmul_grad, None, "matmul", {},
-               "x @ y over the last two axes, batch axes broadcast", loop_nest=_matmul_loops))
+               "x @ y over the last two axes, batch axes broadcast", loop_nest=_matmul_loops, blas=True))
