@@ -96,3 +96,18 @@ def test_reductions_match_numpy_over_random_axes(shape, data):
     np.testing.assert_allclose(ndl.summation(t, axes).numpy(), x.sum(axis=axes))
     np.testing.assert_allclose(ndl.max(t, axes).numpy(), x.max(axis=axes))
     np.testing.assert_allclose(ndl.logsumexp(t, axes).numpy(), np.log(np.exp(x).sum(axis=axes)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.integers(0, 2**31 - 1))
+def test_compiled_random_programs_and_their_gradients_equal_the_interpreter(program, seed):
+    """Random fusion shapes (chains, fan-out, reductions feeding elementwise, views) through the
+    whole CPU pipeline, forward and gradient."""
+    from ndlc.frontend.compile import compile_graph
+    base, n_inputs, _ = program
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(base) for _ in range(n_inputs)]
+    graph = autodiff(ndl.trace(lambda *xs: run_program(program, *xs), *arrays))
+    compiled = compile_graph(graph).run(*arrays)
+    for got, want in zip(compiled, interpret(graph, *arrays)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
