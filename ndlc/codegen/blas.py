@@ -5,7 +5,7 @@ by address: `register()` binds the names in LLVM's symbol table before native co
 object code cached on disk links in any process. Whether BLAS is used shows in the LLVM IR (the
 declarations), which keys the cache. NDLC_BLAS=0 turns it off (matmul lowers to a loop nest), as
 does a numpy without a 64-bit-integer OpenBLAS (logged once). OpenBLAS runs its own thread pool,
-the one numpy's matmul uses.
+the one numpy's matmul uses (`threads()`).
 """
 import ctypes
 import functools
@@ -20,13 +20,15 @@ from .kernel import GEMMS
 log = logging.getLogger("ndlc.blas")
 SYMBOLS = {dtype: f"ndlc_{routine}" for dtype, routine in GEMMS.items()}
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
-# (single, double) precision CBLAS gemm exports with 64-bit integers: numpy 2.x, then 1.x wheels
-_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_"))
+# (single, double) precision CBLAS gemm, and the thread count, exported with 64-bit integers by
+# numpy 2.x, then 1.x wheels
+_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_"),
+            ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_"))
 
 
 def available() -> bool:
     """Whether numpy's OpenBLAS gemm was found in this process."""
-    return bool(_addresses())
+    return bool(_functions())
 
 
 def enabled() -> bool:
@@ -34,15 +36,21 @@ def enabled() -> bool:
     return os.environ.get("NDLC_BLAS", "1") != "0" and available()
 
 
+def threads() -> int:
+    """How many threads OpenBLAS runs a call on now (1 where it was not found)."""
+    functions = _functions()
+    return functions[-1]() if functions else 1
+
+
 def register(llvm):
     """Bind the gemm symbols in llvmlite.binding `llvm`'s process-wide symbol table."""
-    for name, address in _addresses().items():
-        llvm.add_symbol(name, address)
+    for dtype, fn in zip(GEMMS, _functions()):
+        llvm.add_symbol(SYMBOLS[dtype], ctypes.cast(fn, ctypes.c_void_p).value)
 
 
 @functools.lru_cache(maxsize=None)
-def _addresses() -> dict:
-    """Symbol name -> address of the gemm functions in numpy's OpenBLAS; {} where none is found."""
+def _functions() -> tuple:
+    """numpy's OpenBLAS sgemm, dgemm and thread count functions (ctypes); () where none is found."""
     for path in _libraries():
         try:
             library = ctypes.CDLL(path)
@@ -51,12 +59,10 @@ def _addresses() -> dict:
         for exports in _EXPORTS:
             if all(hasattr(library, name) for name in exports):
                 log.debug("BLAS gemm from %s (%s)", path, ", ".join(exports))
-                functions = [getattr(library, name) for name in exports]
-                return {SYMBOLS[dtype]: ctypes.cast(fn, ctypes.c_void_p).value
-                        for dtype, fn in zip(GEMMS, functions)}
+                return tuple(getattr(library, name) for name in exports)
     log.warning("numpy ships no OpenBLAS with 64-bit-integer CBLAS gemm here; compiled matmuls "
                 "run as loop nests (correct, slower)")
-    return {}
+    return ()
 
 
 def _libraries():

@@ -6,7 +6,7 @@ of buffers (or element positions, `Index`) through `Access` index maps, a scalar
 (combine 'add' or 'max') with an epilogue, and a store. A *gemm kernel* replaces the reduction
 by a BLAS call (`Gemm`) per batch index that writes the output; its epilogue, if any, then runs
 over the output in place (ACC is the product there). Both backends lower this form; neither
-re-derives fusion or indexing.
+re-derives fusion or indexing. A kernel may run `split` over OpenMP threads (codegen/parallel.py).
 """
 from dataclasses import dataclass, field
 from typing import Optional
@@ -17,6 +17,7 @@ from .indexing import Access
 ACC = "acc"  # payload of the 'arg' leaf standing for a reduction's accumulated value
 COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
 GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
+OP_COSTS = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}  # else 1
 
 
 @dataclass
@@ -83,6 +84,13 @@ class Gemm:
     k: int
 
 
+@dataclass(frozen=True)
+class Split:
+    """Non-reduced loop `loop` cut into `threads` contiguous ranges, one per OpenMP thread."""
+    loop: int
+    threads: int
+
+
 @dataclass
 class Kernel:
     """One loop nest writing `out`, or a gemm kernel when `gemm` is set (see the module docstring)."""
@@ -99,6 +107,8 @@ class Kernel:
     fused: tuple = ()
     why: str = ""
     gemm: Optional[Gemm] = None
+    split: Optional[Split] = None
+    serial_why: str = ""
 
     @property
     def kept_extents(self):
@@ -121,6 +131,10 @@ class Kernel:
         if self.why:
             lines.append(f"  stored because: {self.why}")
         lines.append(f"  loops: {loops or '(scalar)'}")
+        if self.split:
+            lines.append(f"  parallel over i{self.split.loop} ({self.split.threads} threads)")
+        elif self.serial_why:
+            lines.append(f"  serial: {self.serial_why}")
         if self.gemm:
             g = self.gemm
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))

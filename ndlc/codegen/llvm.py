@@ -2,6 +2,9 @@
 pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
 `ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
 A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: blas.py).
+A kernel with a `split` loop takes that loop's range as two more arguments; the entry point runs it
+through libgomp's `GOMP_parallel` and an outlined `<kernel>.omp(ptr data)` giving each thread its
+range (parallel.py).
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics,
@@ -19,7 +22,9 @@ from .kernel import ACC, COMPARISONS, Index, infer_dtypes, operand_dtype
 from .lower import UnsupportedError
 
 ENTRY = "ndlc_main"
-I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
+I1, I8, I32, I64, PTR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.PointerType()
+_OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
+           "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
 TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
          "u8": I8, "bool": I1}
 _MEMORY = {**TYPES, "bool": I8}
@@ -45,9 +50,35 @@ def lower_to_llvm(program, triple="", data_layout="") -> str:
     for kernel in program.kernels:
         used = sorted(kernel.buffers(), key=order.index)
         fn = _KernelEmitter(module, kernel, used).function
-        b.call(fn, [pointers[name] for name in used])
+        args = [pointers[name] for name in used]
+        if kernel.split is None:
+            b.call(fn, args)
+            continue
+        data = b.alloca(PTR, size=len(args), name=f"{kernel.name}.data")
+        for i, pointer in enumerate(args):
+            b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
+        b.call(_declare(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
+                                                   ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])
     b.ret_void()
     return str(module)
+
+
+def _outlined(module, kernel, fn, count):
+    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
+    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer)."""
+    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
+    outlined.linkage = "internal"
+    b = ir.IRBuilder(outlined.append_basic_block("entry"))
+    pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
+                for i in range(count)]
+    thread = b.sext(b.call(_declare(module, "omp_get_thread_num"), []), I64)
+    threads = b.sext(b.call(_declare(module, "omp_get_num_threads"), []), I64)
+    n = ir.Constant(I64, kernel.extents[kernel.split.loop])
+    chunk = b.sdiv(b.add(n, b.sub(threads, ir.Constant(I64, 1))), threads)
+    start = mathlib.intrinsic(b, "llvm.smin", b.mul(thread, chunk), n)
+    b.call(fn, pointers + [start, mathlib.intrinsic(b, "llvm.smin", b.add(start, chunk), n)])
+    b.ret_void()
+    return outlined
 
 
 class _KernelEmitter:
@@ -55,12 +86,14 @@ class _KernelEmitter:
 
     def __init__(self, module, kernel, used):
         self.kernel = kernel
-        fnty = ir.FunctionType(ir.VoidType(), [ir.PointerType()] * len(used))
+        split = [I64, I64] if kernel.split else []  # the split loop's range [start, stop)
+        fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
         self.function = fn = ir.Function(module, fnty, kernel.name)
         fn.linkage = "internal"
         self.pointers = dict(zip(used, fn.args))
-        for arg in fn.args:
+        for arg in fn.args[:len(used)]:
             arg.add_attribute("noalias")
+        self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split else {}
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.acc = self.b.alloca(TYPES[kernel.dtype], name="acc") if kernel.reduce_count else None
@@ -88,14 +121,15 @@ class _KernelEmitter:
             inner()
             return
         b, counter = self.b, self.counters[first]
-        b.store(ir.Constant(I64, 0), counter)
+        start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
+        b.store(start, counter)
         head = b.append_basic_block(f"loop{first}")
         body = b.append_basic_block(f"body{first}")
         done = b.append_basic_block(f"done{first}")
         b.branch(head)
         b.position_at_end(head)
         value = b.load(counter)
-        b.cbranch(b.icmp_signed("<", value, ir.Constant(I64, self.kernel.extents[first])), body, done)
+        b.cbranch(b.icmp_signed("<", value, stop), body, done)
         b.position_at_end(body)
         self.vars[first] = value
         self._loops(first + 1, last, inner)
@@ -316,6 +350,11 @@ def _declare_gemm(module, dtype):
     i32, ptr, scalar = TYPES["i32"], ir.PointerType(), TYPES[dtype]
     return ir.Function(module, ir.FunctionType(ir.VoidType(), [i32, i32, i32, I64, I64, I64, scalar, ptr, I64,
                                                                ptr, I64, scalar, ptr, I64]), name)
+
+
+def _declare(module, name):
+    """libgomp's function `name` (bound at load: parallel.py), declared in `module` once."""
+    return module.globals.get(name) or ir.Function(module, _OPENMP[name], name)
 
 
 def _walk(expr):

@@ -29,10 +29,9 @@ from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import ScalarExpr
 from . import blas
 from .indexing import Access, Affine, contiguous, injective
-from .kernel import ACC, GEMMS, Buffer, Gemm, Index, Kernel, Load, Matrix, Program
+from .kernel import ACC, GEMMS, OP_COSTS, Buffer, Gemm, Index, Kernel, Load, Matrix, Program
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
-_COSTLY = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}
 
 
 class UnsupportedError(NdlcError):
@@ -112,7 +111,7 @@ def _cost(expr):
         seen.add(id(e))
         if e.prim == "arg":
             return float("inf") if isinstance(e.payload, AccRef) else 0
-        own = 0 if e.prim == "const" else _COSTLY.get(e.prim, 1)
+        own = 0 if e.prim == "const" else OP_COSTS.get(e.prim, 1)
         return own + sum(visit(a) for a in e.args)
     return visit(expr)
 

@@ -1,4 +1,5 @@
-"""The lowering pipeline, one stage a line: traced -> grad -> simplified -> decomposed -> kernels -> llvm.
+"""The lowering pipeline, one stage a line: traced -> grad -> simplified -> decomposed -> kernels
+(which of them run on several threads decided) -> llvm.
 
 Each stage's text is kept (`Lowered.stages`) and, for the stages named in NDLC_DUMP
 (comma-separated, or 'all'), written to NDLC_DUMP_DIR (default: the working directory) as
@@ -15,6 +16,7 @@ from ..passes.simplify import simplify
 from .kernel import Program
 from .llvm import ENTRY, lower_to_llvm
 from .lower import lower_to_kernels
+from .parallel import parallelise
 
 _COMPILATIONS = itertools.count()
 
@@ -62,7 +64,7 @@ def lower(graph, triple="", data_layout="", forward=None) -> Lowered:
         graph = stages.add("traced", graph)
     graph = stages.add("simplified", simplify(graph))
     graph = stages.add("decomposed", decompose(graph))
-    kernels = stages.add("kernels", lower_to_kernels(graph))
+    kernels = stages.add("kernels", parallelise(lower_to_kernels(graph)))
     llvm_ir = stages.add("llvm", lower_to_llvm(kernels, triple, data_layout))
     stages.texts["graph"] = stages.texts["decomposed"]
     return Lowered(kernels, llvm_ir, ENTRY, stages.texts, stages.seconds)

@@ -7,7 +7,7 @@ import ctypes
 import functools
 import logging
 
-from ..codegen import blas
+from ..codegen import blas, parallel
 from ..ir.errors import NdlcError
 from . import cache
 
@@ -82,6 +82,7 @@ class NativeModule:
             log.debug("native code for %s from the disk cache", entry)
         obj, self.optimized_ir = cached
         blas.register(llvm)
+        parallel.register(llvm)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()

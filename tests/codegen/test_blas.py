@@ -104,13 +104,13 @@ graph @i(%a: i32[3,4], %b: i32[4,2]) {
 
 def test_without_numpys_openblas_matmul_lowers_to_loops_and_says_so_once(monkeypatch, caplog):
     monkeypatch.setattr(blas, "_libraries", lambda: [])
-    blas._addresses.cache_clear()
+    blas._functions.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, "ndlc.blas"):
             assert not blas.enabled() and not blas.enabled()
             graph, inputs = single_op_graph("matmul", draw(((3, 4), (4, 2)), "f32"), {}, "f32")
             compiled_matches(graph, inputs, "f32", "loops")
     finally:
-        blas._addresses.cache_clear()
+        blas._functions.cache_clear()
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert "run as loop nests" in caplog.records[0].message

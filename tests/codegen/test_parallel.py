@@ -1,0 +1,199 @@
+"""Kernels on several OpenMP threads: results equal the serial build bit for bit (above and below
+the threshold, with even and uneven ranges), the dump says which kernels split and why others do
+not, NDLC_THREADS=1 emits no libgomp call, a missing libgomp means serial code and one warning,
+and cached native code finds libgomp by name in a second process."""
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.codegen import blas, lower_to_kernels, parallel
+from ndlc.frontend.compile import compile_graph
+from ndlc.ir import parse
+
+needs_libgomp = pytest.mark.skipif(parallel._library() is None, reason="libgomp cannot be loaded here")
+
+
+def elementwise(rows, cols):
+    return f"""
+graph @ew(%x: f32[{rows},{cols}], %y: f32[{cols}]) {{
+  %0 = broadcast_to(%y, shape=({rows}, {cols})) : f32[{rows},{cols}]
+  %1 = exp(%x) : f32[{rows},{cols}]
+  %2 = multiply(%1, %0) : f32[{rows},{cols}]
+  %3 = add_scalar(%2, scalar=1.0) : f32[{rows},{cols}]
+  return %3
+}}""", [(rows, cols), (cols,)]
+
+
+def reductions(rows, cols):
+    return f"""
+graph @red(%x: f32[{rows},{cols}]) {{
+  %0 = logsoftmax(%x, axis=1) : f32[{rows},{cols}]
+  %1 = summation(%x, axes=(0,)) : f32[{cols}]
+  %2 = max(%x, axes=(0,)) : f32[{cols}]
+  return %0, %1, %2
+}}""", [(rows, cols)]
+
+
+def conv(n, size):
+    return f"""
+graph @conv(%x: f32[{n},{size},{size},8], %w: f32[3,3,8,16]) {{
+  %0 = conv(%x, %w, stride=1, padding=1) : f32[{n},{size},{size},16]
+  %1 = relu(%0) : f32[{n},{size},{size},16]
+  return %1
+}}""", [(n, size, size, 8), (3, 3, 8, 16)]
+
+
+def pooling(n, size):
+    half = size // 2
+    return f"""
+graph @pool(%x: f32[{n},16,{size},{size}]) {{
+  %0 = max_pool2d(%x, kernel=2, stride=2) : f32[{n},16,{half},{half}]
+  %1 = avg_pool2d(%x, kernel=2, stride=2) : f32[{n},16,{half},{half}]
+  return %0, %1
+}}""", [(n, 16, size, size)]
+
+
+def build(text, threads, monkeypatch):
+    monkeypatch.setenv("NDLC_THREADS", str(threads))
+    return compile_graph(parse(text))
+
+
+@needs_libgomp
+@pytest.mark.parametrize("case,large,small", [(elementwise, (301, 517), (7, 9)), (reductions, (301, 517), (9, 11)),
+                                              (conv, (3, 23), (1, 4)), (pooling, (7, 34), (1, 4))],
+                         ids=["elementwise", "reductions", "conv", "pooling"])
+def test_threaded_results_equal_serial_bit_for_bit(case, large, small, monkeypatch):
+    rng = np.random.default_rng(0)
+    for sizes, split in ((large, True), (small, False)):
+        text, shapes = case(*sizes)
+        inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        want = build(text, 1, monkeypatch).run(*inputs)
+        for threads in (2, 3):
+            program = build(text, threads, monkeypatch)
+            assert any(k.split for k in program.kernels.kernels) == split, program.ir("kernels")
+            for got, expected in zip(program.run(*inputs), want):
+                assert got.tobytes() == expected.tobytes()
+
+
+@needs_libgomp
+def test_threaded_training_step_equals_serial_bit_for_bit(monkeypatch):
+    monkeypatch.setenv("NDLC_BLAS", "0")  # matmuls as loop nests, so the step has threaded kernels
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((64, 100)).astype(np.float32), rng.integers(0, 10, 64)) for _ in range(3)]
+    results = {}
+    for threads in (1, 2):
+        monkeypatch.setenv("NDLC_THREADS", str(threads))
+        np.random.seed(0)
+        model = ndl.nn.Sequential(ndl.nn.Linear(100, 128), ndl.nn.BatchNorm1d(128), ndl.nn.ReLU(),
+                                  ndl.nn.Linear(128, 10))
+        opt = ndl.optim.Adam(model.parameters(), lr=0.01)
+        loss_fn = ndl.nn.SoftmaxLoss()
+
+        def train_step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        step = ndl.compile(train_step)
+        losses = [step(x, y).numpy().tobytes() for x, y in data]
+        assert ("parallel over" in step.ir("kernels")) == (threads > 1)
+        results[threads] = losses, [p.numpy().tobytes() for p in model.parameters()]
+    assert results[1] == results[2]
+
+
+def test_dump_says_which_kernels_split_and_why_others_do_not():
+    program = parallel.parallelise(lower_to_kernels(parse("""
+graph @p(%x: f32[600,300], %s: f32[6,5]) {
+  %0 = summation(%x, axes=(0,)) : f32[300]
+  %1 = summation(%x, axes=(0, 1)) : f32[]
+  %2 = exp(%s) : f32[6,5]
+  return %0, %1, %2
+}"""), use_blas=False), 2)
+    columns, total, small = program.kernels
+    assert str(columns) == """\
+kernel k0 -> %0: f32
+  fuses: %0 summation
+  stored because: graph output
+  loops: i0<300 | reduce i1<600 (add)
+  parallel over i0 (2 threads)
+  $0 = %x[i0 + 300*i1]
+  body = $0
+  store %0[i0]"""
+    assert "  serial: no non-reduced loop to split" in str(total)
+    assert "  serial: too small (work 300 < 131072)" in str(small)
+    assert all("serial: one thread" in str(k) for k in parallel.parallelise(program, 1).kernels)
+
+
+@pytest.mark.parametrize("openblas_threads", [1, 2])
+def test_a_program_calling_multithreaded_openblas_stays_serial(openblas_threads, monkeypatch):
+    monkeypatch.setattr(blas, "threads", lambda: openblas_threads)
+    program = parallel.parallelise(lower_to_kernels(parse("""
+graph @mm(%x: f32[400,400], %w: f32[400,400]) {
+  %0 = matmul(%x, %w) : f32[400,400]
+  %1 = exp(%x) : f32[400,400]
+  return %0, %1
+}"""), use_blas=True), 2)
+    gemm, exp = program.kernels
+    assert gemm.serial_why == "a BLAS call (OpenBLAS runs its own threads)"
+    assert (exp.split is None) == (openblas_threads > 1)
+
+
+@needs_libgomp
+def test_one_thread_emits_no_libgomp_calls(monkeypatch):
+    text, _ = elementwise(301, 517)
+    assert "GOMP_parallel" in build(text, 2, monkeypatch).ir("llvm")
+    assert "GOMP" not in build(text, 1, monkeypatch).ir("llvm")
+
+
+def test_bad_thread_counts_are_refused(monkeypatch):
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("NDLC_THREADS", bad)
+        with pytest.raises(parallel.ThreadsError, match="NDLC_THREADS must be a positive integer"):
+            parallel.threads()
+
+
+def test_without_libgomp_kernels_run_serially_and_say_so_once(monkeypatch, caplog):
+    monkeypatch.setattr(parallel, "_candidates", lambda: [])
+    monkeypatch.setenv("NDLC_THREADS", "2")
+    parallel._library.cache_clear()
+    text, shapes = elementwise(301, 517)
+    inputs = [np.ones(s, np.float32) for s in shapes]
+    try:
+        with caplog.at_level(logging.WARNING, "ndlc.parallel"):
+            programs = [compile_graph(parse(text)) for _ in range(2)]
+    finally:
+        parallel._library.cache_clear()
+    assert all("GOMP" not in p.ir("llvm") and "serial: one thread" in p.ir("kernels") for p in programs)
+    np.testing.assert_allclose(programs[0].run(*inputs)[0], np.e + 1, rtol=1e-6)
+    assert len(caplog.records) == 1 and "run on one thread" in caplog.records[0].message
+
+
+CACHE_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from ndlc.frontend.compile import compile_graph
+    from ndlc.ir import parse
+    from ndlc.runtime.native import llvm_compilations
+    program = compile_graph(parse(%r))
+    x, y = np.linspace(-1, 1, 301 * 517, dtype=np.float32).reshape(301, 517), np.ones(517, np.float32)
+    out = program.run(x, y)[0]
+    print(llvm_compilations(), "GOMP_parallel" in program.ir("llvm"), out.tobytes().hex()[:4096], float(out.sum()))
+""" % elementwise(301, 517)[0])
+
+
+@needs_libgomp
+def test_cached_threaded_code_finds_libgomp_by_name_in_a_second_process(tmp_path):
+    env = dict(os.environ, NDLC_CACHE_DIR=str(tmp_path), NDLC_THREADS="2")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", CACHE_SCRIPT], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.split())
+    assert runs[0][:2] == ["1", "True"] and runs[1][:2] == ["0", "True"] and runs[0][2:] == runs[1][2:]
