@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import ndlc as ndl
-from ndlc.examples.train_mlp import build_mlp
+from ndlc.examples.train_mlp import build_mlp, training_step
 
 BATCH, FEATURES, HIDDEN, CLASSES = 256, 784, (512, 256), 10
 LR, EPS = 1e-3, 1e-5
@@ -26,34 +26,21 @@ def data(seed=0):
     return rng.random((BATCH, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, BATCH)
 
 
-def ndlc_eager():
+def ndlc_step():
+    """The MLP's training step with Adam, as `ndlc.examples.train_mlp` defines it."""
     np.random.seed(0)
     model = build_mlp(FEATURES, HIDDEN, CLASSES)
-    opt = ndl.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = ndl.nn.SoftmaxLoss()
+    return training_step(model, ndl.optim.Adam(model.parameters(), lr=LR))
 
-    def step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(ndl.Tensor(x, requires_grad=False)), ndl.Tensor(y, requires_grad=False))
-        loss.backward()
-        opt.step()
-        return float(loss.numpy())
-    return step
+
+def ndlc_eager():
+    step = ndlc_step()
+    return lambda x, y: float(step(ndl.Tensor(x, requires_grad=False),
+                                   ndl.Tensor(y, requires_grad=False)).numpy())
 
 
 def ndlc_compiled():
-    np.random.seed(0)
-    model = build_mlp(FEATURES, HIDDEN, CLASSES)
-    opt = ndl.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = ndl.nn.SoftmaxLoss()
-
-    def train_step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    step = ndl.compile(train_step)
+    step = ndl.compile(ndlc_step())
     return lambda x, y: float(step(x, y).numpy())
 
 

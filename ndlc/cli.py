@@ -9,20 +9,7 @@ import time
 import numpy as np
 
 import ndlc as ndl
-from ndlc.examples.train_mlp import build_mlp
-
-
-def training_step(model, optimizer):
-    """needle's training step for `model`: forward, SoftmaxLoss, backward, optimizer step."""
-    loss_fn = ndl.nn.SoftmaxLoss()
-
-    def train_step(x, y):
-        optimizer.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return train_step
+from ndlc.examples.train_mlp import build_mlp, training_step
 
 
 def train(args):

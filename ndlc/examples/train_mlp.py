@@ -18,15 +18,26 @@ def build_mlp(in_features=784, hidden=(512, 256), classes=10):
     return nn.Sequential(*layers, nn.Linear(width, classes))
 
 
-def train_epoch(model, loader, optimizer):
-    """One pass over `loader`; returns the mean loss per sample."""
-    model.train()
-    loss_fn, total, count = nn.SoftmaxLoss(), 0.0, 0
-    for x, y in loader:
+def training_step(model, optimizer, loss_fn=None):
+    """needle's training step for `model`: forward, loss (SoftmaxLoss), backward, optimizer step.
+    The same function runs eagerly or under `ndl.compile`."""
+    loss_fn = loss_fn or nn.SoftmaxLoss()
+
+    def train_step(x, y):
         optimizer.reset_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
+        return loss
+    return train_step
+
+
+def train_epoch(model, loader, optimizer):
+    """One pass over `loader`; returns the mean loss per sample."""
+    model.train()
+    step, total, count = training_step(model, optimizer), 0.0, 0
+    for x, y in loader:
+        loss = step(x, y)
         total += float(loss.numpy()) * x.shape[0]
         count += x.shape[0]
     return total / count

@@ -13,6 +13,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc.codegen import blas, lower_to_kernels, parallel
+from ndlc.examples.train_mlp import training_step
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import parse
 
@@ -92,16 +93,7 @@ def test_threaded_training_step_equals_serial_bit_for_bit(monkeypatch):
         np.random.seed(0)
         model = ndl.nn.Sequential(ndl.nn.Linear(100, 128), ndl.nn.BatchNorm1d(128), ndl.nn.ReLU(),
                                   ndl.nn.Linear(128, 10))
-        opt = ndl.optim.Adam(model.parameters(), lr=0.01)
-        loss_fn = ndl.nn.SoftmaxLoss()
-
-        def train_step(x, y):
-            opt.reset_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        step = ndl.compile(train_step)
+        step = ndl.compile(training_step(model, ndl.optim.Adam(model.parameters(), lr=0.01)))
         losses = [step(x, y).numpy().tobytes() for x, y in data]
         assert ("parallel over" in step.ir("kernels")) == (threads > 1)
         results[threads] = losses, [p.numpy().tobytes() for p in model.parameters()]

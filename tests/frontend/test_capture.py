@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc.examples.train_mlp import training_step
 from ndlc.frontend.capture import capture, find_slots, referenced_objects
 from ndlc.runtime.reference import reference_executor
 
@@ -19,16 +20,7 @@ def make_setup(optimizer, seed=0, dropout=0.0):
         opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     else:
         opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
-    loss_fn = nn.SoftmaxLoss()
-
-    def train_step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, train_step
+    return model, opt, training_step(model, opt)
 
 
 def batches(n, seed=1):
@@ -39,10 +31,10 @@ def batches(n, seed=1):
 def test_state_is_found_through_closures_and_globals():
     model, opt, step = make_setup("adam")
     roots = referenced_objects(step)
-    assert roots["model"] is model and roots["opt"] is opt
+    assert roots["model"] is model and roots["optimizer"] is opt
     paths = [s.path for s in find_slots(roots)]
     assert paths[0] == "model.modules.0.weight"
-    assert "model.modules.1.running_mean" in paths and "opt.t" in paths and "opt.m.0" in paths
+    assert "model.modules.1.running_mean" in paths and "optimizer.t" in paths and "optimizer.m.0" in paths
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -84,7 +76,7 @@ def test_graph_names_state_by_its_place_and_updates_each_slot():
     graph = capture(step, batches(1)[0]).graph
     text = str(graph)
     assert "%model.modules.0.weight: f32[6,8] state" in text
-    assert "new %model.modules.1.running_var = " in text and "new %opt.u.0 = " in text
+    assert "new %model.modules.1.running_var = " in text and "new %optimizer.u.0 = " in text
     assert len(graph.updates) == 6 + 2 + 6  # parameters, running statistics, momentum slots
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc.examples.train_mlp import training_step
 from ndlc.runtime import native_calls
 
 nn = ndl.nn
@@ -21,16 +22,7 @@ def setup(optimizer, seed=0):
         opt = ndl.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
     else:
         opt = ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
-    loss_fn = nn.SoftmaxLoss()
-
-    def train_step(x, y):
-        opt.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, opt, train_step
+    return model, opt, training_step(model, opt)
 
 
 def batches(n, size=32, seed=1):
