@@ -50,6 +50,8 @@ def _promote(op, tensors):
 def _broadcast(op, tensors):
     """Broadcast `tensors` to one shape with explicit broadcast_to nodes (numpy's rules)."""
     shapes = [t.shape for t in tensors]
+    if all(s == shapes[0] for s in shapes):
+        return tensors
     try:
         shape = tuple(np.broadcast_shapes(*shapes))
     except ValueError:

@@ -345,9 +345,8 @@ class Tensor:
 
 
 def ops():
-    """The frontend ops module (imported late: it imports this one)."""
-    from . import ops as module
-    return module
+    """The frontend ops module (bound at the end of this file: it imports this one)."""
+    return _ops
 
 
 def _dag_values(graph):
@@ -378,3 +377,6 @@ def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
 def data_of(value: Value):
     """The eager data of `value`, or None if it is symbolic."""
     return _DATA.get(value)
+
+
+from . import ops as _ops  # noqa: E402  (ops imports Tensor and apply from here)

@@ -3,7 +3,8 @@
 Values link to their defining node and nodes to their operands, so any set of values is a DAG
 from which a `Graph` can be cut (`Graph.from_outputs`); that is how eager Tensors become graphs.
 """
-from .errors import ShapeError, NdlcError
+from .errors import NdlcError, ShapeError
+from .registry import get_op
 from .types import TensorType
 
 INPUT_KINDS = ("input", "state", "const")
@@ -131,7 +132,6 @@ class Builder:
         self.loc = loc
 
     def emit(self, op: str, *operands: Value, **attrs) -> Value:
-        from .registry import get_op
         opdef = get_op(op)
         attrs = opdef.check_attrs(attrs, where=self.loc)
         types = [v.type for v in operands]

@@ -157,15 +157,14 @@ class OpDef:
 
     def infer_type(self, types, attrs, loc=None) -> TensorType:
         """The result type, or a ShapeError naming the op, operand types and source location."""
-        operand_text = ", ".join(map(str, types))
         at = f" (at {loc})" if loc else ""
         if self.arity is not None and len(types) != self.arity:
             raise ShapeError(f"{self.name} takes {self.arity} operand(s), got {len(types)} "
-                             f"({operand_text}){at}")
+                             f"({', '.join(map(str, types))}){at}")
         try:
             return self.infer(list(types), **attrs)
         except ShapeError as e:
-            raise ShapeError(f"{self.name}({operand_text}): {e}{at}") from None
+            raise ShapeError(f"{self.name}({', '.join(map(str, types))}): {e}{at}") from None
 
 
 _REGISTRY: dict = {}

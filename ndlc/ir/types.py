@@ -51,11 +51,14 @@ class TensorType:
     dtype: str = "f32"
 
     def __post_init__(self):
-        shape = tuple(self.shape)
-        if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
-            raise ShapeError(f"bad shape {shape}: dimensions must be non-negative integers")
-        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
-        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        shape = self.shape
+        if type(shape) is not tuple or not all(type(d) is int and d >= 0 for d in shape):
+            shape = tuple(shape)
+            if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+                raise ShapeError(f"bad shape {shape}: dimensions must be non-negative integers")
+            object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        if self.dtype not in _DTYPES:
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
     @property
     def ndim(self) -> int:
