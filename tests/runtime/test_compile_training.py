@@ -250,3 +250,27 @@ def test_state_that_cannot_be_found_is_an_error_unless_named():
     compiled(np.ones((4, 3), np.float32))
     np.testing.assert_allclose(holder.trainer.model.weight.numpy(), before - 0.5 * 4)
     assert "%linear0.weight: f32[3,2] state" in compiled.ir("grad")
+
+
+def test_compiled_cnn_step_equals_eager():
+    """Conv, BatchNorm2d, both poolings, LayerNorm1d and Residual in one compiled SGD step.
+    (With Adam, the conv bias in front of BatchNorm has a gradient of pure rounding noise, which
+    Adam's normalisation turns into full-size steps: no two implementations agree on it.)"""
+    def make():
+        np.random.seed(0)
+        model = nn.Sequential(nn.Conv(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv(8, 8, 3, stride=2), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                              nn.Linear(8 * 2 * 2, 16), nn.LayerNorm1d(16), nn.ReLU(),
+                              nn.Residual(nn.Sequential(nn.Linear(16, 16), nn.Tanh())), nn.Linear(16, 5))
+        return model, training_step(model, ndl.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((8, 3, 16, 16)).astype(np.float32), rng.integers(0, 5, 8)) for _ in range(5)]
+    eager_model, eager_step = make()
+    eager = [float(eager_step(ndl.Tensor(x), ndl.Tensor(y)).numpy()) for x, y in data]
+    model, train_step = make()
+    step = ndl.compile(train_step)
+    np.testing.assert_allclose([float(step(x, y).numpy()) for x, y in data], eager, rtol=1e-5)
+    for name, value in eager_model.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
