@@ -154,19 +154,26 @@ class Kernel:
 @dataclass
 class Program:
     """Buffers, kernels in schedule order, and which buffers are the graph's inputs and outputs.
-    The last `updates` outputs are the new values of the graph's state inputs, in update order."""
+    The last len(`updated`) outputs are new state values: output i of them updates input buffer
+    `updated[i]`."""
     name: str
     buffers: dict
     kernels: list
     inputs: list
     outputs: list
     constants: dict = field(default_factory=dict)
-    updates: int = 0
+    updated: tuple = ()
+    in_place: dict = field(default_factory=dict)  # update output -> state it overwrites (memory.py)
+
+    @property
+    def updates(self) -> int:
+        return len(self.updated)
 
     def __str__(self):
         lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) "
                  f"-> ({', '.join('%' + n for n in self.outputs)})"]
         lines += ["  " + str(b) for b in self.buffers.values()]
+        lines += [f"  %{out} is written in place of %{state}" for out, state in self.in_place.items()]
         for kernel in self.kernels:
             lines += ["", str(kernel)]
         return "\n".join(lines)

@@ -160,7 +160,7 @@ class _Lowering:
         results = list(self.graph.outputs) + list(self.graph.updates.values())
         outputs = [self._store_output(v) for v in results]
         return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants,
-                       len(self.graph.updates))
+                       tuple(self.stored[state] for state in self.graph.updates))
 
     # ---- definitions ------------------------------------------------------------------------
     def _define(self, node):

@@ -16,6 +16,7 @@ from ..passes.simplify import simplify
 from .kernel import Program
 from .llvm import ENTRY, lower_to_llvm
 from .lower import lower_to_kernels
+from .memory import plan_memory
 from .parallel import parallelise
 
 _COMPILATIONS = itertools.count()
@@ -64,7 +65,7 @@ def lower(graph, triple="", data_layout="", forward=None) -> Lowered:
         graph = stages.add("traced", graph)
     graph = stages.add("simplified", simplify(graph))
     graph = stages.add("decomposed", decompose(graph))
-    kernels = stages.add("kernels", parallelise(lower_to_kernels(graph)))
+    kernels = stages.add("kernels", plan_memory(parallelise(lower_to_kernels(graph))))
     llvm_ir = stages.add("llvm", lower_to_llvm(kernels, triple, data_layout))
     stages.texts["graph"] = stages.texts["decomposed"]
     return Lowered(kernels, llvm_ir, ENTRY, stages.texts, stages.seconds)

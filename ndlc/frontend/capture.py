@@ -126,9 +126,10 @@ class CapturedStep:
 
     def write_back(self, new_state: dict):
         """Store each state input's new value (input Value -> array) into its tensor, in place
-        where the tensor's storage allows it, so views of it (`.data`) see the update."""
+        where the tensor's storage allows it, so views of it (`.data`) see the update. A value
+        that is the tensor's own array was written there by the program already."""
         for t, value in zip(self.state, self.state_inputs):
-            if value in new_state:
+            if value in new_state and new_state[value] is not t.numpy():  # else written in place
                 current = t.numpy()
                 if current.flags.writeable and current.flags.c_contiguous:
                     np.copyto(current, new_state[value])

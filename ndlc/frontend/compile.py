@@ -55,7 +55,7 @@ class Specialisation:
         self.num_outputs = len(captured.graph.outputs)
 
     def run(self, arrays):
-        results = self.program.run(*arrays, *self.captured.state_arrays())
+        results = self.program.run(*arrays, *self.captured.state_arrays(), update_state=True)
         outputs, new_state = results[:self.num_outputs], results[self.num_outputs:]
         self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)))
         return [Tensor.make_const(out) for out in outputs]

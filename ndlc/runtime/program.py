@@ -28,8 +28,10 @@ class Program:
 
     Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
     (copied only when not C-contiguous); outputs are fresh arrays each run, so results never
-    alias a later run's, except the new state values (the last `kernels.updates` outputs): those
-    buffers are reused, and the caller stores them into the state before the next run."""
+    alias a later run's, except the new state values (the last `kernels.updates` outputs): with
+    `update_state`, those the schedule allows (`kernels.in_place`) are written into the state
+    input's own array, which is then the result; the others go to buffers reused across runs,
+    which the caller stores into the state before the next run."""
 
     def __init__(self, kernels, llvm_ir, entry, stages):
         self.kernels = kernels
@@ -53,20 +55,21 @@ class Program:
                        for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
         self.calls = 0
 
-    def run(self, *arrays):
+    def run(self, *arrays, update_state=False):
         global _native_calls
         if len(arrays) != len(self.kernels.inputs):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
-        keep = []  # converted inputs must outlive the native call
+        given = {}  # input name -> the (contiguous) array passed; it must outlive the native call
         for i, (name, expected, array) in enumerate(zip(self.kernels.inputs, self.input_types, arrays)):
             array = np.asarray(array)
             if array.shape != expected.shape or array.dtype != expected.np_dtype:
                 raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
                                  f"{array.dtype.name}{list(array.shape)}, expected {expected}")
-            array = np.ascontiguousarray(array)
-            keep.append(array)
+            given[name] = array = np.ascontiguousarray(array)
             self.pointers[self.slots[name]] = array.ctypes.data
         outputs = dict(self.reused)
+        if update_state:
+            outputs.update(self._state_arrays(given))
         for name in self.kernels.outputs:
             if name not in outputs:
                 buffer = self.kernels.buffers[name]
@@ -80,6 +83,17 @@ class Program:
             results.append(outputs[name].copy() if name in seen else outputs[name])
             seen.add(name)
         return results
+
+    def _state_arrays(self, given):
+        """Update output -> the state array to write it into, for the in-place updates whose
+        array is writeable and shares its memory with no other input."""
+        addresses = [a.ctypes.data for a in given.values()]
+        result = {}
+        for out, state in self.kernels.in_place.items():
+            array = given[state]
+            if array.flags.writeable and addresses.count(array.ctypes.data) == 1:
+                result[out] = array
+        return result
 
     def ir(self, stage: str) -> str:
         """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native)."""

@@ -1,0 +1,63 @@
+"""Memory planning: which state updates a program may write in place of their state."""
+import numpy as np
+
+from ndlc.codegen import lower_to_kernels
+from ndlc.codegen.memory import plan_memory
+from ndlc.frontend.compile import compile_graph
+from ndlc.ir import interpret, parse, run
+
+STEP = """
+graph @step(%g: f32[4], %w: f32[4] state, %u: f32[4] state, %t: f32[4,4] state) {
+  %0 = mul_scalar(%u, scalar=0.9) : f32[4]
+  %1 = add(%0, %g) : f32[4]
+  %2 = add(%w, %u) : f32[4]
+  %3 = transpose(%t, axes=(0, 1)) : f32[4,4]
+  %4 = summation(%t, axes=(1,)) : f32[4]
+  return %4, new %u = %1, new %w = %2, new %t = %3
+}"""
+
+
+def test_safe_updates_are_in_place_and_hazards_are_not():
+    program = plan_memory(lower_to_kernels(parse(STEP)))
+    by_state = {s: o for o, s in program.in_place.items()}
+    assert "u" not in by_state, "w's update reads the old u after u's update is written"
+    assert "w" in by_state, "w's kernel reads w only at the element it writes"
+    assert "t" not in by_state, "a transpose reads other elements of t than it writes"
+    assert f"%{by_state['w']} is written in place of %w" in str(program)
+
+
+def test_in_place_run_equals_the_interpreter_and_updates_the_given_arrays():
+    graph = parse(STEP)
+    rng = np.random.default_rng(0)
+    g, w, u, t = (rng.standard_normal(s).astype(np.float32) for s in [(4,), (4,), (4,), (4, 4)])
+    expected = interpret(graph, g, w, u, t)
+    env = run(graph, [g, w, u, t])
+    program = compile_graph(graph)
+    state = [w.copy(), u.copy(), t.copy()]
+    results = program.run(g, *state, update_state=True)
+    np.testing.assert_allclose(results[0], expected[0], rtol=1e-6)
+    new = {s.name: env[v] for s, v in graph.updates.items()}
+    for got, name in zip(results[1:], ["u", "w", "t"]):
+        np.testing.assert_allclose(got, new[name], rtol=1e-6)
+    assert results[2] is state[0], "w was written into its own array"
+    np.testing.assert_allclose(state[0], new["w"], rtol=1e-6)
+    np.testing.assert_array_equal(state[1], u, err_msg="u's update is not in place")
+
+
+def test_without_update_state_inputs_are_never_written():
+    program = compile_graph(parse(STEP))
+    state = [np.ones(4, np.float32), np.ones(4, np.float32), np.ones((4, 4), np.float32)]
+    program.run(np.ones(4, np.float32), *state)
+    assert all((a == 1).all() for a in state)
+
+
+def test_shared_or_read_only_state_is_not_written_in_place():
+    program = compile_graph(parse(STEP))
+    w = np.ones(4, np.float32)
+    w.flags.writeable = False
+    results = program.run(np.ones(4, np.float32), w, np.ones(4, np.float32), np.ones((4, 4), np.float32),
+                          update_state=True)
+    assert results[2] is not w and (w == 1).all()
+    shared = np.ones(4, np.float32)
+    results = program.run(shared, shared, np.ones(4, np.float32), np.ones((4, 4), np.float32), update_state=True)
+    assert results[2] is not shared and (shared == 1).all()
