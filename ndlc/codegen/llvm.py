@@ -36,18 +36,21 @@ _MATH = {"exp": mathlib.exp, "log": mathlib.log, "tanh": mathlib.tanh, "sin": ma
          "cos": mathlib.cos}
 
 
-def lower_to_llvm(program, triple="", data_layout="") -> str:
-    """The LLVM IR text of `program` (a kernel.Program)."""
+def lower_to_llvm(program, triple="", data_layout="", profile=False) -> str:
+    """The LLVM IR text of `program` (a kernel.Program). With `profile`, the pointer array has one
+    more slot, an i64 array that gets the cycle counter before each kernel and after the last."""
     module = ir.Module(name=program.name)
     module.triple, module.data_layout = triple, data_layout
     order = list(program.buffers)
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()]), ENTRY)
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     pointers = {}
-    for i, name in enumerate(order):
+    for i, name in enumerate(order + (["profile"] if profile else [])):
         slot = b.gep(entry.args[0], [ir.Constant(I64, i)], source_etype=ir.PointerType())
         pointers[name] = b.load(slot, typ=ir.PointerType(), name=f"buf.{name}")
-    for kernel in program.kernels:
+    for index, kernel in enumerate(program.kernels):
+        if profile:
+            _stamp(b, pointers["profile"], index)
         used = sorted(kernel.buffers(), key=order.index)
         fn = _KernelEmitter(module, kernel, used).function
         args = [pointers[name] for name in used]
@@ -59,8 +62,16 @@ def lower_to_llvm(program, triple="", data_layout="") -> str:
             b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
         b.call(_declare(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
                                                    ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])
+    if profile:
+        _stamp(b, pointers["profile"], len(program.kernels))
     b.ret_void()
     return str(module)
+
+
+def _stamp(b, stamps, index):
+    """stamps[index] = the CPU's cycle counter (llvm.readcyclecounter)."""
+    counter = b.module.declare_intrinsic("llvm.readcyclecounter", [], ir.FunctionType(I64, []))
+    b.store(b.call(counter, []), b.gep(stamps, [ir.Constant(I64, index)], source_etype=I64))
 
 
 def _outlined(module, kernel, fn, count):

@@ -30,6 +30,7 @@ class Lowered:
     entry: str = ENTRY
     stages: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    profile: bool = False
 
 
 class Stages:
@@ -54,9 +55,10 @@ class Stages:
         return ir
 
 
-def lower(graph, triple="", data_layout="", forward=None) -> Lowered:
+def lower(graph, triple="", data_layout="", forward=None, profile=False) -> Lowered:
     """Graph IR to LLVM IR for a target (triple and data layout of the host by default).
-    `forward`: the step's graph before backward() added adjoints (then `graph` is the 'grad' stage)."""
+    `forward`: the step's graph before backward() added adjoints (then `graph` is the 'grad' stage).
+    `profile`: the code records the cycle counter around each kernel (runtime Program.profile)."""
     stages = Stages(graph.name)
     if forward is not None:
         stages.add("traced", forward)
@@ -66,6 +68,6 @@ def lower(graph, triple="", data_layout="", forward=None) -> Lowered:
     graph = stages.add("simplified", simplify(graph))
     graph = stages.add("decomposed", decompose(graph))
     kernels = stages.add("kernels", plan_memory(parallelise(lower_to_kernels(graph))))
-    llvm_ir = stages.add("llvm", lower_to_llvm(kernels, triple, data_layout))
+    llvm_ir = stages.add("llvm", lower_to_llvm(kernels, triple, data_layout, profile))
     stages.texts["graph"] = stages.texts["decomposed"]
-    return Lowered(kernels, llvm_ir, ENTRY, stages.texts, stages.seconds)
+    return Lowered(kernels, llvm_ir, ENTRY, stages.texts, stages.seconds, profile)

@@ -7,6 +7,7 @@ pipeline and runs it natively, one specialisation per list of input types and tr
 new values (the runtime writes them into the tensors' own storage).
 """
 import logging
+import os
 
 import numpy as np
 
@@ -41,9 +42,11 @@ def compile(obj, device="cpu", state=None):
 
 def compile_graph(graph, forward=None) -> Program:
     """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
-    new values of its state inputs, in `graph.updates` order."""
-    lowered = lower(graph, *host_target(), forward=forward)
-    return Program(lowered.kernels, lowered.llvm_ir, lowered.entry, lowered.stages)
+    new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
+    timing (`Program.profile()`)."""
+    profile = os.environ.get("NDLC_PROFILE", "") not in ("", "0")
+    lowered = lower(graph, *host_target(), forward=forward, profile=profile)
+    return Program(lowered.kernels, lowered.llvm_ir, lowered.entry, lowered.stages, profile)
 
 
 class Specialisation:
@@ -94,6 +97,12 @@ class CompiledFunction:
         if self.last is None:
             raise NdlcError(f"{self.name} has not been compiled yet: call it first")
         return self.last.program.ir(stage)
+
+    def profile(self, top=None) -> str:
+        """Per-kernel times of the most recently run specialisation (compile with NDLC_PROFILE=1)."""
+        if self.last is None:
+            raise NdlcError(f"{self.name} has not been compiled yet: call it first")
+        return self.last.program.profile(top)
 
     @property
     def native_calls(self):

@@ -1,7 +1,9 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
+import time
+
 import numpy as np
 
-from ..ir.errors import ShapeError
+from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
 from .native import NativeModule
 
@@ -33,13 +35,18 @@ class Program:
     input's own array, which is then the result; the others go to buffers reused across runs,
     which the caller stores into the state before the next run."""
 
-    def __init__(self, kernels, llvm_ir, entry, stages):
+    def __init__(self, kernels, llvm_ir, entry, stages, profile=False):
         self.kernels = kernels
         self.stages = dict(stages)
         self.native = NativeModule(llvm_ir, entry)
         self.stages["llvm_opt"] = self.native.optimized_ir
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
-        self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots)))()
+        self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile))()
+        self.stamps = np.zeros(len(kernels.kernels) + 1, np.int64) if profile else None
+        if profile:  # the code writes the cycle counter around each kernel here (codegen/llvm.py)
+            self.pointers[len(self.slots)] = self.stamps.ctypes.data
+            self.kernel_cycles = np.zeros(len(kernels.kernels), np.int64)
+            self.native_seconds = 0.0
         self.storage = {}
         for name, buffer in kernels.buffers.items():
             if buffer.kind in ("temp", "const"):
@@ -75,7 +82,11 @@ class Program:
                 buffer = self.kernels.buffers[name]
                 outputs[name] = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
             self.pointers[self.slots[name]] = outputs[name].ctypes.data
+        start = time.perf_counter()
         self.native.entry(np.ctypeslib.ctypes.addressof(self.pointers))
+        if self.stamps is not None:
+            self.native_seconds += time.perf_counter() - start
+            self.kernel_cycles += np.diff(self.stamps)
         self.calls += 1
         _native_calls += 1
         seen, results = set(), []
@@ -94,6 +105,25 @@ class Program:
             if array.flags.writeable and addresses.count(array.ctypes.data) == 1:
                 result[out] = array
         return result
+
+    def profile(self, top=None) -> str:
+        """Time per run of each kernel (from the cycle counter, scaled to the measured time of
+        the native calls), largest first; the program must be compiled with profiling."""
+        if self.stamps is None:
+            raise NdlcError(f"@{self.kernels.name} was not compiled for profiling (set NDLC_PROFILE=1)")
+        if not self.calls:
+            raise NdlcError(f"@{self.kernels.name} has not run yet")
+        total = max(int(self.kernel_cycles.sum()), 1)
+        per_run = self.native_seconds / self.calls * 1e3
+        lines = [f"@{self.kernels.name}: {per_run:.3f} ms per run over {self.calls} runs, "
+                 f"{len(self.kernels.kernels)} kernels", "    ms/run  share  kernel"]
+        order = np.argsort(-self.kernel_cycles, kind="stable")[:top]
+        for i in order:
+            kernel, share = self.kernels.kernels[i], self.kernel_cycles[i] / total
+            what = "gemm " if kernel.gemm else ""
+            lines.append(f"  {share * per_run:8.3f}  {share:5.1%}  {kernel.name} -> %{kernel.out} "
+                         f"{list(kernel.extents)} {what}{', '.join(kernel.fused)}")
+        return "\n".join(lines)
 
     def ir(self, stage: str) -> str:
         """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native)."""
