@@ -93,7 +93,16 @@ elementwise("mul_scalar", 1, _scalar_ref(np.multiply), lambda x, scalar: x * sca
 elementwise("divide_scalar", 1, _scalar_ref(np.divide), lambda x, scalar: x / scalar,
             lambda b, n, g: [b.divide_scalar(g, scalar=n.attrs["scalar"])], attrs=_SCALAR,
             float_only=True, identity=1.0)
-elementwise("power_scalar", 1, _scalar_ref(np.power), lambda x, scalar: x ** scalar,
+def _power_expr(x, scalar):
+    """x ** scalar; square roots as sqrt, which vectorises where a general pow does not."""
+    if scalar == 0.5:
+        return S.sqrt(x)
+    if scalar == -0.5:
+        return 1 / S.sqrt(x)
+    return x ** scalar
+
+
+elementwise("power_scalar", 1, _scalar_ref(np.power), _power_expr,
             lambda b, n, g: [b.multiply(g, b.mul_scalar(
                 b.power_scalar(n.operands[0], scalar=n.attrs["scalar"] - 1), scalar=n.attrs["scalar"]))],
             attrs=_SCALAR, float_only=True, identity=1.0)
