@@ -8,6 +8,9 @@ from typing import Callable
 
 import numpy as np
 
+from ndlc.ir import Builder, Graph, TensorType
+from ndlc.ir.verifier import maybe_verify
+
 
 @dataclass
 class Case:
@@ -212,3 +215,24 @@ CASES = [
 BY_OP = {}
 for _case in CASES:
     BY_OP.setdefault(_case.op, []).append(_case)
+
+
+def single_op_graph(op, inputs, attrs, dtype="f64"):
+    """A graph applying `op` to `inputs` (floats cast to `dtype`), and the cast inputs."""
+    g = Graph(op)
+    cast = [x.astype(TensorType((), dtype).np_dtype) if x.dtype.kind == "f" else x for x in inputs]
+    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(cast)]
+    g.outputs = [Builder(g).emit(op, *values, **attrs)]
+    return maybe_verify(g, "single op"), cast
+
+
+def loss_graph(op, inputs, attrs):
+    """sum(op(inputs) * r) for an input r, so every output element's gradient counts; returns the
+    graph, the inputs' values and r."""
+    g = Graph("loss")
+    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(inputs)]
+    b = Builder(g)
+    y = b.emit(op, *values, **attrs)
+    r = g.add_input(y.type, name="r")
+    g.outputs = [b.summation(b.multiply(y, r), axes=tuple(range(y.ndim)))]
+    return maybe_verify(g, "loss"), values, r

@@ -4,7 +4,6 @@ import re
 import struct
 
 import numpy as np
-import pytest
 
 from ndlc.cli import main
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir.errors import ShapeError
 from ..ir.registry import all_ops, get_op
-from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
+from ..ir.types import dtype_name, is_float, numpy_dtype
 from .tensor import Tensor, apply, user_location
 
 _NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)
@@ -93,8 +93,8 @@ def subtract(a, b):
     if isinstance(b, _NUMBER):
         return elementwise("add", a, -b)
     if isinstance(a, _NUMBER):
-        return elementwise("add", negate(b), a)
-    return elementwise("add", a, negate(b))
+        return elementwise("add", elementwise("negate", b), a)
+    return elementwise("add", a, elementwise("negate", b))
 
 
 def _scalar_op(op):

@@ -8,7 +8,7 @@ from ndlc.frontend.compile import compile_graph
 from ndlc.ir import Builder, Graph, TensorType, interpret, parse
 from ndlc.ir.verifier import maybe_verify
 from ndlc.passes import autodiff
-from op_cases import CASES
+from op_cases import CASES, loss_graph, single_op_graph
 
 TOLERANCE = {"f32": (1e-5, 1e-4), "f64": (1e-12, 1e-10)}
 
@@ -25,14 +25,6 @@ def assert_matches(graph, inputs, dtype="f64"):
             np.testing.assert_allclose(g, w, atol=atol, rtol=rtol)
         else:
             np.testing.assert_array_equal(g, w)
-
-
-def single_op_graph(op, inputs, attrs, dtype):
-    g = Graph(op)
-    cast = [x.astype(TensorType((), dtype).np_dtype) if x.dtype.kind == "f" else x for x in inputs]
-    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(cast)]
-    g.outputs = [Builder(g).emit(op, *values, **attrs)]
-    return maybe_verify(g, "single op"), cast
 
 
 CASE_PARAMS = [pytest.param(case, seed, id=f"{case.op}-{i}-{seed}")
@@ -52,13 +44,8 @@ def test_forward_equals_interpreter(case, seed, dtype):
 def test_gradient_graph_equals_interpreter(case):
     rng = np.random.default_rng(7)
     inputs, attrs = case.draw(rng)
-    g = Graph("loss")
-    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(inputs)]
-    b = Builder(g)
-    y = b.emit(case.op, *values, **attrs)
-    r = g.add_input(y.type, name="r")
-    g.outputs = [b.summation(b.multiply(y, r), axes=tuple(range(y.ndim)))]
-    grad = autodiff(maybe_verify(g, "loss"), wrt=[v for v in values if v.dtype == "f64"])
+    g, values, r = loss_graph(case.op, inputs, attrs)
+    grad = autodiff(g, wrt=[v for v in values if v.dtype == "f64"])
     assert_matches(grad, inputs + [rng.standard_normal(r.shape)])
 
 

@@ -3,22 +3,13 @@ gradients equal central finite differences in float64."""
 import numpy as np
 import pytest
 
-from ndlc.ir import Builder, Graph, TensorType, all_ops, interpret
-from ndlc.ir.verifier import maybe_verify
+from ndlc.ir import all_ops, interpret
 from ndlc.passes import autodiff
-from op_cases import BY_OP, CASES
+from op_cases import BY_OP, CASES, loss_graph, single_op_graph
 
 SEEDS = range(4)
 PARAMS = [pytest.param(case, seed, id=f"{case.op}-{i}-{seed}")
           for i, case in enumerate(CASES) for seed in SEEDS]
-
-
-def single_op_graph(op, inputs, attrs, dtype="f64"):
-    g = Graph(op)
-    cast = [x.astype(TensorType((), dtype).np_dtype) if x.dtype.kind == "f" else x for x in inputs]
-    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(cast)]
-    g.outputs = [Builder(g).emit(op, *values, **attrs)]
-    return maybe_verify(g, "single op"), cast
 
 
 def test_every_op_has_cases():
@@ -38,22 +29,11 @@ def test_forward_matches_numpy(case, seed, dtype):
     np.testing.assert_allclose(out.astype(np.float64), expected.astype(np.float64), rtol=tol * 10, atol=tol)
 
 
-def _loss_graph(case, inputs, attrs):
-    """sum(op(inputs) * r) for a fixed random r, so every output element's gradient counts."""
-    g = Graph("loss")
-    values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(inputs)]
-    b = Builder(g)
-    y = b.emit(case.op, *values, **attrs)
-    r = g.add_input(y.type, name="r")
-    g.outputs = [b.summation(b.multiply(y, r), axes=tuple(range(y.ndim)))]
-    return maybe_verify(g, "loss"), values, r
-
-
 @pytest.mark.parametrize("case,seed", [p for p in PARAMS if p.values[0].differentiable])
 def test_gradient_matches_finite_differences(case, seed):
     rng = np.random.default_rng(seed)
     inputs, attrs = case.draw(rng)
-    graph, values, r = _loss_graph(case, inputs, attrs)
+    graph, values, r = loss_graph(case.op, inputs, attrs)
     weights = rng.standard_normal(r.shape)
     wrt = [v for v in values if v.dtype == "f64"]
     grads = interpret(autodiff(graph, wrt=wrt), *inputs, weights)[1:]

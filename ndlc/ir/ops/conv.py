@@ -172,7 +172,6 @@ def _avg_pool_grad(b, n, g):
 
 
 def _max_pool_grad(b, n, g):
-    k = n.attrs["kernel"]
     windows = b.windows(n.operands[0], **n.attrs)
     best = b.broadcast_to(b.reshape(n.result, shape=_window_shape(g)), shape=windows.shape)
     spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=windows.shape)
