@@ -5,6 +5,7 @@ graph, and the values they hold when the function returns become the state updat
 The function runs once on symbolic tensors; every state tensor is rebound to a symbolic state
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
+import contextlib
 import types
 from dataclasses import dataclass, field
 
@@ -149,45 +150,18 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     slots = find_slots(roots)
     holders = [slot.get() for slot in slots]
     tensors = list({id(t): t for t in holders}.values())
-    paths = {}
-    for slot, t in zip(slots, holders):
-        paths.setdefault(id(t), slot.path)
-    saved = [(t, t._value, t.grad, t.requires_grad) for t in tensors]
-    state_values = {}
-    for t in tensors:
-        state_values[id(t)] = Value(t._value.type, name=paths[id(t)].replace("self.", ""), kind="state")
-        t._bind(state_values[id(t)], t.requires_grad)
-        t.grad = None
     names = parameter_names(fn, len(examples))
     batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
-    try:
-        with tracing(tensors) as context:
-            result = fn(*batch)
-            outputs = output_tensors(result)
-            finals = [(slot, slot.get()) for slot in slots]
-            finals = [(slot, holder, current._value if isinstance(current, Tensor) else current)
-                      for (slot, current), holder in zip(finals, holders)]
-    finally:
-        for slot, holder in zip(slots, holders):
-            if slot.get() is not holder:
-                slot.set(holder)
-        for t, value, grad, requires_grad in saved:
-            t._bind(value, requires_grad)
-            t.grad = grad
-    updates = {}
-    for slot, holder, new in finals:
-        if not isinstance(new, Value):
-            raise TraceError(f"{slot.path} held a Tensor before the step and a "
-                             f"{type(new).__name__} after it")
-        state = state_values[id(holder)]
-        if new is not state and updates.setdefault(state, new) is not new:
-            raise TraceError(f"{slot.path} is updated to two different values in one step")
-    seed = []
-    if context.seed is not None:
-        seed_tensor = Tensor.make_const(np.int64(np.random.randint(0, 2**62)))
-        tensors.append(seed_tensor)
-        seed = context.inputs()
-    inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors[:len(state_values)]] + seed
+    with _bound_to_state(slots, holders, tensors) as state_values, tracing(tensors) as context:
+        result = fn(*batch)
+        outputs = output_tensors(result)
+        finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]
+        finals = [(slot, holder, now._value if isinstance(now, Tensor) else now) for slot, holder, now in finals]
+    updates = _updates(finals, state_values)
+    inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors]
+    if context.seed is not None:  # the program's random seed is state too, drawn from numpy's
+        tensors.append(Tensor.make_const(np.int64(np.random.randint(0, 2**62))))
+        inputs += context.inputs()
     name = graph_name(name or fn)
     forward = None
     if context.backward_roots:
@@ -200,3 +174,40 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
                         isinstance(result, (tuple, list)))
+
+
+@contextlib.contextmanager
+def _bound_to_state(slots, holders, tensors):
+    """Rebind each state tensor to a symbolic state input (yielding id(tensor) -> input Value);
+    afterwards, put back every slot's tensor and every tensor's data and grad."""
+    paths = {}
+    for slot, t in zip(slots, holders):
+        paths.setdefault(id(t), slot.path)
+    saved = [(t, t._value, t.grad, t.requires_grad) for t in tensors]
+    state_values = {}
+    for t in tensors:
+        state_values[id(t)] = Value(t._value.type, name=paths[id(t)].replace("self.", ""), kind="state")
+        t._bind(state_values[id(t)], t.requires_grad)
+        t.grad = None
+    try:
+        yield state_values
+    finally:
+        for slot, holder in zip(slots, holders):
+            if slot.get() is not holder:
+                slot.set(holder)
+        for t, value, grad, requires_grad in saved:
+            t._bind(value, requires_grad)
+            t.grad = grad
+
+
+def _updates(finals, state_values):
+    """State input -> its new value, from (slot, tensor before, value after) triples."""
+    updates = {}
+    for slot, holder, new in finals:
+        if not isinstance(new, Value):
+            raise TraceError(f"{slot.path} held a Tensor before the step and a "
+                             f"{type(new).__name__} after it")
+        state = state_values[id(holder)]
+        if new is not state and updates.setdefault(state, new) is not new:
+            raise TraceError(f"{slot.path} is updated to two different values in one step")
+    return updates
