@@ -22,6 +22,7 @@ from .trace import graph_name
 
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu",)
+MANY = 8  # specialisations of one compiled function after which it warns of a recompile storm
 
 
 def compile(obj, device="cpu", state=None):
@@ -71,7 +72,7 @@ class CompiledFunction:
         self.fn = fn
         self.roots = referenced_objects(fn) if roots is None else roots
         self.name = graph_name(name or fn)
-        self.modules = _modules(self.roots)
+        self.stateful = _stateful(self.roots)
         self.specialisations = {}
         self.signature = None
         self.last = None
@@ -80,16 +81,38 @@ class CompiledFunction:
         arrays = [_as_array(a, self.name, i) for i, a in enumerate(args)]
         types = tuple(TensorType.of(a) for a in arrays)
         self._check_signature(types)
-        key = (types, tuple(m.training for m in self.modules))
+        key = (types, self._settings())
         if key not in self.specialisations:
             if self.specialisations:
                 log.info("%s: compiling a new specialisation for (%s)%s", self.name,
-                         ", ".join(map(str, types)), _mode_text(key[1]))
+                         ", ".join(map(str, types)), self._changed(key))
             captured = capture(self.fn, types, self.roots, self.name)
             self.specialisations[key] = Specialisation(captured)
+            if len(self.specialisations) == MANY:
+                log.warning("%s has been compiled %d times: input shapes or Python values of its "
+                            "modules and optimizers keep changing (each is compiled into the "
+                            "program); keep changing numbers out of them, or pass them as tensors",
+                            self.name, MANY)
         self.last = self.specialisations[key]
         outputs = self.last.run(arrays)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
+
+    def _settings(self):
+        """The plain Python values (train/eval flags, learning rates, momenta, eps, p, ...) of
+        the modules and optimizers the step uses: a trace bakes them in, so a change recompiles."""
+        return tuple((i, name, value) for i, obj in enumerate(self.stateful)
+                     for name, value in vars(obj).items() if isinstance(value, (bool, int, float, str)))
+
+    def _changed(self, key):
+        """' after <attribute> changed' when `key` differs from the last run's only in settings."""
+        if self.last is None:
+            return ""
+        last_types, last = next(k for k, v in self.specialisations.items() if v is self.last)
+        if last_types != key[0]:
+            return ""
+        names = [f"{type(self.stateful[i]).__name__}.{name}" for (i, name, value), (_, _, old)
+                 in zip(key[1], last) if value != old]
+        return f" after {', '.join(names)} changed" if names else ""
 
     def ir(self, stage="kernels") -> str:
         """The text of `stage` (traced, grad, simplified, decomposed, kernels, llvm, llvm_opt, asm)
@@ -146,27 +169,22 @@ class CompiledModule(CompiledFunction):
         return self.module.state_dict()
 
 
-def _modules(roots):
-    """Every Module reachable from `roots` (their train/eval flags select a specialisation)."""
-    found, stack, seen = [], list(roots.values()), set()
+def _stateful(roots):
+    """Every Module and Optimizer reachable from `roots`, in a fixed order."""
+    found, stack, seen = [], list(roots.values())[::-1], set()
     while stack:
         obj = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if isinstance(obj, Module):
-            found.append(obj)
         if isinstance(obj, STATEFUL):
-            stack.extend(vars(obj).values())
+            found.append(obj)
+            stack.extend(list(vars(obj).values())[::-1])
         elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
+            stack.extend(list(obj)[::-1])
         elif isinstance(obj, dict):
-            stack.extend(obj.values())
+            stack.extend(list(obj.values())[::-1])
     return found
-
-
-def _mode_text(modes):
-    return "" if not modes else " in " + ("train" if all(modes) else "eval" if not any(modes) else "mixed") + " mode"
 
 
 def _as_array(value, name, index):

@@ -1,5 +1,6 @@
 """Compiled training steps: 50 steps equal eager training, one native call per step, state
 visible through the user's objects, modes, disk cache, and clear errors."""
+import logging
 import os
 import subprocess
 import sys
@@ -274,3 +275,30 @@ def test_compiled_cnn_step_equals_eager():
     for name, value in eager_model.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-5,
                                    err_msg=name)
+
+
+def test_changing_a_hyperparameter_recompiles(caplog):
+    """Python numbers (lr, momentum, train/eval) are compiled in: changing one must not be ignored."""
+    data = batches(4)
+    eager_model, eager_opt, eager_step = setup("sgd")
+    model, opt, train_step = setup("sgd")
+    step = ndl.compile(train_step)
+    for i, (x, y) in enumerate(data):
+        if i == 2:
+            eager_opt.lr = opt.lr = 0.01
+        with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+            loss = float(step(x, y).numpy())
+        assert loss == pytest.approx(float(eager_step(ndl.Tensor(x), ndl.Tensor(y)).numpy()), rel=1e-4)
+    assert len(step.specialisations) == 2 and "after SGD.lr changed" in caplog.text
+    np.testing.assert_allclose(model.modules[0].weight.numpy(), eager_model.modules[0].weight.numpy(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_recompile_storm_is_reported(caplog):
+    model = nn.Linear(2, 2)
+    step = ndl.compile(lambda x: model(x))
+    with caplog.at_level(logging.WARNING, logger="ndlc.compile"):
+        for i in range(8):
+            model.note = float(i)  # bookkeeping on a module is compiled in, so it recompiles
+            step(np.ones((1, 2), np.float32))
+    assert "has been compiled 8 times" in caplog.text
