@@ -39,16 +39,13 @@ class Slot:
         self.container[self.key] = value
 
 
-def referenced_objects(fn) -> dict:
-    """name -> Module, Optimizer or Tensor that `fn` can reach: its bound object, closure cells,
-    defaults and the globals its code (and nested code) names; for a plain object among those
-    (a trainer holding `self.model`), the Modules, Optimizers and Tensors among its attributes."""
-    found = {}
-    target = getattr(fn, "__func__", fn)
-    if hasattr(fn, "__self__"):
-        found["self"] = fn.__self__
+def referenced_values(fn) -> dict:
+    """name -> each value `fn` can reach: its bound object, closure cells, defaults and the
+    globals its code (and nested code) names."""
     if isinstance(fn, STATEFUL):
         return {type(fn).__name__.lower(): fn}
+    found = {"self": fn.__self__} if hasattr(fn, "__self__") else {}
+    target = getattr(fn, "__func__", fn)
     code = getattr(target, "__code__", None)
     if code is None:
         return found
@@ -63,14 +60,26 @@ def referenced_objects(fn) -> dict:
             if name in target.__globals__:
                 found.setdefault(name, target.__globals__[name])
         pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    return found
+
+
+def referenced_objects(fn) -> dict:
+    """name -> Module, Optimizer or Tensor that `fn` can reach (referenced_values); for a plain
+    object among those (a trainer holding `self.model`), those among its attributes."""
     kept = {}
-    for name, value in found.items():
+    for name, value in referenced_values(fn).items():
         if isinstance(value, STATEFUL + (Tensor,)):
             kept[name] = value
         elif _is_plain_object(value):
             kept.update({f"{name}.{k}": v for k, v in vars(value).items()
                          if isinstance(v, STATEFUL + (Tensor,))})
     return kept
+
+
+def referenced_numbers(fn) -> dict:
+    """name -> the Python numbers, booleans and strings `fn` reads directly (a trace bakes them in)."""
+    return {name: value for name, value in referenced_values(fn).items()
+            if isinstance(value, (bool, int, float, str))}
 
 
 def _is_plain_object(value):

@@ -15,7 +15,7 @@ from ..codegen.pipeline import lower
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..runtime import Program, host_target
-from .capture import STATEFUL, capture, referenced_objects
+from .capture import STATEFUL, capture, referenced_numbers, referenced_objects
 from .nn.module import Module
 from .tensor import Tensor
 from .trace import graph_name
@@ -98,10 +98,12 @@ class CompiledFunction:
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 
     def _settings(self):
-        """The plain Python values (train/eval flags, learning rates, momenta, eps, p, ...) of
-        the modules and optimizers the step uses: a trace bakes them in, so a change recompiles."""
-        return tuple((i, name, value) for i, obj in enumerate(self.stateful)
-                     for name, value in vars(obj).items() if isinstance(value, (bool, int, float, str)))
+        """The plain Python values the step reads (its own globals and closure, and the train/eval
+        flags, learning rates, momenta, eps, p, ... of its modules and optimizers): a trace bakes
+        them in, so a change recompiles."""
+        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items())
+        return own + tuple((i, name, value) for i, obj in enumerate(self.stateful)
+                           for name, value in vars(obj).items() if isinstance(value, (bool, int, float, str)))
 
     def _changed(self, key):
         """' after <attribute> changed' when `key` differs from the last run's only in settings."""
@@ -110,8 +112,8 @@ class CompiledFunction:
         last_types, last = next(k for k, v in self.specialisations.items() if v is self.last)
         if last_types != key[0]:
             return ""
-        names = [f"{type(self.stateful[i]).__name__}.{name}" for (i, name, value), (_, _, old)
-                 in zip(key[1], last) if value != old]
+        names = [f"{type(self.stateful[i]).__name__}.{name}" if i >= 0 else name
+                 for (i, name, value), (_, _, old) in zip(key[1], last) if value != old]
         return f" after {', '.join(names)} changed" if names else ""
 
     def ir(self, stage="kernels") -> str:

@@ -302,3 +302,17 @@ def test_a_recompile_storm_is_reported(caplog):
             model.note = float(i)  # bookkeeping on a module is compiled in, so it recompiles
             step(np.ones((1, 2), np.float32))
     assert "has been compiled 8 times" in caplog.text
+
+
+SCALE = 2.0
+
+
+def test_a_changed_global_number_recompiles():
+    global SCALE
+    step = ndl.compile(lambda x: x * SCALE)
+    assert step(np.ones(1, np.float32)).numpy()[0] == 2.0
+    SCALE = 3.0
+    try:
+        assert step(np.ones(1, np.float32)).numpy()[0] == 3.0
+    finally:
+        SCALE = 2.0
