@@ -192,7 +192,7 @@ class _KernelEmitter:
         if not k.reduce_count or not kept or k.extents[kept - 1] < 4:
             return False
         used = {e.payload for e in _walk(k.body) if e.prim == "arg"}
-        return any(abs(k.loads[n].access.form.coeffs[-1]) != 1 for n in used)
+        return any(abs(k.loads[n].access.form.coeffs[-1]) > 1 for n in used)
 
     def _row(self):
         """One row of outputs (the innermost kept loop): init, accumulate, epilogue, in place."""
