@@ -72,8 +72,8 @@ def main(argv=None):
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
-    d.add_argument("stage", nargs="?", default="kernels",
-                   help="traced, simplified, kernels, llvm, asm, ... (default: kernels)")
+    d.add_argument("stage", nargs="?", default="planned",
+                   help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
     d.add_argument("--batch-size", type=int, default=8)
     for sub in (t, d):
         sub.add_argument("--device", default="cpu")

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ndlc.ir import Builder, Graph, TensorType
-from ndlc.ir.verifier import maybe_verify
+from ndlc.ir.checks import maybe_verify
 
 
 @dataclass

@@ -13,13 +13,13 @@ def test_dump_prints_the_requested_stage(capsys):
     out = capsys.readouterr().out
     assert out.startswith("graph @train_step(\n    %x: f32[4,784],\n    %y: i64[4],\n"
                           "    %model.modules.0.weight: f32[784,32] state,\n")
-    assert main(["dump", "kernels", "--batch-size", "4"]) == 0
+    assert main(["dump", "planned", "--batch-size", "4"]) == 0
     assert "kernel k0" in capsys.readouterr().out
 
 
 def test_dump_of_an_unknown_stage_lists_the_stages(capsys):
     assert main(["dump", "fused-ish"]) == 2
-    assert re.search("no stage 'fused-ish'; stages: .*kernels", capsys.readouterr().err)
+    assert re.search("no stage 'fused-ish'; stages: .*fused, scheduled, planned", capsys.readouterr().err)
 
 
 def test_train_without_data_says_how_to_get_it(tmp_path, capsys, monkeypatch):

@@ -1,10 +1,10 @@
 """Kernel IR -> LLVM IR (llvmlite.ir): one module, one internal function per kernel whose buffer
 pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
 `ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
-A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: blas.py).
+A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py).
 A kernel with a `split` loop takes that loop's range as two more arguments; the entry point runs it
 through libgomp's `GOMP_parallel` and an outlined `<kernel>.omp(ptr data)` giving each thread its
-range (parallel.py).
+range (the split is chosen by passes/schedule.py).
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics,
@@ -15,14 +15,16 @@ import math
 
 from llvmlite import ir
 
+from ..ir.errors import UnsupportedError
+from ..ir.indexing import Access, Affine
+from ..ir.indexing import contiguous
+from ..ir.kernel import COMPARISONS, ENTRY, Acc, Index, gemm_symbol, infer_dtypes, operand_dtype
 from ..ir.types import is_float
-from . import blas, mathlib
-from .indexing import Access, Affine
-from .kernel import ACC, COMPARISONS, Index, infer_dtypes, operand_dtype
-from .lower import UnsupportedError
+from . import mathlib
 
-ENTRY = "ndlc_main"
+CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
 I1, I8, I32, I64, PTR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.PointerType()
+ROWS_BLOCK = 256  # 'rows' strategy: outputs accumulated side by side (their accumulators stay in L1)
 _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
            "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
 TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
@@ -93,7 +95,7 @@ def _outlined(module, kernel, fn, count):
 
 
 class _KernelEmitter:
-    """Emits one kernel's loop nest as an internal function."""
+    """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form)."""
 
     def __init__(self, module, kernel, used):
         self.kernel = kernel
@@ -107,23 +109,32 @@ class _KernelEmitter:
         self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split else {}
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
-        self.acc = self.b.alloca(TYPES[kernel.dtype], name="acc") if kernel.reduce_count else None
         self.vars = [None] * len(kernel.extents)
+        self.reductions = kernel.reductions
+        rows = kernel.strategy == "rows"
+        self.block_start = None  # rows: the first index of the block of the last outer loop
+        self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
+                     for k, r in enumerate(self.reductions)]
+        self.block_counter = self.b.alloca(I64, name="block") if rows else None
+        self.slots, first = [], 0  # the accumulator numbers of each phase's reductions
+        for phase in kernel.phases:
+            self.slots.append(range(first, first + len(phase.reductions)))
+            first += len(phase.reductions)
         self.types = {}
-        for expr in (kernel.body, kernel.epilogue):
-            if expr is not None:
-                self.types.update(infer_dtypes(expr, self._leaf_dtype))
-        kept = len(kernel.kept_extents)
+        for _, expr, _ in kernel.expressions():
+            self.types.update(infer_dtypes(expr, self._leaf_dtype))
         if kernel.gemm is not None:
-            self._loops(0, kept - 2, self._gemm)
-        elif self._accumulate_rows():
-            self._loops(0, kept - 1, self._row)
+            self._loops(0, len(kernel.extents) - 2, self._gemm)
+        elif rows:
+            self._loops(0, kernel.outer - 1, self._rows)
         else:
-            self._loops(0, kept, self._point)
+            self._loops(0, kernel.outer, self._point)
         self.b.ret_void()
 
     def _leaf_dtype(self, payload):
-        return self.kernel.dtype if payload == ACC else self.kernel.loads[payload].dtype
+        if isinstance(payload, Acc):
+            return self.reductions[payload.index].dtype
+        return self.kernel.loads[payload].dtype
 
     # ---- loops ------------------------------------------------------------------------------
     def _loops(self, first, last, inner):
@@ -131,105 +142,140 @@ class _KernelEmitter:
         if first == last:
             inner()
             return
-        b, counter = self.b, self.counters[first]
         start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
+        self._for(first, start, stop, lambda: self._loops(first + 1, last, inner))
+
+    def _for(self, var, start, stop, body):
+        """for (i_var = start; i_var < stop; i_var++) body()."""
+        b, counter = self.b, self.counters[var]
         b.store(start, counter)
-        head = b.append_basic_block(f"loop{first}")
-        body = b.append_basic_block(f"body{first}")
-        done = b.append_basic_block(f"done{first}")
+        head = b.append_basic_block(f"loop{var}")
+        inside = b.append_basic_block(f"body{var}")
+        done = b.append_basic_block(f"done{var}")
         b.branch(head)
         b.position_at_end(head)
         value = b.load(counter)
-        b.cbranch(b.icmp_signed("<", value, stop), body, done)
-        b.position_at_end(body)
-        self.vars[first] = value
-        self._loops(first + 1, last, inner)
+        b.cbranch(b.icmp_signed("<", value, stop), inside, done)
+        b.position_at_end(inside)
+        self.vars[var] = value
+        body()
         b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
         b.branch(head)
         b.position_at_end(done)
 
     def _point(self):
-        """One output element: the body (reduced over the inner loops), epilogue, store."""
-        k, b = self.kernel, self.b
-        if k.reduce_count:
-            acc = self.acc
-            b.store(self._init(), acc)
-            kept = len(k.kept_extents)
+        """Every phase at one point of the outer loops: reductions in registers, then stores."""
+        k = self.kernel
+        inner = (k.outer, len(k.extents))
+        for phase, slots in zip(k.phases, self.slots):
+            if phase.reductions:
+                for slot, r in zip(slots, phase.reductions):
+                    self.b.store(self._init(r), self.accs[slot])
 
-            def accumulate():
-                value = self._emit(k.body, {})
-                b.store(self._combine(b.load(acc), value), acc)
-            self._loops(kept, len(k.extents), accumulate)
-            total = b.load(acc)
-            value = self._emit(k.epilogue, {}, total) if k.epilogue is not None else total
-        else:
-            value = self._emit(k.body, {})
-        self._store(value)
+                def accumulate(phase=phase, slots=slots):
+                    memo = {}
+                    values = [self._emit(r.body, memo) for r in phase.reductions]
+                    for slot, r, value in zip(slots, phase.reductions, values):
+                        self.b.store(self._combine(r, self.b.load(self.accs[slot]), value), self.accs[slot])
+                self._loops(*inner, accumulate)
+            if phase.inner:
+                self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
+            else:
+                self._stores(phase.stores)
+
+    def _rows(self):
+        """The last outer loop in blocks of ROWS_BLOCK: each phase accumulates a block of outputs side
+        by side (the innermost loop runs along the block, so strided reductions vectorise)."""
+        k, b = self.kernel, self.b
+        last = k.outer - 1
+        start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
+        blocks = self.counters[last]
+        block = ir.Constant(I64, ROWS_BLOCK)
+        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, ROWS_BLOCK - 1)), block)
+
+        def one_block():
+            self.block_start = b.add(start, b.mul(self.vars[last], block))
+            end = mathlib.intrinsic(b, "llvm.smin", b.add(self.block_start, block), stop)
+            first = self.block_start
+
+            def along_block(body):
+                self._for(last, first, end, body)
+            for phase, slots in zip(k.phases, self.slots):
+                if phase.reductions:
+                    along_block(lambda phase=phase, slots=slots: [
+                        self.b.store(self._init(r), self._acc_pointer(slot)) for slot, r in zip(slots, phase.reductions)])
+
+                    def accumulate(phase=phase, slots=slots):
+                        memo = {}
+                        values = [self._emit(r.body, memo) for r in phase.reductions]
+                        for slot, r, value in zip(slots, phase.reductions, values):
+                            pointer = self._acc_pointer(slot)
+                            self.b.store(self._combine(r, self.b.load(pointer), value), pointer)
+                    self._loops(k.outer, len(k.extents), lambda: along_block(accumulate))
+                if phase.inner:
+                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(lambda: self._stores(phase.stores)))
+                else:
+                    along_block(lambda phase=phase: self._stores(phase.stores))
+        self._for_blocks(last, count, one_block)
+        self.block_start = None
+
+    def _for_blocks(self, var, count, body):
+        """for (block = 0; block < count; block++) body(), the block number in vars[var] meanwhile."""
+        b, counter = self.b, self.block_counter
+        b.store(ir.Constant(I64, 0), counter)
+        head, inside, done = (b.append_basic_block(f"{n}{var}") for n in ("blocks", "block", "blocksdone"))
+        b.branch(head)
+        b.position_at_end(head)
+        value = b.load(counter)
+        b.cbranch(b.icmp_signed("<", value, count), inside, done)
+        b.position_at_end(inside)
+        self.vars[var] = value
+        body()
+        b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def _acc_pointer(self, slot):
+        """rows: the accumulator of the current element of the block."""
+        offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
+        return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])
+
+    def _acc_value(self, slot):
+        pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
+        return self.b.load(pointer)
 
     def _gemm(self):
-        """One BLAS call for the current batch index, then the epilogue over its output in place."""
+        """One BLAS call for the current batch index, then the phases over its output in place."""
         k, b, g = self.kernel, self.b, self.kernel.gemm
-        batch, element = len(k.extents) - 2, TYPES[k.dtype]
+        batch, element = len(k.extents) - 2, TYPES[g.dtype]
 
         def matrix(buffer, offset, ld):
             index, _ = self._address(offset)
             return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
-        flags = [blas.ROW_MAJOR] + [blas.TRANS if m.transposed else blas.NO_TRANS for m in (g.a, g.b)]
-        out = Access(Affine(k.store.form.coeffs[:batch] + (0, 0)))
-        b.call(_declare_gemm(b.module, k.dtype),
+        flags = [CBLAS_ROW_MAJOR] + [CBLAS_TRANS if m.transposed else CBLAS_NO_TRANS for m in (g.a, g.b)]
+        out = Access(Affine(tuple(c if i < batch else 0 for i, c in enumerate(contiguous(k.extents).form.coeffs))))
+        b.call(_declare_gemm(b.module, g.dtype),
                [ir.Constant(TYPES["i32"], f) for f in flags] + [ir.Constant(I64, n) for n in (g.m, g.n, g.k)]
                + [ir.Constant(element, 1.0)] + matrix(g.a.buffer, g.a.offset, g.a.ld)
-               + matrix(g.b.buffer, g.b.offset, g.b.ld) + [ir.Constant(element, 0.0)] + matrix(k.out, out, g.n))
-        if k.epilogue is not None:
-            self._loops(batch, batch + 2, lambda: self._store(self._emit(k.epilogue, {}, self._output())))
+               + matrix(g.b.buffer, g.b.offset, g.b.ld) + [ir.Constant(element, 0.0)] + matrix(g.out, out, g.n))
+        for phase in k.phases:
+            self._loops(batch, batch + 2, lambda phase=phase: self._stores(phase.stores))
 
-    def _accumulate_rows(self):
-        """Whether to reduce a whole output row at a time, accumulating in the output buffer:
-        chosen where the body reads strided along the innermost reduced loop (matmul's right
-        operand, column sums), so the innermost loop runs along the row and vectorises."""
-        k = self.kernel
-        kept = len(k.kept_extents)
-        if not k.reduce_count or not kept or k.extents[kept - 1] < 4:
-            return False
-        used = {e.payload for e in _walk(k.body) if e.prim == "arg"}
-        return any(abs(k.loads[n].access.form.coeffs[-1]) > 1 for n in used)
-
-    def _row(self):
-        """One row of outputs (the innermost kept loop): init, accumulate, epilogue, in place."""
-        k = self.kernel
-        kept, total = len(k.kept_extents), len(k.extents)
-        self._loops(kept - 1, kept, lambda: self._store(self._init()))
-
-        def accumulate():
-            self._loops(kept - 1, kept, lambda: self._store(self._combine(self._output(), self._emit(k.body, {}))))
-        self._loops(kept, total, accumulate)
-        if k.epilogue is not None:
-            self._loops(kept - 1, kept, lambda: self._store(self._emit(k.epilogue, {}, self._output())))
-
-    def _output(self):
-        """The output element at the current loop variables, as accumulated so far."""
-        k, b = self.kernel, self.b
-        index, _ = self._address(k.store)
-        mem = _MEMORY[k.dtype]
-        value = b.load(b.gep(self.pointers[k.out], [index], inbounds=True, source_etype=mem), typ=mem)
-        return b.icmp_unsigned("!=", value, ir.Constant(I8, 0)) if k.dtype == "bool" else value
-
-    def _init(self):
-        k = self.kernel
-        ty = TYPES[k.dtype]
-        if k.combine == "add" or k.dtype in ("bool", "u8"):
+    def _init(self, reduction):
+        ty = TYPES[reduction.dtype]
+        if reduction.combine == "add" or reduction.dtype in ("bool", "u8"):
             return ir.Constant(ty, 0)
-        if is_float(k.dtype):
+        if is_float(reduction.dtype):
             return ir.Constant(ty, -math.inf)
         return ir.Constant(ty, -(1 << (ty.width - 1)))
 
-    def _combine(self, acc, value):
-        k, b = self.kernel, self.b
-        if k.combine == "add":
-            if is_float(k.dtype):
+    def _combine(self, reduction, acc, value):
+        b, dtype = self.b, reduction.dtype
+        if reduction.combine == "add":
+            if is_float(dtype):
                 return b.fadd(acc, value, flags=["reassoc"])
-            return b.or_(acc, value) if k.dtype == "bool" else b.add(acc, value)
-        return self._binary("max", k.dtype, acc, value)
+            return b.or_(acc, value) if dtype == "bool" else b.add(acc, value)
+        return self._binary("max", dtype, acc, value)
 
     # ---- memory -----------------------------------------------------------------------------
     def _address(self, access):
@@ -271,41 +317,43 @@ class _KernelEmitter:
             value = b.select(valid, value, ir.Constant(TYPES[load.dtype], 0))
         return value
 
-    def _store(self, value):
-        k, b = self.kernel, self.b
-        index, _ = self._address(k.store)
-        if k.dtype == "bool":
-            value = b.zext(value, I8)
-        ptr = b.gep(self.pointers[k.out], [index], inbounds=True, source_etype=_MEMORY[k.dtype])
-        b.store(value, ptr)
+    def _stores(self, stores):
+        """Every store's value first (so a store may overwrite what another value reads), then the stores."""
+        b, memo = self.b, {}
+        values = [self._emit(store.value, memo, store.dtype) for store in stores]
+        for store, value in zip(stores, values):
+            index, _ = self._address(store.access)
+            if store.dtype == "bool":
+                value = b.zext(value, I8)
+            b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=_MEMORY[store.dtype]))
 
     # ---- scalar expressions -----------------------------------------------------------------
-    def _emit(self, expr, memo, acc=None, want=None):
+    def _emit(self, expr, memo, want=None):
         key = (id(expr), want if expr.prim == "const" else None)
         if key in memo:
             return memo[key]
         if expr.prim == "arg":
-            value = acc if expr.payload == ACC else self._load(expr.payload)
+            value = self._acc_value(expr.payload.index) if isinstance(expr.payload, Acc) else self._load(expr.payload)
         elif expr.prim == "const":
             value = _constant(want or "f64", expr.payload)
         else:
-            value = self._primitive(expr, memo, acc)
+            value = self._primitive(expr, memo)
         memo[key] = value
         return value
 
-    def _primitive(self, expr, memo, acc):
+    def _primitive(self, expr, memo):
         b, prim = self.b, expr.prim
         dtype = operand_dtype(expr, self.types)
         if prim == "cast":
             source = self.types[id(expr.args[0])] or "f64"
-            return _cast(b, self._emit(expr.args[0], memo, acc, source), source, expr.payload)
+            return _cast(b, self._emit(expr.args[0], memo, source), source, expr.payload)
         if prim == "select":
-            cond = self._emit(expr.args[0], memo, acc, "bool")
-            return b.select(cond, *(self._emit(a, memo, acc, dtype) for a in expr.args[1:]))
+            cond = self._emit(expr.args[0], memo, "bool")
+            return b.select(cond, *(self._emit(a, memo, dtype) for a in expr.args[1:]))
         if prim == "pow" and expr.args[1].prim == "const" and _small_integer(expr.args[1].payload):
-            return mathlib.power_by_squaring(b, self._emit(expr.args[0], memo, acc, dtype),
+            return mathlib.power_by_squaring(b, self._emit(expr.args[0], memo, dtype),
                                              int(expr.args[1].payload))
-        args = [self._emit(a, memo, acc, dtype) for a in expr.args]
+        args = [self._emit(a, memo, dtype) for a in expr.args]
         return self._apply(prim, dtype, args)
 
     def _apply(self, prim, dtype, args):
@@ -354,8 +402,8 @@ class _KernelEmitter:
 
 
 def _declare_gemm(module, dtype):
-    """CBLAS gemm with 64-bit integers for `dtype`, declared in `module` by its blas.SYMBOLS name."""
-    name = blas.SYMBOLS[dtype]
+    """CBLAS gemm with 64-bit integers for `dtype`, declared in `module` by its gemm_symbol name."""
+    name = gemm_symbol(dtype)
     if name in module.globals:
         return module.globals[name]
     i32, ptr, scalar = TYPES["i32"], ir.PointerType(), TYPES[dtype]
@@ -364,18 +412,8 @@ def _declare_gemm(module, dtype):
 
 
 def _declare(module, name):
-    """libgomp's function `name` (bound at load: parallel.py), declared in `module` once."""
+    """libgomp's function `name` (bound at load: runtime/libraries.py), declared in `module` once."""
     return module.globals.get(name) or ir.Function(module, _OPENMP[name], name)
-
-
-def _walk(expr):
-    seen, stack = set(), [expr]
-    while stack:
-        e = stack.pop()
-        if id(e) not in seen:
-            seen.add(id(e))
-            yield e
-            stack.extend(e.args)
 
 
 def _small_integer(value):

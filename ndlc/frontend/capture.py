@@ -13,7 +13,7 @@ import numpy as np
 
 from ..ir.errors import TraceError
 from ..ir.graph import Graph, Value
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 from .nn.module import Module
 from .optim import Optimizer
 from .tensor import Tensor, symbolic

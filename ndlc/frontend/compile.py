@@ -11,10 +11,9 @@ import os
 
 import numpy as np
 
-from ..codegen.pipeline import lower
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
-from ..runtime import Program, host_target
+from ..pipeline import compile_graph as _compile_graph
 from .capture import STATEFUL, capture, referenced_numbers, referenced_objects
 from .nn.module import Module
 from .tensor import Tensor
@@ -41,13 +40,12 @@ def compile(obj, device="cpu", state=None):
     return CompiledFunction(obj, roots)
 
 
-def compile_graph(graph, forward=None) -> Program:
+def compile_graph(graph, forward=None):
     """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
     new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
     timing (`Program.profile()`)."""
     profile = os.environ.get("NDLC_PROFILE", "") not in ("", "0")
-    lowered = lower(graph, *host_target(), forward=forward, profile=profile)
-    return Program(lowered.kernels, lowered.llvm_ir, lowered.entry, lowered.stages, profile)
+    return _compile_graph(graph, forward, profile)
 
 
 class Specialisation:
@@ -116,8 +114,8 @@ class CompiledFunction:
                  for (i, name, value), (_, _, old) in zip(key[1], last) if value != old]
         return f" after {', '.join(names)} changed" if names else ""
 
-    def ir(self, stage="kernels") -> str:
-        """The text of `stage` (traced, grad, simplified, decomposed, kernels, llvm, llvm_opt, asm)
+    def ir(self, stage="planned") -> str:
+        """The text of `stage` (one of ndlc.pipeline.STAGES: traced ... planned, llvm, llvm_opt, asm)
         for the most recently run specialisation."""
         if self.last is None:
             raise NdlcError(f"{self.name} has not been compiled yet: call it first")

@@ -17,7 +17,7 @@ from ..ir.errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 from ..passes.autodiff import append_gradients
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ import numpy as np
 from ..ir.errors import TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.types import TensorType
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 from .tensor import Tensor, apply, data_of, symbolic
 
 

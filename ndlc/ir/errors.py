@@ -35,5 +35,9 @@ class VerifyError(NdlcError, ValueError):
     """A graph breaks an IR invariant (SSA, types, attributes)."""
 
 
+class UnsupportedError(NdlcError):
+    """A backend or pass cannot lower a node or primitive; the message names which."""
+
+
 class TraceError(NdlcError, RuntimeError):
     """Something a traced function did cannot be captured in a static graph."""

@@ -4,6 +4,7 @@ Values link to their defining node and nodes to their operands, so any set of va
 from which a `Graph` can be cut (`Graph.from_outputs`); that is how eager Tensors become graphs.
 """
 from .errors import NdlcError, ShapeError
+from .printer import graphs_equal, print_graph
 from .registry import get_op
 from .types import TensorType
 
@@ -112,11 +113,9 @@ class Graph:
         return result
 
     def __str__(self):
-        from .printer import print_graph
         return print_graph(self)
 
     def __eq__(self, other):
-        from .printer import graphs_equal
         return isinstance(other, Graph) and graphs_equal(self, other)
 
     __hash__ = object.__hash__

@@ -5,6 +5,7 @@ from .errors import AttrError, IRParseError, NdlcError, UnknownOpError, VerifyEr
 from .graph import Graph, Node, INPUT_KINDS
 from .registry import get_op
 from .types import TensorType
+from .verifier import verify as run_verifier
 
 _TOKEN = re.compile(r"""
     (?P<space>[ \t\r]+|\#[^\n]*)
@@ -204,7 +205,6 @@ class _Parser:
 
 def parse(text: str, verify=True) -> Graph:
     """Parse the text form of a graph; with `verify`, run the verifier and report at the line."""
-    from .verifier import verify as run_verifier
     parser = _Parser(text)
     graph = parser.graph()
     if verify:

@@ -58,6 +58,40 @@ class ScalarExpr:
         return f"{self.prim}({inner}{', ' + str(self.payload) if self.payload else ''})"
 
 
+def postorder(expr):
+    """Each distinct node of `expr` once, operands before their users (iterative: deep chains are fine)."""
+    seen, stack = set(), [(expr, False)]
+    while stack:
+        e, expanded = stack.pop()
+        if id(e) in seen:
+            continue
+        if expanded or not e.args:
+            seen.add(id(e))
+            yield e
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in reversed(e.args) if id(a) not in seen)
+
+
+def transform(expr, fn) -> ScalarExpr:
+    """`expr` rebuilt bottom-up: each node becomes fn(node, new operands); shared nodes stay shared."""
+    new = {}
+    for e in postorder(expr):
+        new[id(e)] = fn(e, [new[id(a)] for a in e.args])
+    return new[id(expr)]
+
+
+def map_leaves(expr, fn) -> ScalarExpr:
+    """`expr` with each 'arg' leaf replaced by fn(its payload)."""
+    return transform(expr, lambda e, args: fn(e.payload) if e.prim == "arg"
+                     else e if not e.args else ScalarExpr(e.prim, args, e.payload))
+
+
+def leaves(expr) -> list:
+    """The payloads of the distinct 'arg' leaves of `expr`, in first-visit order."""
+    return [e.payload for e in postorder(expr) if e.prim == "arg"]
+
+
 def lift(x) -> ScalarExpr:
     return x if isinstance(x, ScalarExpr) else ScalarExpr("const", payload=x)
 
@@ -126,23 +160,16 @@ _NUMPY = {
 def evaluate(expr: ScalarExpr, args, dtype, shape=()) -> np.ndarray:
     """Evaluate `expr` elementwise over numpy `args`; constants take the compute `dtype`;
     `index` counts the elements of `shape`."""
-    memo = {}
-
-    def ev(e):
-        if id(e) in memo:
-            return memo[id(e)]
+    def ev(e, operands):
         if e.prim == "arg":
-            r = args[e.payload]
-        elif e.prim == "const":
-            r = np.asarray(e.payload, dtype=numpy_dtype(dtype))
-        elif e.prim == "index":
-            r = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-        elif e.prim == "cast":
-            r = ev(e.args[0]).astype(numpy_dtype(e.payload))
-        else:
-            r = _NUMPY[e.prim](*(ev(a) for a in e.args))
-        memo[id(e)] = r
-        return r
+            return args[e.payload]
+        if e.prim == "const":
+            return np.asarray(e.payload, dtype=numpy_dtype(dtype))
+        if e.prim == "index":
+            return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        if e.prim == "cast":
+            return operands[0].astype(numpy_dtype(e.payload))
+        return _NUMPY[e.prim](*operands)
 
     with np.errstate(all="ignore"):
-        return ev(expr)
+        return transform(expr, ev)

@@ -9,7 +9,7 @@ from ..ir.errors import NdlcError
 from ..ir.graph import Builder
 from ..ir.registry import get_op
 from ..ir.types import is_float
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 
 
 def _relevant_nodes(graph, output, wrt):

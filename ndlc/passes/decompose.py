@@ -3,7 +3,7 @@ OpDef.decompose builds, recursively, so backends lower only scalar, view and loo
 from ..ir.errors import NdlcError
 from ..ir.graph import Builder, Graph, Node
 from ..ir.registry import get_op
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 
 
 class _Decomposing(Builder):

@@ -11,7 +11,7 @@ import numpy as np
 from ..ir.graph import Builder, Graph
 from ..ir.interpreter import evaluate_node
 from ..ir.registry import get_op
-from ..ir.verifier import maybe_verify
+from ..ir.checks import maybe_verify
 
 FOLD_LIMIT = 1 << 20  # elements; larger constants are not evaluated at compile time
 

@@ -7,9 +7,8 @@ import ctypes
 import functools
 import logging
 
-from ..codegen import blas, parallel
 from ..ir.errors import NdlcError
-from . import cache
+from . import cache, libraries
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -81,8 +80,7 @@ class NativeModule:
         else:
             log.debug("native code for %s from the disk cache", entry)
         obj, self.optimized_ir = cached
-        blas.register(llvm)
-        parallel.register(llvm)
+        libraries.register(llvm)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()

@@ -4,6 +4,7 @@ import time
 import numpy as np
 
 from ..ir.errors import NdlcError, ShapeError
+from ..ir.kernel import ENTRY
 from ..ir.types import TensorType, numpy_dtype
 from .native import NativeModule
 
@@ -35,11 +36,10 @@ class Program:
     input's own array, which is then the result; the others go to buffers reused across runs,
     which the caller stores into the state before the next run."""
 
-    def __init__(self, kernels, llvm_ir, entry, stages, profile=False):
+    def __init__(self, kernels, llvm_ir, stages, profile=False):
         self.kernels = kernels
-        self.stages = dict(stages)
-        self.native = NativeModule(llvm_ir, entry)
-        self.stages["llvm_opt"] = self.native.optimized_ir
+        self.stages = stages
+        self.native = NativeModule(llvm_ir, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile))()
         self.stamps = np.zeros(len(kernels.kernels) + 1, np.int64) if profile else None
@@ -121,7 +121,7 @@ class Program:
         for i in order:
             kernel, share = self.kernels.kernels[i], self.kernel_cycles[i] / total
             what = "gemm " if kernel.gemm else ""
-            lines.append(f"  {share * per_run:8.3f}  {share:5.1%}  {kernel.name} -> %{kernel.out} "
+            lines.append(f"  {share * per_run:8.3f}  {share:5.1%}  {kernel.name} -> {', '.join('%' + o for o in kernel.outputs())} "
                          f"{list(kernel.extents)} {what}{', '.join(kernel.fused)}")
         return "\n".join(lines)
 

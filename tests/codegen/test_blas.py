@@ -6,7 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from ndlc.codegen import blas, lower_to_kernels
+from ndlc.passes.fusion import fuse
+from ndlc.runtime import libraries
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import TensorType, parse
 from test_compiled_ops import assert_matches, single_op_graph
@@ -15,7 +16,7 @@ from test_compiled_ops import assert_matches, single_op_graph
 @pytest.fixture(params=["blas", "loops"])
 def mode(request, monkeypatch):
     """Runs a test with BLAS on (checking gemm kernels are made) and with NDLC_BLAS=0 (none are)."""
-    if request.param == "blas" and not blas.available():
+    if request.param == "blas" and not libraries.blas_available():
         pytest.skip("numpy ships no 64-bit-integer OpenBLAS here")
     monkeypatch.setenv("NDLC_BLAS", "1" if request.param == "blas" else "0")
     return request.param
@@ -59,7 +60,7 @@ graph @dense(%x: {dtype}[7,5], %w: {dtype}[9,7], %b: {dtype}[9], %v: {dtype}[2,3
 
 
 def test_kernel_dump_shows_the_call_and_its_in_place_epilogue():
-    program = lower_to_kernels(parse("""
+    program = fuse(parse("""
 graph @dense(%x: f32[3,4], %w: f32[3,2]) {
   %0 = transpose(%x, axes=(0, 1)) : f32[4,3]
   %1 = matmul(%0, %w) : f32[4,2]
@@ -67,17 +68,17 @@ graph @dense(%x: f32[3,4], %w: f32[3,2]) {
   return %2
 }"""), use_blas=True)
     assert str(program.kernels[0]) == """\
-kernel k0 -> %2: f32
+kernel k0 -> %2
   fuses: %0 transpose, %1 matmul, %2 relu
-  stored because: graph output
+  stored because: %2: graph output
   loops: i0<4 i1<2
   call sgemm(%x^T, %w) -> %2  (4x3 @ 3x2)
-  epilogue (in place, after the call) = max(acc, 0)
-  store %2[2*i0 + i1]"""
+  $0 = %2[2*i0 + i1]
+  store %2[2*i0 + i1] = max($0, 0)"""
 
 
 def test_batched_call_offsets_and_operands_stored_first_say_why():
-    program = lower_to_kernels(parse("""
+    program = fuse(parse("""
 graph @b(%x: f64[2,3,4], %y: f64[4,6], %z: f64[2,4,3]) {
   %0 = exp(%y) : f64[4,6]
   %1 = matmul(%x, %0) : f64[2,3,6]
@@ -86,31 +87,31 @@ graph @b(%x: f64[2,3,4], %y: f64[4,6], %z: f64[2,4,3]) {
   return %1, %3
 }"""), use_blas=True)
     exp, flipped, first, second = program.kernels
-    assert exp.why == "matmul hands it to BLAS as a matrix (a computed value)"
+    assert exp.stores[0].why == "matmul hands it to BLAS as a matrix (a computed value)"
     assert "  per i0: call dgemm(%x[12*i0], %0) -> %1  (3x4 @ 4x6)" in str(first)
-    assert flipped.why == "matmul hands it to BLAS as a matrix (a view BLAS cannot stride)"
+    assert flipped.stores[0].why == "matmul hands it to BLAS as a matrix (a view BLAS cannot stride)"
     assert "call dgemm(%x[12*i0], %2[12*i0])" in str(second)
 
 
 def test_integer_matmul_keeps_the_loop_nest():
-    program = lower_to_kernels(parse("""
+    program = fuse(parse("""
 graph @i(%a: i32[3,4], %b: i32[4,2]) {
   %0 = matmul(%a, %b) : i32[3,2]
   return %0
 }"""), use_blas=True)
     (kernel,) = program.kernels
-    assert kernel.gemm is None and kernel.combine == "add"
+    assert kernel.gemm is None and [r.combine for r in kernel.reductions] == ["add"]
 
 
 def test_without_numpys_openblas_matmul_lowers_to_loops_and_says_so_once(monkeypatch, caplog):
-    monkeypatch.setattr(blas, "_libraries", lambda: [])
-    blas._functions.cache_clear()
+    monkeypatch.setattr(libraries, "_blas_paths", lambda: [])
+    libraries._blas.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, "ndlc.blas"):
-            assert not blas.enabled() and not blas.enabled()
+        with caplog.at_level(logging.WARNING, "ndlc.libraries"):
+            assert not libraries.blas_enabled() and not libraries.blas_enabled()
             graph, inputs = single_op_graph("matmul", draw(((3, 4), (4, 2)), "f32"), {}, "f32")
             compiled_matches(graph, inputs, "f32", "loops")
     finally:
-        blas._functions.cache_clear()
+        libraries._blas.cache_clear()
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
     assert "run as loop nests" in caplog.records[0].message

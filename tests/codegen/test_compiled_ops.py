@@ -6,7 +6,7 @@ import pytest
 
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import Builder, Graph, TensorType, interpret, parse
-from ndlc.ir.verifier import maybe_verify
+from ndlc.ir.checks import maybe_verify
 from ndlc.passes import autodiff
 from op_cases import CASES, loss_graph, single_op_graph
 

@@ -148,7 +148,7 @@ def test_traced_and_grad_stages():
     traced, grad = step.ir("traced"), step.ir("grad")
     assert "logsumexp" in traced and "stop_gradient" not in traced
     assert "new %model.modules.0.weight = " in grad and len(grad) > len(traced)
-    assert "kernel k0" in step.ir("kernels")
+    assert "kernel k0" in step.ir("planned")
 
 
 def test_value_dependent_control_flow_is_refused():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
-from ndlc.codegen import blas
+from ndlc.runtime import libraries
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import NdlcError, ShapeError, parse
 from ndlc.runtime import BackendUnavailable, native_calls
@@ -100,15 +100,15 @@ def test_compile_single_output_and_captured_constants():
 
 
 def test_stage_texts_and_dump_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("NDLC_DUMP", "kernels,llvm")
+    monkeypatch.setenv("NDLC_DUMP", "planned,llvm")
     monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path))
     compiled = ndl.compile(lambda a: a.exp() + 1.0)
     compiled(np.zeros((4,), np.float32))
-    assert "kernel k0" in compiled.ir("kernels")
+    assert "kernel k0" in compiled.ir("planned")
     assert "define void @\"ndlc_main\"" in compiled.ir("llvm")
-    assert "graph @" in compiled.ir("graph") and "ret" in compiled.ir("asm")
+    assert "graph @" in compiled.ir("decomposed") and "ret" in compiled.ir("asm")
     dumped = sorted(p.name.rsplit(".", 2)[1] for p in tmp_path.iterdir())
-    assert dumped == ["kernels", "llvm"]
+    assert dumped == ["llvm", "planned"]
     with pytest.raises(KeyError, match="no stage 'nonsense'"):
         compiled.ir("nonsense")
 
@@ -155,7 +155,7 @@ def _run_blas_script(cache, blas):
     return int(count), calls_blas == "True", float(total)
 
 
-@pytest.mark.skipif(not blas.available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
+@pytest.mark.skipif(not libraries.blas_available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
 def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path):
     first, second = _run_blas_script(tmp_path, "1"), _run_blas_script(tmp_path, "1")
     assert first[:2] == (1, True) and second == (0, True, first[2])

@@ -1,4 +1,4 @@
-"""Graph IR -> Kernel IR: decides what fuses and builds each kernel's loop nest.
+"""fusion: Graph IR -> Kernel IR; decides what fuses and builds each kernel's loop nest.
 
 Every value gets a *definition*: a scalar expression over loads (from the value's own axes) or,
 for a loop-nest op, over its accumulator. Elementwise ops build theirs from the registry's scalar
@@ -14,28 +14,25 @@ decision records why, and the kernel dump shows it:
 An elementwise consumer of a reduction becomes that kernel's epilogue.
 
 A float loop nest whose op declares it a matrix product (`OpDef.blas`) becomes a gemm kernel: a
-call of numpy's OpenBLAS per batch index (codegen/blas.py), its operands read in place as strided
+call of numpy's OpenBLAS per batch index (runtime/libraries.py), its operands read in place as strided
 matrices (a transposed view is a transposed operand, a broadcast batch axis a repeated matrix);
 an operand that is computed, or a view BLAS cannot stride, is stored first. Elementwise consumers
 (bias, activation) stay its epilogue, run over the product in place after each call.
-NDLC_BLAS=0 (or no OpenBLAS in numpy) keeps matmul a loop nest.
+Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul stays a loop nest.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..ir.errors import NdlcError
+from ..ir.errors import UnsupportedError
+from ..ir.indexing import Access, Affine, contiguous, injective
+from ..ir.kernel import (GEMMS, OP_COSTS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
+                         Reduction, Store)
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
-from ..ir.scalar import ScalarExpr
-from . import blas
-from .indexing import Access, Affine, contiguous, injective
-from .kernel import ACC, GEMMS, OP_COSTS, Buffer, Gemm, Index, Kernel, Load, Matrix, Program
+from ..ir.scalar import ScalarExpr, leaves, map_leaves, postorder, transform
+from .merge import merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
-
-
-class UnsupportedError(NdlcError):
-    """The backend cannot lower this node; the message names the op and node."""
 
 
 @dataclass(frozen=True)
@@ -54,66 +51,31 @@ class _Nest:
     gemm: Optional[Gemm] = None
 
 
-def lower_to_kernels(graph, use_blas=None) -> Program:
+def fuse(graph, use_blas=False) -> Program:
     """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
-    whether matrix products call BLAS (default: blas.enabled(), see the module docstring)."""
-    return _Lowering(graph, blas.enabled() if use_blas is None else use_blas).run()
+    whether matrix products call BLAS (see the module docstring)."""
+    return merge_kernels(_Lowering(graph, use_blas).run())
 
 
 def _leaf(payload):
     return ScalarExpr("arg", payload=payload)
 
 
-def _leaves(expr):
-    seen, found = set(), []
-
-    def visit(e):
-        if id(e) in seen:
-            return
-        seen.add(id(e))
-        if e.prim == "arg":
-            found.append(e.payload)
-        for a in e.args:
-            visit(a)
-    visit(expr)
-    return found
-
-
-def _map_leaves(expr, fn):
-    memo = {}
-
-    def rebuild(e):
-        if id(e) not in memo:
-            memo[id(e)] = fn(e.payload) if e.prim == "arg" else ScalarExpr(
-                e.prim, [rebuild(a) for a in e.args], e.payload)
-        return memo[id(e)]
-    return rebuild(expr)
-
-
 def _positions(expr, index):
     """`expr` with its 'index' primitives (element positions) read through `index`."""
-    memo = {}
-
-    def rebuild(e):
-        if id(e) not in memo:
-            memo[id(e)] = _leaf(index) if e.prim == "index" else e if not e.args else ScalarExpr(
-                e.prim, [rebuild(a) for a in e.args], e.payload)
-        return memo[id(e)]
-    return rebuild(expr)
+    return transform(expr, lambda e, args: _leaf(index) if e.prim == "index"
+                     else e if not e.args else ScalarExpr(e.prim, args, e.payload))
 
 
 def _cost(expr):
-    seen = set()
-
-    def visit(e):
-        if id(e) in seen:
-            return 0
-        seen.add(id(e))
+    """Operations of a definition (OP_COSTS), shared nodes once; infinite where it holds a reduction."""
+    total = 0
+    for e in postorder(expr):
         if e.prim == "arg":
-            return float("inf") if isinstance(e.payload, AccRef) else 0
-        own = 0 if e.prim == "const" else OP_COSTS.get(e.prim, 1)
-        return own + sum(visit(a) for a in e.args)
-    return visit(expr)
+            total += float("inf") if isinstance(e.payload, AccRef) else 0
+        elif e.prim != "const":
+            total += OP_COSTS.get(e.prim, 1)
+    return total
 
 
 def _layout(r, c, rows, cols):
@@ -128,7 +90,7 @@ def _layout(r, c, rows, cols):
 
 
 def _accs(expr):
-    return {p for p in _leaves(expr) if isinstance(p, AccRef)}
+    return {p for p in leaves(expr) if isinstance(p, AccRef)}
 
 
 class _Lowering:
@@ -243,7 +205,8 @@ class _Lowering:
                 self._store(v, f"{node.op} hands it to BLAS as a matrix ({computed})")
                 matrix = self._matrix(v, index_map, extents, rows, cols)
             matrices.append(matrix)
-        return _Nest(node.result.shape, 0, None, None, Gemm(*matrices, extents[m], extents[n], extents[k]))
+        gemm = Gemm(*matrices, extents[m], extents[n], extents[k], "", node.result.dtype)
+        return _Nest(node.result.shape, 0, None, None, gemm)
 
     def _matrix(self, v, index_map, extents, rows, cols):
         """Operand `v` as a BLAS Matrix over loop axes (rows, cols), or None where it is computed
@@ -260,13 +223,13 @@ class _Lowering:
         return Matrix(load.buffer, offset, *layout)
 
     def _through(self, d, index_map, shape, nvars):
-        return _map_leaves(d, lambda leaf: _leaf(leaf.with_access(leaf.access.through(index_map, shape, nvars))))
+        return map_leaves(d, lambda leaf: _leaf(leaf.with_access(leaf.access.through(index_map, shape, nvars))))
 
     def _reshape(self, d, old, new):
-        accesses = {leaf: leaf.access.reshape(old, new) for leaf in _leaves(d)}
+        accesses = {leaf: leaf.access.reshape(old, new) for leaf in leaves(d)}
         if any(a is None for a in accesses.values()):
             return None
-        return _map_leaves(d, lambda leaf: _leaf(leaf.with_access(accesses[leaf])))
+        return map_leaves(d, lambda leaf: _leaf(leaf.with_access(accesses[leaf])))
 
     @staticmethod
     def _is_load(d):
@@ -290,12 +253,10 @@ class _Lowering:
         if accs:
             (acc,) = accs
             nest = self.nests.pop(acc.value)
-            body = nest.body
-            epilogue = None if d.prim == "arg" else _map_leaves(d, lambda p: _leaf(ACC) if p == acc else _leaf(p))
         else:
-            nest, body, epilogue = _Nest(v.shape, 0, None, None), d, None
+            nest, acc = _Nest(v.shape, 0, None, None), None
         self._bind_buffer(v, kind, name)
-        self.kernels.append(self._kernel(nest, body, epilogue, self.stored[v], v, fused, why))
+        self.kernels.append(self._kernel(nest, acc, d, self.stored[v], v, fused, why))
         return self.defs[v]
 
     def _store_output(self, v):
@@ -308,19 +269,30 @@ class _Lowering:
             self._store(v, "graph output", "output")
         return self.stored[v]
 
-    def _kernel(self, nest, body, epilogue, out, v, fused, why):
+    def _kernel(self, nest, acc, value, out, v, fused, why):
+        """The kernel storing `value` (a definition, reading the accumulator `acc` of `nest` if any)
+        into buffer `out`: one reduce phase, one elementwise store, or a gemm and its epilogue."""
         numbering = {}
+        store = contiguous(v.shape).specialised(nest.extents)
+        result = Load(out, v.dtype, store)
 
         def number(payload):
-            if payload == ACC:
-                return _leaf(ACC)
+            if payload == acc:
+                return _leaf(Acc(0)) if nest.gemm is None else number(result)
             leaf = payload.with_access(payload.access.specialised(nest.extents))
             return _leaf(numbering.setdefault(leaf, len(numbering)))
-        body = body and _map_leaves(body, number)
-        epilogue = epilogue and _map_leaves(epilogue, number)
-        return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), nest.reduce_count, list(numbering),
-                      body, out, contiguous(v.shape).specialised(nest.extents), v.dtype, nest.combine,
-                      epilogue, fused, why, nest.gemm)
+        outer = len(nest.extents) - nest.reduce_count
+        gemm = nest.gemm and replace(nest.gemm, out=out, why=why)
+        if gemm is not None:
+            product = value.prim == "arg" and value.payload == acc
+            phases = [] if product else [Phase([], [Store(out, store, map_leaves(value, number), v.dtype, why)])]
+        elif nest.reduce_count:
+            body = map_leaves(nest.body, number)
+            phases = [Phase([Reduction(body, nest.combine, acc.dtype)],
+                            [Store(out, store, map_leaves(value, number), v.dtype, why)])]
+        else:
+            phases = [Phase([], [Store(out, store, map_leaves(value, number), v.dtype, why)])]
+        return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm)
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):

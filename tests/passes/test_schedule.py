@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
-from ndlc.codegen import blas, lower_to_kernels, parallel
+from ndlc.passes.fusion import fuse
+from ndlc.passes.schedule import schedule
+from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import parse
 
-needs_libgomp = pytest.mark.skipif(parallel._library() is None, reason="libgomp cannot be loaded here")
+needs_libgomp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
 
 
 def elementwise(rows, cols):
@@ -77,7 +79,7 @@ def test_threaded_results_equal_serial_bit_for_bit(case, large, small, monkeypat
         want = build(text, 1, monkeypatch).run(*inputs)
         for threads in (2, 3):
             program = build(text, threads, monkeypatch)
-            assert any(k.split for k in program.kernels.kernels) == split, program.ir("kernels")
+            assert any(k.split for k in program.kernels.kernels) == split, program.ir("planned")
             for got, expected in zip(program.run(*inputs), want):
                 assert got.tobytes() == expected.tobytes()
 
@@ -95,13 +97,13 @@ def test_threaded_training_step_equals_serial_bit_for_bit(monkeypatch):
                                   ndl.nn.Linear(128, 10))
         step = ndl.compile(training_step(model, ndl.optim.Adam(model.parameters(), lr=0.01)))
         losses = [step(x, y).numpy().tobytes() for x, y in data]
-        assert ("parallel over" in step.ir("kernels")) == (threads > 1)
+        assert ("parallel over" in step.ir("planned")) == (threads > 1)
         results[threads] = losses, [p.numpy().tobytes() for p in model.parameters()]
     assert results[1] == results[2]
 
 
 def test_dump_says_which_kernels_split_and_why_others_do_not():
-    program = parallel.parallelise(lower_to_kernels(parse("""
+    program = schedule(fuse(parse("""
 graph @p(%x: f32[600,300], %s: f32[6,5]) {
   %0 = summation(%x, axes=(0,)) : f32[300]
   %1 = summation(%x, axes=(0, 1)) : f32[]
@@ -110,28 +112,29 @@ graph @p(%x: f32[600,300], %s: f32[6,5]) {
 }"""), use_blas=False), 2)
     columns, total, small = program.kernels
     assert str(columns) == """\
-kernel k0 -> %0: f32
+kernel k0 -> %0
   fuses: %0 summation
-  stored because: graph output
-  loops: i0<300 | reduce i1<600 (add)
+  stored because: %0: graph output
+  loops: i0<300 | i1<600
+  strategy: rows (blocks of i0 accumulate side by side; the reductions read strided along i1)
   parallel over i0 (2 threads)
   $0 = %x[i0 + 300*i1]
-  body = $0
-  store %0[i0]"""
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[i0] = acc0"""
     assert "  serial: no non-reduced loop to split" in str(total)
     assert "  serial: too small (work 300 < 131072)" in str(small)
-    assert all("serial: one thread" in str(k) for k in parallel.parallelise(program, 1).kernels)
+    assert all("serial: one thread" in str(k) for k in schedule(program, 1).kernels)
 
 
 @pytest.mark.parametrize("openblas_threads", [1, 2])
 def test_a_program_calling_multithreaded_openblas_stays_serial(openblas_threads, monkeypatch):
-    monkeypatch.setattr(blas, "threads", lambda: openblas_threads)
-    program = parallel.parallelise(lower_to_kernels(parse("""
+    program = schedule(fuse(parse("""
 graph @mm(%x: f32[400,400], %w: f32[400,400]) {
   %0 = matmul(%x, %w) : f32[400,400]
   %1 = exp(%x) : f32[400,400]
   return %0, %1
-}"""), use_blas=True), 2)
+}"""), use_blas=True), 2, openblas_threads)
     gemm, exp = program.kernels
     assert gemm.serial_why == "a BLAS call (OpenBLAS runs its own threads)"
     assert (exp.split is None) == (openblas_threads > 1)
@@ -147,22 +150,22 @@ def test_one_thread_emits_no_libgomp_calls(monkeypatch):
 def test_bad_thread_counts_are_refused(monkeypatch):
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("NDLC_THREADS", bad)
-        with pytest.raises(parallel.ThreadsError, match="NDLC_THREADS must be a positive integer"):
-            parallel.threads()
+        with pytest.raises(libraries.ThreadsError, match="NDLC_THREADS must be a positive integer"):
+            libraries.threads()
 
 
 def test_without_libgomp_kernels_run_serially_and_say_so_once(monkeypatch, caplog):
-    monkeypatch.setattr(parallel, "_candidates", lambda: [])
+    monkeypatch.setattr(libraries, "_openmp_candidates", lambda: [])
     monkeypatch.setenv("NDLC_THREADS", "2")
-    parallel._library.cache_clear()
+    libraries._openmp.cache_clear()
     text, shapes = elementwise(301, 517)
     inputs = [np.ones(s, np.float32) for s in shapes]
     try:
-        with caplog.at_level(logging.WARNING, "ndlc.parallel"):
+        with caplog.at_level(logging.WARNING, "ndlc.libraries"):
             programs = [compile_graph(parse(text)) for _ in range(2)]
     finally:
-        parallel._library.cache_clear()
-    assert all("GOMP" not in p.ir("llvm") and "serial: one thread" in p.ir("kernels") for p in programs)
+        libraries._openmp.cache_clear()
+    assert all("GOMP" not in p.ir("llvm") and "serial: one thread" in p.ir("planned") for p in programs)
     np.testing.assert_allclose(programs[0].run(*inputs)[0], np.e + 1, rtol=1e-6)
     assert len(caplog.records) == 1 and "run on one thread" in caplog.records[0].message
 

@@ -1,8 +1,8 @@
 """Memory planning: which state updates a program may write in place of their state."""
 import numpy as np
 
-from ndlc.codegen import lower_to_kernels
-from ndlc.codegen.memory import plan_memory
+from ndlc.passes.fusion import fuse
+from ndlc.passes.memory import plan_memory
 from ndlc.frontend.compile import compile_graph
 from ndlc.ir import interpret, parse, run
 
@@ -18,12 +18,26 @@ graph @step(%g: f32[4], %w: f32[4] state, %u: f32[4] state, %t: f32[4,4] state) 
 
 
 def test_safe_updates_are_in_place_and_hazards_are_not():
-    program = plan_memory(lower_to_kernels(parse(STEP)))
+    program = plan_memory(fuse(parse(STEP)))
     by_state = {s: o for o, s in program.in_place.items()}
-    assert "u" not in by_state, "w's update reads the old u after u's update is written"
+    assert "u" in by_state, "w's update reads the old u in the pass that writes u's update, before it"
     assert "w" in by_state, "w's kernel reads w only at the element it writes"
     assert "t" not in by_state, "a transpose reads other elements of t than it writes"
     assert f"%{by_state['w']} is written in place of %w" in str(program)
+
+
+def test_a_state_read_at_other_elements_in_the_same_pass_is_not_overwritten():
+    program = plan_memory(fuse(parse("""
+graph @step(%g: f32[4], %u: f32[4] state, %m: f32[4,4]) {
+  %0 = mul_scalar(%u, scalar=0.9) : f32[4]
+  %1 = add(%0, %g) : f32[4]
+  %2 = broadcast_to(%u, shape=(4, 4)) : f32[4,4]
+  %3 = multiply(%m, %2) : f32[4,4]
+  %4 = summation(%3, axes=(1,)) : f32[4]
+  return %4, new %u = %1
+}""")))
+    (kernel,) = program.kernels
+    assert len(kernel.outputs()) == 2 and program.in_place == {}, str(program)
 
 
 def test_in_place_run_equals_the_interpreter_and_updates_the_given_arrays():
@@ -39,9 +53,9 @@ def test_in_place_run_equals_the_interpreter_and_updates_the_given_arrays():
     new = {s.name: env[v] for s, v in graph.updates.items()}
     for got, name in zip(results[1:], ["u", "w", "t"]):
         np.testing.assert_allclose(got, new[name], rtol=1e-6)
-    assert results[2] is state[0], "w was written into its own array"
+    assert results[2] is state[0] and results[1] is state[1], "w and u were written into their own arrays"
     np.testing.assert_allclose(state[0], new["w"], rtol=1e-6)
-    np.testing.assert_array_equal(state[1], u, err_msg="u's update is not in place")
+    np.testing.assert_array_equal(state[2], t, err_msg="t's update is not in place")
 
 
 def test_without_update_state_inputs_are_never_written():

@@ -1,0 +1,311 @@
+"""Kernel IR: a program is a list of kernels in schedule order over named buffers.
+
+A kernel is one loop nest that may write several buffers. Its loops are `outer` loops shared by
+everything it does, then inner loops; its work is a sequence of *phases*, each run in turn at every
+point of the outer loops:
+  - a reduce phase combines `Reduction` bodies over the inner loops ('add' or 'max'), then makes its
+    `stores` once per outer point (their values may read the reductions: `Acc(k)` leaves);
+  - a map phase (`inner=True`) makes its stores at every point of the inner loops.
+An elementwise kernel has only outer loops and one phase; a plain reduction one reduce phase; a
+row kernel (LayerNorm's statistics and output) several phases over one row, in cache. Scalar
+expressions are ndlc.ir.scalar DAGs whose 'arg' leaves are load numbers (`Load`s of buffers, or
+element positions, `Index`, through `Access` index maps) or `Acc`s. Within a phase every value is
+computed before any store, so a store may overwrite a buffer the same phase reads at that element.
+A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
+then runs over the output in place. Both backends lower this form; neither re-derives fusion or
+indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .indexing import Access
+from .scalar import ScalarExpr, postorder, transform
+
+ENTRY = "ndlc_main"  # the one native entry point of a program: ENTRY(pointer array of its buffers)
+COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
+OP_COSTS = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}  # else 1
+
+
+def gemm_symbol(dtype) -> str:
+    """The name generated code calls for `dtype`'s gemm (bound at load: runtime/libraries.py)."""
+    return f"ndlc_{GEMMS[dtype]}"
+
+
+@dataclass
+class Buffer:
+    """A named tensor in memory. kind: 'input', 'const', 'temp' or 'output'."""
+    name: str
+    shape: tuple
+    dtype: str
+    kind: str
+
+    def __str__(self):
+        return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One element of `buffer` (of `dtype`) at `access`."""
+    buffer: str
+    dtype: str
+    access: Access
+
+    def with_access(self, access):
+        return Load(self.buffer, self.dtype, access)
+
+    def __str__(self):
+        return f"%{self.buffer}[{self.access}]"
+
+
+@dataclass(frozen=True)
+class Index:
+    """The i64 value of `access` itself, read from no buffer: element positions ('index')."""
+    access: Access
+    dtype: str = "i64"
+
+    def with_access(self, access):
+        return Index(access)
+
+    def __str__(self):
+        return f"index[{self.access}]"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A BLAS operand: the matrix of `buffer` starting at element `offset` (an access over the
+    kernel's batch loops), rows `ld` elements apart, or columns when `transposed`."""
+    buffer: str
+    offset: Access
+    ld: int
+    transposed: bool = False
+
+    def __str__(self):
+        at = f"[{self.offset}]" if any(self.offset.form.coeffs) or self.offset.form.const else ""
+        return f"%{self.buffer}{at}{'^T' if self.transposed else ''}"
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """a @ b, an (m, k) by (k, n) matrix product into the kernel's (row-major) output, for each
+    index of the kernel's batch loops (all but the last two): a call of BLAS's GEMMS[dtype]."""
+    a: Matrix
+    b: Matrix
+    m: int
+    n: int
+    k: int
+    out: str
+    dtype: str
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Outer loop `loop` cut into `threads` contiguous ranges, one per thread."""
+    loop: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class Acc:
+    """Leaf payload: the value of the kernel's reduction number `index` (counted over all phases)."""
+    index: int
+
+    def __str__(self):
+        return f"acc{self.index}"
+
+
+@dataclass
+class Reduction:
+    """`body`, combined with `combine` ('add' or 'max') over the inner loops, in `dtype`."""
+    body: ScalarExpr
+    combine: str
+    dtype: str
+
+
+@dataclass
+class Store:
+    """buffer[access] = value, of `dtype`; `why` says why the value is stored at all."""
+    buffer: str
+    access: Access
+    value: ScalarExpr
+    dtype: str
+    why: str = ""
+
+    def __str__(self):
+        return f"%{self.buffer}[{self.access}] = {format_expr(self.value)}"
+
+
+@dataclass
+class Phase:
+    """Reductions over the inner loops then stores per outer point, or (`inner`) stores at
+    every inner point."""
+    reductions: list
+    stores: list
+    inner: bool = False
+
+    def expressions(self):
+        return [r.body for r in self.reductions] + [s.value for s in self.stores]
+
+
+@dataclass
+class Kernel:
+    """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
+    module docstring. `fused` names the graph nodes it computes; `merged` why kernels were merged
+    into it, `boundary` why it was not merged into the kernel before it."""
+    name: str
+    extents: tuple
+    outer: int
+    loads: list
+    phases: list
+    fused: tuple = ()
+    gemm: Optional[Gemm] = None
+    merged: tuple = ()
+    boundary: str = ""
+    split: Optional[Split] = None
+    serial_why: str = ""
+    strategy: str = ""  # chosen by the schedule pass: 'point', 'rows' or 'gemm'
+
+    @property
+    def outer_extents(self):
+        return self.extents[:self.outer]
+
+    @property
+    def inner_extents(self):
+        return self.extents[self.outer:]
+
+    @property
+    def stores(self):
+        return [store for phase in self.phases for store in phase.stores]
+
+    @property
+    def reductions(self):
+        return [r for phase in self.phases for r in phase.reductions]
+
+    def outputs(self) -> list:
+        """The buffers this kernel writes, in order."""
+        names = [self.gemm.out] if self.gemm else []
+        return names + [s.buffer for s in self.stores if s.buffer not in names]
+
+    def reads(self) -> set:
+        """Names of the buffers this kernel reads."""
+        names = {load.buffer for load in self.loads if isinstance(load, Load)}
+        return names | ({self.gemm.a.buffer, self.gemm.b.buffer} if self.gemm else set())
+
+    def buffers(self) -> set:
+        """Names of the buffers this kernel reads or writes."""
+        return self.reads() | set(self.outputs())
+
+    def expressions(self):
+        """(label, expression, whether it may read accumulators) for every expression of the kernel."""
+        found, seen = [], 0
+        for p, phase in enumerate(self.phases):
+            seen += len(phase.reductions)
+            found += [(f"phase {p} reduction", r.body, False) for r in phase.reductions]
+            found += [(f"phase {p} store to %{s.buffer}", s.value, seen > 0) for s in phase.stores]
+        return found
+
+    def __str__(self):
+        outer = " ".join(f"i{i}<{n}" for i, n in enumerate(self.outer_extents))
+        inner = " ".join(f"i{i}<{n}" for i, n in enumerate(self.extents) if i >= self.outer)
+        lines = [f"kernel {self.name} -> {', '.join('%' + n for n in self.outputs())}"]
+        if self.fused:
+            lines.append(f"  fuses: {', '.join(self.fused)}")
+        whys = [f"%{self.gemm.out}: {self.gemm.why}"] if self.gemm and self.gemm.why else []
+        whys += [f"%{s.buffer}: {s.why}" for s in self.stores if s.why and not (self.gemm and s.buffer == self.gemm.out)]
+        if whys:
+            lines.append(f"  stored because: {'; '.join(whys)}")
+        lines += [f"  merged: {why}" for why in self.merged]
+        if self.boundary:
+            lines.append(f"  not merged into the kernel before: {self.boundary}")
+        lines.append(f"  loops: {outer or '(scalar)'}{' | ' + inner if inner else ''}")
+        if self.strategy == "rows":
+            lines.append(f"  strategy: rows (blocks of i{self.outer - 1} accumulate side by side; the reductions "
+                         f"read strided along i{len(self.extents) - 1})")
+        if self.split:
+            lines.append(f"  parallel over i{self.split.loop} ({self.split.threads} threads)")
+        elif self.serial_why:
+            lines.append(f"  serial: {self.serial_why}")
+        if self.gemm:
+            g = self.gemm
+            batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
+            lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({g.a}, {g.b}) "
+                         f"-> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
+        lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
+        count = 0
+        for p, phase in enumerate(self.phases):
+            if len(self.phases) > 1 or phase.reductions:
+                kind = "map over the inner loops" if phase.inner else "reduce" if phase.reductions else "per outer point"
+                lines.append(f"  phase {p}: {kind}")
+            for r in phase.reductions:
+                lines.append(f"    acc{count} = {r.combine} of {format_expr(r.body)}")
+                count += 1
+            indent = "    " if len(self.phases) > 1 or phase.reductions else "  "
+            lines += [f"{indent}store {store}" for store in phase.stores]
+        return "\n".join(lines)
+
+
+@dataclass
+class Program:
+    """Buffers, kernels in schedule order, and which buffers are the graph's inputs and outputs.
+    The last len(`updated`) outputs are new state values: output i of them updates input buffer
+    `updated[i]`."""
+    name: str
+    buffers: dict
+    kernels: list
+    inputs: list
+    outputs: list
+    constants: dict = field(default_factory=dict)
+    updated: tuple = ()
+    in_place: dict = field(default_factory=dict)  # update output -> state it overwrites (memory.py)
+
+    @property
+    def updates(self) -> int:
+        return len(self.updated)
+
+    def __str__(self):
+        lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) "
+                 f"-> ({', '.join('%' + n for n in self.outputs)})"]
+        lines += ["  " + str(b) for b in self.buffers.values()]
+        lines += [f"  %{out} is written in place of %{state}" for out, state in self.in_place.items()]
+        for kernel in self.kernels:
+            lines += ["", str(kernel)]
+        return "\n".join(lines)
+
+
+def format_expr(expr) -> str:
+    """Readable text of a scalar expression; shared subexpressions are printed where used."""
+    def text(e, args):
+        if e.prim == "arg":
+            return str(e.payload) if isinstance(e.payload, Acc) else f"${e.payload}"
+        if e.prim == "const":
+            return repr(e.payload)
+        return f"{e.prim}({', '.join(args)}{', ' + str(e.payload) if e.payload else ''})"
+    return transform(expr, text)
+
+
+def infer_dtypes(expr, leaf_dtype) -> dict:
+    """id(node) -> dtype for every node of `expr` that has one; constants take the dtype of the
+    operands they meet (None when nothing types them). `leaf_dtype(payload)` types the leaves."""
+    types = {}
+    for e in postorder(expr):
+        if e.prim == "arg":
+            t = leaf_dtype(e.payload)
+        elif e.prim == "const":
+            t = None
+        elif e.prim == "cast":
+            t = e.payload
+        elif e.prim in COMPARISONS:
+            t = "bool"
+        elif e.prim == "select":
+            t = types[id(e.args[1])] or types[id(e.args[2])]
+        else:
+            t = next((types[id(a)] for a in e.args if types[id(a)] is not None), None)
+        types[id(e)] = t
+    return types
+
+
+def operand_dtype(expr, types) -> str:
+    """The dtype a primitive computes in: its typed operands' (f64 for constants alone)."""
+    args = expr.args[1:] if expr.prim == "select" else expr.args
+    return next((types[id(a)] for a in args if types[id(a)] is not None), "f64")

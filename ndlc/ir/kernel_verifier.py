@@ -1,0 +1,102 @@
+"""The Kernel IR verifier: every buffer a kernel names exists and is in bounds where it is read or
+written, expressions are well formed, temporaries are written before they are read, and each
+scheduling decision fits its kernel. Errors name the stage and the kernel."""
+from math import prod
+
+from .errors import VerifyError
+from .kernel import Acc, Load
+from .scalar import PRIMITIVES, leaves, postorder
+
+COMBINES = ("add", "max")
+
+
+def verify_program(program, stage=""):
+    """Raise VerifyError on the first broken invariant of `program` (a kernel.Program); return it."""
+    after = f"after {stage}: " if stage else ""
+    buffers = program.buffers
+    for name in program.inputs:
+        if name not in buffers or buffers[name].kind != "input":
+            raise VerifyError(f"{after}program input %{name} is not an input buffer")
+    written = {name for name, b in buffers.items() if b.kind in ("input", "const")}
+    for kernel in program.kernels:
+        where = f"{after}kernel {kernel.name}"
+        for name in sorted(kernel.buffers()):
+            if name not in buffers:
+                raise VerifyError(f"{where}: names no buffer %{name}")
+        _check_kernel(kernel, buffers, where)
+        _check_order(kernel, written, where)
+        written |= set(kernel.outputs())
+    for name in program.outputs:
+        if name not in written:
+            raise VerifyError(f"{after}program output %{name} is never written")
+    for out, state in program.in_place.items():
+        if out not in program.outputs or state not in program.inputs:
+            raise VerifyError(f"{after}in-place update %{out} -> %{state} names no output/state pair")
+    return program
+
+
+def _check_kernel(kernel, buffers, where):
+    ndim = len(kernel.extents)
+    if not 0 <= kernel.outer <= ndim:
+        raise VerifyError(f"{where}: {kernel.outer} outer loops of {ndim}")
+    for n, load in enumerate(kernel.loads):
+        if load.access.nvars != ndim:
+            raise VerifyError(f"{where}: ${n} is addressed by {load.access.nvars} loop variables, not {ndim}")
+        if isinstance(load, Load):
+            _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}")
+    for p, phase in enumerate(kernel.phases):
+        if phase.inner and phase.reductions:
+            raise VerifyError(f"{where}: phase {p} both reduces and maps over the inner loops")
+        if phase.reductions and kernel.outer == ndim:
+            raise VerifyError(f"{where}: phase {p} reduces, but the kernel has no inner loops")
+        for r in phase.reductions:
+            if r.combine not in COMBINES:
+                raise VerifyError(f"{where}: phase {p} combines with {r.combine!r}")
+        reach = kernel.extents if phase.inner else kernel.outer_extents + (1,) * (ndim - kernel.outer)
+        for store in phase.stores:
+            if store.access.nvars != ndim:
+                raise VerifyError(f"{where}: store to %{store.buffer} is addressed by {store.access.nvars} loop variables")
+            _in_bounds(store.access, reach, buffers[store.buffer], f"{where}: store to %{store.buffer}")
+            if store.dtype != buffers[store.buffer].dtype:
+                raise VerifyError(f"{where}: stores {store.dtype} into %{store.buffer}, a "
+                                  f"{buffers[store.buffer].dtype} buffer")
+    accumulators = len(kernel.reductions)
+    for label, expr, acc_allowed in kernel.expressions():
+        for e in postorder(expr):
+            if e.prim not in PRIMITIVES:
+                raise VerifyError(f"{where}: {label} uses unknown primitive {e.prim!r}")
+            if e.prim not in ("const", "arg", "index") and PRIMITIVES[e.prim] != len(e.args):
+                raise VerifyError(f"{where}: {label}: {e.prim} takes {PRIMITIVES[e.prim]} operands, not {len(e.args)}")
+            if e.prim == "arg" and isinstance(e.payload, Acc):
+                if not acc_allowed or not 0 <= e.payload.index < accumulators:
+                    raise VerifyError(f"{where}: {label} reads {e.payload}, which no earlier reduction computes")
+            elif e.prim == "arg" and not (isinstance(e.payload, int) and 0 <= e.payload < len(kernel.loads)):
+                raise VerifyError(f"{where}: {label} reads ${e.payload}, which is not a load of the kernel")
+    if kernel.split is not None:
+        if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
+            raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")
+
+
+def _check_order(kernel, written, where):
+    """Each buffer a phase reads is written before: by an earlier kernel, by the kernel's gemm, or
+    by one of its earlier phases."""
+    written = set(written) | ({kernel.gemm.out} if kernel.gemm else set())
+    for p, phase in enumerate(kernel.phases):
+        for expr in phase.expressions():
+            for n in leaves(expr):
+                load = kernel.loads[n] if isinstance(n, int) else None
+                if isinstance(load, Load) and load.buffer not in written:
+                    raise VerifyError(f"{where}: phase {p} reads %{load.buffer} before it is written")
+        written |= {s.buffer for s in phase.stores}
+    if kernel.gemm and not written >= {kernel.gemm.a.buffer, kernel.gemm.b.buffer}:
+        raise VerifyError(f"{where}: its gemm reads a buffer before it is written")
+
+
+def _in_bounds(access, extents, buffer, what):
+    """The elements an unguarded access reaches lie inside the buffer (guarded ones are selected)."""
+    if access.guards or access.step != 1 or 0 in extents:
+        return
+    low, high = access.form.padded(len(extents)).bounds(extents)
+    size = prod(buffer.shape)
+    if low < 0 or high >= max(size, 1):
+        raise VerifyError(f"{what} reaches elements {low}..{high} of %{buffer.name}, which has {size}")

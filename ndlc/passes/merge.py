@@ -1,0 +1,238 @@
+"""Multi-output kernels, the second half of fusion: kernels that can share one loop nest become one.
+
+Kernels come from fusion.py one stored value each, in schedule order. Each is merged into the
+closest earlier kernel it may move up to (none of the kernels it skips writes what it reads) whose
+loops fit, so sibling reductions share one pass over their input, elementwise consumers are
+written in the pass of their producer, a BatchNorm's running statistics join its statistics
+kernel and an optimizer's slots and parameter join in one update:
+  - same loops (outer | inner): the phases follow each other in one nest; a phase that reads a
+    buffer an earlier phase wrote reads it at the outer point being computed, in cache;
+  - an elementwise kernel over the other's whole domain becomes a phase over its inner loops
+    (LayerNorm's output after its statistics: one row kernel), and one over its outer loops a
+    phase per outer point (running statistics after the batch statistics);
+  - adjacent phases of one kind join: their stores are made at the same point, and a value read
+    where the same phase computes it is taken from the register instead of memory; a temporary
+    left with no reader is no longer stored ("recomputed, not stored").
+A kernel is not merged when its loops differ, when it reads a buffer of the other kernel at other
+elements than those written for the same outer point (another row, a transposed view), or when
+either is a BLAS call; the kernel's `boundary` says which, `merged` what joined it, and
+NDLC_LOG=fusion logs both.
+"""
+import logging
+from dataclasses import replace
+
+from ..ir.kernel import Acc, Index, Load, Phase
+from ..ir.scalar import ScalarExpr, leaves, map_leaves
+
+log = logging.getLogger("ndlc.fusion")
+
+
+def merge_kernels(program):
+    """`program` with its kernels merged into multi-output kernels where legal; returns it."""
+    merged, writer = [], {}
+    for kernel in program.kernels:
+        target, reason = _target(merged, kernel, writer)
+        if target is None:
+            kernel.boundary = reason
+            if reason:
+                log.info("%s: %s starts a kernel: %s", program.name, _outs(kernel), reason)
+            merged.append(kernel)
+            target = len(merged) - 1
+        else:
+            merged[target], how = _merge(merged[target], kernel)
+            merged[target].merged += (f"{_outs(kernel)} ({how})",)
+            log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel),
+                     _outs(merged[target]), how)
+        for name in kernel.outputs():
+            writer[name] = target
+    program.kernels = _drop_dead_stores(merged, program)
+    for i, kernel in enumerate(program.kernels):
+        kernel.name = f"k{i}"
+    return program
+
+
+def _outs(kernel):
+    return ", ".join("%" + name for name in kernel.outputs())
+
+
+def _target(merged, kernel, writer):
+    """(index of the kernel to merge `kernel` into, None) or (None, why it starts its own)."""
+    producers = [writer[name] for name in kernel.reads() if name in writer]
+    earliest = max(producers, default=0)
+    first_reason = ""
+    for index in range(len(merged) - 1, earliest - 1, -1):
+        reason = _why_not(merged[index], kernel)
+        if not reason:
+            return index, ""
+        first_reason = first_reason or reason
+    return None, first_reason
+
+
+def _shape(kernel):
+    outer = " ".join(f"i{i}<{n}" for i, n in enumerate(kernel.outer_extents))
+    inner = " ".join(f"i{i}<{n}" for i, n in enumerate(kernel.extents) if i >= kernel.outer)
+    return f"({outer or 'scalar'}{' | ' + inner if inner else ''})"
+
+
+def _placement(a, b):
+    """How b's loops sit in a's: 'same', 'b-inner' (b is elementwise over a's whole domain),
+    'a-inner' (the converse), 'b-outer' (b is elementwise over a's outer loops), 'a-outer', or None."""
+    ea, eb = a.extents, b.extents
+    a_map, b_map = a.outer == len(ea), b.outer == len(eb)
+    if ea == eb and a.outer == b.outer:
+        return "same"
+    if ea == eb and b_map:
+        return "b-inner"
+    if ea == eb and a_map:
+        return "a-inner"
+    if b_map and eb == a.outer_extents and len(eb) < len(ea):
+        return "b-outer"
+    if a_map and ea == b.outer_extents and len(ea) < len(eb):
+        return "a-outer"
+    return None
+
+
+def _why_not(a, b) -> str:
+    """Why b cannot join a ('' when it can)."""
+    if a.gemm is not None or b.gemm is not None:
+        return "a BLAS call is a kernel of its own"
+    if 0 in a.extents or 0 in b.extents:
+        return "an empty loop"
+    placement = _placement(a, b)
+    if placement is None:
+        return f"its loops {_shape(b)} differ from {_shape(a)}'s loops"
+    written = {s.buffer: s.access for s in a.stores}
+    extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
+    for load in b.loads:
+        if isinstance(load, Load) and load.buffer in written:
+            if load.access.specialised(extents) != written[load.buffer].specialised(extents):
+                return f"it reads %{load.buffer} at other elements than the kernel of %{load.buffer} writes"
+    return ""
+
+
+def _merge(a, b):
+    """The kernel doing a's work then b's, and a phrase saying how they were put together."""
+    placement = _placement(a, b)
+    extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
+    outer = b.outer if placement in ("a-inner", "a-outer") else a.outer
+    a_phases = _placed(a, extents, inner=placement == "a-inner")
+    b_phases = _placed(b, extents, inner=placement == "b-inner")
+    loads = list(dict.fromkeys(_padded(load, extents) for load in a.loads))
+    a_phases = _renumber(a_phases, a, extents, loads, 0)
+    b_phases = _renumber(b_phases, b, extents, loads, len(a.reductions))
+    phases, joined = list(a_phases), False
+    if _joinable(phases[-1], b_phases[0], loads):
+        phases[-1] = _join(phases[-1], b_phases[0], loads)
+        phases += b_phases[1:]
+        joined = True
+    else:
+        phases += b_phases
+    kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
+        m for m in b.fused if m not in a.fused), merged=a.merged + b.merged)
+    kernel = _compact(kernel)
+    how = "in the same pass" if joined else "a later phase of the same loops"
+    if placement in ("b-outer", "a-outer"):
+        how += ", once per outer point"
+    elif placement in ("b-inner", "a-inner"):
+        how += ", over the inner loops"
+    return kernel, how
+
+
+def _padded(load, extents):
+    return load.with_access(load.access.specialised(extents))
+
+
+def _placed(kernel, extents, inner):
+    """kernel's phases, an elementwise one marked as running over the inner loops where asked."""
+    if inner:
+        return [Phase([], list(p.stores), True) for p in kernel.phases]
+    return [Phase(list(p.reductions), list(p.stores), p.inner) for p in kernel.phases]
+
+
+def _renumber(phases, kernel, extents, loads, acc_offset):
+    """phases with kernel's load numbers mapped into `loads` (extended as needed), accesses padded
+    to `extents`, and accumulators shifted by `acc_offset`."""
+    numbers = {}
+    for n, load in enumerate(kernel.loads):
+        padded = _padded(load, extents)
+        if padded not in loads:
+            loads.append(padded)
+        numbers[n] = loads.index(padded)
+
+    def leaf(payload):
+        if isinstance(payload, Acc):
+            return ScalarExpr("arg", payload=Acc(payload.index + acc_offset))
+        return ScalarExpr("arg", payload=numbers[payload])
+
+    result = []
+    for phase in phases:
+        reductions = [replace(r, body=map_leaves(r.body, leaf)) for r in phase.reductions]
+        stores = [replace(s, access=s.access.specialised(extents), value=map_leaves(s.value, leaf))
+                  for s in phase.stores]
+        result.append(Phase(reductions, stores, phase.inner))
+    return result
+
+
+def _joinable(first, second, loads) -> bool:
+    """Whether `second` can run in the same pass as `first` (before it: its reductions read
+    nothing `first` stores, since those stores come after all reductions)."""
+    if first.inner != second.inner or (second.reductions and (first.inner or not first.reductions)):
+        return False
+    written = {s.buffer for s in first.stores}
+    for r in second.reductions:
+        if any(isinstance(p, int) and isinstance(loads[p], Load) and loads[p].buffer in written
+               for p in leaves(r.body)):
+            return False
+    return True
+
+
+def _join(first, second, loads):
+    """One phase doing both; `second`'s reads of what `first` stores at that element use the value."""
+    values = {(s.buffer, s.access): s.value for s in first.stores}
+
+    def leaf(payload):
+        if isinstance(payload, int) and isinstance(loads[payload], Load):
+            load = loads[payload]
+            value = values.get((load.buffer, load.access))
+            if value is not None:
+                return value
+        return ScalarExpr("arg", payload=payload)
+    stores = [replace(s, value=map_leaves(s.value, leaf)) for s in second.stores]
+    return Phase(first.reductions + second.reductions, first.stores + stores, first.inner)
+
+
+def _compact(kernel):
+    """kernel without the loads no expression reads, the rest renumbered in order."""
+    used = sorted({p for _, expr, _ in kernel.expressions() for p in leaves(expr) if isinstance(p, int)})
+    if len(used) == len(kernel.loads):
+        return kernel
+    numbers = {old: new for new, old in enumerate(used)}
+
+    def leaf(payload):
+        return ScalarExpr("arg", payload=numbers[payload] if isinstance(payload, int) else payload)
+    phases = [Phase([replace(r, body=map_leaves(r.body, leaf)) for r in p.reductions],
+                    [replace(s, value=map_leaves(s.value, leaf)) for s in p.stores], p.inner)
+              for p in kernel.phases]
+    return replace(kernel, loads=[kernel.loads[i] for i in used], phases=phases)
+
+
+def _drop_dead_stores(kernels, program):
+    """Stores of temporaries that no kernel reads any more (all their readers took the value in
+    registers) are dropped, and their buffers with them."""
+    read = set().union(*(k.reads() for k in kernels)) | set(program.outputs)
+    dead = {name for name, b in program.buffers.items() if b.kind == "temp" and name not in read}
+    if not dead:
+        return kernels
+    result = []
+    for kernel in kernels:
+        phases = []
+        for phase in kernel.phases:
+            stores = [s for s in phase.stores if s.buffer not in dead]
+            if stores or phase.reductions:
+                phases.append(Phase(phase.reductions, stores, phase.inner))
+            kernel.merged += tuple(f"%{s.buffer} recomputed in registers, not stored"
+                                   for s in phase.stores if s.buffer in dead)
+        result.append(_compact(replace(kernel, phases=phases)))
+    for name in dead:
+        del program.buffers[name]
+    return result

@@ -1,0 +1,90 @@
+"""schedule: per kernel, the reduction strategy and which loop runs on several threads.
+
+Reduction strategy (`Kernel.strategy`):
+  - 'point': one point of the outer loops at a time, every phase in turn, reductions in registers
+    (row sums, LayerNorm's and softmax's rows: any kernel whose reductions' loads step by 0 or 1
+    along the innermost loop, so that loop vectorises and a row stays in cache between phases);
+  - 'rows': where a reduction reads strided along the innermost loop (column sums, BatchNorm's
+    statistics, matmul's right operand as a loop nest), the last outer loop runs in blocks whose
+    outputs accumulate side by side, so the innermost loop runs along the block and vectorises.
+
+Threads: a kernel whose `work` (iterations times body cost) reaches THRESHOLD runs one non-reduced
+loop (the outermost with at least as many iterations as threads, else the longest) cut into
+contiguous ranges, one per thread, inside one `GOMP_parallel` call from the entry point
+(codegen/llvm.py). Each output element is computed by one thread in the serial order, so results
+equal the serial code's bit for bit. Gemm kernels stay serial (OpenBLAS runs its own threads), as
+do kernels without a non-reduced loop (full reductions) and small ones; the dump says which and why.
+A program that calls a multi-threaded OpenBLAS keeps all its kernels serial: OpenBLAS's idle
+workers spin on the cores ~0.1 s after each call and libgomp's spin a while after each region, so
+the two pools slow each other (measured on 2 cores: MLP step 10.6 ms serial, 11.0 threaded with
+OMP_WAIT_POLICY=passive, 65 ms with libgomp's default spinning).
+"""
+import math
+
+from ..ir.kernel import OP_COSTS, Acc, Program, Split
+from ..ir.scalar import leaves, postorder
+
+# Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
+# row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
+THRESHOLD = 1 << 17
+ROWS_MIN = 4  # shortest output row worth accumulating in place ('rows' strategy)
+
+
+def schedule(program: Program, threads=1, blas_threads=1) -> Program:
+    """Chooses each kernel's reduction strategy and the loop it splits over `threads` threads (or
+    why it runs serially), given that OpenBLAS runs its calls on `blas_threads`; returns `program`."""
+    beside_blas = any(kernel.gemm for kernel in program.kernels) and blas_threads > 1
+    for kernel in program.kernels:
+        kernel.strategy = _strategy(kernel)
+        kernel.split, kernel.serial_why = None, _serial_why(kernel, threads, beside_blas)
+        if not kernel.serial_why:
+            kept = kernel.outer_extents
+            longest = kept.index(max(kept))
+            loop = next((i for i, n in enumerate(kept) if n >= threads), longest)
+            kernel.split = Split(loop, min(threads, kept[loop]))
+    return program
+
+
+def _strategy(kernel) -> str:
+    if kernel.gemm is not None:
+        return "gemm"
+    if not kernel.reductions or not kernel.outer or kernel.extents[kernel.outer - 1] < ROWS_MIN:
+        return "point"
+    used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
+    strided = any(abs(kernel.loads[n].access.form.coeffs[-1]) > 1 for n in used)
+    return "rows" if strided else "point"
+
+
+def work(kernel) -> int:
+    """Estimated cost of a kernel: per phase, its iterations times the cost of what it computes
+    there (a store counts 1)."""
+    total, outer, every = 0, math.prod(kernel.outer_extents), math.prod(kernel.extents)
+    for phase in kernel.phases:
+        total += every * sum(_cost(r.body) for r in phase.reductions)
+        total += (every if phase.inner else outer) * sum(1 + _cost(s.value) for s in phase.stores)
+    return total
+
+
+def _serial_why(kernel, count, beside_blas):
+    if count == 1:
+        return "one thread (NDLC_THREADS=1 or no libgomp)"
+    if kernel.gemm is not None:
+        return "a BLAS call (OpenBLAS runs its own threads)"
+    if beside_blas:
+        return "the program calls OpenBLAS, whose idle threads keep the cores busy"
+    if max(kernel.outer_extents, default=1) == 1:
+        return "no non-reduced loop to split"
+    if work(kernel) < THRESHOLD:
+        return f"too small (work {work(kernel)} < {THRESHOLD})"
+    return ""
+
+
+def _cost(expr):
+    """Loads and operations of a scalar expression, shared nodes once, OP_COSTS weighing ops."""
+    total = 0
+    for e in postorder(expr):
+        if e.prim == "arg":
+            total += not isinstance(e.payload, Acc)
+        elif e.prim != "const":
+            total += OP_COSTS.get(e.prim, 1)
+    return total

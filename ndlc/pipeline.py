@@ -1,0 +1,101 @@
+"""The compiler, top to bottom: a graph through every pass to native code, one stage a line.
+
+    traced -> grad -> simplified -> decomposed -> fused -> scheduled -> planned -> llvm
+           -> llvm_opt -> asm
+
+Each stage's text is kept (`compiled.ir(stage)`) and, for the stages named in NDLC_DUMP
+(comma-separated, or 'all'), written to NDLC_DUMP_DIR (default: the working directory) as
+`<graph>.<n>.<stage>.txt`, n counting compilations in this process. Under NDLC_VERIFY=1 each
+graph stage is verified (and round-trips through its text form) and each kernel stage goes
+through the Kernel IR verifier.
+"""
+import itertools
+import logging
+import os
+import time
+
+from .ir.checks import maybe_verify, verification_enabled
+from .ir.kernel_verifier import verify_program
+from .ir.printer import print_graph
+from .passes.decompose import decompose
+from .passes.fusion import fuse
+from .passes.memory import plan_memory
+from .passes.schedule import schedule
+from .passes.simplify import simplify
+from .runtime import libraries
+from .runtime.native import host_target
+from .runtime.program import Program
+
+log = logging.getLogger("ndlc.pipeline")
+STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
+          "llvm_opt", "asm")
+_COMPILATIONS = itertools.count()
+
+
+def compile_graph(graph, forward=None, profile=False) -> Program:
+    """`graph` compiled for the host CPU, ready to `run`. `forward`: the step's graph before
+    backward() added adjoints (then `graph` is the 'grad' stage). `profile`: the code records
+    the cycle counter around each kernel (Program.profile)."""
+    from .codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
+    stages = Stages(graph.name)
+    if forward is not None:
+        stages.graph("traced", forward)
+        graph = stages.graph("grad", graph)
+    else:
+        graph = stages.graph("traced", graph)
+    graph = stages.graph("simplified", simplify(graph))
+    graph = stages.graph("decomposed", decompose(graph))
+    kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
+    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads(), libraries.blas_threads()))
+    kernels = stages.kernels("planned", plan_memory(kernels))
+    llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile))
+    program = Program(kernels, llvm_ir, stages.texts, profile)
+    stages.text("llvm_opt", program.native.optimized_ir)
+    if stages.wants("asm"):
+        stages.text("asm", program.native.assembly())
+    return program
+
+
+class Stages:
+    """Records each stage's text and duration, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names."""
+
+    def __init__(self, name):
+        self.name, self.number = name, next(_COMPILATIONS)
+        self.texts, self.seconds = {}, {}
+        self.wanted = wanted_stages()
+        self.clock = time.perf_counter()
+
+    def graph(self, stage, graph):
+        maybe_verify(graph, stage)
+        self.text(stage, print_graph(graph))
+        return graph
+
+    def kernels(self, stage, program):
+        if verification_enabled():
+            verify_program(program, stage)
+        self.text(stage, str(program))
+        return program
+
+    def wants(self, stage):
+        return stage in self.wanted or "all" in self.wanted
+
+    def text(self, stage, text):
+        now = time.perf_counter()
+        self.seconds[stage], self.clock = now - self.clock, now
+        self.texts[stage] = text
+        if self.wants(stage):
+            directory = os.environ.get("NDLC_DUMP_DIR", ".")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{self.name}.{self.number}.{stage}.txt")
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+
+def wanted_stages() -> set:
+    """The stages NDLC_DUMP names; an unknown name is warned about once per compilation."""
+    wanted = {s.strip() for s in os.environ.get("NDLC_DUMP", "").split(",") if s.strip()}
+    unknown = sorted(wanted - set(STAGES) - {"all"})
+    if unknown:
+        log.warning("NDLC_DUMP names unknown stage(s) %s; stages: %s, all", ", ".join(unknown), ", ".join(STAGES))
+    return wanted
