@@ -113,6 +113,7 @@ class _KernelEmitter:
         self.reductions = kernel.reductions
         rows = kernel.strategy == "rows"
         self.block_start = None  # rows: the first index of the block of the last outer loop
+        self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
         self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
         self.block_counter = self.b.alloca(I64, name="block") if rows else None
@@ -168,6 +169,7 @@ class _KernelEmitter:
         k = self.kernel
         inner = (k.outer, len(k.extents))
         for phase, slots in zip(k.phases, self.slots):
+            self.phase_slots = slots
             if phase.reductions:
                 for slot, r in zip(slots, phase.reductions):
                     self.b.store(self._init(r), self.accs[slot])
@@ -201,6 +203,7 @@ class _KernelEmitter:
             def along_block(body):
                 self._for(last, first, end, body)
             for phase, slots in zip(k.phases, self.slots):
+                self.phase_slots = slots
                 if phase.reductions:
                     along_block(lambda phase=phase, slots=slots: [
                         self.b.store(self._init(r), self._acc_pointer(slot)) for slot, r in zip(slots, phase.reductions)])
@@ -240,7 +243,8 @@ class _KernelEmitter:
         offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
         return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])
 
-    def _acc_value(self, slot):
+    def _acc_value(self, index):
+        slot = self.phase_slots[index]
         pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
         return self.b.load(pointer)
 

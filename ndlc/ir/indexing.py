@@ -108,6 +108,12 @@ class Access:
                 guards.append(Guard(form, g.step, g.bound))
         return Access(self.form.padded(nvars), self.step, tuple(guards))
 
+    def permuted(self, order):
+        """This access from loops reordered so that new loop j is old loop order[j]."""
+        def move(form):
+            return Affine(tuple(form.coeffs[j] for j in order), form.const)
+        return Access(move(self.form), self.step, tuple(Guard(move(g.form), g.step, g.bound) for g in self.guards))
+
     def _normal(self):
         k = gcd(self.step, self.form.const, *self.form.coeffs)
         if k > 1:

@@ -4,7 +4,8 @@ A kernel is one loop nest that may write several buffers. Its loops are `outer` 
 everything it does, then inner loops; its work is a sequence of *phases*, each run in turn at every
 point of the outer loops:
   - a reduce phase combines `Reduction` bodies over the inner loops ('add' or 'max'), then makes its
-    `stores` once per outer point (their values may read the reductions: `Acc(k)` leaves);
+    `stores` once per outer point (their values may read the phase's reductions: `Acc(k)` leaves;
+    later phases read what it stored);
   - a map phase (`inner=True`) makes its stores at every point of the inner loops.
 An elementwise kernel has only outer loops and one phase; a plain reduction one reduce phase; a
 row kernel (LayerNorm's statistics and output) several phases over one row, in cache. Scalar
@@ -108,7 +109,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Acc:
-    """Leaf payload: the value of the kernel's reduction number `index` (counted over all phases)."""
+    """Leaf payload: the value of reduction number `index` of the phase whose store reads it."""
     index: int
 
     def __str__(self):
@@ -197,12 +198,11 @@ class Kernel:
         return self.reads() | set(self.outputs())
 
     def expressions(self):
-        """(label, expression, whether it may read accumulators) for every expression of the kernel."""
-        found, seen = [], 0
+        """(label, expression, how many accumulators it may read) for every expression of the kernel."""
+        found = []
         for p, phase in enumerate(self.phases):
-            seen += len(phase.reductions)
-            found += [(f"phase {p} reduction", r.body, False) for r in phase.reductions]
-            found += [(f"phase {p} store to %{s.buffer}", s.value, seen > 0) for s in phase.stores]
+            found += [(f"phase {p} reduction", r.body, 0) for r in phase.reductions]
+            found += [(f"phase {p} store to %{s.buffer}", s.value, len(phase.reductions)) for s in phase.stores]
         return found
 
     def __str__(self):
@@ -232,14 +232,11 @@ class Kernel:
             lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({g.a}, {g.b}) "
                          f"-> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
-        count = 0
         for p, phase in enumerate(self.phases):
             if len(self.phases) > 1 or phase.reductions:
                 kind = "map over the inner loops" if phase.inner else "reduce" if phase.reductions else "per outer point"
                 lines.append(f"  phase {p}: {kind}")
-            for r in phase.reductions:
-                lines.append(f"    acc{count} = {r.combine} of {format_expr(r.body)}")
-                count += 1
+            lines += [f"    acc{k} = {r.combine} of {format_expr(r.body)}" for k, r in enumerate(phase.reductions)]
             indent = "    " if len(self.phases) > 1 or phase.reductions else "  "
             lines += [f"{indent}store {store}" for store in phase.stores]
         return "\n".join(lines)

@@ -60,16 +60,15 @@ def _check_kernel(kernel, buffers, where):
             if store.dtype != buffers[store.buffer].dtype:
                 raise VerifyError(f"{where}: stores {store.dtype} into %{store.buffer}, a "
                                   f"{buffers[store.buffer].dtype} buffer")
-    accumulators = len(kernel.reductions)
-    for label, expr, acc_allowed in kernel.expressions():
+    for label, expr, accumulators in kernel.expressions():
         for e in postorder(expr):
             if e.prim not in PRIMITIVES:
                 raise VerifyError(f"{where}: {label} uses unknown primitive {e.prim!r}")
             if e.prim not in ("const", "arg", "index") and PRIMITIVES[e.prim] != len(e.args):
                 raise VerifyError(f"{where}: {label}: {e.prim} takes {PRIMITIVES[e.prim]} operands, not {len(e.args)}")
             if e.prim == "arg" and isinstance(e.payload, Acc):
-                if not acc_allowed or not 0 <= e.payload.index < accumulators:
-                    raise VerifyError(f"{where}: {label} reads {e.payload}, which no earlier reduction computes")
+                if not 0 <= e.payload.index < accumulators:
+                    raise VerifyError(f"{where}: {label} reads {e.payload}, which its phase does not compute")
             elif e.prim == "arg" and not (isinstance(e.payload, int) and 0 <= e.payload < len(kernel.loads)):
                 raise VerifyError(f"{where}: {label} reads ${e.payload}, which is not a load of the kernel")
     if kernel.split is not None:

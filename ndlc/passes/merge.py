@@ -18,6 +18,7 @@ elements than those written for the same outer point (another row, a transposed 
 either is a BLAS call; the kernel's `boundary` says which, `merged` what joined it, and
 NDLC_LOG=fusion logs both.
 """
+import itertools
 import logging
 from dataclasses import replace
 
@@ -31,15 +32,16 @@ def merge_kernels(program):
     """`program` with its kernels merged into multi-output kernels where legal; returns it."""
     merged, writer = [], {}
     for kernel in program.kernels:
-        target, reason = _target(merged, kernel, writer)
+        target, aligned = _target(merged, kernel, writer)
         if target is None:
+            reason = aligned
             kernel.boundary = reason
             if reason:
                 log.info("%s: %s starts a kernel: %s", program.name, _outs(kernel), reason)
             merged.append(kernel)
             target = len(merged) - 1
         else:
-            merged[target], how = _merge(merged[target], kernel)
+            merged[target], how = _merge(merged[target], aligned)
             merged[target].merged += (f"{_outs(kernel)} ({how})",)
             log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel),
                      _outs(merged[target]), how)
@@ -56,16 +58,43 @@ def _outs(kernel):
 
 
 def _target(merged, kernel, writer):
-    """(index of the kernel to merge `kernel` into, None) or (None, why it starts its own)."""
+    """(index of the kernel to merge `kernel` into, `kernel` aligned to it) or (None, why it starts
+    its own). The kernel at the index may be replaced by an alignment of its loops."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
     first_reason = ""
     for index in range(len(merged) - 1, earliest - 1, -1):
-        reason = _why_not(merged[index], kernel)
-        if not reason:
-            return index, ""
-        first_reason = first_reason or reason
+        for a, b in _alignments(merged[index], kernel):
+            reason = _why_not(a, b)
+            if not reason:
+                merged[index] = a
+                return index, b
+            first_reason = first_reason or reason
     return None, first_reason
+
+
+def _alignments(a, b):
+    """(a, b) as they are, then, where one is elementwise, with its loops reordered to match the
+    other's (BatchNorm's normalisation over (N, D) beside its statistics over (D | N))."""
+    yield a, b
+    for fixed, moving, moving_is_b in ((a, b, True), (b, a, False)):
+        if moving.outer != len(moving.extents) or fixed.extents == moving.extents \
+                or sorted(fixed.extents) != sorted(moving.extents):
+            continue
+        for order in itertools.permutations(range(len(moving.extents))):
+            if tuple(moving.extents[j] for j in order) == fixed.extents:
+                moved = _permuted(moving, order)
+                yield (a, moved) if moving_is_b else (moved, b)
+
+
+def _permuted(kernel, order):
+    """An elementwise kernel with its loops reordered: new loop j is old loop order[j]."""
+    def move(x):
+        return x.with_access(x.access.permuted(order))
+    phases = [Phase([], [replace(s, access=s.access.permuted(order)) for s in p.stores], p.inner)
+              for p in kernel.phases]
+    return replace(kernel, extents=tuple(kernel.extents[j] for j in order),
+                   loads=[move(load) for load in kernel.loads], phases=phases)
 
 
 def _shape(kernel):
@@ -118,19 +147,22 @@ def _merge(a, b):
     a_phases = _placed(a, extents, inner=placement == "a-inner")
     b_phases = _placed(b, extents, inner=placement == "b-inner")
     loads = list(dict.fromkeys(_padded(load, extents) for load in a.loads))
-    a_phases = _renumber(a_phases, a, extents, loads, 0)
-    b_phases = _renumber(b_phases, b, extents, loads, len(a.reductions))
-    phases, joined = list(a_phases), False
-    if _joinable(phases[-1], b_phases[0], loads):
-        phases[-1] = _join(phases[-1], b_phases[0], loads)
-        phases += b_phases[1:]
-        joined = True
-    else:
+    a_phases = _renumber(a_phases, a, extents, loads)
+    b_phases = _renumber(b_phases, b, extents, loads)
+    phases, joined = list(a_phases), None
+    if len(b_phases) == 1:
+        joined = _earliest_join(phases, b_phases[0], loads)
+    elif _joinable(phases[-1], b_phases[0], loads):
+        joined = len(phases) - 1
+    if joined is None:
         phases += b_phases
+    else:
+        phases[joined] = _join(phases[joined], b_phases[0], loads)
+        phases += b_phases[1:]
     kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
         m for m in b.fused if m not in a.fused), merged=a.merged + b.merged)
     kernel = _compact(kernel)
-    how = "in the same pass" if joined else "a later phase of the same loops"
+    how = "a later phase of the same loops" if joined is None else f"in the pass of phase {joined}"
     if placement in ("b-outer", "a-outer"):
         how += ", once per outer point"
     elif placement in ("b-inner", "a-inner"):
@@ -149,9 +181,9 @@ def _placed(kernel, extents, inner):
     return [Phase(list(p.reductions), list(p.stores), p.inner) for p in kernel.phases]
 
 
-def _renumber(phases, kernel, extents, loads, acc_offset):
-    """phases with kernel's load numbers mapped into `loads` (extended as needed), accesses padded
-    to `extents`, and accumulators shifted by `acc_offset`."""
+def _renumber(phases, kernel, extents, loads):
+    """phases with kernel's load numbers mapped into `loads` (extended as needed) and accesses
+    padded to `extents`."""
     numbers = {}
     for n, load in enumerate(kernel.loads):
         padded = _padded(load, extents)
@@ -160,9 +192,7 @@ def _renumber(phases, kernel, extents, loads, acc_offset):
         numbers[n] = loads.index(padded)
 
     def leaf(payload):
-        if isinstance(payload, Acc):
-            return ScalarExpr("arg", payload=Acc(payload.index + acc_offset))
-        return ScalarExpr("arg", payload=numbers[payload])
+        return ScalarExpr("arg", payload=payload if isinstance(payload, Acc) else numbers[payload])
 
     result = []
     for phase in phases:
@@ -171,6 +201,14 @@ def _renumber(phases, kernel, extents, loads, acc_offset):
                   for s in phase.stores]
         result.append(Phase(reductions, stores, phase.inner))
     return result
+
+
+def _earliest_join(phases, phase, loads):
+    """The first of `phases` that `phase` can join, after every phase storing what it reads; or None."""
+    read = {loads[n].buffer for expr in phase.expressions() for n in leaves(expr)
+            if isinstance(n, int) and isinstance(loads[n], Load)}
+    first = max((p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}), default=0)
+    return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads)), None)
 
 
 def _joinable(first, second, loads) -> bool:
@@ -187,10 +225,14 @@ def _joinable(first, second, loads) -> bool:
 
 
 def _join(first, second, loads):
-    """One phase doing both; `second`'s reads of what `first` stores at that element use the value."""
+    """One phase doing both; `second`'s reads of what `first` stores at that element use the value,
+    and its accumulators are numbered after `first`'s."""
     values = {(s.buffer, s.access): s.value for s in first.stores}
+    shift = len(first.reductions)
 
     def leaf(payload):
+        if isinstance(payload, Acc):
+            return ScalarExpr("arg", payload=Acc(payload.index + shift))
         if isinstance(payload, int) and isinstance(loads[payload], Load):
             load = loads[payload]
             value = values.get((load.buffer, load.access))
@@ -198,7 +240,8 @@ def _join(first, second, loads):
                 return value
         return ScalarExpr("arg", payload=payload)
     stores = [replace(s, value=map_leaves(s.value, leaf)) for s in second.stores]
-    return Phase(first.reductions + second.reductions, first.stores + stores, first.inner)
+    reductions = [replace(r, body=map_leaves(r.body, leaf)) for r in second.reductions]
+    return Phase(first.reductions + reductions, first.stores + stores, first.inner)
 
 
 def _compact(kernel):

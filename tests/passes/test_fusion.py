@@ -65,8 +65,8 @@ kernel k0 -> %0, %8
     acc0 = max of $0
     store %0[i0] = acc0
   phase 1: reduce
-    acc1 = add of exp(add($0, neg($1)))
-    store %8[i0] = add(log(acc1), $1)"""
+    acc0 = add of exp(add($0, neg($1)))
+    store %8[i0] = add(log(acc0), $1)"""
 
 
 def test_padded_conv_reads_through_a_guarded_load():
