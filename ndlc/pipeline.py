@@ -46,7 +46,7 @@ def compile_graph(graph, forward=None, profile=False) -> Program:
     graph = stages.graph("simplified", simplify(graph))
     graph = stages.graph("decomposed", decompose(graph))
     kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
-    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads(), libraries.blas_threads()))
+    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
     kernels = stages.kernels("planned", plan_memory(kernels))
     llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile))
     program = Program(kernels, llvm_ir, stages.texts, profile)

@@ -249,19 +249,24 @@ class _KernelEmitter:
         return self.b.load(pointer)
 
     def _gemm(self):
-        """One BLAS call for the current batch index, then the phases over its output in place."""
+        """One BLAS call for the current batch index (and this thread's rows), then the phases over
+        its output in place."""
         k, b, g = self.kernel, self.b, self.kernel.gemm
         batch, element = len(k.extents) - 2, TYPES[g.dtype]
+        first, stop = self.ranges.get(batch, (ir.Constant(I64, 0), ir.Constant(I64, g.m)))
 
-        def matrix(buffer, offset, ld):
+        def matrix(buffer, offset, ld, row_stride):
             index, _ = self._address(offset)
+            index = b.add(index, b.mul(first, ir.Constant(I64, row_stride)))
             return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
         flags = [CBLAS_ROW_MAJOR] + [CBLAS_TRANS if m.transposed else CBLAS_NO_TRANS for m in (g.a, g.b)]
         out = Access(Affine(tuple(c if i < batch else 0 for i, c in enumerate(contiguous(k.extents).form.coeffs))))
         b.call(_declare_gemm(b.module, g.dtype),
-               [ir.Constant(TYPES["i32"], f) for f in flags] + [ir.Constant(I64, n) for n in (g.m, g.n, g.k)]
-               + [ir.Constant(element, 1.0)] + matrix(g.a.buffer, g.a.offset, g.a.ld)
-               + matrix(g.b.buffer, g.b.offset, g.b.ld) + [ir.Constant(element, 0.0)] + matrix(g.out, out, g.n))
+               [ir.Constant(TYPES["i32"], f) for f in flags] + [b.sub(stop, first)]
+               + [ir.Constant(I64, n) for n in (g.n, g.k)] + [ir.Constant(element, 1.0)]
+               + matrix(g.a.buffer, g.a.offset, g.a.ld, 1 if g.a.transposed else g.a.ld)
+               + matrix(g.b.buffer, g.b.offset, g.b.ld, 0) + [ir.Constant(element, 0.0)]
+               + matrix(g.out, out, g.n, g.n))
         for phase in k.phases:
             self._loops(batch, batch + 2, lambda phase=phase: self._stores(phase.stores))
 

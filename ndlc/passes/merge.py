@@ -20,12 +20,14 @@ NDLC_LOG=fusion logs both.
 """
 import itertools
 import logging
+import math
 from dataclasses import replace
 
 from ..ir.kernel import Acc, Index, Load, Phase
 from ..ir.scalar import ScalarExpr, leaves, map_leaves
 
 log = logging.getLogger("ndlc.fusion")
+MIN_OUTER_POINTS = 16  # a reduction with fewer outer points takes no elementwise phase (threads split outer loops)
 
 
 def merge_kernels(program):
@@ -130,6 +132,12 @@ def _why_not(a, b) -> str:
     placement = _placement(a, b)
     if placement is None:
         return f"its loops {_shape(b)} differ from {_shape(a)}'s loops"
+    if placement in ("a-inner", "b-inner"):
+        reducing = a if placement == "b-inner" else b
+        points = math.prod(reducing.outer_extents)
+        if points < MIN_OUTER_POINTS:
+            return (f"an elementwise pass over the inner loops of {_shape(reducing)} would run on "
+                    f"{points} outer point(s): too few to share among threads")
     written = {s.buffer: s.access for s in a.stores}
     extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
     for load in b.loads:

@@ -12,12 +12,14 @@ Threads: a kernel whose `work` (iterations times body cost) reaches THRESHOLD ru
 loop (the outermost with at least as many iterations as threads, else the longest) cut into
 contiguous ranges, one per thread, inside one `GOMP_parallel` call from the entry point
 (codegen/llvm.py). Each output element is computed by one thread in the serial order, so results
-equal the serial code's bit for bit. Gemm kernels stay serial (OpenBLAS runs its own threads), as
-do kernels without a non-reduced loop (full reductions) and small ones; the dump says which and why.
-A program that calls a multi-threaded OpenBLAS keeps all its kernels serial: OpenBLAS's idle
-workers spin on the cores ~0.1 s after each call and libgomp's spin a while after each region, so
-the two pools slow each other (measured on 2 cores: MLP step 10.6 ms serial, 11.0 threaded with
-OMP_WAIT_POLICY=passive, 65 ms with libgomp's default spinning).
+equal the serial code's bit for bit. A gemm kernel splits its batch or row loop: each thread calls
+BLAS on its block of rows. Kernels without an outer loop (full reductions) and small ones stay
+serial; the dump says which and why.
+
+One thread pool: while a program that calls BLAS runs on several threads, the runtime holds
+OpenBLAS to one thread (runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete
+for the cores (they did: OpenBLAS's idle workers spin ~0.1 s after each call, and a program that
+mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
 """
 import math
 
@@ -30,18 +32,17 @@ THRESHOLD = 1 << 17
 ROWS_MIN = 4  # shortest output row worth accumulating in place ('rows' strategy)
 
 
-def schedule(program: Program, threads=1, blas_threads=1) -> Program:
+def schedule(program: Program, threads=1) -> Program:
     """Chooses each kernel's reduction strategy and the loop it splits over `threads` threads (or
-    why it runs serially), given that OpenBLAS runs its calls on `blas_threads`; returns `program`."""
-    beside_blas = any(kernel.gemm for kernel in program.kernels) and blas_threads > 1
+    why it runs serially); returns `program`."""
     for kernel in program.kernels:
         kernel.strategy = _strategy(kernel)
-        kernel.split, kernel.serial_why = None, _serial_why(kernel, threads, beside_blas)
+        kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
         if not kernel.serial_why:
-            kept = kernel.outer_extents
-            longest = kept.index(max(kept))
-            loop = next((i for i, n in enumerate(kept) if n >= threads), longest)
-            kernel.split = Split(loop, min(threads, kept[loop]))
+            splittable = kernel.outer_extents[:len(kernel.extents) - 1] if kernel.gemm else kernel.outer_extents
+            longest = splittable.index(max(splittable))
+            loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
+            kernel.split = Split(loop, min(threads, splittable[loop]))
     return program
 
 
@@ -57,21 +58,21 @@ def _strategy(kernel) -> str:
 
 def work(kernel) -> int:
     """Estimated cost of a kernel: per phase, its iterations times the cost of what it computes
-    there (a store counts 1)."""
+    there (a store counts 1); a gemm's multiply-adds."""
     total, outer, every = 0, math.prod(kernel.outer_extents), math.prod(kernel.extents)
+    if kernel.gemm is not None:
+        total += math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
     for phase in kernel.phases:
         total += every * sum(_cost(r.body) for r in phase.reductions)
         total += (every if phase.inner else outer) * sum(1 + _cost(s.value) for s in phase.stores)
     return total
 
 
-def _serial_why(kernel, count, beside_blas):
+def _serial_why(kernel, count):
     if count == 1:
         return "one thread (NDLC_THREADS=1 or no libgomp)"
-    if kernel.gemm is not None:
-        return "a BLAS call (OpenBLAS runs its own threads)"
-    if beside_blas:
-        return "the program calls OpenBLAS, whose idle threads keep the cores busy"
+    if kernel.gemm is not None and max(kernel.extents[:-1], default=1) == 1:
+        return "a single-row BLAS call"
     if max(kernel.outer_extents, default=1) == 1:
         return "no non-reduced loop to split"
     if work(kernel) < THRESHOLD:

@@ -9,6 +9,7 @@ cached on disk links in any process. The pipeline asks here what the machine off
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
 64-bit-integer OpenBLAS (logged once); NDLC_THREADS sets the thread count of ndlc's own kernels.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -49,6 +50,21 @@ def blas_threads() -> int:
     """How many threads OpenBLAS runs a call on now (1 where it was not found)."""
     functions = _blas()
     return functions[2]() if functions else 1
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """OpenBLAS held to one thread meanwhile (numpy's count restored after): compiled programs that
+    run on several threads split their gemms themselves, one pool for the whole program."""
+    functions = _blas()
+    before = functions[2]() if functions else 1
+    if before > 1:
+        functions[3](1)
+    try:
+        yield
+    finally:
+        if before > 1:
+            functions[3](before)
 
 
 def threads() -> int:

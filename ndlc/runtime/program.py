@@ -1,4 +1,5 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
+import contextlib
 import time
 
 import numpy as np
@@ -6,6 +7,7 @@ import numpy as np
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.kernel import ENTRY
 from ..ir.types import TensorType, numpy_dtype
+from . import libraries
 from .native import NativeModule
 
 ALIGNMENT = 64
@@ -61,6 +63,8 @@ class Program:
         self.reused = {name: aligned_empty(kernels.buffers[name].shape, numpy_dtype(kernels.buffers[name].dtype))
                        for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
         self.calls = 0
+        threaded_blas = any(k.gemm for k in kernels.kernels) and any(k.split for k in kernels.kernels)
+        self.blas_context = libraries.single_threaded_blas if threaded_blas else contextlib.nullcontext
 
     def run(self, *arrays, update_state=False):
         global _native_calls
@@ -83,7 +87,8 @@ class Program:
                 outputs[name] = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
             self.pointers[self.slots[name]] = outputs[name].ctypes.data
         start = time.perf_counter()
-        self.native.entry(np.ctypeslib.ctypes.addressof(self.pointers))
+        with self.blas_context():
+            self.native.entry(np.ctypeslib.ctypes.addressof(self.pointers))
         if self.stamps is not None:
             self.native_seconds += time.perf_counter() - start
             self.kernel_cycles += np.diff(self.stamps)

@@ -62,6 +62,17 @@ graph @pool(%x: f32[{n},16,{size},{size}]) {{
 }}""", [(n, 16, size, size)]
 
 
+def gemms(rows, cols):
+    return f"""
+graph @mm(%x: f32[{rows},{cols}], %w: f32[{cols},{cols}], %b: f32[3,{rows},{cols}]) {{
+  %0 = matmul(%x, %w) : f32[{rows},{cols}]
+  %1 = relu(%0) : f32[{rows},{cols}]
+  %2 = broadcast_to(%w, shape=(3, {cols}, {cols})) : f32[3,{cols},{cols}]
+  %3 = matmul(%b, %2) : f32[3,{rows},{cols}]
+  return %1, %3
+}}""", [(rows, cols), (cols, cols), (3, rows, cols)]
+
+
 def build(text, threads, monkeypatch):
     monkeypatch.setenv("NDLC_THREADS", str(threads))
     return compile_graph(parse(text))
@@ -69,8 +80,9 @@ def build(text, threads, monkeypatch):
 
 @needs_libgomp
 @pytest.mark.parametrize("case,large,small", [(elementwise, (301, 517), (7, 9)), (reductions, (301, 517), (9, 11)),
-                                              (conv, (3, 23), (1, 4)), (pooling, (7, 34), (1, 4))],
-                         ids=["elementwise", "reductions", "conv", "pooling"])
+                                              (conv, (3, 23), (1, 4)), (pooling, (7, 34), (1, 4)),
+                                              (gemms, (97, 64), (3, 4))],
+                         ids=["elementwise", "reductions", "conv", "pooling", "gemms"])
 def test_threaded_results_equal_serial_bit_for_bit(case, large, small, monkeypatch):
     rng = np.random.default_rng(0)
     for sizes, split in ((large, True), (small, False)):
@@ -127,17 +139,32 @@ kernel k0 -> %0
     assert all("serial: one thread" in str(k) for k in schedule(program, 1).kernels)
 
 
-@pytest.mark.parametrize("openblas_threads", [1, 2])
-def test_a_program_calling_multithreaded_openblas_stays_serial(openblas_threads, monkeypatch):
-    program = schedule(fuse(parse("""
-graph @mm(%x: f32[400,400], %w: f32[400,400]) {
-  %0 = matmul(%x, %w) : f32[400,400]
-  %1 = exp(%x) : f32[400,400]
+@needs_libgomp
+@pytest.mark.skipif(not libraries.blas_available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
+def test_gemms_split_their_rows_and_openblas_waits_on_one_thread(monkeypatch):
+    text = """
+graph @mm(%x: f32[400,300], %w: f32[300,200]) {
+  %0 = matmul(%x, %w) : f32[400,200]
+  %1 = exp(%x) : f32[400,300]
   return %0, %1
-}"""), use_blas=True), 2, openblas_threads)
-    gemm, exp = program.kernels
-    assert gemm.serial_why == "a BLAS call (OpenBLAS runs its own threads)"
-    assert (exp.split is None) == (openblas_threads > 1)
+}"""
+    gemm, exp = schedule(fuse(parse(text), use_blas=True), 2).kernels
+    assert gemm.split.loop == 0 and exp.split is not None
+    seen = []
+    monkeypatch.setattr(libraries, "single_threaded_blas", _recording(libraries.single_threaded_blas, seen))
+    before = libraries.blas_threads()
+    program = build(text, 2, monkeypatch)
+    x, w = np.ones((400, 300), np.float32), np.ones((300, 200), np.float32)
+    product, _ = program.run(x, w)
+    assert seen == ["held"] and libraries.blas_threads() == before
+    np.testing.assert_array_equal(product, np.full((400, 200), 300, np.float32))
+
+
+def _recording(context, seen):
+    def held():
+        seen.append("held")
+        return context()
+    return held
 
 
 @needs_libgomp
