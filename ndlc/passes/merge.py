@@ -1,6 +1,7 @@
 """Multi-output kernels, the second half of fusion: kernels that can share one loop nest become one.
 
-Kernels come from fusion.py one stored value each, in schedule order. Each is merged into the
+Kernels come from fusion.py one stored value each, in schedule order, which is first made as soon as
+possible (each kernel right after the last one it depends on). Each is merged into the
 closest earlier kernel it may move up to (none of the kernels it skips writes what it reads) whose
 loops fit, so sibling reductions share one pass over their input, elementwise consumers are
 written in the pass of their producer, a BatchNorm's running statistics join its statistics
@@ -15,7 +16,7 @@ kernel and an optimizer's slots and parameter join in one update:
     left with no reader is no longer stored ("recomputed, not stored").
 A kernel is not merged when its loops differ, when it reads a buffer of the other kernel at other
 elements than those written for the same outer point (another row, a transposed view), or when
-either is a BLAS call; the kernel's `boundary` says which, `merged` what joined it, and
+it is a BLAS call (which starts a kernel; elementwise work over its output joins it); the kernel's `boundary` says which, `merged` what joined it, and
 NDLC_LOG=fusion logs both.
 """
 import itertools
@@ -23,7 +24,8 @@ import logging
 import math
 from dataclasses import replace
 
-from ..ir.kernel import Acc, Index, Load, Phase
+from ..ir.indexing import contiguous
+from ..ir.kernel import Acc, Load, Phase
 from ..ir.scalar import ScalarExpr, leaves, map_leaves
 
 log = logging.getLogger("ndlc.fusion")
@@ -33,7 +35,7 @@ MIN_OUTER_POINTS = 16  # a reduction with fewer outer points takes no elementwis
 def merge_kernels(program):
     """`program` with its kernels merged into multi-output kernels where legal; returns it."""
     merged, writer = [], {}
-    for kernel in program.kernels:
+    for kernel in _as_soon_as_possible(program.kernels):
         target, aligned = _target(merged, kernel, writer)
         if target is None:
             reason = aligned
@@ -53,6 +55,18 @@ def merge_kernels(program):
     for i, kernel in enumerate(program.kernels):
         kernel.name = f"k{i}"
     return program
+
+
+def _as_soon_as_possible(kernels):
+    """`kernels` ordered by how many kernels stand between them and the inputs (stable), so that a
+    small independent kernel (Adam's bias corrections) does not stand between a producer and its
+    consumers and keep them apart."""
+    level, writer = [], {}
+    for kernel in kernels:
+        level.append(1 + max((level[writer[name]] for name in kernel.reads() if name in writer), default=-1))
+        for name in kernel.outputs():
+            writer[name] = len(level) - 1
+    return [kernels[i] for i in sorted(range(len(kernels)), key=lambda i: level[i])]
 
 
 def _outs(kernel):
@@ -125,13 +139,15 @@ def _placement(a, b):
 
 def _why_not(a, b) -> str:
     """Why b cannot join a ('' when it can)."""
-    if a.gemm is not None or b.gemm is not None:
-        return "a BLAS call is a kernel of its own"
+    if b.gemm is not None:
+        return "a BLAS call starts a kernel"
     if 0 in a.extents or 0 in b.extents:
         return "an empty loop"
     placement = _placement(a, b)
     if placement is None:
         return f"its loops {_shape(b)} differ from {_shape(a)}'s loops"
+    if a.gemm is not None and placement != "same":
+        return "only elementwise work over a BLAS call's output joins it"
     if placement in ("a-inner", "b-inner"):
         reducing = a if placement == "b-inner" else b
         points = math.prod(reducing.outer_extents)
@@ -139,6 +155,8 @@ def _why_not(a, b) -> str:
             return (f"an elementwise pass over the inner loops of {_shape(reducing)} would run on "
                     f"{points} outer point(s): too few to share among threads")
     written = {s.buffer: s.access for s in a.stores}
+    if a.gemm is not None:
+        written[a.gemm.out] = contiguous(a.extents)
     extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
     for load in b.loads:
         if isinstance(load, Load) and load.buffer in written:
@@ -160,7 +178,7 @@ def _merge(a, b):
     phases, joined = list(a_phases), None
     if len(b_phases) == 1:
         joined = _earliest_join(phases, b_phases[0], loads)
-    elif _joinable(phases[-1], b_phases[0], loads):
+    elif phases and _joinable(phases[-1], b_phases[0], loads):
         joined = len(phases) - 1
     if joined is None:
         phases += b_phases
