@@ -78,15 +78,16 @@ def _target(merged, kernel, writer):
     its own). The kernel at the index may be replaced by an alignment of its loops."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
-    first_reason = ""
+    nearest = ""
     for index in range(len(merged) - 1, earliest - 1, -1):
+        reason = ""
         for a, b in _alignments(merged[index], kernel):
             reason = _why_not(a, b)
             if not reason:
                 merged[index] = a
                 return index, b
-            first_reason = first_reason or reason
-    return None, first_reason
+        nearest = nearest or reason  # the reason of the last alignment tried: the most specific
+    return None, nearest
 
 
 def _alignments(a, b):
