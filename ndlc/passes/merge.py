@@ -45,10 +45,10 @@ def merge_kernels(program):
             merged.append(kernel)
             target = len(merged) - 1
         else:
+            before = _outs(merged[target])
             merged[target], how = _merge(merged[target], aligned)
             merged[target].merged += (f"{_outs(kernel)} ({how})",)
-            log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel),
-                     _outs(merged[target]), how)
+            log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel), before, how)
         for name in kernel.outputs():
             writer[name] = target
     program.kernels = _drop_dead_stores(merged, program)

@@ -1,5 +1,7 @@
 """Golden text of the `fused` stage: what BatchNorm1d's training forward and an Adam update fuse
 into, which kernels were merged and why the remaining boundaries are boundaries."""
+import logging
+
 import numpy as np
 
 import ndlc as ndl
@@ -116,3 +118,20 @@ kernel k1 -> %21, %7, %33
   store %21[4*i0 + i1] = add(mul($0, 0.999), mul(pow($1, 2.0), 0.0010000000000000009))
   store %7[4*i0 + i1] = add(mul($2, 0.9), mul($1, 0.09999999999999998))
   store %33[4*i0 + i1] = add($3, neg(div(mul(div(add(mul($2, 0.9), mul($1, 0.09999999999999998)), $4), 0.01), add(sqrt(div(add(mul($0, 0.999), mul(pow($1, 2.0), 0.0010000000000000009)), $5)), 1e-08))))"""
+
+
+def test_ndlc_log_fusion_logs_every_decision(capfd, caplog):
+    from ndlc.logconfig import configure
+    logger = logging.getLogger("ndlc.fusion")
+    configure("fusion")
+    try:
+        ln = ndl.nn.LayerNorm1d(32)
+        ndl.compile(lambda x: ln(x))(np.ones((20, 32), np.float32))
+    finally:
+        logger.handlers.clear()
+        logger.propagate, logger.level = True, logging.NOTSET
+    err = capfd.readouterr().err
+    assert "ndlc.fusion: lambda: %13 joins the kernel of %3: a later phase of the same loops\n" in err
+    assert "%19 joins the kernel of %3, %13: a later phase of the same loops, over the inner loops" in err
+    configure("nonsense")
+    assert "NDLC_LOG names no logger 'nonsense'" in caplog.text

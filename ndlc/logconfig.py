@@ -1,0 +1,26 @@
+"""NDLC_LOG: which of ndlc's loggers print their decisions to stderr, comma-separated or 'all':
+fusion (every kernel merged, and why each boundary is one), compile (specialisations), cache,
+native (LLVM compilations), libraries (BLAS and OpenMP found), pipeline."""
+import logging
+import os
+
+LOGGERS = ("fusion", "compile", "cache", "native", "libraries", "pipeline")
+
+
+def configure(value=None):
+    """Send the named loggers' INFO messages to stderr; unknown names are warned about."""
+    value = os.environ.get("NDLC_LOG", "") if value is None else value
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    if "all" in names:
+        names = set(LOGGERS)
+    for unknown in sorted(names - set(LOGGERS)):
+        logging.getLogger("ndlc").warning("NDLC_LOG names no logger %r (loggers: %s, all)", unknown, ", ".join(LOGGERS))
+    for name in sorted(names & set(LOGGERS)):
+        logger = logging.getLogger(f"ndlc.{name}")
+        logger.setLevel(logging.INFO)
+        if not any(getattr(h, "ndlc_log", False) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            handler.ndlc_log = True
+            logger.addHandler(handler)
+            logger.propagate = False
