@@ -75,19 +75,27 @@ def _outs(kernel):
 
 def _target(merged, kernel, writer):
     """(index of the kernel to merge `kernel` into, `kernel` aligned to it) or (None, why it starts
-    its own). The kernel at the index may be replaced by an alignment of its loops."""
+    its own). The kernel at the index may be replaced by an alignment of its loops. Among the
+    kernels it may join, it prefers loops as they are over reordered ones, then a kernel that
+    produces what it reads, then the nearest."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
-    nearest = ""
+    nearest, best = "", None
     for index in range(len(merged) - 1, earliest - 1, -1):
         reason = ""
-        for a, b in _alignments(merged[index], kernel):
+        for reordered, (a, b) in enumerate(_alignments(merged[index], kernel)):
             reason = _why_not(a, b)
             if not reason:
-                merged[index] = a
-                return index, b
+                rank = (reordered > 0, index not in producers, len(merged) - index)
+                if best is None or rank < best[0]:
+                    best = (rank, index, a, b)
+                break
         nearest = nearest or reason  # the reason of the last alignment tried: the most specific
-    return None, nearest
+    if best is None:
+        return None, nearest
+    _, index, a, b = best
+    merged[index] = a
+    return index, b
 
 
 def _alignments(a, b):
