@@ -1,10 +1,13 @@
 """Benchmark: one training step of the Fashion-MNIST MLP (784-512-BN-ReLU-256-BN-ReLU-10, Adam,
 batch 256) in every implementation available, medians of repeated steps in one process.
+`ndlc bench` (benchmarks/suite.py) puts this table into benchmarks/RESULTS.md with the kernel suite.
 
-    python benchmarks/mlp_step.py            # prints the table and writes benchmarks/RESULTS.md
+    python benchmarks/mlp_step.py                   # prints the table
+    python benchmarks/mlp_step.py --output FILE     # and writes it, with the machine, as markdown
 """
 import argparse
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -90,34 +93,66 @@ class NumpyMLP:
             if i + 2 == len(self.params):
                 break
             gamma, beta = self.params[i + 2], self.params[i + 3]
-            mean, var = z.mean(0), z.var(0)
-            xhat = (z - mean) / np.sqrt(var + EPS)
+            xhat, _, var = normalize(z, 0)
             out = np.maximum(xhat * gamma + beta, 0)
             caches.append((h, z, xhat, var, out, i))
             h, i = out, i + 4
-        shifted = z - z.max(1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-        loss = -logp[np.arange(BATCH), y].mean()
-        dz = np.exp(logp)
-        dz[np.arange(BATCH), y] -= 1
-        dz /= BATCH
+        logp = log_softmax(z)
+        loss = cross_entropy(logp, y)
+        dz = cross_entropy_grad(logp, y)
         grads[i], grads[i + 1] = h.T @ dz, dz.sum(0)
         dh = dz @ self.params[i].T
         for h_in, z, xhat, var, out, j in reversed(caches):
             dy = dh * (out > 0)
             grads[j + 2], grads[j + 3] = (dy * xhat).sum(0), dy.sum(0)
-            dxhat = dy * self.params[j + 2]
-            dz = (dxhat - dxhat.mean(0) - xhat * (dxhat * xhat).mean(0)) / np.sqrt(var + EPS)
+            dz = normalize_grad(dy * self.params[j + 2], xhat, var, 0)
             grads[j], grads[j + 1] = h_in.T @ dz, dz.sum(0)
             dh = dz @ self.params[j].T
         self.t += 1
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g * g
-            p -= LR * (m / (1 - 0.9 ** self.t)) / (np.sqrt(v / (1 - 0.999 ** self.t)) + 1e-8)
+            adam_update(p, g, m, v, self.t)
         return float(loss)
+
+
+def normalize(z, axis):
+    """`z` standardised over `axis` (biased variance, EPS), its mean and variance (dims kept); only
+    operators and array methods, so JAX arrays go through it too (benchmarks/suite.py)."""
+    mean, var = z.mean(axis, keepdims=True), z.var(axis, keepdims=True)
+    return (z - mean) / (var + EPS) ** 0.5, mean, var
+
+
+def normalize_grad(dxhat, xhat, var, axis):
+    """The gradient of normalize's input, from the gradient `dxhat` of its output `xhat`."""
+    return (dxhat - dxhat.mean(axis, keepdims=True)
+            - xhat * (dxhat * xhat).mean(axis, keepdims=True)) / (var + EPS) ** 0.5
+
+
+def log_softmax(z):
+    """log softmax of each row of `z` (shifted by the row maximum, for stability)."""
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def cross_entropy(logp, y):
+    """Softmax cross-entropy from log_softmax's output: the mean over rows of -logp[row, y]."""
+    return -logp[np.arange(len(y)), y].mean()
+
+
+def cross_entropy_grad(logp, y):
+    """Its gradient with respect to the logits: (softmax - one_hot(y)) / rows."""
+    dz = np.exp(logp)
+    dz[np.arange(len(y)), y] -= 1
+    dz /= len(y)
+    return dz
+
+
+def adam_update(p, g, m, v, t, lr=LR, beta1=0.9, beta2=0.999, eps=1e-8):
+    """needle's Adam step `t` (from 1) of parameter `p` with gradient `g`, in place on p, m and v."""
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    p -= lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
 
 
 def numpy_step():
@@ -148,18 +183,48 @@ CONTENDERS = {"numpy (hand-written)": numpy_step, "ndlc eager": ndlc_eager, "ndl
               "PyTorch eager": torch_eager}
 
 
-def measure(make_step, repeats, warmup=3):
-    """Median and all per-step times (ms) of `repeats` steps after `warmup` steps."""
+def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf):
+    """Median and all per-call times (ms) of `repeats` calls of `make_step()` after `warmup` calls,
+    on `args` (default: the MLP's batch); fewer calls (at least 3) once they add up to `budget_s`."""
     step = make_step()
-    x, y = data()
+    args = data() if args is None else args
     for _ in range(warmup):
-        step(x, y)
+        step(*args)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s * 1e3):
         start = time.perf_counter()
-        step(x, y)
+        step(*args)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times), times
+
+
+def run(repeats, progress=lambda name: None):
+    """(implementation, median ms/step) for every contender whose framework imports; `progress`
+    is called with each contender's name once it is measured."""
+    rows = []
+    for name, make in CONTENDERS.items():
+        try:
+            median, _ = measure(make, repeats)
+        except ImportError as e:
+            print(f"{name}: skipped ({e})", file=sys.stderr)
+            continue
+        finally:
+            progress(name)
+        rows.append((name, median))
+    return rows
+
+
+def section(rows, compile_seconds, repeats):
+    """The markdown section of RESULTS.md for the MLP step: its table and the compile times."""
+    base = dict(rows)["numpy (hand-written)"]
+    return [
+        f"## MLP training step (784-512-BN-ReLU-256-BN-ReLU-10, Adam, batch {BATCH}, float32)", "",
+        f"- median of {repeats} steps after 3 warm-up steps", "",
+        "| implementation | median ms/step | vs numpy |", "|---|---:|---:|",
+        *(f"| {name} | {ms:.2f} | {ms / base:.2f}x |" for name, ms in rows), "",
+        "Time to the first compiled step (trace, lower, compile or load native code, run once):",
+        f"cold (empty cache) {compile_seconds['cold']:.2f} s; warm (native code from the disk cache) "
+        f"{compile_seconds['warm']:.2f} s.", ""]
 
 
 def machine():
@@ -173,51 +238,40 @@ def machine():
 
 
 def versions():
+    """Versions of python and of the libraries the contenders use (the optional ones if present)."""
     import llvmlite
     found = {"python": platform.python_version(), "numpy": np.__version__,
              "llvmlite": llvmlite.__version__, "ndlc": ndl.__version__}
-    try:
-        import torch
-        found["torch"] = torch.__version__
-    except ImportError:
-        pass
+    for optional in ("torch", "jax"):
+        try:
+            found[optional] = __import__(optional).__version__
+        except ImportError:
+            pass
     return ", ".join(f"{k} {v}" for k, v in found.items())
+
+
+def environment():
+    """The markdown lines that say when, where and with what the numbers were measured."""
+    return [f"- date: {datetime.date.today().isoformat()}", f"- machine: {machine()}",
+            f"- versions: {versions()}"]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
+    parser.add_argument("--output", help="also write the table as markdown to this file "
+                        "(benchmarks/RESULTS.md is written by `ndlc bench`)")
     args = parser.parse_args(argv)
-    rows = []
-    for name, make in CONTENDERS.items():
-        try:
-            median, _ = measure(make, args.repeats)
-        except ImportError as e:
-            print(f"{name}: skipped ({e})", file=sys.stderr)
-            continue
-        rows.append((name, median))
-        print(f"{name:24s} {median:9.2f} ms/step", flush=True)
+    rows = run(args.repeats)
+    for name, median in rows:
+        print(f"{name:24s} {median:9.2f} ms/step")
     compile_seconds = compile_times()
     print(f"compile: cold {compile_seconds['cold']:.2f} s, warm (disk cache) {compile_seconds['warm']:.2f} s")
-    base = dict(rows)["numpy (hand-written)"]
-    table = ["| implementation | median ms/step | vs numpy |", "|---|---:|---:|"]
-    table += [f"| {name} | {ms:.2f} | {ms / base:.2f}x |" for name, ms in rows]
-    text = "\n".join([
-        "# Benchmarks", "",
-        "Regenerate with `python benchmarks/mlp_step.py` (all numbers from one process, one run).", "",
-        f"## MLP training step (784-512-BN-ReLU-256-BN-ReLU-10, Adam, batch {BATCH}, float32)", "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {machine()}",
-        f"- versions: {versions()}",
-        f"- median of {args.repeats} steps after 3 warm-up steps", "",
-        *table, "",
-        "Time to the first compiled step (trace, lower, compile or load native code, run once):",
-        f"cold (empty cache) {compile_seconds['cold']:.2f} s; warm (native code from the disk cache) "
-        f"{compile_seconds['warm']:.2f} s.", ""])
-    with open(args.output, "w") as f:
-        f.write(text)
-    print(f"wrote {args.output}")
+    if args.output:
+        text = ["# MLP step benchmark", "", *environment(), "", *section(rows, compile_seconds, args.repeats)]
+        with open(args.output, "w") as f:
+            f.write("\n".join(text))
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

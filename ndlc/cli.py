@@ -1,6 +1,8 @@
 """The `ndlc` command: `ndlc train` trains the Fashion-MNIST MLP compiled; `ndlc dump STAGE`
-prints one compilation stage of the built-in example (the MLP's training step)."""
+prints one compilation stage of the built-in example (the MLP's training step); `ndlc bench` runs
+the benchmark suite (benchmarks/suite.py) and writes benchmarks/RESULTS.md."""
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -59,6 +61,66 @@ def dump(args):
     return 0
 
 
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def bench(args):
+    """Check the device, then run the suite, which lives in the source tree beside the package."""
+    ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
+    suite = load_suite()
+    return 2 if suite is None else suite.run(args)
+
+
+def load_suite():
+    """benchmarks/suite.py of the checkout this package runs from (it is not installed with the
+    package), or None after saying why it is missing."""
+    if not os.path.isfile(os.path.join(BENCHMARKS, "suite.py")):
+        print(f"ndlc bench: no benchmark suite at {os.path.join(BENCHMARKS, 'suite.py')}: it ships in ndlc's "
+              "source tree, not in the installed package; run from a checkout installed with "
+              "`pip install -e .`", file=sys.stderr)
+        return None
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    return importlib.import_module("suite")
+
+
+def _positive(text):
+    """An argparse type: a positive integer."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def add_bench(commands):
+    """The `ndlc bench` subcommand and its options (--device is added with the others')."""
+    b = commands.add_parser(
+        "bench", help="benchmark ndlc's compiled kernels against numpy, PyTorch, torch.compile and JAX",
+        description="Time each kernel case (BatchNorm1d, LayerNorm1d, SoftmaxLoss, a relu chain, matmul, "
+        "Adam, Conv; forward and forward+backward) compiled by ndlc and in hand-written numpy, PyTorch "
+        "eager, torch.compile and JAX where they are installed, each result checked against numpy's "
+        "first; then the MLP training step (benchmarks/mlp_step.py). Prints the table and writes "
+        "RESULTS.md and ratios.png (benchmarks/ for a full run). Exit status 1 if a result was wrong.")
+    b.add_argument("--quick", action="store_true",
+                   help="tiny sizes and 2 calls each, a smoke test of the whole suite in seconds; "
+                   "writes to a temporary folder unless --output is given")
+    b.add_argument("--repeats", type=_positive, help="timed calls per case and contender, after "
+                   "warm-up (default 20, 2 with --quick); fewer where calls take over 2 s in all")
+    b.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
+                   help="threads for every contender: NDLC_THREADS, torch.set_num_threads, OpenBLAS "
+                   "through threadpoolctl if installed (default: this machine's cores, %(default)s)")
+    b.add_argument("--only", metavar="SUBSTRING", help="only the cases whose name contains SUBSTRING "
+                   "(case-insensitive; 'mlp' selects the MLP step)")
+    b.add_argument("--output", metavar="PATH", help="RESULTS.md to write (default: benchmarks/RESULTS.md "
+                   "for a full run; a temporary folder with --quick or --only); ratios.png goes beside it")
+    b.add_argument("--no-plot", dest="plot", action="store_false", help="no ratios.png")
+    b.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="time torch.compile too (default: yes, except with --quick: it compiles each case "
+                   "for seconds, the first for over 20 s on 2 cores, too slow for a smoke test)")
+    b.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return b
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ndlc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,14 +137,15 @@ def main(argv=None):
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
     d.add_argument("--batch-size", type=int, default=8)
-    for sub in (t, d):
+    b = add_bench(commands)
+    for sub in (t, d, b):
         sub.add_argument("--device", default="cpu")
         sub.add_argument("-v", "--verbose", action="store_true", help="log compilations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:
-        return {"train": train, "dump": dump}[args.command](args)
+        return {"train": train, "dump": dump, "bench": bench}[args.command](args)
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         return 1
