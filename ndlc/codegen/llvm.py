@@ -24,8 +24,9 @@ from . import mathlib
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
 I1, I8, I32, I64, PTR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.PointerType()
-ROWS_BLOCK = 256  # 'rows' strategy: outputs accumulated side by side (their accumulators stay in L1)
+ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
 _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
+           "GOMP_barrier": ir.FunctionType(ir.VoidType(), []),
            "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
 TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
          "u8": I8, "bool": I1}
@@ -78,7 +79,8 @@ def _stamp(b, stamps, index):
 
 def _outlined(module, kernel, fn, count):
     """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
-    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer)."""
+    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer),
+    or, for a 'chunks' kernel, as thread number `thread` of `threads`."""
     outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
@@ -86,6 +88,10 @@ def _outlined(module, kernel, fn, count):
                 for i in range(count)]
     thread = b.sext(b.call(_declare(module, "omp_get_thread_num"), []), I64)
     threads = b.sext(b.call(_declare(module, "omp_get_num_threads"), []), I64)
+    if kernel.strategy == "chunks":
+        b.call(fn, pointers + [thread, threads])
+        b.ret_void()
+        return outlined
     n = ir.Constant(I64, kernel.extents[kernel.split.loop])
     chunk = b.sdiv(b.add(n, b.sub(threads, ir.Constant(I64, 1))), threads)
     start = mathlib.intrinsic(b, "llvm.smin", b.mul(thread, chunk), n)
@@ -99,14 +105,16 @@ class _KernelEmitter:
 
     def __init__(self, module, kernel, used):
         self.kernel = kernel
-        split = [I64, I64] if kernel.split else []  # the split loop's range [start, stop)
+        split = [I64, I64] if kernel.split else []  # the split loop's range [start, stop), or (thread, threads)
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
         self.function = fn = ir.Function(module, fnty, kernel.name)
         fn.linkage = "internal"
         self.pointers = dict(zip(used, fn.args))
         for arg in fn.args[:len(used)]:
             arg.add_attribute("noalias")
-        self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split else {}
+        chunks = kernel.strategy == "chunks"
+        self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split and not chunks else {}
+        self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.vars = [None] * len(kernel.extents)
@@ -117,24 +125,29 @@ class _KernelEmitter:
         self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
         self.block_counter = self.b.alloca(I64, name="block") if rows else None
+        self.chunk_counters = [self.b.alloca(I64, name=f"chunk{i}") for i in range(2)] if chunks else None
+        self.chunk = None  # chunks: the chunk whose partials are addressed (0 holds the combined values)
         self.slots, first = [], 0  # the accumulator numbers of each phase's reductions
         for phase in kernel.phases:
             self.slots.append(range(first, first + len(phase.reductions)))
             first += len(phase.reductions)
         self.types = {}
-        for _, expr, _ in kernel.expressions():
-            self.types.update(infer_dtypes(expr, self._leaf_dtype))
+        for phase in kernel.phases:
+            for expr in phase.expressions():
+                self.types.update(infer_dtypes(expr, lambda payload, phase=phase: self._leaf_dtype(payload, phase)))
         if kernel.gemm is not None:
             self._loops(0, len(kernel.extents) - 2, self._gemm)
+        elif chunks:
+            self._chunks()
         elif rows:
             self._loops(0, kernel.outer - 1, self._rows)
         else:
             self._loops(0, kernel.outer, self._point)
         self.b.ret_void()
 
-    def _leaf_dtype(self, payload):
+    def _leaf_dtype(self, payload, phase):
         if isinstance(payload, Acc):
-            return self.reductions[payload.index].dtype
+            return phase.reductions[payload.index].dtype
         return self.kernel.loads[payload].dtype
 
     # ---- loops ------------------------------------------------------------------------------
@@ -148,18 +161,22 @@ class _KernelEmitter:
 
     def _for(self, var, start, stop, body):
         """for (i_var = start; i_var < stop; i_var++) body()."""
-        b, counter = self.b, self.counters[var]
+        def inside(value):
+            self.vars[var] = value
+            body()
+        self._range(self.counters[var], start, stop, inside)
+
+    def _range(self, counter, start, stop, body):
+        """for (value = start; value < stop; value++) body(value), counting in the alloca `counter`."""
+        b = self.b
         b.store(start, counter)
-        head = b.append_basic_block(f"loop{var}")
-        inside = b.append_basic_block(f"body{var}")
-        done = b.append_basic_block(f"done{var}")
+        head, inside, done = (b.append_basic_block(f"{part}.{counter.name}") for part in ("loop", "body", "done"))
         b.branch(head)
         b.position_at_end(head)
         value = b.load(counter)
         b.cbranch(b.icmp_signed("<", value, stop), inside, done)
         b.position_at_end(inside)
-        self.vars[var] = value
-        body()
+        body(value)
         b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
         b.branch(head)
         b.position_at_end(done)
@@ -219,24 +236,87 @@ class _KernelEmitter:
                     self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(lambda: self._stores(phase.stores)))
                 else:
                     along_block(lambda phase=phase: self._stores(phase.stores))
-        self._for_blocks(last, count, one_block)
+        def numbered_block(number):
+            self.vars[last] = number
+            one_block()
+        self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = None
 
-    def _for_blocks(self, var, count, body):
-        """for (block = 0; block < count; block++) body(), the block number in vars[var] meanwhile."""
-        b, counter = self.b, self.block_counter
-        b.store(ir.Constant(I64, 0), counter)
-        head, inside, done = (b.append_basic_block(f"{n}{var}") for n in ("blocks", "block", "blocksdone"))
-        b.branch(head)
-        b.position_at_end(head)
-        value = b.load(counter)
-        b.cbranch(b.icmp_signed("<", value, count), inside, done)
-        b.position_at_end(inside)
-        self.vars[var] = value
-        body()
-        b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
-        b.branch(head)
-        b.position_at_end(done)
+    def _chunks(self):
+        """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: each thread takes
+        its share of chunks and, per phase, accumulates each chunk's partials for every j (whole rows
+        stream through memory), then, after a barrier, combines the partials of its share of the j
+        in chunk order and makes the phase's stores for them; a barrier ends every phase. Chunks do
+        not depend on the thread count, so neither do the results."""
+        k, b = self.kernel, self.b
+        thread, threads = self.thread
+        n, columns, count = k.extents[k.outer], k.extents[0], k.chunks
+        size = -(-n // count)
+        inner_rest = (k.outer + 1, len(k.extents))
+
+        def share(total):
+            return (b.sdiv(b.mul(thread, ir.Constant(I64, total)), threads),
+                    b.sdiv(b.mul(b.add(thread, ir.Constant(I64, 1)), ir.Constant(I64, total)), threads))
+        my_chunks, my_columns = share(count), share(columns)
+
+        def over_my_rows(body):
+            """body() at every (i, rest of the inner loops, j) of this thread's chunks."""
+            def chunk(c):
+                self.chunk = c
+                first = b.mul(c, ir.Constant(I64, size))
+                last = mathlib.intrinsic(b, "llvm.smin", b.add(first, ir.Constant(I64, size)), ir.Constant(I64, n))
+                self._for(k.outer, first, last, lambda: self._loops(*inner_rest, lambda: self._for(
+                    0, ir.Constant(I64, 0), ir.Constant(I64, columns), body)))
+            self._range(self.chunk_counters[0], *my_chunks, chunk)
+
+        for phase, slots in zip(k.phases, self.slots):
+            self.phase_slots = slots
+            if phase.reductions:
+                def init(c, slots=slots, phase=phase):
+                    self.chunk = c
+                    self._for(0, ir.Constant(I64, 0), ir.Constant(I64, columns), lambda: [
+                        b.store(self._init(r), self._partial(slot)) for slot, r in zip(slots, phase.reductions)])
+                self._range(self.chunk_counters[0], *my_chunks, init)
+
+                def accumulate(phase=phase, slots=slots):
+                    memo = {}
+                    values = [self._emit(r.body, memo) for r in phase.reductions]
+                    for slot, r, value in zip(slots, phase.reductions, values):
+                        pointer = self._partial(slot)
+                        b.store(self._combine(r, b.load(pointer, typ=TYPES[r.dtype]), value), pointer)
+                over_my_rows(accumulate)
+                self._barrier()
+
+                def combine(phase=phase, slots=slots):
+                    for slot, r in zip(slots, phase.reductions):
+                        self.chunk = ir.Constant(I64, 0)
+                        total = self._partial(slot)
+
+                        def add(c, r=r, slot=slot, total=total):
+                            self.chunk = c
+                            ty = TYPES[r.dtype]
+                            b.store(self._combine(r, b.load(total, typ=ty), b.load(self._partial(slot), typ=ty)), total)
+                        self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
+                    self.chunk = ir.Constant(I64, 0)
+                    self._stores(phase.stores)
+                self._for(0, *my_columns, combine)
+            elif phase.inner:
+                over_my_rows(lambda phase=phase: self._stores(phase.stores))
+            else:
+                self._for(0, *my_columns, lambda phase=phase: self._stores(phase.stores))
+            self._barrier()
+        self.chunk = None
+
+    def _partial(self, slot):
+        """chunks: the partial accumulator of reduction `slot` for the current chunk and column."""
+        index = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])), self.vars[0])
+        element = TYPES[self.reductions[slot].dtype]
+        return self.b.gep(self.pointers[self.kernel.scratch[slot]], [index], inbounds=True, source_etype=element)
+
+    def _barrier(self):
+        """All threads of the kernel's team wait here (nothing to wait for when it runs serially)."""
+        if self.kernel.split is not None:
+            self.b.call(_declare(self.b.module, "GOMP_barrier"), [])
 
     def _acc_pointer(self, slot):
         """rows: the accumulator of the current element of the block."""
@@ -245,6 +325,8 @@ class _KernelEmitter:
 
     def _acc_value(self, index):
         slot = self.phase_slots[index]
+        if self.chunk is not None:
+            return self.b.load(self._partial(slot), typ=TYPES[self.reductions[slot].dtype])
         pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
         return self.b.load(pointer)
 

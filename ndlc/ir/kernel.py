@@ -165,7 +165,9 @@ class Kernel:
     boundary: str = ""
     split: Optional[Split] = None
     serial_why: str = ""
-    strategy: str = ""  # chosen by the schedule pass: 'point', 'rows' or 'gemm'
+    strategy: str = ""  # chosen by the schedule pass: 'point', 'rows', 'chunks' or 'gemm'
+    chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
+    scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
 
     @property
     def outer_extents(self):
@@ -194,8 +196,8 @@ class Kernel:
         return names | ({self.gemm.a.buffer, self.gemm.b.buffer} if self.gemm else set())
 
     def buffers(self) -> set:
-        """Names of the buffers this kernel reads or writes."""
-        return self.reads() | set(self.outputs())
+        """Names of the buffers this kernel reads or writes (its scratch included)."""
+        return self.reads() | set(self.outputs()) | set(self.scratch)
 
     def expressions(self):
         """(label, expression, how many accumulators it may read) for every expression of the kernel."""
@@ -219,11 +221,15 @@ class Kernel:
         if self.boundary:
             lines.append(f"  not merged into the kernel before: {self.boundary}")
         lines.append(f"  loops: {outer or '(scalar)'}{' | ' + inner if inner else ''}")
+        if self.strategy == "chunks":
+            lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "
+                         f"{', '.join('%' + n for n in self.scratch)}, combine in order; whole rows stream)")
         if self.strategy == "rows":
             lines.append(f"  strategy: rows (blocks of i{self.outer - 1} accumulate side by side; the reductions "
                          f"read strided along i{len(self.extents) - 1})")
         if self.split:
-            lines.append(f"  parallel over i{self.split.loop} ({self.split.threads} threads)")
+            over = "its chunks" if self.strategy == "chunks" else f"i{self.split.loop}"
+            lines.append(f"  parallel over {over} ({self.split.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")
         if self.gemm:

@@ -71,7 +71,11 @@ def _check_kernel(kernel, buffers, where):
                     raise VerifyError(f"{where}: {label} reads {e.payload}, which its phase does not compute")
             elif e.prim == "arg" and not (isinstance(e.payload, int) and 0 <= e.payload < len(kernel.loads)):
                 raise VerifyError(f"{where}: {label} reads ${e.payload}, which is not a load of the kernel")
-    if kernel.split is not None:
+    if kernel.strategy == "chunks" and (kernel.outer != 1 or len(kernel.scratch) != len(kernel.reductions)
+                                        or not 0 < kernel.chunks <= kernel.extents[1]):
+        raise VerifyError(f"{where}: 'chunks' needs one outer loop, a scratch buffer per reduction and "
+                          "no more chunks than its first inner loop has iterations")
+    if kernel.split is not None and kernel.strategy != "chunks":
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")
 

@@ -23,7 +23,7 @@ from ..ir.errors import NdlcError
 from ..ir.kernel import GEMMS, gemm_symbol
 
 log = logging.getLogger("ndlc.libraries")
-OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier", "omp_get_thread_num", "omp_get_num_threads")
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
 _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",

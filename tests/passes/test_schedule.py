@@ -128,8 +128,8 @@ kernel k0 -> %0
   fuses: %0 summation
   stored because: %0: graph output
   loops: i0<300 | i1<600
-  strategy: rows (blocks of i0 accumulate side by side; the reductions read strided along i1)
-  parallel over i0 (2 threads)
+  strategy: chunks (i1 cut into 16 chunks whose partial results, %k0.partials0, combine in order; whole rows stream)
+  parallel over its chunks (2 threads)
   $0 = %x[i0 + 300*i1]
   phase 0: reduce
     acc0 = add of $0
