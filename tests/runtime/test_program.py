@@ -162,3 +162,20 @@ def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path):
     without = _run_blas_script(tmp_path, "0")
     assert without[:2] == (1, False), "the loop-nest program is another cache entry"
     assert without[2] == pytest.approx(first[2], rel=1e-5)
+
+
+def test_an_output_array_is_written_again_only_when_nothing_references_it():
+    program = compile_graph(parse(GRAPH))
+    inputs = [np.full(t.shape, 0.5, np.float32) for t in program.input_types]
+    first = program.run(*inputs)[0]
+    second = program.run(*inputs)[0]
+    assert not np.shares_memory(first, second), "the caller holds the first result"
+    address, view = second.ctypes.data, second[:1]
+    del second
+    third = program.run(*inputs)[0]
+    assert third.ctypes.data != address, "a view keeps the second result alive"
+    address = third.ctypes.data
+    del view, third
+    fourth = program.run(*inputs)[0]
+    assert fourth.ctypes.data == address, "nothing references the third result: its array is reused"
+    np.testing.assert_array_equal(fourth, first)
