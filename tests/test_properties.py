@@ -111,3 +111,26 @@ def test_compiled_random_programs_and_their_gradients_equal_the_interpreter(prog
     compiled = compile_graph(graph).run(*arrays)
     for got, want in zip(compiled, interpret(graph, *arrays)):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(programs(), st.sampled_from([(600, 300), (300, 600), (48, 40, 70), (1 << 17,)]), st.integers(0, 2**31 - 1))
+def test_random_programs_give_the_same_bits_on_one_and_two_threads(program, base, seed):
+    """Threads split outer loops or fixed chunks, never a sum's order: results do not depend on
+    the thread count. Shapes large enough that kernels do split."""
+    import os
+    from ndlc.frontend.compile import compile_graph
+    _, n_inputs, steps = program
+    program = (base, n_inputs, steps)
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(base).astype(np.float32) for _ in range(n_inputs)]
+    graph = autodiff(ndl.trace(lambda *xs: run_program(program, *xs), *arrays))
+    saved = os.environ.get("NDLC_THREADS")
+    results = {}
+    try:
+        for threads in ("1", "2"):
+            os.environ["NDLC_THREADS"] = threads
+            results[threads] = [r.tobytes() for r in compile_graph(graph).run(*arrays)]
+    finally:
+        os.environ.pop("NDLC_THREADS") if saved is None else os.environ.__setitem__("NDLC_THREADS", saved)
+    assert results["1"] == results["2"]
