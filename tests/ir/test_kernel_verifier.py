@@ -1,0 +1,69 @@
+"""The Kernel IR verifier names the stage, the kernel and the broken invariant."""
+import dataclasses
+
+import pytest
+
+from ndlc.ir import parse
+from ndlc.ir.errors import VerifyError
+from ndlc.ir.indexing import Access, Affine
+from ndlc.ir.kernel import Acc, Load
+from ndlc.ir.kernel_verifier import verify_program
+from ndlc.ir.scalar import ScalarExpr
+from ndlc.passes.fusion import fuse
+
+TEXT = """
+graph @g(%x: f32[4,6]) {
+  %0 = summation(%x, axes=(1,)) : f32[4]
+  %1 = exp(%x) : f32[4,6]
+  return %0, %1
+}"""
+
+
+def program():
+    return fuse(parse(TEXT))
+
+
+def test_a_fused_program_verifies():
+    verify_program(program(), "fused")
+
+
+def test_a_load_out_of_bounds():
+    p = program()
+    kernel = p.kernels[0]
+    kernel.loads[0] = dataclasses.replace(kernel.loads[0], access=Access(Affine((6, 2))))
+    with pytest.raises(VerifyError, match=r"after fused: kernel k0: \$0 reaches elements 0..28 of %x, which has 24"):
+        verify_program(p, "fused")
+
+
+def test_an_unknown_buffer():
+    p = program()
+    p.kernels[0].loads[0] = Load("nowhere", "f32", p.kernels[0].loads[0].access)
+    with pytest.raises(VerifyError, match="names no buffer %nowhere"):
+        verify_program(p)
+
+
+def test_an_accumulator_its_phase_does_not_compute():
+    p = program()
+    store = p.kernels[0].phases[0].stores[0]
+    p.kernels[0].phases[0].stores[0] = dataclasses.replace(store, value=ScalarExpr("arg", payload=Acc(3)))
+    with pytest.raises(VerifyError, match="reads acc3, which its phase does not compute"):
+        verify_program(p)
+
+
+def test_a_temporary_read_before_it_is_written():
+    p = program()
+    p.kernels.reverse()
+    first = p.kernels[0]
+    first.loads.append(Load(p.kernels[1].outputs()[0], "f32", Access(Affine((0, 0)))))
+    store = first.phases[0].stores[0]
+    first.phases[0].stores[0] = dataclasses.replace(store, value=ScalarExpr("arg", payload=len(first.loads) - 1))
+    with pytest.raises(VerifyError, match="phase 0 reads %.* before it is written"):
+        verify_program(p)
+
+
+def test_a_store_of_the_wrong_dtype():
+    p = program()
+    store = p.kernels[0].phases[0].stores[0]
+    p.kernels[0].phases[0].stores[0] = dataclasses.replace(store, dtype="f64")
+    with pytest.raises(VerifyError, match="stores f64 into %.*, a f32 buffer"):
+        verify_program(p)
