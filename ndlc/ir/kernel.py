@@ -163,6 +163,7 @@ class Kernel:
     gemm: Optional[Gemm] = None
     merged: tuple = ()
     boundary: str = ""
+    recomputes: tuple = ()  # values used elsewhere too that this kernel computes again, and why
     split: Optional[Split] = None
     serial_why: str = ""
     strategy: str = ""  # chosen by the schedule pass: 'point', 'rows', 'chunks' or 'gemm'
@@ -217,6 +218,7 @@ class Kernel:
         whys += [f"%{s.buffer}: {s.why}" for s in self.stores if s.why and not (self.gemm and s.buffer == self.gemm.out)]
         if whys:
             lines.append(f"  stored because: {'; '.join(whys)}")
+        lines += [f"  recomputes: {why}" for why in self.recomputes]
         lines += [f"  merged: {why}" for why in self.merged]
         if self.boundary:
             lines.append(f"  not merged into the kernel before: {self.boundary}")

@@ -7,7 +7,8 @@ loop-nest ops (reductions, matmul, conv, pooling) compose their operand maps int
 is *stored* (gets a buffer and a kernel computing its definition) only when it must be; each such
 decision records why, and the kernel dump shows it:
   - graph outputs;
-  - values used by several nodes, unless their definition is cheap to recompute;
+  - values used by several nodes, unless their definition is cheap to recompute (then each kernel
+    reading one computes it again, and says so: `recomputes:`);
   - a loop-nest result read other than elementwise at its own index (one reduction per kernel);
   - computed values read through zero-filling views (pad, dilate) or repeating views (broadcast,
     overlapping windows, matmul operands) unless cheap, and reshapes of non-contiguous views.
@@ -104,6 +105,7 @@ class _Lowering:
         self.buffers, self.stored = {}, {}
         self.defs, self.members, self.nests = {}, {}, {}
         self.kernels, self.constants = [], {}
+        self.recomputed = {}  # description of a node -> why each kernel reading it computes it again
 
     def run(self) -> Program:
         inputs = []
@@ -117,8 +119,11 @@ class _Lowering:
         for node in self.graph.nodes:
             v = node.result
             self.defs[v] = self._define(node)
-            if self.uses.get(v, 0) > 1 and _cost(self.defs[v]) > CHEAP:
-                self._store(v, f"used by {self.uses[v]} nodes")
+            uses, cost = self.uses.get(v, 0), _cost(self.defs[v])
+            if uses > 1 and cost > CHEAP:
+                self._store(v, f"used by {uses} nodes")
+            elif uses > 1 and cost > 0:
+                self.recomputed[self._describe(node)] = f"used by {uses} nodes, cost {cost} <= {CHEAP}"
         results = list(self.graph.outputs) + list(self.graph.updates.values())
         outputs = [self._store_output(v) for v in results]
         return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants,
@@ -292,7 +297,9 @@ class _Lowering:
                             [Store(out, store, map_leaves(value, number), v.dtype, why)])]
         else:
             phases = [Phase([], [Store(out, store, map_leaves(value, number), v.dtype, why)])]
-        return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm)
+        recomputes = tuple(f"{m} ({self.recomputed[m]})" for m in fused if m in self.recomputed)
+        return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm,
+                      recomputes=recomputes)
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):

@@ -195,7 +195,8 @@ def _merge(a, b):
         phases[joined] = _join(phases[joined], b_phases[0], loads)
         phases += b_phases[1:]
     kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
-        m for m in b.fused if m not in a.fused), merged=a.merged + b.merged)
+        m for m in b.fused if m not in a.fused), merged=a.merged + b.merged,
+        recomputes=a.recomputes + tuple(r for r in b.recomputes if r not in a.recomputes))
     kernel = _compact(kernel)
     how = "a later phase of the same loops" if joined is None else f"in the pass of phase {joined}"
     if placement in ("b-outer", "a-outer"):

@@ -27,6 +27,7 @@ program @lambda(%x, %bn.weight, %bn.bias, %bn.running_mean, %bn.running_var) -> 
 kernel k0 -> %1, %24, %8, %29
   fuses: %0 summation, %1 divide_scalar, %2 reshape, %3 broadcast_to, %4 negate, %5 add, %6 power_scalar, %7 summation, %8 divide_scalar, %20 mul_scalar, %21 stop_gradient, %22 mul_scalar, %23 add, %24 stop_gradient, %25 mul_scalar, %26 stop_gradient, %27 mul_scalar, %28 add, %29 stop_gradient
   stored because: %1: used by 2 nodes; %24: graph output; %8: used by 2 nodes; %29: graph output
+  recomputes: %5 add (used by 2 nodes, cost 2 <= 6)
   merged: %8 (a later phase of the same loops)
   merged: %24 (in the pass of phase 0, once per outer point)
   merged: %29 (in the pass of phase 1, once per outer point)
@@ -47,6 +48,7 @@ kernel k0 -> %1, %24, %8, %29
 kernel k1 -> %19
   fuses: %2 reshape, %3 broadcast_to, %4 negate, %5 add, %9 add_scalar, %10 power_scalar, %11 reshape, %12 broadcast_to, %13 divide, %14 reshape, %15 broadcast_to, %16 multiply, %17 reshape, %18 broadcast_to, %19 add
   stored because: %19: graph output
+  recomputes: %5 add (used by 2 nodes, cost 2 <= 6)
   not merged into the kernel before: an elementwise pass over the inner loops of (i0<4 | i1<8) would run on 4 outer point(s): too few to share among threads
   loops: i0<8 i1<4
   $0 = %x[4*i0 + i1]
@@ -87,6 +89,7 @@ program @update(%g, %opt.params.0, %opt.t, %opt.m.0, %opt.v.0) -> (%1, %33, %10,
 kernel k0 -> %13, %25, %10, %1
   fuses: %8 full, %9 add_scalar, %10 stop_gradient, %11 power, %12 negate, %13 add_scalar, %22 full, %23 power, %24 negate, %25 add_scalar, %0 multiply, %1 summation
   stored because: %13: broadcast_to reads elements repeatedly; %25: broadcast_to reads elements repeatedly; %10: graph output; %1: graph output
+  recomputes: %10 stop_gradient (used by 3 nodes, cost 1 <= 6)
   merged: %25 (in the pass of phase 0)
   merged: %1 (a later phase of the same loops, once per outer point)
   merged: %10 (in the pass of phase 0, once per outer point)
@@ -105,6 +108,7 @@ kernel k0 -> %13, %25, %10, %1
 kernel k1 -> %21, %7, %33
   fuses: %17 mul_scalar, %4 stop_gradient, %18 power_scalar, %19 mul_scalar, %20 add, %21 stop_gradient, %3 mul_scalar, %5 mul_scalar, %6 add, %7 stop_gradient, %2 stop_gradient, %14 broadcast_to, %15 divide, %16 mul_scalar, %26 broadcast_to, %27 divide, %28 power_scalar, %29 add_scalar, %30 divide, %31 negate, %32 add, %33 stop_gradient
   stored because: %21: used by 2 nodes; %7: graph output; %33: graph output
+  recomputes: %7 stop_gradient (used by 2 nodes, cost 3 <= 6)
   merged: %7 (in the pass of phase 0)
   merged: %33 (in the pass of phase 0)
   not merged into the kernel before: its loops (i0<3 i1<4) differ from (scalar)'s loops

@@ -113,6 +113,16 @@ def test_stage_texts_and_dump_files(tmp_path, monkeypatch):
         compiled.ir("nonsense")
 
 
+def test_ndlc_dump_all_writes_every_stage(tmp_path, monkeypatch):
+    from ndlc.pipeline import STAGES
+    monkeypatch.setenv("NDLC_DUMP", "all")
+    monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path))
+    ndl.compile(lambda a: (a.exp() + 1.0).sum())(np.zeros((4,), np.float32))
+    dumped = {p.name.rsplit(".", 2)[1] for p in tmp_path.iterdir()}
+    assert dumped == set(STAGES) - {"grad"}, "a function without backward() has no grad stage"
+    assert "ret" in next(tmp_path.glob("*.asm.txt")).read_text()
+
+
 def test_unknown_device_and_ir_before_the_first_call():
     with pytest.raises(NdlcError, match="device 'cuda' is not available to ndlc.compile"):
         ndl.compile(lambda a: a, device="cuda")
