@@ -18,7 +18,8 @@ from llvmlite import ir
 from ..ir.errors import UnsupportedError
 from ..ir.indexing import Access, Affine
 from ..ir.indexing import contiguous
-from ..ir.kernel import COMPARISONS, ENTRY, Acc, Index, gemm_symbol, infer_dtypes, operand_dtype
+from ..ir.kernel import ENTRY, Acc, Index, gemm_symbol, infer_dtypes, operand_dtype
+from ..ir.scalar import COMPARISONS
 from ..ir.types import is_float
 from . import mathlib
 

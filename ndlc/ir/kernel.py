@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .indexing import Access
-from .scalar import ScalarExpr, postorder, transform
+from .scalar import COMPARISONS, ScalarExpr, postorder, transform
 
 ENTRY = "ndlc_main"  # the one native entry point of a program: ENTRY(pointer array of its buffers)
-COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
 GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
-OP_COSTS = {"exp": 8, "log": 8, "tanh": 10, "sin": 10, "cos": 10, "pow": 20, "div": 4, "sqrt": 4}  # else 1
 
 
 def gemm_symbol(dtype) -> str:

@@ -64,8 +64,9 @@ def _check_kernel(kernel, buffers, where):
         for e in postorder(expr):
             if e.prim not in PRIMITIVES:
                 raise VerifyError(f"{where}: {label} uses unknown primitive {e.prim!r}")
-            if e.prim not in ("const", "arg", "index") and PRIMITIVES[e.prim] != len(e.args):
-                raise VerifyError(f"{where}: {label}: {e.prim} takes {PRIMITIVES[e.prim]} operands, not {len(e.args)}")
+            if PRIMITIVES[e.prim].arity != len(e.args):
+                raise VerifyError(f"{where}: {label}: {e.prim} takes {PRIMITIVES[e.prim].arity} operands, "
+                                  f"not {len(e.args)}")
             if e.prim == "arg" and isinstance(e.payload, Acc):
                 if not 0 <= e.payload.index < accumulators:
                     raise VerifyError(f"{where}: {label} reads {e.payload}, which its phase does not compute")

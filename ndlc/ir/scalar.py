@@ -1,23 +1,52 @@
 """Scalar expressions: the per-element computation of an elementwise op, written once in the
 registry with Python operators (`lambda x: 1 / (1 + exp(-x))`) and lowered by every backend.
 
-A backend implements the primitives in PRIMITIVES; `evaluate` is the numpy implementation,
-used to check each op's expression against its reference.
+A backend implements the primitives in PRIMITIVES (declared once, with what every layer reads of
+them); `evaluate` is the numpy implementation, used to check each op's expression against its
+reference.
 """
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import numpy as np
 
 from .types import numpy_dtype
 
-# primitive -> number of operands ('const' and 'arg' carry their payload instead).
+@dataclass(frozen=True)
+class Primitive:
+    """What every layer needs to know of a scalar primitive: its operand count, its numpy function
+    (`evaluate`), its cost relative to an add (fusion's recompute-or-store choice, the schedule's
+    work estimate) and its result dtype: the operands' ('operand'), 'bool', or the payload's
+    ('payload': cast). 'const' and 'arg' carry a payload instead of operands. Backends lower every
+    primitive named here (the ops' compiled tests reach each through the registry)."""
+    arity: int
+    numpy: Optional[Callable] = None
+    cost: int = 1
+    result: str = "operand"
+
+
+def _logical_shift(x, bits):
+    unsigned = np.dtype(f"u{x.dtype.itemsize}")
+    return (x.view(unsigned) >> np.asarray(bits).astype(unsigned)).view(x.dtype)
+
+
 PRIMITIVES = {
-    "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "max": 2, "min": 2,
-    "lt": 2, "le": 2, "gt": 2, "ge": 2, "eq": 2, "ne": 2,
-    "neg": 1, "exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "sin": 1, "cos": 1, "abs": 1,
-    "select": 3, "cast": 1, "const": 0, "arg": 0,
-    "xor": 2, "shr": 2, "index": 0,
+    "add": Primitive(2, np.add), "sub": Primitive(2, np.subtract), "mul": Primitive(2, np.multiply),
+    "div": Primitive(2, np.divide, cost=4), "pow": Primitive(2, np.power, cost=20),
+    "max": Primitive(2, np.maximum), "min": Primitive(2, np.minimum),
+    "lt": Primitive(2, np.less, result="bool"), "le": Primitive(2, np.less_equal, result="bool"),
+    "gt": Primitive(2, np.greater, result="bool"), "ge": Primitive(2, np.greater_equal, result="bool"),
+    "eq": Primitive(2, np.equal, result="bool"), "ne": Primitive(2, np.not_equal, result="bool"),
+    "neg": Primitive(1, np.negative), "exp": Primitive(1, np.exp, cost=8), "log": Primitive(1, np.log, cost=8),
+    "sqrt": Primitive(1, np.sqrt, cost=4), "tanh": Primitive(1, np.tanh, cost=10),
+    "sin": Primitive(1, np.sin, cost=10), "cos": Primitive(1, np.cos, cost=10), "abs": Primitive(1, np.abs),
+    "select": Primitive(3, np.where), "cast": Primitive(1, result="payload"),
+    "xor": Primitive(2, np.bitwise_xor), "shr": Primitive(2, _logical_shift),
+    "index": Primitive(0, result="index"), "const": Primitive(0, cost=0), "arg": Primitive(0, cost=0),
 }
 # xor: bitwise; shr: logical right shift of the bits; index: the row-major position (i64) of the
 # element being computed, so counter-based random numbers are elementwise expressions.
+COMPARISONS = tuple(name for name, p in PRIMITIVES.items() if p.result == "bool")
 
 
 class ScalarExpr:
@@ -143,20 +172,6 @@ def index():
     return ScalarExpr("index")
 
 
-def _logical_shift(x, bits):
-    unsigned = np.dtype(f"u{x.dtype.itemsize}")
-    return (x.view(unsigned) >> np.asarray(bits).astype(unsigned)).view(x.dtype)
-
-
-_NUMPY = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
-    "max": np.maximum, "min": np.minimum, "lt": np.less, "le": np.less_equal, "gt": np.greater,
-    "ge": np.greater_equal, "eq": np.equal, "ne": np.not_equal, "neg": np.negative, "exp": np.exp,
-    "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos, "abs": np.abs,
-    "select": np.where, "xor": np.bitwise_xor, "shr": _logical_shift,
-}
-
-
 def evaluate(expr: ScalarExpr, args, dtype, shape=()) -> np.ndarray:
     """Evaluate `expr` elementwise over numpy `args`; constants take the compute `dtype`;
     `index` counts the elements of `shape`."""
@@ -169,7 +184,7 @@ def evaluate(expr: ScalarExpr, args, dtype, shape=()) -> np.ndarray:
             return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
         if e.prim == "cast":
             return operands[0].astype(numpy_dtype(e.payload))
-        return _NUMPY[e.prim](*operands)
+        return PRIMITIVES[e.prim].numpy(*operands)
 
     with np.errstate(all="ignore"):
         return transform(expr, ev)

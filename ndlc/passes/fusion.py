@@ -26,11 +26,11 @@ from typing import Optional
 
 from ..ir.errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous, injective
-from ..ir.kernel import (GEMMS, OP_COSTS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
+from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
                          Reduction, Store)
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
-from ..ir.scalar import ScalarExpr, leaves, map_leaves, postorder, transform
+from ..ir.scalar import PRIMITIVES, ScalarExpr, leaves, map_leaves, postorder, transform
 from .merge import merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
@@ -69,13 +69,13 @@ def _positions(expr, index):
 
 
 def _cost(expr):
-    """Operations of a definition (OP_COSTS), shared nodes once; infinite where it holds a reduction."""
+    """Operations of a definition (their PRIMITIVES costs), shared nodes once; infinite where it holds a reduction."""
     total = 0
     for e in postorder(expr):
         if e.prim == "arg":
             total += float("inf") if isinstance(e.payload, AccRef) else 0
-        elif e.prim != "const":
-            total += OP_COSTS.get(e.prim, 1)
+        else:
+            total += PRIMITIVES[e.prim].cost
     return total
 
 
