@@ -44,7 +44,8 @@ def compile_graph(graph, forward=None, profile=False) -> Program:
     else:
         graph = stages.graph("traced", graph)
     graph = stages.graph("simplified", simplify(graph))
-    graph = stages.graph("decomposed", decompose(graph))
+    graph = stages.graph("decomposed", simplify(decompose(graph)))  # once decomposed, a composite op's
+    # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
     kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
     kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
     kernels = stages.kernels("planned", plan_memory(kernels))

@@ -16,9 +16,8 @@ import math
 from llvmlite import ir
 
 from ..ir.errors import UnsupportedError
-from ..ir.indexing import Access, Affine
-from ..ir.indexing import contiguous
-from ..ir.kernel import ENTRY, Acc, Index, gemm_symbol, infer_dtypes, operand_dtype
+from ..ir.indexing import Access, Affine, contiguous
+from ..ir.kernel import ENTRY, Acc, Index, Load, gemm_symbol, infer_dtypes, operand_dtype
 from ..ir.scalar import COMPARISONS
 from ..ir.types import is_float
 from . import mathlib
@@ -55,7 +54,7 @@ def lower_to_llvm(program, triple="", data_layout="", profile=False) -> str:
     for index, kernel in enumerate(program.kernels):
         if profile:
             _stamp(b, pointers["profile"], index)
-        used = sorted(kernel.buffers(), key=order.index)
+        used = sorted(kernel.buffers() - set(kernel.local), key=order.index)
         fn = _KernelEmitter(module, kernel, used).function
         args = [pointers[name] for name in used]
         if kernel.split is None:
@@ -118,6 +117,9 @@ class _KernelEmitter:
         self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
+        for name, size in kernel.local.items():  # one row per thread, on its stack
+            dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
+            self.pointers[name] = self.b.alloca(_MEMORY[dtype], size=size, name=f"local.{name}")
         self.vars = [None] * len(kernel.extents)
         self.reductions = kernel.reductions
         rows = kernel.strategy == "rows"
@@ -398,7 +400,7 @@ class _KernelEmitter:
 
     def _load(self, n):
         load, b = self.kernel.loads[n], self.b
-        index, valid = self._address(load.access)
+        index, valid = self._address(self._local(load.buffer, load.access) if isinstance(load, Load) else load.access)
         if isinstance(load, Index):
             return index
         mem = _MEMORY[load.dtype]
@@ -409,12 +411,16 @@ class _KernelEmitter:
             value = b.select(valid, value, ir.Constant(TYPES[load.dtype], 0))
         return value
 
+    def _local(self, buffer, access):
+        """The access as made: within the thread's row for a row-local temporary."""
+        return access.within_row(self.kernel.outer) if buffer in self.kernel.local else access
+
     def _stores(self, stores):
         """Every store's value first (so a store may overwrite what another value reads), then the stores."""
         b, memo = self.b, {}
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
         for store, value in zip(stores, values):
-            index, _ = self._address(store.access)
+            index, _ = self._address(self._local(store.buffer, store.access))
             if store.dtype == "bool":
                 value = b.zext(value, I8)
             b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=_MEMORY[store.dtype]))

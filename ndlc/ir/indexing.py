@@ -114,6 +114,11 @@ class Access:
             return Affine(tuple(form.coeffs[j] for j in order), form.const)
         return Access(move(self.form), self.step, tuple(Guard(move(g.form), g.step, g.bound) for g in self.guards))
 
+    def within_row(self, outer):
+        """This access without its terms in the first `outer` loops and its constant: the element
+        within one row (of a temporary each thread keeps a row of)."""
+        return Access(Affine((0,) * outer + self.form.coeffs[outer:]), self.step, self.guards)
+
     def _normal(self):
         k = gcd(self.step, self.form.const, *self.form.coeffs)
         if k > 1:

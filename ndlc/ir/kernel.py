@@ -33,7 +33,8 @@ def gemm_symbol(dtype) -> str:
 
 @dataclass
 class Buffer:
-    """A named tensor in memory. kind: 'input', 'const', 'temp' or 'output'."""
+    """A named tensor in memory. kind: 'input', 'const', 'temp', 'output', or 'local' (a temporary
+    its one kernel keeps a row of per thread: no array holds it)."""
     name: str
     shape: tuple
     dtype: str
@@ -162,6 +163,7 @@ class Kernel:
     merged: tuple = ()
     boundary: str = ""
     recomputes: tuple = ()  # values used elsewhere too that this kernel computes again, and why
+    local: dict = field(default_factory=dict)  # row-local temporary -> elements each thread keeps (memory.py)
     split: Optional[Split] = None
     serial_why: str = ""
     strategy: str = ""  # chosen by the schedule pass: 'point', 'rows', 'chunks' or 'gemm'
@@ -237,6 +239,7 @@ class Kernel:
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
             lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({g.a}, {g.b}) "
                          f"-> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
+        lines += [f"  %{name} is local: one row of {size} per thread" for name, size in self.local.items()]
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
         for p, phase in enumerate(self.phases):
             if len(self.phases) > 1 or phase.reductions:

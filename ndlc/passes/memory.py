@@ -1,13 +1,45 @@
 """memory: which new state values can be written straight into their state's storage, instead of
-into a separate buffer copied back after the run."""
+into a separate buffer copied back after the run; and which temporaries never leave one outer
+point of one kernel, so that each thread keeps a single row of them (in cache) instead of the
+whole array in memory (softmax's exponentials between its sum and its output)."""
+import math
+
 from ..ir.kernel import Load
 from ..ir.scalar import leaves
 
+ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
+
 
 def plan_memory(program):
-    """Records in `program.in_place` which state updates may overwrite their state; returns it."""
+    """Records in `program.in_place` which state updates may overwrite their state, and marks
+    row-local temporaries (kind 'local', `Kernel.local`); returns the program."""
     program.in_place = in_place_updates(program)
+    for kernel in program.kernels:
+        for name, size in row_local_temporaries(program, kernel).items():
+            program.buffers[name].kind = "local"
+            kernel.local[name] = size
     return program
+
+
+def row_local_temporaries(program, kernel) -> dict:
+    """Temporary -> elements of one row, for the temporaries only `kernel` touches, all at one
+    outer point: every access the same in its outer loops (and constant), unguarded."""
+    others = [k for k in program.kernels if k is not kernel]
+    found = {}
+    if kernel.strategy != "point" or kernel.outer == len(kernel.extents):
+        return found
+    for name in kernel.outputs():
+        if program.buffers[name].kind != "temp" or any(name in k.buffers() for k in others):
+            continue
+        accesses = [s.access for s in kernel.stores if s.buffer == name]
+        accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
+        outer = {(a.form.coeffs[:kernel.outer], a.form.const, a.step, a.guards) for a in accesses}
+        if len(outer) != 1 or next(iter(outer))[2:] != (1, ()):
+            continue
+        low, high = accesses[0].within_row(kernel.outer).form.bounds(kernel.extents)
+        if low >= 0 and high < ROW_LOCAL_MAX and high + 1 < math.prod(program.buffers[name].shape):
+            found[name] = high + 1
+    return found
 
 
 def in_place_updates(program) -> dict:

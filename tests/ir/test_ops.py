@@ -53,3 +53,21 @@ def test_gradient_matches_finite_differences(case, seed):
             numeric[index] = (loss(plus) - loss(minus)) / (2 * eps)
         scale = max(np.linalg.norm(numeric), 1e-8)
         assert np.linalg.norm(analytic - numeric) / scale <= 1e-6, f"d/d{v.name}"
+
+
+def test_logsumexp_gradient_of_tied_huge_maxima_is_the_softmax():
+    """needle's gradient exp(x - max) / sum(exp(x - max)): exp(x - logsumexp) would round
+    logsumexp(1e9, 1e9) to 1e9 in float32 and double the gradient."""
+    import numpy as np
+
+    import ndlc as ndl
+    x = np.array([[1e9, 1e9, -1e9]], np.float32)
+
+    def grad(z):
+        z.requires_grad = True
+        ndl.logsumexp(z, axes=(1,)).sum().backward()
+        return z.grad
+    eager = grad(ndl.Tensor(x))
+    compiled = ndl.compile(grad)(x)
+    for g in (eager, compiled):
+        np.testing.assert_array_equal(g.numpy(), [[0.5, 0.5, 0.0]])

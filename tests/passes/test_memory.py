@@ -75,3 +75,38 @@ def test_shared_or_read_only_state_is_not_written_in_place():
     shared = np.ones(4, np.float32)
     results = program.run(shared, shared, np.ones(4, np.float32), np.ones((4, 4), np.float32), update_state=True)
     assert results[2] is not shared and (shared == 1).all()
+
+
+def test_a_temporary_one_kernel_reads_at_the_row_it_writes_is_kept_a_row_per_thread():
+    from ndlc.passes.schedule import schedule
+    program = plan_memory(schedule(fuse(parse("""
+graph @softmax(%x: f32[64,40]) {
+  %0 = max(%x, axes=(1,)) : f32[64]
+  %1 = reshape(%0, shape=(64, 1)) : f32[64,1]
+  %2 = broadcast_to(%1, shape=(64, 40)) : f32[64,40]
+  %3 = negate(%2) : f32[64,40]
+  %4 = add(%x, %3) : f32[64,40]
+  %5 = exp(%4) : f32[64,40]
+  %6 = summation(%5, axes=(1,)) : f32[64]
+  %7 = reshape(%6, shape=(64, 1)) : f32[64,1]
+  %8 = broadcast_to(%7, shape=(64, 40)) : f32[64,40]
+  %9 = divide(%5, %8) : f32[64,40]
+  %10 = summation(%5, axes=(0,)) : f32[40]
+  return %9, %10
+}"""))))
+    row_kernel = next(k for k in program.kernels if "9" in k.outputs())
+    assert row_kernel.local == {"0": 1, "6": 1} and program.buffers["5"].kind == "temp", str(program)
+    assert "%6 is local: one row of 1 per thread" in str(row_kernel)
+
+
+def test_row_local_temporaries_compute_the_same_values():
+    graph = parse("""
+graph @softmax(%x: f32[64,40]) {
+  %0 = logsoftmax(%x, axis=1) : f32[64,40]
+  %1 = exp(%0) : f32[64,40]
+  return %1
+}""")
+    x = np.random.default_rng(0).standard_normal((64, 40)).astype(np.float32)
+    program = compile_graph(graph)
+    assert any(k.local for k in program.kernels.kernels)
+    np.testing.assert_allclose(program.run(x)[0], interpret(graph, x)[0], rtol=1e-6, atol=1e-7)

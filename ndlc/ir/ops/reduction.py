@@ -63,19 +63,29 @@ def _logsumexp_ref(x, axes):
     return np.squeeze(out, axis=axes).astype(x.dtype)
 
 
+def _shifted_exp(b, x, axes):
+    """(m, exp(x - m)) with m = max(x) over axes (0 where not finite, as the reference): the
+    stable pieces logsumexp's decomposition and gradient share, so that once decomposed the
+    forward's exponentials are the backward's (CSE) and are computed once."""
+    m = b.max(x, axes=axes)
+    zeros = b.constant_like(m, 0.0)
+    m = b.where(b.equal(b.add(m, b.negate(m)), zeros), m, zeros)
+    return m, b.exp(b.add(x, b.negate(expand_back(b, m, x.shape, axes))))
+
+
 def _logsumexp_grad(b, n, g):
+    """g * softmax(x), the softmax as exp(x - max) / sum(exp(x - max)) (needle's form): exact for
+    tied maxima of huge values, where exp(x - logsumexp) rounds to a doubled gradient."""
     x, axes = n.operands[0], n.attrs["axes"]
-    softmax = b.exp(b.add(x, b.negate(expand_back(b, n.result, x.shape, axes))))
+    _, shifted = _shifted_exp(b, x, axes)
+    softmax = b.divide(shifted, expand_back(b, b.summation(shifted, axes=axes), x.shape, axes))
     return [b.multiply(expand_back(b, g, x.shape, axes), softmax)]
 
 
 def _logsumexp_decompose(b, n):
-    """m = max(x) (0 where not finite, as the reference); log(sum(exp(x - m))) + m."""
+    """log(sum(exp(x - m))) + m, with m = max(x) (0 where not finite, as the reference)."""
     x, axes = n.operands[0], n.attrs["axes"]
-    m = b.max(x, axes=axes)
-    zeros = b.constant_like(m, 0.0)
-    m = b.where(b.equal(b.add(m, b.negate(m)), zeros), m, zeros)
-    shifted = b.exp(b.add(x, b.negate(expand_back(b, m, x.shape, axes))))
+    m, shifted = _shifted_exp(b, x, axes)
     return b.add(b.log(b.summation(shifted, axes=axes)), m)
 
 
