@@ -7,36 +7,26 @@ through libgomp's `GOMP_parallel` and an outlined `<kernel>.omp(ptr data)` givin
 range (the split is chosen by passes/schedule.py).
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
-float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics,
-so results match the interpreter up to rounding of reordered sums and of mathlib's polynomials.
-Booleans live in memory as one byte and in registers as i1.
+float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
+(codegen/llvm_scalar.py), so results match the interpreter up to rounding of reordered sums and of
+mathlib's polynomials.
 """
 import math
 
 from llvmlite import ir
 
-from ..ir.errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import ENTRY, Acc, Index, Load, gemm_symbol, infer_dtypes, operand_dtype
-from ..ir.scalar import COMPARISONS
+from ..ir.kernel import ENTRY, Acc, Index, Load, gemm_symbol, infer_dtypes
 from ..ir.types import is_float
 from . import mathlib
+from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
-I1, I8, I32, I64, PTR = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.PointerType()
+I32, PTR = ir.IntType(32), ir.PointerType()
 ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
 _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
            "GOMP_barrier": ir.FunctionType(ir.VoidType(), []),
            "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
-TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
-         "u8": I8, "bool": I1}
-_MEMORY = {**TYPES, "bool": I8}
-_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
-_INT_OPS = {"add": "add", "sub": "sub", "mul": "mul"}
-_BOOL_OPS = {"add": "or_", "sub": "xor", "mul": "and_", "max": "or_", "min": "and_"}
-_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_MATH = {"exp": mathlib.exp, "log": mathlib.log, "tanh": mathlib.tanh, "sin": mathlib.sin,
-         "cos": mathlib.cos}
 
 
 def lower_to_llvm(program, triple="", data_layout="", profile=False) -> str:
@@ -100,7 +90,7 @@ def _outlined(module, kernel, fn, count):
     return outlined
 
 
-class _KernelEmitter:
+class _KernelEmitter(ScalarLowering):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form)."""
 
     def __init__(self, module, kernel, used):
@@ -119,7 +109,7 @@ class _KernelEmitter:
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         for name, size in kernel.local.items():  # one row per thread, on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
-            self.pointers[name] = self.b.alloca(_MEMORY[dtype], size=size, name=f"local.{name}")
+            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
         self.vars = [None] * len(kernel.extents)
         self.reductions = kernel.reductions
         rows = kernel.strategy == "rows"
@@ -191,15 +181,9 @@ class _KernelEmitter:
         for phase, slots in zip(k.phases, self.slots):
             self.phase_slots = slots
             if phase.reductions:
-                for slot, r in zip(slots, phase.reductions):
-                    self.b.store(self._init(r), self.accs[slot])
-
-                def accumulate(phase=phase, slots=slots):
-                    memo = {}
-                    values = [self._emit(r.body, memo) for r in phase.reductions]
-                    for slot, r, value in zip(slots, phase.reductions, values):
-                        self.b.store(self._combine(r, self.b.load(self.accs[slot]), value), self.accs[slot])
-                self._loops(*inner, accumulate)
+                accumulators = self.accs.__getitem__
+                self._initialise(phase, slots, accumulators)
+                self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators))
             if phase.inner:
                 self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
@@ -211,7 +195,6 @@ class _KernelEmitter:
         k, b = self.kernel, self.b
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
-        blocks = self.counters[last]
         block = ir.Constant(I64, ROWS_BLOCK)
         count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, ROWS_BLOCK - 1)), block)
 
@@ -225,16 +208,9 @@ class _KernelEmitter:
             for phase, slots in zip(k.phases, self.slots):
                 self.phase_slots = slots
                 if phase.reductions:
-                    along_block(lambda phase=phase, slots=slots: [
-                        self.b.store(self._init(r), self._acc_pointer(slot)) for slot, r in zip(slots, phase.reductions)])
-
-                    def accumulate(phase=phase, slots=slots):
-                        memo = {}
-                        values = [self._emit(r.body, memo) for r in phase.reductions]
-                        for slot, r, value in zip(slots, phase.reductions, values):
-                            pointer = self._acc_pointer(slot)
-                            self.b.store(self._combine(r, self.b.load(pointer), value), pointer)
-                    self._loops(k.outer, len(k.extents), lambda: along_block(accumulate))
+                    along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
+                    self._loops(k.outer, len(k.extents), lambda phase=phase, slots=slots: along_block(
+                        lambda: self._accumulate(phase, slots, self._acc_pointer)))
                 if phase.inner:
                     self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(lambda: self._stores(phase.stores)))
                 else:
@@ -242,6 +218,7 @@ class _KernelEmitter:
         def numbered_block(number):
             self.vars[last] = number
             one_block()
+
         self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = None
 
@@ -277,17 +254,10 @@ class _KernelEmitter:
             if phase.reductions:
                 def init(c, slots=slots, phase=phase):
                     self.chunk = c
-                    self._for(0, ir.Constant(I64, 0), ir.Constant(I64, columns), lambda: [
-                        b.store(self._init(r), self._partial(slot)) for slot, r in zip(slots, phase.reductions)])
+                    self._for(0, ir.Constant(I64, 0), ir.Constant(I64, columns),
+                              lambda: self._initialise(phase, slots, self._partial))
                 self._range(self.chunk_counters[0], *my_chunks, init)
-
-                def accumulate(phase=phase, slots=slots):
-                    memo = {}
-                    values = [self._emit(r.body, memo) for r in phase.reductions]
-                    for slot, r, value in zip(slots, phase.reductions, values):
-                        pointer = self._partial(slot)
-                        b.store(self._combine(r, b.load(pointer, typ=TYPES[r.dtype]), value), pointer)
-                over_my_rows(accumulate)
+                over_my_rows(lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial))
                 self._barrier()
 
                 def combine(phase=phase, slots=slots):
@@ -310,6 +280,19 @@ class _KernelEmitter:
             self._barrier()
         self.chunk = None
 
+    def _initialise(self, phase, slots, pointer):
+        """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
+        for slot, r in zip(slots, phase.reductions):
+            self.b.store(self._init(r), pointer(slot))
+
+    def _accumulate(self, phase, slots, pointer):
+        """Each reduction's body at the current point combined into its accumulator at pointer(slot)."""
+        memo = {}
+        values = [self._emit(r.body, memo) for r in phase.reductions]
+        for slot, r, value in zip(slots, phase.reductions, values):
+            at = pointer(slot)
+            self.b.store(self._combine(r, self.b.load(at, typ=TYPES[r.dtype]), value), at)
+
     def _partial(self, slot):
         """chunks: the partial accumulator of reduction `slot` for the current chunk and column."""
         index = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])), self.vars[0])
@@ -325,6 +308,9 @@ class _KernelEmitter:
         """rows: the accumulator of the current element of the block."""
         offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
         return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])
+
+    def _leaf_value(self, payload):
+        return self._acc_value(payload.index) if isinstance(payload, Acc) else self._load(payload)
 
     def _acc_value(self, index):
         slot = self.phase_slots[index]
@@ -403,7 +389,7 @@ class _KernelEmitter:
         index, valid = self._address(self._local(load.buffer, load.access) if isinstance(load, Load) else load.access)
         if isinstance(load, Index):
             return index
-        mem = _MEMORY[load.dtype]
+        mem = MEMORY[load.dtype]
         value = b.load(b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem), typ=mem)
         if load.dtype == "bool":
             value = b.icmp_unsigned("!=", value, ir.Constant(I8, 0))
@@ -423,81 +409,7 @@ class _KernelEmitter:
             index, _ = self._address(self._local(store.buffer, store.access))
             if store.dtype == "bool":
                 value = b.zext(value, I8)
-            b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=_MEMORY[store.dtype]))
-
-    # ---- scalar expressions -----------------------------------------------------------------
-    def _emit(self, expr, memo, want=None):
-        key = (id(expr), want if expr.prim == "const" else None)
-        if key in memo:
-            return memo[key]
-        if expr.prim == "arg":
-            value = self._acc_value(expr.payload.index) if isinstance(expr.payload, Acc) else self._load(expr.payload)
-        elif expr.prim == "const":
-            value = _constant(want or "f64", expr.payload)
-        else:
-            value = self._primitive(expr, memo)
-        memo[key] = value
-        return value
-
-    def _primitive(self, expr, memo):
-        b, prim = self.b, expr.prim
-        dtype = operand_dtype(expr, self.types)
-        if prim == "cast":
-            source = self.types[id(expr.args[0])] or "f64"
-            return _cast(b, self._emit(expr.args[0], memo, source), source, expr.payload)
-        if prim == "select":
-            cond = self._emit(expr.args[0], memo, "bool")
-            return b.select(cond, *(self._emit(a, memo, dtype) for a in expr.args[1:]))
-        if prim == "pow" and expr.args[1].prim == "const" and _small_integer(expr.args[1].payload):
-            return mathlib.power_by_squaring(b, self._emit(expr.args[0], memo, dtype),
-                                             int(expr.args[1].payload))
-        args = [self._emit(a, memo, dtype) for a in expr.args]
-        return self._apply(prim, dtype, args)
-
-    def _apply(self, prim, dtype, args):
-        b = self.b
-        if prim in COMPARISONS or prim in _FLOAT_OPS or prim in ("max", "min", "xor", "shr"):
-            return self._binary(prim, dtype, *args)
-        (x,) = args[:1]
-        if not is_float(dtype) and prim in ("neg", "abs") and dtype != "bool":
-            if prim == "neg":
-                return b.sub(ir.Constant(x.type, 0), x)
-            return mathlib.intrinsic(b, "llvm.abs", x, ir.Constant(I1, 0))
-        if not is_float(dtype):
-            raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
-        if prim == "neg":
-            return b.fneg(x)
-        if prim in ("sqrt", "abs"):
-            name = "llvm.sqrt" if prim == "sqrt" else "llvm.fabs"
-            return mathlib.intrinsic(b, name, x)
-        if prim == "pow":
-            return mathlib.pow(b, *args)
-        return _MATH[prim](b, x)
-
-    def _binary(self, prim, dtype, x, y):
-        b = self.b
-        if prim in COMPARISONS:
-            if is_float(dtype):
-                op = b.fcmp_unordered if prim == "ne" else b.fcmp_ordered
-                return op(_CMP[prim], x, y)
-            signed = dtype in ("i32", "i64")
-            return (b.icmp_signed if signed else b.icmp_unsigned)(_CMP[prim], x, y)
-        if dtype == "bool" and prim in _BOOL_OPS:
-            return getattr(b, _BOOL_OPS[prim])(x, y)
-        if is_float(dtype):
-            if prim in ("max", "min"):
-                name = "llvm.maximum" if prim == "max" else "llvm.minimum"
-                return mathlib.intrinsic(b, name, x, y)
-            return getattr(b, _FLOAT_OPS[prim])(x, y)
-        if prim in ("max", "min"):
-            name = {"max": "smax", "min": "smin"}[prim] if dtype != "u8" else {"max": "umax", "min": "umin"}[prim]
-            return mathlib.intrinsic(b, f"llvm.{name}", x, y)
-        if prim in _INT_OPS:
-            return getattr(b, _INT_OPS[prim])(x, y)
-        if prim in ("xor", "shr"):
-            return b.xor(x, y) if prim == "xor" else b.lshr(x, y)
-        raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
-
+            b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype]))
 
 def _declare_gemm(module, dtype):
     """CBLAS gemm with 64-bit integers for `dtype`, declared in `module` by its gemm_symbol name."""
@@ -512,33 +424,3 @@ def _declare_gemm(module, dtype):
 def _declare(module, name):
     """libgomp's function `name` (bound at load: runtime/libraries.py), declared in `module` once."""
     return module.globals.get(name) or ir.Function(module, _OPENMP[name], name)
-
-
-def _small_integer(value):
-    return float(value).is_integer() and abs(value) <= 64
-
-
-def _constant(dtype, value):
-    if is_float(dtype):
-        return ir.Constant(TYPES[dtype], float(value))
-    return ir.Constant(TYPES[dtype], int(bool(value)) if dtype == "bool" else int(value))
-
-
-def _cast(b, x, source, target):
-    """numpy's astype between IR dtypes."""
-    to = TYPES[target]
-    if source == target:
-        return x
-    if target == "bool":
-        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_float(source) \
-            else b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
-    if is_float(source) and is_float(target):
-        return b.fpext(x, to) if target == "f64" else b.fptrunc(x, to)
-    if is_float(source):
-        return b.fptoui(x, to) if target == "u8" else b.fptosi(x, to)
-    unsigned = source in ("u8", "bool")
-    if is_float(target):
-        return b.uitofp(x, to) if unsigned else b.sitofp(x, to)
-    if to.width < x.type.width:
-        return b.trunc(x, to)
-    return b.zext(x, to) if unsigned else b.sext(x, to)
