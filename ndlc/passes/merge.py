@@ -184,21 +184,22 @@ def _merge(a, b):
     loads = list(dict.fromkeys(_padded(load, extents) for load in a.loads))
     a_phases = _renumber(a_phases, a, extents, loads)
     b_phases = _renumber(b_phases, b, extents, loads)
-    phases, joined = list(a_phases), None
-    if len(b_phases) == 1:
-        joined = _earliest_join(phases, b_phases[0], loads)
-    elif phases and _joinable(phases[-1], b_phases[0], loads):
-        joined = len(phases) - 1
-    if joined is None:
-        phases += b_phases
-    else:
-        phases[joined] = _join(phases[joined], b_phases[0], loads)
-        phases += b_phases[1:]
+    phases, joined, floor = list(a_phases), [], 0
+    for phase in b_phases:  # each in the earliest pass it can share, in b's order
+        q = _earliest_join(phases, phase, loads, floor)
+        if q is None:
+            phases.append(phase)
+            floor = len(phases) - 1
+        else:
+            phases[q] = _join(phases[q], phase, loads)
+            joined.append(q)
+            floor = q
     kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
         m for m in b.fused if m not in a.fused), merged=a.merged + b.merged,
         recomputes=a.recomputes + tuple(r for r in b.recomputes if r not in a.recomputes))
     kernel = _compact(kernel)
-    how = "a later phase of the same loops" if joined is None else f"in the pass of phase {joined}"
+    how = "a later phase of the same loops" if not joined else \
+        f"in the pass of phase {', '.join(map(str, joined))}" + ("" if len(joined) == len(b_phases) else " and later phases")
     if placement in ("b-outer", "a-outer"):
         how += ", once per outer point"
     elif placement in ("b-inner", "a-inner"):
@@ -239,11 +240,12 @@ def _renumber(phases, kernel, extents, loads):
     return result
 
 
-def _earliest_join(phases, phase, loads):
-    """The first of `phases` that `phase` can join, after every phase storing what it reads; or None."""
+def _earliest_join(phases, phase, loads, floor=0):
+    """The first of `phases` from `floor` on that `phase` can join, after every phase storing what
+    it reads; or None."""
     read = {loads[n].buffer for expr in phase.expressions() for n in leaves(expr)
             if isinstance(n, int) and isinstance(loads[n], Load)}
-    first = max((p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}), default=0)
+    first = max([floor] + [p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}])
     return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads)), None)
 
 
