@@ -111,7 +111,8 @@ class OpDef:
     index_map(operand_types, result_type, **attrs) -> tuple of AxisIndex (one per operand axis,
       over the result's axes) or ROW_MAJOR, for ops that are views: backends compose it into loads.
     loop_nest(operand_types, result_type, **attrs) -> LoopNest: reductions, matmul, conv, pooling.
-    decompose(b, node) -> Value: the op rebuilt from simpler ops, for backends lowering neither form.
+    decompose(b, node) -> Value: the op rebuilt from simpler ops, which the compiled pipeline lowers
+      instead (a conv as im2col and a gemm), or None where the op is best kept as it is.
     blas: the loop nest is a batched matrix product (loops batch..., m, n | k; body x[..., m, k] *
       y[..., k, n]), which backends may hand to a BLAS gemm for float dtypes.
     """

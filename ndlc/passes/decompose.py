@@ -16,6 +16,8 @@ class _Decomposing(Builder):
         attrs = opdef.check_attrs(attrs, where=self.loc)
         result_type = opdef.infer_type([v.type for v in operands], attrs, loc=self.loc)
         result = opdef.decompose(self, Node(op, operands, attrs, result_type, loc=self.loc))
+        if result is None:  # the op keeps itself in this case
+            return super().emit(op, *operands, **attrs)
         if result.type != result_type:
             raise NdlcError(f"internal error: {op}'s decomposition gives {result.type}, not {result_type}")
         return result

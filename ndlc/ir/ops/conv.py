@@ -38,27 +38,65 @@ def _conv_ref(x, w, stride, padding):
 def _conv_grad(b, n, g):
     x, w = n.operands
     s, p = n.attrs["stride"], n.attrs["padding"]
+    return [_conv_input_grad(b, x, w, g, s, p), _conv_weight_grad(b, x, w, g, s, p)]
+
+
+def _dilated(b, g, s):
+    """The adjoint with s - 1 zeros between outputs: each at the input position its window starts from."""
+    if s == 1:
+        return g
+    g = b.dilate(g, axes=(1, 2), dilation=s - 1)
+    return b.slice(g, start=(0, 0, 0, 0), stop=(g.shape[0], (g.shape[1] - 1) // s * s + 1,
+                                                (g.shape[2] - 1) // s * s + 1, g.shape[3]))
+
+
+def _conv_input_grad(b, x, w, g, s, p):
+    """Correlation of the adjoint (dilated by the stride) with the flipped kernel, padded by k - 1
+    (less the conv's own padding at stride 1, where that covers the input exactly), then padded or
+    cropped to the input where the windows did not reach."""
     kernel = w.shape[:2]
-    if s > 1:  # place each output's adjoint at the input position its window starts from
-        g = b.dilate(g, axes=(1, 2), dilation=s - 1)
-        g = b.slice(g, start=(0, 0, 0, 0), stop=(g.shape[0], (n.result.shape[1] - 1) * s + 1,
-                                                    (n.result.shape[2] - 1) * s + 1, g.shape[3]))
-    # dx: full correlation of the adjoint with the flipped kernel, cropped to the unpadded input
+    g = _dilated(b, g, s)
     full = max(kernel) - 1
+    reach = min(p, full) if s == 1 else 0  # padding rows whose adjoint no input row needs
     flipped = b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2))
-    dx = b.conv(g, flipped, stride=1, padding=full)
-    start = [p + full - (k - 1) for k in kernel]  # dx index of padded-input row p
+    dx = b.conv(g, flipped, stride=1, padding=full - reach)
+    start = [p - reach + full - (k - 1) for k in kernel]  # dx index of input row 0
     short = [max(0, a + d - e) for a, d, e in zip(start, x.shape[1:3], dx.shape[1:3])]
     if any(short):  # input rows past the last window get no adjoint
         dx = b.pad(dx, widths=((0, 0), (0, short[0]), (0, short[1]), (0, 0)))
     if dx.shape[1:3] != x.shape[1:3]:
         dx = b.slice(dx, start=(0, start[0], start[1], 0),
                      stop=(x.shape[0], start[0] + x.shape[1], start[1] + x.shape[2], x.shape[3]))
-    # dw: correlate the input (channels as batch) with the adjoint (batch as channels)
+    return dx
+
+
+def _conv_weight_grad(b, x, w, g, s, p):
+    """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
+    the windows being the forward's own im2col matrix (shared once decomposed). Rectangular
+    kernels: the input (channels as batch) correlated with the adjoint (batch as channels)."""
+    kh, kw, cin, cout = w.shape
+    if kh == kw:
+        columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
+        batch, ho, wo, _ = g.shape
+        adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
+        per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
+        total = b.reshape(b.summation(per_image, axes=(0,)), shape=(cout, cin, kh, kw))
+        return b.permute(total, axes=(2, 3, 1, 0))
+    g = _dilated(b, g, s)
     dw = b.conv(b.permute(x, axes=(3, 1, 2, 0)), b.permute(g, axes=(1, 2, 0, 3)), stride=1, padding=p)
-    if dw.shape[1:3] != tuple(kernel):
-        dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], kernel[0], kernel[1], dw.shape[3]))
-    return [dx, b.permute(dw, axes=(1, 2, 0, 3))]
+    if dw.shape[1:3] != (kh, kw):
+        dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], kh, kw, dw.shape[3]))
+    return b.permute(dw, axes=(1, 2, 0, 3))
+
+
+def _im2col(b, x, k, s, p):
+    """The windows of each image of NHWC `x` as a (Cin·K·K, Ho·Wo) matrix: (N, Cin·K·K, Ho·Wo),
+    padding and stride in the index map (a view; fusion stores it where it is multiplied)."""
+    if p:
+        x = b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0)))
+    windows = b.windows(b.permute(x, axes=(0, 3, 1, 2)), kernel=k, stride=s)  # (N, Cin, Ho, Wo, K, K)
+    batch, cin, ho, wo = windows.shape[:4]
+    return b.reshape(b.permute(windows, axes=(0, 1, 4, 5, 2, 3)), shape=(batch, cin * k * k, ho * wo))
 
 
 def _window_axis(out_axis, kernel_axis, stride, padding=0):
@@ -75,10 +113,26 @@ def _conv_loops(types, result, stride, padding):
     return LoopNest((kh, kw, cin), (x, w), "add", lambda a, b: a * b)
 
 
+def _conv_decompose(b, n):
+    """A square-kernel conv as one matrix product per image: out[n] (Cout, Ho·Wo) = the weight as a
+    (Cout, Cin·K·K) matrix @ the windows of image n (_im2col; fusion stores them, the packing, which
+    reads rows of the input along its width). The product comes out channels-first, as nn.Conv
+    returns it, so its permute back is free. A rectangular kernel keeps the loop nest (None)."""
+    x, w = n.operands
+    kh, kw, cin, cout = w.shape
+    if kh != kw:
+        return None
+    columns = _im2col(b, x, kh, n.attrs["stride"], n.attrs["padding"])
+    batch, _, pixels = columns.shape
+    weight = b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, cin * kh * kw))
+    product = b.matmul(b.broadcast_to(weight, shape=(batch, cout, cin * kh * kw)), columns)
+    return b.permute(b.reshape(product, shape=(batch, cout) + n.result.shape[1:3]), axes=(0, 2, 3, 1))
+
+
 register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
                {"stride": Attr("int"), "padding": Attr("int")},
                "2-D convolution (cross-correlation), NHWC input, (KH, KW, Cin, Cout) weight",
-               float_only=True, loop_nest=_conv_loops))
+               float_only=True, loop_nest=_conv_loops, decompose=_conv_decompose))
 
 
 # ---- windows / unwindows ----------------------------------------------------------------
