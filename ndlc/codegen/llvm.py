@@ -107,6 +107,7 @@ class _KernelEmitter(ScalarLowering):
         self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
+        self.known = set()  # guards that hold throughout the loop being emitted
         for name, size in kernel.local.items():  # one row per thread, on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
@@ -150,7 +151,37 @@ class _KernelEmitter(ScalarLowering):
             inner()
             return
         start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
+        if last == len(self.kernel.extents) and first == last - 1 and self._splittable(first):
+            self._split_by_guards(first, start, stop, inner)
+            return
         self._for(first, start, stop, lambda: self._loops(first + 1, last, inner))
+
+    def _splittable(self, var):
+        """The guards (padding, slicing) that bound the innermost loop `var` as an interval."""
+        return [g for load in self.kernel.loads for g in load.access.guards
+                if g.step == 1 and abs(g.form.coeffs[var]) == 1]
+
+    def _split_by_guards(self, var, start, stop, inner):
+        """The innermost loop in three ranges: where some guard fails, where all hold (emitted
+        without checks, so it vectorises: a padded conv's packing), and where some fails again."""
+        b = self.b
+        guards = self._splittable(var)
+        low, high = start, stop
+        for g in guards:
+            rest = self._affine(g.form, skip=var)  # 0 <= c*v + rest < bound
+            if g.form.coeffs[var] == 1:
+                first, end = b.neg(rest), b.sub(ir.Constant(I64, g.bound), rest)
+            else:
+                first, end = b.sub(rest, ir.Constant(I64, g.bound - 1)), b.add(rest, ir.Constant(I64, 1))
+            low = mathlib.intrinsic(b, "llvm.smax", low, first)
+            high = mathlib.intrinsic(b, "llvm.smin", high, end)
+        low = mathlib.intrinsic(b, "llvm.smin", low, stop)
+        high = mathlib.intrinsic(b, "llvm.smax", high, low)
+        self._for(var, start, low, inner)
+        self.known = set(guards)
+        self._for(var, low, high, inner)
+        self.known = set()
+        self._for(var, high, stop, inner)
 
     def _for(self, var, start, stop, body):
         """for (i_var = start; i_var < stop; i_var++) body()."""
@@ -358,19 +389,24 @@ class _KernelEmitter(ScalarLowering):
         return self._binary("max", dtype, acc, value)
 
     # ---- memory -----------------------------------------------------------------------------
-    def _address(self, access):
-        """(element index, validity or None) of an access at the current loop variables."""
+    def _affine(self, form, skip=None):
+        """The value of an affine form at the current loop variables (without variable `skip`)."""
         b = self.b
+        total = ir.Constant(I64, form.const)
+        for i, (c, var) in enumerate(zip(form.coeffs, self.vars)):
+            if c and i != skip:
+                term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
+                total = b.add(total, term)
+        return total
 
-        def affine(form):
-            total = ir.Constant(I64, form.const)
-            for c, var in zip(form.coeffs, self.vars):
-                if c:
-                    term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
-                    total = b.add(total, term)
-            return total
+    def _address(self, access):
+        """(element index, validity or None) of an access at the current loop variables; guards
+        known to hold in the loop being emitted are not checked."""
+        b, affine = self.b, self._affine
         valid = None
         for g in access.guards:
+            if g in self.known:
+                continue
             f = affine(g.form)
             ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
                         b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
