@@ -100,15 +100,20 @@ def _target(merged, kernel, writer):
 
 def _alignments(a, b):
     """(a, b) as they are, then, where one is elementwise, with its loops reordered to match the
-    other's (BatchNorm's normalisation over (N, D) beside its statistics over (D | N))."""
+    other's (BatchNorm's normalisation over (N, D) beside its statistics over (D | N)) or regrouped
+    to them (a conv's bias over (N, C, H, W) beside its gemm over (N, C, H·W))."""
     yield a, b
     for fixed, moving, moving_is_b in ((a, b, True), (b, a, False)):
-        if moving.outer != len(moving.extents) or fixed.extents == moving.extents \
-                or sorted(fixed.extents) != sorted(moving.extents):
+        if moving.outer != len(moving.extents) or fixed.extents == moving.extents:
             continue
-        for order in itertools.permutations(range(len(moving.extents))):
-            if tuple(moving.extents[j] for j in order) == fixed.extents:
-                moved = _permuted(moving, order)
+        if sorted(fixed.extents) == sorted(moving.extents):
+            for order in itertools.permutations(range(len(moving.extents))):
+                if tuple(moving.extents[j] for j in order) == fixed.extents:
+                    moved = _permuted(moving, order)
+                    yield (a, moved) if moving_is_b else (moved, b)
+        elif math.prod(fixed.extents) == math.prod(moving.extents):
+            moved = _regrouped(moving, fixed.extents)
+            if moved is not None:
                 yield (a, moved) if moving_is_b else (moved, b)
 
 
@@ -120,6 +125,20 @@ def _permuted(kernel, order):
               for p in kernel.phases]
     return replace(kernel, extents=tuple(kernel.extents[j] for j in order),
                    loads=[move(load) for load in kernel.loads], phases=phases)
+
+
+def _regrouped(kernel, extents):
+    """An elementwise kernel over loops of `extents` (the same elements in row-major order), or
+    None where an access is not evenly strided within a merged group of loops."""
+    def move(access):
+        return access.reshape(kernel.extents, extents)
+    loads = [load.with_access(move(load.access)) if move(load.access) is not None else None for load in kernel.loads]
+    stores = [[replace(s, access=move(s.access)) if move(s.access) is not None else None for s in p.stores]
+              for p in kernel.phases]
+    if any(x is None for x in loads) or any(s is None for p in stores for s in p):
+        return None
+    phases = [Phase([], p_stores, p.inner) for p, p_stores in zip(kernel.phases, stores)]
+    return replace(kernel, extents=tuple(extents), outer=len(extents), loads=loads, phases=phases)
 
 
 def _shape(kernel):
