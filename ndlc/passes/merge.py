@@ -104,7 +104,7 @@ def _alignments(a, b):
     to them (a conv's bias over (N, C, H, W) beside its gemm over (N, C, H·W))."""
     yield a, b
     for fixed, moving, moving_is_b in ((a, b, True), (b, a, False)):
-        if moving.outer != len(moving.extents) or fixed.extents == moving.extents:
+        if moving.gemm is not None or moving.outer != len(moving.extents) or fixed.extents == moving.extents:
             continue
         if sorted(fixed.extents) == sorted(moving.extents):
             for order in itertools.permutations(range(len(moving.extents))):
