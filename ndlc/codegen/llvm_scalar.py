@@ -10,7 +10,7 @@ from llvmlite import ir
 
 from ..ir.errors import UnsupportedError
 from ..ir.kernel import operand_dtype
-from ..ir.scalar import COMPARISONS
+from ..ir.scalar import COMPARISONS, postorder
 from ..ir.types import is_float
 from . import mathlib
 
@@ -30,31 +30,34 @@ class ScalarLowering:
     """Mixin: `_emit(expr, memo)` builds an expression's instructions at the builder's position."""
 
     def _emit(self, expr, memo, want=None):
-        key = (id(expr), want if expr.prim == "const" else None)
-        if key in memo:
-            return memo[key]
-        if expr.prim == "arg":
-            value = self._leaf_value(expr.payload)
-        elif expr.prim == "const":
-            value = _constant(want or "f64", expr.payload)
-        else:
-            value = self._primitive(expr, memo)
-        memo[key] = value
-        return value
+        """The value of `expr`: its operations in postorder (iteratively: a chain thousands of ops
+        deep is fine), each once per `memo`; a constant takes the dtype its user computes in (`want`)."""
+        for e in postorder(expr):
+            if e.args and id(e) not in memo:
+                memo[id(e)] = self._primitive(e, memo)
+        return self._operand(expr, memo, want)
+
+    def _operand(self, expr, memo, want):
+        """An already emitted operation, a leaf (loaded once per memo) or a constant."""
+        if expr.prim == "const":
+            return _constant(want or "f64", expr.payload)
+        if expr.prim == "arg" and id(expr) not in memo:
+            memo[id(expr)] = self._leaf_value(expr.payload)
+        return memo[id(expr)]
 
     def _primitive(self, expr, memo):
         b, prim = self.b, expr.prim
         dtype = operand_dtype(expr, self.types)
         if prim == "cast":
             source = self.types[id(expr.args[0])] or "f64"
-            return _cast(b, self._emit(expr.args[0], memo, source), source, expr.payload)
+            return _cast(b, self._operand(expr.args[0], memo, source), source, expr.payload)
         if prim == "select":
-            cond = self._emit(expr.args[0], memo, "bool")
-            return b.select(cond, *(self._emit(a, memo, dtype) for a in expr.args[1:]))
+            cond = self._operand(expr.args[0], memo, "bool")
+            return b.select(cond, *(self._operand(a, memo, dtype) for a in expr.args[1:]))
         if prim == "pow" and expr.args[1].prim == "const" and _small_integer(expr.args[1].payload):
-            return mathlib.power_by_squaring(b, self._emit(expr.args[0], memo, dtype),
+            return mathlib.power_by_squaring(b, self._operand(expr.args[0], memo, dtype),
                                              int(expr.args[1].payload))
-        args = [self._emit(a, memo, dtype) for a in expr.args]
+        args = [self._operand(a, memo, dtype) for a in expr.args]
         return self._apply(prim, dtype, args)
 
     def _apply(self, prim, dtype, args):

@@ -87,14 +87,15 @@ class ScalarExpr:
         return f"{self.prim}({inner}{', ' + str(self.payload) if self.payload else ''})"
 
 
-def postorder(expr):
-    """Each distinct node of `expr` once, operands before their users (iterative: deep chains are fine)."""
+def postorder(expr, stop=None):
+    """Each distinct node of `expr` once, operands before their users (iterative: deep chains are
+    fine); a node for which stop(node) holds is yielded without its operands."""
     seen, stack = set(), [(expr, False)]
     while stack:
         e, expanded = stack.pop()
         if id(e) in seen:
             continue
-        if expanded or not e.args:
+        if expanded or not e.args or (stop is not None and stop(e)):
             seen.add(id(e))
             yield e
         else:
@@ -102,11 +103,12 @@ def postorder(expr):
             stack.extend((a, False) for a in reversed(e.args) if id(a) not in seen)
 
 
-def transform(expr, fn) -> ScalarExpr:
-    """`expr` rebuilt bottom-up: each node becomes fn(node, new operands); shared nodes stay shared."""
+def transform(expr, fn, stop=None) -> ScalarExpr:
+    """`expr` rebuilt bottom-up: each node becomes fn(node, new operands); shared nodes stay shared;
+    a node for which stop(node) holds stays as it is."""
     new = {}
-    for e in postorder(expr):
-        new[id(e)] = fn(e, [new[id(a)] for a in e.args])
+    for e in postorder(expr, stop):
+        new[id(e)] = e if stop is not None and stop(e) else fn(e, [new[id(a)] for a in e.args])
     return new[id(expr)]
 
 

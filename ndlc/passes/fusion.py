@@ -31,7 +31,7 @@ from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, 
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, leaves, map_leaves, postorder, transform
-from .merge import merge_kernels
+from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
 
@@ -62,20 +62,28 @@ def _leaf(payload):
     return ScalarExpr("arg", payload=payload)
 
 
-def _positions(expr, index):
-    """`expr` with its 'index' primitives (element positions) read through `index`."""
+def _positions(expr, index, done):
+    """`expr` with its 'index' primitives (element positions) read through `index`; the nodes in
+    `done` (operand definitions, already read through their own) are left as they are."""
     return transform(expr, lambda e, args: _leaf(index) if e.prim == "index"
-                     else e if not e.args else ScalarExpr(e.prim, args, e.payload))
+                     else e if not e.args else ScalarExpr(e.prim, args, e.payload),
+                     stop=lambda e: id(e) in done)
 
 
-def _cost(expr):
-    """Operations of a definition (their PRIMITIVES costs), shared nodes once; infinite where it holds a reduction."""
-    total = 0
-    for e in postorder(expr):
+def _cost(expr, cap=CHEAP):
+    """Operations of a definition (their PRIMITIVES costs), shared nodes once, counted until they
+    pass `cap` (so a long chain costs O(cap) to judge); infinite where it holds a reduction."""
+    total, seen, stack = 0, set(), [expr]
+    while stack and total <= cap:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
         if e.prim == "arg":
             total += float("inf") if isinstance(e.payload, AccRef) else 0
         else:
             total += PRIMITIVES[e.prim].cost
+        stack.extend(e.args)
     return total
 
 
@@ -90,10 +98,6 @@ def _layout(r, c, rows, cols):
     return None
 
 
-def _accs(expr):
-    return {p for p in leaves(expr) if isinstance(p, AccRef)}
-
-
 class _Lowering:
     def __init__(self, graph, use_blas):
         self.graph, self.use_blas = graph, use_blas
@@ -106,6 +110,8 @@ class _Lowering:
         self.defs, self.members, self.nests = {}, {}, {}
         self.kernels, self.constants = [], {}
         self.recomputed = {}  # description of a node -> why each kernel reading it computes it again
+        self.acc_sets = {}  # id(definition node) -> (node, the AccRefs it reads), memoised
+        self.sizes = {}  # id(definition node) -> (node, its _size)
 
     def run(self) -> Program:
         inputs = []
@@ -120,7 +126,9 @@ class _Lowering:
             v = node.result
             self.defs[v] = self._define(node)
             uses, cost = self.uses.get(v, 0), _cost(self.defs[v])
-            if uses > 1 and cost > CHEAP:
+            if self._size(self.defs[v]) > LARGE:
+                self._store(v, f"its definition grew past {LARGE} operations (keeps kernels small to compile)")
+            elif uses > 1 and cost > CHEAP:
                 self._store(v, f"used by {uses} nodes")
             elif uses > 1 and cost > 0:
                 self.recomputed[self._describe(node)] = f"used by {uses} nodes, cost {cost} <= {CHEAP}"
@@ -129,13 +137,33 @@ class _Lowering:
         return Program(self.graph.name, self.buffers, self.kernels, inputs, outputs, self.constants,
                        tuple(self.stored[state] for state in self.graph.updates))
 
+    def _size(self, expr):
+        """An upper bound of a definition's cost (shared nodes counted at each use), memoised per
+        node and capped just past LARGE: long chains are judged in linear time."""
+        memo = self.sizes
+        for e in postorder(expr, stop=lambda e: id(e) in memo):
+            if id(e) not in memo:
+                own = 0 if e.prim == "arg" else PRIMITIVES[e.prim].cost
+                memo[id(e)] = (e, min(LARGE + 1, own + sum(memo[id(a)][1] for a in e.args)))
+        return memo[id(expr)][1]
+
+    def _accs(self, expr):
+        """The reductions (AccRefs) a definition reads, memoised per node: definitions share their
+        operands' nodes, so each is walked once."""
+        memo = self.acc_sets
+        for e in postorder(expr, stop=lambda e: id(e) in memo):
+            if id(e) not in memo:
+                own = {e.payload} if e.prim == "arg" and isinstance(e.payload, AccRef) else set()
+                memo[id(e)] = (e, frozenset(own.union(*(memo[id(a)][1] for a in e.args))))
+        return memo[id(expr)][1]
+
     # ---- definitions ------------------------------------------------------------------------
     def _define(self, node):
         opdef = get_op(node.op)
         types = [v.type for v in node.operands]
         if opdef.scalar is not None:
             d = opdef.scalar(*self._elementwise_operands(node), **node.attrs)
-            d = _positions(d, Index(contiguous(node.result.shape)))
+            d = _positions(d, Index(contiguous(node.result.shape)), {id(self.defs[v]) for v in node.operands})
         elif opdef.index_map is not None:
             d = self._view(node, opdef.index_map(types, node.result.type, **node.attrs))
         elif opdef.loop_nest is not None:
@@ -153,7 +181,7 @@ class _Lowering:
         """Operand definitions; all but the first reduction among them are stored first."""
         first = None
         for v in node.operands:
-            accs = _accs(self.defs[v])
+            accs = self._accs(self.defs[v])
             if accs and first is not None and accs != first:
                 self._store(v, "a kernel holds one reduction")
             elif accs:
@@ -164,7 +192,7 @@ class _Lowering:
         """The operand's definition, stored first where reading it through `index_map` from loops
         of `extents` would be wrong or wasteful."""
         d = self.defs[operand]
-        if _accs(d):
+        if self._accs(d):
             return self._store(operand, f"read by {node.op} (a reduction result feeds only "
                                         "elementwise epilogues)")
         if index_map is ROW_MAJOR:
@@ -254,7 +282,7 @@ class _Lowering:
         if v in self.stored and name is None:
             return self.defs[v]
         d, fused = self.defs[v], self.members[v]
-        accs = _accs(d)
+        accs = self._accs(d)
         if accs:
             (acc,) = accs
             nest = self.nests.pop(acc.value)

@@ -26,9 +26,12 @@ from dataclasses import replace
 
 from ..ir.indexing import contiguous
 from ..ir.kernel import Acc, Load, Phase
-from ..ir.scalar import ScalarExpr, leaves, map_leaves
+from ..ir.scalar import PRIMITIVES, ScalarExpr, leaves, map_leaves, postorder
 
 log = logging.getLogger("ndlc.fusion")
+LARGE = 400  # fusion stores a definition costing more, and passes that big are not joined: this
+# bounds the size of a kernel's expressions, so LLVM's compile time (a 5000-op chain compiles)
+KERNEL_LARGE = 2 * LARGE  # nor are kernels merged past this many operations in all
 MIN_OUTER_POINTS = 16  # a reduction with fewer outer points takes no elementwise phase (threads split outer loops)
 
 
@@ -174,6 +177,8 @@ def _why_not(a, b) -> str:
     placement = _placement(a, b)
     if placement is None:
         return f"its loops {_shape(b)} differ from {_shape(a)}'s loops"
+    if sum(map(_cost, a.phases + b.phases)) > KERNEL_LARGE:
+        return f"together they would pass {KERNEL_LARGE} operations (a kernel that big is slow to compile)"
     if a.gemm is not None and placement != "same":
         return "only elementwise work over a BLAS call's output joins it"
     if placement in ("a-inner", "b-inner"):
@@ -273,12 +278,27 @@ def _joinable(first, second, loads) -> bool:
     nothing `first` stores, since those stores come after all reductions)."""
     if first.inner != second.inner or (second.reductions and (first.inner or not first.reductions)):
         return False
+    if _cost(first) + _cost(second) > LARGE:
+        return False
     written = {s.buffer for s in first.stores}
     for r in second.reductions:
         if any(isinstance(p, int) and isinstance(loads[p], Load) and loads[p].buffer in written
                for p in leaves(r.body)):
             return False
     return True
+
+
+def _cost(phase):
+    """Operations of a phase's expressions, shared nodes once (counted only until past LARGE)."""
+    total, seen = 0, set()
+    for expr in phase.expressions():
+        for e in postorder(expr, stop=lambda e: id(e) in seen):
+            if id(e) not in seen:
+                seen.add(id(e))
+                total += PRIMITIVES[e.prim].cost
+        if total > LARGE:
+            break
+    return total
 
 
 def _join(first, second, loads):

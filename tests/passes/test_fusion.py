@@ -144,3 +144,22 @@ graph @step(%x: f32[2], %w: f32[2] state) {
     assert program.updates == 1 and len(program.outputs) == 2
     (kernel,) = program.kernels
     assert kernel.fused == ("%0 add", "%1 add_scalar") and kernel.outputs() == program.outputs
+
+
+def test_a_5000_op_chain_compiles_in_kernels_of_bounded_size():
+    """No recursion anywhere along the pipeline, and definitions past LARGE operations are stored,
+    so no kernel grows too big for LLVM to optimise quickly."""
+    import numpy as np
+
+    import ndlc as ndl
+    from ndlc.passes.merge import KERNEL_LARGE, LARGE
+
+    def chain(x):
+        for _ in range(5000):
+            x = x + 1.0
+        return x
+    step = ndl.compile(chain)
+    np.testing.assert_allclose(step(np.zeros(8, np.float32)).numpy(), 5000.0)
+    fused = step.ir("fused")
+    assert f"its definition grew past {LARGE} operations" in fused
+    assert f"together they would pass {KERNEL_LARGE} operations" in fused
