@@ -50,7 +50,7 @@ def compile_graph(graph, forward=None, profile=False) -> Program:
     kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
     kernels = stages.kernels("planned", plan_memory(kernels))
     llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile))
-    program = Program(kernels, llvm_ir, stages.texts, profile)
+    program = Program(kernels, llvm_ir, stages.texts, profile, source=graph)
     stages.text("llvm_opt", program.native.optimized_ir)
     if stages.wants("asm"):
         stages.text("asm", program.native.assembly())

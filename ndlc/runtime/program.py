@@ -9,6 +9,7 @@ from ..ir.errors import NdlcError, ShapeError
 from ..ir.kernel import ENTRY
 from ..ir.types import TensorType, numpy_dtype
 from . import libraries
+from .check import check_program
 from .native import NativeModule
 
 ALIGNMENT = 64
@@ -42,8 +43,9 @@ class Program:
     input's own array, which is then the result; the others go to buffers reused across runs,
     which the caller stores into the state before the next run."""
 
-    def __init__(self, kernels, llvm_ir, stages, profile=False):
+    def __init__(self, kernels, llvm_ir, stages, profile=False, source=None):
         self.kernels = kernels
+        self.source = source  # the graph the kernels were fused from (check mode interprets it)
         self.stages = stages
         self.native = NativeModule(llvm_ir, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
@@ -125,6 +127,13 @@ class Program:
             if array.flags.writeable and addresses.count(array.ctypes.data) == 1:
                 result[out] = array
         return result
+
+    def check(self, *arrays):
+        """The first kernel whose outputs on `arrays` differ from the interpreter's (check.py's
+        Divergence, printable), or None."""
+        if self.source is None:
+            raise NdlcError(f"@{self.kernels.name} was compiled without its source graph: nothing to check against")
+        return check_program(self, self.source, arrays)
 
     def profile(self, top=None) -> str:
         """Time per run of each kernel (from the cycle counter, scaled to the measured time of
