@@ -116,3 +116,21 @@ def test_each_parameter_is_updated_by_one_kernel(optimizer):
     for i in range(len(shapes)):
         group = [f"opt.params.{i}"] + [f"opt.{slot}.{i}" for slot in slots]
         assert len({writers[new[state]] for state in group}) == 1, step.ir("fused")
+
+
+def test_batchnorm2d_forward_is_at_most_two_kernels_and_backward_two_more():
+    def make(backward):
+        def build():
+            bn = ndl.nn.BatchNorm2d(16)  # at least MIN_OUTER_POINTS channels
+
+            def step(x, c):
+                if not backward:
+                    return bn(x)
+                x.requires_grad = True
+                (bn(x) * c).sum().backward()
+                return x.grad, bn.weight.grad, bn.bias.grad
+            return step
+        return build
+    x, c = data((2, 16, 5, 6), (2, 16, 5, 6))
+    assert kernels(compiled_equals_eager(make(False), x, c)) <= 2
+    assert kernels(compiled_equals_eager(make(True), x, c)) <= 4

@@ -1,5 +1,7 @@
 """needle's layers, written with Tensor ops only so that tracing them gives the compiler's IR and
 autodiff gives their gradients."""
+import math
+
 from .. import init, ops
 from ..tensor import Tensor
 from .module import Module, Parameter
@@ -15,9 +17,10 @@ def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
                          f"(input shape {x.shape})")
 
 
-def _expand(v, shape, axis):
-    """`v`, reduced over `axis`, broadcast back to `shape`."""
-    keep = tuple(1 if i == axis else d for i, d in enumerate(shape))
+def _expand(v, shape, axes):
+    """`v`, reduced over `axes` (an axis or a tuple of them), broadcast back to `shape`."""
+    axes = (axes,) if isinstance(axes, int) else axes
+    keep = tuple(1 if i in axes else d for i, d in enumerate(shape))
     return v.reshape(keep).broadcast_to(shape)
 
 
@@ -27,12 +30,12 @@ def _along(v, shape, axis):
     return v.reshape(keep).broadcast_to(shape)
 
 
-def _moments(x, axis):
-    """Mean and biased variance of `x` over `axis` (reduced away), and `x` minus its mean."""
-    n = x.shape[axis]
-    mean = x.sum((axis,)) / n
-    centered = x - _expand(mean, x.shape, axis)
-    var = (centered ** 2).sum((axis,)) / n
+def _moments(x, axes):
+    """Mean and biased variance of `x` over `axes` (reduced away), and `x` minus its mean."""
+    n = math.prod(x.shape[a] for a in axes)
+    mean = x.sum(axes) / n
+    centered = x - _expand(mean, x.shape, axes)
+    var = (centered ** 2).sum(axes) / n
     return mean, var, centered
 
 
@@ -112,11 +115,13 @@ class BatchNorm1d(Module):
         self.running_mean = init.zeros(dim, device=device, dtype=dtype)
         self.running_var = init.ones(dim, device=device, dtype=dtype)
 
+    rank = 2
+
     def forward(self, x):
-        _check_features(self, x, self.dim, axis=1, rank=2)
+        _check_features(self, x, self.dim, axis=1, rank=self.rank)
         m = self.momentum
         if self.training:
-            mean, var, centered = _moments(x, 0)
+            mean, var, centered = _moments(x, tuple(a for a in range(x.ndim) if a != 1))
             self.running_mean = ((1 - m) * self.running_mean + m * mean.data).data
             self.running_var = ((1 - m) * self.running_var + m * var.data).data
         else:
@@ -130,13 +135,10 @@ class BatchNorm1d(Module):
 
 
 class BatchNorm2d(BatchNorm1d):
-    """BatchNorm1d per channel of an NCHW input, over N, H and W."""
+    """BatchNorm1d per channel of an NCHW input, over N, H and W (reduced in place: no transposed
+    copy, so compiled it is one pass for the statistics and one for the output)."""
 
-    def forward(self, x):
-        _check_features(self, x, self.dim, axis=1, rank=4)
-        n, c, h, w = x.shape
-        rows = x.permute((0, 2, 3, 1)).reshape((n * h * w, c))
-        return super().forward(rows).reshape((n, h, w, c)).permute((0, 3, 1, 2))
+    rank = 4
 
 
 class LayerNorm1d(Module):
@@ -151,7 +153,7 @@ class LayerNorm1d(Module):
     def forward(self, x):
         _check_features(self, x, self.dim)
         last = x.ndim - 1
-        _, var, centered = _moments(x, last)
+        _, var, centered = _moments(x, (last,))
         std = _expand((var + self.eps) ** 0.5, x.shape, last)
         return _along(self.weight, x.shape, last) * centered / std + _along(self.bias, x.shape, last)
 
