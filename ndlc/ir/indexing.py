@@ -90,6 +90,8 @@ class Access:
         where the elements are not evenly strided within a merged group of axes."""
         if 0 in old:  # no element is ever read
             return Access(Affine((0,) * len(new)))
+        if self.nvars < len(old):  # read at one element whatever the trailing axes (a scalar operand)
+            return self.specialised(old).reshape(old, new)
         forms = [_regroup(f, old, new) for f in [self.form] + [g.form for g in self.guards]]
         if any(f is None for f in forms):
             return None

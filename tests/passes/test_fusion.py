@@ -163,3 +163,20 @@ def test_a_5000_op_chain_compiles_in_kernels_of_bounded_size():
     fused = step.ir("fused")
     assert f"its definition grew past {LARGE} operations" in fused
     assert f"together they would pass {KERNEL_LARGE} operations" in fused
+
+
+def test_random_numbers_read_through_a_reshape_compile():
+    """A scalar operand (the seed) is read at one element whatever the result's axes."""
+    import numpy as np
+
+    from ndlc.frontend.compile import compile_graph
+    from ndlc.ir import interpret
+    graph = parse("""
+graph @r(%seed: i64[]) {
+  %0 = random_uniform(%seed, shape=(2, 3, 4), dtype=f32, stream=0) : f32[2,3,4]
+  %1 = reshape(%0, shape=(6, 4)) : f32[6,4]
+  %2 = exp(%1) : f32[6,4]
+  return %2
+}""")
+    seed = np.int64(7)
+    np.testing.assert_allclose(compile_graph(graph).run(seed)[0], interpret(graph, seed)[0], rtol=1e-6)
