@@ -1,7 +1,6 @@
 """ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`."""
-from . import ir, passes
-from .frontend import data, init, nn, optim
-from .frontend import Device, Tensor, cpu, default_device, ops, trace
+from . import data, init, ir, nn, ops, optim, passes
+from .frontend import Device, Tensor, cpu, default_device, trace
 from .frontend.compile import compile
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .ir.errors import NdlcError, ShapeError, TraceError

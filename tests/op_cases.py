@@ -136,6 +136,19 @@ def _logsumexp_expect(x, axes):
     return np.log(np.sum(np.exp(x), axis=axes))
 
 
+def _gather_draw(r):
+    rows = int(r.integers(1, 6))
+    table = normal(r, (rows,) + shape(r, ndim=int(r.integers(0, 3))))
+    return [table, r.integers(0, rows, shape(r, ndim=int(r.integers(0, 3))))], {}
+
+
+def _gather_expect(table, indices):
+    out = np.zeros(indices.shape + table.shape[1:])
+    for index in np.ndindex(*indices.shape):
+        out[index] = table[indices[index]]
+    return out
+
+
 def _splitmix_uniform(seed, stream, shape):
     """SplitMix64 (Steele et al.) in Python integers, element by element."""
     mask = (1 << 64) - 1
@@ -209,6 +222,9 @@ CASES = [
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),
+    Case("arange", lambda r: ([], {"size": int(r.integers(0, 9)), "dtype": "i64"}),
+         lambda size, dtype: np.array(list(range(size)), np.int64), differentiable=False),
+    Case("gather", _gather_draw, _gather_expect),
     Case("max_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).max(axis=(-2, -1))),
 ]
 

@@ -130,6 +130,14 @@ class CapturedStep:
     def state_inputs(self):
         return self.graph.inputs[self.num_inputs:self.num_inputs + len(self.state)]
 
+    def changed_state(self):
+        """Why the program no longer fits its state: the first state tensor whose type changed
+        since the capture (`.data` assignment replaces the shape too), or None."""
+        for t, value in zip(self.state, self.state_inputs):
+            if t._value.type != value.type:
+                return f"{value.name} became {t._value.type} (compiled for {value.type})"
+        return None
+
     def state_arrays(self):
         """The state tensors' current data, as the program's state arguments."""
         return [t.numpy() for t in self.state]

@@ -80,10 +80,11 @@ class CompiledFunction:
         types = tuple(TensorType.of(a) for a in arrays)
         self._check_signature(types)
         key = (types, self._settings())
-        if key not in self.specialisations:
+        stale = key in self.specialisations and self.specialisations[key].captured.changed_state()
+        if key not in self.specialisations or stale:
             if self.specialisations:
                 log.info("%s: compiling a new specialisation for (%s)%s", self.name,
-                         ", ".join(map(str, types)), self._changed(key))
+                         ", ".join(map(str, types)), f" after {stale}" if stale else self._changed(key))
             captured = capture(self.fn, types, self.roots, self.name)
             self.specialisations[key] = Specialisation(captured)
             if len(self.specialisations) == MANY:

@@ -1,7 +1,10 @@
-"""needle's data loading (`ndl.data`): datasets, transforms, the DataLoader, and an idx(.gz)
-reader for MNIST-format files (Fashion-MNIST from Debian's `dataset-fashion-mnist`)."""
+"""needle's data loading (`ndl.data`): datasets, transforms, the DataLoader, an idx(.gz) reader
+for MNIST-format files (Fashion-MNIST from Debian's `dataset-fashion-mnist`), CIFAR-10's python
+batches, and the text helpers of needle's language models (Dictionary, Corpus, batchify,
+get_batch)."""
 import gzip
 import os
+import pickle
 
 import numpy as np
 
@@ -179,6 +182,128 @@ def FashionMNIST(train=True, root=None, transforms=None):
     return MNISTDataset(os.path.join(directory, images), os.path.join(directory, labels), transforms)
 
 
+class CIFAR10Dataset(Dataset):
+    """CIFAR-10 from its python-pickle batches in `base_folder` (cifar-10-batches-py):
+    data_batch_1..5 for training, test_batch otherwise. `X` holds the images (N, 3, 32, 32) as
+    float32 in [0, 1], `y` the labels (int64). Transforms (which take H x W x C images) run per
+    image. `p` is accepted for needle's signature and unused, as in needle."""
+
+    def __init__(self, base_folder, train, p=0.5, transforms=None):
+        super().__init__(transforms)
+        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        paths = [os.path.join(base_folder, name) for name in names]
+        missing = [name for name, path in zip(names, paths) if not os.path.exists(path)]
+        if missing:
+            raise FileNotFoundError(f"CIFAR-10 batches missing in {base_folder}: {', '.join(missing)} "
+                                    f"(expected the python version's {', '.join(names)})")
+        batches = [_read_cifar_batch(path) for path in paths]
+        self.X = np.concatenate([x for x, _ in batches]).reshape(-1, 3, 32, 32).astype(np.float32) / 255
+        self.y = np.concatenate([y for _, y in batches]).astype(np.int64)
+
+    def __len__(self):
+        return len(self.X)
+
+    def _transformed(self, image):
+        """One (3, 32, 32) image through the transforms, which see it as (32, 32, 3)."""
+        return self.apply_transforms(image.transpose(1, 2, 0)).transpose(2, 0, 1)
+
+    def __getitem__(self, index):
+        image, label = self.X[index], self.y[index]
+        if not self.transforms:
+            return image, label
+        if image.ndim == 3:
+            return self._transformed(image), label
+        return np.stack([self._transformed(x) for x in image]), label
+
+    def get_batch(self, indices):
+        return self[np.asarray(indices)]
+
+
+def _read_cifar_batch(path):
+    """(data (N, 3072) uint8, labels (N,)) from one CIFAR-10 python batch file."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data, labels = np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"])
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' and "
+                         f"b'labels'): {type(e).__name__}: {e}") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise ValueError(f"{path}: data must be (N, 3072) with N labels, got data {data.shape} "
+                         f"and {len(labels)} labels")
+    return data, labels
+
+
+# ---- text -------------------------------------------------------------------------------
+class Dictionary:
+    """Words and their ids: `word2idx` (word -> id) and `idx2word` (id -> word), in order of arrival."""
+
+    def __init__(self):
+        self.word2idx = {}
+        self.idx2word = []
+
+    def add_word(self, word):
+        """The word's id, a new one (the next integer) for a word not seen before."""
+        if word not in self.word2idx:
+            self.word2idx[word] = len(self.idx2word)
+            self.idx2word.append(word)
+        return self.word2idx[word]
+
+    def __len__(self):
+        return len(self.idx2word)
+
+
+class Corpus:
+    """A Penn-Treebank-style corpus: `base_dir`/train.txt and test.txt, each line's words (split on
+    whitespace) followed by '<eos>', as lists of ids (`train`, `test`) of one `dictionary`.
+    `max_lines`: read at most that many lines of each file."""
+
+    FILES = ("train.txt", "test.txt")
+
+    def __init__(self, base_dir, max_lines=None):
+        missing = [name for name in self.FILES if not os.path.exists(os.path.join(base_dir, name))]
+        if missing:
+            raise FileNotFoundError(f"Corpus: {', '.join(missing)} not found in {base_dir} "
+                                    f"(it needs {' and '.join(self.FILES)})")
+        self.dictionary = Dictionary()
+        self.train = self.tokenize(os.path.join(base_dir, "train.txt"), max_lines)
+        self.test = self.tokenize(os.path.join(base_dir, "test.txt"), max_lines)
+
+    def tokenize(self, path, max_lines=None):
+        """The ids of the words of the first `max_lines` lines of `path` (all if None), each line
+        ending with '<eos>'; new words join the dictionary."""
+        ids = []
+        with open(path) as f:
+            for number, line in enumerate(f):
+                if max_lines is not None and number >= max_lines:
+                    break
+                ids += [self.dictionary.add_word(word) for word in line.split() + ["<eos>"]]
+        return ids
+
+
+def batchify(data, batch_size, device=None, dtype=None):
+    """A sequence of ids cut into `batch_size` contiguous columns: an (n // batch_size, batch_size)
+    array whose column j is data[j*rows:(j+1)*rows] (the remainder is dropped). needle's
+    signature; `device` and `dtype` are unused here (get_batch makes the Tensors)."""
+    rows = len(data) // batch_size
+    if rows < 1:
+        raise ValueError(f"batchify: {len(data)} ids are fewer than batch_size={batch_size}")
+    return np.array(data[:rows * batch_size]).reshape(batch_size, rows).T
+
+
+def get_batch(batches, i, bptt, device=None, dtype=None):
+    """Rows i .. i+bptt-1 of a batchify array (fewer near its end) as `data` (seq_len, batch), and
+    the next id of each as `target`, flattened to (seq_len * batch,): Tensors of `dtype` (the
+    array's own dtype when None)."""
+    seq_len = min(bptt, len(batches) - 1 - i)
+    if seq_len < 1:
+        raise ValueError(f"get_batch: row {i} leaves no target in {len(batches)} rows")
+    data = batches[i:i + seq_len]
+    target = batches[i + 1:i + 1 + seq_len].reshape(-1)
+    return (Tensor(data, device=device, dtype=dtype, requires_grad=False),
+            Tensor(target, device=device, dtype=dtype, requires_grad=False))
+
+
 # ---- loader -----------------------------------------------------------------------------
 class DataLoader:
     """Batches of a dataset as tuples of Tensors; a fresh permutation each epoch when shuffling."""
@@ -201,3 +326,8 @@ class DataLoader:
         for indices in self._ordering():
             if len(indices):
                 yield tuple(Tensor(field, requires_grad=False) for field in get_batch(indices))
+
+
+__all__ = ["CIFAR10Dataset", "Corpus", "DataLoader", "Dataset", "Dictionary", "FashionMNIST",
+           "MNISTDataset", "NDArrayDataset", "RandomCrop", "RandomFlipHorizontal", "Transform",
+           "batchify", "fashion_mnist_dir", "get_batch", "read_idx"]

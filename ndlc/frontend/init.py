@@ -113,3 +113,7 @@ def kaiming_normal(fan_in, fan_out, shape=None, nonlinearity="relu", **kwargs):
     """Normal with std = sqrt(2) / sqrt(fan_in)."""
     std = _relu_gain(nonlinearity) / math.sqrt(fan_in)
     return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
+
+
+__all__ = ["constant", "kaiming_normal", "kaiming_uniform", "one_hot", "ones", "ones_like", "rand",
+           "randb", "randn", "xavier_normal", "xavier_uniform", "zeros", "zeros_like"]

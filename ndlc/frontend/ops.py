@@ -240,6 +240,20 @@ def full(shape, value, dtype="float32"):
     return apply("full", shape=tuple(shape), value=value, dtype=dtype)
 
 
+def arange(size, dtype="int64"):
+    """0, 1, ..., size - 1."""
+    return apply("arange", size=size, dtype=dtype)
+
+
+def gather(table, indices):
+    """The rows of `table` at `indices`: shape indices.shape + table.shape[1:] (an embedding
+    lookup). Float indices (needle's get_batch with dtype='float32') are cast to integers."""
+    indices = as_tensor(indices)
+    if is_float(indices._value.dtype):
+        indices = cast(indices, "i64")
+    return apply("gather", as_tensor(table), indices)
+
+
 # Every other registry op: elementwise ones with broadcasting and scalars, scalar-attribute ops
 # with needle's positional `scalar`, the rest with attributes as keywords.
 def _generic(op):

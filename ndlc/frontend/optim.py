@@ -68,3 +68,6 @@ class Adam(Optimizer):
             param.data = param.data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
             self.m[i], self.v[i] = m, v
         self.t = t
+
+
+__all__ = ["Adam", "Optimizer", "SGD"]

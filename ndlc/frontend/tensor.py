@@ -138,16 +138,22 @@ class Tensor:
 
     @data.setter
     def data(self, value):
+        """Replace the values, and the shape with them (needle's); the dtype must stay."""
         if not isinstance(value, Tensor):
             value = Tensor(value, dtype=self.dtype)
-        if value.dtype != self.dtype or value.shape != self.shape:
-            raise NdlcError(f"cannot assign {value._value.type} data to a {self._value.type} tensor")
+        if value.dtype != self.dtype:
+            raise NdlcError(f"cannot assign {value._value.type} data to a {self._value.type} tensor: "
+                            f"the dtype must stay {self.dtype} (cast the value first)")
         from .trace import active_context
         context = active_context()
         if context is not None and id(self) not in context.state:
             raise TraceError(f"a {self._value.type} tensor that is not the traced program's state is "
                              f"assigned at {user_location()}: its update would be lost. Compile with "
                              "ndl.compile(fn, state=[model, optimizer, ...]) naming what it updates")
+        if context is not None and value.shape != self.shape:
+            raise TraceError(f"a traced step assigns {value._value.type} data to its "
+                             f"{self._value.type} state at {user_location()}: a compiled program's "
+                             "state keeps its shape (assign the new shape outside the step)")
         detached = value.detach()
         self._bind(detached._value, self.requires_grad)
 

@@ -206,3 +206,93 @@ def test_example_reaches_83_percent_on_fashion_mnist_in_one_epoch():
         pytest.skip(str(e))
     _, history = train_mlp.train(train_set, test_set, epochs=1, batch_size=256, lr=1e-3)
     assert history[-1][2] >= 0.83
+
+
+# ---- CIFAR-10 python batches ------------------------------------------------------------
+def write_cifar_dir(directory, per_batch=4):
+    """The python version's six batch files, each `per_batch` random images; returns the images
+    (N, 3072) and labels of the training batches, then of the test batch."""
+    import pickle
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        with open(directory / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        written[name] = (data, labels)
+    return written
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    written = write_cifar_dir(tmp_path)
+    train = ndl.data.CIFAR10Dataset(str(tmp_path), train=True)
+    test = ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+    assert len(train) == 20 and len(test) == 4
+    assert train.X.shape == (20, 3, 32, 32) and train.X.dtype == np.float32
+    assert 0.0 <= train.X.min() and train.X.max() <= 1.0
+    x, y = train[5]
+    data, labels = written["data_batch_2"]
+    np.testing.assert_allclose(x, data[1].reshape(3, 32, 32) / 255, rtol=1e-6)
+    assert y == labels[1]
+    xs, ys = test.get_batch([0, 3])
+    assert xs.shape == (2, 3, 32, 32) and list(ys) == [written["test_batch"][1][i] for i in (0, 3)]
+
+
+def test_cifar10_transforms_see_height_width_channels(tmp_path):
+    write_cifar_dir(tmp_path)
+    flipped = ndl.data.CIFAR10Dataset(str(tmp_path), train=False,
+                                      transforms=[ndl.data.RandomFlipHorizontal(p=1.0)])
+    plain = ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+    np.testing.assert_array_equal(flipped[2][0], plain[2][0][:, :, ::-1])
+    batch, _ = next(iter(ndl.data.DataLoader(flipped, batch_size=4)))
+    assert batch.shape == (4, 3, 32, 32)
+
+
+def test_cifar10_missing_batches_are_named(tmp_path):
+    write_cifar_dir(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"CIFAR-10 batches missing in {tmp_path}: data_batch_3"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=True)
+    (tmp_path / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="test_batch: not a CIFAR-10 python batch"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+
+
+# ---- text: Dictionary, Corpus, batchify, get_batch --------------------------------------
+def write_corpus(directory):
+    (directory / "train.txt").write_text(" the cat sat \n the dog sat on the cat \n a b \n")
+    (directory / "test.txt").write_text(" the bird \n")
+    return directory
+
+
+def test_corpus_tokenizes_lines_with_eos_into_one_dictionary(tmp_path):
+    corpus = ndl.data.Corpus(str(write_corpus(tmp_path)))
+    words = corpus.dictionary.idx2word
+    assert words[:4] == ["the", "cat", "sat", "<eos>"]
+    assert [words[i] for i in corpus.train] == "the cat sat <eos> the dog sat on the cat <eos> a b <eos>".split()
+    assert [words[i] for i in corpus.test] == ["the", "bird", "<eos>"]
+    assert corpus.dictionary.word2idx["bird"] == len(corpus.dictionary) - 1
+    assert corpus.dictionary.add_word("cat") == 1
+    short = ndl.data.Corpus(str(tmp_path), max_lines=1)
+    assert len(short.train) == 4 and len(short.test) == 3
+
+
+def test_corpus_names_the_missing_files(tmp_path):
+    (tmp_path / "train.txt").write_text("a\n")
+    with pytest.raises(FileNotFoundError, match=rf"Corpus: test.txt not found in {tmp_path}"):
+        ndl.data.Corpus(str(tmp_path))
+
+
+def test_batchify_makes_columns_and_get_batch_cuts_bptt_rows():
+    batches = ndl.data.batchify(list(range(26)), 4, device=None, dtype="float32")
+    assert batches.shape == (6, 4)
+    np.testing.assert_array_equal(batches[:, 1], np.arange(6, 12))  # column j: a contiguous stretch
+    data, target = ndl.data.get_batch(batches, 1, 3)
+    np.testing.assert_array_equal(data.numpy(), batches[1:4])
+    np.testing.assert_array_equal(target.numpy(), batches[2:5].reshape(-1))
+    assert data.shape == (3, 4) and target.shape == (12,) and data.dtype == "int64"
+    data, target = ndl.data.get_batch(batches, 3, 5, dtype="float32")  # near the end: fewer rows
+    assert data.shape == (2, 4) and target.shape == (8,) and data.dtype == "float32"
+    with pytest.raises(ValueError, match="fewer than batch_size=4"):
+        ndl.data.batchify([1, 2], 4, None, None)

@@ -162,7 +162,9 @@ class LayerNorm1d(Module):
 
 
 class Dropout(Module):
-    """Training: zero each element with probability p (mask from init.randb) and scale by 1/(1-p)."""
+    """Training: zero each element with probability p (mask from init.randb) and scale by 1/(1-p).
+    With p == 0 it returns x and draws nothing (as PyTorch; needle draws a mask of ones), so the
+    default dropout=0. of the attention modules costs a compiled step no random numbers."""
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -171,7 +173,7 @@ class Dropout(Module):
         self.p = p
 
     def forward(self, x):
-        if not self.training:
+        if not self.training or self.p == 0:
             return x
         mask = init.randb(*x.shape, p=1 - self.p, device=x.device)
         return x * mask / (1 - self.p)
