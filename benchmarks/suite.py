@@ -8,6 +8,7 @@ in its forward and forward+backward OpCase, and AdamStep, whose contenders are i
 """
 import contextlib
 import importlib
+import itertools
 import math
 import os
 import sys
@@ -90,14 +91,14 @@ def _positional(fn, names):
     return lambda *values: fn(dict(zip(names, values)))
 
 
-def _hold(module, a, params=(), buffers=()):
-    """Load arrays into `module` (its Parameters `params`, its plain tensors `buffers`); returns the
-    held tensors by name."""
+def _hold(module, a, params=(), buffers=(), prefix=""):
+    """Load arrays into `module` (its Parameters `params`, its plain tensors `buffers`, from the
+    arrays named `prefix` + attribute); returns the held tensors by array name."""
     for name in params:
-        setattr(module, name, ndl.nn.Parameter(a[name]))
+        setattr(module, name, ndl.nn.Parameter(a[prefix + name]))
     for name in buffers:
-        setattr(module, name, ndl.Tensor(a[name], requires_grad=False))
-    return {name: getattr(module, name) for name in params + buffers}
+        setattr(module, name, ndl.Tensor(a[prefix + name], requires_grad=False))
+    return {prefix + name: getattr(module, name) for name in params + buffers}
 
 
 def normal(rng, *shape, scale=1.0):
@@ -362,6 +363,256 @@ def _correlate(xp, w):
     return np.tensordot(windows, w, axes=([1, 4, 5], [2, 0, 1])).transpose(0, 3, 1, 2)
 
 
+def _sigmoid(z, xp):
+    return 1 / (1 + xp.exp(-z))
+
+
+def _log_softmax(z, xp):
+    """log softmax of each row of `z` in numpy or JAX (`xp`)."""
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(1, keepdims=True))
+
+
+class LstmLM(Op):
+    """One training step's gradients of a language model: Embedding -> 2-layer LSTM -> Linear over
+    the vocabulary, softmax loss of the next ids, truncated BPTT over seq_len steps from a zero
+    state. needle's layouts (weights (in, out)); PyTorch runs its nn.LSTM on their transposes."""
+    label = "LSTM LM step"
+    layers = 2
+    cell = ("W_ih", "W_hh", "bias_ih", "bias_hh")
+    wrt = ("embedding.weight", *(f"lstm{k}.{name}" for k, name in itertools.product(range(layers), cell)),
+           "out.weight", "out.bias")
+
+    def size(self, shape):
+        seq_len, batch, vocab, width, hidden = shape
+        return f"{seq_len}x{batch} vocab {vocab} {width}->{hidden}x{self.layers}"
+
+    def arrays(self, rng, shape):
+        seq_len, batch, vocab, width, hidden = shape
+        bound = hidden ** -0.5
+        a = {"x": rng.integers(0, vocab, (seq_len, batch)), "y": rng.integers(0, vocab, seq_len * batch),
+             "embedding.weight": normal(rng, vocab, width)}
+        for k, size in enumerate([width] + [hidden] * (self.layers - 1)):
+            for name, rows in zip(self.cell, (size, hidden, None, None)):
+                shape = (4 * hidden,) if rows is None else (rows, 4 * hidden)
+                a[f"lstm{k}.{name}"] = rng.uniform(-bound, bound, shape).astype(np.float32)
+        a["out.weight"], a["out.bias"] = normal(rng, hidden, vocab, scale=bound), np.zeros(vocab, np.float32)
+        return a
+
+    def ndlc(self, a):
+        vocab, width = a["embedding.weight"].shape
+        hidden = a["lstm0.W_hh"].shape[0]
+        embedding, lstm = ndl.nn.Embedding(vocab, width), ndl.nn.LSTM(width, hidden, self.layers)
+        out, loss = ndl.nn.Linear(hidden, vocab), ndl.nn.SoftmaxLoss()
+        held = {**_hold(embedding, a, ("weight",), prefix="embedding."),
+                **_hold(out, a, ("weight", "bias"), prefix="out.")}
+        for k, cell in enumerate(lstm.lstm_cells):
+            held.update(_hold(cell, a, self.cell, prefix=f"lstm{k}."))
+
+        def forward(t):
+            seq_len, batch = t["x"].shape
+            states, _ = lstm(embedding(t["x"]))
+            return loss(out(states.reshape((seq_len * batch, hidden))), t["y"])
+        return NdlcModel(forward, [embedding, lstm, out, loss], held)
+
+    def forward(self, a, xp):
+        """The loss, and what numpy's backward needs: each layer's input and per-step values
+        (h and c before the step, the gates, tanh(c) after), the top layer's outputs, log p."""
+        seq_len, batch = a["x"].shape
+        inputs, caches = xp.take(a["embedding.weight"], a["x"], axis=0), []
+        for k in range(self.layers):
+            w_hh = a[f"lstm{k}.W_hh"]
+            n = w_hh.shape[0]
+            projected = (inputs.reshape(seq_len * batch, -1) @ a[f"lstm{k}.W_ih"] + a[f"lstm{k}.bias_ih"]
+                         + a[f"lstm{k}.bias_hh"]).reshape(seq_len, batch, 4 * n)
+            h = c = xp.zeros((batch, n), np.float32)
+            steps, outputs = [], []
+            for t in range(seq_len):
+                z = projected[t] + h @ w_hh
+                i, f, o = (_sigmoid(z[:, j * n:(j + 1) * n], xp) for j in (0, 1, 3))
+                g = xp.tanh(z[:, 2 * n:3 * n])
+                new_c = f * c + i * g
+                steps.append((h, c, i, f, g, o, xp.tanh(new_c)))
+                h, c = o * steps[-1][-1], new_c
+                outputs.append(h)
+            caches.append((inputs, steps))
+            inputs = xp.stack(outputs)
+        top = inputs.reshape(seq_len * batch, -1)
+        logp = _log_softmax(top @ a["out.weight"] + a["out.bias"], xp)
+        return -logp[xp.arange(seq_len * batch), a["y"]].mean(), caches, top, logp
+
+    def numpy(self, a):
+        return self.forward(a, np)[0]
+
+    def numpy_grads(self, a):
+        _, caches, top, logp = self.forward(a, np)
+        seq_len, batch = a["x"].shape
+        dz = mlp_step.cross_entropy_grad(logp, a["y"])
+        grads = {"out.weight": top.T @ dz, "out.bias": dz.sum(0)}
+        d_out = (dz @ a["out.weight"].T).reshape(seq_len, batch, -1)
+        for k in reversed(range(self.layers)):
+            inputs, steps = caches[k]
+            w_hh = a[f"lstm{k}.W_hh"]
+            d_gates, dw_hh = np.empty((seq_len, batch, 4 * w_hh.shape[0]), np.float32), np.zeros_like(w_hh)
+            dh_next = dc_next = np.zeros((batch, w_hh.shape[0]), np.float32)
+            for t in reversed(range(seq_len)):
+                h, c, i, f, g, o, tanh_c = steps[t]
+                dh = d_out[t] + dh_next
+                dc = dh * o * (1 - tanh_c ** 2) + dc_next
+                d_gates[t] = np.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f),
+                                             dc * i * (1 - g ** 2), dh * tanh_c * o * (1 - o)], axis=1)
+                dh_next, dc_next = d_gates[t] @ w_hh.T, dc * f
+                dw_hh += h.T @ d_gates[t]
+            flat = d_gates.reshape(seq_len * batch, -1)
+            grads[f"lstm{k}.W_ih"] = inputs.reshape(seq_len * batch, -1).T @ flat
+            grads[f"lstm{k}.W_hh"] = dw_hh
+            grads[f"lstm{k}.bias_ih"] = grads[f"lstm{k}.bias_hh"] = flat.sum(0)
+            d_out = (flat @ a[f"lstm{k}.W_ih"].T).reshape(seq_len, batch, -1)
+        table = np.zeros_like(a["embedding.weight"])
+        np.add.at(table, a["x"].reshape(-1), d_out.reshape(seq_len * batch, -1))
+        grads["embedding.weight"] = table
+        return tuple(grads[name] for name in self.wrt)
+
+    def torch(self, t):
+        import torch
+        import torch.nn.functional as F
+        hidden = t["lstm0.W_hh"].shape[0]
+        lstm = torch.nn.LSTM(t["embedding.weight"].shape[1], hidden, self.layers, device="meta")
+        weights = {f"{kind}_l{k}": t[f"lstm{k}.{name}"].T if kind.startswith("weight") else t[f"lstm{k}.{name}"]
+                   for k in range(self.layers)
+                   for kind, name in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), self.cell)}
+        states, _ = torch.func.functional_call(lstm, weights, (F.embedding(t["x"], t["embedding.weight"]),))
+        logits = states.reshape(-1, hidden) @ t["out.weight"] + t["out.bias"]
+        return F.cross_entropy(logits, t["y"])
+
+    def jax(self, a):
+        import jax.numpy as jnp
+        return self.forward(a, jnp)[0]
+
+
+class TransformerLayerStep(Op):
+    """One training step's gradients of needle's TransformerLayer (pre-norm, causal self-attention,
+    ReLU MLP; dropout 0) on (batch, len, features): loss = (output * c).sum(), with respect to the
+    input and every parameter. PyTorch runs the same layer in functional form (layer_norm,
+    scaled_dot_product_attention)."""
+    label = "Transformer layer step"
+    cotangent = "c"
+    dim_head = 16
+    norms = ("attention.prenorm_q", "attention.prenorm_k", "attention.prenorm_v", "layernorm")
+    projections = tuple(f"attention.{p}_projection.weight" for p in "qkv")
+    params = (*(f"{n}.{p}" for n in norms for p in ("weight", "bias")), *projections,
+              "attention.out_projection.weight", "linear1.weight", "linear1.bias", "linear2.weight",
+              "linear2.bias")
+    # the input and every parameter but prenorm_k's bias, whose gradient is 0 (a constant added to
+    # each row of scores, which the softmax ignores): rounding noise that no tolerance can compare
+    wrt = ("x", *(name for name in params if name != "attention.prenorm_k.bias"))
+
+    def size(self, shape):
+        batch, length, features, hidden = shape
+        return f"{batch}x{length}x{features} heads {features // self.dim_head} mlp {hidden}"
+
+    def arrays(self, rng, shape):
+        batch, length, features, hidden = shape
+        a = {"x": normal(rng, batch, length, features), "c": normal(rng, batch, length, features)}
+        for norm in self.norms:
+            a[f"{norm}.weight"] = 1 + normal(rng, features, scale=0.1)
+            a[f"{norm}.bias"] = normal(rng, features, scale=0.1)
+        for name in self.projections:
+            a[name] = normal(rng, features, features, scale=features ** -0.5)
+        a["attention.out_projection.weight"] = normal(rng, features, features, scale=features ** -0.5)
+        for name, (rows, cols) in [("linear1", (features, hidden)), ("linear2", (hidden, features))]:
+            a[f"{name}.weight"] = normal(rng, rows, cols, scale=rows ** -0.5)
+            a[f"{name}.bias"] = normal(rng, cols, scale=0.1)
+        return a
+
+    def ndlc(self, a):
+        features = a["x"].shape[2]
+        layer = ndl.nn.TransformerLayer(features, features // self.dim_head, self.dim_head,
+                                        a["linear1.bias"].shape[0])
+        held = {}
+        for name in self.params:
+            path, attribute = name.rsplit(".", 1)
+            module = layer
+            for part in path.split("."):
+                module = getattr(module, part)
+            held.update(_hold(module, a, (attribute,), prefix=path + "."))
+        return NdlcModel(lambda t: layer(t["x"]), [layer], held)
+
+    def forward(self, a, xp):
+        """The output, and what numpy's backward needs (the values of each stage)."""
+        x = a["x"]
+        batch, length, features = x.shape
+        heads = features // self.dim_head
+        normed = {n: mlp_step.normalize(x, 2) for n in self.norms[:3]}
+        q, k, v = (((normed[n][0] * a[f"{n}.weight"] + a[f"{n}.bias"]) @ a[w])
+                   .reshape(batch, length, heads, -1).transpose(0, 2, 1, 3)
+                   for n, w in zip(self.norms, self.projections))
+        scale = q.shape[-1] ** -0.5
+        mask = -np.finfo(np.float32).max * np.triu(np.ones((length, length), np.float32), 1)
+        scores = q @ k.transpose(0, 1, 3, 2) * scale + mask
+        probs = xp.exp(scores - scores.max(-1, keepdims=True))
+        probs = probs / probs.sum(-1, keepdims=True)
+        merged = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, features)
+        x1 = x + merged @ a["attention.out_projection.weight"]
+        xhat, _, var = mlp_step.normalize(x1, 2)
+        pre = (xhat * a["layernorm.weight"] + a["layernorm.bias"]) @ a["linear1.weight"] + a["linear1.bias"]
+        hidden = xp.maximum(pre, 0)
+        out = x1 + hidden @ a["linear2.weight"] + a["linear2.bias"]
+        return out, (normed, q, k, v, probs, merged, x1, xhat, var, pre, hidden, scale)
+
+    def numpy(self, a):
+        return self.forward(a, np)[0]
+
+    def numpy_grads(self, a):
+        _, (normed, q, k, v, probs, merged, x1, xhat, var, pre, hidden, scale) = self.forward(a, np)
+        batch, length, features = a["x"].shape
+        rows = lambda z: z.reshape(-1, z.shape[-1])  # noqa: E731
+        g, d_out = {}, a["c"]
+        g["linear2.weight"], g["linear2.bias"] = rows(hidden).T @ rows(d_out), rows(d_out).sum(0)
+        d_pre = (d_out @ a["linear2.weight"].T) * (pre > 0)
+        normed_x1 = xhat * a["layernorm.weight"] + a["layernorm.bias"]
+        g["linear1.weight"], g["linear1.bias"] = rows(normed_x1).T @ rows(d_pre), rows(d_pre).sum(0)
+        d_y = d_pre @ a["linear1.weight"].T
+        g["layernorm.weight"], g["layernorm.bias"] = rows(d_y * xhat).sum(0), rows(d_y).sum(0)
+        d_x1 = d_out + mlp_step.normalize_grad(d_y * a["layernorm.weight"], xhat, var, 2)
+        g["attention.out_projection.weight"] = rows(merged).T @ rows(d_x1)
+        d_heads = ((d_x1 @ a["attention.out_projection.weight"].T)
+                   .reshape(batch, length, -1, self.dim_head).transpose(0, 2, 1, 3))
+        d_probs = d_heads @ v.transpose(0, 1, 3, 2)
+        d_scores = probs * (d_probs - (d_probs * probs).sum(-1, keepdims=True)) * scale
+        d_parts = [d_scores @ k, d_scores.transpose(0, 1, 3, 2) @ q, probs.transpose(0, 1, 3, 2) @ d_heads]
+        d_x = d_x1
+        for norm, name, d_part in zip(self.norms, self.projections, d_parts):
+            xhat_n, _, var_n = normed[norm]
+            d_part = d_part.transpose(0, 2, 1, 3).reshape(batch, length, features)
+            g[name] = rows(xhat_n * a[f"{norm}.weight"] + a[f"{norm}.bias"]).T @ rows(d_part)
+            d_norm = d_part @ a[name].T
+            g[f"{norm}.weight"], g[f"{norm}.bias"] = rows(d_norm * xhat_n).sum(0), rows(d_norm).sum(0)
+            d_x = d_x + mlp_step.normalize_grad(d_norm * a[f"{norm}.weight"], xhat_n, var_n, 2)
+        g["x"] = d_x
+        return tuple(g[name] for name in self.wrt)
+
+    def torch(self, t):
+        import torch
+        import torch.nn.functional as F
+        x = t["x"]
+        batch, length, features = x.shape
+        heads = features // self.dim_head
+
+        def norm(z, name):
+            return F.layer_norm(z, (features,), t[f"{name}.weight"], t[f"{name}.bias"], eps=EPS)
+        q, k, v = ((norm(x, n) @ t[w]).reshape(batch, length, heads, -1).transpose(1, 2)
+                   for n, w in zip(self.norms, self.projections))
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x1 = x + attended.transpose(1, 2).reshape(batch, length, features) @ t["attention.out_projection.weight"]
+        hidden = torch.relu(norm(x1, "layernorm") @ t["linear1.weight"] + t["linear1.bias"])
+        return x1 + hidden @ t["linear2.weight"] + t["linear2.bias"]
+
+    def jax(self, a):
+        import jax.numpy as jnp
+        return self.forward(a, jnp)[0]
+
+
 # ---- the cases -----------------------------------------------------------------------------
 
 class Case:
@@ -537,6 +788,8 @@ CASES = [
     OpCase(Matmul((1024, 1024, 1024), (64, 32, 48))),
     AdamStep((784, 512), (64, 32)),
     *both(Conv((32, 16, 32, 32, 3), (2, 3, 4, 8, 3))),
+    OpCase(LstmLM((20, 16, 1000, 64, 128), (3, 2, 12, 4, 5)), backward=True),
+    OpCase(TransformerLayerStep((8, 64, 128, 256), (2, 5, 32, 64)), backward=True),
 ]
 
 
