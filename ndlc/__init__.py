@@ -4,6 +4,7 @@ from .frontend import Device, Tensor, cpu, default_device, trace
 from .frontend.compile import compile
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .ir.errors import NdlcError, ShapeError, TraceError
+from .runtime.check import CheckError
 from .logconfig import configure as _configure_logging
 
 __version__ = "0.1.0"

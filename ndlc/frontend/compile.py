@@ -14,6 +14,7 @@ import numpy as np
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
+from ..runtime.check import CheckError
 from .capture import STATEFUL, capture, referenced_numbers, referenced_objects
 from .nn.module import Module
 from .tensor import Tensor
@@ -24,20 +25,23 @@ DEVICES = ("cpu",)
 MANY = 8  # specialisations of one compiled function after which it warns of a recompile storm
 
 
-def compile(obj, device="cpu", state=None):
+def compile(obj, device="cpu", state=None, check=None):
     """A callable running `obj` (a Module, or a function of Tensors) natively on `device`.
     `state`: the Modules, Optimizers and Tensors whose tensors the function reads and updates,
-    when they cannot be found through its closure, globals and bound object."""
+    when they cannot be found through its closure, globals and bound object. `check` (default:
+    NDLC_CHECK=1): every call also compares each kernel with the interpreter and raises CheckError
+    naming the first that computes a wrong value (slow: a debugging mode)."""
+    check = os.environ.get("NDLC_CHECK", "") not in ("", "0") if check is None else check
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
         raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
                         f"{', '.join(DEVICES)}; the CUDA backend is not built yet)")
     if isinstance(obj, Module):
-        return CompiledModule(obj)
+        return CompiledModule(obj, check)
     if not callable(obj):
         raise NdlcError(f"ndlc.compile takes a Module or a function, not {type(obj).__name__}")
     roots = None if state is None else {f"{type(s).__name__.lower()}{i}": s for i, s in enumerate(state)}
-    return CompiledFunction(obj, roots)
+    return CompiledFunction(obj, roots, check=check)
 
 
 def compile_graph(graph, forward=None):
@@ -51,12 +55,16 @@ def compile_graph(graph, forward=None):
 class Specialisation:
     """One compiled program of a captured step, and how to run it against the step's state."""
 
-    def __init__(self, captured):
-        self.captured = captured
+    def __init__(self, captured, check=False):
+        self.captured, self.check = captured, check
         self.program = compile_graph(captured.graph, captured.forward)
         self.num_outputs = len(captured.graph.outputs)
 
     def run(self, arrays):
+        if self.check:
+            divergence = self.program.check(*arrays, *[a.copy() for a in self.captured.state_arrays()])
+            if divergence is not None:
+                raise CheckError(f"{self.program.kernels.name}: {divergence}")
         results = self.program.run(*arrays, *self.captured.state_arrays(), update_state=True)
         outputs, new_state = results[:self.num_outputs], results[self.num_outputs:]
         self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)))
@@ -66,8 +74,8 @@ class Specialisation:
 class CompiledFunction:
     """The compiled form of `fn`; state is what `fn` reaches (or `roots` names)."""
 
-    def __init__(self, fn, roots=None, name=None):
-        self.fn = fn
+    def __init__(self, fn, roots=None, name=None, check=False):
+        self.fn, self.check = fn, check
         self.roots = referenced_objects(fn) if roots is None else roots
         self.name = graph_name(name or fn)
         self.stateful = _stateful(self.roots)
@@ -86,7 +94,7 @@ class CompiledFunction:
                 log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                          ", ".join(map(str, types)), f" after {stale}" if stale else self._changed(key))
             captured = capture(self.fn, types, self.roots, self.name)
-            self.specialisations[key] = Specialisation(captured)
+            self.specialisations[key] = Specialisation(captured, self.check)
             if len(self.specialisations) == MANY:
                 log.warning("%s has been compiled %d times: input shapes or Python values of its "
                             "modules and optimizers keep changing (each is compiled into the "
@@ -150,10 +158,10 @@ class CompiledFunction:
 class CompiledModule(CompiledFunction):
     """`module(*inputs)` compiled; train() and eval() each get their own specialisation."""
 
-    def __init__(self, module):
+    def __init__(self, module, check=False):
         self.module = module
         super().__init__(lambda *inputs: module(*inputs), roots={"model": module},
-                         name=type(module).__name__)
+                         name=type(module).__name__, check=check)
 
     def train(self):
         self.module.train()

@@ -16,7 +16,8 @@ from ..ir.errors import NdlcError
 from ..ir.interpreter import run
 from ..ir.printer import value_names
 
-RTOL, ATOL = 1e-3, 1e-4  # atol is relative to the largest magnitude of the expected value
+RTOL, ATOL = 1e-3, 1e-4  # atol is relative to the largest magnitude the kernel reads or writes
+# (a sum that cancels to ~0 is as exact as its terms, not as its result)
 
 
 class CheckError(NdlcError, AssertionError):
@@ -54,12 +55,14 @@ def check_program(program, graph, arrays):
     nodes = {names[node.result]: node for node in graph.nodes}
     outputs = dict(zip(program.kernels.outputs, program.run(*arrays)))
     for kernel in program.kernels.kernels:
+        read = [by_name[name] for name in kernel.reads() if name in by_name]
+        scale = max((float(np.max(np.abs(a), initial=0.0)) for a in read if a.dtype.kind == "f"), default=0.0)
         for buffer in kernel.outputs():
             got = program.storage.get(buffer, outputs.get(buffer))
             want = by_name.get(buffer)
             if got is None or want is None or program.kernels.buffers[buffer].kind == "local":
                 continue
-            if not _close(got, want):
+            if not _close(got, want, scale):
                 return Divergence(kernel, buffer, got, want, _sources(kernel, nodes))
     return None
 
@@ -74,10 +77,10 @@ def _sources(kernel, nodes):
     return found
 
 
-def _close(got, want) -> bool:
+def _close(got, want, scale) -> bool:
     if got.shape != want.shape:
         return False
     if want.dtype.kind not in "fc":
         return np.array_equal(got, want)
-    scale = float(np.max(np.abs(want), initial=0.0))
-    return bool(np.allclose(got, want, rtol=RTOL, atol=ATOL * max(scale, 1e-30), equal_nan=True))
+    scale = max(scale, float(np.max(np.abs(want), initial=0.0)), 1e-30)
+    return bool(np.allclose(got, want, rtol=RTOL, atol=ATOL * scale, equal_nan=True))

@@ -1,5 +1,8 @@
 """Check mode names the kernel that computes a wrong value, its graph nodes and their source lines."""
+import re
+
 import numpy as np
+import pytest
 
 from ndlc.ir import get_op, parse
 from ndlc.ir import scalar as S
@@ -38,3 +41,18 @@ def test_a_planted_wrong_lowering_is_named(monkeypatch):
     report = str(divergence)
     assert report.startswith(f"kernel {divergence.kernel.name} computes %3 wrong")
     assert "%3 tanh" in report and "store %3[" in report
+
+
+def test_check_mode_names_the_wrong_kernel_of_a_training_step_and_the_users_line(monkeypatch):
+    import ndlc as ndl
+    from ndlc.examples.train_mlp import build_mlp, training_step
+    np.random.seed(0)
+    model = build_mlp(6, (8,), 3)
+    step = ndl.compile(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1)), check=True)
+    x, y = np.random.rand(16, 6).astype(np.float32), np.random.randint(0, 3, 16)
+    step(x, y)  # no fault: nothing reported, training proceeds
+    monkeypatch.setattr(get_op("relu"), "scalar", lambda v: S.maximum(v, 0.0) * 1.25)
+    step = ndl.compile(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1)), check=True)
+    with pytest.raises(ndl.CheckError, match=r"kernel k\d+ computes %\d+ wrong") as error:
+        step(x, y)
+    assert re.search(r"%\d+ relu \(at .*test_check.py:\d+\)", str(error.value)), str(error.value)
