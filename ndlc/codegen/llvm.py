@@ -234,16 +234,20 @@ class _KernelEmitter(ScalarLowering):
             end = mathlib.intrinsic(b, "llvm.smin", b.add(self.block_start, block), stop)
             first = self.block_start
 
-            def along_block(body):
-                self._for(last, first, end, body)
+            def along_block(body, innermost=False):
+                if innermost and self._splittable(last):  # inside the inner loops: split off padding guards
+                    self._split_by_guards(last, first, end, body)
+                else:
+                    self._for(last, first, end, body)
             for phase, slots in zip(k.phases, self.slots):
                 self.phase_slots = slots
                 if phase.reductions:
                     along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
                     self._loops(k.outer, len(k.extents), lambda phase=phase, slots=slots: along_block(
-                        lambda: self._accumulate(phase, slots, self._acc_pointer)))
+                        lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True))
                 if phase.inner:
-                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(lambda: self._stores(phase.stores)))
+                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
+                        lambda: self._stores(phase.stores), innermost=True))
                 else:
                     along_block(lambda phase=phase: self._stores(phase.stores))
         def numbered_block(number):

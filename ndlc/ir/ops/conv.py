@@ -51,6 +51,25 @@ def _dilated(b, g, s):
 
 
 def _conv_input_grad(b, x, w, g, s, p):
+    """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
+    summed back over the windows (col2im: unwindows) and cropped to the input; otherwise a
+    correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
+    kh, kw, cin, cout = w.shape
+    if kh != kw:
+        return _conv_input_correlation(b, x, w, g, s, p)
+    batch, ho, wo, _ = g.shape
+    adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
+    weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
+    columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout)), adjoint)
+    windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
+    height, width = x.shape[1] + 2 * p, x.shape[2] + 2 * p
+    padded = b.unwindows(windows, kernel=kh, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
+    if p:
+        padded = b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + x.shape[1], p + x.shape[2]))
+    return b.permute(padded, axes=(0, 2, 3, 1))
+
+
+def _conv_input_correlation(b, x, w, g, s, p):
     """Correlation of the adjoint (dilated by the stride) with the flipped kernel, padded by k - 1
     (less the conv's own padding at stride 1, where that covers the input exactly), then padded or
     cropped to the input where the windows did not reach."""
