@@ -1,4 +1,4 @@
-"""The `ndlc` command: `ndlc train` trains the Fashion-MNIST MLP compiled; `ndlc dump STAGE`
+"""The `ndlc` command: `ndlc train` trains the Fashion-MNIST MLP (or `--model lenet`) compiled; `ndlc dump STAGE`
 prints one compilation stage of the built-in example (the MLP's training step); `ndlc bench` runs
 the benchmark suite (benchmarks/suite.py) and writes benchmarks/RESULTS.md."""
 import argparse
@@ -11,7 +11,17 @@ import time
 import numpy as np
 
 import ndlc as ndl
+from ndlc.examples import lenet
 from ndlc.examples.train_mlp import build_mlp, training_step
+
+# model -> (build it for images of `size` pixels, the shape it takes a batch of b in, its optimizer)
+MODELS = {
+    "mlp": (lambda size: build_mlp(in_features=size), lambda b: (b, -1),
+            lambda params, args: ndl.optim.Adam(params, lr=args.lr or 1e-3, weight_decay=args.weight_decay)),
+    "lenet": (lambda size: lenet.build_lenet(), lambda b: (b, 1, 28, 28),
+              lambda params, args: ndl.optim.SGD(params, lr=args.lr or lenet.LEARNING_RATE,
+                                                 weight_decay=args.weight_decay)),
+}
 
 
 def train(args):
@@ -23,8 +33,9 @@ def train(args):
         print(f"ndlc train: {e}", file=sys.stderr)
         return 2
     np.random.seed(args.seed)
-    model = build_mlp(in_features=train_set[0][0].size)
-    optimizer = ndl.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    build, batch_shape, make_optimizer = MODELS[args.model]
+    model = build(train_set[0][0].size)
+    optimizer = make_optimizer(model.parameters(), args)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
     train_loader = ndl.data.DataLoader(train_set, args.batch_size, shuffle=True)
@@ -35,12 +46,13 @@ def train(args):
         bar = tqdm(train_loader, desc=f"epoch {epoch}", unit="step", leave=False,
                    disable=args.no_progress)
         for x, y in bar:
-            loss = float(step(x, y).numpy())
+            loss = float(step(x.numpy().reshape(batch_shape(x.shape[0])), y).numpy())
             total, count = total + loss * x.shape[0], count + x.shape[0]
             bar.set_postfix(loss=f"{loss:.4f}")
         seconds = time.perf_counter() - start
         model.eval()
-        correct = sum(int((predict(x).numpy().argmax(1) == y.numpy()).sum()) for x, y in test_loader)
+        correct = sum(int((predict(x.numpy().reshape(batch_shape(x.shape[0]))).numpy().argmax(1) == y.numpy()).sum())
+                      for x, y in test_loader)
         print(f"epoch {epoch}: loss {total / count:.4f}  test accuracy {correct / len(test_set):.4f}  "
               f"{len(train_loader) / seconds:.1f} steps/s", flush=True)
     return 0
@@ -124,10 +136,12 @@ def add_bench(commands):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ndlc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    t = commands.add_parser("train", help="train the Fashion-MNIST MLP (784-512-BN-ReLU-256-BN-ReLU-10), compiled")
+    t = commands.add_parser("train", help="train a Fashion-MNIST model compiled: the MLP "
+                            "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)")
+    t.add_argument("--model", choices=sorted(MODELS), default="mlp")
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=None, help="default: 1e-3 (mlp, Adam), 1.0 (lenet, SGD)")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "

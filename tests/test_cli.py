@@ -46,3 +46,15 @@ def test_train_runs_compiled_on_small_idx_files(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
     assert "test accuracy" in lines[1] and lines[1].endswith("steps/s")
+
+
+def test_train_lenet_runs_compiled_on_small_idx_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 64)
+    images = (labels[:, None, None] * 25 + rng.integers(0, 20, (64, 28, 28))).clip(0, 255)
+    for prefix in ("train", "t10k"):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    assert main(["train", "--model", "lenet", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("epoch 1: loss") and "test accuracy" in line

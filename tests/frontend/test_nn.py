@@ -248,9 +248,18 @@ def test_batchnorm_names_itself_and_the_shapes_on_a_wrong_feature_size():
 
 
 def test_conv_names_itself_and_the_shapes_on_a_wrong_channel_count():
-    with pytest.raises(ValueError, match=r"Conv\(3, 4, kernel_size=3, stride=1\): input has 2 channels, "
+    with pytest.raises(ValueError, match=r"Conv\(3, 4, kernel_size=3, stride=1, padding=1\): input has 2 channels, "
                                          r"expected 3 \(input shape \(1, 2, 5, 5\)\)"):
         nn.Conv(3, 4, 3)(tensor(np.zeros((1, 2, 5, 5))))
+
+
+def test_conv_padding_is_needles_k_over_2_unless_given():
+    x = tensor(np.random.default_rng(0).standard_normal((2, 3, 7, 7)))
+    assert nn.Conv(3, 4, 5)(x).shape == (2, 4, 7, 7)
+    assert nn.Conv(3, 4, 5, padding=0)(x).shape == (2, 4, 3, 3)
+    assert nn.Conv(3, 4, 3, stride=2, padding=2)(x).shape == (2, 4, 5, 5)
+    with pytest.raises(ValueError, match="padding must be None"):
+        nn.Conv(3, 4, 3, padding=-1)
 
 
 def test_softmax_loss_refuses_mismatched_labels():

@@ -316,3 +316,24 @@ def test_a_changed_global_number_recompiles():
         assert step(np.ones(1, np.float32)).numpy()[0] == 3.0
     finally:
         SCALE = 2.0
+
+
+def test_compiled_lenet_bn_steps_equal_eager():
+    """The batch-norm notebook's LeNet (padded and unpadded 5x5 convolutions, BatchNorm2d, average
+    pooling, BatchNorm1d, sigmoid), five SGD steps compiled and eager."""
+    from ndlc.examples.lenet import build_lenet
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((8, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 8)) for _ in range(5)]
+    results = []
+    for compiled in (False, True):
+        np.random.seed(0)
+        model = build_lenet()
+        step = training_step(model, ndl.optim.SGD(model.parameters(), lr=0.5))
+        step = ndl.compile(step) if compiled else step
+        losses = [float((step(x, y) if compiled else step(ndl.Tensor(x, requires_grad=False),
+                                                            ndl.Tensor(y, requires_grad=False))).numpy())
+                  for x, y in batches]
+        results.append((losses, [p.numpy().copy() for p in model.parameters()]))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)
+    for got, want in zip(results[1][1], results[0][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)

@@ -183,15 +183,19 @@ class Dropout(Module):
 
 
 class Conv(Module):
-    """needle's Conv: NCHW in and out, square kernel, padding k//2, weight (k, k, in, out)."""
+    """needle's Conv: NCHW in and out, square kernel, weight (k, k, in, out); `padding` None is
+    needle's k//2 ("same" for odd k), an explicit padding (0 included) is honoured."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True, device=None,
-                 dtype="float32"):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, bias=True,
+                 device=None, dtype="float32"):
         super().__init__()
         k = kernel_size[0] if isinstance(kernel_size, tuple) else kernel_size
         self.stride = stride[0] if isinstance(stride, tuple) else stride
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
-        self.padding = k // 2
+        padding = padding[0] if isinstance(padding, tuple) else padding
+        if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
+            raise ValueError(f"Conv: padding must be None (k//2) or an integer >= 0, got {padding!r}")
+        self.padding = k // 2 if padding is None else padding
         self.weight = Parameter(init.kaiming_uniform(in_channels * k * k, out_channels * k * k,
                                                      shape=(k, k, in_channels, out_channels),
                                                      device=device, dtype=dtype, requires_grad=True))
@@ -210,7 +214,7 @@ class Conv(Module):
 
     def __repr__(self):
         return (f"Conv({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride})")
+                f"stride={self.stride}, padding={self.padding})")
 
 
 class _Pool2d(Module):
