@@ -35,13 +35,18 @@ def _write_idx(path, array):
         f.write(array.astype(np.uint8).tobytes())
 
 
-def test_train_runs_compiled_on_small_idx_files(tmp_path, capsys):
+def _fashion_like(folder, count):
+    """`count` 28x28 images whose brightness follows their label, as Fashion-MNIST idx files."""
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 96)
-    images = (labels[:, None, None] * 25 + rng.integers(0, 20, (96, 28, 28))).clip(0, 255)
+    labels = rng.integers(0, 10, count)
+    images = (labels[:, None, None] * 25 + rng.integers(0, 20, (count, 28, 28))).clip(0, 255)
     for prefix in ("train", "t10k"):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+def test_train_runs_compiled_on_small_idx_files(tmp_path, capsys):
+    _fashion_like(tmp_path, 96)
     assert main(["train", "--data", str(tmp_path), "--epochs", "2", "--batch-size", "32", "--no-progress"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
@@ -49,12 +54,7 @@ def test_train_runs_compiled_on_small_idx_files(tmp_path, capsys):
 
 
 def test_train_lenet_runs_compiled_on_small_idx_files(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 64)
-    images = (labels[:, None, None] * 25 + rng.integers(0, 20, (64, 28, 28))).clip(0, 255)
-    for prefix in ("train", "t10k"):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    _fashion_like(tmp_path, 64)
     assert main(["train", "--model", "lenet", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("epoch 1: loss") and "test accuracy" in line
