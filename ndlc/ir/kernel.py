@@ -175,10 +175,6 @@ class Kernel:
         return self.extents[:self.outer]
 
     @property
-    def inner_extents(self):
-        return self.extents[self.outer:]
-
-    @property
     def stores(self):
         return [store for phase in self.phases for store in phase.stores]
 

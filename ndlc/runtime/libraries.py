@@ -5,7 +5,8 @@ Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: 
 64-bit integers; libgomp's `GOMP_parallel`, `omp_get_thread_num`, `omp_get_num_threads`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
-(`blas_enabled()`, `blas_threads()`, `threads()`) and passes it to the passes as plain options.
+(`blas_enabled()`, `threads()`) and passes it to the passes as plain options; a threaded program
+holds OpenBLAS to one thread while it runs (`single_threaded_blas`).
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
 64-bit-integer OpenBLAS (logged once); NDLC_THREADS sets the thread count of ndlc's own kernels.
 """
