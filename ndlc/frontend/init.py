@@ -9,7 +9,7 @@ import numpy as np
 
 from . import ops
 from .tensor import Tensor
-from .trace import active_context
+from .context import active_context
 
 
 def _tensor(array, device, dtype, requires_grad):

@@ -275,3 +275,34 @@ for _name, _opdef in all_ops().items():
         globals()[_name] = _generic(_name)
 
 __all__ = sorted(set(all_ops()) | {"subtract", "as_tensor"})
+
+
+def _reflected(name):
+    return lambda self, other: globals()[name](other, self)
+
+
+def _one_or_many(values):
+    """needle accepts reshape(2, 3) and reshape((2, 3)) alike."""
+    return values[0] if len(values) == 1 and isinstance(values[0], (tuple, list)) else values
+
+
+def _bind_tensor_methods():
+    """Tensor's operators and op methods are this module's functions (tensor.py, which this module
+    imports, defines the class without them); most ops are made by the registry loop above."""
+    ops = globals()
+    for method, name in {"__add__": "add", "__sub__": "subtract", "__mul__": "multiply", "__truediv__": "divide",
+                         "__pow__": "power", "__matmul__": "matmul"}.items():
+        setattr(Tensor, method, ops[name])
+        setattr(Tensor, method.replace("__", "__r", 1), _reflected(name))
+    for method, name in {"__neg__": "negate", "__lt__": "less", "__le__": "less_equal", "__gt__": "greater",
+                         "__ge__": "greater_equal", "broadcast_to": "broadcast_to", "exp": "exp", "log": "log",
+                         "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "sqrt": "sqrt", "astype": "cast"}.items():
+        setattr(Tensor, method, ops[name])
+    Tensor.sum = lambda self, axes=None: summation(self, axes)
+    Tensor.max = lambda self, axes=None: ops["max"](self, axes)
+    Tensor.reshape = lambda self, *shape: reshape(self, _one_or_many(shape))
+    Tensor.transpose = lambda self, axes=None: transpose(self, axes)
+    Tensor.permute = lambda self, *axes: permute(self, _one_or_many(axes))
+
+
+_bind_tensor_methods()

@@ -19,6 +19,7 @@ from ..ir.interpreter import evaluate_node
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
 from ..ir.checks import maybe_verify
 from ..passes.autodiff import append_gradients
+from .context import active_context
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +84,8 @@ def _as_array(array, dtype):
 
 
 class Tensor:
-    """A needle Tensor: `Tensor(array, device=None, dtype=None, requires_grad=True)`."""
+    """A needle Tensor: `Tensor(array, device=None, dtype=None, requires_grad=True)`. Its operators
+    (+, @, <, ...) and op methods (sum, reshape, exp, ...) are bound by frontend/ops.py."""
 
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray @ Tensor is a Tensor
 
@@ -144,7 +146,6 @@ class Tensor:
         if value.dtype != self.dtype:
             raise NdlcError(f"cannot assign {value._value.type} data to a {self._value.type} tensor: "
                             f"the dtype must stay {self.dtype} (cast the value first)")
-        from .trace import active_context
         context = active_context()
         if context is not None and id(self) not in context.state:
             raise TraceError(f"a {self._value.type} tensor that is not the traced program's state is "
@@ -237,7 +238,6 @@ class Tensor:
         if out_grad is not None:
             out_grad = out_grad if isinstance(out_grad, Tensor) else Tensor(out_grad, dtype=self.dtype)
             seed = out_grad._value
-        from .trace import active_context
         if active_context() is not None:
             active_context().backward_roots.append(self._value)
         graph = Graph.from_outputs([self._value] + ([seed] if seed is not None else []), name="backward")
@@ -251,108 +251,11 @@ class Tensor:
             if g is not None:
                 tensor.grad = Tensor._wrap(g, requires_grad=True)
 
-    # ---- operators ------------------------------------------------------------------------
-    def __add__(self, other):
-        return ops().add(self, other)
-
-    def __radd__(self, other):
-        return ops().add(other, self)
-
-    def __sub__(self, other):
-        return ops().subtract(self, other)
-
-    def __rsub__(self, other):
-        return ops().subtract(other, self)
-
-    def __mul__(self, other):
-        return ops().multiply(self, other)
-
-    def __rmul__(self, other):
-        return ops().multiply(other, self)
-
-    def __truediv__(self, other):
-        return ops().divide(self, other)
-
-    def __rtruediv__(self, other):
-        return ops().divide(other, self)
-
-    def __pow__(self, other):
-        return ops().power(self, other)
-
-    def __rpow__(self, other):
-        return ops().power(other, self)
-
-    def __matmul__(self, other):
-        return ops().matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops().matmul(other, self)
-
-    def __neg__(self):
-        return ops().negate(self)
-
-    def __lt__(self, other):
-        return ops().less(self, other)
-
-    def __le__(self, other):
-        return ops().less_equal(self, other)
-
-    def __gt__(self, other):
-        return ops().greater(self, other)
-
-    def __ge__(self, other):
-        return ops().greater_equal(self, other)
-
     __hash__ = object.__hash__
-
-    # ---- methods --------------------------------------------------------------------------
-    def sum(self, axes=None):
-        return ops().summation(self, axes)
-
-    def max(self, axes=None):
-        return ops().max(self, axes)
-
-    def reshape(self, *shape):
-        return ops().reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def transpose(self, axes=None):
-        return ops().transpose(self, axes)
-
-    def permute(self, *axes):
-        return ops().permute(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes)
-
-    def broadcast_to(self, shape):
-        return ops().broadcast_to(self, shape)
-
-    def exp(self):
-        return ops().exp(self)
-
-    def log(self):
-        return ops().log(self)
-
-    def relu(self):
-        return ops().relu(self)
-
-    def tanh(self):
-        return ops().tanh(self)
-
-    def sigmoid(self):
-        return ops().sigmoid(self)
-
-    def sqrt(self):
-        return ops().sqrt(self)
-
-    def astype(self, dtype):
-        return ops().cast(self, dtype)
 
     @property
     def T(self):
         return self.transpose()
-
-
-def ops():
-    """The frontend ops module (bound at the end of this file: it imports this one)."""
-    return _ops
 
 
 def _dag_values(graph):
@@ -384,5 +287,3 @@ def data_of(value: Value):
     """The eager data of `value`, or None if it is symbolic."""
     return _DATA.get(value)
 
-
-from . import ops as _ops  # noqa: E402  (ops imports Tensor and apply from here)

@@ -9,6 +9,7 @@ from ..ir.errors import TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.types import TensorType
 from ..ir.checks import maybe_verify
+from .context import ACTIVE
 from .tensor import Tensor, apply, data_of, symbolic
 
 
@@ -40,22 +41,14 @@ class TraceContext:
             graph.updates[self.seed] = Builder(graph, loc="random seed").add_scalar(self.seed, scalar=1.0)
 
 
-_ACTIVE = []
-
-
-def active_context():
-    """The innermost running trace's context, or None in eager mode."""
-    return _ACTIVE[-1] if _ACTIVE else None
-
-
 @contextlib.contextmanager
 def tracing(state=()):
     context = TraceContext(state)
-    _ACTIVE.append(context)
+    ACTIVE.append(context)
     try:
         yield context
     finally:
-        _ACTIVE.pop()
+        ACTIVE.pop()
 
 
 def example_type(example) -> TensorType:
