@@ -8,6 +8,7 @@ new values (the runtime writes them into the tensors' own storage).
 """
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -76,6 +77,7 @@ class CompiledFunction:
 
     def __init__(self, fn, roots=None, name=None, check=False):
         self.fn, self.check = fn, check
+        self.lock = threading.RLock()
         self.roots = referenced_objects(fn) if roots is None else roots
         self.name = graph_name(name or fn)
         self.stateful = _stateful(self.roots)
@@ -84,6 +86,12 @@ class CompiledFunction:
         self.last = None
 
     def __call__(self, *args):
+        """Run (tracing and compiling first where needed). Calls from several threads take turns:
+        a call reads and updates the step's state as one transaction, in some serial order."""
+        with self.lock:
+            return self._call(args)
+
+    def _call(self, args):
         arrays = [_as_array(a, self.name, i) for i, a in enumerate(args)]
         types = tuple(TensorType.of(a) for a in arrays)
         self._check_signature(types)

@@ -1,6 +1,7 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
 import contextlib
 import sys
+import threading
 import time
 
 import numpy as np
@@ -70,10 +71,17 @@ class Program:
                        for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
         self.calls = 0
         self.last_outputs = {}
+        self.lock = threading.Lock()
         threaded_blas = any(k.gemm for k in kernels.kernels) and any(k.split for k in kernels.kernels)
         self.blas_context = libraries.single_threaded_blas if threaded_blas else contextlib.nullcontext
 
     def run(self, *arrays, update_state=False):
+        """The outputs of one native call on `arrays` (see the class docstring). Calls from several
+        threads take turns: the pointer table and the temporaries are the program's own."""
+        with self.lock:
+            return self._run(arrays, update_state)
+
+    def _run(self, arrays, update_state):
         global _native_calls
         if len(arrays) != len(self.kernels.inputs):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")

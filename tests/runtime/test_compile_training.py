@@ -337,3 +337,44 @@ def test_compiled_lenet_bn_steps_equal_eager():
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-4)
     for got, want in zip(results[1][1], results[0][1]):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_calls_from_several_threads_equal_serial_calls():
+    """8 threads x 25 calls of one compiled function with different inputs give each call's serial
+    result; 4 threads x 10 training steps on one batch end where 40 serial steps end."""
+    import threading
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    forward = ndl.compile(lambda x: ndl.tanh(x @ ndl.Tensor(w, requires_grad=False)).sum(axes=(1,)))
+    inputs = [rng.standard_normal((32, 16)).astype(np.float32) for _ in range(200)]
+    serial = [forward(x).numpy() for x in inputs]
+    got = [None] * len(inputs)
+
+    def work(first):
+        for i in range(first, len(inputs), 8):
+            got[i] = forward(inputs[i]).numpy()
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, serial):
+        np.testing.assert_array_equal(a, b)
+
+    x, y = rng.standard_normal((32, 16)).astype(np.float32), rng.integers(0, 4, 32)
+    weights = []
+    for threaded in (False, True):
+        np.random.seed(0)
+        model = ndl.nn.Sequential(ndl.nn.Linear(16, 4))
+        step = ndl.compile(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1)))
+        if threaded:
+            pool = [threading.Thread(target=lambda: [step(x, y) for _ in range(10)]) for _ in range(4)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+        else:
+            for _ in range(40):
+                step(x, y)
+        weights.append(model.parameters()[0].numpy().copy())
+    np.testing.assert_array_equal(weights[1], weights[0])
