@@ -123,6 +123,19 @@ def leaves(expr) -> list:
     return [e.payload for e in postorder(expr) if e.prim == "arg"]
 
 
+def cost(exprs, cap=float("inf"), leaf=lambda payload: 0):
+    """Operations of the expressions (their PRIMITIVES costs; leaves cost leaf(payload)), shared
+    nodes counted once, and only until the total passes `cap` (judging a long chain is O(cap))."""
+    total, seen, stack = 0, set(), list(exprs)
+    while stack and total <= cap:
+        e = stack.pop()
+        if id(e) not in seen:
+            seen.add(id(e))
+            total += leaf(e.payload) if e.prim == "arg" else PRIMITIVES[e.prim].cost
+            stack.extend(e.args)
+    return total
+
+
 def lift(x) -> ScalarExpr:
     return x if isinstance(x, ScalarExpr) else ScalarExpr("const", payload=x)
 

@@ -30,7 +30,7 @@ from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, 
                          Reduction, Store)
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
-from ..ir.scalar import PRIMITIVES, ScalarExpr, leaves, map_leaves, postorder, transform
+from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
@@ -71,20 +71,8 @@ def _positions(expr, index, done):
 
 
 def _cost(expr, cap=CHEAP):
-    """Operations of a definition (their PRIMITIVES costs), shared nodes once, counted until they
-    pass `cap` (so a long chain costs O(cap) to judge); infinite where it holds a reduction."""
-    total, seen, stack = 0, set(), [expr]
-    while stack and total <= cap:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if e.prim == "arg":
-            total += float("inf") if isinstance(e.payload, AccRef) else 0
-        else:
-            total += PRIMITIVES[e.prim].cost
-        stack.extend(e.args)
-    return total
+    """A definition's operations, counted until past `cap`; infinite where it holds a reduction."""
+    return cost([expr], cap, leaf=lambda payload: float("inf") if isinstance(payload, AccRef) else 0)
 
 
 def _layout(r, c, rows, cols):

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from ..ir.indexing import contiguous
 from ..ir.kernel import Acc, Load, Phase
-from ..ir.scalar import PRIMITIVES, ScalarExpr, leaves, map_leaves, postorder
+from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves
 
 log = logging.getLogger("ndlc.fusion")
 LARGE = 400  # fusion stores a definition costing more, and passes that big are not joined: this
@@ -289,16 +289,8 @@ def _joinable(first, second, loads) -> bool:
 
 
 def _cost(phase):
-    """Operations of a phase's expressions, shared nodes once (counted only until past LARGE)."""
-    total, seen = 0, set()
-    for expr in phase.expressions():
-        for e in postorder(expr, stop=lambda e: id(e) in seen):
-            if id(e) not in seen:
-                seen.add(id(e))
-                total += PRIMITIVES[e.prim].cost
-        if total > LARGE:
-            break
-    return total
+    """Operations of a phase's expressions (counted only until past LARGE)."""
+    return cost(phase.expressions(), LARGE)
 
 
 def _join(first, second, loads):

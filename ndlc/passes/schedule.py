@@ -29,7 +29,7 @@ mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
 import math
 
 from ..ir.kernel import Acc, Buffer, Program, Split
-from ..ir.scalar import PRIMITIVES, leaves, postorder
+from ..ir.scalar import cost, leaves
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
 # row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
@@ -102,11 +102,5 @@ def _serial_why(kernel, count):
 
 
 def _cost(expr):
-    """Loads and operations of a scalar expression, shared nodes once, weighed by their PRIMITIVES costs."""
-    total = 0
-    for e in postorder(expr):
-        if e.prim == "arg":
-            total += not isinstance(e.payload, Acc)
-        else:
-            total += PRIMITIVES[e.prim].cost
-    return total
+    """Loads and operations of a scalar expression (a load costs 1)."""
+    return cost([expr], leaf=lambda payload: 0 if isinstance(payload, Acc) else 1)
