@@ -128,7 +128,28 @@ def read_idx(path, expected_ndim):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
-class MNISTDataset(Dataset):
+class _ImageDataset(Dataset):
+    """`images` and `labels`; an index or an array of indices gives images (through the
+    transforms, one image at a time: `_transformed`) and labels. `image_ndim`: one image's rank."""
+
+    image_ndim = 1
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image, label = self.images[index], self.labels[index]
+        if not self.transforms:
+            return image, label
+        if image.ndim == self.image_ndim:
+            return self._transformed(image), label
+        return np.stack([self._transformed(x) for x in image]), label
+
+    def get_batch(self, indices):
+        return self[np.asarray(indices)]
+
+
+class MNISTDataset(_ImageDataset):
     """MNIST-format idx files: images as (784,) float32 in [0, 1], labels uint8.
 
     Transforms see each image as 28 x 28 x 1 and run per image."""
@@ -143,22 +164,8 @@ class MNISTDataset(Dataset):
         self.image_shape = images.shape[1:] + (1,)
         self.images = images.reshape(len(images), -1).astype(np.float32) / 255.0
 
-    def __len__(self):
-        return len(self.images)
-
     def _transformed(self, image):
         return self.apply_transforms(image.reshape(self.image_shape)).reshape(-1)
-
-    def __getitem__(self, index):
-        image, label = self.images[index], self.labels[index]
-        if not self.transforms:
-            return image, label
-        if image.ndim == 1:
-            return self._transformed(image), label
-        return np.stack([self._transformed(x) for x in image]), label
-
-    def get_batch(self, indices):
-        return self[np.asarray(indices)]
 
 
 def fashion_mnist_dir(root=None):
@@ -182,7 +189,7 @@ def FashionMNIST(train=True, root=None, transforms=None):
     return MNISTDataset(os.path.join(directory, images), os.path.join(directory, labels), transforms)
 
 
-class CIFAR10Dataset(Dataset):
+class CIFAR10Dataset(_ImageDataset):
     """CIFAR-10 from its python-pickle batches in `base_folder` (cifar-10-batches-py):
     data_batch_1..5 for training, test_batch otherwise. `X` holds the images (N, 3, 32, 32) as
     float32 in [0, 1], `y` the labels (int64). Transforms (which take H x W x C images) run per
@@ -200,23 +207,19 @@ class CIFAR10Dataset(Dataset):
         self.X = np.concatenate([x for x, _ in batches]).reshape(-1, 3, 32, 32).astype(np.float32) / 255
         self.y = np.concatenate([y for _, y in batches]).astype(np.int64)
 
-    def __len__(self):
-        return len(self.X)
+    image_ndim = 3
+
+    @property
+    def images(self):
+        return self.X
+
+    @property
+    def labels(self):
+        return self.y
 
     def _transformed(self, image):
         """One (3, 32, 32) image through the transforms, which see it as (32, 32, 3)."""
         return self.apply_transforms(image.transpose(1, 2, 0)).transpose(2, 0, 1)
-
-    def __getitem__(self, index):
-        image, label = self.X[index], self.y[index]
-        if not self.transforms:
-            return image, label
-        if image.ndim == 3:
-            return self._transformed(image), label
-        return np.stack([self._transformed(x) for x in image]), label
-
-    def get_batch(self, indices):
-        return self[np.asarray(indices)]
 
 
 def _read_cifar_batch(path):
