@@ -1,9 +1,10 @@
 """ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`."""
 from . import data, init, ir, nn, ops, optim, passes
 from .frontend import Device, Tensor, cpu, default_device, trace
+from .frontend.checkpoint import load, save
 from .frontend.compile import compile
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
-from .ir.errors import NdlcError, ShapeError, TraceError
+from .ir.errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
 from .runtime.check import CheckError
 from .logconfig import configure as _configure_logging
 

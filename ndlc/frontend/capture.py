@@ -125,6 +125,7 @@ class CapturedStep:
     num_inputs: int = 0                         # batch inputs come first
     forward: Graph = None
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
+    exchange: tuple = None                      # (sent, stand-ins, hook): the trace's exchanged values
 
     @property
     def state_inputs(self):
@@ -178,7 +179,7 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors]
     if context.seed is not None:  # the program's random seed is state too, drawn from numpy's
         tensors.append(Tensor.make_const(np.int64(np.random.randint(0, 2**62))))
-        inputs += context.inputs()
+    inputs += context.inputs()
     name = graph_name(name or fn)
     forward = None
     if context.backward_roots:
@@ -190,7 +191,7 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     context.finish(graph)
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)))
+                        isinstance(result, (tuple, list)), context.exchange)
 
 
 @contextlib.contextmanager

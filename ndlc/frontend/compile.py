@@ -17,6 +17,7 @@ from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .capture import STATEFUL, capture, referenced_numbers, referenced_objects
+from .exchange import SplitSpecialisation
 from .nn.module import Module
 from .tensor import Tensor
 from .trace import graph_name
@@ -102,7 +103,8 @@ class CompiledFunction:
                 log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                          ", ".join(map(str, types)), f" after {stale}" if stale else self._changed(key))
             captured = capture(self.fn, types, self.roots, self.name)
-            self.specialisations[key] = Specialisation(captured, self.check)
+            self.specialisations[key] = (Specialisation(captured, self.check) if captured.exchange is None
+                                         else SplitSpecialisation(captured, self.check, compile_graph))
             if len(self.specialisations) == MANY:
                 log.warning("%s has been compiled %d times: input shapes or Python values of its "
                             "modules and optimizers keep changing (each is compiled into the "

@@ -5,11 +5,17 @@ back through `param.data = ...`, keeping the Parameter object (and its dtype) th
 (momentum, Adam's m, v and step count) is Tensors made up front, so a traced step sees it as the
 program's persistent state rather than as constants. Each parameter is written before the
 optimizer's own slots: a trace that refuses the write (unknown state) has changed nothing yet."""
+from ..ir.errors import StateDictError
 from .init import zeros, zeros_like
+from .nn.module import load_tensor, origin_of
+from .tensor import Tensor
 
 
 class Optimizer:
-    """Holds the parameters; `reset_grad()` clears their gradients."""
+    """Holds the parameters; `reset_grad()` clears their gradients. `hyperparameters`: the
+    attributes holding its numbers (lr, ...), which state_dict() keeps."""
+
+    hyperparameters = ()
 
     def __init__(self, params):
         self.params = list(params)
@@ -17,6 +23,46 @@ class Optimizer:
     def reset_grad(self):
         for p in self.params:
             p.grad = None
+
+    # state_dict name -> attribute: `slots` hold {parameter index: Tensor}, `counters` one Tensor
+    slots = {}
+    counters = {}
+
+    def state_dict(self):
+        """PyTorch's layout, copies of the tensors: {"state": {index: {slot: Tensor}}, "param_groups":
+        [{hyperparameter: value, "params": [indices]}]}, plus the counters (Adam's "step")."""
+        state = {i: {name: _copy(getattr(self, attr)[i]) for name, attr in self.slots.items()}
+                 for i in range(len(self.params))}
+        group = {name: getattr(self, name) for name in self.hyperparameters}
+        group["params"] = list(range(len(self.params)))
+        counters = {name: _copy(getattr(self, attr)) for name, attr in self.counters.items()}
+        return {"state": state, "param_groups": [group], **counters}
+
+    def load_state_dict(self, state_dict):
+        """Set the slots, counters and hyperparameters from `state_dict` (of an optimizer of the
+        same kind over parameters of the same shapes), in place, so compiled steps keep running."""
+        owner = type(self).__name__
+        missing = [key for key in ("state", "param_groups", *self.counters) if key not in state_dict]
+        if missing:
+            raise StateDictError(f"{owner}.load_state_dict: missing keys {missing}{origin_of(state_dict)}")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if len(groups) != 1 or len(groups[0].get("params", ())) != len(self.params):
+            sizes = [len(g.get("params", ())) for g in groups]
+            raise StateDictError(f"{owner}.load_state_dict: the state dict has parameter groups of "
+                                 f"{sizes} parameters, this optimizer one of {len(self.params)}{origin_of(state_dict)}")
+        wanted = [f"param_groups[0][{name!r}]" for name in self.hyperparameters if name not in groups[0]]
+        wanted += [f"state[{i}][{name!r}]" for i in range(len(self.params)) for name in self.slots
+                   if name not in state.get(i, {})]
+        if wanted:
+            raise StateDictError(f"{owner}.load_state_dict: missing {', '.join(wanted)}{origin_of(state_dict)}")
+        for i in range(len(self.params)):
+            for name, attr in self.slots.items():
+                load_tensor(getattr(self, attr)[i], state[i][name], f"state[{i}][{name!r}]", owner,
+                            state_dict, "optimizer")
+        for name, attr in self.counters.items():
+            load_tensor(getattr(self, attr), state_dict[name], repr(name), owner, state_dict, "optimizer")
+        for name in self.hyperparameters:
+            setattr(self, name, groups[0][name])
 
     def _decayed_grad(self, param, weight_decay):
         """The gradient plus L2 weight decay, detached from any history."""
@@ -27,6 +73,9 @@ class Optimizer:
 
 class SGD(Optimizer):
     """u = momentum*u + (1-momentum)*(grad + wd*w); w -= lr*u (needle's momentum form)."""
+
+    hyperparameters = ("lr", "momentum", "weight_decay")
+    slots = {"momentum_buffer": "u"}
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
@@ -45,6 +94,10 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam with bias correction and L2 weight decay folded into the gradient (needle's)."""
+
+    hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    slots = {"exp_avg": "m", "exp_avg_sq": "v"}
+    counters = {"step": "t"}
 
     def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params)
@@ -68,6 +121,10 @@ class Adam(Optimizer):
             param.data = param.data - self.lr * m_hat / (v_hat ** 0.5 + self.eps)
             self.m[i], self.v[i] = m, v
         self.t = t
+
+
+def _copy(tensor):
+    return Tensor.make_const(tensor.numpy().copy())
 
 
 __all__ = ["Adam", "Optimizer", "SGD"]

@@ -22,6 +22,18 @@ class TraceContext:
         self.streams = 0
         self.backward_roots = []  # values backward() was called on: the forward pass's ends
         self.state = {id(t) for t in state}  # tensors whose new values the program returns
+        self.exchange = None  # (values sent, placeholders received, hook): where the step is cut
+
+    def exchanged(self, tensors, hook) -> list:
+        """Symbolic stand-ins for `tensors` after `hook` transforms them at run time (a
+        distributed optimizer's all-reduce): the compiled step is cut there into a program that
+        computes `tensors` and one that continues from the stand-ins (frontend/exchange.py)."""
+        if self.exchange is not None:
+            raise TraceError("a traced step may exchange values once (one distributed optimizer "
+                             "step per training step)")
+        received = [Tensor._wrap(Value(t._value.type, name=f"exchanged.{i}")) for i, t in enumerate(tensors)]
+        self.exchange = ([t._value for t in tensors], [r._value for r in received], hook)
+        return received
 
     def uniform(self, shape, dtype) -> Tensor:
         """U[0, 1) numbers for a random draw made while tracing."""
@@ -32,8 +44,9 @@ class TraceContext:
         return apply("random_uniform", seed, shape=tuple(shape), dtype=dtype, stream=stream)
 
     def inputs(self):
-        """The inputs this trace added: the seed, if a random op used it."""
-        return [] if self.seed is None else [self.seed]
+        """The inputs this trace added: the seed, if a random op used it, then the exchanged
+        values' stand-ins."""
+        return ([] if self.seed is None else [self.seed]) + (self.exchange[1] if self.exchange else [])
 
     def finish(self, graph):
         """Advance the seed by one per run of `graph` (which has it among its inputs)."""

@@ -41,3 +41,15 @@ class UnsupportedError(NdlcError):
 
 class TraceError(NdlcError, RuntimeError):
     """Something a traced function did cannot be captured in a static graph."""
+
+
+class CheckpointError(NdlcError, ValueError):
+    """A checkpoint file that cannot be written or read back (truncated, corrupt, another format
+    version, an object of a kind it cannot hold); the message names the file."""
+
+
+class StateDictError(NdlcError, KeyError, ValueError):
+    """A state dict whose keys or shapes do not fit the module or optimizer it is loaded into."""
+
+    def __str__(self):
+        return self.args[0] if self.args else ""

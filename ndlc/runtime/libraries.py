@@ -68,6 +68,14 @@ def single_threaded_blas():
             functions[3](before)
 
 
+def set_blas_threads(count):
+    """Hold numpy's OpenBLAS to `count` threads from now on (where numpy bundles OpenBLAS): the
+    processes of a distributed job on one machine share its cores."""
+    functions = _blas()
+    if functions:
+        functions[3](count)
+
+
 def threads() -> int:
     """Threads ndlc's large kernels run on: NDLC_THREADS, else libgomp's default; 1 without libgomp."""
     text = os.environ.get("NDLC_THREADS", "").strip()

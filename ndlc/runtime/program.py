@@ -42,7 +42,9 @@ class Program:
     the new state values (the last `kernels.updates` outputs): with
     `update_state`, those the schedule allows (`kernels.in_place`) are written into the state
     input's own array, which is then the result; the others go to buffers reused across runs,
-    which the caller stores into the state before the next run."""
+    which the caller stores into the state before the next run. `run(..., into={output: array})`
+    has the kernels write those outputs straight into the caller's arrays (a distributed step's
+    gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
     def __init__(self, kernels, llvm_ir, stages, profile=False, source=None):
         self.kernels = kernels
@@ -75,13 +77,13 @@ class Program:
         threaded_blas = any(k.gemm for k in kernels.kernels) and any(k.split for k in kernels.kernels)
         self.blas_context = libraries.single_threaded_blas if threaded_blas else contextlib.nullcontext
 
-    def run(self, *arrays, update_state=False):
+    def run(self, *arrays, update_state=False, into=None):
         """The outputs of one native call on `arrays` (see the class docstring). Calls from several
         threads take turns: the pointer table and the temporaries are the program's own."""
         with self.lock:
-            return self._run(arrays, update_state)
+            return self._run(arrays, update_state, into or {})
 
-    def _run(self, arrays, update_state):
+    def _run(self, arrays, update_state, into):
         global _native_calls
         if len(arrays) != len(self.kernels.inputs):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
@@ -96,6 +98,7 @@ class Program:
         outputs = dict(self.reused)
         if update_state:
             outputs.update(self._state_arrays(given))
+        outputs.update(self._placed(into))
         owned = {}
         for name in self.kernels.outputs:
             if name not in outputs:
@@ -110,6 +113,9 @@ class Program:
         self.calls += 1
         _native_calls += 1
         self.last_outputs = owned
+        for name, array in into.items():
+            if outputs[name] is not array:
+                np.copyto(array, outputs[name])
         seen, results = set(), []
         for name in self.kernels.outputs:
             results.append(outputs[name].copy() if name in seen else outputs[name])
@@ -124,6 +130,23 @@ class Program:
             return last
         buffer = self.kernels.buffers[name]
         return aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
+
+    def _placed(self, into):
+        """Output -> the caller's array the kernels write it into, for the outputs of `into`
+        that a kernel computes (the others are copied there after the run)."""
+        placed = {}
+        for name, array in into.items():
+            buffer = self.kernels.buffers.get(name)
+            if name not in self.kernels.outputs:
+                raise NdlcError(f"@{self.kernels.name} has no output {name!r} to place")
+            expected = TensorType(buffer.shape, buffer.dtype)
+            if (array.shape != expected.shape or array.dtype != expected.np_dtype
+                    or not array.flags.c_contiguous or not array.flags.writeable):
+                raise ShapeError(f"@{self.kernels.name}: output {name} needs a writeable C-contiguous "
+                                 f"{expected}, got {array.dtype.name}{list(array.shape)}")
+            if buffer.kind == "output":
+                placed[name] = array
+        return placed
 
     def _state_arrays(self, given):
         """Update output -> the state array to write it into, for the in-place updates whose

@@ -4,6 +4,7 @@ A module's tensors are whatever its attributes hold, looked up recursively throu
 lists, tuples and dicts: Parameters are trained, other Tensors (running statistics) are state."""
 import numpy as np
 
+from ...ir.errors import StateDictError
 from ..tensor import Tensor
 
 
@@ -24,6 +25,23 @@ def _walk(value, prefix=""):
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from _walk(item, f"{prefix}.{index}" if prefix else str(index))
+
+
+def origin_of(state):
+    """' (in <file>[<key>])' for a state dict read by ndl.load, else ''."""
+    origin = getattr(state, "origin", None)
+    return f" (in {origin})" if origin else ""
+
+
+def load_tensor(tensor, value, key, owner, state, whose="model"):
+    """Set `tensor` (in place: optimizers and compiled steps keep their references) to `value`,
+    entry `key` of the state dict `state` loaded into `owner` (`whose` tensor it is, for the
+    error); the shapes must be equal."""
+    array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
+    if array.shape != tensor.shape:
+        raise StateDictError(f"{owner}.load_state_dict: {key} has shape {array.shape} in the state "
+                             f"dict, the {whose}'s is {tensor.shape}{origin_of(state)}")
+    tensor.data = Tensor.make_const(array)
 
 
 def _unique(pairs, kind):
@@ -71,20 +89,16 @@ class Module:
         return {name: Tensor.make_const(t.numpy().copy()) for name, t in _unique(_walk(vars(self)), Tensor)}
 
     def load_state_dict(self, state):
-        """Set every tensor from `state` (Tensors or arrays); the keys and shapes must match exactly."""
+        """Set every tensor from `state` (Tensors or arrays, e.g. `ndl.load(path)`), in place; the
+        keys and shapes must match exactly (StateDictError names the difference and the file)."""
         own = dict(_unique(_walk(vars(self)), Tensor))
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
         if missing or extra:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {extra}")
+            raise StateDictError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                                 f"unexpected keys {extra}{origin_of(state)}")
         for name, tensor in own.items():
-            value = state[name]
-            array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
-            if array.shape != tensor.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {name!r} has shape "
-                                 f"{array.shape} in the state dict, the model's is {tensor.shape}")
-            tensor.data = Tensor.make_const(array)
+            load_tensor(tensor, state[name], repr(name), type(self).__name__, state)
 
     def __repr__(self):
         return f"{type(self).__name__}()"

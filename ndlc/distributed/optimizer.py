@@ -1,0 +1,89 @@
+"""`DistributedOptimizer`: Horovod's wrapper for ndlc. Its `step()` averages the gradients over
+the ranks, then runs the wrapped optimizer's update. Compiled, that all-reduce is where the step
+is cut (frontend/exchange.py): one program computes the local gradients, the runtime averages
+them, a second program runs the update."""
+import numpy as np
+
+from ..frontend.capture import find_slots
+from ..frontend.context import active_context
+from ..frontend.exchange import flat_buffers
+from ..frontend.optim import Optimizer
+from ..frontend.tensor import Tensor
+from ..ir.errors import NdlcError
+from ..ir.types import TensorType
+from .world import BUCKET_BYTES, init
+
+OWN = ("optimizer", "params", "model", "world", "bucket_bytes", "broadcast_buffers")
+
+
+class DistributedOptimizer(Optimizer):
+    """`optimizer` with its gradients averaged over all ranks before each update.
+
+    On creation, rank 0's parameters, optimizer state and `model`'s buffers (BatchNorm's running
+    statistics) are broadcast to every rank. `broadcast_buffers` (PyTorch DDP's default): after
+    each step's forward pass, rank 0's buffers replace the others' (each rank's BatchNorm
+    normalises with its own batch's statistics; use SyncBatchNorm for global ones).
+    `bucket_mb`: the largest single all-reduce. Attributes of the wrapped optimizer (lr, ...) read
+    and write through."""
+
+    def __init__(self, optimizer, model=None, bucket_mb=BUCKET_BYTES / 2**20, broadcast_buffers=True):
+        if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
+            raise NdlcError(f"DistributedOptimizer wraps an ndlc optimizer (SGD, Adam), not "
+                            f"{type(optimizer).__name__}")
+        if not bucket_mb > 0:
+            raise NdlcError(f"DistributedOptimizer: bucket_mb must be positive, not {bucket_mb!r}")
+        own = dict(optimizer=optimizer, params=optimizer.params, model=model, world=init(),
+                   bucket_bytes=int(bucket_mb * 2**20), broadcast_buffers=broadcast_buffers)
+        for name, value in own.items():
+            object.__setattr__(self, name, value)
+        broadcast_tensors(self.world, {"model": model, "optimizer": optimizer})
+
+    def __getattr__(self, name):
+        return getattr(vars(self)["optimizer"], name)
+
+    def __setattr__(self, name, value):
+        if name in OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.optimizer, name, value)
+
+    def step(self):
+        """Average the gradients over the ranks (while tracing: mark where the runtime does it),
+        then run the wrapped optimizer's update on them."""
+        params = [p for p in self.params if p.grad is not None]
+        context = active_context()
+        if context is not None:
+            for p, grad in zip(params, context.exchanged([p.grad for p in params], self)):
+                p.grad = grad
+        else:
+            flats, views = flat_buffers([TensorType.of(p.grad.numpy()) for p in params])
+            for view, p in zip(views, params):
+                np.copyto(view, p.grad.numpy())
+            self.world.average(flats, self.bucket_bytes)
+            for view, p in zip(views, params):
+                p.grad = Tensor.make_const(view)
+        self.optimizer.step()
+
+    def __call__(self, buffers, updated_state):
+        """The compiled step's exchange: average the gradient buffers; make the state its first
+        program updated (running statistics) rank 0's."""
+        if self.broadcast_buffers:
+            self.world.broadcast(updated_state)
+        self.world.average(buffers, self.bucket_bytes)
+
+    def compiled(self, fingerprint):
+        """Every rank must have compiled the same step: compare the programs' hashes."""
+        self.world.agree(fingerprint, "training steps")
+
+
+def broadcast_tensors(world, roots):
+    """Make every tensor under `roots` (Modules, Optimizers; None skipped) hold rank 0's data."""
+    tensors = {}
+    for slot in find_slots({k: v for k, v in roots.items() if v is not None}):
+        tensors.setdefault(id(slot.get()), slot.get())
+    for t in tensors.values():
+        array = t.numpy()
+        if not (array.flags.writeable and array.flags.c_contiguous):
+            array = np.array(array)
+            t._bind(Tensor.make_const(array)._value, t.requires_grad)
+        world.broadcast([array])

@@ -1,0 +1,30 @@
+"""`DistributedSampler`: each rank's share of an epoch, as PyTorch's. Every rank draws the same
+permutation (same seed and epoch), pads it to a multiple of the ranks by repeating its start, and
+takes every size-th index from its rank on; batch k of every rank together is then batch k of
+one process with the ranks' batches joined (indices k·N·B ... (k+1)·N·B of the permutation)."""
+import numpy as np
+
+from ..ir.errors import NdlcError
+
+
+class DistributedSampler:
+    """Indices of `dataset` for rank `rank` of `size`; `set_epoch(e)` before each epoch reshuffles."""
+
+    def __init__(self, dataset, rank, size, shuffle=True, seed=0):
+        if not (isinstance(size, int) and size >= 1 and isinstance(rank, int) and 0 <= rank < size):
+            raise NdlcError(f"DistributedSampler: rank must be in [0, size) and size >= 1, got rank "
+                            f"{rank!r} of {size!r}")
+        self.length, self.rank, self.size = len(dataset), rank, size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return -(-self.length // self.size)
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+                 if self.shuffle else np.arange(self.length))
+        order = np.resize(order, len(self) * self.size)  # repeats the start to pad
+        return iter(order[self.rank::self.size].tolist())

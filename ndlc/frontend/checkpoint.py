@@ -1,0 +1,155 @@
+"""`ndl.save(obj, path)` / `ndl.load(path)`: checkpoints of tensors, arrays, numbers and strings,
+nested in dicts, lists and tuples (state dicts of modules and optimizers, a training loop's RNG).
+
+The file is numpy's `.npz`: one array per tensor plus a JSON header (`__ndlc__`) holding the format
+version, the ndlc version and the nesting. Nothing is pickled, so loading never runs code. A save
+writes a temporary file beside `path`, fsyncs it and renames it over `path`: a process killed
+mid-save leaves the previous file whole."""
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+import ndlc
+from ..ir.errors import CheckpointError
+from .tensor import Tensor
+
+FORMAT_VERSION = 1
+HEADER = "__ndlc__"
+
+
+class LoadedDict(dict):
+    """A dict read from a checkpoint; `origin` (file and key) is named by load_state_dict's errors."""
+
+    def __init__(self, items, origin):
+        super().__init__(items)
+        self.origin = origin
+
+
+def save(obj, path):
+    """Write `obj` to `path` atomically (the previous file stays whole until the new one is complete)."""
+    path = os.fspath(path)
+    arrays = {}
+    structure = _encode(obj, arrays, "obj", path)
+    header = {"format": FORMAT_VERSION, "ndlc": ndlc.__version__, "structure": structure}
+    arrays[HEADER] = np.array(json.dumps(header))
+    _write_atomically(path, arrays)
+
+
+def load(path):
+    """The object `save` wrote to `path`: Tensors come back as Tensors (with their dtype and
+    requires_grad), arrays as arrays, dicts as dicts (LoadedDict), lists and tuples as such."""
+    path = os.fspath(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path} is not an ndlc checkpoint (a single .npy array, not ndl.save's .npz)")
+        with npz:
+            if HEADER not in npz.files:
+                raise CheckpointError(f"{path} is not an ndlc checkpoint (no {HEADER} header: not written by ndl.save)")
+            arrays = {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
+    try:
+        header = json.loads(str(arrays.pop(HEADER)))
+        version = header["format"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} has a corrupt {HEADER} header: {e}") from None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is checkpoint format version {version} (written by ndlc "
+                              f"{header.get('ndlc', '?')}); ndlc {ndlc.__version__} reads version {FORMAT_VERSION}")
+    return _decode(header.get("structure"), arrays, path, path)
+
+
+def _encode(obj, arrays, where, path):
+    """The JSON form of `obj`, its tensors and arrays moved into `arrays`; `where` names the
+    position in the saved object for errors."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (Tensor, np.ndarray, np.generic)):
+        array = obj.numpy() if isinstance(obj, Tensor) else np.asarray(obj)
+        if array.dtype.hasobject:
+            raise CheckpointError(f"cannot save {where} to {path}: an array of Python objects (it would need pickle)")
+        key = f"a{len(arrays)}"
+        arrays[key] = array
+        if isinstance(obj, Tensor):
+            return {"tensor": key, "requires_grad": obj.requires_grad}
+        return {"array": key} if isinstance(obj, np.ndarray) else {"scalar": key}
+    if isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            if isinstance(k, bool) or not isinstance(k, (str, int)):
+                raise CheckpointError(f"cannot save {where} to {path}: dict key {k!r} is a "
+                                      f"{type(k).__name__} (keys must be str or int)")
+            items.append([k, _encode(v, arrays, f"{where}[{k!r}]", path)])
+        return {"dict": items}
+    if isinstance(obj, (list, tuple)):
+        kind = "list" if isinstance(obj, list) else "tuple"
+        return {kind: [_encode(v, arrays, f"{where}[{i}]", path) for i, v in enumerate(obj)]}
+    raise CheckpointError(f"cannot save {where} to {path}: a {type(obj).__name__} (a checkpoint holds "
+                          "tensors, arrays, numbers, strings, None, and dicts, lists and tuples of them)")
+
+
+def _decode(node, arrays, path, where):
+    if not isinstance(node, dict):
+        return node
+    try:
+        (kind, body), = [(k, v) for k, v in node.items() if k != "requires_grad"]
+        if kind == "dict":
+            return LoadedDict({k: _decode(v, arrays, path, f"{where}[{k!r}]") for k, v in body}, where)
+        if kind in ("list", "tuple"):
+            items = [_decode(v, arrays, path, f"{where}[{i}]") for i, v in enumerate(body)]
+            return items if kind == "list" else tuple(items)
+        array = arrays[body]
+    except (KeyError, ValueError, TypeError):
+        raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}, "
+                              "which names no array of the file") from None
+    if kind == "tensor":
+        return Tensor.make_const(array, requires_grad=node.get("requires_grad", False))
+    if kind == "array":
+        return array
+    if kind == "scalar":
+        return array[()]
+    raise CheckpointError(f"{path} is corrupt: {where} is of unknown kind {kind!r}")
+
+
+def _write_atomically(path, arrays):
+    """np.savez to a temporary file in `path`'s folder, fsync, rename over `path`, fsync the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror} ({folder})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _file_mode(path))
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
+
+
+def _file_mode(path):
+    """The permissions the file would get from open(): the old file's, else 0o666 less the umask
+    (mkstemp's own 0o600 would hide a checkpoint from the rest of a team)."""
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -1,0 +1,64 @@
+"""Data-parallel training under `mpirun -np 2` (mpi_job.py): the same parameters as one process
+with the whole batch, bit-identical on every rank after every step, and a failing rank ending
+the job. Skipped where Open MPI's mpirun or mpi4py is missing."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+
+import mpi_job
+
+JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_job.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(JOB)))
+MISSING = ("mpirun is not on PATH (apt-get install -y openmpi-bin libopenmpi-dev)" if shutil.which("mpirun") is None
+           else "mpi4py is not installed (pip install 'ndlc[mpi]')" if importlib.util.find_spec("mpi4py") is None
+           else None)
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no MPI: {MISSING}")
+
+
+def mpirun(*args, ranks=2, timeout=120):
+    """`mpirun -np ranks python mpi_job.py args` (oversubscribed, allowed as root, as CI runs)."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--allow-run-as-root",
+               sys.executable, JOB, *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_process(model_name):
+    """The parameters after mpi_job's steps, in this process, each step on the whole batch."""
+    model, optimizer = mpi_job.build(model_name)
+    step = ndl.compile(mpi_job.training_step(model, optimizer))
+    for x, y in mpi_job.batches(model_name):
+        step(x, y)
+    return mpi_job.parameters(model)
+
+
+def test_two_ranks_equal_one_process_and_agree_bitwise_after_every_step(tmp_path):
+    out = tmp_path / "params.npy"
+    job = mpirun(out)
+    assert job.returncode == 0, job.stderr
+    assert "parameters bit-identical after every step" in job.stdout
+    np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
+
+
+def test_per_rank_batchnorm_is_not_one_process_but_ranks_agree(tmp_path):
+    """LeNet-BN normalises each rank's half batch with its own statistics (PyTorch DDP's default):
+    the ranks still agree bit for bit, and the result differs from one process's."""
+    out = tmp_path / "params.npy"
+    job = mpirun(out, "--model", "lenet")
+    assert job.returncode == 0, job.stderr
+    assert not np.allclose(np.load(out), one_process("lenet"), rtol=1e-5, atol=1e-7)
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
+    job = mpirun(tmp_path / "params.npy", "--fail-at", 3)
+    assert job.returncode != 0
+    assert "rank 1 of 2 failed" in job.stderr
+    assert "RuntimeError: planted failure at step 3" in job.stderr
