@@ -3,6 +3,7 @@ prints one compilation stage of the built-in example (the MLP's training step); 
 the benchmark suite (benchmarks/suite.py) and writes benchmarks/RESULTS.md."""
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ import time
 import numpy as np
 
 import ndlc as ndl
+from ndlc.curves import History
 from ndlc.examples import lenet
 from ndlc.examples.train_mlp import build_mlp, training_step
 
@@ -32,15 +34,20 @@ def train(args):
     except FileNotFoundError as e:
         print(f"ndlc train: {e}", file=sys.stderr)
         return 2
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("ndlc train: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        return 2
     np.random.seed(args.seed)
     build, batch_shape, make_optimizer = MODELS[args.model]
     model = build(train_set[0][0].size)
     optimizer = make_optimizer(model.parameters(), args)
+    history = History(args.log_json, append=args.resume)
+    first = resume(args, model, optimizer, history) if args.resume else 1
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
     train_loader = ndl.data.DataLoader(train_set, args.batch_size, shuffle=True)
     test_loader = ndl.data.DataLoader(test_set, args.batch_size)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first, args.epochs + 1):
         model.train()
         total, count, start = 0.0, 0, time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}", unit="step", leave=False,
@@ -48,14 +55,50 @@ def train(args):
         for x, y in bar:
             loss = float(step(x.numpy().reshape(batch_shape(x.shape[0])), y).numpy())
             total, count = total + loss * x.shape[0], count + x.shape[0]
+            history.step(epoch, loss)
             bar.set_postfix(loss=f"{loss:.4f}")
         seconds = time.perf_counter() - start
         model.eval()
         correct = sum(int((predict(x.numpy().reshape(batch_shape(x.shape[0]))).numpy().argmax(1) == y.numpy()).sum())
                       for x, y in test_loader)
+        history.epoch(epoch, total / count, correct / len(test_set), seconds, len(train_loader))
         print(f"epoch {epoch}: loss {total / count:.4f}  test accuracy {correct / len(test_set):.4f}  "
               f"{len(train_loader) / seconds:.1f} steps/s", flush=True)
+        if args.checkpoint:
+            save_checkpoint(args, epoch, model, optimizer, history)
+        if args.plot:
+            history.plot(args.plot)
+    history.close()
     return 0
+
+
+def checkpoint_path(args):
+    return os.path.join(args.checkpoint, "last.npz")
+
+
+def save_checkpoint(args, epoch, model, optimizer, history):
+    """Everything the next epoch depends on: weights, optimizer slots, numpy's RNG (the data
+    loader's shuffle) and the curves so far; written atomically over the last one."""
+    os.makedirs(args.checkpoint, exist_ok=True)
+    ndl.save({"model_name": args.model, "batch_size": args.batch_size, "epoch": epoch,
+              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+              "rng": np.random.get_state(), "history": history.state()}, checkpoint_path(args))
+
+
+def resume(args, model, optimizer, history):
+    """Load the last checkpoint into the model, optimizer, RNG and history; the next epoch."""
+    path = checkpoint_path(args)
+    checkpoint = ndl.load(path)
+    for key, option in (("model_name", "model"), ("batch_size", "batch_size")):
+        if checkpoint[key] != getattr(args, option):
+            raise ndl.CheckpointError(f"{path} was written by a run with --{option.replace('_', '-')} "
+                                      f"{checkpoint[key]}, not {getattr(args, option)}")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    np.random.set_state(checkpoint["rng"])
+    history.restore(checkpoint["history"])
+    print(f"resumed from {path} after epoch {checkpoint['epoch']}", flush=True)
+    return checkpoint["epoch"] + 1
 
 
 def dump(args):
@@ -147,6 +190,14 @@ def main(argv=None):
     t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--checkpoint", metavar="DIR", help="save the model, optimizer and data order's "
+                   "RNG to DIR/last.npz after every epoch (atomically)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint "
+                   "DIR up to --epochs epochs in all")
+    t.add_argument("--plot", metavar="FILE.png", help="write the loss of every step and each epoch's "
+                   "loss and test accuracy as a PNG (matplotlib), after every epoch")
+    t.add_argument("--log-json", metavar="FILE", help="write the same numbers as JSON lines (appended "
+                   "to with --resume)")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
@@ -156,6 +207,8 @@ def main(argv=None):
         sub.add_argument("--device", default="cpu")
         sub.add_argument("-v", "--verbose", action="store_true", help="log compilations")
     args = parser.parse_args(argv)
+    if args.command == "train" and args.resume and not args.checkpoint:
+        parser.error("--resume needs --checkpoint DIR (where the last checkpoint is)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:

@@ -1,10 +1,14 @@
-"""The `ndlc` command: dump a stage of the example, and train's message when data is missing."""
+"""The `ndlc` command: dump a stage of the example, train (its message when data is missing, checkpoints
+and resume, curves)."""
 import gzip
+import json
 import re
 import struct
 
 import numpy as np
+import pytest
 
+import ndlc as ndl
 from ndlc.cli import main
 
 
@@ -58,3 +62,67 @@ def test_train_lenet_runs_compiled_on_small_idx_files(tmp_path, capsys):
     assert main(["train", "--model", "lenet", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("epoch 1: loss") and "test accuracy" in line
+
+
+def _png_size(path):
+    """(width, height) of a PNG file, which must start with the PNG signature and an IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _records(path):
+    """The JSON lines of --log-json without their timings."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "steps_per_second")}
+            for line in path.read_text().splitlines()]
+
+
+def test_two_epochs_equal_one_then_a_resumed_one_bit_for_bit(tmp_path, capsys):
+    _fashion_like(tmp_path, 96)
+    common = ["train", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(common + ["--epochs", "2", "--checkpoint", str(straight), "--log-json", str(tmp_path / "a.jsonl")]) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert main(common + ["--epochs", "1", "--checkpoint", str(resumed), "--log-json", str(tmp_path / "b.jsonl")]) == 0
+    assert main(common + ["--epochs", "2", "--checkpoint", str(resumed), "--resume",
+                          "--log-json", str(tmp_path / "b.jsonl"), "--plot", str(tmp_path / "curves.png")]) == 0
+    second = capsys.readouterr().out.splitlines()
+    assert second[1] == f"resumed from {resumed}/last.npz after epoch 1"
+    assert [line.split("  ")[:2] for line in second[::2]] == [line.split("  ")[:2] for line in first]
+    a, b = ndl.load(straight / "last.npz"), ndl.load(resumed / "last.npz")
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        np.testing.assert_array_equal(b["model"][key].numpy(), value.numpy(), err_msg=key)
+    for i, slots in a["optimizer"]["state"].items():
+        for name, value in slots.items():
+            np.testing.assert_array_equal(b["optimizer"]["state"][i][name].numpy(), value.numpy())
+    assert float(a["optimizer"]["step"].numpy()) == float(b["optimizer"]["step"].numpy()) == 6
+    np.testing.assert_array_equal(a["history"]["step_losses"], b["history"]["step_losses"])
+    assert _records(tmp_path / "a.jsonl") == _records(tmp_path / "b.jsonl")  # appended on resume
+    assert _png_size(tmp_path / "curves.png") == (1000, 400)
+
+
+def test_train_plots_and_logs_the_curves(tmp_path, capsys):
+    _fashion_like(tmp_path, 96)
+    assert main(["train", "--data", str(tmp_path), "--batch-size", "32", "--no-progress",
+                 "--plot", str(tmp_path / "curves.png"), "--log-json", str(tmp_path / "log.jsonl")]) == 0
+    assert _png_size(tmp_path / "curves.png") == (1000, 400)
+    records = _records(tmp_path / "log.jsonl")
+    assert [r["kind"] for r in records] == ["step"] * 3 + ["epoch"]
+    assert [r["step"] for r in records[:3]] == [1, 2, 3]
+    assert records[3]["loss"] == pytest.approx(np.mean([r["loss"] for r in records[:3]]))
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"epoch 1: loss {records[3]['loss']:.4f}  test accuracy {records[3]['test_accuracy']:.4f}")
+
+
+def test_resume_errors_name_the_problem(tmp_path, capsys):
+    _fashion_like(tmp_path, 64)
+    common = ["train", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]
+    with pytest.raises(SystemExit):
+        main(common + ["--resume"])
+    assert "--resume needs --checkpoint DIR" in capsys.readouterr().err
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "none")]) == 1
+    assert f"{tmp_path}/none/last.npz: no such checkpoint file" in capsys.readouterr().err
+    assert main(common + ["--checkpoint", str(tmp_path / "c")]) == 0
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 1
+    assert "last.npz was written by a run with --batch-size 32, not 16" in capsys.readouterr().err
