@@ -1,7 +1,8 @@
 """The compiler, top to bottom: a graph through every pass to native code, one stage a line.
 
     traced -> grad -> simplified -> decomposed -> fused -> scheduled -> planned -> llvm
-           -> llvm_opt -> asm
+           -> llvm_opt -> asm                                  (device "cpu")
+                                                     planned -> cuda  (device "cuda")
 
 Each stage's text is kept (`compiled.ir(stage)`) and, for the stages named in NDLC_DUMP
 (comma-separated, or 'all'), written to NDLC_DUMP_DIR (default: the working directory) as
@@ -20,7 +21,7 @@ from .ir.printer import print_graph
 from .passes.decompose import decompose
 from .passes.fusion import fuse
 from .passes.memory import plan_memory
-from .passes.schedule import schedule
+from .passes.schedule import GpuTarget, schedule, schedule_gpu
 from .passes.simplify import simplify
 from .runtime import libraries
 from .runtime.native import host_target
@@ -28,24 +29,21 @@ from .runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
 STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
-          "llvm_opt", "asm")
+          "llvm_opt", "asm", "cuda")
 _COMPILATIONS = itertools.count()
 
 
-def compile_graph(graph, forward=None, profile=False) -> Program:
-    """`graph` compiled for the host CPU, ready to `run`. `forward`: the step's graph before
+def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=None):
+    """`graph` compiled for `device` ('cpu': the host, a runtime Program; 'cuda': a CudaProgram
+    on the GPU or its host emulation), ready to `run`. `forward`: the step's graph before
     backward() added adjoints (then `graph` is the 'grad' stage). `profile`: the code records
-    the cycle counter around each kernel (Program.profile)."""
+    the cycle counter around each kernel (Program.profile; CPU only). `gpu_target`: the
+    schedule's view of the GPU (default: the device's own)."""
+    if device == "cuda":
+        return _compile_cuda(graph, forward, gpu_target)
     from .codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)
-    if forward is not None:
-        stages.graph("traced", forward)
-        graph = stages.graph("grad", graph)
-    else:
-        graph = stages.graph("traced", graph)
-    graph = stages.graph("simplified", simplify(graph))
-    graph = stages.graph("decomposed", simplify(decompose(graph)))  # once decomposed, a composite op's
-    # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
+    graph = _graph_stages(stages, graph, forward)
     kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
     kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
     kernels = stages.kernels("planned", plan_memory(kernels))
@@ -57,12 +55,52 @@ def compile_graph(graph, forward=None, profile=False) -> Program:
     return program
 
 
+def _compile_cuda(graph, forward, gpu_target):
+    from .codegen.cuda import lower_to_cuda
+    from .runtime.cuda import CudaProgram, default_executor
+    executor = default_executor()  # first, so a missing GPU or pycuda is reported before any work
+    stages = Stages(graph.name)
+    kernels = cuda_kernels(stages, graph, forward, gpu_target or executor_target(executor))
+    module = lower_to_cuda(kernels)
+    stages.text("cuda", module.source)
+    return CudaProgram(kernels, module, stages.texts, source=stages.source, executor=executor)
+
+
+def cuda_kernels(stages, graph, forward, target):
+    """The graph stages, then the kernels fused, scheduled for `target` (GpuTarget) and planned."""
+    stages.source = _graph_stages(stages, graph, forward)
+    kernels = stages.kernels("fused", fuse(stages.source, use_blas=True))
+    kernels = stages.kernels("scheduled", schedule_gpu(kernels, target))
+    return stages.kernels("planned", plan_memory(kernels, row_local=False))
+
+
+def executor_target(executor) -> GpuTarget:
+    """The CUDA schedule's view of an executor's device: the host emulation runs small blocks."""
+    gpu = getattr(executor, "gpu", None)
+    if gpu is None:
+        return GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2)
+    return GpuTarget(multiprocessors=gpu.multiprocessors)
+
+
+def _graph_stages(stages, graph, forward):
+    """The graph stages, traced (and grad) to decomposed: the graph the kernels are fused from."""
+    if forward is not None:
+        stages.graph("traced", forward)
+        graph = stages.graph("grad", graph)
+    else:
+        graph = stages.graph("traced", graph)
+    graph = stages.graph("simplified", simplify(graph))
+    return stages.graph("decomposed", simplify(decompose(graph)))  # once decomposed, a composite op's
+    # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
+
+
 class Stages:
     """Records each stage's text and duration, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names."""
 
     def __init__(self, name):
         self.name, self.number = name, next(_COMPILATIONS)
         self.texts, self.seconds = {}, {}
+        self.source = None  # the graph the kernels are fused from (check mode and tests read it)
         self.wanted = wanted_stages()
         self.clock = time.perf_counter()
 

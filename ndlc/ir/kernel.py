@@ -107,6 +107,24 @@ class Split:
 
 
 @dataclass(frozen=True)
+class GpuLaunch:
+    """A kernel's CUDA schedule: blocks of `tile` x `lanes` threads; a block computes `tile`
+    consecutive points of the (flattened) outer loops, thread x of the tile one point, and its
+    `lanes` threads share that point's inner loops (striding the flattened inner index, then
+    combining their partial reductions: warp shuffles where a block is one point, a shared-memory
+    tree otherwise). `blocks` run grid-stride over the outer points."""
+    tile: int
+    lanes: int
+    blocks: int
+    why: str = ""
+    lanes_fastest: bool = False  # thread number = x * lanes + y (rows: a warp within one point), else y * tile + x
+
+    @property
+    def threads(self):
+        return self.tile * self.lanes
+
+
+@dataclass(frozen=True)
 class Acc:
     """Leaf payload: the value of reduction number `index` of the phase whose store reads it."""
     index: int
@@ -169,6 +187,7 @@ class Kernel:
     strategy: str = ""  # chosen by the schedule pass: 'point', 'rows', 'chunks' or 'gemm'
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
+    gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
 
     @property
     def outer_extents(self):
@@ -225,6 +244,9 @@ class Kernel:
         if self.strategy == "rows":
             lines.append(f"  strategy: rows (blocks of i{self.outer - 1} accumulate side by side; the reductions "
                          f"read strided along i{len(self.extents) - 1})")
+        if self.gpu:
+            g = self.gpu
+            lines.append(f"  cuda: {g.blocks} blocks of {g.tile}x{g.lanes} threads ({g.why})")
         if self.split:
             over = "its chunks" if self.strategy == "chunks" else f"i{self.split.loop}"
             lines.append(f"  parallel over {over} ({self.split.threads} threads)")

@@ -18,11 +18,14 @@ class Primitive:
     (`evaluate`), its cost relative to an add (fusion's recompute-or-store choice, the schedule's
     work estimate) and its result dtype: the operands' ('operand'), 'bool', or the payload's
     ('payload': cast). 'const' and 'arg' carry a payload instead of operands. Backends lower every
-    primitive named here (the ops' compiled tests reach each through the registry)."""
+    primitive named here (the ops' compiled tests reach each through the registry). `cuda`: its
+    CUDA C spelling, a format string of the operands {0}, {1}, {2} and of {f}, the suffix 'f' of
+    single-precision math functions where the operands are f32 (codegen/cuda.py)."""
     arity: int
     numpy: Optional[Callable] = None
     cost: int = 1
     result: str = "operand"
+    cuda: str = ""
 
 
 def _logical_shift(x, bits):
@@ -31,17 +34,22 @@ def _logical_shift(x, bits):
 
 
 PRIMITIVES = {
-    "add": Primitive(2, np.add), "sub": Primitive(2, np.subtract), "mul": Primitive(2, np.multiply),
-    "div": Primitive(2, np.divide, cost=4), "pow": Primitive(2, np.power, cost=20),
-    "max": Primitive(2, np.maximum), "min": Primitive(2, np.minimum),
-    "lt": Primitive(2, np.less, result="bool"), "le": Primitive(2, np.less_equal, result="bool"),
-    "gt": Primitive(2, np.greater, result="bool"), "ge": Primitive(2, np.greater_equal, result="bool"),
-    "eq": Primitive(2, np.equal, result="bool"), "ne": Primitive(2, np.not_equal, result="bool"),
-    "neg": Primitive(1, np.negative), "exp": Primitive(1, np.exp, cost=8), "log": Primitive(1, np.log, cost=8),
-    "sqrt": Primitive(1, np.sqrt, cost=4), "tanh": Primitive(1, np.tanh, cost=10),
-    "sin": Primitive(1, np.sin, cost=10), "cos": Primitive(1, np.cos, cost=10), "abs": Primitive(1, np.abs),
-    "select": Primitive(3, np.where), "cast": Primitive(1, result="payload"),
-    "xor": Primitive(2, np.bitwise_xor), "shr": Primitive(2, _logical_shift),
+    "add": Primitive(2, np.add, cuda="({0} + {1})"), "sub": Primitive(2, np.subtract, cuda="({0} - {1})"),
+    "mul": Primitive(2, np.multiply, cuda="({0} * {1})"), "div": Primitive(2, np.divide, cost=4, cuda="({0} / {1})"),
+    "pow": Primitive(2, np.power, cost=20, cuda="pow{f}({0}, {1})"),
+    "max": Primitive(2, np.maximum, cuda="ndlc_max({0}, {1})"), "min": Primitive(2, np.minimum, cuda="ndlc_min({0}, {1})"),
+    "lt": Primitive(2, np.less, result="bool", cuda="({0} < {1})"),
+    "le": Primitive(2, np.less_equal, result="bool", cuda="({0} <= {1})"),
+    "gt": Primitive(2, np.greater, result="bool", cuda="({0} > {1})"),
+    "ge": Primitive(2, np.greater_equal, result="bool", cuda="({0} >= {1})"),
+    "eq": Primitive(2, np.equal, result="bool", cuda="({0} == {1})"),
+    "ne": Primitive(2, np.not_equal, result="bool", cuda="({0} != {1})"),
+    "neg": Primitive(1, np.negative, cuda="(-{0})"), "exp": Primitive(1, np.exp, cost=8, cuda="exp{f}({0})"),
+    "log": Primitive(1, np.log, cost=8, cuda="log{f}({0})"), "sqrt": Primitive(1, np.sqrt, cost=4, cuda="sqrt{f}({0})"),
+    "tanh": Primitive(1, np.tanh, cost=10, cuda="tanh{f}({0})"), "sin": Primitive(1, np.sin, cost=10, cuda="sin{f}({0})"),
+    "cos": Primitive(1, np.cos, cost=10, cuda="cos{f}({0})"), "abs": Primitive(1, np.abs, cuda="ndlc_abs({0})"),
+    "select": Primitive(3, np.where, cuda="({0} ? {1} : {2})"), "cast": Primitive(1, result="payload"),
+    "xor": Primitive(2, np.bitwise_xor, cuda="({0} ^ {1})"), "shr": Primitive(2, _logical_shift, cuda="ndlc_shr({0}, {1})"),
     "index": Primitive(0, result="index"), "const": Primitive(0, cost=0), "arg": Primitive(0, cost=0),
 }
 # xor: bitwise; shr: logical right shift of the bits; index: the row-major position (i64) of the

@@ -10,11 +10,12 @@ from ..ir.scalar import leaves
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
 
 
-def plan_memory(program):
+def plan_memory(program, row_local=True):
     """Records in `program.in_place` which state updates may overwrite their state, and marks
-    row-local temporaries (kind 'local', `Kernel.local`); returns the program."""
+    row-local temporaries (kind 'local', `Kernel.local`; not with `row_local` False: the CUDA
+    backend's lanes share a row through memory); returns the program."""
     program.in_place = in_place_updates(program)
-    for kernel in program.kernels:
+    for kernel in program.kernels if row_local else ():
         for name, size in row_local_temporaries(program, kernel).items():
             program.buffers[name].kind = "local"
             kernel.local[name] = size

@@ -25,10 +25,21 @@ One thread pool: while a program that calls BLAS runs on several threads, the ru
 OpenBLAS to one thread (runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete
 for the cores (they did: OpenBLAS's idle workers spin ~0.1 s after each call, and a program that
 mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
+
+CUDA (`schedule_gpu`): every kernel gets blocks of threads over its outer points (Kernel.gpu):
+  - elementwise kernels (no inner loops) and a gemm's epilogue: one point per thread, grid-stride;
+  - row reductions (loads contiguous or broadcast along the reduced loops: LayerNorm, softmax,
+    row sums): `lanes` threads per row, the fastest-varying thread index along the row, so a warp
+    reads a row's consecutive elements and combines with warp shuffles; short rows share a block;
+  - column reductions (the reduced loop strided: BatchNorm's statistics, column sums): a `tile`
+    of consecutive outer points per block, the fastest thread index along them, so a warp reads
+    consecutive elements of one row; the lanes of each point combine through a shared-memory tree.
+The combination order is fixed by the schedule, so results do not depend on how blocks are run.
 """
 import math
+from dataclasses import dataclass
 
-from ..ir.kernel import Acc, Buffer, Program, Split
+from ..ir.kernel import Acc, Buffer, GpuLaunch, Program, Split
 from ..ir.scalar import cost, leaves
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -60,14 +71,52 @@ def schedule(program: Program, threads=1) -> Program:
     return program
 
 
+@dataclass(frozen=True)
+class GpuTarget:
+    """What the CUDA schedule needs of a device: its multiprocessors and the threads per block
+    (the host emulation of the tests runs small blocks of the same code)."""
+    multiprocessors: int = 132
+    block_threads: int = 256
+    blocks_per_multiprocessor: int = 8  # grid-stride beyond this many waves of blocks
+
+
+def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
+    """Chooses each kernel's CUDA blocks (Kernel.gpu, see the module docstring); returns `program`."""
+    threads = target.block_threads
+    cap = target.multiprocessors * target.blocks_per_multiprocessor
+    for kernel in program.kernels:
+        kernel.strategy, kernel.split, kernel.serial_why = "gemm" if kernel.gemm else "point", None, ""
+        points = math.prod(kernel.extents if kernel.gemm else kernel.outer_extents)
+        inner = 1 if kernel.gemm else math.prod(kernel.extents[kernel.outer:])
+        rows = False
+        if inner == 1 or not kernel.reductions:
+            tile, lanes = threads, 1
+            why = "gemm epilogue, a thread per element" if kernel.gemm else "elementwise, a thread per point"
+        elif _strided(kernel):
+            tile = next((t for t in (32, 16, 8, 4) if t <= threads and -(-points // t) >= 2 * target.multiprocessors),
+                        min(4, threads))
+            lanes = threads // tile
+            why = f"column reduction: a warp reads {tile} consecutive outputs' elements, lanes combine in shared memory"
+        else:
+            lanes = max(32, min(threads, 1 << max(0, inner - 1).bit_length()))
+            tile, rows = threads // lanes, True
+            why = f"row reduction: {lanes} threads per row combine with warp shuffles"
+        kernel.gpu = GpuLaunch(tile, lanes, max(1, min(cap, -(-points // tile))), why, rows)
+    return program
+
+
+def _strided(kernel) -> bool:
+    """Whether some reduction reads strided along the innermost loop (a column reduction)."""
+    used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
+    return any(abs(kernel.loads[n].access.form.coeffs[-1]) > 1 for n in used)
+
+
 def _strategy(kernel) -> str:
     if kernel.gemm is not None:
         return "gemm"
     if not kernel.reductions or not kernel.outer or kernel.extents[kernel.outer - 1] < ROWS_MIN:
         return "point"
-    used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
-    strided = any(abs(kernel.loads[n].access.form.coeffs[-1]) > 1 for n in used)
-    if not strided:
+    if not _strided(kernel):
         return "point"
     return "chunks" if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else "rows"
 

@@ -1,0 +1,380 @@
+"""Kernel IR -> CUDA C: one `__global__` function per kernel (a gemm kernel: a cuBLAS call, then
+one per phase of its epilogue over the product), launched in schedule order with the blocks the
+schedule chose (Kernel.gpu, passes/schedule.py: schedule_gpu).
+
+Each kernel runs grid-stride over its outer points, `tile` points per block; thread x of the tile
+owns a point and its `lanes` threads share the point's inner loops. A reduce phase accumulates in
+registers, then combines the lanes (row kernels: warp shuffles, then one shared-memory slot per
+warp; column kernels: a shared-memory tree) so that every lane holds the result; the phase's
+per-point stores are made by lane 0, its map stores by all lanes; `__syncthreads` separates phases
+(a later phase reads what an earlier one stored). Scalar primitives are spelled as the one
+primitive table says (ir/scalar.py, Primitive.cuda); max/min propagate NaN like the CPU backend.
+
+The same source runs on the host under a small emulation of CUDA's execution model
+(runtime/cuda_emulation.h: each block's threads are OS threads, `__syncthreads` a barrier,
+shuffles through a per-block exchange): with NDLC_EMULATE defined, each kernel gets a host entry
+`ndlc_emulate_<name>(blocks, threads, buffers)`.
+"""
+import math
+from dataclasses import dataclass, field
+
+from ..ir.errors import UnsupportedError
+from ..ir.indexing import Access, Affine, contiguous
+from ..ir.kernel import Acc, Gemm, Index, Load, infer_dtypes, operand_dtype
+from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
+from ..ir.types import is_float
+
+C_TYPES = {"f32": "float", "f64": "double", "i32": "int", "i64": "long long", "u8": "unsigned char", "bool": "bool"}
+MEMORY = {**C_TYPES, "bool": "unsigned char"}  # how each dtype is stored
+INT32_LIMIT = 1 << 31
+
+PRELUDE = r"""#ifndef NDLC_PRELUDE
+#define NDLC_PRELUDE
+#define NDLC_FULL_MASK 0xffffffffu
+template <class T> __device__ __forceinline__ T ndlc_max(T a, T b) { return (a > b || a != a) ? a : b; }
+template <class T> __device__ __forceinline__ T ndlc_min(T a, T b) { return (a < b || a != a) ? a : b; }
+__device__ __forceinline__ bool ndlc_max(bool a, bool b) { return a || b; }
+__device__ __forceinline__ bool ndlc_min(bool a, bool b) { return a && b; }
+template <class T> __device__ __forceinline__ T ndlc_abs(T a) { return a < 0 ? -a : a; }
+__device__ __forceinline__ float ndlc_abs(float a) { return fabsf(a); }
+__device__ __forceinline__ double ndlc_abs(double a) { return fabs(a); }
+__device__ __forceinline__ int ndlc_shr(int a, int b) { return (int)((unsigned)a >> b); }
+__device__ __forceinline__ long long ndlc_shr(long long a, long long b) { return (long long)((unsigned long long)a >> b); }
+__device__ __forceinline__ unsigned char ndlc_shr(unsigned char a, unsigned char b) { return a >> b; }
+template <class T> __device__ __forceinline__ T ndlc_shfl_down(T v, int delta) { return __shfl_down_sync(NDLC_FULL_MASK, v, delta); }
+template <class T> __device__ __forceinline__ T ndlc_shfl(T v, int lane) { return __shfl_sync(NDLC_FULL_MASK, v, lane); }
+__device__ __forceinline__ bool ndlc_shfl_down(bool v, int delta) { return __shfl_down_sync(NDLC_FULL_MASK, (int)v, delta) != 0; }
+__device__ __forceinline__ bool ndlc_shfl(bool v, int lane) { return __shfl_sync(NDLC_FULL_MASK, (int)v, lane) != 0; }
+__device__ __forceinline__ unsigned char ndlc_shfl_down(unsigned char v, int delta) { return (unsigned char)__shfl_down_sync(NDLC_FULL_MASK, (int)v, delta); }
+__device__ __forceinline__ unsigned char ndlc_shfl(unsigned char v, int lane) { return (unsigned char)__shfl_sync(NDLC_FULL_MASK, (int)v, lane); }
+#endif
+"""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Run `function` on `blocks` blocks of `threads` threads with the buffers `buffers` (in order)."""
+    function: str
+    blocks: int
+    threads: int
+    buffers: tuple
+    kernel: str
+
+
+@dataclass(frozen=True)
+class GemmCall:
+    """cuBLAS's gemm for each batch index (the kernel's loops but the last two) of `extents`."""
+    gemm: Gemm
+    extents: tuple
+    kernel: str
+
+    def batches(self):
+        """(a, b, out) element offsets of each batch index's matrices, in row-major batch order."""
+        batch = self.extents[:-2]
+        found = []
+        for flat in range(math.prod(batch)):
+            index, rest = [], flat
+            for n in reversed(batch):
+                index.append(rest % n)
+                rest //= n
+            point = list(reversed(index)) + [0, 0]
+            out = contiguous(self.extents).form
+            found.append((_at(self.gemm.a.offset.form, point), _at(self.gemm.b.offset.form, point),
+                          sum(c * v for c, v in zip(out.coeffs[:-2], point))))
+        return found
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Device-to-device copy of `nbytes` from buffer `source` to buffer `target` (a new state value
+    into its state buffer, where the kernel could not write it there directly)."""
+    source: str
+    target: str
+    nbytes: int
+
+
+@dataclass
+class CudaModule:
+    """A program's CUDA C source and the steps that run it (Launch, GemmCall), in schedule order."""
+    source: str
+    steps: list = field(default_factory=list)
+
+
+def lower_to_cuda(program, prefix="") -> CudaModule:
+    """The CUDA C of `program` (a kernel.Program scheduled by schedule_gpu); `prefix` starts every
+    function name (several programs in one source)."""
+    order = list(program.buffers)
+    aliased = set(program.in_place) | set(program.in_place.values())
+    parts, steps = [PRELUDE], []
+    for kernel in program.kernels:
+        if kernel.gpu is None:
+            raise UnsupportedError(f"kernel {kernel.name} has no CUDA schedule (run passes.schedule.schedule_gpu)")
+        if kernel.local:
+            raise UnsupportedError(f"kernel {kernel.name} keeps row-local temporaries, which the CUDA backend "
+                                   "does not plan (plan_memory(..., row_local=False))")
+        if kernel.gemm is not None:
+            steps.append(GemmCall(kernel.gemm, kernel.extents, kernel.name))
+            for p, phase in enumerate(kernel.phases):
+                if phase.reductions:
+                    raise UnsupportedError(f"kernel {kernel.name}: a gemm epilogue with reductions")
+                name = f"{prefix}{kernel.name}_epilogue{p}"
+                emitter = _KernelEmitter(kernel, name, [phase], len(kernel.extents), order, aliased, program)
+                parts.append(emitter.source)
+                steps.append(emitter.launch)
+            continue
+        emitter = _KernelEmitter(kernel, f"{prefix}{kernel.name}", kernel.phases, kernel.outer, order, aliased, program)
+        parts.append(emitter.source)
+        steps.append(emitter.launch)
+    return CudaModule("\n".join(parts), steps)
+
+
+def _at(form, point):
+    return form.const + sum(c * v for c, v in zip(form.coeffs, point))
+
+
+class _KernelEmitter:
+    """The CUDA C of one kernel's phases over its loops, the first `outer` of them outer."""
+
+    def __init__(self, kernel, name, phases, outer, order, aliased, program):
+        self.kernel, self.name, self.phases, self.outer = kernel, name, phases, outer
+        g = kernel.gpu
+        self.tile, self.lanes, self.threads = (g.threads, 1, g.threads) if outer == len(kernel.extents) \
+            else (g.tile, g.lanes, g.threads)
+        self.points = math.prod(kernel.extents[:outer])
+        self.inner = math.prod(kernel.extents[outer:])
+        biggest = max([math.prod(kernel.extents)] + [math.prod(program.buffers[b].shape) for b in kernel.buffers()])
+        self.index_type = "int" if biggest * 2 < INT32_LIMIT else "long long"
+        self.used = sorted(kernel.buffers(), key=order.index)
+        self.param = {b: f"b{i}" for i, b in enumerate(self.used)}
+        written = set(kernel.outputs())
+        self.dtypes = {b: program.buffers[b].dtype for b in self.used}
+        self.reductions = [r for phase in phases for r in phase.reductions]
+        self.counter = 0
+        self.lines = []
+        params = []
+        for b in self.used:
+            const = "" if b in written else "const "
+            restrict = "" if b in aliased else " __restrict__"
+            params.append(f"{const}{MEMORY[self.dtypes[b]]}*{restrict} {self.param[b]}")
+        self.launch = Launch(name, g.blocks, self.threads, tuple(self.used), kernel.name)
+        self._body()
+        head = [f"// {kernel.name}: {', '.join(kernel.fused) or 'no graph nodes'} ({g.why})",
+                f'extern "C" __global__ void __launch_bounds__({self.threads}) {name}({", ".join(params)}) {{']
+        self.source = "\n".join(head + self.lines + ["}", self._emulation_entry()])
+
+    # ---- structure ----------------------------------------------------------------------------
+    def _body(self):
+        I, tile, lanes = self.index_type, self.tile, self.lanes
+        put = self.lines.append
+        rows = self.kernel.gpu.lanes_fastest and lanes > 1  # a warp is within one point
+        put(f"  const int tid = threadIdx.x;")
+        put(f"  const int x = {'tid / ' + str(lanes) if rows else 'tid % ' + str(tile)};")
+        put(f"  const int y = {'tid % ' + str(lanes) if rows else 'tid / ' + str(tile)};")
+        for k, r in enumerate(self.reductions):
+            size = self.threads // 32 if rows else self.threads
+            if lanes > 1 and not (rows and lanes == 32):  # one warp per point needs no shared memory
+                put(f"  __shared__ {C_TYPES[r.dtype]} red{k}[{size}];")
+        put(f"  for ({I} base = ({I})blockIdx.x * {tile}; base < {self.points}; base += ({I})gridDim.x * {tile}) {{")
+        put(f"    const {I} o = base + x;")
+        put(f"    const bool active = o < {self.points};")
+        self._decode("o", range(self.outer), "    ")
+        slot = 0
+        for p, phase in enumerate(self.phases):
+            slots = list(range(slot, slot + len(phase.reductions)))
+            slot += len(phase.reductions)
+            self._phase(phase, slots, rows)
+            if lanes > 1 and p < len(self.phases) - 1:
+                put("    __syncthreads();")
+        put("  }")
+
+    def _decode(self, flat, loops, indent):
+        """The loop variables `loops` (row-major) from the flat index `flat`."""
+        loops = list(loops)
+        stride = 1
+        for i in reversed(loops):
+            n = self.kernel.extents[i]
+            value = f"{flat}" if stride == 1 else f"{flat} / {stride}"
+            if i != loops[0]:
+                value = f"({value}) % {n}"
+            self.lines.append(f"{indent}const {self.index_type} i{i} = {value};")
+            stride *= n
+
+    def _phase(self, phase, slots, rows):
+        put, I = self.lines.append, self.index_type
+        inner_loops = range(self.outer, len(self.kernel.extents))
+        if phase.reductions:
+            for slot, r in zip(slots, phase.reductions):
+                put(f"    {C_TYPES[r.dtype]} acc{slot} = {self._identity(r)};")
+            put("    if (active) {")
+            put(f"      for ({I} j = y; j < {self.inner}; j += {self.lanes}) {{")
+            self._decode("j", inner_loops, "        ")
+            memo = {}
+            values = [self._emit(r.body, memo, phase, slots, r.dtype, "        ") for r in phase.reductions]
+            for slot, r, value in zip(slots, phase.reductions, values):
+                put(f"        acc{slot} = {self._combine(r, f'acc{slot}', value)};")
+            put("      }")
+            put("    }")
+            for slot, r in zip(slots, phase.reductions):
+                self._combine_lanes(slot, r, rows)
+        if phase.inner:
+            put("    if (active) {")
+            put(f"      for ({I} j = y; j < {self.inner}; j += {self.lanes}) {{")
+            self._decode("j", inner_loops, "        ")
+            self._stores(phase, slots, "        ")
+            put("      }")
+            put("    }")
+        elif phase.stores:
+            put(f"    if (active{' && y == 0' if self.lanes > 1 else ''}) {{")
+            for i in inner_loops:
+                put(f"      const {I} i{i} = 0;")
+            self._stores(phase, slots, "      ")
+            put("    }")
+
+    def _combine_lanes(self, slot, r, rows):
+        """Every lane of a point gets the combination of the point's lanes' accumulators."""
+        put, acc, lanes = self.lines.append, f"acc{slot}", self.lanes
+        if lanes == 1:
+            return
+        if rows:
+            put(f"    for (int s = 16; s > 0; s >>= 1) {acc} = {self._combine(r, acc, f'ndlc_shfl_down({acc}, s)')};")
+            if lanes == 32:
+                put(f"    {acc} = ndlc_shfl({acc}, 0);")
+                return
+            put(f"    if ((tid & 31) == 0) red{slot}[tid >> 5] = {acc};")
+            put("    __syncthreads();")
+            put(f"    {acc} = red{slot}[x * {lanes // 32}];")
+            put(f"    for (int w = 1; w < {lanes // 32}; ++w) {acc} = {self._combine(r, acc, f'red{slot}[x * {lanes // 32} + w]')};")
+            put("    __syncthreads();")
+            return
+        put(f"    red{slot}[tid] = {acc};")
+        put("    __syncthreads();")
+        put(f"    for (int s = {lanes // 2}; s > 0; s >>= 1) {{")
+        put(f"      if (y < s) red{slot}[tid] = {self._combine(r, f'red{slot}[tid]', f'red{slot}[tid + s * {self.tile}]')};")
+        put("      __syncthreads();")
+        put("    }")
+        put(f"    {acc} = red{slot}[x];")
+        put("    __syncthreads();")
+
+    def _stores(self, phase, slots, indent):
+        """Every store's value first (a store may overwrite what another value reads), then the stores."""
+        memo = {}
+        values = [self._emit(s.value, memo, phase, slots, s.dtype, indent) for s in phase.stores]
+        for store, value in zip(phase.stores, values):
+            index, valid = self._address(store.access)
+            target = f"{self.param[store.buffer]}[{index}]"
+            value = f"(unsigned char)({value})" if store.dtype == "bool" else value
+            self.lines.append(f"{indent}{'if (' + valid + ') ' if valid else ''}{target} = {value};")
+
+    # ---- expressions --------------------------------------------------------------------------
+    def _emit(self, expr, memo, phase, slots, want, indent):
+        """The C name or literal of `expr`, its operations declared as constants in postorder."""
+        types = infer_dtypes(expr, lambda payload: phase.reductions[payload.index].dtype
+                             if isinstance(payload, Acc) else self.kernel.loads[payload].dtype)
+        for e in postorder(expr):
+            if id(e) in memo:
+                continue
+            if e.prim == "arg":
+                memo[id(e)] = f"acc{slots[e.payload.index]}" if isinstance(e.payload, Acc) \
+                    else self._load(e.payload, indent)
+            elif e.args:
+                memo[id(e)] = self._declare(types[id(e)], self._primitive(e, memo, types), indent)
+        return self._operand(expr, memo, want)
+
+    def _declare(self, dtype, text, indent):
+        name = f"v{self.counter}"
+        self.counter += 1
+        self.lines.append(f"{indent}const {C_TYPES[dtype or 'f64']} {name} = {text};")
+        return name
+
+    def _operand(self, expr, memo, want):
+        if expr.prim == "const":
+            return _literal(want or "f64", expr.payload)
+        return memo[id(expr)]
+
+    def _primitive(self, e, memo, types):
+        prim, dtype = e.prim, operand_dtype(e, types)
+        if prim == "cast":
+            source = types[id(e.args[0])] or "f64"
+            x = self._operand(e.args[0], memo, source)
+            return f"({x} != 0)" if e.payload == "bool" else f"({C_TYPES[e.payload]})({x})"
+        if prim == "select":
+            args = [self._operand(e.args[0], memo, "bool")] + [self._operand(a, memo, dtype) for a in e.args[1:]]
+        else:
+            args = [self._operand(a, memo, dtype) for a in e.args]
+        spelling = PRIMITIVES[prim].cuda
+        if not spelling:
+            raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} has no CUDA spelling")
+        if "{f}" in spelling and not is_float(dtype):
+            raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+        if prim in ("add", "sub", "mul") and dtype == "bool":  # numpy's booleans: or, xor, and
+            spelling = {"add": "({0} || {1})", "sub": "({0} != {1})", "mul": "({0} && {1})"}[prim]
+        if prim in COMPARISONS and dtype == "bool":
+            args = [f"(int){a}" for a in args]
+        return spelling.format(*args, f="f" if dtype == "f32" else "")
+
+    def _load(self, n, indent):
+        load = self.kernel.loads[n]
+        index, valid = self._address(load.access)
+        if isinstance(load, Index):
+            return self._declare("i64", f"(long long)({index})" if not valid else f"({valid}) ? (long long)({index}) : 0LL", indent)
+        text = f"{self.param[load.buffer]}[{index}]"
+        if load.dtype == "bool":
+            text = f"({text} != 0)"
+        if valid:
+            text = f"(({valid}) ? ({C_TYPES[load.dtype]})({text}) : ({C_TYPES[load.dtype]})0)"
+        return self._declare(load.dtype, text, indent)
+
+    def _address(self, access: Access):
+        """(element index, validity condition or '') of an access at the current loop variables."""
+        checks = []
+        for g in access.guards:
+            f = _affine(g.form)
+            checks.append(f"({f}) >= 0 && ({f}) < {g.bound * g.step}")
+            if g.step > 1:
+                checks.append(f"({f}) % {g.step} == 0")
+        index = _affine(access.form)
+        if access.step > 1:
+            index = f"({index}) / {access.step}"
+        return index, " && ".join(checks)
+
+    def _identity(self, r):
+        if r.combine == "add" or r.dtype in ("bool", "u8"):
+            return "false" if r.dtype == "bool" else f"({C_TYPES[r.dtype]})0"
+        if is_float(r.dtype):
+            return f"-({C_TYPES[r.dtype]})INFINITY"
+        return "(-2147483647 - 1)" if r.dtype == "i32" else "(-9223372036854775807LL - 1)"
+
+    def _combine(self, r, acc, value):
+        if r.combine == "add":
+            return f"({acc} || {value})" if r.dtype == "bool" else f"({acc} + {value})"
+        return f"ndlc_max({acc}, {value})"
+
+    def _emulation_entry(self):
+        """The host entry of the emulation: the kernel on blocks of host threads."""
+        args = ", ".join(f"({MEMORY[self.dtypes[b]]}*)buffers[{i}]" for i, b in enumerate(self.used))
+        return ("#ifdef NDLC_EMULATE\n"
+                f'extern "C" void ndlc_emulate_{self.name}(unsigned blocks, unsigned threads, void** buffers) {{\n'
+                f"  ndlc_emulate_launch(blocks, threads, [&] {{ {self.name}({args}); }});\n"
+                "}\n#endif\n")
+
+
+def _affine(form: Affine) -> str:
+    parts = [f"{c} * i{i}" if c != 1 else f"i{i}" for i, c in enumerate(form.coeffs) if c]
+    if form.const or not parts:
+        parts.append(str(form.const))
+    return " + ".join(parts)
+
+
+def _literal(dtype, value) -> str:
+    if is_float(dtype):
+        value = float(value)
+        suffix = "f" if dtype == "f32" else ""
+        if math.isnan(value):
+            return f"({C_TYPES[dtype]})NAN"
+        if math.isinf(value):
+            return f"{'-' if value < 0 else ''}({C_TYPES[dtype]})INFINITY"
+        return f"{value!r}{suffix}" if "e" in repr(value) or "." in repr(value) else f"{value!r}.0{suffix}"
+    if dtype == "bool":
+        return "true" if value else "false"
+    value = int(value)
+    return f"{value}LL" if dtype == "i64" else f"({C_TYPES[dtype]})({value})"

@@ -1,0 +1,439 @@
+"""Running a CUDA program: one device arena per program, code compiled by nvcc (cached on disk),
+the steps (kernel launches, cuBLAS gemms, state copies) in schedule order.
+
+Two executors run the same steps: `GpuExecutor` on an NVIDIA GPU through pycuda (a context on the
+device's primary context, the arena from one cuMemAlloc, the module loaded from a cubin built
+for the device's architecture, gemms through cuBLAS called with ctypes, and the whole step
+captured once as a CUDA graph so that a step costs one launch whatever its kernel count), and
+`EmulatedExecutor` on the host: the same CUDA C compiled by g++ under runtime/cuda_emulation.h,
+gemms by numpy (NDLC_CUDA_EMULATE=1 selects it for device="cuda": the tests' numerics, and a
+way to try the CUDA path on a machine without a GPU).
+
+State stays on the device: `CudaProgram.step` takes only the batch, leaves new state values in
+the state buffers and returns the other outputs; `upload`/`download` move a buffer on demand.
+TF32: cuBLAS runs float32 gemms in full float32 unless NDLC_TF32=1.
+"""
+import contextlib
+import ctypes
+import ctypes.util
+import glob
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import numpy as np
+
+from .. import __version__
+from ..codegen.cuda import Copy, GemmCall, Launch
+from ..ir.errors import NdlcError, ShapeError
+from ..ir.types import TensorType, numpy_dtype
+from . import cache
+
+log = logging.getLogger("ndlc.cuda")
+ALIGNMENT = 256  # bytes between buffers of the arena (cudaMalloc's own alignment)
+_EMULATION_HEADER = os.path.join(os.path.dirname(__file__), "cuda_emulation.h")
+
+
+class CudaUnavailable(NdlcError):
+    """device="cuda" cannot run here: no nvcc, no pycuda, no GPU or no cuBLAS (the message says which)."""
+
+
+def emulating() -> bool:
+    """Whether device="cuda" runs on the host emulation (NDLC_CUDA_EMULATE=1)."""
+    return os.environ.get("NDLC_CUDA_EMULATE", "") not in ("", "0")
+
+
+def nvcc() -> str:
+    """The path of nvcc (PATH, then CUDA_HOME or /usr/local/cuda), or CudaUnavailable."""
+    found = shutil.which("nvcc") or next((p for p in (os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+                                                                   "bin", "nvcc"),) if os.path.exists(p)), None)
+    if found is None:
+        raise CudaUnavailable("the CUDA backend needs nvcc (the CUDA toolkit): not on PATH nor in "
+                              "$CUDA_HOME/bin or /usr/local/cuda/bin")
+    return found
+
+
+def compile_cuda(source: str, arch: str, flags=()) -> bytes:
+    """The cubin of `source` for `arch` (e.g. 'sm_90'), from the on-disk cache or nvcc."""
+    compiler = nvcc()
+    key = cache.cache_key("cuda", __version__, arch, " ".join(flags), _tool_version(compiler), source)
+    hit = cache.load(key)
+    if hit is not None:
+        return hit[0]
+    with tempfile.TemporaryDirectory(prefix="ndlc-nvcc-") as work:
+        src, out = os.path.join(work, "program.cu"), os.path.join(work, "program.cubin")
+        with open(src, "w") as f:
+            f.write(source)
+        _run([compiler, f"-arch={arch}", "-cubin", "-O3", *flags, "-o", out, src], "nvcc")
+        with open(out, "rb") as f:
+            cubin = f.read()
+    cache.store(key, cubin, source)
+    return cubin
+
+
+def compile_emulation(source: str) -> ctypes.CDLL:
+    """`source` built for the host emulation (g++ -std=c++20), from the on-disk cache or g++."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise CudaUnavailable("the CUDA host emulation needs a C++20 compiler (g++)")
+    with open(_EMULATION_HEADER) as f:
+        header = f.read()
+    key = cache.cache_key("cuda-emulation", __version__, _tool_version(compiler), header, source)
+    hit = cache.load(key)
+    work = tempfile.mkdtemp(prefix="ndlc-emulation-")
+    library = os.path.join(work, "program.so")
+    if hit is None:
+        src = os.path.join(work, "program.cu")
+        with open(src, "w") as f:
+            f.write(source)
+        _run([compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DNDLC_EMULATE",
+              "-include", _EMULATION_HEADER, "-x", "c++", src, "-o", library], "g++ (CUDA emulation)")
+        with open(library, "rb") as f:
+            cache.store(key, f.read(), source)
+    else:
+        with open(library, "wb") as f:
+            f.write(hit[0])
+    try:
+        return ctypes.CDLL(library)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(command, what):
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise NdlcError(f"{what} failed on the generated CUDA C (exit {result.returncode}):\n"
+                        f"{(result.stderr or result.stdout).strip()[-4000:]}")
+    return result
+
+
+def _tool_version(path):
+    return subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+class CudaProgram:
+    """A program on a CUDA executor: `run(*arrays)` like the CPU Program (inputs in, outputs out),
+    or `step(*batch)` with the state resident in device memory (see the module docstring)."""
+
+    def __init__(self, kernels, module, stages, source=None, executor=None):
+        self.kernels, self.module, self.stages, self.source = kernels, module, stages, source
+        self.executor = executor or default_executor()
+        self.lock = threading.Lock()
+        self.offsets, size = {}, 0
+        for name, buffer in kernels.buffers.items():
+            if name not in kernels.in_place:
+                self.offsets[name] = size
+                size += -(-_nbytes(buffer) // ALIGNMENT) * ALIGNMENT
+        for out, state in kernels.in_place.items():  # written where its state lives
+            self.offsets[out] = self.offsets[state]
+        self.executor.prepare(module, max(size, ALIGNMENT))
+        for name, value in kernels.constants.items():
+            self.upload(name, value)
+        split = len(kernels.outputs) - kernels.updates
+        self.state_copies = [Copy(out, state, _nbytes(kernels.buffers[state]))
+                             for out, state in zip(kernels.outputs[split:], kernels.updated)
+                             if kernels.in_place.get(out) != state]
+        self.input_types = {n: TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype) for n in kernels.inputs}
+        self.calls = 0
+
+    def pointer(self, name) -> int:
+        return self.executor.base + self.offsets[name]
+
+    def upload(self, name, array):
+        """Host array -> the device buffer `name` (type-checked)."""
+        expected = self.input_types.get(name) or TensorType(self.kernels.buffers[name].shape, self.kernels.buffers[name].dtype)
+        array = np.asarray(array, dtype=expected.np_dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
+        if array.shape != expected.shape:
+            raise ShapeError(f"@{self.kernels.name}: {name} has shape {list(array.shape)}, expected {expected}")
+        self.executor.upload(self.pointer(name), array)
+
+    def download(self, name, out=None) -> np.ndarray:
+        """The device buffer `name` as a host array (into `out` where given)."""
+        buffer = self.kernels.buffers[name]
+        out = np.empty(buffer.shape, numpy_dtype(buffer.dtype)) if out is None else out
+        self.executor.download(out, self.pointer(name))
+        return out
+
+    def run(self, *arrays, update_state=False):
+        """Every input uploaded, the program run, every output downloaded (the new state values too:
+        with `update_state` they are also left in the state buffers)."""
+        with self.lock:
+            if len(arrays) != len(self.kernels.inputs):
+                raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
+            for i, (name, array) in enumerate(zip(self.kernels.inputs, arrays)):
+                self._check_input(i, name, array)
+                self.upload(name, array)
+            self.executor.run(self, self.module.steps + (self.state_copies if update_state else []))
+            self.calls += 1
+            return [self.download(name) for name in self.kernels.outputs]
+
+    def step(self, uploads: dict):
+        """One run against the resident state: the inputs in `uploads` (name -> array) copied in
+        first, the others as the device holds them; returns the outputs that are not new state
+        values (those stay in the state buffers)."""
+        with self.lock:
+            for name, array in uploads.items():
+                self._check_input(self.kernels.inputs.index(name), name, array)
+                self.upload(name, array)
+            self.executor.run(self, self.module.steps + self.state_copies, graph=True)
+            self.calls += 1
+            split = len(self.kernels.outputs) - self.kernels.updates
+            return [self.download(name) for name in self.kernels.outputs[:split]]
+
+    def _check_input(self, i, name, array):
+        expected, array = self.input_types[name], np.asarray(array)
+        if array.shape != expected.shape or array.dtype != expected.np_dtype:
+            raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
+                             f"{array.dtype.name}{list(array.shape)}, expected {expected}")
+
+    def check(self, *arrays):
+        raise NdlcError("check mode compares kernels on the CPU backend: compile with device='cpu' to use it")
+
+    def profile(self, top=None):
+        raise NdlcError("per-kernel profiles are measured on the CPU backend; on the GPU use Nsight "
+                        "Compute (ncu) on the program's kernels")
+
+    def ir(self, stage: str) -> str:
+        if stage not in self.stages:
+            raise KeyError(f"no stage {stage!r}; stages: {', '.join(self.stages)}")
+        return self.stages[stage]
+
+
+def _nbytes(buffer):
+    return int(np.prod(buffer.shape, dtype=np.int64)) * numpy_dtype(buffer.dtype).itemsize
+
+
+class EmulatedExecutor:
+    """The steps on the host: kernels under the CUDA emulation, gemms by numpy, one arena array.
+    `library`: the emulation already built (for a source holding several programs)."""
+
+    def __init__(self, library=None):
+        self.library = library
+
+    def prepare(self, module, size):
+        self.library = self.library or compile_emulation(module.source)
+        self.arena = np.zeros(size + ALIGNMENT, np.uint8)
+        self.base = self.arena.ctypes.data + (-self.arena.ctypes.data % ALIGNMENT)
+        self.start = self.base - self.arena.ctypes.data
+
+    def _view(self, pointer, nbytes):
+        offset = self.start + pointer - self.base
+        return self.arena[offset:offset + nbytes]
+
+    def upload(self, pointer, array):
+        self._view(pointer, array.nbytes)[...] = array.reshape(-1).view(np.uint8)
+
+    def download(self, out, pointer):
+        out.reshape(-1).view(np.uint8)[...] = self._view(pointer, out.nbytes)
+
+    def run(self, program, steps, graph=False):
+        for step in steps:
+            if isinstance(step, Launch):
+                pointers = (ctypes.c_void_p * max(1, len(step.buffers)))(*[program.pointer(b) for b in step.buffers])
+                getattr(self.library, f"ndlc_emulate_{step.function}")(
+                    ctypes.c_uint(step.blocks), ctypes.c_uint(step.threads), pointers)
+            elif isinstance(step, GemmCall):
+                self._gemm(program, step)
+            else:
+                data = self._view(program.pointer(step.source), step.nbytes).copy()
+                self._view(program.pointer(step.target), step.nbytes)[...] = data
+
+    def _gemm(self, program, call):
+        g = call.gemm
+        dtype = numpy_dtype(g.dtype)
+        whole = {name: self._view(program.pointer(name), _nbytes(program.kernels.buffers[name])).view(dtype)
+                 for name in (g.a.buffer, g.b.buffer, g.out)}
+
+        def matrix(m, offset, rows, cols):
+            item = dtype.itemsize
+            strides = (item, m.ld * item) if m.transposed else (m.ld * item, item)
+            return np.lib.stride_tricks.as_strided(whole[m.buffer][offset:], (rows, cols), strides)
+        for a, b, out in call.batches():
+            product = matrix(g.a, a, g.m, g.k) @ matrix(g.b, b, g.k, g.n)
+            whole[g.out][out:out + g.m * g.n] = product.reshape(-1)
+
+
+class GpuDevice:
+    """The process's GPU: pycuda's driver on the device's primary context, one stream, one cuBLAS
+    handle (NDLC_CUDA_DEVICE picks the device, default 0)."""
+    _shared = None
+
+    def __init__(self):
+        try:
+            import pycuda.driver as driver
+        except ImportError as e:
+            raise CudaUnavailable(f"device='cuda' needs pycuda (pip install 'ndlc[cuda]'; README: CUDA): {e}") from None
+        try:
+            driver.init()
+            if driver.Device.count() == 0:
+                raise CudaUnavailable("device='cuda': the CUDA driver sees no GPU")
+            self.device = driver.Device(int(os.environ.get("NDLC_CUDA_DEVICE", "0")))
+            self.context = self.device.retain_primary_context()
+        except driver.Error as e:
+            raise CudaUnavailable(f"device='cuda': the CUDA driver cannot start ({e})") from None
+        self.driver = driver
+        major, minor = self.device.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self.multiprocessors = self.device.get_attribute(driver.device_attribute.MULTIPROCESSOR_COUNT)
+        with self.current():
+            self.stream = driver.Stream()
+            self.cublas = Cublas(self.stream.handle)
+
+    @classmethod
+    def shared(cls):
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    @contextlib.contextmanager
+    def current(self):
+        """The device's context current on this thread meanwhile."""
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.driver.Context.pop()
+
+    def describe(self) -> str:
+        return (f"{self.device.name()} ({self.arch}, {self.multiprocessors} SMs, CUDA driver "
+                f"{self.driver.get_driver_version()})")
+
+
+class GpuExecutor:
+    """One program's steps on the GPU: its module, its arena, its captured graphs."""
+
+    def __init__(self):
+        self.gpu = GpuDevice.shared()
+        self.graphs = {}
+
+    def prepare(self, module, size):
+        gpu = self.gpu
+        with gpu.current():
+            self.module = gpu.driver.module_from_buffer(compile_cuda(module.source, gpu.arch))
+            self.functions = {}
+            for step in module.steps:
+                if isinstance(step, Launch):
+                    function = self.module.get_function(step.function)
+                    function.prepare("P" * len(step.buffers))
+                    self.functions[step.function] = function
+            self.allocation = gpu.driver.mem_alloc(size)
+            self.base = int(self.allocation)
+
+    def upload(self, pointer, array):
+        with self.gpu.current():
+            self.gpu.driver.memcpy_htod_async(pointer, array, self.gpu.stream)
+
+    def download(self, out, pointer):
+        with self.gpu.current():
+            self.gpu.driver.memcpy_dtoh_async(out, pointer, self.gpu.stream)
+            self.gpu.stream.synchronize()
+
+    def run(self, program, steps, graph=False):
+        with self.gpu.current():
+            key = len(steps)
+            if graph and os.environ.get("NDLC_CUDA_GRAPHS", "1") != "0":
+                if key not in self.graphs:
+                    self.graphs[key] = CudaGraph.capture(self.gpu.stream, lambda: self._launch(program, steps))
+                if self.graphs[key] is not None:
+                    self.graphs[key].launch(self.gpu.stream)
+                    return
+            self._launch(program, steps)
+
+    def _launch(self, program, steps):
+        gpu = self.gpu
+        for step in steps:
+            if isinstance(step, Launch):
+                pointers = [np.uintp(program.pointer(b)) for b in step.buffers]
+                self.functions[step.function].prepared_async_call((step.blocks, 1), (step.threads, 1, 1),
+                                                                  gpu.stream, *pointers)
+            elif isinstance(step, GemmCall):
+                gpu.cublas.gemm(program, step)
+            else:
+                gpu.driver.memcpy_dtod_async(program.pointer(step.target), program.pointer(step.source),
+                                             step.nbytes, gpu.stream)
+
+
+class Cublas:
+    """cuBLAS's gemms through ctypes: row-major C = A @ B as column-major C^T = B^T A^T."""
+    OP_N, OP_T = 0, 1
+    DEFAULT_MATH, TF32_MATH = 0, 3
+
+    def __init__(self, stream_handle):
+        self.lib = _load_cublas()
+        self.handle = ctypes.c_void_p()
+        self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
+        self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream_handle)), "cublasSetStream")
+        tf32 = os.environ.get("NDLC_TF32", "") not in ("", "0")
+        self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_MATH if tf32 else self.DEFAULT_MATH),
+                    "cublasSetMathMode")
+
+    def _check(self, status, what):
+        if status != 0:
+            raise NdlcError(f"cuBLAS {what} failed with status {status}")
+
+    def gemm(self, program, call):
+        g = call.gemm
+        scalar, item = (ctypes.c_float, 4) if g.dtype == "f32" else (ctypes.c_double, 8)
+        function = self.lib.cublasSgemm_v2 if g.dtype == "f32" else self.lib.cublasDgemm_v2
+        alpha, beta = scalar(1.0), scalar(0.0)
+        for a, b, out in call.batches():
+            status = function(self.handle, self.OP_T if g.b.transposed else self.OP_N,
+                              self.OP_T if g.a.transposed else self.OP_N, g.n, g.m, g.k, ctypes.byref(alpha),
+                              ctypes.c_void_p(program.pointer(g.b.buffer) + b * item), g.b.ld,
+                              ctypes.c_void_p(program.pointer(g.a.buffer) + a * item), g.a.ld,
+                              ctypes.byref(beta), ctypes.c_void_p(program.pointer(g.out) + out * item), g.n)
+            self._check(status, f"gemm of kernel {call.kernel}")
+
+
+def _load_cublas():
+    """libcublas from the CUDA toolkit, the system, or the nvidia-cublas pip wheel."""
+    candidates = [ctypes.util.find_library("cublas")]
+    for root in [os.environ.get("CUDA_HOME", "/usr/local/cuda")] + sys.path:
+        candidates += sorted(glob.glob(os.path.join(root, "lib64", "libcublas.so*")))
+        candidates += sorted(glob.glob(os.path.join(root, "nvidia", "cublas", "lib", "libcublas.so*")))
+        candidates += sorted(glob.glob(os.path.join(root, "nvidia", "cu*", "lib", "libcublas.so*")))
+    for candidate in filter(None, candidates):
+        try:
+            return ctypes.CDLL(candidate)
+        except OSError:
+            continue
+    raise CudaUnavailable("device='cuda' needs cuBLAS (libcublas.so: the CUDA toolkit or pip install nvidia-cublas)")
+
+
+class CudaGraph:
+    """A step's launches captured once as a CUDA graph (driver API through ctypes), then replayed."""
+
+    def __init__(self, lib, executable):
+        self.lib, self.executable = lib, executable
+
+    @classmethod
+    def capture(cls, stream, launch):
+        """The graph of launch()'s work on `stream`, or None (logged) where capture is refused."""
+        lib = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+        handle = ctypes.c_void_p(stream.handle)
+        graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
+        if lib.cuStreamBeginCapture_v2(handle, 1) != 0:  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+            log.info("CUDA graph capture unavailable; launching kernels one by one")
+            return None
+        try:
+            launch()
+        finally:
+            status = lib.cuStreamEndCapture(handle, ctypes.byref(graph))
+        if status != 0 or lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)) != 0:
+            log.warning("CUDA graph capture failed (status %d); launching kernels one by one", status)
+            return None
+        return cls(lib, executable)
+
+    def launch(self, stream):
+        status = self.lib.cuGraphLaunch(self.executable, ctypes.c_void_p(stream.handle))
+        if status != 0:
+            raise NdlcError(f"cuGraphLaunch failed with status {status}")
+
+
+def default_executor():
+    """The host emulation under NDLC_CUDA_EMULATE=1, else the GPU (CudaUnavailable where it is not)."""
+    return EmulatedExecutor() if emulating() else GpuExecutor()

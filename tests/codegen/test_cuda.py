@@ -1,0 +1,138 @@
+"""The CUDA backend without a GPU: every registry op's forward and gradient kernels, and the
+training steps, compile with `nvcc -arch=sm_90 -cubin` (ptxas: no register spills), and run under
+the host emulation of CUDA's execution model (runtime/cuda_emulation.h) equal to the interpreter."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from ndlc.codegen.cuda import lower_to_cuda
+from ndlc.ir import interpret, parse
+from ndlc.passes import autodiff
+from ndlc.passes.schedule import GpuTarget
+from ndlc.pipeline import Stages, cuda_kernels
+from ndlc.runtime.cuda import CudaProgram, EmulatedExecutor, compile_emulation
+from op_cases import CASES, loss_graph, single_op_graph
+
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not installed")
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
+H200 = GpuTarget()  # the schedule nvcc's code is compiled for
+EMULATED = GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2)
+TOLERANCE = (2e-5, 2e-4)  # float32: CUDA's expf/logf/tanhf differ from numpy by a few ulp
+
+
+def kernels_for(graph, target, forward=None):
+    stages = Stages(graph.name)
+    return cuda_kernels(stages, graph, forward, target), stages
+
+
+def op_graphs():
+    """(id, graph, inputs) for every registry op's forward (float32) and gradient graph."""
+    found = []
+    for i, case in enumerate(CASES):
+        inputs, attrs = case.draw(np.random.default_rng(0))
+        graph, arrays = single_op_graph(case.op, inputs, attrs, "f32")
+        found.append((f"{case.op}-{i}-forward", graph, arrays))
+        if case.differentiable:
+            rng = np.random.default_rng(7)
+            inputs, attrs = case.draw(rng)
+            g, values, r = loss_graph(case.op, inputs, attrs)
+            grad = autodiff(g, wrt=[v for v in values if v.dtype == "f64"])
+            found.append((f"{case.op}-{i}-gradient", grad, inputs + [rng.standard_normal(r.shape)]))
+    return found
+
+
+OPS = op_graphs()
+
+
+def nvcc_compile(source, tmp_path):
+    """ptxas's report for `source` compiled to a cubin for sm_90 (fails the test if nvcc does)."""
+    path = tmp_path / "program.cu"
+    path.write_text(source)
+    result = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-O3", "-Xptxas", "-v", "-o",
+                             str(tmp_path / "program.cubin"), str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
+def spills(report) -> dict:
+    """Function -> spill bytes (stores + loads) from ptxas -v."""
+    found, current = {}, None
+    for line in report.splitlines():
+        match = re.search(r"Function properties for (\S+)", line)
+        if match:
+            current = match.group(1)
+        match = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if match and current:
+            found[current] = int(match.group(1)) + int(match.group(2))
+    return found
+
+
+@needs_nvcc
+def test_every_op_forward_and_gradient_compiles_with_nvcc(tmp_path):
+    sources = [lower_to_cuda(kernels_for(graph, H200)[0], prefix=f"p{n}_").source
+               for n, (_, graph, _) in enumerate(OPS)]
+    report = nvcc_compile("\n".join(sources), tmp_path)
+    assert spills(report) and not any(spills(report).values())
+
+
+@pytest.fixture(scope="module")
+def emulated_ops():
+    """Every op graph's program for the emulation, all in one library (one g++ run)."""
+    built = []
+    for n, (name, graph, inputs) in enumerate(OPS):
+        kernels, stages = kernels_for(graph, EMULATED)
+        built.append((name, stages.source, kernels, lower_to_cuda(kernels, prefix=f"p{n}_"), inputs))
+    library = compile_emulation("\n".join(module.source for *_, module, _ in built))
+    return {name: (source, CudaProgram(kernels, module, {}, executor=EmulatedExecutor(library)), inputs)
+            for name, source, kernels, module, inputs in built}
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", [name for name, _, _ in OPS])
+def test_op_under_emulation_equals_interpreter(emulated_ops, name):
+    graph, program, inputs = emulated_ops[name]
+    inputs = [np.asarray(x, dtype=v.type.np_dtype) for x, v in zip(inputs, graph.inputs)]
+    want = interpret(graph, *inputs)
+    got = program.run(*inputs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if w.dtype.kind == "f":
+            atol, rtol = TOLERANCE if w.dtype == np.float32 else (1e-10, 1e-9)
+            np.testing.assert_allclose(g, w, atol=atol * max(1.0, np.abs(w).max()), rtol=rtol)
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
+ROW_AND_COLUMN = """
+graph @norms(%x: f32[9,70], %w: f32[70]) {
+  %0 = max(%x, axes=(1,)) : f32[9]
+  %1 = reshape(%0, shape=(9,1)) : f32[9,1]
+  %2 = broadcast_to(%1, shape=(9,70)) : f32[9,70]
+  %3 = add(%x, %2) : f32[9,70]
+  %4 = exp(%3) : f32[9,70]
+  %5 = summation(%4, axes=(1,)) : f32[9]
+  %6 = summation(%x, axes=(0,)) : f32[70]
+  %7 = multiply(%6, %w) : f32[70]
+  %8 = logsumexp(%x, axes=(1,)) : f32[9]
+  return %5, %7, %8
+}"""
+
+
+@needs_gxx
+@pytest.mark.parametrize("threads", [32, 64, 128])
+def test_row_and_column_reductions_at_every_block_size(threads):
+    """Rows of 70 over 32..128 lanes (one warp, several warps), columns over tiles, grid-stride."""
+    graph = parse(ROW_AND_COLUMN)
+    kernels, stages = kernels_for(graph, GpuTarget(multiprocessors=1, block_threads=threads, blocks_per_multiprocessor=1))
+    assert {k.gpu.lanes_fastest for k in kernels.kernels if k.reductions} == {True, False}
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((9, 70)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    program = CudaProgram(kernels, lower_to_cuda(kernels), {}, executor=EmulatedExecutor())
+    for got, want in zip(program.run(x, w), interpret(graph, x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
