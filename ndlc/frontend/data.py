@@ -169,17 +169,27 @@ class MNISTDataset(_ImageDataset):
 
 
 def fashion_mnist_dir(root=None):
-    """The first directory among `root`, $NDLC_DATA (and its fashion-mnist/) and Debian's that has the files."""
-    candidates = [root] if root else []
-    if os.environ.get("NDLC_DATA"):
-        candidates += [os.environ["NDLC_DATA"], os.path.join(os.environ["NDLC_DATA"], "fashion-mnist")]
-    candidates += FASHION_MNIST_DIRS if not root else []
+    """The directory holding Fashion-MNIST's four files: `root` if given, else $NDLC_DATA if set
+    (or its fashion-mnist/), else Debian's. A directory that was given but lacks files is an
+    error naming it and them, never a silent fall back to another data set."""
+    files = _FASHION_FILES[True] + _FASHION_FILES[False]
+    if root or os.environ.get("NDLC_DATA"):
+        given, source = (root, "--data") if root else (os.environ["NDLC_DATA"], "NDLC_DATA")
+        candidates = [given, os.path.join(given, "fashion-mnist")]
+    else:
+        candidates, source = list(FASHION_MNIST_DIRS), None
     for directory in candidates:
-        if all(os.path.exists(os.path.join(directory, f)) for f in _FASHION_FILES[True] + _FASHION_FILES[False]):
+        if all(os.path.exists(os.path.join(directory, f)) for f in files):
             return directory
-    raise FileNotFoundError(f"Fashion-MNIST not found in {', '.join(candidates)} "
-                            f"(looked for {', '.join(_FASHION_FILES[True] + _FASHION_FILES[False])}); "
-                            f"{_HOW_TO_GET}")
+    if source is None:
+        raise FileNotFoundError(f"Fashion-MNIST not found in {', '.join(candidates)} "
+                                f"(looked for {', '.join(files)}); {_HOW_TO_GET}")
+    if not os.path.isdir(given):
+        raise FileNotFoundError(f"Fashion-MNIST not found in {given} (from {source}): no such directory; "
+                                f"{_HOW_TO_GET}")
+    missing = [f for f in files if not os.path.exists(os.path.join(given, f))]
+    raise FileNotFoundError(f"Fashion-MNIST not found in {given} (from {source}): it lacks "
+                            f"{', '.join(missing)}, nor does its fashion-mnist/ hold all four files; {_HOW_TO_GET}")
 
 
 def FashionMNIST(train=True, root=None, transforms=None):
@@ -309,20 +319,28 @@ def get_batch(batches, i, bptt, device=None, dtype=None):
 
 # ---- loader -----------------------------------------------------------------------------
 class DataLoader:
-    """Batches of a dataset as tuples of Tensors; a fresh permutation each epoch when shuffling."""
+    """Batches of a dataset as tuples of Tensors; a fresh permutation each epoch when shuffling.
+    `sampler` (PyTorch's): an iterable of the indices to batch instead (a DistributedSampler's
+    share of the epoch); it excludes `shuffle`."""
 
-    def __init__(self, dataset, batch_size=1, shuffle=False):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle exclude each other (the sampler orders the data)")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle
+        self.sampler = sampler
 
     def _ordering(self):
-        n = len(self.dataset)
-        index = np.random.permutation(n) if self.shuffle else np.arange(n)
-        return np.array_split(index, range(self.batch_size, n, self.batch_size))
+        if self.sampler is not None:
+            index = np.fromiter(self.sampler, np.int64)
+        else:
+            index = np.random.permutation(len(self.dataset)) if self.shuffle else np.arange(len(self.dataset))
+        return np.array_split(index, range(self.batch_size, len(index), self.batch_size))
 
     def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
+        count = len(self.dataset) if self.sampler is None else len(self.sampler)
+        return -(-count // self.batch_size)
 
     def __iter__(self):
         get_batch = getattr(self.dataset, "get_batch", None) or (lambda idx: Dataset.get_batch(self.dataset, idx))
