@@ -13,6 +13,7 @@ import numpy as np
 
 import ndlc as ndl
 from ndlc.curves import History
+from ndlc.distributed import Job, end_job
 from ndlc.examples import lenet
 from ndlc.examples.train_mlp import build_mlp, training_step
 
@@ -38,20 +39,22 @@ def train(args):
         print("ndlc train: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
     np.random.seed(args.seed)
+    job = Job(args.distributed)  # before compiling: it sets the threads per rank
     build, batch_shape, make_optimizer = MODELS[args.model]
     model = build(train_set[0][0].size)
     optimizer = make_optimizer(model.parameters(), args)
-    history = History(args.log_json, append=args.resume)
+    history = History(args.log_json if job.is_main else None, append=args.resume)
     first = resume(args, model, optimizer, history) if args.resume else 1
+    optimizer = job.optimizer(optimizer, model)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
-    train_loader = ndl.data.DataLoader(train_set, args.batch_size, shuffle=True)
-    test_loader = ndl.data.DataLoader(test_set, args.batch_size)
+    train_loader, test_loader = job.loaders(train_set, test_set, args.batch_size, args.seed)
     for epoch in range(first, args.epochs + 1):
+        job.start_epoch(epoch)
         model.train()
         total, count, start = 0.0, 0, time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}", unit="step", leave=False,
-                   disable=args.no_progress)
+                   disable=args.no_progress or not job.is_main)
         for x, y in bar:
             loss = float(step(x.numpy().reshape(batch_shape(x.shape[0])), y).numpy())
             total, count = total + loss * x.shape[0], count + x.shape[0]
@@ -61,6 +64,9 @@ def train(args):
         model.eval()
         correct = sum(int((predict(x.numpy().reshape(batch_shape(x.shape[0]))).numpy().argmax(1) == y.numpy()).sum())
                       for x, y in test_loader)
+        total, count, correct = job.sum(total, count, correct)
+        if not job.is_main:
+            continue
         history.epoch(epoch, total / count, correct / len(test_set), seconds, len(train_loader))
         print(f"epoch {epoch}: loss {total / count:.4f}  test accuracy {correct / len(test_set):.4f}  "
               f"{len(train_loader) / seconds:.1f} steps/s", flush=True)
@@ -190,6 +196,9 @@ def main(argv=None):
     t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true", help="run as one rank of a data-parallel "
+                   "job (mpirun -np N ndlc train --distributed): gradients averaged over the ranks, "
+                   "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py")
     t.add_argument("--checkpoint", metavar="DIR", help="save the model, optimizer and data order's "
                    "RNG to DIR/last.npz after every epoch (atomically)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint "
@@ -215,6 +224,7 @@ def main(argv=None):
         return {"train": train, "dump": dump, "bench": bench}[args.command](args)
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
+        end_job(1)
         return 1
     except BrokenPipeError:  # `ndlc dump llvm | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -10,6 +10,7 @@ and `mpirun -np 2 python train.py`. Needs mpi4py and an MPI library (`pip instal
 """
 from .optimizer import DistributedOptimizer, broadcast_tensors
 from .sampler import DistributedSampler
-from .world import World, init
+from .training import Job
+from .world import World, end_job, init
 
-__all__ = ["DistributedOptimizer", "DistributedSampler", "World", "broadcast_tensors", "init"]
+__all__ = ["DistributedOptimizer", "DistributedSampler", "Job", "World", "broadcast_tensors", "end_job", "init"]

@@ -47,6 +47,13 @@ class DistributedOptimizer(Optimizer):
         else:
             setattr(self.optimizer, name, value)
 
+    def state_dict(self):
+        """The wrapped optimizer's (a checkpoint holds no trace of the wrapping)."""
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.optimizer.load_state_dict(state_dict)
+
     def step(self):
         """Average the gradients over the ranks (while tracing: mark where the runtime does it),
         then run the wrapped optimizer's update on them."""

@@ -44,6 +44,13 @@ def init():
     return _WORLD
 
 
+def end_job(code):
+    """After an error on this rank: if it is one of several, end them all (they may be waiting
+    for it in a collective) with exit status `code`; a lone process just goes on to exit."""
+    if _WORLD is not None and _WORLD.size > 1:
+        _WORLD.fail(code)
+
+
 class World:
     """This process's place in the job (`rank` of `size`) and the collectives over all ranks."""
 

@@ -1,7 +1,6 @@
 """Debug checks that passes run on what they produce when NDLC_VERIFY is set (the test suite sets it):
 the verifier, and the round trip through the text form."""
-import os
-
+from ..env import flag
 from .errors import NdlcError, VerifyError
 from .parser import parse
 from .printer import graph_difference, print_graph
@@ -10,7 +9,7 @@ from .verifier import verify
 
 def verification_enabled() -> bool:
     """Passes verify their output when NDLC_VERIFY is set (the test suite sets it)."""
-    return os.environ.get("NDLC_VERIFY", "") not in ("", "0")
+    return flag("NDLC_VERIFY")
 
 
 def maybe_verify(graph, stage=""):

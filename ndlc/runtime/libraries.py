@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from ..env import flag
 from ..ir.errors import NdlcError
 from ..ir.kernel import GEMMS, gemm_symbol
 
@@ -44,7 +45,7 @@ def blas_available() -> bool:
 
 def blas_enabled() -> bool:
     """Whether matmuls should call BLAS: NDLC_BLAS is not '0' and numpy's OpenBLAS was found."""
-    return os.environ.get("NDLC_BLAS", "1") != "0" and blas_available()
+    return flag("NDLC_BLAS", default=True) and blas_available()
 
 
 def blas_threads() -> int:

@@ -133,6 +133,12 @@ def test_the_sampler_reshuffles_by_epoch_and_pads_by_repeating():
     assert sorted(padded) == [0, 0, 1, 1] + list(range(2, 10))
 
 
+def test_without_padding_the_shares_hold_each_index_once():
+    shares = [list(DistributedSampler(range(10), r, 4, pad=False)) for r in range(4)]
+    assert [len(s) for s in shares] == [3, 3, 2, 2]
+    assert sorted(sum(shares, [])) == list(range(10))
+
+
 def test_a_sampler_with_a_rank_outside_the_world_is_refused():
     with pytest.raises(NdlcError, match=r"rank must be in \[0, size\)"):
         DistributedSampler(range(10), 2, 2)

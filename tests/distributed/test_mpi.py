@@ -13,6 +13,7 @@ import pytest
 import ndlc as ndl
 
 import mpi_job
+from test_cli import _fashion_like
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_job.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(JOB)))
@@ -23,11 +24,11 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no MPI: {MISSING}"
 
 
 def mpirun(*args, ranks=2, timeout=120):
-    """`mpirun -np ranks python mpi_job.py args` (oversubscribed, allowed as root, as CI runs)."""
+    """`mpirun -np ranks python args` (oversubscribed, allowed as root, as CI runs)."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--allow-run-as-root",
-               sys.executable, JOB, *map(str, args)]
+               sys.executable, *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -42,7 +43,7 @@ def one_process(model_name):
 
 def test_two_ranks_equal_one_process_and_agree_bitwise_after_every_step(tmp_path):
     out = tmp_path / "params.npy"
-    job = mpirun(out)
+    job = mpirun(JOB, out)
     assert job.returncode == 0, job.stderr
     assert "parameters bit-identical after every step" in job.stdout
     np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
@@ -52,13 +53,29 @@ def test_per_rank_batchnorm_is_not_one_process_but_ranks_agree(tmp_path):
     """LeNet-BN normalises each rank's half batch with its own statistics (PyTorch DDP's default):
     the ranks still agree bit for bit, and the result differs from one process's."""
     out = tmp_path / "params.npy"
-    job = mpirun(out, "--model", "lenet")
+    job = mpirun(JOB, out, "--model", "lenet")
     assert job.returncode == 0, job.stderr
     assert not np.allclose(np.load(out), one_process("lenet"), rtol=1e-5, atol=1e-7)
 
 
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
-    job = mpirun(tmp_path / "params.npy", "--fail-at", 3)
+    job = mpirun(JOB, tmp_path / "params.npy", "--fail-at", 3)
     assert job.returncode != 0
     assert "rank 1 of 2 failed" in job.stderr
     assert "RuntimeError: planted failure at step 3" in job.stderr
+
+
+def test_ndlc_train_distributed_runs_and_only_rank_0_prints(tmp_path):
+    _fashion_like(tmp_path, 64)
+    job = mpirun("-m", "ndlc.cli", "train", "--distributed", "--data", tmp_path, "--batch-size", 16,
+                 "--no-progress")
+    assert job.returncode == 0, job.stderr
+    lines = job.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epoch 1: loss"), job.stdout
+
+
+def test_ndlc_train_distributed_refuses_a_batch_the_ranks_cannot_share(tmp_path):
+    _fashion_like(tmp_path, 64)
+    job = mpirun("-m", "ndlc.cli", "train", "--distributed", "--data", tmp_path, "--batch-size", 15)
+    assert job.returncode != 0
+    assert "--batch-size 15 is the global batch: it must divide evenly among the 2 ranks" in job.stderr
