@@ -6,6 +6,7 @@ The function runs once on symbolic tensors; every state tensor is rebound to a s
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
 import contextlib
+import numbers
 import types
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ import numpy as np
 from ..ir.errors import TraceError
 from ..ir.graph import Graph, Value
 from ..ir.checks import maybe_verify
+from ..ir.types import TensorType, numpy_dtype
 from .nn.module import Module
 from .optim import Optimizer
 from .tensor import Tensor, symbolic
@@ -88,44 +90,79 @@ def _is_plain_object(value):
         value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType))
 
 
-def find_slots(roots: dict) -> list:
-    """Every Slot under `roots`, walking Modules, Optimizers, dicts, lists and tuples once each.
-    Modules come first, so a parameter is named by its place in the model."""
+def walk_state(roots: dict) -> list:
+    """(value, path, container, key) for every Tensor, Module, Optimizer, dict, list and tuple
+    reached from `roots` through Modules, Optimizers and containers, each object once (a Tensor
+    at every place that holds it). Modules come first, so a parameter is named by its place in
+    the model."""
     rank = {Module: 0, Optimizer: 1}
     roots = dict(sorted(roots.items(), key=lambda kv: next(
         (r for kind, r in rank.items() if isinstance(kv[1], kind)), 2)))
-    slots, seen = [], set()
-
-    def walk(value, path, container, key):
+    found, seen = [], set()
+    stack = [(obj, name, roots, name) for name, obj in reversed(roots.items())]
+    while stack:
+        value, path, container, key = stack.pop()
         if isinstance(value, Tensor):
-            slots.append(Slot(path, container, key))
-        elif id(value) in seen:
-            return
-        elif isinstance(value, STATEFUL):
-            seen.add(id(value))
-            for name, item in vars(value).items():
-                walk(item, f"{path}.{name}", vars(value), name)
-        elif isinstance(value, (dict, list, tuple)):
-            seen.add(id(value))
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for k, item in items:
-                walk(item, f"{path}.{k}", value, k)
+            found.append((value, path, container, key))
+            continue
+        if id(value) in seen or not isinstance(value, STATEFUL + (dict, list, tuple)):
+            continue
+        seen.add(id(value))
+        found.append((value, path, container, key))
+        items = vars(value) if isinstance(value, STATEFUL) else value
+        pairs = items.items() if isinstance(items, dict) else enumerate(items)
+        stack += [(item, f"{path}.{k}", items, k) for k, item in reversed(list(pairs))]
+    return found
 
-    for name, obj in roots.items():
-        walk(obj, name, roots, name)
-    return slots
+
+def find_slots(roots: dict) -> list:
+    """Every Slot under `roots` (walk_state's Tensors)."""
+    return [Slot(path, container, key) for value, path, container, key in walk_state(roots)
+            if isinstance(value, Tensor)]
+
+
+@dataclass
+class Hyperparameter:
+    """A number an optimizer holds (`owner.name`: lr, momentum, ...) that a compiled step reads
+    as a 0-d runtime input of type `dtype`, so a new value does not recompile."""
+    path: str
+    owner: object
+    name: str
+    dtype: str
+
+    def array(self):
+        return np.asarray(getattr(self.owner, self.name), numpy_dtype(self.dtype))
+
+
+def find_hyperparameters(roots: dict) -> list:
+    """The Hyperparameters of the Optimizers under `roots` whose value is a real number now;
+    float64 where all the optimizer's parameters are, else float32 (the parameters' precision)."""
+    found = []
+    for value, path, _, _ in walk_state(roots):
+        if isinstance(value, Optimizer):
+            dtype = "f64" if value.params and all(p._value.dtype == "f64" for p in value.params) else "f32"
+            found += [Hyperparameter(f"{path}.{name}", value, name, dtype) for name in value.hyperparameters
+                      if is_number(getattr(value, name, None))]
+    return found
+
+
+def is_number(value):
+    """A real Python or numpy number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass
 class CapturedStep:
     """A step's graph and the tensors its state inputs stand for, in input order; `forward` is
-    the graph of what the step computed before it called backward() (None if it did not)."""
+    the graph of what the step computed before it called backward() (None if it did not). Inputs:
+    the batch, then one per hyperparameter, then the state."""
     graph: Graph
     state: list = field(default_factory=list)   # Tensor objects, one per state input
-    num_inputs: int = 0                         # batch inputs come first
+    num_inputs: int = 0                         # batch and hyperparameter inputs come first
     forward: Graph = None
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
     exchange: tuple = None                      # (sent, stand-ins, hook): the trace's exchanged values
+    hyperparameters: list = field(default_factory=list)  # Hyperparameter, one per runtime number
 
     @property
     def state_inputs(self):
@@ -143,6 +180,11 @@ class CapturedStep:
         """The state tensors' current data, as the program's state arguments."""
         return [t.numpy() for t in self.state]
 
+    def arguments(self, batch):
+        """The program's arguments for one run on `batch`: it, the hyperparameters' current
+        values and the state."""
+        return list(batch) + [h.array() for h in self.hyperparameters] + self.state_arrays()
+
     def write_back(self, new_state: dict):
         """Store each state input's new value (input Value -> array) into its tensor, in place
         where the tensor's storage allows it, so views of it (`.data`) see the update. A value
@@ -157,25 +199,30 @@ class CapturedStep:
 
     def run(self, execute, *batch):
         """One step: `execute(arrays) -> (outputs, {state input: new array})` runs the graph."""
-        outputs, new_state = execute(list(batch) + self.state_arrays())
+        outputs, new_state = execute(self.arguments(batch))
         self.write_back(new_state)
         return outputs
 
 
-def capture(fn, examples, roots=None, name=None) -> CapturedStep:
-    """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs."""
+def capture(fn, examples, roots=None, name=None, hyperparameters=True) -> CapturedStep:
+    """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs
+    and, with `hyperparameters`, its optimizers' numbers (find_hyperparameters) as runtime inputs."""
     roots = referenced_objects(fn) if roots is None else roots
     slots = find_slots(roots)
     holders = [slot.get() for slot in slots]
     tensors = list({id(t): t for t in holders}.values())
     names = parameter_names(fn, len(examples))
     batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
-    with _bound_to_state(slots, holders, tensors) as state_values, tracing(tensors) as context:
+    runtime = find_hyperparameters(roots) if hyperparameters else []
+    scalars = [symbolic(TensorType((), h.dtype), name=h.path) for h in runtime]
+    with _bound_to_state(slots, holders, tensors) as state_values, _bound_to_inputs(runtime, scalars), \
+            tracing(tensors) as context:
         result = fn(*batch)
         outputs = output_tensors(result)
         finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]
         finals = [(slot, holder, now._value if isinstance(now, Tensor) else now) for slot, holder, now in finals]
     updates = _updates(finals, state_values)
+    batch += scalars
     inputs = [b._value for b in batch] + [state_values[id(t)] for t in tensors]
     if context.seed is not None:  # the program's random seed is state too, drawn from numpy's
         tensors.append(Tensor.make_const(np.int64(np.random.randint(0, 2**62))))
@@ -191,7 +238,20 @@ def capture(fn, examples, roots=None, name=None) -> CapturedStep:
     context.finish(graph)
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)), context.exchange)
+                        isinstance(result, (tuple, list)), context.exchange, hyperparameters=runtime)
+
+
+@contextlib.contextmanager
+def _bound_to_inputs(runtime, scalars):
+    """Each Hyperparameter's attribute holds its symbolic input meanwhile; put back afterwards."""
+    saved = [getattr(h.owner, h.name) for h in runtime]
+    for h, scalar in zip(runtime, scalars):
+        setattr(h.owner, h.name, scalar)
+    try:
+        yield
+    finally:
+        for h, value in zip(runtime, saved):
+            setattr(h.owner, h.name, value)
 
 
 @contextlib.contextmanager

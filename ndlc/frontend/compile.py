@@ -6,51 +6,60 @@ pipeline and runs it natively, one specialisation per list of input types and tr
 `compile(module)` does the same for `module(*inputs)`. After a call, the state tensors hold the
 new values (the runtime writes them into the tensors' own storage).
 """
+import collections
 import logging
-import os
 import threading
 
 import numpy as np
 
+from ..env import flag
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
-from .capture import STATEFUL, capture, referenced_numbers, referenced_objects
+from .capture import STATEFUL, capture, find_hyperparameters, referenced_numbers, referenced_objects
 from .exchange import SplitSpecialisation
+from .guards import Guards
 from .nn.module import Module
 from .tensor import Tensor
 from .trace import graph_name
 
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu",)
-MANY = 8  # specialisations of one compiled function after which it warns of a recompile storm
+MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
 
 
-def compile(obj, device="cpu", state=None, check=None):
+def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8):
     """A callable running `obj` (a Module, or a function of Tensors) natively on `device`.
     `state`: the Modules, Optimizers and Tensors whose tensors the function reads and updates,
     when they cannot be found through its closure, globals and bound object. `check` (default:
     NDLC_CHECK=1): every call also compares each kernel with the interpreter and raises CheckError
-    naming the first that computes a wrong value (slow: a debugging mode)."""
-    check = os.environ.get("NDLC_CHECK", "") not in ("", "0") if check is None else check
+    naming the first that computes a wrong value (slow: a debugging mode).
+    Optimizers' numbers (lr, momentum, betas, eps, weight decay) are runtime arguments, so a
+    schedule never recompiles; `static_hyperparameters=True` compiles them in as constants (each
+    new value then compiles again). At most `max_specialisations` programs are kept, the least
+    recently used one dropped (and its memory freed) first."""
+    check = flag("NDLC_CHECK") if check is None else check
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
         raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
                         f"{', '.join(DEVICES)}; the CUDA backend is not built yet)")
+    if not isinstance(max_specialisations, int) or max_specialisations < 1:
+        raise NdlcError(f"ndlc.compile: max_specialisations must be a positive integer, not {max_specialisations!r}")
+    options = dict(check=check, static=static_hyperparameters, limit=max_specialisations)
     if isinstance(obj, Module):
-        return CompiledModule(obj, check)
+        return CompiledModule(obj, **options)
     if not callable(obj):
         raise NdlcError(f"ndlc.compile takes a Module or a function, not {type(obj).__name__}")
     roots = None if state is None else {f"{type(s).__name__.lower()}{i}": s for i, s in enumerate(state)}
-    return CompiledFunction(obj, roots, check=check)
+    return CompiledFunction(obj, roots, **options)
 
 
 def compile_graph(graph, forward=None):
     """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
     new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
     timing (`Program.profile()`)."""
-    profile = os.environ.get("NDLC_PROFILE", "") not in ("", "0")
+    profile = flag("NDLC_PROFILE")
     return _compile_graph(graph, forward, profile)
 
 
@@ -63,28 +72,42 @@ class Specialisation:
         self.num_outputs = len(captured.graph.outputs)
 
     def run(self, arrays):
+        arguments = self.captured.arguments(arrays)
         if self.check:
-            divergence = self.program.check(*arrays, *[a.copy() for a in self.captured.state_arrays()])
+            divergence = self.program.check(*[a.copy() for a in arguments])
             if divergence is not None:
                 raise CheckError(f"{self.program.kernels.name}: {divergence}")
-        results = self.program.run(*arrays, *self.captured.state_arrays(), update_state=True)
+        results = self.program.run(*arguments, update_state=True)
         outputs, new_state = results[:self.num_outputs], results[self.num_outputs:]
         self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)))
         return [Tensor.make_const(out) for out in outputs]
 
 
 class CompiledFunction:
-    """The compiled form of `fn`; state is what `fn` reaches (or `roots` names)."""
+    """The compiled form of `fn`; state is what `fn` reaches (or `roots` names). Specialisations
+    are kept by (input types, settings), at most `limit`, the least recently used dropped first;
+    each keeps the Guards of its trace, and one whose guards fail is compiled again."""
 
-    def __init__(self, fn, roots=None, name=None, check=False):
-        self.fn, self.check = fn, check
+    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8):
+        self.fn, self.check, self.static, self.limit = fn, check, static, limit
         self.lock = threading.RLock()
-        self.roots = referenced_objects(fn) if roots is None else roots
+        self.fixed = roots is not None
         self.name = graph_name(name or fn)
-        self.stateful = _stateful(self.roots)
-        self.specialisations = {}
+        self.roots = roots
+        self._find_state()
+        self.specialisations = collections.OrderedDict()
+        self.compilations = 0
         self.signature = None
-        self.last = None
+        self.last = self.last_key = None
+
+    def _find_state(self):
+        """The modules and optimizers the step reaches now (its roots again, unless named), and
+        the optimizers' numbers, which the guards watch rather than the settings."""
+        if not self.fixed:
+            self.roots = referenced_objects(self.fn)
+        self.stateful = _stateful(self.roots)
+        self.hyperparameters = find_hyperparameters(self.roots)
+        self.guarded = {(id(h.owner), h.name) for h in self.hyperparameters}
 
     def __call__(self, *args):
         """Run (tracing and compiling first where needed). Calls from several threads take turns:
@@ -97,36 +120,61 @@ class CompiledFunction:
         types = tuple(TensorType.of(a) for a in arrays)
         self._check_signature(types)
         key = (types, self._settings())
-        stale = key in self.specialisations and self.specialisations[key].captured.changed_state()
-        if key not in self.specialisations or stale:
-            if self.specialisations:
-                log.info("%s: compiling a new specialisation for (%s)%s", self.name,
-                         ", ".join(map(str, types)), f" after {stale}" if stale else self._changed(key))
-            captured = capture(self.fn, types, self.roots, self.name)
-            self.specialisations[key] = (Specialisation(captured, self.check) if captured.exchange is None
-                                         else SplitSpecialisation(captured, self.check, compile_graph))
-            if len(self.specialisations) == MANY:
-                log.warning("%s has been compiled %d times: input shapes or Python values of its "
-                            "modules and optimizers keep changing (each is compiled into the "
-                            "program); keep changing numbers out of them, or pass them as tensors",
-                            self.name, MANY)
-        self.last = self.specialisations[key]
+        kept = self.specialisations.get(key)
+        stale = kept and _failure(kept)
+        if kept is None or stale:
+            self._find_state()  # what the step reaches may have been replaced
+            key = (types, self._settings())
+            self._specialise(key, stale)
+        self.specialisations.move_to_end(key)
+        self.last, self.last_key = self.specialisations[key], key
         outputs = self.last.run(arrays)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 
+    def _specialise(self, key, stale):
+        """Make sure a specialisation for `key` is kept: the one there if its guards hold, else
+        a new one, traced and compiled (logged with the reason), evicting the least recently used."""
+        kept = self.specialisations.get(key)
+        if kept is not None and not _failure(kept):
+            return
+        if self.compilations:
+            log.info("%s: compiling a new specialisation for (%s)%s", self.name,
+                     ", ".join(map(str, key[0])), f" after {stale}" if stale else self._changed(key))
+        captured = capture(self.fn, key[0], self.roots, self.name, hyperparameters=not self.static)
+        static = self.static
+        if captured.exchange is not None and captured.hyperparameters:
+            # a step cut at an exchange reads only its batch and state after the cut: numbers compiled in
+            captured, static = capture(self.fn, key[0], self.roots, self.name, hyperparameters=False), True
+        guards = Guards(self.fn, self.roots, self.hyperparameters, self.fixed, static)
+        specialisation = (Specialisation(captured, self.check) if captured.exchange is None
+                          else SplitSpecialisation(captured, self.check, compile_graph))
+        specialisation.guards = guards
+        self.specialisations[key] = specialisation
+        self.compilations += 1
+        if self.compilations == MANY:
+            log.warning("%s has been compiled %d times: input shapes or the Python numbers it reads "
+                        "(its globals and closure, its modules' attributes) keep changing, and each "
+                        "is compiled into the program; keep changing numbers out of them, or pass "
+                        "them as tensors", self.name, MANY)
+        while len(self.specialisations) > self.limit:
+            evicted, _ = self.specialisations.popitem(last=False)
+            log.info("%s: dropped the least recently used specialisation, for (%s), keeping %d",
+                     self.name, ", ".join(map(str, evicted[0])), self.limit)
+
     def _settings(self):
         """The plain Python values the step reads (its own globals and closure, and the train/eval
-        flags, learning rates, momenta, eps, p, ... of its modules and optimizers): a trace bakes
-        them in, so a change recompiles."""
+        flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. The
+        optimizers' numbers are runtime arguments (or, static, guarded by value)."""
         own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items())
         return own + tuple((i, name, value) for i, obj in enumerate(self.stateful)
-                           for name, value in vars(obj).items() if isinstance(value, (bool, int, float, str)))
+                           for name, value in vars(obj).items()
+                           if isinstance(value, (bool, int, float, str)) and (id(obj), name) not in self.guarded)
 
     def _changed(self, key):
         """' after <attribute> changed' when `key` differs from the last run's only in settings."""
         if self.last is None:
             return ""
-        last_types, last = next(k for k, v in self.specialisations.items() if v is self.last)
+        last_types, last = self.last_key
         if last_types != key[0]:
             return ""
         names = [f"{type(self.stateful[i]).__name__}.{name}" if i >= 0 else name
@@ -168,10 +216,10 @@ class CompiledFunction:
 class CompiledModule(CompiledFunction):
     """`module(*inputs)` compiled; train() and eval() each get their own specialisation."""
 
-    def __init__(self, module, check=False):
+    def __init__(self, module, **options):
         self.module = module
         super().__init__(lambda *inputs: module(*inputs), roots={"model": module},
-                         name=type(module).__name__, check=check)
+                         name=type(module).__name__, **options)
 
     def train(self):
         self.module.train()
@@ -186,6 +234,12 @@ class CompiledModule(CompiledFunction):
 
     def state_dict(self):
         return self.module.state_dict()
+
+
+def _failure(specialisation):
+    """Why a kept specialisation no longer fits the step's objects (its `guards`, the types of
+    its state), a sentence, or None."""
+    return specialisation.guards.failure() or specialisation.captured.changed_state()
 
 
 def _stateful(roots):

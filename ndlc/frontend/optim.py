@@ -13,7 +13,8 @@ from .tensor import Tensor
 
 class Optimizer:
     """Holds the parameters; `reset_grad()` clears their gradients. `hyperparameters`: the
-    attributes holding its numbers (lr, ...), which state_dict() keeps."""
+    attributes holding numbers (lr, ...) that a compiled step reads as runtime arguments, so
+    changing one (a schedule) does not recompile; while tracing, each is a 0-d Tensor."""
 
     hyperparameters = ()
 
@@ -65,8 +66,9 @@ class Optimizer:
             setattr(self, name, groups[0][name])
 
     def _decayed_grad(self, param, weight_decay):
-        """The gradient plus L2 weight decay, detached from any history."""
-        if weight_decay == 0:
+        """The gradient plus L2 weight decay, detached from any history (a traced decay is a
+        runtime Tensor, added even when it is 0 now)."""
+        if not isinstance(weight_decay, Tensor) and weight_decay == 0:
             return param.grad.data
         return param.grad.data + weight_decay * param.data
 

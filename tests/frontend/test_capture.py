@@ -50,8 +50,9 @@ def test_captured_step_follows_eager_training(optimizer):
 
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)
     assert losses[-1] < losses[0]
+    # the captured optimizer's numbers are f32 inputs: Adam's 1 - beta2 is 1.3e-5 off eager's double
     for name, value in eager_model.state_dict().items():
-        np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-6,
+        np.testing.assert_allclose(model.state_dict()[name].numpy(), value.numpy(), rtol=1e-4, atol=1e-5,
                                    err_msg=name)
 
 

@@ -1,0 +1,94 @@
+"""Guards of a compiled specialisation: what its trace read that a later call could change.
+
+A trace bakes in the objects it found (the modules, optimizers and tensors the step reaches, and
+every container on the way: `model.modules`, `opt.params`, `opt.u`), the numpy arrays it read from
+the step's globals and closure (as constants), and the types of its optimizers' runtime numbers.
+`Guards.failure()` says which of those changed since the trace, so the caller recompiles instead
+of running a stale program (as torch.compile's guards do). Python numbers are guarded by the
+compiled function's key (compile.py `_settings`), state tensors' types by `changed_state`.
+"""
+import numpy as np
+
+from ..ir.errors import TraceError
+from .capture import is_number, referenced_objects, referenced_values, walk_state
+
+ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
+
+
+class Guards:
+    """What a trace of `fn` read: `roots` (None when the caller named them: fixed), the object
+    graph under them, the captured arrays (name -> (array, copy)) and the optimizers' numbers:
+    their values when `static` (compiled in), else only that they are numbers (runtime inputs)."""
+
+    def __init__(self, fn, roots, hyperparameters, fixed, static=False):
+        self.fn = fn
+        self.roots = None if fixed else dict(roots)
+        self.edges = [(path, container, key, value) for value, path, container, key in walk_state(roots)]
+        self.sizes = [(path, value, len(value)) for value, path, _, _ in walk_state(roots)
+                      if isinstance(value, (list, dict))]
+        self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
+        self.hyperparameters = [(h, getattr(h.owner, h.name) if static else None) for h in hyperparameters]
+        self.static = static
+
+    def failure(self):
+        """Why the trace no longer holds (a sentence), or None."""
+        if self.roots is not None:
+            now = referenced_objects(self.fn)
+            for name, obj in self.roots.items():
+                if now.get(name) is not obj:
+                    return f"{name} {_replaced(now.get(name), obj)}"
+            for name in now.keys() - self.roots.keys():
+                return f"{name} ({type(now[name]).__name__}) is new"
+        for path, container, key, value in self.edges:
+            try:
+                current = container[key]
+            except (KeyError, IndexError):
+                return f"{path} was removed"
+            if current is not value:
+                return f"{path} {_replaced(current, value)}"
+        for path, container, size in self.sizes:
+            if len(container) != size:
+                return f"{path} changed length from {size} to {len(container)}"
+        values = referenced_values(self.fn) if self.arrays else {}
+        for name, (array, copy) in self.arrays.items():
+            current = values.get(name)
+            if current is not array and not (isinstance(current, np.ndarray) and _same(current, copy)):
+                return f"{name} {_replaced(current, array)}"
+            if not _same(array, copy):
+                return f"the array {name} was modified (the trace copied it in as a constant)"
+        for h, value in self.hyperparameters:
+            now = getattr(h.owner, h.name, None)
+            if not is_number(now):
+                return f"{h.path} is now {now!r}, not a number"
+            if self.static and now != value:
+                return f"{h.path} changed from {value!r} to {now!r} (compiled in: static_hyperparameters)"
+        return None
+
+
+def captured_arrays(fn) -> dict:
+    """name -> each numpy array among the step's globals, closure and defaults (a trace copies
+    the ones it reads into the program). One larger than ARRAY_LIMIT is refused: checking it on
+    every call would cost as much as passing it."""
+    arrays = {name: value for name, value in referenced_values(fn).items()
+              if isinstance(value, np.ndarray) and value.dtype.kind in "biuf"}
+    for name, array in arrays.items():
+        if array.nbytes > ARRAY_LIMIT:
+            raise TraceError(f"{getattr(fn, '__name__', 'the step')} reads the numpy array {name} "
+                             f"({array.nbytes >> 20} MB) from its globals or closure: a compiled step "
+                             "would copy it in as a constant and compare it on every call; pass it "
+                             "as an input, or hold it in a Tensor attribute of a module")
+    return arrays
+
+
+def _same(a, b):
+    """Equal shape, dtype and bytes (NaNs included)."""
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
+        np.ascontiguousarray(a).reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+
+
+def _replaced(now, then):
+    """How an object the trace read was replaced: '... by another Linear', '... by None'."""
+    if now is None:
+        return "was removed (it is None now)"
+    kind = "another" if type(now) is type(then) else "a"
+    return f"was replaced by {kind} {type(now).__name__} object"

@@ -1,0 +1,196 @@
+"""Guards of compiled steps: replacing what a trace read (the model, the optimizer, a parameter,
+a submodule, a captured numpy array) recompiles, logged with the reason, and never runs a stale
+program; optimizer numbers are runtime arguments, so a learning-rate schedule compiles once;
+specialisations are bounded and evicted ones are freed."""
+import gc
+import logging
+import re
+import weakref
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.examples.train_mlp import training_step
+
+nn = ndl.nn
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((16, 6)).astype(np.float32)
+Y = RNG.integers(0, 3, 16)
+
+
+def mlp(seed=0):
+    np.random.seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def eager_loss(step):
+    return float(step(ndl.Tensor(X, requires_grad=False), ndl.Tensor(Y, requires_grad=False)).numpy())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_learning_rate_schedule_compiles_once_and_equals_eager(optimizer):
+    """100 steps, each with its own learning rate (and, for SGD, momentum): one compilation."""
+    runs = []
+    for compiled in (False, True):
+        model = mlp()
+        opt = (ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd"
+               else ndl.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3))
+        step = training_step(model, opt)
+        run = ndl.compile(step) if compiled else None
+        losses = []
+        for i in range(100):
+            opt.lr = 0.1 * (1 - i / 100) if optimizer == "sgd" else 0.01 / (1 + i)
+            if optimizer == "sgd":
+                opt.momentum = 0.5 + i / 400
+            losses.append(float(run(X, Y).numpy()) if compiled else eager_loss(step))
+        runs.append((losses, [p.numpy().copy() for p in model.parameters()]))
+    assert run.compilations == 1
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-4, atol=1e-6)
+    for got, want in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_hyperparameters_are_inputs_of_the_program():
+    model = mlp()
+    step = ndl.compile(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)))
+    step(X, Y)
+    header = step.ir("planned").split("\n")[0]
+    assert "%optimizer.lr" in header and "%optimizer.momentum" in header
+
+
+def test_a_hyperparameter_that_is_no_longer_a_number_recompiles_into_a_clear_error():
+    model = mlp()
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1)
+    step = ndl.compile(training_step(model, opt))
+    step(X, Y)
+    opt.lr = "fast"
+    with pytest.raises(Exception, match="str"):
+        step(X, Y)
+
+
+GLOBAL_MODEL = None
+GLOBAL_OPT = None
+
+
+def global_step(x, y):
+    GLOBAL_OPT.reset_grad()
+    loss = nn.SoftmaxLoss()(GLOBAL_MODEL(x), y)
+    loss.backward()
+    GLOBAL_OPT.step()
+    return loss
+
+
+def test_replacing_the_global_model_and_optimizer_recompiles(caplog):
+    global GLOBAL_MODEL, GLOBAL_OPT
+    GLOBAL_MODEL = mlp(0)
+    GLOBAL_OPT = ndl.optim.SGD(GLOBAL_MODEL.parameters(), lr=0.1)
+    step = ndl.compile(global_step)
+    step(X, Y)
+    GLOBAL_MODEL = mlp(1)
+    GLOBAL_OPT = ndl.optim.SGD(GLOBAL_MODEL.parameters(), lr=0.1)
+    eager = mlp(1)
+    want = eager_loss(training_step(eager, ndl.optim.SGD(eager.parameters(), lr=0.1)))
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        got = float(step(X, Y).numpy())
+    assert got == pytest.approx(want, rel=1e-5)
+    assert re.search(r"after GLOBAL_(MODEL|OPT) was replaced by another (Sequential|SGD) object", caplog.text)
+    for p, q in zip(GLOBAL_MODEL.parameters(), eager.parameters()):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6)
+    before = [p.numpy().copy() for p in GLOBAL_MODEL.parameters()]
+    GLOBAL_OPT = ndl.optim.SGD(GLOBAL_MODEL.parameters(), lr=0.0)  # a new optimizer that moves nothing
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        step(X, Y)
+    assert "GLOBAL_OPT was replaced by another SGD object" in caplog.text
+    for p, q in zip(GLOBAL_MODEL.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), q)
+    GLOBAL_MODEL = GLOBAL_OPT = None
+
+
+def test_replacing_a_parameter_object_recompiles(caplog):
+    model = mlp()
+    forward = ndl.compile(lambda x: model(x))
+    forward(X)
+    weight = np.ones((6, 8), np.float32)
+    model.modules[0].weight = nn.Parameter(weight)
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        out = forward(X).numpy()
+    np.testing.assert_allclose(out, model(ndl.Tensor(X)).numpy(), rtol=1e-5, atol=1e-6)
+    assert "model.modules.0.weight was replaced by another Parameter object" in caplog.text
+
+
+def test_replacing_a_submodule_recompiles(caplog):
+    model = mlp()
+    forward = ndl.compile(model)
+    forward(X)
+    model.modules = model.modules[:1] + (nn.Tanh(),) + model.modules[2:]
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        out = forward(X).numpy()
+    np.testing.assert_allclose(out, model(ndl.Tensor(X)).numpy(), rtol=1e-5, atol=1e-6)
+    assert "model.modules was replaced by another tuple object" in caplog.text
+
+
+def test_an_eager_optimizer_step_between_compiled_ones_is_seen():
+    """Eager SGD replaces its momentum tensors: the compiled step must use the new ones."""
+    runs = []
+    for mixed in (False, True):
+        model = mlp()
+        opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        step = training_step(model, opt)
+        compiled = ndl.compile(step)
+        for i in range(4):
+            (eager_loss(step) if mixed and i == 1 else compiled(X, Y))
+        runs.append([p.numpy().copy() for p in model.parameters()])
+    for got, want in zip(*runs):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+SCALE = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+
+
+def test_mutating_a_captured_global_array_recompiles(caplog):
+    step = ndl.compile(lambda x: (x * SCALE).sum())
+    ones = np.ones(4, np.float32)
+    assert float(step(ones).numpy()) == 10.0
+    SCALE[:] = 5.0
+    try:
+        with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+            assert float(step(ones).numpy()) == 20.0
+        assert "the array SCALE was modified" in caplog.text
+    finally:
+        SCALE[:] = [1.0, 2.0, 3.0, 4.0]
+
+
+def test_rebinding_a_captured_closure_array_recompiles():
+    offset = np.zeros(3, np.float32)
+    step = ndl.compile(lambda x: x + offset)
+    assert step(np.ones(3, np.float32)).numpy().tolist() == [1, 1, 1]
+    offset = np.full(3, 2.0, np.float32)  # noqa: F841 (the closure reads the new binding)
+    assert step(np.ones(3, np.float32)).numpy().tolist() == [3, 3, 3]
+
+
+def test_a_huge_captured_array_is_refused_with_advice(monkeypatch):
+    from ndlc.frontend import guards
+    monkeypatch.setattr(guards, "ARRAY_LIMIT", 1000)
+    table = np.zeros(1000, np.float32)
+    step = ndl.compile(lambda x: x + table[:3])
+    with pytest.raises(ndl.TraceError, match=r"reads the numpy array table .* pass it as an input"):
+        step(np.ones(3, np.float32))
+
+
+def test_specialisations_are_bounded_and_evicted_ones_freed(caplog):
+    model = nn.Linear(3, 2)
+    forward = ndl.compile(model, max_specialisations=2)
+    forward(np.ones((1, 3), np.float32))
+    first = weakref.ref(forward.last.program)
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        for n in (2, 3):
+            forward(np.ones((n, 3), np.float32))
+    assert len(forward.specialisations) == 2 and forward.compilations == 3
+    assert "dropped the least recently used specialisation, for (f32[1,3])" in caplog.text
+    gc.collect()
+    assert first() is None
+    forward(np.ones((3, 3), np.float32))  # kept: no compilation
+    assert forward.compilations == 3
+    with pytest.raises(ndl.NdlcError, match="max_specialisations must be a positive integer"):
+        ndl.compile(model, max_specialisations=0)
