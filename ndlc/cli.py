@@ -5,6 +5,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ def train(args):
     try:
         train_set = ndl.data.FashionMNIST(train=True, root=args.data)
         test_set = ndl.data.FashionMNIST(train=False, root=args.data)
-    except FileNotFoundError as e:
+    except (OSError, ValueError) as e:  # missing or corrupt files: the message names them
         print(f"ndlc train: {e}", file=sys.stderr)
         return 2
     if args.plot and importlib.util.find_spec("matplotlib") is None:
@@ -153,6 +154,24 @@ def _positive(text):
     return value
 
 
+def _seed(text):
+    """An argparse type: a seed numpy accepts, an integer in [0, 2**32)."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), not {text}")
+    return value
+
+
+def _finite(least, inclusive):
+    """An argparse type: a finite float at least `least` (above it unless `inclusive`)."""
+    def number(text):
+        value = float(text)
+        if not math.isfinite(value) or value < least or (value == least and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if inclusive else '>'} {least}, not {text}")
+        return value
+    return number
+
+
 def add_bench(commands):
     """The `ndlc bench` subcommand and its options (--device is added with the others')."""
     b = commands.add_parser(
@@ -188,11 +207,12 @@ def main(argv=None):
     t = commands.add_parser("train", help="train a Fashion-MNIST model compiled: the MLP "
                             "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)")
     t.add_argument("--model", choices=sorted(MODELS), default="mlp")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=None, help="default: 1e-3 (mlp, Adam), 1.0 (lenet, SGD)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=_positive, default=1)
+    t.add_argument("--batch-size", type=_positive, default=256)
+    t.add_argument("--lr", type=_finite(0, inclusive=False), default=None,
+                   help="default: 1e-3 (mlp, Adam), 1.0 (lenet, SGD)")
+    t.add_argument("--weight-decay", type=_finite(0, inclusive=True), default=0.0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -210,7 +230,7 @@ def main(argv=None):
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=_positive, default=8)
     b = add_bench(commands)
     for sub in (t, d, b):
         sub.add_argument("--device", default="cpu")

@@ -31,7 +31,8 @@ class Guards:
         self.static = static
 
     def failure(self):
-        """Why the trace no longer holds (a sentence), or None."""
+        """Why the trace no longer holds (a sentence), or None; a TraceError when an optimizer's
+        number is no longer a number (no trace could read it as one)."""
         if self.roots is not None:
             now = referenced_objects(self.fn)
             for name, obj in self.roots.items():
@@ -59,7 +60,8 @@ class Guards:
         for h, value in self.hyperparameters:
             now = getattr(h.owner, h.name, None)
             if not is_number(now):
-                return f"{h.path} is now {now!r}, not a number"
+                raise TraceError(f"{h.path} is now {now!r}: the compiled step reads it as a number "
+                                 "(a runtime input of its program), as it was when traced")
             if self.static and now != value:
                 return f"{h.path} changed from {value!r} to {now!r} (compiled in: static_hyperparameters)"
         return None

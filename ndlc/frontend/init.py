@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import ops
-from .tensor import Tensor
+from .tensor import Tensor, data_of
 from .context import active_context
 
 
@@ -66,6 +66,12 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
 
     Built with ops (labels == arange(n)) so it also works on a symbolic `i` while tracing."""
     labels = i if isinstance(i, Tensor) else Tensor(np.asarray(i), requires_grad=False)
+    known = data_of(labels._value)
+    outside = None if known is None else ~((known >= 0) & (known < n))
+    if outside is not None and outside.any():
+        bad = known[outside].reshape(-1)[0]
+        raise ValueError(f"one_hot: label {bad} is outside [0, {n}) (labels must index one of {n} "
+                         f"classes; a zero row would silently drop the sample)")
     if not np.issubdtype(np.dtype(labels.dtype), np.integer):
         labels = ops.cast(labels, "int32")
     column = ops.reshape(labels, labels.shape + (1,))

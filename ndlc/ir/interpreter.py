@@ -2,9 +2,10 @@
 oracle every other stage is tested against."""
 import numpy as np
 
-from .errors import NdlcError, ShapeError
+from .errors import NdlcError, ShapeError, VerifyError
 from .registry import get_op
 from .types import TensorType, dtype_name
+from .verifier import verify
 
 
 def evaluate_node(node, arrays):
@@ -48,8 +49,23 @@ def run(graph, args, env=None) -> dict:
             env[v] = graph.constants[v]
     for node in graph.nodes:
         if node.result not in env:
-            env[node.result] = evaluate_node(node, [env[v] for v in node.operands])
+            try:
+                env[node.result] = evaluate_node(node, [env[v] for v in node.operands])
+            except NdlcError:
+                raise
+            except Exception as e:  # a graph that never went through the verifier: say what is wrong
+                _explain_invalid(graph, e)
+                raise
     return env
+
+
+def _explain_invalid(graph, error):
+    """Raise VerifyError when `graph` breaks an IR invariant (the likely cause of `error`)."""
+    try:
+        verify(graph)
+    except VerifyError as e:
+        raise VerifyError(f"@{graph.name} cannot be interpreted, it is not a valid graph "
+                          f"({type(error).__name__} while evaluating it): {e}") from None
 
 
 def interpret(graph, *args):

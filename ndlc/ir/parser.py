@@ -205,6 +205,8 @@ class _Parser:
 
 def parse(text: str, verify=True) -> Graph:
     """Parse the text form of a graph; with `verify`, run the verifier and report at the line."""
+    if not isinstance(text, str):
+        raise IRParseError(f"parse takes the text form of a graph (a str), not {type(text).__name__}", 1, 1)
     parser = _Parser(text)
     graph = parser.graph()
     if verify:

@@ -27,8 +27,9 @@ def dtype_name(dtype) -> str:
     except TypeError:
         raise ShapeError(f"unknown dtype {dtype!r}; supported: {', '.join(DTYPES)}") from None
     if np_dtype not in _BY_NUMPY:
-        raise ShapeError(f"unsupported dtype {np_dtype.name}; supported: "
-                         + ", ".join(d.name for d in _BY_NUMPY))
+        given = f"{dtype!r} (numpy's {np_dtype.name})" if isinstance(dtype, str) and dtype != np_dtype.name \
+            else np_dtype.name  # numpy reads 'f16' as a 16-byte float
+        raise ShapeError(f"unsupported dtype {given}; supported: " + ", ".join(d.name for d in _BY_NUMPY))
     return _BY_NUMPY[np_dtype]
 
 
