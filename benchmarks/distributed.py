@@ -1,0 +1,164 @@
+"""Benchmark: data-parallel training steps over MPI against one process, on this machine.
+
+    python benchmarks/distributed.py                      # writes benchmarks/DISTRIBUTED.md
+    python benchmarks/distributed.py --output FILE.md --steps 10
+
+Times the compiled training step of the MLP (784-512-BN-ReLU-256-BN-ReLU-10, Adam) and LeNet-BN
+(SGD) at a global batch of 256: one process on 1 thread, one process on 2 threads, and 2 ranks
+(`mpirun -np 2`, 1 thread each, 128 samples per rank), with the all-reduce's share of each step;
+then the all-reduce alone (ndlc.distributed's deterministic average) on buffers of 1 to 64 MB at
+2 ranks, the numbers README's scaling section extrapolates from. Each configuration runs in its
+own process (`--worker`), so thread counts are set before anything starts.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BATCH = 256
+SIZES_MB = (1, 4, 16, 64)
+
+
+def build(model_name):
+    """(model, optimizer, batch shape) as `ndlc train` builds them, seeded."""
+    import ndlc as ndl
+    from ndlc.examples import lenet
+    from ndlc.examples.train_mlp import build_mlp
+    np.random.seed(0)
+    if model_name == "lenet":
+        model = lenet.build_lenet()
+        return model, ndl.optim.SGD(model.parameters(), lr=lenet.LEARNING_RATE), (1, 28, 28)
+    model = build_mlp()
+    return model, ndl.optim.Adam(model.parameters(), lr=1e-3), (784,)
+
+
+def time_steps(model_name, steps, distributed):
+    """Median seconds per step, parameters, and (distributed) median all-reduce seconds per step."""
+    import ndlc as ndl
+    from ndlc.examples.train_mlp import training_step
+    world = None
+    if distributed:
+        import ndlc.distributed as dist
+        world = dist.init()
+    model, optimizer, shape = build(model_name)
+    if world is not None:
+        optimizer = dist.DistributedOptimizer(optimizer, model)
+    step = ndl.compile(training_step(model, optimizer))
+    share = BATCH // (world.size if world else 1)
+    rng = np.random.default_rng(world.rank if world else 0)
+    x, y = rng.random((share, *shape), dtype=np.float32), rng.integers(0, 10, share)
+    for _ in range(3):
+        step(x, y)
+    times, reduces = [], []
+    for _ in range(steps):
+        if world is not None:
+            world.comm.Barrier()
+            before = world.reduce_seconds
+        start = time.perf_counter()
+        step(x, y)
+        times.append(time.perf_counter() - start)
+        if world is not None:
+            reduces.append(world.reduce_seconds - before)
+    parameters = sum(p.numpy().size for p in model.parameters())
+    return {"seconds": statistics.median(times), "parameters": parameters,
+            "reduce_seconds": statistics.median(reduces) if reduces else None}
+
+
+def time_reduce(repeats):
+    """Median seconds of one deterministic average of an n-MB float32 buffer, for SIZES_MB."""
+    import ndlc.distributed as dist
+    world = dist.init()
+    result = {}
+    for mb in SIZES_MB:
+        buffer = np.ones(mb * 2**20 // 4, np.float32)
+        world.average([buffer])
+        times = []
+        for _ in range(repeats):
+            world.comm.Barrier()
+            start = time.perf_counter()
+            world.average([buffer])
+            times.append(time.perf_counter() - start)
+        result[mb] = statistics.median(times)
+    return result
+
+
+def worker(args):
+    """One configuration, its results as one JSON line on stdout (rank 0's)."""
+    if args.worker == "reduce":
+        result = time_reduce(args.steps)
+    else:
+        result = time_steps(args.worker, args.steps, args.distributed)
+    if not args.distributed or int(os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == 0:
+        print(json.dumps(result))
+
+
+def run(worker_args, threads, ranks=None):
+    """Run a worker (under mpirun with `ranks`) on `threads` threads; its JSON result."""
+    env = dict(os.environ, NDLC_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, os.path.abspath(__file__), "--worker", *worker_args]
+    if ranks:
+        command = ["mpirun", "-np", str(ranks), "--oversubscribe", "--allow-run-as-root", *command, "--distributed"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark worker {' '.join(command)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=os.path.join(HERE, "DISTRIBUTED.md"))
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration (default 20)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    load = [os.getloadavg()[0]]
+    rows = []
+    for model_name, label in (("mlp", "MLP 784-512-BN-256-BN-10, Adam"), ("lenet", "LeNet-BN, SGD")):
+        one = run([model_name, "--steps", str(args.steps)], 1)
+        two = run([model_name, "--steps", str(args.steps)], 2)
+        ranks = run([model_name, "--steps", str(args.steps)], 1, ranks=2)
+        rows.append((label, one, two, ranks))
+        print(f"{label}: {1 / one['seconds']:.1f} / {1 / two['seconds']:.1f} / {1 / ranks['seconds']:.1f} steps/s, "
+              f"all-reduce {ranks['reduce_seconds'] * 1e3:.2f} ms", flush=True)
+    reduce = run(["reduce", "--steps", str(args.steps)], 1, ranks=2)
+    load.append(os.getloadavg()[0])
+    lines = [
+        "# Data-parallel training on this machine",
+        "",
+        f"`python benchmarks/distributed.py`, {datetime.date.today()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Open MPI through mpi4py; load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after (other work on the machine slows every column). Global batch {BATCH}; "
+        f"medians of {args.steps} steps after 3 warm-up steps; steps/s of the whole (global) step.",
+        "",
+        "| model | parameters | 1 process, 1 thread | 1 process, 2 threads | 2 ranks x 1 thread | all-reduce ms/step (2 ranks) | its share of the step |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, one, two, ranks in rows:
+        lines.append(f"| {label} | {one['parameters']:,} | {1 / one['seconds']:.1f} | {1 / two['seconds']:.1f} | "
+                     f"{1 / ranks['seconds']:.1f} | {ranks['reduce_seconds'] * 1e3:.2f} | "
+                     f"{ranks['reduce_seconds'] / ranks['seconds']:.0%} |")
+    lines += ["", "The all-reduce alone (deterministic average of one float32 buffer, 2 ranks on this machine):", "",
+              "| buffer | ms | GB/s of buffer |", "|---:|---:|---:|"]
+    for mb, seconds in reduce.items():
+        lines.append(f"| {mb} MB | {seconds * 1e3:.2f} | {int(mb) * 2**20 / seconds / 1e9:.2f} |")
+    with open(args.output, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
