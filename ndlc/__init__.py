@@ -3,6 +3,7 @@ from . import data, init, ir, nn, ops, optim, passes
 from .frontend import Device, Tensor, cpu, default_device, trace
 from .frontend.checkpoint import load, save
 from .frontend.compile import compile
+from .frontend.compile_ir import compile_ir
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .ir.errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
 from .runtime.check import CheckError

@@ -1,5 +1,6 @@
 """The `ndlc` command: `ndlc train` trains the Fashion-MNIST MLP (or `--model lenet`) compiled; `ndlc dump STAGE`
-prints one compilation stage of the built-in example (the MLP's training step); `ndlc bench` runs
+prints one compilation stage of the built-in example (the MLP's training step); `ndlc run FILE` compiles
+a graph given as text (such a stage, edited or not) and runs it on .npy inputs; `ndlc bench` runs
 the benchmark suite (benchmarks/suite.py) and writes benchmarks/RESULTS.md."""
 import argparse
 import importlib
@@ -17,6 +18,7 @@ from ndlc.curves import History
 from ndlc.distributed import Job, end_job
 from ndlc.examples import lenet
 from ndlc.examples.train_mlp import build_mlp, training_step
+from ndlc.ir.types import TensorType
 
 # model -> (build it for images of `size` pixels, the shape it takes a batch of b in, its optimizer)
 MODELS = {
@@ -116,12 +118,49 @@ def dump(args):
     rng = np.random.default_rng(0)
     step(rng.random((args.batch_size, 784), dtype=np.float32), rng.integers(0, 10, args.batch_size))
     try:
-        print(step.ir(args.stage))
+        text = step.ir(args.stage, format=args.format)
     except KeyError as e:
         print(f"ndlc dump: {e.args[0]}", file=sys.stderr)
         return 2
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
     return 0
 
+
+def run(args):
+    """Compile the graph text of `args.file` and run it on the named .npy/.npz inputs."""
+    with open(args.file) as f:
+        text = f.read()
+    try:
+        compiled = ndl.compile_ir(text, check=args.check)
+    except ndl.ir.IRParseError as e:
+        print(f"ndlc run: {args.file}: {e}", file=sys.stderr)
+        return 1
+    arrays = {}
+    for spec in args.input:
+        name, _, path = spec.rpartition("=")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            print(f"ndlc run: --input {spec}: {e}", file=sys.stderr)
+            return 2
+        if name:
+            arrays[name] = loaded
+        elif isinstance(loaded, np.lib.npyio.NpzFile):
+            arrays.update(loaded)
+        else:
+            print(f"ndlc run: --input {spec}: a single .npy array needs a name (NAME=FILE.npy)", file=sys.stderr)
+            return 2
+    results = dict(zip(compiled.names, compiled(**arrays)))
+    for name, array in results.items():
+        value = f" = {array.item():.6g}" if array.size == 1 else ""
+        print(f"{name}: {TensorType.of(array)}{value}")
+    if args.output:
+        np.savez(args.output, **results)
+    return 0
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
@@ -230,18 +269,32 @@ def main(argv=None):
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
-    d.add_argument("--batch-size", type=_positive, default=8)
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--format", choices=("text", "dot"), default="text",
+                   help="dot: a Graphviz picture of a graph stage, or of a kernel stage's kernels as clusters")
+    d.add_argument("-o", "--output", metavar="FILE", help="write the stage to FILE instead of printing it")
+    r = commands.add_parser("run", help="compile a graph given as text (a dumped stage, edited or not) and "
+                            "run it on numpy arrays")
+    r.add_argument("file", help="the graph's text: a traced, grad, simplified or decomposed stage")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|FILE.npz",
+                   help="the array of input %%NAME (every input, state and constants too, is needed), "
+                   "or a .npz of arrays named after inputs; repeatable")
+    r.add_argument("--output", metavar="FILE.npz", help="write the results: out0, out1, ... and "
+                   "new.<state input> for each updated state")
+    r.add_argument("--check", action="store_true", help="compare every kernel with the interpreter "
+                   "(check mode) and name the first that computes a wrong value")
     b = add_bench(commands)
     for sub in (t, d, b):
         sub.add_argument("--device", default="cpu")
         sub.add_argument("-v", "--verbose", action="store_true", help="log compilations")
+    r.add_argument("-v", "--verbose", action="store_true", help="log compilations")
     args = parser.parse_args(argv)
     if args.command == "train" and args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint DIR (where the last checkpoint is)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:
-        return {"train": train, "dump": dump, "bench": bench}[args.command](args)
+        return {"train": train, "dump": dump, "run": run, "bench": bench}[args.command](args)
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         end_job(1)

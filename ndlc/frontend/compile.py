@@ -181,12 +181,14 @@ class CompiledFunction:
                  for (i, name, value), (_, _, old) in zip(key[1], last) if value != old]
         return f" after {', '.join(names)} changed" if names else ""
 
-    def ir(self, stage="planned") -> str:
+    def ir(self, stage="planned", format="text") -> str:
         """The text of `stage` (one of ndlc.pipeline.STAGES: traced ... planned, llvm, llvm_opt, asm)
-        for the most recently run specialisation."""
+        for the most recently run specialisation; format="dot": Graphviz dot of a graph or kernel stage."""
         if self.last is None:
             raise NdlcError(f"{self.name} has not been compiled yet: call it first")
-        return self.last.program.ir(stage)
+        if format == "text":  # every backend's program has text stages; the CPU's draws them too
+            return self.last.program.ir(stage)
+        return self.last.program.ir(stage, format=format)
 
     def profile(self, top=None) -> str:
         """Per-kernel times of the most recently run specialisation (compile with NDLC_PROFILE=1)."""

@@ -6,8 +6,10 @@ import time
 
 import numpy as np
 
+from ..ir.dot import graph_dot
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.kernel import ENTRY
+from ..ir.parser import parse
 from ..ir.types import TensorType, numpy_dtype
 from . import libraries
 from .check import check_program
@@ -185,10 +187,22 @@ class Program:
                          f"{list(kernel.extents)} {what}{', '.join(kernel.fused)}")
         return "\n".join(lines)
 
-    def ir(self, stage: str) -> str:
-        """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native)."""
-        if stage == "asm":
+    def ir(self, stage: str, format="text") -> str:
+        """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native).
+        format="dot": Graphviz dot of a graph stage, or of a kernel stage's kernels as clusters
+        around the graph nodes they fuse."""
+        if format not in ("text", "dot"):
+            raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
+        if stage == "asm" and format == "text":
             return self.native.assembly()
         if stage not in self.stages:
             raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(self.stages) + ['asm'])}")
-        return self.stages[stage]
+        text = self.stages[stage]
+        if format == "text":
+            return text
+        if text.startswith("graph @"):
+            return graph_dot(parse(text, verify=False))
+        if text.startswith("program @") and self.source is not None:
+            return graph_dot(self.source, self.kernels)
+        raise KeyError(f"no picture of stage {stage!r}: format='dot' draws the graph stages and "
+                       "the kernel stages (fused, scheduled, planned)")
