@@ -290,3 +290,32 @@ def test_the_file_is_an_npz_of_plain_arrays(tmp_path):
         assert sorted(z.namelist()) == [f"{HEADER}.npy", "a0.npy"]
     with np.load(path, allow_pickle=False) as npz:  # readable without ndlc, and without pickle
         assert npz["a0"].shape == (64, 64) and json.loads(str(npz[HEADER]))["format"] == FORMAT_VERSION
+
+
+def test_eager_training_resumed_from_a_checkpoint_equals_training_straight_through(tmp_path):
+    from ndlc.examples.train_mlp import build_mlp, train_epoch
+    rng = np.random.default_rng(0)
+    data = ndl.data.NDArrayDataset(rng.random((40, 6), dtype=np.float32), rng.integers(0, 3, 40))
+
+    def run(epochs, checkpoint=None, save=None):
+        np.random.seed(0)
+        model = build_mlp(6, (8,), 3)
+        optimizer = ndl.optim.Adam(model.parameters(), lr=0.01)
+        loader = ndl.data.DataLoader(data, 16, shuffle=True)
+        if checkpoint:
+            state = ndl.load(checkpoint)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            np.random.set_state(state["rng"])
+        losses = [train_epoch(model, loader, optimizer) for _ in range(epochs)]
+        if save:
+            ndl.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "rng": np.random.get_state()}, save)
+        return losses, model.state_dict()
+
+    straight, final = run(2)
+    first, _ = run(1, save=tmp_path / "epoch1.npz")
+    second, resumed = run(1, checkpoint=tmp_path / "epoch1.npz")
+    assert first + second == straight
+    for key, value in final.items():
+        np.testing.assert_array_equal(resumed[key].numpy(), value.numpy(), err_msg=key)

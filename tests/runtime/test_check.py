@@ -56,3 +56,52 @@ def test_check_mode_names_the_wrong_kernel_of_a_training_step_and_the_users_line
     with pytest.raises(ndl.CheckError, match=r"kernel k\d+ computes %\d+ wrong") as error:
         step(x, y)
     assert re.search(r"%\d+ relu \(at .*test_check.py:\d+\)", str(error.value)), str(error.value)
+
+
+def _mlp_step(check, seed=0):
+    """A compiled MLP training step defined here, so that check mode's user lines point into this file."""
+    import ndlc as ndl
+    np.random.seed(seed)
+    model = ndl.nn.Sequential(ndl.nn.Linear(6, 8), ndl.nn.ReLU(), ndl.nn.Linear(8, 3))
+    optimizer = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = ndl.nn.SoftmaxLoss()
+
+    def train_step(x, y):
+        optimizer.reset_grad()
+        loss = loss_fn(model(x), y)  # MODEL LINE
+        loss.backward()
+        optimizer.step()
+        return loss
+    return ndl.compile(train_step, check=check), model
+
+
+def _batch():
+    rng = np.random.default_rng(1)
+    return rng.random((16, 6), dtype=np.float32), rng.integers(0, 3, 16)
+
+
+def test_check_mode_leaves_a_correct_steps_results_and_state_unchanged():
+    checked, checked_model = _mlp_step(check=True)
+    plain, plain_model = _mlp_step(check=False)
+    for _ in range(3):
+        assert float(checked(*_batch()).numpy()) == float(plain(*_batch()).numpy())
+    for got, want in zip(checked_model.parameters(), plain_model.parameters()):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_check_mode_names_the_kernel_holding_the_planted_fault_its_node_and_the_users_line(monkeypatch):
+    import ndlc as ndl
+    monkeypatch.setattr(get_op("relu"), "scalar", lambda v: S.maximum(v, 0.0) * 1.25)
+    step, model = _mlp_step(check=True)
+    before = [p.numpy().copy() for p in model.parameters()]
+    with pytest.raises(ndl.CheckError) as error:
+        step(*_batch())
+    report = str(error.value)
+    kernel, node = re.search(r"kernel (k\d+) computes %(\d+) wrong", report).groups()
+    fuses = re.search(rf"^kernel {kernel} -> .*\n  fuses: (.*)$", step.ir("fused"), re.M).group(1)
+    relu = re.search(r"%(\d+) relu", fuses).group(1)
+    assert node == relu and f"%{relu} relu" in report.split("it fuses: ")[1].splitlines()[0]
+    line = next(i for i, text in enumerate(open(__file__), 1) if text.rstrip().endswith("# MODEL LINE"))
+    assert re.search(rf"%{relu} relu \(at .*test_check.py:{line}\)", report), report
+    for got, want in zip(model.parameters(), before):  # a failed check runs nothing for real
+        np.testing.assert_array_equal(got.numpy(), want)
