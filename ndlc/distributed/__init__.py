@@ -2,6 +2,7 @@
 
     import ndlc.distributed as dist
     world = dist.init()                                   # rank, size; threads = cores / ranks
+    dist.convert_sync_batchnorm(model)                    # optional: BatchNorm over all ranks' samples
     opt = dist.DistributedOptimizer(ndl.optim.SGD(model.parameters(), lr=0.1), model)
     step = ndl.compile(train_step)                        # cut at the gradients' all-reduce
     loader = ndl.data.DataLoader(train_set, 32, sampler=dist.DistributedSampler(train_set, world.rank, world.size))
@@ -10,7 +11,9 @@ and `mpirun -np 2 python train.py`. Needs mpi4py and an MPI library (`pip instal
 """
 from .optimizer import DistributedOptimizer, broadcast_tensors
 from .sampler import DistributedSampler
+from .syncbn import SyncBatchNorm1d, SyncBatchNorm2d, convert_sync_batchnorm
 from .training import Job
 from .world import World, end_job, init
 
-__all__ = ["DistributedOptimizer", "DistributedSampler", "Job", "World", "broadcast_tensors", "end_job", "init"]
+__all__ = ["DistributedOptimizer", "DistributedSampler", "Job", "SyncBatchNorm1d", "SyncBatchNorm2d", "World",
+           "broadcast_tensors", "convert_sync_batchnorm", "end_job", "init"]

@@ -60,7 +60,7 @@ class DistributedOptimizer(Optimizer):
         params = [p for p in self.params if p.grad is not None]
         context = active_context()
         if context is not None:
-            for p, grad in zip(params, context.exchanged([p.grad for p in params], self)):
+            for p, grad in zip(params, context.exchanged([p.grad for p in params], self, differentiable=False)):
                 p.grad = grad
         else:
             flats, views = flat_buffers([TensorType.of(p.grad.numpy()) for p in params])
@@ -71,12 +71,15 @@ class DistributedOptimizer(Optimizer):
                 p.grad = Tensor.make_const(view)
         self.optimizer.step()
 
-    def __call__(self, buffers, updated_state):
-        """The compiled step's exchange: average the gradient buffers; make the state its first
-        program updated (running statistics) rank 0's."""
-        if self.broadcast_buffers:
-            self.world.broadcast(updated_state)
+    def __call__(self, buffers):
+        """The compiled step's exchange: average the gradient buffers over the ranks."""
         self.world.average(buffers, self.bucket_bytes)
+
+    def synchronise(self, arrays):
+        """After a compiled step: the state each rank updated from its own batch alone (BatchNorm's
+        running statistics) becomes rank 0's, when `broadcast_buffers`."""
+        if self.broadcast_buffers:
+            self.world.broadcast(arrays)
 
     def compiled(self, fingerprint):
         """Every rank must have compiled the same step: compare the programs' hashes."""

@@ -75,16 +75,23 @@ class World:
     def average(self, buffers, bucket_bytes=BUCKET_BYTES):
         """Replace each float array of `buffers` (1-d, C-contiguous) by its mean over the ranks,
         bit-identical on every rank (the module docstring says how), bucket by bucket."""
+        self.reduce(buffers, bucket_bytes, mean=True)
+
+    def total(self, buffers, bucket_bytes=BUCKET_BYTES):
+        """Replace each float array of `buffers` by its sum over the ranks, as `average` does."""
+        self.reduce(buffers, bucket_bytes, mean=False)
+
+    def reduce(self, buffers, bucket_bytes, mean):
         start = time.perf_counter()
         if self.size > 1:
             for flat in buffers:
                 step = max(self.size, bucket_bytes // flat.itemsize)
                 for begin in range(0, flat.size, step):
-                    self._average_bucket(flat[begin:begin + step])
+                    self._reduce_bucket(flat[begin:begin + step], mean)
         self.reduce_seconds += time.perf_counter() - start
         self.reduces += 1
 
-    def _average_bucket(self, bucket):
+    def _reduce_bucket(self, bucket, mean):
         n = self.size
         chunk = -(-bucket.size // n)
         key = (bucket.dtype.str, chunk)
@@ -102,7 +109,8 @@ class World:
         np.copyto(total, received[0])
         for row in received[1:]:
             total += row
-        total /= bucket.dtype.type(n)
+        if mean:
+            total /= bucket.dtype.type(n)
         self.comm.Allgather(total, send if exact else gathered)
         if not exact:
             bucket[:] = gathered.reshape(-1)[:bucket.size]

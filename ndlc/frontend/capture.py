@@ -161,7 +161,7 @@ class CapturedStep:
     num_inputs: int = 0                         # batch and hyperparameter inputs come first
     forward: Graph = None
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
-    exchange: tuple = None                      # (sent, stand-ins, hook): the trace's exchanged values
+    exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter, one per runtime number
 
     @property
@@ -232,13 +232,14 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True) -> Captur
     if context.backward_roots:
         forward = Graph.from_outputs(context.backward_roots, inputs, name=name)
         capture_constants(forward, len(inputs))
-    graph = Graph.from_outputs([t._value for t in outputs] + list(updates.values()), inputs, name=name)
+    sent = [v for e in context.exchanges for v in e.sent]  # what only an exchange reads
+    graph = Graph.from_outputs([t._value for t in outputs] + list(updates.values()) + sent, inputs, name=name)
     graph.outputs = [t._value for t in outputs]
     graph.updates = updates
     context.finish(graph)
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)), context.exchange, hyperparameters=runtime)
+                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime)
 
 
 @contextlib.contextmanager

@@ -141,13 +141,9 @@ class CompiledFunction:
             log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                      ", ".join(map(str, key[0])), f" after {stale}" if stale else self._changed(key))
         captured = capture(self.fn, key[0], self.roots, self.name, hyperparameters=not self.static)
-        static = self.static
-        if captured.exchange is not None and captured.hyperparameters:
-            # a step cut at an exchange reads only its batch and state after the cut: numbers compiled in
-            captured, static = capture(self.fn, key[0], self.roots, self.name, hyperparameters=False), True
-        guards = Guards(self.fn, self.roots, self.hyperparameters, self.fixed, static)
-        specialisation = (Specialisation(captured, self.check) if captured.exchange is None
-                          else SplitSpecialisation(captured, self.check, compile_graph))
+        guards = Guards(self.fn, self.roots, self.hyperparameters, self.fixed, self.static)
+        specialisation = (SplitSpecialisation(captured, self.check, compile_graph) if captured.exchanges
+                          else Specialisation(captured, self.check))
         specialisation.guards = guards
         self.specialisations[key] = specialisation
         self.compilations += 1

@@ -2,6 +2,7 @@
 import contextlib
 import inspect
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -9,6 +10,7 @@ from ..ir.errors import TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.types import TensorType
 from ..ir.checks import maybe_verify
+from ..passes.autodiff import append_gradients
 from .context import ACTIVE
 from .tensor import Tensor, apply, data_of, symbolic
 
@@ -22,18 +24,46 @@ class TraceContext:
         self.streams = 0
         self.backward_roots = []  # values backward() was called on: the forward pass's ends
         self.state = {id(t) for t in state}  # tensors whose new values the program returns
-        self.exchange = None  # (values sent, placeholders received, hook): where the step is cut
+        self.exchanges = []  # Exchange objects, in order: where the compiled step is cut
 
-    def exchanged(self, tensors, hook) -> list:
-        """Symbolic stand-ins for `tensors` after `hook` transforms them at run time (a
-        distributed optimizer's all-reduce): the compiled step is cut there into a program that
-        computes `tensors` and one that continues from the stand-ins (frontend/exchange.py)."""
-        if self.exchange is not None:
-            raise TraceError("a traced step may exchange values once (one distributed optimizer "
-                             "step per training step)")
-        received = [Tensor._wrap(Value(t._value.type, name=f"exchanged.{i}")) for i, t in enumerate(tensors)]
-        self.exchange = ([t._value for t in tensors], [r._value for r in received], hook)
+    def exchanged(self, tensors, hook, differentiable=True) -> list:
+        """Symbolic stand-ins for `tensors` after `hook` transforms them at run time (an
+        all-reduce): the compiled step is cut there (passes/split.py, frontend/exchange.py). If
+        `hook.adjoint` is a hook, the exchange is differentiable: backward() sends the stand-ins'
+        adjoints through it and goes on from `tensors` (an all-reduce sum's adjoint is one too)."""
+        k = len(self.exchanges) + 1
+        differentiable = differentiable and getattr(hook, "adjoint", None) is not None
+        received = [Tensor._wrap(Value(t._value.type, name=f"exchange{k}.{i}"), differentiable and t.requires_grad)
+                    for i, t in enumerate(tensors)]
+        self.exchanges.append(Exchange([t._value for t in tensors], received, hook, differentiable))
         return received
+
+    def differentiable_sent(self):
+        """What the exchanges not yet differentiated sent: backward() reaches through them too."""
+        return [v for e in self.exchanges if e.differentiable for v in e.sent]
+
+    def backward_through_exchanges(self, graph, targets, grads):
+        """`grads` (of the values `targets`) completed through this trace's differentiable
+        exchanges, latest first: each sends its stand-ins' adjoints through `hook.adjoint` and
+        adds the gradient of <sent, received adjoint> (appended to `graph`) to every target's."""
+        grads = dict(zip(targets, grads))
+        b = Builder(graph)
+        for exchange in [e for e in self.exchanges if e.differentiable][::-1]:
+            exchange.differentiable = False
+            pairs = [(s, grads.get(r._value)) for s, r in zip(exchange.sent, exchange.received)]
+            pairs = [(s, a) for s, a in pairs if a is not None]
+            if not pairs:
+                continue
+            back = self.exchanged([Tensor._wrap(a) for _, a in pairs], exchange.hook.adjoint, differentiable=False)
+            graph.inputs += [r._value for r in back]
+            terms = [b.summation(b.multiply(s, r._value), axes=tuple(range(s.ndim))) for (s, _), r in zip(pairs, back)]
+            total = terms[0]
+            for term in terms[1:]:
+                total = b.add(total, term)
+            for target, g in zip(targets, append_gradients(graph, total, targets)):
+                if g is not None:
+                    grads[target] = g if grads.get(target) is None else b.add(grads[target], g)
+        return [grads.get(t) for t in targets]
 
     def uniform(self, shape, dtype) -> Tensor:
         """U[0, 1) numbers for a random draw made while tracing."""
@@ -46,12 +76,22 @@ class TraceContext:
     def inputs(self):
         """The inputs this trace added: the seed, if a random op used it, then the exchanged
         values' stand-ins."""
-        return ([] if self.seed is None else [self.seed]) + (self.exchange[1] if self.exchange else [])
+        return ([] if self.seed is None else [self.seed]) + [r._value for e in self.exchanges for r in e.received]
 
     def finish(self, graph):
         """Advance the seed by one per run of `graph` (which has it among its inputs)."""
         if self.seed is not None:
             graph.updates[self.seed] = Builder(graph, loc="random seed").add_scalar(self.seed, scalar=1.0)
+
+
+@dataclass
+class Exchange:
+    """Values a trace sends to `hook` and the stand-ins (Tensors) it receives back; while
+    `differentiable`, backward() has yet to carry adjoints through it."""
+    sent: list
+    received: list
+    hook: object
+    differentiable: bool
 
 
 @contextlib.contextmanager

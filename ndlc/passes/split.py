@@ -1,66 +1,100 @@
-"""Split a step's graph where it exchanges values with other processes (a distributed
-optimizer's gradient all-reduce): the part before computes the values it sends, the part after
-continues from the values it receives. Each part then goes through the whole pipeline.
+"""Split a step's graph where it exchanges values with other processes (SyncBatchNorm's
+statistics and their adjoints, a distributed optimizer's gradient all-reduce) into parts, one
+program each, run in turn with the exchanges between them.
 
-What belongs after the cut: every output and state update that depends on a received value,
-and the updates that depend on neither the batch nor a received value (Adam's step count, the
-random seed), so that the part before holds only what the batch determines (the loss, BatchNorm's
-running statistics) and the part after only what the exchange and the state determine.
+Exchange k (from 1) sends values and receives stand-in inputs. A value's stage is the latest
+exchange whose received values it depends on (0: only the batch, the state and constants); part k
+computes the values of stage k: the step's outputs and state updates of that stage, the values
+exchange k+1 and later ones send, and those later parts read ("carried" from part to part). Every
+part takes the batch and the state inputs; what it reads from earlier parts or exchanges comes
+after them. The parts compute nothing twice.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ir.checks import maybe_verify
 from ..ir.errors import TraceError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node, Value
 
 
 @dataclass
-class Split:
-    """`before`: outputs = the step's outputs listed in `outputs_before`, then the sent values;
-    `after`: inputs = the received values, then every state input; outputs = those of
-    `outputs_after`. Indices refer to the original graph's outputs."""
-    before: Graph
-    after: Graph
-    outputs_before: list
-    outputs_after: list
+class Part:
+    """One program's graph. Outputs: the step's outputs listed in `outputs` (indices into the
+    whole graph's), then the values of `sent` (pairs (exchange, position)), then `carried_out`;
+    updates: the state updates of this stage. Inputs: the whole graph's leading inputs (batch),
+    its state inputs, then stand-ins for `carried_in` (values of the whole graph)."""
+    graph: Graph
+    outputs: list = field(default_factory=list)
+    sent: list = field(default_factory=list)
+    carried_in: list = field(default_factory=list)
+    carried_out: list = field(default_factory=list)
 
 
-def split_at_exchange(graph, sent, received, batch) -> Split:
-    """Cut `graph` at an exchange: `sent` values leave, `received` inputs (their transformed
-    values) come back. `batch`: the graph's per-call inputs, which only `before` may read."""
-    on_cut, on_batch = set(received), set(batch)
-    for node in graph.nodes:
-        if any(v in on_cut for v in node.operands):
-            on_cut.add(node.result)
-        if any(v in on_batch for v in node.operands):
-            on_batch.add(node.result)
-    late = {v for v in graph.updates.values() if v in on_cut or v not in on_batch}
+def split_at_exchanges(graph, exchanges, leading, batch) -> list:
+    """The Parts of `graph` cut at `exchanges`, a list of (sent values, received inputs) in the
+    order they happen; `leading`: its per-call inputs, `batch` and runtime numbers."""
+    received = {v: k for k, (_, values) in enumerate(exchanges, 1) for v in values}
+    stage = {v: received.get(v, 0) for v in graph.inputs}
+    free = set(graph.inputs) - set(received) - set(batch)  # state, constants, numbers: any part may
+    for node in graph.nodes:                                # compute what depends on these alone
+        stage[node.result] = max((stage[v] for v in node.operands), default=0)
+        if all(v in free for v in node.operands):
+            free.add(node.result)
+    for k, (sent, _) in enumerate(exchanges, 1):
+        late = [v for v in sent if stage[v] >= k]
+        if late:
+            raise TraceError(f"@{graph.name}: exchange {k} sends a value computed from what exchange "
+                             f"{stage[late[0]]} receives, which happens no earlier")
     state = [v for v in graph.inputs if v.kind == "state"]
-    outputs_after = [i for i, v in enumerate(graph.outputs) if v in on_cut]
-    outputs_before = [i for i in range(len(graph.outputs)) if i not in outputs_after]
-    updates_before = {s: v for s, v in graph.updates.items() if v not in late}
-    updates_after = {s: v for s, v in graph.updates.items() if v in late}
-    before = _part(graph, f"{graph.name}_gradients", [graph.outputs[i] for i in outputs_before] + list(sent),
-                   updates_before, list(batch) + state)
-    after = _part(graph, f"{graph.name}_update", [graph.outputs[i] for i in outputs_after],
-                  updates_after, list(received) + state)
-    known = set(received) | set(state)
-    for v in after.inputs:
-        if v not in known and v.kind != "const":
-            raise TraceError(f"@{graph.name}: what follows the exchange reads {v.name or v}, which "
-                             "the step computes from its batch inputs; after a distributed optimizer "
-                             "all-reduces the gradients, the update may read only them and the state")
-    read_after = {v for node in after.nodes for v in node.operands} | set(after.updates.values())
-    for s in updates_before:
-        if s in read_after:
-            raise TraceError(f"@{graph.name}: the state {s.name} is updated from the batch before the "
-                             "exchange and read after it; keep it out of the optimizer update")
-    return Split(before, after, outputs_before, outputs_after)
+    leaves = set(graph.inputs) - set(received)
+    carried = [set() for _ in range(len(exchanges) + 1)]  # per stage: its values later parts read
+    for node in graph.nodes:
+        for v in node.operands:
+            if v not in leaves and v not in free and stage[v] < stage[node.result] and v not in received:
+                carried[stage[v]].add(v)
+    order = {v: i for i, v in enumerate(graph.inputs)}
+    order.update({node.result: len(order) + i for i, node in enumerate(graph.nodes)})
+    parts = []
+    for k in range(len(exchanges) + 1):
+        part = Part(graph=None)
+        part.outputs = [i for i, v in enumerate(graph.outputs) if stage[v] == k]
+        part.sent = [(j, i) for j, (sent, _) in enumerate(exchanges) for i, v in enumerate(sent) if stage[v] == k]
+        part.carried_out = sorted(carried[k], key=order.get)
+        updates = {s: v for s, v in graph.updates.items() if stage[v] == k}
+        roots = ([graph.outputs[i] for i in part.outputs] + [exchanges[j][0][i] for j, i in part.sent]
+                 + part.carried_out)
+        part.graph = _part(graph, f"{graph.name}_{k}", k, stage, free, roots, updates, list(leading) + state, part)
+        parts.append(part)
+    return parts
 
 
-def _part(graph, name, outputs, updates, inputs):
-    """The graph computing `outputs` and `updates` from `inputs` (and `graph`'s constants)."""
-    part = Graph.from_outputs(outputs + list(updates.values()), inputs, name=name)
-    part.outputs, part.updates = outputs, updates
-    part.constants = {v: graph.constants[v] for v in part.inputs if v in graph.constants}
-    return maybe_verify(part, "split")
+def _part(graph, name, k, stage, free, roots, updates, inputs, part):
+    """Part k's graph: the nodes of stage k (or `free`) that `roots` and `updates` need, copied,
+    each operand of an earlier stage (or received) read through a stand-in input appended to `inputs`."""
+    needed, pending = set(), list(roots) + list(updates.values())
+    while pending:
+        v = pending.pop()
+        if v.node is not None and (stage[v] == k or v in free) and v.node not in needed:
+            needed.add(v.node)
+            pending.extend(v.node.operands)
+    inputs, mapping, constants = list(inputs), {v: v for v in inputs}, {}
+
+    def value(v):
+        if v not in mapping:
+            if v.kind == "const" and v.node is None:
+                mapping[v], constants[v] = v, graph.constants[v]
+                inputs.append(v)
+            else:  # computed by an earlier part, or received
+                mapping[v] = Value(v.type, name=v.name or f"carried.{len(part.carried_in)}")
+                part.carried_in.append(v)
+                inputs.append(mapping[v])
+        return mapping[v]
+
+    nodes = []
+    for node in graph.nodes:
+        if node in needed:
+            copy = Node(node.op, [value(v) for v in node.operands], node.attrs, node.result.type, node.loc)
+            mapping[node.result] = copy.result
+            nodes.append(copy)
+    outputs = [value(v) for v in roots]
+    result = Graph(name, inputs, nodes, outputs, {s: value(v) for s, v in updates.items()}, constants)
+    return maybe_verify(result, "split")

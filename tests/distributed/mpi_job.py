@@ -1,11 +1,12 @@
 """A data-parallel training job that test_distributed.py runs under `mpirun -np 2`, and whose
 model, data and step it imports for the one-process reference.
 
-    python mpi_job.py OUT.npy [--model mlp|lenet] [--fail-at STEP]
+    python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--fail-at STEP]
 
 Each rank takes its half of every global batch of 64, runs STEPS compiled steps, and after every
 step checks (on rank 0) that all ranks hold bit-identical parameters; rank 0 saves the final
-parameters. `--fail-at`: rank 1 raises at that step (the job must end non-zero, not hang).
+parameters. `--sync`: BatchNorm layers become SyncBatchNorm. `--fail-at`: rank 1 raises at that
+step (the job must end non-zero, not hang).
 """
 import argparse
 import sys
@@ -23,6 +24,10 @@ def build(model_name):
     np.random.seed(0)
     if model_name == "lenet":
         model = build_lenet()
+        return model, ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if model_name == "bn-mlp":
+        model = ndl.nn.Sequential(ndl.nn.Linear(20, 32), ndl.nn.BatchNorm1d(32), ndl.nn.ReLU(),
+                                  ndl.nn.Linear(32, 10))
         return model, ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model = ndl.nn.Sequential(ndl.nn.Linear(20, 32), ndl.nn.ReLU(), ndl.nn.Linear(32, 32),
                               ndl.nn.ReLU(), ndl.nn.Linear(32, 10))
@@ -60,6 +65,8 @@ def train(args):
     if world.rank != 0:  # differently initialised: the broadcast from rank 0 must fix it
         for p in model.parameters():
             p.numpy()[...] += 1
+    if args.sync:
+        dist.convert_sync_batchnorm(model)
     optimizer = dist.DistributedOptimizer(optimizer, model)
     step = ndl.compile(training_step(model, optimizer))
     share = GLOBAL_BATCH // world.size
@@ -79,7 +86,8 @@ def train(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out")
-    parser.add_argument("--model", choices=("mlp", "lenet"), default="mlp")
+    parser.add_argument("--model", choices=("mlp", "bn-mlp", "lenet"), default="mlp")
+    parser.add_argument("--sync", action="store_true")
     parser.add_argument("--fail-at", type=int, default=-1)
     train(parser.parse_args(argv))
 

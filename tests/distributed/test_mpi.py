@@ -49,6 +49,23 @@ def test_two_ranks_equal_one_process_and_agree_bitwise_after_every_step(tmp_path
     np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
 
 
+def test_sync_batchnorm_on_two_ranks_equals_batchnorm_on_one_process(tmp_path):
+    """SyncBatchNorm's statistics and their adjoints are summed over the ranks: 2 x 32 is 1 x 64."""
+    out = tmp_path / "params.npy"
+    job = mpirun(JOB, out, "--model", "bn-mlp", "--sync")
+    assert job.returncode == 0, job.stderr
+    np.testing.assert_allclose(np.load(out), one_process("bn-mlp"), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_lenet_with_sync_batchnorm_on_two_ranks_equals_one_process(tmp_path):
+    out = tmp_path / "params.npy"
+    job = mpirun(JOB, out, "--model", "lenet", "--sync")
+    assert job.returncode == 0, job.stderr
+    np.testing.assert_allclose(np.load(out), one_process("lenet"), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
 def test_per_rank_batchnorm_is_not_one_process_but_ranks_agree(tmp_path):
     """LeNet-BN normalises each rank's half batch with its own statistics (PyTorch DDP's default):
     the ranks still agree bit for bit, and the result differs from one process's."""

@@ -121,7 +121,7 @@ class BatchNorm1d(Module):
         _check_features(self, x, self.dim, axis=1, rank=self.rank)
         m = self.momentum
         if self.training:
-            mean, var, centered = _moments(x, tuple(a for a in range(x.ndim) if a != 1))
+            mean, var, centered = self.statistics(x, tuple(a for a in range(x.ndim) if a != 1))
             self.running_mean = ((1 - m) * self.running_mean + m * mean.data).data
             self.running_var = ((1 - m) * self.running_var + m * var.data).data
         else:
@@ -129,6 +129,11 @@ class BatchNorm1d(Module):
             centered = x - _along(mean, x.shape, 1)
         normed = centered / _along((var + self.eps) ** 0.5, x.shape, 1)
         return normed * _along(self.weight, x.shape, 1) + _along(self.bias, x.shape, 1)
+
+    def statistics(self, x, axes):
+        """Training mode's mean, biased variance and centred `x`, over `axes` of this batch
+        (SyncBatchNorm's over every process's batch)."""
+        return _moments(x, axes)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.dim})"
