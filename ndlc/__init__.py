@@ -1,6 +1,6 @@
 """ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`."""
 from . import data, init, ir, nn, ops, optim, passes
-from .frontend import Device, Tensor, cpu, default_device, trace
+from .frontend import Device, Tensor, cpu, cuda, default_device, trace
 from .frontend.checkpoint import load, save
 from .frontend.compile import compile
 from .frontend.compile_ir import compile_ir

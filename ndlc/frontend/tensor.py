@@ -25,6 +25,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Data of eager values, and the Tensor that wraps each value (for needle's .grad on every node).
 _DATA: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionary()
+# Values whose current data lives in a compiled GPU program's memory: Value -> (owner, fetch), where
+# fetch() copies it into the Value's host array; reading the tensor on the host fetches it first.
+_RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary()
 _TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
 
 
@@ -45,7 +48,13 @@ class Device:
 
 
 def cpu():
+    """The host CPU."""
     return Device("cpu")
+
+
+def cuda():
+    """The GPU: programs compiled for it run there (eager tensors stay on the host)."""
+    return Device("cuda")
 
 
 def default_device():
@@ -128,6 +137,7 @@ class Tensor:
             raise TraceError(f"cannot read the value of a symbolic {self._value.type} tensor while "
                              f"tracing (at {user_location()}): a traced function must not depend on "
                              "tensor values (no .numpy(), float(), bool() or `if` on a tensor)")
+        fetch_resident(self._value)
         return _DATA[self._value]
 
     def realize_cached_data(self):
@@ -272,7 +282,7 @@ def _evaluate_new_nodes(nodes):
     """Evaluate, in order, each node whose operands all hold data; the rest stay symbolic."""
     for node in nodes:
         if all(v in _DATA for v in node.operands):
-            _DATA[node.result] = evaluate_node(node, [_DATA[v] for v in node.operands])
+            _DATA[node.result] = evaluate_node(node, [data_of(v) for v in node.operands])
 
 
 def apply(op, *tensors, **attrs) -> Tensor:
@@ -289,5 +299,34 @@ def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
 
 def data_of(value: Value):
     """The eager data of `value`, or None if it is symbolic."""
+    fetch_resident(value)
     return _DATA.get(value)
+
+
+def mark_resident(value: Value, owner, fetch):
+    """`value`'s current data is in `owner`'s device memory; fetch() brings it to the host array."""
+    _RESIDENT[value] = (owner, fetch)
+
+
+def resident_in(value: Value):
+    """The owner whose device memory holds `value`'s current data, or None (the host array does)."""
+    entry = _RESIDENT.get(value)
+    return entry[0] if entry else None
+
+
+def store_data(value: Value, array):
+    """`value`'s host data set to `array`: copied into its array where that is writeable (views
+    of it see the change), else replacing it."""
+    current = _DATA.get(value)
+    if current is not None and current.flags.writeable and current.flags.c_contiguous and current.shape == array.shape:
+        np.copyto(current, array)
+    else:
+        _DATA[value] = array
+
+
+def fetch_resident(value: Value):
+    """Bring `value`'s data to the host if a device program holds its current value."""
+    entry = _RESIDENT.pop(value, None)
+    if entry is not None:
+        entry[1]()
 

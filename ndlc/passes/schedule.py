@@ -27,7 +27,9 @@ for the cores (they did: OpenBLAS's idle workers spin ~0.1 s after each call, an
 mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
 
 CUDA (`schedule_gpu`): every kernel gets blocks of threads over its outer points (Kernel.gpu):
-  - elementwise kernels (no inner loops) and a gemm's epilogue: one point per thread, grid-stride;
+  - elementwise kernels (no inner loops), a gemm's epilogue, and reductions of at most
+    SMALL_INNER elements per point (a convolution's input gradient): one point per thread,
+    grid-stride;
   - row reductions (loads contiguous or broadcast along the reduced loops: LayerNorm, softmax,
     row sums): `lanes` threads per row, the fastest-varying thread index along the row, so a warp
     reads a row's consecutive elements and combines with warp shuffles; short rows share a block;
@@ -71,6 +73,9 @@ def schedule(program: Program, threads=1) -> Program:
     return program
 
 
+SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)
+
+
 @dataclass(frozen=True)
 class GpuTarget:
     """What the CUDA schedule needs of a device: its multiprocessors and the threads per block
@@ -92,6 +97,9 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
         if inner == 1 or not kernel.reductions:
             tile, lanes = threads, 1
             why = "gemm epilogue, a thread per element" if kernel.gemm else "elementwise, a thread per point"
+        elif inner <= SMALL_INNER and points >= threads:
+            tile, lanes = threads, 1
+            why = f"short reductions ({inner} elements): a thread per point loops over them in registers"
         elif _strided(kernel):
             tile = next((t for t in (32, 16, 8, 4) if t <= threads and -(-points // t) >= 2 * target.multiprocessors),
                         min(4, threads))

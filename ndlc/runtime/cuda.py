@@ -47,6 +47,17 @@ def emulating() -> bool:
     return os.environ.get("NDLC_CUDA_EMULATE", "") not in ("", "0")
 
 
+def require():
+    """Raises CudaUnavailable naming what device='cuda' lacks here (the emulation: g++; a GPU:
+    nvcc, pycuda, a GPU the driver sees, cuBLAS)."""
+    if emulating():
+        if shutil.which("g++") is None:
+            raise CudaUnavailable("NDLC_CUDA_EMULATE=1 needs g++ (C++20) to build the host emulation")
+        return
+    nvcc()
+    GpuDevice.shared()
+
+
 def nvcc() -> str:
     """The path of nvcc (PATH, then CUDA_HOME or /usr/local/cuda), or CudaUnavailable."""
     found = shutil.which("nvcc") or next((p for p in (os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"),
@@ -130,14 +141,17 @@ class CudaProgram:
                 size += -(-_nbytes(buffer) // ALIGNMENT) * ALIGNMENT
         for out, state in kernels.in_place.items():  # written where its state lives
             self.offsets[out] = self.offsets[state]
+        self.input_types = {n: TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype) for n in kernels.inputs}
         self.executor.prepare(module, max(size, ALIGNMENT))
         for name, value in kernels.constants.items():
-            self.upload(name, value)
+            buffer = kernels.buffers[name]
+            array = np.empty(buffer.shape, numpy_dtype(buffer.dtype))
+            array[...] = value
+            self.upload(name, array)
         split = len(kernels.outputs) - kernels.updates
         self.state_copies = [Copy(out, state, _nbytes(kernels.buffers[state]))
                              for out, state in zip(kernels.outputs[split:], kernels.updated)
                              if kernels.in_place.get(out) != state]
-        self.input_types = {n: TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype) for n in kernels.inputs}
         self.calls = 0
 
     def pointer(self, name) -> int:
@@ -211,6 +225,8 @@ class EmulatedExecutor:
     """The steps on the host: kernels under the CUDA emulation, gemms by numpy, one arena array.
     `library`: the emulation already built (for a source holding several programs)."""
 
+    lock = threading.Lock()  # the emulation's block state is global: one launch at a time in the process
+
     def __init__(self, library=None):
         self.library = library
 
@@ -231,6 +247,10 @@ class EmulatedExecutor:
         out.reshape(-1).view(np.uint8)[...] = self._view(pointer, out.nbytes)
 
     def run(self, program, steps, graph=False):
+        with self.lock:
+            self._run(program, steps)
+
+    def _run(self, program, steps):
         for step in steps:
             if isinstance(step, Launch):
                 pointers = (ctypes.c_void_p * max(1, len(step.buffers)))(*[program.pointer(b) for b in step.buffers])
