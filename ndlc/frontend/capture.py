@@ -130,8 +130,68 @@ class Hyperparameter:
     name: str
     dtype: str
 
+    def value(self):
+        return getattr(self.owner, self.name, None)
+
     def array(self):
-        return np.asarray(getattr(self.owner, self.name), numpy_dtype(self.dtype))
+        return np.asarray(self.value(), numpy_dtype(self.dtype))
+
+
+@dataclass
+class FunctionNumber:
+    """A float the step reads from its globals (`holder` is their dict) or its closure (`holder`
+    is the cell), read as a 0-d float32 runtime input like a Hyperparameter."""
+    path: str
+    holder: object
+    dtype: str = "f32"
+
+    def value(self):
+        if isinstance(self.holder, dict):
+            return self.holder.get(self.path)
+        return self.holder.cell_contents
+
+    def array(self):
+        return np.asarray(self.value(), numpy_dtype(self.dtype))
+
+
+def find_function_numbers(fn) -> list:
+    """A FunctionNumber for each float among the globals and closure cells `fn` reads (not its
+    defaults, nor a bound object's attributes); ints and bools stay compiled in (shapes, flags)."""
+    target = getattr(fn, "__func__", fn)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return []
+    cells = dict(zip(code.co_freevars, target.__closure__ or ()))
+    found = [FunctionNumber(name, cell) for name, cell in cells.items() if _is_float(cell.cell_contents)]
+    return found + [FunctionNumber(name, target.__globals__) for name, value in referenced_values(fn).items()
+                    if name not in cells and name in _global_names(code) and _is_float(value)]
+
+
+def _is_float(value):
+    return isinstance(value, (float, np.floating))
+
+
+def _global_names(code):
+    """The global names `code` and the code nested in it read."""
+    names, pending = set(), [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    return names
+
+
+def with_inputs(fn, numbers, scalars):
+    """`fn` reading each FunctionNumber's symbolic input instead of its float: a copy of the
+    function with new closure cells and a copy of its globals (the user's stay untouched)."""
+    target = getattr(fn, "__func__", fn)
+    glob = dict(target.__globals__)
+    glob.update({n.path: s for n, s in zip(numbers, scalars) if isinstance(n.holder, dict)})
+    cells = {id(n.holder): s for n, s in zip(numbers, scalars) if not isinstance(n.holder, dict)}
+    closure = tuple(types.CellType(cells[id(c)]) if id(c) in cells else c for c in target.__closure__ or ())
+    copy = types.FunctionType(target.__code__, glob, target.__name__, target.__defaults__, closure or None)
+    copy.__kwdefaults__ = target.__kwdefaults__
+    return types.MethodType(copy, fn.__self__) if hasattr(fn, "__func__") else copy
 
 
 def find_hyperparameters(roots: dict) -> list:
@@ -162,7 +222,7 @@ class CapturedStep:
     forward: Graph = None
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
-    hyperparameters: list = field(default_factory=list)  # Hyperparameter, one per runtime number
+    hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
 
     @property
     def state_inputs(self):
@@ -204,9 +264,10 @@ class CapturedStep:
         return outputs
 
 
-def capture(fn, examples, roots=None, name=None, hyperparameters=True) -> CapturedStep:
+def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=True) -> CapturedStep:
     """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs
-    and, with `hyperparameters`, its optimizers' numbers (find_hyperparameters) as runtime inputs."""
+    and, with `hyperparameters`, its optimizers' numbers (find_hyperparameters), with `numbers`
+    the floats of its own globals and closure (find_function_numbers), as runtime inputs."""
     roots = referenced_objects(fn) if roots is None else roots
     slots = find_slots(roots)
     holders = [slot.get() for slot in slots]
@@ -214,10 +275,12 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True) -> Captur
     names = parameter_names(fn, len(examples))
     batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
     runtime = find_hyperparameters(roots) if hyperparameters else []
-    scalars = [symbolic(TensorType((), h.dtype), name=h.path) for h in runtime]
-    with _bound_to_state(slots, holders, tensors) as state_values, _bound_to_inputs(runtime, scalars), \
-            tracing(tensors) as context:
-        result = fn(*batch)
+    own = find_function_numbers(fn) if numbers else []
+    scalars = [symbolic(TensorType((), h.dtype), name=h.path) for h in runtime + own]
+    traced = with_inputs(fn, own, scalars[len(runtime):]) if own else fn
+    with _bound_to_state(slots, holders, tensors) as state_values, \
+            _bound_to_inputs(runtime, scalars[:len(runtime)]), tracing(tensors) as context:
+        result = traced(*batch)
         outputs = output_tensors(result)
         finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]
         finals = [(slot, holder, now._value if isinstance(now, Tensor) else now) for slot, holder, now in finals]
@@ -239,7 +302,7 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True) -> Captur
     context.finish(graph)
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime)
+                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own)
 
 
 @contextlib.contextmanager

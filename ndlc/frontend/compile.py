@@ -17,7 +17,8 @@ from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
-from .capture import STATEFUL, capture, find_hyperparameters, referenced_numbers, referenced_objects
+from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, referenced_numbers,
+                      referenced_objects)
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from .nn.module import Module
@@ -35,9 +36,9 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     when they cannot be found through its closure, globals and bound object. `check` (default:
     NDLC_CHECK=1): every call also compares each kernel with the interpreter and raises CheckError
     naming the first that computes a wrong value (slow: a debugging mode).
-    Optimizers' numbers (lr, momentum, betas, eps, weight decay) are runtime arguments, so a
-    schedule never recompiles; `static_hyperparameters=True` compiles them in as constants (each
-    new value then compiles again). At most `max_specialisations` programs are kept, the least
+    Optimizers' numbers (lr, momentum, betas, eps, weight decay) and the floats of the function's
+    own globals and closure are runtime arguments, so a schedule never recompiles;
+    `static_hyperparameters=True` compiles them in as constants (each new value compiles again). At most `max_specialisations` programs are kept, the least
     recently used one dropped (and its memory freed) first."""
     check = flag("NDLC_CHECK") if check is None else check
     name = device.name if hasattr(device, "name") else str(device)
@@ -140,8 +141,10 @@ class CompiledFunction:
         if self.compilations:
             log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                      ", ".join(map(str, key[0])), f" after {stale}" if stale else self._changed(key))
-        captured = capture(self.fn, key[0], self.roots, self.name, hyperparameters=not self.static)
-        guards = Guards(self.fn, self.roots, self.hyperparameters, self.fixed, self.static)
+        captured = self._capture(key[0])
+        runtime = {h.path for h in captured.hyperparameters}
+        compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
+        guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)
         specialisation = (SplitSpecialisation(captured, self.check, compile_graph) if captured.exchanges
                           else Specialisation(captured, self.check))
         specialisation.guards = guards
@@ -157,11 +160,26 @@ class CompiledFunction:
             log.info("%s: dropped the least recently used specialisation, for (%s), keeping %d",
                      self.name, ", ".join(map(str, evicted[0])), self.limit)
 
+    def _capture(self, types):
+        """The step traced for `types`, its floats and optimizers' numbers as runtime inputs
+        (unless static); a step that cannot trace its floats as tensors (Python arithmetic or
+        control flow on them) has them compiled in instead, logged."""
+        try:
+            return capture(self.fn, types, self.roots, self.name, hyperparameters=not self.static,
+                           numbers=not self.static)
+        except Exception as e:
+            if self.static or not find_function_numbers(self.fn):
+                raise
+            log.info("%s: its floats %s cannot be runtime inputs (%s: %s); compiling them in", self.name,
+                     ", ".join(n.path for n in find_function_numbers(self.fn)), type(e).__name__, e)
+            return capture(self.fn, types, self.roots, self.name, numbers=False)
+
     def _settings(self):
         """The plain Python values the step reads (its own globals and closure, and the train/eval
-        flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. The
-        optimizers' numbers are runtime arguments (or, static, guarded by value)."""
-        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items())
+        flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. Its own
+        floats and the optimizers' numbers are runtime inputs or, compiled in, guarded by value."""
+        runtime = set() if self.static else {n.path for n in find_function_numbers(self.fn)}
+        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items() if name not in runtime)
         return own + tuple((i, name, value) for i, obj in enumerate(self.stateful)
                            for name, value in vars(obj).items()
                            if isinstance(value, (bool, int, float, str)) and (id(obj), name) not in self.guarded)

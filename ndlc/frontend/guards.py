@@ -17,18 +17,19 @@ ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (c
 
 class Guards:
     """What a trace of `fn` read: `roots` (None when the caller named them: fixed), the object
-    graph under them, the captured arrays (name -> (array, copy)) and the optimizers' numbers:
-    their values when `static` (compiled in), else only that they are numbers (runtime inputs)."""
+    graph under them, the captured arrays (name -> (array, copy)), the numbers it reads as runtime
+    inputs (`runtime`: that they are still numbers) and those compiled in (`compiled`: their values);
+    each number a capture.Hyperparameter or FunctionNumber."""
 
-    def __init__(self, fn, roots, hyperparameters, fixed, static=False):
+    def __init__(self, fn, roots, runtime, compiled, fixed):
         self.fn = fn
         self.roots = None if fixed else dict(roots)
         self.edges = [(path, container, key, value) for value, path, container, key in walk_state(roots)]
         self.sizes = [(path, value, len(value)) for value, path, _, _ in walk_state(roots)
                       if isinstance(value, (list, dict))]
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
-        self.hyperparameters = [(h, getattr(h.owner, h.name) if static else None) for h in hyperparameters]
-        self.static = static
+        self.runtime = list(runtime)
+        self.compiled = [(h, h.value()) for h in compiled]
 
     def failure(self):
         """Why the trace no longer holds (a sentence), or None; a TraceError when an optimizer's
@@ -57,13 +58,13 @@ class Guards:
                 return f"{name} {_replaced(current, array)}"
             if not _same(array, copy):
                 return f"the array {name} was modified (the trace copied it in as a constant)"
-        for h, value in self.hyperparameters:
-            now = getattr(h.owner, h.name, None)
-            if not is_number(now):
-                raise TraceError(f"{h.path} is now {now!r}: the compiled step reads it as a number "
+        for h in self.runtime:
+            if not is_number(h.value()):
+                raise TraceError(f"{h.path} is now {h.value()!r}: the compiled step reads it as a number "
                                  "(a runtime input of its program), as it was when traced")
-            if self.static and now != value:
-                return f"{h.path} changed from {value!r} to {now!r} (compiled in: static_hyperparameters)"
+        for h, value in self.compiled:
+            if h.value() != value:
+                return f"{h.path} changed from {value!r} to {h.value()!r} (compiled in)"
         return None
 
 

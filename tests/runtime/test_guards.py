@@ -194,3 +194,65 @@ def test_specialisations_are_bounded_and_evicted_ones_freed(caplog):
     assert forward.compilations == 3
     with pytest.raises(ndl.NdlcError, match="max_specialisations must be a positive integer"):
         ndl.compile(model, max_specialisations=0)
+
+
+STEP_SIZE = 0.5
+COUNT = 2.0
+
+
+def test_the_steps_own_floats_are_runtime_inputs():
+    """A float global (a hand-written SGD's step size) and a float in the closure: new values each
+    call, one compilation."""
+    global STEP_SIZE
+    w = ndl.Tensor(np.ones(3, np.float32))
+    offset = 1.0
+
+    def sgd_step(x):
+        loss = ((w * x).sum() + offset) ** 2
+        loss.backward()
+        w.data = w.data - STEP_SIZE * w.grad.data
+        return loss
+    step = ndl.compile(sgd_step)
+    x = np.full(3, 0.1, np.float32)
+    try:
+        for i in range(5):
+            STEP_SIZE, offset = 0.5 / (i + 1), float(i)
+            want = (w.numpy() * x).sum() + offset
+            assert float(step(x).numpy()) == pytest.approx(want ** 2, rel=1e-5)
+    finally:
+        STEP_SIZE = 0.5
+    assert step.compilations == 1
+    assert "%STEP_SIZE: f32[]" in step.ir("traced") and "%offset: f32[]" in step.ir("traced")
+
+
+def test_a_float_used_as_a_python_number_is_compiled_in_and_guarded(caplog):
+    """A float the step turns into a loop count cannot be a tensor: it is compiled in, and a new
+    value recompiles (logged) rather than running the old loop count."""
+    global COUNT
+
+    def repeat(x):
+        for _ in range(int(COUNT)):
+            x = x * 2
+        return x
+    step = ndl.compile(repeat)
+    try:
+        with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+            assert step(np.ones(2, np.float32)).numpy().tolist() == [4, 4]
+            COUNT = 3.0
+            assert step(np.ones(2, np.float32)).numpy().tolist() == [8, 8]
+    finally:
+        COUNT = 2.0
+    assert "its floats COUNT cannot be runtime inputs (TraceError" in caplog.text
+    assert "after COUNT changed from 2.0 to 3.0 (compiled in)" in caplog.text
+
+
+def test_static_hyperparameters_compile_the_steps_floats_in_too():
+    global STEP_SIZE
+    step = ndl.compile(lambda x: x * STEP_SIZE, static_hyperparameters=True)
+    try:
+        assert step(np.ones(1, np.float32)).numpy()[0] == 0.5
+        STEP_SIZE = 0.25
+        assert step(np.ones(1, np.float32)).numpy()[0] == 0.25
+    finally:
+        STEP_SIZE = 0.5
+    assert step.compilations == 2 and "%STEP_SIZE" not in step.ir("traced")
