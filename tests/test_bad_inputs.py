@@ -121,6 +121,12 @@ CASES = {
     "compiled function returning a Python number": (
         lambda tmp, mp: ndl.compile(lambda a: 3)(ones(2)),
         ndl.TraceError, r"returned int as output 0; only Tensors"),
+    "compiled step given a label past the last class": (
+        lambda tmp, mp: compiled_linear_step()[0](ones(2, 3), np.array([0, 4])),
+        ValueError, r"train_step: input 1 \(y\) holds 4, outside \[0, 4\) for its one_hot over 4 classes"),
+    "compiled embedding given an index past its table": (
+        lambda tmp, mp: [(f := ndl.compile(nn.Embedding(5, 2)))(np.array([[0, 4]])), f(np.array([[0, 5]]))],
+        IndexError, r"input 0 \(arg0\) holds 5, outside \[0, 5\) for its gather from 5 rows"),
     "compile for a device that does not exist": (
         lambda tmp, mp: ndl.compile(lambda a: a, device="tpu"),
         ndl.NdlcError, r"device 'tpu' is not available to ndlc.compile"),

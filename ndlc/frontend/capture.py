@@ -223,6 +223,7 @@ class CapturedStep:
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
+    index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
 
     @property
     def state_inputs(self):
@@ -239,6 +240,16 @@ class CapturedStep:
     def state_arrays(self):
         """The state tensors' current data, as the program's state arguments."""
         return [t.numpy() for t in self.state]
+
+    def check_indices(self, batch):
+        """Raise as eager execution would where a batch input that must index [0, n) (labels,
+        gather indices) holds a value outside it; compiled, it would select nothing."""
+        for position, n, error, what in self.index_bounds:
+            values = np.asarray(batch[position])
+            outside = ~((values >= 0) & (values < n))
+            if outside.any():
+                raise error(f"{self.graph.name}: input {position} ({self.graph.inputs[position].name}) "
+                            f"holds {values[outside].reshape(-1)[0]}, outside [0, {n}) for its {what}")
 
     def arguments(self, batch):
         """The program's arguments for one run on `batch`: it, the hyperparameters' current
@@ -302,7 +313,14 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     context.finish(graph)
     capture_constants(graph, len(inputs))
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own)
+                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own,
+                        index_bounds=_input_bounds(context.index_bounds, batch))
+
+
+def _input_bounds(bounds, batch):
+    """(input position, n, error, what) for each index bound (TraceContext.bound) on a batch input."""
+    positions = {id(t._value): i for i, t in enumerate(batch)}
+    return [(positions[id(v)], n, error, what) for v, n, error, what in bounds if id(v) in positions]
 
 
 @contextlib.contextmanager

@@ -129,6 +129,7 @@ class CompiledFunction:
             self._specialise(key, stale)
         self.specialisations.move_to_end(key)
         self.last, self.last_key = self.specialisations[key], key
+        self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, data_of
+from .tensor import Tensor, data_of, user_location
 from .context import active_context
 
 
@@ -72,6 +72,8 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
         bad = known[outside].reshape(-1)[0]
         raise ValueError(f"one_hot: label {bad} is outside [0, {n}) (labels must index one of {n} "
                          f"classes; a zero row would silently drop the sample)")
+    if known is None and active_context() is not None:
+        active_context().bound(labels._value, n, ValueError, f"one_hot over {n} classes (at {user_location()})")
     if not np.issubdtype(np.dtype(labels.dtype), np.integer):
         labels = ops.cast(labels, "int32")
     column = ops.reshape(labels, labels.shape + (1,))

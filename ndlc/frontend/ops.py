@@ -12,6 +12,7 @@ import numpy as np
 from ..ir.errors import ShapeError
 from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
+from .context import active_context
 from .tensor import Tensor, apply, user_location
 
 _NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)
@@ -248,10 +249,14 @@ def arange(size, dtype="int64"):
 def gather(table, indices):
     """The rows of `table` at `indices`: shape indices.shape + table.shape[1:] (an embedding
     lookup). Float indices (needle's get_batch with dtype='float32') are cast to integers."""
-    indices = as_tensor(indices)
+    indices, table = as_tensor(indices), as_tensor(table)
+    context = active_context()
+    if context is not None and table.ndim:
+        context.bound(indices._value, table.shape[0], IndexError,
+                      f"gather from {table.shape[0]} rows (at {user_location()})")
     if is_float(indices._value.dtype):
         indices = cast(indices, "i64")
-    return apply("gather", as_tensor(table), indices)
+    return apply("gather", table, indices)
 
 
 # Every other registry op: elementwise ones with broadcasting and scalars, scalar-attribute ops

@@ -25,6 +25,12 @@ class TraceContext:
         self.backward_roots = []  # values backward() was called on: the forward pass's ends
         self.state = {id(t) for t in state}  # tensors whose new values the program returns
         self.exchanges = []  # Exchange objects, in order: where the compiled step is cut
+        self.index_bounds = []  # (value, n, error class, what): integers that must lie in [0, n)
+
+    def bound(self, value, n, error, what):
+        """`value` must lie in [0, n) at run time (labels of a one-hot, indices of a gather): the
+        compiled step checks it where it is an input, as eager execution does (raising `error`)."""
+        self.index_bounds.append((value, n, error, what))
 
     def exchanged(self, tensors, hook, differentiable=True) -> list:
         """Symbolic stand-ins for `tensors` after `hook` transforms them at run time (an
