@@ -159,7 +159,7 @@ class _KernelEmitter:
         self.launch = Launch(name, g.blocks, self.threads, tuple(self.used), kernel.name)
         self._body()
         head = [f"// {kernel.name}: {', '.join(kernel.fused) or 'no graph nodes'} ({g.why})",
-                f'extern "C" __global__ void __launch_bounds__({self.threads}) {name}({", ".join(params)}) {{']
+                f'extern "C" __global__ void __launch_bounds__({self.threads}, 1) {name}({", ".join(params)}) {{']
         self.source = "\n".join(head + self.lines + ["}", self._emulation_entry()])
 
     # ---- structure ----------------------------------------------------------------------------
@@ -297,6 +297,8 @@ class _KernelEmitter:
             source = types[id(e.args[0])] or "f64"
             x = self._operand(e.args[0], memo, source)
             return f"({x} != 0)" if e.payload == "bool" else f"({C_TYPES[e.payload]})({x})"
+        if prim == "pow" and e.args[1].prim == "const" and _small_integer(e.args[1].payload) and is_float(dtype):
+            return _power(self._operand(e.args[0], memo, dtype), int(e.args[1].payload), dtype)
         if prim == "select":
             args = [self._operand(e.args[0], memo, "bool")] + [self._operand(a, memo, dtype) for a in e.args[1:]]
         else:
@@ -356,6 +358,18 @@ class _KernelEmitter:
                 f'extern "C" void ndlc_emulate_{self.name}(unsigned blocks, unsigned threads, void** buffers) {{\n'
                 f"  ndlc_emulate_launch(blocks, threads, [&] {{ {self.name}({args}); }});\n"
                 "}\n#endif\n")
+
+
+def _small_integer(value):
+    return float(value).is_integer() and abs(value) <= 8
+
+
+def _power(x, n, dtype):
+    """x**n for a small integer n as multiplications (as the CPU backend does: exact for squares)."""
+    if n == 0:
+        return _literal(dtype, 1.0)
+    product = " * ".join([x] * abs(n))
+    return f"({_literal(dtype, 1.0)} / ({product}))" if n < 0 else f"({product})"
 
 
 def _affine(form: Affine) -> str:

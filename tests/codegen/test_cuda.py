@@ -136,3 +136,32 @@ def test_row_and_column_reductions_at_every_block_size(threads):
     program = CudaProgram(kernels, lower_to_cuda(kernels), {}, executor=EmulatedExecutor())
     for got, want in zip(program.run(x, w), interpret(graph, x, w)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def step_graphs():
+    """(name, graph, forward) of the MLP, LeNet-BN and ResNet9 training steps, as ndl.compile traces them."""
+    import ndlc as ndl
+    from ndlc.examples.lenet import build_lenet
+    from ndlc.examples.resnet9 import build_resnet9
+    from ndlc.examples.train_mlp import build_mlp, training_step
+    rng = np.random.default_rng(0)
+    found = []
+    for name, model, shape, optimizer in [
+            ("mlp", build_mlp(), (16, 784), ndl.optim.Adam),
+            ("lenet", build_lenet(), (4, 1, 28, 28), ndl.optim.SGD),
+            ("resnet9", build_resnet9(), (2, 3, 32, 32), ndl.optim.SGD)]:
+        step = ndl.compile(training_step(model, optimizer(model.parameters(), lr=0.01)))
+        step(rng.standard_normal(shape).astype(np.float32), rng.integers(0, 10, shape[0]))
+        captured = step.last.captured
+        found.append((name, captured.graph, captured.forward))
+    return found
+
+
+@needs_nvcc
+def test_training_steps_compile_with_nvcc_without_spills(tmp_path):
+    for name, graph, forward in step_graphs():
+        kernels, _ = kernels_for(graph, H200, forward)
+        report = nvcc_compile(lower_to_cuda(kernels).source, tmp_path)
+        found = spills(report)
+        assert len(found) >= len([k for k in kernels.kernels if not k.gemm]), name
+        assert not any(found.values()), f"{name}: register spills in {[f for f, n in found.items() if n]}"
