@@ -33,12 +33,13 @@ STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "p
 _COMPILATIONS = itertools.count()
 
 
-def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=None):
+def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=None, debug=False):
     """`graph` compiled for `device` ('cpu': the host, a runtime Program; 'cuda': a CudaProgram
     on the GPU or its host emulation), ready to `run`. `forward`: the step's graph before
     backward() added adjoints (then `graph` is the 'grad' stage). `profile`: the code records
     the cycle counter around each kernel (Program.profile; CPU only). `gpu_target`: the
-    schedule's view of the GPU (default: the device's own)."""
+    schedule's view of the GPU (default: the device's own). `debug`: bounds checks on every load
+    and store (Program raises BoundsError naming the kernel; CPU only)."""
     if device == "cuda":
         return _compile_cuda(graph, forward, gpu_target)
     from .codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
@@ -47,8 +48,8 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
     kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
     kernels = stages.kernels("planned", plan_memory(kernels))
-    llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile))
-    program = Program(kernels, llvm_ir, stages.texts, profile, source=graph)
+    llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug))
+    program = Program(kernels, llvm_ir, stages.texts, profile, source=graph, debug=debug)
     stages.text("llvm_opt", program.native.optimized_ir)
     if stages.wants("asm"):
         stages.text("asm", program.native.assembly())

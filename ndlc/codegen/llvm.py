@@ -29,23 +29,27 @@ _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32])
            "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
 
 
-def lower_to_llvm(program, triple="", data_layout="", profile=False) -> str:
+def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> str:
     """The LLVM IR text of `program` (a kernel.Program). With `profile`, the pointer array has one
-    more slot, an i64 array that gets the cycle counter before each kernel and after the last."""
+    more slot, an i64 array that gets the cycle counter before each kernel and after the last.
+    With `debug`, one more after it: every load and store checks its element index against its
+    buffer's size, and the first out of bounds writes (kernel number + 1, access, index) into that
+    i64[3] array (DEBUG_ACCESS numbers the access) and is redirected to element 0."""
     module = ir.Module(name=program.name)
     module.triple, module.data_layout = triple, data_layout
     order = list(program.buffers)
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()]), ENTRY)
     b = ir.IRBuilder(entry.append_basic_block("entry"))
     pointers = {}
-    for i, name in enumerate(order + (["profile"] if profile else [])):
+    for i, name in enumerate(order + (["profile"] if profile else []) + (["debug"] if debug else [])):
         slot = b.gep(entry.args[0], [ir.Constant(I64, i)], source_etype=ir.PointerType())
         pointers[name] = b.load(slot, typ=ir.PointerType(), name=f"buf.{name}")
+    sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
     for index, kernel in enumerate(program.kernels):
         if profile:
             _stamp(b, pointers["profile"], index)
-        used = sorted(kernel.buffers() - set(kernel.local), key=order.index)
-        fn = _KernelEmitter(module, kernel, used).function
+        used = sorted(kernel.buffers() - set(kernel.local), key=order.index) + (["debug"] if debug else [])
+        fn = _KernelEmitter(module, kernel, used, sizes and (index, sizes)).function
         args = [pointers[name] for name in used]
         if kernel.split is None:
             b.call(fn, args)
@@ -90,11 +94,17 @@ def _outlined(module, kernel, fn, count):
     return outlined
 
 
-class _KernelEmitter(ScalarLowering):
-    """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form)."""
+def debug_access(code) -> str:
+    """What a bounds-check record's access number means: load number n >= 0, store -(n+1)."""
+    return f"load {code}" if code >= 0 else f"store {-code - 1}"
 
-    def __init__(self, module, kernel, used):
-        self.kernel = kernel
+
+class _KernelEmitter(ScalarLowering):
+    """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
+    `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
+
+    def __init__(self, module, kernel, used, debug=None):
+        self.kernel, self.debug = kernel, debug
         split = [I64, I64] if kernel.split else []  # the split loop's range [start, stop), or (thread, threads)
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
         self.function = fn = ir.Function(module, fnty, kernel.name)
@@ -102,6 +112,8 @@ class _KernelEmitter(ScalarLowering):
         self.pointers = dict(zip(used, fn.args))
         for arg in fn.args[:len(used)]:
             arg.add_attribute("noalias")
+        if debug is not None:
+            debug[1].update(kernel.local)
         chunks = kernel.strategy == "chunks"
         self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split and not chunks else {}
         self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
@@ -430,12 +442,30 @@ class _KernelEmitter(ScalarLowering):
         if isinstance(load, Index):
             return index
         mem = MEMORY[load.dtype]
+        index = self._checked(index, load.buffer, n)
         value = b.load(b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem), typ=mem)
         if load.dtype == "bool":
             value = b.icmp_unsigned("!=", value, ir.Constant(I8, 0))
         if valid is not None:
             value = b.select(valid, value, ir.Constant(TYPES[load.dtype], 0))
         return value
+
+    def _checked(self, index, buffer, access):
+        """`index`, or 0 where it is outside `buffer` after recording (kernel + 1, access number,
+        index) in the debug array, when compiled with bounds checks (the first violation is kept).
+        `access`: a load's number or a Store."""
+        if self.debug is None:
+            return index
+        b, (number, sizes) = self.b, self.debug
+        code = access if isinstance(access, int) else -1 - [id(s) for s in self.kernel.stores].index(id(access))
+        outside = b.icmp_unsigned(">=", index, ir.Constant(I64, sizes[buffer]))
+        with b.if_then(outside, likely=False):
+            record = self.pointers["debug"]
+            first = b.icmp_signed("==", b.load(record, typ=I64), ir.Constant(I64, 0))
+            with b.if_then(first):
+                for i, value in enumerate((ir.Constant(I64, number + 1), ir.Constant(I64, code), index)):
+                    b.store(value, b.gep(record, [ir.Constant(I64, i)], source_etype=I64))
+        return b.select(outside, ir.Constant(I64, 0), index)
 
     def _local(self, buffer, access):
         """The access as made: within the thread's row for a row-local temporary."""
@@ -447,6 +477,7 @@ class _KernelEmitter(ScalarLowering):
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
         for store, value in zip(stores, values):
             index, _ = self._address(self._local(store.buffer, store.access))
+            index = self._checked(index, store.buffer, store)
             if store.dtype == "bool":
                 value = b.zext(value, I8)
             b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype]))

@@ -30,7 +30,8 @@ DEVICES = ("cpu",)
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
 
 
-def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8):
+def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8,
+            debug=None):
     """A callable running `obj` (a Module, or a function of Tensors) natively on `device`.
     `state`: the Modules, Optimizers and Tensors whose tensors the function reads and updates,
     when they cannot be found through its closure, globals and bound object. `check` (default:
@@ -39,15 +40,18 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     Optimizers' numbers (lr, momentum, betas, eps, weight decay) and the floats of the function's
     own globals and closure are runtime arguments, so a schedule never recompiles;
     `static_hyperparameters=True` compiles them in as constants (each new value compiles again). At most `max_specialisations` programs are kept, the least
-    recently used one dropped (and its memory freed) first."""
+    recently used one dropped (and its memory freed) first. `debug` (default: NDLC_DEBUG=1): every
+    load and store is checked against its buffer's bounds; a violation raises BoundsError naming the
+    kernel, the graph nodes and the user's lines (slower: a mode for chasing compiler bugs)."""
     check = flag("NDLC_CHECK") if check is None else check
+    debug = flag("NDLC_DEBUG") if debug is None else debug
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
         raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
                         f"{', '.join(DEVICES)}; the CUDA backend is not built yet)")
     if not isinstance(max_specialisations, int) or max_specialisations < 1:
         raise NdlcError(f"ndlc.compile: max_specialisations must be a positive integer, not {max_specialisations!r}")
-    options = dict(check=check, static=static_hyperparameters, limit=max_specialisations)
+    options = dict(check=check, static=static_hyperparameters, limit=max_specialisations, debug=debug)
     if isinstance(obj, Module):
         return CompiledModule(obj, **options)
     if not callable(obj):
@@ -56,20 +60,20 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     return CompiledFunction(obj, roots, **options)
 
 
-def compile_graph(graph, forward=None):
+def compile_graph(graph, forward=None, debug=False):
     """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
     new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
-    timing (`Program.profile()`)."""
+    timing (`Program.profile()`); `debug`, bounds checks."""
     profile = flag("NDLC_PROFILE")
-    return _compile_graph(graph, forward, profile)
+    return _compile_graph(graph, forward, profile, debug=debug)
 
 
 class Specialisation:
     """One compiled program of a captured step, and how to run it against the step's state."""
 
-    def __init__(self, captured, check=False):
+    def __init__(self, captured, check=False, debug=False):
         self.captured, self.check = captured, check
-        self.program = compile_graph(captured.graph, captured.forward)
+        self.program = compile_graph(captured.graph, captured.forward, debug=debug)
         self.num_outputs = len(captured.graph.outputs)
 
     def run(self, arrays):
@@ -89,8 +93,8 @@ class CompiledFunction:
     are kept by (input types, settings), at most `limit`, the least recently used dropped first;
     each keeps the Guards of its trace, and one whose guards fail is compiled again."""
 
-    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8):
-        self.fn, self.check, self.static, self.limit = fn, check, static, limit
+    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8, debug=False):
+        self.fn, self.check, self.static, self.limit, self.debug = fn, check, static, limit, debug
         self.lock = threading.RLock()
         self.fixed = roots is not None
         self.name = graph_name(name or fn)
@@ -147,7 +151,7 @@ class CompiledFunction:
         compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
         guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)
         specialisation = (SplitSpecialisation(captured, self.check, compile_graph) if captured.exchanges
-                          else Specialisation(captured, self.check))
+                          else Specialisation(captured, self.check, debug=self.debug))
         specialisation.guards = guards
         self.specialisations[key] = specialisation
         self.compilations += 1

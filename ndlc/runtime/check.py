@@ -67,6 +67,13 @@ def check_program(program, graph, arrays):
     return None
 
 
+def kernel_sources(kernel, graph):
+    """(node description, user source line) of the nodes of `graph` (the one the kernels were
+    fused from) that `kernel` fuses."""
+    names = value_names(graph)
+    return _sources(kernel, {names[node.result]: node for node in graph.nodes})
+
+
 def _sources(kernel, nodes):
     """(node description, user source line) for each graph node the kernel fuses that has one."""
     found = []

@@ -12,10 +12,15 @@ from ..ir.kernel import ENTRY
 from ..ir.parser import parse
 from ..ir.types import TensorType, numpy_dtype
 from . import libraries
-from .check import check_program
+from .check import check_program, kernel_sources
 from .native import NativeModule
 
 ALIGNMENT = 64
+
+
+class BoundsError(NdlcError, IndexError):
+    """Compiled with bounds checks (NDLC_DEBUG=1, debug=True), a kernel accessed memory outside a
+    buffer: the message names the kernel, the buffer, the graph nodes and the user's lines."""
 _native_calls = 0
 
 
@@ -48,13 +53,16 @@ class Program:
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
-    def __init__(self, kernels, llvm_ir, stages, profile=False, source=None):
+    def __init__(self, kernels, llvm_ir, stages, profile=False, source=None, debug=False):
         self.kernels = kernels
         self.source = source  # the graph the kernels were fused from (check mode interprets it)
         self.stages = stages
         self.native = NativeModule(llvm_ir, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
-        self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile))()
+        self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
+        self.violation = np.zeros(3, np.int64) if debug else None
+        if debug:  # bounds checks record the first access out of bounds here (codegen/llvm.py)
+            self.pointers[len(self.slots) + profile] = self.violation.ctypes.data
         self.stamps = np.zeros(len(kernels.kernels) + 1, np.int64) if profile else None
         if profile:  # the code writes the cycle counter around each kernel here (codegen/llvm.py)
             self.pointers[len(self.slots)] = self.stamps.ctypes.data
@@ -112,6 +120,8 @@ class Program:
         if self.stamps is not None:
             self.native_seconds += time.perf_counter() - start
             self.kernel_cycles += np.diff(self.stamps)
+        if self.violation is not None and self.violation[0]:
+            raise BoundsError(self._violation())
         self.calls += 1
         _native_calls += 1
         self.last_outputs = owned
@@ -123,6 +133,22 @@ class Program:
             results.append(outputs[name].copy() if name in seen else outputs[name])
             seen.add(name)
         return results
+
+    def _violation(self) -> str:
+        """What the bounds checks recorded (and cleared): the kernel, the access, the graph nodes
+        the kernel fuses and the user's lines that made them, and the kernel's text."""
+        number, code, index = (int(v) for v in self.violation)
+        self.violation[:] = 0
+        kernel = self.kernels.kernels[number - 1]
+        access = kernel.loads[code] if code >= 0 else kernel.stores[-code - 1]
+        buffer = access.buffer
+        size = kernel.local.get(buffer) or int(np.prod(self.kernels.buffers[buffer].shape))
+        lines = [f"@{self.kernels.name}: kernel {kernel.name} {'loads' if code >= 0 else 'stores'} %{buffer} at "
+                 f"element {index}, outside its {size} elements (a compiler bug caught by NDLC_DEBUG's bounds "
+                 f"checks; the access was redirected to element 0)", "it fuses: " + ", ".join(kernel.fused)]
+        if self.source is not None:
+            lines += [f"  {node} (at {loc})" for node, loc in kernel_sources(kernel, self.source)]
+        return "\n".join(lines + [str(kernel)])
 
     def _unreferenced(self, name):
         """The last run's array of output `name` if only this program still references it, else a new one."""
