@@ -269,7 +269,7 @@ def main(argv=None):
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=_positive, default=8)
     d.add_argument("--format", choices=("text", "dot"), default="text",
                    help="dot: a Graphviz picture of a graph stage, or of a kernel stage's kernels as clusters")
     d.add_argument("-o", "--output", metavar="FILE", help="write the stage to FILE instead of printing it")
