@@ -11,18 +11,16 @@ import pytest
 
 from ndlc.codegen.cuda import lower_to_cuda
 from ndlc.ir import interpret, parse
-from ndlc.passes import autodiff
 from ndlc.passes.schedule import GpuTarget
 from ndlc.pipeline import Stages, cuda_kernels
 from ndlc.runtime.cuda import CudaProgram, EmulatedExecutor, compile_emulation
-from op_cases import CASES, loss_graph, single_op_graph
+from cuda_cases import OPS, TOLERANCE
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not installed")
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
 H200 = GpuTarget()  # the schedule nvcc's code is compiled for
 EMULATED = GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2)
-TOLERANCE = (2e-5, 2e-4)  # float32: CUDA's expf/logf/tanhf differ from numpy by a few ulp
 
 
 def kernels_for(graph, target, forward=None):
@@ -30,23 +28,6 @@ def kernels_for(graph, target, forward=None):
     return cuda_kernels(stages, graph, forward, target), stages
 
 
-def op_graphs():
-    """(id, graph, inputs) for every registry op's forward (float32) and gradient graph."""
-    found = []
-    for i, case in enumerate(CASES):
-        inputs, attrs = case.draw(np.random.default_rng(0))
-        graph, arrays = single_op_graph(case.op, inputs, attrs, "f32")
-        found.append((f"{case.op}-{i}-forward", graph, arrays))
-        if case.differentiable:
-            rng = np.random.default_rng(7)
-            inputs, attrs = case.draw(rng)
-            g, values, r = loss_graph(case.op, inputs, attrs)
-            grad = autodiff(g, wrt=[v for v in values if v.dtype == "f64"])
-            found.append((f"{case.op}-{i}-gradient", grad, inputs + [rng.standard_normal(r.shape)]))
-    return found
-
-
-OPS = op_graphs()
 
 
 def nvcc_compile(source, tmp_path):

@@ -1,6 +1,7 @@
 """Training steps compiled for device='cuda', run under the host emulation of CUDA
 (NDLC_CUDA_EMULATE=1): equal to the CPU compiled steps, state resident in the program's device
 memory and read back on demand; clear errors where the CUDA backend cannot run."""
+import re
 import shutil
 
 import numpy as np
@@ -85,3 +86,16 @@ def test_check_mode_on_cuda_is_refused(emulated):
     step = ndl.compile(lambda x: x * 2, device="cuda", check=True)
     with pytest.raises(ndl.NdlcError, match="device='cpu'"):
         step(np.ones(3, np.float32))
+
+
+def test_ndlc_train_on_cuda_prints_the_cpu_run_losses(emulated, tmp_path, capsys):
+    from ndlc.cli import main
+    from test_cli import _fashion_like
+    _fashion_like(tmp_path, 64)
+    lines = {}
+    for device in ("cpu", "cuda"):
+        assert main(["train", "--data", str(tmp_path), "--batch-size", "32", "--no-progress", "--device", device]) == 0
+        (lines[device],) = capsys.readouterr().out.strip().splitlines()
+    numbers = {device: [float(n) for n in re.findall(r"(?:loss|accuracy) ([0-9.]+)", line)] for device, line in lines.items()}
+    assert len(numbers["cpu"]) == 2
+    np.testing.assert_allclose(numbers["cuda"], numbers["cpu"], atol=2e-4)  # loss and test accuracy
