@@ -22,11 +22,12 @@ from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparame
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from .nn.module import Module
+from .resident import ResidentState
 from .tensor import Tensor
 from .trace import graph_name
 
 log = logging.getLogger("ndlc.compile")
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "cuda")
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
 
 
@@ -47,11 +48,13 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     debug = flag("NDLC_DEBUG") if debug is None else debug
     name = device.name if hasattr(device, "name") else str(device)
     if name not in DEVICES:
-        raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: "
-                        f"{', '.join(DEVICES)}; the CUDA backend is not built yet)")
+        raise NdlcError(f"device {name!r} is not available to ndlc.compile (available: {', '.join(DEVICES)})")
+    if name == "cuda":
+        from ..runtime.cuda import require
+        require()  # a missing GPU, pycuda or nvcc is named now, not at the first call
     if not isinstance(max_specialisations, int) or max_specialisations < 1:
         raise NdlcError(f"ndlc.compile: max_specialisations must be a positive integer, not {max_specialisations!r}")
-    options = dict(check=check, static=static_hyperparameters, limit=max_specialisations, debug=debug)
+    options = dict(check=check, static=static_hyperparameters, limit=max_specialisations, debug=debug, device=name)
     if isinstance(obj, Module):
         return CompiledModule(obj, **options)
     if not callable(obj):
@@ -60,23 +63,28 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     return CompiledFunction(obj, roots, **options)
 
 
-def compile_graph(graph, forward=None, debug=False):
-    """A graph lowered and compiled for the host CPU, ready to `run`; its last outputs are the
+def compile_graph(graph, forward=None, device="cpu", debug=False):
+    """A graph lowered and compiled for `device`, ready to `run`; its last outputs are the
     new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
-    timing (`Program.profile()`); `debug`, bounds checks."""
+    timing (`Program.profile()`, CPU); `debug`, bounds checks (CPU)."""
     profile = flag("NDLC_PROFILE")
-    return _compile_graph(graph, forward, profile, debug=debug)
+    return _compile_graph(graph, forward, profile, device, debug=debug)
 
 
 class Specialisation:
     """One compiled program of a captured step, and how to run it against the step's state."""
 
-    def __init__(self, captured, check=False, debug=False):
+    def __init__(self, captured, check=False, device="cpu", debug=False):
         self.captured, self.check = captured, check
-        self.program = compile_graph(captured.graph, captured.forward, debug=debug)
+        if check and device != "cpu":
+            raise NdlcError("check mode compares kernels on the CPU backend: compile with device='cpu' to use it")
+        self.program = compile_graph(captured.graph, captured.forward, device, debug=debug)
         self.num_outputs = len(captured.graph.outputs)
+        self.resident = ResidentState(self.program, captured) if device == "cuda" else None
 
     def run(self, arrays):
+        if self.resident is not None:
+            return self.resident.run(arrays)
         arguments = self.captured.arguments(arrays)
         if self.check:
             divergence = self.program.check(*[a.copy() for a in arguments])
@@ -93,8 +101,9 @@ class CompiledFunction:
     are kept by (input types, settings), at most `limit`, the least recently used dropped first;
     each keeps the Guards of its trace, and one whose guards fail is compiled again."""
 
-    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8, debug=False):
-        self.fn, self.check, self.static, self.limit, self.debug = fn, check, static, limit, debug
+    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8, device="cpu", debug=False):
+        self.fn, self.check, self.static, self.limit, self.device = fn, check, static, limit, device
+        self.debug = debug
         self.lock = threading.RLock()
         self.fixed = roots is not None
         self.name = graph_name(name or fn)
@@ -151,7 +160,7 @@ class CompiledFunction:
         compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
         guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)
         specialisation = (SplitSpecialisation(captured, self.check, compile_graph) if captured.exchanges
-                          else Specialisation(captured, self.check, debug=self.debug))
+                          else Specialisation(captured, self.check, self.device, debug=self.debug))
         specialisation.guards = guards
         self.specialisations[key] = specialisation
         self.compilations += 1
