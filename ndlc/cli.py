@@ -116,7 +116,12 @@ def dump(args):
     optimizer = ndl.optim.Adam(model.parameters(), lr=1e-3)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     rng = np.random.default_rng(0)
-    step(rng.random((args.batch_size, 784), dtype=np.float32), rng.integers(0, 10, args.batch_size))
+    batch = rng.random((args.batch_size, 784), dtype=np.float32), rng.integers(0, 10, args.batch_size)
+    step(*batch)
+    if args.inputs:  # a next step's arguments, named as in the graph stages' text (constants too)
+        program = step.last.program
+        arrays = dict(zip(program.kernels.inputs, step.last.captured.arguments(batch)))
+        np.savez(args.inputs, **arrays, **program.kernels.constants)
     try:
         text = step.ir(args.stage, format=args.format)
     except KeyError as e:
@@ -273,6 +278,9 @@ def main(argv=None):
     d.add_argument("--format", choices=("text", "dot"), default="text",
                    help="dot: a Graphviz picture of a graph stage, or of a kernel stage's kernels as clusters")
     d.add_argument("-o", "--output", metavar="FILE", help="write the stage to FILE instead of printing it")
+    d.add_argument("--inputs", metavar="FILE.npz", help="also write the arrays of a next call of the step, "
+                   "named after the graph's inputs (batch, optimizer numbers, state, constants): "
+                   "`ndlc run STAGE_FILE --input FILE.npz` runs a graph stage on them")
     r = commands.add_parser("run", help="compile a graph given as text (a dumped stage, edited or not) and "
                             "run it on numpy arrays")
     r.add_argument("file", help="the graph's text: a traced, grad, simplified or decomposed stage")

@@ -130,6 +130,22 @@ def test_ndlc_dump_writes_a_stage_that_ndlc_run_runs(tmp_path, capsys):
     assert "a single .npy array needs a name" in capsys.readouterr().err
 
 
+def test_a_dumped_stage_runs_from_the_shell_on_the_dumped_inputs(tmp_path, capsys):
+    assert main(["dump", "grad", "--batch-size", "4", "-o", str(tmp_path / "step.ir"),
+                 "--inputs", str(tmp_path / "step.npz")]) == 0
+    assert main(["run", str(tmp_path / "step.ir"), "--input", str(tmp_path / "step.npz"),
+                 "--output", str(tmp_path / "out.npz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("out0: f32[] = ") and lines[1] == "new.model.modules.0.weight: f32[784,32]"
+    compiled = ndl.compile_ir((tmp_path / "step.ir").read_text())
+    with np.load(tmp_path / "step.npz") as inputs, np.load(tmp_path / "out.npz") as out:
+        assert sorted(inputs.files) == sorted(compiled.inputs)
+        expected = interpret(compiled.graph, *[inputs[name] for name in compiled.inputs])
+        assert out.files == compiled.names
+        for name, want in zip(compiled.names, expected):
+            np.testing.assert_allclose(out[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 _STATEMENT = re.compile(r'(\w+) \[(\w+=("([^"\\]|\\.)*"|[\w#"]+)(, )?)+\];$|(\w+) -> (\w+);$|'
                         r'(label="([^"\\]|\\.)*"|style=\w+|color="#\w+"|rankdir=TB|node \[.*\]);$')
 
