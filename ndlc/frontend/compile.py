@@ -156,6 +156,9 @@ class CompiledFunction:
             log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                      ", ".join(map(str, key[0])), f" after {stale}" if stale else self._changed(key))
         captured = self._capture(key[0])
+        if captured.exchanges and self.device != "cpu":
+            raise NdlcError(f"{self.name}: a distributed step (an all-reduce of gradients between ranks) "
+                            "runs on the CPU backend; compile it with device='cpu'")
         runtime = {h.path for h in captured.hyperparameters}
         compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
         guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)

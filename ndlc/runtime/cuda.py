@@ -28,6 +28,7 @@ import threading
 import numpy as np
 
 from .. import __version__
+from ..env import flag
 from ..codegen.cuda import Copy, GemmCall, Launch
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
@@ -44,7 +45,7 @@ class CudaUnavailable(NdlcError):
 
 def emulating() -> bool:
     """Whether device="cuda" runs on the host emulation (NDLC_CUDA_EMULATE=1)."""
-    return os.environ.get("NDLC_CUDA_EMULATE", "") not in ("", "0")
+    return flag("NDLC_CUDA_EMULATE")
 
 
 def require():
@@ -355,7 +356,7 @@ class GpuExecutor:
     def run(self, program, steps, graph=False):
         with self.gpu.current():
             key = len(steps)
-            if graph and os.environ.get("NDLC_CUDA_GRAPHS", "1") != "0":
+            if graph and flag("NDLC_CUDA_GRAPHS", default=True):
                 if key not in self.graphs:
                     self.graphs[key] = CudaGraph.capture(self.gpu.stream, lambda: self._launch(program, steps))
                 if self.graphs[key] is not None:
@@ -387,7 +388,7 @@ class Cublas:
         self.handle = ctypes.c_void_p()
         self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
         self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream_handle)), "cublasSetStream")
-        tf32 = os.environ.get("NDLC_TF32", "") not in ("", "0")
+        tf32 = flag("NDLC_TF32")
         self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_MATH if tf32 else self.DEFAULT_MATH),
                     "cublasSetMathMode")
 
