@@ -46,7 +46,7 @@ def train(args):
     build, batch_shape, make_optimizer = MODELS[args.model]
     model = build(train_set[0][0].size)
     optimizer = make_optimizer(model.parameters(), args)
-    history = History(args.log_json if job.is_main else None, append=args.resume)
+    history = History(args.log_json if job.is_main else None)
     first = resume(args, model, optimizer, history) if args.resume else 1
     optimizer = job.optimizer(optimizer, model)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
@@ -269,8 +269,8 @@ def main(argv=None):
                    "DIR up to --epochs epochs in all")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss of every step and each epoch's "
                    "loss and test accuracy as a PNG (matplotlib), after every epoch")
-    t.add_argument("--log-json", metavar="FILE", help="write the same numbers as JSON lines (appended "
-                   "to with --resume)")
+    t.add_argument("--log-json", metavar="FILE", help="write the same numbers as JSON lines (with "
+                   "--resume, those of the checkpoint first)")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")

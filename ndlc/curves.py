@@ -10,33 +10,45 @@ FIGURE_INCHES, DPI = (10, 4), 100  # the PNG is 1000 x 400 pixels
 class History:
     """The numbers of a run so far; each is also written to `log_path` (JSON lines) as it comes."""
 
-    def __init__(self, log_path=None, append=False):
+    def __init__(self, log_path=None):
         self.step_losses, self.epochs = [], []
-        self.log = open(log_path, "a" if append else "w") if log_path else None
+        self.log = open(log_path, "w") if log_path else None
 
     def step(self, epoch, loss):
         self.step_losses.append(loss)
-        self._write({"kind": "step", "epoch": epoch, "step": len(self.step_losses), "loss": loss})
+        self._write_step(epoch, len(self.step_losses), loss)
 
     def epoch(self, epoch, loss, test_accuracy, seconds, steps):
         record = {"epoch": epoch, "loss": loss, "test_accuracy": test_accuracy, "seconds": seconds,
                   "steps": steps}
         self.epochs.append(record)
-        self._write({"kind": "epoch", **record, "steps_per_second": steps / seconds})
-        if self.log:
-            self.log.flush()
+        self._write_epoch(record)
 
-    def _write(self, record):
+    def _write_step(self, epoch, step, loss):
         if self.log:
-            self.log.write(json.dumps(record) + "\n")
+            self.log.write(json.dumps({"kind": "step", "epoch": epoch, "step": step, "loss": loss}) + "\n")
+
+    def _write_epoch(self, record):
+        if self.log:
+            self.log.write(json.dumps({"kind": "epoch", **record,
+                                       "steps_per_second": record["steps"] / record["seconds"]}) + "\n")
+            self.log.flush()
 
     def state(self) -> dict:
         """What a checkpoint keeps (ndl.save's kinds only)."""
         return {"step_losses": np.array(self.step_losses, np.float64), "epochs": list(self.epochs)}
 
     def restore(self, state):
+        """Continue from a checkpoint's numbers; the log is written again from them, so steps a
+        killed run logged after its last checkpoint appear once, as the resumed run makes them."""
         self.step_losses = [float(x) for x in state["step_losses"]]
         self.epochs = [dict(record) for record in state["epochs"]]
+        step = 0
+        for record in self.epochs:
+            for loss in self.step_losses[step:step + record["steps"]]:
+                step += 1
+                self._write_step(record["epoch"], step, loss)
+            self._write_epoch(record)
 
     def plot(self, path):
         """A PNG of two panels: the loss of every step with each epoch's mean loss over it, and

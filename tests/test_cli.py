@@ -85,6 +85,8 @@ def test_two_epochs_equal_one_then_a_resumed_one_bit_for_bit(tmp_path, capsys):
     assert main(common + ["--epochs", "2", "--checkpoint", str(straight), "--log-json", str(tmp_path / "a.jsonl")]) == 0
     first = capsys.readouterr().out.splitlines()
     assert main(common + ["--epochs", "1", "--checkpoint", str(resumed), "--log-json", str(tmp_path / "b.jsonl")]) == 0
+    with open(tmp_path / "b.jsonl", "a") as log:  # a step the interrupted run logged after its checkpoint
+        log.write('{"kind": "step", "epoch": 2, "step": 4, "loss": 9.0}\n')
     assert main(common + ["--epochs", "2", "--checkpoint", str(resumed), "--resume",
                           "--log-json", str(tmp_path / "b.jsonl"), "--plot", str(tmp_path / "curves.png")]) == 0
     second = capsys.readouterr().out.splitlines()
@@ -99,7 +101,7 @@ def test_two_epochs_equal_one_then_a_resumed_one_bit_for_bit(tmp_path, capsys):
             np.testing.assert_array_equal(b["optimizer"]["state"][i][name].numpy(), value.numpy())
     assert float(a["optimizer"]["step"].numpy()) == float(b["optimizer"]["step"].numpy()) == 6
     np.testing.assert_array_equal(a["history"]["step_losses"], b["history"]["step_losses"])
-    assert _records(tmp_path / "a.jsonl") == _records(tmp_path / "b.jsonl")  # appended on resume
+    assert _records(tmp_path / "a.jsonl") == _records(tmp_path / "b.jsonl")  # rewritten from the checkpoint
     assert _png_size(tmp_path / "curves.png") == (1000, 400)
 
 
