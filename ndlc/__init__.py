@@ -6,7 +6,9 @@ from .frontend.compile import compile
 from .frontend.compile_ir import compile_ir
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .ir.errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
+from .env import SettingError
 from .runtime.check import CheckError
+from .runtime.program import BoundsError
 from .logconfig import configure as _configure_logging
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ import os
 import time
 
 from .ir.checks import maybe_verify, verification_enabled
+from .ir.errors import UnsupportedError
 from .ir.kernel_verifier import verify_program
 from .ir.printer import print_graph
 from .passes.decompose import decompose
@@ -41,6 +42,9 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     schedule's view of the GPU (default: the device's own). `debug`: bounds checks on every load
     and store (Program raises BoundsError naming the kernel; CPU only)."""
     if device == "cuda":
+        if debug:
+            raise UnsupportedError("debug mode's bounds checks are compiled into CPU code only: "
+                                   "compile with device='cpu' to use them")
         return _compile_cuda(graph, forward, gpu_target)
     from .codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)

@@ -310,6 +310,23 @@ def test_an_unknown_dump_stage_is_warned_about(tmp_path, monkeypatch, caplog):
     assert [p.name.rsplit(".", 2)[1] for p in tmp_path.iterdir()] == ["fused"]
 
 
+def test_a_misspelt_variable_is_warned_about(monkeypatch, caplog):
+    from ndlc.env import warn_unknown_names
+    monkeypatch.setenv("NDLC_DEBGU", "1")
+    warn_unknown_names.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="ndlc"):
+        ndl.compile(lambda a: a)
+    warn_unknown_names.cache_clear()
+    assert "NDLC_DEBGU is set, but ndlc reads no such variable (did you mean NDLC_DEBUG?)" in caplog.text
+
+
+def test_debug_mode_on_the_cuda_backend_is_refused():
+    from ndlc.ir.errors import UnsupportedError
+    from ndlc.pipeline import compile_graph
+    with pytest.raises(UnsupportedError, match="bounds checks are compiled into CPU code only"):
+        compile_graph(parse(GRAPH), device="cuda", debug=True)
+
+
 def test_an_unknown_logger_is_warned_about(caplog):
     from ndlc.logconfig import configure
     with caplog.at_level(logging.WARNING, logger="ndlc"):

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from ..env import flag
+from ..env import flag, warn_unknown_names
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
@@ -44,6 +44,7 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     recently used one dropped (and its memory freed) first. `debug` (default: NDLC_DEBUG=1): every
     load and store is checked against its buffer's bounds; a violation raises BoundsError naming the
     kernel, the graph nodes and the user's lines (slower: a mode for chasing compiler bugs)."""
+    warn_unknown_names()
     check = flag("NDLC_CHECK") if check is None else check
     debug = flag("NDLC_DEBUG") if debug is None else debug
     name = device.name if hasattr(device, "name") else str(device)
