@@ -140,7 +140,9 @@ class _KernelEmitter:
         g = kernel.gpu
         self.tile, self.lanes, self.threads = (g.threads, 1, g.threads) if outer == len(kernel.extents) \
             else (g.tile, g.lanes, g.threads)
-        self.points = math.prod(kernel.extents[:outer])
+        self.vector = g.vector if outer == len(kernel.extents) else 1
+        self.points = math.prod(kernel.extents[:outer]) // self.vector
+        self.component, self.vectors = None, {}  # vector kernels: the element being computed, its loads
         self.inner = math.prod(kernel.extents[outer:])
         biggest = max([math.prod(kernel.extents)] + [math.prod(program.buffers[b].shape) for b in kernel.buffers()])
         self.index_type = "int" if biggest * 2 < INT32_LIMIT else "long long"
@@ -178,6 +180,11 @@ class _KernelEmitter:
         put(f"    const {I} o = base + x;")
         put(f"    const bool active = o < {self.points};")
         self._decode("o", range(self.outer), "    ")
+        if self.vector > 1:
+            for phase in self.phases:
+                self._vector_stores(phase, "      ")
+            put("  }")
+            return
         slot = 0
         for p, phase in enumerate(self.phases):
             slots = list(range(slot, slot + len(phase.reductions)))
@@ -193,11 +200,14 @@ class _KernelEmitter:
         stride = 1
         for i in reversed(loops):
             n = self.kernel.extents[i]
+            group = self.vector if i == len(self.kernel.extents) - 1 else 1  # vector kernels: the first of a group
             value = f"{flat}" if stride == 1 else f"{flat} / {stride}"
             if i != loops[0]:
-                value = f"({value}) % {n}"
+                value = f"({value}) % {n // group}"
+            if group > 1:
+                value = f"{group} * ({value})"
             self.lines.append(f"{indent}const {self.index_type} i{i} = {value};")
-            stride *= n
+            stride *= n // group
 
     def _phase(self, phase, slots, rows):
         put, I = self.lines.append, self.index_type
@@ -265,6 +275,22 @@ class _KernelEmitter:
             value = f"(unsigned char)({value})" if store.dtype == "bool" else value
             self.lines.append(f"{indent}{'if (' + valid + ') ' if valid else ''}{target} = {value};")
 
+    def _vector_stores(self, phase, indent):
+        """A phase of a vector kernel: each store's value for the `vector` consecutive elements,
+        loaded and stored as float4."""
+        self.lines.append("    if (active) {")
+        self.vectors = {}
+        values = []
+        for k in range(self.vector):
+            self.component, memo = k, {}
+            values.append([self._emit(s.value, memo, phase, [], s.dtype, indent) for s in phase.stores])
+        self.component = None
+        for i, store in enumerate(phase.stores):
+            index, _ = self._address(store.access)
+            parts = ", ".join(values[k][i] for k in range(self.vector))
+            self.lines.append(f"{indent}*reinterpret_cast<float4*>(&{self.param[store.buffer]}[{index}]) = make_float4({parts});")
+        self.lines.append("    }")
+
     # ---- expressions --------------------------------------------------------------------------
     def _emit(self, expr, memo, phase, slots, want, indent):
         """The C name or literal of `expr`, its operations declared as constants in postorder."""
@@ -317,6 +343,17 @@ class _KernelEmitter:
     def _load(self, n, indent):
         load = self.kernel.loads[n]
         index, valid = self._address(load.access)
+        if self.component is not None:  # a vector kernel's element: one component of a float4
+            if n not in self.vectors:
+                if load.access.form.coeffs[-1] == 0:
+                    self.vectors[n] = self._declare("f32", f"{self.param[load.buffer]}[{index}]", indent)
+                else:
+                    name = f"q{n}"
+                    self.lines.append(f"{indent}const float4 {name} = "
+                                      f"*reinterpret_cast<const float4*>(&{self.param[load.buffer]}[{index}]);")
+                    self.vectors[n] = name
+            contiguous = load.access.form.coeffs[-1] == 1
+            return f"{self.vectors[n]}.{'xyzw'[self.component]}" if contiguous else self.vectors[n]
         if isinstance(load, Index):
             return self._declare("i64", f"(long long)({index})" if not valid else f"({valid}) ? (long long)({index}) : 0LL", indent)
         text = f"{self.param[load.buffer]}[{index}]"

@@ -118,6 +118,7 @@ class GpuLaunch:
     blocks: int
     why: str = ""
     lanes_fastest: bool = False  # thread number = x * lanes + y (rows: a warp within one point), else y * tile + x
+    vector: int = 1  # elementwise: consecutive points per thread along the last loop (float4 when 4)
 
     @property
     def threads(self):

@@ -29,7 +29,8 @@ mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
 CUDA (`schedule_gpu`): every kernel gets blocks of threads over its outer points (Kernel.gpu):
   - elementwise kernels (no inner loops), a gemm's epilogue, and reductions of at most
     SMALL_INNER elements per point (a convolution's input gradient): one point per thread,
-    grid-stride;
+    grid-stride; VECTOR consecutive points per thread with float4 loads and stores where every
+    access is unguarded float32, contiguous along the last loop and aligned;
   - row reductions (loads contiguous or broadcast along the reduced loops: LayerNorm, softmax,
     row sums): `lanes` threads per row, the fastest-varying thread index along the row, so a warp
     reads a row's consecutive elements and combines with warp shuffles; short rows share a block;
@@ -41,7 +42,7 @@ The combination order is fixed by the schedule, so results do not depend on how 
 import math
 from dataclasses import dataclass
 
-from ..ir.kernel import Acc, Buffer, GpuLaunch, Program, Split
+from ..ir.kernel import Acc, Buffer, GpuLaunch, Load, Program, Split
 from ..ir.scalar import cost, leaves
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -74,6 +75,7 @@ def schedule(program: Program, threads=1) -> Program:
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)
+VECTOR = 4  # elements an elementwise thread moves at once where aligned (float4)
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,30 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
             lanes = max(32, min(threads, 1 << max(0, inner - 1).bit_length()))
             tile, rows = threads // lanes, True
             why = f"row reduction: {lanes} threads per row combine with warp shuffles"
-        kernel.gpu = GpuLaunch(tile, lanes, max(1, min(cap, -(-points // tile))), why, rows)
+        vector = VECTOR if lanes == 1 and _vectorisable(kernel) else 1
+        if vector > 1:
+            why = why.replace("a thread per element", f"{vector} consecutive elements a thread") \
+                .replace("a thread per point", f"{vector} consecutive points a thread") + " (float4 loads and stores)"
+        kernel.gpu = GpuLaunch(tile, lanes, max(1, min(cap, -(-points // (tile * vector)))), why, rows, vector)
     return program
+
+
+def _vectorisable(kernel) -> bool:
+    """Whether an elementwise float32 kernel can move VECTOR elements at once: every load and
+    store unguarded, contiguous (or constant) along the last loop and aligned to VECTOR elements."""
+    if kernel.reductions or not kernel.extents or (kernel.outer != len(kernel.extents) and not kernel.gemm) \
+            or kernel.extents[-1] % VECTOR:
+        return False
+    if not all(isinstance(load, Load) for load in kernel.loads):
+        return False
+    for access, dtype in [(load.access, load.dtype) for load in kernel.loads] + \
+            [(store.access, store.dtype) for store in kernel.stores]:
+        if dtype != "f32" or access.guards or access.step != 1:
+            return False
+        *rest, last = access.form.coeffs
+        if last not in (0, 1) or (last == 1 and any(c % VECTOR for c in rest + [access.form.const])):
+            return False
+    return all(store.access.form.coeffs[-1] == 1 for store in kernel.stores)
 
 
 def _strided(kernel) -> bool:

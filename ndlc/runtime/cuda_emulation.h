@@ -19,6 +19,11 @@ struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
 
+struct float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 static std::vector<unsigned long long> ndlc_exchange;
 

@@ -146,3 +146,24 @@ def test_training_steps_compile_with_nvcc_without_spills(tmp_path):
         found = spills(report)
         assert len(found) >= len([k for k in kernels.kernels if not k.gemm]), name
         assert not any(found.values()), f"{name}: register spills in {[f for f, n in found.items() if n]}"
+
+
+@needs_gxx
+def test_aligned_elementwise_kernels_move_float4_and_others_stay_scalar():
+    graph = parse("""
+graph @t(%x: f32[6,16], %y: f32[16], %z: f32[6,15]) {
+  %0 = broadcast_to(%y, shape=(6,16)) : f32[6,16]
+  %1 = multiply(%x, %0) : f32[6,16]
+  %2 = exp(%1) : f32[6,16]
+  %3 = tanh(%z) : f32[6,15]
+  return %2, %3
+}""")
+    kernels, _ = kernels_for(graph, EMULATED)
+    assert sorted(k.gpu.vector for k in kernels.kernels) == [1, 4]
+    module = lower_to_cuda(kernels)
+    assert "float4" in module.source
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in graph.inputs]
+    program = CudaProgram(kernels, module, {}, executor=EmulatedExecutor())
+    for got, want in zip(program.run(*inputs), interpret(graph, *inputs)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
