@@ -5,8 +5,9 @@
 
 Times the compiled training step of the MLP (784-512-BN-ReLU-256-BN-ReLU-10, Adam) and LeNet-BN
 (SGD) at a global batch of 256: one process on 1 thread, one process on 2 threads, and 2 ranks
-(`mpirun -np 2`, 1 thread each, 128 samples per rank), with the all-reduce's share of each step;
-then the all-reduce alone (ndlc.distributed's deterministic average) on buffers of 1 to 64 MB at
+(`mpirun -np 2`, 1 thread each, 128 samples per rank), with the time each step spends in its
+exchanges (which includes waiting for the slower rank); then the all-reduce alone (ndlc.distributed's
+deterministic average, ranks lined up first) on buffers of the models' gradient sizes to 64 MB at
 2 ranks, the numbers README's scaling section extrapolates from. Each configuration runs in its
 own process (`--worker`), so thread counts are set before anything starts.
 """
@@ -25,7 +26,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BATCH = 256
-SIZES_MB = (1, 4, 16, 64)
+SIZES = {"LeNet-BN's gradients": 62_158 * 4, "the MLP's gradients": 537_354 * 4,
+         "4 MB": 4 * 2**20, "16 MB": 16 * 2**20, "64 MB": 64 * 2**20}
 
 
 def build(model_name):
@@ -69,17 +71,19 @@ def time_steps(model_name, steps, distributed):
         if world is not None:
             reduces.append(world.reduce_seconds - before)
     parameters = sum(p.numpy().size for p in model.parameters())
-    return {"seconds": statistics.median(times), "parameters": parameters,
-            "reduce_seconds": statistics.median(reduces) if reduces else None}
+    return {"seconds": statistics.median(times), "best": min(times), "parameters": parameters,
+            "reduce_seconds": statistics.median(reduces) if reduces else None,
+            "reduce_best": min(reduces) if reduces else None}
 
 
 def time_reduce(repeats):
-    """Median seconds of one deterministic average of an n-MB float32 buffer, for SIZES_MB."""
+    """Median seconds of one deterministic average of a float32 buffer of each of SIZES, the
+    ranks lined up by a barrier first (no waiting for a slower rank inside the time)."""
     import ndlc.distributed as dist
     world = dist.init()
     result = {}
-    for mb in SIZES_MB:
-        buffer = np.ones(mb * 2**20 // 4, np.float32)
+    for name, size in SIZES.items():
+        buffer = np.ones(size // 4, np.float32)
         world.average([buffer])
         times = []
         for _ in range(repeats):
@@ -87,7 +91,7 @@ def time_reduce(repeats):
             start = time.perf_counter()
             world.average([buffer])
             times.append(time.perf_counter() - start)
-        result[mb] = statistics.median(times)
+        result[name] = (statistics.median(times), min(times))
     return result
 
 
@@ -115,6 +119,11 @@ def run(worker_args, threads, ranks=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _rate(result):
+    """'median steps/s (best steps/s)'."""
+    return f"{1 / result['seconds']:.1f} ({1 / result['best']:.1f})"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=os.path.join(HERE, "DISTRIBUTED.md"))
@@ -132,7 +141,7 @@ def main(argv=None):
         ranks = run([model_name, "--steps", str(args.steps)], 1, ranks=2)
         rows.append((label, one, two, ranks))
         print(f"{label}: {1 / one['seconds']:.1f} / {1 / two['seconds']:.1f} / {1 / ranks['seconds']:.1f} steps/s, "
-              f"all-reduce {ranks['reduce_seconds'] * 1e3:.2f} ms", flush=True)
+              f"exchanges {ranks['reduce_seconds'] * 1e3:.2f} ms", flush=True)
     reduce = run(["reduce", "--steps", str(args.steps)], 1, ranks=2)
     load.append(os.getloadavg()[0])
     lines = [
@@ -140,20 +149,23 @@ def main(argv=None):
         "",
         f"`python benchmarks/distributed.py`, {datetime.date.today()}, {platform.machine()}, "
         f"{os.cpu_count()} cores, Open MPI through mpi4py; load average {load[0]:.1f} before, "
-        f"{load[1]:.1f} after (other work on the machine slows every column). Global batch {BATCH}; "
-        f"medians of {args.steps} steps after 3 warm-up steps; steps/s of the whole (global) step.",
+        f"{load[1]:.1f} after. Global batch {BATCH}; steps/s of the whole (global) step from the median "
+        f"of {args.steps} steps after 3 warm-up steps, the best step in brackets. With other work on "
+        "the 2 cores, a rank or thread that loses its core for a time slice stalls everyone waiting "
+        "for it (10-25 ms): the medians carry that, the best steps show the machine undisturbed.",
         "",
-        "| model | parameters | 1 process, 1 thread | 1 process, 2 threads | 2 ranks x 1 thread | all-reduce ms/step (2 ranks) | its share of the step |",
+        "| model | parameters | 1 process, 1 thread | 1 process, 2 threads | 2 ranks x 1 thread | ms/step in exchanges (2 ranks, with waiting) | their share of the step |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, one, two, ranks in rows:
-        lines.append(f"| {label} | {one['parameters']:,} | {1 / one['seconds']:.1f} | {1 / two['seconds']:.1f} | "
-                     f"{1 / ranks['seconds']:.1f} | {ranks['reduce_seconds'] * 1e3:.2f} | "
+        lines.append(f"| {label} | {one['parameters']:,} | {_rate(one)} | {_rate(two)} | {_rate(ranks)} | "
+                     f"{ranks['reduce_seconds'] * 1e3:.2f} ({ranks['reduce_best'] * 1e3:.2f}) | "
                      f"{ranks['reduce_seconds'] / ranks['seconds']:.0%} |")
-    lines += ["", "The all-reduce alone (deterministic average of one float32 buffer, 2 ranks on this machine):", "",
-              "| buffer | ms | GB/s of buffer |", "|---:|---:|---:|"]
-    for mb, seconds in reduce.items():
-        lines.append(f"| {mb} MB | {seconds * 1e3:.2f} | {int(mb) * 2**20 / seconds / 1e9:.2f} |")
+    lines += ["", "The all-reduce alone (deterministic average of one float32 buffer, 2 ranks on this machine, "
+              "lined up by a barrier first; median, best in brackets):", "",
+              "| buffer | bytes | ms | GB/s of buffer (best) |", "|---|---:|---:|---:|"]
+    for name, (seconds, best) in reduce.items():
+        lines.append(f"| {name} | {SIZES[name]:,} | {seconds * 1e3:.3f} ({best * 1e3:.3f}) | {SIZES[name] / best / 1e9:.2f} |")
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.output}")

@@ -48,7 +48,7 @@ def train(args):
     optimizer = make_optimizer(model.parameters(), args)
     history = History(args.log_json if job.is_main else None)
     first = resume(args, model, optimizer, history) if args.resume else 1
-    optimizer = job.optimizer(optimizer, model)
+    optimizer = job.distribute(model, optimizer, args.sync_batchnorm)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
     train_loader, test_loader = job.loaders(train_set, test_set, args.batch_size, args.seed)
@@ -263,6 +263,8 @@ def main(argv=None):
     t.add_argument("--distributed", action="store_true", help="run as one rank of a data-parallel "
                    "job (mpirun -np N ndlc train --distributed): gradients averaged over the ranks, "
                    "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py")
+    t.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm layers "
+                   "normalise with the statistics of every rank's samples together (SyncBatchNorm)")
     t.add_argument("--checkpoint", metavar="DIR", help="save the model, optimizer and data order's "
                    "RNG to DIR/last.npz after every epoch (atomically)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint "
@@ -299,6 +301,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train" and args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint DIR (where the last checkpoint is)")
+    if args.command == "train" and args.sync_batchnorm and not args.distributed:
+        parser.error("--sync-batchnorm needs --distributed (it spans the ranks of a distributed job)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     try:

@@ -5,6 +5,7 @@ from ..frontend.data import DataLoader
 from ..ir.errors import NdlcError
 from .optimizer import DistributedOptimizer
 from .sampler import DistributedSampler
+from .syncbn import convert_sync_batchnorm
 from .world import init
 
 
@@ -21,9 +22,14 @@ class Job:
         """The process that prints, saves checkpoints and shows the progress bar."""
         return self.rank == 0
 
-    def optimizer(self, optimizer, model):
-        """`optimizer`, its gradients averaged over the ranks when distributed."""
-        return optimizer if self.world is None else DistributedOptimizer(optimizer, model)
+    def distribute(self, model, optimizer, sync_batchnorm=False):
+        """`optimizer`, its gradients averaged over the ranks when distributed; `sync_batchnorm`:
+        `model`'s BatchNorm layers made SyncBatchNorm first."""
+        if self.world is None:
+            return optimizer
+        if sync_batchnorm:
+            convert_sync_batchnorm(model)
+        return DistributedOptimizer(optimizer, model)
 
     def loaders(self, train_set, test_set, batch_size, seed):
         """(train, test) loaders. Distributed, `batch_size` is the global batch: each rank takes

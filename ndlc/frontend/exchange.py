@@ -92,7 +92,7 @@ class SplitSpecialisation:
         local = _local(graph, graph.inputs[:captured.num_inputs], self.received)
         self.local_state = [s for s, v in graph.updates.items() if local.get(v)]
         self.num_outputs = len(graph.outputs)
-        self.hooks[0].compiled(hashlib.sha256(self.program.ir("planned").encode()).hexdigest())
+        self.hooks[0].compiled(hashlib.sha256(self.program.ir("fused").encode()).hexdigest())
 
     def run(self, arrays):
         """One step: each part in turn, each exchange after the part that completes its values,

@@ -156,3 +156,10 @@ def test_data_loader_batches_the_samplers_indices():
     assert [b[0].numpy().ravel().tolist() for b in loader] == [[1, 3], [5, 7], [9]]
     with pytest.raises(ValueError, match="sampler and shuffle exclude each other"):
         ndl.data.DataLoader(dataset, 2, shuffle=True, sampler=[0])
+
+
+def test_sync_batchnorm_without_distributed_is_refused(capsys):
+    from ndlc.cli import main
+    with pytest.raises(SystemExit):
+        main(["train", "--sync-batchnorm"])
+    assert "--sync-batchnorm needs --distributed" in capsys.readouterr().err

@@ -82,9 +82,10 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert "RuntimeError: planted failure at step 3" in job.stderr
 
 
-def test_ndlc_train_distributed_runs_and_only_rank_0_prints(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--sync-batchnorm"]])
+def test_ndlc_train_distributed_runs_and_only_rank_0_prints(tmp_path, options):
     _fashion_like(tmp_path, 64)
-    job = mpirun("-m", "ndlc.cli", "train", "--distributed", "--data", tmp_path, "--batch-size", 16,
+    job = mpirun("-m", "ndlc.cli", "train", "--distributed", *options, "--data", tmp_path, "--batch-size", 16,
                  "--no-progress")
     assert job.returncode == 0, job.stderr
     lines = job.stdout.strip().splitlines()
