@@ -61,15 +61,15 @@ def merge_kernels(program):
 
 
 def _as_soon_as_possible(kernels):
-    """`kernels` ordered by how many kernels stand between them and the inputs (stable), so that a
-    small independent kernel (Adam's bias corrections) does not stand between a producer and its
-    consumers and keep them apart."""
+    """`kernels` ordered by how many kernels stand between them and the inputs (stable, loop-less
+    kernels first among equals), so that a small independent kernel (Adam's bias corrections) does
+    not stand between a producer and its consumers and keep them apart."""
     level, writer = [], {}
     for kernel in kernels:
         level.append(1 + max((level[writer[name]] for name in kernel.reads() if name in writer), default=-1))
         for name in kernel.outputs():
             writer[name] = len(level) - 1
-    return [kernels[i] for i in sorted(range(len(kernels)), key=lambda i: level[i])]
+    return [kernels[i] for i in sorted(range(len(kernels)), key=lambda i: (level[i], bool(kernels[i].extents)))]
 
 
 def _outs(kernel):
