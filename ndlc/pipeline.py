@@ -83,7 +83,7 @@ def executor_target(executor) -> GpuTarget:
     """The CUDA schedule's view of an executor's device: the host emulation runs small blocks."""
     gpu = getattr(executor, "gpu", None)
     if gpu is None:
-        return GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2)
+        return GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2, chunk_elements=16)
     return GpuTarget(multiprocessors=gpu.multiprocessors)
 
 

@@ -122,10 +122,29 @@ def lower_to_cuda(program, prefix="") -> CudaModule:
                 parts.append(emitter.source)
                 steps.append(emitter.launch)
             continue
-        emitter = _KernelEmitter(kernel, f"{prefix}{kernel.name}", kernel.phases, kernel.outer, order, aliased, program)
-        parts.append(emitter.source)
-        steps.append(emitter.launch)
+        for part in _parts(kernel):
+            name = f"{prefix}{kernel.name}" + (f"_{part[0]}{part[1]}" if part else "")
+            emitter = _KernelEmitter(kernel, name, kernel.phases, kernel.outer, order, aliased, program, part)
+            parts.append(emitter.source)
+            steps.append(emitter.launch)
     return CudaModule("\n".join(parts), steps)
+
+
+def _parts(kernel):
+    """The launches of a kernel: [None] (one), or for a kernel whose reductions are cut into chunks,
+    per phase: ('partial', p) each chunk's partial results, ('finish', p) their combination in
+    chunk order and the per-point stores, ('map', p) the stores over the inner loops."""
+    if kernel.gpu.chunks == 1:
+        return [None]
+    found = []
+    for p, phase in enumerate(kernel.phases):
+        if phase.reductions:
+            found.append(("partial", p))
+        if phase.reductions or not phase.inner:
+            found.append(("finish", p))
+        if phase.inner:
+            found.append(("map", p))
+    return found
 
 
 def _at(form, point):
@@ -135,11 +154,14 @@ def _at(form, point):
 class _KernelEmitter:
     """The CUDA C of one kernel's phases over its loops, the first `outer` of them outer."""
 
-    def __init__(self, kernel, name, phases, outer, order, aliased, program):
-        self.kernel, self.name, self.phases, self.outer = kernel, name, phases, outer
+    def __init__(self, kernel, name, phases, outer, order, aliased, program, part=None):
+        self.kernel, self.name, self.phases, self.outer, self.part = kernel, name, phases, outer, part
         g = kernel.gpu
         self.tile, self.lanes, self.threads = (g.threads, 1, g.threads) if outer == len(kernel.extents) \
-            else (g.tile, g.lanes, g.threads)
+            or (part and part[0] != "partial") else (g.tile, g.lanes, g.threads)
+        self.outer_points = math.prod(kernel.extents[:outer])
+        if part and part[0] == "map":  # every loop is a point of its own
+            self.outer = outer = len(kernel.extents)
         self.vector = g.vector if outer == len(kernel.extents) else 1
         self.points = math.prod(kernel.extents[:outer]) // self.vector
         self.component, self.vectors = None, {}  # vector kernels: the element being computed, its loads
@@ -148,7 +170,7 @@ class _KernelEmitter:
         self.index_type = "int" if biggest * 2 < INT32_LIMIT else "long long"
         self.used = sorted(kernel.buffers(), key=order.index)
         self.param = {b: f"b{i}" for i, b in enumerate(self.used)}
-        written = set(kernel.outputs())
+        written = set(kernel.outputs()) | set(kernel.scratch)
         self.dtypes = {b: program.buffers[b].dtype for b in self.used}
         self.reductions = [r for phase in phases for r in phase.reductions]
         self.counter = 0
@@ -158,7 +180,8 @@ class _KernelEmitter:
             const = "" if b in written else "const "
             restrict = "" if b in aliased else " __restrict__"
             params.append(f"{const}{MEMORY[self.dtypes[b]]}*{restrict} {self.param[b]}")
-        self.launch = Launch(name, g.blocks, self.threads, tuple(self.used), kernel.name)
+        blocks = g.blocks if part is None else -(-self.points // self.tile) * (g.chunks if part[0] == "partial" else 1)
+        self.launch = Launch(name, blocks, self.threads, tuple(self.used), kernel.name)
         self._body()
         head = [f"// {kernel.name}: {', '.join(kernel.fused) or 'no graph nodes'} ({g.why})",
                 f'extern "C" __global__ void __launch_bounds__({self.threads}, 1) {name}({", ".join(params)}) {{']
@@ -169,6 +192,9 @@ class _KernelEmitter:
         I, tile, lanes = self.index_type, self.tile, self.lanes
         put = self.lines.append
         rows = self.kernel.gpu.lanes_fastest and lanes > 1  # a warp is within one point
+        if self.part is not None:
+            self._chunked_body(rows)
+            return
         put(f"  const int tid = threadIdx.x;")
         put(f"  const int x = {'tid / ' + str(lanes) if rows else 'tid % ' + str(tile)};")
         put(f"  const int y = {'tid % ' + str(lanes) if rows else 'tid / ' + str(tile)};")
@@ -194,6 +220,54 @@ class _KernelEmitter:
                 put("    __syncthreads();")
         put("  }")
 
+    def _chunked_body(self, rows):
+        """One launch of a chunked kernel (see _parts)."""
+        put, I, (kind, p) = self.lines.append, self.index_type, self.part
+        phase, k = self.phases[p], self.kernel
+        first = sum(len(q.reductions) for q in self.phases[:p])
+        slots = list(range(first, first + len(phase.reductions)))
+        chunks, points = k.gpu.chunks, self.outer_points
+        put("  const int tid = threadIdx.x;")
+        put(f"  const int x = {'tid / ' + str(self.lanes) if rows else 'tid % ' + str(self.tile)};")
+        put(f"  const int y = {'tid % ' + str(self.lanes) if rows else 'tid / ' + str(self.tile)};")
+        if kind == "partial":
+            for slot, r in zip(slots, phase.reductions):
+                if self.lanes > 1 and not (rows and self.lanes == 32):
+                    put(f"  __shared__ {C_TYPES[r.dtype]} red{slot}[{self.threads // 32 if rows else self.threads}];")
+            groups, size = -(-points // self.tile), -(-self.inner // chunks)
+            put(f"  for ({I} w = blockIdx.x; w < {groups * chunks}; w += gridDim.x) {{")
+            put(f"    const {I} c = w / {groups};")
+            put(f"    const {I} o = (w % {groups}) * {self.tile} + x;")
+            put(f"    const bool active = o < {points};")
+            self._decode("o", range(k.outer), "    ")
+            end = f"((c + 1) * {size} < {self.inner} ? (c + 1) * {size} : {self.inner})"
+            self._reduce(phase, slots, rows, f"c * {size} + y", end)
+            put(f"    if (active && y == 0) {{")
+            for slot in slots:
+                put(f"      {self.param[k.scratch[slot]]}[c * {points} + o] = acc{slot};")
+            put("    }")
+            put("  }")
+            return
+        put(f"  for ({I} o = ({I})blockIdx.x * {self.tile} + x; o < {self.points}; o += ({I})gridDim.x * {self.tile}) {{")
+        self._decode("o", range(self.outer), "    ")
+        if kind == "finish":
+            for slot, r in zip(slots, phase.reductions):
+                partial = self.param[k.scratch[slot]]
+                put(f"    {C_TYPES[r.dtype]} acc{slot} = {partial}[o];")
+                put(f"    for (int c = 1; c < {chunks}; ++c) acc{slot} = {self._combine(r, f'acc{slot}', f'{partial}[c * {points} + o]')};")
+                put(f"    {partial}[o] = acc{slot};")
+            if not phase.inner:
+                for i in range(k.outer, len(k.extents)):
+                    put(f"    const {I} i{i} = 0;")
+                self._stores(phase, slots, "    ")
+        else:
+            strides = [math.prod(k.extents[d + 1:k.outer]) for d in range(k.outer)]
+            flat = " + ".join(f"{st} * i{d}" for d, st in enumerate(strides)) or "0"
+            for slot, r in zip(slots, phase.reductions):
+                put(f"    const {C_TYPES[r.dtype]} acc{slot} = {self.param[k.scratch[slot]]}[{flat}];")
+            self._stores(phase, slots, "    ")
+        put("  }")
+
     def _decode(self, flat, loops, indent):
         """The loop variables `loops` (row-major) from the flat index `flat`."""
         loops = list(loops)
@@ -213,19 +287,7 @@ class _KernelEmitter:
         put, I = self.lines.append, self.index_type
         inner_loops = range(self.outer, len(self.kernel.extents))
         if phase.reductions:
-            for slot, r in zip(slots, phase.reductions):
-                put(f"    {C_TYPES[r.dtype]} acc{slot} = {self._identity(r)};")
-            put("    if (active) {")
-            put(f"      for ({I} j = y; j < {self.inner}; j += {self.lanes}) {{")
-            self._decode("j", inner_loops, "        ")
-            memo = {}
-            values = [self._emit(r.body, memo, phase, slots, r.dtype, "        ") for r in phase.reductions]
-            for slot, r, value in zip(slots, phase.reductions, values):
-                put(f"        acc{slot} = {self._combine(r, f'acc{slot}', value)};")
-            put("      }")
-            put("    }")
-            for slot, r in zip(slots, phase.reductions):
-                self._combine_lanes(slot, r, rows)
+            self._reduce(phase, slots, rows, "y", str(self.inner))
         if phase.inner:
             put("    if (active) {")
             put(f"      for ({I} j = y; j < {self.inner}; j += {self.lanes}) {{")
@@ -239,6 +301,24 @@ class _KernelEmitter:
                 put(f"      const {I} i{i} = 0;")
             self._stores(phase, slots, "      ")
             put("    }")
+
+    def _reduce(self, phase, slots, rows, start, end):
+        """The phase's accumulators over inner points start, start + lanes, ... < end, then
+        combined over the point's lanes."""
+        put, I = self.lines.append, self.index_type
+        for slot, r in zip(slots, phase.reductions):
+            put(f"    {C_TYPES[r.dtype]} acc{slot} = {self._identity(r)};")
+        put("    if (active) {")
+        put(f"      for ({I} j = {start}; j < {end}; j += {self.lanes}) {{")
+        self._decode("j", range(self.outer, len(self.kernel.extents)), "        ")
+        memo = {}
+        values = [self._emit(r.body, memo, phase, slots, r.dtype, "        ") for r in phase.reductions]
+        for slot, r, value in zip(slots, phase.reductions, values):
+            put(f"        acc{slot} = {self._combine(r, f'acc{slot}', value)};")
+        put("      }")
+        put("    }")
+        for slot, r in zip(slots, phase.reductions):
+            self._combine_lanes(slot, r, rows)
 
     def _combine_lanes(self, slot, r, rows):
         """Every lane of a point gets the combination of the point's lanes' accumulators."""

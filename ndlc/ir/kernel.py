@@ -119,6 +119,7 @@ class GpuLaunch:
     why: str = ""
     lanes_fastest: bool = False  # thread number = x * lanes + y (rows: a warp within one point), else y * tile + x
     vector: int = 1  # elementwise: consecutive points per thread along the last loop (float4 when 4)
+    chunks: int = 1  # reductions: pieces of the reduced loops, each a block's partials (kernel.scratch), combined in order
 
     @property
     def threads(self):

@@ -36,7 +36,11 @@ CUDA (`schedule_gpu`): every kernel gets blocks of threads over its outer points
     reads a row's consecutive elements and combines with warp shuffles; short rows share a block;
   - column reductions (the reduced loop strided: BatchNorm's statistics, column sums): a `tile`
     of consecutive outer points per block, the fastest thread index along them, so a warp reads
-    consecutive elements of one row; the lanes of each point combine through a shared-memory tree.
+    consecutive elements of one row; the lanes of each point combine through a shared-memory tree;
+  - where the outer points give too few blocks for the GPU (BatchNorm over 65536 rows of 1024
+    columns: 32 blocks of 32 columns; a full sum: 1 block), the reduced loops are cut into chunks:
+    one launch computes every chunk's partials (scratch buffers), a second combines them in chunk
+    order and makes the per-point stores, a third the stores over the inner loops.
 The combination order is fixed by the schedule, so results do not depend on how blocks are run.
 """
 import math
@@ -85,6 +89,7 @@ class GpuTarget:
     multiprocessors: int = 132
     block_threads: int = 256
     blocks_per_multiprocessor: int = 8  # grid-stride beyond this many waves of blocks
+    chunk_elements: int = 4096  # fewest reduced elements per chunk when a reduction is cut into chunks
 
 
 def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
@@ -111,12 +116,28 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
             lanes = max(32, min(threads, 1 << max(0, inner - 1).bit_length()))
             tile, rows = threads // lanes, True
             why = f"row reduction: {lanes} threads per row combine with warp shuffles"
+        chunks = _chunks(kernel, points, inner, tile, lanes, target)
+        if chunks > 1:
+            kernel.scratch = tuple(_scratch(program, f"{kernel.name}.partials{k}", (chunks, points), r.dtype)
+                                   for k, r in enumerate(kernel.reductions))
+            why += (f"; the reduced loops cut into {chunks} chunks (blocks over its outer points alone: "
+                    f"{-(-points // tile)}, too few for {target.multiprocessors} multiprocessors), whose partials "
+                    "combine in chunk order in a second launch")
         vector = VECTOR if lanes == 1 and _vectorisable(kernel) else 1
         if vector > 1:
             why = why.replace("a thread per element", f"{vector} consecutive elements a thread") \
                 .replace("a thread per point", f"{vector} consecutive points a thread") + " (float4 loads and stores)"
-        kernel.gpu = GpuLaunch(tile, lanes, max(1, min(cap, -(-points // (tile * vector)))), why, rows, vector)
+        kernel.gpu = GpuLaunch(tile, lanes, max(1, min(cap, -(-points // (tile * vector)))), why, rows, vector, chunks)
     return program
+
+
+def _chunks(kernel, points, inner, tile, lanes, target) -> int:
+    """How many pieces a reduction's inner loops are cut into: enough for two blocks per
+    multiprocessor where the outer points alone give fewer, each at least target.chunk_elements."""
+    blocks, wanted = -(-points // tile), 2 * target.multiprocessors
+    if not kernel.reductions or kernel.gemm or lanes == 1 or blocks >= wanted:
+        return 1
+    return max(1, min(-(-wanted // blocks), inner // target.chunk_elements))
 
 
 def _vectorisable(kernel) -> bool:

@@ -20,7 +20,7 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/u
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA toolkit) is not installed")
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
 H200 = GpuTarget()  # the schedule nvcc's code is compiled for
-EMULATED = GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2)
+EMULATED = GpuTarget(multiprocessors=2, block_threads=64, blocks_per_multiprocessor=2, chunk_elements=16)
 
 
 def kernels_for(graph, target, forward=None):
@@ -57,6 +57,7 @@ def spills(report) -> dict:
 def test_every_op_forward_and_gradient_compiles_with_nvcc(tmp_path):
     sources = [lower_to_cuda(kernels_for(graph, H200)[0], prefix=f"p{n}_").source
                for n, (_, graph, _) in enumerate(OPS)]
+    sources.append(lower_to_cuda(kernels_for(parse(TALL), EMULATED)[0], prefix="tall_").source)  # in chunks
     report = nvcc_compile("\n".join(sources), tmp_path)
     assert spills(report) and not any(spills(report).values())
 
@@ -167,3 +168,36 @@ graph @t(%x: f32[6,16], %y: f32[16], %z: f32[6,15]) {
     program = CudaProgram(kernels, module, {}, executor=EmulatedExecutor())
     for got, want in zip(program.run(*inputs), interpret(graph, *inputs)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+TALL = """
+graph @tall(%x: f32[300,6], %g: f32[6]) {
+  %0 = summation(%x, axes=(0,)) : f32[6]
+  %1 = divide_scalar(%0, scalar=300.0) : f32[6]
+  %2 = broadcast_to(%1, shape=(300,6)) : f32[300,6]
+  %3 = negate(%2) : f32[300,6]
+  %4 = add(%x, %3) : f32[300,6]
+  %5 = multiply(%4, %4) : f32[300,6]
+  %6 = summation(%5, axes=(0,)) : f32[6]
+  %7 = broadcast_to(%6, shape=(300,6)) : f32[300,6]
+  %8 = divide(%4, %7) : f32[300,6]
+  %9 = broadcast_to(%g, shape=(300,6)) : f32[300,6]
+  %10 = multiply(%8, %9) : f32[300,6]
+  %11 = summation(%x, axes=(0, 1)) : f32[]
+  return %10, %6, %11
+}"""
+
+
+@needs_gxx
+def test_reductions_with_few_points_are_cut_into_chunks_combined_in_order():
+    """BatchNorm-like statistics of 6 columns over 300 rows and a full sum: the reduced loops in
+    chunks (partials, then their combination, then the elementwise output), equal to the interpreter."""
+    graph = parse(TALL)
+    kernels, _ = kernels_for(graph, EMULATED)
+    assert any(k.gpu.chunks > 1 and len(k.phases) > 1 for k in kernels.kernels)
+    assert any(k.gpu.chunks > 1 and k.outer == 0 for k in kernels.kernels)
+    rng = np.random.default_rng(5)
+    x, g = rng.standard_normal((300, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    program = CudaProgram(kernels, lower_to_cuda(kernels), {}, executor=EmulatedExecutor())
+    for got, want in zip(program.run(x, g), interpret(graph, x, g)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
