@@ -167,27 +167,33 @@ def run(args):
         np.savez(args.output, **results)
     return 0
 
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
 def bench(args):
-    """Check the device, then run the suite, which lives in the source tree beside the package."""
+    """Check the device, then run the suite (benchmarks/suite.py; for --device cuda the GPU check,
+    benchmarks/gpu.py), which lives in the source tree beside the package."""
     ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
+    if args.device == "cuda":
+        gpu = load_suite("gpu")
+        return 2 if gpu is None else gpu.main(["--repeats", str(args.repeats or 20)] + ["--quick"] * bool(args.quick)
+                                               + (["--output", args.output] if args.output else []))
     suite = load_suite()
     return 2 if suite is None else suite.run(args)
 
 
-def load_suite():
-    """benchmarks/suite.py of the checkout this package runs from (it is not installed with the
+def load_suite(name="suite"):
+    """benchmarks/<name>.py of the checkout this package runs from (it is not installed with the
     package), or None after saying why it is missing."""
-    if not os.path.isfile(os.path.join(BENCHMARKS, "suite.py")):
-        print(f"ndlc bench: no benchmark suite at {os.path.join(BENCHMARKS, 'suite.py')}: it ships in ndlc's "
+    if not os.path.isfile(os.path.join(BENCHMARKS, f"{name}.py")):
+        print(f"ndlc bench: no benchmark suite at {os.path.join(BENCHMARKS, name + '.py')}: it ships in ndlc's "
               "source tree, not in the installed package; run from a checkout installed with "
               "`pip install -e .`", file=sys.stderr)
         return None
     if BENCHMARKS not in sys.path:
         sys.path.insert(0, BENCHMARKS)
-    return importlib.import_module("suite")
+    return importlib.import_module(name)
 
 
 def _positive(text):
