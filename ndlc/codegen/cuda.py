@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..ir.errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import Acc, Gemm, Index, Load, infer_dtypes, operand_dtype
+from ..ir.kernel import Acc, Gemm, Index, infer_dtypes, operand_dtype
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float
 
@@ -195,7 +195,7 @@ class _KernelEmitter:
         if self.part is not None:
             self._chunked_body(rows)
             return
-        put(f"  const int tid = threadIdx.x;")
+        put("  const int tid = threadIdx.x;")
         put(f"  const int x = {'tid / ' + str(lanes) if rows else 'tid % ' + str(tile)};")
         put(f"  const int y = {'tid % ' + str(lanes) if rows else 'tid / ' + str(tile)};")
         for k, r in enumerate(self.reductions):
@@ -242,7 +242,7 @@ class _KernelEmitter:
             self._decode("o", range(k.outer), "    ")
             end = f"((c + 1) * {size} < {self.inner} ? (c + 1) * {size} : {self.inner})"
             self._reduce(phase, slots, rows, f"c * {size} + y", end)
-            put(f"    if (active && y == 0) {{")
+            put("    if (active && y == 0) {")
             for slot in slots:
                 put(f"      {self.param[k.scratch[slot]]}[c * {points} + o] = acc{slot};")
             put("    }")

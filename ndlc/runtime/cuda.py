@@ -345,23 +345,28 @@ class GpuExecutor:
             self.base = int(self.allocation)
 
     def upload(self, pointer, array):
+        """A blocking copy (host arrays are pageable): ordered after the stream's earlier work."""
         with self.gpu.current():
-            self.gpu.driver.memcpy_htod_async(pointer, array, self.gpu.stream)
+            self.gpu.driver.memcpy_htod(pointer, array)
 
     def download(self, out, pointer):
         with self.gpu.current():
-            self.gpu.driver.memcpy_dtoh_async(out, pointer, self.gpu.stream)
-            self.gpu.stream.synchronize()
+            self.gpu.driver.memcpy_dtoh(out, pointer)
 
     def run(self, program, steps, graph=False):
+        """The steps on the stream; with `graph`, the first run launches them one by one (cuBLAS
+        allocates its workspace then, which a capture may not), the second captures them as a
+        CUDA graph, and every run from then on replays it."""
         with self.gpu.current():
             key = len(steps)
-            if graph and flag("NDLC_CUDA_GRAPHS", default=True):
-                if key not in self.graphs:
+            if graph and flag("NDLC_CUDA_GRAPHS", default=True) and key in self.graphs:
+                if self.graphs[key] == "warm":
                     self.graphs[key] = CudaGraph.capture(self.gpu.stream, lambda: self._launch(program, steps))
                 if self.graphs[key] is not None:
                     self.graphs[key].launch(self.gpu.stream)
                     return
+            elif graph:
+                self.graphs[key] = "warm"
             self._launch(program, steps)
 
     def _launch(self, program, steps):
