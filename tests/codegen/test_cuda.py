@@ -201,3 +201,21 @@ def test_reductions_with_few_points_are_cut_into_chunks_combined_in_order():
     program = CudaProgram(kernels, lower_to_cuda(kernels), {}, executor=EmulatedExecutor())
     for got, want in zip(program.run(x, g), interpret(graph, x, g)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_nvcc
+def test_cubins_are_cached_on_disk_and_a_corrupt_entry_is_rebuilt(tmp_path, monkeypatch):
+    from ndlc.runtime import cache
+    from ndlc.runtime.cuda import compile_cuda
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    kernels, _ = kernels_for(parse(ROW_AND_COLUMN), H200)
+    source = lower_to_cuda(kernels).source
+    calls = []
+    real_store = cache.store
+    monkeypatch.setattr(cache, "store", lambda *a: calls.append(a[0]) or real_store(*a))
+    cubin = compile_cuda(source, "sm_90")
+    assert cubin[:4] == b"\x7fELF" and len(calls) == 1
+    assert compile_cuda(source, "sm_90") == cubin and len(calls) == 1  # from the cache
+    (entry,) = [p for p in tmp_path.rglob("*.obj")]
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    assert compile_cuda(source, "sm_90") == cubin and len(calls) == 2  # rebuilt
