@@ -1,12 +1,12 @@
 """A data-parallel training job that test_distributed.py runs under `mpirun -np 2`, and whose
 model, data and step it imports for the one-process reference.
 
-    python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--fail-at STEP]
+    python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--eager] [--fail-at STEP]
 
 Each rank takes its half of every global batch of 64, runs STEPS compiled steps, and after every
 step checks (on rank 0) that all ranks hold bit-identical parameters; rank 0 saves the final
-parameters. `--sync`: BatchNorm layers become SyncBatchNorm. `--fail-at`: rank 1 raises at that
-step (the job must end non-zero, not hang).
+parameters. `--sync`: BatchNorm layers become SyncBatchNorm. `--eager`: the step runs uncompiled.
+`--fail-at`: rank 1 raises at that step (the job must end non-zero, not hang).
 """
 import argparse
 import sys
@@ -68,7 +68,9 @@ def train(args):
     if args.sync:
         dist.convert_sync_batchnorm(model)
     optimizer = dist.DistributedOptimizer(optimizer, model)
-    step = ndl.compile(training_step(model, optimizer))
+    step = training_step(model, optimizer)
+    if not args.eager:
+        step = ndl.compile(step)
     share = GLOBAL_BATCH // world.size
     for i, (x, y) in enumerate(batches(args.model)):
         if i == args.fail_at and world.rank == 1:
@@ -88,6 +90,7 @@ def main(argv=None):
     parser.add_argument("out")
     parser.add_argument("--model", choices=("mlp", "bn-mlp", "lenet"), default="mlp")
     parser.add_argument("--sync", action="store_true")
+    parser.add_argument("--eager", action="store_true")
     parser.add_argument("--fail-at", type=int, default=-1)
     train(parser.parse_args(argv))
 

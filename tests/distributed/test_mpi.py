@@ -49,6 +49,13 @@ def test_two_ranks_equal_one_process_and_agree_bitwise_after_every_step(tmp_path
     np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
 
 
+def test_eagerly_the_distributed_optimizer_averages_too(tmp_path):
+    out = tmp_path / "params.npy"
+    job = mpirun(JOB, out, "--eager")
+    assert job.returncode == 0, job.stderr
+    np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
+
+
 def test_sync_batchnorm_on_two_ranks_equals_batchnorm_on_one_process(tmp_path):
     """SyncBatchNorm's statistics and their adjoints are summed over the ranks: 2 x 32 is 1 x 64."""
     out = tmp_path / "params.npy"
