@@ -1,11 +1,13 @@
 """Guards of a compiled specialisation: what its trace read that a later call could change.
 
 A trace bakes in the objects it found (the modules, optimizers and tensors the step reaches, and
-every container on the way: `model.modules`, `opt.params`, `opt.u`), the numpy arrays it read from
-the step's globals and closure (as constants), and the types of its optimizers' runtime numbers.
-`Guards.failure()` says which of those changed since the trace, so the caller recompiles instead
-of running a stale program (as torch.compile's guards do). Python numbers are guarded by the
-compiled function's key (compile.py `_settings`), state tensors' types by `changed_state`.
+every container on the way: `model.modules`, `opt.params`, `opt.u`, and the lengths of the lists
+and dicts among them), the numpy arrays it read from the step's globals and closure (as
+constants), and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in
+(they must keep their values). `Guards.failure()` says which of those changed since the trace, so
+the caller recompiles instead of running a stale program (as torch.compile's guards do). Other
+Python numbers are guarded by the compiled function's key (compile.py `_settings`), state
+tensors' types by `CapturedStep.changed_state`.
 """
 import numpy as np
 
@@ -24,9 +26,9 @@ class Guards:
     def __init__(self, fn, roots, runtime, compiled, fixed):
         self.fn = fn
         self.roots = None if fixed else dict(roots)
-        self.edges = [(path, container, key, value) for value, path, container, key in walk_state(roots)]
-        self.sizes = [(path, value, len(value)) for value, path, _, _ in walk_state(roots)
-                      if isinstance(value, (list, dict))]
+        walked = walk_state(roots)
+        self.edges = [(path, container, key, value) for value, path, container, key in walked]
+        self.sizes = [(path, value, len(value)) for value, path, _, _ in walked if isinstance(value, (list, dict))]
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
         self.runtime = list(runtime)
         self.compiled = [(h, h.value()) for h in compiled]
@@ -54,10 +56,11 @@ class Guards:
         values = referenced_values(self.fn) if self.arrays else {}
         for name, (array, copy) in self.arrays.items():
             current = values.get(name)
-            if current is not array and not (isinstance(current, np.ndarray) and _same(current, copy)):
+            if not isinstance(current, np.ndarray):
                 return f"{name} {_replaced(current, array)}"
-            if not _same(array, copy):
-                return f"the array {name} was modified (the trace copied it in as a constant)"
+            if not _same(current, copy):  # a new binding with the old values still fits
+                return (f"the array {name} was modified (the trace copied it in as a constant)"
+                        if current is array else f"{name} was replaced by an array of other values")
         for h in self.runtime:
             if not is_number(h.value()):
                 raise TraceError(f"{h.path} is now {h.value()!r}: the compiled step reads it as a number "

@@ -169,6 +169,22 @@ def test_rebinding_a_captured_closure_array_recompiles():
     assert step(np.ones(3, np.float32)).numpy().tolist() == [3, 3, 3]
 
 
+def test_an_array_rebound_to_equal_values_is_still_watched():
+    """A new array with the old values keeps the program; changing that new array recompiles."""
+    global SCALE
+    step = ndl.compile(lambda x: (x * SCALE).sum())
+    ones = np.ones(4, np.float32)
+    old = SCALE
+    try:
+        assert float(step(ones).numpy()) == 10.0
+        SCALE = old.copy()
+        assert float(step(ones).numpy()) == 10.0 and step.compilations == 1
+        SCALE[0] = 11.0
+        assert float(step(ones).numpy()) == 20.0 and step.compilations == 2
+    finally:
+        SCALE = old
+
+
 def test_a_huge_captured_array_is_refused_with_advice(monkeypatch):
     from ndlc.frontend import guards
     monkeypatch.setattr(guards, "ARRAY_LIMIT", 1000)
