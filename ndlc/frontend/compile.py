@@ -163,7 +163,7 @@ class CompiledFunction:
         runtime = {h.path for h in captured.hyperparameters}
         compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
         guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)
-        specialisation = (SplitSpecialisation(captured, self.check, compile_graph) if captured.exchanges
+        specialisation = (SplitSpecialisation(captured, self.check, compile_graph, self.device) if captured.exchanges
                           else Specialisation(captured, self.check, self.device, debug=self.debug))
         specialisation.guards = guards
         self.specialisations[key] = specialisation

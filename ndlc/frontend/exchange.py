@@ -62,7 +62,10 @@ class SplitSpecialisation:
     """One compiled specialisation of a step that exchanges values: its parts' programs, and
     each exchange's flat buffers and hook (the module docstring says how they run)."""
 
-    def __init__(self, captured, check, compile_graph):
+    def __init__(self, captured, check, compile_graph, device="cpu"):
+        if device != "cpu":
+            raise NdlcError(f"@{captured.graph.name} exchanges values with other processes (a distributed "
+                            f"optimizer or SyncBatchNorm), which runs on the CPU only, not device={device!r}")
         if check:
             raise NdlcError(f"check mode does not run a step cut at an exchange (@{captured.graph.name} "
                             "uses a distributed optimizer or SyncBatchNorm): check it without them")

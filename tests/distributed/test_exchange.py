@@ -6,8 +6,12 @@ import pytest
 
 import ndlc as ndl
 from ndlc.distributed import DistributedSampler
+from ndlc.frontend.capture import capture
+from ndlc.frontend.compile import compile_graph
+from ndlc.frontend.exchange import SplitSpecialisation
 from ndlc.frontend.context import active_context
 from ndlc.ir.errors import NdlcError
+from ndlc.ir.types import TensorType
 
 
 class ScaledOptimizer(ndl.optim.Optimizer):
@@ -117,6 +121,14 @@ def test_check_mode_refuses_a_cut_step():
     optimizer = ScaledOptimizer(ndl.optim.SGD(model.parameters(), lr=0.1), 1.0)
     with pytest.raises(NdlcError, match="check mode does not run a step cut at an exchange"):
         ndl.compile(step_of(model, optimizer), check=True)(*data())
+
+
+def test_a_cut_step_on_another_device_is_refused():
+    model = mlp()
+    optimizer = ScaledOptimizer(ndl.optim.SGD(model.parameters(), lr=0.1), 1.0)
+    captured = capture(step_of(model, optimizer), [TensorType.of(a) for a in data()])
+    with pytest.raises(NdlcError, match="runs on the CPU only, not device='cuda'"):
+        SplitSpecialisation(captured, False, compile_graph, device="cuda")
 
 
 def test_the_ranks_shares_partition_the_epoch_and_join_into_the_global_batches():

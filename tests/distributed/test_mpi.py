@@ -82,6 +82,14 @@ def test_per_rank_batchnorm_is_not_one_process_but_ranks_agree(tmp_path):
     assert not np.allclose(np.load(out), one_process("lenet"), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_average_is_the_rank_ordered_sum_bit_for_bit(ranks):
+    """2 ranks: one all-gather; 3: all-to-all, rank-ordered sums of chunks, all-gather."""
+    job = mpirun(os.path.join(os.path.dirname(JOB), "mpi_average.py"), ranks=ranks)
+    assert job.returncode == 0, job.stderr
+    assert f"{ranks} ranks: averages bit-identical to the rank-ordered sums" in job.stdout
+
+
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     job = mpirun(JOB, tmp_path / "params.npy", "--fail-at", 3)
     assert job.returncode != 0

@@ -1,0 +1,25 @@
+"""Run under mpirun by test_mpi.py: ndlc.distributed's average of float32 buffers (odd sizes, so
+chunks are padded; a small bucket, so there are several) against every rank's raw data summed in
+rank order; exits non-zero (MPI_Abort, through init()'s hook) if any element differs in a bit."""
+import numpy as np
+
+import ndlc.distributed as dist
+
+world = dist.init()
+for size in (1, 7, 1000, 12345):
+    mine = np.random.default_rng([world.rank, size]).standard_normal(size).astype(np.float32)
+    everyone = np.stack(world.comm.allgather(mine))
+    ordered = everyone[0].copy()
+    for row in everyone[1:]:
+        ordered += row
+    expected = ordered / np.float32(world.size)
+    got = mine.copy()
+    world.average([got], bucket_bytes=4 * 1000)
+    if not np.array_equal(got.view(np.uint32), expected.view(np.uint32)):
+        raise AssertionError(f"rank {world.rank}: the average of {size} elements differs from the rank-ordered sum")
+    total = mine.copy()
+    world.total([total], bucket_bytes=4 * 1000)
+    if not np.array_equal(total.view(np.uint32), ordered.view(np.uint32)):
+        raise AssertionError(f"rank {world.rank}: the sum of {size} elements is wrong")
+if world.is_main:
+    print(f"{world.size} ranks: averages bit-identical to the rank-ordered sums")
