@@ -78,9 +78,23 @@ def referenced_objects(fn) -> dict:
     return kept
 
 
+def referenced_leaves(fn) -> dict:
+    """referenced_values, and for a plain object among them (a trainer's `self`) each attribute
+    whose name `fn`'s code mentions, as 'name.attribute' (what `self.scale` reads)."""
+    values = referenced_values(fn)
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    names = _global_names(code) if code is not None else set()
+    leaves = dict(values)
+    for name, value in values.items():
+        if _is_plain_object(value) and not isinstance(value, STATEFUL + (Tensor,)):
+            leaves.update({f"{name}.{k}": v for k, v in vars(value).items() if k in names})
+    return leaves
+
+
 def referenced_numbers(fn) -> dict:
-    """name -> the Python numbers, booleans and strings `fn` reads directly (a trace bakes them in)."""
-    return {name: value for name, value in referenced_values(fn).items()
+    """name -> the Python numbers, booleans and strings `fn` reads (referenced_leaves): a trace
+    bakes them in, or reads its floats as runtime inputs (find_function_numbers)."""
+    return {name: value for name, value in referenced_leaves(fn).items()
             if isinstance(value, (bool, int, float, str))}
 
 
@@ -156,15 +170,22 @@ class FunctionNumber:
 
 def find_function_numbers(fn) -> list:
     """A FunctionNumber for each float among the globals and closure cells `fn` reads (not its
-    defaults, nor a bound object's attributes); ints and bools stay compiled in (shapes, flags)."""
+    defaults), and a Hyperparameter for each float attribute it reads of a plain object it holds
+    (`self.scale`); ints and bools stay compiled in (shapes, flags)."""
     target = getattr(fn, "__func__", fn)
     code = getattr(target, "__code__", None)
     if code is None:
         return []
     cells = dict(zip(code.co_freevars, target.__closure__ or ()))
+    values = referenced_values(fn)
     found = [FunctionNumber(name, cell) for name, cell in cells.items() if _is_float(cell.cell_contents)]
-    return found + [FunctionNumber(name, target.__globals__) for name, value in referenced_values(fn).items()
-                    if name not in cells and name in _global_names(code) and _is_float(value)]
+    found += [FunctionNumber(name, target.__globals__) for name, value in values.items()
+              if name not in cells and name in _global_names(code) and _is_float(value)]
+    for path, value in referenced_leaves(fn).items():
+        if "." in path and _is_float(value):
+            holder, name = path.rsplit(".", 1)
+            found.append(Hyperparameter(path, values[holder], name, "f32"))
+    return found
 
 
 def _is_float(value):
@@ -288,9 +309,12 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     runtime = find_hyperparameters(roots) if hyperparameters else []
     own = find_function_numbers(fn) if numbers else []
     scalars = [symbolic(TensorType((), h.dtype), name=h.path) for h in runtime + own]
-    traced = with_inputs(fn, own, scalars[len(runtime):]) if own else fn
+    attributes = [(h, s) for h, s in zip(runtime + own, scalars) if isinstance(h, Hyperparameter)]
+    cells = [(h, s) for h, s in zip(own, scalars[len(runtime):]) if isinstance(h, FunctionNumber)]
+    traced = with_inputs(fn, *zip(*cells)) if cells else fn
     with _bound_to_state(slots, holders, tensors) as state_values, \
-            _bound_to_inputs(runtime, scalars[:len(runtime)]), tracing(tensors) as context:
+            _bound_to_inputs(*zip(*attributes)) if attributes else contextlib.nullcontext(), \
+            tracing(tensors) as context:
         result = traced(*batch)
         outputs = output_tensors(result)
         finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]

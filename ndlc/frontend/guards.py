@@ -12,7 +12,7 @@ tensors' types by `CapturedStep.changed_state`.
 import numpy as np
 
 from ..ir.errors import TraceError
-from .capture import is_number, referenced_objects, referenced_values, walk_state
+from .capture import is_number, referenced_leaves, referenced_objects, walk_state
 
 ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
 
@@ -53,7 +53,7 @@ class Guards:
         for path, container, size in self.sizes:
             if len(container) != size:
                 return f"{path} changed length from {size} to {len(container)}"
-        values = referenced_values(self.fn) if self.arrays else {}
+        values = referenced_leaves(self.fn) if self.arrays else {}
         for name, (array, copy) in self.arrays.items():
             current = values.get(name)
             if not isinstance(current, np.ndarray):
@@ -72,10 +72,11 @@ class Guards:
 
 
 def captured_arrays(fn) -> dict:
-    """name -> each numpy array among the step's globals, closure and defaults (a trace copies
-    the ones it reads into the program). One larger than ARRAY_LIMIT is refused: checking it on
-    every call would cost as much as passing it."""
-    arrays = {name: value for name, value in referenced_values(fn).items()
+    """name -> each numpy array among the step's globals, closure, defaults and the attributes it
+    reads of plain objects (referenced_leaves; a trace copies the ones it reads into the program).
+    One larger than ARRAY_LIMIT is refused: checking it on every call would cost as much as
+    passing it."""
+    arrays = {name: value for name, value in referenced_leaves(fn).items()
               if isinstance(value, np.ndarray) and value.dtype.kind in "biuf"}
     for name, array in arrays.items():
         if array.nbytes > ARRAY_LIMIT:

@@ -272,3 +272,29 @@ def test_static_hyperparameters_compile_the_steps_floats_in_too():
     finally:
         STEP_SIZE = 0.5
     assert step.compilations == 2 and "%STEP_SIZE" not in step.ir("traced")
+
+
+class Trainer:
+    """A plain object holding the model and the numbers its step reads (and one it does not)."""
+
+    def __init__(self):
+        np.random.seed(0)
+        self.model, self.scale, self.mask, self.steps_taken = nn.Linear(2, 2), 2.0, np.ones(2, np.float32), 0
+
+    def step(self, x):
+        return self.model(x) * self.scale * self.mask
+
+
+def test_what_a_bound_method_reads_of_its_object_is_watched():
+    """self.scale is a runtime input, self.mask is guarded, self.steps_taken (which the step
+    never reads) changes nothing."""
+    trainer = Trainer()
+    step = ndl.compile(trainer.step)
+    x = np.ones((1, 2), np.float32)
+    for change in (lambda: setattr(trainer, "scale", 3.0), lambda: trainer.mask.__setitem__(0, 0.0),
+                   lambda: setattr(trainer, "steps_taken", 7)):
+        change()
+        want = trainer.model(ndl.Tensor(x)).numpy() * trainer.scale * trainer.mask
+        np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
+    assert step.compilations == 2  # the mask's change only
+    assert "%self.scale: f32[]" in step.ir("traced")
