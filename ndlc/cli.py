@@ -47,7 +47,7 @@ def train(args):
     model = build(train_set[0][0].size)
     optimizer = make_optimizer(model.parameters(), args)
     history = History(args.log_json if job.is_main else None)
-    first = resume(args, model, optimizer, history) if args.resume else 1
+    first = resume(args, model, optimizer, history, announce=job.is_main) if args.resume else 1
     optimizer = job.distribute(model, optimizer, args.sync_batchnorm)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
@@ -94,7 +94,7 @@ def save_checkpoint(args, epoch, model, optimizer, history):
               "rng": np.random.get_state(), "history": history.state()}, checkpoint_path(args))
 
 
-def resume(args, model, optimizer, history):
+def resume(args, model, optimizer, history, announce=True):
     """Load the last checkpoint into the model, optimizer, RNG and history; the next epoch."""
     path = checkpoint_path(args)
     checkpoint = ndl.load(path)
@@ -106,7 +106,8 @@ def resume(args, model, optimizer, history):
     optimizer.load_state_dict(checkpoint["optimizer"])
     np.random.set_state(checkpoint["rng"])
     history.restore(checkpoint["history"])
-    print(f"resumed from {path} after epoch {checkpoint['epoch']}", flush=True)
+    if announce:  # every rank of a distributed job resumes; rank 0 says so
+        print(f"resumed from {path} after epoch {checkpoint['epoch']}", flush=True)
     return checkpoint["epoch"] + 1
 
 

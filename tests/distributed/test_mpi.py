@@ -107,6 +107,18 @@ def test_ndlc_train_distributed_runs_and_only_rank_0_prints(tmp_path, options):
     assert len(lines) == 1 and lines[0].startswith("epoch 1: loss"), job.stdout
 
 
+@pytest.mark.slow
+def test_ndlc_train_distributed_resumes_on_every_rank_and_rank_0_alone_says_so(tmp_path):
+    _fashion_like(tmp_path, 64)
+    train = ["-m", "ndlc.cli", "train", "--distributed", "--data", tmp_path, "--batch-size", 16, "--no-progress",
+             "--checkpoint", tmp_path / "ckpt"]
+    assert mpirun(*train).returncode == 0
+    job = mpirun(*train, "--resume", "--epochs", 2)
+    assert job.returncode == 0, job.stderr
+    lines = job.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("resumed from") and lines[1].startswith("epoch 2:"), job.stdout
+
+
 def test_ndlc_train_distributed_refuses_a_batch_the_ranks_cannot_share(tmp_path):
     _fashion_like(tmp_path, 64)
     job = mpirun("-m", "ndlc.cli", "train", "--distributed", "--data", tmp_path, "--batch-size", 15)
