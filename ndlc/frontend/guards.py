@@ -12,8 +12,10 @@ tensors' types by `CapturedStep.changed_state`.
 import numpy as np
 
 from ..ir.errors import TraceError
-from .capture import is_number, referenced_leaves, referenced_objects, walk_state
+from .capture import STATEFUL, is_number, referenced_leaves, referenced_objects, walk_state
+from .tensor import Tensor
 
+WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
 ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
 
 
@@ -28,6 +30,9 @@ class Guards:
         self.roots = None if fixed else dict(roots)
         walked = walk_state(roots)
         self.edges = [(path, container, key, value) for value, path, container, key in walked]
+        self.edges += [(f"{path}.{name}", vars(obj), name, value) for obj, path, _, _ in walked
+                       if isinstance(obj, STATEFUL) for name, value in vars(obj).items()
+                       if not isinstance(value, WATCHED_ELSEWHERE)]  # a module's function, activation, ...
         self.sizes = [(path, value, len(value)) for value, path, _, _ in walked if isinstance(value, (list, dict))]
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
         self.runtime = list(runtime)

@@ -298,3 +298,25 @@ def test_what_a_bound_method_reads_of_its_object_is_watched():
         np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
     assert step.compilations == 2  # the mask's change only
     assert "%self.scale: f32[]" in step.ir("traced")
+
+
+class Activated(nn.Module):
+    """A Linear layer followed by whatever function `act` holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.act = nn.Linear(2, 2), ndl.relu
+
+    def forward(self, x):
+        return self.act(self.linear(x))
+
+
+def test_replacing_a_modules_function_attribute_recompiles(caplog):
+    model = Activated()
+    forward = ndl.compile(model)
+    x = np.full((1, 2), -1.0, np.float32)
+    forward(x)
+    model.act = ndl.tanh
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        np.testing.assert_allclose(forward(x).numpy(), model(ndl.Tensor(x)).numpy(), rtol=1e-6)
+    assert "model.act was replaced by another function object" in caplog.text
