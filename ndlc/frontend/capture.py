@@ -65,6 +65,30 @@ def referenced_values(fn) -> dict:
     return found
 
 
+def helper_globals(fn) -> tuple:
+    """(the globals of `fn`'s module, name -> value of each of them that the functions `fn` calls
+    from its module, and those they call, read but `fn` does not): what a trace bakes in that
+    `fn`'s own code does not name."""
+    target = getattr(fn, "__func__", fn)
+    if getattr(target, "__code__", None) is None:
+        return {}, {}
+    module, own = target.__globals__, referenced_values(fn)
+    pending = [v for v in own.values() if isinstance(v, types.FunctionType) and v.__globals__ is module]
+    found, seen = {}, set()
+    while pending:
+        helper = pending.pop()
+        if helper.__code__ in seen:
+            continue
+        seen.add(helper.__code__)
+        for name in _global_names(helper.__code__) & module.keys() - own.keys():
+            value = module[name]
+            if isinstance(value, types.FunctionType) and value.__globals__ is module:
+                pending.append(value)
+            else:
+                found[name] = value
+    return module, found
+
+
 def referenced_objects(fn) -> dict:
     """name -> Module, Optimizer or Tensor that `fn` can reach (referenced_values); for a plain
     object among those (a trainer holding `self.model`), those among its attributes."""

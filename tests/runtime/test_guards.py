@@ -320,3 +320,28 @@ def test_replacing_a_modules_function_attribute_recompiles(caplog):
     with caplog.at_level(logging.INFO, logger="ndlc.compile"):
         np.testing.assert_allclose(forward(x).numpy(), model(ndl.Tensor(x)).numpy(), rtol=1e-6)
     assert "model.act was replaced by another function object" in caplog.text
+
+
+GAIN = 2.0
+OFFSETS = np.zeros(2, np.float32)
+
+
+def scaled(x):
+    """A helper the step calls: the globals it reads are compiled into the step."""
+    return x * GAIN + OFFSETS
+
+
+def test_globals_read_by_a_helper_function_are_guarded(caplog):
+    global GAIN
+    step = ndl.compile(lambda x: scaled(x).sum())
+    x = np.ones(2, np.float32)
+    try:
+        assert float(step(x).numpy()) == 4.0
+        GAIN = 3.0
+        with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+            assert float(step(x).numpy()) == 6.0
+        OFFSETS[:] = 1.0
+        assert float(step(x).numpy()) == 8.0
+    finally:
+        GAIN, OFFSETS[:] = 2.0, 0.0
+    assert "GAIN, read by a function the step calls, changed (compiled in)" in caplog.text
