@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 import mlp_step
+import model_steps
 import ndlc as ndl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,51 +309,63 @@ class Matmul(Op):
 
 
 class Conv(Op):
-    """needle's nn.Conv: NCHW input, (K, K, Cin, Cout) weight, stride 1, padding K//2, bias."""
+    """needle's nn.Conv: NCHW input, (K, K, Cin, Cout) weight, stride 1, padding `padding` (needle's
+    K//2 unless given: LeNet's second convolution has none), bias. `name` says whose layer it is."""
     label = "Conv"
     wrt = ("x", "weight", "bias")
     cotangent = "c"
 
+    def __init__(self, full, quick, padding=None, name=""):
+        super().__init__(full, quick)
+        self.padding, self.name = padding, name
+
     def size(self, shape):
         n, cin, cout, hw, k = shape
-        return f"{n}x{cin}x{hw}x{hw}->{cout} k{k}"
+        pad = "" if self.padding is None else f" pad {self.padding}"
+        return f"{self.name + ' ' if self.name else ''}{n}x{cin}x{hw}x{hw}->{cout} k{k}{pad}"
+
+    def pad(self, k):
+        return k // 2 if self.padding is None else self.padding
 
     def arrays(self, rng, shape):
         n, cin, cout, hw, k = shape
+        out = hw + 2 * self.pad(k) - k + 1
         return {"x": normal(rng, n, cin, hw, hw),
                 "weight": normal(rng, k, k, cin, cout, scale=(cin * k * k) ** -0.5),
-                "bias": normal(rng, cout, scale=0.1), "c": normal(rng, n, cout, hw, hw)}
+                "bias": normal(rng, cout, scale=0.1), "c": normal(rng, n, cout, out, out)}
 
     def ndlc(self, a):
         k, _, cin, cout = a["weight"].shape
-        conv = ndl.nn.Conv(cin, cout, k)
+        conv = ndl.nn.Conv(cin, cout, k, padding=self.padding)
         return NdlcModel(lambda t: conv(t["x"]), [conv], _hold(conv, a, ("weight", "bias")))
 
     def numpy(self, a):
-        return _correlate(_pad(a["x"], a["weight"]), a["weight"]) + a["bias"][:, None, None]
+        w = a["weight"]
+        return _correlate(_pad(a["x"], self.pad(w.shape[0])), w) + a["bias"][:, None, None]
 
     def numpy_grads(self, a):
         x, w, c = a["x"], a["weight"], a["c"]
-        windows = np.lib.stride_tricks.sliding_window_view(_pad(x, w), w.shape[:2], axis=(2, 3))
+        k, p = w.shape[0], self.pad(w.shape[0])
+        windows = np.lib.stride_tricks.sliding_window_view(_pad(x, p), w.shape[:2], axis=(2, 3))
         dw = np.tensordot(windows, c, axes=([0, 2, 3], [0, 2, 3])).transpose(1, 2, 0, 3)
-        dx = _correlate(_pad(c, w), w[::-1, ::-1].transpose(0, 1, 3, 2))
+        dx = _correlate(_pad(c, k - 1 - p), w[::-1, ::-1].transpose(0, 1, 3, 2))
         return dx, dw, c.sum((0, 2, 3))
 
     def torch(self, t):
         import torch.nn.functional as F
         w = t["weight"]
-        return F.conv2d(t["x"], w.permute(3, 2, 0, 1), t["bias"], padding=w.shape[0] // 2)
+        return F.conv2d(t["x"], w.permute(3, 2, 0, 1), t["bias"], padding=self.pad(w.shape[0]))
 
     def jax(self, a):
         import jax
-        out = jax.lax.conv_general_dilated(a["x"], a["weight"], (1, 1), "SAME",
+        p = self.pad(a["weight"].shape[0])
+        out = jax.lax.conv_general_dilated(a["x"], a["weight"], (1, 1), [(p, p), (p, p)],
                                            dimension_numbers=("NCHW", "HWIO", "NCHW"))
         return out + a["bias"][:, None, None]
 
 
-def _pad(x, w):
-    """NCHW `x` zero-padded by K//2 on each side of H and W, for (K, K, ...) weight `w`."""
-    p = w.shape[0] // 2
+def _pad(x, p):
+    """NCHW `x` zero-padded by `p` on each side of H and W."""
     return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
 
 
@@ -788,6 +801,9 @@ CASES = [
     OpCase(Matmul((1024, 1024, 1024), (64, 32, 48))),
     AdamStep((784, 512), (64, 32)),
     *both(Conv((32, 16, 32, 32, 3), (2, 3, 4, 8, 3))),
+    *both(Conv((256, 1, 6, 28, 5), (4, 1, 6, 12, 5), padding=2, name="LeNet conv1")),
+    *both(Conv((256, 6, 16, 14, 5), (4, 6, 16, 9, 5), padding=0, name="LeNet conv2")),
+    *both(Conv((256, 32, 32, 4, 3), (4, 32, 32, 4, 3), name="ResNet9 3x3")),
     OpCase(LstmLM((20, 16, 1000, 64, 128), (3, 2, 12, 4, 5)), backward=True),
     OpCase(TransformerLayerStep((8, 64, 128, 256), (2, 5, 32, 64)), backward=True),
 ]
@@ -820,6 +836,7 @@ CONTENDERS = [
     Contender("JAX", lambda case, a, device: case.jax(a), lambda: _missing("jax")),
 ]
 PEERS_FOR_RATIOS = ("numpy", "PyTorch")
+STEP_BATCH = {False: 256, True: 8}  # the convolutional models' training steps, by --quick
 
 
 def _reason(error):
@@ -1012,11 +1029,14 @@ def notes(rows, not_run, bandwidth):
     return lines
 
 
-def document(args, rows, table_lines, note_lines, bandwidth, load, mlp, plotted):
-    """The whole RESULTS.md: the run's conditions, the kernel section, the MLP step's."""
+def document(args, rows, table_lines, note_lines, bandwidth, load, steps, plotted):
+    """The whole RESULTS.md: the run's conditions, the kernel section, the MLP step's and the
+    convolutional models' steps."""
+    mlp, steps = steps
     mlp_lines = mlp_step.section(*mlp, args.repeats) if mlp else []
+    step_lines = model_steps.section(steps, STEP_BATCH[args.quick], args.repeats) if steps else []
     return "\n".join(header(args, bandwidth, load) + kernel_section(args, table_lines, note_lines, plotted)
-                     + mlp_lines)
+                     + mlp_lines + step_lines)
 
 
 def header(args, bandwidth, load):
@@ -1120,12 +1140,15 @@ def run(args):
     args.repeats = args.repeats or (2 if args.quick else 20)
     args.torch_compile = not args.quick if args.torch_compile is None else args.torch_compile
     cases, with_mlp, contenders, not_run = choose(args)
-    if not cases and not with_mlp:
+    models = [m for m in model_steps.MODELS if (args.only or "").lower() in f"{m} training step"]
+    if not cases and not with_mlp and not models:
         print(f"ndlc bench: no case matches --only {args.only!r}", file=sys.stderr)
         return 2
     bandwidth, rows, mlp, load = measure_all(args, cases, with_mlp, contenders)
-    write(args, rows, contenders, not_run, bandwidth, load, mlp)
+    steps = measure_models(args, models)
+    write(args, rows, contenders, not_run, bandwidth, load, (mlp, steps))
     failed = [(row.name, name, cell.note) for row in rows for name, cell in row.cells.items() if cell.bad]
+    failed += [(f"{model} training step", name, note) for model, name, _, note in steps or [] if "MISMATCH" in note]
     for case, name, note in failed:
         print(f"ndlc bench: {case}: {name}: {note}", file=sys.stderr)
     return 1 if failed else 0
@@ -1147,15 +1170,26 @@ def measure_all(args, cases, with_mlp, contenders):
     return bandwidth, rows, mlp, load + [os.getloadavg()[0]]
 
 
-def write(args, rows, contenders, not_run, bandwidth, load, mlp):
-    """Print the table and its notes; write RESULTS.md and, beside it, ratios.png."""
+def measure_models(args, models):
+    """The LeNet-BN and ResNet9 training steps' rows (model_steps.py), at batch 256 (8 with --quick)."""
+    if not models:
+        return None
+    with threads(args.threads):
+        return model_steps.run(models, STEP_BATCH[args.quick], args.repeats, torch_compile=args.torch_compile)
+
+
+def write(args, rows, contenders, not_run, bandwidth, load, steps):
+    """Print the tables and notes; write RESULTS.md and, beside it, ratios.png. `steps`: the MLP
+    step's measurements and the convolutional models' rows (or None where not run)."""
     table_lines, note_lines = table(rows, contenders), notes(rows, not_run, bandwidth)
     print("\n".join(table_lines + [""] + note_lines))
+    if steps[1]:
+        print("\n".join(model_steps.section(steps[1], STEP_BATCH[args.quick], args.repeats)))
     path = os.path.abspath(output_path(args))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     plotted = bool(rows) and args.plot and plot(rows, os.path.join(os.path.dirname(path), "ratios.png"))
     with open(path, "w") as f:
-        f.write(document(args, rows, table_lines, note_lines, bandwidth, load, mlp, plotted))
+        f.write(document(args, rows, table_lines, note_lines, bandwidth, load, steps, plotted))
     print(f"wrote {path}" + (" and ratios.png beside it" if plotted else ""))
 
 

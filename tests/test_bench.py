@@ -1,5 +1,5 @@
 """`ndlc bench`: the whole suite at tiny sizes (--quick) checks and times every case and writes
-RESULTS.md and its chart; a device that is not built, or a missing suite, is refused clearly."""
+RESULTS.md and its chart; a device that cannot run here, or a missing suite, is refused clearly."""
 import importlib.util
 
 from ndlc import cli
@@ -26,16 +26,22 @@ def test_quick_run_checks_and_times_every_case(tmp_path, capsys):
     wrong = [(row[0], cell) for row in rows for cell in row if cell.startswith(("MISMATCH", "n/a"))]
     assert not wrong and "**MISMATCH**" not in text
     assert "## MLP training step" in text and "| ndlc compiled (CPU) |" in text
+    assert "## Convolutional training steps" in text and "| resnet9 | PyTorch eager |" in text
+    step_rows = [line for line in text.split("## Convolutional training steps")[1].splitlines() if line.startswith("| ")]
+    assert len(step_rows) >= 5 and not any("MISMATCH" in line for line in step_rows)
     assert "Regenerate with `ndlc bench`" in text and "- threads: " in text
     assert "| case " in capsys.readouterr().out
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "ratios.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_cuda_is_refused_before_anything_runs(capsys):
+def test_cuda_without_pycuda_is_refused_before_anything_runs(capsys, monkeypatch):
+    monkeypatch.delenv("NDLC_CUDA_EMULATE", raising=False)
+    if importlib.util.find_spec("pycuda"):
+        return  # a GPU machine: benchmarks/gpu.py runs there
     assert main(["bench", "--quick", "--device", "cuda"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("ndlc bench: ") and "'cuda'" in err and "CUDA backend is not built" in err
+    assert err.startswith("ndlc bench: ") and "pycuda" in err
 
 
 def test_a_missing_suite_says_where_it_lives(tmp_path, monkeypatch, capsys):

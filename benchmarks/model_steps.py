@@ -1,0 +1,162 @@
+"""Benchmark: one training step of the convolutional models, LeNet-BN (the batch-norm notebook's:
+SGD lr 1.0, batch 256, 1x28x28) and needle's ResNet9 (SGD lr 0.01, batch 256, 3x32x32), compiled by
+ndlc beside PyTorch eager and torch.compile, medians of repeated steps in one process. Every
+contender starts from ndlc's initial weights (converted to PyTorch's layouts) and its first loss
+must equal ndlc's. `ndlc bench` puts this table into benchmarks/RESULTS.md.
+
+    python benchmarks/model_steps.py [--repeats N] [--models lenet,resnet9] [--batch 256]
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import ndlc as ndl
+from ndlc.examples.lenet import LEARNING_RATE, build_lenet
+from ndlc.examples.resnet9 import build_resnet9
+from ndlc.examples.train_mlp import training_step
+
+MODELS = {"lenet": (build_lenet, (1, 28, 28), LEARNING_RATE), "resnet9": (build_resnet9, (3, 32, 32), 0.01)}
+RTOL = 1e-3  # first-step losses of the contenders against ndlc's
+
+
+def data(model, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = MODELS[model][1]
+    return rng.standard_normal((batch, *shape), dtype=np.float32), rng.integers(0, 10, batch)
+
+
+def ndlc_model(model):
+    np.random.seed(0)
+    build, _, lr = MODELS[model]
+    net = build()
+    return net, ndl.optim.SGD(net.parameters(), lr=lr)
+
+
+def ndlc_compiled(model):
+    net, optimizer = ndlc_model(model)
+    step = ndl.compile(training_step(net, optimizer))
+    return lambda x, y: float(step(x, y).numpy())
+
+
+def torch_model(torch, model):
+    """The same layers in PyTorch, holding ndlc's initial weights (NCHW/OIHW and (out, in) layouts)."""
+    net, _ = ndlc_model(model)
+    nn = torch.nn
+
+    def conv_bn(a, b, k, s, act):
+        return [nn.Conv2d(a, b, k, s, k // 2), nn.BatchNorm2d(b), act()]
+    if model == "lenet":
+        layers = [nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.Sigmoid(), nn.AvgPool2d(2),
+                  nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.Sigmoid(), nn.AvgPool2d(2), nn.Flatten(),
+                  nn.Linear(400, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
+        torch_net = nn.Sequential(*layers)
+    else:
+        class Residual(nn.Module):
+            def __init__(self, *inner):
+                super().__init__()
+                self.inner = nn.Sequential(*inner)
+
+            def forward(self, x):
+                return self.inner(x) + x
+        torch_net = nn.Sequential(*conv_bn(3, 16, 7, 4, nn.ReLU), *conv_bn(16, 32, 3, 2, nn.ReLU),
+                                  Residual(*conv_bn(32, 32, 3, 1, nn.ReLU), *conv_bn(32, 32, 3, 1, nn.ReLU)),
+                                  *conv_bn(32, 64, 3, 2, nn.ReLU), *conv_bn(64, 128, 3, 2, nn.ReLU),
+                                  Residual(*conv_bn(128, 128, 3, 1, nn.ReLU), *conv_bn(128, 128, 3, 1, nn.ReLU)),
+                                  nn.Flatten(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    with torch.no_grad():
+        for ours, theirs in zip(net.parameters(), torch_net.parameters(), strict=True):
+            value = ours.numpy()
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T if value.ndim == 2 and \
+                value.shape[0] != 1 else value
+            theirs.copy_(torch.from_numpy(np.ascontiguousarray(value).reshape(theirs.shape)))
+    return torch_net, MODELS[model][2]
+
+
+def torch_step(model, compile=False):
+    import torch
+    torch.manual_seed(0)
+    net, lr = torch_model(torch, model)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    call = torch.compile(step) if compile else step
+    return lambda x, y: float(call(torch.from_numpy(x), torch.from_numpy(y)).detach())
+
+
+CONTENDERS = {"ndlc compiled (CPU)": ndlc_compiled, "PyTorch eager": torch_step,
+              "torch.compile": lambda model: torch_step(model, compile=True)}
+
+
+def measure(make, model, batch, repeats, warmup=2):
+    """(first loss, median ms, all ms) of `repeats` steps after `warmup` on one fixed batch."""
+    step = make(model)
+    x, y = data(model, batch)
+    first = step(x, y)
+    for _ in range(warmup - 1):
+        step(x, y)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(x, y)
+        times.append((time.perf_counter() - start) * 1e3)
+    return first, statistics.median(times), times
+
+
+def run(models, batch, repeats, progress=lambda name: None, torch_compile=True):
+    """Rows (model, contender, median ms or None, note) for every model and contender (torch.compile
+    only with `torch_compile`)."""
+    rows = []
+    for model in models:
+        reference = None
+        for name, make in CONTENDERS.items():
+            if name == "torch.compile" and not torch_compile:
+                continue
+            try:
+                first, median, _ = measure(make, model, batch, repeats)
+            except ImportError as e:
+                rows.append((model, name, None, f"not installed ({e.name})"))
+                continue
+            finally:
+                progress(f"{model}: {name}")
+            reference = first if reference is None else reference
+            note = "" if abs(first - reference) <= RTOL * abs(reference) else \
+                f"MISMATCH: first loss {first:.5f}, ndlc's {reference:.5f}"
+            rows.append((model, name, median, note))
+    return rows
+
+
+def section(rows, batch, repeats):
+    """The markdown section of RESULTS.md: per model, each contender's median and ndlc's ratio."""
+    lines = [f"## Convolutional training steps (batch {batch}, float32, SGD)", "",
+             f"- median of {repeats} steps after 2 warm-up steps; every contender starts from ndlc's initial "
+             "weights and its first loss equals ndlc's (else MISMATCH)", "",
+             "| model | implementation | median ms/step | ndlc / it |", "|---|---|---:|---:|"]
+    ours = {model: ms for model, name, ms, _ in rows if name.startswith("ndlc")}
+    for model, name, ms, note in rows:
+        ratio = f"{ours[model] / ms:.2f}x" if ms and ours.get(model) else ""
+        lines.append(f"| {model} | {name} | {f'{ms:.2f}' if ms else ''} {note} | {ratio} |")
+    return lines + [""]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--models", default="lenet,resnet9")
+    args = parser.parse_args(argv)
+    rows = run(args.models.split(","), args.batch, args.repeats)
+    print("\n".join(section(rows, args.batch, args.repeats)))
+    return 1 if any("MISMATCH" in note for *_, note in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
