@@ -214,12 +214,11 @@ class CompiledFunction:
         return f" after {', '.join(names)} changed" if names else ""
 
     def ir(self, stage="planned", format="text") -> str:
-        """The text of `stage` (one of ndlc.pipeline.STAGES: traced ... planned, llvm, llvm_opt, asm)
-        for the most recently run specialisation; format="dot": Graphviz dot of a graph or kernel stage."""
+        """The text of `stage` (one of ndlc.pipeline.STAGES: traced ... planned, then llvm, llvm_opt,
+        asm on the CPU or cuda on the GPU) for the most recently run specialisation; format="dot":
+        Graphviz dot of a graph or kernel stage."""
         if self.last is None:
             raise NdlcError(f"{self.name} has not been compiled yet: call it first")
-        if format == "text":  # every backend's program has text stages; the CPU's draws them too
-            return self.last.program.ir(stage)
         return self.last.program.ir(stage, format=format)
 
     def profile(self, top=None) -> str:

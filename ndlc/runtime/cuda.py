@@ -33,6 +33,7 @@ from ..codegen.cuda import Copy, GemmCall, Launch
 from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
 from . import cache
+from .program import stage_ir
 
 log = logging.getLogger("ndlc.cuda")
 ALIGNMENT = 256  # bytes between buffers of the arena (cudaMalloc's own alignment)
@@ -212,10 +213,9 @@ class CudaProgram:
         raise NdlcError("per-kernel profiles are measured on the CPU backend; on the GPU use Nsight "
                         "Compute (ncu) on the program's kernels")
 
-    def ir(self, stage: str) -> str:
-        if stage not in self.stages:
-            raise KeyError(f"no stage {stage!r}; stages: {', '.join(self.stages)}")
-        return self.stages[stage]
+    def ir(self, stage: str, format="text") -> str:
+        """A stage's text ('cuda' is the CUDA C), or with format="dot" its picture (runtime/program.py)."""
+        return stage_ir(self.stages, stage, format, self.source, self.kernels)
 
 
 def _nbytes(buffer):

@@ -217,18 +217,25 @@ class Program:
         """The text of a compilation stage ('graph' is the graph as compiled; 'asm' is native).
         format="dot": Graphviz dot of a graph stage, or of a kernel stage's kernels as clusters
         around the graph nodes they fuse."""
-        if format not in ("text", "dot"):
-            raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
         if stage == "asm" and format == "text":
             return self.native.assembly()
-        if stage not in self.stages:
-            raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(self.stages) + ['asm'])}")
-        text = self.stages[stage]
-        if format == "text":
-            return text
-        if text.startswith("graph @"):
-            return graph_dot(parse(text, verify=False))
-        if text.startswith("program @") and self.source is not None:
-            return graph_dot(self.source, self.kernels)
-        raise KeyError(f"no picture of stage {stage!r}: format='dot' draws the graph stages and "
-                       "the kernel stages (fused, scheduled, planned)")
+        return stage_ir(self.stages, stage, format, self.source, self.kernels, ("asm",))
+
+
+def stage_ir(stages, stage, format, source, kernels, more=()) -> str:
+    """A compilation stage of a program (either backend's) as text, or as Graphviz dot: a graph
+    stage, or a kernel stage's kernels as clusters around the `source` graph nodes they fuse.
+    `more`: stages the program makes on demand, named in the error for an unknown stage."""
+    if format not in ("text", "dot"):
+        raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
+    if stage not in stages:
+        raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(stages) + list(more))}")
+    text = stages[stage]
+    if format == "text":
+        return text
+    if text.startswith("graph @"):
+        return graph_dot(parse(text, verify=False))
+    if text.startswith("program @") and source is not None:
+        return graph_dot(source, kernels)
+    raise KeyError(f"no picture of stage {stage!r}: format='dot' draws the graph stages and "
+                   "the kernel stages (fused, scheduled, planned)")

@@ -99,3 +99,10 @@ def test_ndlc_train_on_cuda_prints_the_cpu_run_losses(emulated, tmp_path, capsys
     numbers = {device: [float(n) for n in re.findall(r"(?:loss|accuracy) ([0-9.]+)", line)] for device, line in lines.items()}
     assert len(numbers["cpu"]) == 2
     np.testing.assert_allclose(numbers["cuda"], numbers["cpu"], atol=2e-4)  # loss and test accuracy
+
+
+def test_a_cuda_step_draws_its_kernel_stage_as_dot(emulated):
+    step = ndl.compile(lambda x: (x * 2).sum(), device="cuda")
+    step(np.ones((4, 3), np.float32))
+    dot = step.ir("planned", format="dot")
+    assert dot.startswith("digraph") and "cluster" in dot
