@@ -67,13 +67,24 @@ def exp(b, x):
 
 
 def tanh(b, x):
-    """tanh|x| = -t / (t + 2) with t = expm1(-2|x|), accurate near 0 too; sign copied back."""
+    """tanh|x| = -t / (t + 2) with t = expm1(-2|x|), sign copied back. expm1(y) for y = k ln2 + r
+    is 2**k p + (2**k - 1), p = expm1(r): one polynomial (exp and a separate small-argument one
+    made the IR twice as long), exact in r for k = 0, so accurate near 0 too. -2|x| is clamped
+    where tanh rounds to 1 (so 2**k stays normal)."""
     ty = x.type
+    ity, _, _ = _layout(ty)
+    limit = -20.0 if ty == F32 else -40.0
+    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if ty == F32 else (
+        6.93147180369123816490e-01, 1.90821492927058770002e-10)
+    nan = b.fcmp_unordered("uno", x, x)
     y = b.fmul(intrinsic(b, "llvm.fabs", x), _c(ty, -2.0))
-    small = b.fcmp_ordered(">", y, _c(ty, -math.log(2) / 2))
-    t = b.select(small, _expm1_poly(b, y), b.fsub(exp(b, y), _c(ty, 1.0)))
+    y = b.select(b.fcmp_ordered("<", y, _c(ty, limit)), _c(ty, limit), b.select(nan, _c(ty, 0.0), y))
+    k = intrinsic(b, "llvm.rint", b.fmul(y, _c(ty, 1 / math.log(2))))
+    r = b.fsub(b.fsub(y, b.fmul(k, _c(ty, ln2_hi))), b.fmul(k, _c(ty, ln2_lo)))
+    scale = _pow2(b, b.fptosi(k, ity), ty)
+    t = b.fadd(b.fmul(scale, _expm1_poly(b, r)), b.fsub(scale, _c(ty, 1.0)))
     magnitude = b.fdiv(b.fneg(t), b.fadd(t, _c(ty, 2.0)))
-    return intrinsic(b, "llvm.copysign", magnitude, x)
+    return b.select(nan, x, intrinsic(b, "llvm.copysign", magnitude, x))
 
 
 def log(b, x):
