@@ -21,8 +21,9 @@ class DistributedOptimizer(Optimizer):
 
     On creation, rank 0's parameters, optimizer state and `model`'s buffers (BatchNorm's running
     statistics) are broadcast to every rank. `broadcast_buffers` (PyTorch DDP's default): after
-    each step's forward pass, rank 0's buffers replace the others' (each rank's BatchNorm
-    normalises with its own batch's statistics; use SyncBatchNorm for global ones).
+    each step, rank 0's buffers replace the others' (each rank's BatchNorm normalises with its own
+    batch's statistics and updates its running statistics from them; use SyncBatchNorm for global
+    ones).
     `bucket_mb`: the largest single all-reduce. Attributes of the wrapped optimizer (lr, ...) read
     and write through."""
 
@@ -70,6 +71,9 @@ class DistributedOptimizer(Optimizer):
             for view, p in zip(views, params):
                 p.grad = Tensor.make_const(view)
         self.optimizer.step()
+        if context is None and self.broadcast_buffers and self.model is not None:
+            parameters = {id(p) for p in self.model.parameters()}
+            broadcast_tensors(self.world, {"model": self.model}, skip=parameters)
 
     def __call__(self, buffers):
         """The compiled step's exchange: average the gradient buffers over the ranks."""
@@ -86,14 +90,18 @@ class DistributedOptimizer(Optimizer):
         self.world.agree(fingerprint, "training steps")
 
 
-def broadcast_tensors(world, roots):
-    """Make every tensor under `roots` (Modules, Optimizers; None skipped) hold rank 0's data."""
+def broadcast_tensors(world, roots, skip=()):
+    """Make every tensor under `roots` (Modules, Optimizers; None skipped), but those whose id is
+    in `skip`, hold rank 0's data."""
     tensors = {}
     for slot in find_slots({k: v for k, v in roots.items() if v is not None}):
-        tensors.setdefault(id(slot.get()), slot.get())
+        if id(slot.get()) not in skip:
+            tensors.setdefault(id(slot.get()), slot.get())
+    arrays = []
     for t in tensors.values():
         array = t.numpy()
         if not (array.flags.writeable and array.flags.c_contiguous):
             array = np.array(array)
             t._bind(Tensor.make_const(array)._value, t.requires_grad)
-        world.broadcast([array])
+        arrays.append(array)
+    world.broadcast(arrays)

@@ -45,10 +45,11 @@ class Programs:
     def __init__(self, *programs):
         self.programs = programs
 
-    def ir(self, stage) -> str:
-        """`stage` of each program that has it (only the first has 'grad'), one after the other."""
+    def ir(self, stage, format="text") -> str:
+        """`stage` of each program that has it (only the first has 'grad'), one after the other
+        (as Program.ir: text, or Graphviz dot with format="dot")."""
         having = [p for p in self.programs if stage in p.stages or stage == "asm"] or self.programs[:1]
-        return "\n\n".join(p.ir(stage) for p in having)
+        return "\n\n".join(p.ir(stage, format=format) for p in having)
 
     def profile(self, top=None) -> str:
         return "\n\n".join(p.profile(top) for p in self.programs)

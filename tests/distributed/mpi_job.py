@@ -1,10 +1,10 @@
-"""A data-parallel training job that test_distributed.py runs under `mpirun -np 2`, and whose
+"""A data-parallel training job that test_mpi.py runs under `mpirun -np 2`, and whose
 model, data and step it imports for the one-process reference.
 
     python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--eager] [--fail-at STEP]
 
 Each rank takes its half of every global batch of 64, runs STEPS compiled steps, and after every
-step checks (on rank 0) that all ranks hold bit-identical parameters; rank 0 saves the final
+step checks (on rank 0) that all ranks hold bit-identical parameters and buffers; rank 0 saves the final
 parameters. `--sync`: BatchNorm layers become SyncBatchNorm. `--eager`: the step runs uncompiled.
 `--fail-at`: rank 1 raises at that step (the job must end non-zero, not hang).
 """
@@ -58,6 +58,11 @@ def parameters(model):
     return np.concatenate([p.numpy().ravel() for p in model.parameters()])
 
 
+def state(model):
+    """Parameters and buffers (BatchNorm's running statistics), as bytes."""
+    return b"".join(t.numpy().tobytes() for t in model.state_dict().values())
+
+
 def train(args):
     import ndlc.distributed as dist
     world = dist.init()
@@ -77,9 +82,9 @@ def train(args):
             raise RuntimeError(f"planted failure at step {i}")
         mine = slice(world.rank * share, (world.rank + 1) * share)
         step(x[mine], y[mine])
-        everyone = world.comm.gather(parameters(model).tobytes(), root=0)
+        everyone = world.comm.gather(state(model), root=0)
         if world.is_main and any(p != everyone[0] for p in everyone):
-            raise AssertionError(f"ranks hold different parameters after step {i}")
+            raise AssertionError(f"ranks hold different parameters or buffers after step {i}")
     if world.is_main:
         np.save(args.out, parameters(model))
         print(f"{world.size} ranks, {STEPS} steps: parameters bit-identical after every step")

@@ -56,6 +56,12 @@ def test_eagerly_the_distributed_optimizer_averages_too(tmp_path):
     np.testing.assert_allclose(np.load(out), one_process("mlp"), rtol=1e-5, atol=1e-7)
 
 
+def test_eagerly_rank_0s_batchnorm_buffers_are_everyones_after_each_step(tmp_path):
+    job = mpirun(JOB, tmp_path / "params.npy", "--eager", "--model", "bn-mlp")
+    assert job.returncode == 0, job.stderr
+    assert "bit-identical after every step" in job.stdout
+
+
 def test_sync_batchnorm_on_two_ranks_equals_batchnorm_on_one_process(tmp_path):
     """SyncBatchNorm's statistics and their adjoints are summed over the ranks: 2 x 32 is 1 x 64."""
     out = tmp_path / "params.npy"
