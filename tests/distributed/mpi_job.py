@@ -1,12 +1,13 @@
 """A data-parallel training job that test_mpi.py runs under `mpirun -np 2`, and whose
 model, data and step it imports for the one-process reference.
 
-    python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--eager] [--fail-at STEP]
+    python mpi_job.py OUT.npy [--model mlp|bn-mlp|lenet] [--sync] [--eager] [--fail-at STEP] [--uneven]
 
 Each rank takes its half of every global batch of 64, runs STEPS compiled steps, and after every
 step checks (on rank 0) that all ranks hold bit-identical parameters and buffers; rank 0 saves the final
 parameters. `--sync`: BatchNorm layers become SyncBatchNorm. `--eager`: the step runs uncompiled.
-`--fail-at`: rank 1 raises at that step (the job must end non-zero, not hang).
+`--fail-at`: rank 1 raises at that step (the job must end non-zero, not hang). `--uneven`: rank 1
+takes one sample fewer, so it compiles another program (the ranks' check must refuse to start).
 """
 import argparse
 import sys
@@ -80,7 +81,7 @@ def train(args):
     for i, (x, y) in enumerate(batches(args.model)):
         if i == args.fail_at and world.rank == 1:
             raise RuntimeError(f"planted failure at step {i}")
-        mine = slice(world.rank * share, (world.rank + 1) * share)
+        mine = slice(world.rank * share, (world.rank + 1) * share - (args.uneven and world.rank == 1))
         step(x[mine], y[mine])
         everyone = world.comm.gather(state(model), root=0)
         if world.is_main and any(p != everyone[0] for p in everyone):
@@ -96,6 +97,7 @@ def main(argv=None):
     parser.add_argument("--model", choices=("mlp", "bn-mlp", "lenet"), default="mlp")
     parser.add_argument("--sync", action="store_true")
     parser.add_argument("--eager", action="store_true")
+    parser.add_argument("--uneven", action="store_true")
     parser.add_argument("--fail-at", type=int, default=-1)
     train(parser.parse_args(argv))
 

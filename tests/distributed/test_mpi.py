@@ -96,6 +96,12 @@ def test_the_average_is_the_rank_ordered_sum_bit_for_bit(ranks):
     assert f"{ranks} ranks: averages bit-identical to the rank-ordered sums" in job.stdout
 
 
+def test_ranks_that_compiled_different_programs_refuse_to_start(tmp_path):
+    job = mpirun(JOB, tmp_path / "params.npy", "--uneven")
+    assert job.returncode != 0
+    assert "ranks compiled different training steps: rank(s) [1] differ from rank 0" in job.stderr
+
+
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     job = mpirun(JOB, tmp_path / "params.npy", "--fail-at", 3)
     assert job.returncode != 0
