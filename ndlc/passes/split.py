@@ -21,7 +21,8 @@ class Part:
     """One program's graph. Outputs: the step's outputs listed in `outputs` (indices into the
     whole graph's), then the values of `sent` (pairs (exchange, position)), then `carried_out`;
     updates: the state updates of this stage. Inputs: the whole graph's leading inputs (batch),
-    its state inputs, then stand-ins for `carried_in` (values of the whole graph)."""
+    its state inputs, then the constants it reads and stand-ins for `carried_in` (values of the
+    whole graph: received ones, or computed by earlier parts)."""
     graph: Graph
     outputs: list = field(default_factory=list)
     sent: list = field(default_factory=list)
@@ -45,11 +46,10 @@ def split_at_exchanges(graph, exchanges, leading, batch) -> list:
             raise TraceError(f"@{graph.name}: exchange {k} sends a value computed from what exchange "
                              f"{stage[late[0]]} receives, which happens no earlier")
     state = [v for v in graph.inputs if v.kind == "state"]
-    leaves = set(graph.inputs) - set(received)
     carried = [set() for _ in range(len(exchanges) + 1)]  # per stage: its values later parts read
     for node in graph.nodes:
         for v in node.operands:
-            if v not in leaves and v not in free and stage[v] < stage[node.result] and v not in received:
+            if v.node is not None and v not in free and stage[v] < stage[node.result]:
                 carried[stage[v]].add(v)
     order = {v: i for i, v in enumerate(graph.inputs)}
     order.update({node.result: len(order) + i for i, node in enumerate(graph.nodes)})
