@@ -70,9 +70,9 @@ class World:
 
     def share_cores(self):
         """NDLC_THREADS (unless set) and OpenBLAS's threads: cores / ranks on this machine."""
-        threads = int(os.environ.get("NDLC_THREADS") or max(1, (os.cpu_count() or 1) // self.local_size))
-        os.environ.setdefault("NDLC_THREADS", str(threads))
-        libraries.set_blas_threads(threads)
+        if not os.environ.get("NDLC_THREADS"):
+            os.environ["NDLC_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.local_size))
+        libraries.set_blas_threads(libraries.threads())  # which refuses a malformed NDLC_THREADS
 
     def average(self, buffers, bucket_bytes=BUCKET_BYTES):
         """Replace each float array of `buffers` (1-d, C-contiguous) by its mean over the ranks,
@@ -84,6 +84,8 @@ class World:
         self.reduce(buffers, bucket_bytes, mean=False)
 
     def reduce(self, buffers, bucket_bytes, mean):
+        """Sum (`mean`: average) each of `buffers` over the ranks in place, bucket by bucket; the
+        time spent adds to `reduce_seconds` (the benchmark's exchange time)."""
         start = time.perf_counter()
         if self.size > 1:
             for flat in buffers:
