@@ -6,6 +6,7 @@ The function runs once on symbolic tensors; every state tensor is rebound to a s
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
 import contextlib
+import functools
 import numbers
 import types
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def referenced_leaves(fn) -> dict:
     whose name `fn`'s code mentions, as 'name.attribute' (what `self.scale` reads)."""
     values = referenced_values(fn)
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    names = _global_names(code) if code is not None else set()
+    names = _global_names(code) if code is not None else frozenset()
     leaves = dict(values)
     for name, value in values.items():
         if _is_plain_object(value) and not isinstance(value, STATEFUL + (Tensor,)):
@@ -193,37 +194,47 @@ class FunctionNumber:
 
 
 def find_function_numbers(fn) -> list:
-    """A FunctionNumber for each float among the globals and closure cells `fn` reads (not its
-    defaults), and a Hyperparameter for each float attribute it reads of a plain object it holds
-    (`self.scale`); ints and bools stay compiled in (shapes, flags)."""
+    """A FunctionNumber for each float among the globals and closure cells `fn` reads, and a
+    Hyperparameter for each float attribute it reads of a plain object it holds (`self.scale`):
+    the referenced_leaves that is_runtime_number picks (not defaults; ints and bools stay compiled
+    in: shapes, flags)."""
     target = getattr(fn, "__func__", fn)
     code = getattr(target, "__code__", None)
     if code is None:
         return []
     cells = dict(zip(code.co_freevars, target.__closure__ or ()))
-    values = referenced_values(fn)
-    found = [FunctionNumber(name, cell) for name, cell in cells.items() if _is_float(cell.cell_contents)]
-    found += [FunctionNumber(name, target.__globals__) for name, value in values.items()
-              if name not in cells and name in _global_names(code) and _is_float(value)]
+    values, found = referenced_values(fn), []
     for path, value in referenced_leaves(fn).items():
-        if "." in path and _is_float(value):
+        if not is_runtime_number(path, value):
+            continue
+        if "." in path:
             holder, name = path.rsplit(".", 1)
             found.append(Hyperparameter(path, values[holder], name, "f32"))
+        else:
+            found.append(FunctionNumber(path, cells.get(path, target.__globals__)))
     return found
+
+
+def is_runtime_number(path, value):
+    """Whether a value the step reads (referenced_leaves' `path`) is a runtime input: a float, not
+    a default argument."""
+    return _is_float(value) and not path.startswith("default")
 
 
 def _is_float(value):
     return isinstance(value, (float, np.floating))
 
 
-def _global_names(code):
-    """The global names `code` and the code nested in it read."""
+@functools.lru_cache(maxsize=1024)
+def _global_names(code) -> frozenset:
+    """The global (and attribute) names `code` and the code nested in it read; asked on every
+    call of a compiled function, so remembered per code object."""
     names, pending = set(), [code]
     while pending:
         current = pending.pop()
         names.update(current.co_names)
         pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
-    return names
+    return frozenset(names)
 
 
 def with_inputs(fn, numbers, scalars):

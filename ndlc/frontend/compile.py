@@ -17,8 +17,8 @@ from ..ir.errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from ..pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
-from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, referenced_numbers,
-                      referenced_objects)
+from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, is_runtime_number,
+                      referenced_numbers, referenced_objects)
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from .nn.module import Module
@@ -196,8 +196,8 @@ class CompiledFunction:
         """The plain Python values the step reads (its own globals and closure, and the train/eval
         flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. Its own
         floats and the optimizers' numbers are runtime inputs or, compiled in, guarded by value."""
-        runtime = set() if self.static else {n.path for n in find_function_numbers(self.fn)}
-        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items() if name not in runtime)
+        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items()
+                    if self.static or not is_runtime_number(name, value))
         return own + tuple((i, name, value) for i, obj in enumerate(self.stateful)
                            for name, value in vars(obj).items()
                            if isinstance(value, (bool, int, float, str)) and (id(obj), name) not in self.guarded)
