@@ -8,7 +8,8 @@ Times the compiled training step of the MLP (784-512-BN-ReLU-256-BN-ReLU-10, Ada
 (`mpirun -np 2`, 1 thread each, 128 samples per rank), with the time each step spends in its
 exchanges (which includes waiting for the slower rank); then the all-reduce alone (ndlc.distributed's
 deterministic average, ranks lined up first) on buffers of the models' gradient sizes to 64 MB at
-2 ranks, the numbers README's scaling section extrapolates from. Each configuration runs in its
+2 ranks, the numbers README's scaling section extrapolates from; and whether running the average
+on a second thread during a step (overlap) saves anything here. Each configuration runs in its
 own process (`--worker`), so thread counts are set before anything starts.
 """
 import argparse
@@ -95,10 +96,53 @@ def time_reduce(repeats):
     return result
 
 
+def time_overlap(repeats):
+    """Would overlapping the gradient all-reduce with computation pay here? Seconds (median, best)
+    of one rank's MLP training step on 128 samples, of averaging the MLP's 2.1 MB of gradients,
+    and of the two at once, the average on a second thread (what overlapping it with backward
+    would do at best: here it does not wait for the gradients)."""
+    import threading
+    import ndlc as ndl
+    import ndlc.distributed as dist
+    from ndlc.examples.train_mlp import training_step
+    world = dist.init()
+    model, optimizer, shape = build("mlp")
+    step = ndl.compile(training_step(model, optimizer))
+    rng = np.random.default_rng(world.rank)
+    x, y = rng.random((BATCH // 2, *shape), dtype=np.float32), rng.integers(0, 10, BATCH // 2)
+    gradients = np.ones(537_354, np.float32)
+
+    def compute():
+        step(x, y)
+
+    def average():
+        world.average([gradients])
+
+    def overlapped():
+        thread = threading.Thread(target=average)
+        thread.start()
+        compute()
+        thread.join()
+
+    result = {}
+    for name, fn in (("step", compute), ("average", average), ("both at once", overlapped)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            world.comm.Barrier()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        result[name] = (statistics.median(times), min(times))
+    return result
+
+
 def worker(args):
     """One configuration, its results as one JSON line on stdout (rank 0's)."""
     if args.worker == "reduce":
         result = time_reduce(args.steps)
+    elif args.worker == "overlap":
+        result = time_overlap(args.steps)
     else:
         result = time_steps(args.worker, args.steps, args.distributed)
     if not args.distributed or int(os.environ.get("OMPI_COMM_WORLD_RANK", "0")) == 0:
@@ -143,6 +187,7 @@ def main(argv=None):
         print(f"{label}: {1 / one['seconds']:.1f} / {1 / two['seconds']:.1f} / {1 / ranks['seconds']:.1f} steps/s, "
               f"exchanges {ranks['reduce_seconds'] * 1e3:.2f} ms", flush=True)
     reduce = run(["reduce", "--steps", str(args.steps)], 1, ranks=2)
+    overlap = run(["overlap", "--steps", str(args.steps)], 1, ranks=2)
     load.append(os.getloadavg()[0])
     lines = [
         "# Data-parallel training on this machine",
@@ -166,6 +211,14 @@ def main(argv=None):
               "| buffer | bytes | ms | GB/s of buffer (best) |", "|---|---:|---:|---:|"]
     for name, (seconds, best) in reduce.items():
         lines.append(f"| {name} | {SIZES[name]:,} | {seconds * 1e3:.3f} ({best * 1e3:.3f}) | {SIZES[name] / best / 1e9:.2f} |")
+    (step, best_step), (average, best_average), (both, best_both) = overlap.values()
+    lines += ["", "Overlap, measured (2 ranks, 1 thread each): a rank's MLP training step on 128 samples, the "
+              "average of the MLP's 2.1 MB of gradients, and both at once with the average on a second "
+              "thread, the most that overlapping it with backward could hide (ms, median and best):", "",
+              "| step | average | step + average | both at once |", "|---:|---:|---:|---:|",
+              f"| {step * 1e3:.2f} ({best_step * 1e3:.2f}) | {average * 1e3:.2f} ({best_average * 1e3:.2f}) | "
+              f"{(step + average) * 1e3:.2f} ({(best_step + best_average) * 1e3:.2f}) | "
+              f"{both * 1e3:.2f} ({best_both * 1e3:.2f}) |"]
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
