@@ -125,8 +125,8 @@ def test_ndlc_dump_all_writes_every_stage(tmp_path, monkeypatch):
 
 
 def test_unknown_device_and_ir_before_the_first_call():
-    with pytest.raises(NdlcError, match="device 'cuda' is not available to ndlc.compile"):
-        ndl.compile(lambda a: a, device="cuda")
+    with pytest.raises(NdlcError, match="device 'tpu' is not available to ndlc.compile"):
+        ndl.compile(lambda a: a, device="tpu")
     with pytest.raises(NdlcError, match="has not been compiled yet"):
         ndl.compile(lambda a: a).ir()
 
