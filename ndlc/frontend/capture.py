@@ -66,28 +66,35 @@ def referenced_values(fn) -> dict:
     return found
 
 
-def helper_globals(fn) -> tuple:
-    """(the globals of `fn`'s module, name -> value of each of them that the functions `fn` calls
-    from its module, and those they call, read but `fn` does not): what a trace bakes in that
-    `fn`'s own code does not name."""
-    target = getattr(fn, "__func__", fn)
-    if getattr(target, "__code__", None) is None:
-        return {}, {}
-    module, own = target.__globals__, referenced_values(fn)
-    pending = [v for v in own.values() if isinstance(v, types.FunctionType) and v.__globals__ is module]
-    found, seen = {}, set()
+def globals_read(functions) -> list:
+    """(globals dict, name, value) for each global that `functions`, and the functions of their
+    modules that they call (transitively), read: what a trace bakes in without the step's own
+    code naming it (a helper's constant, a global a module's forward reads)."""
+    pending, seen, found = list(functions), set(), []
     while pending:
-        helper = pending.pop()
-        if helper.__code__ in seen:
+        function = pending.pop()
+        if function.__code__ in seen:
             continue
-        seen.add(helper.__code__)
-        for name in _global_names(helper.__code__) & module.keys() - own.keys():
+        seen.add(function.__code__)
+        module = function.__globals__
+        for name in sorted(_global_names(function.__code__) & module.keys()):
             value = module[name]
             if isinstance(value, types.FunctionType) and value.__globals__ is module:
                 pending.append(value)
             else:
-                found[name] = value
-    return module, found
+                found.append((module, name, value))
+    return found
+
+
+def called_functions(fn, objects) -> list:
+    """The functions a trace of `fn` runs besides `fn`: those of its module it names, and the
+    methods of the user's classes (not ndlc's) among `objects` (its modules and optimizers)."""
+    target = getattr(fn, "__func__", fn)
+    module = getattr(target, "__globals__", None)
+    found = [v for v in referenced_values(fn).values() if isinstance(v, types.FunctionType) and v.__globals__ is module]
+    classes = {klass for obj in objects for klass in type(obj).__mro__
+               if klass is not object and not klass.__module__.startswith("ndlc.")}
+    return found + [v for klass in classes for v in vars(klass).values() if isinstance(v, types.FunctionType)]
 
 
 def referenced_objects(fn) -> dict:

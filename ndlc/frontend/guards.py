@@ -3,17 +3,19 @@
 A trace bakes in the objects it found (the modules, optimizers and tensors the step reaches, every
 container on the way: `model.modules`, `opt.params`, `opt.u`, and the lengths of the lists and
 dicts among them, and the other attributes of those modules and optimizers), the numpy arrays it
-read from the step's globals and closure (as constants), the numbers and arrays that functions
-the step calls from its module read, and the numbers it reads: as runtime inputs (they must stay
-numbers) or compiled in (they must keep their values). `Guards.failure()` says which of those
-changed since the trace, so the caller recompiles instead of running a stale program (as
-torch.compile's guards do). Other Python numbers are guarded by the compiled function's key
-(compile.py `_settings`), state tensors' types by `CapturedStep.changed_state`.
+read from the step's globals and closure (as constants), the numbers and arrays read by the
+functions it calls from its module and by the methods of the user's own module classes, and the
+numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they must keep their
+values). `Guards.failure()` says which of those changed since the trace, so the caller recompiles
+instead of running a stale program (as torch.compile's guards do). Other Python numbers are
+guarded by the compiled function's key (compile.py `_settings`), state tensors' types by
+`CapturedStep.changed_state`.
 """
 import numpy as np
 
 from ..ir.errors import TraceError
-from .capture import STATEFUL, helper_globals, is_number, referenced_leaves, referenced_objects, walk_state
+from .capture import (STATEFUL, called_functions, globals_read, is_number, referenced_leaves, referenced_objects,
+                      walk_state)
 from .tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
@@ -38,9 +40,9 @@ class Guards:
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
         self.runtime = list(runtime)
         self.compiled = [(h, h.value()) for h in compiled]
-        self.module, helpers = helper_globals(fn)
-        self.helpers = {name: value.copy() if isinstance(value, np.ndarray) else value
-                        for name, value in helpers.items() if isinstance(value, np.ndarray) or _plain_number(value)}
+        self.globals = [(module, name, value.copy() if isinstance(value, np.ndarray) else value)
+                        for module, name, value in globals_read(called_functions(fn, [o for o, *_ in walked]))
+                        if isinstance(value, np.ndarray) or _plain_number(value)]
 
     def failure(self):
         """Why the trace no longer holds (a sentence), or None; a TraceError when an optimizer's
@@ -77,9 +79,9 @@ class Guards:
         for h, value in self.compiled:
             if h.value() != value:
                 return f"{h.path} changed from {value!r} to {h.value()!r} (compiled in)"
-        for name, value in self.helpers.items():
-            if not _unchanged(self.module.get(name), value):
-                return f"{name}, read by a function the step calls, changed (compiled in)"
+        for module, name, value in self.globals:
+            if not _unchanged(module.get(name), value):
+                return f"{name}, a global of {module.get('__name__', 'a module')} read by code the step runs, changed (compiled in)"
         return None
 
 

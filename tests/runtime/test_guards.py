@@ -344,4 +344,28 @@ def test_globals_read_by_a_helper_function_are_guarded(caplog):
         assert float(step(x).numpy()) == 8.0
     finally:
         GAIN, OFFSETS[:] = 2.0, 0.0
-    assert "GAIN, read by a function the step calls, changed (compiled in)" in caplog.text
+    assert re.search(r"GAIN, a global of \S*test_guards read by code the step runs, changed \(compiled in\)",
+                     caplog.text)
+
+
+SHIFT = 1.0
+
+
+class Shifted(nn.Module):
+    """A module whose forward reads a global of its own module."""
+
+    def forward(self, x):
+        return x + SHIFT
+
+
+def test_a_global_a_modules_forward_reads_is_guarded():
+    global SHIFT
+    forward = ndl.compile(Shifted())
+    x = np.zeros(2, np.float32)
+    try:
+        assert forward(x).numpy().tolist() == [1.0, 1.0]
+        SHIFT = 2.5
+        assert forward(x).numpy().tolist() == [2.5, 2.5]
+    finally:
+        SHIFT = 1.0
+    assert forward.compilations == 2
