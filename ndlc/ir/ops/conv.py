@@ -8,6 +8,9 @@ from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..types import TensorType, is_float
 
 
+FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+
+
 def _out_size(size, kernel, stride, what):
     check(size >= kernel, f"{what} {size} is smaller than the kernel {kernel}")
     return (size - kernel) // stride + 1
@@ -58,12 +61,23 @@ def _conv_input_grad(b, x, w, g, s, p):
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
+    if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, Cin·K·K): one product, the adjoint as it is
+        rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
+        windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, cin, kh, kw)), axes=(0, 3, 1, 2, 4, 5))
+        return _col2im(b, x, windows, kh, s, p)
     adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
     columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout)), adjoint)
     windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
+    return _col2im(b, x, windows, kh, s, p)
+
+
+def _col2im(b, x, windows, k, s, p):
+    """The (N, Cin, Ho, Wo, K, K) windows' adjoint summed back onto the NHWC input (unwindows),
+    cropped to it where padded."""
+    batch, cin = windows.shape[:2]
     height, width = x.shape[1] + 2 * p, x.shape[2] + 2 * p
-    padded = b.unwindows(windows, kernel=kh, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
+    padded = b.unwindows(windows, kernel=k, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
     if p:
         padded = b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + x.shape[1], p + x.shape[2]))
     return b.permute(padded, axes=(0, 2, 3, 1))
@@ -94,9 +108,13 @@ def _conv_weight_grad(b, x, w, g, s, p):
     the windows being the forward's own im2col matrix (shared once decomposed). Rectangular
     kernels: the input (channels as batch) correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
+    batch, ho, wo, _ = g.shape
+    if kh == kw and ho * wo < FOLD_PIXELS:  # (Cin·K·K, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+        rows = _im2rows(b, x, kh, s, p)
+        total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
+        return b.permute(b.reshape(total, shape=(cin, kh, kw, cout)), axes=(1, 2, 0, 3))
     if kh == kw:
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
-        batch, ho, wo, _ = g.shape
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
         per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
         total = b.reshape(b.summation(per_image, axes=(0,)), shape=(cout, cin, kh, kw))
@@ -118,6 +136,22 @@ def _im2col(b, x, k, s, p):
     return b.reshape(b.permute(windows, axes=(0, 1, 4, 5, 2, 3)), shape=(batch, cin * k * k, ho * wo))
 
 
+def _im2rows(b, x, k, s, p):
+    """The windows of NHWC `x` as one (N·Ho·Wo, Cin·K·K) matrix, a row per output pixel: for small
+    images (ResNet9's 4x4 and 2x2 layers), whose products per image would be tiny BLAS calls."""
+    if p:
+        x = b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0)))
+    windows = b.windows(b.permute(x, axes=(0, 3, 1, 2)), kernel=k, stride=s)  # (N, Cin, Ho, Wo, K, K)
+    batch, cin, ho, wo = windows.shape[:4]
+    return b.reshape(b.permute(windows, axes=(0, 2, 3, 1, 4, 5)), shape=(batch * ho * wo, cin * k * k))
+
+
+def _weight_matrix(b, w):
+    """The (K, K, Cin, Cout) weight as a (Cin·K·K, Cout) matrix, rows in _im2rows' column order."""
+    kh, kw, cin, cout = w.shape
+    return b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(cin * kh * kw, cout))
+
+
 def _window_axis(out_axis, kernel_axis, stride, padding=0):
     """The input row read by output row `out_axis` at kernel row `kernel_axis`; guarded when padded."""
     return AxisIndex(((out_axis, stride), (kernel_axis, 1)), -padding, guarded=padding > 0)
@@ -136,12 +170,18 @@ def _conv_decompose(b, n):
     """A square-kernel conv as one matrix product per image: out[n] (Cout, Ho·Wo) = the weight as a
     (Cout, Cin·K·K) matrix @ the windows of image n (_im2col; fusion stores them, the packing, which
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
-    returns it, so its permute back is free. A rectangular kernel keeps the loop nest (None)."""
+    returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
+    batch into one product instead, a row per output pixel (_im2rows). A rectangular kernel keeps
+    the loop nest (None)."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return None
-    columns = _im2col(b, x, kh, n.attrs["stride"], n.attrs["padding"])
+    s, p = n.attrs["stride"], n.attrs["padding"]
+    if n.result.shape[1] * n.result.shape[2] < FOLD_PIXELS:  # one product, NHWC out as it is
+        product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
+        return b.reshape(product, shape=n.result.shape)
+    columns = _im2col(b, x, kh, s, p)
     batch, _, pixels = columns.shape
     weight = b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, cin * kh * kw))
     product = b.matmul(b.broadcast_to(weight, shape=(batch, cout, cin * kh * kw)), columns)
