@@ -165,8 +165,9 @@ class _KernelEmitter(ScalarLowering):
             inner()
             return
         start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
-        if last == len(self.kernel.extents) and first == last - 1 and self._splittable(first):
-            self._split_by_guards(first, start, stop, inner)
+        innermost = all(n == 1 for n in self.kernel.extents[first + 1:last])  # later loops of one iteration
+        if last == len(self.kernel.extents) and innermost and self._splittable(first):
+            self._split_by_guards(first, start, stop, lambda: self._loops(first + 1, last, inner))
             return
         self._for(first, start, stop, lambda: self._loops(first + 1, last, inner))
 

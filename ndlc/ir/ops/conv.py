@@ -9,6 +9,7 @@ from ..types import TensorType, is_float
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
 def _out_size(size, kernel, stride, what):
@@ -254,6 +255,29 @@ def _unwindows_loops(types, result, kernel, stride, size):
     return LoopNest((kernel, kernel), (g,), "add")
 
 
+def _unwindows_decompose(b, n):
+    """Stride-1 col2im (a convolution's input gradient) as a sum of K·K shifted copies of the window
+    planes (each sliced out and padded into place): one elementwise kernel whose loops run over the
+    output rows, where the loop nest's reduction over (i, j) ran rows as short as the image's width
+    K·K times over (LeNet's 10-wide rows: 25 loop setups per row). Strided windows (pooling's
+    gradients, whose planes a consumer would read through dilate's index map, stored) and kernels
+    over MAX_SHIFTED elements keep the loop nest."""
+    g = n.operands[0]
+    k, size = n.attrs["kernel"], n.attrs["size"]
+    if k * k > MAX_SHIFTED or n.attrs["stride"] != 1:
+        return None
+    *lead, ho, wo, _, _ = g.shape
+    total = None
+    for i in range(k):
+        for j in range(k):
+            plane = b.reshape(b.slice(g, start=(0,) * len(lead) + (0, 0, i, j),
+                                      stop=tuple(lead) + (ho, wo, i + 1, j + 1)), shape=tuple(lead) + (ho, wo))
+            widths = ((0, 0),) * len(lead) + ((i, size[0] - i - ho), (j, size[1] - j - wo))
+            term = b.pad(plane, widths=widths)
+            total = term if total is None else b.add(total, term)
+    return total
+
+
 register(OpDef("windows", 1, _windows_infer, _windows_ref,
                lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
                None, "window", _WINDOW,
@@ -263,7 +287,7 @@ register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
                lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
                None, "window", {**_WINDOW, "size": Attr("ints")},
                "the adjoint of windows: sums each window element back into a (..., *size) tensor",
-               loop_nest=_unwindows_loops))
+               loop_nest=_unwindows_loops, decompose=_unwindows_decompose))
 
 
 # ---- pooling ----------------------------------------------------------------------------
