@@ -259,14 +259,22 @@ def _unwindows_decompose(b, n):
     """Stride-1 col2im (a convolution's input gradient) as a sum of K·K shifted copies of the window
     planes (each sliced out and padded into place): one elementwise kernel whose loops run over the
     output rows, where the loop nest's reduction over (i, j) ran rows as short as the image's width
-    K·K times over (LeNet's 10-wide rows: 25 loop setups per row). Strided windows (pooling's
-    gradients, whose planes a consumer would read through dilate's index map, stored) and kernels
-    over MAX_SHIFTED elements keep the loop nest."""
+    K·K times over (LeNet's 10-wide rows: 25 loop setups per row). Windows as far apart as they are
+    wide (pooling's gradient) are a relayout of the windows instead. Other strides (whose planes a
+    consumer would read through dilate's index map, stored) and kernels over MAX_SHIFTED elements
+    keep the loop nest."""
     g = n.operands[0]
     k, size = n.attrs["kernel"], n.attrs["size"]
+    *lead, ho, wo, _, _ = g.shape
+    if n.attrs["stride"] == k:  # windows that tile without overlap (pooling's gradient): a relayout
+        axes = tuple(range(len(lead)))
+        d = len(lead)
+        tiles = b.reshape(b.permute(g, axes=axes + (d, d + 2, d + 1, d + 3)), shape=tuple(lead) + (ho * k, wo * k))
+        if (ho * k, wo * k) == tuple(size):
+            return tiles
+        return b.pad(tiles, widths=((0, 0),) * d + ((0, size[0] - ho * k), (0, size[1] - wo * k)))
     if k * k > MAX_SHIFTED or n.attrs["stride"] != 1:
         return None
-    *lead, ho, wo, _, _ = g.shape
     total = None
     for i in range(k):
         for j in range(k):
