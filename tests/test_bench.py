@@ -2,6 +2,8 @@
 RESULTS.md and its chart; a device that cannot run here, or a missing suite, is refused clearly."""
 import importlib.util
 
+import pytest
+
 from ndlc import cli
 from ndlc.cli import main
 
@@ -38,7 +40,7 @@ def test_quick_run_checks_and_times_every_case(tmp_path, capsys):
 def test_cuda_without_pycuda_is_refused_before_anything_runs(capsys, monkeypatch):
     monkeypatch.delenv("NDLC_CUDA_EMULATE", raising=False)
     if importlib.util.find_spec("pycuda"):
-        return  # a GPU machine: benchmarks/gpu.py runs there
+        pytest.skip("pycuda is installed: benchmarks/gpu.py runs here")
     assert main(["bench", "--quick", "--device", "cuda"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ndlc bench: ") and "pycuda" in err

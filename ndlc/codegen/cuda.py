@@ -195,13 +195,7 @@ class _KernelEmitter:
         if self.part is not None:
             self._chunked_body(rows)
             return
-        put("  const int tid = threadIdx.x;")
-        put(f"  const int x = {'tid / ' + str(lanes) if rows else 'tid % ' + str(tile)};")
-        put(f"  const int y = {'tid % ' + str(lanes) if rows else 'tid / ' + str(tile)};")
-        for k, r in enumerate(self.reductions):
-            size = self.threads // 32 if rows else self.threads
-            if lanes > 1 and not (rows and lanes == 32):  # one warp per point needs no shared memory
-                put(f"  __shared__ {C_TYPES[r.dtype]} red{k}[{size}];")
+        self._prologue(rows, enumerate(self.reductions))
         put(f"  for ({I} base = ({I})blockIdx.x * {tile}; base < {self.points}; base += ({I})gridDim.x * {tile}) {{")
         put(f"    const {I} o = base + x;")
         put(f"    const bool active = o < {self.points};")
@@ -220,6 +214,17 @@ class _KernelEmitter:
                 put("    __syncthreads();")
         put("  }")
 
+    def _prologue(self, rows, reductions):
+        """The thread's point in the tile (x) and lane (y), and the shared memory in which the
+        lanes of each (slot, reduction) combine (none where one warp is one point: shuffles)."""
+        put, tile, lanes = self.lines.append, self.tile, self.lanes
+        put("  const int tid = threadIdx.x;")
+        put(f"  const int x = {'tid / ' + str(lanes) if rows else 'tid % ' + str(tile)};")
+        put(f"  const int y = {'tid % ' + str(lanes) if rows else 'tid / ' + str(tile)};")
+        if lanes > 1 and not (rows and lanes == 32):
+            for slot, r in reductions:
+                put(f"  __shared__ {C_TYPES[r.dtype]} red{slot}[{self.threads // 32 if rows else self.threads}];")
+
     def _chunked_body(self, rows):
         """One launch of a chunked kernel (see _parts)."""
         put, I, (kind, p) = self.lines.append, self.index_type, self.part
@@ -227,13 +232,8 @@ class _KernelEmitter:
         first = sum(len(q.reductions) for q in self.phases[:p])
         slots = list(range(first, first + len(phase.reductions)))
         chunks, points = k.gpu.chunks, self.outer_points
-        put("  const int tid = threadIdx.x;")
-        put(f"  const int x = {'tid / ' + str(self.lanes) if rows else 'tid % ' + str(self.tile)};")
-        put(f"  const int y = {'tid % ' + str(self.lanes) if rows else 'tid / ' + str(self.tile)};")
+        self._prologue(rows, zip(slots, phase.reductions) if kind == "partial" else ())
         if kind == "partial":
-            for slot, r in zip(slots, phase.reductions):
-                if self.lanes > 1 and not (rows and self.lanes == 32):
-                    put(f"  __shared__ {C_TYPES[r.dtype]} red{slot}[{self.threads // 32 if rows else self.threads}];")
             groups, size = -(-points // self.tile), -(-self.inner // chunks)
             put(f"  for ({I} w = blockIdx.x; w < {groups * chunks}; w += gridDim.x) {{")
             put(f"    const {I} c = w / {groups};")

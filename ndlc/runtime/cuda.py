@@ -62,8 +62,9 @@ def require():
 
 def nvcc() -> str:
     """The path of nvcc (PATH, then CUDA_HOME or /usr/local/cuda), or CudaUnavailable."""
-    found = shutil.which("nvcc") or next((p for p in (os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-                                                                   "bin", "nvcc"),) if os.path.exists(p)), None)
+    found = shutil.which("nvcc")
+    toolkit = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    found = found or (toolkit if os.path.exists(toolkit) else None)
     if found is None:
         raise CudaUnavailable("the CUDA backend needs nvcc (the CUDA toolkit): not on PATH nor in "
                               "$CUDA_HOME/bin or /usr/local/cuda/bin")

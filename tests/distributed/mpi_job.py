@@ -16,6 +16,7 @@ import numpy as np
 
 import ndlc as ndl
 from ndlc.examples.lenet import build_lenet
+from ndlc.examples.train_mlp import training_step
 
 GLOBAL_BATCH, STEPS = 64, 10
 
@@ -41,18 +42,6 @@ def batches(model_name):
     shape = (GLOBAL_BATCH, 1, 28, 28) if model_name == "lenet" else (GLOBAL_BATCH, 20)
     return [(rng.standard_normal(shape, dtype=np.float32), rng.integers(0, 10, GLOBAL_BATCH))
             for _ in range(STEPS)]
-
-
-def training_step(model, optimizer):
-    loss_fn = ndl.nn.SoftmaxLoss()
-
-    def train_step(x, y):
-        optimizer.reset_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return train_step
 
 
 def parameters(model):

@@ -130,19 +130,22 @@ def _conv_weight_grad(b, x, w, g, s, p):
 def _im2col(b, x, k, s, p):
     """The windows of each image of NHWC `x` as a (Cin·K·K, Ho·Wo) matrix: (N, Cin·K·K, Ho·Wo),
     padding and stride in the index map (a view; fusion stores it where it is multiplied)."""
-    if p:
-        x = b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0)))
-    windows = b.windows(b.permute(x, axes=(0, 3, 1, 2)), kernel=k, stride=s)  # (N, Cin, Ho, Wo, K, K)
+    windows = _windows(b, x, k, s, p)
     batch, cin, ho, wo = windows.shape[:4]
     return b.reshape(b.permute(windows, axes=(0, 1, 4, 5, 2, 3)), shape=(batch, cin * k * k, ho * wo))
+
+
+def _windows(b, x, k, s, p):
+    """The (N, Cin, Ho, Wo, K, K) windows of NHWC `x`, padded by p, stride s (views)."""
+    if p:
+        x = b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0)))
+    return b.windows(b.permute(x, axes=(0, 3, 1, 2)), kernel=k, stride=s)
 
 
 def _im2rows(b, x, k, s, p):
     """The windows of NHWC `x` as one (N·Ho·Wo, Cin·K·K) matrix, a row per output pixel: for small
     images (ResNet9's 4x4 and 2x2 layers), whose products per image would be tiny BLAS calls."""
-    if p:
-        x = b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0)))
-    windows = b.windows(b.permute(x, axes=(0, 3, 1, 2)), kernel=k, stride=s)  # (N, Cin, Ho, Wo, K, K)
+    windows = _windows(b, x, k, s, p)
     batch, cin, ho, wo = windows.shape[:4]
     return b.reshape(b.permute(windows, axes=(0, 2, 3, 1, 4, 5)), shape=(batch * ho * wo, cin * k * k))
 
