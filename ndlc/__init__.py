@@ -1,15 +1,25 @@
-"""ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`."""
-from . import data, init, ir, nn, ops, optim, passes
-from .frontend import Device, Tensor, cpu, cuda, default_device, trace
-from .frontend.checkpoint import load, save
-from .frontend.compile import compile
-from .frontend.compile_ir import compile_ir
-from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
-from .ir.errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
-from .env import SettingError
-from .runtime.check import CheckError
-from .runtime.program import BoundsError
-from .logconfig import configure as _configure_logging
+"""ndlc: a deep-learning compiler for needle-style programs. `import ndlc as ndl`.
 
-__version__ = "0.1.0"
+The public API (ndlc/api.py) loads on first use of one of its names, so that importing a layer
+(`import ndlc.ir`) runs that layer and the ones below it, and nothing above."""
+import importlib
+
+from .logconfig import configure as _configure_logging
+from .version import __version__
+
 _configure_logging()
+
+
+def __getattr__(name):
+    api = importlib.import_module("ndlc.api")
+    globals().update({n: getattr(api, n) for n in api.__all__})
+    if name == "__all__":
+        return list(api.__all__)
+    if name in api.__all__:
+        return globals()[name]
+    raise AttributeError(f"module 'ndlc' has no attribute {name!r}")
+
+
+def __dir__():
+    api = importlib.import_module("ndlc.api")
+    return sorted(set(globals()) | set(api.__all__))

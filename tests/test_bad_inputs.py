@@ -321,8 +321,8 @@ def test_a_misspelt_variable_is_warned_about(monkeypatch, caplog):
 
 
 def test_debug_mode_on_the_cuda_backend_is_refused():
-    from ndlc.ir.errors import UnsupportedError
-    from ndlc.pipeline import compile_graph
+    from ndlc.errors import UnsupportedError
+    from ndlc.jit.pipeline import compile_graph
     with pytest.raises(UnsupportedError, match="bounds checks are compiled into CPU code only"):
         compile_graph(parse(GRAPH), device="cuda", debug=True)
 

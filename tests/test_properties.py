@@ -103,7 +103,7 @@ def test_reductions_match_numpy_over_random_axes(shape, data):
 def test_compiled_random_programs_and_their_gradients_equal_the_interpreter(program, seed):
     """Random fusion shapes (chains, fan-out, reductions feeding elementwise, views) through the
     whole CPU pipeline, forward and gradient."""
-    from ndlc.frontend.compile import compile_graph
+    from ndlc.jit.compile import compile_graph
     base, n_inputs, _ = program
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(base) for _ in range(n_inputs)]
@@ -119,7 +119,7 @@ def test_random_programs_give_the_same_bits_on_one_and_two_threads(program, base
     """Threads split outer loops or fixed chunks, never a sum's order: results do not depend on
     the thread count. Shapes large enough that kernels do split."""
     import os
-    from ndlc.frontend.compile import compile_graph
+    from ndlc.jit.compile import compile_graph
     _, n_inputs, steps = program
     program = (base, n_inputs, steps)
     rng = np.random.default_rng(seed)

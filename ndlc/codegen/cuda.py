@@ -16,88 +16,16 @@ shuffles through a per-block exchange): with NDLC_EMULATE defined, each kernel g
 `ndlc_emulate_<name>(blocks, threads, buffers)`.
 """
 import math
-from dataclasses import dataclass, field
 
-from ..ir.errors import UnsupportedError
-from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import Acc, Gemm, Index, infer_dtypes, operand_dtype
+from ..errors import UnsupportedError
+from ..ir.indexing import Access
+from ..ir.kernel import Acc, Index, infer_dtypes, operand_dtype
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float
+from .cuda_c import C_TYPES, MEMORY, PRELUDE, affine, literal
+from .cuda_steps import CudaModule, GemmCall, Launch
 
-C_TYPES = {"f32": "float", "f64": "double", "i32": "int", "i64": "long long", "u8": "unsigned char", "bool": "bool"}
-MEMORY = {**C_TYPES, "bool": "unsigned char"}  # how each dtype is stored
 INT32_LIMIT = 1 << 31
-
-PRELUDE = r"""#ifndef NDLC_PRELUDE
-#define NDLC_PRELUDE
-#define NDLC_FULL_MASK 0xffffffffu
-template <class T> __device__ __forceinline__ T ndlc_max(T a, T b) { return (a > b || a != a) ? a : b; }
-template <class T> __device__ __forceinline__ T ndlc_min(T a, T b) { return (a < b || a != a) ? a : b; }
-__device__ __forceinline__ bool ndlc_max(bool a, bool b) { return a || b; }
-__device__ __forceinline__ bool ndlc_min(bool a, bool b) { return a && b; }
-template <class T> __device__ __forceinline__ T ndlc_abs(T a) { return a < 0 ? -a : a; }
-__device__ __forceinline__ float ndlc_abs(float a) { return fabsf(a); }
-__device__ __forceinline__ double ndlc_abs(double a) { return fabs(a); }
-__device__ __forceinline__ int ndlc_shr(int a, int b) { return (int)((unsigned)a >> b); }
-__device__ __forceinline__ long long ndlc_shr(long long a, long long b) { return (long long)((unsigned long long)a >> b); }
-__device__ __forceinline__ unsigned char ndlc_shr(unsigned char a, unsigned char b) { return a >> b; }
-template <class T> __device__ __forceinline__ T ndlc_shfl_down(T v, int delta) { return __shfl_down_sync(NDLC_FULL_MASK, v, delta); }
-template <class T> __device__ __forceinline__ T ndlc_shfl(T v, int lane) { return __shfl_sync(NDLC_FULL_MASK, v, lane); }
-__device__ __forceinline__ bool ndlc_shfl_down(bool v, int delta) { return __shfl_down_sync(NDLC_FULL_MASK, (int)v, delta) != 0; }
-__device__ __forceinline__ bool ndlc_shfl(bool v, int lane) { return __shfl_sync(NDLC_FULL_MASK, (int)v, lane) != 0; }
-__device__ __forceinline__ unsigned char ndlc_shfl_down(unsigned char v, int delta) { return (unsigned char)__shfl_down_sync(NDLC_FULL_MASK, (int)v, delta); }
-__device__ __forceinline__ unsigned char ndlc_shfl(unsigned char v, int lane) { return (unsigned char)__shfl_sync(NDLC_FULL_MASK, (int)v, lane); }
-#endif
-"""
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Run `function` on `blocks` blocks of `threads` threads with the buffers `buffers` (in order)."""
-    function: str
-    blocks: int
-    threads: int
-    buffers: tuple
-    kernel: str
-
-
-@dataclass(frozen=True)
-class GemmCall:
-    """cuBLAS's gemm for each batch index (the kernel's loops but the last two) of `extents`."""
-    gemm: Gemm
-    extents: tuple
-    kernel: str
-
-    def batches(self):
-        """(a, b, out) element offsets of each batch index's matrices, in row-major batch order."""
-        batch = self.extents[:-2]
-        found = []
-        for flat in range(math.prod(batch)):
-            index, rest = [], flat
-            for n in reversed(batch):
-                index.append(rest % n)
-                rest //= n
-            point = list(reversed(index)) + [0, 0]
-            out = contiguous(self.extents).form
-            found.append((_at(self.gemm.a.offset.form, point), _at(self.gemm.b.offset.form, point),
-                          sum(c * v for c, v in zip(out.coeffs[:-2], point))))
-        return found
-
-
-@dataclass(frozen=True)
-class Copy:
-    """Device-to-device copy of `nbytes` from buffer `source` to buffer `target` (a new state value
-    into its state buffer, where the kernel could not write it there directly)."""
-    source: str
-    target: str
-    nbytes: int
-
-
-@dataclass
-class CudaModule:
-    """A program's CUDA C source and the steps that run it (Launch, GemmCall), in schedule order."""
-    source: str
-    steps: list = field(default_factory=list)
 
 
 def lower_to_cuda(program, prefix="") -> CudaModule:
@@ -145,10 +73,6 @@ def _parts(kernel):
         if phase.inner:
             found.append(("map", p))
     return found
-
-
-def _at(form, point):
-    return form.const + sum(c * v for c, v in zip(form.coeffs, point))
 
 
 class _KernelEmitter:
@@ -394,7 +318,7 @@ class _KernelEmitter:
 
     def _operand(self, expr, memo, want):
         if expr.prim == "const":
-            return _literal(want or "f64", expr.payload)
+            return literal(want or "f64", expr.payload)
         return memo[id(expr)]
 
     def _primitive(self, e, memo, types):
@@ -447,11 +371,11 @@ class _KernelEmitter:
         """(element index, validity condition or '') of an access at the current loop variables."""
         checks = []
         for g in access.guards:
-            f = _affine(g.form)
+            f = affine(g.form)
             checks.append(f"({f}) >= 0 && ({f}) < {g.bound * g.step}")
             if g.step > 1:
                 checks.append(f"({f}) % {g.step} == 0")
-        index = _affine(access.form)
+        index = affine(access.form)
         if access.step > 1:
             index = f"({index}) / {access.step}"
         return index, " && ".join(checks)
@@ -484,28 +408,8 @@ def _small_integer(value):
 def _power(x, n, dtype):
     """x**n for a small integer n as multiplications (as the CPU backend does: exact for squares)."""
     if n == 0:
-        return _literal(dtype, 1.0)
+        return literal(dtype, 1.0)
     product = " * ".join([x] * abs(n))
-    return f"({_literal(dtype, 1.0)} / ({product}))" if n < 0 else f"({product})"
+    return f"({literal(dtype, 1.0)} / ({product}))" if n < 0 else f"({product})"
 
 
-def _affine(form: Affine) -> str:
-    parts = [f"{c} * i{i}" if c != 1 else f"i{i}" for i, c in enumerate(form.coeffs) if c]
-    if form.const or not parts:
-        parts.append(str(form.const))
-    return " + ".join(parts)
-
-
-def _literal(dtype, value) -> str:
-    if is_float(dtype):
-        value = float(value)
-        suffix = "f" if dtype == "f32" else ""
-        if math.isnan(value):
-            return f"({C_TYPES[dtype]})NAN"
-        if math.isinf(value):
-            return f"{'-' if value < 0 else ''}({C_TYPES[dtype]})INFINITY"
-        return f"{value!r}{suffix}" if "e" in repr(value) or "." in repr(value) else f"{value!r}.0{suffix}"
-    if dtype == "bool":
-        return "true" if value else "false"
-    value = int(value)
-    return f"{value}LL" if dtype == "i64" else f"({C_TYPES[dtype]})({value})"

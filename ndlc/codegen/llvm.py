@@ -16,17 +16,15 @@ import math
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import ENTRY, Acc, Index, Load, gemm_symbol, infer_dtypes
+from ..ir.kernel import ENTRY, Acc, Index, Load, infer_dtypes
 from ..ir.types import is_float
 from . import mathlib
+from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
+                         declare_openmp, stamp)
 from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering
 
-CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
-I32, PTR = ir.IntType(32), ir.PointerType()
+PTR = ir.PointerType()
 ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
-_OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
-           "GOMP_barrier": ir.FunctionType(ir.VoidType(), []),
-           "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
 
 
 def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> str:
@@ -47,56 +45,18 @@ def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False
     sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
     for index, kernel in enumerate(program.kernels):
         if profile:
-            _stamp(b, pointers["profile"], index)
+            stamp(b, pointers["profile"], index)
         used = sorted(kernel.buffers() - set(kernel.local), key=order.index) + (["debug"] if debug else [])
         fn = _KernelEmitter(module, kernel, used, sizes and (index, sizes)).function
         args = [pointers[name] for name in used]
         if kernel.split is None:
             b.call(fn, args)
             continue
-        data = b.alloca(PTR, size=len(args), name=f"{kernel.name}.data")
-        for i, pointer in enumerate(args):
-            b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
-        b.call(_declare(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
-                                                   ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])
+        call_parallel(b, kernel, fn, args)
     if profile:
-        _stamp(b, pointers["profile"], len(program.kernels))
+        stamp(b, pointers["profile"], len(program.kernels))
     b.ret_void()
     return str(module)
-
-
-def _stamp(b, stamps, index):
-    """stamps[index] = the CPU's cycle counter (llvm.readcyclecounter)."""
-    counter = b.module.declare_intrinsic("llvm.readcyclecounter", [], ir.FunctionType(I64, []))
-    b.store(b.call(counter, []), b.gep(stamps, [ir.Constant(I64, index)], source_etype=I64))
-
-
-def _outlined(module, kernel, fn, count):
-    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
-    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer),
-    or, for a 'chunks' kernel, as thread number `thread` of `threads`."""
-    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
-    outlined.linkage = "internal"
-    b = ir.IRBuilder(outlined.append_basic_block("entry"))
-    pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
-                for i in range(count)]
-    thread = b.sext(b.call(_declare(module, "omp_get_thread_num"), []), I64)
-    threads = b.sext(b.call(_declare(module, "omp_get_num_threads"), []), I64)
-    if kernel.strategy == "chunks":
-        b.call(fn, pointers + [thread, threads])
-        b.ret_void()
-        return outlined
-    n = ir.Constant(I64, kernel.extents[kernel.split.loop])
-    chunk = b.sdiv(b.add(n, b.sub(threads, ir.Constant(I64, 1))), threads)
-    start = mathlib.intrinsic(b, "llvm.smin", b.mul(thread, chunk), n)
-    b.call(fn, pointers + [start, mathlib.intrinsic(b, "llvm.smin", b.add(start, chunk), n)])
-    b.ret_void()
-    return outlined
-
-
-def debug_access(code) -> str:
-    """What a bounds-check record's access number means: load number n >= 0, store -(n+1)."""
-    return f"load {code}" if code >= 0 else f"store {-code - 1}"
 
 
 class _KernelEmitter(ScalarLowering):
@@ -352,7 +312,7 @@ class _KernelEmitter(ScalarLowering):
     def _barrier(self):
         """All threads of the kernel's team wait here (nothing to wait for when it runs serially)."""
         if self.kernel.split is not None:
-            self.b.call(_declare(self.b.module, "GOMP_barrier"), [])
+            self.b.call(declare_openmp(self.b.module, "GOMP_barrier"), [])
 
     def _acc_pointer(self, slot):
         """rows: the accumulator of the current element of the block."""
@@ -382,7 +342,7 @@ class _KernelEmitter(ScalarLowering):
             return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
         flags = [CBLAS_ROW_MAJOR] + [CBLAS_TRANS if m.transposed else CBLAS_NO_TRANS for m in (g.a, g.b)]
         out = Access(Affine(tuple(c if i < batch else 0 for i, c in enumerate(contiguous(k.extents).form.coeffs))))
-        b.call(_declare_gemm(b.module, g.dtype),
+        b.call(declare_gemm(b.module, g.dtype),
                [ir.Constant(TYPES["i32"], f) for f in flags] + [b.sub(stop, first)]
                + [ir.Constant(I64, n) for n in (g.n, g.k)] + [ir.Constant(element, 1.0)]
                + matrix(g.a.buffer, g.a.offset, g.a.ld, 1 if g.a.transposed else g.a.ld)
@@ -485,16 +445,3 @@ class _KernelEmitter(ScalarLowering):
                 value = b.zext(value, I8)
             b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype]))
 
-def _declare_gemm(module, dtype):
-    """CBLAS gemm with 64-bit integers for `dtype`, declared in `module` by its gemm_symbol name."""
-    name = gemm_symbol(dtype)
-    if name in module.globals:
-        return module.globals[name]
-    i32, ptr, scalar = TYPES["i32"], ir.PointerType(), TYPES[dtype]
-    return ir.Function(module, ir.FunctionType(ir.VoidType(), [i32, i32, i32, I64, I64, I64, scalar, ptr, I64,
-                                                               ptr, I64, scalar, ptr, I64]), name)
-
-
-def _declare(module, name):
-    """libgomp's function `name` (bound at load: runtime/libraries.py), declared in `module` once."""
-    return module.globals.get(name) or ir.Function(module, _OPENMP[name], name)

@@ -8,7 +8,7 @@ Booleans live in memory as one byte and in registers as i1.
 """
 from llvmlite import ir
 
-from ..ir.errors import UnsupportedError
+from ..errors import UnsupportedError
 from ..ir.kernel import operand_dtype
 from ..ir.scalar import COMPARISONS, postorder
 from ..ir.types import is_float

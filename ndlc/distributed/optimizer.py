@@ -1,15 +1,15 @@
 """`DistributedOptimizer`: Horovod's wrapper for ndlc. Its `step()` averages the gradients over
 the ranks, then runs the wrapped optimizer's update. Compiled, that all-reduce is where the step
-is cut (frontend/exchange.py): one program computes the local gradients, the runtime averages
+is cut (jit/exchange.py): one program computes the local gradients, the runtime averages
 them, a second program runs the update."""
 import numpy as np
 
-from ..frontend.capture import find_slots
+from ..jit.capture import find_slots
 from ..frontend.context import active_context
-from ..frontend.exchange import flat_buffers
+from ..jit.exchange import flat_buffers
 from ..frontend.optim import Optimizer
 from ..frontend.tensor import Tensor
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..ir.types import TensorType
 from .world import BUCKET_BYTES, init
 
@@ -102,6 +102,6 @@ def broadcast_tensors(world, roots, skip=()):
         array = t.numpy()
         if not (array.flags.writeable and array.flags.c_contiguous):
             array = np.array(array)
-            t._bind(Tensor.make_const(array)._value, t.requires_grad)
+            t.data = Tensor.make_const(array)
         arrays.append(array)
     world.broadcast(arrays)

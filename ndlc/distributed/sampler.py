@@ -4,7 +4,7 @@ takes every size-th index from its rank on; batch k of every rank together is th
 one process with the ranks' batches joined (indices k·N·B ... (k+1)·N·B of the permutation)."""
 import numpy as np
 
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 
 
 class DistributedSampler:

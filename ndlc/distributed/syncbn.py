@@ -2,7 +2,7 @@
 rank's samples together, so that N ranks with batch B train as one process with batch N·B.
 
 In a compiled step each layer sums its batch's Σx and Σx² per feature over the ranks (an
-exchange: the step is cut there, frontend/exchange.py) and normalises with the global mean and
+exchange: the step is cut there, jit/exchange.py) and normalises with the global mean and
 variance E[x²] - mean². backward() sums the adjoints of those sums over the ranks the same way
 (the adjoint of an all-reduce sum is an all-reduce sum), so gradients are those of the global
 batch too. Running statistics are updated from the global ones: identical on every rank.
@@ -10,8 +10,8 @@ batch too. Running statistics are updated from the global ones: identical on eve
 import math
 
 from ..frontend.context import active_context
-from ..frontend.nn.layers import BatchNorm1d, BatchNorm2d, _expand
-from ..ir.errors import NdlcError
+from ..frontend.nn.layers import BatchNorm1d, BatchNorm2d, expand_reduced
+from ..errors import NdlcError
 from .world import init
 
 
@@ -46,7 +46,7 @@ class SyncBatchNorm(BatchNorm1d):
         total, squares = context.exchanged([x.sum(axes), (x * x).sum(axes)], Sum(world))
         mean = total / count
         var = squares / count - mean * mean
-        return mean, var, x - _expand(mean, x.shape, axes)
+        return mean, var, x - expand_reduced(mean, x.shape, axes)
 
 
 class SyncBatchNorm1d(SyncBatchNorm):
@@ -66,7 +66,7 @@ def convert_sync_batchnorm(model):
     """`model` with every BatchNorm1d/2d in it made a SyncBatchNorm1d/2d in place (PyTorch's
     convert_sync_batchnorm): the same objects, parameters and running statistics, so optimizers
     made before keep training them. Returns `model`."""
-    for module in [model] + model._children():
+    for module in model.modules():
         if type(module) in SYNC:
             module.__class__ = SYNC[type(module)]
     return model

@@ -2,7 +2,7 @@
 optimizer wrapped, each epoch split across the ranks, sums over the ranks, and only rank 0
 printing and writing. Without --distributed, a Job is the lone process and changes nothing."""
 from ..frontend.data import DataLoader
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from .optimizer import DistributedOptimizer
 from .sampler import DistributedSampler
 from .syncbn import convert_sync_batchnorm

@@ -19,7 +19,7 @@ import traceback
 
 import numpy as np
 
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..runtime import libraries
 
 INSTALL = ("pip install 'ndlc[mpi]' (mpi4py) with an MPI library "

@@ -13,8 +13,8 @@ import zlib
 
 import numpy as np
 
-import ndlc
-from ..ir.errors import CheckpointError
+from ..errors import CheckpointError
+from ..version import __version__
 from .tensor import Tensor
 
 FORMAT_VERSION = 1
@@ -34,7 +34,7 @@ def save(obj, path):
     path = os.fspath(path)
     arrays = {}
     structure = _encode(obj, arrays, "obj", path)
-    header = {"format": FORMAT_VERSION, "ndlc": ndlc.__version__, "structure": structure}
+    header = {"format": FORMAT_VERSION, "ndlc": __version__, "structure": structure}
     arrays[HEADER] = np.array(json.dumps(header))
     _write_atomically(path, arrays)
 
@@ -64,7 +64,7 @@ def load(path):
         raise CheckpointError(f"{path} has a corrupt {HEADER} header: {e}") from None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} is checkpoint format version {version} (written by ndlc "
-                              f"{header.get('ndlc', '?')}); ndlc {ndlc.__version__} reads version {FORMAT_VERSION}")
+                              f"{header.get('ndlc', '?')}); ndlc {__version__} reads version {FORMAT_VERSION}")
     return _decode(header.get("structure"), arrays, path, path)
 
 

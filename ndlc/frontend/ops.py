@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..ir.errors import ShapeError
+from ..errors import ShapeError
 from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context

@@ -5,7 +5,7 @@ back through `param.data = ...`, keeping the Parameter object (and its dtype) th
 (momentum, Adam's m, v and step count) is Tensors made up front, so a traced step sees it as the
 program's persistent state rather than as constants. Each parameter is written before the
 optimizer's own slots: a trace that refuses the write (unknown state) has changed nothing yet."""
-from ..ir.errors import StateDictError
+from ..errors import StateDictError
 from .init import zeros, zeros_like
 from .nn.module import load_tensor, origin_of
 from .tensor import Tensor

@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from ..ir.errors import NdlcError, TraceError
+from ..errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.errors import TraceError
+from ..errors import TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.types import TensorType
 from ..ir.checks import maybe_verify
@@ -34,7 +34,7 @@ class TraceContext:
 
     def exchanged(self, tensors, hook, differentiable=True) -> list:
         """Symbolic stand-ins for `tensors` after `hook` transforms them at run time (an
-        all-reduce): the compiled step is cut there (passes/split.py, frontend/exchange.py). If
+        all-reduce): the compiled step is cut there (passes/split.py, jit/exchange.py). If
         `hook.adjoint` is a hook, the exchange is differentiable: backward() sends the stand-ins'
         adjoints through it and goes on from `tensors` (an all-reduce sum's adjoint is one too)."""
         k = len(self.exchanges) + 1

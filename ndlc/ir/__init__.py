@@ -1,6 +1,6 @@
 """Graph IR: types, SSA graphs, the op registry, text form, verifier and reference interpreter."""
 from . import ops  # noqa: F401  (fills the registry)
-from .errors import (AttrError, IRParseError, NdlcError, ShapeError, TraceError, UnknownOpError,
+from ..errors import (AttrError, IRParseError, NdlcError, ShapeError, TraceError, UnknownOpError,
                      VerifyError)
 from .graph import Builder, Graph, Node, Value
 from .interpreter import interpret, run

@@ -1,7 +1,7 @@
 """Debug checks that passes run on what they produce when NDLC_VERIFY is set (the test suite sets it):
 the verifier, and the round trip through the text form."""
 from ..env import flag
-from .errors import NdlcError, VerifyError
+from ..errors import NdlcError, VerifyError
 from .parser import parse
 from .printer import graph_difference, print_graph
 from .verifier import verify

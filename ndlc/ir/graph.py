@@ -3,7 +3,7 @@
 Values link to their defining node and nodes to their operands, so any set of values is a DAG
 from which a `Graph` can be cut (`Graph.from_outputs`); that is how eager Tensors become graphs.
 """
-from .errors import NdlcError, ShapeError
+from ..errors import NdlcError, ShapeError
 from .printer import graphs_equal, print_graph
 from .registry import get_op
 from .types import TensorType

@@ -2,7 +2,7 @@
 oracle every other stage is tested against."""
 import numpy as np
 
-from .errors import NdlcError, ShapeError, VerifyError
+from ..errors import NdlcError, ShapeError, VerifyError
 from .registry import get_op
 from .types import TensorType, dtype_name
 from .verifier import verify

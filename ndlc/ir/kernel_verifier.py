@@ -3,7 +3,7 @@ written, expressions are well formed, temporaries are written before they are re
 scheduling decision fits its kernel. Errors name the stage and the kernel."""
 from math import prod
 
-from .errors import VerifyError
+from ..errors import VerifyError
 from .kernel import Acc, Load
 from .scalar import PRIMITIVES, leaves, postorder
 

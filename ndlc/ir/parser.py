@@ -1,7 +1,7 @@
 """Parser of the text form printed by ndlc.ir.printer; errors name line and column."""
 import re
 
-from .errors import AttrError, IRParseError, NdlcError, UnknownOpError, VerifyError
+from ..errors import AttrError, IRParseError, NdlcError, UnknownOpError, VerifyError
 from .graph import Graph, Node, INPUT_KINDS
 from .registry import get_op
 from .types import TensorType

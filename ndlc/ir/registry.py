@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import AttrError, ShapeError, UnknownOpError
+from ..errors import AttrError, ShapeError, UnknownOpError
 from .types import TensorType, dtype_name
 
 REQUIRED = object()

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ShapeError
+from ..errors import ShapeError
 
 # IR short name -> numpy dtype. The order is also the promotion order within a kind.
 _DTYPES = {

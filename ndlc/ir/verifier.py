@@ -1,5 +1,5 @@
 """The verifier: SSA, types and attributes of a graph; each error names the offending node."""
-from .errors import AttrError, ShapeError, UnknownOpError, VerifyError
+from ..errors import AttrError, ShapeError, UnknownOpError, VerifyError
 from .printer import format_node, value_names
 from .registry import get_op
 

@@ -5,7 +5,7 @@ of the partial adjoints its users sent it (v̄_i = Σ_j v̄_{i→j}), and the op
 appends the partial adjoints of its operands. Rules emit ordinary IR, so the result can be
 differentiated again.
 """
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..ir.graph import Builder
 from ..ir.registry import get_op
 from ..ir.types import is_float

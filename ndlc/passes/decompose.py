@@ -1,6 +1,6 @@
 """decompose: rewrites composite ops (logsumexp, logsoftmax, stack) with the simpler ops their
 OpDef.decompose builds, recursively, so backends lower only scalar, view and loop-nest ops."""
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..ir.graph import Builder, Graph, Node
 from ..ir.registry import get_op
 from ..ir.checks import maybe_verify

@@ -24,7 +24,7 @@ Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul sta
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..ir.errors import UnsupportedError
+from ..errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous, injective
 from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
                          Reduction, Store)

@@ -12,7 +12,7 @@ after them. The parts compute nothing twice.
 from dataclasses import dataclass, field
 
 from ..ir.checks import maybe_verify
-from ..ir.errors import TraceError
+from ..errors import TraceError
 from ..ir.graph import Graph, Node, Value
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..ir.interpreter import run
 from ..ir.printer import value_names
 

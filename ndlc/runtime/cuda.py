@@ -20,28 +20,20 @@ import glob
 import logging
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 
 import numpy as np
 
-from .. import __version__
 from ..env import flag
-from ..codegen.cuda import Copy, GemmCall, Launch
-from ..ir.errors import NdlcError, ShapeError
+from ..codegen.cuda_steps import Copy, GemmCall, Launch
+from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
-from . import cache
+from .cuda_build import CudaUnavailable, compile_cuda, compile_emulation, nvcc
 from .program import stage_ir
 
 log = logging.getLogger("ndlc.cuda")
 ALIGNMENT = 256  # bytes between buffers of the arena (cudaMalloc's own alignment)
-_EMULATION_HEADER = os.path.join(os.path.dirname(__file__), "cuda_emulation.h")
-
-
-class CudaUnavailable(NdlcError):
-    """device="cuda" cannot run here: no nvcc, no pycuda, no GPU or no cuBLAS (the message says which)."""
 
 
 def emulating() -> bool:
@@ -58,75 +50,6 @@ def require():
         return
     nvcc()
     GpuDevice.shared()
-
-
-def nvcc() -> str:
-    """The path of nvcc (PATH, then CUDA_HOME or /usr/local/cuda), or CudaUnavailable."""
-    found = shutil.which("nvcc")
-    toolkit = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
-    found = found or (toolkit if os.path.exists(toolkit) else None)
-    if found is None:
-        raise CudaUnavailable("the CUDA backend needs nvcc (the CUDA toolkit): not on PATH nor in "
-                              "$CUDA_HOME/bin or /usr/local/cuda/bin")
-    return found
-
-
-def compile_cuda(source: str, arch: str, flags=()) -> bytes:
-    """The cubin of `source` for `arch` (e.g. 'sm_90'), from the on-disk cache or nvcc."""
-    compiler = nvcc()
-    key = cache.cache_key("cuda", __version__, arch, " ".join(flags), _tool_version(compiler), source)
-    hit = cache.load(key)
-    if hit is not None:
-        return hit[0]
-    with tempfile.TemporaryDirectory(prefix="ndlc-nvcc-") as work:
-        src, out = os.path.join(work, "program.cu"), os.path.join(work, "program.cubin")
-        with open(src, "w") as f:
-            f.write(source)
-        _run([compiler, f"-arch={arch}", "-cubin", "-O3", *flags, "-o", out, src], "nvcc")
-        with open(out, "rb") as f:
-            cubin = f.read()
-    cache.store(key, cubin, source)
-    return cubin
-
-
-def compile_emulation(source: str) -> ctypes.CDLL:
-    """`source` built for the host emulation (g++ -std=c++20), from the on-disk cache or g++."""
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        raise CudaUnavailable("the CUDA host emulation needs a C++20 compiler (g++)")
-    with open(_EMULATION_HEADER) as f:
-        header = f.read()
-    key = cache.cache_key("cuda-emulation", __version__, _tool_version(compiler), header, source)
-    hit = cache.load(key)
-    work = tempfile.mkdtemp(prefix="ndlc-emulation-")
-    library = os.path.join(work, "program.so")
-    if hit is None:
-        src = os.path.join(work, "program.cu")
-        with open(src, "w") as f:
-            f.write(source)
-        _run([compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DNDLC_EMULATE",
-              "-include", _EMULATION_HEADER, "-x", "c++", src, "-o", library], "g++ (CUDA emulation)")
-        with open(library, "rb") as f:
-            cache.store(key, f.read(), source)
-    else:
-        with open(library, "wb") as f:
-            f.write(hit[0])
-    try:
-        return ctypes.CDLL(library)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _run(command, what):
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise NdlcError(f"{what} failed on the generated CUDA C (exit {result.returncode}):\n"
-                        f"{(result.stderr or result.stdout).strip()[-4000:]}")
-    return result
-
-
-def _tool_version(path):
-    return subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
 
 
 class CudaProgram:

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ..env import flag
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..ir.kernel import GEMMS, gemm_symbol
 
 log = logging.getLogger("ndlc.libraries")

@@ -7,7 +7,7 @@ import ctypes
 import functools
 import logging
 
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from . import cache, libraries
 
 log = logging.getLogger("ndlc.native")
@@ -97,5 +97,5 @@ class NativeModule:
 @functools.lru_cache(maxsize=None)
 def _versions():
     import llvmlite
-    from .. import __version__
+    from ..version import __version__
     return f"ndlc {__version__} llvmlite {llvmlite.__version__}"

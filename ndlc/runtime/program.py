@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..ir.dot import graph_dot
-from ..ir.errors import NdlcError, ShapeError
+from ..errors import NdlcError, ShapeError
 from ..ir.kernel import ENTRY
 from ..ir.parser import parse
 from ..ir.types import TensorType, numpy_dtype

@@ -8,7 +8,7 @@ import pytest
 
 from ndlc.passes.fusion import fuse
 from ndlc.runtime import libraries
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import TensorType, parse
 from test_compiled_ops import assert_matches, single_op_graph
 

@@ -4,7 +4,7 @@ batched matmul, strided/padded conv, pooling and chains of views."""
 import numpy as np
 import pytest
 
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import Builder, Graph, TensorType, interpret, parse
 from ndlc.ir.checks import maybe_verify
 from ndlc.passes import autodiff

@@ -12,8 +12,9 @@ import pytest
 from ndlc.codegen.cuda import lower_to_cuda
 from ndlc.ir import interpret, parse
 from ndlc.passes.schedule import GpuTarget
-from ndlc.pipeline import Stages, cuda_kernels
-from ndlc.runtime.cuda import CudaProgram, EmulatedExecutor, compile_emulation
+from ndlc.jit.pipeline import Stages, cuda_kernels
+from ndlc.runtime.cuda import CudaProgram, EmulatedExecutor
+from ndlc.runtime.cuda_build import compile_emulation
 from cuda_cases import OPS, TOLERANCE
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
@@ -206,7 +207,7 @@ def test_reductions_with_few_points_are_cut_into_chunks_combined_in_order():
 @needs_nvcc
 def test_cubins_are_cached_on_disk_and_a_corrupt_entry_is_rebuilt(tmp_path, monkeypatch):
     from ndlc.runtime import cache
-    from ndlc.runtime.cuda import compile_cuda
+    from ndlc.runtime.cuda_build import compile_cuda
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     kernels, _ = kernels_for(parse(ROW_AND_COLUMN), H200)
     source = lower_to_cuda(kernels).source

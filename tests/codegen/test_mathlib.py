@@ -3,7 +3,7 @@ ranges (float32 within 4e-7 relative, float64 within 2e-15) with numpy's special
 import numpy as np
 import pytest
 
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import parse
 
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, 88.7, 88.8, 709.7, 710.0, -745.0, -746.0, 1.0]

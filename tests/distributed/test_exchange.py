@@ -6,11 +6,11 @@ import pytest
 
 import ndlc as ndl
 from ndlc.distributed import DistributedSampler
-from ndlc.frontend.capture import capture
-from ndlc.frontend.compile import compile_graph
-from ndlc.frontend.exchange import SplitSpecialisation
+from ndlc.jit.capture import capture
+from ndlc.jit.compile import compile_graph
+from ndlc.jit.exchange import SplitSpecialisation
 from ndlc.frontend.context import active_context
-from ndlc.ir.errors import NdlcError
+from ndlc.errors import NdlcError
 from ndlc.ir.types import TensorType
 
 

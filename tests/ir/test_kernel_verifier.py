@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from ndlc.ir import parse
-from ndlc.ir.errors import VerifyError
+from ndlc.errors import VerifyError
 from ndlc.ir.indexing import Access, Affine
 from ndlc.ir.kernel import Acc, Load
 from ndlc.ir.kernel_verifier import verify_program

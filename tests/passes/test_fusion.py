@@ -2,7 +2,7 @@
 maps; plus the index arithmetic and error paths."""
 import pytest
 
-from ndlc.ir.errors import UnsupportedError
+from ndlc.errors import UnsupportedError
 from ndlc.passes.fusion import fuse
 from ndlc.ir.indexing import Access, Affine, contiguous
 from ndlc.ir import Builder, Graph, TensorType, parse, registry
@@ -169,7 +169,7 @@ def test_random_numbers_read_through_a_reshape_compile():
     """A scalar operand (the seed) is read at one element whatever the result's axes."""
     import numpy as np
 
-    from ndlc.frontend.compile import compile_graph
+    from ndlc.jit.compile import compile_graph
     from ndlc.ir import interpret
     graph = parse("""
 graph @r(%seed: i64[]) {

@@ -3,7 +3,7 @@ import numpy as np
 
 from ndlc.passes.fusion import fuse
 from ndlc.passes.memory import plan_memory
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import interpret, parse, run
 
 STEP = """

@@ -16,7 +16,7 @@ from ndlc.passes.fusion import fuse
 from ndlc.passes.schedule import schedule
 from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import parse
 
 needs_libgomp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
@@ -199,7 +199,7 @@ def test_without_libgomp_kernels_run_serially_and_say_so_once(monkeypatch, caplo
 
 CACHE_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from ndlc.frontend.compile import compile_graph
+    from ndlc.jit.compile import compile_graph
     from ndlc.ir import parse
     from ndlc.runtime.native import llvm_compilations
     program = compile_graph(parse(%r))

@@ -6,7 +6,7 @@ import pytest
 
 from ndlc.ir import get_op, parse
 from ndlc.ir import scalar as S
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 
 GRAPH = """
 graph @mlp(%x: f32[8,4], %w: f32[4,3], %b: f32[3]) {

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
-from ndlc.runtime import cuda
-from test_compile_training import batches, setup
+from ndlc.runtime import cuda, cuda_build
+from training_cases import batches, setup
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
 
@@ -76,7 +76,7 @@ class FakeDriver:
         return 13000
 
     def module_from_buffer(self, source):
-        library = cuda.compile_emulation(source.decode())
+        library = cuda_build.compile_emulation(source.decode())
         return types.SimpleNamespace(get_function=lambda name: FakeFunction(library, name))
 
     def mem_alloc(self, size):

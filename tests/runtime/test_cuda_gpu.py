@@ -8,10 +8,10 @@ import ndlc as ndl
 from ndlc.codegen.cuda import lower_to_cuda
 from ndlc.ir import interpret
 from ndlc.passes.schedule import GpuTarget
-from ndlc.pipeline import Stages, cuda_kernels
+from ndlc.jit.pipeline import Stages, cuda_kernels
 from ndlc.runtime.cuda import CudaProgram, CudaUnavailable, GpuDevice, GpuExecutor
 from cuda_cases import OPS, TOLERANCE
-from test_compile_training import batches, setup
+from training_cases import batches, setup
 
 
 def _gpu():

@@ -12,7 +12,7 @@ from ndlc.examples.lenet import build_lenet
 from ndlc.examples.train_mlp import training_step
 from ndlc.frontend.tensor import resident_in
 from ndlc.runtime.cuda import CudaUnavailable
-from test_compile_training import batches, setup
+from training_cases import batches, setup
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
 nn = ndl.nn

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
-from ndlc import pipeline
+from ndlc.jit import pipeline
 from ndlc.ir.indexing import Affine
 from ndlc.runtime.program import BoundsError
 

@@ -12,7 +12,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc.runtime import libraries
-from ndlc.frontend.compile import compile_graph
+from ndlc.jit.compile import compile_graph
 from ndlc.ir import NdlcError, ShapeError, parse
 from ndlc.runtime import BackendUnavailable, native_calls
 from ndlc.runtime.native import NativeModule
@@ -114,7 +114,7 @@ def test_stage_texts_and_dump_files(tmp_path, monkeypatch):
 
 
 def test_ndlc_dump_all_writes_every_stage(tmp_path, monkeypatch):
-    from ndlc.pipeline import STAGES
+    from ndlc.jit.pipeline import STAGES
     monkeypatch.setenv("NDLC_DUMP", "all")
     monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path))
     ndl.compile(lambda a: (a.exp() + 1.0).sum())(np.zeros((4,), np.float32))
@@ -147,7 +147,7 @@ def test_transcendentals_vectorise_without_libm_calls():
 
 BLAS_SCRIPT = textwrap.dedent("""
     import numpy as np
-    from ndlc.frontend.compile import compile_graph
+    from ndlc.jit.compile import compile_graph
     from ndlc.ir import parse
     from ndlc.runtime.native import llvm_compilations
     program = compile_graph(parse(%r))

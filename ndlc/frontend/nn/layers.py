@@ -17,7 +17,7 @@ def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
                          f"(input shape {x.shape})")
 
 
-def _expand(v, shape, axes):
+def expand_reduced(v, shape, axes):
     """`v`, reduced over `axes` (an axis or a tuple of them), broadcast back to `shape`."""
     axes = (axes,) if isinstance(axes, int) else axes
     keep = tuple(1 if i in axes else d for i, d in enumerate(shape))
@@ -34,7 +34,7 @@ def _moments(x, axes):
     """Mean and biased variance of `x` over `axes` (reduced away), and `x` minus its mean."""
     n = math.prod(x.shape[a] for a in axes)
     mean = x.sum(axes) / n
-    centered = x - _expand(mean, x.shape, axes)
+    centered = x - expand_reduced(mean, x.shape, axes)
     var = (centered ** 2).sum(axes) / n
     return mean, var, centered
 
@@ -159,7 +159,7 @@ class LayerNorm1d(Module):
         _check_features(self, x, self.dim)
         last = x.ndim - 1
         _, var, centered = _moments(x, (last,))
-        std = _expand((var + self.eps) ** 0.5, x.shape, last)
+        std = expand_reduced((var + self.eps) ** 0.5, x.shape, last)
         return _along(self.weight, x.shape, last) * centered / std + _along(self.bias, x.shape, last)
 
     def __repr__(self):

@@ -4,7 +4,7 @@ A module's tensors are whatever its attributes hold, looked up recursively throu
 lists, tuples and dicts: Parameters are trained, other Tensors (running statistics) are state."""
 import numpy as np
 
-from ...ir.errors import StateDictError
+from ...errors import StateDictError
 from ..tensor import Tensor
 
 
@@ -68,6 +68,10 @@ class Module:
 
     def _children(self):
         return [m for _, m in _unique(_walk(vars(self)), Module)]
+
+    def modules(self):
+        """This module and every module inside it, each once (PyTorch's `modules()`)."""
+        return [self] + self._children()
 
     def train(self):
         self.training = True

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import init, ops
 from ..tensor import Tensor
-from .layers import Dropout, LayerNorm1d, Linear, _expand
+from .layers import Dropout, LayerNorm1d, Linear, expand_reduced
 from .module import Module, Sequential
 from .sequence import Embedding, _check_shape
 
@@ -23,8 +23,8 @@ from .sequence import Embedding, _check_shape
 def softmax(logits):
     """exp(x - max) / sum(exp(x - max)) over the last axis; the max is a constant (needle's)."""
     last = logits.ndim - 1
-    shifted = ops.exp(logits - _expand(logits.max((last,)).detach(), logits.shape, last))
-    return shifted / _expand(shifted.sum((last,)), logits.shape, last)
+    shifted = ops.exp(logits - expand_reduced(logits.max((last,)).detach(), logits.shape, last))
+    return shifted / expand_reduced(shifted.sum((last,)), logits.shape, last)
 
 
 def causal_mask(queries, keys, dtype="float32"):

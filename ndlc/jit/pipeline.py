@@ -15,18 +15,18 @@ import logging
 import os
 import time
 
-from .ir.checks import maybe_verify, verification_enabled
-from .ir.errors import UnsupportedError
-from .ir.kernel_verifier import verify_program
-from .ir.printer import print_graph
-from .passes.decompose import decompose
-from .passes.fusion import fuse
-from .passes.memory import plan_memory
-from .passes.schedule import GpuTarget, schedule, schedule_gpu
-from .passes.simplify import simplify
-from .runtime import libraries
-from .runtime.native import host_target
-from .runtime.program import Program
+from ..ir.checks import maybe_verify, verification_enabled
+from ..errors import UnsupportedError
+from ..ir.kernel_verifier import verify_program
+from ..ir.printer import print_graph
+from ..passes.decompose import decompose
+from ..passes.fusion import fuse
+from ..passes.memory import plan_memory
+from ..passes.schedule import GpuTarget, schedule, schedule_gpu
+from ..passes.simplify import simplify
+from ..runtime import libraries
+from ..runtime.native import host_target
+from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
 STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
@@ -46,7 +46,7 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
             raise UnsupportedError("debug mode's bounds checks are compiled into CPU code only: "
                                    "compile with device='cpu' to use them")
         return _compile_cuda(graph, forward, gpu_target)
-    from .codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
+    from ..codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)
     graph = _graph_stages(stages, graph, forward)
     kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
@@ -61,8 +61,8 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
 
 
 def _compile_cuda(graph, forward, gpu_target):
-    from .codegen.cuda import lower_to_cuda
-    from .runtime.cuda import CudaProgram, default_executor
+    from ..codegen.cuda import lower_to_cuda
+    from ..runtime.cuda import CudaProgram, default_executor
     executor = default_executor()  # first, so a missing GPU or pycuda is reported before any work
     stages = Stages(graph.name)
     kernels = cuda_kernels(stages, graph, forward, gpu_target or executor_target(executor))

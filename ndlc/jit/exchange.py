@@ -18,10 +18,10 @@ import hashlib
 
 import numpy as np
 
-from ..ir.errors import NdlcError
+from ..errors import NdlcError
 from ..passes.split import split_at_exchanges
 from ..runtime.program import aligned_empty
-from .tensor import Tensor
+from ..frontend.tensor import Tensor
 
 
 def flat_buffers(types):

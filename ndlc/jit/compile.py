@@ -1,7 +1,7 @@
 """`ndlc.compile`: a needle program compiled to native code.
 
 `compile(fn)` captures `fn` (with the parameters, running statistics and optimizer state of the
-modules and optimizers it uses as persistent state: frontend/capture.py), lowers it with the
+modules and optimizers it uses as persistent state: jit/capture.py), lowers it with the
 pipeline and runs it natively, one specialisation per list of input types and train/eval modes.
 `compile(module)` does the same for `module(*inputs)`. After a call, the state tensors hold the
 new values (the runtime writes them into the tensors' own storage).
@@ -13,18 +13,18 @@ import threading
 import numpy as np
 
 from ..env import flag, warn_unknown_names
-from ..ir.errors import NdlcError, ShapeError
+from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType
-from ..pipeline import compile_graph as _compile_graph
+from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, is_runtime_number,
                       referenced_numbers, referenced_objects)
 from .exchange import SplitSpecialisation
 from .guards import Guards
-from .nn.module import Module
+from ..frontend.nn.module import Module
 from .resident import ResidentState
-from .tensor import Tensor
-from .trace import graph_name
+from ..frontend.tensor import Tensor
+from ..frontend.trace import graph_name
 
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu", "cuda")
@@ -214,7 +214,7 @@ class CompiledFunction:
         return f" after {', '.join(names)} changed" if names else ""
 
     def ir(self, stage="planned", format="text") -> str:
-        """The text of `stage` (one of ndlc.pipeline.STAGES: traced ... planned, then llvm, llvm_opt,
+        """The text of `stage` (one of ndlc.jit.pipeline.STAGES: traced ... planned, then llvm, llvm_opt,
         asm on the CPU or cuda on the GPU) for the most recently run specialisation; format="dot":
         Graphviz dot of a graph or kernel stage."""
         if self.last is None:

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir.errors import TraceError
+from ..errors import TraceError
 from ..ir.graph import Graph, Value
 from ..ir.checks import maybe_verify
 from ..ir.types import TensorType, numpy_dtype
-from .nn.module import Module
-from .optim import Optimizer
-from .tensor import Tensor, symbolic
-from .trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
+from ..frontend.nn.module import Module
+from ..frontend.optim import Optimizer
+from ..frontend.tensor import Tensor, symbolic
+from ..frontend.trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
                     tracing)
 
 STATEFUL = (Module, Optimizer)

@@ -186,7 +186,7 @@ def test_an_array_rebound_to_equal_values_is_still_watched():
 
 
 def test_a_huge_captured_array_is_refused_with_advice(monkeypatch):
-    from ndlc.frontend import guards
+    from ndlc.jit import guards
     monkeypatch.setattr(guards, "ARRAY_LIMIT", 1000)
     table = np.zeros(1000, np.float32)
     step = ndl.compile(lambda x: x + table[:3])

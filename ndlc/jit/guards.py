@@ -13,10 +13,10 @@ guarded by the compiled function's key (compile.py `_settings`), state tensors' 
 """
 import numpy as np
 
-from ..ir.errors import TraceError
+from ..errors import TraceError
 from .capture import (STATEFUL, called_functions, globals_read, is_number, referenced_leaves, referenced_objects,
                       walk_state)
-from .tensor import Tensor
+from ..frontend.tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
 ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)

@@ -5,7 +5,7 @@ the optimizer's numbers) go in and the outputs come out; a state tensor read on 
 resident values). A state tensor the host may have changed since the device last held it (it was
 fetched, rebound with `.data = ...`, or is read but not updated by this program) is uploaded again
 before the next step."""
-from .tensor import Tensor, mark_resident, resident_in, store_data
+from ..frontend.tensor import Tensor, mark_resident, resident_in, store_data
 
 
 class ResidentState:

@@ -8,7 +8,7 @@ order) as fresh arrays, and changes none of its arguments: the caller decides wh
 replaces old (`names` says which result is which)."""
 import numpy as np
 
-from ..ir.errors import NdlcError, ShapeError
+from ..errors import NdlcError, ShapeError
 from ..ir.parser import parse
 from ..ir.printer import value_names
 from ..runtime.check import CheckError
