@@ -11,8 +11,9 @@ per-point stores are made by lane 0, its map stores by all lanes; `__syncthreads
 primitive table says (ir/scalar.py, Primitive.cuda); max/min propagate NaN like the CPU backend.
 
 The same source runs on the host under a small emulation of CUDA's execution model
-(runtime/cuda_emulation.h: each block's threads are OS threads, `__syncthreads` a barrier,
-shuffles through a per-block exchange): with NDLC_EMULATE defined, each kernel gets a host entry
+(runtime/cuda_emulation.h: each block's threads are fibers on one OS thread, a `__syncthreads`
+round a barrier, shuffles through a per-block exchange; NDLC_STRESS shuffles block and thread
+order and checks float4 alignment): with NDLC_EMULATE defined, each kernel gets a host entry
 `ndlc_emulate_<name>(blocks, threads, buffers)`.
 """
 import math
@@ -292,7 +293,7 @@ class _KernelEmitter:
         for i, store in enumerate(phase.stores):
             index, _ = self._address(store.access)
             parts = ", ".join(values[k][i] for k in range(self.vector))
-            self.lines.append(f"{indent}*reinterpret_cast<float4*>(&{self.param[store.buffer]}[{index}]) = make_float4({parts});")
+            self.lines.append(f"{indent}ndlc_vec4(&{self.param[store.buffer]}[{index}]) = make_float4({parts});")
         self.lines.append("    }")
 
     # ---- expressions --------------------------------------------------------------------------
@@ -353,8 +354,7 @@ class _KernelEmitter:
                     self.vectors[n] = self._declare("f32", f"{self.param[load.buffer]}[{index}]", indent)
                 else:
                     name = f"q{n}"
-                    self.lines.append(f"{indent}const float4 {name} = "
-                                      f"*reinterpret_cast<const float4*>(&{self.param[load.buffer]}[{index}]);")
+                    self.lines.append(f"{indent}const float4 {name} = ndlc_vec4(&{self.param[load.buffer]}[{index}]);")
                     self.vectors[n] = name
             contiguous = load.access.form.coeffs[-1] == 1
             return f"{self.vectors[n]}.{'xyzw'[self.component]}" if contiguous else self.vectors[n]

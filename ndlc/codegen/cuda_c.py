@@ -12,6 +12,11 @@ MEMORY = {**C_TYPES, "bool": "unsigned char"}  # how each dtype is stored
 PRELUDE = r"""#ifndef NDLC_PRELUDE
 #define NDLC_PRELUDE
 #define NDLC_FULL_MASK 0xffffffffu
+#ifndef NDLC_CHECK_ALIGNED
+#define NDLC_CHECK_ALIGNED(p)
+#endif
+__device__ __forceinline__ float4& ndlc_vec4(float* p) { NDLC_CHECK_ALIGNED(p); return *reinterpret_cast<float4*>(p); }
+__device__ __forceinline__ const float4& ndlc_vec4(const float* p) { NDLC_CHECK_ALIGNED(p); return *reinterpret_cast<const float4*>(p); }
 template <class T> __device__ __forceinline__ T ndlc_max(T a, T b) { return (a > b || a != a) ? a : b; }
 template <class T> __device__ __forceinline__ T ndlc_min(T a, T b) { return (a < b || a != a) ? a : b; }
 __device__ __forceinline__ bool ndlc_max(bool a, bool b) { return a || b; }

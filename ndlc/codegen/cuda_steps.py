@@ -1,5 +1,6 @@
-"""What the host does to run a CUDA program, in schedule order: kernel launches, cuBLAS gemms (one
-per batch index, at the element offsets `GemmCall.batches` gives) and device-to-device copies."""
+"""What the host does to run a CUDA program, in schedule order: kernel launches, cuBLAS gemms (a
+strided batched call per run of evenly spaced batch matrices: `GemmCall.runs`) and device-to-device
+copies."""
 import math
 from dataclasses import dataclass, field
 
@@ -36,6 +37,24 @@ class GemmCall:
             out = contiguous(self.extents).form
             found.append((at(self.gemm.a.offset.form, point), at(self.gemm.b.offset.form, point),
                           sum(c * v for c, v in zip(out.coeffs[:-2], point))))
+        return found
+
+    def runs(self):
+        """The batches as strided runs `(a, b, out, stride_a, stride_b, stride_out, count)`: batch
+        i of a run at offsets (a + i * stride_a, ...). A kernel's offsets are affine in its batch
+        index, so one run covers every batch unless a batch loop is broadcast in a way that no
+        single stride describes (then one run per stretch that one does)."""
+        found = []
+        for offsets in self.batches():
+            if found:
+                a, b, out, sa, sb, so, count = found[-1]
+                step = tuple(o - first for o, first in zip(offsets, (a, b, out)))
+                if count == 1 or step == tuple(count * s for s in (sa, sb, so)):
+                    strides = tuple(s // count for s in step) if count == 1 else (sa, sb, so)
+                    if count > 1 or all(s >= 0 for s in strides):
+                        found[-1] = (a, b, out, *strides, count + 1)
+                        continue
+            found.append((*offsets, 0, 0, 0, 1))
         return found
 
 

@@ -304,14 +304,16 @@ def data_of(value: Value):
 
 
 def mark_resident(value: Value, owner, fetch):
-    """`value`'s current data is in `owner`'s device memory; fetch() brings it to the host array."""
-    _RESIDENT[value] = (owner, fetch)
+    """`value`'s current data is in `owner`'s device memory; fetch(value) brings it to the host
+    array. Neither the owner (held weakly) nor fetch may reach `value`, or the entry would keep
+    its own key, and with it the device program, alive for ever."""
+    _RESIDENT[value] = (weakref.ref(owner), fetch)
 
 
 def resident_in(value: Value):
-    """The owner whose device memory holds `value`'s current data, or None (the host array does)."""
+    """The live owner whose device memory holds `value`'s current data, or None."""
     entry = _RESIDENT.get(value)
-    return entry[0] if entry else None
+    return entry[0]() if entry else None
 
 
 def store_data(value: Value, array):
@@ -328,5 +330,5 @@ def fetch_resident(value: Value):
     """Bring `value`'s data to the host if a device program holds its current value."""
     entry = _RESIDENT.pop(value, None)
     if entry is not None:
-        entry[1]()
+        entry[1](value)
 

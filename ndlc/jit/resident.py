@@ -3,9 +3,18 @@ statistics and optimizer slots in the program's device memory between steps. Onl
 the optimizer's numbers) go in and the outputs come out; a state tensor read on the host
 (`.numpy()`, `state_dict()`, an eager op) is fetched from the device then, once (tensor.py's
 resident values). A state tensor the host may have changed since the device last held it (it was
-fetched, rebound with `.data = ...`, or is read but not updated by this program) is uploaded again
-before the next step."""
+fetched or rebound with `.data = ...`) is uploaded again before the next step; state the program
+reads but does not update (the weights of an eval step) is uploaded once, and again only when the
+host rebinds it (`.data = ...`, `load_state_dict`). Writes into a tensor's `.numpy()` array in
+place are not seen by a resident program: assign with `.data = ...`."""
+import functools
+
 from ..frontend.tensor import Tensor, mark_resident, resident_in, store_data
+
+
+def _fetch(program, name, value):
+    """`value`'s data from the device buffer `name` of `program` (which holds no tensor)."""
+    store_data(value, program.download(name))
 
 
 class ResidentState:
@@ -26,12 +35,12 @@ class ResidentState:
         names = self.program.kernels.inputs
         uploads = dict(zip(names[:len(names) - count], arguments[:len(arguments) - count]))
         for i, (tensor, name) in enumerate(zip(self.captured.state, self.state_names)):
-            if not (self.updates[i] and self.held[i] is tensor._value and resident_in(tensor._value) is self):
+            held = self.held[i] is tensor._value
+            if not held or (self.updates[i] and resident_in(tensor._value) is not self):
                 uploads[name] = tensor.numpy()
         outputs = self.program.step(uploads)
         for i, (tensor, name) in enumerate(zip(self.captured.state, self.state_names)):
             self.held[i] = tensor._value
             if self.updates[i]:
-                mark_resident(tensor._value, self, lambda value=tensor._value, name=name:
-                              store_data(value, self.program.download(name)))
+                mark_resident(tensor._value, self, functools.partial(_fetch, self.program, name))
         return [Tensor.make_const(out) for out in outputs]

@@ -46,6 +46,7 @@ The combination order is fixed by the schedule, so results do not depend on how 
 import math
 from dataclasses import dataclass
 
+from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, GpuLaunch, Load, Program, Split
 from ..ir.scalar import cost, leaves
 
@@ -90,6 +91,12 @@ class GpuTarget:
     block_threads: int = 256
     blocks_per_multiprocessor: int = 8  # grid-stride beyond this many waves of blocks
     chunk_elements: int = 4096  # fewest reduced elements per chunk when a reduction is cut into chunks
+
+    def __post_init__(self):
+        threads = self.block_threads
+        if threads < 32 or threads & (threads - 1) or threads > 1024:
+            raise UnsupportedError(f"GpuTarget: block_threads={threads}; the CUDA schedule needs a power of two "
+                                   "from 32 to 1024 (whole warps, and the shared-memory trees halve the block)")
 
 
 def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:

@@ -16,12 +16,14 @@ TF32: cuBLAS runs float32 gemms in full float32 unless NDLC_TF32=1.
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import glob
 import logging
 import os
 import shutil
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -29,16 +31,11 @@ from ..env import flag
 from ..codegen.cuda_steps import Copy, GemmCall, Launch
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
-from .cuda_build import CudaUnavailable, compile_cuda, compile_emulation, nvcc
+from .cuda_build import CudaUnavailable, compile_cuda, nvcc
+from .cuda_emulation import ALIGNMENT, EmulatedExecutor, emulating, nbytes
 from .program import stage_ir
 
 log = logging.getLogger("ndlc.cuda")
-ALIGNMENT = 256  # bytes between buffers of the arena (cudaMalloc's own alignment)
-
-
-def emulating() -> bool:
-    """Whether device="cuda" runs on the host emulation (NDLC_CUDA_EMULATE=1)."""
-    return flag("NDLC_CUDA_EMULATE")
 
 
 def require():
@@ -64,7 +61,7 @@ class CudaProgram:
         for name, buffer in kernels.buffers.items():
             if name not in kernels.in_place:
                 self.offsets[name] = size
-                size += -(-_nbytes(buffer) // ALIGNMENT) * ALIGNMENT
+                size += -(-nbytes(buffer) // ALIGNMENT) * ALIGNMENT
         for out, state in kernels.in_place.items():  # written where its state lives
             self.offsets[out] = self.offsets[state]
         self.input_types = {n: TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype) for n in kernels.inputs}
@@ -75,7 +72,7 @@ class CudaProgram:
             array[...] = value
             self.upload(name, array)
         split = len(kernels.outputs) - kernels.updates
-        self.state_copies = [Copy(out, state, _nbytes(kernels.buffers[state]))
+        self.state_copies = [Copy(out, state, nbytes(kernels.buffers[state]))
                              for out, state in zip(kernels.outputs[split:], kernels.updated)
                              if kernels.in_place.get(out) != state]
         self.calls = 0
@@ -142,66 +139,6 @@ class CudaProgram:
         return stage_ir(self.stages, stage, format, self.source, self.kernels)
 
 
-def _nbytes(buffer):
-    return int(np.prod(buffer.shape, dtype=np.int64)) * numpy_dtype(buffer.dtype).itemsize
-
-
-class EmulatedExecutor:
-    """The steps on the host: kernels under the CUDA emulation, gemms by numpy, one arena array.
-    `library`: the emulation already built (for a source holding several programs)."""
-
-    lock = threading.Lock()  # the emulation's block state is global: one launch at a time in the process
-
-    def __init__(self, library=None):
-        self.library = library
-
-    def prepare(self, module, size):
-        self.library = self.library or compile_emulation(module.source)
-        self.arena = np.zeros(size + ALIGNMENT, np.uint8)
-        self.base = self.arena.ctypes.data + (-self.arena.ctypes.data % ALIGNMENT)
-        self.start = self.base - self.arena.ctypes.data
-
-    def _view(self, pointer, nbytes):
-        offset = self.start + pointer - self.base
-        return self.arena[offset:offset + nbytes]
-
-    def upload(self, pointer, array):
-        self._view(pointer, array.nbytes)[...] = array.reshape(-1).view(np.uint8)
-
-    def download(self, out, pointer):
-        out.reshape(-1).view(np.uint8)[...] = self._view(pointer, out.nbytes)
-
-    def run(self, program, steps, graph=False):
-        with self.lock:
-            self._run(program, steps)
-
-    def _run(self, program, steps):
-        for step in steps:
-            if isinstance(step, Launch):
-                pointers = (ctypes.c_void_p * max(1, len(step.buffers)))(*[program.pointer(b) for b in step.buffers])
-                getattr(self.library, f"ndlc_emulate_{step.function}")(
-                    ctypes.c_uint(step.blocks), ctypes.c_uint(step.threads), pointers)
-            elif isinstance(step, GemmCall):
-                self._gemm(program, step)
-            else:
-                data = self._view(program.pointer(step.source), step.nbytes).copy()
-                self._view(program.pointer(step.target), step.nbytes)[...] = data
-
-    def _gemm(self, program, call):
-        g = call.gemm
-        dtype = numpy_dtype(g.dtype)
-        whole = {name: self._view(program.pointer(name), _nbytes(program.kernels.buffers[name])).view(dtype)
-                 for name in (g.a.buffer, g.b.buffer, g.out)}
-
-        def matrix(m, offset, rows, cols):
-            item = dtype.itemsize
-            strides = (item, m.ld * item) if m.transposed else (m.ld * item, item)
-            return np.lib.stride_tricks.as_strided(whole[m.buffer][offset:], (rows, cols), strides)
-        for a, b, out in call.batches():
-            product = matrix(g.a, a, g.m, g.k) @ matrix(g.b, b, g.k, g.n)
-            whole[g.out][out:out + g.m * g.n] = product.reshape(-1)
-
-
 class GpuDevice:
     """The process's GPU: pycuda's driver on the device's primary context, one stream, one cuBLAS
     handle (NDLC_CUDA_DEVICE picks the device, default 0)."""
@@ -225,7 +162,7 @@ class GpuDevice:
         self.arch = f"sm_{major}{minor}"
         self.multiprocessors = self.device.get_attribute(driver.device_attribute.MULTIPROCESSOR_COUNT)
         with self.current():
-            self.stream = driver.Stream()
+            self.stream = driver.Stream(flags=1)  # CU_STREAM_NON_BLOCKING: no implicit sync with other threads' work
             self.cublas = Cublas(self.stream.handle)
 
     @classmethod
@@ -269,22 +206,28 @@ class GpuExecutor:
             self.base = int(self.allocation)
 
     def upload(self, pointer, array):
-        """A blocking copy (host arrays are pageable): ordered after the stream's earlier work."""
+        """A blocking copy of a (pageable) host array, after the stream's earlier work and complete
+        before its next: the stream is non-blocking, so it does not order itself against the copy."""
         with self.gpu.current():
+            self.gpu.stream.synchronize()
             self.gpu.driver.memcpy_htod(pointer, array)
+            self.gpu.driver.Context.synchronize()
 
     def download(self, out, pointer):
         with self.gpu.current():
+            self.gpu.stream.synchronize()
             self.gpu.driver.memcpy_dtoh(out, pointer)
 
     def run(self, program, steps, graph=False):
         """The steps on the stream; with `graph`, the first run launches them one by one (cuBLAS
         allocates its workspace then, which a capture may not), the second captures them as a
-        CUDA graph, and every run from then on replays it."""
+        CUDA graph, and every run from then on replays it. A capture that fails leaves None: from
+        then on this program's steps launch one by one."""
         with self.gpu.current():
             key = len(steps)
             if graph and flag("NDLC_CUDA_GRAPHS", default=True) and key in self.graphs:
                 if self.graphs[key] == "warm":
+                    self.graphs[key] = None  # until the capture succeeds: a failure never retries
                     self.graphs[key] = CudaGraph.capture(self.gpu.stream, lambda: self._launch(program, steps))
                 if self.graphs[key] is not None:
                     self.graphs[key].launch(self.gpu.stream)
@@ -308,34 +251,46 @@ class GpuExecutor:
 
 
 class Cublas:
-    """cuBLAS's gemms through ctypes: row-major C = A @ B as column-major C^T = B^T A^T."""
+    """cuBLAS's gemms through ctypes: row-major C = A @ B as column-major C^T = B^T A^T, a strided
+    batched call per run of evenly spaced batch matrices (GemmCall.runs): one call per kernel."""
     OP_N, OP_T = 0, 1
     DEFAULT_MATH, TF32_MATH = 0, 3
 
     def __init__(self, stream_handle):
         self.lib = _load_cublas()
         self.handle = ctypes.c_void_p()
+        self.mode = None
+        self.calls = 0  # cuBLAS calls made (the tests count them)
         self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
         self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream_handle)), "cublasSetStream")
-        tf32 = flag("NDLC_TF32")
-        self._check(self.lib.cublasSetMathMode(self.handle, self.TF32_MATH if tf32 else self.DEFAULT_MATH),
-                    "cublasSetMathMode")
 
     def _check(self, status, what):
         if status != 0:
             raise NdlcError(f"cuBLAS {what} failed with status {status}")
 
+    def _math_mode(self):
+        """TF32 (NDLC_TF32=1) or full float32, read at each call so a changed setting takes effect."""
+        mode = self.TF32_MATH if flag("NDLC_TF32") else self.DEFAULT_MATH
+        if mode != self.mode:
+            self._check(self.lib.cublasSetMathMode(self.handle, mode), "cublasSetMathMode")
+            self.mode = mode
+
     def gemm(self, program, call):
         g = call.gemm
+        self._math_mode()
         scalar, item = (ctypes.c_float, 4) if g.dtype == "f32" else (ctypes.c_double, 8)
-        function = self.lib.cublasSgemm_v2 if g.dtype == "f32" else self.lib.cublasDgemm_v2
+        function = self.lib.cublasSgemmStridedBatched if g.dtype == "f32" else self.lib.cublasDgemmStridedBatched
         alpha, beta = scalar(1.0), scalar(0.0)
-        for a, b, out in call.batches():
+        for a, b, out, stride_a, stride_b, stride_out, count in call.runs():
             status = function(self.handle, self.OP_T if g.b.transposed else self.OP_N,
                               self.OP_T if g.a.transposed else self.OP_N, g.n, g.m, g.k, ctypes.byref(alpha),
                               ctypes.c_void_p(program.pointer(g.b.buffer) + b * item), g.b.ld,
+                              ctypes.c_longlong(stride_b),
                               ctypes.c_void_p(program.pointer(g.a.buffer) + a * item), g.a.ld,
-                              ctypes.byref(beta), ctypes.c_void_p(program.pointer(g.out) + out * item), g.n)
+                              ctypes.c_longlong(stride_a), ctypes.byref(beta),
+                              ctypes.c_void_p(program.pointer(g.out) + out * item), g.n,
+                              ctypes.c_longlong(stride_out), count)
+            self.calls += 1
             self._check(status, f"gemm of kernel {call.kernel}")
 
 
@@ -355,33 +310,64 @@ def _load_cublas():
 
 
 class CudaGraph:
-    """A step's launches captured once as a CUDA graph (driver API through ctypes), then replayed."""
+    """A step's launches captured once as a CUDA graph (driver API through ctypes), then replayed;
+    the graph and its executable are destroyed with this object (so with their program)."""
 
-    def __init__(self, lib, executable):
-        self.lib, self.executable = lib, executable
+    def __init__(self, lib, graph, executable):
+        self.lib, self.graph, self.executable = lib, graph, executable
+        weakref.finalize(self, _destroy_graph, lib, graph, executable)
 
     @classmethod
     def capture(cls, stream, launch):
-        """The graph of launch()'s work on `stream`, or None (logged) where capture is refused."""
-        lib = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+        """The graph of launch()'s work on `stream`, or None (logged) where capture is refused or
+        fails: a failure inside launch() ends the capture first, so the stream is usable again and
+        the caller launches the kernels one by one. The garbage collector is paused meanwhile (a
+        collection freeing device memory would call cuMemFree, which a capture does not allow)."""
+        lib = _load_cuda()
         handle = ctypes.c_void_p(stream.handle)
         graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
         if lib.cuStreamBeginCapture_v2(handle, 1) != 0:  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
             log.info("CUDA graph capture unavailable; launching kernels one by one")
             return None
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             launch()
-        finally:
-            status = lib.cuStreamEndCapture(handle, ctypes.byref(graph))
-        if status != 0 or lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0)) != 0:
-            log.warning("CUDA graph capture failed (status %d); launching kernels one by one", status)
+        except Exception as error:  # noqa: BLE001 (any failure ends the capture before it propagates)
+            lib.cuStreamEndCapture(handle, ctypes.byref(graph))
+            _destroy_graph(lib, graph, None)
+            log.warning("CUDA graph capture failed (%s); launching kernels one by one", error)
             return None
-        return cls(lib, executable)
+        finally:
+            if collecting:
+                gc.enable()
+        status = lib.cuStreamEndCapture(handle, ctypes.byref(graph))
+        if status != 0:
+            log.warning("CUDA graph capture failed (cuStreamEndCapture status %d); launching kernels one by one", status)
+            return None
+        status = lib.cuGraphInstantiateWithFlags(ctypes.byref(executable), graph, ctypes.c_ulonglong(0))
+        if status != 0:
+            _destroy_graph(lib, graph, None)
+            log.warning("CUDA graph instantiation failed (cuGraphInstantiateWithFlags status %d); "
+                        "launching kernels one by one", status)
+            return None
+        return cls(lib, graph, executable)
 
     def launch(self, stream):
         status = self.lib.cuGraphLaunch(self.executable, ctypes.c_void_p(stream.handle))
         if status != 0:
             raise NdlcError(f"cuGraphLaunch failed with status {status}")
+
+
+def _load_cuda():
+    return ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+
+
+def _destroy_graph(lib, graph, executable):
+    if executable is not None and executable.value:
+        lib.cuGraphExecDestroy(executable)
+    if graph.value:
+        lib.cuGraphDestroy(graph)
 
 
 def default_executor():

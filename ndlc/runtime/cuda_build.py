@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 
+from ..env import flag
 from ..errors import NdlcError
 from ..version import __version__
 from . import cache
@@ -29,8 +30,11 @@ def nvcc() -> str:
 
 
 def compile_cuda(source: str, arch: str, flags=()) -> bytes:
-    """The cubin of `source` for `arch` (e.g. 'sm_90'), from the on-disk cache or nvcc."""
+    """The cubin of `source` for `arch` (e.g. 'sm_90'), from the on-disk cache or nvcc. Multiplies
+    and adds stay separate operations (--fmad=false), so the GPU rounds as the CPU backend and the
+    emulation do; NDLC_CUDA_FMA=1 lets nvcc fuse them (faster, results differ in the last bits)."""
     compiler = nvcc()
+    flags = (f"--fmad={'true' if flag('NDLC_CUDA_FMA') else 'false'}", *flags)
     key = cache.cache_key("cuda", __version__, arch, " ".join(flags), _tool_version(compiler), source)
     hit = cache.load(key)
     if hit is not None:
@@ -46,14 +50,15 @@ def compile_cuda(source: str, arch: str, flags=()) -> bytes:
     return cubin
 
 
-def compile_emulation(source: str) -> ctypes.CDLL:
-    """`source` built for the host emulation (g++ -std=c++20), from the on-disk cache or g++."""
+def compile_emulation(source: str, stress=False) -> ctypes.CDLL:
+    """`source` built for the host emulation (g++ -std=c++20), from the on-disk cache or g++;
+    `stress`: with NDLC_STRESS (shuffled block and thread order, float4 alignment checks)."""
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise CudaUnavailable("the CUDA host emulation needs a C++20 compiler (g++)")
     with open(_EMULATION_HEADER) as f:
         header = f.read()
-    key = cache.cache_key("cuda-emulation", __version__, _tool_version(compiler), header, source)
+    key = cache.cache_key("cuda-emulation", __version__, _tool_version(compiler), header, source, str(stress))
     hit = cache.load(key)
     work = tempfile.mkdtemp(prefix="ndlc-emulation-")
     library = os.path.join(work, "program.so")
@@ -61,8 +66,8 @@ def compile_emulation(source: str) -> ctypes.CDLL:
         src = os.path.join(work, "program.cu")
         with open(src, "w") as f:
             f.write(source)
-        _run([compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DNDLC_EMULATE",
-              "-include", _EMULATION_HEADER, "-x", "c++", src, "-o", library], "g++ (CUDA emulation)")
+        _run([compiler, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-DNDLC_EMULATE", "-ffp-contract=off",
+              *(["-DNDLC_STRESS"] if stress else []), "-include", _EMULATION_HEADER, "-x", "c++", src, "-o", library], "g++ (CUDA emulation)")
         with open(library, "rb") as f:
             cache.store(key, f.read(), source)
     else:

@@ -7,13 +7,33 @@
 // thread of the block reaches them, as in the generated code). Fibers switch in about 100 ns, so
 // a kernel that synchronises thousands of times runs in milliseconds, and the order is
 // deterministic.
+// With NDLC_STRESS (NDLC_CUDA_EMULATE=stress) the order is still deterministic but hostile: the
+// blocks of a launch run in a seeded random order, the threads of a block in a new seeded random
+// order in every barrier round (so a kernel that depends on a thread running before another
+// without a barrier between them gives a different result), and every float4 access checks its
+// alignment, recording the first fault for ndlc_emulate_fault().
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <numeric>
+#include <random>
 #include <stdexcept>
 #include <ucontext.h>
 #include <vector>
+
+static char ndlc_fault[256] = "";
+extern "C" const char* ndlc_emulate_fault() { return ndlc_fault; }
+extern "C" void ndlc_emulate_clear_fault() { ndlc_fault[0] = 0; }
+#ifdef NDLC_STRESS
+#define NDLC_CHECK_ALIGNED(p)                                                                        \
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0 && !ndlc_fault[0])                            \
+        std::snprintf(ndlc_fault, sizeof ndlc_fault, "misaligned float4 access at %p (thread %u of block %u)", \
+                      static_cast<const void*>(p), threadIdx.x, blockIdx.x)
+#endif
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -40,6 +60,18 @@ static std::vector<ucontext_t> fibers;
 static std::vector<char*> stacks;
 static std::vector<bool> finished;
 static const std::function<void()>* body = nullptr;
+#ifdef NDLC_STRESS
+static std::mt19937 order_random(20261206);
+#endif
+
+inline std::vector<unsigned> order(unsigned n) {  // the order of n blocks, or of a round's threads
+    std::vector<unsigned> found(n);
+    std::iota(found.begin(), found.end(), 0u);
+#ifdef NDLC_STRESS
+    std::shuffle(found.begin(), found.end(), order_random);
+#endif
+    return found;
+}
 
 inline void run_thread(int t) {
     (*body)();
@@ -61,7 +93,7 @@ inline void run_block(unsigned block, unsigned threads) {
     }
     for (unsigned alive = threads; alive > 0;) {  // one round: every live thread up to its next barrier
         alive = 0;
-        for (unsigned t = 0; t < threads; ++t) {
+        for (unsigned t : order(threads)) {
             if (finished[t]) continue;
             threadIdx = dim3{t, 1, 1};
             swapcontext(&scheduler, &fibers[t]);
@@ -102,6 +134,6 @@ inline void ndlc_emulate_launch(unsigned blocks, unsigned threads, const std::fu
     blockDim = dim3{threads, 1, 1};
     ndlc_exchange.assign(threads, 0);
     ndlc_emulation::body = &kernel;
-    for (unsigned b = 0; b < blocks; ++b) ndlc_emulation::run_block(b, threads);
+    for (unsigned b : ndlc_emulation::order(blocks)) ndlc_emulation::run_block(b, threads);
     ndlc_emulation::body = nullptr;
 }
