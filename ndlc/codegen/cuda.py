@@ -174,7 +174,7 @@ class _KernelEmitter:
             put("  }")
             return
         put(f"  for ({I} o = ({I})blockIdx.x * {self.tile} + x; o < {self.points}; o += ({I})gridDim.x * {self.tile}) {{")
-        self._decode("o", range(self.outer), "    ")
+        self._decode("o", range(self.outer) if kind == "finish" else self._memory_order(phase), "    ")
         if kind == "finish":
             for slot, r in zip(slots, phase.reductions):
                 partial = self.param[k.scratch[slot]]
@@ -193,8 +193,14 @@ class _KernelEmitter:
             self._stores(phase, slots, "    ")
         put("  }")
 
+    def _memory_order(self, phase):
+        """Every loop, the one along which the phase's first store moves by one element last, so
+        that neighbouring threads touch neighbouring elements (coalesced), the others by stride."""
+        coeffs = phase.stores[0].access.form.coeffs
+        return sorted(range(len(self.kernel.extents)), key=lambda i: (-abs(coeffs[i]) if coeffs[i] else 0, i))
+
     def _decode(self, flat, loops, indent):
-        """The loop variables `loops` (row-major) from the flat index `flat`."""
+        """The loop variables `loops` (row-major in the order given) from the flat index `flat`."""
         loops = list(loops)
         stride = 1
         for i in reversed(loops):

@@ -81,6 +81,8 @@ def schedule(program: Program, threads=1) -> Program:
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)
 VECTOR = 4  # elements an elementwise thread moves at once where aligned (float4)
+COLUMN_TILE = 32  # column reductions: consecutive outputs a warp reads, 32 x 4 B = one 128-byte line;
+# the parallelism a narrower tile would add comes from cutting the reduced loop into chunks instead
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,10 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
             tile, lanes = threads, 1
             why = f"short reductions ({inner} elements): a thread per point loops over them in registers"
         elif _strided(kernel):
-            tile = next((t for t in (32, 16, 8, 4) if t <= threads and -(-points // t) >= 2 * target.multiprocessors),
-                        min(4, threads))
+            tile = min(COLUMN_TILE, threads, 1 << max(0, points - 1).bit_length())
             lanes = threads // tile
-            why = f"column reduction: a warp reads {tile} consecutive outputs' elements, lanes combine in shared memory"
+            why = (f"column reduction: a warp reads {tile} consecutive outputs' elements (a full {4 * tile}-byte row "
+                   "of float32 where there are 32), lanes combine in shared memory")
         else:
             lanes = max(32, min(threads, 1 << max(0, inner - 1).bit_length()))
             tile, rows = threads // lanes, True
@@ -129,7 +131,8 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
                                    for k, r in enumerate(kernel.reductions))
             why += (f"; the reduced loops cut into {chunks} chunks (blocks over its outer points alone: "
                     f"{-(-points // tile)}, too few for {target.multiprocessors} multiprocessors), whose partials "
-                    "combine in chunk order in a second launch")
+                    "combine in chunk order in a second launch; stores over the reduced loops run as map launches "
+                    "whose points go in memory order (the stored buffer's stride-1 loop fastest: coalesced)")
         vector = VECTOR if lanes == 1 and _vectorisable(kernel) else 1
         if vector > 1:
             why = why.replace("a thread per element", f"{vector} consecutive elements a thread") \

@@ -9,11 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 
+from ndlc.errors import NdlcError, UnsupportedError
+
 from ndlc.codegen.cuda import lower_to_cuda
 from ndlc.ir import interpret, parse
 from ndlc.passes.schedule import GpuTarget
 from ndlc.jit.pipeline import Stages, cuda_kernels
-from ndlc.runtime.cuda import CudaProgram, EmulatedExecutor
+from ndlc.runtime.cuda import CudaProgram
+from ndlc.runtime.cuda_emulation import EmulatedExecutor, emulation_mode
 from ndlc.runtime.cuda_build import compile_emulation
 from cuda_cases import OPS, TOLERANCE
 
@@ -70,7 +73,7 @@ def emulated_ops():
     for n, (name, graph, inputs) in enumerate(OPS):
         kernels, stages = kernels_for(graph, EMULATED)
         built.append((name, stages.source, kernels, lower_to_cuda(kernels, prefix=f"p{n}_"), inputs))
-    library = compile_emulation("\n".join(module.source for *_, module, _ in built))
+    library = compile_emulation("\n".join(module.source for *_, module, _ in built), stress=emulation_mode() == "stress")
     return {name: (source, CudaProgram(kernels, module, {}, executor=EmulatedExecutor(library)), inputs)
             for name, source, kernels, module, inputs in built}
 
@@ -220,3 +223,115 @@ def test_cubins_are_cached_on_disk_and_a_corrupt_entry_is_rebuilt(tmp_path, monk
     (entry,) = [p for p in tmp_path.rglob("*.obj")]
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
     assert compile_cuda(source, "sm_90") == cubin and len(calls) == 2  # rebuilt
+
+
+ELEMENTWISE = """
+graph @scale(%x: f32[8,64], %y: f32[8,64]) {
+  %0 = multiply(%x, %y) : f32[8,64]
+  %1 = relu(%0) : f32[8,64]
+  return %1
+}"""
+
+
+def stress_program(text, plant=lambda source: source):
+    """`text`'s program under the stress emulation, its CUDA C first changed by `plant`."""
+    kernels, _ = kernels_for(parse(text), EMULATED)
+    module = lower_to_cuda(kernels)
+    module.source = plant(module.source)
+    return CudaProgram(kernels, module, {}, executor=EmulatedExecutor(stress=True))
+
+
+@needs_gxx
+def test_the_stress_emulation_passes_correct_kernels():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((9, 70)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    for got, want in zip(stress_program(ROW_AND_COLUMN).run(x, w), interpret(parse(ROW_AND_COLUMN), x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    a, b = rng.standard_normal((2, 8, 64)).astype(np.float32)
+    assert "ndlc_vec4(" in stress_program(ELEMENTWISE).module.source
+    np.testing.assert_array_equal(stress_program(ELEMENTWISE).run(a, b)[0], np.maximum(a * b, 0))
+
+
+@needs_gxx
+def test_the_stress_emulation_catches_a_planted_misaligned_float4():
+    program = stress_program(ELEMENTWISE, lambda source: source.replace("ndlc_vec4(&", "ndlc_vec4(1 + &"))
+    with pytest.raises(NdlcError, match="misaligned float4 access"):
+        program.run(*np.ones((2, 8, 64), np.float32))
+
+
+@needs_gxx
+def test_the_stress_emulation_catches_a_planted_race():
+    """Without its barriers a shared-memory reduction reads slots before other threads write them:
+    the shuffled thread order of the stress emulation makes that a wrong result."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((9, 70)).astype(np.float32), rng.standard_normal(70).astype(np.float32)
+    racy = stress_program(ROW_AND_COLUMN, lambda source: source.replace("__syncthreads();", ""))
+    assert "__syncthreads" not in racy.module.source
+    want = interpret(parse(ROW_AND_COLUMN), x, w)
+    assert not all(np.allclose(g, v, rtol=1e-5, atol=1e-5) for g, v in zip(racy.run(x, w), want))
+
+
+def test_block_sizes_that_are_not_a_power_of_two_are_refused():
+    for threads in (16, 96, 192, 2048):
+        with pytest.raises(UnsupportedError, match=f"block_threads={threads}"):
+            GpuTarget(block_threads=threads)
+
+
+BATCH_NORM = """
+graph @bn(%x: f32[{n},1024], %g: f32[1024], %b: f32[1024]) {{
+  %0 = summation(%x, axes=(0,)) : f32[1024]
+  %1 = divide_scalar(%0, scalar={n}.0) : f32[1024]
+  %2 = reshape(%1, shape=(1, 1024)) : f32[1,1024]
+  %3 = broadcast_to(%2, shape=({n}, 1024)) : f32[{n},1024]
+  %19 = negate(%3) : f32[{n},1024]
+  %4 = add(%x, %19) : f32[{n},1024]
+  %5 = multiply(%4, %4) : f32[{n},1024]
+  %6 = summation(%5, axes=(0,)) : f32[1024]
+  %7 = divide_scalar(%6, scalar={n}.0) : f32[1024]
+  %8 = add_scalar(%7, scalar=1e-05) : f32[1024]
+  %9 = power_scalar(%8, scalar=-0.5) : f32[1024]
+  %10 = reshape(%9, shape=(1, 1024)) : f32[1,1024]
+  %11 = broadcast_to(%10, shape=({n}, 1024)) : f32[{n},1024]
+  %12 = multiply(%4, %11) : f32[{n},1024]
+  %13 = reshape(%g, shape=(1, 1024)) : f32[1,1024]
+  %14 = broadcast_to(%13, shape=({n}, 1024)) : f32[{n},1024]
+  %15 = multiply(%12, %14) : f32[{n},1024]
+  %16 = reshape(%b, shape=(1, 1024)) : f32[1,1024]
+  %17 = broadcast_to(%16, shape=({n}, 1024)) : f32[{n},1024]
+  %18 = add(%15, %17) : f32[{n},1024]
+  return %18
+}}"""
+
+
+@pytest.mark.parametrize("n", [4096, 65536])
+def test_batch_norm_columns_read_whole_lines_and_map_launches_run_in_memory_order(n):
+    kernels, stages = kernels_for(parse(BATCH_NORM.format(n=n)), H200)
+    columns = [k for k in kernels.kernels if k.reductions]
+    assert columns and all(k.gpu.tile >= 32 for k in columns), stages.texts["scheduled"]
+    source = lower_to_cuda(kernels).source
+    maps = re.findall(r"void __launch_bounds__\(\d+, 1\) (\w+_map\d+)\(.*?\n(.*?)\n}", source, re.S)
+    assert (n == 65536) == bool(maps)  # chunked (so map launches) only where the columns alone are too few
+    for name, body in maps:
+        decoded = re.findall(r"const (?:int|long long) i(\d+) = \((o)\) % 1024;", body)
+        assert decoded == [("0", "o")], (name, body)  # the feature loop (stride 1 in memory) is fastest
+    assert ("map launches whose points go in memory order" in stages.texts["scheduled"]) == (n == 65536)
+
+
+def lenet_gemm_calls(batch):
+    """cuBLAS calls one LeNet-BN training step makes on the GPU schedule (one per strided run)."""
+    import ndlc as ndl
+    from ndlc.codegen.cuda_steps import GemmCall
+    from ndlc.examples.lenet import build_lenet
+    from ndlc.examples.train_mlp import training_step
+    model = build_lenet()
+    step = ndl.compile(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.01)))
+    rng = np.random.default_rng(0)
+    step(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch))
+    kernels, _ = kernels_for(step.last.captured.graph, H200, step.last.captured.forward)
+    calls = [call for call in lower_to_cuda(kernels).steps if isinstance(call, GemmCall)]
+    return sum(len(call.runs()) for call in calls), sum(len(call.batches()) for call in calls)
+
+
+def test_lenet_step_makes_at_most_twenty_cublas_calls():
+    calls, products = lenet_gemm_calls(256)
+    assert calls <= 20 and products > 1000, (calls, products)
