@@ -314,10 +314,14 @@ class CapturedStep:
                 raise error(f"{self.graph.name}: input {position} ({self.graph.inputs[position].name}) "
                             f"holds {values[outside].reshape(-1)[0]}, outside [0, {n}) for its {what}")
 
+    def inputs(self, batch):
+        """The program's arguments but the state for one run on `batch`: it and the
+        hyperparameters' current values (reading no state tensor, so none is fetched)."""
+        return list(batch) + [h.array() for h in self.hyperparameters]
+
     def arguments(self, batch):
-        """The program's arguments for one run on `batch`: it, the hyperparameters' current
-        values and the state."""
-        return list(batch) + [h.array() for h in self.hyperparameters] + self.state_arrays()
+        """The program's arguments for one run on `batch`: its inputs, then the state."""
+        return self.inputs(batch) + self.state_arrays()
 
     def write_back(self, new_state: dict):
         """Store each state input's new value (input Value -> array) into its tensor, in place

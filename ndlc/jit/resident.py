@@ -30,10 +30,9 @@ class ResidentState:
         self.held = [None] * count  # the Value each state tensor had when the device last took it
 
     def run(self, arrays):
-        arguments = self.captured.arguments(arrays)
         count = len(self.state_names)
         names = self.program.kernels.inputs
-        uploads = dict(zip(names[:len(names) - count], arguments[:len(arguments) - count]))
+        uploads = dict(zip(names[:len(names) - count], self.captured.inputs(arrays)))
         for i, (tensor, name) in enumerate(zip(self.captured.state, self.state_names)):
             held = self.held[i] is tensor._value
             if not held or (self.updates[i] and resident_in(tensor._value) is not self):

@@ -81,7 +81,7 @@ class FakeDriver:
             def name(self):
                 return "stand-in GPU"
         self.Device, self.Context = Device, Context
-        self.uploads = []
+        self.uploads, self.downloads = [], []
         self.Stream = lambda flags=0: types.SimpleNamespace(handle=1234, flags=flags, synchronize=lambda: None)
 
     def init(self):
@@ -104,6 +104,7 @@ class FakeDriver:
         ctypes.memmove(pointer, array.ctypes.data, array.nbytes)
 
     def memcpy_dtoh(self, out, pointer):
+        self.downloads.append((int(pointer), out.nbytes))
         ctypes.memmove(out.ctypes.data, pointer, out.nbytes)
 
     def memcpy_dtod_async(self, target, source, nbytes, stream):
@@ -336,3 +337,42 @@ def test_tf32_is_read_when_a_gemm_runs(fake_gpu, monkeypatch):
 
 def test_the_stream_does_not_synchronise_with_the_default_stream(fake_gpu):
     assert cuda.GpuDevice.shared().stream.flags == 1
+
+
+def test_the_gpu_checks_timed_ndlc_call_moves_no_data_between_host_and_device(fake_gpu):
+    """benchmarks/gpu.py times ndlc with x, r and dx resident, as PyTorch's tensors are."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    driver = fake_gpu.driver
+    for kind in ("batchnorm", "softmax"):
+        for resident, moves in ((True, False), (False, True)):
+            call = check.ndlc_norm(kind, 16, 8, resident=resident)
+            call()
+            call()
+            before = len(driver.uploads), len(driver.downloads)
+            call()
+            assert (len(driver.uploads) > before[0] and len(driver.downloads) > before[1]) == moves, (kind, resident)
+
+
+def test_a_training_step_moves_only_its_batch_in_and_its_loss_out(fake_gpu):
+    """The state stays on the device between steps: not fetched to build the arguments (as it
+    was), nor uploaded again; reading it on the host afterwards fetches it once."""
+    model, _, gpu_step = setup("adam")
+    step = ndl.compile(gpu_step, device="cuda")
+    data = batches(3)
+    step(*data[0])
+    step(*data[1])
+    driver = fake_gpu.driver
+    before = len(driver.uploads), len(driver.downloads)
+    x, y = data[2]
+    step(x, y)
+    uploaded = sorted(n for _, n in driver.uploads[before[0]:])
+    assert sum(uploaded) - x.nbytes - y.nbytes < 64  # the batch and 0-d optimizer numbers only
+    assert [n for _, n in driver.downloads[before[1]:]] == [4]  # the loss
+    weight = model.parameters()[0]
+    weight.numpy()
+    assert [n for _, n in driver.downloads[before[1] + 1:]] == [weight.numpy().nbytes]
