@@ -118,6 +118,24 @@ CASES = {
     "compiled step branching on a tensor's value": (
         lambda tmp, mp: ndl.compile(lambda a: a if float(a.sum()) > 0 else -a)(ones(2)),
         ndl.TraceError, r"cannot read the value of a symbolic f32\[\] tensor while tracing"),
+    "compiled function given too few arguments": (
+        lambda tmp, mp: ndl.compile(lambda x, y: x + y)(ones(2)),
+        TypeError, r"lambda\(\) missing a required argument: 'y'"),
+    "compiled function given too many arguments": (
+        lambda tmp, mp: ndl.compile(lambda x: x)(ones(2), ones(2)),
+        TypeError, r"lambda\(\) too many positional arguments"),
+    "compiled function given an unknown keyword": (
+        lambda tmp, mp: ndl.compile(lambda x: x)(ones(2), z=ones(2)),
+        TypeError, r"lambda\(\) got an unexpected keyword argument 'z'"),
+    "compiled function given an argument twice": (
+        lambda tmp, mp: ndl.compile(lambda x, y: x)(ones(2), ones(2), x=ones(2)),
+        TypeError, r"multiple values for argument 'x'"),
+    "compiled function given a keyword-only argument": (
+        lambda tmp, mp: ndl.compile(lambda x, *, scale=2: x)(ones(2), scale=ones(2)),
+        TypeError, r"was given scale=..., a keyword-only argument"),
+    "compiled input given as a ragged list": (
+        lambda tmp, mp: ndl.compile(lambda x: x)([[1.0], [1.0, 2.0]]),
+        ndl.ShapeError, r"lambda: input 0: .*inhomogeneous"),
     "compiled function returning a Python number": (
         lambda tmp, mp: ndl.compile(lambda a: 3)(ones(2)),
         ndl.TraceError, r"returned int as output 0; only Tensors"),
@@ -335,3 +353,49 @@ def test_an_unknown_logger_is_warned_about(caplog):
     logging.getLogger("ndlc.fusion").setLevel(logging.NOTSET)
     logging.getLogger("ndlc.fusion").propagate = True
     logging.getLogger("ndlc.fusion").handlers.clear()
+
+
+# the boundaries of a compiled call: its arguments, its guards, its cache entries, its shapes
+FLOAT64_BATCH = """
+import numpy as np, ndlc as ndl
+from ndlc.examples.train_mlp import training_step
+models = []
+for seed in (0, 0):
+    np.random.seed(seed)
+    model = ndl.nn.Sequential(ndl.nn.Linear(20, 16), ndl.nn.ReLU(), ndl.nn.Linear(16, 4))
+    models.append((model, training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1))))
+compiled = ndl.compile(models[0][1])
+rng = np.random.default_rng(1)
+for _ in range(3):
+    x, y = rng.standard_normal((64, 20)), rng.integers(0, 4, 64)
+    ours, eager = compiled(x, y), models[1][1](ndl.Tensor(x), ndl.Tensor(y))
+    assert ours.numpy().dtype == np.float32 and np.allclose(ours.numpy(), eager.numpy(), rtol=1e-4), (ours, eager)
+for p, q in zip(models[0][0].parameters(), models[1][0].parameters()):
+    assert np.allclose(p.numpy(), q.numpy(), rtol=1e-4, atol=1e-6)
+print("agree")
+"""
+
+
+def test_a_float64_batch_is_converted_as_eager_converts_it():
+    """np.random.randn's float64 batch once wrote a dgemm result into a float32 buffer half its
+    size (the process died at exit); it is cast to float32, as ndl.Tensor casts it."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", FLOAT64_BATCH], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "agree", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argument", [2.0, np.float64(2.0), [2.0, 2.0], np.ones(2, np.float16) * 2],
+                         ids=["float", "numpy float64", "list", "float16"])
+def test_a_python_float_argument_computes_in_float32_as_eager(argument):
+    compiled = ndl.compile(lambda x, s: x * s)(ones(2), argument)
+    eager = ndl.Tensor(ones(2)) * ndl.Tensor(argument)
+    assert compiled.numpy().dtype == eager.numpy().dtype == np.float32
+    assert compiled.numpy().tolist() == eager.numpy().tolist() == [2.0, 2.0]
+
+
+def test_a_compiled_function_takes_keyword_arguments():
+    step, _ = compiled_linear_step()
+    by_name = step(y=np.zeros(2, np.int64), x=ones(2, 3))
+    assert by_name.numpy().dtype == np.float32
+    assert ndl.compile(nn.Linear(3, 2))(x=ones(1, 3)).shape == (1, 2)
