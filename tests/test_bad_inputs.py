@@ -4,6 +4,7 @@ cases by layer: tensors and ops, compiled functions and their guards, IR text an
 environment variables, data files, the command line, state dicts and checkpoints; then the faults
 ndlc recovers from with a warning (corrupt cache entry, read-only cache directory, unknown dump
 stage or logger)."""
+import dataclasses
 import gzip
 import logging
 import os
@@ -399,3 +400,81 @@ def test_a_compiled_function_takes_keyword_arguments():
     by_name = step(y=np.zeros(2, np.int64), x=ones(2, 3))
     assert by_name.numpy().dtype == np.float32
     assert ndl.compile(nn.Linear(3, 2))(x=ones(1, 3)).shape == (1, 2)
+
+
+MATMUL = "graph @mm(%a: f64[3,2], %b: f64[2,4]) {\n  %0 = matmul(%a, %b) : f64[3,4]\n  return %0\n}"
+
+
+def gemm_program(**changes):
+    """The kernels of a float64 matmul (a BLAS call), with `changes` made to its buffers' fields."""
+    from ndlc.passes.fusion import fuse
+    program = fuse(parse(MATMUL), use_blas=True)
+    for name, fields in changes.items():
+        program.buffers[name] = dataclasses.replace(program.buffers[name], **fields)
+    return program
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"0": {"dtype": "f32"}}, r"dgemm writes %0, a f32 buffer"),
+    ({"a": {"dtype": "f32"}}, r"dgemm reads %a, a f32 buffer"),
+    ({"b": {"shape": (2, 3)}}, r"dgemm reads elements 0..7 of %b, which has 6"),
+    ({"0": {"shape": (3, 3)}}, r"dgemm writes 12 elements of %0, which has 9"),
+], ids=["output dtype", "operand dtype", "operand size", "output size"])
+def test_a_blas_call_that_disagrees_with_its_buffers_is_refused(changes, message):
+    """Under NDLC_VERIFY by the kernel verifier, and always before the program's native code is
+    loaded: a dtype or size bug is an error, never a write past a buffer."""
+    from ndlc.ir.kernel_verifier import verify_program
+    from ndlc.runtime.libraries import check_gemms
+    from ndlc.runtime.program import Program
+    with pytest.raises(VerifyError, match=f"after fused: kernel k0: ({message})"):
+        verify_program(gemm_program(**changes), "fused")
+    with pytest.raises(VerifyError, match=f"@mm: kernel k0: ({message}) \\(a compiler bug, refused before"):
+        check_gemms(gemm_program(**changes))
+    with pytest.raises(VerifyError, match=message):
+        Program(gemm_program(**changes), llvm_ir=None, stages={})
+
+
+def test_a_load_of_the_wrong_dtype_is_refused():
+    from ndlc.ir.kernel_verifier import verify_program
+    from ndlc.passes.fusion import fuse
+    program = fuse(parse(GRAPH))
+    program.buffers["x"] = dataclasses.replace(program.buffers["x"], dtype="f64")
+    with pytest.raises(VerifyError, match=r"\$0 loads f32 from %x, a f64 buffer"):
+        verify_program(program, "fused")
+
+
+MIXED_PRECISION_STEP = """
+import numpy as np, ndlc as ndl
+from ndlc.examples.train_mlp import training_step
+from ndlc.ir import VerifyError, interpret
+from ndlc.ir.types import TensorType
+from ndlc.jit.capture import capture
+from ndlc.jit.pipeline import compile_graph
+np.random.seed(0)
+model = ndl.nn.Linear(3, 4)
+step = capture(training_step(model, ndl.optim.SGD(model.parameters(), lr=0.1)),
+               (TensorType((2, 3), "f64"), TensorType((2,), "i64")))
+arguments = [np.ones((2, 3)), np.zeros(2, np.int64)] + [h.array() for h in step.hyperparameters] + step.state_arrays()
+try:
+    program = compile_graph(step.graph, step.forward)
+except VerifyError as e:
+    print("refused:", e)
+else:
+    for ours, theirs in zip(program.run(*arguments), interpret(step.graph, *arguments)):
+        assert np.allclose(ours, theirs, rtol=1e-5), (ours, theirs)
+    print("agree")
+"""
+
+
+@pytest.mark.parametrize("verify", ["0", "1"])
+def test_a_float64_batch_into_a_float32_model_is_computed_or_refused(verify):
+    """The traced graph of a float64 batch through float32 weights (as a Tensor(..., dtype=float64)
+    input makes it) computes what the interpreter does, or is refused naming the kernel: it never
+    writes a float64 product into a float32 buffer."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", MIXED_PRECISION_STEP], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "NDLC_VERIFY": verify})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("agree") or re.match(r"refused: .*kernel k\d+: dgemm writes %\d+, a f32 buffer",
+                                                        done.stdout), done.stdout
