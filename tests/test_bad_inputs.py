@@ -300,6 +300,21 @@ def test_a_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch, caplog):
     assert re.search(r"ignoring corrupt cache entry .*checksum mismatch", caplog.text)
 
 
+def test_a_valid_cache_entry_copied_over_another_is_rebuilt(tmp_path, monkeypatch, caplog):
+    """Each entry holds the key it was stored under: another program's valid entry in its place
+    (copied between runs) is a logged rebuild, not a silent wrong result."""
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    ndl.compile(lambda a: a * 4.5)(ones(3))
+    (first,) = tmp_path.glob("*/*.obj")
+    ndl.compile(lambda a: a - 4.5)(ones(3))
+    (second,) = set(tmp_path.glob("*/*.obj")) - {first}
+    second.write_bytes(first.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="ndlc.cache"):
+        out = ndl.compile(lambda a: a - 4.5)(ones(3))
+    assert out.numpy().tolist() == [-3.5] * 3
+    assert re.search(r"ignoring cache entry .*: it was stored under another key", caplog.text)
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_a_read_only_cache_directory_is_worked_around(tmp_path, monkeypatch, caplog):
     tmp_path.chmod(0o500)
