@@ -106,7 +106,21 @@ CASES = {
     "SoftmaxLoss with a negative label": (
         lambda tmp, mp: nn.SoftmaxLoss()(ndl.Tensor(ones(3, 4)), ndl.Tensor(np.array([0, -1, 1]))),
         ValueError, r"label -1 is outside \[0, 4\)"),
+    "broadcast to more elements than a machine can address": (
+        lambda tmp, mp: ndl.Tensor(ones(1)).broadcast_to((2**40, 2**40)),
+        ndl.ShapeError, r"broadcast_to\(f32\[1\]\): shape \(1099511627776, 1099511627776\) of f32 would span "
+                        r"4835703278458516698824704 bytes, more than a machine can address .*\(at .*test_bad_inputs"),
+    "reshape of no elements into a shape whose count overflows int64": (
+        lambda tmp, mp: ndl.Tensor(ones(0)).reshape((2**32, 2**32)),
+        ndl.ShapeError, r"cannot reshape 0 elements into shape \(4294967296, 4294967296\)"),
+    "an empty shape whose other dimensions overflow int64": (
+        lambda tmp, mp: ndl.Tensor(ones(0)).reshape((0, 2**62, 2**62)),
+        ndl.ShapeError, r"reshape\(f32\[0\]\): shape \(0, 4611686018427387904, 4611686018427387904\) of f32 would span"),
     # compiled functions
+    "compiled step whose shape arithmetic overflows int64": (
+        lambda tmp, mp: ndl.compile(lambda a: a.broadcast_to((2**32, 2**32)).sum())(ones(1)),
+        ndl.ShapeError, r"broadcast_to\(f32\[1\]\): shape \(4294967296, 4294967296\) of f32 would span .*"
+                        r"\(at .*test_bad_inputs"),
     "compiled input of an unsupported dtype": (
         lambda tmp, mp: ndl.compile(lambda a: a + 1)(np.ones(2, np.complex64)),
         ndl.ShapeError, r"lambda: input 0: unsupported dtype complex64"),
@@ -168,6 +182,13 @@ CASES = {
     "IR text with f16": (
         lambda tmp, mp: parse(GRAPH.replace("f32", "f16")),
         IRParseError, r"unsupported dtype 'f16' \(numpy's float128\)"),
+    "IR text with a type larger than a machine can address": (
+        lambda tmp, mp: parse(GRAPH.replace("f32[2]", "f32[4294967296,4294967296]")),
+        IRParseError, r"line 1, column 14: shape \(4294967296, 4294967296\) of f32 would span 73786976294838206464 bytes"),
+    "IR text whose op attribute makes a shape too large": (
+        lambda tmp, mp: parse("graph @g(%x: f32[1]) {\n  %0 = broadcast_to(%x, shape=(4294967296, 4294967296)) "
+                              ": f32[1]\n  return %0\n}"),
+        IRParseError, r"line 2, column 8: .*: broadcast_to\(f32\[1\]\): shape \(4294967296, 4294967296\) of f32 would span"),
     "IR text with an unknown op": (
         lambda tmp, mp: parse(GRAPH.replace("add", "frobnicate")),
         IRParseError, r"line 2, column 8: unknown op 'frobnicate'"),
@@ -493,3 +514,44 @@ def test_a_float64_batch_into_a_float32_model_is_computed_or_refused(verify):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("agree") or re.match(r"refused: .*kernel k\d+: dgemm writes %\d+, a f32 buffer",
                                                         done.stdout), done.stdout
+
+
+def test_a_weight_frozen_after_the_first_call_is_left_alone_as_eager_leaves_it(caplog):
+    """requires_grad decides which gradients a step computes: the guards hold it, so setting it to
+    False after a call recompiles (saying why) instead of updating the weight anyway."""
+    steps, models = [], []
+    for _ in range(2):
+        np.random.seed(0)
+        models.append(nn.Linear(3, 4))
+        steps.append(training_step(models[-1], ndl.optim.SGD(models[-1].parameters(), lr=0.1)))
+    compiled = ndl.compile(steps[0])
+    x, y = np.random.rand(2, 3).astype(np.float32), np.array([0, 3])
+    compiled(x, y)
+    steps[1](ndl.Tensor(x), ndl.Tensor(y))
+    for model in models:
+        model.weight.requires_grad = False
+    frozen = models[0].weight.numpy().copy()
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        compiled(x, y)
+    steps[1](ndl.Tensor(x), ndl.Tensor(y))
+    assert np.array_equal(models[0].weight.numpy(), frozen)
+    assert np.allclose(models[0].bias.numpy(), models[1].bias.numpy(), rtol=1e-5)
+    assert "after model.weight.requires_grad changed from True to False" in caplog.text
+
+
+def test_an_array_the_step_only_tests_with_is_none_is_guarded_by_identity(monkeypatch, caplog):
+    from ndlc.jit import guards
+    monkeypatch.setattr(guards, "ARRAY_LIMIT", 1000)
+    table = np.zeros(1000, np.float32)
+
+    def step(x):
+        return x if table is None else x * 2
+
+    compiled = ndl.compile(step)
+    assert compiled(ones(3)).numpy().tolist() == [2.0] * 3
+    table[0] = 1.0  # its data was never read: no recompile
+    assert compiled(ones(3)).numpy().tolist() == [2.0] * 3 and compiled.compilations == 1
+    table = None
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        assert compiled(ones(3)).numpy().tolist() == [1.0] * 3
+    assert "after table was removed (it is None now) (the step tests it with `is None`)" in caplog.text
