@@ -1,10 +1,11 @@
 """The Kernel IR verifier: every buffer a kernel names exists and is in bounds where it is read or
 written, expressions are well formed, temporaries are written before they are read, and each
-scheduling decision fits its kernel. Errors name the stage and the kernel."""
+scheduling decision fits its kernel, and every load, store and BLAS call agrees with its buffer's
+dtype. Errors name the stage and the kernel."""
 from math import prod
 
 from ..errors import VerifyError
-from .kernel import Acc, Load
+from .kernel import GEMMS, Acc, Load
 from .scalar import PRIMITIVES, leaves, postorder
 
 COMBINES = ("add", "max")
@@ -44,6 +45,12 @@ def _check_kernel(kernel, buffers, where):
             raise VerifyError(f"{where}: ${n} is addressed by {load.access.nvars} loop variables, not {ndim}")
         if isinstance(load, Load):
             _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}")
+            if load.dtype != buffers[load.buffer].dtype:
+                raise VerifyError(f"{where}: ${n} loads {load.dtype} from %{load.buffer}, a "
+                                  f"{buffers[load.buffer].dtype} buffer")
+    problem = kernel.gemm and gemm_problem(kernel, buffers)
+    if problem:
+        raise VerifyError(f"{where}: {problem}")
     for p, phase in enumerate(kernel.phases):
         if phase.inner and phase.reductions:
             raise VerifyError(f"{where}: phase {p} both reduces and maps over the inner loops")
@@ -79,6 +86,37 @@ def _check_kernel(kernel, buffers, where):
     if kernel.split is not None and kernel.strategy != "chunks":
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")
+
+
+def gemm_problem(kernel, buffers):
+    """Why `kernel`'s BLAS call does not fit its buffers (a sentence), or None: the routine's dtype
+    is each operand's and the output's, and the matrices it reads and writes lie inside them. The
+    runtime asks it of every gemm before native code runs, so a dtype bug is an error, never a
+    write past a buffer."""
+    gemm = kernel.gemm
+    if gemm.dtype not in GEMMS:
+        return f"its gemm multiplies {gemm.dtype}, which no BLAS routine does"
+    routine = GEMMS[gemm.dtype]
+    for verb, name in (("reads", gemm.a.buffer), ("reads", gemm.b.buffer), ("writes", gemm.out)):
+        if buffers[name].dtype != gemm.dtype:
+            return f"{routine} {verb} %{name}, a {buffers[name].dtype} buffer"
+    if 0 in (gemm.m, gemm.n, gemm.k):
+        return None
+    batch = kernel.extents[:-2]
+    for matrix, rows, cols in ((gemm.a, gemm.m, gemm.k), (gemm.b, gemm.k, gemm.n)):
+        if matrix.transposed:
+            rows, cols = cols, rows
+        if matrix.ld < cols:
+            return f"{routine} reads %{matrix.buffer} with rows {matrix.ld} elements apart, fewer than its {cols} columns"
+        low, high = matrix.offset.form.bounds(batch)
+        high += (rows - 1) * matrix.ld + cols - 1
+        size = prod(buffers[matrix.buffer].shape)
+        if low < 0 or high >= size:
+            return f"{routine} reads elements {low}..{high} of %{matrix.buffer}, which has {size}"
+    size, written = prod(buffers[gemm.out].shape), prod(batch) * gemm.m * gemm.n
+    if written > size:
+        return f"{routine} writes {written} elements of %{gemm.out}, which has {size}"
+    return None
 
 
 def _check_order(kernel, written, where):

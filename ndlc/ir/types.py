@@ -1,4 +1,5 @@
 """Tensor types of the graph IR: a static shape and one of a small set of dtypes."""
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,9 @@ _DTYPES = {
 }
 _BY_NUMPY = {v: k for k, v in _DTYPES.items()}
 DTYPES = tuple(_DTYPES)
+# Bytes one tensor may span: the 48-bit virtual address space of x86-64 and ARM64 (numpy's own
+# limit, 2**63, is far beyond it); element counts and offsets then fit in int64 with room to spare.
+ADDRESSABLE = 1 << 48
 
 
 def dtype_name(dtype) -> str:
@@ -47,7 +51,10 @@ def is_integer(dtype: str) -> bool:
 
 @dataclass(frozen=True)
 class TensorType:
-    """A tensor's static type: shape (tuple of non-negative ints) and IR dtype name."""
+    """A tensor's static type: shape (tuple of non-negative ints) and IR dtype name. A shape whose
+    elements would span more than ADDRESSABLE bytes is refused here, where every shape rule and
+    the parser make types, so the error names the node or line (its dimensions other than 0 count,
+    as numpy counts them: an empty tensor's strides must fit too)."""
     shape: tuple
     dtype: str = "f32"
 
@@ -60,6 +67,10 @@ class TensorType:
             object.__setattr__(self, "shape", tuple(int(d) for d in shape))
         if self.dtype not in _DTYPES:
             object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        span = math.prod(d for d in self.shape if d) * _DTYPES[self.dtype].itemsize
+        if span > ADDRESSABLE:
+            raise ShapeError(f"shape {self.shape} of {self.dtype} would span {span} bytes, more than a "
+                             "machine can address (2**48 bytes, the virtual address space of x86-64 and ARM64)")
 
     @property
     def ndim(self) -> int:
@@ -67,7 +78,7 @@ class TensorType:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def np_dtype(self) -> np.dtype:

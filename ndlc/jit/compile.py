@@ -10,13 +10,12 @@ import collections
 import logging
 import threading
 
-import numpy as np
-
 from ..env import flag, warn_unknown_names
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType
 from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
+from .arguments import Parameters
 from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, is_runtime_number,
                       referenced_numbers, referenced_objects)
 from .exchange import SplitSpecialisation
@@ -102,12 +101,14 @@ class CompiledFunction:
     are kept by (input types, settings), at most `limit`, the least recently used dropped first;
     each keeps the Guards of its trace, and one whose guards fail is compiled again."""
 
-    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8, device="cpu", debug=False):
+    def __init__(self, fn, roots=None, name=None, check=False, static=False, limit=8, device="cpu", debug=False,
+                 signature=None):
         self.fn, self.check, self.static, self.limit, self.device = fn, check, static, limit, device
         self.debug = debug
         self.lock = threading.RLock()
         self.fixed = roots is not None
         self.name = graph_name(name or fn)
+        self.parameters = Parameters(signature or fn, self.name)
         self.roots = roots
         self._find_state()
         self.specialisations = collections.OrderedDict()
@@ -124,14 +125,15 @@ class CompiledFunction:
         self.hyperparameters = find_hyperparameters(self.roots)
         self.guarded = {(id(h.owner), h.name) for h in self.hyperparameters}
 
-    def __call__(self, *args):
-        """Run (tracing and compiling first where needed). Calls from several threads take turns:
-        a call reads and updates the step's state as one transaction, in some serial order."""
+    def __call__(self, *args, **kwargs):
+        """Run (tracing and compiling first where needed) on the arguments as Python binds them and
+        eager needle converts them (arguments.py). Calls from several threads take turns: a call
+        reads and updates the step's state as one transaction, in some serial order."""
+        arrays = self.parameters.arrays(args, kwargs)
         with self.lock:
-            return self._call(args)
+            return self._call(arrays)
 
-    def _call(self, args):
-        arrays = [_as_array(a, self.name, i) for i, a in enumerate(args)]
+    def _call(self, arrays):
         types = tuple(TensorType.of(a) for a in arrays)
         self._check_signature(types)
         key = (types, self._settings())
@@ -252,7 +254,7 @@ class CompiledModule(CompiledFunction):
     def __init__(self, module, **options):
         self.module = module
         super().__init__(lambda *inputs: module(*inputs), roots={"model": module},
-                         name=type(module).__name__, **options)
+                         name=type(module).__name__, signature=module.forward, **options)
 
     def train(self):
         self.module.train()
@@ -291,12 +293,3 @@ def _stateful(roots):
         elif isinstance(obj, dict):
             stack.extend(list(obj.values())[::-1])
     return found
-
-
-def _as_array(value, name, index):
-    array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-    try:
-        TensorType.of(array)
-    except NdlcError as e:
-        raise ShapeError(f"{name}: input {index}: {e}") from None
-    return array

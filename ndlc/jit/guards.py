@@ -3,14 +3,19 @@
 A trace bakes in the objects it found (the modules, optimizers and tensors the step reaches, every
 container on the way: `model.modules`, `opt.params`, `opt.u`, and the lengths of the lists and
 dicts among them, and the other attributes of those modules and optimizers), the numpy arrays it
-read from the step's globals and closure (as constants), the numbers and arrays read by the
-functions it calls from its module and by the methods of the user's own module classes, and the
-numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they must keep their
-values). `Guards.failure()` says which of those changed since the trace, so the caller recompiles
+read from the step's globals and closure (as constants; one the step only tests with `is None` is
+held by identity instead), the `requires_grad` flag of every tensor it reached (it decides which
+gradients the step computes and so which parameters an optimizer updates), the numbers and arrays
+read by the functions it calls from its module and by the methods of the user's own module
+classes, and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they
+must keep their values). `Guards.failure()` says which of those changed since the trace, so the caller recompiles
 instead of running a stale program (as torch.compile's guards do). Other Python numbers are
 guarded by the compiled function's key (compile.py `_settings`), state tensors' types by
 `CapturedStep.changed_state`.
 """
+import dis
+import types
+
 import numpy as np
 
 from ..errors import TraceError
@@ -20,6 +25,12 @@ from ..frontend.tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
 ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
+# Instructions that read a name, by the kind of name they read (referenced_leaves' names), and those
+# that, right after such a read, test only what it is: `x is None`, `x is not None`, `if x is None:`.
+NAME_READS = {"cell": ("LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_GLOBAL", "LOAD_NAME"),
+              "attribute": ("LOAD_ATTR", "LOAD_METHOD"), "default": ("LOAD_FAST",)}
+NONE_TESTS = ("POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "POP_JUMP_BACKWARD_IF_NONE",
+              "POP_JUMP_BACKWARD_IF_NOT_NONE", "POP_JUMP_IF_NONE", "POP_JUMP_IF_NOT_NONE")
 
 
 class Guards:
@@ -37,7 +48,9 @@ class Guards:
                        if isinstance(obj, STATEFUL) for name, value in vars(obj).items()
                        if not isinstance(value, WATCHED_ELSEWHERE)]  # a module's function, activation, ...
         self.sizes = [(path, value, len(value)) for value, path, _, _ in walked if isinstance(value, (list, dict))]
+        self.flags = [(path, value, value.requires_grad) for value, path, _, _ in walked if isinstance(value, Tensor)]
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
+        self.identities = identity_tested_arrays(fn)
         self.runtime = list(runtime)
         self.compiled = [(h, h.value()) for h in compiled]
         self.globals = [(module, name, value.copy() if isinstance(value, np.ndarray) else value)
@@ -64,7 +77,14 @@ class Guards:
         for path, container, size in self.sizes:
             if len(container) != size:
                 return f"{path} changed length from {size} to {len(container)}"
-        values = referenced_leaves(self.fn) if self.arrays else {}
+        for path, tensor, requires_grad in self.flags:
+            if tensor.requires_grad != requires_grad:
+                return (f"{path}.requires_grad changed from {requires_grad} to {tensor.requires_grad} (it decides "
+                        "which gradients the step computes)")
+        values = referenced_leaves(self.fn) if self.arrays or self.identities else {}
+        for name, array in self.identities.items():
+            if values.get(name) is not array:
+                return f"{name} {_replaced(values.get(name), array)} (the step tests it with `is None`)"
         for name, (array, copy) in self.arrays.items():
             current = values.get(name)
             if not isinstance(current, np.ndarray):
@@ -87,11 +107,11 @@ class Guards:
 
 def captured_arrays(fn) -> dict:
     """name -> each numpy array among the step's globals, closure, defaults and the attributes it
-    reads of plain objects (referenced_leaves; a trace copies the ones it reads into the program).
-    One larger than ARRAY_LIMIT is refused: checking it on every call would cost as much as
-    passing it."""
+    reads of plain objects (referenced_leaves; a trace copies the ones it reads into the program),
+    but those it only tests with `is None`. One larger than ARRAY_LIMIT is refused: checking it on
+    every call would cost as much as passing it."""
     arrays = {name: value for name, value in referenced_leaves(fn).items()
-              if isinstance(value, np.ndarray) and value.dtype.kind in "biuf"}
+              if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" and not only_tested_for_none(fn, name)}
     for name, array in arrays.items():
         if array.nbytes > ARRAY_LIMIT:
             raise TraceError(f"{getattr(fn, '__name__', 'the step')} reads the numpy array {name} "
@@ -99,6 +119,53 @@ def captured_arrays(fn) -> dict:
                              "would copy it in as a constant and compare it on every call; pass it "
                              "as an input, or hold it in a Tensor attribute of a module")
     return arrays
+
+
+def identity_tested_arrays(fn) -> dict:
+    """name -> each numpy array the step reads only to test `is None` (a trace reads its identity,
+    not its data, so a guard holds the object instead of a copy)."""
+    return {name: value for name, value in referenced_leaves(fn).items()
+            if isinstance(value, np.ndarray) and only_tested_for_none(fn, name)}
+
+
+def only_tested_for_none(fn, name) -> bool:
+    """Whether `fn`'s code (nested code included) reads `name` (a referenced_leaves name: a global or
+    closure cell, 'default<i>', 'object.attribute') and each read is an `is None` or `is not None`
+    test. A read the bytecode does not show plainly counts as a read of the data."""
+    target = getattr(fn, "__func__", fn)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return False
+    if name.startswith("default"):
+        kind, argval = "default", code.co_varnames[code.co_argcount - len(target.__defaults__) + int(name[7:])]
+    else:
+        kind, argval = ("attribute", name.rsplit(".", 1)[1]) if "." in name else ("cell", name)
+    reads, pending = 0, [code]
+    while pending:
+        current = pending.pop()
+        pending += [c for c in current.co_consts if isinstance(c, types.CodeType) and kind != "default"]
+        instructions = list(dis.get_instructions(current))
+        for i, instruction in enumerate(instructions):
+            if instruction.opname not in NAME_READS[kind] or instruction.argval != argval:
+                continue
+            reads += 1
+            if not _tests_none(instructions, i):
+                return False
+    return reads > 0
+
+
+def _tests_none(instructions, i):
+    """Whether the value instructions[i] reads is only compared with None by identity."""
+    after = instructions[i + 1:i + 3]
+    if after and after[0].opname in NONE_TESTS:
+        return True
+    if i and _is_none(instructions[i - 1]) and after and after[0].opname == "IS_OP":
+        return True
+    return len(after) == 2 and _is_none(after[0]) and after[1].opname == "IS_OP"
+
+
+def _is_none(instruction):
+    return instruction.opname == "LOAD_CONST" and instruction.argval is None
 
 
 def _plain_number(value):

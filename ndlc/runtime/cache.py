@@ -1,6 +1,7 @@
 """The on-disk cache of native code: one file per compiled module, keyed by its LLVM IR, the host
-CPU (name and features) and the ndlc and llvmlite versions. Each file carries a checksum; a
-corrupt, truncated or unreadable entry is logged, ignored and rebuilt, never trusted."""
+CPU (name and features) and the ndlc and llvmlite versions. Each file carries a checksum and the key
+it was stored under; a corrupt, truncated or unreadable entry, or one stored under another key (a
+valid entry copied over this one), is logged, ignored and rebuilt, never trusted."""
 import hashlib
 import json
 import logging
@@ -49,17 +50,22 @@ def load(key):
         obj, ir = rest[:sizes["object"]], rest[sizes["object"]:]
         if len(obj) != sizes["object"] or len(ir) != sizes["ir"]:
             raise ValueError("sizes do not match the header")
-        return obj, ir.decode()
-    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        text = ir.decode()
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         log.warning("ignoring corrupt cache entry %s: %s; recompiling", path, e)
         return None
+    if sizes.get("key") != key:
+        log.warning("ignoring cache entry %s: it was stored under another key (%s), so it holds another "
+                    "program (copied over this one?); recompiling", path, str(sizes.get("key"))[:16])
+        return None
+    return obj, text
 
 
 def store(key, obj: bytes, ir: str):
     """Write an entry atomically (a reader sees the old file or the whole new one)."""
     path = _path(key)
     ir_bytes = ir.encode()
-    body = json.dumps({"object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
+    body = json.dumps({"key": key, "object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")

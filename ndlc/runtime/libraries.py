@@ -7,6 +7,8 @@ Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: 
 cached on disk links in any process. The pipeline asks here what the machine offers
 (`blas_enabled()`, `threads()`) and passes it to the passes as plain options; a threaded program
 holds OpenBLAS to one thread while it runs (`single_threaded_blas`).
+`check_gemms` refuses, before any native code runs, a program whose BLAS call disagrees with its
+buffers' dtypes or sizes (a compiler bug becomes an error, never a write past a buffer).
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
 64-bit-integer OpenBLAS (logged once); NDLC_THREADS sets the thread count of ndlc's own kernels.
 """
@@ -21,8 +23,9 @@ import os
 import numpy as np
 
 from ..env import flag
-from ..errors import NdlcError
+from ..errors import NdlcError, VerifyError
 from ..ir.kernel import GEMMS, gemm_symbol
+from ..ir.kernel_verifier import gemm_problem
 
 log = logging.getLogger("ndlc.libraries")
 OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier", "omp_get_thread_num", "omp_get_num_threads")
@@ -85,6 +88,16 @@ def threads() -> int:
     if text == "1" or _openmp() is None:
         return 1
     return int(text) if text else max(1, _openmp().omp_get_max_threads())
+
+
+def check_gemms(program):
+    """Raise VerifyError naming the kernel whose BLAS call does not fit its buffers (gemm_problem);
+    a loop over the kernels, so it runs for every program, verified or not."""
+    for kernel in program.kernels:
+        problem = kernel.gemm and gemm_problem(kernel, program.buffers)
+        if problem:
+            raise VerifyError(f"@{program.name}: kernel {kernel.name}: {problem} (a compiler bug, "
+                              "refused before any native code runs)")
 
 
 def register(llvm):

@@ -54,6 +54,7 @@ class Program:
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
     def __init__(self, kernels, llvm_ir, stages, profile=False, source=None, debug=False):
+        libraries.check_gemms(kernels)
         self.kernels = kernels
         self.source = source  # the graph the kernels were fused from (check mode interprets it)
         self.stages = stages

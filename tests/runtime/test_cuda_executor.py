@@ -243,7 +243,7 @@ def test_cublas_mapping_of_transposed_and_batched_row_major_products(fake_gpu):
 
     def products(a, b, c):
         return ndl.matmul(a, ndl.transpose(b)), ndl.matmul(ndl.transpose(c), c)
-    got = ndl.compile(products, device="cuda")(a, b, c)
+    got = ndl.compile(products, device="cuda")(a, b, ndl.Tensor(c, dtype="float64"))
     np.testing.assert_allclose(got[0].numpy(), a @ b.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1].numpy(), c.T @ c, rtol=1e-12)
 

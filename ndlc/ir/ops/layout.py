@@ -1,5 +1,7 @@
 """Layout ops: they move or repeat elements without arithmetic. The layout pass turns most of
 them into index maps on their consumers' loads instead of copies."""
+import math
+
 import numpy as np
 
 from ..graph import check
@@ -25,7 +27,7 @@ def _axes_ok(axes, ndim, what="axes"):
 def _reshape_infer(types, shape):
     (t,) = types
     check(all(d >= 0 for d in shape), f"target shape {shape} has a negative dimension")
-    check(int(np.prod(shape)) == t.size, f"cannot reshape {t.size} elements into shape {shape}")
+    check(math.prod(shape) == t.size, f"cannot reshape {t.size} elements into shape {shape}")
     return TensorType(shape, t.dtype)
 
 
