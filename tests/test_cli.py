@@ -129,3 +129,15 @@ def test_resume_errors_name_the_problem(tmp_path, capsys):
     assert main(common + ["--checkpoint", str(tmp_path / "c")]) == 0
     assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 1
     assert "last.npz was written by a run with --batch-size 32, not 16" in capsys.readouterr().err
+
+
+def test_run_check_passes_on_the_dumped_example_step(tmp_path, capsys):
+    """The README's own example: the MLP step's grad stage, dumped with its next call's arguments,
+    runs in check mode without a false alarm (its Adam update of BatchNorm-cancelled bias gradients
+    is rounding noise made +-lr) and prints the same loss as a plain run."""
+    stage, inputs = str(tmp_path / "step.ir"), str(tmp_path / "step.npz")
+    assert main(["dump", "grad", "-o", stage, "--inputs", inputs]) == 0
+    assert main(["run", stage, "--input", inputs]) == 0
+    plain = capsys.readouterr().out
+    assert main(["run", stage, "--input", inputs, "--check"]) == 0
+    assert capsys.readouterr().out == plain and plain.startswith("out0: f32[] = ")
