@@ -10,6 +10,8 @@ import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -28,10 +30,30 @@ MODELS = {
               lambda params, args: ndl.optim.SGD(params, lr=args.lr or lenet.LEARNING_RATE,
                                                  weight_decay=args.weight_decay)),
 }
+CHECKPOINT_KEYS = ("model_name", "batch_size", "epoch", "model", "optimizer", "rng", "history")
+
+
+class UserError(Exception):
+    """A mistake in the command line or in the files it names: `ndlc COMMAND: message`, exit status 2."""
+
+
+def output_file(path, option):
+    """Refuse, before any work, to write `path` (given as `option`) into a folder that does not
+    exist, or over a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{option} {path}: no such folder {folder}")
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder, not a file")
 
 
 def train(args):
     from tqdm import tqdm
+    for path, option in ((args.log_json, "--log-json"), (args.plot, "--plot")):
+        if path:
+            output_file(path, option)
+    if args.checkpoint and os.path.exists(args.checkpoint) and not os.path.isdir(args.checkpoint):
+        raise UserError(f"--checkpoint {args.checkpoint}: is a file, not a folder")
     try:
         train_set = ndl.data.FashionMNIST(train=True, root=args.data)
         test_set = ndl.data.FashionMNIST(train=False, root=args.data)
@@ -48,6 +70,12 @@ def train(args):
     optimizer = make_optimizer(model.parameters(), args)
     history = History(args.log_json if job.is_main else None)
     first = resume(args, model, optimizer, history, announce=job.is_main) if args.resume else 1
+    if first > args.epochs:
+        if job.is_main:
+            print(f"nothing to train: {checkpoint_path(args)} already holds epoch {first - 1}, and "
+                  f"--epochs is {args.epochs} (raise --epochs to train further)", flush=True)
+        history.close()
+        return 0
     optimizer = job.distribute(model, optimizer, args.sync_batchnorm)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
@@ -98,20 +126,32 @@ def resume(args, model, optimizer, history, announce=True):
     """Load the last checkpoint into the model, optimizer, RNG and history; the next epoch."""
     path = checkpoint_path(args)
     checkpoint = ndl.load(path)
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ndl.CheckpointError(f"{path} was not written by ndlc train (it lacks {', '.join(missing)}): "
+                                  "--resume continues a run from the checkpoint its --checkpoint saved")
     for key, option in (("model_name", "model"), ("batch_size", "batch_size")):
         if checkpoint[key] != getattr(args, option):
             raise ndl.CheckpointError(f"{path} was written by a run with --{option.replace('_', '-')} "
                                       f"{checkpoint[key]}, not {getattr(args, option)}")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    np.random.set_state(checkpoint["rng"])
-    history.restore(checkpoint["history"])
+    try:
+        np.random.set_state(checkpoint["rng"])
+        history.restore(checkpoint["history"])
+        epoch = int(checkpoint["epoch"])
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ndl.CheckpointError(f"{path} is not a checkpoint of ndlc train: its rng, history or epoch "
+                                  f"cannot be restored ({type(e).__name__}: {e})") from None
     if announce:  # every rank of a distributed job resumes; rank 0 says so
-        print(f"resumed from {path} after epoch {checkpoint['epoch']}", flush=True)
-    return checkpoint["epoch"] + 1
+        print(f"resumed from {path} after epoch {epoch}", flush=True)
+    return epoch + 1
 
 
 def dump(args):
+    for path, option in ((args.output, "--output"), (args.inputs, "--inputs")):
+        if path:
+            output_file(path, option)
     np.random.seed(0)
     model = build_mlp(hidden=(32, 16))
     optimizer = ndl.optim.Adam(model.parameters(), lr=1e-3)
@@ -138,8 +178,9 @@ def dump(args):
 
 def run(args):
     """Compile the graph text of `args.file` and run it on the named .npy/.npz inputs."""
-    with open(args.file) as f:
-        text = f.read()
+    if args.output:
+        output_file(args.output, "--output")
+    text = read_text(args.file)
     try:
         compiled = ndl.compile_ir(text, check=args.check)
     except ndl.ir.IRParseError as e:
@@ -148,18 +189,11 @@ def run(args):
     arrays = {}
     for spec in args.input:
         name, _, path = spec.rpartition("=")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            print(f"ndlc run: --input {spec}: {e}", file=sys.stderr)
-            return 2
-        if name:
-            arrays[name] = loaded
-        elif isinstance(loaded, np.lib.npyio.NpzFile):
-            arrays.update(loaded)
-        else:
-            print(f"ndlc run: --input {spec}: a single .npy array needs a name (NAME=FILE.npy)", file=sys.stderr)
-            return 2
+        loaded = read_arrays(path, spec)
+        if isinstance(loaded, dict) == bool(name):
+            raise UserError(f"--input {spec}: " + ("a .npz holds arrays already named: give it as FILE.npz"
+                                                   if name else "a single .npy array needs a name (NAME=FILE.npy)"))
+        arrays.update(loaded if isinstance(loaded, dict) else {name: loaded})
     results = dict(zip(compiled.names, compiled(**arrays)))
     for name, array in results.items():
         value = f" = {array.item():.6g}" if array.size == 1 else ""
@@ -167,6 +201,35 @@ def run(args):
     if args.output:
         np.savez(args.output, **results)
     return 0
+
+
+def read_text(path):
+    """The text of the graph file `path`, or a UserError saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8); ndlc run reads a "
+                        "graph's text, such as `ndlc dump grad -o FILE` writes") from None
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+
+
+def read_arrays(path, spec):
+    """The array of a .npy file, or the arrays of a .npz as a dict (all read now, so a truncated
+    member fails here), or a UserError naming the --input `spec` and the problem."""
+    try:
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    return {name: loaded[name] for name in loaded.files}
+            return loaded
+    except OSError as e:
+        raise UserError(f"--input {spec}: {path}: {e.strerror or e}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"--input {spec}: {path} is not a readable .npy or .npz file (truncated or "
+                        f"corrupt: {e})") from None
 
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -314,6 +377,16 @@ def main(argv=None):
                         format="%(name)s: %(message)s")
     try:
         return {"train": train, "dump": dump, "run": run, "bench": bench}[args.command](args)
+    except (UserError, ndl.CheckpointError, ndl.StateDictError) as e:  # the user's files: exit 2
+        print(f"ndlc {args.command}: {e}", file=sys.stderr)
+        end_job(2)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"ndlc {args.command}: {e.filename}: {e.strerror}", file=sys.stderr)
+        end_job(2)
+        return 2
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         end_job(1)

@@ -124,10 +124,10 @@ def test_resume_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(common + ["--resume"])
     assert "--resume needs --checkpoint DIR" in capsys.readouterr().err
-    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "none")]) == 1
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "none")]) == 2
     assert f"{tmp_path}/none/last.npz: no such checkpoint file" in capsys.readouterr().err
     assert main(common + ["--checkpoint", str(tmp_path / "c")]) == 0
-    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 1
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 2
     assert "last.npz was written by a run with --batch-size 32, not 16" in capsys.readouterr().err
 
 
