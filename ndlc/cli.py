@@ -315,34 +315,50 @@ def add_bench(commands):
     return b
 
 
+VERBOSE = ("log to stderr what the compiler decides: each fusion decision (which nodes start or join "
+           "a kernel, and why) and each recompilation of a step (its new argument types, and what changed "
+           "since the last compilation); warnings (cache entries rebuilt, libraries missing) "
+           "print without -v (default: off; NDLC_LOG=fusion,compile,... picks loggers)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ndlc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     t = commands.add_parser("train", help="train a Fashion-MNIST model compiled: the MLP "
-                            "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)")
-    t.add_argument("--model", choices=sorted(MODELS), default="mlp")
-    t.add_argument("--epochs", type=_positive, default=1)
-    t.add_argument("--batch-size", type=_positive, default=256)
+                            "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)",
+                            description="Train a model on Fashion-MNIST with its training step compiled by "
+                            "ndlc; after each epoch print the mean training loss, the test accuracy and the "
+                            "steps per second.")
+    t.add_argument("--model", choices=sorted(MODELS), default="mlp", help="mlp: 784-512-BN-ReLU-256-BN-"
+                   "ReLU-10 trained by Adam; lenet: LeNet with BatchNorm (two 5x5 convolutions, average "
+                   "pooling, 120 and 84 units, sigmoids) trained by SGD (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive, default=1, metavar="N", help="passes over the training "
+                   "images in all: --resume continues up to epoch N (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="images per training step, the "
+                   "global batch with --distributed; also the test batch (default: %(default)s)")
     t.add_argument("--lr", type=_finite(0, inclusive=False), default=None,
-                   help="default: 1e-3 (mlp, Adam), 1.0 (lenet, SGD)")
-    t.add_argument("--weight-decay", type=_finite(0, inclusive=True), default=0.0)
-    t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "
+                   help="learning rate (default: 1e-3 for mlp's Adam, 1.0 for lenet's SGD)")
+    t.add_argument("--weight-decay", type=_finite(0, inclusive=True), default=0.0,
+                   help="L2 penalty added to each gradient, needle's form g + wd*w (default: %(default)s)")
+    t.add_argument("--seed", type=_seed, default=0, metavar="N", help="seeds the initial weights and the data order "
+                   "(default: %(default)s)")
+    t.add_argument("--data", default=None, metavar="DIR", help="directory of the Fashion-MNIST idx .gz files "
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar per epoch)")
     t.add_argument("--distributed", action="store_true", help="run as one rank of a data-parallel "
                    "job (mpirun -np N ndlc train --distributed): gradients averaged over the ranks, "
-                   "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py")
+                   "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py (default: off)")
     t.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm layers "
-                   "normalise with the statistics of every rank's samples together (SyncBatchNorm)")
+                   "normalise with the statistics of every rank's samples together (SyncBatchNorm; default: off)")
     t.add_argument("--checkpoint", metavar="DIR", help="save the model, optimizer and data order's "
-                   "RNG to DIR/last.npz after every epoch (atomically)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint "
-                   "DIR up to --epochs epochs in all")
+                   "RNG to DIR/last.npz after every epoch, atomically (default: no checkpoints)")
+    t.add_argument("--resume", action="store_true", help="continue from DIR/last.npz of --checkpoint DIR, "
+                   "written by an ndlc train run with the same --model and --batch-size, up to --epochs "
+                   "epochs in all (default: start afresh)")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss of every step and each epoch's "
-                   "loss and test accuracy as a PNG (matplotlib), after every epoch")
+                   "loss and test accuracy as a PNG (matplotlib), after every epoch (default: no plot)")
     t.add_argument("--log-json", metavar="FILE", help="write the same numbers as JSON lines (with "
-                   "--resume, those of the checkpoint first)")
+                   "--resume, those of the checkpoint first; default: no log)")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
@@ -365,9 +381,10 @@ def main(argv=None):
                    "(check mode) and name the first that computes a wrong value")
     b = add_bench(commands)
     for sub in (t, d, b):
-        sub.add_argument("--device", default="cpu")
-        sub.add_argument("-v", "--verbose", action="store_true", help="log compilations")
-    r.add_argument("-v", "--verbose", action="store_true", help="log compilations")
+        sub.add_argument("--device", default="cpu", help="cpu, or cuda: an NVIDIA GPU, which needs pycuda "
+                         "and nvcc (default: %(default)s)")
+    for sub in (t, d, r, b):
+        sub.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
     args = parser.parse_args(argv)
     if args.command == "train" and args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint DIR (where the last checkpoint is)")
