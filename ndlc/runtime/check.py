@@ -27,7 +27,7 @@ RTOL, ATOL = 1e-3, 1e-4  # the floor; atol is relative to the largest magnitude 
 # writes (a sum that cancels to ~0 is as exact as its terms, not as its result)
 ULPS = 2  # rounding modelled per node, in units of its dtype's epsilon (of the terms' sum for a sum)
 MARGIN = 8  # how many times the perturbed evaluations' deviation an error may reach
-PUSHES = (1.0, -1.0, "random", "random")  # each perturbed run's rounding: all up, all down, random
+PUSHES = (1.0, -1.0, "random")  # each perturbed run's rounding: all up, all down, random
 
 
 class CheckError(NdlcError, AssertionError):
@@ -134,15 +134,15 @@ def evaluate(graph, names, computed, wanted):
 
 def _double_runs(node, operands, rng):
     """The node's float64 value and its perturbed values: each run on its own operands, its
-    result's rounding pushed by the run's PUSHES sign (random signs for 'random')."""
+    result's rounding (sized once, on the unperturbed operands) pushed by the run's PUSHES sign
+    (random signs for 'random')."""
     first = _in_double(node, [o[0] for o in operands])
     results = [first]
-    kind = node.result.type.np_dtype.kind
+    size = _rounding(node, [o[0] for o in operands], first) if first.dtype.kind == "f" else None
     for k, push in enumerate(PUSHES, 1):
         value = _in_double(node, [o[k] for o in operands])
-        if kind == "f":
-            size = _rounding(node, [o[k] for o in operands], value)
-            sign = rng.choice((-1.0, 1.0), size=np.shape(value)) if push == "random" else push
+        if size is not None:
+            sign = rng.integers(0, 2, np.shape(value), np.int8) * 2 - 1 if push == "random" else push
             value = value + sign * size
         results.append(value)
     return results
