@@ -61,8 +61,8 @@ class Divergence:
 
 @dataclass
 class Expected:
-    """A value as float32 computes it (`single`), in float64 (`double`), and how far float64 runs
-    with perturbed roundings strayed from `double` (`spread`, elementwise)."""
+    """A value as float32 computes it (`single`), in float64 (`double`), and how far the float32
+    and the perturbed float64 evaluations strayed from `double` (`spread`, elementwise)."""
     single: np.ndarray
     double: np.ndarray
     spread: np.ndarray
@@ -107,7 +107,7 @@ def evaluate(graph, names, computed, wanted):
     runs = {}  # value -> [float32 value, float64 value, perturbed float64 values...]
     for v, array in graph.constants.items():
         runs[v] = _promoted(array)
-    given = {}  # a computed array and its float64 copy, made once
+    given = {}  # name -> a computed array and its float64 copies, made once, dropped after last use
     expected, magnitude = {}, {}
     for name, array in computed.items():
         magnitude[name] = _magnitude(array)
@@ -129,6 +129,7 @@ def evaluate(graph, names, computed, wanted):
         for v in node.operands:
             if last_use[v] == i:
                 runs.pop(v, None)
+                given.pop(names[v], None)
     return expected, magnitude
 
 
