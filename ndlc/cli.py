@@ -10,6 +10,8 @@ import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -28,10 +30,30 @@ MODELS = {
               lambda params, args: ndl.optim.SGD(params, lr=args.lr or lenet.LEARNING_RATE,
                                                  weight_decay=args.weight_decay)),
 }
+CHECKPOINT_KEYS = ("model_name", "batch_size", "epoch", "model", "optimizer", "rng", "history")
+
+
+class UserError(Exception):
+    """A mistake in the command line or in the files it names: `ndlc COMMAND: message`, exit status 2."""
+
+
+def output_file(path, option):
+    """Refuse, before any work, to write `path` (given as `option`) into a folder that does not
+    exist, or over a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{option} {path}: no such folder {folder}")
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder, not a file")
 
 
 def train(args):
     from tqdm import tqdm
+    for path, option in ((args.log_json, "--log-json"), (args.plot, "--plot")):
+        if path:
+            output_file(path, option)
+    if args.checkpoint and os.path.exists(args.checkpoint) and not os.path.isdir(args.checkpoint):
+        raise UserError(f"--checkpoint {args.checkpoint}: is a file, not a folder")
     try:
         train_set = ndl.data.FashionMNIST(train=True, root=args.data)
         test_set = ndl.data.FashionMNIST(train=False, root=args.data)
@@ -48,6 +70,12 @@ def train(args):
     optimizer = make_optimizer(model.parameters(), args)
     history = History(args.log_json if job.is_main else None)
     first = resume(args, model, optimizer, history, announce=job.is_main) if args.resume else 1
+    if first > args.epochs:
+        if job.is_main:
+            print(f"nothing to train: {checkpoint_path(args)} already holds epoch {first - 1}, and "
+                  f"--epochs is {args.epochs} (raise --epochs to train further)", flush=True)
+        history.close()
+        return 0
     optimizer = job.distribute(model, optimizer, args.sync_batchnorm)
     step = ndl.compile(training_step(model, optimizer), device=args.device)
     predict = ndl.compile(model, device=args.device)
@@ -98,20 +126,32 @@ def resume(args, model, optimizer, history, announce=True):
     """Load the last checkpoint into the model, optimizer, RNG and history; the next epoch."""
     path = checkpoint_path(args)
     checkpoint = ndl.load(path)
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ndl.CheckpointError(f"{path} was not written by ndlc train (it lacks {', '.join(missing)}): "
+                                  "--resume continues a run from the checkpoint its --checkpoint saved")
     for key, option in (("model_name", "model"), ("batch_size", "batch_size")):
         if checkpoint[key] != getattr(args, option):
             raise ndl.CheckpointError(f"{path} was written by a run with --{option.replace('_', '-')} "
                                       f"{checkpoint[key]}, not {getattr(args, option)}")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    np.random.set_state(checkpoint["rng"])
-    history.restore(checkpoint["history"])
+    try:
+        np.random.set_state(checkpoint["rng"])
+        history.restore(checkpoint["history"])
+        epoch = int(checkpoint["epoch"])
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ndl.CheckpointError(f"{path} is not a checkpoint of ndlc train: its rng, history or epoch "
+                                  f"cannot be restored ({type(e).__name__}: {e})") from None
     if announce:  # every rank of a distributed job resumes; rank 0 says so
-        print(f"resumed from {path} after epoch {checkpoint['epoch']}", flush=True)
-    return checkpoint["epoch"] + 1
+        print(f"resumed from {path} after epoch {epoch}", flush=True)
+    return epoch + 1
 
 
 def dump(args):
+    for path, option in ((args.output, "--output"), (args.inputs, "--inputs")):
+        if path:
+            output_file(path, option)
     np.random.seed(0)
     model = build_mlp(hidden=(32, 16))
     optimizer = ndl.optim.Adam(model.parameters(), lr=1e-3)
@@ -138,8 +178,9 @@ def dump(args):
 
 def run(args):
     """Compile the graph text of `args.file` and run it on the named .npy/.npz inputs."""
-    with open(args.file) as f:
-        text = f.read()
+    if args.output:
+        output_file(args.output, "--output")
+    text = read_text(args.file)
     try:
         compiled = ndl.compile_ir(text, check=args.check)
     except ndl.ir.IRParseError as e:
@@ -148,18 +189,11 @@ def run(args):
     arrays = {}
     for spec in args.input:
         name, _, path = spec.rpartition("=")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            print(f"ndlc run: --input {spec}: {e}", file=sys.stderr)
-            return 2
-        if name:
-            arrays[name] = loaded
-        elif isinstance(loaded, np.lib.npyio.NpzFile):
-            arrays.update(loaded)
-        else:
-            print(f"ndlc run: --input {spec}: a single .npy array needs a name (NAME=FILE.npy)", file=sys.stderr)
-            return 2
+        loaded = read_arrays(path, spec)
+        if isinstance(loaded, dict) == bool(name):
+            raise UserError(f"--input {spec}: " + ("a .npz holds arrays already named: give it as FILE.npz"
+                                                   if name else "a single .npy array needs a name (NAME=FILE.npy)"))
+        arrays.update(loaded if isinstance(loaded, dict) else {name: loaded})
     results = dict(zip(compiled.names, compiled(**arrays)))
     for name, array in results.items():
         value = f" = {array.item():.6g}" if array.size == 1 else ""
@@ -167,6 +201,35 @@ def run(args):
     if args.output:
         np.savez(args.output, **results)
     return 0
+
+
+def read_text(path):
+    """The text of the graph file `path`, or a UserError saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8); ndlc run reads a "
+                        "graph's text, such as `ndlc dump grad -o FILE` writes") from None
+    except OSError as e:
+        raise UserError(f"{path}: {e.strerror}") from None
+
+
+def read_arrays(path, spec):
+    """The array of a .npy file, or the arrays of a .npz as a dict (all read now, so a truncated
+    member fails here), or a UserError naming the --input `spec` and the problem."""
+    try:
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    return {name: loaded[name] for name in loaded.files}
+            return loaded
+    except OSError as e:
+        raise UserError(f"--input {spec}: {path}: {e.strerror or e}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"--input {spec}: {path} is not a readable .npy or .npz file (truncated or "
+                        f"corrupt: {e})") from None
 
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
@@ -252,34 +315,50 @@ def add_bench(commands):
     return b
 
 
+VERBOSE = ("log to stderr what the compiler decides: each fusion decision (which nodes start or join "
+           "a kernel, and why) and each recompilation of a step (its new argument types, and what changed "
+           "since the last compilation); warnings (cache entries rebuilt, libraries missing) "
+           "print without -v (default: off; NDLC_LOG=fusion,compile,... picks loggers)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="ndlc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     t = commands.add_parser("train", help="train a Fashion-MNIST model compiled: the MLP "
-                            "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)")
-    t.add_argument("--model", choices=sorted(MODELS), default="mlp")
-    t.add_argument("--epochs", type=_positive, default=1)
-    t.add_argument("--batch-size", type=_positive, default=256)
+                            "(784-512-BN-ReLU-256-BN-ReLU-10, Adam) or LeNet-BN (SGD)",
+                            description="Train a model on Fashion-MNIST with its training step compiled by "
+                            "ndlc; after each epoch print the mean training loss, the test accuracy and the "
+                            "steps per second.")
+    t.add_argument("--model", choices=sorted(MODELS), default="mlp", help="mlp: 784-512-BN-ReLU-256-BN-"
+                   "ReLU-10 trained by Adam; lenet: LeNet with BatchNorm (two 5x5 convolutions, average "
+                   "pooling, 120 and 84 units, sigmoids) trained by SGD (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive, default=1, metavar="N", help="passes over the training "
+                   "images in all: --resume continues up to epoch N (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive, default=256, metavar="N", help="images per training step, the "
+                   "global batch with --distributed; also the test batch (default: %(default)s)")
     t.add_argument("--lr", type=_finite(0, inclusive=False), default=None,
-                   help="default: 1e-3 (mlp, Adam), 1.0 (lenet, SGD)")
-    t.add_argument("--weight-decay", type=_finite(0, inclusive=True), default=0.0)
-    t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--data", default=None, help="directory of the Fashion-MNIST idx .gz files "
+                   help="learning rate (default: 1e-3 for mlp's Adam, 1.0 for lenet's SGD)")
+    t.add_argument("--weight-decay", type=_finite(0, inclusive=True), default=0.0,
+                   help="L2 penalty added to each gradient, needle's form g + wd*w (default: %(default)s)")
+    t.add_argument("--seed", type=_seed, default=0, metavar="N", help="seeds the initial weights and the data order "
+                   "(default: %(default)s)")
+    t.add_argument("--data", default=None, metavar="DIR", help="directory of the Fashion-MNIST idx .gz files "
                    "(default: $NDLC_DATA, then /usr/share/datasets/fashion-mnist)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar per epoch)")
     t.add_argument("--distributed", action="store_true", help="run as one rank of a data-parallel "
                    "job (mpirun -np N ndlc train --distributed): gradients averaged over the ranks, "
-                   "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py")
+                   "--batch-size is the global batch, rank 0 prints and saves; needs mpi4py (default: off)")
     t.add_argument("--sync-batchnorm", action="store_true", help="with --distributed: BatchNorm layers "
-                   "normalise with the statistics of every rank's samples together (SyncBatchNorm)")
+                   "normalise with the statistics of every rank's samples together (SyncBatchNorm; default: off)")
     t.add_argument("--checkpoint", metavar="DIR", help="save the model, optimizer and data order's "
-                   "RNG to DIR/last.npz after every epoch (atomically)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint "
-                   "DIR up to --epochs epochs in all")
+                   "RNG to DIR/last.npz after every epoch, atomically (default: no checkpoints)")
+    t.add_argument("--resume", action="store_true", help="continue from DIR/last.npz of --checkpoint DIR, "
+                   "written by an ndlc train run with the same --model and --batch-size, up to --epochs "
+                   "epochs in all (default: start afresh)")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss of every step and each epoch's "
-                   "loss and test accuracy as a PNG (matplotlib), after every epoch")
+                   "loss and test accuracy as a PNG (matplotlib), after every epoch (default: no plot)")
     t.add_argument("--log-json", metavar="FILE", help="write the same numbers as JSON lines (with "
-                   "--resume, those of the checkpoint first)")
+                   "--resume, those of the checkpoint first; default: no log)")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
                    help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
@@ -302,9 +381,10 @@ def main(argv=None):
                    "(check mode) and name the first that computes a wrong value")
     b = add_bench(commands)
     for sub in (t, d, b):
-        sub.add_argument("--device", default="cpu")
-        sub.add_argument("-v", "--verbose", action="store_true", help="log compilations")
-    r.add_argument("-v", "--verbose", action="store_true", help="log compilations")
+        sub.add_argument("--device", default="cpu", help="cpu, or cuda: an NVIDIA GPU, which needs pycuda "
+                         "and nvcc (default: %(default)s)")
+    for sub in (t, d, r, b):
+        sub.add_argument("-v", "--verbose", action="store_true", help=VERBOSE)
     args = parser.parse_args(argv)
     if args.command == "train" and args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint DIR (where the last checkpoint is)")
@@ -314,6 +394,16 @@ def main(argv=None):
                         format="%(name)s: %(message)s")
     try:
         return {"train": train, "dump": dump, "run": run, "bench": bench}[args.command](args)
+    except (UserError, ndl.CheckpointError, ndl.StateDictError) as e:  # the user's files: exit 2
+        print(f"ndlc {args.command}: {e}", file=sys.stderr)
+        end_job(2)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"ndlc {args.command}: {e.filename}: {e.strerror}", file=sys.stderr)
+        end_job(2)
+        return 2
     except ndl.NdlcError as e:
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         end_job(1)

@@ -124,8 +124,46 @@ def test_resume_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(common + ["--resume"])
     assert "--resume needs --checkpoint DIR" in capsys.readouterr().err
-    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "none")]) == 1
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "none")]) == 2
     assert f"{tmp_path}/none/last.npz: no such checkpoint file" in capsys.readouterr().err
     assert main(common + ["--checkpoint", str(tmp_path / "c")]) == 0
-    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 1
+    assert main(common + ["--resume", "--checkpoint", str(tmp_path / "c"), "--batch-size", "16"]) == 2
     assert "last.npz was written by a run with --batch-size 32, not 16" in capsys.readouterr().err
+
+
+def test_run_check_passes_on_the_dumped_example_step(tmp_path, capsys):
+    """The README's own example: the MLP step's grad stage, dumped with its next call's arguments,
+    runs in check mode without a false alarm (its Adam update of BatchNorm-cancelled bias gradients
+    is rounding noise made +-lr) and prints the same loss as a plain run."""
+    stage, inputs = str(tmp_path / "step.ir"), str(tmp_path / "step.npz")
+    assert main(["dump", "grad", "-o", stage, "--inputs", inputs]) == 0
+    assert main(["run", stage, "--input", inputs]) == 0
+    plain = capsys.readouterr().out
+    assert main(["run", stage, "--input", inputs, "--check"]) == 0
+    assert capsys.readouterr().out == plain and plain.startswith("out0: f32[] = ")
+
+
+def _options_help(capsys, command):
+    """{option: its help text} from `ndlc COMMAND --help`."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out.split("options:\n", 1)[1]
+    entries = re.split(r"\n(?=  -)", text.strip("\n"))
+    return {re.match(r"\s*(-[-\w]+(?:, --[-\w]+)?)", entry).group(1): " ".join(entry.split()) for entry in entries}
+
+
+def test_train_help_gives_every_options_meaning_and_default(capsys):
+    options = _options_help(capsys, "train")
+    assert {"--model", "--epochs", "--batch-size", "--device", "--lr", "--resume", "-v, --verbose"} <= set(options)
+    for option, text in options.items():
+        if option != "-h, --help":
+            assert re.search(r"\(default: .+\)|; default: .+\)", text), (option, text)
+    assert "(default: mlp)" in options["--model"] and "(default: 256)" in options["--batch-size"]
+    assert "(default: 1)" in options["--epochs"] and "(default: cpu)" in options["--device"]
+
+
+@pytest.mark.parametrize("command", ["train", "dump", "run", "bench"])
+def test_verbose_says_what_it_logs(command, capsys):
+    text = _options_help(capsys, command)["-v, --verbose"]
+    assert "each fusion decision" in text and "each recompilation of a step" in text

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NdlcError
 from ..version import __version__
 from .tensor import Tensor
 
@@ -33,7 +33,7 @@ def save(obj, path):
     """Write `obj` to `path` atomically (the previous file stays whole until the new one is complete)."""
     path = os.fspath(path)
     arrays = {}
-    structure = _encode(obj, arrays, "obj", path)
+    structure = _encode(obj, arrays, "obj", path, ())
     header = {"format": FORMAT_VERSION, "ndlc": __version__, "structure": structure}
     arrays[HEADER] = np.array(json.dumps(header))
     _write_atomically(path, arrays)
@@ -50,7 +50,7 @@ def load(path):
         with npz:
             if HEADER not in npz.files:
                 raise CheckpointError(f"{path} is not an ndlc checkpoint (no {HEADER} header: not written by ndl.save)")
-            arrays = {name: npz[name] for name in npz.files}
+            arrays = {name: _member(npz, name) for name in npz.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except CheckpointError:
@@ -58,7 +58,10 @@ def load(path):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
     try:
-        header = json.loads(str(arrays.pop(HEADER)))
+        header = arrays.pop(HEADER)
+        if isinstance(header, Exception):
+            raise ValueError(header)
+        header = json.loads(str(header))
         version = header["format"]
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} has a corrupt {HEADER} header: {e}") from None
@@ -68,9 +71,20 @@ def load(path):
     return _decode(header.get("structure"), arrays, path, path)
 
 
-def _encode(obj, arrays, where, path):
+def _member(npz, name):
+    """Array `name` of the file, or the exception that reading it raised: an entry that cannot be
+    read (truncated, or of Python objects) is reported by `_decode` under its key."""
+    try:
+        return npz[name]
+    except ValueError as e:  # numpy's: an array of Python objects, or a malformed .npy header
+        return CheckpointError(f"cannot be read back ({e})")
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        return CheckpointError(f"is truncated or corrupt ({type(e).__name__}: {e})")
+
+
+def _encode(obj, arrays, where, path, inside):
     """The JSON form of `obj`, its tensors and arrays moved into `arrays`; `where` names the
-    position in the saved object for errors."""
+    position in the saved object for errors, `inside` the containers (ids, positions) it is in."""
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, (Tensor, np.ndarray, np.generic)):
@@ -82,42 +96,65 @@ def _encode(obj, arrays, where, path):
         if isinstance(obj, Tensor):
             return {"tensor": key, "requires_grad": obj.requires_grad}
         return {"array": key} if isinstance(obj, np.ndarray) else {"scalar": key}
+    if isinstance(obj, (dict, list, tuple)):
+        outer = next((at for container, at in inside if container == id(obj)), None)
+        if outer is not None:
+            raise CheckpointError(f"cannot save {where} to {path}: it is {outer} itself (the object "
+                                  "contains itself; a checkpoint holds trees, not reference cycles)")
+        inside = inside + ((id(obj), where),)
     if isinstance(obj, dict):
         items = []
         for k, v in obj.items():
             if isinstance(k, bool) or not isinstance(k, (str, int)):
                 raise CheckpointError(f"cannot save {where} to {path}: dict key {k!r} is a "
                                       f"{type(k).__name__} (keys must be str or int)")
-            items.append([k, _encode(v, arrays, f"{where}[{k!r}]", path)])
+            items.append([k, _encode(v, arrays, f"{where}[{k!r}]", path, inside)])
         return {"dict": items}
     if isinstance(obj, (list, tuple)):
         kind = "list" if isinstance(obj, list) else "tuple"
-        return {kind: [_encode(v, arrays, f"{where}[{i}]", path) for i, v in enumerate(obj)]}
+        return {kind: [_encode(v, arrays, f"{where}[{i}]", path, inside) for i, v in enumerate(obj)]}
     raise CheckpointError(f"cannot save {where} to {path}: a {type(obj).__name__} (a checkpoint holds "
                           "tensors, arrays, numbers, strings, None, and dicts, lists and tuples of them)")
 
 
 def _decode(node, arrays, path, where):
+    """The object the header's `node` describes at position `where` (the file's own name at the top)."""
     if not isinstance(node, dict):
         return node
-    try:
-        (kind, body), = [(k, v) for k, v in node.items() if k != "requires_grad"]
-        if kind == "dict":
-            return LoadedDict({k: _decode(v, arrays, path, f"{where}[{k!r}]") for k, v in body}, where)
-        if kind in ("list", "tuple"):
-            items = [_decode(v, arrays, path, f"{where}[{i}]") for i, v in enumerate(body)]
-            return items if kind == "list" else tuple(items)
-        array = arrays[body]
-    except (KeyError, ValueError, TypeError):
+    kind, body = _entry(node, path, where)
+    if kind == "dict":
+        return LoadedDict({k: _decode(v, arrays, path, f"{where}[{k!r}]") for k, v in body}, where)
+    if kind in ("list", "tuple"):
+        items = [_decode(v, arrays, path, f"{where}[{i}]") for i, v in enumerate(body)]
+        return items if kind == "list" else tuple(items)
+    if not isinstance(body, str) or body not in arrays:
         raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}, "
-                              "which names no array of the file") from None
+                              "which names no array of the file")
+    array = arrays[body]
+    if isinstance(array, Exception):
+        raise CheckpointError(f"{where} {array}")
     if kind == "tensor":
-        return Tensor.make_const(array, requires_grad=node.get("requires_grad", False))
-    if kind == "array":
-        return array
-    if kind == "scalar":
-        return array[()]
-    raise CheckpointError(f"{path} is corrupt: {where} is of unknown kind {kind!r}")
+        try:
+            return Tensor.make_const(array, requires_grad=node.get("requires_grad", False))
+        except NdlcError as e:
+            raise CheckpointError(f"{where} is a tensor of dtype {array.dtype}, which an "
+                                  f"ndlc Tensor cannot hold ({e})") from None
+    return array if kind == "array" else array[()]
+
+
+def _entry(node, path, where):
+    """(kind, body) of a header node: one of the kinds `_encode` writes, or a CheckpointError."""
+    entries = [(k, v) for k, v in node.items() if k != "requires_grad"]
+    if len(entries) != 1:
+        raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}")
+    kind, body = entries[0]
+    shapes = {"dict": list, "list": list, "tuple": list, "tensor": str, "array": str, "scalar": str}
+    if kind not in shapes:
+        raise CheckpointError(f"{path} is corrupt: {where} is of unknown kind {kind!r}")
+    if not isinstance(body, shapes[kind]) or (kind == "dict" and not all(
+            isinstance(item, list) and len(item) == 2 for item in body)):
+        raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}")
+    return kind, body
 
 
 def _write_atomically(path, arrays):

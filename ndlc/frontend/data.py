@@ -13,6 +13,7 @@ from .tensor import Tensor
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 _FASHION_FILES = {True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                   False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_CLASSES = 10
 _HOW_TO_GET = ("install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) "
                "or set NDLC_DATA to a directory holding the idx .gz files")
 
@@ -162,7 +163,7 @@ class MNISTDataset(_ImageDataset):
             raise ValueError(f"{image_filename} holds {len(images)} images but {label_filename} "
                              f"{len(self.labels)} labels")
         self.image_shape = images.shape[1:] + (1,)
-        self.images = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        self.images = images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float32) / 255.0
 
     def _transformed(self, image):
         return self.apply_transforms(image.reshape(self.image_shape)).reshape(-1)
@@ -193,10 +194,22 @@ def fashion_mnist_dir(root=None):
 
 
 def FashionMNIST(train=True, root=None, transforms=None):
-    """The Fashion-MNIST training (or test) set as an MNISTDataset."""
+    """The Fashion-MNIST training (or test) set as an MNISTDataset: at least one 28 x 28 image,
+    each labelled with one of its 10 classes (ValueError naming the file otherwise)."""
     directory = fashion_mnist_dir(root)
-    images, labels = _FASHION_FILES[bool(train)]
-    return MNISTDataset(os.path.join(directory, images), os.path.join(directory, labels), transforms)
+    images, labels = (os.path.join(directory, name) for name in _FASHION_FILES[bool(train)])
+    dataset = MNISTDataset(images, labels, transforms)
+    if not len(dataset):
+        raise ValueError(f"{images} holds 0 images: Fashion-MNIST's files hold 60000 (train) and 10000 (t10k)")
+    if dataset.image_shape != (28, 28, 1):
+        raise ValueError(f"{images} holds {dataset.image_shape[0]}x{dataset.image_shape[1]} images; "
+                         "Fashion-MNIST's are 28x28")
+    outside = np.flatnonzero(dataset.labels >= FASHION_CLASSES)
+    if len(outside):
+        raise ValueError(f"{labels}: label {int(dataset.labels[outside[0]])} (of sample {int(outside[0])}) "
+                         f"is not one of Fashion-MNIST's {FASHION_CLASSES} classes 0..{FASHION_CLASSES - 1}"
+                         + (f", nor are {len(outside) - 1} more" if len(outside) > 1 else ""))
+    return dataset
 
 
 class CIFAR10Dataset(_ImageDataset):

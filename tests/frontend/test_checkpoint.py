@@ -3,6 +3,7 @@ errors of a truncated, corrupt or foreign file."""
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -186,6 +187,41 @@ def test_saving_what_a_checkpoint_cannot_hold_names_it(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_self_referential_object_is_named_not_a_recursion_error(tmp_path):
+    cyclic = {"a": [1, 2]}
+    cyclic["a"].append(cyclic)
+    with pytest.raises(ndl.CheckpointError, match=r"cannot save obj\['a'\]\[2\] to .*: it is obj itself"):
+        ndl.save(cyclic, tmp_path / "x.npz")
+    shared = [1.0]
+    ndl.save({"a": shared, "b": shared}, tmp_path / "y.npz")  # shared, not cyclic: saved twice
+    assert ndl.load(tmp_path / "y.npz") == {"a": [1.0], "b": [1.0]}
+
+
+@pytest.mark.parametrize("array, cause", [
+    (np.ones(3, np.complex64), r"is a tensor of dtype complex64, which an ndlc Tensor cannot hold"),
+    (np.ones(3, np.float16), r"is a tensor of dtype float16, which an ndlc Tensor cannot hold"),
+    (np.array([1, None], object), r"cannot be read back \(Object arrays cannot be loaded"),
+])
+def test_an_entry_that_cannot_come_back_is_named_with_its_key_and_cause(array, cause, tmp_path):
+    ndl.save({"model": {"w": ndl.Tensor(np.ones(3, np.float32))}}, tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays["a0"] = array  # the tensor's data replaced by an array ndl.save would never write
+    np.savez(tmp_path / "c.npz", **arrays)
+    with pytest.raises(ndl.CheckpointError, match=re.escape(f"{tmp_path}/c.npz['model']['w'] ") + cause):
+        ndl.load(tmp_path / "c.npz")
+
+
+def test_a_parameter_set_to_none_is_named(tmp_path):
+    state = dict(nn.Linear(2, 3).state_dict(), bias=None)
+    ndl.save(state, tmp_path / "c.npz")
+    with pytest.raises(ndl.StateDictError, match=re.escape("Linear.load_state_dict: 'bias' is None in the "
+                       f"state dict, the model's is a tensor of shape (1, 3) (in {tmp_path}/c.npz)")):
+        nn.Linear(2, 3).load_state_dict(ndl.load(tmp_path / "c.npz"))
+    with pytest.raises(ndl.StateDictError, match=r"'bias' is a str in the state dict, not a tensor of float32"):
+        nn.Linear(2, 3).load_state_dict(dict(state, bias="zeros"))
+
+
 CHILD = """
 import os, sys
 import numpy as np
@@ -233,7 +269,7 @@ def test_a_corrupt_file_is_named(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 3:len(data) // 3 + 64] = bytes(64)  # inside the weight's data
     path.write_bytes(bytes(data))
-    with pytest.raises(ndl.CheckpointError, match=f"{path} is truncated or corrupt.*CRC"):
+    with pytest.raises(ndl.CheckpointError, match=re.escape(f"{path}['weight'] is truncated or corrupt") + ".*CRC"):
         ndl.load(path)
 
 

@@ -105,3 +105,106 @@ def test_check_mode_names_the_kernel_holding_the_planted_fault_its_node_and_the_
     assert re.search(rf"%{relu} relu \(at .*test_check.py:{line}\)", report), report
     for got, want in zip(model.parameters(), before):  # a failed check runs nothing for real
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+
+def _healthy_steps_pass(make, batches):
+    """Builds a seeded model and its training step twice (`make() -> (step function, model)`) and
+    runs it compiled with check mode and without: no CheckError, and the same losses and weights."""
+    import ndlc as ndl
+    results = []
+    for check in (True, False):
+        fn, model = make()
+        step = ndl.compile(fn, check=check)
+        losses = [float(np.ravel(_first(step(*batch)).numpy())[0]) for batch in batches]
+        results.append((losses, [p.numpy().copy() for p in model.parameters()]))
+    (checked, checked_weights), (plain, plain_weights) = results
+    assert checked == plain
+    for got, want in zip(checked_weights, plain_weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def _first(result):
+    return result[0] if isinstance(result, tuple) else result
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_batchnorm_mlp_step_passes_check_mode(optimizer):
+    """Linear -> BatchNorm1d -> ReLU -> Linear: the first Linear's bias gradient is analytically zero
+    (BatchNorm subtracts the mean), so it is rounding noise that Adam (without weight decay) turns
+    into +-lr; any summation order makes other noise, and check mode must not call that wrong."""
+    import ndlc as ndl
+    from ndlc.examples.train_mlp import training_step
+    from training_cases import batches
+    nn = ndl.nn
+
+    def make():
+        np.random.seed(0)
+        model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+        opt = (ndl.optim.Adam(model.parameters(), lr=1e-3) if optimizer == "adam"
+               else ndl.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+        return training_step(model, opt), model
+    _healthy_steps_pass(make, batches(4))
+    with pytest.MonkeyPatch.context() as patch:  # a wrong ReLU in the same model is still named
+        patch.setattr(get_op("relu"), "scalar", lambda v: S.maximum(v, 0.0) * 1.25)
+        fn, _ = make()
+        with pytest.raises(ndl.CheckError, match=r"kernel k\d+ computes %\d+ wrong") as error:
+            ndl.compile(fn, check=True)(*batches(1)[0])
+    assert re.search(r"%\d+ relu \(at ", str(error.value)), str(error.value)
+
+
+def test_lenet_bn_steps_pass_check_mode():
+    import ndlc as ndl
+    from ndlc.examples.lenet import build_lenet
+    from ndlc.examples.train_mlp import training_step
+    rng = np.random.default_rng(0)
+    data = [(rng.random((4, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 4)) for _ in range(2)]
+
+    def make():
+        np.random.seed(0)
+        model = build_lenet()
+        return training_step(model, ndl.optim.SGD(model.parameters(), lr=0.5)), model
+    _healthy_steps_pass(make, data)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_sequence_model_steps_pass_check_mode(kind):
+    """An embedding, a 2-layer LSTM or Transformer and a linear layer over the vocabulary, trained
+    by Adam (the Transformer's key bias gradient is analytically zero: softmax ignores it)."""
+    import ndlc as ndl
+    rng = np.random.default_rng(0)
+    data = [(rng.integers(0, 11, (5, 2)), rng.integers(0, 11, 10)) for _ in range(3)]
+
+    def make():
+        np.random.seed(0)
+        model = _SequenceModel(kind)
+        opt = ndl.optim.Adam(model.parameters(), lr=0.01)
+        loss_fn = ndl.nn.SoftmaxLoss()
+
+        def step(x, y):
+            opt.reset_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        return step, model
+    _healthy_steps_pass(make, data)
+
+
+def _SequenceModel(kind):
+    """needle's hw4 language model over 11 ids: embedding, 2 layers, a linear layer per position."""
+    import ndlc as ndl
+    nn = ndl.nn
+
+    class SequenceModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(11, 8)
+            self.body = (nn.LSTM(8, 8, num_layers=2) if kind == "lstm"
+                         else nn.Transformer(8, 16, 2, num_head=2, dim_head=4, sequence_len=8))
+            self.linear = nn.Linear(8, 11)
+
+        def forward(self, x):
+            out, _ = self.body(self.embedding(x))
+            return self.linear(out.reshape((out.shape[0] * out.shape[1], 8)))
+    return SequenceModel()

@@ -37,7 +37,14 @@ def load_tensor(tensor, value, key, owner, state, whose="model"):
     """Set `tensor` (in place: optimizers and compiled steps keep their references) to `value`,
     entry `key` of the state dict `state` loaded into `owner` (`whose` tensor it is, for the
     error); the shapes must be equal."""
-    array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
+    if value is None:  # np.array(None, float32) would be a silent NaN
+        raise StateDictError(f"{owner}.load_state_dict: {key} is None in the state dict, the {whose}'s "
+                             f"is a tensor of shape {tensor.shape}{origin_of(state)}")
+    try:
+        array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
+    except (TypeError, ValueError) as e:
+        raise StateDictError(f"{owner}.load_state_dict: {key} is a {type(value).__name__} in the state dict, "
+                             f"not a tensor of {tensor.dtype} ({e}){origin_of(state)}") from None
     if array.shape != tensor.shape:
         raise StateDictError(f"{owner}.load_state_dict: {key} has shape {array.shape} in the state "
                              f"dict, the {whose}'s is {tensor.shape}{origin_of(state)}")
