@@ -13,6 +13,7 @@ import weakref
 
 import numpy as np
 
+from ..backend_ndarray import BackendDevice as Device, NDArray, cpu, cuda, device_named
 from ..errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
@@ -31,34 +32,15 @@ _RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary
 _TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
 
 
-class Device:
-    """Where a Tensor's program runs. Eager evaluation is always numpy on the host."""
-
-    def __init__(self, name="cpu"):
-        self.name = name
-
-    def __eq__(self, other):
-        return isinstance(other, Device) and other.name == self.name
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __repr__(self):
-        return f"{self.name}()"
-
-
-def cpu():
-    """The host CPU."""
-    return Device("cpu")
-
-
-def cuda():
-    """The GPU: programs compiled for it run there (eager tensors stay on the host)."""
-    return Device("cuda")
-
-
 def default_device():
+    """Where Tensors are made unless told: the host CPU (needle's NDArray default, `nd.default_device()`,
+    is its numpy device)."""
     return cpu()
+
+
+def as_device(device) -> Device:
+    """A Tensor's device from a device, its name, or None (the default)."""
+    return default_device() if device is None else device_named(device)
 
 
 def user_location() -> str:
@@ -101,10 +83,12 @@ class Tensor:
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
         if isinstance(array, Tensor):
             array = array.numpy()
+        if isinstance(array, NDArray) and device is None:
+            device = array.device
         data = _as_array(array, dtype)
         self._bind(Value(TensorType.of(data)), requires_grad)
         _DATA[self._value] = data
-        self.device = device if isinstance(device, Device) else Device(device or "cpu")
+        self.device = as_device(device)
 
     def _bind(self, value, requires_grad):
         self._value = value
@@ -140,8 +124,18 @@ class Tensor:
         fetch_resident(self._value)
         return _DATA[self._value]
 
-    def realize_cached_data(self):
-        return self.numpy()
+    @property
+    def cached_data(self) -> NDArray:
+        """The data as needle's NDArray, sharing this tensor's memory: writing through it changes
+        the tensor (needle's numerical-gradient checks perturb inputs this way)."""
+        data = self.numpy()
+        if not (data.flags.c_contiguous and data.flags.writeable):
+            data = np.array(data, order="C")  # an equal, private, writeable copy becomes the data
+            _DATA[self._value] = data
+        return NDArray.from_storage(data, device=self.device)
+
+    def realize_cached_data(self) -> NDArray:
+        return self.cached_data
 
     @property
     def data(self):
@@ -289,7 +283,10 @@ def apply(op, *tensors, **attrs) -> Tensor:
     """Record op(tensors, attrs) as an IR node; evaluate it now if every operand holds data."""
     result = Builder(loc=user_location()).emit(op, *(t._value for t in tensors), **attrs)
     _evaluate_new_nodes([result.node])
-    return Tensor._wrap(result, requires_grad=any(t.requires_grad for t in tensors))
+    tensor = Tensor._wrap(result, requires_grad=any(t.requires_grad for t in tensors))
+    if tensors:
+        tensor.device = tensors[0].device  # a result lives where its operands do (needle's)
+    return tensor
 
 
 def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
