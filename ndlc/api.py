@@ -7,6 +7,7 @@ from .env import SettingError
 from .errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
 from .frontend import Device, Tensor, cpu, cuda, default_device, trace
 from .frontend.checkpoint import load, save
+from .frontend.tensor import TensorTuple
 from .frontend.ops import *  # noqa: F401,F403  (every op as ndl.<op>, as in needle)
 from .frontend.ops import __all__ as _op_names
 from .jit.compile import compile
@@ -15,6 +16,6 @@ from .runtime.check import CheckError
 from .runtime.program import BoundsError
 
 __all__ = ["backend_ndarray", "NDArray", "all_devices", "cpu_numpy", "data", "init", "ir", "nn", "ops", "optim", "passes", "SettingError", "CheckpointError",
-           "NdlcError", "ShapeError", "StateDictError", "TraceError", "Device", "Tensor", "cpu", "cuda",
+           "NdlcError", "ShapeError", "StateDictError", "TraceError", "Device", "Tensor", "TensorTuple", "cpu", "cuda",
            "default_device", "trace", "load", "save", "compile", "compile_ir", "CheckError",
            "BoundsError", *_op_names]

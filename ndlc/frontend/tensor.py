@@ -17,6 +17,7 @@ from ..backend_ndarray import BackendDevice as Device, NDArray, cpu, cuda, devic
 from ..errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
+from ..ir.registry import get_op
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
 from ..ir.checks import maybe_verify
 from ..passes.autodiff import append_gradients
@@ -189,8 +190,9 @@ class Tensor:
 
     @property
     def op(self):
-        """The IR node that produced this tensor (None for a leaf)."""
-        return self._value.node
+        """The op that produced this tensor, as needle sees it (None for a leaf)."""
+        node = self._value.node
+        return None if node is None else TensorOp(node)
 
     @property
     def inputs(self):
@@ -264,6 +266,37 @@ class Tensor:
     @property
     def T(self):
         return self.transpose()
+
+
+class TensorTuple(tuple):
+    """needle's name for a tuple of Tensors, so that needle code testing for it runs (ndlc's ops
+    with several results, `split`, return a tuple of Tensors)."""
+
+    def tuple(self) -> tuple:
+        return tuple(self)
+
+
+class TensorOp:
+    """needle's `tensor.op`: the IR node that made a tensor (its fields read through), and
+    `gradient_as_tuple`, the op's registry gradient rule (the one autodiff uses) run eagerly."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def gradient_as_tuple(self, out_grad: "Tensor", node: "Tensor") -> tuple:
+        """The partial adjoints of the node's operands for the adjoint `out_grad` of its result."""
+        if node._value is not self.node.result:
+            raise NdlcError(f"gradient_as_tuple: {node._value.type} tensor is not the result of this {self.node.op}")
+        made = []
+        rule = get_op(self.node.op).grad
+        if rule is None:
+            raise NdlcError(f"{self.node.op} has no gradient rule")
+        partials = rule(Builder(on_node=made.append, loc=user_location()), self.node, out_grad._value)
+        _evaluate_new_nodes(made)
+        return tuple(None if p is None else Tensor._wrap(p, requires_grad=True) for p in partials)
 
 
 def _dag_values(graph):
