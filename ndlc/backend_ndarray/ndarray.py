@@ -214,7 +214,7 @@ class NDArray:
         """This array when compact, else a compact copy."""
         if self.is_compact():
             return self
-        out = NDArray.make(self._shape, device=self.device, dtype=self.dtype)
+        out = NDArray.make(self._shape, device=self.device, dtype=self._handle.array.dtype)
         self.device.compact(self._handle, out._handle, self._shape, self._strides, self._offset)
         return out
 
@@ -275,8 +275,9 @@ class NDArray:
     # ---- elementwise and scalar functions ------------------------------------------------------
     def _result(self, shape=None) -> "NDArray":
         """New storage for a result: this array's float dtype (float32 for other dtypes, as needle)."""
-        dtype = self.dtype if np.dtype(self.dtype).kind == "f" else "float32"
-        return NDArray.make(self._shape if shape is None else shape, device=self.device, dtype=dtype)
+        dtype = self._handle.array.dtype
+        return NDArray.make(self._shape if shape is None else shape, device=self.device,
+                            dtype=dtype if dtype.kind == "f" else np.float32)
 
     def ewise_or_scalar(self, other, ewise_func, scalar_func) -> "NDArray":
         """ewise_func with an NDArray of the same shape, scalar_func with a number."""
