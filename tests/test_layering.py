@@ -42,7 +42,8 @@ ALLOWED = {
     "passes": {"ir"},
     "codegen": {"ir"},
     "runtime": {"ir", "codegen"},
-    "frontend": {"ir", "passes.autodiff"},
+    "backend_ndarray": {"runtime"},  # numpy only; cuda().enabled() asks runtime.cuda when called
+    "frontend": {"ir", "passes.autodiff", "backend_ndarray"},
     "passes.autodiff": {"ir"},
     "jit": {"ir", "passes", "codegen", "runtime", "frontend"},
     "distributed": {"ir", "runtime", "frontend", "jit"},

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from . import ops
-from .tensor import Tensor, data_of, user_location
+from .tensor import Tensor, as_device, data_of, user_location
 from .context import active_context
 
 
@@ -16,9 +16,10 @@ def _tensor(array, device, dtype, requires_grad):
     return Tensor(array, device=device, dtype=dtype, requires_grad=requires_grad)
 
 
-def _traced(value, dtype, requires_grad):
+def _made(value, device, dtype, requires_grad):
+    """An op-built tensor (traced draws, one_hot) cast to `dtype`, on `device`."""
     tensor = ops.cast(value, dtype)
-    tensor.requires_grad = requires_grad
+    tensor.requires_grad, tensor.device = requires_grad, as_device(device)
     return tensor
 
 
@@ -26,7 +27,7 @@ def rand(*shape, low=0.0, high=1.0, device=None, dtype="float32", requires_grad=
     """Uniform on [low, high): `np.random.rand(*shape) * (high - low) + low`."""
     context = active_context()
     if context is not None:
-        return _traced(context.uniform(shape, "f32") * (high - low) + low, dtype, requires_grad)
+        return _made(context.uniform(shape, "f32") * (high - low) + low, device, dtype, requires_grad)
     return _tensor(np.random.rand(*shape) * (high - low) + low, device, dtype, requires_grad)
 
 
@@ -36,7 +37,7 @@ def randn(*shape, mean=0.0, std=1.0, device=None, dtype="float32", requires_grad
     if context is not None:
         u1, u2 = context.uniform(shape, "f32"), context.uniform(shape, "f32")
         normal = ops.sqrt(ops.log(1.0 - u1) * -2.0) * ops.cos(u2 * (2 * math.pi))
-        return _traced(normal * std + mean, dtype, requires_grad)
+        return _made(normal * std + mean, device, dtype, requires_grad)
     return _tensor(np.random.randn(*shape) * std + mean, device, dtype, requires_grad)
 
 
@@ -57,7 +58,7 @@ def randb(*shape, p=0.5, device=None, dtype="bool", requires_grad=False):
     """Bernoulli(p) booleans: `np.random.rand(*shape) <= p` (Dropout's keep mask)."""
     context = active_context()
     if context is not None:
-        return _traced(context.uniform(shape, "f32") <= p, dtype, requires_grad)
+        return _made(context.uniform(shape, "f32") <= p, device, dtype, requires_grad)
     return _tensor(np.random.rand(*shape) <= p, device, dtype, requires_grad)
 
 
@@ -78,9 +79,7 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
         labels = ops.cast(labels, "int32")
     column = ops.reshape(labels, labels.shape + (1,))
     classes = Tensor.make_const(np.arange(n, dtype=np.int64).reshape((1,) * len(labels.shape) + (n,)))
-    hot = ops.cast(ops.equal(column, classes), dtype)
-    hot.requires_grad = requires_grad
-    return hot
+    return _made(ops.equal(column, classes), device, dtype, requires_grad)
 
 
 def zeros_like(array, *, device=None, requires_grad=False):

@@ -13,9 +13,11 @@ import weakref
 
 import numpy as np
 
+from ..backend_ndarray import BackendDevice as Device, NDArray, cpu, cuda, device_named
 from ..errors import NdlcError, TraceError
 from ..ir.graph import Builder, Graph, Value
 from ..ir.interpreter import evaluate_node
+from ..ir.registry import get_op
 from ..ir.types import TensorType, dtype_name, is_float, numpy_dtype
 from ..ir.checks import maybe_verify
 from ..passes.autodiff import append_gradients
@@ -31,34 +33,15 @@ _RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary
 _TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
 
 
-class Device:
-    """Where a Tensor's program runs. Eager evaluation is always numpy on the host."""
-
-    def __init__(self, name="cpu"):
-        self.name = name
-
-    def __eq__(self, other):
-        return isinstance(other, Device) and other.name == self.name
-
-    def __hash__(self):
-        return hash(self.name)
-
-    def __repr__(self):
-        return f"{self.name}()"
-
-
-def cpu():
-    """The host CPU."""
-    return Device("cpu")
-
-
-def cuda():
-    """The GPU: programs compiled for it run there (eager tensors stay on the host)."""
-    return Device("cuda")
-
-
 def default_device():
+    """Where Tensors are made unless told: the host CPU (needle's NDArray default, `nd.default_device()`,
+    is its numpy device)."""
     return cpu()
+
+
+def as_device(device) -> Device:
+    """A Tensor's device from a device, its name, or None (the default)."""
+    return default_device() if device is None else device_named(device)
 
 
 def user_location() -> str:
@@ -101,10 +84,12 @@ class Tensor:
     def __init__(self, array, *, device=None, dtype=None, requires_grad=True):
         if isinstance(array, Tensor):
             array = array.numpy()
+        if isinstance(array, NDArray) and device is None:
+            device = array.device
         data = _as_array(array, dtype)
         self._bind(Value(TensorType.of(data)), requires_grad)
         _DATA[self._value] = data
-        self.device = device if isinstance(device, Device) else Device(device or "cpu")
+        self.device = as_device(device)
 
     def _bind(self, value, requires_grad):
         self._value = value
@@ -140,8 +125,18 @@ class Tensor:
         fetch_resident(self._value)
         return _DATA[self._value]
 
-    def realize_cached_data(self):
-        return self.numpy()
+    @property
+    def cached_data(self) -> NDArray:
+        """The data as needle's NDArray, sharing this tensor's memory: writing through it changes
+        the tensor (needle's numerical-gradient checks perturb inputs this way)."""
+        data = self.numpy()
+        if not (data.flags.c_contiguous and data.flags.writeable):
+            data = np.array(data, order="C")  # an equal, private, writeable copy becomes the data
+            _DATA[self._value] = data
+        return NDArray.from_storage(data, device=self.device)
+
+    def realize_cached_data(self) -> NDArray:
+        return self.cached_data
 
     @property
     def data(self):
@@ -195,8 +190,9 @@ class Tensor:
 
     @property
     def op(self):
-        """The IR node that produced this tensor (None for a leaf)."""
-        return self._value.node
+        """The op that produced this tensor, as needle sees it (None for a leaf)."""
+        node = self._value.node
+        return None if node is None else TensorOp(node)
 
     @property
     def inputs(self):
@@ -272,6 +268,37 @@ class Tensor:
         return self.transpose()
 
 
+class TensorTuple(tuple):
+    """needle's name for a tuple of Tensors, so that needle code testing for it runs (ndlc's ops
+    with several results, `split`, return a tuple of Tensors)."""
+
+    def tuple(self) -> tuple:
+        return tuple(self)
+
+
+class TensorOp:
+    """needle's `tensor.op`: the IR node that made a tensor (its fields read through), and
+    `gradient_as_tuple`, the op's registry gradient rule (the one autodiff uses) run eagerly."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __getattr__(self, name):
+        return getattr(self.node, name)
+
+    def gradient_as_tuple(self, out_grad: "Tensor", node: "Tensor") -> tuple:
+        """The partial adjoints of the node's operands for the adjoint `out_grad` of its result."""
+        if node._value is not self.node.result:
+            raise NdlcError(f"gradient_as_tuple: {node._value.type} tensor is not the result of this {self.node.op}")
+        made = []
+        rule = get_op(self.node.op).grad
+        if rule is None:
+            raise NdlcError(f"{self.node.op} has no gradient rule")
+        partials = rule(Builder(on_node=made.append, loc=user_location()), self.node, out_grad._value)
+        _evaluate_new_nodes(made)
+        return tuple(None if p is None else Tensor._wrap(p, requires_grad=True) for p in partials)
+
+
 def _dag_values(graph):
     yield from graph.inputs
     for node in graph.nodes:
@@ -289,7 +316,10 @@ def apply(op, *tensors, **attrs) -> Tensor:
     """Record op(tensors, attrs) as an IR node; evaluate it now if every operand holds data."""
     result = Builder(loc=user_location()).emit(op, *(t._value for t in tensors), **attrs)
     _evaluate_new_nodes([result.node])
-    return Tensor._wrap(result, requires_grad=any(t.requires_grad for t in tensors))
+    tensor = Tensor._wrap(result, requires_grad=any(t.requires_grad for t in tensors))
+    if tensors:
+        tensor.device = tensors[0].device  # a result lives where its operands do (needle's)
+    return tensor
 
 
 def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
