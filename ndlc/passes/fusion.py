@@ -31,6 +31,7 @@ from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, 
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform
+from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
@@ -55,7 +56,12 @@ class _Nest:
 def fuse(graph, use_blas=False) -> Program:
     """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
     whether matrix products call BLAS (see the module docstring)."""
-    return merge_kernels(_Lowering(graph, use_blas).run())
+    return merge_kernels(canonical_loops(lower(graph, use_blas)))
+
+
+def lower(graph, use_blas=False) -> Program:
+    """One kernel per stored value, in graph order: fusion before its loops are made canonical and merged."""
+    return _Lowering(graph, use_blas).run()
 
 
 def _leaf(payload):
