@@ -35,6 +35,7 @@ from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
+INVARIANT = "one loop-invariant element (computed once per kernel, outside its loops)"
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ class _Lowering:
             uses, cost = self.uses.get(v, 0), _cost(self.defs[v])
             if self._size(self.defs[v]) > LARGE:
                 self._store(v, f"its definition grew past {LARGE} operations (keeps kernels small to compile)")
-            elif uses > 1 and cost > CHEAP:
+            elif uses > 1 and cost > CHEAP and not self._invariant(v):
                 self._store(v, f"used by {uses} nodes")
+            elif uses > 1 and cost > CHEAP:
+                self.recomputed[self._describe(node)] = f"used by {uses} nodes, {INVARIANT}"
             elif uses > 1 and cost > 0:
                 self.recomputed[self._describe(node)] = f"used by {uses} nodes, cost {cost} <= {CHEAP}"
         results = list(self.graph.outputs) + list(self.graph.updates.values())
@@ -194,8 +197,16 @@ class _Lowering:
         if any(ax.guarded for ax in index_map) and not self._is_load(d):
             return self._store(operand, f"read through {node.op}'s zero-filling index map")
         if not injective(index_map, extents) and _cost(d) > CHEAP:
-            return self._store(operand, f"{node.op} reads elements repeatedly")
+            if not self._invariant(operand):
+                return self._store(operand, f"{node.op} reads elements repeatedly")
+            self.recomputed[self._describe(operand.node)] = f"read by {node.op}, {INVARIANT}"
         return d
+
+    def _invariant(self, v):
+        """Whether `v` is one element computed without a reduction (a runtime scalar's arithmetic:
+        epsilon, an optimizer's numbers): loop-invariant, it is recomputed where read, as a
+        constant would be folded, instead of a one-element kernel of its own."""
+        return v.type.size == 1 and not self._accs(self.defs[v])
 
     def _view(self, node, index_map):
         (operand,) = node.operands

@@ -84,38 +84,33 @@ program @update(%g, %opt.lr, %opt.beta1, %opt.beta2, %opt.eps, %opt.weight_decay
   %opt.m.0: f32[3,4] input
   %opt.v.0: f32[3,4] input
   %15: f32[3,4] output
-  %20: f32[] temp
   %32: f32[3,4] output
-  %35: f32[] temp
   %1: f32[] output
   %44: f32[3,4] output
   %17: f32[] output
 
-kernel k0 -> %20, %35, %17, %1
-  fuses: %16 add_scalar, %17 stop_gradient, %18 power, %19 negate, %20 add_scalar, %33 power, %34 negate, %35 add_scalar, %0 multiply, %1 summation
-  stored because: %20: broadcast_to reads elements repeatedly; %35: broadcast_to reads elements repeatedly; %17: graph output; %1: graph output
+kernel k0 -> %17, %1
+  fuses: %16 add_scalar, %17 stop_gradient, %0 multiply, %1 summation
+  stored because: %17: graph output; %1: graph output
   recomputes: %17 stop_gradient (used by 3 nodes, cost 1 <= 6)
-  merged: %35 (in the pass of phase 0)
-  merged: %17 (in the pass of phase 0)
   merged: %1 (a later phase of the same loops, once per outer point)
   loops: (scalar) | i0<3 i1<4
-  $0 = %opt.beta1[0]
-  $1 = %opt.t[0]
-  $2 = %opt.beta2[0]
-  $3 = %opt.params.0[4*i0 + i1]
-  $4 = %g[4*i0 + i1]
+  $0 = %opt.t[0]
+  $1 = %opt.params.0[4*i0 + i1]
+  $2 = %g[4*i0 + i1]
   phase 0: per outer point
-    store %20[0] = add(neg(pow($0, add($1, 1.0))), 1.0)
-    store %35[0] = add(neg(pow($2, add($1, 1.0))), 1.0)
-    store %17[0] = add($1, 1.0)
+    store %17[0] = add($0, 1.0)
   phase 1: reduce
-    acc0 = add of mul($3, $4)
+    acc0 = add of mul($1, $2)
     store %1[0] = acc0
 
 kernel k1 -> %15, %32, %44
-  fuses: %4 broadcast_to, %5 multiply, %6 negate, %7 add_scalar, %8 broadcast_to, %9 stop_gradient, %10 broadcast_to, %2 stop_gradient, %11 multiply, %12 add, %13 multiply, %14 add, %15 stop_gradient, %24 broadcast_to, %25 multiply, %26 negate, %27 add_scalar, %28 broadcast_to, %29 power_scalar, %30 multiply, %31 add, %32 stop_gradient, %3 broadcast_to, %21 broadcast_to, %22 divide, %23 multiply, %36 broadcast_to, %37 divide, %38 power_scalar, %39 broadcast_to, %40 add, %41 divide, %42 negate, %43 add, %44 stop_gradient
+  fuses: %4 broadcast_to, %5 multiply, %6 negate, %7 add_scalar, %8 broadcast_to, %9 stop_gradient, %10 broadcast_to, %2 stop_gradient, %11 multiply, %12 add, %13 multiply, %14 add, %15 stop_gradient, %24 broadcast_to, %25 multiply, %26 negate, %27 add_scalar, %28 broadcast_to, %29 power_scalar, %30 multiply, %31 add, %32 stop_gradient, %3 broadcast_to, %16 add_scalar, %17 stop_gradient, %18 power, %19 negate, %20 add_scalar, %21 broadcast_to, %22 divide, %23 multiply, %33 power, %34 negate, %35 add_scalar, %36 broadcast_to, %37 divide, %38 power_scalar, %39 broadcast_to, %40 add, %41 divide, %42 negate, %43 add, %44 stop_gradient
   stored because: %15: used by 2 nodes; %32: used by 2 nodes; %44: graph output
   recomputes: %12 add (used by 2 nodes, cost 2 <= 6)
+  recomputes: %17 stop_gradient (used by 3 nodes, cost 1 <= 6)
+  recomputes: %20 add_scalar (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
+  recomputes: %35 add_scalar (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
   merged: %32 (in the pass of phase 0)
   merged: %44 (in the pass of phase 0)
   not merged into the kernel before: its loops (i0<3 i1<4) differ from (scalar)'s loops
@@ -128,12 +123,11 @@ kernel k1 -> %15, %32, %44
   $5 = %opt.beta2[0]
   $6 = %opt.v.0[4*i0 + i1]
   $7 = %opt.lr[0]
-  $8 = %20[0]
-  $9 = %35[0]
-  $10 = %opt.eps[0]
+  $8 = %opt.t[0]
+  $9 = %opt.eps[0]
   store %15[4*i0 + i1] = add(mul($0, $1), mul(add(neg($0), 1.0), add($2, mul($3, $4))))
   store %32[4*i0 + i1] = add(mul($5, $6), mul(add(neg($5), 1.0), pow(add($2, mul($3, $4)), 2.0)))
-  store %44[4*i0 + i1] = add($4, neg(div(mul($7, div(add(mul($0, $1), mul(add(neg($0), 1.0), add($2, mul($3, $4)))), $8)), add(sqrt(div(add(mul($5, $6), mul(add(neg($5), 1.0), pow(add($2, mul($3, $4)), 2.0))), $9)), $10))))"""
+  store %44[4*i0 + i1] = add($4, neg(div(mul($7, div(add(mul($0, $1), mul(add(neg($0), 1.0), add($2, mul($3, $4)))), add(neg(pow($0, add($8, 1.0))), 1.0))), add(sqrt(div(add(mul($5, $6), mul(add(neg($5), 1.0), pow(add($2, mul($3, $4)), 2.0))), add(neg(pow($5, add($8, 1.0))), 1.0))), $9))))"""
 
 
 def test_ndlc_log_fusion_logs_every_decision(capfd, caplog):
