@@ -12,7 +12,10 @@ decision records why, and the kernel dump shows it:
   - a loop-nest result read other than elementwise at its own index (one reduction per kernel);
   - computed values read through zero-filling views (pad, dilate) or repeating views (broadcast,
     overlapping windows, matmul operands) unless cheap, and reshapes of non-contiguous views.
-An elementwise consumer of a reduction becomes that kernel's epilogue.
+A value of one element computed without a reduction (a runtime scalar's arithmetic) is never
+stored for being shared or repeated: it is loop-invariant, recomputed where read like a folded
+constant. An elementwise consumer of a reduction becomes that kernel's epilogue. The kernels then
+lose their unit loops (canonical.py) and merge into multi-output kernels (merge.py).
 
 A float loop nest whose op declares it a matrix product (`OpDef.blas`) becomes a gemm kernel: a
 call of numpy's OpenBLAS per batch index (runtime/libraries.py), its operands read in place as strided
@@ -35,7 +38,7 @@ from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
-INVARIANT = "one loop-invariant element (computed once per kernel, outside its loops)"
+INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,8 @@ kernel k1 -> %15, %34, %47
   recomputes: %12 add (used by 2 nodes, cost 2 <= 6)
   recomputes: %21 full (used by 2 nodes, cost 1 <= 6)
   recomputes: %17 stop_gradient (used by 3 nodes, cost 1 <= 6)
-  recomputes: %22 divide (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
-  recomputes: %38 divide (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
+  recomputes: %22 divide (read by broadcast_to, one loop-invariant element (the compiler hoists it out of the loops))
+  recomputes: %38 divide (read by broadcast_to, one loop-invariant element (the compiler hoists it out of the loops))
   merged: %34 (in the pass of phase 0)
   merged: %47 (in the pass of phase 0)
   not merged into the kernel before: its loops (i0<3 i1<4) differ from (scalar)'s loops

@@ -91,7 +91,7 @@ graph @scaled(%x: f32[4,3], %s: f32[]) {
 kernel k0 -> %4
   fuses: %0 add_scalar, %1 power_scalar, %2 exp, %3 broadcast_to, %4 multiply
   stored because: %4: graph output
-  recomputes: %2 exp (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
+  recomputes: %2 exp (read by broadcast_to, one loop-invariant element (the compiler hoists it out of the loops))
   loops: i0<4 i1<3
   $0 = %x[3*i0 + i1]
   $1 = %s[0]
@@ -99,7 +99,7 @@ kernel k0 -> %4
 kernel k1 -> %7
   fuses: %5 summation, %0 add_scalar, %1 power_scalar, %2 exp, %6 broadcast_to, %7 add
   stored because: %7: graph output
-  recomputes: %2 exp (read by broadcast_to, one loop-invariant element (computed once per kernel, outside its loops))
+  recomputes: %2 exp (read by broadcast_to, one loop-invariant element (the compiler hoists it out of the loops))
   not merged into the kernel before: an elementwise pass over the inner loops of (i0<4 | i1<3) would run on 4 outer point(s): too few to share among threads
   loops: i0<4 | i1<3
   $0 = %x[3*i0 + i1]
