@@ -12,7 +12,10 @@ decision records why, and the kernel dump shows it:
   - a loop-nest result read other than elementwise at its own index (one reduction per kernel);
   - computed values read through zero-filling views (pad, dilate) or repeating views (broadcast,
     overlapping windows, matmul operands) unless cheap, and reshapes of non-contiguous views.
-An elementwise consumer of a reduction becomes that kernel's epilogue.
+A value of one element computed without a reduction (a runtime scalar's arithmetic) is never
+stored for being shared or repeated: it is loop-invariant, recomputed where read like a folded
+constant. An elementwise consumer of a reduction becomes that kernel's epilogue. The kernels then
+lose their unit loops (canonical.py) and merge into multi-output kernels (merge.py).
 
 A float loop nest whose op declares it a matrix product (`OpDef.blas`) becomes a gemm kernel: a
 call of numpy's OpenBLAS per batch index (runtime/libraries.py), its operands read in place as strided
@@ -31,9 +34,11 @@ from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, 
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform
+from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
+INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,12 @@ class _Nest:
 def fuse(graph, use_blas=False) -> Program:
     """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
     whether matrix products call BLAS (see the module docstring)."""
-    return merge_kernels(_Lowering(graph, use_blas).run())
+    return merge_kernels(canonical_loops(lower(graph, use_blas)))
+
+
+def lower(graph, use_blas=False) -> Program:
+    """One kernel per stored value, in graph order: fusion before its loops are made canonical and merged."""
+    return _Lowering(graph, use_blas).run()
 
 
 def _leaf(payload):
@@ -116,8 +126,10 @@ class _Lowering:
             uses, cost = self.uses.get(v, 0), _cost(self.defs[v])
             if self._size(self.defs[v]) > LARGE:
                 self._store(v, f"its definition grew past {LARGE} operations (keeps kernels small to compile)")
-            elif uses > 1 and cost > CHEAP:
+            elif uses > 1 and cost > CHEAP and not self._invariant(v):
                 self._store(v, f"used by {uses} nodes")
+            elif uses > 1 and cost > CHEAP:
+                self.recomputed[self._describe(node)] = f"used by {uses} nodes, {INVARIANT}"
             elif uses > 1 and cost > 0:
                 self.recomputed[self._describe(node)] = f"used by {uses} nodes, cost {cost} <= {CHEAP}"
         results = list(self.graph.outputs) + list(self.graph.updates.values())
@@ -188,8 +200,16 @@ class _Lowering:
         if any(ax.guarded for ax in index_map) and not self._is_load(d):
             return self._store(operand, f"read through {node.op}'s zero-filling index map")
         if not injective(index_map, extents) and _cost(d) > CHEAP:
-            return self._store(operand, f"{node.op} reads elements repeatedly")
+            if not self._invariant(operand):
+                return self._store(operand, f"{node.op} reads elements repeatedly")
+            self.recomputed[self._describe(operand.node)] = f"read by {node.op}, {INVARIANT}"
         return d
+
+    def _invariant(self, v):
+        """Whether `v` is one element computed without a reduction (a runtime scalar's arithmetic:
+        epsilon, an optimizer's numbers): loop-invariant, it is recomputed where read, as a
+        constant would be folded, instead of a one-element kernel of its own."""
+        return v.type.size == 1 and not self._accs(self.defs[v])
 
     def _view(self, node, index_map):
         (operand,) = node.operands

@@ -71,12 +71,12 @@ kernel k0 -> %0, %8
 
 def test_padded_conv_reads_through_a_guarded_load():
     program = kernels("""
-graph @conv(%x: f32[1,4,4,2], %w: f32[3,3,2,5]) {
-  %0 = conv(%x, %w, stride=2, padding=1) : f32[1,2,2,5]
+graph @conv(%x: f32[2,4,4,2], %w: f32[3,3,2,5]) {
+  %0 = conv(%x, %w, stride=2, padding=1) : f32[2,2,2,5]
   return %0
 }""")
     text = str(program)
-    assert "loops: i0<1 i1<2 i2<2 i3<5 | i4<3 i5<3 i6<2" in text
+    assert "loops: i0<2 i1<2 i2<2 i3<5 | i4<3 i5<3 i6<2" in text
     assert "$0 = %x[32*i0 + 16*i1 + 4*i2 + 8*i4 + 2*i5 + i6 - 10 if 0 <= 2*i1 + i4 - 1 < 4 and " \
            "0 <= 2*i2 + i5 - 1 < 4]" in text
 

@@ -38,8 +38,25 @@ elementwise("add", 2, np.add, lambda x, y: x + y, lambda b, n, g: [g, g],
 elementwise("multiply", 2, np.multiply, lambda x, y: x * y,
             lambda b, n, g: [b.multiply(g, n.operands[1]), b.multiply(g, n.operands[0])],
             scalar_variant="mul_scalar", commutative=True, identity=1.0)
+def _divide_by_repeated(b, n):
+    """a / broadcast(s) as a * broadcast(1 / s) where a broadcast (through reshapes) repeats a
+    computed divisor s: one division per element of s (per row of a softmax, per feature of a
+    BatchNorm), fused where s is computed, not one per element of a. An input divisor keeps its
+    division: its reciprocal would be recomputed at every element."""
+    views, divisor = [], n.operands[1]
+    while divisor.node is not None and divisor.node.op in ("reshape", "broadcast_to"):
+        views.append(divisor.node)
+        divisor = divisor.node.operands[0]
+    if divisor.node is None or divisor.type.size >= n.result.type.size:
+        return None
+    reciprocal = b.divide(b.constant_like(divisor, 1.0), divisor)
+    for view in reversed(views):
+        reciprocal = b.emit(view.op, reciprocal, **view.attrs)
+    return b.multiply(n.operands[0], reciprocal)
+
+
 elementwise("divide", 2, np.divide, lambda x, y: x / y, float_only=True, scalar_variant="divide_scalar",
-            identity=1.0,
+            identity=1.0, decompose=_divide_by_repeated,
             grad=lambda b, n, g: [
                 b.divide(g, n.operands[1]),
                 b.negate(b.divide(b.multiply(g, n.result), n.operands[1]))])

@@ -1,0 +1,107 @@
+"""canonical_loops as text: kernels lowered from a graph go in, the same kernels over their loops of
+more than one iteration come out; then what that lets merging do, and the results it computes."""
+import numpy as np
+
+from ndlc.ir import interpret, parse
+from ndlc.jit.pipeline import compile_graph
+from ndlc.passes.canonical import canonical_loops
+from ndlc.passes.fusion import fuse, lower
+
+KEEPDIMS = """
+graph @bn(%x: f32[8,4], %eps: f32[]) {
+  %0 = summation(%x, axes=(0,)) : f32[4]
+  %1 = reshape(%0, shape=(1, 4)) : f32[1,4]
+  %2 = broadcast_to(%eps, shape=(1, 4)) : f32[1,4]
+  %3 = add(%1, %2) : f32[1,4]
+  %4 = power_scalar(%3, scalar=-0.5) : f32[1,4]
+  %5 = broadcast_to(%4, shape=(8, 4)) : f32[8,4]
+  %6 = multiply(%x, %5) : f32[8,4]
+  return %6
+}"""
+
+UNIT_AXES = """
+graph @r(%x: f32[1,4,1], %y: f32[1,1]) {
+  %0 = summation(%x, axes=(2,)) : f32[1,4]
+  %1 = exp(%y) : f32[1,1]
+  %2 = summation(%x, axes=(0, 1, 2)) : f32[]
+  return %0, %1, %2
+}"""
+
+
+def canonical_kernels(text):
+    before = lower(parse(text))
+    return [str(k) for k in before.kernels], [str(k) for k in canonical_loops(before).kernels]
+
+
+def test_a_keepdims_statistic_loses_its_unit_loop_and_nothing_else_changes():
+    before, after = canonical_kernels(KEEPDIMS)
+    assert before[1] == """\
+kernel k1 -> %4
+  fuses: %1 reshape, %2 broadcast_to, %3 add, %4 power_scalar
+  stored because: %4: broadcast_to reads elements repeatedly
+  loops: i0<1 i1<4
+  $0 = %0[i1]
+  $1 = %eps[0]
+  store %4[4*i0 + i1] = div(1, sqrt(add($0, $1)))"""
+    assert after[1] == """\
+kernel k1 -> %4
+  fuses: %1 reshape, %2 broadcast_to, %3 add, %4 power_scalar
+  stored because: %4: broadcast_to reads elements repeatedly
+  loops: i0<4
+  $0 = %0[i0]
+  $1 = %eps[0]
+  store %4[i0] = div(1, sqrt(add($0, $1)))"""
+    assert (before[0], before[2]) == (after[0], after[2])  # no unit loops there
+
+
+def test_a_reduction_keeps_one_inner_loop_and_unit_shapes_become_scalar_loops():
+    _, after = canonical_kernels(UNIT_AXES)
+    assert "\n".join(after) == """\
+kernel k0 -> %0
+  fuses: %0 summation
+  stored because: %0: graph output
+  loops: i0<4 | i1<1
+  $0 = %x[i0]
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[i0] = acc0
+kernel k1 -> %1
+  fuses: %1 exp
+  stored because: %1: graph output
+  loops: (scalar)
+  $0 = %y[0]
+  store %1[0] = exp($0)
+kernel k2 -> %2
+  fuses: %2 summation
+  stored because: %2: graph output
+  loops: (scalar) | i0<4
+  $0 = %x[i0]
+  phase 0: reduce
+    acc0 = add of $0
+    store %2[0] = acc0"""
+
+
+def test_the_keepdims_statistic_then_joins_the_reduction_it_reads():
+    (statistics, _) = fuse(parse(KEEPDIMS)).kernels
+    assert str(statistics) == """\
+kernel k0 -> %4
+  fuses: %0 summation, %1 reshape, %2 broadcast_to, %3 add, %4 power_scalar
+  stored because: %4: broadcast_to reads elements repeatedly
+  merged: %4 (in the pass of phase 0, once per outer point)
+  merged: %0 recomputed in registers, not stored
+  loops: i0<4 | i1<8
+  $0 = %x[i0 + 4*i1]
+  $1 = %eps[0]
+  phase 0: reduce
+    acc0 = add of $0
+    store %4[i0] = div(1, sqrt(add(acc0, $1)))"""
+
+
+def test_kernels_without_unit_loops_compute_what_the_interpreter_does():
+    rng = np.random.default_rng(0)
+    for text, shapes in ((KEEPDIMS, [(8, 4), ()]), (UNIT_AXES, [(1, 4, 1), (1, 1)])):
+        graph = parse(text)
+        args = [rng.random(s).astype(np.float32) for s in shapes]
+        for got, want in zip(compile_graph(graph).run(*args), interpret(graph, *args)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-6)
