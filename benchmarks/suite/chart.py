@@ -1,7 +1,7 @@
 """ratios.png: ndlc's time over the best peer's per case, as a log-scale bar chart. The case names
 are the left axis's labels and each ratio with its peer the right axis's, so that neither can run
 into the other or into the bars, however long a name or short a bar."""
-from suite.report import _times
+from suite.report import ratio_text
 
 
 def plot(rows, path):
@@ -33,7 +33,7 @@ def figure(rows):
             color=["tab:green" if v <= 1 else "tab:red" for v in values])
     ax.set_yticks(list(positions), names)
     right = ax.secondary_yaxis("right")
-    right.set_yticks(list(positions), [f"{_times(v)} ({best[name]})" for name, v in ratios.items()])
+    right.set_yticks(list(positions), [f"{ratio_text(v)} ({best[name]})" for name, v in ratios.items()])
     right.tick_params(length=0, labelsize=8)
     ax.set_xscale("log")
     low, high = min(values + [1.0]), max(values + [1.0])

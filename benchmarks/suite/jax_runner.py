@@ -19,4 +19,3 @@ def jax_runner(fn, a, wrt):
 def _positional(fn, names):
     """`fn` of a dict of named values, as a function of those values in `names` order."""
     return lambda *values: fn(dict(zip(names, values)))
-

@@ -9,7 +9,7 @@ import numpy as np
 
 import mlp_step
 import ndlc as ndl
-from suite.contenders import _missing, _reason
+from suite.contenders import short_reason, why_missing
 
 RTOL, ATOL = 1e-3, 1e-3        # atol is relative to numpy's largest magnitude
 WARMUP = 1                     # calls after the (checked) first one, before timing
@@ -18,7 +18,8 @@ BUDGET_S = 2.0                 # timed seconds per contender and case after whic
 
 @dataclass
 class Cell:
-    """One contender on one case: its median ms, or why there is none; `bad`: a wrong result."""
+    """One contender on one case: its median ms (and a remark, such as graph breaks), or why there
+    is none; `bad`: the run fails for it (MISMATCH, FALLBACK, or ndlc or numpy could not run)."""
     ms: float = None
     note: str = ""
     bad: bool = False
@@ -116,7 +117,7 @@ def measure_contender(contender, case, arrays, reference, repeats, device):
             return Cell(note=f"MISMATCH ({wrong})", bad=True)
         median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S)
     except Exception as e:  # a contender that cannot run a case is reported, not fatal
-        return Cell(note=f"n/a ({_reason(e)})", bad=contender.name in ("ndlc", "numpy"))
+        return Cell(note=f"n/a ({short_reason(e)})", bad=contender.name in ("ndlc", "numpy"))
     fallback = call.fallback() if hasattr(call, "fallback") else None
     if fallback:
         return Cell(note=f"FALLBACK ({fallback})", bad=True)
@@ -136,7 +137,7 @@ def stream_bandwidth(quick):
     n = 1 << (18 if quick else 25)
     a, b, c = (np.ones(n, np.float32) for _ in range(3))
     ways = {"numpy copy": (lambda: np.copyto(c, a), 2 * a.nbytes)}
-    if _missing("torch") is None:
+    if why_missing("torch") is None:
         import torch
         ta, tb, tc = (torch.from_numpy(v) for v in (a, b, c))
         ways["torch.add(a, b, out=c)"] = (lambda: torch.add(ta, tb, out=tc), 3 * a.nbytes)
@@ -162,12 +163,12 @@ def threads(count):
     and OpenBLAS/OpenMP through threadpoolctl where it is installed; all restored afterwards."""
     saved_env = os.environ.get("NDLC_THREADS")
     os.environ["NDLC_THREADS"] = str(count)
-    torch = importlib.import_module("torch") if _missing("torch") is None else None
+    torch = importlib.import_module("torch") if why_missing("torch") is None else None
     saved_torch = torch.get_num_threads() if torch else None
     if torch:
         torch.set_num_threads(count)
     with contextlib.ExitStack() as stack:
-        if _missing("threadpoolctl") is None:
+        if why_missing("threadpoolctl") is None:
             from threadpoolctl import threadpool_limits
             stack.enter_context(threadpool_limits(count))
         try:
@@ -179,5 +180,3 @@ def threads(count):
                 del os.environ["NDLC_THREADS"]
             else:
                 os.environ["NDLC_THREADS"] = saved_env
-
-

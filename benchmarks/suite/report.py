@@ -2,7 +2,7 @@
 (bandwidth, GFLOP/s against sgemm, contenders left out, MISMATCH and FALLBACK), the MLP step and
 the convolutional models' steps."""
 import mlp_step
-from suite.contenders import _missing
+from suite.contenders import why_missing
 from suite.measure import ATOL, BUDGET_S, RTOL, WARMUP
 
 PEERS_FOR_RATIOS = ("numpy", "PyTorch")
@@ -15,8 +15,8 @@ def table(rows, contenders):
     body = []
     for row in rows:
         best = row.best_peer()
-        ratios = [_times(row.ratio(peer)) for peer in PEERS_FOR_RATIOS]
-        best_text = f"{_times(row.ratio(best))} ({best})" if row.ratio(best) else "-"
+        ratios = [ratio_text(row.ratio(peer)) for peer in PEERS_FOR_RATIOS]
+        best_text = f"{ratio_text(row.ratio(best))} ({best})" if row.ratio(best) else "-"
         body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text])
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
     rule = ["-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
@@ -25,7 +25,7 @@ def table(rows, contenders):
             for line in [header, rule] + body]
 
 
-def _times(ratio):
+def ratio_text(ratio):
     """A ratio as the table shows it, with two or three significant digits."""
     if ratio is None:
         return "-"
@@ -57,7 +57,7 @@ def document(args, machine, kernels, mlp_lines, step_lines):
 def header(args, machine):
     """RESULTS.md's title, how to regenerate it, and when, where and how the numbers were taken."""
     quick = ["- **--quick**: tiny sizes and 2 calls, a smoke test; the numbers mean nothing", ""]
-    pools = "threadpoolctl" if _missing("threadpoolctl") is None else "no threadpoolctl: OpenBLAS as it was"
+    pools = "threadpoolctl" if why_missing("threadpoolctl") is None else "no threadpoolctl: OpenBLAS as it was"
     (bandwidth, how), (sgemm, sgemm_how), load = machine["bandwidth"], machine["sgemm"], machine["load"]
     return [
         "# Benchmarks", "",

@@ -76,4 +76,3 @@ class AdamStep(Case):
             state[:] = jax.block_until_ready(update(*state, g))
             return state[0]
         return step
-

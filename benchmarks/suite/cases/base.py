@@ -21,7 +21,6 @@ class NdlcModel(NamedTuple):
     held: dict = {}
 
 
-
 def _hold(module, a, params=(), buffers=(), prefix=""):
     """Load arrays into `module` (its Parameters `params`, its plain tensors `buffers`, from the
     arrays named `prefix` + attribute); returns the held tensors by array name."""
@@ -35,7 +34,6 @@ def _hold(module, a, params=(), buffers=(), prefix=""):
 def normal(rng, *shape, scale=1.0):
     """float32 standard normal samples, scaled."""
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
-
 
 
 class Op:
@@ -84,7 +82,6 @@ class Op:
     def flops(self, a):
         """Floating-point operations of the forward's products (None: not counted)."""
         return None
-
 
 
 class Case:
@@ -188,4 +185,3 @@ class OpCase(Case):
 def both(op):
     """The op's forward case and its forward+backward case."""
     return [OpCase(op), OpCase(op, backward=True)]
-

@@ -78,4 +78,3 @@ def _correlate(xp, w):
     (the windows, gathered by tensordot) and one matrix product."""
     windows = np.lib.stride_tricks.sliding_window_view(xp, w.shape[:2], axis=(2, 3))
     return np.tensordot(windows, w, axes=([1, 4, 5], [2, 0, 1])).transpose(0, 3, 1, 2)
-

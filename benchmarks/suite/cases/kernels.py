@@ -91,4 +91,3 @@ class Matmul(Op):
         return 2 * m * k * n
 
     torch = numpy
-

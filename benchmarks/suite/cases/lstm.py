@@ -134,4 +134,3 @@ class LstmLM(Op):
     def jax(self, a):
         import jax.numpy as jnp
         return self.forward(a, jnp)[0]
-

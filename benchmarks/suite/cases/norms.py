@@ -82,7 +82,6 @@ class LayerNorm(Norm):
         return F.layer_norm(t["x"], t["x"].shape[1:], t["weight"], t["bias"], eps=EPS)
 
 
-
 def batch_norm_by_hand(x, g, b):
     """BatchNorm's normalisation spelled as issue 20 spells it: statistics as sums over rows divided
     by n, reshaped to a row, and the global EPS; for ndlc Tensors, torch tensors and numpy or JAX

@@ -127,4 +127,3 @@ class TransformerLayerStep(Op):
     def jax(self, a):
         import jax.numpy as jnp
         return self.forward(a, jnp)[0]
-
