@@ -129,3 +129,16 @@ def test_a_wrong_result_is_marked_not_timed(tmp_path, monkeypatch, capsys):
     assert all(row[header.index("ndlc")].startswith("MISMATCH (result 0: off by") for row in rows)
     assert "**MISMATCH**: relu(x*a+b)*c 2^12 fwd, ndlc" in output.read_text()
     assert "ndlc bench: relu(x*a+b)*c 2^12 fwd+bwd: ndlc: MISMATCH" in capsys.readouterr().err
+
+
+def test_a_training_step_torch_compile_ran_eagerly_is_fallback(monkeypatch):
+    torch = pytest.importorskip("torch")
+    cli.load_suite()
+    import model_steps
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 0)
+    monkeypatch.setattr(model_steps, "CONTENDERS", {"PyTorch eager": model_steps.torch_step,
+                                                    "torch.compile": lambda model: model_steps.torch_step(model, compile=True)})
+    rows = model_steps.run(["lenet"], [4], repeats=1)
+    assert [(batch, name, note) for _, batch, name, _, note in rows] == [
+        (4, "PyTorch eager", ""), (4, "torch.compile", "FALLBACK (dynamo hit its recompile limit and ran the function eagerly)")]
+    assert "| lenet | 4 | torch.compile |" in "\n".join(model_steps.section(rows, 1))
