@@ -12,9 +12,9 @@ one wrote), with this checkout's ndlc importable and its `ndlc` command first on
   whose output is shown may fail (an example of an error message); one without shown output must not.
 - An HTML comment on the line before a block marks it: `<!-- file: NAME -->` writes the block to
   NAME in the folder instead of running it (a console block after it may: `$ python3 NAME`, so that
-  messages naming the file match), `<!-- skip: why -->` skips it, and `<!-- needs: WHAT, ... -->` skips it unless each WHAT is here
-  (`gpu`: a GPU and pycuda; `mpi`: mpirun and mpi4py; `graphviz`: its `dot`; `fashion-mnist`: the
-  data set).
+  messages naming the file match), `<!-- skip: why -->` skips it, and `<!-- needs: WHAT, ... -->`
+  skips it unless each WHAT is here (`gpu`: a GPU and pycuda; `mpi`: mpirun and mpi4py; `graphviz`:
+  its `dot`; `fashion-mnist`: the data set).
 """
 import os
 import re
@@ -193,10 +193,14 @@ def test_matching_rules():
     assert commands("$ a \\\n  b\nout\n$ c\n") == [("a   b", "out\n"), ("c", None)]
 
 
-def test_readme_is_short_and_every_page_is_linked():
+def test_readme_is_short_and_links_every_page_and_every_link_resolves():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 250
     linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", readme))
     assert {f"docs/{page.name}" for page in PAGES[1:]} <= linked
     for page in PAGES:
-        assert "../shared" not in page.read_text(), page
+        text = page.read_text()
+        assert "../shared" not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
