@@ -1,6 +1,6 @@
 """Benchmark: one training step of the Fashion-MNIST MLP (784-512-BN-ReLU-256-BN-ReLU-10, Adam,
 batch 256) in every implementation available, medians of repeated steps in one process.
-`ndlc bench` (benchmarks/suite.py) puts this table into benchmarks/RESULTS.md with the kernel suite.
+`ndlc bench` (benchmarks/suite/) puts this table into benchmarks/RESULTS.md with the kernel suite.
 
     python benchmarks/mlp_step.py                   # prints the table
     python benchmarks/mlp_step.py --output FILE     # and writes it, with the machine, as markdown
@@ -116,7 +116,7 @@ class NumpyMLP:
 
 def normalize(z, axis):
     """`z` standardised over `axis` (biased variance, EPS), its mean and variance (dims kept); only
-    operators and array methods, so JAX arrays go through it too (benchmarks/suite.py)."""
+    operators and array methods, so JAX arrays go through it too (benchmarks/suite/cases/)."""
     mean, var = z.mean(axis, keepdims=True), z.var(axis, keepdims=True)
     return (z - mean) / (var + EPS) ** 0.5, mean, var
 

@@ -1,10 +1,11 @@
 """Benchmark: one training step of the convolutional models, LeNet-BN (the batch-norm notebook's:
-SGD lr 1.0, batch 256, 1x28x28) and needle's ResNet9 (SGD lr 0.01, batch 256, 3x32x32), compiled by
+SGD lr 1.0, 1x28x28) and needle's ResNet9 (SGD lr 0.01, 3x32x32), at batch 64 and 256, compiled by
 ndlc beside PyTorch eager and torch.compile, medians of repeated steps in one process. Every
 contender starts from ndlc's initial weights (converted to PyTorch's layouts) and its first loss
-must equal ndlc's. `ndlc bench` puts this table into benchmarks/RESULTS.md.
+must equal ndlc's (else MISMATCH); a torch.compile step that dynamo ran eagerly is FALLBACK.
+`ndlc bench` puts this table into benchmarks/RESULTS.md.
 
-    python benchmarks/model_steps.py [--repeats N] [--models lenet,resnet9] [--batch 256]
+    python benchmarks/model_steps.py [--repeats N] [--models lenet,resnet9] [--batch 64,256]
 """
 import argparse
 import statistics
@@ -17,6 +18,7 @@ import ndlc as ndl
 from ndlc.examples.lenet import LEARNING_RATE, build_lenet
 from ndlc.examples.resnet9 import build_resnet9
 from ndlc.examples.train_mlp import training_step
+from suite.torch_runner import compiled
 
 MODELS = {"lenet": (build_lenet, (1, 28, 28), LEARNING_RATE), "resnet9": (build_resnet9, (3, 32, 32), 0.01)}
 RTOL = 1e-3  # first-step losses of the contenders against ndlc's
@@ -88,8 +90,12 @@ def torch_step(model, compile=False):
         loss.backward()
         optimizer.step()
         return loss
-    call = torch.compile(step) if compile else step
-    return lambda x, y: float(call(torch.from_numpy(x), torch.from_numpy(y)).detach())
+    call = compiled(step) if compile else step
+
+    def timed(x, y):
+        return float(call(torch.from_numpy(x), torch.from_numpy(y)).detach())
+    timed.fallback = call.fallback if compile else lambda: None
+    return timed
 
 
 CONTENDERS = {"ndlc compiled (CPU)": ndlc_compiled, "PyTorch eager": torch_step,
@@ -97,7 +103,8 @@ CONTENDERS = {"ndlc compiled (CPU)": ndlc_compiled, "PyTorch eager": torch_step,
 
 
 def measure(make, model, batch, repeats, warmup=2):
-    """(first loss, median ms, all ms) of `repeats` steps after `warmup` on one fixed batch."""
+    """(first loss, median ms, all ms, why it ran eagerly or None) of `repeats` steps after `warmup`
+    on one fixed batch."""
     step = make(model)
     x, y = data(model, batch)
     first = step(x, y)
@@ -108,54 +115,63 @@ def measure(make, model, batch, repeats, warmup=2):
         start = time.perf_counter()
         step(x, y)
         times.append((time.perf_counter() - start) * 1e3)
-    return first, statistics.median(times), times
+    fallback = getattr(step, "fallback", lambda: None)()
+    return first, statistics.median(times), times, fallback
 
 
-def run(models, batch, repeats, progress=lambda name: None, torch_compile=True):
-    """Rows (model, contender, median ms or None, note) for every model and contender (torch.compile
-    only with `torch_compile`)."""
+def run(models, batches, repeats, progress=lambda name: None, torch_compile=True):
+    """Rows (model, batch, contender, median ms or None, note) for every model, batch size and
+    contender (torch.compile only with `torch_compile`)."""
     rows = []
     for model in models:
-        reference = None
-        for name, make in CONTENDERS.items():
-            if name == "torch.compile" and not torch_compile:
-                continue
-            try:
-                first, median, _ = measure(make, model, batch, repeats)
-            except ImportError as e:
-                rows.append((model, name, None, f"not installed ({e.name})"))
-                continue
-            finally:
-                progress(f"{model}: {name}")
-            reference = first if reference is None else reference
-            note = "" if abs(first - reference) <= RTOL * abs(reference) else \
-                f"MISMATCH: first loss {first:.5f}, ndlc's {reference:.5f}"
-            rows.append((model, name, median, note))
+        for batch in batches:
+            reference = None
+            for name, make in CONTENDERS.items():
+                if name == "torch.compile" and not torch_compile:
+                    continue
+                try:
+                    first, median, _, fallback = measure(make, model, batch, repeats)
+                except ImportError as e:
+                    rows.append((model, batch, name, None, f"not installed ({e.name})"))
+                    continue
+                finally:
+                    progress(f"{model} at {batch}: {name}")
+                reference = first if reference is None else reference
+                rows.append((model, batch, name, median, _verdict(first, reference, fallback)))
     return rows
 
 
-def section(rows, batch, repeats):
-    """The markdown section of RESULTS.md: per model, each contender's median and ndlc's ratio."""
-    lines = [f"## Convolutional training steps (batch {batch}, float32, SGD)", "",
+def _verdict(first, reference, fallback):
+    """The row's note: MISMATCH if the first loss is not ndlc's, FALLBACK if dynamo ran eagerly."""
+    if abs(first - reference) > RTOL * abs(reference):
+        return f"MISMATCH: first loss {first:.5f}, ndlc's {reference:.5f}"
+    return f"FALLBACK ({fallback})" if fallback else ""
+
+
+def section(rows, repeats):
+    """The markdown section of RESULTS.md: per model and batch, each contender's median and ndlc's
+    ratio."""
+    lines = ["## Convolutional training steps (float32, SGD)", "",
              f"- median of {repeats} steps after 2 warm-up steps; every contender starts from ndlc's initial "
-             "weights and its first loss equals ndlc's (else MISMATCH)", "",
-             "| model | implementation | median ms/step | ndlc / it |", "|---|---|---:|---:|"]
-    ours = {model: ms for model, name, ms, _ in rows if name.startswith("ndlc")}
-    for model, name, ms, note in rows:
-        ratio = f"{ours[model] / ms:.2f}x" if ms and ours.get(model) else ""
-        lines.append(f"| {model} | {name} | {f'{ms:.2f}' if ms else ''} {note} | {ratio} |")
+             "weights and its first loss equals ndlc's (else MISMATCH); torch.compile compiles each step "
+             "afresh and shows FALLBACK where dynamo ran it eagerly", "",
+             "| model | batch | implementation | median ms/step | ndlc / it |", "|---|---:|---|---:|---:|"]
+    ours = {(model, batch): ms for model, batch, name, ms, _ in rows if name.startswith("ndlc")}
+    for model, batch, name, ms, note in rows:
+        ratio = f"{ours[model, batch] / ms:.2f}x" if ms and ours.get((model, batch)) else ""
+        lines.append(f"| {model} | {batch} | {name} | {f'{ms:.2f}' if ms else ''} {note} | {ratio} |")
     return lines + [""]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", default="64,256", help="batch sizes, comma-separated (default %(default)s)")
     parser.add_argument("--models", default="lenet,resnet9")
     args = parser.parse_args(argv)
-    rows = run(args.models.split(","), args.batch, args.repeats)
-    print("\n".join(section(rows, args.batch, args.repeats)))
-    return 1 if any("MISMATCH" in note for *_, note in rows) else 0
+    rows = run(args.models.split(","), [int(b) for b in args.batch.split(",")], args.repeats)
+    print("\n".join(section(rows, args.repeats)))
+    return 1 if any(note.startswith(("MISMATCH", "FALLBACK")) for *_, note in rows) else 0
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def bench(args):
-    """Check the device, then run the suite (benchmarks/suite.py; for --device cuda the GPU check,
+    """Check the device, then run the suite (benchmarks/suite/; for --device cuda the GPU check,
     benchmarks/gpu.py), which lives in the source tree beside the package."""
     ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
     if args.device == "cuda":
@@ -248,10 +248,11 @@ def bench(args):
 
 
 def load_suite(name="suite"):
-    """benchmarks/<name>.py of the checkout this package runs from (it is not installed with the
-    package), or None after saying why it is missing."""
-    if not os.path.isfile(os.path.join(BENCHMARKS, f"{name}.py")):
-        print(f"ndlc bench: no benchmark suite at {os.path.join(BENCHMARKS, name + '.py')}: it ships in ndlc's "
+    """benchmarks/<name> (a package, or a .py script) of the checkout this package runs from (it is
+    not installed with the package), or None after saying why it is missing."""
+    where = os.path.join(BENCHMARKS, name)
+    if not (os.path.isfile(os.path.join(where, "__init__.py")) or os.path.isfile(where + ".py")):
+        print(f"ndlc bench: no benchmark suite at {where}: it ships in ndlc's "
               "source tree, not in the installed package; run from a checkout installed with "
               "`pip install -e .`", file=sys.stderr)
         return None
@@ -290,11 +291,14 @@ def add_bench(commands):
     """The `ndlc bench` subcommand and its options (--device is added with the others')."""
     b = commands.add_parser(
         "bench", help="benchmark ndlc's compiled kernels against numpy, PyTorch, torch.compile and JAX",
-        description="Time each kernel case (BatchNorm1d, LayerNorm1d, SoftmaxLoss, a relu chain, matmul, "
-        "Adam, Conv; forward and forward+backward) compiled by ndlc and in hand-written numpy, PyTorch "
-        "eager, torch.compile and JAX where they are installed, each result checked against numpy's "
-        "first; then the MLP training step (benchmarks/mlp_step.py). Prints the table and writes "
-        "RESULTS.md and ratios.png (benchmarks/ for a full run). Exit status 1 if a result was wrong.")
+        description="Time each kernel case (BatchNorm1d and LayerNorm1d as modules and written by hand, "
+        "SoftmaxLoss, a relu chain, matmul, Adam, convolutions, an LSTM and a Transformer step; forward "
+        "and forward+backward) compiled by ndlc and in hand-written numpy, PyTorch eager, torch.compile "
+        "and JAX where they are installed, each result checked against numpy's first; then the MLP "
+        "training step (benchmarks/mlp_step.py) and the LeNet-BN and ResNet9 steps at batch 64 and 256 "
+        "(benchmarks/model_steps.py). Prints every table and writes RESULTS.md and ratios.png "
+        "(benchmarks/ for a full run). Exit status 1 if a result was wrong (MISMATCH) or torch.compile "
+        "ran a case eagerly (FALLBACK).")
     b.add_argument("--quick", action="store_true",
                    help="tiny sizes and 2 calls each, a smoke test of the whole suite in seconds; "
                    "writes to a temporary folder unless --output is given")

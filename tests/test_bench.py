@@ -1,6 +1,7 @@
 """`ndlc bench`: the whole suite at tiny sizes (--quick) checks and times every case and writes
 RESULTS.md and its chart; a device that cannot run here, or a missing suite, is refused clearly."""
 import importlib.util
+import itertools
 
 import pytest
 
@@ -28,13 +29,78 @@ def test_quick_run_checks_and_times_every_case(tmp_path, capsys):
     wrong = [(row[0], cell) for row in rows for cell in row if cell.startswith(("MISMATCH", "n/a"))]
     assert not wrong and "**MISMATCH**" not in text
     assert "## MLP training step" in text and "| ndlc compiled (CPU) |" in text
-    assert "## Convolutional training steps" in text and "| resnet9 | PyTorch eager |" in text
+    assert "## Convolutional training steps" in text
     step_rows = [line for line in text.split("## Convolutional training steps")[1].splitlines() if line.startswith("| ")]
-    assert len(step_rows) >= 5 and not any("MISMATCH" in line for line in step_rows)
-    assert "Regenerate with `ndlc bench`" in text and "- threads: " in text
-    assert "| case " in capsys.readouterr().out
+    for model, batch, contender in itertools.product(("lenet", "resnet9"), (4, 8), ("ndlc compiled (CPU)", "PyTorch eager")):
+        assert any(line.startswith(f"| {model} | {batch} | {contender} | ") for line in step_rows), (model, batch)
+    assert not any("MISMATCH" in line or "FALLBACK" in line for line in step_rows)
+    assert "Regenerate with `ndlc bench`" in text and "- threads: " in text and "- sgemm: " in text
+    convolutions = [row[0] for row in rows if row[0].startswith("Conv")]
+    assert len(convolutions) == 8 and all(f"- {name}: ndlc computes " in text for name in convolutions)
+    out = capsys.readouterr().out
+    for table in ("| case ", "| implementation | median ms/step", "| model | batch | implementation"):
+        assert table in out, table  # the terminal shows every table RESULTS.md gets
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "ratios.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_hand_written_norms_sit_beside_the_modules():
+    names = [case.name(False) for case in cli.load_suite().CASES]
+    for norm in ("BatchNorm1d", "LayerNorm1d"):
+        for kind in ("fwd", "fwd+bwd"):
+            module = names.index(f"{norm}{' train' if norm == 'BatchNorm1d' else ''} 4096x1024 {kind}")
+            assert names[module + 2] == f"{norm} by hand 4096x1024 {kind}"
+
+
+def test_torch_compile_that_ran_eagerly_fails_the_row(tmp_path, monkeypatch, capsys):
+    """With dynamo's recompile limit at 0 nothing compiles: the cells say FALLBACK, not a time."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 0)
+    output = tmp_path / "RESULTS.md"
+    assert main(["bench", "--quick", "--no-progress", "--only", "relu", "--torch-compile", "--output", str(output)]) == 1
+    header, rows = kernel_table(output.read_text())
+    assert all(row[header.index("torch.compile")].startswith("FALLBACK (dynamo hit its recompile limit") for row in rows)
+    assert all(float(row[header.index("PyTorch")]) > 0 for row in rows)
+    assert "**FALLBACK**: relu(x*a+b)*c 2^12 fwd, torch.compile" in output.read_text()
+    assert "ndlc bench: relu(x*a+b)*c 2^12 fwd: torch.compile: FALLBACK" in capsys.readouterr().err
+
+
+def test_dynamo_verdicts_compiled_graph_break_and_eager():
+    torch = pytest.importorskip("torch")
+    cli.load_suite()  # puts benchmarks/ on sys.path
+    from suite.torch_runner import compiled
+    double = compiled(lambda x: torch.relu(x) * 2)
+    assert double(torch.ones(3)).tolist() == [2.0] * 3
+    assert double.fallback() is None and double.graph_breaks() == []
+
+    def with_a_break(x):
+        y = torch.relu(x)
+        print(end="")
+        return y * 2
+    broken = compiled(with_a_break)
+    broken(torch.ones(3))
+    assert broken.fallback() is None and broken.graph_breaks()  # the pieces still run compiled
+    eager = compiled(lambda x: x)  # nothing to compile: dynamo makes no graph
+    eager(torch.ones(3))
+    assert eager.fallback() == "dynamo compiled no graph: the function ran eagerly"
+
+
+def test_chart_labels_stay_clear_of_the_case_names():
+    pytest.importorskip("matplotlib")
+    cli.load_suite()
+    from suite.chart import figure
+    from suite.measure import Cell, Row
+    rows = [Row("a case with a rather long name " * 2 + str(i), {"ndlc": Cell(ms=ms), "PyTorch": Cell(ms=1.0)})
+            for i, ms in enumerate((0.05, 0.9, 1.1, 40.0))]
+    fig = figure(rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    frame = ax.get_window_extent()
+    names = [label.get_window_extent() for label in ax.get_yticklabels()]
+    ratios = [label.get_window_extent() for axis in ax.child_axes for label in axis.get_yticklabels()]
+    assert len(names) == len(ratios) == 4
+    assert all(box.x1 <= frame.x0 for box in names) and all(box.x0 >= frame.x1 for box in ratios)
+    assert all(box.x0 >= 0 and box.x1 <= fig.bbox.x1 for box in names + ratios)  # nothing cut off
 
 
 def test_cuda_without_pycuda_is_refused_before_anything_runs(capsys, monkeypatch):
@@ -63,3 +129,16 @@ def test_a_wrong_result_is_marked_not_timed(tmp_path, monkeypatch, capsys):
     assert all(row[header.index("ndlc")].startswith("MISMATCH (result 0: off by") for row in rows)
     assert "**MISMATCH**: relu(x*a+b)*c 2^12 fwd, ndlc" in output.read_text()
     assert "ndlc bench: relu(x*a+b)*c 2^12 fwd+bwd: ndlc: MISMATCH" in capsys.readouterr().err
+
+
+def test_a_training_step_torch_compile_ran_eagerly_is_fallback(monkeypatch):
+    torch = pytest.importorskip("torch")
+    cli.load_suite()
+    import model_steps
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 0)
+    monkeypatch.setattr(model_steps, "CONTENDERS", {"PyTorch eager": model_steps.torch_step,
+                                                    "torch.compile": lambda model: model_steps.torch_step(model, compile=True)})
+    rows = model_steps.run(["lenet"], [4], repeats=1)
+    assert [(batch, name, note) for _, batch, name, _, note in rows] == [
+        (4, "PyTorch eager", ""), (4, "torch.compile", "FALLBACK (dynamo hit its recompile limit and ran the function eagerly)")]
+    assert "| lenet | 4 | torch.compile |" in "\n".join(model_steps.section(rows, 1))
