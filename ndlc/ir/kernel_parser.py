@@ -77,7 +77,7 @@ class _ProgramParser:
                 updated.append(update.group(1))
                 results.append(update.group(2))
             elif updated or not entry.startswith("%"):
-                raise self.error(f"output {entry!r}: plain outputs come first, then 'new %state = %value'")
+                raise self.error(f"output {entry!r}: plain outputs come first, then 'new %state = %value'", 0)
             else:
                 results.append(entry[1:])
         buffers, in_place = {}, {}
