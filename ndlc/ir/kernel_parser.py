@@ -42,7 +42,8 @@ _DTYPES = ("f32", "f64", "i32", "i64", "u8", "bool")
 
 
 def parse_kernels(text, verify=True) -> Program:
-    """The Program whose `str` is `text`; verified unless `verify` is False."""
+    """The Program whose `str` is `text` (blank lines around it are ignored); verified unless
+    `verify` is False."""
     program = _ProgramParser(text.split("\n")).program()
     return verify_program(program, "parse_kernels") if verify else program
 
@@ -68,6 +69,10 @@ class _ProgramParser:
         return m
 
     def program(self):
+        while self.peek() == "":  # blank lines around the text (a dump file ends in one) are fine
+            self.n += 1
+        while self.lines and self.lines[-1].strip() == "":
+            self.lines.pop()
         name, inputs, outputs = self.match(_PROGRAM, "'program @name(%inputs) -> (%outputs)'").groups()
         inputs = _names(inputs)
         plain, updated, results = [], [], []
