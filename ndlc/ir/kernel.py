@@ -3,7 +3,7 @@
 A kernel is one loop nest that may write several buffers. Its loops are `outer` loops shared by
 everything it does, then inner loops; its work is a sequence of *phases*, each run in turn at every
 point of the outer loops:
-  - a reduce phase combines `Reduction` bodies over the inner loops ('add' or 'max'), then makes its
+  - a reduce phase combines `Reduction` bodies over the inner loops (a Combine), then makes its
     `stores` once per outer point (their values may read the phase's reductions: `Acc(k)` leaves;
     later phases read what it stored);
   - a map phase (`inner=True`) makes its stores at every point of the inner loops.
@@ -15,6 +15,7 @@ computed before any store, so a store may overwrite a buffer the same phase read
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
 then runs over the output in place. Both backends lower this form; neither re-derives fusion or
 indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
+The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
 from enum import StrEnum
