@@ -16,11 +16,10 @@ shuffles through a per-block exchange): with NDLC_EMULATE defined, each kernel g
 `ndlc_emulate_<name>(blocks, threads, buffers)`.
 """
 import math
-from enum import StrEnum
 
 from ..errors import UnsupportedError
 from ..ir.indexing import Access
-from ..ir.kernel import Acc, Index, infer_dtypes, operand_dtype
+from ..ir.kernel import Acc, Index, TextEnum, infer_dtypes, operand_dtype
 from ..ir.rules import combine_primitive, expanded_power, identity, power_by_squaring, primitive_for
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float
@@ -30,7 +29,7 @@ from .cuda_steps import CudaModule, GemmCall, Launch
 INT32_LIMIT = 1 << 31
 
 
-class Part(StrEnum):
+class Part(TextEnum):
     """A launch of a kernel whose reductions are cut into chunks (see _parts)."""
     PARTIAL = "partial"
     FINISH = "finish"

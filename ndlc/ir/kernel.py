@@ -18,7 +18,7 @@ indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes
 The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 from typing import Optional
 
 from .indexing import Access
@@ -33,7 +33,18 @@ def gemm_symbol(dtype) -> str:
     return f"ndlc_{GEMMS[dtype]}"
 
 
-class BufferKind(StrEnum):
+class TextEnum(str, Enum):
+    """An enum whose cases are strings: equal to, and printed as, their text (so code comparing
+    with the plain string keeps working; Python 3.10's enum has no StrEnum)."""
+
+    def __str__(self):
+        return self.value
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+
+class BufferKind(TextEnum):
     """What a buffer holds; LOCAL: a temporary its one kernel keeps a row of per thread (no array)."""
     INPUT = "input"
     CONST = "const"
@@ -42,13 +53,13 @@ class BufferKind(StrEnum):
     LOCAL = "local"
 
 
-class Combine(StrEnum):
+class Combine(TextEnum):
     """How a reduction combines its body's values (identities and spellings: ir/rules.py)."""
     ADD = "add"
     MAX = "max"
 
 
-class Strategy(StrEnum):
+class Strategy(TextEnum):
     """A kernel's reduction strategy, chosen by the schedule pass (NONE before it runs)."""
     NONE = ""
     POINT = "point"
@@ -57,7 +68,7 @@ class Strategy(StrEnum):
     GEMM = "gemm"
 
 
-class PhaseKind(StrEnum):
+class PhaseKind(TextEnum):
     """What a phase does at each outer point (its text in the printed kernel)."""
     REDUCE = "reduce"
     MAP = "map over the inner loops"

@@ -15,6 +15,7 @@ from .kernel import (GEMMS, Acc, Buffer, BufferKind, Combine, Gemm, GpuLaunch, I
                      PhaseKind, Program, Reduction, Split, Store, Strategy, infer_dtypes)
 from .kernel_verifier import verify_program
 from .scalar import PRIMITIVES, ScalarExpr
+from .types import DTYPES
 
 _NAME = r"%([A-Za-z0-9_.]+)"
 _PROGRAM = re.compile(r"program @(\S+)\((.*)\) -> \((.*)\)$")
@@ -38,7 +39,6 @@ _GUARD = re.compile(r"0 <= (?:\((.*)\)/(\d+)|(.*)) < (\d+)$")
 _TOKEN = re.compile(r"\s*(?:(?P<num>-?(?:inf|nan)|-?\d+(?:\.\d*)?(?:e[-+]?\d+)?)|(?P<word>[A-Za-z_]\w*)"
                     r"|\$(?P<load>\d+)|(?P<punct>[(),]))")
 _ATOMS = {"True": True, "False": False}
-_DTYPES = ("f32", "f64", "i32", "i64", "u8", "bool")
 
 
 def parse_kernels(text, verify=True) -> Program:
@@ -75,7 +75,7 @@ class _ProgramParser:
             self.lines.pop()
         name, inputs, outputs = self.match(_PROGRAM, "'program @name(%inputs) -> (%outputs)'").groups()
         inputs = _names(inputs)
-        plain, updated, results = [], [], []
+        updated, results = [], []
         for entry in filter(None, outputs.split(", ")):
             update = re.fullmatch(rf"new {_NAME} = {_NAME}", entry)
             if update:
@@ -88,7 +88,7 @@ class _ProgramParser:
         buffers, in_place = {}, {}
         while self.peek() and _BUFFER.match(self.peek()):
             b, dtype, shape, kind = self.match(_BUFFER, "a buffer").groups()
-            buffers[b] = Buffer(b, tuple(int(d) for d in shape.split(",") if d), self._dtype(dtype),
+            buffers[b] = Buffer(b, tuple(int(d) for d in shape.split(",") if d), self._dtype(dtype, self.n - 1),
                                 self._enum(BufferKind, kind, "buffer kind", self.n - 1))
         while self.peek() and _IN_PLACE.match(self.peek()):
             out, state = self.match(_IN_PLACE, "an in-place update").groups()
@@ -96,7 +96,7 @@ class _ProgramParser:
         kernels = []
         while self.peek() is not None:
             if self.peek() != "":
-                raise self.error("expected a blank line, then a kernel")
+                raise self.error("expected a blank line, then a kernel: this line is no part of a kernel's text")
             self.n += 1
             kernels.append(self.kernel(buffers))
         return Program(name, buffers, kernels, inputs, results, updated=tuple(updated), in_place=in_place)
@@ -213,6 +213,8 @@ class _ProgramParser:
     def phase(self, k, buffers, nodes):
         header = _PHASE.match(self.peek())
         kind = PhaseKind.POINT
+        if header is None and not _STORE.match(self.peek()):
+            raise self.error("expected 'phase N: kind' or 'store %buffer[access] = value'")
         if header:
             if int(header.group(1)) != len(k.phases):
                 raise self.error(f"phase {header.group(1)} out of order: expected phase {len(k.phases)}")
@@ -308,7 +310,7 @@ class _ProgramParser:
             return tokens[position[0] - 1]
 
         def node(prim, args=(), payload=None):
-            key = (prim, tuple(map(id, args)), type(payload), payload)
+            key = (prim, tuple(map(id, args)), type(payload), repr(payload))  # repr: -0.0 is not 0.0
             return nodes.setdefault(key, ScalarExpr(prim, args, payload))
 
         def term():
@@ -330,7 +332,7 @@ class _ProgramParser:
             if position[0] < len(tokens) and tokens[position[0]].group("punct") == ")":
                 separator = take().group("punct")
             while separator != ")":
-                if word == "cast" and args and position[0] < len(tokens) and tokens[position[0]].group("word") in _DTYPES:
+                if word == "cast" and args and position[0] < len(tokens) and tokens[position[0]].group("word") in DTYPES:
                     payload = take().group("word")
                 else:
                     args.append(term())
@@ -351,9 +353,9 @@ class _ProgramParser:
             raise self.error(f"%{name} is not a buffer of the program", self.n - 1)
         return buffers[name]
 
-    def _dtype(self, text):
-        if text not in _DTYPES:
-            raise self.error(f"unknown dtype {text!r}")
+    def _dtype(self, text, line):
+        if text not in DTYPES:
+            raise self.error(f"unknown dtype {text!r}: one of {', '.join(DTYPES)}", line)
         return text
 
     def _enum(self, kind, text, what, line):

@@ -186,6 +186,13 @@ BROKEN = [
     ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %x, %y\n  loops: i0<2\n"
      "  $0 = %x[i0]\n  store %y[i0] = $0", 5, "kernel k0 writes %y, not what its first line says"),
     ("program @g(%x) -> (new %x = %y, %y)", 1, "plain outputs come first"),
+    ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  loops: i0<2\n"
+     "  $0 = %x[i0]\n  phase one: reduce", 8, "expected 'phase N: kind' or 'store"),
+    ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  loops: i0<2\n"
+     "  $0 = %x[i0]\n  store %y = $0", 8, "expected 'phase N: kind' or 'store"),
+    ("program @g(%x) -> (%y)\n  %x: f16[2] input", 2, "unknown dtype 'f16'"),
+    ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  lops: i0<2", 6,
+     "expected 'loops: ...'"),
 ]
 
 
@@ -194,6 +201,12 @@ def test_malformed_text_names_the_line(text, line, message):
     with pytest.raises(IRParseError) as error:
         parse_kernels(text)
     assert error.value.line == line and message in str(error.value), str(error.value)
+
+
+def test_negative_zero_and_zero_stay_apart():
+    text = ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n"
+            "  loops: i0<2\n  $0 = %x[i0]\n  store %y[i0] = add(mul($0, -0.0), 0.0)")
+    assert str(parse_kernels("\n" + text + "\n\n")) == text
 
 
 def test_text_that_parses_but_does_not_verify_is_a_verify_error():
