@@ -159,4 +159,3 @@ def pow(b, x, y):
     signed = b.select(odd, b.fneg(magnitude), magnitude)
     result = b.select(negative, b.select(integral, signed, _c(ty, math.nan)), magnitude)
     return b.select(b.fcmp_ordered("==", y, _c(ty, 0.0)), _c(ty, 1.0), result)
-

@@ -44,6 +44,16 @@ class TextEnum(str, Enum):
         return format(self.value, spec)
 
 
+class _Cases:
+    """Mixin of a dataclass whose fields in ENUMS hold enum cases: a string assigned to one (by the
+    constructor or later: `kernel.strategy = 'rows'`) becomes its case, an unknown one a ValueError."""
+    ENUMS = {}
+
+    def __setattr__(self, name, value):
+        kind = self.ENUMS.get(name)
+        super().__setattr__(name, value if kind is None else kind(value))
+
+
 class BufferKind(TextEnum):
     """What a buffer holds; LOCAL: a temporary its one kernel keeps a row of per thread (no array)."""
     INPUT = "input"
@@ -76,15 +86,13 @@ class PhaseKind(TextEnum):
 
 
 @dataclass
-class Buffer:
-    """A named tensor in memory, of a BufferKind (strings are accepted and converted)."""
+class Buffer(_Cases):
+    """A named tensor in memory, of a BufferKind."""
+    ENUMS = {"kind": BufferKind}
     name: str
     shape: tuple
     dtype: str
     kind: BufferKind
-
-    def __post_init__(self):
-        self.kind = BufferKind(self.kind)
 
     def __str__(self):
         return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
@@ -182,14 +190,12 @@ class Acc:
 
 
 @dataclass
-class Reduction:
+class Reduction(_Cases):
     """`body`, combined with `combine` (a Combine) over the inner loops, in `dtype`."""
+    ENUMS = {"combine": Combine}
     body: ScalarExpr
     combine: Combine
     dtype: str
-
-    def __post_init__(self):
-        self.combine = Combine(self.combine)
 
 
 @dataclass
@@ -222,10 +228,11 @@ class Phase:
 
 
 @dataclass
-class Kernel:
+class Kernel(_Cases):
     """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
     module docstring. `fused` names the graph nodes it computes; `merged` why kernels were merged
     into it, `boundary` why it was not merged into the kernel before it."""
+    ENUMS = {"strategy": Strategy}
     name: str
     extents: tuple
     outer: int
@@ -243,9 +250,6 @@ class Kernel:
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
-
-    def __post_init__(self):
-        self.strategy = Strategy(self.strategy)
 
     @property
     def outer_extents(self):

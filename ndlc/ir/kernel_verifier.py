@@ -83,7 +83,7 @@ def _check_schedule(kernel, where):
     if not _one_of(Strategy, kernel.strategy):
         raise VerifyError(f"{where}: unknown strategy {kernel.strategy!r}, not one of {_cases(Strategy)}")
     if (kernel.strategy == Strategy.GEMM) != (kernel.gemm is not None) and kernel.strategy != Strategy.NONE:
-        raise VerifyError(f"{where}: strategy {kernel.strategy!r} for a kernel {'with' if kernel.gemm else 'without'} a gemm")
+        raise VerifyError(f"{where}: strategy '{kernel.strategy}' for a kernel {'with' if kernel.gemm else 'without'} a gemm")
     if kernel.strategy == Strategy.CHUNKS and (kernel.outer != 1 or len(kernel.scratch) != len(kernel.reductions)
                                         or not 0 < kernel.chunks <= kernel.extents[1]):
         raise VerifyError(f"{where}: 'chunks' needs one outer loop, a scratch buffer per reduction and "
