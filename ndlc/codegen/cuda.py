@@ -20,13 +20,21 @@ import math
 
 from ..errors import UnsupportedError
 from ..ir.indexing import Access
-from ..ir.kernel import Acc, Index, infer_dtypes, operand_dtype
+from ..ir.kernel import Acc, Index, TextEnum, infer_dtypes, operand_dtype
+from ..ir.rules import combine_primitive, expanded_power, identity, power_by_squaring, primitive_for
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float
 from .cuda_c import C_TYPES, MEMORY, PRELUDE, affine, literal
 from .cuda_steps import CudaModule, GemmCall, Launch
 
 INT32_LIMIT = 1 << 31
+
+
+class Part(TextEnum):
+    """A launch of a kernel whose reductions are cut into chunks (see _parts)."""
+    PARTIAL = "partial"
+    FINISH = "finish"
+    MAP = "map"
 
 
 def lower_to_cuda(program, prefix="") -> CudaModule:
@@ -68,11 +76,11 @@ def _parts(kernel):
     found = []
     for p, phase in enumerate(kernel.phases):
         if phase.reductions:
-            found.append(("partial", p))
+            found.append((Part.PARTIAL, p))
         if phase.reductions or not phase.inner:
-            found.append(("finish", p))
+            found.append((Part.FINISH, p))
         if phase.inner:
-            found.append(("map", p))
+            found.append((Part.MAP, p))
     return found
 
 
@@ -83,9 +91,9 @@ class _KernelEmitter:
         self.kernel, self.name, self.phases, self.outer, self.part = kernel, name, phases, outer, part
         g = kernel.gpu
         self.tile, self.lanes, self.threads = (g.threads, 1, g.threads) if outer == len(kernel.extents) \
-            or (part and part[0] != "partial") else (g.tile, g.lanes, g.threads)
+            or (part and part[0] != Part.PARTIAL) else (g.tile, g.lanes, g.threads)
         self.outer_points = math.prod(kernel.extents[:outer])
-        if part and part[0] == "map":  # every loop is a point of its own
+        if part and part[0] == Part.MAP:  # every loop is a point of its own
             self.outer = outer = len(kernel.extents)
         self.vector = g.vector if outer == len(kernel.extents) else 1
         self.points = math.prod(kernel.extents[:outer]) // self.vector
@@ -105,7 +113,7 @@ class _KernelEmitter:
             const = "" if b in written else "const "
             restrict = "" if b in aliased else " __restrict__"
             params.append(f"{const}{MEMORY[self.dtypes[b]]}*{restrict} {self.param[b]}")
-        blocks = g.blocks if part is None else -(-self.points // self.tile) * (g.chunks if part[0] == "partial" else 1)
+        blocks = g.blocks if part is None else -(-self.points // self.tile) * (g.chunks if part[0] == Part.PARTIAL else 1)
         self.launch = Launch(name, blocks, self.threads, tuple(self.used), kernel.name)
         self._body()
         head = [f"// {kernel.name}: {', '.join(kernel.fused) or 'no graph nodes'} ({g.why})",
@@ -157,8 +165,8 @@ class _KernelEmitter:
         first = sum(len(q.reductions) for q in self.phases[:p])
         slots = list(range(first, first + len(phase.reductions)))
         chunks, points = k.gpu.chunks, self.outer_points
-        self._prologue(rows, zip(slots, phase.reductions) if kind == "partial" else ())
-        if kind == "partial":
+        self._prologue(rows, zip(slots, phase.reductions) if kind == Part.PARTIAL else ())
+        if kind == Part.PARTIAL:
             groups, size = -(-points // self.tile), -(-self.inner // chunks)
             put(f"  for ({I} w = blockIdx.x; w < {groups * chunks}; w += gridDim.x) {{")
             put(f"    const {I} c = w / {groups};")
@@ -174,8 +182,8 @@ class _KernelEmitter:
             put("  }")
             return
         put(f"  for ({I} o = ({I})blockIdx.x * {self.tile} + x; o < {self.points}; o += ({I})gridDim.x * {self.tile}) {{")
-        self._decode("o", range(self.outer) if kind == "finish" else self._memory_order(phase), "    ")
-        if kind == "finish":
+        self._decode("o", range(self.outer) if kind == Part.FINISH else self._memory_order(phase), "    ")
+        if kind == Part.FINISH:
             for slot, r in zip(slots, phase.reductions):
                 partial = self.param[k.scratch[slot]]
                 put(f"    {C_TYPES[r.dtype]} acc{slot} = {partial}[o];")
@@ -314,7 +322,7 @@ class _KernelEmitter:
                 memo[id(e)] = f"acc{slots[e.payload.index]}" if isinstance(e.payload, Acc) \
                     else self._load(e.payload, indent)
             elif e.args:
-                memo[id(e)] = self._declare(types[id(e)], self._primitive(e, memo, types), indent)
+                memo[id(e)] = self._declare(types[id(e)], self._primitive(e, memo, types, indent), indent)
         return self._operand(expr, memo, want)
 
     def _declare(self, dtype, text, indent):
@@ -328,25 +336,27 @@ class _KernelEmitter:
             return literal(want or "f64", expr.payload)
         return memo[id(expr)]
 
-    def _primitive(self, e, memo, types):
+    def _primitive(self, e, memo, types, indent):
         prim, dtype = e.prim, operand_dtype(e, types)
         if prim == "cast":
             source = types[id(e.args[0])] or "f64"
             x = self._operand(e.args[0], memo, source)
             return f"({x} != 0)" if e.payload == "bool" else f"({C_TYPES[e.payload]})({x})"
-        if prim == "pow" and e.args[1].prim == "const" and _small_integer(e.args[1].payload) and is_float(dtype):
-            return _power(self._operand(e.args[0], memo, dtype), int(e.args[1].payload), dtype)
-        if prim == "select":
-            args = [self._operand(e.args[0], memo, "bool")] + [self._operand(a, memo, dtype) for a in e.args[1:]]
-        else:
-            args = [self._operand(a, memo, dtype) for a in e.args]
+        n = expanded_power(e.args[1].payload, dtype) if prim == "pow" and e.args[1].prim == "const" else None
+        if n is not None:
+            return power_by_squaring(self._operand(e.args[0], memo, dtype), n, lambda a, b: self._declare(
+                dtype, f"{a} * {b}", indent), literal(dtype, 1.0), lambda a, b: f"{a} / {b}")
+        wants = ["bool", dtype, dtype] if prim == "select" else [dtype] * len(e.args)
+        return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(e.args, wants)])
+
+    def _apply(self, prim, dtype, args):
+        """`prim` on C operands computing in `dtype`, as the primitive table spells it for CUDA."""
+        prim = primitive_for(prim, dtype)
         spelling = PRIMITIVES[prim].cuda
         if not spelling:
             raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} has no CUDA spelling")
         if "{f}" in spelling and not is_float(dtype):
             raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
-        if prim in ("add", "sub", "mul") and dtype == "bool":  # numpy's booleans: or, xor, and
-            spelling = {"add": "({0} || {1})", "sub": "({0} != {1})", "mul": "({0} && {1})"}[prim]
         if prim in COMPARISONS and dtype == "bool":
             args = [f"(int){a}" for a in args]
         return spelling.format(*args, f="f" if dtype == "f32" else "")
@@ -387,16 +397,10 @@ class _KernelEmitter:
         return index, " && ".join(checks)
 
     def _identity(self, r):
-        if r.combine == "add" or r.dtype in ("bool", "u8"):
-            return "false" if r.dtype == "bool" else f"({C_TYPES[r.dtype]})0"
-        if is_float(r.dtype):
-            return f"-({C_TYPES[r.dtype]})INFINITY"
-        return "(-2147483647 - 1)" if r.dtype == "i32" else "(-9223372036854775807LL - 1)"
+        return literal(r.dtype, identity(r.combine, r.dtype))
 
     def _combine(self, r, acc, value):
-        if r.combine == "add":
-            return f"({acc} || {value})" if r.dtype == "bool" else f"({acc} + {value})"
-        return f"ndlc_max({acc}, {value})"
+        return self._apply(combine_primitive(r.combine, r.dtype), r.dtype, [acc, value])
 
     def _emulation_entry(self):
         """The host entry of the emulation: the kernel on blocks of host threads."""
@@ -405,17 +409,4 @@ class _KernelEmitter:
                 f'extern "C" void ndlc_emulate_{self.name}(unsigned blocks, unsigned threads, void** buffers) {{\n'
                 f"  ndlc_emulate_launch(blocks, threads, [&] {{ {self.name}({args}); }});\n"
                 "}\n#endif\n")
-
-
-def _small_integer(value):
-    return float(value).is_integer() and abs(value) <= 8
-
-
-def _power(x, n, dtype):
-    """x**n for a small integer n as multiplications (as the CPU backend does: exact for squares)."""
-    if n == 0:
-        return literal(dtype, 1.0)
-    product = " * ".join([x] * abs(n))
-    return f"({literal(dtype, 1.0)} / ({product}))" if n < 0 else f"({product})"
-
 

@@ -56,4 +56,6 @@ def literal(dtype, value) -> str:
     if dtype == "bool":
         return "true" if value else "false"
     value = int(value)
+    if value == -(1 << 63):  # its magnitude is no long long literal
+        return "(-9223372036854775807LL - 1)"
     return f"{value}LL" if dtype == "i64" else f"({C_TYPES[dtype]})({value})"

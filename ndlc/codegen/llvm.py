@@ -16,12 +16,13 @@ import math
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import ENTRY, Acc, Index, Load, infer_dtypes
+from ..ir.kernel import ENTRY, Acc, Combine, Index, Load, Strategy, infer_dtypes
+from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
                          declare_openmp, stamp)
-from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering
+from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
 ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
@@ -76,7 +77,7 @@ class _KernelEmitter(ScalarLowering):
             arg.add_attribute("noalias")
         if debug is not None:
             debug[1].update(kernel.local)
-        chunks = kernel.strategy == "chunks"
+        chunks = kernel.strategy == Strategy.CHUNKS
         self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split and not chunks else {}
         self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -87,7 +88,7 @@ class _KernelEmitter(ScalarLowering):
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
         self.vars = [None] * len(kernel.extents)
         self.reductions = kernel.reductions
-        rows = kernel.strategy == "rows"
+        rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
         self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
         self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
@@ -352,20 +353,12 @@ class _KernelEmitter(ScalarLowering):
             self._loops(batch, batch + 2, lambda phase=phase: self._stores(phase.stores))
 
     def _init(self, reduction):
-        ty = TYPES[reduction.dtype]
-        if reduction.combine == "add" or reduction.dtype in ("bool", "u8"):
-            return ir.Constant(ty, 0)
-        if is_float(reduction.dtype):
-            return ir.Constant(ty, -math.inf)
-        return ir.Constant(ty, -(1 << (ty.width - 1)))
+        return constant(reduction.dtype, identity(reduction.combine, reduction.dtype))
 
     def _combine(self, reduction, acc, value):
-        b, dtype = self.b, reduction.dtype
-        if reduction.combine == "add":
-            if is_float(dtype):
-                return b.fadd(acc, value, flags=["reassoc"])
-            return b.or_(acc, value) if dtype == "bool" else b.add(acc, value)
-        return self._binary("max", dtype, acc, value)
+        if reduction.combine == Combine.ADD and is_float(reduction.dtype):  # sums may be reordered
+            return self.b.fadd(acc, value, flags=["reassoc"])
+        return self._apply(combine_primitive(reduction.combine, reduction.dtype), reduction.dtype, [acc, value])
 
     # ---- memory -----------------------------------------------------------------------------
     def _affine(self, form, skip=None):

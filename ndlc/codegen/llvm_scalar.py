@@ -2,15 +2,17 @@
 emitter that supplies the leaves (`_leaf_value`: a load, an accumulator), the builder `b`, the
 inferred dtypes `types` and the `kernel` (for error messages).
 
+Each primitive is spelled as the primitive table says (ir/scalar.py, Primitive.llvm), after the
+backend-independent rules (ir/rules.py: bool arithmetic, integer powers by repeated squaring).
 No fast-math flags: elementwise arithmetic keeps IEEE semantics; exp, log, tanh, sin, cos are
-mathlib's vectorisable polynomials; pow by a small integer constant is repeated squaring.
-Booleans live in memory as one byte and in registers as i1.
+mathlib's vectorisable polynomials. Booleans live in memory as one byte and in registers as i1.
 """
 from llvmlite import ir
 
 from ..errors import UnsupportedError
 from ..ir.kernel import operand_dtype
-from ..ir.scalar import COMPARISONS, postorder
+from ..ir.rules import expanded_power, power_by_squaring, primitive_for
+from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.types import is_float
 from . import mathlib
 
@@ -18,12 +20,7 @@ I1, I8, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(64)
 TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32), "i64": I64,
          "u8": I8, "bool": I1}
 MEMORY = {**TYPES, "bool": I8}  # how each dtype is stored
-_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
-_INT_OPS = {"add": "add", "sub": "sub", "mul": "mul"}
-_BOOL_OPS = {"add": "or_", "sub": "xor", "mul": "and_", "max": "or_", "min": "and_"}
-_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_MATH = {"exp": mathlib.exp, "log": mathlib.log, "tanh": mathlib.tanh, "sin": mathlib.sin,
-         "cos": mathlib.cos}
+_UNSIGNED = ("u8", "bool")  # compared and maxed as unsigned integers
 
 
 class ScalarLowering:
@@ -40,7 +37,7 @@ class ScalarLowering:
     def _operand(self, expr, memo, want):
         """An already emitted operation, a leaf (loaded once per memo) or a constant."""
         if expr.prim == "const":
-            return _constant(want or "f64", expr.payload)
+            return constant(want or "f64", expr.payload)
         if expr.prim == "arg" and id(expr) not in memo:
             memo[id(expr)] = self._leaf_value(expr.payload)
         return memo[id(expr)]
@@ -51,65 +48,30 @@ class ScalarLowering:
         if prim == "cast":
             source = self.types[id(expr.args[0])] or "f64"
             return _cast(b, self._operand(expr.args[0], memo, source), source, expr.payload)
-        if prim == "select":
-            cond = self._operand(expr.args[0], memo, "bool")
-            return b.select(cond, *(self._operand(a, memo, dtype) for a in expr.args[1:]))
-        if prim == "pow" and expr.args[1].prim == "const" and _small_integer(expr.args[1].payload):
-            return mathlib.power_by_squaring(b, self._operand(expr.args[0], memo, dtype),
-                                             int(expr.args[1].payload))
-        args = [self._operand(a, memo, dtype) for a in expr.args]
-        return self._apply(prim, dtype, args)
+        n = expanded_power(expr.args[1].payload, dtype) if prim == "pow" and expr.args[1].prim == "const" else None
+        if n is not None:
+            one = constant(dtype, 1.0)
+            return power_by_squaring(self._operand(expr.args[0], memo, dtype), n, b.fmul, one, b.fdiv)
+        wants = ["bool", dtype, dtype] if prim == "select" else [dtype] * len(expr.args)
+        return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(expr.args, wants)])
 
     def _apply(self, prim, dtype, args):
-        b = self.b
-        if prim in COMPARISONS or prim in _FLOAT_OPS or prim in ("max", "min", "xor", "shr"):
-            return self._binary(prim, dtype, *args)
-        (x,) = args[:1]
-        if not is_float(dtype) and prim in ("neg", "abs") and dtype != "bool":
-            if prim == "neg":
-                return b.sub(ir.Constant(x.type, 0), x)
-            return mathlib.intrinsic(b, "llvm.abs", x, ir.Constant(I1, 0))
-        if not is_float(dtype):
+        """`prim` on values computing in `dtype`, as the primitive table spells it for LLVM."""
+        b, prim = self.b, primitive_for(prim, dtype)
+        spelling = PRIMITIVES[prim].llvm[0 if is_float(dtype) else 1]
+        if not spelling:
             raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
-        if prim == "neg":
-            return b.fneg(x)
-        if prim in ("sqrt", "abs"):
-            name = "llvm.sqrt" if prim == "sqrt" else "llvm.fabs"
-            return mathlib.intrinsic(b, name, x)
-        if prim == "pow":
-            return mathlib.pow(b, *args)
-        return _MATH[prim](b, x)
-
-    def _binary(self, prim, dtype, x, y):
-        b = self.b
-        if prim in COMPARISONS:
-            if is_float(dtype):
-                op = b.fcmp_unordered if prim == "ne" else b.fcmp_ordered
-                return op(_CMP[prim], x, y)
-            signed = dtype in ("i32", "i64")
-            return (b.icmp_signed if signed else b.icmp_unsigned)(_CMP[prim], x, y)
-        if dtype == "bool" and prim in _BOOL_OPS:
-            return getattr(b, _BOOL_OPS[prim])(x, y)
-        if is_float(dtype):
-            if prim in ("max", "min"):
-                name = "llvm.maximum" if prim == "max" else "llvm.minimum"
-                return mathlib.intrinsic(b, name, x, y)
-            return getattr(b, _FLOAT_OPS[prim])(x, y)
-        if prim in ("max", "min"):
-            name = {"max": "smax", "min": "smin"}[prim] if dtype != "u8" else {"max": "umax", "min": "umin"}[prim]
-            return mathlib.intrinsic(b, f"llvm.{name}", x, y)
-        if prim in _INT_OPS:
-            return getattr(b, _INT_OPS[prim])(x, y)
-        if prim in ("xor", "shr"):
-            return b.xor(x, y) if prim == "xor" else b.lshr(x, y)
-        raise UnsupportedError(f"kernel {self.kernel.name}: primitive {prim} on {dtype} values")
+        name, _, predicate = spelling.partition(" ")
+        if dtype in _UNSIGNED:
+            name = name.replace("_signed", "_unsigned").replace("llvm.s", "llvm.u")
+        if name.startswith("mathlib."):
+            return getattr(mathlib, name[len("mathlib."):])(b, *args)
+        if name.startswith("llvm."):
+            return mathlib.intrinsic(b, name, *args, *([ir.Constant(I1, 0)] if name == "llvm.abs" else []))
+        return getattr(b, name)(predicate, *args) if predicate else getattr(b, name)(*args)
 
 
-def _small_integer(value):
-    return float(value).is_integer() and abs(value) <= 64
-
-
-def _constant(dtype, value):
+def constant(dtype, value):
     if is_float(dtype):
         return ir.Constant(TYPES[dtype], float(value))
     return ir.Constant(TYPES[dtype], int(bool(value)) if dtype == "bool" else int(value))

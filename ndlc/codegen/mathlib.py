@@ -159,16 +159,3 @@ def pow(b, x, y):
     signed = b.select(odd, b.fneg(magnitude), magnitude)
     result = b.select(negative, b.select(integral, signed, _c(ty, math.nan)), magnitude)
     return b.select(b.fcmp_ordered("==", y, _c(ty, 0.0)), _c(ty, 1.0), result)
-
-
-def power_by_squaring(b, x, n):
-    """x**n for a small integer constant n, by multiplications (numpy's results for any sign of x)."""
-    result, base, k = None, x, abs(n)
-    while k:
-        if k & 1:
-            result = base if result is None else b.fmul(result, base)
-        k >>= 1
-        if k:
-            base = b.fmul(base, base)
-    result = result if result is not None else _c(x.type, 1.0)
-    return b.fdiv(_c(x.type, 1.0), result) if n < 0 else result

@@ -3,7 +3,7 @@
 A kernel is one loop nest that may write several buffers. Its loops are `outer` loops shared by
 everything it does, then inner loops; its work is a sequence of *phases*, each run in turn at every
 point of the outer loops:
-  - a reduce phase combines `Reduction` bodies over the inner loops ('add' or 'max'), then makes its
+  - a reduce phase combines `Reduction` bodies over the inner loops (a Combine), then makes its
     `stores` once per outer point (their values may read the phase's reductions: `Acc(k)` leaves;
     later phases read what it stored);
   - a map phase (`inner=True`) makes its stores at every point of the inner loops.
@@ -15,8 +15,10 @@ computed before any store, so a store may overwrite a buffer the same phase read
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
 then runs over the output in place. Both backends lower this form; neither re-derives fusion or
 indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
+The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Optional
 
 from .indexing import Access
@@ -31,14 +33,66 @@ def gemm_symbol(dtype) -> str:
     return f"ndlc_{GEMMS[dtype]}"
 
 
+class TextEnum(str, Enum):
+    """An enum whose cases are strings: equal to, and printed as, their text (so code comparing
+    with the plain string keeps working; Python 3.10's enum has no StrEnum)."""
+
+    def __str__(self):
+        return self.value
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+
+class _Cases:
+    """Mixin of a dataclass whose fields in ENUMS hold enum cases: a string assigned to one (by the
+    constructor or later: `kernel.strategy = 'rows'`) becomes its case, an unknown one a ValueError."""
+    ENUMS = {}
+
+    def __setattr__(self, name, value):
+        kind = self.ENUMS.get(name)
+        super().__setattr__(name, value if kind is None else kind(value))
+
+
+class BufferKind(TextEnum):
+    """What a buffer holds; LOCAL: a temporary its one kernel keeps a row of per thread (no array)."""
+    INPUT = "input"
+    CONST = "const"
+    TEMP = "temp"
+    OUTPUT = "output"
+    LOCAL = "local"
+
+
+class Combine(TextEnum):
+    """How a reduction combines its body's values (identities and spellings: ir/rules.py)."""
+    ADD = "add"
+    MAX = "max"
+
+
+class Strategy(TextEnum):
+    """A kernel's reduction strategy, chosen by the schedule pass (NONE before it runs)."""
+    NONE = ""
+    POINT = "point"
+    ROWS = "rows"
+    CHUNKS = "chunks"
+    GEMM = "gemm"
+
+
+class PhaseKind(TextEnum):
+    """What a phase does at each outer point (its text in the printed kernel)."""
+    REDUCE = "reduce"
+    MAP = "map over the inner loops"
+    POINT = "per outer point"
+
+
 @dataclass
-class Buffer:
-    """A named tensor in memory. kind: 'input', 'const', 'temp', 'output', or 'local' (a temporary
-    its one kernel keeps a row of per thread: no array holds it)."""
+class Buffer(_Cases):
+    """A named tensor in memory, of a BufferKind."""
+    ENUMS = {"kind": BufferKind}
     name: str
     shape: tuple
     dtype: str
-    kind: str
+    kind: BufferKind
 
     def __str__(self):
         return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
@@ -136,10 +190,11 @@ class Acc:
 
 
 @dataclass
-class Reduction:
-    """`body`, combined with `combine` ('add' or 'max') over the inner loops, in `dtype`."""
+class Reduction(_Cases):
+    """`body`, combined with `combine` (a Combine) over the inner loops, in `dtype`."""
+    ENUMS = {"combine": Combine}
     body: ScalarExpr
-    combine: str
+    combine: Combine
     dtype: str
 
 
@@ -164,15 +219,20 @@ class Phase:
     stores: list
     inner: bool = False
 
+    @property
+    def kind(self) -> PhaseKind:
+        return PhaseKind.MAP if self.inner else PhaseKind.REDUCE if self.reductions else PhaseKind.POINT
+
     def expressions(self):
         return [r.body for r in self.reductions] + [s.value for s in self.stores]
 
 
 @dataclass
-class Kernel:
+class Kernel(_Cases):
     """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
     module docstring. `fused` names the graph nodes it computes; `merged` why kernels were merged
     into it, `boundary` why it was not merged into the kernel before it."""
+    ENUMS = {"strategy": Strategy}
     name: str
     extents: tuple
     outer: int
@@ -186,7 +246,7 @@ class Kernel:
     local: dict = field(default_factory=dict)  # row-local temporary -> elements each thread keeps (memory.py)
     split: Optional[Split] = None
     serial_why: str = ""
-    strategy: str = ""  # chosen by the schedule pass: 'point', 'rows', 'chunks' or 'gemm'
+    strategy: Strategy = Strategy.NONE  # chosen by the schedule pass
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
@@ -240,35 +300,48 @@ class Kernel:
         if self.boundary:
             lines.append(f"  not merged into the kernel before: {self.boundary}")
         lines.append(f"  loops: {outer or '(scalar)'}{' | ' + inner if inner else ''}")
-        if self.strategy == "chunks":
+        if self.strategy == Strategy.CHUNKS:
             lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "
                          f"{', '.join('%' + n for n in self.scratch)}, combine in order; whole rows stream)")
-        if self.strategy == "rows":
+        if self.strategy == Strategy.ROWS:
             lines.append(f"  strategy: rows (blocks of i{self.outer - 1} accumulate side by side; the reductions "
                          f"read strided along i{len(self.extents) - 1})")
         if self.gpu:
-            g = self.gpu
-            lines.append(f"  cuda: {g.blocks} blocks of {g.tile}x{g.lanes} threads ({g.why})")
+            lines.append(f"  cuda: {self._launch_text()}")
         if self.split:
-            over = "its chunks" if self.strategy == "chunks" else f"i{self.split.loop}"
+            over = "its chunks" if self.strategy == Strategy.CHUNKS else f"i{self.split.loop}"
             lines.append(f"  parallel over {over} ({self.split.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")
         if self.gemm:
             g = self.gemm
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
-            lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({g.a}, {g.b}) "
-                         f"-> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
+            lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({_matrix_text(g.a, g.m, g.k)}, "
+                         f"{_matrix_text(g.b, g.k, g.n)}) -> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
         lines += [f"  %{name} is local: one row of {size} per thread" for name, size in self.local.items()]
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
         for p, phase in enumerate(self.phases):
-            if len(self.phases) > 1 or phase.reductions:
-                kind = "map over the inner loops" if phase.inner else "reduce" if phase.reductions else "per outer point"
-                lines.append(f"  phase {p}: {kind}")
+            headed = len(self.phases) > 1 or phase.kind != PhaseKind.POINT
+            if headed:
+                lines.append(f"  phase {p}: {phase.kind}")
             lines += [f"    acc{k} = {r.combine} of {format_expr(r.body)}" for k, r in enumerate(phase.reductions)]
-            indent = "    " if len(self.phases) > 1 or phase.reductions else "  "
-            lines += [f"{indent}store {store}" for store in phase.stores]
+            lines += [f"{'    ' if headed else '  '}store {store}" for store in phase.stores]
         return "\n".join(lines)
+
+    def _launch_text(self):
+        """The CUDA schedule: blocks, and what differs from one point per thread, then why."""
+        g = self.gpu
+        text = f"{g.blocks} blocks of {g.tile}x{g.lanes} threads"
+        text += ", lanes fastest" if g.lanes_fastest else ""
+        text += f", {g.vector} points a thread" if g.vector != 1 else ""
+        text += f", {g.chunks} chunks into {', '.join('%' + n for n in self.scratch)}" if g.chunks != 1 else ""
+        return f"{text} ({g.why})"
+
+
+def _matrix_text(matrix, rows, cols):
+    """A gemm operand, with its leading dimension where it is not that of a dense rows x cols matrix."""
+    dense = rows if matrix.transposed else cols
+    return f"{matrix}{'' if matrix.ld == dense else f' ld {matrix.ld}'}"
 
 
 @dataclass
@@ -290,8 +363,10 @@ class Program:
         return len(self.updated)
 
     def __str__(self):
-        lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) "
-                 f"-> ({', '.join('%' + n for n in self.outputs)})"]
+        plain = len(self.outputs) - self.updates
+        outputs = [f"%{n}" for n in self.outputs[:plain]]
+        outputs += [f"new %{state} = %{n}" for state, n in zip(self.updated, self.outputs[plain:])]
+        lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) -> ({', '.join(outputs)})"]
         lines += ["  " + str(b) for b in self.buffers.values()]
         lines += [f"  %{out} is written in place of %{state}" for out, state in self.in_place.items()]
         for kernel in self.kernels:

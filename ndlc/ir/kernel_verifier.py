@@ -5,20 +5,23 @@ dtype. Errors name the stage and the kernel."""
 from math import prod
 
 from ..errors import VerifyError
-from .kernel import GEMMS, Acc, Load
+from .kernel import GEMMS, Acc, BufferKind, Combine, Load, Strategy
 from .scalar import PRIMITIVES, leaves, postorder
-
-COMBINES = ("add", "max")
 
 
 def verify_program(program, stage=""):
     """Raise VerifyError on the first broken invariant of `program` (a kernel.Program); return it."""
     after = f"after {stage}: " if stage else ""
     buffers = program.buffers
+    for name, b in buffers.items():
+        if not _one_of(BufferKind, b.kind):
+            raise VerifyError(f"{after}buffer %{name} is of unknown kind {b.kind!r}")
     for name in program.inputs:
-        if name not in buffers or buffers[name].kind != "input":
+        if name not in buffers or buffers[name].kind != BufferKind.INPUT:
             raise VerifyError(f"{after}program input %{name} is not an input buffer")
-    written = {name for name, b in buffers.items() if b.kind in ("input", "const")}
+    if not 0 <= program.updates <= len(program.outputs) or not set(program.updated) <= set(program.inputs):
+        raise VerifyError(f"{after}the state updates {program.updated} are not inputs updated by the last outputs")
+    written = {name for name, b in buffers.items() if b.kind in (BufferKind.INPUT, BufferKind.CONST)}
     for kernel in program.kernels:
         where = f"{after}kernel {kernel.name}"
         for name in sorted(kernel.buffers()):
@@ -57,8 +60,8 @@ def _check_kernel(kernel, buffers, where):
         if phase.reductions and kernel.outer == ndim:
             raise VerifyError(f"{where}: phase {p} reduces, but the kernel has no inner loops")
         for r in phase.reductions:
-            if r.combine not in COMBINES:
-                raise VerifyError(f"{where}: phase {p} combines with {r.combine!r}")
+            if not _one_of(Combine, r.combine):
+                raise VerifyError(f"{where}: phase {p} combines with {r.combine!r}, not one of {_cases(Combine)}")
         reach = kernel.extents if phase.inner else kernel.outer_extents + (1,) * (ndim - kernel.outer)
         for store in phase.stores:
             if store.access.nvars != ndim:
@@ -79,13 +82,35 @@ def _check_kernel(kernel, buffers, where):
                     raise VerifyError(f"{where}: {label} reads {e.payload}, which its phase does not compute")
             elif e.prim == "arg" and not (isinstance(e.payload, int) and 0 <= e.payload < len(kernel.loads)):
                 raise VerifyError(f"{where}: {label} reads ${e.payload}, which is not a load of the kernel")
-    if kernel.strategy == "chunks" and (kernel.outer != 1 or len(kernel.scratch) != len(kernel.reductions)
+    _check_schedule(kernel, where)
+
+
+def _check_schedule(kernel, where):
+    """The strategy is one of Strategy's and fits the kernel; so do the thread split and CUDA launch."""
+    if not _one_of(Strategy, kernel.strategy):
+        raise VerifyError(f"{where}: unknown strategy {kernel.strategy!r}, not one of {_cases(Strategy)}")
+    if (kernel.strategy == Strategy.GEMM) != (kernel.gemm is not None) and kernel.strategy != Strategy.NONE:
+        raise VerifyError(f"{where}: strategy '{kernel.strategy}' for a kernel {'with' if kernel.gemm else 'without'} a gemm")
+    if kernel.strategy == Strategy.CHUNKS and (kernel.outer != 1 or len(kernel.scratch) != len(kernel.reductions)
                                         or not 0 < kernel.chunks <= kernel.extents[1]):
         raise VerifyError(f"{where}: 'chunks' needs one outer loop, a scratch buffer per reduction and "
                           "no more chunks than its first inner loop has iterations")
-    if kernel.split is not None and kernel.strategy != "chunks":
+    if kernel.split is not None and kernel.strategy != Strategy.CHUNKS:
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")
+    g = kernel.gpu
+    if g is not None and (min(g.tile, g.lanes, g.blocks, g.vector, g.chunks) < 1
+                          or (g.chunks > 1 and len(kernel.scratch) != len(kernel.reductions))):
+        raise VerifyError(f"{where}: a CUDA launch of {g.blocks} blocks of {g.tile}x{g.lanes} threads, "
+                          f"{g.vector} points a thread, {g.chunks} chunks into {len(kernel.scratch)} scratch buffers")
+
+
+def _one_of(kind, value) -> bool:
+    return value in {case.value for case in kind}
+
+
+def _cases(kind) -> str:
+    return ", ".join(repr(case.value) for case in kind)
 
 
 def gemm_problem(kernel, buffers):

@@ -18,13 +18,19 @@ class Primitive:
     (`evaluate`), its cost relative to an add (fusion's recompute-or-store choice, the schedule's
     work estimate) and its result dtype: the operands' ('operand'), 'bool', or the payload's
     ('payload': cast). 'const' and 'arg' carry a payload instead of operands. Backends lower every
-    primitive named here (the ops' compiled tests reach each through the registry). `cuda`: its
-    CUDA C spelling, a format string of the operands {0}, {1}, {2} and of {f}, the suffix 'f' of
-    single-precision math functions where the operands are f32 (codegen/cuda.py)."""
+    primitive named here (the ops' compiled tests reach each through the registry), spelled here:
+    `llvm`: (for float operands, for integer and bool ones), each an llvmlite IRBuilder method
+    (with a comparison's predicate after a space), an LLVM intrinsic 'llvm.*' or a mathlib
+    polynomial 'mathlib.*' (codegen/llvm_scalar.py); "": not defined for those operands.
+    `cuda`: a C format string of the operands {0}, {1}, {2} and of {f}, the suffix 'f' of
+    single-precision math functions where the operands are f32 (codegen/cuda.py). Cast, index,
+    const and arg are lowered by each backend's own code. Rules that are not spellings
+    (bool arithmetic, integer powers, reductions) are in ir/rules.py."""
     arity: int
     numpy: Optional[Callable] = None
     cost: int = 1
     result: str = "operand"
+    llvm: tuple = ("", "")
     cuda: str = ""
 
 
@@ -34,26 +40,38 @@ def _logical_shift(x, bits):
 
 
 PRIMITIVES = {
-    "add": Primitive(2, np.add, cuda="({0} + {1})"), "sub": Primitive(2, np.subtract, cuda="({0} - {1})"),
-    "mul": Primitive(2, np.multiply, cuda="({0} * {1})"), "div": Primitive(2, np.divide, cost=4, cuda="({0} / {1})"),
-    "pow": Primitive(2, np.power, cost=20, cuda="pow{f}({0}, {1})"),
-    "max": Primitive(2, np.maximum, cuda="ndlc_max({0}, {1})"), "min": Primitive(2, np.minimum, cuda="ndlc_min({0}, {1})"),
-    "lt": Primitive(2, np.less, result="bool", cuda="({0} < {1})"),
-    "le": Primitive(2, np.less_equal, result="bool", cuda="({0} <= {1})"),
-    "gt": Primitive(2, np.greater, result="bool", cuda="({0} > {1})"),
-    "ge": Primitive(2, np.greater_equal, result="bool", cuda="({0} >= {1})"),
-    "eq": Primitive(2, np.equal, result="bool", cuda="({0} == {1})"),
-    "ne": Primitive(2, np.not_equal, result="bool", cuda="({0} != {1})"),
-    "neg": Primitive(1, np.negative, cuda="(-{0})"), "exp": Primitive(1, np.exp, cost=8, cuda="exp{f}({0})"),
-    "log": Primitive(1, np.log, cost=8, cuda="log{f}({0})"), "sqrt": Primitive(1, np.sqrt, cost=4, cuda="sqrt{f}({0})"),
-    "tanh": Primitive(1, np.tanh, cost=10, cuda="tanh{f}({0})"), "sin": Primitive(1, np.sin, cost=10, cuda="sin{f}({0})"),
-    "cos": Primitive(1, np.cos, cost=10, cuda="cos{f}({0})"), "abs": Primitive(1, np.abs, cuda="ndlc_abs({0})"),
-    "select": Primitive(3, np.where, cuda="({0} ? {1} : {2})"), "cast": Primitive(1, result="payload"),
-    "xor": Primitive(2, np.bitwise_xor, cuda="({0} ^ {1})"), "shr": Primitive(2, _logical_shift, cuda="ndlc_shr({0}, {1})"),
+    "add": Primitive(2, np.add, llvm=("fadd", "add"), cuda="({0} + {1})"),
+    "sub": Primitive(2, np.subtract, llvm=("fsub", "sub"), cuda="({0} - {1})"),
+    "mul": Primitive(2, np.multiply, llvm=("fmul", "mul"), cuda="({0} * {1})"),
+    "div": Primitive(2, np.divide, cost=4, llvm=("fdiv", ""), cuda="({0} / {1})"),
+    "pow": Primitive(2, np.power, cost=20, llvm=("mathlib.pow", ""), cuda="pow{f}({0}, {1})"),
+    "max": Primitive(2, np.maximum, llvm=("llvm.maximum", "llvm.smax"), cuda="ndlc_max({0}, {1})"),
+    "min": Primitive(2, np.minimum, llvm=("llvm.minimum", "llvm.smin"), cuda="ndlc_min({0}, {1})"),
+    "lt": Primitive(2, np.less, result="bool", llvm=("fcmp_ordered <", "icmp_signed <"), cuda="({0} < {1})"),
+    "le": Primitive(2, np.less_equal, result="bool", llvm=("fcmp_ordered <=", "icmp_signed <="), cuda="({0} <= {1})"),
+    "gt": Primitive(2, np.greater, result="bool", llvm=("fcmp_ordered >", "icmp_signed >"), cuda="({0} > {1})"),
+    "ge": Primitive(2, np.greater_equal, result="bool", llvm=("fcmp_ordered >=", "icmp_signed >="), cuda="({0} >= {1})"),
+    "eq": Primitive(2, np.equal, result="bool", llvm=("fcmp_ordered ==", "icmp_signed =="), cuda="({0} == {1})"),
+    "ne": Primitive(2, np.not_equal, result="bool", llvm=("fcmp_unordered !=", "icmp_signed !="), cuda="({0} != {1})"),
+    "neg": Primitive(1, np.negative, llvm=("fneg", "neg"), cuda="(-{0})"),
+    "exp": Primitive(1, np.exp, cost=8, llvm=("mathlib.exp", ""), cuda="exp{f}({0})"),
+    "log": Primitive(1, np.log, cost=8, llvm=("mathlib.log", ""), cuda="log{f}({0})"),
+    "sqrt": Primitive(1, np.sqrt, cost=4, llvm=("llvm.sqrt", ""), cuda="sqrt{f}({0})"),
+    "tanh": Primitive(1, np.tanh, cost=10, llvm=("mathlib.tanh", ""), cuda="tanh{f}({0})"),
+    "sin": Primitive(1, np.sin, cost=10, llvm=("mathlib.sin", ""), cuda="sin{f}({0})"),
+    "cos": Primitive(1, np.cos, cost=10, llvm=("mathlib.cos", ""), cuda="cos{f}({0})"),
+    "abs": Primitive(1, np.abs, llvm=("llvm.fabs", "llvm.abs"), cuda="ndlc_abs({0})"),
+    "xor": Primitive(2, np.bitwise_xor, llvm=("", "xor"), cuda="({0} ^ {1})"),
+    "or": Primitive(2, np.bitwise_or, llvm=("", "or_"), cuda="({0} | {1})"),
+    "and": Primitive(2, np.bitwise_and, llvm=("", "and_"), cuda="({0} & {1})"),
+    "shr": Primitive(2, _logical_shift, llvm=("", "lshr"), cuda="ndlc_shr({0}, {1})"),
+    "select": Primitive(3, np.where, llvm=("select", "select"), cuda="({0} ? {1} : {2})"),
+    "cast": Primitive(1, result="payload"),
     "index": Primitive(0, result="index"), "const": Primitive(0, cost=0), "arg": Primitive(0, cost=0),
 }
-# xor: bitwise; shr: logical right shift of the bits; index: the row-major position (i64) of the
-# element being computed, so counter-based random numbers are elementwise expressions.
+# xor, or, and: bitwise (on bools: logic, ir/rules.py); shr: logical right shift of the bits; index:
+# the row-major position (i64) of the element being computed, so counter-based random numbers are
+# elementwise expressions.
 COMPARISONS = tuple(name for name, p in PRIMITIVES.items() if p.result == "bool")
 
 

@@ -7,17 +7,15 @@
 Each stage's text is kept (`compiled.ir(stage)`) and, for the stages named in NDLC_DUMP
 (comma-separated, or 'all'), written to NDLC_DUMP_DIR (default: the working directory) as
 `<graph>.<n>.<stage>.txt`, n counting compilations in this process. Under NDLC_VERIFY=1 each
-graph stage is verified (and round-trips through its text form) and each kernel stage goes
-through the Kernel IR verifier.
+stage, graph or kernels, is verified and round-trips through its text form.
 """
 import itertools
 import logging
 import os
 import time
 
-from ..ir.checks import maybe_verify, verification_enabled
+from ..ir.checks import maybe_verify, maybe_verify_kernels
 from ..errors import UnsupportedError
-from ..ir.kernel_verifier import verify_program
 from ..ir.printer import print_graph
 from ..passes.decompose import decompose
 from ..passes.fusion import fuse
@@ -115,8 +113,7 @@ class Stages:
         return graph
 
     def kernels(self, stage, program):
-        if verification_enabled():
-            verify_program(program, stage)
+        maybe_verify_kernels(program, stage)
         self.text(stage, str(program))
         return program
 

@@ -6,7 +6,7 @@ import pytest
 from ndlc.ir import parse
 from ndlc.errors import VerifyError
 from ndlc.ir.indexing import Access, Affine
-from ndlc.ir.kernel import Acc, Load
+from ndlc.ir.kernel import Acc, BufferKind, Combine, Load, PhaseKind, Strategy
 from ndlc.ir.kernel_verifier import verify_program
 from ndlc.ir.scalar import ScalarExpr
 from ndlc.passes.fusion import fuse
@@ -66,4 +66,33 @@ def test_a_store_of_the_wrong_dtype():
     store = p.kernels[0].phases[0].stores[0]
     p.kernels[0].phases[0].stores[0] = dataclasses.replace(store, dtype="f64")
     with pytest.raises(VerifyError, match="stores f64 into %.*, a f32 buffer"):
+        verify_program(p)
+
+
+def test_the_cases_of_the_ir_are_enums_equal_to_their_text():
+    p = program()
+    kernel, buffer = p.kernels[0], p.buffers["x"]
+    kernel.strategy, buffer.kind = "rows", "local"  # strings from code that predates the enums
+    assert kernel.strategy is Strategy.ROWS and buffer.kind is BufferKind.LOCAL
+    assert kernel.reductions[0].combine is Combine.ADD and kernel.reductions[0].combine == "add"
+    assert f"{Strategy.CHUNKS} {PhaseKind.MAP}" == "chunks map over the inner loops"
+    with pytest.raises(ValueError, match="'diagonal' is not a valid Strategy"):
+        kernel.strategy = "diagonal"
+
+
+def test_a_case_no_enum_has():
+    p = program()
+    object.__setattr__(p.kernels[0].reductions[0], "combine", "mean")
+    with pytest.raises(VerifyError, match="phase 0 combines with 'mean', not one of 'add', 'max'"):
+        verify_program(p)
+    p = program()
+    object.__setattr__(p.buffers["x"], "kind", "scratch")
+    with pytest.raises(VerifyError, match="buffer %x is of unknown kind 'scratch'"):
+        verify_program(p)
+
+
+def test_a_strategy_that_does_not_fit_its_kernel():
+    p = program()
+    p.kernels[0].strategy = Strategy.GEMM
+    with pytest.raises(VerifyError, match="strategy 'gemm' for a kernel without a gemm"):
         verify_program(p)

@@ -12,7 +12,7 @@ def test_batchnorm1d_training_forward():
     step = ndl.compile(lambda x: bn(x))
     step(np.ones((8, 4), np.float32))
     assert step.ir("fused") == """\
-program @lambda(%x, %bn.weight, %bn.bias, %bn.running_mean, %bn.running_var) -> (%21, %26, %31)
+program @lambda(%x, %bn.weight, %bn.bias, %bn.running_mean, %bn.running_var) -> (%21, new %bn.running_mean = %26, new %bn.running_var = %31)
   %x: f32[8,4] input
   %bn.weight: f32[4] input
   %bn.bias: f32[4] input
@@ -74,7 +74,7 @@ def test_adam_update():
     step = ndl.compile(update)
     step(np.ones((3, 4), np.float32))
     assert step.ir("fused") == """\
-program @update(%g, %opt.lr, %opt.beta1, %opt.beta2, %opt.eps, %opt.weight_decay, %opt.params.0, %opt.t, %opt.m.0, %opt.v.0) -> (%1, %47, %17, %15, %34)
+program @update(%g, %opt.lr, %opt.beta1, %opt.beta2, %opt.eps, %opt.weight_decay, %opt.params.0, %opt.t, %opt.m.0, %opt.v.0) -> (%1, new %opt.params.0 = %47, new %opt.t = %17, new %opt.m.0 = %15, new %opt.v.0 = %34)
   %g: f32[3,4] input
   %opt.lr: f32[] input
   %opt.beta1: f32[] input

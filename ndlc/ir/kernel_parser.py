@@ -1,0 +1,375 @@
+"""Parser of Kernel IR text (`str(Program)`: the fused, scheduled and planned stages, CPU and CUDA
+schedules) back into a Program that prints the same text and verifies; errors name the line.
+
+The text is line-oriented, so each line is read by its own pattern. What the text leaves implicit
+is rebuilt from the rest: a load's dtype is its buffer's, a reduction's the dtype of its body (or
+of the stores that read it), a scheduled kernel without a strategy line is 'gemm' or 'point'.
+Equal subexpressions of a kernel are shared (the printer writes a shared node where it is used).
+Constant buffers' values are not part of the text: the parsed program's `constants` is empty.
+"""
+import re
+
+from ..errors import IRParseError
+from .indexing import Access, Affine, Guard
+from .kernel import (GEMMS, Acc, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Index, Kernel, Load, Matrix, Phase,
+                     PhaseKind, Program, Reduction, Split, Store, Strategy, infer_dtypes)
+from .kernel_verifier import verify_program
+from .scalar import PRIMITIVES, ScalarExpr
+from .types import DTYPES
+
+_NAME = r"%([A-Za-z0-9_.]+)"
+_PROGRAM = re.compile(r"program @(\S+)\((.*)\) -> \((.*)\)$")
+_BUFFER = re.compile(rf"  {_NAME}: (\w+)\[([\d,]*)\] (\w+)$")
+_IN_PLACE = re.compile(rf"  {_NAME} is written in place of {_NAME}$")
+_KERNEL = re.compile(r"kernel (\S+) -> (.*)$")
+_LOOP = re.compile(r"i(\d+)<(\d+)$")
+_CHUNKS = re.compile(r"  strategy: chunks \(i\d+ cut into (\d+) chunks whose partial results, (.*), "
+                     r"combine in order; whole rows stream\)$")
+_CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
+                   rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
+_PARALLEL = re.compile(r"  parallel over (?:i(\d+)|its chunks) \((\d+) threads\)$")
+_GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(\d+) @ (\d+)x(\d+)\)$")
+_MATRIX = re.compile(rf"{_NAME}(?:\[([^\]]*)\])?(\^T)?(?: ld (\d+))?$")
+_LOCAL = re.compile(rf"  {_NAME} is local: one row of (\d+) per thread$")
+_LOAD = re.compile(rf"  \$(\d+) = (?:{_NAME}|(index))\[(.*)\]$")
+_PHASE = re.compile(r"  phase (\d+): (.*)$")
+_REDUCTION = re.compile(r"    acc(\d+) = (\w+) of (.*)$")
+_STORE = re.compile(rf"(?:  )?  store {_NAME}\[(.*?)\] = (.*)$")
+_GUARD = re.compile(r"0 <= (?:\((.*)\)/(\d+)|(.*)) < (\d+)$")
+_TOKEN = re.compile(r"\s*(?:(?P<num>-?(?:inf|nan)|-?\d+(?:\.\d*)?(?:e[-+]?\d+)?)|(?P<word>[A-Za-z_]\w*)"
+                    r"|\$(?P<load>\d+)|(?P<punct>[(),]))")
+_ATOMS = {"True": True, "False": False}
+
+
+def parse_kernels(text, verify=True) -> Program:
+    """The Program whose `str` is `text` (blank lines around it are ignored); verified unless
+    `verify` is False."""
+    program = _ProgramParser(text.split("\n")).program()
+    return verify_program(program, "parse_kernels") if verify else program
+
+
+class _ProgramParser:
+    def __init__(self, lines):
+        self.lines, self.n = lines, 0
+
+    def error(self, message, n=None):
+        n = self.n if n is None else n
+        line = self.lines[n] if n < len(self.lines) else ""
+        return IRParseError(message, n + 1, 1, line)
+
+    def peek(self):
+        return self.lines[self.n] if self.n < len(self.lines) else None
+
+    def match(self, pattern, what):
+        line = self.peek()
+        m = pattern.match(line) if line is not None else None
+        if m is None:
+            raise self.error(f"expected {what}")
+        self.n += 1
+        return m
+
+    def program(self):
+        while self.peek() == "":  # blank lines around the text (a dump file ends in one) are fine
+            self.n += 1
+        while self.lines and self.lines[-1].strip() == "":
+            self.lines.pop()
+        name, inputs, outputs = self.match(_PROGRAM, "'program @name(%inputs) -> (%outputs)'").groups()
+        inputs = _names(inputs)
+        updated, results = [], []
+        for entry in filter(None, outputs.split(", ")):
+            update = re.fullmatch(rf"new {_NAME} = {_NAME}", entry)
+            if update:
+                updated.append(update.group(1))
+                results.append(update.group(2))
+            elif updated or not entry.startswith("%"):
+                raise self.error(f"output {entry!r}: plain outputs come first, then 'new %state = %value'", 0)
+            else:
+                results.append(entry[1:])
+        buffers, in_place = {}, {}
+        while self.peek() and _BUFFER.match(self.peek()):
+            b, dtype, shape, kind = self.match(_BUFFER, "a buffer").groups()
+            buffers[b] = Buffer(b, tuple(int(d) for d in shape.split(",") if d), self._dtype(dtype, self.n - 1),
+                                self._enum(BufferKind, kind, "buffer kind", self.n - 1))
+        while self.peek() and _IN_PLACE.match(self.peek()):
+            out, state = self.match(_IN_PLACE, "an in-place update").groups()
+            in_place[out] = state
+        kernels = []
+        while self.peek() is not None:
+            if self.peek() != "":
+                raise self.error("expected a blank line, then a kernel: this line is no part of a kernel's text")
+            self.n += 1
+            kernels.append(self.kernel(buffers))
+        return Program(name, buffers, kernels, inputs, results, updated=tuple(updated), in_place=in_place)
+
+    def kernel(self, buffers):
+        first = self.n
+        name, outputs = self.match(_KERNEL, "'kernel NAME -> %outputs'").groups()
+        k = Kernel(name, (), 0, [], [])
+        k.fused = tuple(self.optional("  fuses: ", lambda t: t.split(", ")) or ())
+        whys = self.optional("  stored because: ", lambda t: t) or ""
+        k.recomputes = tuple(self.repeated("  recomputes: "))
+        k.merged = tuple(self.repeated("  merged: "))
+        k.boundary = self.optional("  not merged into the kernel before: ", lambda t: t) or ""
+        self.loops(k)
+        scheduled = self.schedule(k)
+        gemm = _GEMM.match(self.peek() or "")
+        if gemm:
+            self.n += 1
+            k.gemm = self.gemm(gemm, len(k.extents) + 1)
+        while self.peek() and _LOCAL.match(self.peek()):
+            local, size = self.match(_LOCAL, "a local row").groups()
+            k.local[local] = int(size)
+        while self.peek() and _LOAD.match(self.peek()):
+            number, buffer, index, access = self.match(_LOAD, "a load").groups()
+            if int(number) != len(k.loads):
+                raise self.error(f"load ${number} out of order: expected ${len(k.loads)}", self.n - 1)
+            access = self.access(access, len(k.extents))
+            k.loads.append(Index(access) if index else Load(buffer, self.buffer(buffers, buffer).dtype, access))
+        nodes = {}
+        while self.peek() and (self.peek().startswith("  phase ") or self.peek().startswith("  store")):
+            k.phases.append(self.phase(k, buffers, nodes))
+        if scheduled and k.strategy == Strategy.NONE:
+            k.strategy = Strategy.GEMM if k.gemm else Strategy.POINT
+        self.reasons(k, whys, first)
+        if k.outputs() != _names(outputs):
+            raise self.error(f"kernel {name} writes {', '.join('%' + o for o in k.outputs())}, "
+                             f"not what its first line says", first)
+        return k
+
+    def optional(self, prefix, read):
+        if self.peek() is not None and self.peek().startswith(prefix):
+            self.n += 1
+            return read(self.lines[self.n - 1][len(prefix):])
+        return None
+
+    def repeated(self, prefix):
+        found = []
+        while self.peek() is not None and self.peek().startswith(prefix):
+            found.append(self.lines[self.n][len(prefix):])
+            self.n += 1
+        return found
+
+    def loops(self, k):
+        text = self.match(re.compile(r"  loops: (.*)$"), "'loops: ...'").group(1)
+        outer, _, inner = text.partition(" | ")
+        loops = ([] if outer == "(scalar)" else outer.split(" ")) + (inner.split(" ") if inner else [])
+        extents = []
+        for loop in loops:
+            m = _LOOP.match(loop)
+            if m is None or int(m.group(1)) != len(extents):
+                raise self.error(f"loop {loop!r}: expected i{len(extents)}<extent", self.n - 1)
+            extents.append(int(m.group(2)))
+        k.extents, k.outer = tuple(extents), len(extents) - (len(inner.split(" ")) if inner else 0)
+
+    def schedule(self, k) -> bool:
+        """The strategy, CUDA and thread lines; whether the kernel is scheduled at all."""
+        scheduled = False
+        chunks = _CHUNKS.match(self.peek() or "")
+        if chunks:
+            self.n += 1
+            k.strategy, k.chunks, k.scratch = Strategy.CHUNKS, int(chunks.group(1)), tuple(_names(chunks.group(2)))
+        elif (self.peek() or "").startswith("  strategy: rows "):
+            self.n += 1
+            k.strategy = Strategy.ROWS
+        cuda = _CUDA.match(self.peek() or "")
+        if cuda:
+            self.n += 1
+            blocks, tile, lanes, fastest, vector, chunks, scratch = cuda.groups()[:7]
+            k.gpu = GpuLaunch(int(tile), int(lanes), int(blocks), cuda.group(cuda.re.groups), bool(fastest),
+                              int(vector or 1), int(chunks or 1))
+            k.scratch = tuple(_names(scratch)) if scratch else k.scratch
+            scheduled = True
+        parallel = _PARALLEL.match(self.peek() or "")
+        if parallel:
+            self.n += 1
+            loop = k.outer if parallel.group(1) is None else int(parallel.group(1))
+            k.split, scheduled = Split(loop, int(parallel.group(2))), True
+        else:
+            serial = self.optional("  serial: ", lambda t: t)
+            if serial is not None:
+                k.serial_why, scheduled = serial, True
+        return scheduled or k.strategy != Strategy.NONE
+
+    def gemm(self, m, ndim):
+        """The Gemm of a call line; its operands' offsets are over the kernel's loops and k (`ndim`)."""
+        routine, operands, out, rows, inner, _, cols = m.groups()
+        dtype = next((d for d, r in GEMMS.items() if r == routine), None)
+        if dtype is None:
+            raise self.error(f"unknown BLAS routine {routine!r}", self.n - 1)
+        a, _, b = operands.partition(", ")
+        shapes = {"a": (int(rows), int(inner)), "b": (int(inner), int(cols))}
+        matrices = [self.matrix(text, ndim, *shapes[which]) for which, text in (("a", a), ("b", b))]
+        return Gemm(*matrices, int(rows), int(cols), int(inner), out, dtype)
+
+    def matrix(self, text, ndim, rows, cols):
+        m = _MATRIX.match(text)
+        if m is None:
+            raise self.error(f"gemm operand {text!r}: expected %buffer[offset]^T ld N", self.n - 1)
+        name, offset, transposed, ld = m.groups()
+        access = self.access(offset, ndim) if offset else Access(Affine((0,) * ndim))
+        dense = rows if transposed else cols
+        return Matrix(name, access, int(ld) if ld else dense, bool(transposed))
+
+    def phase(self, k, buffers, nodes):
+        header = _PHASE.match(self.peek())
+        kind = PhaseKind.POINT
+        if header is None and not _STORE.match(self.peek()):
+            raise self.error("expected 'phase N: kind' or 'store %buffer[access] = value'")
+        if header:
+            if int(header.group(1)) != len(k.phases):
+                raise self.error(f"phase {header.group(1)} out of order: expected phase {len(k.phases)}")
+            kind = self._enum(PhaseKind, header.group(2), "phase kind", self.n)
+            self.n += 1
+        phase = Phase([], [], kind == PhaseKind.MAP)
+        while self.peek() and _REDUCTION.match(self.peek()):
+            number, combine, body = self.match(_REDUCTION, "a reduction").groups()
+            if int(number) != len(phase.reductions):
+                raise self.error(f"acc{number} out of order: expected acc{len(phase.reductions)}", self.n - 1)
+            phase.reductions.append(Reduction(self.expr(body, k, nodes), self._enum(Combine, combine, "combine", self.n - 1), ""))
+        while self.peek() and _STORE.match(self.peek()):
+            buffer, access, value = self.match(_STORE, "a store").groups()
+            dtype = self.buffer(buffers, buffer).dtype
+            phase.stores.append(Store(buffer, self.access(access, len(k.extents)), self.expr(value, k, nodes), dtype))
+        if kind == PhaseKind.REDUCE and not phase.reductions:
+            raise self.error(f"phase {len(k.phases)} of kernel {k.name} reduces nothing")
+        self.reduction_dtypes(k, phase)
+        return phase
+
+    def reduction_dtypes(self, k, phase):
+        """Each reduction's dtype: its body's, else that of a store reading only it."""
+        for n, r in enumerate(phase.reductions):
+            types = infer_dtypes(r.body, lambda payload: k.loads[payload].dtype)
+            readers = [s.dtype for s in phase.stores if s.value.prim == "arg" and s.value.payload == Acc(n)]
+            r.dtype = types[id(r.body)] or next(iter(readers), None) or "f32"
+
+    def reasons(self, k, text, line):
+        """The `stored because` entries, '%buffer: why' joined by '; ', onto the gemm and the stores."""
+        names = set(k.outputs())
+        entries, start = [], 0
+        for m in re.finditer(rf"(?:^|; ){_NAME}: ", text):
+            if m.group(1) in names:
+                if entries:
+                    entries[-1][1] = text[start:m.start()]
+                entries.append([m.group(1), ""])
+                start = m.end()
+        if entries:
+            entries[-1][1] = text[start:]
+        elif text:
+            raise self.error("'stored because' names none of the kernel's outputs", line)
+        if k.gemm and entries and entries[0][0] == k.gemm.out:
+            k.gemm = Gemm(*[getattr(k.gemm, f) for f in ("a", "b", "m", "n", "k", "out", "dtype")], entries.pop(0)[1])
+        for store in k.stores:
+            if k.gemm and store.buffer == k.gemm.out:  # the epilogue's store: stored for the gemm's reason
+                store.why = k.gemm.why
+            elif entries and store.buffer == entries[0][0]:
+                store.why = entries.pop(0)[1]
+        if entries:
+            raise self.error(f"'stored because' names %{entries[0][0]}, which no store of the kernel explains", line)
+
+    def access(self, text, nvars):
+        text, _, guards = text.partition(" if ")
+        form, step = self.form_step(text, nvars)
+        found = []
+        for guard in filter(None, guards.split(" and ")):
+            m = _GUARD.match(guard)
+            if m is None:
+                raise self.error(f"guard {guard!r}: expected '0 <= form < bound'", self.n - 1)
+            divided, g_step, plain, bound = m.groups()
+            found.append(Guard(self.form(divided or plain, nvars), int(g_step or 1), int(bound)))
+        return Access(form, step, tuple(found))
+
+    def form_step(self, text, nvars):
+        m = re.fullmatch(r"\((.*)\)/(\d+)", text)
+        return (self.form(m.group(1), nvars), int(m.group(2))) if m else (self.form(text, nvars), 1)
+
+    def form(self, text, nvars):
+        coeffs, const = [0] * nvars, 0
+        for term in text.replace("- ", "+ -").split(" + "):
+            m = re.fullmatch(r"(-?\d+)|(-?\d+\*|-)?i(\d+)", term)
+            if m is None or (m.group(3) and int(m.group(3)) >= nvars):
+                raise self.error(f"index term {term!r} in {text!r}: expected N, i<k> or N*i<k> over "
+                                 f"{nvars} loops", self.n - 1)
+            if m.group(1):
+                const += int(m.group(1))
+            else:
+                scale = m.group(2) or ""
+                coeffs[int(m.group(3))] += -1 if scale == "-" else int(scale[:-1]) if scale else 1
+        return Affine(tuple(coeffs), const)
+
+    def expr(self, text, k, nodes):
+        """A scalar expression; equal subexpressions of the kernel are one node (`nodes`)."""
+        tokens = [m for m in _TOKEN.finditer(text)]
+        if "".join(m.group() for m in tokens).strip() != text.strip() or not tokens:
+            raise self.error(f"cannot read the expression {text!r}", self.n - 1)
+        position = [0]
+
+        def take():
+            if position[0] >= len(tokens):
+                raise self.error(f"the expression {text!r} ends too soon", self.n - 1)
+            position[0] += 1
+            return tokens[position[0] - 1]
+
+        def node(prim, args=(), payload=None):
+            key = (prim, tuple(map(id, args)), type(payload), repr(payload))  # repr: -0.0 is not 0.0
+            return nodes.setdefault(key, ScalarExpr(prim, args, payload))
+
+        def term():
+            t = take()
+            if t.group("load") is not None:
+                if int(t.group("load")) >= len(k.loads):
+                    raise self.error(f"${t.group('load')} is not a load of kernel {k.name}", self.n - 1)
+                return node("arg", payload=int(t.group("load")))
+            if t.group("num") is not None:
+                return node("const", payload=_number(t.group("num")))
+            word = t.group("word")
+            if word in _ATOMS:
+                return node("const", payload=_ATOMS[word])
+            if word and re.fullmatch(r"acc\d+", word):
+                return node("arg", payload=Acc(int(word[3:])))
+            if word not in PRIMITIVES or take().group("punct") != "(":
+                raise self.error(f"unknown primitive {word or t.group()!r} in {text!r}", self.n - 1)
+            args, payload, separator = [], None, None
+            if position[0] < len(tokens) and tokens[position[0]].group("punct") == ")":
+                separator = take().group("punct")
+            while separator != ")":
+                if word == "cast" and args and position[0] < len(tokens) and tokens[position[0]].group("word") in DTYPES:
+                    payload = take().group("word")
+                else:
+                    args.append(term())
+                separator = take().group("punct")
+                if separator not in (",", ")"):
+                    raise self.error(f"expected ',' or ')' in {text!r}", self.n - 1)
+            if PRIMITIVES[word].arity != len(args):
+                raise self.error(f"{word} takes {PRIMITIVES[word].arity} operands, not {len(args)}", self.n - 1)
+            return node(word, args, payload)
+
+        result = term()
+        if position[0] != len(tokens):
+            raise self.error(f"unexpected {tokens[position[0]].group().strip()!r} after the expression", self.n - 1)
+        return result
+
+    def buffer(self, buffers, name):
+        if name not in buffers:
+            raise self.error(f"%{name} is not a buffer of the program", self.n - 1)
+        return buffers[name]
+
+    def _dtype(self, text, line):
+        if text not in DTYPES:
+            raise self.error(f"unknown dtype {text!r}: one of {', '.join(DTYPES)}", line)
+        return text
+
+    def _enum(self, kind, text, what, line):
+        try:
+            return kind(text)
+        except ValueError:
+            raise self.error(f"unknown {what} {text!r}: one of {', '.join(repr(m.value) for m in kind)}",
+                             line) from None
+
+
+def _names(text) -> list:
+    """The buffer names of '%a, %b'."""
+    return [name[1:] for name in filter(None, text.split(", "))]
+
+
+def _number(text):
+    return float(text) if any(c in text for c in ".en") else int(text)
