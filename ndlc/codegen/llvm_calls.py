@@ -20,24 +20,35 @@ def stamp(b, stamps, index):
 
 
 def _outlined(module, kernel, fn, count):
-    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
-    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer),
-    or, for a 'chunks' kernel, as thread number `thread` of `threads`."""
+    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data`, then runs `fn` as thread
+    number `thread` of `threads` for a 'chunks' kernel; otherwise it takes the split loop's next
+    piece from the counter whose address follows them (an atomic add, so a thread that lost its
+    core keeps only the piece it holds) and runs `fn` over it, until none is left."""
     outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
+    taken = kernel.split.piece is not None  # pieces taken in turn, through a counter
     pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
-                for i in range(count)]
-    thread = b.sext(b.call(declare_openmp(module, "omp_get_thread_num"), []), I64)
-    threads = b.sext(b.call(declare_openmp(module, "omp_get_num_threads"), []), I64)
-    if kernel.strategy == "chunks":
-        b.call(fn, pointers + [thread, threads])
+                for i in range(count + taken)]
+    if not taken:
+        thread = b.sext(b.call(declare_openmp(module, "omp_get_thread_num"), []), I64)
+        threads = b.sext(b.call(declare_openmp(module, "omp_get_num_threads"), []), I64)
+        b.call(fn, pointers[:count] + [thread, threads])
         b.ret_void()
         return outlined
-    n = ir.Constant(I64, kernel.extents[kernel.split.loop])
-    chunk = b.sdiv(b.add(n, b.sub(threads, ir.Constant(I64, 1))), threads)
-    start = mathlib.intrinsic(b, "llvm.smin", b.mul(thread, chunk), n)
-    b.call(fn, pointers + [start, mathlib.intrinsic(b, "llvm.smin", b.add(start, chunk), n)])
+    n, piece = kernel.extents[kernel.split.loop], kernel.split.piece
+    last = ir.Constant(I64, n // piece - 1)
+    take, run, done = (outlined.append_basic_block(name) for name in ("take", "run", "done"))
+    b.branch(take)
+    b.position_at_end(take)
+    number = b.atomic_rmw("add", pointers[count], ir.Constant(I64, 1), "monotonic")
+    b.cbranch(b.icmp_signed(">", number, last), done, run)
+    b.position_at_end(run)
+    start = b.mul(number, ir.Constant(I64, piece))
+    stop = b.select(b.icmp_signed("==", number, last), ir.Constant(I64, n), b.add(start, ir.Constant(I64, piece)))
+    b.call(fn, pointers[:count] + [start, stop])
+    b.branch(take)
+    b.position_at_end(done)
     b.ret_void()
     return outlined
 
@@ -59,10 +70,16 @@ def declare_openmp(module, name):
 
 def call_parallel(b, kernel, fn, args):
     """Run kernel function `fn` over `args` on `kernel.split.threads` threads (GOMP_parallel of an
-    outlined function reading the buffer pointers from an array on the caller's stack)."""
+    outlined function reading the buffer pointers, then the address of its piece counter, from an
+    array on the caller's stack)."""
     module = b.module
+    if kernel.split.piece is not None:
+        counter = b.alloca(I64, name=f"{kernel.name}.next")
+        b.store(ir.Constant(I64, 0), counter)
+        args = args + [counter]
     data = b.alloca(PTR, size=len(args), name=f"{kernel.name}.data")
     for i, pointer in enumerate(args):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
-    b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
+    count = len(args) - (kernel.split.piece is not None)
+    b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, count), data,
                                                      ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])
