@@ -2,7 +2,7 @@
 bundled with numpy, and OpenMP's runtime (libgomp).
 
 Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: CBLAS gemm with
-64-bit integers; libgomp's `GOMP_parallel`, `omp_get_thread_num`, `omp_get_num_threads`):
+64-bit integers; libgomp's `GOMP_parallel` and `GOMP_barrier`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
 (`blas_enabled()`, `threads()`) and passes it to the passes as plain options.
@@ -33,7 +33,7 @@ from ..env import ThreadsError, flag, thread_budget  # noqa: F401 (threads() rai
 from ..ir.kernel import GEMMS, gemm_symbol
 
 log = logging.getLogger("ndlc.libraries")
-OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier", "omp_get_thread_num", "omp_get_num_threads")
+OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier")
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
 _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",
@@ -149,7 +149,7 @@ def _openmp():
                 library = ctypes.CDLL(name)
         except OSError:
             continue
-        if all(hasattr(library, symbol) for symbol in OPENMP_SYMBOLS + ("omp_get_max_threads",)):
+        if all(hasattr(library, symbol) for symbol in OPENMP_SYMBOLS):
             log.debug("OpenMP runtime from %s", name)
             return library
     log.warning("libgomp (OpenMP's runtime, shipped with gcc) cannot be loaded here; compiled kernels "
