@@ -56,7 +56,7 @@ THRESHOLD = 1 << 17
 ROWS_MIN = 4  # shortest output row worth accumulating in place ('rows' strategy)
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
-PIECES_PER_THREAD = 4  # pieces of a split loop per thread, taken in turn (see docs/ARCHITECTURE.md)
+PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
 # A gemm's row pieces are multiples of this many rows: OpenBLAS's kernels work on tiles of rows
 # (float32 12 on Haswell and Zen, float64 2; 4, 8 or 16 on other cores), and a piece boundary inside
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs

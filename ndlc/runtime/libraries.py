@@ -40,10 +40,10 @@ _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openbla
                   "scipy_openblas_set_num_threads64_"),
                  ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_",
                   "openblas_set_num_threads64_"))
-# libgomp's idle threads poll this many times, then sleep on a futex (its default, 300000, keeps a
-# core busy ~4 ms after each parallel region: measured in docs/ARCHITECTURE.md); the user's own
-# GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
-SPIN_COUNT = "10000"
+# libgomp's idle threads poll this many times, then sleep on a futex: libgomp's own value when it
+# sees more threads than cores (its default, 300000, made a loaded machine's 2-thread MLP step 10x
+# slower: docs/ARCHITECTURE.md); the user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
+SPIN_COUNT = "1000"
 _held = {}  # "budget": the budget OpenBLAS was last held to
 
 
