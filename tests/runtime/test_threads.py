@@ -1,7 +1,8 @@
 """The one thread budget: NDLC_THREADS defaults to the cores this process may use (affinity mask,
 cgroup quota), numpy's OpenBLAS is held to it, libgomp's idle threads sleep soon, and `ndlc train`
-gives the same bits at every budget."""
+gives the same bits at every budget; benchmarks/contention.py runs its scenarios and judges them."""
 import gzip
+import importlib.util
 import os
 import struct
 import subprocess
@@ -123,3 +124,40 @@ def _bits(tree):
     if isinstance(tree, (list, tuple)):
         return [_bits(value) for value in tree]
     return np.asarray(tree.numpy() if hasattr(tree, "numpy") else tree).tobytes()
+
+
+def _contention():
+    """benchmarks/contention.py, loaded from the repository (benchmarks/ is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "contention.py")
+    spec = importlib.util.spec_from_file_location("contention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_contention_targets_are_judged_per_copy():
+    contention = _contention()
+    results = {("mlp", "ndlc", 1, "alone"): [(10.0, 11.0)],
+               ("mlp", "ndlc", 1, "two copies"): [(12.0, 20.0), (14.0, 15.0)],
+               ("mlp", "ndlc", 2, "alone"): [(6.0, 7.0)],
+               ("mlp", "ndlc", 2, "two copies"): [(13.0, 30.0), (12.0, 40.0)],
+               ("mlp", "ndlc", 2, "beside busy"): [(9.0, 10.0)]}
+    assert contention.targets(results, [1, 2]) == [
+        "- met: 1 thread, two copies: median 1.20x alone (<= 1.3x), p90 1.67x median (<= 2x)",
+        "- MISSED: 1 thread, two copies: median 1.40x alone (<= 1.3x), p90 1.07x median (<= 2x)",
+        "- met: 2 threads, two copies: median 2.17x alone (<= 2.2x), p90 2.31x median (<= 3x)",
+        "- MISSED: 2 threads, two copies: median 2.00x alone (<= 2.2x), p90 3.33x median (<= 3x)",
+        "- met: 2 threads, beside busy: median 1.50x alone (<= 2.2x), p90 1.11x median (<= 3x)"]
+
+
+def test_the_contention_benchmark_runs_each_scenario_in_processes_of_its_own(tmp_path, capsys):
+    output = tmp_path / "CONTENTION.md"
+    assert _contention().main(["--steps", "mlp", "--frameworks", "ndlc", "--threads", "1", "--seconds", "0.2",
+                               "--output", str(output)]) == 0
+    text = output.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| MLP | ndlc compiled | 1 |"))
+    alone, copies, busy = [cell.strip() for cell in row.strip("|").split("|")][3:]
+    assert alone.count("(") == 1 and copies.count("(") == 2 and busy.count("(") == 1
+    assert copies.endswith("x") and busy.endswith("x") and "load average" in text
+    assert text.count("- met: ") + text.count("- MISSED: ") == 2  # one line per copy at 1 thread
+    assert f"wrote {output}" in capsys.readouterr().out
