@@ -2,10 +2,8 @@
 pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
 `ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
 A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py).
-A kernel with a `split` loop takes a range of that loop as two more arguments; the entry point runs
-it through libgomp's `GOMP_parallel` and an outlined `<kernel>.omp(ptr data)` in which the threads
-take the loop's pieces in turn from a shared counter (a 'chunks' kernel takes the counters and
-shares its chunks the same way; the split is chosen by passes/schedule.py).
+A split kernel (passes/schedule.py) runs in libgomp's `GOMP_parallel` through an outlined
+`<kernel>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
@@ -21,7 +19,7 @@ from ..ir.kernel import ENTRY, Acc, Index, Load, infer_dtypes
 from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
-                         declare_openmp, stamp)
+                         declare_openmp, stamp, take_in_turn)
 from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering
 
 PTR = ir.PointerType()
@@ -66,8 +64,7 @@ class _KernelEmitter(ScalarLowering):
 
     def __init__(self, module, kernel, used, debug=None):
         self.kernel, self.debug = kernel, debug
-        chunks = kernel.strategy == "chunks"
-        # the split loop's range [start, stop), or a 'chunks' kernel's counters (llvm_calls.counters)
+        chunks = kernel.strategy == "chunks"  # split: its counters (llvm_calls.counters), else a range of the loop
         split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
         self.function = fn = ir.Function(module, fnty, kernel.name)
@@ -236,19 +233,17 @@ class _KernelEmitter(ScalarLowering):
 
     def _chunks(self):
         """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: per phase, the
-        threads take chunks in turn and accumulate each chunk's partials for every j (whole rows
-        stream through memory), then, after a barrier, take columns j in turn, combine their partials
-        in chunk order and make the phase's stores; a barrier ends every phase. Chunks do not depend
-        on the thread count, so neither do the results; taken in turn (`_taken`), they let the
-        threads that keep their cores take over the work of one that lost its own."""
+        threads take chunks in turn (`_taken`) and accumulate each chunk's partials for every j
+        (whole rows stream through memory), then, after a barrier, take columns j in turn, combine
+        their partials in chunk order and make the phase's stores; a barrier ends every phase.
+        Chunks do not depend on the thread count, so neither do the results."""
         k, b = self.kernel, self.b
         n, columns, count = k.extents[k.outer], k.extents[0], k.chunks
         size = -(-n // count)
         inner_rest = (k.outer + 1, len(k.extents))
 
         def over_my_rows(number, body, first=lambda: None):
-            """first(), then body() at every (i, rest of the inner loops, j), of each chunk this
-            thread takes from counter `number`."""
+            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken."""
             def chunk(c):
                 self.chunk = c
                 first()
@@ -258,22 +253,15 @@ class _KernelEmitter(ScalarLowering):
                     0, ir.Constant(I64, 0), ir.Constant(I64, columns), body)))
             self._taken(number, count, chunk)
 
-        def over_my_columns(number, body):
-            def column(j):
-                self.vars[0] = j
-                body()
-            self._taken(number, columns, column)
-
         for p, (phase, slots) in enumerate(zip(k.phases, self.slots)):
             self.phase_slots = slots
             if phase.reductions:
-                def init(phase=phase, slots=slots):
-                    self._for(0, ir.Constant(I64, 0), ir.Constant(I64, columns),
-                              lambda: self._initialise(phase, slots, self._partial))
-                over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial), init)
+                over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial),
+                             lambda phase=phase, slots=slots: self._for(0, ir.Constant(I64, 0), ir.Constant(
+                                 I64, columns), lambda: self._initialise(phase, slots, self._partial)))
                 self._barrier()
 
-                def combine(phase=phase, slots=slots):
+                def combine(column, phase=phase, slots=slots):
                     for slot, r in zip(slots, phase.reductions):
                         self.chunk = ir.Constant(I64, 0)
                         total = self._partial(slot)
@@ -285,32 +273,25 @@ class _KernelEmitter(ScalarLowering):
                         self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
                     self.chunk = ir.Constant(I64, 0)
                     self._stores(phase.stores)
-                over_my_columns(2 * p + 1, combine)
+                self._taken(2 * p + 1, columns, combine, var=0)
             elif phase.inner:
                 over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
             else:
-                over_my_columns(2 * p + 1, lambda phase=phase: self._stores(phase.stores))
+                self._taken(2 * p + 1, columns, lambda column, phase=phase: self._stores(phase.stores), var=0)
             self._barrier()
         self.chunk = None
 
-    def _taken(self, number, total, body):
-        """body(i) for every i < total when the kernel runs serially; on several threads, for each
-        i this thread takes from the shared counter `number` (an atomic add, so the threads that
-        keep their cores take what one that lost its own has not started)."""
-        b = self.b
+    def _taken(self, number, total, body, var=None):
+        """body(i), loop variable `var` (if any) set to i, for every i < total when the kernel runs
+        serially; on several threads, for each i this thread takes from shared counter `number`."""
+        def at(i):
+            if var is not None:
+                self.vars[var] = i
+            body(i)
         if self.kernel.split is None:
-            self._range(self.chunk_counters[0], ir.Constant(I64, 0), ir.Constant(I64, total), body)
-            return
-        counter = b.gep(self.shared, [ir.Constant(I64, number)], source_etype=I64)
-        take, run, done = (b.append_basic_block(f"{part}.taken") for part in ("take", "run", "done"))
-        b.branch(take)
-        b.position_at_end(take)
-        i = b.atomic_rmw("add", counter, ir.Constant(I64, 1), "monotonic")
-        b.cbranch(b.icmp_signed("<", i, ir.Constant(I64, total)), run, done)
-        b.position_at_end(run)
-        body(i)
-        b.branch(take)
-        b.position_at_end(done)
+            self._range(self.chunk_counters[0], ir.Constant(I64, 0), ir.Constant(I64, total), at)
+        else:
+            take_in_turn(self.b, self.b.gep(self.shared, [ir.Constant(I64, number)], source_etype=I64), total, at)
 
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""

@@ -38,20 +38,29 @@ def _outlined(module, kernel, fn, count):
         b.ret_void()
         return outlined
     n, piece = kernel.extents[kernel.split.loop], kernel.split.piece
-    last = ir.Constant(I64, n // piece - 1)
-    take, run, done = (outlined.append_basic_block(name) for name in ("take", "run", "done"))
-    b.branch(take)
-    b.position_at_end(take)
-    number = b.atomic_rmw("add", pointers[count], ir.Constant(I64, 1), "monotonic")
-    b.cbranch(b.icmp_signed(">", number, last), done, run)
-    b.position_at_end(run)
-    start = b.mul(number, ir.Constant(I64, piece))
-    stop = b.select(b.icmp_signed("==", number, last), ir.Constant(I64, n), b.add(start, ir.Constant(I64, piece)))
-    b.call(fn, pointers[:count] + [start, stop])
-    b.branch(take)
-    b.position_at_end(done)
+
+    def run(number):
+        start = b.mul(number, ir.Constant(I64, piece))
+        last = b.icmp_signed("==", number, ir.Constant(I64, n // piece - 1))
+        stop = b.select(last, ir.Constant(I64, n), b.add(start, ir.Constant(I64, piece)))
+        b.call(fn, pointers[:count] + [start, stop])
+    take_in_turn(b, pointers[count], n // piece, run)
     b.ret_void()
     return outlined
+
+
+def take_in_turn(b, counter, total, body):
+    """body(i) for each i < total that this thread takes from the shared i64 `counter` (an atomic
+    add, so the threads that keep their cores take what one that lost its own has not started)."""
+    take, run, done = (b.append_basic_block(f"{part}.taken") for part in ("take", "run", "done"))
+    b.branch(take)
+    b.position_at_end(take)
+    number = b.atomic_rmw("add", counter, ir.Constant(I64, 1), "monotonic")
+    b.cbranch(b.icmp_signed("<", number, ir.Constant(I64, total)), run, done)
+    b.position_at_end(run)
+    body(number)
+    b.branch(take)
+    b.position_at_end(done)
 
 
 def declare_gemm(module, dtype):
