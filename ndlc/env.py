@@ -1,10 +1,12 @@
 """ndlc's on/off environment variables (NDLC_VERIFY, NDLC_PROFILE, NDLC_CHECK, NDLC_BLAS), read
 one way: unset or empty is the default; 0, false, no, off are off; 1, true, yes, on are on. Any
 other value is refused with an error naming the variable instead of being guessed at. An NDLC_*
-variable that is none of KNOWN (a misspelling) is warned about once, with the closest name."""
+variable that is none of KNOWN (a misspelling) is warned about once, with the closest name.
+The thread budget, NDLC_THREADS, defaults to the cores this process may run on (`cores`)."""
 import difflib
 import functools
 import logging
+import math
 import os
 
 from .errors import NdlcError
@@ -18,6 +20,70 @@ ON = ("1", "true", "yes", "on")
 
 class SettingError(NdlcError, ValueError):
     """An NDLC_* environment variable holds a value ndlc does not understand."""
+
+
+class ThreadsError(SettingError):
+    """NDLC_THREADS is not a positive integer."""
+
+
+def thread_budget() -> int:
+    """Threads ndlc's work may use, its own loops and BLAS together: NDLC_THREADS, else `cores()`."""
+    text = os.environ.get("NDLC_THREADS", "").strip()
+    if not text:
+        return cores()
+    if not text.isdigit() or int(text) < 1:
+        raise ThreadsError(f"NDLC_THREADS must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def cores(root="/") -> int:
+    """The cores this process may run on: its affinity mask (taskset, cpusets), capped by its
+    cgroup's CPU quota (docker --cpus, Kubernetes limits) rounded up; not the machine's count,
+    which over-subscribes a container. `root`: where /proc and /sys are (tests pass a fake one)."""
+    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_quota(root)
+    return max(1, min(mask, math.ceil(quota))) if quota else mask
+
+
+def _cgroup_quota(root):
+    """The CPU quota (cores, possibly fractional) of this process's cgroup and its ancestors, the
+    smallest; None where none is set or the files cannot be read (not Linux)."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    quotas = []
+    for _, controllers, path in entries:
+        if controllers == "":  # cgroup v2: cpu.max holds "quota period" or "max period"
+            quotas += [_ratio(folder, "cpu.max") for folder in _folders(root, "sys/fs/cgroup", path)]
+        elif "cpu" in controllers.split(","):  # v1: cpu.cfs_quota_us (-1: none) / cpu.cfs_period_us
+            mount = os.path.join("sys/fs/cgroup", controllers)
+            quotas += [_ratio(folder, "cpu.cfs_quota_us", "cpu.cfs_period_us")
+                       for folder in _folders(root, mount, path)]
+    quotas = [q for q in quotas if q]
+    return min(quotas) if quotas else None
+
+
+def _folders(root, mount, path):
+    """The cgroup folder of `path` under `mount` and each of its ancestors up to the mount itself
+    (inside a container the mount is the container's own cgroup: its path does not resolve)."""
+    parts = [p for p in path.split("/") if p]
+    return [os.path.join(root, mount, *parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _ratio(folder, name, period_name=None):
+    """quota / period read from `folder` (one file "quota period", or two); None where unlimited."""
+    try:
+        with open(os.path.join(folder, name)) as f:
+            fields = f.read().split()
+        if period_name:
+            with open(os.path.join(folder, period_name)) as f:
+                fields.append(f.read().strip())
+        quota, period = fields[:2]
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def flag(name, default=False) -> bool:

@@ -2,9 +2,8 @@
 pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
 `ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
 A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py).
-A kernel with a `split` loop takes that loop's range as two more arguments; the entry point runs it
-through libgomp's `GOMP_parallel` and an outlined `<kernel>.omp(ptr data)` giving each thread its
-range (the split is chosen by passes/schedule.py).
+A split kernel (passes/schedule.py) runs in libgomp's `GOMP_parallel` through an outlined
+`<kernel>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
@@ -21,7 +20,7 @@ from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
-                         declare_openmp, stamp)
+                         declare_openmp, stamp, take_in_turn)
 from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
@@ -66,7 +65,8 @@ class _KernelEmitter(ScalarLowering):
 
     def __init__(self, module, kernel, used, debug=None):
         self.kernel, self.debug = kernel, debug
-        split = [I64, I64] if kernel.split else []  # the split loop's range [start, stop), or (thread, threads)
+        chunks = kernel.strategy == "chunks"  # split: its counters (llvm_calls.counters), else a range of the loop
+        split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
         self.function = fn = ir.Function(module, fnty, kernel.name)
         fn.linkage = "internal"
@@ -79,7 +79,7 @@ class _KernelEmitter(ScalarLowering):
             debug[1].update(kernel.local)
         chunks = kernel.strategy == Strategy.CHUNKS
         self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split and not chunks else {}
-        self.thread = tuple(fn.args[len(used):]) if chunks and kernel.split else (ir.Constant(I64, 0), ir.Constant(I64, 1))
+        self.shared = fn.args[len(used)] if chunks and kernel.split else None  # the threads' counters
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.known = set()  # guards that hold throughout the loop being emitted
@@ -234,44 +234,36 @@ class _KernelEmitter(ScalarLowering):
         self.block_start = None
 
     def _chunks(self):
-        """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: each thread takes
-        its share of chunks and, per phase, accumulates each chunk's partials for every j (whole rows
-        stream through memory), then, after a barrier, combines the partials of its share of the j
-        in chunk order and makes the phase's stores for them; a barrier ends every phase. Chunks do
-        not depend on the thread count, so neither do the results."""
+        """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: per phase, the
+        threads take chunks in turn (`_taken`) and accumulate each chunk's partials for every j
+        (whole rows stream through memory), then, after a barrier, take columns j in turn, combine
+        their partials in chunk order and make the phase's stores; a barrier ends every phase.
+        Chunks do not depend on the thread count, so neither do the results."""
         k, b = self.kernel, self.b
-        thread, threads = self.thread
         n, columns, count = k.extents[k.outer], k.extents[0], k.chunks
         size = -(-n // count)
         inner_rest = (k.outer + 1, len(k.extents))
 
-        def share(total):
-            return (b.sdiv(b.mul(thread, ir.Constant(I64, total)), threads),
-                    b.sdiv(b.mul(b.add(thread, ir.Constant(I64, 1)), ir.Constant(I64, total)), threads))
-        my_chunks, my_columns = share(count), share(columns)
-
-        def over_my_rows(body):
-            """body() at every (i, rest of the inner loops, j) of this thread's chunks."""
+        def over_my_rows(number, body, first=lambda: None):
+            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken."""
             def chunk(c):
                 self.chunk = c
-                first = b.mul(c, ir.Constant(I64, size))
-                last = mathlib.intrinsic(b, "llvm.smin", b.add(first, ir.Constant(I64, size)), ir.Constant(I64, n))
-                self._for(k.outer, first, last, lambda: self._loops(*inner_rest, lambda: self._for(
+                first()
+                start = b.mul(c, ir.Constant(I64, size))
+                stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, size)), ir.Constant(I64, n))
+                self._for(k.outer, start, stop, lambda: self._loops(*inner_rest, lambda: self._for(
                     0, ir.Constant(I64, 0), ir.Constant(I64, columns), body)))
-            self._range(self.chunk_counters[0], *my_chunks, chunk)
+            self._taken(number, count, chunk)
 
-        for phase, slots in zip(k.phases, self.slots):
+        for p, (phase, slots) in enumerate(zip(k.phases, self.slots)):
             self.phase_slots = slots
             if phase.reductions:
-                def init(c, slots=slots, phase=phase):
-                    self.chunk = c
-                    self._for(0, ir.Constant(I64, 0), ir.Constant(I64, columns),
-                              lambda: self._initialise(phase, slots, self._partial))
-                self._range(self.chunk_counters[0], *my_chunks, init)
-                over_my_rows(lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial))
+                over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial),
+                             lambda phase=phase, slots=slots: self._for(0, ir.Constant(I64, 0), ir.Constant(
+                                 I64, columns), lambda: self._initialise(phase, slots, self._partial)))
                 self._barrier()
 
-                def combine(phase=phase, slots=slots):
+                def combine(column, phase=phase, slots=slots):
                     for slot, r in zip(slots, phase.reductions):
                         self.chunk = ir.Constant(I64, 0)
                         total = self._partial(slot)
@@ -283,13 +275,25 @@ class _KernelEmitter(ScalarLowering):
                         self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
                     self.chunk = ir.Constant(I64, 0)
                     self._stores(phase.stores)
-                self._for(0, *my_columns, combine)
+                self._taken(2 * p + 1, columns, combine, var=0)
             elif phase.inner:
-                over_my_rows(lambda phase=phase: self._stores(phase.stores))
+                over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
             else:
-                self._for(0, *my_columns, lambda phase=phase: self._stores(phase.stores))
+                self._taken(2 * p + 1, columns, lambda column, phase=phase: self._stores(phase.stores), var=0)
             self._barrier()
         self.chunk = None
+
+    def _taken(self, number, total, body, var=None):
+        """body(i), loop variable `var` (if any) set to i, for every i < total when the kernel runs
+        serially; on several threads, for each i this thread takes from shared counter `number`."""
+        def at(i):
+            if var is not None:
+                self.vars[var] = i
+            body(i)
+        if self.kernel.split is None:
+            self._range(self.chunk_counters[0], ir.Constant(I64, 0), ir.Constant(I64, total), at)
+        else:
+            take_in_turn(self.b, self.b.gep(self.shared, [ir.Constant(I64, number)], source_etype=I64), total, at)
 
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""

@@ -3,14 +3,12 @@
 from llvmlite import ir
 
 from ..ir.kernel import gemm_symbol
-from . import mathlib
 from .llvm_scalar import I64, TYPES
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
 I32, PTR = ir.IntType(32), ir.PointerType()
 _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
-           "GOMP_barrier": ir.FunctionType(ir.VoidType(), []),
-           "omp_get_thread_num": ir.FunctionType(I32, []), "omp_get_num_threads": ir.FunctionType(I32, [])}
+           "GOMP_barrier": ir.FunctionType(ir.VoidType(), [])}
 
 
 def stamp(b, stamps, index):
@@ -19,27 +17,50 @@ def stamp(b, stamps, index):
     b.store(b.call(counter, []), b.gep(stamps, [ir.Constant(I64, index)], source_etype=I64))
 
 
+def counters(kernel) -> int:
+    """How many shared counters the threads of a split kernel take their work from: one for the
+    pieces of its split loop, two per phase (chunks, then columns) for a 'chunks' kernel."""
+    return 2 * len(kernel.phases) if kernel.split.piece is None else 1
+
+
 def _outlined(module, kernel, fn, count):
-    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
-    calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer),
-    or, for a 'chunks' kernel, as thread number `thread` of `threads`."""
+    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers and then the address of the kernel's
+    counters from `data`; runs `fn` with the counters for a 'chunks' kernel; otherwise takes the
+    split loop's next piece from the counter (an atomic add, so a thread that lost its core keeps
+    only the piece it holds) and runs `fn` over it, until none is left."""
     outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
     pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
-                for i in range(count)]
-    thread = b.sext(b.call(declare_openmp(module, "omp_get_thread_num"), []), I64)
-    threads = b.sext(b.call(declare_openmp(module, "omp_get_num_threads"), []), I64)
-    if kernel.strategy == "chunks":
-        b.call(fn, pointers + [thread, threads])
+                for i in range(count + 1)]
+    if kernel.split.piece is None:
+        b.call(fn, pointers)
         b.ret_void()
         return outlined
-    n = ir.Constant(I64, kernel.extents[kernel.split.loop])
-    chunk = b.sdiv(b.add(n, b.sub(threads, ir.Constant(I64, 1))), threads)
-    start = mathlib.intrinsic(b, "llvm.smin", b.mul(thread, chunk), n)
-    b.call(fn, pointers + [start, mathlib.intrinsic(b, "llvm.smin", b.add(start, chunk), n)])
+    n, piece = kernel.extents[kernel.split.loop], kernel.split.piece
+
+    def run(number):
+        start = b.mul(number, ir.Constant(I64, piece))
+        last = b.icmp_signed("==", number, ir.Constant(I64, n // piece - 1))
+        stop = b.select(last, ir.Constant(I64, n), b.add(start, ir.Constant(I64, piece)))
+        b.call(fn, pointers[:count] + [start, stop])
+    take_in_turn(b, pointers[count], n // piece, run)
     b.ret_void()
     return outlined
+
+
+def take_in_turn(b, counter, total, body):
+    """body(i) for each i < total that this thread takes from the shared i64 `counter` (an atomic
+    add, so the threads that keep their cores take what one that lost its own has not started)."""
+    take, run, done = (b.append_basic_block(f"{part}.taken") for part in ("take", "run", "done"))
+    b.branch(take)
+    b.position_at_end(take)
+    number = b.atomic_rmw("add", counter, ir.Constant(I64, 1), "monotonic")
+    b.cbranch(b.icmp_signed("<", number, ir.Constant(I64, total)), run, done)
+    b.position_at_end(run)
+    body(number)
+    b.branch(take)
+    b.position_at_end(done)
 
 
 def declare_gemm(module, dtype):
@@ -59,10 +80,14 @@ def declare_openmp(module, name):
 
 def call_parallel(b, kernel, fn, args):
     """Run kernel function `fn` over `args` on `kernel.split.threads` threads (GOMP_parallel of an
-    outlined function reading the buffer pointers from an array on the caller's stack)."""
+    outlined function reading the buffer pointers, then the address of the kernel's zeroed
+    counters, from an array on the caller's stack)."""
     module = b.module
-    data = b.alloca(PTR, size=len(args), name=f"{kernel.name}.data")
-    for i, pointer in enumerate(args):
+    shared = b.alloca(I64, size=counters(kernel), name=f"{kernel.name}.counters")
+    for i in range(counters(kernel)):
+        b.store(ir.Constant(I64, 0), b.gep(shared, [ir.Constant(I64, i)], source_etype=I64))
+    data = b.alloca(PTR, size=len(args) + 1, name=f"{kernel.name}.data")
+    for i, pointer in enumerate(args + [shared]):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
     b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
                                                      ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])

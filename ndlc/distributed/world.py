@@ -19,6 +19,7 @@ import traceback
 
 import numpy as np
 
+from ..env import cores
 from ..errors import NdlcError
 from ..runtime import libraries
 
@@ -30,8 +31,8 @@ _WORLD = None
 
 def init():
     """Join the job (MPI_Init, through mpi4py) and return its World; later calls return the same.
-    Unless NDLC_THREADS is set, each rank gets this machine's cores / its ranks on this machine
-    (also OpenBLAS's limit). With more than one rank, an uncaught exception on any rank prints it
+    Unless NDLC_THREADS is set, each rank gets the cores this process may use / its ranks on this
+    machine (also OpenBLAS's limit). With more than one rank, an uncaught exception on any rank prints it
     and ends the whole job (MPI_Abort) instead of leaving the others waiting in a collective."""
     global _WORLD
     if _WORLD is None:
@@ -69,10 +70,11 @@ class World:
         return self.rank == 0
 
     def share_cores(self):
-        """NDLC_THREADS (unless set) and OpenBLAS's threads: cores / ranks on this machine."""
+        """NDLC_THREADS (unless set) and OpenBLAS's threads: the cores this process may use / the
+        ranks on this machine (ranks pinned to disjoint cores each see their own)."""
         if not os.environ.get("NDLC_THREADS"):
-            os.environ["NDLC_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.local_size))
-        libraries.set_blas_threads(libraries.threads())  # which refuses a malformed NDLC_THREADS
+            os.environ["NDLC_THREADS"] = str(max(1, cores() // self.local_size))
+        libraries.threads()  # holds OpenBLAS to the share; refuses a malformed NDLC_THREADS
 
     def average(self, buffers, bucket_bytes=BUCKET_BYTES):
         """Replace each float array of `buffers` (1-d, C-contiguous) by its mean over the ranks,

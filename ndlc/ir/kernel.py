@@ -155,9 +155,12 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Split:
-    """Outer loop `loop` cut into `threads` contiguous ranges, one per thread."""
+    """Outer loop `loop` cut into pieces of `piece` iterations (the last takes the remainder too)
+    that `threads` threads take in turn, so one that lost its core holds back only its piece;
+    `piece` None: a 'chunks' kernel, whose threads share its chunks by thread number."""
     loop: int
     threads: int
+    piece: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,10 @@ class Kernel(_Cases):
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")
         if self.split:
-            over = "its chunks" if self.strategy == Strategy.CHUNKS else f"i{self.split.loop}"
-            lines.append(f"  parallel over {over} ({self.split.threads} threads)")
+            s = self.split
+            over = "its chunks" if s.piece is None else \
+                f"i{s.loop} in {self.extents[s.loop] // s.piece} pieces of {s.piece}, taken in turn"
+            lines.append(f"  parallel over {over} ({s.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")
         if self.gemm:

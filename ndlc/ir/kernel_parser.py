@@ -27,7 +27,7 @@ _CHUNKS = re.compile(r"  strategy: chunks \(i\d+ cut into (\d+) chunks whose par
                      r"combine in order; whole rows stream\)$")
 _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
-_PARALLEL = re.compile(r"  parallel over (?:i(\d+)|its chunks) \((\d+) threads\)$")
+_PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")
 _GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(\d+) @ (\d+)x(\d+)\)$")
 _MATRIX = re.compile(rf"{_NAME}(?:\[([^\]]*)\])?(\^T)?(?: ld (\d+))?$")
 _LOCAL = re.compile(rf"  {_NAME} is local: one row of (\d+) per thread$")
@@ -182,8 +182,11 @@ class _ProgramParser:
         parallel = _PARALLEL.match(self.peek() or "")
         if parallel:
             self.n += 1
-            loop = k.outer if parallel.group(1) is None else int(parallel.group(1))
-            k.split, scheduled = Split(loop, int(parallel.group(2))), True
+            if parallel.group(1) is None:
+                k.split = Split(k.outer, int(parallel.group(3)))
+            else:
+                k.split = Split(int(parallel.group(1)), int(parallel.group(3)), int(parallel.group(2)))
+            scheduled = True
         else:
             serial = self.optional("  serial: ", lambda t: t)
             if serial is not None:

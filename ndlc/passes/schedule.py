@@ -15,16 +15,17 @@ Reduction strategy (`Kernel.strategy`):
 
 Threads: a kernel whose `work` (iterations times body cost) reaches THRESHOLD runs one non-reduced
 loop (the outermost with at least as many iterations as threads, else the longest) cut into
-contiguous ranges, one per thread, inside one `GOMP_parallel` call from the entry point
-(codegen/llvm.py). Each output element is computed by one thread in the serial order, so results
-equal the serial code's bit for bit. A gemm kernel splits its batch or row loop: each thread calls
-BLAS on its block of rows. Kernels without an outer loop (full reductions) and small ones stay
-serial; the dump says which and why.
+PIECES_PER_THREAD pieces per thread, which the threads of one `GOMP_parallel` call from the entry
+point take in turn (codegen/llvm_calls.py): on a shared machine a thread that lost its core holds
+back one piece, not half the kernel. Each output element is computed by one thread in the serial
+order, so results equal the serial code's bit for bit. A gemm kernel splits its batch loop, or its
+rows in pieces of a multiple of GEMM_ROWS rows: each piece is one BLAS call. Kernels without an
+outer loop (full reductions) and small ones stay serial; the dump says which and why.
 
-One thread pool: while a program that calls BLAS runs on several threads, the runtime holds
-OpenBLAS to one thread (runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete
-for the cores (they did: OpenBLAS's idle workers spin ~0.1 s after each call, and a program that
-mixed the two pools on 2 cores ran its MLP step in 65 ms instead of 10.6).
+One thread pool: a program that calls BLAS holds OpenBLAS to one thread while it runs
+(runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete for the cores (they
+did: OpenBLAS's idle workers spin ~0.1 s after each call, and a program that mixed the two pools
+on 2 cores ran its MLP step in 65 ms instead of 10.6), and a gemm sums the same way at any budget.
 
 CUDA (`schedule_gpu`): every kernel gets blocks of threads over its outer points (Kernel.gpu):
   - elementwise kernels (no inner loops), a gemm's epilogue, and reductions of at most
@@ -56,6 +57,12 @@ THRESHOLD = 1 << 17
 ROWS_MIN = 4  # shortest output row worth accumulating in place ('rows' strategy)
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
+PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
+# A gemm's row pieces are multiples of this many rows: OpenBLAS's kernels work on tiles of rows
+# (float32 12 on Haswell and Zen, float64 2; 4, 8 or 16 on other cores), and a piece boundary inside
+# a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
+# from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
+GEMM_ROWS = 48
 
 
 def schedule(program: Program, threads=1) -> Program:
@@ -72,11 +79,20 @@ def schedule(program: Program, threads=1) -> Program:
                 kernel.split = Split(kernel.outer, threads)
             continue
         if not kernel.serial_why:
-            splittable = kernel.outer_extents[:len(kernel.extents) - 1] if kernel.gemm else kernel.outer_extents
-            longest = splittable.index(max(splittable))
-            loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
-            kernel.split = Split(loop, min(threads, splittable[loop]))
+            kernel.split, kernel.serial_why = _split(kernel, threads)
     return program
+
+
+def _split(kernel, threads):
+    """(the Split of a kernel worth running on `threads` threads, or None and why not)."""
+    splittable = kernel.outer_extents[:len(kernel.extents) - 1] if kernel.gemm else kernel.outer_extents
+    longest = splittable.index(max(splittable))
+    loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
+    unit = GEMM_ROWS if kernel.gemm and loop == len(kernel.extents) - 2 else 1
+    pieces = min(splittable[loop] // unit, threads * PIECES_PER_THREAD)
+    if pieces < 2:
+        return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
+    return Split(loop, min(threads, pieces), unit * (splittable[loop] // unit // pieces)), ""
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)

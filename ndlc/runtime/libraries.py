@@ -2,15 +2,24 @@
 bundled with numpy, and OpenMP's runtime (libgomp).
 
 Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: CBLAS gemm with
-64-bit integers; libgomp's `GOMP_parallel`, `omp_get_thread_num`, `omp_get_num_threads`):
+64-bit integers; libgomp's `GOMP_parallel` and `GOMP_barrier`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
-(`blas_enabled()`, `threads()`) and passes it to the passes as plain options; a threaded program
-holds OpenBLAS to one thread while it runs (`single_threaded_blas`).
+(`blas_enabled()`, `threads()`) and passes it to the passes as plain options.
 `check_gemms` refuses, before any native code runs, a program whose BLAS call disagrees with its
 buffers' dtypes or sizes (a compiler bug becomes an error, never a write past a buffer).
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
-64-bit-integer OpenBLAS (logged once); NDLC_THREADS sets the thread count of ndlc's own kernels.
+64-bit-integer OpenBLAS (logged once).
+
+One thread budget (NDLC_THREADS, env.thread_budget): `threads()` sizes ndlc's own pool and holds
+numpy's OpenBLAS to the same count the first time it is read (lowering it, never raising it past
+where OpenBLAS stood), so at 1 exactly one thread works, and numpy's matmuls in the same process
+(eager execution) stay within it. OpenBLAS is reached through the symbols of the very library whose
+gemm ndlc calls (`scipy_openblas_set_num_threads64_` in numpy 2's scipy-openblas64, the unprefixed
+name in numpy 1's), so no other copy in the process is touched and no dependency is needed.
+Inside a compiled program every gemm runs on its calling thread (`single_threaded_blas`): ndlc
+splits the rows itself (passes/schedule.py), where OpenBLAS's own threads would sum differently.
+libgomp's idle threads spin only briefly before they sleep (`SPIN_COUNT`, docs/ARCHITECTURE.md).
 """
 import contextlib
 import ctypes
@@ -22,23 +31,24 @@ import os
 
 import numpy as np
 
-from ..env import flag
-from ..errors import NdlcError, VerifyError
+from ..env import ThreadsError, flag, thread_budget  # noqa: F401 (threads() raises ThreadsError)
+from ..errors import VerifyError
 from ..ir.kernel import GEMMS, gemm_symbol
 from ..ir.kernel_verifier import gemm_problem
 
 log = logging.getLogger("ndlc.libraries")
-OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier", "omp_get_thread_num", "omp_get_num_threads")
+OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier")
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
 _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",
                   "scipy_openblas_set_num_threads64_"),
                  ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_",
                   "openblas_set_num_threads64_"))
-
-
-class ThreadsError(NdlcError, ValueError):
-    """NDLC_THREADS is not a positive integer."""
+# libgomp's idle threads poll this many times, then sleep on a futex: libgomp's own value when it
+# sees more threads than cores (its default, 300000, made a loaded machine's 2-thread MLP step 10x
+# slower: docs/ARCHITECTURE.md); the user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
+SPIN_COUNT = "1000"
+_held = {}  # "budget": the budget OpenBLAS was last held to
 
 
 def blas_available() -> bool:
@@ -59,8 +69,9 @@ def blas_threads() -> int:
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """OpenBLAS held to one thread meanwhile (numpy's count restored after): compiled programs that
-    run on several threads split their gemms themselves, one pool for the whole program."""
+    """OpenBLAS held to one thread meanwhile (the budget's count restored after): a compiled
+    program's gemms run on the threads ndlc gives them, each on one core, split at row boundaries
+    that keep OpenBLAS's summation order (OpenBLAS's own threads split it differently)."""
     functions = _blas()
     before = functions[2]() if functions else 1
     if before > 1:
@@ -72,22 +83,29 @@ def single_threaded_blas():
             functions[3](before)
 
 
-def set_blas_threads(count):
-    """Hold numpy's OpenBLAS to `count` threads from now on (where numpy bundles OpenBLAS): the
-    processes of a distributed job on one machine share its cores."""
-    functions = _blas()
-    if functions:
-        functions[3](count)
-
-
 def threads() -> int:
-    """Threads ndlc's large kernels run on: NDLC_THREADS, else libgomp's default; 1 without libgomp."""
-    text = os.environ.get("NDLC_THREADS", "").strip()
-    if text and (not text.isdigit() or int(text) < 1):
-        raise ThreadsError(f"NDLC_THREADS must be a positive integer, not {text!r}")
-    if text == "1" or _openmp() is None:
-        return 1
-    return int(text) if text else max(1, _openmp().omp_get_max_threads())
+    """Threads ndlc's large kernels run on: the budget (NDLC_THREADS, else the cores this process
+    may use), 1 without libgomp; numpy's OpenBLAS is held to the budget too (`_hold_blas`)."""
+    budget = thread_budget()
+    _hold_blas(budget)
+    return budget if budget == 1 or _openmp() is not None else 1
+
+
+def _hold_blas(budget):
+    """OpenBLAS's thread count set to `budget` when the budget changed (not on every read: that
+    would undo the user's own later setting), never above its count before ndlc touched it
+    (OPENBLAS_NUM_THREADS)."""
+    functions = _blas()
+    if functions and _held.get("budget") != budget:
+        functions[3](min(budget, _blas_default()))
+    _held["budget"] = budget
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_default() -> int:
+    """OpenBLAS's thread count before ndlc first changed it."""
+    functions = _blas()
+    return functions[2]() if functions else 1
 
 
 def check_gemms(program):
@@ -136,18 +154,33 @@ def _blas_paths():
 
 @functools.lru_cache(maxsize=None)
 def _openmp():
-    """libgomp loaded with ctypes, or None where it cannot be (logged once)."""
+    """libgomp loaded with ctypes, or None where it cannot be (logged once). It reads its
+    environment when loaded: GOMP_SPINCOUNT is SPIN_COUNT for that moment only (children
+    started later, PyTorch's own libgomp in them included, see the user's environment)."""
     for name in _openmp_candidates():
         try:
-            library = ctypes.CDLL(name)
+            with _environment(GOMP_SPINCOUNT=SPIN_COUNT):
+                library = ctypes.CDLL(name)
         except OSError:
             continue
-        if all(hasattr(library, symbol) for symbol in OPENMP_SYMBOLS + ("omp_get_max_threads",)):
+        if all(hasattr(library, symbol) for symbol in OPENMP_SYMBOLS):
             log.debug("OpenMP runtime from %s", name)
             return library
     log.warning("libgomp (OpenMP's runtime, shipped with gcc) cannot be loaded here; compiled kernels "
                 "run on one thread (correct, slower on large inputs)")
     return None
+
+
+@contextlib.contextmanager
+def _environment(**settings):
+    """`settings` in os.environ meanwhile, unless the user set them or OMP_WAIT_POLICY."""
+    added = {} if "OMP_WAIT_POLICY" in os.environ else {k: v for k, v in settings.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            del os.environ[name]
 
 
 def _openmp_candidates():

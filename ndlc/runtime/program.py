@@ -85,8 +85,8 @@ class Program:
         self.calls = 0
         self.last_outputs = {}
         self.lock = threading.Lock()
-        threaded_blas = any(k.gemm for k in kernels.kernels) and any(k.split for k in kernels.kernels)
-        self.blas_context = libraries.single_threaded_blas if threaded_blas else contextlib.nullcontext
+        calls_blas = any(k.gemm for k in kernels.kernels)  # on its calling thread: the same sums at any budget
+        self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
 
     def run(self, *arrays, update_state=False, into=None):
         """The outputs of one native call on `arrays` (see the class docstring). Calls from several
