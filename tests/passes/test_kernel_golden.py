@@ -237,7 +237,7 @@ kernel k1 -> %1, %2
   merged: %2 (a later phase of the same loops, over the inner loops)
   not merged into the kernel before: its loops (i0<1024 | i1<256) differ from (i0<64 | i1<512)'s loops
   loops: i0<1024 | i1<256
-  parallel over i0 (2 threads)
+  parallel over i0 in 4 pieces of 256, taken in turn (2 threads)
   $0 = %y[256*i0 + i1]
   phase 0: reduce
     acc0 = add of $0
@@ -379,13 +379,14 @@ program @sums(%x, %y, %z, %s, %t) -> (%0, %1, %2, %3, %4, %5, %6)
   %4: f32[4] output
   %5: f32[] output
   %6: f32[16,16] output
+  %k0.partials0: f32[2,64] temp
   %k4.partials0: f32[4,1] temp
 
 kernel k0 -> %0
   fuses: %0 summation
   stored because: %0: graph output
   loops: i0<64 | i1<512
-  cuda: 4 blocks of 16x4 threads (column reduction: a warp reads 16 consecutive outputs' elements, lanes combine in shared memory)
+  cuda: 2 blocks of 32x2 threads, 2 chunks into %k0.partials0 (column reduction: a warp reads 32 consecutive outputs' elements (a full 128-byte row of float32 where there are 32), lanes combine in shared memory; the reduced loops cut into 2 chunks (blocks over its outer points alone: 2, too few for 2 multiprocessors), whose partials combine in chunk order in a second launch; stores over the reduced loops run as map launches whose points go in memory order (the stored buffer's stride-1 loop fastest: coalesced))
   $0 = %x[i0 + 64*i1]
   phase 0: reduce
     acc0 = add of $0
@@ -410,7 +411,7 @@ kernel k2 -> %3
   stored because: %3: graph output
   not merged into the kernel before: its loops (i0<8 i1<16 | i2<512) differ from (i0<1024 | i1<256)'s loops
   loops: i0<8 i1<16 | i2<512
-  cuda: 4 blocks of 32x2 threads (column reduction: a warp reads 32 consecutive outputs' elements, lanes combine in shared memory)
+  cuda: 4 blocks of 32x2 threads (column reduction: a warp reads 32 consecutive outputs' elements (a full 128-byte row of float32 where there are 32), lanes combine in shared memory)
   $0 = %z[8192*i0 + i1 + 16*i2]
   phase 0: reduce
     acc0 = add of $0
@@ -432,7 +433,7 @@ kernel k4 -> %5
   stored because: %5: graph output
   not merged into the kernel before: its loops (scalar | i0<512 i1<64) differ from (i0<4 | i1<6)'s loops
   loops: (scalar) | i0<512 i1<64
-  cuda: 1 blocks of 1x64 threads, lanes fastest, 4 chunks into %k4.partials0 (row reduction: 64 threads per row combine with warp shuffles; the reduced loops cut into 4 chunks (blocks over its outer points alone: 1, too few for 2 multiprocessors), whose partials combine in chunk order in a second launch)
+  cuda: 1 blocks of 1x64 threads, lanes fastest, 4 chunks into %k4.partials0 (row reduction: 64 threads per row combine with warp shuffles; the reduced loops cut into 4 chunks (blocks over its outer points alone: 1, too few for 2 multiprocessors), whose partials combine in chunk order in a second launch; stores over the reduced loops run as map launches whose points go in memory order (the stored buffer's stride-1 loop fastest: coalesced))
   $0 = %x[64*i0 + i1]
   phase 0: reduce
     acc0 = add of $0
