@@ -239,11 +239,14 @@ class _ProgramParser:
         return phase
 
     def reduction_dtypes(self, k, phase):
-        """Each reduction's dtype: its body's, else that of a store reading only it."""
+        """Each reduction's dtype: its body's, else that of a store of it alone."""
         for n, r in enumerate(phase.reductions):
             types = infer_dtypes(r.body, lambda payload: k.loads[payload].dtype)
             readers = [s.dtype for s in phase.stores if s.value.prim == "arg" and s.value.payload == Acc(n)]
-            r.dtype = types[id(r.body)] or next(iter(readers), None) or "f32"
+            r.dtype = types[id(r.body)] or next(iter(readers), None)
+            if r.dtype is None:
+                raise self.error(f"kernel {k.name}: the text does not say the dtype of acc{n} (its body is "
+                                 "constant and no store writes it alone)", self.n - 1)
 
     def reasons(self, k, text, line):
         """The `stored because` entries, '%buffer: why' joined by '; ', onto the gemm and the stores."""

@@ -191,6 +191,8 @@ BROKEN = [
     ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  loops: i0<2\n"
      "  $0 = %x[i0]\n  store %y = $0", 8, "expected 'phase N: kind' or 'store"),
     ("program @g(%x) -> (%y)\n  %x: f16[2] input", 2, "unknown dtype 'f16'"),
+    ("program @g(%x) -> (%y)\n  %x: f32[2,3] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  loops: i0<2 | i1<3\n"
+     "  phase 0: reduce\n    acc0 = add of 1.0\n    store %y[i0] = mul(acc0, 2.0)", 9, "the dtype of acc0"),
     ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  lops: i0<2", 6,
      "expected 'loops: ...'"),
 ]
