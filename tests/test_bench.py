@@ -26,6 +26,7 @@ def test_quick_run_checks_and_times_every_case(tmp_path, capsys):
     for row in rows:
         for contender in ("ndlc", "numpy"):
             assert float(row[header.index(contender)]) > 0, (row[0], contender)
+        assert int(row[header.index("ndlc kernels")]) >= 1, row[0]
     wrong = [(row[0], cell) for row in rows for cell in row if cell.startswith(("MISMATCH", "n/a"))]
     assert not wrong and "**MISMATCH**" not in text
     assert "## MLP training step" in text and "| ndlc compiled (CPU) |" in text

@@ -23,6 +23,7 @@ class Cell:
     ms: float = None
     note: str = ""
     bad: bool = False
+    kernels: int = None
 
     def text(self):
         """The cell as the table shows it."""
@@ -122,7 +123,8 @@ def measure_contender(contender, case, arrays, reference, repeats, device):
     if fallback:
         return Cell(note=f"FALLBACK ({fallback})", bad=True)
     breaks = call.graph_breaks() if hasattr(call, "graph_breaks") else []
-    return Cell(ms=median, note=f"{len(breaks)} graph break(s): {'; '.join(breaks)}" if breaks else "")
+    return Cell(ms=median, note=f"{len(breaks)} graph break(s): {'; '.join(breaks)}" if breaks else "",
+                kernels=call.kernels() if hasattr(call, "kernels") else None)
 
 
 def _fresh(arrays):

@@ -9,15 +9,18 @@ PEERS_FOR_RATIOS = ("numpy", "PyTorch")
 
 
 def table(rows, contenders):
-    """The kernel table in markdown, padded to line up in a terminal too."""
+    """The kernel table in markdown, padded to line up in a terminal too; the last column is how
+    many kernels ndlc compiled the case to (fusion should not depend on how a case is spelled)."""
     header = ["case", *(c.name for c in contenders), *(f"ndlc/{p}" for p in PEERS_FOR_RATIOS),
-              "ndlc/best peer"]
+              "ndlc/best peer", "ndlc kernels"]
     body = []
     for row in rows:
         best = row.best_peer()
         ratios = [ratio_text(row.ratio(peer)) for peer in PEERS_FOR_RATIOS]
         best_text = f"{ratio_text(row.ratio(best))} ({best})" if row.ratio(best) else "-"
-        body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text])
+        kernels = row.cells["ndlc"].kernels
+        body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text,
+                     "-" if kernels is None else str(kernels)])
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
     rule = ["-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
     return ["| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -85,6 +88,6 @@ def kernel_section(args, table_lines, note_lines, plotted):
         "anyway (its recompile limit hit, or no graph compiled) the cell shows FALLBACK. "
         f"Medians of {args.repeats} calls after {WARMUP + 1} untimed ones (the first compiles), or of as "
         f"many as fit in {BUDGET_S:.0f} s (at least 3). Ratios are ndlc's time over the peer's: below 1, "
-        "ndlc is faster. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
+        "ndlc is faster; the last column counts the kernels ndlc compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
         "gradient products of as many operations each.", "",
         *table_lines, "", *note_lines, "", *chart]

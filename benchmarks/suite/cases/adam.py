@@ -4,6 +4,7 @@ import numpy as np
 import mlp_step
 import ndlc as ndl
 from suite.cases.base import LR, Case, normal
+from suite.ndlc_runner import Calls as NdlcCalls
 from suite.torch_runner import Calls, compiled
 
 
@@ -33,7 +34,7 @@ class AdamStep(Case):
             opt.step()
             return loss
         step = ndl.compile(adam_step, device=device, state=[w, opt])
-        return lambda: (step(a["g"]), w)[1]
+        return NdlcCalls(step, [a["g"]], result=lambda loss: w)
 
     def numpy(self, a):
         w, g = a["w"], a["g"]
