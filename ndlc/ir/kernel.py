@@ -157,7 +157,7 @@ class Gemm:
 class Split:
     """Outer loop `loop` cut into pieces of `piece` iterations (the last takes the remainder too)
     that `threads` threads take in turn, so one that lost its core holds back only its piece;
-    `piece` None: a 'chunks' kernel, whose threads share its chunks by thread number."""
+    `piece` None: a 'chunks' kernel, whose threads take its chunks, then its columns, in turn."""
     loop: int
     threads: int
     piece: Optional[int] = None

@@ -88,6 +88,43 @@ def test_libgomp_gets_a_short_spin_only_while_it_loads_and_the_users_setting_win
     assert os.environ["GOMP_SPINCOUNT"] == "7"
 
 
+ONE_THREAD_SCRIPT = """
+import glob, os
+import numpy as np
+import ndlc as ndl
+from ndlc.examples.train_mlp import build_mlp, training_step
+
+def cpu_ticks():  # thread id -> user + system clock ticks
+    ticks = {}
+    for stat in glob.glob("/proc/self/task/*/stat"):
+        fields = open(stat).read().rsplit(")", 1)[1].split()
+        ticks[stat.split("/")[-2]] = int(fields[11]) + int(fields[12])
+    return ticks
+
+np.random.seed(0)
+model = build_mlp()
+step = ndl.compile(training_step(model, ndl.optim.Adam(model.parameters(), lr=1e-3)))
+x, y = np.random.default_rng(0).random((256, 784), dtype=np.float32), np.arange(256) % 10
+step(x, y)
+before = cpu_ticks()
+for _ in range(30):
+    step(x, y)
+after = cpu_ticks()
+print(*sorted((after[t] - before.get(t, 0) for t in after), reverse=True))
+"""
+
+
+@needs_blas
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads per-thread CPU times from /proc")
+def test_at_one_thread_exactly_one_thread_works():
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("NDLC_", "OPENBLAS_", "OMP_"))}
+    done = subprocess.run([sys.executable, "-c", ONE_THREAD_SCRIPT], env=dict(environment, NDLC_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    busiest, *others = [int(ticks) for ticks in done.stdout.split()]
+    assert busiest > 0 and sum(others) <= 0.05 * busiest, done.stdout  # OpenBLAS's workers stay asleep
+
+
 def _write_idx(path, array):
     with gzip.open(path, "wb") as f:
         f.write(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
