@@ -555,3 +555,12 @@ def test_an_array_the_step_only_tests_with_is_none_is_guarded_by_identity(monkey
     with caplog.at_level(logging.INFO, logger="ndlc.compile"):
         assert compiled(ones(3)).numpy().tolist() == [1.0] * 3
     assert "after table was removed (it is None now) (the step tests it with `is None`)" in caplog.text
+
+
+def test_logsumexp_over_an_empty_axis_is_minus_infinity_eagerly_as_compiled():
+    """Found by the boundary fuzzer: eager raised numpy's 'zero-size array to reduction operation
+    maximum', compiled gave -inf (the log of an empty sum, as PyTorch gives)."""
+    def f(a):
+        return ndl.ops.logsumexp(a, axes=(1,))
+    eager, compiled = f(ndl.Tensor(ones(2, 0))), ndl.compile(f)(ones(2, 0))
+    assert eager.numpy().tolist() == compiled.numpy().tolist() == [-np.inf, -np.inf]
