@@ -554,7 +554,7 @@ def test_an_array_the_step_only_tests_with_is_none_is_guarded_by_identity(monkey
     table = None
     with caplog.at_level(logging.INFO, logger="ndlc.compile"):
         assert compiled(ones(3)).numpy().tolist() == [1.0] * 3
-    assert "after table was removed (it is None now) (the step tests it with `is None`)" in caplog.text
+    assert "after table was removed (it is None now); the step tests it with `is None`" in caplog.text
 
 
 def test_logsumexp_over_an_empty_axis_is_minus_infinity_eagerly_as_compiled():
