@@ -7,8 +7,10 @@ a clear NdlcError or TypeError, and never crash: examples run in a worker proces
 a script), which a test restarts and reports when it dies."""
 import os
 import pickle
+import select
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ SPECIAL = (np.nan, np.inf, -np.inf, 1e38, -1e38, 1e-40, -1e-40, 0.0, -0.0, 1.0)
 # BLAS and ndlc's loops each use them at will) gives ±Inf where a rounded product then a sum gives NaN.
 PRODUCT_TERMS = tuple(v for v in SPECIAL if abs(v) != 1e38)
 CLASSES = 3  # classes of the training steps' models
+EXAMPLE_SECONDS = 300  # one example's compilations and runs take well under a second; longer is a hang
 
 
 # name -> (function of Tensors, kind of its operands' shapes): what the forward fuzzer compiles
@@ -202,24 +205,33 @@ def serve():
 # the test's side
 
 class Worker:
-    """A worker process running examples; restarted after a crash."""
+    """A worker process running examples; started again after a crash or a hang. Its stderr goes to
+    a file (a pipe nobody reads would fill and stop it) whose tail a failure shows."""
 
     def __init__(self):
-        self.process = None
+        self.process = self.log = None
 
     def run(self, example):
         if self.process is None or self.process.poll() is not None:
+            self.log = tempfile.TemporaryFile()
             self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                            stdout=subprocess.PIPE, stderr=self.log)
         pickle.dump(example, self.process.stdin)
         self.process.stdin.flush()
+        if not select.select([self.process.stdout], [], [], EXAMPLE_SECONDS)[0]:
+            self.process.kill()
+            self._fail(f"the worker ran for over {EXAMPLE_SECONDS} s", example)
         try:
             return pickle.load(self.process.stdout)
         except EOFError:
-            self.process.stdin.close()
-            status, err = self.process.wait(), self.process.stderr.read().decode()[-3000:]
-            self.process = None
-            pytest.fail(f"the worker died (exit status {status}) on {example!r}:\n{err}")
+            self._fail("the worker died", example)
+
+    def _fail(self, what, example):
+        status = self.process.wait()
+        self.log.seek(0)
+        err = self.log.read().decode(errors="replace")[-3000:]
+        self.process = None
+        pytest.fail(f"{what} (exit status {status}) on {example!r}:\n{err}")
 
     def close(self):
         if self.process is not None:
