@@ -148,8 +148,10 @@ def _outcome(run):
 
 
 def _call(fn, values, forms, names):
-    """fn called with `values`, from the first of form 'keyword' on by their parameters' names."""
+    """fn called twice (a compiled step's second call runs its kept program) with `values`, from the
+    first of form 'keyword' on by their parameters' names; the second call's result."""
     cut = forms.index("keyword") if "keyword" in forms else len(forms)
+    fn(*values[:cut], **dict(zip(names[cut:], values[cut:])))
     return fn(*values[:cut], **dict(zip(names[cut:], values[cut:])))
 
 
