@@ -132,7 +132,8 @@ def gemm_problem(kernel, buffers):
         if matrix.transposed:
             rows, cols = cols, rows
         if matrix.ld < cols:
-            return f"{routine} reads %{matrix.buffer} with rows {matrix.ld} elements apart, fewer than its {cols} columns"
+            return (f"{routine} reads %{matrix.buffer} with rows {matrix.ld} elements apart, fewer than "
+                    f"its {cols} columns")
         low, high = matrix.offset.form.bounds(batch)
         high += (rows - 1) * matrix.ld + cols - 1
         size = prod(buffers[matrix.buffer].shape)

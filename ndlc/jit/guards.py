@@ -8,10 +8,10 @@ held by identity instead), the `requires_grad` flag of every tensor it reached (
 gradients the step computes and so which parameters an optimizer updates), the numbers and arrays
 read by the functions it calls from its module and by the methods of the user's own module
 classes, and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they
-must keep their values). `Guards.failure()` says which of those changed since the trace, so the caller recompiles
-instead of running a stale program (as torch.compile's guards do). Other Python numbers are
-guarded by the compiled function's key (compile.py `_settings`), state tensors' types by
-`CapturedStep.changed_state`.
+must keep their values). `Guards.failure()` says which of those changed since the trace, so the
+caller recompiles instead of running a stale program (as torch.compile's guards do). Other Python
+numbers are guarded by the compiled function's key (compile.py `_settings`), state tensors' types
+by `CapturedStep.changed_state`.
 """
 import dis
 import types
@@ -84,7 +84,7 @@ class Guards:
         values = referenced_leaves(self.fn) if self.arrays or self.identities else {}
         for name, array in self.identities.items():
             if values.get(name) is not array:
-                return f"{name} {_replaced(values.get(name), array)} (the step tests it with `is None`)"
+                return f"{name} {_replaced(values.get(name), array)}; the step tests it with `is None`"
         for name, (array, copy) in self.arrays.items():
             current = values.get(name)
             if not isinstance(current, np.ndarray):

@@ -56,7 +56,8 @@ def _max_grad(b, n, g):
 
 
 def _logsumexp_ref(x, axes):
-    m = np.max(x, axis=axes, keepdims=True)
+    """-inf over an empty axis (the log of an empty sum), as the compiled loops and PyTorch give."""
+    m = np.expand_dims(_max_ref(x, axes), axes)
     m = np.where(np.isfinite(m), m, 0).astype(x.dtype)
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
