@@ -402,6 +402,9 @@ def main(argv=None):
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         end_job(2)
         return 2
+    except BrokenPipeError:  # `ndlc dump llvm | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         if e.filename is None:
             raise
@@ -412,9 +415,6 @@ def main(argv=None):
         print(f"ndlc {args.command}: {e}", file=sys.stderr)
         end_job(1)
         return 1
-    except BrokenPipeError:  # `ndlc dump llvm | head`: the reader left; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":
