@@ -8,7 +8,7 @@ Times the compiled training step of the MLP (784-512-BN-ReLU-256-BN-ReLU-10, Ada
 (`mpirun -np 2`, 1 thread each, 128 samples per rank), with the time each step spends in its
 exchanges (which includes waiting for the slower rank); then the all-reduce alone (ndlc.distributed's
 deterministic average, ranks lined up first) on buffers of the models' gradient sizes to 64 MB at
-2 ranks, the numbers README's scaling section extrapolates from; and whether running the average
+2 ranks, the numbers docs/DISTRIBUTED.md's scaling section extrapolates from; and whether running the average
 on a second thread during a step (overlap) saves anything here. Each configuration runs in its
 own process (`--worker`), so thread counts are set before anything starts.
 """

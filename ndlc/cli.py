@@ -1,7 +1,7 @@
 """The `ndlc` command: `ndlc train` trains the Fashion-MNIST MLP (or `--model lenet`) compiled; `ndlc dump STAGE`
 prints one compilation stage of the built-in example (the MLP's training step); `ndlc run FILE` compiles
 a graph given as text (such a stage, edited or not) and runs it on .npy inputs; `ndlc bench` runs
-the benchmark suite (benchmarks/suite.py) and writes benchmarks/RESULTS.md."""
+the benchmark suite (benchmarks/suite/) and writes benchmarks/RESULTS.md."""
 import argparse
 import importlib
 import importlib.util
@@ -18,6 +18,7 @@ import numpy as np
 import ndlc as ndl
 from ndlc.curves import History
 from ndlc.distributed import Job, end_job
+from ndlc.env import cores
 from ndlc.examples import lenet
 from ndlc.examples.train_mlp import build_mlp, training_step
 from ndlc.ir.types import TensorType
@@ -304,9 +305,9 @@ def add_bench(commands):
                    "writes to a temporary folder unless --output is given")
     b.add_argument("--repeats", type=_positive, help="timed calls per case and contender, after "
                    "warm-up (default 20, 2 with --quick); fewer where calls take over 2 s in all")
-    b.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
+    b.add_argument("--threads", type=_positive, default=cores(),
                    help="threads for every contender: NDLC_THREADS, torch.set_num_threads, OpenBLAS "
-                   "through threadpoolctl if installed (default: this machine's cores, %(default)s)")
+                   "through threadpoolctl if installed (default: the cores this process may use, %(default)s)")
     b.add_argument("--only", metavar="SUBSTRING", help="only the cases whose name contains SUBSTRING "
                    "(case-insensitive; 'mlp' selects the MLP step)")
     b.add_argument("--output", metavar="PATH", help="RESULTS.md to write (default: benchmarks/RESULTS.md "

@@ -148,7 +148,7 @@ class GpuDevice:
         try:
             import pycuda.driver as driver
         except ImportError as e:
-            raise CudaUnavailable(f"device='cuda' needs pycuda (pip install 'ndlc[cuda]'; README: CUDA): {e}") from None
+            raise CudaUnavailable(f"device='cuda' needs pycuda (pip install 'ndlc[cuda]'; docs/GPU.md): {e}") from None
         try:
             driver.init()
             if driver.Device.count() == 0:
