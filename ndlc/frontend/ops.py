@@ -13,7 +13,7 @@ from ..errors import ShapeError
 from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context
-from .tensor import Tensor, apply, user_location
+from .tensor import Tensor, TensorTuple, apply, user_location
 
 _NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)
 
@@ -184,12 +184,12 @@ def stack(args, axis=0):
 
 
 def split(a, axis=0):
-    """needle's split: the pieces along `axis` (which they drop), as a tuple."""
+    """needle's split: the pieces along `axis` (which they drop), as a TensorTuple (a tuple)."""
     a = as_tensor(a)
     axis = _normalize_axis(axis, a.ndim)
     if not 0 <= axis < a.ndim:
         raise ShapeError(f"split({a._value.type}): axis {axis} out of range (at {user_location()})")
-    return tuple(apply("split", a, axis=axis, index=i) for i in range(a.shape[axis]))
+    return TensorTuple(apply("split", a, axis=axis, index=i) for i in range(a.shape[axis]))
 
 
 # ---- reductions -------------------------------------------------------------------------

@@ -269,8 +269,7 @@ class Tensor:
 
 
 class TensorTuple(tuple):
-    """needle's name for a tuple of Tensors, so that needle code testing for it runs (ndlc's ops
-    with several results, `split`, return a tuple of Tensors)."""
+    """needle's tuple of Tensors: what `split` returns, a plain tuple to everything else."""
 
     def tuple(self) -> tuple:
         return tuple(self)
