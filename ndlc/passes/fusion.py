@@ -52,10 +52,12 @@ class _Nest:
     gemm: Optional[Gemm] = None
 
 
-def fuse(graph, use_blas=False) -> Program:
+def fuse(graph, use_blas=False, merge=True) -> Program:
     """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
-    whether matrix products call BLAS (see the module docstring)."""
-    return merge_kernels(_Lowering(graph, use_blas).run())
+    whether matrix products call BLAS (see the module docstring). `merge`: False leaves the
+    kernels unmerged (the pipeline runs merge_kernels itself, to time it apart)."""
+    program = _Lowering(graph, use_blas).run()
+    return merge_kernels(program) if merge else program
 
 
 def _leaf(payload):

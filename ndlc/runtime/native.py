@@ -6,6 +6,7 @@ with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
 import functools
 import logging
+import time
 
 from ..errors import NdlcError
 from . import cache, libraries
@@ -65,7 +66,9 @@ class NativeModule:
         key = cache.cache_key(llvm_ir, tm.triple, llvm.get_host_cpu_name(),
                               llvm.get_host_cpu_features().flatten(), _versions())
         cached = cache.load(key)
+        self.seconds = {"LLVM optimise": 0.0, "machine code": 0.0}  # this module's, where not cached
         if cached is None:
+            start = time.perf_counter()
             module = llvm.parse_assembly(llvm_ir)
             module.verify()
             options = llvm.create_pipeline_tuning_options(speed_level=3)
@@ -74,7 +77,9 @@ class NativeModule:
             options.loop_unrolling = False
             builder = llvm.create_pass_builder(tm, options)
             builder.getModulePassManager().run(module, builder)
+            optimised = time.perf_counter()
             cached = (tm.emit_object(module), str(module))
+            self.seconds = {"LLVM optimise": optimised - start, "machine code": time.perf_counter() - optimised}
             cache.store(key, *cached)
             _compilations += 1
         else:
