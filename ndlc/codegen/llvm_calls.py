@@ -20,10 +20,10 @@ def stamp(b, stamps, index):
 
 
 def _outlined(module, kernel, fn, count):
-    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
+    """`<fn>.omp(ptr data)`: reads `count` buffer pointers from `data` and runs `fn` over the
     calling thread's range of the split loop (ceil(n / threads) iterations, the last ones fewer),
     or, for a 'chunks' kernel, as thread number `thread` of `threads`."""
-    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
+    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{fn.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
     pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -61,7 +61,7 @@ def call_parallel(b, kernel, fn, args):
     """Run kernel function `fn` over `args` on `kernel.split.threads` threads (GOMP_parallel of an
     outlined function reading the buffer pointers from an array on the caller's stack)."""
     module = b.module
-    data = b.alloca(PTR, size=len(args), name=f"{kernel.name}.data")
+    data = b.alloca(PTR, size=len(args), name=f"{fn.name}.data")
     for i, pointer in enumerate(args):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
     b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,

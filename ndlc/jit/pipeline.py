@@ -48,15 +48,15 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
             raise UnsupportedError("debug mode's bounds checks are compiled into CPU code only: "
                                    "compile with device='cpu' to use them")
         return _compile_cuda(graph, forward, gpu_target)
-    from ..codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
+    from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)
     graph = _graph_stages(stages, graph, forward)
     unmerged = stages.timed("fusion", fuse(graph, use_blas=libraries.blas_enabled(), merge=False))
     kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
     kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()), "schedule")
     kernels = stages.kernels("planned", plan_memory(kernels), "memory")
-    llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
-    program = stages.timed("load", Program(kernels, llvm_ir, stages.texts, profile, source=graph, debug=debug))
+    llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
+    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=graph, debug=debug))
     stages.split("load", program.native.seconds)
     stages.text("llvm_opt", program.native.optimized_ir, "record")
     if stages.wants("asm"):
@@ -162,7 +162,7 @@ class Stages:
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{self.name}.{self.number}.{stage}.txt")
             with open(path, "w") as f:
-                f.write(text + "\n")
+                f.write(f"{text}\n")
         return text
 
 

@@ -53,11 +53,11 @@ class Program:
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
-    def __init__(self, kernels, llvm_ir, stages, profile=False, source=None, debug=False):
+    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False):
         self.kernels = kernels
         self.source = source  # the graph the kernels were fused from (check mode interprets it)
         self.stages = stages
-        self.native = NativeModule(llvm_ir, ENTRY)
+        self.native = NativeModule(llvm_program, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
         self.violation = np.zeros(3, np.int64) if debug else None
@@ -230,7 +230,7 @@ def stage_ir(stages, stage, format, source, kernels, more=()) -> str:
         raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
     if stage not in stages:
         raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(stages) + list(more))}")
-    text = stages[stage]
+    text = str(stages[stage])  # the 'llvm' stage is made on first use (codegen/llvm_program.py)
     if format == "text":
         return text
     if text.startswith("graph @"):
