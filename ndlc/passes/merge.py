@@ -245,12 +245,16 @@ def _placed(kernel, extents, inner):
 def _renumber(phases, kernel, extents, loads):
     """phases with kernel's load numbers mapped into `loads` (extended as needed) and accesses
     padded to `extents`."""
-    numbers = {}
+    numbers, position = {}, {load: n for n, load in reversed(list(enumerate(loads)))}
     for n, load in enumerate(kernel.loads):
         padded = _padded(load, extents)
-        if padded not in loads:
+        if padded not in position:
+            position[padded] = len(loads)
             loads.append(padded)
-        numbers[n] = loads.index(padded)
+        numbers[n] = position[padded]
+    if all(numbers[n] == n and loads[n] == load for n, load in enumerate(kernel.loads)) and all(
+            s.access.specialised(extents) == s.access for phase in phases for s in phase.stores):
+        return phases  # the kernel's own loads, in order, over its own loops: nothing to rewrite
 
     def leaf(payload):
         return ScalarExpr("arg", payload=payload if isinstance(payload, Acc) else numbers[payload])
@@ -316,8 +320,9 @@ def _join(first, second, loads):
 def _compact(kernel):
     """kernel without the loads no expression reads, the rest renumbered in order."""
     used = sorted({p for _, expr, _ in kernel.expressions() for p in leaves(expr) if isinstance(p, int)})
-    if len(used) == len(kernel.loads):
-        return kernel
+    if used == list(range(len(used))):  # unread loads only at the end (reads of what the kernel now
+        # computes, added last by the merge): no load's number changes
+        return replace(kernel, loads=kernel.loads[:len(used)]) if len(used) < len(kernel.loads) else kernel
     numbers = {old: new for new, old in enumerate(used)}
 
     def leaf(payload):
