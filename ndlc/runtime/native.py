@@ -4,9 +4,11 @@ is cached on disk (runtime/cache.py), per kernel and per entry module, and loade
 engine per program linking the objects its kernels are in.
 The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
 with no measured speedup (the vectoriser interleaves loops anyway)."""
+import concurrent.futures
 import ctypes
 import functools
 import logging
+import multiprocessing
 import time
 
 from ..errors import NdlcError
@@ -15,6 +17,8 @@ from . import cache, libraries
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
+PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
+# worker costs ~20 ms, a small kernel's optimisation a few ms
 
 
 def llvm_compilations() -> int:
@@ -62,8 +66,9 @@ class NativeModule:
     """A compiled program (codegen/llvm_program.py's LlvmProgram): its entry point, a ctypes
     function taking the pointer array, and the optimised IR of its modules. Each distinct kernel
     is looked up in the disk cache under its structural key (a reference to the cached object
-    that holds it); only the kernels not found are generated and compiled, together, into one
-    new object; the entry module is cached under its own IR. `seconds`: this program's time in
+    that holds it); only the kernels not found are generated and compiled: into one module, or,
+    when they are many, one per thread of the budget, compiled in parallel. The entry module is
+    cached under its own IR. `seconds`: this program's time in
     LLVM's optimiser and code generator."""
 
     def __init__(self, llvm_program, entry: str):
@@ -77,15 +82,20 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
-        if missing:
-            text = llvm_program.module(missing, f"{llvm_program.name}.kernels")
-            group = cache.cache_key("kernels", text, *host)
-            objects[group] = self._compile(llvm, tm, text, group, optimise=True)
-            for symbol in missing:
-                cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", group)
+        groups = _groups(missing, lambda symbol: len(llvm_program.kernels[symbol][1].text))
+        texts = [llvm_program.module(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
+        for group, text, compiled in zip(groups, texts, self._compile_all(texts)):
+            key = cache.cache_key("kernels", text, *host)
+            objects[key] = compiled
+            cache.store(key, *compiled)
+            for symbol in group:
+                cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
         key = cache.cache_key("entry", llvm_program.entry, *host)
-        objects[key] = cache.load(key) or self._compile(llvm, tm, llvm_program.entry, key, optimise=False)
+        objects[key] = cache.load(key)
+        if objects[key] is None:  # only translated: the entry holds calls, no loops to optimise
+            objects[key] = self._record(_translate(llvm_program.entry, optimise=False))
+            cache.store(key, *objects[key])
         self.modules = [ir_text for _, ir_text in objects.values()]
         libraries.register(llvm)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
@@ -112,27 +122,33 @@ class NativeModule:
             objects[group] = found
         return True
 
-    def _compile(self, llvm, tm, text, key, optimise):
-        """(object code, optimised IR) of module `text`, stored in the disk cache under `key`.
-        The entry module is only translated: it holds calls, no loops to optimise."""
-        global _compilations
+    def _compile_all(self, texts) -> list:
+        """(object code, optimised IR) of each kernel module of `texts`: in this process if one,
+        else in as many processes forked from it (llvmlite holds one lock around every call into
+        LLVM, so threads would take turns)."""
+        if len(texts) <= 1:
+            return [self._record(_translate(text)) for text in texts]
         start = time.perf_counter()
-        module = llvm.parse_assembly(text)
-        module.verify()
-        if optimise:
-            options = llvm.create_pipeline_tuning_options(speed_level=3)
-            options.loop_vectorization = True
-            options.slp_vectorization = True
-            options.loop_unrolling = False
-            builder = llvm.create_pass_builder(tm, options)
-            builder.getModulePassManager().run(module, builder)
-        optimised = time.perf_counter()
-        compiled = (tm.emit_object(module), str(module))
-        self.seconds["LLVM optimise"] += optimised - start
-        self.seconds["machine code"] += time.perf_counter() - optimised
-        cache.store(key, *compiled)
+        log.info("optimising %d kernel modules in %d processes", len(texts), len(texts))
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(len(texts), mp_context=context) as pool:
+            results = list(pool.map(_translate, texts))
+        global _compilations
+        _compilations += len(results)
+        wall = time.perf_counter() - start
+        work = sum(r[2] + r[3] for r in results) or 1.0  # the wall time, shared as the workers spent theirs
+        self.seconds["LLVM optimise"] += wall * sum(r[2] for r in results) / work
+        self.seconds["machine code"] += wall * sum(r[3] for r in results) / work
+        return [(obj, text) for obj, text, _, _ in results]
+
+    def _record(self, translated):
+        """(object code, IR) of `_translate`'s result, its times added to `seconds`."""
+        global _compilations
+        obj, text, optimising, emitting = translated
+        self.seconds["LLVM optimise"] += optimising
+        self.seconds["machine code"] += emitting
         _compilations += 1
-        return compiled
+        return obj, text
 
     @property
     def optimized_ir(self) -> str:
@@ -141,6 +157,35 @@ class NativeModule:
     def assembly(self) -> str:
         llvm = _binding()
         return "\n".join(target_machine().emit_assembly(llvm.parse_assembly(text)) for text in self.modules)
+
+
+def _translate(text, optimise=True):
+    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`."""
+    llvm = _binding()
+    tm = target_machine()
+    start = time.perf_counter()
+    module = llvm.parse_assembly(text)
+    module.verify()
+    if optimise:
+        options = llvm.create_pipeline_tuning_options(speed_level=3)
+        options.loop_vectorization = True
+        options.slp_vectorization = True
+        options.loop_unrolling = False
+        builder = llvm.create_pass_builder(tm, options)
+        builder.getModulePassManager().run(module, builder)
+    optimised = time.perf_counter()
+    obj = tm.emit_object(module)
+    return obj, str(module), optimised - start, time.perf_counter() - optimised
+
+
+def _groups(symbols, size) -> list:
+    """`symbols` (kernels to compile) dealt, largest first by `size`, into as many modules as the
+    thread budget has threads, each of at least PARALLEL_KERNELS: one module when they are few."""
+    count = max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
+    groups = [[] for _ in range(count)]
+    for i, symbol in enumerate(sorted(symbols, key=size, reverse=True)):
+        groups[i % count].append(symbol)
+    return [group for group in groups if group]
 
 
 @functools.lru_cache(maxsize=None)

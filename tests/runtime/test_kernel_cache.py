@@ -91,3 +91,19 @@ def test_bounds_checked_kernels_are_not_shared(debug):
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     distinct = compiled.ir("llvm").count("define weak_odr void @\"ndlc_k")
     assert distinct == (5 if debug else 3)
+
+
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
+    from ndlc.runtime import libraries, native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    x, w = inputs(4)
+    before = llvm_compilations()
+    compiled = ndl.compile(recurrence)
+    np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() - before == 3, "two kernel modules, in two processes, and the entry"
+    assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() == before
