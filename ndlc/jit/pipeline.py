@@ -10,10 +10,12 @@ Each stage's text is kept (`compiled.ir(stage)`) and, for the stages named in ND
 graph stage is verified (and round-trips through its text form) and each kernel stage goes
 through the Kernel IR verifier.
 """
+import functools
 import itertools
 import logging
 import os
 import time
+from dataclasses import replace
 
 from ..ir.checks import maybe_verify, verification_enabled
 from ..errors import UnsupportedError
@@ -130,7 +132,7 @@ class Stages:
     def kernels(self, stage, program, work):
         if verification_enabled():
             verify_program(program, stage)
-        self.text(stage, str(program), work)
+        self.text(stage, KernelStage(program), work)
         return program
 
     def wants(self, stage):
@@ -164,6 +166,24 @@ class Stages:
             with open(path, "w") as f:
                 f.write(f"{text}\n")
         return text
+
+
+class KernelStage:
+    """A kernel stage's text, printed on first use from a copy of what the later passes change in
+    place (each kernel's schedule and row-local temporaries, the buffers' kinds, the in-place
+    updates): a compilation whose kernel stages nobody reads prints none of them."""
+
+    def __init__(self, program):
+        self.program = replace(program, buffers={name: replace(b) for name, b in program.buffers.items()},
+                               kernels=[replace(k, local=dict(k.local)) for k in program.kernels],
+                               in_place=dict(program.in_place))
+
+    @functools.cached_property
+    def text(self) -> str:
+        return str(self.program)
+
+    def __str__(self):
+        return self.text
 
 
 def wanted_stages() -> set:
