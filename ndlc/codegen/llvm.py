@@ -30,21 +30,23 @@ ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of
 
 def kernel_module(name, kernels, triple="", data_layout="") -> str:
     """The LLVM IR text of module `name` defining, for each (kernel, KernelKey, debug) of
-    `kernels`, the function `key.symbol(ptr, ...)` taking the pointers of `key.buffers` (then the
+    `kernels`, the function `key.symbol(ptr args)` reading the pointers of `key.buffers` (then the
     debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
-    codegen/llvm_program.py). A split kernel's function runs its loop nest on its threads."""
+    codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads."""
     module = ir.Module(name=name)
     module.triple, module.data_layout = triple, data_layout
     for kernel, key, debug in kernels:
         used = list(key.buffers) + (["debug"] if debug else [])
-        if kernel.split is None:
-            _KernelEmitter(module, kernel, used, debug, key.symbol, "weak_odr")
-            continue
         body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal").function
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(used)), key.symbol)
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol)
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        call_parallel(b, kernel, body, list(fn.args))
+        pointers = [b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR, name=f"arg{i}")
+                    for i in range(len(used))]
+        if kernel.split is None:
+            b.call(body, pointers)
+        else:
+            call_parallel(b, kernel, body, pointers)
         b.ret_void()
     return str(module)
 

@@ -1,6 +1,6 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
 name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; object code
-is cached on disk (runtime/cache.py), per kernel and per entry module, and loaded into MCJIT, one
+is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into MCJIT, one
 engine per program linking the objects its kernels are in.
 The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
 with no measured speedup (the vectoriser interleaves loops anyway)."""
@@ -10,6 +10,8 @@ import functools
 import logging
 import multiprocessing
 import time
+
+import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
@@ -22,7 +24,7 @@ PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in 
 
 
 def llvm_compilations() -> int:
-    """How many modules (a program's new kernels, its entry) this process compiled with LLVM
+    """How many modules (a program's new kernels, the runner) this process compiled with LLVM
     (cache hits do not count)."""
     return _compilations
 
@@ -63,12 +65,12 @@ def host_target():
 
 
 class NativeModule:
-    """A compiled program (codegen/llvm_program.py's LlvmProgram): its entry point, a ctypes
-    function taking the pointer array, and the optimised IR of its modules. Each distinct kernel
+    """A compiled program (codegen/llvm_program.py's LlvmProgram): `entry(pointers)` runs it (the
+    runner on the program's plan), and the optimised IR of its modules. Each distinct kernel
     is looked up in the disk cache under its structural key (a reference to the cached object
     that holds it); only the kernels not found are generated and compiled: into one module, or,
-    when they are many, one per thread of the budget, compiled in parallel. The entry module is
-    cached under its own IR. `seconds`: this program's time in
+    when they are many, one per thread of the budget, compiled in parallel. The runner, the same
+    for every program, is cached under its own IR. `seconds`: this program's time in
     LLVM's optimiser and code generator."""
 
     def __init__(self, llvm_program, entry: str):
@@ -91,10 +93,10 @@ class NativeModule:
             for symbol in group:
                 cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
-        key = cache.cache_key("entry", llvm_program.entry, *host)
+        key = cache.cache_key("runner", llvm_program.runner, *host)
         objects[key] = cache.load(key)
-        if objects[key] is None:  # only translated: the entry holds calls, no loops to optimise
-            objects[key] = self._record(_translate(llvm_program.entry, optimise=False))
+        if objects[key] is None:
+            objects[key] = self._record(_translate(llvm_program.runner))
             cache.store(key, *objects[key])
         self.modules = [ir_text for _, ir_text in objects.values()]
         libraries.register(llvm)
@@ -102,10 +104,20 @@ class NativeModule:
         for obj, _ in objects.values():
             self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
-        address = self.engine.get_function_address(entry)
+        addresses = {symbol: self._address(symbol) for symbol in llvm_program.kernels}
+        self.plan = np.array(llvm_program.plan, np.int64)
+        self.functions = np.array([addresses[symbol] for symbol in llvm_program.calls] or [0], np.int64)
+        self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(self._address(entry))
+
+    def entry(self, pointers):
+        """Run the program on the pointer array at address `pointers`: the runner reads the plan."""
+        self.runner(pointers, self.plan.ctypes.data, self.functions.ctypes.data)
+
+    def _address(self, symbol) -> int:
+        address = self.engine.get_function_address(symbol)
         if not address:
-            raise NdlcError(f"native code has no entry point {entry!r}")
-        self.entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)
+            raise NdlcError(f"native code has no function {symbol!r}")
+        return address
 
     @staticmethod
     def _cached_kernel(key, objects) -> bool:
