@@ -1,61 +1,52 @@
-"""Kernel IR -> LLVM IR (llvmlite.ir): one module, one internal function per kernel whose buffer
-pointers are `noalias` (so loops vectorise without runtime alias checks), and one entry point
-`ndlc_main(ptr buffers)` that loads every buffer pointer and runs the kernels in schedule order.
-A gemm kernel calls the external `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py).
-A split kernel (passes/schedule.py) runs in libgomp's `GOMP_parallel` through an outlined
-`<kernel>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
+"""Kernel IR -> LLVM IR (llvmlite.ir): kernels as functions of a module, one per distinct kernel
+(codegen/kernel_key.py), named by its structural key and taking its buffer pointers as `noalias`
+arguments (so loops vectorise without runtime alias checks); codegen/llvm_program.py adds the
+entry point that runs them in schedule order. A gemm kernel calls the external
+`ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py). A split kernel
+(passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
+`<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
 (codegen/llvm_scalar.py), so results match the interpreter up to rounding of reordered sums and of
 mathlib's polynomials.
 """
-import math
 
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import ENTRY, Acc, Combine, Index, Load, Strategy, infer_dtypes
+from ..ir.kernel import Acc, Combine, Index, Load, Strategy, infer_dtypes
 from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
-                         declare_openmp, stamp, take_in_turn)
+                         declare_openmp, take_in_turn)
 from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
 ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
 
 
-def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> str:
-    """The LLVM IR text of `program` (a kernel.Program). With `profile`, the pointer array has one
-    more slot, an i64 array that gets the cycle counter before each kernel and after the last.
-    With `debug`, one more after it: every load and store checks its element index against its
-    buffer's size, and the first out of bounds writes (kernel number + 1, access, index) into that
-    i64[3] array (DEBUG_ACCESS numbers the access) and is redirected to element 0."""
-    module = ir.Module(name=program.name)
+def kernel_module(name, kernels, triple="", data_layout="") -> str:
+    """The LLVM IR text of module `name` defining, for each (kernel, KernelKey, debug) of
+    `kernels`, the function `key.symbol(ptr args)` reading the pointers of `key.buffers` (then the
+    debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
+    codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads."""
+    module = ir.Module(name=name)
     module.triple, module.data_layout = triple, data_layout
-    order = list(program.buffers)
-    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()]), ENTRY)
-    b = ir.IRBuilder(entry.append_basic_block("entry"))
-    pointers = {}
-    for i, name in enumerate(order + (["profile"] if profile else []) + (["debug"] if debug else [])):
-        slot = b.gep(entry.args[0], [ir.Constant(I64, i)], source_etype=ir.PointerType())
-        pointers[name] = b.load(slot, typ=ir.PointerType(), name=f"buf.{name}")
-    sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
-    for index, kernel in enumerate(program.kernels):
-        if profile:
-            stamp(b, pointers["profile"], index)
-        used = sorted(kernel.buffers() - set(kernel.local), key=order.index) + (["debug"] if debug else [])
-        fn = _KernelEmitter(module, kernel, used, sizes and (index, sizes)).function
-        args = [pointers[name] for name in used]
+    for kernel, key, debug in kernels:
+        used = list(key.buffers) + (["debug"] if debug else [])
+        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal").function
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol)
+        fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        pointers = [b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR, name=f"arg{i}")
+                    for i in range(len(used))]
         if kernel.split is None:
-            b.call(fn, args)
-            continue
-        call_parallel(b, kernel, fn, args)
-    if profile:
-        stamp(b, pointers["profile"], len(program.kernels))
-    b.ret_void()
+            b.call(body, pointers)
+        else:
+            call_parallel(b, kernel, body, pointers)
+        b.ret_void()
     return str(module)
 
 
@@ -63,21 +54,20 @@ class _KernelEmitter(ScalarLowering):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
-    def __init__(self, module, kernel, used, debug=None):
+    def __init__(self, module, kernel, used, debug, name, linkage):
         self.kernel, self.debug = kernel, debug
-        chunks = kernel.strategy == "chunks"  # split: its counters (llvm_calls.counters), else a range of the loop
+        chunks = kernel.strategy == Strategy.CHUNKS  # split: its counters (llvm_calls.counters), else a range
         split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
-        self.function = fn = ir.Function(module, fnty, kernel.name)
-        fn.linkage = "internal"
-        fn.attributes.add("noinline")  # each kernel optimised alone: one entry function holding every
-        # loop nest would take LLVM's function passes superlinear time (250 kernels: 10 s -> 3 s)
+        self.function = fn = ir.Function(module, fnty, name)
+        fn.linkage = linkage
+        fn.attributes.add("noinline")  # each kernel optimised alone (inlined into its caller, a loop
+        # nest would be optimised again there)
         self.pointers = dict(zip(used, fn.args))
         for arg in fn.args[:len(used)]:
             arg.add_attribute("noalias")
         if debug is not None:
             debug[1].update(kernel.local)
-        chunks = kernel.strategy == Strategy.CHUNKS
         self.ranges = {kernel.split.loop: tuple(fn.args[len(used):])} if kernel.split and not chunks else {}
         self.shared = fn.args[len(used)] if chunks and kernel.split else None  # the threads' counters
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))

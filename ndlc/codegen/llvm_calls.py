@@ -24,11 +24,11 @@ def counters(kernel) -> int:
 
 
 def _outlined(module, kernel, fn, count):
-    """`<kernel>.omp(ptr data)`: reads `count` buffer pointers and then the address of the kernel's
+    """`<fn>.omp(ptr data)`: reads `count` buffer pointers and then the address of the kernel's
     counters from `data`; runs `fn` with the counters for a 'chunks' kernel; otherwise takes the
     split loop's next piece from the counter (an atomic add, so a thread that lost its core keeps
     only the piece it holds) and runs `fn` over it, until none is left."""
-    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{kernel.name}.omp")
+    outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{fn.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
     pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -83,10 +83,10 @@ def call_parallel(b, kernel, fn, args):
     outlined function reading the buffer pointers, then the address of the kernel's zeroed
     counters, from an array on the caller's stack)."""
     module = b.module
-    shared = b.alloca(I64, size=counters(kernel), name=f"{kernel.name}.counters")
+    shared = b.alloca(I64, size=counters(kernel), name=f"{fn.name}.counters")
     for i in range(counters(kernel)):
         b.store(ir.Constant(I64, 0), b.gep(shared, [ir.Constant(I64, i)], source_etype=I64))
-    data = b.alloca(PTR, size=len(args) + 1, name=f"{kernel.name}.data")
+    data = b.alloca(PTR, size=len(args) + 1, name=f"{fn.name}.data")
     for i, pointer in enumerate(args + [shared]):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
     b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,

@@ -7,7 +7,9 @@ input for the duration and restored afterwards, so the user's objects are left a
 """
 import contextlib
 import functools
+import logging
 import numbers
+import time
 import types
 from dataclasses import dataclass, field
 
@@ -17,12 +19,14 @@ from ..errors import TraceError
 from ..ir.graph import Graph, Value
 from ..ir.checks import maybe_verify
 from ..ir.types import TensorType, numpy_dtype
+from ..passes.autodiff import seconds_spent as autodiff_seconds
 from ..frontend.nn.module import Module
 from ..frontend.optim import Optimizer
 from ..frontend.tensor import Tensor, symbolic
 from ..frontend.trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
                     tracing)
 
+log = logging.getLogger("ndlc.compile")  # NDLC_LOG=compile: each trace's time
 STATEFUL = (Module, Optimizer)
 
 
@@ -287,6 +291,7 @@ class CapturedStep:
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
+    seconds: dict = field(default_factory=dict)  # 'trace' (backward() left out) and 'autodiff' times
 
     @property
     def state_inputs(self):
@@ -346,6 +351,7 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs
     and, with `hyperparameters`, its optimizers' numbers (find_hyperparameters), with `numbers`
     the floats of its own globals and closure (find_function_numbers), as runtime inputs."""
+    start, differentiating = time.perf_counter(), autodiff_seconds()
     roots = referenced_objects(fn) if roots is None else roots
     slots = find_slots(roots)
     holders = [slot.get() for slot in slots]
@@ -382,9 +388,13 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     graph.updates = updates
     context.finish(graph)
     capture_constants(graph, len(inputs))
+    differentiating = autodiff_seconds() - differentiating
+    seconds = {"trace": time.perf_counter() - start - differentiating, "autodiff": differentiating}
+    log.info("@%s: traced in %.3f s (%d nodes): trace %.3f, autodiff %.3f", name, sum(seconds.values()),
+             len(graph.nodes), seconds["trace"], seconds["autodiff"])
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
                         isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own,
-                        index_bounds=_input_bounds(context.index_bounds, batch))
+                        index_bounds=_input_bounds(context.index_bounds, batch), seconds=seconds)
 
 
 def _input_bounds(bounds, batch):

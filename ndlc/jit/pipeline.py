@@ -9,10 +9,12 @@ Each stage's text is kept (`compiled.ir(stage)`) and, for the stages named in ND
 `<graph>.<n>.<stage>.txt`, n counting compilations in this process. Under NDLC_VERIFY=1 each
 stage, graph or kernels, is verified and round-trips through its text form.
 """
+import functools
 import itertools
 import logging
 import os
 import time
+from dataclasses import replace
 
 from ..ir.checks import maybe_verify, maybe_verify_kernels
 from ..errors import UnsupportedError
@@ -20,6 +22,7 @@ from ..ir.printer import print_graph
 from ..passes.decompose import decompose
 from ..passes.fusion import fuse
 from ..passes.memory import plan_memory
+from ..passes.merge import merge_kernels
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
 from ..runtime import libraries
@@ -27,6 +30,7 @@ from ..runtime.native import host_target
 from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
+timing = logging.getLogger("ndlc.compile")  # NDLC_LOG=compile: each compilation's stage times
 STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
           "llvm_opt", "asm", "cuda")
 _COMPILATIONS = itertools.count()
@@ -44,17 +48,21 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
             raise UnsupportedError("debug mode's bounds checks are compiled into CPU code only: "
                                    "compile with device='cpu' to use them")
         return _compile_cuda(graph, forward, gpu_target)
-    from ..codegen.llvm import lower_to_llvm  # llvmlite only once something is compiled
+    from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)
     graph = _graph_stages(stages, graph, forward)
-    kernels = stages.kernels("fused", fuse(graph, use_blas=libraries.blas_enabled()))
-    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()))
-    kernels = stages.kernels("planned", plan_memory(kernels))
-    llvm_ir = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug))
-    program = Program(kernels, llvm_ir, stages.texts, profile, source=graph, debug=debug)
-    stages.text("llvm_opt", program.native.optimized_ir)
+    unmerged = stages.timed("fusion", fuse(graph, use_blas=libraries.blas_enabled(), merge=False))
+    kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
+    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()), "schedule")
+    kernels = stages.kernels("planned", plan_memory(kernels), "memory")
+    llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
+    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=graph, debug=debug))
+    stages.split("load", program.native.seconds)
+    stages.text("llvm_opt", program.native.optimized_ir, "record")
     if stages.wants("asm"):
-        stages.text("asm", program.native.assembly())
+        stages.text("asm", program.native.assembly(), "record")
+    program.stage_seconds = stages.seconds
+    stages.log(f"{len(kernels.kernels)} kernels")
     return program
 
 
@@ -65,16 +73,20 @@ def _compile_cuda(graph, forward, gpu_target):
     stages = Stages(graph.name)
     kernels = cuda_kernels(stages, graph, forward, gpu_target or executor_target(executor))
     module = lower_to_cuda(kernels)
-    stages.text("cuda", module.source)
-    return CudaProgram(kernels, module, stages.texts, source=stages.source, executor=executor)
+    stages.text("cuda", module.source, "codegen")
+    program = CudaProgram(kernels, module, stages.texts, source=stages.source, executor=executor)
+    stages.timed("build", None)
+    stages.log(f"{len(kernels.kernels)} CUDA kernels")
+    return program
 
 
 def cuda_kernels(stages, graph, forward, target):
     """The graph stages, then the kernels fused, scheduled for `target` (GpuTarget) and planned."""
     stages.source = _graph_stages(stages, graph, forward)
-    kernels = stages.kernels("fused", fuse(stages.source, use_blas=True))
-    kernels = stages.kernels("scheduled", schedule_gpu(kernels, target))
-    return stages.kernels("planned", plan_memory(kernels, row_local=False))
+    unmerged = stages.timed("fusion", fuse(stages.source, use_blas=True, merge=False))
+    kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
+    kernels = stages.kernels("scheduled", schedule_gpu(kernels, target), "schedule")
+    return stages.kernels("planned", plan_memory(kernels, row_local=False), "memory")
 
 
 def executor_target(executor) -> GpuTarget:
@@ -88,49 +100,87 @@ def executor_target(executor) -> GpuTarget:
 def _graph_stages(stages, graph, forward):
     """The graph stages, traced (and grad) to decomposed: the graph the kernels are fused from."""
     if forward is not None:
-        stages.graph("traced", forward)
-        graph = stages.graph("grad", graph)
+        stages.graph("traced", forward, "record")
+        graph = stages.graph("grad", graph, "record")
     else:
-        graph = stages.graph("traced", graph)
-    graph = stages.graph("simplified", simplify(graph))
-    return stages.graph("decomposed", simplify(decompose(graph)))  # once decomposed, a composite op's
+        graph = stages.graph("traced", graph, "record")
+    graph = stages.graph("simplified", simplify(graph), "simplify")
+    return stages.graph("decomposed", simplify(decompose(graph)), "decompose")  # once decomposed, a composite op's
     # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
 
 
 class Stages:
-    """Records each stage's text and duration, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names."""
+    """Records each stage's text, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names, and
+    times the work: `seconds` maps a pass (simplify, fusion, ..., codegen, then the native
+    compiler's 'LLVM optimise', 'machine code' and 'load') to the time since the last one ended;
+    'record' is the time spent verifying and keeping the texts of stages no pass made."""
 
     def __init__(self, name):
         self.name, self.number = name, next(_COMPILATIONS)
         self.texts, self.seconds = {}, {}
         self.source = None  # the graph the kernels are fused from (check mode and tests read it)
         self.wanted = wanted_stages()
-        self.clock = time.perf_counter()
+        self.start = self.clock = time.perf_counter()
 
-    def graph(self, stage, graph):
+    def graph(self, stage, graph, work):
         maybe_verify(graph, stage)
-        self.text(stage, print_graph(graph))
+        self.text(stage, print_graph(graph), work)
         return graph
 
-    def kernels(self, stage, program):
+    def kernels(self, stage, program, work):
         maybe_verify_kernels(program, stage)
-        self.text(stage, str(program))
+        self.text(stage, KernelStage(program), work)
         return program
 
     def wants(self, stage):
         return stage in self.wanted or "all" in self.wanted
 
-    def text(self, stage, text):
+    def timed(self, work, result):
+        """`result`, the time since the last stage counted as `work`'s."""
         now = time.perf_counter()
-        self.seconds[stage], self.clock = now - self.clock, now
+        self.seconds[work], self.clock = self.seconds.get(work, 0.0) + now - self.clock, now
+        return result
+
+    def split(self, work, parts):
+        """Count `parts` ({work: seconds}, measured within `work`) as works of their own, `work` after them."""
+        rest = self.seconds.pop(work) - sum(parts.values())
+        self.seconds.update(parts)
+        self.seconds[work] = rest
+
+    def log(self, what):
+        """One NDLC_LOG=compile line: the total time and each pass's."""
+        if timing.isEnabledFor(logging.INFO):
+            parts = ", ".join(f"{work} {seconds:.3f}" for work, seconds in self.seconds.items())
+            timing.info("@%s: %s compiled in %.3f s: %s", self.name, what, time.perf_counter() - self.start, parts)
+
+    def text(self, stage, text, work):
+        self.timed(work, None)
         self.texts[stage] = text
         if self.wants(stage):
             directory = os.environ.get("NDLC_DUMP_DIR", ".")
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{self.name}.{self.number}.{stage}.txt")
             with open(path, "w") as f:
-                f.write(text + "\n")
+                f.write(f"{text}\n")
         return text
+
+
+class KernelStage:
+    """A kernel stage's text, printed on first use from a copy of what the later passes change in
+    place (each kernel's schedule and row-local temporaries, the buffers' kinds, the in-place
+    updates): a compilation whose kernel stages nobody reads prints none of them."""
+
+    def __init__(self, program):
+        self.program = replace(program, buffers={name: replace(b) for name, b in program.buffers.items()},
+                               kernels=[replace(k, local=dict(k.local)) for k in program.kernels],
+                               in_place=dict(program.in_place))
+
+    @functools.cached_property
+    def text(self) -> str:
+        return str(self.program)
+
+    def __str__(self):
+        return self.text
 
 
 def wanted_stages() -> set:

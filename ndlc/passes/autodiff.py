@@ -5,11 +5,21 @@ of the partial adjoints its users sent it (v̄_i = Σ_j v̄_{i→j}), and the op
 appends the partial adjoints of its operands. Rules emit ordinary IR, so the result can be
 differentiated again.
 """
+import time
+
 from ..errors import NdlcError
 from ..ir.graph import Builder
 from ..ir.registry import get_op
 from ..ir.types import is_float
 from ..ir.checks import maybe_verify
+
+_seconds = 0.0  # time spent in append_gradients by this process (the compile log's autodiff stage)
+
+
+def seconds_spent() -> float:
+    """How long append_gradients has run in this process, in seconds (capture reports the
+    difference over a trace as its autodiff time)."""
+    return _seconds
 
 
 def _relevant_nodes(graph, output, wrt):
@@ -32,6 +42,15 @@ def append_gradients(graph, output, wrt, out_grad=None):
     `out_grad` is the adjoint of `output` (ones when None). Returns one Value per `wrt` entry,
     or None for one that `output` does not depend on.
     """
+    global _seconds
+    start = time.perf_counter()
+    try:
+        return _append_gradients(graph, output, wrt, out_grad)
+    finally:
+        _seconds += time.perf_counter() - start
+
+
+def _append_gradients(graph, output, wrt, out_grad):
     if not is_float(output.dtype):
         raise NdlcError(f"cannot differentiate a {output.dtype} output; only float outputs have gradients")
     b = Builder(graph)

@@ -29,7 +29,7 @@ from typing import Optional
 
 from ..errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous, injective
-from ..ir.kernel import (GEMMS, Acc, Buffer, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
+from ..ir.kernel import (GEMMS, Acc, Buffer, BufferKind, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
                          Reduction, Store)
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
@@ -57,10 +57,12 @@ class _Nest:
     gemm: Optional[Gemm] = None
 
 
-def fuse(graph, use_blas=False) -> Program:
+def fuse(graph, use_blas=False, merge=True) -> Program:
     """The kernel program computing `graph` (inputs, then outputs, as buffers). `use_blas`:
-    whether matrix products call BLAS (see the module docstring)."""
-    return merge_kernels(canonical_loops(lower(graph, use_blas)))
+    whether matrix products call BLAS (see the module docstring). `merge`: False leaves the
+    kernels unmerged (the pipeline runs merge_kernels itself, to time it apart)."""
+    program = canonical_loops(lower(graph, use_blas))
+    return merge_kernels(program) if merge else program
 
 
 def lower(graph, use_blas=False) -> Program:
@@ -114,9 +116,9 @@ class _Lowering:
     def run(self) -> Program:
         inputs = []
         for v in self.graph.inputs:
-            kind = "const" if v.kind == "const" else "input"
+            kind = BufferKind.CONST if v.kind == "const" else BufferKind.INPUT
             self._bind_buffer(v, kind)
-            if kind == "const":
+            if kind == BufferKind.CONST:
                 self.constants[self.stored[v]] = self.graph.constants[v]
             else:
                 inputs.append(self.stored[v])
@@ -285,7 +287,7 @@ class _Lowering:
         self.members[v] = ()
         return self.defs[v]
 
-    def _store(self, v, why, kind="temp", name=None):
+    def _store(self, v, why, kind=BufferKind.TEMP, name=None):
         """Give `v` a buffer and a kernel computing its definition; later reads load it."""
         if v in self.stored and name is None:
             return self.defs[v]
@@ -302,12 +304,12 @@ class _Lowering:
 
     def _store_output(self, v):
         kind = self.buffers[self.stored[v]].kind if v in self.stored else None
-        if kind == "temp":
-            self.buffers[self.stored[v]].kind = "output"
-        elif kind in ("input", "const"):  # a fresh name: node results are numbered, inputs are not
-            self._store(v, "graph output (a copy of an input)", "output", str(len(self.buffers) + len(self.graph.nodes)))
+        if kind == BufferKind.TEMP:
+            self.buffers[self.stored[v]].kind = BufferKind.OUTPUT
+        elif kind in (BufferKind.INPUT, BufferKind.CONST):  # a fresh name: node results are numbered, inputs are not
+            self._store(v, "graph output (a copy of an input)", BufferKind.OUTPUT, str(len(self.buffers) + len(self.graph.nodes)))
         elif kind is None:
-            self._store(v, "graph output", "output")
+            self._store(v, "graph output", BufferKind.OUTPUT)
         return self.stored[v]
 
     def _kernel(self, nest, acc, value, out, v, fused, why):

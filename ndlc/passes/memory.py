@@ -4,7 +4,7 @@ point of one kernel, so that each thread keeps a single row of them (in cache) i
 whole array in memory (softmax's exponentials between its sum and its output)."""
 import math
 
-from ..ir.kernel import Load
+from ..ir.kernel import BufferKind, Load, Strategy
 from ..ir.scalar import leaves
 
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
@@ -17,7 +17,7 @@ def plan_memory(program, row_local=True):
     program.in_place = in_place_updates(program)
     for kernel in program.kernels if row_local else ():
         for name, size in row_local_temporaries(program, kernel).items():
-            program.buffers[name].kind = "local"
+            program.buffers[name].kind = BufferKind.LOCAL
             kernel.local[name] = size
     return program
 
@@ -27,10 +27,10 @@ def row_local_temporaries(program, kernel) -> dict:
     outer point: every access the same in its outer loops (and constant), unguarded."""
     others = [k for k in program.kernels if k is not kernel]
     found = {}
-    if kernel.strategy != "point" or kernel.outer == len(kernel.extents):
+    if kernel.strategy != Strategy.POINT or kernel.outer == len(kernel.extents):
         return found
     for name in kernel.outputs():
-        if program.buffers[name].kind != "temp" or any(name in k.buffers() for k in others):
+        if program.buffers[name].kind != BufferKind.TEMP or any(name in k.buffers() for k in others):
             continue
         accesses = [s.access for s in kernel.stores if s.buffer == name]
         accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]

@@ -25,7 +25,7 @@ import math
 from dataclasses import replace
 
 from ..ir.indexing import contiguous
-from ..ir.kernel import Acc, Load, Phase
+from ..ir.kernel import Acc, BufferKind, Load, Phase
 from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves
 
 log = logging.getLogger("ndlc.fusion")
@@ -221,7 +221,7 @@ def _merge(a, b):
     kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
         m for m in b.fused if m not in a.fused), merged=a.merged + b.merged,
         recomputes=a.recomputes + tuple(r for r in b.recomputes if r not in a.recomputes))
-    kernel = _compact(kernel)
+    kernel = _compact(kernel) if joined else kernel  # only a join leaves loads unread (it reads stored values)
     how = "a later phase of the same loops" if not joined else \
         f"in the pass of phase {', '.join(map(str, joined))}" + ("" if len(joined) == len(b_phases) else " and later phases")
     if placement in ("b-outer", "a-outer"):
@@ -245,12 +245,16 @@ def _placed(kernel, extents, inner):
 def _renumber(phases, kernel, extents, loads):
     """phases with kernel's load numbers mapped into `loads` (extended as needed) and accesses
     padded to `extents`."""
-    numbers = {}
+    numbers, position = {}, {load: n for n, load in reversed(list(enumerate(loads)))}
     for n, load in enumerate(kernel.loads):
         padded = _padded(load, extents)
-        if padded not in loads:
+        if padded not in position:
+            position[padded] = len(loads)
             loads.append(padded)
-        numbers[n] = loads.index(padded)
+        numbers[n] = position[padded]
+    if all(numbers[n] == n and loads[n] == load for n, load in enumerate(kernel.loads)) and all(
+            s.access.specialised(extents) == s.access for phase in phases for s in phase.stores):
+        return phases  # the kernel's own loads, in order, over its own loops: nothing to rewrite
 
     def leaf(payload):
         return ScalarExpr("arg", payload=payload if isinstance(payload, Acc) else numbers[payload])
@@ -316,8 +320,9 @@ def _join(first, second, loads):
 def _compact(kernel):
     """kernel without the loads no expression reads, the rest renumbered in order."""
     used = sorted({p for _, expr, _ in kernel.expressions() for p in leaves(expr) if isinstance(p, int)})
-    if len(used) == len(kernel.loads):
-        return kernel
+    if used == list(range(len(used))):  # unread loads only at the end (reads of what the kernel now
+        # computes, added last by the merge): no load's number changes
+        return replace(kernel, loads=kernel.loads[:len(used)]) if len(used) < len(kernel.loads) else kernel
     numbers = {old: new for new, old in enumerate(used)}
 
     def leaf(payload):
@@ -332,7 +337,7 @@ def _drop_dead_stores(kernels, program):
     """Stores of temporaries that no kernel reads any more (all their readers took the value in
     registers) are dropped, and their buffers with them."""
     read = set().union(*(k.reads() for k in kernels)) | set(program.outputs)
-    dead = {name for name, b in program.buffers.items() if b.kind == "temp" and name not in read}
+    dead = {name for name, b in program.buffers.items() if b.kind == BufferKind.TEMP and name not in read}
     if not dead:
         return kernels
     result = []

@@ -48,7 +48,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UnsupportedError
-from ..ir.kernel import Acc, Buffer, GpuLaunch, Load, Program, Split
+from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -71,7 +71,7 @@ def schedule(program: Program, threads=1) -> Program:
     for kernel in program.kernels:
         kernel.strategy = _strategy(kernel)
         kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
-        if kernel.strategy == "chunks":
+        if kernel.strategy == Strategy.CHUNKS:
             kernel.chunks = min(CHUNKS, kernel.extents[1])
             kernel.scratch = tuple(_scratch(program, f"{kernel.name}.partials{k}", (kernel.chunks, kernel.extents[0]),
                                             r.dtype) for k, r in enumerate(kernel.reductions))
@@ -122,7 +122,7 @@ def schedule_gpu(program: Program, target: GpuTarget = GpuTarget()) -> Program:
     threads = target.block_threads
     cap = target.multiprocessors * target.blocks_per_multiprocessor
     for kernel in program.kernels:
-        kernel.strategy, kernel.split, kernel.serial_why = "gemm" if kernel.gemm else "point", None, ""
+        kernel.strategy, kernel.split, kernel.serial_why = Strategy.GEMM if kernel.gemm else Strategy.POINT, None, ""
         points = math.prod(kernel.extents if kernel.gemm else kernel.outer_extents)
         inner = 1 if kernel.gemm else math.prod(kernel.extents[kernel.outer:])
         rows = False
@@ -192,16 +192,16 @@ def _strided(kernel) -> bool:
 
 def _strategy(kernel) -> str:
     if kernel.gemm is not None:
-        return "gemm"
+        return Strategy.GEMM
     if not kernel.reductions or not kernel.outer or kernel.extents[kernel.outer - 1] < ROWS_MIN:
-        return "point"
+        return Strategy.POINT
     if not _strided(kernel):
-        return "point"
-    return "chunks" if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else "rows"
+        return Strategy.POINT
+    return Strategy.CHUNKS if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else Strategy.ROWS
 
 
 def _scratch(program, name, shape, dtype):
-    program.buffers[name] = Buffer(name, shape, dtype, "temp")
+    program.buffers[name] = Buffer(name, shape, dtype, BufferKind.TEMP)
     return name
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..ir.interpreter import evaluate_node
+from ..ir.kernel import BufferKind
 from ..ir.printer import value_names
 from ..ir.registry import get_op
 
@@ -77,9 +78,9 @@ def check_program(program, graph, arrays):
     computed = {names[v]: np.asarray(a) for v, a in zip(feeds, arrays)}
     computed.update((name, array) for name, array in zip(program.kernels.outputs, program.run(*arrays)))
     computed.update((name, program.storage[name]) for name, buffer in program.kernels.buffers.items()
-                    if buffer.kind == "temp")
+                    if buffer.kind == BufferKind.TEMP)
     stored = {name for kernel in program.kernels.kernels for name in kernel.outputs()
-              if program.kernels.buffers[name].kind != "local"}
+              if program.kernels.buffers[name].kind != BufferKind.LOCAL}
     expected, magnitude = evaluate(graph, names, computed, stored)
     nodes = {names[node.result]: node for node in graph.nodes}
     for kernel in program.kernels.kernels:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..ir.dot import graph_dot
 from ..errors import NdlcError, ShapeError
-from ..ir.kernel import ENTRY
+from ..ir.kernel import ENTRY, BufferKind
 from ..ir.parser import parse
 from ..ir.types import TensorType, numpy_dtype
 from . import libraries
@@ -53,12 +53,12 @@ class Program:
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
-    def __init__(self, kernels, llvm_ir, stages, profile=False, source=None, debug=False):
+    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False):
         libraries.check_gemms(kernels)
         self.kernels = kernels
         self.source = source  # the graph the kernels were fused from (check mode interprets it)
         self.stages = stages
-        self.native = NativeModule(llvm_ir, ENTRY)
+        self.native = NativeModule(llvm_program, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
         self.violation = np.zeros(3, np.int64) if debug else None
@@ -71,7 +71,7 @@ class Program:
             self.native_seconds = 0.0
         self.storage = {}
         for name, buffer in kernels.buffers.items():
-            if buffer.kind in ("temp", "const"):
+            if buffer.kind in (BufferKind.TEMP, BufferKind.CONST):
                 array = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
                 if buffer.kind == "const":
                     array[...] = kernels.constants[name]
@@ -173,7 +173,7 @@ class Program:
                     or not array.flags.c_contiguous or not array.flags.writeable):
                 raise ShapeError(f"@{self.kernels.name}: output {name} needs a writeable C-contiguous "
                                  f"{expected}, got {array.dtype.name}{list(array.shape)}")
-            if buffer.kind == "output":
+            if buffer.kind == BufferKind.OUTPUT:
                 placed[name] = array
         return placed
 
@@ -231,7 +231,7 @@ def stage_ir(stages, stage, format, source, kernels, more=()) -> str:
         raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
     if stage not in stages:
         raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(stages) + list(more))}")
-    text = stages[stage]
+    text = str(stages[stage])  # the 'llvm' stage is made on first use (codegen/llvm_program.py)
     if format == "text":
         return text
     if text.startswith("graph @"):

@@ -1,0 +1,183 @@
+"""Benchmark: time to the first compiled training step, each model in a fresh process, cold (an
+empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM) and warm (the same directory
+again: native code from the disk cache), with the step time after it and the number of kernels.
+"First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
+load) to its first result; building the model and importing ndlc are left out.
+
+    python benchmarks/compile_time.py [--models mlp,lenet,transformer,lstm35,lstm70] [--out FILE]
+
+Writes benchmarks/COMPILE.md (or --out) with the load average the numbers were taken under.
+`--child MODEL` is the measurement itself (one process, one model; prints one JSON line)."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+MODELS = ("mlp", "lenet", "transformer", "lstm35", "lstm70")
+DESCRIPTIONS = {
+    "mlp": "MLP 784-512-BN-256-BN-10, Adam, batch 256",
+    "lenet": "LeNet-BN, SGD, batch 256",
+    "transformer": "TransformerLayer 8x64x128, 8 heads, Adam",
+    "lstm35": "LSTM LM 35 steps x batch 16, 2 layers, hidden 128, vocab 1000, SGD",
+    "lstm70": "the same LSTM LM at 70 steps",
+}
+STEPS = 5  # step times after the first: their median is reported
+
+
+def _mlp():
+    import ndlc as ndl
+    from ndlc.examples.train_mlp import build_mlp, training_step
+    model = build_mlp()
+    step = training_step(model, ndl.optim.Adam(model.parameters(), lr=1e-3))
+    rng = np.random.default_rng(0)
+    return step, (rng.standard_normal((256, 784), dtype=np.float32), rng.integers(0, 10, 256))
+
+
+def _lenet():
+    import ndlc as ndl
+    from ndlc.examples.lenet import LEARNING_RATE, build_lenet
+    from ndlc.examples.train_mlp import training_step
+    model = build_lenet()
+    step = training_step(model, ndl.optim.SGD(model.parameters(), lr=LEARNING_RATE))
+    rng = np.random.default_rng(0)
+    return step, (rng.standard_normal((256, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 256))
+
+
+def _transformer():
+    import ndlc as ndl
+    layer = ndl.nn.TransformerLayer(128, 8, 16, 256)
+    optimizer = ndl.optim.Adam(layer.parameters(), lr=1e-3)
+
+    def step(x, target):
+        optimizer.reset_grad()
+        loss = ((layer(x) - target) ** 2).sum() / target.size
+        loss.backward()
+        optimizer.step()
+        return loss
+    rng = np.random.default_rng(0)
+    return step, (rng.standard_normal((8, 64, 128), dtype=np.float32),
+                  rng.standard_normal((8, 64, 128), dtype=np.float32))
+
+
+def _lstm(seq_len, vocab=1000, batch=16, hidden=128, layers=2):
+    import ndlc as ndl
+    nn = ndl.nn
+    embedding, lstm, linear = nn.Embedding(vocab, hidden), nn.LSTM(hidden, hidden, layers), nn.Linear(hidden, vocab)
+    params = embedding.parameters() + lstm.parameters() + linear.parameters()
+    optimizer, loss_fn = ndl.optim.SGD(params, lr=1.0), nn.SoftmaxLoss()
+
+    def step(x, y, h0, c0):
+        optimizer.reset_grad()
+        out, (h, c) = lstm(embedding(x), (h0, c0))
+        loss = loss_fn(linear(out.reshape((seq_len * batch, hidden))), y)
+        loss.backward()
+        optimizer.step()
+        return loss, h.detach(), c.detach()
+    rng = np.random.default_rng(0)
+    state = np.zeros((layers, batch, hidden), np.float32)
+    return step, (rng.integers(0, vocab, (seq_len, batch)).astype(np.float32),
+                  rng.integers(0, vocab, seq_len * batch), state, state)
+
+
+BUILDERS = {"mlp": _mlp, "lenet": _lenet, "transformer": _transformer,
+            "lstm35": lambda: _lstm(35), "lstm70": lambda: _lstm(70)}
+
+
+def child(model):
+    """One model measured in this process: {first, step_ms, kernels, stages, llvm_modules}."""
+    import ndlc as ndl
+    from ndlc.runtime.native import llvm_compilations
+    np.random.seed(0)
+    fn, args = BUILDERS[model]()
+    step = ndl.compile(fn)
+    start = time.perf_counter()
+    step(*args)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(STEPS):
+        start = time.perf_counter()
+        step(*args)
+        times.append((time.perf_counter() - start) * 1e3)
+    program = step.last.program
+    stages = {**getattr(step.last.captured, "seconds", {}), **getattr(program, "stage_seconds", {})}
+    return {"first": first, "step_ms": statistics.median(times), "kernels": len(program.kernels.kernels),
+            "llvm": llvm_compilations(), "stages": stages}
+
+
+def measure(model, cache):
+    """The child's result for `model` in a fresh process whose NDLC_CACHE_DIR is `cache`."""
+    env = dict(os.environ, NDLC_CACHE_DIR=cache)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", model], env=env,
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{model}: the measuring process failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(models, progress=lambda line: print(line, flush=True)):
+    """{model: {"cold": result, "warm": result}}, each model with its own cache directory."""
+    results = {}
+    for model in models:
+        with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
+            cold = measure(model, cache)
+            warm = measure(model, cache)
+        results[model] = {"cold": cold, "warm": warm}
+        progress(f"{model}: cold {cold['first']:.2f} s, warm {warm['first']:.2f} s, "
+                 f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
+    return results
+
+
+def report(results, load) -> str:
+    """COMPILE.md: one row per model, and the stage times of each cold compilation."""
+    lines = ["# Time to the first compiled training step", "",
+             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR, warm = the same directory again. "
+             f"Load average while measured: {load}. Written by `python benchmarks/compile_time.py`.", "",
+             "| model | cold s | warm s | step ms | kernels | LLVM modules compiled cold / warm |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for model, r in results.items():
+        cold, warm = r["cold"], r["warm"]
+        lines.append(f"| {DESCRIPTIONS[model]} | {cold['first']:.2f} | {warm['first']:.2f} | "
+                     f"{cold['step_ms']:.1f} | {cold['kernels']} | {cold['llvm']} / {warm['llvm']} |")
+    if "lstm35" in results and "lstm70" in results:
+        ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]
+        lines += ["", f"LSTM cold at 70 steps / at 35 steps: {ratio:.2f}x"]
+    lines += ["", "## Stage times of the cold compilations (s)", "",
+              "'record': verifying and keeping the traced graphs' texts; LLVM's times are wall-clock (its modules "
+              "compile in parallel where there are many new kernels).", ""]
+    stages = list(dict.fromkeys(s for r in results.values() for s in r["cold"]["stages"]))
+    lines += ["| model | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+    for model, r in results.items():
+        lines.append(f"| {model} | " + " | ".join(f"{r['cold']['stages'].get(s, 0):.3f}" for s in stages) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "COMPILE.md"))
+    parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return 0
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; models: {', '.join(MODELS)}")
+    load_before = os.getloadavg()
+    results = run(models)
+    load = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in zip(load_before, os.getloadavg()))
+    with open(args.out, "w") as f:
+        f.write(report(results, f"1/5/15 min {load}"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""A kernel's structural key: its Kernel IR up to buffer names, so that kernels computing the same
+thing on different buffers (an unrolled LSTM's cell, step after step) share one native function,
+compiled once and cached on disk under that key.
+
+The key text names each buffer by its position of first mention (`%b0`, `%b1`, ...) and spells
+every field the CPU code generator reads, expressions as a numbered list of distinct nodes (shared
+subexpressions stay shared); it leaves out what only explains the kernel (its name, the graph
+nodes it fuses, why it was stored or merged). `FINGERPRINT` hashes the sources that turn a kernel
+into LLVM IR, so that native code cached by key is never reused after the code generator changed.
+"""
+import hashlib
+import os
+from dataclasses import dataclass, replace
+
+from ..ir.indexing import Affine
+from ..ir.kernel import Index, Load
+from ..ir.scalar import postorder
+
+_GENERATOR = ("codegen/llvm.py", "codegen/llvm_scalar.py", "codegen/llvm_calls.py", "codegen/mathlib.py",
+              "codegen/kernel_key.py", "ir/kernel.py", "ir/indexing.py", "ir/scalar.py")
+
+
+def _fingerprint() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha256()
+    for path in _GENERATOR:
+        with open(os.path.join(root, path), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+FINGERPRINT = _fingerprint()
+
+
+@dataclass(frozen=True, eq=False)
+class KernelKey:
+    """`text`: the kernel up to buffer names and offsets; `buffers`: its buffers (not its row-local
+    ones) in the order `text` numbers them, which is the order its native function takes their
+    pointers, each `offsets` elements into the buffer; `symbol`: that function's name, the same
+    for every kernel with this text; `kernel`: the kernel to generate it from (its accesses
+    relative to those offsets)."""
+    text: str
+    buffers: tuple
+    offsets: tuple
+    symbol: str
+    kernel: object
+
+
+def kernel_key(kernel, debug=None) -> KernelKey:
+    """The structural key of `kernel`. `debug`: None, or what bounds-checked code bakes in (the
+    kernel's number, buffer -> element count), which then becomes part of the key (and buffers
+    are passed at their start)."""
+    offsets = {} if debug is not None else _offsets(kernel)
+    kernel = _rebased(kernel, offsets) if offsets else kernel
+    names = {}
+
+    def buffer(name):
+        return names.setdefault(name, f"%b{len(names)}")
+
+    lines = [f"loops {kernel.extents} outer {kernel.outer} strategy {kernel.strategy!r} chunks {kernel.chunks} "
+             f"split {kernel.split!r}"]
+    for load in kernel.loads:
+        where = buffer(load.buffer) if isinstance(load, Load) else "index"
+        lines.append(f"load {where} {load.dtype} {load.access!r}")
+    if kernel.gemm is not None:
+        g = kernel.gemm
+        lines.append(f"gemm {g.m} {g.n} {g.k} {g.dtype} out {buffer(g.out)}")
+        lines += [f"  {buffer(m.buffer)} {m.offset!r} ld {m.ld} transposed {m.transposed}" for m in (g.a, g.b)]
+    lines += [f"scratch {buffer(name)}" for name in kernel.scratch]
+    lines += [f"local {buffer(name)} {size}" for name, size in kernel.local.items()]
+    nodes = {}
+    for p, phase in enumerate(kernel.phases):
+        lines.append(f"phase {p} inner {phase.inner}")
+        for r in phase.reductions:
+            lines.append(f"  reduce {r.combine} {r.dtype} {_expression(r.body, nodes, lines)}")
+        for s in phase.stores:
+            lines.append(f"  store {buffer(s.buffer)} {s.dtype} {s.access!r} {_expression(s.value, nodes, lines)}")
+    unknown = [name for name in kernel.buffers() if name not in names]
+    if unknown or any(isinstance(load, Load) is isinstance(load, Index) for load in kernel.loads):
+        raise ValueError(f"kernel {kernel.name}: no structural key for buffers {unknown} or its loads")
+    used = tuple(name for name in names if name not in kernel.local)
+    if debug is not None:
+        number, sizes = debug
+        lines.append(f"bounds checked as kernel {number}: {[sizes[name] for name in used]}")
+    text = "\n".join(lines)
+    return KernelKey(text, used, tuple(offsets.get(name, 0) for name in used),
+                     "ndlc_k" + hashlib.sha256(text.encode()).hexdigest()[:20], kernel)
+
+
+def _offsets(kernel) -> dict:
+    """Buffer -> the smallest constant element offset of its accesses, where that is positive and
+    every access to it is plain (no guards, no division, not a row-local, scratch or gemm output
+    buffer): a step's slice of a sequence is then read through a pointer to the slice, and every
+    step's kernel is the same. The element at that offset is one the kernel accesses."""
+    accesses = [(load.buffer, load.access) for load in kernel.loads if isinstance(load, Load)]
+    accesses += [(store.buffer, store.access) for store in kernel.stores]
+    fixed = set(kernel.local) | set(kernel.scratch)
+    if kernel.gemm is not None:
+        accesses += [(m.buffer, m.offset) for m in (kernel.gemm.a, kernel.gemm.b)]
+        fixed.add(kernel.gemm.out)
+    least = {}
+    for name, access in accesses:
+        if access.step != 1 or access.guards:
+            fixed.add(name)
+        least[name] = min(least.get(name, access.form.const), access.form.const)
+    return {name: offset for name, offset in least.items() if name not in fixed and offset > 0}
+
+
+def _rebased(kernel, offsets):
+    """`kernel` with each access to a buffer of `offsets` made relative to its offset."""
+    def access(name, a):
+        shift = offsets.get(name, 0)
+        return replace(a, form=Affine(a.form.coeffs, a.form.const - shift)) if shift else a
+    loads = [load.with_access(access(load.buffer, load.access)) if isinstance(load, Load) else load
+             for load in kernel.loads]
+    phases = [replace(phase, stores=[replace(s, access=access(s.buffer, s.access)) for s in phase.stores])
+              for phase in kernel.phases]
+    gemm = kernel.gemm
+    if gemm is not None:
+        gemm = replace(gemm, a=replace(gemm.a, offset=access(gemm.a.buffer, gemm.a.offset)),
+                       b=replace(gemm.b, offset=access(gemm.b.buffer, gemm.b.offset)))
+    return replace(kernel, loads=loads, phases=phases, gemm=gemm)
+
+
+def _expression(expr, nodes, lines) -> str:
+    """The number of `expr`'s node, after the lines defining the nodes it needs that `nodes`
+    (id(node) -> number, shared across the kernel) does not hold yet."""
+    for e in postorder(expr, stop=lambda e: id(e) in nodes):
+        if id(e) in nodes:
+            continue
+        nodes[id(e)] = number = f"n{len(nodes)}"
+        operands = ", ".join(nodes[id(a)] for a in e.args)
+        lines.append(f"  {number} = {e.prim}({operands}) {e.payload!r}")
+    return nodes[id(expr)]

@@ -1,0 +1,35 @@
+"""benchmarks/compile_time.py: time to the first step in fresh processes, cold then warm, written
+as a table with each stage's time; the warm run finds every kernel in the disk cache."""
+import importlib.util
+import os
+
+import pytest
+
+PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "compile_time.py")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("compile_time", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mlp_cold_and_warm_are_measured_and_written(tmp_path, capsys):
+    out = tmp_path / "COMPILE.md"
+    assert load_benchmark().main(["--models", "mlp", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("mlp: cold ")
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| MLP 784-512-BN-256-BN-10"))
+    cold, warm, step, kernels, modules = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+    assert float(cold) > 0 and float(warm) > 0 and float(step) > 0 and int(kernels) > 0
+    assert int(modules.split("/")[0]) >= 1 and modules.endswith("/ 0"), "the warm process compiles nothing"
+    header = next(line for line in text.splitlines() if line.startswith("| model | trace |"))
+    assert all(f" {stage} |" in header for stage in ("autodiff", "fusion", "merge", "LLVM optimise", "load"))
+    assert "Load average while measured: 1/5/15 min" in text and "| mlp | " in text
+
+
+def test_unknown_models_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        load_benchmark().main(["--models", "mlp,resnet"])
+    assert "unknown model(s) resnet" in capsys.readouterr().err

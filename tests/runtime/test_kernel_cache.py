@@ -1,0 +1,109 @@
+"""Kernels compiled once: structurally identical kernels (an unrolled recurrence's steps) share one
+native function, and the disk cache keeps native code per kernel, so that a new program made of
+known kernels compiles nothing: its own code is a plan for the runner, which every program shares."""
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.codegen.kernel_key import kernel_key
+from ndlc.runtime.native import llvm_compilations
+
+
+def recurrence(x, w):
+    """An Elman-style recurrence unrolled over x's first axis: h = tanh(h @ w + x[t])."""
+    h, outs = None, []
+    for part in ndl.ops.split(x, axis=0):
+        h = part.tanh() if h is None else (h @ w + part).tanh()
+        outs.append(h)
+    return ndl.ops.stack(outs, axis=0)
+
+
+def last_state(x, w):
+    """The recurrence's last state only: the same step kernels, no stacking."""
+    h = None
+    for part in ndl.ops.split(x, axis=0):
+        h = part.tanh() if h is None else (h @ w + part).tanh()
+    return h
+
+
+def inputs(steps):
+    x = np.linspace(-1, 1, steps * 4 * 8, dtype=np.float32).reshape(steps, 4, 8)
+    return x, (np.eye(8, dtype=np.float32) * 0.5 + 0.01)
+
+
+def expected(x, w):
+    h, outs = None, []
+    for part in x:
+        h = np.tanh(part) if h is None else np.tanh(h @ w + part)
+        outs.append(h)
+    return np.stack(outs)
+
+
+def test_the_steps_of_a_recurrence_share_one_function():
+    compiled = ndl.compile(recurrence)
+    x, w = inputs(5)
+    np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    program = compiled.last.program
+    keys = [kernel_key(k) for k in program.kernels.kernels]
+    steps = keys[1:5]  # the first step has no matmul; the last kernel stacks the states
+    assert len(program.kernels.kernels) == 6 and len({k.symbol for k in keys}) == 3
+    assert len({k.symbol for k in steps}) == 1 and len({k.text for k in steps}) == 1
+    # each step reads its slice of x through a pointer to that slice
+    assert [dict(zip(k.buffers, k.offsets))["x"] for k in steps] == [32, 64, 96, 128]
+    assert "+ 32" not in keys[1].text and "%x" not in keys[1].text
+    assert compiled.ir("llvm").count("define weak_odr void @\"ndlc_k") == 3
+
+
+def test_guarded_accesses_keep_their_buffers_start():
+    compiled = ndl.compile(recurrence)
+    compiled(*inputs(3))
+    stack = kernel_key(compiled.last.program.kernels.kernels[-1])
+    assert set(stack.offsets) == {0}
+
+
+def test_a_program_of_known_kernels_compiles_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    before = llvm_compilations()
+    ndl.compile(recurrence)(*inputs(5))
+    assert llvm_compilations() - before == 2, "the new kernels' module and the runner"
+    for steps in (5, 9):  # the last state alone, over as many steps or more: every kernel is known
+        before = llvm_compilations()
+        x, w = inputs(steps)
+        np.testing.assert_allclose(ndl.compile(last_state)(x, w).numpy(), expected(x, w)[-1], rtol=1e-5, atol=1e-6)
+        assert llvm_compilations() == before
+
+
+def test_a_missing_cached_object_is_compiled_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    x, w = inputs(4)
+    first = ndl.compile(recurrence)(x, w).numpy()
+    objects = sorted(tmp_path.rglob("*.obj"), key=lambda p: p.stat().st_size)
+    objects[-1].unlink()  # the kernels' object code (the others: the runner's, references to it)
+    before = llvm_compilations()
+    np.testing.assert_array_equal(ndl.compile(recurrence)(x, w).numpy(), first)
+    assert llvm_compilations() - before == 1
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_bounds_checked_kernels_are_not_shared(debug):
+    compiled = ndl.compile(recurrence, debug=debug)
+    x, w = inputs(4)
+    np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    distinct = compiled.ir("llvm").count("define weak_odr void @\"ndlc_k")
+    assert distinct == (5 if debug else 3)
+
+
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
+    from ndlc.runtime import libraries, native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    x, w = inputs(4)
+    before = llvm_compilations()
+    compiled = ndl.compile(recurrence)
+    np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() - before == 3, "two kernel modules, in two processes, and the runner"
+    assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() == before
