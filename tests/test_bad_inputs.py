@@ -566,9 +566,6 @@ def test_logsumexp_over_an_empty_axis_is_minus_infinity_eagerly_as_compiled():
     assert eager.numpy().tolist() == compiled.numpy().tolist() == [-np.inf, -np.inf]
 
 
-@pytest.mark.xfail(strict=True, raises=VerifyError, reason="passes/fusion.py joins a dtype-changing epilogue "
-                   "(cast f64 -> f32) to a gemm, whose product then goes to the epilogue's f32 buffer; the "
-                   "BLAS boundary refuses it (before, dgemm wrote past the buffer). Remove this mark with the fix.")
 def test_a_float64_tensor_through_a_float32_linear_trains_as_eager():
     steps, models = [], []
     for _ in range(2):

@@ -180,11 +180,14 @@ class _Lowering:
                                "declares no scalar expression, index map, loop nest or decomposition")
 
     def _elementwise_operands(self, node):
-        """Operand definitions; all but the first reduction among them are stored first."""
+        """Operand definitions; all but the first reduction among them are stored first, and so is
+        a matrix product read by an op of another dtype (BLAS writes the product's own dtype)."""
         first = None
         for v in node.operands:
             accs = self._accs(self.defs[v])
-            if accs and first is not None and accs != first:
+            if any(self.nests[a.value].gemm is not None and a.dtype != node.result.dtype for a in accs):
+                self._store(v, f"a BLAS call writes its product as {v.dtype}, {node.op} makes {node.result.dtype}")
+            elif accs and first is not None and accs != first:
                 self._store(v, "a kernel holds one reduction")
             elif accs:
                 first = accs

@@ -32,6 +32,7 @@ from ..codegen.cuda_steps import Copy, GemmCall, Launch
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
 from .cuda_build import CudaUnavailable, compile_cuda, nvcc
+from .libraries import check_gemms
 from .cuda_emulation import ALIGNMENT, EmulatedExecutor, emulating, nbytes
 from .program import stage_ir
 
@@ -54,6 +55,7 @@ class CudaProgram:
     or `step(*batch)` with the state resident in device memory (see the module docstring)."""
 
     def __init__(self, kernels, module, stages, source=None, executor=None):
+        check_gemms(kernels)  # a gemm that disagrees with its buffers is an error before any launch
         self.kernels, self.module, self.stages, self.source = kernels, module, stages, source
         self.executor = executor or default_executor()
         self.lock = threading.Lock()

@@ -307,14 +307,14 @@ graph @bn(%x: f32[{n},1024], %g: f32[1024], %b: f32[1024]) {{
 def test_batch_norm_columns_read_whole_lines_and_map_launches_run_in_memory_order(n):
     kernels, stages = kernels_for(parse(BATCH_NORM.format(n=n)), H200)
     columns = [k for k in kernels.kernels if k.reductions]
-    assert columns and all(k.gpu.tile >= 32 for k in columns), stages.texts["scheduled"]
+    assert columns and all(k.gpu.tile >= 32 for k in columns), str(stages.texts["scheduled"])
     source = lower_to_cuda(kernels).source
     maps = re.findall(r"void __launch_bounds__\(\d+, 1\) (\w+_map\d+)\(.*?\n(.*?)\n}", source, re.S)
     assert (n == 65536) == bool(maps)  # chunked (so map launches) only where the columns alone are too few
     for name, body in maps:
         decoded = re.findall(r"const (?:int|long long) i(\d+) = \((o)\) % 1024;", body)
         assert decoded == [("0", "o")], (name, body)  # the feature loop (stride 1 in memory) is fastest
-    assert ("map launches whose points go in memory order" in stages.texts["scheduled"]) == (n == 65536)
+    assert ("map launches whose points go in memory order" in str(stages.texts["scheduled"])) == (n == 65536)
 
 
 def lenet_gemm_calls(batch):
