@@ -336,6 +336,22 @@ def test_a_valid_cache_entry_copied_over_another_is_rebuilt(tmp_path, monkeypatc
     assert re.search(r"ignoring cache entry .*: it was stored under another key", caplog.text)
 
 
+def test_a_cache_entry_of_an_older_ndlc_is_rebuilt_quietly(tmp_path, monkeypatch, caplog):
+    """An entry written before entries held their key is rebuilt (logged at INFO: an upgrade is
+    not a fault)."""
+    import hashlib
+    import json
+    from ndlc.runtime import cache
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    body = json.dumps({"object": 3, "ir": 2}).encode() + b"\nobjir"
+    os.makedirs(tmp_path / "ab")
+    (tmp_path / "ab" / "abcd.obj").write_bytes(cache.MAGIC + hashlib.sha256(body).digest() + body)
+    with caplog.at_level(logging.INFO, logger="ndlc.cache"):
+        assert cache.load("abcd") is None
+    assert "written by an older ndlc, without its key" in caplog.text
+    assert all(r.levelno == logging.INFO for r in caplog.records)
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
 def test_a_read_only_cache_directory_is_worked_around(tmp_path, monkeypatch, caplog):
     tmp_path.chmod(0o500)

@@ -54,9 +54,12 @@ def load(key):
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         log.warning("ignoring corrupt cache entry %s: %s; recompiling", path, e)
         return None
-    if sizes.get("key") != key:
+    if "key" not in sizes:
+        log.info("ignoring cache entry %s: written by an older ndlc, without its key; recompiling", path)
+        return None
+    if sizes["key"] != key:
         log.warning("ignoring cache entry %s: it was stored under another key (%s), so it holds another "
-                    "program (copied over this one?); recompiling", path, str(sizes.get("key"))[:16])
+                    "program (copied over this one?); recompiling", path, str(sizes["key"])[:16])
         return None
     return obj, text
 
