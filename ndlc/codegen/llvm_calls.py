@@ -1,5 +1,5 @@
 """The calls out of generated CPU code: libgomp (a split loop run on the thread budget), CBLAS gemm
-(bound at load by runtime/libraries.py) and the cycle counter that NDLC_PROFILE reads."""
+(bound at load by runtime/libraries.py); the runner stamps NDLC_PROFILE's cycle counter (llvm_program.py)."""
 from llvmlite import ir
 
 from ..ir.kernel import gemm_symbol
@@ -9,12 +9,6 @@ CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum value
 I32, PTR = ir.IntType(32), ir.PointerType()
 _OPENMP = {"GOMP_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32, I32]),
            "GOMP_barrier": ir.FunctionType(ir.VoidType(), [])}
-
-
-def stamp(b, stamps, index):
-    """stamps[index] = the CPU's cycle counter (llvm.readcyclecounter)."""
-    counter = b.module.declare_intrinsic("llvm.readcyclecounter", [], ir.FunctionType(I64, []))
-    b.store(b.call(counter, []), b.gep(stamps, [ir.Constant(I64, index)], source_etype=I64))
 
 
 def counters(kernel) -> int:

@@ -9,6 +9,7 @@ import ctypes
 import functools
 import logging
 import multiprocessing
+import threading
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from . import cache, libraries
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
+_FORKING = threading.RLock()  # held by a thread forking compiling workers, and around every translation
 PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
 # worker costs ~20 ms, a small kernel's optimisation a few ms
 
@@ -143,8 +145,8 @@ class NativeModule:
         start = time.perf_counter()
         log.info("optimising %d kernel modules in %d processes", len(texts), len(texts))
         context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(len(texts), mp_context=context) as pool:
-            results = list(pool.map(_translate, texts))
+        with _FORKING, concurrent.futures.ProcessPoolExecutor(len(texts), mp_context=context) as pool:
+            results = list(pool.map(_translated, texts, [True] * len(texts)))  # a worker has one thread: no lock
         global _compilations
         _compilations += len(results)
         wall = time.perf_counter() - start
@@ -172,7 +174,14 @@ class NativeModule:
 
 
 def _translate(text, optimise=True):
-    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`."""
+    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`.
+    Never while this process forks compiling workers: a worker forked while another thread is inside
+    LLVM would inherit llvmlite's lock held, and wait on it forever."""
+    with _FORKING:
+        return _translated(text, optimise)
+
+
+def _translated(text, optimise):
     llvm = _binding()
     tm = target_machine()
     start = time.perf_counter()
