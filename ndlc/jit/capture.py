@@ -6,7 +6,6 @@ The function runs once on symbolic tensors; every state tensor is rebound to a s
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
 import contextlib
-import functools
 import logging
 import numbers
 import time
@@ -23,11 +22,11 @@ from ..passes.autodiff import seconds_spent as autodiff_seconds
 from ..frontend.nn.module import Module
 from ..frontend.optim import Optimizer
 from ..frontend.tensor import Tensor, symbolic
+from .reads import STATEFUL, referenced_leaves, referenced_objects, referenced_values
 from ..frontend.trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
                     tracing)
 
 log = logging.getLogger("ndlc.compile")  # NDLC_LOG=compile: each trace's time
-STATEFUL = (Module, Optimizer)
 
 
 @dataclass
@@ -44,100 +43,6 @@ class Slot:
         if isinstance(self.container, tuple):
             raise TraceError(f"{self.path} was replaced while tracing, but it lives in a tuple")
         self.container[self.key] = value
-
-
-def referenced_values(fn) -> dict:
-    """name -> each value `fn` can reach: its bound object, closure cells, defaults and the
-    globals its code (and nested code) names."""
-    if isinstance(fn, STATEFUL):
-        return {type(fn).__name__.lower(): fn}
-    found = {"self": fn.__self__} if hasattr(fn, "__self__") else {}
-    target = getattr(fn, "__func__", fn)
-    code = getattr(target, "__code__", None)
-    if code is None:
-        return found
-    for name, cell in zip(code.co_freevars, target.__closure__ or ()):
-        found[name] = cell.cell_contents
-    for i, value in enumerate(target.__defaults__ or ()):
-        found[f"default{i}"] = value
-    pending = [code]
-    while pending:
-        current = pending.pop()
-        for name in current.co_names:
-            if name in target.__globals__:
-                found.setdefault(name, target.__globals__[name])
-        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
-    return found
-
-
-def globals_read(functions) -> list:
-    """(globals dict, name, value) for each global that `functions`, and the functions of their
-    modules that they call (transitively), read: what a trace bakes in without the step's own
-    code naming it (a helper's constant, a global a module's forward reads)."""
-    pending, seen, found = list(functions), set(), []
-    while pending:
-        function = pending.pop()
-        if function.__code__ in seen:
-            continue
-        seen.add(function.__code__)
-        module = function.__globals__
-        for name in sorted(_global_names(function.__code__) & module.keys()):
-            value = module[name]
-            if isinstance(value, types.FunctionType) and value.__globals__ is module:
-                pending.append(value)
-            else:
-                found.append((module, name, value))
-    return found
-
-
-def called_functions(fn, objects) -> list:
-    """The functions a trace of `fn` runs besides `fn`: those of its module it names, and the
-    methods of the user's classes (not ndlc's) among `objects` (its modules and optimizers)."""
-    target = getattr(fn, "__func__", fn)
-    module = getattr(target, "__globals__", None)
-    found = [v for v in referenced_values(fn).values() if isinstance(v, types.FunctionType) and v.__globals__ is module]
-    classes = {klass for obj in objects for klass in type(obj).__mro__
-               if klass is not object and not klass.__module__.startswith("ndlc.")}
-    return found + [v for klass in classes for v in vars(klass).values() if isinstance(v, types.FunctionType)]
-
-
-def referenced_objects(fn) -> dict:
-    """name -> Module, Optimizer or Tensor that `fn` can reach (referenced_values); for a plain
-    object among those (a trainer holding `self.model`), those among its attributes."""
-    kept = {}
-    for name, value in referenced_values(fn).items():
-        if isinstance(value, STATEFUL + (Tensor,)):
-            kept[name] = value
-        elif _is_plain_object(value):
-            kept.update({f"{name}.{k}": v for k, v in vars(value).items()
-                         if isinstance(v, STATEFUL + (Tensor,))})
-    return kept
-
-
-def referenced_leaves(fn) -> dict:
-    """referenced_values, and for a plain object among them (a trainer's `self`) each attribute
-    whose name `fn`'s code mentions, as 'name.attribute' (what `self.scale` reads)."""
-    values = referenced_values(fn)
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    names = _global_names(code) if code is not None else frozenset()
-    leaves = dict(values)
-    for name, value in values.items():
-        if _is_plain_object(value) and not isinstance(value, STATEFUL + (Tensor,)):
-            leaves.update({f"{name}.{k}": v for k, v in vars(value).items() if k in names})
-    return leaves
-
-
-def referenced_numbers(fn) -> dict:
-    """name -> the Python numbers, booleans and strings `fn` reads (referenced_leaves): a trace
-    bakes them in, or reads its floats as runtime inputs (find_function_numbers)."""
-    return {name: value for name, value in referenced_leaves(fn).items()
-            if isinstance(value, (bool, int, float, str))}
-
-
-def _is_plain_object(value):
-    """An instance of a user class (not a module, class, function or builtin value)."""
-    return hasattr(value, "__dict__") and not isinstance(
-        value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType))
 
 
 def walk_state(roots: dict) -> list:
@@ -234,18 +139,6 @@ def is_runtime_number(path, value):
 
 def _is_float(value):
     return isinstance(value, (float, np.floating))
-
-
-@functools.lru_cache(maxsize=1024)
-def _global_names(code) -> frozenset:
-    """The global (and attribute) names `code` and the code nested in it read; asked on every
-    call of a compiled function, so remembered per code object."""
-    names, pending = set(), [code]
-    while pending:
-        current = pending.pop()
-        names.update(current.co_names)
-        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
-    return frozenset(names)
 
 
 def with_inputs(fn, numbers, scalars):

@@ -16,8 +16,8 @@ from ..ir.types import TensorType
 from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .arguments import Parameters
-from .capture import (STATEFUL, capture, find_function_numbers, find_hyperparameters, is_runtime_number,
-                      referenced_numbers, referenced_objects)
+from .capture import capture, find_function_numbers, find_hyperparameters, is_runtime_number
+from .reads import STATEFUL, referenced_numbers, referenced_objects
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from ..frontend.nn.module import Module

@@ -19,8 +19,8 @@ import types
 import numpy as np
 
 from ..errors import TraceError
-from .capture import (STATEFUL, called_functions, globals_read, is_number, referenced_leaves, referenced_objects,
-                      walk_state)
+from .capture import is_number, walk_state
+from .reads import STATEFUL, called_functions, globals_read, referenced_leaves, referenced_objects
 from ..frontend.tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed

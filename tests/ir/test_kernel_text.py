@@ -101,15 +101,15 @@ def kernel_stages(make):
     found = []
     original = pipeline.Stages.kernels
 
-    def record(self, stage, program):
+    def record(self, stage, program, work):
         found.append((f"{self.name} {stage}", str(program), structure(program)))
-        return original(self, stage, program)
+        return original(self, stage, program, work)
     pipeline.Stages.kernels = record
     try:
         stages = pipeline.Stages("cpu")
         graph = pipeline._graph_stages(stages, captured.graph, captured.forward)
-        program = stages.kernels("fused", fuse(graph, use_blas=True))
-        plan_memory(stages.kernels("scheduled", schedule(program, 2)))
+        program = stages.kernels("fused", fuse(graph, use_blas=True), "fusion")
+        plan_memory(stages.kernels("scheduled", schedule(program, 2), "schedule"))
         pipeline.cuda_kernels(pipeline.Stages("cuda"), captured.graph, captured.forward,
                               pipeline.executor_target(None))
     finally:

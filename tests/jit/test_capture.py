@@ -5,7 +5,8 @@ import pytest
 
 import ndlc as ndl
 from ndlc.examples.train_mlp import training_step
-from ndlc.jit.capture import capture, find_slots, referenced_objects
+from ndlc.jit.capture import capture, find_slots
+from ndlc.jit.reads import referenced_objects
 from ndlc.runtime.reference import reference_executor
 
 nn = ndl.nn
