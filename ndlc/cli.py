@@ -240,6 +240,12 @@ def bench(args):
     """Check the device, then run the suite (benchmarks/suite/; for --device cuda the GPU check,
     benchmarks/gpu.py), which lives in the source tree beside the package."""
     ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
+    if args.compile or args.contention:
+        name = "compile_time" if args.compile else "contention"
+        script = load_suite(name)
+        extra = (["--quick"] if args.quick and args.contention else []) + \
+            ([("--out" if args.compile else "--output"), args.output] if args.output else [])
+        return 2 if script is None else script.main(extra)
     if args.device == "cuda":
         gpu = load_suite("gpu")
         return 2 if gpu is None else gpu.main(["--repeats", str(args.repeats or 20)] + ["--quick"] * bool(args.quick)
@@ -300,6 +306,12 @@ def add_bench(commands):
         "(benchmarks/model_steps.py). Prints every table and writes RESULTS.md and ratios.png "
         "(benchmarks/ for a full run). Exit status 1 if a result was wrong (MISMATCH) or torch.compile "
         "ran a case eagerly (FALLBACK).")
+    b.add_argument("--compile", action="store_true", help="instead of the kernel cases, time to the first "
+                   "compiled step of the MLP, LeNet-BN, a Transformer layer and the LSTM LM at 35 and 70 steps, "
+                   "cold and warm, in fresh processes (benchmarks/compile_time.py; writes benchmarks/COMPILE.md)")
+    b.add_argument("--contention", action="store_true", help="instead of the kernel cases, the MLP and "
+                   "LeNet-BN steps alone, two copies at once and beside a busy process, at 1 and 2 threads, "
+                   "ndlc and PyTorch (benchmarks/contention.py; writes benchmarks/CONTENTION.md)")
     b.add_argument("--quick", action="store_true",
                    help="tiny sizes and 2 calls each, a smoke test of the whole suite in seconds; "
                    "writes to a temporary folder unless --output is given")

@@ -1,5 +1,5 @@
 """NDLC_LOG: which of ndlc's loggers print their decisions to stderr, comma-separated or 'all':
-fusion (every kernel merged, and why each boundary is one), compile (specialisations), cache,
+fusion (every kernel merged, and why each boundary is one), compile (specialisations, each stage's time), cache,
 native (LLVM compilations), libraries (BLAS and OpenMP found), pipeline."""
 import logging
 import os
