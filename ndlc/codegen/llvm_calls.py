@@ -3,6 +3,7 @@
 from llvmlite import ir
 
 from ..ir.kernel import gemm_symbol
+from . import mathlib
 from .llvm_scalar import I64, TYPES
 
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
@@ -35,10 +36,9 @@ def _outlined(module, kernel, fn, count):
 
     def run(number):
         start = b.mul(number, ir.Constant(I64, piece))
-        last = b.icmp_signed("==", number, ir.Constant(I64, n // piece - 1))
-        stop = b.select(last, ir.Constant(I64, n), b.add(start, ir.Constant(I64, piece)))
+        stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, piece)), ir.Constant(I64, n))
         b.call(fn, pointers[:count] + [start, stop])
-    take_in_turn(b, pointers[count], n // piece, run)
+    take_in_turn(b, pointers[count], -(-n // piece), run)
     b.ret_void()
     return outlined
 

@@ -155,7 +155,7 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Split:
-    """Outer loop `loop` cut into pieces of `piece` iterations (the last takes the remainder too)
+    """Outer loop `loop` cut into pieces of `piece` iterations (the last may be shorter)
     that `threads` threads take in turn, so one that lost its core holds back only its piece;
     `piece` None: a 'chunks' kernel, whose threads take its chunks, then its columns, in turn."""
     loop: int
@@ -314,7 +314,7 @@ class Kernel(_Cases):
         if self.split:
             s = self.split
             over = "its chunks" if s.piece is None else \
-                f"i{s.loop} in {self.extents[s.loop] // s.piece} pieces of {s.piece}, taken in turn"
+                f"i{s.loop} in {-(-self.extents[s.loop] // s.piece)} pieces of {s.piece}, taken in turn"
             lines.append(f"  parallel over {over} ({s.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")

@@ -19,7 +19,9 @@ PIECES_PER_THREAD pieces per thread, which the threads of one `GOMP_parallel` ca
 point take in turn (codegen/llvm_calls.py): on a shared machine a thread that lost its core holds
 back one piece, not half the kernel. Each output element is computed by one thread in the serial
 order, so results equal the serial code's bit for bit. A gemm kernel splits its batch loop, or its
-rows in pieces of a multiple of GEMM_ROWS rows: each piece is one BLAS call. Kernels without an
+rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
+taken in turn, balance: 256 rows are 48 x 5 + 16, not 48 x 3 + 112): each piece is one BLAS call.
+Kernels without an
 outer loop (full reductions) and small ones stay serial; the dump says which and why.
 
 One thread pool: a program that calls BLAS holds OpenBLAS to one thread while it runs
@@ -89,10 +91,10 @@ def _split(kernel, threads):
     longest = splittable.index(max(splittable))
     loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
     unit = GEMM_ROWS if kernel.gemm and loop == len(kernel.extents) - 2 else 1
-    pieces = min(splittable[loop] // unit, threads * PIECES_PER_THREAD)
-    if pieces < 2:
+    if splittable[loop] // unit < 2:
         return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
-    return Split(loop, min(threads, pieces), unit * (splittable[loop] // unit // pieces)), ""
+    piece = unit * max(1, -(-splittable[loop] // unit) // (threads * PIECES_PER_THREAD))
+    return Split(loop, min(threads, -(-splittable[loop] // piece)), piece), ""
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)

@@ -149,7 +149,7 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   return %0, %1
 }"""
     gemm, exp = schedule(fuse(parse(text), use_blas=True), 2).kernels
-    assert "  parallel over i0 in 4 pieces of 96, taken in turn (2 threads)" in str(gemm)  # the last: 112 rows
+    assert "  parallel over i0 in 5 pieces of 96, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
     assert "  parallel over i0 in 4 pieces of 100, taken in turn (2 threads)" in str(exp)
     narrow = schedule(fuse(parse(text.replace("400", "95")), use_blas=True), 2).kernels[0]
     assert "  serial: 95 rows: fewer than two pieces of 48 (BLAS's tiles)" in str(narrow)
