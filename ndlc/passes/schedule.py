@@ -21,8 +21,8 @@ back one piece, not half the kernel. Each output element is computed by one thre
 order, so results equal the serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
 taken in turn, balance: 256 rows are 48 x 5 + 16, not 48 x 3 + 112): each piece is one BLAS call.
-Kernels without an
-outer loop (full reductions) and small ones stay serial; the dump says which and why.
+Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
+and why.
 
 One thread pool: a program that calls BLAS holds OpenBLAS to one thread while it runs
 (runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete for the cores (they
