@@ -128,10 +128,8 @@ kernel k0 -> %0, %5, %6, %9
     store %9[8*i0 + i1] = div($2, $3)""")
 
 
-def test_schedule_for_the_cpu_chooses_strategies_and_splits():
-    """Column sums in chunks or row blocks, row sums point by point, a big kernel on 2 threads, small
-    ones serial, each with its reason."""
-    check(lambda program: schedule(program, 2), """
+# the fused program both schedules take: column, row and full sums, and an elementwise map
+SUMS = """
 program @sums(%x, %y, %z, %s, %t) -> (%0, %1, %2, %3, %4, %5, %6)
   %x: f32[512,64] input
   %y: f32[1024,256] input
@@ -204,7 +202,13 @@ kernel k5 -> %6
   not merged into the kernel before: its loops (i0<16 i1<16) differ from (scalar | i0<512 i1<64)'s loops
   loops: i0<16 i1<16
   $0 = %t[16*i0 + i1]
-  store %6[16*i0 + i1] = exp($0)""", """
+  store %6[16*i0 + i1] = exp($0)"""
+
+
+def test_schedule_for_the_cpu_chooses_strategies_and_splits():
+    """Column sums in chunks or row blocks, row sums point by point, a big kernel on 2 threads, small
+    ones serial, each with its reason."""
+    check(lambda program: schedule(program, 2), SUMS, """
 program @sums(%x, %y, %z, %s, %t) -> (%0, %1, %2, %3, %4, %5, %6)
   %x: f32[512,64] input
   %y: f32[1024,256] input
@@ -292,80 +296,7 @@ kernel k5 -> %6
 def test_schedule_for_cuda_chooses_blocks_lanes_vectors_and_chunks():
     """Column reductions in tiles, rows on lanes, a full sum cut into chunks, an aligned elementwise
     kernel on float4."""
-    check(lambda program: schedule_gpu(program, EMULATED), """
-program @sums(%x, %y, %z, %s, %t) -> (%0, %1, %2, %3, %4, %5, %6)
-  %x: f32[512,64] input
-  %y: f32[1024,256] input
-  %z: f32[8,512,16] input
-  %s: f32[4,6] input
-  %t: f32[16,16] input
-  %0: f32[64] output
-  %1: f32[1024] output
-  %2: f32[1024,256] output
-  %3: f32[8,16] output
-  %4: f32[4] output
-  %5: f32[] output
-  %6: f32[16,16] output
-
-kernel k0 -> %0
-  fuses: %0 summation
-  stored because: %0: graph output
-  loops: i0<64 | i1<512
-  $0 = %x[i0 + 64*i1]
-  phase 0: reduce
-    acc0 = add of $0
-    store %0[i0] = acc0
-
-kernel k1 -> %1, %2
-  fuses: %1 summation, %2 exp
-  stored because: %1: graph output; %2: graph output
-  merged: %2 (a later phase of the same loops, over the inner loops)
-  not merged into the kernel before: its loops (i0<1024 | i1<256) differ from (i0<64 | i1<512)'s loops
-  loops: i0<1024 | i1<256
-  $0 = %y[256*i0 + i1]
-  phase 0: reduce
-    acc0 = add of $0
-    store %1[i0] = acc0
-  phase 1: map over the inner loops
-    store %2[256*i0 + i1] = exp($0)
-
-kernel k2 -> %3
-  fuses: %3 summation
-  stored because: %3: graph output
-  not merged into the kernel before: its loops (i0<8 i1<16 | i2<512) differ from (i0<1024 | i1<256)'s loops
-  loops: i0<8 i1<16 | i2<512
-  $0 = %z[8192*i0 + i1 + 16*i2]
-  phase 0: reduce
-    acc0 = add of $0
-    store %3[16*i0 + i1] = acc0
-
-kernel k3 -> %4
-  fuses: %4 summation
-  stored because: %4: graph output
-  not merged into the kernel before: its loops (i0<4 | i1<6) differ from (i0<8 i1<16 | i2<512)'s loops
-  loops: i0<4 | i1<6
-  $0 = %s[6*i0 + i1]
-  phase 0: reduce
-    acc0 = add of $0
-    store %4[i0] = acc0
-
-kernel k4 -> %5
-  fuses: %5 summation
-  stored because: %5: graph output
-  not merged into the kernel before: its loops (scalar | i0<512 i1<64) differ from (i0<4 | i1<6)'s loops
-  loops: (scalar) | i0<512 i1<64
-  $0 = %x[64*i0 + i1]
-  phase 0: reduce
-    acc0 = add of $0
-    store %5[0] = acc0
-
-kernel k5 -> %6
-  fuses: %6 exp
-  stored because: %6: graph output
-  not merged into the kernel before: its loops (i0<16 i1<16) differ from (scalar | i0<512 i1<64)'s loops
-  loops: i0<16 i1<16
-  $0 = %t[16*i0 + i1]
-  store %6[16*i0 + i1] = exp($0)""", """
+    check(lambda program: schedule_gpu(program, EMULATED), SUMS, """
 program @sums(%x, %y, %z, %s, %t) -> (%0, %1, %2, %3, %4, %5, %6)
   %x: f32[512,64] input
   %y: f32[1024,256] input
