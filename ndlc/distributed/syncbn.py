@@ -66,7 +66,7 @@ def convert_sync_batchnorm(model):
     """`model` with every BatchNorm1d/2d in it made a SyncBatchNorm1d/2d in place (PyTorch's
     convert_sync_batchnorm): the same objects, parameters and running statistics, so optimizers
     made before keep training them. Returns `model`."""
-    for module in model.modules():
+    for module in model.all_modules():
         if type(module) in SYNC:
             module.__class__ = SYNC[type(module)]
     return model

@@ -404,3 +404,12 @@ def test_pooling_matches_torch(torch, module, functional):
     ref_out, ref_dx = torch_grads(torch, ref, x, g)
     np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-6)
+
+
+def test_all_modules_lists_a_sequential_and_every_module_inside_it_once():
+    """Not `modules()`: needle's Sequential keeps its layers in an attribute of that name."""
+    bn = nn.BatchNorm1d(3)
+    inner = nn.Sequential(nn.Linear(2, 3), bn)
+    model = nn.Sequential(inner, nn.ReLU(), inner)
+    found = model.all_modules()
+    assert found[0] is model and bn in found and len(found) == len({id(m) for m in found}) == 5

@@ -76,8 +76,9 @@ class Module:
     def _children(self):
         return [m for _, m in _unique(_walk(vars(self)), Module)]
 
-    def modules(self):
-        """This module and every module inside it, each once (PyTorch's `modules()`)."""
+    def all_modules(self):
+        """This module and every module inside it, each once (PyTorch's `modules()`; needle's
+        Sequential keeps its layers in an attribute of that name)."""
         return [self] + self._children()
 
     def train(self):
