@@ -14,13 +14,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # beside mlp_step.py
+from mlp_step import machine  # noqa: E402
 
 BATCH = 256
 STEPS = ("mlp", "lenet")
@@ -189,16 +191,6 @@ def targets(results, threads_list):
                 checks.append((f"{top} threads, {kind}: median {m / alone:.2f}x alone (<= 2.2x), p90 {p / m:.2f}x "
                                f"median (<= 3x)", m <= 2.2 * alone and p <= 3 * m))
     return [f"- {'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
-
-
-def machine():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
 
 
 def report(results, args, threads_list, load_before, load_after):

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import ndlc as ndl
+from ndlc.env import cores
 from ndlc.examples.train_mlp import build_mlp, training_step
 
 BATCH, FEATURES, HIDDEN, CLASSES = 256, 784, (512, 256), 10
@@ -234,7 +235,7 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu}, {cores()} cores"
 
 
 def versions():
