@@ -13,7 +13,7 @@ from .errors import NdlcError
 
 KNOWN = ("NDLC_BLAS", "NDLC_CACHE_DIR", "NDLC_CHECK", "NDLC_CUDA_DEVICE", "NDLC_CUDA_EMULATE", "NDLC_CUDA_FMA",
          "NDLC_CUDA_GRAPHS", "NDLC_DATA", "NDLC_DEBUG", "NDLC_DUMP", "NDLC_DUMP_DIR", "NDLC_LOG",
-         "NDLC_PROFILE", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")  # every variable ndlc reads: add new ones here
+         "NDLC_PROFILE", "NDLC_PROGRAM_CACHE", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")  # every variable ndlc reads: add new ones here
 OFF = ("0", "false", "no", "off")
 ON = ("1", "true", "yes", "on")
 

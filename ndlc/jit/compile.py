@@ -63,12 +63,13 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     return CompiledFunction(obj, roots, **options)
 
 
-def compile_graph(graph, forward=None, device="cpu", debug=False):
+def compile_graph(graph, forward=None, device="cpu", debug=False, cached=True):
     """A graph lowered and compiled for `device`, ready to `run`; its last outputs are the
     new values of its state inputs, in `graph.updates` order. NDLC_PROFILE=1 adds per-kernel
-    timing (`Program.profile()`, CPU); `debug`, bounds checks (CPU)."""
+    timing (`Program.profile()`, CPU); `debug`, bounds checks (CPU); `cached=False`: every pass
+    runs, whatever the program cache holds."""
     profile = flag("NDLC_PROFILE")
-    return _compile_graph(graph, forward, profile, device, debug=debug)
+    return _compile_graph(graph, forward, profile, device, debug=debug, cached=cached)
 
 
 class Specialisation:
@@ -78,7 +79,8 @@ class Specialisation:
         self.captured, self.check = captured, check
         if check and device != "cpu":
             raise NdlcError("check mode compares kernels on the CPU backend: compile with device='cpu' to use it")
-        self.program = compile_graph(captured.graph, captured.forward, device, debug=debug)
+        self.program = compile_graph(captured.graph, captured.forward, device, debug=debug,
+                                     cached=not check)  # check mode is for chasing compiler bugs: every pass runs
         self.num_outputs = len(captured.graph.outputs)
         self.resident = ResidentState(self.program, captured) if device == "cuda" else None
 

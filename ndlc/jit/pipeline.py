@@ -25,7 +25,7 @@ from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
-from ..runtime import libraries
+from ..runtime import libraries, program_cache
 from ..runtime.native import host_target
 from ..runtime.program import Program
 
@@ -36,34 +36,107 @@ STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "p
 _COMPILATIONS = itertools.count()
 
 
-def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=None, debug=False):
+def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=None, debug=False, cached=True):
     """`graph` compiled for `device` ('cpu': the host, a runtime Program; 'cuda': a CudaProgram
     on the GPU or its host emulation), ready to `run`. `forward`: the step's graph before
     backward() added adjoints (then `graph` is the 'grad' stage). `profile`: the code records
     the cycle counter around each kernel (Program.profile; CPU only). `gpu_target`: the
     schedule's view of the GPU (default: the device's own). `debug`: bounds checks on every load
-    and store (Program raises BoundsError naming the kernel; CPU only)."""
+    and store (Program raises BoundsError naming the kernel; CPU only). `cached`: a CPU program
+    compiled before may come from the program cache (runtime/program_cache.py)."""
     if device == "cuda":
         if debug:
             raise UnsupportedError("debug mode's bounds checks are compiled into CPU code only: "
                                    "compile with device='cpu' to use them")
         return _compile_cuda(graph, forward, gpu_target)
-    from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     stages = Stages(graph.name)
-    graph = _graph_stages(stages, graph, forward)
-    unmerged = stages.timed("fusion", fuse(graph, use_blas=libraries.blas_enabled(), merge=False))
-    kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
-    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()), "schedule")
-    kernels = stages.kernels("planned", plan_memory(kernels), "memory")
+    traced = _traced(stages, graph, forward)
+    key = _program_key(stages, traced, profile, debug or not cached)
+    restored = key and _restored(stages, traced, key, profile)
+    if restored:
+        return restored
+    from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
+    source = _graph_passes(stages, traced)
+    kernels = _cpu_kernels(stages, source)
     llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
-    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=graph, debug=debug))
+    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug))
     stages.split("load", program.native.seconds)
     stages.text("llvm_opt", program.native.optimized_ir, "record")
     if stages.wants("asm"):
         stages.text("asm", program.native.assembly(), "record")
+    if key:
+        stages.timed("program cache", program_cache.save(key, kernels, program.native))
     program.stage_seconds = stages.seconds
     stages.log(f"{len(kernels.kernels)} kernels")
     return program
+
+
+def _cpu_kernels(stages, graph):
+    """The kernels of `graph` fused, scheduled for the host's thread budget and planned."""
+    unmerged = stages.timed("fusion", fuse(graph, use_blas=libraries.blas_enabled(), merge=False))
+    kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
+    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()), "schedule")
+    return stages.kernels("planned", plan_memory(kernels), "memory")
+
+
+def _program_key(stages, graph, profile, fresh):
+    """The program cache's key for `graph`, or None where the cache is not used: turned off
+    (NDLC_PROGRAM_CACHE=0), when every pass must run (`fresh`: debug and check modes, for
+    chasing compiler bugs) or when NDLC_DUMP asks for stages to be written (the passes make them)."""
+    if fresh or stages.wanted or not program_cache.enabled():
+        return None
+    text = stages.texts["grad" if "grad" in stages.texts else "traced"]
+    return stages.timed("program cache", program_cache.program_key(graph, text, profile))
+
+
+def _restored(stages, graph, key, profile):
+    """The program stored under `key`, linked, or None: its passes' stages are made again on
+    first use (`Recompute`), its planned and llvm_opt stages are the entry's own."""
+    found = stages.timed("program cache", program_cache.load(key))
+    native = found and stages.timed("load", program_cache.restore(found[1]))
+    if not native:
+        return None
+    kernels = found[0]
+    recompute = Recompute(graph, profile)
+    for stage in ("simplified", "decomposed", "fused", "scheduled"):
+        stages.texts[stage] = LazyStage(recompute, stage)
+    stages.texts["planned"] = str(kernels)
+    stages.texts["llvm"] = LazyStage(recompute, "llvm")
+    stages.texts["llvm_opt"] = native.optimized_ir
+    program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native))
+    program.stage_seconds = stages.seconds
+    stages.log(f"{len(kernels.kernels)} kernels from the program cache")
+    return program
+
+
+class Recompute:
+    """The passes run again on first use, for a program from the program cache: the stages it
+    skipped and, called, the graph its kernels were fused from (check mode reads it)."""
+
+    def __init__(self, graph, profile):
+        self.graph, self.profile = graph, profile
+
+    @functools.cached_property
+    def stages(self):
+        from ..codegen.llvm_program import lower_to_llvm
+        stages = Stages(self.graph.name)
+        stages.source = _graph_passes(stages, self.graph)
+        kernels = _cpu_kernels(stages, stages.source)
+        stages.text("llvm", lower_to_llvm(kernels, *host_target(), self.profile), "codegen")
+        return stages
+
+    def __call__(self):
+        return self.stages.source
+
+
+class LazyStage:
+    """A stage's text that `Recompute` makes when it is first read."""
+
+    def __init__(self, recompute, stage):
+        self.recompute, self.stage = recompute, stage
+
+    def __str__(self):
+        return str(self.recompute.stages.texts[self.stage])
 
 
 def _compile_cuda(graph, forward, gpu_target):
@@ -99,11 +172,19 @@ def executor_target(executor) -> GpuTarget:
 
 def _graph_stages(stages, graph, forward):
     """The graph stages, traced (and grad) to decomposed: the graph the kernels are fused from."""
+    return _graph_passes(stages, _traced(stages, graph, forward))
+
+
+def _traced(stages, graph, forward):
+    """The traced (and grad) stages recorded: `graph`, which the passes start from."""
     if forward is not None:
         stages.graph("traced", forward, "record")
-        graph = stages.graph("grad", graph, "record")
-    else:
-        graph = stages.graph("traced", graph, "record")
+        return stages.graph("grad", graph, "record")
+    return stages.graph("traced", graph, "record")
+
+
+def _graph_passes(stages, graph):
+    """The simplified and decomposed stages of `graph`: the graph the kernels are fused from."""
     graph = stages.graph("simplified", simplify(graph), "simplify")
     return stages.graph("decomposed", simplify(decompose(graph)), "decompose")  # once decomposed, a composite op's
     # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one

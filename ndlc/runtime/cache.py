@@ -1,5 +1,6 @@
 """The on-disk cache of native code: one file per compiled module, keyed by its LLVM IR, the host
-CPU (name and features) and the ndlc and llvmlite versions. Each file carries a checksum and the key
+CPU (name and features) and the ndlc and llvmlite versions (`<key>.obj`); and of compiled programs,
+keyed by their traced graph (runtime/program_cache.py: `<key>.program`). Each file carries a checksum and the key
 it was stored under; a corrupt, truncated or unreadable entry, or one stored under another key (a
 valid entry copied over this one), is logged, ignored and rebuilt, never trusted."""
 import hashlib
@@ -24,13 +25,14 @@ def cache_key(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _path(key):
-    return os.path.join(cache_dir(), key[:2], key + ".obj")
+def _path(key, suffix):
+    return os.path.join(cache_dir(), key[:2], key + suffix)
 
 
-def load(key):
-    """(object code, optimised IR text) stored under `key`, or None (missing or not intact)."""
-    path = _path(key)
+def load(key, suffix=".obj"):
+    """(object code, optimised IR text) stored under `key`, or None (missing or not intact);
+    `suffix` names the kind of entry (what its bytes and text are)."""
+    path = _path(key, suffix)
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -64,9 +66,9 @@ def load(key):
     return obj, text
 
 
-def store(key, obj: bytes, ir: str):
+def store(key, obj: bytes, ir: str, suffix=".obj"):
     """Write an entry atomically (a reader sees the old file or the whole new one)."""
-    path = _path(key)
+    path = _path(key, suffix)
     ir_bytes = ir.encode()
     body = json.dumps({"key": key, "object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
     try:

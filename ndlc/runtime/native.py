@@ -60,10 +60,20 @@ def target_machine():
                                         opt=3, reloc="default", codemodel="jitdefault")
 
 
+@functools.lru_cache(maxsize=None)
 def host_target():
     """(triple, data layout) to put in generated modules so the optimiser knows the target."""
     tm = target_machine()
     return tm.triple, str(tm.target_data)
+
+
+@functools.lru_cache(maxsize=None)
+def host_description() -> tuple:
+    """What native code cached on disk is specific to: the target (triple, CPU name and features),
+    the ndlc and llvmlite versions and the code generator's sources (kernel_key.FINGERPRINT)."""
+    llvm = _binding()
+    return (host_target()[0], llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), _versions(),
+            FINGERPRINT)
 
 
 class NativeModule:
@@ -77,9 +87,7 @@ class NativeModule:
 
     def __init__(self, llvm_program, entry: str):
         llvm = _binding()
-        tm = target_machine()
-        host = (tm.triple, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), _versions(),
-                FINGERPRINT)
+        host = host_description()
         self.seconds = {"LLVM optimise": 0.0, "machine code": 0.0}
         objects = {}  # cache key -> (object code, optimised IR), each loaded once
         missing = []
@@ -100,15 +108,36 @@ class NativeModule:
         if objects[key] is None:
             objects[key] = self._record(_translate(llvm_program.runner))
             cache.store(key, *objects[key])
+        self._link(objects, llvm_program.plan, llvm_program.calls, entry)
+
+    @classmethod
+    def restore(cls, keys, plan, calls, entry: str):
+        """The module linked from the disk cache's objects `keys` (what `keys` recorded of a
+        module compiled before: the program cache's entry), or None when one of them is gone."""
+        objects = {}
+        for key in keys:
+            objects[key] = cache.load(key)
+            if objects[key] is None:
+                return None
+        native = cls.__new__(cls)
+        native.seconds = {"LLVM optimise": 0.0, "machine code": 0.0}
+        native._link(objects, plan, calls, entry)
+        return native
+
+    def _link(self, objects, plan, calls, entry):
+        """Load `objects` (cache key -> (object code, IR)) into an MCJIT engine and find the entry
+        and the function of each call (`calls`: symbols) that `plan` makes."""
+        llvm = _binding()
+        self.keys, self.calls = list(objects), list(calls)
         self.modules = [ir_text for _, ir_text in objects.values()]
         libraries.register(llvm)
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
         for obj, _ in objects.values():
             self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
-        addresses = {symbol: self._address(symbol) for symbol in llvm_program.kernels}
-        self.plan = np.array(llvm_program.plan, np.int64)
-        self.functions = np.array([addresses[symbol] for symbol in llvm_program.calls] or [0], np.int64)
+        addresses = {symbol: self._address(symbol) for symbol in dict.fromkeys(calls)}
+        self.plan = np.array(plan, np.int64)
+        self.functions = np.array([addresses[symbol] for symbol in calls] or [0], np.int64)
         self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(self._address(entry))
 
     def entry(self, pointers):

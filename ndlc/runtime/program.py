@@ -53,12 +53,12 @@ class Program:
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
-    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False):
+    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
         libraries.check_gemms(kernels)
         self.kernels = kernels
-        self.source = source  # the graph the kernels were fused from (check mode interprets it)
+        self._source = source  # the graph the kernels were fused from, or a function making it
         self.stages = stages
-        self.native = NativeModule(llvm_program, ENTRY)
+        self.native = native or NativeModule(llvm_program, ENTRY)  # `native`: linked already (program cache)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
         self.violation = np.zeros(3, np.int64) if debug else None
@@ -87,6 +87,14 @@ class Program:
         self.lock = threading.Lock()
         calls_blas = any(k.gemm for k in kernels.kernels)  # on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
+
+    @property
+    def source(self):
+        """The graph the kernels were fused from (check mode interprets it); a program from the
+        program cache (runtime/program_cache.py) makes it on first use."""
+        if callable(self._source):
+            self._source = self._source()
+        return self._source
 
     def run(self, *arrays, update_state=False, into=None):
         """The outputs of one native call on `arrays` (see the class docstring). Calls from several

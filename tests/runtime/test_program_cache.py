@@ -1,0 +1,140 @@
+"""The program cache: a program compiled before (in this process or another) comes back from the
+disk under its graph without running the passes, with the same results and stage texts; a
+corrupt, misplaced or stale entry, or one whose native code is gone, is compiled again, and a
+change of options is another entry."""
+import logging
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.ir import parse
+from ndlc.jit.compile import compile_graph
+from ndlc.runtime.native import llvm_compilations
+
+GRAPH = """
+graph @mlp(%x: f32[8,4], %w: f32[4,3], %b: f32[3]) {
+  %0 = matmul(%x, %w) : f32[8,3]
+  %1 = broadcast_to(%b, shape=(8, 3)) : f32[8,3]
+  %2 = add(%0, %1) : f32[8,3]
+  %3 = tanh(%2) : f32[8,3]
+  %4 = logsoftmax(%3, axis=1) : f32[8,3]
+  %5 = summation(%4, axes=(0, 1)) : f32[]
+  return %4, %5
+}"""
+STAGES = ("traced", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm", "llvm_opt")
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(s).astype(np.float32) for s in [(8, 4), (4, 3), (3,)]]
+
+
+def restored(program) -> bool:
+    """Whether `program` came from the program cache: no pass ran for it."""
+    return "fusion" not in program.stage_seconds
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_program_compiled_before_is_restored_with_the_same_results_and_stages(cache):
+    first = compile_graph(parse(GRAPH))
+    assert not restored(first) and len(list(cache.rglob("*.program"))) == 1
+    before = llvm_compilations()
+    again = compile_graph(parse(GRAPH))
+    assert restored(again) and llvm_compilations() == before
+    for got, want in zip(again.run(*inputs()), first.run(*inputs())):
+        np.testing.assert_array_equal(got, want)
+    for stage in STAGES:  # the skipped stages are made again when asked for
+        assert again.ir(stage) == first.ir(stage), stage
+    assert again.ir("fused", format="dot") == first.ir("fused", format="dot")
+    assert again.check(*inputs()) is None, "check mode interprets the graph made again"
+
+
+def test_a_training_step_in_a_new_process_restores_its_program(cache):
+    import subprocess
+    import sys
+    script = ("import numpy as np, ndlc as ndl\n"
+              "from ndlc.examples.train_mlp import build_mlp, training_step\n"
+              "np.random.seed(0); model = build_mlp(6, (8,), 3)\n"
+              "step = ndl.compile(training_step(model, ndl.optim.Adam(model.parameters(), lr=0.1)))\n"
+              "x, y = np.random.rand(16, 6).astype(np.float32), np.random.randint(0, 3, 16)\n"
+              "losses = [float(step(x, y).numpy()) for _ in range(3)]\n"
+              "print('fusion' not in step.last.program.stage_seconds, losses)\n")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert runs[0].stdout.startswith("False") and runs[1].stdout.startswith("True")
+    assert runs[0].stdout.split(" ", 1)[1] == runs[1].stdout.split(" ", 1)[1], "the same losses, bit for bit"
+
+
+def test_other_options_are_other_entries(cache, monkeypatch):
+    compile_graph(parse(GRAPH))
+    monkeypatch.setenv("NDLC_THREADS", "3")
+    assert not restored(compile_graph(parse(GRAPH))), "the schedule depends on the thread budget"
+    monkeypatch.setenv("NDLC_PROFILE", "1")
+    assert not restored(compile_graph(parse(GRAPH))), "profiling code stamps the cycle counter"
+    assert len(list(cache.rglob("*.program"))) == 3
+    assert not restored(compile_graph(parse(GRAPH), debug=True)), "debug mode runs every pass"
+
+
+def test_constants_data_is_part_of_the_key(cache):
+    def scaled(data):  # the tensor made inside the step is a const: its data is in the program
+        return ndl.compile(lambda a: a * ndl.Tensor(data))
+    x = np.ones((4,), np.float32)
+    ones, steps = np.ones((4,), np.float32), np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(scaled(ones)(x).numpy(), ones)
+    other = scaled(steps)
+    np.testing.assert_array_equal(other(x).numpy(), steps)
+    assert not restored(other.last.program) and other.last.program.kernels.constants
+    again = scaled(steps)
+    np.testing.assert_array_equal(again(x).numpy(), steps)
+    assert restored(again.last.program)
+
+
+def _entry(cache):
+    (entry,) = cache.rglob("*.program")
+    return entry
+
+
+def test_a_corrupt_entry_is_compiled_again(cache, caplog):
+    compile_graph(parse(GRAPH))
+    entry = _entry(cache)
+    entry.write_bytes(entry.read_bytes()[:-10])
+    with caplog.at_level(logging.WARNING, logger="ndlc.cache"):
+        program = compile_graph(parse(GRAPH))
+    assert not restored(program) and "checksum mismatch" in caplog.text
+    assert restored(compile_graph(parse(GRAPH))), "and stored again"
+
+
+def test_an_entry_of_another_program_is_not_trusted(cache, caplog):
+    compile_graph(parse(GRAPH))
+    entry = _entry(cache)
+    other = GRAPH.replace("tanh", "relu")
+    compile_graph(parse(other))
+    (copied,) = set(cache.rglob("*.program")) - {entry}
+    entry.write_bytes(copied.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="ndlc.cache"):
+        program = compile_graph(parse(GRAPH))
+    assert not restored(program) and "stored under another key" in caplog.text
+    np.testing.assert_array_equal(program.run(*inputs())[0], compile_graph(parse(GRAPH)).run(*inputs())[0])
+
+
+def test_an_entry_whose_native_code_is_gone_is_compiled_again(cache):
+    first = compile_graph(parse(GRAPH)).run(*inputs())
+    for obj in cache.rglob("*.obj"):
+        obj.unlink()
+    before = llvm_compilations()
+    program = compile_graph(parse(GRAPH))
+    assert not restored(program) and llvm_compilations() - before == 2, "the kernels' module and the runner"
+    np.testing.assert_array_equal(program.run(*inputs())[0], first[0])
+
+
+def test_turned_off_it_neither_reads_nor_writes(cache, monkeypatch):
+    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")
+    compile_graph(parse(GRAPH))
+    assert not restored(compile_graph(parse(GRAPH))) and not list(cache.rglob("*.program"))
