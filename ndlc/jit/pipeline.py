@@ -193,7 +193,8 @@ def _graph_passes(stages, graph):
 class Stages:
     """Records each stage's text, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names, and
     times the work: `seconds` maps a pass (simplify, fusion, ..., codegen, then the native
-    compiler's 'LLVM optimise', 'machine code' and 'load') to the time since the last one ended;
+    compiler's 'LLVM IR' (llvmlite building new kernels' IR), 'LLVM optimise', 'machine code' and 'load')
+    to the time since the last one ended; 'program cache': keying, reading and writing it;
     'record' is the time spent verifying and keeping the texts of stages no pass made."""
 
     def __init__(self, name):

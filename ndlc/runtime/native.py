@@ -82,20 +82,22 @@ class NativeModule:
     is looked up in the disk cache under its structural key (a reference to the cached object
     that holds it); only the kernels not found are generated and compiled: into one module, or,
     when they are many, one per thread of the budget, compiled in parallel. The runner, the same
-    for every program, is cached under its own IR. `seconds`: this program's time in
-    LLVM's optimiser and code generator."""
+    for every program, is cached under its own IR. `seconds`: this program's time building the
+    new kernels' LLVM IR (llvmlite, in Python) and in LLVM's optimiser and code generator."""
 
     def __init__(self, llvm_program, entry: str):
         llvm = _binding()
         host = host_description()
-        self.seconds = {"LLVM optimise": 0.0, "machine code": 0.0}
+        self.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
         objects = {}  # cache key -> (object code, optimised IR), each loaded once
         missing = []
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
         groups = _groups(missing, lambda symbol: len(llvm_program.kernels[symbol][1].text))
+        start = time.perf_counter()
         texts = [llvm_program.module(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
+        self.seconds["LLVM IR"] = time.perf_counter() - start
         for group, text, compiled in zip(groups, texts, self._compile_all(texts)):
             key = cache.cache_key("kernels", text, *host)
             objects[key] = compiled
@@ -120,7 +122,7 @@ class NativeModule:
             if objects[key] is None:
                 return None
         native = cls.__new__(cls)
-        native.seconds = {"LLVM optimise": 0.0, "machine code": 0.0}
+        native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
         native._link(objects, plan, calls, entry)
         return native
 

@@ -5,7 +5,7 @@ import numpy as np
 
 import ndlc as ndl
 
-PASSES = ("simplify", "decompose", "fusion", "merge", "schedule", "memory", "codegen", "LLVM optimise",
+PASSES = ("simplify", "decompose", "fusion", "merge", "schedule", "memory", "codegen", "LLVM IR", "LLVM optimise",
           "machine code", "load")
 
 
