@@ -51,13 +51,14 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
         return _compile_cuda(graph, forward, gpu_target)
     stages = Stages(graph.name)
     traced = _traced(stages, graph, forward)
-    key = _program_key(stages, traced, profile, debug or not cached)
-    restored = key and _restored(stages, traced, key, profile)
+    machine = libraries.blas_enabled(), libraries.threads()  # what the passes compile for, read once
+    key = _program_key(stages, traced, profile, machine, debug or not cached)
+    restored = key and _restored(stages, traced, key, profile, machine)
     if restored:
         return restored
     from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     source = _graph_passes(stages, traced)
-    kernels = _cpu_kernels(stages, source)
+    kernels = _cpu_kernels(stages, source, *machine)
     llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
     program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug))
     stages.split("load", program.native.seconds)
@@ -71,25 +72,26 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     return program
 
 
-def _cpu_kernels(stages, graph):
-    """The kernels of `graph` fused, scheduled for the host's thread budget and planned."""
-    unmerged = stages.timed("fusion", fuse(graph, use_blas=libraries.blas_enabled(), merge=False))
+def _cpu_kernels(stages, graph, blas, threads):
+    """The kernels of `graph` fused (matmuls calling BLAS where `blas`), scheduled for `threads`
+    threads and planned."""
+    unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
     kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
-    kernels = stages.kernels("scheduled", schedule(kernels, libraries.threads()), "schedule")
+    kernels = stages.kernels("scheduled", schedule(kernels, threads), "schedule")
     return stages.kernels("planned", plan_memory(kernels), "memory")
 
 
-def _program_key(stages, graph, profile, fresh):
+def _program_key(stages, graph, profile, machine, fresh):
     """The program cache's key for `graph`, or None where the cache is not used: turned off
     (NDLC_PROGRAM_CACHE=0), when every pass must run (`fresh`: debug and check modes, for
     chasing compiler bugs) or when NDLC_DUMP asks for stages to be written (the passes make them)."""
     if fresh or stages.wanted or not program_cache.enabled():
         return None
     text = stages.texts["grad" if "grad" in stages.texts else "traced"]
-    return stages.timed("program cache", program_cache.program_key(graph, text, profile))
+    return stages.timed("program cache", program_cache.program_key(graph, text, profile, *machine))
 
 
-def _restored(stages, graph, key, profile):
+def _restored(stages, graph, key, profile, machine):
     """The program stored under `key`, linked, or None: its passes' stages are made again on
     first use (`Recompute`), its planned and llvm_opt stages are the entry's own."""
     found = stages.timed("program cache", program_cache.load(key))
@@ -97,7 +99,7 @@ def _restored(stages, graph, key, profile):
     if not native:
         return None
     kernels = found[0]
-    recompute = Recompute(graph, profile)
+    recompute = Recompute(graph, profile, machine)
     for stage in ("simplified", "decomposed", "fused", "scheduled"):
         stages.texts[stage] = LazyStage(recompute, stage)
     stages.texts["planned"] = str(kernels)
@@ -111,17 +113,18 @@ def _restored(stages, graph, key, profile):
 
 class Recompute:
     """The passes run again on first use, for a program from the program cache: the stages it
-    skipped and, called, the graph its kernels were fused from (check mode reads it)."""
+    skipped and, called, the graph its kernels were fused from (check mode reads it). `machine`:
+    (BLAS, threads) as the program was compiled for, whatever the settings are now."""
 
-    def __init__(self, graph, profile):
-        self.graph, self.profile = graph, profile
+    def __init__(self, graph, profile, machine):
+        self.graph, self.profile, self.machine = graph, profile, machine
 
     @functools.cached_property
     def stages(self):
         from ..codegen.llvm_program import lower_to_llvm
         stages = Stages(self.graph.name)
         stages.source = _graph_passes(stages, self.graph)
-        kernels = _cpu_kernels(stages, stages.source)
+        kernels = _cpu_kernels(stages, stages.source, *self.machine)
         stages.text("llvm", lower_to_llvm(kernels, *host_target(), self.profile), "codegen")
         return stages
 

@@ -21,7 +21,7 @@ from ..ir.checks import verification_enabled
 from ..ir.kernel import ENTRY, BufferKind
 from ..ir.kernel_parser import parse_kernels
 from ..ir.types import numpy_dtype
-from . import cache, libraries
+from . import cache
 from .native import NativeModule, host_description
 
 log = logging.getLogger("ndlc.cache")
@@ -33,15 +33,16 @@ def enabled() -> bool:
     return flag("NDLC_PROGRAM_CACHE", default=True)
 
 
-def program_key(graph, graph_text, profile) -> str:
-    """The cache key of compiling `graph` (whose text is `graph_text`) for the host CPU."""
+def program_key(graph, graph_text, profile, blas, threads) -> str:
+    """The cache key of compiling `graph` (whose text is `graph_text`) for the host CPU, with
+    profiling or not, matmuls calling BLAS or not, for a budget of `threads` threads."""
     digest = hashlib.sha256()
     for value in graph.inputs:
         if value in graph.constants:
             data = np.ascontiguousarray(graph.constants[value])
             digest.update(f"{value.name} {data.dtype} {data.shape}".encode())
             digest.update(data.tobytes())
-    options = f"profile {profile} blas {libraries.blas_enabled()} threads {libraries.threads()}"
+    options = f"profile {profile} blas {blas} threads {threads}"
     return cache.cache_key("program", graph_text, digest.hexdigest(), options, *host_description(),
                            _sources())
 
