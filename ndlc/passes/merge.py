@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from ..ir.indexing import contiguous
 from ..ir.kernel import Acc, BufferKind, Load, Phase
-from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves
+from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves, postorder
 
 log = logging.getLogger("ndlc.fusion")
 LARGE = 400  # fusion stores a definition costing more, and passes that big are not joined: this
@@ -193,7 +193,7 @@ def _why_not(a, b) -> str:
     extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
     for load in b.loads:
         if isinstance(load, Load) and load.buffer in written:
-            if load.access.specialised(extents) != written[load.buffer].specialised(extents):
+            if _specialised(load.access, extents) != _specialised(written[load.buffer], extents):
                 return f"it reads %{load.buffer} at other elements than the kernel of %{load.buffer} writes"
     return ""
 
@@ -232,7 +232,16 @@ def _merge(a, b):
 
 
 def _padded(load, extents):
-    return load.with_access(load.access.specialised(extents))
+    access = _specialised(load.access, extents)
+    return load if access is load.access else load.with_access(access)
+
+
+def _specialised(access, extents):
+    """`access.specialised(extents)`, or `access` itself where that is equal to it (no guards to
+    drop, as many loops): a kernel growing by merges has its accesses padded at every merge."""
+    if not access.guards and len(access.form.coeffs) == len(extents):
+        return access
+    return access.specialised(extents)
 
 
 def _placed(kernel, extents, inner):
@@ -253,7 +262,7 @@ def _renumber(phases, kernel, extents, loads):
             loads.append(padded)
         numbers[n] = position[padded]
     if all(numbers[n] == n and loads[n] == load for n, load in enumerate(kernel.loads)) and all(
-            s.access.specialised(extents) == s.access for phase in phases for s in phase.stores):
+            _specialised(s.access, extents) == s.access for phase in phases for s in phase.stores):
         return phases  # the kernel's own loads, in order, over its own loops: nothing to rewrite
 
     def leaf(payload):
@@ -262,7 +271,7 @@ def _renumber(phases, kernel, extents, loads):
     result = []
     for phase in phases:
         reductions = [replace(r, body=map_leaves(r.body, leaf)) for r in phase.reductions]
-        stores = [replace(s, access=s.access.specialised(extents), value=map_leaves(s.value, leaf))
+        stores = [replace(s, access=_specialised(s.access, extents), value=map_leaves(s.value, leaf))
                   for s in phase.stores]
         result.append(Phase(reductions, stores, phase.inner))
     return result
@@ -271,8 +280,7 @@ def _renumber(phases, kernel, extents, loads):
 def _earliest_join(phases, phase, loads, floor=0):
     """The first of `phases` from `floor` on that `phase` can join, after every phase storing what
     it reads; or None."""
-    read = {loads[n].buffer for expr in phase.expressions() for n in leaves(expr)
-            if isinstance(n, int) and isinstance(loads[n], Load)}
+    read = {loads[n].buffer for n in _leaves(phase.expressions()) if isinstance(n, int) and isinstance(loads[n], Load)}
     first = max([floor] + [p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}])
     return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads)), None)
 
@@ -319,7 +327,7 @@ def _join(first, second, loads):
 
 def _compact(kernel):
     """kernel without the loads no expression reads, the rest renumbered in order."""
-    used = sorted({p for _, expr, _ in kernel.expressions() for p in leaves(expr) if isinstance(p, int)})
+    used = sorted(p for p in _leaves(expr for _, expr, _ in kernel.expressions()) if isinstance(p, int))
     if used == list(range(len(used))):  # unread loads only at the end (reads of what the kernel now
         # computes, added last by the merge): no load's number changes
         return replace(kernel, loads=kernel.loads[:len(used)]) if len(used) < len(kernel.loads) else kernel
@@ -331,6 +339,19 @@ def _compact(kernel):
                     [replace(s, value=map_leaves(s.value, leaf)) for s in p.stores], p.inner)
               for p in kernel.phases]
     return replace(kernel, loads=[kernel.loads[i] for i in used], phases=phases)
+
+
+def _leaves(exprs) -> set:
+    """The payloads of the 'arg' leaves of `exprs`, each node they share walked once (a merged
+    kernel's later stores read its earlier values)."""
+    seen, found = set(), set()
+    for expr in exprs:
+        for e in postorder(expr, stop=lambda e: id(e) in seen):
+            if id(e) not in seen:
+                seen.add(id(e))
+                if e.prim == "arg":
+                    found.add(e.payload)
+    return found
 
 
 def _drop_dead_stores(kernels, program):
