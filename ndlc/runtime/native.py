@@ -21,6 +21,7 @@ from . import cache, libraries
 log = logging.getLogger("ndlc.native")
 _compilations = 0
 _FORKING = threading.RLock()  # held by a thread forking compiling workers, and around every translation
+_building = None  # the LlvmProgram whose modules forked workers build (set while they fork)
 PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
 # worker costs ~20 ms, a small kernel's optimisation a few ms
 
@@ -95,21 +96,19 @@ class NativeModule:
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
         groups = _groups(missing, lambda symbol: len(llvm_program.kernels[symbol][1].text))
-        start = time.perf_counter()
-        texts = [llvm_program.module(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
-        self.seconds["LLVM IR"] = time.perf_counter() - start
-        for group, text, compiled in zip(groups, texts, self._compile_all(texts)):
-            key = cache.cache_key("kernels", text, *host)
+        jobs = [(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
+        runner_key = cache.cache_key("runner", llvm_program.runner, *host)
+        runner = cache.load(runner_key)
+        if runner is None:
+            jobs.append((None, "runner"))
+        for (group, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, len(groups) > 1)):
             objects[key] = compiled
             cache.store(key, *compiled)
-            for symbol in group:
+            for symbol in group or ():
                 cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
-        key = cache.cache_key("runner", llvm_program.runner, *host)
-        objects[key] = cache.load(key)
-        if objects[key] is None:
-            objects[key] = self._record(_translate(llvm_program.runner))
-            cache.store(key, *objects[key])
+        if runner is not None:
+            objects[runner_key] = runner
         self._link(objects, llvm_program.plan, llvm_program.calls, entry)
 
     @classmethod
@@ -167,33 +166,35 @@ class NativeModule:
             objects[group] = found
         return True
 
-    def _compile_all(self, texts) -> list:
-        """(object code, optimised IR) of each kernel module of `texts`: in this process if one,
-        else in as many processes forked from it (llvmlite holds one lock around every call into
-        LLVM, so threads would take turns)."""
-        if len(texts) <= 1:
-            return [self._record(_translate(text)) for text in texts]
-        start = time.perf_counter()
-        log.info("optimising %d kernel modules in %d processes", len(texts), len(texts))
-        context = multiprocessing.get_context("fork")
-        with _FORKING, concurrent.futures.ProcessPoolExecutor(len(texts), mp_context=context) as pool:
-            results = list(pool.map(_translated, texts, [True] * len(texts)))  # a worker has one thread: no lock
-        global _compilations
+    def _build_all(self, llvm_program, jobs, parallel) -> list:
+        """(cache key, (object code, optimised IR)) of each job (`_built`): in this process, or,
+        when `parallel`, in as many processes forked from it as the thread budget allows, each
+        building its modules' IR and compiling them (llvmlite holds one lock around every call
+        into LLVM, so threads would take turns)."""
+        global _building, _compilations
+        if not parallel:
+            with _FORKING:
+                results = [_built(llvm_program, job) for job in jobs]
+            wall = None
+        else:
+            start = time.perf_counter()
+            workers = max(1, min(len(jobs), libraries.threads()))
+            log.info("building and optimising %d modules in %d processes", len(jobs), workers)
+            context = multiprocessing.get_context("fork")
+            with _FORKING:
+                _building = llvm_program  # what the forked workers build their jobs' modules from
+                try:
+                    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                        results = list(pool.map(_build_job, jobs))  # a worker has one thread: no lock
+                finally:
+                    _building = None
+            wall = time.perf_counter() - start
         _compilations += len(results)
-        wall = time.perf_counter() - start
-        work = sum(r[2] + r[3] for r in results) or 1.0  # the wall time, shared as the workers spent theirs
-        self.seconds["LLVM optimise"] += wall * sum(r[2] for r in results) / work
-        self.seconds["machine code"] += wall * sum(r[3] for r in results) / work
-        return [(obj, text) for obj, text, _, _ in results]
-
-    def _record(self, translated):
-        """(object code, IR) of `_translate`'s result, its times added to `seconds`."""
-        global _compilations
-        obj, text, optimising, emitting = translated
-        self.seconds["LLVM optimise"] += optimising
-        self.seconds["machine code"] += emitting
-        _compilations += 1
-        return obj, text
+        parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
+        share = 1.0 if wall is None else wall / (sum(parts) or 1.0)  # workers' time as a share of the wall time
+        for name, seconds in zip(("LLVM IR", "LLVM optimise", "machine code"), parts):
+            self.seconds[name] += seconds * share
+        return [(key, compiled) for key, compiled, _, _, _ in results]
 
     @property
     def optimized_ir(self) -> str:
@@ -204,27 +205,39 @@ class NativeModule:
         return "\n".join(target_machine().emit_assembly(llvm.parse_assembly(text)) for text in self.modules)
 
 
-def _translate(text, optimise=True):
-    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`.
-    Never while this process forks compiling workers: a worker forked while another thread is inside
-    LLVM would inherit llvmlite's lock held, and wait on it forever."""
-    with _FORKING:
-        return _translated(text, optimise)
+def _built(llvm_program, job):
+    """(cache key, (object code, optimised IR), seconds building the IR, optimising, making machine
+    code) of `job`, (kernel symbols, module name): the module of those kernels of `llvm_program`,
+    or, for symbols None, its runner. Never while this process forks compiling workers (the
+    caller holds _FORKING): a worker forked while another thread is inside LLVM would inherit
+    llvmlite's lock held, and wait on it forever."""
+    symbols, name = job
+    start = time.perf_counter()
+    text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
+    building = time.perf_counter() - start
+    obj, optimised, optimising, emitting = _translated(text)
+    key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
+    return key, (obj, optimised), building, optimising, emitting
 
 
-def _translated(text, optimise):
+def _build_job(job):
+    """`_built` in a forked worker, for the program its parent was building when it forked."""
+    return _built(_building, job)
+
+
+def _translated(text):
+    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`."""
     llvm = _binding()
     tm = target_machine()
     start = time.perf_counter()
     module = llvm.parse_assembly(text)
     module.verify()
-    if optimise:
-        options = llvm.create_pipeline_tuning_options(speed_level=3)
-        options.loop_vectorization = True
-        options.slp_vectorization = True
-        options.loop_unrolling = False
-        builder = llvm.create_pass_builder(tm, options)
-        builder.getModulePassManager().run(module, builder)
+    options = llvm.create_pipeline_tuning_options(speed_level=3)
+    options.loop_vectorization = True
+    options.slp_vectorization = True
+    options.loop_unrolling = False
+    builder = llvm.create_pass_builder(tm, options)
+    builder.getModulePassManager().run(module, builder)
     optimised = time.perf_counter()
     obj = tm.emit_object(module)
     return obj, str(module), optimised - start, time.perf_counter() - optimised
