@@ -76,7 +76,10 @@ def _leaf(payload):
 
 def _positions(expr, index, done):
     """`expr` with its 'index' primitives (element positions) read through `index`; the nodes in
-    `done` (operand definitions, already read through their own) are left as they are."""
+    `done` (operand definitions, already read through their own) are left as they are, and so is
+    `expr` when it has none (most ops: a walk instead of a rebuilt copy)."""
+    if not any(e.prim == "index" for e in postorder(expr, stop=lambda e: id(e) in done)):
+        return expr
     return transform(expr, lambda e, args: _leaf(index) if e.prim == "index"
                      else e if not e.args else ScalarExpr(e.prim, args, e.payload),
                      stop=lambda e: id(e) in done)
