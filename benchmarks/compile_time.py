@@ -148,13 +148,25 @@ def report(results, load) -> str:
         ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]
         lines += ["", f"LSTM cold at 70 steps / at 35 steps: {ratio:.2f}x"]
     lines += ["", "## Stage times of the cold compilations (s)", "",
-              "'record': verifying and keeping the traced graphs' texts; LLVM's times are wall-clock (its modules "
-              "compile in parallel where there are many new kernels).", ""]
-    stages = list(dict.fromkeys(s for r in results.values() for s in r["cold"]["stages"]))
-    lines += ["| model | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
-    for model, r in results.items():
-        lines.append(f"| {model} | " + " | ".join(f"{r['cold']['stages'].get(s, 0):.3f}" for s in stages) + " |")
+              "'record': verifying and keeping the traced graphs' texts; 'LLVM IR': llvmlite building the new "
+              "kernels' IR; LLVM's times are wall-clock (its modules are built and compile in parallel where there "
+              "are many new kernels).", ""]
+    lines += _stage_table(results, "cold")
+    lines += ["", "## Stage times of the warm compilations (s)", "",
+              "The program cache holds each step: 'program cache' is keying it (loading llvmlite to name the host "
+              "CPU, hashing the graph's text), reading the entry and parsing its Kernel IR (cold: keying it and "
+              "writing the entry); 'load', linking the cached objects and allocating the buffers.", ""]
+    lines += _stage_table(results, "warm")
     return "\n".join(lines) + "\n"
+
+
+def _stage_table(results, run):
+    """Markdown rows of each model's stage times in its `run` ('cold' or 'warm')."""
+    stages = list(dict.fromkeys(s for r in results.values() for s in r[run]["stages"]))
+    lines = ["| model | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+    for model, r in results.items():
+        lines.append(f"| {model} | " + " | ".join(f"{r[run]['stages'].get(s, 0):.3f}" for s in stages) + " |")
+    return lines
 
 
 def main(argv=None):
