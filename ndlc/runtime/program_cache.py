@@ -1,12 +1,13 @@
 """The program cache: a compiled CPU program kept on disk under its graph, so that another process
 compiling the same step (a warm start) skips the passes, as XLA's persistent compilation cache does
 under an HLO fingerprint. The key is the graph's text and its constants' data, what else changes
-what the passes make (profiling, the thread budget, BLAS), the host (native.host_description) and a
-fingerprint of ndlc's own sources, so that any change to the compiler is a miss. The entry holds
-the planned Kernel IR (read back by parse_kernels), the constants' data, the runner's plan and
-the disk-cache keys of the native objects it links; the key is bound into it (cache.py). An
-entry that does not read back (corrupt, written by another compiler, its objects gone) is
-logged and the program compiled again: never trusted. NDLC_PROGRAM_CACHE=0 turns it off."""
+what the passes make (profiling, the thread budget, BLAS), the host (native.host_description), the
+numpy version (constants are folded with it) and a fingerprint of ndlc's own sources, so that any
+change to the compiler is a miss. The entry holds the planned Kernel IR (read back by
+parse_kernels), the constants' data, the runner's plan and the disk-cache keys of the native
+objects it links; the key is bound into it (cache.py). An entry that does not read back (corrupt,
+stored under another key, its objects gone) is logged and the program compiled again: never
+trusted. NDLC_PROGRAM_CACHE=0 turns it off."""
 import functools
 import hashlib
 import json
@@ -44,7 +45,7 @@ def program_key(graph, graph_text, profile, blas, threads) -> str:
             digest.update(data.tobytes())
     options = f"profile {profile} blas {blas} threads {threads}"
     return cache.cache_key("program", graph_text, digest.hexdigest(), options, *host_description(),
-                           _sources())
+                           f"numpy {np.__version__}", _sources())  # numpy folds constants (simplify)
 
 
 def save(key, kernels, native):
