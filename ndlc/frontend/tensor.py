@@ -321,6 +321,12 @@ def apply(op, *tensors, **attrs) -> Tensor:
     return tensor
 
 
+def tensor_of(value: Value) -> Tensor:
+    """The live Tensor wrapping `value` (a parameter keeps receiving its .grad), or a new one."""
+    tensor = _TENSORS.get(value)
+    return Tensor._wrap(value) if tensor is None else tensor
+
+
 def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
     """A Tensor without data standing for a graph input while tracing."""
     return Tensor._wrap(Value(type_, name=name), requires_grad)

@@ -25,6 +25,7 @@ from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
+from ..passes.unroll import unroll_scans
 from ..runtime import libraries
 from ..runtime.native import host_target
 from ..runtime.program import Program
@@ -104,6 +105,7 @@ def _graph_stages(stages, graph, forward):
         graph = stages.graph("grad", graph, "record")
     else:
         graph = stages.graph("traced", graph, "record")
+    graph = stages.timed("unroll", unroll_scans(graph))  # stage A: scans become their steps' nodes
     graph = stages.graph("simplified", simplify(graph), "simplify")
     return stages.graph("decomposed", simplify(decompose(graph)), "decompose")  # once decomposed, a composite op's
     # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
