@@ -290,7 +290,11 @@ class TensorOp:
         if node._value is not self.node.result:
             raise NdlcError(f"gradient_as_tuple: {node._value.type} tensor is not the result of this {self.node.op}")
         made = []
-        rule = get_op(self.node.op).grad
+        opdef = get_op(self.node.op)
+        if opdef.parts is not None:
+            raise NdlcError(f"{self.node.op} has several results, each read by a part node: its gradient "
+                            "rule takes their adjoints together; differentiate it with backward()")
+        rule = opdef.grad
         if rule is None:
             raise NdlcError(f"{self.node.op} has no gradient rule")
         partials = rule(Builder(on_node=made.append, loc=user_location()), self.node, out_grad._value)

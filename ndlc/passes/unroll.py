@@ -6,26 +6,14 @@ Step t reads piece t of each stacked x (`split` along axis 0; the operand itself
 whose operands are the same values in two scans (a gradient's second forward scan, which saves
 more ys of the same body) is emitted once: the copies share the forward's nodes.
 """
-import time
-
 from ..ir.checks import maybe_verify
 from ..ir.graph import Graph, Node
 from ..ir.registry import get_op
 
-_seconds = 0.0  # time spent unrolling in this process
-
-
-def seconds_spent() -> float:
-    """How long unroll_scans has run in this process, in seconds."""
-    return _seconds
-
-
 def unroll_scans(graph):
     """`graph` with every scan (nested ones too) unrolled; the graph itself if it has none."""
-    global _seconds
     if not any(n.op == "scan" for n in graph.nodes):
         return graph
-    start = time.perf_counter()
     unroller = _Unroller()
     values = {v: v for v in graph.inputs}
     unroller.emit(graph.nodes, values)
@@ -35,7 +23,6 @@ def unroll_scans(graph):
     # the nodes as it meets a Python loop's
     result = Graph.from_outputs(outputs + list(updates.values()), graph.inputs, graph.name, graph.constants)
     result.outputs, result.updates = outputs, updates
-    _seconds += time.perf_counter() - start
     return maybe_verify(result, "unroll")
 
 

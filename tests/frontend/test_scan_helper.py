@@ -100,3 +100,12 @@ def test_random_numbers_in_a_traced_step_are_refused():
 def test_sequences_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="the same non-empty first axis"):
         ndl.scan(lambda h, x: (h, h), ndl.Tensor(H0), (ndl.Tensor(XS), ndl.Tensor(XS[:2])))
+
+
+def test_gradient_as_tuple_of_a_scan_points_to_backward():
+    def fn(h0, xs):
+        packed = rnn(h0, xs)[0].inputs[0]
+        with pytest.raises(ndl.NdlcError, match="several results"):
+            packed.op.gradient_as_tuple(packed, packed)
+        return packed
+    ndl.trace(fn, H0, XS)

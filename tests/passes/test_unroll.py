@@ -108,3 +108,39 @@ def test_the_gradient_saves_what_its_rules_read_in_a_second_forward_scan_that_un
     unrolled = unroll_scans(grad)
     forward_steps = [n for n in unrolled.nodes if n.op == "exp"]
     assert len(forward_steps) == 4  # the saving scan's steps are the first scan's
+
+
+NESTED = """
+graph @g(%h0: f64[2], %xs: f64[2,3,2]) {
+  %0 = scan(%h0, %xs, carries=1, xs=1, length=2, reverse=false, body=graph @body(%h: f64[2], %x: f64[3,2]) {
+    %0 = scan(%h, %x, carries=1, xs=1, length=3, reverse=true, body=graph @body(%g: f64[2], %y: f64[2]) {
+      %0 = multiply(%g, %y) : f64[2]
+      %1 = sin(%0) : f64[2]
+      return %1
+    }) : f64[2]
+    %1 = part(%0, offset=0, shape=(2,)) : f64[2]
+    %2 = exp(%1) : f64[2]
+    return %2
+  }) : f64[2]
+  %1 = part(%0, offset=0, shape=(2,)) : f64[2]
+  %2 = summation(%1, axes=(0,)) : f64[]
+  return %2
+}"""
+
+
+def test_a_scan_in_a_body_unrolls_and_differentiates_like_the_loops_it_is():
+    graph = parse(NESTED)
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal((2,)), rng.standard_normal((2, 3, 2))]
+    h = args[0]
+    for x in args[1]:
+        for y in x[::-1]:
+            h = np.sin(h * y)
+        h = np.exp(h)
+    np.testing.assert_allclose(interpret(unroll_scans(graph), *args)[0], h.sum(), rtol=1e-12)
+    grads = interpret(autodiff(graph), *args)
+    unrolled = unroll_scans(graph)
+    for a, b in zip(grads, interpret(autodiff(unrolled), *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    for a, b in zip(grads, interpret(unroll_scans(autodiff(graph)), *args)):
+        np.testing.assert_array_equal(a, b)
