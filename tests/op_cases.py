@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from ndlc.ir import Builder, Graph, TensorType
+from ndlc.ir import Builder, Graph, TensorType, parse, print_graph
 from ndlc.ir.checks import maybe_verify
 
 
@@ -161,6 +161,31 @@ def _splitmix_uniform(seed, stream, shape):
     return np.array(out).reshape(shape)
 
 
+SCAN_BODY = """graph @body(%h: f64[2], %c: f64[2], %x: f64[2], %w: f64[2]) {
+  %0 = multiply(%h, %w) : f64[2]
+  %1 = add(%0, %x) : f64[2]
+  %2 = tanh(%1) : f64[2]
+  %3 = add(%2, %c) : f64[2]
+  %4 = sin(%3) : f64[2]
+  return %2, %3, %4
+}"""
+
+
+def _scan_draw(r):
+    length, reverse = int(r.integers(1, 4)), bool(r.integers(0, 2))
+    inputs = [normal(r, (2,)), normal(r, (2,)), normal(r, (length, 2)), normal(r, (2,))]
+    return inputs, {"carries": 2, "xs": 1, "length": length, "reverse": reverse, "body": parse(SCAN_BODY)}
+
+
+def _scan_expect(h, c, xs, w, carries, xs_count, length, reverse, body):
+    ys = [None] * length
+    for t in reversed(range(length)) if reverse else range(length):
+        h = np.tanh(h * w + xs[t])
+        c = h + c
+        ys[t] = np.sin(c)
+    return np.concatenate([h, c, np.ravel(ys)])
+
+
 CASES = [
     _binary("add", lambda a, b: a + b),
     _binary("multiply", lambda a, b: a * b),
@@ -226,6 +251,10 @@ CASES = [
          lambda size, dtype: np.array(list(range(size)), np.int64), differentiable=False),
     Case("gather", _gather_draw, _gather_expect),
     Case("max_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).max(axis=(-2, -1))),
+    Case("scan", _scan_draw, lambda *a, carries, xs, length, reverse, body:
+         _scan_expect(*a, carries, xs, length, reverse, body)),
+    Case("part", lambda r: ([normal(r, (12,))], {"offset": int(r.integers(0, 7)), "shape": (2, 3)}),
+         lambda x, offset, shape: x[offset:offset + 6].reshape(shape)),
 ]
 
 BY_OP = {}
@@ -237,6 +266,8 @@ def single_op_graph(op, inputs, attrs, dtype="f64"):
     """A graph applying `op` to `inputs` (floats cast to `dtype`), and the cast inputs."""
     g = Graph(op)
     cast = [x.astype(TensorType((), dtype).np_dtype) if x.dtype.kind == "f" else x for x in inputs]
+    attrs = {k: parse(print_graph(v).replace("f64", dtype)) if isinstance(v, Graph) else v
+             for k, v in attrs.items()}  # a region (scan's body) computes in the inputs' dtype too
     values = [g.add_input(TensorType.of(x), name=f"x{i}") for i, x in enumerate(cast)]
     g.outputs = [Builder(g).emit(op, *values, **attrs)]
     return maybe_verify(g, "single op"), cast

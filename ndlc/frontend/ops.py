@@ -13,6 +13,7 @@ from ..errors import ShapeError
 from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context
+from .scan import scan  # noqa: F401  (ndl.scan: the helper, not the bare op)
 from .tensor import Tensor, TensorTuple, apply, user_location
 
 _NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)

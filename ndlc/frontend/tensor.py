@@ -290,7 +290,11 @@ class TensorOp:
         if node._value is not self.node.result:
             raise NdlcError(f"gradient_as_tuple: {node._value.type} tensor is not the result of this {self.node.op}")
         made = []
-        rule = get_op(self.node.op).grad
+        opdef = get_op(self.node.op)
+        if opdef.parts is not None:
+            raise NdlcError(f"{self.node.op} has several results, each read by a part node: its gradient "
+                            "rule takes their adjoints together; differentiate it with backward()")
+        rule = opdef.grad
         if rule is None:
             raise NdlcError(f"{self.node.op} has no gradient rule")
         partials = rule(Builder(on_node=made.append, loc=user_location()), self.node, out_grad._value)
@@ -319,6 +323,12 @@ def apply(op, *tensors, **attrs) -> Tensor:
     if tensors:
         tensor.device = tensors[0].device  # a result lives where its operands do (needle's)
     return tensor
+
+
+def tensor_of(value: Value) -> Tensor:
+    """The live Tensor wrapping `value` (a parameter keeps receiving its .grad), or a new one."""
+    tensor = _TENSORS.get(value)
+    return Tensor._wrap(value) if tensor is None else tensor
 
 
 def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:

@@ -112,6 +112,8 @@ class _Parser:
             return _number(text)
         if kind == "string":
             return text[1:-1]
+        if kind == "ident" and text == "graph":
+            return self.region()
         if kind == "ident":
             return {"true": True, "false": False, "none": None}.get(text, text)
         if text == "(":
@@ -126,6 +128,13 @@ class _Parser:
 
     def graph(self):
         self.t.expect("graph")
+        graph = self.region()
+        self.t.expect_kind("eof", "end of input after the graph")
+        return graph
+
+    def region(self):
+        """A graph after its `graph` keyword; a region (an attribute) names its own values."""
+        outer, self.values = self.values, {}
         name = self.t.expect_kind("global", "@name")[1][1:]
         graph = Graph(name)
         self.t.expect("(")
@@ -145,7 +154,7 @@ class _Parser:
             graph.nodes.append(self.node())
         self.return_(graph)
         self.t.expect("}")
-        self.t.expect_kind("eof", "end of input after the graph")
+        self.values = outer
         return graph
 
     def node(self):

@@ -6,6 +6,9 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 def format_attr(value) -> str:
+    """An attribute's text; a region's is its name and size (format_node prints it whole)."""
+    if is_region(value):
+        return f"@{value.name} ({len(value.nodes)} nodes)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -34,9 +37,16 @@ def value_names(graph) -> dict:
     return names
 
 
+def is_region(value) -> bool:
+    """Whether an attribute is a region (a graph: scan's body)."""
+    return hasattr(value, "nodes") and hasattr(value, "outputs")
+
+
 def format_node(node, names, with_locs=False) -> str:
+    """One node a line; a region attribute prints as its graph, its lines indented below."""
     args = [f"%{names.get(v, '?')}" for v in node.operands]
-    args += [f"{k}={format_attr(v)}" for k, v in node.attrs.items()]
+    args += [f"{k}={print_graph(v, with_locs) if is_region(v) else format_attr(v)}"
+             for k, v in node.attrs.items()]
     line = f"%{names.get(node.result, '?')} = {node.op}({', '.join(args)}) : {node.result.type}"
     if with_locs and node.loc:
         line += f'  loc("{node.loc}")'
@@ -53,7 +63,7 @@ def print_graph(graph, with_locs=False) -> str:
     if len(header) > 100:  # one parameter a line, as a long signature reads best
         header = f"graph @{graph.name}(\n" + ",\n".join("    " + p for p in params) + "\n) {"
     lines = [header]
-    lines += ["  " + format_node(n, names, with_locs) for n in graph.nodes]
+    lines += ["  " + line for n in graph.nodes for line in format_node(n, names, with_locs).split("\n")]
     rets = [f"%{names[v]}" for v in graph.outputs]
     rets += [f"new %{names[s]} = %{names[v]}" for s, v in graph.updates.items()]
     lines.append("  return" + (" " + ", ".join(rets) if rets else ""))

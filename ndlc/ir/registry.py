@@ -52,8 +52,15 @@ def _dtype(v):
         raise ValueError("a dtype name") from None
 
 
+def _graph(v):
+    """A region: a Graph (ir/graph.py imports this module, so it is recognised by its fields)."""
+    if not all(hasattr(v, field) for field in ("inputs", "nodes", "outputs", "updates")):
+        raise ValueError("a graph (a region)")
+    return v
+
+
 ATTR_KINDS = {"int": _int, "float": _float, "bool": _bool, "ints": _ints,
-              "int_pairs": _int_pairs, "dtype": _dtype}
+              "int_pairs": _int_pairs, "dtype": _dtype, "graph": _graph}
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,10 @@ class OpDef:
       instead (a conv as im2col and a gemm), or None where the op is best kept as it is.
     blas: the loop nest is a batched matrix product (loops batch..., m, n | k; body x[..., m, k] *
       y[..., k, n]), which backends may hand to a BLAS gemm for float dtypes.
+    parts(node) -> list of (offset, TensorType), for ops with several results (scan): the results
+      packed, flattened, into the node's 1-D result, which only `part` nodes read. Their grad rule
+      is grad(b, node, {offset: adjoint}, vjp): the adjoints of the parts that have one, and
+      autodiff's `vjp(graph, seeds, wrt)` to differentiate a region with.
     """
     name: str
     arity: Optional[int]
@@ -135,6 +146,7 @@ class OpDef:
     loop_nest: Optional[Callable] = None
     decompose: Optional[Callable] = None
     blas: bool = False
+    parts: Optional[Callable] = None
 
     def check_attrs(self, attrs: dict, where=None) -> dict:
         """Validate `attrs` against the declaration; fill defaults; normalise lists to tuples."""

@@ -1,5 +1,6 @@
 """The verifier: SSA, types and attributes of a graph; each error names the offending node."""
 from ..errors import AttrError, ShapeError, UnknownOpError, VerifyError
+from .graph import Graph
 from .printer import format_node, value_names
 from .registry import get_op
 
@@ -36,6 +37,7 @@ def verify(graph):
             raise _fail(f"{where}: {e}", node) from None
         if inferred != node.result.type:
             raise _fail(f"{where}: result type {node.result.type} but the op's rule gives {inferred}", node)
+        _check_regions(node, where)
         defined.add(node.result)
     for i, v in enumerate(graph.outputs):
         if v not in defined:
@@ -51,3 +53,13 @@ def verify(graph):
         if v.kind != "const" or v not in defined:
             raise _fail("constant data is held for a value that is not a const input")
     return graph
+
+
+def _check_regions(node, where):
+    """Verify each region (graph attribute) of `node` as a graph of its own."""
+    for name, value in node.attrs.items():
+        if isinstance(value, Graph):
+            try:
+                verify(value)
+            except VerifyError as e:
+                raise _fail(f"{where}: its {name} region: {e}", node) from None

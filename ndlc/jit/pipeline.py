@@ -25,6 +25,7 @@ from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
+from ..passes.unroll import unroll_scans
 from ..runtime import libraries, program_cache
 from ..runtime.native import host_target
 from ..runtime.program import Program
@@ -188,6 +189,7 @@ def _traced(stages, graph, forward):
 
 def _graph_passes(stages, graph):
     """The simplified and decomposed stages of `graph`: the graph the kernels are fused from."""
+    graph = stages.timed("unroll", unroll_scans(graph))  # stage A: scans become their steps' nodes
     graph = stages.graph("simplified", simplify(graph), "simplify")
     return stages.graph("decomposed", simplify(decompose(graph)), "decompose")  # once decomposed, a composite op's
     # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one

@@ -22,13 +22,13 @@ def seconds_spent() -> float:
     return _seconds
 
 
-def _relevant_nodes(graph, output, wrt):
-    """Nodes on some path from a `wrt` value to `output`, in topological order."""
+def _relevant_nodes(graph, outputs, wrt):
+    """Nodes on some path from a `wrt` value to one of `outputs`, in topological order."""
     depends = set(wrt)
     for node in graph.nodes:
         if any(v in depends for v in node.operands):
             depends.add(node.result)
-    needed, relevant = {output}, []
+    needed, relevant = set(outputs), []
     for node in reversed(graph.nodes):
         if node.result in needed and node.result in depends:
             relevant.append(node)
@@ -53,22 +53,45 @@ def append_gradients(graph, output, wrt, out_grad=None):
 def _append_gradients(graph, output, wrt, out_grad):
     if not is_float(output.dtype):
         raise NdlcError(f"cannot differentiate a {output.dtype} output; only float outputs have gradients")
-    b = Builder(graph)
     if out_grad is None:
-        out_grad = b.constant_like(output, 1.0)
+        out_grad = Builder(graph).constant_like(output, 1.0)
     elif out_grad.type != output.type:
         raise NdlcError(f"out_grad has type {out_grad.type}, the output {output.type}")
-    partials, adjoints = {output: [out_grad]}, {}
-    for node in reversed(_relevant_nodes(graph, output, wrt)):
-        parts = partials.pop(node.result, None)
-        if parts is None:
-            continue
+    return vjp(graph, {output: [out_grad]}, wrt)
+
+
+def vjp(graph, seeds, wrt):
+    """Append to `graph` the adjoints of the `wrt` values given `seeds`, {value: [adjoints]}
+    (summed in that order, before the partials of the value's users). A node with several
+    results (`OpDef.parts`: scan) gets the adjoints its `part` nodes collected, by offset."""
+    b = Builder(graph)
+    partials = {v: list(adjoints) for v, adjoints in seeds.items()}
+    packed, adjoints = {}, {}  # packed: a multi-result node's value -> {offset: [adjoints]}
+    for node in reversed(_relevant_nodes(graph, list(seeds), wrt)):
         b.loc = node.loc
-        adjoint = adjoints[node.result] = _sum(b, parts)
-        rule = get_op(node.op).grad
-        if rule is None:
-            continue
-        for operand, partial in zip(node.operands, rule(b, node, adjoint)):
+        opdef = get_op(node.op)
+        rule, parts_of = opdef.grad, opdef.parts
+        if parts_of is not None:
+            parts = packed.pop(node.result, {})
+            whole = partials.pop(node.result, None)  # from nodes reading the packed vector itself
+            if whole is not None:
+                _unpack(b, _sum(b, whole), parts_of(node), parts)
+            if not parts:
+                continue
+            parts = {offset: _sum(b, ps) for offset, ps in parts.items()}
+            partial_list = rule(b, node, parts, vjp)
+        else:
+            parts = partials.pop(node.result, None)
+            if parts is None:
+                continue
+            adjoint = adjoints[node.result] = _sum(b, parts)
+            if node.op == "part" and _packs(node.operands[0]):
+                packed.setdefault(node.operands[0], {}).setdefault(node.attrs["offset"], []).append(adjoint)
+                continue
+            if rule is None:
+                continue
+            partial_list = rule(b, node, adjoint)
+        for operand, partial in zip(node.operands, partial_list):
             if partial is not None and is_float(operand.dtype):
                 partials.setdefault(operand, []).append(partial)
     b.loc = None
@@ -76,6 +99,18 @@ def _append_gradients(graph, output, wrt, out_grad):
         if w not in adjoints and w in partials:
             adjoints[w] = _sum(b, partials.pop(w))
     return [adjoints.get(w) for w in wrt]
+
+
+def _packs(value):
+    """Whether `value` is the packed results of a node with several (scan)."""
+    return value.node is not None and get_op(value.node.op).parts is not None
+
+
+def _unpack(b, adjoint, layout, parts):
+    """Add the pieces of a packed vector's `adjoint` to each part's adjoints ({offset: [...]})."""
+    for offset, type_ in layout:
+        piece = b.slice(adjoint, start=(offset,), stop=(offset + type_.size,))
+        parts.setdefault(offset, []).append(b.reshape(piece, shape=type_.shape))
 
 
 def _sum(b, parts):

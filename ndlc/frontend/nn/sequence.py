@@ -11,7 +11,8 @@ needle's conventions, which code ported from its homework relies on:
   PyTorch's.
 RNN and LSTM run layer 0 over the whole sequence, then layer 1 over its outputs, ..., each layer's
 input product X @ W_ih (and biases) once for all steps, as PyTorch does: needle's values (its loop
-goes step by step) with fewer, larger products, which also means fewer kernels when compiled."""
+goes step by step) with fewer, larger products, which also means fewer kernels when compiled. The
+steps are `ops.scan` (a Python loop eagerly, one scan node when traced)."""
 import math
 
 import numpy as np
@@ -117,20 +118,21 @@ class LSTMCell(_RecurrentCell):
         return ops.sigmoid(o) * ops.tanh(c), c
 
 
-def _unroll(cells, X, states):
+def _run_layers(cells, X, states):
     """Run each cell (a layer) over the whole sequence X (seq_len, batch, features) in turn, from
     its initial state (None: zeros): the last layer's outputs stacked (seq_len, batch, hidden) and
-    each layer's final state. A state is h, or (h, c) whose h is the layer's output."""
+    each layer's final state. A state is h, or (h, c) whose h is the layer's output. Each layer is
+    one `ops.scan`: traced once into a loop, whatever seq_len."""
     seq_len, batch = X.shape[:2]
     finals = []
     for cell, state in zip(cells, states):
         projected = cell._project(X.reshape((seq_len * batch, X.shape[2])))
         state = cell._initial(batch) if state is None else state
-        outputs = []
-        for part in ops.split(projected.reshape((seq_len, batch, projected.shape[1])), axis=0):
+
+        def step(state, part, cell=cell):
             state = cell._step(part, state)
-            outputs.append(state[0] if isinstance(state, tuple) else state)
-        X = ops.stack(outputs, axis=0)
+            return state, state[0] if isinstance(state, tuple) else state
+        state, X = ops.scan(step, state, projected.reshape((seq_len, batch, projected.shape[1])))
         finals.append(state)
     return X, finals
 
@@ -172,7 +174,7 @@ class RNN(_Recurrent):
         -> (output (seq_len, batch, hidden_size): the last layer's h at each step, h_n)."""
         self._check(X, {"h0": h0})
         states = [None] * self.num_layers if h0 is None else ops.split(h0, axis=0)
-        output, finals = _unroll(self.rnn_cells, X, states)
+        output, finals = _run_layers(self.rnn_cells, X, states)
         return output, ops.stack(finals, axis=0)
 
 
@@ -192,7 +194,7 @@ class LSTM(_Recurrent):
         self._check(X, {"h0": h0, "c0": c0})
         states = [None] * self.num_layers if h is None else list(zip(ops.split(h0, axis=0),
                                                                       ops.split(c0, axis=0)))
-        output, finals = _unroll(self.lstm_cells, X, states)
+        output, finals = _run_layers(self.lstm_cells, X, states)
         return output, tuple(ops.stack(part, axis=0) for part in zip(*finals))
 
 
