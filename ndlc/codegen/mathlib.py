@@ -16,10 +16,10 @@ def _c(ty, value):
     return ir.Constant(ty, value)
 
 
-def intrinsic(b, name, *args):
+def intrinsic(b, name, *args, fastmath=()):
     """A call of the overloaded LLVM intrinsic `name` on args, typed after the first."""
     fnty = ir.FunctionType(args[0].type, [a.type for a in args])
-    return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args))
+    return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args), fastmath=fastmath)
 
 
 def _horner(b, x, coeffs):
