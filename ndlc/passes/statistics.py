@@ -73,6 +73,8 @@ def _statistics(kernel, p):
     n = 1
     for extent in kernel.extents[kernel.outer:]:
         n *= extent
+    if n == 0:  # no first inner element to shift by
+        return None
     for slot, r in enumerate(first.reductions):
         if r.combine != Combine.ADD or r.dtype != variance.dtype or r.body.prim != "arg" or r.body.payload != found[0]:
             continue

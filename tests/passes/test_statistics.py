@@ -68,6 +68,11 @@ def test_a_stored_value_that_is_not_the_mean_keeps_two_passes():
     assert rewritten(text) == str(parse_kernels(text))
 
 
+def test_empty_rows_have_no_first_element_to_shift_by():
+    text = TWO_PASSES.format(n="0.0").replace("f32[16,8]", "f32[16,0]").replace("i1<8", "i1<0")
+    assert rewritten(text) == str(parse_kernels(text))
+
+
 def _variance_and_normalised(x, axis):
     """Σ(x - mean)²/n and the normalisation, written by hand, compiled."""
     def stats(x):
