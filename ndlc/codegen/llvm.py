@@ -7,9 +7,9 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
-float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
-(codegen/llvm_scalar.py), so results match the interpreter up to rounding of reordered sums and of
-mathlib's polynomials.
+float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
+NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llvm_scalar.py), so
+results match the interpreter up to rounding of reordered sums and of mathlib's polynomials.
 """
 
 from llvmlite import ir
