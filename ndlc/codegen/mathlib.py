@@ -23,10 +23,11 @@ def intrinsic(b, name, *args, fastmath=()):
 
 
 def _horner(b, x, coeffs):
-    """coeffs[0] + x*(coeffs[1] + x*(...))"""
+    """coeffs[0] + x*(coeffs[1] + x*(...)), each step one fused multiply-add where the CPU has it
+    (`contract`: a rounding fewer, and half the instructions of a softmax's exponentials)."""
     acc = _c(x.type, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        acc = b.fadd(_c(x.type, c), b.fmul(x, acc))
+        acc = b.fadd(_c(x.type, c), b.fmul(x, acc, flags=["contract"]), flags=["contract"])
     return acc
 
 

@@ -145,6 +145,15 @@ def test_transcendentals_vectorise_without_libm_calls():
     assert not any(f"@{name}f(" in optimized or f"@{name}(" in optimized for name in ("exp", "log", "tanh"))
 
 
+def test_polynomials_fuse_their_multiply_adds_where_the_cpu_can():
+    compiled = ndl.compile(lambda a: a.exp().sum(axes=(0,)))
+    compiled(np.ones((64,), np.float32))
+    assert "fmul contract" in compiled.ir("llvm") and "fadd contract" in compiled.ir("llvm")
+    import llvmlite.binding as llvm
+    if "+fma" in llvm.get_host_cpu_features().flatten():
+        assert "vfmadd" in compiled.ir("asm")
+
+
 BLAS_SCRIPT = textwrap.dedent("""
     import numpy as np
     from ndlc.jit.compile import compile_graph
