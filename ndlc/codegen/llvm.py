@@ -9,7 +9,8 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
 NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llvm_scalar.py), so
-results match the interpreter up to rounding of reordered sums and of mathlib's polynomials.
+results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
+Horner steps `contract` into fused multiply-adds).
 """
 
 from llvmlite import ir
