@@ -38,9 +38,14 @@ def ndlc_model(model):
 
 
 def ndlc_compiled(model):
+    """ndlc's step: the loss as a float; `kernels()` counts the kernels its program runs."""
     net, optimizer = ndlc_model(model)
     step = ndl.compile(training_step(net, optimizer))
-    return lambda x, y: float(step(x, y).numpy())
+
+    def run(x, y):
+        return float(step(x, y).numpy())
+    run.kernels = lambda: sum(line.startswith("kernel ") for line in step.ir("fused").splitlines())
+    return run
 
 
 def torch_model(torch, model):
@@ -103,8 +108,8 @@ CONTENDERS = {"ndlc compiled (CPU)": ndlc_compiled, "PyTorch eager": torch_step,
 
 
 def measure(make, model, batch, repeats, warmup=2):
-    """(first loss, median ms, all ms, why it ran eagerly or None) of `repeats` steps after `warmup`
-    on one fixed batch."""
+    """(first loss, median ms, all ms, why it ran eagerly or None, kernels compiled or None) of
+    `repeats` steps after `warmup` on one fixed batch."""
     step = make(model)
     x, y = data(model, batch)
     first = step(x, y)
@@ -116,12 +121,12 @@ def measure(make, model, batch, repeats, warmup=2):
         step(x, y)
         times.append((time.perf_counter() - start) * 1e3)
     fallback = getattr(step, "fallback", lambda: None)()
-    return first, statistics.median(times), times, fallback
+    return first, statistics.median(times), times, fallback, getattr(step, "kernels", lambda: None)()
 
 
 def run(models, batches, repeats, progress=lambda name: None, torch_compile=True):
-    """Rows (model, batch, contender, median ms or None, note) for every model, batch size and
-    contender (torch.compile only with `torch_compile`)."""
+    """Rows (model, batch, contender, median ms or None, note, kernels or None: ndlc's count) for
+    every model, batch size and contender (torch.compile only with `torch_compile`)."""
     rows = []
     for model in models:
         for batch in batches:
@@ -130,14 +135,14 @@ def run(models, batches, repeats, progress=lambda name: None, torch_compile=True
                 if name == "torch.compile" and not torch_compile:
                     continue
                 try:
-                    first, median, _, fallback = measure(make, model, batch, repeats)
+                    first, median, _, fallback, kernels = measure(make, model, batch, repeats)
                 except ImportError as e:
-                    rows.append((model, batch, name, None, f"not installed ({e.name})"))
+                    rows.append((model, batch, name, None, f"not installed ({e.name})", None))
                     continue
                 finally:
                     progress(f"{model} at {batch}: {name}")
                 reference = first if reference is None else reference
-                rows.append((model, batch, name, median, _verdict(first, reference, fallback)))
+                rows.append((model, batch, name, median, _verdict(first, reference, fallback), kernels))
     return rows
 
 
@@ -149,17 +154,20 @@ def _verdict(first, reference, fallback):
 
 
 def section(rows, repeats):
-    """The markdown section of RESULTS.md: per model and batch, each contender's median and ndlc's
-    ratio."""
+    """The markdown section of RESULTS.md: per model and batch, each contender's median, ndlc's
+    ratio and the kernels ndlc compiled the step to."""
     lines = ["## Convolutional training steps (float32, SGD)", "",
              f"- median of {repeats} steps after 2 warm-up steps; every contender starts from ndlc's initial "
              "weights and its first loss equals ndlc's (else MISMATCH); torch.compile compiles each step "
-             "afresh and shows FALLBACK where dynamo ran it eagerly", "",
-             "| model | batch | implementation | median ms/step | ndlc / it |", "|---|---:|---|---:|---:|"]
-    ours = {(model, batch): ms for model, batch, name, ms, _ in rows if name.startswith("ndlc")}
-    for model, batch, name, ms, note in rows:
+             "afresh and shows FALLBACK where dynamo ran it eagerly; the last column counts the kernels "
+             "ndlc compiled the step to", "",
+             "| model | batch | implementation | median ms/step | ndlc / it | ndlc kernels |",
+             "|---|---:|---|---:|---:|---:|"]
+    ours = {(model, batch): ms for model, batch, name, ms, *_ in rows if name.startswith("ndlc")}
+    for model, batch, name, ms, note, kernels in rows:
         ratio = f"{ours[model, batch] / ms:.2f}x" if ms and ours.get((model, batch)) else ""
-        lines.append(f"| {model} | {batch} | {name} | {f'{ms:.2f}' if ms else ''} {note} | {ratio} |")
+        lines.append(f"| {model} | {batch} | {name} | {f'{ms:.2f}' if ms else ''} {note} | {ratio} | "
+                     f"{'' if kernels is None else kernels} |")
     return lines + [""]
 
 
@@ -171,7 +179,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = run(args.models.split(","), [int(b) for b in args.batch.split(",")], args.repeats)
     print("\n".join(section(rows, args.repeats)))
-    return 1 if any(note.startswith(("MISMATCH", "FALLBACK")) for *_, note in rows) else 0
+    return 1 if any(note.startswith(("MISMATCH", "FALLBACK")) for *_, note, _ in rows) else 0
 
 
 if __name__ == "__main__":

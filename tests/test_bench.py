@@ -35,6 +35,8 @@ def test_quick_run_checks_and_times_every_case(tmp_path, capsys):
     for model, batch, contender in itertools.product(("lenet", "resnet9"), (4, 8), ("ndlc compiled (CPU)", "PyTorch eager")):
         assert any(line.startswith(f"| {model} | {batch} | {contender} | ") for line in step_rows), (model, batch)
     assert not any("MISMATCH" in line or "FALLBACK" in line for line in step_rows)
+    ours = [line for line in step_rows if "| ndlc compiled (CPU) |" in line]
+    assert ours and all(int(line.strip("| ").rsplit("|", 1)[1]) >= 1 for line in ours)  # its kernel count
     assert "Regenerate with `ndlc bench`" in text and "- threads: " in text and "- sgemm: " in text
     convolutions = [row[0] for row in rows if row[0].startswith("Conv")]
     assert len(convolutions) == 8 and all(f"- {name}: ndlc computes " in text for name in convolutions)
@@ -140,6 +142,6 @@ def test_a_training_step_torch_compile_ran_eagerly_is_fallback(monkeypatch):
     monkeypatch.setattr(model_steps, "CONTENDERS", {"PyTorch eager": model_steps.torch_step,
                                                     "torch.compile": lambda model: model_steps.torch_step(model, compile=True)})
     rows = model_steps.run(["lenet"], [4], repeats=1)
-    assert [(batch, name, note) for _, batch, name, _, note in rows] == [
+    assert [(batch, name, note) for _, batch, name, _, note, _ in rows] == [
         (4, "PyTorch eager", ""), (4, "torch.compile", "FALLBACK (dynamo hit its recompile limit and ran the function eagerly)")]
     assert "| lenet | 4 | torch.compile |" in "\n".join(model_steps.section(rows, 1))

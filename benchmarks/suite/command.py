@@ -59,7 +59,7 @@ def run(args):
     steps = measure_models(args, models)
     write(args, machine, rows, contenders, not_run, mlp, steps)
     failed = [(row.name, name, cell.note) for row in rows for name, cell in row.cells.items() if cell.bad]
-    failed += [(f"{model} training step, batch {batch}", name, note) for model, batch, name, _, note in steps
+    failed += [(f"{model} training step, batch {batch}", name, note) for model, batch, name, _, note, _ in steps
                if note.startswith(("MISMATCH", "FALLBACK"))]
     for case, name, note in failed:
         print(f"ndlc bench: {case}: {name}: {note}", file=sys.stderr)

@@ -7,9 +7,10 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
-float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keeps IEEE semantics
-(codegen/llvm_scalar.py), so results match the interpreter up to rounding of reordered sums and of
-mathlib's polynomials.
+float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
+NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llvm_scalar.py), so
+results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
+Horner steps `contract` into fused multiply-adds).
 """
 
 from llvmlite import ir
@@ -21,7 +22,7 @@ from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
                          declare_openmp, take_in_turn)
-from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering, constant
+from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
 ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
@@ -83,6 +84,10 @@ class _KernelEmitter(ScalarLowering):
         self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
         self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
+        # point: a float max combines with maxnum (vmaxps, vectorised) beside a flag of NaNs seen,
+        # which makes the result NaN after the loop, as llvm.maximum would (5 instructions an element)
+        self.nans = {k: self.b.alloca(I1, name=f"nan{k}") for k, r in enumerate(self.reductions)
+                     if kernel.strategy == Strategy.POINT and r.combine == Combine.MAX and is_float(r.dtype)}
         self.block_counter = self.b.alloca(I64, name="block") if rows else None
         self.chunk_counters = [self.b.alloca(I64, name=f"chunk{i}") for i in range(2)] if chunks else None
         self.chunk = None  # chunks: the chunk whose partials are addressed (0 holds the combined values)
@@ -181,6 +186,10 @@ class _KernelEmitter(ScalarLowering):
                 accumulators = self.accs.__getitem__
                 self._initialise(phase, slots, accumulators)
                 self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators))
+                for slot in set(slots) & self.nans.keys():
+                    nan = constant(self.reductions[slot].dtype, float("nan"))
+                    self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
+                                 self.accs[slot])
             if phase.inner:
                 self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
@@ -289,14 +298,20 @@ class _KernelEmitter(ScalarLowering):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
         for slot, r in zip(slots, phase.reductions):
             self.b.store(self._init(r), pointer(slot))
+            if slot in self.nans:
+                self.b.store(ir.Constant(I1, 0), self.nans[slot])
 
     def _accumulate(self, phase, slots, pointer):
         """Each reduction's body at the current point combined into its accumulator at pointer(slot)."""
         memo = {}
         values = [self._emit(r.body, memo) for r in phase.reductions]
         for slot, r, value in zip(slots, phase.reductions, values):
-            at = pointer(slot)
-            self.b.store(self._combine(r, self.b.load(at, typ=TYPES[r.dtype]), value), at)
+            at, b = pointer(slot), self.b
+            if slot in self.nans:  # a NaN makes the maxnum poison, and sets the flag that replaces it
+                b.store(b.or_(b.load(self.nans[slot]), b.fcmp_unordered("uno", value, value)), self.nans[slot])
+                b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)
+            else:
+                b.store(self._combine(r, b.load(at, typ=TYPES[r.dtype]), value), at)
 
     def _partial(self, slot):
         """chunks: the partial accumulator of reduction `slot` for the current chunk and column."""

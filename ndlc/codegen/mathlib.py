@@ -16,17 +16,18 @@ def _c(ty, value):
     return ir.Constant(ty, value)
 
 
-def intrinsic(b, name, *args):
+def intrinsic(b, name, *args, fastmath=()):
     """A call of the overloaded LLVM intrinsic `name` on args, typed after the first."""
     fnty = ir.FunctionType(args[0].type, [a.type for a in args])
-    return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args))
+    return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args), fastmath=fastmath)
 
 
 def _horner(b, x, coeffs):
-    """coeffs[0] + x*(coeffs[1] + x*(...))"""
+    """coeffs[0] + x*(coeffs[1] + x*(...)), each step one fused multiply-add where the CPU has it
+    (`contract`: a rounding fewer, and half the instructions of a softmax's exponentials)."""
     acc = _c(x.type, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        acc = b.fadd(_c(x.type, c), b.fmul(x, acc))
+        acc = b.fadd(_c(x.type, c), b.fmul(x, acc, flags=["contract"]), flags=["contract"])
     return acc
 
 

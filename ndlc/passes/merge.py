@@ -13,7 +13,8 @@ kernel and an optimizer's slots and parameter join in one update:
     phase per outer point (running statistics after the batch statistics);
   - adjacent phases of one kind join: their stores are made at the same point, and a value read
     where the same phase computes it is taken from the register instead of memory; a temporary
-    left with no reader is no longer stored ("recomputed, not stored").
+    left with no reader is no longer stored ("recomputed, not stored");
+  - a sum of x then a sum of (x - mean)² become one pass of shifted sums (passes/statistics.py).
 A kernel is not merged when its loops differ, when it reads a buffer of the other kernel at other
 elements than those written for the same outer point (another row, a transposed view), or when
 it is a BLAS call (which starts a kernel; elementwise work over its output joins it); the kernel's `boundary` says which, `merged` what joined it, and
@@ -27,6 +28,7 @@ from dataclasses import replace
 from ..ir.indexing import contiguous
 from ..ir.kernel import Acc, BufferKind, Load, Phase
 from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves, postorder
+from .statistics import one_pass_statistics
 
 log = logging.getLogger("ndlc.fusion")
 LARGE = 400  # fusion stores a definition costing more, and passes that big are not joined: this
@@ -54,7 +56,8 @@ def merge_kernels(program):
             log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel), before, how)
         for name in kernel.outputs():
             writer[name] = target
-    program.kernels = _drop_dead_stores(merged, program)
+    one_pass = [one_pass_statistics(k) for k in merged]
+    program.kernels = _drop_dead_stores([k if k is m else _compact(k) for k, m in zip(one_pass, merged)], program)
     for i, kernel in enumerate(program.kernels):
         kernel.name = f"k{i}"
     return program

@@ -140,10 +140,11 @@ class NativeModule:
         self.plan = np.array(plan, np.int64)
         self.functions = np.array([addresses[symbol] for symbol in calls] or [0], np.int64)
         self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(self._address(entry))
+        self.tables = (self.plan.ctypes.data, self.functions.ctypes.data)  # numpy's ctypes.data: 1.7 us each
 
     def entry(self, pointers):
         """Run the program on the pointer array at address `pointers`: the runner reads the plan."""
-        self.runner(pointers, self.plan.ctypes.data, self.functions.ctypes.data)
+        self.runner(pointers, *self.tables)
 
     def _address(self, symbol) -> int:
         address = self.engine.get_function_address(symbol)

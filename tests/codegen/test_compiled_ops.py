@@ -161,3 +161,29 @@ graph @dense(%x: f64[5,7], %w: f64[7,9], %b: f64[9]) {
   %5 = exp(%4) : f64[7]
   return %3, %5
 }""", x, w, b)
+
+
+def test_row_max_vectorised_with_maxnum_keeps_numpys_nans_and_infinities():
+    """A row max (and logsumexp's) combines with maxnum beside a flag of NaNs seen: a NaN anywhere
+    in a row, at its start, end or in the vectorised middle, still makes the row's max NaN."""
+    x = np.random.default_rng(3).standard_normal((8, 37)).astype(np.float32)
+    x[1, 0] = x[2, 36] = x[3, 17] = np.nan
+    x[4, :] = -np.inf
+    x[5, 5] = np.inf
+    x[6, :] = np.nan
+    x[7, :] = -0.0
+    program = compile_graph(parse("""
+graph @rows(%x: f32[8,37]) {
+  %0 = max(%x, axes=(1,)) : f32[8]
+  %1 = logsumexp(%x, axes=(1,)) : f32[8]
+  return %0, %1
+}"""))
+    assert "maxnum" in program.ir("llvm")
+    row_max, lse = program.run(x)
+    np.testing.assert_array_equal(row_max, x.max(axis=1))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = x.max(axis=1, keepdims=True)
+        shift = np.where(np.isfinite(m), m, 0)
+        expected = (np.log(np.exp(x - shift).sum(axis=1)) + shift[:, 0]).astype(np.float32)
+    np.testing.assert_allclose(lse, expected, rtol=1e-6)
+    assert np.isnan(row_max[[1, 2, 3, 6]]).all() and np.isnan(lse[[1, 2, 3, 6]]).all()

@@ -181,7 +181,7 @@ graph @tall(%x: f32[300,6], %g: f32[6]) {
   %2 = broadcast_to(%1, shape=(300,6)) : f32[300,6]
   %3 = negate(%2) : f32[300,6]
   %4 = add(%x, %3) : f32[300,6]
-  %5 = multiply(%4, %4) : f32[300,6]
+  %5 = multiply(%4, %x) : f32[300,6]
   %6 = summation(%5, axes=(0,)) : f32[6]
   %7 = broadcast_to(%6, shape=(300,6)) : f32[300,6]
   %8 = divide(%4, %7) : f32[300,6]
@@ -189,7 +189,7 @@ graph @tall(%x: f32[300,6], %g: f32[6]) {
   %10 = multiply(%8, %9) : f32[300,6]
   %11 = summation(%x, axes=(0, 1)) : f32[]
   return %10, %6, %11
-}"""
+}"""  # Σ(x - mean)·x, not Σ(x - mean)²: that would be one pass (passes/statistics.py), not two phases
 
 
 @needs_gxx

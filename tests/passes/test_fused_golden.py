@@ -32,20 +32,20 @@ kernel k0 -> %1, %26, %13, %31
   merged: %26 (in the pass of phase 0, once per outer point)
   merged: %13 (in the pass of phase 1, once per outer point)
   merged: %31 (in the pass of phase 1, once per outer point)
+  merged: statistics of %x in one pass: sums shifted by its first inner element
   merged: %8 recomputed in registers, not stored
   loops: i0<4 | i1<8
   $0 = %x[i0 + 4*i1]
-  $1 = %1[i0]
-  $2 = %bn.running_mean[i0]
-  $3 = %bn.running_var[i0]
+  $1 = %bn.running_mean[i0]
+  $2 = %bn.running_var[i0]
+  $3 = %x[i0]
   phase 0: reduce
-    acc0 = add of $0
-    store %1[i0] = div(acc0, 8.0)
-    store %26[i0] = add(mul($2, 0.9), mul(div(acc0, 8.0), 0.1))
-  phase 1: reduce
-    acc0 = add of pow(add($0, neg($1)), 2.0)
-    store %13[i0] = div(cast(1.0, f32), sqrt(add(div(acc0, 8.0), 1e-05)))
-    store %31[i0] = add(mul($3, 0.9), mul(div(acc0, 8.0), 0.1))
+    acc0 = add of sub($0, $3)
+    acc1 = add of mul(sub($0, $3), sub($0, $3))
+    store %1[i0] = div(add(acc0, mul($3, 8.0)), 8.0)
+    store %26[i0] = add(mul($1, 0.9), mul(div(add(acc0, mul($3, 8.0)), 8.0), 0.1))
+    store %13[i0] = div(cast(1.0, f32), sqrt(add(div(max(sub(acc1, div(mul(acc0, acc0), 8.0)), 0.0), 8.0), 1e-05)))
+    store %31[i0] = add(mul($2, 0.9), mul(div(max(sub(acc1, div(mul(acc0, acc0), 8.0)), 0.0), 8.0), 0.1))
 
 kernel k1 -> %21
   fuses: %2 reshape, %3 broadcast_to, %4 negate, %5 add, %14 broadcast_to, %15 multiply, %16 reshape, %17 broadcast_to, %18 multiply, %19 reshape, %20 broadcast_to, %21 add

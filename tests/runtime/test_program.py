@@ -145,6 +145,15 @@ def test_transcendentals_vectorise_without_libm_calls():
     assert not any(f"@{name}f(" in optimized or f"@{name}(" in optimized for name in ("exp", "log", "tanh"))
 
 
+def test_polynomials_fuse_their_multiply_adds_where_the_cpu_can():
+    compiled = ndl.compile(lambda a: a.exp().sum(axes=(0,)))
+    compiled(np.ones((64,), np.float32))
+    assert "fmul contract" in compiled.ir("llvm") and "fadd contract" in compiled.ir("llvm")
+    import llvmlite.binding as llvm
+    if "+fma" in llvm.get_host_cpu_features().flatten():
+        assert "vfmadd" in compiled.ir("asm")
+
+
 BLAS_SCRIPT = textwrap.dedent("""
     import numpy as np
     from ndlc.jit.compile import compile_graph
@@ -190,3 +199,19 @@ def test_an_output_array_is_written_again_only_when_nothing_references_it():
     fourth = program.run(*inputs)[0]
     assert fourth.ctypes.data == address, "nothing references the third result: its array is reused"
     np.testing.assert_array_equal(fourth, first)
+
+
+def test_read_only_and_empty_inputs_pass_their_own_addresses():
+    from ndlc.runtime.program import address
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    frozen = data.copy()
+    frozen.flags.writeable = False
+    for array in (data, frozen, data[1:], np.zeros((0, 4), np.float32)):
+        assert address(array) == array.ctypes.data
+    program = compile_graph(parse(GRAPH))
+    inputs = _inputs()
+    expected = program.run(*inputs)
+    for array in inputs:
+        array.flags.writeable = False
+    for got, want in zip(program.run(*inputs), expected):
+        np.testing.assert_array_equal(got, want)

@@ -12,8 +12,10 @@ CASES = [
     *both(BatchNorm((4096, 1024), (256, 32))),
     *both(BatchNormByHand((4096, 1024), (256, 32))),
     OpCase(BatchNorm((65536, 256), (512, 16))),
+    *both(BatchNorm((256, 1024), (384, 32))),  # small: a call's overhead shows beside the kernel
     *both(LayerNorm((4096, 1024), (64, 32))),
     *both(LayerNormByHand((4096, 1024), (64, 32))),
+    *both(LayerNorm((256, 1024), (16, 32))),
     *both(SoftmaxLoss((4096, 1000), (64, 10))),
     *both(ReluChain((1 << 22,), (1 << 12,))),
     OpCase(Matmul((1024, 1024, 1024), (64, 32, 48))),

@@ -1,0 +1,127 @@
+"""Mean and variance in one pass over the data, where a kernel makes two (BatchNorm's, LayerNorm's).
+
+After merging, a normalisation's statistics kernel sums x in one phase, stores the mean
+m = Σx / n, then sums (x - m)² in the next: two passes over x. This rewrite sums d = x - k and d²
+in one pass instead, k being x at the first inner point (its first row or element: shifted sums,
+as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0).
+With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
+costs a few bits, not the mean's magnitude (a large mean over a small variance stays accurate).
+Each rewritten kernel says so in its `merged:` line.
+"""
+from dataclasses import replace
+
+from ..ir.indexing import Access, Affine
+from ..ir.kernel import Acc, Combine, Load, Phase
+from ..ir.scalar import ScalarExpr, leaves, map_leaves
+from ..ir.types import is_float
+
+
+def one_pass_statistics(kernel):
+    """`kernel` with each (sum of x, then sum of (x - mean)²) pair of phases made one phase."""
+    if kernel.gemm is not None:
+        return kernel
+    p = 0
+    while p + 1 < len(kernel.phases):
+        found = _statistics(kernel, p)
+        if found is not None:
+            kernel = _one_pass(kernel, p, *found)
+        p += 1
+    return kernel
+
+
+def _arg(payload):
+    return ScalarExpr("arg", payload=payload)
+
+
+def _deviation(expr):
+    """(x's load, m's load) where expr is x - m over two loads, else None."""
+    if expr.prim == "sub" and all(a.prim == "arg" for a in expr.args):
+        return expr.args[0].payload, expr.args[1].payload
+    if expr.prim == "add" and expr.args[0].prim == "arg" and expr.args[1].prim == "neg" \
+            and expr.args[1].args[0].prim == "arg":
+        return expr.args[0].payload, expr.args[1].args[0].payload
+    return None
+
+
+def _squared_deviation(body):
+    """(x's load, m's load) where body is (x - m)² (a power of 2 or a product), else None."""
+    if body.prim == "pow" and body.args[1].prim == "const" and body.args[1].payload == 2:
+        return _deviation(body.args[0])
+    if body.prim == "mul":
+        first, second = (_deviation(a) for a in body.args)
+        return first if first is not None and first == second else None
+    return None
+
+
+def _statistics(kernel, p):
+    """(slot of Σx in phase p, the load of x, the mean's buffer, n) where phases p and p + 1 are
+    Σx with the mean stored, then Σ(x - mean)² alone, over a plain load of a buffer the kernel
+    does not write; else None."""
+    first, second = kernel.phases[p], kernel.phases[p + 1]
+    if first.inner or second.inner or len(second.reductions) != 1:
+        return None
+    variance = second.reductions[0]
+    if variance.combine != Combine.ADD or not is_float(variance.dtype):
+        return None
+    found = _squared_deviation(variance.body)
+    if found is None or not all(isinstance(n, int) and isinstance(kernel.loads[n], Load) for n in found):
+        return None
+    x, m = (kernel.loads[n] for n in found)
+    written = {s.buffer for s in kernel.stores}
+    if x.buffer in written or x.access.guards or x.access.step != 1:
+        return None
+    n = 1
+    for extent in kernel.extents[kernel.outer:]:
+        n *= extent
+    if n == 0:  # no first inner element to shift by
+        return None
+    for slot, r in enumerate(first.reductions):
+        if r.combine != Combine.ADD or r.dtype != variance.dtype or r.body.prim != "arg" or r.body.payload != found[0]:
+            continue
+        for store in first.stores:
+            value = store.value
+            if (store.buffer, store.access) == (m.buffer, m.access) and value.prim == "div" \
+                    and value.args[0].prim == "arg" and value.args[0].payload == Acc(slot) \
+                    and value.args[1].prim == "const" and value.args[1].payload == n:
+                return slot, found[0], n
+    return None
+
+
+def _one_pass(kernel, p, slot, x, n):
+    """Phases p and p + 1 as one: Σd and Σd² with d = x - x at the first inner point."""
+    first, second = kernel.phases[p], kernel.phases[p + 1]
+    load = kernel.loads[x]
+    coeffs = tuple(c if i < kernel.outer else 0 for i, c in enumerate(load.access.form.coeffs))
+    shift_load = load.with_access(Access(Affine(coeffs, load.access.form.const)))
+    loads = list(kernel.loads)
+    if shift_load not in loads:
+        loads.append(shift_load)
+    shift, count = _arg(loads.index(shift_load)), ScalarExpr("const", payload=float(n))
+    d = ScalarExpr("sub", (_arg(x), shift))
+    squares = len(first.reductions)
+    reductions = list(first.reductions)
+    reductions[slot] = replace(reductions[slot], body=d)
+    reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, d))))
+    total = ScalarExpr("add", (_arg(Acc(slot)), ScalarExpr("mul", (shift, count))))  # Σx
+    spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("div", (ScalarExpr(
+        "mul", (_arg(Acc(slot)), _arg(Acc(slot)))), count))))
+    spread = ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0)))  # Σ(x - mean)²
+    stores = [replace(s, value=map_leaves(s.value, lambda a: total if a == Acc(slot) else _arg(a)))
+              for s in first.stores]
+    values = {(s.buffer, s.access): s.value for s in stores}
+
+    def later(a):
+        """second's leaves: its sum of squares, and first's stores at their elements, as values."""
+        if a == Acc(0):
+            return spread
+        if isinstance(a, int) and isinstance(loads[a], Load):
+            return values.get((loads[a].buffer, loads[a].access), _arg(a))
+        return _arg(a)
+    stores += [replace(s, value=map_leaves(s.value, later)) for s in second.stores]
+    stored = {s.buffer for s in first.stores}
+    if any(isinstance(a, int) and isinstance(loads[a], Load) and loads[a].buffer in stored
+           for s in stores[len(first.stores):] for a in leaves(s.value)):
+        return kernel  # second reads what first stores at other elements: not one phase
+    phases = kernel.phases[:p] + [Phase(reductions, stores)] + kernel.phases[p + 2:]
+    how = f"statistics of %{load.buffer} in one pass: sums shifted by its first inner element"
+    return replace(kernel, loads=loads, phases=phases, merged=kernel.merged + (how,))
