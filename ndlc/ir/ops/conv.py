@@ -9,6 +9,7 @@ from ..types import TensorType, is_float
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -56,8 +57,9 @@ def _dilated(b, g, s):
 
 def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
-    summed back over the windows (col2im: unwindows) and cropped to the input; otherwise a
-    correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
+    summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
+    and cropped to the input; otherwise a correlation of the dilated adjoint with the flipped
+    kernel (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
@@ -66,9 +68,12 @@ def _conv_input_grad(b, x, w, g, s, p):
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
         windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, cin, kh, kw)), axes=(0, 3, 1, 2, 4, 5))
         return _col2im(b, x, windows, kh, s, p)
-    adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
-    columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout)), adjoint)
+    weight = b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout))
+    if _on_planes(x.shape, kh, s, p):  # the windows' adjoint over wide rows, summed back a row at a time
+        return _plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, kh)), kh, p)
+    adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
+    columns = b.matmul(weight, adjoint)
     windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
     return _col2im(b, x, windows, kh, s, p)
 
@@ -148,6 +153,33 @@ def _im2rows(b, x, k, s, p):
     windows = _windows(b, x, k, s, p)
     batch, cin, ho, wo = windows.shape[:4]
     return b.reshape(b.permute(windows, axes=(0, 2, 3, 1, 4, 5)), shape=(batch * ho * wo, cin * k * k))
+
+
+def _on_planes(shape, k, s, p):
+    """Whether a square-kernel conv's input gradient (NHWC input of `shape`) sums its windows back
+    over wide rows (_plane_col2im): stride 1, and the garbage columns (K - 1 of each row of W + 2p)
+    at most WIDE_WASTE of the row, which its product computes too."""
+    return s == 1 and k - 1 <= WIDE_WASTE * (shape[2] + 2 * p)
+
+
+def _wide_adjoint(b, g, k):
+    """The NHWC adjoint `g` as (N, Cout, Ho·Wp): each row of Wo padded by K - 1 zeros to the padded
+    input's width Wp, so that output pixel (y, x) is column y·Wp + x of a flattened plane."""
+    batch, ho, wo, cout = g.shape
+    wide = b.pad(b.permute(g, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (0, 0), (0, k - 1)))
+    return b.reshape(wide, shape=(batch, cout, ho * (wo + k - 1)))
+
+
+def _plane_col2im(b, x, columns, k, p):
+    """The (N, Cin·K·K, Ho·Wp) windows' adjoint (zero in each row's K - 1 garbage columns) summed
+    back onto the flattened padded planes of NHWC `x` (plane_unwindows: K·K shifted rows, each
+    one interval; a spare row takes the last garbage columns' zeros), cropped to the input."""
+    batch, h, w, cin = x.shape
+    wp = w + 2 * p
+    windows = b.reshape(columns, shape=(batch, cin, k, k, columns.shape[2]))
+    planes = b.plane_unwindows(windows, kernel=k, row=wp, size=(h + 2 * p + 1) * wp)
+    padded = b.reshape(planes, shape=(batch, cin, h + 2 * p + 1, wp))
+    return b.permute(b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + h, p + w)), axes=(0, 2, 3, 1))
 
 
 def _weight_matrix(b, w):

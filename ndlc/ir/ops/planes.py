@@ -1,0 +1,81 @@
+"""Windows of flattened image planes, the packing of a stride-1 convolution over "wide" rows: an
+image (H, W) flattened to one axis, the window at pixel q of kernel element (i, j) is element
+q + i·W + j. Output pixels then run along one axis of H·W-ish length (the columns past Wo of each
+row are garbage a consumer crops), so the im2col is a contiguous copy per (channel, i, j) and
+col2im a sum of K·K shifted rows, each guarded by one interval (no guard per element)."""
+import numpy as np
+
+from ..graph import check
+from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
+from ..types import TensorType
+
+_ATTRS = {"kernel": Attr("int"), "row": Attr("int")}
+
+
+def _check_reach(kernel, row, length, size, what):
+    check(kernel >= 1 and row >= 1 and length >= 1, f"kernel {kernel}, row {row} and {what} {length} must be >= 1")
+    reach = (kernel - 1) * row + kernel - 1 + length
+    check(reach <= size, f"kernel {kernel} over rows of {row} with {what} {length} reaches element {reach - 1}, "
+          f"past a plane of {size}")
+
+
+def _windows_infer(types, kernel, row, length):
+    (t,) = types
+    check(t.ndim >= 1, "needs rank >= 1 (flattened planes along the last axis)")
+    _check_reach(kernel, row, length, t.shape[-1], "length")
+    return TensorType(t.shape[:-1] + (kernel, kernel, length), t.dtype)
+
+
+def _windows_ref(x, kernel, row, length):
+    out = np.empty(x.shape[:-1] + (kernel, kernel, length), x.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            out[..., i, j, :] = x[..., i * row + j:i * row + j + length]
+    return out
+
+
+def _windows_map(types, result, kernel, row, length):
+    """(..., i, j, q) reads x[..., i·row + j + q]."""
+    lead = types[0].ndim - 1
+    return tuple(AxisIndex(((a, 1),)) for a in range(lead)) + (AxisIndex(((lead, row), (lead + 1, 1), (lead + 2, 1))),)
+
+
+def _unwindows_infer(types, kernel, row, size):
+    (t,) = types
+    check(t.ndim >= 3 and t.shape[-3:-1] == (kernel, kernel),
+          f"needs (..., {kernel}, {kernel}, length) windows, got shape {t.shape}")
+    _check_reach(kernel, row, t.shape[-1], size, "length")
+    return TensorType(t.shape[:-3] + (size,), t.dtype)
+
+
+def _unwindows_ref(g, kernel, row, size):
+    out = np.zeros(g.shape[:-3] + (size,), g.dtype)
+    length = g.shape[-1]
+    for i in range(kernel):
+        for j in range(kernel):
+            out[..., i * row + j:i * row + j + length] += g[..., i, j, :]
+    return out
+
+
+def _unwindows_loops(types, result, kernel, row, size):
+    """Loops (..., p | i, j) sum g[..., i, j, p - i·row - j] where that lies in the row: along p
+    each (i, j) is one interval, which the 'rows' schedule splits off (no check per element)."""
+    lead = result.ndim - 1
+    p, i, j = lead, lead + 1, lead + 2
+    g = tuple(AxisIndex(((a, 1),)) for a in range(lead)) + (
+        AxisIndex(((i, 1),)), AxisIndex(((j, 1),)), AxisIndex(((p, 1), (i, -row), (j, -1)), 0, 1, True))
+    return LoopNest((kernel, kernel), (g,), "add")
+
+
+register(OpDef("plane_windows", 1, _windows_infer, _windows_ref,
+               lambda b, n, g: [b.plane_unwindows(g, kernel=n.attrs["kernel"], row=n.attrs["row"],
+                                                  size=n.operands[0].shape[-1])],
+               None, "window", {**_ATTRS, "length": Attr("int")},
+               "kernel x kernel windows of flattened planes (rows of `row`): (..., k, k, length), "
+               "[..., i, j, q] = x[..., i*row + j + q]", index_map=_windows_map))
+register(OpDef("plane_unwindows", 1, _unwindows_infer, _unwindows_ref,
+               lambda b, n, g: [b.plane_windows(g, kernel=n.attrs["kernel"], row=n.attrs["row"],
+                                                length=n.operands[0].shape[-1])],
+               None, "window", {**_ATTRS, "size": Attr("int")},
+               "the adjoint of plane_windows: sums each window element back into a (..., size) plane",
+               loop_nest=_unwindows_loops))
