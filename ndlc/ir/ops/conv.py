@@ -64,9 +64,9 @@ def _conv_input_grad(b, x, w, g, s, p):
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, Cin·K·K): one product, the adjoint as it is
+    if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
-        windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, cin, kh, kw)), axes=(0, 3, 1, 2, 4, 5))
+        windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
         return _col2im(b, x, windows, kh, s, p)
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
     weight = b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout))
@@ -115,10 +115,10 @@ def _conv_weight_grad(b, x, w, g, s, p):
     kernels: the input (channels as batch) correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
-    if kh == kw and ho * wo < FOLD_PIXELS:  # (Cin·K·K, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    if kh == kw and ho * wo < FOLD_PIXELS:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
-        return b.permute(b.reshape(total, shape=(cin, kh, kw, cout)), axes=(1, 2, 0, 3))
+        return b.reshape(total, shape=w.shape)
     if kh == kw:
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
@@ -148,11 +148,12 @@ def _windows(b, x, k, s, p):
 
 
 def _im2rows(b, x, k, s, p):
-    """The windows of NHWC `x` as one (N·Ho·Wo, Cin·K·K) matrix, a row per output pixel: for small
-    images (ResNet9's 4x4 and 2x2 layers), whose products per image would be tiny BLAS calls."""
+    """The windows of NHWC `x` as one (N·Ho·Wo, K·K·Cin) matrix, a row per output pixel, channels
+    last as in the weight: for small images (ResNet9's 4x4 and 2x2 layers), whose products per
+    image would be tiny BLAS calls."""
     windows = _windows(b, x, k, s, p)
     batch, cin, ho, wo = windows.shape[:4]
-    return b.reshape(b.permute(windows, axes=(0, 2, 3, 1, 4, 5)), shape=(batch * ho * wo, cin * k * k))
+    return b.reshape(b.permute(windows, axes=(0, 2, 3, 4, 5, 1)), shape=(batch * ho * wo, k * k * cin))
 
 
 def _on_planes(shape, k, s, p):
@@ -183,9 +184,9 @@ def _plane_col2im(b, x, columns, k, p):
 
 
 def _weight_matrix(b, w):
-    """The (K, K, Cin, Cout) weight as a (Cin·K·K, Cout) matrix, rows in _im2rows' column order."""
+    """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
-    return b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(cin * kh * kw, cout))
+    return b.reshape(w, shape=(kh * kw * cin, cout))
 
 
 def _window_axis(out_axis, kernel_axis, stride, padding=0):
