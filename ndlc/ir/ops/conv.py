@@ -11,8 +11,10 @@ from ..types import TensorType, is_float
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
-# packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 3.9 ms; 144-150: 2x slower)
+# packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
+# and 3x3 16 -> 32, 144: 1.2-1.7x slower than their gemms)
 DIRECT_MAX = 32
+DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (codegen/llvm.py)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -197,18 +199,21 @@ def _direct(shape, wshape, s, p):
 def _conv_direct(b, x, w, p):
     """out[n, y, x, co] = Σ planes[n, ci, (y + i)·Wp + x + j] · w[i, j, ci, co] over each image's
     padded planes flattened (plane_windows): one loop nest over (n, co, y·Wp + x | i, j, ci), which
-    the 'rows' schedule vectorises along the wide row; Wo of each row of Wp kept. No packing, no BLAS."""
+    the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK (the
+    planes padded with spare rows for it); Wo of each row of Wp kept. No packing, no BLAS."""
     batch, h, width, cin = x.shape
     k, cout = w.shape[0], w.shape[3]
     wp, ho = width + 2 * p, h + 2 * p - k + 1
-    padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, p + 1), (p, p)))  # + a spare row
-    planes = b.reshape(padded, shape=(batch, cin, (h + 2 * p + 1) * wp))  # (the last row's garbage columns read it)
-    windows = b.permute(b.plane_windows(planes, kernel=k, row=wp, length=ho * wp), axes=(0, 4, 1, 2, 3))
-    terms = (batch, cout, ho * wp, cin, k, k)
-    windows = b.broadcast_to(b.reshape(windows, shape=(batch, 1, ho * wp, cin, k, k)), shape=terms)
+    length = -(-ho * wp // DIRECT_BLOCK) * DIRECT_BLOCK
+    rows = -(-((k - 1) * (wp + 1) + length) // wp)  # the padded rows the last windows reach
+    padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, p)))
+    planes = b.reshape(padded, shape=(batch, cin, rows * wp))
+    windows = b.permute(b.plane_windows(planes, kernel=k, row=wp, length=length), axes=(0, 4, 1, 2, 3))
+    terms = (batch, cout, length, cin, k, k)
+    windows = b.broadcast_to(b.reshape(windows, shape=(batch, 1, length, cin, k, k)), shape=terms)
     weight = b.broadcast_to(b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, 1, cin, k, k)), shape=terms)
-    wide = b.reshape(b.summation(b.multiply(windows, weight), axes=(3, 4, 5)), shape=(batch, cout, ho, wp))
-    out = b.slice(wide, start=(0, 0, 0, 0), stop=(batch, cout, ho, width + 2 * p - k + 1))
+    wide = b.slice(b.summation(b.multiply(windows, weight), axes=(3, 4, 5)), start=(0, 0, 0), stop=(batch, cout, ho * wp))
+    out = b.slice(b.reshape(wide, shape=(batch, cout, ho, wp)), start=(0, 0, 0, 0), stop=(batch, cout, ho, wp - k + 1))
     return b.permute(out, axes=(0, 2, 3, 1))
 
 
