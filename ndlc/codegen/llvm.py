@@ -11,8 +11,6 @@ float sum, which lets LLVM vectorise (reorder) sums; elementwise arithmetic keep
 (codegen/llvm_scalar.py), so results match the interpreter up to rounding of reordered sums and of
 mathlib's polynomials.
 """
-import math
-
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
@@ -25,13 +23,6 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_scalar import I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
-ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
-# ... or this many, where they divide the last outer loop, the reduced loops are at most REGISTER_INNER
-# steps (a convolution's taps) and no load is guarded: LLVM then keeps the block's accumulators in
-# vector registers across the reduced loops instead of loading and storing them at every step (LeNet
-# conv1 over wide rows, one thread: 3.6 -> 1.7 ms; blocks of 64 or 128 stayed in memory)
-REGISTER_BLOCK = 32
-REGISTER_INNER = 256
 
 
 def kernel_module(name, kernels, triple="", data_layout="") -> str:
@@ -55,14 +46,6 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
             call_parallel(b, kernel, body, pointers)
         b.ret_void()
     return str(module)
-
-
-def _rows_block(kernel) -> int:
-    """Outputs a 'rows' kernel accumulates side by side: REGISTER_BLOCK where they divide its last
-    outer loop, its reduced loops are short and no load is guarded (a guard would split every
-    block's loop in three), else ROWS_BLOCK."""
-    fits = kernel.extents[kernel.outer - 1] % REGISTER_BLOCK == 0 and not any(x.access.guards for x in kernel.loads)
-    return REGISTER_BLOCK if fits and math.prod(kernel.extents[kernel.outer:]) <= REGISTER_INNER else ROWS_BLOCK
 
 
 class _KernelEmitter(ScalarLowering):
@@ -96,8 +79,7 @@ class _KernelEmitter(ScalarLowering):
         rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
         self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
-        self.block = _rows_block(kernel) if rows else None
-        self.accs = [self.b.alloca(TYPES[r.dtype], size=self.block, name=f"acc{k}")
+        self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block if rows else None, name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
         self.block_counter = self.b.alloca(I64, name="block") if rows else None
         self.chunk_counters = [self.b.alloca(I64, name=f"chunk{i}") for i in range(2)] if chunks else None
@@ -203,13 +185,13 @@ class _KernelEmitter(ScalarLowering):
                 self._stores(phase.stores)
 
     def _rows(self):
-        """The last outer loop in blocks (_rows_block): each phase accumulates a block of outputs side
+        """The last outer loop in blocks of kernel.block: each phase accumulates a block of outputs side
         by side (the innermost loop runs along the block, so strided reductions vectorise)."""
         k, b = self.kernel, self.b
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
-        block = ir.Constant(I64, self.block)
-        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, self.block - 1)), block)
+        block = ir.Constant(I64, k.block)
+        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
 
         def one_block():
             self.block_start = b.add(start, b.mul(self.vars[last], block))

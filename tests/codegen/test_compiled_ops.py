@@ -166,8 +166,8 @@ graph @dense(%x: f64[5,7], %w: f64[7,9], %b: f64[9]) {
 @pytest.mark.parametrize("columns,block", [(64, 32), (40, 4096)])
 def test_short_rows_reductions_accumulate_a_block_of_registers(columns, block):
     """Column sums over 5 rows ('rows' strategy, short reduced loop): where REGISTER_BLOCK divides
-    the columns, blocks of that many accumulators (which LLVM keeps in registers), else of
-    ROWS_BLOCK; both equal the interpreter."""
+    the columns, the schedule takes blocks of that many accumulators (which LLVM keeps in
+    registers), else of ROWS_BLOCK; the scheduled stage says which; both equal the interpreter."""
     graph = parse(f"""
 graph @columns(%x: f32[5,{columns}]) {{
   %0 = summation(%x, axes=(0,)) : f32[{columns}]
@@ -175,5 +175,5 @@ graph @columns(%x: f32[5,{columns}]) {{
 }}""")
     assert_matches(graph, [np.random.default_rng(9).standard_normal((5, columns)).astype(np.float32)], "f32")
     program = compile_graph(graph)
-    assert "strategy: rows" in program.ir("scheduled")
+    assert f"strategy: rows (blocks of {block} i0 accumulate side by side;" in program.ir("scheduled")
     assert f"%\"acc0\" = alloca float, i32 {block}" in program.ir("llvm")
