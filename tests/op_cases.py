@@ -103,6 +103,14 @@ def _plane_unwindows_expect(g, kernel, row, size):
     return out
 
 
+def _plane_conv_expect(x, w, kernel, row, length):
+    out = np.zeros((x.shape[0], w.shape[3], length))
+    for n, co, q in np.ndindex(*out.shape):
+        for i, j, ci in np.ndindex(kernel, kernel, x.shape[1]):
+            out[n, co, q] += x[n, ci, i * row + j + q] * w[i, j, ci, co]
+    return out
+
+
 def _plane_draw(r):
     """A kernel, rows, a window length and a plane that holds the windows (with spare elements)."""
     k, row, length = int(r.integers(1, 4)), int(r.integers(1, 5)), int(r.integers(1, 9))
@@ -250,6 +258,9 @@ CASES = [
     Case("plane_unwindows", lambda r: (lambda k, row, length, size: (
         [normal(r, (2, 1, k, k, length))], {"kernel": k, "row": row, "size": size}))(*_plane_draw(r)),
         _plane_unwindows_expect),
+    Case("plane_conv", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, 2, size)), normal(r, (k, k, 2, 3))], {"kernel": k, "row": row, "length": length}))(*_plane_draw(r)),
+        _plane_conv_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),

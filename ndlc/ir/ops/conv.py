@@ -198,7 +198,7 @@ def _direct(shape, wshape, s, p):
 
 def _conv_direct(b, x, w, p):
     """out[n, y, x, co] = Σ planes[n, ci, (y + i)·Wp + x + j] · w[i, j, ci, co] over each image's
-    padded planes flattened (plane_windows): one loop nest over (n, co, y·Wp + x | i, j, ci), which
+    padded planes flattened (plane_conv): one loop nest over (n, co, y·Wp + x | i, j, ci), which
     the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK (the
     planes padded with spare rows for it); Wo of each row of Wp kept. No packing, no BLAS."""
     batch, h, width, cin = x.shape
@@ -208,11 +208,7 @@ def _conv_direct(b, x, w, p):
     rows = -(-((k - 1) * (wp + 1) + length) // wp)  # the padded rows the last windows reach
     padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, p)))
     planes = b.reshape(padded, shape=(batch, cin, rows * wp))
-    windows = b.permute(b.plane_windows(planes, kernel=k, row=wp, length=length), axes=(0, 4, 1, 2, 3))
-    terms = (batch, cout, length, cin, k, k)
-    windows = b.broadcast_to(b.reshape(windows, shape=(batch, 1, length, cin, k, k)), shape=terms)
-    weight = b.broadcast_to(b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, 1, cin, k, k)), shape=terms)
-    wide = b.slice(b.summation(b.multiply(windows, weight), axes=(3, 4, 5)), start=(0, 0, 0), stop=(batch, cout, ho * wp))
+    wide = b.slice(b.plane_conv(planes, w, kernel=k, row=wp, length=length), start=(0, 0, 0), stop=(batch, cout, ho * wp))
     out = b.slice(b.reshape(wide, shape=(batch, cout, ho, wp)), start=(0, 0, 0, 0), stop=(batch, cout, ho, wp - k + 1))
     return b.permute(out, axes=(0, 2, 3, 1))
 

@@ -1,13 +1,14 @@
-"""Windows of flattened image planes, the packing of a stride-1 convolution over "wide" rows: an
-image (H, W) flattened to one axis, the window at pixel q of kernel element (i, j) is element
-q + i·W + j. Output pixels then run along one axis of H·W-ish length (the columns past Wo of each
-row are garbage a consumer crops), so the im2col is a contiguous copy per (channel, i, j) and
-col2im a sum of K·K shifted rows, each guarded by one interval (no guard per element)."""
+"""Windows of flattened image planes, a stride-1 convolution over "wide" rows: an image (H, W)
+flattened to one axis, the window at pixel q of kernel element (i, j) is element q + i·W + j.
+Output pixels then run along one axis of H·W-ish length (the columns past Wo of each row are
+garbage a consumer crops), so the im2col is a contiguous copy per (channel, i, j), col2im a sum of
+K·K shifted rows, each guarded by one interval (no guard per element), and a convolution of few
+input channels one reduction vectorised along the row (plane_conv)."""
 import numpy as np
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..types import TensorType
+from ..types import TensorType, is_float
 
 _ATTRS = {"kernel": Attr("int"), "row": Attr("int")}
 
@@ -79,3 +80,51 @@ register(OpDef("plane_unwindows", 1, _unwindows_infer, _unwindows_ref,
                None, "window", {**_ATTRS, "size": Attr("int")},
                "the adjoint of plane_windows: sums each window element back into a (..., size) plane",
                loop_nest=_unwindows_loops))
+
+
+# ---- plane_conv -------------------------------------------------------------------------
+def _conv_infer(types, kernel, row, length):
+    x, w = types
+    check(x.ndim == 3 and w.ndim == 4, "needs planes (N, Cin, size) and weight (K, K, Cin, Cout)")
+    check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
+    check(w.shape[:3] == (kernel, kernel, x.shape[1]),
+          f"weight {w.shape} is not ({kernel}, {kernel}, {x.shape[1]}, Cout) for kernel {kernel} over {x.shape[1]} channels")
+    _check_reach(kernel, row, length, x.shape[2], "length")
+    return TensorType((x.shape[0], w.shape[3], length), x.dtype)
+
+
+def _conv_ref(x, w, kernel, row, length):
+    out = np.zeros((x.shape[0], w.shape[3], length), x.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            out += np.einsum("ncm,cd->ndm", x[..., i * row + j:i * row + j + length], w[i, j]).astype(x.dtype)
+    return out
+
+
+def _conv_loops(types, result, kernel, row, length):
+    """Loops (n, co, m | i, j, ci): x[n, ci, i·row + j + m] · w[i, j, ci, co]. Along m the loads are
+    contiguous and the weight's fixed: the 'rows' schedule vectorises the row."""
+    x = (AxisIndex(((0, 1),)), AxisIndex(((5, 1),)), AxisIndex(((3, row), (4, 1), (2, 1))))
+    w = tuple(AxisIndex(((a, 1),)) for a in (3, 4, 5, 1))
+    return LoopNest((kernel, kernel, types[0].shape[1]), (x, w), "add", lambda a, b: a * b)
+
+
+def _conv_grad(b, n, g):
+    """planes: the weight (Cin·K·K, Cout) @ the adjoint (Cout, length) per image, summed back
+    (plane_unwindows); weight: the adjoint @ the windows (plane_windows)ᵀ per image, summed."""
+    x, w = n.operands
+    k, row = n.attrs["kernel"], n.attrs["row"]
+    batch, cin, size = x.shape
+    cout, length = g.shape[1:]
+    weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * k * k, cout))
+    columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * k * k, cout)), g)
+    dx = b.plane_unwindows(b.reshape(columns, shape=(batch, cin, k, k, length)), kernel=k, row=row, size=size)
+    windows = b.reshape(b.plane_windows(x, kernel=k, row=row, length=length), shape=(batch, cin * k * k, length))
+    total = b.summation(b.matmul(windows, b.permute(g, axes=(0, 2, 1))), axes=(0,))  # (Cin·K·K, Cout)
+    return [dx, b.permute(b.reshape(total, shape=(cin, k, k, cout)), axes=(1, 2, 0, 3))]
+
+
+register(OpDef("plane_conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv", {**_ATTRS, "length": Attr("int")},
+               "stride-1 convolution over flattened planes (rows of `row`): (N, Cin, size) x (K, K, Cin, Cout) "
+               "-> (N, Cout, length), [n, co, m] = sum of x[n, ci, i*row + j + m] * w[i, j, ci, co]",
+               float_only=True, loop_nest=_conv_loops))
