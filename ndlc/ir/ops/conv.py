@@ -14,7 +14,7 @@ WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
 # and 3x3 16 -> 32, 144: 1.2-1.7x slower than their gemms)
 DIRECT_MAX = 32
-DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (codegen/llvm.py)
+DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
