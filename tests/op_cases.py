@@ -111,6 +111,14 @@ def _plane_conv_expect(x, w, kernel, row, length):
     return out
 
 
+def _plane_correlate_expect(g, x, kernel, row):
+    out = np.zeros((g.shape[0], g.shape[1], x.shape[1], kernel, kernel))
+    for n, co, ci, i, j in np.ndindex(*out.shape):
+        for q in range(g.shape[2]):
+            out[n, co, ci, i, j] += g[n, co, q] * x[n, ci, i * row + j + q]
+    return out
+
+
 def _plane_draw(r):
     """A kernel, rows, a window length and a plane that holds the windows (with spare elements)."""
     k, row, length = int(r.integers(1, 4)), int(r.integers(1, 5)), int(r.integers(1, 9))
@@ -261,6 +269,9 @@ CASES = [
     Case("plane_conv", lambda r: (lambda k, row, length, size: (
         [normal(r, (2, 2, size)), normal(r, (k, k, 2, 3))], {"kernel": k, "row": row, "length": length}))(*_plane_draw(r)),
         _plane_conv_expect),
+    Case("plane_correlate", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, 3, length)), normal(r, (2, 2, size))], {"kernel": k, "row": row}))(*_plane_draw(r)),
+        _plane_correlate_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),

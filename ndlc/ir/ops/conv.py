@@ -14,6 +14,10 @@ WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
 # and 3x3 16 -> 32, 144: 1.2-1.7x slower than their gemms)
 DIRECT_MAX = 32
+# ... and its input gradient, the adjoint convolved with the flipped kernel, up to this many products a
+# pixel (Cout·K·K; LeNet's conv1, 150: fwd+bwd 13-18 -> 5.6-6.8 ms, one thread, where the gemm of
+# (Cin·K·K = 25, Cout = 6) @ (6, Ho·Wp) and col2im ran)
+DIRECT_ADJOINT_MAX = 150
 DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
@@ -63,12 +67,15 @@ def _dilated(b, g, s):
 def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
     summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
-    and cropped to the input; otherwise a correlation of the dilated adjoint with the flipped
-    kernel (_conv_input_correlation)."""
+    and cropped to the input, or for a direct conv the adjoint's own direct conv with the flipped
+    kernel; otherwise a correlation of the dilated adjoint with the flipped kernel
+    (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
+    if _direct(x.shape, w.shape, s, p) and p < kh and cout * kh * kw <= DIRECT_ADJOINT_MAX:  # direct, as its forward
+        return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
     if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
         windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
@@ -116,10 +123,15 @@ def _conv_input_correlation(b, x, w, g, s, p):
 
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
-    the windows being the forward's own im2col matrix (shared once decomposed). Rectangular
-    kernels: the input (channels as batch) correlated with the adjoint (batch as channels)."""
+    the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
+    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels: the
+    input (channels as batch) correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
+    if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
+        planes, wp, _ = _direct_planes(b, x, kh, p)
+        per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
+        return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
     if kh == kw and ho * wo < FOLD_PIXELS:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
@@ -196,19 +208,28 @@ def _direct(shape, wshape, s, p):
     return wshape[1] == k and cin * k * k <= DIRECT_MAX and ho * wo >= FOLD_PIXELS and _on_planes(shape, k, s, p)
 
 
-def _conv_direct(b, x, w, p):
-    """out[n, y, x, co] = Σ planes[n, ci, (y + i)·Wp + x + j] · w[i, j, ci, co] over each image's
-    padded planes flattened (plane_conv): one loop nest over (n, co, y·Wp + x | i, j, ci), which
-    the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK (the
-    planes padded with spare rows for it); Wo of each row of Wp kept. No packing, no BLAS."""
+def _direct_planes(b, x, k, p):
+    """(the padded planes of NHWC `x` flattened, (N, Cin, rows·Wp); their row Wp; the length of a
+    direct conv's wide rows, Ho·Wp rounded up to DIRECT_BLOCK, which spare padded rows make room for)."""
     batch, h, width, cin = x.shape
-    k, cout = w.shape[0], w.shape[3]
     wp, ho = width + 2 * p, h + 2 * p - k + 1
     length = -(-ho * wp // DIRECT_BLOCK) * DIRECT_BLOCK
     rows = -(-((k - 1) * (wp + 1) + length) // wp)  # the padded rows the last windows reach
     padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, p)))
-    planes = b.reshape(padded, shape=(batch, cin, rows * wp))
-    wide = b.slice(b.plane_conv(planes, w, kernel=k, row=wp, length=length), start=(0, 0, 0), stop=(batch, cout, ho * wp))
+    return b.reshape(padded, shape=(batch, cin, rows * wp)), wp, length
+
+
+def _conv_direct(b, x, w, p):
+    """out[n, y, x, co] = Σ planes[n, ci, (y + i)·Wp + x + j] · w[i, j, ci, co] over each image's
+    padded planes flattened (plane_conv): one loop nest over (n, co, y·Wp + x | i, j, ci), which
+    the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK;
+    Wo of each row of Wp kept. No packing, no BLAS."""
+    batch, h, _, _ = x.shape
+    k, cout = w.shape[0], w.shape[3]
+    planes, wp, length = _direct_planes(b, x, k, p)
+    ho = h + 2 * p - k + 1
+    wide = b.plane_conv(planes, w, kernel=k, row=wp, length=length)
+    wide = b.slice(wide, start=(0, 0, 0), stop=(batch, cout, ho * wp))
     out = b.slice(b.reshape(wide, shape=(batch, cout, ho, wp)), start=(0, 0, 0, 0), stop=(batch, cout, ho, wp - k + 1))
     return b.permute(out, axes=(0, 2, 3, 1))
 

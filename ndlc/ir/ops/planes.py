@@ -88,7 +88,7 @@ def _conv_infer(types, kernel, row, length):
     check(x.ndim == 3 and w.ndim == 4, "needs planes (N, Cin, size) and weight (K, K, Cin, Cout)")
     check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
     check(w.shape[:3] == (kernel, kernel, x.shape[1]),
-          f"weight {w.shape} is not ({kernel}, {kernel}, {x.shape[1]}, Cout) for kernel {kernel} over {x.shape[1]} channels")
+          f"weight {w.shape} is not ({kernel}, {kernel}, {x.shape[1]}, Cout): kernel {kernel}, {x.shape[1]} channels")
     _check_reach(kernel, row, length, x.shape[2], "length")
     return TensorType((x.shape[0], w.shape[3], length), x.dtype)
 
@@ -128,3 +128,48 @@ register(OpDef("plane_conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv"
                "stride-1 convolution over flattened planes (rows of `row`): (N, Cin, size) x (K, K, Cin, Cout) "
                "-> (N, Cout, length), [n, co, m] = sum of x[n, ci, i*row + j + m] * w[i, j, ci, co]",
                float_only=True, loop_nest=_conv_loops))
+
+
+# ---- plane_correlate ----------------------------------------------------------------------
+def _correlate_infer(types, kernel, row):
+    g, x = types
+    check(g.ndim == 3 and x.ndim == 3 and g.shape[0] == x.shape[0],
+          "needs an adjoint (N, Cout, length) and planes (N, Cin, size) of as many images")
+    check(g.dtype == x.dtype and is_float(g.dtype), f"needs one float dtype, got {g.dtype} and {x.dtype}")
+    _check_reach(kernel, row, g.shape[2], x.shape[2], "length")
+    return TensorType((g.shape[0], g.shape[1], x.shape[1], kernel, kernel), g.dtype)
+
+
+def _correlate_ref(g, x, kernel, row):
+    out = np.empty((g.shape[0], g.shape[1], x.shape[1], kernel, kernel), g.dtype)
+    length = g.shape[2]
+    for i in range(kernel):
+        for j in range(kernel):
+            out[..., i, j] = np.einsum("ndm,ncm->ndc", g, x[..., i * row + j:i * row + j + length])
+    return out
+
+
+def _correlate_loops(types, result, kernel, row):
+    """Loops (n, co, ci, i, j | m): g[n, co, m] · x[n, ci, i·row + j + m], both contiguous along m."""
+    g = (AxisIndex(((0, 1),)), AxisIndex(((1, 1),)), AxisIndex(((5, 1),)))
+    x = (AxisIndex(((0, 1),)), AxisIndex(((2, 1),)), AxisIndex(((3, row), (4, 1), (5, 1))))
+    return LoopNest((types[0].shape[2],), (g, x), "add", lambda a, b: a * b)
+
+
+def _correlate_grad(b, n, adjoint):
+    """Per image, with the windows W (Cin·K·K, length) of x: g's is adjointᵀ-weighted windows
+    (Cout, Cin·K·K) @ W; x's the windows' adjoint (Cin·K·K, Cout) @ g summed back (plane_unwindows)."""
+    g, x = n.operands
+    k, row = n.attrs["kernel"], n.attrs["row"]
+    batch, cout, length = g.shape
+    cin = x.shape[1]
+    weights = b.reshape(adjoint, shape=(batch, cout, cin * k * k))
+    windows = b.reshape(b.plane_windows(x, kernel=k, row=row, length=length), shape=(batch, cin * k * k, length))
+    columns = b.reshape(b.matmul(b.permute(weights, axes=(0, 2, 1)), g), shape=(batch, cin, k, k, length))
+    return [b.matmul(weights, windows), b.plane_unwindows(columns, kernel=k, row=row, size=x.shape[2])]
+
+
+register(OpDef("plane_correlate", 2, _correlate_infer, _correlate_ref, _correlate_grad, None, "conv", _ATTRS,
+               "per image, the adjoint (N, Cout, length) correlated with flattened planes (N, Cin, size) over "
+               "kernel x kernel windows of rows of `row`: (N, Cout, Cin, k, k), a direct conv's weight gradient",
+               float_only=True, loop_nest=_correlate_loops))
