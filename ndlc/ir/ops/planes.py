@@ -3,7 +3,8 @@ flattened to one axis, the window at pixel q of kernel element (i, j) is element
 Output pixels then run along one axis of H·W-ish length (the columns past Wo of each row are
 garbage a consumer crops), so the im2col is a contiguous copy per (channel, i, j), col2im a sum of
 K·K shifted rows, each guarded by one interval (no guard per element), and a convolution of few
-input channels one reduction vectorised along the row (plane_conv)."""
+input channels one reduction vectorised along the row (plane_conv; its weight gradient
+plane_correlate)."""
 import numpy as np
 
 from ..graph import check
@@ -111,7 +112,7 @@ def _conv_loops(types, result, kernel, row, length):
 
 def _conv_grad(b, n, g):
     """planes: the weight (Cin·K·K, Cout) @ the adjoint (Cout, length) per image, summed back
-    (plane_unwindows); weight: the adjoint @ the windows (plane_windows)ᵀ per image, summed."""
+    (plane_unwindows); weight: the adjoint correlated with the planes (plane_correlate), summed."""
     x, w = n.operands
     k, row = n.attrs["kernel"], n.attrs["row"]
     batch, cin, size = x.shape
@@ -119,9 +120,8 @@ def _conv_grad(b, n, g):
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * k * k, cout))
     columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * k * k, cout)), g)
     dx = b.plane_unwindows(b.reshape(columns, shape=(batch, cin, k, k, length)), kernel=k, row=row, size=size)
-    windows = b.reshape(b.plane_windows(x, kernel=k, row=row, length=length), shape=(batch, cin * k * k, length))
-    total = b.summation(b.matmul(windows, b.permute(g, axes=(0, 2, 1))), axes=(0,))  # (Cin·K·K, Cout)
-    return [dx, b.permute(b.reshape(total, shape=(cin, k, k, cout)), axes=(1, 2, 0, 3))]
+    total = b.summation(b.plane_correlate(g, x, kernel=k, row=row), axes=(0,))  # (Cout, Cin, K, K)
+    return [dx, b.permute(total, axes=(2, 3, 1, 0))]
 
 
 register(OpDef("plane_conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv", {**_ATTRS, "length": Attr("int")},
