@@ -85,6 +85,46 @@ def _unwindows_expect(g, kernel, stride, size):
     return out
 
 
+def _plane_windows_expect(x, kernel, row, length):
+    out = np.zeros(x.shape[:-1] + (kernel, kernel, length))
+    for i in range(kernel):
+        for j in range(kernel):
+            for q in range(length):
+                out[..., i, j, q] = x[..., i * row + j + q]
+    return out
+
+
+def _plane_unwindows_expect(g, kernel, row, size):
+    out = np.zeros(g.shape[:-3] + (size,))
+    for i in range(kernel):
+        for j in range(kernel):
+            for q in range(g.shape[-1]):
+                out[..., i * row + j + q] += g[..., i, j, q]
+    return out
+
+
+def _plane_conv_expect(x, w, kernel, row, length):
+    out = np.zeros((x.shape[0], w.shape[3], length))
+    for n, co, q in np.ndindex(*out.shape):
+        for i, j, ci in np.ndindex(kernel, kernel, x.shape[1]):
+            out[n, co, q] += x[n, ci, i * row + j + q] * w[i, j, ci, co]
+    return out
+
+
+def _plane_correlate_expect(g, x, kernel, row):
+    out = np.zeros((g.shape[0], g.shape[1], x.shape[1], kernel, kernel))
+    for n, co, ci, i, j in np.ndindex(*out.shape):
+        for q in range(g.shape[2]):
+            out[n, co, ci, i, j] += g[n, co, q] * x[n, ci, i * row + j + q]
+    return out
+
+
+def _plane_draw(r):
+    """A kernel, rows, a window length and a plane that holds the windows (with spare elements)."""
+    k, row, length = int(r.integers(1, 4)), int(r.integers(1, 5)), int(r.integers(1, 9))
+    return k, row, length, (k - 1) * row + k - 1 + length + int(r.integers(0, 3))
+
+
 def _pool_draw(r):
     k = int(r.integers(1, 3))
     s = int(r.integers(1, 3))
@@ -241,9 +281,22 @@ CASES = [
     Case("matmul", _matmul_draw, lambda a, b: np.einsum("...ik,...kj->...ij", a, b)),
     Case("conv", lambda r: ([normal(r, (2, 5, 6, 3)), normal(r, (int(r.integers(1, 4)), int(r.integers(1, 4)), 3, 2))],
                             {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}), _conv_expect),
+    Case("conv", lambda r: ([normal(r, (1, 12, 12, 2)), normal(r, (*[int(r.choice([1, 3, 5]))] * 2, 2, 3))],
+                            {"stride": 1, "padding": int(r.integers(0, 3))}), _conv_expect),  # >= 64 outputs an image
     Case("windows", _pool_draw, _windows_expect),
     Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
          _unwindows_expect),
+    Case("plane_windows", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, size))], {"kernel": k, "row": row, "length": length}))(*_plane_draw(r)), _plane_windows_expect),
+    Case("plane_unwindows", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, 1, k, k, length))], {"kernel": k, "row": row, "size": size}))(*_plane_draw(r)),
+        _plane_unwindows_expect),
+    Case("plane_conv", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, 2, size)), normal(r, (k, k, 2, 3))], {"kernel": k, "row": row, "length": length}))(*_plane_draw(r)),
+        _plane_conv_expect),
+    Case("plane_correlate", lambda r: (lambda k, row, length, size: (
+        [normal(r, (2, 3, length)), normal(r, (2, 2, size))], {"kernel": k, "row": row}))(*_plane_draw(r)),
+        _plane_correlate_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),

@@ -12,7 +12,6 @@ NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llv
 results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
 Horner steps `contract` into fused multiply-adds).
 """
-
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
@@ -25,7 +24,6 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
-ROWS_BLOCK = 4096  # 'rows' strategy: outputs accumulated side by side (a row of them streams through memory)
 
 
 def kernel_module(name, kernels, triple="", data_layout="") -> str:
@@ -82,7 +80,7 @@ class _KernelEmitter(ScalarLowering):
         rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
         self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
-        self.accs = [self.b.alloca(TYPES[r.dtype], size=ROWS_BLOCK if rows else None, name=f"acc{k}")
+        self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block if rows else None, name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
         # point: a float max combines with maxnum (vmaxps, vectorised) beside a flag of NaNs seen,
         # which makes the result NaN after the loop, as llvm.maximum would (5 instructions an element)
@@ -196,13 +194,13 @@ class _KernelEmitter(ScalarLowering):
                 self._stores(phase.stores)
 
     def _rows(self):
-        """The last outer loop in blocks of ROWS_BLOCK: each phase accumulates a block of outputs side
+        """The last outer loop in blocks of kernel.block: each phase accumulates a block of outputs side
         by side (the innermost loop runs along the block, so strided reductions vectorise)."""
         k, b = self.kernel, self.b
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
-        block = ir.Constant(I64, ROWS_BLOCK)
-        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, ROWS_BLOCK - 1)), block)
+        block = ir.Constant(I64, k.block)
+        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
 
         def one_block():
             self.block_start = b.add(start, b.mul(self.vars[last], block))

@@ -251,6 +251,7 @@ class Kernel(_Cases):
     serial_why: str = ""
     strategy: Strategy = Strategy.NONE  # chosen by the schedule pass
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
+    block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
 
@@ -307,7 +308,7 @@ class Kernel(_Cases):
             lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "
                          f"{', '.join('%' + n for n in self.scratch)}, combine in order; whole rows stream)")
         if self.strategy == Strategy.ROWS:
-            lines.append(f"  strategy: rows (blocks of i{self.outer - 1} accumulate side by side; the reductions "
+            lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1} accumulate side by side; the reductions "
                          f"read strided along i{len(self.extents) - 1})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")

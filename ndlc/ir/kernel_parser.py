@@ -25,6 +25,7 @@ _KERNEL = re.compile(r"kernel (\S+) -> (.*)$")
 _LOOP = re.compile(r"i(\d+)<(\d+)$")
 _CHUNKS = re.compile(r"  strategy: chunks \(i\d+ cut into (\d+) chunks whose partial results, (.*), "
                      r"combine in order; whole rows stream\)$")
+_ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+ accumulate side by side; ")
 _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
 _PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")
@@ -168,9 +169,9 @@ class _ProgramParser:
         if chunks:
             self.n += 1
             k.strategy, k.chunks, k.scratch = Strategy.CHUNKS, int(chunks.group(1)), tuple(_names(chunks.group(2)))
-        elif (self.peek() or "").startswith("  strategy: rows "):
+        elif _ROWS.match(self.peek() or ""):
+            k.strategy, k.block = Strategy.ROWS, int(_ROWS.match(self.peek()).group(1))
             self.n += 1
-            k.strategy = Strategy.ROWS
         cuda = _CUDA.match(self.peek() or "")
         if cuda:
             self.n += 1

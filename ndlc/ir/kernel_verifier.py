@@ -95,6 +95,8 @@ def _check_schedule(kernel, where):
                                         or not 0 < kernel.chunks <= kernel.extents[1]):
         raise VerifyError(f"{where}: 'chunks' needs one outer loop, a scratch buffer per reduction and "
                           "no more chunks than its first inner loop has iterations")
+    if kernel.strategy == Strategy.ROWS and kernel.block < 1:
+        raise VerifyError(f"{where}: 'rows' needs blocks of at least one output, not {kernel.block}")
     if kernel.split is not None and kernel.strategy != Strategy.CHUNKS:
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")

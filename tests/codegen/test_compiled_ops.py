@@ -187,3 +187,19 @@ graph @rows(%x: f32[8,37]) {
         expected = (np.log(np.exp(x - shift).sum(axis=1)) + shift[:, 0]).astype(np.float32)
     np.testing.assert_allclose(lse, expected, rtol=1e-6)
     assert np.isnan(row_max[[1, 2, 3, 6]]).all() and np.isnan(lse[[1, 2, 3, 6]]).all()
+
+
+@pytest.mark.parametrize("columns,block", [(64, 32), (40, 4096)])
+def test_short_rows_reductions_accumulate_a_block_of_registers(columns, block):
+    """Column sums over 5 rows ('rows' strategy, short reduced loop): where REGISTER_BLOCK divides
+    the columns, the schedule takes blocks of that many accumulators (which LLVM keeps in
+    registers), else of ROWS_BLOCK; the scheduled stage says which; both equal the interpreter."""
+    graph = parse(f"""
+graph @columns(%x: f32[5,{columns}]) {{
+  %0 = summation(%x, axes=(0,)) : f32[{columns}]
+  return %0
+}}""")
+    assert_matches(graph, [np.random.default_rng(9).standard_normal((5, columns)).astype(np.float32)], "f32")
+    program = compile_graph(graph)
+    assert f"strategy: rows (blocks of {block} i0 accumulate side by side;" in program.ir("scheduled")
+    assert f"%\"acc0\" = alloca float, i32 {block}" in program.ir("llvm")

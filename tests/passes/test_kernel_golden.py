@@ -254,7 +254,7 @@ kernel k2 -> %3
   stored because: %3: graph output
   not merged into the kernel before: its loops (i0<8 i1<16 | i2<512) differ from (i0<1024 | i1<256)'s loops
   loops: i0<8 i1<16 | i2<512
-  strategy: rows (blocks of i1 accumulate side by side; the reductions read strided along i2)
+  strategy: rows (blocks of 4096 i1 accumulate side by side; the reductions read strided along i2)
   serial: too small (work 65664 < 131072)
   $0 = %z[8192*i0 + i1 + 16*i2]
   phase 0: reduce
@@ -411,7 +411,7 @@ kernel k0 -> %e, %s, %y
 
 kernel k1 -> %v2
   loops: i0<8 | i1<64
-  strategy: rows (blocks of i0 accumulate side by side; the reductions read strided along i1)
+  strategy: rows (blocks of 4096 i0 accumulate side by side; the reductions read strided along i1)
   serial: one thread (NDLC_THREADS=1 or no libgomp)
   $0 = %w[i0 + 8*i1]
   $1 = %v[i0]
@@ -461,7 +461,7 @@ kernel k0 -> %e, %s, %y
 
 kernel k1 -> %v2
   loops: i0<8 | i1<64
-  strategy: rows (blocks of i0 accumulate side by side; the reductions read strided along i1)
+  strategy: rows (blocks of 4096 i0 accumulate side by side; the reductions read strided along i1)
   serial: one thread (NDLC_THREADS=1 or no libgomp)
   $0 = %w[i0 + 8*i1]
   $1 = %v[i0]

@@ -9,6 +9,16 @@ from ..types import TensorType, is_float
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
+# products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
+# packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
+# and 3x3 16 -> 32, 144: 1.2-1.7x slower than their gemms)
+DIRECT_MAX = 32
+# ... and its input gradient, the adjoint convolved with the flipped kernel, up to this many products a
+# pixel (Cout·K·K; LeNet's conv1, 150: fwd+bwd 13-18 -> 5.6-6.8 ms, one thread, where the gemm of
+# (Cin·K·K = 25, Cout = 6) @ (6, Ho·Wp) and col2im ran)
+DIRECT_ADJOINT_MAX = 150
+DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -56,19 +66,26 @@ def _dilated(b, g, s):
 
 def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
-    summed back over the windows (col2im: unwindows) and cropped to the input; otherwise a
-    correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
+    summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
+    and cropped to the input, or for a direct conv the adjoint's own direct conv with the flipped
+    kernel; otherwise a correlation of the dilated adjoint with the flipped kernel
+    (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, Cin·K·K): one product, the adjoint as it is
+    if _direct(x.shape, w.shape, s, p) and p < kh and cout * kh * kw <= DIRECT_ADJOINT_MAX:  # direct, as its forward
+        return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
+    if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
-        windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, cin, kh, kw)), axes=(0, 3, 1, 2, 4, 5))
+        windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
         return _col2im(b, x, windows, kh, s, p)
-    adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
-    columns = b.matmul(b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout)), adjoint)
+    weight = b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout))
+    if _on_planes(x.shape, kh, s, p):  # the windows' adjoint over wide rows, summed back a row at a time
+        return _plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, kh)), kh, p)
+    adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
+    columns = b.matmul(weight, adjoint)
     windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
     return _col2im(b, x, windows, kh, s, p)
 
@@ -106,14 +123,19 @@ def _conv_input_correlation(b, x, w, g, s, p):
 
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
-    the windows being the forward's own im2col matrix (shared once decomposed). Rectangular
-    kernels: the input (channels as batch) correlated with the adjoint (batch as channels)."""
+    the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
+    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels: the
+    input (channels as batch) correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
-    if kh == kw and ho * wo < FOLD_PIXELS:  # (Cin·K·K, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
+        planes, wp, _ = _direct_planes(b, x, kh, p)
+        per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
+        return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
+    if kh == kw and ho * wo < FOLD_PIXELS:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
-        return b.permute(b.reshape(total, shape=(cin, kh, kw, cout)), axes=(1, 2, 0, 3))
+        return b.reshape(total, shape=w.shape)
     if kh == kw:
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
@@ -143,17 +165,79 @@ def _windows(b, x, k, s, p):
 
 
 def _im2rows(b, x, k, s, p):
-    """The windows of NHWC `x` as one (N·Ho·Wo, Cin·K·K) matrix, a row per output pixel: for small
-    images (ResNet9's 4x4 and 2x2 layers), whose products per image would be tiny BLAS calls."""
+    """The windows of NHWC `x` as one (N·Ho·Wo, K·K·Cin) matrix, a row per output pixel, channels
+    last as in the weight: for small images (ResNet9's 4x4 and 2x2 layers), whose products per
+    image would be tiny BLAS calls."""
     windows = _windows(b, x, k, s, p)
     batch, cin, ho, wo = windows.shape[:4]
-    return b.reshape(b.permute(windows, axes=(0, 2, 3, 1, 4, 5)), shape=(batch * ho * wo, cin * k * k))
+    return b.reshape(b.permute(windows, axes=(0, 2, 3, 4, 5, 1)), shape=(batch * ho * wo, k * k * cin))
+
+
+def _on_planes(shape, k, s, p):
+    """Whether a square-kernel conv's input gradient (NHWC input of `shape`) sums its windows back
+    over wide rows (_plane_col2im): stride 1, and the garbage columns (K - 1 of each row of W + 2p)
+    at most WIDE_WASTE of the row, which its product computes too."""
+    return s == 1 and k - 1 <= WIDE_WASTE * (shape[2] + 2 * p)
+
+
+def _wide_adjoint(b, g, k):
+    """The NHWC adjoint `g` as (N, Cout, Ho·Wp): each row of Wo padded by K - 1 zeros to the padded
+    input's width Wp, so that output pixel (y, x) is column y·Wp + x of a flattened plane."""
+    batch, ho, wo, cout = g.shape
+    wide = b.pad(b.permute(g, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (0, 0), (0, k - 1)))
+    return b.reshape(wide, shape=(batch, cout, ho * (wo + k - 1)))
+
+
+def _plane_col2im(b, x, columns, k, p):
+    """The (N, Cin·K·K, Ho·Wp) windows' adjoint (zero in each row's K - 1 garbage columns) summed
+    back onto the flattened padded planes of NHWC `x` (plane_unwindows: K·K shifted rows, each
+    one interval; a spare row takes the last garbage columns' zeros), cropped to the input."""
+    batch, h, w, cin = x.shape
+    wp = w + 2 * p
+    windows = b.reshape(columns, shape=(batch, cin, k, k, columns.shape[2]))
+    planes = b.plane_unwindows(windows, kernel=k, row=wp, size=(h + 2 * p + 1) * wp)
+    padded = b.reshape(planes, shape=(batch, cin, h + 2 * p + 1, wp))
+    return b.permute(b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + h, p + w)), axes=(0, 2, 3, 1))
+
+
+def _direct(shape, wshape, s, p):
+    """Whether a conv runs as one reduction over wide rows (_conv_direct): a square kernel, stride
+    1, at most DIRECT_MAX products a pixel, at least FOLD_PIXELS outputs an image, few garbage columns."""
+    k, cin = wshape[0], wshape[2]
+    ho, wo = shape[1] + 2 * p - k + 1, shape[2] + 2 * p - k + 1
+    return wshape[1] == k and cin * k * k <= DIRECT_MAX and ho * wo >= FOLD_PIXELS and _on_planes(shape, k, s, p)
+
+
+def _direct_planes(b, x, k, p):
+    """(the padded planes of NHWC `x` flattened, (N, Cin, rows·Wp); their row Wp; the length of a
+    direct conv's wide rows, Ho·Wp rounded up to DIRECT_BLOCK, which spare padded rows make room for)."""
+    batch, h, width, cin = x.shape
+    wp, ho = width + 2 * p, h + 2 * p - k + 1
+    length = -(-ho * wp // DIRECT_BLOCK) * DIRECT_BLOCK
+    rows = -(-((k - 1) * (wp + 1) + length) // wp)  # the padded rows the last windows reach
+    padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, p)))
+    return b.reshape(padded, shape=(batch, cin, rows * wp)), wp, length
+
+
+def _conv_direct(b, x, w, p):
+    """out[n, y, x, co] = Σ planes[n, ci, (y + i)·Wp + x + j] · w[i, j, ci, co] over each image's
+    padded planes flattened (plane_conv): one loop nest over (n, co, y·Wp + x | i, j, ci), which
+    the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK;
+    Wo of each row of Wp kept. No packing, no BLAS."""
+    batch, h, _, _ = x.shape
+    k, cout = w.shape[0], w.shape[3]
+    planes, wp, length = _direct_planes(b, x, k, p)
+    ho = h + 2 * p - k + 1
+    wide = b.plane_conv(planes, w, kernel=k, row=wp, length=length)
+    wide = b.slice(wide, start=(0, 0, 0), stop=(batch, cout, ho * wp))
+    out = b.slice(b.reshape(wide, shape=(batch, cout, ho, wp)), start=(0, 0, 0, 0), stop=(batch, cout, ho, wp - k + 1))
+    return b.permute(out, axes=(0, 2, 3, 1))
 
 
 def _weight_matrix(b, w):
-    """The (K, K, Cin, Cout) weight as a (Cin·K·K, Cout) matrix, rows in _im2rows' column order."""
+    """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
-    return b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(cin * kh * kw, cout))
+    return b.reshape(w, shape=(kh * kw * cin, cout))
 
 
 def _window_axis(out_axis, kernel_axis, stride, padding=0):
@@ -175,13 +259,16 @@ def _conv_decompose(b, n):
     (Cout, Cin·K·K) matrix @ the windows of image n (_im2col; fusion stores them, the packing, which
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
-    batch into one product instead, a row per output pixel (_im2rows). A rectangular kernel keeps
-    the loop nest (None)."""
+    batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
+    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). A rectangular kernel keeps the
+    loop nest (None)."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return None
     s, p = n.attrs["stride"], n.attrs["padding"]
+    if _direct(x.shape, w.shape, s, p):
+        return _conv_direct(b, x, w, p)
     if n.result.shape[1] * n.result.shape[2] < FOLD_PIXELS:  # one product, NHWC out as it is
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
