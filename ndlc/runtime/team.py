@@ -9,7 +9,9 @@ with NDLC_TEAM=adaptive (the default) each program times its calls and keeps the
 the chosen one, trying one other for PROBES calls after `interval` calls, an interval that doubles
 from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under 5% of calls, below any
 p90). A probe switches when its median beats the chosen team's recent median by MARGIN; the
-chosen team's calls slowing by SLOWER (another job started) brings the next probe forward.
+chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
+comparison ends early when one team is CLEAR-ly faster: under contention the team that spins
+over another job's core is often several times slower, and every call of it counts.
 NDLC_TEAM=budget always runs the whole budget. The team is one process-wide value
 (runtime/libraries.py), set before each call: programs run at once from several Python threads
 may run on each other's team, with the same results.
@@ -27,6 +29,7 @@ SAMPLES = 3  # calls of each candidate timed before the first choice, and per pr
 PROBE_EVERY = 64  # calls between probes after a switch; doubled each time the choice holds
 PROBE_MOST = 4096
 MARGIN = 0.08  # a probe must be this much faster than the chosen team to replace it
+CLEAR = 1.5  # a team whose slowest call is this much faster than the others' fastest wins at once
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by
 
@@ -69,7 +72,8 @@ class Team:
         if self.plan:
             self.trials.append((team, seconds))
             del self.plan[0]
-            if not self.plan:
+            if not self.plan or self._clear():
+                self.plan = []
                 self._judge()
             return
         self.recent.append(seconds)
@@ -81,6 +85,18 @@ class Team:
             self.plan = [others[self.probed % len(others)]] * SAMPLES
             self.trials = [(self.current, s) for s in self.recent]
             self.probed += 1
+
+    def _clear(self) -> bool:
+        """Whether the calls compared so far already show one team fastest by far (its slowest
+        call CLEAR times faster than every other team's fastest, every team timed): a team that
+        lost its cores to another job is not run for all its samples."""
+        times = collections.defaultdict(list)
+        for team, seconds in self.trials:
+            times[team].append(seconds)
+        if not set(self.plan) <= set(times):
+            return False
+        best = min(times, key=lambda team: max(times[team]))
+        return all(CLEAR * max(times[best]) < min(s) for team, s in times.items() if team != best)
 
     def _judge(self):
         """Choose among the teams timed in `trials` (a probe must beat the chosen team by MARGIN)."""

@@ -45,7 +45,8 @@ def _bits_at(program, team, arrays):
 
 
 @needs_openmp
-def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two_threads(two_threads):
+def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two_threads(two_threads, monkeypatch):
+    monkeypatch.setenv("NDLC_PROFILE", "1")
     program = compile_graph(parse(SUMS))
     split = [k for k in program.kernels.kernels if k.split and k.split.threads == 2]
     assert {k.strategy for k in split} >= {Strategy.POINT, Strategy.CHUNKS}  # row sums and column sums
@@ -53,6 +54,7 @@ def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((1024, 512)).astype(np.float32), rng.standard_normal((512, 256)).astype(np.float32)]
     assert _bits_at(program, 1, arrays) == _bits_at(program, 2, arrays) == _bits_at(program, 1, arrays)
+    assert "3 kernels, team 1 of 2 threads (fixed)" in program.profile().splitlines()[0]
 
 
 def _step(model, optimizer, shape):
@@ -104,15 +106,24 @@ def adaptive(monkeypatch):
 
 
 def test_the_faster_team_is_kept_and_the_other_probed_in_under_five_percent_of_calls(monkeypatch, adaptive, caplog):
-    clock = _Clock(monkeypatch, {1: 5e-3, 2: 8e-3})
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 6.5e-3})
     team = Team("step", 2)
     with caplog.at_level(logging.INFO, logger="ndlc.team"):
         clock.run(team, 3000)
     assert team.current == 1 and str(team) == "team 1 of 2 threads (adaptive)"
-    assert "@step: team 2 -> 1 threads (median 1: 5.000 ms, 2: 8.000 ms)" in caplog.text
+    assert "@step: team 2 -> 1 threads (median 1: 5.000 ms, 2: 6.500 ms)" in caplog.text
+    assert clock.teams[1:1 + 2 * SAMPLES] == [2, 1] * SAMPLES  # every candidate in turn, after the warm-up
     later = clock.teams[1 + 2 * SAMPLES:]
     assert 0 < later.count(2) < 0.05 * len(later)
-    assert clock.teams[1:1 + 2 * SAMPLES] == [2, 1] * SAMPLES  # every candidate in turn, after the warm-up
+
+
+def test_a_team_several_times_slower_is_dropped_after_one_call(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 25e-3})  # the second core busy with another job
+    team = Team("step", 2)
+    clock.run(team, 1000)
+    assert clock.teams[:4] == [2, 2, 1, 1]  # warm-up, then one call each decides
+    probes = [i for i in range(4, 1000) if clock.teams[i] == 2]
+    assert probes and all(clock.teams[i + 1] == 1 for i in probes)  # each probe one call long
 
 
 def test_a_team_that_slows_down_is_replaced_within_a_few_calls(monkeypatch, adaptive):
