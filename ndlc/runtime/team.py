@@ -2,13 +2,13 @@
 
 A compiled program runs on any team from 1 to the threads it was scheduled for, with the same
 results (codegen/llvm_calls.py reads the team at run time). Which team is fastest depends on the
-program and on the machine's load: on two quiet cores the LSTM LM step is faster on 2 threads and
-the batch-256 MLP step on 1; beside another job, 2 threads spin over the other job's core. So
-with NDLC_TEAM=adaptive (the default) each program times its calls and keeps the fastest of
-`candidates` (1, the budget, and the halvings between): first a few calls of each in turn, then
-the chosen one, trying one other for PROBES calls after `interval` calls, an interval that doubles
-from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under 5% of calls, below any
-p90). A probe switches when its median beats the chosen team's recent median by MARGIN; the
+program and on the machine's load: on two quiet cores the batch-256 MLP step ran faster on 1
+thread than on 2 (issue 19), large kernels do not; beside another job, 2 threads spin over the
+other job's core. So with NDLC_TEAM=adaptive (the default) each program times its calls and keeps
+the fastest of `candidates` (1, the budget, and the halvings between): first a few calls of each
+in turn, then the chosen one, trying one other for SAMPLES calls after `interval` calls, an
+interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under 5%
+of calls, below any p90). A probe switches when its median beats the chosen team's recent median by MARGIN; the
 chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
 comparison ends early when one team is CLEAR-ly faster: under contention the team that spins
 over another job's core is often several times slower, and every call of it counts.
