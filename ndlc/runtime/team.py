@@ -31,7 +31,7 @@ PROBE_MOST = 4096
 MARGIN = 0.08  # a probe must be this much faster than the chosen team to replace it
 CLEAR = 1.5  # a team whose slowest call is this much faster than the others' fastest wins at once
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
-WINDOW = 5  # the chosen team's recent calls whose median it is judged by
+WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
 
 
 class Team:
@@ -78,8 +78,7 @@ class Team:
             return
         self.recent.append(seconds)
         self.until_probe -= 1
-        slowed = self.reference is not None and len(self.recent) == WINDOW and \
-            statistics.median(self.recent) > SLOWER * self.reference
+        slowed = len(self.recent) == WINDOW and sorted(self.recent)[WINDOW // 2] > SLOWER * self.reference
         if self.until_probe <= 0 or slowed:
             others = [c for c in self.candidates if c != self.current]
             self.plan = [others[self.probed % len(others)]] * SAMPLES
