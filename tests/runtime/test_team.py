@@ -1,7 +1,10 @@
 """The team of threads a program runs on: chosen at run time (one compiled program gives the same
 bits on a team of 1 and of 2: reductions, chunked kernels, gemm row splits, training steps), and
 per program by timing its calls (runtime/team.py), or pinned to the budget with NDLC_TEAM=budget."""
+import glob
 import logging
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -55,6 +58,28 @@ def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two
     arrays = [rng.standard_normal((1024, 512)).astype(np.float32), rng.standard_normal((512, 256)).astype(np.float32)]
     assert _bits_at(program, 1, arrays) == _bits_at(program, 2, arrays) == _bits_at(program, 1, arrays)
     assert "3 kernels, team 1 of 2 threads (fixed)" in program.profile().splitlines()[0]
+
+
+def _cpu_ns():
+    """Thread id -> CPU nanoseconds it ran (Linux's schedstat)."""
+    return {path.split("/")[-2]: int(open(path).read().split()[0]) for path in glob.glob("/proc/self/task/*/schedstat")}
+
+
+@needs_openmp
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads per-thread CPU times from /proc")
+def test_the_team_is_how_many_threads_work(two_threads):
+    program = compile_graph(parse("graph @e(%x: f32[2048,1024]) {\n  %0 = exp(%x) : f32[2048,1024]\n  return %0\n}"))
+    x = np.ones((2048, 1024), np.float32)
+    me = str(threading.get_native_id())
+    for team in (1, 2):
+        program.team.current = team
+        before = _cpu_ns()
+        for _ in range(10):
+            program.run(x)
+        after = _cpu_ns()
+        others = max((after[t] - before.get(t, 0) for t in after if t != me), default=0)
+        mine = after[me] - before[me]
+        assert (others < 0.05 * mine) if team == 1 else (others > 0.2 * mine), (team, mine, others)
 
 
 def _step(model, optimizer, shape):
