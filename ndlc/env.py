@@ -12,9 +12,10 @@ import os
 
 from .errors import NdlcError
 
+# every variable ndlc reads: add new ones here
 KNOWN = ("NDLC_BLAS", "NDLC_CACHE_DIR", "NDLC_CHECK", "NDLC_CUDA_DEVICE", "NDLC_CUDA_EMULATE", "NDLC_CUDA_FMA",
          "NDLC_CUDA_GRAPHS", "NDLC_DATA", "NDLC_DEBUG", "NDLC_DUMP", "NDLC_DUMP_DIR", "NDLC_LOG",
-         "NDLC_PROFILE", "NDLC_TEAM", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")  # every variable ndlc reads: add new ones here
+         "NDLC_PROFILE", "NDLC_TEAM", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")
 OFF = ("0", "false", "no", "off")
 TEAM_POLICIES = ("adaptive", "budget")
 ON = ("1", "true", "yes", "on")
