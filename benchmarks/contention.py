@@ -32,7 +32,7 @@ SCENARIOS = ("alone", "two copies", "beside busy")
 WARMUP = 3
 MIN_STEPS = 5
 # variables that would set a job's threads behind the benchmark's back
-THREAD_VARIABLES = ("NDLC_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+THREAD_VARIABLES = ("NDLC_THREADS", "NDLC_TEAM", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 BUSY = "while True: pass"
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "CONTENTION.md")
@@ -202,7 +202,8 @@ def report(results, args, threads_list, load_before, load_after):
              f"- each job in its own process, {WARMUP} warm-up steps, then steps for {args.seconds:g} s "
              f"(at least {MIN_STEPS}); cells: median (p90) ms per step, and the slowest copy's median "
              "against the job alone",
-             "- threads: NDLC_THREADS for ndlc (nothing else set), torch.set_num_threads for PyTorch"
+             "- threads: NDLC_THREADS for ndlc (nothing else set: each program picks its team within it by timing, "
+             "runtime/team.py), torch.set_num_threads for PyTorch"
              + (f"; ndlc jobs also ran with {' '.join(args.env)}" if args.env else ""),
              "- command: `python3 benchmarks/contention.py" + (" --quick" if args.quick else "")
              + f" --seconds {args.seconds:g}`", "",

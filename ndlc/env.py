@@ -2,7 +2,8 @@
 one way: unset or empty is the default; 0, false, no, off are off; 1, true, yes, on are on. Any
 other value is refused with an error naming the variable instead of being guessed at. An NDLC_*
 variable that is none of KNOWN (a misspelling) is warned about once, with the closest name.
-The thread budget, NDLC_THREADS, defaults to the cores this process may run on (`cores`)."""
+The thread budget, NDLC_THREADS, defaults to the cores this process may run on (`cores`); NDLC_TEAM
+says how much of it a program uses (`team_policy`)."""
 import difflib
 import functools
 import logging
@@ -11,10 +12,12 @@ import os
 
 from .errors import NdlcError
 
+# every variable ndlc reads: add new ones here
 KNOWN = ("NDLC_BLAS", "NDLC_CACHE_DIR", "NDLC_CHECK", "NDLC_CUDA_DEVICE", "NDLC_CUDA_EMULATE", "NDLC_CUDA_FMA",
          "NDLC_CUDA_GRAPHS", "NDLC_DATA", "NDLC_DEBUG", "NDLC_DUMP", "NDLC_DUMP_DIR", "NDLC_LOG",
-         "NDLC_PROFILE", "NDLC_PROGRAM_CACHE", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")  # every variable ndlc reads: add new ones here
+         "NDLC_PROFILE", "NDLC_PROGRAM_CACHE", "NDLC_TEAM", "NDLC_TF32", "NDLC_THREADS", "NDLC_VERIFY")
 OFF = ("0", "false", "no", "off")
+TEAM_POLICIES = ("adaptive", "budget")
 ON = ("1", "true", "yes", "on")
 
 
@@ -34,6 +37,15 @@ def thread_budget() -> int:
     if not text.isdigit() or int(text) < 1:
         raise ThreadsError(f"NDLC_THREADS must be a positive integer, not {text!r}")
     return int(text)
+
+
+def team_policy() -> str:
+    """NDLC_TEAM: 'adaptive' (the default: each program runs on the team of threads, within the
+    budget, that its timed calls found fastest) or 'budget' (always the whole budget)."""
+    text = os.environ.get("NDLC_TEAM", "").strip().lower() or "adaptive"
+    if text not in TEAM_POLICIES:
+        raise SettingError(f"NDLC_TEAM must be one of {', '.join(TEAM_POLICIES)}, not {text!r}")
+    return text
 
 
 def cores(root="/") -> int:

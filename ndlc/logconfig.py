@@ -1,10 +1,10 @@
 """NDLC_LOG: which of ndlc's loggers print their decisions to stderr, comma-separated or 'all':
 fusion (every kernel merged, and why each boundary is one), compile (specialisations, each stage's time), cache,
-native (LLVM compilations), libraries (BLAS and OpenMP found), pipeline."""
+native (LLVM compilations), libraries (BLAS and OpenMP found), pipeline, team (a program's thread team changing)."""
 import logging
 import os
 
-LOGGERS = ("fusion", "compile", "cache", "native", "libraries", "pipeline")
+LOGGERS = ("fusion", "compile", "cache", "native", "libraries", "pipeline", "team")
 
 
 def configure(value=None):

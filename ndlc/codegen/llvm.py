@@ -4,7 +4,8 @@ arguments (so loops vectorise without runtime alias checks); codegen/llvm_progra
 entry point that runs them in schedule order. A gemm kernel calls the external
 `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py). A split kernel
 (passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
-`<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters.
+`<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
+how many threads is read at run time (llvm_calls.TEAM), so one compiled program runs on any team.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose

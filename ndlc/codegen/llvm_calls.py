@@ -1,8 +1,11 @@
-"""The calls out of generated CPU code: libgomp (a split loop run on the thread budget), CBLAS gemm
-(bound at load by runtime/libraries.py); the runner stamps NDLC_PROFILE's cycle counter (llvm_program.py)."""
+"""The calls out of generated CPU code: libgomp (a split loop run on a team of threads), CBLAS gemm
+(bound at load by runtime/libraries.py); the runner stamps NDLC_PROFILE's cycle counter (llvm_program.py).
+A split kernel's team is a run-time value, the process-wide i32 `TEAM` (bound at load like the
+calls; runtime/team.py sets it per program call), capped at the threads it was scheduled for: its
+work is handed out through counters, so its results do not depend on the team."""
 from llvmlite import ir
 
-from ..ir.kernel import gemm_symbol
+from ..ir.kernel import TEAM, gemm_symbol
 from . import mathlib
 from .llvm_scalar import I64, TYPES
 
@@ -72,10 +75,19 @@ def declare_openmp(module, name):
     return module.globals.get(name) or ir.Function(module, _OPENMP[name], name)
 
 
+def declare_team(module):
+    """The external i32 `TEAM`, declared in `module` once."""
+    if TEAM in module.globals:
+        return module.globals[TEAM]
+    return ir.GlobalVariable(module, I32, TEAM)
+
+
 def call_parallel(b, kernel, fn, args):
-    """Run kernel function `fn` over `args` on `kernel.split.threads` threads (GOMP_parallel of an
-    outlined function reading the buffer pointers, then the address of the kernel's zeroed
-    counters, from an array on the caller's stack)."""
+    """Run kernel function `fn` over `args` on a team of min(`TEAM`, `kernel.split.threads`)
+    threads: GOMP_parallel of an outlined function reading the buffer pointers, then the address of
+    the kernel's zeroed counters, from an array on the caller's stack; a team of one calls the
+    outlined function itself (no libgomp thread wakes; its GOMP_barriers, outside any team, return
+    at once)."""
     module = b.module
     shared = b.alloca(I64, size=counters(kernel), name=f"{fn.name}.counters")
     for i in range(counters(kernel)):
@@ -83,5 +95,11 @@ def call_parallel(b, kernel, fn, args):
     data = b.alloca(PTR, size=len(args) + 1, name=f"{fn.name}.data")
     for i, pointer in enumerate(args + [shared]):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
-    b.call(declare_openmp(module, "GOMP_parallel"), [_outlined(module, kernel, fn, len(args)), data,
-                                                     ir.Constant(I32, kernel.split.threads), ir.Constant(I32, 0)])
+    outlined = _outlined(module, kernel, fn, len(args))
+    team = mathlib.intrinsic(b, "llvm.smin", b.load(declare_team(module), typ=I32),
+                             ir.Constant(I32, kernel.split.threads))
+    with b.if_else(b.icmp_signed("<=", team, ir.Constant(I32, 1))) as (alone, together):
+        with alone:
+            b.call(outlined, [data])
+        with together:
+            b.call(declare_openmp(module, "GOMP_parallel"), [outlined, data, team, ir.Constant(I32, 0)])

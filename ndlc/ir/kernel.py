@@ -26,6 +26,7 @@ from .scalar import COMPARISONS, ScalarExpr, postorder, transform
 
 ENTRY = "ndlc_main"  # the one native entry point of a program: ENTRY(pointer array of its buffers)
 GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
+TEAM = "ndlc_team"  # the i32 generated code reads for how many threads split kernels run on now
 
 
 def gemm_symbol(dtype) -> str:

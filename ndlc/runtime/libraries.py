@@ -19,7 +19,9 @@ gemm ndlc calls (`scipy_openblas_set_num_threads64_` in numpy 2's scipy-openblas
 name in numpy 1's), so no other copy in the process is touched and no dependency is needed.
 Inside a compiled program every gemm runs on its calling thread (`single_threaded_blas`): ndlc
 splits the rows itself (passes/schedule.py), where OpenBLAS's own threads would sum differently.
-libgomp's idle threads spin only briefly before they sleep (`SPIN_COUNT`, docs/ARCHITECTURE.md).
+libgomp's idle threads spin a bounded while before they sleep (`SPIN_COUNT`, docs/ARCHITECTURE.md).
+How many threads split kernels run on is the i32 `ndlc_team` bound here (`set_team`; runtime/team.py
+chooses it per call).
 """
 import contextlib
 import ctypes
@@ -33,7 +35,7 @@ import numpy as np
 
 from ..env import ThreadsError, flag, thread_budget  # noqa: F401 (threads() raises ThreadsError)
 from ..errors import VerifyError
-from ..ir.kernel import GEMMS, gemm_symbol
+from ..ir.kernel import GEMMS, TEAM, gemm_symbol
 from ..ir.kernel_verifier import gemm_problem
 
 log = logging.getLogger("ndlc.libraries")
@@ -44,11 +46,13 @@ _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openbla
                   "scipy_openblas_set_num_threads64_"),
                  ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_",
                   "openblas_set_num_threads64_"))
-# libgomp's idle threads poll this many times, then sleep on a futex: libgomp's own value when it
-# sees more threads than cores (its default, 300000, made a loaded machine's 2-thread MLP step 10x
-# slower: docs/ARCHITECTURE.md); the user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
-SPIN_COUNT = "1000"
+# libgomp's idle threads poll this many times (~0.8 ms of a core), then sleep on a futex: long
+# enough to bridge the gaps between one step's kernels, a tenth of libgomp's default (300000, ~8 ms
+# after every parallel region); under contention the team drops to 1 and nothing spins
+# (runtime/team.py, docs/ARCHITECTURE.md). The user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
+SPIN_COUNT = "30000"
 _held = {}  # "budget": the budget OpenBLAS was last held to
+_team = ctypes.c_int32(1)  # TEAM: how many threads split kernels run on now (set before each call)
 
 
 def blas_available() -> bool:
@@ -91,6 +95,16 @@ def threads() -> int:
     return budget if budget == 1 or _openmp() is not None else 1
 
 
+def set_team(count):
+    """Split kernels run on `count` threads from now on (each at most on those it was scheduled for)."""
+    _team.value = count
+
+
+def team() -> int:
+    """How many threads split kernels run on now."""
+    return _team.value
+
+
 def _hold_blas(budget):
     """OpenBLAS's thread count set to `budget` when the budget changed (not on every read: that
     would undo the user's own later setting), never above its count before ndlc touched it
@@ -119,7 +133,9 @@ def check_gemms(program):
 
 
 def register(llvm):
-    """Bind the gemm and libgomp symbols in llvmlite.binding `llvm`'s process-wide symbol table."""
+    """Bind the gemm and libgomp symbols and the team in llvmlite.binding `llvm`'s process-wide
+    symbol table."""
+    llvm.add_symbol(TEAM, ctypes.addressof(_team))
     for dtype, fn in zip(GEMMS, _blas()[:2]):
         llvm.add_symbol(gemm_symbol(dtype), ctypes.cast(fn, ctypes.c_void_p).value)
     library = _openmp()

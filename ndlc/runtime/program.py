@@ -4,7 +4,6 @@ import contextlib
 import ctypes
 import sys
 import threading
-import time
 
 import numpy as np
 
@@ -16,6 +15,7 @@ from ..ir.types import TensorType, numpy_dtype
 from . import libraries
 from .check import check_program, kernel_sources
 from .native import NativeModule
+from .team import Team
 
 ALIGNMENT = 64
 
@@ -102,6 +102,7 @@ class Program:
         self.lock = threading.Lock()
         calls_blas = any(k.gemm for k in kernels.kernels)  # on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
+        self.team = Team(kernels.name, max((k.split.threads for k in kernels.kernels if k.split), default=1))
 
     @property
     def source(self):
@@ -142,11 +143,10 @@ class Program:
                 outputs[name] = owned[name] = self._unreferenced(name)
             array = outputs[name]
             pointers[slots[name]] = self.reused_addresses[name] if array is reused.get(name) else address(array)
-        start = time.perf_counter()
         with self.blas_context():
-            self.native.entry(self.table)
+            seconds = self.team.run(self.native.entry, self.table)
         if self.stamps is not None:
-            self.native_seconds += time.perf_counter() - start
+            self.native_seconds += seconds
             self.kernel_cycles += np.diff(self.stamps)
         if self.violation is not None and self.violation[0]:
             raise BoundsError(self._violation())
@@ -234,7 +234,7 @@ class Program:
         total = max(int(self.kernel_cycles.sum()), 1)
         per_run = self.native_seconds / self.calls * 1e3
         lines = [f"@{self.kernels.name}: {per_run:.3f} ms per run over {self.calls} runs, "
-                 f"{len(self.kernels.kernels)} kernels", "    ms/run  share  kernel"]
+                 f"{len(self.kernels.kernels)} kernels, {self.team}", "    ms/run  share  kernel"]
         order = np.argsort(-self.kernel_cycles, kind="stable")[:top]
         for i in order:
             kernel, share = self.kernels.kernels[i], self.kernel_cycles[i] / total

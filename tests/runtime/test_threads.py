@@ -73,7 +73,7 @@ def test_openblas_is_held_to_the_budget_once_not_on_every_read(monkeypatch):
     assert libraries.blas_threads() == min(env.cores(), libraries._blas_default())
 
 
-def test_libgomp_gets_a_short_spin_only_while_it_loads_and_the_users_setting_wins(monkeypatch):
+def test_libgomp_gets_a_bounded_spin_only_while_it_loads_and_the_users_setting_wins(monkeypatch):
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     with libraries._environment(GOMP_SPINCOUNT=libraries.SPIN_COUNT):

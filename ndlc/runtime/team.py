@@ -1,0 +1,122 @@
+"""How many threads a program's split kernels run on, chosen per program by timing its calls.
+
+A compiled program runs on any team from 1 to the threads it was scheduled for, with the same
+results (codegen/llvm_calls.py reads the team at run time). Which team is fastest depends on the
+program and on the machine's load: on two quiet cores the batch-256 MLP step ran faster on 1
+thread than on 2 (issue 19), large kernels do not; beside another job, 2 threads spin over the
+other job's core. So with NDLC_TEAM=adaptive (the default) each program times its calls and keeps
+the fastest of `candidates` (1, the budget, and the halvings between): first a few calls of each
+in turn, then the chosen one, trying one other for SAMPLES calls after `interval` calls, an
+interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under 5%
+of calls, below any p90). A probe switches when its median beats the chosen team's recent median by MARGIN; the
+chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
+comparison ends early when one team is CLEAR-ly faster: under contention the team that spins
+over another job's core is often several times slower, and every call of it counts.
+NDLC_TEAM=budget always runs the whole budget. The team is one process-wide value
+(runtime/libraries.py), set before each call: programs run at once from several Python threads
+may run on each other's team, with the same results.
+"""
+import collections
+import logging
+import statistics
+import time
+
+from ..env import team_policy
+from . import libraries
+
+log = logging.getLogger("ndlc.team")
+SAMPLES = 3  # calls of each candidate timed before the first choice, and per probe
+PROBE_EVERY = 64  # calls between probes after a switch; doubled each time the choice holds
+PROBE_MOST = 4096
+MARGIN = 0.08  # a probe must be this much faster than the chosen team to replace it
+CLEAR = 1.5  # a team whose slowest call is this much faster than the others' fastest wins at once
+SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
+WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
+
+
+class Team:
+    """The team of one program whose split kernels were scheduled for at most `threads` threads:
+    `run(fn, *args)` calls fn on the team chosen for this call and returns the seconds it took;
+    `current` is the team in use."""
+
+    def __init__(self, name, threads):
+        self.name = name
+        self.adaptive = threads > 1 and team_policy() == "adaptive"
+        self.candidates = sorted({max(1, threads >> k) for k in range(threads.bit_length())})
+        self.current = threads
+        self.interval = PROBE_EVERY
+        self.until_probe = self.interval
+        self.reference = None  # the chosen team's median when chosen or last confirmed
+        self.recent = collections.deque(maxlen=WINDOW)
+        self.trials = []  # (team, seconds) of the calls being compared
+        # the teams of the next calls: every candidate in turn, after one call that warms up (untimed)
+        self.plan = [team for _ in range(SAMPLES) for team in reversed(self.candidates)] if self.adaptive else []
+        self.warm = not self.adaptive
+        self.probed = 0  # probes so far, to take the other candidates in turn
+
+    def run(self, fn, *args) -> float:
+        """fn(*args) on this call's team; the seconds it took (recorded to choose the team)."""
+        team = self.plan[0] if self.plan and self.warm else self.current
+        libraries.set_team(team)
+        start = time.perf_counter()
+        fn(*args)
+        seconds = time.perf_counter() - start
+        if self.adaptive:
+            self._record(team, seconds)
+        return seconds
+
+    def _record(self, team, seconds):
+        if not self.warm:  # the first call (page faults, cold caches) is not timed
+            self.warm = True
+            return
+        if self.plan:
+            self.trials.append((team, seconds))
+            del self.plan[0]
+            if not self.plan or self._clear():
+                self.plan = []
+                self._judge()
+            return
+        self.recent.append(seconds)
+        self.until_probe -= 1
+        slowed = len(self.recent) == WINDOW and sorted(self.recent)[WINDOW // 2] > SLOWER * self.reference
+        if self.until_probe <= 0 or slowed:
+            others = [c for c in self.candidates if c != self.current]
+            self.plan = [others[self.probed % len(others)]] * SAMPLES
+            self.trials = [(self.current, s) for s in self.recent]
+            self.probed += 1
+
+    def _clear(self) -> bool:
+        """Whether the calls compared so far already show one team fastest by far (its slowest
+        call CLEAR times faster than every other team's fastest, every team timed): a team that
+        lost its cores to another job is not run for all its samples."""
+        times = collections.defaultdict(list)
+        for team, seconds in self.trials:
+            times[team].append(seconds)
+        if not set(self.plan) <= set(times):
+            return False
+        best = min(times, key=lambda team: max(times[team]))
+        return all(CLEAR * max(times[best]) < min(s) for team, s in times.items() if team != best)
+
+    def _judge(self):
+        """Choose among the teams timed in `trials` (a probe must beat the chosen team by MARGIN)."""
+        medians = {team: statistics.median(s for t, s in self.trials if t == team)
+                   for team in {t for t, _ in self.trials}}
+        best = min(medians, key=medians.get)
+        kept = medians.get(self.current)
+        if kept is not None and best != self.current and medians[best] > (1 - MARGIN) * kept:
+            best = self.current
+        if best == self.current and self.reference is not None:
+            self.interval = min(2 * self.interval, PROBE_MOST)
+        else:
+            if best != self.current:
+                log.info("@%s: team %d -> %d threads (median %s)", self.name, self.current, best,
+                         ", ".join(f"{t}: {m * 1e3:.3f} ms" for t, m in sorted(medians.items())))
+            self.interval = PROBE_EVERY
+        self.current, self.reference = best, medians[best]
+        self.until_probe = self.interval
+        self.recent.clear()
+        self.trials = []
+
+    def __str__(self):
+        how = "adaptive" if self.adaptive else "fixed"
+        return f"team {self.current} of {self.candidates[-1]} threads ({how})"

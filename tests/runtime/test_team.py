@@ -1,0 +1,189 @@
+"""The team of threads a program runs on: chosen at run time (one compiled program gives the same
+bits on a team of 1 and of 2: reductions, chunked kernels, gemm row splits, training steps), and
+per program by timing its calls (runtime/team.py), or pinned to the budget with NDLC_TEAM=budget."""
+import glob
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc import env
+from ndlc.ir import parse
+from ndlc.ir.kernel import Strategy
+from ndlc.jit.compile import compile_graph
+from ndlc.runtime import libraries, team as team_module
+from ndlc.runtime.team import PROBE_EVERY, SAMPLES, WINDOW, Team
+
+needs_openmp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
+
+SUMS = """
+graph @sums(%x: f32[1024,512], %w: f32[512,256]) {
+  %0 = summation(%x, axes=(1,)) : f32[1024]
+  %1 = summation(%x, axes=(0,)) : f32[512]
+  %2 = matmul(%x, %w) : f32[1024,256]
+  %3 = exp(%x) : f32[1024,512]
+  return %0, %1, %2, %3
+}"""
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """A budget of two threads, every program on its whole budget unless a test sets its team."""
+    monkeypatch.setenv("NDLC_THREADS", "2")
+    monkeypatch.setenv("NDLC_TEAM", "budget")
+    yield
+    monkeypatch.delenv("NDLC_THREADS")
+    libraries.threads()  # OpenBLAS back to the default budget
+
+
+def _bits_at(program, team, arrays):
+    """The bytes of each output of `program` run on `team` threads."""
+    program.team.current = team
+    outputs = [output.tobytes() for output in program.run(*arrays)]
+    assert libraries.team() == team
+    return outputs
+
+
+@needs_openmp
+def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two_threads(two_threads, monkeypatch):
+    monkeypatch.setenv("NDLC_PROFILE", "1")
+    program = compile_graph(parse(SUMS))
+    split = [k for k in program.kernels.kernels if k.split and k.split.threads == 2]
+    assert {k.strategy for k in split} >= {Strategy.POINT, Strategy.CHUNKS}  # row sums and column sums
+    assert any(k.gemm for k in split)  # the matmul's rows in pieces
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1024, 512)).astype(np.float32), rng.standard_normal((512, 256)).astype(np.float32)]
+    assert _bits_at(program, 1, arrays) == _bits_at(program, 2, arrays) == _bits_at(program, 1, arrays)
+    assert "3 kernels, team 1 of 2 threads (fixed)" in program.profile().splitlines()[0]
+
+
+def _cpu_ns():
+    """Thread id -> CPU nanoseconds it ran (Linux's schedstat)."""
+    return {path.split("/")[-2]: int(open(path).read().split()[0]) for path in glob.glob("/proc/self/task/*/schedstat")}
+
+
+@needs_openmp
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads per-thread CPU times from /proc")
+def test_the_team_is_how_many_threads_work(two_threads):
+    program = compile_graph(parse("graph @e(%x: f32[2048,1024]) {\n  %0 = exp(%x) : f32[2048,1024]\n  return %0\n}"))
+    x = np.ones((2048, 1024), np.float32)
+    me = str(threading.get_native_id())
+    for team in (1, 2):
+        program.team.current = team
+        before = _cpu_ns()
+        for _ in range(10):
+            program.run(x)
+        after = _cpu_ns()
+        others = max((after[t] - before.get(t, 0) for t in after if t != me), default=0)
+        mine = after[me] - before[me]
+        assert (others < 0.05 * mine) if team == 1 else (others > 0.2 * mine), (team, mine, others)
+
+
+def _step(model, optimizer, shape):
+    """A compiled training step of `model` run once on a batch of `shape`; its program and arguments."""
+    from ndlc.examples.train_mlp import training_step
+    step = ndl.compile(training_step(model, optimizer))
+    rng = np.random.default_rng(0)
+    batch = rng.random(shape, dtype=np.float32), rng.integers(0, 10, shape[0])
+    step(*batch)
+    return step.last.program, step.last.captured.arguments(batch)
+
+
+@needs_openmp
+@pytest.mark.parametrize("network", ["mlp", "lenet"])
+def test_a_training_step_gives_the_same_bits_on_one_and_two_threads(two_threads, network):
+    from ndlc.examples.lenet import build_lenet
+    from ndlc.examples.train_mlp import build_mlp
+    np.random.seed(0)
+    if network == "mlp":
+        model = build_mlp()
+        program, arrays = _step(model, ndl.optim.Adam(model.parameters(), lr=1e-3), (256, 784))
+    else:
+        model = build_lenet()
+        program, arrays = _step(model, ndl.optim.SGD(model.parameters(), lr=0.1), (64, 1, 28, 28))
+    assert any(k.split and k.split.threads == 2 for k in program.kernels.kernels)
+    assert _bits_at(program, 1, arrays) == _bits_at(program, 2, arrays)
+
+
+class _Clock:
+    """time.perf_counter for runtime/team.py, advanced by each call as long as `costs` says for
+    the team it runs on."""
+
+    def __init__(self, monkeypatch, costs):
+        self.now, self.costs, self.teams = 0.0, costs, []
+        monkeypatch.setattr(team_module.time, "perf_counter", lambda: self.now)
+
+    def call(self):
+        self.teams.append(libraries.team())
+        self.now += self.costs[libraries.team()]
+
+    def run(self, team, calls):
+        for _ in range(calls):
+            team.run(self.call)
+
+
+@pytest.fixture
+def adaptive(monkeypatch):
+    monkeypatch.delenv("NDLC_TEAM", raising=False)
+
+
+def test_the_faster_team_is_kept_and_the_other_probed_in_under_five_percent_of_calls(monkeypatch, adaptive, caplog):
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 6.5e-3})
+    team = Team("step", 2)
+    with caplog.at_level(logging.INFO, logger="ndlc.team"):
+        clock.run(team, 3000)
+    assert team.current == 1 and str(team) == "team 1 of 2 threads (adaptive)"
+    assert "@step: team 2 -> 1 threads (median 1: 5.000 ms, 2: 6.500 ms)" in caplog.text
+    assert clock.teams[1:1 + 2 * SAMPLES] == [2, 1] * SAMPLES  # every candidate in turn, after the warm-up
+    later = clock.teams[1 + 2 * SAMPLES:]
+    assert 0 < later.count(2) < 0.05 * len(later)
+
+
+def test_a_team_several_times_slower_is_dropped_after_one_call(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 25e-3})  # the second core busy with another job
+    team = Team("step", 2)
+    clock.run(team, 1000)
+    assert clock.teams[:4] == [2, 2, 1, 1]  # warm-up, then one call each decides
+    probes = [i for i in range(4, 1000) if clock.teams[i] == 2]
+    assert probes and all(clock.teams[i + 1] == 1 for i in probes)  # each probe one call long
+
+
+def test_a_team_that_slows_down_is_replaced_within_a_few_calls(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 10e-3, 2: 6e-3})
+    team = Team("step", 2)
+    clock.run(team, 300)
+    assert team.current == 2
+    clock.costs[2] = 45e-3  # another job took the second core
+    clock.run(team, WINDOW + SAMPLES)
+    assert team.current == 1
+    clock.costs[2] = 6e-3  # and left: a later probe finds it
+    clock.run(team, 2 * PROBE_EVERY)
+    assert team.current == 2
+
+
+def test_a_probe_must_be_clearly_faster_to_switch(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 10e-3, 2: 9e-3})
+    team = Team("step", 2)
+    clock.run(team, 50)
+    clock.costs[1] = 8.8e-3  # 2% faster than team 2: within the margin
+    clock.run(team, 10 * PROBE_EVERY)
+    assert team.current == 2 and 1 in clock.teams[50:]
+
+
+def test_candidates_are_one_the_budget_and_the_halvings_between(adaptive):
+    assert Team("step", 12).candidates == [1, 3, 6, 12]
+    assert not Team("step", 1).adaptive  # a program without split kernels has nothing to choose
+
+
+def test_ndlc_team_budget_pins_the_whole_budget_and_nonsense_is_refused(monkeypatch):
+    monkeypatch.setenv("NDLC_TEAM", "budget")
+    clock = _Clock(monkeypatch, {1: 1e-3, 2: 9e-3})
+    team = Team("step", 2)
+    clock.run(team, 300)
+    assert set(clock.teams) == {2} and str(team) == "team 2 of 2 threads (fixed)"
+    monkeypatch.setenv("NDLC_TEAM", "sometimes")
+    with pytest.raises(env.SettingError, match="NDLC_TEAM must be one of adaptive, budget, not 'sometimes'"):
+        Team("step", 2)
