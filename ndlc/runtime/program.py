@@ -54,20 +54,26 @@ class Program:
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
     def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
-        libraries.check_gemms(kernels)
+        """`native`: the NativeModule linked already, and `kernels` a program_cache.StoredProgram
+        whose kernels are parsed only when read (a program from the program cache, whose BLAS
+        calls were checked when it was compiled)."""
+        if native is None:
+            libraries.check_gemms(kernels)
+        count, calls_blas = (kernels.kernel_count, kernels.calls_blas) if native else \
+            (len(kernels.kernels), any(k.gemm for k in kernels.kernels))
         self.kernels = kernels
         self._source = source  # the graph the kernels were fused from, or a function making it
         self.stages = stages
-        self.native = native or NativeModule(llvm_program, ENTRY)  # `native`: linked already (program cache)
+        self.native = native or NativeModule(llvm_program, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (np.ctypeslib.ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
         self.violation = np.zeros(3, np.int64) if debug else None
         if debug:  # bounds checks record the first access out of bounds here (codegen/llvm.py)
             self.pointers[len(self.slots) + profile] = self.violation.ctypes.data
-        self.stamps = np.zeros(len(kernels.kernels) + 1, np.int64) if profile else None
+        self.stamps = np.zeros(count + 1, np.int64) if profile else None
         if profile:  # the code writes the cycle counter around each kernel here (codegen/llvm.py)
             self.pointers[len(self.slots)] = self.stamps.ctypes.data
-            self.kernel_cycles = np.zeros(len(kernels.kernels), np.int64)
+            self.kernel_cycles = np.zeros(count, np.int64)
             self.native_seconds = 0.0
         self.storage = {}
         for name, buffer in kernels.buffers.items():
@@ -85,7 +91,7 @@ class Program:
         self.calls = 0
         self.last_outputs = {}
         self.lock = threading.Lock()
-        calls_blas = any(k.gemm for k in kernels.kernels)  # on its calling thread: the same sums at any budget
+        # BLAS on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
 
     @property
