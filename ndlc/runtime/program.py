@@ -1,5 +1,6 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
 import contextlib
+import math
 import sys
 import threading
 import time
@@ -75,24 +76,40 @@ class Program:
             self.pointers[len(self.slots)] = self.stamps.ctypes.data
             self.kernel_cycles = np.zeros(count, np.int64)
             self.native_seconds = 0.0
-        self.storage = {}
-        for name, buffer in kernels.buffers.items():
-            if buffer.kind in (BufferKind.TEMP, BufferKind.CONST):
-                array = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
-                if buffer.kind == "const":
-                    array[...] = kernels.constants[name]
-                self.storage[name] = array
-                self.pointers[self.slots[name]] = array.ctypes.data
+        split = len(kernels.outputs) - kernels.updates
+        reused = [name for name in kernels.outputs[split:] if name not in kernels.outputs[:split]]
+        owned = [name for name, buffer in kernels.buffers.items() if buffer.kind in (BufferKind.TEMP, BufferKind.CONST)]
+        arrays = self._arena(kernels.buffers, owned + reused)
+        self.storage = {name: arrays[name] for name in owned}
+        for name in owned:
+            if kernels.buffers[name].kind == BufferKind.CONST:
+                self.storage[name][...] = kernels.constants[name]
         self.input_types = [TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype)
                             for n in kernels.inputs]
-        split = len(kernels.outputs) - kernels.updates
-        self.reused = {name: aligned_empty(kernels.buffers[name].shape, numpy_dtype(kernels.buffers[name].dtype))
-                       for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
+        self.reused = {name: arrays[name] for name in reused}
         self.calls = 0
         self.last_outputs = {}
         self.lock = threading.Lock()
         # BLAS on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
+
+    def _arena(self, buffers, names) -> dict:
+        """Buffer name -> its array, for `names`, carved at ALIGNMENT-byte boundaries from one
+        allocation (faster to make than one each, and a large one is backed by huge pages where
+        the kernel allows: a first run faults far fewer pages in); the temporaries' slots point
+        into it."""
+        dtypes = {dtype: np.dtype(numpy_dtype(dtype)) for dtype in {buffers[name].dtype for name in names}}
+        offsets, end = [], 0
+        for name in names:
+            offsets.append(end)
+            end += -(-math.prod(buffers[name].shape) * dtypes[buffers[name].dtype].itemsize // ALIGNMENT) * ALIGNMENT
+        arena = aligned_empty((end,), np.uint8)
+        base, arrays = arena.ctypes.data, {}
+        for name, offset in zip(names, offsets):
+            buffer = buffers[name]
+            arrays[name] = np.ndarray(buffer.shape, dtypes[buffer.dtype], arena, offset)
+            self.pointers[self.slots[name]] = base + offset
+        return arrays
 
     @property
     def source(self):

@@ -242,3 +242,21 @@ def test_an_entry_whose_text_disagrees_with_its_layout_says_so_when_its_kernels_
     assert restored(again)
     with pytest.raises(NdlcError, match="other buffers or kernels than its layout; delete the entry"):
         again.kernels.kernels
+
+
+def test_a_programs_temporaries_are_carved_from_one_aligned_arena_that_results_never_share(cache):
+    from ndlc.runtime.program import ALIGNMENT
+    compile_graph(parse(GRAPH))
+    program = compile_graph(parse(GRAPH))
+    arrays = sorted(program.storage.values(), key=lambda a: a.ctypes.data)
+    assert len(arrays) >= 2 and all(a.base is arrays[0].base for a in arrays), "one allocation"
+    for a, b in zip(arrays, arrays[1:]):
+        assert a.ctypes.data + a.nbytes <= b.ctypes.data, "disjoint"
+    for name, array in program.storage.items():
+        assert array.ctypes.data % ALIGNMENT == 0 and program.pointers[program.slots[name]] == array.ctypes.data
+    first = program.run(*inputs())
+    kept = [a.copy() for a in first]
+    program.run(*[a + 1 for a in inputs()])
+    for result, copy in zip(first, kept):
+        assert not np.shares_memory(result, arrays[0].base)
+        np.testing.assert_array_equal(result, copy)
