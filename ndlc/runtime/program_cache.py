@@ -30,6 +30,7 @@ from .native import NativeModule, host_description
 
 log = logging.getLogger("ndlc.cache")
 SUFFIX = ".program"
+_KINDS = {str(kind): kind for kind in BufferKind}
 
 
 def enabled() -> bool:
@@ -101,11 +102,9 @@ class StoredProgram:
         self.buffers = {}
         for entry in _typed(layout["buffers"], list, "buffers"):
             name, dtype, shape, kind = _typed(entry, list, "a buffer")
-            if dtype not in DTYPES or not isinstance(shape, list) or not all(_count(d) for d in shape):
-                raise ValueError(f"buffer {name!r} has no valid dtype and shape: {dtype!r}, {shape!r}")
-            if not isinstance(name, str) or name in self.buffers:
-                raise ValueError(f"buffer name {name!r} is not a new string")
-            self.buffers[name] = Buffer(name, tuple(shape), dtype, BufferKind(kind))
+            if not (isinstance(name, str) and dtype in DTYPES and _counts(shape) and kind in _KINDS) or name in self.buffers:
+                raise ValueError(f"buffer {entry!r} is not a new name, a dtype, a shape and a kind")
+            self.buffers[name] = Buffer(name, tuple(shape), dtype, _KINDS[kind])
         self.inputs, self.outputs = self._names(layout["inputs"], "inputs"), self._names(layout["outputs"], "outputs")
         self.updated = tuple(self._names(layout["updated"], "updated"))
         in_place = _typed(layout["in_place"], dict, "in_place")
@@ -155,20 +154,22 @@ def _typed(value, kind, what):
     return value
 
 
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _counts(values) -> bool:
+    """Whether `values` is a list of non-negative ints."""
+    return isinstance(values, list) and all(type(v) is int for v in values) and min(values, default=0) >= 0
 
 
 def _sizes(kernels) -> list:
     """Each buffer's size in bytes, in slot order."""
-    return [math.prod(b.shape) * np.dtype(numpy_dtype(b.dtype)).itemsize for b in kernels.buffers.values()]
+    itemsizes = {dtype: np.dtype(numpy_dtype(dtype)).itemsize for dtype in DTYPES}
+    return [math.prod(b.shape) * itemsizes[b.dtype] for b in kernels.buffers.values()]
 
 
 def _check_native(manifest, kernels, sizes):
     """Raise ValueError unless the manifest's plan makes `kernels` calls, one of each of its
     `calls`, with arguments that start inside the program's buffers (`sizes`: bytes per slot)."""
     plan, calls, slots = manifest["plan"], manifest["calls"], len(sizes)
-    if not isinstance(plan, list) or not all(_count(n) for n in plan) or len(plan) < 3:
+    if not _counts(plan) or len(plan) < 3:
         raise ValueError("its plan is not a list of counts")
     if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls) or not plan[0] == len(calls) == kernels:
         raise ValueError("its calls are not the plan's")
@@ -176,9 +177,9 @@ def _check_native(manifest, kernels, sizes):
         raise ValueError("its plan or objects do not fit its buffers")
     at = 3
     for _ in calls:
-        count = plan[at]
+        count = plan[at] if at < len(plan) else -1
         pairs = plan[at + 1:at + 1 + 2 * count]
-        if count > plan[1] or len(pairs) != 2 * count:
+        if not 0 <= count <= plan[1] or len(pairs) != 2 * count:
             raise ValueError(f"its plan's call at {at} has {count} arguments, past the plan's end or its most")
         for slot, offset in zip(pairs[::2], pairs[1::2]):
             if slot >= slots or not (offset < sizes[slot] or offset == 0):

@@ -214,6 +214,18 @@ def _plan_cut(m):
     m["plan"].pop()
 
 
+def _plan_ends_before_its_calls(m):
+    m["plan"][3:] = []
+
+
+def _argument_count_past_the_most(m):
+    m["plan"][1] = 0
+
+
+def _plan_of_floats(m):
+    m["plan"][3] = float(m["plan"][3])
+
+
 def _layout_gone(m):
     del m["layout"]
 
@@ -223,7 +235,8 @@ def _kernel_count(m):
 
 
 @pytest.mark.parametrize("change", [_drop_last_buffer, _bad_dtype, _negative_extent, _foreign_output, _slot_outside,
-                                    _offset_outside, _plan_cut, _layout_gone, _kernel_count])
+                                    _offset_outside, _plan_cut, _plan_ends_before_its_calls, _argument_count_past_the_most,
+                                    _plan_of_floats, _layout_gone, _kernel_count])
 def test_an_entry_whose_layout_or_plan_does_not_fit_is_compiled_again(cache, caplog, change):
     want = compile_graph(parse(GRAPH)).run(*inputs())
     _rewrite(_entry(cache), change)
