@@ -67,8 +67,8 @@ def save(key, kernels, native):
 
 
 def load(key):
-    """(the planned program with its constants, a StoredProgram; the manifest of its native code)
-    stored under `key`, or None (no entry, or one that does not read back: logged)."""
+    """(the planned program with its constants, a StoredProgram, and the manifest of its native
+    code) stored under `key`, or None (no entry, or one that does not read back: logged)."""
     found = cache.load(key, SUFFIX)
     if found is None:
         return None
