@@ -7,6 +7,7 @@ of the stores that read it), a scheduled kernel without a strategy line is 'gemm
 Equal subexpressions of a kernel are shared (the printer writes a shared node where it is used).
 Constant buffers' values are not part of the text: the parsed program's `constants` is empty.
 """
+import functools
 import re
 
 from ..errors import IRParseError
@@ -40,6 +41,9 @@ _GUARD = re.compile(r"0 <= (?:\((.*)\)/(\d+)|(.*)) < (\d+)$")
 _TOKEN = re.compile(r"\s*(?:(?P<num>-?(?:inf|nan)|-?\d+(?:\.\d*)?(?:e[-+]?\d+)?)|(?P<word>[A-Za-z_]\w*)"
                     r"|\$(?P<load>\d+)|(?P<punct>[(),]))")
 _ATOMS = {"True": True, "False": False}
+_STEPPED = re.compile(r"\((.*)\)/(\d+)")
+_TERM = re.compile(r"(-?\d+)|(-?\d+\*|-)?i(\d+)")
+_ACC = re.compile(r"acc\d+")
 
 
 def parse_kernels(text, verify=True) -> Program:
@@ -286,74 +290,31 @@ class _ProgramParser:
         return Access(form, step, tuple(found))
 
     def form_step(self, text, nvars):
-        m = re.fullmatch(r"\((.*)\)/(\d+)", text)
+        m = _STEPPED.fullmatch(text)
         return (self.form(m.group(1), nvars), int(m.group(2))) if m else (self.form(text, nvars), 1)
 
     def form(self, text, nvars):
-        coeffs, const = [0] * nvars, 0
-        for term in text.replace("- ", "+ -").split(" + "):
-            m = re.fullmatch(r"(-?\d+)|(-?\d+\*|-)?i(\d+)", term)
-            if m is None or (m.group(3) and int(m.group(3)) >= nvars):
-                raise self.error(f"index term {term!r} in {text!r}: expected N, i<k> or N*i<k> over "
-                                 f"{nvars} loops", self.n - 1)
-            if m.group(1):
-                const += int(m.group(1))
-            else:
-                scale = m.group(2) or ""
-                coeffs[int(m.group(3))] += -1 if scale == "-" else int(scale[:-1]) if scale else 1
-        return Affine(tuple(coeffs), const)
+        try:
+            return _affine(text, nvars)
+        except ValueError as e:
+            raise self.error(f"index term {e.args[0]!r} in {text!r}: expected N, i<k> or N*i<k> over "
+                             f"{nvars} loops", self.n - 1) from None
 
     def expr(self, text, k, nodes):
         """A scalar expression; equal subexpressions of the kernel are one node (`nodes`)."""
-        tokens = [m for m in _TOKEN.finditer(text)]
-        if "".join(m.group() for m in tokens).strip() != text.strip() or not tokens:
-            raise self.error(f"cannot read the expression {text!r}", self.n - 1)
-        position = [0]
-
-        def take():
-            if position[0] >= len(tokens):
-                raise self.error(f"the expression {text!r} ends too soon", self.n - 1)
-            position[0] += 1
-            return tokens[position[0] - 1]
-
-        def node(prim, args=(), payload=None):
+        try:
+            steps = _postfix(text)
+        except ValueError as e:
+            raise self.error(str(e), self.n - 1) from None
+        stack = []
+        for prim, arity, payload in steps:
+            if prim == "arg" and type(payload) is int and payload >= len(k.loads):
+                raise self.error(f"${payload} is not a load of kernel {k.name}", self.n - 1)
+            args = tuple(stack[len(stack) - arity:]) if arity else ()
+            del stack[len(stack) - arity:]
             key = (prim, tuple(map(id, args)), type(payload), repr(payload))  # repr: -0.0 is not 0.0
-            return nodes.setdefault(key, ScalarExpr(prim, args, payload))
-
-        def term():
-            t = take()
-            if t.group("load") is not None:
-                if int(t.group("load")) >= len(k.loads):
-                    raise self.error(f"${t.group('load')} is not a load of kernel {k.name}", self.n - 1)
-                return node("arg", payload=int(t.group("load")))
-            if t.group("num") is not None:
-                return node("const", payload=_number(t.group("num")))
-            word = t.group("word")
-            if word in _ATOMS:
-                return node("const", payload=_ATOMS[word])
-            if word and re.fullmatch(r"acc\d+", word):
-                return node("arg", payload=Acc(int(word[3:])))
-            if word not in PRIMITIVES or take().group("punct") != "(":
-                raise self.error(f"unknown primitive {word or t.group()!r} in {text!r}", self.n - 1)
-            args, payload, separator = [], None, None
-            if position[0] < len(tokens) and tokens[position[0]].group("punct") == ")":
-                separator = take().group("punct")
-            while separator != ")":
-                if word == "cast" and args and position[0] < len(tokens) and tokens[position[0]].group("word") in DTYPES:
-                    payload = take().group("word")
-                else:
-                    args.append(term())
-                separator = take().group("punct")
-                if separator not in (",", ")"):
-                    raise self.error(f"expected ',' or ')' in {text!r}", self.n - 1)
-            if PRIMITIVES[word].arity != len(args):
-                raise self.error(f"{word} takes {PRIMITIVES[word].arity} operands, not {len(args)}", self.n - 1)
-            return node(word, args, payload)
-
-        result = term()
-        if position[0] != len(tokens):
-            raise self.error(f"unexpected {tokens[position[0]].group().strip()!r} after the expression", self.n - 1)
-        return result
+            stack.append(nodes.setdefault(key, ScalarExpr(prim, args, payload)))
+        return stack[0]
 
     def buffer(self, buffers, name):
         if name not in buffers:
@@ -371,6 +332,87 @@ class _ProgramParser:
         except ValueError:
             raise self.error(f"unknown {what} {text!r}: one of {', '.join(repr(m.value) for m in kind)}",
                              line) from None
+
+
+_OPEN, _COMMA, _CLOSE = ("punct", "("), ("punct", ","), ("punct", ")")
+
+
+@functools.lru_cache(maxsize=4096)
+def _postfix(text) -> tuple:
+    """An expression's text as (primitive, operand count, payload) steps in postorder, or a
+    ValueError saying what is wrong; kept, as an unrolled loop repeats its kernels' texts."""
+    matches = list(_TOKEN.finditer(text))
+    if not matches or "".join(m.group() for m in matches).strip() != text.strip():
+        raise ValueError(f"cannot read the expression {text!r}")
+    tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in matches]
+    steps, position = [], 0
+
+    def take():
+        nonlocal position
+        if position >= len(tokens):
+            raise ValueError(f"the expression {text!r} ends too soon")
+        position += 1
+        return tokens[position - 1]
+
+    def term():
+        kind, value = take()
+        leaf = _leaf(kind, value)
+        if leaf:
+            steps.append(leaf)
+            return
+        if kind != "word" or value not in PRIMITIVES or take() != _OPEN:
+            raise ValueError(f"unknown primitive {value!r} in {text!r}")
+        arity, payload, separator = 0, None, None
+        if position < len(tokens) and tokens[position] == _CLOSE:
+            separator = take()
+        while separator != _CLOSE:
+            ahead = tokens[position] if position < len(tokens) else None
+            if value == "cast" and arity and ahead and ahead[0] == "word" and ahead[1] in DTYPES:
+                payload = take()[1]
+            else:
+                term()
+                arity += 1
+            separator = take()
+            if separator not in (_COMMA, _CLOSE):
+                raise ValueError(f"expected ',' or ')' in {text!r}")
+        if PRIMITIVES[value].arity != arity:
+            raise ValueError(f"{value} takes {PRIMITIVES[value].arity} operands, not {arity}")
+        steps.append((value, arity, payload))
+
+    term()
+    if position != len(tokens):
+        kind, value = tokens[position]
+        raise ValueError(f"unexpected {'$' * (kind == 'load') + value!r} after the expression")
+    return tuple(steps)
+
+
+def _leaf(kind, value):
+    """The step of a token that is a whole operand (a load, a number, True/False, an accumulator), or None."""
+    if kind == "load":
+        return "arg", 0, int(value)
+    if kind == "num":
+        return "const", 0, _number(value)
+    if kind == "word" and value in _ATOMS:
+        return "const", 0, _ATOMS[value]
+    if kind == "word" and _ACC.fullmatch(value):
+        return "arg", 0, Acc(int(value[3:]))
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine(text, nvars) -> Affine:
+    """The Affine of an index form's text over `nvars` loops; ValueError naming a bad term."""
+    coeffs, const = [0] * nvars, 0
+    for term in text.replace("- ", "+ -").split(" + "):
+        m = _TERM.fullmatch(term)
+        if m is None or (m.group(3) and int(m.group(3)) >= nvars):
+            raise ValueError(term)
+        if m.group(1):
+            const += int(m.group(1))
+        else:
+            scale = m.group(2) or ""
+            coeffs[int(m.group(3))] += -1 if scale == "-" else int(scale[:-1]) if scale else 1
+    return Affine(tuple(coeffs), const)
 
 
 def _names(text) -> list:

@@ -103,12 +103,12 @@ def _restored(stages, graph, key, profile, machine):
     recompute = Recompute(graph, profile, machine)
     for stage in ("simplified", "decomposed", "fused", "scheduled"):
         stages.texts[stage] = LazyStage(recompute, stage)
-    stages.texts["planned"] = str(kernels)
+    stages.texts["planned"] = kernels  # its text as stored: parsed only if its kernels are read
     stages.texts["llvm"] = LazyStage(recompute, "llvm")
     stages.texts["llvm_opt"] = native.optimized_ir
     program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{len(kernels.kernels)} kernels from the program cache")
+    stages.log(f"{kernels.kernel_count} kernels from the program cache")
     return program
 
 

@@ -2,6 +2,7 @@
 import collections
 import contextlib
 import ctypes
+import math
 import sys
 import threading
 
@@ -15,7 +16,7 @@ from ..ir.types import TensorType, numpy_dtype
 from . import libraries
 from .check import check_program, kernel_sources
 from .native import NativeModule
-from .team import Team
+from .team import Team, most_threads
 
 ALIGNMENT = 64
 
@@ -65,44 +66,66 @@ class Program:
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
     def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
-        libraries.check_gemms(kernels)
+        """`native`: the NativeModule linked already, and `kernels` a program_cache.StoredProgram
+        whose kernels are parsed only when read (a program from the program cache, whose BLAS
+        calls were checked when it was compiled)."""
+        if native is None:
+            libraries.check_gemms(kernels)
+        count, calls_blas, team = (kernels.kernel_count, kernels.calls_blas, kernels.team) if native else \
+            (len(kernels.kernels), any(k.gemm for k in kernels.kernels), most_threads(kernels))
         self.kernels = kernels
         self._source = source  # the graph the kernels were fused from, or a function making it
         self.stages = stages
-        self.native = native or NativeModule(llvm_program, ENTRY)  # `native`: linked already (program cache)
+        self.native = native or NativeModule(llvm_program, ENTRY)
         self.slots = {name: i for i, name in enumerate(kernels.buffers)}
         self.pointers = (ctypes.c_void_p * max(1, len(self.slots) + profile + debug))()
         self.violation = np.zeros(3, np.int64) if debug else None
         if debug:  # bounds checks record the first access out of bounds here (codegen/llvm.py)
             self.pointers[len(self.slots) + profile] = self.violation.ctypes.data
-        self.stamps = np.zeros(len(kernels.kernels) + 1, np.int64) if profile else None
+        self.stamps = np.zeros(count + 1, np.int64) if profile else None
         if profile:  # the code writes the cycle counter around each kernel here (codegen/llvm.py)
             self.pointers[len(self.slots)] = self.stamps.ctypes.data
-            self.kernel_cycles = np.zeros(len(kernels.kernels), np.int64)
+            self.kernel_cycles = np.zeros(count, np.int64)
             self.native_seconds = 0.0
-        self.storage = {}
-        for name, buffer in kernels.buffers.items():
-            if buffer.kind in (BufferKind.TEMP, BufferKind.CONST):
-                array = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
-                if buffer.kind == "const":
-                    array[...] = kernels.constants[name]
-                self.storage[name] = array
-                self.pointers[self.slots[name]] = array.ctypes.data
+        split = len(kernels.outputs) - kernels.updates
+        reused = [name for name in kernels.outputs[split:] if name not in kernels.outputs[:split]]
+        owned = [name for name, buffer in kernels.buffers.items() if buffer.kind in (BufferKind.TEMP, BufferKind.CONST)]
+        arrays = self._arena(kernels.buffers, owned + reused)
+        self.storage = {name: arrays[name] for name in owned}
+        for name in owned:
+            if kernels.buffers[name].kind == BufferKind.CONST:
+                self.storage[name][...] = kernels.constants[name]
         self.input_types = [TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype)
                             for n in kernels.inputs]
         self.input_signature = [(t.shape, t.np_dtype) for t in self.input_types]
-        split = len(kernels.outputs) - kernels.updates
-        self.reused = {name: aligned_empty(kernels.buffers[name].shape, numpy_dtype(kernels.buffers[name].dtype))
-                       for name in kernels.outputs[split:] if name not in kernels.outputs[:split]}
+        self.reused = {name: arrays[name] for name in reused}
         self.reused_addresses = {name: array.ctypes.data for name, array in self.reused.items()}
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
         self.table = ctypes.addressof(self.pointers)
         self.calls = 0
         self.last_outputs = {}
         self.lock = threading.Lock()
-        calls_blas = any(k.gemm for k in kernels.kernels)  # on its calling thread: the same sums at any budget
+        # BLAS on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
-        self.team = Team(kernels.name, max((k.split.threads for k in kernels.kernels if k.split), default=1))
+        self.team = Team(kernels.name, team)
+
+    def _arena(self, buffers, names) -> dict:
+        """Buffer name -> its array, for `names`, carved at ALIGNMENT-byte boundaries from one
+        allocation (faster to make than one each, and a large one is backed by huge pages where
+        the kernel allows: a first run faults far fewer pages in); the temporaries' slots point
+        into it."""
+        dtypes = {dtype: np.dtype(numpy_dtype(dtype)) for dtype in {buffers[name].dtype for name in names}}
+        offsets, end = [], 0
+        for name in names:
+            offsets.append(end)
+            end += -(-math.prod(buffers[name].shape) * dtypes[buffers[name].dtype].itemsize // ALIGNMENT) * ALIGNMENT
+        arena = aligned_empty((end,), np.uint8)
+        base, arrays = arena.ctypes.data, {}
+        for name, offset in zip(names, offsets):
+            buffer = buffers[name]
+            arrays[name] = np.ndarray(buffer.shape, dtypes[buffer.dtype], arena, offset)
+            self.pointers[self.slots[name]] = base + offset
+        return arrays
 
     @property
     def source(self):

@@ -34,6 +34,11 @@ SLOWER = 1.5  # the chosen team's recent median this much above its median when 
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
 
 
+def most_threads(kernels) -> int:
+    """The most threads any split kernel of `kernels` (a kernel.Program) was scheduled for."""
+    return max((k.split.threads for k in kernels.kernels if k.split), default=1)
+
+
 class Team:
     """The team of one program whose split kernels were scheduled for at most `threads` threads:
     `run(fn, *args)` calls fn on the team chosen for this call and returns the seconds it took;

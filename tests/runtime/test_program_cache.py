@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc.errors import NdlcError
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
 from ndlc.runtime.native import llvm_compilations
@@ -47,6 +48,7 @@ def test_a_program_compiled_before_is_restored_with_the_same_results_and_stages(
     before = llvm_compilations()
     again = compile_graph(parse(GRAPH))
     assert restored(again) and llvm_compilations() == before
+    assert again.team.candidates == first.team.candidates, "the layout keeps the threads its kernels split for"
     for got, want in zip(again.run(*inputs()), first.run(*inputs())):
         np.testing.assert_array_equal(got, want)
     for stage in STAGES:  # the skipped stages are made again when asked for
@@ -151,3 +153,128 @@ def test_stages_made_again_are_those_of_the_settings_it_was_compiled_under(cache
     monkeypatch.setenv("NDLC_THREADS", "1")
     assert restored(again) and "(2 threads)" in again.ir("scheduled")
     assert again.ir("scheduled") == first.ir("scheduled")
+
+
+def test_a_restored_program_parses_its_kernels_only_when_they_are_read(cache):
+    first = compile_graph(parse(GRAPH))
+    again = compile_graph(parse(GRAPH))
+    results = again.run(*inputs())
+    assert restored(again) and "parsed" not in vars(again.kernels), "running needs only the layout"
+    assert again.ir("planned") == first.ir("planned") and "parsed" not in vars(again.kernels)
+    assert [str(k) for k in again.kernels.kernels] == [str(k) for k in first.kernels.kernels]
+    assert again.kernels.parsed.constants is again.kernels.constants
+    for got, want in zip(results, first.run(*inputs())):
+        assert got.tobytes() == want.tobytes()
+
+
+def test_a_restored_profiling_program_reports_its_kernels(cache, monkeypatch):
+    monkeypatch.setenv("NDLC_PROFILE", "1")
+    compile_graph(parse(GRAPH))
+    again = compile_graph(parse(GRAPH))
+    again.run(*inputs())
+    assert restored(again) and len(again.profile().splitlines()) == 2 + len(again.kernels.kernels)
+
+
+def _rewrite(entry, change):
+    """Store the entry again, with a valid checksum and key, after `change` edits its manifest."""
+    import json
+    from ndlc.runtime import cache
+    key = entry.name[:-len(".program")]
+    payload, text = cache.load(key, ".program")
+    header, _, data = payload.partition(b"\n")
+    manifest = json.loads(header)
+    change(manifest)
+    cache.store(key, json.dumps(manifest).encode() + b"\n" + data, text, ".program")
+
+
+def _drop_last_buffer(m):
+    m["layout"]["buffers"].pop()
+
+
+def _bad_dtype(m):
+    m["layout"]["buffers"][0][1] = "f13"
+
+
+def _negative_extent(m):
+    m["layout"]["buffers"][0][2] = [-1]
+
+
+def _foreign_output(m):
+    m["layout"]["outputs"].append("nowhere")
+
+
+def _slot_outside(m):
+    m["plan"][4] = 999
+
+
+def _offset_outside(m):
+    m["plan"][5] = 1 << 40
+
+
+def _plan_cut(m):
+    m["plan"].pop()
+
+
+def _plan_ends_before_its_calls(m):
+    m["plan"][3:] = []
+
+
+def _argument_count_past_the_most(m):
+    m["plan"][1] = 0
+
+
+def _plan_of_floats(m):
+    m["plan"][3] = float(m["plan"][3])
+
+
+def _layout_gone(m):
+    del m["layout"]
+
+
+def _kernel_count(m):
+    m["layout"]["kernels"] += 1
+
+
+def _no_team(m):
+    m["layout"]["team"] = 0
+
+
+@pytest.mark.parametrize("change", [_drop_last_buffer, _bad_dtype, _negative_extent, _foreign_output, _slot_outside,
+                                    _offset_outside, _plan_cut, _plan_ends_before_its_calls, _argument_count_past_the_most,
+                                    _plan_of_floats, _layout_gone, _kernel_count, _no_team])
+def test_an_entry_whose_layout_or_plan_does_not_fit_is_compiled_again(cache, caplog, change):
+    want = compile_graph(parse(GRAPH)).run(*inputs())
+    _rewrite(_entry(cache), change)
+    with caplog.at_level(logging.WARNING, logger="ndlc.cache"):
+        program = compile_graph(parse(GRAPH))
+    assert not restored(program) and "ignoring program cache entry" in caplog.text
+    for got, expected in zip(program.run(*inputs()), want):
+        np.testing.assert_array_equal(got, expected)
+    assert restored(compile_graph(parse(GRAPH))), "and stored again"
+
+
+def test_an_entry_whose_text_disagrees_with_its_layout_says_so_when_its_kernels_are_read(cache):
+    compile_graph(parse(GRAPH))
+    _rewrite(_entry(cache), lambda m: m["layout"].update(name="other"))
+    again = compile_graph(parse(GRAPH))
+    assert restored(again)
+    with pytest.raises(NdlcError, match="other buffers or kernels than its layout; delete the entry"):
+        again.kernels.kernels
+
+
+def test_a_programs_temporaries_are_carved_from_one_aligned_arena_that_results_never_share(cache):
+    from ndlc.runtime.program import ALIGNMENT
+    compile_graph(parse(GRAPH))
+    program = compile_graph(parse(GRAPH))
+    arrays = sorted(program.storage.values(), key=lambda a: a.ctypes.data)
+    assert len(arrays) >= 2 and all(a.base is arrays[0].base for a in arrays), "one allocation"
+    for a, b in zip(arrays, arrays[1:]):
+        assert a.ctypes.data + a.nbytes <= b.ctypes.data, "disjoint"
+    for name, array in program.storage.items():
+        assert array.ctypes.data % ALIGNMENT == 0 and program.pointers[program.slots[name]] == array.ctypes.data
+    first = program.run(*inputs())
+    kept = [a.copy() for a in first]
+    program.run(*[a + 1 for a in inputs()])
+    for result, copy in zip(first, kept):
+        assert not np.shares_memory(result, arrays[0].base)
+        np.testing.assert_array_equal(result, copy)
