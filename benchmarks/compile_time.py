@@ -154,8 +154,9 @@ def report(results, load) -> str:
     lines += _stage_table(results, "cold")
     lines += ["", "## Stage times of the warm compilations (s)", "",
               "The program cache holds each step: 'program cache' is keying it (loading llvmlite to name the host "
-              "CPU, hashing the graph's text), reading the entry and parsing its Kernel IR (cold: keying it and "
-              "writing the entry); 'load', linking the cached objects and allocating the buffers.", ""]
+              "CPU, hashing the graph's text), reading the entry and checking its layout and plan, its Kernel IR "
+              "left unparsed until read (cold: keying it and writing the entry); 'load', linking the cached objects "
+              "and allocating the buffers.", ""]
     lines += _stage_table(results, "warm")
     return "\n".join(lines) + "\n"
 
