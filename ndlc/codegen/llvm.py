@@ -25,6 +25,7 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, constant
 
 PTR = ir.PointerType()
+POINTS_MOST = 64  # a loop of at most this many points is emitted as one body per point (_by_points)
 
 
 def kernel_module(name, kernels, triple="", data_layout="") -> str:
@@ -73,6 +74,7 @@ class _KernelEmitter(ScalarLowering):
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.known = set()  # guards that hold throughout the loop being emitted
+        self.failing = set()  # ... and guards that fail throughout it (their loads read nothing)
         for name, size in kernel.local.items():  # one row per thread, on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
@@ -120,6 +122,10 @@ class _KernelEmitter(ScalarLowering):
             inner()
             return
         start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
+        points = self._points(first)
+        if points:
+            self._by_points(first, start, stop, points, lambda: self._loops(first + 1, last, inner))
+            return
         innermost = all(n == 1 for n in self.kernel.extents[first + 1:last])  # later loops of one iteration
         if last == len(self.kernel.extents) and innermost and self._splittable(first):
             self._split_by_guards(first, start, stop, lambda: self._loops(first + 1, last, inner))
@@ -148,10 +154,38 @@ class _KernelEmitter(ScalarLowering):
         low = mathlib.intrinsic(b, "llvm.smin", low, stop)
         high = mathlib.intrinsic(b, "llvm.smax", high, low)
         self._for(var, start, low, inner)
-        self.known = set(guards)
+        known, self.known = self.known, self.known | set(guards)
         self._for(var, low, high, inner)
-        self.known = set()
+        self.known = known
         self._for(var, high, stop, inner)
+
+    def _points(self, var):
+        """{i: the guards that hold only at i} when every iteration i of loop `var` (at most
+        POINTS_MOST) is such a point of some load's guard: a stack's output reads one of its T
+        inputs at each i, through T padded loads."""
+        extent = self.kernel.extents[var]
+        points = {}
+        for load in self.kernel.loads:
+            for g in load.access.guards:
+                f = g.form
+                if g.bound == 1 and g.step == 1 and f.coeffs[var] == 1 and not any(c for i, c in enumerate(f.coeffs) if i != var):
+                    points.setdefault(-f.const, set()).add(g)
+        return points if 1 < extent <= POINTS_MOST and set(points) == set(range(extent)) else {}
+
+    def _by_points(self, var, start, stop, points, inner):
+        """Loop `var` as one copy of its body per iteration i in [start, stop), each knowing which
+        guards hold (i's) and which fail (the others'), so a stack reads one input per element
+        instead of loading all T and selecting (its additions of the others' zeros stay: -0.0)."""
+        b, every = self.b, set().union(*points.values())
+        for i, guards in sorted(points.items()):
+            at = ir.Constant(I64, i)
+            inside = b.and_(b.icmp_signed("<=", start, at), b.icmp_signed("<", at, stop))
+            with b.if_then(inside):
+                known, failing = self.known, self.failing
+                self.known, self.failing = known | guards, failing | (every - guards)
+                self.vars[var] = at
+                inner()
+                self.known, self.failing = known, failing
 
     def _for(self, var, start, stop, body):
         """for (i_var = start; i_var < stop; i_var++) body()."""
@@ -381,12 +415,15 @@ class _KernelEmitter(ScalarLowering):
 
     def _address(self, access):
         """(element index, validity or None) of an access at the current loop variables; guards
-        known to hold in the loop being emitted are not checked."""
+        known to hold in the loop being emitted are not checked, one known to fail makes it invalid."""
         b, affine = self.b, self._affine
         valid = None
         for g in access.guards:
             if g in self.known:
                 continue
+            if g in self.failing:
+                valid = ir.Constant(I1, 0)
+                break
             f = affine(g.form)
             ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
                         b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
