@@ -1,0 +1,70 @@
+"""Loops whose loads are guarded (padding, slicing, stacking), emitted so that the guards are
+checked as little as possible: a mixin of the kernel emitter (codegen/llvm.py), which supplies
+`kernel`, the builder `b`, `vars`, `_affine`, `_for`, and the guard sets `known` (hold throughout
+the code being emitted) and `failing` (fail throughout it), which its `_address` reads."""
+from llvmlite import ir
+
+from . import mathlib
+from .llvm_scalar import I64
+
+POINTS_MOST = 64  # a loop of at most this many points is emitted as one body per point (_by_points)
+
+
+class GuardedLoops:
+    """Splitting a loop by its loads' guards: an innermost loop in three ranges around where every
+    guard holds, a loop of points one body per point."""
+
+    def _splittable(self, var):
+        """The guards (padding, slicing) that bound the innermost loop `var` as an interval."""
+        return [g for load in self.kernel.loads for g in load.access.guards
+                if g.step == 1 and abs(g.form.coeffs[var]) == 1]
+
+    def _split_by_guards(self, var, start, stop, inner):
+        """The innermost loop in three ranges: where some guard fails, where all hold (emitted
+        without checks, so it vectorises: a padded conv's packing), and where some fails again."""
+        b = self.b
+        guards = self._splittable(var)
+        low, high = start, stop
+        for g in guards:
+            rest = self._affine(g.form, skip=var)  # 0 <= c*v + rest < bound
+            if g.form.coeffs[var] == 1:
+                first, end = b.neg(rest), b.sub(ir.Constant(I64, g.bound), rest)
+            else:
+                first, end = b.sub(rest, ir.Constant(I64, g.bound - 1)), b.add(rest, ir.Constant(I64, 1))
+            low = mathlib.intrinsic(b, "llvm.smax", low, first)
+            high = mathlib.intrinsic(b, "llvm.smin", high, end)
+        low = mathlib.intrinsic(b, "llvm.smin", low, stop)
+        high = mathlib.intrinsic(b, "llvm.smax", high, low)
+        self._for(var, start, low, inner)
+        known, self.known = self.known, self.known | set(guards)
+        self._for(var, low, high, inner)
+        self.known = known
+        self._for(var, high, stop, inner)
+
+    def _points(self, var):
+        """{i: the guards that hold only at i} when every iteration i of loop `var` (at most
+        POINTS_MOST) is such a point of some load's guard: a stack's output reads one of its T
+        inputs at each i, through T padded loads."""
+        extent = self.kernel.extents[var]
+        points = {}
+        for load in self.kernel.loads:
+            for g in load.access.guards:
+                f = g.form
+                if g.bound == 1 and g.step == 1 and f.coeffs[var] == 1 and not any(c for i, c in enumerate(f.coeffs) if i != var):
+                    points.setdefault(-f.const, set()).add(g)
+        return points if 1 < extent <= POINTS_MOST and set(points) == set(range(extent)) else {}
+
+    def _by_points(self, var, start, stop, points, inner):
+        """Loop `var` as one copy of its body per iteration i in [start, stop), each knowing which
+        guards hold (i's) and which fail (the others'), so a stack reads one input per element
+        instead of loading all T and selecting (its additions of the others' zeros stay: -0.0)."""
+        b, every = self.b, set().union(*points.values())
+        for i, guards in sorted(points.items()):
+            at = ir.Constant(I64, i)
+            inside = b.and_(b.icmp_signed("<=", start, at), b.icmp_signed("<", at, stop))
+            with b.if_then(inside):
+                known, failing = self.known, self.failing
+                self.known, self.failing = known | guards, failing | (every - guards)
+                self.vars[var] = at
+                inner()
+                self.known, self.failing = known, failing
