@@ -107,3 +107,23 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
+
+
+def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
+    """A cached kernel is reused while FINGERPRINT holds: every codegen module that llvm.py
+    (transitively) imports must be among the hashed sources, or editing it would leave stale code."""
+    import ast
+    import os
+
+    from ndlc.codegen import kernel_key
+    root = os.path.dirname(os.path.dirname(kernel_key.__file__))
+    seen, todo = set(), ["codegen/llvm.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        tree = ast.parse(open(os.path.join(root, path)).read())
+        todo += [f"codegen/{node.module}.py" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
+    assert seen <= set(kernel_key._GENERATOR), seen - set(kernel_key._GENERATOR)
