@@ -2,13 +2,15 @@
 
 A compiled program runs on any team from 1 to the threads it was scheduled for, with the same
 results (codegen/llvm_calls.py reads the team at run time). Which team is fastest depends on the
-program and on the machine's load: on two quiet cores the batch-256 MLP step ran faster on 1
-thread than on 2 (issue 19), large kernels do not; beside another job, 2 threads spin over the
-other job's core. So with NDLC_TEAM=adaptive (the default) each program times its calls and keeps
-the fastest of `candidates` (1, the budget, and the halvings between): first a few calls of each
-in turn, then the chosen one, trying one other for SAMPLES calls after `interval` calls, an
-interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under 5%
-of calls, below any p90). A probe switches when its median beats the chosen team's recent median by MARGIN; the
+program and on the machine's load: on two quiet cores a program's kernels are scheduled for the
+budget and run fastest on it; beside another job, 2 threads spin over the other job's core and a
+step runs several times slower than on one. So with NDLC_TEAM=adaptive (the default) each program
+starts on the whole budget and, after FIRST_PROBE calls, times SAMPLES calls of another team (1,
+then the halvings between) against the chosen team's recent calls, again after `interval` calls,
+an interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under
+5% of calls, below any p90). A probe with fewer threads switches when its median beats the chosen
+team's by FEWER, one with more threads by MARGIN: a quiet machine's first calls are too noisy to
+leave the budget for less than a clear gain, while contention's gains are several-fold. The
 chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
 comparison ends early when one team is CLEAR-ly faster: under contention the team that spins
 over another job's core is often several times slower, and every call of it counts.
@@ -25,10 +27,12 @@ from ..env import team_policy
 from . import libraries
 
 log = logging.getLogger("ndlc.team")
-SAMPLES = 3  # calls of each candidate timed before the first choice, and per probe
+SAMPLES = 3  # calls of the other team per probe
+FIRST_PROBE = 8  # calls on the whole budget before the first probe
 PROBE_EVERY = 64  # calls between probes after a switch; doubled each time the choice holds
 PROBE_MOST = 4096
-MARGIN = 0.08  # a probe must be this much faster than the chosen team to replace it
+MARGIN = 0.08  # a probe with more threads must be this much faster than the chosen team
+FEWER = 0.2  # a probe with fewer threads must be this much faster
 CLEAR = 1.5  # a team whose slowest call is this much faster than the others' fastest wins at once
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
@@ -50,13 +54,12 @@ class Team:
         self.candidates = sorted({max(1, threads >> k) for k in range(threads.bit_length())})
         self.current = threads
         self.interval = PROBE_EVERY
-        self.until_probe = self.interval
+        self.until_probe = FIRST_PROBE
         self.reference = None  # the chosen team's median when chosen or last confirmed
         self.recent = collections.deque(maxlen=WINDOW)
         self.trials = []  # (team, seconds) of the calls being compared
-        # the teams of the next calls: every candidate in turn, after one call that warms up (untimed)
-        self.plan = [team for _ in range(SAMPLES) for team in reversed(self.candidates)] if self.adaptive else []
-        self.warm = not self.adaptive
+        self.plan = []  # the teams of the next calls: a probe's
+        self.warm = not self.adaptive  # the first call (page faults, cold caches) is not timed
         self.probed = 0  # probes so far, to take the other candidates in turn
 
     def run(self, fn, *args) -> float:
@@ -71,7 +74,7 @@ class Team:
         return seconds
 
     def _record(self, team, seconds):
-        if not self.warm:  # the first call (page faults, cold caches) is not timed
+        if not self.warm:
             self.warm = True
             return
         if self.plan:
@@ -83,7 +86,8 @@ class Team:
             return
         self.recent.append(seconds)
         self.until_probe -= 1
-        slowed = len(self.recent) == WINDOW and sorted(self.recent)[WINDOW // 2] > SLOWER * self.reference
+        slowed = (self.reference is not None and len(self.recent) == WINDOW
+                  and sorted(self.recent)[WINDOW // 2] > SLOWER * self.reference)
         if self.until_probe <= 0 or slowed:
             others = [c for c in self.candidates if c != self.current]
             self.plan = [others[self.probed % len(others)]] * SAMPLES
@@ -103,12 +107,14 @@ class Team:
         return all(CLEAR * max(times[best]) < min(s) for team, s in times.items() if team != best)
 
     def _judge(self):
-        """Choose among the teams timed in `trials` (a probe must beat the chosen team by MARGIN)."""
+        """Choose among the teams timed in `trials` (a probe must beat the chosen team by FEWER or
+        MARGIN)."""
         medians = {team: statistics.median(s for t, s in self.trials if t == team)
                    for team in {t for t, _ in self.trials}}
         best = min(medians, key=medians.get)
         kept = medians.get(self.current)
-        if kept is not None and best != self.current and medians[best] > (1 - MARGIN) * kept:
+        margin = FEWER if best < self.current else MARGIN
+        if kept is not None and best != self.current and medians[best] > (1 - margin) * kept:
             best = self.current
         if best == self.current and self.reference is not None:
             self.interval = min(2 * self.interval, PROBE_MOST)

@@ -15,7 +15,7 @@ from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
 from ndlc.runtime import libraries, team as team_module
-from ndlc.runtime.team import PROBE_EVERY, SAMPLES, WINDOW, Team
+from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, WINDOW, Team
 
 needs_openmp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
 
@@ -137,17 +137,27 @@ def test_the_faster_team_is_kept_and_the_other_probed_in_under_five_percent_of_c
         clock.run(team, 3000)
     assert team.current == 1 and str(team) == "team 1 of 2 threads (adaptive)"
     assert "@step: team 2 -> 1 threads (median 1: 5.000 ms, 2: 6.500 ms)" in caplog.text
-    assert clock.teams[1:1 + 2 * SAMPLES] == [2, 1] * SAMPLES  # every candidate in turn, after the warm-up
-    later = clock.teams[1 + 2 * SAMPLES:]
+    first = 1 + FIRST_PROBE  # the untimed warm-up, then the whole budget until the first probe
+    assert clock.teams[:first + SAMPLES] == [2] * first + [1] * SAMPLES
+    later = clock.teams[first + SAMPLES:]
     assert 0 < later.count(2) < 0.05 * len(later)
+
+
+def test_a_quiet_machine_runs_the_whole_budget_unless_fewer_threads_win_clearly(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 5.5e-3, 2: 6e-3})  # one thread 8% faster: within the noise
+    team = Team("step", 2)
+    clock.run(team, 1000)
+    assert team.current == 2 and clock.teams.count(1) < 0.05 * 1000
+    assert clock.teams[:1 + FIRST_PROBE] == [2] * (1 + FIRST_PROBE)
 
 
 def test_a_team_several_times_slower_is_dropped_after_one_call(monkeypatch, adaptive):
     clock = _Clock(monkeypatch, {1: 5e-3, 2: 25e-3})  # the second core busy with another job
     team = Team("step", 2)
     clock.run(team, 1000)
-    assert clock.teams[:4] == [2, 2, 1, 1]  # warm-up, then one call each decides
-    probes = [i for i in range(4, 1000) if clock.teams[i] == 2]
+    first = 1 + FIRST_PROBE
+    assert clock.teams[:first + 2] == [2] * first + [1, 1]  # one call of the probe decides
+    probes = [i for i in range(first + 2, 1000) if clock.teams[i] == 2]
     assert probes and all(clock.teams[i + 1] == 1 for i in probes)  # each probe one call long
 
 
