@@ -236,11 +236,12 @@ class Program:
     def _state_arrays(self, given, addresses):
         """Update output -> the state array to write it into, for the in-place updates whose
         array is writeable and shares its memory with no other input (input name -> address)."""
-        shared = collections.Counter(addresses.values())
+        distinct = len(set(addresses.values())) == len(addresses)  # the usual case, without counting
+        shared = None if distinct else collections.Counter(addresses.values())
         result = {}
         for out, state in self.kernels.in_place.items():
             array = given[state]
-            if shared[addresses[state]] == 1 and array.flags.writeable:
+            if (distinct or shared[addresses[state]] == 1) and array.flags.writeable:
                 result[out] = array
         return result
 
