@@ -455,6 +455,17 @@ def test_a_compiled_function_takes_keyword_arguments():
     assert ndl.compile(nn.Linear(3, 2))(x=ones(1, 3)).shape == (1, 2)
 
 
+
+def test_a_compiled_function_with_star_args_binds_its_positional_arguments_as_python_does():
+    """Required positional parameters and *args (a benchmark's `step(*batch)`) bind without
+    inspect's Signature.bind when given by position; too few is still Python's TypeError."""
+    step = ndl.compile(lambda x, *rest: x + sum(rest, x * 0) if rest else x * 2)
+    assert step(ones(2)).numpy().tolist() == [2.0, 2.0]
+    step = ndl.compile(lambda x, *rest: x + rest[0] * 3)
+    assert step(ones(2), ones(2)).numpy().tolist() == [4.0, 4.0]
+    with pytest.raises(TypeError, match=r"missing a required argument: 'x'"):
+        step()
+
 MATMUL = "graph @mm(%a: f64[3,2], %b: f64[2,4]) {\n  %0 = matmul(%a, %b) : f64[3,4]\n  return %0\n}"
 
 

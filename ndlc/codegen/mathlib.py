@@ -48,6 +48,14 @@ def _expm1_poly(b, r):
     return b.fmul(r, _horner(b, r, [1 / math.factorial(k + 1) for k in range(degree)]))
 
 
+def _reduce(b, x, k, hi, lo):
+    """x - k ln2 as (x - k hi) - k lo (Cody-Waite: k hi is exact), each step one fused
+    multiply-add where the CPU has it (`contract`: two instructions fewer per exp, and r rounded
+    once less)."""
+    r = b.fsub(x, b.fmul(k, _c(x.type, hi), flags=["contract"]), flags=["contract"])
+    return b.fsub(r, b.fmul(k, _c(x.type, lo), flags=["contract"]), flags=["contract"])
+
+
 def exp(b, x):
     ty = x.type
     ity, _, _ = _layout(ty)
@@ -59,7 +67,7 @@ def exp(b, x):
     xc = b.select(b.fcmp_ordered("<", xc, _c(ty, low)), _c(ty, low), xc)
     xc = b.select(nan, _c(ty, 0.0), xc)
     k = intrinsic(b, "llvm.rint", b.fmul(xc, _c(ty, 1 / math.log(2))))
-    r = b.fsub(b.fsub(xc, b.fmul(k, _c(ty, ln2_hi))), b.fmul(k, _c(ty, ln2_lo)))
+    r = _reduce(b, xc, k, ln2_hi, ln2_lo)
     p = b.fadd(_c(ty, 1.0), _expm1_poly(b, r))
     n = b.fptosi(k, ity)
     half = b.ashr(n, _c(ity, 1))
@@ -81,7 +89,7 @@ def tanh(b, x):
     y = b.fmul(intrinsic(b, "llvm.fabs", x), _c(ty, -2.0))
     y = b.select(b.fcmp_ordered("<", y, _c(ty, limit)), _c(ty, limit), b.select(nan, _c(ty, 0.0), y))
     k = intrinsic(b, "llvm.rint", b.fmul(y, _c(ty, 1 / math.log(2))))
-    r = b.fsub(b.fsub(y, b.fmul(k, _c(ty, ln2_hi))), b.fmul(k, _c(ty, ln2_lo)))
+    r = _reduce(b, y, k, ln2_hi, ln2_lo)
     scale = _pow2(b, b.fptosi(k, ity), ty)
     t = b.fadd(b.fmul(scale, _expm1_poly(b, r)), b.fsub(scale, _c(ty, 1.0)))
     magnitude = b.fdiv(b.fneg(t), b.fadd(t, _c(ty, 2.0)))

@@ -107,7 +107,8 @@ class Tensor:
     @classmethod
     def make_const(cls, data, requires_grad=False):
         """A leaf Tensor holding `data` as is (no dtype defaulting)."""
-        data = np.asarray(data)
+        if type(data) is not np.ndarray:
+            data = np.asarray(data)
         tensor = cls._wrap(Value(TensorType.of(data)), requires_grad)
         _DATA[tensor._value] = data
         return tensor
@@ -118,12 +119,14 @@ class Tensor:
         return self._value not in _DATA
 
     def numpy(self) -> np.ndarray:
-        if self.is_symbolic:
+        if _RESIDENT:  # a GPU program may hold the current value
+            fetch_resident(self._value)
+        data = _DATA.get(self._value)  # one dictionary look-up: a compiled call reads every state tensor
+        if data is None:
             raise TraceError(f"cannot read the value of a symbolic {self._value.type} tensor while "
                              f"tracing (at {user_location()}): a traced function must not depend on "
                              "tensor values (no .numpy(), float(), bool() or `if` on a tensor)")
-        fetch_resident(self._value)
-        return _DATA[self._value]
+        return data
 
     @property
     def cached_data(self) -> NDArray:

@@ -23,15 +23,19 @@ class Parameters:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError):  # a builtin or C callable: positional arguments only
             self.signature = None
-        params = self.signature.parameters.values() if self.signature else ()
-        # the count of a signature of required positional parameters only: a call giving that many
-        # by position binds as it is (Signature.bind costs about 7 us of a step's call)
-        self.plain = len(params) if all(p.kind in POSITIONAL and p.default is p.empty for p in params) else None
+        params = list(self.signature.parameters.values()) if self.signature else []
+        varargs = bool(params) and params[-1].kind == inspect.Parameter.VAR_POSITIONAL
+        required = params[:-1] if varargs else params
+        # a signature of required positional parameters only (and perhaps *args): a call giving
+        # that many by position (or more, into *args) binds as it is (Signature.bind costs about
+        # 7 us of a step's call); `plain` is that count, `more` whether *args takes the rest
+        plain = all(p.kind in POSITIONAL and p.default is p.empty for p in required)
+        self.plain, self.more = (len(required) if plain else None), varargs
 
     def bind(self, args, kwargs) -> list:
         """The arguments in parameter order (a skipped defaulted parameter before one given by name
         takes its default), or Python's TypeError for a missing, extra or repeated argument."""
-        if not kwargs and len(args) == self.plain:
+        if not kwargs and self.plain is not None and (len(args) == self.plain or (self.more and len(args) > self.plain)):
             return list(args)
         if self.signature is None:
             if kwargs:

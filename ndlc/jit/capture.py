@@ -194,7 +194,7 @@ class CapturedStep:
         """Why the program no longer fits its state: the first state tensor whose type changed
         since the capture (`.data` assignment replaces the shape too), or None."""
         for t, value in zip(self.state, self.state_inputs):
-            if t._value.type != value.type:
+            if t._value.type is not value.type and t._value.type != value.type:
                 return f"{value.name} became {t._value.type} (compiled for {value.type})"
         return None
 

@@ -28,6 +28,7 @@ from ..frontend.trace import graph_name
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu", "cuda")
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
+SETTINGS = (bool, int, float, str)  # the types of the plain values a trace bakes in
 
 
 def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8,
@@ -115,7 +116,7 @@ class CompiledFunction:
         self._find_state()
         self.specialisations = collections.OrderedDict()
         self.compilations = 0
-        self.signature = None
+        self.signature = self.last_types = None
         self.last = self.last_key = None
 
     def _find_state(self):
@@ -126,6 +127,9 @@ class CompiledFunction:
         self.stateful = _stateful(self.roots)
         self.hyperparameters = find_hyperparameters(self.roots)
         self.guarded = {(id(h.owner), h.name) for h in self.hyperparameters}
+        # each Module's and Optimizer's position and the names of its attributes read as runtime numbers
+        self.attribute_settings = [(i, obj, {name for owner, name in self.guarded if owner == id(obj)})
+                                   for i, obj in enumerate(self.stateful)]
 
     def __call__(self, *args, **kwargs):
         """Run (tracing and compiling first where needed) on the arguments as Python binds them and
@@ -136,8 +140,10 @@ class CompiledFunction:
             return self._call(arrays)
 
     def _call(self, arrays):
-        types = tuple(TensorType.of(a) for a in arrays)
-        self._check_signature(types)
+        types = tuple([TensorType.of(a) for a in arrays])
+        if types != self.last_types:  # the types of one shape and dtype are one object: `is` decides
+            self._check_signature(types)
+            self.last_types = types
         key = (types, self._settings())
         kept = self.specialisations.get(key)
         stale = kept and _failure(kept)
@@ -200,11 +206,13 @@ class CompiledFunction:
         """The plain Python values the step reads (its own globals and closure, and the train/eval
         flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. Its own
         floats and the optimizers' numbers are runtime inputs or, compiled in, guarded by value."""
-        own = tuple((-1, name, value) for name, value in referenced_numbers(self.fn).items()
-                    if self.static or not is_runtime_number(name, value))
-        return own + tuple((i, name, value) for i, obj in enumerate(self.stateful)
-                           for name, value in vars(obj).items()
-                           if isinstance(value, (bool, int, float, str)) and (id(obj), name) not in self.guarded)
+        found = [(-1, name, value) for name, value in referenced_numbers(self.fn).items()
+                 if self.static or not is_runtime_number(name, value)]
+        for i, obj, runtime in self.attribute_settings:  # asked on every call: plain loops
+            for name, value in vars(obj).items():
+                if isinstance(value, SETTINGS) and name not in runtime:
+                    found.append((i, name, value))
+        return tuple(found)
 
     def _changed(self, key):
         """' after <attribute> changed' when `key` differs from the last run's only in settings."""

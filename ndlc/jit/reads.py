@@ -25,13 +25,10 @@ def referenced_values(fn) -> dict:
         found[name] = cell.cell_contents
     for i, value in enumerate(target.__defaults__ or ()):
         found[f"default{i}"] = value
-    pending = [code]
-    while pending:
-        current = pending.pop()
-        for name in current.co_names:
-            if name in target.__globals__:
-                found.setdefault(name, target.__globals__[name])
-        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    module = target.__globals__
+    for name in _ordered_names(code):
+        if name in module:
+            found.setdefault(name, module[name])
     return found
 
 
@@ -103,6 +100,19 @@ def is_plain_object(value):
     """An instance of a user class (not a module, class, function or builtin value)."""
     return hasattr(value, "__dict__") and not isinstance(
         value, (types.ModuleType, type, types.FunctionType, types.MethodType, types.BuiltinFunctionType))
+
+
+@functools.lru_cache(maxsize=1024)
+def _ordered_names(code) -> tuple:
+    """The names `code` and the code nested in it read, each once, in the order the capture
+    meets them (its runtime numbers become inputs in this order); remembered per code object,
+    as every call of a compiled function asks."""
+    names, pending = {}, [code]
+    while pending:
+        current = pending.pop()
+        names.update(dict.fromkeys(current.co_names))
+        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    return tuple(names)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -47,7 +47,10 @@ def in_place_updates(program) -> dict:
     """Update output buffer -> the state input buffer it can overwrite. Safe when one kernel
     writes the output, no later kernel reads the state, and that kernel reads the state (if at
     all) only in the phase that stores the output, at the element it stores, and not through a
-    BLAS call; and the output is nothing else."""
+    BLAS call, whose product is not the output (BLAS would overwrite the state before the phase
+    reads it); and the output is nothing else. An optimizer update fused after a weight
+    gradient's gemm is then in place: the MLP step's 784x512 w, m and v were copied back
+    after every step (0.3 ms of its 6-8)."""
     split = len(program.outputs) - program.updates
     updates = program.outputs[split:]
     writers = {}
@@ -69,7 +72,7 @@ def in_place_updates(program) -> dict:
 def _reads_only_where_it_writes(kernel, state, out) -> bool:
     if state not in kernel.reads():
         return True
-    if kernel.gemm is not None:
+    if kernel.gemm is not None and (out == kernel.gemm.out or state in (kernel.gemm.a.buffer, kernel.gemm.b.buffer)):
         return False
     for phase in kernel.phases:
         stores = [s for s in phase.stores if s.buffer == out]

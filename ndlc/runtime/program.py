@@ -97,7 +97,8 @@ class Program:
                 self.storage[name][...] = kernels.constants[name]
         self.input_types = [TensorType(kernels.buffers[n].shape, kernels.buffers[n].dtype)
                             for n in kernels.inputs]
-        self.input_signature = [(t.shape, t.np_dtype) for t in self.input_types]
+        # (name, pointer slot, shape, numpy dtype) of each input, in order
+        self.input_slots = [(n, self.slots[n], t.shape, t.np_dtype) for n, t in zip(kernels.inputs, self.input_types)]
         self.reused = {name: arrays[name] for name in reused}
         self.reused_addresses = {name: array.ctypes.data for name, array in self.reused.items()}
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
@@ -148,13 +149,16 @@ class Program:
         given = {}  # input name -> the (contiguous) array passed; it must outlive the native call
         addresses = {}  # input name -> its array's address
         pointers, slots = self.pointers, self.slots
-        for i, (name, (shape, dtype), array) in enumerate(zip(self.kernels.inputs, self.input_signature, arrays)):
-            array = np.asarray(array)
+        for i, ((name, slot, shape, dtype), array) in enumerate(zip(self.input_slots, arrays)):
+            if type(array) is not np.ndarray:
+                array = np.asarray(array)
             if array.shape != shape or array.dtype != dtype:
                 raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
                                  f"{array.dtype.name}{list(array.shape)}, expected {self.input_types[i]}")
-            given[name] = array = np.ascontiguousarray(array)
-            pointers[slots[name]] = addresses[name] = address(array)
+            if not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+            given[name] = array
+            pointers[slot] = addresses[name] = address(array)
         outputs = dict(self.reused)
         if update_state:
             outputs.update(self._state_arrays(given, addresses))
@@ -232,11 +236,12 @@ class Program:
     def _state_arrays(self, given, addresses):
         """Update output -> the state array to write it into, for the in-place updates whose
         array is writeable and shares its memory with no other input (input name -> address)."""
-        shared = collections.Counter(addresses.values())
+        distinct = len(set(addresses.values())) == len(addresses)  # the usual case, without counting
+        shared = None if distinct else collections.Counter(addresses.values())
         result = {}
         for out, state in self.kernels.in_place.items():
             array = given[state]
-            if shared[addresses[state]] == 1 and array.flags.writeable:
+            if (distinct or shared[addresses[state]] == 1) and array.flags.writeable:
                 result[out] = array
         return result
 

@@ -77,3 +77,15 @@ def test_undefined_output():
     g.outputs.append(other.add_input(TensorType(())))
     with pytest.raises(VerifyError, match="output 1 is not defined"):
         verify(g)
+
+
+def test_the_type_of_an_array_is_made_once_per_shape_and_dtype_and_bad_dtypes_are_refused():
+    """TensorType.of is asked for every argument and result of every compiled call: arrays of one
+    shape and dtype share one (immutable) type; an unsupported dtype is still an error."""
+    import numpy as np
+    from ndlc.errors import ShapeError
+    a, b = np.zeros((3, 4), np.float32), np.ones((3, 4), np.float32)
+    assert TensorType.of(a) is TensorType.of(b) == TensorType((3, 4), "f32")
+    assert TensorType.of(a.astype(np.float64)) == TensorType((3, 4), "f64")
+    with pytest.raises(ShapeError, match="unsupported dtype complex64"):
+        TensorType.of(np.zeros(2, np.complex64))
