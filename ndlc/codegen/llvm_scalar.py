@@ -32,16 +32,15 @@ class ScalarLowering:
         deep is fine), each distinct computation once per `memo` (a Values); a constant takes the
         dtype its user computes in (`want`)."""
         for e in postorder(expr):
-            if e.prim == "const" or id(e) in memo.of:
+            if e.prim == "const" or id(e) in memo.number:
                 continue
             key = self._structure(e, memo)
-            if key not in memo:
-                if e.prim == "arg":
-                    memo.make(key, self._leaf_value(e.payload), not self._invariant_leaf(e.payload))
-                else:
-                    varying = any(memo.varies(a) for a in e.args)
-                    memo.make(key, self._primitive(e, memo, varying), varying)
-            memo.name(e, key)
+            if e.prim == "arg":  # read at its first use (_operand), as the old emitter did
+                memo.number_of(e, key, not self._invariant_leaf(e.payload))
+                continue
+            varying = any(memo.varies(a) for a in e.args)
+            if memo.number_of(e, key, varying):
+                memo.set(e, self._primitive(e, memo, varying))
         return self._operand(expr, memo, want)
 
     def _structure(self, expr, memo):
@@ -54,10 +53,14 @@ class ScalarLowering:
                 tuple(self.types.get(id(a)) for a in expr.args), operands)
 
     def _operand(self, expr, memo, want):
-        """An already emitted operation or leaf, or a constant."""
+        """An already emitted operation, a leaf (read here at its first use) or a constant."""
         if expr.prim == "const":
             return constant(want or "f64", expr.payload)
-        return memo.of[id(expr)]
+        value = memo.value(expr)
+        if value is None:
+            value = self._leaf_value(expr.payload)
+            memo.set(expr, value)
+        return value
 
     def _primitive(self, expr, memo, varying=True):
         """`expr`'s instructions, its operands emitted; `varying`: whether its value changes within
@@ -98,28 +101,33 @@ class Values:
     merge the copies, after parsing and optimising each)."""
 
     def __init__(self):
-        self.of = {}  # id(node) -> its value
         self.number = {}  # id(node) -> the number of its computation
-        self._computed = {}  # structural key -> (number, value)
+        self._numbers = {}  # structural key -> number
+        self._values = []  # number -> value (None: a leaf not read yet)
         self._varying = set()  # the numbers of the computations whose value changes within the loops
 
-    def __contains__(self, key):
-        return key in self._computed
-
-    def make(self, key, value, varying):
-        """Record `value` as the computation `key`'s; `varying`: whether it changes within the loops."""
-        number = len(self._computed)
-        self._computed[key] = (number, value)
-        if varying:
-            self._varying.add(number)
+    def number_of(self, node, key, varying) -> bool:
+        """Give `node` the number of computation `key`, a new one (whose value changes within the
+        loops where `varying`) if none computed it before; whether it is new."""
+        new = key not in self._numbers
+        if new:
+            self._numbers[key] = len(self._values)
+            self._values.append(None)
+            if varying:
+                self._varying.add(self._numbers[key])
+        self.number[id(node)] = self._numbers[key]
+        return new
 
     def varies(self, node) -> bool:
-        """Whether (emitted) `node`'s value changes within the loops (a constant's does not)."""
+        """Whether (numbered) `node`'s value changes within the loops (a constant's does not)."""
         return node.prim != "const" and self.number[id(node)] in self._varying
 
-    def name(self, node, key):
-        """`node` computes `key` (made before)."""
-        self.number[id(node)], self.of[id(node)] = self._computed[key]
+    def value(self, node):
+        """The value of (numbered) `node`'s computation, or None where it is not made yet."""
+        return self._values[self.number[id(node)]]
+
+    def set(self, node, value):
+        self._values[self.number[id(node)]] = value
 
 
 def constant(dtype, value):
