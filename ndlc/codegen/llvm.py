@@ -374,15 +374,12 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
 
     def _address(self, access):
         """(element index, validity or None) of an access at the current loop variables; guards
-        known to hold in the loop being emitted are not checked, one known to fail makes it invalid."""
+        known to hold in the loop being emitted are not checked."""
         b, affine = self.b, self._affine
         valid = None
         for g in access.guards:
             if g in self.known:
                 continue
-            if g in self.failing:
-                valid = ir.Constant(I1, 0)
-                break
             f = affine(g.form)
             ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
                         b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
@@ -397,7 +394,11 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         return index, valid
 
     def _load(self, n):
+        """Load number `n` at the current point: 0 where one of its guards fails (outside the
+        loop being emitted, one known to fail makes it read nothing, emitting no instruction)."""
         load, b = self.kernel.loads[n], self.b
+        if not self.failing.isdisjoint(load.access.guards):
+            return constant(load.dtype, 0)
         index, valid = self._address(self._local(load.buffer, load.access) if isinstance(load, Load) else load.access)
         if isinstance(load, Index):
             return index

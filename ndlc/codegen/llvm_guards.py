@@ -2,7 +2,8 @@
 checked as little as possible: a mixin of the kernel emitter (codegen/llvm.py), which supplies
 `kernel`, the builder `b`, `vars`, `_affine`, `_for`, `edge_counters` (an i64 alloca per loop
 variable, counting `_split_by_guards`'s outer loop) and the guard sets `known` (hold throughout
-the code being emitted) and `failing` (fail throughout it), which its `_address` reads."""
+the code being emitted: its `_address` checks them not) and `failing` (fail throughout it: its
+`_load` reads nothing)."""
 from llvmlite import ir
 
 from . import mathlib
