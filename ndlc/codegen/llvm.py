@@ -72,7 +72,6 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         self.shared = fn.args[len(used)] if chunks and kernel.split else None  # the threads' counters
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
-        self.edge_counters = [self.b.alloca(I64, name=f"e{i}") for i in range(len(kernel.extents))]
         self.known = set()  # guards that hold throughout the loop being emitted
         self.failing = set()  # ... and guards that fail throughout it (their loads read nothing)
         for name, size in kernel.local.items():  # one row per thread, on its stack

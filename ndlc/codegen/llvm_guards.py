@@ -1,7 +1,6 @@
 """Loops whose loads are guarded (padding, slicing, stacking), emitted so that the guards are
 checked as little as possible: a mixin of the kernel emitter (codegen/llvm.py), which supplies
-`kernel`, the builder `b`, `vars`, `_affine`, `_for`, `edge_counters` (an i64 alloca per loop
-variable, counting `_split_by_guards`'s outer loop) and the guard sets `known` (hold throughout
+`kernel`, the builder `b`, `vars`, `_affine`, `_for`, and the guard sets `known` (hold throughout
 the code being emitted: its `_address` checks them not) and `failing` (fail throughout it: its
 `_load` reads nothing)."""
 from llvmlite import ir
@@ -13,8 +12,8 @@ POINTS_MOST = 64  # a loop of at most this many points is emitted as one body pe
 
 
 class GuardedLoops:
-    """Splitting a loop by its loads' guards: an innermost loop checked only outside the range
-    where every guard holds, a loop of points one body per point."""
+    """Splitting a loop by its loads' guards: an innermost loop in three ranges around where every
+    guard holds, a loop of points one body per point."""
 
     def _splittable(self, var):
         """The guards (padding, slicing) that bound the innermost loop `var` as an interval."""
@@ -22,11 +21,8 @@ class GuardedLoops:
                 if g.step == 1 and abs(g.form.coeffs[var]) == 1]
 
     def _split_by_guards(self, var, start, stop, inner):
-        """The innermost loop with its guards checked only where some fails: one loop over [start,
-        stop) of the checked body that, on reaching the range where all hold, runs that range as a
-        loop of the unchecked body (so it vectorises: a padded conv's packing) and goes on after
-        it. Iterations keep their order (sums stay the same) and the body is spelled twice, not
-        once per range."""
+        """The innermost loop in three ranges: where some guard fails, where all hold (emitted
+        without checks, so it vectorises: a padded conv's packing), and where some fails again."""
         b = self.b
         guards = self._splittable(var)
         low, high = start, stop
@@ -40,29 +36,11 @@ class GuardedLoops:
             high = mathlib.intrinsic(b, "llvm.smin", high, end)
         low = mathlib.intrinsic(b, "llvm.smin", low, stop)
         high = mathlib.intrinsic(b, "llvm.smax", high, low)
-        middle = b.icmp_signed("<", low, high)
-        counter = self.edge_counters[var]
-        b.store(start, counter)
-        head, check, unchecked, checked, done = (b.append_basic_block(f"{part}.edges{var}") for part in (
-            "loop", "check", "all", "some", "done"))
-        b.branch(head)
-        b.position_at_end(head)
-        value = b.load(counter)
-        b.cbranch(b.icmp_signed("<", value, stop), check, done)
-        b.position_at_end(check)
-        b.cbranch(b.and_(middle, b.icmp_signed("==", value, low)), unchecked, checked)
-        b.position_at_end(unchecked)
+        self._for(var, start, low, inner)
         known, self.known = self.known, self.known | set(guards)
         self._for(var, low, high, inner)
         self.known = known
-        b.store(high, counter)
-        b.branch(head)
-        b.position_at_end(checked)
-        self.vars[var] = value
-        inner()
-        b.store(b.add(value, ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
-        b.branch(head)
-        b.position_at_end(done)
+        self._for(var, high, stop, inner)
 
     def _points(self, var):
         """{i: the guards that hold only at i} when every iteration i of loop `var` (at most

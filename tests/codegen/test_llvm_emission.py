@@ -60,25 +60,6 @@ def test_math_is_inlined_where_it_varies_and_called_where_it_is_loop_invariant()
     np.testing.assert_allclose(r, np.exp(x) + np.float32(1.5) ** np.float32(1.5), rtol=1e-6)
 
 
-def test_a_padded_loop_checks_its_guards_in_one_body_and_keeps_its_order():
-    """A padded row's innermost loop: the checked body spelled once, for the edges on both sides
-    of the range where every guard holds, which runs unchecked (vectorised); results are numpy's."""
-    compiled = _compiled("""graph @m(%x: f32[4,300]) {
-  %p = pad(%x, widths=((0, 0), (3, 5))) : f32[4,308]
-  %e = exp(%p) : f32[4,308]
-  %s = summation(%e, axes=(1,)) : f32[4]
-  return %e, %s
-}""")
-    body = _kernel_function(compiled.ir("llvm"))
-    assert body.count('call float @"ndlc.exp.float"') == 2  # the checked body and the unchecked one
-    assert re.search(r"<(4|8|16) x float>", compiled.ir("llvm_opt"))
-    x = np.random.default_rng(0).standard_normal((4, 300)).astype(np.float32)
-    e, s = compiled.run(x)
-    want = np.exp(np.pad(x, ((0, 0), (3, 5))))
-    np.testing.assert_allclose(e, want, rtol=1e-6)
-    np.testing.assert_allclose(s, want.sum(axis=1), rtol=1e-5)
-
-
 def test_a_stacks_point_reads_only_its_own_input():
     """At each point of a stack's axis the other inputs' guards are known to fail: their loads
     emit nothing (they read 0), so the kernel loads each input once, not T times per point."""
