@@ -234,11 +234,14 @@ def _sources() -> str:
 @functools.lru_cache(maxsize=None)
 def tree_hash(root) -> str:
     """A hash of the .py files under `root` by path, size and modification time, as Python's own
-    bytecode cache checks a source (reading them all took 10 ms of a 90 ms warm start)."""
-    paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root)
-                   for name in names if name.endswith(".py"))
+    bytecode cache checks a source: 1.3-2.5 ms for ndlc's, where reading them took 3-16 ms of a
+    ~90 ms warm start (min-median of 30, load 5)."""
+    paths = []
+    for folder, folders, names in os.walk(root):
+        folders[:] = [name for name in folders if name != "__pycache__"]  # compiled files, not sources
+        paths += [os.path.join(folder, name) for name in names if name.endswith(".py")]
     digest = hashlib.sha256()
-    for path in paths:
+    for path in sorted(paths):
         stat = os.stat(path)
         digest.update(f"{os.path.relpath(path, root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
