@@ -23,9 +23,9 @@ def counters(kernel) -> int:
 
 def _outlined(module, kernel, fn, count):
     """`<fn>.omp(ptr data)`: reads the kernel's argument array (`count` buffer pointers) and the
-    address of its counters from `data`; runs `fn` with the counters for a 'chunks' kernel; otherwise takes the
-    split loop's next piece from the counter (an atomic add, so a thread that lost its core keeps
-    only the piece it holds) and runs `fn` over it, until none is left."""
+    address of its counters from `data`; runs `fn` with the counters for a 'chunks' kernel;
+    otherwise takes the split loop's next piece from the counter (an atomic add, so a thread that
+    lost its core keeps only the piece it holds) and runs `fn` over it, until none is left."""
     outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{fn.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
