@@ -23,7 +23,7 @@ from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
                          declare_openmp, take_in_turn)
 from .llvm_guards import GuardedLoops
-from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, constant
+from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 
 PTR = ir.PointerType()
 # columns of a 'chunks' kernel a thread takes at once to combine their partials: one column at a
@@ -45,12 +45,11 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
         fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol)
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        pointers = [b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR, name=f"arg{i}")
-                    for i in range(len(used))]
         if kernel.split is None:
-            b.call(body, pointers)
+            b.call(body, [b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR, name=f"arg{i}")
+                          for i in range(len(used))])
         else:
-            call_parallel(b, kernel, body, pointers)
+            call_parallel(b, kernel, body, fn.args[0], len(used))
         b.ret_void()
     return str(module)
 
@@ -83,6 +82,7 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
         self.vars = [None] * len(kernel.extents)
+        self.offsets = {}  # (basic block, affine form at the variables' values) -> its value (_affine)
         self.reductions = kernel.reductions
         rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
@@ -298,7 +298,7 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
 
     def _accumulate(self, phase, slots, pointer):
         """Each reduction's body at the current point combined into its accumulator at pointer(slot)."""
-        memo = {}
+        memo = Values()
         values = [self._emit(r.body, memo) for r in phase.reductions]
         for slot, r, value in zip(slots, phase.reductions, values):
             at, b = pointer(slot), self.b
@@ -326,6 +326,14 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
 
     def _leaf_value(self, payload):
         return self._acc_value(payload.index) if isinstance(payload, Acc) else self._load(payload)
+
+    def _invariant_leaf(self, payload) -> bool:
+        """Whether a leaf reads the same value at every point of the loops: an unguarded load of a
+        fixed element (an optimiser's hyperparameter)."""
+        if isinstance(payload, Acc):
+            return False
+        access = self.kernel.loads[payload].access
+        return not access.guards and not any(access.form.coeffs)
 
     def _acc_value(self, index):
         slot = self.phase_slots[index]
@@ -366,26 +374,28 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
 
     # ---- memory -----------------------------------------------------------------------------
     def _affine(self, form, skip=None):
-        """The value of an affine form at the current loop variables (without variable `skip`)."""
+        """The value of an affine form at the current loop variables (without variable `skip`):
+        computed once per basic block and variables (loads and stores at one point share their
+        offsets), without adding zeros or multiplying by one."""
         b = self.b
-        total = ir.Constant(I64, form.const)
-        for i, (c, var) in enumerate(zip(form.coeffs, self.vars)):
-            if c and i != skip:
+        used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars)) if c and i != skip)
+        key = (id(b.block), form.const, tuple((c, id(var)) for c, var in used))
+        if key not in self.offsets:
+            total = ir.Constant(I64, form.const) if form.const or not used else None
+            for c, var in used:
                 term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
-                total = b.add(total, term)
-        return total
+                total = term if total is None else b.add(total, term)
+            self.offsets[key] = total
+        return self.offsets[key]
 
     def _address(self, access):
         """(element index, validity or None) of an access at the current loop variables; guards
-        known to hold in the loop being emitted are not checked, one known to fail makes it invalid."""
+        known to hold in the loop being emitted are not checked."""
         b, affine = self.b, self._affine
         valid = None
         for g in access.guards:
             if g in self.known:
                 continue
-            if g in self.failing:
-                valid = ir.Constant(I1, 0)
-                break
             f = affine(g.form)
             ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
                         b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
@@ -400,7 +410,11 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         return index, valid
 
     def _load(self, n):
+        """Load number `n` at the current point: 0 where one of its guards fails (outside the
+        loop being emitted, one known to fail makes it read nothing, emitting no instruction)."""
         load, b = self.kernel.loads[n], self.b
+        if not self.failing.isdisjoint(load.access.guards):
+            return constant(load.dtype, 0)
         index, valid = self._address(self._local(load.buffer, load.access) if isinstance(load, Load) else load.access)
         if isinstance(load, Index):
             return index
@@ -436,7 +450,7 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
 
     def _stores(self, stores):
         """Every store's value first (so a store may overwrite what another value reads), then the stores."""
-        b, memo = self.b, {}
+        b, memo = self.b, Values()
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
         for store, value in zip(stores, values):
             index, _ = self._address(self._local(store.buffer, store.access))

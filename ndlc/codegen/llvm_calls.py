@@ -22,15 +22,17 @@ def counters(kernel) -> int:
 
 
 def _outlined(module, kernel, fn, count):
-    """`<fn>.omp(ptr data)`: reads `count` buffer pointers and then the address of the kernel's
-    counters from `data`; runs `fn` with the counters for a 'chunks' kernel; otherwise takes the
-    split loop's next piece from the counter (an atomic add, so a thread that lost its core keeps
-    only the piece it holds) and runs `fn` over it, until none is left."""
+    """`<fn>.omp(ptr data)`: reads the kernel's argument array (`count` buffer pointers) and the
+    address of its counters from `data`; runs `fn` with the counters for a 'chunks' kernel;
+    otherwise takes the split loop's next piece from the counter (an atomic add, so a thread that
+    lost its core keeps only the piece it holds) and runs `fn` over it, until none is left."""
     outlined = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), f"{fn.name}.omp")
     outlined.linkage = "internal"
     b = ir.IRBuilder(outlined.append_basic_block("entry"))
-    pointers = [b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
-                for i in range(count + 1)]
+    args, shared = (b.load(b.gep(outlined.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
+                    for i in range(2))
+    pointers = [b.load(b.gep(args, [ir.Constant(I64, i)], source_etype=PTR), typ=PTR) for i in range(count)]
+    pointers.append(shared)
     if kernel.split.piece is None:
         b.call(fn, pointers)
         b.ret_void()
@@ -82,20 +84,21 @@ def declare_team(module):
     return ir.GlobalVariable(module, I32, TEAM)
 
 
-def call_parallel(b, kernel, fn, args):
-    """Run kernel function `fn` over `args` on a team of min(`TEAM`, `kernel.split.threads`)
-    threads: GOMP_parallel of an outlined function reading the buffer pointers, then the address of
-    the kernel's zeroed counters, from an array on the caller's stack; a team of one calls the
+def call_parallel(b, kernel, fn, args, count):
+    """Run kernel function `fn` over the `count` pointers of the array `args` on a team of
+    min(`TEAM`, `kernel.split.threads`) threads: GOMP_parallel of an outlined function reading the
+    array's address, then that of the kernel's zeroed counters, from a pair on the caller's stack
+    (each thread loads the pointers itself: the IR does not copy them); a team of one calls the
     outlined function itself (no libgomp thread wakes; its GOMP_barriers, outside any team, return
     at once)."""
     module = b.module
     shared = b.alloca(I64, size=counters(kernel), name=f"{fn.name}.counters")
     for i in range(counters(kernel)):
         b.store(ir.Constant(I64, 0), b.gep(shared, [ir.Constant(I64, i)], source_etype=I64))
-    data = b.alloca(PTR, size=len(args) + 1, name=f"{fn.name}.data")
-    for i, pointer in enumerate(args + [shared]):
+    data = b.alloca(PTR, size=2, name=f"{fn.name}.data")
+    for i, pointer in enumerate((args, shared)):
         b.store(pointer, b.gep(data, [ir.Constant(I64, i)], source_etype=PTR))
-    outlined = _outlined(module, kernel, fn, len(args))
+    outlined = _outlined(module, kernel, fn, count)
     team = mathlib.intrinsic(b, "llvm.smin", b.load(declare_team(module), typ=I32),
                              ir.Constant(I32, kernel.split.threads))
     with b.if_else(b.icmp_signed("<=", team, ir.Constant(I32, 1))) as (alone, together):

@@ -1,7 +1,8 @@
 """Loops whose loads are guarded (padding, slicing, stacking), emitted so that the guards are
 checked as little as possible: a mixin of the kernel emitter (codegen/llvm.py), which supplies
 `kernel`, the builder `b`, `vars`, `_affine`, `_for`, and the guard sets `known` (hold throughout
-the code being emitted) and `failing` (fail throughout it), which its `_address` reads."""
+the code being emitted: its `_address` checks them not) and `failing` (fail throughout it: its
+`_load` reads nothing)."""
 from llvmlite import ir
 
 from . import mathlib

@@ -1,6 +1,7 @@
 """Scalar expressions in LLVM IR: the ndlc.ir.scalar primitives as instructions, for a kernel
-emitter that supplies the leaves (`_leaf_value`: a load, an accumulator), the builder `b`, the
-inferred dtypes `types` and the `kernel` (for error messages).
+emitter that supplies the leaves (`_leaf_value`: a load, an accumulator; `_invariant_leaf`: whether
+it is the same at every point of the loops), the builder `b`, the inferred dtypes `types` and the
+`kernel` (for error messages).
 
 Each primitive is spelled as the primitive table says (ir/scalar.py, Primitive.llvm), after the
 backend-independent rules (ir/rules.py: bool arithmetic, integer powers by repeated squaring).
@@ -28,21 +29,42 @@ class ScalarLowering:
 
     def _emit(self, expr, memo, want=None):
         """The value of `expr`: its operations in postorder (iteratively: a chain thousands of ops
-        deep is fine), each once per `memo`; a constant takes the dtype its user computes in (`want`)."""
+        deep is fine), each distinct computation once per `memo` (a Values); a constant takes the
+        dtype its user computes in (`want`)."""
         for e in postorder(expr):
-            if e.args and id(e) not in memo:
-                memo[id(e)] = self._primitive(e, memo)
+            if e.prim == "const" or id(e) in memo.number:
+                continue
+            key = self._structure(e, memo)
+            if e.prim == "arg":  # read at its first use (_operand), as the old emitter did
+                memo.number_of(e, key, not self._invariant_leaf(e.payload))
+                continue
+            varying = any(memo.varies(a) for a in e.args)
+            if memo.number_of(e, key, varying):
+                memo.set(e, self._primitive(e, memo, varying))
         return self._operand(expr, memo, want)
 
+    def _structure(self, expr, memo):
+        """What `expr` computes, as a flat hashable key: its primitive, payload, dtypes and operands'
+        numbers (constants by their repr: 0.0 and -0.0 differ)."""
+        if expr.prim == "arg":
+            return ("arg", expr.payload)
+        operands = tuple(("const", repr(a.payload)) if a.prim == "const" else memo.number[id(a)] for a in expr.args)
+        return (expr.prim, repr(expr.payload), operand_dtype(expr, self.types), self.types.get(id(expr)),
+                tuple(self.types.get(id(a)) for a in expr.args), operands)
+
     def _operand(self, expr, memo, want):
-        """An already emitted operation, a leaf (loaded once per memo) or a constant."""
+        """An already emitted operation, a leaf (read here at its first use) or a constant."""
         if expr.prim == "const":
             return constant(want or "f64", expr.payload)
-        if expr.prim == "arg" and id(expr) not in memo:
-            memo[id(expr)] = self._leaf_value(expr.payload)
-        return memo[id(expr)]
+        value = memo.value(expr)
+        if value is None:
+            value = self._leaf_value(expr.payload)
+            memo.set(expr, value)
+        return value
 
-    def _primitive(self, expr, memo):
+    def _primitive(self, expr, memo, varying=True):
+        """`expr`'s instructions, its operands emitted; `varying`: whether its value changes within
+        the kernel's loops (else a mathlib function is called, not inlined: LLVM hoists the call)."""
         b, prim = self.b, expr.prim
         dtype = operand_dtype(expr, self.types)
         if prim == "cast":
@@ -53,10 +75,11 @@ class ScalarLowering:
             one = constant(dtype, 1.0)
             return power_by_squaring(self._operand(expr.args[0], memo, dtype), n, b.fmul, one, b.fdiv)
         wants = ["bool", dtype, dtype] if prim == "select" else [dtype] * len(expr.args)
-        return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(expr.args, wants)])
+        return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(expr.args, wants)], varying)
 
-    def _apply(self, prim, dtype, args):
-        """`prim` on values computing in `dtype`, as the primitive table spells it for LLVM."""
+    def _apply(self, prim, dtype, args, varying=True):
+        """`prim` on values computing in `dtype`, as the primitive table spells it for LLVM (a
+        mathlib function inlined where `varying`, so its loop vectorises)."""
         b, prim = self.b, primitive_for(prim, dtype)
         spelling = PRIMITIVES[prim].llvm[0 if is_float(dtype) else 1]
         if not spelling:
@@ -65,10 +88,46 @@ class ScalarLowering:
         if dtype in _UNSIGNED:
             name = name.replace("_signed", "_unsigned").replace("llvm.s", "llvm.u")
         if name.startswith("mathlib."):
-            return getattr(mathlib, name[len("mathlib."):])(b, *args)
+            return mathlib.call(b, name[len("mathlib."):], args, inline=varying)
         if name.startswith("llvm."):
             return mathlib.intrinsic(b, name, *args, *([ir.Constant(I1, 0)] if name == "llvm.abs" else []))
         return getattr(b, name)(predicate, *args) if predicate else getattr(b, name)(*args)
+
+
+class Values:
+    """The values emitted at one point of a kernel, each distinct computation once: structurally
+    equal subexpressions, which fused epilogues repeat (an Adam update spells its moment estimate
+    in every store that reads it), share one value, so the IR holds one copy (LLVM's CSE would
+    merge the copies, after parsing and optimising each)."""
+
+    def __init__(self):
+        self.number = {}  # id(node) -> the number of its computation
+        self._numbers = {}  # structural key -> number
+        self._values = []  # number -> value (None: a leaf not read yet)
+        self._varying = set()  # the numbers of the computations whose value changes within the loops
+
+    def number_of(self, node, key, varying) -> bool:
+        """Give `node` the number of computation `key`, a new one (whose value changes within the
+        loops where `varying`) if none computed it before; whether it is new."""
+        new = key not in self._numbers
+        if new:
+            self._numbers[key] = len(self._values)
+            self._values.append(None)
+            if varying:
+                self._varying.add(self._numbers[key])
+        self.number[id(node)] = self._numbers[key]
+        return new
+
+    def varies(self, node) -> bool:
+        """Whether (numbered) `node`'s value changes within the loops (a constant's does not)."""
+        return node.prim != "const" and self.number[id(node)] in self._varying
+
+    def value(self, node):
+        """The value of (numbered) `node`'s computation, or None where it is not made yet."""
+        return self._values[self.number[id(node)]]
+
+    def set(self, node, value):
+        self._values[self.number[id(node)]] = value
 
 
 def constant(dtype, value):

@@ -22,6 +22,24 @@ def intrinsic(b, name, *args, fastmath=()):
     return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args), fastmath=fastmath)
 
 
+def call(b, name, args, inline):
+    """A call of the module's function for mathlib's `name` on args (defined on first use, once per
+    module and type, so the IR spells each polynomial once): inlined into the caller where `inline`
+    (a loop calling it vectorises), else left a call (an invariant one: LLVM hoists it out of the
+    loops, and optimises its body once per module)."""
+    types = [a.type for a in args]
+    symbol = f"ndlc.{name}.{args[0].type}"
+    fn = b.module.globals.get(symbol)
+    if fn is None:
+        fn = ir.Function(b.module, ir.FunctionType(args[0].type, types), symbol)
+        fn.linkage = "internal"
+        fn.attributes.add("readnone")
+        fn.attributes.add("nounwind")
+        body = ir.IRBuilder(fn.append_basic_block("entry"))
+        body.ret(globals()[name](body, *fn.args))
+    return b.call(fn, list(args), attrs=("alwaysinline" if inline else "noinline",))
+
+
 def _horner(b, x, coeffs):
     """coeffs[0] + x*(coeffs[1] + x*(...)), each step one fused multiply-add where the CPU has it
     (`contract`: a rounding fewer, and half the instructions of a softmax's exponentials)."""

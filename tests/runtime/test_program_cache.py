@@ -278,3 +278,26 @@ def test_a_programs_temporaries_are_carved_from_one_aligned_arena_that_results_n
     for result, copy in zip(first, kept):
         assert not np.shares_memory(result, arrays[0].base)
         np.testing.assert_array_equal(result, copy)
+
+
+def test_the_sources_hash_changes_with_any_edit_of_a_source(tmp_path):
+    """The key's hash of ndlc's sources goes by path, size and modification time: an edit that
+    keeps a file's size is seen by its time, a new file by its path; other files do not count."""
+    import os
+    from ndlc.runtime.program_cache import tree_hash
+    (tmp_path / "pkg").mkdir()
+    source = tmp_path / "pkg" / "a.py"
+    source.write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("not a source")
+    hashes = [tree_hash(str(tmp_path))]
+    source.write_text("x = 2\n")
+    os.utime(source, ns=(1, 2))
+    tree_hash.cache_clear()
+    hashes.append(tree_hash(str(tmp_path)))
+    (tmp_path / "notes.txt").write_text("still not a source")
+    tree_hash.cache_clear()
+    hashes.append(tree_hash(str(tmp_path)))
+    (tmp_path / "b.py").write_text("")
+    tree_hash.cache_clear()
+    hashes.append(tree_hash(str(tmp_path)))
+    assert hashes[0] != hashes[1] == hashes[2] != hashes[3]

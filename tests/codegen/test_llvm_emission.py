@@ -1,0 +1,73 @@
+"""The LLVM IR the CPU code generator emits, kept small: each distinct computation at a kernel's
+point once (structurally equal expressions, which fusion's recomputation and the Kernel IR parser
+make as separate trees, share one value), and mathlib's polynomials as one function per module,
+inlined where the value varies along the loops and called, hoisted by LLVM, where it does not."""
+import re
+
+import numpy as np
+
+from ndlc.codegen.llvm_program import lower_to_llvm
+from ndlc.ir import parse, parse_kernels
+from ndlc.jit.compile import compile_graph
+
+
+def _compiled(text):
+    return compile_graph(parse(text))
+
+
+def _kernel_function(llvm_text):
+    """The text of the (only) kernel's loop nest function."""
+    return re.search(r'define internal void @"ndlc_k\w+\.body"\(.*?\n}', llvm_text, re.S).group(0)
+
+
+def test_equal_expressions_at_a_point_are_emitted_once():
+    compiled = _compiled("""graph @m(%x: f32[64]) {
+  %e = exp(%x) : f32[64]
+  %a = multiply(%e, %x) : f32[64]
+  %b = add(%e, %x) : f32[64]
+  return %a, %b
+}""")
+    planned = compiled.ir("planned")
+    assert re.search(r"store %\w+\[i0\] = mul\(exp\(\$0\), \$0\)", planned)
+    assert re.search(r"store %\w+\[i0\] = add\(exp\(\$0\), \$0\)", planned)
+    program = parse_kernels(planned)  # each store's exp($0) now a tree of its own
+    body = _kernel_function(str(lower_to_llvm(program)))
+    assert body.count('call float @"ndlc.exp.float"') == 1
+    assert body.count("load float") == 1
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    a, b = compiled.run(x)
+    np.testing.assert_allclose(a, np.exp(x) * x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b, np.exp(x) + x, rtol=1e-6, atol=1e-6)
+
+
+def test_math_is_inlined_where_it_varies_and_called_where_it_is_loop_invariant():
+    compiled = _compiled("""graph @m(%x: f32[64], %s: f32[1]) {
+  %b = broadcast_to(%s, shape=(64,)) : f32[64]
+  %p = power(%b, %b) : f32[64]
+  %e = exp(%x) : f32[64]
+  %r = add(%e, %p) : f32[64]
+  return %r
+}""")
+    llvm = compiled.ir("llvm")
+    assert re.search(r'call float @"ndlc\.exp\.float"\(.*\) alwaysinline', llvm)
+    assert re.search(r'call float @"ndlc\.pow\.float"\(.*\) noinline', llvm)
+    assert llvm.count('define internal float @"ndlc.pow.float"') == 1
+    optimized = compiled.ir("llvm_opt")
+    assert "@ndlc.exp.float" not in optimized  # inlined, and its loop vectorised
+    assert re.search(r"<(4|8|16) x float>", optimized)
+    x, s = np.linspace(-2, 2, 64, dtype=np.float32), np.array([1.5], np.float32)
+    (r,) = compiled.run(x, s)
+    np.testing.assert_allclose(r, np.exp(x) + np.float32(1.5) ** np.float32(1.5), rtol=1e-6)
+
+
+def test_a_stacks_point_reads_only_its_own_input():
+    """At each point of a stack's axis the other inputs' guards are known to fail: their loads
+    emit nothing (they read 0), so the kernel loads each input once, not T times per point."""
+    inputs = [np.full((4, 32), i, np.float32) for i in range(5)]
+    compiled = _compiled(f"""graph @s({", ".join(f"%x{i}: f32[4,32]" for i in range(5))}) {{
+  %0 = stack({", ".join(f"%x{i}" for i in range(5))}, axis=0) : f32[5,4,32]
+  %1 = exp(%0) : f32[5,4,32]
+  return %1
+}}""")
+    assert _kernel_function(compiled.ir("llvm")).count("load float") == 5
+    np.testing.assert_allclose(compiled.run(*inputs)[0], np.exp(np.stack(inputs)), rtol=1e-6)
