@@ -5,9 +5,11 @@ Each step runs a copy of the body's kernels whose buffers are *placed*: a buffer
 its slice of a stacked x at `t * slice size` in the x's buffer, the consts where they are, its
 carries where the step before wrote them (the scan's operands at the first step); it writes each
 y into its slot of the scan's packed result and, at the last step, each final carry into its own.
-A body output with no slot there (a carry before the last step) and the body's temporaries get
-buffers of their own per step, as an unrolled loop's values would, so a temporary of one step's
-kernel may still be kept in registers or per-thread rows. The copies differ only in constant
+A body output with no slot there (a carry before the last step) is double-buffered: step t writes
+buffer t % 2 while it reads the other, which step t - 1 wrote (an LSTM's weight gradients, summed
+over the steps, take two buffers, not T). The body's temporaries get buffers of their own per
+step, as an unrolled loop's values would, so that one step's kernel may still keep a temporary
+in per-thread rows (passes/memory.py: only one kernel touches it). The copies differ only in constant
 offsets, which the runner passes as pointer offsets (codegen/kernel_key.py): every step calls the
 same native functions. A BLAS call writes its output at the start of a buffer, so a product that is
 a y or a final carry is written to a buffer of its own and copied to its slot.
@@ -50,9 +52,9 @@ def step_kernels(body, scan, operands, result, buffers) -> list:
             targets = wanted.get(name, [])
             if targets and name not in by_gemm:
                 place[name], targets = targets[0], targets[1:]
-            else:
-                own = f"{result}.{t}.{name}"
-                buffers[own] = Buffer(own, buffer.shape, buffer.dtype, BufferKind.TEMP)
+            else:  # an output the next step reads (or a copy): two buffers, steps taking turns
+                own = f"{result}.{t % 2 if buffer.kind == BufferKind.OUTPUT else t}.{name}"
+                buffers.setdefault(own, Buffer(own, buffer.shape, buffer.dtype, BufferKind.TEMP))
                 place[name] = (own, 0)
             copies += [_copy(place[name], target, buffer, where) for target in targets]
         kernels += [_placed(kernel, place, where) for kernel in body.kernels] + copies
