@@ -1,5 +1,7 @@
 """Scan bodies compiled once (passes/scans.py, passes/steps.py): the passes see one body whatever
 the sequence length, and the compiled steps give the unrolled pipeline's (stage A's) results."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,16 @@ def test_the_passes_see_one_body_whatever_the_sequence_length():
     short, long = stage_sizes(8), stage_sizes(24)
     assert short == long
     assert len(short[2]) == 4  # two layers, each a forward and a reverse scan
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
+def test_scan_steps_compiled_for_cuda_equal_the_cpu_ones(monkeypatch):
+    monkeypatch.setenv("NDLC_CUDA_EMULATE", "1")
+    step, batch = gru_step(3)
+    captured = capture(step, batch)
+    arguments = captured.arguments(batch)
+    cpu = compile_graph(captured.graph, cached=False).run(*arguments)
+    cuda = compile_graph(captured.graph, device="cuda")
+    assert any(k.step for k in cuda.kernels.kernels)
+    for got, want in zip(cuda.run(*arguments), cpu):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
