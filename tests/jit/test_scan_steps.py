@@ -73,6 +73,37 @@ def test_an_lstm_language_model_step_equals_the_unrolled_pipeline_bit_for_bit():
         np.testing.assert_array_equal(got, want)
 
 
+def nested_step():
+    """An SGD step through a scan whose body scans too (the inner recurrence restarts from the
+    outer carry), and a batch."""
+    w = ndl.Tensor(RNG.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.5, requires_grad=True)
+    optimizer = ndl.optim.SGD([w], lr=0.1)
+
+    def step(h0, xss):
+        optimizer.reset_grad()
+
+        def outer(h, xs):
+            def inner(g, x):
+                g = ndl.tanh(g @ w + x)
+                return g, g
+            g, gs = ndl.scan(inner, h, xs)
+            return g + h, gs
+        h, ys = ndl.scan(outer, h0, xss)
+        loss = (ys * ys).sum() + h.sum()
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step, (RNG.standard_normal((BATCH, HIDDEN)).astype(np.float32),
+                  RNG.standard_normal((4, 3, BATCH, HIDDEN)).astype(np.float32))
+
+
+def test_a_scan_in_a_scans_body_equals_the_unrolled_pipeline_bit_for_bit():
+    looped, unrolled, program = both(*nested_step())
+    for got, want in zip(looped, unrolled):
+        np.testing.assert_array_equal(got, want)
+    assert any(k.step for k in program.kernels.kernels)
+
+
 def stage_sizes(seq_len):
     """The LSTM step's decomposed graph (bodies included) in lines, its kernels outside the scans,
     and the kernels of one step of each scan."""
