@@ -1,7 +1,7 @@
 """Scans readied for fusion and fused as step kernels: text in, text out."""
 import numpy as np
 
-from ndlc.ir import interpret, parse, print_graph
+from ndlc.ir import interpret, parse, parse_kernels, print_graph
 from ndlc.passes.decompose import decompose
 from ndlc.passes.fusion import fuse
 from ndlc.passes.scans import share_scans, with_bodies
@@ -75,6 +75,7 @@ def test_each_step_runs_the_bodys_kernels_at_its_offsets():
     program = fuse(decompose(share_scans(parse(TWICE))))
     steps = [k for k in program.kernels if k.step]
     assert [k.step for k in steps] == [f"{t} of %0 scan" for t in range(3)]
+    assert [k.step for k in parse_kernels(str(program)).kernels if k.step] == [k.step for k in steps]
     assert "\n".join(str(k) for k in steps) == """\
 kernel k0 -> %0.0.1, %0
   fuses: %0 scan, body %0 multiply, body %1 add
