@@ -376,6 +376,9 @@ def _drop_dead_stores(kernels, program):
         return kernels
     result = []
     for kernel in kernels:
+        if not any(s.buffer in dead for s in kernel.stores):
+            result.append(kernel)
+            continue
         phases = []
         for phase in kernel.phases:
             stores = [s for s in phase.stores if s.buffer not in dead]
