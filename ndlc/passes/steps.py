@@ -17,7 +17,7 @@ a y or a final carry is written to a buffer of its own and copied to its slot.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Phase, Store
+from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Store
 from ..ir.ops.scan import layout
 from ..ir.scalar import ScalarExpr
 
@@ -80,12 +80,12 @@ def _placed(kernel, place, where):
     """A copy of a body kernel with its buffers placed."""
     loads = [Load(place[load.buffer][0], load.dtype, _moved(load.access, place[load.buffer][1]))
              if isinstance(load, Load) else load for load in kernel.loads]
-    phases = [Phase(list(p.reductions), [replace(s, buffer=place[s.buffer][0], access=_moved(s.access, place[s.buffer][1]),
-                                                 why=s.why and f"in the body, {s.why}") for s in p.stores], p.inner)
+    phases = [Phase(list(p.reductions), [Store(place[s.buffer][0], _moved(s.access, place[s.buffer][1]), s.value, s.dtype,
+                                               s.why and f"in the body, {s.why}") for s in p.stores], p.inner)
               for p in kernel.phases]
     gemm = kernel.gemm
     if gemm is not None:
-        a, b = (replace(m, buffer=place[m.buffer][0], offset=_moved(m.offset, place[m.buffer][1])) for m in (gemm.a, gemm.b))
+        a, b = (Matrix(place[m.buffer][0], _moved(m.offset, place[m.buffer][1]), m.ld, m.transposed) for m in (gemm.a, gemm.b))
         gemm = replace(gemm, a=a, b=b, out=place[gemm.out][0], why=gemm.why and f"in the body, {gemm.why}")
     fused = (where.scan,) + tuple(f"body {member}" for member in kernel.fused)
     return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where))
