@@ -3,7 +3,8 @@
 `share_scans`: a gradient runs its forward scan a second time, the same body with more ys (the
 values the reverse scan reads, passes/autodiff.py); the first scan's parts then read the second
 one's, which takes the first's place, so the forward steps run once (the unrolled pipeline got
-this from common-subexpression elimination). `with_bodies`: the graph with every scan's body
+this from common-subexpression elimination); it matches the two by their operands, so it runs
+before any pass that rewrites scans. `with_bodies`: the graph with every scan's body
 passed through the graph passes, which see the body once whatever the sequence length.
 """
 from ..ir.checks import maybe_verify
