@@ -255,6 +255,7 @@ class Kernel(_Cases):
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
+    step: str = ""  # the scan step it runs (passes/steps.py): merged within its body, merge leaves it
 
     @property
     def outer_extents(self):
@@ -271,7 +272,7 @@ class Kernel(_Cases):
     def outputs(self) -> list:
         """The buffers this kernel writes, in order."""
         names = [self.gemm.out] if self.gemm else []
-        return names + [s.buffer for s in self.stores if s.buffer not in names]
+        return list(dict.fromkeys(names + [s.buffer for s in self.stores]))
 
     def reads(self) -> set:
         """Names of the buffers this kernel reads."""
@@ -304,6 +305,8 @@ class Kernel(_Cases):
         lines += [f"  merged: {why}" for why in self.merged]
         if self.boundary:
             lines.append(f"  not merged into the kernel before: {self.boundary}")
+        if self.step:
+            lines.append(f"  step: {self.step}")
         lines.append(f"  loops: {outer or '(scalar)'}{' | ' + inner if inner else ''}")
         if self.strategy == Strategy.CHUNKS:
             lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "

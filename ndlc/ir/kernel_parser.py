@@ -115,6 +115,7 @@ class _ProgramParser:
         k.recomputes = tuple(self.repeated("  recomputes: "))
         k.merged = tuple(self.repeated("  merged: "))
         k.boundary = self.optional("  not merged into the kernel before: ", lambda t: t) or ""
+        k.step = self.optional("  step: ", lambda t: t) or ""
         self.loops(k)
         scheduled = self.schedule(k)
         gemm = _GEMM.match(self.peek() or "")

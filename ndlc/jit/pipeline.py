@@ -25,7 +25,7 @@ from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
-from ..passes.unroll import unroll_scans
+from ..passes.scans import share_scans, with_bodies
 from ..runtime import libraries, program_cache
 from ..runtime.native import host_target
 from ..runtime.program import Program
@@ -188,11 +188,17 @@ def _traced(stages, graph, forward):
 
 
 def _graph_passes(stages, graph):
-    """The simplified and decomposed stages of `graph`: the graph the kernels are fused from."""
-    graph = stages.timed("unroll", unroll_scans(graph))  # stage A: scans become their steps' nodes
-    graph = stages.graph("simplified", simplify(graph), "simplify")
-    return stages.graph("decomposed", simplify(decompose(graph)), "decompose")  # once decomposed, a composite op's
-    # forward and gradient share pieces (logsumexp's exponentials): simplified again, they are one
+    """The simplified and decomposed stages of `graph`: the graph the kernels are fused from. A
+    scan's body goes through the same passes once, as a graph of its own (passes/scans.py)."""
+    graph = stages.timed("scans", share_scans(graph))
+    graph = stages.graph("simplified", simplify(with_bodies(graph, simplify)), "simplify")
+    return stages.graph("decomposed", _decomposed(with_bodies(graph, _decomposed)), "decompose")
+
+
+def _decomposed(graph):
+    """Once decomposed, a composite op's forward and gradient share pieces (logsumexp's
+    exponentials): simplified again, they are one."""
+    return simplify(decompose(graph))
 
 
 class Stages:

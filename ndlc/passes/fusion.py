@@ -23,6 +23,9 @@ matrices (a transposed view is a transposed operand, a broadcast batch axis a re
 an operand that is computed, or a view BLAS cannot stride, is stored first. Elementwise consumers
 (bias, activation) stay its epilogue, run over the product in place after each call.
 Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul stays a loop nest.
+
+A scan's operands are stored (read in place where contiguous) and so is its packed result: its
+body is fused and merged once, and its kernels run once per step (passes/steps.py).
 """
 from dataclasses import dataclass, replace
 from typing import Optional
@@ -36,6 +39,7 @@ from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform
 from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
+from .steps import step_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
 INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
@@ -88,6 +92,11 @@ def _positions(expr, index, done):
 def _cost(expr, cap=CHEAP):
     """A definition's operations, counted until past `cap`; infinite where it holds a reduction."""
     return cost([expr], cap, leaf=lambda payload: float("inf") if isinstance(payload, AccRef) else 0)
+
+
+def _in_order(access, shape):
+    """Whether `access` reads a value of `shape` as consecutive elements of its buffer."""
+    return access.step == 1 and not access.guards and access.form.coeffs == contiguous(shape).form.coeffs
 
 
 def _layout(r, c, rows, cols):
@@ -166,7 +175,9 @@ class _Lowering:
     def _define(self, node):
         opdef = get_op(node.op)
         types = [v.type for v in node.operands]
-        if opdef.scalar is not None:
+        if node.op == "scan":
+            d = self._scan(node)
+        elif opdef.scalar is not None:
             d = opdef.scalar(*self._elementwise_operands(node), **node.attrs)
             d = _positions(d, Index(contiguous(node.result.shape)), {id(self.defs[v]) for v in node.operands})
         elif opdef.index_map is not None:
@@ -176,6 +187,20 @@ class _Lowering:
         else:
             raise self._unsupported(node)
         self.members[node.result] = self._operand_members(node) + (self._describe(node),)
+        return d
+
+    def _scan(self, node):
+        """A scan's packed result, stored by its steps' kernels: its body fused and merged once
+        (passes/steps.py), its operands read in place where they are contiguous."""
+        operands = []
+        for v in node.operands:
+            d = self.defs[v]
+            if not (self._is_load(d) and _in_order(d.payload.access, v.shape)):
+                d = self._store(v, "read by a scan (each step reads its part in place)")
+            operands.append((d.payload.buffer, d.payload.access.form.const))
+        body = merge_kernels(canonical_loops(lower(node.attrs["body"], self.use_blas)))
+        d = self._bind_buffer(node.result, BufferKind.TEMP)
+        self.kernels += step_kernels(body, node, operands, self.stored[node.result], self.buffers)
         return d
 
     def _unsupported(self, node):

@@ -2,6 +2,7 @@
 into a separate buffer copied back after the run; and which temporaries never leave one outer
 point of one kernel, so that each thread keeps a single row of them (in cache) instead of the
 whole array in memory (softmax's exponentials between its sum and its output)."""
+import collections
 import math
 
 from ..ir.kernel import BufferKind, Load, Strategy
@@ -15,22 +16,23 @@ def plan_memory(program, row_local=True):
     row-local temporaries (kind 'local', `Kernel.local`; not with `row_local` False: the CUDA
     backend's lanes share a row through memory); returns the program."""
     program.in_place = in_place_updates(program)
+    touched = collections.Counter(name for kernel in program.kernels for name in kernel.buffers())
     for kernel in program.kernels if row_local else ():
-        for name, size in row_local_temporaries(program, kernel).items():
+        for name, size in row_local_temporaries(program, kernel, touched).items():
             program.buffers[name].kind = BufferKind.LOCAL
             kernel.local[name] = size
     return program
 
 
-def row_local_temporaries(program, kernel) -> dict:
-    """Temporary -> elements of one row, for the temporaries only `kernel` touches, all at one
-    outer point: every access the same in its outer loops (and constant), unguarded."""
-    others = [k for k in program.kernels if k is not kernel]
+def row_local_temporaries(program, kernel, touched) -> dict:
+    """Temporary -> elements of one row, for the temporaries only `kernel` touches (`touched`:
+    buffer -> how many kernels touch it), all at one outer point: every access the same in its
+    outer loops (and constant), unguarded."""
     found = {}
     if kernel.strategy != Strategy.POINT or kernel.outer == len(kernel.extents):
         return found
     for name in kernel.outputs():
-        if program.buffers[name].kind != BufferKind.TEMP or any(name in k.buffers() for k in others):
+        if program.buffers[name].kind != BufferKind.TEMP or touched[name] != 1:
             continue
         accesses = [s.access for s in kernel.stores if s.buffer == name]
         accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]

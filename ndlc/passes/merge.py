@@ -38,29 +38,39 @@ MIN_OUTER_POINTS = 16  # a reduction with fewer outer points takes no elementwis
 
 
 def merge_kernels(program):
-    """`program` with its kernels merged into multi-output kernels where legal; returns it."""
+    """`program` with its kernels merged into multi-output kernels where legal; returns it. A
+    scan's step kernels (`Kernel.step`: merged within its body already) stay as they are, and no
+    kernel merges across them."""
+    kernels = []
+    for is_step, run in itertools.groupby(program.kernels, key=lambda k: bool(k.step)):
+        kernels += list(run) if is_step else _merged(list(run), program.name)
+    program.kernels = _drop_dead_stores(kernels, program)
+    for i, kernel in enumerate(program.kernels):
+        kernel.name = f"k{i}"
+    return program
+
+
+def _merged(kernels, name):
+    """A run of kernels merged into multi-output kernels."""
     merged, writer = [], {}
-    for kernel in _as_soon_as_possible(program.kernels):
+    for kernel in _as_soon_as_possible(kernels):
         target, aligned = _target(merged, kernel, writer)
         if target is None:
             reason = aligned
             kernel.boundary = reason
             if reason:
-                log.info("%s: %s starts a kernel: %s", program.name, _outs(kernel), reason)
+                log.info("%s: %s starts a kernel: %s", name, _outs(kernel), reason)
             merged.append(kernel)
             target = len(merged) - 1
         else:
             before = _outs(merged[target])
             merged[target], how = _merge(merged[target], aligned)
             merged[target].merged += (f"{_outs(kernel)} ({how})",)
-            log.info("%s: %s joins the kernel of %s: %s", program.name, _outs(kernel), before, how)
-        for name in kernel.outputs():
-            writer[name] = target
+            log.info("%s: %s joins the kernel of %s: %s", name, _outs(kernel), before, how)
+        for out in kernel.outputs():
+            writer[out] = target
     one_pass = [one_pass_statistics(k) for k in merged]
-    program.kernels = _drop_dead_stores([k if k is m else _compact(k) for k, m in zip(one_pass, merged)], program)
-    for i, kernel in enumerate(program.kernels):
-        kernel.name = f"k{i}"
-    return program
+    return [k if k is m else _compact(k) for k, m in zip(one_pass, merged)]
 
 
 def _as_soon_as_possible(kernels):
@@ -366,6 +376,9 @@ def _drop_dead_stores(kernels, program):
         return kernels
     result = []
     for kernel in kernels:
+        if not any(s.buffer in dead for s in kernel.stores):
+            result.append(kernel)
+            continue
         phases = []
         for phase in kernel.phases:
             stores = [s for s in phase.stores if s.buffer not in dead]

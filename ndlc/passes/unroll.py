@@ -1,5 +1,6 @@
 """Unrolling: each scan replaced by its body's nodes, once per step, and its parts by the values
-they stand for; the passes after it see the graph an unrolled Python loop would have traced.
+they stand for: the graph an unrolled Python loop would have traced. The pipeline compiles a
+scan's body once instead (passes/steps.py); this is the reference the tests compare it with.
 
 Step t reads piece t of each stacked x (`split` along axis 0; the operand itself where the x is a
 `stack` this pass made, as a forward scan's saved values are); the ys are `stack`ed. A body node

@@ -154,6 +154,8 @@ def _in_double(node, operands):
     """The node's reference on float64 operands, its float result in float64 (a cast to
     float32 in the graph still rounds)."""
     opdef = get_op(node.op)
+    if opdef.kind == "control":  # a scan's body is interpreted at its own types: judged in float32
+        operands = [np.asarray(o).astype(v.type.np_dtype) for o, v in zip(operands, node.operands)]
     with np.errstate(all="ignore"):
         out = np.asarray(opdef.reference(*operands, **node.attrs))
     dtype = node.result.type.np_dtype

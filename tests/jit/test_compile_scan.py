@@ -40,14 +40,13 @@ def train(kind, unroll, monkeypatch, seq_len=6, steps=3):
     step, batch, params = language_model_step(seq_len, kind)
     compiled = ndl.compile(step)
     losses = [compiled(*batch).numpy() for _ in range(steps)]
-    return losses, [p.numpy().copy() for p in params], len(compiled.last.program.kernels.kernels)
+    return losses, [p.numpy().copy() for p in params]
 
 
 def test_a_compiled_lstm_step_equals_the_unrolled_trace_bit_for_bit(monkeypatch):
     unrolled, scanned = train("lstm", True, monkeypatch), train("lstm", False, monkeypatch)
     for a, b in zip(unrolled[0] + unrolled[1], scanned[0] + scanned[1]):
         np.testing.assert_array_equal(a, b)
-    assert unrolled[2] == scanned[2]  # as many kernels
 
 
 def test_a_compiled_rnn_step_equals_the_unrolled_trace_bit_for_bit(monkeypatch):

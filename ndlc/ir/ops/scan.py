@@ -5,8 +5,8 @@ body T times (T-1 down to 0 when `reverse`): its inputs are the carries (the loo
 slice of each stacked x (axis 0) and the loop-invariant consts; its outputs the new carries, then
 the step's ys. A node has one result, so the scan's is its final carries then its ys stacked
 (T, ...), flattened and packed into one 1-D vector of their (single) dtype, and `part` nodes take
-them apart (other nodes may read the vector too); `passes/unroll.py` replaces both by the body's
-nodes, step by step.
+them apart (other nodes may read the vector too); fusion runs the body's kernels once per step
+(passes/steps.py), `passes/unroll.py` replaces both by the body's nodes, step by step.
 """
 import numpy as np
 

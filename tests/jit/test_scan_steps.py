@@ -1,0 +1,137 @@
+"""Scan bodies compiled once (passes/scans.py, passes/steps.py): the passes see one body whatever
+the sequence length, and the compiled steps give the unrolled pipeline's (stage A's) results."""
+import shutil
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.jit.capture import capture
+from ndlc.jit.pipeline import compile_graph
+from ndlc.passes.unroll import unroll_scans
+
+from test_compile_scan import language_model_step
+
+RNG = np.random.default_rng(3)
+HIDDEN, BATCH = 6, 3
+
+
+def gru(h0, xs, ws, us):
+    """A GRU cell as a user's own `ndl.scan`: update, reset and candidate gates, each from the
+    step's x and the carried h."""
+    def step(h, x):
+        z = ndl.sigmoid(x @ ws[0] + h @ us[0])
+        r = ndl.sigmoid(x @ ws[1] + h @ us[1])
+        n = ndl.tanh(x @ ws[2] + (r * h) @ us[2])
+        h = (1 - z) * n + z * h
+        return h, h
+    return ndl.scan(step, h0, xs)
+
+
+def gru_step(length):
+    """An SGD step of a GRU's weights on the loss of its outputs (a forward and a reverse scan),
+    and a batch."""
+    ws = [ndl.Tensor(RNG.standard_normal((4, HIDDEN)).astype(np.float32) * 0.5, requires_grad=True) for _ in range(3)]
+    us = [ndl.Tensor(RNG.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.5, requires_grad=True)
+          for _ in range(3)]
+    optimizer = ndl.optim.SGD(ws + us, lr=0.1)
+
+    def step(h0, xs):
+        optimizer.reset_grad()
+        h, hs = gru(h0, xs, ws, us)
+        loss = (hs * hs).sum() + h.sum()
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step, (RNG.standard_normal((BATCH, HIDDEN)).astype(np.float32),
+                  RNG.standard_normal((length, BATCH, 4)).astype(np.float32))
+
+
+def both(step, batch):
+    """The outputs of `step`'s captured graph compiled with its scans' bodies compiled once, and
+    unrolled (stage A), and the first program."""
+    captured = capture(step, batch)
+    arguments = captured.arguments(batch)
+    looped = compile_graph(captured.graph, cached=False)
+    unrolled = compile_graph(unroll_scans(captured.graph), cached=False)
+    return looped.run(*arguments), unrolled.run(*arguments), looped
+
+
+@pytest.mark.parametrize("length", [1, 5])
+def test_a_gru_scan_and_its_gradient_equal_the_unrolled_pipeline_bit_for_bit(length):
+    looped, unrolled, program = both(*gru_step(length))
+    for got, want in zip(looped, unrolled):
+        np.testing.assert_array_equal(got, want)
+    steps = [k.step for k in program.kernels.kernels if k.step]
+    assert len({s.split(" of ")[1] for s in steps}) == 2  # the forward scans share one, then the reverse
+
+
+def test_an_lstm_language_model_step_equals_the_unrolled_pipeline_bit_for_bit():
+    step, batch, _ = language_model_step(4)
+    looped, unrolled, _ = both(step, batch)
+    for got, want in zip(looped, unrolled):
+        np.testing.assert_array_equal(got, want)
+
+
+def nested_step():
+    """An SGD step through a scan whose body scans too (the inner recurrence restarts from the
+    outer carry), and a batch."""
+    w = ndl.Tensor(RNG.standard_normal((HIDDEN, HIDDEN)).astype(np.float32) * 0.5, requires_grad=True)
+    optimizer = ndl.optim.SGD([w], lr=0.1)
+
+    def step(h0, xss):
+        optimizer.reset_grad()
+
+        def outer(h, xs):
+            def inner(g, x):
+                g = ndl.tanh(g @ w + x)
+                return g, g
+            g, gs = ndl.scan(inner, h, xs)
+            return g + h, gs
+        h, ys = ndl.scan(outer, h0, xss)
+        loss = (ys * ys).sum() + h.sum()
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step, (RNG.standard_normal((BATCH, HIDDEN)).astype(np.float32),
+                  RNG.standard_normal((4, 3, BATCH, HIDDEN)).astype(np.float32))
+
+
+def test_a_scan_in_a_scans_body_equals_the_unrolled_pipeline_bit_for_bit():
+    looped, unrolled, program = both(*nested_step())
+    for got, want in zip(looped, unrolled):
+        np.testing.assert_array_equal(got, want)
+    assert any(k.step for k in program.kernels.kernels)
+
+
+def stage_sizes(seq_len):
+    """The LSTM step's decomposed graph (bodies included) in lines, its kernels outside the scans,
+    and the kernels of one step of each scan."""
+    step, batch, _ = language_model_step(seq_len)
+    program = compile_graph(capture(step, batch).graph, cached=False)
+    kernels = program.kernels.kernels
+    per_scan = {}
+    for k in kernels:
+        if k.step.startswith("1 of "):
+            per_scan[k.step] = per_scan.get(k.step, 0) + 1
+    return (len(program.ir("decomposed").splitlines()), sum(not k.step for k in kernels),
+            sorted(per_scan.values()))
+
+
+def test_the_passes_see_one_body_whatever_the_sequence_length():
+    short, long = stage_sizes(8), stage_sizes(24)
+    assert short == long
+    assert len(short[2]) == 4  # two layers, each a forward and a reverse scan
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
+def test_scan_steps_compiled_for_cuda_equal_the_cpu_ones(monkeypatch):
+    monkeypatch.setenv("NDLC_CUDA_EMULATE", "1")
+    step, batch = gru_step(3)
+    captured = capture(step, batch)
+    arguments = captured.arguments(batch)
+    cpu = compile_graph(captured.graph, cached=False).run(*arguments)
+    cuda = compile_graph(captured.graph, device="cuda")
+    assert any(k.step for k in cuda.kernels.kernels)
+    for got, want in zip(cuda.run(*arguments), cpu):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
