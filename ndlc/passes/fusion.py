@@ -236,12 +236,22 @@ class _Lowering:
         if self.use_blas and opdef.blas and node.result.dtype in GEMMS and 0 not in extents:
             self.nests[node.result] = self._gemm(node, nest, extents)
         else:
-            args = [self._through(self._readable(node, v, m, extents), m, v.shape, len(extents))
+            args = [self._through(self._filled(node, v, m, extents), m, v.shape, len(extents))
                     for v, m in zip(node.operands, nest.maps)]
             body = nest.body(*args) if nest.body else args[0]
             self.nests[node.result] = _Nest(extents, len(nest.reduce_extents), body, nest.combine)
         acc = _leaf(AccRef(node.result, node.result.dtype))
         return nest.epilogue(acc) if nest.epilogue else acc
+
+    def _filled(self, node, operand, index_map, extents):
+        """A loop nest's operand, stored first where it is a zero-filling view (padding) whose elements
+        the nest reads repeatedly: filled once instead of a guard at every read (and the nest's loads
+        unguarded, which a convolution's register tiles need: passes/schedule.py)."""
+        d = self._readable(node, operand, index_map, extents)
+        if self._is_load(d) and d.payload.access.guards and not injective(index_map, extents):
+            return self._store(operand, f"{node.op} reads its zero-filled elements repeatedly: filled once, "
+                                        "not checked at every read")
+        return d
 
     def _gemm(self, node, nest, extents):
         """A matrix-product nest (loops batch..., m, n | k: see OpDef.blas) as a BLAS call."""

@@ -333,7 +333,7 @@ def lenet_gemm_calls(batch):
 
 
 def test_lenet_step_makes_at_most_twenty_cublas_calls():
-    """conv2's per-image products (forward, weight and input gradients: 3 x 256) in a few batched calls;
-    conv1 (Cin·K·K = 25) is a direct loop nest, no BLAS."""
+    """conv2's per-image products (weight and input gradients: 2 x 256) in a few batched calls;
+    conv1 (Cin·K·K = 25) and conv2's forward (16 channels: register tiles) are direct loop nests, no BLAS."""
     calls, products = lenet_gemm_calls(256)
-    assert calls <= 20 and products > 3 * 256, (calls, products)
+    assert calls <= 20 and products > 2 * 256, (calls, products)

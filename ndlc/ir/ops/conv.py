@@ -1,11 +1,12 @@
-"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and 2-D pooling over the last
-two axes, built on a pair of window ops (im2col `windows` and its adjoint `unwindows`)."""
+"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and a pair of window ops over
+the last two axes (im2col `windows` and its adjoint `unwindows`), which pooling builds on too."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..types import TensorType, is_float
+from ..tiles import register_tile
+from ..types import TensorType, is_float, numpy_dtype
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
@@ -234,13 +235,19 @@ def _conv_direct(b, x, w, p):
     return b.permute(out, axes=(0, 2, 3, 1))
 
 
+def _tiled(out):
+    """Whether a conv of output type `out` (NHWC) keeps its loop nest (n, ho, wo, co | kh, kw, ci),
+    which the schedule runs in register tiles of wo x co (ir/tiles.py), where one fits."""
+    return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
+
+
 def _weight_matrix(b, w):
     """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
     return b.reshape(w, shape=(kh * kw * cin, cout))
 
 
-def _window_axis(out_axis, kernel_axis, stride, padding=0):
+def window_axis(out_axis, kernel_axis, stride, padding=0):
     """The input row read by output row `out_axis` at kernel row `kernel_axis`; guarded when padded."""
     return AxisIndex(((out_axis, stride), (kernel_axis, 1)), -padding, guarded=padding > 0)
 
@@ -248,7 +255,7 @@ def _window_axis(out_axis, kernel_axis, stride, padding=0):
 def _conv_loops(types, result, stride, padding):
     """Loops (n, ho, wo, co | kh, kw, ci): x[n, ho*s+kh-p, wo*s+kw-p, ci] * w[kh, kw, ci, co]."""
     kh, kw, cin, _ = types[1].shape
-    x = (AxisIndex(((0, 1),)), _window_axis(1, 4, stride, padding), _window_axis(2, 5, stride, padding),
+    x = (AxisIndex(((0, 1),)), window_axis(1, 4, stride, padding), window_axis(2, 5, stride, padding),
          AxisIndex(((6, 1),)))
     w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 3))
     return LoopNest((kh, kw, cin), (x, w), "add", lambda a, b: a * b)
@@ -260,15 +267,18 @@ def _conv_decompose(b, n):
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
-    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). A rectangular kernel keeps the
-    loop nest (None)."""
+    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). Where the output's width and
+    channels fit a register tile (_tiled), the conv keeps its loop nest (None), padded first so that
+    no load is guarded. A rectangular kernel keeps the loop nest too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
-    if kh != kw:
-        return None
     s, p = n.attrs["stride"], n.attrs["padding"]
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
+    if _tiled(n.result.type):  # the loop nest itself, unguarded: padded first
+        return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
+    if kh != kw:
+        return None
     if n.result.shape[1] * n.result.shape[2] < FOLD_PIXELS:  # one product, NHWC out as it is
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
@@ -286,10 +296,10 @@ register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
 
 
 # ---- windows / unwindows ----------------------------------------------------------------
-_WINDOW = {"kernel": Attr("int"), "stride": Attr("int")}
+WINDOW_ATTRS = {"kernel": Attr("int"), "stride": Attr("int")}
 
 
-def _windows_infer(types, kernel, stride):
+def windows_infer(types, kernel, stride):
     (t,) = types
     check(t.ndim >= 2, f"needs rank >= 2, got {t.ndim}")
     check(kernel >= 1 and stride >= 1, f"kernel {kernel} and stride {stride} must be >= 1")
@@ -298,7 +308,7 @@ def _windows_infer(types, kernel, stride):
     return TensorType(t.shape[:-2] + (ho, wo, kernel, kernel), t.dtype)
 
 
-def _windows_ref(x, kernel, stride):
+def windows_ref(x, kernel, stride):
     *lead, h, w = x.shape
     ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
     sh, sw = x.strides[-2:]
@@ -325,21 +335,21 @@ def _unwindows_ref(g, kernel, stride, size):
     return out
 
 
-def _lead(ndim):
+def lead_axes(ndim):
     return tuple(AxisIndex(((a, 1),)) for a in range(ndim))
 
 
 def _windows_map(types, result, kernel, stride):
     """(..., ho, wo, i, j) reads x[..., ho*stride + i, wo*stride + j]: im2col as an index map."""
     lead = types[0].ndim - 2
-    return _lead(lead) + (_window_axis(lead, lead + 2, stride), _window_axis(lead + 1, lead + 3, stride))
+    return lead_axes(lead) + (window_axis(lead, lead + 2, stride), window_axis(lead + 1, lead + 3, stride))
 
 
 def _unwindows_loops(types, result, kernel, stride, size):
     """Loops (..., y, x | i, j) sum g[..., (y-i)/stride, (x-j)/stride, i, j] where that exists."""
     lead = result.ndim - 2
     y, x, i, j = lead, lead + 1, lead + 2, lead + 3
-    g = _lead(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
+    g = lead_axes(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
                        AxisIndex(((x, 1), (j, -1)), 0, stride, True),
                        AxisIndex(((i, 1),)), AxisIndex(((j, 1),)))
     return LoopNest((kernel, kernel), (g,), "add")
@@ -378,59 +388,13 @@ def _unwindows_decompose(b, n):
     return total
 
 
-register(OpDef("windows", 1, _windows_infer, _windows_ref,
+register(OpDef("windows", 1, windows_infer, windows_ref,
                lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
-               None, "window", _WINDOW,
+               None, "window", WINDOW_ATTRS,
                "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)",
                index_map=_windows_map))
 register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
                lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
-               None, "window", {**_WINDOW, "size": Attr("ints")},
+               None, "window", {**WINDOW_ATTRS, "size": Attr("ints")},
                "the adjoint of windows: sums each window element back into a (..., *size) tensor",
                loop_nest=_unwindows_loops, decompose=_unwindows_decompose))
-
-
-# ---- pooling ----------------------------------------------------------------------------
-def _pool_infer(types, kernel, stride):
-    check(types[0].ndim == 4, f"needs an NCHW input, got rank {types[0].ndim}")
-    t = _windows_infer(types, kernel, stride)
-    return TensorType(t.shape[:-2], t.dtype)
-
-
-def _window_shape(v):
-    return v.shape + (1, 1)
-
-
-def _avg_pool_grad(b, n, g):
-    k = n.attrs["kernel"]
-    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=g.shape + (k, k))
-    return [b.unwindows(b.mul_scalar(spread, scalar=1.0 / (k * k)),
-                        size=n.operands[0].shape[-2:], **n.attrs)]
-
-
-def _max_pool_grad(b, n, g):
-    windows = b.windows(n.operands[0], **n.attrs)
-    best = b.broadcast_to(b.reshape(n.result, shape=_window_shape(g)), shape=windows.shape)
-    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=windows.shape)
-    picked = b.where(b.equal(windows, best), spread, b.constant_like(spread, 0.0))
-    return [b.unwindows(picked, size=n.operands[0].shape[-2:], **n.attrs)]
-
-
-def _pool_loops(combine, epilogue=None):
-    """Loops (n, c, ho, wo | i, j) combining x[n, c, ho*stride + i, wo*stride + j]."""
-    def loops(types, result, kernel, stride):
-        x = _lead(2) + (_window_axis(2, 4, stride), _window_axis(3, 5, stride))
-        return LoopNest((kernel, kernel), (x,), combine,
-                        epilogue=epilogue and (lambda acc: epilogue(acc, kernel)))
-    return loops
-
-
-register(OpDef("avg_pool2d", 1, _pool_infer,
-               lambda x, kernel, stride: _windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
-               _avg_pool_grad, None, "window", _WINDOW, "mean over kernel x kernel windows (NCHW)",
-               loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k))))
-register(OpDef("max_pool2d", 1, _pool_infer,
-               lambda x, kernel, stride: _windows_ref(x, kernel, stride).max(axis=(-2, -1)),
-               _max_pool_grad, None, "window", _WINDOW,
-               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient",
-               loop_nest=_pool_loops("max")))
