@@ -227,7 +227,7 @@ def test_cached_threaded_code_finds_libgomp_by_name_in_a_second_process(tmp_path
 
 def test_a_direct_conv_accumulates_a_register_tile():
     """Each step of the taps loads one vector of 16 weights for 6 pixels and one input for 16
-    channels: a tile of 6 x 16 outputs, 12 vectors (ir/tiles.py)."""
+    channels: a tile of 6 x 16 outputs, 12 vectors beside the 2 loaded and a broadcast (ir/tiles.py)."""
     program = schedule(fuse(parse("""
 graph @c(%x: f32[2,6,10,6], %w: f32[5,5,6,16]) {
   %0 = conv(%x, %w, stride=1, padding=0) : f32[2,2,6,16]
@@ -251,7 +251,8 @@ kernel k0 -> %0
     (10, 16, 4, (5, 16)),  # LeNet's conv2: 10 vectors
     (32, 32, 4, (4, 16)),  # 8 vectors, 6 loads a step (2 x 32 has as many: the first found stays)
     (10, 16, 8, (5, 8)),  # float64: half the lanes
-    (7, 16, 4, (7, 8)),  # 7 x 16 would be 14 vectors
+    (7, 16, 4, (7, 8)),  # 7 x 16 would be 14 accumulators, 17 registers
+    (6, 800, 4, (6, 16)),  # LeNet's conv1 over wide rows: not 3 x 32 (12 accumulators, 17 registers)
     (28, 6, 4, None),  # six channels fill no vector
     (3, 8, 4, None),  # 3 vectors: the adds' latency exposed
 ])
