@@ -244,13 +244,21 @@ class _Lowering:
         return nest.epilogue(acc) if nest.epilogue else acc
 
     def _filled(self, node, operand, index_map, extents):
-        """A loop nest's operand, stored first where it is a zero-filling view (padding) whose elements
-        the nest reads repeatedly: filled once instead of a guard at every read (and the nest's loads
-        unguarded, which a convolution's register tiles need: passes/schedule.py)."""
+        """A loop nest's operand, stored first where it is a view the nest reads repeatedly and
+        either zero-filling (padding: filled once instead of a guard at every read) or, no larger
+        than the result, read across its rows along the last outer loop (a conv's flipped and
+        transposed weight: copied once, contiguous along the loop whose outputs lie side by side).
+        The nest's loads are then unguarded and vectorise, as register tiles need (passes/schedule.py)."""
         d = self._readable(node, operand, index_map, extents)
-        if self._is_load(d) and d.payload.access.guards and not injective(index_map, extents):
+        if not self._is_load(d) or d.payload.access == contiguous(operand.shape) or injective(index_map, extents):
+            return d
+        if d.payload.access.guards:
             return self._store(operand, f"{node.op} reads its zero-filled elements repeatedly: filled once, "
                                         "not checked at every read")
+        across = d.payload.access.through(index_map, operand.shape, len(extents)).form.coeffs[len(node.result.shape) - 1]
+        if across not in (0, 1) and operand.type.size <= node.result.type.size:
+            return self._store(operand, f"{node.op} reads it across its rows, along the loop its outputs lie along: "
+                                        "copied once, contiguous")
         return d
 
     def _gemm(self, node, nest, extents):

@@ -109,15 +109,16 @@ def _rows_block(kernel) -> int:
 
 
 def _tile(kernel):
-    """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load is
-    unguarded and invariant along one of them, contiguous or invariant along the last, and the
-    split loop (if any) comes before both; else None."""
+    """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load the
+    reductions read is unguarded and invariant along one of them, contiguous or invariant along
+    the last, and the split loop (if any) comes before both; else None."""
     rows, last = kernel.outer - 2, kernel.outer - 1
     if rows < 0 or (kernel.split is not None and kernel.split.loop >= rows) or not kernel.reductions:
         return None
-    for load in kernel.loads:
+    used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
+    for load in (kernel.loads[n] for n in used):
         coeffs = load.access.form.coeffs
-        if coeffs[last] not in (0, 1) or (coeffs[rows] and coeffs[last]):
+        if load.access.guards or coeffs[last] not in (0, 1) or (coeffs[rows] and coeffs[last]):
             return None
     if any(r.dtype not in FLOAT_BYTES for r in kernel.reductions):
         return None

@@ -77,6 +77,8 @@ def _conv_input_grad(b, x, w, g, s, p):
     batch, ho, wo, _ = g.shape
     if _direct(x.shape, w.shape, s, p) and p < kh and cout * kh * kw <= DIRECT_ADJOINT_MAX:  # direct, as its forward
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
+    if s == 1 and _tiled(x.type):  # the adjoint's direct conv with the flipped kernel, in register tiles
+        return _conv_input_correlation(b, x, w, g, s, p)
     if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
         windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
