@@ -24,6 +24,7 @@ an operand that is computed, or a view BLAS cannot stride, is stored first. Elem
 (bias, activation) stay its epilogue, run over the product in place after each call.
 Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul stays a loop nest.
 """
+import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -38,6 +39,7 @@ from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
+COPY_READS = 8  # reads per element from which a loop nest's operand read across its rows is copied first
 INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
 
 
@@ -245,9 +247,10 @@ class _Lowering:
 
     def _filled(self, node, operand, index_map, extents):
         """A loop nest's operand, stored first where it is a view the nest reads repeatedly and
-        either zero-filling (padding: filled once instead of a guard at every read) or, no larger
-        than the result, read across its rows along the last outer loop (a conv's flipped and
-        transposed weight: copied once, contiguous along the loop whose outputs lie side by side).
+        either zero-filling (padding: filled once instead of a guard at every read) or read across
+        its rows along the last outer loop, each element COPY_READS times or more (a conv's flipped
+        and transposed weight, its adjoint as a weight gradient's: copied once, contiguous along the
+        loop whose outputs lie side by side).
         The nest's loads are then unguarded and vectorise, as register tiles need (passes/schedule.py)."""
         d = self._readable(node, operand, index_map, extents)
         if not self._is_load(d) or d.payload.access == contiguous(operand.shape) or injective(index_map, extents):
@@ -256,7 +259,7 @@ class _Lowering:
             return self._store(operand, f"{node.op} reads its zero-filled elements repeatedly: filled once, "
                                         "not checked at every read")
         across = d.payload.access.through(index_map, operand.shape, len(extents)).form.coeffs[len(node.result.shape) - 1]
-        if across not in (0, 1) and operand.type.size <= node.result.type.size:
+        if across not in (0, 1) and math.prod(extents) >= COPY_READS * operand.type.size:
             return self._store(operand, f"{node.op} reads it across its rows, along the loop its outputs lie along: "
                                         "copied once, contiguous")
         return d

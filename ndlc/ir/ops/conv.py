@@ -75,7 +75,8 @@ def _conv_input_grad(b, x, w, g, s, p):
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    if _direct(x.shape, w.shape, s, p) and p < kh and cout * kh * kw <= DIRECT_ADJOINT_MAX:  # direct, as its forward
+    direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
+    if p < kh and (direct or (s == 1 and _planes_tiled(g.shape, cin, kh, kh - 1 - p))):
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
     if s == 1 and _tiled(x.type):  # the adjoint's direct conv with the flipped kernel, in register tiles
         return _conv_input_correlation(b, x, w, g, s, p)
@@ -127,19 +128,22 @@ def _conv_input_correlation(b, x, w, g, s, p):
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
     the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
-    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels: the
-    input (channels as batch) correlated with the adjoint (batch as channels)."""
+    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
+    stride-1 kernels whose width and output channels fit a register tile (_tiled: no packing, each
+    step of the sum over images and pixels an outer product): the input (channels as batch)
+    correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
     if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    if kh == kw and ho * wo < FOLD_PIXELS:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    tiled = s == 1 and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below in register tiles
+    if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)
-    if kh == kw:
+    if kh == kw and not tiled:
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
         per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
@@ -209,6 +213,13 @@ def _direct(shape, wshape, s, p):
     k, cin = wshape[0], wshape[2]
     ho, wo = shape[1] + 2 * p - k + 1, shape[2] + 2 * p - k + 1
     return wshape[1] == k and cin * k * k <= DIRECT_MAX and ho * wo >= FOLD_PIXELS and _on_planes(shape, k, s, p)
+
+
+def _planes_tiled(shape, channels, k, p):
+    """Whether a stride-1 conv of NHWC `shape` into `channels` channels runs over wide rows
+    (_conv_direct) in register tiles of channels x pixels: few garbage columns, and a tile whose
+    pixels divide DIRECT_BLOCK (so the rows, a multiple of it)."""
+    return _on_planes(shape, k, 1, p) and register_tile(channels, DIRECT_BLOCK, 4) is not None
 
 
 def _direct_planes(b, x, k, p):
