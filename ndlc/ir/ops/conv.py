@@ -75,11 +75,12 @@ def _conv_input_grad(b, x, w, g, s, p):
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
-    if p < kh and (direct or (s == 1 and _planes_tiled(g.shape, cin, kh, kh - 1 - p))):
-        return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
-    if s == 1 and _tiled(x.type):  # the adjoint's direct conv with the flipped kernel, in register tiles
+    large = s == 1 and ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
+    if large and _tiled(x.type):  # the adjoint's direct conv with the flipped kernel, in register tiles
         return _conv_input_correlation(b, x, w, g, s, p)
+    direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
+    if p < kh and (direct or (large and _planes_tiled(g.type, cin, kh, kh - 1 - p))):
+        return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
     if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
         windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
@@ -138,7 +139,7 @@ def _conv_weight_grad(b, x, w, g, s, p):
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    tiled = s == 1 and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below in register tiles
+    tiled = s == 1 and ho * wo >= FOLD_PIXELS and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # as below, in tiles
     if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
@@ -215,11 +216,12 @@ def _direct(shape, wshape, s, p):
     return wshape[1] == k and cin * k * k <= DIRECT_MAX and ho * wo >= FOLD_PIXELS and _on_planes(shape, k, s, p)
 
 
-def _planes_tiled(shape, channels, k, p):
-    """Whether a stride-1 conv of NHWC `shape` into `channels` channels runs over wide rows
+def _planes_tiled(t, channels, k, p):
+    """Whether a stride-1 conv of NHWC type `t` into `channels` channels runs over wide rows
     (_conv_direct) in register tiles of channels x pixels: few garbage columns, and a tile whose
     pixels divide DIRECT_BLOCK (so the rows, a multiple of it)."""
-    return _on_planes(shape, k, 1, p) and register_tile(channels, DIRECT_BLOCK, 4) is not None
+    itemsize = numpy_dtype(t.dtype).itemsize
+    return _on_planes(t.shape, k, 1, p) and register_tile(channels, DIRECT_BLOCK, itemsize) is not None
 
 
 def _direct_planes(b, x, k, p):
@@ -281,18 +283,20 @@ def _conv_decompose(b, n):
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
     most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). Where the output's width and
-    channels fit a register tile (_tiled), the conv keeps its loop nest (None), padded first so that
-    no load is guarded. A rectangular kernel keeps the loop nest too."""
+    channels fit a register tile (_tiled) and its images, or its kernel (a weight gradient's
+    correlation, whose kernel is the adjoint's image), span FOLD_PIXELS, the conv keeps its loop
+    nest (None), padded first so that no load is guarded. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
-    if _tiled(n.result.type):  # the loop nest itself, unguarded: padded first
+    pixels = n.result.shape[1] * n.result.shape[2]
+    if (pixels >= FOLD_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:
         return None
-    if n.result.shape[1] * n.result.shape[2] < FOLD_PIXELS:  # one product, NHWC out as it is
+    if pixels < FOLD_PIXELS:  # one product, NHWC out as it is
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
     columns = _im2col(b, x, kh, s, p)
