@@ -20,6 +20,10 @@ DIRECT_MAX = 32
 # (Cin·K·K = 25, Cout = 6) @ (6, Ho·Wp) and col2im ran)
 DIRECT_ADJOINT_MAX = 150
 DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
+# elements of an image's adjoint up to which a weight gradient runs in register tiles: its sum steps
+# over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
+# 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
+TILED_ADJOINT = 8192
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -139,7 +143,8 @@ def _conv_weight_grad(b, x, w, g, s, p):
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    tiled = s == 1 and ho * wo >= FOLD_PIXELS and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # as below, in tiles
+    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
+        and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
     if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
