@@ -72,9 +72,10 @@ def _dilated(b, g, s):
 def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
     summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
-    and cropped to the input, or for a direct conv the adjoint's own direct conv with the flipped
-    kernel; otherwise a correlation of the dilated adjoint with the flipped kernel
-    (_conv_input_correlation)."""
+    and cropped to the input, or the adjoint's own direct conv with the flipped kernel: for a
+    direct conv, and at stride 1 over images of FOLD_PIXELS outputs where register tiles fit
+    (NHWC: _conv_input_correlation; else over wide rows in tiles of channels x pixels). Other
+    kernels: a correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
