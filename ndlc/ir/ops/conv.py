@@ -73,16 +73,16 @@ def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
     summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
     and cropped to the input, or the adjoint's own direct conv with the flipped kernel: for a
-    direct conv, and at stride 1 over images of FOLD_PIXELS outputs where register tiles fit
-    (NHWC: _conv_input_correlation; else over wide rows in tiles of channels x pixels). Other
+    direct conv, and over inputs of FOLD_PIXELS pixels where register tiles fit (NHWC, dilated by the
+    stride: _conv_input_correlation; else at stride 1 over wide rows in tiles of channels x pixels). Other
     kernels: a correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    large = s == 1 and ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
-    if large and _tiled(x.type):  # the adjoint's direct conv with the flipped kernel, in register tiles
+    if x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's (dilated) direct conv, in tiles
         return _conv_input_correlation(b, x, w, g, s, p)
+    large = s == 1 and ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
     direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
     if p < kh and (direct or (large and _planes_tiled(g.type, cin, kh, kh - 1 - p))):
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
