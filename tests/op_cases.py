@@ -283,6 +283,12 @@ CASES = [
                             {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}), _conv_expect),
     Case("conv", lambda r: ([normal(r, (1, 12, 12, 2)), normal(r, (*[int(r.choice([1, 3, 5]))] * 2, 2, 3))],
                             {"stride": 1, "padding": int(r.integers(0, 3))}), _conv_expect),  # >= 64 outputs an image
+    Case("conv", lambda r: ([normal(r, (1, 17, 17, 2)), normal(r, (int(r.integers(1, 4)), int(r.integers(1, 4)), 2, 8))],
+                            {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}),
+         _conv_expect),  # 8 output channels, >= 64 outputs an image: the loop nest in register tiles (ir/tiles.py)
+    Case("conv", lambda r: ([normal(r, (1, 10, 10, 8)), normal(r, (3, 3, 8, 4))],
+                            {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}),
+         _conv_expect),  # 8 input channels: the input gradient in register tiles too (dilated at stride 2)
     Case("windows", _pool_draw, _windows_expect),
     Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
          _unwindows_expect),

@@ -16,8 +16,8 @@ from ..ir.indexing import Affine
 from ..ir.kernel import Index, Load
 from ..ir.scalar import postorder
 
-_GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_scalar.py", "codegen/llvm_calls.py",
-              "codegen/mathlib.py", "codegen/kernel_key.py", "ir/kernel.py", "ir/indexing.py", "ir/scalar.py")
+_GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_rows.py", "codegen/llvm_scalar.py",
+              "codegen/llvm_calls.py", "codegen/mathlib.py", "codegen/kernel_key.py", "ir/kernel.py", "ir/indexing.py", "ir/scalar.py")
 
 
 def _fingerprint() -> str:
@@ -58,7 +58,7 @@ def kernel_key(kernel, debug=None) -> KernelKey:
         return names.setdefault(name, f"%b{len(names)}")
 
     lines = [f"loops {kernel.extents} outer {kernel.outer} strategy {kernel.strategy!r} chunks {kernel.chunks} "
-             f"block {kernel.block} "
+             f"block {kernel.block} tile {kernel.tile} "
              f"split {kernel.split!r}"]
     for load in kernel.loads:
         where = buffer(load.buffer) if isinstance(load, Load) else "index"

@@ -23,6 +23,7 @@ from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
                          declare_openmp, take_in_turn)
 from .llvm_guards import GuardedLoops
+from .llvm_rows import RowBlocks
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 
 PTR = ir.PointerType()
@@ -54,7 +55,7 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     return str(module)
 
 
-class _KernelEmitter(GuardedLoops, ScalarLowering):
+class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
@@ -86,8 +87,10 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         self.reductions = kernel.reductions
         rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
+        self.tile_start = None  # ... and of the tile's rows of the loop before (with a tile)
         self.phase_slots = ()  # the accumulators the expressions being emitted read as Acc(0), Acc(1), ...
-        self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block if rows else None, name=f"acc{k}")
+        self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block * max(kernel.tile, 1) if rows else None,
+                                    name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
         # point: a float max combines with maxnum (vmaxps, vectorised) beside a flag of NaNs seen,
         # which makes the result NaN after the loop, as llvm.maximum would (5 instructions an element)
@@ -109,7 +112,7 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         elif chunks:
             self._chunks()
         elif rows:
-            self._loops(0, kernel.outer - 1, self._rows)
+            self._loops(0, kernel.outer - (2 if kernel.tile else 1), self._rows)
         else:
             self._loops(0, kernel.outer, self._point)
         self.b.ret_void()
@@ -176,43 +179,6 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
                 self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._stores(phase.stores)
-
-    def _rows(self):
-        """The last outer loop in blocks of kernel.block: each phase accumulates a block of outputs side
-        by side (the innermost loop runs along the block, so strided reductions vectorise)."""
-        k, b = self.kernel, self.b
-        last = k.outer - 1
-        start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
-        block = ir.Constant(I64, k.block)
-        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
-
-        def one_block():
-            self.block_start = b.add(start, b.mul(self.vars[last], block))
-            end = mathlib.intrinsic(b, "llvm.smin", b.add(self.block_start, block), stop)
-            first = self.block_start
-
-            def along_block(body, innermost=False):
-                if innermost and self._splittable(last):  # inside the inner loops: split off padding guards
-                    self._split_by_guards(last, first, end, body)
-                else:
-                    self._for(last, first, end, body)
-            for phase, slots in zip(k.phases, self.slots):
-                self.phase_slots = slots
-                if phase.reductions:
-                    along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
-                    self._loops(k.outer, len(k.extents), lambda phase=phase, slots=slots: along_block(
-                        lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True))
-                if phase.inner:
-                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
-                        lambda: self._stores(phase.stores), innermost=True))
-                else:
-                    along_block(lambda phase=phase: self._stores(phase.stores))
-        def numbered_block(number):
-            self.vars[last] = number
-            one_block()
-
-        self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
-        self.block_start = None
 
     def _chunks(self):
         """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: per phase, the
@@ -318,11 +284,6 @@ class _KernelEmitter(GuardedLoops, ScalarLowering):
         """All threads of the kernel's team wait here (nothing to wait for when it runs serially)."""
         if self.kernel.split is not None:
             self.b.call(declare_openmp(self.b.module, "GOMP_barrier"), [])
-
-    def _acc_pointer(self, slot):
-        """rows: the accumulator of the current element of the block."""
-        offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
-        return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])
 
     def _leaf_value(self, payload):
         return self._acc_value(payload.index) if isinstance(payload, Acc) else self._load(payload)

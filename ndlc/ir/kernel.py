@@ -253,6 +253,7 @@ class Kernel(_Cases):
     strategy: Strategy = Strategy.NONE  # chosen by the schedule pass
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
+    tile: int = 0  # 'rows': and of the loop before, each a copy of the block (0: none; a register tile)
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
     step: str = ""  # the scan step it runs (passes/steps.py): merged within its body, merge leaves it
@@ -312,7 +313,8 @@ class Kernel(_Cases):
             lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "
                          f"{', '.join('%' + n for n in self.scratch)}, combine in order; whole rows stream)")
         if self.strategy == Strategy.ROWS:
-            lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1} accumulate side by side; the reductions "
+            tile = f" by {self.tile} i{self.outer - 2}" if self.tile else ""
+            lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side; the reductions "
                          f"read strided along i{len(self.extents) - 1})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")

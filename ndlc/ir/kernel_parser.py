@@ -26,7 +26,7 @@ _KERNEL = re.compile(r"kernel (\S+) -> (.*)$")
 _LOOP = re.compile(r"i(\d+)<(\d+)$")
 _CHUNKS = re.compile(r"  strategy: chunks \(i\d+ cut into (\d+) chunks whose partial results, (.*), "
                      r"combine in order; whole rows stream\)$")
-_ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+ accumulate side by side; ")
+_ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+(?: by (\d+) i\d+)? accumulate side by side; ")
 _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
 _PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")
@@ -175,7 +175,8 @@ class _ProgramParser:
             self.n += 1
             k.strategy, k.chunks, k.scratch = Strategy.CHUNKS, int(chunks.group(1)), tuple(_names(chunks.group(2)))
         elif _ROWS.match(self.peek() or ""):
-            k.strategy, k.block = Strategy.ROWS, int(_ROWS.match(self.peek()).group(1))
+            block, tile = _ROWS.match(self.peek()).groups()
+            k.strategy, k.block, k.tile = Strategy.ROWS, int(block), int(tile or 0)
             self.n += 1
         cuda = _CUDA.match(self.peek() or "")
         if cuda:

@@ -97,6 +97,11 @@ def _check_schedule(kernel, where):
                           "no more chunks than its first inner loop has iterations")
     if kernel.strategy == Strategy.ROWS and kernel.block < 1:
         raise VerifyError(f"{where}: 'rows' needs blocks of at least one output, not {kernel.block}")
+    if kernel.tile and (kernel.strategy != Strategy.ROWS or kernel.outer < 2 or kernel.tile < 0
+                        or kernel.extents[kernel.outer - 2] % kernel.tile
+                        or (kernel.split is not None and kernel.split.loop >= kernel.outer - 2)):
+        raise VerifyError(f"{where}: a tile of {kernel.tile} needs 'rows', two outer loops, the one before the last "
+                          "a multiple of it and not split over threads")
     if kernel.split is not None and kernel.strategy != Strategy.CHUNKS:
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")

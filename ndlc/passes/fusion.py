@@ -27,6 +27,7 @@ Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul sta
 A scan's operands are stored (read in place where contiguous) and so is its packed result: its
 body is fused and merged once, and its kernels run once per step (passes/steps.py).
 """
+import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -42,6 +43,7 @@ from .merge import LARGE, merge_kernels
 from .steps import step_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
+COPY_READS = 8  # reads per element from which a loop nest's operand read across its rows is copied first
 INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
 
 
@@ -261,12 +263,31 @@ class _Lowering:
         if self.use_blas and opdef.blas and node.result.dtype in GEMMS and 0 not in extents:
             self.nests[node.result] = self._gemm(node, nest, extents)
         else:
-            args = [self._through(self._readable(node, v, m, extents), m, v.shape, len(extents))
+            args = [self._through(self._filled(node, v, m, extents), m, v.shape, len(extents))
                     for v, m in zip(node.operands, nest.maps)]
             body = nest.body(*args) if nest.body else args[0]
             self.nests[node.result] = _Nest(extents, len(nest.reduce_extents), body, nest.combine)
         acc = _leaf(AccRef(node.result, node.result.dtype))
         return nest.epilogue(acc) if nest.epilogue else acc
+
+    def _filled(self, node, operand, index_map, extents):
+        """A loop nest's operand, stored first where it is a view the nest reads repeatedly and
+        either zero-filling (padding: filled once instead of a guard at every read) or read across
+        its rows along the last outer loop, each element COPY_READS times or more (a conv's flipped
+        and transposed weight, its adjoint as a weight gradient's: copied once, contiguous along the
+        loop whose outputs lie side by side).
+        The nest's loads are then unguarded and vectorise, as register tiles need (passes/schedule.py)."""
+        d = self._readable(node, operand, index_map, extents)
+        if not self._is_load(d) or d.payload.access == contiguous(operand.shape) or injective(index_map, extents):
+            return d
+        if d.payload.access.guards:
+            return self._store(operand, f"{node.op} reads its zero-filled elements repeatedly: filled once, "
+                                        "not checked at every read")
+        across = d.payload.access.through(index_map, operand.shape, len(extents)).form.coeffs[len(node.result.shape) - 1]
+        if across not in (0, 1) and math.prod(extents) >= COPY_READS * operand.type.size:
+            return self._store(operand, f"{node.op} reads it across its rows, along the loop its outputs lie along: "
+                                        "copied once, contiguous")
+        return d
 
     def _gemm(self, node, nest, extents):
         """A matrix-product nest (loops batch..., m, n | k: see OpDef.blas) as a BLAS call."""

@@ -7,7 +7,9 @@ Reduction strategy (`Kernel.strategy`):
   - 'rows': where a reduction reads strided along the innermost loop (column sums, BatchNorm's
     statistics, matmul's right operand as a loop nest), the last outer loop runs in blocks whose
     outputs accumulate side by side, so the innermost loop runs along the block and vectorises
-    (blocks of ROWS_BLOCK; of REGISTER_BLOCK, kept in registers, over short reduced loops);
+    (blocks of ROWS_BLOCK; of REGISTER_BLOCK, kept in registers, over short reduced loops; where
+    each load is invariant along one of the last two outer loops, an outer product such as a direct
+    convolution, a register tile of both: ir/tiles.py);
   - 'chunks': the same with one outer loop (BatchNorm1d's D) and a long first inner loop (its N):
     that loop is cut into CHUNKS fixed pieces whose partial results (scratch buffers) combine in
     order. Threads share the chunks, so each streams whole rows of memory: splitting the outer loop
@@ -53,6 +55,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
+from ..ir.tiles import register_tile
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
 # row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
@@ -74,6 +77,7 @@ PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measu
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
 # from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
 GEMM_ROWS = 48
+FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
 
 def schedule(program: Program, threads=1) -> Program:
@@ -93,6 +97,8 @@ def schedule(program: Program, threads=1) -> Program:
             kernel.block = _rows_block(kernel)
         if not kernel.serial_why:
             kernel.split, kernel.serial_why = _split(kernel, threads)
+        if kernel.strategy == Strategy.ROWS:
+            kernel.tile, kernel.block = _tile(kernel) or (0, kernel.block)
     return program
 
 
@@ -100,6 +106,24 @@ def _rows_block(kernel) -> int:
     """Outputs a 'rows' kernel accumulates side by side: REGISTER_BLOCK or ROWS_BLOCK (see there)."""
     unguarded = kernel.extents[kernel.outer - 1] % REGISTER_BLOCK == 0 and not any(x.access.guards for x in kernel.loads)
     return REGISTER_BLOCK if unguarded and math.prod(kernel.extents[kernel.outer:]) <= REGISTER_INNER else ROWS_BLOCK
+
+
+def _tile(kernel):
+    """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load the
+    reductions read is unguarded and invariant along one of them, contiguous or invariant along
+    the last, and the split loop (if any) comes before both; else None."""
+    rows, last = kernel.outer - 2, kernel.outer - 1
+    if rows < 0 or (kernel.split is not None and kernel.split.loop >= rows) or not kernel.reductions:
+        return None
+    used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
+    for load in (kernel.loads[n] for n in used):
+        coeffs = load.access.form.coeffs
+        if load.access.guards or coeffs[last] not in (0, 1) or (coeffs[rows] and coeffs[last]):
+            return None
+    if any(r.dtype not in FLOAT_BYTES for r in kernel.reductions):
+        return None
+    itemsize = max(FLOAT_BYTES[r.dtype] for r in kernel.reductions)
+    return register_tile(kernel.extents[rows], kernel.extents[last], itemsize)
 
 
 def _split(kernel, threads):

@@ -96,3 +96,17 @@ def test_a_strategy_that_does_not_fit_its_kernel():
     p.kernels[0].strategy = Strategy.GEMM
     with pytest.raises(VerifyError, match="strategy 'gemm' for a kernel without a gemm"):
         verify_program(p)
+
+
+def test_a_register_tile_that_does_not_divide_its_loop():
+    p = fuse(parse("""
+graph @c(%x: f32[2,6,10,6], %w: f32[5,5,6,16]) {
+  %0 = conv(%x, %w, stride=1, padding=0) : f32[2,2,6,16]
+  return %0
+}"""))
+    kernel = p.kernels[0]
+    kernel.strategy, kernel.block, kernel.tile = Strategy.ROWS, 16, 4
+    with pytest.raises(VerifyError, match="a tile of 4 needs 'rows', two outer loops, the one before the last a multiple"):
+        verify_program(p)
+    kernel.tile = 3
+    verify_program(p)

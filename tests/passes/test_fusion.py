@@ -81,6 +81,31 @@ graph @conv(%x: f32[2,4,4,2], %w: f32[3,3,2,5]) {
            "0 <= 2*i2 + i5 - 1 < 4]" in text
 
 
+def test_padding_a_loop_nest_reads_repeatedly_is_stored_and_read_unguarded():
+    program = kernels("""
+graph @conv(%x: f32[2,4,6,3], %w: f32[3,3,3,8]) {
+  %0 = pad(%x, widths=((0, 0), (1, 1), (1, 1), (0, 0))) : f32[2,6,8,3]
+  %1 = conv(%0, %w, stride=1, padding=0) : f32[2,4,6,8]
+  return %1
+}""")
+    pad, conv = program.kernels
+    assert pad.stores[0].why == "conv reads its zero-filled elements repeatedly: filled once, not checked at every read"
+    assert str(conv.loads[0]) == "%0[144*i0 + 24*i1 + 3*i2 + 24*i4 + 3*i5 + i6]"
+
+
+def test_a_transposed_weight_a_loop_nest_reads_across_its_rows_is_copied_contiguous():
+    program = kernels("""
+graph @conv(%x: f32[2,6,10,3], %w: f32[3,3,8,3]) {
+  %0 = permute(%w, axes=(0, 1, 3, 2)) : f32[3,3,3,8]
+  %1 = conv(%x, %0, stride=1, padding=0) : f32[2,4,8,8]
+  return %1
+}""")
+    copy, conv = program.kernels
+    assert copy.stores[0].why == ("conv reads it across its rows, along the loop its outputs lie along: "
+                                  "copied once, contiguous")
+    assert str(conv.loads[1]) == "%0[i3 + 72*i4 + 24*i5 + 8*i6]"
+
+
 def test_reshape_of_a_transposed_view_is_read_in_the_order_of_its_copy():
     program = kernels("""
 graph @t(%x: f32[2,3]) {

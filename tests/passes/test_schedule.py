@@ -14,6 +14,7 @@ import pytest
 import ndlc as ndl
 from ndlc.passes.fusion import fuse
 from ndlc.passes.schedule import schedule
+from ndlc.ir.tiles import register_tile
 from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
 from ndlc.jit.compile import compile_graph
@@ -222,3 +223,38 @@ def test_cached_threaded_code_finds_libgomp_by_name_in_a_second_process(tmp_path
         assert done.returncode == 0, done.stderr
         runs.append(done.stdout.split())
     assert runs[0][:2] == ["2", "True"] and runs[1][:2] == ["0", "True"] and runs[0][2:] == runs[1][2:]
+
+
+def test_a_direct_conv_accumulates_a_register_tile():
+    """Each step of the taps loads one vector of 16 weights for 6 pixels and one input for 16
+    channels: a tile of 6 x 16 outputs, 12 vectors beside the 2 loaded and a broadcast (ir/tiles.py)."""
+    program = schedule(fuse(parse("""
+graph @c(%x: f32[2,6,10,6], %w: f32[5,5,6,16]) {
+  %0 = conv(%x, %w, stride=1, padding=0) : f32[2,2,6,16]
+  return %0
+}""")), 1)
+    assert str(program.kernels[0]) == """\
+kernel k0 -> %0
+  fuses: %0 conv
+  stored because: %0: graph output
+  loops: i0<2 i1<2 i2<6 i3<16 | i4<5 i5<5 i6<6
+  strategy: rows (blocks of 16 i3 by 6 i2 accumulate side by side; the reductions read strided along i6)
+  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  $0 = %x[360*i0 + 60*i1 + 6*i2 + 60*i4 + 6*i5 + i6]
+  $1 = %w[i3 + 480*i4 + 96*i5 + 16*i6]
+  phase 0: reduce
+    acc0 = add of mul($0, $1)
+    store %0[192*i0 + 96*i1 + 16*i2 + i3] = acc0"""
+
+
+@pytest.mark.parametrize("rows,columns,itemsize,tile", [
+    (10, 16, 4, (5, 16)),  # LeNet's conv2: 10 vectors
+    (32, 32, 4, (4, 16)),  # 8 vectors, 6 loads a step (2 x 32 has as many: the first found stays)
+    (10, 16, 8, (5, 8)),  # float64: half the lanes
+    (7, 16, 4, (7, 8)),  # 7 x 16 would be 14 accumulators, 17 registers
+    (6, 800, 4, (6, 16)),  # LeNet's conv1 over wide rows: not 3 x 32 (12 accumulators, 17 registers)
+    (28, 6, 4, None),  # six channels fill no vector
+    (3, 8, 4, None),  # 3 vectors: the adds' latency exposed
+])
+def test_register_tiles_fill_the_vector_registers(rows, columns, itemsize, tile):
+    assert register_tile(rows, columns, itemsize) == tile

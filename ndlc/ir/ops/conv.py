@@ -1,11 +1,12 @@
-"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and 2-D pooling over the last
-two axes, built on a pair of window ops (im2col `windows` and its adjoint `unwindows`)."""
+"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and a pair of window ops over
+the last two axes (im2col `windows` and its adjoint `unwindows`), which pooling builds on too."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..types import TensorType, is_float
+from ..tiles import register_tile
+from ..types import TensorType, is_float, numpy_dtype
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
@@ -19,6 +20,10 @@ DIRECT_MAX = 32
 # (Cin·K·K = 25, Cout = 6) @ (6, Ho·Wp) and col2im ran)
 DIRECT_ADJOINT_MAX = 150
 DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
+# elements of an image's adjoint up to which a weight gradient runs in register tiles: its sum steps
+# over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
+# 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
+TILED_ADJOINT = 8192
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -67,14 +72,19 @@ def _dilated(b, g, s):
 def _conv_input_grad(b, x, w, g, s, p):
     """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
     summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
-    and cropped to the input, or for a direct conv the adjoint's own direct conv with the flipped
-    kernel; otherwise a correlation of the dilated adjoint with the flipped kernel
-    (_conv_input_correlation)."""
+    and cropped to the input, or the adjoint's own direct conv with the flipped kernel: for a
+    direct conv, and over inputs of FOLD_PIXELS pixels where register tiles fit (NHWC, dilated by the
+    stride: _conv_input_correlation; else at stride 1 over wide rows in tiles of channels x pixels). Other
+    kernels: a correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, s, p)
     batch, ho, wo, _ = g.shape
-    if _direct(x.shape, w.shape, s, p) and p < kh and cout * kh * kw <= DIRECT_ADJOINT_MAX:  # direct, as its forward
+    if x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's (dilated) direct conv, in tiles
+        return _conv_input_correlation(b, x, w, g, s, p)
+    large = s == 1 and ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
+    direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
+    if p < kh and (direct or (large and _planes_tiled(g.type, cin, kh, kh - 1 - p))):
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
     if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
@@ -124,19 +134,23 @@ def _conv_input_correlation(b, x, w, g, s, p):
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
     the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
-    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels: the
-    input (channels as batch) correlated with the adjoint (batch as channels)."""
+    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
+    stride-1 kernels whose width and output channels fit a register tile (_tiled: no packing, each
+    step of the sum over images and pixels an outer product): the input (channels as batch)
+    correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
     if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    if kh == kw and ho * wo < FOLD_PIXELS:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
+        and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
+    if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)
-    if kh == kw:
+    if kh == kw and not tiled:
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
         per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
@@ -208,6 +222,14 @@ def _direct(shape, wshape, s, p):
     return wshape[1] == k and cin * k * k <= DIRECT_MAX and ho * wo >= FOLD_PIXELS and _on_planes(shape, k, s, p)
 
 
+def _planes_tiled(t, channels, k, p):
+    """Whether a stride-1 conv of NHWC type `t` into `channels` channels runs over wide rows
+    (_conv_direct) in register tiles of channels x pixels: few garbage columns, and a tile whose
+    pixels divide DIRECT_BLOCK (so the rows, a multiple of it)."""
+    itemsize = numpy_dtype(t.dtype).itemsize
+    return _on_planes(t.shape, k, 1, p) and register_tile(channels, DIRECT_BLOCK, itemsize) is not None
+
+
 def _direct_planes(b, x, k, p):
     """(the padded planes of NHWC `x` flattened, (N, Cin, rows·Wp); their row Wp; the length of a
     direct conv's wide rows, Ho·Wp rounded up to DIRECT_BLOCK, which spare padded rows make room for)."""
@@ -234,13 +256,19 @@ def _conv_direct(b, x, w, p):
     return b.permute(out, axes=(0, 2, 3, 1))
 
 
+def _tiled(out):
+    """Whether a conv of output type `out` (NHWC) keeps its loop nest (n, ho, wo, co | kh, kw, ci),
+    which the schedule runs in register tiles of wo x co (ir/tiles.py), where one fits."""
+    return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
+
+
 def _weight_matrix(b, w):
     """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
     return b.reshape(w, shape=(kh * kw * cin, cout))
 
 
-def _window_axis(out_axis, kernel_axis, stride, padding=0):
+def window_axis(out_axis, kernel_axis, stride, padding=0):
     """The input row read by output row `out_axis` at kernel row `kernel_axis`; guarded when padded."""
     return AxisIndex(((out_axis, stride), (kernel_axis, 1)), -padding, guarded=padding > 0)
 
@@ -248,7 +276,7 @@ def _window_axis(out_axis, kernel_axis, stride, padding=0):
 def _conv_loops(types, result, stride, padding):
     """Loops (n, ho, wo, co | kh, kw, ci): x[n, ho*s+kh-p, wo*s+kw-p, ci] * w[kh, kw, ci, co]."""
     kh, kw, cin, _ = types[1].shape
-    x = (AxisIndex(((0, 1),)), _window_axis(1, 4, stride, padding), _window_axis(2, 5, stride, padding),
+    x = (AxisIndex(((0, 1),)), window_axis(1, 4, stride, padding), window_axis(2, 5, stride, padding),
          AxisIndex(((6, 1),)))
     w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 3))
     return LoopNest((kh, kw, cin), (x, w), "add", lambda a, b: a * b)
@@ -260,16 +288,21 @@ def _conv_decompose(b, n):
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
-    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). A rectangular kernel keeps the
-    loop nest (None)."""
+    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). Where the output's width and
+    channels fit a register tile (_tiled) and its images, or its kernel (a weight gradient's
+    correlation, whose kernel is the adjoint's image), span FOLD_PIXELS, the conv keeps its loop
+    nest (None), padded first so that no load is guarded. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
-    if kh != kw:
-        return None
     s, p = n.attrs["stride"], n.attrs["padding"]
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
-    if n.result.shape[1] * n.result.shape[2] < FOLD_PIXELS:  # one product, NHWC out as it is
+    pixels = n.result.shape[1] * n.result.shape[2]
+    if (pixels >= FOLD_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
+        return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
+    if kh != kw:
+        return None
+    if pixels < FOLD_PIXELS:  # one product, NHWC out as it is
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
     columns = _im2col(b, x, kh, s, p)
@@ -286,10 +319,10 @@ register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
 
 
 # ---- windows / unwindows ----------------------------------------------------------------
-_WINDOW = {"kernel": Attr("int"), "stride": Attr("int")}
+WINDOW_ATTRS = {"kernel": Attr("int"), "stride": Attr("int")}
 
 
-def _windows_infer(types, kernel, stride):
+def windows_infer(types, kernel, stride):
     (t,) = types
     check(t.ndim >= 2, f"needs rank >= 2, got {t.ndim}")
     check(kernel >= 1 and stride >= 1, f"kernel {kernel} and stride {stride} must be >= 1")
@@ -298,7 +331,7 @@ def _windows_infer(types, kernel, stride):
     return TensorType(t.shape[:-2] + (ho, wo, kernel, kernel), t.dtype)
 
 
-def _windows_ref(x, kernel, stride):
+def windows_ref(x, kernel, stride):
     *lead, h, w = x.shape
     ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
     sh, sw = x.strides[-2:]
@@ -325,21 +358,21 @@ def _unwindows_ref(g, kernel, stride, size):
     return out
 
 
-def _lead(ndim):
+def lead_axes(ndim):
     return tuple(AxisIndex(((a, 1),)) for a in range(ndim))
 
 
 def _windows_map(types, result, kernel, stride):
     """(..., ho, wo, i, j) reads x[..., ho*stride + i, wo*stride + j]: im2col as an index map."""
     lead = types[0].ndim - 2
-    return _lead(lead) + (_window_axis(lead, lead + 2, stride), _window_axis(lead + 1, lead + 3, stride))
+    return lead_axes(lead) + (window_axis(lead, lead + 2, stride), window_axis(lead + 1, lead + 3, stride))
 
 
 def _unwindows_loops(types, result, kernel, stride, size):
     """Loops (..., y, x | i, j) sum g[..., (y-i)/stride, (x-j)/stride, i, j] where that exists."""
     lead = result.ndim - 2
     y, x, i, j = lead, lead + 1, lead + 2, lead + 3
-    g = _lead(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
+    g = lead_axes(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
                        AxisIndex(((x, 1), (j, -1)), 0, stride, True),
                        AxisIndex(((i, 1),)), AxisIndex(((j, 1),)))
     return LoopNest((kernel, kernel), (g,), "add")
@@ -378,59 +411,13 @@ def _unwindows_decompose(b, n):
     return total
 
 
-register(OpDef("windows", 1, _windows_infer, _windows_ref,
+register(OpDef("windows", 1, windows_infer, windows_ref,
                lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
-               None, "window", _WINDOW,
+               None, "window", WINDOW_ATTRS,
                "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)",
                index_map=_windows_map))
 register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
                lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
-               None, "window", {**_WINDOW, "size": Attr("ints")},
+               None, "window", {**WINDOW_ATTRS, "size": Attr("ints")},
                "the adjoint of windows: sums each window element back into a (..., *size) tensor",
                loop_nest=_unwindows_loops, decompose=_unwindows_decompose))
-
-
-# ---- pooling ----------------------------------------------------------------------------
-def _pool_infer(types, kernel, stride):
-    check(types[0].ndim == 4, f"needs an NCHW input, got rank {types[0].ndim}")
-    t = _windows_infer(types, kernel, stride)
-    return TensorType(t.shape[:-2], t.dtype)
-
-
-def _window_shape(v):
-    return v.shape + (1, 1)
-
-
-def _avg_pool_grad(b, n, g):
-    k = n.attrs["kernel"]
-    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=g.shape + (k, k))
-    return [b.unwindows(b.mul_scalar(spread, scalar=1.0 / (k * k)),
-                        size=n.operands[0].shape[-2:], **n.attrs)]
-
-
-def _max_pool_grad(b, n, g):
-    windows = b.windows(n.operands[0], **n.attrs)
-    best = b.broadcast_to(b.reshape(n.result, shape=_window_shape(g)), shape=windows.shape)
-    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=windows.shape)
-    picked = b.where(b.equal(windows, best), spread, b.constant_like(spread, 0.0))
-    return [b.unwindows(picked, size=n.operands[0].shape[-2:], **n.attrs)]
-
-
-def _pool_loops(combine, epilogue=None):
-    """Loops (n, c, ho, wo | i, j) combining x[n, c, ho*stride + i, wo*stride + j]."""
-    def loops(types, result, kernel, stride):
-        x = _lead(2) + (_window_axis(2, 4, stride), _window_axis(3, 5, stride))
-        return LoopNest((kernel, kernel), (x,), combine,
-                        epilogue=epilogue and (lambda acc: epilogue(acc, kernel)))
-    return loops
-
-
-register(OpDef("avg_pool2d", 1, _pool_infer,
-               lambda x, kernel, stride: _windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
-               _avg_pool_grad, None, "window", _WINDOW, "mean over kernel x kernel windows (NCHW)",
-               loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k))))
-register(OpDef("max_pool2d", 1, _pool_infer,
-               lambda x, kernel, stride: _windows_ref(x, kernel, stride).max(axis=(-2, -1)),
-               _max_pool_grad, None, "window", _WINDOW,
-               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient",
-               loop_nest=_pool_loops("max")))

@@ -1,0 +1,76 @@
+"""The 'rows' strategy's loops: a mixin of the kernel emitter (codegen/llvm.py), which supplies
+`kernel`, the builder `b`, `vars`, `counters`, `ranges`, `slots`, `accs`, `reductions`, the loop
+helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and the phases' code
+(`_initialise`, `_accumulate`, `_stores`)."""
+from llvmlite import ir
+
+from . import mathlib
+from .llvm_scalar import I64, TYPES
+
+
+class RowBlocks:
+    """The last outer loop in blocks of outputs accumulated side by side, and the register tiles of
+    the loop before it (passes/schedule.py)."""
+
+    def _rows(self):
+        """The last outer loop in blocks of kernel.block: each phase accumulates a block of outputs side
+        by side (the innermost loop runs along the block, so strided reductions vectorise). With a tile,
+        the loop before in tiles of kernel.tile rows, each row a copy of the block's code, so that LLVM
+        keeps the whole tile in vector registers and shares each invariant load between its rows."""
+        k, b = self.kernel, self.b
+        last = k.outer - 1
+        start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
+        block = ir.Constant(I64, k.block)
+        count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
+
+        def one_block():
+            self.block_start = b.add(start, b.mul(self.vars[last], block))
+            end = mathlib.intrinsic(b, "llvm.smin", b.add(self.block_start, block), stop)
+            first = self.block_start
+
+            def along_block(body, innermost=False):
+                if k.tile:  # one loop of a constant trip count per row, whose accumulators LLVM keeps in registers
+                    for row in range(k.tile):
+                        self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
+                        self._range(self.counters[last], ir.Constant(I64, 0), block, lambda e: self._at(last, first, e, body))
+                elif innermost and self._splittable(last):  # inside the inner loops: split off padding guards
+                    self._split_by_guards(last, first, end, body)
+                else:
+                    self._for(last, first, end, body)
+            for phase, slots in zip(k.phases, self.slots):
+                self.phase_slots = slots
+                if phase.reductions:
+                    along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
+                    self._loops(k.outer, len(k.extents), lambda phase=phase, slots=slots: along_block(
+                        lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True))
+                if phase.inner:
+                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
+                        lambda: self._stores(phase.stores), innermost=True))
+                else:
+                    along_block(lambda phase=phase: self._stores(phase.stores))
+        def numbered_block(number):
+            self.vars[last] = number
+            one_block()
+
+        def blocks(tile=None):
+            if tile is not None:
+                self.tile_start = b.mul(tile, ir.Constant(I64, k.tile))
+            self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
+        if k.tile:
+            self._range(self.counters[last - 1], ir.Constant(I64, 0), ir.Constant(I64, k.extents[last - 1] // k.tile), blocks)
+        else:
+            blocks()
+        self.block_start = self.tile_start = None
+
+    def _at(self, var, first, offset, body):
+        """body() at loop `var` = first + offset."""
+        self.vars[var] = self.b.add(first, offset, flags=["nsw", "nuw"])
+        body()
+
+    def _acc_pointer(self, slot):
+        """rows: the accumulator of the current element of the block."""
+        offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
+        if self.tile_start is not None:  # the tile's rows one block after another
+            row = self.b.sub(self.vars[self.kernel.outer - 2], self.tile_start)
+            offset = self.b.add(offset, self.b.mul(row, ir.Constant(I64, self.kernel.block)))
+        return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])

@@ -1,0 +1,51 @@
+"""2-D pooling (NCHW) over kernel x kernel windows: a loop nest over each window; gradients through
+the window ops (`windows`, `unwindows`: ir/ops/conv.py)."""
+from ..graph import check
+from ..registry import LoopNest, OpDef, register
+from ..types import TensorType
+from .conv import WINDOW_ATTRS, lead_axes, window_axis, windows_infer, windows_ref
+
+
+def _pool_infer(types, kernel, stride):
+    check(types[0].ndim == 4, f"needs an NCHW input, got rank {types[0].ndim}")
+    t = windows_infer(types, kernel, stride)
+    return TensorType(t.shape[:-2], t.dtype)
+
+
+def _window_shape(v):
+    return v.shape + (1, 1)
+
+
+def _avg_pool_grad(b, n, g):
+    k = n.attrs["kernel"]
+    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=g.shape + (k, k))
+    return [b.unwindows(b.mul_scalar(spread, scalar=1.0 / (k * k)),
+                        size=n.operands[0].shape[-2:], **n.attrs)]
+
+
+def _max_pool_grad(b, n, g):
+    windows = b.windows(n.operands[0], **n.attrs)
+    best = b.broadcast_to(b.reshape(n.result, shape=_window_shape(g)), shape=windows.shape)
+    spread = b.broadcast_to(b.reshape(g, shape=_window_shape(g)), shape=windows.shape)
+    picked = b.where(b.equal(windows, best), spread, b.constant_like(spread, 0.0))
+    return [b.unwindows(picked, size=n.operands[0].shape[-2:], **n.attrs)]
+
+
+def _pool_loops(combine, epilogue=None):
+    """Loops (n, c, ho, wo | i, j) combining x[n, c, ho*stride + i, wo*stride + j]."""
+    def loops(types, result, kernel, stride):
+        x = lead_axes(2) + (window_axis(2, 4, stride), window_axis(3, 5, stride))
+        return LoopNest((kernel, kernel), (x,), combine,
+                        epilogue=epilogue and (lambda acc: epilogue(acc, kernel)))
+    return loops
+
+
+register(OpDef("avg_pool2d", 1, _pool_infer,
+               lambda x, kernel, stride: windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
+               _avg_pool_grad, None, "window", WINDOW_ATTRS, "mean over kernel x kernel windows (NCHW)",
+               loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k))))
+register(OpDef("max_pool2d", 1, _pool_infer,
+               lambda x, kernel, stride: windows_ref(x, kernel, stride).max(axis=(-2, -1)),
+               _max_pool_grad, None, "window", WINDOW_ATTRS,
+               "max over kernel x kernel windows (NCHW); every tied maximum gets the gradient",
+               loop_nest=_pool_loops("max")))
