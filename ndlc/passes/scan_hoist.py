@@ -1,0 +1,447 @@
+"""scan_hoist: the work of a scan that does not need the loop, done for all steps at once.
+
+Run after autodiff, before the scans are unrolled or compiled as loops. Three rewrites, each
+noted (the `hoisted` stage's `#` lines, NDLC_LOG=hoist):
+- before the loop: a matmul of a per-step value (a slice of the xs, or computed from slices and
+  invariants only) by a loop-invariant matrix is one [T*B, D] @ [D, H] product over the stacked
+  steps, which the scan takes as a new xs (with the per-step nodes it reads, batched over a new
+  leading axis); a node of invariants alone (not a view or a constant) is computed once;
+- after the loop: a carry that only accumulates `acc + matmul(transpose(a_t), b_t)` (an invariant's
+  gradient) or `acc + summation(v_t)` is dropped; the stacked a_t, b_t (or v_t) are ys and the sum
+  over the steps is one product Aᵀ B (one summation) after the loop;
+- after the loop: a y that is `matmul(v_t, W)` with W invariant (an input's gradient dg_t Wᵀ) is
+  computed from the stacked v_t as one product.
+A sum over the steps taken as one product adds in another order than the loop: results agree
+within float rounding, not bit for bit.
+"""
+import logging
+
+from ..errors import NdlcError
+from ..ir.checks import maybe_verify
+from ..ir.graph import Graph, Node, Value
+from ..ir.ops.scan import layout
+from ..ir.printer import value_names
+from ..ir.registry import get_op
+from ..ir.types import TensorType
+
+log = logging.getLogger("ndlc.hoist")
+
+# A per-step node is batched over a new leading axis of T steps by rewriting the attributes that
+# name its axes or shape; an op with any other attribute is left in the loop.
+_SHIFTED = {"axis": lambda a, T: a + 1, "axes": lambda a, T: tuple(x + 1 for x in a),
+            "shape": lambda s, T: (T,) + tuple(s), "widths": lambda w, T: ((0, 0),) + tuple(w),
+            "start": lambda s, T: (0,) + tuple(s), "stop": lambda s, T: (T,) + tuple(s)}
+_BATCHED_KINDS = ("elementwise", "layout", "reduction")
+_NOT_WORK = ("layout", "creation")  # invariant nodes of these kinds stay in the loop: views, constants
+
+
+def hoist_scans(graph, notes=None):
+    """`graph` with each top-level scan's step-independent work moved out of its loop; the graph
+    itself where nothing moves. Each rewrite is logged and appended to `notes` (a list)."""
+    if not any(n.op == "scan" for n in graph.nodes):
+        return graph
+    hoister = _Hoister(graph, notes if notes is not None else [])
+    new = {v: v for v in graph.inputs}
+    for node in graph.nodes:
+        operands = tuple(new[v] for v in node.operands)
+        if node.op == "part" and node.operands[0] in hoister.parts:
+            new[node.result] = hoister.parts[node.operands[0]](node.attrs["offset"])
+        elif node.op == "scan":
+            new[node.result] = hoister.scan(node, operands)
+        else:
+            new[node.result] = hoister.outer(node.op, operands, node.attrs, node.loc, node)
+    result = Graph(graph.name, graph.inputs, hoister.nodes, [new[v] for v in graph.outputs],
+                   {s: new[v] for s, v in graph.updates.items()}, graph.constants)
+    return maybe_verify(result, "scan_hoist")
+
+
+class _Hoister:
+    """Rebuilds the outer graph's nodes (`nodes`); `parts` maps a rewritten scan's old packed
+    value to a function from an old part's offset to the value now standing for it. What it makes (hoisted nodes,
+    new body inputs, body nodes with new operands) is made once per source and operands, so a
+    gradient's second forward scan, which repeats the forward's body, still shares its nodes and
+    its hoisted products with the forward (the unroller emits shared body nodes once)."""
+
+    def __init__(self, graph, notes):
+        self.graph, self.notes, self.nodes = graph, notes, []
+        self.names = value_names(graph)
+        self.users = graph.users()
+        self.returned = set(graph.outputs) | set(graph.updates.values())
+        self.parts, self.made, self.copies, self.inputs = {}, {}, {}, {}
+
+    def note(self, scan, text):
+        line = f"scan %{self.names[scan.result]}: {text}"
+        log.info("@%s: %s", self.graph.name, line)
+        self.notes.append(line)
+
+    def outer(self, op, operands, attrs, loc, node=None):
+        """`node` with `operands` (itself where they are its own), or a new op(operands), made
+        once, in the outer graph."""
+        operands = tuple(operands)
+        if node is not None:
+            made = node if operands == node.operands else Node(op, operands, attrs, node.result.type, loc)
+            self.nodes.append(made)
+            return made.result
+        key = (op, operands, repr(sorted(attrs.items())))
+        if key not in self.made:
+            opdef = get_op(op)
+            attrs = opdef.check_attrs(attrs)
+            made = Node(op, operands, attrs, opdef.infer_type([v.type for v in operands], attrs), loc)
+            self.nodes.append(made)
+            self.made[key] = made.result
+        return self.made[key]
+
+    def body_input(self, value, outer):
+        """The body input that stands for `value`, hoisted and computed outside as `outer`."""
+        key = (value, outer)
+        if key not in self.inputs:
+            self.inputs[key] = Value(value.type, name=f"hoisted{len(self.inputs)}")
+        return self.inputs[key]
+
+    def remade(self, node, operands):
+        """`node` reading `operands` instead of its own (itself where they are the same)."""
+        if operands == node.operands:
+            return node
+        key = (node, operands)
+        if key not in self.copies:
+            self.copies[key] = Node(node.op, operands, node.attrs, node.result.type, node.loc)
+        return self.copies[key]
+
+    def scan(self, node, operands):
+        loop = _Loop(node, operands, self)
+        loop.hoist_before()
+        whole = [u for u in self.users.get(node.result, ()) if u.op != "part"]
+        if whole or node.result in self.returned:
+            loop.notes.append("its packed results are read whole: nothing moves after the loop")
+        else:
+            loop.accumulate_after()
+            loop.sink_after()
+        loop.note_kept()
+        for line in loop.notes:
+            self.note(node, line)
+        if not loop.changed:
+            return self.outer("scan", operands, node.attrs, node.loc, node)
+        packed, self.parts[node.result] = loop.emit()
+        return packed
+
+
+class _Carry:
+    """A carry: its index in the scan as it was, its initial value outside, the body's input
+    and the value the body returns for it."""
+    __slots__ = ("index", "init", "inner", "out")
+
+    def __init__(self, index, init, inner, out):
+        self.index, self.init, self.inner, self.out = index, init, inner, out
+
+
+class _Loop:
+    """One scan taken apart, rewritten and put back together. A body value is 'carried' (reads
+    a carry), 'step' (reads an xs slice, not a carry) or 'invariant' (neither)."""
+
+    def __init__(self, node, operands, hoister):
+        body, nc, nx = node.attrs["body"], node.attrs["carries"], node.attrs["xs"]
+        self.node, self.hoister, self.T = node, hoister, node.attrs["length"]
+        self.names = value_names(body)
+        self.carries = [_Carry(i, *c) for i, c in enumerate(zip(operands[:nc], body.inputs[:nc], body.outputs[:nc]))]
+        self.xs = list(zip(operands[nc:nc + nx], body.inputs[nc:nc + nx]))  # (outside, inside)
+        self.consts = list(zip(operands[nc + nx:], body.inputs[nc + nx:]))
+        self.ys = list(body.outputs[nc:])  # None where a y is dropped (then computed after the loop)
+        self.nodes = list(body.nodes)
+        self.after = {}  # ('carry' or 'y', old index) -> function(stacked) of its value after the loop
+        self.pinned = set()  # ys whose stacked values an after-the-loop value reads
+        self.notes, self.changed = [], False
+
+    def classes(self):
+        kind = {c.inner: "carried" for c in self.carries}
+        kind.update((inner, "step") for _, inner in self.xs)
+        kind.update((inner, "invariant") for _, inner in self.consts)
+        for n in self.nodes:
+            found = {kind[v] for v in n.operands}
+            kind[n.result] = next((k for k in ("carried", "step") if k in found), "invariant")
+        return kind
+
+    def name(self, v):
+        return "%" + self.names.get(v, "?")
+
+    def describe(self, n):
+        return f"{self.name(n.result)} = {n.op}({', '.join(self.name(v) for v in n.operands)})"
+
+    def product(self, a, b, transposed=False):
+        """'one [m,k] @ [k,n] product' of per-step `a` stacked (transposed: its columns the rows) and `b`."""
+        left = (a.shape[1], self.T * a.shape[0]) if transposed else (self.T * a.shape[0], a.shape[1])
+        right = (self.T * b.shape[0], b.shape[1]) if transposed else b.shape
+        return f"one [{left[0]},{left[1]}] @ [{right[0]},{right[1]}] product"
+
+    # ---- before the loop ------------------------------------------------------------------
+    def hoist_before(self):
+        """Per-step matmuls by invariants (and the per-step nodes they read), and invariant work,
+        computed outside; the body reads what it still needs of them as new inputs."""
+        kind, batchable = self.classes(), {}
+        for n in self.nodes:
+            if kind[n.result] == "step":
+                batchable[n.result] = self._batchable(n, kind, batchable)
+        chosen, needed = [], set()
+        for n in reversed(self.nodes):
+            r = n.result
+            if kind[r] == "step":
+                take = batchable[r] and (n.op == "matmul" or r in needed)
+            else:
+                take = kind[r] == "invariant" and (r in needed or get_op(n.op).kind not in _NOT_WORK)
+            if take:
+                chosen.append(n)
+                needed.update(n.operands)
+        chosen.reverse()
+        if not any(kind[n.result] == "step" or get_op(n.op).kind not in _NOT_WORK for n in chosen):
+            return
+        outer = {inner: o for o, inner in self.xs + self.consts}
+        for n in chosen:
+            if kind[n.result] == "step":
+                outer[n.result] = self._batch(n, kind, outer)
+                if n.op == "matmul":
+                    self.notes.append(f"{self.describe(n)} for all {self.T} steps before the loop: "
+                                      + self.product(*n.operands))
+            else:
+                outer[n.result] = self.hoister.outer(n.op, [outer[v] for v in n.operands], n.attrs, n.loc)
+                if get_op(n.op).kind not in _NOT_WORK:
+                    self.notes.append(f"{self.describe(n)} reads invariants only: computed once before the loop")
+        self._replace({n.result for n in chosen}, outer, kind)
+
+    def _batchable(self, n, kind, batchable):
+        """Whether step node `n` can be computed for all steps at once: a matmul by an invariant
+        matrix, or an op whose attributes _SHIFTED rewrites, over batchable operands."""
+        if any(not batchable.get(v, True) for v in n.operands):
+            return False
+        if n.op == "matmul":
+            a, w = n.operands
+            return a.ndim == 2 and w.ndim == 2 and kind[w] == "invariant"
+        opdef = get_op(n.op)
+        elementwise = opdef.kind == "elementwise"
+        if opdef.kind not in _BATCHED_KINDS or not elementwise and (
+                any(k not in _SHIFTED for k in n.attrs) or any(kind[v] != "step" for v in n.operands)):
+            return False
+        types = [TensorType((self.T,) + v.shape, v.dtype) for v in n.operands]
+        try:
+            result = opdef.infer_type(types, opdef.check_attrs(self._shifted(n, elementwise)))
+        except NdlcError:  # the shape rule refuses it: not batchable this way
+            return False
+        return result == TensorType((self.T,) + n.result.shape, n.result.dtype)
+
+    def _shifted(self, n, elementwise):
+        """`n`'s attributes for its operands stacked over the steps (an elementwise op's name no axes)."""
+        if elementwise:
+            return dict(n.attrs)
+        return {k: _SHIFTED[k](v, self.T) for k, v in n.attrs.items()}
+
+    def _batch(self, n, kind, outer):
+        """`n` computed for all steps at once, from the stacked operands."""
+        out, T, loc = self.hoister.outer, self.T, n.loc
+        if n.op == "matmul":
+            a, w = n.operands
+            rows = out("reshape", (outer[a],), {"shape": (T * a.shape[0], a.shape[1])}, loc)
+            product = out("matmul", (rows, outer[w]), {}, loc)
+            return out("reshape", (product,), {"shape": (T,) + n.result.shape}, loc)
+        operands = [outer[v] if kind[v] == "step" else
+                    out("broadcast_to", (outer[v],), {"shape": (T,) + v.shape}, loc) for v in n.operands]
+        return out(n.op, operands, self._shifted(n, get_op(n.op).kind == "elementwise"), loc)
+
+    def _replace(self, hoisted, outer, kind):
+        """The body without the `hoisted` values' nodes: each one the loop still reads becomes a
+        new xs (or const) input, fed by its value outside."""
+        read = {v for n in self.nodes if n.result not in hoisted for v in n.operands}
+        read |= {c.out for c in self.carries} | set(self.ys)
+        inner = {}
+        for n in self.nodes:
+            if n.result in hoisted and n.result in read:
+                inner[n.result] = self.hoister.body_input(n.result, outer[n.result])
+                self.names[inner[n.result]] = self.names[n.result]
+                (self.xs if kind[n.result] == "step" else self.consts).append((outer[n.result], inner[n.result]))
+        kept, self.nodes = [n for n in self.nodes if n.result not in hoisted], []
+        for n in kept:
+            made = self.hoister.remade(n, tuple(inner.get(v, v) for v in n.operands))
+            inner[n.result] = made.result
+            self.names.setdefault(made.result, self.names[n.result])
+            self.nodes.append(made)
+        for c in self.carries:
+            c.out = inner.get(c.out, c.out)
+        self.ys = [inner.get(y, y) for y in self.ys]
+        self.changed = True
+
+    # ---- after the loop -------------------------------------------------------------------
+    def accumulate_after(self):
+        """Each carry that only sums a per-step term: dropped, the terms summed after the loop."""
+        for carry in list(self.carries):
+            found = self._sum_of(carry)
+            if found is None:
+                continue
+            add, term, core = found
+            if core.op == "matmul":
+                p, q = core.operands[0].node.operands[0], core.operands[1]
+                sources = (self._stacked(p), self._stacked(q))
+                total = self._product_of_sums(p, q, sources, core.loc)
+                how = f"{self.product(p, q, transposed=True)} of the stacked {self.name(p)}, {self.name(q)}"
+            else:
+                (v,) = core.operands
+                sources = (self._stacked(v),)
+                axes = (0,) + tuple(a + 1 for a in core.attrs["axes"])
+                total = lambda stacked, s=sources[0], loc=core.loc, axes=axes: self.hoister.outer(
+                    "summation", (stacked(s),), {"axes": axes}, loc)
+                how = f"one summation of the stacked {self.name(v)}"
+            self.after[("carry", carry.index)] = self._accumulated(carry, add, term, total)
+            self.notes.append(f"carry {carry.index} ({self.name(carry.inner)}) only accumulates "
+                              f"{self.describe(core)}: after the loop, {how}")
+            self.carries.remove(carry)
+            self.nodes = self.live_nodes(self.outputs())
+            self.changed = True
+
+    def _product_of_sums(self, p, q, sources, loc):
+        """Σ_t p_tᵀ q_t as a function of where the stacked values are: (P rows)ᵀ @ (Q rows)."""
+        def total(stacked):
+            out, T = self.hoister.outer, self.T
+            a = out("reshape", (stacked(sources[0]),), {"shape": (T * p.shape[0], p.shape[1])}, loc)
+            b = out("reshape", (stacked(sources[1]),), {"shape": (T * q.shape[0], q.shape[1])}, loc)
+            return out("matmul", (out("transpose", (a,), {"axes": (0, 1)}, loc), b), {}, loc)
+        return total
+
+    def _accumulated(self, carry, add, term, total):
+        """The carry's final value: its initial value plus the steps' `total`, in the add's order."""
+        def value(stacked):
+            out, result = self.hoister.outer, total(stacked)
+            if result.shape != term.shape:
+                result = out("reshape", (result,), {"shape": term.shape}, add.loc)
+            pair = (carry.init, result) if add.operands[0] is carry.inner else (result, carry.init)
+            return out("add", pair, {}, add.loc)
+        return value
+
+    def _sum_of(self, carry):
+        """(the add, the term, its matmul or summation) where `carry` is only `acc + term`: acc read
+        by that add alone, which the body returns as this carry and nothing else reads; the term
+        (reshapes aside) matmul(transpose(a_t), b_t) or a summation of a value that varies."""
+        users = [n for n in self.nodes if carry.inner in n.operands]
+        if len(users) != 1 or users[0].result is not carry.out or users[0].op != "add":
+            return None
+        if any(carry.out in n.operands for n in self.nodes) or carry.out in self.ys or \
+                [c.out for c in self.carries].count(carry.out) != 1:
+            return None
+        add = users[0]
+        term = add.operands[1] if add.operands[0] is carry.inner else add.operands[0]
+        core = term
+        while core.node is not None and core.node.op == "reshape":
+            core = core.node.operands[0]
+        kind, core = self.classes(), core.node
+        if core is None or term is carry.inner:
+            return None
+        if core.op == "summation":
+            return (add, term, core) if kind[core.operands[0]] != "invariant" else None
+        if core.op == "matmul":
+            left, right = core.operands
+            ok = (left.node is not None and left.node.op == "transpose" and left.ndim == 2 and right.ndim == 2
+                  and kind[left.node.operands[0]] != "invariant" and kind[right] != "invariant")
+            return (add, term, core) if ok else None
+        return None
+
+    def sink_after(self):
+        """Each y that is matmul(v_t, W), W invariant: the stacked v_t times W after the loop."""
+        kind = self.classes()
+        for k, y in enumerate(list(self.ys)):
+            if k in self.pinned or not self._product_y(y, kind):
+                continue
+            v, w = y.node.operands
+            source, w_outer = self._stacked(v, replacing=k), self._outer_invariant(w)
+
+            def value(stacked, v=v, w_outer=w_outer, y=y, source=source):
+                out, T, loc = self.hoister.outer, self.T, y.node.loc
+                rows = out("reshape", (stacked(source),), {"shape": (T * v.shape[0], v.shape[1])}, loc)
+                product = out("matmul", (rows, w_outer), {}, loc)
+                return out("reshape", (product,), {"shape": (T,) + y.shape}, loc)
+            self.after[("y", k)] = value
+            self.notes.append(f"y {k} ({self.describe(y.node)}) after the loop: {self.product(v, w)}")
+            self.changed = True
+
+    def _product_y(self, y, kind):
+        """Whether y is matmul(v_t, W) by an invariant W that the body reads nowhere else."""
+        if y is None or y.node is None or y.node.op != "matmul" or self.ys.count(y) != 1:
+            return False
+        v, w = y.node.operands
+        return (kind[w] == "invariant" and kind[v] != "invariant" and v.ndim == 2 and w.ndim == 2
+                and not any(y in n.operands for n in self.nodes) and y not in [c.out for c in self.carries])
+
+    def _stacked(self, v, replacing=None):
+        """Where the loop's stacked values of `v` will be: ('xs', operand) for an xs slice, else
+        ('y', index) of a y returning it; y `replacing` then becomes v (or is dropped), else a
+        new y is added."""
+        outer = next((o for o, inner in self.xs if inner is v), None)
+        if replacing is not None:
+            self.ys[replacing] = None
+        if outer is not None:
+            return ("xs", outer)
+        if v not in self.ys:
+            if replacing is not None:
+                self.ys[replacing] = v
+            else:
+                self.ys.append(v)
+        index = self.ys.index(v)
+        self.pinned.add(index)
+        return ("y", index)
+
+    def _outer_invariant(self, v):
+        """The outer value of an invariant body value: its operand, or its nodes copied outside."""
+        outer = next((o for o, inner in self.consts if inner is v), None)
+        if outer is not None:
+            return outer
+        n = v.node
+        return self.hoister.outer(n.op, [self._outer_invariant(u) for u in n.operands], n.attrs, n.loc)
+
+    def outputs(self):
+        return [c.out for c in self.carries] + [y for y in self.ys if y is not None]
+
+    def live_nodes(self, outputs):
+        live, nodes = set(outputs), []
+        for n in reversed(self.nodes):
+            if n.result in live:
+                nodes.append(n)
+                live.update(n.operands)
+        return nodes[::-1]
+
+    def note_kept(self):
+        """A note for each matmul left in the loop, and why."""
+        kind = self.classes()
+        for n in self.live_nodes(self.outputs()):
+            if n.op == "matmul" and kind[n.result] != "invariant":
+                why = ("it reads the carries" if kind[n.result] == "carried" else
+                       "its right operand varies with the step" if kind[n.operands[1]] != "invariant"
+                       else "its operands are not matrices the steps can stack")
+                self.notes.append(f"{self.describe(n)} stays in the loop: {why}")
+
+    # ---- put back together ----------------------------------------------------------------
+    def emit(self):
+        """(the new scan's packed value, a function from an old part's offset to its value now),
+        the parts made as they are asked for; xs and consts the body no longer reads dropped."""
+        old, out = self.node, self.hoister.outer
+        kept_ys = [(k, y) for k, y in enumerate(self.ys) if y is not None]
+        outputs = [c.out for c in self.carries] + [y for _, y in kept_ys]
+        nodes = self.live_nodes(outputs)
+        read = {v for n in nodes for v in n.operands} | set(outputs)
+        xs = [(o, i) for o, i in self.xs if i in read]
+        consts = [(o, i) for o, i in self.consts if i in read]
+        body = Graph("body", [c.inner for c in self.carries] + [i for _, i in xs + consts], nodes, outputs)
+        operands = [c.init for c in self.carries] + [o for o, _ in xs + consts]
+        packed = out("scan", operands, dict(old.attrs, body=body, carries=len(self.carries), xs=len(xs)), old.loc)
+        places = layout(body, len(self.carries), self.T)
+        place = {("carry", c.index): places[j] for j, c in enumerate(self.carries)}
+        place.update((("y", k), places[len(self.carries) + j]) for j, (k, _) in enumerate(kept_ys))
+
+        def part(key):
+            offset, type_ = place[key]
+            return out("part", (packed,), {"offset": offset, "shape": type_.shape}, old.loc)
+
+        def stacked(source):
+            where, what = source
+            return what if where == "xs" else part(("y", what))
+        nc = old.attrs["carries"]
+        keys = [("carry", i) for i in range(nc)] + [("y", k) for k in range(len(old.attrs["body"].outputs) - nc)]
+        by_offset = {offset: key for (offset, _), key in zip(get_op("scan").parts(old), keys)}
+
+        def value(offset):
+            key = by_offset[offset]
+            return self.after[key](stacked) if key in self.after else part(key)
+        return packed, value

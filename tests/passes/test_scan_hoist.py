@@ -1,0 +1,222 @@
+"""passes/scan_hoist.py: text in, text out; hoisted graphs against the originals (float64, where
+only the order of a sum differs) and their gradients against finite differences; a compiled
+recurrence written with `ndl.scan` against PyTorch."""
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.ir import interpret, parse, print_graph
+from ndlc.passes import autodiff
+from ndlc.passes.scan_hoist import hoist_scans
+
+# an RNN cell written out: the input's product (and the scaling it reads) need no loop, nor exp(U)
+RNN = """
+graph @g(%h0: f64[2,3], %xs: f64[4,2,5], %w: f64[5,3], %u: f64[3,3], %b: f64[3]) {
+  %0 = scan(%h0, %xs, %w, %u, %b, carries=1, xs=1, length=4, reverse=false, body=graph @body(%h: f64[2,3], %x: f64[2,5], %wx: f64[5,3], %uh: f64[3,3], %bias: f64[3]) {
+    %0 = mul_scalar(%x, scalar=2.0) : f64[2,5]
+    %1 = matmul(%0, %wx) : f64[2,3]
+    %2 = matmul(%h, %uh) : f64[2,3]
+    %3 = broadcast_to(%bias, shape=(2, 3)) : f64[2,3]
+    %4 = exp(%uh) : f64[3,3]
+    %5 = matmul(%2, %4) : f64[2,3]
+    %6 = add(%1, %5) : f64[2,3]
+    %7 = add(%6, %3) : f64[2,3]
+    %8 = tanh(%7) : f64[2,3]
+    return %8, %8
+  }) : f64[30]
+  %1 = part(%0, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  return %1
+}"""
+
+RNN_HOISTED = """\
+graph @g(%h0: f64[2,3], %xs: f64[4,2,5], %w: f64[5,3], %u: f64[3,3], %b: f64[3]) {
+  %0 = mul_scalar(%xs, scalar=2.0) : f64[4,2,5]
+  %1 = reshape(%0, shape=(8, 5)) : f64[8,5]
+  %2 = matmul(%1, %w) : f64[8,3]
+  %3 = reshape(%2, shape=(4, 2, 3)) : f64[4,2,3]
+  %4 = exp(%u) : f64[3,3]
+  %5 = scan(%h0, %3, %u, %b, %4, carries=1, xs=1, length=4, reverse=false, body=graph @body(%h: f64[2,3], %hoisted0: f64[2,3], %uh: f64[3,3], %bias: f64[3], %hoisted1: f64[3,3]) {
+    %0 = matmul(%h, %uh) : f64[2,3]
+    %1 = broadcast_to(%bias, shape=(2, 3)) : f64[2,3]
+    %2 = matmul(%0, %hoisted1) : f64[2,3]
+    %3 = add(%hoisted0, %2) : f64[2,3]
+    %4 = add(%3, %1) : f64[2,3]
+    %5 = tanh(%4) : f64[2,3]
+    return %5, %5
+  }) : f64[30]
+  %6 = part(%5, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  return %6
+}"""
+
+# a reverse loop as autodiff makes them: a weight's gradient and a bias's accumulated, an input's
+# gradient a product by the transposed weight
+BACKWARD = """
+graph @g(%d0: f64[2,3], %a0: f64[5,3], %c0: f64[3], %xs: f64[4,2,5], %gs: f64[4,2,3], %w: f64[5,3]) {
+  %0 = scan(%d0, %a0, %c0, %xs, %gs, %w, carries=3, xs=2, length=4, reverse=true, body=graph @body(%d: f64[2,3], %acc: f64[5,3], %bacc: f64[3], %x: f64[2,5], %g: f64[2,3], %wx: f64[5,3]) {
+    %0 = add(%d, %g) : f64[2,3]
+    %1 = transpose(%x, axes=(0, 1)) : f64[5,2]
+    %2 = matmul(%1, %0) : f64[5,3]
+    %3 = add(%acc, %2) : f64[5,3]
+    %4 = summation(%0, axes=(0,)) : f64[3]
+    %5 = add(%4, %bacc) : f64[3]
+    %6 = transpose(%wx, axes=(0, 1)) : f64[3,5]
+    %7 = matmul(%0, %6) : f64[2,5]
+    %8 = tanh(%0) : f64[2,3]
+    return %8, %3, %5, %7
+  }) : f64[64]
+  %1 = part(%0, offset=6, shape=(5, 3)) : f64[5,3]
+  %2 = part(%0, offset=21, shape=(3,)) : f64[3]
+  %3 = part(%0, offset=24, shape=(4, 2, 5)) : f64[4,2,5]
+  return %1, %2, %3
+}"""
+
+BACKWARD_HOISTED = """\
+graph @g(
+    %d0: f64[2,3],
+    %a0: f64[5,3],
+    %c0: f64[3],
+    %xs: f64[4,2,5],
+    %gs: f64[4,2,3],
+    %w: f64[5,3]
+) {
+  %0 = transpose(%w, axes=(0, 1)) : f64[3,5]
+  %1 = scan(%d0, %gs, carries=1, xs=1, length=4, reverse=true, body=graph @body(%d: f64[2,3], %g: f64[2,3]) {
+    %0 = add(%d, %g) : f64[2,3]
+    %1 = tanh(%0) : f64[2,3]
+    return %1, %0
+  }) : f64[30]
+  %2 = reshape(%xs, shape=(8, 5)) : f64[8,5]
+  %3 = part(%1, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  %4 = reshape(%3, shape=(8, 3)) : f64[8,3]
+  %5 = transpose(%2, axes=(0, 1)) : f64[5,8]
+  %6 = matmul(%5, %4) : f64[5,3]
+  %7 = add(%a0, %6) : f64[5,3]
+  %8 = summation(%3, axes=(0, 1)) : f64[3]
+  %9 = add(%8, %c0) : f64[3]
+  %10 = matmul(%4, %0) : f64[8,5]
+  %11 = reshape(%10, shape=(4, 2, 5)) : f64[4,2,5]
+  return %7, %9, %11
+}"""
+
+
+def hoisted(text):
+    notes = []
+    return hoist_scans(parse(text), notes), notes
+
+
+def arguments(graph, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(v.shape) for v in graph.inputs]
+
+
+def test_a_per_step_product_by_an_invariant_is_one_product_before_the_loop():
+    graph, notes = hoisted(RNN)
+    assert print_graph(graph) == RNN_HOISTED
+    assert notes == ["scan %0: %1 = matmul(%0, %wx) for all 4 steps before the loop: one [8,5] @ [5,3] product",
+                     "scan %0: %4 = exp(%uh) reads invariants only: computed once before the loop",
+                     "scan %0: %2 = matmul(%h, %uh) stays in the loop: it reads the carries",
+                     "scan %0: %5 = matmul(%2, %4) stays in the loop: it reads the carries"]
+
+
+def test_accumulated_gradients_and_products_by_invariants_move_after_the_loop():
+    graph, notes = hoisted(BACKWARD)
+    assert print_graph(graph) == BACKWARD_HOISTED
+    assert notes == [
+        "scan %0: carry 1 (%acc) only accumulates %2 = matmul(%1, %0): after the loop, one [5,8] @ [8,3] "
+        "product of the stacked %x, %0",
+        "scan %0: carry 2 (%bacc) only accumulates %4 = summation(%0): after the loop, one summation of "
+        "the stacked %0",
+        "scan %0: y 0 (%7 = matmul(%0, %6)) after the loop: one [8,3] @ [3,5] product"]
+
+
+@pytest.mark.parametrize("text", [RNN, BACKWARD])
+def test_hoisted_graphs_compute_what_the_loops_did(text):
+    graph, args = parse(text), arguments(parse(text))
+    for a, b in zip(interpret(graph, *args), interpret(hoisted(text)[0], *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)  # the sums' order differs, not more
+
+
+def test_a_loop_whose_packed_results_are_read_whole_keeps_its_results():
+    text = BACKWARD.replace("  return %1, %2, %3", "  %4 = summation(%0, axes=(0,)) : f64[]\n  return %1, %2, %3, %4")
+    graph, notes = hoisted(text)
+    (scan,) = [n for n in graph.nodes if n.op == "scan"]
+    assert scan.attrs["carries"] == 3 and scan.result.type == parse(text).nodes[0].result.type
+    assert "scan %0: its packed results are read whole: nothing moves after the loop" in notes
+    args = arguments(graph)
+    for a, b in zip(interpret(parse(text), *args), interpret(graph, *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+CARRIED = """\
+graph @g(%h0: f32[2,3], %xs: f32[4,2,3], %u: f32[3,3]) {
+  %0 = scan(%h0, %xs, %u, carries=1, xs=1, length=4, reverse=false, body=graph @body(%h: f32[2,3], %x: f32[2,3], %uh: f32[3,3]) {
+    %0 = add(%h, %x) : f32[2,3]
+    %1 = matmul(%0, %uh) : f32[2,3]
+    %2 = transpose(%uh, axes=(0, 1)) : f32[3,3]
+    %3 = matmul(%1, %2) : f32[2,3]
+    return %3, %1
+  }) : f32[30]
+  %1 = part(%0, offset=6, shape=(4, 2, 3)) : f32[4,2,3]
+  return %1
+}"""
+
+
+def test_loops_with_nothing_to_move_and_graphs_without_loops_stay_as_they_are():
+    plain = parse("graph @g(%x: f32[2]) {\n  %0 = exp(%x) : f32[2]\n  return %0\n}")
+    assert hoist_scans(plain) is plain
+    graph, notes = hoisted(CARRIED)
+    assert print_graph(graph) == CARRIED  # a view of an invariant (the transpose) is no work to move
+    assert notes == ["scan %0: %1 = matmul(%0, %uh) stays in the loop: it reads the carries",
+                     "scan %0: %3 = matmul(%1, %2) stays in the loop: it reads the carries"]
+
+
+def test_gradients_through_hoisted_loops_equal_finite_differences():
+    graph = parse(RNN.replace("return %1", "%2 = summation(%1, axes=(0, 1, 2)) : f64[]\n  return %2"))
+    args = arguments(graph, seed=3)
+    grad = autodiff(graph)
+    notes = []
+    moved = hoist_scans(grad, notes)
+    assert any("after the loop" in n for n in notes) and any("before the loop" in n for n in notes)
+    grads = interpret(moved, *args)[1:]
+    eps = 1e-6
+    for i, g in enumerate(grads):
+        numeric = np.zeros_like(args[i])
+        for index in np.ndindex(*args[i].shape):
+            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
+            plus[i][index] += eps
+            minus[i][index] -= eps
+            numeric[index] = (interpret(graph, *plus)[0] - interpret(graph, *minus)[0]) / (2 * eps)
+        np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_a_compiled_scan_recurrence_equals_pytorch_and_explains_its_hoisting():
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle of this test")
+    rng = np.random.default_rng(0)
+    xs, h0 = rng.standard_normal((5, 3, 4)).astype(np.float32), rng.standard_normal((3, 6)).astype(np.float32)
+    weights = [rng.standard_normal(s).astype(np.float32) * 0.5 for s in [(4, 6), (6, 6), (6,)]]
+    params = [ndl.Tensor(w, requires_grad=True) for w in weights]
+
+    def loss_of(x):
+        w, u, b = params
+
+        def step(h, x_t):
+            h = ndl.tanh(x_t @ w + h @ u + b.reshape((1, 6)).broadcast_to((3, 6)))
+            return h, h
+        _, hs = ndl.scan(step, ndl.Tensor(h0), x)
+        loss = (hs * hs).sum()
+        loss.backward()
+        return loss, w.grad, u.grad, b.grad
+    compiled = ndl.compile(loss_of)
+    got = [t.numpy() for t in compiled(xs)]
+    tw = [torch.tensor(w, dtype=torch.float64, requires_grad=True) for w in weights]
+    h, total = torch.tensor(h0, dtype=torch.float64), 0
+    for x_t in torch.tensor(xs, dtype=torch.float64):
+        h = torch.tanh(x_t @ tw[0] + h @ tw[1] + tw[2])
+        total = total + (h * h).sum()
+    total.backward()
+    for a, b in zip(got, [total] + [w.grad for w in tw]):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-4, atol=1e-5)
+    text = compiled.ir("hoisted")
+    assert "before the loop: one [15,4] @ [4,6] product" in text
+    assert "only accumulates" in text and "after the loop" in text
+    parse(text)  # the notes are comments: the stage reads back
