@@ -276,15 +276,11 @@ class _Loop:
             add, term, core = found
             if core.op == "matmul":
                 p, q = core.operands[0].node.operands[0], core.operands[1]
-                sources = (self._stacked(p), self._stacked(q))
-                total = self._product_of_sums(p, q, sources, core.loc)
+                total = self._product_of_sums(p, q, (self._stacked(p), self._stacked(q)), core.loc)
                 how = f"{self.product(p, q, transposed=True)} of the stacked {self.name(p)}, {self.name(q)}"
-            else:
-                (v,) = core.operands
-                sources = (self._stacked(v),)
-                axes = (0,) + tuple(a + 1 for a in core.attrs["axes"])
-                total = lambda stacked, s=sources[0], loc=core.loc, axes=axes: self.hoister.outer(
-                    "summation", (stacked(s),), {"axes": axes}, loc)
+            else:  # a summation of v_t, or v_t itself: one summation of the stacked values
+                v, axes = (core.operands[0], core.attrs["axes"]) if core.op == "summation" else (core.result, ())
+                total = self._sum_of_steps(self._stacked(v), (0,) + tuple(a + 1 for a in axes), core.loc)
                 how = f"one summation of the stacked {self.name(v)}"
             self.after[("carry", carry.index)] = self._accumulated(carry, add, term, total)
             self.notes.append(f"carry {carry.index} ({self.name(carry.inner)}) only accumulates "
@@ -302,6 +298,9 @@ class _Loop:
             return out("matmul", (out("transpose", (a,), {"axes": (0, 1)}, loc), b), {}, loc)
         return total
 
+    def _sum_of_steps(self, source, axes, loc):
+        return lambda stacked: self.hoister.outer("summation", (stacked(source),), {"axes": axes}, loc)
+
     def _accumulated(self, carry, add, term, total):
         """The carry's final value: its initial value plus the steps' `total`, in the add's order."""
         def value(stacked):
@@ -313,31 +312,32 @@ class _Loop:
         return value
 
     def _sum_of(self, carry):
-        """(the add, the term, its matmul or summation) where `carry` is only `acc + term`: acc read
-        by that add alone, which the body returns as this carry and nothing else reads; the term
-        (reshapes aside) matmul(transpose(a_t), b_t) or a summation of a value that varies."""
+        """(the add, the term, what to sum over the steps) where `carry` is only `acc + term`:
+        acc read by that add alone, which the body returns as this carry and nothing else reads;
+        the term varies with the step and is (reshapes aside) matmul(transpose(a_t), b_t), a
+        summation, or (then summed itself) anything but another product."""
         users = [n for n in self.nodes if carry.inner in n.operands]
         if len(users) != 1 or users[0].result is not carry.out or users[0].op != "add":
             return None
         if any(carry.out in n.operands for n in self.nodes) or carry.out in self.ys or \
                 [c.out for c in self.carries].count(carry.out) != 1:
             return None
-        add = users[0]
+        add, kind = users[0], self.classes()
         term = add.operands[1] if add.operands[0] is carry.inner else add.operands[0]
+        if term is carry.inner or kind[term] == "invariant" or term.node is None:
+            return None
         core = term
         while core.node is not None and core.node.op == "reshape":
             core = core.node.operands[0]
-        kind, core = self.classes(), core.node
-        if core is None or term is carry.inner:
-            return None
-        if core.op == "summation":
-            return (add, term, core) if kind[core.operands[0]] != "invariant" else None
-        if core.op == "matmul":
+        core = core.node
+        if core is not None and core.op == "summation" and kind[core.operands[0]] != "invariant":
+            return add, term, core
+        if core is not None and core.op == "matmul":
             left, right = core.operands
             ok = (left.node is not None and left.node.op == "transpose" and left.ndim == 2 and right.ndim == 2
                   and kind[left.node.operands[0]] != "invariant" and kind[right] != "invariant")
             return (add, term, core) if ok else None
-        return None
+        return add, term, term.node
 
     def sink_after(self):
         """Each y that is matmul(v_t, W), W invariant: the stacked v_t times W after the loop."""

@@ -48,11 +48,11 @@ graph @g(%h0: f64[2,3], %xs: f64[4,2,5], %w: f64[5,3], %u: f64[3,3], %b: f64[3])
   return %6
 }"""
 
-# a reverse loop as autodiff makes them: a weight's gradient and a bias's accumulated, an input's
-# gradient a product by the transposed weight
+# a reverse loop as autodiff makes them: a weight's, a bias's and a broadcast value's gradients
+# accumulated, an input's gradient a product by the transposed weight
 BACKWARD = """
-graph @g(%d0: f64[2,3], %a0: f64[5,3], %c0: f64[3], %xs: f64[4,2,5], %gs: f64[4,2,3], %w: f64[5,3]) {
-  %0 = scan(%d0, %a0, %c0, %xs, %gs, %w, carries=3, xs=2, length=4, reverse=true, body=graph @body(%d: f64[2,3], %acc: f64[5,3], %bacc: f64[3], %x: f64[2,5], %g: f64[2,3], %wx: f64[5,3]) {
+graph @g(%d0: f64[2,3], %a0: f64[5,3], %c0: f64[3], %t0: f64[2,3], %xs: f64[4,2,5], %gs: f64[4,2,3], %w: f64[5,3]) {
+  %0 = scan(%d0, %a0, %c0, %t0, %xs, %gs, %w, carries=4, xs=2, length=4, reverse=true, body=graph @body(%d: f64[2,3], %acc: f64[5,3], %bacc: f64[3], %tacc: f64[2,3], %x: f64[2,5], %g: f64[2,3], %wx: f64[5,3]) {
     %0 = add(%d, %g) : f64[2,3]
     %1 = transpose(%x, axes=(0, 1)) : f64[5,2]
     %2 = matmul(%1, %0) : f64[5,3]
@@ -62,12 +62,14 @@ graph @g(%d0: f64[2,3], %a0: f64[5,3], %c0: f64[3], %xs: f64[4,2,5], %gs: f64[4,
     %6 = transpose(%wx, axes=(0, 1)) : f64[3,5]
     %7 = matmul(%0, %6) : f64[2,5]
     %8 = tanh(%0) : f64[2,3]
-    return %8, %3, %5, %7
-  }) : f64[64]
+    %9 = add(%tacc, %8) : f64[2,3]
+    return %8, %3, %5, %9, %7
+  }) : f64[70]
   %1 = part(%0, offset=6, shape=(5, 3)) : f64[5,3]
   %2 = part(%0, offset=21, shape=(3,)) : f64[3]
-  %3 = part(%0, offset=24, shape=(4, 2, 5)) : f64[4,2,5]
-  return %1, %2, %3
+  %3 = part(%0, offset=30, shape=(4, 2, 5)) : f64[4,2,5]
+  %4 = part(%0, offset=24, shape=(2, 3)) : f64[2,3]
+  return %1, %2, %3, %4
 }"""
 
 BACKWARD_HOISTED = """\
@@ -75,6 +77,7 @@ graph @g(
     %d0: f64[2,3],
     %a0: f64[5,3],
     %c0: f64[3],
+    %t0: f64[2,3],
     %xs: f64[4,2,5],
     %gs: f64[4,2,3],
     %w: f64[5,3]
@@ -83,8 +86,8 @@ graph @g(
   %1 = scan(%d0, %gs, carries=1, xs=1, length=4, reverse=true, body=graph @body(%d: f64[2,3], %g: f64[2,3]) {
     %0 = add(%d, %g) : f64[2,3]
     %1 = tanh(%0) : f64[2,3]
-    return %1, %0
-  }) : f64[30]
+    return %1, %0, %1
+  }) : f64[54]
   %2 = reshape(%xs, shape=(8, 5)) : f64[8,5]
   %3 = part(%1, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
   %4 = reshape(%3, shape=(8, 3)) : f64[8,3]
@@ -95,7 +98,10 @@ graph @g(
   %9 = add(%8, %c0) : f64[3]
   %10 = matmul(%4, %0) : f64[8,5]
   %11 = reshape(%10, shape=(4, 2, 5)) : f64[4,2,5]
-  return %7, %9, %11
+  %12 = part(%1, offset=30, shape=(4, 2, 3)) : f64[4,2,3]
+  %13 = summation(%12, axes=(0,)) : f64[2,3]
+  %14 = add(%t0, %13) : f64[2,3]
+  return %7, %9, %11, %14
 }"""
 
 
@@ -126,6 +132,8 @@ def test_accumulated_gradients_and_products_by_invariants_move_after_the_loop():
         "product of the stacked %x, %0",
         "scan %0: carry 2 (%bacc) only accumulates %4 = summation(%0): after the loop, one summation of "
         "the stacked %0",
+        "scan %0: carry 3 (%tacc) only accumulates %8 = tanh(%0): after the loop, one summation of the "
+        "stacked %8",
         "scan %0: y 0 (%7 = matmul(%0, %6)) after the loop: one [8,3] @ [3,5] product"]
 
 
@@ -137,10 +145,10 @@ def test_hoisted_graphs_compute_what_the_loops_did(text):
 
 
 def test_a_loop_whose_packed_results_are_read_whole_keeps_its_results():
-    text = BACKWARD.replace("  return %1, %2, %3", "  %4 = summation(%0, axes=(0,)) : f64[]\n  return %1, %2, %3, %4")
+    text = BACKWARD.replace("  return %1, %2, %3, %4", "  %5 = summation(%0, axes=(0,)) : f64[]\n  return %1, %2, %3, %4, %5")
     graph, notes = hoisted(text)
     (scan,) = [n for n in graph.nodes if n.op == "scan"]
-    assert scan.attrs["carries"] == 3 and scan.result.type == parse(text).nodes[0].result.type
+    assert scan.attrs["carries"] == 4 and scan.result.type == parse(text).nodes[0].result.type
     assert "scan %0: its packed results are read whole: nothing moves after the loop" in notes
     args = arguments(graph)
     for a, b in zip(interpret(parse(text), *args), interpret(graph, *args)):
