@@ -1,20 +1,22 @@
 """scan_hoist: the work of a scan that does not need the loop, done for all steps at once.
 
-Run after autodiff, before the scans are unrolled or compiled as loops. Three rewrites, each
-noted (the `hoisted` stage's `#` lines, NDLC_LOG=hoist):
-- before the loop: a matmul of a per-step value (a slice of the xs, or computed from slices and
-  invariants only) by a loop-invariant matrix is one [T*B, D] @ [D, H] product over the stacked
-  steps, which the scan takes as a new xs (with the per-step nodes it reads, batched over a new
-  leading axis); a node of invariants alone (not a view or a constant) is computed once;
-- after the loop: a carry that only accumulates `acc + matmul(transpose(a_t), b_t)` (an invariant's
-  gradient) or `acc + summation(v_t)` is dropped; the stacked a_t, b_t (or v_t) are ys and the sum
-  over the steps is one product Aᵀ B (one summation) after the loop;
-- after the loop: a y that is `matmul(v_t, W)` with W invariant (an input's gradient dg_t Wᵀ) is
-  computed from the stacked v_t as one product.
-A sum over the steps taken as one product adds in another order than the loop: results agree
-within float rounding, not bit for bit.
+Run after autodiff, before the scans are unrolled or compiled as loops, on any scan (a user's
+`ndl.scan` as well as RNN and LSTM). Each rewrite is a `#` line of the `hoisted` stage and an
+NDLC_LOG=hoist line, as is each matmul left in a loop and why:
+- before the loop: a matmul of a per-step value (an xs slice, or computed from slices and
+  invariants only) by an invariant matrix is one [T*B, D] @ [D, H] product of the stacked steps,
+  which the scan takes as a new xs (the per-step nodes it reads batched over a new leading
+  axis); a node of invariants alone (not a view or a constant) is computed once;
+- after the loop: a carry that only accumulates `acc + matmul(transpose(a_t), b_t)` (a weight's
+  gradient), `acc + summation(v_t)` or `acc + v_t` is dropped; the stacked a_t, b_t (v_t) are ys,
+  and the sum over the steps is one product Aᵀ B (one summation) after the loop;
+- after the loop: a y that is `matmul(v_t, W)`, W invariant (an input's gradient dg_t Wᵀ), is one
+  product of the stacked v_t.
+A sum over the steps in one product adds in another order than the loop: results agree within
+float rounding, not bit for bit.
 """
 import logging
+from dataclasses import dataclass
 
 from ..errors import NdlcError
 from ..ir.checks import maybe_verify
@@ -57,10 +59,11 @@ def hoist_scans(graph, notes=None):
 
 class _Hoister:
     """Rebuilds the outer graph's nodes (`nodes`); `parts` maps a rewritten scan's old packed
-    value to a function from an old part's offset to the value now standing for it. What it makes (hoisted nodes,
-    new body inputs, body nodes with new operands) is made once per source and operands, so a
-    gradient's second forward scan, which repeats the forward's body, still shares its nodes and
-    its hoisted products with the forward (the unroller emits shared body nodes once)."""
+    value to a function from an old part's offset to the value now standing for it. What it
+    makes (hoisted nodes, new body inputs, body nodes with new operands) is made once per source
+    and operands, so a gradient's second forward scan, which repeats the forward's body, still
+    shares its nodes and its hoisted products with the forward (the unroller emits shared body
+    nodes once)."""
 
     def __init__(self, graph, notes):
         self.graph, self.notes, self.nodes = graph, notes, []
@@ -91,13 +94,6 @@ class _Hoister:
             self.made[key] = made.result
         return self.made[key]
 
-    def body_input(self, value, outer):
-        """The body input that stands for `value`, hoisted and computed outside as `outer`."""
-        key = (value, outer)
-        if key not in self.inputs:
-            self.inputs[key] = Value(value.type, name=f"hoisted{len(self.inputs)}")
-        return self.inputs[key]
-
     def remade(self, node, operands):
         """`node` reading `operands` instead of its own (itself where they are the same)."""
         if operands == node.operands:
@@ -125,13 +121,14 @@ class _Hoister:
         return packed
 
 
+@dataclass
 class _Carry:
-    """A carry: its index in the scan as it was, its initial value outside, the body's input
-    and the value the body returns for it."""
-    __slots__ = ("index", "init", "inner", "out")
-
-    def __init__(self, index, init, inner, out):
-        self.index, self.init, self.inner, self.out = index, init, inner, out
+    """A carry: its index in the scan as it was, its value outside, the body's input for it and
+    the value the body returns for it."""
+    index: int
+    init: Value
+    inner: Value
+    out: Value
 
 
 class _Loop:
@@ -165,6 +162,10 @@ class _Loop:
 
     def describe(self, n):
         return f"{self.name(n.result)} = {n.op}({', '.join(self.name(v) for v in n.operands)})"
+
+    def rows(self, stacked, v, loc):
+        """`stacked` ([T, B, D], the steps' values of matrix `v`) as one [T*B, D] matrix."""
+        return self.hoister.outer("reshape", (stacked,), {"shape": (self.T * v.shape[0], v.shape[1])}, loc)
 
     def product(self, a, b, transposed=False):
         """'one [m,k] @ [k,n] product' of per-step `a` stacked (transposed: its columns the rows) and `b`."""
@@ -237,8 +238,7 @@ class _Loop:
         out, T, loc = self.hoister.outer, self.T, n.loc
         if n.op == "matmul":
             a, w = n.operands
-            rows = out("reshape", (outer[a],), {"shape": (T * a.shape[0], a.shape[1])}, loc)
-            product = out("matmul", (rows, outer[w]), {}, loc)
+            product = out("matmul", (self.rows(outer[a], a, loc), outer[w]), {}, loc)
             return out("reshape", (product,), {"shape": (T,) + n.result.shape}, loc)
         operands = [outer[v] if kind[v] == "step" else
                     out("broadcast_to", (outer[v],), {"shape": (T,) + v.shape}, loc) for v in n.operands]
@@ -252,7 +252,8 @@ class _Loop:
         inner = {}
         for n in self.nodes:
             if n.result in hoisted and n.result in read:
-                inner[n.result] = self.hoister.body_input(n.result, outer[n.result])
+                inner[n.result] = self.hoister.inputs.setdefault(  # the same input for the same value
+                    (n.result, outer[n.result]), Value(n.result.type, name=f"hoisted{len(self.hoister.inputs)}"))
                 self.names[inner[n.result]] = self.names[n.result]
                 (self.xs if kind[n.result] == "step" else self.consts).append((outer[n.result], inner[n.result]))
         kept, self.nodes = [n for n in self.nodes if n.result not in hoisted], []
@@ -292,13 +293,12 @@ class _Loop:
     def _product_of_sums(self, p, q, sources, loc):
         """Σ_t p_tᵀ q_t as a function of where the stacked values are: (P rows)ᵀ @ (Q rows)."""
         def total(stacked):
-            out, T = self.hoister.outer, self.T
-            a = out("reshape", (stacked(sources[0]),), {"shape": (T * p.shape[0], p.shape[1])}, loc)
-            b = out("reshape", (stacked(sources[1]),), {"shape": (T * q.shape[0], q.shape[1])}, loc)
-            return out("matmul", (out("transpose", (a,), {"axes": (0, 1)}, loc), b), {}, loc)
+            a = self.hoister.outer("transpose", (self.rows(stacked(sources[0]), p, loc),), {"axes": (0, 1)}, loc)
+            return self.hoister.outer("matmul", (a, self.rows(stacked(sources[1]), q, loc)), {}, loc)
         return total
 
     def _sum_of_steps(self, source, axes, loc):
+        """Σ_t v_t (summed over `axes` too) as a function of where the stacked values are."""
         return lambda stacked: self.hoister.outer("summation", (stacked(source),), {"axes": axes}, loc)
 
     def _accumulated(self, carry, add, term, total):
@@ -349,10 +349,9 @@ class _Loop:
             source, w_outer = self._stacked(v, replacing=k), self._outer_invariant(w)
 
             def value(stacked, v=v, w_outer=w_outer, y=y, source=source):
-                out, T, loc = self.hoister.outer, self.T, y.node.loc
-                rows = out("reshape", (stacked(source),), {"shape": (T * v.shape[0], v.shape[1])}, loc)
-                product = out("matmul", (rows, w_outer), {}, loc)
-                return out("reshape", (product,), {"shape": (T,) + y.shape}, loc)
+                out, loc = self.hoister.outer, y.node.loc
+                product = out("matmul", (self.rows(stacked(source), v, loc), w_outer), {}, loc)
+                return out("reshape", (product,), {"shape": (self.T,) + y.shape}, loc)
             self.after[("y", k)] = value
             self.notes.append(f"y {k} ({self.describe(y.node)}) after the loop: {self.product(v, w)}")
             self.changed = True
