@@ -228,3 +228,39 @@ def test_a_compiled_scan_recurrence_equals_pytorch_and_explains_its_hoisting():
     assert "before the loop: one [15,4] @ [4,6] product" in text
     assert "only accumulates" in text and "after the loop" in text
     parse(text)  # the notes are comments: the stage reads back
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+def test_compiled_recurrent_layers_gradients_equal_pytorch_in_float64(kind):
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle of this test")
+    seq_len, batch, inputs, hidden, layers = 6, 3, 4, 5, 2
+    module = getattr(ndl.nn, kind)(inputs, hidden, num_layers=layers)
+    ref = getattr(torch.nn, kind)(inputs, hidden, layers).double()
+    cells = module.lstm_cells if kind == "LSTM" else module.rnn_cells
+    with torch.no_grad():
+        for k, cell in enumerate(cells):
+            for name, ours in [("weight_ih", cell.W_ih.numpy().T), ("weight_hh", cell.W_hh.numpy().T),
+                               ("bias_ih", cell.bias_ih.numpy()), ("bias_hh", cell.bias_hh.numpy())]:
+                getattr(ref, f"{name}_l{k}").copy_(torch.tensor(ours, dtype=torch.float64))
+    x = np.random.default_rng(2).standard_normal((seq_len, batch, inputs)).astype(np.float32)
+    params = module.parameters()
+
+    def loss_and_gradients(x):
+        for p in params:
+            p.grad = None
+        out, _ = module(x)
+        loss = (out * out).sum()
+        loss.backward()
+        return (loss, *(p.grad for p in params))
+    compiled = ndl.compile(loss_and_gradients)
+    got = [t.numpy() for t in compiled(x)]
+    assert compiled.ir("hoisted").count("only accumulates") == layers  # each layer's W_hh gradient
+    out, _ = ref(torch.tensor(x, dtype=torch.float64))
+    loss = (out * out).sum()
+    loss.backward()
+    expected = [loss]
+    for k in range(layers):  # needle's parameter order: W_ih, W_hh, bias_ih, bias_hh, layer by layer
+        expected += [getattr(ref, f"weight_ih_l{k}").grad.T, getattr(ref, f"weight_hh_l{k}").grad.T,
+                     getattr(ref, f"bias_ih_l{k}").grad, getattr(ref, f"bias_hh_l{k}").grad]
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-4, atol=1e-5)
