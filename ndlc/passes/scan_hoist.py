@@ -18,22 +18,15 @@ float rounding, not bit for bit.
 import logging
 from dataclasses import dataclass
 
-from ..errors import NdlcError
 from ..ir.checks import maybe_verify
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.scan import layout
 from ..ir.printer import value_names
 from ..ir.registry import get_op
-from ..ir.types import TensorType
+from . import batching
 
 log = logging.getLogger("ndlc.hoist")
 
-# A per-step node is batched over a new leading axis of T steps by rewriting the attributes that
-# name its axes or shape; an op with any other attribute is left in the loop.
-_SHIFTED = {"axis": lambda a, T: a + 1, "axes": lambda a, T: tuple(x + 1 for x in a),
-            "shape": lambda s, T: (T,) + tuple(s), "widths": lambda w, T: ((0, 0),) + tuple(w),
-            "start": lambda s, T: (0,) + tuple(s), "stop": lambda s, T: (T,) + tuple(s)}
-_BATCHED_KINDS = ("elementwise", "layout", "reduction")
 _NOT_WORK = ("layout", "creation")  # invariant nodes of these kinds stay in the loop: views, constants
 
 
@@ -209,29 +202,13 @@ class _Loop:
 
     def _batchable(self, n, kind, batchable):
         """Whether step node `n` can be computed for all steps at once: a matmul by an invariant
-        matrix, or an op whose attributes _SHIFTED rewrites, over batchable operands."""
+        matrix, or a node passes/batching.py batches, over batchable operands."""
         if any(not batchable.get(v, True) for v in n.operands):
             return False
         if n.op == "matmul":
             a, w = n.operands
             return a.ndim == 2 and w.ndim == 2 and kind[w] == "invariant"
-        opdef = get_op(n.op)
-        elementwise = opdef.kind == "elementwise"
-        if opdef.kind not in _BATCHED_KINDS or not elementwise and (
-                any(k not in _SHIFTED for k in n.attrs) or any(kind[v] != "step" for v in n.operands)):
-            return False
-        types = [TensorType((self.T,) + v.shape, v.dtype) for v in n.operands]
-        try:
-            result = opdef.infer_type(types, opdef.check_attrs(self._shifted(n, elementwise)))
-        except NdlcError:  # the shape rule refuses it: not batchable this way
-            return False
-        return result == TensorType((self.T,) + n.result.shape, n.result.dtype)
-
-    def _shifted(self, n, elementwise):
-        """`n`'s attributes for its operands stacked over the steps (an elementwise op's name no axes)."""
-        if elementwise:
-            return dict(n.attrs)
-        return {k: _SHIFTED[k](v, self.T) for k, v in n.attrs.items()}
+        return batching.batchable(n, self.T, [kind[v] == "step" for v in n.operands])
 
     def _batch(self, n, kind, outer):
         """`n` computed for all steps at once, from the stacked operands."""
@@ -242,7 +219,7 @@ class _Loop:
             return out("reshape", (product,), {"shape": (T,) + n.result.shape}, loc)
         operands = [outer[v] if kind[v] == "step" else
                     out("broadcast_to", (outer[v],), {"shape": (T,) + v.shape}, loc) for v in n.operands]
-        return out(n.op, operands, self._shifted(n, get_op(n.op).kind == "elementwise"), loc)
+        return out(n.op, operands, batching.batched_attrs(n, T), loc)
 
     def _replace(self, hoisted, outer, kind):
         """The body without the `hoisted` values' nodes: each one the loop still reads becomes a

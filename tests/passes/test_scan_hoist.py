@@ -264,3 +264,35 @@ def test_compiled_recurrent_layers_gradients_equal_pytorch_in_float64(kind):
                      getattr(ref, f"bias_ih_l{k}").grad, getattr(ref, f"bias_hh_l{k}").grad]
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+VIEWS = {  # a per-step view or reduction (of x: its type) before a product by an invariant
+    "transpose": ("f64[3,4]", "transpose(%x, axes=(0, 1)) : f64[4,3]", True),
+    "reshape": ("f64[2,6]", "reshape(%x, shape=(4, 3)) : f64[4,3]", True),
+    "summation": ("f64[3,5,3]", "summation(%x, axes=(1,)) : f64[3,3]", True),
+    "slice": ("f64[5,3]", "slice(%x, start=(1, 0), stop=(4, 3)) : f64[3,3]", True),
+    "split": ("f64[3,2,3]", "split(%x, axis=1, index=1) : f64[3,3]", True),
+    "broadcast of a row": ("f64[1,3]", "broadcast_to(%x, shape=(3, 3)) : f64[3,3]", True),
+    # stacked, [T, 3] would broadcast against the new (3, 3) with T on the wrong axis: stays
+    "broadcast adding an axis": ("f64[3]", "broadcast_to(%x, shape=(3, 3)) : f64[3,3]", False),
+}
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_views_before_a_hoisted_product_are_batched_where_each_step_reads_its_own_elements(view):
+    x, line, moves = VIEWS[view]
+    rows = int(line.rsplit("[", 1)[1].split(",")[0])
+    text = f"""graph @g(%h0: f64[{rows},3], %xs: f64[3,{x[4:]}, %w: f64[3,3]) {{
+  %0 = scan(%h0, %xs, %w, carries=1, xs=1, length=3, reverse=false, body=graph @body(%h: f64[{rows},3], %x: {x}, %u: f64[3,3]) {{
+    %0 = {line}
+    %1 = matmul(%0, %u) : f64[{rows},3]
+    %2 = add(%h, %1) : f64[{rows},3]
+    return %2
+  }}) : f64[{rows * 3}]
+  %1 = part(%0, offset=0, shape=({rows}, 3)) : f64[{rows},3]
+  return %1
+}}"""
+    graph, notes = hoisted(text)
+    assert any("before the loop" in n for n in notes) == moves
+    args = arguments(graph)
+    np.testing.assert_allclose(interpret(graph, *args)[0], interpret(parse(text), *args)[0], rtol=1e-12)
