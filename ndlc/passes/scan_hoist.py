@@ -97,6 +97,8 @@ class _Hoister:
         return self.copies[key]
 
     def scan(self, node, operands):
+        """The value that stands for scan `node` (reading `operands`): the node, or the rewritten
+        scan; nothing moves after a loop whose packed results something reads whole."""
         loop = _Loop(node, operands, self)
         loop.hoist_before()
         whole = [u for u in self.users.get(node.result, ()) if u.op != "part"]
