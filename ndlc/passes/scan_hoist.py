@@ -108,11 +108,14 @@ class _Hoister:
             loop.accumulate_after()
             loop.sink_after()
         loop.note_kept()
+        if loop.changed:
+            packed, self.parts[node.result] = loop.emit()
+            if packed is None:
+                loop.notes.append("nothing is left to do in the loop: it is gone")
+        else:
+            packed = self.outer("scan", operands, node.attrs, node.loc, node)
         for line in loop.notes:
             self.note(node, line)
-        if not loop.changed:
-            return self.outer("scan", operands, node.attrs, node.loc, node)
-        packed, self.parts[node.result] = loop.emit()
         return packed
 
 
@@ -393,7 +396,8 @@ class _Loop:
     # ---- put back together ----------------------------------------------------------------
     def emit(self):
         """(the new scan's packed value, a function from an old part's offset to its value now),
-        the parts made as they are asked for; xs and consts the body no longer reads dropped."""
+        the parts made as they are asked for; xs and consts the body no longer reads dropped, and
+        the scan itself where everything it computed is computed after it (then None)."""
         old, out = self.node, self.hoister.outer
         kept_ys = [(k, y) for k, y in enumerate(self.ys) if y is not None]
         outputs = [c.out for c in self.carries] + [y for _, y in kept_ys]
@@ -403,8 +407,9 @@ class _Loop:
         consts = [(o, i) for o, i in self.consts if i in read]
         body = Graph("body", [c.inner for c in self.carries] + [i for _, i in xs + consts], nodes, outputs)
         operands = [c.init for c in self.carries] + [o for o, _ in xs + consts]
-        packed = out("scan", operands, dict(old.attrs, body=body, carries=len(self.carries), xs=len(xs)), old.loc)
-        places = layout(body, len(self.carries), self.T)
+        attrs = dict(old.attrs, body=body, carries=len(self.carries), xs=len(xs))
+        packed = out("scan", operands, attrs, old.loc) if outputs else None
+        places = layout(body, len(self.carries), self.T) if outputs else []
         place = {("carry", c.index): places[j] for j, c in enumerate(self.carries)}
         place.update((("y", k), places[len(self.carries) + j]) for j, (k, _) in enumerate(kept_ys))
 

@@ -296,3 +296,28 @@ def test_views_before_a_hoisted_product_are_batched_where_each_step_reads_its_ow
     assert any("before the loop" in n for n in notes) == moves
     args = arguments(graph)
     np.testing.assert_allclose(interpret(graph, *args)[0], interpret(parse(text), *args)[0], rtol=1e-12)
+
+
+def test_a_loop_left_with_nothing_to_do_is_gone():
+    text = """graph @g(%a0: f64[3,3], %xs: f64[4,2,3]) {
+  %0 = scan(%a0, %xs, carries=1, xs=1, length=4, reverse=false, body=graph @body(%acc: f64[3,3], %x: f64[2,3]) {
+    %0 = transpose(%x, axes=(0, 1)) : f64[3,2]
+    %1 = matmul(%0, %x) : f64[3,3]
+    %2 = add(%acc, %1) : f64[3,3]
+    return %2
+  }) : f64[9]
+  %1 = part(%0, offset=0, shape=(3, 3)) : f64[3,3]
+  return %1
+}"""
+    graph, notes = hoisted(text)
+    assert print_graph(graph) == """\
+graph @g(%a0: f64[3,3], %xs: f64[4,2,3]) {
+  %0 = reshape(%xs, shape=(8, 3)) : f64[8,3]
+  %1 = transpose(%0, axes=(0, 1)) : f64[3,8]
+  %2 = matmul(%1, %0) : f64[3,3]
+  %3 = add(%a0, %2) : f64[3,3]
+  return %3
+}"""
+    assert notes[-1] == "scan %0: nothing is left to do in the loop: it is gone"
+    args = arguments(graph)
+    np.testing.assert_allclose(interpret(graph, *args)[0], interpret(parse(text), *args)[0], rtol=1e-12)
