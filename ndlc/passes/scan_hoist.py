@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..ir.checks import maybe_verify
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops.scan import layout
+from ..ir.ops.scan import layout, shifted_carry
 from ..ir.printer import value_names
 from ..ir.registry import get_op
 from . import batching
@@ -86,6 +86,16 @@ class _Hoister:
             self.nodes.append(made)
             self.made[key] = made.result
         return self.made[key]
+
+    def shifted_carry(self, value):
+        """(init, Y) where `value` is a forward scan's part that stacks a carry's values before
+        each step, which are its initial value then the steps' new values, the scan's y Y; else None."""
+        found = value.node is not None and value.node.op == "part" and shifted_carry(value.node)
+        if not found:
+            return None
+        carry, (offset, type_) = found
+        scan = value.node.operands[0]
+        return scan.node.operands[carry], self.outer("part", (scan,), {"offset": offset, "shape": type_.shape}, None)
 
     def remade(self, node, operands):
         """`node` reading `operands` instead of its own (itself where they are the same)."""
@@ -259,11 +269,15 @@ class _Loop:
             add, term, core = found
             if core.op == "matmul":
                 p, q = core.operands[0].node.operands[0], core.operands[1]
-                total = self._product_of_sums(p, q, (self._stacked(p), self._stacked(q)), core.loc)
+                sources = self._stacked(p), self._stacked(q)
+                shifted = self.hoister.shifted_carry(sources[0][1]) if sources[0][0] == "xs" and self.T > 1 else None
+                total = self._product_of_sums(p, q, sources, shifted, core.loc)
                 how = f"{self.product(p, q, transposed=True)} of the stacked {self.name(p)}, {self.name(q)}"
+                how += " (a carry's values: its initial value, then the ys of its loop, not copied)" if shifted else ""
             else:  # a summation of v_t, or v_t itself: one summation of the stacked values
                 v, axes = (core.operands[0], core.attrs["axes"]) if core.op == "summation" else (core.result, ())
-                total = self._sum_of_steps(self._stacked(v), (0,) + tuple(a + 1 for a in axes), core.loc)
+                total = lambda stacked, s=self._stacked(v), axes=(0,) + tuple(a + 1 for a in axes), loc=core.loc: \
+                    self.hoister.outer("summation", (stacked(s),), {"axes": axes}, loc)
                 how = f"one summation of the stacked {self.name(v)}"
             self.after[("carry", carry.index)] = self._accumulated(carry, add, term, total)
             self.notes.append(f"carry {carry.index} ({self.name(carry.inner)}) only accumulates "
@@ -272,16 +286,25 @@ class _Loop:
             self.nodes = self.live_nodes(self.outputs())
             self.changed = True
 
-    def _product_of_sums(self, p, q, sources, loc):
-        """Σ_t p_tᵀ q_t as a function of where the stacked values are: (P rows)ᵀ @ (Q rows)."""
-        def total(stacked):
-            a = self.hoister.outer("transpose", (self.rows(stacked(sources[0]), p, loc),), {"axes": (0, 1)}, loc)
-            return self.hoister.outer("matmul", (a, self.rows(stacked(sources[1]), q, loc)), {}, loc)
-        return total
+    def _product_of_sums(self, p, q, sources, shifted, loc):
+        """Σ_t p_tᵀ q_t from where the stacked values are: (P's rows)ᵀ (Q's rows), or where P is
+        `shifted` (init, Y), [init, Y_0, ..., Y_T-2]: initᵀ Q_0 + (Y_0..T-2's rows)ᵀ (Q_1..T-1's rows)."""
+        out, T = self.hoister.outer, self.T
 
-    def _sum_of_steps(self, source, axes, loc):
-        """Σ_t v_t (summed over `axes` too) as a function of where the stacked values are."""
-        return lambda stacked: self.hoister.outer("summation", (stacked(source),), {"axes": axes}, loc)
+        def product(a, b):
+            return out("matmul", (out("transpose", (a,), {"axes": (0, 1)}, loc), b), {}, loc)
+
+        def total(stacked):
+            if shifted is None:
+                return product(self.rows(stacked(sources[0]), p, loc), self.rows(stacked(sources[1]), q, loc))
+            (init, ys), qs = shifted, stacked(sources[1])
+            earlier = out("slice", (ys,), {"start": (0,) + (0,) * p.ndim, "stop": (T - 1,) + p.shape}, loc)
+            later = out("slice", (qs,), {"start": (1,) + (0,) * q.ndim, "stop": (T,) + q.shape}, loc)
+            first = product(init, out("split", (qs,), {"axis": 0, "index": 0}, loc))
+            rest = product(*(out("reshape", (v,), {"shape": ((T - 1) * m.shape[0], m.shape[1])}, loc)
+                             for v, m in ((earlier, p), (later, q))))
+            return out("add", (first, rest), {}, loc)
+        return total
 
     def _accumulated(self, carry, add, term, total):
         """The carry's final value: its initial value plus the steps' `total`, in the add's order."""
@@ -355,22 +378,19 @@ class _Loop:
             self.ys[replacing] = None
         if outer is not None:
             return ("xs", outer)
-        if v not in self.ys:
-            if replacing is not None:
-                self.ys[replacing] = v
-            else:
-                self.ys.append(v)
+        if v not in self.ys and replacing is not None:
+            self.ys[replacing] = v
+        elif v not in self.ys:
+            self.ys.append(v)
         index = self.ys.index(v)
         self.pinned.add(index)
         return ("y", index)
 
     def _outer_invariant(self, v):
         """The outer value of an invariant body value: its operand, or its nodes copied outside."""
-        outer = next((o for o, inner in self.consts if inner is v), None)
-        if outer is not None:
-            return outer
-        n = v.node
-        return self.hoister.outer(n.op, [self._outer_invariant(u) for u in n.operands], n.attrs, n.loc)
+        outer, n = next((o for o, inner in self.consts if inner is v), None), v.node
+        return outer if outer is not None else self.hoister.outer(
+            n.op, [self._outer_invariant(u) for u in n.operands], n.attrs, n.loc)
 
     def outputs(self):
         return [c.out for c in self.carries] + [y for y in self.ys if y is not None]
