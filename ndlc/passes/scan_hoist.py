@@ -24,6 +24,7 @@ from ..ir.ops.scan import layout, shifted_carry
 from ..ir.printer import value_names
 from ..ir.registry import get_op
 from . import batching
+from .simplify import dce
 
 log = logging.getLogger("ndlc.hoist")
 
@@ -47,7 +48,7 @@ def hoist_scans(graph, notes=None):
             new[node.result] = hoister.outer(node.op, operands, node.attrs, node.loc, node)
     result = Graph(graph.name, graph.inputs, hoister.nodes, [new[v] for v in graph.outputs],
                    {s: new[v] for s, v in graph.updates.items()}, graph.constants)
-    return maybe_verify(result, "scan_hoist")
+    return maybe_verify(dce(result), "scan_hoist")  # what only the old loops read (their saved values)
 
 
 class _Hoister:
@@ -131,8 +132,7 @@ class _Hoister:
 
 @dataclass
 class _Carry:
-    """A carry: its index in the scan as it was, its value outside, the body's input for it and
-    the value the body returns for it."""
+    """A carry: its index in the scan as it was, its value outside, its body input and output."""
     index: int
     init: Value
     inner: Value

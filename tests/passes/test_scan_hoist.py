@@ -322,3 +322,50 @@ graph @g(%a0: f64[3,3], %xs: f64[4,2,3]) {
     assert notes[-1] == "scan %0: nothing is left to do in the loop: it is gone"
     args = arguments(graph)
     np.testing.assert_allclose(interpret(graph, *args)[0], interpret(parse(text), *args)[0], rtol=1e-12)
+
+
+def test_a_gradient_over_saved_carries_reads_the_forward_loops_ys_in_place():
+    """h_{t-1} saved by a forward loop is its initial value then its ys but the last: the product
+    after the reverse loop reads those (h0ᵀ g_0 + H_0..2ᵀ g_1..3) instead of the saved stack."""
+    text = """
+graph @g(%h0: f64[2,3], %xs: f64[4,2,3], %u: f64[3,3], %gs: f64[4,2,3], %a0: f64[3,3]) {
+  %0 = scan(%h0, %xs, %u, carries=1, xs=1, length=4, reverse=false, body=graph @body(%h: f64[2,3], %x: f64[2,3], %uh: f64[3,3]) {
+    %0 = matmul(%h, %uh) : f64[2,3]
+    %1 = add(%0, %x) : f64[2,3]
+    %2 = tanh(%1) : f64[2,3]
+    return %2, %2, %h
+  }) : f64[54]
+  %1 = part(%0, offset=30, shape=(4, 2, 3)) : f64[4,2,3]
+  %2 = scan(%a0, %1, %gs, carries=1, xs=2, length=4, reverse=true, body=graph @body(%acc: f64[3,3], %hp: f64[2,3], %g: f64[2,3]) {
+    %0 = transpose(%hp, axes=(0, 1)) : f64[3,2]
+    %1 = matmul(%0, %g) : f64[3,3]
+    %2 = add(%acc, %1) : f64[3,3]
+    return %2
+  }) : f64[9]
+  %3 = part(%2, offset=0, shape=(3, 3)) : f64[3,3]
+  %4 = part(%0, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  return %3, %4
+}"""
+    graph, notes = hoisted(text)
+    assert print_graph(graph).split("}) : f64[54]\n")[1] == """\
+  %1 = part(%0, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  %2 = slice(%1, start=(0, 0, 0), stop=(3, 2, 3)) : f64[3,2,3]
+  %3 = slice(%gs, start=(1, 0, 0), stop=(4, 2, 3)) : f64[3,2,3]
+  %4 = split(%gs, axis=0, index=0) : f64[2,3]
+  %5 = transpose(%h0, axes=(0, 1)) : f64[3,2]
+  %6 = matmul(%5, %4) : f64[3,3]
+  %7 = reshape(%2, shape=(6, 3)) : f64[6,3]
+  %8 = reshape(%3, shape=(6, 3)) : f64[6,3]
+  %9 = transpose(%7, axes=(0, 1)) : f64[3,6]
+  %10 = matmul(%9, %8) : f64[3,3]
+  %11 = add(%6, %10) : f64[3,3]
+  %12 = add(%a0, %11) : f64[3,3]
+  %13 = part(%0, offset=6, shape=(4, 2, 3)) : f64[4,2,3]
+  return %12, %13
+}"""
+    assert notes[1] == ("scan %2: carry 0 (%acc) only accumulates %1 = matmul(%0, %g): after the loop, one "
+                        "[3,8] @ [8,3] product of the stacked %hp, %g (a carry's values: its initial value, "
+                        "then the ys of its loop, not copied)")
+    args = arguments(graph)
+    for a, b in zip(interpret(parse(text), *args), interpret(graph, *args)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
