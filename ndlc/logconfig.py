@@ -1,10 +1,11 @@
 """NDLC_LOG: which of ndlc's loggers print their decisions to stderr, comma-separated or 'all':
-fusion (every kernel merged, and why each boundary is one), compile (specialisations, each stage's time), cache,
-native (LLVM compilations), libraries (BLAS and OpenMP found), pipeline, team (a program's thread team changing)."""
+fusion (every kernel merged, and why each boundary is one), hoist (work moved out of scans' loops),
+compile (specialisations, each stage's time), cache, native (LLVM compilations), libraries (BLAS
+and OpenMP found), pipeline, team (a program's thread team changing)."""
 import logging
 import os
 
-LOGGERS = ("fusion", "compile", "cache", "native", "libraries", "pipeline", "team")
+LOGGERS = ("fusion", "hoist", "compile", "cache", "native", "libraries", "pipeline", "team")
 
 
 def configure(value=None):

@@ -1,6 +1,6 @@
 """The compiler, top to bottom: a graph through every pass to native code, one stage a line.
 
-    traced -> grad -> simplified -> decomposed -> fused -> scheduled -> planned -> llvm
+    traced -> grad -> hoisted -> simplified -> decomposed -> fused -> scheduled -> planned -> llvm
            -> llvm_opt -> asm                                  (device "cpu")
                                                      planned -> cuda  (device "cuda")
 
@@ -23,6 +23,7 @@ from ..passes.decompose import decompose
 from ..passes.fusion import fuse
 from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
+from ..passes.scan_hoist import hoist_scans
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
 from ..passes.scans import share_scans, with_bodies
@@ -32,7 +33,7 @@ from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
 timing = logging.getLogger("ndlc.compile")  # NDLC_LOG=compile: each compilation's stage times
-STAGES = ("traced", "grad", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
+STAGES = ("traced", "grad", "hoisted", "simplified", "decomposed", "fused", "scheduled", "planned", "llvm",
           "llvm_opt", "asm", "cuda")
 _COMPILATIONS = itertools.count()
 
@@ -101,7 +102,7 @@ def _restored(stages, graph, key, profile, machine):
         return None
     kernels = found[0]
     recompute = Recompute(graph, profile, machine)
-    for stage in ("simplified", "decomposed", "fused", "scheduled"):
+    for stage in ("hoisted", "simplified", "decomposed", "fused", "scheduled"):
         stages.texts[stage] = LazyStage(recompute, stage)
     stages.texts["planned"] = kernels  # its text as stored: parsed only if its kernels are read
     stages.texts["llvm"] = LazyStage(recompute, "llvm")
@@ -188,9 +189,11 @@ def _traced(stages, graph, forward):
 
 
 def _graph_passes(stages, graph):
-    """The simplified and decomposed stages of `graph`: the graph the kernels are fused from. A
-    scan's body goes through the same passes once, as a graph of its own (passes/scans.py)."""
-    graph = stages.timed("scans", share_scans(graph))
+    """The hoisted, simplified and decomposed stages of `graph`: the graph the kernels are fused
+    from. A scan's body goes through the same passes once, as a graph of its own (passes/scans.py)."""
+    graph = stages.timed("scans", share_scans(graph))  # before hoisting: it matches scans by operands
+    notes = []  # each scan's work moved out of its loop, and what stays: the stage's '#' lines
+    graph = stages.graph("hoisted", hoist_scans(graph, notes), "hoist", notes)
     graph = stages.graph("simplified", simplify(with_bodies(graph, simplify)), "simplify")
     return stages.graph("decomposed", _decomposed(with_bodies(graph, _decomposed)), "decompose")
 
@@ -215,9 +218,10 @@ class Stages:
         self.wanted = wanted_stages()
         self.start = self.clock = time.perf_counter()
 
-    def graph(self, stage, graph, work):
+    def graph(self, stage, graph, work, notes=()):
+        """`graph` verified and kept as `stage`'s text, after `notes` as '#' lines."""
         maybe_verify(graph, stage)
-        self.text(stage, print_graph(graph), work)
+        self.text(stage, "".join(f"# {note}\n" for note in notes) + print_graph(graph), work)
         return graph
 
     def kernels(self, stage, program, work):

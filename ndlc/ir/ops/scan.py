@@ -29,6 +29,23 @@ def _parts(node):
     return layout(node.attrs["body"], node.attrs["carries"], node.attrs["length"])
 
 
+def shifted_carry(part):
+    """(i, (offset, type) of a y) where `part` reads, of a forward scan, the stacked values of
+    carry i before each step (a body output that is the carry's input) and the scan also returns
+    the carry's new value as that y: the part is then the initial value, followed by the y's
+    first length-1 steps. None otherwise."""
+    scan = part.operands[0].node
+    if scan is None or scan.op != "scan" or scan.attrs["reverse"]:
+        return None
+    body, nc, places = scan.attrs["body"], scan.attrs["carries"], _parts(scan)
+    index = next((j for j, (offset, _) in enumerate(places) if offset == part.attrs["offset"]), nc)
+    if index < nc or body.outputs[index] not in body.inputs[:nc]:
+        return None
+    carry = body.inputs.index(body.outputs[index])
+    y = next((j for j in range(nc, len(body.outputs)) if body.outputs[j] is body.outputs[carry]), None)
+    return None if y is None else (carry, places[y])
+
+
 def _infer(types, carries, xs, length, reverse, body):
     inputs, outputs = body.inputs, body.outputs
     check(length >= 1, f"length {length} must be at least 1")
