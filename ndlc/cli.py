@@ -378,7 +378,7 @@ def main(argv=None):
                    "--resume, those of the checkpoint first; default: no log)")
     d = commands.add_parser("dump", help="print a compilation stage of the example training step")
     d.add_argument("stage", nargs="?", default="planned",
-                   help="traced, grad, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
+                   help="traced, grad, hoisted, simplified, decomposed, fused, scheduled, planned, llvm, llvm_opt, asm (default: planned)")
     d.add_argument("--batch-size", type=_positive, default=8)
     d.add_argument("--format", choices=("text", "dot"), default="text",
                    help="dot: a Graphviz picture of a graph stage, or of a kernel stage's kernels as clusters")
@@ -388,7 +388,7 @@ def main(argv=None):
                    "`ndlc run STAGE_FILE --input FILE.npz` runs a graph stage on them")
     r = commands.add_parser("run", help="compile a graph given as text (a dumped stage, edited or not) and "
                             "run it on numpy arrays")
-    r.add_argument("file", help="the graph's text: a traced, grad, simplified or decomposed stage")
+    r.add_argument("file", help="the graph's text: a traced, grad, hoisted, simplified or decomposed stage")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|FILE.npz",
                    help="the array of input %%NAME (every input, state and constants too, is needed), "
                    "or a .npz of arrays named after inputs; repeatable")

@@ -7,8 +7,8 @@ import numpy as np
 import ndlc as ndl
 from ndlc.frontend import ops
 from ndlc.frontend.scan import scan
-from ndlc.jit import pipeline
 from ndlc.jit.capture import capture
+from unrolled import without_hoisting
 
 VOCAB, HIDDEN, BATCH = 20, 8, 2
 
@@ -42,13 +42,6 @@ def train(kind, unroll, monkeypatch, seq_len=6, steps=3):
     compiled = ndl.compile(step)
     losses = [compiled(*batch).numpy() for _ in range(steps)]
     return losses, [p.numpy().copy() for p in params]
-
-
-def without_hoisting(monkeypatch):
-    """Compile scans as they are traced: passes/scan_hoist.py sums a weight's gradient over the
-    steps as one product, in another order than the loop (tests/passes/test_scan_hoist.py)."""
-    monkeypatch.setattr(pipeline, "hoist_scans", lambda graph, notes: graph)
-    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")  # its key does not know the pass is off
 
 
 def test_a_compiled_lstm_step_equals_the_unrolled_trace_bit_for_bit(monkeypatch):

@@ -8,11 +8,17 @@ import pytest
 import ndlc as ndl
 from ndlc.jit.capture import capture
 from ndlc.jit.pipeline import compile_graph
-from ndlc.passes.unroll import unroll_scans
 
 from test_compile_scan import language_model_step
+from unrolled import unroll_scans, without_hoisting
 
 RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(autouse=True)
+def loops_as_traced(monkeypatch):
+    """Bit for bit against the unrolled pipeline: no products over the steps (scan_hoist)."""
+    without_hoisting(monkeypatch)
 HIDDEN, BATCH = 6, 3
 
 

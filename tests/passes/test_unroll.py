@@ -5,7 +5,7 @@ import pytest
 
 from ndlc.ir import interpret, parse, print_graph
 from ndlc.passes import autodiff
-from ndlc.passes.unroll import unroll_scans
+from unrolled import unroll_scans
 
 
 def test_unrolling_emits_the_steps_and_stacks_the_ys():

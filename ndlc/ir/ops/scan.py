@@ -6,7 +6,8 @@ slice of each stacked x (axis 0) and the loop-invariant consts; its outputs the 
 the step's ys. A node has one result, so the scan's is its final carries then its ys stacked
 (T, ...), flattened and packed into one 1-D vector of their (single) dtype, and `part` nodes take
 them apart (other nodes may read the vector too); fusion runs the body's kernels once per step
-(passes/steps.py), `passes/unroll.py` replaces both by the body's nodes, step by step.
+(passes/steps.py), and the tests' reference (tests/unrolled.py) replaces both by the body's
+nodes, step by step.
 """
 import numpy as np
 

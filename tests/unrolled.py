@@ -1,15 +1,17 @@
-"""Unrolling: each scan replaced by its body's nodes, once per step, and its parts by the values
-they stand for: the graph an unrolled Python loop would have traced. The pipeline compiles a
-scan's body once instead (passes/steps.py); this is the reference the tests compare it with.
+"""The tests' reference for compiled loops: each scan replaced by its body's nodes, once per step,
+and its parts by the values they stand for, the graph an unrolled Python loop would have traced
+(the pipeline compiles a scan's body once instead: passes/steps.py); and the pipeline without
+passes/scan_hoist.py, whose products over the steps sum in another order than the loop.
 
 Step t reads piece t of each stacked x (`split` along axis 0; the operand itself where the x is a
 `stack` this pass made, as a forward scan's saved values are); the ys are `stack`ed. A body node
 whose operands are the same values in two scans (a gradient's second forward scan, which saves
 more ys of the same body) is emitted once: the copies share the forward's nodes.
 """
-from ..ir.checks import maybe_verify
-from ..ir.graph import Graph, Node
-from ..ir.registry import get_op
+from ndlc.ir.checks import maybe_verify
+from ndlc.ir.graph import Graph, Node
+from ndlc.ir.registry import get_op
+from ndlc.jit import pipeline
 
 def unroll_scans(graph):
     """`graph` with every scan (nested ones too) unrolled; the graph itself if it has none."""
@@ -107,3 +109,9 @@ class _Unroller:
         stacked = self._made("stack", tuple(values), loc, axis=0)
         self.stacked[stacked] = list(values)
         return stacked
+
+
+def without_hoisting(monkeypatch):
+    """Compile scans as they are traced, so the loops' sums keep the unrolled loop's order."""
+    monkeypatch.setattr(pipeline, "hoist_scans", lambda graph, notes: graph)
+    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")  # its key does not know the pass is off
