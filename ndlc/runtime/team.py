@@ -28,7 +28,8 @@ from . import libraries
 
 log = logging.getLogger("ndlc.team")
 SAMPLES = 3  # calls of the other team per probe
-FIRST_PROBE = 8  # calls on the whole budget before the first probe
+FIRST_PROBE = 24  # calls on the whole budget before the first probe: a short run (a benchmark's 20
+# calls, a few evaluation batches) pays for no probe, a contended start for at most this many
 PROBE_EVERY = 64  # calls between probes after a switch; doubled each time the choice holds
 PROBE_MOST = 4096
 MARGIN = 0.08  # a probe with more threads must be this much faster than the chosen team
