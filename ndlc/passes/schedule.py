@@ -23,7 +23,8 @@ point take in turn (codegen/llvm_calls.py): on a shared machine a thread that lo
 back one piece, not half the kernel. Each output element is computed by one thread in the serial
 order, so results equal the serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
-taken in turn, balance: 256 rows are 48 x 5 + 16, not 48 x 3 + 112): each piece is one BLAS call.
+taken in turn, balance: 400 rows are 96 x 4 + 16, not 144 x 2 + 112): each piece is one BLAS call,
+one per thread where that balances as well (GEMM_BALANCE).
 Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
 and why.
 
@@ -77,6 +78,10 @@ PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measu
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
 # from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
 GEMM_ROWS = 48
+# A gemm runs one piece per thread where that is this balanced against PIECES_PER_THREAD pieces:
+# each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces of 528
+# rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
+GEMM_BALANCE = 1.05
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
 
@@ -134,8 +139,22 @@ def _split(kernel, threads):
     unit = GEMM_ROWS if kernel.gemm and loop == len(kernel.extents) - 2 else 1
     if splittable[loop] // unit < 2:
         return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
-    piece = unit * max(1, -(-splittable[loop] // unit) // (threads * PIECES_PER_THREAD))
-    return Split(loop, min(threads, -(-splittable[loop] // piece)), piece), ""
+    n, units = splittable[loop], -(-splittable[loop] // unit)
+    piece = unit * max(1, units // (threads * PIECES_PER_THREAD))
+    if unit > 1:  # each BLAS call packs the whole right operand again: one piece per thread if as balanced
+        whole = unit * -(-units // threads)
+        if _makespan(n, whole, threads) <= GEMM_BALANCE * _makespan(n, piece, threads):
+            piece = whole
+    return Split(loop, min(threads, -(-n // piece)), piece), ""
+
+
+def _makespan(n, piece, threads):
+    """The most rows one of `threads` threads runs when they take pieces of `piece` rows of `n` in
+    turn (each the next piece as it finishes one; the last piece is what remains)."""
+    loads = [0] * threads
+    for start in range(0, n, piece):
+        loads[loads.index(min(loads))] += min(piece, n - start)
+    return max(loads)
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)
