@@ -16,13 +16,19 @@ def check_gradients(fn, *arrays, tol=1e-6, eps=1e-6):
         return float((fn(*[ndl.Tensor(v, dtype="float64") for v in values]).numpy() * weights).sum())
 
     for i, (tensor, array) in enumerate(zip(tensors, arrays)):
-        numeric = np.zeros_like(array)
-        for index in np.ndindex(*array.shape):
-            plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
-            plus[i][index] += eps
-            minus[i][index] -= eps
-            numeric[index] = (loss(plus) - loss(minus)) / (2 * eps)
+        numeric = central_differences(loss, arrays, i, eps)
         analytic = tensor.grad.numpy()
         assert analytic.shape == array.shape
         error = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(numeric), 1e-8)
         assert error <= tol, f"gradient of input {i}: relative error {error:.2e}"
+
+
+def central_differences(loss, arrays, i, eps=1e-6):
+    """The gradient of the scalar `loss(arrays)` with respect to arrays[i], by central differences."""
+    numeric = np.zeros_like(arrays[i])
+    for index in np.ndindex(*arrays[i].shape):
+        plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
+        plus[i][index] += eps
+        minus[i][index] -= eps
+        numeric[index] = (loss(plus) - loss(minus)) / (2 * eps)
+    return numeric

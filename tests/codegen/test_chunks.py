@@ -8,7 +8,6 @@ from ndlc.codegen.llvm import COMBINE_BLOCK
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
-from ndlc.runtime import libraries
 
 BATCHNORM = """
 graph @stats(%x: f32[{n},{d}]) {{
@@ -27,15 +26,6 @@ graph @stats(%x: f32[{n},{d}]) {{
   %12 = divide(%5, %11) : f32[{n},{d}]
   return %1, %8, %12
 }}"""
-
-
-@pytest.fixture
-def two_threads(monkeypatch):
-    monkeypatch.setenv("NDLC_THREADS", "2")
-    monkeypatch.setenv("NDLC_TEAM", "budget")
-    yield
-    monkeypatch.delenv("NDLC_THREADS")
-    libraries.threads()
 
 
 @pytest.mark.parametrize("d", [COMBINE_BLOCK - 27, 3 * COMBINE_BLOCK + 5])

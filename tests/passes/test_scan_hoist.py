@@ -9,6 +9,8 @@ from ndlc.ir import interpret, parse, print_graph
 from ndlc.passes import autodiff
 from ndlc.passes.scan_hoist import hoist_scans
 
+from gradcheck import central_differences
+
 # an RNN cell written out: the input's product (and the scaling it reads) need no loop, nor exp(U)
 RNN = """
 graph @g(%h0: f64[2,3], %xs: f64[4,2,5], %w: f64[5,3], %u: f64[3,3], %b: f64[3]) {
@@ -186,14 +188,8 @@ def test_gradients_through_hoisted_loops_equal_finite_differences():
     moved = hoist_scans(grad, notes)
     assert any("after the loop" in n for n in notes) and any("before the loop" in n for n in notes)
     grads = interpret(moved, *args)[1:]
-    eps = 1e-6
     for i, g in enumerate(grads):
-        numeric = np.zeros_like(args[i])
-        for index in np.ndindex(*args[i].shape):
-            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
-            plus[i][index] += eps
-            minus[i][index] -= eps
-            numeric[index] = (interpret(graph, *plus)[0] - interpret(graph, *minus)[0]) / (2 * eps)
+        numeric = central_differences(lambda values: interpret(graph, *values)[0], args, i)
         np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
 
 

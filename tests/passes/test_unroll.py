@@ -5,6 +5,7 @@ import pytest
 
 from ndlc.ir import interpret, parse, print_graph
 from ndlc.passes import autodiff
+from gradcheck import central_differences
 from unrolled import unroll_scans
 
 
@@ -73,14 +74,8 @@ def test_scan_gradients_equal_finite_differences(reverse):
     graph, args = cell(reverse), cell_args()
     wrt = graph.inputs[:4]
     grads = interpret(autodiff(graph, wrt=wrt), *args)[1:]
-    eps = 1e-6
     for i, grad in enumerate(grads):
-        numeric = np.zeros_like(args[i])
-        for index in np.ndindex(*args[i].shape):
-            plus, minus = [a.copy() for a in args], [a.copy() for a in args]
-            plus[i][index] += eps
-            minus[i][index] -= eps
-            numeric[index] = (interpret(graph, *plus)[0] - interpret(graph, *minus)[0]) / (2 * eps)
+        numeric = central_differences(lambda values: interpret(graph, *values)[0], args, i)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 

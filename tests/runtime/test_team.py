@@ -29,16 +29,6 @@ graph @sums(%x: f32[1024,512], %w: f32[512,256]) {
 }"""
 
 
-@pytest.fixture
-def two_threads(monkeypatch):
-    """A budget of two threads, every program on its whole budget unless a test sets its team."""
-    monkeypatch.setenv("NDLC_THREADS", "2")
-    monkeypatch.setenv("NDLC_TEAM", "budget")
-    yield
-    monkeypatch.delenv("NDLC_THREADS")
-    libraries.threads()  # OpenBLAS back to the default budget
-
-
 def _bits_at(program, team, arrays):
     """The bytes of each output of `program` run on `team` threads."""
     program.team.current = team
