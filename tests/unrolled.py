@@ -9,7 +9,7 @@ whose operands are the same values in two scans (a gradient's second forward sca
 more ys of the same body) is emitted once: the copies share the forward's nodes.
 """
 from ndlc.ir.checks import maybe_verify
-from ndlc.ir.graph import Graph, Node
+from ndlc.ir.graph import Builder, Graph, Node
 from ndlc.ir.registry import get_op
 from ndlc.jit import pipeline
 
@@ -77,11 +77,7 @@ class _Unroller:
         """A new node op(operands, attrs), or the one already made with them."""
         key = (op, operands, tuple(attrs.items()))
         if key not in self.made:
-            opdef = get_op(op)
-            attrs = opdef.check_attrs(attrs)
-            node = Node(op, operands, attrs, opdef.infer_type([v.type for v in operands], attrs), loc)
-            self.nodes.append(node)
-            self.made[key] = node.result
+            self.made[key] = Builder(on_node=self.nodes.append, loc=loc).emit(op, *operands, **attrs)
         return self.made[key]
 
     def _scan(self, node, operands):

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from ..ir.checks import maybe_verify
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Builder, Graph, Node, Value
 from ..ir.ops.scan import layout, shifted_carry
 from ..ir.printer import value_names
 from ..ir.registry import get_op
@@ -81,11 +81,7 @@ class _Hoister:
             return made.result
         key = (op, operands, repr(sorted(attrs.items())))
         if key not in self.made:
-            opdef = get_op(op)
-            attrs = opdef.check_attrs(attrs)
-            made = Node(op, operands, attrs, opdef.infer_type([v.type for v in operands], attrs), loc)
-            self.nodes.append(made)
-            self.made[key] = made.result
+            self.made[key] = Builder(on_node=self.nodes.append, loc=loc).emit(op, *operands, **attrs)
         return self.made[key]
 
     def shifted_carry(self, value):
