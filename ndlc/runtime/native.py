@@ -4,11 +4,11 @@ is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded 
 engine per program linking the objects its kernels are in.
 The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
 with no measured speedup (the vectoriser interleaves loops anyway)."""
-import concurrent.futures
 import ctypes
 import functools
 import logging
 import multiprocessing
+import queue
 import threading
 import time
 
@@ -21,9 +21,12 @@ from . import cache, libraries
 log = logging.getLogger("ndlc.native")
 _compilations = 0
 _FORKING = threading.RLock()  # held by a thread forking compiling workers, and around every translation
-_building = None  # the LlvmProgram whose modules forked workers build (set while they fork)
 PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
-# worker costs ~20 ms, a small kernel's optimisation a few ms
+# worker costs ~20 ms, a small kernel's optimisation a few ms; a module more costs its pipeline and
+# its own copy of mathlib's functions (4 modules instead of 2: the MLP's LLVM time +10-25%)
+KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
+# text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
+_POLL = 0.5  # seconds between checks that the forked builders are alive
 
 
 def llvm_compilations() -> int:
@@ -82,7 +85,8 @@ class NativeModule:
     runner on the program's plan), and the optimised IR of its modules. Each distinct kernel
     is looked up in the disk cache under its structural key (a reference to the cached object
     that holds it); only the kernels not found are generated and compiled: into one module, or,
-    when they are many, one per thread of the budget, compiled in parallel. The runner, the same
+    when they are many, into modules of about equal estimated cost that this process and
+    processes forked from it (one per thread of the budget) compile in parallel. The runner, the same
     for every program, is cached under its own IR. `seconds`: this program's time building the
     new kernels' LLVM IR (llvmlite, in Python) and in LLVM's optimiser and code generator."""
 
@@ -95,7 +99,7 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
-        groups = _groups(missing, lambda symbol: len(llvm_program.kernels[symbol][1].text))
+        groups = _groups(missing, lambda symbol: KERNEL_COST + len(llvm_program.kernels[symbol][1].text))
         jobs = [(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
         runner = cache.load(runner_key)
@@ -169,30 +173,20 @@ class NativeModule:
 
     def _build_all(self, llvm_program, jobs, parallel) -> list:
         """(cache key, (object code, optimised IR)) of each job (`_built`): in this process, or,
-        when `parallel`, in as many processes forked from it as the thread budget allows, each
-        building its modules' IR and compiling them (llvmlite holds one lock around every call
-        into LLVM, so threads would take turns)."""
-        global _building, _compilations
-        if not parallel:
-            with _FORKING:
+        when `parallel`, by this process and as many more forked from it as the thread budget
+        allows, each taking the next job not yet taken until none is left (llvmlite holds one
+        lock around every call into LLVM, so threads would take turns)."""
+        global _compilations
+        start = time.perf_counter()
+        with _FORKING:
+            if not parallel:
                 results = [_built(llvm_program, job) for job in jobs]
-            wall = None
-        else:
-            start = time.perf_counter()
-            workers = max(1, min(len(jobs), libraries.threads()))
-            log.info("building and optimising %d modules in %d processes", len(jobs), workers)
-            context = multiprocessing.get_context("fork")
-            with _FORKING:
-                _building = llvm_program  # what the forked workers build their jobs' modules from
-                try:
-                    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                        results = list(pool.map(_build_job, jobs))  # a worker has one thread: no lock
-                finally:
-                    _building = None
-            wall = time.perf_counter() - start
+            else:
+                results = _built_in_processes(llvm_program, jobs, min(len(jobs), libraries.threads()))
+        wall = time.perf_counter() - start
         _compilations += len(results)
         parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
-        share = 1.0 if wall is None else wall / (sum(parts) or 1.0)  # workers' time as a share of the wall time
+        share = 1.0 if not parallel else wall / (sum(parts) or 1.0)  # builders' time as a share of the wall time
         for name, seconds in zip(("LLVM IR", "LLVM optimise", "machine code"), parts):
             self.seconds[name] += seconds * share
         return [(key, compiled) for key, compiled, _, _, _ in results]
@@ -221,9 +215,70 @@ def _built(llvm_program, job):
     return key, (obj, optimised), building, optimising, emitting
 
 
-def _build_job(job):
-    """`_built` in a forked worker, for the program its parent was building when it forked."""
-    return _built(_building, job)
+def _built_in_processes(llvm_program, jobs, builders) -> list:
+    """`_built` of each of `jobs` of `llvm_program`, by this process and `builders`
+    - 1 processes forked from it, all taking jobs in order from a shared counter: a builder that
+    finishes early takes the next job, so the modules' measured cost, not their number, is what
+    is shared. Forked before this process calls LLVM (a fork inherits llvmlite's lock as it is)."""
+    context = multiprocessing.get_context("fork")
+    taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
+    others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True) for _ in range(builders - 1)]
+    for process in others:
+        process.start()
+    log.info("building and optimising %d modules in %d processes", len(jobs), builders)
+    results = {}
+    try:
+        for index in _taken(taken, len(jobs)):
+            results[index] = _built(llvm_program, jobs[index])
+        while len(results) < len(jobs):
+            index, result = _finished(finished, others)
+            if isinstance(result, str):
+                raise NdlcError(f"compiling module {jobs[index][1]!r} failed in a forked process: {result}")
+            results[index] = result
+    finally:
+        for process in others:
+            if len(results) < len(jobs):
+                process.terminate()
+            process.join()
+    return [results[index] for index in range(len(jobs))]
+
+
+def _finished(finished, others):
+    """The next (index, result) a forked builder put on `finished`; an error where one died, or
+    all ended, instead."""
+    ended = False
+    while True:
+        try:
+            return finished.get(timeout=_POLL)
+        except queue.Empty:
+            codes = [p.exitcode for p in others]
+            failed = [code for code in codes if code not in (None, 0)]
+            if failed or ended:
+                raise NdlcError(f"a process compiling native code ended (exit code {(failed or codes)[0]}) "
+                                f"before its modules were done") from None
+            ended = None not in codes  # all ended: what they put is read within one more wait
+
+
+def _builder(llvm_program, taken, jobs, finished):
+    """A forked builder (the program is its parent's, as it was at the fork): `_built` of each
+    job it takes, put on `finished` as (index, result), or (index, the error's text) where one fails."""
+    for index in _taken(taken, len(jobs)):
+        try:
+            finished.put((index, _built(llvm_program, jobs[index])))
+        except Exception as e:  # the parent raises it, naming the module
+            finished.put((index, f"{type(e).__name__}: {e}"))
+            return
+
+
+def _taken(taken, count):
+    """The job indices this process takes from the shared counter `taken`, until `count`."""
+    while True:
+        with taken.get_lock():
+            index = taken.value
+            taken.value += 1
+        if index >= count:
+            return
+        yield index
 
 
 def _translated(text):
@@ -244,14 +299,17 @@ def _translated(text):
     return obj, str(module), optimised - start, time.perf_counter() - optimised
 
 
-def _groups(symbols, size) -> list:
-    """`symbols` (kernels to compile) dealt, largest first by `size`, into as many modules as the
-    thread budget has threads, each of at least PARALLEL_KERNELS: one module when they are few."""
+def _groups(symbols, cost) -> list:
+    """`symbols` (kernels to compile) in as many modules as the thread budget has threads, each of
+    at least PARALLEL_KERNELS (one module when they are few), of about the same estimated `cost`
+    (each kernel to the module of least cost so far, costliest first), costliest first."""
     count = max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
-    groups = [[] for _ in range(count)]
-    for i, symbol in enumerate(sorted(symbols, key=size, reverse=True)):
-        groups[i % count].append(symbol)
-    return [group for group in groups if group]
+    totals, groups = [0] * count, [[] for _ in range(count)]
+    for symbol in sorted(symbols, key=cost, reverse=True):
+        least = totals.index(min(totals))
+        totals[least] += cost(symbol)
+        groups[least].append(symbol)
+    return [groups[i] for i in sorted(range(count), key=totals.__getitem__, reverse=True) if groups[i]]
 
 
 @functools.lru_cache(maxsize=None)

@@ -102,7 +102,7 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
     before = llvm_compilations()
     compiled = ndl.compile(recurrence)
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
-    assert llvm_compilations() - before == 3, "two kernel modules, in two processes, and the runner"
+    assert llvm_compilations() - before == 3, "two kernel modules and the runner, built by two processes"
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
@@ -127,3 +127,47 @@ def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
         todo += [f"codegen/{node.module}.py" for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
     assert seen <= set(kernel_key._GENERATOR), seen - set(kernel_key._GENERATOR)
+
+
+def test_kernels_are_dealt_into_modules_of_about_equal_estimated_cost(monkeypatch):
+    from ndlc.runtime import libraries, native
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 2)
+    costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10, "g": 10, "h": 5}
+    # costliest first, each to the module of least cost so far (dealt in turn: a, c, e, g | b, d, f, h),
+    # the modules costliest first
+    assert native._groups(list(costs), costs.get) == [["a", "d", "g"], ["b", "c", "e", "f", "h"]]
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 8)
+    assert native._groups(list(costs), costs.get) == [list(costs)], "few kernels: one module"
+
+
+def _failing_in_forked_processes(monkeypatch, failure):
+    """Compile the recurrence in modules of one kernel each, two processes, where `failure` runs
+    instead of LLVM in the forked one."""
+    import os
+
+    from ndlc.runtime import libraries, native
+    parent, translated = os.getpid(), native._translated
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(native, "_translated", lambda text: translated(text) if os.getpid() == parent else failure())
+    ndl.compile(recurrence)(*inputs(4))
+
+
+def test_a_module_failing_in_a_forked_process_is_an_error_naming_it(tmp_path, monkeypatch):
+    from ndlc.errors import NdlcError
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+
+    def fail():
+        raise ValueError("no target")
+    with pytest.raises(NdlcError, match=r"compiling module '.*kernels\d' failed in a forked process: ValueError: no target"):
+        _failing_in_forked_processes(monkeypatch, fail)
+
+
+def test_a_forked_process_that_dies_is_an_error(tmp_path, monkeypatch):
+    import os
+
+    from ndlc.errors import NdlcError
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    with pytest.raises(NdlcError, match=r"a process compiling native code ended \(exit code 3\)"):
+        _failing_in_forked_processes(monkeypatch, lambda: os._exit(3))
