@@ -222,16 +222,16 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
                 self._barrier()
 
                 def combine(block, phase=phase, slots=slots):
-                    for slot, r in zip(slots, phase.reductions):
-                        def add(c, r=r, slot=slot):
-                            def at_column():
+                    def add(c):
+                        def at_column():  # every reduction's partial in one loop: one loop for LLVM to vectorise
+                            for slot, r in zip(slots, phase.reductions):
                                 self.chunk = ir.Constant(I64, 0)
                                 total = self._partial(slot)
                                 self.chunk = c
                                 ty = TYPES[r.dtype]
                                 b.store(self._combine(r, b.load(total, typ=ty), b.load(self._partial(slot), typ=ty)), total)
-                            over_block(block, at_column)
-                        self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
+                        over_block(block, at_column)
+                    self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
                     self.chunk = ir.Constant(I64, 0)
                     over_block(block, lambda phase=phase: self._stores(phase.stores))
                 self._taken(2 * p + 1, blocks, combine)
