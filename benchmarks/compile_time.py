@@ -5,12 +5,16 @@ again: native code from the disk cache), with the step time after it and the num
 load) to its first result; building the model and importing ndlc are left out.
 
     python benchmarks/compile_time.py [--models mlp,lenet,transformer,lstm35,lstm70] [--out FILE]
+    python benchmarks/compile_time.py --kernels MODEL
 
 Writes benchmarks/COMPILE.md (or --out) with the load average the numbers were taken under.
+`--kernels` prints where LLVM's time goes instead: each distinct kernel of the model's step
+compiled alone, and the optimiser's costliest passes.
 `--child MODEL` is the measurement itself (one process, one model; prints one JSON line)."""
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -170,12 +174,66 @@ def _stage_table(results, run):
     return lines
 
 
+def kernel_costs(model, passes=8) -> str:
+    """Where LLVM's time goes in `model`'s step: each distinct kernel compiled alone in this
+    process (its own module, ndlc's pipeline), CPU seconds optimising and making machine code and
+    its LLVM IR before and after, costliest first; then the optimiser's `passes` costliest passes.
+    A module costs a few ms more than its kernel: the sum is above the step's own LLVM time."""
+    import llvmlite.binding as llvm
+    import ndlc as ndl
+    from ndlc.codegen.llvm_program import lower_to_llvm
+    from ndlc.runtime import native
+    fn, args = BUILDERS[model]()
+    step = ndl.compile(fn)
+    step(*args)
+    program = lower_to_llvm(step.last.program.kernels, *native.host_target())
+    rows, by_pass = [], {}
+    for symbol, (kernel, _, _) in program.kernels.items():
+        text, tm = program.module([symbol], symbol), native.target_machine()
+        start = time.process_time()
+        module = llvm.parse_assembly(text)
+        builder = native.optimiser(tm)
+        builder.start_pass_timing()
+        builder.getModulePassManager().run(module, builder)
+        for name, seconds in _pass_seconds(builder.finish_pass_timing()):
+            by_pass[name] = by_pass.get(name, 0.0) + seconds
+        optimised = time.process_time()
+        tm.emit_object(module)
+        rows.append((optimised - start, time.process_time() - optimised, len(text), len(str(module)), kernel))
+    rows.sort(key=lambda row: row[0] + row[1], reverse=True)
+    sums = [sum(row[i] for row in rows) for i in range(4)]
+    lines = [f"{model}: {len(rows)} distinct kernels, LLVM CPU {sums[0] + sums[1]:.3f} s (optimise {sums[0]:.3f}, "
+             f"machine code {sums[1]:.3f}), LLVM IR {sums[2] / 1e3:.0f} KB, optimised {sums[3] / 1e3:.0f} KB",
+             "  opt s   mc s  IR KB  opt KB  kernel"]
+    for opt, mc, ir, optimised_ir, kernel in rows:
+        how = f"{kernel.strategy}{' split' if kernel.split else ''}"
+        lines.append(f"  {opt:5.3f}  {mc:5.3f}  {ir / 1e3:5.1f}  {optimised_ir / 1e3:6.1f}  {kernel.name} {how} "
+                     f"{tuple(kernel.extents)}")
+    costliest = sorted(by_pass.items(), key=lambda item: item[1], reverse=True)[:passes]
+    lines.append("optimiser passes (CPU s): " + ", ".join(f"{name} {seconds:.3f}" for name, seconds in costliest))
+    return "\n".join(lines)
+
+
+def _pass_seconds(report):
+    """(pass, CPU seconds) per run of a pass in LLVM's pass timing report, which lists each run
+    twice with the same times (its timer and one nested in it of the same name): halved."""
+    for line in report.splitlines():
+        numbers = re.findall(r"([\d.]+) \(", line)
+        name = line.rsplit(")", 1)[-1].strip()
+        if len(numbers) >= 2 and name != "Total":
+            yield name, float(numbers[2] if len(numbers) == 4 else numbers[-1]) / 2
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "COMPILE.md"))
+    parser.add_argument("--kernels", choices=MODELS, help="where LLVM's time goes in this model's step")
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.kernels:
+        print(kernel_costs(args.kernels))
+        return 0
     if args.child:
         print(json.dumps(child(args.child)))
         return 0

@@ -288,15 +288,22 @@ def _translated(text):
     start = time.perf_counter()
     module = llvm.parse_assembly(text)
     module.verify()
-    options = llvm.create_pipeline_tuning_options(speed_level=3)
-    options.loop_vectorization = True
-    options.slp_vectorization = True
-    options.loop_unrolling = False
-    builder = llvm.create_pass_builder(tm, options)
+    builder = optimiser(tm)
     builder.getModulePassManager().run(module, builder)
     optimised = time.perf_counter()
     obj = tm.emit_object(module)
     return obj, str(module), optimised - start, time.perf_counter() - optimised
+
+
+def optimiser(tm):
+    """The pass builder of ndlc's pipeline for target machine `tm`: O3 with loop and SLP
+    vectorisation, the unroller off (see the module docstring)."""
+    llvm = _binding()
+    options = llvm.create_pipeline_tuning_options(speed_level=3)
+    options.loop_vectorization = True
+    options.slp_vectorization = True
+    options.loop_unrolling = False
+    return llvm.create_pass_builder(tm, options)
 
 
 def _groups(symbols, cost) -> list:

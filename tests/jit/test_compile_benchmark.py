@@ -33,3 +33,16 @@ def test_unknown_models_are_refused(capsys):
     with pytest.raises(SystemExit):
         load_benchmark().main(["--models", "mlp,resnet"])
     assert "unknown model(s) resnet" in capsys.readouterr().err
+
+
+def test_the_kernel_costs_list_every_distinct_kernel_and_the_costliest_passes(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    lines = load_benchmark().kernel_costs("mlp", passes=3).splitlines()
+    count = int(lines[0].split(": ")[1].split()[0])
+    assert lines[0].startswith("mlp: ") and "LLVM CPU" in lines[0] and lines[1].split()[:4] == ["opt", "s", "mc", "s"]
+    kernels = lines[2:-1]
+    assert len(kernels) == count > 1 and len({line.split()[4] for line in kernels}) == count
+    costs = [float(line.split()[0]) + float(line.split()[1]) for line in kernels]
+    assert all(a >= b - 0.002 for a, b in zip(costs, costs[1:])), "costliest first (up to the printed rounding)"
+    passes = lines[-1].removeprefix("optimiser passes (CPU s): ").split(", ")
+    assert len(passes) == 3 and "Total" not in lines[-1] and any(p.startswith("InstCombinePass ") for p in passes)
