@@ -122,7 +122,7 @@ def test_conv_stride_padding(stride, padding, kernel):
 
 
 @pytest.mark.parametrize("op", ["avg_pool2d", "max_pool2d"])
-@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 1), (3, 2)])
+@pytest.mark.parametrize("kernel,stride", [(2, 2), (3, 1), (3, 2), (5, 1)])
 def test_pooling(op, kernel, stride):
     x = np.random.default_rng(6).standard_normal((2, 3, 7, 6))
     graph, inputs = single_op_graph(op, [x], {"kernel": kernel, "stride": stride}, "f32")

@@ -205,3 +205,23 @@ graph @r(%seed: i64[]) {
 }""")
     seed = np.int64(7)
     np.testing.assert_allclose(compile_graph(graph).run(seed)[0], interpret(graph, seed)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [2, 256])
+def test_a_copy_is_not_reordered_into_a_reduction_where_its_stores_would_stride_past_a_page(batch):
+    """A transposing copy beside a sum of the same input: reordered to the sum's loops (C | N, H, W)
+    its stores stride 32 elements along the innermost loop at batch 2 (merged), 4096 at batch 256
+    (16 KB: a page per element, so it keeps its own loops and the dump says why)."""
+    program = kernels(f"""
+graph @copy(%x: f32[{batch},16,10,10]) {{
+  %0 = permute(%x, axes=(2, 3, 0, 1)) : f32[10,10,{batch},16]
+  %1 = summation(%x, axes=(0, 2, 3)) : f32[16]
+  return %0, %1
+}}""")
+    text = str(program)
+    if batch == 2:
+        assert len(program.kernels) == 1 and "store %0[i0 + 16*i1 + 320*i2 + 32*i3] = $0" in text, text
+    else:
+        assert [k.boundary for k in program.kernels] == [
+            "", "its loops reordered to fit would store %0 163840 bytes apart along the innermost loop (more than a page)"]
+        assert "store %0[40960*i0 + 4096*i1 + 16*i2 + i3] = $0" in text, text

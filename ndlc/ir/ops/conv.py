@@ -93,7 +93,7 @@ def _conv_input_grad(b, x, w, g, s, p):
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
     weight = b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout))
     if _on_planes(x.shape, kh, s, p):  # the windows' adjoint over wide rows, summed back a row at a time
-        return _plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, kh)), kh, p)
+        return _plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, x.shape[2] + 2 * p)), kh, p)
     adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
     columns = b.matmul(weight, adjoint)
     windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
@@ -142,7 +142,7 @@ def _conv_weight_grad(b, x, w, g, s, p):
     batch, ho, wo, _ = g.shape
     if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
         planes, wp, _ = _direct_planes(b, x, kh, p)
-        per_image = b.plane_correlate(_wide_adjoint(b, g, kh), planes, kernel=kh, row=wp)
+        per_image = b.plane_correlate(_wide_adjoint(b, g, wp), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
     tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
@@ -194,12 +194,14 @@ def _on_planes(shape, k, s, p):
     return s == 1 and k - 1 <= WIDE_WASTE * (shape[2] + 2 * p)
 
 
-def _wide_adjoint(b, g, k):
-    """The NHWC adjoint `g` as (N, Cout, Ho·Wp): each row of Wo padded by K - 1 zeros to the padded
-    input's width Wp, so that output pixel (y, x) is column y·Wp + x of a flattened plane."""
+def _wide_adjoint(b, g, row):
+    """The NHWC adjoint `g` as (N, Cout, Ho·row): each row of Wo padded by zeros to the planes' `row`,
+    so that output pixel (y, x) is column y·row + x of a flattened plane."""
     batch, ho, wo, cout = g.shape
-    wide = b.pad(b.permute(g, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (0, 0), (0, k - 1)))
-    return b.reshape(wide, shape=(batch, cout, ho * (wo + k - 1)))
+    wide = b.permute(g, axes=(0, 3, 1, 2))
+    if row > wo:
+        wide = b.pad(wide, widths=((0, 0), (0, 0), (0, 0), (0, row - wo)))
+    return b.reshape(wide, shape=(batch, cout, ho * row))
 
 
 def _plane_col2im(b, x, columns, k, p):
@@ -231,13 +233,18 @@ def _planes_tiled(t, channels, k, p):
 
 
 def _direct_planes(b, x, k, p):
-    """(the padded planes of NHWC `x` flattened, (N, Cin, rows·Wp); their row Wp; the length of a
-    direct conv's wide rows, Ho·Wp rounded up to DIRECT_BLOCK, which spare padded rows make room for)."""
+    """(the padded planes of NHWC `x` flattened, (N, Cin, rows·Wp), each row padded by p on the left
+    and only as far on the right as the output's width needs (Wp = max(W + p, Wo)): a window past a
+    row's end reads the next row's left zeros as its right padding, so that a row computes K - 1 - p
+    garbage columns, not K - 1 (LeNet conv2's input gradient: rows of 14, not 18); their row Wp; the
+    length of a direct conv's wide rows, Ho·Wp rounded up to DIRECT_BLOCK, which spare padded rows
+    make room for)."""
     batch, h, width, cin = x.shape
-    wp, ho = width + 2 * p, h + 2 * p - k + 1
+    ho, wo = h + 2 * p - k + 1, width + 2 * p - k + 1
+    wp = max(width + p, wo)
     length = -(-ho * wp // DIRECT_BLOCK) * DIRECT_BLOCK
     rows = -(-((k - 1) * (wp + 1) + length) // wp)  # the padded rows the last windows reach
-    padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, p)))
+    padded = b.pad(b.permute(x, axes=(0, 3, 1, 2)), widths=((0, 0), (0, 0), (p, rows - h - p), (p, wp - width - p)))
     return b.reshape(padded, shape=(batch, cin, rows * wp)), wp, length
 
 
@@ -246,13 +253,14 @@ def _conv_direct(b, x, w, p):
     padded planes flattened (plane_conv): one loop nest over (n, co, y·Wp + x | i, j, ci), which
     the 'rows' schedule vectorises along the wide row, its length rounded up to DIRECT_BLOCK;
     Wo of each row of Wp kept. No packing, no BLAS."""
-    batch, h, _, _ = x.shape
+    batch, h, width, _ = x.shape
     k, cout = w.shape[0], w.shape[3]
     planes, wp, length = _direct_planes(b, x, k, p)
-    ho = h + 2 * p - k + 1
+    ho, wo = h + 2 * p - k + 1, width + 2 * p - k + 1
     wide = b.plane_conv(planes, w, kernel=k, row=wp, length=length)
     wide = b.slice(wide, start=(0, 0, 0), stop=(batch, cout, ho * wp))
-    out = b.slice(b.reshape(wide, shape=(batch, cout, ho, wp)), start=(0, 0, 0, 0), stop=(batch, cout, ho, wp - k + 1))
+    out = b.reshape(wide, shape=(batch, cout, ho, wp))
+    out = out if wo == wp else b.slice(out, start=(0, 0, 0, 0), stop=(batch, cout, ho, wo))
     return b.permute(out, axes=(0, 2, 3, 1))
 
 

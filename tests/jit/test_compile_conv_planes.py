@@ -1,0 +1,51 @@
+"""Direct convolutions over wide rows (ir/ops/conv.py: _direct_planes): each padded row carries p
+zeros on its left only, a window past a row's end reading the next row's left zeros as its right
+padding; compiled forward and gradients against PyTorch, and the rows the decomposition picks."""
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc import nn
+
+
+def compiled_step(conv):
+    def step(t, c):
+        t.requires_grad = True
+        y = conv(t)
+        (y * c).sum().backward()
+        return y, t.grad, conv.weight.grad, conv.bias.grad
+    return ndl.compile(step, state=[conv])
+
+
+# (Cin, Cout, K, padding, H): LeNet's conv1 (wide rows) and conv2 (its input gradient over wide rows
+# of the adjoint padded by 4), a padding past K - 1 (rows padded on the right too), and K - 1 - p = 0
+@pytest.mark.parametrize("cin,cout,k,p,h", [(1, 6, 5, 2, 28), (6, 16, 5, 0, 14), (1, 4, 3, 3, 12), (1, 8, 5, 4, 10)])
+def test_direct_conv_and_its_gradients_match_torch(cin, cout, k, p, h):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    np.random.seed(3)
+    conv = nn.Conv(cin, cout, k, padding=p)
+    x = rng.standard_normal((3, cin, h, h)).astype(np.float32)
+    c = rng.standard_normal((3, cout, h + 2 * p - k + 1, h + 2 * p - k + 1)).astype(np.float32)
+    step = compiled_step(conv)
+    got = [a.numpy() for a in step(x, c)]
+    assert "plane_conv" in step.ir("decomposed")
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(conv.weight.numpy()).permute(3, 2, 0, 1).detach().requires_grad_()
+    tb = torch.tensor(conv.bias.numpy(), requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=p)
+    (ty * torch.tensor(c)).sum().backward()
+    want = [ty.detach(), tx.grad, tw.grad.permute(2, 3, 1, 0), tb.grad]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-4 * np.abs(b.numpy()).max())
+
+
+def test_lenet_conv2_input_gradient_computes_no_garbage_columns():
+    """The adjoint (10x10) padded by K - 1 = 4 on the left of its rows only: rows of 14, the
+    input's width, so the wide rows are 14 x 14 = 196 outputs (rounded to 224), not 14 x 18."""
+    np.random.seed(0)
+    conv = nn.Conv(6, 16, 5, padding=0)
+    step = compiled_step(conv)
+    step(np.zeros((2, 6, 14, 14), np.float32), np.zeros((2, 16, 10, 10), np.float32))
+    wide = [line for line in step.ir("decomposed").splitlines() if "plane_conv(" in line]
+    assert len(wide) == 1 and "kernel=5, row=14, length=224" in wide[0], wide
