@@ -6,6 +6,7 @@ The function runs once on symbolic tensors; every state tensor is rebound to a s
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
 import contextlib
+import functools
 import logging
 import numbers
 import time
@@ -186,7 +187,7 @@ class CapturedStep:
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
     seconds: dict = field(default_factory=dict)  # 'trace' (backward() left out) and 'autodiff' times
 
-    @property
+    @functools.cached_property
     def state_inputs(self):
         return self.graph.inputs[self.num_inputs:self.num_inputs + len(self.state)]
 

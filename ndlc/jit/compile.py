@@ -147,14 +147,17 @@ class CompiledFunction:
             self.last_types = types
         values = referenced_values(self.fn)  # what the step reaches now, read once for settings and guards
         key = (types, self._settings(values))
-        kept = self.specialisations.get(key)
+        repeated = key == self.last_key  # the most recently used specialisation again: no reordering
+        kept = self.last if repeated else self.specialisations.get(key)
         stale = kept and _failure(kept, values)
         if kept is None or stale:
             self._find_state()  # what the step reaches may have been replaced
             key = (types, self._settings())
             self._specialise(key, stale)
-        self.specialisations.move_to_end(key)
-        self.last, self.last_key = self.specialisations[key], key
+            repeated = False
+        if not repeated:
+            self.specialisations.move_to_end(key)
+            self.last, self.last_key = self.specialisations[key], key
         self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]

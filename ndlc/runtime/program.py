@@ -156,8 +156,8 @@ class Program:
         if len(arrays) != len(self.input_slots):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
         bound, pointers, slots = self.bound, self.pointers, self.slots
-        for i, array in enumerate(arrays):
-            if array is not bound[i] or array.shape != self.input_slots[i][2] or array.dtype != self.input_slots[i][3]:
+        for i, (array, held, (_, _, shape, dtype)) in enumerate(zip(arrays, bound, self.input_slots)):
+            if array is not held or array.shape != shape or array.dtype is not dtype and array.dtype != dtype:
                 self._bind(i, array)
         outputs, known = dict(self.reused), dict(self.reused_addresses)  # output name -> array, address
         if update_state:
