@@ -55,8 +55,8 @@ class Program:
 
     Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
     (copied only when not C-contiguous), the last run's held so that the same array passed again
-    keeps its pointer (a step's state, a batch reused; its shape and dtype checked again); outputs are arrays no one else holds, so results never
-    alias a later run's: an output array of the last run that nothing references any more (the
+    keeps its pointer (a step's state, a batch reused; its shape and dtype checked again); outputs
+    are arrays no one else holds, so results never alias a later run's: an output array of the last run that nothing references any more (the
     caller dropped it, and no view of it lives) is written again, since fresh large arrays cost
     page faults on every run (four 16 MB outputs: 17 ms fresh, 6.5 ms reused); the exceptions are
     the new state values (the last `kernels.updates` outputs): with
