@@ -30,6 +30,7 @@ _DATA: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionar
 # Values whose current data lives in a compiled GPU program's memory: Value -> (owner, fetch), where
 # fetch() copies it into the Value's host array; reading the tensor on the host fetches it first.
 _RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary()
+_ever_resident = False  # whether any value was marked resident: until then a read looks up nothing
 _TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
 
 
@@ -119,7 +120,7 @@ class Tensor:
         return self._value not in _DATA
 
     def numpy(self) -> np.ndarray:
-        if _RESIDENT:  # a GPU program may hold the current value
+        if _ever_resident:  # a GPU program may hold the current value
             fetch_resident(self._value)
         data = _DATA.get(self._value)  # one dictionary look-up: a compiled call reads every state tensor
         if data is None:
@@ -349,7 +350,9 @@ def mark_resident(value: Value, owner, fetch):
     """`value`'s current data is in `owner`'s device memory; fetch(value) brings it to the host
     array. Neither the owner (held weakly) nor fetch may reach `value`, or the entry would keep
     its own key, and with it the device program, alive for ever."""
+    global _ever_resident
     _RESIDENT[value] = (weakref.ref(owner), fetch)
+    _ever_resident = True
 
 
 def resident_in(value: Value):

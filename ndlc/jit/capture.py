@@ -6,6 +6,7 @@ The function runs once on symbolic tensors; every state tensor is rebound to a s
 input for the duration and restored afterwards, so the user's objects are left as they were.
 """
 import contextlib
+import functools
 import logging
 import numbers
 import time
@@ -186,7 +187,7 @@ class CapturedStep:
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
     seconds: dict = field(default_factory=dict)  # 'trace' (backward() left out) and 'autodiff' times
 
-    @property
+    @functools.cached_property
     def state_inputs(self):
         return self.graph.inputs[self.num_inputs:self.num_inputs + len(self.state)]
 
@@ -221,17 +222,20 @@ class CapturedStep:
         """The program's arguments for one run on `batch`: its inputs, then the state."""
         return self.inputs(batch) + self.state_arrays()
 
-    def write_back(self, new_state: dict):
+    def write_back(self, new_state: dict, current=None):
         """Store each state input's new value (input Value -> array) into its tensor, in place
         where the tensor's storage allows it, so views of it (`.data`) see the update. A value
-        that is the tensor's own array was written there by the program already."""
-        for t, value in zip(self.state, self.state_inputs):
-            if value in new_state and new_state[value] is not t.numpy():  # else written in place
-                current = t.numpy()
-                if current.flags.writeable and current.flags.c_contiguous:
-                    np.copyto(current, new_state[value])
-                else:
-                    t._bind(Tensor.make_const(np.array(new_state[value]))._value, t.requires_grad)
+        that is the tensor's own array (`current`: the state arrays the run was given, read
+        again if None) was written there by the program already."""
+        current = self.state_arrays() if current is None else current
+        for t, value, array in zip(self.state, self.state_inputs, current):
+            new = new_state.get(value)
+            if new is None or new is array:  # not updated, or written in place
+                continue
+            if array.flags.writeable and array.flags.c_contiguous:
+                np.copyto(array, new)
+            else:
+                t._bind(Tensor.make_const(np.array(new))._value, t.requires_grad)
 
     def run(self, execute, *batch):
         """One step: `execute(arrays) -> (outputs, {state input: new array})` runs the graph."""

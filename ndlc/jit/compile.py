@@ -17,7 +17,7 @@ from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .arguments import Parameters
 from .capture import capture, find_function_numbers, find_hyperparameters, is_runtime_number
-from .reads import STATEFUL, referenced_numbers, referenced_objects
+from .reads import STATEFUL, referenced_numbers, referenced_objects, referenced_values
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from ..frontend.nn.module import Module
@@ -88,14 +88,15 @@ class Specialisation:
     def run(self, arrays):
         if self.resident is not None:
             return self.resident.run(arrays)
-        arguments = self.captured.arguments(arrays)
+        state = self.captured.state_arrays()
+        arguments = self.captured.inputs(arrays) + state
         if self.check:
             divergence = self.program.check(*[a.copy() for a in arguments])
             if divergence is not None:
                 raise CheckError(f"{self.program.kernels.name}: {divergence}")
         results = self.program.run(*arguments, update_state=True)
         outputs, new_state = results[:self.num_outputs], results[self.num_outputs:]
-        self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)))
+        self.captured.write_back(dict(zip(self.captured.graph.updates, new_state)), state)
         return [Tensor.make_const(out) for out in outputs]
 
 
@@ -144,15 +145,19 @@ class CompiledFunction:
         if types != self.last_types:  # the types of one shape and dtype are one object: `is` decides
             self._check_signature(types)
             self.last_types = types
-        key = (types, self._settings())
-        kept = self.specialisations.get(key)
-        stale = kept and _failure(kept)
+        values = referenced_values(self.fn)  # what the step reaches now, read once for settings and guards
+        key = (types, self._settings(values))
+        repeated = key == self.last_key  # the most recently used specialisation again: no reordering
+        kept = self.last if repeated else self.specialisations.get(key)
+        stale = kept and _failure(kept, values)
         if kept is None or stale:
             self._find_state()  # what the step reaches may have been replaced
             key = (types, self._settings())
             self._specialise(key, stale)
-        self.specialisations.move_to_end(key)
-        self.last, self.last_key = self.specialisations[key], key
+            repeated = False
+        if not repeated:
+            self.specialisations.move_to_end(key)
+            self.last, self.last_key = self.specialisations[key], key
         self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
@@ -202,11 +207,12 @@ class CompiledFunction:
                      ", ".join(n.path for n in find_function_numbers(self.fn)), type(e).__name__, e)
             return capture(self.fn, types, self.roots, self.name, numbers=False)
 
-    def _settings(self):
+    def _settings(self, values=None):
         """The plain Python values the step reads (its own globals and closure, and the train/eval
         flags, eps, p, ... of its modules): a trace bakes them in, so a change recompiles. Its own
-        floats and the optimizers' numbers are runtime inputs or, compiled in, guarded by value."""
-        found = [(-1, name, value) for name, value in referenced_numbers(self.fn).items()
+        floats and the optimizers' numbers are runtime inputs or, compiled in, guarded by value.
+        `values`: reads.referenced_values of the step, read here if None."""
+        found = [(-1, name, value) for name, value in referenced_numbers(self.fn, values).items()
                  if self.static or not is_runtime_number(name, value)]
         for i, obj, runtime in self.attribute_settings:  # asked on every call: plain loops
             for name, value in vars(obj).items():
@@ -281,10 +287,10 @@ class CompiledModule(CompiledFunction):
         return self.module.state_dict()
 
 
-def _failure(specialisation):
+def _failure(specialisation, values=None):
     """Why a kept specialisation no longer fits the step's objects (its `guards`, the types of
-    its state), a sentence, or None."""
-    return specialisation.guards.failure() or specialisation.captured.changed_state()
+    its state), a sentence, or None; `values` as for Guards.failure."""
+    return specialisation.guards.failure(values) or specialisation.captured.changed_state()
 
 
 def _stateful(roots):

@@ -57,11 +57,12 @@ class Guards:
                         for module, name, value in globals_read(called_functions(fn, [o for o, *_ in walked]))
                         if isinstance(value, np.ndarray) or _plain_number(value)]
 
-    def failure(self):
+    def failure(self, values=None):
         """Why the trace no longer holds (a sentence), or None; a TraceError when an optimizer's
-        number is no longer a number (no trace could read it as one)."""
+        number is no longer a number (no trace could read it as one). `values`: what the step
+        reaches now (reads.referenced_values), read here if None."""
         if self.roots is not None:
-            now = referenced_objects(self.fn)
+            now = referenced_objects(self.fn, values)
             for name, obj in self.roots.items():
                 if now.get(name) is not obj:
                     return f"{name} {_replaced(now.get(name), obj)}"
@@ -81,7 +82,7 @@ class Guards:
             if tensor.requires_grad != requires_grad:
                 return (f"{path}.requires_grad changed from {requires_grad} to {tensor.requires_grad} (it decides "
                         "which gradients the step computes)")
-        values = referenced_leaves(self.fn) if self.arrays or self.identities else {}
+        values = referenced_leaves(self.fn, values) if self.arrays or self.identities else {}
         for name, array in self.identities.items():
             if values.get(name) is not array:
                 return f"{name} {_replaced(values.get(name), array)}; the step tests it with `is None`"

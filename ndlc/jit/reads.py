@@ -63,11 +63,12 @@ def called_functions(fn, objects) -> list:
     return found + [v for klass in classes for v in vars(klass).values() if isinstance(v, types.FunctionType)]
 
 
-def referenced_objects(fn) -> dict:
-    """name -> Module, Optimizer or Tensor that `fn` can reach (referenced_values); for a plain
-    object among those (a trainer holding `self.model`), those among its attributes."""
+def referenced_objects(fn, values=None) -> dict:
+    """name -> Module, Optimizer or Tensor that `fn` can reach (`values`: referenced_values(fn),
+    read now if None); for a plain object among those (a trainer holding `self.model`), those
+    among its attributes."""
     kept = {}
-    for name, value in referenced_values(fn).items():
+    for name, value in (referenced_values(fn) if values is None else values).items():
         if isinstance(value, STATEFUL + (Tensor,)):
             kept[name] = value
         elif is_plain_object(value):
@@ -76,10 +77,11 @@ def referenced_objects(fn) -> dict:
     return kept
 
 
-def referenced_leaves(fn) -> dict:
-    """referenced_values, and for a plain object among them (a trainer's `self`) each attribute
-    whose name `fn`'s code mentions, as 'name.attribute' (what `self.scale` reads)."""
-    values = referenced_values(fn)
+def referenced_leaves(fn, values=None) -> dict:
+    """referenced_values (`values`, read now if None), and for a plain object among them (a
+    trainer's `self`) each attribute whose name `fn`'s code mentions, as 'name.attribute' (what
+    `self.scale` reads)."""
+    values = referenced_values(fn) if values is None else values
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     names = _global_names(code) if code is not None else frozenset()
     leaves = dict(values)
@@ -89,10 +91,10 @@ def referenced_leaves(fn) -> dict:
     return leaves
 
 
-def referenced_numbers(fn) -> dict:
+def referenced_numbers(fn, values=None) -> dict:
     """name -> the Python numbers, booleans and strings `fn` reads (referenced_leaves): a trace
     bakes them in, or reads its floats as runtime inputs (find_function_numbers)."""
-    return {name: value for name, value in referenced_leaves(fn).items()
+    return {name: value for name, value in referenced_leaves(fn, values).items()
             if isinstance(value, (bool, int, float, str))}
 
 

@@ -54,8 +54,9 @@ class Program:
     """Runs a kernel program: `run(*arrays)` -> list of output arrays; `ir(stage)` -> text.
 
     Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
-    (copied only when not C-contiguous); outputs are arrays no one else holds, so results never
-    alias a later run's: an output array of the last run that nothing references any more (the
+    (copied only when not C-contiguous), the last run's held so that the same array passed again
+    keeps its pointer (a step's state, a batch reused; its shape and dtype checked again); outputs
+    are arrays no one else holds, so results never alias a later run's: an output array of the last run that nothing references any more (the
     caller dropped it, and no view of it lives) is written again, since fresh large arrays cost
     page faults on every run (four 16 MB outputs: 17 ms fresh, 6.5 ms reused); the exceptions are
     the new state values (the last `kernels.updates` outputs): with
@@ -99,12 +100,20 @@ class Program:
                             for n in kernels.inputs]
         # (name, pointer slot, shape, numpy dtype) of each input, in order
         self.input_slots = [(n, self.slots[n], t.shape, t.np_dtype) for n, t in zip(kernels.inputs, self.input_types)]
+        # the array bound to each input by the last run, held so that its address stays valid:
+        # the same object passed again (a state tensor's array, a batch reused) keeps its pointer
+        self.bound = [None] * len(self.input_slots)
+        self.input_addresses = {}  # input name -> the address of its bound array
+        self.distinct_inputs = None  # whether no two bound inputs share an address (None: not known)
+        # (update output, its state input's position and name) of each in-place update
+        self.in_place = [(out, kernels.inputs.index(state), state) for out, state in kernels.in_place.items()]
         self.reused = {name: arrays[name] for name in reused}
         self.reused_addresses = {name: array.ctypes.data for name, array in self.reused.items()}
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
         self.table = ctypes.addressof(self.pointers)
         self.calls = 0
-        self.last_outputs = {}
+        self.last_outputs = {}  # output name -> the array the last run made for it (_unreferenced)
+        self.last_addresses = {}  # output name -> that array's address
         self.lock = threading.Lock()
         # BLAS on its calling thread: the same sums at any budget
         self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
@@ -144,32 +153,27 @@ class Program:
 
     def _run(self, arrays, update_state, into):
         global _native_calls
-        if len(arrays) != len(self.kernels.inputs):
+        if len(arrays) != len(self.input_slots):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
-        given = {}  # input name -> the (contiguous) array passed; it must outlive the native call
-        addresses = {}  # input name -> its array's address
-        pointers, slots = self.pointers, self.slots
-        for i, ((name, slot, shape, dtype), array) in enumerate(zip(self.input_slots, arrays)):
-            if type(array) is not np.ndarray:
-                array = np.asarray(array)
-            if array.shape != shape or array.dtype != dtype:
-                raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
-                                 f"{array.dtype.name}{list(array.shape)}, expected {self.input_types[i]}")
-            if not array.flags.c_contiguous:
-                array = np.ascontiguousarray(array)
-            given[name] = array
-            pointers[slot] = addresses[name] = address(array)
-        outputs = dict(self.reused)
+        bound, pointers, slots = self.bound, self.pointers, self.slots
+        for i, (array, held, (_, _, shape, dtype)) in enumerate(zip(arrays, bound, self.input_slots)):
+            if array is not held or array.shape != shape or array.dtype is not dtype and array.dtype != dtype:
+                self._bind(i, array)
+        outputs, known = dict(self.reused), dict(self.reused_addresses)  # output name -> array, address
         if update_state:
-            outputs.update(self._state_arrays(given, addresses))
+            for out, i in self._state_arrays():
+                outputs[out], known[out] = bound[i], self.input_addresses[self.input_slots[i][0]]
         if into:
-            outputs.update(self._placed(into))
-        owned, reused = {}, self.reused
+            placed = self._placed(into)
+            outputs.update(placed)
+            known.update({name: address(array) for name, array in placed.items()})
+        owned, last = {}, self.last_outputs
         for name in self.kernels.outputs:
             if name not in outputs:
                 outputs[name] = owned[name] = self._unreferenced(name)
-            array = outputs[name]
-            pointers[slots[name]] = self.reused_addresses[name] if array is reused.get(name) else address(array)
+                known[name] = self.last_addresses[name] if owned[name] is last.get(name) else address(owned[name])
+            pointers[slots[name]] = known[name]
+        self.last_addresses = {name: known[name] for name in owned}
         with self.blas_context():
             seconds = self.team.run(self.native.entry, self.table)
         if self.stamps is not None:
@@ -233,17 +237,29 @@ class Program:
                 placed[name] = array
         return placed
 
-    def _state_arrays(self, given, addresses):
-        """Update output -> the state array to write it into, for the in-place updates whose
-        array is writeable and shares its memory with no other input (input name -> address)."""
-        distinct = len(set(addresses.values())) == len(addresses)  # the usual case, without counting
-        shared = None if distinct else collections.Counter(addresses.values())
-        result = {}
-        for out, state in self.kernels.in_place.items():
-            array = given[state]
-            if (distinct or shared[addresses[state]] == 1) and array.flags.writeable:
-                result[out] = array
-        return result
+    def _bind(self, i, array):
+        """Point input `i` at `array` (checked, made contiguous): kept as the input's bound array
+        until another is passed."""
+        name, slot, shape, dtype = self.input_slots[i]
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
+        if array.shape != shape or array.dtype != dtype:
+            raise ShapeError(f"@{self.kernels.name} input {i} ({name}) has type "
+                             f"{array.dtype.name}{list(array.shape)}, expected {self.input_types[i]}")
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        self.bound[i] = array
+        self.pointers[slot] = self.input_addresses[name] = address(array)
+        self.distinct_inputs = None
+
+    def _state_arrays(self) -> list:
+        """(update output, state input position) for the in-place updates whose state array is
+        writeable and shares its memory with no other input: the output is written there."""
+        if self.distinct_inputs is None:  # inputs were rebound: the usual case is checked without counting
+            self.distinct_inputs = len(set(self.input_addresses.values())) == len(self.input_addresses)
+        shared = None if self.distinct_inputs else collections.Counter(self.input_addresses.values())
+        return [(out, i) for out, i, state in self.in_place
+                if (shared is None or shared[self.input_addresses[state]] == 1) and self.bound[i].flags.writeable]
 
     def check(self, *arrays):
         """The first kernel whose outputs on `arrays` differ from the interpreter's (check.py's

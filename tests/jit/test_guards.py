@@ -212,6 +212,22 @@ def test_specialisations_are_bounded_and_evicted_ones_freed(caplog):
         ndl.compile(model, max_specialisations=0)
 
 
+def test_a_call_like_the_last_reuses_its_specialisation_and_the_order_of_use_holds():
+    """A call with the last call's key takes the last specialisation without looking it up; the
+    least recently used one is still the one dropped, and a stale last one still recompiles."""
+    model = nn.Linear(3, 2)
+    forward = ndl.compile(model, max_specialisations=2)
+    for n in (1, 2, 2, 1, 1):
+        forward(np.ones((n, 3), np.float32))
+    assert forward.compilations == 2 and [k[0][0].shape for k in forward.specialisations] == [(2, 3), (1, 3)]
+    forward(np.ones((3, 3), np.float32))  # drops (2, 3), used before (1, 3)
+    assert [k[0][0].shape for k in forward.specialisations] == [(1, 3), (3, 3)]
+    model.weight = ndl.nn.Parameter(np.zeros((3, 2), np.float32))
+    np.testing.assert_array_equal(forward(np.ones((3, 3), np.float32)).numpy(),
+                                  np.broadcast_to(model.bias.numpy(), (3, 2)))
+    assert forward.compilations == 4
+
+
 STEP_SIZE = 0.5
 COUNT = 2.0
 

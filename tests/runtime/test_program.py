@@ -215,3 +215,44 @@ def test_read_only_and_empty_inputs_pass_their_own_addresses():
         array.flags.writeable = False
     for got, want in zip(program.run(*inputs), expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_an_input_passed_again_is_checked_and_read_again():
+    """A run keeps the last run's input arrays and their addresses: the same object passed again
+    is not bound anew, but its shape, dtype and contents are still what this run reads."""
+    program = compile_graph(parse(GRAPH))
+    x, w, b = _inputs()
+    first = [a.copy() for a in program.run(x, w, b)]
+    x *= 2
+    np.testing.assert_array_equal(program.run(x, w, b)[0], program.run(x.copy(), w, b)[0])
+    assert not np.array_equal(program.run(x, w, b)[0], first[0])
+    x.shape = (4, 8)
+    with pytest.raises(ShapeError, match="input 0 \\(x\\) has type float32\\[4, 8\\]"):
+        program.run(x, w, b)
+    x.shape = (8, 4)
+    x /= 2
+    np.testing.assert_array_equal(program.run(x, w, b)[0], first[0])
+
+
+def test_state_passed_twice_after_a_run_on_distinct_arrays_is_not_updated_in_place():
+    """Whether two state inputs share memory is decided again whenever an input is rebound: an
+    update is written in place only into an array no other input shares."""
+    graph = parse("""
+graph @step(%g: f32[4], %w: f32[4] state, %u: f32[4] state) {
+  %0 = add(%u, %g) : f32[4]
+  %1 = add(%w, %g) : f32[4]
+  return new %w = %1, new %u = %0
+}""")
+    program = compile_graph(graph)
+    assert set(program.kernels.in_place.values()) == {"w", "u"}
+    g, w, u = np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32)
+    new_w, new_u = program.run(g, w, u, update_state=True)
+    assert new_w is w and new_u is u
+    shared = np.full(4, 5, np.float32)
+    new_w, new_u = program.run(g, shared, shared, update_state=True)
+    assert new_w is not shared and new_u is not shared
+    np.testing.assert_array_equal(shared, np.full(4, 5, np.float32))
+    np.testing.assert_array_equal(new_w, np.full(4, 6, np.float32))
+    w.flags.writeable = False
+    new_w, new_u = program.run(g, w, u, update_state=True)
+    assert new_w is not w and new_u is u, "a state array made read-only after it was bound is not written"
