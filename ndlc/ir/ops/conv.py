@@ -262,6 +262,23 @@ def _tiled(out):
     return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
 
 
+def _row_tiled(out):
+    """Whether a stride-1 conv of output type `out` (NHWC) runs over NCHW planes (_conv_rows) in
+    register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors."""
+    return register_tile(out.shape[3], out.shape[2], numpy_dtype(out.dtype).itemsize) is not None
+
+
+def _conv_rows(b, x, w, p):
+    """The conv over the input's NCHW planes, padded there (a copy of rows, where NHWC padding
+    transposed the input), into output rows (N, Ho, Cout, Wo) (row_conv): each tile of channels x
+    pixels loads the input's row as vectors and stores the NCHW output's row, so nn.Conv's
+    permute back folds into those stores (passes/permuted_stores.py)."""
+    planes = b.permute(x, axes=(0, 3, 1, 2))
+    if p:
+        planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p)))
+    return b.permute(b.row_conv(planes, w), axes=(0, 1, 3, 2))
+
+
 def _weight_matrix(b, w):
     """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
@@ -298,6 +315,8 @@ def _conv_decompose(b, n):
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
     pixels = n.result.shape[1] * n.result.shape[2]
+    if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
+        return _conv_rows(b, x, w, p)
     if (pixels >= FOLD_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:
