@@ -76,8 +76,9 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
 
 
 def _cpu_kernels(stages, graph, blas, threads):
-    """The kernels of `graph` fused (matmuls calling BLAS where `blas`), scheduled for `threads`
-    threads and planned."""
+    """The kernels of `graph` fused (matmuls calling BLAS where `blas`; epilogues reading a
+    reduction in another axis order folded into its stores), scheduled for `threads` threads
+    and planned."""
     unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
     kernels = stages.kernels("fused", fold_permuted_consumers(merge_kernels(unmerged)), "merge")
     kernels = stages.kernels("scheduled", schedule(kernels, threads), "schedule")
