@@ -11,7 +11,8 @@ unguarded, per outer point) and the consumer alone reads; the consumer's loops m
 reduction's outer loops one for one (same extent, same stride into the result: each element
 moves once) and its one store is contiguous along the reduction's last outer loop (which the
 schedule vectorises: scattered along it, a conv tile's 16 channels' stores 4 KiB apart, in one L1
-set, ran the 3x3 forward kernel at half speed); no kernel in between touches what it writes."""
+set, ran the 3x3 forward kernel at half speed); no kernel in between writes what it reads or
+touches what it writes."""
 from dataclasses import replace
 
 from ..ir.kernel import BufferKind, Load, Program
@@ -29,8 +30,9 @@ def fold_permuted_consumers(program: Program) -> Program:
             continue
         producer = writers[0]
         first, last = kernels.index(producer), kernels.index(consumer)
-        written = consumer.stores[0].buffer
-        if first > last or any(written in k.buffers() for k in kernels[first + 1:last]):
+        touched = consumer.reads() | {consumer.stores[0].buffer}
+        if first > last or any(touched & set(k.outputs()) or consumer.stores[0].buffer in k.buffers()
+                               for k in kernels[first + 1:last]):
             continue
         folded = _folded(producer, consumer, source)
         if folded is not None:
@@ -55,7 +57,8 @@ def _elementwise_source(kernel, program):
 def _folded(producer, consumer, source):
     """`producer` making `consumer`'s store, its read of `source` replaced by the value stored
     there, or None where it cannot (see the module docstring)."""
-    if producer.gemm is not None or producer.step or not producer.reductions:
+    if producer.gemm is not None or producer.step or not producer.reductions \
+            or set(producer.outputs()) & consumer.reads() != {source}:
         return None
     places = [(p, s) for p, phase in enumerate(producer.phases) for s, store in enumerate(phase.stores)
               if store.buffer == source]

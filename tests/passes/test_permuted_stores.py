@@ -87,6 +87,24 @@ kernel k2 -> %5
     assert fold(shared) == shared.strip("\n")
 
 
+def test_a_consumer_reading_what_a_kernel_in_between_writes_stays_apart():
+    """The bias computed by a kernel between the reduction and its consumer: folding the consumer
+    into the reduction would read it before it is written."""
+    text = ROW_CONV.replace("-> (%4)", "-> (%4, %c)").replace("  %4: f32[1,4,2,8] output", """  %4: f32[1,4,2,8] output
+  %c: f32[4] output""").replace("\n\nkernel k1 -> %4", """
+
+kernel kc -> %c
+  fuses: %c exp
+  stored because: %c: graph output
+  loops: i0<4
+  $0 = %b[i0]
+  store %c[i0] = exp($0)
+
+kernel k1 -> %4""").replace("$1 = %b[i0]", "$1 = %c[i0]")
+    assert "kernel kc" in text and "$1 = %c[i0]" in text
+    assert fold(text) == text.strip("\n")
+
+
 def test_a_compiled_conv_over_rows_writes_nchw_from_its_tiles():
     """nn.Conv(4, 8, 3) over 16 x 16 images: the input padded channels-first, then one kernel
     (row_conv in tiles of channels x pixels, the bias and nn.Conv's permute in its stores);
