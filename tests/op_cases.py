@@ -299,6 +299,8 @@ CASES = [
          _conv_expect),  # 8 input channels: the input gradient in register tiles too (dilated at stride 2)
     Case("conv", lambda r: (lambda k: ([normal(r, (1, 8, 16, 2)), normal(r, (k, k, 2, 4))], {"stride": 1, "padding": k // 2}))(
         int(r.choice([1, 3, 5]))), _conv_expect),  # rows of 16 outputs: over NCHW planes in tiles of channels x pixels
+    *[Case("conv", lambda r, s=s: ([normal(r, (2, 8, 8, 4)), normal(r, (3, 3, 4, 8))], {"stride": s, "padding": 1}),
+           _conv_expect) for s in (1, 2)],  # stride 1: rows of 8 over planes; 2: 4x4 outputs an image in NHWC tiles
     Case("windows", _pool_draw, _windows_expect),
     Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
          _unwindows_expect),

@@ -10,6 +10,10 @@ from ..types import TensorType, is_float, numpy_dtype
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+# ... except a conv's own nest in register tiles (_tiled), from this many: ResNet9's 4x4 forward 20% faster
+# than its packing and batch-folded gemm (2 threads, one process alternating both, load ~6); its gradients
+# keep that packing, which its training step then makes for the weight gradient alone (the step unchanged)
+TILED_PIXELS = 16
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
@@ -305,10 +309,11 @@ def _conv_decompose(b, n):
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
-    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). Where the output's width and
-    channels fit a register tile (_tiled) and its images, or its kernel (a weight gradient's
-    correlation, whose kernel is the adjoint's image), span FOLD_PIXELS, the conv keeps its loop
-    nest (None), padded first so that no load is guarded. A rectangular kernel keeps it too."""
+    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct); stride-1 output rows that fill
+    a tile of channels x pixels run over NCHW planes (_conv_rows). Where the output's width and
+    channels fit a register tile (_tiled) and its images span TILED_PIXELS, or its kernel (a weight
+    gradient's correlation: the adjoint's image) FOLD_PIXELS, the conv keeps its loop nest (None),
+    padded first so that no load is guarded. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
@@ -317,7 +322,7 @@ def _conv_decompose(b, n):
     pixels = n.result.shape[1] * n.result.shape[2]
     if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
         return _conv_rows(b, x, w, p)
-    if (pixels >= FOLD_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
+    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:
         return None
