@@ -10,9 +10,9 @@ from ..types import TensorType, is_float, numpy_dtype
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
-# ... except a conv's own nest in register tiles (_tiled), from this many: ResNet9's 4x4 forward 20% faster
-# than its packing and batch-folded gemm (2 threads, one process alternating both, load ~6); its gradients
-# keep that packing, which its training step then makes for the weight gradient alone (the step unchanged)
+# ... except a conv's own nest in register tiles (_tiled), from this many: ResNet9's 4x4 forward 1.31-1.42 ms
+# as packing and batch-folded gemm, 1.19-1.22 as tiles (min of 40, one process alternating both, load ~4);
+# its gradients keep that packing, which the training step makes for the weight gradient alone (unchanged)
 TILED_PIXELS = 16
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
