@@ -181,7 +181,8 @@ def _row_conv_infer(types):
     check(x.ndim == 4 and w.ndim == 4, "needs planes (N, Cin, H, W) and weight (KH, KW, Cin, Cout)")
     check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
     check(x.shape[1] == w.shape[2], f"input channels {x.shape[1]} != weight's Cin {w.shape[2]}")
-    check(x.shape[2] >= w.shape[0] and x.shape[3] >= w.shape[1], f"planes {x.shape[2:]} are smaller than the kernel {w.shape[:2]}")
+    check(x.shape[2] >= w.shape[0] and x.shape[3] >= w.shape[1],
+          f"planes {x.shape[2:]} are smaller than the kernel {w.shape[:2]}")
     return TensorType((x.shape[0], x.shape[2] - w.shape[0] + 1, w.shape[3], x.shape[3] - w.shape[1] + 1), x.dtype)
 
 
