@@ -119,6 +119,14 @@ def _plane_correlate_expect(g, x, kernel, row):
     return out
 
 
+def _row_conv_expect(x, w):
+    kh, kw, _, co = w.shape
+    out = np.zeros((x.shape[0], x.shape[2] - kh + 1, co, x.shape[3] - kw + 1))
+    for n, y, d, q in np.ndindex(*out.shape):
+        out[n, y, d, q] = np.einsum("chw,hwc->", x[n, :, y:y + kh, q:q + kw], w[:, :, :, d])
+    return out
+
+
 def _plane_draw(r):
     """A kernel, rows, a window length and a plane that holds the windows (with spare elements)."""
     k, row, length = int(r.integers(1, 4)), int(r.integers(1, 5)), int(r.integers(1, 9))
@@ -289,6 +297,10 @@ CASES = [
     Case("conv", lambda r: ([normal(r, (1, 10, 10, 8)), normal(r, (3, 3, 8, 4))],
                             {"stride": int(r.integers(1, 3)), "padding": int(r.integers(0, 3))}),
          _conv_expect),  # 8 input channels: the input gradient in register tiles too (dilated at stride 2)
+    Case("conv", lambda r: (lambda k: ([normal(r, (1, 8, 16, 2)), normal(r, (k, k, 2, 4))], {"stride": 1, "padding": k // 2}))(
+        int(r.choice([1, 3, 5]))), _conv_expect),  # rows of 16 outputs: over NCHW planes in tiles of channels x pixels
+    *[Case("conv", lambda r, s=s: ([normal(r, (2, 8, 8, 4)), normal(r, (3, 3, 4, 8))], {"stride": s, "padding": 1}),
+           _conv_expect) for s in (1, 2)],  # stride 1: rows of 8 over planes; 2: 4x4 outputs an image in NHWC tiles
     Case("windows", _pool_draw, _windows_expect),
     Case("unwindows", lambda r: (lambda xs, a: ([_windows_expect(xs[0], **a)], {**a, "size": xs[0].shape[-2:]}))(*_pool_draw(r)),
          _unwindows_expect),
@@ -303,6 +315,8 @@ CASES = [
     Case("plane_correlate", lambda r: (lambda k, row, length, size: (
         [normal(r, (2, 3, length)), normal(r, (2, 2, size))], {"kernel": k, "row": row}))(*_plane_draw(r)),
         _plane_correlate_expect),
+    Case("row_conv", lambda r: ([normal(r, (2, 2, int(r.integers(3, 7)), int(r.integers(3, 7)))),
+                                 normal(r, (int(r.integers(1, 4)), int(r.integers(1, 4)), 2, 3))], {}), _row_conv_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),

@@ -23,6 +23,7 @@ from ..passes.decompose import decompose
 from ..passes.fusion import fuse
 from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
+from ..passes.permuted_stores import fold_permuted_consumers
 from ..passes.scan_hoist import hoist_scans
 from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
@@ -75,10 +76,11 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
 
 
 def _cpu_kernels(stages, graph, blas, threads):
-    """The kernels of `graph` fused (matmuls calling BLAS where `blas`), scheduled for `threads`
-    threads and planned."""
+    """The kernels of `graph` fused (matmuls calling BLAS where `blas`; epilogues reading a
+    reduction in another axis order folded into its stores), scheduled for `threads` threads
+    and planned."""
     unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
-    kernels = stages.kernels("fused", merge_kernels(unmerged), "merge")
+    kernels = stages.kernels("fused", fold_permuted_consumers(merge_kernels(unmerged)), "merge")
     kernels = stages.kernels("scheduled", schedule(kernels, threads), "schedule")
     return stages.kernels("planned", plan_memory(kernels), "memory")
 

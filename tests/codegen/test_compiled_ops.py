@@ -206,16 +206,16 @@ graph @columns(%x: f32[5,{columns}]) {{
 
 
 def test_a_direct_convs_register_tile_stays_in_registers():
-    """A conv of 16 output channels over rows of 8 pixels: its tile of 4 x 16 accumulators (one
-    alloca) is promoted to registers by LLVM, none left in the optimised kernel; results equal
-    the interpreter's."""
+    """A stride-2 conv of 16 output channels over rows of 8 pixels: its tile of 4 x 16 accumulators
+    (one alloca) is promoted to registers by LLVM, none left in the optimised kernel; results
+    equal the interpreter's."""
     graph = parse("""
-graph @c(%x: f32[2,12,12,6], %w: f32[5,5,6,16]) {
-  %0 = conv(%x, %w, stride=1, padding=0) : f32[2,8,8,16]
+graph @c(%x: f32[2,19,19,6], %w: f32[5,5,6,16]) {
+  %0 = conv(%x, %w, stride=2, padding=0) : f32[2,8,8,16]
   return %0
 }""")
     rng = np.random.default_rng(3)
-    assert_matches(graph, [rng.standard_normal((2, 12, 12, 6)).astype(np.float32),
+    assert_matches(graph, [rng.standard_normal((2, 19, 19, 6)).astype(np.float32),
                            rng.standard_normal((5, 5, 6, 16)).astype(np.float32)], "f32")
     program = compile_graph(graph)
     assert "blocks of 16 i3 by 4 i2" in program.ir("scheduled")

@@ -3,7 +3,8 @@ gradients equal central finite differences in float64."""
 import numpy as np
 import pytest
 
-from ndlc.ir import all_ops, interpret
+from ndlc.errors import IRParseError
+from ndlc.ir import all_ops, interpret, parse
 from ndlc.passes import autodiff
 from op_cases import BY_OP, CASES, loss_graph, single_op_graph
 
@@ -71,3 +72,12 @@ def test_logsumexp_gradient_of_tied_huge_maxima_is_the_softmax():
     compiled = ndl.compile(grad)(x)
     for g in (eager, compiled):
         np.testing.assert_array_equal(g.numpy(), [[0.5, 0.5, 0.0]])
+
+
+@pytest.mark.parametrize("x, w, message", [
+    ("f32[1,2,2,2]", "f32[3,3,2,4]", r"planes \(2, 2\) are smaller than the kernel \(3, 3\)"),
+    ("f32[1,3,5,5]", "f32[3,3,2,4]", "input channels 3 != weight's Cin 2"),
+])
+def test_row_conv_names_what_is_wrong(x, w, message):
+    with pytest.raises(IRParseError, match=message):
+        parse(f"graph @g(%x: {x}, %w: {w}) {{\n  %0 = row_conv(%x, %w) : f32[1,1,4,1]\n  return %0\n}}")

@@ -10,6 +10,10 @@ from ..types import TensorType, is_float, numpy_dtype
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+# ... except a conv's own nest in register tiles (_tiled), from this many: ResNet9's 4x4 forward 1.31-1.42 ms
+# as packing and batch-folded gemm, 1.19-1.22 as tiles (min of 40, one process alternating both, load ~4);
+# its gradients keep that packing, which the training step makes for the weight gradient alone (unchanged)
+TILED_PIXELS = 16
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
@@ -270,6 +274,23 @@ def _tiled(out):
     return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
 
 
+def _row_tiled(out):
+    """Whether a stride-1 conv of output type `out` (NHWC) runs over NCHW planes (_conv_rows) in
+    register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors."""
+    return register_tile(out.shape[3], out.shape[2], numpy_dtype(out.dtype).itemsize) is not None
+
+
+def _conv_rows(b, x, w, p):
+    """The conv over the input's NCHW planes, padded there (a copy of rows, where NHWC padding
+    transposed the input), into output rows (N, Ho, Cout, Wo) (row_conv): each tile of channels x
+    pixels loads the input's row as vectors and stores the NCHW output's row, so nn.Conv's
+    permute back folds into those stores (passes/permuted_stores.py)."""
+    planes = b.permute(x, axes=(0, 3, 1, 2))
+    if p:
+        planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p)))
+    return b.permute(b.row_conv(planes, w), axes=(0, 1, 3, 2))
+
+
 def _weight_matrix(b, w):
     """The (K, K, Cin, Cout) weight as a (K·K·Cin, Cout) matrix, rows in _im2rows' column order."""
     kh, kw, cin, cout = w.shape
@@ -296,17 +317,20 @@ def _conv_decompose(b, n):
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
-    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct). Where the output's width and
-    channels fit a register tile (_tiled) and its images, or its kernel (a weight gradient's
-    correlation, whose kernel is the adjoint's image), span FOLD_PIXELS, the conv keeps its loop
-    nest (None), padded first so that no load is guarded. A rectangular kernel keeps it too."""
+    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct); stride-1 output rows that fill
+    a tile of channels x pixels run over NCHW planes (_conv_rows). Where the output's width and
+    channels fit a register tile (_tiled) and its images span TILED_PIXELS, or its kernel (a weight
+    gradient's correlation: the adjoint's image) FOLD_PIXELS, the conv keeps its loop nest (None),
+    padded first so that no load is guarded. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
     pixels = n.result.shape[1] * n.result.shape[2]
-    if (pixels >= FOLD_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
+    if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
+        return _conv_rows(b, x, w, p)
+    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:
         return None

@@ -8,7 +8,7 @@ plane_correlate)."""
 import numpy as np
 
 from ..graph import check
-from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
+from ..registry import Attr, AxisIndex, LoopNest, OpDef, get_op, register
 from ..types import TensorType, is_float
 
 _ATTRS = {"kernel": Attr("int"), "row": Attr("int")}
@@ -173,3 +173,47 @@ register(OpDef("plane_correlate", 2, _correlate_infer, _correlate_ref, _correlat
                "per image, the adjoint (N, Cout, length) correlated with flattened planes (N, Cin, size) over "
                "kernel x kernel windows of rows of `row`: (N, Cout, Cin, k, k), a direct conv's weight gradient",
                float_only=True, loop_nest=_correlate_loops))
+
+
+# ---- row_conv -----------------------------------------------------------------------------
+def _row_conv_infer(types):
+    x, w = types
+    check(x.ndim == 4 and w.ndim == 4, "needs planes (N, Cin, H, W) and weight (KH, KW, Cin, Cout)")
+    check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
+    check(x.shape[1] == w.shape[2], f"input channels {x.shape[1]} != weight's Cin {w.shape[2]}")
+    check(x.shape[2] >= w.shape[0] and x.shape[3] >= w.shape[1],
+          f"planes {x.shape[2:]} are smaller than the kernel {w.shape[:2]}")
+    return TensorType((x.shape[0], x.shape[2] - w.shape[0] + 1, w.shape[3], x.shape[3] - w.shape[1] + 1), x.dtype)
+
+
+def _row_conv_ref(x, w):
+    kh, kw = w.shape[:2]
+    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    out = np.zeros((x.shape[0], ho, w.shape[3], wo), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("nchw,cd->nhdw", x[:, :, i:i + ho, j:j + wo], w[i, j]).astype(x.dtype)
+    return out
+
+
+def _row_conv_loops(types, result):
+    """Loops (n, ho, co, wo | kh, kw, ci): x[n, ci, ho + kh, wo + kw] · w[kh, kw, ci, co]. The input
+    is contiguous along wo and fixed along co, the weight fixed along wo: the 'rows' schedule's
+    register tiles of channels x pixels, vectors along the row."""
+    x = (AxisIndex(((0, 1),)), AxisIndex(((6, 1),)), AxisIndex(((1, 1), (4, 1))), AxisIndex(((3, 1), (5, 1))))
+    w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 2))
+    return LoopNest(types[1].shape[:3], (x, w), "add", lambda a, b: a * b)
+
+
+def _row_conv_grad(b, n, g):
+    """The NHWC conv's gradient rule (ir/ops/conv.py) on the planes and the adjoint permuted."""
+    x, w = n.operands
+    same = b.conv(b.permute(x, axes=(0, 2, 3, 1)), w, stride=1, padding=0).node  # unused once differentiated
+    dx, dw = get_op("conv").grad(b, same, b.permute(g, axes=(0, 1, 3, 2)))
+    return [b.permute(dx, axes=(0, 3, 1, 2)), dw]
+
+
+register(OpDef("row_conv", 2, _row_conv_infer, _row_conv_ref, _row_conv_grad, None, "conv", {},
+               "stride-1 unpadded convolution of NCHW planes (N, Cin, H, W) x (KH, KW, Cin, Cout) -> output "
+               "rows (N, Ho, Cout, Wo), [n, y, co, x] = sum of x[n, ci, y + i, x + j] * w[i, j, ci, co]",
+               float_only=True, loop_nest=_row_conv_loops))
