@@ -1,2 +1,2 @@
 """Registers every op: importing this package fills the registry (ndlc.ir.registry)."""
-from . import conv, elementwise, gather, layout, linalg, planes, pooling, random, reduction, scan  # noqa: F401
+from . import conv, elementwise, gather, layout, linalg, planes, pooling, random, reduction, scan, windows  # noqa: F401

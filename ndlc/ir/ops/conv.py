@@ -1,5 +1,5 @@
-"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights) and a pair of window ops over
-the last two axes (im2col `windows` and its adjoint `unwindows`), which pooling builds on too."""
+"""Convolution (needle's: NHWC input, (KH, KW, Cin, Cout) weights), lowered to window ops and gemms
+or to direct loop nests in register tiles."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -7,10 +7,11 @@ from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..tiles import register_tile
 from ..types import TensorType, is_float, numpy_dtype
+from .windows import FOLD_PIXELS, out_size, window_axis
 
 
-FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
-# ... except a conv's own nest in register tiles (_tiled), from this many: ResNet9's 4x4 forward 1.31-1.42 ms
+# output pixels an image from which a conv below FOLD_PIXELS (windows.py: there its products take the
+# whole batch at once) keeps its own nest in register tiles (_tiled): ResNet9's 4x4 forward 1.31-1.42 ms
 # as packing and batch-folded gemm, 1.19-1.22 as tiles (min of 40, one process alternating both, load ~4);
 # its gradients keep that packing, which the training step makes for the weight gradient alone (unchanged)
 TILED_PIXELS = 16
@@ -28,12 +29,6 @@ DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's 
 # over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
 # 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
 TILED_ADJOINT = 8192
-MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
-
-
-def _out_size(size, kernel, stride, what):
-    check(size >= kernel, f"{what} {size} is smaller than the kernel {kernel}")
-    return (size - kernel) // stride + 1
 
 
 # ---- conv -------------------------------------------------------------------------------
@@ -43,8 +38,8 @@ def _conv_infer(types, stride, padding):
     check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
     check(x.shape[3] == w.shape[2], f"input channels {x.shape[3]} != weight's Cin {w.shape[2]}")
     check(stride >= 1 and padding >= 0, f"stride {stride} must be >= 1 and padding {padding} >= 0")
-    ho = _out_size(x.shape[1] + 2 * padding, w.shape[0], stride, "padded height")
-    wo = _out_size(x.shape[2] + 2 * padding, w.shape[1], stride, "padded width")
+    ho = out_size(x.shape[1] + 2 * padding, w.shape[0], stride, "padded height")
+    wo = out_size(x.shape[2] + 2 * padding, w.shape[1], stride, "padded width")
     return TensorType((x.shape[0], ho, wo, w.shape[3]), x.dtype)
 
 
@@ -297,11 +292,6 @@ def _weight_matrix(b, w):
     return b.reshape(w, shape=(kh * kw * cin, cout))
 
 
-def window_axis(out_axis, kernel_axis, stride, padding=0):
-    """The input row read by output row `out_axis` at kernel row `kernel_axis`; guarded when padded."""
-    return AxisIndex(((out_axis, stride), (kernel_axis, 1)), -padding, guarded=padding > 0)
-
-
 def _conv_loops(types, result, stride, padding):
     """Loops (n, ho, wo, co | kh, kw, ci): x[n, ho*s+kh-p, wo*s+kw-p, ci] * w[kh, kw, ci, co]."""
     kh, kw, cin, _ = types[1].shape
@@ -348,108 +338,3 @@ register(OpDef("conv", 2, _conv_infer, _conv_ref, _conv_grad, None, "conv",
                {"stride": Attr("int"), "padding": Attr("int")},
                "2-D convolution (cross-correlation), NHWC input, (KH, KW, Cin, Cout) weight",
                float_only=True, loop_nest=_conv_loops, decompose=_conv_decompose))
-
-
-# ---- windows / unwindows ----------------------------------------------------------------
-WINDOW_ATTRS = {"kernel": Attr("int"), "stride": Attr("int")}
-
-
-def windows_infer(types, kernel, stride):
-    (t,) = types
-    check(t.ndim >= 2, f"needs rank >= 2, got {t.ndim}")
-    check(kernel >= 1 and stride >= 1, f"kernel {kernel} and stride {stride} must be >= 1")
-    ho = _out_size(t.shape[-2], kernel, stride, "height")
-    wo = _out_size(t.shape[-1], kernel, stride, "width")
-    return TensorType(t.shape[:-2] + (ho, wo, kernel, kernel), t.dtype)
-
-
-def windows_ref(x, kernel, stride):
-    *lead, h, w = x.shape
-    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
-    sh, sw = x.strides[-2:]
-    return as_strided(x, tuple(lead) + (ho, wo, kernel, kernel),
-                      x.strides[:-2] + (sh * stride, sw * stride, sh, sw)).copy()
-
-
-def _unwindows_infer(types, kernel, stride, size):
-    (t,) = types
-    check(t.ndim >= 4 and t.shape[-2:] == (kernel, kernel),
-          f"needs (..., Ho, Wo, {kernel}, {kernel}) windows, got shape {t.shape}")
-    check(len(size) == 2, f"size must be (height, width), got {size}")
-    expected = tuple(_out_size(d, kernel, stride, "size") for d in size)
-    check(t.shape[-4:-2] == expected, f"{t.shape[-4:-2]} windows do not tile size {size}")
-    return TensorType(t.shape[:-4] + tuple(size), t.dtype)
-
-
-def _unwindows_ref(g, kernel, stride, size):
-    *lead, ho, wo, _, _ = g.shape
-    out = np.zeros(tuple(lead) + tuple(size), g.dtype)
-    for i in range(kernel):
-        for j in range(kernel):
-            out[..., i:i + stride * ho:stride, j:j + stride * wo:stride] += g[..., i, j]
-    return out
-
-
-def lead_axes(ndim):
-    return tuple(AxisIndex(((a, 1),)) for a in range(ndim))
-
-
-def _windows_map(types, result, kernel, stride):
-    """(..., ho, wo, i, j) reads x[..., ho*stride + i, wo*stride + j]: im2col as an index map."""
-    lead = types[0].ndim - 2
-    return lead_axes(lead) + (window_axis(lead, lead + 2, stride), window_axis(lead + 1, lead + 3, stride))
-
-
-def _unwindows_loops(types, result, kernel, stride, size):
-    """Loops (..., y, x | i, j) sum g[..., (y-i)/stride, (x-j)/stride, i, j] where that exists."""
-    lead = result.ndim - 2
-    y, x, i, j = lead, lead + 1, lead + 2, lead + 3
-    g = lead_axes(lead) + (AxisIndex(((y, 1), (i, -1)), 0, stride, True),
-                       AxisIndex(((x, 1), (j, -1)), 0, stride, True),
-                       AxisIndex(((i, 1),)), AxisIndex(((j, 1),)))
-    return LoopNest((kernel, kernel), (g,), "add")
-
-
-def _unwindows_decompose(b, n):
-    """Stride-1 col2im (a convolution's input gradient) over small images (fewer than FOLD_PIXELS
-    windows: ResNet9's 4x4 and 2x2 layers) as a sum of K·K shifted copies of the window planes
-    (each sliced out and padded into place): one elementwise kernel whose loops run over the output
-    rows, where the loop nest's reduction over (i, j) ran rows as short as the image's width K·K
-    times over (ResNet9 step 49 -> 28 ms). Over larger images the nest wins (LeNet's conv2: 5 ms
-    against 9 for its 25 guarded loads an element). Windows as far apart as they are
-    wide (pooling's gradient) are a relayout of the windows instead. Other strides (whose planes a
-    consumer would read through dilate's index map, stored) and kernels over MAX_SHIFTED elements
-    keep the loop nest."""
-    g = n.operands[0]
-    k, size = n.attrs["kernel"], n.attrs["size"]
-    *lead, ho, wo, _, _ = g.shape
-    if n.attrs["stride"] == k:  # windows that tile without overlap (pooling's gradient): a relayout
-        axes = tuple(range(len(lead)))
-        d = len(lead)
-        tiles = b.reshape(b.permute(g, axes=axes + (d, d + 2, d + 1, d + 3)), shape=tuple(lead) + (ho * k, wo * k))
-        if (ho * k, wo * k) == tuple(size):
-            return tiles
-        return b.pad(tiles, widths=((0, 0),) * d + ((0, size[0] - ho * k), (0, size[1] - wo * k)))
-    if k * k > MAX_SHIFTED or n.attrs["stride"] != 1 or ho * wo >= FOLD_PIXELS:
-        return None
-    total = None
-    for i in range(k):
-        for j in range(k):
-            plane = b.reshape(b.slice(g, start=(0,) * len(lead) + (0, 0, i, j),
-                                      stop=tuple(lead) + (ho, wo, i + 1, j + 1)), shape=tuple(lead) + (ho, wo))
-            widths = ((0, 0),) * len(lead) + ((i, size[0] - i - ho), (j, size[1] - j - wo))
-            term = b.pad(plane, widths=widths)
-            total = term if total is None else b.add(total, term)
-    return total
-
-
-register(OpDef("windows", 1, windows_infer, windows_ref,
-               lambda b, n, g: [b.unwindows(g, size=n.operands[0].shape[-2:], **n.attrs)],
-               None, "window", WINDOW_ATTRS,
-               "the kernel x kernel windows over the last two axes (im2col): (..., Ho, Wo, k, k)",
-               index_map=_windows_map))
-register(OpDef("unwindows", 1, _unwindows_infer, _unwindows_ref,
-               lambda b, n, g: [b.windows(g, kernel=n.attrs["kernel"], stride=n.attrs["stride"])],
-               None, "window", {**WINDOW_ATTRS, "size": Attr("ints")},
-               "the adjoint of windows: sums each window element back into a (..., *size) tensor",
-               loop_nest=_unwindows_loops, decompose=_unwindows_decompose))

@@ -6,7 +6,7 @@ import functools
 from ..graph import check
 from ..registry import LoopNest, OpDef, register
 from ..types import TensorType
-from .conv import WINDOW_ATTRS, lead_axes, window_axis, windows_infer, windows_ref
+from .windows import WINDOW_ATTRS, lead_axes, window_axis, windows_infer, windows_ref
 
 
 def _pool_infer(types, kernel, stride):
