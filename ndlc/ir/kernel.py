@@ -231,6 +231,26 @@ class Phase:
         return [r.body for r in self.reductions] + [s.value for s in self.stores]
 
 
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """A scan step's copy of a body kernel: `template` the body's kernel, `place` each of the
+    body's buffers -> (the program's buffer, element offset) at that step."""
+    template: object
+    place: dict
+
+    def buffer(self, name) -> tuple:
+        """(buffer, element offset) of the body's `name` (a name the body does not have, such as
+        the schedule's scratch buffers, is the program's own, at offset 0)."""
+        return self.place.get(name, (name, 0))
+
+    def holds(self, kernel) -> bool:
+        """Whether `kernel` is still `template` placed, no pass having rewritten its loads or
+        expressions since (a copy shares the body kernel's expressions)."""
+        t = self.template
+        return len(kernel.loads) == len(t.loads) and (kernel.gemm is None) == (t.gemm is None) and \
+            [id(e) for _, e, _ in kernel.expressions()] == [id(e) for _, e, _ in t.expressions()]
+
+
 @dataclass
 class Kernel(_Cases):
     """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
@@ -257,6 +277,9 @@ class Kernel(_Cases):
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
     step: str = ""  # the scan step it runs (passes/steps.py): merged within its body, merge leaves it
+    # a step's kernel: the body kernel it copies and where that step places the body's buffers
+    # (passes/steps.py), so that what is decided per kernel is decided once per body kernel; not text
+    origin: Optional["Placement"] = field(default=None, compare=False, repr=False)
 
     @property
     def outer_extents(self):

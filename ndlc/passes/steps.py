@@ -17,7 +17,7 @@ a y or a final carry is written to a buffer of its own and copied to its slot.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Store
+from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Placement, Store
 from ..ir.ops.scan import layout
 from ..ir.scalar import ScalarExpr
 
@@ -88,7 +88,8 @@ def _placed(kernel, place, where):
         a, b = (Matrix(place[m.buffer][0], _moved(m.offset, place[m.buffer][1]), m.ld, m.transposed) for m in (gemm.a, gemm.b))
         gemm = replace(gemm, a=a, b=b, out=place[gemm.out][0], why=gemm.why and f"in the body, {gemm.why}")
     fused = (where.scan,) + tuple(f"body {member}" for member in kernel.fused)
-    return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where))
+    return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where),
+                   origin=Placement(kernel, place))
 
 
 def _copy(source, target, buffer, where):
