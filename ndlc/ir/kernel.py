@@ -45,14 +45,27 @@ class TextEnum(str, Enum):
         return format(self.value, spec)
 
 
-class _Cases:
-    """Mixin of a dataclass whose fields in ENUMS hold enum cases: a string assigned to one (by the
-    constructor or later: `kernel.strategy = 'rows'`) becomes its case, an unknown one a ValueError."""
-    ENUMS = {}
+class Case:
+    """A dataclass field holding a case of the enum `kind` (with `default`, or none): a string
+    assigned to it (by the constructor or later: `kernel.strategy = 'rows'`) becomes its case, an
+    unknown one a ValueError. A descriptor, so that the other fields are set as plain attributes
+    (a per-field `__setattr__` was most of the cost of copying a kernel)."""
 
-    def __setattr__(self, name, value):
-        kind = self.ENUMS.get(name)
-        super().__setattr__(name, value if kind is None else kind(value))
+    def __init__(self, kind, default=None):
+        self.kind, self.default = kind, default
+
+    def __set_name__(self, owner, name):
+        self.slot = f"_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is not None:
+            return obj.__dict__[self.slot]
+        if self.default is None:  # the dataclass then sees a field without a default
+            raise AttributeError(self.slot)
+        return self.default
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = self.kind(value)
 
 
 class BufferKind(TextEnum):
@@ -87,13 +100,12 @@ class PhaseKind(TextEnum):
 
 
 @dataclass
-class Buffer(_Cases):
+class Buffer:
     """A named tensor in memory, of a BufferKind."""
-    ENUMS = {"kind": BufferKind}
     name: str
     shape: tuple
     dtype: str
-    kind: BufferKind
+    kind: BufferKind = Case(BufferKind)
 
     def __str__(self):
         return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
@@ -194,11 +206,10 @@ class Acc:
 
 
 @dataclass
-class Reduction(_Cases):
+class Reduction:
     """`body`, combined with `combine` (a Combine) over the inner loops, in `dtype`."""
-    ENUMS = {"combine": Combine}
     body: ScalarExpr
-    combine: Combine
+    combine: Combine = Case(Combine)
     dtype: str
 
 
@@ -252,11 +263,10 @@ class Placement:
 
 
 @dataclass
-class Kernel(_Cases):
+class Kernel:
     """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
     module docstring. `fused` names the graph nodes it computes; `merged` why kernels were merged
     into it, `boundary` why it was not merged into the kernel before it."""
-    ENUMS = {"strategy": Strategy}
     name: str
     extents: tuple
     outer: int
@@ -270,7 +280,7 @@ class Kernel(_Cases):
     local: dict = field(default_factory=dict)  # row-local temporary -> elements each thread keeps (memory.py)
     split: Optional[Split] = None
     serial_why: str = ""
-    strategy: Strategy = Strategy.NONE  # chosen by the schedule pass
+    strategy: Strategy = Case(Strategy, Strategy.NONE)  # chosen by the schedule pass
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     tile: int = 0  # 'rows': and of the loop before, each a copy of the block (0: none; a register tile)
