@@ -152,33 +152,35 @@ class Keys:
 
     def __init__(self):
         self.keyed = 0
-        self._first = {}  # id(body kernel) -> (the body kernel, the copy last keyed in full, its key, its _least)
+        self._first = {}  # id(body kernel) -> (the copy last keyed in full, its key, its _least, the body's buffers)
 
     def __call__(self, kernel, debug=None) -> KernelKey:
         origin = kernel.origin if debug is None else None  # bounds-checked keys name the kernel's number
         first = origin and self._first.get(id(origin.template))
-        moved = first and _moved(first[1:], kernel)
+        moved = first and _moved(first, kernel)
         if moved:
             return moved
         self.keyed += 1
         key = kernel_key(kernel, debug)
-        if origin is not None:  # the next steps move this one (the first step reads the scan's operands)
-            self._first[id(origin.template)] = (origin.template, kernel, key, _least(kernel))
+        if origin is not None and origin.holds(kernel):  # the next steps move this one (the first
+            # step reads the scan's operands); the origin holds the body kernel, so its id stays its own
+            self._first[id(origin.template)] = (kernel, key, _least(kernel), origin.template.buffers())
         return key
 
 
 def _moved(first, kernel):
     """The key of `kernel`, a step's copy of the body kernel another copy of which was keyed
-    (`first`: that copy, its key and its _least), or None where its text could differ: both must be
+    (`first`: that copy, its key, its _least and the body kernel's buffers), or None where its
+    text could differ: both must be
     scheduled and planned alike and place the body's buffers alike (the same ones together in one
     buffer of the program, each such group moved by one shift), and a buffer moved must be one
     whose offset the key takes out in both (plain accesses, at no negative offset)."""
-    copy, key, least = first
-    if not (copy.origin.holds(copy) and kernel.origin.holds(kernel)) or any(getattr(copy, f) != getattr(kernel, f) for f in Keys.SCHEDULE):
+    copy, key, least, body = first
+    if not kernel.origin.holds(kernel) or any(getattr(copy, f) != getattr(kernel, f) for f in Keys.SCHEDULE):
         return None
     was, now = copy.origin, kernel.origin
     moves = {}  # the copy's buffer -> (the kernel's, shift in elements)
-    for b in was.template.buffers():
+    for b in body:
         (old, at), (new, to) = was.buffer(b), now.buffer(b)
         if moves.setdefault(old, (new, to - at)) != (new, to - at):
             return None

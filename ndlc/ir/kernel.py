@@ -65,7 +65,7 @@ class Case:
         return self.default
 
     def __set__(self, obj, value):
-        obj.__dict__[self.slot] = self.kind(value)
+        obj.__dict__[self.slot] = value if type(value) is self.kind else self.kind(value)
 
 
 class BufferKind(TextEnum):
@@ -258,8 +258,15 @@ class Placement:
         """Whether `kernel` is still `template` placed, no pass having rewritten its loads or
         expressions since (a copy shares the body kernel's expressions)."""
         t = self.template
-        return len(kernel.loads) == len(t.loads) and (kernel.gemm is None) == (t.gemm is None) and \
-            [id(e) for _, e, _ in kernel.expressions()] == [id(e) for _, e, _ in t.expressions()]
+        if len(kernel.loads) != len(t.loads) or (kernel.gemm is None) != (t.gemm is None) \
+                or len(kernel.phases) != len(t.phases):
+            return False
+        for mine, its in zip(kernel.phases, t.phases):
+            if len(mine.reductions) != len(its.reductions) or len(mine.stores) != len(its.stores) \
+                    or any(a.body is not b.body for a, b in zip(mine.reductions, its.reductions)) \
+                    or any(a.value is not b.value for a, b in zip(mine.stores, its.stores)):
+                return False
+        return True
 
 
 @dataclass
