@@ -333,6 +333,16 @@ class Kernel:
         return found
 
     def __str__(self):
+        return self.text({})
+
+    def text(self, formatted) -> str:
+        """The kernel's text; `formatted`: id(expression) -> its text, shared by the kernels printed
+        together (a scan's step kernels share their body kernel's expressions)."""
+        def expr(e):
+            found = formatted.get(id(e))
+            if found is None:
+                found = formatted[id(e)] = format_expr(e)
+            return found
         outer = " ".join(f"i{i}<{n}" for i, n in enumerate(self.outer_extents))
         inner = " ".join(f"i{i}<{n}" for i, n in enumerate(self.extents) if i >= self.outer)
         lines = [f"kernel {self.name} -> {', '.join('%' + n for n in self.outputs())}"]
@@ -376,8 +386,8 @@ class Kernel:
             headed = len(self.phases) > 1 or phase.kind != PhaseKind.POINT
             if headed:
                 lines.append(f"  phase {p}: {phase.kind}")
-            lines += [f"    acc{k} = {r.combine} of {format_expr(r.body)}" for k, r in enumerate(phase.reductions)]
-            lines += [f"{'    ' if headed else '  '}store {store}" for store in phase.stores]
+            lines += [f"    acc{k} = {r.combine} of {expr(r.body)}" for k, r in enumerate(phase.reductions)]
+            lines += [f"{'    ' if headed else '  '}store %{s.buffer}[{s.access}] = {expr(s.value)}" for s in phase.stores]
         return "\n".join(lines)
 
     def _launch_text(self):
@@ -421,8 +431,9 @@ class Program:
         lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) -> ({', '.join(outputs)})"]
         lines += ["  " + str(b) for b in self.buffers.values()]
         lines += [f"  %{out} is written in place of %{state}" for out, state in self.in_place.items()]
+        formatted = {}
         for kernel in self.kernels:
-            lines += ["", str(kernel)]
+            lines += ["", kernel.text(formatted)]
         return "\n".join(lines)
 
 
