@@ -120,6 +120,7 @@ class LlvmProgram:
 def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> LlvmProgram:
     """The LlvmProgram of `program` (a kernel.Program); `profile` and `debug`: see the module docstring."""
     slots = {name: i for i, name in enumerate(program.buffers)}
+    itemsize = {name: numpy_dtype(buffer.dtype).itemsize for name, buffer in program.buffers.items()}
     sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
     kernels, calls, body, most, keys = {}, [], [], 1, Keys()
     for index, kernel in enumerate(program.kernels):
@@ -127,7 +128,7 @@ def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False
         key = keys(kernel, checks)
         kernels.setdefault(key.symbol, (key.kernel, key, checks))
         calls.append(key.symbol)
-        args = [(slots[name], offset * numpy_dtype(program.buffers[name].dtype).itemsize)
+        args = [(slots[name], offset * itemsize[name])
                 for name, offset in zip(key.buffers, key.offsets)]
         args += [(len(slots) + profile, 0)] if debug else []
         body += [len(args)] + [n for pair in args for n in pair]
