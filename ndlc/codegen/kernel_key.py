@@ -143,11 +143,10 @@ def _expression(expr, nodes, lines) -> str:
 
 class Keys:
     """The structural keys of one program's kernels. A scan step's kernel (`Kernel.origin`) takes
-    the key of the last step's copy of the same body kernel that was keyed in full, its buffers
-    and offsets moved by its own placement, wherever keying it would give that same text: the
-    body's kernels are keyed a few times each (the first step, whose carries are the scan's
-    operands, places them otherwise) whatever the sequence length. `keyed`: how many kernels were
-    keyed in full."""
+    the key of the copy of its body kernel keyed in full last, the buffers and offsets moved by its
+    own placement, wherever keying it would give that same text: whatever the sequence length,
+    a body kernel is keyed a few times (the first and last steps place its buffers otherwise:
+    the scan's operands, the final carries). `keyed`: how many kernels were keyed in full."""
     SCHEDULE = ("extents", "outer", "strategy", "split", "chunks", "block", "tile", "scratch")  # what the key reads
 
     def __init__(self):
@@ -162,8 +161,8 @@ class Keys:
             return moved
         self.keyed += 1
         key = kernel_key(kernel, debug)
-        if origin is not None and origin.holds(kernel):  # the next steps move this one (the first
-            # step reads the scan's operands); the origin holds the body kernel, so its id stays its own
+        if origin is not None and origin.holds(kernel):  # the next steps move this key (the body
+            # kernel, held by the origin, keeps its id)
             self._first[id(origin.template)] = (kernel, key, _least(kernel), origin.template.buffers())
         return key
 
@@ -171,10 +170,10 @@ class Keys:
 def _moved(first, kernel):
     """The key of `kernel`, a step's copy of the body kernel another copy of which was keyed
     (`first`: that copy, its key, its _least and the body kernel's buffers), or None where its
-    text could differ: both must be
-    scheduled and planned alike and place the body's buffers alike (the same ones together in one
-    buffer of the program, each such group moved by one shift), and a buffer moved must be one
-    whose offset the key takes out in both (plain accesses, at no negative offset)."""
+    text could differ: both must be scheduled and planned alike and place the body's buffers
+    alike (the same ones together in one buffer of the program, each such group moved by one
+    shift), and a buffer moved must be one whose offset the key takes out in both (plain
+    accesses, at no negative offset)."""
     copy, key, least, body = first
     if not kernel.origin.holds(kernel) or any(getattr(copy, f) != getattr(kernel, f) for f in Keys.SCHEDULE):
         return None
@@ -196,4 +195,3 @@ def _moved(first, kernel):
         buffers.append(there)
         offsets.append(offset + shift)
     return KernelKey(key.text, tuple(buffers), tuple(offsets), key.symbol, key.kernel)
-
