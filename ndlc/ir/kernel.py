@@ -18,9 +18,9 @@ indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes
 The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Optional
 
+from .cases import Case, TextEnum
 from .indexing import Access
 from .scalar import COMPARISONS, ScalarExpr, postorder, transform
 
@@ -32,40 +32,6 @@ TEAM = "ndlc_team"  # the i32 generated code reads for how many threads split ke
 def gemm_symbol(dtype) -> str:
     """The name generated code calls for `dtype`'s gemm (bound at load: runtime/libraries.py)."""
     return f"ndlc_{GEMMS[dtype]}"
-
-
-class TextEnum(str, Enum):
-    """An enum whose cases are strings: equal to, and printed as, their text (so code comparing
-    with the plain string keeps working; Python 3.10's enum has no StrEnum)."""
-
-    def __str__(self):
-        return self.value
-
-    def __format__(self, spec):
-        return format(self.value, spec)
-
-
-class Case:
-    """A dataclass field holding a case of the enum `kind` (with `default`, or none): a string
-    assigned to it (by the constructor or later: `kernel.strategy = 'rows'`) becomes its case, an
-    unknown one a ValueError. A descriptor, so that the other fields are set as plain attributes
-    (a per-field `__setattr__` was most of the cost of copying a kernel)."""
-
-    def __init__(self, kind, default=None):
-        self.kind, self.default = kind, default
-
-    def __set_name__(self, owner, name):
-        self.slot = f"_{name}"
-
-    def __get__(self, obj, owner=None):
-        if obj is not None:
-            return obj.__dict__[self.slot]
-        if self.default is None:  # the dataclass then sees a field without a default
-            raise AttributeError(self.slot)
-        return self.default
-
-    def __set__(self, obj, value):
-        obj.__dict__[self.slot] = value if type(value) is self.kind else self.kind(value)
 
 
 class BufferKind(TextEnum):
