@@ -17,7 +17,12 @@ def plan_memory(program, row_local=True):
     backend's lanes share a row through memory); returns the program."""
     used = [kernel.buffers() for kernel in program.kernels]
     program.in_place = in_place_updates(program, used)
-    touched = collections.Counter(name for names in used for name in names)
+    touchers = collections.defaultdict(set)  # buffer -> the kernels touching it, a body kernel's steps as one
+    for kernel, names in zip(program.kernels, used):
+        who = id(kernel.origin.template) if kernel.origin and kernel.origin.holds(kernel) else id(kernel)
+        for name in names:
+            touchers[name].add(who)
+    touched = {name: len(who) for name, who in touchers.items()}
     for kernel in program.kernels if row_local else ():
         for name, size in row_local_temporaries(program, kernel, touched).items():
             program.buffers[name].kind = BufferKind.LOCAL
@@ -27,13 +32,14 @@ def plan_memory(program, row_local=True):
 
 def row_local_temporaries(program, kernel, touched) -> dict:
     """Temporary -> elements of one row, for the temporaries only `kernel` touches (`touched`:
-    buffer -> how many kernels touch it), all at one outer point: every access the same in its
-    outer loops (and constant), unguarded."""
+    buffer -> how many kernels touch it, the steps' copies of a body kernel counting as one: a
+    scan's temporary, marked local at its first step already), all at one outer point: every
+    access the same in its outer loops (and constant), unguarded."""
     found = {}
     if kernel.strategy != Strategy.POINT or kernel.outer == len(kernel.extents):
         return found
     for name in kernel.outputs():
-        if program.buffers[name].kind != BufferKind.TEMP or touched[name] != 1:
+        if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) or touched[name] != 1:
             continue
         accesses = [s.access for s in kernel.stores if s.buffer == name]
         accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
