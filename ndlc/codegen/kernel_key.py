@@ -93,6 +93,12 @@ def _offsets(kernel) -> dict:
     every access to it is plain (no guards, no division, not a row-local, scratch or gemm output
     buffer): a step's slice of a sequence is then read through a pointer to the slice, and every
     step's kernel is the same. The element at that offset is one the kernel accesses."""
+    return {name: offset for name, offset in _least(kernel).items() if offset > 0}
+
+
+def _least(kernel) -> dict:
+    """Buffer -> the smallest constant element offset of its accesses, for the buffers every
+    access to which is plain (those `_offsets` may take an offset out of)."""
     accesses = [(load.buffer, load.access) for load in kernel.loads if isinstance(load, Load)]
     accesses += [(store.buffer, store.access) for store in kernel.stores]
     fixed = set(kernel.local) | set(kernel.scratch)
@@ -104,7 +110,7 @@ def _offsets(kernel) -> dict:
         if access.step != 1 or access.guards:
             fixed.add(name)
         least[name] = min(least.get(name, access.form.const), access.form.const)
-    return {name: offset for name, offset in least.items() if name not in fixed and offset > 0}
+    return {name: offset for name, offset in least.items() if name not in fixed}
 
 
 def _rebased(kernel, offsets):
@@ -133,3 +139,59 @@ def _expression(expr, nodes, lines) -> str:
         operands = ", ".join(nodes[id(a)] for a in e.args)
         lines.append(f"  {number} = {e.prim}({operands}) {e.payload!r}")
     return nodes[id(expr)]
+
+
+class Keys:
+    """The structural keys of one program's kernels. A scan step's kernel (`Kernel.origin`) takes
+    the key of the copy of its body kernel keyed in full last, the buffers and offsets moved by its
+    own placement, wherever keying it would give that same text: whatever the sequence length,
+    a body kernel is keyed a few times (the first and last steps place its buffers otherwise:
+    the scan's operands, the final carries). `keyed`: how many kernels were keyed in full."""
+    SCHEDULE = ("extents", "outer", "strategy", "split", "chunks", "block", "tile", "scratch")  # what the key reads
+
+    def __init__(self):
+        self.keyed = 0
+        self._first = {}  # id(body kernel) -> (the copy last keyed in full, its key, its _least, the body's buffers)
+
+    def __call__(self, kernel, debug=None) -> KernelKey:
+        origin = kernel.origin if debug is None else None  # bounds-checked keys name the kernel's number
+        first = origin and self._first.get(id(origin.template))
+        moved = first and _moved(first, kernel)
+        if moved:
+            return moved
+        self.keyed += 1
+        key = kernel_key(kernel, debug)
+        if origin is not None and origin.holds(kernel):  # the next steps move this key (the body
+            # kernel, held by the origin, keeps its id)
+            self._first[id(origin.template)] = (kernel, key, _least(kernel), origin.template.buffers())
+        return key
+
+
+def _moved(first, kernel):
+    """The key of `kernel`, a step's copy of the body kernel another copy of which was keyed
+    (`first`: that copy, its key, its _least and the body kernel's buffers), or None where its
+    text could differ: both must be scheduled and planned alike and place the body's buffers
+    alike (the same ones together in one buffer of the program, each such group moved by one
+    shift), and a buffer moved must be one whose offset the key takes out in both (plain
+    accesses, at no negative offset)."""
+    copy, key, least, body = first
+    if not kernel.origin.holds(kernel) or any(getattr(copy, f) != getattr(kernel, f) for f in Keys.SCHEDULE):
+        return None
+    was, now = copy.origin, kernel.origin
+    moves = {}  # the copy's buffer -> (the kernel's, shift in elements)
+    for b in body:
+        (old, at), (new, to) = was.buffer(b), now.buffer(b)
+        if moves.setdefault(old, (new, to - at)) != (new, to - at):
+            return None
+    if len({new for new, _ in moves.values()}) != len(moves):
+        return None
+    if {moves.get(n, (n, 0))[0]: size for n, size in copy.local.items()} != kernel.local:
+        return None
+    buffers, offsets = [], []
+    for name, offset in zip(key.buffers, key.offsets):
+        there, shift = moves.get(name, (name, 0))
+        if shift and not (name in least and least[name] >= 0 and least[name] + shift >= 0):
+            return None
+        buffers.append(there)
+        offsets.append(offset + shift)
+    return KernelKey(key.text, tuple(buffers), tuple(offsets), key.symbol, key.kernel)

@@ -17,7 +17,7 @@ import math
 
 from ..ir.kernel import ENTRY
 from ..ir.types import numpy_dtype
-from .kernel_key import kernel_key
+from .kernel_key import Keys
 from .llvm import kernel_module
 
 _RUNNER = """define void @"{entry}"(ptr %buffers, ptr %plan, ptr %functions) {{
@@ -93,12 +93,14 @@ def runner(profile, triple="", data_layout="") -> str:
 class LlvmProgram:
     """`runner`: the IR text of the runner module; `plan`: the program's plan (see the module
     docstring); `calls`: the function symbol of each call; `kernels`: symbol -> (a kernel, its
-    KernelKey, its debug information) for each distinct kernel, in first-call order. `str()` is
+    KernelKey, its debug information) for each distinct kernel, in first-call order; `keyed`: how
+    many kernels were keyed in full (a scan step's are keyed once per body kernel). `str()` is
     the whole program's IR (the 'llvm' stage: the runner, the calls, the kernels' module), made on
     first use."""
 
-    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout):
+    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout, keyed=0):
         self.name, self.runner, self.plan, self.calls, self.kernels = name, runner_ir, plan, calls, kernels
+        self.keyed = keyed
         self.triple, self.data_layout = triple, data_layout
 
     def module(self, symbols, name) -> str:
@@ -118,17 +120,19 @@ class LlvmProgram:
 def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> LlvmProgram:
     """The LlvmProgram of `program` (a kernel.Program); `profile` and `debug`: see the module docstring."""
     slots = {name: i for i, name in enumerate(program.buffers)}
+    itemsize = {name: numpy_dtype(buffer.dtype).itemsize for name, buffer in program.buffers.items()}
     sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
-    kernels, calls, body, most = {}, [], [], 1
+    kernels, calls, body, most, keys = {}, [], [], 1, Keys()
     for index, kernel in enumerate(program.kernels):
         checks = (index, dict(sizes)) if debug else None  # the emitter adds the kernel's row-local sizes
-        key = kernel_key(kernel, checks)
+        key = keys(kernel, checks)
         kernels.setdefault(key.symbol, (key.kernel, key, checks))
         calls.append(key.symbol)
-        args = [(slots[name], offset * numpy_dtype(program.buffers[name].dtype).itemsize)
+        args = [(slots[name], offset * itemsize[name])
                 for name, offset in zip(key.buffers, key.offsets)]
         args += [(len(slots) + profile, 0)] if debug else []
         body += [len(args)] + [n for pair in args for n in pair]
         most = max(most, len(args))
     plan = [len(calls), most, len(slots)] + body
-    return LlvmProgram(program.name, runner(profile, triple, data_layout), plan, calls, kernels, triple, data_layout)
+    return LlvmProgram(program.name, runner(profile, triple, data_layout), plan, calls, kernels, triple, data_layout,
+                       keys.keyed)

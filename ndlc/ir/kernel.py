@@ -18,9 +18,9 @@ indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes
 The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Optional
 
+from .cases import Case, TextEnum
 from .indexing import Access
 from .scalar import COMPARISONS, ScalarExpr, postorder, transform
 
@@ -32,27 +32,6 @@ TEAM = "ndlc_team"  # the i32 generated code reads for how many threads split ke
 def gemm_symbol(dtype) -> str:
     """The name generated code calls for `dtype`'s gemm (bound at load: runtime/libraries.py)."""
     return f"ndlc_{GEMMS[dtype]}"
-
-
-class TextEnum(str, Enum):
-    """An enum whose cases are strings: equal to, and printed as, their text (so code comparing
-    with the plain string keeps working; Python 3.10's enum has no StrEnum)."""
-
-    def __str__(self):
-        return self.value
-
-    def __format__(self, spec):
-        return format(self.value, spec)
-
-
-class _Cases:
-    """Mixin of a dataclass whose fields in ENUMS hold enum cases: a string assigned to one (by the
-    constructor or later: `kernel.strategy = 'rows'`) becomes its case, an unknown one a ValueError."""
-    ENUMS = {}
-
-    def __setattr__(self, name, value):
-        kind = self.ENUMS.get(name)
-        super().__setattr__(name, value if kind is None else kind(value))
 
 
 class BufferKind(TextEnum):
@@ -87,13 +66,12 @@ class PhaseKind(TextEnum):
 
 
 @dataclass
-class Buffer(_Cases):
+class Buffer:
     """A named tensor in memory, of a BufferKind."""
-    ENUMS = {"kind": BufferKind}
     name: str
     shape: tuple
     dtype: str
-    kind: BufferKind
+    kind: BufferKind = Case(BufferKind)
 
     def __str__(self):
         return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
@@ -194,11 +172,10 @@ class Acc:
 
 
 @dataclass
-class Reduction(_Cases):
+class Reduction:
     """`body`, combined with `combine` (a Combine) over the inner loops, in `dtype`."""
-    ENUMS = {"combine": Combine}
     body: ScalarExpr
-    combine: Combine
+    combine: Combine = Case(Combine)
     dtype: str
 
 
@@ -231,12 +208,38 @@ class Phase:
         return [r.body for r in self.reductions] + [s.value for s in self.stores]
 
 
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """A scan step's copy of a body kernel: `template` the body's kernel, `place` each of the
+    body's buffers -> (the program's buffer, element offset) at that step."""
+    template: object
+    place: dict
+
+    def buffer(self, name) -> tuple:
+        """(buffer, element offset) of the body's `name` (a name the body does not have, such as
+        the schedule's scratch buffers, is the program's own, at offset 0)."""
+        return self.place.get(name, (name, 0))
+
+    def holds(self, kernel) -> bool:
+        """Whether `kernel` is still `template` placed, no pass having rewritten its loads or
+        expressions since (a copy shares the body kernel's expressions)."""
+        t = self.template
+        if len(kernel.loads) != len(t.loads) or (kernel.gemm is None) != (t.gemm is None) \
+                or len(kernel.phases) != len(t.phases):
+            return False
+        for mine, its in zip(kernel.phases, t.phases):
+            if len(mine.reductions) != len(its.reductions) or len(mine.stores) != len(its.stores) \
+                    or any(a.body is not b.body for a, b in zip(mine.reductions, its.reductions)) \
+                    or any(a.value is not b.value for a, b in zip(mine.stores, its.stores)):
+                return False
+        return True
+
+
 @dataclass
-class Kernel(_Cases):
+class Kernel:
     """One loop nest writing the buffers of its phases' stores (and a gemm's output): see the
     module docstring. `fused` names the graph nodes it computes; `merged` why kernels were merged
     into it, `boundary` why it was not merged into the kernel before it."""
-    ENUMS = {"strategy": Strategy}
     name: str
     extents: tuple
     outer: int
@@ -250,13 +253,16 @@ class Kernel(_Cases):
     local: dict = field(default_factory=dict)  # row-local temporary -> elements each thread keeps (memory.py)
     split: Optional[Split] = None
     serial_why: str = ""
-    strategy: Strategy = Strategy.NONE  # chosen by the schedule pass
+    strategy: Strategy = Case(Strategy, Strategy.NONE)  # chosen by the schedule pass
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     tile: int = 0  # 'rows': and of the loop before, each a copy of the block (0: none; a register tile)
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
     step: str = ""  # the scan step it runs (passes/steps.py): merged within its body, merge leaves it
+    # a step's kernel: the body kernel it copies and where that step places the body's buffers
+    # (passes/steps.py), so that what is decided per kernel is decided once per body kernel; not text
+    origin: Optional["Placement"] = field(default=None, compare=False, repr=False)
 
     @property
     def outer_extents(self):
@@ -293,6 +299,16 @@ class Kernel(_Cases):
         return found
 
     def __str__(self):
+        return self.text({})
+
+    def text(self, formatted) -> str:
+        """The kernel's text; `formatted`: id(expression) -> its text, shared by the kernels printed
+        together (a scan's step kernels share their body kernel's expressions)."""
+        def expr(e):
+            found = formatted.get(id(e))
+            if found is None:
+                found = formatted[id(e)] = format_expr(e)
+            return found
         outer = " ".join(f"i{i}<{n}" for i, n in enumerate(self.outer_extents))
         inner = " ".join(f"i{i}<{n}" for i, n in enumerate(self.extents) if i >= self.outer)
         lines = [f"kernel {self.name} -> {', '.join('%' + n for n in self.outputs())}"]
@@ -336,8 +352,8 @@ class Kernel(_Cases):
             headed = len(self.phases) > 1 or phase.kind != PhaseKind.POINT
             if headed:
                 lines.append(f"  phase {p}: {phase.kind}")
-            lines += [f"    acc{k} = {r.combine} of {format_expr(r.body)}" for k, r in enumerate(phase.reductions)]
-            lines += [f"{'    ' if headed else '  '}store {store}" for store in phase.stores]
+            lines += [f"    acc{k} = {r.combine} of {expr(r.body)}" for k, r in enumerate(phase.reductions)]
+            lines += [f"{'    ' if headed else '  '}store %{s.buffer}[{s.access}] = {expr(s.value)}" for s in phase.stores]
         return "\n".join(lines)
 
     def _launch_text(self):
@@ -381,8 +397,9 @@ class Program:
         lines = [f"program @{self.name}({', '.join('%' + n for n in self.inputs)}) -> ({', '.join(outputs)})"]
         lines += ["  " + str(b) for b in self.buffers.values()]
         lines += [f"  %{out} is written in place of %{state}" for out, state in self.in_place.items()]
+        formatted = {}
         for kernel in self.kernels:
-            lines += ["", str(kernel)]
+            lines += ["", kernel.text(formatted)]
         return "\n".join(lines)
 
 

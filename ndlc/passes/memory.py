@@ -15,8 +15,14 @@ def plan_memory(program, row_local=True):
     """Records in `program.in_place` which state updates may overwrite their state, and marks
     row-local temporaries (kind 'local', `Kernel.local`; not with `row_local` False: the CUDA
     backend's lanes share a row through memory); returns the program."""
-    program.in_place = in_place_updates(program)
-    touched = collections.Counter(name for kernel in program.kernels for name in kernel.buffers())
+    used = [kernel.buffers() for kernel in program.kernels]
+    program.in_place = in_place_updates(program, used)
+    touchers = collections.defaultdict(set)  # buffer -> the kernels touching it, a body kernel's steps as one
+    for kernel, names in zip(program.kernels, used):
+        who = id(kernel.origin.template) if kernel.origin and kernel.origin.holds(kernel) else id(kernel)
+        for name in names:
+            touchers[name].add(who)
+    touched = {name: len(who) for name, who in touchers.items()}
     for kernel in program.kernels if row_local else ():
         for name, size in row_local_temporaries(program, kernel, touched).items():
             program.buffers[name].kind = BufferKind.LOCAL
@@ -26,13 +32,14 @@ def plan_memory(program, row_local=True):
 
 def row_local_temporaries(program, kernel, touched) -> dict:
     """Temporary -> elements of one row, for the temporaries only `kernel` touches (`touched`:
-    buffer -> how many kernels touch it), all at one outer point: every access the same in its
-    outer loops (and constant), unguarded."""
+    buffer -> how many kernels touch it, the steps' copies of a body kernel counting as one: a
+    scan's temporary, marked local at its first step already), all at one outer point: every
+    access the same in its outer loops (and constant), unguarded."""
     found = {}
     if kernel.strategy != Strategy.POINT or kernel.outer == len(kernel.extents):
         return found
     for name in kernel.outputs():
-        if program.buffers[name].kind != BufferKind.TEMP or touched[name] != 1:
+        if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) or touched[name] != 1:
             continue
         accesses = [s.access for s in kernel.stores if s.buffer == name]
         accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
@@ -45,26 +52,27 @@ def row_local_temporaries(program, kernel, touched) -> dict:
     return found
 
 
-def in_place_updates(program) -> dict:
+def in_place_updates(program, used) -> dict:
     """Update output buffer -> the state input buffer it can overwrite. Safe when one kernel
     writes the output, no later kernel reads the state, and that kernel reads the state (if at
     all) only in the phase that stores the output, at the element it stores, and not through a
     BLAS call, whose product is not the output (BLAS would overwrite the state before the phase
     reads it); and the output is nothing else. An optimizer update fused after a weight
     gradient's gemm is then in place: the MLP step's 784x512 w, m and v were copied back
-    after every step (0.3 ms of its 6-8)."""
+    after every step (0.3 ms of its 6-8). `used`: each kernel's buffers (Kernel.buffers)."""
     split = len(program.outputs) - program.updates
     updates = program.outputs[split:]
-    writers = {}
-    for index, kernel in enumerate(program.kernels):
+    writers, last = {}, {}  # buffer -> the kernels writing it; -> the last kernel touching it
+    for index, (kernel, names) in enumerate(zip(program.kernels, used)):
         for name in kernel.outputs():
             writers.setdefault(name, []).append(index)
+        last.update(dict.fromkeys(names, index))
     safe = {}
     for out, state in zip(updates, program.updated):
         if out in program.outputs[:split] or updates.count(out) > 1 or len(writers.get(out, ())) != 1:
             continue
         (index,) = writers[out]
-        if any(state in later.buffers() for later in program.kernels[index + 1:]):
+        if last.get(state, -1) > index:
             continue
         if _reads_only_where_it_writes(program.kernels[index], state, out):
             safe[out] = state

@@ -87,24 +87,42 @@ FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
 def schedule(program: Program, threads=1) -> Program:
     """Chooses each kernel's reduction strategy and the loop it splits over `threads` threads (or
-    why it runs serially); returns `program`."""
+    why it runs serially); returns `program`. A scan step's copy of a body kernel (`Kernel.origin`)
+    takes the decisions of the copy before it: nothing here reads where a copy's buffers lie."""
+    decided = {}  # id(body kernel) -> its copy scheduled last
     for kernel in program.kernels:
-        kernel.strategy = _strategy(kernel)
-        kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
-        if kernel.strategy == Strategy.CHUNKS:
-            kernel.chunks = min(CHUNKS, kernel.extents[1])
-            kernel.scratch = tuple(_scratch(program, f"{kernel.name}.partials{k}", (kernel.chunks, kernel.extents[0]),
-                                            r.dtype) for k, r in enumerate(kernel.reductions))
-            if not kernel.serial_why:
-                kernel.split = Split(kernel.outer, threads)
+        origin = kernel.origin if kernel.origin and kernel.origin.holds(kernel) else None
+        same = origin and decided.get(id(origin.template))
+        if same:
+            for name in DECISIONS:
+                setattr(kernel, name, getattr(same, name))
             continue
-        if kernel.strategy == Strategy.ROWS:
-            kernel.block = _rows_block(kernel)
-        if not kernel.serial_why:
-            kernel.split, kernel.serial_why = _split(kernel, threads)
-        if kernel.strategy == Strategy.ROWS:
-            kernel.tile, kernel.block = _tile(kernel) or (0, kernel.block)
+        _schedule(kernel, program, threads)
+        if origin:
+            decided[id(origin.template)] = kernel
     return program
+
+
+DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile")  # the fields _schedule sets
+
+
+def _schedule(kernel, program, threads):
+    """Chooses `kernel`'s strategy and split (its scratch buffers added to `program`)."""
+    kernel.strategy = _strategy(kernel)
+    kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
+    if kernel.strategy == Strategy.CHUNKS:
+        kernel.chunks = min(CHUNKS, kernel.extents[1])
+        kernel.scratch = tuple(_scratch(program, f"{kernel.name}.partials{k}", (kernel.chunks, kernel.extents[0]),
+                                        r.dtype) for k, r in enumerate(kernel.reductions))
+        if not kernel.serial_why:
+            kernel.split = Split(kernel.outer, threads)
+        return
+    if kernel.strategy == Strategy.ROWS:
+        kernel.block = _rows_block(kernel)
+    if not kernel.serial_why:
+        kernel.split, kernel.serial_why = _split(kernel, threads)
+    if kernel.strategy == Strategy.ROWS:
+        kernel.tile, kernel.block = _tile(kernel) or (0, kernel.block)
 
 
 def _rows_block(kernel) -> int:

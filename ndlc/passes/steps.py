@@ -7,9 +7,10 @@ carries where the step before wrote them (the scan's operands at the first step)
 y into its slot of the scan's packed result and, at the last step, each final carry into its own.
 A body output with no slot there (a carry before the last step) is double-buffered: step t writes
 buffer t % 2 while it reads the other, which step t - 1 wrote (an LSTM's weight gradients, summed
-over the steps, take two buffers, not T). The body's temporaries get buffers of their own per
-step, as an unrolled loop's values would, so that one step's kernel may still keep a temporary
-in per-thread rows (passes/memory.py: only one kernel touches it). The copies differ only in constant
+over the steps, take two buffers, not T). A body's temporary, written and read within a step,
+is one buffer for all the steps (`%R.step.name`), which stays in cache from one step to the next;
+a kernel that alone touches one may still keep it in per-thread rows in every step
+(passes/memory.py counts the steps' copies of a body kernel as one). The copies differ only in constant
 offsets, which the runner passes as pointer offsets (codegen/kernel_key.py): every step calls the
 same native functions. A BLAS call writes its output at the start of a buffer, so a product that is
 a y or a final carry is written to a buffer of its own and copied to its slot.
@@ -17,7 +18,7 @@ a y or a final carry is written to a buffer of its own and copied to its slot.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Store
+from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Placement, Store
 from ..ir.ops.scan import layout
 from ..ir.scalar import ScalarExpr
 
@@ -52,8 +53,9 @@ def step_kernels(body, scan, operands, result, buffers) -> list:
             targets = wanted.get(name, [])
             if targets and name not in by_gemm:
                 place[name], targets = targets[0], targets[1:]
-            else:  # an output the next step reads (or a copy): two buffers, steps taking turns
-                own = f"{result}.{t % 2 if buffer.kind == BufferKind.OUTPUT else t}.{name}"
+            else:  # an output the next step reads (or a copy): two buffers, steps taking turns; a
+                # temporary lives within its step: one buffer for all
+                own = f"{result}.{t % 2}.{name}" if buffer.kind == BufferKind.OUTPUT else f"{result}.step.{name}"
                 buffers.setdefault(own, Buffer(own, buffer.shape, buffer.dtype, BufferKind.TEMP))
                 place[name] = (own, 0)
             copies += [_copy(place[name], target, buffer, where) for target in targets]
@@ -88,7 +90,8 @@ def _placed(kernel, place, where):
         a, b = (Matrix(place[m.buffer][0], _moved(m.offset, place[m.buffer][1]), m.ld, m.transposed) for m in (gemm.a, gemm.b))
         gemm = replace(gemm, a=a, b=b, out=place[gemm.out][0], why=gemm.why and f"in the body, {gemm.why}")
     fused = (where.scan,) + tuple(f"body {member}" for member in kernel.fused)
-    return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where))
+    return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where),
+                   origin=Placement(kernel, place))
 
 
 def _copy(source, target, buffer, where):

@@ -30,14 +30,15 @@ from test_compile_sequence import LanguageModel, lstm_setup, text_batches  # noq
 
 
 def structure(x):
-    """Every field of a kernel program (not the constants' values), expressions as trees."""
+    """Every field of a kernel program (not the constants' values, nor what is no part of its value:
+    a step kernel's origin), expressions as trees."""
     if isinstance(x, ScalarExpr):
         return transform(x, lambda e, args: (e.prim, tuple(args), type(e.payload).__name__, structure(e.payload)))
     if isinstance(x, Affine):
         return ("affine", x.coeffs, x.const)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return (type(x).__name__,) + tuple((f.name, structure(getattr(x, f.name)))
-                                            for f in dataclasses.fields(x) if f.name != "constants")
+                                            for f in dataclasses.fields(x) if f.name != "constants" and f.compare)
     if isinstance(x, (list, tuple)):
         return tuple(map(structure, x))
     if isinstance(x, dict):

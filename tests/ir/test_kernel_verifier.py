@@ -82,11 +82,11 @@ def test_the_cases_of_the_ir_are_enums_equal_to_their_text():
 
 def test_a_case_no_enum_has():
     p = program()
-    object.__setattr__(p.kernels[0].reductions[0], "combine", "mean")
+    vars(p.kernels[0].reductions[0])["_combine"] = "mean"  # past the field's check (kernel.Case)
     with pytest.raises(VerifyError, match="phase 0 combines with 'mean', not one of 'add', 'max'"):
         verify_program(p)
     p = program()
-    object.__setattr__(p.buffers["x"], "kind", "scratch")
+    vars(p.buffers["x"])["_kind"] = "scratch"
     with pytest.raises(VerifyError, match="buffer %x is of unknown kind 'scratch'"):
         verify_program(p)
 

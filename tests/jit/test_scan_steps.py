@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc.codegen.kernel_key import Keys, kernel_key
 from ndlc.jit.capture import capture
+from ndlc.passes import schedule as schedule_pass
 from ndlc.jit.pipeline import compile_graph
 
 from test_compile_scan import language_model_step
 from unrolled import unroll_scans, without_hoisting
 
 RNG = np.random.default_rng(3)
+schedule = schedule_pass._schedule
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +131,54 @@ def test_the_passes_see_one_body_whatever_the_sequence_length():
     short, long = stage_sizes(8), stage_sizes(24)
     assert short == long
     assert len(short[2]) == 4  # two layers, each a forward and a reverse scan
+
+
+def compiler_work(seq_len, monkeypatch):
+    """For the LSTM step at `seq_len`: the kernels the schedule decided on, those keyed in full
+    (codegen/kernel_key.py: Keys), the program's buffers and its kernels; every step kernel's key
+    checked against keying it in full."""
+    decided = []
+    monkeypatch.setattr(schedule_pass, "_schedule", lambda kernel, *rest: decided.append(kernel) or schedule(kernel, *rest))
+    step, batch, _ = language_model_step(seq_len)
+    program = compile_graph(capture(step, batch).graph, cached=False)
+    keys = Keys()
+    for kernel in program.kernels.kernels:
+        moved, full = keys(kernel), kernel_key(kernel)
+        assert (moved.text, moved.buffers, moved.offsets) == (full.text, full.buffers, full.offsets), kernel
+    assert keys.keyed == program.stages["llvm"].keyed
+    return len(decided), keys.keyed, len(program.kernels.buffers), len(program.kernels.kernels)
+
+
+def test_the_compiler_keys_and_schedules_each_body_kernel_whatever_the_sequence_length(monkeypatch):
+    short, long = compiler_work(8, monkeypatch), compiler_work(24, monkeypatch)
+    assert short[:3] == long[:3]  # decided, keyed, buffers
+    assert long[3] > short[3] + 16 * 4  # the plan still runs every step's kernels
+
+
+def softmax_step(length):
+    """A forward scan whose body's softmax keeps its exponentials in per-thread rows (16 rows: a
+    row pass merges into a reduction over that many), and a batch."""
+    rows = 16
+    w = ndl.Tensor(RNG.standard_normal((HIDDEN, HIDDEN)).astype(np.float32))
+
+    def step(h0, xs):
+        def cell(h, x):
+            z = h @ w + x
+            e = ndl.exp(z - z.max((1,)).reshape((rows, 1)).broadcast_to(z.shape))
+            h = e / e.sum((1,)).reshape((rows, 1)).broadcast_to(z.shape)
+            return h, h
+        return ndl.scan(cell, h0, xs)[1].sum()
+    return step, (RNG.standard_normal((rows, HIDDEN)).astype(np.float32),
+                  RNG.standard_normal((length, rows, HIDDEN)).astype(np.float32))
+
+
+def test_a_body_temporary_is_one_buffer_for_all_steps_and_may_stay_row_local():
+    looped, unrolled, program = both(*softmax_step(5))
+    for got, want in zip(looped, unrolled):
+        np.testing.assert_array_equal(got, want)
+    steps = [k for k in program.kernels.kernels if k.step and k.local]
+    assert len(steps) == 5 and len({tuple(k.local) for k in steps}) == 1, program.ir("planned")
+    assert all(program.kernels.buffers[name].kind == "local" for name in steps[0].local)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++ (C++20)")
