@@ -317,6 +317,9 @@ def add_bench(commands):
                    "writes to a temporary folder unless --output is given")
     b.add_argument("--repeats", type=_positive, help="timed calls per case and contender, after "
                    "warm-up (default 20, 2 with --quick); fewer where calls take over 2 s in all")
+    b.add_argument("--rounds", type=_positive, help="times every contender is timed on every kernel case, "
+                   "contender after contender; a cell is the median of its rounds' medians (default 3, 1 "
+                   "with --quick), so that the machine's speed drifting within a run falls on every contender")
     b.add_argument("--threads", type=_positive, default=cores(),
                    help="threads for every contender: NDLC_THREADS, torch.set_num_threads, OpenBLAS "
                    "through threadpoolctl if installed (default: the cores this process may use, %(default)s)")

@@ -145,3 +145,35 @@ def test_a_training_step_torch_compile_ran_eagerly_is_fallback(monkeypatch):
     assert [(batch, name, note) for _, batch, name, _, note, _ in rows] == [
         (4, "PyTorch eager", ""), (4, "torch.compile", "FALLBACK (dynamo hit its recompile limit and ran the function eagerly)")]
     assert "| lenet | 4 | torch.compile |" in "\n".join(model_steps.section(rows, 1))
+
+
+def test_rounds_time_every_contender_again_but_a_lingering_pool_once(monkeypatch):
+    """Each round times every contender on every case; a cell is the median of its rounds' medians,
+    a contender whose thread pool lingers (JAX) is timed in the last round only, and a round that
+    failed fails the cell."""
+    cli.load_suite()
+    import mlp_step
+    from suite import measure, report
+    from suite.contenders import Contender
+    times = iter([3.0, 9.0, 1.0, 2.0, 2.0, 5.0, 4.0])  # ndlc and numpy in rounds 1-3, then JAX once
+    monkeypatch.setattr(mlp_step, "measure", lambda *a, **k: (next(times), []))
+    built = []
+    case = next(case for case in cli.load_suite().CASES if case.name(True).startswith("relu"))
+
+    def contender(name, **kw):
+        def build(case, arrays, device):
+            built.append(name)
+            return lambda: case.numpy(arrays)()
+        return Contender(name, build, **kw)
+
+    class Bar:
+        set_description = update = lambda *a: None
+    contenders = [contender("ndlc"), contender("numpy"), contender("JAX", lingers=True)]
+    (row,) = measure.measure_cases([case], contenders, True, 2, "cpu", Bar(), rounds=3)
+    assert built == ["ndlc", "numpy"] * 2 + ["ndlc", "numpy", "JAX"]
+    assert (row.cells["ndlc"].ms, row.cells["ndlc"].rounds) == (2.0, (3.0, 1.0, 2.0))
+    assert (row.cells["numpy"].ms, row.cells["JAX"].ms, row.cells["JAX"].rounds) == (5.0, 4.0, ())
+    assert report.spread([row]) == [f"- ndlc's slowest round over its fastest, per case: median 3.00x, "
+                                    f"largest 3.00x ({row.name})"]
+    failed = measure.Cell(note="MISMATCH (result 0)", bad=True)
+    assert measure._over_rounds([measure.Cell(ms=1.0), failed]) is failed

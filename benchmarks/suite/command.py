@@ -44,11 +44,12 @@ def choose(args):
 
 
 def run(args):
-    """`ndlc bench` (args from ndlc/cli.py: quick, repeats, threads, only, output, plot, device,
+    """`ndlc bench` (args from ndlc/cli.py: quick, repeats, rounds, threads, only, output, plot, device,
     torch_compile, progress): measure, print every table, write RESULTS.md and ratios.png; 1 if a
     result was wrong, torch.compile fell back to eager, or ndlc or numpy could not run a case; 2 if
     --only selects nothing."""
     args.repeats = args.repeats or (2 if args.quick else 20)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.torch_compile = not args.quick if args.torch_compile is None else args.torch_compile
     cases, with_mlp, contenders, not_run = choose(args)
     models = [m for m in model_steps.MODELS if (args.only or "").lower() in f"{m} training step"]
@@ -70,7 +71,8 @@ def measure_all(args, cases, with_mlp, contenders):
     """The machine's yardsticks (stream bandwidth, sgemm GFLOP/s, the 1-minute load average before
     and after), the kernel rows and the MLP step, on args.threads threads under a progress bar."""
     from tqdm import tqdm
-    steps = len(cases) * len(contenders) + (len(mlp_step.CONTENDERS) + 1) * with_mlp + 2
+    runs = sum(1 if contender.lingers else args.rounds for contender in contenders)
+    steps = len(cases) * runs + (len(mlp_step.CONTENDERS) + 1) * with_mlp + 2
     machine = {"load": [os.getloadavg()[0]]}
     with threads(args.threads), tqdm(total=steps, unit="run", file=sys.stderr, leave=False,
                                      disable=not args.progress) as bar:
@@ -79,7 +81,7 @@ def measure_all(args, cases, with_mlp, contenders):
             machine[name] = measure(args.quick)
             bar.update()
         mlp = measure_mlp(args.repeats, bar) if with_mlp else None  # before JAX's pool exists
-        rows = measure_cases(cases, contenders, args.quick, args.repeats, args.device, bar)
+        rows = measure_cases(cases, contenders, args.quick, args.repeats, args.device, bar, args.rounds)
     machine["load"].append(os.getloadavg()[0])
     return machine, rows, mlp
 

@@ -7,10 +7,12 @@ from typing import Callable
 
 @dataclass
 class Contender:
-    """A column of the table: how a case builds its callable, and why it cannot run here (or None)."""
+    """A column of the table: how a case builds its callable, and why it cannot run here (or None);
+    `lingers`: its thread pool keeps running once started, so it is timed in the last round only."""
     name: str
     build: Callable
     missing: Callable = lambda: None
+    lingers: bool = False
 
 
 def why_missing(module):
@@ -27,7 +29,7 @@ CONTENDERS = [
     Contender("numpy", lambda case, a, device: case.numpy(a)),
     Contender("PyTorch", lambda case, a, device: case.torch(a), lambda: why_missing("torch")),
     Contender("torch.compile", lambda case, a, device: case.torch_compile(a), lambda: why_missing("torch")),
-    Contender("JAX", lambda case, a, device: case.jax(a), lambda: why_missing("jax")),
+    Contender("JAX", lambda case, a, device: case.jax(a), lambda: why_missing("jax"), lingers=True),
 ]
 
 

@@ -3,6 +3,7 @@ and the machine's own yardsticks (stream bandwidth, sgemm GFLOP/s) under the sam
 import contextlib
 import importlib
 import os
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,13 @@ BUDGET_S = 2.0                 # timed seconds per contender and case after whic
 @dataclass
 class Cell:
     """One contender on one case: its median ms (and a remark, such as graph breaks), or why there
-    is none; `bad`: the run fails for it (MISMATCH, FALLBACK, or ndlc or numpy could not run)."""
+    is none; `bad`: the run fails for it (MISMATCH, FALLBACK, or ndlc or numpy could not run);
+    `rounds`: each round's median, where there were several."""
     ms: float = None
     note: str = ""
     bad: bool = False
     kernels: int = None
+    rounds: tuple = ()
 
     def text(self):
         """The cell as the table shows it."""
@@ -80,24 +83,29 @@ def mismatch(got, want):
     return None
 
 
-def measure_cases(cases, contenders, quick, repeats, device, bar):
+def measure_cases(cases, contenders, quick, repeats, device, bar, rounds=1):
     """The rows: every contender's median ms on every case, each checked against numpy's result
     (from the same fresh state) on its first call, which also compiles. Contender by contender, in
     CONTENDERS' order: a framework's thread pool only starts once those before it are timed (JAX's
-    idle workers, left running, slowed ndlc's sub-millisecond kernels up to fivefold)."""
+    idle workers, left running, slowed ndlc's sub-millisecond kernels up to fivefold); all of them
+    `rounds` times over, but a lingering pool's only in the last, so that a drift of the machine's
+    speed within the run (this 2-core VM's: up to 30% over minutes) falls on every contender."""
     inputs = {id(case): case.arrays(np.random.default_rng(0), quick) for case in cases}
     references = {id(case): results(case.numpy(_fresh(inputs[id(case)]))()) for case in cases}
-    cells = {id(case): {} for case in cases}
-    for contender in contenders:
-        for case in cases:
-            bar.set_description(f"{contender.name}: {case.name(quick)}")
-            arrays = inputs[id(case)]
-            cells[id(case)][contender.name] = measure_contender(contender, case, arrays, references[id(case)],
-                                                                repeats, device)
-            bar.update()
+    cells = {(id(case), contender.name): [] for case in cases for contender in contenders}
+    for number in range(rounds):
+        for contender in contenders:
+            if contender.lingers and number < rounds - 1:
+                continue
+            for case in cases:
+                bar.set_description(f"{contender.name}: {case.name(quick)}")
+                cells[id(case), contender.name].append(
+                    measure_contender(contender, case, inputs[id(case)], references[id(case)], repeats, device))
+                bar.update()
     rows = []
     for case in cases:
-        row = Row(case.name(quick), cells[id(case)])
+        row = Row(case.name(quick), {contender.name: _over_rounds(cells[id(case), contender.name])
+                                     for contender in contenders})
         traffic = case.traffic(inputs[id(case)])
         flops = case.flops(inputs[id(case)])
         if row.cells["ndlc"].ms is not None:
@@ -125,6 +133,17 @@ def measure_contender(contender, case, arrays, reference, repeats, device):
     breaks = call.graph_breaks() if hasattr(call, "graph_breaks") else []
     return Cell(ms=median, note=f"{len(breaks)} graph break(s): {'; '.join(breaks)}" if breaks else "",
                 kernels=call.kernels() if hasattr(call, "kernels") else None)
+
+
+def _over_rounds(cells):
+    """One contender's cell on one case from its rounds' cells: the first failure if any round
+    failed, else the median of the rounds' medians."""
+    failed = [cell for cell in cells if cell.ms is None]
+    if failed:
+        return failed[0]
+    medians = tuple(cell.ms for cell in cells)
+    return Cell(ms=statistics.median(medians), note=cells[0].note, kernels=cells[0].kernels,
+                rounds=medians if len(medians) > 1 else ())
 
 
 def _fresh(arrays):

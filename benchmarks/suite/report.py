@@ -1,6 +1,8 @@
 """RESULTS.md and the terminal's tables: the run's conditions, the kernel table with its notes
 (bandwidth, GFLOP/s against sgemm, contenders left out, MISMATCH and FALLBACK), the MLP step and
 the convolutional models' steps."""
+import statistics
+
 import mlp_step
 from suite.contenders import why_missing
 from suite.measure import ATOL, BUDGET_S, RTOL, WARMUP
@@ -43,12 +45,25 @@ def notes(rows, not_run, machine):
              "the stream bandwidth" for row in rows if row.gbps]
     lines += [f"- {row.name}: ndlc computes {row.gflops:.1f} GFLOP/s, {100 * row.gflops / sgemm[0]:.0f}% of "
               "the sgemm's" for row in rows if row.gflops]
+    lines += spread(rows)
     lines += [f"- not run: {name} ({why})" for name, why in not_run.items()]
     lines += [f"- {row.name}, {name}: {cell.note}" for row in rows
               for name, cell in row.cells.items() if cell.ms is not None and cell.note]
     lines += [f"- **{cell.note.split()[0]}**: {row.name}, {name}: {cell.note}" for row in rows
               for name, cell in row.cells.items() if cell.note.startswith(("MISMATCH", "FALLBACK"))]
     return lines
+
+
+def spread(rows):
+    """A line on how far apart ndlc's round medians fell (slowest round over fastest), where there
+    were several rounds: the run-to-run spread its medians carry."""
+    spreads = sorted((max(cell.rounds) / min(cell.rounds), row.name) for row in rows
+                     for name, cell in row.cells.items() if name == "ndlc" and cell.rounds)
+    if not spreads:
+        return []
+    middle, (largest, case) = statistics.median(s for s, _ in spreads), spreads[-1]
+    return [f"- ndlc's slowest round over its fastest, per case: median {middle:.2f}x, largest {largest:.2f}x "
+            f"({case})"]
 
 
 def document(args, machine, kernels, mlp_lines, step_lines):
@@ -87,7 +102,9 @@ def kernel_section(args, table_lines, note_lines, plotted):
         "torch.compile compiles each case afresh (`torch._dynamo.reset()`); where dynamo ran it eagerly "
         "anyway (its recompile limit hit, or no graph compiled) the cell shows FALLBACK. "
         f"Medians of {args.repeats} calls after {WARMUP + 1} untimed ones (the first compiles), or of as "
-        f"many as fit in {BUDGET_S:.0f} s (at least 3). Ratios are ndlc's time over the peer's: below 1, "
+        f"many as fit in {BUDGET_S:.0f} s (at least 3), in each of {args.rounds} round(s): every contender "
+        "times every case, contender after contender, once a round (JAX, whose pool lingers, in the last "
+        "only), and a cell is the median of its rounds' medians. Ratios are ndlc's time over the peer's: below 1, "
         "ndlc is faster; the last column counts the kernels ndlc compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
         "gradient products of as many operations each.", "",
         *table_lines, "", *note_lines, "", *chart]
