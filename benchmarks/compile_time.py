@@ -4,7 +4,7 @@ again: native code from the disk cache), with the step time after it and the num
 "First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
 load) to its first result; building the model and importing ndlc are left out.
 
-    python benchmarks/compile_time.py [--models mlp,lenet,transformer,lstm35,lstm70] [--out FILE]
+    python benchmarks/compile_time.py [--models mlp,lenet,transformer,lstm35,lstm70] [--rounds 5] [--out FILE]
     python benchmarks/compile_time.py --kernels MODEL
 
 Writes benchmarks/COMPILE.md (or --out) with the load average the numbers were taken under.
@@ -31,7 +31,8 @@ DESCRIPTIONS = {
     "lstm35": "LSTM LM 35 steps x batch 16, 2 layers, hidden 128, vocab 1000, SGD",
     "lstm70": "the same LSTM LM at 70 steps",
 }
-STEPS = 5  # step times after the first: their median is reported
+STEPS = 15  # step times after the first: their median is reported (the first few after a cold compile run slow)
+ROUNDS = 5  # every model, cold and warm, this many times over
 
 
 def _mlp():
@@ -124,29 +125,51 @@ def measure(model, cache):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(models, progress=lambda line: print(line, flush=True)):
-    """{model: {"cold": result, "warm": result}}, each model with its own cache directory."""
-    results = {}
-    for model in models:
-        with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
-            cold = measure(model, cache)
-            warm = measure(model, cache)
-        results[model] = {"cold": cold, "warm": warm}
-        progress(f"{model}: cold {cold['first']:.2f} s, warm {warm['first']:.2f} s, "
-                 f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
-    return results
+def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
+    """{model: {"cold": result, "warm": result, "range": {run: (fastest, slowest)}}}: every model
+    cold then warm (a cache directory of its own each round) in each of `rounds` rounds, the
+    models in turn, so that the machine's speed drifting over the run (up to 30% within minutes
+    on this VM) falls on every model; each run's result is that of its median round."""
+    rounds_of = {model: [] for model in models}
+    for _ in range(rounds):
+        for model in models:
+            with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
+                cold = measure(model, cache)
+                warm = measure(model, cache)
+            rounds_of[model].append({"cold": cold, "warm": warm})
+            progress(f"{model}: cold {cold['first']:.2f} s, warm {warm['first']:.2f} s, "
+                     f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
+    return {model: {**{run: _median_round(results, run) for run in ("cold", "warm")},
+                    "range": {run: _range(results, run) for run in ("cold", "warm")}}
+            for model, results in rounds_of.items()}
 
 
-def report(results, load) -> str:
+def _median_round(results, run):
+    """The `run` ('cold' or 'warm') result of the round whose first step took the median time."""
+    ordered = sorted((r[run] for r in results), key=lambda result: result["first"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _range(results, run):
+    """The fastest and slowest first step of `run` over the rounds."""
+    firsts = [r[run]["first"] for r in results]
+    return min(firsts), max(firsts)
+
+
+def report(results, load, rounds) -> str:
     """COMPILE.md: one row per model, and the stage times of each cold compilation."""
     lines = ["# Time to the first compiled training step", "",
-             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR, warm = the same directory again. "
-             f"Load average while measured: {load}. Written by `python benchmarks/compile_time.py`.", "",
-             "| model | cold s | warm s | step ms | kernels | LLVM modules compiled cold / warm |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR, warm = the same directory again; "
+             f"every model cold and warm in each of {rounds} rounds, the models in turn: the median round's "
+             f"time, the fastest and slowest round's beside it; step: the median of {STEPS} steps after the "
+             f"first, in the median cold round. Load average while measured: {load}. Written by "
+             "`python benchmarks/compile_time.py`.", "",
+             "| model | cold s | cold range | warm s | warm range | step ms | kernels | LLVM modules compiled cold / warm |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for model, r in results.items():
-        cold, warm = r["cold"], r["warm"]
-        lines.append(f"| {DESCRIPTIONS[model]} | {cold['first']:.2f} | {warm['first']:.2f} | "
+        cold, warm, (cold_low, cold_high), (warm_low, warm_high) = r["cold"], r["warm"], *r["range"].values()
+        lines.append(f"| {DESCRIPTIONS[model]} | {cold['first']:.2f} | {cold_low:.2f}-{cold_high:.2f} | "
+                     f"{warm['first']:.2f} | {warm_low:.2f}-{warm_high:.2f} | "
                      f"{cold['step_ms']:.1f} | {cold['kernels']} | {cold['llvm']} / {warm['llvm']} |")
     if "lstm35" in results and "lstm70" in results:
         ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]
@@ -227,6 +250,8 @@ def _pass_seconds(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="times every model is measured, cold "
+                        "and warm, the models in turn; each run reports its median round (default %(default)s)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "COMPILE.md"))
     parser.add_argument("--kernels", choices=MODELS, help="where LLVM's time goes in this model's step")
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
@@ -242,10 +267,12 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; models: {', '.join(MODELS)}")
     load_before = os.getloadavg()
-    results = run(models)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
+    results = run(models, args.rounds)
     load = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in zip(load_before, os.getloadavg()))
     with open(args.out, "w") as f:
-        f.write(report(results, f"1/5/15 min {load}"))
+        f.write(report(results, f"1/5/15 min {load}", args.rounds))
     print(f"wrote {args.out}")
     return 0
 

@@ -17,12 +17,15 @@ def load_benchmark():
 
 def test_mlp_cold_and_warm_are_measured_and_written(tmp_path, capsys):
     out = tmp_path / "COMPILE.md"
-    assert load_benchmark().main(["--models", "mlp", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.startswith("mlp: cold ")
+    assert load_benchmark().main(["--models", "mlp", "--rounds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("mlp: cold ") and printed.count("mlp: cold ") == 2, "one line a round"
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| MLP 784-512-BN-256-BN-10"))
-    cold, warm, step, kernels, modules = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+    cold, cold_range, warm, warm_range, step, kernels, modules = [cell.strip() for cell in row.strip("|").split("|")[1:]]
     assert float(cold) > 0 and float(warm) > 0 and float(step) > 0 and int(kernels) > 0
+    for median, (low, high) in ((cold, cold_range.split("-")), (warm, warm_range.split("-"))):
+        assert float(low) <= float(median) <= float(high), "the median round lies within the rounds' range"
     assert int(modules.split("/")[0]) >= 1 and modules.endswith("/ 0"), "the warm process compiles nothing"
     header = next(line for line in text.splitlines() if line.startswith("| model | trace |"))
     assert all(f" {stage} |" in header for stage in ("autodiff", "fusion", "merge", "LLVM optimise", "load"))
@@ -33,6 +36,9 @@ def test_unknown_models_are_refused(capsys):
     with pytest.raises(SystemExit):
         load_benchmark().main(["--models", "mlp,resnet"])
     assert "unknown model(s) resnet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        load_benchmark().main(["--models", "mlp", "--rounds", "0"])
+    assert "--rounds must be at least 1, not 0" in capsys.readouterr().err
 
 
 def test_the_kernel_costs_list_every_distinct_kernel_and_the_costliest_passes(tmp_path, monkeypatch):
