@@ -87,6 +87,17 @@ def single_threaded_blas():
             functions[3](before)
 
 
+def restart_blas_pool():
+    """Start OpenBLAS's threads again now. Its fork handler shuts them down in the forking process
+    too, and the next call that sets its thread count (every compiled run's, after the run) starts
+    new ones that busy-wait ~0.1 s for work before sleeping: started right after forking compiling
+    workers, that wait overlaps compilation instead of the first steps (where it took the second
+    core from a 2-thread MLP step once or twice: 5 -> 50 ms)."""
+    functions = _blas()
+    if functions:
+        functions[3](functions[2]())
+
+
 def threads() -> int:
     """Threads ndlc's large kernels run on: the budget (NDLC_THREADS, else the cores this process
     may use), 1 without libgomp; numpy's OpenBLAS is held to the budget too (`_hold_blas`)."""

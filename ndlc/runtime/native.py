@@ -225,6 +225,7 @@ def _built_in_processes(llvm_program, jobs, builders) -> list:
     others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True) for _ in range(builders - 1)]
     for process in others:
         process.start()
+    libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
     log.info("building and optimising %d modules in %d processes", len(jobs), builders)
     results = {}
     try:

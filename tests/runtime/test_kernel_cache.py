@@ -109,6 +109,24 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
     assert llvm_compilations() == before
 
 
+def test_openblas_threads_start_again_while_forked_builders_compile(tmp_path, monkeypatch):
+    """The forks shut OpenBLAS's pool down in this process too; it is started again while the
+    builders run, not by the first run after them (its new threads' busy wait then took a core)."""
+    import multiprocessing
+
+    from ndlc.runtime import libraries, native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    builders_alive = []
+    restart = libraries.restart_blas_pool
+    monkeypatch.setattr(libraries, "restart_blas_pool",
+                        lambda: (builders_alive.append(len(multiprocessing.active_children())), restart()))
+    x, w = inputs(4)
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert builders_alive == [1], "restarted once, with the forked builder running"
+
+
 def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
     """A cached kernel is reused while FINGERPRINT holds: every codegen module that llvm.py
     (transitively) imports must be among the hashed sources, or editing it would leave stale code."""
