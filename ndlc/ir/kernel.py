@@ -264,6 +264,10 @@ class Kernel:
     # (passes/steps.py), so that what is decided per kernel is decided once per body kernel; not text
     origin: Optional["Placement"] = field(default=None, compare=False, repr=False)
 
+    def body_kernel(self):
+        """The body kernel a scan step's kernel is still a placed copy of (`origin`), or None."""
+        return self.origin.template if self.origin is not None and self.origin.holds(self) else None
+
     @property
     def outer_extents(self):
         return self.extents[:self.outer]

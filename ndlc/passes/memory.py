@@ -19,7 +19,7 @@ def plan_memory(program, row_local=True):
     program.in_place = in_place_updates(program, used)
     touchers = collections.defaultdict(set)  # buffer -> the kernels touching it, a body kernel's steps as one
     for kernel, names in zip(program.kernels, used):
-        who = id(kernel.origin.template) if kernel.origin and kernel.origin.holds(kernel) else id(kernel)
+        who = id(kernel.body_kernel() or kernel)
         for name in names:
             touchers[name].add(who)
     touched = {name: len(who) for name, who in touchers.items()}

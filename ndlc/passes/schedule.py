@@ -91,15 +91,15 @@ def schedule(program: Program, threads=1) -> Program:
     takes the decisions of the copy before it: nothing here reads where a copy's buffers lie."""
     decided = {}  # id(body kernel) -> its copy scheduled last
     for kernel in program.kernels:
-        origin = kernel.origin if kernel.origin and kernel.origin.holds(kernel) else None
-        same = origin and decided.get(id(origin.template))
+        body = kernel.body_kernel()
+        same = body is not None and decided.get(id(body))
         if same:
             for name in DECISIONS:
                 setattr(kernel, name, getattr(same, name))
             continue
         _schedule(kernel, program, threads)
-        if origin:
-            decided[id(origin.template)] = kernel
+        if body is not None:
+            decided[id(body)] = kernel
     return program
 
 

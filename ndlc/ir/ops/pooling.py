@@ -1,6 +1,6 @@
 """2-D pooling (NCHW) over kernel x kernel windows: a loop nest over each window (an average
 pooling compiled as the sum of its window planes); gradients through the window ops (`windows`,
-`unwindows`: ir/ops/conv.py)."""
+`unwindows`: ir/ops/windows.py)."""
 import functools
 
 from ..graph import check
