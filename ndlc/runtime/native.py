@@ -222,7 +222,8 @@ def _built_in_processes(llvm_program, jobs, builders) -> list:
     is shared. Forked before this process calls LLVM (a fork inherits llvmlite's lock as it is)."""
     context = multiprocessing.get_context("fork")
     taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
-    others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True) for _ in range(builders - 1)]
+    others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True)
+              for _ in range(builders - 1)]
     for process in others:
         process.start()
     libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too

@@ -56,13 +56,14 @@ class Program:
     Temporaries and constants live in arrays allocated here once; inputs are passed by pointer
     (copied only when not C-contiguous), the last run's held so that the same array passed again
     keeps its pointer (a step's state, a batch reused; its shape and dtype checked again); outputs
-    are arrays no one else holds, so results never alias a later run's: an output array of the last run that nothing references any more (the
-    caller dropped it, and no view of it lives) is written again, since fresh large arrays cost
-    page faults on every run (four 16 MB outputs: 17 ms fresh, 6.5 ms reused); the exceptions are
-    the new state values (the last `kernels.updates` outputs): with
-    `update_state`, those the schedule allows (`kernels.in_place`) are written into the state
-    input's own array, which is then the result; the others go to buffers reused across runs,
-    which the caller stores into the state before the next run. `run(..., into={output: array})`
+    are arrays no one else holds, so results never alias a later run's: an output array of the
+    last run that nothing references any more (the caller dropped it, and no view of it lives) is
+    written again, since fresh large arrays cost page faults on every run (four 16 MB outputs:
+    17 ms fresh, 6.5 ms reused); the exceptions are the new state values (the last
+    `kernels.updates` outputs): with `update_state`, those the schedule allows
+    (`kernels.in_place`) are written into the state input's own array, which is then the result;
+    the others go to buffers reused across runs, which the caller stores into the state before
+    the next run. `run(..., into={output: array})`
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
 
