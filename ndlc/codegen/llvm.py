@@ -25,6 +25,7 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
+from .llvm_vector import ZERO, VectorLoops
 
 PTR = ir.PointerType()
 # columns of a 'chunks' kernel a thread takes at once to combine their partials: one column at a
@@ -55,7 +56,7 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     return str(module)
 
 
-class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
+class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
@@ -107,6 +108,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
         for phase in kernel.phases:
             for expr in phase.expressions():
                 self.types.update(infer_dtypes(expr, lambda payload, phase=phase: self._leaf_dtype(payload, phase)))
+        self.width = self._vector_width()
         if kernel.gemm is not None:
             self._loops(0, len(kernel.extents) - 2, self._gemm)
         elif chunks:
@@ -123,21 +125,33 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
         return self.kernel.loads[payload].dtype
 
     # ---- loops ------------------------------------------------------------------------------
-    def _loops(self, first, last, inner):
-        """Nested counted loops over variables first..last-1 around inner()."""
+    def _loops(self, first, last, inner, reduce=False):
+        """Nested counted loops over variables first..last-1 around inner(), the innermost shaped
+        for the vectoriser (llvm_vector.py) unless they `reduce`: collapsing or splitting a sum's
+        loops would change its order, so that equal programs spelled apart (a scan and its unrolled
+        steps) could round differently, and each part of a split would reduce across lanes."""
         if first == last:
             inner()
             return
-        start, stop = self.ranges.get(first, (ir.Constant(I64, 0), ir.Constant(I64, self.kernel.extents[first])))
-        points = self._points(first)
-        if points:
-            self._by_points(first, start, stop, points, lambda: self._loops(first + 1, last, inner))
-            return
+        if not reduce and self._collapsible(first, last):
+            start, stop = self._collapse(first, last)
+            first = last - 1
+        else:
+            start, stop = self.ranges.get(first, (ZERO, ir.Constant(I64, self.kernel.extents[first])))
+            points = self._points(first)
+            if points:
+                self._by_points(first, start, stop, points, lambda: self._loops(first + 1, last, inner, reduce))
+                return
+
+        def body():
+            self._loops(first + 1, last, inner, reduce)
         innermost = all(n == 1 for n in self.kernel.extents[first + 1:last])  # later loops of one iteration
         if last == len(self.kernel.extents) and innermost and self._splittable(first):
-            self._split_by_guards(first, start, stop, lambda: self._loops(first + 1, last, inner))
-            return
-        self._for(first, start, stop, lambda: self._loops(first + 1, last, inner))
+            self._split_by_guards(first, start, stop, body)
+        elif not reduce:
+            self._split_by_width(first, start, stop, body)
+        else:
+            self._for(first, start, stop, body)
 
     def _for(self, var, start, stop, body):
         """for (i_var = start; i_var < stop; i_var++) body()."""
@@ -170,7 +184,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
             if phase.reductions:
                 accumulators = self.accs.__getitem__
                 self._initialise(phase, slots, accumulators)
-                self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators))
+                self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators),
+                            reduce=True)
                 for slot in set(slots) & self.nans.keys():
                     nan = constant(self.reductions[slot].dtype, float("nan"))
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
@@ -339,7 +354,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering):
         computed once per basic block and variables (loads and stores at one point share their
         offsets), without adding zeros or multiplying by one."""
         b = self.b
-        used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars)) if c and i != skip)
+        used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars))
+                     if c and i != skip and var is not ZERO)
         key = (id(b.block), form.const, tuple((c, id(var)) for c, var in used))
         if key not in self.offsets:
             total = ir.Constant(I64, form.const) if form.const or not used else None
