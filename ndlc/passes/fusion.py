@@ -43,7 +43,10 @@ from .merge import LARGE, merge_kernels
 from .steps import step_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
-COPY_READS = 8  # reads per element from which a loop nest's operand read across its rows is copied first
+# reads per element from which a loop nest's operand read across its rows is copied first; and the
+# operations a loop nest would repeat (an operand's cost times its reads per element but one) from
+# which a computed operand is computed once and stored, not at each read: a store and a load
+COPY_READS = 8
 INVARIANT = "one loop-invariant element (the compiler hoists it out of the loops)"
 
 
@@ -271,20 +274,31 @@ class _Lowering:
         return nest.epilogue(acc) if nest.epilogue else acc
 
     def _filled(self, node, operand, index_map, extents):
-        """A loop nest's operand, stored first where it is a view the nest reads repeatedly and
+        """A loop nest's operand, stored first where the nest reads its elements repeatedly and it is
+        computed, at a cost times its reads per element but one of COPY_READS operations or more
+        (computed once, not at every read: a conv's input gradient's `mask * grad`), or a view
         either zero-filling (padding: filled once instead of a guard at every read) or read across
         its rows along the last outer loop, each element COPY_READS times or more (a conv's flipped
         and transposed weight, its adjoint as a weight gradient's: copied once, contiguous along the
         loop whose outputs lie side by side).
         The nest's loads are then unguarded and vectorise, as register tiles need (passes/schedule.py)."""
         d = self._readable(node, operand, index_map, extents)
-        if not self._is_load(d) or d.payload.access == contiguous(operand.shape) or injective(index_map, extents):
+        if injective(index_map, extents):
+            return d
+        reads = math.prod(extents) // max(operand.type.size, 1)
+        if not self._is_load(d):
+            cost = _cost(d)
+            if self._invariant(operand) or cost * (reads - 1) < COPY_READS:
+                return d
+            return self._store(operand, f"{node.op} reads each element {reads} times: computed once, not at "
+                                        f"every read ({cost} operations x {reads - 1} >= {COPY_READS})")
+        if d.payload.access == contiguous(operand.shape):
             return d
         if d.payload.access.guards:
             return self._store(operand, f"{node.op} reads its zero-filled elements repeatedly: filled once, "
                                         "not checked at every read")
         across = d.payload.access.through(index_map, operand.shape, len(extents)).form.coeffs[len(node.result.shape) - 1]
-        if across not in (0, 1) and math.prod(extents) >= COPY_READS * operand.type.size:
+        if across not in (0, 1) and reads >= COPY_READS:
             return self._store(operand, f"{node.op} reads it across its rows, along the loop its outputs lie along: "
                                         "copied once, contiguous")
         return d

@@ -93,6 +93,30 @@ graph @conv(%x: f32[2,4,6,3], %w: f32[3,3,3,8]) {
     assert str(conv.loads[0]) == "%0[144*i0 + 24*i1 + 3*i2 + 24*i4 + 3*i5 + i6]"
 
 
+def test_a_computed_operand_a_loop_nest_reads_repeatedly_is_computed_once():
+    program = kernels("""
+graph @conv(%x: f32[2,6,8,3], %m: f32[2,6,8,3], %w: f32[3,3,3,8]) {
+  %0 = multiply(%x, %m) : f32[2,6,8,3]
+  %1 = conv(%0, %w, stride=1, padding=0) : f32[2,4,6,8]
+  return %1
+}""")
+    product, conv = program.kernels  # each element of %0 read 3*3*8 * (2*4*6)/(2*6*8) = 36 times
+    assert product.stores[0].why == ("conv reads each element 36 times: computed once, not at every read "
+                                     "(1 operations x 35 >= 8)")
+    assert str(conv.loads[0]) == "%0[144*i0 + 24*i1 + 3*i2 + 24*i4 + 3*i5 + i6]"
+
+
+def test_a_computed_operand_a_loop_nest_reads_a_few_times_is_recomputed():
+    program = kernels("""
+graph @pool(%x: f32[2,3,9,9]) {
+  %0 = negate(%x) : f32[2,3,9,9]
+  %1 = max_pool2d(%0, kernel=3, stride=2) : f32[2,3,4,4]
+  return %1
+}""")
+    (pool,) = program.kernels  # each element of %0 read 2*3*4*4*9 / (2*3*9*9) = 1.8 times on average
+    assert "neg($0)" in str(pool)
+
+
 def test_a_transposed_weight_a_loop_nest_reads_across_its_rows_is_copied_contiguous():
     program = kernels("""
 graph @conv(%x: f32[2,6,10,3], %w: f32[3,3,8,3]) {
