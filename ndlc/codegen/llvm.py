@@ -127,13 +127,13 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
     # ---- loops ------------------------------------------------------------------------------
     def _loops(self, first, last, inner, reduce=False):
         """Nested counted loops over variables first..last-1 around inner(), the innermost shaped
-        for the vectoriser (llvm_vector.py) unless they `reduce`: collapsing or splitting a sum's
-        loops would change its order, so that equal programs spelled apart (a scan and its unrolled
-        steps) could round differently, and each part of a split would reduce across lanes."""
+        for the vectoriser (llvm_vector.py). Where they `reduce`, a row is not split (each part
+        would reduce across lanes) and the first reduced loop stays a loop of its own: a scan's
+        unrolled steps are stacked along it, guarded, and equal programs must sum in one order."""
         if first == last:
             inner()
             return
-        if not reduce and self._collapsible(first, last):
+        if (not reduce or first > self.kernel.outer) and self._collapsible(first, last):
             start, stop = self._collapse(first, last)
             first = last - 1
         else:

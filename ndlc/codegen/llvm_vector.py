@@ -5,9 +5,9 @@ LLVM picks a vector width that divides a loop's known trip count rather than lea
 remainder, so a short row runs narrow: LeNet's 28-wide feature maps ran 4 wide, their sigmoid's
 exp half as fast as 8 wide. Two shapes avoid it: loops that address memory as one (every access's
 stride in the outer is the inner's times its extent) run as one loop, and a row of any other
-length runs as a loop over its largest multiple of the width, then one over the rest. Only where
-the loops store elementwise: a reduction's loops keep their order of summation (codegen/llvm.py
-`_loops`).
+length runs as a loop over its largest multiple of the width, then one over the rest. A
+reduction's rows are not split, and its first reduced loop is not collapsed (codegen/llvm.py
+`_loops`): a per-channel sum over [N, C, 28, 28] runs 784-wide rows.
 """
 from math import prod
 
