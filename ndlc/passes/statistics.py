@@ -1,4 +1,5 @@
-"""Mean and variance in one pass over the data, where a kernel makes two (BatchNorm's, LayerNorm's).
+"""Mean and variance in one pass over the data, where a kernel makes two (BatchNorm's, LayerNorm's;
+BatchNorm2d's over a conv's output plus its bias, x an expression).
 
 After merging, a normalisation's statistics kernel sums x in one phase, stores the mean
 m = Σx / n, then sums (x - m)² in the next: two passes over x. This rewrite sums d = x - k and d²
@@ -33,30 +34,36 @@ def _arg(payload):
     return ScalarExpr("arg", payload=payload)
 
 
+def _same(a, b) -> bool:
+    """Whether two scalar expressions compute the same thing (structurally equal)."""
+    return a.prim == b.prim and a.payload == b.payload and len(a.args) == len(b.args) \
+        and all(_same(x, y) for x, y in zip(a.args, b.args))
+
+
 def _deviation(expr):
-    """(x's load, m's load) where expr is x - m over two loads, else None."""
-    if expr.prim == "sub" and all(a.prim == "arg" for a in expr.args):
-        return expr.args[0].payload, expr.args[1].payload
-    if expr.prim == "add" and expr.args[0].prim == "arg" and expr.args[1].prim == "neg" \
-            and expr.args[1].args[0].prim == "arg":
-        return expr.args[0].payload, expr.args[1].args[0].payload
+    """(x, m's load) where expr is x - m, m a load and x any expression, else None."""
+    if expr.prim == "sub" and expr.args[1].prim == "arg":
+        return expr.args[0], expr.args[1].payload
+    if expr.prim == "add" and expr.args[1].prim == "neg" and expr.args[1].args[0].prim == "arg":
+        return expr.args[0], expr.args[1].args[0].payload
     return None
 
 
 def _squared_deviation(body):
-    """(x's load, m's load) where body is (x - m)² (a power of 2 or a product), else None."""
+    """(x, m's load) where body is (x - m)² (a power of 2 or a product), else None."""
     if body.prim == "pow" and body.args[1].prim == "const" and body.args[1].payload == 2:
         return _deviation(body.args[0])
     if body.prim == "mul":
         first, second = (_deviation(a) for a in body.args)
-        return first if first is not None and first == second else None
+        return first if first is not None and second is not None and first[1] == second[1] \
+            and _same(first[0], second[0]) else None
     return None
 
 
 def _statistics(kernel, p):
-    """(slot of Σx in phase p, the load of x, the mean's buffer, n) where phases p and p + 1 are
-    Σx with the mean stored, then Σ(x - mean)² alone, over a plain load of a buffer the kernel
-    does not write; else None."""
+    """(slot of Σx in phase p, x, n) where phases p and p + 1 are Σx with the mean stored, then
+    Σ(x - mean)² alone, x an expression over plain loads of buffers the kernel does not write (a
+    conv's output plus its bias: BatchNorm2d's statistics); else None."""
     first, second = kernel.phases[p], kernel.phases[p + 1]
     if first.inner or second.inner or len(second.reductions) != 1:
         return None
@@ -64,40 +71,48 @@ def _statistics(kernel, p):
     if variance.combine != Combine.ADD or not is_float(variance.dtype):
         return None
     found = _squared_deviation(variance.body)
-    if found is None or not all(isinstance(n, int) and isinstance(kernel.loads[n], Load) for n in found):
+    if found is None:
         return None
-    x, m = (kernel.loads[n] for n in found)
+    x, m = found
+    reads = leaves(x)
+    if not all(isinstance(a, int) and isinstance(kernel.loads[a], Load) for a in (*reads, m)):
+        return None
     written = {s.buffer for s in kernel.stores}
-    if x.buffer in written or x.access.guards or x.access.step != 1:
+    if any(kernel.loads[a].buffer in written or kernel.loads[a].access.guards or kernel.loads[a].access.step != 1
+           for a in reads):
         return None
+    m = kernel.loads[m]
     n = 1
     for extent in kernel.extents[kernel.outer:]:
         n *= extent
     if n == 0:  # no first inner element to shift by
         return None
     for slot, r in enumerate(first.reductions):
-        if r.combine != Combine.ADD or r.dtype != variance.dtype or r.body.prim != "arg" or r.body.payload != found[0]:
+        if r.combine != Combine.ADD or r.dtype != variance.dtype or not _same(r.body, x):
             continue
         for store in first.stores:
             value = store.value
             if (store.buffer, store.access) == (m.buffer, m.access) and value.prim == "div" \
                     and value.args[0].prim == "arg" and value.args[0].payload == Acc(slot) \
                     and value.args[1].prim == "const" and value.args[1].payload == n:
-                return slot, found[0], n
+                return slot, x, n
     return None
 
 
 def _one_pass(kernel, p, slot, x, n):
     """Phases p and p + 1 as one: Σd and Σd² with d = x - x at the first inner point."""
     first, second = kernel.phases[p], kernel.phases[p + 1]
-    load = kernel.loads[x]
-    coeffs = tuple(c if i < kernel.outer else 0 for i, c in enumerate(load.access.form.coeffs))
-    shift_load = load.with_access(Access(Affine(coeffs, load.access.form.const)))
     loads = list(kernel.loads)
-    if shift_load not in loads:
-        loads.append(shift_load)
-    shift, count = _arg(loads.index(shift_load)), ScalarExpr("const", payload=float(n))
-    d = ScalarExpr("sub", (_arg(x), shift))
+
+    def at_first_inner_point(payload):
+        load = loads[payload]
+        coeffs = tuple(c if i < kernel.outer else 0 for i, c in enumerate(load.access.form.coeffs))
+        shifted = load.with_access(Access(Affine(coeffs, load.access.form.const)))
+        if shifted not in loads:
+            loads.append(shifted)
+        return _arg(loads.index(shifted))
+    shift, count = map_leaves(x, at_first_inner_point), ScalarExpr("const", payload=float(n))
+    d = ScalarExpr("sub", (x, shift))
     squares = len(first.reductions)
     reductions = list(first.reductions)
     reductions[slot] = replace(reductions[slot], body=d)
@@ -123,5 +138,5 @@ def _one_pass(kernel, p, slot, x, n):
            for s in stores[len(first.stores):] for a in leaves(s.value)):
         return kernel  # second reads what first stores at other elements: not one phase
     phases = kernel.phases[:p] + [Phase(reductions, stores)] + kernel.phases[p + 2:]
-    how = f"statistics of %{load.buffer} in one pass: sums shifted by its first inner element"
+    how = f"statistics of %{kernel.loads[leaves(x)[0]].buffer} in one pass: sums shifted by its first inner element"
     return replace(kernel, loads=loads, phases=phases, merged=kernel.merged + (how,))

@@ -62,6 +62,57 @@ kernel k0 -> %1, %11, %13
     store %13[8*i0 + i1] = mul(add($0, neg($1)), $2)""".strip("\n")
 
 
+BN2D_TWO_PASSES = """
+program @bn2d(%c, %b) -> (%12, %19)
+  %c: f32[4,3,5,7] input
+  %b: f32[3] input
+  %12: f32[3] output
+  %19: f32[3] output
+
+kernel k0 -> %12, %19
+  fuses: %9 add, %11 summation, %12 divide_scalar, %18 summation, %19 divide_scalar
+  loops: i0<3 | i1<4 i2<5 i3<7
+  $0 = %c[35*i0 + 105*i1 + 7*i2 + i3]
+  $1 = %b[i0]
+  $2 = %12[i0]
+  phase 0: reduce
+    acc0 = add of add($0, $1)
+    store %12[i0] = div(acc0, 140.0)
+  phase 1: reduce
+    acc0 = add of pow(add(add($0, $1), neg($2)), 2.0)
+    store %19[i0] = div(acc0, 140.0)"""
+
+
+def test_statistics_of_an_expression_shift_it_by_its_value_at_the_first_element():
+    """BatchNorm2d after a conv: x is the conv's output plus its bias, both loads."""
+    assert rewritten(BN2D_TWO_PASSES) == """
+program @bn2d(%c, %b) -> (%12, %19)
+  %c: f32[4,3,5,7] input
+  %b: f32[3] input
+  %12: f32[3] output
+  %19: f32[3] output
+
+kernel k0 -> %12, %19
+  fuses: %9 add, %11 summation, %12 divide_scalar, %18 summation, %19 divide_scalar
+  merged: statistics of %c in one pass: sums shifted by its first inner element
+  loops: i0<3 | i1<4 i2<5 i3<7
+  $0 = %c[35*i0 + 105*i1 + 7*i2 + i3]
+  $1 = %b[i0]
+  $2 = %12[i0]
+  $3 = %c[35*i0]
+  phase 0: reduce
+    acc0 = add of sub(add($0, $1), add($3, $1))
+    acc1 = add of mul(sub(add($0, $1), add($3, $1)), sub(add($0, $1), add($3, $1)))
+    store %12[i0] = div(add(acc0, mul(add($3, $1), 140.0)), 140.0)
+    store %19[i0] = div(max(sub(acc1, div(mul(acc0, acc0), 140.0)), 0.0), 140.0)""".strip("\n")
+
+
+def test_an_expression_that_is_not_the_summed_one_keeps_two_passes():
+    text = BN2D_TWO_PASSES.replace(
+        "acc0 = add of pow(add(add($0, $1), neg($2)), 2.0)", "acc0 = add of pow(add(mul($0, $1), neg($2)), 2.0)")
+    assert rewritten(text) == str(parse_kernels(text))
+
+
 def test_a_stored_value_that_is_not_the_mean_keeps_two_passes():
     """(x - s)² where s = Σx / 7 over 8 elements is no variance about the mean: unchanged."""
     text = TWO_PASSES.format(n="7.0")
@@ -109,3 +160,22 @@ def test_shifted_sums_are_accurate_where_the_mean_dwarfs_the_spread(axis, mean, 
     theirs = (torch.nn.functional.batch_norm(t, None, None, training=True, eps=1e-5) if axis == 0
               else torch.nn.functional.layer_norm(t, t.shape[1:], eps=1e-5)).numpy()
     assert np.abs(y - y64).max() <= np.abs(theirs - y64).max() + 1e-4 * (np.abs(y64).max() if outlier else 1)
+
+
+@pytest.mark.parametrize("mean, spread", [(0.0, 1.0), (1e3, 1e-2)])
+def test_channel_statistics_of_a_biased_input_are_one_pass_and_accurate(mean, spread):
+    """BatchNorm2d's statistics of a conv's output plus its bias (here an input plus a bias):
+    x + b is the summed expression, shifted by its value at the channel's first element."""
+    rng = np.random.default_rng(8)
+    x = (mean + spread * rng.standard_normal((16, 3, 12, 12))).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+
+    def stats(x, b):
+        y = x + b.reshape((1, 3, 1, 1)).broadcast_to(x.shape)
+        mu = (y.sum((0, 2, 3)) / 2304).reshape((1, 3, 1, 1)).broadcast_to(x.shape)
+        return ((y - mu) ** 2).sum((0, 2, 3)) / 2304
+    compiled = ndl.compile(stats)
+    var = compiled(x, b).numpy()
+    assert "statistics of %x in one pass" in compiled.ir("fused")
+    var64 = (x.astype(np.float64) + b.reshape(1, 3, 1, 1)).var((0, 2, 3))
+    assert np.abs(var / var64 - 1).max() < 2e-5
