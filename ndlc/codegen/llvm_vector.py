@@ -20,10 +20,10 @@ from .llvm_scalar import I64
 # bytes of the vectors LLVM vectorises with on an AVX2 host (and on an AVX-512 one, where LLVM
 # prefers 256-bit vectors by default)
 VECTOR_BYTES = 32
-ZERO = ir.Constant(I64, 0)
+ZERO = ir.Constant(I64, 0)  # the value of a loop variable folded into the loop after it
 # the strategies whose last loop is innermost, its body a point's loads and stores (a rows or chunks
 # kernel runs a loop over its block or columns inside)
-INNERMOST = (Strategy.POINT, Strategy.GEMM)  # the value of a loop variable folded into the loop after it
+INNERMOST = (Strategy.POINT, Strategy.GEMM)
 
 
 class VectorLoops:
