@@ -239,13 +239,18 @@ def _sources() -> str:
 def tree_hash(root) -> str:
     """A hash of the .py files under `root` by path, size and modification time, as Python's own
     bytecode cache checks a source: 1.3-2.5 ms for ndlc's, where reading them took 3-16 ms of a
-    ~90 ms warm start (min-median of 30, load 5)."""
-    paths = []
-    for folder, folders, names in os.walk(root):
-        folders[:] = [name for name in folders if name != "__pycache__"]  # compiled files, not sources
-        paths += [os.path.join(folder, name) for name in names if name.endswith(".py")]
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = os.stat(path)
-        digest.update(f"{os.path.relpath(path, root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    ~90 ms warm start (min-median of 30, load 5); walked with os.scandir and named relative by
+    hand, 0.6 ms where os.walk and os.path.relpath took 1.5-1.8 (min of 20)."""
+    lines = []
+
+    def walk(folder, prefix):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":  # compiled files, not sources
+                        walk(entry.path, f"{prefix}{entry.name}/")
+                elif entry.name.endswith(".py"):
+                    stat = entry.stat()
+                    lines.append(f"{prefix}{entry.name} {stat.st_size} {stat.st_mtime_ns}\n")
+    walk(root, "")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
