@@ -1,8 +1,8 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
 name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; object code
-is cached on disk (runtime/cache.py), per kernel and for the runner; a program's objects are
-linked into one shared library loaded with ctypes (runtime/shared.py), or, where that cannot be
-(no linker), loaded into an MCJIT engine.
+is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into an MCJIT
+engine, one per program linking the objects its kernels are in; a program stored in the program
+cache is also linked into a shared library, which a warm start loads with ctypes (runtime/shared.py).
 The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
 with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
@@ -121,26 +121,36 @@ class NativeModule:
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
         if runner is not None:
             objects[runner_key] = runner
-        self.keys, self.objects = list(objects), objects
-        self.library = shared.link([obj for obj, _ in objects.values()] + [_imports_object()])
-        library = self.library and shared.load(self.library)
-        self._bind(library, llvm_program.plan, llvm_program.calls, entry)
+        self.keys, self.objects, self.library = list(objects), objects, None
+        self._bind(None, llvm_program.plan, llvm_program.calls, entry)
 
     @classmethod
     def restore(cls, keys, plan, calls, entry: str, library=None):
         """The module a program cache entry recorded: the shared library named `library` loaded
-        (runtime/shared.py: no llvmlite), else the disk cache's objects `keys` linked by MCJIT;
+        (runtime/shared.py: no llvmlite), else the disk cache's objects `keys` linked by MCJIT,
+        the library linked again from them where it was recorded (gone or damaged: repaired);
         None when the library does not load and one of the objects is gone."""
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
-        native.keys, native.library = list(keys), library
+        native.keys, native.library = list(keys), None
         loaded = library and shared.load(library)
-        if not loaded:
+        if loaded:
+            native.library = library
+        else:
             native.objects = {key: cache.load(key) for key in keys}
             if None in native.objects.values():
                 return None
+            if library and native.link_library() != library:
+                log.info("the shared library linked again differs from the one recorded: this entry loads with MCJIT")
         native._bind(loaded, plan, calls, entry)
         return native
+
+    def link_library(self):
+        """The name of the shared library of this module's objects, linked on first call (what a
+        program cache entry records for a warm start to load), or None where it cannot be."""
+        if self.library is None:
+            self.library = shared.link([obj for obj, _ in self.objects.values()] + [_imports_object()])
+        return self.library
 
     def _bind(self, library, plan, calls, entry):
         """Find the entry and the function of each call (`calls`: symbols) that `plan` makes in the

@@ -64,7 +64,7 @@ def save(key, kernels, native):
               "kernels": len(kernels.kernels), "gemm": any(k.gemm for k in kernels.kernels),
               "team": most_threads(kernels)}
     manifest = {"plan": native.plan.tolist(), "calls": native.calls, "objects": native.keys,
-                "library": native.library, "constants": names, "layout": layout}
+                "library": native.link_library(), "constants": names, "layout": layout}
     cache.store(key, json.dumps(manifest).encode() + b"\n" + b"".join(data), str(kernels), SUFFIX)
 
 

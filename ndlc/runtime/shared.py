@@ -1,10 +1,12 @@
 """A program's native code as a shared library, so that a warm start loads it with ctypes.CDLL
 and never imports llvmlite's binding (its import and LLVM's initialisation were ~30 ms of a
-70 ms warm MLP start). At cold compile the program's objects (compiled position-independent) and
-an imports object are linked by the system's `ld` into one `.so`, stored in the disk cache under
-the hash of its bytes (runtime/cache.py), which the program cache's entry records; a load checks
-that hash first. Where there is no `ld`, or linking or loading fails, the objects are loaded into
-llvmlite's MCJIT as before (runtime/native.py), and NDLC_LOG=compile says which.
+70 ms warm MLP start). When a program is stored in the program cache, its objects (compiled
+position-independent) and an imports object are linked by the system's `ld` into one `.so`
+(15-30 ms), stored in the disk cache under the hash of its bytes (runtime/cache.py), which the
+entry records; a load checks that hash first. The compiling process runs the objects in MCJIT
+(llvmlite is loaded there anyway), as does a warm start where there is no `ld` or the library does
+not load (it is then linked again from the objects: a damaged one is repaired); NDLC_LOG=compile
+says which loaded a program.
 
 Generated code calls its imports (libraries.IMPORTED: CBLAS gemm, libgomp) by name and reads the
 i32 TEAM. The imports object defines each imported function as a jump through its slot of the
