@@ -71,7 +71,7 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     if key:
         stages.timed("program cache", program_cache.save(key, kernels, program.native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{len(kernels.kernels)} kernels, loaded by {program.native.loader}")
+    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader})")
     return program
 
 
@@ -111,7 +111,7 @@ def _restored(stages, graph, key, profile, machine):
     stages.texts["llvm_opt"] = OptimisedIR(native)
     program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{kernels.kernel_count} kernels from the program cache, loaded by {native.loader}")
+    stages.log(f"{kernels.kernel_count} kernels from the program cache ({native.loader})")
     return program
 
 

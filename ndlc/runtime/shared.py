@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 from ..errors import NdlcError
@@ -53,10 +54,11 @@ def imports_module(triple, data_layout) -> str:
 
 @functools.lru_cache(maxsize=None)
 def linker():
-    """The path of the system's `ld`, or None (logged once: native code then loads with MCJIT)."""
-    found = shutil.which("ld")
+    """The path of the system's `ld`, or None (logged once: native code then loads with MCJIT);
+    on Linux only (ELF objects, GNU ld's options)."""
+    found = shutil.which("ld") if sys.platform.startswith("linux") else None
     if found is None:
-        log.info("no linker (ld) on PATH: compiled programs are loaded with llvmlite's MCJIT")
+        log.info("no linker (GNU ld on Linux) found: compiled programs are loaded with llvmlite's MCJIT")
     return found
 
 
