@@ -132,7 +132,7 @@ class NativeModule:
         None when the library does not load and one of the objects is gone."""
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
-        native.keys, native.library = list(keys), None
+        native.keys, native.library, native.objects = list(keys), None, None
         loaded = library and shared.load(library)
         if loaded:
             native.library = library
@@ -189,7 +189,7 @@ class NativeModule:
     def modules(self) -> list:
         """The optimised IR of each object, read from the disk cache where a shared library was
         loaded instead (only a stage's reader asks)."""
-        objects = getattr(self, "objects", None) or {key: cache.load(key) for key in self.keys}
+        objects = self.objects or {key: cache.load(key) for key in self.keys}
         gone = [key for key, found in objects.items() if found is None]
         if gone:
             raise NdlcError(f"the optimised IR of this program's native code is no longer in the disk cache "
