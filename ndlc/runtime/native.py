@@ -128,7 +128,8 @@ class NativeModule:
     def restore(cls, keys, plan, calls, entry: str, library=None):
         """The module a program cache entry recorded: the shared library named `library` loaded
         (runtime/shared.py: no llvmlite), else the disk cache's objects `keys` linked by MCJIT,
-        the library linked again from them where it was recorded (gone or damaged: repaired);
+        and the library linked again from them where it is gone or damaged (repaired; not where
+        the loader refused it: a cache on a noexec mount would pay ld at every start);
         None when the library does not load and one of the objects is gone."""
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
@@ -140,7 +141,7 @@ class NativeModule:
             native.objects = {key: cache.load(key) for key in keys}
             if None in native.objects.values():
                 return None
-            if library and native.link_library() != library:
+            if library and cache.library_path(library) is None and native.link_library() != library:
                 log.info("the shared library linked again differs from the one recorded: this entry loads with MCJIT")
         native._bind(loaded, plan, calls, entry)
         return native

@@ -146,3 +146,23 @@ def test_the_fingerprint_names_the_first_processors_identity(tmp_path, monkeypat
     assert host.fingerprint() != first
     monkeypatch.setattr(host, "CPUINFO", str(tmp_path / "absent"))
     assert host.fingerprint() is None
+
+
+def test_a_library_the_loader_refuses_runs_from_mcjit_and_is_not_linked_again(cache, monkeypatch):
+    import json
+    from ndlc.runtime import cache as disk
+    if shared.linker() is None:
+        pytest.skip("no linker (ld) here: MCJIT loads every program")
+    want = [a.tobytes() for a in compile_graph(parse(GRAPH)).run(*inputs())]
+    (entry,) = cache.rglob("*.program")
+    key = entry.name[:-len(".program")]
+    payload, text = disk.load(key, ".program")
+    header, _, data = payload.partition(b"\n")
+    manifest = json.loads(header)
+    manifest["library"] = disk.store_library(b"not a shared library")  # intact, but no ELF file
+    disk.store(key, json.dumps(manifest).encode() + b"\n" + data, text, ".program")
+    links = []
+    monkeypatch.setattr(shared, "link", lambda objects: links.append(objects))
+    again = compile_graph(parse(GRAPH))
+    assert restored(again) and again.native.loader == "MCJIT" and not links, "an intact file is not linked again"
+    assert [a.tobytes() for a in again.run(*inputs())] == want
