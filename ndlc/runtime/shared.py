@@ -5,7 +5,7 @@ position-independent) and an imports object are linked by the system's `ld` into
 (15-30 ms), stored in the disk cache under the hash of its bytes (runtime/cache.py), which the
 entry records; a load checks that hash first. The compiling process runs the objects in MCJIT
 (llvmlite is loaded there anyway), as does a warm start where there is no `ld` or the library does
-not load (it is then linked again from the objects: a damaged one is repaired); NDLC_LOG=compile
+not load (one gone or damaged is then linked again from the objects: repaired); NDLC_LOG=compile
 says which loaded a program.
 
 Generated code calls its imports (libraries.IMPORTED: CBLAS gemm, libgomp) by name and reads the
