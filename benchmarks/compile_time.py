@@ -180,10 +180,11 @@ def report(results, load, rounds) -> str:
               "are many new kernels).", ""]
     lines += _stage_table(results, "cold")
     lines += ["", "## Stage times of the warm compilations (s)", "",
-              "The program cache holds each step: 'program cache' is keying it (loading llvmlite to name the host "
-              "CPU, hashing the graph's text), reading the entry and checking its layout and plan, its Kernel IR "
-              "left unparsed until read (cold: keying it and writing the entry); 'load', linking the cached objects "
-              "and allocating the buffers.", ""]
+              "The program cache holds each step: 'program cache' is keying it (the host CPU's description read "
+              "from the disk cache, hashing the graph's text), reading the entry and checking its layout and plan, "
+              "its Kernel IR left unparsed until read (cold: keying it, linking the shared library and writing the "
+              "entry); 'load', loading the program's shared library (MCJIT where there is none) and allocating "
+              "the buffers.", ""]
     lines += _stage_table(results, "warm")
     return "\n".join(lines) + "\n"
 

@@ -71,7 +71,7 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     if key:
         stages.timed("program cache", program_cache.save(key, kernels, program.native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{len(kernels.kernels)} kernels")
+    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader})")
     return program
 
 
@@ -108,10 +108,10 @@ def _restored(stages, graph, key, profile, machine):
         stages.texts[stage] = LazyStage(recompute, stage)
     stages.texts["planned"] = kernels  # its text as stored: parsed only if its kernels are read
     stages.texts["llvm"] = LazyStage(recompute, "llvm")
-    stages.texts["llvm_opt"] = native.optimized_ir
+    stages.texts["llvm_opt"] = OptimisedIR(native)
     program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{kernels.kernel_count} kernels from the program cache")
+    stages.log(f"{kernels.kernel_count} kernels from the program cache ({native.loader})")
     return program
 
 
@@ -144,6 +144,17 @@ class LazyStage:
 
     def __str__(self):
         return str(self.recompute.stages.texts[self.stage])
+
+
+class OptimisedIR:
+    """The llvm_opt stage of a program from the program cache: its objects' optimised IR, read
+    from the disk cache when first asked for (a warm start loads a shared library, not the objects)."""
+
+    def __init__(self, native):
+        self.native = native
+
+    def __str__(self):
+        return self.native.optimized_ir
 
 
 def _compile_cuda(graph, forward, gpu_target):

@@ -1,8 +1,11 @@
 """The on-disk cache of native code: one file per compiled module, keyed by its LLVM IR, the host
-CPU (name and features) and the ndlc and llvmlite versions (`<key>.obj`); and of compiled programs,
-keyed by their traced graph (runtime/program_cache.py: `<key>.program`). Each file carries a checksum and the key
-it was stored under; a corrupt, truncated or unreadable entry, or one stored under another key (a
-valid entry copied over this one), is logged, ignored and rebuilt, never trusted."""
+CPU (name and features) and the ndlc and llvmlite versions (`<key>.obj`); of compiled programs,
+keyed by their traced graph (runtime/program_cache.py: `<key>.program`); and of the shared
+libraries linked from a program's objects (runtime/shared.py: `<hash>.so`), named by the hash of
+their bytes. Each entry file carries a checksum and the key it was stored under; a corrupt,
+truncated or unreadable entry, or one stored under another key (a valid entry copied over this
+one), is logged, ignored and rebuilt, never trusted. A library is as the dynamic loader reads it,
+so its name is its checksum: one whose bytes no longer hash to its name is not loaded."""
 import hashlib
 import json
 import logging
@@ -11,6 +14,7 @@ import tempfile
 
 log = logging.getLogger("ndlc.cache")
 MAGIC = b"NDLCOBJ1"
+LIBRARY = ".so"  # a shared library's suffix
 
 
 def cache_dir() -> str:
@@ -68,14 +72,47 @@ def load(key, suffix=".obj"):
 
 def store(key, obj: bytes, ir: str, suffix=".obj"):
     """Write an entry atomically (a reader sees the old file or the whole new one)."""
-    path = _path(key, suffix)
     ir_bytes = ir.encode()
     body = json.dumps({"key": key, "object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
+    _write(_path(key, suffix), MAGIC + hashlib.sha256(body).digest() + body)
+
+
+def store_library(data: bytes) -> str | None:
+    """Write shared library `data` under the hash of its bytes, which names it; that hash, or None
+    where it cannot be written (logged)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return digest if _write(_path(digest, LIBRARY), data) else None
+
+
+def library_path(digest):
+    """The path of the shared library named `digest`, or None where it is gone or its bytes no
+    longer hash to its name (logged)."""
+    path = _path(digest, LIBRARY)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        log.info("the shared library %s is no longer cached", path)
+        return None
+    except OSError as e:
+        log.warning("cannot read the shared library %s (%s)", path, e)
+        return None
+    if hashlib.sha256(data).hexdigest() != digest:
+        log.warning("ignoring the shared library %s: its bytes do not hash to its name (truncated or corrupt)", path)
+        return None
+    return path
+
+
+def _write(path, data) -> bool:
+    """Write `data` to `path` atomically (a reader sees the old file or the whole new one);
+    whether it was written (a failure is logged)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(body).digest() + body)
+            f.write(data)
         os.replace(tmp, path)
     except OSError as e:
         log.warning("cannot write cache entry %s (%s); continuing without it", path, e)
+        return False
+    return True

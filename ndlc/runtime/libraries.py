@@ -21,7 +21,8 @@ Inside a compiled program every gemm runs on its calling thread (`single_threade
 splits the rows itself (passes/schedule.py), where OpenBLAS's own threads would sum differently.
 libgomp's idle threads spin a bounded while before they sleep (`SPIN_COUNT`, docs/ARCHITECTURE.md).
 How many threads split kernels run on is the i32 `ndlc_team` bound here (`set_team`; runtime/team.py
-chooses it per call).
+chooses it per call): MCJIT's code reads this module's; a shared library (runtime/shared.py)
+defines its own, which `bind_team` adds to those `set_team` writes.
 """
 import contextlib
 import ctypes
@@ -40,6 +41,7 @@ from ..ir.kernel_verifier import gemm_problem
 
 log = logging.getLogger("ndlc.libraries")
 OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier")
+IMPORTED = (*(gemm_symbol(dtype) for dtype in GEMMS), *OPENMP_SYMBOLS)  # the functions generated code calls
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
 _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",
@@ -53,6 +55,7 @@ _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openbla
 SPIN_COUNT = "30000"
 _held = {}  # "budget": the budget OpenBLAS was last held to
 _team = ctypes.c_int32(1)  # TEAM: how many threads split kernels run on now (set before each call)
+_teams = [_team]  # every TEAM native code reads: MCJIT's (_team), each loaded shared library's
 
 
 def blas_available() -> bool:
@@ -108,7 +111,16 @@ def threads() -> int:
 
 def set_team(count):
     """Split kernels run on `count` threads from now on (each at most on those it was scheduled for)."""
-    _team.value = count
+    if count != _team.value:
+        for cell in _teams:
+            cell.value = count
+
+
+def bind_team(cell):
+    """`cell` (a ctypes i32: a shared library's TEAM) is set with the others from now on."""
+    cell.value = _team.value
+    if all(ctypes.addressof(cell) != ctypes.addressof(bound) for bound in _teams):
+        _teams.append(cell)
 
 
 def team() -> int:
@@ -147,12 +159,18 @@ def register(llvm):
     """Bind the gemm and libgomp symbols and the team in llvmlite.binding `llvm`'s process-wide
     symbol table."""
     llvm.add_symbol(TEAM, ctypes.addressof(_team))
-    for dtype, fn in zip(GEMMS, _blas()[:2]):
-        llvm.add_symbol(gemm_symbol(dtype), ctypes.cast(fn, ctypes.c_void_p).value)
+    for name, address in imported().items():
+        llvm.add_symbol(name, address)
+
+
+def imported() -> dict:
+    """The address of each of IMPORTED that this process has: the gemms where numpy's OpenBLAS
+    was found, libgomp's functions where it loads."""
+    functions = dict(zip((gemm_symbol(dtype) for dtype in GEMMS), _blas()[:2]))
     library = _openmp()
     if library is not None:
-        for name in OPENMP_SYMBOLS:
-            llvm.add_symbol(name, ctypes.cast(getattr(library, name), ctypes.c_void_p).value)
+        functions.update((name, getattr(library, name)) for name in OPENMP_SYMBOLS)
+    return {name: ctypes.cast(fn, ctypes.c_void_p).value for name, fn in functions.items()}
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,8 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
 name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; object code
-is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into MCJIT, one
-engine per program linking the objects its kernels are in.
+is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into an MCJIT
+engine, one per program linking the objects its kernels are in; a program stored in the program
+cache is also linked into a shared library, which a warm start loads with ctypes (runtime/shared.py).
 The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
 with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import cache, libraries
+from . import cache, host, libraries, shared
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -27,6 +28,8 @@ PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in 
 KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
 # text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
 _POLL = 0.5  # seconds between checks that the forked builders are alive
+RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
+CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 
 
 def llvm_compilations() -> int:
@@ -61,7 +64,7 @@ def target_machine():
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
                                         features=llvm.get_host_cpu_features().flatten(),
-                                        opt=3, reloc="default", codemodel="jitdefault")
+                                        opt=3, reloc=RELOC, codemodel=CODE_MODEL)
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,10 +77,15 @@ def host_target():
 @functools.lru_cache(maxsize=None)
 def host_description() -> tuple:
     """What native code cached on disk is specific to: the target (triple, CPU name and features),
-    the ndlc and llvmlite versions and the code generator's sources (kernel_key.FINGERPRINT)."""
-    llvm = _binding()
-    return (host_target()[0], llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), _versions(),
-            FINGERPRINT)
+    the ndlc and llvmlite versions, the code generator's sources (kernel_key.FINGERPRINT) and the
+    objects' relocation model. Asked of LLVM once per machine (runtime/host.py), so that a warm
+    start need not import llvmlite's binding."""
+    context = (_versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}")
+
+    def ask_llvm():
+        llvm = _binding()
+        return (host_target()[0], llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), *context)
+    return host.description(ask_llvm, *context)
 
 
 class NativeModule:
@@ -113,48 +121,81 @@ class NativeModule:
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
         if runner is not None:
             objects[runner_key] = runner
-        self._link(objects, llvm_program.plan, llvm_program.calls, entry)
+        self.keys, self.objects, self.library = list(objects), objects, None
+        self._bind(None, llvm_program.plan, llvm_program.calls, entry)
 
     @classmethod
-    def restore(cls, keys, plan, calls, entry: str):
-        """The module linked from the disk cache's objects `keys` (what `keys` recorded of a
-        module compiled before: the program cache's entry), or None when one of them is gone."""
-        objects = {}
-        for key in keys:
-            objects[key] = cache.load(key)
-            if objects[key] is None:
-                return None
+    def restore(cls, keys, plan, calls, entry: str, library=None):
+        """The module a program cache entry recorded: the shared library named `library` loaded
+        (runtime/shared.py: no llvmlite), else the disk cache's objects `keys` linked by MCJIT,
+        and the library linked again from them where it is gone or damaged (repaired; not where
+        the loader refused it: a cache on a noexec mount would pay ld at every start);
+        None when the library does not load and one of the objects is gone."""
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
-        native._link(objects, plan, calls, entry)
+        native.keys, native.library, native.objects = list(keys), None, None
+        loaded = library and shared.load(library)
+        if loaded:
+            native.library = library
+        else:
+            native.objects = {key: cache.load(key) for key in keys}
+            if None in native.objects.values():
+                return None
+            if library and cache.library_path(library) is None and native.link_library() != library:
+                log.info("the shared library linked again differs from the one recorded: this entry loads with MCJIT")
+        native._bind(loaded, plan, calls, entry)
         return native
 
-    def _link(self, objects, plan, calls, entry):
-        """Load `objects` (cache key -> (object code, IR)) into an MCJIT engine and find the entry
-        and the function of each call (`calls`: symbols) that `plan` makes."""
-        llvm = _binding()
-        self.keys, self.calls = list(objects), list(calls)
-        self.modules = [ir_text for _, ir_text in objects.values()]
-        libraries.register(llvm)
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
-        for obj, _ in objects.values():
-            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
-        addresses = {symbol: self._address(symbol) for symbol in dict.fromkeys(calls)}
+    def link_library(self):
+        """The name of the shared library of this module's objects, linked on first call (what a
+        program cache entry records for a warm start to load), or None where it cannot be."""
+        if self.library is None:
+            self.library = shared.link([obj for obj, _ in self.objects.values()] + [_imports_object()])
+        return self.library
+
+    def _bind(self, library, plan, calls, entry):
+        """Find the entry and the function of each call (`calls`: symbols) that `plan` makes in the
+        loaded shared `library`, or, where it is None, in an MCJIT engine of `self.objects`."""
+        self.loader = "shared library" if library else "MCJIT"
+        address = functools.partial(shared.address, library) if library else self._mcjit()
+        self.calls = list(calls)
+        addresses = {symbol: address(symbol) for symbol in dict.fromkeys(calls)}
         self.plan = np.array(plan, np.int64)
         self.functions = np.array([addresses[symbol] for symbol in calls] or [0], np.int64)
-        self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(self._address(entry))
+        self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(address(entry))
         self.tables = (self.plan.ctypes.data, self.functions.ctypes.data)  # numpy's ctypes.data: 1.7 us each
+
+    def _mcjit(self):
+        """Load `self.objects` (cache key -> (object code, IR)) into an MCJIT engine; the function
+        giving a symbol's address in it."""
+        llvm = _binding()
+        libraries.register(llvm)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
+        for obj, _ in self.objects.values():
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.engine.finalize_object()
+
+        def address(symbol) -> int:
+            found = self.engine.get_function_address(symbol)
+            if not found:
+                raise NdlcError(f"native code has no function {symbol!r}")
+            return found
+        return address
 
     def entry(self, pointers):
         """Run the program on the pointer array at address `pointers`: the runner reads the plan."""
         self.runner(pointers, *self.tables)
 
-    def _address(self, symbol) -> int:
-        address = self.engine.get_function_address(symbol)
-        if not address:
-            raise NdlcError(f"native code has no function {symbol!r}")
-        return address
+    @functools.cached_property
+    def modules(self) -> list:
+        """The optimised IR of each object, read from the disk cache where a shared library was
+        loaded instead (only a stage's reader asks)."""
+        objects = self.objects or {key: cache.load(key) for key in self.keys}
+        gone = [key for key, found in objects.items() if found is None]
+        if gone:
+            raise NdlcError(f"the optimised IR of this program's native code is no longer in the disk cache "
+                            f"({cache.cache_dir()}: object {gone[0][:16]} is gone or corrupt)")
+        return [ir_text for _, ir_text in objects.values()]
 
     @staticmethod
     def _cached_kernel(key, objects) -> bool:
@@ -319,6 +360,17 @@ def _groups(symbols, cost) -> list:
         totals[least] += cost(symbol)
         groups[least].append(symbol)
     return [groups[i] for i in sorted(range(count), key=totals.__getitem__, reverse=True) if groups[i]]
+
+
+def _imports_object() -> bytes:
+    """The object code of the imports object (shared.imports_module), compiled once per disk cache."""
+    text = shared.imports_module(*host_target())
+    key = cache.cache_key("imports", text, *host_description())
+    found = cache.load(key)
+    if found is None:
+        found = _translated(text)[:2]
+        cache.store(key, *found)
+    return found[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -128,7 +128,7 @@ def test_an_entry_of_another_program_is_not_trusted(cache, caplog):
 
 def test_an_entry_whose_native_code_is_gone_is_compiled_again(cache):
     first = compile_graph(parse(GRAPH)).run(*inputs())
-    for obj in cache.rglob("*.obj"):
+    for obj in [*cache.rglob("*.obj"), *cache.rglob("*.so")]:
         obj.unlink()
     before = llvm_compilations()
     program = compile_graph(parse(GRAPH))
