@@ -2,7 +2,10 @@
 empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM) and warm (the same directory
 again: native code from the disk cache), with the step time after it and the number of kernels.
 "First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
-load) to its first result; building the model and importing ndlc are left out.
+load) to its first result; building the model and importing ndlc are left out. Its CPU seconds
+(the measuring process and the builders it forks) are reported beside it: on shared cores the
+wall-clock time is mostly the other processes' (a cold MLP took 0.8 s at load 1 and 2-4 s at load
+5-6), its CPU time much less so.
 
     python benchmarks/compile_time.py [--models mlp,lenet,transformer,lstm35,lstm70] [--rounds 5] [--out FILE]
     python benchmarks/compile_time.py --kernels MODEL
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -95,15 +99,17 @@ BUILDERS = {"mlp": _mlp, "lenet": _lenet, "transformer": _transformer,
 
 
 def child(model):
-    """One model measured in this process: {first, step_ms, kernels, stages, llvm_modules}."""
+    """One model measured in this process: {first, cpu, step_ms, kernels, llvm, stages}."""
     import ndlc as ndl
     from ndlc.runtime.native import llvm_compilations
     np.random.seed(0)
     fn, args = BUILDERS[model]()
     step = ndl.compile(fn)
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     step(*args)
     first = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     times = []
     for _ in range(STEPS):
         start = time.perf_counter()
@@ -111,8 +117,15 @@ def child(model):
         times.append((time.perf_counter() - start) * 1e3)
     program = step.last.program
     stages = {**getattr(step.last.captured, "seconds", {}), **getattr(program, "stage_seconds", {})}
-    return {"first": first, "step_ms": statistics.median(times), "kernels": len(program.kernels.kernels),
+    return {"first": first, "cpu": cpu, "step_ms": statistics.median(times), "kernels": len(program.kernels.kernels),
             "llvm": llvm_compilations(), "stages": stages}
+
+
+def _cpu_seconds():
+    """User and system CPU seconds of this process and of its children that ended (the forked
+    builders: joined before the first step returns)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def measure(model, cache):
@@ -137,7 +150,7 @@ def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
                 cold = measure(model, cache)
                 warm = measure(model, cache)
             rounds_of[model].append({"cold": cold, "warm": warm})
-            progress(f"{model}: cold {cold['first']:.2f} s, warm {warm['first']:.2f} s, "
+            progress(f"{model}: cold {cold['first']:.2f} s ({cold['cpu']:.2f} s CPU), warm {warm['first']:.2f} s, "
                      f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
     return {model: {**{run: _median_round(results, run) for run in ("cold", "warm")},
                     "range": {run: _range(results, run) for run in ("cold", "warm")}}
@@ -161,15 +174,17 @@ def report(results, load, rounds) -> str:
     lines = ["# Time to the first compiled training step", "",
              f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR, warm = the same directory again; "
              f"every model cold and warm in each of {rounds} rounds, the models in turn: the median round's "
-             f"time, the fastest and slowest round's beside it; step: the median of {STEPS} steps after the "
+             f"time, the fastest and slowest round's beside it, and the CPU seconds of the median cold round "
+             f"(the process and its forked builders); step: the median of {STEPS} steps after the "
              f"first, in the median cold round. Load average while measured: {load}. Written by "
              "`python benchmarks/compile_time.py`.", "",
-             "| model | cold s | cold range | warm s | warm range | step ms | kernels | LLVM modules compiled cold / warm |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | cold s | cold range | cold CPU s | warm s | warm range | step ms | kernels | "
+             "LLVM modules compiled cold / warm |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model, r in results.items():
         cold, warm, (cold_low, cold_high), (warm_low, warm_high) = r["cold"], r["warm"], *r["range"].values()
         lines.append(f"| {DESCRIPTIONS[model]} | {cold['first']:.2f} | {cold_low:.2f}-{cold_high:.2f} | "
-                     f"{warm['first']:.2f} | {warm_low:.2f}-{warm_high:.2f} | "
+                     f"{cold['cpu']:.2f} | {warm['first']:.2f} | {warm_low:.2f}-{warm_high:.2f} | "
                      f"{cold['step_ms']:.1f} | {cold['kernels']} | {cold['llvm']} / {warm['llvm']} |")
     if "lstm35" in results and "lstm70" in results:
         ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]

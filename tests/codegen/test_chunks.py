@@ -1,6 +1,8 @@
 """'chunks' kernels (column sums over a long reduced loop) combine their partials in blocks of
 columns (codegen/llvm.py COMBINE_BLOCK): every column of a partial block is combined, in chunk
 order, whatever the team."""
+import re
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,7 @@ graph @stats(%x: f32[{n},{d}]) {{
 }}"""
 
 
-@pytest.mark.parametrize("d", [COMBINE_BLOCK - 27, 3 * COMBINE_BLOCK + 5])
+@pytest.mark.parametrize("d", [COMBINE_BLOCK - 27, 2 * COMBINE_BLOCK, 3 * COMBINE_BLOCK + 5])
 def test_partial_blocks_of_columns_are_combined_in_chunk_order_on_any_team(two_threads, d):
     n = 4096  # work past 2**17: split over the team
     program = compile_graph(parse(BATCHNORM.format(n=n, d=d)))
@@ -45,3 +47,14 @@ def test_partial_blocks_of_columns_are_combined_in_chunk_order_on_any_team(two_t
     np.testing.assert_allclose(mean, x64.mean(0), rtol=1e-5)
     np.testing.assert_allclose(var, x64.var(0), rtol=1e-4)
     np.testing.assert_allclose(normalised, (x64 - x64.mean(0)) / x64.std(0), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("d, remainder", [(2 * COMBINE_BLOCK, False), (3 * COMBINE_BLOCK + 5, True)])
+def test_whole_blocks_of_columns_vectorise_without_a_scalar_remainder(d, remainder):
+    """Columns in whole blocks: every loop of the kernel has a trip count that is a multiple of the
+    vector width, and LLVM makes no scalar copy of a loop's body (its stores of one float)."""
+    program = compile_graph(parse(BATCHNORM.format(n=4096, d=d)))
+    optimized = program.ir("llvm_opt")
+    (body,) = re.findall(r'define internal \w* ?void @"?ndlc_k\w+\.body"?\(.*?\n}', optimized, re.S)
+    assert re.search(r"store <\d+ x float>", body)
+    assert bool(re.search(r"store float ", body)) == remainder

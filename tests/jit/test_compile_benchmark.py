@@ -22,8 +22,9 @@ def test_mlp_cold_and_warm_are_measured_and_written(tmp_path, capsys):
     assert printed.startswith("mlp: cold ") and printed.count("mlp: cold ") == 2, "one line a round"
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| MLP 784-512-BN-256-BN-10"))
-    cold, cold_range, warm, warm_range, step, kernels, modules = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+    cold, cold_range, cpu, warm, warm_range, step, kernels, modules = [cell.strip() for cell in row.strip("|").split("|")[1:]]
     assert float(cold) > 0 and float(warm) > 0 and float(step) > 0 and int(kernels) > 0
+    assert 0 < float(cpu) < 8 * float(cold), "the CPU seconds of the cold first step, its builders' included"
     for median, (low, high) in ((cold, cold_range.split("-")), (warm, warm_range.split("-"))):
         assert float(low) <= float(median) <= float(high), "the median round lies within the rounds' range"
     assert int(modules.split("/")[0]) >= 1 and modules.endswith("/ 0"), "the warm process compiles nothing"
