@@ -271,19 +271,25 @@ def _tiled(out):
 
 def _row_tiled(out):
     """Whether a stride-1 conv of output type `out` (NHWC) runs over NCHW planes (_conv_rows) in
-    register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors."""
-    return register_tile(out.shape[3], out.shape[2], numpy_dtype(out.dtype).itemsize) is not None
+    register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors, or
+    ragged rows that fill most of theirs (ir/tiles.py)."""
+    return register_tile(out.shape[3], out.shape[2], numpy_dtype(out.dtype).itemsize, ragged=True) is not None
 
 
 def _conv_rows(b, x, w, p):
     """The conv over the input's NCHW planes, padded there (a copy of rows, where NHWC padding
     transposed the input), into output rows (N, Ho, Cout, Wo) (row_conv): each tile of channels x
     pixels loads the input's row as vectors and stores the NCHW output's row, so nn.Conv's
-    permute back folds into those stores (passes/permuted_stores.py)."""
+    permute back folds into those stores (passes/permuted_stores.py). Where the tile's pixels do
+    not divide Wo, a row's last block computes whole (the schedule checks its reads stay in their
+    buffer) and stores Wo's remainder: the planes carry the columns it reads past the row."""
     planes = b.permute(x, axes=(0, 3, 1, 2))
-    if p:
-        planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p)))
-    return b.permute(b.row_conv(planes, w), axes=(0, 1, 3, 2))
+    width = x.shape[2] + 2 * p - w.shape[1] + 1
+    tile = register_tile(w.shape[3], width, numpy_dtype(x.dtype).itemsize, ragged=True)
+    extra = -width % tile[1]
+    if p or extra:
+        planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p + extra)))
+    return b.permute(b.row_conv(planes, w, width=width), axes=(0, 1, 3, 2))
 
 
 def _weight_matrix(b, w):
@@ -315,11 +321,11 @@ def _conv_decompose(b, n):
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
-    if _direct(x.shape, w.shape, s, p):
-        return _conv_direct(b, x, w, p)
     pixels = n.result.shape[1] * n.result.shape[2]
     if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
         return _conv_rows(b, x, w, p)
+    if _direct(x.shape, w.shape, s, p):
+        return _conv_direct(b, x, w, p)
     if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:
