@@ -21,7 +21,7 @@ class RowBlocks:
         keeps the whole tile in vector registers and shares each invariant load between its rows; where
         the block does not divide the last loop (the schedule checked that its loads stay in their
         buffers), the last block computes whole and stores the remainder (ir/tiles.py ragged_pieces):
-        LeNet conv1's rows of 28 as blocks of 16, the last storing 12."""
+        rows of 28 as blocks of 16, the last storing 12."""
         k, b = self.kernel, self.b
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))

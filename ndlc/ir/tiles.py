@@ -19,8 +19,9 @@ REGISTERS = 16
 TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: no tile
 # The least share of its vectors' lanes a row of columns must fill for a ragged tile, where no tile
 # divides the row: its last block computes whole, past the row, and stores the remainder
-# (codegen/llvm_rows.py). LeNet conv1's rows of 28 fill 7/8 (forward 1.16-1.22 -> 0.94-0.95 ms, min
-# of 200 calls, one thread, load 5, alternating: no crop of wide rows); LeNet conv2's rows of 10, 5/8
+# (codegen/llvm_rows.py). Rows of 28 fill 7/8: a 3x3 16 -> 32 conv of 28x28 images over NCHW rows
+# in ragged tiles 3.9-4.2 ms, as the NHWC nest and its permute back 4.5-5.5 (one thread, min of 60,
+# alternating, load ~6); LeNet conv2's rows of 10 fill 5/8
 RAGGED_FILL = 0.75
 
 
@@ -57,7 +58,7 @@ def ragged_pieces(rest: int, itemsize: int):
     """(offset, length) of the loops that store a ragged tile's last `rest` outputs a row
     (codegen/llvm_rows.py): its whole vectors, then halves of a vector down to one element, each a
     loop of a constant trip count that LLVM vectorises without masks (a masked loop of 12 f32 kept
-    the accumulators in memory and stored them with vmaskmovps: LeNet conv1 20x slower)."""
+    the accumulators in memory and stored them with vmaskmovps: a conv's kernel 20x slower)."""
     lanes = VECTOR_BYTES // itemsize
     pieces, offset, width = [], 0, lanes
     while offset < rest:

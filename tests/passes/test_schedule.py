@@ -14,6 +14,7 @@ import pytest
 import ndlc as ndl
 from ndlc.passes.fusion import fuse
 from ndlc.passes.schedule import schedule
+from ndlc.ir.ops.conv import _spread_row
 from ndlc.ir.tiles import ragged_pieces, register_tile
 from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
@@ -250,7 +251,7 @@ kernel k0 -> %0
 
 
 def row_conv_kernel(plane_width):
-    """LeNet conv1's row_conv (rows of 28 outputs, 6 channels) over planes `plane_width` wide, scheduled."""
+    """A row_conv of rows of 28 outputs, 6 channels (LeNet conv1's shape) over planes `plane_width` wide, scheduled."""
     return schedule(fuse(parse(f"""
 graph @r(%x: f32[2,1,32,{plane_width}], %w: f32[5,5,1,6]) {{
   %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
@@ -282,7 +283,7 @@ def test_a_ragged_row_whose_last_block_would_read_past_its_buffer_takes_no_tile(
 
 
 @pytest.mark.parametrize("rest,itemsize,pieces", [
-    (12, 4, ((0, 8), (8, 4))),  # LeNet conv1's last block: a vector and a half
+    (12, 4, ((0, 8), (8, 4))),  # the last block of rows of 28: a vector and a half
     (7, 4, ((0, 4), (4, 2), (6, 1))),
     (30, 4, ((0, 24), (24, 4), (28, 2))),
     (3, 8, ((0, 2), (2, 1))),  # float64: 4 lanes
@@ -304,8 +305,18 @@ def test_register_tiles_fill_the_vector_registers(rows, columns, itemsize, tile)
     assert register_tile(rows, columns, itemsize) == tile
 
 
+@pytest.mark.parametrize("rows,least,channels,row", [
+    (30, 34, 16, 35),  # 30 x 34 f32 planes, 4080 bytes apart: all 16 channels' elements in one or two L1 sets
+    (34, 34, 16, 34),  # the 3x3 32x32 layer's 4624-byte planes spread already
+    (16, 16, 16, 17),  # 1 KiB planes: every fourth channel in one set
+    (32, 36, 1, 36),  # one channel
+])
+def test_a_ragged_convs_planes_are_padded_apart_in_the_l1_cache(rows, least, channels, row):
+    assert _spread_row(rows, least, channels, 4) == row
+
+
 @pytest.mark.parametrize("rows,columns,tile", [
-    (6, 28, (6, 16)),  # LeNet conv1's rows of 28: 7/8 of 4 vectors, the last block storing 12
+    (6, 28, (6, 16)),  # rows of 28: 7/8 of 4 vectors, the last block storing 12
     (8, 14, (8, 8)),  # 14 of 16 lanes
     (16, 10, None),  # LeNet conv2's rows of 10 fill 5/8 of theirs: no ragged tile
     (6, 6, None),  # no whole vector
