@@ -310,6 +310,7 @@ def test_register_tiles_fill_the_vector_registers(rows, columns, itemsize, tile)
     (34, 34, 16, 34),  # the 3x3 32x32 layer's 4624-byte planes spread already
     (16, 16, 16, 17),  # 1 KiB planes: every fourth channel in one set
     (32, 36, 1, 36),  # one channel
+    (16, 16, 512, 16),  # more channels than the sets hold two of: no padding for it
 ])
 def test_a_ragged_convs_planes_are_padded_apart_in_the_l1_cache(rows, least, channels, row):
     assert _spread_row(rows, least, channels, 4) == row

@@ -301,15 +301,14 @@ def _conv_rows(b, x, w, p):
 
 
 def _spread_row(rows, least, channels, itemsize):
-    """The padded planes' row, at least `least` elements, whose planes of `rows` rows put one
-    element of each of `channels` channels in distinct L1 sets (AVX2 cores: L1_SETS of 64-byte
-    lines), at most two to a set: a tile's step reads the same element of every channel."""
-    row = least
-    while True:
+    """The padded planes' row, at least `least` elements (the first of the next L1_SETS), whose
+    planes of `rows` rows put the same element of each of `channels` channels (what a tile's steps
+    read) at most two to an L1 set (L1_SETS of 64-byte lines)."""
+    for row in range(least, least + L1_SETS):
         lines = [c * rows * row * itemsize // 64 % L1_SETS for c in range(channels)]
-        if max(lines.count(line) for line in lines) <= 2 or row >= least + 64:
+        if max(lines.count(line) for line in lines) <= 2:
             return row
-        row += 1
+    return least  # more channels than two to a set can place
 
 
 def _weight_matrix(b, w):
