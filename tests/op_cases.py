@@ -119,9 +119,9 @@ def _plane_correlate_expect(g, x, kernel, row):
     return out
 
 
-def _row_conv_expect(x, w):
+def _row_conv_expect(x, w, width):
     kh, kw, _, co = w.shape
-    out = np.zeros((x.shape[0], x.shape[2] - kh + 1, co, x.shape[3] - kw + 1))
+    out = np.zeros((x.shape[0], x.shape[2] - kh + 1, co, width))
     for n, y, d, q in np.ndindex(*out.shape):
         out[n, y, d, q] = np.einsum("chw,hwc->", x[n, :, y:y + kh, q:q + kw], w[:, :, :, d])
     return out
@@ -315,8 +315,9 @@ CASES = [
     Case("plane_correlate", lambda r: (lambda k, row, length, size: (
         [normal(r, (2, 3, length)), normal(r, (2, 2, size))], {"kernel": k, "row": row}))(*_plane_draw(r)),
         _plane_correlate_expect),
-    Case("row_conv", lambda r: ([normal(r, (2, 2, int(r.integers(3, 7)), int(r.integers(3, 7)))),
-                                 normal(r, (int(r.integers(1, 4)), int(r.integers(1, 4)), 2, 3))], {}), _row_conv_expect),
+    Case("row_conv", lambda r: (lambda h, w, kh, kw: (
+        [normal(r, (2, 2, h, w)), normal(r, (kh, kw, 2, 3))], {"width": int(r.integers(1, w - kw + 2))}))(
+        int(r.integers(3, 7)), int(r.integers(3, 7)), int(r.integers(1, 4)), int(r.integers(1, 4))), _row_conv_expect),
     Case("avg_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).mean(axis=(-2, -1))),
     Case("random_uniform", lambda r: ([np.int64(r.integers(0, 2**62))], {"shape": shape(r), "dtype": "f64", "stream": 3}),
          lambda seed, shape, dtype, stream: _splitmix_uniform(int(seed), stream, shape), differentiable=False),

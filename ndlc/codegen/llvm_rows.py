@@ -5,6 +5,8 @@ helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and 
 from llvmlite import ir
 
 from . import mathlib
+from ..ir.tiles import ragged_pieces
+from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, TYPES
 
 
@@ -16,23 +18,28 @@ class RowBlocks:
         """The last outer loop in blocks of kernel.block: each phase accumulates a block of outputs side
         by side (the innermost loop runs along the block, so strided reductions vectorise). With a tile,
         the loop before in tiles of kernel.tile rows, each row a copy of the block's code, so that LLVM
-        keeps the whole tile in vector registers and shares each invariant load between its rows."""
+        keeps the whole tile in vector registers and shares each invariant load between its rows; where
+        the block does not divide the last loop (the schedule checked that its loads stay in their
+        buffers), the last block computes whole and stores the remainder (ir/tiles.py ragged_pieces):
+        rows of 28 as blocks of 16, the last storing 12."""
         k, b = self.kernel, self.b
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
         block = ir.Constant(I64, k.block)
         count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
 
-        def one_block():
-            self.block_start = b.add(start, b.mul(self.vars[last], block))
-            end = mathlib.intrinsic(b, "llvm.smin", b.add(self.block_start, block), stop)
-            first = self.block_start
+        def one_block(first, stored=None):  # the block from `first`; with a tile, `stored`: the pieces it stores
+            self.block_start = first
+            end = mathlib.intrinsic(b, "llvm.smin", b.add(first, block), stop)
 
-            def along_block(body, innermost=False):
-                if k.tile:  # one loop of a constant trip count per row, whose accumulators LLVM keeps in registers
+            def along_block(body, innermost=False, pieces=((0, k.block),)):
+                if k.tile:  # loops of a constant trip count per row, whose accumulators LLVM keeps in registers
                     for row in range(k.tile):
                         self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
-                        self._range(self.counters[last], ir.Constant(I64, 0), block, lambda e: self._at(last, first, e, body))
+                        for offset, trip in pieces:
+                            at = b.add(first, ir.Constant(I64, offset))
+                            self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
+                                        lambda e, at=at: self._at(last, at, e, body))
                 elif innermost and self._splittable(last):  # inside the inner loops: split off padding guards
                     self._split_by_guards(last, first, end, body)
                 else:
@@ -47,20 +54,27 @@ class RowBlocks:
                     self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
                         lambda: self._stores(phase.stores), innermost=True))
                 else:
-                    along_block(lambda phase=phase: self._stores(phase.stores))
-        def numbered_block(number):
-            self.vars[last] = number
-            one_block()
+                    along_block(lambda phase=phase: self._stores(phase.stores), pieces=stored or ((0, k.block),))
 
-        def blocks(tile=None):
-            if tile is not None:
-                self.tile_start = b.mul(tile, ir.Constant(I64, k.tile))
-            self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
+        def numbered_block(number):
+            one_block(b.add(start, b.mul(number, block)))
+
+        def tile_blocks(tile):  # the whole blocks, then a ragged row's last: computed whole, stored in part
+            whole, rest = divmod(k.extents[last], k.block)
+            self.tile_start = b.mul(tile, ir.Constant(I64, k.tile))
+            self._range(self.block_counter, ir.Constant(I64, 0), ir.Constant(I64, whole), numbered_block)
+            if rest:
+                one_block(ir.Constant(I64, whole * k.block), ragged_pieces(rest, self._itemsize()))
         if k.tile:
-            self._range(self.counters[last - 1], ir.Constant(I64, 0), ir.Constant(I64, k.extents[last - 1] // k.tile), blocks)
+            self._range(self.counters[last - 1], ir.Constant(I64, 0), ir.Constant(I64, k.extents[last - 1] // k.tile),
+                        tile_blocks)
         else:
-            blocks()
+            self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = self.tile_start = None
+
+    def _itemsize(self):
+        """Bytes of the widest element the reductions accumulate (a register tile's lanes)."""
+        return max(numpy_dtype(r.dtype).itemsize for r in self.reductions)
 
     def _at(self, var, first, offset, body):
         """body() at loop `var` = first + offset."""

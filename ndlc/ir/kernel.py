@@ -334,8 +334,10 @@ class Kernel:
                          f"{', '.join('%' + n for n in self.scratch)}, combine in order; whole rows stream)")
         if self.strategy == Strategy.ROWS:
             tile = f" by {self.tile} i{self.outer - 2}" if self.tile else ""
-            lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side; the reductions "
-                         f"read strided along i{len(self.extents) - 1})")
+            rest = self.extents[self.outer - 1] % self.block if self.tile else 0
+            ragged = f", the last computing {self.block} to store {rest}" if rest else ""
+            lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side{ragged}; "
+                         f"the reductions read strided along i{len(self.extents) - 1})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")
         if self.split:

@@ -26,7 +26,8 @@ _KERNEL = re.compile(r"kernel (\S+) -> (.*)$")
 _LOOP = re.compile(r"i(\d+)<(\d+)$")
 _CHUNKS = re.compile(r"  strategy: chunks \(i\d+ cut into (\d+) chunks whose partial results, (.*), "
                      r"combine in order; whole rows stream\)$")
-_ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+(?: by (\d+) i\d+)? accumulate side by side; ")
+_ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+(?: by (\d+) i\d+)? accumulate side by side"
+                   r"(?:, the last computing \d+ to store \d+)?; ")
 _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
 _PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")

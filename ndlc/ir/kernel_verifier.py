@@ -7,6 +7,7 @@ from math import prod
 from ..errors import VerifyError
 from .kernel import GEMMS, Acc, BufferKind, Combine, Load, Strategy
 from .scalar import PRIMITIVES, leaves, postorder
+from .tiles import ragged_problem
 
 
 def verify_program(program, stage=""):
@@ -83,6 +84,9 @@ def _check_kernel(kernel, buffers, where):
             elif e.prim == "arg" and not (isinstance(e.payload, int) and 0 <= e.payload < len(kernel.loads)):
                 raise VerifyError(f"{where}: {label} reads ${e.payload}, which is not a load of the kernel")
     _check_schedule(kernel, where)
+    if kernel.tile and ragged_problem(kernel, buffers, kernel.block):
+        raise VerifyError(f"{where}: a tile whose blocks of {kernel.block} do not divide its last loop: "
+                          f"{ragged_problem(kernel, buffers, kernel.block)}")
 
 
 def _check_schedule(kernel, where):

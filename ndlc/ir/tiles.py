@@ -4,6 +4,12 @@ the weight along the pixels) accumulates a tile of R x C outputs in vector regis
 loaded vector serves R outputs and each broadcast C. The schedule emits them (passes/schedule.py);
 a convolution keeps its direct loop nest where one fits (ir/ops/conv.py)."""
 
+import math
+from fractions import Fraction
+
+from .kernel import Load
+from .scalar import leaves
+
 VECTOR_BYTES = 32  # an AVX2 register
 # Vector registers (AVX2's 16) a tile may fill: its accumulators, the C / lanes vectors a step loads
 # (each used by R rows) and one broadcast. Measured, one thread: LeNet's conv2 as R x C = 5 x 16
@@ -11,20 +17,79 @@ VECTOR_BYTES = 32  # an AVX2 register
 # as 3 x 32 (12 + 4 + 1 = 17 registers: spills) 1.7 -> 3.0 ms
 REGISTERS = 16
 TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: no tile
+# The least share of its vectors' lanes a row of columns must fill for a ragged tile, where no tile
+# divides the row: its last block computes whole, past the row, and stores the remainder
+# (codegen/llvm_rows.py). Rows of 28 fill 7/8: a 3x3 16 -> 32 conv of 28x28 images over NCHW rows
+# in ragged tiles 3.9-4.2 ms, as the NHWC nest and its permute back 4.5-5.5 (one thread, min of 60,
+# alternating, load ~6); LeNet conv2's rows of 10 fill 5/8
+RAGGED_FILL = 0.75
 
 
-def register_tile(rows: int, columns: int, itemsize: int):
+def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False):
     """(R, C): a tile of R of `rows` (R divides it) by C of `columns` (a multiple of the vector's
-    lanes dividing it) within REGISTERS; the most accumulators, then the fewest loads a step (R
+    lanes dividing it; with `ragged`, where none does and the row fills RAGGED_FILL of its vectors,
+    any up to the row) within REGISTERS; the most accumulators, then the fewest loads a step (R
     broadcasts and C / lanes vectors). None where no tile reaches TILE_LEAST accumulators."""
     lanes = VECTOR_BYTES // itemsize
+    tile = _best_tile(rows, columns, lanes, True)
+    if tile is None and ragged and columns >= lanes and columns >= RAGGED_FILL * -(-columns // lanes) * lanes:
+        tile = _best_tile(rows, columns, lanes, False)
+    return tile
+
+
+def _best_tile(rows, columns, lanes, dividing):
+    """register_tile's choice among C that divide `columns` (or, not `dividing`, any: then the
+    accumulators count by the share of the outputs computed that a row keeps, -C % columns of
+    them past its end)."""
     best, key = None, None
     for c in range(lanes, min(columns, REGISTERS * lanes) + 1, lanes):
         vectors = c // lanes
         most = (REGISTERS - vectors - 1) // vectors  # rows whose accumulators fit beside the step's loads
-        if columns % c or most < 1:
+        if (dividing and columns % c) or most < 1:
             continue
         r = max(d for d in range(1, min(rows, most) + 1) if rows % d == 0)
-        if r * vectors >= TILE_LEAST and (key is None or (r * vectors, -(r + vectors)) > key):
-            best, key = (r, c), (r * vectors, -(r + vectors))
+        kept = Fraction(columns, -(-columns // c) * c)
+        if r * vectors >= TILE_LEAST and (key is None or (r * vectors * kept, -(r + vectors)) > key):
+            best, key = (r, c), (r * vectors * kept, -(r + vectors))
     return best
+
+
+def ragged_pieces(rest: int, itemsize: int):
+    """(offset, length) of the loops that store a ragged tile's last `rest` outputs a row
+    (codegen/llvm_rows.py): its whole vectors, then halves of a vector down to one element, each a
+    loop of a constant trip count that LLVM vectorises without masks (a masked loop of 12 f32 kept
+    the accumulators in memory and stored them with vmaskmovps: a conv's kernel 20x slower)."""
+    lanes = VECTOR_BYTES // itemsize
+    pieces, offset, width = [], 0, lanes
+    while offset < rest:
+        length = (rest - offset) // width * width
+        if length:
+            pieces.append((offset, length))
+            offset += length
+        width //= 2
+    return tuple(pieces)
+
+
+def ragged_problem(kernel, buffers, block):
+    """Why a 'rows' kernel's last outer loop in blocks of `block` outputs may not run its last block
+    whole, past the loop's end (codegen/llvm_rows.py then stores only the outputs within it), or
+    "" where it may or the blocks divide the loop. It may with one phase, stored per outer point,
+    not a scan step's copy (whose buffers lie elsewhere), and every load the reductions read
+    within its buffer over the loop rounded up to whole blocks (the padded planes of a conv)."""
+    last = kernel.outer - 1
+    if kernel.extents[last] % block == 0:
+        return ""
+    if len(kernel.phases) != 1 or kernel.phases[0].inner or kernel.step:
+        return "its last block computes past the loop's end: it needs one phase of reductions, stored per outer point"
+    extents = list(kernel.extents)
+    extents[last] = -(-extents[last] // block) * block
+    for n in sorted({n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}):
+        load = kernel.loads[n]
+        if not isinstance(load, Load):
+            continue
+        low, high = load.access.form.padded(len(extents)).bounds(extents)
+        size = math.prod(buffers[load.buffer].shape)
+        if load.access.guards or low < 0 or high // load.access.step >= size:
+            return (f"its last block computes past the loop's end, where ${n} reaches elements {low}..{high} "
+                    f"of %{load.buffer}, which has {size}")
+    return ""

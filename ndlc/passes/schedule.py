@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
-from ..ir.tiles import register_tile
+from ..ir.tiles import ragged_problem, register_tile
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
 # row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
@@ -122,7 +122,7 @@ def _schedule(kernel, program, threads):
     if not kernel.serial_why:
         kernel.split, kernel.serial_why = _split(kernel, threads)
     if kernel.strategy == Strategy.ROWS:
-        kernel.tile, kernel.block = _tile(kernel) or (0, kernel.block)
+        kernel.tile, kernel.block = _tile(kernel, program) or (0, kernel.block)
 
 
 def _rows_block(kernel) -> int:
@@ -131,10 +131,11 @@ def _rows_block(kernel) -> int:
     return REGISTER_BLOCK if unguarded and math.prod(kernel.extents[kernel.outer:]) <= REGISTER_INNER else ROWS_BLOCK
 
 
-def _tile(kernel):
+def _tile(kernel, program):
     """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load the
     reductions read is unguarded and invariant along one of them, contiguous or invariant along
-    the last, and the split loop (if any) comes before both; else None."""
+    the last, and the split loop (if any) comes before both; else None. A ragged tile (C does not
+    divide the last loop) only where its last block may compute whole (ir/tiles.py ragged_problem)."""
     rows, last = kernel.outer - 2, kernel.outer - 1
     if rows < 0 or (kernel.split is not None and kernel.split.loop >= rows) or not kernel.reductions:
         return None
@@ -146,7 +147,10 @@ def _tile(kernel):
     if any(r.dtype not in FLOAT_BYTES for r in kernel.reductions):
         return None
     itemsize = max(FLOAT_BYTES[r.dtype] for r in kernel.reductions)
-    return register_tile(kernel.extents[rows], kernel.extents[last], itemsize)
+    tile = register_tile(kernel.extents[rows], kernel.extents[last], itemsize, ragged=True)
+    if tile is not None and ragged_problem(kernel, program.buffers, tile[1]):
+        return None
+    return tile
 
 
 def _split(kernel, threads):

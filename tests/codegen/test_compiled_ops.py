@@ -225,6 +225,30 @@ graph @c(%x: f32[2,19,19,6], %w: f32[5,5,6,16]) {
     assert "alloca" not in body
 
 
+@pytest.mark.parametrize("dtype,width,stored", [("f32", 28, "store 12"), ("f32", 15, "store 7"),
+                                                 ("f64", 14, "store 6")])
+def test_a_ragged_register_tile_computes_its_last_block_whole_and_stores_the_rest(dtype, width, stored):
+    """row_conv over rows that no tile divides: the last block computes past the row into the
+    columns the planes carry and stores only the row's remainder, in whole vectors and halves
+    (7 = 4 + 2 + 1), with no masked load or store; float32 accumulators stay in registers (no
+    alloca left in the optimised kernel: float64 tiles whose stores copy the accumulators became
+    a memcpy from memory before ragged tiles too); results equal the interpreter's."""
+    cout, planes = (6, width + 8) if width == 28 else (8, 16 + 4)
+    graph = parse(f"""
+graph @r(%x: {dtype}[2,2,7,{planes}], %w: {dtype}[3,5,2,{cout}]) {{
+  %0 = row_conv(%x, %w, width={width}) : {dtype}[2,5,{cout},{width}]
+  return %0
+}}""")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 7, planes)).astype(dtype.replace("f", "float"))
+    assert_matches(graph, [x, rng.standard_normal((3, 5, 2, cout)).astype(x.dtype)], dtype)
+    program = compile_graph(graph)
+    assert "the last computing" in program.ir("scheduled") and stored in program.ir("scheduled")
+    functions = program.ir("llvm_opt").split("\ndefine ")
+    (body,) = [f for f in functions if ".body(" in f.splitlines()[0]]
+    assert "masked" not in body and ("alloca" not in body or dtype == "f64")
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_stacks_axis_runs_one_body_per_input_reading_only_that_input(threads, tmp_path, monkeypatch):
     """stack decomposes into T padded loads an element; its axis's loop runs as one body per

@@ -110,3 +110,25 @@ graph @c(%x: f32[2,6,10,6], %w: f32[5,5,6,16]) {
         verify_program(p)
     kernel.tile = 3
     verify_program(p)
+
+
+def test_a_ragged_tile_whose_last_block_reads_past_its_buffer():
+    """Rows of 28 in blocks of 16 over planes of 32 columns: the last block of the last image reads
+    4 elements past the planes (the schedule gives such a kernel no tile)."""
+    p = fuse(parse("""
+graph @r(%x: f32[2,1,32,32], %w: f32[5,5,1,6]) {
+  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
+  return %0
+}"""))
+    kernel = p.kernels[0]
+    kernel.strategy, kernel.block, kernel.tile = Strategy.ROWS, 16, 6
+    with pytest.raises(VerifyError, match=r"blocks of 16 do not divide its last loop: .* \$0 reaches elements 0..2051 "
+                                          r"of %x, which has 2048"):
+        verify_program(p)
+    p.buffers["x"].shape = (2, 1, 32, 36)
+    kernel.loads = fuse(parse("""
+graph @r(%x: f32[2,1,32,36], %w: f32[5,5,1,6]) {
+  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
+  return %0
+}""")).kernels[0].loads
+    verify_program(p)

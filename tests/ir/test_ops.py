@@ -74,10 +74,11 @@ def test_logsumexp_gradient_of_tied_huge_maxima_is_the_softmax():
         np.testing.assert_array_equal(g.numpy(), [[0.5, 0.5, 0.0]])
 
 
-@pytest.mark.parametrize("x, w, message", [
-    ("f32[1,2,2,2]", "f32[3,3,2,4]", r"planes \(2, 2\) are smaller than the kernel \(3, 3\)"),
-    ("f32[1,3,5,5]", "f32[3,3,2,4]", "input channels 3 != weight's Cin 2"),
+@pytest.mark.parametrize("x, w, width, message", [
+    ("f32[1,2,2,2]", "f32[3,3,2,4]", 1, r"planes \(2, 2\) are smaller than the kernel \(3, 3\)"),
+    ("f32[1,3,5,5]", "f32[3,3,2,4]", 3, "input channels 3 != weight's Cin 2"),
+    ("f32[1,2,5,5]", "f32[3,3,2,4]", 4, "width 4 is not within the 3 outputs a row of 5 has"),
 ])
-def test_row_conv_names_what_is_wrong(x, w, message):
+def test_row_conv_names_what_is_wrong(x, w, width, message):
     with pytest.raises(IRParseError, match=message):
-        parse(f"graph @g(%x: {x}, %w: {w}) {{\n  %0 = row_conv(%x, %w) : f32[1,1,4,1]\n  return %0\n}}")
+        parse(f"graph @g(%x: {x}, %w: {w}) {{\n  %0 = row_conv(%x, %w, width={width}) : f32[1,1,4,1]\n  return %0\n}}")

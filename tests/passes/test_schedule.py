@@ -14,7 +14,8 @@ import pytest
 import ndlc as ndl
 from ndlc.passes.fusion import fuse
 from ndlc.passes.schedule import schedule
-from ndlc.ir.tiles import register_tile
+from ndlc.ir.ops.conv import _spread_row
+from ndlc.ir.tiles import ragged_pieces, register_tile
 from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
 from ndlc.jit.compile import compile_graph
@@ -249,6 +250,48 @@ kernel k0 -> %0
     store %0[192*i0 + 96*i1 + 16*i2 + i3] = acc0"""
 
 
+def row_conv_kernel(plane_width):
+    """A row_conv of rows of 28 outputs, 6 channels (LeNet conv1's shape) over planes `plane_width` wide, scheduled."""
+    return schedule(fuse(parse(f"""
+graph @r(%x: f32[2,1,32,{plane_width}], %w: f32[5,5,1,6]) {{
+  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
+  return %0
+}}""")), 1).kernels[0]
+
+
+def test_a_ragged_row_computes_its_last_block_whole_where_the_planes_carry_its_columns():
+    """Rows of 28 in tiles of 6 channels x 16 pixels: the last block computes 16 and stores 12; its
+    reads past the row (4 columns the planes carry: 36 = 28 + 4 + K - 1) stay in the buffer."""
+    assert str(row_conv_kernel(36)) == """\
+kernel k0 -> %0
+  fuses: %0 row_conv
+  stored because: %0: graph output
+  loops: i0<2 i1<28 i2<6 i3<28 | i4<5 i5<5
+  strategy: rows (blocks of 16 i3 by 6 i2 accumulate side by side, the last computing 16 to store 12; the reductions read strided along i5)
+  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  $0 = %x[1152*i0 + 36*i1 + i3 + 36*i4 + i5]
+  $1 = %w[i2 + 30*i4 + 6*i5]
+  phase 0: reduce
+    acc0 = add of mul($0, $1)
+    store %0[4704*i0 + 168*i1 + 28*i2 + i3] = acc0"""
+
+
+def test_a_ragged_row_whose_last_block_would_read_past_its_buffer_takes_no_tile():
+    """Planes of exactly 28 + K - 1 columns: the last image's last block would read 4 elements past
+    the buffer, so the row takes no tile (blocks of ROWS_BLOCK, as before ragged tiles)."""
+    assert "strategy: rows (blocks of 4096 i3 accumulate side by side; " in str(row_conv_kernel(32))
+
+
+@pytest.mark.parametrize("rest,itemsize,pieces", [
+    (12, 4, ((0, 8), (8, 4))),  # the last block of rows of 28: a vector and a half
+    (7, 4, ((0, 4), (4, 2), (6, 1))),
+    (30, 4, ((0, 24), (24, 4), (28, 2))),
+    (3, 8, ((0, 2), (2, 1))),  # float64: 4 lanes
+])
+def test_a_ragged_blocks_remainder_stores_in_whole_vectors_then_halves(rest, itemsize, pieces):
+    assert ragged_pieces(rest, itemsize) == pieces
+
+
 @pytest.mark.parametrize("rows,columns,itemsize,tile", [
     (10, 16, 4, (5, 16)),  # LeNet's conv2: 10 vectors
     (32, 32, 4, (4, 16)),  # 8 vectors, 6 loads a step (2 x 32 has as many: the first found stays)
@@ -260,3 +303,25 @@ kernel k0 -> %0
 ])
 def test_register_tiles_fill_the_vector_registers(rows, columns, itemsize, tile):
     assert register_tile(rows, columns, itemsize) == tile
+
+
+@pytest.mark.parametrize("rows,least,channels,row", [
+    (30, 34, 16, 35),  # 30 x 34 f32 planes, 4080 bytes apart: all 16 channels' elements in one or two L1 sets
+    (34, 34, 16, 34),  # the 3x3 32x32 layer's 4624-byte planes spread already
+    (16, 16, 16, 17),  # 1 KiB planes: every fourth channel in one set
+    (32, 36, 1, 36),  # one channel
+    (16, 16, 512, 16),  # more channels than the sets hold two of: no padding for it
+])
+def test_a_ragged_convs_planes_are_padded_apart_in_the_l1_cache(rows, least, channels, row):
+    assert _spread_row(rows, least, channels, 4) == row
+
+
+@pytest.mark.parametrize("rows,columns,tile", [
+    (6, 28, (6, 16)),  # rows of 28: 7/8 of 4 vectors, the last block storing 12
+    (8, 14, (8, 8)),  # 14 of 16 lanes
+    (16, 10, None),  # LeNet conv2's rows of 10 fill 5/8 of theirs: no ragged tile
+    (6, 6, None),  # no whole vector
+    (32, 32, (4, 16)),  # where a tile divides the row, ragged ones are not considered
+])
+def test_ragged_register_tiles_need_rows_that_fill_their_vectors(rows, columns, tile):
+    assert register_tile(rows, columns, 4, ragged=True) == tile

@@ -176,27 +176,29 @@ register(OpDef("plane_correlate", 2, _correlate_infer, _correlate_ref, _correlat
 
 
 # ---- row_conv -----------------------------------------------------------------------------
-def _row_conv_infer(types):
+def _row_conv_infer(types, width):
     x, w = types
     check(x.ndim == 4 and w.ndim == 4, "needs planes (N, Cin, H, W) and weight (KH, KW, Cin, Cout)")
     check(x.dtype == w.dtype and is_float(x.dtype), f"needs one float dtype, got {x.dtype} and {w.dtype}")
     check(x.shape[1] == w.shape[2], f"input channels {x.shape[1]} != weight's Cin {w.shape[2]}")
     check(x.shape[2] >= w.shape[0] and x.shape[3] >= w.shape[1],
           f"planes {x.shape[2:]} are smaller than the kernel {w.shape[:2]}")
-    return TensorType((x.shape[0], x.shape[2] - w.shape[0] + 1, w.shape[3], x.shape[3] - w.shape[1] + 1), x.dtype)
+    check(1 <= width <= x.shape[3] - w.shape[1] + 1,
+          f"width {width} is not within the {x.shape[3] - w.shape[1] + 1} outputs a row of {x.shape[3]} has")
+    return TensorType((x.shape[0], x.shape[2] - w.shape[0] + 1, w.shape[3], width), x.dtype)
 
 
-def _row_conv_ref(x, w):
+def _row_conv_ref(x, w, width):
     kh, kw = w.shape[:2]
-    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
-    out = np.zeros((x.shape[0], ho, w.shape[3], wo), x.dtype)
+    ho = x.shape[2] - kh + 1
+    out = np.zeros((x.shape[0], ho, w.shape[3], width), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += np.einsum("nchw,cd->nhdw", x[:, :, i:i + ho, j:j + wo], w[i, j]).astype(x.dtype)
+            out += np.einsum("nchw,cd->nhdw", x[:, :, i:i + ho, j:j + width], w[i, j]).astype(x.dtype)
     return out
 
 
-def _row_conv_loops(types, result):
+def _row_conv_loops(types, result, width):
     """Loops (n, ho, co, wo | kh, kw, ci): x[n, ci, ho + kh, wo + kw] · w[kh, kw, ci, co]. The input
     is contiguous along wo and fixed along co, the weight fixed along wo: the 'rows' schedule's
     register tiles of channels x pixels, vectors along the row."""
@@ -206,14 +208,21 @@ def _row_conv_loops(types, result):
 
 
 def _row_conv_grad(b, n, g):
-    """The NHWC conv's gradient rule (ir/ops/conv.py) on the planes and the adjoint permuted."""
+    """The NHWC conv's gradient rule (ir/ops/conv.py) on the planes' columns the outputs read and
+    the adjoint permuted; the columns past them get none."""
     x, w = n.operands
-    same = b.conv(b.permute(x, axes=(0, 2, 3, 1)), w, stride=1, padding=0).node  # unused once differentiated
+    used = n.attrs["width"] + w.shape[1] - 1
+    columns = b.slice(x, start=(0, 0, 0, 0), stop=x.shape[:3] + (used,)) if used < x.shape[3] else x
+    same = b.conv(b.permute(columns, axes=(0, 2, 3, 1)), w, stride=1, padding=0).node  # unused once differentiated
     dx, dw = get_op("conv").grad(b, same, b.permute(g, axes=(0, 1, 3, 2)))
-    return [b.permute(dx, axes=(0, 3, 1, 2)), dw]
+    dx = b.permute(dx, axes=(0, 3, 1, 2))
+    if used < x.shape[3]:
+        dx = b.pad(dx, widths=((0, 0), (0, 0), (0, 0), (0, x.shape[3] - used)))
+    return [dx, dw]
 
 
-register(OpDef("row_conv", 2, _row_conv_infer, _row_conv_ref, _row_conv_grad, None, "conv", {},
+register(OpDef("row_conv", 2, _row_conv_infer, _row_conv_ref, _row_conv_grad, None, "conv", {"width": Attr("int")},
                "stride-1 unpadded convolution of NCHW planes (N, Cin, H, W) x (KH, KW, Cin, Cout) -> output "
-               "rows (N, Ho, Cout, Wo), [n, y, co, x] = sum of x[n, ci, y + i, x + j] * w[i, j, ci, co]",
+               "rows (N, Ho, Cout, width), [n, y, co, x] = sum of x[n, ci, y + i, x + j] * w[i, j, ci, co]; "
+               "columns of the planes past the outputs' windows are read only by a ragged tile's last block",
                float_only=True, loop_nest=_row_conv_loops))
