@@ -20,6 +20,8 @@ What the full path reads on every call, and what the entry checks instead:
   their values;
 - each state tensor keeps its type (capture.py's changed_state); its current array is passed.
 """
+import weakref
+
 import numpy as np
 
 from ..frontend import tensor as tensor_module
@@ -78,7 +80,10 @@ class _Writer:
     def __init__(self):
         self.lines, self.indent = [], 1
         self.names = {"MISS": MISS, "ABSENT": ABSENT, "TENSORS": tensor_module, "Tensor": Tensor,
-                      "ndarray": np.ndarray, "DATA": tensor_module._DATA, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
+                      "ndarray": np.ndarray, "ref": weakref.ref,
+                      # a tensor's data: _DATA.get(value) without its Python frame (a WeakKeyDictionary
+                      # holds its items by weak reference, and ref(value) is the value's own, made once)
+                      "DATA": tensor_module._DATA.data.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
                       "OBJECTS": OBJECTS, "same": _same, "unchanged": _unchanged}
         self.temporaries = 0
 
@@ -112,7 +117,7 @@ def _arguments(writer, types) -> list:
     for i, t in enumerate(types):
         a = f"a{i}"
         writer.line(f"{a} = args[{i}]")
-        writer.line(f"if isinstance({a}, Tensor): {a} = DATA.get({a}._value)")
+        writer.line(f"if isinstance({a}, Tensor): {a} = DATA(ref({a}._value))")
         writer.line(f"elif {a}.__class__ is not ndarray: return MISS")
         writer.miss_if(f"{a}.shape != {t.shape!r} or {a}.dtype is not {writer.const(t.np_dtype)}")
         names.append(a)
@@ -225,7 +230,7 @@ def _state(writer, captured) -> list:
         v, s = writer.temporary(), f"s{i}"
         writer.line(f"{v} = {writer.const(t)}._value")
         writer.miss_if(f"{v}.type is not {writer.const(value.type)} and {v}.type != {writer.const(value.type)}")
-        writer.line(f"{s} = DATA.get({v})")
+        writer.line(f"{s} = DATA(ref({v}))")
         writer.miss_if(f"{s} is None")
         names.append(s)
     return names
