@@ -6,9 +6,9 @@ program and on the machine's load: on two quiet cores a program's kernels are sc
 budget and run fastest on it; beside another job, 2 threads spin over the other job's core and a
 step runs several times slower than on one. So with NDLC_TEAM=adaptive (the default) each program
 takes a first look: its first timed call runs on one thread, the next on the whole budget, and a
-budget STALLED times slower than one thread (its threads waited for cores another job held: a
-256x1024 BatchNorm1d at load 6.8 took 8-28 ms a call on 2 threads, 0.1-0.3 ms on one) is left at
-once; otherwise it stays on the whole budget and, after FIRST_PROBE calls, times SAMPLES calls of another team (1,
+budget STALLED times slower than one thread in two calls in a row (its threads waited for cores
+another job held: a 256x1024 BatchNorm1d at load 6.8 took 8-28 ms a call on 2 threads, 0.1-0.3 ms
+on one) is left at once; otherwise it stays on the whole budget and, after FIRST_PROBE calls, times SAMPLES calls of another team (1,
 then the halvings between) against the chosen team's recent calls, again after `interval` calls,
 an interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under
 5% of calls, below any p90). A probe with fewer threads switches when its median beats the chosen
@@ -106,19 +106,24 @@ class Team:
             self.probed += 1
 
     def _look(self, team, seconds):
-        """The first look: its one-thread call kept, then its budget call compared with it (the
-        budget left at once if STALLED times slower)."""
+        """The first look: its one-thread call kept, then each budget call compared with it; the
+        budget is left when two calls in a row are STALLED times slower (one alone may have woken a
+        sleeping thread), and kept at the first that is not."""
         if self.plan:
             self.plan, self.trials = [], [(team, seconds)]
             return
-        (alone, once), self.trials, self.look = self.trials[0], [], False
-        if seconds > STALLED * once:
-            log.info("@%s: team %d -> %d threads at the first look (%.3f ms, %.3f ms on %d)", self.name,
-                     self.current, alone, seconds * 1e3, once * 1e3, alone)
+        alone, once = self.trials[0]
+        if seconds <= STALLED * once:
+            self.trials, self.look = [], False
+            self.recent.append(seconds)
+            self.until_probe -= 1
+        elif len(self.trials) == 1:
+            self.trials.append((team, seconds))
+        else:
+            log.info("@%s: team %d -> %d threads at the first look (%.3f and %.3f ms, %.3f ms on %d)", self.name,
+                     self.current, alone, self.trials[1][1] * 1e3, seconds * 1e3, once * 1e3, alone)
+            self.trials, self.look = [], False
             self.current, self.reference, self.until_probe = alone, once, self.interval
-            return
-        self.recent.append(seconds)
-        self.until_probe -= 1
 
     def _clear(self) -> bool:
         """Whether the calls compared so far already show one team fastest by far (its slowest

@@ -159,8 +159,8 @@ def test_a_budget_that_waits_for_cores_is_left_at_the_first_look(monkeypatch, ad
     team = Team("step", 2)
     with caplog.at_level(logging.INFO, logger="ndlc.team"):
         clock.run(team, 20)
-    assert clock.teams[:4] == [2, 1, 2, 1] and team.current == 1
-    assert "@step: team 2 -> 1 threads at the first look (16.000 ms, 0.200 ms on 1)" in caplog.text
+    assert clock.teams[:5] == [2, 1, 2, 2, 1] and team.current == 1
+    assert "@step: team 2 -> 1 threads at the first look (16.000 and 16.000 ms, 0.200 ms on 1)" in caplog.text
     clock.costs[2] = 0.1e-3
     clock.run(team, 2 * PROBE_EVERY)
     assert team.current == 2
@@ -171,6 +171,19 @@ def test_a_budget_within_stalled_times_one_thread_stays_at_the_first_look(monkey
     team = Team("step", 2)
     clock.run(team, 2 + FIRST_PROBE)
     assert clock.teams == [2, 1] + [2] * FIRST_PROBE
+
+
+def test_one_slow_budget_call_at_the_first_look_is_not_enough(monkeypatch, adaptive):
+    """The budget's first call after the one-thread call may wake a thread that went to sleep: a
+    single slow call keeps the budget."""
+    clock = _Clock(monkeypatch, {1: 1e-3, 2: 0.6e-3})
+    team = Team("step", 2)
+    clock.run(team, 2)
+    clock.costs[2] = 5e-3  # the worker asleep: this call wakes it
+    clock.run(team, 1)
+    clock.costs[2] = 0.6e-3
+    clock.run(team, FIRST_PROBE)
+    assert clock.teams == [2, 1, 2] + [2] * FIRST_PROBE and team.current == 2
 
 
 def test_a_team_that_slows_down_is_replaced_within_a_few_calls(monkeypatch, adaptive):
