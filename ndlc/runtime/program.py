@@ -1,6 +1,5 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
 import collections
-import contextlib
 import ctypes
 import math
 import sys
@@ -117,8 +116,7 @@ class Program:
         # output name -> [(array, address)] of the last two runs' arrays for it, newest first (_unreferenced)
         self.spare = {name: [] for name in kernels.outputs}
         self.lock = threading.Lock()
-        # BLAS on its calling thread: the same sums at any budget
-        self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
+        self.calls_blas = calls_blas
         self.team = Team(kernels.name, team)
 
     def _arena(self, buffers, names) -> dict:
@@ -162,7 +160,7 @@ class Program:
             if array is not held or array.shape != shape or array.dtype is not dtype and array.dtype != dtype:
                 self._bind(i, array)
         outputs, known = dict(self.reused), dict(self.reused_addresses)  # output name -> array, address
-        if update_state:
+        if update_state and self.in_place:
             for out, i in self._state_arrays():
                 outputs[out], known[out] = bound[i], self.input_addresses[self.input_slots[i][0]]
         if into:
@@ -173,7 +171,10 @@ class Program:
             if name not in outputs:
                 outputs[name], known[name] = self._unreferenced(name)
             pointers[slots[name]] = known[name]
-        with self.blas_context():
+        if self.calls_blas:  # BLAS on its calling thread: the same sums at any budget
+            with libraries.single_threaded_blas():
+                seconds = self.team.run(self.native.entry, self.table)
+        else:  # no context manager's three Python calls (contextlib.nullcontext) per run
             seconds = self.team.run(self.native.entry, self.table)
         if self.stamps is not None:
             self.native_seconds += seconds
