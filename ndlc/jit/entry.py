@@ -59,17 +59,16 @@ def build_entry(compiled, specialisation, count):
     writer.line("except Exception:  # what the step reaches no longer has the shape it had")
     writer.line("    return MISS")
     if captured.index_bounds:
-        writer.line(f"{writer.const(captured.check_indices)}([{', '.join(batch)}])")
+        writer.line(f"{writer.const(captured)}.check_indices([{', '.join(batch)}])")
     numbers = []
     for h in captured.hyperparameters:  # each written into an array of its own, passed every call
         array = np.zeros((), specialisation.program.input_types[len(batch) + len(numbers)].np_dtype)
         numbers.append(writer.const(array))
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
-    run = writer.const(specialisation.program.run)
-    writer.line(f"results = {run}({', '.join(batch + numbers + state)}, update_state=True)")
+    program = writer.const(specialisation.program)  # its methods looked up as the full path does
+    writer.line(f"results = {program}.run({', '.join(batch + numbers + state)}, update_state=True)")
     _write_back(writer, captured, specialisation.num_outputs, state)
-    make = writer.const(Tensor.make_const)
-    wrapped = [f"{make}(results[{i}])" for i in range(specialisation.num_outputs)]
+    wrapped = [f"Tensor.make_const(results[{i}])" for i in range(specialisation.num_outputs)]
     writer.line(f"return ({', '.join(wrapped)},)" if captured.returns_sequence else f"return {wrapped[0]}")
     return writer.function(f"entry_{captured.graph.name}")
 
@@ -244,5 +243,5 @@ def _write_back(writer, captured, num_outputs, state):
     if moved:
         updates = writer.const(list(captured.graph.updates))
         writer.line(f"if {' or '.join(moved)}:")
-        writer.line(f"    {writer.const(captured.write_back)}(dict(zip({updates}, results[{num_outputs}:])), "
+        writer.line(f"    {writer.const(captured)}.write_back(dict(zip({updates}, results[{num_outputs}:])), "
                     f"[{', '.join(state)}])")
