@@ -18,7 +18,7 @@ from ..runtime.check import CheckError
 from .arguments import Parameters
 from .entry import MISS, build_entry
 from .capture import capture, find_function_numbers, find_hyperparameters, is_runtime_number
-from .reads import STATEFUL, referenced_numbers, referenced_objects, referenced_values
+from .reads import SETTINGS, STATEFUL, referenced_numbers, referenced_objects, referenced_values
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from ..frontend.nn.module import Module
@@ -31,7 +31,6 @@ DEVICES = ("cpu", "cuda")
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
 ENTRIES = 4  # call entries built for one specialisation at most: a step that replaces an object it
 # reaches on every call (with an equal one) misses every entry and takes the full path instead
-SETTINGS = (bool, int, float, str)  # the types of the plain values a trace bakes in
 
 
 def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8,

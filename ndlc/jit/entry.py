@@ -4,7 +4,7 @@ exactly what a later call could have changed and then runs the program with its 
 without look-ups. A call whose arguments, reached objects, settings, guarded numbers and arrays or
 state types differ in any way gets MISS and takes the full path (compile.py), which decides,
 recompiling where needed: the entry only ever says "nothing changed", with checks as strict as the
-full path's or stricter (an object replaced by an equal one is a miss there, a run here).
+full path's or stricter (an object replaced by an equal one is a miss here, a run there).
 
 What the full path reads on every call, and what the entry checks instead:
 - the arguments (arguments.py): as many positional Tensors or arrays, each of the same shape and
@@ -27,12 +27,11 @@ import numpy as np
 from ..frontend import tensor as tensor_module
 from ..frontend.tensor import Tensor
 from .capture import Hyperparameter
-from .guards import _same, _unchanged
-from .reads import STATEFUL, _global_names, _ordered_names, is_plain_object, referenced_leaves
+from .guards import same_bytes, unchanged
+from .reads import SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
 
 MISS = object()  # returned by an entry whose specialisation does not fit the call
 ABSENT = object()  # a global the step names that did not exist when the entry was made
-SETTINGS = (bool, int, float, str)  # compile.py's: the plain values a trace bakes in
 FLOATS = frozenset({float, np.float32, np.float64})  # runtime floats (capture.is_runtime_number)
 NUMBERS = frozenset({float, int, np.float32, np.float64, np.int32, np.int64})  # capture.is_number's common types
 OBJECTS = STATEFUL + (Tensor,)  # what reads.referenced_objects collects
@@ -83,7 +82,7 @@ class _Writer:
                       # a tensor's data: _DATA.get(value) without its Python frame (a WeakKeyDictionary
                       # holds its items by weak reference, and ref(value) is the value's own, made once)
                       "DATA": tensor_module._DATA.data.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
-                      "OBJECTS": OBJECTS, "same": _same, "unchanged": _unchanged}
+                      "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged}
         self.temporaries = 0
 
     def const(self, value) -> str:
@@ -130,7 +129,7 @@ def _reached(writer, fn, runtime_paths):
         return
     target = getattr(fn, "__func__", fn)
     code = getattr(target, "__code__", None)
-    names = _global_names(code) if code is not None else frozenset()
+    names = global_names(code) if code is not None else frozenset()
     found = set()
     if hasattr(fn, "__self__"):
         found.add("self")
@@ -147,7 +146,7 @@ def _reached(writer, fn, runtime_paths):
             found.add(f"default{i}")
             _value(writer, f"default{i}", writer.const(value), value, runtime_paths, names, bound=True)
     module = writer.const(target.__globals__)
-    for name in _ordered_names(code):
+    for name in ordered_names(code):
         if name in found:
             continue
         value = target.__globals__.get(name, ABSENT)
