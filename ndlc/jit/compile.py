@@ -29,8 +29,8 @@ from ..frontend.trace import graph_name
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu", "cuda")
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
-ENTRIES = 4  # call entries built for one specialisation at most: a step that replaces an object it
-# reaches on every call (with an equal one) misses every entry and takes the full path instead
+MISSES = 4  # calls the full path ran unchanged after a specialisation's entry missed them, after
+# which it builds that entry no more (a step that rebinds an object it reaches on every call)
 
 
 def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8,
@@ -86,7 +86,7 @@ class Specialisation:
                                      cached=not check)  # check mode is for chasing compiler bugs: every pass runs
         self.num_outputs = len(captured.graph.outputs)
         self.resident = ResidentState(self.program, captured) if device == "cuda" else None
-        self.entries = 0  # call entries built for it (CompiledFunction._call)
+        self.misses = 0  # calls its entry missed that the full path ran unchanged (CompiledFunction._call)
 
     def plain(self) -> bool:
         """Whether a call entry can run it: on the CPU, not in check mode."""
@@ -145,16 +145,18 @@ class CompiledFunction:
         eager needle converts them (arguments.py). Calls from several threads take turns: a call
         reads and updates the step's state as one transaction, in some serial order."""
         with self.lock:
-            if self.entry is not None:
+            missed = self.entry is not None
+            if missed:
                 result = self.entry(args, kwargs)
                 if result is not MISS:
                     return result
-            return self._call(self.parameters.arrays(args, kwargs), None if kwargs else len(args))
+            return self._call(self.parameters.arrays(args, kwargs), None if kwargs else len(args), missed)
 
-    def _call(self, arrays, count=None):
+    def _call(self, arrays, count=None, missed=False):
         """The full path: the arguments' types and the step's settings and guards read and checked,
         the specialisation found or compiled and run; the second run in a row of one specialisation
-        on `count` positional arguments builds its call entry."""
+        on `count` positional arguments builds its call entry (`missed`: the last one's missed this
+        call), until MISSES calls it ran unchanged had missed its entry."""
         types = tuple([TensorType.of(a) for a in arrays])
         if types != self.last_types:  # the types of one shape and dtype are one object: `is` decides
             self._check_signature(types)
@@ -175,10 +177,10 @@ class CompiledFunction:
         self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
         self.entry = None
-        if (repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain()
-                and self.last.entries < ENTRIES):
-            self.last.entries += 1
-            self.entry = build_entry(self, self.last, count)
+        if repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain():
+            self.last.misses += missed
+            if self.last.misses < MISSES:
+                self.entry = build_entry(self, self.last, count)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 
     def _specialise(self, key, stale):

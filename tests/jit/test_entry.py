@@ -142,9 +142,9 @@ SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_par
              scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object]
 
 
-def run(scenario, entries, monkeypatch):
+def run(scenario, misses, monkeypatch):
     """The scenario's results, the step's compilations, and how many calls took the full path."""
-    monkeypatch.setattr(compile_module, "ENTRIES", entries)
+    monkeypatch.setattr(compile_module, "MISSES", misses)  # 0: no entry is ever built
     step, calls = scenario()
     full = []
     original = step._call
@@ -163,7 +163,7 @@ def same(a, b):
 def test_a_change_between_calls_takes_the_full_path(scenario, monkeypatch):
     """The same calls with and without entries: equal results and compilations, and the calls
     with an entry but after a change went the full path (fewer full-path calls than calls)."""
-    results, compilations, full = run(scenario, compile_module.ENTRIES, monkeypatch)
+    results, compilations, full = run(scenario, compile_module.MISSES, monkeypatch)
     expected, expected_compilations, every = run(scenario, 0, monkeypatch)
     assert compilations == expected_compilations and len(results) == len(expected)
     assert all(same(a, b) for a, b in zip(results, expected))
@@ -192,15 +192,31 @@ MODE = "double"
 
 def test_an_object_replaced_on_every_call_builds_a_bounded_number_of_entries():
     """A global the step reads, replaced by an equal object each call, misses each entry (which
-    holds what the step reaches by identity): the full path runs the call, and after ENTRIES
-    builds no entry is made again."""
+    holds what the step reaches by identity): the full path runs the call, and after MISSES such
+    misses no entry is made again."""
     global MODE
     step = ndl.compile(lambda x: x * 2.0 if MODE == "double" else x)
     x = np.ones((2, 8), np.float32)
-    for _ in range(3 * compile_module.ENTRIES):
+    for _ in range(3 * compile_module.MISSES):
         MODE = "".join(["dou", "ble"])  # equal, and a new str object
         assert step(x).numpy()[0, 0] == 2.0
-    assert step.compilations == 1 and step.last.entries == compile_module.ENTRIES
+    assert step.compilations == 1 and step.last.misses == compile_module.MISSES and step.entry is None
+
+
+def test_switching_between_specialisations_keeps_building_their_entries():
+    """Train and eval in turn, many times: each phase's second call builds its entry again (a
+    switch is no miss of an unchanged call), and the third runs through it."""
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8))
+    step = ndl.compile(model)
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    for phase in range(4 * compile_module.MISSES):
+        model.train() if phase % 2 == 0 else model.eval()
+        for _ in range(3):
+            step(X)
+    assert len(full) == 2 * 4 * compile_module.MISSES and step.compilations == 2
 
 
 def test_labels_out_of_range_are_refused_through_the_entry():
