@@ -16,8 +16,9 @@ from ..ir.types import TensorType
 from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .arguments import Parameters
+from .entry import MISS, build_entry
 from .capture import capture, find_function_numbers, find_hyperparameters, is_runtime_number
-from .reads import STATEFUL, referenced_numbers, referenced_objects, referenced_values
+from .reads import SETTINGS, STATEFUL, referenced_numbers, referenced_objects, referenced_values
 from .exchange import SplitSpecialisation
 from .guards import Guards
 from ..frontend.nn.module import Module
@@ -28,7 +29,8 @@ from ..frontend.trace import graph_name
 log = logging.getLogger("ndlc.compile")
 DEVICES = ("cpu", "cuda")
 MANY = 8  # compilations of one compiled function after which it warns of a recompile storm
-SETTINGS = (bool, int, float, str)  # the types of the plain values a trace bakes in
+MISSES = 4  # calls the full path ran unchanged after a specialisation's entry missed them, after
+# which it builds that entry no more (a step that rebinds an object it reaches on every call)
 
 
 def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=False, max_specialisations=8,
@@ -84,6 +86,11 @@ class Specialisation:
                                      cached=not check)  # check mode is for chasing compiler bugs: every pass runs
         self.num_outputs = len(captured.graph.outputs)
         self.resident = ResidentState(self.program, captured) if device == "cuda" else None
+        self.misses = 0  # calls its entry missed that the full path ran unchanged (CompiledFunction._call)
+
+    def plain(self) -> bool:
+        """Whether a call entry can run it: on the CPU, not in check mode."""
+        return self.resident is None and not self.check
 
     def run(self, arrays):
         if self.resident is not None:
@@ -119,6 +126,7 @@ class CompiledFunction:
         self.compilations = 0
         self.signature = self.last_types = None
         self.last = self.last_key = None
+        self.entry = None  # the last specialisation's call entry (entry.py), once it ran twice in a row
 
     def _find_state(self):
         """The modules and optimizers the step reaches now (its roots again, unless named), and
@@ -136,11 +144,19 @@ class CompiledFunction:
         """Run (tracing and compiling first where needed) on the arguments as Python binds them and
         eager needle converts them (arguments.py). Calls from several threads take turns: a call
         reads and updates the step's state as one transaction, in some serial order."""
-        arrays = self.parameters.arrays(args, kwargs)
         with self.lock:
-            return self._call(arrays)
+            missed = self.entry is not None
+            if missed:
+                result = self.entry(args, kwargs)
+                if result is not MISS:
+                    return result
+            return self._call(self.parameters.arrays(args, kwargs), None if kwargs else len(args), missed)
 
-    def _call(self, arrays):
+    def _call(self, arrays, count=None, missed=False):
+        """The full path: the arguments' types and the step's settings and guards read and checked,
+        the specialisation found or compiled and run; the second run in a row of one specialisation
+        on `count` positional arguments builds its call entry (`missed`: the last one's missed this
+        call), until MISSES calls it ran unchanged had missed its entry."""
         types = tuple([TensorType.of(a) for a in arrays])
         if types != self.last_types:  # the types of one shape and dtype are one object: `is` decides
             self._check_signature(types)
@@ -160,6 +176,11 @@ class CompiledFunction:
             self.last, self.last_key = self.specialisations[key], key
         self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
+        self.entry = None
+        if repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain():
+            self.last.misses += missed
+            if self.last.misses < MISSES:
+                self.entry = build_entry(self, self.last, count)
         return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
 
     def _specialise(self, key, stale):

@@ -90,7 +90,7 @@ class Guards:
             current = values.get(name)
             if not isinstance(current, np.ndarray):
                 return f"{name} {_replaced(current, array)}"
-            if not _same(current, copy):  # a new binding with the old values still fits
+            if not same_bytes(current, copy):  # a new binding with the old values still fits
                 return (f"the array {name} was modified (the trace copied it in as a constant)"
                         if current is array else f"{name} was replaced by an array of other values")
         for h in self.runtime:
@@ -101,7 +101,7 @@ class Guards:
             if h.value() != value:
                 return f"{h.path} changed from {value!r} to {h.value()!r} (compiled in)"
         for module, name, value in self.globals:
-            if not _unchanged(module.get(name), value):
+            if not unchanged(module.get(name), value):
                 return f"{name}, a global of {module.get('__name__', 'a module')} read by code the step runs, changed (compiled in)"
         return None
 
@@ -173,14 +173,14 @@ def _plain_number(value):
     return isinstance(value, (bool, int, float, str, np.number))
 
 
-def _unchanged(now, then):
+def unchanged(now, then):
     """A number equal to, or an array with the bytes of, what the trace saw."""
     if isinstance(then, np.ndarray):
-        return isinstance(now, np.ndarray) and _same(now, then)
+        return isinstance(now, np.ndarray) and same_bytes(now, then)
     return type(now) is type(then) and now == then
 
 
-def _same(a, b):
+def same_bytes(a, b):
     """Equal shape, dtype and bytes (NaNs included)."""
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
         np.ascontiguousarray(a).reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))

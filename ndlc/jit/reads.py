@@ -9,6 +9,7 @@ from ..frontend.optim import Optimizer
 from ..frontend.tensor import Tensor
 
 STATEFUL = (Module, Optimizer)
+SETTINGS = (bool, int, float, str)  # the types of the plain values a trace bakes in
 
 
 def referenced_values(fn) -> dict:
@@ -26,7 +27,7 @@ def referenced_values(fn) -> dict:
     for i, value in enumerate(target.__defaults__ or ()):
         found[f"default{i}"] = value
     module = target.__globals__
-    for name in _ordered_names(code):
+    for name in ordered_names(code):
         if name in module:
             found.setdefault(name, module[name])
     return found
@@ -43,7 +44,7 @@ def globals_read(functions) -> list:
             continue
         seen.add(function.__code__)
         module = function.__globals__
-        for name in sorted(_global_names(function.__code__) & module.keys()):
+        for name in sorted(global_names(function.__code__) & module.keys()):
             value = module[name]
             if isinstance(value, types.FunctionType) and value.__globals__ is module:
                 pending.append(value)
@@ -83,7 +84,7 @@ def referenced_leaves(fn, values=None) -> dict:
     `self.scale` reads)."""
     values = referenced_values(fn) if values is None else values
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    names = _global_names(code) if code is not None else frozenset()
+    names = global_names(code) if code is not None else frozenset()
     leaves = dict(values)
     for name, value in values.items():
         if is_plain_object(value) and not isinstance(value, STATEFUL + (Tensor,)):
@@ -105,7 +106,7 @@ def is_plain_object(value):
 
 
 @functools.lru_cache(maxsize=1024)
-def _ordered_names(code) -> tuple:
+def ordered_names(code) -> tuple:
     """The names `code` and the code nested in it read, each once, in the order the capture
     meets them (its runtime numbers become inputs in this order); remembered per code object,
     as every call of a compiled function asks."""
@@ -118,7 +119,7 @@ def _ordered_names(code) -> tuple:
 
 
 @functools.lru_cache(maxsize=1024)
-def _global_names(code) -> frozenset:
+def global_names(code) -> frozenset:
     """The global (and attribute) names `code` and the code nested in it read; asked on every
     call of a compiled function, so remembered per code object."""
     names, pending = set(), [code]

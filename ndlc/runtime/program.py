@@ -1,6 +1,5 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
 import collections
-import contextlib
 import ctypes
 import math
 import sys
@@ -57,9 +56,10 @@ class Program:
     (copied only when not C-contiguous), the last run's held so that the same array passed again
     keeps its pointer (a step's state, a batch reused; its shape and dtype checked again); outputs
     are arrays no one else holds, so results never alias a later run's: an output array of the
-    last run that nothing references any more (the caller dropped it, and no view of it lives) is
-    written again, since fresh large arrays cost page faults on every run (four 16 MB outputs:
-    17 ms fresh, 6.5 ms reused); the exceptions are the new state values (the last
+    last two runs that nothing references any more (the caller dropped it, and no view of it lives)
+    is written again, since fresh large arrays cost page faults on every run (four 16 MB outputs:
+    17 ms fresh, 6.5 ms reused), and a loop that holds the last result while it calls again
+    (`loss = step(x, y)`) drops the one before; the exceptions are the new state values (the last
     `kernels.updates` outputs): with `update_state`, those the schedule allows
     (`kernels.in_place`) are written into the state input's own array, which is then the result;
     the others go to buffers reused across runs, which the caller stores into the state before
@@ -113,11 +113,10 @@ class Program:
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
         self.table = ctypes.addressof(self.pointers)
         self.calls = 0
-        self.last_outputs = {}  # output name -> the array the last run made for it (_unreferenced)
-        self.last_addresses = {}  # output name -> that array's address
+        # output name -> [(array, address)] of the last two runs' arrays for it, newest first (_unreferenced)
+        self.spare = {name: [] for name in kernels.outputs}
         self.lock = threading.Lock()
-        # BLAS on its calling thread: the same sums at any budget
-        self.blas_context = libraries.single_threaded_blas if calls_blas else contextlib.nullcontext
+        self.calls_blas = calls_blas
         self.team = Team(kernels.name, team)
 
     def _arena(self, buffers, names) -> dict:
@@ -161,21 +160,21 @@ class Program:
             if array is not held or array.shape != shape or array.dtype is not dtype and array.dtype != dtype:
                 self._bind(i, array)
         outputs, known = dict(self.reused), dict(self.reused_addresses)  # output name -> array, address
-        if update_state:
+        if update_state and self.in_place:
             for out, i in self._state_arrays():
                 outputs[out], known[out] = bound[i], self.input_addresses[self.input_slots[i][0]]
         if into:
             placed = self._placed(into)
             outputs.update(placed)
             known.update({name: address(array) for name, array in placed.items()})
-        owned, last = {}, self.last_outputs
         for name in self.kernels.outputs:
             if name not in outputs:
-                outputs[name] = owned[name] = self._unreferenced(name)
-                known[name] = self.last_addresses[name] if owned[name] is last.get(name) else address(owned[name])
+                outputs[name], known[name] = self._unreferenced(name)
             pointers[slots[name]] = known[name]
-        self.last_addresses = {name: known[name] for name in owned}
-        with self.blas_context():
+        if self.calls_blas:  # BLAS on its calling thread: the same sums at any budget
+            with libraries.single_threaded_blas():
+                seconds = self.team.run(self.native.entry, self.table)
+        else:  # no context manager's three Python calls (contextlib.nullcontext) per run
             seconds = self.team.run(self.native.entry, self.table)
         if self.stamps is not None:
             self.native_seconds += seconds
@@ -184,7 +183,6 @@ class Program:
             raise BoundsError(self._violation())
         self.calls += 1
         _native_calls += 1
-        self.last_outputs = owned
         for name, array in into.items():
             if outputs[name] is not array:
                 np.copyto(array, outputs[name])
@@ -213,13 +211,19 @@ class Program:
         return "\n".join(lines + [str(kernel)])
 
     def _unreferenced(self, name):
-        """The last run's array of output `name` if only this program still references it, else a new one."""
-        last = self.last_outputs.get(name)
-        # last_outputs', `last`'s and getrefcount's own; views of it hold its base (aligned_empty's)
-        if last is not None and sys.getrefcount(last) == 3 and sys.getrefcount(last.base) == 2:
-            return last
+        """(array, address) for output `name`: the newest of the last two runs' arrays that only
+        this program still references, else a new one (kept with the newest as the spare two)."""
+        spare = self.spare[name]
+        for i, (array, at) in enumerate(spare):
+            # the pair's, `array`'s and getrefcount's own; views of it hold its base (aligned_empty's)
+            if sys.getrefcount(array) == 3 and sys.getrefcount(array.base) == 2:
+                if i:
+                    spare.reverse()
+                return array, at
         buffer = self.kernels.buffers[name]
-        return aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
+        array = aligned_empty(buffer.shape, numpy_dtype(buffer.dtype))
+        spare[:] = [(array, address(array))] + spare[:1]
+        return spare[0]
 
     def _placed(self, into):
         """Output -> the caller's array the kernels write it into, for the outputs of `into`

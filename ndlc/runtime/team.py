@@ -5,10 +5,13 @@ results (codegen/llvm_calls.py reads the team at run time). Which team is fastes
 program and on the machine's load: on two quiet cores a program's kernels are scheduled for the
 budget and run fastest on it; beside another job, 2 threads spin over the other job's core and a
 step runs several times slower than on one. So with NDLC_TEAM=adaptive (the default) each program
-starts on the whole budget and, after FIRST_PROBE calls, times SAMPLES calls of another team (1,
-then the halvings between) against the chosen team's recent calls, again after `interval` calls,
-an interval that doubles from PROBE_EVERY to PROBE_MOST while the choice holds (probes stay under
-5% of calls, below any p90). A probe with fewer threads switches when its median beats the chosen
+takes a first look: its first timed call runs on one thread, the next on the whole budget, and a
+budget STALLED times slower than one thread in two calls in a row (its threads waited for cores
+another job held: a 256x1024 BatchNorm1d at load 6.8 took 8-28 ms a call on 2 threads, 0.1-0.3 ms
+on one) is left at once; otherwise it stays on the whole budget and, after FIRST_PROBE calls,
+times SAMPLES calls of another team (1, then the halvings between) against the chosen team's
+recent calls, again after `interval` calls, an interval that doubles from PROBE_EVERY to
+PROBE_MOST while the choice holds (probes stay under 5% of calls, below any p90). A probe with fewer threads switches when its median beats the chosen
 team's by FEWER, one with more threads by MARGIN: a quiet machine's first calls are too noisy to
 leave the budget for less than a clear gain, while contention's gains are several-fold. The
 chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
@@ -35,6 +38,8 @@ PROBE_MOST = 4096
 MARGIN = 0.08  # a probe with more threads must be this much faster than the chosen team
 FEWER = 0.2  # a probe with fewer threads must be this much faster
 CLEAR = 1.5  # a team whose slowest call is this much faster than the others' fastest wins at once
+STALLED = 4  # at the first look, the budget's call this many times one thread's: it waited for cores
+# (never from splitting the work alone: more threads each do less of it)
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
 
@@ -61,6 +66,7 @@ class Team:
         self.trials = []  # (team, seconds) of the calls being compared
         self.plan = []  # the teams of the next calls: a probe's
         self.warm = not self.adaptive  # the first call (page faults, cold caches) is not timed
+        self.look = self.adaptive  # the first look (a call on one thread, then one on the budget) to come
         self.probed = 0  # probes so far, to take the other candidates in turn
 
     def run(self, fn, *args) -> float:
@@ -77,6 +83,10 @@ class Team:
     def _record(self, team, seconds):
         if not self.warm:
             self.warm = True
+            self.plan = [self.candidates[0]]
+            return
+        if self.look:
+            self._look(team, seconds)
             return
         if self.plan:
             self.trials.append((team, seconds))
@@ -94,6 +104,26 @@ class Team:
             self.plan = [others[self.probed % len(others)]] * SAMPLES
             self.trials = [(self.current, s) for s in self.recent]
             self.probed += 1
+
+    def _look(self, team, seconds):
+        """The first look: its one-thread call kept, then each budget call compared with it; the
+        budget is left when two calls in a row are STALLED times slower (one alone may have woken a
+        sleeping thread), and kept at the first that is not."""
+        if self.plan:
+            self.plan, self.trials = [], [(team, seconds)]
+            return
+        alone, once = self.trials[0]
+        if seconds <= STALLED * once:
+            self.trials, self.look = [], False
+            self.recent.append(seconds)
+            self.until_probe -= 1
+        elif len(self.trials) == 1:
+            self.trials.append((team, seconds))
+        else:
+            log.info("@%s: team %d -> %d threads at the first look (%.3f and %.3f ms, %.3f ms on %d)", self.name,
+                     self.current, alone, self.trials[1][1] * 1e3, seconds * 1e3, once * 1e3, alone)
+            self.trials, self.look = [], False
+            self.current, self.reference, self.until_probe = alone, once, self.interval
 
     def _clear(self) -> bool:
         """Whether the calls compared so far already show one team fastest by far (its slowest

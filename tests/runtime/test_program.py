@@ -201,6 +201,24 @@ def test_an_output_array_is_written_again_only_when_nothing_references_it():
     np.testing.assert_array_equal(fourth, first)
 
 
+def test_a_loop_holding_its_last_result_alternates_between_two_arrays(monkeypatch):
+    """`out = run(...)` holds the last result while the next run writes: that one is new, and
+    from then on the runs take turns with the two arrays (no array made per run)."""
+    from ndlc.runtime import program as program_module
+    program = compile_graph(parse(GRAPH))
+    made, aligned_empty = [], program_module.aligned_empty
+    monkeypatch.setattr(program_module, "aligned_empty", lambda *a: made.append(a[0]) or aligned_empty(*a))
+    inputs = [np.full(t.shape, 0.5, np.float32) for t in program.input_types]
+    addresses = []
+    out = None
+    for _ in range(6):
+        out = program.run(*inputs)[0]
+        addresses.append(out.ctypes.data)
+    assert made == [(8, 3), (), (8, 3)], "both outputs by the first run, the held one again by the second"
+    assert addresses[0] != addresses[1] and addresses[2:] == addresses[:2] * 2
+    np.testing.assert_array_equal(out, program.run(*[a.copy() for a in inputs])[0])
+
+
 def test_read_only_and_empty_inputs_pass_their_own_addresses():
     from ndlc.runtime.program import address
     data = np.arange(12, dtype=np.float32).reshape(3, 4)

@@ -15,7 +15,7 @@ from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
 from ndlc.runtime import libraries, team as team_module
-from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, WINDOW, Team
+from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
 
 needs_openmp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
 
@@ -127,8 +127,8 @@ def test_the_faster_team_is_kept_and_the_other_probed_in_under_five_percent_of_c
         clock.run(team, 3000)
     assert team.current == 1 and str(team) == "team 1 of 2 threads (adaptive)"
     assert "@step: team 2 -> 1 threads (median 1: 5.000 ms, 2: 6.500 ms)" in caplog.text
-    first = 1 + FIRST_PROBE  # the untimed warm-up, then the whole budget until the first probe
-    assert clock.teams[:first + SAMPLES] == [2] * first + [1] * SAMPLES
+    first = 2 + FIRST_PROBE  # the untimed warm-up, the first look's call on one thread, then the budget
+    assert clock.teams[:first + SAMPLES] == [2, 1] + [2] * FIRST_PROBE + [1] * SAMPLES
     later = clock.teams[first + SAMPLES:]
     assert 0 < later.count(2) < 0.05 * len(later)
 
@@ -138,17 +138,52 @@ def test_a_quiet_machine_runs_the_whole_budget_unless_fewer_threads_win_clearly(
     team = Team("step", 2)
     clock.run(team, 1000)
     assert team.current == 2 and clock.teams.count(1) < 0.05 * 1000
-    assert clock.teams[:1 + FIRST_PROBE] == [2] * (1 + FIRST_PROBE)
+    assert clock.teams[:2 + FIRST_PROBE] == [2, 1] + [2] * FIRST_PROBE
 
 
 def test_a_team_several_times_slower_is_dropped_after_one_call(monkeypatch, adaptive):
-    clock = _Clock(monkeypatch, {1: 5e-3, 2: 25e-3})  # the second core busy with another job
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 12e-3})  # the second core busy with another job
     team = Team("step", 2)
     clock.run(team, 1000)
-    first = 1 + FIRST_PROBE
-    assert clock.teams[:first + 2] == [2] * first + [1, 1]  # one call of the probe decides
+    first = 2 + FIRST_PROBE
+    assert clock.teams[:first + 2] == [2, 1] + [2] * FIRST_PROBE + [1, 1]  # one call of the probe decides
     probes = [i for i in range(first + 2, 1000) if clock.teams[i] == 2]
     assert probes and all(clock.teams[i + 1] == 1 for i in probes)  # each probe one call long
+
+
+def test_a_budget_that_waits_for_cores_is_left_at_the_first_look(monkeypatch, adaptive, caplog):
+    """Its threads waiting for cores another job holds, the budget's first timed call is STALLED
+    times one thread's: the next calls run on one thread, and a later probe finds the budget again
+    once the job has left."""
+    clock = _Clock(monkeypatch, {1: 0.2e-3, 2: 16e-3})
+    team = Team("step", 2)
+    with caplog.at_level(logging.INFO, logger="ndlc.team"):
+        clock.run(team, 20)
+    assert clock.teams[:5] == [2, 1, 2, 2, 1] and team.current == 1
+    assert "@step: team 2 -> 1 threads at the first look (16.000 and 16.000 ms, 0.200 ms on 1)" in caplog.text
+    clock.costs[2] = 0.1e-3
+    clock.run(team, 2 * PROBE_EVERY)
+    assert team.current == 2
+
+
+def test_a_budget_within_stalled_times_one_thread_stays_at_the_first_look(monkeypatch, adaptive):
+    clock = _Clock(monkeypatch, {1: 1e-3, 2: (STALLED - 0.5) * 1e-3})  # slower, but by splitting alone
+    team = Team("step", 2)
+    clock.run(team, 2 + FIRST_PROBE)
+    assert clock.teams == [2, 1] + [2] * FIRST_PROBE
+
+
+def test_one_slow_budget_call_at_the_first_look_is_not_enough(monkeypatch, adaptive):
+    """The budget's first call after the one-thread call may wake a thread that went to sleep: a
+    single slow call keeps the budget."""
+    clock = _Clock(monkeypatch, {1: 1e-3, 2: 0.6e-3})
+    team = Team("step", 2)
+    clock.run(team, 2)
+    clock.costs[2] = 5e-3  # the worker asleep: this call wakes it
+    clock.run(team, 1)
+    clock.costs[2] = 0.6e-3
+    clock.run(team, FIRST_PROBE)
+    assert clock.teams == [2, 1, 2] + [2] * FIRST_PROBE and team.current == 2
 
 
 def test_a_team_that_slows_down_is_replaced_within_a_few_calls(monkeypatch, adaptive):

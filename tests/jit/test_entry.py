@@ -1,0 +1,229 @@
+"""The call entry (jit/entry.py): a call like the last one runs through it without the full path,
+and every change the full path would see, made on purpose between calls, still takes the full path:
+each scenario gives, bit for bit, the results and compilations of the same calls with no entry."""
+import importlib
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.examples.train_mlp import training_step
+
+nn = ndl.nn
+compile_module = importlib.import_module("ndlc.jit.compile")  # the module, not ndlc.jit.compile the function
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((16, 6)).astype(np.float32)
+Y = RNG.integers(0, 3, 16)
+SCALE = 2.0  # a global float: a runtime input
+POWER = 2  # a global int: compiled in
+OFFSET = np.zeros(3, np.float32)  # a global array: a constant, guarded by its bytes
+
+
+def mlp():
+    np.random.seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def sgd_step(static=False):
+    """A compiled SGD training step and what a call of it returns (its loss, every parameter)."""
+    model = mlp()
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = ndl.compile(training_step(model, opt), static_hyperparameters=static)
+    return step, model, opt, lambda: [step(X, Y).numpy().copy()] + [p.numpy().copy() for p in model.parameters()]
+
+
+def scenario_learning_rate():
+    step, model, opt, call = sgd_step()
+    return step, [call, call, call, lambda: setattr(opt, "lr", 0.05), call, call]
+
+
+def scenario_static_learning_rate():
+    step, model, opt, call = sgd_step(static=True)
+    return step, [call, call, call, lambda: setattr(opt, "lr", 0.05), call, call]
+
+
+def scenario_parameter_replaced():
+    step, model, opt, call = sgd_step()
+    replace = lambda: setattr(model.modules[0], "weight", nn.Parameter(np.ones((6, 8), np.float32)))  # noqa: E731
+    return step, [call, call, call, replace, call, call]
+
+
+def scenario_parameter_written_in_place():
+    step, model, opt, call = sgd_step()
+    write = lambda: model.modules[2].weight.numpy().__setitem__(0, 1.5)  # noqa: E731
+    return step, [call, call, call, write, call, call]
+
+
+def scenario_data_assigned():
+    step, model, opt, call = sgd_step()
+    assign = lambda: setattr(model.modules[0].bias, "data", ndl.Tensor(np.full((1, 8), 0.5, np.float32)))  # noqa: E731
+    return step, [call, call, call, assign, call, call]
+
+
+def scenario_requires_grad_flipped():
+    step, model, opt, call = sgd_step()
+    return step, [call, call, call, lambda: setattr(model.modules[0].weight, "requires_grad", False), call, call]
+
+
+def scenario_submodule_appended():
+    step, model, opt, call = sgd_step()
+    return step, [call, call, call, lambda: setattr(model, "modules", model.modules + (nn.ReLU(),)), call, call]
+
+
+def scenario_optimizer_state_replaced():
+    step, model, opt, call = sgd_step()
+    replace = lambda: opt.u.__setitem__(0, ndl.Tensor(np.ones((6, 8), np.float32)))  # noqa: E731
+    add = lambda: opt.u.__setitem__("unused", ndl.Tensor(np.ones(2, np.float32)))  # noqa: E731
+    return step, [call, call, call, replace, call, call, add, call, call]
+
+
+def scenario_eval_mode():
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8))
+    step = ndl.compile(model)
+    call = lambda: [step(X).numpy().copy(), model.modules[1].running_mean.numpy().copy()]  # noqa: E731
+    return step, [call, call, call, model.eval, call, call, model.train, call]
+
+
+def scenario_global_numbers():
+    global SCALE, POWER
+    step = ndl.compile(lambda x: (x ** POWER) * SCALE + OFFSET)
+    x = np.arange(3, dtype=np.float32)
+    call = lambda: step(x).numpy().copy()  # noqa: E731
+
+    def change(scale=None, power=None):
+        global SCALE, POWER
+        SCALE, POWER = scale or SCALE, power or POWER
+    return step, [call, call, call, lambda: change(scale=3.0), call, call, lambda: change(power=3), call, call,
+                  lambda: OFFSET.__setitem__(1, 4.0), call, call, lambda: change(scale=2.0, power=2),
+                  lambda: OFFSET.__setitem__(1, 0.0), call]
+
+
+def scenario_closure_and_inputs():
+    shift = 1.0
+    step = ndl.compile(lambda x, y: x * shift - y)
+    a, b = np.ones((2, 3), np.float32), np.full((4, 3), 2.0, np.float32)
+
+    def rebind():
+        nonlocal shift
+        shift = 5.0
+    calls = [lambda: step(a, a), lambda: step(ndl.Tensor(a), a), lambda: step(a, a), lambda: step(b, b),
+             lambda: step(b, b), rebind, lambda: step(b, b), lambda: step(a, y=a), lambda: step(a, y=a),
+             lambda: step(a.astype(np.float64), a), lambda: step(a.astype(np.float64), a),
+             lambda: step(ndl.Tensor(b), b), lambda: step(b[:, ::-1], b), lambda: step(b, b)]
+    return step, [(lambda c: lambda: c().numpy().copy())(c) if c is not rebind else c for c in calls]
+
+
+class Scaler:
+    """A plain object whose bound method is the step."""
+
+    def __init__(self):
+        self.linear, self.factor, self.calls = nn.Linear(3, 3), 2.0, 0
+
+    def step(self, x):
+        return self.linear(x) * self.factor
+
+
+def scenario_bound_object():
+    np.random.seed(1)
+    scaler = Scaler()
+    step = ndl.compile(scaler.step)
+    x = np.ones((2, 3), np.float32)
+    call = lambda: step(x).numpy().copy()  # noqa: E731
+    replace = lambda: setattr(scaler, "linear", nn.Linear(3, 3))  # noqa: E731
+    return step, [call, call, call, lambda: setattr(scaler, "factor", 3.0), call, call,
+                  lambda: setattr(scaler, "calls", 1), call, call, replace, call, call,
+                  lambda: setattr(scaler, "extra", nn.Linear(3, 3)), call, call]
+
+
+SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_parameter_replaced,
+             scenario_parameter_written_in_place, scenario_data_assigned, scenario_requires_grad_flipped,
+             scenario_submodule_appended, scenario_optimizer_state_replaced, scenario_eval_mode,
+             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object]
+
+
+def run(scenario, misses, monkeypatch):
+    """The scenario's results, the step's compilations, and how many calls took the full path."""
+    monkeypatch.setattr(compile_module, "MISSES", misses)  # 0: no entry is ever built
+    step, calls = scenario()
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    results = [result for result in (call() for call in calls) if isinstance(result, (list, np.ndarray))]
+    return results, step.compilations, len(full)
+
+
+def same(a, b):
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__[9:])
+def test_a_change_between_calls_takes_the_full_path(scenario, monkeypatch):
+    """The same calls with and without entries: equal results and compilations, and the calls
+    with an entry but after a change went the full path (fewer full-path calls than calls)."""
+    results, compilations, full = run(scenario, compile_module.MISSES, monkeypatch)
+    expected, expected_compilations, every = run(scenario, 0, monkeypatch)
+    assert compilations == expected_compilations and len(results) == len(expected)
+    assert all(same(a, b) for a, b in zip(results, expected))
+    assert full < every
+
+
+def test_a_repeated_call_runs_through_the_entry():
+    """From the second call like the first on, the full path is not taken; the entry's source
+    checks the argument's type and the module's settings."""
+    norm = nn.LayerNorm1d(8)
+    step = ndl.compile(lambda x: norm(x))
+    x = ndl.Tensor(RNG.standard_normal((4, 8)).astype(np.float32))
+    first = step(x).numpy().copy()
+    step(x)
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    for _ in range(5):
+        assert step(x).numpy().tobytes() == first.tobytes()
+    assert not full
+    assert "a0.shape != (4, 8)" in step.entry.source and "['eps']" in step.entry.source
+
+
+MODE = "double"
+
+
+def test_an_object_replaced_on_every_call_builds_a_bounded_number_of_entries():
+    """A global the step reads, replaced by an equal object each call, misses each entry (which
+    holds what the step reaches by identity): the full path runs the call, and after MISSES such
+    misses no entry is made again."""
+    global MODE
+    step = ndl.compile(lambda x: x * 2.0 if MODE == "double" else x)
+    x = np.ones((2, 8), np.float32)
+    for _ in range(3 * compile_module.MISSES):
+        MODE = "".join(["dou", "ble"])  # equal, and a new str object
+        assert step(x).numpy()[0, 0] == 2.0
+    assert step.compilations == 1 and step.last.misses == compile_module.MISSES and step.entry is None
+
+
+def test_switching_between_specialisations_keeps_building_their_entries():
+    """Train and eval in turn, many times: each phase's second call builds its entry again (a
+    switch is no miss of an unchanged call), and the third runs through it."""
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8))
+    step = ndl.compile(model)
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    for phase in range(4 * compile_module.MISSES):
+        model.train() if phase % 2 == 0 else model.eval()
+        for _ in range(3):
+            step(X)
+    assert len(full) == 2 * 4 * compile_module.MISSES and step.compilations == 2
+
+
+def test_labels_out_of_range_are_refused_through_the_entry():
+    step, model, opt, call = sgd_step()
+    for _ in range(3):
+        call()
+    bad = Y.copy()
+    bad[3] = 7
+    with pytest.raises(ValueError, match="holds 7"):
+        step(X, bad)
