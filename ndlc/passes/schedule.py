@@ -20,8 +20,9 @@ Threads: a kernel whose `work` (iterations times body cost) reaches THRESHOLD ru
 loop (the outermost with at least as many iterations as threads, else the longest) cut into
 PIECES_PER_THREAD pieces per thread, which the threads of one `GOMP_parallel` call from the entry
 point take in turn (codegen/llvm_calls.py): on a shared machine a thread that lost its core holds
-back one piece, not half the kernel. Each output element is computed by one thread in the serial
-order, so results equal the serial code's bit for bit. A gemm kernel splits its batch loop, or its
+back one piece, not half the kernel; pieces are smaller where that balances the threads better
+(BALANCE). Each output element is computed by one thread in the serial order, so results equal the
+serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 96 x 4 + 16, not 144 x 2 + 112): each piece is one BLAS call,
 one per thread where that balances as well (GEMM_BALANCE).
@@ -82,6 +83,7 @@ GEMM_ROWS = 48
 # each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces of 528
 # rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
 GEMM_BALANCE = 1.05
+BALANCE = 1.05  # a split loop's pieces: the largest whose busiest thread runs at most this over an even share
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
 
@@ -163,20 +165,34 @@ def _split(kernel, threads):
         return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
     n, units = splittable[loop], -(-splittable[loop] // unit)
     piece = unit * max(1, units // (threads * PIECES_PER_THREAD))
-    if unit > 1:  # each BLAS call packs the whole right operand again: one piece per thread if as balanced
+    if unit == 1:
+        piece = _balanced(n, piece, threads)
+    else:  # each BLAS call packs the whole right operand again: one piece per thread if as balanced
         whole = unit * -(-units // threads)
         if _makespan(n, whole, threads) <= GEMM_BALANCE * _makespan(n, piece, threads):
             piece = whole
     return Split(loop, min(threads, -(-n // piece)), piece), ""
 
 
+def _balanced(n, most, threads):
+    """The largest piece of at most `most` iterations of `n` that keeps the busiest thread within
+    BALANCE of the most even share, ceil(n / threads); else the best balanced (10 rows on 2 threads:
+    10 pieces of 1, not 5 of 2, which leave one thread 3 pieces to the other's 2)."""
+    even, best = -(-n // threads), most
+    for piece in range(most, 0, -1):
+        if _makespan(n, piece, threads) <= BALANCE * even:
+            return piece
+        best = piece if _makespan(n, piece, threads) < _makespan(n, best, threads) else best
+    return best
+
+
 def _makespan(n, piece, threads):
     """The most rows one of `threads` threads runs when they take pieces of `piece` rows of `n` in
-    turn (each the next piece as it finishes one; the last piece is what remains)."""
-    loads = [0] * threads
-    for start in range(0, n, piece):
-        loads[loads.index(min(loads))] += min(piece, n - start)
-    return max(loads)
+    turn (each the next piece as it finishes one; the last piece, what remains, goes to a thread
+    that ran fewer whole pieces, if any)."""
+    whole, rest = divmod(n, piece)
+    rounds, left = divmod(whole, threads)
+    return piece * (rounds + 1) if left else piece * rounds + rest
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)

@@ -141,6 +141,20 @@ kernel k0 -> %0
     assert all("serial: one thread" in str(k) for k in schedule(program, 1).kernels)
 
 
+def test_a_split_loop_is_cut_into_pieces_the_threads_share_evenly():
+    text = """
+graph @p(%x: f32[10,100,256]) {
+  %0 = exp(%x) : f32[10,100,256]
+  return %0
+}"""
+    short = schedule(fuse(parse(text)), 2).kernels[0]  # 5 pieces of 2 would leave one thread 3 to the other's 2
+    assert "  parallel over i0 in 10 pieces of 1, taken in turn (2 threads)" in str(short)
+    even = schedule(fuse(parse(text.replace("10,", "16,"))), 2).kernels[0]
+    assert "  parallel over i0 in 4 pieces of 4, taken in turn (2 threads)" in str(even)
+    odd = schedule(fuse(parse(text.replace("10,", "7,"))), 2).kernels[0]  # no piece balances: the best, 1
+    assert "  parallel over i0 in 7 pieces of 1, taken in turn (2 threads)" in str(odd)
+
+
 @needs_libgomp
 @pytest.mark.skipif(not libraries.blas_available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
 def test_gemms_split_their_rows_and_openblas_waits_on_one_thread(monkeypatch):
