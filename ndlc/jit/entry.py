@@ -79,9 +79,9 @@ class _Writer:
         self.lines, self.indent = [], 1
         self.names = {"MISS": MISS, "ABSENT": ABSENT, "TENSORS": tensor_module, "Tensor": Tensor,
                       "ndarray": np.ndarray, "ref": weakref.ref,
-                      # a tensor's data: _DATA.get(value) without its Python frame (a WeakKeyDictionary
-                      # holds its items by weak reference, and ref(value) is the value's own, made once)
-                      "DATA": tensor_module._DATA.data.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
+                      # a tensor's data: `DATA(ref(value))` (tensor.py's _DATA is keyed by weak
+                      # references; ref(value) is the value's own, made once)
+                      "DATA": tensor_module._DATA.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
                       "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged}
         self.temporaries = 0
 
