@@ -126,12 +126,13 @@ class Tensor:
         return tensor
 
     @classmethod
-    def make_const(cls, data, requires_grad=False):
+    def make_const(cls, data, requires_grad=False, type_=None):
         """A leaf Tensor holding `data` as is (no dtype defaulting): a value, its data and its
-        Tensor recorded, what every eager op and .numpy() reads (a compiled call's outputs)."""
+        Tensor recorded, what every eager op and .numpy() reads. `type_`: data's TensorType where
+        the caller knows it (a compiled call's outputs), not worked out again from the array."""
         if type(data) is not np.ndarray:
             data = np.asarray(data)
-        tensor = cls._wrap(Value(TensorType.of(data)), requires_grad)
+        tensor = cls._wrap(Value(TensorType.of(data) if type_ is None else type_), requires_grad)
         _DATA[ref(tensor._value, _DATA.pop)] = data
         return tensor
 
