@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import weakref
+from weakref import ref
 
 import numpy as np
 
@@ -25,13 +26,31 @@ from .context import active_context
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Data of eager values, and the Tensor that wraps each value (for needle's .grad on every node).
-_DATA: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionary()
+# Data of eager values: {weak reference to the Value: its array}, and the Tensor that wraps each
+# value (needle's .grad on every node): {weak reference to the Value: weak reference to the Tensor}.
+# Plain dicts whose keys' callback is the dict's own `pop`, so that a value's entries go when it
+# dies, as in a WeakKeyDictionary, without a Python frame on either side: a compiled call wraps
+# each output in a new Tensor, and the weakref module's dictionaries were a third of a small call.
+# A look-up keys by `ref(value)` (equal to the stored key while the value lives); nothing iterates
+# them, and nothing deletes from them but the callbacks.
+_DATA: "dict[weakref.ref, np.ndarray]" = {}
 # Values whose current data lives in a compiled GPU program's memory: Value -> (owner, fetch), where
 # fetch() copies it into the Value's host array; reading the tensor on the host fetches it first.
 _RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary()
 _ever_resident = False  # whether any value was marked resident: until then a read looks up nothing
-_TENSORS: "weakref.WeakValueDictionary[Value, Tensor]" = weakref.WeakValueDictionary()
+_TENSORS: "dict[weakref.ref, weakref.ref]" = {}
+_CPU = cpu()  # the device of tensors made by ops and compiled calls (devices compare by name)
+
+
+def _set_data(value: Value, data):
+    """`value`'s eager data is `data` (an existing entry keeps its key, so its one callback)."""
+    _DATA[ref(value, _DATA.pop)] = data
+
+
+def _tensor_wrapping(value: Value):
+    """The live Tensor last bound to `value`, or None."""
+    tensor = _TENSORS.get(ref(value))
+    return None if tensor is None else tensor()
 
 
 def default_device():
@@ -88,41 +107,44 @@ class Tensor:
         if isinstance(array, NDArray) and device is None:
             device = array.device
         data = _as_array(array, dtype)
+        self.grad = None
         self._bind(Value(TensorType.of(data)), requires_grad)
-        _DATA[self._value] = data
+        _set_data(self._value, data)
         self.device = as_device(device)
 
     def _bind(self, value, requires_grad):
+        """This tensor stands for `value` (its .grad, set by backward, stays)."""
         self._value = value
         self.requires_grad = bool(requires_grad)
-        self.grad = getattr(self, "grad", None)
-        _TENSORS[value] = self
+        _TENSORS[ref(value, _TENSORS.pop)] = ref(self)
 
     @classmethod
     def _wrap(cls, value, requires_grad=False):
         tensor = cls.__new__(cls)
-        tensor.device = cpu()
+        tensor.device, tensor.grad = _CPU, None
         tensor._bind(value, requires_grad)
         return tensor
 
     @classmethod
-    def make_const(cls, data, requires_grad=False):
-        """A leaf Tensor holding `data` as is (no dtype defaulting)."""
+    def make_const(cls, data, requires_grad=False, type_=None):
+        """A leaf Tensor holding `data` as is (no dtype defaulting): a value, its data and its
+        Tensor recorded, what every eager op and .numpy() reads. `type_`: data's TensorType where
+        the caller knows it (a compiled call's outputs), not worked out again from the array."""
         if type(data) is not np.ndarray:
             data = np.asarray(data)
-        tensor = cls._wrap(Value(TensorType.of(data)), requires_grad)
-        _DATA[tensor._value] = data
+        tensor = cls._wrap(Value(TensorType.of(data) if type_ is None else type_), requires_grad)
+        _DATA[ref(tensor._value, _DATA.pop)] = data
         return tensor
 
     # ---- data -----------------------------------------------------------------------------
     @property
     def is_symbolic(self) -> bool:
-        return self._value not in _DATA
+        return ref(self._value) not in _DATA
 
     def numpy(self) -> np.ndarray:
         if _ever_resident:  # a GPU program may hold the current value
             fetch_resident(self._value)
-        data = _DATA.get(self._value)  # one dictionary look-up: a compiled call reads every state tensor
+        data = _DATA.get(ref(self._value))  # one dictionary look-up: a compiled call reads every state tensor
         if data is None:
             raise TraceError(f"cannot read the value of a symbolic {self._value.type} tensor while "
                              f"tracing (at {user_location()}): a traced function must not depend on "
@@ -136,7 +158,7 @@ class Tensor:
         data = self.numpy()
         if not (data.flags.c_contiguous and data.flags.writeable):
             data = np.array(data, order="C")  # an equal, private, writeable copy becomes the data
-            _DATA[self._value] = data
+            _set_data(self._value, data)
         return NDArray.from_storage(data, device=self.device)
 
     def realize_cached_data(self) -> NDArray:
@@ -203,7 +225,7 @@ class Tensor:
         node = self._value.node
         if node is None:
             return []
-        return [t if (t := _TENSORS.get(v)) is not None else Tensor._wrap(v) for v in node.operands]
+        return [t if (t := _tensor_wrapping(v)) is not None else Tensor._wrap(v) for v in node.operands]
 
     def is_leaf(self):
         return self._value.node is None
@@ -253,7 +275,7 @@ class Tensor:
             context.backward_roots.append(self._value)
         sent = context.differentiable_sent() if context is not None else []  # SyncBatchNorm's statistics
         graph = Graph.from_outputs([self._value] + ([seed] if seed is not None else []) + sent, name="backward")
-        targets = [t for v in _dag_values(graph) if (t := _TENSORS.get(v)) is not None and t.requires_grad]
+        targets = [t for v in _dag_values(graph) if (t := _tensor_wrapping(v)) is not None and t.requires_grad]
         start = len(graph.nodes)
         grads = append_gradients(graph, self._value, [t._value for t in targets], seed)
         if sent:
@@ -315,8 +337,8 @@ def _dag_values(graph):
 def _evaluate_new_nodes(nodes):
     """Evaluate, in order, each node whose operands all hold data; the rest stay symbolic."""
     for node in nodes:
-        if all(v in _DATA for v in node.operands):
-            _DATA[node.result] = evaluate_node(node, [data_of(v) for v in node.operands])
+        if all(ref(v) in _DATA for v in node.operands):
+            _set_data(node.result, evaluate_node(node, [data_of(v) for v in node.operands]))
 
 
 def apply(op, *tensors, **attrs) -> Tensor:
@@ -331,7 +353,7 @@ def apply(op, *tensors, **attrs) -> Tensor:
 
 def tensor_of(value: Value) -> Tensor:
     """The live Tensor wrapping `value` (a parameter keeps receiving its .grad), or a new one."""
-    tensor = _TENSORS.get(value)
+    tensor = _tensor_wrapping(value)
     return Tensor._wrap(value) if tensor is None else tensor
 
 
@@ -343,7 +365,7 @@ def symbolic(type_: TensorType, name=None, requires_grad=False) -> Tensor:
 def data_of(value: Value):
     """The eager data of `value`, or None if it is symbolic."""
     fetch_resident(value)
-    return _DATA.get(value)
+    return _DATA.get(ref(value))
 
 
 def mark_resident(value: Value, owner, fetch):
@@ -364,11 +386,11 @@ def resident_in(value: Value):
 def store_data(value: Value, array):
     """`value`'s host data set to `array`: copied into its array where that is writeable (views
     of it see the change), else replacing it."""
-    current = _DATA.get(value)
+    current = _DATA.get(ref(value))
     if current is not None and current.flags.writeable and current.flags.c_contiguous and current.shape == array.shape:
         np.copyto(current, array)
     else:
-        _DATA[value] = array
+        _set_data(value, array)
 
 
 def fetch_resident(value: Value):

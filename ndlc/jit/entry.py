@@ -67,7 +67,8 @@ def build_entry(compiled, specialisation, count):
     program = writer.const(specialisation.program)  # its methods looked up as the full path does
     writer.line(f"results = {program}.run({', '.join(batch + numbers + state)}, update_state=True)")
     _write_back(writer, captured, specialisation.num_outputs, state)
-    wrapped = [f"Tensor.make_const(results[{i}])" for i in range(specialisation.num_outputs)]
+    types = [writer.const(value.type) for value in captured.graph.outputs]  # the program's outputs'
+    wrapped = [f"Tensor.make_const(results[{i}], False, {t})" for i, t in enumerate(types)]
     writer.line(f"return ({', '.join(wrapped)},)" if captured.returns_sequence else f"return {wrapped[0]}")
     return writer.function(f"entry_{captured.graph.name}")
 
@@ -79,9 +80,9 @@ class _Writer:
         self.lines, self.indent = [], 1
         self.names = {"MISS": MISS, "ABSENT": ABSENT, "TENSORS": tensor_module, "Tensor": Tensor,
                       "ndarray": np.ndarray, "ref": weakref.ref,
-                      # a tensor's data: _DATA.get(value) without its Python frame (a WeakKeyDictionary
-                      # holds its items by weak reference, and ref(value) is the value's own, made once)
-                      "DATA": tensor_module._DATA.data.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
+                      # a tensor's data: `DATA(ref(value))` (tensor.py's _DATA is keyed by weak
+                      # references; ref(value) is the value's own, made once)
+                      "DATA": tensor_module._DATA.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
                       "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged}
         self.temporaries = 0
 

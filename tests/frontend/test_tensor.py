@@ -168,3 +168,37 @@ def test_backward_inside_a_trace_records_gradient_nodes():
     g = ndl.trace(step, x, ndl.Tensor(w))
     loss, grad = ndl.ir.interpret(g, x, w)
     assert float(loss) == 24 and grad.tolist() == (np.ones((3, 2)) @ np.ones((2, 4))).tolist()
+
+
+def test_a_values_data_and_tensor_entries_live_as_long_as_the_value():
+    """The eager registries hold their values weakly: entries go when the value dies (not when a
+    tensor does, while an op's result still reaches the value), and a Tensor made later for a
+    live value (an op's input seen again) is found as the one wrapping it."""
+    import gc
+    from ndlc.frontend import tensor as tensor_module
+    gc.collect()
+    before = (len(tensor_module._DATA), len(tensor_module._TENSORS))
+    x = ndl.Tensor(np.ones((2, 3), np.float32))
+    y = ndl.Tensor.make_const(np.full((2, 3), 2.0, np.float32))
+    z = x * y
+    assert z.inputs[0] is x and z.inputs[1] is y
+    del y
+    gc.collect()
+    assert z.inputs[1].numpy().tolist() == [[2.0] * 3] * 2  # its value lives on as z's operand
+    x.requires_grad = True
+    z.sum().backward()
+    assert x.grad.numpy().tolist() == [[2.0] * 3] * 2
+    del x, z
+    gc.collect()
+    assert (len(tensor_module._DATA), len(tensor_module._TENSORS)) == before
+
+
+def test_a_result_made_to_require_grad_later_receives_its_gradient():
+    """backward finds every live tensor by its value, also one made by a compiled call."""
+    step = ndl.compile(lambda a: a * 3.0)
+    a = np.ones((2, 2), np.float32)
+    for _ in range(3):
+        out = step(a)  # the third through the call entry
+    out.requires_grad = True
+    (out * out).sum().backward()
+    assert out.grad.numpy().tolist() == [[6.0, 6.0], [6.0, 6.0]]

@@ -8,6 +8,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc.examples.train_mlp import training_step
+from ndlc.ir.types import TensorType
 
 nn = ndl.nn
 compile_module = importlib.import_module("ndlc.jit.compile")  # the module, not ndlc.jit.compile the function
@@ -227,3 +228,20 @@ def test_labels_out_of_range_are_refused_through_the_entry():
     bad[3] = 7
     with pytest.raises(ValueError, match="holds 7"):
         step(X, bad)
+
+
+def test_the_entry_wraps_outputs_as_the_full_path_does():
+    """Outputs made through the entry (with the program's output types, not read from the arrays)
+    have the types of their arrays, take part in eager ops and keep their data while held, though
+    the program reuses an output array two runs later once no one holds it."""
+    step = ndl.compile(lambda x: (x.sum(), x * 2.0, (x * 2.0).sum((1,))))
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    held = [step(x) for _ in range(4)]
+    for outputs in held:
+        for out in outputs:
+            assert out._value.type == TensorType.of(out.numpy()) and not out.requires_grad
+        assert float(outputs[0]) == 66.0 and (outputs[1] + 1.0).numpy()[2, 3] == 23.0
+    assert len({id(o[1].numpy()) for o in held}) == len(held)
+    for _ in range(3):
+        step(x)  # results dropped: their arrays may be written again
+    assert all(o[1].numpy().tobytes() == (x * 2.0).tobytes() for o in held)
