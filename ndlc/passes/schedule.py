@@ -176,14 +176,10 @@ def _split(kernel, threads):
 
 def _balanced(n, most, threads):
     """The largest piece of at most `most` iterations of `n` that keeps the busiest thread within
-    BALANCE of the most even share, ceil(n / threads); else the best balanced (10 rows on 2 threads:
-    10 pieces of 1, not 5 of 2, which leave one thread 3 pieces to the other's 2)."""
-    even, best = -(-n // threads), most
-    for piece in range(most, 0, -1):
-        if _makespan(n, piece, threads) <= BALANCE * even:
-            return piece
-        best = piece if _makespan(n, piece, threads) < _makespan(n, best, threads) else best
-    return best
+    BALANCE of the most even share, ceil(n / threads), which pieces of 1 always reach (10 rows on
+    2 threads: 10 pieces of 1, not 5 of 2, which leave one thread 3 pieces to the other's 2)."""
+    even = -(-n // threads)
+    return next(piece for piece in range(most, 0, -1) if _makespan(n, piece, threads) <= BALANCE * even)
 
 
 def _makespan(n, piece, threads):

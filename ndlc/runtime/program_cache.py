@@ -3,13 +3,14 @@ compiling the same step (a warm start) skips the passes, as XLA's persistent com
 under an HLO fingerprint. The key is the graph's text and its constants' data, what else changes
 what the passes make (profiling, the thread budget, BLAS), the host (native.host_description), the
 numpy version (constants are folded with it) and a fingerprint of ndlc's own sources, so that any
-change to the compiler is a miss. The entry holds the program's layout (its buffers' names,
-dtypes, shapes and kinds, its inputs, outputs and state updates: what the runtime allocates and
-binds), the runner's plan, the disk-cache keys of the native objects it links and the name of
-the shared library linked from them (runtime/shared.py), the constants' data and the planned Kernel IR text, parsed only when something reads the kernels themselves
-(StoredProgram); the key is bound into it (cache.py). An entry that does not read back (corrupt,
-stored under another key, a field out of range, its objects gone) is logged and the program
-compiled again: never trusted. NDLC_PROGRAM_CACHE=0 turns it off."""
+change to the compiler is a miss. The entry holds the program's layout (its buffers' names, dtypes,
+shapes and kinds, its inputs, outputs and state updates: what the runtime allocates and binds), the
+runner's plan, the disk-cache keys of the native objects it links and the name of the shared library
+linked from them (runtime/shared.py), the constants' data and the planned Kernel IR text, parsed
+only when something reads the kernels themselves (StoredProgram); the key is bound into it
+(cache.py). An entry that does not read back (corrupt, stored under another key, a field out of
+range, its objects gone) is logged and the program compiled again: never trusted.
+NDLC_PROGRAM_CACHE=0 turns it off."""
 import functools
 import hashlib
 import json

@@ -7,16 +7,16 @@ budget and run fastest on it; beside another job, 2 threads spin over the other 
 step runs several times slower than on one. So with NDLC_TEAM=adaptive (the default) each program
 takes a first look: its first timed call runs on one thread, the next on the whole budget, and a
 budget STALLED times slower than one thread in two calls in a row (its threads waited for cores
-another job held: a 256x1024 BatchNorm1d at load 6.8 took 8-28 ms a call on 2 threads, 0.1-0.3 ms
-on one) is left at once; otherwise it stays on the whole budget and, after FIRST_PROBE calls,
-times SAMPLES calls of another team (1, then the halvings between) against the chosen team's
-recent calls, again after `interval` calls, an interval that doubles from PROBE_EVERY to
-PROBE_MOST while the choice holds (probes stay under 5% of calls, below any p90). A probe with fewer threads switches when its median beats the chosen
-team's by FEWER, one with more threads by MARGIN: a quiet machine's first calls are too noisy to
-leave the budget for less than a clear gain, while contention's gains are several-fold. The
-chosen team's calls slowing by SLOWER (another job started) brings the next probe forward. A
-comparison ends early when one team is CLEAR-ly faster: under contention the team that spins
-over another job's core is often several times slower, and every call of it counts.
+another job held: a 256x1024 BatchNorm1d at load 6.8 took 8-28 ms a call on 2 threads, 0.1-0.3 ms on
+one) is left at once; otherwise it stays on the whole budget and, after FIRST_PROBE calls, times
+SAMPLES calls of another team (1, then the halvings between) against the chosen team's recent calls,
+again after `interval` calls, an interval that doubles from PROBE_EVERY to PROBE_MOST while the
+choice holds (probes stay under 5% of calls, below any p90). A probe with fewer threads switches
+when its median beats the chosen team's by FEWER, one with more threads by MARGIN: a quiet machine's
+first calls are too noisy to leave the budget for less than a clear gain, while contention's gains
+are several-fold. The chosen team's calls slowing by SLOWER (another job started) brings the next
+probe forward. A comparison ends early when one team is CLEAR-ly faster: under contention the team
+that spins over another job's core is often several times slower, and every call of it counts.
 NDLC_TEAM=budget always runs the whole budget. The team is one process-wide value
 (runtime/libraries.py), set before each call: programs run at once from several Python threads
 may run on each other's team, with the same results.
