@@ -121,9 +121,9 @@ def _plane_correlate_expect(g, x, kernel, row):
 
 def _row_conv_expect(x, w, width):
     kh, kw, _, co = w.shape
-    out = np.zeros((x.shape[0], x.shape[2] - kh + 1, co, width))
-    for n, y, d, q in np.ndindex(*out.shape):
-        out[n, y, d, q] = np.einsum("chw,hwc->", x[n, :, y:y + kh, q:q + kw], w[:, :, :, d])
+    out = np.zeros((x.shape[0], co, x.shape[2] - kh + 1, width))
+    for n, d, y, q in np.ndindex(*out.shape):
+        out[n, d, y, q] = np.einsum("chw,hwc->", x[n, :, y:y + kh, q:q + kw], w[:, :, :, d])
     return out
 
 

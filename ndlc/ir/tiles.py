@@ -5,6 +5,7 @@ loaded vector serves R outputs and each broadcast C. The schedule emits them (pa
 a convolution keeps its direct loop nest where one fits (ir/ops/conv.py)."""
 
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 from .kernel import Load
@@ -93,3 +94,16 @@ def ragged_problem(kernel, buffers, block):
             return (f"its last block computes past the loop's end, where ${n} reaches elements {low}..{high} "
                     f"of %{load.buffer}, which has {size}")
     return ""
+
+
+def reordered(kernel, order):
+    """A copy of `kernel` whose loop j is its loop order[j] (outer loops among themselves: the
+    schedule moves one next to the last for a register tile, passes/schedule.py)."""
+    def moved(access):
+        form = access.form.padded(len(order))
+        guards = tuple(replace(g, form=g.form.padded(len(order))) for g in access.guards)
+        return replace(access, form=form, guards=guards).permuted(order)
+    phases = [replace(phase, stores=[replace(s, access=moved(s.access)) for s in phase.stores])
+              for phase in kernel.phases]
+    return replace(kernel, extents=tuple(kernel.extents[j] for j in order), phases=phases,
+                   loads=[load.with_access(moved(load.access)) for load in kernel.loads])

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
-from ..ir.tiles import ragged_problem, register_tile
+from ..ir.tiles import ragged_problem, register_tile, reordered
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
 # row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
@@ -121,6 +121,7 @@ def _schedule(kernel, program, threads):
         return
     if kernel.strategy == Strategy.ROWS:
         kernel.block = _rows_block(kernel)
+        _tile_order(kernel, program)
     if not kernel.serial_why:
         kernel.split, kernel.serial_why = _split(kernel, threads)
     if kernel.strategy == Strategy.ROWS:
@@ -153,6 +154,23 @@ def _tile(kernel, program):
     if tile is not None and ragged_problem(kernel, program.buffers, tile[1]):
         return None
     return tile
+
+
+def _tile_order(kernel, program):
+    """Moves an outer loop next to the last where the loops as they are give no register tile and
+    that gives one (a row_conv's (n, co, ho, wo) run as (n, ho, co, wo): channels x pixels, each
+    input vector serving every channel): the outer points are independent, so their order changes
+    no result. Not a scan step's copy, which takes the decisions of the copy before it."""
+    outer = kernel.outer
+    if outer < 3 or kernel.step or _tile(kernel, program) is not None:
+        return
+    for moved in reversed(range(outer - 2)):
+        order = [m for m in range(outer - 1) if m != moved] + [moved, outer - 1]
+        order += list(range(outer, len(kernel.extents)))
+        candidate = reordered(kernel, order)
+        if _tile(candidate, program) is not None:
+            kernel.extents, kernel.loads, kernel.phases = candidate.extents, candidate.loads, candidate.phases
+            return
 
 
 def _split(kernel, threads):

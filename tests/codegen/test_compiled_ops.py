@@ -236,7 +236,7 @@ def test_a_ragged_register_tile_computes_its_last_block_whole_and_stores_the_res
     cout, planes = (6, width + 8) if width == 28 else (8, 16 + 4)
     graph = parse(f"""
 graph @r(%x: {dtype}[2,2,7,{planes}], %w: {dtype}[3,5,2,{cout}]) {{
-  %0 = row_conv(%x, %w, width={width}) : {dtype}[2,5,{cout},{width}]
+  %0 = row_conv(%x, %w, width={width}) : {dtype}[2,{cout},5,{width}]
   return %0
 }}""")
     rng = np.random.default_rng(5)

@@ -9,6 +9,7 @@ from ndlc.ir.indexing import Access, Affine
 from ndlc.ir.kernel import Acc, BufferKind, Combine, Load, PhaseKind, Strategy
 from ndlc.ir.kernel_verifier import verify_program
 from ndlc.ir.scalar import ScalarExpr
+from ndlc.ir.tiles import reordered
 from ndlc.passes.fusion import fuse
 
 TEXT = """
@@ -115,20 +116,20 @@ graph @c(%x: f32[2,6,10,6], %w: f32[5,5,6,16]) {
 def test_a_ragged_tile_whose_last_block_reads_past_its_buffer():
     """Rows of 28 in blocks of 16 over planes of 32 columns: the last block of the last image reads
     4 elements past the planes (the schedule gives such a kernel no tile)."""
-    p = fuse(parse("""
-graph @r(%x: f32[2,1,32,32], %w: f32[5,5,1,6]) {
-  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
+    def rows(columns):  # the row_conv's kernel, its channels moved next to its pixels
+        p = fuse(parse(f"""
+graph @r(%x: f32[2,1,32,{columns}], %w: f32[5,5,1,6]) {{
+  %0 = row_conv(%x, %w, width=28) : f32[2,6,28,28]
   return %0
-}"""))
+}}"""))
+        p.kernels[0] = reordered(p.kernels[0], (0, 2, 1, 3, 4, 5))
+        return p
+    p = rows(32)
     kernel = p.kernels[0]
     kernel.strategy, kernel.block, kernel.tile = Strategy.ROWS, 16, 6
     with pytest.raises(VerifyError, match=r"blocks of 16 do not divide its last loop: .* \$0 reaches elements 0..2051 "
                                           r"of %x, which has 2048"):
         verify_program(p)
     p.buffers["x"].shape = (2, 1, 32, 36)
-    kernel.loads = fuse(parse("""
-graph @r(%x: f32[2,1,32,36], %w: f32[5,5,1,6]) {
-  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
-  return %0
-}""")).kernels[0].loads
+    kernel.loads = rows(36).kernels[0].loads
     verify_program(p)

@@ -1,10 +1,6 @@
 """passes/permuted_stores.py: an elementwise consumer reading a reduction's result in another
 order of its axes folds into the reduction's stores (text in, text out), where each element moves
-once and the stores stay contiguous along the last loop; a compiled nn.Conv over rows of 16
-pixels is then the padding and one tiled kernel writing NCHW, equal to numpy."""
-import numpy as np
-
-import ndlc as ndl
+once and the stores stay contiguous along the last loop."""
 from ndlc.ir import parse_kernels
 from ndlc.passes.permuted_stores import fold_permuted_consumers
 
@@ -103,47 +99,3 @@ kernel kc -> %c
 kernel k1 -> %4""").replace("$1 = %b[i0]", "$1 = %c[i0]")
     assert "kernel kc" in text and "$1 = %c[i0]" in text
     assert fold(text) == text.strip("\n")
-
-
-def test_a_compiled_conv_over_rows_writes_nchw_from_its_tiles():
-    """nn.Conv(4, 8, 3) over 16 x 16 images: the input padded channels-first, then one kernel
-    (row_conv in tiles of channels x pixels, the bias and nn.Conv's permute in its stores);
-    the output equals numpy's."""
-    rng = np.random.default_rng(0)
-    conv = ndl.nn.Conv(4, 8, 3)
-    x = rng.standard_normal((2, 4, 16, 16)).astype(np.float32)
-    step = ndl.compile(lambda t: conv(t), state=[conv])
-    out = step(x).numpy()
-    w, b = conv.weight.numpy(), conv.bias.numpy()
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    expect = np.einsum("nchwij,ijcd->ndhw", windows, w) + b[:, None, None]
-    np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-4)
-    fused = step.ir("fused")
-    assert fused.count("\nkernel ") == 2 and "read %" in fused and "in another order: its stores" in fused
-    assert "blocks of 16 i3 by 4 i2" in step.ir("scheduled")
-
-
-def test_a_compiled_conv_over_ragged_rows_stores_only_the_row():
-    """nn.Conv(16, 8, 3) over 14 x 14 images: rows of 14 in tiles of 8 pixels, the last block
-    computing 8 to store 6 from planes padded past the row, the bias and NCHW in its stores;
-    forward and gradients equal numpy's (the gradients take the conv rule, not the rows')."""
-    rng = np.random.default_rng(1)
-    conv = ndl.nn.Conv(16, 8, 3)
-    x = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)
-    c = rng.standard_normal((2, 8, 14, 14)).astype(np.float32)
-
-    def step(t, c):
-        t.requires_grad = True
-        y = conv(t)
-        (y * c).sum().backward()
-        return y, t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
-    out, dx, dw = (a.numpy() for a in compiled(x, c))
-    w, b = conv.weight.numpy(), conv.bias.numpy()
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    np.testing.assert_allclose(out, np.einsum("nchwij,ijcd->ndhw", windows, w) + b[:, None, None], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dw, np.einsum("nchwij,ndhw->ijcd", windows, c), rtol=1e-4, atol=1e-3)
-    flipped = np.lib.stride_tricks.sliding_window_view(np.pad(c, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    np.testing.assert_allclose(dx, np.einsum("ndhwij,ijcd->nchw", flipped, w[::-1, ::-1]), rtol=1e-4, atol=1e-3)
-    assert "row_conv(" in compiled.ir("decomposed")
-    assert "blocks of 8 i3 by 8 i2 accumulate side by side, the last computing 8 to store 6" in compiled.ir("scheduled")

@@ -268,14 +268,15 @@ def row_conv_kernel(plane_width):
     """A row_conv of rows of 28 outputs, 6 channels (LeNet conv1's shape) over planes `plane_width` wide, scheduled."""
     return schedule(fuse(parse(f"""
 graph @r(%x: f32[2,1,32,{plane_width}], %w: f32[5,5,1,6]) {{
-  %0 = row_conv(%x, %w, width=28) : f32[2,28,6,28]
+  %0 = row_conv(%x, %w, width=28) : f32[2,6,28,28]
   return %0
 }}""")), 1).kernels[0]
 
 
 def test_a_ragged_row_computes_its_last_block_whole_where_the_planes_carry_its_columns():
-    """Rows of 28 in tiles of 6 channels x 16 pixels: the last block computes 16 and stores 12; its
-    reads past the row (4 columns the planes carry: 36 = 28 + 4 + K - 1) stay in the buffer."""
+    """Rows of 28 in tiles of 6 channels x 16 pixels, the channels' loop moved from before the rows
+    (fused: i0<2 i1<6 i2<28 i3<28) next to the pixels: the last block computes 16 and stores 12;
+    its reads past the row (4 columns the planes carry: 36 = 28 + 4 + K - 1) stay in the buffer."""
     assert str(row_conv_kernel(36)) == """\
 kernel k0 -> %0
   fuses: %0 row_conv
@@ -287,13 +288,16 @@ kernel k0 -> %0
   $1 = %w[i2 + 30*i4 + 6*i5]
   phase 0: reduce
     acc0 = add of mul($0, $1)
-    store %0[4704*i0 + 168*i1 + 28*i2 + i3] = acc0"""
+    store %0[4704*i0 + 28*i1 + 784*i2 + i3] = acc0"""
 
 
 def test_a_ragged_row_whose_last_block_would_read_past_its_buffer_takes_no_tile():
     """Planes of exactly 28 + K - 1 columns: the last image's last block would read 4 elements past
-    the buffer, so the row takes no tile (blocks of ROWS_BLOCK, as before ragged tiles)."""
-    assert "strategy: rows (blocks of 4096 i3 accumulate side by side; " in str(row_conv_kernel(32))
+    the buffer, so the row takes no tile (blocks of ROWS_BLOCK, as before ragged tiles), and its
+    loops keep their order."""
+    kernel = str(row_conv_kernel(32))
+    assert "strategy: rows (blocks of 4096 i3 accumulate side by side; " in kernel
+    assert "loops: i0<2 i1<6 i2<28 i3<28 | i4<5 i5<5" in kernel
 
 
 @pytest.mark.parametrize("rest,itemsize,pieces", [

@@ -283,12 +283,12 @@ def _row_tiled(out):
 
 def _conv_rows(b, x, w, p):
     """The conv over the input's NCHW planes, padded there (a copy of rows, where NHWC padding
-    transposed the input), into output rows (N, Ho, Cout, Wo) (row_conv): each tile of channels x
-    pixels loads the input's row as vectors and stores the NCHW output's row, so nn.Conv's
-    permute back folds into those stores (passes/permuted_stores.py). Where the tile's pixels do
-    not divide Wo, a row's last block computes whole (the schedule checks its reads stay in their
-    buffer) and stores Wo's remainder: the planes carry the columns it reads past the row, and as
-    many more as keep the channels' planes apart in the L1 cache (_spread_row)."""
+    transposed the input), into the NCHW output (row_conv): each tile of channels x pixels loads
+    the input's row as vectors and stores the output's rows, so nn.Conv's permute back is none and
+    its bias an epilogue, and every reader reads NCHW. Where the tile's pixels do not divide Wo, a
+    row's last block computes whole (the schedule checks its reads stay in their buffer) and
+    stores Wo's remainder: the planes carry the columns it reads past the row, and as many more as
+    keep the channels' planes apart in the L1 cache (_spread_row)."""
     planes = b.permute(x, axes=(0, 3, 1, 2))
     width = x.shape[2] + 2 * p - w.shape[1] + 1
     itemsize = numpy_dtype(x.dtype).itemsize
@@ -297,7 +297,7 @@ def _conv_rows(b, x, w, p):
     extra = row - x.shape[2] - 2 * p  # columns past the padding: the last block's reads, the spread
     if p or extra:
         planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p + extra)))
-    return b.permute(b.row_conv(planes, w, width=width), axes=(0, 1, 3, 2))
+    return b.permute(b.row_conv(planes, w, width=width), axes=(0, 2, 3, 1))
 
 
 def _spread_row(rows, least, channels, itemsize):
@@ -331,20 +331,22 @@ def _conv_decompose(b, n):
     (Cout, Cin·K·K) matrix @ the windows of image n (_im2col; fusion stores them, the packing, which
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
-    batch into one product instead, a row per output pixel (_im2rows); few products a pixel (at
-    most DIRECT_MAX) need neither packing nor BLAS (_conv_direct); stride-1 output rows that fill
-    a tile of channels x pixels run over NCHW planes (_conv_rows). Where the output's width and
+    batch into one product instead, a row per output pixel (_im2rows); stride-1 output rows that
+    fill a tile of channels x pixels run over NCHW planes (_conv_rows), few products a pixel (at
+    most DIRECT_MAX) otherwise over wide rows (_conv_direct): neither packs nor calls BLAS, and
+    rows write the output itself where wide rows leave a crop to their readers (LeNet's conv1
+    forward 1.17-1.19 -> 0.90-0.98 ms, one thread, min of 60 alternating, load 2-3). Where the output's width and
     channels fit a register tile (_tiled) and its images span TILED_PIXELS, or its kernel (a weight
     gradient's correlation: the adjoint's image) FOLD_PIXELS, the conv keeps its loop nest (None),
     padded first so that no load is guarded. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
-    if _direct(x.shape, w.shape, s, p):
-        return _conv_direct(b, x, w, p)
     pixels = n.result.shape[1] * n.result.shape[2]
     if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
         return _conv_rows(b, x, w, p)
+    if _direct(x.shape, w.shape, s, p):
+        return _conv_direct(b, x, w, p)
     if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
         return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
     if kh != kw:

@@ -185,25 +185,25 @@ def _row_conv_infer(types, width):
           f"planes {x.shape[2:]} are smaller than the kernel {w.shape[:2]}")
     check(1 <= width <= x.shape[3] - w.shape[1] + 1,
           f"width {width} is not within the {x.shape[3] - w.shape[1] + 1} outputs a row of {x.shape[3]} has")
-    return TensorType((x.shape[0], x.shape[2] - w.shape[0] + 1, w.shape[3], width), x.dtype)
+    return TensorType((x.shape[0], w.shape[3], x.shape[2] - w.shape[0] + 1, width), x.dtype)
 
 
 def _row_conv_ref(x, w, width):
     kh, kw = w.shape[:2]
     ho = x.shape[2] - kh + 1
-    out = np.zeros((x.shape[0], ho, w.shape[3], width), x.dtype)
+    out = np.zeros((x.shape[0], w.shape[3], ho, width), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += np.einsum("nchw,cd->nhdw", x[:, :, i:i + ho, j:j + width], w[i, j]).astype(x.dtype)
+            out += np.einsum("nchw,cd->ndhw", x[:, :, i:i + ho, j:j + width], w[i, j]).astype(x.dtype)
     return out
 
 
 def _row_conv_loops(types, result, width):
-    """Loops (n, ho, co, wo | kh, kw, ci): x[n, ci, ho + kh, wo + kw] · w[kh, kw, ci, co]. The input
-    is contiguous along wo and fixed along co, the weight fixed along wo: the 'rows' schedule's
-    register tiles of channels x pixels, vectors along the row."""
-    x = (AxisIndex(((0, 1),)), AxisIndex(((6, 1),)), AxisIndex(((1, 1), (4, 1))), AxisIndex(((3, 1), (5, 1))))
-    w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 2))
+    """Loops (n, co, ho, wo | kh, kw, ci): x[n, ci, ho + kh, wo + kw] · w[kh, kw, ci, co]. The input
+    is contiguous along wo and fixed along co, the weight fixed along wo: the 'rows' schedule moves
+    co next to wo for its register tiles of channels x pixels, vectors along the row."""
+    x = (AxisIndex(((0, 1),)), AxisIndex(((6, 1),)), AxisIndex(((2, 1), (4, 1))), AxisIndex(((3, 1), (5, 1))))
+    w = tuple(AxisIndex(((a, 1),)) for a in (4, 5, 6, 1))
     return LoopNest(types[1].shape[:3], (x, w), "add", lambda a, b: a * b)
 
 
@@ -214,7 +214,7 @@ def _row_conv_grad(b, n, g):
     used = n.attrs["width"] + w.shape[1] - 1
     columns = b.slice(x, start=(0, 0, 0, 0), stop=x.shape[:3] + (used,)) if used < x.shape[3] else x
     same = b.conv(b.permute(columns, axes=(0, 2, 3, 1)), w, stride=1, padding=0).node  # unused once differentiated
-    dx, dw = get_op("conv").grad(b, same, b.permute(g, axes=(0, 1, 3, 2)))
+    dx, dw = get_op("conv").grad(b, same, b.permute(g, axes=(0, 2, 3, 1)))
     dx = b.permute(dx, axes=(0, 3, 1, 2))
     if used < x.shape[3]:
         dx = b.pad(dx, widths=((0, 0), (0, 0), (0, 0), (0, x.shape[3] - used)))
@@ -222,7 +222,7 @@ def _row_conv_grad(b, n, g):
 
 
 register(OpDef("row_conv", 2, _row_conv_infer, _row_conv_ref, _row_conv_grad, None, "conv", {"width": Attr("int")},
-               "stride-1 unpadded convolution of NCHW planes (N, Cin, H, W) x (KH, KW, Cin, Cout) -> output "
-               "rows (N, Ho, Cout, width), [n, y, co, x] = sum of x[n, ci, y + i, x + j] * w[i, j, ci, co]; "
+               "stride-1 unpadded convolution of NCHW planes (N, Cin, H, W) x (KH, KW, Cin, Cout) -> NCHW "
+               "(N, Cout, Ho, width), [n, co, y, x] = sum of x[n, ci, y + i, x + j] * w[i, j, ci, co]; "
                "columns of the planes past the outputs' windows are read only by a ragged tile's last block",
                float_only=True, loop_nest=_row_conv_loops))
