@@ -335,10 +335,11 @@ def _conv_decompose(b, n):
     fill a tile of channels x pixels run over NCHW planes (_conv_rows), few products a pixel (at
     most DIRECT_MAX) otherwise over wide rows (_conv_direct): neither packs nor calls BLAS, and
     rows write the output itself where wide rows leave a crop to their readers (LeNet's conv1
-    forward 1.17-1.19 -> 0.90-0.98 ms, one thread, min of 60 alternating, load 2-3). Where the output's width and
-    channels fit a register tile (_tiled) and its images span TILED_PIXELS, or its kernel (a weight
-    gradient's correlation: the adjoint's image) FOLD_PIXELS, the conv keeps its loop nest (None),
-    padded first so that no load is guarded. A rectangular kernel keeps it too."""
+    forward, min of 60 calls: 1.15-1.24 -> 0.92-0.96 ms, one thread, alternating, load 4-9).
+    Where the output's width and channels fit a register tile (_tiled) and its images span
+    TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
+    FOLD_PIXELS, the conv keeps its loop nest (None), padded first so that no load is guarded. A
+    rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
