@@ -96,3 +96,22 @@ def test_a_compiled_conv_over_ragged_rows_stores_only_the_row():
     np.testing.assert_allclose(dx, np.einsum("ndhwij,ijcd->nchw", flipped, w[::-1, ::-1]), rtol=1e-4, atol=1e-3)
     assert "row_conv(" in compiled.ir("decomposed")
     assert "blocks of 8 i3 by 8 i2 accumulate side by side, the last computing 8 to store 6" in compiled.ir("scheduled")
+
+
+def test_lenet_conv1_forward_runs_over_ragged_nchw_rows_with_its_bias():
+    """LeNet's conv1 (1 -> 6, K 5, padding 2, 28 x 28): rows fill a tile of 6 channels x 16 pixels
+    (28 = 16 + 12), so the forward is the padding and one kernel writing NCHW with the bias, its
+    channels' loop moved next to the pixels, where wide rows left a crop kernel; equal to numpy."""
+    rng = np.random.default_rng(2)
+    np.random.seed(2)
+    conv = nn.Conv(1, 6, 5, padding=2)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    step = ndl.compile(lambda t: conv(t), state=[conv])
+    out = step(x).numpy()
+    w, b = conv.weight.numpy(), conv.bias.numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), (5, 5), axis=(2, 3))
+    np.testing.assert_allclose(out, np.einsum("nchwij,ijcd->ndhw", windows, w) + b[:, None, None], rtol=1e-4, atol=1e-4)
+    assert "row_conv(" in step.ir("decomposed") and "plane_conv(" not in step.ir("decomposed")
+    scheduled = step.ir("scheduled")
+    assert scheduled.count("\nkernel ") == 2 and "loops: i0<2 i1<28 i2<6 i3<28 | i4<5 i5<5" in scheduled
+    assert "blocks of 16 i3 by 6 i2 accumulate side by side, the last computing 16 to store 12" in scheduled
