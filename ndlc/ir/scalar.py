@@ -113,20 +113,23 @@ class ScalarExpr:
         return f"{self.prim}({inner}{', ' + str(self.payload) if self.payload else ''})"
 
 
-def postorder(expr, stop=None):
+def postorder(expr, stop=None) -> list:
     """Each distinct node of `expr` once, operands before their users (iterative: deep chains are
-    fine); a node for which stop(node) holds is yielded without its operands."""
-    seen, stack = set(), [(expr, False)]
+    fine); a node for which stop(node) holds is listed without its operands. A list, not a
+    generator: the passes walk thousands of expressions per compilation, and resuming a generator
+    at every node cost more than the walk."""
+    order, seen, stack = [], set(), [(expr, False)]
     while stack:
         e, expanded = stack.pop()
         if id(e) in seen:
             continue
         if expanded or not e.args or (stop is not None and stop(e)):
             seen.add(id(e))
-            yield e
+            order.append(e)
         else:
             stack.append((e, True))
-            stack.extend((a, False) for a in reversed(e.args) if id(a) not in seen)
+            stack.extend([(a, False) for a in reversed(e.args) if id(a) not in seen])
+    return order
 
 
 def transform(expr, fn, stop=None) -> ScalarExpr:
@@ -147,6 +150,20 @@ def map_leaves(expr, fn) -> ScalarExpr:
 def leaves(expr) -> list:
     """The payloads of the distinct 'arg' leaves of `expr`, in first-visit order."""
     return [e.payload for e in postorder(expr) if e.prim == "arg"]
+
+
+def leaf_set(exprs) -> set:
+    """The payloads of the 'arg' leaves of `exprs`, each node they share walked once (a merged
+    kernel's later stores read its earlier values)."""
+    seen, found, stack = set(), set(), list(exprs)
+    while stack:
+        e = stack.pop()
+        if id(e) not in seen:
+            seen.add(id(e))
+            if e.prim == "arg":
+                found.add(e.payload)
+            stack.extend(e.args)
+    return found
 
 
 def cost(exprs, cap=float("inf"), leaf=lambda payload: 0):

@@ -91,7 +91,7 @@ def _program_key(stages, graph, profile, machine, fresh):
     chasing compiler bugs) or when NDLC_DUMP asks for stages to be written (the passes make them)."""
     if fresh or stages.wanted or not program_cache.enabled():
         return None
-    text = stages.texts["grad" if "grad" in stages.texts else "traced"]
+    text = stages.timed("record", str(stages.texts["grad" if "grad" in stages.texts else "traced"]))
     return stages.timed("program cache", program_cache.program_key(graph, text, profile, *machine))
 
 
@@ -234,7 +234,7 @@ class Stages:
     def graph(self, stage, graph, work, notes=()):
         """`graph` verified and kept as `stage`'s text, after `notes` as '#' lines."""
         maybe_verify(graph, stage)
-        self.text(stage, "".join(f"# {note}\n" for note in notes) + print_graph(graph), work)
+        self.text(stage, GraphStage(graph, notes), work)
         return graph
 
     def kernels(self, stage, program, work):
@@ -273,6 +273,21 @@ class Stages:
             with open(path, "w") as f:
                 f.write(f"{text}\n")
         return text
+
+
+class GraphStage:
+    """A graph stage's text, printed on first use (no pass changes a graph it is given: each makes
+    a new one): a compilation prints only the stage the program cache keys on, unless asked."""
+
+    def __init__(self, graph, notes=()):
+        self.graph, self.notes = graph, tuple(notes)
+
+    @functools.cached_property
+    def text(self) -> str:
+        return "".join(f"# {note}\n" for note in self.notes) + print_graph(self.graph)
+
+    def __str__(self):
+        return self.text
 
 
 class KernelStage:

@@ -28,8 +28,13 @@ def decompose(graph: Graph) -> Graph:
     builder = _Decomposing(out)
     new = {v: v for v in graph.inputs}
     for node in graph.nodes:
+        operands = [new[v] for v in node.operands]
+        if get_op(node.op).decompose is None and all(a is b for a, b in zip(operands, node.operands)):
+            out.nodes.append(node)  # unchanged: kept as it is (passes make new graphs, never change a node)
+            new[node.result] = node.result
+            continue
         builder.loc = node.loc
-        new[node.result] = builder.emit(node.op, *(new[v] for v in node.operands), **node.attrs)
+        new[node.result] = builder.emit(node.op, *operands, **node.attrs)
     out.outputs = [new[v] for v in graph.outputs]
     out.updates = {state: new[v] for state, v in graph.updates.items()}
     return maybe_verify(out, "decompose")

@@ -6,7 +6,7 @@ import collections
 import math
 
 from ..ir.kernel import BufferKind, Load, Strategy
-from ..ir.scalar import leaves
+from ..ir.scalar import leaf_set
 
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
 
@@ -86,9 +86,8 @@ def _reads_only_where_it_writes(kernel, state, out) -> bool:
         return False
     for phase in kernel.phases:
         stores = [s for s in phase.stores if s.buffer == out]
-        for expr in phase.expressions():
-            for n in leaves(expr):
-                load = kernel.loads[n] if isinstance(n, int) else None
-                if isinstance(load, Load) and load.buffer == state and (not stores or load.access != stores[0].access):
-                    return False
+        for n in leaf_set(phase.expressions()):
+            load = kernel.loads[n] if isinstance(n, int) else None
+            if isinstance(load, Load) and load.buffer == state and (not stores or load.access != stores[0].access):
+                return False
     return True

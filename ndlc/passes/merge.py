@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from ..ir.indexing import contiguous
 from ..ir.kernel import Acc, BufferKind, Load, Phase
-from ..ir.scalar import ScalarExpr, cost, leaves, map_leaves, postorder
+from ..ir.scalar import ScalarExpr, cost, leaf_set, leaves, map_leaves
 from ..ir.types import numpy_dtype
 from .statistics import one_pass_statistics
 
@@ -314,7 +314,7 @@ def _renumber(phases, kernel, extents, loads):
 def _earliest_join(phases, phase, loads, floor=0):
     """The first of `phases` from `floor` on that `phase` can join, after every phase storing what
     it reads; or None."""
-    read = {loads[n].buffer for n in _leaves(phase.expressions()) if isinstance(n, int) and isinstance(loads[n], Load)}
+    read = {loads[n].buffer for n in leaf_set(phase.expressions()) if isinstance(n, int) and isinstance(loads[n], Load)}
     first = max([floor] + [p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}])
     return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads)), None)
 
@@ -361,7 +361,7 @@ def _join(first, second, loads):
 
 def _compact(kernel):
     """kernel without the loads no expression reads, the rest renumbered in order."""
-    used = sorted(p for p in _leaves(expr for _, expr, _ in kernel.expressions()) if isinstance(p, int))
+    used = sorted(p for p in leaf_set(expr for _, expr, _ in kernel.expressions()) if isinstance(p, int))
     if used == list(range(len(used))):  # unread loads only at the end (reads of what the kernel now
         # computes, added last by the merge): no load's number changes
         return replace(kernel, loads=kernel.loads[:len(used)]) if len(used) < len(kernel.loads) else kernel
@@ -373,19 +373,6 @@ def _compact(kernel):
                     [replace(s, value=map_leaves(s.value, leaf)) for s in p.stores], p.inner)
               for p in kernel.phases]
     return replace(kernel, loads=[kernel.loads[i] for i in used], phases=phases)
-
-
-def _leaves(exprs) -> set:
-    """The payloads of the 'arg' leaves of `exprs`, each node they share walked once (a merged
-    kernel's later stores read its earlier values)."""
-    seen, found = set(), set()
-    for expr in exprs:
-        for e in postorder(expr, stop=lambda e: id(e) in seen):
-            if id(e) not in seen:
-                seen.add(id(e))
-                if e.prim == "arg":
-                    found.add(e.payload)
-    return found
 
 
 def _drop_dead_stores(kernels, program):

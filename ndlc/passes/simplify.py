@@ -49,11 +49,11 @@ def splat_value(value):
 
 
 def _rewrite(b, table, node, operands):
-    op, attrs = node.op, dict(node.attrs)
+    op, attrs, rewritten = node.op, dict(node.attrs), False
     opdef = get_op(op)
     folded = _fold(node, operands)
     if folded is not None:
-        op, attrs, operands = "full", folded, []
+        op, attrs, operands, rewritten = "full", folded, [], True
     else:
         same = _identity(opdef, node, operands)
         if same is not None:
@@ -62,14 +62,23 @@ def _rewrite(b, table, node, operands):
         if opdef.involution and inner is not None and inner.op == op and inner.attrs == attrs:
             return inner.operands[0]
         if opdef.compose and inner is not None and inner.op == op:
-            attrs, operands = opdef.compose(inner.attrs, attrs), list(inner.operands)
+            attrs, operands, rewritten = opdef.compose(inner.attrs, attrs), list(inner.operands), True
         if _moves_nothing(opdef, node, operands, attrs):
             return operands[0]
     ids = [id(v) for v in operands]
     key = (op, tuple(sorted(ids) if opdef.commutative else ids), repr(sorted(attrs.items())))
     if key not in table:
-        table[key] = b.emit(op, *operands, **attrs)
+        if not rewritten and _same_values(operands, node.operands):
+            b.on_node(node)  # unchanged: kept as it is (passes make new graphs, never change a node)
+            table[key] = node.result
+        else:
+            table[key] = b.emit(op, *operands, **attrs)
     return table[key]
+
+
+def _same_values(values, others) -> bool:
+    """Whether two sequences hold the same Values, in order."""
+    return len(values) == len(others) and all(a is b for a, b in zip(values, others))
 
 
 def _fold(node, operands):

@@ -29,8 +29,8 @@ def cache_key(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _path(key, suffix):
-    return os.path.join(cache_dir(), key[:2], key + suffix)
+def _path(key, suffix, root=None):
+    return os.path.join(root or cache_dir(), key[:2], key + suffix)
 
 
 def load(key, suffix=".obj"):
@@ -70,18 +70,19 @@ def load(key, suffix=".obj"):
     return obj, text
 
 
-def store(key, obj: bytes, ir: str, suffix=".obj"):
-    """Write an entry atomically (a reader sees the old file or the whole new one)."""
+def store(key, obj: bytes, ir: str, suffix=".obj", root=None):
+    """Write an entry atomically (a reader sees the old file or the whole new one), in the cache
+    directory `root` (default: cache_dir())."""
     ir_bytes = ir.encode()
     body = json.dumps({"key": key, "object": len(obj), "ir": len(ir_bytes)}).encode() + b"\n" + obj + ir_bytes
-    _write(_path(key, suffix), MAGIC + hashlib.sha256(body).digest() + body)
+    _write(_path(key, suffix, root), MAGIC + hashlib.sha256(body).digest() + body)
 
 
-def store_library(data: bytes) -> str | None:
-    """Write shared library `data` under the hash of its bytes, which names it; that hash, or None
-    where it cannot be written (logged)."""
+def store_library(data: bytes, root=None) -> str | None:
+    """Write shared library `data` under the hash of its bytes, which names it, in the cache
+    directory `root` (default: cache_dir()); that hash, or None where it cannot be written (logged)."""
     digest = hashlib.sha256(data).hexdigest()
-    return digest if _write(_path(digest, LIBRARY), data) else None
+    return digest if _write(_path(digest, LIBRARY, root), data) else None
 
 
 def library_path(digest):

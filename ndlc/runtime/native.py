@@ -150,8 +150,14 @@ class NativeModule:
         """The name of the shared library of this module's objects, linked on first call (what a
         program cache entry records for a warm start to load), or None where it cannot be."""
         if self.library is None:
-            self.library = shared.link([obj for obj, _ in self.objects.values()] + [_imports_object()])
+            self.library = shared.link(self.library_objects())
         return self.library
+
+    def library_objects(self) -> list:
+        """The object code its shared library is linked from: its objects and the imports object
+        (compiled under _FORKING: this may run in a thread of its own, program_cache.save)."""
+        with _FORKING:
+            return [obj for obj, _ in self.objects.values()] + [_imports_object()]
 
     def _bind(self, library, plan, calls, entry):
         """Find the entry and the function of each call (`calls`: symbols) that `plan` makes in the

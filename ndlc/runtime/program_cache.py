@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from ..ir.checks import verification_enabled
 from ..ir.kernel import ENTRY, Buffer, BufferKind
 from ..ir.kernel_parser import parse_kernels
 from ..ir.types import DTYPES, numpy_dtype
-from . import cache
+from . import cache, shared
 from .native import NativeModule, host_description
 from .team import most_threads
 
@@ -55,7 +56,10 @@ def program_key(graph, graph_text, profile, blas, threads) -> str:
 
 
 def save(key, kernels, native):
-    """Store the planned program `kernels` (a kernel.Program) and its NativeModule under `key`."""
+    """Store the planned program `kernels` (a kernel.Program) and its NativeModule under `key`, in
+    a thread of its own: the entry's text, the imports object and `ld` (runtime/shared.py) run
+    while the program does its first step. The entry is written whole once its library is linked,
+    in the cache folder of the time of the call; `finish` waits for it (a load of `key`, the exit)."""
     names = [name for name, buffer in kernels.buffers.items() if buffer.kind == BufferKind.CONST]
     data = [np.ascontiguousarray(kernels.constants[name], numpy_dtype(kernels.buffers[name].dtype)).tobytes()
             for name in names]
@@ -65,13 +69,40 @@ def save(key, kernels, native):
               "kernels": len(kernels.kernels), "gemm": any(k.gemm for k in kernels.kernels),
               "team": most_threads(kernels)}
     manifest = {"plan": native.plan.tolist(), "calls": native.calls, "objects": native.keys,
-                "library": native.link_library(), "constants": names, "layout": layout}
-    cache.store(key, json.dumps(manifest).encode() + b"\n" + b"".join(data), str(kernels), SUFFIX)
+                "constants": names, "layout": layout}
+    writer = threading.Thread(target=_write, args=(key, kernels, native, manifest, b"".join(data), cache.cache_dir()),
+                              name=f"ndlc-cache-{key[:8]}")  # not a daemon: the interpreter waits for it at exit
+    _PENDING[key] = writer
+    writer.start()
+
+
+def _write(key, kernels, native, manifest, data, root):
+    """Link the shared library of `native` and write the entry (`save`) in cache folder `root`."""
+    try:
+        text = str(kernels)
+        manifest["library"] = shared.link(native.library_objects(), root)
+        cache.store(key, json.dumps(manifest).encode() + b"\n" + data, text, SUFFIX, root)
+    except Exception:  # a thread's error has no caller: the program is compiled again next time
+        log.warning("cannot store program cache entry %s; compiling it again next time", key[:16], exc_info=True)
+
+
+_PENDING = {}  # key -> the thread writing its entry
+
+
+def finish(keys=None):
+    """Wait for the entries of `keys` (all where None) to be written."""
+    for key, writer in list(_PENDING.items()):
+        if keys is None or key in keys or not writer.is_alive():
+            writer.join()
+            if _PENDING.get(key) is writer:
+                del _PENDING[key]
 
 
 def load(key):
     """(the planned program with its constants, a StoredProgram, and the manifest of its native
-    code) stored under `key`, or None (no entry, or one that does not read back: logged)."""
+    code) stored under `key`, or None (no entry, or one that does not read back: logged). An entry
+    still being written is waited for."""
+    finish((key,))
     found = cache.load(key, SUFFIX)
     if found is None:
         return None

@@ -2,8 +2,9 @@
 and never imports llvmlite's binding (its import and LLVM's initialisation were ~30 ms of a
 70 ms warm MLP start). When a program is stored in the program cache, its objects (compiled
 position-independent) and an imports object are linked by the system's `ld` into one `.so`
-(15-30 ms), stored in the disk cache under the hash of its bytes (runtime/cache.py), which the
-entry records; a load checks that hash first. The compiling process runs the objects in MCJIT
+(15-30 ms, while the compiling process runs its first step: program_cache.save), stored in the
+disk cache under the hash of its bytes (runtime/cache.py), which the entry records; a load checks
+that hash first. The compiling process runs the objects in MCJIT
 (llvmlite is loaded there anyway), as does a warm start where there is no `ld` or the library does
 not load (one gone or damaged is then linked again from the objects: repaired); NDLC_LOG=compile
 says which loaded a program.
@@ -62,9 +63,10 @@ def linker():
     return found
 
 
-def link(objects) -> str | None:
+def link(objects, root=None) -> str | None:
     """Link `objects` (ELF object code, position-independent) into a shared library stored in the
-    disk cache; the hash that names it, or None where there is no linker or linking failed (logged)."""
+    disk cache (in folder `root`; default: cache.cache_dir()); the hash that names it, or None where
+    there is no linker or linking failed (logged)."""
     if linker() is None:
         return None
     with tempfile.TemporaryDirectory(prefix="ndlc-link-") as folder:
@@ -84,7 +86,7 @@ def link(objects) -> str | None:
                         done.returncode, done.stderr.strip()[-2000:])
             return None
         with open(output, "rb") as f:
-            return cache.store_library(f.read())
+            return cache.store_library(f.read(), root)
 
 
 def load(digest):

@@ -24,3 +24,17 @@ def test_scalar_expression_matches_reference(name, dtype):
     want = opdef.reference(*inputs, **attrs)
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64),
                                rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_walks_visit_each_shared_node_once_operands_first():
+    x, y = S.arg(0), S.arg(1)
+    shared = x * y
+    expr = S.exp(shared) + shared
+    order = S.postorder(expr)
+    assert [e.prim for e in order] == ["arg", "arg", "mul", "exp", "add"] and order[2] is shared
+    assert [e.prim for e in S.postorder(expr, stop=lambda e: e is shared)] == ["mul", "exp", "add"]
+    assert S.leaf_set([expr, -shared + S.arg(2)]) == {0, 1, 2}
+    deep = x
+    for _ in range(5000):  # no recursion: long chains are fine
+        deep = deep + y
+    assert len(S.postorder(deep)) == 5002 and S.leaf_set([deep]) == {0, 1}

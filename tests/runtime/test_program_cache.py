@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+from cache_files import stored
 
 import ndlc as ndl
 from ndlc.errors import NdlcError
@@ -44,7 +45,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_a_program_compiled_before_is_restored_with_the_same_results_and_stages(cache):
     first = compile_graph(parse(GRAPH))
-    assert not restored(first) and len(list(cache.rglob("*.program"))) == 1
+    assert not restored(first) and len(stored(cache, "*.program")) == 1
     before = llvm_compilations()
     again = compile_graph(parse(GRAPH))
     assert restored(again) and llvm_compilations() == before
@@ -80,7 +81,7 @@ def test_other_options_are_other_entries(cache, monkeypatch):
     assert not restored(compile_graph(parse(GRAPH))), "the schedule depends on the thread budget"
     monkeypatch.setenv("NDLC_PROFILE", "1")
     assert not restored(compile_graph(parse(GRAPH))), "profiling code stamps the cycle counter"
-    assert len(list(cache.rglob("*.program"))) == 3
+    assert len(stored(cache, "*.program")) == 3
     assert not restored(compile_graph(parse(GRAPH), debug=True)), "debug mode runs every pass"
 
 
@@ -99,7 +100,7 @@ def test_constants_data_is_part_of_the_key(cache):
 
 
 def _entry(cache):
-    (entry,) = cache.rglob("*.program")
+    (entry,) = stored(cache, "*.program")
     return entry
 
 
@@ -118,7 +119,7 @@ def test_an_entry_of_another_program_is_not_trusted(cache, caplog):
     entry = _entry(cache)
     other = GRAPH.replace("tanh", "relu")
     compile_graph(parse(other))
-    (copied,) = set(cache.rglob("*.program")) - {entry}
+    (copied,) = set(stored(cache, "*.program")) - {entry}
     entry.write_bytes(copied.read_bytes())
     with caplog.at_level(logging.WARNING, logger="ndlc.cache"):
         program = compile_graph(parse(GRAPH))
@@ -128,7 +129,7 @@ def test_an_entry_of_another_program_is_not_trusted(cache, caplog):
 
 def test_an_entry_whose_native_code_is_gone_is_compiled_again(cache):
     first = compile_graph(parse(GRAPH)).run(*inputs())
-    for obj in [*cache.rglob("*.obj"), *cache.rglob("*.so")]:
+    for obj in [*stored(cache, "*.obj"), *stored(cache, "*.so")]:
         obj.unlink()
     before = llvm_compilations()
     program = compile_graph(parse(GRAPH))
@@ -139,7 +140,7 @@ def test_an_entry_whose_native_code_is_gone_is_compiled_again(cache):
 def test_turned_off_it_neither_reads_nor_writes(cache, monkeypatch):
     monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")
     compile_graph(parse(GRAPH))
-    assert not restored(compile_graph(parse(GRAPH))) and not list(cache.rglob("*.program"))
+    assert not restored(compile_graph(parse(GRAPH))) and not stored(cache, "*.program")
 
 
 def test_stages_made_again_are_those_of_the_settings_it_was_compiled_under(cache, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from cache_files import stored
 
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
@@ -44,7 +45,7 @@ def test_a_compiled_program_runs_from_a_shared_library_and_a_warm_start_loads_it
     if shared.linker() is None:
         pytest.skip("no linker (ld) here: MCJIT loads every program")
     first = compile_graph(parse(GRAPH))
-    assert first.native.loader == "MCJIT" and len(list(cache.rglob("*.so"))) == 1, "linked to be stored"
+    assert first.native.loader == "MCJIT" and len(stored(cache, "*.so")) == 1, "linked to be stored"
     with caplog.at_level(logging.INFO, logger="ndlc.compile"):
         again = compile_graph(parse(GRAPH))
     assert restored(again) and again.native.loader == "shared library"
@@ -80,7 +81,7 @@ def test_without_a_linker_programs_load_with_mcjit(cache, monkeypatch, caplog):
         first = compile_graph(parse(other))
         again = compile_graph(parse(other))
     assert first.native.loader == again.native.loader == "MCJIT" and restored(again)
-    assert not list(cache.rglob("*.so"))
+    assert not stored(cache, "*.so")
     assert "kernels (MCJIT) compiled in" in caplog.text and "from the program cache (MCJIT)" in caplog.text
     assert [a.tobytes() for a in again.run(*inputs())] == [a.tobytes() for a in first.run(*inputs())]
     assert [a.tobytes() for a in compile_graph(parse(GRAPH)).run(*inputs())] == want
@@ -91,7 +92,7 @@ def test_a_library_gone_or_damaged_falls_back_to_the_cached_objects_and_is_linke
     if shared.linker() is None:
         pytest.skip("no linker (ld) here: MCJIT loads every program")
     want = [a.tobytes() for a in compile_graph(parse(GRAPH)).run(*inputs())]
-    (library,) = cache.rglob("*.so")
+    (library,) = stored(cache, "*.so")
     data = library.read_bytes()
     if damage == "gone":
         library.unlink()
@@ -154,7 +155,7 @@ def test_a_library_the_loader_refuses_runs_from_mcjit_and_is_not_linked_again(ca
     if shared.linker() is None:
         pytest.skip("no linker (ld) here: MCJIT loads every program")
     want = [a.tobytes() for a in compile_graph(parse(GRAPH)).run(*inputs())]
-    (entry,) = cache.rglob("*.program")
+    (entry,) = stored(cache, "*.program")
     key = entry.name[:-len(".program")]
     payload, text = disk.load(key, ".program")
     header, _, data = payload.partition(b"\n")
@@ -166,3 +167,38 @@ def test_a_library_the_loader_refuses_runs_from_mcjit_and_is_not_linked_again(ca
     again = compile_graph(parse(GRAPH))
     assert restored(again) and again.native.loader == "MCJIT" and not links, "an intact file is not linked again"
     assert [a.tobytes() for a in again.run(*inputs())] == want
+
+
+def test_an_entry_is_written_once_its_library_is_linked_in_the_folder_it_was_saved_for(cache, tmp_path_factory,
+                                                                                        monkeypatch):
+    if shared.linker() is None:
+        pytest.skip("no linker (ld) here: MCJIT loads every program")
+    gate = tmp_path_factory.mktemp("gate") / "open"
+    slow = gate.parent / "ld"  # links once the test opens the gate
+    slow.write_text(f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.01; done\nexec {shared.linker()} \"$@\"\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(shared, "linker", lambda: str(slow))
+    first = compile_graph(parse(GRAPH))
+    want = [a.tobytes() for a in first.run(*inputs())]
+    assert not list(cache.rglob("*.program")) and not list(cache.rglob("*.so")), "ld still waits at the gate"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(elsewhere))
+    gate.touch()
+    assert not stored(elsewhere, "*.program"), "written where the cache was when it was saved"
+    assert len(list(cache.rglob("*.program"))) == len(list(cache.rglob("*.so"))) == 1
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(cache))
+    again = compile_graph(parse(GRAPH))
+    assert restored(again) and again.native.loader == "shared library"
+    assert [a.tobytes() for a in again.run(*inputs())] == want
+
+
+def test_a_compilation_waits_for_the_entry_it_reads(cache, tmp_path_factory, monkeypatch):
+    if shared.linker() is None:
+        pytest.skip("no linker (ld) here: MCJIT loads every program")
+    slow = tmp_path_factory.mktemp("slow") / "ld"
+    slow.write_text(f"#!/bin/sh\nsleep 1\nexec {shared.linker()} \"$@\"\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(shared, "linker", lambda: str(slow))
+    compile_graph(parse(GRAPH))
+    again = compile_graph(parse(GRAPH))
+    assert restored(again) and again.native.loader == "shared library"
