@@ -124,6 +124,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
         self.dtypes = {kind: str(self.rng.choice(choices)) for kind, choices in DTYPES.items()}
         self.signatures = {}  # function -> (rank, dtype) of each argument at its first call
         self.outputs = None  # the last call's output of (batch, 3) in each copy
+        self.kept = []  # the last calls' results, as returned: later calls must not change them
         global GAIN
         GAIN = 1.0
 
@@ -150,6 +151,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
         out_e, out_c = (eager[1], compiled[1]) if name == "step" else (eager, compiled)
         agree(values(eager), values(compiled), f"{name}'s results")
         self.outputs = (out_e, out_c)
+        self.kept = self.kept[-3:] + [(eager, compiled)]
 
     @rule(batch=st.sampled_from(BATCHES), x=arrangement, other_labels=rarely, times=TIMES)
     def train(self, batch, x, other_labels, times):
@@ -248,6 +250,11 @@ class EntryUnderMutation(RuleBasedStateMachine):
     def state_agrees(self):
         if hasattr(self, "eager"):
             agree(self.eager.state(), self.compiled.state(), "the programs' state")
+
+    @invariant()
+    def earlier_results_stay(self):
+        for i, (eager, compiled) in enumerate(getattr(self, "kept", ())):
+            agree(values(eager), values(compiled), f"the results of the call {len(self.kept) - i} calls ago")
 
 
 def owner_of(module, parameter):

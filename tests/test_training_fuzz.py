@@ -46,7 +46,8 @@ def image_layers(draw, channels, size):
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(("Conv", "BatchNorm2d", "activation", "pool", "Residual")))
         if kind == "Conv":
-            out, k, stride = draw(st.sampled_from((1, 2, 4))), draw(st.sampled_from((1, 3))), draw(st.sampled_from((1, 2)))
+            out, k = draw(st.sampled_from((1, 2, 4))), draw(st.sampled_from((1, 3)))
+            stride = draw(st.sampled_from((1, 2)))
             layers.append(("Conv", channels, out, k, stride))
             channels, size = out, (size - 1) // stride + 1
         elif kind == "pool" and size >= 2:
