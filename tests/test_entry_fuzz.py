@@ -254,6 +254,14 @@ class EntryUnderMutation(RuleBasedStateMachine):
             agree(self.eager.state(), self.compiled.state(), "the programs' state")
 
     @invariant()
+    def no_stale_gradient(self):
+        """A compiled step keeps no gradients: a parameter's .grad is None or the eager one."""
+        for e, c in zip(self.eager.model.parameters() if hasattr(self, "eager") else (),
+                        self.compiled.model.parameters() if hasattr(self, "compiled") else ()):
+            if c.grad is not None:
+                agree([e.grad.numpy()], [c.grad.numpy()], "a parameter's gradient")
+
+    @invariant()
     def earlier_results_stay(self):
         for i, (eager, compiled) in enumerate(getattr(self, "kept", ())):
             agree(values(eager), values(compiled), f"the results of the call {len(self.kept) - i} calls ago")

@@ -67,6 +67,8 @@ def build_entry(compiled, specialisation, count):
     program = writer.const(specialisation.program)  # its methods looked up as the full path does
     writer.line(f"results = {program}.run({', '.join(batch + numbers + state + ['update_state=True'])})")
     _write_back(writer, captured, specialisation.num_outputs, state)
+    if captured.gradients:  # CapturedStep.drop_gradients
+        writer.line(f"for t in {writer.const(captured.gradients)}: t.grad = None")
     types = [writer.const(value.type) for value in captured.graph.outputs]  # the program's outputs'
     wrapped = [f"Tensor.make_const(results[{i}], False, {t})" for i, t in enumerate(types)]
     sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
