@@ -1,8 +1,11 @@
 """What the fuzzers (test_entry_fuzz, test_training_fuzz, test_text_fuzz, test_files_fuzz and
 by hand) found, each kept as the smallest example that failed."""
 import numpy as np
+import pytest
 
 import ndlc as ndl
+from ndlc.errors import IRParseError
+from ndlc.ir import parse, parse_kernels
 
 
 def test_a_function_of_no_arguments_runs_through_its_entry():
@@ -44,3 +47,24 @@ def test_a_compiled_step_leaves_no_stale_gradient_of_an_eager_step():
             compiled(x, y)
             assert model.weight.grad is None and model.bias.grad is None
     assert compiled.entry is not None
+
+
+GRAPH = "graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) : f32[2]\n  return %0\n}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (GRAPH.replace("f32[2]", "f32[2.5]", 1), r"line 1, column 18: expected an integer dimension, found '2.5'"),
+    ("graph @g(%x: f32[1]) {\n  %0 = broadcast_to(%x, shape=" + "(" * 5000 + ") : f32[1]\n  return %0\n}",
+     r"line 2, column \d+: the text nests too deeply to parse"),
+])
+def test_graph_text_the_parser_crashed_on_is_refused_at_its_line(text, message):
+    """A float dimension was a ValueError from int(), deep parentheses a RecursionError."""
+    with pytest.raises(IRParseError, match=message):
+        parse(text)
+
+
+@pytest.mark.parametrize("text", [None, b"program @p() -> ()"])
+def test_parse_kernels_of_something_not_text_is_refused(text):
+    """An AttributeError or TypeError from str.split before."""
+    with pytest.raises(IRParseError, match=r"parse_kernels takes the text form of a program \(a str\), not"):
+        parse_kernels(text)

@@ -18,7 +18,7 @@ GRAPH_STAGES = ("traced", "grad", "simplified", "decomposed")
 KERNEL_STAGES = ("fused", "scheduled", "planned")
 TOKEN = re.compile(r"%?[\w.]+|[^\s\w]")
 INSERTED = list("%@,:=()[]{}<>|#-+.*/ \n") + ["0", "1", "9", "f32", "i64", "state", "new", "return", "add",
-                                                 "x", "99999999999999999999", "-1", "nan", "inf"]
+                                                 "x", "99999999999999999999", "-1", "2.5", "nan", "inf", "(" * 3000]
 
 
 def _stages():
