@@ -193,3 +193,45 @@ def test_a_mutated_cache_entry_is_rebuilt_to_the_same_numbers(populated, tmp_pat
     def run(pick, corruption):
         check_cache(populated, pick, corruption, tmp_path)
     run()
+
+
+# data files: an idx file (gzipped, as Fashion-MNIST ships) and a CIFAR-10 python batch
+
+def idx_file():
+    images = (np.arange(3 * 28 * 28) % 251).astype(np.uint8).reshape(3, 28, 28)
+    import gzip
+    import struct
+    return gzip.compress(struct.pack(">HBB3I", 0, 8, 3, 3, 28, 28) + images.tobytes()), images
+
+
+def cifar_batch():
+    import pickle
+    data = (np.arange(2 * 3072) % 253).astype(np.uint8).reshape(2, 3072)
+    return pickle.dumps({b"data": data, b"labels": [3, 7]}), data
+
+
+def check_data_file(kind, corruption, folder):
+    """A mutated data file is a ValueError naming the file, or reads back: as written where the
+    format has a checksum (gzip's CRC), as some images where it has none (a pickle's bytes)."""
+    data, original = idx_file() if kind == "idx" else cifar_batch()
+    path = folder / ("images.gz" if kind == "idx" else "test_batch")
+    path.write_bytes(corrupt(data, corruption))
+    try:
+        loaded = (ndl.data.read_idx(str(path), 3) if kind == "idx"
+                  else (ndl.data.CIFAR10Dataset(str(folder), train=False).X * 255).round().astype(np.uint8))
+    except ValueError as e:
+        assert str(path) in str(e), f"{e} does not name the file, after {corruption}"
+        return
+    assert loaded.shape == original.shape if kind == "idx" else loaded.shape[1:] == (3, 32, 32), corruption
+    if kind == "idx":
+        assert loaded.tobytes() == original.tobytes(), f"an idx file mutated by {corruption} read other values"
+
+
+@pytest.mark.parametrize("kind", ["idx", "cifar"])
+@pytest.mark.parametrize("examples", [pytest.param(EXAMPLES), pytest.param(1000, marks=pytest.mark.slow)])
+def test_a_mutated_data_file_reads_back_or_is_refused_naming_it(kind, tmp_path, examples):
+    @(fast if examples == EXAMPLES else slow)(examples)
+    @given(corruption=corruptions())
+    def run(corruption):
+        check_data_file(kind, corruption, tmp_path)
+    run()

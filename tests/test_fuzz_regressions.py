@@ -68,3 +68,26 @@ def test_parse_kernels_of_something_not_text_is_refused(text):
     """An AttributeError or TypeError from str.split before."""
     with pytest.raises(IRParseError, match=r"parse_kernels takes the text form of a program \(a str\), not"):
         parse_kernels(text)
+
+
+def test_a_gzip_idx_file_with_corrupt_deflate_data_names_the_file(tmp_path):
+    """zlib.error (not an OSError) escaped read_idx."""
+    import gzip
+    data = bytearray(gzip.compress(bytes(range(256)) * 40))
+    data[20:32] = b"\\\xda\x01rY\xedJ\xde$^\x05\xdc"
+    (tmp_path / "x.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"x.gz: not a readable idx file"):
+        ndl.data.read_idx(str(tmp_path / "x.gz"), 3)
+
+
+@pytest.mark.parametrize("flip, labels", [(True, [3]), (False, 3)])
+def test_a_cifar_batch_that_unpickles_badly_names_the_file(tmp_path, flip, labels):
+    """A flipped bit in a pickle frame's length made pickle.load raise MemoryError, labels of no
+    length a TypeError from len()."""
+    import pickle
+    data = bytearray(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": labels}, protocol=4))
+    if flip:
+        data[7] ^= 0x80  # the frame's length: 2**63 bytes more
+    (tmp_path / "test_batch").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"test_batch: (not a CIFAR-10 python batch|data must be \(N, 3072\))"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
