@@ -91,3 +91,17 @@ def test_a_cifar_batch_that_unpickles_badly_names_the_file(tmp_path, flip, label
     (tmp_path / "test_batch").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"test_batch: (not a CIFAR-10 python batch|data must be \(N, 3072\))"):
         ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+
+
+@pytest.mark.parametrize("offset, value", [(8, 1), (10, 99)])
+def test_a_checkpoint_whose_zip_entry_says_encrypted_or_unknown_compression_names_the_file(tmp_path, offset, value):
+    """zipfile's RuntimeError (an encrypted entry) and NotImplementedError (compression method 99)
+    escaped ndl.load. `offset`: of the flags or method field in the first central directory entry."""
+    path = tmp_path / "c.npz"
+    ndl.save({"w": np.ones(3, np.float32)}, path)
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + offset] = value
+    path.write_bytes(bytes(data))
+    with pytest.raises(ndl.CheckpointError, match=r"c.npz.* truncated or corrupt"):
+        ndl.load(path)
