@@ -75,9 +75,12 @@ def programs(draw):
         features = draw(st.sampled_from((3, 6)))
         layers, width = draw(dense_layers(features))
         shape = (features,)
+    # Adam's eps well above float32 noise: a parameter the loss does not depend on (a BatchNorm's
+    # bias before another BatchNorm) has a gradient of rounding noise, which m/sqrt(v) turns into
+    # steps of +-lr whose signs the two runs need not share
     optimizer = draw(st.sampled_from((
         ("SGD", {"lr": 0.05}), ("SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
-        ("Adam", {"lr": 0.01}), ("Adam", {"lr": 0.01, "weight_decay": 1e-3, "eps": 1e-4}))))
+        ("Adam", {"lr": 0.01, "eps": 1e-3}), ("Adam", {"lr": 0.01, "weight_decay": 1e-3, "eps": 1e-3}))))
     return {"layers": layers + [("Linear", width, CLASSES)], "input": shape, "optimizer": optimizer,
             "loss": draw(st.sampled_from(("softmax", "squared"))), "batch": draw(st.sampled_from((1, 4, 7))),
             "seed": draw(st.integers(0, 2**16))}
