@@ -105,3 +105,15 @@ def test_a_checkpoint_whose_zip_entry_says_encrypted_or_unknown_compression_name
     path.write_bytes(bytes(data))
     with pytest.raises(ndl.CheckpointError, match=r"c.npz.* truncated or corrupt"):
         ndl.load(path)
+
+
+@pytest.mark.parametrize("dtype", [">i8", ">i4", ">f8"])
+def test_big_endian_arguments_are_read_as_their_values_eagerly_and_compiled(dtype):
+    """Big-endian integers were refused as 'unsupported dtype int64; supported: ..., int64'."""
+    a = np.arange(6).reshape(2, 3).astype(dtype)
+    f = lambda x: x * 2 + x  # noqa: E731
+    want = (a.astype(a.dtype.newbyteorder("=")) * 3).astype(ndl.Tensor(a).dtype)
+    compiled = ndl.compile(f)
+    for _ in range(3):
+        np.testing.assert_array_equal(compiled(a).numpy(), want)
+    np.testing.assert_array_equal(f(ndl.Tensor(a)).numpy(), want)
