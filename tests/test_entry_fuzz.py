@@ -127,6 +127,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
         self.signatures = {}  # function -> (rank, dtype) of each argument at its first call
         self.outputs = None  # the last call's output of (batch, 3) in each copy
         self.kept = []  # the last calls' results, as returned: later calls must not change them
+        self.views = []  # (view of a dropped result's array, its values then)
         global GAIN
         GAIN = 1.0
 
@@ -260,6 +261,21 @@ class EntryUnderMutation(RuleBasedStateMachine):
                         self.compiled.model.parameters() if hasattr(self, "compiled") else ()):
             if c.grad is not None:
                 agree([e.grad.numpy()], [c.grad.numpy()], "a parameter's gradient")
+
+    @precondition(lambda self: self.kept)
+    @rule()
+    def keep_only_views_of_the_last_results(self):
+        """The last call's results dropped but for views of their arrays (the program reuses an
+        output array that nothing references any more: these views must keep theirs)."""
+        _, compiled = self.kept.pop()
+        results = compiled if isinstance(compiled, tuple) else (compiled,)
+        self.views += [(view, view.copy()) for view in (r.numpy().T for r in results)]
+        self.outputs = None
+
+    @invariant()
+    def views_stay(self):
+        for view, copy in getattr(self, "views", ()):
+            np.testing.assert_array_equal(view, copy, err_msg="a view of an earlier result changed")
 
     @invariant()
     def earlier_results_stay(self):
