@@ -117,3 +117,39 @@ def test_big_endian_arguments_are_read_as_their_values_eagerly_and_compiled(dtyp
     for _ in range(3):
         np.testing.assert_array_equal(compiled(a).numpy(), want)
     np.testing.assert_array_equal(f(ndl.Tensor(a)).numpy(), want)
+
+
+def test_a_step_bound_to_a_frozen_dataclass_trains_as_eager():
+    """Binding `self.scale` (a runtime float) to its input raised FrozenInstanceError after the
+    optimizer's lr, momentum and weight decay were bound, and they were never put back: their
+    0-d symbolic tensors became state, and the first call failed reading them."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Trainer:
+        model: object
+        opt: object
+        scale: float = 1.5
+
+        def step(self, x, y):
+            self.opt.reset_grad()
+            loss = ndl.nn.SoftmaxLoss()(self.model(x) * self.scale, y)
+            loss.backward()
+            self.opt.step()
+            return loss
+
+    def trainer():
+        np.random.seed(0)
+        model = ndl.nn.Linear(3, 2)
+        return Trainer(model, ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.5))
+
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
+    eager, compiled = trainer(), trainer()
+    step = ndl.compile(compiled.step)
+    for i in range(5):
+        if i == 3:
+            for t in (eager, compiled):
+                object.__setattr__(t, "scale", 0.5)
+        np.testing.assert_allclose(step(x, y).numpy(), eager.step(x, y).numpy(), rtol=1e-5)
+    assert compiled.opt.lr == 0.1 and type(compiled.opt.momentum) is float
+    np.testing.assert_allclose(compiled.model.weight.numpy(), eager.model.weight.numpy(), rtol=1e-5, atol=1e-7)

@@ -311,14 +311,17 @@ def _input_bounds(bounds, batch):
 
 @contextlib.contextmanager
 def _bound_to_inputs(runtime, scalars):
-    """Each Hyperparameter's attribute holds its symbolic input meanwhile; put back afterwards."""
-    saved = [getattr(h.owner, h.name) for h in runtime]
-    for h, scalar in zip(runtime, scalars):
-        setattr(h.owner, h.name, scalar)
+    """Each Hyperparameter's attribute holds its symbolic input meanwhile; put back afterwards,
+    also where a setattr fails (a frozen dataclass) after others were bound."""
+    saved = []
     try:
+        for h, scalar in zip(runtime, scalars):
+            value = getattr(h.owner, h.name)
+            setattr(h.owner, h.name, scalar)
+            saved.append((h, value))
         yield
     finally:
-        for h, value in zip(runtime, saved):
+        for h, value in saved:
             setattr(h.owner, h.name, value)
 
 
