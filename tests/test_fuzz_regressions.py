@@ -153,3 +153,20 @@ def test_a_step_bound_to_a_frozen_dataclass_trains_as_eager():
         np.testing.assert_allclose(step(x, y).numpy(), eager.step(x, y).numpy(), rtol=1e-5)
     assert compiled.opt.lr == 0.1 and type(compiled.opt.momentum) is float
     np.testing.assert_allclose(compiled.model.weight.numpy(), eager.model.weight.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (lambda: ndl.nn.BatchNorm1d(3), (2, 3)), (lambda: ndl.nn.LayerNorm1d(3), (2, 3)),
+    (lambda: ndl.nn.Conv(1, 2, 3), (1, 1, 4, 4)), (lambda: ndl.nn.Flatten(), (2, 3, 1)),
+    (lambda: ndl.nn.Linear(3, 2), (2, 3))])
+def test_every_layer_takes_a_numpy_array_eagerly_as_its_compiled_call_does(layer, shape):
+    """BatchNorm1d, LayerNorm1d and Conv given an array raised AttributeError ('numpy.ndarray'
+    object has no attribute 'broadcast_to'), Flatten returned an ndarray; Linear and compiled
+    modules took it."""
+    np.random.seed(0)
+    module = layer()
+    x = np.random.default_rng(0).standard_normal(shape)
+    got = module(x)
+    assert isinstance(got, ndl.Tensor)
+    np.testing.assert_array_equal(got.numpy(), module(ndl.Tensor(x)).numpy())
+    np.testing.assert_allclose(ndl.compile(module)(x).numpy(), got.numpy(), rtol=1e-5, atol=1e-6)
