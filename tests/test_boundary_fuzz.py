@@ -1,6 +1,6 @@
 """The boundary fuzzer: compiled forward functions and training steps are called with drawn dtypes
 (f16/f32/f64, ints, bools, and one ndlc refuses), layouts (Fortran order, negative strides, strided
-and read-only views, 0-size and 1-size dimensions), values (NaN, ±Inf, denormals, ±1e38) and
+and read-only views, big-endian bytes, 0-size and 1-size dimensions), values (NaN, ±Inf, denormals, ±1e38) and
 argument forms (arrays, Tensors, lists, Python numbers, by position or by name). Each must give
 what eager needle gives on `ndl.Tensor(argument)` (NaN positions included), or, where eager fails,
 a clear NdlcError or TypeError, and never crash: examples run in a worker process (this file run as
@@ -21,7 +21,7 @@ import ndlc as ndl
 from ndlc.examples.train_mlp import training_step
 
 DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool", "int8")
-LAYOUTS = ("c", "fortran", "flipped", "strided", "readonly")
+LAYOUTS = ("c", "fortran", "flipped", "strided", "readonly", "big-endian")
 FORMS = ("array", "tensor", "list", "number", "keyword")
 SPECIAL = (np.nan, np.inf, -np.inf, 1e38, -1e38, 1e-40, -1e-40, 0.0, -0.0, 1.0)
 # A product's terms without ±1e38: where a finite product overflows, a fused multiply-add (numpy's
@@ -110,6 +110,8 @@ def _laid_out(array, layout):
         wide = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), array.dtype)
         wide[..., ::2] = array
         return wide[..., ::2]
+    if layout == "big-endian":  # as read from a file written on another machine
+        return array.astype(array.dtype.newbyteorder(">"))
     if layout == "readonly":
         array = array.copy()
         array.setflags(write=False)

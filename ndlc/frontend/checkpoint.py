@@ -19,6 +19,9 @@ from .tensor import Tensor
 
 FORMAT_VERSION = 1
 HEADER = "__ndlc__"
+# what zipfile raises on a corrupt member besides OSError: a bad zip, bad deflate data, and flags
+# flipped to an unknown compression method (NotImplementedError) or to encrypted (RuntimeError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 
 class LoadedDict(dict):
@@ -55,7 +58,7 @@ def load(path):
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except CheckpointError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (OSError, ValueError, EOFError, *_ZIP_ERRORS) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
     try:
         header = arrays.pop(HEADER)
@@ -78,7 +81,7 @@ def _member(npz, name):
         return npz[name]
     except ValueError as e:  # numpy's: an array of Python objects, or a malformed .npy header
         return CheckpointError(f"cannot be read back ({e})")
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (OSError, EOFError, *_ZIP_ERRORS) as e:
         return CheckpointError(f"is truncated or corrupt ({type(e).__name__}: {e})")
 
 

@@ -5,6 +5,7 @@ get_batch)."""
 import gzip
 import os
 import pickle
+import zlib
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def _open_idx(path):
     try:
         with opener(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: not a readable idx file ({e})") from None
 
 
@@ -251,12 +252,13 @@ def _read_cifar_batch(path):
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         data, labels = np.asarray(batch[b"data"], np.uint8), np.asarray(batch[b"labels"])
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError) as e:
+    except Exception as e:  # a corrupt pickle raises "other exceptions, including (but not necessarily
+        # limited to) AttributeError, EOFError, ImportError, and IndexError" (pickle's docs), MemoryError too
         raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' and "
                          f"b'labels'): {type(e).__name__}: {e}") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise ValueError(f"{path}: data must be (N, 3072) with N labels, got data {data.shape} "
-                         f"and {len(labels)} labels")
+                         f"and labels {labels.shape}")
     return data, labels
 
 

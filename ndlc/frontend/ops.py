@@ -91,11 +91,12 @@ def elementwise(op, *args) -> Tensor:
 
 
 def subtract(a, b):
-    """needle's a - b: a + (-b)."""
+    """needle's a - b: a + (-b), of the operands' common dtype (f32 - bool negates a float)."""
     if isinstance(b, _NUMBER):
         return elementwise("add", a, -b)
     if isinstance(a, _NUMBER):
         return elementwise("add", elementwise("negate", b), a)
+    a, b = _promote("add", [as_tensor(a), as_tensor(b)])
     return elementwise("add", a, elementwise("negate", b))
 
 

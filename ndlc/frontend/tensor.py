@@ -91,6 +91,8 @@ def _as_array(array, dtype):
     data = np.array(array)  # a copy: compiled steps update tensors in place, never user arrays
     if data.dtype.kind == "f":
         data = data.astype(np.float32, copy=False)
+    elif not data.dtype.isnative:  # big-endian integers (read from a file): the same values
+        data = data.astype(data.dtype.newbyteorder("="))
     dtype_name(data.dtype)  # refuse unsupported dtypes here, not deep inside an op
     return data
 

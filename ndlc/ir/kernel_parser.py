@@ -50,6 +50,8 @@ _ACC = re.compile(r"acc\d+")
 def parse_kernels(text, verify=True) -> Program:
     """The Program whose `str` is `text` (blank lines around it are ignored); verified unless
     `verify` is False."""
+    if not isinstance(text, str):
+        raise IRParseError(f"parse_kernels takes the text form of a program (a str), not {type(text).__name__}", 1, 1)
     program = _ProgramParser(text.split("\n")).program()
     return verify_program(program, "parse_kernels") if verify else program
 

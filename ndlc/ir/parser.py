@@ -88,7 +88,10 @@ class _Parser:
         while not self.t.accept("]"):
             if dims:
                 self.t.expect(",")
-            dims.append(int(self.t.expect_kind("number", "a dimension")[1]))
+            dim = self.t.expect_kind("number", "a dimension")
+            if not dim[1].lstrip("-").isdigit():
+                raise self.t.error(f"expected an integer dimension, found {dim[1]!r}", dim)
+            dims.append(int(dim[1]))
         try:
             return TensorType(tuple(dims), tok[1])
         except NdlcError as e:
@@ -217,7 +220,10 @@ def parse(text: str, verify=True) -> Graph:
     if not isinstance(text, str):
         raise IRParseError(f"parse takes the text form of a graph (a str), not {type(text).__name__}", 1, 1)
     parser = _Parser(text)
-    graph = parser.graph()
+    try:
+        graph = parser.graph()
+    except RecursionError:  # attributes or regions nested thousands deep
+        raise parser.t.error("the text nests too deeply to parse (parentheses or regions)") from None
     if verify:
         try:
             run_verifier(graph)

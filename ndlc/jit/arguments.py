@@ -77,6 +77,8 @@ def as_input(value, name, index) -> np.ndarray:
         raise ShapeError(f"{name}: input {index}: {e}") from None
     if array.dtype.kind == "f" and array.dtype != np.float32:
         array = array.astype(np.float32)
+    elif not array.dtype.isnative:  # big-endian integers (read from a file): the same values
+        array = array.astype(array.dtype.newbyteorder("="))
     try:
         TensorType.of(array)
     except NdlcError as e:

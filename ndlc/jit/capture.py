@@ -185,6 +185,7 @@ class CapturedStep:
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
+    gradients: list = field(default_factory=list)  # the state tensors whose .grad the step set
     seconds: dict = field(default_factory=dict)  # 'trace' (backward() left out) and 'autodiff' times
 
     @functools.cached_property
@@ -237,6 +238,12 @@ class CapturedStep:
             else:
                 t._bind(Tensor.make_const(np.array(new))._value, t.requires_grad)
 
+    def drop_gradients(self):
+        """After a run, no gradient on the tensors whose .grad the step set: the program keeps
+        none (they feed the updates inside it), and one left by an earlier eager step is stale."""
+        for t in self.gradients:
+            t.grad = None
+
     def run(self, execute, *batch):
         """One step: `execute(arrays) -> (outputs, {state input: new array})` runs the graph."""
         outputs, new_state = execute(self.arguments(batch))
@@ -266,6 +273,7 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
             tracing(tensors) as context:
         result = traced(*batch)
         outputs = output_tensors(result)
+        gradients = [t for t in tensors if t.grad is not None]  # _bound_to_state cleared them all
         finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]
         finals = [(slot, holder, now._value if isinstance(now, Tensor) else now) for slot, holder, now in finals]
     updates = _updates(finals, state_values)
@@ -291,7 +299,8 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
              len(graph.nodes), seconds["trace"], seconds["autodiff"])
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
                         isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own,
-                        index_bounds=_input_bounds(context.index_bounds, batch), seconds=seconds)
+                        index_bounds=_input_bounds(context.index_bounds, batch), seconds=seconds,
+                        gradients=gradients)
 
 
 def _input_bounds(bounds, batch):
@@ -302,14 +311,17 @@ def _input_bounds(bounds, batch):
 
 @contextlib.contextmanager
 def _bound_to_inputs(runtime, scalars):
-    """Each Hyperparameter's attribute holds its symbolic input meanwhile; put back afterwards."""
-    saved = [getattr(h.owner, h.name) for h in runtime]
-    for h, scalar in zip(runtime, scalars):
-        setattr(h.owner, h.name, scalar)
+    """Each Hyperparameter's attribute holds its symbolic input meanwhile; put back afterwards,
+    also where a setattr fails (a frozen dataclass) after others were bound."""
+    saved = []
     try:
+        for h, scalar in zip(runtime, scalars):
+            value = getattr(h.owner, h.name)
+            setattr(h.owner, h.name, scalar)
+            saved.append((h, value))
         yield
     finally:
-        for h, value in zip(runtime, saved):
+        for h, value in saved:
             setattr(h.owner, h.name, value)
 
 

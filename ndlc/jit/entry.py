@@ -65,11 +65,14 @@ def build_entry(compiled, specialisation, count):
         numbers.append(writer.const(array))
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
     program = writer.const(specialisation.program)  # its methods looked up as the full path does
-    writer.line(f"results = {program}.run({', '.join(batch + numbers + state)}, update_state=True)")
+    writer.line(f"results = {program}.run({', '.join(batch + numbers + state + ['update_state=True'])})")
     _write_back(writer, captured, specialisation.num_outputs, state)
+    if captured.gradients:  # CapturedStep.drop_gradients
+        writer.line(f"for t in {writer.const(captured.gradients)}: t.grad = None")
     types = [writer.const(value.type) for value in captured.graph.outputs]  # the program's outputs'
     wrapped = [f"Tensor.make_const(results[{i}], False, {t})" for i, t in enumerate(types)]
-    writer.line(f"return ({', '.join(wrapped)},)" if captured.returns_sequence else f"return {wrapped[0]}")
+    sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
+    writer.line(f"return ({sequence})" if captured.returns_sequence else f"return {wrapped[0]}")
     return writer.function(f"entry_{captured.graph.name}")
 
 

@@ -94,6 +94,9 @@ class Module:
         return self
 
     def __call__(self, *args, **kwargs):
+        """forward, numpy arguments made Tensors first (as a compiled module's call converts them),
+        so every layer takes arrays alike (Conv's and BatchNorm's forward call Tensor methods)."""
+        args = [Tensor(a, requires_grad=False) if isinstance(a, np.ndarray) else a for a in args]
         return self.forward(*args, **kwargs)
 
     def state_dict(self):

@@ -19,10 +19,12 @@ def _same_types(types, float_only):
 
 
 def elementwise(name, arity, reference, scalar, grad=None, float_only=False, attrs=None,
-                result_dtype=None, doc="", **extra):
-    """Register an elementwise op whose result has its operands' type (or `result_dtype`)."""
+                result_dtype=None, doc="", numeric=False, **extra):
+    """Register an elementwise op whose result has its operands' type (or `result_dtype`);
+    `numeric`: refused on bools, which numpy refuses too (and bool logic would answer otherwise)."""
     def infer(types, **_):
         t = _same_types(types, float_only)
+        check(not numeric or t.dtype != "bool", "has no bool form (numpy refuses it too): cast the operand first")
         return TensorType(t.shape, result_dtype or t.dtype)
     return register(OpDef(name, arity, infer, reference, grad, scalar, "elementwise",
                           attrs or {}, doc, float_only, **extra))
@@ -125,7 +127,8 @@ elementwise("power_scalar", 1, _scalar_ref(np.power), _power_expr,
             attrs=_SCALAR, float_only=True, identity=1.0)
 
 # ---- unary ------------------------------------------------------------------------------
-elementwise("negate", 1, np.negative, lambda x: -x, lambda b, n, g: [b.negate(g)], involution=True)
+elementwise("negate", 1, np.negative, lambda x: -x, lambda b, n, g: [b.negate(g)], involution=True,
+            numeric=True)
 elementwise("exp", 1, np.exp, S.exp, lambda b, n, g: [b.multiply(g, n.result)], float_only=True)
 elementwise("log", 1, np.log, S.log, lambda b, n, g: [b.divide(g, n.operands[0])], float_only=True)
 elementwise("sqrt", 1, np.sqrt, S.sqrt, float_only=True,

@@ -1,0 +1,189 @@
+"""What the fuzzers (test_entry_fuzz, test_training_fuzz, test_text_fuzz, test_files_fuzz and
+by hand) found, each kept as the smallest example that failed."""
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.errors import IRParseError
+from ndlc.ir import parse, parse_kernels
+
+
+def test_a_function_of_no_arguments_runs_through_its_entry():
+    """The entry's generated source called the program as `run(, update_state=True)`: a
+    SyntaxError on the third call."""
+    f = ndl.compile(lambda: ndl.Tensor(np.ones(2, np.float32)) * 2)
+    assert [f().numpy().tolist() for _ in range(4)] == [[2.0, 2.0]] * 4
+    assert f.entry is not None
+
+
+def test_a_function_returning_an_empty_tuple_runs_through_its_entry():
+    """The entry returned `(,)`: a SyntaxError on the third call."""
+    f = ndl.compile(lambda a: ())
+    assert [f(np.ones(2, np.float32)) for _ in range(4)] == [()] * 4
+    assert f.entry is not None
+
+
+def test_a_compiled_step_leaves_no_stale_gradient_of_an_eager_step():
+    """A compiled step keeps no gradients; it put back the .grad an eager step had left, so that
+    after any number of compiled steps `p.grad` still read the eager step's gradient. Now each
+    compiled call, through the full path or the entry, leaves None where the step set a grad."""
+    np.random.seed(0)
+    model = ndl.nn.Linear(3, 2)
+    opt = ndl.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = ndl.nn.SoftmaxLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
+    compiled = ndl.compile(step)
+    for _ in range(2):
+        step(x, y)
+        assert model.weight.grad is not None
+        for _ in range(3):
+            compiled(x, y)
+            assert model.weight.grad is None and model.bias.grad is None
+    assert compiled.entry is not None
+
+
+GRAPH = "graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) : f32[2]\n  return %0\n}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (GRAPH.replace("f32[2]", "f32[2.5]", 1), r"line 1, column 18: expected an integer dimension, found '2.5'"),
+    ("graph @g(%x: f32[1]) {\n  %0 = broadcast_to(%x, shape=" + "(" * 5000 + ") : f32[1]\n  return %0\n}",
+     r"line 2, column \d+: the text nests too deeply to parse"),
+])
+def test_graph_text_the_parser_crashed_on_is_refused_at_its_line(text, message):
+    """A float dimension was a ValueError from int(), deep parentheses a RecursionError."""
+    with pytest.raises(IRParseError, match=message):
+        parse(text)
+
+
+@pytest.mark.parametrize("text", [None, b"program @p() -> ()"])
+def test_parse_kernels_of_something_not_text_is_refused(text):
+    """An AttributeError or TypeError from str.split before."""
+    with pytest.raises(IRParseError, match=r"parse_kernels takes the text form of a program \(a str\), not"):
+        parse_kernels(text)
+
+
+def test_a_gzip_idx_file_with_corrupt_deflate_data_names_the_file(tmp_path):
+    """zlib.error (not an OSError) escaped read_idx."""
+    import gzip
+    data = bytearray(gzip.compress(bytes(range(256)) * 40))
+    data[20:32] = b"\\\xda\x01rY\xedJ\xde$^\x05\xdc"
+    (tmp_path / "x.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"x.gz: not a readable idx file"):
+        ndl.data.read_idx(str(tmp_path / "x.gz"), 3)
+
+
+@pytest.mark.parametrize("flip, labels", [(True, [3]), (False, 3)])
+def test_a_cifar_batch_that_unpickles_badly_names_the_file(tmp_path, flip, labels):
+    """A flipped bit in a pickle frame's length made pickle.load raise MemoryError, labels of no
+    length a TypeError from len()."""
+    import pickle
+    data = bytearray(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": labels}, protocol=4))
+    if flip:
+        data[7] ^= 0x80  # the frame's length: 2**63 bytes more
+    (tmp_path / "test_batch").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"test_batch: (not a CIFAR-10 python batch|data must be \(N, 3072\))"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+
+
+@pytest.mark.parametrize("offset, value", [(8, 1), (10, 99)])
+def test_a_checkpoint_whose_zip_entry_says_encrypted_or_unknown_compression_names_the_file(tmp_path, offset, value):
+    """zipfile's RuntimeError (an encrypted entry) and NotImplementedError (compression method 99)
+    escaped ndl.load. `offset`: of the flags or method field in the first central directory entry."""
+    path = tmp_path / "c.npz"
+    ndl.save({"w": np.ones(3, np.float32)}, path)
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + offset] = value
+    path.write_bytes(bytes(data))
+    with pytest.raises(ndl.CheckpointError, match=r"c.npz.* truncated or corrupt"):
+        ndl.load(path)
+
+
+@pytest.mark.parametrize("dtype", [">i8", ">i4", ">f8"])
+def test_big_endian_arguments_are_read_as_their_values_eagerly_and_compiled(dtype):
+    """Big-endian integers were refused as 'unsupported dtype int64; supported: ..., int64'."""
+    a = np.arange(6).reshape(2, 3).astype(dtype)
+    f = lambda x: x * 2 + x  # noqa: E731
+    want = (a.astype(a.dtype.newbyteorder("=")) * 3).astype(ndl.Tensor(a).dtype)
+    compiled = ndl.compile(f)
+    for _ in range(3):
+        np.testing.assert_array_equal(compiled(a).numpy(), want)
+    np.testing.assert_array_equal(f(ndl.Tensor(a)).numpy(), want)
+
+
+def test_a_step_bound_to_a_frozen_dataclass_trains_as_eager():
+    """Binding `self.scale` (a runtime float) to its input raised FrozenInstanceError after the
+    optimizer's lr, momentum and weight decay were bound, and they were never put back: their
+    0-d symbolic tensors became state, and the first call failed reading them."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Trainer:
+        model: object
+        opt: object
+        scale: float = 1.5
+
+        def step(self, x, y):
+            self.opt.reset_grad()
+            loss = ndl.nn.SoftmaxLoss()(self.model(x) * self.scale, y)
+            loss.backward()
+            self.opt.step()
+            return loss
+
+    def trainer():
+        np.random.seed(0)
+        model = ndl.nn.Linear(3, 2)
+        return Trainer(model, ndl.optim.SGD(model.parameters(), lr=0.1, momentum=0.5))
+
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
+    eager, compiled = trainer(), trainer()
+    step = ndl.compile(compiled.step)
+    for i in range(5):
+        if i == 3:
+            for t in (eager, compiled):
+                object.__setattr__(t, "scale", 0.5)
+        np.testing.assert_allclose(step(x, y).numpy(), eager.step(x, y).numpy(), rtol=1e-5)
+    assert compiled.opt.lr == 0.1 and type(compiled.opt.momentum) is float
+    np.testing.assert_allclose(compiled.model.weight.numpy(), eager.model.weight.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (lambda: ndl.nn.BatchNorm1d(3), (2, 3)), (lambda: ndl.nn.LayerNorm1d(3), (2, 3)),
+    (lambda: ndl.nn.Conv(1, 2, 3), (1, 1, 4, 4)), (lambda: ndl.nn.Flatten(), (2, 3, 1)),
+    (lambda: ndl.nn.Linear(3, 2), (2, 3))])
+def test_every_layer_takes_a_numpy_array_eagerly_as_its_compiled_call_does(layer, shape):
+    """BatchNorm1d, LayerNorm1d and Conv given an array raised AttributeError ('numpy.ndarray'
+    object has no attribute 'broadcast_to'), Flatten returned an ndarray; Linear and compiled
+    modules took it."""
+    np.random.seed(0)
+    module = layer()
+    x = np.random.default_rng(0).standard_normal(shape)
+    got = module(x)
+    assert isinstance(got, ndl.Tensor)
+    np.testing.assert_array_equal(got.numpy(), module(ndl.Tensor(x)).numpy())
+    np.testing.assert_allclose(ndl.compile(module)(x).numpy(), got.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_float_minus_a_bool_is_the_float_difference_eagerly_and_compiled():
+    """Compiled, [1, 1] - [True, False] gave [2, 1] (negate of a bool is the bool, by bool logic,
+    then added); eagerly numpy's TypeError from the interpreter. The boundary fuzzer's slow run
+    found it through logsumexp(a - b) of an empty float16 and an empty bool array."""
+    a, b = np.ones(2, np.float32), np.array([True, False])
+    np.testing.assert_array_equal(ndl.compile(lambda a, b: a - b)(a, b).numpy(), [0, 1])
+    np.testing.assert_array_equal((ndl.Tensor(a) - ndl.Tensor(b)).numpy(), [0, 1])
+
+
+@pytest.mark.parametrize("negate", [lambda t: -t, lambda t: t - t])
+def test_negating_a_bool_tensor_is_refused_as_numpy_refuses_it(negate):
+    with pytest.raises(ndl.ShapeError, match=r"negate\(bool\[2\]\): has no bool form"):
+        negate(ndl.Tensor(np.array([True, False])))
+    with pytest.raises(ndl.ShapeError, match=r"negate\(bool\[2\]\): has no bool form"):
+        ndl.compile(negate)(np.array([True, False]))
