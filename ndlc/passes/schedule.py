@@ -303,13 +303,14 @@ def _scratch(program, name, shape, dtype):
 
 def work(kernel) -> int:
     """Estimated cost of a kernel: per phase, its iterations times the cost of what it computes
-    there (a store counts 1); a gemm's multiply-adds."""
+    there (a store counts 1; what several stores or reductions share, computed once, counts once);
+    a gemm's multiply-adds."""
     total, outer, every = 0, math.prod(kernel.outer_extents), math.prod(kernel.extents)
     if kernel.gemm is not None:
         total += math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
     for phase in kernel.phases:
-        total += every * sum(_cost(r.body) for r in phase.reductions)
-        total += (every if phase.inner else outer) * sum(1 + _cost(s.value) for s in phase.stores)
+        total += every * _cost(r.body for r in phase.reductions)
+        total += (every if phase.inner else outer) * (len(phase.stores) + _cost(s.value for s in phase.stores))
     return total
 
 
@@ -325,6 +326,6 @@ def _serial_why(kernel, count):
     return ""
 
 
-def _cost(expr):
-    """Loads and operations of a scalar expression (a load costs 1)."""
-    return cost([expr], leaf=lambda payload: 0 if isinstance(payload, Acc) else 1)
+def _cost(exprs):
+    """Loads and operations of scalar expressions (a load costs 1), shared nodes counted once."""
+    return cost(list(exprs), leaf=lambda payload: 0 if isinstance(payload, Acc) else 1)

@@ -141,6 +141,21 @@ kernel k0 -> %0
     assert all("serial: one thread" in str(k) for k in schedule(program, 1).kernels)
 
 
+def test_work_counts_what_several_stores_share_once():
+    """tanh(exp(x)) is computed once for both stores (as LLVM does): 29 a point, not 48, so 4096
+    points stay under the threshold (a scan step's LSTM cell gradients: 2048 points on 2 threads
+    took one wake-up per step for ~2 us of work)."""
+    text = """
+graph @p(%x: f32[32,128]) {
+  %0 = exp(%x) : f32[32,128]
+  %1 = tanh(%0) : f32[32,128]
+  %2 = exp(%1) : f32[32,128]
+  return %1, %2
+}"""
+    kernel, = schedule(fuse(parse(text)), 2).kernels
+    assert "  serial: too small (work 118784 < 131072)" in str(kernel)
+
+
 def test_a_split_loop_is_cut_into_pieces_the_threads_share_evenly():
     text = """
 graph @p(%x: f32[10,100,256]) {
