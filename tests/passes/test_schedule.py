@@ -180,10 +180,12 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   return %0, %1
 }"""
     gemm, exp = schedule(fuse(parse(text), use_blas=True), 2).kernels
-    assert "  parallel over i0 in 5 pieces of 96, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
+    assert "  parallel over i0 in 3 pieces of 192, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
     assert "  parallel over i0 in 4 pieces of 100, taken in turn (2 threads)" in str(exp)
     tall = schedule(fuse(parse(text.replace("400", "1024")), use_blas=True), 2).kernels[0]
     assert "  parallel over i0 in 2 pieces of 528, taken in turn (2 threads)" in str(tall)  # as balanced as 5 of 240
+    lstm = schedule(fuse(parse(text.replace("400", "320")), use_blas=True), 2).kernels[0]
+    assert "  parallel over i0 in 3 pieces of 144, taken in turn (2 threads)" in str(lstm)  # 176 rows as 7 of 48
     narrow = schedule(fuse(parse(text.replace("400", "95")), use_blas=True), 2).kernels[0]
     assert "  serial: 95 rows: fewer than two pieces of 48 (BLAS's tiles)" in str(narrow)
     seen = []
