@@ -143,8 +143,8 @@ kernel k0 -> %0
 
 def test_work_counts_what_several_stores_share_once():
     """tanh(exp(x)) is computed once for both stores (as LLVM does): 29 a point, not 48, so 4096
-    points stay under the threshold (a scan step's LSTM cell gradients: 2048 points on 2 threads
-    took one wake-up per step for ~2 us of work)."""
+    points stay under the threshold (the LSTM LM's per-step gate-gradient concatenation, 2048
+    points, 4 loads for 2 stores, no longer splits)."""
     text = """
 graph @p(%x: f32[32,128]) {
   %0 = exp(%x) : f32[32,128]
