@@ -309,6 +309,8 @@ class _Lowering:
         matrices = []
         for v, index_map, (rows, cols) in zip(node.operands, nest.maps, ((m, k), (k, n))):
             matrix = self._matrix(v, index_map, extents, rows, cols)
+            if matrix is None and self._reviewed(v):
+                matrix = self._matrix(v, index_map, extents, rows, cols)
             if matrix is None:
                 computed = "a computed value" if not self._is_load(self.defs[v]) else "a view BLAS cannot stride"
                 self._store(v, f"{node.op} hands it to BLAS as a matrix ({computed})")
@@ -316,6 +318,19 @@ class _Lowering:
             matrices.append(matrix)
         gemm = Gemm(*matrices, extents[m], extents[n], extents[k], "", node.result.dtype)
         return _Nest(node.result.shape, 0, None, None, gemm)
+
+    def _reviewed(self, v):
+        """Whether `v`, a view (or a view of a view) of a value stored since `v` was defined, is
+        defined again as a load through the view: the forward's one-hot matrix, stored for its
+        product, is the gradient's transposed operand as it is, not a transposed copy."""
+        node = v.node
+        if node is None or node.op == "scan" or get_op(node.op).index_map is None:
+            return False
+        (operand,) = node.operands
+        if operand not in self.stored and not self._reviewed(operand):
+            return False
+        self.defs[v] = self._define(node)
+        return True
 
     def _matrix(self, v, index_map, extents, rows, cols):
         """Operand `v` as a BLAS Matrix over loop axes (rows, cols), or None where it is computed

@@ -24,8 +24,8 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
-taken in turn, balance: 400 rows are 96 x 4 + 16, not 144 x 2 + 112): each piece is one BLAS call,
-one per thread where that balances as well (GEMM_BALANCE).
+taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
+call, the fewest calls that balance as well as any (GEMM_BALANCE).
 Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
 and why.
 
@@ -79,9 +79,9 @@ PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measu
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
 # from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
 GEMM_ROWS = 48
-# A gemm runs one piece per thread where that is this balanced against PIECES_PER_THREAD pieces:
-# each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces of 528
-# rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
+# A gemm runs the fewest pieces whose busiest thread runs within this of the best any piece size
+# reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
+# of 528 rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
 GEMM_BALANCE = 1.05
 BALANCE = 1.05  # a split loop's pieces: the largest whose busiest thread runs at most this over an even share
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
@@ -181,15 +181,22 @@ def _split(kernel, threads):
     unit = GEMM_ROWS if kernel.gemm and loop == len(kernel.extents) - 2 else 1
     if splittable[loop] // unit < 2:
         return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
-    n, units = splittable[loop], -(-splittable[loop] // unit)
-    piece = unit * max(1, units // (threads * PIECES_PER_THREAD))
+    n = splittable[loop]
     if unit == 1:
-        piece = _balanced(n, piece, threads)
-    else:  # each BLAS call packs the whole right operand again: one piece per thread if as balanced
-        whole = unit * -(-units // threads)
-        if _makespan(n, whole, threads) <= GEMM_BALANCE * _makespan(n, piece, threads):
-            piece = whole
+        piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
+    else:
+        piece = _fewest_calls(n, unit, threads)
     return Split(loop, min(threads, -(-n // piece)), piece), ""
+
+
+def _fewest_calls(n, unit, threads):
+    """The largest multiple of `unit` rows of `n` whose pieces keep the busiest thread within
+    GEMM_BALANCE of the best any multiple reaches: each piece is a BLAS call, which packs the whole
+    right operand again (320 rows on 2 threads: 144 x 2 + 32, 3 calls, not 48 x 6 + 32, 7, for
+    the same 176 rows on the busiest thread)."""
+    sizes = range(unit, unit * -(-n // unit) + 1, unit)
+    best = min(_makespan(n, piece, threads) for piece in sizes)
+    return max(piece for piece in sizes if _makespan(n, piece, threads) <= GEMM_BALANCE * best)
 
 
 def _balanced(n, most, threads):
@@ -321,13 +328,14 @@ def _scratch(program, name, shape, dtype):
 
 def work(kernel) -> int:
     """Estimated cost of a kernel: per phase, its iterations times the cost of what it computes
-    there (a store counts 1); a gemm's multiply-adds."""
+    there (a store counts 1; what several stores or reductions share, computed once, counts once);
+    a gemm's multiply-adds."""
     total, outer, every = 0, math.prod(kernel.outer_extents), math.prod(kernel.extents)
     if kernel.gemm is not None:
         total += math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
     for phase in kernel.phases:
-        total += every * sum(_cost(r.body) for r in phase.reductions)
-        total += (every if phase.inner else outer) * sum(1 + _cost(s.value) for s in phase.stores)
+        total += every * _cost(r.body for r in phase.reductions)
+        total += (every if phase.inner else outer) * (len(phase.stores) + _cost(s.value for s in phase.stores))
     return total
 
 
@@ -343,6 +351,6 @@ def _serial_why(kernel, count):
     return ""
 
 
-def _cost(expr):
-    """Loads and operations of a scalar expression (a load costs 1)."""
-    return cost([expr], leaf=lambda payload: 0 if isinstance(payload, Acc) else 1)
+def _cost(exprs):
+    """Loads and operations of scalar expressions (a load costs 1), shared nodes counted once."""
+    return cost(list(exprs), leaf=lambda payload: 0 if isinstance(payload, Acc) else 1)

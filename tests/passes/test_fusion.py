@@ -130,6 +130,22 @@ graph @conv(%x: f32[2,6,10,3], %w: f32[3,3,8,3]) {
     assert str(conv.loads[1]) == "%0[i3 + 72*i4 + 24*i5 + 8*i6]"
 
 
+def test_a_view_of_a_value_stored_after_the_view_was_defined_is_a_blas_operand_as_it_is():
+    """%1 is defined while %0 is still recomputed where read; %0 is then stored for the first
+    product, so the second reads it transposed (an embedding's one-hot matrix and its gradient)."""
+    program = fuse(parse("""
+graph @hot(%a: f32[6,5], %b: f32[6,5], %w: f32[5,4], %g: f32[6,4]) {
+  %0 = add(%a, %b) : f32[6,5]
+  %1 = transpose(%0, axes=(0, 1)) : f32[5,6]
+  %2 = matmul(%0, %w) : f32[6,4]
+  %3 = matmul(%1, %g) : f32[5,4]
+  return %2, %3
+}"""), use_blas=True)
+    add, product, gradient = program.kernels
+    assert add.outputs() == ["0"] and product.fused == ("%2 matmul",)
+    assert "  call sgemm(%0^T, %g) -> %3  (5x6 @ 6x4)" in str(gradient)
+
+
 def test_reshape_of_a_transposed_view_is_read_in_the_order_of_its_copy():
     program = kernels("""
 graph @t(%x: f32[2,3]) {

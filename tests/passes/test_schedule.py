@@ -141,6 +141,21 @@ kernel k0 -> %0
     assert all("serial: one thread" in str(k) for k in schedule(program, 1).kernels)
 
 
+def test_work_counts_what_several_stores_share_once():
+    """tanh(exp(x)) is computed once for both stores (as LLVM does): 29 a point, not 48, so 4096
+    points stay under the threshold (the LSTM LM's per-step gate-gradient concatenation, 2048
+    points, 4 loads for 2 stores, no longer splits)."""
+    text = """
+graph @p(%x: f32[32,128]) {
+  %0 = exp(%x) : f32[32,128]
+  %1 = tanh(%0) : f32[32,128]
+  %2 = exp(%1) : f32[32,128]
+  return %1, %2
+}"""
+    kernel, = schedule(fuse(parse(text)), 2).kernels
+    assert "  serial: too small (work 118784 < 131072)" in str(kernel)
+
+
 def test_a_split_loop_is_cut_into_pieces_the_threads_share_evenly():
     text = """
 graph @p(%x: f32[10,100,256]) {
@@ -165,10 +180,12 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   return %0, %1
 }"""
     gemm, exp = schedule(fuse(parse(text), use_blas=True), 2).kernels
-    assert "  parallel over i0 in 5 pieces of 96, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
+    assert "  parallel over i0 in 3 pieces of 192, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
     assert "  parallel over i0 in 4 pieces of 100, taken in turn (2 threads)" in str(exp)
     tall = schedule(fuse(parse(text.replace("400", "1024")), use_blas=True), 2).kernels[0]
     assert "  parallel over i0 in 2 pieces of 528, taken in turn (2 threads)" in str(tall)  # as balanced as 5 of 240
+    lstm = schedule(fuse(parse(text.replace("400", "320")), use_blas=True), 2).kernels[0]
+    assert "  parallel over i0 in 3 pieces of 144, taken in turn (2 threads)" in str(lstm)  # 176 rows as 7 of 48
     narrow = schedule(fuse(parse(text.replace("400", "95")), use_blas=True), 2).kernels[0]
     assert "  serial: 95 rows: fewer than two pieces of 48 (BLAS's tiles)" in str(narrow)
     seen = []
