@@ -245,3 +245,24 @@ def test_the_entry_wraps_outputs_as_the_full_path_does():
     for _ in range(3):
         step(x)  # results dropped: their arrays may be written again
     assert all(o[1].numpy().tobytes() == (x * 2.0).tobytes() for o in held)
+
+
+def test_outputs_kept_read_late_or_viewed_keep_their_values_through_later_calls():
+    """The entry's runs (Program.steady) write an output array again only when nothing holds it:
+    an output kept, one read after the next call and a view of one whose Tensor is dropped keep
+    their values while the same input array, written in place, is called on again and again."""
+    step = ndl.compile(lambda x: x * 2.0)
+    x = np.zeros((3, 4), np.float32)
+    kept = step(x)
+    x[...] = 1.0
+    view = step(x).numpy()[1:]
+    last = None
+    for k in range(2, 8):
+        x[...] = k
+        previous, last = last, step(x)
+        if previous is not None:
+            assert previous.numpy().tobytes() == np.full((3, 4), 2.0 * (k - 1), np.float32).tobytes()
+    assert hasattr(step.last.program.steady, "source"), "the calls ran through the generated run"
+    assert kept.numpy().tobytes() == np.zeros((3, 4), np.float32).tobytes()
+    assert view.tobytes() == np.full((2, 4), 2.0, np.float32).tobytes()
+    assert last.numpy().tobytes() == np.full((3, 4), 14.0, np.float32).tobytes()
