@@ -6,6 +6,8 @@ cannot be written in place; an output whose two spare arrays are both still refe
 """
 import sys
 
+import numpy as np
+
 from . import libraries
 from .generated import SourceWriter
 
@@ -45,6 +47,7 @@ def build_steady(program, counter):
             fixed.append(f"{pointers}[{slot}] = {program.reused_addresses[name]}")
         else:
             _spare(writer, program.spare[name], o, f"{pointers}[{slot}]", fallback)
+    results, copies = _results(writer, program, inputs, arrays, fallback)
     if fixed:  # the same in every steady run while the inputs stay bound: written after a full run
         writer.line("if not program.steady_table:")
         for line in fixed + ["program.steady_table = True"]:
@@ -56,12 +59,32 @@ def build_steady(program, counter):
         writer.line(f"{team}.run({call})")
     writer.line("program.calls += 1")
     writer.line("CALLS[0] += 1")
-    results, seen = [], set()
-    for name in kernels.outputs:  # a name listed twice is copied (Program._run)
-        results.append(f"{arrays[name]}.copy()" if name in seen else arrays[name])
-        seen.add(name)
+    for line in copies:
+        writer.line(line)
     writer.line(f"return [{', '.join(results)}]")
     return writer.function(f"steady_{kernels.name}", "*arrays")
+
+
+def _results(writer, program, inputs, arrays, fallback):
+    """The results' expressions and the copies made after the run. An output listed twice is
+    copied (Program._run); where the second is a state's new value (BatchNorm's running mean,
+    also returned), it is copied into the state's own array, as CapturedStep.write_back would
+    copy it, which the caller then finds written: its array stays the one bound."""
+    kernels = program.kernels
+    split = len(kernels.outputs) - kernels.updates
+    results, copies, seen = [], [], set()
+    for k, name in enumerate(kernels.outputs):
+        if name not in seen:
+            results.append(arrays[name])
+        elif k >= split:
+            state = inputs[kernels.inputs.index(kernels.updated[k - split])]
+            writer.line(f"if not {state}.flags.writeable: {fallback}")
+            copies.append(f"{writer.const(np.copyto)}({state}, {arrays[name]})")
+            results.append(state)
+        else:
+            results.append(f"{arrays[name]}.copy()")
+        seen.add(name)
+    return results, copies
 
 
 def _spare(writer, spare, o, pointer, fallback):

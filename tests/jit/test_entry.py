@@ -137,10 +137,30 @@ def scenario_bound_object():
                   lambda: setattr(scaler, "extra", nn.Linear(3, 3)), call, call]
 
 
+def scenario_returned_running_statistics():
+    """BatchNorm's new running mean returned as well as kept (the program copies it into the
+    state's array), the returned tensors held and read again after later calls, then the running
+    variance's array made read-only (its new value is stored into a new array instead)."""
+    np.random.seed(0)
+    norm = nn.BatchNorm1d(6)
+    step = ndl.compile(lambda x: (norm(x), norm.running_mean, norm.running_var))
+    held = []
+
+    def call():
+        held.append(step(X))
+        return [o.numpy().copy() for o in held[-1]] + [norm.running_mean.numpy().copy()]
+
+    def freeze():
+        norm.running_var.numpy().flags.writeable = False
+    read = lambda: [o.numpy().copy() for outputs in held for o in outputs]  # noqa: E731
+    return step, [call, call, call, read, call, freeze, call, call, read]
+
+
 SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_parameter_replaced,
              scenario_parameter_written_in_place, scenario_data_assigned, scenario_requires_grad_flipped,
              scenario_submodule_appended, scenario_optimizer_state_replaced, scenario_eval_mode,
-             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object]
+             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object,
+             scenario_returned_running_statistics]
 
 
 def run(scenario, misses, monkeypatch):
