@@ -69,7 +69,9 @@ class Program:
     the others go to buffers reused across runs, which the caller stores into the state before
     the next run. `run(..., into={output: array})`
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
-    gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
+    gradients into its flat all-reduce buffer), or copies them there when no kernel computes them.
+    `steady(*arrays)` is `run(*arrays, update_state=True)` for a call that repeats the last, in
+    code generated for the program (steady.py); a compiled call's entry runs it."""
 
     def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
         """`native`: the NativeModule linked already, and `kernels` a program_cache.StoredProgram

@@ -24,7 +24,8 @@ def build_steady(program, counter):
     writer.line(f"with {writer.const(program.lock)}:")
     writer.indent = 2
     writer.line(f"if len(arrays) != {len(inputs)}: {fallback}")
-    writer.line(f"{', '.join(inputs)}, = arrays")
+    if inputs:
+        writer.line(f"{', '.join(inputs)}, = arrays")
     bound = writer.const(program.bound)
     for i, (a, (_, _, shape, dtype)) in enumerate(zip(inputs, program.input_slots)):
         writer.line(f"if {a} is not {bound}[{i}] or {a}.shape != {shape!r} or {a}.dtype is not {writer.const(dtype)}:")

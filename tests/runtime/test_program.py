@@ -206,6 +206,17 @@ def test_steady_runs_are_generated_after_the_first_and_agree_bit_for_bit():
     assert "steady_mlp" in program.steady.source and native_calls() - before == 3 and program.calls == 4
 
 
+def test_a_program_without_inputs_runs_steadily():
+    program = compile_graph(parse("""
+graph @c() {
+  %0 = full(value=2.0, shape=(3,)) : f32[3]
+  return %0
+}"""))
+    held = [program.steady()[0] for _ in range(3)]
+    assert program.steady.source.startswith("def steady_c(")
+    assert len({a.ctypes.data for a in held}) == 3 and all(a.tobytes() == np.full(3, 2.0, np.float32).tobytes() for a in held)
+
+
 @WAYS
 def test_an_output_array_is_written_again_only_when_nothing_references_it(way):
     program = compile_graph(parse(GRAPH))
