@@ -40,11 +40,30 @@ _RESIDENT: "weakref.WeakKeyDictionary[Value, tuple]" = weakref.WeakKeyDictionary
 _ever_resident = False  # whether any value was marked resident: until then a read looks up nothing
 _TENSORS: "dict[weakref.ref, weakref.ref]" = {}
 _CPU = cpu()  # the device of tensors made by ops and compiled calls (devices compare by name)
+_DATA_POP, _TENSORS_POP = _DATA.pop, _TENSORS.pop  # the records' callbacks, bound once
+_new = object.__new__
 
 
 def _set_data(value: Value, data):
     """`value`'s eager data is `data` (an existing entry keeps its key, so its one callback)."""
-    _DATA[ref(value, _DATA.pop)] = data
+    _DATA[ref(value, _DATA_POP)] = data
+
+
+def _tensor(cls, value: Value, requires_grad: bool):
+    """A new `cls` standing for `value`, recorded as its Tensor (`Tensor._bind`'s record, in
+    this one frame: every op's result and every compiled call's output is made here)."""
+    tensor = _new(cls)
+    tensor.device, tensor.grad, tensor._value, tensor.requires_grad = _CPU, None, value, requires_grad
+    _TENSORS[ref(value, _TENSORS_POP)] = ref(tensor)
+    return tensor
+
+
+def leaf(cls, data: np.ndarray, type_: TensorType, requires_grad: bool):
+    """A new leaf `cls` holding the ndarray `data` of type `type_` as is (`Tensor.make_const`
+    without its conversions, which a compiled call's entry calls for each output)."""
+    value = Value(type_)
+    _DATA[ref(value, _DATA_POP)] = data
+    return _tensor(cls, value, requires_grad)
 
 
 def _tensor_wrapping(value: Value):
@@ -118,14 +137,11 @@ class Tensor:
         """This tensor stands for `value` (its .grad, set by backward, stays)."""
         self._value = value
         self.requires_grad = bool(requires_grad)
-        _TENSORS[ref(value, _TENSORS.pop)] = ref(self)
+        _TENSORS[ref(value, _TENSORS_POP)] = ref(self)
 
     @classmethod
     def _wrap(cls, value, requires_grad=False):
-        tensor = cls.__new__(cls)
-        tensor.device, tensor.grad = _CPU, None
-        tensor._bind(value, requires_grad)
-        return tensor
+        return _tensor(cls, value, bool(requires_grad))
 
     @classmethod
     def make_const(cls, data, requires_grad=False, type_=None):
@@ -134,9 +150,7 @@ class Tensor:
         the caller knows it (a compiled call's outputs), not worked out again from the array."""
         if type(data) is not np.ndarray:
             data = np.asarray(data)
-        tensor = cls._wrap(Value(TensorType.of(data) if type_ is None else type_), requires_grad)
-        _DATA[ref(tensor._value, _DATA.pop)] = data
-        return tensor
+        return leaf(cls, data, TensorType.of(data) if type_ is None else type_, bool(requires_grad))
 
     # ---- data -----------------------------------------------------------------------------
     @property

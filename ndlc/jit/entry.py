@@ -26,6 +26,7 @@ import numpy as np
 
 from ..frontend import tensor as tensor_module
 from ..frontend.tensor import Tensor
+from ..runtime.generated import SourceWriter
 from .capture import Hyperparameter
 from .guards import same_bytes, unchanged
 from .reads import SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
@@ -64,53 +65,36 @@ def build_entry(compiled, specialisation, count):
         array = np.zeros((), specialisation.program.input_types[len(batch) + len(numbers)].np_dtype)
         numbers.append(writer.const(array))
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
-    program = writer.const(specialisation.program)  # its methods looked up as the full path does
-    writer.line(f"results = {program}.run({', '.join(batch + numbers + state + ['update_state=True'])})")
+    program = writer.const(specialisation.program)  # `steady` looked up per call: it changes after a run
+    writer.line(f"results = {program}.steady({', '.join(batch + numbers + state)})")
     _write_back(writer, captured, specialisation.num_outputs, state)
     if captured.gradients:  # CapturedStep.drop_gradients
         writer.line(f"for t in {writer.const(captured.gradients)}: t.grad = None")
     types = [writer.const(value.type) for value in captured.graph.outputs]  # the program's outputs'
-    wrapped = [f"Tensor.make_const(results[{i}], False, {t})" for i, t in enumerate(types)]
+    wrapped = [f"LEAF(Tensor, results[{i}], {t}, False)" for i, t in enumerate(types)]
     sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
     writer.line(f"return ({sequence})" if captured.returns_sequence else f"return {wrapped[0]}")
-    return writer.function(f"entry_{captured.graph.name}")
+    return writer.function(f"entry_{captured.graph.name}", "args, kwargs")
 
 
-class _Writer:
+class _Writer(SourceWriter):
     """The entry's source lines and the objects its names stand for."""
 
     def __init__(self):
-        self.lines, self.indent = [], 1
-        self.names = {"MISS": MISS, "ABSENT": ABSENT, "TENSORS": tensor_module, "Tensor": Tensor,
-                      "ndarray": np.ndarray, "ref": weakref.ref,
-                      # a tensor's data: `DATA(ref(value))` (tensor.py's _DATA is keyed by weak
-                      # references; ref(value) is the value's own, made once)
-                      "DATA": tensor_module._DATA.get, "FLOATS": FLOATS, "NUMBERS": NUMBERS,
-                      "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged}
+        super().__init__({"MISS": MISS, "ABSENT": ABSENT, "TENSORS": tensor_module, "Tensor": Tensor,
+                          "ndarray": np.ndarray, "ref": weakref.ref,
+                          # a tensor's data: `DATA(ref(value))` (tensor.py's _DATA is keyed by weak
+                          # references; ref(value) is the value's own, made once)
+                          "DATA": tensor_module._DATA.get, "LEAF": tensor_module.leaf, "FLOATS": FLOATS,
+                          "NUMBERS": NUMBERS, "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged})
         self.temporaries = 0
-
-    def const(self, value) -> str:
-        """A name standing for `value` in the entry."""
-        name = f"k{len(self.names)}"
-        self.names[name] = value
-        return name
 
     def temporary(self) -> str:
         self.temporaries += 1
         return f"t{self.temporaries}"
 
-    def line(self, text):
-        self.lines.append("    " * self.indent + text)
-
     def miss_if(self, condition):
         self.line(f"if {condition}: return MISS")
-
-    def function(self, name):
-        source = f"def {name}(args, kwargs):\n" + "\n".join(self.lines) + "\n"
-        exec(compile(source, f"<ndlc entry {name}>", "exec"), self.names)
-        entry = self.names[name]
-        entry.source = source
-        return entry
 
 
 def _arguments(writer, types) -> list:

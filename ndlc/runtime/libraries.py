@@ -74,17 +74,18 @@ def blas_threads() -> int:
     return functions[2]() if functions else 1
 
 
-@contextlib.contextmanager
-def single_threaded_blas():
-    """OpenBLAS held to one thread meanwhile (the budget's count restored after): a compiled
-    program's gemms run on the threads ndlc gives them, each on one core, split at row boundaries
-    that keep OpenBLAS's summation order (OpenBLAS's own threads split it differently)."""
+def single_threaded_blas(fn, *args):
+    """fn(*args) with OpenBLAS held to one thread meanwhile (the budget's count restored after):
+    a compiled program's gemms run on the threads ndlc gives them, each on one core, split at row
+    boundaries that keep OpenBLAS's summation order (OpenBLAS's own threads split it differently).
+    A call rather than a context manager: it wraps every run of a program that calls BLAS, and
+    contextlib's three Python frames were more than its own."""
     functions = _blas()
     before = functions[2]() if functions else 1
     if before > 1:
         functions[3](1)
     try:
-        yield
+        return fn(*args)
     finally:
         if before > 1:
             functions[3](before)

@@ -189,8 +189,9 @@ class NativeModule:
         return address
 
     def entry(self, pointers):
-        """Run the program on the pointer array at address `pointers`: the runner reads the plan."""
-        self.runner(pointers, *self.tables)
+        """A function of no arguments that runs the program on the pointer array at address
+        `pointers` (the runner reads the plan): one ctypes call, its arguments bound once."""
+        return functools.partial(self.runner, pointers, *self.tables)
 
     @functools.cached_property
     def modules(self) -> list:

@@ -1,6 +1,7 @@
 """A compiled program: its buffers, allocated once and reused, and one native call per run."""
 import collections
 import ctypes
+import functools
 import math
 import sys
 import threading
@@ -15,6 +16,7 @@ from ..ir.types import TensorType, numpy_dtype
 from . import libraries
 from .check import check_program, kernel_sources
 from .native import NativeModule
+from .steady import build_steady
 from .team import Team, most_threads
 
 ALIGNMENT = 64
@@ -23,12 +25,14 @@ ALIGNMENT = 64
 class BoundsError(NdlcError, IndexError):
     """Compiled with bounds checks (NDLC_DEBUG=1, debug=True), a kernel accessed memory outside a
     buffer: the message names the kernel, the buffer, the graph nodes and the user's lines."""
-_native_calls = 0
+
+
+_native_calls = [0]  # one item, which the generated steady runs (steady.py) add to as well
 
 
 def native_calls() -> int:
     """How many native entry-point calls this process made (a test proves one per run)."""
-    return _native_calls
+    return _native_calls[0]
 
 
 def address(array: np.ndarray) -> int:
@@ -65,7 +69,9 @@ class Program:
     the others go to buffers reused across runs, which the caller stores into the state before
     the next run. `run(..., into={output: array})`
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
-    gradients into its flat all-reduce buffer), or copies them there when no kernel computes them."""
+    gradients into its flat all-reduce buffer), or copies them there when no kernel computes them.
+    `steady(*arrays)` is `run(*arrays, update_state=True)` for a call that repeats the last, in
+    code generated for the program (steady.py); a compiled call's entry runs it."""
 
     def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
         """`native`: the NativeModule linked already, and `kernels` a program_cache.StoredProgram
@@ -112,12 +118,18 @@ class Program:
         self.reused_addresses = {name: array.ctypes.data for name, array in self.reused.items()}
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
         self.table = ctypes.addressof(self.pointers)
+        self.native_call = self.native.entry(self.table)
         self.calls = 0
+        self.steady_table = False  # whether the table holds the state and reused outputs' pointers of a steady run
         # output name -> [(array, address)] of the last two runs' arrays for it, newest first (_unreferenced)
         self.spare = {name: [] for name in kernels.outputs}
         self.lock = threading.Lock()
         self.calls_blas = calls_blas
         self.team = Team(kernels.name, team)
+        # run(*arrays, update_state=True) for a call that repeats the last: generated after the
+        # first run (steady.py) unless profiling or bounds checks read the run's records
+        self.steady = self._first_steady if self.stamps is None and self.violation is None else \
+            functools.partial(self.run, update_state=True)
 
     def _arena(self, buffers, names) -> dict:
         """Buffer name -> its array, for `names`, carved at ALIGNMENT-byte boundaries from one
@@ -151,8 +163,15 @@ class Program:
         with self.lock:
             return self._run(arrays, update_state, into or {})
 
+    def _first_steady(self, *arrays):
+        """The first steady run: the full run, after which each output has a spare array and
+        the generated function takes over."""
+        results = self.run(*arrays, update_state=True)
+        self.steady = build_steady(self, _native_calls)
+        return results
+
     def _run(self, arrays, update_state, into):
-        global _native_calls
+        self.steady_table = False
         if len(arrays) != len(self.input_slots):
             raise ShapeError(f"@{self.kernels.name} takes {len(self.kernels.inputs)} inputs, got {len(arrays)}")
         bound, pointers, slots = self.bound, self.pointers, self.slots
@@ -172,17 +191,16 @@ class Program:
                 outputs[name], known[name] = self._unreferenced(name)
             pointers[slots[name]] = known[name]
         if self.calls_blas:  # BLAS on its calling thread: the same sums at any budget
-            with libraries.single_threaded_blas():
-                seconds = self.team.run(self.native.entry, self.table)
-        else:  # no context manager's three Python calls (contextlib.nullcontext) per run
-            seconds = self.team.run(self.native.entry, self.table)
+            seconds = libraries.single_threaded_blas(self.team.run, self.native_call)
+        else:
+            seconds = self.team.run(self.native_call)
         if self.stamps is not None:
             self.native_seconds += seconds
             self.kernel_cycles += np.diff(self.stamps)
         if self.violation is not None and self.violation[0]:
             raise BoundsError(self._violation())
         self.calls += 1
-        _native_calls += 1
+        _native_calls[0] += 1
         for name, array in into.items():
             if outputs[name] is not array:
                 np.copyto(array, outputs[name])

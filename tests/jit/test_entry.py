@@ -137,10 +137,30 @@ def scenario_bound_object():
                   lambda: setattr(scaler, "extra", nn.Linear(3, 3)), call, call]
 
 
+def scenario_returned_running_statistics():
+    """BatchNorm's new running mean returned as well as kept (the program copies it into the
+    state's array), the returned tensors held and read again after later calls, then the running
+    variance's array made read-only (its new value is stored into a new array instead)."""
+    np.random.seed(0)
+    norm = nn.BatchNorm1d(6)
+    step = ndl.compile(lambda x: (norm(x), norm.running_mean, norm.running_var))
+    held = []
+
+    def call():
+        held.append(step(X))
+        return [o.numpy().copy() for o in held[-1]] + [norm.running_mean.numpy().copy()]
+
+    def freeze():
+        norm.running_var.numpy().flags.writeable = False
+    read = lambda: [o.numpy().copy() for outputs in held for o in outputs]  # noqa: E731
+    return step, [call, call, call, read, call, freeze, call, call, read]
+
+
 SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_parameter_replaced,
              scenario_parameter_written_in_place, scenario_data_assigned, scenario_requires_grad_flipped,
              scenario_submodule_appended, scenario_optimizer_state_replaced, scenario_eval_mode,
-             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object]
+             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object,
+             scenario_returned_running_statistics]
 
 
 def run(scenario, misses, monkeypatch):
@@ -245,3 +265,24 @@ def test_the_entry_wraps_outputs_as_the_full_path_does():
     for _ in range(3):
         step(x)  # results dropped: their arrays may be written again
     assert all(o[1].numpy().tobytes() == (x * 2.0).tobytes() for o in held)
+
+
+def test_outputs_kept_read_late_or_viewed_keep_their_values_through_later_calls():
+    """The entry's runs (Program.steady) write an output array again only when nothing holds it:
+    an output kept, one read after the next call and a view of one whose Tensor is dropped keep
+    their values while the same input array, written in place, is called on again and again."""
+    step = ndl.compile(lambda x: x * 2.0)
+    x = np.zeros((3, 4), np.float32)
+    kept = step(x)
+    x[...] = 1.0
+    view = step(x).numpy()[1:]
+    last = None
+    for k in range(2, 8):
+        x[...] = k
+        previous, last = last, step(x)
+        if previous is not None:
+            assert previous.numpy().tobytes() == np.full((3, 4), 2.0 * (k - 1), np.float32).tobytes()
+    assert hasattr(step.last.program.steady, "source"), "the calls ran through the generated run"
+    assert kept.numpy().tobytes() == np.zeros((3, 4), np.float32).tobytes()
+    assert view.tobytes() == np.full((2, 4), 2.0, np.float32).tobytes()
+    assert last.numpy().tobytes() == np.full((3, 4), 14.0, np.float32).tobytes()

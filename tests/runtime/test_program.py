@@ -184,24 +184,60 @@ def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path):
     assert without[2] == pytest.approx(first[2], rel=1e-5)
 
 
-def test_an_output_array_is_written_again_only_when_nothing_references_it():
+def _runs(program, way):
+    """`program`'s run as the way named calls it: `run`, or `steady` (the generated run for calls
+    that repeat the last, runtime/steady.py, which compiled calls take; the full run where any
+    decision is to be made again)."""
+    return program.run if way == "run" else program.steady
+
+
+WAYS = pytest.mark.parametrize("way", ["run", "steady"])
+
+
+def test_steady_runs_are_generated_after_the_first_and_agree_bit_for_bit():
     program = compile_graph(parse(GRAPH))
+    inputs = _inputs()
+    expected = [a.copy() for a in program.run(*[a.copy() for a in inputs])]
+    before = native_calls()
+    for _ in range(3):
+        got = program.steady(*inputs)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert "steady_mlp" in program.steady.source and native_calls() - before == 3 and program.calls == 4
+
+
+def test_a_program_without_inputs_runs_steadily():
+    program = compile_graph(parse("""
+graph @c() {
+  %0 = full(value=2.0, shape=(3,)) : f32[3]
+  return %0
+}"""))
+    held = [program.steady()[0] for _ in range(3)]
+    assert program.steady.source.startswith("def steady_c(")
+    assert len({a.ctypes.data for a in held}) == 3 and all(a.tobytes() == np.full(3, 2.0, np.float32).tobytes() for a in held)
+
+
+@WAYS
+def test_an_output_array_is_written_again_only_when_nothing_references_it(way):
+    program = compile_graph(parse(GRAPH))
+    run = _runs(program, way)
     inputs = [np.full(t.shape, 0.5, np.float32) for t in program.input_types]
-    first = program.run(*inputs)[0]
-    second = program.run(*inputs)[0]
+    first = run(*inputs)[0]
+    second = run(*inputs)[0]
     assert not np.shares_memory(first, second), "the caller holds the first result"
     address, view = second.ctypes.data, second[:1]
     del second
-    third = program.run(*inputs)[0]
+    third = run(*inputs)[0]
     assert third.ctypes.data != address, "a view keeps the second result alive"
     address = third.ctypes.data
     del view, third
-    fourth = program.run(*inputs)[0]
+    fourth = run(*inputs)[0]
     assert fourth.ctypes.data == address, "nothing references the third result: its array is reused"
     np.testing.assert_array_equal(fourth, first)
 
 
-def test_a_loop_holding_its_last_result_alternates_between_two_arrays(monkeypatch):
+@WAYS
+def test_a_loop_holding_its_last_result_alternates_between_two_arrays(monkeypatch, way):
     """`out = run(...)` holds the last result while the next run writes: that one is new, and
     from then on the runs take turns with the two arrays (no array made per run)."""
     from ndlc.runtime import program as program_module
@@ -211,8 +247,9 @@ def test_a_loop_holding_its_last_result_alternates_between_two_arrays(monkeypatc
     inputs = [np.full(t.shape, 0.5, np.float32) for t in program.input_types]
     addresses = []
     out = None
+    run = _runs(program, way)
     for _ in range(6):
-        out = program.run(*inputs)[0]
+        out = run(*inputs)[0]
         addresses.append(out.ctypes.data)
     assert made == [(8, 3), (), (8, 3)], "both outputs by the first run, the held one again by the second"
     assert addresses[0] != addresses[1] and addresses[2:] == addresses[:2] * 2
@@ -235,24 +272,27 @@ def test_read_only_and_empty_inputs_pass_their_own_addresses():
         np.testing.assert_array_equal(got, want)
 
 
-def test_an_input_passed_again_is_checked_and_read_again():
+@WAYS
+def test_an_input_passed_again_is_checked_and_read_again(way):
     """A run keeps the last run's input arrays and their addresses: the same object passed again
     is not bound anew, but its shape, dtype and contents are still what this run reads."""
     program = compile_graph(parse(GRAPH))
+    run = _runs(program, way)
     x, w, b = _inputs()
-    first = [a.copy() for a in program.run(x, w, b)]
+    first = [a.copy() for a in run(x, w, b)]
     x *= 2
-    np.testing.assert_array_equal(program.run(x, w, b)[0], program.run(x.copy(), w, b)[0])
-    assert not np.array_equal(program.run(x, w, b)[0], first[0])
+    np.testing.assert_array_equal(run(x, w, b)[0], run(x.copy(), w, b)[0])
+    assert not np.array_equal(run(x, w, b)[0], first[0])
     x.shape = (4, 8)
     with pytest.raises(ShapeError, match="input 0 \\(x\\) has type float32\\[4, 8\\]"):
-        program.run(x, w, b)
+        run(x, w, b)
     x.shape = (8, 4)
     x /= 2
-    np.testing.assert_array_equal(program.run(x, w, b)[0], first[0])
+    np.testing.assert_array_equal(run(x, w, b)[0], first[0])
 
 
-def test_state_passed_twice_after_a_run_on_distinct_arrays_is_not_updated_in_place():
+@WAYS
+def test_state_passed_twice_after_a_run_on_distinct_arrays_is_not_updated_in_place(way):
     """Whether two state inputs share memory is decided again whenever an input is rebound: an
     update is written in place only into an array no other input shares."""
     graph = parse("""
@@ -262,15 +302,22 @@ graph @step(%g: f32[4], %w: f32[4] state, %u: f32[4] state) {
   return new %w = %1, new %u = %0
 }""")
     program = compile_graph(graph)
+    run = (lambda *a: program.run(*a, update_state=True)) if way == "run" else program.steady
     assert set(program.kernels.in_place.values()) == {"w", "u"}
     g, w, u = np.ones(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32)
-    new_w, new_u = program.run(g, w, u, update_state=True)
+    new_w, new_u = run(g, w, u)
     assert new_w is w and new_u is u
     shared = np.full(4, 5, np.float32)
-    new_w, new_u = program.run(g, shared, shared, update_state=True)
-    assert new_w is not shared and new_u is not shared
-    np.testing.assert_array_equal(shared, np.full(4, 5, np.float32))
-    np.testing.assert_array_equal(new_w, np.full(4, 6, np.float32))
+    for _ in range(2):  # the second with the same arrays bound
+        new_w, new_u = run(g, shared, shared)
+        assert new_w is not shared and new_u is not shared
+        np.testing.assert_array_equal(shared, np.full(4, 5, np.float32))
+        np.testing.assert_array_equal(new_w, np.full(4, 6, np.float32))
+    for _ in range(2):
+        new_w, new_u = run(g, w, u)
+        assert new_w is w and new_u is u
     w.flags.writeable = False
-    new_w, new_u = program.run(g, w, u, update_state=True)
+    new_w, new_u = run(g, w, u)
     assert new_w is not w and new_u is u, "a state array made read-only after it was bound is not written"
+    np.testing.assert_array_equal(new_w, np.full(4, 4, np.float32))
+    np.testing.assert_array_equal(w, np.full(4, 3, np.float32))
