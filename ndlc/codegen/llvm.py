@@ -25,6 +25,7 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
+from .llvm_stream import StreamingStores
 from .llvm_vector import ZERO, VectorLoops
 
 PTR = ir.PointerType()
@@ -56,7 +57,7 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     return str(module)
 
 
-class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
+class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
@@ -117,6 +118,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
             self._loops(0, kernel.outer - (2 if kernel.tile else 1), self._rows)
         else:
             self._loops(0, kernel.outer, self._point)
+        self._fence()
         self.b.ret_void()
 
     def _leaf_dtype(self, payload, phase):
@@ -154,10 +156,12 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
             self._for(first, start, stop, body)
 
     def _for(self, var, start, stop, body):
-        """for (i_var = start; i_var < stop; i_var++) body()."""
+        """for (i_var = start; i_var < stop; i_var++) body() (streamed stores: llvm_stream.py)."""
         def inside(value):
             self.vars[var] = value
             body()
+        if self._streams_along(var):
+            return self._streamed_for(var, start, stop, body)
         self._range(self.counters[var], start, stop, inside)
 
     def _range(self, counter, start, stop, body):
@@ -191,7 +195,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
                                  self.accs[slot])
             if phase.inner:
-                self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
+                with self._streaming(phase.stores):
+                    self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._stores(phase.stores)
 
@@ -257,7 +262,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
                     over_block(block, lambda phase=phase: self._stores(phase.stores))
                 self._taken(2 * p + 1, blocks, combine)
             elif phase.inner:
-                over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
+                with self._streaming(phase.stores):
+                    over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._taken(2 * p + 1, blocks, lambda block, phase=phase: over_block(
                     block, lambda: self._stores(phase.stores)))
@@ -435,7 +441,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
         """Every store's value first (so a store may overwrite what another value reads), then the stores."""
         b, memo = self.b, Values()
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
-        for store, value in zip(stores, values):
+        for store, value in self._uncollected(stores, values):
             index, _ = self._address(self._local(store.buffer, store.access))
             index = self._checked(index, store.buffer, store)
             if store.dtype == "bool":
