@@ -118,8 +118,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
             self._loops(0, kernel.outer - (2 if kernel.tile else 1), self._rows)
         else:
             self._loops(0, kernel.outer, self._point)
-        self._fence()
-        self.b.ret_void()
+        self._return()
 
     def _leaf_dtype(self, payload, phase):
         if isinstance(payload, Acc):
@@ -213,10 +212,11 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
         size = -(-n // count)
         inner_rest = (k.outer + 1, len(k.extents))
 
-        def over_my_rows(number, body, first=lambda: None):
-            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken."""
+        def over_my_rows(number, body, first=lambda: None, backwards=False):
+            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken
+            (`backwards`: the chunks last to first, the c-th taken being number count - 1 - c)."""
             def chunk(c):
-                self.chunk = c
+                self.chunk = c = b.sub(ir.Constant(I64, count - 1), c) if backwards else c
                 first()
                 start = b.mul(c, ir.Constant(I64, size))
                 stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, size)), ir.Constant(I64, n))
@@ -261,9 +261,9 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
                     self.chunk = ir.Constant(I64, 0)
                     over_block(block, lambda phase=phase: self._stores(phase.stores))
                 self._taken(2 * p + 1, blocks, combine)
-            elif phase.inner:
+            elif phase.inner:  # the chunks the statistics read last are still cached: they go first
                 with self._streaming(phase.stores):
-                    over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
+                    over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores), backwards=True)
             else:
                 self._taken(2 * p + 1, blocks, lambda block, phase=phase: over_block(
                     block, lambda: self._stores(phase.stores)))

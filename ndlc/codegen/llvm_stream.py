@@ -30,7 +30,7 @@ X86 = ("x86_64", "i386", "i686")  # triples whose streaming stores an sfence ord
 
 
 class StreamingStores:
-    """Streamed stores' loops, their vector stores and the fence after them."""
+    """Streamed stores' loops, their vector stores and the fence before the kernel returns."""
     streaming = ()  # the streamed Stores of the phase whose loops are being emitted (None: none at all)
     collected = None  # id(streamed store) -> its values at the group's points, while a group is emitted
     group_counter = None  # the alloca counting groups
@@ -123,12 +123,13 @@ class StreamingStores:
         index, _ = self._address(store.access)
         return self.b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype])
 
-    def _fence(self):
-        """The fence that orders a kernel's streaming stores before its end (module docstring)."""
-        if not (self.kernel.streams and self.kernel.streams.buffers and self.debug is None):
-            return
-        if self.b.module.triple.startswith(X86):
-            sfence = ir.FunctionType(ir.VoidType(), [])
-            self.b.call(self.b.module.declare_intrinsic("llvm.x86.sse.sfence", fnty=sfence), [])
-        else:
-            self.b.fence("seq_cst")
+    def _return(self):
+        """The kernel function's return, after the fence that orders its streaming stores (module
+        docstring)."""
+        if self.kernel.streams and self.kernel.streams.buffers and self.debug is None:
+            if self.b.module.triple.startswith(X86):
+                sfence = ir.FunctionType(ir.VoidType(), [])
+                self.b.call(self.b.module.declare_intrinsic("llvm.x86.sse.sfence", fnty=sfence), [])
+            else:
+                self.b.fence("seq_cst")
+        self.b.ret_void()
