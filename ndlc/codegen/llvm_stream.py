@@ -23,12 +23,12 @@ from llvmlite import ir
 from ..ir.streams import store_loop
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, MEMORY
-from .llvm_vector import VECTOR_BYTES, ZERO
+from .llvm_vector import ZERO
 
 I32 = ir.IntType(32)
 X86 = ("x86_64", "i386", "i686")  # triples whose streaming stores an sfence orders
-# bytes of a cache line: a group writes each streamed buffer's line whole, in consecutive stores (a
-# kernel interleaving vectors of 4 streams ran its gradient of relu(x*a+b)*c at half speed)
+# bytes of a cache line: a group writes each streamed buffer's line whole, one store a line (groups of
+# 8 float32 let LLVM interleave 4 buffers' half lines: the gradient of relu(x*a+b)*c ran at half speed)
 LINE = 64
 
 
