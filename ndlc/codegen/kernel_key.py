@@ -17,8 +17,8 @@ from ..ir.kernel import Index, Load
 from ..ir.scalar import postorder
 
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_rows.py", "codegen/llvm_scalar.py",
-              "codegen/llvm_vector.py", "codegen/llvm_calls.py", "codegen/mathlib.py", "codegen/kernel_key.py",
-              "ir/kernel.py", "ir/indexing.py", "ir/scalar.py")
+              "codegen/llvm_vector.py", "codegen/llvm_calls.py", "codegen/llvm_stream.py", "codegen/mathlib.py",
+              "codegen/kernel_key.py", "ir/kernel.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py")
 
 
 def _fingerprint() -> str:
@@ -77,6 +77,8 @@ def kernel_key(kernel, debug=None) -> KernelKey:
             lines.append(f"  reduce {r.combine} {r.dtype} {_expression(r.body, nodes, lines)}")
         for s in phase.stores:
             lines.append(f"  store {buffer(s.buffer)} {s.dtype} {s.access!r} {_expression(s.value, nodes, lines)}")
+    if kernel.streams and kernel.streams.buffers:
+        lines.append(f"streamed {' '.join(names[name] for name in kernel.streams.buffers)}")
     unknown = [name for name in kernel.buffers() if name not in names]
     if unknown or any(isinstance(load, Load) is isinstance(load, Index) for load in kernel.loads):
         raise ValueError(f"kernel {kernel.name}: no structural key for buffers {unknown} or its loads")
@@ -148,7 +150,8 @@ class Keys:
     own placement, wherever keying it would give that same text: whatever the sequence length,
     a body kernel is keyed a few times (the first and last steps place its buffers otherwise:
     the scan's operands, the final carries). `keyed`: how many kernels were keyed in full."""
-    SCHEDULE = ("extents", "outer", "strategy", "split", "chunks", "block", "tile", "scratch")  # what the key reads
+    # what the key reads of the schedule
+    SCHEDULE = ("extents", "outer", "strategy", "split", "chunks", "block", "tile", "scratch", "streams")
 
     def __init__(self):
         self.keyed = 0

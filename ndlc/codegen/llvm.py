@@ -25,6 +25,7 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
+from .llvm_stream import StreamingStores
 from .llvm_vector import ZERO, VectorLoops
 
 PTR = ir.PointerType()
@@ -56,7 +57,7 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     return str(module)
 
 
-class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
+class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
@@ -117,7 +118,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
             self._loops(0, kernel.outer - (2 if kernel.tile else 1), self._rows)
         else:
             self._loops(0, kernel.outer, self._point)
-        self.b.ret_void()
+        self._return()
 
     def _leaf_dtype(self, payload, phase):
         if isinstance(payload, Acc):
@@ -154,10 +155,12 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
             self._for(first, start, stop, body)
 
     def _for(self, var, start, stop, body):
-        """for (i_var = start; i_var < stop; i_var++) body()."""
+        """for (i_var = start; i_var < stop; i_var++) body() (streamed stores: llvm_stream.py)."""
         def inside(value):
             self.vars[var] = value
             body()
+        if self._streams_along(var):
+            return self._streamed_for(var, start, stop, body)
         self._range(self.counters[var], start, stop, inside)
 
     def _range(self, counter, start, stop, body):
@@ -191,7 +194,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
                                  self.accs[slot])
             if phase.inner:
-                self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
+                with self._streaming(phase.stores):
+                    self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._stores(phase.stores)
 
@@ -208,10 +212,11 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
         size = -(-n // count)
         inner_rest = (k.outer + 1, len(k.extents))
 
-        def over_my_rows(number, body, first=lambda: None):
-            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken."""
+        def over_my_rows(number, body, first=lambda: None, backwards=False):
+            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken
+            (`backwards`: the chunks last to first, the c-th taken being number count - 1 - c)."""
             def chunk(c):
-                self.chunk = c
+                self.chunk = c = b.sub(ir.Constant(I64, count - 1), c) if backwards else c
                 first()
                 start = b.mul(c, ir.Constant(I64, size))
                 stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, size)), ir.Constant(I64, n))
@@ -256,8 +261,9 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
                     self.chunk = ir.Constant(I64, 0)
                     over_block(block, lambda phase=phase: self._stores(phase.stores))
                 self._taken(2 * p + 1, blocks, combine)
-            elif phase.inner:
-                over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores))
+            elif phase.inner:  # the chunks the statistics read last are still cached: they go first
+                with self._streaming(phase.stores):
+                    over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores), backwards=True)
             else:
                 self._taken(2 * p + 1, blocks, lambda block, phase=phase: over_block(
                     block, lambda: self._stores(phase.stores)))
@@ -435,7 +441,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, VectorLoops):
         """Every store's value first (so a store may overwrite what another value reads), then the stores."""
         b, memo = self.b, Values()
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
-        for store, value in zip(stores, values):
+        for store, value in self._uncollected(stores, values):
             index, _ = self._address(self._local(store.buffer, store.access))
             index = self._checked(index, store.buffer, store)
             if store.dtype == "bool":

@@ -23,6 +23,7 @@ from typing import Optional
 from .cases import Case, TextEnum
 from .indexing import Access
 from .scalar import COMPARISONS, ScalarExpr, postorder, transform
+from .streams import Streams, stream_lines
 
 ENTRY = "ndlc_main"  # the one native entry point of a program: ENTRY(pointer array of its buffers)
 GEMMS = {"f32": "sgemm", "f64": "dgemm"}  # the BLAS routine for each dtype it multiplies
@@ -258,6 +259,7 @@ class Kernel:
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     tile: int = 0  # 'rows': and of the loop before, each a copy of the block (0: none; a register tile)
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
+    streams: Optional[Streams] = None  # which stores bypass the cache, and why (passes/streaming.py)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
     step: str = ""  # the scan step it runs (passes/steps.py): merged within its body, merge leaves it
     # a step's kernel: the body kernel it copies and where that step places the body's buffers
@@ -347,6 +349,7 @@ class Kernel:
             lines.append(f"  parallel over {over} ({s.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")
+        lines += stream_lines(self.streams)
         if self.gemm:
             g = self.gemm
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))

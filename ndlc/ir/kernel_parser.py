@@ -15,6 +15,7 @@ from .indexing import Access, Affine, Guard
 from .kernel import (GEMMS, Acc, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Index, Kernel, Load, Matrix, Phase,
                      PhaseKind, Program, Reduction, Split, Store, Strategy, infer_dtypes)
 from .kernel_verifier import verify_program
+from .streams import parse_streams
 from .scalar import PRIMITIVES, ScalarExpr
 from .types import DTYPES
 
@@ -201,6 +202,8 @@ class _ProgramParser:
             serial = self.optional("  serial: ", lambda t: t)
             if serial is not None:
                 k.serial_why, scheduled = serial, True
+        k.streams = parse_streams(self.peek() or "")
+        self.n += k.streams is not None
         return scheduled or k.strategy != Strategy.NONE
 
     def gemm(self, m, ndim):

@@ -7,6 +7,7 @@ from math import prod
 from ..errors import VerifyError
 from .kernel import GEMMS, Acc, BufferKind, Combine, Load, Strategy
 from .scalar import PRIMITIVES, leaves, postorder
+from .streams import stream_problem
 from .tiles import ragged_problem
 
 
@@ -109,6 +110,11 @@ def _check_schedule(kernel, where):
     if kernel.split is not None and kernel.strategy != Strategy.CHUNKS:
         if not 0 <= kernel.split.loop < kernel.outer or kernel.split.threads < 1:
             raise VerifyError(f"{where}: splits loop i{kernel.split.loop} over {kernel.split.threads} threads")
+    for name in kernel.streams.buffers if kernel.streams else ():
+        stores = [s for s in kernel.stores if s.buffer == name]
+        problem = next(filter(None, (stream_problem(kernel, s) for s in stores)), "") if stores else "not stored"
+        if problem:
+            raise VerifyError(f"{where}: streaming stores to %{name}: {problem}")
     g = kernel.gpu
     if g is not None and (min(g.tile, g.lanes, g.blocks, g.vector, g.chunks) < 1
                           or (g.chunks > 1 and len(kernel.scratch) != len(kernel.reductions))):

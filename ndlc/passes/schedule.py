@@ -27,7 +27,8 @@ rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, 
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE).
 Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
-and why.
+and why. A kernel that moves more than the cache holds writes its large outputs with streaming
+stores (passes/streaming.py), the dump saying which and why.
 
 One thread pool: a program that calls BLAS holds OpenBLAS to one thread while it runs
 (runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete for the cores (they
@@ -58,6 +59,7 @@ from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
 from ..ir.tiles import ragged_problem, register_tile, reordered
+from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
 # row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
@@ -100,12 +102,13 @@ def schedule(program: Program, threads=1) -> Program:
                 setattr(kernel, name, getattr(same, name))
             continue
         _schedule(kernel, program, threads)
+        kernel.streams = choose_streams(kernel, program.buffers)
         if body is not None:
             decided[id(body)] = kernel
     return program
 
 
-DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile")  # the fields _schedule sets
+DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile", "streams")  # the fields set here
 
 
 def _schedule(kernel, program, threads):
