@@ -55,7 +55,7 @@ class ScalarLowering:
     def _operand(self, expr, memo, want):
         """An already emitted operation, a leaf (read here at its first use) or a constant."""
         if expr.prim == "const":
-            return constant(want or "f64", expr.payload)
+            return self._constant(want or "f64", expr.payload)
         value = memo.value(expr)
         if value is None:
             value = self._leaf_value(expr.payload)
@@ -72,7 +72,7 @@ class ScalarLowering:
             return _cast(b, self._operand(expr.args[0], memo, source), source, expr.payload)
         n = expanded_power(expr.args[1].payload, dtype) if prim == "pow" and expr.args[1].prim == "const" else None
         if n is not None:
-            one = constant(dtype, 1.0)
+            one = self._constant(dtype, 1.0)
             return power_by_squaring(self._operand(expr.args[0], memo, dtype), n, b.fmul, one, b.fdiv)
         wants = ["bool", dtype, dtype] if prim == "select" else [dtype] * len(expr.args)
         return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(expr.args, wants)], varying)
@@ -130,20 +130,20 @@ class Values:
         self._values[self.number[id(node)]] = value
 
 
-def constant(dtype, value):
-    if is_float(dtype):
-        return ir.Constant(TYPES[dtype], float(value))
-    return ir.Constant(TYPES[dtype], int(bool(value)) if dtype == "bool" else int(value))
+def constant(dtype, value, lanes=0):
+    """`value` as a constant of `dtype`, or (`lanes`) a vector of it in every lane."""
+    value = float(value) if is_float(dtype) else int(bool(value)) if dtype == "bool" else int(value)
+    return mathlib.const(ir.VectorType(TYPES[dtype], lanes) if lanes else TYPES[dtype], value)
 
 
 def _cast(b, x, source, target):
-    """numpy's astype between IR dtypes."""
-    to = TYPES[target]
+    """numpy's astype between IR dtypes (of scalars, or of vectors lane by lane)."""
+    to = mathlib.shaped(TYPES[target], x.type)
     if source == target:
         return x
     if target == "bool":
-        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_float(source) \
-            else b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
+        return b.fcmp_unordered("!=", x, mathlib.const(x.type, 0.0)) if is_float(source) \
+            else b.icmp_unsigned("!=", x, mathlib.const(x.type, 0))
     if is_float(source) and is_float(target):
         return b.fpext(x, to) if target == "f64" else b.fptrunc(x, to)
     if is_float(source):
@@ -151,6 +151,6 @@ def _cast(b, x, source, target):
     unsigned = source in ("u8", "bool")
     if is_float(target):
         return b.uitofp(x, to) if unsigned else b.sitofp(x, to)
-    if to.width < x.type.width:
+    if mathlib.element(to).width < mathlib.element(x.type).width:
         return b.trunc(x, to)
     return b.zext(x, to) if unsigned else b.sext(x, to)
