@@ -86,6 +86,14 @@ class Lanes:
         if not known or whole.constant != count.constant:
             self._range(self.counters[var], whole, count, lambda offset: self._at(var, start, offset, body))
 
+    def _invariant(self, make):
+        """make() as scalar code: a value the same in every lane (an optimizer's step size, its
+        bias correction's power) computed once, and splatted where a lane's value uses it."""
+        lanes, self.lanes = self.lanes, 0
+        value = make()
+        self.lanes = lanes
+        return value
+
     def _shaped(self, ty):
         """`ty`, or inside a vector loop a vector of it."""
         return ir.VectorType(ty, self.lanes) if self.lanes else ty

@@ -40,7 +40,8 @@ class ScalarLowering:
                 continue
             varying = any(memo.varies(a) for a in e.args)
             if memo.number_of(e, key, varying):
-                memo.set(e, self._primitive(e, memo, varying))
+                memo.set(e, self._primitive(e, memo, varying) if varying else self._invariant(
+                    lambda e=e: self._primitive(e, memo, False)))
         return self._operand(expr, memo, want)
 
     def _structure(self, expr, memo):
@@ -58,8 +59,11 @@ class ScalarLowering:
             return self._constant(want or "f64", expr.payload)
         value = memo.value(expr)
         if value is None:
-            value = self._leaf_value(expr.payload)
+            value = self._leaf_value(expr.payload) if memo.varies(expr) else self._invariant(
+                lambda: self._leaf_value(expr.payload))
             memo.set(expr, value)
+        if self.lanes and not isinstance(value.type, ir.VectorType):  # an invariant, used by a lane's value
+            return self._splat(value)
         return value
 
     def _primitive(self, expr, memo, varying=True):
