@@ -109,6 +109,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         self.types = expression_dtypes(kernel)
         self.width = vector_width(kernel, self.types)
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
+        self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if kernel.gemm is not None:
             self._loops(0, len(kernel.extents) - 2, self._gemm)
         elif chunks:

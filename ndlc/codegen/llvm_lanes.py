@@ -105,10 +105,13 @@ class Lanes:
         """`value`, or inside a vector loop a vector of it in every lane."""
         if not self.lanes:
             return value
-        b, vector = self.b, ir.VectorType(value.type, self.lanes)
-        first = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I32, 0))
-        return b.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+        key = (id(self.b.block), id(value))  # once per basic block
+        if key not in self.splats:
+            b, vector = self.b, ir.VectorType(value.type, self.lanes)
+            first = b.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(I32, 0))
+            self.splats[key] = b.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
+                                                ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+        return self.splats[key]
 
     def _get(self, pointer, ty, along=True):
         """The `ty` at `pointer`; inside a vector loop, the lanes' consecutive elements from it
