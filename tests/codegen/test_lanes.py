@@ -66,11 +66,20 @@ GEMM = """graph @g(%x: f32[64,40], %w: f32[40,36], %b: f32[36]) {
   return %4
 }"""
 
+SPLIT = """graph @s(%x: f32[262147], %m: bool[262147]) {
+  %0 = exp(%x) : f32[262147]
+  %1 = where(%m, %0, %x) : f32[262147]
+  %2 = greater(%1, %x) : bool[262147]
+  return %1, %2
+}"""
+
 
 def _inputs(text):
     rng = np.random.default_rng(7)
     if text is MIXED:
         return [rng.standard_normal(37).astype(np.float32), rng.random(37) < 0.5, np.array(3, np.int64)]
+    if text is SPLIT:  # pieces of the split loop a thread takes: a variable rest, masked
+        return [rng.standard_normal(262147).astype(np.float32), rng.random(262147) < 0.5]
     graph = parse(text)
     return [(rng.standard_normal(i.type.shape) * 2 + (3 if n == 1 and text is MATH else 0)).astype(np.float32)
             for n, i in enumerate(graph.inputs)]
@@ -80,13 +89,14 @@ def _scalar(kernel, debug=None):
     return None
 
 
-@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM], ids=["math", "mixed", "chunks", "gemm"])
-def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(text, monkeypatch, tmp_path):
+@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT], ids=["math", "mixed", "chunks", "gemm", "split"])
+def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(text, monkeypatch, tmp_path, two_threads):
     inputs = _inputs(text)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
     lanes = compile_graph(parse(text), cached=False)
     assert any(lane_loop(k) is not None for k in lanes.kernels.kernels)
     assert re.search(r"load <\d+ x \w+>", lanes.ir("llvm"))
+    assert ("llvm.masked.store" in lanes.ir("llvm")) == (text in (CHUNKS, SPLIT))  # a variable rest
     expected = lanes.run(*inputs)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "scalar"))
     monkeypatch.setattr(llvm, "lane_loop", _scalar)
