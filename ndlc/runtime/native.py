@@ -33,7 +33,8 @@ KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kerne
 _POLL = 0.5  # seconds between checks that the forked builders are alive
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
-LANES_SPEED = 3  # the speed level of the pipeline without vectorisers (what codegen's vectors need)
+LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
+# at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
 PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
 
 
