@@ -1,7 +1,8 @@
 """Scalar expressions in LLVM IR: the ndlc.ir.scalar primitives as instructions, for a kernel
 emitter that supplies the leaves (`_leaf_value`: a load, an accumulator; `_invariant_leaf`: whether
 it is the same at every point of the loops), the builder `b`, the inferred dtypes `types` and the
-`kernel` (for error messages).
+`kernel` (for error messages), and the lane helpers of codegen/llvm_lanes.py (`lanes`, `_constant`,
+`_invariant`, `_splat`): inside a vector loop the same instructions take vectors.
 
 Each primitive is spelled as the primitive table says (ir/scalar.py, Primitive.llvm), after the
 backend-independent rules (ir/rules.py: bool arithmetic, integer powers by repeated squaring).
