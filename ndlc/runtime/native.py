@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from ..codegen.llvm_lanes import lane_loop
 from . import cache, host, libraries, shared
 
 log = logging.getLogger("ndlc.native")
@@ -115,8 +114,7 @@ class NativeModule:
                 missing.append(symbol)
         def cost(symbol):
             return KERNEL_COST + len(llvm_program.kernels[symbol][1].text)
-        lanes = [symbol for symbol in missing if lane_loop(llvm_program.kernels[symbol][0],
-                                                           llvm_program.kernels[symbol][2]) is not None]
+        lanes = [symbol for symbol in missing if llvm_program.vectorised(symbol)]
         groups = [(group, False) for group in _groups(lanes, cost)]
         groups += [(group, True) for group in _groups([s for s in missing if s not in lanes], cost)]
         jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise) for i, (group, vectorise) in enumerate(groups)]

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from ndlc.codegen import llvm
+from ndlc.codegen import llvm, llvm_program
 from ndlc.codegen.llvm_lanes import lane_loop
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
@@ -100,7 +100,7 @@ def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(tex
     expected = lanes.run(*inputs)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "scalar"))
     monkeypatch.setattr(llvm, "lane_loop", _scalar)
-    monkeypatch.setattr(native, "lane_loop", _scalar)
+    monkeypatch.setattr(llvm_program, "lane_loop", _scalar)
     scalar = compile_graph(parse(text), cached=False)
     assert not re.search(r"load <\d+ x \w+>", scalar.ir("llvm"))
     for got, want in zip(scalar.run(*inputs), expected):
