@@ -220,6 +220,7 @@ def kernel_costs(model, passes=8) -> str:
     A module costs a few ms more than its kernel: the sum is above the step's own LLVM time."""
     import llvmlite.binding as llvm
     import ndlc as ndl
+    from ndlc.codegen.llvm_lanes import lane_loop
     from ndlc.codegen.llvm_program import lower_to_llvm
     from ndlc.runtime import native
     fn, args = BUILDERS[model]()
@@ -227,11 +228,11 @@ def kernel_costs(model, passes=8) -> str:
     step(*args)
     program = lower_to_llvm(step.last.program.kernels, *native.host_target())
     rows, by_pass = [], {}
-    for symbol, (kernel, _, _) in program.kernels.items():
+    for symbol, (kernel, _, debug) in program.kernels.items():
         text, tm = program.module([symbol], symbol), native.target_machine()
         start = time.process_time()
         module = llvm.parse_assembly(text)
-        builder = native.optimiser(tm)
+        builder = native.optimiser(tm, lane_loop(kernel, debug) is None)
         builder.start_pass_timing()
         builder.getModulePassManager().run(module, builder)
         for name, seconds in _pass_seconds(builder.finish_pass_timing()):
@@ -245,7 +246,7 @@ def kernel_costs(model, passes=8) -> str:
              f"machine code {sums[1]:.3f}), LLVM IR {sums[2] / 1e3:.0f} KB, optimised {sums[3] / 1e3:.0f} KB",
              "  opt s   mc s  IR KB  opt KB  kernel"]
     for opt, mc, ir, optimised_ir, kernel in rows:
-        how = f"{kernel.strategy}{' split' if kernel.split else ''}"
+        how = f"{kernel.strategy}{' split' if kernel.split else ''}{' lanes' if lane_loop(kernel) is not None else ''}"
         lines.append(f"  {opt:5.3f}  {mc:5.3f}  {ir / 1e3:5.1f}  {optimised_ir / 1e3:6.1f}  {kernel.name} {how} "
                      f"{tuple(kernel.extents)}")
     costliest = sorted(by_pass.items(), key=lambda item: item[1], reverse=True)[:passes]

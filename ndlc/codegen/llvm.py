@@ -6,6 +6,8 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 (passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
 `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
 how many threads is read at run time (llvm_calls.TEAM), so one compiled program runs on any team.
+Maps, gemm epilogues and 'chunks' kernels run their innermost loop as explicit vectors
+(llvm_lanes.py); the other kernels' loops are scalar, for LLVM's loop vectoriser.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
@@ -16,7 +18,7 @@ Horner steps `contract` into fused multiply-adds).
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import Acc, Combine, Index, Load, Strategy, infer_dtypes
+from ..ir.kernel import Acc, Combine, Strategy
 from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
@@ -24,9 +26,11 @@ from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_para
                          declare_openmp, take_in_turn)
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
-from .llvm_scalar import I1, I8, I64, MEMORY, TYPES, ScalarLowering, Values, constant
+from .llvm_lanes import Lanes, lane_loop
+from .llvm_memory import MemoryAccess
+from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
-from .llvm_vector import ZERO, VectorLoops
+from .llvm_vector import ZERO, VectorLoops, expression_dtypes, vector_width
 
 PTR = ir.PointerType()
 # columns of a 'chunks' kernel a thread takes at once to combine their partials: one column at a
@@ -57,7 +61,8 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     return str(module)
 
 
-class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, VectorLoops):
+class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowering, StreamingStores,
+                     VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
 
@@ -105,11 +110,10 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
         for phase in kernel.phases:
             self.slots.append(range(first, first + len(phase.reductions)))
             first += len(phase.reductions)
-        self.types = {}
-        for phase in kernel.phases:
-            for expr in phase.expressions():
-                self.types.update(infer_dtypes(expr, lambda payload, phase=phase: self._leaf_dtype(payload, phase)))
-        self.width = self._vector_width()
+        self.types = expression_dtypes(kernel)
+        self.width = vector_width(kernel, self.types)
+        self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
+        self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if kernel.gemm is not None:
             self._loops(0, len(kernel.extents) - 2, self._gemm)
         elif chunks:
@@ -119,11 +123,6 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
         else:
             self._loops(0, kernel.outer, self._point)
         self._return()
-
-    def _leaf_dtype(self, payload, phase):
-        if isinstance(payload, Acc):
-            return phase.reductions[payload.index].dtype
-        return self.kernel.loads[payload].dtype
 
     # ---- loops ------------------------------------------------------------------------------
     def _loops(self, first, last, inner, reduce=False):
@@ -147,7 +146,11 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
         def body():
             self._loops(first + 1, last, inner, reduce)
         innermost = all(n == 1 for n in self.kernel.extents[first + 1:last])  # later loops of one iteration
-        if last == len(self.kernel.extents) and innermost and self._splittable(first):
+        if first == self.lane_var and last == first + 1:
+            count = ir.Constant(I64, stop.constant - start.constant) if isinstance(start, ir.Constant) \
+                and isinstance(stop, ir.Constant) else self.b.sub(stop, start)
+            self._counted(first, start, count, body)
+        elif last == len(self.kernel.extents) and innermost and self._splittable(first):
             self._split_by_guards(first, start, stop, body)
         elif not reduce:
             self._split_by_width(first, start, stop, body)
@@ -163,8 +166,8 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
             return self._streamed_for(var, start, stop, body)
         self._range(self.counters[var], start, stop, inside)
 
-    def _range(self, counter, start, stop, body):
-        """for (value = start; value < stop; value++) body(value), counting in the alloca `counter`."""
+    def _range(self, counter, start, stop, body, step=1):
+        """for (value = start; value < stop; value += step) body(value), counting in the alloca `counter`."""
         b = self.b
         b.store(start, counter)
         head, inside, done = (b.append_basic_block(f"{part}.{counter.name}") for part in ("loop", "body", "done"))
@@ -174,7 +177,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
         b.cbranch(b.icmp_signed("<", value, stop), inside, done)
         b.position_at_end(inside)
         body(value)
-        b.store(b.add(b.load(counter), ir.Constant(I64, 1), flags=["nsw", "nuw"]), counter)
+        b.store(b.add(b.load(counter), ir.Constant(I64, step), flags=["nsw", "nuw"]), counter)
         b.branch(head)
         b.position_at_end(done)
 
@@ -220,30 +223,29 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
                 first()
                 start = b.mul(c, ir.Constant(I64, size))
                 stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, size)), ir.Constant(I64, n))
-                self._for(k.outer, start, stop, lambda: self._loops(*inner_rest, lambda: self._for(
-                    0, ir.Constant(I64, 0), ir.Constant(I64, columns), body)))
+                self._for(k.outer, start, stop, lambda: self._loops(*inner_rest, lambda: self._counted(
+                    0, ZERO, ir.Constant(I64, columns), body)))
             self._taken(number, count, chunk)
 
         blocks = -(-columns // COMBINE_BLOCK)
 
         def over_block(block, body):
             """body() at every column j of block number `block` (the innermost loop: it vectorises).
-            Where every block is whole, a loop of a constant trip count: LLVM then vectorises it
-            without a scalar copy of the body for a remainder (the MLP's Adam stores, 100 instructions)."""
+            Where every block is whole, a loop of a constant trip count: vectorised, it needs no
+            scalar copy of the body for a remainder (the MLP's Adam stores, 100 instructions)."""
             start = b.mul(block, ir.Constant(I64, COMBINE_BLOCK))
             if columns % COMBINE_BLOCK == 0 or blocks == 1:
-                self._range(self.counters[0], ir.Constant(I64, 0), ir.Constant(I64, min(columns, COMBINE_BLOCK)),
-                            lambda offset: self._at(0, start, offset, body))
+                self._counted(0, start, ir.Constant(I64, min(columns, COMBINE_BLOCK)), body)
                 return
             stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, COMBINE_BLOCK)),
                                      ir.Constant(I64, columns))
-            self._for(0, start, stop, body)
+            self._counted(0, start, b.sub(stop, start), body)
 
         for p, (phase, slots) in enumerate(zip(k.phases, self.slots)):
             self.phase_slots = slots
             if phase.reductions:
                 over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial),
-                             lambda phase=phase, slots=slots: self._for(0, ir.Constant(I64, 0), ir.Constant(
+                             lambda phase=phase, slots=slots: self._counted(0, ZERO, ir.Constant(
                                  I64, columns), lambda: self._initialise(phase, slots, self._partial)))
                 self._barrier()
 
@@ -255,7 +257,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
                                 total = self._partial(slot)
                                 self.chunk = c
                                 ty = TYPES[r.dtype]
-                                b.store(self._combine(r, b.load(total, typ=ty), b.load(self._partial(slot), typ=ty)), total)
+                                self._put(self._combine(r, self._get(total, ty), self._get(self._partial(slot), ty)), total)
                         over_block(block, at_column)
                     self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
                     self.chunk = ir.Constant(I64, 0)
@@ -285,7 +287,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
         for slot, r in zip(slots, phase.reductions):
-            self.b.store(self._init(r), pointer(slot))
+            self._put(self._init(r), pointer(slot))
             if slot in self.nans:
                 self.b.store(ir.Constant(I1, 0), self.nans[slot])
 
@@ -299,7 +301,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
                 b.store(b.or_(b.load(self.nans[slot]), b.fcmp_unordered("uno", value, value)), self.nans[slot])
                 b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)
             else:
-                b.store(self._combine(r, b.load(at, typ=TYPES[r.dtype]), value), at)
+                self._put(self._combine(r, self._get(at, TYPES[r.dtype]), value), at)
 
     def _partial(self, slot):
         """chunks: the partial accumulator of reduction `slot` for the current chunk and column."""
@@ -326,7 +328,7 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
     def _acc_value(self, index):
         slot = self.phase_slots[index]
         if self.chunk is not None:
-            return self.b.load(self._partial(slot), typ=TYPES[self.reductions[slot].dtype])
+            return self._get(self._partial(slot), TYPES[self.reductions[slot].dtype])
         pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
         return self.b.load(pointer)
 
@@ -353,98 +355,9 @@ class _KernelEmitter(GuardedLoops, RowBlocks, ScalarLowering, StreamingStores, V
             self._loops(batch, batch + 2, lambda phase=phase: self._stores(phase.stores))
 
     def _init(self, reduction):
-        return constant(reduction.dtype, identity(reduction.combine, reduction.dtype))
+        return self._constant(reduction.dtype, identity(reduction.combine, reduction.dtype))
 
     def _combine(self, reduction, acc, value):
         if reduction.combine == Combine.ADD and is_float(reduction.dtype):  # sums may be reordered
             return self.b.fadd(acc, value, flags=["reassoc"])
         return self._apply(combine_primitive(reduction.combine, reduction.dtype), reduction.dtype, [acc, value])
-
-    # ---- memory -----------------------------------------------------------------------------
-    def _affine(self, form, skip=None):
-        """The value of an affine form at the current loop variables (without variable `skip`):
-        computed once per basic block and variables (loads and stores at one point share their
-        offsets), without adding zeros or multiplying by one."""
-        b = self.b
-        used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars))
-                     if c and i != skip and var is not ZERO)
-        key = (id(b.block), form.const, tuple((c, id(var)) for c, var in used))
-        if key not in self.offsets:
-            total = ir.Constant(I64, form.const) if form.const or not used else None
-            for c, var in used:
-                term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
-                total = term if total is None else b.add(total, term)
-            self.offsets[key] = total
-        return self.offsets[key]
-
-    def _address(self, access):
-        """(element index, validity or None) of an access at the current loop variables; guards
-        known to hold in the loop being emitted are not checked."""
-        b, affine = self.b, self._affine
-        valid = None
-        for g in access.guards:
-            if g in self.known:
-                continue
-            f = affine(g.form)
-            ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
-                        b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
-            if g.step > 1:
-                ok = b.and_(ok, b.icmp_signed("==", b.srem(f, ir.Constant(I64, g.step)), ir.Constant(I64, 0)))
-            valid = ok if valid is None else b.and_(valid, ok)
-        index = affine(access.form)
-        if access.step > 1:
-            index = b.sdiv(index, ir.Constant(I64, access.step))
-        if valid is not None:
-            index = b.select(valid, index, ir.Constant(I64, 0))
-        return index, valid
-
-    def _load(self, n):
-        """Load number `n` at the current point: 0 where one of its guards fails (outside the
-        loop being emitted, one known to fail makes it read nothing, emitting no instruction)."""
-        load, b = self.kernel.loads[n], self.b
-        if not self.failing.isdisjoint(load.access.guards):
-            return constant(load.dtype, 0)
-        index, valid = self._address(self._local(load.buffer, load.access) if isinstance(load, Load) else load.access)
-        if isinstance(load, Index):
-            return index
-        mem = MEMORY[load.dtype]
-        index = self._checked(index, load.buffer, n)
-        value = b.load(b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem), typ=mem)
-        if load.dtype == "bool":
-            value = b.icmp_unsigned("!=", value, ir.Constant(I8, 0))
-        if valid is not None:
-            value = b.select(valid, value, ir.Constant(TYPES[load.dtype], 0))
-        return value
-
-    def _checked(self, index, buffer, access):
-        """`index`, or 0 where it is outside `buffer` after recording (kernel + 1, access number,
-        index) in the debug array, when compiled with bounds checks (the first violation is kept).
-        `access`: a load's number or a Store."""
-        if self.debug is None:
-            return index
-        b, (number, sizes) = self.b, self.debug
-        code = access if isinstance(access, int) else -1 - [id(s) for s in self.kernel.stores].index(id(access))
-        outside = b.icmp_unsigned(">=", index, ir.Constant(I64, sizes[buffer]))
-        with b.if_then(outside, likely=False):
-            record = self.pointers["debug"]
-            first = b.icmp_signed("==", b.load(record, typ=I64), ir.Constant(I64, 0))
-            with b.if_then(first):
-                for i, value in enumerate((ir.Constant(I64, number + 1), ir.Constant(I64, code), index)):
-                    b.store(value, b.gep(record, [ir.Constant(I64, i)], source_etype=I64))
-        return b.select(outside, ir.Constant(I64, 0), index)
-
-    def _local(self, buffer, access):
-        """The access as made: within the thread's row for a row-local temporary."""
-        return access.within_row(self.kernel.outer) if buffer in self.kernel.local else access
-
-    def _stores(self, stores):
-        """Every store's value first (so a store may overwrite what another value reads), then the stores."""
-        b, memo = self.b, Values()
-        values = [self._emit(store.value, memo, store.dtype) for store in stores]
-        for store, value in self._uncollected(stores, values):
-            index, _ = self._address(self._local(store.buffer, store.access))
-            index = self._checked(index, store.buffer, store)
-            if store.dtype == "bool":
-                value = b.zext(value, I8)
-            b.store(value, b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype]))
-

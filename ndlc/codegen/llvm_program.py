@@ -19,6 +19,7 @@ from ..ir.kernel import ENTRY
 from ..ir.types import numpy_dtype
 from .kernel_key import Keys
 from .llvm import kernel_module
+from .llvm_lanes import lane_loop
 
 _RUNNER = """define void @"{entry}"(ptr %buffers, ptr %plan, ptr %functions) {{
 entry:
@@ -102,6 +103,12 @@ class LlvmProgram:
         self.name, self.runner, self.plan, self.calls, self.kernels = name, runner_ir, plan, calls, kernels
         self.keyed = keyed
         self.triple, self.data_layout = triple, data_layout
+
+    def vectorised(self, symbol) -> bool:
+        """Whether codegen emits kernel `symbol`'s vectors itself (codegen/llvm_lanes.py), so that
+        its module needs no LLVM vectoriser."""
+        kernel, _, debug = self.kernels[symbol]
+        return lane_loop(kernel, debug) is not None
 
     def module(self, symbols, name) -> str:
         """The IR text of module `name` defining the kernel functions `symbols`."""

@@ -1,7 +1,8 @@
 """Scalar expressions in LLVM IR: the ndlc.ir.scalar primitives as instructions, for a kernel
 emitter that supplies the leaves (`_leaf_value`: a load, an accumulator; `_invariant_leaf`: whether
 it is the same at every point of the loops), the builder `b`, the inferred dtypes `types` and the
-`kernel` (for error messages).
+`kernel` (for error messages), and the lane helpers of codegen/llvm_lanes.py (`lanes`, `_constant`,
+`_invariant`, `_splat`): inside a vector loop the same instructions take vectors.
 
 Each primitive is spelled as the primitive table says (ir/scalar.py, Primitive.llvm), after the
 backend-independent rules (ir/rules.py: bool arithmetic, integer powers by repeated squaring).
@@ -40,7 +41,8 @@ class ScalarLowering:
                 continue
             varying = any(memo.varies(a) for a in e.args)
             if memo.number_of(e, key, varying):
-                memo.set(e, self._primitive(e, memo, varying))
+                memo.set(e, self._primitive(e, memo, varying) if varying else self._invariant(
+                    lambda e=e: self._primitive(e, memo, False)))
         return self._operand(expr, memo, want)
 
     def _structure(self, expr, memo):
@@ -55,11 +57,14 @@ class ScalarLowering:
     def _operand(self, expr, memo, want):
         """An already emitted operation, a leaf (read here at its first use) or a constant."""
         if expr.prim == "const":
-            return constant(want or "f64", expr.payload)
+            return self._constant(want or "f64", expr.payload)
         value = memo.value(expr)
         if value is None:
-            value = self._leaf_value(expr.payload)
+            value = self._leaf_value(expr.payload) if memo.varies(expr) else self._invariant(
+                lambda: self._leaf_value(expr.payload))
             memo.set(expr, value)
+        if self.lanes and not isinstance(value.type, ir.VectorType):  # an invariant, used by a lane's value
+            return self._splat(value)
         return value
 
     def _primitive(self, expr, memo, varying=True):
@@ -72,7 +77,7 @@ class ScalarLowering:
             return _cast(b, self._operand(expr.args[0], memo, source), source, expr.payload)
         n = expanded_power(expr.args[1].payload, dtype) if prim == "pow" and expr.args[1].prim == "const" else None
         if n is not None:
-            one = constant(dtype, 1.0)
+            one = self._constant(dtype, 1.0)
             return power_by_squaring(self._operand(expr.args[0], memo, dtype), n, b.fmul, one, b.fdiv)
         wants = ["bool", dtype, dtype] if prim == "select" else [dtype] * len(expr.args)
         return self._apply(prim, dtype, [self._operand(a, memo, want) for a, want in zip(expr.args, wants)], varying)
@@ -130,20 +135,20 @@ class Values:
         self._values[self.number[id(node)]] = value
 
 
-def constant(dtype, value):
-    if is_float(dtype):
-        return ir.Constant(TYPES[dtype], float(value))
-    return ir.Constant(TYPES[dtype], int(bool(value)) if dtype == "bool" else int(value))
+def constant(dtype, value, lanes=0):
+    """`value` as a constant of `dtype`, or (`lanes`) a vector of it in every lane."""
+    value = float(value) if is_float(dtype) else int(bool(value)) if dtype == "bool" else int(value)
+    return mathlib.const(ir.VectorType(TYPES[dtype], lanes) if lanes else TYPES[dtype], value)
 
 
 def _cast(b, x, source, target):
-    """numpy's astype between IR dtypes."""
-    to = TYPES[target]
+    """numpy's astype between IR dtypes (of scalars, or of vectors lane by lane)."""
+    to = mathlib.shaped(TYPES[target], x.type)
     if source == target:
         return x
     if target == "bool":
-        return b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if is_float(source) \
-            else b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
+        return b.fcmp_unordered("!=", x, mathlib.const(x.type, 0.0)) if is_float(source) \
+            else b.icmp_unsigned("!=", x, mathlib.const(x.type, 0))
     if is_float(source) and is_float(target):
         return b.fpext(x, to) if target == "f64" else b.fptrunc(x, to)
     if is_float(source):
@@ -151,6 +156,6 @@ def _cast(b, x, source, target):
     unsigned = source in ("u8", "bool")
     if is_float(target):
         return b.uitofp(x, to) if unsigned else b.sitofp(x, to)
-    if to.width < x.type.width:
+    if mathlib.element(to).width < mathlib.element(x.type).width:
         return b.trunc(x, to)
     return b.zext(x, to) if unsigned else b.sext(x, to)

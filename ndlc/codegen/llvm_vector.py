@@ -13,7 +13,7 @@ from math import prod
 
 from llvmlite import ir
 
-from ..ir.kernel import Strategy
+from ..ir.kernel import Acc, Strategy, infer_dtypes
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64
 
@@ -26,14 +26,26 @@ ZERO = ir.Constant(I64, 0)  # the value of a loop variable folded into the loop 
 INNERMOST = (Strategy.POINT, Strategy.GEMM)
 
 
+def expression_dtypes(kernel) -> dict:
+    """id(node) -> the dtype of each node of the kernel's expressions (ir/kernel.py infer_dtypes)."""
+    types = {}
+    for phase in kernel.phases:
+        def leaf(payload, phase=phase):
+            return phase.reductions[payload.index].dtype if isinstance(payload, Acc) else kernel.loads[payload].dtype
+        for expr in phase.expressions():
+            types.update(infer_dtypes(expr, leaf))
+    return types
+
+
+def vector_width(kernel, types) -> int:
+    """Elements of the kernel's widest type (`types`: its expressions' dtypes) in a vector (what
+    bounds LLVM's width, and the width of codegen's own vectors)."""
+    dtypes = {*types.values(), *(load.dtype for load in kernel.loads), *(store.dtype for store in kernel.stores)}
+    return max(VECTOR_BYTES // max((numpy_dtype(d).itemsize for d in dtypes if d), default=1), 1)
+
+
 class VectorLoops:
     """Collapsing contiguous innermost loops and splitting a row at the vector width."""
-
-    def _vector_width(self):
-        """Elements of the kernel's widest type in a vector (what bounds LLVM's width)."""
-        dtypes = {*self.types.values(), *(load.dtype for load in self.kernel.loads),
-                  *(store.dtype for store in self.kernel.stores)}
-        return max(VECTOR_BYTES // max((numpy_dtype(d).itemsize for d in dtypes if d), default=1), 1)
 
     def _collapsible(self, first, last) -> bool:
         """Whether the innermost loops first..last-1 address every buffer as one loop: in each

@@ -3,6 +3,8 @@ a polynomial, exponent arithmetic on the bits), so loops calling them still vect
 call sits in a hot loop. float32 is computed natively (error a few ulp); sin, cos and pow of
 float32 go through float64 for simplicity. Taylor coefficients, evaluated by Horner's rule, with a
 degree chosen so the truncation error is below the type's rounding error on the reduced range.
+Each works on scalars and, lane by lane with the same instructions, on vectors of them
+(codegen/llvm_lanes.py).
 """
 import math
 
@@ -12,14 +14,40 @@ F32, F64 = ir.FloatType(), ir.DoubleType()
 I32, I64 = ir.IntType(32), ir.IntType(64)
 
 
-def _c(ty, value):
-    return ir.Constant(ty, value)
+class _Splat(ir.Constant):
+    """A vector constant of one value in every lane, spelled `splat (<type> <value>)` (each lane
+    spelled out, a vectorised kernel's IR text was 70% longer)."""
+
+    def __init__(self, ty, value):
+        super().__init__(ty, [value] * ty.count)
+        self.lane = ir.Constant(ty.element, value)
+
+    def _get_reference(self):
+        return f"splat ({self.lane})"
+
+
+def const(ty, value):
+    """A constant of scalar type `ty`, or of vector type `ty` with `value` in every lane."""
+    return _Splat(ty, value) if isinstance(ty, ir.VectorType) else ir.Constant(ty, value)
+
+
+def element(ty):
+    """A vector type's element type; a scalar type itself."""
+    return ty.element if isinstance(ty, ir.VectorType) else ty
+
+
+def shaped(scalar, like):
+    """Scalar type `scalar`, or a vector of it as long as vector type `like`."""
+    return ir.VectorType(scalar, like.count) if isinstance(like, ir.VectorType) else scalar
 
 
 def intrinsic(b, name, *args, fastmath=()):
     """A call of the overloaded LLVM intrinsic `name` on args, typed after the first."""
-    fnty = ir.FunctionType(args[0].type, [a.type for a in args])
-    return b.call(b.module.declare_intrinsic(name, [args[0].type], fnty), list(args), fastmath=fastmath)
+    ty = args[0].type
+    vector = isinstance(ty, ir.VectorType)
+    symbol = f"{name}.{f'v{ty.count}' if vector else ''}{element(ty).intrinsic_name}"
+    fn = b.module.globals.get(symbol) or ir.Function(b.module, ir.FunctionType(ty, [a.type for a in args]), symbol)
+    return b.call(fn, list(args), fastmath=fastmath)
 
 
 def call(b, name, args, inline):
@@ -43,26 +71,26 @@ def call(b, name, args, inline):
 def _horner(b, x, coeffs):
     """coeffs[0] + x*(coeffs[1] + x*(...)), each step one fused multiply-add where the CPU has it
     (`contract`: a rounding fewer, and half the instructions of a softmax's exponentials)."""
-    acc = _c(x.type, coeffs[-1])
+    acc = const(x.type, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        acc = b.fadd(_c(x.type, c), b.fmul(x, acc, flags=["contract"]), flags=["contract"])
+        acc = b.fadd(const(x.type, c), b.fmul(x, acc, flags=["contract"]), flags=["contract"])
     return acc
 
 
 def _layout(ty):
-    """(int type, mantissa bits, exponent bias) of a float type."""
-    return (I32, 23, 127) if ty == F32 else (I64, 52, 1023)
+    """(int type of the same shape, mantissa bits, exponent bias) of a float type."""
+    return (shaped(I32, ty), 23, 127) if element(ty) == F32 else (shaped(I64, ty), 52, 1023)
 
 
 def _pow2(b, n, ty):
     """2**n for an integer n in the type's normal exponent range."""
     ity, mbits, bias = _layout(ty)
-    return b.bitcast(b.shl(b.add(n, _c(ity, bias)), _c(ity, mbits)), ty)
+    return b.bitcast(b.shl(b.add(n, const(ity, bias)), const(ity, mbits)), ty)
 
 
 def _expm1_poly(b, r):
     """e**r - 1 for |r| <= ln2/2."""
-    degree = 7 if r.type == F32 else 13
+    degree = 7 if element(r.type) == F32 else 13
     return b.fmul(r, _horner(b, r, [1 / math.factorial(k + 1) for k in range(degree)]))
 
 
@@ -70,25 +98,25 @@ def _reduce(b, x, k, hi, lo):
     """x - k ln2 as (x - k hi) - k lo (Cody-Waite: k hi is exact), each step one fused
     multiply-add where the CPU has it (`contract`: two instructions fewer per exp, and r rounded
     once less)."""
-    r = b.fsub(x, b.fmul(k, _c(x.type, hi), flags=["contract"]), flags=["contract"])
-    return b.fsub(r, b.fmul(k, _c(x.type, lo), flags=["contract"]), flags=["contract"])
+    r = b.fsub(x, b.fmul(k, const(x.type, hi), flags=["contract"]), flags=["contract"])
+    return b.fsub(r, b.fmul(k, const(x.type, lo), flags=["contract"]), flags=["contract"])
 
 
 def exp(b, x):
     ty = x.type
     ity, _, _ = _layout(ty)
-    low, high = (-104.0, 89.0) if ty == F32 else (-746.0, 710.0)
-    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if ty == F32 else (
+    low, high = (-104.0, 89.0) if element(ty) == F32 else (-746.0, 710.0)
+    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if element(ty) == F32 else (
         6.93147180369123816490e-01, 1.90821492927058770002e-10)
     nan = b.fcmp_unordered("uno", x, x)
-    xc = b.select(b.fcmp_ordered(">", x, _c(ty, high)), _c(ty, high), x)
-    xc = b.select(b.fcmp_ordered("<", xc, _c(ty, low)), _c(ty, low), xc)
-    xc = b.select(nan, _c(ty, 0.0), xc)
-    k = intrinsic(b, "llvm.rint", b.fmul(xc, _c(ty, 1 / math.log(2))))
+    xc = b.select(b.fcmp_ordered(">", x, const(ty, high)), const(ty, high), x)
+    xc = b.select(b.fcmp_ordered("<", xc, const(ty, low)), const(ty, low), xc)
+    xc = b.select(nan, const(ty, 0.0), xc)
+    k = intrinsic(b, "llvm.rint", b.fmul(xc, const(ty, 1 / math.log(2))))
     r = _reduce(b, xc, k, ln2_hi, ln2_lo)
-    p = b.fadd(_c(ty, 1.0), _expm1_poly(b, r))
+    p = b.fadd(const(ty, 1.0), _expm1_poly(b, r))
     n = b.fptosi(k, ity)
-    half = b.ashr(n, _c(ity, 1))
+    half = b.ashr(n, const(ity, 1))
     scaled = b.fmul(b.fmul(p, _pow2(b, half, ty)), _pow2(b, b.sub(n, half), ty))
     return b.select(nan, x, scaled)
 
@@ -100,74 +128,76 @@ def tanh(b, x):
     where tanh rounds to 1 (so 2**k stays normal)."""
     ty = x.type
     ity, _, _ = _layout(ty)
-    limit = -20.0 if ty == F32 else -40.0
-    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if ty == F32 else (
+    limit = -20.0 if element(ty) == F32 else -40.0
+    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if element(ty) == F32 else (
         6.93147180369123816490e-01, 1.90821492927058770002e-10)
     nan = b.fcmp_unordered("uno", x, x)
-    y = b.fmul(intrinsic(b, "llvm.fabs", x), _c(ty, -2.0))
-    y = b.select(b.fcmp_ordered("<", y, _c(ty, limit)), _c(ty, limit), b.select(nan, _c(ty, 0.0), y))
-    k = intrinsic(b, "llvm.rint", b.fmul(y, _c(ty, 1 / math.log(2))))
+    y = b.fmul(intrinsic(b, "llvm.fabs", x), const(ty, -2.0))
+    y = b.select(b.fcmp_ordered("<", y, const(ty, limit)), const(ty, limit), b.select(nan, const(ty, 0.0), y))
+    k = intrinsic(b, "llvm.rint", b.fmul(y, const(ty, 1 / math.log(2))))
     r = _reduce(b, y, k, ln2_hi, ln2_lo)
     scale = _pow2(b, b.fptosi(k, ity), ty)
-    t = b.fadd(b.fmul(scale, _expm1_poly(b, r)), b.fsub(scale, _c(ty, 1.0)))
-    magnitude = b.fdiv(b.fneg(t), b.fadd(t, _c(ty, 2.0)))
+    t = b.fadd(b.fmul(scale, _expm1_poly(b, r)), b.fsub(scale, const(ty, 1.0)))
+    magnitude = b.fdiv(b.fneg(t), b.fadd(t, const(ty, 2.0)))
     return b.select(nan, x, intrinsic(b, "llvm.copysign", magnitude, x))
 
 
 def log(b, x):
     ty = x.type
     ity, mbits, bias = _layout(ty)
-    tiny = b.fcmp_ordered("<", x, _c(ty, 2.0 ** (1 - bias)))
-    xs = b.select(tiny, b.fmul(x, _c(ty, 2.0 ** (mbits + 1))), x)
+    tiny = b.fcmp_ordered("<", x, const(ty, 2.0 ** (1 - bias)))
+    xs = b.select(tiny, b.fmul(x, const(ty, 2.0 ** (mbits + 1))), x)
     bits = b.bitcast(xs, ity)
-    e = b.sub(b.lshr(bits, _c(ity, mbits)), _c(ity, bias))
-    e = b.sub(e, b.select(tiny, _c(ity, mbits + 1), _c(ity, 0)))
-    m = b.bitcast(b.or_(b.and_(bits, _c(ity, (1 << mbits) - 1)), _c(ity, bias << mbits)), ty)
-    big = b.fcmp_ordered(">", m, _c(ty, math.sqrt(2)))
-    m = b.select(big, b.fmul(m, _c(ty, 0.5)), m)
+    e = b.sub(b.lshr(bits, const(ity, mbits)), const(ity, bias))
+    e = b.sub(e, b.select(tiny, const(ity, mbits + 1), const(ity, 0)))
+    m = b.bitcast(b.or_(b.and_(bits, const(ity, (1 << mbits) - 1)), const(ity, bias << mbits)), ty)
+    big = b.fcmp_ordered(">", m, const(ty, math.sqrt(2)))
+    m = b.select(big, b.fmul(m, const(ty, 0.5)), m)
     e = b.add(e, b.zext(big, ity))
-    f = b.fsub(m, _c(ty, 1.0))
-    s = b.fdiv(f, b.fadd(f, _c(ty, 2.0)))
+    f = b.fsub(m, const(ty, 1.0))
+    s = b.fdiv(f, b.fadd(f, const(ty, 2.0)))
     z = b.fmul(s, s)
-    terms = 4 if ty == F32 else 10
+    terms = 4 if element(ty) == F32 else 10
     series = b.fmul(z, _horner(b, z, [1 / (2 * k + 3) for k in range(terms)]))
     two_s = b.fadd(s, s)
     log1p = b.fadd(two_s, b.fmul(two_s, series))
     ef = b.sitofp(e, ty)
-    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if ty == F32 else (
+    ln2_hi, ln2_lo = (0.693359375, -2.12194440e-4) if element(ty) == F32 else (
         6.93147180369123816490e-01, 1.90821492927058770002e-10)
-    result = b.fadd(b.fmul(ef, _c(ty, ln2_hi)), b.fadd(log1p, b.fmul(ef, _c(ty, ln2_lo))))
-    result = b.select(b.fcmp_ordered("==", x, _c(ty, math.inf)), x, result)
-    result = b.select(b.fcmp_ordered("==", x, _c(ty, 0.0)), _c(ty, -math.inf), result)
-    return b.select(b.fcmp_unordered("<", x, _c(ty, 0.0)), _c(ty, math.nan), result)
+    result = b.fadd(b.fmul(ef, const(ty, ln2_hi)), b.fadd(log1p, b.fmul(ef, const(ty, ln2_lo))))
+    result = b.select(b.fcmp_ordered("==", x, const(ty, math.inf)), x, result)
+    result = b.select(b.fcmp_ordered("==", x, const(ty, 0.0)), const(ty, -math.inf), result)
+    return b.select(b.fcmp_unordered("<", x, const(ty, 0.0)), const(ty, math.nan), result)
 
 
 def _in_f64(fn):
     """Run a float64 implementation for float32 values too."""
     def wrapped(b, x, *rest):
-        if x.type == F64:
+        if element(x.type) == F64:
             return fn(b, x, *rest)
-        return b.fptrunc(fn(b, b.fpext(x, F64), *(b.fpext(r, F64) for r in rest)), F32)
+        wide = shaped(F64, x.type)
+        return b.fptrunc(fn(b, b.fpext(x, wide), *(b.fpext(r, wide) for r in rest)), x.type)
     return wrapped
 
 
 def _sincos(b, x, quarter_turns):
     """sin(x + quarter_turns * pi/2) in float64 (Cody-Waite reduction by pi/2, three parts)."""
-    finite = b.fcmp_ordered("==", b.fsub(x, x), _c(F64, 0.0))
-    xs = b.select(finite, x, _c(F64, 0.0))
-    k = intrinsic(b, "llvm.rint", b.fmul(xs, _c(F64, 2 / math.pi)))
-    r = b.fsub(xs, b.fmul(k, _c(F64, 1.57079632673412561417e+00)))
-    r = b.fsub(r, b.fmul(k, _c(F64, 6.07710050630396597660e-11)))
-    r = b.fsub(r, b.fmul(k, _c(F64, 2.02226624879595063154e-21)))
+    ty, ity = x.type, shaped(I64, x.type)
+    finite = b.fcmp_ordered("==", b.fsub(x, x), const(ty, 0.0))
+    xs = b.select(finite, x, const(ty, 0.0))
+    k = intrinsic(b, "llvm.rint", b.fmul(xs, const(ty, 2 / math.pi)))
+    r = b.fsub(xs, b.fmul(k, const(ty, 1.57079632673412561417e+00)))
+    r = b.fsub(r, b.fmul(k, const(ty, 6.07710050630396597660e-11)))
+    r = b.fsub(r, b.fmul(k, const(ty, 2.02226624879595063154e-21)))
     z = b.fmul(r, r)
     sin_r = b.fmul(r, _horner(b, z, [(-1) ** i / math.factorial(2 * i + 1) for i in range(8)]))
     cos_r = _horner(b, z, [(-1) ** i / math.factorial(2 * i) for i in range(9)])
-    q = b.and_(b.add(b.fptosi(k, I64), _c(I64, quarter_turns)), _c(I64, 3))
-    odd = b.trunc(q, ir.IntType(1))
+    q = b.and_(b.add(b.fptosi(k, ity), const(ity, quarter_turns)), const(ity, 3))
+    odd = b.trunc(q, shaped(ir.IntType(1), ty))
     value = b.select(odd, cos_r, sin_r)
-    negative = b.icmp_unsigned(">=", q, _c(I64, 2))
+    negative = b.icmp_unsigned(">=", q, const(ity, 2))
     value = b.select(negative, b.fneg(value), value)
-    return b.select(finite, value, _c(F64, math.nan))
+    return b.select(finite, value, const(ty, math.nan))
 
 
 sin = _in_f64(lambda b, x: _sincos(b, x, 0))
@@ -177,12 +207,12 @@ cos = _in_f64(lambda b, x: _sincos(b, x, 1))
 @_in_f64
 def pow(b, x, y):
     """x**y as numpy: exp(y log|x|), negative x only for integral y (sign from y's parity)."""
-    ty = F64
+    ty = x.type
     magnitude = exp(b, b.fmul(y, log(b, intrinsic(b, "llvm.fabs", x))))
     integral = b.fcmp_ordered("==", intrinsic(b, "llvm.rint", y), y)
-    half = b.fmul(y, _c(ty, 0.5))
+    half = b.fmul(y, const(ty, 0.5))
     odd = b.fcmp_unordered("!=", intrinsic(b, "llvm.rint", half), half)
-    negative = b.fcmp_ordered("<", x, _c(ty, 0.0))
+    negative = b.fcmp_ordered("<", x, const(ty, 0.0))
     signed = b.select(odd, b.fneg(magnitude), magnitude)
-    result = b.select(negative, b.select(integral, signed, _c(ty, math.nan)), magnitude)
-    return b.select(b.fcmp_ordered("==", y, _c(ty, 0.0)), _c(ty, 1.0), result)
+    result = b.select(negative, b.select(integral, signed, const(ty, math.nan)), magnitude)
+    return b.select(b.fcmp_ordered("==", y, const(ty, 0.0)), const(ty, 1.0), result)

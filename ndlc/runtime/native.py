@@ -1,5 +1,7 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
-name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation; object code
+name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation, or, for the
+kernels whose vectors codegen emits itself (codegen/llvm_lanes.py), in modules of their own, a
+cheaper one without the vectorisers (`optimiser`); object code
 is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into an MCJIT
 engine, one per program linking the objects its kernels are in; a program stored in the program
 cache is also linked into a shared library, which a warm start loads with ctypes (runtime/shared.py).
@@ -30,6 +32,9 @@ KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kerne
 _POLL = 0.5  # seconds between checks that the forked builders are alive
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
+LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
+# at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
+PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
 
 
 def llvm_compilations() -> int:
@@ -80,7 +85,7 @@ def host_description() -> tuple:
     the ndlc and llvmlite versions, the code generator's sources (kernel_key.FINGERPRINT) and the
     objects' relocation model. Asked of LLVM once per machine (runtime/host.py), so that a warm
     start need not import llvmlite's binding."""
-    context = (_versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}")
+    context = (_versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES)
 
     def ask_llvm():
         llvm = _binding()
@@ -107,13 +112,18 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
-        groups = _groups(missing, lambda symbol: KERNEL_COST + len(llvm_program.kernels[symbol][1].text))
-        jobs = [(group, f"{llvm_program.name}.kernels{i}") for i, group in enumerate(groups)]
+        def cost(symbol):
+            return KERNEL_COST + len(llvm_program.kernels[symbol][1].text)
+        lanes = [symbol for symbol in missing if llvm_program.vectorised(symbol)]
+        groups = [(group, False) for group in _groups(lanes, cost)]
+        groups += [(group, True) for group in _groups([s for s in missing if s not in lanes], cost)]
+        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise) for i, (group, vectorise) in enumerate(groups)]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
         runner = cache.load(runner_key)
         if runner is None:
-            jobs.append((None, "runner"))
-        for (group, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, len(groups) > 1)):
+            jobs.append((None, "runner", False))
+        parallel = min(libraries.threads(), len(missing) // PARALLEL_KERNELS) > 1  # else one process builds all
+        for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
             objects[key] = compiled
             cache.store(key, *compiled)
             for symbol in group or ():
@@ -250,15 +260,15 @@ class NativeModule:
 
 def _built(llvm_program, job):
     """(cache key, (object code, optimised IR), seconds building the IR, optimising, making machine
-    code) of `job`, (kernel symbols, module name): the module of those kernels of `llvm_program`,
-    or, for symbols None, its runner. Never while this process forks compiling workers (the
+    code) of `job`, (kernel symbols, module name, whether LLVM vectorises it): the module of those
+    kernels of `llvm_program`, or, for symbols None, its runner. Never while this process forks compiling workers (the
     caller holds _FORKING): a worker forked while another thread is inside LLVM would inherit
     llvmlite's lock held, and wait on it forever."""
-    symbols, name = job
+    symbols, name, vectorise = job
     start = time.perf_counter()
     text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
     building = time.perf_counter() - start
-    obj, optimised, optimising, emitting = _translated(text)
+    obj, optimised, optimising, emitting = _translated(text, vectorise)
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
     return key, (obj, optimised), building, optimising, emitting
 
@@ -331,27 +341,29 @@ def _taken(taken, count):
         yield index
 
 
-def _translated(text):
-    """(object code, optimised IR, seconds optimising, seconds making machine code) of module `text`."""
+def _translated(text, vectorise=False):
+    """(object code, optimised IR, seconds optimising, seconds making machine code) of module
+    `text`, through the pipeline with the vectorisers where `vectorise`."""
     llvm = _binding()
     tm = target_machine()
     start = time.perf_counter()
     module = llvm.parse_assembly(text)
     module.verify()
-    builder = optimiser(tm)
+    builder = optimiser(tm, vectorise)
     builder.getModulePassManager().run(module, builder)
     optimised = time.perf_counter()
     obj = tm.emit_object(module)
     return obj, str(module), optimised - start, time.perf_counter() - optimised
 
 
-def optimiser(tm):
+def optimiser(tm, vectorise=True):
     """The pass builder of ndlc's pipeline for target machine `tm`: O3 with loop and SLP
-    vectorisation, the unroller off (see the module docstring)."""
+    vectorisation where `vectorise`, else speed level LANES_SPEED without them (for code whose
+    vectors are explicit), the unroller off (see the module docstring)."""
     llvm = _binding()
-    options = llvm.create_pipeline_tuning_options(speed_level=3)
-    options.loop_vectorization = True
-    options.slp_vectorization = True
+    options = llvm.create_pipeline_tuning_options(speed_level=3 if vectorise else LANES_SPEED)
+    options.loop_vectorization = vectorise
+    options.slp_vectorization = vectorise
     options.loop_unrolling = False
     return llvm.create_pass_builder(tm, options)
 

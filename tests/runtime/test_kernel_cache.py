@@ -171,7 +171,7 @@ def _failing_in_forked_processes(monkeypatch, failure):
     parent, translated = os.getpid(), native._translated
     monkeypatch.setattr(libraries, "threads", lambda: 2)
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
-    monkeypatch.setattr(native, "_translated", lambda text: translated(text) if os.getpid() == parent else failure())
+    monkeypatch.setattr(native, "_translated", lambda text, vectorise: translated(text, vectorise) if os.getpid() == parent else failure())
     ndl.compile(recurrence)(*inputs(4))
 
 

@@ -1,0 +1,104 @@
+"""Loads and stores of a kernel's buffers: a mixin of the kernel emitter (codegen/llvm.py), which
+supplies `kernel`, the builder `b`, `vars`, `pointers`, `debug`, the guard sets `known` and
+`failing` (codegen/llvm_guards.py), and the lane helpers `_get`, `_put`, `_indices`, `_constant`
+(codegen/llvm_lanes.py: inside a vector loop a contiguous access is one vector load or store)."""
+from llvmlite import ir
+
+from ..ir.kernel import Index, Load
+from .llvm_scalar import I8, I64, MEMORY, Values
+from .llvm_vector import ZERO
+
+
+class MemoryAccess:
+    """Element addresses from affine forms, guarded and (when compiled with bounds checks) checked."""
+
+    def _affine(self, form, skip=None):
+        """The value of an affine form at the current loop variables (without variable `skip`):
+        computed once per basic block and variables (loads and stores at one point share their
+        offsets), without adding zeros or multiplying by one."""
+        b = self.b
+        used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars))
+                     if c and i != skip and var is not ZERO)
+        key = (id(b.block), form.const, tuple((c, id(var)) for c, var in used))
+        if key not in self.offsets:
+            total = ir.Constant(I64, form.const) if form.const or not used else None
+            for c, var in used:
+                term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
+                total = term if total is None else b.add(total, term)
+            self.offsets[key] = total
+        return self.offsets[key]
+
+    def _address(self, access):
+        """(element index, validity or None) of an access at the current loop variables; guards
+        known to hold in the loop being emitted are not checked."""
+        b, affine = self.b, self._affine
+        valid = None
+        for g in access.guards:
+            if g in self.known:
+                continue
+            f = affine(g.form)
+            ok = b.and_(b.icmp_signed(">=", f, ir.Constant(I64, 0)),
+                        b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
+            if g.step > 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(f, ir.Constant(I64, g.step)), ir.Constant(I64, 0)))
+            valid = ok if valid is None else b.and_(valid, ok)
+        index = affine(access.form)
+        if access.step > 1:
+            index = b.sdiv(index, ir.Constant(I64, access.step))
+        if valid is not None:
+            index = b.select(valid, index, ir.Constant(I64, 0))
+        return index, valid
+
+    def _load(self, n):
+        """Load number `n` at the current point (at a vector loop's lanes): 0 where one of its
+        guards fails (outside the loop being emitted, one known to fail makes it read nothing,
+        emitting no instruction)."""
+        load, b = self.kernel.loads[n], self.b
+        if not self.failing.isdisjoint(load.access.guards):
+            return self._constant(load.dtype, 0)
+        access = self._local(load.buffer, load.access) if isinstance(load, Load) else load.access
+        index, valid = self._address(access)
+        if isinstance(load, Index):
+            return self._indices(index, access)
+        mem = MEMORY[load.dtype]
+        index = self._checked(index, load.buffer, n)
+        pointer = b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem)
+        value = self._get(pointer, mem, along=self._along(access))
+        if load.dtype == "bool":
+            value = b.icmp_unsigned("!=", value, self._constant("u8", 0))
+        if valid is not None:
+            value = b.select(valid, value, self._constant(load.dtype, 0))
+        return value
+
+    def _checked(self, index, buffer, access):
+        """`index`, or 0 where it is outside `buffer` after recording (kernel + 1, access number,
+        index) in the debug array, when compiled with bounds checks (the first violation is kept).
+        `access`: a load's number or a Store."""
+        if self.debug is None:
+            return index
+        b, (number, sizes) = self.b, self.debug
+        code = access if isinstance(access, int) else -1 - [id(s) for s in self.kernel.stores].index(id(access))
+        outside = b.icmp_unsigned(">=", index, ir.Constant(I64, sizes[buffer]))
+        with b.if_then(outside, likely=False):
+            record = self.pointers["debug"]
+            first = b.icmp_signed("==", b.load(record, typ=I64), ir.Constant(I64, 0))
+            with b.if_then(first):
+                for i, value in enumerate((ir.Constant(I64, number + 1), ir.Constant(I64, code), index)):
+                    b.store(value, b.gep(record, [ir.Constant(I64, i)], source_etype=I64))
+        return b.select(outside, ir.Constant(I64, 0), index)
+
+    def _local(self, buffer, access):
+        """The access as made: within the thread's row for a row-local temporary."""
+        return access.within_row(self.kernel.outer) if buffer in self.kernel.local else access
+
+    def _stores(self, stores):
+        """Every store's value first (so a store may overwrite what another value reads), then the stores."""
+        b, memo = self.b, Values()
+        values = [self._emit(store.value, memo, store.dtype) for store in stores]
+        for store, value in self._uncollected(stores, values):  # a streamed group's: kept (llvm_stream.py)
+            index, _ = self._address(self._local(store.buffer, store.access))
+            index = self._checked(index, store.buffer, store)
+            if store.dtype == "bool":
+                value = b.zext(value, self._shaped(I8))
+            self._put(value, b.gep(self.pointers[store.buffer], [index], inbounds=True,
+                                   source_etype=MEMORY[store.dtype]))

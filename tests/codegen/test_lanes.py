@@ -1,0 +1,151 @@
+"""Codegen's own vectors (codegen/llvm_lanes.py): which kernels' innermost loops it emits as
+`<W x T>` operations, that those kernels compute bit for bit what the scalar loops LLVM vectorises
+compute (maths polynomials, casts, bools, random numbers, 'chunks' partials, gemm epilogues, each
+with a scalar remainder), and that they are compiled without LLVM's vectorisers."""
+import re
+
+import numpy as np
+import pytest
+
+from ndlc.codegen import llvm, llvm_program
+from ndlc.codegen.llvm_lanes import lane_loop
+from ndlc.ir import parse
+from ndlc.ir.kernel import Strategy
+from ndlc.jit.compile import compile_graph
+from ndlc.runtime import native
+
+MATH = """graph @m(%x: f32[3,100], %y: f32[3,100]) {
+  %0 = sigmoid(%x) : f32[3,100]
+  %1 = tanh(%x) : f32[3,100]
+  %2 = log(%y) : f32[3,100]
+  %3 = sin(%x) : f32[3,100]
+  %4 = cos(%x) : f32[3,100]
+  %5 = power(%y, %x) : f32[3,100]
+  %6 = sqrt(%y) : f32[3,100]
+  %7 = divide(%6, %y) : f32[3,100]
+  %8 = multiply(%7, %5) : f32[3,100]
+  %9 = add(%8, %4) : f32[3,100]
+  %10 = add(%9, %3) : f32[3,100]
+  %11 = add(%10, %2) : f32[3,100]
+  %12 = add(%11, %1) : f32[3,100]
+  %13 = add(%12, %0) : f32[3,100]
+  return %13
+}"""
+MIXED = """graph @g(%x: f32[37], %m: bool[37], %seed: i64[]) {
+  %0 = full(shape=(37,), value=-inf, dtype=f32) : f32[37]
+  %1 = maximum(%x, %0) : f32[37]
+  %2 = where(%m, %1, %x) : f32[37]
+  %3 = cast(%2, dtype=f64) : f64[37]
+  %4 = mul_scalar(%3, scalar=1e-30) : f64[37]
+  %5 = greater(%x, %1) : bool[37]
+  %6 = random_uniform(%seed, shape=(37,), dtype=f32, stream=0) : f32[37]
+  %7 = add(%6, %x) : f32[37]
+  return %4, %5, %7
+}"""
+CHUNKS = """graph @stats(%x: f32[512,100]) {
+  %0 = summation(%x, axes=(0,)) : f32[100]
+  %1 = divide_scalar(%0, scalar=512.0) : f32[100]
+  %2 = reshape(%1, shape=(1, 100)) : f32[1,100]
+  %3 = broadcast_to(%2, shape=(512, 100)) : f32[512,100]
+  %4 = negate(%3) : f32[512,100]
+  %5 = add(%x, %4) : f32[512,100]
+  %6 = power_scalar(%5, scalar=2) : f32[512,100]
+  %7 = summation(%6, axes=(0,)) : f32[100]
+  %8 = sqrt(%7) : f32[100]
+  %9 = reshape(%8, shape=(1, 100)) : f32[1,100]
+  %10 = broadcast_to(%9, shape=(512, 100)) : f32[512,100]
+  %11 = divide(%5, %10) : f32[512,100]
+  return %1, %7, %11
+}"""
+GEMM = """graph @g(%x: f32[64,40], %w: f32[40,36], %b: f32[36]) {
+  %0 = matmul(%x, %w) : f32[64,36]
+  %1 = reshape(%b, shape=(1, 36)) : f32[1,36]
+  %2 = broadcast_to(%1, shape=(64, 36)) : f32[64,36]
+  %3 = add(%0, %2) : f32[64,36]
+  %4 = tanh(%3) : f32[64,36]
+  return %4
+}"""
+
+SPLIT = """graph @s(%x: f32[262147], %m: bool[262147]) {
+  %0 = exp(%x) : f32[262147]
+  %1 = where(%m, %0, %x) : f32[262147]
+  %2 = greater(%1, %x) : bool[262147]
+  return %1, %2
+}"""
+
+
+def _inputs(text):
+    rng = np.random.default_rng(7)
+    if text is MIXED:
+        return [rng.standard_normal(37).astype(np.float32), rng.random(37) < 0.5, np.array(3, np.int64)]
+    if text is SPLIT:  # pieces of the split loop a thread takes: a variable rest, masked
+        return [rng.standard_normal(262147).astype(np.float32), rng.random(262147) < 0.5]
+    graph = parse(text)
+    return [(rng.standard_normal(i.type.shape) * 2 + (3 if n == 1 and text is MATH else 0)).astype(np.float32)
+            for n, i in enumerate(graph.inputs)]
+
+
+def _scalar(kernel, debug=None):
+    return None
+
+
+@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT], ids=["math", "mixed", "chunks", "gemm", "split"])
+def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(text, monkeypatch, tmp_path, two_threads):
+    inputs = _inputs(text)
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
+    lanes = compile_graph(parse(text), cached=False)
+    assert any(lane_loop(k) is not None for k in lanes.kernels.kernels)
+    assert re.search(r"load <\d+ x \w+>", lanes.ir("llvm"))
+    assert ("llvm.masked.store" in lanes.ir("llvm")) == (text in (CHUNKS, SPLIT))  # a variable rest
+    expected = lanes.run(*inputs)
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "scalar"))
+    monkeypatch.setattr(llvm, "lane_loop", _scalar)
+    monkeypatch.setattr(llvm_program, "lane_loop", _scalar)
+    scalar = compile_graph(parse(text), cached=False)
+    assert not re.search(r"load <\d+ x \w+>", scalar.ir("llvm"))
+    for got, want in zip(scalar.run(*inputs), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def _kernels(text):
+    return compile_graph(parse(text)).kernels.kernels
+
+
+def test_maps_run_their_last_loop_as_vectors_and_chunks_kernels_their_columns():
+    (map_kernel,) = _kernels(GEMM.replace("matmul(%x, %w)", "add(%x, %x)").replace("[40,36]", "[64,36]")
+                             .replace("%x: f32[64,40]", "%x: f32[64,36]"))
+    assert lane_loop(map_kernel) == len(map_kernel.extents) - 1
+    chunks = [k for k in _kernels(CHUNKS) if k.strategy == Strategy.CHUNKS]
+    assert chunks and all(lane_loop(k) == 0 for k in chunks)
+    assert all(lane_loop(k, debug=(0, {})) is None for k in chunks)  # bounds checks: scalar
+
+
+@pytest.mark.parametrize("text", [
+    # a sum along the innermost loop: LLVM's vectoriser keeps its order
+    """graph @r(%x: f32[16,64]) {\n  %0 = summation(%x, axes=(1,)) : f32[16]\n  return %0\n}""",
+    # a transpose: strided along the innermost loop (a gather)
+    """graph @t(%x: f32[64,64]) {\n  %0 = transpose(%x, axes=(1, 0)) : f32[64,64]\n  %1 = exp(%0) : f32[64,64]\n"""
+    """  return %1\n}""",
+    # rows shorter than the width
+    """graph @s(%x: f32[64,4]) {\n  %0 = exp(%x) : f32[64,4]\n  return %0\n}""",
+], ids=["sum", "transpose", "short"])
+def test_kernels_that_codegen_leaves_to_llvms_vectoriser(text):
+    assert [lane_loop(k) for k in _kernels(text)] == [None]
+
+
+def test_vectorised_kernels_are_compiled_without_llvms_vectorisers(monkeypatch, tmp_path):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    translated, pipelines = native._translated, []
+
+    def recording(text, vectorise):
+        pipelines.append(("ndlc.runner" in text, "splat" in text, vectorise))
+        return translated(text, vectorise)
+    monkeypatch.setattr(native, "_translated", recording)
+    compile_graph(parse("""graph @m(%x: f32[16,64], %w: f32[64,64]) {
+  %0 = matmul(%x, %w) : f32[16,64]
+  %1 = tanh(%0) : f32[16,64]
+  %2 = summation(%1, axes=(1,)) : f32[16]
+  return %1, %2
+}"""), cached=False)
+    # (runner, codegen's vectors, vectorised by LLVM): the gemm's tanh epilogue is codegen's, the sum LLVM's
+    assert sorted(pipelines) == [(False, False, True), (False, True, False), (True, False, False)], pipelines
