@@ -10,8 +10,6 @@ float32), n = 1024 (8 MiB moved) 0.23-0.24 ms either way, n = 2048 (16 MiB) 0.75
 """
 import math
 
-import numpy as np
-
 from ..ir.streams import Streams, stream_problem
 from ..ir.types import numpy_dtype
 
@@ -27,7 +25,8 @@ def choose_streams(kernel, buffers):
     or runs in a scan's steps (whose copies share its decisions, but not its buffers' names)."""
     if kernel.step:
         return None
-    size = {name: math.prod(buffers[name].shape) * _itemsize(buffers[name].dtype) for name in kernel.buffers()}
+    itemsize = {name: numpy_dtype(buffers[name].dtype).itemsize for name in kernel.buffers()}
+    size = {name: math.prod(buffers[name].shape) * itemsize[name] for name in itemsize}
     large = [name for name in kernel.outputs() if size[name] >= SMALLEST]
     moved = sum(size.values())
     if not large or moved < FOOTPRINT:
@@ -35,9 +34,9 @@ def choose_streams(kernel, buffers):
     problems = {name: "BLAS writes it" if kernel.gemm is not None and name == kernel.gemm.out else
                 next(filter(None, (stream_problem(kernel, s) for s in kernel.stores if s.buffer == name)), "")
                 for name in large}
-    sizes = [_itemsize(buffers[name].dtype) for name in large if not problems[name]]
+    sizes = [itemsize[name] for name in large if not problems[name]]
     for name in large:  # the code groups one vector of each at a time: elements of one size
-        if not problems[name] and _itemsize(buffers[name].dtype) != min(sizes):
+        if not problems[name] and itemsize[name] != min(sizes):
             problems[name] = f"{buffers[name].dtype} elements beside narrower ones"
     streamed = tuple(name for name in large if not problems[name])
     cached = [f"%{name} cached: {why}" for name, why in problems.items() if why]
@@ -45,6 +44,3 @@ def choose_streams(kernel, buffers):
            f"(over {FOOTPRINT // MIB} MiB: its data leaves the cache anyway)"] if streamed else []
     return Streams(streamed, "; ".join(why + cached))
 
-
-def _itemsize(dtype) -> int:
-    return np.dtype(numpy_dtype(dtype)).itemsize
