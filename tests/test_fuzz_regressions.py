@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from ndlc import backend_ndarray as nd
 from ndlc.errors import IRParseError
 from ndlc.ir import parse, parse_kernels
 
@@ -187,3 +188,20 @@ def test_negating_a_bool_tensor_is_refused_as_numpy_refuses_it(negate):
         negate(ndl.Tensor(np.array([True, False])))
     with pytest.raises(ndl.ShapeError, match=r"negate\(bool\[2\]\): has no bool form"):
         ndl.compile(negate)(np.array([True, False]))
+
+
+@pytest.mark.parametrize("shape, axis, expected", [((0, 3), 0, np.zeros(3)), ((0, 3), None, np.zeros(1)),
+                                                   ((2, 0), 1, np.zeros(2)), ((0, 3), 1, np.zeros(0))])
+def test_an_ndarray_sum_over_an_empty_axis_is_zero(shape, axis, expected):
+    """reduce_sum reshaped its input to (-1, 0): a numpy ValueError for any NDArray with no elements."""
+    a = nd.array(np.zeros(shape))
+    np.testing.assert_array_equal(a.sum(axis=axis).numpy(), expected)
+
+
+def test_an_ndarray_max_over_a_full_axis_of_an_empty_array_is_empty():
+    """max refused an array with no elements even where the reduced axis had some ("max over an
+    empty axis"); numpy gives an empty result, and only an empty reduced axis is refused."""
+    a = nd.array(np.zeros((0, 3)))
+    assert a.max(axis=1).shape == (0,)
+    with pytest.raises(nd.NDArrayError, match=r"max over an empty axis"):
+        a.max(axis=0)

@@ -94,11 +94,11 @@ def matmul(a, b, out, m, n, p):
 
 def reduce_sum(a, out, reduce_size):
     """out[i] = sum of a's i-th run of `reduce_size` consecutive elements."""
-    np.sum(a.array.reshape(-1, reduce_size), axis=1, out=out.array)
+    np.sum(a.array.reshape(out.size, reduce_size), axis=1, out=out.array)
 
 
 def reduce_max(a, out, reduce_size):
-    np.max(a.array.reshape(-1, reduce_size), axis=1, out=out.array)
+    np.max(a.array.reshape(out.size, reduce_size), axis=1, out=out.array)
 
 
 __all__ = ["Array", "to_numpy", "from_numpy", "fill", "compact", "ewise_setitem", "scalar_setitem",
