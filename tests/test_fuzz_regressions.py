@@ -205,3 +205,18 @@ def test_an_ndarray_max_over_a_full_axis_of_an_empty_array_is_empty():
     assert a.max(axis=1).shape == (0,)
     with pytest.raises(nd.NDArrayError, match=r"max over an empty axis"):
         a.max(axis=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: a.__setitem__((slice(None),), np.ones(3)), lambda a: a.__setitem__((slice(None),), "1"),
+    lambda a: a.__setitem__((slice(None),), [1.0, 2.0]), lambda a: a - "1", lambda a: a.maximum(None),
+    lambda a: a >= 1j, lambda a: a * [1.0, 2.0, 3.0]], ids=["setitem-array", "setitem-text", "setitem-list",
+                                                          "sub-text", "maximum-none", "ge-complex", "mul-list"])
+def test_an_ndarray_operand_that_is_not_a_number_or_ndarray_is_refused(call):
+    """setitem passed anything that was not an NDArray to numpy (a numpy array or the text "1" was
+    written, a list was a numpy ValueError); `a - "1"` was a TypeError from unary minus, `a >= 1j`
+    dropped the imaginary part: every operand is now an NDArray or a real number."""
+    a = nd.array(np.arange(3))
+    with pytest.raises(nd.NDArrayError, match=r"takes a number here, not"):
+        call(a)
+    np.testing.assert_array_equal(a.numpy(), np.arange(3))

@@ -3,6 +3,7 @@ flat storage handle plus shape, strides and offset (in elements); reshape of a c
 permute, broadcast_to and slicing are views of the same storage, and `compact()` copies only
 when the layout needs it. Storage is numpy on the host for every device."""
 import math
+import numbers
 
 import numpy as np
 
@@ -107,9 +108,12 @@ def device_named(device) -> BackendDevice:
 
 
 def _number(value, what):
-    if isinstance(value, NDArray) or np.ndim(value) != 0:
-        raise NDArrayError(f"{what} takes a number here, not {type(value).__name__} {np.shape(value)}")
-    return value
+    """`value` if it is a real number (a 0-d numpy array of numbers included), else an NDArrayError."""
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
+        return value
+    raise NDArrayError(f"{what} takes a number here, not {type(value).__name__} {np.shape(value)}")
 
 
 class NDArray:
@@ -270,7 +274,8 @@ class NDArray:
                 raise NDArrayError(f"cannot set {view.shape} elements from an NDArray of shape {other.shape}")
             self.device.ewise_setitem(other.compact()._handle, view._handle, view.shape, view.strides, view._offset)
         else:
-            self.device.scalar_setitem(view.size, other, view._handle, view.shape, view.strides, view._offset)
+            value = _number(other, "NDArray setitem")
+            self.device.scalar_setitem(view.size, value, view._handle, view.shape, view.strides, view._offset)
 
     # ---- elementwise and scalar functions ------------------------------------------------------
     def _result(self, shape=None) -> "NDArray":
@@ -296,7 +301,7 @@ class NDArray:
     __radd__ = __add__
 
     def __sub__(self, other) -> "NDArray":
-        return self + (-other)
+        return self + (-(other if isinstance(other, NDArray) else _number(other, "NDArray arithmetic")))
 
     def __rsub__(self, other) -> "NDArray":
         return other + (-self)
