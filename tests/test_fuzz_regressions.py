@@ -220,3 +220,27 @@ def test_an_ndarray_operand_that_is_not_a_number_or_ndarray_is_refused(call):
     with pytest.raises(nd.NDArrayError, match=r"takes a number here, not"):
         call(a)
     np.testing.assert_array_equal(a.numpy(), np.arange(3))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda a: a.reshape((6.0,)), r"reshape takes a tuple of integers"),
+    (lambda a: a.reshape(6), r"reshape takes a tuple of integers"),
+    (lambda a: a.broadcast_to((2.5, 2, 3)), r"broadcast_to takes a tuple of integers"),
+    (lambda a: a.pad(1), r"pad takes one \(before, after\) pair per axis"),
+    (lambda a: a.flip(0.5), r"flip takes a tuple of integers"),
+    (lambda a: a.sum(axis=0.5), r"reduction over an axis takes a tuple of integers"),
+    (lambda a: a[np.arange(2), 0], r"index array\(\[0, 1\]\) of axis 0: NDArray indexes with integers and slices"),
+    (lambda a: a[0.5:2, 0], r"slice 0.5:2: of axis 0: its bounds and step must be integers or None"),
+    (lambda a: nd.full((2.5,), 1.0), r"an NDArray's shape takes a tuple of integers"),
+    (lambda a: a.broadcast_to((-2, 2, 3)), r"cannot broadcast shape \(2, 3\) to \(-2, 2, 3\): it has a negative"),
+    (lambda a: nd.empty((2, -3)), r"an NDArray's shape \(2, -3\) has a negative dimension"),
+], ids=["reshape-float", "reshape-number", "broadcast-float", "pad-number", "flip-float", "sum-float-axis",
+        "index-array", "slice-float", "full-float-shape", "broadcast-negative", "empty-negative"])
+def test_an_ndarray_shape_axis_or_index_that_is_not_an_integer_or_negative_is_refused(call, message):
+    """Shapes, axes and indices went through int() or iteration: a float was truncated (reshape
+    to (6.0,), nd.full((2.5,))), a number or an index array was a TypeError from inside, a float
+    slice bound a TypeError from slice.indices; a negative dimension passed broadcast_to and
+    nd.empty and failed later in numpy. Each is now an NDArrayError naming the call."""
+    a = nd.array(np.arange(6).reshape(2, 3))
+    with pytest.raises(nd.NDArrayError, match=message):
+        call(a)

@@ -1,6 +1,7 @@
 """Views as arithmetic on (shape, strides, offset), in elements: what reshape, permute, broadcast_to,
 slicing and flips compute without touching storage, with needle's rules and errors."""
 import math
+import operator
 
 from ..errors import NdlcError
 
@@ -8,6 +9,15 @@ from ..errors import NdlcError
 class NDArrayError(NdlcError, ValueError, AssertionError):
     """A bad NDArray call. It is a ValueError, and an AssertionError as in needle's reference,
     which asserts on these inputs (so code catching either keeps working)."""
+
+
+def integers(values, what) -> tuple:
+    """`values` (a sequence of integers, numpy's included) as a tuple of ints: a float, an array
+    or a bare number is an NDArrayError naming `what`, never truncated or a TypeError from inside."""
+    try:
+        return tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise NDArrayError(f"{what} takes a tuple of integers, not {values!r}") from None
 
 
 def compact_strides(shape) -> tuple:
@@ -21,7 +31,7 @@ def compact_strides(shape) -> tuple:
 
 def reshaped(shape, new_shape) -> tuple:
     """`new_shape` with one -1 resolved, checked to hold as many elements as `shape`."""
-    new_shape = tuple(int(n) for n in new_shape)
+    new_shape = integers(new_shape, "reshape")
     size = math.prod(shape)
     if new_shape.count(-1) > 1:
         raise NDArrayError(f"reshape {shape} -> {new_shape}: at most one dimension may be -1")
@@ -37,7 +47,7 @@ def reshaped(shape, new_shape) -> tuple:
 
 def permuted(shape, strides, axes) -> tuple:
     """(shape, strides) with the dimensions in the order `axes` names them."""
-    axes = tuple(int(a) for a in axes)
+    axes = integers(axes, "permute")
     if sorted(axes) != list(range(len(shape))):
         raise NDArrayError(f"permute of a {len(shape)}-d array by {axes}: the axes must be a "
                            f"permutation of 0..{len(shape) - 1}")
@@ -47,10 +57,11 @@ def permuted(shape, strides, axes) -> tuple:
 def broadcast(shape, strides, new_shape) -> tuple:
     """(shape, strides) of `shape` broadcast to `new_shape`: stride 0 where a size-1 dimension
     repeats; leading dimensions may be added, as numpy does."""
-    new_shape = tuple(int(n) for n in new_shape)
+    new_shape = integers(new_shape, "broadcast_to")
     lead = len(new_shape) - len(shape)
-    if lead < 0:
-        raise NDArrayError(f"cannot broadcast shape {shape} to {new_shape}: it has fewer dimensions")
+    if lead < 0 or min(new_shape, default=0) < 0:
+        raise NDArrayError(f"cannot broadcast shape {shape} to {new_shape}: it has "
+                           + ("a negative dimension" if lead >= 0 else "fewer dimensions"))
     result = [0] * lead
     for axis, (old, new, stride) in enumerate(zip(shape, new_shape[lead:], strides)):
         if old != new and old != 1:
@@ -67,15 +78,20 @@ def normalised_slice(index, extent, axis) -> slice:
         if index.step is not None and index.step <= 0:
             raise NDArrayError(f"slice {_text(index)} of axis {axis}: the step must be positive "
                                "(use flip() to reverse an axis)")
-        start, stop, step = index.indices(extent)
+        try:
+            start, stop, step = index.indices(extent)
+        except TypeError:
+            raise NDArrayError(f"slice {_text(index)} of axis {axis}: its bounds and step must be "
+                               "integers or None") from None
         if stop <= start:
             raise NDArrayError(f"slice {_text(index)} of axis {axis} (size {extent}) selects no "
                                "element: start must be less than stop")
         return slice(start, stop, step)
-    if not isinstance(index, int) and not hasattr(index, "__index__"):
+    try:
+        position = operator.index(index)
+    except TypeError:
         raise NDArrayError(f"index {index!r} of axis {axis}: NDArray indexes with integers and "
-                           f"slices only, not {type(index).__name__}")
-    position = int(index)
+                           f"slices only, not {type(index).__name__}") from None
     if not -extent <= position < extent:
         raise IndexError(f"index {position} is out of bounds for axis {axis} with size {extent}")
     position %= extent
@@ -99,7 +115,7 @@ def flipped(shape, strides, offset, axes) -> tuple:
 
 
 def _axes(axes, ndim, what) -> set:
-    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    axes = integers((axes,) if hasattr(axes, "__index__") else axes, what)
     for axis in axes:
         if not -ndim <= axis < ndim:
             raise NDArrayError(f"{what} over axis {axis} of a {ndim}-d array")
@@ -114,6 +130,7 @@ def reduction_axis(axis, ndim) -> int:
         if len(axis) != 1:
             raise NDArrayError(f"reduction over axes {tuple(axis)}: NDArray reduces over a single axis")
         axis = axis[0]
+    (axis,) = integers((axis,), "reduction over an axis")
     if not -ndim <= axis < ndim:
         raise NDArrayError(f"reduction over axis {axis} of a {ndim}-d array")
     return axis % ndim
@@ -121,7 +138,9 @@ def reduction_axis(axis, ndim) -> int:
 
 def padding(shape, axes) -> tuple:
     """needle's pad widths: one (before, after) pair of non-negative ints per axis."""
-    axes = tuple(tuple(int(w) for w in pair) for pair in axes)
+    if not isinstance(axes, (tuple, list)):
+        raise NDArrayError(f"pad takes one (before, after) pair per axis, not {axes!r}")
+    axes = tuple(integers(pair, "pad") for pair in axes)
     if len(axes) != len(shape) or any(len(pair) != 2 or min(pair) < 0 for pair in axes):
         raise NDArrayError(f"pad of a {len(shape)}-d array by {axes}: give one (before, after) pair "
                            "of non-negative widths per axis")

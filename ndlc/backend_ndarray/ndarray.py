@@ -8,8 +8,8 @@ import numbers
 import numpy as np
 
 from . import ndarray_backend_cpu, ndarray_backend_numpy
-from .layout import (NDArrayError, broadcast, compact_strides, flipped, normalised_slice, padding, permuted,
-                     reduction_axis, reshaped, sliced)
+from .layout import (NDArrayError, broadcast, compact_strides, flipped, integers, normalised_slice, padding,
+                     permuted, reduction_axis, reshaped, sliced)
 
 
 class BackendDevice:
@@ -145,7 +145,9 @@ class NDArray:
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype="float32") -> "NDArray":
         """An NDArray over `handle` (new storage of `dtype` when None) with this layout."""
         array = NDArray.__new__(NDArray)
-        array._shape = tuple(int(n) for n in shape)
+        array._shape = integers(shape, "an NDArray's shape")
+        if min(array._shape, default=0) < 0:
+            raise NDArrayError(f"an NDArray's shape {array._shape} has a negative dimension")
         array._strides = compact_strides(array._shape) if strides is None else tuple(strides)
         array._offset = int(offset)
         array._device = device_named(device) if device is not None else default_device()
