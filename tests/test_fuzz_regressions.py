@@ -244,3 +244,10 @@ def test_an_ndarray_shape_axis_or_index_that_is_not_an_integer_or_negative_is_re
     a = nd.array(np.arange(6).reshape(2, 3))
     with pytest.raises(nd.NDArrayError, match=message):
         call(a)
+
+
+@pytest.mark.parametrize("axes", [(0, 0), (1, -1)])
+def test_an_ndarray_flip_over_a_repeated_axis_is_refused(axes):
+    """flip((0, 0)) flipped axis 0 once (the axes were a set), where numpy refuses a repeated axis."""
+    with pytest.raises(nd.NDArrayError, match=r"flip over axes .* of a 2-d array: an axis is repeated"):
+        nd.array(np.arange(6).reshape(2, 3)).flip(axes)

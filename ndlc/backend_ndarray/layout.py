@@ -119,6 +119,8 @@ def _axes(axes, ndim, what) -> set:
     for axis in axes:
         if not -ndim <= axis < ndim:
             raise NDArrayError(f"{what} over axis {axis} of a {ndim}-d array")
+    if len({a % ndim for a in axes}) != len(axes):
+        raise NDArrayError(f"{what} over axes {axes} of a {ndim}-d array: an axis is repeated")
     return {a % ndim for a in axes}
 
 
