@@ -251,3 +251,15 @@ def test_an_ndarray_flip_over_a_repeated_axis_is_refused(axes):
     """flip((0, 0)) flipped axis 0 once (the axes were a set), where numpy refuses a repeated axis."""
     with pytest.raises(nd.NDArrayError, match=r"flip over axes .* of a 2-d array: an axis is repeated"):
         nd.array(np.arange(6).reshape(2, 3)).flip(axes)
+
+
+@pytest.mark.parametrize("scalar", [ndl.Tensor(np.float32(2.0)), ndl.Tensor(np.ones(3, np.float32)), "2"],
+                         ids=["0-d-tensor", "tensor", "text"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_scalar_op_given_something_not_a_number_is_refused_alike_eagerly_and_compiled(scalar, compiled):
+    """power_scalar(x, tensor) read the tensor with float(): numpy's TypeError for a tensor of
+    several elements, a TraceError when compiled, and the text "2" silently became 2.0."""
+    f = (lambda x: ndl.ops.power_scalar(x, scalar))
+    f = ndl.compile(f) if compiled else f
+    with pytest.raises(ndl.errors.AttrError, match=r"power_scalar: the scalar must be a number, not (Tensor|str)"):
+        f(ndl.Tensor(np.ones(3, np.float32)))

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import AttrError, ShapeError
 from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context
@@ -100,11 +100,22 @@ def subtract(a, b):
     return elementwise("add", a, elementwise("negate", b))
 
 
+def _scalar_number(op, scalar):
+    """needle's `scalar` argument as a float: a Tensor or text is refused here, as the registry
+    refuses it, before float() could read a Tensor eagerly but not while tracing."""
+    if isinstance(scalar, np.ndarray) and scalar.ndim == 0 and scalar.dtype.kind in "biuf":
+        scalar = scalar[()]
+    if isinstance(scalar, _NUMBER):
+        return float(scalar)
+    raise AttrError(f"{op}: the scalar must be a number, not {type(scalar).__name__} (at {user_location()})")
+
+
 def _scalar_op(op):
     def fn(a, scalar):
         a = as_tensor(a)
+        scalar = _scalar_number(op, scalar)
         a = _to_float(a) if get_op(op).float_only else _scalar_dtype(a, scalar)
-        return apply(op, a, scalar=float(scalar))
+        return apply(op, a, scalar=scalar)
     fn.__name__ = op
     fn.__doc__ = get_op(op).doc or f"needle's {op}(a, scalar)"
     return fn
