@@ -263,3 +263,9 @@ def test_a_scalar_op_given_something_not_a_number_is_refused_alike_eagerly_and_c
     f = ndl.compile(f) if compiled else f
     with pytest.raises(ndl.errors.AttrError, match=r"power_scalar: the scalar must be a number, not (Tensor|str)"):
         f(ndl.Tensor(np.ones(3, np.float32)))
+
+
+def test_a_stack_of_no_tensors_is_a_shape_error():
+    """stack(()) failed in numpy's result_type ("at least one array or dtype is required")."""
+    with pytest.raises(ndl.errors.ShapeError, match=r"stack of no tensors"):
+        ndl.ops.stack((), 0)

@@ -191,6 +191,8 @@ def undilate(a, axes, dilation):
 
 
 def stack(args, axis=0):
+    if not len(args):
+        raise ShapeError(f"stack of no tensors: give at least one (at {user_location()})")
     tensors = _promote("stack", [as_tensor(t) for t in args])
     axis = axis + tensors[0].ndim + 1 if axis < 0 else axis
     return apply("stack", *tensors, axis=axis)
