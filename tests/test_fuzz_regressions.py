@@ -269,3 +269,10 @@ def test_a_stack_of_no_tensors_is_a_shape_error():
     """stack(()) failed in numpy's result_type ("at least one array or dtype is required")."""
     with pytest.raises(ndl.errors.ShapeError, match=r"stack of no tensors"):
         ndl.ops.stack((), 0)
+
+
+def test_an_attribute_given_by_position_is_refused_by_name():
+    """ops.slice(x, starts) read the attribute as a tensor: "unsupported dtype object"."""
+    with pytest.raises(ndl.errors.ShapeError, match=r"slice takes 1 tensor operand\(s\) and its attributes "
+                                                     r"\(start, stop\) by keyword, got 2 positional"):
+        ndl.ops.slice(ndl.Tensor(np.ones((2, 3), np.float32)), (slice(0, 1), slice(None)))

@@ -277,7 +277,13 @@ def gather(table, indices):
 # Every other registry op: elementwise ones with broadcasting and scalars, scalar-attribute ops
 # with needle's positional `scalar`, the rest with attributes as keywords.
 def _generic(op):
+    arity = get_op(op).arity
+
     def fn(*tensors, **attrs):
+        if arity is not None and len(tensors) != arity:  # before as_tensor reads an attribute as data
+            raise ShapeError(f"{op} takes {arity} tensor operand(s) and its attributes "
+                             f"({', '.join(get_op(op).attrs) or 'none'}) by keyword, got {len(tensors)} "
+                             f"positional argument(s) (at {user_location()})")
         return apply(op, *(as_tensor(t) for t in tensors), **attrs)
     fn.__name__ = op
     fn.__doc__ = get_op(op).doc
