@@ -195,7 +195,10 @@ def run(args):
             raise UserError(f"--input {spec}: " + ("a .npz holds arrays already named: give it as FILE.npz"
                                                    if name else "a single .npy array needs a name (NAME=FILE.npy)"))
         arrays.update(loaded if isinstance(loaded, dict) else {name: loaded})
-    results = dict(zip(compiled.names, compiled(**arrays)))
+    try:
+        results = dict(zip(compiled.names, compiled(**arrays)))
+    except IndexError as e:  # an index input outside its table: the data's fault
+        raise UserError(f"--input: {e}") from None
     for name, array in results.items():
         value = f" = {array.item():.6g}" if array.size == 1 else ""
         print(f"{name}: {TensorType.of(array)}{value}")

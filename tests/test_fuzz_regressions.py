@@ -276,3 +276,23 @@ def test_an_attribute_given_by_position_is_refused_by_name():
     with pytest.raises(ndl.errors.ShapeError, match=r"slice takes 1 tensor operand\(s\) and its attributes "
                                                      r"\(start, stop\) by keyword, got 2 positional"):
         ndl.ops.slice(ndl.Tensor(np.ones((2, 3), np.float32)), (slice(0, 1), slice(None)))
+
+
+GATHER = "graph @g(%t: f32[4,2], %i: i64[3]) {\n  %0 = gather(%t, %i) : f32[3,2]\n  return %0\n}"
+
+
+@pytest.mark.parametrize("indices", [[0, 9, 1], [0, -3, 1]])
+def test_compile_ir_refuses_gather_indices_outside_the_table_as_the_interpreter_does(indices, tmp_path, capsys):
+    """compile_ir ran a gather from a text graph on any indices: one outside [0, rows) selected a
+    zero row, where the interpreter (and ndl.compile, and eager) raise an IndexError; `ndlc run`
+    printed the zeros as the result."""
+    table = np.arange(8, dtype=np.float32).reshape(4, 2)
+    program = ndl.compile_ir(GATHER)
+    with pytest.raises(IndexError, match=r"@g: input %i holds -?\d, outside \[0, 4\) for its gather from 4 rows"):
+        program(table, np.array(indices))
+    np.testing.assert_array_equal(program(table, np.array([3, 0, 1]))[0], table[[3, 0, 1]])
+    from ndlc.cli import main
+    (tmp_path / "g.ir").write_text(GATHER)
+    np.savez(tmp_path / "in.npz", t=table, i=np.array(indices))
+    assert main(["run", str(tmp_path / "g.ir"), "--input", str(tmp_path / "in.npz")]) == 2
+    assert "outside [0, 4) for its gather" in capsys.readouterr().err

@@ -35,9 +35,16 @@ class CompiledIR:
         self.inputs = [printed[v] for v in graph.inputs]
         self.names = [f"out{i}" for i in range(len(graph.outputs))]
         self.names += [f"new.{printed[state]}" for state in graph.updates]
+        self.index_bounds = _index_bounds(graph)
 
     def __call__(self, *arrays, **named):
         arrays = self._arguments(arrays, named)
+        for position, rows in self.index_bounds:  # as the interpreter and ndl.compile refuse them
+            outside = (arrays[position] < 0) | (arrays[position] >= rows)
+            if outside.any():
+                raise IndexError(f"@{self.graph.name}: input %{self.inputs[position]} holds "
+                                 f"{arrays[position][outside].flat[0]}, outside [0, {rows}) for its gather "
+                                 f"from {rows} rows")
         if self.check:
             divergence = self.program.check(*arrays)
             if divergence is not None:
@@ -64,3 +71,19 @@ class CompiledIR:
     def ir(self, stage="planned", format="text") -> str:
         """A stage of this compilation (the graph given is its `traced` stage)."""
         return self.program.ir(stage, format=format)
+
+
+def _index_bounds(graph) -> list:
+    """(input position, table rows) for each input that a gather takes its indices from (through
+    casts and reshapes): compiled, an index outside [0, rows) would select a zero row."""
+    positions = {id(v): i for i, v in enumerate(graph.inputs)}
+    bounds = []
+    for node in graph.nodes:
+        if node.op != "gather":
+            continue
+        indices = node.operands[1]
+        while indices.node is not None and indices.node.op in ("cast", "reshape"):
+            indices = indices.node.operands[0]
+        if id(indices) in positions:
+            bounds.append((positions[id(indices)], node.operands[0].shape[0]))
+    return bounds
