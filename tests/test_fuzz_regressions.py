@@ -296,3 +296,10 @@ def test_compile_ir_refuses_gather_indices_outside_the_table_as_the_interpreter_
     np.savez(tmp_path / "in.npz", t=table, i=np.array(indices))
     assert main(["run", str(tmp_path / "g.ir"), "--input", str(tmp_path / "in.npz")]) == 2
     assert "outside [0, 4) for its gather" in capsys.readouterr().err
+
+
+def test_compile_ir_reads_a_big_endian_input_as_its_values():
+    """A big-endian float32 array (np.save of a '>f4' array) was refused with "has type
+    float32[2], expected f32[2]": the byte order differed, not the type."""
+    program = ndl.compile_ir("graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) : f32[2]\n  return %0\n}")
+    np.testing.assert_array_equal(program(np.array([1.5, -2.0], ">f4"))[0], [3.0, -4.0])

@@ -66,11 +66,16 @@ class CompiledIR:
         missing = [f"%{n}: {v.type}" for n, v in zip(self.inputs, self.graph.inputs) if n not in given]
         if missing:
             raise NdlcError(f"@{self.graph.name} needs its inputs {', '.join(missing)}")
-        return [np.asarray(given[name]) for name in self.inputs]
+        return [_native(np.asarray(given[name])) for name in self.inputs]
 
     def ir(self, stage="planned", format="text") -> str:
         """A stage of this compilation (the graph given is its `traced` stage)."""
         return self.program.ir(stage, format=format)
+
+
+def _native(array):
+    """`array` in the machine's byte order (a big-endian .npy holds the same values)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _index_bounds(graph) -> list:
