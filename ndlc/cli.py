@@ -194,7 +194,11 @@ def run(args):
         if isinstance(loaded, dict) == bool(name):
             raise UserError(f"--input {spec}: " + ("a .npz holds arrays already named: give it as FILE.npz"
                                                    if name else "a single .npy array needs a name (NAME=FILE.npy)"))
-        arrays.update(loaded if isinstance(loaded, dict) else {name: loaded})
+        loaded = loaded if isinstance(loaded, dict) else {name: loaded}
+        twice = sorted(set(loaded) & set(arrays))
+        if twice:
+            raise UserError(f"--input {spec}: input {twice[0]} is given twice")
+        arrays.update(loaded)
     try:
         results = dict(zip(compiled.names, compiled(**arrays)))
     except IndexError as e:  # an index input outside its table: the data's fault

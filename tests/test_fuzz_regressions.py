@@ -303,3 +303,14 @@ def test_compile_ir_reads_a_big_endian_input_as_its_values():
     float32[2], expected f32[2]": the byte order differed, not the type."""
     program = ndl.compile_ir("graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) : f32[2]\n  return %0\n}")
     np.testing.assert_array_equal(program(np.array([1.5, -2.0], ">f4"))[0], [3.0, -4.0])
+
+
+def test_ndlc_run_refuses_an_input_given_twice(tmp_path, capsys):
+    """`--input x=a.npy --input x=b.npy` (or a .npz holding x as well) kept the last silently."""
+    from ndlc.cli import main
+    (tmp_path / "g.ir").write_text("graph @g(%x: f32[2]) {\n  %0 = add(%x, %x) : f32[2]\n  return %0\n}")
+    np.save(tmp_path / "x.npy", np.ones(2, np.float32))
+    np.savez(tmp_path / "all.npz", x=np.ones(2, np.float32))
+    for second in (f"x={tmp_path}/x.npy", f"{tmp_path}/all.npz"):
+        assert main(["run", str(tmp_path / "g.ir"), "--input", f"x={tmp_path}/x.npy", "--input", second]) == 2
+        assert "input x is given twice" in capsys.readouterr().err
