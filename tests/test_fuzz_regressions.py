@@ -314,3 +314,10 @@ def test_ndlc_run_refuses_an_input_given_twice(tmp_path, capsys):
     for second in (f"x={tmp_path}/x.npy", f"{tmp_path}/all.npz"):
         assert main(["run", str(tmp_path / "g.ir"), "--input", f"x={tmp_path}/x.npy", "--input", second]) == 2
         assert "input x is given twice" in capsys.readouterr().err
+
+
+def test_unwindows_with_stride_zero_is_a_shape_error():
+    """unwindows' shape rule divided by its stride before checking it: a ZeroDivisionError."""
+    from ndlc.frontend.tensor import apply
+    with pytest.raises(ndl.errors.ShapeError, match=r"unwindows\(f32\[1,1,2,2,2,2\]\): kernel 2 and stride 0 must be >= 1"):
+        apply("unwindows", ndl.Tensor(np.ones((1, 1, 2, 2, 2, 2), np.float32)), kernel=2, stride=0, size=(3, 3))

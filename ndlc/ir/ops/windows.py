@@ -44,6 +44,7 @@ def windows_ref(x, kernel, stride):
 
 def _unwindows_infer(types, kernel, stride, size):
     (t,) = types
+    check(kernel >= 1 and stride >= 1, f"kernel {kernel} and stride {stride} must be >= 1")
     check(t.ndim >= 4 and t.shape[-2:] == (kernel, kernel),
           f"needs (..., Ho, Wo, {kernel}, {kernel}) windows, got shape {t.shape}")
     check(len(size) == 2, f"size must be (height, width), got {size}")
