@@ -321,3 +321,14 @@ def test_unwindows_with_stride_zero_is_a_shape_error():
     from ndlc.frontend.tensor import apply
     with pytest.raises(ndl.errors.ShapeError, match=r"unwindows\(f32\[1,1,2,2,2,2\]\): kernel 2 and stride 0 must be >= 1"):
         apply("unwindows", ndl.Tensor(np.ones((1, 1, 2, 2, 2, 2), np.float32)), kernel=2, stride=0, size=(3, 3))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_avg_pool2d_of_integers_is_refused_alike_eagerly_and_compiled(compiled):
+    """avg_pool2d's rule took an int32 input: eagerly its reference truncated the means, compiled
+    the decomposition's divide_scalar (float only) failed with a ShapeError naming divide_scalar."""
+    from ndlc.frontend.tensor import apply
+    f = (lambda x: apply("avg_pool2d", x, kernel=2, stride=2))
+    f = ndl.compile(f) if compiled else f
+    with pytest.raises(ndl.errors.ShapeError, match=r"avg_pool2d\(i32\[1,1,4,4\]\): needs a floating-point input"):
+        f(ndl.Tensor(np.arange(16, dtype=np.int32).reshape(1, 1, 4, 4), dtype="int32"))

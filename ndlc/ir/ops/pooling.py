@@ -5,7 +5,7 @@ import functools
 
 from ..graph import check
 from ..registry import LoopNest, OpDef, register
-from ..types import TensorType
+from ..types import TensorType, is_float
 from .windows import WINDOW_ATTRS, lead_axes, window_axis, windows_infer, windows_ref
 
 
@@ -13,6 +13,11 @@ def _pool_infer(types, kernel, stride):
     check(types[0].ndim == 4, f"needs an NCHW input, got rank {types[0].ndim}")
     t = windows_infer(types, kernel, stride)
     return TensorType(t.shape[:-2], t.dtype)
+
+
+def _avg_pool_infer(types, kernel, stride):
+    check(is_float(types[0].dtype), f"needs a floating-point input, got {types[0].dtype}")
+    return _pool_infer(types, kernel, stride)
 
 
 def _window_shape(v):
@@ -65,10 +70,10 @@ def _pool_loops(combine, epilogue=None):
     return loops
 
 
-register(OpDef("avg_pool2d", 1, _pool_infer,
+register(OpDef("avg_pool2d", 1, _avg_pool_infer,
                lambda x, kernel, stride: windows_ref(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype),
                _avg_pool_grad, None, "window", WINDOW_ATTRS, "mean over kernel x kernel windows (NCHW)",
-               loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k)),
+               float_only=True, loop_nest=_pool_loops("add", lambda acc, k: acc / float(k * k)),
                decompose=_avg_pool_decompose))
 register(OpDef("max_pool2d", 1, _pool_infer,
                lambda x, kernel, stride: windows_ref(x, kernel, stride).max(axis=(-2, -1)),
