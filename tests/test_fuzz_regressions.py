@@ -332,3 +332,9 @@ def test_avg_pool2d_of_integers_is_refused_alike_eagerly_and_compiled(compiled):
     f = ndl.compile(f) if compiled else f
     with pytest.raises(ndl.errors.ShapeError, match=r"avg_pool2d\(i32\[1,1,4,4\]\): needs a floating-point input"):
         f(ndl.Tensor(np.arange(16, dtype=np.int32).reshape(1, 1, 4, 4), dtype="int32"))
+
+
+def test_a_pooling_stride_of_zero_is_refused_not_replaced_by_the_kernel():
+    """ops.max_pool2d(x, 2, 0) pooled with stride 2: `stride or kernel` read 0 as not given."""
+    with pytest.raises(ndl.errors.ShapeError, match=r"kernel 2 and stride 0 must be >= 1"):
+        ndl.ops.max_pool2d(ndl.Tensor(np.ones((1, 1, 4, 4), np.float32)), 2, 0)

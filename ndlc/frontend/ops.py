@@ -242,7 +242,7 @@ def conv(a, b, stride=1, padding=1):
 
 def _pool(op):
     def fn(a, kernel, stride=None):
-        return apply(op, _to_float(as_tensor(a)), kernel=kernel, stride=stride or kernel)
+        return apply(op, _to_float(as_tensor(a)), kernel=kernel, stride=kernel if stride is None else stride)
     fn.__name__ = op
     fn.__doc__ = get_op(op).doc
     return fn
