@@ -338,3 +338,16 @@ def test_a_pooling_stride_of_zero_is_refused_not_replaced_by_the_kernel():
     """ops.max_pool2d(x, 2, 0) pooled with stride 2: `stride or kernel` read 0 as not given."""
     with pytest.raises(ndl.errors.ShapeError, match=r"kernel 2 and stride 0 must be >= 1"):
         ndl.ops.max_pool2d(ndl.Tensor(np.ones((1, 1, 4, 4), np.float32)), 2, 0)
+
+
+@pytest.mark.parametrize("module", ["RNN", "LSTM"])
+def test_a_float64_sequence_through_a_float32_recurrent_module_computes_in_float64(module):
+    """The initial state (zeros of the weights' dtype, float32) met a step computing in float64
+    (the input's product with the weights, as Linear promotes it): a TypeError from inside scan,
+    "fn must return a carry of its input's structure, shapes and dtypes"."""
+    np.random.seed(0)
+    m = getattr(ndl.nn, module)(4, 3)
+    x = np.random.randn(3, 2, 4)
+    output = m(ndl.Tensor(x, dtype="float64"))[0]
+    assert output.dtype == "float64"
+    np.testing.assert_allclose(output.numpy(), m(ndl.Tensor(x.astype(np.float32)))[0].numpy(), rtol=1e-5, atol=1e-6)

@@ -128,6 +128,7 @@ def _run_layers(cells, X, states):
     for cell, state in zip(cells, states):
         projected = cell._project(X.reshape((seq_len * batch, X.shape[2])))
         state = cell._initial(batch) if state is None else state
+        state = _promoted(state, projected.dtype)
 
         def step(state, part, cell=cell):
             state = cell._step(part, state)
@@ -135,6 +136,14 @@ def _run_layers(cells, X, states):
         state, X = ops.scan(step, state, projected.reshape((seq_len, batch, projected.shape[1])))
         finals.append(state)
     return X, finals
+
+
+def _promoted(state, dtype):
+    """A layer's initial state (h, or (h, c)) in the dtype its steps compute in: that of the input's
+    product with the weights (float64 for a float64 sequence through float32 weights, as Linear)."""
+    if isinstance(state, tuple):
+        return tuple(_promoted(part, dtype) for part in state)
+    return state if state.dtype == dtype else ops.cast(state, dtype)
 
 
 class _Recurrent(Module):
