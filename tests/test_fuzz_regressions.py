@@ -351,3 +351,10 @@ def test_a_float64_sequence_through_a_float32_recurrent_module_computes_in_float
     output = m(ndl.Tensor(x, dtype="float64"))[0]
     assert output.dtype == "float64"
     np.testing.assert_allclose(output.numpy(), m(ndl.Tensor(x.astype(np.float32)))[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_compiled_matmul_of_a_batch_of_zero_rows():
+    """The schedule asked register_tile for a tile of 0 rows: `max()` of no divisors, a ValueError
+    from ir/tiles.py (found through a Transformer called on a batch of 0 sequences)."""
+    result = ndl.compile(lambda a, b: a @ b)(np.ones((0, 16), np.float32), np.ones((16, 16), np.float32))
+    assert result.shape == (0, 16)

@@ -30,7 +30,10 @@ def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False):
     """(R, C): a tile of R of `rows` (R divides it) by C of `columns` (a multiple of the vector's
     lanes dividing it; with `ragged`, where none does and the row fills RAGGED_FILL of its vectors,
     any up to the row) within REGISTERS; the most accumulators, then the fewest loads a step (R
-    broadcasts and C / lanes vectors). None where no tile reaches TILE_LEAST accumulators."""
+    broadcasts and C / lanes vectors). None where no tile reaches TILE_LEAST accumulators, or
+    where there are no outputs to tile (a batch of 0)."""
+    if rows < 1 or columns < 1:
+        return None
     lanes = VECTOR_BYTES // itemsize
     tile = _best_tile(rows, columns, lanes, True)
     if tile is None and ragged and columns >= lanes and columns >= RAGGED_FILL * -(-columns // lanes) * lanes:
