@@ -358,3 +358,12 @@ def test_a_compiled_matmul_of_a_batch_of_zero_rows():
     from ir/tiles.py (found through a Transformer called on a batch of 0 sequences)."""
     result = ndl.compile(lambda a, b: a @ b)(np.ones((0, 16), np.float32), np.ones((16, 16), np.float32))
     assert result.shape == (0, 16)
+
+
+def test_a_picture_of_the_asm_stage_is_refused_as_a_stage_without_one():
+    """Program.ir("asm", format="dot") said "no stage 'asm'; stages: ..., asm": the stage exists
+    (made on demand, as text), it has no picture."""
+    f = ndl.compile(lambda x: x * 2)
+    f(np.ones(2, np.float32))
+    with pytest.raises(KeyError, match=r"no picture of stage 'asm'"):
+        f.last.program.ir("asm", format="dot")

@@ -325,7 +325,11 @@ def stage_ir(stages, stage, format, source, kernels, more=()) -> str:
     `more`: stages the program makes on demand, named in the error for an unknown stage."""
     if format not in ("text", "dot"):
         raise NdlcError(f"no format {format!r} for compiled IR: text or dot")
+    no_picture = KeyError(f"no picture of stage {stage!r}: format='dot' draws the graph stages and "
+                          "the kernel stages (fused, scheduled, planned)")
     if stage not in stages:
+        if stage in more:  # made on demand, as text only
+            raise no_picture
         raise KeyError(f"no stage {stage!r}; stages: {', '.join(list(stages) + list(more))}")
     text = str(stages[stage])  # the 'llvm' stage is made on first use (codegen/llvm_program.py)
     if format == "text":
@@ -334,5 +338,4 @@ def stage_ir(stages, stage, format, source, kernels, more=()) -> str:
         return graph_dot(parse(text, verify=False))
     if text.startswith("program @") and source is not None:
         return graph_dot(source, kernels)
-    raise KeyError(f"no picture of stage {stage!r}: format='dot' draws the graph stages and "
-                   "the kernel stages (fused, scheduled, planned)")
+    raise no_picture
