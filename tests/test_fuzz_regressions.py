@@ -367,3 +367,13 @@ def test_a_picture_of_the_asm_stage_is_refused_as_a_stage_without_one():
     f(np.ones(2, np.float32))
     with pytest.raises(KeyError, match=r"no picture of stage 'asm'"):
         f.last.program.ir("asm", format="dot")
+
+
+@pytest.mark.parametrize("call", [lambda a, b: a + b, lambda a, b: a @ b, lambda a, b: a.__setitem__((slice(None),) * 2, b)],
+                         ids=["add", "matmul", "setitem"])
+def test_ndarrays_on_different_devices_are_refused(call):
+    """a (cpu) + b (cpu_numpy) computed, since every device here keeps its data on the host: code
+    that mixes devices ran here and failed on needle's real GPU backend."""
+    a, b = nd.array(np.ones((2, 2)), device=nd.cpu()), nd.array(np.ones((2, 2)), device=nd.cpu_numpy())
+    with pytest.raises(nd.NDArrayError, match=r"NDArrays on different devices: cpu\(\) and cpu_numpy\(\)"):
+        call(a, b)

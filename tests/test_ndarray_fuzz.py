@@ -168,7 +168,7 @@ def step_value(views, data):
         name = data.draw(st.sampled_from([*ARITHMETIC, "maximum", *COMPARISONS]))
         if kind == "binary":
             b_ref = values(data, a.shape, ref.dtype, nonzero=name == "truediv")
-            b = nd.array(b_ref, device=data.draw(st.sampled_from([nd.cpu(), nd.cpu_numpy()])), dtype=ref.dtype.name)
+            b = nd.array(b_ref, device=a.device, dtype=ref.dtype.name)
         else:
             b = b_ref = data.draw(st.integers(1, 4) if name == "truediv" else st.integers(-4, 4))
         if name in COMPARISONS:
@@ -235,6 +235,10 @@ def test_ndarray_sequences_agree_with_numpy_views_many():
         given(st.data())(run_sequence))()
 
 
+def _other_device(a):
+    return nd.cpu_numpy() if a.device == nd.cpu() else nd.cpu()
+
+
 def _non_compact(a):
     """A view of `a` that is not compact where `a` has one (else `a`)."""
     if a.ndim > 1 and max(a.shape) > 1:
@@ -276,6 +280,10 @@ BAD_CALLS = {
     "setitem-list": (lambda a: a.size, lambda a, k: a.__setitem__((slice(None),) * a.ndim, [1.0] * k)),
     "setitem-text": (lambda a: a.size, lambda a, k: a.__setitem__((slice(None),) * a.ndim, "1")),
     "ewise-shape": (lambda a: True, lambda a, k: a + nd.array(np.ones(a.shape + (k,)))),
+    "ewise-device": (lambda a: True, lambda a, k: a + nd.array(np.ones(a.shape), device=_other_device(a))),
+    "matmul-device": (lambda a: a.ndim == 2, lambda a, k: a @ nd.array(np.ones(a.shape[::-1]), device=_other_device(a))),
+    "setitem-device": (lambda a: a.size, lambda a, k: a.__setitem__((slice(None),) * a.ndim,
+                                                                    nd.array(np.ones(a.shape), device=_other_device(a)))),
     "ewise-numpy": (lambda a: a.ndim, lambda a, k: a * np.ones(a.shape)),
     "ewise-text": (lambda a: True, lambda a, k: a - "1"),
     "ewise-none": (lambda a: True, lambda a, k: a.maximum(None)),

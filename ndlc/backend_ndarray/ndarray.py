@@ -272,12 +272,20 @@ class NDArray:
         """Write an NDArray with as many elements, or a number, through the view `self[idxs]`."""
         view = self._view(idxs)
         if isinstance(other, NDArray):
+            self._same_device(other)
             if other.size != view.size:
                 raise NDArrayError(f"cannot set {view.shape} elements from an NDArray of shape {other.shape}")
             self.device.ewise_setitem(other.compact()._handle, view._handle, view.shape, view.strides, view._offset)
         else:
             value = _number(other, "NDArray setitem")
             self.device.scalar_setitem(view.size, value, view._handle, view.shape, view.strides, view._offset)
+
+    def _same_device(self, other: "NDArray") -> None:
+        """Refuse an operand on another device: needle's devices hold their own memory (here every
+        device's is the host's, so code mixing them would run here and fail on a real GPU)."""
+        if other.device != self.device:
+            raise NDArrayError(f"NDArrays on different devices: {self.device} and {other.device} "
+                               "(move one with .to(device))")
 
     # ---- elementwise and scalar functions ------------------------------------------------------
     def _result(self, shape=None) -> "NDArray":
@@ -290,6 +298,7 @@ class NDArray:
         """ewise_func with an NDArray of the same shape, scalar_func with a number."""
         out = self._result()
         if isinstance(other, NDArray):
+            self._same_device(other)
             if other.shape != self.shape:
                 raise NDArrayError(f"operation needs two equal-sized arrays, got {self.shape} and {other.shape}")
             ewise_func(self.compact()._handle, other.compact()._handle, out._handle)
@@ -365,6 +374,7 @@ class NDArray:
         if not isinstance(other, NDArray) or self.ndim != 2 or other.ndim != 2 or self.shape[1] != other.shape[0]:
             raise NDArrayError(f"matmul needs two 2-d NDArrays (m, n) @ (n, p), got {self.shape} @ "
                                f"{getattr(other, 'shape', type(other).__name__)}")
+        self._same_device(other)
         (m, n), p = self.shape, other.shape[1]
         out = self._result((m, p))
         self.device.matmul(self.compact()._handle, other.compact()._handle, out._handle, m, n, p)
