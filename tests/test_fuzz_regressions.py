@@ -377,3 +377,24 @@ def test_ndarrays_on_different_devices_are_refused(call):
     a, b = nd.array(np.ones((2, 2)), device=nd.cpu()), nd.array(np.ones((2, 2)), device=nd.cpu_numpy())
     with pytest.raises(nd.NDArrayError, match=r"NDArrays on different devices: cpu\(\) and cpu_numpy\(\)"):
         call(a, b)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ndl.nn.Linear(0, 2), r"Linear: in_features must be a positive integer, got 0"),
+    (lambda: ndl.nn.Linear(2, -3), r"Linear: out_features must be a positive integer, got -3"),
+    (lambda: ndl.nn.Conv(3, 2, 2.5), r"Conv: kernel_size must be a positive integer, got 2.5"),
+    (lambda: ndl.nn.BatchNorm1d(None), r"BatchNorm1d: dim must be a positive integer, got None"),
+    (lambda: ndl.nn.LayerNorm1d("3"), r"LayerNorm1d: dim must be a positive integer, got '3'"),
+    (lambda: ndl.nn.Embedding(-1, 3), r"Embedding: num_embeddings must be a positive integer, got -1"),
+    (lambda: ndl.nn.RNN(3, 0), r"RNNCell: hidden_size must be a positive integer, got 0"),
+    (lambda: ndl.nn.AttentionLayer(6, 0, 3), r"AttentionLayer: num_head must be a positive integer, got 0"),
+    (lambda: ndl.nn.MaxPool2d(2, stride=0), r"MaxPool2d: stride must be a positive integer, got 0"),
+], ids=["linear-0", "linear-negative", "conv-float", "batchnorm-none", "layernorm-text", "embedding-negative",
+        "rnn-0", "attention-0", "maxpool-stride-0"])
+def test_a_module_with_a_size_that_is_not_a_positive_integer_is_refused_by_name(make, message):
+    """Sizes went straight to init and numpy: 0 was a ZeroDivisionError in kaiming_uniform, a
+    negative one "math domain error" or numpy's "negative dimensions", a float or text numpy's
+    TypeError, BatchNorm1d(0) and Embedding(0, 3) empty layers; MaxPool2d(2, stride=0) pooled with
+    stride 2 (`stride or kernel_size`)."""
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -4,7 +4,7 @@ import math
 
 from .. import init, ops
 from ..tensor import Tensor
-from .module import Module, Parameter
+from .module import Module, Parameter, check_sizes
 
 
 def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
@@ -44,6 +44,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
+        check_sizes("Linear", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform(in_features, out_features, device=device,
                                                      dtype=dtype, requires_grad=True))
@@ -109,6 +110,7 @@ class BatchNorm1d(Module):
 
     def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
         super().__init__()
+        check_sizes(type(self).__name__, dim=dim)
         self.dim, self.eps, self.momentum = dim, eps, momentum
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
@@ -151,6 +153,7 @@ class LayerNorm1d(Module):
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
+        check_sizes("LayerNorm1d", dim=dim)
         self.dim, self.eps = dim, eps
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
@@ -196,6 +199,7 @@ class Conv(Module):
         super().__init__()
         k = kernel_size[0] if isinstance(kernel_size, tuple) else kernel_size
         self.stride = stride[0] if isinstance(stride, tuple) else stride
+        check_sizes("Conv", in_channels=in_channels, out_channels=out_channels, kernel_size=k, stride=self.stride)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
         padding = padding[0] if isinstance(padding, tuple) else padding
         if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):
@@ -227,7 +231,9 @@ class _Pool2d(Module):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride or kernel_size
+        stride = kernel_size if stride is None else stride
+        check_sizes(type(self).__name__, kernel_size=kernel_size, stride=stride)
+        self.kernel_size, self.stride = kernel_size, stride
 
     def __repr__(self):
         return f"{type(self).__name__}({self.kernel_size}, stride={self.stride})"

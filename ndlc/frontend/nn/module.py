@@ -61,6 +61,14 @@ def _unique(pairs, kind):
     return result
 
 
+def check_sizes(module: str, **sizes) -> None:
+    """Refuse a layer size that is not a positive integer, naming the module and the argument: a
+    float, text, None, 0 or a negative size failed deep inside init or numpy, or made an empty layer."""
+    for name, value in sizes.items():
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
+
+
 class Module:
     """needle's Module: `__call__` runs `forward`; `training` switches train/eval behaviour."""
 

@@ -16,7 +16,7 @@ import numpy as np
 from .. import init, ops
 from ..tensor import Tensor
 from .layers import Dropout, LayerNorm1d, Linear, expand_reduced
-from .module import Module, Sequential
+from .module import Module, Sequential, check_sizes
 from .sequence import Embedding, _check_shape
 
 
@@ -82,6 +82,7 @@ class AttentionLayer(Module):
     def __init__(self, q_features, num_head, dim_head, *, k_features=None, v_features=None,
                  out_features=None, dropout=0.0, causal=True, device=None, dtype="float32"):
         super().__init__()
+        check_sizes("AttentionLayer", num_head=num_head, dim_head=dim_head)
         k_features = q_features if k_features is None else k_features
         v_features = q_features if v_features is None else v_features
         out_features = q_features if out_features is None else out_features
