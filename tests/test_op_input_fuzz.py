@@ -20,7 +20,7 @@ from ndlc.frontend.tensor import apply
 from op_cases import CASES
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-# ops whose drawn cases take a graph (scan's body) or no tensor at all: nothing to mutate in a tensor
+# scan's cases carry a body graph typed for their operands, which a mutated operand would not follow
 DRAWN = [case for case in CASES if case.op not in ("scan",)]
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
 
