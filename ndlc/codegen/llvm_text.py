@@ -19,6 +19,7 @@ from llvmlite.ir import instructions as ins
 
 _COMPARISONS = (ins.ICMPInstr, ins.FCMPInstr)
 _BRANCHES = (ins.Branch, ins.ConditionalBranch)
+_LOCALS = (ins.Instruction, ir.Argument, ir.Block)  # named values referenced as llvmlite's NamedValue does
 
 
 class UniqueNames(_utils.NameScope):
@@ -67,70 +68,84 @@ def module_text(module) -> str:
     lines = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"',
              f'target datalayout = "{module.data_layout}"', ""]
     lines += [it.get_declaration() for it in module.get_identified_types().values()]
-    types = {}  # id(type) -> its text: the types live as long as the module
+    writer = _Writer()
     for value in module.globals.values():
-        if type(value) is ir.Function and value.blocks:
-            lines.append(function_text(value, types))
-        else:
-            lines.append(str(value))
+        lines.append(writer.function(value) if type(value) is ir.Function and value.blocks else str(value))
     lines += module._get_metadata_lines()
     return "\n".join(lines)
 
 
-def function_text(function, types=None) -> str:
-    """A function's definition, as llvmlite's Function.__str__ writes it (`types`: id(type) ->
-    its text, of types that live as long as the function)."""
-    types = {} if types is None else types
-    out = []
-    function.descr_prototype(out)
-    out.append("{\n")
-    for block in function.blocks:
-        out.append(f"{block._format_name()}:\n")
-        out += [f"  {_instruction(x, types)}\n" for x in block.instructions]
-    out.append("}\n")
-    return "".join(out)
+def function_text(function) -> str:
+    """A function's definition, as llvmlite's Function.__str__ writes it."""
+    return _Writer().function(function)
 
 
-def _instruction(x, types) -> str:
-    """One instruction's line, as llvmlite's NamedValue._to_string writes it (without the indent)."""
-    kind = type(x)
-    if x.metadata:
-        return str(x)
+class _Writer:
+    """Writes functions' instructions, each value's reference and each type's text made once
+    (keyed by id: the values and types live as long as the module being written)."""
 
-    def typed(value):
-        return f"{_type(value.type, types)} {value.get_reference()}"
-    if kind is ins.Instruction:
-        opname = f"{x.opname} {' '.join(x.flags)}" if x.flags else x.opname
-        text = f"{opname} {_type(x.type, types)} {', '.join([op.get_reference() for op in x.operands])}"
-    elif kind is ins.LoadInstr:
-        text = f"load {_type(x.type, types)}, {typed(x.operands[0])}{_align(x)}"
-    elif kind is ins.StoreInstr:
-        return f"store {typed(x.operands[0])}, {typed(x.operands[1])}{_align(x)}"
-    elif kind is ins.GEPInstr:
-        opname = "getelementptr inbounds" if x.inbounds else "getelementptr"
-        text = f"{opname} {_type(x.source_etype, types)}, {typed(x.pointer)}, {', '.join([typed(i) for i in x.indices])}"
-    elif kind in _BRANCHES:
-        return f"{x.opname} {', '.join([typed(op) for op in x.operands])}"
-    elif kind in _COMPARISONS:
-        lhs, rhs = x.operands
-        flags = "".join(" " + flag for flag in x.flags)
-        text = f"{x.opname}{flags} {x.op} {typed(lhs)}, {rhs.get_reference()}"
-    elif kind is ins.CastInstr:
-        text = f"{x.opname} {typed(x.operands[0])} to {_type(x.type, types)}"
-    elif kind is ins.SelectInstr:
-        text = f"select {' '.join(x.flags)} {', '.join([typed(op) for op in x.operands])}"
-    else:
-        return str(x)
-    if isinstance(x.type, ir.VoidType):
-        return text.rstrip()
-    return f"{x.get_reference()} = {text.rstrip()}"
+    def __init__(self):
+        self.types, self.refs = {}, {}
 
+    def function(self, function) -> str:
+        out = []
+        function.descr_prototype(out)
+        out.append("{\n")
+        line = self.line
+        for block in function.blocks:
+            out.append(f"{block._format_name()}:\n")
+            out += [f"  {line(x)}\n" for x in block.instructions]
+        out.append("}\n")
+        return "".join(out)
 
-def _type(ty, types) -> str:
-    text = types.get(id(ty))
-    if text is None:
-        text = types[id(ty)] = str(ty)
-    return text
+    def ref(self, value) -> str:
+        """`value.get_reference()`; a local value's made here (`%"name"`, as llvmlite quotes it)."""
+        text = self.refs.get(id(value))
+        if text is None:
+            name = value._name if isinstance(value, _LOCALS) else '"'
+            text = f'%"{name}"' if '"' not in name and "\\" not in name else value.get_reference()
+            self.refs[id(value)] = text
+        return text
+
+    def type(self, ty) -> str:
+        text = self.types.get(id(ty))
+        if text is None:
+            text = self.types[id(ty)] = str(ty)
+        return text
+
+    def typed(self, value) -> str:
+        return f"{self.type(value.type)} {self.ref(value)}"
+
+    def line(self, x) -> str:
+        """One instruction, as llvmlite's NamedValue._to_string writes it (without the indent)."""
+        kind, ref, typed = type(x), self.ref, self.typed
+        if x.metadata:
+            return str(x)
+        if kind is ins.Instruction:
+            opname = f"{x.opname} {' '.join(x.flags)}" if x.flags else x.opname
+            text = f"{opname} {self.type(x.type)} {', '.join([ref(op) for op in x.operands])}"
+        elif kind is ins.LoadInstr:
+            text = f"load {self.type(x.type)}, {typed(x.operands[0])}{_align(x)}"
+        elif kind is ins.StoreInstr:
+            return f"store {typed(x.operands[0])}, {typed(x.operands[1])}{_align(x)}"
+        elif kind is ins.GEPInstr:
+            opname = "getelementptr inbounds" if x.inbounds else "getelementptr"
+            text = f"{opname} {self.type(x.source_etype)}, {typed(x.pointer)}, {', '.join([typed(i) for i in x.indices])}"
+        elif kind in _BRANCHES:
+            return f"{x.opname} {', '.join([typed(op) for op in x.operands])}"
+        elif kind in _COMPARISONS:
+            lhs, rhs = x.operands
+            flags = "".join(" " + flag for flag in x.flags)
+            text = f"{x.opname}{flags} {x.op} {typed(lhs)}, {ref(rhs)}"
+        elif kind is ins.CastInstr:
+            text = f"{x.opname} {typed(x.operands[0])} to {self.type(x.type)}"
+        elif kind is ins.SelectInstr:
+            text = f"select {' '.join(x.flags)} {', '.join([typed(op) for op in x.operands])}"
+        else:
+            return str(x)
+        if isinstance(x.type, ir.VoidType):
+            return text.rstrip()
+        return f"{ref(x)} = {text.rstrip()}"
 
 
 def _align(x) -> str:

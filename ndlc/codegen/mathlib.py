@@ -8,6 +8,7 @@ Each works on scalars and, lane by lane with the same instructions, on vectors o
 """
 import functools
 import math
+import struct
 
 from llvmlite import ir
 
@@ -29,9 +30,17 @@ class _Splat(ir.Constant):
         return f"splat ({self.lane})"
 
 
+_CONSTANTS = {}  # (type's text, value's bits) -> the constant: a program's few hundred, made once a process
+
+
 def const(ty, value):
-    """A constant of scalar type `ty`, or of vector type `ty` with `value` in every lane."""
-    return _Splat(ty, value) if isinstance(ty, ir.VectorType) else ir.Constant(ty, value)
+    """A constant of scalar type `ty`, or of vector type `ty` with `value` in every lane: one
+    object per type and value, so that its text is made once (0.0 and -0.0 are two)."""
+    key = (str(ty), struct.pack("<d", value) if isinstance(value, float) else value)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = _CONSTANTS[key] = _Splat(ty, value) if isinstance(ty, ir.VectorType) else ir.Constant(ty, value)
+    return found
 
 
 def element(ty):
