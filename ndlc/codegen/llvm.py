@@ -48,8 +48,8 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
     codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads.
     Python's cyclic garbage collector waits meanwhile: every object built is alive until the text
-    is written, and its collections, walking all the objects of a forked builder's parent too, were
-    a fifth of the build (codegen/llvm_text.py)."""
+    is written, and each full collection walks every object of the process (in a forked builder,
+    its parent's too, faulting their pages in)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
