@@ -15,6 +15,8 @@ NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llv
 results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
 Horner steps `contract` into fused multiply-adds).
 """
+import gc
+
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
@@ -30,6 +32,7 @@ from .llvm_lanes import Lanes, lane_loop
 from .llvm_memory import MemoryAccess
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
+from .llvm_text import module_text, uniquely_named
 from .llvm_vector import ZERO, VectorLoops, expression_dtypes, vector_width
 
 PTR = ir.PointerType()
@@ -43,13 +46,27 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
     """The LLVM IR text of module `name` defining, for each (kernel, KernelKey, debug) of
     `kernels`, the function `key.symbol(ptr args)` reading the pointers of `key.buffers` (then the
     debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
-    codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads."""
+    codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads.
+    Python's cyclic garbage collector waits meanwhile: every object built is alive until the text
+    is written, and each full collection walks every object of the process (in a forked builder,
+    its parent's too, faulting their pages in)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return module_text(kernel_ir(name, kernels, triple, data_layout))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def kernel_ir(name, kernels, triple="", data_layout="") -> ir.Module:
+    """The llvmlite module of `kernel_module`."""
     module = ir.Module(name=name)
     module.triple, module.data_layout = triple, data_layout
     for kernel, key, debug in kernels:
         used = list(key.buffers) + (["debug"] if debug else [])
         body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal").function
-        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol)
+        fn = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol))
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         if kernel.split is None:
@@ -58,7 +75,7 @@ def kernel_module(name, kernels, triple="", data_layout="") -> str:
         else:
             call_parallel(b, kernel, body, fn.args[0], len(used))
         b.ret_void()
-    return str(module)
+    return module
 
 
 class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowering, StreamingStores,
@@ -71,7 +88,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         chunks = kernel.strategy == Strategy.CHUNKS  # split: its counters (llvm_calls.counters), else a range
         split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
-        self.function = fn = ir.Function(module, fnty, name)
+        self.function = fn = uniquely_named(ir.Function(module, fnty, name))
         fn.linkage = linkage
         fn.attributes.add("noinline")  # each kernel optimised alone (inlined into its caller, a loop
         # nest would be optimised again there)

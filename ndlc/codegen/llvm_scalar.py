@@ -27,15 +27,17 @@ _UNSIGNED = ("u8", "bool")  # compared and maxed as unsigned integers
 
 class ScalarLowering:
     """Mixin: `_emit(expr, memo)` builds an expression's instructions at the builder's position."""
+    _walks = None  # id(expression) -> (each node and its structure but for its operands' numbers) in postorder
 
     def _emit(self, expr, memo, want=None):
         """The value of `expr`: its operations in postorder (iteratively: a chain thousands of ops
         deep is fine), each distinct computation once per `memo` (a Values); a constant takes the
         dtype its user computes in (`want`)."""
-        for e in postorder(expr):
-            if e.prim == "const" or id(e) in memo.number:
+        for e, shape in self._walk(expr):
+            if id(e) in memo.number:
                 continue
-            key = self._structure(e, memo)
+            key = shape if e.prim == "arg" else (shape, tuple(
+                ("const", repr(a.payload)) if a.prim == "const" else memo.number[id(a)] for a in e.args))
             if e.prim == "arg":  # read at its first use (_operand), as the old emitter did
                 memo.number_of(e, key, not self._invariant_leaf(e.payload))
                 continue
@@ -45,14 +47,22 @@ class ScalarLowering:
                     lambda e=e: self._primitive(e, memo, False)))
         return self._operand(expr, memo, want)
 
-    def _structure(self, expr, memo):
-        """What `expr` computes, as a flat hashable key: its primitive, payload, dtypes and operands'
-        numbers (constants by their repr: 0.0 and -0.0 differ)."""
-        if expr.prim == "arg":
-            return ("arg", expr.payload)
-        operands = tuple(("const", repr(a.payload)) if a.prim == "const" else memo.number[id(a)] for a in expr.args)
-        return (expr.prim, repr(expr.payload), operand_dtype(expr, self.types), self.types.get(id(expr)),
-                tuple(self.types.get(id(a)) for a in expr.args), operands)
+    def _walk(self, expr) -> list:
+        """(node, what it computes but for its operands' numbers) for each node of `expr` but its
+        constants, in postorder: made once per expression of the kernel (a store's expression is
+        emitted in every copy of its loop: split at the vector width, per vector piece, per row
+        of a tile)."""
+        if self._walks is None:
+            self._walks = {}
+        walk = self._walks.get(id(expr))
+        if walk is None:
+            types = self.types
+            walk = self._walks[id(expr)] = [
+                (e, ("arg", e.payload) if e.prim == "arg" else (
+                    e.prim, repr(e.payload), operand_dtype(e, types), types.get(id(e)),
+                    tuple(types.get(id(a)) for a in e.args)))
+                for e in postorder(expr) if e.prim != "const"]
+        return walk
 
     def _operand(self, expr, memo, want):
         """An already emitted operation, a leaf (read here at its first use) or a constant."""

@@ -6,9 +6,13 @@ degree chosen so the truncation error is below the type's rounding error on the 
 Each works on scalars and, lane by lane with the same instructions, on vectors of them
 (codegen/llvm_lanes.py).
 """
+import functools
 import math
+import struct
 
 from llvmlite import ir
+
+from .llvm_text import FunctionText, function_text, uniquely_named
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I32, I64 = ir.IntType(32), ir.IntType(64)
@@ -18,17 +22,25 @@ class _Splat(ir.Constant):
     """A vector constant of one value in every lane, spelled `splat (<type> <value>)` (each lane
     spelled out, a vectorised kernel's IR text was 70% longer)."""
 
-    def __init__(self, ty, value):
-        super().__init__(ty, [value] * ty.count)
+    def __init__(self, ty, value):  # one lane's constant for all (ir.Constant would make one per lane)
         self.lane = ir.Constant(ty.element, value)
+        self.type, self.constant = ty, [self.lane] * ty.count
 
     def _get_reference(self):
         return f"splat ({self.lane})"
 
 
+_CONSTANTS = {}  # (type's text, value's bits) -> the constant: a program's few hundred, made once a process
+
+
 def const(ty, value):
-    """A constant of scalar type `ty`, or of vector type `ty` with `value` in every lane."""
-    return _Splat(ty, value) if isinstance(ty, ir.VectorType) else ir.Constant(ty, value)
+    """A constant of scalar type `ty`, or of vector type `ty` with `value` in every lane: one
+    object per type and value, so that its text is made once (0.0 and -0.0 are two)."""
+    key = (str(ty), struct.pack("<d", value) if isinstance(value, float) else value)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = _CONSTANTS[key] = _Splat(ty, value) if isinstance(ty, ir.VectorType) else ir.Constant(ty, value)
+    return found
 
 
 def element(ty):
@@ -55,17 +67,31 @@ def call(b, name, args, inline):
     module and type, so the IR spells each polynomial once): inlined into the caller where `inline`
     (a loop calling it vectorises), else left a call (an invariant one: LLVM hoists it out of the
     loops, and optimises its body once per module)."""
-    types = [a.type for a in args]
+    types = tuple(a.type for a in args)
     symbol = f"ndlc.{name}.{args[0].type}"
     fn = b.module.globals.get(symbol)
     if fn is None:
-        fn = ir.Function(b.module, ir.FunctionType(args[0].type, types), symbol)
-        fn.linkage = "internal"
-        fn.attributes.add("readnone")
-        fn.attributes.add("nounwind")
-        body = ir.IRBuilder(fn.append_basic_block("entry"))
-        body.ret(globals()[name](body, *fn.args))
+        text, declarations = _definition(name, types)
+        fn = FunctionText(b.module, ir.FunctionType(types[0], types), symbol, text)
+        for declared in declarations:
+            if declared.name not in b.module.globals:
+                ir.Function(b.module, declared.ftype, declared.name)
     return b.call(fn, list(args), attrs=("alwaysinline" if inline else "noinline",))
+
+
+@functools.lru_cache(maxsize=None)
+def _definition(name, types):
+    """(the IR text of the definition of mathlib's function `name` on arguments of `types`, the
+    intrinsics it calls as declared in a module of its own): built once per process, the same
+    text in every module (a function's value names are its own)."""
+    module = ir.Module()
+    fn = uniquely_named(ir.Function(module, ir.FunctionType(types[0], types), f"ndlc.{name}.{types[0]}"))
+    fn.linkage = "internal"
+    fn.attributes.add("readnone")
+    fn.attributes.add("nounwind")
+    body = ir.IRBuilder(fn.append_basic_block("entry"))
+    body.ret(globals()[name](body, *fn.args))
+    return function_text(fn), [g for g in module.globals.values() if g is not fn]
 
 
 def _horner(b, x, coeffs):
