@@ -58,9 +58,9 @@ def merge_kernels(program):
 
 def _merged(kernels, name):
     """A run of kernels merged into multi-output kernels."""
-    merged, writer = [], {}
+    merged, writer, loops = [], {}, _LoopIndex()
     for kernel in _as_soon_as_possible(kernels):
-        target, aligned = _target(merged, kernel, writer)
+        target, aligned = _target(merged, kernel, writer, loops)
         if target is None:
             reason = aligned
             kernel.boundary = reason
@@ -73,10 +73,34 @@ def _merged(kernels, name):
             merged[target], how = _merge(merged[target], aligned)
             merged[target].merged += (f"{_outs(kernel)} ({how})",)
             log.info("%s: %s joins the kernel of %s: %s", name, _outs(kernel), before, how)
+        loops.place(target, merged[target])
         for out in kernel.outputs():
             writer[out] = target
     one_pass = [one_pass_statistics(k) for k in merged]
     return [k if k is m else _compact(k) for k, m in zip(one_pass, merged)]
+
+
+class _LoopIndex:
+    """The merged kernels by the element counts of their loops and of their outer loops: a kernel
+    can join only one whose loops, or outer loops, hold as many points as its own, or its outer
+    loops as many as that one's loops (alignments reorder or regroup an elementwise kernel's
+    loops, keeping their product), so `_target` tries those instead of every earlier kernel."""
+
+    def __init__(self):
+        self.points, self.outer_points, self.keys = {}, {}, {}
+
+    def place(self, index, kernel):
+        """Index `kernel` as the merged kernel at `index` (new, or replacing what was there)."""
+        for table, key in zip((self.points, self.outer_points), self.keys.get(index, ())):
+            table[key].discard(index)
+        self.keys[index] = math.prod(kernel.extents), math.prod(kernel.outer_extents)
+        for table, key in zip((self.points, self.outer_points), self.keys[index]):
+            table.setdefault(key, set()).add(index)
+
+    def candidates(self, kernel) -> set:
+        """Indices of the merged kernels `kernel` may join (and some it may not)."""
+        points, outer = math.prod(kernel.extents), math.prod(kernel.outer_extents)
+        return self.points.get(points, set()) | self.outer_points.get(points, set()) | self.points.get(outer, set())
 
 
 def _as_soon_as_possible(kernels):
@@ -95,15 +119,16 @@ def _outs(kernel):
     return ", ".join("%" + name for name in kernel.outputs())
 
 
-def _target(merged, kernel, writer):
+def _target(merged, kernel, writer, loops):
     """(index of the kernel to merge `kernel` into, `kernel` aligned to it) or (None, why it starts
-    its own). The kernel at the index may be replaced by an alignment of its loops. Among the
-    kernels it may join, it prefers loops as they are over reordered ones, then a kernel that
-    produces what it reads, then the nearest."""
+    its own: why not the nearest). The kernel at the index may be replaced by an alignment of its
+    loops. Among the kernels it may join (`loops`: a _LoopIndex of `merged`), it prefers loops as
+    they are over reordered ones, then a kernel that produces what it reads, then the nearest."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
+    tried = {index for index in loops.candidates(kernel) if index >= earliest} | {len(merged) - 1}
     nearest, best = "", None
-    for index in range(len(merged) - 1, earliest - 1, -1):
+    for index in sorted((index for index in tried if index >= earliest), reverse=True):
         reason = ""
         for reordered, (a, b, refused) in enumerate(_alignments(merged[index], kernel)):
             reason = refused or _why_not(a, b)
@@ -117,6 +142,7 @@ def _target(merged, kernel, writer):
         return None, nearest
     _, index, a, b = best
     merged[index] = a
+    loops.place(index, a)
     return index, b
 
 
