@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import replace
 
 from ..ir.checks import maybe_verify, maybe_verify_kernels
 from ..errors import UnsupportedError
@@ -296,9 +295,12 @@ class KernelStage:
     updates): a compilation whose kernel stages nobody reads prints none of them."""
 
     def __init__(self, program):
-        self.program = replace(program, buffers={name: replace(b) for name, b in program.buffers.items()},
-                               kernels=[replace(k, local=dict(k.local)) for k in program.kernels],
-                               in_place=dict(program.in_place))
+        self.program = _copy(program)
+        self.program.buffers = {name: _copy(b) for name, b in program.buffers.items()}
+        self.program.kernels = [_copy(k) for k in program.kernels]
+        for kernel in self.program.kernels:
+            kernel.local = dict(kernel.local)
+        self.program.in_place = dict(program.in_place)
 
     @functools.cached_property
     def text(self) -> str:
@@ -306,6 +308,15 @@ class KernelStage:
 
     def __str__(self):
         return self.text
+
+
+def _copy(record):
+    """A shallow copy of a Kernel IR dataclass (none has a __post_init__ or slots): its fields'
+    dictionary copied, 4-6x faster than dataclasses.replace, which calls the constructor with
+    every field (~1 ms of each kernel stage of the Transformer: 38 kernels, 163 buffers)."""
+    copied = object.__new__(type(record))
+    copied.__dict__.update(record.__dict__)
+    return copied
 
 
 def wanted_stages() -> set:
