@@ -28,7 +28,7 @@ from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
 from ..passes.scans import share_scans, with_bodies
 from ..runtime import libraries, program_cache
-from ..runtime.native import host_target
+from ..runtime.native import host_description, host_target
 from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
@@ -59,6 +59,7 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     if restored:
         return restored
     from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
+    stages.timed("import", None)  # the code generator and llvmlite.ir, once per process: not the passes'
     source = _graph_passes(stages, traced)
     kernels = _cpu_kernels(stages, source, *machine)
     llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
@@ -91,6 +92,7 @@ def _program_key(stages, graph, profile, machine, fresh):
     if fresh or stages.wanted or not program_cache.enabled():
         return None
     text = stages.timed("record", str(stages.texts["grad" if "grad" in stages.texts else "traced"]))
+    stages.timed("host", host_description())  # from the disk cache, else LLVM's binding imported and asked
     return stages.timed("program cache", program_cache.program_key(graph, text, profile, *machine))
 
 
@@ -220,8 +222,11 @@ class Stages:
     """Records each stage's text, verifies it under NDLC_VERIFY, dumps those NDLC_DUMP names, and
     times the work: `seconds` maps a pass (simplify, fusion, ..., codegen, then the native
     compiler's 'LLVM IR' (llvmlite building new kernels' IR), 'LLVM optimise', 'machine code' and 'load')
-    to the time since the last one ended; 'program cache': keying, reading and writing it;
-    'record' is the time spent verifying and keeping the texts of stages no pass made."""
+    to the time since the last one ended; 'program cache': keying, reading and writing it; 'host':
+    the host CPU's description the keys hold (runtime/host.py: read from the disk cache, else asked
+    of LLVM, importing and initialising llvmlite's binding); 'import': importing the code generator
+    (and llvmlite.ir) on the first compilation in a process that reaches it; 'record' is the time
+    spent verifying and keeping the texts of stages no pass made."""
 
     def __init__(self, name):
         self.name, self.number = name, next(_COMPILATIONS)
