@@ -117,18 +117,30 @@ def postorder(expr, stop=None) -> list:
     """Each distinct node of `expr` once, operands before their users (iterative: deep chains are
     fine); a node for which stop(node) holds is listed without its operands. A list, not a
     generator: the passes walk thousands of expressions per compilation, and resuming a generator
-    at every node cost more than the walk."""
-    order, seen, stack = [], set(), [(expr, False)]
+    at every node cost more than the walk. A node to list once its operands are is pushed again
+    under a None marker (a pair per node cost a third more)."""
+    if not expr.args:
+        return [expr]
+    order, seen, stack = [], set(), [expr]
+    push, pop = stack.append, stack.pop
     while stack:
-        e, expanded = stack.pop()
-        if id(e) in seen:
+        e = pop()
+        if e is None:  # the operands of the node below are listed: list it
+            e = pop()
+            if id(e) not in seen:
+                seen.add(id(e))
+                order.append(e)
+        elif id(e) in seen:
             continue
-        if expanded or not e.args or (stop is not None and stop(e)):
+        elif not e.args or (stop is not None and stop(e)):
             seen.add(id(e))
             order.append(e)
         else:
-            stack.append((e, True))
-            stack.extend([(a, False) for a in reversed(e.args) if id(a) not in seen])
+            push(e)
+            push(None)
+            for a in reversed(e.args):
+                if id(a) not in seen:
+                    push(a)
     return order
 
 
@@ -142,9 +154,15 @@ def transform(expr, fn, stop=None) -> ScalarExpr:
 
 
 def map_leaves(expr, fn) -> ScalarExpr:
-    """`expr` with each 'arg' leaf replaced by fn(its payload)."""
-    return transform(expr, lambda e, args: fn(e.payload) if e.prim == "arg"
-                     else e if not e.args else ScalarExpr(e.prim, args, e.payload))
+    """`expr` with each 'arg' leaf replaced by fn(its payload) (`transform`'s walk without its
+    call per node: the passes renumber and re-address every kernel's expressions this way)."""
+    new = {}
+    for e in postorder(expr):
+        if e.args:
+            new[id(e)] = ScalarExpr(e.prim, [new[id(a)] for a in e.args], e.payload)
+        else:
+            new[id(e)] = fn(e.payload) if e.prim == "arg" else e
+    return new[id(expr)]
 
 
 def leaves(expr) -> list:

@@ -127,8 +127,7 @@ class _Lowering:
         self.defs, self.members, self.nests = {}, {}, {}
         self.kernels, self.constants = [], {}
         self.recomputed = {}  # description of a node -> why each kernel reading it computes it again
-        self.acc_sets = {}  # id(definition node) -> (node, the AccRefs it reads), memoised
-        self.sizes = {}  # id(definition node) -> (node, its _size)
+        self.facts = {}  # id(definition node) -> (node, its _size, its _accs)
 
     def run(self) -> Program:
         inputs = []
@@ -157,24 +156,29 @@ class _Lowering:
                        tuple(self.stored[state] for state in self.graph.updates))
 
     def _size(self, expr):
-        """An upper bound of a definition's cost (shared nodes counted at each use), memoised per
-        node and capped just past LARGE: long chains are judged in linear time."""
-        memo = self.sizes
+        """An upper bound of a definition's cost (shared nodes counted at each use), capped just
+        past LARGE: long chains are judged in linear time."""
+        return self._facts(expr)[1]
+
+    def _accs(self, expr):
+        """The reductions (AccRefs) a definition reads."""
+        return self._facts(expr)[2]
+
+    def _facts(self, expr):
+        """(expr, _size, _accs) of a definition, memoised per node and found in one walk:
+        definitions share their operands' nodes, so each is walked once."""
+        memo = self.facts
+        found = memo.get(id(expr))
+        if found is not None:
+            return found
         for e in postorder(expr, stop=lambda e: id(e) in memo):
             if id(e) not in memo:
                 own = 0 if e.prim == "arg" else PRIMITIVES[e.prim].cost
-                memo[id(e)] = (e, min(LARGE + 1, own + sum(memo[id(a)][1] for a in e.args)))
-        return memo[id(expr)][1]
-
-    def _accs(self, expr):
-        """The reductions (AccRefs) a definition reads, memoised per node: definitions share their
-        operands' nodes, so each is walked once."""
-        memo = self.acc_sets
-        for e in postorder(expr, stop=lambda e: id(e) in memo):
-            if id(e) not in memo:
-                own = {e.payload} if e.prim == "arg" and isinstance(e.payload, AccRef) else set()
-                memo[id(e)] = (e, frozenset(own.union(*(memo[id(a)][1] for a in e.args))))
-        return memo[id(expr)][1]
+                accs = {e.payload} if e.prim == "arg" and isinstance(e.payload, AccRef) else set()
+                operands = [memo[id(a)] for a in e.args]
+                memo[id(e)] = (e, min(LARGE + 1, own + sum(fact[1] for fact in operands)),
+                               frozenset(accs.union(*(fact[2] for fact in operands))))
+        return memo[id(expr)]
 
     # ---- definitions ------------------------------------------------------------------------
     def _define(self, node):

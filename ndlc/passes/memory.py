@@ -67,27 +67,35 @@ def in_place_updates(program, used) -> dict:
         for name in kernel.outputs():
             writers.setdefault(name, []).append(index)
         last.update(dict.fromkeys(names, index))
-    safe = {}
+    safe, phase_loads = {}, {}  # kernel index -> the loads each of its phases reads (`_phase_loads`)
     for out, state in zip(updates, program.updated):
         if out in program.outputs[:split] or updates.count(out) > 1 or len(writers.get(out, ())) != 1:
             continue
         (index,) = writers[out]
         if last.get(state, -1) > index:
             continue
-        if _reads_only_where_it_writes(program.kernels[index], state, out):
+        if _reads_only_where_it_writes(program.kernels[index], state, out, phase_loads, index):
             safe[out] = state
     return safe
 
 
-def _reads_only_where_it_writes(kernel, state, out) -> bool:
+def _reads_only_where_it_writes(kernel, state, out, phase_loads, index) -> bool:
     if state not in kernel.reads():
         return True
     if kernel.gemm is not None and (out == kernel.gemm.out or state in (kernel.gemm.a.buffer, kernel.gemm.b.buffer)):
         return False
-    for phase in kernel.phases:
+    if index not in phase_loads:
+        phase_loads[index] = _phase_loads(kernel)
+    for phase, loads in zip(kernel.phases, phase_loads[index]):
         stores = [s for s in phase.stores if s.buffer == out]
-        for n in leaf_set(phase.expressions()):
-            load = kernel.loads[n] if isinstance(n, int) else None
-            if isinstance(load, Load) and load.buffer == state and (not stores or load.access != stores[0].access):
+        for load in loads:
+            if load.buffer == state and (not stores or load.access != stores[0].access):
                 return False
     return True
+
+
+def _phase_loads(kernel) -> list:
+    """Per phase of `kernel`, the Loads its expressions read: walked once per kernel, not once per
+    state it updates (Adam's merged update of many parameters is one kernel)."""
+    return [[kernel.loads[n] for n in leaf_set(phase.expressions()) if isinstance(n, int) and isinstance(kernel.loads[n], Load)]
+            for phase in kernel.phases]

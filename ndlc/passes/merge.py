@@ -58,9 +58,9 @@ def merge_kernels(program):
 
 def _merged(kernels, name):
     """A run of kernels merged into multi-output kernels."""
-    merged, writer = [], {}
+    merged, writer, known = [], {}, _Known()
     for kernel in _as_soon_as_possible(kernels):
-        target, aligned = _target(merged, kernel, writer)
+        target, aligned = _target(merged, kernel, writer, known)
         if target is None:
             reason = aligned
             kernel.boundary = reason
@@ -70,13 +70,47 @@ def _merged(kernels, name):
             target = len(merged) - 1
         else:
             before = _outs(merged[target])
-            merged[target], how = _merge(merged[target], aligned)
+            merged[target], how = _merge(merged[target], aligned, known)
             merged[target].merged += (f"{_outs(kernel)} ({how})",)
             log.info("%s: %s joins the kernel of %s: %s", name, _outs(kernel), before, how)
+        known.place(target, merged[target])
         for out in kernel.outputs():
             writer[out] = target
     one_pass = [one_pass_statistics(k) for k in merged]
     return [k if k is m else _compact(k) for k, m in zip(one_pass, merged)]
+
+
+class _Known:
+    """What merging a run of kernels keeps besides the kernels: the merged kernels indexed by the
+    element counts of their loops and of their outer loops (a kernel can join only one whose
+    loops, or outer loops, hold as many points as its own, or its outer loops as many as that
+    one's loops: alignments reorder or regroup an elementwise kernel's loops, keeping their
+    product), so that `_target` tries those instead of every earlier kernel; and each phase's
+    operation count, which every candidate and every join asks for again."""
+
+    def __init__(self):
+        self.points, self.outer_points, self.keys = {}, {}, {}
+        self.costs = {}  # id(phase) -> (phase, _cost(phase)): phases are not changed once made
+
+    def cost(self, phase):
+        """Operations of a phase's expressions (counted only until past LARGE)."""
+        found = self.costs.get(id(phase))
+        if found is None or found[0] is not phase:
+            found = self.costs[id(phase)] = phase, cost(phase.expressions(), LARGE)
+        return found[1]
+
+    def place(self, index, kernel):
+        """Index `kernel` as the merged kernel at `index` (new, or replacing what was there)."""
+        for table, key in zip((self.points, self.outer_points), self.keys.get(index, ())):
+            table[key].discard(index)
+        self.keys[index] = math.prod(kernel.extents), math.prod(kernel.outer_extents)
+        for table, key in zip((self.points, self.outer_points), self.keys[index]):
+            table.setdefault(key, set()).add(index)
+
+    def candidates(self, kernel) -> set:
+        """Indices of the merged kernels `kernel` may join (and some it may not)."""
+        points, outer = math.prod(kernel.extents), math.prod(kernel.outer_extents)
+        return self.points.get(points, set()) | self.outer_points.get(points, set()) | self.points.get(outer, set())
 
 
 def _as_soon_as_possible(kernels):
@@ -95,18 +129,19 @@ def _outs(kernel):
     return ", ".join("%" + name for name in kernel.outputs())
 
 
-def _target(merged, kernel, writer):
+def _target(merged, kernel, writer, known):
     """(index of the kernel to merge `kernel` into, `kernel` aligned to it) or (None, why it starts
-    its own). The kernel at the index may be replaced by an alignment of its loops. Among the
-    kernels it may join, it prefers loops as they are over reordered ones, then a kernel that
-    produces what it reads, then the nearest."""
+    its own: why not the nearest). The kernel at the index may be replaced by an alignment of its
+    loops. Among the kernels it may join (`known`: what is known of `merged`), it prefers loops as
+    they are over reordered ones, then a kernel that produces what it reads, then the nearest."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
+    tried = {index for index in known.candidates(kernel) if index >= earliest} | {len(merged) - 1}
     nearest, best = "", None
-    for index in range(len(merged) - 1, earliest - 1, -1):
+    for index in sorted((index for index in tried if index >= earliest), reverse=True):
         reason = ""
         for reordered, (a, b, refused) in enumerate(_alignments(merged[index], kernel)):
-            reason = refused or _why_not(a, b)
+            reason = refused or _why_not(a, b, known)
             if not reason:
                 rank = (reordered > 0, index not in producers, len(merged) - index)
                 if best is None or rank < best[0]:
@@ -117,6 +152,7 @@ def _target(merged, kernel, writer):
         return None, nearest
     _, index, a, b = best
     merged[index] = a
+    known.place(index, a)
     return index, b
 
 
@@ -202,8 +238,8 @@ def _placement(a, b):
     return None
 
 
-def _why_not(a, b) -> str:
-    """Why b cannot join a ('' when it can)."""
+def _why_not(a, b, known) -> str:
+    """Why b cannot join a ('' when it can); `known`: a _Known."""
     if b.gemm is not None:
         return "a BLAS call starts a kernel"
     if 0 in a.extents or 0 in b.extents:
@@ -211,7 +247,7 @@ def _why_not(a, b) -> str:
     placement = _placement(a, b)
     if placement is None:
         return f"its loops {_shape(b)} differ from {_shape(a)}'s loops"
-    if sum(map(_cost, a.phases + b.phases)) > KERNEL_LARGE:
+    if sum(map(known.cost, a.phases + b.phases)) > KERNEL_LARGE:
         return f"together they would pass {KERNEL_LARGE} operations (a kernel that big is slow to compile)"
     if a.gemm is not None and placement != "same":
         return "only elementwise work over a BLAS call's output joins it"
@@ -232,7 +268,7 @@ def _why_not(a, b) -> str:
     return ""
 
 
-def _merge(a, b):
+def _merge(a, b, known):
     """The kernel doing a's work then b's, and a phrase saying how they were put together."""
     placement = _placement(a, b)
     extents = a.extents if len(a.extents) >= len(b.extents) else b.extents
@@ -244,7 +280,7 @@ def _merge(a, b):
     b_phases = _renumber(b_phases, b, extents, loads)
     phases, joined, floor = list(a_phases), [], 0
     for phase in b_phases:  # each in the earliest pass it can share, in b's order
-        q = _earliest_join(phases, phase, loads, floor)
+        q = _earliest_join(phases, phase, loads, floor, known)
         if q is None:
             phases.append(phase)
             floor = len(phases) - 1
@@ -279,10 +315,12 @@ def _specialised(access, extents):
 
 
 def _placed(kernel, extents, inner):
-    """kernel's phases, an elementwise one marked as running over the inner loops where asked."""
+    """kernel's phases, an elementwise one marked as running over the inner loops where asked
+    (phases are not changed in place once made: the others are kernel's own, whose operation
+    counts `_Known` keeps)."""
     if inner:
         return [Phase([], list(p.stores), True) for p in kernel.phases]
-    return [Phase(list(p.reductions), list(p.stores), p.inner) for p in kernel.phases]
+    return list(kernel.phases)
 
 
 def _renumber(phases, kernel, extents, loads):
@@ -311,20 +349,20 @@ def _renumber(phases, kernel, extents, loads):
     return result
 
 
-def _earliest_join(phases, phase, loads, floor=0):
+def _earliest_join(phases, phase, loads, floor, known):
     """The first of `phases` from `floor` on that `phase` can join, after every phase storing what
     it reads; or None."""
     read = {loads[n].buffer for n in leaf_set(phase.expressions()) if isinstance(n, int) and isinstance(loads[n], Load)}
     first = max([floor] + [p for p, ph in enumerate(phases) if read & {s.buffer for s in ph.stores}])
-    return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads)), None)
+    return next((q for q in range(first, len(phases)) if _joinable(phases[q], phase, loads, known)), None)
 
 
-def _joinable(first, second, loads) -> bool:
+def _joinable(first, second, loads, known) -> bool:
     """Whether `second` can run in the same pass as `first` (before it: its reductions read
     nothing `first` stores, since those stores come after all reductions)."""
     if first.inner != second.inner or (second.reductions and (first.inner or not first.reductions)):
         return False
-    if _cost(first) + _cost(second) > LARGE:
+    if known.cost(first) + known.cost(second) > LARGE:
         return False
     written = {s.buffer for s in first.stores}
     for r in second.reductions:
@@ -332,11 +370,6 @@ def _joinable(first, second, loads) -> bool:
                for p in leaves(r.body)):
             return False
     return True
-
-
-def _cost(phase):
-    """Operations of a phase's expressions (counted only until past LARGE)."""
-    return cost(phase.expressions(), LARGE)
 
 
 def _join(first, second, loads):
