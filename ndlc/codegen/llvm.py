@@ -99,6 +99,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block * max(kernel.tile, 1) if rows else None,
                                     name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
+        if rows:  # opaque: _acc_pointer's elements are loaded as scalars or (llvm_lanes.py) as vectors
+            for acc in self.accs:
+                acc.type = PTR
         # point: a float max combines with maxnum (vmaxps, vectorised) beside a flag of NaNs seen,
         # which makes the result NaN after the loop, as llvm.maximum would (5 instructions an element)
         self.nans = {k: self.b.alloca(I1, name=f"nan{k}") for k, r in enumerate(self.reductions)
@@ -329,8 +332,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         slot = self.phase_slots[index]
         if self.chunk is not None:
             return self._get(self._partial(slot), TYPES[self.reductions[slot].dtype])
-        pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
-        return self.b.load(pointer)
+        if self.block_start is not None:  # rows: the block's (inside a vector loop, the lanes')
+            return self._get(self._acc_pointer(slot), TYPES[self.reductions[slot].dtype])
+        return self.b.load(self.accs[slot])
 
     def _gemm(self):
         """One BLAS call for the current batch index (and this thread's rows), then the phases over

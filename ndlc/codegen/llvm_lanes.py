@@ -5,7 +5,8 @@ float>` on an AVX2 host), then one at a time for the rest: a mixin of the kernel
 A kernel whose innermost loops all run so (`lane_loop`) leaves LLVM nothing to vectorise, and
 runtime/native.py compiles it without the loop and SLP vectorisers (their analyses were a third
 of the optimiser's time). Such a loop carries no value from one iteration to the next (a map; a
-'chunks' kernel's partials, one per column), so each lane computes what one iteration of the
+'chunks' kernel's partials, one per column; a 'rows' kernel's block of accumulators, one per
+output), so each lane computes what one iteration of the
 scalar loop computed, with the same instructions and the same contraction (mathlib's `contract`
 steps, no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
 bit. A kernel that reduces along its innermost loop (whose order LLVM's vectoriser keeps by its
@@ -19,22 +20,29 @@ from .llvm_scalar import I64, constant
 from .llvm_vector import ZERO, expression_dtypes, vector_width
 
 I32, PTR = ir.IntType(32), ir.PointerType()
+# a loop of at most this many whole vectors of a constant trip count is emitted straight, one copy
+# per vector: a 'rows' block's accumulators then sit at constant offsets, which LLVM keeps in
+# registers across the reduced loops (a block of 32 floats, or a register tile's rows of 16)
+STRAIGHT = 4
 
 
 def lane_loop(kernel, debug=None):
     """The loop of `kernel` whose iterations its innermost loops run as vectors, or None where
-    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop ('point',
-    'rows'), bounds checks (`debug`), a loop shorter than the width, or an access that is guarded
+    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop (a 'point'
+    kernel's), bounds checks (`debug`), a loop shorter than the width, or an access that is guarded
     along the loop, strided along it (a gather), a store not contiguous along it, or a load of a
     stored buffer elsewhere than where it is stored (a later iteration would read an earlier one's
     store), or streaming stores (llvm_stream.py groups a cache line of scalar points). 'point'
-    and 'gemm' kernels run their last loop as vectors, 'chunks' kernels their columns."""
+    and 'gemm' kernels run their last loop as vectors, 'chunks' kernels their columns, 'rows'
+    kernels their block (the last outer loop: each lane sums its own output in the loops' order)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers:  # llvm_stream.py stores a cache line of points
         return None
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
+    elif kernel.strategy == Strategy.ROWS:  # along the block: each lane accumulates its own output
+        var = kernel.outer - 1
     elif kernel.strategy in (Strategy.POINT, Strategy.GEMM) and kernel.extents and not kernel.reductions:
         var = len(kernel.extents) - 1
     else:
@@ -72,12 +80,14 @@ class Lanes:
     lanes = 0  # the width of the vector loop being emitted; 0 outside one
     mask = None  # the lanes that load and store, in a loop's last, partial vector
 
-    def _counted(self, var, start, count, body):
+    def _counted(self, var, start, count, body, whole_vectors=False):
         """body() at var = start + i for i in [0, count) (a constant or a value): where `var` is
         the lane loop, `width` iterations at once while as many are left, then a constant rest
         as vectors of its powers of two (a row of 36: 4 vectors of 8 and one of 4, as LLVM's
         vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest as
-        one vector whose other lanes load and store nothing; elsewhere one iteration at a time."""
+        one vector whose other lanes load and store nothing; elsewhere one iteration at a time.
+        At most STRAIGHT whole vectors of a constant count run without a loop; a variable count
+        that is known to be `whole_vectors` (a multiple of the width) has no rest."""
         b, w = self.b, self.width if var == self.lane_var else 1
         known = isinstance(count, ir.Constant)
         if w == 1 and self._streams_along(var):  # its stores a cache line at a time (llvm_stream.py)
@@ -87,7 +97,8 @@ class Lanes:
             self._range(self.counters[var], ZERO, count, lambda offset: self._at(var, start, offset, body))
             return
         # the iterations the whole vectors take (w is a power of two)
-        whole = ir.Constant(I64, count.constant - count.constant % w) if known else b.and_(count, ir.Constant(I64, -w))
+        whole = ir.Constant(I64, count.constant - count.constant % w) if known \
+            else count if whole_vectors else b.and_(count, ir.Constant(I64, -w))
 
         def vector(offset, rest=None, w=w):  # `rest`: how many lanes load and store (None: all)
             self.lanes = w if w > 1 else 0
@@ -95,11 +106,15 @@ class Lanes:
                 self.mask = b.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, w), list(range(w))), self._splat(rest))
             self._at(var, start, offset, body)
             self.lanes, self.mask = 0, None
-        if not known or whole.constant:
+        if known and whole.constant <= STRAIGHT * w:
+            for offset in range(0, whole.constant, w):
+                vector(ir.Constant(I64, offset))
+        else:
             self._range(self.counters[var], ZERO, whole, vector, step=w)
         if not known:
-            with b.if_then(b.icmp_signed("<", whole, count)):
-                vector(whole, b.sub(count, whole))
+            if not whole_vectors:
+                with b.if_then(b.icmp_signed("<", whole, count)):
+                    vector(whole, b.sub(count, whole))
             return
         offset, rest = whole.constant, count.constant - whole.constant
         while rest:

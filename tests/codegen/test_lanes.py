@@ -65,6 +65,19 @@ GEMM = """graph @g(%x: f32[64,40], %w: f32[40,36], %b: f32[36]) {
   %4 = tanh(%3) : f32[64,36]
   return %4
 }"""
+# 'rows': a ragged register tile (rows of 28 in blocks of 16 by 6 channels, the last block storing
+# 12), and blocks of whole columns (45: five vectors and a rest of 4 and 1) summed and maxed
+ROW_CONV = """graph @r(%x: f32[2,1,32,36], %w: f32[5,5,1,6]) {
+  %0 = row_conv(%x, %w, width=28) : f32[2,6,28,28]
+  return %0
+}"""
+COLUMNS = """graph @c(%x: f32[300,3,45], %y: f32[300,3,45]) {
+  %0 = multiply(%x, %y) : f32[300,3,45]
+  %1 = summation(%0, axes=(0,)) : f32[3,45]
+  %2 = max(%x, axes=(0,)) : f32[3,45]
+  %3 = exp(%1) : f32[3,45]
+  return %3, %2
+}"""
 
 SPLIT = """graph @s(%x: f32[262147], %m: bool[262147]) {
   %0 = exp(%x) : f32[262147]
@@ -89,7 +102,8 @@ def _scalar(kernel, debug=None):
     return None
 
 
-@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT], ids=["math", "mixed", "chunks", "gemm", "split"])
+@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT, ROW_CONV, COLUMNS],
+                         ids=["math", "mixed", "chunks", "gemm", "split", "row_conv", "columns"])
 def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(text, monkeypatch, tmp_path, two_threads):
     inputs = _inputs(text)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
@@ -118,6 +132,15 @@ def test_maps_run_their_last_loop_as_vectors_and_chunks_kernels_their_columns():
     chunks = [k for k in _kernels(CHUNKS) if k.strategy == Strategy.CHUNKS]
     assert chunks and all(lane_loop(k) == 0 for k in chunks)
     assert all(lane_loop(k, debug=(0, {})) is None for k in chunks)  # bounds checks: scalar
+    (conv,) = _kernels(ROW_CONV)
+    assert conv.strategy == Strategy.ROWS and conv.tile and lane_loop(conv) == conv.outer - 1  # along the block
+
+
+def test_a_register_tiles_accumulators_stay_in_registers():
+    """The tile's blocks run straight, their accumulators at constant offsets, which LLVM keeps in
+    vector registers across the taps: no accumulator is loaded or stored inside the reduced loops."""
+    optimised = compile_graph(parse(ROW_CONV), cached=False).ir("llvm_opt")
+    assert re.search(r"fadd reassoc <8 x float> %acc\S*sroa", optimised)
 
 
 @pytest.mark.parametrize("text", [
