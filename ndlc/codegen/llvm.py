@@ -89,6 +89,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         for name, size in kernel.local.items():  # one row per thread, on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
+            self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
         self.offsets = {}  # (basic block, affine form at the variables' values) -> its value (_affine)
         self.reductions = kernel.reductions
@@ -193,8 +194,11 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
             if phase.reductions:
                 accumulators = self.accs.__getitem__
                 self._initialise(phase, slots, accumulators)
-                self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators),
-                            reduce=True)
+                if self.lane_var is not None:  # codegen's vectors, in LLVM's vectoriser's order (llvm_lanes.py)
+                    self._reduce(phase, slots)
+                else:
+                    self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators),
+                                reduce=True)
                 for slot in set(slots) & self.nans.keys():
                     nan = constant(self.reductions[slot].dtype, float("nan"))
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
