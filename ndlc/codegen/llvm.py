@@ -6,8 +6,9 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 (passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
 `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
 how many threads is read at run time (llvm_calls.TEAM), so one compiled program runs on any team.
-Maps, gemm epilogues and 'chunks' kernels run their innermost loop as explicit vectors
-(llvm_lanes.py); the other kernels' loops are scalar, for LLVM's loop vectoriser.
+Maps, gemm epilogues, 'chunks' and 'rows' kernels, and 'point' reductions whose order LLVM's
+vectoriser is known to give, run their innermost loop as explicit vectors (llvm_lanes.py); the
+other kernels' loops are scalar, for LLVM's loop vectoriser.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose

@@ -9,8 +9,9 @@ of the optimiser's time). Such a loop carries no value from one iteration to the
 output), so each lane computes what one iteration of the
 scalar loop computed, with the same instructions and the same contraction (mathlib's `contract`
 steps, no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
-bit. A kernel that reduces along its innermost loop (whose order LLVM's vectoriser keeps by its
-`reassoc` rules) stays scalar, for LLVM to vectorise.
+bit. A 'point' kernel that reduces along its innermost loop sums in the order LLVM's vectoriser
+chose by its `reassoc` rules: codegen reproduces that order where it is known (`interleaved`,
+`Lanes._reduce`), and leaves the other such kernels scalar, for LLVM to vectorise.
 """
 from llvmlite import ir
 
