@@ -48,8 +48,8 @@ class RowBlocks:
                                 self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
                                             lambda e, at=at: self._at(last, at, e, body))
                 elif last == self.lane_var:  # codegen's vectors (llvm_lanes.py): whole blocks a constant count
-                    self._counted(last, first, ir.Constant(I64, min(k.block, k.extents[last])) if whole_blocks else b.sub(end, first), body,
-                                  whole_vectors=in_vectors)
+                    size = ir.Constant(I64, min(k.block, k.extents[last])) if whole_blocks else b.sub(end, first)
+                    self._counted(last, first, size, body, whole_vectors=in_vectors)
                 elif innermost and self._splittable(last):  # inside the inner loops: split off padding guards
                     self._split_by_guards(last, first, end, body)
                 else:
