@@ -6,8 +6,9 @@ entry point that runs them in schedule order. A gemm kernel calls the external
 (passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
 `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
 how many threads is read at run time (llvm_calls.TEAM), so one compiled program runs on any team.
-Maps, gemm epilogues and 'chunks' kernels run their innermost loop as explicit vectors
-(llvm_lanes.py); the other kernels' loops are scalar, for LLVM's loop vectoriser.
+Maps, gemm epilogues, 'chunks' and 'rows' kernels, and 'point' reductions whose order LLVM's
+vectoriser is known to give, run their innermost loop as explicit vectors (llvm_lanes.py); the
+other kernels' loops are scalar, for LLVM's loop vectoriser.
 
 Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumulating fadd of a
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
@@ -106,6 +107,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         for name, size in kernel.local.items():  # one row per thread, on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
+            self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
         self.offsets = {}  # (basic block, affine form at the variables' values) -> its value (_affine)
         self.reductions = kernel.reductions
@@ -116,6 +118,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         self.accs = [self.b.alloca(TYPES[r.dtype], size=kernel.block * max(kernel.tile, 1) if rows else None,
                                     name=f"acc{k}")
                      for k, r in enumerate(self.reductions)]
+        if rows:  # opaque: _acc_pointer's elements are loaded as scalars or (llvm_lanes.py) as vectors
+            for acc in self.accs:
+                acc.type = PTR
         # point: a float max combines with maxnum (vmaxps, vectorised) beside a flag of NaNs seen,
         # which makes the result NaN after the loop, as llvm.maximum would (5 instructions an element)
         self.nans = {k: self.b.alloca(I1, name=f"nan{k}") for k, r in enumerate(self.reductions)
@@ -207,8 +212,11 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
             if phase.reductions:
                 accumulators = self.accs.__getitem__
                 self._initialise(phase, slots, accumulators)
-                self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators),
-                            reduce=True)
+                if self.lane_var is not None:  # codegen's vectors, in LLVM's vectoriser's order (llvm_lanes.py)
+                    self._reduce(phase, slots)
+                else:
+                    self._loops(*inner, lambda phase=phase, slots=slots: self._accumulate(phase, slots, accumulators),
+                                reduce=True)
                 for slot in set(slots) & self.nans.keys():
                     nan = constant(self.reductions[slot].dtype, float("nan"))
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
@@ -346,8 +354,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         slot = self.phase_slots[index]
         if self.chunk is not None:
             return self._get(self._partial(slot), TYPES[self.reductions[slot].dtype])
-        pointer = self._acc_pointer(slot) if self.block_start is not None else self.accs[slot]
-        return self.b.load(pointer)
+        if self.block_start is not None:  # rows: the block's (inside a vector loop, the lanes')
+            return self._get(self._acc_pointer(slot), TYPES[self.reductions[slot].dtype])
+        return self.b.load(self.accs[slot])
 
     def _gemm(self):
         """One BLAS call for the current batch index (and this thread's rows), then the phases over

@@ -5,37 +5,61 @@ float>` on an AVX2 host), then one at a time for the rest: a mixin of the kernel
 A kernel whose innermost loops all run so (`lane_loop`) leaves LLVM nothing to vectorise, and
 runtime/native.py compiles it without the loop and SLP vectorisers (their analyses were a third
 of the optimiser's time). Such a loop carries no value from one iteration to the next (a map; a
-'chunks' kernel's partials, one per column), so each lane computes what one iteration of the
+'chunks' kernel's partials, one per column; a 'rows' kernel's block of accumulators, one per
+output), so each lane computes what one iteration of the
 scalar loop computed, with the same instructions and the same contraction (mathlib's `contract`
 steps, no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
-bit. A kernel that reduces along its innermost loop (whose order LLVM's vectoriser keeps by its
-`reassoc` rules) stays scalar, for LLVM to vectorise.
+bit. A 'point' kernel that reduces along its innermost loop sums in the order LLVM's vectoriser
+chose by its `reassoc` rules: codegen reproduces that order where it is known (`interleaved`,
+`Lanes._reduce`), and leaves the other such kernels scalar, for LLVM to vectorise.
 """
 from llvmlite import ir
 
-from ..ir.kernel import Index, Load, Strategy
+from ..ir.kernel import Combine, Index, Load, Strategy
+from ..ir.scalar import PRIMITIVES, postorder
 from . import mathlib
-from .llvm_scalar import I64, constant
-from .llvm_vector import ZERO, expression_dtypes, vector_width
+from .llvm_scalar import I1, I64, TYPES, Values, constant
+from .llvm_vector import VECTOR_BYTES, ZERO, expression_dtypes, vector_width
 
 I32, PTR = ir.IntType(32), ir.PointerType()
+# a loop of at most this many whole vectors of a constant trip count is emitted straight, one copy
+# per vector: a 'rows' block's accumulators then sit at constant offsets, which LLVM keeps in
+# registers across the reduced loops (a block of 32 floats, or a register tile's rows of 16)
+STRAIGHT = 4
+# A 'point' kernel's reduction along its inner loop, in the order LLVM's loop vectoriser sums it
+# (`Lanes._reduce`): PARTS vectors of partial results per reduction (its interleave count on AVX2
+# hosts where its estimate of the registers a step needs allows it), for loops of at least
+# REDUCED_LEAST iterations (from there the trip count over twice the vector allows PARTS). The
+# registers: LIVE[n] is the most distinct loads and operations the reduction bodies of a phase
+# carrying n values (sums; a max carries its NaN flag too) may have; measured against LLVM
+# (tests/codegen/test_lanes.py): one sum of 8 operations on 6 loads interleaved 4 times, of 10
+# less; two sums of 4 operations on 4 loads 4 times, of 7 on 6 less, and a max beside a sum less.
+# A body calling a mathlib polynomial is left to LLVM.
+PARTS = 4
+REDUCED_LEAST = 64
+LIVE = {1: 14, 2: 8}
+F32_LANES = VECTOR_BYTES // 4  # float32 lanes of a vector
 
 
 def lane_loop(kernel, debug=None):
     """The loop of `kernel` whose iterations its innermost loops run as vectors, or None where
-    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop ('point',
-    'rows'), bounds checks (`debug`), a loop shorter than the width, or an access that is guarded
+    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop (a 'point'
+    kernel's), bounds checks (`debug`), a loop shorter than the width, or an access that is guarded
     along the loop, strided along it (a gather), a store not contiguous along it, or a load of a
     stored buffer elsewhere than where it is stored (a later iteration would read an earlier one's
     store), or streaming stores (llvm_stream.py groups a cache line of scalar points). 'point'
-    and 'gemm' kernels run their last loop as vectors, 'chunks' kernels their columns."""
+    and 'gemm' kernels run their last loop as vectors, 'chunks' kernels their columns, 'rows'
+    kernels their block (the last outer loop: each lane sums its own output in the loops' order)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers:  # llvm_stream.py stores a cache line of points
         return None
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
-    elif kernel.strategy in (Strategy.POINT, Strategy.GEMM) and kernel.extents and not kernel.reductions:
+    elif kernel.strategy == Strategy.ROWS:  # along the block: each lane accumulates its own output
+        var = kernel.outer - 1
+    elif kernel.strategy in (Strategy.POINT, Strategy.GEMM) and kernel.extents and (
+            not kernel.reductions or kernel.strategy == Strategy.POINT and interleaved(kernel)):
         var = len(kernel.extents) - 1
     else:
         return None
@@ -47,11 +71,15 @@ def lane_loop(kernel, debug=None):
         return x.access.within_row(kernel.outer) if local else x.access
 
     stored = {}
-    for store in kernel.stores:
-        access = made(store)
-        if access.form.coeffs[var] != 1 or access.step != 1 or any(g.form.coeffs[var] for g in access.guards):
-            return None
-        stored.setdefault(store.buffer, set()).add((access.form, access.step))
+    for phase in kernel.phases:
+        for store in phase.stores:
+            access = made(store)
+            if var >= kernel.outer and not phase.inner:  # once per outer point, outside the loop
+                if access.form.coeffs[var]:
+                    return None
+            elif access.form.coeffs[var] != 1 or access.step != 1 or any(g.form.coeffs[var] for g in access.guards):
+                return None
+            stored.setdefault(store.buffer, set()).add((access.form, access.step))
     if any(len(places) > 1 for places in stored.values()):
         return None
     for load in kernel.loads:
@@ -65,6 +93,42 @@ def lane_loop(kernel, debug=None):
     return var
 
 
+def interleaved(kernel) -> bool:
+    """Whether a 'point' kernel's reductions run as codegen's vectors (`Lanes._reduce`): one
+    inner loop of at least REDUCED_LEAST iterations, every value float32, sums and maxima whose
+    bodies LLVM's vectoriser interleaves PARTS times (see LIVE), and a rest after the main loop of
+    at most one vector, whose epilogue's width (LLVM's cost model picks it) does not change the sums."""
+    n = kernel.extents[-1]
+    if kernel.outer != len(kernel.extents) - 1 or n < REDUCED_LEAST:
+        return False
+    dtypes = {*expression_dtypes(kernel).values(), *(x.dtype for x in (*kernel.loads, *kernel.stores))}
+    if dtypes - {None} != {"f32"} or n % (PARTS * F32_LANES) > F32_LANES:
+        return False
+    for phase in kernel.phases:
+        carried = len(phase.reductions) + sum(r.combine == Combine.MAX for r in phase.reductions)
+        nodes = _distinct([r.body for r in phase.reductions])
+        if phase.reductions and (carried not in LIVE or len(nodes) > LIVE[carried]):
+            return False
+        if any(r.dtype != "f32" or r.combine not in (Combine.ADD, Combine.MAX) for r in phase.reductions):
+            return False
+        if any(e.prim != "arg" and (e.prim not in PRIMITIVES or PRIMITIVES[e.prim].llvm[0].startswith("mathlib."))
+               for e in nodes.values()):
+            return False
+    return True
+
+
+def _distinct(exprs) -> dict:
+    """The distinct loads and operations of expressions `exprs` (structurally equal ones once, as
+    the emitter computes them: llvm_scalar.py Values), by their structure."""
+    keys, nodes = {}, {}
+    for expr in exprs:
+        for e in postorder(expr):
+            keys[id(e)] = (e.prim, repr(e.payload), tuple(keys[id(a)] for a in e.args))
+            if e.prim != "const":
+                nodes[keys[id(e)]] = e
+    return nodes
+
+
 class Lanes:
     """Vector loops and the values in them: inside one (`lanes` > 0) every value is a vector of
     the lanes' values, an access contiguous along the loop one vector load or store, any other
@@ -72,12 +136,14 @@ class Lanes:
     lanes = 0  # the width of the vector loop being emitted; 0 outside one
     mask = None  # the lanes that load and store, in a loop's last, partial vector
 
-    def _counted(self, var, start, count, body):
+    def _counted(self, var, start, count, body, whole_vectors=False):
         """body() at var = start + i for i in [0, count) (a constant or a value): where `var` is
         the lane loop, `width` iterations at once while as many are left, then a constant rest
         as vectors of its powers of two (a row of 36: 4 vectors of 8 and one of 4, as LLVM's
         vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest as
-        one vector whose other lanes load and store nothing; elsewhere one iteration at a time."""
+        one vector whose other lanes load and store nothing; elsewhere one iteration at a time.
+        At most STRAIGHT whole vectors of a constant count run without a loop; a variable count
+        that is known to be `whole_vectors` (a multiple of the width) has no rest."""
         b, w = self.b, self.width if var == self.lane_var else 1
         known = isinstance(count, ir.Constant)
         if w == 1 and self._streams_along(var):  # its stores a cache line at a time (llvm_stream.py)
@@ -87,7 +153,8 @@ class Lanes:
             self._range(self.counters[var], ZERO, count, lambda offset: self._at(var, start, offset, body))
             return
         # the iterations the whole vectors take (w is a power of two)
-        whole = ir.Constant(I64, count.constant - count.constant % w) if known else b.and_(count, ir.Constant(I64, -w))
+        whole = ir.Constant(I64, count.constant - count.constant % w) if known \
+            else count if whole_vectors else b.and_(count, ir.Constant(I64, -w))
 
         def vector(offset, rest=None, w=w):  # `rest`: how many lanes load and store (None: all)
             self.lanes = w if w > 1 else 0
@@ -95,17 +162,110 @@ class Lanes:
                 self.mask = b.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, w), list(range(w))), self._splat(rest))
             self._at(var, start, offset, body)
             self.lanes, self.mask = 0, None
-        if not known or whole.constant:
+        if known and whole.constant <= STRAIGHT * w:
+            for offset in range(0, whole.constant, w):
+                vector(ir.Constant(I64, offset))
+        else:
             self._range(self.counters[var], ZERO, whole, vector, step=w)
         if not known:
-            with b.if_then(b.icmp_signed("<", whole, count)):
-                vector(whole, b.sub(count, whole))
+            if not whole_vectors:
+                with b.if_then(b.icmp_signed("<", whole, count)):
+                    vector(whole, b.sub(count, whole))
             return
         offset, rest = whole.constant, count.constant - whole.constant
         while rest:
             piece = 1 << (rest.bit_length() - 1)
             vector(ir.Constant(I64, offset), w=piece)
             offset, rest = offset + piece, rest - piece
+
+    def _reduce(self, phase, slots):
+        """The reductions of `phase` along the inner loop (the lane loop), summed as LLVM's loop
+        vectoriser sums them, bit for bit: its main loop (`_partials`: PARTS vectors of the width
+        per reduction), then its vectorised epilogue (one vector of half the width), then one
+        iteration at a time. The additions carry no `reassoc`, so that no pass regroups them."""
+        n, start = self.kernel.extents[self.lane_var], 0
+        for w, parts in ((self.width, PARTS), (self.width // 2, 1)):
+            end = n - (n - start) % (w * parts)
+            if end > start and w > 1:
+                self._partials(phase, slots, start, end, w, parts)
+                start = end
+        if start < n:
+            def at(i):
+                self.vars[self.lane_var] = i
+                self._accumulate(phase, slots, self.accs.__getitem__)
+            self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, n), at)
+
+    def _partials(self, phase, slots, start, end, w, count):
+        """Iterations [start, end) of the reductions of `phase` in `count` vectors of `w` lanes of
+        partial results per reduction: the accumulator's value in lane 0 of the first (the others
+        -0.0; a max's in every lane), part p taking iterations i + p*w of each step of count*w;
+        then the parts folded left into the first (p1 + p0, then + p2, + p3) and its lanes
+        reduced by LLVM's `vector.reduce` (reassociating: halves, as LLVM's vectoriser expands
+        it) into the accumulator. A max's NaN flag takes an `or` of its lanes' flags."""
+        b, var, f32 = self.b, self.lane_var, TYPES["f32"]
+        vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
+        parts, seen = {}, {}
+        for slot, r in zip(slots, phase.reductions):
+            acc, zero = b.load(self.accs[slot]), mathlib.const(vector, -0.0)
+            starts = [b.insert_element(zero, acc, ir.Constant(I32, 0))] + [zero] * (count - 1) \
+                if r.combine == Combine.ADD else [self._splat_to(acc, w)] * count
+            parts[slot] = [self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
+            for value, part in zip(starts, parts[slot]):
+                b.store(value, part)
+            if slot in self.nans:
+                seen[slot] = self._entry_alloca(flags, f"nans{slot}.{w}")
+                b.store(mathlib.const(flags, 0), seen[slot])
+
+        def step(i):
+            for p in range(count):
+                self.lanes, self.vars[var] = w, b.add(i, ir.Constant(I64, p * w), flags=["nsw", "nuw"])
+                memo = Values()
+                values = [self._emit(r.body, memo) for r in phase.reductions]
+                for slot, r, value in zip(slots, phase.reductions, values):
+                    at = parts[slot][p]
+                    b.store(self._fold(r, b.load(at), value), at)
+                    if slot in seen:
+                        b.store(b.or_(b.load(seen[slot]), b.fcmp_unordered("uno", value, value)), seen[slot])
+                self.lanes = 0
+        self._range(self.counters[var], ir.Constant(I64, start), ir.Constant(I64, end), step, step=count * w)
+        for slot, r in zip(slots, phase.reductions):
+            total = b.load(parts[slot][0])
+            for part in parts[slot][1:]:
+                total = self._fold(r, b.load(part), total)
+            if r.combine == Combine.ADD:
+                total = b.call(self._reduction("fadd", vector, [f32, vector]), [mathlib.const(f32, -0.0), total],
+                               fastmath=("reassoc",))
+            else:
+                total = b.call(self._reduction("fmax", vector, [vector]), [total], fastmath=("nnan", "nsz"))
+            b.store(total, self.accs[slot])
+            if slot in seen:
+                nan = b.call(self._reduction("or", flags, [flags]), [b.load(seen[slot])])
+                b.store(b.or_(b.load(self.nans[slot]), nan), self.nans[slot])
+
+    def _fold(self, reduction, acc, value):
+        """acc combined with value: a plain fadd (no `reassoc`), or a max's maxnum (its NaNs flagged)."""
+        if reduction.combine == Combine.ADD:
+            return self.b.fadd(acc, value)
+        return mathlib.intrinsic(self.b, "llvm.maxnum", acc, value, fastmath=("nnan", "nsz"))
+
+    def _reduction(self, name, vector, args):
+        """LLVM's `vector.reduce.<name>` intrinsic over `vector`, declared once."""
+        symbol = f"llvm.vector.reduce.{name}.v{vector.count}{vector.element.intrinsic_name}"
+        return self.b.module.globals.get(symbol) or ir.Function(
+            self.b.module, ir.FunctionType(vector.element, args), symbol)
+
+    def _entry_alloca(self, ty, name):
+        """An alloca of `ty` in the function's entry block (one stack slot, however often the
+        code that uses it runs)."""
+        with self.b.goto_entry_block():
+            return self.b.alloca(ty, name=name)
+
+    def _splat_to(self, value, w):
+        """A vector of `w` lanes of scalar `value`."""
+        lanes, self.lanes = self.lanes, w
+        vector = self._splat(value)
+        self.lanes = lanes
+        return vector
 
     def _invariant(self, make):
         """make() as scalar code: a value the same in every lane (an optimizer's step size, its

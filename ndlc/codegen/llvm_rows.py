@@ -26,6 +26,10 @@ class RowBlocks:
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
         block = ir.Constant(I64, k.block)
+        whole_blocks = last not in self.ranges and k.extents[last] % min(k.block, k.extents[last]) == 0
+        # every block a multiple of the vector width (its blocks, its loop and a thread's pieces are)
+        piece = k.split.piece if last in self.ranges else None
+        in_vectors = all(n % self.width == 0 for n in (k.block, k.extents[last], piece or 0))
         count = b.udiv(b.add(b.sub(stop, start), ir.Constant(I64, k.block - 1)), block)
 
         def one_block(first, stored=None):  # the block from `first`; with a tile, `stored`: the pieces it stores
@@ -38,8 +42,14 @@ class RowBlocks:
                         self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
                         for offset, trip in pieces:
                             at = b.add(first, ir.Constant(I64, offset))
-                            self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
-                                        lambda e, at=at: self._at(last, at, e, body))
+                            if last == self.lane_var:
+                                self._counted(last, at, ir.Constant(I64, trip), body)
+                            else:
+                                self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
+                                            lambda e, at=at: self._at(last, at, e, body))
+                elif last == self.lane_var:  # codegen's vectors (llvm_lanes.py): whole blocks a constant count
+                    size = ir.Constant(I64, min(k.block, k.extents[last])) if whole_blocks else b.sub(end, first)
+                    self._counted(last, first, size, body, whole_vectors=in_vectors)
                 elif innermost and self._splittable(last):  # inside the inner loops: split off padding guards
                     self._split_by_guards(last, first, end, body)
                 else:

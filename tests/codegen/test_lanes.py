@@ -65,6 +65,62 @@ GEMM = """graph @g(%x: f32[64,40], %w: f32[40,36], %b: f32[36]) {
   %4 = tanh(%3) : f32[64,36]
   return %4
 }"""
+# 'rows': a ragged register tile (rows of 28 in blocks of 16 by 6 channels, the last block storing
+# 12), and blocks of whole columns (45: five vectors and a rest of 4 and 1) summed and maxed
+ROW_CONV = """graph @r(%x: f32[2,1,32,36], %w: f32[5,5,1,6]) {
+  %0 = row_conv(%x, %w, width=28) : f32[2,6,28,28]
+  return %0
+}"""
+COLUMNS = """graph @c(%x: f32[300,3,45], %y: f32[300,3,45]) {
+  %0 = multiply(%x, %y) : f32[300,3,45]
+  %1 = summation(%0, axes=(0,)) : f32[3,45]
+  %2 = max(%x, axes=(0,)) : f32[3,45]
+  %3 = exp(%1) : f32[3,45]
+  return %3, %2
+}"""
+
+
+def _rows_graph(n, body):
+    """A graph over rows of `n` reducing along them (`body`: its nodes, N standing for n)."""
+    return (f"graph @r(%x: f32[6,{n}], %y: f32[6,{n}], %z: f32[6,{n}], %w: f32[6,{n}], %b: f32[6,1], "
+            f"%c: f32[6,1]) {{\n  " + body.replace("N", str(n)) + "\n}")
+
+
+# 'point' reductions along the row, as LLVM's vectoriser sums them (llvm_lanes.py LIVE): a max, then
+# a sum of the row less it (a softmax's phases); two sums of 4 operations on 4 loads (a LayerNorm's statistics); one sum of 8 operations on
+# 6 loads (a LayerNorm's gradient)
+SUMS = {
+    "max_then_sum": """%0 = max(%x, axes=(1,)) : f32[6]
+  %1 = reshape(%0, shape=(6, 1)) : f32[6,1]
+  %2 = broadcast_to(%1, shape=(6, N)) : f32[6,N]
+  %3 = negate(%2) : f32[6,N]
+  %4 = add(%x, %3) : f32[6,N]
+  %5 = summation(%4, axes=(1,)) : f32[6]
+  return %5, %4""",
+    "two_sums": """%b1 = broadcast_to(%b, shape=(6, N)) : f32[6,N]
+  %n = negate(%b1) : f32[6,N]
+  %1 = add(%x, %y) : f32[6,N]
+  %2 = add(%1, %n) : f32[6,N]
+  %3 = multiply(%2, %2) : f32[6,N]
+  %0 = summation(%2, axes=(1,)) : f32[6]
+  %4 = summation(%3, axes=(1,)) : f32[6]
+  return %0, %4""",
+    "long_sum": """%b1 = broadcast_to(%b, shape=(6, N)) : f32[6,N]
+  %c1 = broadcast_to(%c, shape=(6, N)) : f32[6,N]
+  %1 = add(%z, %w) : f32[6,N]
+  %n1 = negate(%b1) : f32[6,N]
+  %2 = add(%1, %n1) : f32[6,N]
+  %3 = multiply(%y, %2) : f32[6,N]
+  %4 = multiply(%3, %c1) : f32[6,N]
+  %5 = multiply(%x, %4) : f32[6,N]
+  %6 = multiply(%5, %c1) : f32[6,N]
+  %7 = negate(%6) : f32[6,N]
+  %0 = summation(%7, axes=(1,)) : f32[6]
+  return %0""",
+}
+# rows of 64 and 128 (whole steps of 4 vectors), 100 (a rest of 4: LLVM's epilogue of half vectors),
+# 68 and 200 (a rest of 4 and of 8)
+REDUCTIONS = [_rows_graph(n, body) for body in SUMS.values() for n in (64, 68, 100, 128, 200)]
 
 SPLIT = """graph @s(%x: f32[262147], %m: bool[262147]) {
   %0 = exp(%x) : f32[262147]
@@ -89,7 +145,9 @@ def _scalar(kernel, debug=None):
     return None
 
 
-@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT], ids=["math", "mixed", "chunks", "gemm", "split"])
+@pytest.mark.parametrize("text", [MATH, MIXED, CHUNKS, GEMM, SPLIT, ROW_CONV, COLUMNS, *REDUCTIONS],
+                         ids=["math", "mixed", "chunks", "gemm", "split", "row_conv", "columns",
+                              *(f"{name}{n}" for name in SUMS for n in (64, 68, 100, 128, 200))])
 def test_codegens_vectors_compute_what_llvms_vectorised_scalar_loops_compute(text, monkeypatch, tmp_path, two_threads):
     inputs = _inputs(text)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
@@ -118,17 +176,35 @@ def test_maps_run_their_last_loop_as_vectors_and_chunks_kernels_their_columns():
     chunks = [k for k in _kernels(CHUNKS) if k.strategy == Strategy.CHUNKS]
     assert chunks and all(lane_loop(k) == 0 for k in chunks)
     assert all(lane_loop(k, debug=(0, {})) is None for k in chunks)  # bounds checks: scalar
+    (conv,) = _kernels(ROW_CONV)
+    assert conv.strategy == Strategy.ROWS and conv.tile and lane_loop(conv) == conv.outer - 1  # along the block
+
+
+def test_a_register_tiles_accumulators_stay_in_registers():
+    """The tile's blocks run straight, their accumulators at constant offsets, which LLVM keeps in
+    vector registers across the taps: no accumulator is loaded or stored inside the reduced loops."""
+    optimised = compile_graph(parse(ROW_CONV), cached=False).ir("llvm_opt")
+    assert re.search(r"fadd reassoc <8 x float> %acc\S*sroa", optimised)
 
 
 @pytest.mark.parametrize("text", [
-    # a sum along the innermost loop: LLVM's vectoriser keeps its order
-    """graph @r(%x: f32[16,64]) {\n  %0 = summation(%x, axes=(1,)) : f32[16]\n  return %0\n}""",
+    # a sum along the innermost loop shorter than REDUCED_LEAST
+    """graph @r(%x: f32[16,48]) {\n  %0 = summation(%x, axes=(1,)) : f32[16]\n  return %0\n}""",
     # a transpose: strided along the innermost loop (a gather)
     """graph @t(%x: f32[64,64]) {\n  %0 = transpose(%x, axes=(1, 0)) : f32[64,64]\n  %1 = exp(%0) : f32[64,64]\n"""
     """  return %1\n}""",
     # rows shorter than the width
     """graph @s(%x: f32[64,4]) {\n  %0 = exp(%x) : f32[64,4]\n  return %0\n}""",
-], ids=["sum", "transpose", "short"])
+    # rows of 784: a rest of 16, whose epilogue LLVM vectorises 8 or 4 wide by its cost model
+    _rows_graph(784, "%0 = summation(%x, axes=(1,)) : f32[6]\n  return %0"),
+    # a sum and a max: three values carried (the max's NaN flag), which LLVM interleaves twice
+    _rows_graph(64, "%0 = summation(%x, axes=(1,)) : f32[6]\n  %1 = max(%y, axes=(1,)) : f32[6]\n  return %0, %1"),
+    # a sum of 10 operations on 6 loads: LLVM interleaves it less than 4 times
+    _rows_graph(64, SUMS["long_sum"].replace("%0 = summation(%7", "%8 = multiply(%7, %z) : f32[6,N]\n"
+                                             "  %9 = add(%8, %w) : f32[6,N]\n  %0 = summation(%9")),
+    # an exp in the sum (mathlib's polynomial: a costly body)
+    _rows_graph(64, "%1 = exp(%x) : f32[6,N]\n  %0 = summation(%1, axes=(1,)) : f32[6]\n  return %0"),
+], ids=["sum", "transpose", "short", "rest", "three_carried", "costly", "exp"])
 def test_kernels_that_codegen_leaves_to_llvms_vectoriser(text):
     assert [lane_loop(k) for k in _kernels(text)] == [None]
 
@@ -141,11 +217,12 @@ def test_vectorised_kernels_are_compiled_without_llvms_vectorisers(monkeypatch, 
         pipelines.append(("ndlc.runner" in text, "splat" in text, vectorise))
         return translated(text, vectorise)
     monkeypatch.setattr(native, "_translated", recording)
-    compile_graph(parse("""graph @m(%x: f32[16,64], %w: f32[64,64]) {
-  %0 = matmul(%x, %w) : f32[16,64]
-  %1 = tanh(%0) : f32[16,64]
+    compile_graph(parse("""graph @m(%x: f32[16,64], %w: f32[64,48]) {
+  %0 = matmul(%x, %w) : f32[16,48]
+  %1 = tanh(%0) : f32[16,48]
   %2 = summation(%1, axes=(1,)) : f32[16]
   return %1, %2
 }"""), cached=False)
-    # (runner, codegen's vectors, vectorised by LLVM): the gemm's tanh epilogue is codegen's, the sum LLVM's
+    # (runner, codegen's vectors, vectorised by LLVM): the gemm's tanh epilogue is codegen's, the sum
+    # (of rows shorter than REDUCED_LEAST) LLVM's
     assert sorted(pipelines) == [(False, False, True), (False, True, False), (True, False, False)], pipelines
