@@ -25,6 +25,13 @@ TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: 
 # in ragged tiles 3.9-4.2 ms, as the NHWC nest and its permute back 4.5-5.5 (one thread, min of 60,
 # alternating, load ~6); LeNet conv2's rows of 10 fill 5/8
 RAGGED_FILL = 0.75
+# Sets of an L1 cache of 64-byte lines (32 KiB, 8 ways: Zen 3, Skylake): elements a multiple of 4 KiB
+# apart fall in one set, and a tile that reads or writes one of them for each of its channels evicts
+# its own lines (spread)
+L1_SETS = 64
+# Outputs along a tile's last loop that its stores write at once: its columns, two vectors of f32
+# (a conv's channels: LeNet conv2 and ResNet9's 4x4 layers as 5 x 16 and 4 x 16 tiles)
+STORED_AT_ONCE = 16
 
 
 def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False):
@@ -69,6 +76,13 @@ def multiply_add(reduction, loads) -> bool:
     return reduction.combine == Combine.ADD and reduction.dtype in ("f32", "f64") and body.prim == "mul" \
         and all(a.prim == "arg" and isinstance(loads[a.payload], Load) and loads[a.payload].dtype == reduction.dtype
                 for a in body.args)
+
+
+def spread(count: int, stride: int, itemsize: int) -> bool:
+    """Whether `count` elements `stride` elements apart fall at most two to a set of the L1 cache
+    (L1_SETS of 64-byte lines), where a tile's loads or stores of them keep their lines."""
+    sets = [c * stride * itemsize // 64 % L1_SETS for c in range(count)]
+    return max(sets.count(s) for s in sets) <= 2
 
 
 def ragged_pieces(rest: int, itemsize: int):
