@@ -67,9 +67,9 @@ def multiply_add(reduction, loads) -> bool:
     """Whether a 'rows' kernel (its blocks and register tiles: convolutions, matmuls as loop nests)
     accumulates `reduction` in fused multiply-adds: a float sum of the product of two loads of its
     dtype. A tap is then one instruction an output, not a multiply and an add, and needs no
-    register for the product: LeNet conv2's 5 x 16 tile as multiplies and adds spilled (2.7-2.8
-    -> 1.34-1.38 ms), the 3x3 32x16x32x32 -> 32 forward 4.4-4.8 -> 3.8-4.0 ms (one thread, min of
-    40, alternating, load ~1.1). Its sums round once a tap where they rounded twice, as OpenBLAS's
+    register for the product: forwards, min of 40 calls on one thread, 3 alternations, load ~6:
+    the 3x3 32x16x32x32 -> 32 4.21-4.69 -> 3.97-4.04 ms, LeNet conv1 0.89-0.93 -> 0.83, conv2
+    1.61-1.65 -> 1.37-1.49, ResNet9's 4x4 layer 1.05-1.07 -> 0.91-0.96. Its sums round once a tap where they rounded twice, as OpenBLAS's
     gemms do, within the tolerance of a reordered sum (runtime/check.py). 'rows' is chosen without
     regard to the thread count, so results stay the same on any team."""
     body = reduction.body
