@@ -69,13 +69,14 @@ def multiply_add(reduction, loads) -> bool:
     dtype. A tap is then one instruction an output, not a multiply and an add, and needs no
     register for the product: forwards, min of 40 calls on one thread, 3 alternations, load ~6:
     the 3x3 32x16x32x32 -> 32 4.21-4.69 -> 3.97-4.04 ms, LeNet conv1 0.89-0.93 -> 0.83, conv2
-    1.61-1.65 -> 1.37-1.49, ResNet9's 4x4 layer 1.05-1.07 -> 0.91-0.96. Its sums round once a tap where they rounded twice, as OpenBLAS's
-    gemms do, within the tolerance of a reordered sum (runtime/check.py). 'rows' is chosen without
-    regard to the thread count, so results stay the same on any team."""
+    1.61-1.65 -> 1.37-1.49, ResNet9's 4x4 layer 1.05-1.07 -> 0.91-0.96. Its sums round once a tap
+    where they rounded twice, as OpenBLAS's gemms do, within the tolerance of a reordered sum
+    (runtime/check.py). 'rows' is chosen without regard to the thread count, so results stay the
+    same on any team."""
     body = reduction.body
     return reduction.combine == Combine.ADD and reduction.dtype in ("f32", "f64") and body.prim == "mul" \
-        and all(a.prim == "arg" and isinstance(loads[a.payload], Load) and loads[a.payload].dtype == reduction.dtype
-                for a in body.args)
+        and all(a.prim == "arg" and isinstance(a.payload, int) and isinstance(loads[a.payload], Load)
+                and loads[a.payload].dtype == reduction.dtype for a in body.args)
 
 
 def spread(count: int, stride: int, itemsize: int) -> bool:
