@@ -22,6 +22,7 @@ from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
 from ..ir.kernel import Acc, Combine, Strategy
+from ..ir.tiles import multiply_add
 from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
@@ -319,10 +320,15 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
     def _accumulate(self, phase, slots, pointer):
         """Each reduction's body at the current point combined into its accumulator at pointer(slot)."""
         memo = Values()
-        values = [self._emit(r.body, memo) for r in phase.reductions]
-        for slot, r, value in zip(slots, phase.reductions, values):
+        rows = self.kernel.strategy == Strategy.ROWS
+        fused = [rows and multiply_add(r, self.kernel.loads) for r in phase.reductions]
+        values = [[self._emit(a, memo) for a in r.body.args] if f else self._emit(r.body, memo)
+                  for r, f in zip(phase.reductions, fused)]
+        for slot, r, value, f in zip(slots, phase.reductions, values, fused):
             at, b = pointer(slot), self.b
-            if slot in self.nans:  # a NaN makes the maxnum poison, and sets the flag that replaces it
+            if f:  # a tap of an outer product, side by side (ir/tiles.py)
+                self._put(mathlib.intrinsic(b, "llvm.fma", *value, self._get(at, TYPES[r.dtype])), at)
+            elif slot in self.nans:  # a NaN makes the maxnum poison, and sets the flag that replaces it
                 b.store(b.or_(b.load(self.nans[slot]), b.fcmp_unordered("uno", value, value)), self.nans[slot])
                 b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)
             else:

@@ -1,14 +1,15 @@
 """Register tiles of outer products: a 'rows' kernel whose reduction reads each operand invariant
 along one of its last two outer loops (a direct convolution: the input along the output channels,
 the weight along the pixels) accumulates a tile of R x C outputs in vector registers, so that each
-loaded vector serves R outputs and each broadcast C. The schedule emits them (passes/schedule.py);
+loaded vector serves R outputs and each broadcast C, a product of two loads added in one fused
+multiply-add (multiply_add, as in every 'rows' kernel). The schedule emits them (passes/schedule.py);
 a convolution keeps its direct loop nest where one fits (ir/ops/conv.py)."""
 
 import math
 from dataclasses import replace
 from fractions import Fraction
 
-from .kernel import Load
+from .kernel import Combine, Load
 from .scalar import leaves
 
 VECTOR_BYTES = 32  # an AVX2 register
@@ -24,6 +25,13 @@ TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: 
 # in ragged tiles 3.9-4.2 ms, as the NHWC nest and its permute back 4.5-5.5 (one thread, min of 60,
 # alternating, load ~6); LeNet conv2's rows of 10 fill 5/8
 RAGGED_FILL = 0.75
+# Sets of an L1 cache of 64-byte lines (32 KiB, 8 ways: Zen 3, Skylake): elements a multiple of 4 KiB
+# apart fall in one set, and a tile that reads or writes one of them for each of its channels evicts
+# its own lines (spread)
+L1_SETS = 64
+# Outputs along a tile's last loop that its stores write at once: its columns, two vectors of f32
+# (a conv's channels: LeNet conv2 and ResNet9's 4x4 layers as 5 x 16 and 4 x 16 tiles)
+STORED_AT_ONCE = 16
 
 
 def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False):
@@ -56,6 +64,29 @@ def _best_tile(rows, columns, lanes, dividing):
         if r * vectors >= TILE_LEAST and (key is None or (r * vectors * kept, -(r + vectors)) > key):
             best, key = (r, c), (r * vectors * kept, -(r + vectors))
     return best
+
+
+def multiply_add(reduction, loads) -> bool:
+    """Whether a 'rows' kernel (its blocks and register tiles: convolutions, matmuls as loop nests)
+    accumulates `reduction` in fused multiply-adds: a float sum of the product of two loads of its
+    dtype. A tap is then one instruction an output, not a multiply and an add, and needs no
+    register for the product: forwards, min of 40 calls on one thread, 3 alternations, load ~6:
+    the 3x3 32x16x32x32 -> 32 4.21-4.69 -> 3.97-4.04 ms, LeNet conv1 0.89-0.93 -> 0.83, conv2
+    1.61-1.65 -> 1.37-1.49, ResNet9's 4x4 layer 1.05-1.07 -> 0.91-0.96. Its sums round once a tap
+    where they rounded twice, as OpenBLAS's gemms do, within the tolerance of a reordered sum
+    (runtime/check.py). 'rows' is chosen without regard to the thread count, so results stay the
+    same on any team."""
+    body = reduction.body
+    return reduction.combine == Combine.ADD and reduction.dtype in ("f32", "f64") and body.prim == "mul" \
+        and all(a.prim == "arg" and isinstance(a.payload, int) and isinstance(loads[a.payload], Load)
+                and loads[a.payload].dtype == reduction.dtype for a in body.args)
+
+
+def spread(count: int, stride: int, itemsize: int) -> bool:
+    """Whether `count` elements `stride` elements apart fall at most two to a set of the L1 cache
+    (L1_SETS of 64-byte lines), where a tile's loads or stores of them keep their lines."""
+    sets = [c * stride * itemsize // 64 % L1_SETS for c in range(count)]
+    return max(sets.count(s) for s in sets) <= 2
 
 
 def ragged_pieces(rest: int, itemsize: int):

@@ -9,7 +9,8 @@ Reduction strategy (`Kernel.strategy`):
     outputs accumulate side by side, so the innermost loop runs along the block and vectorises
     (blocks of ROWS_BLOCK; of REGISTER_BLOCK, kept in registers, over short reduced loops; where
     each load is invariant along one of the last two outer loops, an outer product such as a direct
-    convolution, a register tile of both: ir/tiles.py);
+    convolution, a register tile of both: ir/tiles.py), each product of two loads added in a fused
+    multiply-add (ir/tiles.py multiply_add);
   - 'chunks': the same with one outer loop (BatchNorm1d's D) and a long first inner loop (its N):
     that loop is cut into CHUNKS fixed pieces whose partial results (scratch buffers) combine in
     order. Threads share the chunks, so each streams whole rows of memory: splitting the outer loop

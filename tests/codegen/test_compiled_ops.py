@@ -225,6 +225,25 @@ graph @c(%x: f32[2,19,19,6], %w: f32[5,5,6,16]) {
     assert "alloca" not in body
 
 
+def test_a_rows_kernel_accumulates_its_products_in_fused_multiply_adds():
+    """A conv's 'rows' kernel adds each product to its accumulator in one fused multiply-add
+    (ir/tiles.py multiply_add), rounding once a tap: -(1 + 2^-11) + (1 + 2^-12)^2 is 2^-24 exactly,
+    where a rounded product first (1 + 2^-11) left 0."""
+    graph = parse("""
+graph @r(%x: f32[2,2,3,16], %w: f32[1,1,2,4]) {
+  %0 = row_conv(%x, %w, width=16) : f32[2,4,3,16]
+  return %0
+}""")
+    x = np.empty((2, 2, 3, 16), np.float32)
+    x[:, 0], x[:, 1] = -(1 + 2.0 ** -11), 1 + 2.0 ** -12
+    w = np.empty((1, 1, 2, 4), np.float32)
+    w[..., 0, :], w[..., 1, :] = 1, 1 + 2.0 ** -12
+    program = compile_graph(graph)
+    assert "by 4 i2 accumulate side by side" in program.ir("scheduled") and "llvm.fma" in program.ir("llvm")
+    (out,) = program.run(x, w)
+    assert (out == np.float32(2.0 ** -24)).all()
+
+
 @pytest.mark.parametrize("dtype,width,stored", [("f32", 28, "store 12"), ("f32", 15, "store 7"),
                                                  ("f64", 14, "store 6")])
 def test_a_ragged_register_tile_computes_its_last_block_whole_and_stores_the_rest(dtype, width, stored):

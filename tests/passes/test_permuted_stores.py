@@ -59,11 +59,36 @@ kernel k0 -> %4
     store %4[8*i0 + 16*i1 + i2] = add(acc0, $2)""".strip("\n")
 
 
-def test_a_consumer_that_would_scatter_the_stores_stays_apart():
-    """An NHWC conv's output permuted to NCHW: along the tile's last loop (the channels) the NCHW
-    stores would be a plane apart, so the permute stays a kernel of its own."""
-    text = ROW_CONV.replace("store %4[16*i0 + 8*i1 + i2]", "store %4[i0 + 4*i1 + 8*i2]")
+def test_a_consumer_that_would_put_the_stores_in_one_cache_set_stays_apart():
+    """An NHWC conv's output permuted to NCHW planes of 4 KiB: along the tile's last loop (the
+    channels) its stores would fall in one L1 set, so the permute stays a kernel of its own."""
+    text = ROW_CONV.replace("%4: f32[1,4,2,8]", "%4: f32[8,1024]").replace(
+        "store %4[16*i0 + 8*i1 + i2]", "store %4[i0 + 4*i1 + 1024*i2]")
     assert fold(text) == text.strip("\n")
+
+
+def test_a_consumer_whose_strided_stores_spread_over_the_cache_folds():
+    """Stores 8 elements (32 bytes) apart along the tile's last loop spread over the L1 sets: the
+    reduction makes them, strided."""
+    text = ROW_CONV.replace("store %4[16*i0 + 8*i1 + i2]", "store %4[i0 + 4*i1 + 8*i2]")
+    assert fold(text) == """
+program @rows(%x, %w, %b) -> (%4)
+  %x: f32[1,2,4,10] input
+  %w: f32[3,3,2,4] input
+  %b: f32[4] input
+  %4: f32[1,4,2,8] output
+
+kernel k0 -> %4
+  fuses: %0 row_conv, %2 permute, %1 broadcast_to, %3 add, %4 permute
+  stored because: %4: graph output
+  merged: %4 (%2 permute, %1 broadcast_to, %3 add, %4 permute) read %0 in another order: its stores
+  loops: i0<2 i1<4 i2<8 | i3<3 i4<3 i5<2
+  $0 = %x[10*i0 + i2 + 10*i3 + i4 + 40*i5]
+  $1 = %w[i1 + 24*i3 + 8*i4 + 4*i5]
+  $2 = %b[i1]
+  phase 0: reduce
+    acc0 = add of mul($0, $1)
+    store %4[4*i0 + i1 + 8*i2] = add(acc0, $2)""".strip("\n")
 
 
 def test_a_consumer_that_reads_an_element_twice_or_a_shared_result_stays_apart():

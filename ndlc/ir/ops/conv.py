@@ -5,7 +5,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..tiles import register_tile
+from ..tiles import L1_SETS, register_tile, spread
 from ..types import TensorType, is_float, numpy_dtype
 from .windows import FOLD_PIXELS, out_size, window_axis
 
@@ -29,11 +29,9 @@ DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's 
 # over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
 # 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
 TILED_ADJOINT = 8192
-# Sets of an L1 cache of 64-byte lines (32 KiB, 8 ways: Zen 3, Skylake): planes a multiple of 4 KiB
-# apart put a tile's loads of every channel in one set. A 3x3 16 -> 32 conv of 28x28 images as
-# ragged rows over planes of 30 x 34 (4080 bytes): 5.3 ms, against 3.6-3.7 over rows of 42 and
-# 4.4 for the NHWC nest (one thread, min of 60, load ~6)
-L1_SETS = 64
+# Planes a multiple of 4 KiB apart put a tile's loads of every channel in one L1 set (ir/tiles.py
+# spread). A 3x3 16 -> 32 conv of 28x28 images as ragged rows over planes of 30 x 34 (4080 bytes):
+# 5.3 ms, against 3.6-3.7 over rows of 42 and 4.4 for the NHWC nest (one thread, min of 60, load ~6)
 
 
 # ---- conv -------------------------------------------------------------------------------
@@ -305,8 +303,7 @@ def _spread_row(rows, least, channels, itemsize):
     planes of `rows` rows put the same element of each of `channels` channels (what a tile's steps
     read) at most two to an L1 set (L1_SETS of 64-byte lines)."""
     for row in range(least, least + L1_SETS):
-        lines = [c * rows * row * itemsize // 64 % L1_SETS for c in range(channels)]
-        if max(lines.count(line) for line in lines) <= 2:
+        if spread(channels, rows * row, itemsize):
             return row
     return least  # more channels than two to a set can place
 
