@@ -1,12 +1,14 @@
 """Counts per steady call of each `ndlc bench` case, which the machine's load does not change
 (issue 20: where ndlc's run-to-run spread comes from): minor page faults and Python allocations,
-measured in this process, and, with --external, instructions, context switches and system calls
-(futex waits and wakes among them) of a child process under `perf stat` and `strace -f -c`, each
+measured in this process, and, with --external, context switches and system calls (futex waits
+and wakes among them) of a child process under `perf stat` and `strace -f -c`, each
 the difference between a child making CALLS calls and one making none after the same warm-up, so
 that compiling and loading cancel out.
 
     python benchmarks/spread.py [--only TEXT] [--calls N] [--external]
     python benchmarks/spread.py --starved   # a call beside a worker that lost its core
+    python benchmarks/spread.py --rounds 3  # wall clock: medians of 20 calls a round, each case's
+                                            # slowest round over its fastest (ndlc bench's spread)
 
 `--starved` (and tests/runtime/test_pool.py) times a 2-thread program's calls while its team's
 worker shares a core with a busy process at SCHED_IDLE priority (it runs a few ms a second) and
@@ -68,7 +70,7 @@ def child(index, calls):
 
 def _perf(index, calls):
     """{event: count} of a child making `calls` calls (perf stat, user and kernel)."""
-    events = "instructions:u,context-switches,cpu-migrations"
+    events = "context-switches,cpu-migrations"  # (instructions: not counted in this VM)
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
         subprocess.run(["perf", "stat", "-x,", "-o", out.name, "-e", events, sys.executable, __file__,
                         "--child", str(index), "--calls", str(calls)], check=True)
@@ -94,7 +96,7 @@ def _strace(index, calls):
 
 
 def external(index, calls):
-    """Per call: instructions, context switches, futex calls and all system calls, each the
+    """Per call: context switches, futex calls and all system calls, each the
     difference between a child making `calls` calls and one making none."""
     perf = [_perf(index, n) for n in (0, calls)]
     trace = [_strace(index, n) for n in (0, calls)]
@@ -150,12 +152,29 @@ def starved_program():
     return program, x
 
 
+def rounds(cases, count, calls=20):
+    """{case name: [median seconds of `calls` calls in each of `count` rounds]}: every case built
+    (and warmed up) first, then each round times every case in turn, as `ndlc bench` does."""
+    built = {case.name(False): build(case) for case in cases}
+    medians = {name: [] for name in built}
+    for _ in range(count):
+        for name, call in built.items():
+            seconds = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                call()
+                seconds.append(time.perf_counter() - start)
+            medians[name].append(statistics.median(seconds))
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="cases whose name contains this text")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--external", action="store_true", help="perf and strace counts too (slower)")
     parser.add_argument("--starved", action="store_true", help="time calls beside a worker that lost its core")
+    parser.add_argument("--rounds", type=int, help="wall clock: this many rounds of medians of 20 calls")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -171,18 +190,24 @@ def main():
         print(f"{args.calls} calls beside a starved worker: median {statistics.median(seconds) * 1e3:.3f} ms, "
               f"slowest {max(seconds) * 1e3:.3f} ms, total {sum(seconds) * 1e3:.1f} ms")
         return
-    print("| case | minor faults/call | Python blocks kept/call | peak Python bytes | instructions/call "
+    cases = [case for case in CASES if args.only.lower() in case.name(False).lower()]
+    if args.rounds:
+        print("| case | median ms | rounds' medians (ms) | slowest round / fastest |")
+        print("|---|---:|---|---:|")
+        for name, medians in rounds(cases, args.rounds).items():
+            print(f"| {name} | {statistics.median(medians) * 1e3:.3f} | "
+                  f"{', '.join(f'{m * 1e3:.3f}' for m in medians)} | {max(medians) / min(medians):.2f}x |")
+        return
+    print("| case | minor faults/call | Python blocks kept/call | peak Python bytes "
           "| context switches/call | futex/call | system calls/call |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for index, case in enumerate(CASES):
-        name = case.name(False)
-        if args.only.lower() not in name.lower():
-            continue
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for case in cases:
+        index, name = CASES.index(case), case.name(False)
         faults, kept, peak = in_process(build(case), args.calls)
         cells = [f"{faults:.2f}", f"{kept:.3f}", f"{peak}"]
         if args.external:
             per = external(index, args.calls)
-            cells += [f"{per.get('instructions', 0):.0f}", f"{per.get('context-switches', 0):.2f}",
+            cells += [f"{per.get('context-switches', 0):.2f}",
                       f"{per['futex']:.2f}", f"{per['syscalls']:.2f}"]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 

@@ -9,7 +9,10 @@ its pieces. Here a region is open only while the caller runs it: a worker joins 
 still open when the worker arrives (counted in `active`), and the caller, its own pieces done,
 closes it and waits only for the workers that joined, each of which holds at most a piece. The
 work is claimed from counters in the kernels (codegen/llvm_calls.py), so the results do not
-depend on which thread ran a piece, nor on how many joined.
+depend on which thread ran a piece, nor on how many joined. The handshakes are sequentially
+consistent on both sides (a worker counts itself in `active`, then reads `open`; the caller
+clears `open`, then reads `active`; a worker counts itself in `sleepers`, then reads `gen`; the
+caller writes `gen`, then reads `sleepers`), so neither side misses the other.
 
 The state is one array of i64 words, each field on a cache line of its own (`FIELDS`): `gen` the
 number of the last region opened (an i32: the word idle workers sleep on with futex), `open` the
@@ -43,7 +46,7 @@ entry:
   br label %poll
 poll:
   %n = phi i32 [0, %entry], [%n.next, %again]
-  %now = load atomic i64, ptr %counter acquire, align 8
+  %now = load atomic i64, ptr %counter seq_cst, align 8
   %done = icmp eq i64 %now, %value
   br i1 %done, label %out, label %idle
 idle:

@@ -104,12 +104,21 @@ def threads() -> int:
     numpy's OpenBLAS is held to the budget too (`_hold_blas`)."""
     budget = thread_budget()
     _hold_blas(budget)
-    return budget if budget == 1 or team_runs() else 1
+    if budget == 1 or team_runs():
+        return budget
+    _say_serial()
+    return 1
 
 
 def team_runs() -> bool:
     """Whether ndlc's thread team runs on this system (codegen/llvm_pool.py: runs_on)."""
     return runs_on(sys.platform, platform.machine())
+
+
+@functools.lru_cache(maxsize=None)
+def _say_serial():
+    log.warning("ndlc's thread team does not run on %s %s: compiled kernels run on one thread (correct, "
+                "slower on large inputs)", sys.platform, platform.machine())
 
 
 def set_team(count):
@@ -169,7 +178,7 @@ def check_gemms(program):
 
 
 def register(llvm):
-    """Bind the gemm and libgomp symbols and the team in llvmlite.binding `llvm`'s process-wide
+    """Bind the gemm and team symbols and the team i32 in llvmlite.binding `llvm`'s process-wide
     symbol table."""
     llvm.add_symbol(TEAM, ctypes.addressof(_team))
     for name, address in imported().items():
