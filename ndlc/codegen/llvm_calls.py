@@ -1,4 +1,4 @@
-"""The calls out of generated CPU code: ndlc's thread team (`ndlc_parallel`, `ndlc_wait`:
+"""The calls out of generated CPU code: ndlc's thread team (`ndlc_parallel`, `ndlc_done`, `ndlc_wait`:
 codegen/llvm_pool.py), CBLAS gemm (bound at load by runtime/libraries.py); the runner stamps
 NDLC_PROFILE's cycle counter (llvm_program.py). A split kernel's team is a run-time value, the
 process-wide i32 `TEAM` (bound at load like the calls; runtime/team.py sets it per program call),
@@ -13,7 +13,8 @@ from .llvm_scalar import I64, TYPES
 CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS = 101, 111, 112  # CBLAS enum values
 I32, PTR = ir.IntType(32), ir.PointerType()
 _TEAM_CALLS = {"ndlc_parallel": ir.FunctionType(ir.VoidType(), [PTR, PTR, I32]),
-               "ndlc_wait": ir.FunctionType(ir.VoidType(), [PTR, I64])}
+               "ndlc_wait": ir.FunctionType(ir.VoidType(), [PTR, I64]),
+               "ndlc_done": ir.FunctionType(ir.VoidType(), [PTR])}
 
 
 def counters(kernel) -> int:
@@ -58,8 +59,8 @@ def _outlined(module, kernel, fn, count):
 def take_in_turn(b, counter, total, body, finished=None):
     """body(i) for each i < total that this thread takes from the shared i64 `counter` (an atomic
     add, so the threads that keep their cores take what one that lost its own has not started);
-    each counted in the i64 `finished` after it, where given (released: what it wrote is seen by a
-    thread that reads the count)."""
+    each counted in the i64 `finished` after it, where given (ndlc_done: what it wrote is seen by a
+    thread that reads the count, and one asleep on the count wakes)."""
     take, run, done = (b.append_basic_block(f"{part}.taken") for part in ("take", "run", "done"))
     b.branch(take)
     b.position_at_end(take)
@@ -68,7 +69,7 @@ def take_in_turn(b, counter, total, body, finished=None):
     b.position_at_end(run)
     body(number)
     if finished is not None:
-        b.atomic_rmw("add", finished, ir.Constant(I64, 1), "release")
+        b.call(declare_team_call(b.module, "ndlc_done"), [finished])
     b.branch(take)
     b.position_at_end(done)
 

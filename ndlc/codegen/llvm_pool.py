@@ -1,6 +1,6 @@
 """ndlc's thread team in LLVM IR (runtime/pool.py compiles it once per process): `ndlc_parallel`
-runs a split kernel's outlined function on the caller and the pool's workers, `ndlc_wait` waits
-for a counter, `ndlc_pool_worker` is a worker thread's loop.
+runs a split kernel's outlined function on the caller and the pool's workers, `ndlc_done` counts
+a piece done, `ndlc_wait` waits for a count, `ndlc_pool_worker` is a worker thread's loop.
 
 Why not libgomp: its `GOMP_parallel` returns only when every thread of the team has run the
 region, so a worker whose core another process holds kept the whole call waiting for a scheduler
@@ -12,30 +12,32 @@ work is claimed from counters in the kernels (codegen/llvm_calls.py), so the res
 depend on which thread ran a piece, nor on how many joined. The handshakes are sequentially
 consistent on both sides (a worker counts itself in `active`, then reads `open`; the caller
 clears `open`, then reads `active`; a worker counts itself in `sleepers`, then reads `gen`; the
-caller writes `gen`, then reads `sleepers`), so neither side misses the other.
+caller writes `gen`, then reads `sleepers`; a waiter counts itself in `waiters`, then reads its
+count; `ndlc_done` counts, then reads `waiters`), so neither side misses the other. A waiter
+polls SPIN times, then sleeps on its count's low half (futex): its core idle, the scheduler may
+move the thread it waits for there (a yield would hand the core to another process for a time
+slice instead, and under load waiting threads yielded ~50 times a call).
 
 The state is one array of i64 words, each field on a cache line of its own (`FIELDS`): `gen` the
 number of the last region opened (an i32: the word idle workers sleep on with futex), `open` the
 number of the region running (0: none), `fn` and `data` its function and argument, `wanted` how
 many workers it may take (its team but the caller), `active` the workers inside it, `sleepers`
 the workers asleep on `gen`, `busy` whether a region runs (a second caller runs its region alone),
-`started` the workers started (each takes its index from it), and the counts `regions`,
+`started` the workers started (each takes its index from it), `waiters` the threads asleep on a
+count (`ndlc_wait`), and the counts `regions`,
 `joined` (regions a worker ran) and `late` (a worker came after its region closed)."""
 FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "active": 24, "sleepers": 32,
-          "busy": 40, "started": 48, "regions": 56, "joined": 57, "late": 58}
+          "busy": 40, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58}
 WORDS = 64
 STATE = "ndlc_pool_state"
-FUNCTIONS = ("ndlc_parallel", "ndlc_wait", "ndlc_pool_worker")
+FUNCTIONS = ("ndlc_parallel", "ndlc_wait", "ndlc_done", "ndlc_pool_worker")
 FUTEX = {"x86_64": 202, "aarch64": 98}  # SYS_futex by machine (Linux): the machines the pool runs on
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE operations (one process's threads)
-SPIN = 30000  # polls of `gen` (a pause each) before a worker sleeps: ~0.8 ms, libgomp's GOMP_SPINCOUNT as
+SPIN = 30000  # polls (a pause each) before a worker or a waiter sleeps: ~0.8 ms, libgomp's GOMP_SPINCOUNT as
 # ndlc set it (docs/ARCHITECTURE.md: long enough to bridge the gaps between one step's kernels)
-YIELD_AFTER = 1000  # polls before a waiter gives its core up between polls (sched_yield): a thread it
-# waits for may be waiting for that core
 
 _TEMPLATE = """@{state} = global [{words} x i64] zeroinitializer, align 64
 declare i64 @syscall(i64, ...)
-declare i32 @sched_yield()
 {pause_declaration}
 define internal void @relax() alwaysinline {{
 {pause}  ret void
@@ -45,22 +47,48 @@ define void @ndlc_wait(ptr %counter, i64 %value) {{
 entry:
   br label %poll
 poll:
-  %n = phi i32 [0, %entry], [%n.next, %again]
+  %n = phi i32 [0, %entry], [%n.next, %spin], [0, %awake]
   %now = load atomic i64, ptr %counter seq_cst, align 8
   %done = icmp eq i64 %now, %value
   br i1 %done, label %out, label %idle
 idle:
-  %tired = icmp uge i32 %n, {yield_after}
-  br i1 %tired, label %yield, label %spin
-yield:
-  %ignored = call i32 @sched_yield()
-  br label %again
+  %polling = icmp ult i32 %n, {spin}
+  br i1 %polling, label %spin, label %sleep
 spin:
   call void @relax()
-  br label %again
-again:
   %n.next = add nuw i32 %n, 1
   br label %poll
+sleep:
+  %waiters = getelementptr inbounds i64, ptr @{state}, i64 {waiters}
+  %was = atomicrmw add ptr %waiters, i64 1 seq_cst
+  %still = load atomic i64, ptr %counter seq_cst, align 8
+  %low = trunc i64 %still to i32
+  %more = icmp ne i64 %still, %value
+  br i1 %more, label %futex, label %awake
+futex:
+  %slept = call i64 (i64, ...) @syscall(i64 {futex}, ptr %counter, i32 {futex_wait}, i32 %low, ptr null, ptr null, i32 0)
+  br label %awake
+awake:
+  %were = atomicrmw sub ptr %waiters, i64 1 seq_cst
+  br label %poll
+out:
+  ret void
+}}
+
+define void @ndlc_done(ptr %counter) {{
+  call void @changed(ptr %counter, i64 1)
+  ret void
+}}
+
+define internal void @changed(ptr %counter, i64 %delta) {{
+entry:
+  %old = atomicrmw add ptr %counter, i64 %delta seq_cst
+  %waiters = load atomic i64, ptr {at_waiters} seq_cst, align 8
+  %asleep = icmp ne i64 %waiters, 0
+  br i1 %asleep, label %wake, label %out
+wake:
+  %woken = call i64 (i64, ...) @syscall(i64 {futex}, ptr %counter, i32 {futex_wake}, i32 2147483647)
+  br label %out
 out:
   ret void
 }}
@@ -161,7 +189,7 @@ late:
   %lates = atomicrmw add ptr {at_late}, i64 1 monotonic
   br label %left
 left:
-  %leaving = atomicrmw sub ptr %active, i64 1 release
+  call void @changed(ptr %active, i64 -1)
   br label %wait
 }}
 """
@@ -172,7 +200,7 @@ def pool_module(machine: str) -> str:
     x86 = machine == "x86_64"
     return _TEMPLATE.format(
         state=STATE, words=WORDS, futex=FUTEX[machine], futex_wait=FUTEX_WAIT, futex_wake=FUTEX_WAKE,
-        spin=SPIN, yield_after=YIELD_AFTER, **FIELDS,
+        spin=SPIN, **FIELDS,
         **{f"at_{name}": f"getelementptr inbounds ([{WORDS} x i64], ptr @{STATE}, i64 0, i64 {word})"
            for name, word in FIELDS.items()},
         pause_declaration="declare void @llvm.x86.sse2.pause()\n" if x86 else "",

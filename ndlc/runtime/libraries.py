@@ -2,7 +2,7 @@
 bundled with numpy, and ndlc's own thread team (runtime/pool.py).
 
 Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: CBLAS gemm with
-64-bit integers; the team's `ndlc_parallel` and `ndlc_wait`):
+64-bit integers; the team's `ndlc_parallel`, `ndlc_wait` and `ndlc_done`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
 (`blas_enabled()`, `threads()`) and passes it to the passes as plain options.
@@ -40,7 +40,7 @@ from ..ir.kernel_verifier import gemm_problem
 from ..codegen.llvm_pool import FUNCTIONS, runs_on
 
 log = logging.getLogger("ndlc.libraries")
-TEAM_SYMBOLS = FUNCTIONS[:2]  # ndlc_parallel, ndlc_wait (codegen/llvm_pool.py)
+TEAM_SYMBOLS = FUNCTIONS[:3]  # ndlc_parallel, ndlc_wait, ndlc_done (codegen/llvm_pool.py)
 IMPORTED = (*(gemm_symbol(dtype) for dtype in GEMMS), *TEAM_SYMBOLS)  # the functions generated code calls
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
