@@ -3,8 +3,8 @@
 arguments (so loops vectorise without runtime alias checks); codegen/llvm_program.py adds the
 entry point that runs them in schedule order. A gemm kernel calls the external
 `ndlc_sgemm`/`ndlc_dgemm` by name (bound at load: runtime/libraries.py). A split kernel
-(passes/schedule.py) runs its body in libgomp's `GOMP_parallel` through an outlined
-`<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
+(passes/schedule.py) runs its body on ndlc's team (`ndlc_parallel`, codegen/llvm_pool.py) through an
+outlined `<body>.omp(ptr data)`, its threads taking pieces of its loop (or its chunks) from shared counters;
 how many threads is read at run time (llvm_calls.TEAM), so one compiled program runs on any team.
 Maps, gemm epilogues, 'chunks' and 'rows' kernels, and 'point' reductions whose order LLVM's
 vectoriser is known to give, run their innermost loop as explicit vectors (llvm_lanes.py); the
@@ -26,8 +26,8 @@ from ..ir.tiles import multiply_add
 from ..ir.rules import combine_primitive, identity
 from ..ir.types import is_float
 from . import mathlib
-from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm,
-                         declare_openmp, take_in_turn)
+from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm, done_counter,
+                         take_in_turn, wait_for)
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_lanes import Lanes, lane_loop
@@ -231,10 +231,10 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
     def _chunks(self):
         """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: per phase, the
         threads take chunks in turn (`_taken`) and accumulate each chunk's partials for every j
-        (whole rows stream through memory), then, after a barrier, take blocks of COMBINE_BLOCK
-        columns j in turn, combine their partials in chunk order (a chunk's partials for the whole
-        block at a time, so the additions and the stores vectorise along j) and make the phase's
-        stores; a barrier ends every phase.
+        (whole rows stream through memory), then, once every chunk is done, take blocks of
+        COMBINE_BLOCK columns j in turn, combine their partials in chunk order (a chunk's partials
+        for the whole block at a time, so the additions and the stores vectorise along j) and make
+        the phase's stores; a phase starts once every block of the one before is done.
         Chunks do not depend on the thread count, so neither do the results."""
         k, b = self.kernel, self.b
         n, columns, count = k.extents[k.outer], k.extents[0], k.chunks
@@ -273,7 +273,6 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
                 over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial),
                              lambda phase=phase, slots=slots: self._counted(0, ZERO, ir.Constant(
                                  I64, columns), lambda: self._initialise(phase, slots, self._partial)))
-                self._barrier()
 
                 def combine(block, phase=phase, slots=slots):
                     def add(c):
@@ -295,12 +294,12 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
             else:
                 self._taken(2 * p + 1, blocks, lambda block, phase=phase: over_block(
                     block, lambda: self._stores(phase.stores)))
-            self._barrier()
         self.chunk = None
 
     def _taken(self, number, total, body, var=None):
         """body(i), loop variable `var` (if any) set to i, for every i < total when the kernel runs
-        serially; on several threads, for each i this thread takes from shared counter `number`."""
+        serially; on several threads, for each i this thread takes from shared counter `number`,
+        then until every i is done (what follows reads what they wrote)."""
         def at(i):
             if var is not None:
                 self.vars[var] = i
@@ -308,7 +307,10 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         if self.kernel.split is None:
             self._range(self.chunk_counters[0], ir.Constant(I64, 0), ir.Constant(I64, total), at)
         else:
-            take_in_turn(self.b, self.b.gep(self.shared, [ir.Constant(I64, number)], source_etype=I64), total, at)
+            counter, done = (self.b.gep(self.shared, [ir.Constant(I64, n)], source_etype=I64)
+                             for n in (number, done_counter(self.kernel, number)))
+            take_in_turn(self.b, counter, total, at, done)
+            wait_for(self.b, done, total)
 
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
@@ -339,11 +341,6 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         index = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])), self.vars[0])
         element = TYPES[self.reductions[slot].dtype]
         return self.b.gep(self.pointers[self.kernel.scratch[slot]], [index], inbounds=True, source_etype=element)
-
-    def _barrier(self):
-        """All threads of the kernel's team wait here (nothing to wait for when it runs serially)."""
-        if self.kernel.split is not None:
-            self.b.call(declare_openmp(self.b.module, "GOMP_barrier"), [])
 
     def _leaf_value(self, payload):
         return self._acc_value(payload.index) if isinstance(payload, Acc) else self._load(payload)

@@ -13,7 +13,8 @@ arrays are aligned (runtime/program.py). Bounds-checked code stores the usual wa
 
 Streaming stores are weakly ordered: the kernel's function ends with an sfence (elsewhere a
 sequentially consistent fence) before the threads that read the output synchronise with this one
-in libgomp's barrier, whose locked instructions the x86 manuals do not promise to order them (and
+through the team's counters (codegen/llvm_pool.py), whose locked instructions the x86 manuals do
+not promise to order them (and
 LLVM lowers `fence seq_cst` on x86 to one such, `lock or`, not to mfence).
 """
 import contextlib

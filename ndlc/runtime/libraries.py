@@ -1,8 +1,8 @@
 """The native libraries compiled code calls, found and loaded at run time: the gemm of the OpenBLAS
-bundled with numpy, and OpenMP's runtime (libgomp).
+bundled with numpy, and ndlc's own thread team (runtime/pool.py).
 
 Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: CBLAS gemm with
-64-bit integers; libgomp's `GOMP_parallel` and `GOMP_barrier`):
+64-bit integers; the team's `ndlc_parallel`, `ndlc_wait` and `ndlc_done`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
 (`blas_enabled()`, `threads()`) and passes it to the passes as plain options.
@@ -11,7 +11,7 @@ buffers' dtypes or sizes (a compiler bug becomes an error, never a write past a 
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
 64-bit-integer OpenBLAS (logged once).
 
-One thread budget (NDLC_THREADS, env.thread_budget): `threads()` sizes ndlc's own pool and holds
+One thread budget (NDLC_THREADS, env.thread_budget): `threads()` sizes ndlc's own team and holds
 numpy's OpenBLAS to the same count the first time it is read (lowering it, never raising it past
 where OpenBLAS stood), so at 1 exactly one thread works, and numpy's matmuls in the same process
 (eager execution) stay within it. OpenBLAS is reached through the symbols of the very library whose
@@ -19,18 +19,17 @@ gemm ndlc calls (`scipy_openblas_set_num_threads64_` in numpy 2's scipy-openblas
 name in numpy 1's), so no other copy in the process is touched and no dependency is needed.
 Inside a compiled program every gemm runs on its calling thread (`single_threaded_blas`): ndlc
 splits the rows itself (passes/schedule.py), where OpenBLAS's own threads would sum differently.
-libgomp's idle threads spin a bounded while before they sleep (`SPIN_COUNT`, docs/ARCHITECTURE.md).
 How many threads split kernels run on is the i32 `ndlc_team` bound here (`set_team`; runtime/team.py
 chooses it per call): MCJIT's code reads this module's; a shared library (runtime/shared.py)
 defines its own, which `bind_team` adds to those `set_team` writes.
 """
-import contextlib
 import ctypes
-import ctypes.util
 import functools
 import glob
 import logging
 import os
+import platform
+import sys
 
 import numpy as np
 
@@ -38,24 +37,21 @@ from ..env import ThreadsError, flag, thread_budget  # noqa: F401 (threads() rai
 from ..errors import VerifyError
 from ..ir.kernel import GEMMS, TEAM, gemm_symbol
 from ..ir.kernel_verifier import gemm_problem
+from ..codegen.llvm_pool import FUNCTIONS, runs_on
 
 log = logging.getLogger("ndlc.libraries")
-OPENMP_SYMBOLS = ("GOMP_parallel", "GOMP_barrier")
-IMPORTED = (*(gemm_symbol(dtype) for dtype in GEMMS), *OPENMP_SYMBOLS)  # the functions generated code calls
+TEAM_SYMBOLS = FUNCTIONS[:3]  # ndlc_parallel, ndlc_wait, ndlc_done (codegen/llvm_pool.py)
+IMPORTED = (*(gemm_symbol(dtype) for dtype in GEMMS), *TEAM_SYMBOLS)  # the functions generated code calls
 # (single, double) precision CBLAS gemm, then the get/set thread count functions, exported with
 # 64-bit integers by numpy 2.x, then 1.x wheels
 _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openblas_get_num_threads64_",
                   "scipy_openblas_set_num_threads64_"),
                  ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_",
                   "openblas_set_num_threads64_"))
-# libgomp's idle threads poll this many times (~0.8 ms of a core), then sleep on a futex: long
-# enough to bridge the gaps between one step's kernels, a tenth of libgomp's default (300000, ~8 ms
-# after every parallel region); under contention the team drops to 1 and nothing spins
-# (runtime/team.py, docs/ARCHITECTURE.md). The user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins
-SPIN_COUNT = "30000"
 _held = {}  # "budget": the budget OpenBLAS was last held to
 _team = ctypes.c_int32(1)  # TEAM: how many threads split kernels run on now (set before each call)
 _teams = [_team]  # every TEAM native code reads: MCJIT's (_team), each loaded shared library's
+_pool = {}  # "functions": the team's (name -> address), "grow": starts its workers (runtime/pool.py: provide)
 
 
 def blas_available() -> bool:
@@ -104,10 +100,25 @@ def restart_blas_pool():
 
 def threads() -> int:
     """Threads ndlc's large kernels run on: the budget (NDLC_THREADS, else the cores this process
-    may use), 1 without libgomp; numpy's OpenBLAS is held to the budget too (`_hold_blas`)."""
+    may use), 1 where ndlc's team does not run (codegen/llvm_pool.py: Linux on x86-64 or AArch64);
+    numpy's OpenBLAS is held to the budget too (`_hold_blas`)."""
     budget = thread_budget()
     _hold_blas(budget)
-    return budget if budget == 1 or _openmp() is not None else 1
+    if budget == 1 or team_runs():
+        return budget
+    _say_serial()
+    return 1
+
+
+def team_runs() -> bool:
+    """Whether ndlc's thread team runs on this system (codegen/llvm_pool.py: runs_on)."""
+    return runs_on(sys.platform, platform.machine())
+
+
+@functools.lru_cache(maxsize=None)
+def _say_serial():
+    log.warning("ndlc's thread team does not run on %s %s: compiled kernels run on one thread (correct, "
+                "slower on large inputs)", sys.platform, platform.machine())
 
 
 def set_team(count):
@@ -115,6 +126,16 @@ def set_team(count):
     if count != _team.value:
         for cell in _teams:
             cell.value = count
+        if count > 1 and _pool:
+            _pool["grow"](count - 1)
+
+
+def provide(functions, grow):
+    """The team's functions (name -> address) for imported(), and `grow(workers)`, which starts
+    its workers (runtime/pool.py binds them before native code loads)."""
+    _pool.update(functions=functions, grow=grow)
+    if _team.value > 1:
+        grow(_team.value - 1)
 
 
 def bind_team(cell):
@@ -157,7 +178,7 @@ def check_gemms(program):
 
 
 def register(llvm):
-    """Bind the gemm and libgomp symbols and the team in llvmlite.binding `llvm`'s process-wide
+    """Bind the gemm and team symbols and the team i32 in llvmlite.binding `llvm`'s process-wide
     symbol table."""
     llvm.add_symbol(TEAM, ctypes.addressof(_team))
     for name, address in imported().items():
@@ -166,12 +187,10 @@ def register(llvm):
 
 def imported() -> dict:
     """The address of each of IMPORTED that this process has: the gemms where numpy's OpenBLAS
-    was found, libgomp's functions where it loads."""
+    was found, the team's functions once runtime/pool.py provided them."""
     functions = dict(zip((gemm_symbol(dtype) for dtype in GEMMS), _blas()[:2]))
-    library = _openmp()
-    if library is not None:
-        functions.update((name, getattr(library, name)) for name in OPENMP_SYMBOLS)
-    return {name: ctypes.cast(fn, ctypes.c_void_p).value for name, fn in functions.items()}
+    addresses = {name: ctypes.cast(fn, ctypes.c_void_p).value for name, fn in functions.items()}
+    return {**addresses, **{name: _pool["functions"][name] for name in TEAM_SYMBOLS if _pool}}
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,41 +215,3 @@ def _blas_paths():
     root = os.path.dirname(np.__file__)
     patterns = (root + ".libs/*openblas*", os.path.join(root, ".dylibs", "*openblas*"))
     return sorted(path for pattern in patterns for path in glob.glob(pattern))
-
-
-@functools.lru_cache(maxsize=None)
-def _openmp():
-    """libgomp loaded with ctypes, or None where it cannot be (logged once). It reads its
-    environment when loaded: GOMP_SPINCOUNT is SPIN_COUNT for that moment only (children
-    started later, PyTorch's own libgomp in them included, see the user's environment)."""
-    for name in _openmp_candidates():
-        try:
-            with _environment(GOMP_SPINCOUNT=SPIN_COUNT):
-                library = ctypes.CDLL(name)
-        except OSError:
-            continue
-        if all(hasattr(library, symbol) for symbol in OPENMP_SYMBOLS):
-            log.debug("OpenMP runtime from %s", name)
-            return library
-    log.warning("libgomp (OpenMP's runtime, shipped with gcc) cannot be loaded here; compiled kernels "
-                "run on one thread (correct, slower on large inputs)")
-    return None
-
-
-@contextlib.contextmanager
-def _environment(**settings):
-    """`settings` in os.environ meanwhile, unless the user set them or OMP_WAIT_POLICY."""
-    added = {} if "OMP_WAIT_POLICY" in os.environ else {k: v for k, v in settings.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for name in added:
-            del os.environ[name]
-
-
-def _openmp_candidates():
-    yield "libgomp.so.1"
-    found = ctypes.util.find_library("gomp")  # slower (runs ldconfig or the compiler): second
-    if found:
-        yield found

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import cache, host, libraries, shared
+from . import cache, host, libraries, pool, shared
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -144,6 +144,7 @@ class NativeModule:
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
         native.keys, native.library, native.objects = list(keys), None, None
+        pool.bind()
         loaded = library and shared.load(library)
         if loaded:
             native.library = library
@@ -185,6 +186,7 @@ class NativeModule:
         """Load `self.objects` (cache key -> (object code, IR)) into an MCJIT engine; the function
         giving a symbol's address in it."""
         llvm = _binding()
+        pool.bind()
         libraries.register(llvm)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
         for obj, _ in self.objects.values():

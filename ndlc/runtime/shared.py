@@ -9,12 +9,12 @@ that hash first. The compiling process runs the objects in MCJIT
 not load (one gone or damaged is then linked again from the objects: repaired); NDLC_LOG=compile
 says which loaded a program.
 
-Generated code calls its imports (libraries.IMPORTED: CBLAS gemm, libgomp) by name and reads the
+Generated code calls its imports (libraries.IMPORTED: CBLAS gemm, ndlc's team) by name and reads the
 i32 TEAM. The imports object defines each imported function as a jump through its slot of the
 table IMPORTS, which `load` fills with this process's addresses (libraries.imported), and defines
 TEAM, which `load` binds to the others `libraries.set_team` writes. The library is linked
 -Bsymbolic and loaded RTLD_LOCAL: its names bind to its own definitions and are seen by no other
-library (a global GOMP_parallel would capture PyTorch's libgomp calls)."""
+library."""
 import ctypes
 import functools
 import logging
@@ -36,11 +36,11 @@ def imports_module(triple, data_layout) -> str:
     """The LLVM IR of the imports object: TEAM, the table IMPORTS and each of libraries.IMPORTED
     (declared as codegen/llvm_calls.py declares it) a tail call through its slot."""
     from llvmlite import ir
-    from ..codegen.llvm_calls import I32, PTR, declare_gemm, declare_openmp, declare_team
+    from ..codegen.llvm_calls import I32, PTR, declare_gemm, declare_team, declare_team_call
     module = ir.Module("ndlc_imports")
     module.triple, module.data_layout = triple, data_layout
     functions = [declare_gemm(module, dtype) for dtype in GEMMS] + \
-                [declare_openmp(module, name) for name in libraries.OPENMP_SYMBOLS]
+                [declare_team_call(module, name) for name in libraries.TEAM_SYMBOLS]
     assert [f.name for f in functions] == list(libraries.IMPORTED), "the table's order is IMPORTED's"
     table = ir.GlobalVariable(module, ir.ArrayType(PTR, len(functions)), IMPORTS)
     table.initializer = ir.Constant(table.value_type, None)

@@ -1,7 +1,7 @@
 """Kernels on several OpenMP threads: results equal the serial build bit for bit (above and below
 the threshold, with even and uneven ranges), the dump says which kernels split and why others do
-not, NDLC_THREADS=1 emits no libgomp call, a missing libgomp means serial code and one warning,
-and cached native code finds libgomp by name in a second process."""
+not, NDLC_THREADS=1 emits no call of ndlc's team, a system without the team means serial code and
+one warning, and cached native code finds the team by name in a second process."""
 import logging
 import os
 import subprocess
@@ -21,7 +21,7 @@ from ndlc.examples.train_mlp import training_step
 from ndlc.jit.compile import compile_graph
 from ndlc.ir import parse
 
-needs_libgomp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
+needs_team = pytest.mark.skipif(not libraries.team_runs(), reason="ndlc's thread team does not run here")
 
 
 def elementwise(rows, cols):
@@ -80,7 +80,7 @@ def build(text, threads, monkeypatch):
     return compile_graph(parse(text))
 
 
-@needs_libgomp
+@needs_team
 @pytest.mark.parametrize("case,large,small", [(elementwise, (301, 517), (7, 9)), (reductions, (301, 517), (9, 11)),
                                               (conv, (3, 23), (1, 4)), (pooling, (7, 34), (1, 4)),
                                               (gemms, (97, 64), (3, 4))],
@@ -98,7 +98,7 @@ def test_threaded_results_equal_serial_bit_for_bit(case, large, small, monkeypat
                 assert got.tobytes() == expected.tobytes()
 
 
-@needs_libgomp
+@needs_team
 def test_threaded_training_step_equals_serial_bit_for_bit(monkeypatch):
     monkeypatch.setenv("NDLC_BLAS", "0")  # matmuls as loop nests, so the step has threaded kernels
     rng = np.random.default_rng(0)
@@ -170,7 +170,7 @@ graph @p(%x: f32[10,100,256]) {
     assert "  parallel over i0 in 7 pieces of 1, taken in turn (2 threads)" in str(odd)
 
 
-@needs_libgomp
+@needs_team
 @pytest.mark.skipif(not libraries.blas_available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
 def test_gemms_split_their_rows_and_openblas_waits_on_one_thread(monkeypatch):
     text = """
@@ -205,11 +205,11 @@ def _recording(call, seen):
     return held
 
 
-@needs_libgomp
-def test_one_thread_emits_no_libgomp_calls(monkeypatch):
+@needs_team
+def test_one_thread_emits_no_team_calls(monkeypatch):
     text, _ = elementwise(301, 517)
-    assert "GOMP_parallel" in build(text, 2, monkeypatch).ir("llvm")
-    assert "GOMP" not in build(text, 1, monkeypatch).ir("llvm")
+    assert "ndlc_parallel" in build(text, 2, monkeypatch).ir("llvm")
+    assert "ndlc_parallel" not in build(text, 1, monkeypatch).ir("llvm")
 
 
 def test_bad_thread_counts_are_refused(monkeypatch):
@@ -219,18 +219,18 @@ def test_bad_thread_counts_are_refused(monkeypatch):
             libraries.threads()
 
 
-def test_without_libgomp_kernels_run_serially_and_say_so_once(monkeypatch, caplog):
-    monkeypatch.setattr(libraries, "_openmp_candidates", lambda: [])
+def test_without_the_team_kernels_run_serially_and_say_so_once(monkeypatch, caplog):
+    monkeypatch.setattr(libraries, "team_runs", lambda: False)
     monkeypatch.setenv("NDLC_THREADS", "2")
-    libraries._openmp.cache_clear()
+    libraries._say_serial.cache_clear()
     text, shapes = elementwise(301, 517)
     inputs = [np.ones(s, np.float32) for s in shapes]
     try:
         with caplog.at_level(logging.WARNING, "ndlc.libraries"):
             programs = [compile_graph(parse(text)) for _ in range(2)]
     finally:
-        libraries._openmp.cache_clear()
-    assert all("GOMP" not in p.ir("llvm") and "serial: one thread" in p.ir("planned") for p in programs)
+        libraries._say_serial.cache_clear()
+    assert all("ndlc_parallel" not in p.ir("llvm") and "serial: one thread" in p.ir("planned") for p in programs)
     np.testing.assert_allclose(programs[0].run(*inputs)[0], np.e + 1, rtol=1e-6)
     assert len(caplog.records) == 1 and "run on one thread" in caplog.records[0].message
 
@@ -243,12 +243,12 @@ CACHE_SCRIPT = textwrap.dedent("""
     program = compile_graph(parse(%r))
     x, y = np.linspace(-1, 1, 301 * 517, dtype=np.float32).reshape(301, 517), np.ones(517, np.float32)
     out = program.run(x, y)[0]
-    print(llvm_compilations(), "GOMP_parallel" in program.ir("llvm"), out.tobytes().hex()[:4096], float(out.sum()))
+    print(llvm_compilations(), "ndlc_parallel" in program.ir("llvm"), out.tobytes().hex()[:4096], float(out.sum()))
 """ % elementwise(301, 517)[0])
 
 
-@needs_libgomp
-def test_cached_threaded_code_finds_libgomp_by_name_in_a_second_process(tmp_path):
+@needs_team
+def test_cached_threaded_code_finds_the_team_by_name_in_a_second_process(tmp_path):
     env = dict(os.environ, NDLC_CACHE_DIR=str(tmp_path), NDLC_THREADS="2")
     runs = []
     for _ in range(2):

@@ -17,7 +17,7 @@ from ndlc.jit.compile import compile_graph
 from ndlc.runtime import libraries, team as team_module
 from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
 
-needs_openmp = pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
+needs_team = pytest.mark.skipif(not libraries.team_runs(), reason="ndlc's thread team does not run here")
 
 SUMS = """
 graph @sums(%x: f32[1024,512], %w: f32[512,256]) {
@@ -37,7 +37,7 @@ def _bits_at(program, team, arrays):
     return outputs
 
 
-@needs_openmp
+@needs_team
 def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two_threads(two_threads, monkeypatch):
     monkeypatch.setenv("NDLC_PROFILE", "1")
     program = compile_graph(parse(SUMS))
@@ -55,7 +55,7 @@ def _cpu_ns():
     return {path.split("/")[-2]: int(open(path).read().split()[0]) for path in glob.glob("/proc/self/task/*/schedstat")}
 
 
-@needs_openmp
+@needs_team
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads per-thread CPU times from /proc")
 def test_the_team_is_how_many_threads_work(two_threads):
     program = compile_graph(parse("graph @e(%x: f32[2048,1024]) {\n  %0 = exp(%x) : f32[2048,1024]\n  return %0\n}"))
@@ -82,7 +82,7 @@ def _step(model, optimizer, shape):
     return step.last.program, step.last.captured.arguments(batch)
 
 
-@needs_openmp
+@needs_team
 @pytest.mark.parametrize("network", ["mlp", "lenet"])
 def test_a_training_step_gives_the_same_bits_on_one_and_two_threads(two_threads, network):
     from ndlc.examples.lenet import build_lenet

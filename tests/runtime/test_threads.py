@@ -1,5 +1,5 @@
 """The one thread budget: NDLC_THREADS defaults to the cores this process may use (affinity mask,
-cgroup quota), numpy's OpenBLAS is held to it, libgomp's idle threads sleep soon, and `ndlc train`
+cgroup quota), numpy's OpenBLAS is held to it, the team's idle threads sleep soon, and `ndlc train`
 gives the same bits at every budget; benchmarks/contention.py runs its scenarios and judges them."""
 import gzip
 import importlib.util
@@ -73,21 +73,6 @@ def test_openblas_is_held_to_the_budget_once_not_on_every_read(monkeypatch):
     assert libraries.blas_threads() == min(env.cores(), libraries._blas_default())
 
 
-def test_libgomp_gets_a_bounded_spin_only_while_it_loads_and_the_users_setting_wins(monkeypatch):
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    with libraries._environment(GOMP_SPINCOUNT=libraries.SPIN_COUNT):
-        assert os.environ["GOMP_SPINCOUNT"] == libraries.SPIN_COUNT
-    assert "GOMP_SPINCOUNT" not in os.environ
-    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    with libraries._environment(GOMP_SPINCOUNT=libraries.SPIN_COUNT):
-        assert "GOMP_SPINCOUNT" not in os.environ
-    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
-    with libraries._environment(GOMP_SPINCOUNT=libraries.SPIN_COUNT):
-        assert os.environ["GOMP_SPINCOUNT"] == "7"
-    assert os.environ["GOMP_SPINCOUNT"] == "7"
-
-
 ONE_THREAD_SCRIPT = """
 import glob, os
 import numpy as np
@@ -131,7 +116,7 @@ def _write_idx(path, array):
         f.write(array.astype(np.uint8).tobytes())
 
 
-@pytest.mark.skipif(libraries._openmp() is None, reason="libgomp cannot be loaded here")
+@pytest.mark.skipif(not libraries.team_runs(), reason="ndlc's thread team does not run here")
 def test_ndlc_train_gives_the_same_bits_at_one_and_two_threads(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 384)

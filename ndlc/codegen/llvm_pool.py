@@ -1,0 +1,213 @@
+"""ndlc's thread team in LLVM IR (runtime/pool.py compiles it once per process): `ndlc_parallel`
+runs a split kernel's outlined function on the caller and the pool's workers, `ndlc_done` counts
+a piece done, `ndlc_wait` waits for a count, `ndlc_pool_worker` is a worker thread's loop.
+
+Why not libgomp: its `GOMP_parallel` returns only when every thread of the team has run the
+region, so a worker whose core another process holds kept the whole call waiting for a scheduler
+tick (8-16 ms on the shared 2-core machine) even when the threads on their cores had taken all
+its pieces. Here a region is open only while the caller runs it: a worker joins it only if it is
+still open when the worker arrives (counted in `active`), and the caller, its own pieces done,
+closes it and waits only for the workers that joined, each of which holds at most a piece. The
+work is claimed from counters in the kernels (codegen/llvm_calls.py), so the results do not
+depend on which thread ran a piece, nor on how many joined. The handshakes are sequentially
+consistent on both sides (a worker counts itself in `active`, then reads `open`; the caller
+clears `open`, then reads `active`; a worker counts itself in `sleepers`, then reads `gen`; the
+caller writes `gen`, then reads `sleepers`; a waiter counts itself in `waiters`, then reads its
+count; `ndlc_done` counts, then reads `waiters`), so neither side misses the other. A waiter
+polls SPIN times, then sleeps on its count's low half (futex): its core idle, the scheduler may
+move the thread it waits for there (a yield would hand the core to another process for a time
+slice instead, and under load waiting threads yielded ~50 times a call).
+
+The state is one array of i64 words, each field on a cache line of its own (`FIELDS`): `gen` the
+number of the last region opened (an i32: the word idle workers sleep on with futex), `open` the
+number of the region running (0: none), `fn` and `data` its function and argument, `wanted` how
+many workers it may take (its team but the caller), `active` the workers inside it, `sleepers`
+the workers asleep on `gen`, `busy` whether a region runs (a second caller runs its region alone),
+`started` the workers started (each takes its index from it), `waiters` the threads asleep on a
+count (`ndlc_wait`), and the counts `regions`,
+`joined` (regions a worker ran) and `late` (a worker came after its region closed)."""
+FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "active": 24, "sleepers": 32,
+          "busy": 40, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58}
+WORDS = 64
+STATE = "ndlc_pool_state"
+FUNCTIONS = ("ndlc_parallel", "ndlc_wait", "ndlc_done", "ndlc_pool_worker")
+FUTEX = {"x86_64": 202, "aarch64": 98}  # SYS_futex by machine (Linux): the machines the pool runs on
+FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE operations (one process's threads)
+SPIN = 30000  # polls (a pause each) before a worker or a waiter sleeps: ~0.8 ms, libgomp's GOMP_SPINCOUNT as
+# ndlc set it (docs/ARCHITECTURE.md: long enough to bridge the gaps between one step's kernels)
+
+_TEMPLATE = """@{state} = global [{words} x i64] zeroinitializer, align 64
+declare i64 @syscall(i64, ...)
+{pause_declaration}
+define internal void @relax() alwaysinline {{
+{pause}  ret void
+}}
+
+define void @ndlc_wait(ptr %counter, i64 %value) {{
+entry:
+  br label %poll
+poll:
+  %n = phi i32 [0, %entry], [%n.next, %spin], [0, %awake]
+  %now = load atomic i64, ptr %counter seq_cst, align 8
+  %done = icmp eq i64 %now, %value
+  br i1 %done, label %out, label %idle
+idle:
+  %polling = icmp ult i32 %n, {spin}
+  br i1 %polling, label %spin, label %sleep
+spin:
+  call void @relax()
+  %n.next = add nuw i32 %n, 1
+  br label %poll
+sleep:
+  %waiters = getelementptr inbounds i64, ptr @{state}, i64 {waiters}
+  %was = atomicrmw add ptr %waiters, i64 1 seq_cst
+  %still = load atomic i64, ptr %counter seq_cst, align 8
+  %low = trunc i64 %still to i32
+  %more = icmp ne i64 %still, %value
+  br i1 %more, label %futex, label %awake
+futex:
+  %slept = call i64 (i64, ...) @syscall(i64 {futex}, ptr %counter, i32 {futex_wait}, i32 %low, ptr null, ptr null, i32 0)
+  br label %awake
+awake:
+  %were = atomicrmw sub ptr %waiters, i64 1 seq_cst
+  br label %poll
+out:
+  ret void
+}}
+
+define void @ndlc_done(ptr %counter) {{
+  call void @changed(ptr %counter, i64 1)
+  ret void
+}}
+
+define internal void @changed(ptr %counter, i64 %delta) {{
+entry:
+  %old = atomicrmw add ptr %counter, i64 %delta seq_cst
+  %waiters = load atomic i64, ptr {at_waiters} seq_cst, align 8
+  %asleep = icmp ne i64 %waiters, 0
+  br i1 %asleep, label %wake, label %out
+wake:
+  %woken = call i64 (i64, ...) @syscall(i64 {futex}, ptr %counter, i32 {futex_wake}, i32 2147483647)
+  br label %out
+out:
+  ret void
+}}
+
+define void @ndlc_parallel(ptr %fn, ptr %data, i32 %team) {{
+entry:
+  %alone = icmp sle i32 %team, 1
+  br i1 %alone, label %serial, label %claim
+claim:
+  %busy = getelementptr inbounds i64, ptr @{state}, i64 {busy}
+  %pair = cmpxchg ptr %busy, i64 0, i64 1 acquire monotonic
+  %claimed = extractvalue {{ i64, i1 }} %pair, 1
+  br i1 %claimed, label %publish, label %serial
+serial:
+  call void %fn(ptr %data)
+  ret void
+publish:
+  store ptr %fn, ptr {at_fn}, align 8
+  store ptr %data, ptr {at_data}, align 8
+  %workers = sub i32 %team, 1
+  %wanted = sext i32 %workers to i64
+  store atomic i64 %wanted, ptr {at_wanted} monotonic, align 8
+  %last = load atomic i32, ptr @{state} monotonic, align 64
+  %next = add i32 %last, 1
+  %wrapped = icmp eq i32 %next, 0
+  %number = select i1 %wrapped, i32 1, i32 %next
+  store atomic i32 %number, ptr {at_open} seq_cst, align 8
+  store atomic i32 %number, ptr @{state} seq_cst, align 64
+  %regions.at = getelementptr inbounds i64, ptr @{state}, i64 {regions}
+  %regions = load i64, ptr %regions.at, align 8
+  %regions.next = add i64 %regions, 1
+  store i64 %regions.next, ptr %regions.at, align 8
+  %sleepers = load atomic i64, ptr {at_sleepers} seq_cst, align 8
+  %asleep = icmp ne i64 %sleepers, 0
+  br i1 %asleep, label %wake, label %work
+wake:
+  %woken = call i64 (i64, ...) @syscall(i64 {futex}, ptr @{state}, i32 {futex_wake}, i32 2147483647)
+  br label %work
+work:
+  call void %fn(ptr %data)
+  store atomic i32 0, ptr {at_open} seq_cst, align 8
+  call void @ndlc_wait(ptr {at_active}, i64 0)
+  store atomic i64 0, ptr %busy release, align 8
+  ret void
+}}
+
+define ptr @ndlc_pool_worker(ptr %unused) {{
+entry:
+  %index = atomicrmw add ptr {at_started}, i64 1 seq_cst
+  %first = load atomic i32, ptr @{state} acquire, align 64
+  br label %wait
+wait:
+  %seen = phi i32 [%first, %entry], [%seen, %awake], [%arrived, %skip], [%arrived, %left]
+  br label %poll
+poll:
+  %n = phi i32 [0, %wait], [%n.next, %spin]
+  %arrived = load atomic i32, ptr @{state} acquire, align 64
+  %new = icmp ne i32 %arrived, %seen
+  br i1 %new, label %region, label %idle
+idle:
+  %polling = icmp ult i32 %n, {spin}
+  br i1 %polling, label %spin, label %sleep
+spin:
+  call void @relax()
+  %n.next = add nuw i32 %n, 1
+  br label %poll
+sleep:
+  %sleepers = getelementptr inbounds i64, ptr @{state}, i64 {sleepers}
+  %was = atomicrmw add ptr %sleepers, i64 1 seq_cst
+  %still = load atomic i32, ptr @{state} seq_cst, align 64
+  %same = icmp eq i32 %still, %seen
+  br i1 %same, label %futex, label %awake
+futex:
+  %slept = call i64 (i64, ...) @syscall(i64 {futex}, ptr @{state}, i32 {futex_wait}, i32 %seen, ptr null, ptr null, i32 0)
+  br label %awake
+awake:
+  %were = atomicrmw sub ptr %sleepers, i64 1 seq_cst
+  br label %wait
+region:
+  %wanted = load atomic i64, ptr {at_wanted} acquire, align 8
+  %want = icmp slt i64 %index, %wanted
+  br i1 %want, label %join, label %skip
+skip:
+  br label %wait
+join:
+  %active = getelementptr inbounds i64, ptr @{state}, i64 {active}
+  %joining = atomicrmw add ptr %active, i64 1 seq_cst
+  %open = load atomic i32, ptr {at_open} seq_cst, align 8
+  %running = icmp eq i32 %open, %arrived
+  br i1 %running, label %run, label %late
+run:
+  %fn = load ptr, ptr {at_fn}, align 8
+  %data = load ptr, ptr {at_data}, align 8
+  call void %fn(ptr %data)
+  %joined = atomicrmw add ptr {at_joined}, i64 1 monotonic
+  br label %left
+late:
+  %lates = atomicrmw add ptr {at_late}, i64 1 monotonic
+  br label %left
+left:
+  call void @changed(ptr %active, i64 -1)
+  br label %wait
+}}
+"""
+
+
+def pool_module(machine: str) -> str:
+    """The LLVM IR text of the pool for `machine` (platform.machine(): a key of FUTEX)."""
+    x86 = machine == "x86_64"
+    return _TEMPLATE.format(
+        state=STATE, words=WORDS, futex=FUTEX[machine], futex_wait=FUTEX_WAIT, futex_wake=FUTEX_WAKE,
+        spin=SPIN, **FIELDS,
+        **{f"at_{name}": f"getelementptr inbounds ([{WORDS} x i64], ptr @{STATE}, i64 0, i64 {word})"
+           for name, word in FIELDS.items()},
+        pause_declaration="declare void @llvm.x86.sse2.pause()\n" if x86 else "",
+        pause="  call void @llvm.x86.sse2.pause()\n" if x86 else "")
+
+
+def runs_on(system: str, machine: str) -> bool:
+    """Whether the pool runs on `system` (sys.platform) and `machine` (platform.machine()): Linux
+    (futex, pthreads) on a machine whose futex call number FUTEX knows."""
+    return system.startswith("linux") and machine in FUTEX
