@@ -178,31 +178,40 @@ def output_path(args):
     return os.path.join(HERE, "SWEEP.md")
 
 
+def at_least(least):
+    """An argparse type: an integer of at least `least`."""
+    def number(text):
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, not {text}")
+        return value
+    return number
+
+
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].replace("\n", " "),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n")[2])
+    intro, how, examples = __doc__.split("\n\n")
+    parser = argparse.ArgumentParser(description=f"{intro}\n\n{how}", epilog=examples,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="each family's first case at tiny shapes, "
                         "nothing drawn: a smoke test in seconds")
     parser.add_argument("--only", metavar="SUBSTRING", help="only the families whose name contains it "
                         "(case-insensitive: elementwise, batchnorm, layernorm, softmax, logsumexp, "
                         "reductions, matmul, linear, conv2d, pooling, optimizers)")
-    parser.add_argument("--draws", type=int, default=1, help="shapes drawn per family beside the grid (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn shapes and the arrays (default 0)")
-    parser.add_argument("--blocks", type=int, default=5, help="interleaved timing blocks per case (default 5)")
+    parser.add_argument("--draws", type=at_least(0), default=1, help="shapes drawn per family beside the grid "
+                        "(default 1)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the drawn shapes and the arrays "
+                        "(default 0)")
+    parser.add_argument("--blocks", type=at_least(1), default=5, help="interleaved timing blocks per case "
+                        "(default 5)")
     parser.add_argument("--block-seconds", type=float, default=0.1, help="timed seconds per contender and block "
                         "(default 0.1; at least 3 calls)")
-    parser.add_argument("--threads", type=int, default=cores(), help="threads for every contender (default: "
-                        "the cores this process may use, %(default)s)")
+    parser.add_argument("--threads", type=at_least(1), default=cores(), help="threads for every contender "
+                        "(default: the cores this process may use, %(default)s; on a loaded machine 1)")
     parser.add_argument("--torch-compile", action="store_true", help="time torch.compile too (compiles each "
                         "case for seconds)")
     parser.add_argument("--output", metavar="PATH", help="SWEEP.md to write (default: benchmarks/SWEEP.md for a "
                         "full run, a temporary folder with --quick or --only)")
-    args = parser.parse_args(argv)
-    for name in ("draws", "blocks", "threads"):
-        if getattr(args, name) < (0 if name == "draws" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'draws' else '>= 1'}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -86,7 +86,8 @@ def optimizer_shapes(rng, count, largest):
             side = int(largest ** 0.5)
             shapes.append((loguniform(rng, 1, side), loguniform(rng, 1, side)))
         else:
-            shapes.append((3, 3, loguniform(rng, 1, int((largest / 9) ** 0.5)), loguniform(rng, 1, int((largest / 9) ** 0.5))))
+            side = int((largest / 9) ** 0.5)
+            shapes.append((3, 3, loguniform(rng, 1, side), loguniform(rng, 1, side)))
     return shapes
 
 
@@ -139,8 +140,10 @@ FAMILIES = [
                       Conv((32, 3, 32, 32, 7), (2, 3, 4, 11, 7), padding=3, stride=2),
                       Conv((128, 13, 17, 14, 3), (2, 13, 5, 6, 3))],
            drawn_conv),
-    Family("pooling", [Pool((64, 16, 32, 32), (2, 3, 6, 6), "max", 2, 2), Pool((32, 32, 33, 33), (2, 3, 7, 7), "max", 3, 2),
-                       Pool((128, 6, 28, 28), (2, 3, 6, 6), "avg", 2, 2), Pool((16, 8, 31, 31), (2, 3, 7, 7), "avg", 3, 1)],
+    Family("pooling", [Pool((64, 16, 32, 32), (2, 3, 6, 6), "max", 2, 2),
+                       Pool((32, 32, 33, 33), (2, 3, 7, 7), "max", 3, 2),
+                       Pool((128, 6, 28, 28), (2, 3, 6, 6), "avg", 2, 2),
+                       Pool((16, 8, 31, 31), (2, 3, 7, 7), "avg", 3, 1)],
            drawn_pool),
 ]
 
@@ -155,7 +158,8 @@ def optimizer_cases(rng, quick):
 
 def cases(seed, draws, quick, only=""):
     """(family, case) pairs: each family's grid and `draws` drawn ops (none with --quick, which keeps
-    the first op of each family), forward and forward+backward; then the optimizer steps. `only` keeps the families whose name contains it (any case)."""
+    the first op of each family), forward and forward+backward; then the optimizer steps. `only`
+    keeps the families whose name contains it (any case)."""
     rng = np.random.default_rng(seed)
     chosen = []
     for family in FAMILIES:
