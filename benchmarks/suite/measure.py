@@ -15,6 +15,7 @@ from suite.contenders import short_reason, why_missing
 RTOL, ATOL = 1e-3, 1e-3        # atol is relative to numpy's largest magnitude
 WARMUP = 1                     # calls after the (checked) first one, before timing
 BUDGET_S = 2.0                 # timed seconds per contender and case after which fewer calls count
+BLOCK_CALLS = 200              # at most this many calls in one interleaved block (the sweep's)
 
 
 @dataclass
@@ -119,20 +120,57 @@ def measure_contender(contender, case, arrays, reference, repeats, device):
     """`contender` on `case`: checked on its first call, then timed (mlp_step.measure), or why not.
     A torch.compile contender that dynamo ran eagerly is FALLBACK, a wrong result MISMATCH: both
     fail the run. Graph breaks (the pieces still compiled) are noted beside the time."""
+    call = checked_call(contender, case, arrays, reference, device)
+    if isinstance(call, Cell):
+        return call
+    try:
+        median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S)
+    except Exception as e:  # a contender that cannot run a case is reported, not fatal
+        return _failed(contender, e)
+    return timed_cell(call, median)
+
+
+def checked_call(contender, case, arrays, reference, device):
+    """`contender`'s callable for `case`, built from fresh copies of `arrays`, its first result
+    (which also compiles) checked against `reference`; or a Cell saying why there is none."""
     try:
         call = contender.build(case, _fresh(arrays), device)
         wrong = mismatch(results(call()), reference)
-        if wrong:
-            return Cell(note=f"MISMATCH ({wrong})", bad=True)
-        median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S)
     except Exception as e:  # a contender that cannot run a case is reported, not fatal
-        return Cell(note=f"n/a ({short_reason(e)})", bad=contender.name in ("ndlc", "numpy"))
+        return _failed(contender, e)
+    return Cell(note=f"MISMATCH ({wrong})", bad=True) if wrong else call
+
+
+def timed_cell(call, median):
+    """The cell of a checked, timed callable: its median ms, or FALLBACK where torch.compile ran it
+    eagerly; graph breaks noted, ndlc's kernels counted."""
     fallback = call.fallback() if hasattr(call, "fallback") else None
     if fallback:
         return Cell(note=f"FALLBACK ({fallback})", bad=True)
     breaks = call.graph_breaks() if hasattr(call, "graph_breaks") else []
     return Cell(ms=median, note=f"{len(breaks)} graph break(s): {'; '.join(breaks)}" if breaks else "",
                 kernels=call.kernels() if hasattr(call, "kernels") else None)
+
+
+def interleaved(calls, blocks, block_s):
+    """Checked callables (by name) timed in turn, `blocks` times over in a rotating order, each block
+    by mlp_step.measure (a warm-up call, then as many calls as fit in `block_s` seconds, at least 3
+    and at most BLOCK_CALLS): per name, its blocks' medians in ms. Interleaved, a shift of the
+    machine's load or speed within the run falls on every callable alike."""
+    names = list(calls)
+    medians = {name: [] for name in names}
+    for number in range(blocks):
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            median, _ = mlp_step.measure(lambda: calls[name], BLOCK_CALLS, warmup=1, args=(), budget_s=block_s)
+            medians[name].append(median)
+    return medians
+
+
+def _failed(contender, error):
+    """The cell of a contender that raised: n/a with the reason; a failure of the run for ndlc and
+    numpy, which must run every case."""
+    return Cell(note=f"n/a ({short_reason(error)})", bad=contender.name in ("ndlc", "numpy"))
 
 
 def _over_rounds(cells):

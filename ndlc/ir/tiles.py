@@ -13,11 +13,14 @@ from .kernel import Combine, Load
 from .scalar import leaves
 
 VECTOR_BYTES = 32  # an AVX2 register
-# Vector registers (AVX2's 16) a tile may fill: its accumulators, the C / lanes vectors a step loads
-# (each used by R rows) and one broadcast. Measured, one thread: LeNet's conv2 as R x C = 5 x 16
-# f32 outputs (10 accumulators, 13 registers) 3.7-4.2 -> 1.5-1.6 ms; LeNet's conv1 (over wide rows)
-# as 3 x 32 (12 + 4 + 1 = 17 registers: spills) 1.7 -> 3.0 ms
-REGISTERS = 16
+# Vector registers (of AVX2's 16) a tile may fill: its accumulators, the C / lanes vectors a step
+# loads (each used by R rows) and one broadcast. Measured, one thread: LeNet's conv2 as R x C =
+# 5 x 16 f32 outputs (10 accumulators, 13 registers) 3.7-4.2 -> 1.5-1.6 ms; LeNet's conv1 (over
+# wide rows) as 3 x 32 (12 + 4 + 1 = 17 registers: spills) 1.7 -> 3.0 ms. A tile filling all 16
+# kept its accumulators on the stack, a load and store per tap (benchmarks/sweep.py; a 3x3 3 -> 16
+# conv of 32 images, one thread, load 12-14): rows of 48 as 4 x 24 47-70 ms, as 4 x 16 2.0-14;
+# rows of 40 as 2 x 40 30-35 ms, as 8 x 8 1.4-1.5; rows of 33 as 4 x 24 34 ms, as 8 x 8 0.7-1.2
+REGISTERS = 15
 TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: no tile
 # The least share of its vectors' lanes a row of columns must fill for a ragged tile, where no tile
 # divides the row: its last block computes whole, past the row, and stores the remainder

@@ -22,7 +22,8 @@ call of numpy's OpenBLAS per batch index (runtime/libraries.py), its operands re
 matrices (a transposed view is a transposed operand, a broadcast batch axis a repeated matrix);
 an operand that is computed, or a view BLAS cannot stride, is stored first. Elementwise consumers
 (bias, activation) stay its epilogue, run over the product in place after each call.
-Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy) matmul stays a loop nest.
+Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy), and for a product with one
+row or one column (`_gemm_pays`), matmul stays a loop nest.
 
 A scan's operands are stored (read in place where contiguous) and so is its packed result: its
 body is fused and merged once, and its kernels run once per step (passes/steps.py).
@@ -77,6 +78,15 @@ def fuse(graph, use_blas=False, merge=True) -> Program:
 def lower(graph, use_blas=False) -> Program:
     """One kernel per stored value, in graph order: fusion before its loops are made canonical and merged."""
     return _Lowering(graph, use_blas).run()
+
+
+def _gemm_pays(extents):
+    """Whether a product (loops batch..., m, n | k) is worth a BLAS call: not when empty, nor with one
+    row or one column (m or n of 1), which as a loop nest is a row or column reduction that
+    vectorises, where OpenBLAS's sgemm does not use its gemv (one thread, load 6-7: 4096x1000 @
+    1000x1 2.0-4.3 ms as sgemm, 0.65-0.76 as a loop nest, PyTorch's gemv 0.74-0.83; 1x4096 @
+    4096x1000 1.8-2.7 -> 1.0-1.4 ms, PyTorch 0.54-1.1). A k of 1 (an outer product) ties."""
+    return 0 not in extents and 1 not in extents[-3:-1]
 
 
 def _leaf(payload):
@@ -267,7 +277,7 @@ class _Lowering:
 
     def _loop_nest(self, node, opdef, nest):
         extents = node.result.shape + tuple(nest.reduce_extents)
-        if self.use_blas and opdef.blas and node.result.dtype in GEMMS and 0 not in extents:
+        if self.use_blas and opdef.blas and node.result.dtype in GEMMS and _gemm_pays(extents):
             self.nests[node.result] = self._gemm(node, nest, extents)
         else:
             args = [self._through(self._filled(node, v, m, extents), m, v.shape, len(extents))

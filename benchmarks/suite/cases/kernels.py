@@ -44,7 +44,9 @@ class ReluChain(Op):
     wrt = ("x", "a", "b", "c")
 
     def size(self, shape):
-        return f"2^{int(math.log2(shape[0]))}"
+        """2^k for a power of two, else the element count."""
+        power = int(math.log2(shape[0]))
+        return f"2^{power}" if shape[0] == 1 << power else str(shape[0])
 
     def arrays(self, rng, shape):
         return {name: normal(rng, *shape) for name in "xabc"}

@@ -24,14 +24,28 @@ class Norm(Op):
 
     def numpy_grads(self, a):
         _, xhat, var = self._forward(a)
-        dy = a["c"]
-        dx = mlp_step.normalize_grad(dy * a["weight"], xhat, var, self.axis)
-        return dx, (dy * xhat).sum(0), dy.sum(0)
+        dy, others = a["c"], _all_but_features(a["x"])
+        dx = mlp_step.normalize_grad(dy * _along_features(a["weight"], a["x"]), xhat, var, self.axis)
+        return dx, (dy * xhat).sum(others), dy.sum(others)
 
     def _forward(self, a):
         """The output, the normalised x and the variance (numpy or JAX arrays)."""
         xhat, _, var = mlp_step.normalize(a["x"], self.axis)
-        return xhat * a["weight"] + a["bias"], xhat, var
+        return self._scale_shift(xhat, a), xhat, var
+
+    def _scale_shift(self, xhat, a):
+        """`xhat` times the weight plus the bias, both along the features (axis 1)."""
+        return xhat * _along_features(a["weight"], xhat) + _along_features(a["bias"], xhat)
+
+
+def _along_features(v, x):
+    """A per-feature vector shaped to broadcast along axis 1 of `x` (NC or NCHW)."""
+    return v.reshape((-1,) + (1,) * (x.ndim - 2))
+
+
+def _all_but_features(x):
+    """Every axis of `x` but the features' (1): what a per-feature parameter's gradient sums over."""
+    return tuple(i for i in range(x.ndim) if i != 1)
 
 
 class BatchNorm(Norm):
@@ -56,10 +70,10 @@ class BatchNorm(Norm):
 
     def _forward(self, a):
         """Norm's forward, which also moves the running statistics (in `a`) towards the batch's."""
-        xhat, mean, var = mlp_step.normalize(a["x"], 0)
+        xhat, mean, var = mlp_step.normalize(a["x"], self.axis)
         for name, batch in (("running_mean", mean), ("running_var", var)):
             a[name] = (1 - MOMENTUM) * a[name] + MOMENTUM * batch.reshape(-1)
-        return xhat * a["weight"] + a["bias"], xhat, var
+        return self._scale_shift(xhat, a), xhat, var
 
     def torch(self, t):
         import torch.nn.functional as F
