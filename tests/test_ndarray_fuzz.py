@@ -158,7 +158,7 @@ def step_copy(views, data):
         views.pairs.append((a.flip(axes), np.flip(ref, axes).copy()))
     elif kind == "pad":
         widths = tuple(tuple(data.draw(st.integers(0, 2)) for _ in "ba") for _ in a.shape)
-        views.pairs.append((a.pad(widths), np.pad(ref, widths) if widths else ref.copy()))
+        views.pairs.append((a.pad(widths), np.pad(ref, widths).copy() if widths else ref.copy()))
 
 
 def step_value(views, data):
@@ -208,7 +208,8 @@ def step_value(views, data):
     assert result.dtype == (ref.dtype.name if ref.dtype.kind == "f" else "float32")  # needle's float results
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-5, atol=1e-6)
     if np.isfinite(expected).all() and np.abs(expected).max(initial=0) < 1e4:
-        views.pairs.append((result, np.asarray(expected, dtype=result.dtype)))
+        # C order, as the result is compact: numpy's result of a view keeps the view's order
+        views.pairs.append((result, np.array(expected, dtype=result.dtype, order="C")))
 
 
 STEP_KINDS = {"view": step_view, "write": step_write, "copy": step_copy, "value": step_value}
