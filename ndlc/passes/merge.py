@@ -136,7 +136,7 @@ def _target(merged, kernel, writer, known):
     they are over reordered ones, then a kernel that produces what it reads, then the nearest."""
     producers = [writer[name] for name in kernel.reads() if name in writer]
     earliest = max(producers, default=0)
-    tried = {index for index in known.candidates(kernel) if index >= earliest} | {len(merged) - 1}
+    tried = known.candidates(kernel) | {len(merged) - 1}  # the nearest's reason is the one given
     nearest, best = "", None
     for index in sorted((index for index in tried if index >= earliest), reverse=True):
         reason = ""
