@@ -2,7 +2,10 @@
 empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM) and warm (the same directory
 again: native code from the disk cache), with the step time after it and the number of kernels.
 "First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
-load) to its first result; building the model and importing ndlc are left out. Its CPU seconds
+load) to its first result; building the model and importing ndlc are left out. ndlc's modules are
+compiled to bytecode first, as pip does when it installs a package, so that a first step does not
+pay for compiling the modules it imports late (where PYTHONDONTWRITEBYTECODE is set, as on the
+project's machines, it would: ~20-80 ms). Its CPU seconds
 (the measuring process and the builders it forks) are reported beside it: on shared cores the
 wall-clock time is mostly the other processes' (a cold MLP took 0.8 s at load 1 and 2-4 s at load
 5-6), its CPU time much less so.
@@ -128,14 +131,23 @@ def _cpu_seconds():
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def measure(model, cache):
-    """The child's result for `model` in a fresh process whose NDLC_CACHE_DIR is `cache`."""
-    env = dict(os.environ, NDLC_CACHE_DIR=cache)
+def measure(model, cache, bytecode):
+    """The child's result for `model` in a fresh process whose NDLC_CACHE_DIR is `cache`, reading
+    ndlc's compiled modules from `bytecode` (`compiled_ndlc`)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(NDLC_CACHE_DIR=cache, PYTHONPYCACHEPREFIX=bytecode)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", model], env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{model}: the measuring process failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def compiled_ndlc(bytecode):
+    """ndlc's modules compiled to bytecode under the directory `bytecode` (PYTHONPYCACHEPREFIX)."""
+    import ndlc
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=bytecode)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(ndlc.__file__)], env=env, check=True)
 
 
 def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
@@ -144,14 +156,16 @@ def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
     models in turn, so that the machine's speed drifting over the run (up to 30% within minutes
     on this VM) falls on every model; each run's result is that of its median round."""
     rounds_of = {model: [] for model in models}
-    for _ in range(rounds):
-        for model in models:
-            with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
-                cold = measure(model, cache)
-                warm = measure(model, cache)
-            rounds_of[model].append({"cold": cold, "warm": warm})
-            progress(f"{model}: cold {cold['first']:.2f} s ({cold['cpu']:.2f} s CPU), warm {warm['first']:.2f} s, "
-                     f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
+    with tempfile.TemporaryDirectory(prefix="ndlc-bytecode-") as bytecode:
+        compiled_ndlc(bytecode)
+        for _ in range(rounds):
+            for model in models:
+                with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
+                    cold = measure(model, cache, bytecode)
+                    warm = measure(model, cache, bytecode)
+                rounds_of[model].append({"cold": cold, "warm": warm})
+                progress(f"{model}: cold {cold['first']:.2f} s ({cold['cpu']:.2f} s CPU), warm {warm['first']:.2f} s, "
+                         f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
     return {model: {**{run: _median_round(results, run) for run in ("cold", "warm")},
                     "range": {run: _range(results, run) for run in ("cold", "warm")}}
             for model, results in rounds_of.items()}
@@ -176,7 +190,8 @@ def report(results, load, rounds) -> str:
              f"every model cold and warm in each of {rounds} rounds, the models in turn: the median round's "
              f"time, the fastest and slowest round's beside it, and the CPU seconds of the median cold round "
              f"(the process and its forked builders); step: the median of {STEPS} steps after the "
-             f"first, in the median cold round. Load average while measured: {load}. Written by "
+             f"first, in the median cold round. ndlc's modules compiled to bytecode beforehand, as an "
+             f"installed package's are. Load average while measured: {load}. Written by "
              "`python benchmarks/compile_time.py`.", "",
              "| model | cold s | cold range | cold CPU s | warm s | warm range | step ms | kernels | "
              "LLVM modules compiled cold / warm |",
@@ -190,13 +205,14 @@ def report(results, load, rounds) -> str:
         ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]
         lines += ["", f"LSTM cold at 70 steps / at 35 steps: {ratio:.2f}x"]
     lines += ["", "## Stage times of the cold compilations (s)", "",
-              "'record': verifying and keeping the traced graphs' texts; 'LLVM IR': llvmlite building the new "
+              "'record': verifying and keeping the traced graphs' texts; 'host': the host CPU's description (read "
+              "from the disk cache; cold, asked of LLVM); 'import': importing the code generator and llvmlite, "
+              "done at the first compilation that needs them; 'LLVM IR': llvmlite building the new "
               "kernels' IR; LLVM's times are wall-clock (its modules are built and compile in parallel where there "
               "are many new kernels).", ""]
     lines += _stage_table(results, "cold")
     lines += ["", "## Stage times of the warm compilations (s)", "",
-              "The program cache holds each step: 'program cache' is keying it (the host CPU's description read "
-              "from the disk cache, hashing the graph's text), reading the entry and checking its layout and plan, "
+              "The program cache holds each step: 'program cache' is keying it (hashing the graph's text), reading the entry and checking its layout and plan, "
               "its Kernel IR left unparsed until read (cold: keying it, linking the shared library and writing the "
               "entry); 'load', loading the program's shared library (MCJIT where there is none) and allocating "
               "the buffers.", ""]

@@ -1,7 +1,7 @@
 """NDLC_LOG: which of ndlc's loggers print their decisions to stderr, comma-separated or 'all':
 fusion (every kernel merged, and why each boundary is one), hoist (work moved out of scans' loops),
 compile (specialisations, each stage's time), cache, native (LLVM compilations), libraries (BLAS
-and OpenMP found), pipeline, team (a program's thread team changing)."""
+and the thread team found), pipeline, team (a program's thread team changing)."""
 import logging
 import os
 

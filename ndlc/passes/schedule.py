@@ -19,8 +19,8 @@ Reduction strategy (`Kernel.strategy`):
 
 Threads: a kernel whose `work` (iterations times body cost) reaches THRESHOLD runs one non-reduced
 loop (the outermost with at least as many iterations as threads, else the longest) cut into
-PIECES_PER_THREAD pieces per thread, which the threads of one `GOMP_parallel` call from the entry
-point take in turn (codegen/llvm_calls.py): on a shared machine a thread that lost its core holds
+PIECES_PER_THREAD pieces per thread, which the threads of one `ndlc_parallel` region (codegen/llvm_pool.py) take in turn
+(codegen/llvm_calls.py): on a shared machine a thread that lost its core holds
 back one piece, not half the kernel; pieces are smaller where that balances the threads better
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
@@ -32,7 +32,7 @@ and why. A kernel that moves more than the cache holds writes its large outputs 
 stores (passes/streaming.py), the dump saying which and why.
 
 One thread pool: a program that calls BLAS holds OpenBLAS to one thread while it runs
-(runtime/libraries.py), so OpenBLAS's workers and libgomp's never compete for the cores (they
+(runtime/libraries.py), so OpenBLAS's workers and ndlc's team never compete for the cores (they
 did: OpenBLAS's idle workers spin ~0.1 s after each call, and a program that mixed the two pools
 on 2 cores ran its MLP step in 65 ms instead of 10.6), and a gemm sums the same way at any budget.
 
@@ -63,7 +63,7 @@ from ..ir.tiles import ragged_problem, register_tile, reordered
 from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
-# row sums are 10-15% faster at 2**17; a region costs ~2 us with libgomp's default spin-waiting)
+# row sums are 10-15% faster at 2**17; a region cost ~2 us with libgomp's spin-waiting, ndlc's team replacing it)
 THRESHOLD = 1 << 17
 ROWS_MIN = 4  # shortest output row worth accumulating in place ('rows' strategy)
 ROWS_BLOCK = 4096  # 'rows': outputs accumulated side by side (a row of them streams through memory)
@@ -345,7 +345,7 @@ def work(kernel) -> int:
 
 def _serial_why(kernel, count):
     if count == 1:
-        return "one thread (NDLC_THREADS=1 or no libgomp)"
+        return "one thread (NDLC_THREADS=1 or no thread team on this system)"
     if kernel.gemm is not None and max(kernel.extents[:-1], default=1) == 1:
         return "a single-row BLAS call"
     if max(kernel.outer_extents, default=1) == 1:

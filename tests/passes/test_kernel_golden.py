@@ -397,7 +397,7 @@ program @step(%x, %w, %v) -> (%y, %z, new %w = %w2, new %v = %v2)
 
 kernel k0 -> %e, %s, %y
   loops: i0<64 | i1<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %x[8*i0 + i1]
   $1 = %e[8*i0 + i1]
   $2 = %s[i0]
@@ -412,7 +412,7 @@ kernel k0 -> %e, %s, %y
 kernel k1 -> %v2
   loops: i0<8 | i1<64
   strategy: rows (blocks of 4096 i0 accumulate side by side; the reductions read strided along i1)
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %w[i0 + 8*i1]
   $1 = %v[i0]
   phase 0: reduce
@@ -421,14 +421,14 @@ kernel k1 -> %v2
 
 kernel k2 -> %w2
   loops: i0<64 i1<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %w[8*i0 + i1]
   $1 = %y[8*i0 + i1]
   store %w2[8*i0 + i1] = sub($0, mul($1, 0.1))
 
 kernel k3 -> %z
   loops: i0<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %v[i0]
   store %z[i0] = mul($0, 2.0)""", """
 program @step(%x, %w, %v) -> (%y, %z, new %w = %w2, new %v = %v2)
@@ -445,7 +445,7 @@ program @step(%x, %w, %v) -> (%y, %z, new %w = %w2, new %v = %v2)
 
 kernel k0 -> %e, %s, %y
   loops: i0<64 | i1<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   %e is local: one row of 8 per thread
   %s is local: one row of 1 per thread
   $0 = %x[8*i0 + i1]
@@ -462,7 +462,7 @@ kernel k0 -> %e, %s, %y
 kernel k1 -> %v2
   loops: i0<8 | i1<64
   strategy: rows (blocks of 4096 i0 accumulate side by side; the reductions read strided along i1)
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %w[i0 + 8*i1]
   $1 = %v[i0]
   phase 0: reduce
@@ -471,13 +471,13 @@ kernel k1 -> %v2
 
 kernel k2 -> %w2
   loops: i0<64 i1<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %w[8*i0 + i1]
   $1 = %y[8*i0 + i1]
   store %w2[8*i0 + i1] = sub($0, mul($1, 0.1))
 
 kernel k3 -> %z
   loops: i0<8
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %v[i0]
   store %z[i0] = mul($0, 2.0)""")

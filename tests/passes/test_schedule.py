@@ -1,4 +1,4 @@
-"""Kernels on several OpenMP threads: results equal the serial build bit for bit (above and below
+"""Kernels on several threads of ndlc's team: results equal the serial build bit for bit (above and below
 the threshold, with even and uneven ranges), the dump says which kernels split and why others do
 not, NDLC_THREADS=1 emits no call of ndlc's team, a system without the team means serial code and
 one warning, and cached native code finds the team by name in a second process."""
@@ -273,7 +273,7 @@ kernel k0 -> %0
   stored because: %0: graph output
   loops: i0<2 i1<2 i2<6 i3<16 | i4<5 i5<5 i6<6
   strategy: rows (blocks of 16 i3 by 6 i2 accumulate side by side; the reductions read strided along i6)
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %x[360*i0 + 60*i1 + 6*i2 + 60*i4 + 6*i5 + i6]
   $1 = %w[i3 + 480*i4 + 96*i5 + 16*i6]
   phase 0: reduce
@@ -300,7 +300,7 @@ kernel k0 -> %0
   stored because: %0: graph output
   loops: i0<2 i1<28 i2<6 i3<28 | i4<5 i5<5
   strategy: rows (blocks of 16 i3 by 6 i2 accumulate side by side, the last computing 16 to store 12; the reductions read strided along i5)
-  serial: one thread (NDLC_THREADS=1 or no libgomp)
+  serial: one thread (NDLC_THREADS=1 or no thread team on this system)
   $0 = %x[1152*i0 + 36*i1 + i3 + 36*i4 + i5]
   $1 = %w[i2 + 30*i4 + 6*i5]
   phase 0: reduce
