@@ -79,12 +79,14 @@ def _conv_input_grad(b, x, w, g, s, p):
     stride: _conv_input_correlation; else at stride 1 over wide rows in tiles of channels x pixels). Other
     kernels: a correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
     kh, kw, cin, cout = w.shape
+    if s > 1:
+        return _conv_input_phases(b, x, w, g, s, p)
     if kh != kw:
-        return _conv_input_correlation(b, x, w, g, s, p)
+        return _conv_input_correlation(b, x, w, g, p)
     batch, ho, wo, _ = g.shape
-    if x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's (dilated) direct conv, in tiles
-        return _conv_input_correlation(b, x, w, g, s, p)
-    large = s == 1 and ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
+    if x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's direct conv, in tiles
+        return _conv_input_correlation(b, x, w, g, p)
+    large = ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
     direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
     if p < kh and (direct or (large and _planes_tiled(g.type, cin, kh, kh - 1 - p))):
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
@@ -113,14 +115,13 @@ def _col2im(b, x, windows, k, s, p):
     return b.permute(padded, axes=(0, 2, 3, 1))
 
 
-def _conv_input_correlation(b, x, w, g, s, p):
-    """Correlation of the adjoint (dilated by the stride) with the flipped kernel, padded by k - 1
-    (less the conv's own padding at stride 1, where that covers the input exactly), then padded or
+def _conv_input_correlation(b, x, w, g, p):
+    """A stride-1 conv's input gradient: the correlation of the adjoint with the flipped kernel,
+    padded by k - 1 less the conv's own padding (which covers the input exactly), then padded or
     cropped to the input where the windows did not reach."""
     kernel = w.shape[:2]
-    g = _dilated(b, g, s)
     full = max(kernel) - 1
-    reach = min(p, full) if s == 1 else 0  # padding rows whose adjoint no input row needs
+    reach = min(p, full)  # padding rows whose adjoint no input row needs
     flipped = b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2))
     dx = b.conv(g, flipped, stride=1, padding=full - reach)
     start = [p - reach + full - (k - 1) for k in kernel]  # dx index of input row 0
@@ -131,6 +132,50 @@ def _conv_input_correlation(b, x, w, g, s, p):
         dx = b.slice(dx, start=(0, start[0], start[1], 0),
                      stop=(x.shape[0], start[0] + x.shape[1], start[1] + x.shape[2], x.shape[3]))
     return dx
+
+
+def _conv_input_phases(b, x, w, g, s, p):
+    """A stride-s conv's input gradient as one stride-1 conv (sub-pixel convolution): padded input
+    row q·s + r reads the adjoint's rows q - t at kernel taps r + s·t only, so each phase (r, c)
+    of the input is a stride-1 correlation of the adjoint with a T x T sub-kernel (T = ceil(K/s),
+    zeros past K); the phases are output channels (r, c, ci) of one conv, then interleaved and
+    cropped to the input. Where the adjoint dilated by s ran K·K taps a pixel, s·s of them zeros
+    (3x3 stride 2: 4 times the products), and col2im a divisibility guard per tap."""
+    batch, ho, wo, cout = g.shape
+    cin = w.shape[2]
+    phases = [min(s, k) for k in w.shape[:2]]  # rows r >= K (a stride past the kernel) read no tap
+    taps = [-(-k // s) for k in w.shape[:2]]
+    first = p // s  # the phase row q holding padded input row p (input row 0)
+    rows = [(p + size - 1) // s - first + 1 for size in x.shape[1:3]]  # ... to input row H - 1
+    w = _pad_or_crop(b, w, tuple((0, t * s - k) for t, k in zip(taps, w.shape[:2])) + ((0, 0), (0, 0)))
+    w = b.reshape(w, shape=(taps[0], s, taps[1], s, cin, cout))
+    if phases != [s, s]:
+        w = b.slice(w, start=(0,) * 6, stop=(taps[0], phases[0], taps[1], phases[1], cin, cout))
+    w = b.permute(b.flip(w, axes=(0, 2)), axes=(0, 2, 5, 1, 3, 4))
+    w = b.reshape(w, shape=(taps[0], taps[1], cout, phases[0] * phases[1] * cin))
+    # the adjoint's rows q0 - (T - 1) .. q0 + rows - 1, zeros outside it
+    before = [t - 1 - first for t in taps]
+    after = [m + first - o for m, o in zip(rows, (ho, wo))]
+    g = _pad_or_crop(b, g, ((0, 0), (before[0], after[0]), (before[1], after[1]), (0, 0)))
+    out = b.conv(g, w, stride=1, padding=0)  # (N, rows, cols, R·R·Cin)
+    out = b.reshape(out, shape=(batch, rows[0], rows[1], phases[0], phases[1], cin))
+    out = b.permute(out, axes=(0, 1, 3, 2, 4, 5))
+    if phases != [s, s]:
+        out = b.pad(out, widths=((0, 0), (0, 0), (0, s - phases[0]), (0, 0), (0, s - phases[1]), (0, 0)))
+    out = b.reshape(out, shape=(batch, rows[0] * s, rows[1] * s, cin))
+    start = p - first * s
+    return b.slice(out, start=(0, start, start, 0), stop=(batch, start + x.shape[1], start + x.shape[2], cin))
+
+
+def _pad_or_crop(b, x, widths):
+    """`x` padded by the positive `widths` (before, after) and cropped by the negative ones."""
+    start = tuple(max(0, -lo) for lo, _ in widths)
+    stop = tuple(d - max(0, -hi) for d, (_, hi) in zip(x.shape, widths))
+    if start != (0,) * x.ndim or stop != x.shape:
+        x = b.slice(x, start=start, stop=stop)
+    if any(lo > 0 or hi > 0 for lo, hi in widths):
+        x = b.pad(x, widths=tuple((max(0, lo), max(0, hi)) for lo, hi in widths))
+    return x
 
 
 def _conv_weight_grad(b, x, w, g, s, p):
