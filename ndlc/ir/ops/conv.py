@@ -147,10 +147,10 @@ def _conv_input_phases(b, x, w, g, s, p):
     taps = [-(-k // s) for k in w.shape[:2]]
     first = p // s  # the phase row q holding padded input row p (input row 0)
     rows = [(p + size - 1) // s - first + 1 for size in x.shape[1:3]]  # ... to input row H - 1
-    w = _pad_or_crop(b, w, tuple((0, t * s - k) for t, k in zip(taps, w.shape[:2])) + ((0, 0), (0, 0)))
-    w = b.reshape(w, shape=(taps[0], s, taps[1], s, cin, cout))
-    if phases != [s, s]:
-        w = b.slice(w, start=(0,) * 6, stop=(taps[0], phases[0], taps[1], phases[1], cin, cout))
+    # zero taps to T·s (a kernel past the stride: T = 1 and its K phases as they are)
+    zeros = tuple((0, (t - 1) * s + r - k) for t, r, k in zip(taps, phases, w.shape[:2]))
+    w = _pad_or_crop(b, w, zeros + ((0, 0), (0, 0)))
+    w = b.reshape(w, shape=(taps[0], phases[0], taps[1], phases[1], cin, cout))
     w = b.permute(b.flip(w, axes=(0, 2)), axes=(0, 2, 5, 1, 3, 4))
     w = b.reshape(w, shape=(taps[0], taps[1], cout, phases[0] * phases[1] * cin))
     # the adjoint's rows q0 - (T - 1) .. q0 + rows - 1, zeros outside it
