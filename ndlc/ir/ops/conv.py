@@ -72,12 +72,12 @@ def _dilated(b, g, s):
 
 
 def _conv_input_grad(b, x, w, g, s, p):
-    """Square kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image,
-    summed back over the windows (col2im: unwindows; at stride 1 over wide rows, _plane_col2im)
-    and cropped to the input, or the adjoint's own direct conv with the flipped kernel: for a
-    direct conv, and over inputs of FOLD_PIXELS pixels where register tiles fit (NHWC, dilated by the
-    stride: _conv_input_correlation; else at stride 1 over wide rows in tiles of channels x pixels). Other
-    kernels: a correlation of the dilated adjoint with the flipped kernel (_conv_input_correlation)."""
+    """Strides past 1: one stride-1 conv over the input's s·s phases (_conv_input_phases). Square
+    kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image, summed
+    back over the windows (col2im: unwindows; over wide rows, _plane_col2im) and cropped to the
+    input, or the adjoint's own direct conv with the flipped kernel: for a direct conv, and over
+    inputs of FOLD_PIXELS pixels where register tiles fit (NHWC: _conv_input_correlation; else over
+    wide rows in tiles of channels x pixels). Other kernels: _conv_input_correlation."""
     kh, kw, cin, cout = w.shape
     if s > 1:
         return _conv_input_phases(b, x, w, g, s, p)
