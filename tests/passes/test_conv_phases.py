@@ -8,7 +8,7 @@ import ndlc as ndl
 from gradcheck import check_gradients
 from ndlc import nn
 from ndlc.ir import Builder, Graph, TensorType, interpret, print_graph
-from ndlc.ir.ops.conv import _conv_input_phases
+from ndlc.ir.ops.conv import PHASE_WASTE, _conv_input_phases, _phase_waste
 from oracle import assert_close
 
 
@@ -60,6 +60,14 @@ def test_a_stride_past_the_kernel_pads_the_phases_no_tap_reads():
     assert "pad(%7, widths=((0, 0), (0, 0), (0, 1), (0, 0), (0, 2), (0, 0))) : f64[1,3,3,2,3,1]" in text, text
 
 
+def test_phase_waste_counts_phase_rows_past_the_image_and_zero_taps():
+    """3x3 stride 2 padded by 1: 4x4 images take 3 x 3 phase rows of 2 x 2 taps and 4 phases per
+    2 x 2 outputs of 9 taps (4.0: the phases); 2x2 images 2 x 2 rows per output (7.1: col2im)."""
+    assert _phase_waste((64, 4, 4, 32), (3, 3, 32, 64), 2, 1) == 4.0 <= PHASE_WASTE
+    assert _phase_waste((64, 2, 2, 64), (3, 3, 64, 128), 2, 1) == 64 / 9 > PHASE_WASTE
+    assert _phase_waste((64, 9, 9, 5), (5, 5, 5, 12), 2, 2) == 1.44
+
+
 @pytest.mark.parametrize("s", [2, 3])
 @pytest.mark.parametrize("p", [0, 1, 2, 4])
 @pytest.mark.parametrize("k,size", [((3, 3), (9, 7)), ((5, 5), (9, 9)), ((2, 3), (8, 11)), ((1, 1), (5, 6)),
@@ -82,10 +90,12 @@ def test_strided_conv_gradients_match_finite_differences(s, p, k):
     check_gradients(lambda x, w: ndl.conv(x, w, stride=s, padding=p), x, w)
 
 
-# (Cin, Cout, K, stride, padding, H): the sweep's two slow cases, shrunk in the batch, and odd sizes
-@pytest.mark.parametrize("cin,cout,k,s,p,h", [(5, 12, 5, 2, 2, 9), (16, 32, 3, 2, 1, 16), (3, 8, 7, 2, 3, 13),
-                                              (4, 6, 3, 3, 0, 11), (3, 5, 5, 3, 2, 10), (8, 8, 1, 2, 0, 9)])
-def test_compiled_strided_conv_gradients_match_torch(cin, cout, k, s, p, h):
+# (Cin, Cout, K, stride, padding, H, phases): the sweep's two slow cases, shrunk in the batch, odd sizes,
+# and images too small for phases (ResNet9's 2x2 -> 1x1 layer: col2im at stride 2)
+@pytest.mark.parametrize("cin,cout,k,s,p,h,phases", [
+    (5, 12, 5, 2, 2, 9, True), (16, 32, 3, 2, 1, 16, True), (3, 8, 7, 2, 3, 13, True), (4, 6, 3, 3, 0, 11, True),
+    (3, 5, 5, 3, 2, 10, True), (8, 8, 1, 2, 0, 9, True), (6, 4, 3, 2, 1, 2, False)])
+def test_compiled_strided_conv_gradients_match_torch(cin, cout, k, s, p, h, phases):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(h)
     np.random.seed(h)
@@ -100,7 +110,8 @@ def test_compiled_strided_conv_gradients_match_torch(cin, cout, k, s, p, h):
         return t.grad, conv.weight.grad
     compiled = ndl.compile(step, state=[conv])
     dx, dw = (a.numpy() for a in compiled(x, c))
-    assert "dilate" not in compiled.ir("decomposed")
+    decomposed = compiled.ir("decomposed")
+    assert "dilate" not in decomposed and ("unwindows" not in decomposed) == phases
     tx = torch.tensor(x, requires_grad=True)
     tw = torch.tensor(conv.weight.numpy()).permute(3, 2, 0, 1).detach().requires_grad_()
     (torch.nn.functional.conv2d(tx, tw, stride=s, padding=p) * torch.tensor(c)).sum().backward()
