@@ -18,6 +18,7 @@ import time
 from ..ir.checks import maybe_verify, maybe_verify_kernels
 from ..errors import UnsupportedError
 from ..ir.printer import print_graph
+from ..passes.canonical import merged_outer_loops
 from ..passes.decompose import decompose
 from ..passes.fusion import fuse
 from ..passes.memory import plan_memory
@@ -81,7 +82,7 @@ def _cpu_kernels(stages, graph, blas, threads):
     and planned."""
     unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
     kernels = stages.kernels("fused", fold_permuted_consumers(merge_kernels(unmerged)), "merge")
-    kernels = stages.kernels("scheduled", schedule(kernels, threads), "schedule")
+    kernels = stages.kernels("scheduled", schedule(merged_outer_loops(kernels), threads), "schedule")
     return stages.kernels("planned", plan_memory(kernels), "memory")
 
 

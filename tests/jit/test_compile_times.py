@@ -39,6 +39,7 @@ def test_kernel_stages_print_as_they_were_after_their_pass():
     from ndlc.jit.capture import capture
     from ndlc.ir.types import TensorType
     from ndlc.jit.pipeline import Stages, _graph_stages
+    from ndlc.passes.canonical import merged_outer_loops
     from ndlc.passes.fusion import fuse
     from ndlc.passes.memory import plan_memory
     from ndlc.passes.schedule import schedule
@@ -51,7 +52,7 @@ def test_kernel_stages_print_as_they_were_after_their_pass():
     eager = []
     program = fuse(graph, use_blas=libraries.blas_enabled())
     eager.append(str(program))
-    program = schedule(program, libraries.threads())
+    program = schedule(merged_outer_loops(program), libraries.threads())
     eager.append(str(program))
     eager.append(str(plan_memory(program)))
     compiled = ndl.compile(step)

@@ -4,7 +4,7 @@ import numpy as np
 
 from ndlc.ir import interpret, parse
 from ndlc.jit.pipeline import compile_graph
-from ndlc.passes.canonical import canonical_loops
+from ndlc.passes.canonical import canonical_loops, merged_outer_loops
 from ndlc.passes.fusion import fuse, lower
 
 KEEPDIMS = """
@@ -105,3 +105,72 @@ def test_kernels_without_unit_loops_compute_what_the_interpreter_does():
         for got, want in zip(compile_graph(graph).run(*args), interpret(graph, *args)):
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+FIRST_AXIS = """
+graph @s(%x: f32[4,5,3]) {
+  %0 = summation(%x, axes=(0,)) : f32[5,3]
+  return %0
+}"""
+
+TRANSPOSED = """
+graph @t(%x: f32[4,5,3]) {
+  %0 = permute(%x, axes=(0, 2, 1)) : f32[4,3,5]
+  %1 = summation(%0, axes=(0,)) : f32[3,5]
+  return %1
+}"""
+
+
+def merged_kernels(text):
+    fused = fuse(parse(text))
+    before = [str(k) for k in fused.kernels]
+    return before, [str(k) for k in merged_outer_loops(fused).kernels]
+
+
+def test_outer_loops_that_memory_runs_on_across_merge_into_one():
+    before, after = merged_kernels(FIRST_AXIS)
+    assert before == ["""\
+kernel k0 -> %0
+  fuses: %0 summation
+  stored because: %0: graph output
+  loops: i0<5 i1<3 | i2<4
+  $0 = %x[3*i0 + i1 + 15*i2]
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[3*i0 + i1] = acc0"""]
+    assert after == ["""\
+kernel k0 -> %0
+  fuses: %0 summation
+  stored because: %0: graph output
+  loops: i0<15 | i1<4
+  $0 = %x[i0 + 15*i1]
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[i0] = acc0"""]
+
+
+def test_outer_loops_a_load_strides_across_stay_apart():
+    before, after = merged_kernels(TRANSPOSED)
+    assert "loops: i0<3 i1<5 | i2<4" in before[0]
+    assert after == before
+
+
+def test_merged_loops_sum_each_output_in_the_same_order():
+    """Over 4 rows the schedule keeps 'rows' (each output summed row after row, as numpy sums
+    along a first axis), so the sums equal numpy's bit for bit; a max over a merged 4-D nest too."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    for text in (FIRST_AXIS, TRANSPOSED):
+        graph = parse(text)
+        (got,) = compile_graph(graph).run(x)
+        (want,) = interpret(graph, x)
+        assert np.array_equal(got, want)
+    graph = parse("""
+graph @m(%x: f32[6,3,7,5]) {
+  %0 = max(%x, axes=(0,)) : f32[3,7,5]
+  return %0
+}""")
+    kernels = compile_graph(graph).ir("scheduled")
+    assert "loops: i0<105 | i1<6" in kernels
+    y = rng.standard_normal((6, 3, 7, 5)).astype(np.float32)
+    assert np.array_equal(compile_graph(graph).run(y)[0], y.max(axis=0))
