@@ -22,7 +22,6 @@ import gc
 import os
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,12 +29,12 @@ import numpy as np
 import mlp_step
 from ndlc.env import cores
 from suite import grid
+from suite.command import output_path
 from suite.contenders import CONTENDERS
 from suite.measure import (ATOL, RTOL, Cell, _fresh, checked_call, interleaved, results, threads,
                            timed_cell)
 from suite.report import ratio_text
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = ("PyTorch", "torch.compile")
 
 
@@ -169,15 +168,6 @@ def document(args, rows, load, names):
         "## Cases, worst first", "", *case_table(rows, names), ""])
 
 
-def output_path(args):
-    """--output; else benchmarks/SWEEP.md for a full run, a temporary folder for --quick or --only."""
-    if args.output:
-        return args.output
-    if args.quick or args.only:
-        return os.path.join(tempfile.mkdtemp(prefix="ndlc-sweep-"), "SWEEP.md")
-    return os.path.join(HERE, "SWEEP.md")
-
-
 def at_least(least):
     """An argparse type: an integer of at least `least`."""
     def number(text):
@@ -218,7 +208,7 @@ def main(argv=None):
     args = parse(argv)
     rows, load, names = sweep(args)
     text = document(args, rows, load, names)
-    path = os.path.abspath(output_path(args))
+    path = os.path.abspath(output_path(args, "SWEEP.md"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)

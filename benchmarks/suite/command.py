@@ -16,14 +16,14 @@ MLP_NAME = "MLP training step"
 STEP_BATCHES = {False: (64, 256), True: (4, 8)}  # the convolutional models' training steps, by --quick
 
 
-def output_path(args):
-    """Where RESULTS.md goes: --output; else benchmarks/RESULTS.md for a full, unfiltered run, and a
-    new temporary folder for --quick or --only (which must not overwrite the committed one)."""
+def output_path(args, name="RESULTS.md"):
+    """Where the report `name` goes: --output; else benchmarks/`name` for a full, unfiltered run, and
+    a new temporary folder for --quick or --only (which must not overwrite the committed one)."""
     if args.output:
         return args.output
     if args.quick or args.only:
-        return os.path.join(tempfile.mkdtemp(prefix="ndlc-bench-"), "RESULTS.md")
-    return os.path.join(HERE, "RESULTS.md")
+        return os.path.join(tempfile.mkdtemp(prefix="ndlc-bench-"), name)
+    return os.path.join(HERE, name)
 
 
 def choose(args):
