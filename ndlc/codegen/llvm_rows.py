@@ -5,9 +5,11 @@ helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and 
 from llvmlite import ir
 
 from . import mathlib
+from ..ir.scalar import leaves
 from ..ir.tiles import ragged_pieces
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, TYPES
+from .llvm_vector import ZERO
 
 
 class RowBlocks:
@@ -58,8 +60,12 @@ class RowBlocks:
                 self.phase_slots = slots
                 if phase.reductions:
                     along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
-                    self._loops(k.outer, len(k.extents), lambda phase=phase, slots=slots: along_block(
-                        lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True))
+                    def taps(phase=phase, slots=slots):
+                        along_block(lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True)
+                    if k.tile:
+                        self._taps(k.outer, first, taps)
+                    else:
+                        self._loops(k.outer, len(k.extents), taps)
                 if phase.inner:
                     self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
                         lambda: self._stores(phase.stores), innermost=True))
@@ -81,6 +87,50 @@ class RowBlocks:
         else:
             self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = self.tile_start = None
+
+    def _taps(self, var, first, body):
+        """A register tile's reduced loops from `var` around body(), for its block from `first`: each
+        loop that a padding guard bounds (an NHWC conv's input read in place, ir/tiles.py
+        tile_guards) in three ranges, the taps whose guards hold for every row of the tile in the
+        middle (checked nowhere), those that cross the padding on either side (where a guard the
+        tile's rows share fails throughout, its loads read nothing; a guard along the rows is checked
+        a row). The taps keep their order, and a tap that reads padding adds the product of a zero,
+        as over the padded copy: the sums are that copy's, bit for bit."""
+        k, b = self.kernel, self.b
+        if var == len(k.extents):
+            body()
+            return
+        start, stop = ZERO, ir.Constant(I64, k.extents[var])
+        guards = self._tap_guards(var)
+        if not guards:
+            self._for(var, start, stop, lambda: self._taps(var + 1, first, body))
+            return
+        rows, last = k.outer - 2, k.outer - 1
+        self.vars[last], self.vars[rows] = first, self.tile_start
+        low, high = start, stop
+        for g in guards:  # 0 <= v + rest + (the tile's reach along its rows and block) < bound
+            rest = self._affine(g.form, skip=var)
+            reach = g.form.coeffs[rows] * (k.tile - 1) + g.form.coeffs[last] * (k.block - 1)
+            low = mathlib.intrinsic(b, "llvm.smax", low, b.neg(rest))
+            high = mathlib.intrinsic(b, "llvm.smin", high, b.sub(ir.Constant(I64, g.bound - reach), rest))
+        low = mathlib.intrinsic(b, "llvm.smin", low, stop)
+        high = mathlib.intrinsic(b, "llvm.smax", high, low)
+        shared = len(guards) == 1 and not guards[0].form.coeffs[rows] and not guards[0].form.coeffs[last]
+        outside = set(guards) if shared else set()  # fails throughout the outer ranges
+        known, failing = self.known, self.failing
+        for lo, hi, holds in ((start, low, False), (low, high, True), (high, stop, False)):
+            self.known, self.failing = (known | set(guards), failing) if holds else (known, failing | outside)
+            self._for(var, lo, hi, lambda: self._taps(var + 1, first, body))
+        self.known, self.failing = known, failing
+
+    def _tap_guards(self, var):
+        """The padding guards of the reductions' loads that reduced loop `var` steps by one and no
+        later reduced loop moves: those `_taps` splits loop `var` by."""
+        k = self.kernel
+        used = {n for r in k.reductions for n in leaves(r.body) if isinstance(n, int)}
+        guards = {g for n in used for g in k.loads[n].access.guards
+                  if g.step == 1 and g.form.coeffs[var] == 1 and g not in self.known and not any(g.form.coeffs[var + 1:])}
+        return sorted(guards, key=str)
 
     def _itemsize(self):
         """Bytes of the widest element the reductions accumulate (a register tile's lanes)."""

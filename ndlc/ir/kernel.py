@@ -338,8 +338,11 @@ class Kernel:
             tile = f" by {self.tile} i{self.outer - 2}" if self.tile else ""
             rest = self.extents[self.outer - 1] % self.block if self.tile else 0
             ragged = f", the last computing {self.block} to store {rest}" if rest else ""
+            read = {e.payload for r in self.reductions for e in postorder(r.body) if e.prim == "arg"}
+            padded = "; the taps that cross the padding checked apart, per tile" if self.tile and any(
+                isinstance(n, int) and self.loads[n].access.guards for n in read) else ""
             lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side{ragged}; "
-                         f"the reductions read strided along i{len(self.extents) - 1})")
+                         f"the reductions read strided along i{len(self.extents) - 1}{padded})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")
         if self.split:

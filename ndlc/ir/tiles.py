@@ -123,14 +123,25 @@ def ragged_problem(kernel, buffers, block):
     extents[last] = -(-extents[last] // block) * block
     for n in sorted({n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}):
         load = kernel.loads[n]
-        if not isinstance(load, Load):
+        form = load.access.form.padded(len(extents))
+        if not isinstance(load, Load) or not form.coeffs[last]:  # reads past the loop's end what its last point reads
             continue
-        low, high = load.access.form.padded(len(extents)).bounds(extents)
+        low, high = form.bounds(extents)
         size = math.prod(buffers[load.buffer].shape)
         if load.access.guards or low < 0 or high // load.access.step >= size:
             return (f"its last block computes past the loop's end, where ${n} reaches elements {low}..{high} "
                     f"of %{load.buffer}, which has {size}")
     return ""
+
+
+def tile_guards(access, rows, last) -> bool:
+    """Whether a register tile over loops `rows` x `last` may read `access` guarded (a padded conv's
+    input read in place): a broadcast (invariant along the last loop, as an NHWC conv's input is),
+    each guard an interval (step 1). Its tile then checks none for the taps whose guards hold for
+    every row of the tile, and each row's for the taps that cross the padding (codegen/llvm_rows.py
+    _taps); a load along the block would check each lane."""
+    return not access.guards or not access.form.padded(last + 1).coeffs[last] and all(
+        g.step == 1 and not g.form.padded(last + 1).coeffs[last] for g in access.guards)
 
 
 def reordered(kernel, order):

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
-from ..ir.tiles import ragged_problem, register_tile, reordered
+from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
 from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -140,7 +140,7 @@ def _rows_block(kernel) -> int:
 
 def _tile(kernel, program):
     """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load the
-    reductions read is unguarded and invariant along one of them, contiguous or invariant along
+    reductions read is unguarded (or padded as a tile reads it: tile_guards) and invariant along one of them, contiguous or invariant along
     the last, and the split loop (if any) comes before both; else None. A ragged tile (C does not
     divide the last loop) only where its last block may compute whole (ir/tiles.py ragged_problem)."""
     rows, last = kernel.outer - 2, kernel.outer - 1
@@ -149,7 +149,7 @@ def _tile(kernel, program):
     used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
     for load in (kernel.loads[n] for n in used):
         coeffs = load.access.form.coeffs
-        if load.access.guards or coeffs[last] not in (0, 1) or (coeffs[rows] and coeffs[last]):
+        if not tile_guards(load.access, rows, last) or coeffs[last] not in (0, 1) or (coeffs[rows] and coeffs[last]):
             return None
     if any(r.dtype not in FLOAT_BYTES for r in kernel.reductions):
         return None

@@ -340,6 +340,24 @@ def _tiled(out):
     return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
 
 
+def _padding_in_place(x):
+    """Whether a conv nest in register tiles reads NHWC `x` padded in place, one kernel (its tiles
+    check only the taps that cross the padding: codegen/llvm_rows.py _taps), not padded first by
+    a copy: where a tap's loads of its channels (an NCHW input's planes apart) spread over the L1
+    cache's sets (ir/tiles.py spread; planes 4 KiB apart: a k7 conv 2x slower in place)."""
+    return spread(x.shape[3], _channel_stride(x), numpy_dtype(x.dtype).itemsize)
+
+
+def _channel_stride(x):
+    """Elements between one channel (axis 3) of `x` and the next in the value it views through
+    permutes (stored row-major: an NCHW input's plane)."""
+    axis = 3
+    while x.node is not None and x.node.op == "permute":
+        axis = x.node.attrs["axes"][axis]
+        x = x.node.operands[0]
+    return int(np.prod(x.shape[axis + 1:]))
+
+
 def _row_tiled(out):
     """Whether a stride-1 conv of output type `out` (NHWC) runs over NCHW planes (_conv_rows) in
     register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors, or
@@ -403,7 +421,8 @@ def _conv_decompose(b, n):
     forward, min of 60 calls: 1.15-1.24 -> 0.92-0.96 ms, one thread, alternating, load 4-9).
     Where the output's width and channels fit a register tile (_tiled) and its images span
     TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
-    FOLD_PIXELS, the conv keeps its loop nest (None), padded first so that no load is guarded. A
+    FOLD_PIXELS, the conv keeps its loop nest (None), reading its padding in place where the
+    input's channels spread over the L1 cache (_padding_in_place), else padded first. A
     rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
@@ -413,8 +432,10 @@ def _conv_decompose(b, n):
         return _conv_rows(b, x, w, p)
     if _direct(x.shape, w.shape, s, p):
         return _conv_direct(b, x, w, p)
-    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, unguarded: padded first
-        return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0) if p else None
+    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, in register tiles
+        if p and not _padding_in_place(x):  # padded first: the nest's loads unguarded
+            return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0)
+        return None
     if kh != kw:
         return None
     if pixels < FOLD_PIXELS:  # one product, NHWC out as it is

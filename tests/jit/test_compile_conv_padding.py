@@ -1,0 +1,144 @@
+"""A padded convolution's forward as one kernel: the conv nest in register tiles reads its padding
+in place (ir/ops/conv.py _padding_in_place), its taps split where the guards hold for the whole
+tile (codegen/llvm_rows.py _taps); bit for bit the padded copy's sums, and equal to numpy's
+forward and finite differences over random shapes."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ndlc as ndl
+from ndlc import nn
+from ndlc.ir import parse
+from ndlc.jit.compile import compile_graph
+
+
+def _kernels(text):
+    return text.count("\nkernel ")
+
+
+def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch):
+    """ResNet9's 4x4 3x3 layer (NCHW planes of 64 bytes: its channels spread over the L1 cache):
+    the conv nest reads the input guarded, its tiles check only the taps that cross the padding;
+    one kernel where the padding was a kernel of its own."""
+    monkeypatch.setenv("NDLC_THREADS", "2")
+    graph = parse("""
+graph @c(%x: f32[8,32,4,4], %w: f32[3,3,32,32]) {
+  %0 = permute(%x, axes=(0, 2, 3, 1)) : f32[8,4,4,32]
+  %1 = conv(%0, %w, stride=1, padding=1) : f32[8,4,4,32]
+  return %1
+}""")
+    scheduled = compile_graph(graph).ir("scheduled")
+    assert _kernels(scheduled) == 1, scheduled
+    kernel = scheduled[scheduled.index("kernel k0"):].rstrip("\n") + "\n"
+    assert kernel == """\
+kernel k0 -> %1
+  fuses: %0 permute, %1 conv
+  stored because: %1: graph output
+  loops: i0<8 i1<4 i2<4 i3<32 | i4<3 i5<3 i6<32
+  strategy: rows (blocks of 16 i3 by 4 i2 accumulate side by side; the reductions read strided along i6; \
+the taps that cross the padding checked apart, per tile)
+  parallel over i0 in 4 pieces of 2, taken in turn (2 threads)
+  $0 = %x[512*i0 + 4*i1 + i2 + 4*i4 + i5 + 16*i6 - 5 if 0 <= i1 + i4 - 1 < 4 and 0 <= i2 + i5 - 1 < 4]
+  $1 = %w[i3 + 3072*i4 + 1024*i5 + 32*i6]
+  phase 0: reduce
+    acc0 = add of mul($0, $1)
+    store %1[512*i0 + 128*i1 + 32*i2 + i3] = acc0
+""", kernel
+
+
+def test_planes_4_kib_apart_are_padded_first():
+    """16 channels of 32x32 NCHW planes (4 KiB apart: a tap's loads of every channel in one L1
+    set) keep the padding's own kernel, which the nest then reads unguarded."""
+    graph = parse("""
+graph @c(%x: f32[2,16,32,32], %w: f32[7,7,16,32]) {
+  %0 = permute(%x, axes=(0, 2, 3, 1)) : f32[2,32,32,16]
+  %1 = conv(%0, %w, stride=2, padding=3) : f32[2,16,16,32]
+  return %1
+}""")
+    scheduled = compile_graph(graph).ir("scheduled")
+    assert _kernels(scheduled) == 2 and "fuses: %0 permute, %1 pad" in scheduled, scheduled
+    assert "reads its zero-filled elements repeatedly" in scheduled and "checked apart" not in scheduled
+
+
+@pytest.mark.parametrize("n,cin,h,cout,k,s,p", [
+    (8, 32, 4, 32, 3, 1, 1),   # ResNet9's 4x4 layer
+    (4, 3, 16, 32, 3, 2, 1),   # 3 channels of 1 KiB planes, stride 2
+    (3, 5, 11, 16, 5, 1, 2),   # odd sizes: a ragged tile's last block past the channels
+    (2, 4, 9, 8, 7, 2, 3),     # the kernel wider than the tile's interior
+    (4, 8, 6, 24, 3, 2, 2),    # padding past K // 2
+])
+def test_the_padding_read_in_place_sums_as_the_padded_copy_bit_for_bit(n, cin, h, cout, k, s, p):
+    """The same taps in the same order, a zero's product where a tap reads padding: the conv
+    with its padding in place equals the conv over the padded copy bit for bit."""
+    o = (h + 2 * p - k) // s + 1
+    x = f"%x: f32[{n},{cin},{h},{h}], %w: f32[{k},{k},{cin},{cout}]"
+    view = f"%0 = permute(%x, axes=(0, 2, 3, 1)) : f32[{n},{h},{h},{cin}]"
+    in_place = parse(f"""
+graph @a({x}) {{
+  {view}
+  %1 = conv(%0, %w, stride={s}, padding={p}) : f32[{n},{o},{o},{cout}]
+  return %1
+}}""")
+    padded = parse(f"""
+graph @b({x}) {{
+  {view}
+  %1 = pad(%0, widths=((0, 0), ({p}, {p}), ({p}, {p}), (0, 0))) : f32[{n},{h + 2 * p},{h + 2 * p},{cin}]
+  %2 = conv(%1, %w, stride={s}, padding=0) : f32[{n},{o},{o},{cout}]
+  return %2
+}}""")
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal((n, cin, h, h)).astype(np.float32),
+              rng.standard_normal((k, k, cin, cout)).astype(np.float32)]
+    a, b = compile_graph(in_place), compile_graph(padded)
+    assert "checked apart" in a.ir("scheduled") and _kernels(a.ir("scheduled")) < _kernels(b.ir("scheduled"))
+    np.testing.assert_array_equal(a.run(*arrays)[0], b.run(*arrays)[0])
+
+
+def _reference(x, w, s, p):
+    """NCHW conv of `x` with (K, K, Cin, Cout) `w` in float64 numpy."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+    k = w.shape[0]
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+    return np.einsum("nchwij,ijcd->ndhw", windows, w.astype(np.float64))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 12), st.integers(3, 12), st.integers(1, 20), st.sampled_from([1, 3, 5]),
+       st.integers(1, 2), st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_compiled_padded_convs_match_numpy_and_finite_differences(n, cin, h, cout, k, s, p, seed):
+    """Random shapes, paddings, strides, odd sizes and channel counts: the compiled forward equals
+    numpy's, and its input and weight gradients equal central differences of numpy's loss along
+    random directions."""
+    if h + 2 * p < k:
+        return
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed % 2**32)
+    conv = nn.Conv(cin, cout, k, stride=s, padding=p, bias=False)
+    x = rng.standard_normal((n, cin, h, h)).astype(np.float32)
+    o = (h + 2 * p - k) // s + 1
+    c = rng.standard_normal((n, cout, o, o)).astype(np.float32)
+
+    def step(t, c):
+        t.requires_grad = True
+        y = conv(t)
+        (y * c).sum().backward()
+        return y, t.grad, conv.weight.grad
+    y, dx, dw = (a.numpy() for a in ndl.compile(step, state=[conv])(x, c))
+    w = conv.weight.numpy()
+    want = _reference(x, w, s, p)
+    scale = np.abs(want).max() + 1
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * scale)
+
+    def loss(xv, wv):
+        return float((_reference(xv, wv, s, p) * c).sum())
+    eps = 1e-3
+    for grad, wrt in ((dx, 0), (dw, 1)):
+        for _ in range(2):
+            d = rng.standard_normal(grad.shape)
+            at = [x.astype(np.float64), w.astype(np.float64)]
+            plus, minus = list(at), list(at)
+            plus[wrt], minus[wrt] = at[wrt] + eps * d, at[wrt] - eps * d
+            numeric = (loss(*plus) - loss(*minus)) / (2 * eps)  # exact but for rounding: the loss is linear in each
+            analytic = float((grad.astype(np.float64) * d).sum())
+            assert abs(analytic - numeric) <= 1e-4 * np.linalg.norm(grad) * np.linalg.norm(d) + 1e-6, (analytic, numeric)
