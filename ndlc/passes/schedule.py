@@ -140,9 +140,10 @@ def _rows_block(kernel) -> int:
 
 def _tile(kernel, program):
     """(R, C) of a register tile over the last two outer loops (ir/tiles.py) where every load the
-    reductions read is unguarded (or padded as a tile reads it: tile_guards) and invariant along one of them, contiguous or invariant along
-    the last, and the split loop (if any) comes before both; else None. A ragged tile (C does not
-    divide the last loop) only where its last block may compute whole (ir/tiles.py ragged_problem)."""
+    reductions read is unguarded (or guarded as a tile may read it: tile_guards) and invariant along
+    one of them, contiguous or invariant along the last, and the split loop (if any) comes before
+    both; else None. A ragged tile (C does not divide the last loop) only where its last block may
+    compute whole (ir/tiles.py ragged_problem)."""
     rows, last = kernel.outer - 2, kernel.outer - 1
     if rows < 0 or (kernel.split is not None and kernel.split.loop >= rows) or not kernel.reductions:
         return None
