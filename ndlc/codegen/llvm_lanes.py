@@ -14,6 +14,8 @@ the order LLVM's vectoriser chose by its `reassoc` rules where that order is kno
 `Lanes._reduce`), and in codegen's own order elsewhere (`Lanes._in_order`: rows of any length,
 mathlib in the body, several values carried), fixed per row, so never dependent on the threads.
 """
+from math import prod
+
 from llvmlite import ir
 
 from ..ir.kernel import Combine, Index, Load, Strategy
@@ -123,20 +125,18 @@ def interleaved(kernel) -> bool:
 
 
 def along_row(kernel) -> bool:
-    """Whether a 'point' kernel's reductions run along its one inner loop as codegen's vectors:
-    float32 sums and maxima, in LLVM's order where `interleaved`, else in codegen's own
-    (`Lanes._in_order`)."""
-    if kernel.outer != len(kernel.extents) - 1:
-        return False
+    """Whether a 'point' kernel's reductions run along its last loop as codegen's vectors: float32
+    sums and maxima, in LLVM's order where `interleaved`, else in codegen's own (`Lanes._in_order`,
+    over any number of inner loops)."""
     return all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
 
 
-def own_parts(kernel, phase, w) -> int:
-    """How many partial vectors of `w` lanes codegen's own order keeps per reduction of `phase`:
-    PARTS where the row has as many vectors, fewer where the values the phase carries (a max's NaN
-    flag counted) would take more than OWN_REGISTERS vector registers."""
+def own_parts(phase, n, w) -> int:
+    """How many partial vectors of `w` lanes codegen's own order keeps per reduction of `phase`
+    over rows of `n`: PARTS where a row has as many vectors, fewer where the values the phase
+    carries (a max's NaN flag counted) would take more than OWN_REGISTERS vector registers."""
     carried = len(phase.reductions) + sum(r.combine == Combine.MAX for r in phase.reductions)
-    return max(1, min(PARTS, kernel.extents[-1] // w, OWN_REGISTERS // max(carried, 1)))
+    return max(1, min(PARTS, n // w, OWN_REGISTERS // max(carried, 1)))
 
 
 def _distinct(exprs) -> dict:
@@ -207,7 +207,7 @@ class Lanes:
         at a time), else in codegen's own order (`_in_order`)."""
         n, start = self.kernel.extents[self.lane_var], 0
         if not interleaved(self.kernel):
-            self._in_order(phase, slots, n)
+            self._in_order(phase, slots)
             return
         for w, parts in ((self.width, PARTS), (self.width // 2, 1)):
             end = n - (n - start) % (w * parts)
@@ -224,25 +224,36 @@ class Lanes:
                 self._accumulate(phase, slots, self.accs.__getitem__)
             self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, n), at)
 
-    def _in_order(self, phase, slots, n):
-        """Codegen's order for a row of `n`: vector v of the row (its elements v*W .. v*W + W-1, the
-        last one masked where W does not divide n, its other lanes the identity) into partial
-        vector v mod P (`own_parts`); the partials folded left and reduced by halves, as `_close_parts`."""
-        w = F32_LANES  # the sums' width, where a wider type (a label's i64) narrows the kernel's
-        count = own_parts(self.kernel, phase, w)
+    def _in_order(self, phase, slots):
+        """Codegen's order: the row is the last loop and the loops after the first inner loop that
+        address memory as one with it (a per-channel sum over [N, C, 28, 28]: rows of 784, one per
+        image, as LLVM's loops ran). Over the rows in the order of the loops before it, vector v of
+        each row (its elements v*W .. v*W + W-1, the last one masked where W does not divide the
+        row, its other lanes the identity) goes into partial vector v mod P (`own_parts`); after
+        the last row the partials are folded left and reduced by halves (`_close_parts`)."""
+        k, w = self.kernel, F32_LANES  # the sums' width, where a wider type (a label's i64) narrows the kernel's
+        last = len(k.extents)
+        first = next((f for f in range(k.outer + 1, last - 1) if self._collapsible(f, last)), last - 1)
+        n = prod(k.extents[first:])
+        count = own_parts(phase, n, w)
         parts_at = self._open_parts(phase, slots, w, count)
         whole, vectors = n // w, -(-n // w)
         main = whole - whole % count
-        if main:
-            self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
-                        lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(count)],
-                        step=count * w)
-        for v in range(main, vectors):
-            rest = n - v * w
-            if rest < w:
-                self.mask = ir.Constant(ir.VectorType(I1, w), [lane < rest for lane in range(w)])
-            self._add_part(phase, parts_at, v % count, ZERO, w, v)
-            self.mask = None
+
+        def row():
+            for var in range(first, last - 1):
+                self.vars[var] = ZERO
+            if main:
+                self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
+                            lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(count)],
+                            step=count * w)
+            for v in range(main, vectors):
+                rest = n - v * w
+                if rest < w:
+                    self.mask = ir.Constant(ir.VectorType(I1, w), [lane < rest for lane in range(w)])
+                self._add_part(phase, parts_at, v % count, ZERO, w, v)
+                self.mask = None
+        self._loops(k.outer, first, row, reduce=True)
         self._close_parts(phase, parts_at, w)
 
     def _open_parts(self, phase, slots, w, count):

@@ -14,19 +14,21 @@ from ndlc.jit.compile import compile_graph
 from ndlc.runtime import native
 
 
-def _in_order(row, carried, combine):
-    """The documented order in float32: vector v of the row (the last padded with the identity)
-    into partial v mod P, P = min(PARTS, whole vectors, OWN_REGISTERS // carried); the partials
-    folded left (p1 + p0, then + p2, ...), then halves of the vector combined until one lane."""
-    w, n = F32_LANES, len(row)
+def _in_order(rows, carried, combine):
+    """The documented order in float32 over `rows` (one reduction's rows, in the loops' order):
+    vector v of each row (the last padded with the identity) into partial v mod P, P = min(PARTS,
+    a row's whole vectors, OWN_REGISTERS // carried); after the last row the partials folded left
+    (p1 + p0, then + p2, ...), then halves of the vector combined until one lane."""
+    w, n = F32_LANES, len(rows[0])
     fill = np.float32(-0.0 if combine is np.add else -np.inf)
     count = max(1, min(PARTS, n // w, OWN_REGISTERS // carried))
     parts = np.full((count, w), fill, np.float32)
     if combine is np.add:
         parts[0, 0] = 0.0  # the accumulator's start, in lane 0 of the first
-    padded = np.concatenate([row, np.full(-n % w, fill, np.float32)])
-    for v in range(len(padded) // w):
-        parts[v % count] = combine(parts[v % count], padded[v * w:(v + 1) * w])
+    for row in rows:
+        padded = np.concatenate([row, np.full(-n % w, fill, np.float32)])
+        for v in range(len(padded) // w):
+            parts[v % count] = combine(parts[v % count], padded[v * w:(v + 1) * w])
     total = parts[0]
     for part in parts[1:]:
         total = combine(part, total)
@@ -52,10 +54,25 @@ def test_sums_and_maxima_along_short_rows_run_in_codegens_order(n):
     y[2, n // 2] = np.nan
     sums, maxima = program.run(x, y)
     carried = 3  # a sum, a max and its NaN flag: one phase
-    np.testing.assert_array_equal(sums, [_in_order(row, carried, np.add) for row in x])
+    np.testing.assert_array_equal(sums, [_in_order([row], carried, np.add) for row in x])
     kept = [0, 1, 3, 4]
-    np.testing.assert_array_equal(maxima[kept], [_in_order(row, carried, np.maximum) for row in y[kept]])
+    np.testing.assert_array_equal(maxima[kept], [_in_order([row], carried, np.maximum) for row in y[kept]])
     assert np.isnan(maxima[2])  # the NaN flag, as numpy's max
+
+
+def test_a_per_channel_sum_runs_each_images_plane_as_one_row():
+    """BatchNorm2d's statistics over [N, C, H, W]: loops (c | n, h, w), the row h*w of each image
+    (its loops address memory as one), the images' rows in order into the same partials."""
+    graph = parse("""graph @s(%x: f32[4,3,5,10]) {
+  %0 = summation(%x, axes=(0, 2, 3)) : f32[3]
+  return %0
+}""")
+    program = compile_graph(graph, cached=False)
+    (kernel,) = program.kernels.kernels
+    assert kernel.outer == 1 and len(kernel.extents) == 4 and lane_loop(kernel) == 3
+    x = np.random.default_rng(5).standard_normal((4, 3, 5, 10)).astype(np.float32) * 10
+    (sums,) = program.run(x)
+    np.testing.assert_array_equal(sums, [_in_order(x[:, c].reshape(4, 50), 1, np.add) for c in range(3)])
 
 
 def _log_softmax64(z):
