@@ -53,10 +53,11 @@ def lane_loop(kernel, debug=None):
     float32 sums and maxima (a 'point' kernel's), bounds checks (`debug`), a loop shorter than
     the width, or an access that is guarded along the loop, strided along it (a gather), a store
     not contiguous along it, or a load of a stored buffer elsewhere than where it is stored (a
-    later iteration would read an earlier one's store), or streaming stores (llvm_stream.py groups a cache line of scalar points). 'point'
-    and 'gemm' kernels run their last loop as vectors (a 'point' kernel's float32 reductions along
-    it too: `along_row`), 'chunks' kernels their columns, 'rows' kernels their block (the last
-    outer loop: each lane sums its own output in the loops' order)."""
+    later iteration would read an earlier one's store), or streaming stores (llvm_stream.py groups
+    a cache line of scalar points). 'point' and 'gemm' kernels run their last loop as vectors (a
+    'point' kernel's float32 reductions along it too: `along_row`), 'chunks' kernels their
+    columns, 'rows' kernels their block (the last outer loop: each lane sums its own output in
+    the loops' order)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers:  # llvm_stream.py stores a cache line of points
@@ -216,7 +217,7 @@ class Lanes:
                 self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, end),
                             lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(parts)],
                             step=parts * w)
-                self._close_parts(phase, parts_at, w)
+                self._close_parts(parts_at, w)
                 start = end
         if start < n:
             def at(i):
@@ -231,7 +232,7 @@ class Lanes:
         each row (its elements v*W .. v*W + W-1, the last one masked where W does not divide the
         row, its other lanes the identity) goes into partial vector v mod P (`own_parts`); after
         the last row the partials are folded left and reduced by halves (`_close_parts`)."""
-        k, w = self.kernel, F32_LANES  # the sums' width, where a wider type (a label's i64) narrows the kernel's
+        k, w = self.kernel, F32_LANES  # the sums' width, though a label's i64 narrows the kernel's
         last = len(k.extents)
         first = next((f for f in range(k.outer + 1, last - 1) if self._collapsible(f, last)), last - 1)
         n = prod(k.extents[first:])
@@ -254,7 +255,7 @@ class Lanes:
                 self._add_part(phase, parts_at, v % count, ZERO, w, v)
                 self.mask = None
         self._loops(k.outer, first, row, reduce=True)
-        self._close_parts(phase, parts_at, w)
+        self._close_parts(parts_at, w)
 
     def _open_parts(self, phase, slots, w, count):
         """`count` vectors of `w` lanes of partial results per reduction of `phase`, in stack slots:
@@ -294,7 +295,7 @@ class Lanes:
                 b.store(b.or_(b.load(seen), b.fcmp_unordered("uno", value, value)), seen)
         self.lanes = 0
 
-    def _close_parts(self, phase, parts_at, w):
+    def _close_parts(self, parts_at, w):
         """Each reduction's partial vectors folded left into the first (p1 + p0, then + p2, + p3)
         and its lanes reduced by LLVM's `vector.reduce` (reassociating: halves, as LLVM expands it)
         into the accumulator; a max's NaN flag takes an `or` of its lanes' flags."""
