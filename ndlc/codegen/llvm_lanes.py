@@ -9,10 +9,13 @@ of the optimiser's time). Such a loop carries no value from one iteration to the
 output), so each lane computes what one iteration of the
 scalar loop computed, with the same instructions and the same contraction (mathlib's `contract`
 steps, no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
-bit. A 'point' kernel that reduces along its innermost loop sums in the order LLVM's vectoriser
-chose by its `reassoc` rules: codegen reproduces that order where it is known (`interleaved`,
-`Lanes._reduce`), and leaves the other such kernels scalar, for LLVM to vectorise.
+bit. A 'point' kernel that reduces along its innermost loop (float32 sums and maxima) sums in
+the order LLVM's vectoriser chose by its `reassoc` rules where that order is known (`interleaved`,
+`Lanes._reduce`), and in codegen's own order elsewhere (`Lanes._in_order`: rows of any length,
+mathlib in the body, several values carried), fixed per row, so never dependent on the threads.
 """
+from math import prod
+
 from llvmlite import ir
 
 from ..ir.kernel import Combine, Index, Load, Strategy
@@ -39,17 +42,22 @@ PARTS = 4
 REDUCED_LEAST = 64
 LIVE = {1: 14, 2: 8}
 F32_LANES = VECTOR_BYTES // 4  # float32 lanes of a vector
+# codegen's own order keeps at most this many partial vectors (of AVX2's 16 registers) across a row,
+# leaving the rest to the body's values
+OWN_REGISTERS = 8
 
 
 def lane_loop(kernel, debug=None):
     """The loop of `kernel` whose iterations its innermost loops run as vectors, or None where
-    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop (a 'point'
-    kernel's), bounds checks (`debug`), a loop shorter than the width, or an access that is guarded
-    along the loop, strided along it (a gather), a store not contiguous along it, or a load of a
-    stored buffer elsewhere than where it is stored (a later iteration would read an earlier one's
-    store), or streaming stores (llvm_stream.py groups a cache line of scalar points). 'point'
-    and 'gemm' kernels run their last loop as vectors, 'chunks' kernels their columns, 'rows'
-    kernels their block (the last outer loop: each lane sums its own output in the loops' order)."""
+    its code is left to LLVM's loop vectoriser: a reduction along the innermost loop other than
+    float32 sums and maxima (a 'point' kernel's), bounds checks (`debug`), a loop shorter than
+    the width, or an access that is guarded along the loop, strided along it (a gather), a store
+    not contiguous along it, or a load of a stored buffer elsewhere than where it is stored (a
+    later iteration would read an earlier one's store), or streaming stores (llvm_stream.py groups
+    a cache line of scalar points). 'point' and 'gemm' kernels run their last loop as vectors (a
+    'point' kernel's float32 reductions along it too: `along_row`), 'chunks' kernels their
+    columns, 'rows' kernels their block (the last outer loop: each lane sums its own output in
+    the loops' order)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers:  # llvm_stream.py stores a cache line of points
@@ -59,7 +67,7 @@ def lane_loop(kernel, debug=None):
     elif kernel.strategy == Strategy.ROWS:  # along the block: each lane accumulates its own output
         var = kernel.outer - 1
     elif kernel.strategy in (Strategy.POINT, Strategy.GEMM) and kernel.extents and (
-            not kernel.reductions or kernel.strategy == Strategy.POINT and interleaved(kernel)):
+            not kernel.reductions or kernel.strategy == Strategy.POINT and along_row(kernel)):
         var = len(kernel.extents) - 1
     else:
         return None
@@ -115,6 +123,21 @@ def interleaved(kernel) -> bool:
                for e in nodes.values()):
             return False
     return True
+
+
+def along_row(kernel) -> bool:
+    """Whether a 'point' kernel's reductions run along its last loop as codegen's vectors: float32
+    sums and maxima, in LLVM's order where `interleaved`, else in codegen's own (`Lanes._in_order`,
+    over any number of inner loops)."""
+    return all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
+
+
+def own_parts(phase, n, w) -> int:
+    """How many partial vectors of `w` lanes codegen's own order keeps per reduction of `phase`
+    over rows of `n`: PARTS where a row has as many vectors, fewer where the values the phase
+    carries (a max's NaN flag counted) would take more than OWN_REGISTERS vector registers."""
+    carried = len(phase.reductions) + sum(r.combine == Combine.MAX for r in phase.reductions)
+    return max(1, min(PARTS, n // w, OWN_REGISTERS // max(carried, 1)))
 
 
 def _distinct(exprs) -> dict:
@@ -179,15 +202,22 @@ class Lanes:
             offset, rest = offset + piece, rest - piece
 
     def _reduce(self, phase, slots):
-        """The reductions of `phase` along the inner loop (the lane loop), summed as LLVM's loop
-        vectoriser sums them, bit for bit: its main loop (`_partials`: PARTS vectors of the width
-        per reduction), then its vectorised epilogue (one vector of half the width), then one
-        iteration at a time. The additions carry no `reassoc`, so that no pass regroups them."""
+        """The reductions of `phase` along the inner loop (the lane loop): in LLVM's vectoriser's
+        order where `interleaved`, bit for bit (its main loop of PARTS vectors of the width per
+        reduction, then its vectorised epilogue of one vector of half the width, then one iteration
+        at a time), else in codegen's own order (`_in_order`)."""
         n, start = self.kernel.extents[self.lane_var], 0
+        if not interleaved(self.kernel):
+            self._in_order(phase, slots)
+            return
         for w, parts in ((self.width, PARTS), (self.width // 2, 1)):
             end = n - (n - start) % (w * parts)
             if end > start and w > 1:
-                self._partials(phase, slots, start, end, w, parts)
+                parts_at = self._open_parts(phase, slots, w, parts)
+                self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, end),
+                            lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(parts)],
+                            step=parts * w)
+                self._close_parts(parts_at, w)
                 start = end
         if start < n:
             def at(i):
@@ -195,42 +225,85 @@ class Lanes:
                 self._accumulate(phase, slots, self.accs.__getitem__)
             self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, n), at)
 
-    def _partials(self, phase, slots, start, end, w, count):
-        """Iterations [start, end) of the reductions of `phase` in `count` vectors of `w` lanes of
-        partial results per reduction: the accumulator's value in lane 0 of the first (the others
-        -0.0; a max's in every lane), part p taking iterations i + p*w of each step of count*w;
-        then the parts folded left into the first (p1 + p0, then + p2, + p3) and its lanes
-        reduced by LLVM's `vector.reduce` (reassociating: halves, as LLVM's vectoriser expands
-        it) into the accumulator. A max's NaN flag takes an `or` of its lanes' flags."""
-        b, var, f32 = self.b, self.lane_var, TYPES["f32"]
+    def _in_order(self, phase, slots):
+        """Codegen's order: the row is the last loop and the loops after the first inner loop that
+        address memory as one with it (a per-channel sum over [N, C, 28, 28]: rows of 784, one per
+        image, as LLVM's loops ran). Over the rows in the order of the loops before it, vector v of
+        each row (its elements v*W .. v*W + W-1, the last one masked where W does not divide the
+        row, its other lanes the identity) goes into partial vector v mod P (`own_parts`); after
+        the last row the partials are folded left and reduced by halves (`_close_parts`)."""
+        k, w = self.kernel, F32_LANES  # the sums' width, though a label's i64 narrows the kernel's
+        last = len(k.extents)
+        first = next((f for f in range(k.outer + 1, last - 1) if self._collapsible(f, last)), last - 1)
+        n = prod(k.extents[first:])
+        count = own_parts(phase, n, w)
+        parts_at = self._open_parts(phase, slots, w, count)
+        whole, vectors = n // w, -(-n // w)
+        main = whole - whole % count
+
+        def row():
+            for var in range(first, last - 1):
+                self.vars[var] = ZERO
+            if main:
+                self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
+                            lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(count)],
+                            step=count * w)
+            for v in range(main, vectors):
+                rest = n - v * w
+                if rest < w:
+                    self.mask = ir.Constant(ir.VectorType(I1, w), [lane < rest for lane in range(w)])
+                self._add_part(phase, parts_at, v % count, ZERO, w, v)
+                self.mask = None
+        self._loops(k.outer, first, row, reduce=True)
+        self._close_parts(parts_at, w)
+
+    def _open_parts(self, phase, slots, w, count):
+        """`count` vectors of `w` lanes of partial results per reduction of `phase`, in stack slots:
+        the accumulator's value in lane 0 of the first (the others -0.0; a max's in every lane),
+        and a max's NaN flags. Returns {slot: (its reduction, its parts, its flags or None)}."""
+        b, f32 = self.b, TYPES["f32"]
         vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
-        parts, seen = {}, {}
+        parts_at = {}
         for slot, r in zip(slots, phase.reductions):
             acc, zero = b.load(self.accs[slot]), mathlib.const(vector, -0.0)
             starts = [b.insert_element(zero, acc, ir.Constant(I32, 0))] + [zero] * (count - 1) \
                 if r.combine == Combine.ADD else [self._splat_to(acc, w)] * count
-            parts[slot] = [self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
-            for value, part in zip(starts, parts[slot]):
+            parts = [self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
+            for value, part in zip(starts, parts):
                 b.store(value, part)
+            seen = None
             if slot in self.nans:
-                seen[slot] = self._entry_alloca(flags, f"nans{slot}.{w}")
-                b.store(mathlib.const(flags, 0), seen[slot])
+                seen = self._entry_alloca(flags, f"nans{slot}.{w}")
+                b.store(mathlib.const(flags, 0), seen)
+            parts_at[slot] = (r, parts, seen)
+        return parts_at
 
-        def step(i):
-            for p in range(count):
-                self.lanes, self.vars[var] = w, b.add(i, ir.Constant(I64, p * w), flags=["nsw", "nuw"])
-                memo = Values()
-                values = [self._emit(r.body, memo) for r in phase.reductions]
-                for slot, r, value in zip(slots, phase.reductions, values):
-                    at = parts[slot][p]
-                    b.store(self._fold(r, b.load(at), value), at)
-                    if slot in seen:
-                        b.store(b.or_(b.load(seen[slot]), b.fcmp_unordered("uno", value, value)), seen[slot])
-                self.lanes = 0
-        self._range(self.counters[var], ir.Constant(I64, start), ir.Constant(I64, end), step, step=count * w)
-        for slot, r in zip(slots, phase.reductions):
-            total = b.load(parts[slot][0])
-            for part in parts[slot][1:]:
+    def _add_part(self, phase, parts_at, p, start, w, v):
+        """The bodies of `phase`'s reductions at the `w` iterations from start + v*w combined into
+        their partial vectors number `p`; in a masked vector (`mask`), lanes past the row add the
+        identity."""
+        b = self.b
+        self.lanes, self.vars[self.lane_var] = w, b.add(start, ir.Constant(I64, v * w), flags=["nsw", "nuw"])
+        memo = Values()
+        values = [self._emit(r.body, memo) for r in phase.reductions]
+        for (r, parts, seen), value in zip(parts_at.values(), values):
+            if self.mask is not None:
+                value = b.select(self.mask, value, mathlib.const(value.type, -0.0 if r.combine == Combine.ADD
+                                                                 else float("-inf")))
+            b.store(self._fold(r, b.load(parts[p]), value), parts[p])
+            if seen is not None:
+                b.store(b.or_(b.load(seen), b.fcmp_unordered("uno", value, value)), seen)
+        self.lanes = 0
+
+    def _close_parts(self, parts_at, w):
+        """Each reduction's partial vectors folded left into the first (p1 + p0, then + p2, + p3)
+        and its lanes reduced by LLVM's `vector.reduce` (reassociating: halves, as LLVM expands it)
+        into the accumulator; a max's NaN flag takes an `or` of its lanes' flags."""
+        b, f32 = self.b, TYPES["f32"]
+        vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
+        for slot, (r, parts, seen) in parts_at.items():
+            total = b.load(parts[0])
+            for part in parts[1:]:
                 total = self._fold(r, b.load(part), total)
             if r.combine == Combine.ADD:
                 total = b.call(self._reduction("fadd", vector, [f32, vector]), [mathlib.const(f32, -0.0), total],
@@ -238,8 +311,8 @@ class Lanes:
             else:
                 total = b.call(self._reduction("fmax", vector, [vector]), [total], fastmath=("nnan", "nsz"))
             b.store(total, self.accs[slot])
-            if slot in seen:
-                nan = b.call(self._reduction("or", flags, [flags]), [b.load(seen[slot])])
+            if seen is not None:
+                nan = b.call(self._reduction("or", flags, [flags]), [b.load(seen)])
                 b.store(b.or_(b.load(self.nans[slot]), nan), self.nans[slot])
 
     def _fold(self, reduction, acc, value):

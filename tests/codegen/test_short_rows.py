@@ -1,0 +1,133 @@
+"""'point' reductions along rows in codegen's own order (codegen/llvm_lanes.py `Lanes._in_order`):
+the order as documented, bit for bit; softmax, logsumexp and SoftmaxLoss (forward and gradient)
+over random row lengths against float64; and those kernels compiled without LLVM's vectorisers."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import ndlc as ndl
+from ndlc import nn
+from ndlc.codegen.llvm_lanes import F32_LANES, OWN_REGISTERS, PARTS, interleaved, lane_loop
+from ndlc.frontend.nn.transformer import softmax
+from ndlc.ir import parse
+from ndlc.jit.compile import compile_graph
+from ndlc.runtime import native
+
+
+def _in_order(rows, carried, combine):
+    """The documented order in float32 over `rows` (one reduction's rows, in the loops' order):
+    vector v of each row (the last padded with the identity) into partial v mod P, P = min(PARTS,
+    a row's whole vectors, OWN_REGISTERS // carried); after the last row the partials folded left
+    (p1 + p0, then + p2, ...), then halves of the vector combined until one lane."""
+    w, n = F32_LANES, len(rows[0])
+    fill = np.float32(-0.0 if combine is np.add else -np.inf)
+    count = max(1, min(PARTS, n // w, OWN_REGISTERS // carried))
+    parts = np.full((count, w), fill, np.float32)
+    if combine is np.add:
+        parts[0, 0] = 0.0  # the accumulator's start, in lane 0 of the first
+    for row in rows:
+        padded = np.concatenate([row, np.full(-n % w, fill, np.float32)])
+        for v in range(len(padded) // w):
+            parts[v % count] = combine(parts[v % count], padded[v * w:(v + 1) * w])
+    total = parts[0]
+    for part in parts[1:]:
+        total = combine(part, total)
+    while len(total) > 1:
+        total = combine(total[:len(total) // 2], total[len(total) // 2:])
+    return total[0]
+
+
+# rows of 10 (one vector and a masked rest of 2), 28 (LeNet's), 48 (six vectors, four partials),
+# 77 (a rest of 13 after 64: not LLVM's order), 784 (a rest of 16)
+@pytest.mark.parametrize("n", [10, 28, 48, 77, 784])
+def test_sums_and_maxima_along_short_rows_run_in_codegens_order(n):
+    graph = parse(f"""graph @r(%x: f32[5,{n}], %y: f32[5,{n}]) {{
+  %0 = summation(%x, axes=(1,)) : f32[5]
+  %1 = max(%y, axes=(1,)) : f32[5]
+  return %0, %1
+}}""")
+    program = compile_graph(graph, cached=False)
+    (kernel,) = program.kernels.kernels
+    assert lane_loop(kernel) == 1 and not interleaved(kernel)
+    rng = np.random.default_rng(n)
+    x, y = (rng.standard_normal((5, n)).astype(np.float32) * 10 for _ in range(2))
+    y[2, n // 2] = np.nan
+    sums, maxima = program.run(x, y)
+    carried = 3  # a sum, a max and its NaN flag: one phase
+    np.testing.assert_array_equal(sums, [_in_order([row], carried, np.add) for row in x])
+    kept = [0, 1, 3, 4]
+    np.testing.assert_array_equal(maxima[kept], [_in_order([row], carried, np.maximum) for row in y[kept]])
+    assert np.isnan(maxima[2])  # the NaN flag, as numpy's max
+
+
+def test_a_per_channel_sum_runs_each_images_plane_as_one_row():
+    """BatchNorm2d's statistics over [N, C, H, W]: loops (c | n, h, w), the row h*w of each image
+    (its loops address memory as one), the images' rows in order into the same partials."""
+    graph = parse("""graph @s(%x: f32[4,3,5,10]) {
+  %0 = summation(%x, axes=(0, 2, 3)) : f32[3]
+  return %0
+}""")
+    program = compile_graph(graph, cached=False)
+    (kernel,) = program.kernels.kernels
+    assert kernel.outer == 1 and len(kernel.extents) == 4 and lane_loop(kernel) == 3
+    x = np.random.default_rng(5).standard_normal((4, 3, 5, 10)).astype(np.float32) * 10
+    (sums,) = program.run(x)
+    np.testing.assert_array_equal(sums, [_in_order(x[:, c].reshape(4, 50), 1, np.add) for c in range(3)])
+
+
+def _log_softmax64(z):
+    z = z.astype(np.float64)
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.integers(1, 70), k=st.integers(1, 130), seed=st.integers(0, 2**16))
+def test_softmax_family_over_random_row_lengths_matches_float64(rows, k, seed):
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((rows, k)) * 3).astype(np.float32)
+    y = rng.integers(0, k, rows)
+    c = rng.standard_normal((rows, k)).astype(np.float32)
+    loss_fn = nn.SoftmaxLoss()
+
+    def step(t, labels, cot):
+        t.requires_grad = True
+        loss = loss_fn(t, labels)
+        loss.backward()
+        loss_grad = t.grad
+        t.grad = None
+        soft = softmax(t)
+        (soft * cot).sum().backward()
+        return loss, loss_grad, ndl.ops.logsumexp(t, (1,)), soft, t.grad
+    loss, loss_grad, lse, soft, soft_grad = (a.numpy() for a in ndl.compile(step)(z, y, c))
+    logp = _log_softmax64(z)
+    p, onehot = np.exp(logp), np.eye(k)[y]
+    want_soft_grad = p * (c - (p * c).sum(1, keepdims=True))
+    tol = dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(loss, -(logp * onehot).sum() / rows, **tol)
+    np.testing.assert_allclose(loss_grad, (p - onehot) / rows, **tol)
+    np.testing.assert_allclose(lse, np.log(np.exp(z.astype(np.float64) - z.max(1, keepdims=True)).sum(1))
+                               + z.max(1), **tol)
+    np.testing.assert_allclose(soft, p, **tol)
+    np.testing.assert_allclose(soft_grad, want_soft_grad, rtol=2e-5, atol=2e-5 * np.abs(c).max())
+
+
+def test_short_row_reductions_are_compiled_without_llvms_vectorisers(monkeypatch, tmp_path):
+    """LeNet's rows of 28 summed, a softmax over rows of 77 (an exp in its sum) and a SoftmaxLoss
+    over rows of 10: every kernel's module takes the pipeline without the vectorisers."""
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    translated, pipelines = native._translated, []
+
+    def recording(text, vectorise):
+        pipelines.append(("ndlc.runner" in text, vectorise))
+        return translated(text, vectorise)
+    monkeypatch.setattr(native, "_translated", recording)
+    compile_graph(parse("""graph @r(%x: f32[16,6,28,28]) {
+  %0 = summation(%x, axes=(3,)) : f32[16,6,28]
+  return %0
+}"""), cached=False)
+    x = np.random.default_rng(0).standard_normal((30, 77)).astype(np.float32)
+    ndl.compile(lambda t: softmax(t))(x)
+    loss_fn = nn.SoftmaxLoss()
+    ndl.compile(lambda t, labels: loss_fn(t, labels))(x[:, :10], np.arange(30) % 10)
+    assert pipelines and all(runner or not vectorise for runner, vectorise in pipelines), pipelines
