@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import cache, host, libraries, pool, shared
+from . import cache, host, libraries, machine, pool, shared
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -119,13 +119,13 @@ class NativeModule:
         groups += [(group, True) for group in _groups([s for s in missing if s not in lanes], cost)]
         jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise) for i, (group, vectorise) in enumerate(groups)]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
-        runner = cache.load(runner_key)
+        runner = machine.load(runner_key)
         if runner is None:
             jobs.append((None, "runner", False))
         parallel = min(libraries.threads(), len(missing) // PARALLEL_KERNELS) > 1  # else one process builds all
         for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
             objects[key] = compiled
-            cache.store(key, *compiled)
+            (machine if group is None else cache).store(key, *compiled)
             for symbol in group or ():
                 cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
@@ -384,13 +384,13 @@ def _groups(symbols, cost) -> list:
 
 
 def _imports_object() -> bytes:
-    """The object code of the imports object (shared.imports_module), compiled once per disk cache."""
+    """The object code of the imports object (shared.imports_module), compiled once per machine."""
     text = shared.imports_module(*host_target())
     key = cache.cache_key("imports", text, *host_description())
-    found = cache.load(key)
+    found = machine.load(key)
     if found is None:
         found = _translated(text)[:2]
-        cache.store(key, *found)
+        machine.store(key, *found)
     return found[0]
 
 

@@ -62,7 +62,7 @@ def test_guarded_accesses_keep_their_buffers_start():
     assert set(stack.offsets) == {0}
 
 
-def test_a_program_of_known_kernels_compiles_nothing(tmp_path, monkeypatch):
+def test_a_program_of_known_kernels_compiles_nothing(tmp_path, monkeypatch, fresh_machine):
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     before = llvm_compilations()
     ndl.compile(recurrence)(*inputs(5))
@@ -96,7 +96,7 @@ def test_bounds_checked_kernels_are_not_shared(debug):
     assert distinct == (5 if debug else 3)
 
 
-def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine):
     from ndlc.runtime import libraries, native
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
