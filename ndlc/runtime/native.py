@@ -29,6 +29,9 @@ PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in 
 # its own copy of mathlib's functions (4 modules instead of 2: the MLP's LLVM time +10-25%)
 KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
 # text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
+VECTORISER_COST = 1.2  # a kernel through O3 with the vectorisers costs this many times one of the same
+# estimate on codegen's vectors (each kernel compiled alone, LLVM CPU per character of the estimate, O3
+# against the cheap pipeline: MLP 15 and 12 us, Transformer 13 and 12, LeNet 26 and 23)
 _POLL = 0.5  # seconds between checks that the forked builders are alive
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
@@ -112,17 +115,18 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
+        lanes = {symbol for symbol in missing if llvm_program.vectorised(symbol)}
+
         def cost(symbol):
-            return KERNEL_COST + len(llvm_program.kernels[symbol][1].text)
-        lanes = [symbol for symbol in missing if llvm_program.vectorised(symbol)]
-        groups = [(group, False) for group in _groups(lanes, cost)]
-        groups += [(group, True) for group in _groups([s for s in missing if s not in lanes], cost)]
-        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise) for i, (group, vectorise) in enumerate(groups)]
+            return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
+                1 if symbol in lanes else VECTORISER_COST)
+        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise)
+                for i, (group, vectorise) in enumerate(_modules(missing, cost, lanes.__contains__))]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
         runner = machine.load(runner_key)
         if runner is None:
             jobs.append((None, "runner", False))
-        parallel = min(libraries.threads(), len(missing) // PARALLEL_KERNELS) > 1  # else one process builds all
+        parallel = _shares(missing) > 1  # else one process builds all
         for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
             objects[key] = compiled
             (machine if group is None else cache).store(key, *compiled)
@@ -370,17 +374,42 @@ def optimiser(tm, vectorise=True):
     return llvm.create_pass_builder(tm, options)
 
 
-def _groups(symbols, cost) -> list:
-    """`symbols` (kernels to compile) in as many modules as the thread budget has threads, each of
-    at least PARALLEL_KERNELS (one module when they are few), of about the same estimated `cost`
-    (each kernel to the module of least cost so far, costliest first), costliest first."""
-    count = max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
-    totals, groups = [0] * count, [[] for _ in range(count)]
+def _modules(symbols, cost, vectorised) -> list:
+    """(kernel symbols, whether LLVM vectorises them) of each module to compile `symbols` in,
+    costliest first, as the builders take them: the kernels LLVM vectorises dealt into modules of
+    about the same estimated `cost`, each given to the builder's share of least cost so far, then
+    the kernels on codegen's own vectors (`vectorised`) dealt onto the shares, so that every share,
+    one module per pipeline, costs about the same (not each pipeline's modules apart: a builder
+    would then finish its cheap module's share and the O3 module after it, alone)."""
+    totals = [0.0] * _shares(symbols)
+    modules = []  # (estimated cost, symbols, whether LLVM vectorises them)
+    others = [symbol for symbol in symbols if not vectorised(symbol)]
+    for group in _deal(others, cost, [0.0] * _shares(others)):
+        least = totals.index(min(totals))
+        totals[least] += sum(map(cost, group))
+        modules.append((sum(map(cost, group)), group, True))
+    before = list(totals)
+    for group, total, start in zip(_deal([s for s in symbols if vectorised(s)], cost, totals), totals, before):
+        modules.append((total - start, group, False))
+    modules.sort(key=lambda module: module[0], reverse=True)
+    return [(group, vectorise) for _, group, vectorise in modules if group]
+
+
+def _shares(symbols) -> int:
+    """Into how many builders' shares to deal `symbols` (kernels to compile): as many as the
+    thread budget has threads, each of at least PARALLEL_KERNELS kernels (one when they are few)."""
+    return max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
+
+
+def _deal(symbols, cost, totals) -> list:
+    """`symbols` in len(totals) groups, costliest first, each to the group of least estimated
+    `cost` so far (`totals`: each group's cost before, updated)."""
+    groups = [[] for _ in totals]
     for symbol in sorted(symbols, key=cost, reverse=True):
         least = totals.index(min(totals))
         totals[least] += cost(symbol)
         groups[least].append(symbol)
-    return [groups[i] for i in sorted(range(count), key=totals.__getitem__, reverse=True) if groups[i]]
+    return groups
 
 
 def _imports_object() -> bytes:
