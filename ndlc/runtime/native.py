@@ -10,8 +10,6 @@ with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
 import functools
 import logging
-import multiprocessing
-import queue
 import threading
 import time
 
@@ -19,7 +17,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import cache, host, libraries, machine, pool, shared
+from . import builders, cache, host, libraries, machine, pool, shared
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -32,7 +30,6 @@ KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kerne
 VECTORISER_COST = 1.2  # a kernel through O3 with the vectorisers costs this many times one of the same
 # estimate on codegen's vectors (each kernel compiled alone, LLVM CPU per character of the estimate, O3
 # against the cheap pipeline: MLP 15 and 12 us, Transformer 13 and 12, LeNet 26 and 23)
-_POLL = 0.5  # seconds between checks that the forked builders are alive
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
@@ -75,11 +72,40 @@ def target_machine():
                                         opt=3, reloc=RELOC, codemodel=CODE_MODEL)
 
 
-@functools.lru_cache(maxsize=None)
 def host_target():
-    """(triple, data layout) to put in generated modules so the optimiser knows the target."""
+    """(triple, data layout) to put in generated modules so the optimiser knows the target (once
+    `prepare`'s thread, if one runs, is done)."""
+    while _PREPARING:
+        _PREPARING.pop().join()
+    return _host_target()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_target():
     tm = target_machine()
     return tm.triple, str(tm.target_data)
+
+
+_PREPARING = []  # the thread `prepare` started, until host_target waits for it
+
+
+def prepare():
+    """LLVM's binding imported and initialised and the host's target described (host_target) in
+    a thread of its own, while the caller runs the Python passes: in a cold process ~50 ms of CPU,
+    most of it the dynamic loader reading LLVM's library, which holds no GIL. Under _FORKING:
+    builders are not forked while it runs."""
+    if not _host_target.cache_info().currsize and not _PREPARING:
+        thread = threading.Thread(target=_prepared, name="ndlc-llvm", daemon=True)
+        _PREPARING.append(thread)
+        thread.start()
+
+
+def _prepared():
+    with _FORKING:
+        try:
+            _host_target()
+        except BackendUnavailable as e:  # raised again where host_target is called
+            log.debug("preparing LLVM: %s", e)
 
 
 @functools.lru_cache(maxsize=None)
@@ -246,7 +272,8 @@ class NativeModule:
             if not parallel:
                 results = [_built(llvm_program, job) for job in jobs]
             else:
-                results = _built_in_processes(llvm_program, jobs, min(len(jobs), libraries.threads()))
+                results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs,
+                                                      min(len(jobs), libraries.threads()))
         wall = time.perf_counter() - start
         _compilations += len(results)
         parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
@@ -277,74 +304,6 @@ def _built(llvm_program, job):
     obj, optimised, optimising, emitting = _translated(text, vectorise)
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
     return key, (obj, optimised), building, optimising, emitting
-
-
-def _built_in_processes(llvm_program, jobs, builders) -> list:
-    """`_built` of each of `jobs` of `llvm_program`, by this process and `builders`
-    - 1 processes forked from it, all taking jobs in order from a shared counter: a builder that
-    finishes early takes the next job, so the modules' measured cost, not their number, is what
-    is shared. Forked before this process calls LLVM (a fork inherits llvmlite's lock as it is)."""
-    context = multiprocessing.get_context("fork")
-    taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
-    others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True)
-              for _ in range(builders - 1)]
-    for process in others:
-        process.start()
-    libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
-    log.info("building and optimising %d modules in %d processes", len(jobs), builders)
-    results = {}
-    try:
-        for index in _taken(taken, len(jobs)):
-            results[index] = _built(llvm_program, jobs[index])
-        while len(results) < len(jobs):
-            index, result = _finished(finished, others)
-            if isinstance(result, str):
-                raise NdlcError(f"compiling module {jobs[index][1]!r} failed in a forked process: {result}")
-            results[index] = result
-    finally:
-        for process in others:
-            if len(results) < len(jobs):
-                process.terminate()
-            process.join()
-    return [results[index] for index in range(len(jobs))]
-
-
-def _finished(finished, others):
-    """The next (index, result) a forked builder put on `finished`; an error where one died, or
-    all ended, instead."""
-    ended = False
-    while True:
-        try:
-            return finished.get(timeout=_POLL)
-        except queue.Empty:
-            codes = [p.exitcode for p in others]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed or ended:
-                raise NdlcError(f"a process compiling native code ended (exit code {(failed or codes)[0]}) "
-                                f"before its modules were done") from None
-            ended = None not in codes  # all ended: what they put is read within one more wait
-
-
-def _builder(llvm_program, taken, jobs, finished):
-    """A forked builder (the program is its parent's, as it was at the fork): `_built` of each
-    job it takes, put on `finished` as (index, result), or (index, the error's text) where one fails."""
-    for index in _taken(taken, len(jobs)):
-        try:
-            finished.put((index, _built(llvm_program, jobs[index])))
-        except Exception as e:  # the parent raises it, naming the module
-            finished.put((index, f"{type(e).__name__}: {e}"))
-            return
-
-
-def _taken(taken, count):
-    """The job indices this process takes from the shared counter `taken`, until `count`."""
-    while True:
-        with taken.get_lock():
-            index = taken.value
-            taken.value += 1
-        if index >= count:
-            return
-        yield index
 
 
 def _translated(text, vectorise=False):
