@@ -75,8 +75,8 @@ def target_machine():
 def host_target():
     """(triple, data layout) to put in generated modules so the optimiser knows the target (once
     `prepare`'s thread, if one runs, is done)."""
-    while _PREPARING:
-        _PREPARING.pop().join()
+    for thread in list(_PREPARING):
+        thread.join()
     return _host_target()
 
 
@@ -86,7 +86,7 @@ def _host_target():
     return tm.triple, str(tm.target_data)
 
 
-_PREPARING = []  # the thread `prepare` started, until host_target waits for it
+_PREPARING = []  # the thread `prepare` started (one per process)
 
 
 def prepare():
