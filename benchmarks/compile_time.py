@@ -1,6 +1,8 @@
 """Benchmark: time to the first compiled training step, each model in a fresh process, cold (an
-empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM) and warm (the same directory
-again: native code from the disk cache), with the step time after it and the number of kernels.
+empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM; the per-machine folder of what
+every program shares, runtime/machine.py, is kept, as on any machine after its first compilation)
+and warm (the same directory again: native code from the disk cache), with the step time after it
+and the number of kernels.
 "First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
 load) to its first result; building the model and importing ndlc are left out. ndlc's modules are
 compiled to bytecode first, as pip does when it installs a package, so that a first step does not
@@ -186,7 +188,8 @@ def _range(results, run):
 def report(results, load, rounds) -> str:
     """COMPILE.md: one row per model, and the stage times of each cold compilation."""
     lines = ["# Time to the first compiled training step", "",
-             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR, warm = the same directory again; "
+             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR (the per-machine folder of what every "
+             f"program shares, runtime/machine.py, kept), warm = the same directory again; "
              f"every model cold and warm in each of {rounds} rounds, the models in turn: the median round's "
              f"time, the fastest and slowest round's beside it, and the CPU seconds of the median cold round "
              f"(the process and its forked builders); step: the median of {STEPS} steps after the "

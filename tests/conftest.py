@@ -1,5 +1,5 @@
-"""Test-wide settings: the verifier runs after every pass, numpy's random state is seeded; the
-`two_threads` fixture."""
+"""Test-wide settings: the verifier runs after every pass, numpy's random state is seeded, caches
+in fresh folders; the `two_threads` and `fresh_machine` fixtures."""
 import os
 import tempfile
 
@@ -14,8 +14,19 @@ def _seed():
     np.random.seed(0)
 
 
-# Native code compiled by the tests goes to a fresh cache, not the user's ~/.cache/ndlc.
+# Native code compiled by the tests goes to a fresh cache, not the user's ~/.cache/ndlc, and so
+# does ndlc's per-machine code (runtime/machine.py: $XDG_CACHE_HOME/ndlc/machine).
 os.environ.setdefault("NDLC_CACHE_DIR", tempfile.mkdtemp(prefix="ndlc-test-cache-"))
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ndlc-test-xdg-")
+
+
+@pytest.fixture
+def fresh_machine(monkeypatch, tmp_path_factory):
+    """An empty per-machine folder (runtime/machine.py; its path): the runner, the imports object
+    and the team's library are compiled again, as on a new machine."""
+    folder = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder / "ndlc" / "machine"
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
 from ..passes.scans import share_scans, with_bodies
 from ..runtime import libraries, program_cache
-from ..runtime.native import host_description, host_target
+from ..runtime.native import host_description, host_target, prepare as prepare_llvm
 from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
@@ -59,6 +59,7 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     restored = key and _restored(stages, traced, key, profile, machine)
     if restored:
         return restored
+    prepare_llvm()  # LLVM loaded in a thread while the passes run
     from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     stages.timed("import", None)  # the code generator and llvmlite.ir, once per process: not the passes'
     source = _graph_passes(stages, traced)

@@ -33,10 +33,11 @@ def _path(key, suffix, root=None):
     return os.path.join(root or cache_dir(), key[:2], key + suffix)
 
 
-def load(key, suffix=".obj"):
-    """(object code, optimised IR text) stored under `key`, or None (missing or not intact);
-    `suffix` names the kind of entry (what its bytes and text are)."""
-    path = _path(key, suffix)
+def load(key, suffix=".obj", root=None):
+    """(object code, optimised IR text) stored under `key` in the cache directory `root` (default:
+    cache_dir()), or None (missing or not intact); `suffix` names the kind of entry (what its
+    bytes and text are)."""
+    path = _path(key, suffix, root)
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -85,10 +86,10 @@ def store_library(data: bytes, root=None) -> str | None:
     return digest if _write(_path(digest, LIBRARY, root), data) else None
 
 
-def library_path(digest):
-    """The path of the shared library named `digest`, or None where it is gone or its bytes no
-    longer hash to its name (logged)."""
-    path = _path(digest, LIBRARY)
+def library_path(digest, root=None):
+    """The path of the shared library named `digest` in the cache directory `root` (default:
+    cache_dir()), or None where it is gone or its bytes no longer hash to its name (logged)."""
+    path = _path(digest, LIBRARY, root)
     try:
         with open(path, "rb") as f:
             data = f.read()

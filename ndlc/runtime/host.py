@@ -1,15 +1,17 @@
 """The host description that cached native code is keyed on (native.host_description: LLVM's
-triple, CPU name and features), found without llvmlite's binding: stored in the disk cache the
-first time LLVM is asked, under a cheap fingerprint of the machine (/proc/cpuinfo's first
-processor: vendor, family, model, name, stepping and flags, which are what LLVM's host detection
-reads from cpuid) and of everything else the description holds (versions, the code generator's
-fingerprint). A warm start reads that file instead of importing llvmlite.binding and initialising
-LLVM (~30 ms). Where there is no /proc/cpuinfo, LLVM is asked every time."""
+triple, CPU name and features), found without llvmlite's binding: stored in the disk cache and
+the machine's folder (runtime/machine.py) the first time LLVM is asked, under a cheap
+fingerprint of the machine (/proc/cpuinfo's first processor: vendor, family, model, name,
+stepping and flags, which are what LLVM's host detection reads from cpuid) and of everything
+else the description holds (versions, the code generator's fingerprint). A start, warm or cold,
+reads that file instead of importing llvmlite.binding and initialising LLVM (~30 ms). Where
+there is no /proc/cpuinfo, LLVM is asked every time."""
 import json
 import logging
 import platform
 
 from . import cache
+from . import machine as machine_cache
 
 log = logging.getLogger("ndlc.cache")
 SUFFIX = ".host"
@@ -25,7 +27,7 @@ def description(ask_llvm, *context) -> tuple:
     if machine is None:
         return ask_llvm()
     key = cache.cache_key("host", machine, *context)
-    found = cache.load(key, SUFFIX)
+    found = machine_cache.load(key, SUFFIX)
     if found is not None:
         try:
             stored = json.loads(found[1])
@@ -35,7 +37,7 @@ def description(ask_llvm, *context) -> tuple:
         except ValueError as e:
             log.warning("ignoring the host description cached under %s: %s; asking LLVM", key[:16], e)
     answer = ask_llvm()
-    cache.store(key, b"", json.dumps(list(answer)), SUFFIX)
+    machine_cache.store(key, b"", json.dumps(list(answer)), SUFFIX)
     return answer
 
 

@@ -10,8 +10,6 @@ with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
 import functools
 import logging
-import multiprocessing
-import queue
 import threading
 import time
 
@@ -19,7 +17,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import cache, host, libraries, pool, shared
+from . import builders, cache, host, libraries, machine, pool, shared
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -29,7 +27,9 @@ PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in 
 # its own copy of mathlib's functions (4 modules instead of 2: the MLP's LLVM time +10-25%)
 KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
 # text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
-_POLL = 0.5  # seconds between checks that the forked builders are alive
+VECTORISER_COST = 1.2  # a kernel through O3 with the vectorisers costs this many times one of the same
+# estimate on codegen's vectors (each kernel compiled alone, LLVM CPU per character of the estimate, O3
+# against the cheap pipeline: MLP 15 and 12 us, Transformer 13 and 12, LeNet 26 and 23)
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
@@ -72,11 +72,40 @@ def target_machine():
                                         opt=3, reloc=RELOC, codemodel=CODE_MODEL)
 
 
-@functools.lru_cache(maxsize=None)
 def host_target():
-    """(triple, data layout) to put in generated modules so the optimiser knows the target."""
+    """(triple, data layout) to put in generated modules so the optimiser knows the target (once
+    `prepare`'s thread, if one runs, is done)."""
+    for thread in list(_PREPARING):
+        thread.join()
+    return _host_target()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_target():
     tm = target_machine()
     return tm.triple, str(tm.target_data)
+
+
+_PREPARING = []  # the thread `prepare` started (one per process)
+
+
+def prepare():
+    """LLVM's binding imported and initialised and the host's target described (host_target) in
+    a thread of its own, while the caller runs the Python passes: in a cold process ~50 ms of CPU,
+    most of it the dynamic loader reading LLVM's library, which holds no GIL. Under _FORKING:
+    builders are not forked while it runs."""
+    if not _host_target.cache_info().currsize and not _PREPARING:
+        thread = threading.Thread(target=_prepared, name="ndlc-llvm", daemon=True)
+        _PREPARING.append(thread)
+        thread.start()
+
+
+def _prepared():
+    with _FORKING:
+        try:
+            _host_target()
+        except BackendUnavailable as e:  # raised again where host_target is called
+            log.debug("preparing LLVM: %s", e)
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,20 +141,21 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
+        lanes = {symbol for symbol in missing if llvm_program.vectorised(symbol)}
+
         def cost(symbol):
-            return KERNEL_COST + len(llvm_program.kernels[symbol][1].text)
-        lanes = [symbol for symbol in missing if llvm_program.vectorised(symbol)]
-        groups = [(group, False) for group in _groups(lanes, cost)]
-        groups += [(group, True) for group in _groups([s for s in missing if s not in lanes], cost)]
-        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise) for i, (group, vectorise) in enumerate(groups)]
+            return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
+                1 if symbol in lanes else VECTORISER_COST)
+        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise)
+                for i, (group, vectorise) in enumerate(_modules(missing, cost, lanes.__contains__))]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
-        runner = cache.load(runner_key)
+        runner = machine.load(runner_key)
         if runner is None:
             jobs.append((None, "runner", False))
-        parallel = min(libraries.threads(), len(missing) // PARALLEL_KERNELS) > 1  # else one process builds all
+        parallel = _shares(missing) > 1  # else one process builds all
         for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
             objects[key] = compiled
-            cache.store(key, *compiled)
+            (machine if group is None else cache).store(key, *compiled)
             for symbol in group or ():
                 cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
@@ -242,7 +272,8 @@ class NativeModule:
             if not parallel:
                 results = [_built(llvm_program, job) for job in jobs]
             else:
-                results = _built_in_processes(llvm_program, jobs, min(len(jobs), libraries.threads()))
+                results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs,
+                                                      min(len(jobs), libraries.threads()))
         wall = time.perf_counter() - start
         _compilations += len(results)
         parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
@@ -275,74 +306,6 @@ def _built(llvm_program, job):
     return key, (obj, optimised), building, optimising, emitting
 
 
-def _built_in_processes(llvm_program, jobs, builders) -> list:
-    """`_built` of each of `jobs` of `llvm_program`, by this process and `builders`
-    - 1 processes forked from it, all taking jobs in order from a shared counter: a builder that
-    finishes early takes the next job, so the modules' measured cost, not their number, is what
-    is shared. Forked before this process calls LLVM (a fork inherits llvmlite's lock as it is)."""
-    context = multiprocessing.get_context("fork")
-    taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
-    others = [context.Process(target=_builder, args=(llvm_program, taken, jobs, finished), daemon=True)
-              for _ in range(builders - 1)]
-    for process in others:
-        process.start()
-    libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
-    log.info("building and optimising %d modules in %d processes", len(jobs), builders)
-    results = {}
-    try:
-        for index in _taken(taken, len(jobs)):
-            results[index] = _built(llvm_program, jobs[index])
-        while len(results) < len(jobs):
-            index, result = _finished(finished, others)
-            if isinstance(result, str):
-                raise NdlcError(f"compiling module {jobs[index][1]!r} failed in a forked process: {result}")
-            results[index] = result
-    finally:
-        for process in others:
-            if len(results) < len(jobs):
-                process.terminate()
-            process.join()
-    return [results[index] for index in range(len(jobs))]
-
-
-def _finished(finished, others):
-    """The next (index, result) a forked builder put on `finished`; an error where one died, or
-    all ended, instead."""
-    ended = False
-    while True:
-        try:
-            return finished.get(timeout=_POLL)
-        except queue.Empty:
-            codes = [p.exitcode for p in others]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed or ended:
-                raise NdlcError(f"a process compiling native code ended (exit code {(failed or codes)[0]}) "
-                                f"before its modules were done") from None
-            ended = None not in codes  # all ended: what they put is read within one more wait
-
-
-def _builder(llvm_program, taken, jobs, finished):
-    """A forked builder (the program is its parent's, as it was at the fork): `_built` of each
-    job it takes, put on `finished` as (index, result), or (index, the error's text) where one fails."""
-    for index in _taken(taken, len(jobs)):
-        try:
-            finished.put((index, _built(llvm_program, jobs[index])))
-        except Exception as e:  # the parent raises it, naming the module
-            finished.put((index, f"{type(e).__name__}: {e}"))
-            return
-
-
-def _taken(taken, count):
-    """The job indices this process takes from the shared counter `taken`, until `count`."""
-    while True:
-        with taken.get_lock():
-            index = taken.value
-            taken.value += 1
-        if index >= count:
-            return
-        yield index
-
-
 def _translated(text, vectorise=False):
     """(object code, optimised IR, seconds optimising, seconds making machine code) of module
     `text`, through the pipeline with the vectorisers where `vectorise`."""
@@ -370,27 +333,52 @@ def optimiser(tm, vectorise=True):
     return llvm.create_pass_builder(tm, options)
 
 
-def _groups(symbols, cost) -> list:
-    """`symbols` (kernels to compile) in as many modules as the thread budget has threads, each of
-    at least PARALLEL_KERNELS (one module when they are few), of about the same estimated `cost`
-    (each kernel to the module of least cost so far, costliest first), costliest first."""
-    count = max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
-    totals, groups = [0] * count, [[] for _ in range(count)]
+def _modules(symbols, cost, vectorised) -> list:
+    """(kernel symbols, whether LLVM vectorises them) of each module to compile `symbols` in,
+    costliest first, as the builders take them: the kernels LLVM vectorises dealt into modules of
+    about the same estimated `cost`, each given to the builder's share of least cost so far, then
+    the kernels on codegen's own vectors (`vectorised`) dealt onto the shares, so that every share,
+    one module per pipeline, costs about the same (not each pipeline's modules apart: a builder
+    would then finish its cheap module's share and the O3 module after it, alone)."""
+    totals = [0.0] * _shares(symbols)
+    modules = []  # (estimated cost, symbols, whether LLVM vectorises them)
+    others = [symbol for symbol in symbols if not vectorised(symbol)]
+    for group in _deal(others, cost, [0.0] * _shares(others)):
+        least = totals.index(min(totals))
+        totals[least] += sum(map(cost, group))
+        modules.append((sum(map(cost, group)), group, True))
+    before = list(totals)
+    for group, total, start in zip(_deal([s for s in symbols if vectorised(s)], cost, totals), totals, before):
+        modules.append((total - start, group, False))
+    modules.sort(key=lambda module: module[0], reverse=True)
+    return [(group, vectorise) for _, group, vectorise in modules if group]
+
+
+def _shares(symbols) -> int:
+    """Into how many builders' shares to deal `symbols` (kernels to compile): as many as the
+    thread budget has threads, each of at least PARALLEL_KERNELS kernels (one when they are few)."""
+    return max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
+
+
+def _deal(symbols, cost, totals) -> list:
+    """`symbols` in len(totals) groups, costliest first, each to the group of least estimated
+    `cost` so far (`totals`: each group's cost before, updated)."""
+    groups = [[] for _ in totals]
     for symbol in sorted(symbols, key=cost, reverse=True):
         least = totals.index(min(totals))
         totals[least] += cost(symbol)
         groups[least].append(symbol)
-    return [groups[i] for i in sorted(range(count), key=totals.__getitem__, reverse=True) if groups[i]]
+    return groups
 
 
 def _imports_object() -> bytes:
-    """The object code of the imports object (shared.imports_module), compiled once per disk cache."""
+    """The object code of the imports object (shared.imports_module), compiled once per machine."""
     text = shared.imports_module(*host_target())
     key = cache.cache_key("imports", text, *host_description())
-    found = cache.load(key)
+    found = machine.load(key)
     if found is None:
         found = _translated(text)[:2]
-        cache.store(key, *found)
+        machine.store(key, *found)
     return found[0]
 
 

@@ -1,7 +1,7 @@
 """ndlc's own thread team in this process (codegen/llvm_pool.py says why not libgomp's): its
-native code compiled once per disk cache, linked by `ld` into a shared library that a later
-process loads without llvmlite (else run by an MCJIT engine), loaded once and kept for the
-process's life (its workers run it); the workers started as the team grows (`grow`), none in a
+native code compiled once per machine (runtime/machine.py), linked by `ld` into a shared
+library that a later process loads without llvmlite (else run by an MCJIT engine), loaded once
+and kept for the process's life (its workers run it); the workers started as the team grows (`grow`), none in a
 forked child until it needs them."""
 import ctypes
 import functools
@@ -13,7 +13,7 @@ import threading
 
 from ..codegen.llvm_pool import FIELDS, FUNCTIONS, STATE, WORDS, pool_module
 from ..errors import NdlcError
-from . import cache, libraries, shared
+from . import cache, libraries, machine, shared
 
 log = logging.getLogger("ndlc.pool")
 _workers = [0]  # worker threads started in this process
@@ -73,15 +73,16 @@ def _loaded():
     """(function name -> address, the state's address, the library or engine that holds them:
     kept, never unloaded)."""
     text = pool_module(platform.machine())
-    key = cache.cache_key("pool", text, platform.machine())
-    found = cache.load(key, ".lib")  # the name of its shared library
-    path = found and cache.library_path(found[1])
+    key = cache.cache_key("pool", text, platform.machine(), *_versions())
+    found = machine.load(key, ".lib")  # the name of its shared library
+    path = found and machine.library_path(found[1])
     if path is None:
         obj, module, tm = _compiled(text)
         digest = shared.link([obj])
         if digest is None:
             return _in_mcjit(module, tm)
-        cache.store(key, b"", digest, ".lib")
+        machine.keep_library(digest)
+        machine.store(key, b"", digest, ".lib")
         path = cache.library_path(digest)
     try:
         library = ctypes.CDLL(path)
@@ -89,6 +90,14 @@ def _loaded():
         raise NdlcError(f"cannot load ndlc's thread team from {path} ({e})") from None
     functions = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in FUNCTIONS}
     return functions, ctypes.addressof(ctypes.c_int64.in_dll(library, STATE)), library
+
+
+def _versions():
+    """The versions of ndlc and of llvmlite (whose LLVM compiles the pool): its package, not its
+    binding, is imported."""
+    import llvmlite
+    from ..version import __version__
+    return __version__, llvmlite.__version__
 
 
 def _compiled(text):

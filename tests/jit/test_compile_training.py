@@ -177,7 +177,7 @@ def _run_cache_script(cache):
     return int(count), float(total), done.stderr
 
 
-def test_second_process_reuses_the_disk_cache_and_rebuilds_a_corrupt_entry(tmp_path):
+def test_second_process_reuses_the_disk_cache_and_rebuilds_a_corrupt_entry(tmp_path, fresh_machine):
     first = _run_cache_script(tmp_path)
     second = _run_cache_script(tmp_path)
     assert first[0] == 2 and second[0] == 0 and first[1] == second[1], "the kernels' module and the runner"

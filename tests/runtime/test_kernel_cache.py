@@ -62,7 +62,7 @@ def test_guarded_accesses_keep_their_buffers_start():
     assert set(stack.offsets) == {0}
 
 
-def test_a_program_of_known_kernels_compiles_nothing(tmp_path, monkeypatch):
+def test_a_program_of_known_kernels_compiles_nothing(tmp_path, monkeypatch, fresh_machine):
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     before = llvm_compilations()
     ndl.compile(recurrence)(*inputs(5))
@@ -96,7 +96,7 @@ def test_bounds_checked_kernels_are_not_shared(debug):
     assert distinct == (5 if debug else 3)
 
 
-def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch):
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine):
     from ndlc.runtime import libraries, native
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
@@ -157,9 +157,24 @@ def test_kernels_are_dealt_into_modules_of_about_equal_estimated_cost(monkeypatc
     costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10, "g": 10, "h": 5}
     # costliest first, each to the module of least cost so far (dealt in turn: a, c, e, g | b, d, f, h),
     # the modules costliest first
-    assert native._groups(list(costs), costs.get) == [["a", "d", "g"], ["b", "c", "e", "f", "h"]]
+    assert native._modules(list(costs), costs.get, lambda s: True) == [(["a", "d", "g"], False),
+                                                                       (["b", "c", "e", "f", "h"], False)]
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 8)
-    assert native._groups(list(costs), costs.get) == [list(costs)], "few kernels: one module"
+    assert native._modules(list(costs), costs.get, lambda s: True) == [(list(costs), False)], \
+        "few kernels: one module"
+
+
+def test_the_vectorisers_modules_count_in_the_builders_shares(monkeypatch):
+    from ndlc.runtime import libraries, native
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 2)
+    costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "o": 60, "p": 10}
+    vectorised = set("abcde").__contains__
+    # o and p (O3) are one module, 70 of one share before a..e are dealt, costliest first, each to the
+    # share of least cost: a | b (120), c | d (150), e: 150 each
+    assert native._modules(list(costs), costs.get, vectorised) == [(["a", "c", "e"], False), (["b", "d"], False),
+                                                                   (["o", "p"], True)]
+    # the builders take them in turn: one builds a, c, e (150); the other b, d (80), then o, p (70)
 
 
 def _failing_in_forked_processes(monkeypatch, failure):

@@ -176,7 +176,7 @@ def _run_blas_script(cache, blas):
 
 
 @pytest.mark.skipif(not libraries.blas_available(), reason="numpy ships no 64-bit-integer OpenBLAS here")
-def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path):
+def test_cached_native_code_finds_blas_by_name_in_a_second_process(tmp_path, fresh_machine):
     first, second = _run_blas_script(tmp_path, "1"), _run_blas_script(tmp_path, "1")
     assert first[:2] == (2, True) and second == (0, True, first[2]), "the kernels' module and the runner"
     without = _run_blas_script(tmp_path, "0")
