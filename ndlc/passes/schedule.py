@@ -200,7 +200,8 @@ def _split(kernel, threads):
     else:
         piece = _fewest_calls(n, unit, threads)
         serial, split = _gemm_estimates(kernel, n, piece, threads)
-        if serial <= split:
+        epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
+        if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)
             return None, (f"one BLAS call on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
                           f"for the busiest of {threads} threads taking pieces of {piece} rows")
     return Split(loop, min(threads, -(-n // piece)), piece), ""

@@ -214,6 +214,9 @@ graph @mm(%x: f32[139,109], %w: f32[109,19]) {
     assert "  parallel over i0 in 3 pieces of 48, taken in turn (2 threads)" in str(wide)
     double = schedule(fuse(parse(text.replace("f32", "f64")), use_blas=True), 2).kernels[0]
     assert double.split is not None  # twice the time a multiply-add: the same product's split pays
+    chain = "".join(f"  %{i} = tanh(%{i - 1}) : f32[139,19]\n" for i in range(1, 41))
+    heavy = schedule(fuse(parse(text.replace("  return %0", chain + "  return %40")), use_blas=True), 2).kernels
+    assert len(heavy) == 1 and heavy[0].split is not None  # its fused epilogue alone is worth the threads
 
 
 def _recording(call, seen):
