@@ -26,7 +26,8 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
-call, the fewest calls that balance as well as any (GEMM_BALANCE).
+call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
+those calls (GEMM_CALL_US) says the busiest thread finishes before one call on one thread would.
 Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
 and why. A kernel that moves more than the cache holds writes its large outputs with streaming
 stores (passes/streaming.py), the dump saying which and why.
