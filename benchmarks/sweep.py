@@ -33,7 +33,7 @@ from suite.command import output_path
 from suite.contenders import CONTENDERS
 from suite.measure import (ATOL, RTOL, Cell, _fresh, checked_call, interleaved, results, threads,
                            timed_cell)
-from suite.report import ratio_text
+from suite.report import ratio_text, spread_text
 
 PEERS = ("PyTorch", "torch.compile")
 
@@ -106,11 +106,6 @@ def sweep(args):
     return rows, load, [c.name for c in contenders]
 
 
-def spread_text(row):
-    """The lowest and highest of a row's block ratios."""
-    return f"{min(row.ratios):.2f}-{max(row.ratios):.2f}" if row.ratios else "-"
-
-
 def case_table(rows, names):
     """The cases, worst first (failures first of all): each contender's ms, ndlc over the fastest
     peer (median of the blocks, their spread) and ndlc's kernel count."""
@@ -120,7 +115,7 @@ def case_table(rows, names):
     for row in ordered:
         kernels = row.cells["ndlc"].kernels if "ndlc" in row.cells else None
         lines.append(f"| {row.name} | {row.family} | " + " | ".join(row.cells[n].text() for n in names)
-                     + f" | {ratio_text(row.ratio())} | {spread_text(row)} | {'-' if kernels is None else kernels} |")
+                     + f" | {ratio_text(row.ratio())} | {spread_text(row.ratios)} | {'-' if kernels is None else kernels} |")
     return lines
 
 

@@ -175,5 +175,9 @@ def test_rounds_time_every_contender_again_but_a_lingering_pool_once(monkeypatch
     assert (row.cells["numpy"].ms, row.cells["JAX"].ms, row.cells["JAX"].rounds) == (5.0, 4.0, ())
     assert report.spread([row]) == [f"- ndlc's slowest round over its fastest, per case: median 3.00x, "
                                     f"largest 3.00x ({row.name})"]
+    # each round's ratio against the fastest peer of that round, JAX's in the last: 3/9, 1/2, 2/4
+    assert row.round_ratios() == pytest.approx((1 / 3, 0.5, 0.5))
+    header, *_, line = [[cell.strip() for cell in text.strip("|").split("|")] for text in report.table([row], contenders)]
+    assert dict(zip(header, line))["spread"] == "0.33-0.50"
     failed = measure.Cell(note="MISMATCH (result 0)", bad=True)
     assert measure._over_rounds([measure.Cell(ms=1.0), failed]) is failed

@@ -48,6 +48,18 @@ class Row:
         ndlc, other = self.cells["ndlc"].ms, self.cells.get(peer, Cell()).ms
         return ndlc / other if ndlc is not None and other is not None else None
 
+    def round_ratios(self):
+        """ndlc's median over the fastest peer's in each round (a peer timed in the last round only,
+        whose pool lingers, counts in that one): the run-to-run spread of the ratio; () with one round."""
+        rounds = self.cells["ndlc"].rounds
+        ratios = []
+        for number, ms in enumerate(rounds):
+            peers = [cell.rounds[number] if cell.rounds else cell.ms for name, cell in self.cells.items()
+                     if name != "ndlc" and cell.ms is not None and (cell.rounds or number == len(rounds) - 1)]
+            if peers:
+                ratios.append(ms / min(peers))
+        return tuple(ratios)
+
     def best_peer(self):
         """The fastest other contender with a (correct) time, or None."""
         timed = [(cell.ms, name) for name, cell in self.cells.items()

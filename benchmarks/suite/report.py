@@ -14,7 +14,7 @@ def table(rows, contenders):
     """The kernel table in markdown, padded to line up in a terminal too; the last column is how
     many kernels ndlc compiled the case to (fusion should not depend on how a case is spelled)."""
     header = ["case", *(c.name for c in contenders), *(f"ndlc/{p}" for p in PEERS_FOR_RATIOS),
-              "ndlc/best peer", "ndlc kernels"]
+              "ndlc/best peer", "spread", "ndlc kernels"]
     body = []
     for row in rows:
         best = row.best_peer()
@@ -22,7 +22,7 @@ def table(rows, contenders):
         best_text = f"{ratio_text(row.ratio(best))} ({best})" if row.ratio(best) else "-"
         kernels = row.cells["ndlc"].kernels
         body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text,
-                     "-" if kernels is None else str(kernels)])
+                     spread_text(row.round_ratios()), "-" if kernels is None else str(kernels)])
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
     rule = ["-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
     return ["| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -35,6 +35,11 @@ def ratio_text(ratio):
     if ratio is None:
         return "-"
     return f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
+def spread_text(ratios):
+    """The lowest and highest of a case's ratios over rounds or blocks ('-' without several)."""
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else "-"
 
 
 def notes(rows, not_run, machine):
@@ -105,6 +110,8 @@ def kernel_section(args, table_lines, note_lines, plotted):
         f"many as fit in {BUDGET_S:.0f} s (at least 3), in each of {args.rounds} round(s): every contender "
         "times every case, contender after contender, once a round (JAX, whose pool lingers, in the last "
         "only), and a cell is the median of its rounds' medians. Ratios are ndlc's time over the peer's: below 1, "
-        "ndlc is faster; the last column counts the kernels ndlc compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
+        "ndlc is faster; `spread` is the lowest and highest of the rounds' ratios (ndlc's median over the fastest "
+        "peer's in the same round), as the sweep's is of its blocks'; the last column counts the kernels ndlc "
+        "compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
         "gradient products of as many operations each.", "",
         *table_lines, "", *note_lines, "", *chart]

@@ -26,7 +26,8 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
-call, the fewest calls that balance as well as any (GEMM_BALANCE).
+call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
+those calls (GEMM_CALL_US) says the busiest thread finishes before one call on one thread would.
 Kernels without an outer loop (full reductions) and small ones stay serial; the dump says which
 and why. A kernel that moves more than the cache holds writes its large outputs with streaming
 stores (passes/streaming.py), the dump saying which and why.
@@ -86,6 +87,15 @@ GEMM_ROWS = 48
 # reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
 # of 528 rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
 GEMM_BALANCE = 1.05
+# A gemm's rows are split only where a cost model of its BLAS calls says the busiest thread finishes
+# sooner than one call on one thread: each call costs GEMM_CALL_US (packing the right operand, entering
+# OpenBLAS) plus its multiply-adds at GEMM_MACS_PER_US (float32; float64 half as many), and the split
+# pays REGION_US to open the team's region. Measured on one core in thread CPU time, December: one call
+# of 127x129 @ 129x65 34.8 us, the same in 3 calls of at most 48 rows 38.4 (1.8 us a call more), of
+# which ~4 us is the compiled call's Python and 29 its multiply-adds; REGION_US is THRESHOLD's region
+GEMM_CALL_US = 1.8
+GEMM_MACS_PER_US = 36000
+REGION_US = 2.0
 BALANCE = 1.05  # a split loop's pieces: the largest whose busiest thread runs at most this over an even share
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
@@ -191,7 +201,24 @@ def _split(kernel, threads):
         piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
     else:
         piece = _fewest_calls(n, unit, threads)
+        serial, split = _gemm_estimates(kernel, n, piece, threads)
+        epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
+        if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)
+            return None, (f"one BLAS call on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
+                          f"for the busiest of {threads} threads taking pieces of {piece} rows")
     return Split(loop, min(threads, -(-n // piece)), piece), ""
+
+
+def _gemm_estimates(kernel, n, piece, threads):
+    """(us of one BLAS call over all `n` rows on one thread, us of the busiest of `threads` threads
+    taking pieces of `piece` rows in turn, the region opened), per index of the batch loops."""
+    gemm = kernel.gemm
+    rate = GEMM_MACS_PER_US / (2 if gemm.dtype == "f64" else 1)
+    row = gemm.n * gemm.k / rate
+    whole, rest = divmod(n, piece)
+    rounds, left = divmod(whole, threads)
+    calls = rounds + 1 if left or rest else rounds  # the busiest thread's calls (_makespan's rows)
+    return GEMM_CALL_US + n * row, REGION_US + calls * GEMM_CALL_US + _makespan(n, piece, threads) * row
 
 
 def _fewest_calls(n, unit, threads):

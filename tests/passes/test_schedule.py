@@ -198,6 +198,27 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
     np.testing.assert_array_equal(product, np.full((400, 200), 300, np.float32))
 
 
+def test_a_small_gemm_splits_its_rows_only_where_the_cost_model_says_the_split_is_sooner():
+    """A row split costs a region and a BLAS call per piece (schedule.py GEMM_CALL_US): a product
+    whose busiest thread would save less than that stays one call on one thread, and says why."""
+    text = """
+graph @mm(%x: f32[139,109], %w: f32[109,19]) {
+  %0 = matmul(%x, %w) : f32[139,19]
+  return %0
+}"""
+    skinny = schedule(fuse(parse(text), use_blas=True), 2).kernels[0]
+    assert skinny.split is None and ("  serial: one BLAS call on one thread, estimated at 9.8 us, against 10.8 us "
+                                     "for the busiest of 2 threads taking pieces of 48 rows") in str(skinny)
+    wide = schedule(fuse(parse(text.replace("19", "65").replace("109", "129").replace("139", "127")),
+                         use_blas=True), 2).kernels[0]  # 79 of 127 rows on the busiest thread: 24.2 us, not 30.8
+    assert "  parallel over i0 in 3 pieces of 48, taken in turn (2 threads)" in str(wide)
+    double = schedule(fuse(parse(text.replace("f32", "f64")), use_blas=True), 2).kernels[0]
+    assert double.split is not None  # twice the time a multiply-add: the same product's split pays
+    chain = "".join(f"  %{i} = tanh(%{i - 1}) : f32[139,19]\n" for i in range(1, 41))
+    heavy = schedule(fuse(parse(text.replace("  return %0", chain + "  return %40")), use_blas=True), 2).kernels
+    assert len(heavy) == 1 and heavy[0].split is not None  # its fused epilogue alone is worth the threads
+
+
 def _recording(call, seen):
     def held(*args):
         seen.append("held")
