@@ -174,3 +174,47 @@ graph @m(%x: f32[6,3,7,5]) {
     assert "loops: i0<105 | i1<6" in kernels
     y = rng.standard_normal((6, 3, 7, 5)).astype(np.float32)
     assert np.array_equal(compile_graph(graph).run(y)[0], y.max(axis=0))
+
+
+PLANES = """
+graph @p(%x: f32[2,3,4,5]) {
+  %0 = summation(%x, axes=(0, 2, 3)) : f32[3]
+  %1 = max(%x, axes=(2, 3)) : f32[2,3]
+  return %0, %1
+}"""
+
+
+def test_inner_loops_that_memory_runs_on_across_merge_into_one():
+    """A sum over (0, 2, 3) of NCHW (BatchNorm2d's statistics) reads each image's plane as rows of
+    W: one reduced loop over H*W instead, whose vectors run along a whole plane; the loop over
+    images stays apart (the channel lies between)."""
+    before, after = merged_kernels(PLANES)
+    assert "loops: i0<3 | i1<2 i2<4 i3<5" in before[0] and "loops: i0<2 i1<3 | i2<4 i3<5" in before[1]
+    assert after == ["""\
+kernel k0 -> %0
+  fuses: %0 summation
+  stored because: %0: graph output
+  loops: i0<3 | i1<2 i2<20
+  $0 = %x[20*i0 + 60*i1 + i2]
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[i0] = acc0""", """\
+kernel k1 -> %1
+  fuses: %1 max
+  stored because: %1: graph output
+  not merged into the kernel before: its loops (i0<2 i1<3 | i2<4 i3<5) differ from (i0<3 | i1<2 i2<4 i3<5)'s loops
+  loops: i0<6 | i1<20
+  $0 = %x[20*i0 + i1]
+  phase 0: reduce
+    acc0 = max of $0
+    store %1[i0] = acc0"""]
+
+
+def test_inner_loops_merged_compute_what_the_interpreter_does():
+    """Each output reads the same elements in the same order: a max is numpy's bit for bit, a sum
+    (its vector partials grouped along the merged loop) within rounding."""
+    graph = parse(PLANES)
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    total, most = compile_graph(graph).run(x)
+    assert np.array_equal(most, x.max(axis=(2, 3)))
+    np.testing.assert_allclose(total, interpret(graph, x)[0], rtol=1e-5)
