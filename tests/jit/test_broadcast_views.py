@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+import ndlc.backend_ndarray as nd
 from ndlc.jit.pipeline import compile_graph
 from ndlc.ir import parse
 
@@ -46,6 +47,11 @@ def test_tensors_ndarrays_and_eager_ops_read_the_view():
     assert grad.numpy()[0, 0, 0] == 5.0 and C[0, 0] != 5.0
     np.testing.assert_array_equal((grad * 2 + 1).numpy()[1:], 2 * expected(C)[1:] + 1)
     np.testing.assert_array_equal(grad.reshape((8, 35)).numpy()[1:], expected(C)[1:].reshape(7, 35))
+    view = ndl.compile(sum_gradient)(X, C).numpy()
+    for made in (nd.array(view), ndl.Tensor(view).cached_data):  # compact, writeable copies
+        assert made.strides == (35, 7, 1)
+        made[0, 0, 0] = 9.0
+    np.testing.assert_array_equal(view, expected(C))
 
 
 def test_an_eager_optimizer_steps_with_a_view_as_its_gradient():
