@@ -18,6 +18,7 @@ import time
 from ..ir.checks import maybe_verify, maybe_verify_kernels
 from ..errors import UnsupportedError
 from ..ir.printer import print_graph
+from ..passes.broadcast_outputs import broadcast_outputs
 from ..passes.canonical import merged_outer_loops
 from ..passes.decompose import decompose
 from ..passes.fusion import fuse
@@ -62,10 +63,11 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     prepare_llvm()  # LLVM loaded in a thread while the passes run
     from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
     stages.timed("import", None)  # the code generator and llvmlite.ir, once per process: not the passes'
-    source = _graph_passes(stages, traced)
+    source = _graph_passes(stages, traced, views=True)
     kernels = _cpu_kernels(stages, source, *machine)
     llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug), "codegen")
-    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug))
+    program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug,
+                                           shapes=_shapes(traced)))
     stages.split("load", program.native.seconds)
     stages.text("llvm_opt", program.native.optimized_ir, "record")
     if stages.wants("asm"):
@@ -112,7 +114,8 @@ def _restored(stages, graph, key, profile, machine):
     stages.texts["planned"] = kernels  # its text as stored: parsed only if its kernels are read
     stages.texts["llvm"] = LazyStage(recompute, "llvm")
     stages.texts["llvm_opt"] = OptimisedIR(native)
-    program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native))
+    program = stages.timed("load", Program(kernels, None, stages.texts, profile, source=recompute, native=native,
+                                           shapes=_shapes(graph)))
     program.stage_seconds = stages.seconds
     stages.log(f"{kernels.kernel_count} kernels from the program cache ({native.loader})")
     return program
@@ -130,7 +133,7 @@ class Recompute:
     def stages(self):
         from ..codegen.llvm_program import lower_to_llvm
         stages = Stages(self.graph.name)
-        stages.source = _graph_passes(stages, self.graph)
+        stages.source = _graph_passes(stages, self.graph, views=True)
         kernels = _cpu_kernels(stages, stages.source, *self.machine)
         stages.text("llvm", lower_to_llvm(kernels, *host_target(), self.profile), "codegen")
         return stages
@@ -204,14 +207,23 @@ def _traced(stages, graph, forward):
     return stages.graph("traced", graph, "record")
 
 
-def _graph_passes(stages, graph):
+def _shapes(graph) -> list:
+    """The shapes of `graph`'s outputs: the program returns as broadcast views those it computes
+    smaller (passes/broadcast_outputs.py)."""
+    return [value.shape for value in graph.outputs]
+
+
+def _graph_passes(stages, graph, views=False):
     """The hoisted, simplified and decomposed stages of `graph`: the graph the kernels are fused
-    from. A scan's body goes through the same passes once, as a graph of its own (passes/scans.py)."""
+    from. A scan's body goes through the same passes once, as a graph of its own (passes/scans.py).
+    `views` (the CPU runtime): outputs that broadcast a small value are that value
+    (passes/broadcast_outputs.py)."""
     graph = stages.timed("scans", share_scans(graph))  # before hoisting: it matches scans by operands
     notes = []  # each scan's work moved out of its loop, and what stays: the stage's '#' lines
     graph = stages.graph("hoisted", hoist_scans(graph, notes), "hoist", notes)
     graph = stages.graph("simplified", simplify(with_bodies(graph, simplify)), "simplify")
-    return stages.graph("decomposed", _decomposed(with_bodies(graph, _decomposed)), "decompose")
+    decomposed = _decomposed(with_bodies(graph, _decomposed))
+    return stages.graph("decomposed", broadcast_outputs(decomposed) if views else decomposed, "decompose")
 
 
 def _decomposed(graph):

@@ -1,6 +1,7 @@
 """canonical loops: each kernel's loops of one iteration dropped, so that equal loop nests compare
-equal (before merging); then each reduction's outer loops merged where memory runs on across them
-(after merging, before the schedule).
+equal (before merging); then each reduction's loops reordered so that memory runs along the last
+ones, and its outer loops, and its inner loops, merged where memory runs on across them (after
+merging, before the schedule).
 
 A keepdims statistic (`x.sum((0,)).reshape((1, d))`) and the same statistic without the unit axis
 (`x.sum((0,))`) are the same d elements, but fusion lowers an elementwise kernel over the first to
@@ -14,12 +15,22 @@ schedule's blocks run along the last outer loop alone, 63 outputs each across 25
 3.5x slower than the same data as [256, 16191]. Where every access of every phase (loads, stores,
 guards) steps by a loop's coefficient times its extent in the loop before, the two loops are one
 loop over their product (`Access.reshape`): (i0<16191 | i1<256). Each output sums the same
-elements in the same order, so results are unchanged bit for bit. Runs on the merged kernels
-(jit/pipeline.py), so that merging and the permuted-store folds still see the loops as lowered.
+elements in the same order, so results are unchanged bit for bit. Inner loops merge alike: a sum
+over (0, 2, 3) of NCHW (BatchNorm2d's statistics, a conv's bias gradient) or over (2, 3) reads
+each plane as rows of W, whose short vector loops and tails cost 6x a loop along the whole plane
+(sum over (2, 3) of [64, 16, 28, 28], one thread: 0.295 -> 0.049 ms); the sum's vector partials
+then group along the plane, so it changes by rounding (a max not at all). Before merging, a
+reduction over a permuted view gets its loops reordered so that a loop memory runs along is the
+last outer loop (the 'rows' blocks) or the innermost (`_contiguous_last`): `x.permute((0, 2, 1))
+.sum((1, 2))` of [64, 256, 256] read each column down 256 rows, 140 ms, and reads x in order,
+0.4 ms. Runs on the merged kernels (jit/pipeline.py), so that merging and the permuted-store
+folds still see the loops as lowered.
 """
 from dataclasses import replace
 
 from ..ir.kernel import Phase
+from ..ir.tiles import reordered
+from .schedule import ROWS_MIN
 
 
 def canonical_loops(program):
@@ -29,10 +40,40 @@ def canonical_loops(program):
 
 
 def merged_outer_loops(program):
-    """`program` with the adjacent outer loops of each reduction merged where every access runs on
-    across them; returns it."""
-    program.kernels = [_outer_loops_merged(kernel) for kernel in program.kernels]
+    """`program` with each reduction's loops ordered so that a strided one is not last where a
+    contiguous one can be (`_contiguous_last`), then its adjacent loops merged where every access
+    runs on across them; returns it."""
+    program.kernels = [_outer_loops_merged(_contiguous_last(kernel)) for kernel in program.kernels]
     return program
+
+
+def _contiguous_last(kernel):
+    """`kernel` with, where some load reads strided along its innermost loop, a loop that every load
+    steps through by one element or not at all moved last among the outer loops (the 'rows'
+    schedule's block then reads contiguous memory, and each output still sums in its order: bit for
+    bit; not a loop shorter than the schedule's ROWS_MIN, which would leave 'rows'), and likewise
+    innermost among the inner loops (the loop then vectorises along memory; a sum's partials group
+    differently: rounding). Not a BLAS call, a scan step's copy (see `_outer_loops_merged`) or a
+    full reduction."""
+    extents, outer = kernel.extents, kernel.outer
+    if kernel.gemm is not None or kernel.step or not kernel.reductions or not outer or 0 in extents:
+        return kernel
+    coeffs = [load.access.form.padded(len(extents)).coeffs for load in kernel.loads]
+    order = list(range(len(extents)))
+    for first, end in ((0, outer), (outer, len(extents))):
+        if not any(abs(c[-1]) > 1 for c in coeffs):
+            break
+        if max(abs(c[end - 1]) for c in coeffs) == 1:  # contiguous already
+            continue
+        moved = next((v for v in reversed(range(first, end - 1))
+                      if max(abs(c[v]) for c in coeffs) == 1 and (end == len(extents) or extents[v] >= ROWS_MIN)), None)
+        if moved is None:
+            continue
+        order = [v for v in range(len(extents)) if v != moved]
+        order.insert(end - 1, moved)
+        kernel = reordered(kernel, order)
+        coeffs = [[c[v] for v in order] for c in coeffs]
+    return kernel
 
 
 def _without_unit_loops(kernel):
@@ -48,22 +89,36 @@ def _without_unit_loops(kernel):
 
 
 def _outer_loops_merged(kernel):
-    """`kernel` with each run of outer loops that every access addresses as one loop merged into
-    it. Only reductions (an elementwise kernel's contiguous loops run as one in codegen already,
-    codegen/llvm_vector.py); not a BLAS call (its matrices are laid out over its loops) nor a scan
-    step's copy (the schedule gives a copy the decisions of the copy before, whose loops must match)."""
+    """`kernel` with each run of outer loops, and each run of inner loops, that every access
+    addresses as one loop merged into it. A full reduction (no outer loop: a loss) keeps its inner
+    loops as lowered: its sum's vector partials group along them, and a scan's stacked results
+    run on across the steps where the unrolled steps' results do not (tests/jit/test_scan_steps.py
+    holds the two bit for bit equal). Only reductions (an elementwise kernel's contiguous loops
+    run as one in codegen already, codegen/llvm_vector.py); not a BLAS call (its matrices are laid
+    out over its loops) nor a scan step's copy (the schedule gives a copy the decisions of the copy
+    before, whose loops must match)."""
     extents, outer = kernel.extents, kernel.outer
-    if kernel.gemm is not None or kernel.step or not kernel.reductions or outer < 2 or 0 in extents:
+    if kernel.gemm is not None or kernel.step or not kernel.reductions or 0 in extents:
         return kernel
     accesses = [load.access for load in kernel.loads] + [s.access for p in kernel.phases for s in p.stores]
-    groups = [extents[0]]
-    for v in range(1, outer):
+    merged_outer = _merged_runs(extents, 0, outer, accesses)
+    inner = _merged_runs(extents, outer, len(extents), accesses) if outer else extents[outer:]
+    return _reshaped(kernel, merged_outer + inner, len(merged_outer))
+
+
+def _merged_runs(extents, first, end, accesses):
+    """The extents of loops first..end-1 of `extents`, each run of them that every access steps
+    through as one loop (`Access.reshape`) merged into one."""
+    if end - first < 2:
+        return extents[first:end]
+    groups = [extents[first]]
+    for v in range(first + 1, end):
         pair = extents[:v - 1] + (extents[v - 1] * extents[v],) + extents[v + 1:]
         if all(access.reshape(extents, pair) is not None for access in accesses):
             groups[-1] *= extents[v]
         else:
             groups.append(extents[v])
-    return _reshaped(kernel, tuple(groups) + extents[outer:], len(groups))
+    return tuple(groups)
 
 
 def _reshaped(kernel, extents, outer):

@@ -73,10 +73,13 @@ class Program:
     `steady(*arrays)` is `run(*arrays, update_state=True)` for a call that repeats the last, in
     code generated for the program (steady.py); a compiled call's entry runs it."""
 
-    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None):
+    def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None,
+                 shapes=None):
         """`native`: the NativeModule linked already, and `kernels` a program_cache.StoredProgram
         whose kernels are parsed only when read (a program from the program cache, whose BLAS
-        calls were checked when it was compiled)."""
+        calls were checked when it was compiled). `shapes`: the graph's output shapes, where an
+        output the kernels compute smaller is returned as a read-only broadcast view of it
+        (passes/broadcast_outputs.py; `views`)."""
         if native is None:
             libraries.check_gemms(kernels)
         count, calls_blas, team = (kernels.kernel_count, kernels.calls_blas, kernels.team) if native else \
@@ -117,6 +120,9 @@ class Program:
         self.reused = {name: arrays[name] for name in reused}
         self.reused_addresses = {name: array.ctypes.data for name, array in self.reused.items()}
         self.distinct_outputs = len(set(kernels.outputs)) == len(kernels.outputs)
+        # output position -> the shape it is returned in, a broadcast of what the kernels compute
+        self.views = {i: tuple(shape) for i, (name, shape) in enumerate(zip(kernels.outputs[:split], shapes or ()))
+                      if tuple(shape) != kernels.buffers[name].shape}
         self.table = ctypes.addressof(self.pointers)
         self.native_call = self.native.entry(self.table)
         self.calls = 0
@@ -205,11 +211,14 @@ class Program:
             if outputs[name] is not array:
                 np.copyto(array, outputs[name])
         if self.distinct_outputs:
-            return [outputs[name] for name in self.kernels.outputs]
-        seen, results = set(), []
-        for name in self.kernels.outputs:
-            results.append(outputs[name].copy() if name in seen else outputs[name])
-            seen.add(name)
+            results = [outputs[name] for name in self.kernels.outputs]
+        else:
+            seen, results = set(), []
+            for name in self.kernels.outputs:
+                results.append(outputs[name].copy() if name in seen else outputs[name])
+                seen.add(name)
+        for i, shape in self.views.items():
+            results[i] = np.broadcast_to(results[i], shape)
         return results
 
     def _violation(self) -> str:
@@ -245,18 +254,19 @@ class Program:
 
     def _placed(self, into):
         """Output -> the caller's array the kernels write it into, for the outputs of `into`
-        that a kernel computes (the others are copied there after the run)."""
-        placed = {}
+        that a kernel computes whole (the others, and the broadcasts of `views`, are copied there
+        after the run)."""
+        placed, views = {}, {self.kernels.outputs[i]: shape for i, shape in self.views.items()}
         for name, array in into.items():
             buffer = self.kernels.buffers.get(name)
             if name not in self.kernels.outputs:
                 raise NdlcError(f"@{self.kernels.name} has no output {name!r} to place")
-            expected = TensorType(buffer.shape, buffer.dtype)
+            expected = TensorType(views.get(name, buffer.shape), buffer.dtype)
             if (array.shape != expected.shape or array.dtype != expected.np_dtype
                     or not array.flags.c_contiguous or not array.flags.writeable):
                 raise ShapeError(f"@{self.kernels.name}: output {name} needs a writeable C-contiguous "
                                  f"{expected}, got {array.dtype.name}{list(array.shape)}")
-            if buffer.kind == BufferKind.OUTPUT:
+            if buffer.kind == BufferKind.OUTPUT and name not in views:
                 placed[name] = array
         return placed
 

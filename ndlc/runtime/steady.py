@@ -89,6 +89,8 @@ def _results(writer, program, inputs, arrays, fallback):
         else:
             results.append(f"{arrays[name]}.copy()")
         seen.add(name)
+    for i, shape in program.views.items():  # Program._run: a read-only broadcast view
+        results[i] = f"{writer.const(np.broadcast_to)}({results[i]}, {shape!r})"
     return results, copies
 
 

@@ -174,3 +174,100 @@ graph @m(%x: f32[6,3,7,5]) {
     assert "loops: i0<105 | i1<6" in kernels
     y = rng.standard_normal((6, 3, 7, 5)).astype(np.float32)
     assert np.array_equal(compile_graph(graph).run(y)[0], y.max(axis=0))
+
+
+PLANES = """
+graph @p(%x: f32[2,3,4,5]) {
+  %0 = summation(%x, axes=(0, 2, 3)) : f32[3]
+  %1 = max(%x, axes=(2, 3)) : f32[2,3]
+  return %0, %1
+}"""
+
+
+def test_inner_loops_that_memory_runs_on_across_merge_into_one():
+    """A sum over (0, 2, 3) of NCHW (BatchNorm2d's statistics) reads each image's plane as rows of
+    W: one reduced loop over H*W instead, whose vectors run along a whole plane; the loop over
+    images stays apart (the channel lies between)."""
+    before, after = merged_kernels(PLANES)
+    assert "loops: i0<3 | i1<2 i2<4 i3<5" in before[0] and "loops: i0<2 i1<3 | i2<4 i3<5" in before[1]
+    assert after == ["""\
+kernel k0 -> %0
+  fuses: %0 summation
+  stored because: %0: graph output
+  loops: i0<3 | i1<2 i2<20
+  $0 = %x[20*i0 + 60*i1 + i2]
+  phase 0: reduce
+    acc0 = add of $0
+    store %0[i0] = acc0""", """\
+kernel k1 -> %1
+  fuses: %1 max
+  stored because: %1: graph output
+  not merged into the kernel before: its loops (i0<2 i1<3 | i2<4 i3<5) differ from (i0<3 | i1<2 i2<4 i3<5)'s loops
+  loops: i0<6 | i1<20
+  $0 = %x[20*i0 + i1]
+  phase 0: reduce
+    acc0 = max of $0
+    store %1[i0] = acc0"""]
+
+
+def test_inner_loops_merged_compute_what_the_interpreter_does():
+    """Each output reads the same elements in the same order: a max is numpy's bit for bit, a sum
+    (its vector partials grouped along the merged loop) within rounding."""
+    graph = parse(PLANES)
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    total, most = compile_graph(graph).run(x)
+    assert np.array_equal(most, x.max(axis=(2, 3)))
+    np.testing.assert_allclose(total, interpret(graph, x)[0], rtol=1e-5)
+
+
+REVERSED = """
+graph @v(%x: f32[6,5,7]) {
+  %0 = permute(%x, axes=(2, 1, 0)) : f32[7,5,6]
+  %1 = summation(%0, axes=(1,)) : f32[7,6]
+  return %1
+}"""
+
+SWAPPED = """
+graph @u(%x: f32[6,5,7]) {
+  %0 = permute(%x, axes=(0, 2, 1)) : f32[6,7,5]
+  %1 = summation(%0, axes=(1, 2)) : f32[6]
+  return %1
+}"""
+
+
+def test_a_contiguous_outer_loop_moves_last_so_the_rows_blocks_read_memory_in_order():
+    """x.permute((2, 1, 0)).sum((1,)): the last outer loop strides 35 elements, the first 1; swapped,
+    each 'rows' block of outputs reads a row of x, and each output sums in its order: bit for bit."""
+    before, after = merged_kernels(REVERSED)
+    assert "loops: i0<7 i1<6 | i2<5\n  $0 = %x[i0 + 35*i1 + 7*i2]" in before[0]
+    assert after == ["""\
+kernel k0 -> %1
+  fuses: %0 permute, %1 summation
+  stored because: %1: graph output
+  loops: i0<6 i1<7 | i2<5
+  $0 = %x[35*i0 + i1 + 7*i2]
+  phase 0: reduce
+    acc0 = add of $0
+    store %1[i0 + 6*i1] = acc0"""]
+    graph = parse(REVERSED)
+    x = np.random.default_rng(3).standard_normal((6, 5, 7)).astype(np.float32)
+    program = compile_graph(graph)
+    assert "strategy: rows" in program.ir("scheduled")
+    assert np.array_equal(program.run(x)[0], interpret(graph, x)[0])
+
+
+def test_a_contiguous_inner_loop_moves_innermost_and_merges():
+    """x.permute((0, 2, 1)).sum((1, 2)) read each row of x down its columns; swapped, the reduced
+    loops run along memory and merge into one over the image (a sum's partials regroup: rounding)."""
+    before, after = merged_kernels(SWAPPED)
+    assert "loops: i0<6 | i1<7 i2<5\n  $0 = %x[35*i0 + i1 + 7*i2]" in before[0]
+    assert "loops: i0<6 | i1<35\n  $0 = %x[35*i0 + i1]" in after[0]
+    graph = parse(SWAPPED)
+    x = np.random.default_rng(4).standard_normal((6, 5, 7)).astype(np.float32)
+    np.testing.assert_allclose(compile_graph(graph).run(x)[0], interpret(graph, x)[0], rtol=1e-5)
+
+
+def test_a_max_over_reordered_loops_is_numpys_bit_for_bit():
+    graph = parse(SWAPPED.replace("summation", "max"))
+    x = np.random.default_rng(5).standard_normal((6, 5, 7)).astype(np.float32)
+    assert np.array_equal(compile_graph(graph).run(x)[0], x.max(axis=(1, 2)))
