@@ -174,9 +174,12 @@ def _write_atomically(path, arrays):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(e, OSError):  # a full disk, or `path` a folder: the old file stays whole
+            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; any file there is "
+                                  "left as it was") from None
         raise
     directory = os.open(folder, os.O_RDONLY)
     try:
