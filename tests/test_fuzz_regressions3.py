@@ -190,3 +190,29 @@ def test_data_sizes_rows_and_indices_that_are_not_integers_in_range_are_refused(
     in np.pad at the first image; a sampler's 0.5 read sample 0 and its -1 the last sample."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("structure", [[], {"dict": [[[1], 2]]}, {"dict": [[None, 2]]}],
+                         ids=["bare-list", "list-key", "none-key"])
+def test_a_checkpoint_header_with_what_save_never_writes_is_corrupt(tmp_path, structure):
+    """A bare JSON list loaded as [], a dict key that is a list was a TypeError (unhashable), None
+    a key: ndl.save writes lists as {"list": ...} and keys as str or int only."""
+    import json
+    np.savez(tmp_path / "c.npz", __ndlc__=np.array(json.dumps({"format": 1, "structure": structure})))
+    with pytest.raises(ndl.CheckpointError, match=r"c.npz is corrupt: its header describes"):
+        ndl.load(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: ndl.optim.SGD(p, lr=-0.1), r"SGD: lr must be a number in \[0, inf\), got -0.1"),
+    (lambda p: ndl.optim.SGD(p, lr="0.1"), r"SGD: lr must be a number in \[0, inf\), got '0.1'"),
+    (lambda p: ndl.optim.SGD(p, momentum=1.5), r"SGD: momentum must be a number in \[0, 1\), got 1.5"),
+    (lambda p: ndl.optim.Adam(p, beta1=1.0), r"Adam: beta1 must be a number in \[0, 1\), got 1.0"),
+    (lambda p: ndl.optim.Adam(p, lr=float("nan")), r"Adam: lr must be a number in \[0, inf\), got nan"),
+    (lambda p: ndl.optim.Adam(p, eps=None), r"Adam: eps must be a number in \[0, inf\), got None"),
+], ids=["negative-lr", "text-lr", "momentum-1.5", "beta1-1", "nan-lr", "none-eps"])
+def test_an_optimizer_refuses_hyperparameters_pytorch_refuses(make, message):
+    """A beta1 of 1 or a NaN lr trained on NaN without a word, eagerly and compiled; a text lr
+    failed at the first step as "unsupported dtype str96"; a momentum of 1.5 diverged."""
+    with pytest.raises(ValueError, match=message):
+        make(nn.Linear(2, 2).parameters())
