@@ -3,7 +3,8 @@ functions of several signatures (a default, *args, keyword arguments in any orde
 module with arguments whose form changes from call to call (arrays, Tensors with and without
 requires_grad and on either host device, float64 or integer arrays, lists, tuples, Python
 numbers, None, dicts, text), by position or by name, and between calls switches the module
-between train and eval, replaces or rewrites its parameters, flips their requires_grad and
+between train and eval, changes the lists and dicts a function reads (numbers, a tensor) in place
+or rebinds them, replaces or rewrites its parameters, flips their requires_grad and
 changes its settings. Every compiled call must give what eager needle gives on the arguments as
 `ndl.Tensor(...)` converts them, or (where the rank, dtype or count differs from the first call's)
 the ShapeError that refuses them, or, where eager fails, a named error: never stale code's result
@@ -40,7 +41,15 @@ def difference(x, y):
     return x - y
 
 
-FUNCTIONS = {"affine": affine, "total": total, "difference": difference}
+SETTINGS = {"scale": 1.0, "shifts": [0.0, 1.0]}  # numbers in containers: a trace compiles them in
+OFFSETS = [ndl.Tensor(np.zeros(3, np.float32), requires_grad=False)]  # a tensor reached through a list
+
+
+def configured(x):
+    return x * SETTINGS["scale"] + SETTINGS["shifts"][1] + OFFSETS[0]
+
+
+FUNCTIONS = {"affine": affine, "total": total, "difference": difference, "configured": configured}
 
 
 def given_as(array, form):
@@ -106,6 +115,9 @@ class CallsUnderChange(RuleBasedStateMachine):
         self.compiled["model"] = None
         self.signatures = {}  # name -> the (count, rank, dtype) signature of its first call
         self.model = Model(seed)
+        global OFFSETS
+        SETTINGS.update(scale=1.0, shifts=[0.0, 1.0])
+        OFFSETS = [ndl.Tensor(np.zeros(3, np.float32), requires_grad=False)]
 
     def signature(self, name, args, kwargs):
         """(count, ((ndim, dtype), ...)) of a call as the compiled function binds and converts it,
@@ -170,6 +182,33 @@ class CallsUnderChange(RuleBasedStateMachine):
                     "reversed names": ([], {"y": gy, "x": gx}), "mixed": ([gx], {"y": gy})}[order]
         (args, kwargs), (eager_args, eager_kwargs) = arguments(), arguments()
         self.call("difference", difference, args, kwargs, eager_args, eager_kwargs)
+
+    @rule(batch=st.sampled_from((1, 4)), form=st.sampled_from(FORMS[:5]), times=st.sampled_from((1, 3)),
+          how=st.sampled_from(("scale", "shift", "append", "rebind", "offset data", "offset in place", "offset")),
+          value=st.sampled_from((0.5, 2.0, -1.0, 3)))
+    def call_configured(self, batch, form, times, how, value):
+        """Calls, a change of the containers configured() reads (in place or rebound), calls."""
+        global OFFSETS
+        for round in range(2):
+            for _ in range(times):  # three in a row: the third runs through the call entry
+                (x,) = self.arrays(1, batch)
+                self.call("configured", configured, [given_as(x, form)], {}, [given_as(x, form)], {})
+            if round:
+                return
+            if how == "scale":
+                SETTINGS["scale"] = value
+            elif how == "shift":
+                SETTINGS["shifts"][1] = value
+            elif how == "append":
+                SETTINGS["shifts"].append(value)
+            elif how == "rebind":
+                SETTINGS["shifts"] = [0.0, value]
+            elif how == "offset data":
+                OFFSETS[0].data = ndl.Tensor(np.full(3, value, np.float32))
+            elif how == "offset in place":
+                OFFSETS[0].numpy()[...] = value
+            else:
+                OFFSETS = [ndl.Tensor(np.full(3, value, np.float32), requires_grad=False)]
 
     @rule(batch=st.sampled_from((2, 3, 6)), form=st.sampled_from(FORMS[:5]), times=st.sampled_from((1, 3)))
     def call_model(self, batch, form, times):

@@ -216,3 +216,33 @@ def test_an_optimizer_refuses_hyperparameters_pytorch_refuses(make, message):
     failed at the first step as "unsupported dtype str96"; a momentum of 1.5 diverged."""
     with pytest.raises(ValueError, match=message):
         make(nn.Linear(2, 2).parameters())
+
+
+SCALES, LAYERS, WEIGHTS = [1.0, 2.0], [], {}
+
+
+@pytest.mark.parametrize("change", [
+    lambda: SCALES.__setitem__(1, 5.0),
+    lambda: globals().__setitem__("SCALES", [1.0, 7.0]),
+    lambda: setattr(LAYERS[0].weight, "data", ndl.Tensor(np.ones((3, 3), np.float32))),
+    lambda: LAYERS[0].bias.numpy().__setitem__(..., 4.0),
+    lambda: WEIGHTS["w"].numpy().__setitem__(0, 8.0),
+    lambda: WEIGHTS.__setitem__("w", ndl.Tensor(np.full(3, 2.0, np.float32))),
+], ids=["number-in-a-list", "list-rebound", "module-in-a-list", "in-place-in-a-list", "tensor-in-a-dict",
+        "tensor-replaced-in-a-dict"])
+def test_a_compiled_function_sees_what_changed_in_the_lists_and_dicts_it_reads(change):
+    """Numbers in a global list and tensors or modules reached through a global list or dict were
+    compiled in as constants and never guarded: after `SCALES[1] = 5.0`, `LAYERS[0].weight.data =
+    ...` or `WEIGHTS["w"].numpy()[0] = 8`, the compiled function (full path and entry alike) went on
+    with the old values. Now such containers are state roots or guarded by their items."""
+    np.random.seed(0)
+    SCALES[:] = [1.0, 2.0]
+    LAYERS[:] = [nn.Linear(3, 3)]
+    WEIGHTS["w"] = ndl.Tensor(np.ones(3, np.float32), requires_grad=False)
+    f = lambda a: LAYERS[0](a) * SCALES[1] + WEIGHTS["w"]  # noqa: E731
+    compiled, x = ndl.compile(f), np.arange(6, dtype=np.float32).reshape(2, 3)
+    for i in range(5):
+        if i == 3:  # the third call ran through the entry
+            change()
+        np.testing.assert_allclose(compiled(x).numpy(), f(ndl.Tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
+    SCALES[:] = [1.0, 2.0]

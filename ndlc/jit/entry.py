@@ -209,6 +209,9 @@ def _guards(writer, guards, dicts, leaves):
         writer.miss_if(f"not same({writer.const(leaves[name])}, {writer.const(copy)})")
     for module, name, value in guards.globals:
         writer.miss_if(f"not unchanged({writer.const(module)}.get({name!r}), {writer.const(value)})")
+    if guards.leaf_containers or guards.containers:  # their items (the objects bound are checked above)
+        bound = {name: leaves.get(name) for name in guards.leaf_containers}
+        writer.miss_if(f"{writer.const(guards)}.containers_changed({writer.const(bound)})")
 
 
 def _state(writer, captured) -> list:
