@@ -336,7 +336,9 @@ class NDArray:
     def maximum(self, other) -> "NDArray":
         return self.ewise_or_scalar(other, self.device.ewise_maximum, self.device.scalar_maximum)
 
-    # comparisons give 1.0 and 0.0 in the array's float dtype, as needle's
+    # comparisons give 1.0 and 0.0 in the array's float dtype, as needle's, and are built from == and
+    # >= as needle's (dlsyscourse hw3 ndarray.py): where an operand is NaN, < <= and != give 1 and
+    # == >= > give 0 (numpy gives 0 for < and <= too); the Tensor comparisons follow IEEE instead
     def __eq__(self, other) -> "NDArray":
         return self.ewise_or_scalar(other, self.device.ewise_eq, self.device.scalar_eq)
 

@@ -123,6 +123,8 @@ def _encode(obj, arrays, where, path, inside):
 def _decode(node, arrays, path, where):
     """The object the header's `node` describes at position `where` (the file's own name at the top)."""
     if not isinstance(node, dict):
+        if isinstance(node, list):  # _encode writes every list as {"list": [...]}
+            raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}")
         return node
     kind, body = _entry(node, path, where)
     if kind == "dict":
@@ -154,8 +156,9 @@ def _entry(node, path, where):
     shapes = {"dict": list, "list": list, "tuple": list, "tensor": str, "array": str, "scalar": str}
     if kind not in shapes:
         raise CheckpointError(f"{path} is corrupt: {where} is of unknown kind {kind!r}")
-    if not isinstance(body, shapes[kind]) or (kind == "dict" and not all(
-            isinstance(item, list) and len(item) == 2 for item in body)):
+    if not isinstance(body, shapes[kind]) or (kind == "dict" and not all(  # keys as _encode allows them
+            isinstance(item, list) and len(item) == 2 and isinstance(item[0], (str, int))
+            and not isinstance(item[0], bool) for item in body)):
         raise CheckpointError(f"{path} is corrupt: its header describes {where} as {node!r}")
     return kind, body
 
@@ -174,9 +177,12 @@ def _write_atomically(path, arrays):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(e, OSError):  # a full disk, or `path` a folder: the old file stays whole
+            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; any file there is "
+                                  "left as it was") from None
         raise
     directory = os.open(folder, os.O_RDONLY)
     try:

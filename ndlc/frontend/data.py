@@ -3,6 +3,7 @@ for MNIST-format files (Fashion-MNIST from Debian's `dataset-fashion-mnist`), CI
 batches, and the text helpers of needle's language models (Dictionary, Corpus, batchify,
 get_batch)."""
 import gzip
+import numbers
 import os
 import pickle
 import zlib
@@ -19,6 +20,13 @@ _HOW_TO_GET = ("install Debian's dataset-fashion-mnist package (apt-get install 
                "or set NDLC_DATA to a directory holding the idx .gz files")
 
 
+def _integer(where, name, value, low):
+    """`value` as an int, where it is an integer (not a bool) >= `low`; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 # ---- transforms -------------------------------------------------------------------------
 class Transform:
     """A random augmentation of one H x W x C image (numpy)."""
@@ -31,8 +39,8 @@ class RandomFlipHorizontal(Transform):
     """Mirror the image left-right with probability p (one draw per image, as in needle)."""
 
     def __init__(self, p=0.5):
-        if not 0 <= p <= 1:
-            raise ValueError(f"RandomFlipHorizontal: p must be in [0, 1], got {p}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"RandomFlipHorizontal: p must be a number in [0, 1], got {p!r}")
         self.p = p
 
     def __call__(self, img):
@@ -43,9 +51,7 @@ class RandomCrop(Transform):
     """Zero-pad by `padding` and cut the original size at a random shift in [-padding, padding]."""
 
     def __init__(self, padding=3):
-        if padding < 0:
-            raise ValueError(f"RandomCrop: padding must be >= 0, got {padding}")
-        self.padding = padding
+        self.padding = _integer("RandomCrop", "padding", padding, 0)
 
     def __call__(self, img):
         p = self.padding
@@ -85,6 +91,10 @@ class NDArrayDataset(Dataset):
 
     def __init__(self, *arrays):
         super().__init__()
+        flat = [i for i, a in enumerate(arrays) if np.ndim(a) == 0]
+        if flat:
+            raise ValueError(f"NDArrayDataset: array {flat[0]} is a {type(arrays[flat[0]]).__name__} of no "
+                             "length (each array holds one sample per row)")
         lengths = {len(a) for a in arrays}
         if len(lengths) != 1:
             raise ValueError(f"NDArrayDataset: arrays must have one length, got lengths {sorted(lengths)}")
@@ -313,7 +323,7 @@ def batchify(data, batch_size, device=None, dtype=None):
     """A sequence of ids cut into `batch_size` contiguous columns: an (n // batch_size, batch_size)
     array whose column j is data[j*rows:(j+1)*rows] (the remainder is dropped). needle's
     signature; `device` and `dtype` are unused here (get_batch makes the Tensors)."""
-    rows = len(data) // batch_size
+    rows = len(data) // _integer("batchify", "batch_size", batch_size, 1)
     if rows < 1:
         raise ValueError(f"batchify: {len(data)} ids are fewer than batch_size={batch_size}")
     return np.array(data[:rows * batch_size]).reshape(batch_size, rows).T
@@ -323,6 +333,7 @@ def get_batch(batches, i, bptt, device=None, dtype=None):
     """Rows i .. i+bptt-1 of a batchify array (fewer near its end) as `data` (seq_len, batch), and
     the next id of each as `target`, flattened to (seq_len * batch,): Tensors of `dtype` (the
     array's own dtype when None)."""
+    i, bptt = _integer("get_batch", "row i", i, 0), _integer("get_batch", "bptt", bptt, 1)
     seq_len = min(bptt, len(batches) - 1 - i)
     if seq_len < 1:
         raise ValueError(f"get_batch: row {i} leaves no target in {len(batches)} rows")
@@ -339,8 +350,7 @@ class DataLoader:
     share of the epoch); it excludes `shuffle`."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None):
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = _integer("DataLoader", "batch_size", batch_size, 1)
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler and shuffle exclude each other (the sampler orders the data)")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle
@@ -348,7 +358,13 @@ class DataLoader:
 
     def _ordering(self):
         if self.sampler is not None:
-            index = np.fromiter(self.sampler, np.int64)
+            index = np.array(list(self.sampler))
+            size = len(self.dataset)
+            bad = [v for v in index.tolist() if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < size]
+            if bad:  # a float would be truncated, a negative index count from the end
+                raise ValueError(f"DataLoader: the sampler gave index {bad[0]!r}; indices must be integers in "
+                                 f"[0, {size}) (the dataset's length)")
+            index = index.astype(np.int64)
         else:
             index = np.random.permutation(len(self.dataset)) if self.shuffle else np.arange(len(self.dataset))
         return np.array_split(index, range(self.batch_size, len(index), self.batch_size))

@@ -68,11 +68,10 @@ def one_hot(n, i, device=None, dtype="float32", requires_grad=False):
     Built with ops (labels == arange(n)) so it also works on a symbolic `i` while tracing."""
     labels = i if isinstance(i, Tensor) else Tensor(np.asarray(i), requires_grad=False)
     known = data_of(labels._value)
-    outside = None if known is None else ~((known >= 0) & (known < n))
-    if outside is not None and outside.any():
-        bad = known[outside].reshape(-1)[0]
-        raise ValueError(f"one_hot: label {bad} is outside [0, {n}) (labels must index one of {n} "
-                         f"classes; a zero row would silently drop the sample)")
+    bad = None if known is None else ops.invalid_index(known, n)
+    if bad is not None:
+        raise ValueError(f"one_hot: label {bad[0]} is {bad[1]} (labels must be integers indexing one of {n} "
+                         f"classes; a zero row would silently drop the sample, a truncation change it)")
     if known is None and active_context() is not None:
         active_context().bound(labels._value, n, ValueError, f"one_hot over {n} classes (at {user_location()})")
     if not np.issubdtype(np.dtype(labels.dtype), np.integer):

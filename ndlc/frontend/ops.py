@@ -14,7 +14,7 @@ from ..ir.registry import all_ops, get_op
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context
 from .scan import scan  # noqa: F401  (ndl.scan: the helper, not the bare op)
-from .tensor import Tensor, TensorTuple, apply, user_location
+from .tensor import Tensor, TensorTuple, apply, data_of, user_location
 
 _NUMBER = (int, float, bool, np.integer, np.floating, np.bool_)
 
@@ -261,10 +261,31 @@ def arange(size, dtype="int64"):
     return apply("arange", size=size, dtype=dtype)
 
 
+def invalid_index(values, n):
+    """The first of `values` (indices into n rows, or labels of n classes) that is not an integer
+    in [0, n), and why ("outside [0, n)" or "not an integer"); None if all are. A float
+    index is read as the integer it holds (needle's float batches), never truncated."""
+    values = np.asarray(values)
+    outside = ~((values >= 0) & (values < n))
+    fractional = np.zeros(values.shape, bool) if values.dtype.kind in "iub" else ~outside & (values != np.floor(values))
+    if outside.any():
+        return values[outside].reshape(-1)[0].item(), f"outside [0, {n})"
+    if fractional.any():
+        return values[fractional].reshape(-1)[0].item(), "not an integer"
+    return None
+
+
 def gather(table, indices):
     """The rows of `table` at `indices`: shape indices.shape + table.shape[1:] (an embedding
-    lookup). Float indices (needle's get_batch with dtype='float32') are cast to integers."""
+    lookup). Float indices (needle's get_batch with dtype='float32') holding integers are cast
+    to integers; a fraction is an IndexError, as PyTorch refuses float indices."""
     indices, table = as_tensor(indices), as_tensor(table)
+    known = data_of(indices._value)
+    if known is not None and is_float(indices._value.dtype) and table.ndim:
+        bad = invalid_index(known, table.shape[0])
+        if bad is not None and bad[1] == "not an integer":
+            raise IndexError(f"gather: index {bad[0]} is not an integer (at {user_location()}); indices "
+                             f"must be integers in [0, {table.shape[0]})")
     context = active_context()
     if context is not None and table.ndim:
         context.bound(indices._value, table.shape[0], IndexError,

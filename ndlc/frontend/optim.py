@@ -5,6 +5,9 @@ back through `param.data = ...`, keeping the Parameter object (and its dtype) th
 (momentum, Adam's m, v and step count) is Tensors made up front, so a traced step sees it as the
 program's persistent state rather than as constants. Each parameter is written before the
 optimizer's own slots: a trace that refuses the write (unknown state) has changed nothing yet."""
+import math
+import numbers
+
 from ..errors import StateDictError
 from .init import zeros, zeros_like
 from .nn.module import load_tensor, origin_of
@@ -17,9 +20,21 @@ class Optimizer:
     changing one (a schedule) does not recompile; while tracing, each is a 0-d Tensor."""
 
     hyperparameters = ()
+    below_one = ()  # hyperparameters in [0, 1) (momenta, betas); the others in [0, inf)
 
     def __init__(self, params):
         self.params = list(params)
+
+    def _check(self, values):
+        """Refuse hyperparameters PyTorch's optimizers refuse (lr, eps and weight decay >= 0, momenta
+        and betas in [0, 1)), and values that are no number: either would train on NaN or fail
+        inside the first step. A 0-d Tensor (a traced schedule) is taken as it is."""
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                continue
+            high = 1 if name in self.below_one else math.inf
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < high:
+                raise ValueError(f"{type(self).__name__}: {name} must be a number in [0, {high}), got {value!r}")
 
     def reset_grad(self):
         for p in self.params:
@@ -56,6 +71,10 @@ class Optimizer:
                    if name not in state.get(i, {})]
         if wanted:
             raise StateDictError(f"{owner}.load_state_dict: missing {', '.join(wanted)}{origin_of(state_dict)}")
+        try:
+            self._check({name: groups[0][name] for name in self.hyperparameters})
+        except ValueError as e:
+            raise StateDictError(f"{owner}.load_state_dict: param_groups[0]: {e}{origin_of(state_dict)}") from None
         for i in range(len(self.params)):
             for name, attr in self.slots.items():
                 load_tensor(getattr(self, attr)[i], state[i][name], f"state[{i}][{name!r}]", owner,
@@ -77,10 +96,12 @@ class SGD(Optimizer):
     """u = momentum*u + (1-momentum)*(grad + wd*w); w -= lr*u (needle's momentum form)."""
 
     hyperparameters = ("lr", "momentum", "weight_decay")
+    below_one = ("momentum",)
     slots = {"momentum_buffer": "u"}
 
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
+        self._check({"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.u = {i: zeros_like(p) for i, p in enumerate(self.params)}
 
@@ -98,11 +119,13 @@ class Adam(Optimizer):
     """Adam with bias correction and L2 weight decay folded into the gradient (needle's)."""
 
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
+    below_one = ("beta1", "beta2")
     slots = {"exp_avg": "m", "exp_avg_sq": "v"}
     counters = {"step": "t"}
 
     def __init__(self, params, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params)
+        self._check({"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay})
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.weight_decay = weight_decay
         self.t = zeros(dtype="float32")

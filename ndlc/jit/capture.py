@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import TraceError
-from ..ir.graph import Graph, Value
+from ..ir.graph import Builder, Graph, Value
 from ..ir.checks import maybe_verify
 from ..ir.types import TensorType, numpy_dtype
 from ..passes.autodiff import seconds_spent as autodiff_seconds
 from ..frontend.nn.module import Module
+from ..frontend.ops import invalid_index
 from ..frontend.optim import Optimizer
 from ..frontend.tensor import Tensor, symbolic
 from .reads import STATEFUL, referenced_leaves, referenced_objects, referenced_values
@@ -185,6 +186,7 @@ class CapturedStep:
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
+    computed_bounds: list = field(default_factory=list)  # (n, error class, what), one count output each
     gradients: list = field(default_factory=list)  # the state tensors whose .grad the step set
     seconds: dict = field(default_factory=dict)  # 'trace' (backward() left out) and 'autodiff' times
 
@@ -208,11 +210,25 @@ class CapturedStep:
         """Raise as eager execution would where a batch input that must index [0, n) (labels,
         gather indices) holds a value outside it; compiled, it would select nothing."""
         for position, n, error, what in self.index_bounds:
-            values = np.asarray(batch[position])
-            outside = ~((values >= 0) & (values < n))
-            if outside.any():
+            bad = invalid_index(batch[position], n)
+            if bad is not None:
                 raise error(f"{self.graph.name}: input {position} ({self.graph.inputs[position].name}) "
-                            f"holds {values[outside].reshape(-1)[0]}, outside [0, {n}) for its {what}")
+                            f"holds {bad[0]}, {bad[1]} for its {what}")
+
+    @property
+    def returned(self) -> int:
+        """How many of the graph's outputs are the step's results (the counts of computed_bounds follow)."""
+        return len(self.graph.outputs) - len(self.computed_bounds)
+
+    def check_computed(self, results):
+        """Raise as eager execution would where an index computed inside the step was outside its
+        bounds: `results` (the program's, arrays or Tensors) hold a count of them for each."""
+        for i, (n, error, what) in enumerate(self.computed_bounds):
+            count = results[self.returned + i]
+            count = int(count.numpy() if isinstance(count, Tensor) else count)
+            if count:
+                raise error(f"{self.graph.name}: {count} of the indices it computed for its {what} "
+                            f"are outside [0, {n}) or not integers (the step's state is left as it was)")
 
     def inputs(self, batch):
         """The program's arguments but the state for one run on `batch`: it and the
@@ -292,6 +308,7 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     graph.outputs = [t._value for t in outputs]
     graph.updates = updates
     context.finish(graph)
+    computed = _computed_bounds(graph, context.index_bounds, batch)
     capture_constants(graph, len(inputs))
     differentiating = autodiff_seconds() - differentiating
     seconds = {"trace": time.perf_counter() - start - differentiating, "autodiff": differentiating}
@@ -299,14 +316,47 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
              len(graph.nodes), seconds["trace"], seconds["autodiff"])
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
                         isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own,
-                        index_bounds=_input_bounds(context.index_bounds, batch), seconds=seconds,
-                        gradients=gradients)
+                        index_bounds=_input_bounds(context.index_bounds, batch), computed_bounds=computed,
+                        seconds=seconds, gradients=gradients)
 
 
 def _input_bounds(bounds, batch):
     """(input position, n, error, what) for each index bound (TraceContext.bound) on a batch input."""
     positions = {id(t._value): i for i, t in enumerate(batch)}
     return [(positions[id(v)], n, error, what) for v, n, error, what in bounds if id(v) in positions]
+
+
+def _computed_bounds(graph, bounds, batch) -> list:
+    """For each index bound on a value the step computes (a gather's indices, labels), a count
+    of its elements outside [0, n) or fractional appended to `graph.outputs`, and every state
+    update kept at its old value unless all counts are 0: compiled, such an index would select a
+    zero row, and the caller (check_computed) raises where eager execution does. The bounds'
+    (n, error, what), in output order."""
+    inputs, computed = {id(t._value) for t in batch}, {id(node.result) for node in graph.nodes}
+    bounds = [(v, n, error, what) for v, n, error, what in bounds
+              if id(v) in computed and id(v) not in inputs and v.type.size and v.dtype != "bool"]
+    if not bounds:
+        return []
+    b = Builder(graph, loc="index bounds")
+    counts = []
+    for v, n, _, _ in bounds:
+        low, high = b.constant_like(v, 0), b.constant_like(v, n)
+        inside = b.multiply(b.cast(b.greater_equal(v, low), dtype="i64"), b.cast(b.less(v, high), dtype="i64"))
+        if v.dtype.startswith("f"):  # an index inside the bounds must also be an integer
+            held = b.where(b.cast(inside, dtype="bool"), v, low)  # no NaN, Inf or huge value cast
+            whole = b.cast(b.equal(b.cast(b.cast(held, dtype="i64"), dtype=v.dtype), held), dtype="i64")
+            inside = b.multiply(inside, whole)
+        outside = b.add_scalar(b.negate(inside), scalar=1.0)
+        counts.append(b.summation(outside, axes=tuple(range(v.ndim))))
+    total = counts[0]
+    for count in counts[1:]:
+        total = b.add(total, count)
+    ok = b.equal(total, b.constant_like(total, 0))
+    for state, new in graph.updates.items():
+        kept = ok if new.shape == () else b.broadcast_to(ok, shape=new.shape)
+        graph.updates[state] = b.where(kept, new, state)
+    graph.outputs = graph.outputs + counts
+    return [(n, error, what) for _, n, error, what in bounds]
 
 
 @contextlib.contextmanager

@@ -176,6 +176,8 @@ class CompiledFunction:
             self.last, self.last_key = self.specialisations[key], key
         self.last.captured.check_indices(arrays)
         outputs = self.last.run(arrays)
+        self.last.captured.check_computed(outputs)
+        outputs = outputs[:self.last.captured.returned]
         self.last.captured.drop_gradients()
         self.entry = None
         if repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain():

@@ -67,10 +67,12 @@ def build_entry(compiled, specialisation, count):
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
     program = writer.const(specialisation.program)  # `steady` looked up per call: it changes after a run
     writer.line(f"results = {program}.steady({', '.join(batch + numbers + state)})")
+    if captured.computed_bounds:
+        writer.line(f"{writer.const(captured)}.check_computed(results)")
     _write_back(writer, captured, specialisation.num_outputs, state)
     if captured.gradients:  # CapturedStep.drop_gradients
         writer.line(f"for t in {writer.const(captured.gradients)}: t.grad = None")
-    types = [writer.const(value.type) for value in captured.graph.outputs]  # the program's outputs'
+    types = [writer.const(value.type) for value in captured.graph.outputs[:captured.returned]]  # the step's results'
     wrapped = [f"LEAF(Tensor, results[{i}], {t}, False)" for i, t in enumerate(types)]
     sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
     writer.line(f"return ({sequence})" if captured.returns_sequence else f"return {wrapped[0]}")
@@ -207,6 +209,9 @@ def _guards(writer, guards, dicts, leaves):
         writer.miss_if(f"not same({writer.const(leaves[name])}, {writer.const(copy)})")
     for module, name, value in guards.globals:
         writer.miss_if(f"not unchanged({writer.const(module)}.get({name!r}), {writer.const(value)})")
+    if guards.leaf_containers or guards.containers:  # their items (the objects bound are checked above)
+        bound = {name: leaves.get(name) for name in guards.leaf_containers}
+        writer.miss_if(f"{writer.const(guards)}.containers_changed({writer.const(bound)})")
 
 
 def _state(writer, captured) -> list:

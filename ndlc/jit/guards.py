@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import TraceError
 from .capture import is_number, walk_state
-from .reads import STATEFUL, called_functions, globals_read, referenced_leaves, referenced_objects
+from .reads import CONTAINER_LIMIT, STATEFUL, called_functions, globals_read, referenced_leaves, referenced_objects
 from ..frontend.tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
@@ -51,6 +51,11 @@ class Guards:
         self.flags = [(path, value, value.requires_grad) for value, path, _, _ in walked if isinstance(value, Tensor)]
         self.arrays = {name: (array, array.copy()) for name, array in captured_arrays(fn).items()}
         self.identities = identity_tested_arrays(fn)
+        # the lists, tuples and dicts the step reaches, and those under its modules holding plain values
+        self.leaf_containers = {name: snapshot(value) for name, value in referenced_leaves(fn).items()
+                                if isinstance(value, (list, tuple, dict))}
+        self.containers = [(path, value, snapshot(value)) for value, path, _, _ in walked
+                           if isinstance(value, (list, dict)) and _holds_plain(value)]
         self.runtime = list(runtime)
         self.compiled = [(h, h.value()) for h in compiled]
         self.globals = [(module, name, value.copy() if isinstance(value, np.ndarray) else value)
@@ -82,7 +87,10 @@ class Guards:
             if tensor.requires_grad != requires_grad:
                 return (f"{path}.requires_grad changed from {requires_grad} to {tensor.requires_grad} (it decides "
                         "which gradients the step computes)")
-        values = referenced_leaves(self.fn, values) if self.arrays or self.identities else {}
+        values = referenced_leaves(self.fn, values) if self.arrays or self.identities or self.leaf_containers else {}
+        changed = self.containers_changed(values)
+        if changed:
+            return changed
         for name, array in self.identities.items():
             if values.get(name) is not array:
                 return f"{name} {_replaced(values.get(name), array)}; the step tests it with `is None`"
@@ -104,6 +112,44 @@ class Guards:
             if not unchanged(module.get(name), value):
                 return f"{name}, a global of {module.get('__name__', 'a module')} read by code the step runs, changed (compiled in)"
         return None
+
+
+    def containers_changed(self, leaves):
+        """How a list, tuple or dict the trace read items of changed, or None: one the step reaches
+        (`leaves`: name -> what is bound there now, referenced_leaves), or one under its modules
+        holding numbers (compiled in)."""
+        for name, then in self.leaf_containers.items():
+            if snapshot(leaves.get(name)) != then:
+                return f"{name} changed (a list, tuple or dict whose items the trace read)"
+        return next((f"{path} changed (its numbers were compiled in)" for path, container, then in self.containers
+                     if snapshot(container) != then), None)
+
+
+class _Same:
+    """An object a snapshot holds by identity: equal only to a _Same of the same object."""
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def snapshot(value, depth=3):
+    """What a trace can read of `value`: a list's, tuple's or dict's type and items (of at most
+    CONTAINER_LIMIT, `depth` deep), numbers and strings by value, other objects by identity."""
+    if isinstance(value, (list, tuple, dict)) and len(value) <= CONTAINER_LIMIT and depth:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return type(value), tuple((k, snapshot(v, depth - 1)) for k, v in items)
+    if value is None or _plain_number(value):
+        return type(value), value
+    return _Same(value)
+
+
+def _holds_plain(container):
+    items = container.values() if isinstance(container, dict) else container
+    return len(container) <= CONTAINER_LIMIT and any(v is None or _plain_number(v) for v in items)
 
 
 def captured_arrays(fn) -> dict:

@@ -70,12 +70,25 @@ def referenced_objects(fn, values=None) -> dict:
     among its attributes."""
     kept = {}
     for name, value in (referenced_values(fn) if values is None else values).items():
-        if isinstance(value, STATEFUL + (Tensor,)):
+        if isinstance(value, STATEFUL + (Tensor,)) or holds_state(value):
             kept[name] = value
         elif is_plain_object(value):
             kept.update({f"{name}.{k}": v for k, v in vars(value).items()
-                         if isinstance(v, STATEFUL + (Tensor,))})
+                         if isinstance(v, STATEFUL + (Tensor,)) or holds_state(v)})
     return kept
+
+
+CONTAINER_LIMIT = 256  # items of a list, tuple or dict looked into (a dataset's list is not state)
+
+
+def holds_state(value, depth=3) -> bool:
+    """Whether `value` is a list, tuple or dict (of at most CONTAINER_LIMIT items, `depth` deep)
+    holding a Module, Optimizer or Tensor: `layers[0](x)` and `weights["w"]` read state through it,
+    which a trace must not bake in as constants."""
+    if not isinstance(value, (list, tuple, dict)) or len(value) > CONTAINER_LIMIT or not depth:
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, STATEFUL + (Tensor,)) or holds_state(v, depth - 1) for v in items)
 
 
 def referenced_leaves(fn, values=None) -> dict:

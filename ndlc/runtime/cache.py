@@ -108,6 +108,7 @@ def library_path(digest, root=None):
 def _write(path, data) -> bool:
     """Write `data` to `path` atomically (a reader sees the old file or the whole new one);
     whether it was written (a failure is logged)."""
+    tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
@@ -116,5 +117,7 @@ def _write(path, data) -> bool:
         os.replace(tmp, path)
     except OSError as e:
         log.warning("cannot write cache entry %s (%s); continuing without it", path, e)
+        if tmp is not None and os.path.exists(tmp):  # a full disk's partial file, not left behind
+            os.unlink(tmp)
         return False
     return True

@@ -71,9 +71,13 @@ def link(objects, root=None) -> str | None:
         return None
     with tempfile.TemporaryDirectory(prefix="ndlc-link-") as folder:
         paths = [os.path.join(folder, f"{i}.o") for i in range(len(objects))]
-        for path, obj in zip(paths, objects):
-            with open(path, "wb") as f:
-                f.write(obj)
+        try:
+            for path, obj in zip(paths, objects):
+                with open(path, "wb") as f:
+                    f.write(obj)
+        except OSError as e:  # a full disk: the linker's input cannot be written
+            log.warning("cannot write the objects to link in %s (%s); loading with MCJIT", folder, e)
+            return None
         output = os.path.join(folder, "program.so")
         command = [linker(), "-shared", "-Bsymbolic", "-z", "noexecstack", "-o", output, *paths]
         try:

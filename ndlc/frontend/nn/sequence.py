@@ -212,9 +212,9 @@ class Embedding(Module):
     """A lookup table: `weight` (num_embeddings, embedding_dim) from N(0, 1), as needle's.
 
     forward(x) takes integer indices of any shape (needle's (seq_len, batch); float tensors
-    holding integers are cast) and returns x.shape + (embedding_dim,). Eagerly, an index outside
-    [0, num_embeddings) is an IndexError; a compiled program, which cannot raise, gives it a zero
-    vector."""
+    holding integers are cast) and returns x.shape + (embedding_dim,). An index outside
+    [0, num_embeddings) or a fraction is an IndexError, eager and compiled alike (a compiled step
+    counts those it computes itself and raises after the call, its state left as it was)."""
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
         super().__init__()
