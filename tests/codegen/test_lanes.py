@@ -199,11 +199,6 @@ def test_a_register_tiles_accumulators_stay_in_registers():
 @pytest.mark.parametrize("text", [
     # a sum along the innermost loop shorter than REDUCED_LEAST
     """graph @r(%x: f32[16,48]) {\n  %0 = summation(%x, axes=(1,)) : f32[16]\n  return %0\n}""",
-    # a transpose: strided along the innermost loop (a gather)
-    """graph @t(%x: f32[64,64]) {\n  %0 = transpose(%x, axes=(1, 0)) : f32[64,64]\n  %1 = exp(%0) : f32[64,64]\n"""
-    """  return %1\n}""",
-    # rows shorter than the width
-    """graph @s(%x: f32[64,4]) {\n  %0 = exp(%x) : f32[64,4]\n  return %0\n}""",
     # rows of 784: a rest of 16, whose epilogue LLVM vectorises 8 or 4 wide by its cost model
     _rows_graph(784, "%0 = summation(%x, axes=(1,)) : f32[6]\n  return %0"),
     # a sum and a max: three values carried (the max's NaN flag), which LLVM interleaves twice
@@ -213,7 +208,7 @@ def test_a_register_tiles_accumulators_stay_in_registers():
                                              "  %9 = add(%8, %w) : f32[6,N]\n  %0 = summation(%9")),
     # an exp in the sum (mathlib's polynomial: a costly body)
     _rows_graph(64, "%1 = exp(%x) : f32[6,N]\n  %0 = summation(%1, axes=(1,)) : f32[6]\n  return %0"),
-], ids=["sum", "transpose", "short", "rest", "three_carried", "costly", "exp"])
+], ids=["sum", "rest", "three_carried", "costly", "exp"])
 def test_kernels_that_codegen_leaves_to_llvms_vectoriser(text):
     assert [lane_loop(k) for k in _kernels(text)] == [None]
 
