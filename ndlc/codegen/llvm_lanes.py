@@ -19,7 +19,8 @@ from ..ir.kernel import Combine, Index, Load, Strategy
 from ..ir.scalar import PRIMITIVES, postorder
 from . import mathlib
 from .llvm_scalar import I1, I64, TYPES, Values, constant
-from .llvm_vector import VECTOR_BYTES, ZERO, expression_dtypes, moves, splittable, strided_along, vector_width
+from .llvm_vector import (VECTOR_BYTES, ZERO, expression_dtypes, interleaved_rows, moves, splittable, strided_along,
+                          vector_width)
 
 I32, PTR = ir.IntType(32), ir.PointerType()
 # a loop of at most this many whole vectors of a constant trip count is emitted straight, one copy
@@ -68,6 +69,8 @@ def lane_loop(kernel, debug=None):
     if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
     guarded = moving and kernel.strategy == Strategy.POINT  # a map: its last loop split by its guards
+    if guarded and interleaved_rows(kernel, vector_width(kernel, expression_dtypes(kernel))):
+        return var - 1  # short rows: the loop before them runs as the lanes
 
     def made(x):  # an access as the emitter makes it (codegen/llvm_memory.py _local)
         local = not isinstance(x, Index) and x.buffer in kernel.local

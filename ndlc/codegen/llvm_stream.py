@@ -25,7 +25,7 @@ from llvmlite import ir
 from ..ir.streams import store_loop
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, MEMORY
-from .llvm_vector import ZERO
+from .llvm_vector import ZERO, joined
 
 I32 = ir.IntType(32)
 X86 = ("x86_64", "i386", "i686")  # triples whose streaming stores an sfence orders
@@ -142,15 +142,10 @@ class StreamingStores:
 
 
 def _line(b, values, ty):
-    """One vector of a line's `values` of type `ty`: scalars inserted one by one, or vectors
-    (a power of two of them) joined in pairs."""
+    """One vector of a line's `values` of type `ty`: scalars inserted one by one, or vectors joined."""
     if not isinstance(values[0].type, ir.VectorType):
         vector = ir.Constant(ir.VectorType(ty, len(values)), ir.Undefined)
         for u, value in enumerate(values):
             vector = b.insert_element(vector, value, I32(u))
         return vector
-    while len(values) > 1:
-        n = values[0].type.count
-        joined = ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n)))
-        values = [b.shuffle_vector(values[i], values[i + 1], joined) for i in range(0, len(values), 2)]
-    return values[0]
+    return joined(b, values)

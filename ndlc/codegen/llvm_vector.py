@@ -23,7 +23,7 @@ from llvmlite import ir
 
 from ..ir.kernel import Acc, Strategy, infer_dtypes
 from ..ir.types import numpy_dtype
-from .llvm_scalar import I64
+from .llvm_scalar import I64, MEMORY
 
 I32 = ir.IntType(32)
 
@@ -60,6 +60,28 @@ def strided_along(access, var, moving) -> bool:
     `moves` data, a forward stride (a gather, or a scatter)."""
     along = access.form.coeffs[var]
     return access.step == 1 and (along == 1 or moving and along > 1)
+
+
+def interleaved_rows(kernel, width) -> bool:
+    """Whether a map's last loop is shorter than the vector `width` and every store is contiguous
+    over its last two loops while every load stays put along the last (pooling's gradient, an
+    upsampling: rows of 2 from a value each): then the loop before runs as the lanes and the last
+    loop's few values per lane are interleaved into one contiguous store (`_interleaved`), where a
+    lane loop of 2 stored 8 bytes at a time."""
+    last, n = len(kernel.extents) - 1, kernel.extents[-1]
+    if kernel.strategy != Strategy.POINT or kernel.reductions or not 2 <= n < width or last < 1 \
+            or kernel.extents[last - 1] < 2 or kernel.local or kernel.streams and kernel.streams.buffers \
+            or kernel.split and kernel.split.loop == last - 1:
+        return False
+    stored = {s.buffer for s in kernel.stores}
+    if any(s.dtype == "bool" or s.access.step != 1 or s.access.guards or s.access.form.coeffs[last] != 1
+           or s.access.form.coeffs[last - 1] != n for s in kernel.stores):
+        return False
+    if not any(x.access.form.coeffs[last - 1] for x in kernel.loads):  # else the loops collapse into one
+        return False
+    return all(x.access.form.coeffs[last] == 0 and not any(g.form.coeffs[last] or g.form.coeffs[last - 1]
+                                                           for g in x.access.guards)
+               and getattr(x, "buffer", None) not in stored for x in kernel.loads)
 
 
 def splittable(guard, var) -> bool:
@@ -143,3 +165,36 @@ class VectorLoops:
         if not lane or self.mask is None:
             return offset
         return self.b.select(self.b.extract_element(self.mask, ir.Constant(I32, lane)), offset, ZERO)
+
+    def _interleaved(self, var, inner):
+        """inner() (a map's stores) at each of loop `var`'s few iterations, the lanes running
+        the loop before it (`interleaved_rows`), then each store's values interleaved: lane j's
+        value of iteration u at element j * n + u of one contiguous vector store (a single lane:
+        each value stored where it is)."""
+        b, n, w = self.b, self.kernel.extents[var], self.lanes
+        if w:  # else one lane (a rest of 1), stored where it is
+            self.collected = {id(store): [] for store in self.kernel.stores}
+        for u in range(n):
+            self.vars[var] = ir.Constant(I64, u)
+            inner()
+        values, self.collected = self.collected, None
+        if not w:
+            return
+        self.vars[var] = ZERO
+        picks = ir.Constant(ir.VectorType(I32, n * w), [u * w + j for j in range(w) for u in range(n)])
+        for store in self.kernel.stores:
+            whole = joined(b, values[id(store)])
+            index, _ = self._address(store.access)
+            pointer = b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype])
+            self._put(b.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), picks), pointer)
+
+
+def joined(b, vectors):
+    """One vector of `vectors`' lanes one after another (as many again of the first appended up
+    to a power of two of them: lanes past the given ones are not meant to be read)."""
+    vectors = list(vectors) + [vectors[0]] * ((1 << (len(vectors) - 1).bit_length()) - len(vectors))
+    while len(vectors) > 1:
+        count = vectors[0].type.count
+        order = ir.Constant(ir.VectorType(I32, 2 * count), list(range(2 * count)))
+        vectors = [b.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
+    return vectors[0]

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from ndlc.codegen import llvm, llvm_program
 from ndlc.codegen.llvm_lanes import lane_loop
@@ -92,15 +92,25 @@ def test_average_pooling_gathers_its_windows(case):
 
 
 @SETTINGS
-@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 9), st.integers(1, 9), st.integers(2, 3))
-def test_pooling_gradients_rows_shorter_than_the_width_run_as_vectors(n, c, ho, wo, k):
-    """unwindows at stride k (avg pooling's gradient, a relayout) writes rows of k."""
-    g = np.random.default_rng(ho).standard_normal((n, c, ho, wo, k, k)).astype(np.float32)
-    size = (ho * k, wo * k)
-    text = (f"graph @u(%g: f32[{_shape(g.shape)}]) {{\n  %0 = unwindows(%g, kernel={k}, stride={k}, size=({size[0]}, "
-            f"{size[1]})) : f32[{n},{c},{size[0]},{size[1]}]\n  return %0\n}}")
-    (got,) = _on_lanes(text).run(g)
-    np.testing.assert_array_equal(got, g.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, *size))
+@given(st.integers(1, 3), st.integers(1, 6), st.integers(1, 9), st.integers(2, 9), st.integers(2, 3))
+@example(1, 2, 3, 5, 2)  # vectors of 4 and a single lane (llvm_lanes.py `_counted`)
+@example(2, 6, 14, 14, 2)  # LeNet's
+def test_pooling_gradients_short_rows_are_interleaved_into_vectors(n, c, ho, wo, k):
+    """Average pooling's gradient (ir/ops/pooling.py) spreads each value over a k x k window:
+    rows of k from one value each, so the loop along the windows runs as the lanes and the k
+    values of each lane are interleaved into one store."""
+    g = np.random.default_rng(ho).standard_normal((n, c, ho, wo)).astype(np.float32)
+    text = (f"graph @u(%g: f32[{_shape(g.shape)}]) {{\n"
+            f"  %0 = reshape(%g, shape=({n}, {c}, {ho}, 1, {wo}, 1)) : f32[{n},{c},{ho},1,{wo},1]\n"
+            f"  %1 = broadcast_to(%0, shape=({n}, {c}, {ho}, {k}, {wo}, {k})) : f32[{n},{c},{ho},{k},{wo},{k}]\n"
+            f"  %2 = mul_scalar(%1, scalar=0.25) : f32[{n},{c},{ho},{k},{wo},{k}]\n"
+            f"  %3 = reshape(%2, shape=({n}, {c}, {ho * k}, {wo * k})) : f32[{n},{c},{ho * k},{wo * k}]\n"
+            f"  return %3\n}}")
+    program = _on_lanes(text)
+    (kernel,) = program.kernels.kernels
+    assert lane_loop(kernel) == len(kernel.extents) - 2, program.ir("scheduled")
+    (got,) = program.run(g)
+    np.testing.assert_array_equal(got, np.repeat(np.repeat(g * np.float32(0.25), k, axis=2), k, axis=3))
 
 
 STATISTICS = """graph @bn(%x: f32[256,10,10,C]) {
