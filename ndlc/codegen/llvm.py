@@ -169,10 +169,15 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         def body():
             self._loops(first + 1, last, inner, reduce)
         innermost = all(n == 1 for n in self.kernel.extents[first + 1:last])  # later loops of one iteration
-        if first == self.lane_var and last == first + 1:
+        if first == self.lane_var and last in (first + 1, first + 2):
             count = ir.Constant(I64, stop.constant - start.constant) if isinstance(start, ir.Constant) \
                 and isinstance(stop, ir.Constant) else self.b.sub(stop, start)
-            self._counted(first, start, count, body)
+            if last == first + 2:  # short rows, interleaved (llvm_vector.py)
+                self._counted(first, start, count, lambda: self._interleaved(last - 1, inner))
+            elif self._splittable(first):  # a map's padded row
+                self._split_by_guards(first, start, stop, body)
+            else:
+                self._counted(first, start, count, body)
         elif last == len(self.kernel.extents) and innermost and self._splittable(first):
             self._split_by_guards(first, start, stop, body)
         elif not reduce:

@@ -22,7 +22,8 @@ from ..ir.kernel import Combine, Index, Load, Strategy
 from ..ir.scalar import PRIMITIVES, postorder
 from . import mathlib
 from .llvm_scalar import I1, I64, TYPES, Values, constant
-from .llvm_vector import VECTOR_BYTES, ZERO, expression_dtypes, vector_width
+from .llvm_vector import (VECTOR_BYTES, ZERO, expression_dtypes, interleaved_rows, moves, splittable, strided_along,
+                          vector_width)
 
 I32, PTR = ir.IntType(32), ir.PointerType()
 # a loop of at most this many whole vectors of a constant trip count is emitted straight, one copy
@@ -51,17 +52,17 @@ def lane_loop(kernel, debug=None):
     """The loop of `kernel` whose iterations its innermost loops run as vectors, or None where
     its code is left to LLVM's loop vectoriser: a reduction along the innermost loop other than
     float32 sums and maxima (a 'point' kernel's), bounds checks (`debug`), a loop shorter than
-    the width, or an access that is guarded along the loop, strided along it (a gather), a store
-    not contiguous along it, or a load of a stored buffer elsewhere than where it is stored (a
-    later iteration would read an earlier one's store), or streaming stores (llvm_stream.py groups
-    a cache line of scalar points). 'point' and 'gemm' kernels run their last loop as vectors (a
-    'point' kernel's float32 reductions along it too: `along_row`), 'chunks' kernels their
-    columns, 'rows' kernels their block (the last outer loop: each lane sums its own output in
-    the loops' order)."""
+    the width (two, where the kernel `moves` data), or an access that is guarded along the loop
+    (but a map's load whose guards split its last loop), strided along it (but forward strides
+    where the kernel `moves` data: gathers and scatters), or a load of a stored buffer elsewhere than where it is stored (a later iteration would read an
+    earlier one's store), or streaming stores of any other kernel. 'point' and 'gemm' kernels run
+    their last loop as vectors (a 'point' kernel's float32 reductions along it too: `along_row`),
+    'chunks' kernels their columns, 'rows' kernels their block (the last outer loop: each lane
+    sums its own output in the loops' order)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
-    if kernel.streams is not None and kernel.streams.buffers:  # llvm_stream.py stores a cache line of points
-        return None
+    if kernel.streams is not None and kernel.streams.buffers and not moves(kernel):
+        return None  # llvm_stream.py groups a cache line of points along the store loop: a moving one's
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
     elif kernel.strategy == Strategy.ROWS:  # along the block: each lane accumulates its own output
@@ -71,8 +72,12 @@ def lane_loop(kernel, debug=None):
         var = len(kernel.extents) - 1
     else:
         return None
-    if kernel.extents[var] < vector_width(kernel, expression_dtypes(kernel)):
+    moving = moves(kernel)  # gathers, scatters, guards and short rows (llvm_vector.py)
+    if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
+    guarded = moving and kernel.strategy == Strategy.POINT  # a map: its last loop split by its guards
+    if guarded and interleaved_rows(kernel, vector_width(kernel, expression_dtypes(kernel))):
+        return var - 1  # short rows: the loop before them runs as the lanes
 
     def made(x):  # an access as the emitter makes it (codegen/llvm_memory.py _local)
         local = not isinstance(x, Index) and x.buffer in kernel.local
@@ -85,7 +90,7 @@ def lane_loop(kernel, debug=None):
             if var >= kernel.outer and not phase.inner:  # once per outer point, outside the loop
                 if access.form.coeffs[var]:
                     return None
-            elif access.form.coeffs[var] != 1 or access.step != 1 or any(g.form.coeffs[var] for g in access.guards):
+            elif not strided_along(access, var, moving) or any(g.form.coeffs[var] for g in access.guards):
                 return None
             stored.setdefault(store.buffer, set()).add((access.form, access.step))
     if any(len(places) > 1 for places in stored.values()):
@@ -93,9 +98,10 @@ def lane_loop(kernel, debug=None):
     for load in kernel.loads:
         access = made(load)
         along = access.form.coeffs[var]
-        if any(g.form.coeffs[var] for g in access.guards) or along and access.step != 1:
+        if any(g.form.coeffs[var] and not (guarded and splittable(g, var)) for g in access.guards) \
+                or along and access.step != 1:
             return None
-        if isinstance(load, Load) and (along not in (0, 1) or load.buffer in stored
+        if isinstance(load, Load) and (along and not strided_along(access, var, moving) or load.buffer in stored
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var
@@ -169,7 +175,7 @@ class Lanes:
         that is known to be `whole_vectors` (a multiple of the width) has no rest."""
         b, w = self.b, self.width if var == self.lane_var else 1
         known = isinstance(count, ir.Constant)
-        if w == 1 and self._streams_along(var):  # its stores a cache line at a time (llvm_stream.py)
+        if self._streams_along(var):  # its stores a cache line at a time (llvm_stream.py)
             self._streamed_for(var, start, b.add(start, count), body)
             return
         if w == 1:

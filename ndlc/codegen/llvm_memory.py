@@ -1,7 +1,8 @@
 """Loads and stores of a kernel's buffers: a mixin of the kernel emitter (codegen/llvm.py), which
 supplies `kernel`, the builder `b`, `vars`, `pointers`, `debug`, the guard sets `known` and
 `failing` (codegen/llvm_guards.py), and the lane helpers `_get`, `_put`, `_indices`, `_constant`
-(codegen/llvm_lanes.py: inside a vector loop a contiguous access is one vector load or store)."""
+(codegen/llvm_lanes.py: inside a vector loop a contiguous access is one vector load or store) and
+`_gathered`, `_scattered` (codegen/llvm_vector.py: a strided one, a lane's element each)."""
 from llvmlite import ir
 
 from ..ir.kernel import Index, Load
@@ -63,7 +64,8 @@ class MemoryAccess:
         mem = MEMORY[load.dtype]
         index = self._checked(index, load.buffer, n)
         pointer = b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem)
-        value = self._get(pointer, mem, along=self._along(access))
+        stride = access.form.coeffs[self.lane_var] if self._along(access) else 1
+        value = self._gathered(pointer, mem, stride) if stride != 1 else self._get(pointer, mem, along=self._along(access))
         if load.dtype == "bool":
             value = b.icmp_unsigned("!=", value, self._constant("u8", 0))
         if valid is not None:
@@ -96,9 +98,14 @@ class MemoryAccess:
         b, memo = self.b, Values()
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
         for store, value in self._uncollected(stores, values):  # a streamed group's: kept (llvm_stream.py)
-            index, _ = self._address(self._local(store.buffer, store.access))
+            made = self._local(store.buffer, store.access)
+            index, _ = self._address(made)
             index = self._checked(index, store.buffer, store)
             if store.dtype == "bool":
                 value = b.zext(value, self._shaped(I8))
-            self._put(value, b.gep(self.pointers[store.buffer], [index], inbounds=True,
-                                   source_etype=MEMORY[store.dtype]))
+            pointer = b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype])
+            stride = made.form.coeffs[self.lane_var] if self._along(made) else 1
+            if stride != 1:  # a lane's element each (llvm_vector.py)
+                self._scattered(value, pointer, stride)
+            else:
+                self._put(value, pointer)

@@ -1,13 +1,14 @@
 """Streaming (non-temporal) stores (ir/streams.py, chosen by passes/streaming.py): a mixin of the
 kernel emitter (codegen/llvm.py), which supplies `b`, `kernel`, `vars`, `counters`, `pointers`,
-`debug`, `_address`, `_range` and `_for`.
+`debug`, `width`, `lane_var`, `lanes`, `_address`, `_range` and `_for`.
 
 The loop of a phase's streamed stores runs in three parts: its points one at a time until the
 first streamed store's address starts a cache line; then groups of a line's worth of points, each
-point's values computed as before (other stores made at once) and each streamed buffer's line
-stored as consecutive aligned vectors with `!nontemporal` metadata (AVX's vmovntps needs the
-alignment, and LLVM's loop vectoriser declines a non-temporal store whose alignment it cannot
-prove); then the rest one at a time. Buffers whose addresses are not aligned alike (a caller's
+point's values computed as before (other stores made at once; on codegen's lane loop a vector
+of points at a time, llvm_lanes.py) and each streamed buffer's line stored as consecutive aligned
+vectors with `!nontemporal` metadata (AVX's vmovntps needs the alignment, and LLVM's loop
+vectoriser declines a non-temporal store whose alignment it cannot prove); then the rest one at
+a time. Buffers whose addresses are not aligned alike (a caller's
 output array placed at an odd offset) are stored the usual way throughout; the program's own
 arrays are aligned (runtime/program.py). Bounds-checked code stores the usual way too.
 
@@ -24,7 +25,7 @@ from llvmlite import ir
 from ..ir.streams import store_loop
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, MEMORY
-from .llvm_vector import ZERO
+from .llvm_vector import ZERO, joined
 
 I32 = ir.IntType(32)
 X86 = ("x86_64", "i386", "i686")  # triples whose streaming stores an sfence orders
@@ -97,21 +98,22 @@ class StreamingStores:
             self.streaming = before
 
     def _group(self, var, first, width, stores, body):
-        """body() at the `width` points from `first` (a line's start for every streamed store), then
-        each streamed store's values as non-temporal vector stores."""
+        """body() at the `width` points from `first` (a line's start for every streamed store): one
+        point at a time, or on the lane loop a vector's points at once (codegen/llvm_lanes.py);
+        then each streamed store's values as non-temporal vector stores."""
         b = self.b
         self.collected = {id(store): [] for store in stores}
-        for u in range(width):
+        step = min(self.width, width) if var == self.lane_var else 1
+        for u in range(0, width, step):
             self.vars[var] = b.add(first, ir.Constant(I64, u)) if u else first
+            self.lanes = step if step > 1 else 0
             body()
-        values, self.collected = self.collected, None
+        values, self.collected, self.lanes = self.collected, None, 0
         self.vars[var] = first
         streaming = b.module.add_metadata([I32(1)])
         for store in stores:  # a line a store (vectors of 8 float32 interleaved the buffers' lines)
-            vector = ir.Constant(ir.VectorType(MEMORY[store.dtype], width), ir.Undefined)
-            for u, value in enumerate(values[id(store)]):
-                vector = b.insert_element(vector, value, I32(u))
-            b.store(vector, self._element(store), align=LINE).set_metadata("nontemporal", streaming)
+            b.store(_line(b, values[id(store)], MEMORY[store.dtype]), self._element(store),
+                    align=LINE).set_metadata("nontemporal", streaming)
 
     def _uncollected(self, stores, values):
         """The (store, value) pairs to store now: those of streamed stores in the group being
@@ -137,3 +139,13 @@ class StreamingStores:
             else:
                 self.b.fence("seq_cst")
         self.b.ret_void()
+
+
+def _line(b, values, ty):
+    """One vector of a line's `values` of type `ty`: scalars inserted one by one, or vectors joined."""
+    if not isinstance(values[0].type, ir.VectorType):
+        vector = ir.Constant(ir.VectorType(ty, len(values)), ir.Undefined)
+        for u, value in enumerate(values):
+            vector = b.insert_element(vector, value, I32(u))
+        return vector
+    return joined(b, values)

@@ -8,6 +8,14 @@ stride in the outer is the inner's times its extent) run as one loop, and a row 
 length runs as a loop over its largest multiple of the width, then one over the rest. A
 reduction's rows are not split, and its first reduced loop is not collapsed (codegen/llvm.py
 `_loops`): a per-channel sum over [N, C, 28, 28] runs 784-wide rows.
+
+Kernels that move data (`moves`: maps and 'chunks' kernels) run on codegen's own vectors
+(codegen/llvm_lanes.py) where LLVM's vectoriser used to be needed: a load strided along the lane
+loop is gathered (`_gathered`: stride 2, a pooling window's, as two overlapping vector loads and
+a shuffle; others a load per lane), a strided store scattered a lane at a time, a row padded by
+its guards split into its borders (one point at a time) and its middle (vectors: llvm_guards.py),
+and a row shorter than the width runs as vectors of its powers of two. Each lane moves what one
+scalar iteration moved, so the results are those of the scalar loops, bit for bit.
 """
 from math import prod
 
@@ -15,7 +23,9 @@ from llvmlite import ir
 
 from ..ir.kernel import Acc, Strategy, infer_dtypes
 from ..ir.types import numpy_dtype
-from .llvm_scalar import I64
+from .llvm_scalar import I64, MEMORY
+
+I32 = ir.IntType(32)
 
 # bytes of the vectors LLVM vectorises with on an AVX2 host (and on an AVX-512 one, where LLVM
 # prefers 256-bit vectors by default)
@@ -37,6 +47,48 @@ def expression_dtypes(kernel) -> dict:
     return types
 
 
+def moves(kernel) -> bool:
+    """Whether codegen's vectors may gather, scatter, split a row by its guards and run rows
+    shorter than the width (`VectorLoops._gathered`, `_scattered`): a map, or a 'chunks' kernel
+    (each lane its own column), whose lanes carry nothing from one iteration to the next, so
+    that moving data changes no result."""
+    return kernel.strategy == Strategy.CHUNKS or kernel.strategy == Strategy.POINT and not kernel.reductions
+
+
+def strided_along(access, var, moving) -> bool:
+    """Whether codegen's vectors make `access` along loop `var`: contiguous, or where the kernel
+    `moves` data, a forward stride (a gather, or a scatter)."""
+    along = access.form.coeffs[var]
+    return access.step == 1 and (along == 1 or moving and along > 1)
+
+
+def interleaved_rows(kernel, width) -> bool:
+    """Whether a map's last loop is shorter than the vector `width` and every store is contiguous
+    over its last two loops while every load stays put along the last (pooling's gradient, an
+    upsampling: rows of 2 from a value each): then the loop before runs as the lanes and the last
+    loop's few values per lane are interleaved into one contiguous store (`_interleaved`), where a
+    lane loop of 2 stored 8 bytes at a time."""
+    last, n = len(kernel.extents) - 1, kernel.extents[-1]
+    if kernel.strategy != Strategy.POINT or kernel.reductions or not 2 <= n < width or last < 1 \
+            or kernel.extents[last - 1] < 2 or kernel.local or kernel.streams and kernel.streams.buffers \
+            or kernel.split and kernel.split.loop == last - 1:
+        return False
+    stored = {s.buffer for s in kernel.stores}
+    if any(s.dtype == "bool" or s.access.step != 1 or s.access.guards or s.access.form.coeffs[last] != 1
+           or s.access.form.coeffs[last - 1] != n for s in kernel.stores):
+        return False
+    if not any(x.access.form.coeffs[last - 1] for x in kernel.loads):  # else the loops collapse into one
+        return False
+    return all(x.access.form.coeffs[last] == 0 and not any(g.form.coeffs[last] or g.form.coeffs[last - 1]
+                                                           for g in x.access.guards)
+               and getattr(x, "buffer", None) not in stored for x in kernel.loads)
+
+
+def splittable(guard, var) -> bool:
+    """Whether `guard` bounds loop `var` as an interval (codegen/llvm_guards.py `_split_by_guards`)."""
+    return guard.step == 1 and abs(guard.form.coeffs[var]) == 1
+
+
 def vector_width(kernel, types) -> int:
     """Elements of the kernel's widest type (`types`: its expressions' dtypes) in a vector (what
     bounds LLVM's width, and the width of codegen's own vectors)."""
@@ -45,7 +97,8 @@ def vector_width(kernel, types) -> int:
 
 
 class VectorLoops:
-    """Collapsing contiguous innermost loops and splitting a row at the vector width."""
+    """Collapsing contiguous innermost loops, splitting a row at the vector width, and strided
+    loads and stores as codegen's vectors (which also supplies `b`, `lanes`, `mask`, `_get`)."""
 
     def _collapsible(self, first, last) -> bool:
         """Whether the innermost loops first..last-1 address every buffer as one loop: in each
@@ -75,3 +128,73 @@ class VectorLoops:
             self._for(var, start, ir.Constant(I64, whole), body)
             start = ir.Constant(I64, whole)
         self._for(var, start, stop, body)
+
+    def _gathered(self, pointer, ty, stride):
+        """The lanes' elements `stride` apart from `pointer` (a pooling window's, a transpose's):
+        stride 2 as two overlapping vector loads of the span and one shuffle of its even elements
+        (what LLVM's vectoriser makes of an interleaved group), another as a load per lane; in a
+        partial vector the lanes that load nothing read lane 0's element instead."""
+        b, w = self.b, self.lanes
+        vector = ir.VectorType(ty, w)
+        if stride == 2 and self.mask is None:  # elements [0, 2w - 1): at 0 and at w - 1
+            low = self._get(pointer, ty)
+            high = self._get(b.gep(pointer, [ir.Constant(I64, w - 1)], inbounds=True, source_etype=ty), ty)
+            picks = [2 * lane if 2 * lane < w else 2 * lane + 1 for lane in range(w)]
+            return b.shuffle_vector(low, high, ir.Constant(ir.VectorType(I32, w), picks))
+        value = ir.Constant(vector, ir.Undefined)
+        for lane in range(w):
+            element = b.load(b.gep(pointer, [self._lane_offset(lane, stride)], inbounds=True, source_etype=ty), typ=ty)
+            value = b.insert_element(value, element, ir.Constant(I32, lane))
+        return value
+
+    def _scattered(self, value, pointer, stride):
+        """The lanes of `value` stored `stride` apart from `pointer`, one store per lane; in a
+        partial vector the lanes that store nothing store lane 0's value at lane 0's element again."""
+        b = self.b
+        first = b.extract_element(value, ir.Constant(I32, 0))
+        for lane in range(value.type.count):
+            element = b.extract_element(value, ir.Constant(I32, lane)) if lane else first
+            if lane and self.mask is not None:
+                element = b.select(b.extract_element(self.mask, ir.Constant(I32, lane)), element, first)
+            b.store(element, b.gep(pointer, [self._lane_offset(lane, stride)], inbounds=True,
+                                   source_etype=value.type.element))
+
+    def _lane_offset(self, lane, stride):
+        """Lane `lane`'s element offset from lane 0's: 0 where the lane is masked off."""
+        offset = ir.Constant(I64, lane * stride)
+        if not lane or self.mask is None:
+            return offset
+        return self.b.select(self.b.extract_element(self.mask, ir.Constant(I32, lane)), offset, ZERO)
+
+    def _interleaved(self, var, inner):
+        """inner() (a map's stores) at each of loop `var`'s few iterations, the lanes running
+        the loop before it (`interleaved_rows`), then each store's values interleaved: lane j's
+        value of iteration u at element j * n + u of one contiguous vector store (a single lane:
+        each value stored where it is)."""
+        b, n, w = self.b, self.kernel.extents[var], self.lanes
+        if w:  # else one lane (a rest of 1), stored where it is
+            self.collected = {id(store): [] for store in self.kernel.stores}
+        for u in range(n):
+            self.vars[var] = ir.Constant(I64, u)
+            inner()
+        values, self.collected = self.collected, None
+        if not w:
+            return
+        self.vars[var] = ZERO
+        picks = ir.Constant(ir.VectorType(I32, n * w), [u * w + j for j in range(w) for u in range(n)])
+        for store in self.kernel.stores:
+            whole = joined(b, values[id(store)])
+            index, _ = self._address(store.access)
+            pointer = b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=MEMORY[store.dtype])
+            self._put(b.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), picks), pointer)
+
+
+def joined(b, vectors):
+    """One vector of `vectors`' lanes one after another (as many again of the first appended up
+    to a power of two of them: lanes past the given ones are not meant to be read)."""
+    vectors = list(vectors) + [vectors[0]] * ((1 << (len(vectors) - 1).bit_length()) - len(vectors))
+    while len(vectors) > 1:
+        count = vectors[0].type.count
+        order = ir.Constant(ir.VectorType(I32, 2 * count), list(range(2 * count)))
+        vectors = [b.shuffle_vector(vectors[i], vectors[i + 1], order) for i in range(0, len(vectors), 2)]
+    return vectors[0]

@@ -197,14 +197,12 @@ def test_a_register_tiles_accumulators_stay_in_registers():
 
 
 @pytest.mark.parametrize("text", [
-    # a transpose: strided along the innermost loop (a gather)
-    """graph @t(%x: f32[64,64]) {\n  %0 = transpose(%x, axes=(1, 0)) : f32[64,64]\n  %1 = exp(%0) : f32[64,64]\n"""
-    """  return %1\n}""",
-    # rows shorter than the width
-    """graph @s(%x: f32[64,4]) {\n  %0 = exp(%x) : f32[64,4]\n  return %0\n}""",
     # a float64 sum along the row: codegen's partials are float32 vectors
-    """graph @d(%x: f64[6,40]) {\n  %0 = summation(%x, axes=(1,)) : f64[6]\n  return %0\n}""",
-], ids=["transpose", "short", "f64_sum"])
+    """graph @d(%x: f64[6,40]) {
+  %0 = summation(%x, axes=(1,)) : f64[6]
+  return %0
+}""",
+], ids=["f64_sum"])
 def test_kernels_that_codegen_leaves_to_llvms_vectoriser(text):
     assert [lane_loop(k) for k in _kernels(text)] == [None]
 
