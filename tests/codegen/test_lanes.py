@@ -207,7 +207,7 @@ def test_kernels_that_codegen_leaves_to_llvms_vectoriser(text):
     assert [lane_loop(k) for k in _kernels(text)] == [None]
 
 
-def test_vectorised_kernels_are_compiled_without_llvms_vectorisers(monkeypatch, tmp_path):
+def test_vectorised_kernels_are_compiled_without_llvms_vectorisers(monkeypatch, tmp_path, fresh_machine):
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     translated, pipelines = native._translated, []
 

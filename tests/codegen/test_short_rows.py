@@ -61,15 +61,16 @@ def test_sums_and_maxima_along_short_rows_run_in_codegens_order(n):
 
 
 def test_a_per_channel_sum_runs_each_images_plane_as_one_row():
-    """BatchNorm2d's statistics over [N, C, H, W]: loops (c | n, h, w), the row h*w of each image
-    (its loops address memory as one), the images' rows in order into the same partials."""
+    """BatchNorm2d's statistics over [N, C, H, W]: loops (c | n, h*w) (h and w merged by the
+    canonical loops: they address memory as one), the row h*w of each image, the images' rows in
+    order into the same partials."""
     graph = parse("""graph @s(%x: f32[4,3,5,10]) {
   %0 = summation(%x, axes=(0, 2, 3)) : f32[3]
   return %0
 }""")
     program = compile_graph(graph, cached=False)
     (kernel,) = program.kernels.kernels
-    assert kernel.outer == 1 and len(kernel.extents) == 4 and lane_loop(kernel) == 3
+    assert kernel.extents == (3, 4, 50) and kernel.outer == 1 and lane_loop(kernel) == 2
     x = np.random.default_rng(5).standard_normal((4, 3, 5, 10)).astype(np.float32) * 10
     (sums,) = program.run(x)
     np.testing.assert_array_equal(sums, [_in_order(x[:, c].reshape(4, 50), 1, np.add) for c in range(3)])
