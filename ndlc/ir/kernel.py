@@ -308,8 +308,7 @@ class Kernel:
         return self.text({})
 
     def text(self, formatted) -> str:
-        """The kernel's text; `formatted`: id(expression) -> its text, shared by the kernels printed
-        together (a scan's step kernels share their body kernel's expressions)."""
+        """The kernel's text; `formatted`: id(expression) -> its text, shared by kernels printed together."""
         def expr(e):
             found = formatted.get(id(e))
             if found is None:
@@ -338,9 +337,7 @@ class Kernel:
             tile = f" by {self.tile} i{self.outer - 2}" if self.tile else ""
             rest = self.extents[self.outer - 1] % self.block if self.tile else 0
             ragged = f", the last computing {self.block} to store {rest}" if rest else ""
-            read = {e.payload for r in self.reductions for e in postorder(r.body) if e.prim == "arg"}
-            padded = "; the taps that cross the padding checked apart, per tile" if self.tile and any(
-                isinstance(n, int) and self.loads[n].access.guards for n in read) else ""
+            padded = "; the taps that cross the padding checked apart" if tile and any(x.access.guards for x in self.loads) else ""
             lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side{ragged}; "
                          f"the reductions read strided along i{len(self.extents) - 1}{padded})")
         if self.gpu:

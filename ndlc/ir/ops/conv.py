@@ -341,16 +341,13 @@ def _tiled(out):
 
 
 def _padding_in_place(x):
-    """Whether a conv nest in register tiles reads NHWC `x` padded in place, one kernel (its tiles
-    check only the taps that cross the padding: codegen/llvm_rows.py _taps), not padded first by
-    a copy: where a tap's loads of its channels (an NCHW input's planes apart) spread over the L1
-    cache's sets (ir/tiles.py spread; planes 4 KiB apart: a k7 conv 2x slower in place)."""
+    """Whether a tiled conv nest reads NHWC `x` padded in place (codegen/llvm_rows.py _taps), not a
+    padded copy: where its channels' loads spread over the L1 cache (planes 4 KiB apart: 2x slower)."""
     return spread(x.shape[3], _channel_stride(x), numpy_dtype(x.dtype).itemsize)
 
 
 def _channel_stride(x):
-    """Elements between one channel (axis 3) of `x` and the next in the value it views through
-    permutes (stored row-major: an NCHW input's plane)."""
+    """Elements between channels (axis 3) of `x` in the value it views through permutes (an NCHW plane)."""
     axis = 3
     while x.node is not None and x.node.op == "permute":
         axis = x.node.attrs["axes"][axis]
@@ -421,9 +418,8 @@ def _conv_decompose(b, n):
     forward, min of 60 calls: 1.15-1.24 -> 0.92-0.96 ms, one thread, alternating, load 4-9).
     Where the output's width and channels fit a register tile (_tiled) and its images span
     TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
-    FOLD_PIXELS, the conv keeps its loop nest (None), reading its padding in place where the
-    input's channels spread over the L1 cache (_padding_in_place), else padded first. A
-    rectangular kernel keeps it too."""
+    FOLD_PIXELS, the conv keeps its loop nest (None), its padding read in place (_padding_in_place)
+    or padded first. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
