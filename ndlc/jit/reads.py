@@ -74,7 +74,7 @@ def referenced_objects(fn, values=None) -> dict:
             kept[name] = value
         elif is_plain_object(value):
             kept.update({f"{name}.{k}": v for k, v in vars(value).items()
-                         if isinstance(v, STATEFUL + (Tensor,)) or holds_state(v)})
+                         if isinstance(v, STATEFUL + (Tensor,))})
     return kept
 
 
