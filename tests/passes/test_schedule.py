@@ -269,7 +269,7 @@ CACHE_SCRIPT = textwrap.dedent("""
 
 
 @needs_team
-def test_cached_threaded_code_finds_the_team_by_name_in_a_second_process(tmp_path):
+def test_cached_threaded_code_finds_the_team_by_name_in_a_second_process(tmp_path, fresh_machine):
     env = dict(os.environ, NDLC_CACHE_DIR=str(tmp_path), NDLC_THREADS="2")
     runs = []
     for _ in range(2):
