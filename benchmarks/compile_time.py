@@ -1,7 +1,7 @@
-"""Benchmark: time to the first compiled training step, each model in a fresh process, cold (an
-empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM; the per-machine folder of what
-every program shares, runtime/machine.py, is kept, as on any machine after its first compilation)
-and warm (the same directory again: native code from the disk cache), with the step time after it
+"""Benchmark: time to the first compiled training step, each model in a fresh process, on a new
+machine (nothing cached: also the per-machine folder of what every program shares,
+runtime/machine.py), cold (an empty NDLC_CACHE_DIR: every kernel optimised and compiled by LLVM;
+the per-machine folder kept, as on any machine after its first compilation) and warm (the same directory again: native code from the disk cache), with the step time after it
 and the number of kernels.
 "First step" is ndlc's own time: from the first call of the compiled step (trace, passes, LLVM,
 load) to its first result; building the model and importing ndlc are left out. ndlc's modules are
@@ -133,11 +133,12 @@ def _cpu_seconds():
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def measure(model, cache, bytecode):
-    """The child's result for `model` in a fresh process whose NDLC_CACHE_DIR is `cache`, reading
-    ndlc's compiled modules from `bytecode` (`compiled_ndlc`)."""
+def measure(model, cache, machine, bytecode):
+    """The child's result for `model` in a fresh process whose NDLC_CACHE_DIR is `cache` and whose
+    per-machine folder (runtime/machine.py) is under `machine`, reading ndlc's compiled modules
+    from `bytecode` (`compiled_ndlc`)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(NDLC_CACHE_DIR=cache, PYTHONPYCACHEPREFIX=bytecode)
+    env.update(NDLC_CACHE_DIR=cache, XDG_CACHE_HOME=machine, PYTHONPYCACHEPREFIX=bytecode)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", model], env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode:
@@ -153,8 +154,9 @@ def compiled_ndlc(bytecode):
 
 
 def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
-    """{model: {"cold": result, "warm": result, "range": {run: (fastest, slowest)}}}: every model
-    cold then warm (a cache directory of its own each round) in each of `rounds` rounds, the
+    """{model: {"new": result, "cold": result, "warm": result, "range": {run: (fastest, slowest)}}}:
+    every model on a new machine (the per-machine folder empty too), then cold (that folder kept,
+    an empty cache directory), then warm (the same cache directory) in each of `rounds` rounds, the
     models in turn, so that the machine's speed drifting over the run (up to 30% within minutes
     on this VM) falls on every model; each run's result is that of its median round."""
     rounds_of = {model: [] for model in models}
@@ -162,13 +164,17 @@ def run(models, rounds=ROUNDS, progress=lambda line: print(line, flush=True)):
         compiled_ndlc(bytecode)
         for _ in range(rounds):
             for model in models:
-                with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as cache:
-                    cold = measure(model, cache, bytecode)
-                    warm = measure(model, cache, bytecode)
-                rounds_of[model].append({"cold": cold, "warm": warm})
-                progress(f"{model}: cold {cold['first']:.2f} s ({cold['cpu']:.2f} s CPU), warm {warm['first']:.2f} s, "
+                with tempfile.TemporaryDirectory(prefix="ndlc-compile-") as scratch:
+                    cache, first_cache, machine = (os.path.join(scratch, name) for name in ("cache", "first", "xdg"))
+                    new = measure(model, first_cache, machine, bytecode)
+                    cold = measure(model, cache, machine, bytecode)
+                    warm = measure(model, cache, machine, bytecode)
+                rounds_of[model].append({"new": new, "cold": cold, "warm": warm})
+                progress(f"{model}: new machine {new['first']:.2f} s, cold {cold['first']:.2f} s "
+                         f"({cold['cpu']:.2f} s CPU), "
+                         f"warm {warm['first']:.2f} s, "
                          f"step {cold['step_ms']:.1f} ms, {cold['kernels']} kernels, {cold['llvm']} LLVM modules")
-    return {model: {**{run: _median_round(results, run) for run in ("cold", "warm")},
+    return {model: {**{run: _median_round(results, run) for run in ("new", "cold", "warm")},
                     "range": {run: _range(results, run) for run in ("cold", "warm")}}
             for model, results in rounds_of.items()}
 
@@ -188,22 +194,27 @@ def _range(results, run):
 def report(results, load, rounds) -> str:
     """COMPILE.md: one row per model, and the stage times of each cold compilation."""
     lines = ["# Time to the first compiled training step", "",
-             f"Fresh process per measurement; cold = empty NDLC_CACHE_DIR (the per-machine folder of what every "
-             f"program shares, runtime/machine.py, kept), warm = the same directory again; "
-             f"every model cold and warm in each of {rounds} rounds, the models in turn: the median round's "
+             f"Fresh process per measurement; new machine = an empty NDLC_CACHE_DIR and an empty per-machine "
+             f"folder (runtime/machine.py: the host's description, the runner, the thread team's library, "
+             f"compiled once per machine); cold = another empty NDLC_CACHE_DIR, the per-machine folder kept; "
+             f"warm = that NDLC_CACHE_DIR again; "
+             f"every model on a new machine, cold and warm in each of {rounds} rounds, the models in turn: "
+             f"the median round's "
              f"time, the fastest and slowest round's beside it, and the CPU seconds of the median cold round "
              f"(the process and its forked builders); step: the median of {STEPS} steps after the "
              f"first, in the median cold round. ndlc's modules compiled to bytecode beforehand, as an "
              f"installed package's are. Load average while measured: {load}. Written by "
              "`python benchmarks/compile_time.py`.", "",
-             "| model | cold s | cold range | cold CPU s | warm s | warm range | step ms | kernels | "
-             "LLVM modules compiled cold / warm |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | new machine s | cold s | cold range | cold CPU s | warm s | warm range | step ms | kernels | "
+             "LLVM modules compiled new machine / cold / warm |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model, r in results.items():
-        cold, warm, (cold_low, cold_high), (warm_low, warm_high) = r["cold"], r["warm"], *r["range"].values()
-        lines.append(f"| {DESCRIPTIONS[model]} | {cold['first']:.2f} | {cold_low:.2f}-{cold_high:.2f} | "
+        new, cold, warm = r["new"], r["cold"], r["warm"]
+        (cold_low, cold_high), (warm_low, warm_high) = r["range"].values()
+        lines.append(f"| {DESCRIPTIONS[model]} | {new['first']:.2f} | {cold['first']:.2f} | "
+                     f"{cold_low:.2f}-{cold_high:.2f} | "
                      f"{cold['cpu']:.2f} | {warm['first']:.2f} | {warm_low:.2f}-{warm_high:.2f} | "
-                     f"{cold['step_ms']:.1f} | {cold['kernels']} | {cold['llvm']} / {warm['llvm']} |")
+                     f"{cold['step_ms']:.1f} | {cold['kernels']} | {new['llvm']} / {cold['llvm']} / {warm['llvm']} |")
     if "lstm35" in results and "lstm70" in results:
         ratio = results["lstm70"]["cold"]["first"] / results["lstm35"]["cold"]["first"]
         lines += ["", f"LSTM cold at 70 steps / at 35 steps: {ratio:.2f}x"]
