@@ -9,9 +9,11 @@ import weakref
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import ndlc as ndl
 from ndlc.examples.train_mlp import training_step
+from ndlc.jit import guards
 
 nn = ndl.nn
 RNG = np.random.default_rng(0)
@@ -385,3 +387,19 @@ def test_a_global_a_modules_forward_reads_is_guarded():
     finally:
         SHIFT = 1.0
     assert forward.compilations == 2
+
+
+_leaf = st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=True, width=32), st.booleans(),
+                  st.sampled_from(["a", "b"]), st.sampled_from([object(), object()]))
+_values = st.recursive(_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple),
+    st.dictionaries(st.sampled_from(["x", "y", 1]), inner, max_size=3)), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values, _values, st.booleans())
+def test_a_containers_check_answers_as_comparing_snapshots(before, after, same):
+    """guards.still, run on every call of a step that reads containers, says what comparing a new
+    snapshot with the old would (NaN included: equal only as the same object)."""
+    value = before if same else after
+    assert guards.still(value, guards.snapshot(before)) == (guards.snapshot(value) == guards.snapshot(before))
