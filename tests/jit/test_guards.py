@@ -403,3 +403,24 @@ def test_a_containers_check_answers_as_comparing_snapshots(before, after, same):
     snapshot with the old would (NaN included: equal only as the same object)."""
     value = before if same else after
     assert guards.still(value, guards.snapshot(before)) == (guards.snapshot(value) == guards.snapshot(before))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values, st.integers(0, 3), st.sampled_from(["append", "replace", "same number", "key"]))
+def test_a_watched_container_edited_in_place_is_judged_as_its_snapshot_would_be(before, which, edit):
+    """A step's container (`_Watched`) changed in place, at any depth, or rebound to equal items:
+    its quick check by identity never answers differently from comparing snapshots."""
+    then = guards.snapshot(before)
+    watched = guards._Watched(before)
+    mutable = [c for c, _, items in guards._parts(before) if items is not None]
+    if mutable:
+        target = mutable[which % len(mutable)]
+        if isinstance(target, dict):
+            target["z" if edit == "key" else next(iter(target), "z")] = 1.5 if edit != "same number" else 2
+        elif edit == "append" or not target:
+            target.append(0.5)
+        else:
+            target[0] = float("nan") if edit == "replace" else (target[0] + 0 if type(target[0]) in (int, float) else 2)
+    expected = guards.snapshot(before) == then
+    assert watched.unchanged(before) == expected
+    assert watched.unchanged(before) == expected, "the second call (the quick check refreshed) agrees too"
