@@ -8,12 +8,22 @@ llvmlite's versions) and checked the same way (runtime/cache.py: checksum and ke
 the hash that names it): a corrupt or foreign file is ignored and rebuilt, never loaded. An entry
 found here is copied into the disk cache, where programs' entries refer to it; one written goes
 to both, so that a machine folder that cannot be written costs only what the disk cache did."""
+import functools
 import logging
 import os
 
 from . import cache
 
 log = logging.getLogger("ndlc.cache")
+
+
+@functools.lru_cache(maxsize=None)
+def versions() -> str:
+    """The versions the native code depends on, part of its entries' keys: ndlc's and llvmlite's
+    (its package is imported, not its binding)."""
+    import llvmlite
+    from ..version import __version__
+    return f"ndlc {__version__} llvmlite {llvmlite.__version__}"
 
 
 def machine_dir() -> str:

@@ -114,7 +114,7 @@ def host_description() -> tuple:
     the ndlc and llvmlite versions, the code generator's sources (kernel_key.FINGERPRINT) and the
     objects' relocation model. Asked of LLVM once per machine (runtime/host.py), so that a warm
     start need not import llvmlite's binding."""
-    context = (_versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES)
+    context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES)
 
     def ask_llvm():
         llvm = _binding()
@@ -380,10 +380,3 @@ def _imports_object() -> bytes:
         found = _translated(text)[:2]
         machine.store(key, *found)
     return found[0]
-
-
-@functools.lru_cache(maxsize=None)
-def _versions():
-    import llvmlite
-    from ..version import __version__
-    return f"ndlc {__version__} llvmlite {llvmlite.__version__}"

@@ -73,7 +73,7 @@ def _loaded():
     """(function name -> address, the state's address, the library or engine that holds them:
     kept, never unloaded)."""
     text = pool_module(platform.machine())
-    key = cache.cache_key("pool", text, platform.machine(), *_versions())
+    key = cache.cache_key("pool", text, platform.machine(), machine.versions())
     found = machine.load(key, ".lib")  # the name of its shared library
     path = found and machine.library_path(found[1])
     if path is None:
@@ -90,14 +90,6 @@ def _loaded():
         raise NdlcError(f"cannot load ndlc's thread team from {path} ({e})") from None
     functions = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in FUNCTIONS}
     return functions, ctypes.addressof(ctypes.c_int64.in_dll(library, STATE)), library
-
-
-def _versions():
-    """The versions of ndlc and of llvmlite (whose LLVM compiles the pool): its package, not its
-    binding, is imported."""
-    import llvmlite
-    from ..version import __version__
-    return __version__, llvmlite.__version__
 
 
 def _compiled(text):
