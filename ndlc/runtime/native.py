@@ -1,12 +1,13 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
-name and features; the new pass manager's O3 pipeline with loop and SLP vectorisation, or, for the
-kernels whose vectors codegen emits itself (codegen/llvm_lanes.py), in modules of their own, a
-cheaper one without the vectorisers (`optimiser`); object code
-is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded into an MCJIT
-engine, one per program linking the objects its kernels are in; a program stored in the program
-cache is also linked into a shared library, which a warm start loads with ctypes (runtime/shared.py).
-The loop unroller is off: on a 45-node gradient graph it took compilation from 0.3 s to 1.4 s
-with no measured speedup (the vectoriser interleaves loops anyway)."""
+name and features (AVX-512's left out: `host_features`); the new pass manager's O3 pipeline with
+loop and SLP vectorisation, or, for the kernels whose vectors codegen emits itself
+(codegen/llvm_lanes.py), in modules of their own, a cheaper one without the vectorisers
+(`optimiser`); object code is cached on disk (runtime/cache.py), per kernel and for the runner,
+and loaded into an MCJIT engine, one per program linking the objects its kernels are in; a
+program stored in the program cache is also linked into a shared library, which a warm start
+loads with ctypes (runtime/shared.py). The loop unroller is off: on a 45-node gradient graph it
+took compilation from 0.3 s to 1.4 s with no measured speedup (the vectoriser interleaves loops
+anyway)."""
 import ctypes
 import functools
 import logging
@@ -34,6 +35,7 @@ RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and 
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
 # at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
+WIDER_THAN_AVX2 = ("avx512", "evex512", "avx10")  # host features host_features leaves out
 PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
 
 
@@ -67,9 +69,19 @@ def target_machine():
     llvm = _binding()
     _initialise()
     target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                        features=llvm.get_host_cpu_features().flatten(),
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=host_features(),
                                         opt=3, reloc=RELOC, codemodel=CODE_MODEL)
+
+
+@functools.lru_cache(maxsize=None)
+def host_features() -> str:
+    """The host CPU's features for LLVM, but those of vectors wider than AVX2's 32 bytes: codegen's
+    own vectors are 32 bytes (codegen/llvm_vector.py) and the orders of the sums it copies from
+    LLVM's vectoriser were read at that width, so that a program gives the same bits on a host
+    with AVX-512 (where LLVM would vectorise its loops 64 bytes wide, in other orders) as on one
+    without."""
+    features = _binding().get_host_cpu_features().flatten().split(",")
+    return ",".join("-" + f[1:] if f[1:].startswith(WIDER_THAN_AVX2) else f for f in features if f)
 
 
 def host_target():
@@ -118,7 +130,7 @@ def host_description() -> tuple:
 
     def ask_llvm():
         llvm = _binding()
-        return (host_target()[0], llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), *context)
+        return (host_target()[0], llvm.get_host_cpu_name(), host_features(), *context)
     return host.description(ask_llvm, *context)
 
 
