@@ -179,5 +179,11 @@ def test_rounds_time_every_contender_again_but_a_lingering_pool_once(monkeypatch
     assert row.round_ratios() == pytest.approx((1 / 3, 0.5, 0.5))
     header, *_, line = [[cell.strip() for cell in text.strip("|").split("|")] for text in report.table([row], contenders)]
     assert dict(zip(header, line))["spread"] == "0.33-0.50"
+    assert dict(zip(header, line))["ndlc/best peer"] == "0.50x (JAX)"  # the rounds' median ratio
+    # paired by round: ndlc 1, 2, 3 ms against numpy's 3, 1, 2 is 1/3, 2, 1.5 (median 1.5), where the
+    # cells' medians (2 and 2) would say 1.0
+    paired = measure.Row("paired", {"ndlc": measure.Cell(ms=2.0, rounds=(1.0, 2.0, 3.0)),
+                                    "numpy": measure.Cell(ms=2.0, rounds=(3.0, 1.0, 2.0))})
+    assert (paired.ratio("numpy"), paired.best_ratio()) == (1.0, pytest.approx(1.5))
     failed = measure.Cell(note="MISMATCH (result 0)", bad=True)
     assert measure._over_rounds([measure.Cell(ms=1.0), failed]) is failed

@@ -21,7 +21,7 @@ def figure(rows):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     best = {row.name: row.best_peer() for row in rows}
-    ratios = {name: r for name, r in ((row.name, row.ratio(best[row.name])) for row in rows if best[row.name])
+    ratios = {name: r for name, r in ((row.name, row.best_ratio()) for row in rows if best[row.name])
               if r is not None}
     peers = [name for name in rows[0].cells if name != "ndlc"]
     fig = Figure(figsize=(12, 1.5 + 0.35 * len(ratios)))

@@ -60,6 +60,13 @@ class Row:
                 ratios.append(ms / min(peers))
         return tuple(ratios)
 
+    def best_ratio(self):
+        """ndlc over the fastest peer: the median of the rounds' ratios where there were several (each
+        round's two medians were timed minutes apart at most, so the machine's drift over a run cancels,
+        as in the sweep's blocks), else ndlc's time over the best peer's; None without a peer."""
+        ratios = self.round_ratios()
+        return statistics.median(ratios) if ratios else self.ratio(self.best_peer())
+
     def best_peer(self):
         """The fastest other contender with a (correct) time, or None."""
         timed = [(cell.ms, name) for name, cell in self.cells.items()

@@ -19,7 +19,7 @@ def table(rows, contenders):
     for row in rows:
         best = row.best_peer()
         ratios = [ratio_text(row.ratio(peer)) for peer in PEERS_FOR_RATIOS]
-        best_text = f"{ratio_text(row.ratio(best))} ({best})" if row.ratio(best) else "-"
+        best_text = f"{ratio_text(row.best_ratio())} ({best})" if row.best_ratio() else "-"
         kernels = row.cells["ndlc"].kernels
         body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text,
                      spread_text(row.round_ratios()), "-" if kernels is None else str(kernels)])
@@ -110,8 +110,9 @@ def kernel_section(args, table_lines, note_lines, plotted):
         f"many as fit in {BUDGET_S:.0f} s (at least 3), in each of {args.rounds} round(s): every contender "
         "times every case, contender after contender, once a round (JAX, whose pool lingers, in the last "
         "only), and a cell is the median of its rounds' medians. Ratios are ndlc's time over the peer's: below 1, "
-        "ndlc is faster; `spread` is the lowest and highest of the rounds' ratios (ndlc's median over the fastest "
-        "peer's in the same round), as the sweep's is of its blocks'; the last column counts the kernels ndlc "
+        "ndlc is faster; `ndlc/best peer` is the median of the rounds' ratios (ndlc's median over the fastest "
+        "peer's in the same round, so that the machine's drift during the run cancels) and `spread` their "
+        "lowest and highest, as the sweep's are of its blocks'; the last column counts the kernels ndlc "
         "compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
         "gradient products of as many operations each.", "",
         *table_lines, "", *note_lines, "", *chart]
