@@ -126,7 +126,9 @@ def host_description() -> tuple:
     the ndlc and llvmlite versions, the code generator's sources (kernel_key.FINGERPRINT) and the
     objects' relocation model. Asked of LLVM once per machine (runtime/host.py), so that a warm
     start need not import llvmlite's binding."""
-    context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES)
+    # the features left out are named, so that a description or object of AVX-512 code is not reused
+    context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES,
+               "features but " + " ".join(WIDER_THAN_AVX2))
 
     def ask_llvm():
         llvm = _binding()
