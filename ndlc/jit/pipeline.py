@@ -55,7 +55,8 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
         return _compile_cuda(graph, forward, gpu_target)
     stages = Stages(graph.name)
     traced = _traced(stages, graph, forward)
-    machine = libraries.blas_enabled(), libraries.threads()  # what the passes compile for, read once
+    blas = libraries.blas_enabled()  # what the passes compile for, read once
+    machine = blas, libraries.threads(), libraries.blas_core() if blas else ""
     key = _program_key(stages, traced, profile, machine, debug or not cached)
     restored = key and _restored(stages, traced, key, profile, machine)
     if restored:
@@ -79,13 +80,13 @@ def compile_graph(graph, forward=None, profile=False, device="cpu", gpu_target=N
     return program
 
 
-def _cpu_kernels(stages, graph, blas, threads):
+def _cpu_kernels(stages, graph, blas, threads, blas_core):
     """The kernels of `graph` fused (matmuls calling BLAS where `blas`; epilogues reading a
     reduction in another axis order folded into its stores), scheduled for `threads` threads
-    and planned."""
+    (gemms cut where `blas_core`'s kernels keep their bits) and planned."""
     unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
     kernels = stages.kernels("fused", fold_permuted_consumers(merge_kernels(unmerged)), "merge")
-    kernels = stages.kernels("scheduled", schedule(merged_outer_loops(kernels), threads), "schedule")
+    kernels = stages.kernels("scheduled", schedule(merged_outer_loops(kernels), threads, blas_core), "schedule")
     return stages.kernels("planned", plan_memory(kernels), "memory")
 
 
@@ -124,7 +125,7 @@ def _restored(stages, graph, key, profile, machine):
 class Recompute:
     """The passes run again on first use, for a program from the program cache: the stages it
     skipped and, called, the graph its kernels were fused from (check mode reads it). `machine`:
-    (BLAS, threads) as the program was compiled for, whatever the settings are now."""
+    (BLAS, threads, BLAS's core) as the program was compiled for, whatever the settings are now."""
 
     def __init__(self, graph, profile, machine):
         self.graph, self.profile, self.machine = graph, profile, machine

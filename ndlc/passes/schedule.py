@@ -83,6 +83,16 @@ PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measu
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
 # from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
 GEMM_ROWS = 48
+# ... or of FINE_ROWS rows for float32 where numpy's OpenBLAS runs one of FINE_CORES' kernels
+# (runtime/libraries.py blas_core) and every piece has at least FINE_MACS multiply-adds: such a piece
+# takes sgemm's packed path, whose row tiles are 4 rows there (below FINE_MACS, SkylakeX's sgemm_direct
+# and small-matrix kernels take over, each tiling rows its own way). Measured on Zen 4 (OpenBLAS 0.3.31,
+# SkylakeX kernels): pieces of 4 or 16 rows gave one call's bits in all 93 random products (transposed
+# operands or not) whose pieces reach FINE_MACS; float64's pieces of 16 rows did not (12, 24, 48 did).
+# Pieces of 48 rows left a thread 528 of 1024 rows (1024^3 on 2 threads) and 144 of the MLP step's 256
+FINE_CORES = ("skylakex",)
+FINE_ROWS = 16
+FINE_MACS = 28 * 512 * 512
 # A gemm runs the fewest pieces whose busiest thread runs within this of the best any piece size
 # reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
 # of 528 rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
@@ -100,10 +110,12 @@ BALANCE = 1.05  # a split loop's pieces: the largest whose busiest thread runs a
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
 
-def schedule(program: Program, threads=1) -> Program:
+def schedule(program: Program, threads=1, blas_core="") -> Program:
     """Chooses each kernel's reduction strategy and the loop it splits over `threads` threads (or
-    why it runs serially); returns `program`. A scan step's copy of a body kernel (`Kernel.origin`)
-    takes the decisions of the copy before it: nothing here reads where a copy's buffers lie."""
+    why it runs serially); returns `program`. `blas_core`: the core numpy's OpenBLAS runs kernels for
+    (runtime/libraries.py), which says where a gemm's rows may be cut (FINE_CORES). A scan step's
+    copy of a body kernel (`Kernel.origin`) takes the decisions of the copy before it: nothing here
+    reads where a copy's buffers lie."""
     decided = {}  # id(body kernel) -> its copy scheduled last
     for kernel in program.kernels:
         body = kernel.body_kernel()
@@ -112,7 +124,7 @@ def schedule(program: Program, threads=1) -> Program:
             for name in DECISIONS:
                 setattr(kernel, name, getattr(same, name))
             continue
-        _schedule(kernel, program, threads)
+        _schedule(kernel, program, threads, blas_core)
         kernel.streams = choose_streams(kernel, program.buffers)
         if body is not None:
             decided[id(body)] = kernel
@@ -122,7 +134,7 @@ def schedule(program: Program, threads=1) -> Program:
 DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile", "streams")  # the fields set here
 
 
-def _schedule(kernel, program, threads):
+def _schedule(kernel, program, threads, blas_core):
     """Chooses `kernel`'s strategy and split (its scratch buffers added to `program`)."""
     kernel.strategy = _strategy(kernel)
     kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
@@ -137,7 +149,7 @@ def _schedule(kernel, program, threads):
         kernel.block = _rows_block(kernel)
         _tile_order(kernel, program)
     if not kernel.serial_why:
-        kernel.split, kernel.serial_why = _split(kernel, threads)
+        kernel.split, kernel.serial_why = _split(kernel, threads, blas_core)
     if kernel.strategy == Strategy.ROWS:
         kernel.tile, kernel.block = _tile(kernel, program) or (0, kernel.block)
 
@@ -188,15 +200,15 @@ def _tile_order(kernel, program):
             return
 
 
-def _split(kernel, threads):
+def _split(kernel, threads, blas_core):
     """(the Split of a kernel worth running on `threads` threads, or None and why not)."""
     splittable = kernel.outer_extents[:len(kernel.extents) - 1] if kernel.gemm else kernel.outer_extents
     longest = splittable.index(max(splittable))
     loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
-    unit = GEMM_ROWS if kernel.gemm and loop == len(kernel.extents) - 2 else 1
-    if splittable[loop] // unit < 2:
-        return None, f"{splittable[loop]} rows: fewer than two pieces of {GEMM_ROWS} (BLAS's tiles)"
     n = splittable[loop]
+    unit = _gemm_rows(kernel.gemm, n, threads, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else 1
+    if n // unit < 2:
+        return None, f"{n} rows: fewer than two pieces of {unit} (BLAS's tiles)"
     if unit == 1:
         piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
     else:
@@ -207,6 +219,17 @@ def _split(kernel, threads):
             return None, (f"one BLAS call on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
                           f"for the busiest of {threads} threads taking pieces of {piece} rows")
     return Split(loop, min(threads, -(-n // piece)), piece), ""
+
+
+def _gemm_rows(gemm, n, threads, blas_core):
+    """The multiple of rows a gemm's pieces (of its `n` rows on `threads` threads) are cut at:
+    FINE_ROWS where those pieces keep one call's bits (FINE_CORES, float32, the fewest calls of
+    them each at least FINE_MACS multiply-adds), else GEMM_ROWS."""
+    if blas_core in FINE_CORES and gemm.dtype == "f32" and n >= 2 * FINE_ROWS:
+        piece = _fewest_calls(n, FINE_ROWS, threads)
+        if min(piece, n - (n - 1) // piece * piece) * gemm.n * gemm.k >= FINE_MACS:
+            return FINE_ROWS
+    return GEMM_ROWS
 
 
 def _gemm_estimates(kernel, n, piece, threads):
@@ -222,13 +245,15 @@ def _gemm_estimates(kernel, n, piece, threads):
 
 
 def _fewest_calls(n, unit, threads):
-    """The largest multiple of `unit` rows of `n` whose pieces keep the busiest thread within
-    GEMM_BALANCE of the best any multiple reaches: each piece is a BLAS call, which packs the whole
-    right operand again (320 rows on 2 threads: 144 x 2 + 32, 3 calls, not 48 x 6 + 32, 7, for
-    the same 176 rows on the busiest thread)."""
+    """The multiple of `unit` rows of `n` that makes the fewest pieces keeping the busiest thread
+    within GEMM_BALANCE of the best any multiple reaches, of those the most even: each piece is a
+    BLAS call, which packs the whole right operand again (320 rows on 2 threads: 144 x 2 + 32, 3
+    calls, not 48 x 6 + 32, 7, for the same 176 rows on the busiest thread; 1024 rows in pieces of
+    16: 512 x 2, not 528 + 496)."""
     sizes = range(unit, unit * -(-n // unit) + 1, unit)
     best = min(_makespan(n, piece, threads) for piece in sizes)
-    return max(piece for piece in sizes if _makespan(n, piece, threads) <= GEMM_BALANCE * best)
+    return -min((-(-n // piece), _makespan(n, piece, threads), -piece) for piece in sizes
+                if _makespan(n, piece, threads) <= GEMM_BALANCE * best)[2]
 
 
 def _balanced(n, most, threads):

@@ -5,7 +5,7 @@ Generated code calls them by name, never by address (`ndlc_sgemm`/`ndlc_dgemm`: 
 64-bit integers; the team's `ndlc_parallel`, `ndlc_wait` and `ndlc_done`):
 `register()` binds the names in LLVM's symbol table before native code is loaded, so object code
 cached on disk links in any process. The pipeline asks here what the machine offers
-(`blas_enabled()`, `threads()`) and passes it to the passes as plain options.
+(`blas_enabled()`, `threads()`, `blas_core()`) and passes it to the passes as plain options.
 `check_gemms` refuses, before any native code runs, a program whose BLAS call disagrees with its
 buffers' dtypes or sizes (a compiler bug becomes an error, never a write past a buffer).
 NDLC_BLAS=0 turns BLAS off (matmul lowers to a loop nest), as does a numpy without a
@@ -48,6 +48,7 @@ _BLAS_EXPORTS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", "scipy_openbla
                   "scipy_openblas_set_num_threads64_"),
                  ("cblas_sgemm64_", "cblas_dgemm64_", "openblas_get_num_threads64_",
                   "openblas_set_num_threads64_"))
+_CORE_EXPORTS = ("scipy_openblas_get_corename64_", "openblas_get_corename64_")  # the core its kernels are for
 _held = {}  # "budget": the budget OpenBLAS was last held to
 _team = ctypes.c_int32(1)  # TEAM: how many threads split kernels run on now (set before each call)
 _teams = [_team]  # every TEAM native code reads: MCJIT's (_team), each loaded shared library's
@@ -68,6 +69,17 @@ def blas_threads() -> int:
     """How many threads OpenBLAS runs a call on now (1 where it was not found)."""
     functions = _blas()
     return functions[2]() if functions else 1
+
+
+def blas_core() -> str:
+    """The core numpy's OpenBLAS chose its kernels for, lowercase ('skylakex', 'haswell'), '' where none
+    was found or it does not say: where a gemm may be cut into row pieces that keep one call's bits
+    depends on it (passes/schedule.py FINE_CORES)."""
+    functions = _blas()
+    if not functions or functions[4] is None:
+        return ""
+    functions[4].restype = ctypes.c_char_p
+    return (functions[4]() or b"").decode(errors="replace").strip().lower()
 
 
 def single_threaded_blas(fn, *args):
@@ -195,7 +207,8 @@ def imported() -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _blas() -> tuple:
-    """numpy's OpenBLAS sgemm, dgemm and thread count functions (ctypes); () where none is found."""
+    """numpy's OpenBLAS sgemm, dgemm, thread count functions and core name function (None where it has
+    none) (ctypes); () where none is found."""
     for path in _blas_paths():
         try:
             library = ctypes.CDLL(path)
@@ -204,7 +217,8 @@ def _blas() -> tuple:
         for exports in _BLAS_EXPORTS:
             if all(hasattr(library, name) for name in exports):
                 log.debug("BLAS gemm from %s (%s)", path, ", ".join(exports))
-                return tuple(getattr(library, name) for name in exports)
+                core = next((getattr(library, name) for name in _CORE_EXPORTS if hasattr(library, name)), None)
+                return (*(getattr(library, name) for name in exports), core)
     log.warning("numpy ships no OpenBLAS with 64-bit-integer CBLAS gemm here; compiled matmuls "
                 "run as loop nests (correct, slower)")
     return ()

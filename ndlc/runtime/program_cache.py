@@ -41,16 +41,17 @@ def enabled() -> bool:
     return flag("NDLC_PROGRAM_CACHE", default=True)
 
 
-def program_key(graph, graph_text, profile, blas, threads) -> str:
+def program_key(graph, graph_text, profile, blas, threads, blas_core) -> str:
     """The cache key of compiling `graph` (whose text is `graph_text`) for the host CPU, with
-    profiling or not, matmuls calling BLAS or not, for a budget of `threads` threads."""
+    profiling or not, matmuls calling BLAS (whose kernels are for `blas_core`) or not, for a budget
+    of `threads` threads."""
     digest = hashlib.sha256()
     for value in graph.inputs:
         if value in graph.constants:
             data = np.ascontiguousarray(graph.constants[value])
             digest.update(f"{value.name} {data.dtype} {data.shape}".encode())
             digest.update(data.tobytes())
-    options = f"profile {profile} blas {blas} threads {threads}"
+    options = f"profile {profile} blas {blas} {blas_core} threads {threads}"
     return cache.cache_key("program", graph_text, digest.hexdigest(), options, *host_description(),
                            f"numpy {np.__version__}", _sources())  # numpy folds constants (simplify)
 

@@ -198,6 +198,27 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
     np.testing.assert_array_equal(product, np.full((400, 200), 300, np.float32))
 
 
+def test_float32_gemms_on_skylakex_kernels_are_cut_at_16_rows_where_every_piece_takes_the_packed_path():
+    """Where numpy's OpenBLAS runs SkylakeX's kernels, a float32 gemm whose pieces all reach
+    FINE_MACS multiply-adds is cut at multiples of 16 rows (1024 rows: 512 x 2, not 528 + 496; 400:
+    2 calls, not 3); float64, smaller pieces and other cores keep multiples of 48."""
+    text = """
+graph @mm(%x: f32[400,300], %w: f32[300,200]) {
+  %0 = matmul(%x, %w) : f32[400,200]
+  return %0
+}"""
+
+    def pieces(text, core):
+        kernel = schedule(fuse(parse(text), use_blas=True), 2, core).kernels[0]
+        return next(line for line in str(kernel).splitlines() if "parallel over" in line).strip()
+    assert pieces(text, "skylakex") == "parallel over i0 in 2 pieces of 208, taken in turn (2 threads)"
+    assert pieces(text, "haswell") == pieces(text, "") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    assert pieces(text.replace("400", "1024"), "skylakex") == "parallel over i0 in 2 pieces of 512, taken in turn (2 threads)"
+    assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    narrow = text.replace("200", "60")  # 192 x 300 x 60 multiply-adds a piece: sgemm_direct's, tiled its own way
+    assert pieces(narrow, "skylakex") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+
+
 def test_a_small_gemm_splits_its_rows_only_where_the_cost_model_says_the_split_is_sooner():
     """A row split costs a region and a BLAS call per piece (schedule.py GEMM_CALL_US): a product
     whose busiest thread would save less than that stays one call on one thread, and says why."""

@@ -14,6 +14,7 @@ from ndlc import env
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
+from ndlc.passes.schedule import FINE_CORES
 from ndlc.runtime import libraries, team as team_module
 from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
 
@@ -48,6 +49,33 @@ def test_reductions_chunks_and_gemm_row_splits_give_the_same_bits_on_one_and_two
     arrays = [rng.standard_normal((1024, 512)).astype(np.float32), rng.standard_normal((512, 256)).astype(np.float32)]
     assert _bits_at(program, 1, arrays) == _bits_at(program, 2, arrays) == _bits_at(program, 1, arrays)
     assert "3 kernels, team 1 of 2 threads (fixed)" in program.profile().splitlines()[0]
+
+
+FINE = """
+graph @fine(%x: f32[1000,300], %w: f32[300,520], %g: f32[1000,520]) {
+  %0 = matmul(%x, %w) : f32[1000,520]
+  %1 = transpose(%x, axes=(0, 1)) : f32[300,1000]
+  %2 = matmul(%1, %g) : f32[300,520]
+  %3 = transpose(%w, axes=(0, 1)) : f32[520,300]
+  %4 = matmul(%g, %3) : f32[1000,300]
+  return %0, %2, %4
+}"""
+
+
+@needs_team
+@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="pieces of 16 rows are for SkylakeX's sgemm")
+def test_gemm_pieces_of_16_rows_give_one_calls_bits(monkeypatch):
+    """A float32 gemm cut at multiples of 16 rows (passes/schedule.py FINE_ROWS; plain, transposed
+    left and right operands) gives the bits of one call: a budget of 2 threads those of a budget of 1."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((1000, 300), (300, 520), (1000, 520))]
+    outputs = {}
+    for threads in (1, 2):
+        monkeypatch.setenv("NDLC_THREADS", str(threads))
+        program = compile_graph(parse(FINE))
+        outputs[threads] = [output.tobytes() for output in program.run(*arrays)]
+    assert [k.split.piece for k in program.kernels.kernels if k.gemm] == [512, 160, 512]
+    assert outputs[1] == outputs[2]
 
 
 def _cpu_ns():
