@@ -2,6 +2,7 @@
 import logging
 
 import numpy as np
+import pytest
 
 import ndlc as ndl
 
@@ -59,3 +60,30 @@ def test_kernel_stages_print_as_they_were_after_their_pass():
     compiled(np.zeros((8, 1, 28, 28), np.float32), np.zeros(8, np.int64))
     assert [compiled.ir(stage) for stage in ("fused", "scheduled", "planned")] == eager
     assert eager[0] != eager[1] != eager[2]
+
+
+def test_a_compilation_leaves_older_objects_to_the_collector_and_unfreezes_them(monkeypatch):
+    """Objects older than a CPU compilation are frozen while it runs (no full collection walks
+    them) and unfrozen after it, also when it fails."""
+    import gc
+
+    from ndlc.errors import NdlcError
+    from ndlc.jit import pipeline
+    frozen = []
+    passes = pipeline._graph_passes
+
+    def recording(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return passes(*args, **kwargs)
+    monkeypatch.setattr(pipeline, "_graph_passes", recording)
+    before = gc.get_freeze_count()
+    compiled = ndl.compile(lambda x: (x * 2.0).exp())
+    compiled(np.ones((3, 5), np.float32))
+    assert frozen and frozen[0] > before and gc.get_freeze_count() == before
+
+    def failing(*args, **kwargs):
+        raise NdlcError("a pass failed")
+    monkeypatch.setattr(pipeline, "_graph_passes", failing)
+    with pytest.raises(NdlcError, match="a pass failed"):
+        ndl.compile(lambda x: (x * 3.0).exp())(np.ones((4, 5), np.float32))
+    assert gc.get_freeze_count() == before
