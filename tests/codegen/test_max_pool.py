@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import ndlc as ndl
 from ndlc.codegen.llvm_lanes import lane_loop
+from ndlc.codegen.llvm_vector import interleaved_rows
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.ir.ops.windows import _unwindows_ref, windows_ref
@@ -85,6 +86,21 @@ def test_max_pooling_gradient_is_numpys_bit_for_bit(data, window):
     got = ndl.compile(step)(x, c).numpy()
     picked = np.where(windows == best[..., None, None], c[..., None, None], np.float32(0))
     assert got.tobytes() == _spread(picked, k, s, x.shape[-2:]).tobytes()
+
+
+def test_strided_col2im_interleaves_each_rows_phases_into_vectors():
+    """Its phases' kernel runs the windows' columns as the lanes and the s phases of a column
+    interleaved into one store (codegen/llvm_vector.py `_interleaved`), each phase reading only its
+    taps' planes; the columns where a tap's window is missing split off by their guards."""
+    program = compile_graph(parse("""
+graph @col2im(%g: f32[4,16,16,3,3]) {
+  %0 = unwindows(%g, kernel=3, stride=2, size=(34, 34)) : f32[4,34,34]
+  return %0
+}"""), cached=False)
+    (kernel,) = program.kernels.kernels
+    assert kernel.extents == (4, 17, 2, 17, 2) and interleaved_rows(kernel, 8) and lane_loop(kernel) == 3
+    g = np.random.default_rng(2).standard_normal((4, 16, 16, 3, 3)).astype(np.float32)
+    assert program.run(g)[0].tobytes() == _unwindows_ref(g, 3, 2, (34, 34)).tobytes()
 
 
 @SETTINGS
