@@ -54,6 +54,29 @@ def test_max_pooling_gives_numpys_maxima_and_nans(data, window):
     np.testing.assert_array_equal(got, out)  # NaN where numpy's; zeros of either sign alike
 
 
+def _gradient(k, s, shape):
+    """ndl.compile's forward and backward of max pooling (k, s) over an input of `shape`, run once."""
+    pool = ndl.nn.MaxPool2d(k, s)
+
+    def step(x, c):
+        x.requires_grad = True
+        (pool(x) * c).sum().backward()
+        return x.grad
+    compiled = ndl.compile(step)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    compiled(x, np.ones(shape[:2] + tuple((d - k) // s + 1 for d in shape[2:]), np.float32))
+    return compiled
+
+
+def test_window_maxima_storing_their_shares_over_the_window_stay_a_points():
+    """Windows that tile the input (k == s) fuse their shares' relayout into the maxima's kernel,
+    a phase storing over the window strided along the outputs: it stays 'point'; overlapping
+    windows store one plane per tap, once per output, and run side by side."""
+    tiled, overlapping = (_gradient(k, s, (2, 3, 8, 9)).ir("scheduled") for k, s in ((2, 2), (3, 2)))
+    assert "max_pool2d" in tiled and "strategy: rows" not in tiled
+    assert "maxima over windows short along i4" in overlapping
+
+
 def _spread(picked, k, s, size):
     """The windows' shares summed back onto the input in the taps' order from zeros, or where the
     windows tile it (s == k) each share moved to its input (ir/ops/windows.py: a relayout)."""
