@@ -172,8 +172,13 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         if first == self.lane_var and last in (first + 1, first + 2):
             count = ir.Constant(I64, stop.constant - start.constant) if isinstance(start, ir.Constant) \
                 and isinstance(stop, ir.Constant) else self.b.sub(stop, start)
-            if last == first + 2:  # short rows, interleaved (llvm_vector.py)
-                self._counted(first, start, count, lambda: self._interleaved(last - 1, inner))
+            if last == first + 2:  # short rows, interleaved (llvm_vector.py), padded rows split by their guards
+                def rows():
+                    self._interleaved(last - 1, inner)
+                if self._splittable(first):
+                    self._split_by_guards(first, start, stop, rows)
+                else:
+                    self._counted(first, start, count, rows)
             elif self._splittable(first):  # a map's padded row
                 self._split_by_guards(first, start, stop, body)
             else:

@@ -10,9 +10,7 @@ from llvmlite import ir
 
 from . import mathlib
 from .llvm_scalar import I64
-from .llvm_vector import splittable
-
-POINTS_MOST = 64  # a loop of at most this many points is emitted as one body per point (_by_points)
+from .llvm_vector import point_guards, splittable
 
 
 class GuardedLoops:
@@ -53,17 +51,8 @@ class GuardedLoops:
         self._for(var, high, stop, inner)
 
     def _points(self, var):
-        """{i: the guards that hold only at i} when every iteration i of loop `var` (at most
-        POINTS_MOST) is such a point of some load's guard: a stack's output reads one of its T
-        inputs at each i, through T padded loads."""
-        extent = self.kernel.extents[var]
-        points = {}
-        for load in self.kernel.loads:
-            for g in load.access.guards:
-                f = g.form
-                if g.bound == 1 and g.step == 1 and f.coeffs[var] == 1 and not any(c for i, c in enumerate(f.coeffs) if i != var):
-                    points.setdefault(-f.const, set()).add(g)
-        return points if 1 < extent <= POINTS_MOST and set(points) == set(range(extent)) else {}
+        """{i: the guards that hold only at i} of loop `var` (llvm_vector.py point_guards)."""
+        return point_guards(self.kernel, var)
 
     def _by_points(self, var, start, stop, points, inner):
         """Loop `var` as one copy of its body per iteration i in [start, stop), each knowing which

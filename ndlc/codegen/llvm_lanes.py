@@ -74,6 +74,7 @@ def lane_loop(kernel, debug=None):
         var = len(kernel.extents) - 1
     else:
         return None
+    rows = kernel.strategy == Strategy.ROWS  # its loads gathered too
     moving = moves(kernel)  # gathers, scatters, guards and short rows (llvm_vector.py)
     if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
@@ -103,7 +104,7 @@ def lane_loop(kernel, debug=None):
         if any(g.form.coeffs[var] and not (guarded and splittable(g, var)) for g in access.guards) \
                 or along and access.step != 1:
             return None
-        if isinstance(load, Load) and (along and not strided_along(access, var, moving) or load.buffer in stored
+        if isinstance(load, Load) and (along and not strided_along(access, var, moving or rows) or load.buffer in stored
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var

@@ -30,6 +30,7 @@ I32 = ir.IntType(32)
 # bytes of the vectors LLVM vectorises with on an AVX2 host (and on an AVX-512 one, where LLVM
 # prefers 256-bit vectors by default)
 VECTOR_BYTES = 32
+POINTS_MOST = 64  # a loop of at most this many points is emitted as one body per point (llvm_guards.py _by_points)
 ZERO = ir.Constant(I64, 0)  # the value of a loop variable folded into the loop after it
 # the strategies whose last loop is innermost, its body a point's loads and stores (a rows or chunks
 # kernel runs a loop over its block or columns inside)
@@ -64,10 +65,12 @@ def strided_along(access, var, moving) -> bool:
 
 def interleaved_rows(kernel, width) -> bool:
     """Whether a map's last loop is shorter than the vector `width` and every store is contiguous
-    over its last two loops while every load stays put along the last (pooling's gradient, an
-    upsampling: rows of 2 from a value each): then the loop before runs as the lanes and the last
-    loop's few values per lane are interleaved into one contiguous store (`_interleaved`), where a
-    lane loop of 2 stored 8 bytes at a time."""
+    over its last two loops while every load stays put along the last, or reads at one of its
+    iterations only (`point_guards`: a phase of strided col2im, ir/ops/windows.py), each guard along
+    the loop before an interval (`_split_by_guards`): then the loop before runs as the lanes and the
+    last loop's few values per lane are interleaved into one contiguous store (`_interleaved`),
+    where a lane loop of 2 stored 8 bytes at a time (pooling's gradient, an upsampling: rows of 2
+    from a value each) or its iterations ran one point at a time (col2im's phases)."""
     last, n = len(kernel.extents) - 1, kernel.extents[-1]
     if kernel.strategy != Strategy.POINT or kernel.reductions or not 2 <= n < width or last < 1 \
             or kernel.extents[last - 1] < 2 or kernel.local or kernel.streams and kernel.streams.buffers \
@@ -79,9 +82,29 @@ def interleaved_rows(kernel, width) -> bool:
         return False
     if not any(x.access.form.coeffs[last - 1] for x in kernel.loads):  # else the loops collapse into one
         return False
-    return all(x.access.form.coeffs[last] == 0 and not any(g.form.coeffs[last] or g.form.coeffs[last - 1]
-                                                           for g in x.access.guards)
-               and getattr(x, "buffer", None) not in stored for x in kernel.loads)
+    points = set().union(*point_guards(kernel, last).values())
+    for x in kernel.loads:
+        at_point = any(g in points for g in x.access.guards)
+        if x.access.step != 1 or x.access.form.coeffs[last] and not at_point or getattr(x, "buffer", None) in stored:
+            return False
+        if any(g not in points and (g.form.coeffs[last] or g.form.coeffs[last - 1] and not splittable(g, last - 1))
+               for g in x.access.guards):
+            return False
+    return True
+
+
+def point_guards(kernel, var) -> dict:
+    """{i: the guards that hold only at i} when every iteration i of loop `var` (at most
+    POINTS_MOST) is such a point of some load's guard: a stack's output reads one of its T
+    inputs at each i, through T padded loads."""
+    extent = kernel.extents[var]
+    points = {}
+    for load in kernel.loads:
+        for g in load.access.guards:
+            f = g.form
+            if g.bound == 1 and g.step == 1 and f.coeffs[var] == 1 and not any(c for i, c in enumerate(f.coeffs) if i != var):
+                points.setdefault(-f.const, set()).add(g)
+    return points if 1 < extent <= POINTS_MOST and set(points) == set(range(extent)) else {}
 
 
 def splittable(guard, var) -> bool:
@@ -167,16 +190,21 @@ class VectorLoops:
         return self.b.select(self.b.extract_element(self.mask, ir.Constant(I32, lane)), offset, ZERO)
 
     def _interleaved(self, var, inner):
-        """inner() (a map's stores) at each of loop `var`'s few iterations, the lanes running
-        the loop before it (`interleaved_rows`), then each store's values interleaved: lane j's
+        """inner() (a map's stores) at each of loop `var`'s few iterations (each knowing which of its
+        points' guards hold), the lanes running the loop before it (`interleaved_rows`), then each
+        store's values interleaved: lane j's
         value of iteration u at element j * n + u of one contiguous vector store (a single lane:
         each value stored where it is)."""
         b, n, w = self.b, self.kernel.extents[var], self.lanes
         if w:  # else one lane (a rest of 1), stored where it is
             self.collected = {id(store): [] for store in self.kernel.stores}
-        for u in range(n):
+        points = point_guards(self.kernel, var)
+        every, known, failing = set().union(*points.values()), self.known, self.failing
+        for u in range(n):  # at a point, the loads of the others read nothing (their additions of zeros stay)
+            self.known, self.failing = known | points.get(u, set()), failing | (every - points.get(u, set()))
             self.vars[var] = ir.Constant(I64, u)
             inner()
+        self.known, self.failing = known, failing
         values, self.collected = self.collected, None
         if not w:
             return

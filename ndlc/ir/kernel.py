@@ -338,14 +338,14 @@ class Kernel:
             rest = self.extents[self.outer - 1] % self.block if self.tile else 0
             ragged = f", the last computing {self.block} to store {rest}" if rest else ""
             padded = "; the taps that cross the padding checked apart" if tile and any(x.access.guards for x in self.loads) else ""
+            reads = "strided" if any(abs(x.access.form.coeffs[-1]) > 1 for x in self.loads) else "maxima over windows short"
             lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side{ragged}; "
-                         f"the reductions read strided along i{len(self.extents) - 1}{padded})")
+                         f"the reductions read {reads} along i{len(self.extents) - 1}{padded})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")
         if self.split:
             s = self.split
-            over = "its chunks" if s.piece is None else \
-                f"i{s.loop} in {-(-self.extents[s.loop] // s.piece)} pieces of {s.piece}, taken in turn"
+            over = "its chunks" if s.piece is None else f"i{s.loop} in {-(-self.extents[s.loop] // s.piece)} pieces of {s.piece}, taken in turn"
             lines.append(f"  parallel over {over} ({s.threads} threads)")
         elif self.serial_why:
             lines.append(f"  serial: {self.serial_why}")

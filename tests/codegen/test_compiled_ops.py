@@ -272,9 +272,9 @@ graph @r(%x: {dtype}[2,2,7,{planes}], %w: {dtype}[3,5,2,{cout}]) {{
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_stacks_axis_runs_one_body_per_input_reading_only_that_input(threads, tmp_path, monkeypatch):
     """stack decomposes into T padded loads an element; its axis's loop runs as one body per
-    point (codegen/llvm.py `_by_points`), each knowing which load is valid, so no guard is
+    point (codegen/llvm_guards.py `_by_points`), each knowing which load is valid, so no guard is
     checked at run time; results equal numpy's at any budget, on a split loop too."""
-    import ndlc.codegen.llvm_guards as llvm
+    import ndlc.codegen.llvm_vector as llvm
     monkeypatch.setenv("NDLC_THREADS", str(threads))
     inputs = [np.random.default_rng(i).standard_normal((64, 300)).astype(np.float32) for i in range(6)]
     graph = f"""
