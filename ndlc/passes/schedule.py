@@ -24,7 +24,8 @@ PIECES_PER_THREAD pieces per thread, which the threads of one `ndlc_parallel` re
 back one piece, not half the kernel; pieces are smaller where that balances the threads better
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
-rows in pieces of a multiple of GEMM_ROWS rows (the last piece is what remains, so the pieces,
+rows in pieces of a multiple of GEMM_ROWS rows (of FINE_ROWS where numpy's OpenBLAS runs SkylakeX's
+float32 kernels and every piece is large) (the last piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
 those calls (GEMM_CALL_US) says the busiest thread finishes before one call on one thread would.

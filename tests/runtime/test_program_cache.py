@@ -12,6 +12,7 @@ import ndlc as ndl
 from ndlc.errors import NdlcError
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
+from ndlc.runtime import libraries
 from ndlc.runtime.native import llvm_compilations
 
 GRAPH = """
@@ -83,6 +84,9 @@ def test_other_options_are_other_entries(cache, monkeypatch):
     assert not restored(compile_graph(parse(GRAPH))), "profiling code stamps the cycle counter"
     assert len(stored(cache, "*.program")) == 3
     assert not restored(compile_graph(parse(GRAPH), debug=True)), "debug mode runs every pass"
+    monkeypatch.setattr(libraries, "blas_core", lambda: "another core")
+    assert restored(compile_graph(parse(GRAPH))) != libraries.blas_enabled(), "BLAS's core: where gemms are cut"
+    assert len(stored(cache, "*.program")) == (4 if libraries.blas_enabled() else 3)
 
 
 def test_constants_data_is_part_of_the_key(cache):
