@@ -95,6 +95,13 @@ GEMM_ROWS = 48
 FINE_CORES = ("skylakex",)
 FINE_ROWS = 16
 FINE_MACS = 28 * 512 * 512
+# Where OpenBLAS runs other kernels than TILED_CORES' (SkylakeX's, or a core it does not name), a gemm
+# is cut only where every piece reaches FINE_MACS: a smaller piece, or a smaller whole, may take the
+# direct or small-matrix kernels, whose sums follow neither the tiles nor one call (on Zen 4: the
+# sweep's 127x129 @ 129x65 in pieces of 48 rows differed from one call in 115 of its 127 rows; 5 of 60
+# random float32 products split at 48 rows and 6 of 40 float64 ones differed). TILED_CORES' kernels
+# keep one call's bits at every multiple of GEMM_ROWS (measured on Zen 3, OpenBLAS's 'Zen' kernels).
+TILED_CORES = ("haswell", "zen")
 # A gemm runs the fewest pieces whose busiest thread runs within this of the best any piece size
 # reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
 # of 528 rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
@@ -208,13 +215,16 @@ def _split(kernel, threads, blas_core):
     longest = splittable.index(max(splittable))
     loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
     n = splittable[loop]
-    unit = _gemm_rows(kernel.gemm, n, threads, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else 1
+    unit, least = _gemm_rows(kernel.gemm, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else (1, 1)
     if n // unit < 2:
         return None, f"{n} rows: fewer than two pieces of {unit} (BLAS's tiles)"
     if unit == 1:
         piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
     else:
-        piece = _fewest_calls(n, unit, threads)
+        piece = _fewest_calls(n, unit, threads, least)
+        if piece is None:
+            return None, (f"{n} rows: no pieces of {least} rows or more ({FINE_MACS} multiply-adds), below which "
+                          f"OpenBLAS's {blas_core or 'unnamed'} kernels may sum otherwise than one call")
         serial, split = _gemm_estimates(kernel, n, piece, threads)
         epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
         if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)
@@ -223,15 +233,14 @@ def _split(kernel, threads, blas_core):
     return Split(loop, min(threads, -(-n // piece)), piece), ""
 
 
-def _gemm_rows(gemm, n, threads, blas_core):
-    """The multiple of rows a gemm's pieces (of its `n` rows on `threads` threads) are cut at:
-    FINE_ROWS where those pieces keep one call's bits (FINE_CORES, float32, the fewest calls of
-    them each at least FINE_MACS multiply-adds), else GEMM_ROWS."""
-    if blas_core in FINE_CORES and gemm.dtype == "f32" and n >= 2 * FINE_ROWS:
-        piece = _fewest_calls(n, FINE_ROWS, threads)
-        if min(piece, n - (n - 1) // piece * piece) * gemm.n * gemm.k >= FINE_MACS:
-            return FINE_ROWS
-    return GEMM_ROWS
+def _gemm_rows(gemm, blas_core):
+    """(the multiple of rows a gemm's pieces are cut at, the fewest rows a piece may have): GEMM_ROWS
+    and any on TILED_CORES; elsewhere pieces of FINE_MACS multiply-adds at least, cut at FINE_ROWS
+    for float32 on FINE_CORES, else at GEMM_ROWS."""
+    if blas_core in TILED_CORES:
+        return GEMM_ROWS, 1
+    unit = FINE_ROWS if blas_core in FINE_CORES and gemm.dtype == "f32" else GEMM_ROWS
+    return unit, -(-FINE_MACS // (gemm.n * gemm.k))
 
 
 def _gemm_estimates(kernel, n, piece, threads):
@@ -246,13 +255,15 @@ def _gemm_estimates(kernel, n, piece, threads):
     return GEMM_CALL_US + n * row, REGION_US + calls * GEMM_CALL_US + _makespan(n, piece, threads) * row
 
 
-def _fewest_calls(n, unit, threads):
+def _fewest_calls(n, unit, threads, least=1):
     """The multiple of `unit` rows of `n` that makes the fewest pieces keeping the busiest thread
-    within GEMM_BALANCE of the best any multiple reaches, of those the most even: each piece is a
-    BLAS call, which packs the whole right operand again (320 rows on 2 threads: 144 x 2 + 32, 3
-    calls, not 48 x 6 + 32, 7, for the same 176 rows on the busiest thread; 1024 rows in pieces of
-    16: 512 x 2, not 528 + 496)."""
-    sizes = range(unit, unit * -(-n // unit) + 1, unit)
+    within GEMM_BALANCE of the best any multiple reaches, of those the most even, two pieces at
+    least, each of `least` rows at least (None where none is): each piece is a BLAS call, which
+    packs the whole right operand again (320 rows on 2 threads: 144 x 2 + 32, 3 calls, not 48 x 6 + 32, 7, for the
+    same 176 rows on the busiest thread; 1024 rows in pieces of 16: 512 x 2, not 528 + 496)."""
+    sizes = [piece for piece in range(unit, n, unit) if n - (n - 1) // piece * piece >= least <= piece]
+    if not sizes:
+        return None
     best = min(_makespan(n, piece, threads) for piece in sizes)
     return -min((-(-n // piece), _makespan(n, piece, threads), -piece) for piece in sizes
                 if _makespan(n, piece, threads) <= GEMM_BALANCE * best)[2]

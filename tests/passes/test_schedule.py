@@ -179,14 +179,14 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   %1 = exp(%x) : f32[400,300]
   return %0, %1
 }"""
-    gemm, exp = schedule(fuse(parse(text), use_blas=True), 2).kernels
+    gemm, exp = schedule(fuse(parse(text), use_blas=True), 2, "zen").kernels
     assert "  parallel over i0 in 3 pieces of 192, taken in turn (2 threads)" in str(gemm)  # the last: 16 rows
     assert "  parallel over i0 in 4 pieces of 100, taken in turn (2 threads)" in str(exp)
-    tall = schedule(fuse(parse(text.replace("400", "1024")), use_blas=True), 2).kernels[0]
+    tall = schedule(fuse(parse(text.replace("400", "1024")), use_blas=True), 2, "zen").kernels[0]
     assert "  parallel over i0 in 2 pieces of 528, taken in turn (2 threads)" in str(tall)  # as balanced as 5 of 240
-    lstm = schedule(fuse(parse(text.replace("400", "320")), use_blas=True), 2).kernels[0]
+    lstm = schedule(fuse(parse(text.replace("400", "320")), use_blas=True), 2, "zen").kernels[0]
     assert "  parallel over i0 in 3 pieces of 144, taken in turn (2 threads)" in str(lstm)  # 176 rows as 7 of 48
-    narrow = schedule(fuse(parse(text.replace("400", "95")), use_blas=True), 2).kernels[0]
+    narrow = schedule(fuse(parse(text.replace("400", "95")), use_blas=True), 2, "zen").kernels[0]
     assert "  serial: 95 rows: fewer than two pieces of 48 (BLAS's tiles)" in str(narrow)
     seen = []
     monkeypatch.setattr(libraries, "single_threaded_blas", _recording(libraries.single_threaded_blas, seen))
@@ -201,7 +201,8 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
 def test_float32_gemms_on_skylakex_kernels_are_cut_at_16_rows_where_every_piece_takes_the_packed_path():
     """Where numpy's OpenBLAS runs SkylakeX's kernels, a float32 gemm whose pieces all reach
     FINE_MACS multiply-adds is cut at multiples of 16 rows (1024 rows: 512 x 2, not 528 + 496; 400:
-    2 calls, not 3); float64, smaller pieces and other cores keep multiples of 48."""
+    2 calls, not 3); float64 and Haswell's or Zen's kernels keep multiples of 48; smaller pieces are
+    cut only on Haswell's or Zen's kernels."""
     text = """
 graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   %0 = matmul(%x, %w) : f32[400,200]
@@ -212,11 +213,16 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
         kernel = schedule(fuse(parse(text), use_blas=True), 2, core).kernels[0]
         return next(line for line in str(kernel).splitlines() if "parallel over" in line).strip()
     assert pieces(text, "skylakex") == "parallel over i0 in 2 pieces of 208, taken in turn (2 threads)"
-    assert pieces(text, "haswell") == pieces(text, "") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    assert pieces(text, "haswell") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    # elsewhere no piece of fewer than FINE_MACS multiply-adds (123 rows here): not 192 x 2 + 16
+    assert pieces(text, "") == pieces(text, "sapphirerapids") == "parallel over i0 in 2 pieces of 240, taken in turn (2 threads)"
     assert pieces(text.replace("400", "1024"), "skylakex") == "parallel over i0 in 2 pieces of 512, taken in turn (2 threads)"
-    assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 2 pieces of 240, taken in turn (2 threads)"
     narrow = text.replace("200", "60")  # 192 x 300 x 60 multiply-adds a piece: sgemm_direct's, tiled its own way
-    assert pieces(narrow, "skylakex") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    assert pieces(narrow, "haswell") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
+    for core in ("skylakex", "", "sapphirerapids"):  # one call: no two pieces of 408 rows
+        kernel = schedule(fuse(parse(narrow), use_blas=True), 2, core).kernels[0]
+        assert kernel.split is None and kernel.serial_why.startswith("400 rows: no pieces of 408 rows or more")
 
 
 def test_a_small_gemm_splits_its_rows_only_where_the_cost_model_says_the_split_is_sooner():
@@ -227,16 +233,16 @@ graph @mm(%x: f32[139,109], %w: f32[109,19]) {
   %0 = matmul(%x, %w) : f32[139,19]
   return %0
 }"""
-    skinny = schedule(fuse(parse(text), use_blas=True), 2).kernels[0]
+    skinny = schedule(fuse(parse(text), use_blas=True), 2, "zen").kernels[0]
     assert skinny.split is None and ("  serial: one BLAS call on one thread, estimated at 9.8 us, against 10.8 us "
                                      "for the busiest of 2 threads taking pieces of 48 rows") in str(skinny)
     wide = schedule(fuse(parse(text.replace("19", "65").replace("109", "129").replace("139", "127")),
-                         use_blas=True), 2).kernels[0]  # 79 of 127 rows on the busiest thread: 24.2 us, not 30.8
+                         use_blas=True), 2, "zen").kernels[0]  # 79 of 127 rows on the busiest thread: 24.2 us, not 30.8
     assert "  parallel over i0 in 3 pieces of 48, taken in turn (2 threads)" in str(wide)
-    double = schedule(fuse(parse(text.replace("f32", "f64")), use_blas=True), 2).kernels[0]
+    double = schedule(fuse(parse(text.replace("f32", "f64")), use_blas=True), 2, "zen").kernels[0]
     assert double.split is not None  # twice the time a multiply-add: the same product's split pays
     chain = "".join(f"  %{i} = tanh(%{i - 1}) : f32[139,19]\n" for i in range(1, 41))
-    heavy = schedule(fuse(parse(text.replace("  return %0", chain + "  return %40")), use_blas=True), 2).kernels
+    heavy = schedule(fuse(parse(text.replace("  return %0", chain + "  return %40")), use_blas=True), 2, "zen").kernels
     assert len(heavy) == 1 and heavy[0].split is not None  # its fused epilogue alone is worth the threads
 
 
