@@ -103,7 +103,8 @@ def _unwindows_decompose(b, n):
             return tiles
         return b.pad(tiles, widths=((0, 0),) * d + ((0, size[0] - ho * k), (0, size[1] - wo * k)))
     if 1 < n.attrs["stride"] < k:
-        return _phases(b, g, k, n.attrs["stride"], tuple(size))
+        return col2im_phases(b, lambda i, j, place: place(window_plane(b, g, i, j)), g.shape[:-2], k,
+                             n.attrs["stride"], tuple(size))
     if k * k > MAX_SHIFTED or n.attrs["stride"] != 1 or ho * wo >= FOLD_PIXELS:
         return None
     total = None
@@ -117,30 +118,45 @@ def _unwindows_decompose(b, n):
     return total
 
 
-def _phases(b, g, k, s, size):
+def col2im_phases(b, term, windows, k, s, size):
     """Strided col2im by phases: output pixel (q·s + r, p·s + t) sums windows (q - a, p - c) at
-    taps (r + s·a, t + s·c), so each tap's plane of windows lands, shifted, on one phase of a
-    (..., Q, s, P, s) view of the output; the taps' planes are summed there in the taps' order,
-    as unwindows' loop nest sums them (zeros where a tap reads no window), then cropped to `size`."""
-    *lead, ho, wo, _, _ = g.shape
+    taps (r + s·a, t + s·c), so each tap's plane of `windows` (..., Ho, Wo) lands, shifted, on one
+    phase of a (..., Q, s, P, s) view of the output; term(i, j, place) is tap (i, j)'s term there,
+    `place` putting a (..., Ho, Wo) plane into its phase (zeros elsewhere). The terms are summed in
+    the taps' order, as unwindows' loop nest sums them (zeros where a tap reads no window), then
+    cropped to `size`."""
+    *lead, ho, wo = windows
     d = len(lead)
     rows, cols = -(-size[0] // s), -(-size[1] // s)
+
+    def placer(i, j):
+        (a, r), (c, t) = divmod(i, s), divmod(j, s)
+        keep = (min(ho, rows - a), min(wo, cols - c))
+        widths = ((0, 0),) * d + ((a, rows - a - keep[0]), (r, s - 1 - r), (c, cols - c - keep[1]), (t, s - 1 - t))
+
+        def place(plane):
+            plane = b.reshape(plane, shape=tuple(lead) + (ho, 1, wo, 1))
+            if keep != (ho, wo):
+                plane = b.slice(plane, start=(0,) * (d + 4), stop=tuple(lead) + (keep[0], 1, keep[1], 1))
+            return b.pad(plane, widths=widths)
+        return place
     total = None
     for i in range(k):
         for j in range(k):
-            plane = b.reshape(b.slice(g, start=(0,) * d + (0, 0, i, j), stop=tuple(lead) + (ho, wo, i + 1, j + 1)),
-                              shape=tuple(lead) + (ho, 1, wo, 1))
-            (a, r), (c, t) = divmod(i, s), divmod(j, s)
-            keep = (min(ho, rows - a), min(wo, cols - c))
-            if keep != (ho, wo):
-                plane = b.slice(plane, start=(0,) * (d + 4), stop=tuple(lead) + (keep[0], 1, keep[1], 1))
-            widths = ((0, 0),) * d + ((a, rows - a - keep[0]), (r, s - 1 - r), (c, cols - c - keep[1]), (t, s - 1 - t))
-            term = b.pad(plane, widths=widths)
-            total = term if total is None else b.add(total, term)
+            value = term(i, j, placer(i, j))
+            total = value if total is None else b.add(total, value)
     out = b.reshape(total, shape=tuple(lead) + (rows * s, cols * s))
     if (rows * s, cols * s) == size:
         return out
     return b.slice(out, start=(0,) * (d + 2), stop=tuple(lead) + size)
+
+
+def window_plane(b, g, i, j):
+    """Tap (i, j)'s plane (..., Ho, Wo) of windows `g` (..., Ho, Wo, K, K)."""
+    *lead, ho, wo, _, _ = g.shape
+    d = len(lead)
+    return b.reshape(b.slice(g, start=(0,) * d + (0, 0, i, j), stop=tuple(lead) + (ho, wo, i + 1, j + 1)),
+                     shape=tuple(lead) + (ho, wo))
 
 
 register(OpDef("windows", 1, windows_infer, windows_ref,
