@@ -60,7 +60,8 @@ def lane_loop(kernel, debug=None):
     earlier one's store), or streaming stores of any other kernel. 'point' and 'gemm' kernels run
     their last loop as vectors (a 'point' kernel's float32 reductions along it too: `along_row`),
     'chunks' kernels their columns, 'rows' kernels their block (the last outer loop: each lane
-    sums its own output in the loops' order)."""
+    sums its own output in the loops' order; its loads gathered where strided, a max pooling's
+    windows)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers and not (moves(kernel) and _whole_lines(kernel)):
