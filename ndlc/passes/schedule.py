@@ -350,10 +350,10 @@ def _strided(kernel) -> bool:
 def _windowed(kernel) -> bool:
     """Whether the reductions are maxima over short windows (an innermost loop shorter than
     WINDOW_ROW) whose loads step along the last outer loop, each phase storing once per output (a
-    max pooling's, its gradient's shares of each window tap too): the outputs then run side by side,
-    each combining its window in the loops' order (exact in any order). A phase that stores over
-    the window (its shares as one tensor, pooling's windows tiling the input) stays a point's: its
-    stores strided along the outputs ran 1.7x slower as rows (64x16x32x32 k2 fwd+bwd)."""
+    max pooling's): the outputs then run side by side, each combining its window in the loops'
+    order (exact in any order). A phase that stores over the window (the gradient's shares fused
+    in where pooling's windows tile the input) stays a point's: its stores strided along the
+    outputs ran 1.7x slower as rows (64x16x32x32 k2 fwd+bwd)."""
     used = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
     return kernel.extents[-1] < WINDOW_ROW and all(r.combine == Combine.MAX for r in kernel.reductions) \
         and not any(phase.inner for phase in kernel.phases) \
