@@ -9,6 +9,7 @@ from ..types import TensorType
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+PHASE_COLUMNS = 8  # columns of a phase's rows from which strided col2im sums by phases (`phased`)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -90,9 +91,9 @@ def _unwindows_decompose(b, n):
     times over (ResNet9 step 49 -> 28 ms). Over larger images the nest wins (LeNet's conv2: 5 ms
     against 9 for its 25 guarded loads an element). Windows as far apart as they are
     wide (pooling's gradient) are a relayout of the windows instead, and windows that overlap at a
-    stride past 1 are summed by phases (`col2im_phases`: the nest's divisibility guard a tap ran
-    scalar; a 64x128x2x2 k3 s2 conv's fwd+bwd 0.31 -> 0.26 ms). Strides past the kernel and stride-1
-    kernels over MAX_SHIFTED elements keep the loop nest."""
+    stride past 1 are summed by phases over rows wide enough (`phased`: the nest's divisibility
+    guard a tap ran scalar). Strides past the kernel and stride-1 kernels over MAX_SHIFTED elements
+    keep the loop nest."""
     g = n.operands[0]
     k, size = n.attrs["kernel"], n.attrs["size"]
     *lead, ho, wo, _, _ = g.shape
@@ -103,7 +104,7 @@ def _unwindows_decompose(b, n):
         if (ho * k, wo * k) == tuple(size):
             return tiles
         return b.pad(tiles, widths=((0, 0),) * d + ((0, size[0] - ho * k), (0, size[1] - wo * k)))
-    if 1 < n.attrs["stride"] < k:
+    if phased(k, n.attrs["stride"], size[1]):
         return col2im_phases(b, lambda i, j, place: place(window_plane(b, g, i, j)), g.shape[:-2], k,
                              n.attrs["stride"], tuple(size))
     if k * k > MAX_SHIFTED or n.attrs["stride"] != 1 or ho * wo >= FOLD_PIXELS:
@@ -117,6 +118,13 @@ def _unwindows_decompose(b, n):
             term = b.pad(plane, widths=widths)
             total = term if total is None else b.add(total, term)
     return total
+
+
+def phased(k, s, width) -> bool:
+    """Whether col2im at stride `s` sums by phases (`col2im_phases`): windows that overlap, and
+    phase rows of at least PHASE_COLUMNS columns for the lanes (ResNet9's 4x4 k3 s2 col2im, rows of
+    2, stays the loop nest, whose 'rows' strategy runs its 64 channels as the lanes)."""
+    return 1 < s < k and -(-width // s) >= PHASE_COLUMNS
 
 
 def col2im_phases(b, term, windows, k, s, size):
