@@ -60,7 +60,7 @@ def lane_loop(kernel, debug=None):
     earlier one's store), or streaming stores of any other kernel. 'point' and 'gemm' kernels run
     their last loop as vectors (a 'point' kernel's float32 reductions along it too: `along_row`),
     'chunks' kernels their columns, 'rows' kernels their block (the last outer loop: each lane
-    sums its own output in the loops' order)."""
+    sums its own output in the loops' order; a max pooling's windows gathered)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
     if kernel.streams is not None and kernel.streams.buffers and not (moves(kernel) and _whole_lines(kernel)):
@@ -74,7 +74,8 @@ def lane_loop(kernel, debug=None):
         var = len(kernel.extents) - 1
     else:
         return None
-    rows = kernel.strategy == Strategy.ROWS  # its loads gathered too
+    # a 'rows' kernel of maxima (max pooling's windows, passes/schedule.py `_windowed`): its loads gathered too
+    windows = kernel.strategy == Strategy.ROWS and all(r.combine == Combine.MAX for r in kernel.reductions)
     moving = moves(kernel)  # gathers, scatters, guards and short rows (llvm_vector.py)
     if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
@@ -104,7 +105,7 @@ def lane_loop(kernel, debug=None):
         if any(g.form.coeffs[var] and not (guarded and splittable(g, var)) for g in access.guards) \
                 or along and access.step != 1:
             return None
-        if isinstance(load, Load) and (along and not strided_along(access, var, moving or rows) or load.buffer in stored
+        if isinstance(load, Load) and (along and not strided_along(access, var, moving or windows) or load.buffer in stored
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var

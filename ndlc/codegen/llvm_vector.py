@@ -192,9 +192,8 @@ class VectorLoops:
     def _interleaved(self, var, inner):
         """inner() (a map's stores) at each of loop `var`'s few iterations (each knowing which of its
         points' guards hold), the lanes running the loop before it (`interleaved_rows`), then each
-        store's values interleaved: lane j's
-        value of iteration u at element j * n + u of one contiguous vector store (a single lane:
-        each value stored where it is)."""
+        store's values interleaved: lane j's value of iteration u at element j * n + u of one
+        contiguous vector store (a single lane: each value stored where it is)."""
         b, n, w = self.b, self.kernel.extents[var], self.lanes
         if w:  # else one lane (a rest of 1), stored where it is
             self.collected = {id(store): [] for store in self.kernel.stores}

@@ -9,6 +9,7 @@ from ..types import TensorType
 
 
 FOLD_PIXELS = 64  # output pixels per image below which a conv's products take the whole batch at once
+PHASE_COLUMNS = 8  # columns of a phase's rows from which strided col2im sums by phases (`phased`)
 MAX_SHIFTED = 49  # window elements up to which stride-1 col2im (unwindows) is a sum of shifted planes
 
 
@@ -89,8 +90,9 @@ def _unwindows_decompose(b, n):
     rows, where the loop nest's reduction over (i, j) ran rows as short as the image's width K·K
     times over (ResNet9 step 49 -> 28 ms). Over larger images the nest wins (LeNet's conv2: 5 ms
     against 9 for its 25 guarded loads an element). Windows as far apart as they are
-    wide (pooling's gradient) are a relayout of the windows instead. Other strides (whose planes a
-    consumer would read through dilate's index map, stored) and kernels over MAX_SHIFTED elements
+    wide (pooling's gradient) are a relayout of the windows instead, and windows that overlap at a
+    stride past 1 are summed by phases over rows wide enough (`phased`: the nest's divisibility
+    guard a tap ran scalar). Strides past the kernel and stride-1 kernels over MAX_SHIFTED elements
     keep the loop nest."""
     g = n.operands[0]
     k, size = n.attrs["kernel"], n.attrs["size"]
@@ -102,8 +104,9 @@ def _unwindows_decompose(b, n):
         if (ho * k, wo * k) == tuple(size):
             return tiles
         return b.pad(tiles, widths=((0, 0),) * d + ((0, size[0] - ho * k), (0, size[1] - wo * k)))
-    if 1 < n.attrs["stride"] < k:
-        return _phases(b, g, k, n.attrs["stride"], tuple(size))
+    if phased(k, n.attrs["stride"], size[1]):
+        return col2im_phases(b, lambda i, j, place: place(window_plane(b, g, i, j)), g.shape[:-2], k,
+                             n.attrs["stride"], tuple(size))
     if k * k > MAX_SHIFTED or n.attrs["stride"] != 1 or ho * wo >= FOLD_PIXELS:
         return None
     total = None
@@ -117,30 +120,52 @@ def _unwindows_decompose(b, n):
     return total
 
 
-def _phases(b, g, k, s, size):
+def phased(k, s, width) -> bool:
+    """Whether col2im at stride `s` sums by phases (`col2im_phases`): windows that overlap, and
+    phase rows of at least PHASE_COLUMNS columns for the lanes (ResNet9's 4x4 k3 s2 col2im, rows of
+    2, stays the loop nest, whose 'rows' strategy runs its 64 channels as the lanes)."""
+    return 1 < s < k and -(-width // s) >= PHASE_COLUMNS
+
+
+def col2im_phases(b, term, windows, k, s, size):
     """Strided col2im by phases: output pixel (q·s + r, p·s + t) sums windows (q - a, p - c) at
-    taps (r + s·a, t + s·c), so each tap's plane of windows lands, shifted, on one phase of a
-    (..., Q, s, P, s) view of the output; the taps' planes are summed there in the taps' order,
-    as unwindows' loop nest sums them (zeros where a tap reads no window), then cropped to `size`."""
-    *lead, ho, wo, _, _ = g.shape
+    taps (r + s·a, t + s·c), so each tap's plane of `windows` (..., Ho, Wo) lands, shifted, on one
+    phase of a (..., Q, s, P, s) view of the output; term(i, j, place) is tap (i, j)'s term there,
+    `place` putting a (..., Ho, Wo) plane into its phase (zeros elsewhere). The terms are summed in
+    the taps' order, as unwindows' loop nest sums them (zeros where a tap reads no window), then
+    cropped to `size`."""
+    *lead, ho, wo = windows
     d = len(lead)
     rows, cols = -(-size[0] // s), -(-size[1] // s)
+
+    def placer(i, j):
+        (a, r), (c, t) = divmod(i, s), divmod(j, s)
+        keep = (min(ho, rows - a), min(wo, cols - c))
+        widths = ((0, 0),) * d + ((a, rows - a - keep[0]), (r, s - 1 - r), (c, cols - c - keep[1]), (t, s - 1 - t))
+
+        def place(plane):
+            plane = b.reshape(plane, shape=tuple(lead) + (ho, 1, wo, 1))
+            if keep != (ho, wo):
+                plane = b.slice(plane, start=(0,) * (d + 4), stop=tuple(lead) + (keep[0], 1, keep[1], 1))
+            return b.pad(plane, widths=widths)
+        return place
     total = None
     for i in range(k):
         for j in range(k):
-            plane = b.reshape(b.slice(g, start=(0,) * d + (0, 0, i, j), stop=tuple(lead) + (ho, wo, i + 1, j + 1)),
-                              shape=tuple(lead) + (ho, 1, wo, 1))
-            (a, r), (c, t) = divmod(i, s), divmod(j, s)
-            keep = (min(ho, rows - a), min(wo, cols - c))
-            if keep != (ho, wo):
-                plane = b.slice(plane, start=(0,) * (d + 4), stop=tuple(lead) + (keep[0], 1, keep[1], 1))
-            widths = ((0, 0),) * d + ((a, rows - a - keep[0]), (r, s - 1 - r), (c, cols - c - keep[1]), (t, s - 1 - t))
-            term = b.pad(plane, widths=widths)
-            total = term if total is None else b.add(total, term)
+            value = term(i, j, placer(i, j))
+            total = value if total is None else b.add(total, value)
     out = b.reshape(total, shape=tuple(lead) + (rows * s, cols * s))
     if (rows * s, cols * s) == size:
         return out
     return b.slice(out, start=(0,) * (d + 2), stop=tuple(lead) + size)
+
+
+def window_plane(b, g, i, j):
+    """Tap (i, j)'s plane (..., Ho, Wo) of windows `g` (..., Ho, Wo, K, K)."""
+    *lead, ho, wo, _, _ = g.shape
+    d = len(lead)
+    return b.reshape(b.slice(g, start=(0,) * d + (0, 0, i, j), stop=tuple(lead) + (ho, wo, i + 1, j + 1)),
+                     shape=tuple(lead) + (ho, wo))
 
 
 register(OpDef("windows", 1, windows_infer, windows_ref,
