@@ -25,7 +25,7 @@ PIECES_PER_THREAD pieces per thread, which the threads of one `ndlc_parallel` re
 back one piece, not half the kernel; pieces are smaller where that balances the threads better
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
-rows in pieces of a multiple of GEMM_ROWS rows (of FINE_ROWS where numpy's OpenBLAS runs SkylakeX's
+rows in pieces of a multiple of GEMM_ROWS rows (passes/gemm_pieces.py) (of FINE_ROWS where numpy's OpenBLAS runs SkylakeX's
 float32 kernels and every piece is large) (the last piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
@@ -63,6 +63,7 @@ from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
+from .gemm_pieces import FINE_MACS, fewest_calls, gemm_estimates, gemm_rows, makespan
 from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -83,41 +84,6 @@ WINDOW_ROW = 8
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
 PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
-# A gemm's row pieces are multiples of this many rows: OpenBLAS's kernels work on tiles of rows
-# (float32 12 on Haswell and Zen, float64 2; 4, 8 or 16 on other cores), and a piece boundary inside
-# a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
-# from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
-GEMM_ROWS = 48
-# ... or of FINE_ROWS rows for float32 where numpy's OpenBLAS runs one of FINE_CORES' kernels
-# (runtime/libraries.py blas_core) and every piece has at least FINE_MACS multiply-adds: such a piece
-# takes sgemm's packed path, whose row tiles are 4 rows there (below FINE_MACS, SkylakeX's sgemm_direct
-# and small-matrix kernels take over, each tiling rows its own way). Measured on Zen 4 (OpenBLAS 0.3.31,
-# SkylakeX kernels): pieces of 4 or 16 rows gave one call's bits in all 93 random products (transposed
-# operands or not) whose pieces reach FINE_MACS; float64's pieces of 16 rows did not (12, 24, 48 did).
-# Pieces of 48 rows left a thread 528 of 1024 rows (1024^3 on 2 threads) and 144 of the MLP step's 256
-FINE_CORES = ("skylakex",)
-FINE_ROWS = 16
-FINE_MACS = 28 * 512 * 512
-# Where OpenBLAS runs other kernels than TILED_CORES' (SkylakeX's, or a core it does not name), a gemm
-# is cut only where every piece reaches FINE_MACS: a smaller piece, or a smaller whole, may take the
-# direct or small-matrix kernels, whose sums follow neither the tiles nor one call (on Zen 4: the
-# sweep's 127x129 @ 129x65 in pieces of 48 rows differed from one call in 115 of its 127 rows; 5 of 60
-# random float32 products split at 48 rows and 6 of 40 float64 ones differed). TILED_CORES' kernels
-# keep one call's bits at every multiple of GEMM_ROWS (measured on Zen 3, OpenBLAS's 'Zen' kernels).
-TILED_CORES = ("haswell", "zen")
-# A gemm runs the fewest pieces whose busiest thread runs within this of the best any piece size
-# reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
-# of 528 rows 12.1 ms against 5 of 240 12.7, the MLP step 4.9-5.1 ms against 5.2-5.8)
-GEMM_BALANCE = 1.05
-# A gemm's rows are split only where a cost model of its BLAS calls says the busiest thread finishes
-# sooner than one call on one thread: each call costs GEMM_CALL_US (packing the right operand, entering
-# OpenBLAS) plus its multiply-adds at GEMM_MACS_PER_US (float32; float64 half as many), and the split
-# pays REGION_US to open the team's region. Measured on one core in thread CPU time, December: one call
-# of 127x129 @ 129x65 34.8 us, the same in 3 calls of at most 48 rows 38.4 (1.8 us a call more), of
-# which ~4 us is the compiled call's Python and 29 its multiply-adds; REGION_US is THRESHOLD's region
-GEMM_CALL_US = 1.8
-GEMM_MACS_PER_US = 36000
-REGION_US = 2.0
 BALANCE = 1.05  # a split loop's pieces: the largest whose busiest thread runs at most this over an even share
 FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 
@@ -218,17 +184,17 @@ def _split(kernel, threads, blas_core):
     longest = splittable.index(max(splittable))
     loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
     n = splittable[loop]
-    unit, least = _gemm_rows(kernel.gemm, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else (1, 1)
+    unit, least = gemm_rows(kernel.gemm, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else (1, 1)
     if n // unit < 2:
         return None, f"{n} rows: fewer than two pieces of {unit} (BLAS's tiles)"
     if unit == 1:
         piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
     else:
-        piece = _fewest_calls(n, unit, threads, least)
+        piece = fewest_calls(n, unit, threads, least)
         if piece is None:
             return None, (f"{n} rows: no pieces of {least} rows or more ({FINE_MACS} multiply-adds), below which "
                           f"OpenBLAS's {blas_core or 'unnamed'} kernels may sum otherwise than one call")
-        serial, split = _gemm_estimates(kernel, n, piece, threads)
+        serial, split = gemm_estimates(kernel, n, piece, threads)
         epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
         if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)
             return None, (f"one BLAS call on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
@@ -236,57 +202,12 @@ def _split(kernel, threads, blas_core):
     return Split(loop, min(threads, -(-n // piece)), piece), ""
 
 
-def _gemm_rows(gemm, blas_core):
-    """(the multiple of rows a gemm's pieces are cut at, the fewest rows a piece may have): GEMM_ROWS
-    and any on TILED_CORES; elsewhere pieces of FINE_MACS multiply-adds at least, cut at FINE_ROWS
-    for float32 on FINE_CORES, else at GEMM_ROWS."""
-    if blas_core in TILED_CORES:
-        return GEMM_ROWS, 1
-    unit = FINE_ROWS if blas_core in FINE_CORES and gemm.dtype == "f32" else GEMM_ROWS
-    return unit, -(-FINE_MACS // (gemm.n * gemm.k))
-
-
-def _gemm_estimates(kernel, n, piece, threads):
-    """(us of one BLAS call over all `n` rows on one thread, us of the busiest of `threads` threads
-    taking pieces of `piece` rows in turn, the region opened), per index of the batch loops."""
-    gemm = kernel.gemm
-    rate = GEMM_MACS_PER_US / (2 if gemm.dtype == "f64" else 1)
-    row = gemm.n * gemm.k / rate
-    whole, rest = divmod(n, piece)
-    rounds, left = divmod(whole, threads)
-    calls = rounds + 1 if left or rest else rounds  # the busiest thread's calls (_makespan's rows)
-    return GEMM_CALL_US + n * row, REGION_US + calls * GEMM_CALL_US + _makespan(n, piece, threads) * row
-
-
-def _fewest_calls(n, unit, threads, least=1):
-    """The multiple of `unit` rows of `n` that makes the fewest pieces keeping the busiest thread
-    within GEMM_BALANCE of the best any multiple reaches, of those the most even, two pieces at
-    least, each of `least` rows at least (None where none is): each piece is a BLAS call, which
-    packs the whole right operand again (320 rows on 2 threads: 144 x 2 + 32, 3 calls, not 48 x 6 + 32, 7, for the
-    same 176 rows on the busiest thread; 1024 rows in pieces of 16: 512 x 2, not 528 + 496)."""
-    sizes = [piece for piece in range(unit, n, unit) if n - (n - 1) // piece * piece >= least <= piece]
-    if not sizes:
-        return None
-    best = min(_makespan(n, piece, threads) for piece in sizes)
-    return -min((-(-n // piece), _makespan(n, piece, threads), -piece) for piece in sizes
-                if _makespan(n, piece, threads) <= GEMM_BALANCE * best)[2]
-
-
 def _balanced(n, most, threads):
     """The largest piece of at most `most` iterations of `n` that keeps the busiest thread within
     BALANCE of the most even share, ceil(n / threads), which pieces of 1 always reach (10 rows on
     2 threads: 10 pieces of 1, not 5 of 2, which leave one thread 3 pieces to the other's 2)."""
     even = -(-n // threads)
-    return next(piece for piece in range(most, 0, -1) if _makespan(n, piece, threads) <= BALANCE * even)
-
-
-def _makespan(n, piece, threads):
-    """The most rows one of `threads` threads runs when they take pieces of `piece` rows of `n` in
-    turn (each the next piece as it finishes one; the last piece, what remains, goes to a thread
-    that ran fewer whole pieces, if any)."""
-    whole, rest = divmod(n, piece)
-    rounds, left = divmod(whole, threads)
-    return piece * (rounds + 1) if left else piece * rounds + rest
+    return next(piece for piece in range(most, 0, -1) if makespan(n, piece, threads) <= BALANCE * even)
 
 
 SMALL_INNER = 16  # reductions this short run in one thread each (lanes would mostly idle)

@@ -14,7 +14,7 @@ from ndlc import env
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
-from ndlc.passes.schedule import FINE_CORES
+from ndlc.passes.gemm_pieces import FINE_CORES
 from ndlc.runtime import libraries, team as team_module
 from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
 
