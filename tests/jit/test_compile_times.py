@@ -88,3 +88,14 @@ def test_a_compilation_leaves_older_objects_to_the_collector_and_unfreezes_them(
     with pytest.raises(NdlcError, match="a pass failed"):
         ndl.compile(lambda x: (x * 3.0).exp())(np.ones((4, 5), np.float32))
     assert gc.get_freeze_count() == before
+
+
+def test_objects_the_caller_froze_stay_frozen_after_a_compilation(monkeypatch, tmp_path):
+    import gc
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    gc.freeze()
+    try:
+        ndl.compile(lambda x: (x * 4.0).exp())(np.ones((2, 5), np.float32))
+        assert gc.get_freeze_count() > 0, "the compilation unfroze the caller's objects"
+    finally:
+        gc.unfreeze()
