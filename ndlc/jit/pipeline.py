@@ -65,7 +65,11 @@ def _older_objects_frozen():
     meanwhile (gc.freeze; unfrozen after, into the oldest generation): a full collection walked
     every object of the process (numpy's, llvmlite's, the model's), 18-30 ms of a cold LeNet's or
     Transformer's compilation before its builders fork; the compilation's own objects are still
-    collected, and a forked builder walks none of its parent's."""
+    collected, and a forked builder walks none of its parent's. Where objects are frozen already
+    (by the caller, or a compilation this one runs in), nothing is frozen or unfrozen."""
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield

@@ -62,10 +62,11 @@ def test_kernel_stages_print_as_they_were_after_their_pass():
     assert eager[0] != eager[1] != eager[2]
 
 
-def test_a_compilation_leaves_older_objects_to_the_collector_and_unfreezes_them(monkeypatch):
+def test_a_compilation_leaves_older_objects_to_the_collector_and_unfreezes_them(monkeypatch, tmp_path):
     """Objects older than a CPU compilation are frozen while it runs (no full collection walks
     them) and unfrozen after it, also when it fails."""
     import gc
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))  # nothing from the program cache: the passes run
 
     from ndlc.errors import NdlcError
     from ndlc.jit import pipeline
@@ -87,3 +88,14 @@ def test_a_compilation_leaves_older_objects_to_the_collector_and_unfreezes_them(
     with pytest.raises(NdlcError, match="a pass failed"):
         ndl.compile(lambda x: (x * 3.0).exp())(np.ones((4, 5), np.float32))
     assert gc.get_freeze_count() == before
+
+
+def test_objects_the_caller_froze_stay_frozen_after_a_compilation(monkeypatch, tmp_path):
+    import gc
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    gc.freeze()
+    try:
+        ndl.compile(lambda x: (x * 4.0).exp())(np.ones((2, 5), np.float32))
+        assert gc.get_freeze_count() > 0, "the compilation unfroze the caller's objects"
+    finally:
+        gc.unfreeze()
