@@ -53,7 +53,7 @@ def test_kernel_stages_print_as_they_were_after_their_pass():
     eager = []
     program = fuse(graph, use_blas=libraries.blas_enabled())
     eager.append(str(program))
-    program = schedule(merged_outer_loops(program), libraries.threads())
+    program = schedule(merged_outer_loops(program), libraries.threads(), libraries.blas_core())
     eager.append(str(program))
     eager.append(str(plan_memory(program)))
     compiled = ndl.compile(step)
