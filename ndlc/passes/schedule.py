@@ -10,7 +10,8 @@ Reduction strategy (`Kernel.strategy`):
     (blocks of ROWS_BLOCK; of REGISTER_BLOCK, kept in registers, over short reduced loops; where
     each load is invariant along one of the last two outer loops, an outer product such as a direct
     convolution, a register tile of both: ir/tiles.py), each product of two loads added in a fused
-    multiply-add (ir/tiles.py multiply_add);
+    multiply-add (ir/tiles.py multiply_add). Row reductions along rows shorter than SHORT_ROW run
+    so too, whole rows side by side, one per lane (ir/short_rows.py);
   - 'chunks': the same with one outer loop (BatchNorm1d's D) and a long first inner loop (its N):
     that loop is cut into CHUNKS fixed pieces whose partial results (scratch buffers) combine in
     order. Threads share the chunks, so each streams whole rows of memory: splitting the outer loop
@@ -58,8 +59,9 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UnsupportedError
-from ..ir.kernel import Acc, Buffer, BufferKind, GpuLaunch, Load, Program, Split, Strategy
+from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
+from ..ir.short_rows import along_rows, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
 from .streaming import choose_streams
 
@@ -75,6 +77,12 @@ ROWS_BLOCK = 4096  # 'rows': outputs accumulated side by side (a row of them str
 # or 128 stayed in memory)
 REGISTER_BLOCK = 32
 REGISTER_INNER = 256
+# A float32 reduction along rows shorter than this (its one inner loop) runs 'rows' with whole rows
+# side by side, SIDE_BY_SIDE per block, one per lane (ir/short_rows.py): a lane gathers its row and
+# sums it in order, with no masks and no fold across lanes, and computes one exp or log per lane
+# (docs/ARCHITECTURE.md: SoftmaxLoss over rows of 10 2.6-2.8 -> 0.9 ms on one thread)
+SHORT_ROW = 16
+SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
 PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
@@ -133,12 +141,14 @@ def _schedule(kernel, program, threads):
         if not kernel.serial_why:
             kernel.split = Split(kernel.outer, threads)
         return
-    if kernel.strategy == Strategy.ROWS:
+    if kernel.strategy == Strategy.ROWS and side_by_side(kernel):
+        kernel.block = SIDE_BY_SIDE
+    elif kernel.strategy == Strategy.ROWS:
         kernel.block = _rows_block(kernel)
         _tile_order(kernel, program)
     if not kernel.serial_why:
         kernel.split, kernel.serial_why = _split(kernel, threads)
-    if kernel.strategy == Strategy.ROWS:
+    if kernel.strategy == Strategy.ROWS and not side_by_side(kernel):
         kernel.tile, kernel.block = _tile(kernel, program) or (0, kernel.block)
 
 
@@ -349,8 +359,16 @@ def _strategy(kernel) -> str:
     if not kernel.reductions or not kernel.outer or kernel.extents[kernel.outer - 1] < ROWS_MIN:
         return Strategy.POINT
     if not _strided(kernel):
-        return Strategy.POINT
+        return Strategy.ROWS if _short_rows(kernel) else Strategy.POINT
     return Strategy.CHUNKS if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else Strategy.ROWS
+
+
+def _short_rows(kernel) -> bool:
+    """Whether a row reduction runs its rows side by side (SHORT_ROW): float32 sums and maxima along
+    one inner loop of fewer than SHORT_ROW steps, at least SIDE_BY_SIDE rows."""
+    return along_rows(kernel) and kernel.extents[-1] < SHORT_ROW \
+        and kernel.extents[kernel.outer - 1] >= SIDE_BY_SIDE and not kernel.local \
+        and all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
 
 
 def _scratch(program, name, shape, dtype):
