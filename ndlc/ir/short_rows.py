@@ -1,7 +1,7 @@
 """Rows side by side: a row reduction over short rows (passes/schedule.py SHORT_ROW) runs as a
 'rows' kernel whose block holds whole rows, one per lane; decided here once for the schedule, the
 kernel's text and codegen (codegen/llvm_rows.py)."""
-from .scalar import leaves
+from .scalar import PRIMITIVES, leaves, postorder
 
 
 def along_rows(kernel) -> bool:
@@ -17,3 +17,10 @@ def side_by_side(kernel) -> bool:
     kernel's own reductions read strided): each lane gathers its row's elements and sums them in
     the row's order, with no fold across lanes."""
     return kernel.strategy == "rows" and along_rows(kernel)
+
+
+def polynomial(kernel) -> bool:
+    """Whether some expression of the kernel calls a mathlib polynomial (exp, log, tanh...): per row
+    on codegen's own order a scalar one (a logsumexp's log), side by side one per lane."""
+    return any(e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
+               for _, expr, _ in kernel.expressions() for e in postorder(expr))

@@ -10,8 +10,8 @@ Reduction strategy (`Kernel.strategy`):
     (blocks of ROWS_BLOCK; of REGISTER_BLOCK, kept in registers, over short reduced loops; where
     each load is invariant along one of the last two outer loops, an outer product such as a direct
     convolution, a register tile of both: ir/tiles.py), each product of two loads added in a fused
-    multiply-add (ir/tiles.py multiply_add). Row reductions along rows shorter than SHORT_ROW run
-    so too, whole rows side by side, one per lane (ir/short_rows.py);
+    multiply-add (ir/tiles.py multiply_add). Row reductions calling exp or log along short rows
+    (SHORT_ROW) run so too, whole rows side by side, one per lane (ir/short_rows.py);
   - 'chunks': the same with one outer loop (BatchNorm1d's D) and a long first inner loop (its N):
     that loop is cut into CHUNKS fixed pieces whose partial results (scratch buffers) combine in
     order. Threads share the chunks, so each streams whole rows of memory: splitting the outer loop
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
-from ..ir.short_rows import along_rows, side_by_side
+from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
 from .streaming import choose_streams
 
@@ -77,11 +77,17 @@ ROWS_BLOCK = 4096  # 'rows': outputs accumulated side by side (a row of them str
 # or 128 stayed in memory)
 REGISTER_BLOCK = 32
 REGISTER_INNER = 256
-# A float32 reduction along rows shorter than this (its one inner loop) runs 'rows' with whole rows
-# side by side, SIDE_BY_SIDE per block, one per lane (ir/short_rows.py): a lane gathers its row and
-# sums it in order, with no masks and no fold across lanes, and computes one exp or log per lane
-# (docs/ARCHITECTURE.md: SoftmaxLoss over rows of 10 2.6-2.8 -> 0.9 ms on one thread)
-SHORT_ROW = 16
+# A float32 reduction along rows shorter than SHORT_ROW (its one inner loop) that calls a mathlib
+# polynomial (a logsumexp's exp and log) runs 'rows' with whole rows side by side, SIDE_BY_SIDE per
+# block, one per lane (ir/short_rows.py): a lane gathers its row and sums it in order, with no masks
+# and no fold across lanes, and a polynomial runs once per 8 rows, not once per row. Where a phase
+# stores along the rows (softmax: its stores scattered a lane at a time), only rows shorter than
+# SHORT_STORED_ROW. Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
+# Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.9,
+# 65536x31 3.4 -> 2.3, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
+# 1.33 -> 1.02, 8192x30 0.35 -> 0.40-0.43; row sums 65536x10 0.08 -> 0.10
+SHORT_ROW = 128
+SHORT_STORED_ROW = 16
 SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
@@ -365,8 +371,10 @@ def _strategy(kernel) -> str:
 
 def _short_rows(kernel) -> bool:
     """Whether a row reduction runs its rows side by side (SHORT_ROW): float32 sums and maxima along
-    one inner loop of fewer than SHORT_ROW steps, at least SIDE_BY_SIDE rows."""
-    return along_rows(kernel) and kernel.extents[-1] < SHORT_ROW \
+    one inner loop of fewer than SHORT_ROW steps (SHORT_STORED_ROW where a phase stores along it)
+    calling a mathlib polynomial, at least SIDE_BY_SIDE rows."""
+    short = SHORT_STORED_ROW if any(phase.inner for phase in kernel.phases) else SHORT_ROW
+    return along_rows(kernel) and kernel.extents[-1] < short and polynomial(kernel) \
         and kernel.extents[kernel.outer - 1] >= SIDE_BY_SIDE and not kernel.local \
         and all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
 

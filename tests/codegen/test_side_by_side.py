@@ -13,7 +13,7 @@ from ndlc.frontend.nn.transformer import softmax
 from ndlc.ir import parse
 from ndlc.ir.short_rows import side_by_side
 from ndlc.jit.compile import compile_graph
-from ndlc.passes.schedule import SHORT_ROW
+from ndlc.passes.schedule import SHORT_ROW, SHORT_STORED_ROW
 
 ROWS = """graph @r(%x: f32[ROWS,N], %y: f32[ROWS,N]) {
   %0 = summation(%x, axes=(1,)) : f32[ROWS]
@@ -36,7 +36,7 @@ def _in_row_order(x):
     return total
 
 
-@pytest.mark.parametrize("rows, n", [(37, 10), (64, 3), (9, 15)])
+@pytest.mark.parametrize("rows, n", [(37, 10), (64, 3), (9, 15), (20, 77)])
 def test_short_rows_sum_side_by_side_each_in_its_rows_order(rows, n):
     program = compile_graph(_graph(rows, n), cached=False)
     (kernel,) = program.kernels.kernels
@@ -50,10 +50,17 @@ def test_short_rows_sum_side_by_side_each_in_its_rows_order(rows, n):
     np.testing.assert_allclose(exps, np.exp(x.astype(np.float64)).sum(1), rtol=2e-6)
 
 
-def test_rows_of_short_row_or_more_and_fewer_rows_than_a_vector_stay_point():
+def test_long_rows_fewer_rows_than_a_vector_plain_sums_and_long_stored_rows_stay_point():
     for rows, n in ((37, SHORT_ROW), (7, 10)):
         (kernel,) = compile_graph(_graph(rows, n), cached=False).kernels.kernels
         assert kernel.strategy == "point" and not side_by_side(kernel)
+    plain = parse(ROWS.replace("ROWS", "37").replace("N", "10").replace("exp(%x)", "negate(%x)"))
+    (kernel,) = compile_graph(plain, cached=False).kernels.kernels
+    assert kernel.strategy == "point"
+    for n, rows_side_by_side in ((SHORT_STORED_ROW - 1, True), (SHORT_STORED_ROW, False)):  # softmax stores along them
+        run = ndl.compile(lambda t: softmax(t))
+        run(np.zeros((37, n), np.float32))
+        assert ("each lane sums a row of" in run.ir("scheduled")) == rows_side_by_side
 
 
 def _scalar(kernel, debug=None):
