@@ -138,6 +138,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
         self.side_by_side = side_by_side(kernel)  # a 'rows' block of whole rows, one per lane (llvm_rows.py)
         self.width = F32_LANES if self.side_by_side else vector_width(kernel, self.types)
         self.rest = None  # ... the rows of the block being emitted where it is the last, partial one
+        self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
         self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if kernel.gemm is not None:

@@ -349,11 +349,11 @@ class Lanes:
         return self.b.module.globals.get(symbol) or ir.Function(
             self.b.module, ir.FunctionType(vector.element, args), symbol)
 
-    def _entry_alloca(self, ty, name):
-        """An alloca of `ty` in the function's entry block (one stack slot, however often the
-        code that uses it runs)."""
+    def _entry_alloca(self, ty, name, size=None):
+        """An alloca of `ty` (`size` of them) in the function's entry block (one stack slot,
+        however often the code that uses it runs)."""
         with self.b.goto_entry_block():
-            return self.b.alloca(ty, name=name)
+            return self.b.alloca(ty, size=size, name=name)
 
     def _splat_to(self, value, w):
         """A vector of `w` lanes of scalar `value`."""

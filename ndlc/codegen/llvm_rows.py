@@ -60,6 +60,7 @@ class RowBlocks:
                     self._for(last, first, end, body)
 
             def phases():
+                self.kept = set()  # a block gathers its rows again
                 for phase, slots in zip(k.phases, self.slots):
                     self.phase_slots = slots
                     if phase.reductions:
