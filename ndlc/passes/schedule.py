@@ -83,8 +83,8 @@ REGISTER_INNER = 256
 # and no fold across lanes, and a polynomial runs once per 8 rows, not once per row. Where a phase
 # stores along the rows (softmax: its stores scattered a lane at a time), only rows shorter than
 # SHORT_STORED_ROW. Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
-# Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.9,
-# 65536x31 3.4 -> 2.3, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
+# Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.8-1.0,
+# 65536x31 3.4 -> 1.9, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
 # 1.33 -> 1.02, 8192x30 0.35 -> 0.40-0.43; row sums 65536x10 0.08 -> 0.10
 SHORT_ROW = 128
 SHORT_STORED_ROW = 16
