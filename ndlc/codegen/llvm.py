@@ -24,13 +24,14 @@ from ..ir.indexing import Access, Affine, contiguous
 from ..ir.kernel import Acc, Combine, Strategy
 from ..ir.tiles import multiply_add
 from ..ir.rules import combine_primitive, identity
+from ..ir.short_rows import side_by_side
 from ..ir.types import is_float
 from . import mathlib
 from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm, done_counter,
                          take_in_turn, wait_for)
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
-from .llvm_lanes import Lanes, lane_loop
+from .llvm_lanes import F32_LANES, Lanes, lane_loop
 from .llvm_memory import MemoryAccess
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
@@ -134,7 +135,10 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
             self.slots.append(range(first, first + len(phase.reductions)))
             first += len(phase.reductions)
         self.types = expression_dtypes(kernel)
-        self.width = vector_width(kernel, self.types)
+        self.side_by_side = side_by_side(kernel)  # a 'rows' block of whole rows, one per lane (llvm_rows.py)
+        self.width = F32_LANES if self.side_by_side else vector_width(kernel, self.types)
+        self.rest = None  # ... the rows of the block being emitted where it is the last, partial one
+        self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
         self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if kernel.gemm is not None:

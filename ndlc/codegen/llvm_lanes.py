@@ -20,6 +20,7 @@ from llvmlite import ir
 
 from ..ir.kernel import Combine, Index, Load, Strategy
 from ..ir.scalar import PRIMITIVES, postorder
+from ..ir.short_rows import side_by_side
 from ..ir.types import numpy_dtype
 from . import mathlib
 from .llvm_scalar import I1, I64, TYPES, Values, constant
@@ -77,6 +78,7 @@ def lane_loop(kernel, debug=None):
     # a 'rows' kernel of maxima (max pooling's windows, passes/schedule.py `_windowed`): its loads gathered too
     windows = kernel.strategy == Strategy.ROWS and all(r.combine == Combine.MAX for r in kernel.reductions)
     moving = moves(kernel)  # gathers, scatters, guards and short rows (llvm_vector.py)
+    gathers = moving or side_by_side(kernel)  # rows side by side: a lane gathers its row, scatters its stores
     if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
     guarded = moving and kernel.strategy == Strategy.POINT  # a map: its last loop split by its guards
@@ -94,7 +96,7 @@ def lane_loop(kernel, debug=None):
             if var >= kernel.outer and not phase.inner:  # once per outer point, outside the loop
                 if access.form.coeffs[var]:
                     return None
-            elif not strided_along(access, var, moving) or any(g.form.coeffs[var] for g in access.guards):
+            elif not strided_along(access, var, gathers) or any(g.form.coeffs[var] for g in access.guards):
                 return None
             stored.setdefault(store.buffer, set()).add((access.form, access.step))
     if any(len(places) > 1 for places in stored.values()):
@@ -105,7 +107,7 @@ def lane_loop(kernel, debug=None):
         if any(g.form.coeffs[var] and not (guarded and splittable(g, var)) for g in access.guards) \
                 or along and access.step != 1:
             return None
-        if isinstance(load, Load) and (along and not strided_along(access, var, moving or windows) or load.buffer in stored
+        if isinstance(load, Load) and (along and not strided_along(access, var, gathers or windows) or load.buffer in stored
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var
@@ -196,12 +198,8 @@ class Lanes:
         whole = ir.Constant(I64, count.constant - count.constant % w) if known \
             else count if whole_vectors else b.and_(count, ir.Constant(I64, -w))
 
-        def vector(offset, rest=None, w=w):  # `rest`: how many lanes load and store (None: all)
-            self.lanes = w if w > 1 else 0
-            if rest is not None:
-                self.mask = b.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, w), list(range(w))), self._splat(rest))
-            self._at(var, start, offset, body)
-            self.lanes, self.mask = 0, None
+        def vector(offset, rest=None, w=w):
+            self._vector(var, start, offset, body, w, rest)
         if known and whole.constant <= STRAIGHT * w:
             for offset in range(0, whole.constant, w):
                 vector(ir.Constant(I64, offset))
@@ -217,6 +215,15 @@ class Lanes:
             piece = 1 << (rest.bit_length() - 1)
             vector(ir.Constant(I64, offset), w=piece)
             offset, rest = offset + piece, rest - piece
+
+    def _vector(self, var, start, offset, body, w, rest=None):
+        """body() at var = start + offset as one vector of `w` lanes (`w` 1: a scalar iteration);
+        `rest`: how many lanes load and store (None: all)."""
+        self.lanes = w if w > 1 else 0
+        if rest is not None:
+            self.mask = self.b.icmp_unsigned("<", ir.Constant(ir.VectorType(I64, w), list(range(w))), self._splat(rest))
+        self._at(var, start, offset, body)
+        self.lanes, self.mask = 0, None
 
     def _reduce(self, phase, slots):
         """The reductions of `phase` along the inner loop (the lane loop): in LLVM's vectoriser's
@@ -344,11 +351,11 @@ class Lanes:
         return self.b.module.globals.get(symbol) or ir.Function(
             self.b.module, ir.FunctionType(vector.element, args), symbol)
 
-    def _entry_alloca(self, ty, name):
-        """An alloca of `ty` in the function's entry block (one stack slot, however often the
-        code that uses it runs)."""
+    def _entry_alloca(self, ty, name, size=None):
+        """An alloca of `ty` (`size` of them) in the function's entry block (one stack slot,
+        however often the code that uses it runs)."""
         with self.b.goto_entry_block():
-            return self.b.alloca(ty, name=name)
+            return self.b.alloca(ty, size=size, name=name)
 
     def _splat_to(self, value, w):
         """A vector of `w` lanes of scalar `value`."""

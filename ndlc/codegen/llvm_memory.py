@@ -65,11 +65,31 @@ class MemoryAccess:
         index = self._checked(index, load.buffer, n)
         pointer = b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem)
         stride = access.form.coeffs[self.lane_var] if self._along(access) else 1
-        value = self._gathered(pointer, mem, stride) if stride != 1 else self._get(pointer, mem, along=self._along(access))
+        if stride != 1 and self.side_by_side and load.buffer not in self.kernel.outputs():
+            value = self._gathered_once(n, pointer, mem, stride)
+        else:
+            value = self._gathered(pointer, mem, stride) if stride != 1 else self._get(pointer, mem, along=self._along(access))
         if load.dtype == "bool":
             value = b.icmp_unsigned("!=", value, self._constant("u8", 0))
         if valid is not None:
             value = b.select(valid, value, self._constant(load.dtype, 0))
+        return value
+
+    def _gathered_once(self, n, pointer, mem, stride):
+        """Rows side by side (llvm_rows.py): load number `n`'s lanes at the current element of the
+        rows, gathered where a block first reads them and kept in a stack row of vectors (one per
+        element), which later phases read back as one vector each (`self.kept`: the loads kept for
+        the block being emitted). Not for a buffer the kernel writes: a later phase reads its new values."""
+        b, k = self.b, self.kernel
+        vector = ir.VectorType(mem, self.lanes)
+        if n not in self.rows_kept:
+            self.rows_kept[n] = self._entry_alloca(vector, f"kept{n}", k.extents[-1])
+        at = b.gep(self.rows_kept[n], [self.vars[-1]], inbounds=True, source_etype=vector)
+        if n in self.kept:
+            return b.load(at)
+        value = self._gathered(pointer, mem, stride)
+        b.store(value, at)
+        self.kept.add(n)
         return value
 
     def _checked(self, index, buffer, access):

@@ -49,6 +49,8 @@ class RowBlocks:
                             else:
                                 self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
                                             lambda e, at=at: self._at(last, at, e, body))
+                elif last == self.lane_var and self.side_by_side:  # one vector at constant offsets (in registers)
+                    self._vector(last, first, ZERO, body, self.width, self.rest)
                 elif last == self.lane_var:  # codegen's vectors (llvm_lanes.py): whole blocks a constant count
                     size = ir.Constant(I64, min(k.block, k.extents[last])) if whole_blocks else b.sub(end, first)
                     self._counted(last, first, size, body, whole_vectors=in_vectors)
@@ -56,21 +58,35 @@ class RowBlocks:
                     self._split_by_guards(last, first, end, body)
                 else:
                     self._for(last, first, end, body)
-            for phase, slots in zip(k.phases, self.slots):
-                self.phase_slots = slots
-                if phase.reductions:
-                    along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
-                    def taps(phase=phase, slots=slots):
-                        along_block(lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True)
-                    if k.tile:
-                        self._taps(k.outer, first, taps)
+
+            def phases():
+                self.kept = set()  # a block gathers its rows again
+                for phase, slots in zip(k.phases, self.slots):
+                    self.phase_slots = slots
+                    if phase.reductions:
+                        along_block(lambda phase=phase, slots=slots: self._initialise(phase, slots, self._acc_pointer))
+                        def taps(phase=phase, slots=slots):
+                            along_block(lambda: self._accumulate(phase, slots, self._acc_pointer), innermost=True)
+                        if k.tile:
+                            self._taps(k.outer, first, taps)
+                        else:
+                            self._loops(k.outer, len(k.extents), taps)
+                    if phase.inner:
+                        self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
+                            lambda: self._stores(phase.stores), innermost=True))
                     else:
-                        self._loops(k.outer, len(k.extents), taps)
-                if phase.inner:
-                    self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
-                        lambda: self._stores(phase.stores), innermost=True))
-                else:
-                    along_block(lambda phase=phase: self._stores(phase.stores), pieces=stored or ((0, k.block),))
+                        along_block(lambda phase=phase: self._stores(phase.stores), pieces=stored or ((0, k.block),))
+
+            if self.side_by_side and last == self.lane_var and not whole_blocks:  # the last block's rows masked
+                with b.if_else(b.icmp_signed("==", b.sub(end, first), block)) as (whole, partial):
+                    with whole:
+                        phases()
+                    with partial:
+                        self.rest = b.sub(end, first)
+                        phases()
+                        self.rest = None
+            else:
+                phases()
 
         def numbered_block(number):
             one_block(b.add(start, b.mul(number, block)))

@@ -23,6 +23,7 @@ from typing import Optional
 from .cases import Case, TextEnum
 from .indexing import Access
 from .scalar import COMPARISONS, ScalarExpr, postorder, transform
+from .short_rows import side_by_side
 from .streams import Streams, stream_lines
 
 ENTRY = "ndlc_main"  # the one native entry point of a program: ENTRY(pointer array of its buffers)
@@ -325,10 +326,8 @@ class Kernel:
             lines.append(f"  stored because: {'; '.join(whys)}")
         lines += [f"  recomputes: {why}" for why in self.recomputes]
         lines += [f"  merged: {why}" for why in self.merged]
-        if self.boundary:
-            lines.append(f"  not merged into the kernel before: {self.boundary}")
-        if self.step:
-            lines.append(f"  step: {self.step}")
+        lines += [f"  not merged into the kernel before: {self.boundary}"] if self.boundary else []
+        lines += [f"  step: {self.step}"] if self.step else []
         lines.append(f"  loops: {outer or '(scalar)'}{' | ' + inner if inner else ''}")
         if self.strategy == Strategy.CHUNKS:
             lines.append(f"  strategy: chunks (i{self.outer} cut into {self.chunks} chunks whose partial results, "
@@ -339,8 +338,9 @@ class Kernel:
             ragged = f", the last computing {self.block} to store {rest}" if rest else ""
             padded = "; the taps that cross the padding checked apart" if tile and any(x.access.guards for x in self.loads) else ""
             reads = "strided" if any(abs(x.access.form.coeffs[-1]) > 1 for x in self.loads) else "maxima over windows short"
+            read = "each lane sums a row of" if side_by_side(self) else f"the reductions read {reads} along"
             lines.append(f"  strategy: rows (blocks of {self.block} i{self.outer - 1}{tile} accumulate side by side{ragged}; "
-                         f"the reductions read {reads} along i{len(self.extents) - 1}{padded})")
+                         f"{read} i{len(self.extents) - 1}{padded})")
         if self.gpu:
             lines.append(f"  cuda: {self._launch_text()}")
         if self.split:

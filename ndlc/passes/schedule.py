@@ -11,7 +11,9 @@ Reduction strategy (`Kernel.strategy`):
     each load is invariant along one of the last two outer loops, an outer product such as a direct
     convolution, a register tile of both: ir/tiles.py), each product of two loads added in a fused
     multiply-add (ir/tiles.py multiply_add); also maxima over short windows that step along the
-    last outer loop (max pooling: `_windowed`), its outputs then codegen's lanes, windows gathered;
+    last outer loop (max pooling: `_windowed`), its outputs then codegen's lanes, windows gathered,
+    and row reductions calling exp or log along short rows (SHORT_ROW), whole rows side by side,
+    one per lane (ir/short_rows.py);
   - 'chunks': the same with one outer loop (BatchNorm1d's D) and a long first inner loop (its N):
     that loop is cut into CHUNKS fixed pieces whose partial results (scratch buffers) combine in
     order. Threads share the chunks, so each streams whole rows of memory: splitting the outer loop
@@ -62,6 +64,7 @@ from dataclasses import dataclass
 from ..errors import UnsupportedError
 from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
 from ..ir.scalar import cost, leaves
+from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
 from .gemm_pieces import FINE_MACS, fewest_calls, gemm_estimates, gemm_rows, makespan
 from .streaming import choose_streams
@@ -81,6 +84,18 @@ REGISTER_INNER = 256
 # a window's innermost loop shorter than this (a vector of float32) runs its maxima side by side
 # ('rows', `_windowed`): max_pool k3 s2 over 32x32x33x33 1.1 -> 0.22 ms on one thread
 WINDOW_ROW = 8
+# A float32 reduction along rows shorter than SHORT_ROW (its one inner loop) that calls a mathlib
+# polynomial (a logsumexp's exp and log) runs 'rows' with whole rows side by side, SIDE_BY_SIDE per
+# block, one per lane (ir/short_rows.py): a lane gathers its row and sums it in order, with no masks
+# and no fold across lanes, and a polynomial runs once per 8 rows, not once per row. Where a phase
+# stores along the rows (softmax: its stores scattered a lane at a time), only rows shorter than
+# SHORT_STORED_ROW. Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
+# Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.8-1.0,
+# 65536x31 3.4 -> 1.9, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
+# 1.33 -> 1.02, 8192x30 0.35 -> 0.40-0.43; row sums 65536x10 0.08 -> 0.10
+SHORT_ROW = 128
+SHORT_STORED_ROW = 16
+SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
 PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
@@ -123,12 +138,14 @@ def _schedule(kernel, program, threads, blas_core):
         if not kernel.serial_why:
             kernel.split = Split(kernel.outer, threads)
         return
-    if kernel.strategy == Strategy.ROWS:
+    if kernel.strategy == Strategy.ROWS and side_by_side(kernel):
+        kernel.block = SIDE_BY_SIDE
+    elif kernel.strategy == Strategy.ROWS:
         kernel.block = _rows_block(kernel)
         _tile_order(kernel, program)
     if not kernel.serial_why:
         kernel.split, kernel.serial_why = _split(kernel, threads, blas_core)
-    if kernel.strategy == Strategy.ROWS:
+    if kernel.strategy == Strategy.ROWS and not side_by_side(kernel):
         kernel.tile, kernel.block = _tile(kernel, program) or (0, kernel.block)
 
 
@@ -324,8 +341,18 @@ def _strategy(kernel) -> str:
     if not kernel.reductions or not kernel.outer or kernel.extents[kernel.outer - 1] < ROWS_MIN:
         return Strategy.POINT
     if not _strided(kernel) and not _windowed(kernel):
-        return Strategy.POINT
+        return Strategy.ROWS if _short_rows(kernel) else Strategy.POINT
     return Strategy.CHUNKS if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else Strategy.ROWS
+
+
+def _short_rows(kernel) -> bool:
+    """Whether a row reduction runs its rows side by side (SHORT_ROW): float32 sums and maxima along
+    one inner loop of fewer than SHORT_ROW steps (SHORT_STORED_ROW where a phase stores along it)
+    calling a mathlib polynomial, at least SIDE_BY_SIDE rows."""
+    short = SHORT_STORED_ROW if any(phase.inner for phase in kernel.phases) else SHORT_ROW
+    return along_rows(kernel) and kernel.extents[-1] < short and polynomial(kernel) \
+        and kernel.extents[kernel.outer - 1] >= SIDE_BY_SIDE and not kernel.local \
+        and all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
 
 
 def _scratch(program, name, shape, dtype):

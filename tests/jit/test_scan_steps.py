@@ -9,6 +9,7 @@ import ndlc as ndl
 from ndlc.codegen.kernel_key import Keys, kernel_key
 from ndlc.jit.capture import capture
 from ndlc.passes import schedule as schedule_pass
+from ndlc.passes.schedule import SHORT_STORED_ROW
 from ndlc.jit.pipeline import compile_graph
 
 from test_compile_scan import language_model_step
@@ -157,9 +158,10 @@ def test_the_compiler_keys_and_schedules_each_body_kernel_whatever_the_sequence_
 
 def softmax_step(length):
     """A forward scan whose body's softmax keeps its exponentials in per-thread rows (16 rows: a
-    row pass merges into a reduction over that many), and a batch."""
-    rows = 16
-    w = ndl.Tensor(RNG.standard_normal((HIDDEN, HIDDEN)).astype(np.float32))
+    row pass merges into a reduction over that many), and a batch. Rows of SHORT_STORED_ROW
+    classes: a softmax over shorter rows runs side by side, its rows in no row-local buffer."""
+    rows, hidden = 16, SHORT_STORED_ROW
+    w = ndl.Tensor(RNG.standard_normal((hidden, hidden)).astype(np.float32))
 
     def step(h0, xs):
         def cell(h, x):
@@ -168,8 +170,8 @@ def softmax_step(length):
             h = e / e.sum((1,)).reshape((rows, 1)).broadcast_to(z.shape)
             return h, h
         return ndl.scan(cell, h0, xs)[1].sum()
-    return step, (RNG.standard_normal((rows, HIDDEN)).astype(np.float32),
-                  RNG.standard_normal((length, rows, HIDDEN)).astype(np.float32))
+    return step, (RNG.standard_normal((rows, hidden)).astype(np.float32),
+                  RNG.standard_normal((length, rows, hidden)).astype(np.float32))
 
 
 def test_a_body_temporary_is_one_buffer_for_all_steps_and_may_stay_row_local():
