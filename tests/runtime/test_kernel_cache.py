@@ -179,14 +179,16 @@ def test_the_vectorisers_modules_count_in_the_builders_shares(monkeypatch):
 
 def _failing_in_forked_processes(monkeypatch, failure):
     """Compile the recurrence in modules of one kernel each, two processes, where `failure` runs
-    instead of LLVM in the forked one."""
+    instead of LLVM in the forked one, which takes every module: where this process took them
+    too, it could build both before a slow fork took one (a long test session's: no error)."""
     import os
 
-    from ndlc.runtime import libraries, native
-    parent, translated = os.getpid(), native._translated
+    from ndlc.runtime import builders, libraries, native
+    parent, translated, taken = os.getpid(), native._translated, builders._taken
     monkeypatch.setattr(libraries, "threads", lambda: 2)
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
     monkeypatch.setattr(native, "_translated", lambda text, vectorise: translated(text, vectorise) if os.getpid() == parent else failure())
+    monkeypatch.setattr(builders, "_taken", lambda shared, count: iter(()) if os.getpid() == parent else taken(shared, count))
     ndl.compile(recurrence)(*inputs(4))
 
 
