@@ -8,6 +8,7 @@ mid-save leaves the previous file whole."""
 import json
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 
@@ -22,6 +23,9 @@ HEADER = "__ndlc__"
 # what zipfile raises on a corrupt member besides OSError: a bad zip, bad deflate data, and flags
 # flipped to an unknown compression method (NotImplementedError) or to encrypted (RuntimeError)
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
+# what numpy's .npy header parser lets out of a mangled header (ast.literal_eval; the tokenizer it
+# rewrites an old header with), besides its ValueErrors
+_HEADER_ERRORS = (SyntaxError, tokenize.TokenError)
 
 
 class LoadedDict(dict):
@@ -58,7 +62,7 @@ def load(path):
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except CheckpointError:
         raise
-    except (OSError, ValueError, EOFError, *_ZIP_ERRORS) as e:
+    except (OSError, ValueError, EOFError, *_ZIP_ERRORS, *_HEADER_ERRORS) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
     try:
         header = arrays.pop(HEADER)
@@ -79,7 +83,7 @@ def _member(npz, name):
     read (truncated, or of Python objects) is reported by `_decode` under its key."""
     try:
         return npz[name]
-    except ValueError as e:  # numpy's: an array of Python objects, or a malformed .npy header
+    except (ValueError, *_HEADER_ERRORS) as e:  # numpy's: an array of Python objects, or a malformed .npy header
         return CheckpointError(f"cannot be read back ({e})")
     except (OSError, EOFError, *_ZIP_ERRORS) as e:
         return CheckpointError(f"is truncated or corrupt ({type(e).__name__}: {e})")

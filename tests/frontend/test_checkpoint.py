@@ -212,6 +212,20 @@ def test_an_entry_that_cannot_come_back_is_named_with_its_key_and_cause(array, c
         ndl.load(tmp_path / "c.npz")
 
 
+def test_a_mangled_npy_header_is_named_with_its_key(tmp_path):
+    """numpy's header parser lets a SyntaxError, then its tokenizer's TokenError, out of a header
+    whose dict no longer parses (found by tests/test_files_fuzz.py): the entry is named instead."""
+    ndl.save({"model": {"w": ndl.Tensor(np.ones(3, np.float32))}}, tmp_path / "c.npz")
+    with zipfile.ZipFile(tmp_path / "c.npz") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members["a0.npy"] = members["a0.npy"].replace(b"'fortran_order': ", b"'fortran_order'{ ", 1)
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ndl.CheckpointError, match=re.escape(f"{tmp_path}/c.npz['model']['w'] cannot be read back")):
+        ndl.load(tmp_path / "c.npz")
+
+
 def test_a_parameter_set_to_none_is_named(tmp_path):
     state = dict(nn.Linear(2, 3).state_dict(), bias=None)
     ndl.save(state, tmp_path / "c.npz")
