@@ -44,7 +44,7 @@ def chain_step(layers):
 def passes_per_node(graph) -> float:
     def run():
         stages = Stages(graph.name)
-        _cpu_kernels(stages, _graph_passes(stages, graph), True, 1)
+        _cpu_kernels(stages, _graph_passes(stages, graph), True, 1, "")
     run()  # first-use work (lazy imports) left out
     return calls(run) / len(graph.nodes)
 
