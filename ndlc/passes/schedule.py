@@ -27,8 +27,9 @@ PIECES_PER_THREAD pieces per thread, which the threads of one `ndlc_parallel` re
 back one piece, not half the kernel; pieces are smaller where that balances the threads better
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
-rows in pieces of a multiple of GEMM_ROWS rows (passes/gemm_pieces.py) (of FINE_ROWS where numpy's OpenBLAS runs SkylakeX's
-float32 kernels and every piece is large) (the last piece is what remains, so the pieces,
+rows in pieces of a multiple of rows that keep one BLAS call's bits on the host's OpenBLAS kernels
+(passes/gemm_pieces.py; elsewhere than Haswell's and Zen's, only pieces that are large) (the last
+piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
 those calls (GEMM_CALL_US) says the busiest thread finishes before one call on one thread would.
@@ -106,7 +107,7 @@ FLOAT_BYTES = {"f32": 4, "f64": 8}  # the dtypes a register tile accumulates
 def schedule(program: Program, threads=1, blas_core="") -> Program:
     """Chooses each kernel's reduction strategy and the loop it splits over `threads` threads (or
     why it runs serially); returns `program`. `blas_core`: the core numpy's OpenBLAS runs kernels for
-    (runtime/libraries.py), which says where a gemm's rows may be cut (FINE_CORES). A scan step's
+    (runtime/libraries.py), which says where a gemm's rows may be cut (passes/gemm_pieces.py). A scan step's
     copy of a body kernel (`Kernel.origin`) takes the decisions of the copy before it: nothing here
     reads where a copy's buffers lie."""
     decided = {}  # id(body kernel) -> its copy scheduled last

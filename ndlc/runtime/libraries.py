@@ -74,7 +74,7 @@ def blas_threads() -> int:
 def blas_core() -> str:
     """The core numpy's OpenBLAS chose its kernels for, lowercase ('skylakex', 'haswell'), '' where none
     was found or it does not say: where a gemm may be cut into row pieces that keep one call's bits
-    depends on it (passes/schedule.py FINE_CORES)."""
+    depends on it (passes/gemm_pieces.py)."""
     functions = _blas()
     if not functions or functions[4] is None:
         return ""
