@@ -84,6 +84,19 @@ def test_one_hot_traces_with_symbolic_labels():
     np.testing.assert_array_equal(out, np.eye(3, dtype=np.float32)[[2, 0]])
 
 
+def test_one_hot_compares_in_int32_and_a_label_int32_cannot_hold_picks_no_class():
+    # a label the step does not check (fed to the graph directly): a zero row, as the int64
+    # compare gave, not the class its low 32 bits name
+    labels = np.array([2 ** 32 + 1, -(2 ** 32) + 2, 2], dtype=np.int64)
+    want = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1]], np.float32)
+    from ndlc.ir.interpreter import interpret
+    from ndlc.jit.compile import compile_graph
+    graph = ndl.trace(lambda y: init.one_hot(3, y), labels)
+    assert "i32[1,3]" in str(graph) and "i64[1,3]" not in str(graph)
+    np.testing.assert_array_equal(interpret(graph, labels)[0], want)
+    np.testing.assert_array_equal(compile_graph(graph).run(labels)[0], want)
+
+
 def test_like_initialisers_copy_shape_and_dtype():
     a = ndl.Tensor(np.ones((2, 3)), dtype="float64")
     for t, value in [(init.zeros_like(a), 0.0), (init.ones_like(a), 1.0)]:

@@ -164,6 +164,36 @@ def test_softmax_loss_is_stable_for_large_logits():
     np.testing.assert_allclose(loss.numpy(), 500.0, rtol=1e-6)
 
 
+def test_compiled_softmax_loss_keeps_eagers_non_finite_rows():
+    """A -inf logit off the label makes eager's pick -inf * 0 = NaN, on it -inf (a loss of +inf);
+    +inf or NaN anywhere a NaN: the compiled pick (int32 compares, frontend/init.py one_hot) agrees."""
+    rng = np.random.default_rng(3)
+    z, y = rng.standard_normal((6, 70)).astype(np.float32) * 3, rng.integers(0, 70, 6)
+    z[1, (y[1] + 1) % 70], z[2, y[2]], z[3, 5], z[4, 6], z[5, y[5]] = -np.inf, -np.inf, np.inf, np.nan, np.inf
+    loss = nn.SoftmaxLoss()
+    compiled = ndl.compile(lambda a, b: loss(a, b))
+    rows = [(ndl.Tensor(z[r:r + 1]), ndl.Tensor(y[r:r + 1], requires_grad=False)) for r in range(6)]
+    eager = np.array([loss(*row).numpy() for row in rows])
+    np.testing.assert_allclose(np.array([compiled(*row).numpy() for row in rows]), eager, rtol=1e-6)
+    assert np.isnan(eager).tolist() == [False, True, False, True, True, True] and eager[2] == np.inf
+
+
+@pytest.mark.parametrize("shape", [(4096, 1000), (1000, 77)])
+def test_compiled_softmax_loss_matches_numpy_with_one_threads_bits_on_two(shape, monkeypatch):
+    rng = np.random.default_rng(4)
+    z, y = rng.standard_normal(shape).astype(np.float32) * 3, rng.integers(0, shape[1], shape[0])
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setenv("NDLC_THREADS", str(threads))
+        loss = nn.SoftmaxLoss()
+        compiled = ndl.compile(lambda a, b: loss(a, b))
+        results.append(compiled(ndl.Tensor(z), ndl.Tensor(y, requires_grad=False)).numpy())
+    m = z.max(1)
+    want = np.mean(np.log(np.exp(z - m[:, None]).sum(1)) + m - z[np.arange(shape[0]), y])
+    np.testing.assert_allclose(results[0], want, rtol=1e-6)
+    assert results[0].tobytes() == results[1].tobytes()
+
+
 # ---- normalisation ----------------------------------------------------------------------
 def test_batchnorm1d_training_forward_backward_and_running_stats():
     bn = nn.BatchNorm1d(3, momentum=0.2)
