@@ -144,8 +144,14 @@ def exp(b, x):
     p = b.fadd(const(ty, 1.0), _expm1_poly(b, r))
     n = b.fptosi(k, ity)
     half = b.ashr(n, const(ity, 1))
-    scaled = b.fmul(b.fmul(p, _pow2(b, half, ty)), _pow2(b, b.sub(n, half), ty))
-    return b.select(nan, x, scaled)
+    return b.select(nan, x, b.fmul(_exponent_added(b, p, b.sub(n, half)), _pow2(b, half, ty)))
+
+
+def _exponent_added(b, p, n):
+    """p * 2**n by adding n to p's exponent bits: exact where the product is a normal number (a
+    multiply by _pow2(n) rounds the same, one floating-point multiply more)."""
+    ity, mbits, _ = _layout(p.type)
+    return b.bitcast(b.add(b.bitcast(p, ity), b.shl(n, const(ity, mbits))), p.type)
 
 
 def tanh(b, x):
