@@ -84,17 +84,23 @@ def test_one_hot_traces_with_symbolic_labels():
     np.testing.assert_array_equal(out, np.eye(3, dtype=np.float32)[[2, 0]])
 
 
-def test_one_hot_compares_in_int32_and_a_label_int32_cannot_hold_picks_no_class():
-    # a label the step does not check (fed to the graph directly): a zero row, as the int64
-    # compare gave, not the class its low 32 bits name
-    labels = np.array([2 ** 32 + 1, -(2 ** 32) + 2, 2], dtype=np.int64)
-    want = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1]], np.float32)
-    from ndlc.ir.interpreter import interpret
-    from ndlc.jit.compile import compile_graph
+def test_one_hot_compares_in_int32_and_refuses_a_label_int32_would_wrap():
+    """Labels compare with the classes as int32 (half the vector lanes of int64); a label that
+    truncation would wrap onto a class (2**32 + 1 -> 1) is outside [0, n), refused eagerly and by
+    the compiled step, as an input or computed in the step."""
+    labels = np.array([2, 0], dtype=np.int64)
     graph = ndl.trace(lambda y: init.one_hot(3, y), labels)
     assert "i32[1,3]" in str(graph) and "i64[1,3]" not in str(graph)
-    np.testing.assert_array_equal(interpret(graph, labels)[0], want)
-    np.testing.assert_array_equal(compile_graph(graph).run(labels)[0], want)
+    wrapping = np.array([2 ** 32 + 1, 2], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside"):
+        init.one_hot(3, ndl.Tensor(wrapping, requires_grad=False))
+    as_input = ndl.compile(lambda y: init.one_hot(3, y))
+    np.testing.assert_array_equal(as_input(labels).numpy(), np.eye(3, dtype=np.float32)[labels])
+    with pytest.raises(ValueError, match="holds 4294967297, outside"):
+        as_input(wrapping)
+    computed = ndl.compile(lambda y: init.one_hot(3, y + 2 ** 32))
+    with pytest.raises(ValueError, match="2 of the indices it computed .* are outside"):
+        computed(labels)
 
 
 def test_like_initialisers_copy_shape_and_dtype():
