@@ -136,12 +136,16 @@ def interleaved(kernel) -> bool:
         nodes = _distinct([r.body for r in phase.reductions])
         if phase.reductions and (carried not in LIVE or len(nodes) > LIVE[carried]):
             return False
-        if any(r.dtype != "f32" or r.combine not in (Combine.ADD, Combine.MAX) for r in phase.reductions):
-            return False
-        if any(e.prim != "arg" and (e.prim not in PRIMITIVES or PRIMITIVES[e.prim].llvm[0].startswith("mathlib."))
-               for e in nodes.values()):
+        if any(r.dtype != "f32" or r.combine not in (Combine.ADD, Combine.MAX) for r in phase.reductions) \
+                or any(e.prim not in PRIMITIVES for e in nodes.values() if e.prim != "arg") or _calls_mathlib(phase.reductions):
             return False
     return True
+
+
+def _calls_mathlib(reductions) -> bool:
+    """Whether the bodies of `reductions` call a mathlib polynomial (exp, log, tanh, ...)."""
+    return any(e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
+               for e in _distinct([r.body for r in reductions]).values())
 
 
 def along_row(kernel) -> bool:
@@ -255,20 +259,25 @@ class Lanes:
         image, as LLVM's loops ran). Over the rows in the order of the loops before it, vector v of
         each row (its elements v*W .. v*W + W-1, the last one masked where W does not divide the
         row, its other lanes the identity) goes into partial vector v mod P (`own_parts`); after
-        the last row the partials are folded left and reduced by halves (`_close_parts`)."""
+        the last row the partials are folded left and reduced by halves (`_close_parts`); a body
+        calling mathlib one vector a step into a `cycled` array (P a step, LLVM spilled them)."""
         k, w = self.kernel, F32_LANES  # the sums' width, though a label's i64 narrows the kernel's
         last = len(k.extents)
         first = next((f for f in range(k.outer + 1, last - 1) if self._collapsible(f, last)), last - 1)
         n = prod(k.extents[first:])
-        count = own_parts(phase, n, w)
-        parts_at = self._open_parts(phase, slots, w, count)
+        count, cycled = own_parts(phase, n, w), _calls_mathlib(phase.reductions)
+        parts_at = self._open_parts(phase, slots, w, count, cycled)
         whole, vectors = n // w, -(-n // w)
         main = whole - whole % count
 
         def row():
             for var in range(first, last - 1):
                 self.vars[var] = ZERO
-            if main:
+            if main and cycled:
+                span = ir.Constant(I64, count * w)
+                self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
+                            lambda i: self._add_part(phase, parts_at, self.b.urem(i, span), i, w, 0), step=w)
+            elif main:
                 self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
                             lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(count)],
                             step=count * w)
@@ -281,10 +290,10 @@ class Lanes:
         self._loops(k.outer, first, row, reduce=True)
         self._close_parts(parts_at, w)
 
-    def _open_parts(self, phase, slots, w, count):
-        """`count` vectors of `w` lanes of partial results per reduction of `phase`, in stack slots:
-        the accumulator's value in lane 0 of the first (the others -0.0; a max's in every lane),
-        and a max's NaN flags. Returns {slot: (its reduction, its parts, its flags or None)}."""
+    def _open_parts(self, phase, slots, w, count, cycled=False):
+        """`count` vectors of `w` lanes of partials per reduction of `phase` in stack slots (one array
+        if `cycled`): the accumulator's value in lane 0 of the first (the others -0.0; a max's in every
+        lane), and a max's NaN flags. Returns {slot: (its reduction, its parts, its flags or None)}."""
         b, f32 = self.b, TYPES["f32"]
         vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
         parts_at = {}
@@ -292,7 +301,9 @@ class Lanes:
             acc, zero = b.load(self.accs[slot]), mathlib.const(vector, -0.0)
             starts = [b.insert_element(zero, acc, ir.Constant(I32, 0))] + [zero] * (count - 1) \
                 if r.combine == Combine.ADD else [self._splat_to(acc, w)] * count
-            parts = [self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
+            array = cycled and self._entry_alloca(vector, f"parts{slot}.{w}", size=ir.Constant(I32, count))
+            parts = [b.gep(array, [ir.Constant(I32, p)]) if cycled else
+                     self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
             for value, part in zip(starts, parts):
                 b.store(value, part)
             seen = None
@@ -304,9 +315,9 @@ class Lanes:
 
     def _add_part(self, phase, parts_at, p, start, w, v):
         """The bodies of `phase`'s reductions at the `w` iterations from start + v*w combined into
-        their partial vectors number `p`; in a masked vector (`mask`), lanes past the row add the
-        identity."""
-        b = self.b
+        their partial vectors number `p` (a value: the partial `p` floats into a cycled array); in
+        a masked vector (`mask`), lanes past the row add the identity."""
+        b, f32 = self.b, TYPES["f32"]
         self.lanes, self.vars[self.lane_var] = w, b.add(start, ir.Constant(I64, v * w), flags=["nsw", "nuw"])
         memo = Values()
         values = [self._emit(r.body, memo) for r in phase.reductions]
@@ -314,7 +325,8 @@ class Lanes:
             if self.mask is not None:
                 value = b.select(self.mask, value, mathlib.const(value.type, -0.0 if r.combine == Combine.ADD
                                                                  else float("-inf")))
-            b.store(self._fold(r, b.load(parts[p]), value), parts[p])
+            part = parts[p] if isinstance(p, int) else b.gep(parts[0], [p], inbounds=True, source_etype=f32)
+            b.store(self._fold(r, b.load(part), value), part)
             if seen is not None:
                 b.store(b.or_(b.load(seen), b.fcmp_unordered("uno", value, value)), seen)
         self.lanes = 0

@@ -76,6 +76,22 @@ def test_a_per_channel_sum_runs_each_images_plane_as_one_row():
     np.testing.assert_array_equal(sums, [_in_order(x[:, c].reshape(4, 50), 1, np.add) for c in range(3)])
 
 
+@pytest.mark.parametrize("shape, axes", [((5, 28), (1,)), ((5, 77), (1,)), ((3, 1000), (1,)),
+                                         ((4, 3, 5, 10), (0, 2, 3))])
+def test_a_sum_calling_mathlib_takes_a_vector_a_step_into_partials_cycled_in_order(shape, axes):
+    """exp's polynomial in the body: one vector a step, its partial picked in a stack array by its
+    number mod P (P vectors a step LLVM interleaved and spilled), in the documented order."""
+    dims, kept = ",".join(map(str, shape)), shape[1] if len(shape) == 4 else shape[0]
+    program = compile_graph(parse(f"graph @e(%x: f32[{dims}]) {{\n  %0 = exp(%x) : f32[{dims}]\n"
+                                  f"  %1 = summation(%0, axes={axes}) : f32[{kept}]\n  return %1\n}}"), cached=False)
+    assert "urem i64" in program.ir("llvm")
+    exp = compile_graph(parse(f"graph @m(%x: f32[{dims}]) {{\n  %0 = exp(%x) : f32[{dims}]\n  return %0\n}}"))
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32) * 3
+    (exps,) = exp.run(x)
+    rows = [exps[:, c].reshape(shape[0], -1) for c in range(shape[1])] if len(shape) == 4 else [[r] for r in exps]
+    np.testing.assert_array_equal(program.run(x)[0], [_in_order(r, 1, np.add) for r in rows])
+
+
 def _log_softmax64(z):
     z = z.astype(np.float64)
     shifted = z - z.max(1, keepdims=True)
