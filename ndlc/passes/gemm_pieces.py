@@ -8,22 +8,32 @@ the split finishes sooner than one call on one thread."""
 # a tile sums that tile's rows in another order (measured: 97x64 @ 64x64 cut every 16 rows differs
 # from one call in 60 rows of 97; every 12, 24 or 48 rows in none)
 GEMM_ROWS = 48
-# ... or of FINE_ROWS rows for float32 where numpy's OpenBLAS runs one of FINE_CORES' kernels
-# (runtime/libraries.py blas_core) and every piece has at least FINE_MACS multiply-adds: such a piece
-# takes sgemm's packed path, whose row tiles are 4 rows there (below FINE_MACS, SkylakeX's sgemm_direct
-# and small-matrix kernels take over, each tiling rows its own way). Measured on Zen 4 (OpenBLAS 0.3.31,
-# SkylakeX kernels): pieces of 4 or 16 rows gave one call's bits in all 93 random products (transposed
-# operands or not) whose pieces reach FINE_MACS; float64's pieces of 16 rows did not (12, 24, 48 did).
-# Pieces of 48 rows left a thread 528 of 1024 rows (1024^3 on 2 threads) and 144 of the MLP step's 256
+# ... or of FINE_ROWS[dtype] rows where numpy's OpenBLAS runs one of FINE_CORES' kernels (runtime/
+# libraries.py blas_core) and every piece takes the path the whole call takes. There (OpenBLAS 0.3.31,
+# SkylakeX kernels, on Zen 4; its cblas_sgemm, disassembled, calls no sgemm_direct) a call runs the
+# small-matrix kernels where their permit allows (packed_rows), else the packed path. Pieces of 4 rows
+# (float32) or 12 (float64; of 2, 4, 6 or 16 not) gave one call's bits in each of ~2500 random products
+# (transposed operands or not) whose pieces all took the whole call's path; where the whole took the
+# packed path and a piece the small kernels, half differed. (Pieces of 48 rows left a thread 528 of
+# 1024 rows where 512 x 2 balance.)
 FINE_CORES = ("skylakex",)
-FINE_ROWS = 16
+FINE_ROWS = {"f32": 4, "f64": 12}
+# SkylakeX's small-matrix kernels' permit (kernel/x86_64/[sd]gemm_small_kernel_permit_skylakex.c, in
+# OpenBLAS's column-major terms: a row-major call's rows are its N, a transposed right operand its
+# transa): at most SMALL_MACS multiply-adds; a transposed right operand with a plain left one at most
+# SMALL_OUTPUT outputs and SMALL_DEPTH reduced steps; float32's both transposed at least SMALL_TT_DEPTH
+SMALL_MACS = 100 ** 3
+SMALL_OUTPUT = 1200
+SMALL_DEPTH = 32
+SMALL_TT_DEPTH = 4
+# Elsewhere than TILED_CORES' and FINE_CORES' kernels (a core OpenBLAS does not name, or one that
+# may run sgemm_direct below FINE_MACS multiply-adds), a gemm is cut only where every piece reaches
+# FINE_MACS: a smaller piece, or a smaller whole, may take the direct or small-matrix kernels, whose
+# sums follow neither the tiles nor one call (on Zen 4: the sweep's 127x129 @ 129x65 in pieces of 48
+# rows differed from one call in 115 of its 127 rows, its pieces taking the small-matrix kernels).
 FINE_MACS = 28 * 512 * 512
-# Where OpenBLAS runs other kernels than TILED_CORES' (SkylakeX's, or a core it does not name), a gemm
-# is cut only where every piece reaches FINE_MACS: a smaller piece, or a smaller whole, may take the
-# direct or small-matrix kernels, whose sums follow neither the tiles nor one call (on Zen 4: the
-# sweep's 127x129 @ 129x65 in pieces of 48 rows differed from one call in 115 of its 127 rows; 5 of 60
-# random float32 products split at 48 rows and 6 of 40 float64 ones differed). TILED_CORES' kernels
-# keep one call's bits at every multiple of GEMM_ROWS (measured on Zen 3, OpenBLAS's 'Zen' kernels).
+# TILED_CORES' kernels keep one call's bits at every multiple of GEMM_ROWS (measured on Zen 3,
+# OpenBLAS's 'Zen' kernels).
 TILED_CORES = ("haswell", "zen")
 # A gemm runs the fewest pieces whose busiest thread runs within this of the best any piece size
 # reaches: each piece, one BLAS call, packs the right operand anew (1024^3 on 2 threads: 2 pieces
@@ -41,14 +51,29 @@ GEMM_MACS_PER_US = 36000
 REGION_US = 2.0
 
 
-def gemm_rows(gemm, blas_core):
-    """(the multiple of rows a gemm's pieces are cut at, the fewest rows a piece may have): GEMM_ROWS
-    and any on TILED_CORES; elsewhere pieces of FINE_MACS multiply-adds at least, cut at FINE_ROWS
-    for float32 on FINE_CORES, else at GEMM_ROWS."""
+def gemm_rows(gemm, rows, blas_core):
+    """(the multiple of rows a gemm of `rows` rows is cut at, the fewest rows a piece may have, why
+    so few): GEMM_ROWS and any on TILED_CORES; FINE_ROWS on FINE_CORES, each piece on the whole
+    call's path; elsewhere GEMM_ROWS and pieces of FINE_MACS multiply-adds at least."""
     if blas_core in TILED_CORES:
-        return GEMM_ROWS, 1
-    unit = FINE_ROWS if blas_core in FINE_CORES and gemm.dtype == "f32" else GEMM_ROWS
-    return unit, -(-FINE_MACS // (gemm.n * gemm.k))
+        return GEMM_ROWS, 1, ""
+    if blas_core in FINE_CORES:
+        packed = packed_rows(gemm)
+        why = f"below which OpenBLAS's {blas_core} kernels take their small-matrix path, the whole call the packed one"
+        return FINE_ROWS[gemm.dtype], packed if rows >= packed else 1, why
+    return (GEMM_ROWS, -(-FINE_MACS // (gemm.n * gemm.k)),
+            f"{FINE_MACS} multiply-adds, below which OpenBLAS's {blas_core or 'unnamed'} kernels may sum "
+            "otherwise than one call")
+
+
+def packed_rows(gemm):
+    """The fewest rows of a gemm that SkylakeX's OpenBLAS runs on its packed path (fewer: its small-matrix
+    kernels, as their permit says: SMALL_MACS)."""
+    a, b, n, k = gemm.a.transposed, gemm.b.transposed, gemm.n, gemm.k
+    if b and (k < SMALL_DEPTH if not a else gemm.dtype == "f32" and k < SMALL_TT_DEPTH):
+        return 1
+    rows = SMALL_MACS // (n * k) + 1
+    return min(rows, SMALL_OUTPUT // n + 1) if b and not a else rows
 
 
 def gemm_estimates(kernel, n, piece, threads):

@@ -28,7 +28,8 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of rows that keep one BLAS call's bits on the host's OpenBLAS kernels
-(passes/gemm_pieces.py; elsewhere than Haswell's and Zen's, only pieces that are large) (the last
+(passes/gemm_pieces.py; on SkylakeX's, only pieces on the whole call's path; elsewhere than
+Haswell's and Zen's, only pieces that are large) (the last
 piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
@@ -67,7 +68,7 @@ from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Progr
 from ..ir.scalar import cost, leaves
 from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
-from .gemm_pieces import FINE_MACS, fewest_calls, gemm_estimates, gemm_rows, makespan
+from .gemm_pieces import fewest_calls, gemm_estimates, gemm_rows, makespan
 from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -202,7 +203,8 @@ def _split(kernel, threads, blas_core):
     longest = splittable.index(max(splittable))
     loop = next((i for i, n in enumerate(splittable) if n >= threads), longest)
     n = splittable[loop]
-    unit, least = gemm_rows(kernel.gemm, blas_core) if kernel.gemm and loop == len(kernel.extents) - 2 else (1, 1)
+    rows = kernel.gemm and loop == len(kernel.extents) - 2
+    unit, least, why = gemm_rows(kernel.gemm, n, blas_core) if rows else (1, 1, "")
     if n // unit < 2:
         return None, f"{n} rows: fewer than two pieces of {unit} (BLAS's tiles)"
     if unit == 1:
@@ -210,8 +212,7 @@ def _split(kernel, threads, blas_core):
     else:
         piece = fewest_calls(n, unit, threads, least)
         if piece is None:
-            return None, (f"{n} rows: no pieces of {least} rows or more ({FINE_MACS} multiply-adds), below which "
-                          f"OpenBLAS's {blas_core or 'unnamed'} kernels may sum otherwise than one call")
+            return None, f"{n} rows: no pieces of {least} rows or more ({why})"
         serial, split = gemm_estimates(kernel, n, piece, threads)
         epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
         if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)

@@ -198,31 +198,48 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
     np.testing.assert_array_equal(product, np.full((400, 200), 300, np.float32))
 
 
-def test_float32_gemms_on_skylakex_kernels_are_cut_at_16_rows_where_every_piece_takes_the_packed_path():
-    """Where numpy's OpenBLAS runs SkylakeX's kernels, a float32 gemm whose pieces all reach
-    FINE_MACS multiply-adds is cut at multiples of 16 rows (1024 rows: 512 x 2, not 528 + 496; 400:
-    2 calls, not 3); float64 and Haswell's or Zen's kernels keep multiples of 48; smaller pieces are
-    cut only on Haswell's or Zen's kernels."""
+def test_gemms_on_skylakex_kernels_are_cut_where_every_piece_takes_the_whole_calls_path():
+    """Where numpy's OpenBLAS runs SkylakeX's kernels, a gemm is cut at multiples of 4 float32 rows or
+    12 float64 ones (1024 rows: 512 x 2, not 528 + 496) where every piece takes the whole call's path:
+    the packed one (pieces above SMALL_MACS multiply-adds) or the small-matrix kernels; Haswell's and
+    Zen's kernels keep multiples of 48, and other cores pieces of FINE_MACS multiply-adds."""
     text = """
 graph @mm(%x: f32[400,300], %w: f32[300,200]) {
   %0 = matmul(%x, %w) : f32[400,200]
   return %0
 }"""
 
+    def kernel(text, core):
+        return schedule(fuse(parse(text), use_blas=True), 2, core).kernels[0]
+
     def pieces(text, core):
-        kernel = schedule(fuse(parse(text), use_blas=True), 2, core).kernels[0]
-        return next(line for line in str(kernel).splitlines() if "parallel over" in line).strip()
-    assert pieces(text, "skylakex") == "parallel over i0 in 2 pieces of 208, taken in turn (2 threads)"
+        return next(line for line in str(kernel(text, core)).splitlines() if "parallel over" in line).strip()
+    assert pieces(text, "skylakex") == "parallel over i0 in 2 pieces of 200, taken in turn (2 threads)"
     assert pieces(text, "haswell") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
     # elsewhere no piece of fewer than FINE_MACS multiply-adds (123 rows here): not 192 x 2 + 16
     assert pieces(text, "") == pieces(text, "sapphirerapids") == "parallel over i0 in 2 pieces of 240, taken in turn (2 threads)"
     assert pieces(text.replace("400", "1024"), "skylakex") == "parallel over i0 in 2 pieces of 512, taken in turn (2 threads)"
-    assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 2 pieces of 240, taken in turn (2 threads)"
-    narrow = text.replace("200", "60")  # 192 x 300 x 60 multiply-adds a piece: sgemm_direct's, tiled its own way
-    assert pieces(narrow, "haswell") == "parallel over i0 in 3 pieces of 192, taken in turn (2 threads)"
-    for core in ("skylakex", "", "sapphirerapids"):  # one call: no two pieces of 408 rows
-        kernel = schedule(fuse(parse(narrow), use_blas=True), 2, core).kernels[0]
-        assert kernel.split is None and kernel.serial_why.startswith("400 rows: no pieces of 408 rows or more")
+    assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 2 pieces of 204, taken in turn (2 threads)"
+    narrow = text.replace("200", "60")  # 200 x 300 x 60 multiply-adds a piece: the packed path still
+    assert pieces(narrow, "skylakex") == "parallel over i0 in 2 pieces of 200, taken in turn (2 threads)"
+    for core in ("", "sapphirerapids"):  # one call: no two pieces of 408 rows
+        assert kernel(narrow, core).split is None
+        assert kernel(narrow, core).serial_why == ("400 rows: no pieces of 408 rows or more (7340032 multiply-adds, "
+                                                   f"below which OpenBLAS's {core or 'unnamed'} kernels may sum "
+                                                   "otherwise than one call)")
+    # 64 x 128 @ 128 x 128: 1.05e6 multiply-adds take the packed path, pieces of 32 rows the small-matrix
+    # kernels: one call; with the right operand transposed (ResNet9's) pieces of more than 1200 outputs
+    # take the packed path too; 120 x 129 @ 129 x 64, 0.99e6, the small-matrix kernels whole and cut
+    small = text.replace("400", "64").replace("300", "128").replace("200", "128")
+    assert kernel(small, "skylakex").split is None
+    assert kernel(small, "skylakex").serial_why == ("64 rows: no pieces of 62 rows or more (below which OpenBLAS's "
+                                                    "skylakex kernels take their small-matrix path, the whole call "
+                                                    "the packed one)")
+    transposed = small.replace("%0 = matmul(%x, %w)",
+                               "%t = transpose(%w, axes=(0, 1)) : f32[128,128]\n  %0 = matmul(%x, %t)")
+    assert pieces(transposed, "skylakex") == "parallel over i0 in 2 pieces of 32, taken in turn (2 threads)"
+    smaller = text.replace("400,300", "120,129").replace("300,200", "129,64").replace("400,200", "120,64")
+    assert pieces(smaller, "skylakex") == "parallel over i0 in 2 pieces of 60, taken in turn (2 threads)"
 
 
 def test_a_small_gemm_splits_its_rows_only_where_the_cost_model_says_the_split_is_sooner():

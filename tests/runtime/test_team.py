@@ -60,22 +60,48 @@ graph @fine(%x: f32[1000,300], %w: f32[300,520], %g: f32[1000,520]) {
   %4 = matmul(%g, %3) : f32[1000,300]
   return %0, %2, %4
 }"""
+# (rows, columns, reduced, transposed operands): ResNet9's gemms at batch 64 that ran as one call while
+# every piece had to reach FINE_MACS multiply-adds, on the packed path whole and cut; then one on the
+# small-matrix kernels whole and cut
+FINE_SHAPES = ((64, 128, 1152, ""), (64, 1152, 128, "w"), (1152, 128, 64, "x"), (288, 32, 1024, "x"),
+               (64, 128, 128, "w"), (120, 64, 129, ""))
+
+
+def _product(dtype, m, n, k, transposed):
+    """The graph of an m x k @ k x n product whose operands named in `transposed` ('x', 'w') are given
+    transposed, and its operands' shapes."""
+    shapes = {"x": (k, m) if "x" in transposed else (m, k), "w": (n, k) if "w" in transposed else (k, n)}
+    x, w = (f"{dtype}[{shapes[name][0]},{shapes[name][1]}]" for name in "xw")
+    lines = [f"graph @g(%x: {x}, %w: {w}) {{"]
+    lines += [f"  %{name}t = transpose(%{name}, axes=(0, 1)) : {dtype}[{shapes[name][1]},{shapes[name][0]}]"
+              for name in "xw" if name in transposed]
+    operands = ", ".join(f"%{name}t" if name in transposed else f"%{name}" for name in "xw")
+    return "\n".join(lines + [f"  %0 = matmul({operands}) : {dtype}[{m},{n}]", "  return %0", "}"]), shapes.values()
 
 
 @needs_team
-@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="pieces of 16 rows are for SkylakeX's sgemm")
-def test_gemm_pieces_of_16_rows_give_one_calls_bits(monkeypatch):
-    """A float32 gemm cut at multiples of 16 rows (passes/schedule.py FINE_ROWS; plain, transposed
-    left and right operands) gives the bits of one call: a budget of 2 threads those of a budget of 1."""
+@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="FINE_ROWS are for SkylakeX's kernels")
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_gemm_pieces_on_skylakex_kernels_give_one_calls_bits(dtype, monkeypatch):
+    """A gemm cut at multiples of FINE_ROWS (4 float32 rows, 12 float64), every piece on the whole
+    call's path (packed or small-matrix; plain and transposed operands) gives the bits of one call:
+    a budget of 2 threads those of a budget of 1."""
     rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in ((1000, 300), (300, 520), (1000, 520))]
-    outputs = {}
-    for threads in (1, 2):
-        monkeypatch.setenv("NDLC_THREADS", str(threads))
-        program = compile_graph(parse(FINE))
-        outputs[threads] = [output.tobytes() for output in program.run(*arrays)]
-    assert [k.split.piece for k in program.kernels.kernels if k.gemm] == [512, 160, 512]
-    assert outputs[1] == outputs[2]
+    numpy_dtype = np.float32 if dtype == "f32" else np.float64
+    programs = [(FINE.replace("f32", dtype), ((1000, 300), (300, 520), (1000, 520)))]
+    programs += [_product(dtype, *shape) for shape in FINE_SHAPES]
+    splits = []
+    for text, shapes in programs:
+        arrays = [rng.standard_normal(shape).astype(numpy_dtype) for shape in shapes]
+        outputs = {}
+        for threads in (1, 2):
+            monkeypatch.setenv("NDLC_THREADS", str(threads))
+            program = compile_graph(parse(text))
+            outputs[threads] = [output.tobytes() for output in program.run(*arrays)]
+        splits += [k.split.piece if k.split else None for k in program.kernels.kernels if k.gemm]
+        assert outputs[1] == outputs[2], text
+    assert splits == ([500, 152, 500, 32, 32, 576, 144, 32, 60] if dtype == "f32" else
+                      [504, 156, 504, 36, 36, 576, 144, 36, 60])
 
 
 @needs_team
