@@ -111,7 +111,8 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
             self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
             self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
-        self.offsets = {}  # (basic block, affine form at the variables' values) -> its value (_affine)
+        self.offsets = {}  # (basic block, affine form, or a product or partial sum of one, at the variables'
+        # values) -> its value (_affine; also chunks' partials' and rows' accumulators' indices)
         self.reductions = kernel.reductions
         rows = kernel.strategy == Strategy.ROWS
         self.block_start = None  # rows: the first index of the block of the last outer loop
@@ -351,8 +352,13 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
                 self._put(self._combine(r, self._get(at, TYPES[r.dtype]), value), at)
 
     def _partial(self, slot):
-        """chunks: the partial accumulator of reduction `slot` for the current chunk and column."""
-        index = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])), self.vars[0])
+        """chunks: the partial accumulator of reduction `slot` for the current chunk and column (its
+        index computed once per basic block, for every reduction)."""
+        key = (id(self.b.block), "partial", id(self.chunk), id(self.vars[0]))
+        if key not in self.offsets:
+            self.offsets[key] = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])),
+                                           self.vars[0])
+        index = self.offsets[key]
         element = TYPES[self.reductions[slot].dtype]
         return self.b.gep(self.pointers[self.kernel.scratch[slot]], [index], inbounds=True, source_etype=element)
 

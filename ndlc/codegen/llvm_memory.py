@@ -16,18 +16,25 @@ class MemoryAccess:
     def _affine(self, form, skip=None):
         """The value of an affine form at the current loop variables (without variable `skip`):
         computed once per basic block and variables (loads and stores at one point share their
-        offsets), without adding zeros or multiplying by one."""
-        b = self.b
+        offsets), without adding zeros or multiplying by one; each product and each partial sum
+        of its terms, once per basic block too (the forms of one point share many of theirs:
+        LeNet's step repeated ~800 such instructions, 4% of its kernels' IR, for LLVM to remove)."""
+        b, offsets, block = self.b, self.offsets, id(self.b.block)
         used = tuple((c, var) for i, (c, var) in enumerate(zip(form.coeffs, self.vars))
                      if c and i != skip and var is not ZERO)
-        key = (id(b.block), form.const, tuple((c, id(var)) for c, var in used))
-        if key not in self.offsets:
+        key = (block, form.const, tuple((c, id(var)) for c, var in used))
+        if key not in offsets:
             total = ir.Constant(I64, form.const) if form.const or not used else None
-            for c, var in used:
-                term = var if c == 1 else b.mul(var, ir.Constant(I64, c))
-                total = term if total is None else b.add(total, term)
-            self.offsets[key] = total
-        return self.offsets[key]
+            for k, (c, var) in enumerate(used):
+                part = (block, form.const, key[2][:k + 1])
+                if part not in offsets:
+                    product = (block, "product", c, id(var))
+                    if product not in offsets:
+                        offsets[product] = var if c == 1 else b.mul(var, ir.Constant(I64, c))
+                    offsets[part] = offsets[product] if total is None else b.add(total, offsets[product])
+                total = offsets[part]
+            offsets[key] = total
+        return offsets[key]
 
     def _address(self, access):
         """(element index, validity or None) of an access at the current loop variables; guards

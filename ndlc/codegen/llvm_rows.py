@@ -158,9 +158,16 @@ class RowBlocks:
         body()
 
     def _acc_pointer(self, slot):
-        """rows: the accumulator of the current element of the block."""
-        offset = self.b.sub(self.vars[self.kernel.outer - 1], self.block_start)
-        if self.tile_start is not None:  # the tile's rows one block after another
-            row = self.b.sub(self.vars[self.kernel.outer - 2], self.tile_start)
-            offset = self.b.add(offset, self.b.mul(row, ir.Constant(I64, self.kernel.block)))
+        """rows: the accumulator of the current element of the block (its offset computed once per
+        basic block, for every reduction)."""
+        outer = self.kernel.outer
+        tile = None if self.tile_start is None else (id(self.vars[outer - 2]), id(self.tile_start))
+        key = (id(self.b.block), "accumulator", id(self.vars[outer - 1]), id(self.block_start), tile)
+        offset = self.offsets.get(key)
+        if offset is None:
+            offset = self.b.sub(self.vars[outer - 1], self.block_start)
+            if self.tile_start is not None:  # the tile's rows one block after another
+                row = self.b.sub(self.vars[outer - 2], self.tile_start)
+                offset = self.b.add(offset, self.b.mul(row, ir.Constant(I64, self.kernel.block)))
+            self.offsets[key] = offset
         return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])

@@ -72,3 +72,35 @@ def test_a_stacks_point_reads_only_its_own_input():
 }}""")
     assert _kernel_function(compiled.ir("llvm")).count("load <8 x float>") == 5
     np.testing.assert_allclose(compiled.run(*inputs)[0], np.exp(np.stack(inputs)), rtol=1e-6)
+
+
+def _repeated_arithmetic(function):
+    """The integer multiplications and additions of `function`'s text that repeat an earlier one
+    of its basic block (the same operands), for LLVM to remove."""
+    repeats, seen = [], set()
+    for line in function.splitlines():
+        if line.endswith(":"):
+            seen = set()
+        found = re.match(r'\s+%"?[\w.]+"? = ((mul|add) i64 .*)$', line)
+        if found:
+            if found.group(1) in seen:
+                repeats.append(found.group(1))
+            seen.add(found.group(1))
+    return repeats
+
+
+def test_address_products_and_partial_sums_are_emitted_once_per_block():
+    """Accesses at one point whose affine forms share terms (a permuted operand: i*128 + j*16 + k
+    beside i*128 + k*8 + j) compute each product and each partial sum once."""
+    compiled = _compiled("""graph @p(%x: f32[4,8,16], %w: f32[4,16,8], %v: f32[4,16,8]) {
+  %t = permute(%w, axes=(0, 2, 1)) : f32[4,8,16]
+  %u = permute(%v, axes=(0, 2, 1)) : f32[4,8,16]
+  %a = add(%x, %t) : f32[4,8,16]
+  %b = multiply(%a, %u) : f32[4,8,16]
+  return %b
+}""")
+    body = _kernel_function(compiled.ir("llvm"))
+    assert "mul i64" in body and _repeated_arithmetic(body) == []
+    rng = np.random.default_rng(0)
+    x, w, v = (rng.standard_normal(s, dtype=np.float32) for s in ((4, 8, 16), (4, 16, 8), (4, 16, 8)))
+    np.testing.assert_array_equal(compiled.run(x, w, v)[0], (x + w.transpose(0, 2, 1)) * v.transpose(0, 2, 1))
