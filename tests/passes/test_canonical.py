@@ -113,7 +113,7 @@ graph @s(%x: f32[4,5,3]) {
   return %0
 }"""
 
-TRANSPOSED = """
+TRANSPOSING = """
 graph @t(%x: f32[4,5,3]) {
   %0 = permute(%x, axes=(0, 2, 1)) : f32[4,3,5]
   %1 = summation(%0, axes=(0,)) : f32[3,5]
@@ -150,7 +150,7 @@ kernel k0 -> %0
 
 
 def test_outer_loops_a_load_strides_across_stay_apart():
-    before, after = merged_kernels(TRANSPOSED)
+    before, after = merged_kernels(TRANSPOSING)
     assert "loops: i0<3 i1<5 | i2<4" in before[0]
     assert after == before
 
@@ -160,7 +160,7 @@ def test_merged_loops_sum_each_output_in_the_same_order():
     along a first axis), so the sums equal numpy's bit for bit; a max over a merged 4-D nest too."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 5, 3)).astype(np.float32)
-    for text in (FIRST_AXIS, TRANSPOSED):
+    for text in (FIRST_AXIS, TRANSPOSING):
         graph = parse(text)
         (got,) = compile_graph(graph).run(x)
         (want,) = interpret(graph, x)
@@ -271,3 +271,37 @@ def test_a_max_over_reordered_loops_is_numpys_bit_for_bit():
     graph = parse(SWAPPED.replace("summation", "max"))
     x = np.random.default_rng(5).standard_normal((6, 5, 7)).astype(np.float32)
     assert np.array_equal(compile_graph(graph).run(x)[0], x.max(axis=(1, 2)))
+
+
+TRANSPOSE_ADD = """
+graph @t(%x: f32[48,64], %y: f32[64,48]) {
+  %0 = transpose(%x, axes=(0, 1)) : f32[64,48]
+  %1 = add(%0, %y) : f32[64,48]
+  return %1
+}"""
+
+
+def test_a_transposing_load_reads_a_cache_line_at_a_time():
+    """x.T + y stores along its last loop and reads x across it: the loop that steps x by one
+    element is cut into blocks of 16 (a cache line of float32), the block innermost."""
+    before, after = merged_kernels(TRANSPOSE_ADD)
+    assert "loops: i0<64 i1<48\n  $0 = %x[i0 + 64*i1]\n  $1 = %y[48*i0 + i1]" in before[0]
+    assert "loops: i0<4 i1<48 i2<16\n  $0 = %x[16*i0 + 64*i1 + i2]\n  $1 = %y[768*i0 + i1 + 48*i2]\n" \
+           "  store %1[768*i0 + i1 + 48*i2] = add($0, $1)" in after[0]
+
+
+def test_blocked_transposes_compute_numpys_bits_and_others_stay_as_they_are():
+    """float32 and float64 (blocks of 8), a permute of three axes, and a last loop too short to block."""
+    rng = np.random.default_rng(6)
+    for dtype, shape, axes, loops in [("f32", (48, 64), (1, 0), "i0<4 i1<48 i2<16"),
+                                      ("f64", (24, 40), (1, 0), "i0<5 i1<24 i2<8"),
+                                      ("f32", (3, 32, 20), (0, 2, 1), "i0<3 i1<20 i2<32"),  # 20: no whole line
+                                      ("f32", (8, 64), (1, 0), "i0<64 i1<8")]:  # rows of 8: short
+        out = tuple(shape[a] for a in axes)
+        text = (f"graph @p(%x: {dtype}[{','.join(map(str, shape))}]) {{\n"
+                f"  %0 = permute(%x, axes={axes}) : {dtype}[{','.join(map(str, out))}]\n"
+                f"  %1 = negate(%0) : {dtype}[{','.join(map(str, out))}]\n  return %1\n}}")
+        _, after = merged_kernels(text)
+        assert f"loops: {loops}\n" in after[0]
+        x = rng.standard_normal(shape).astype(np.float32 if dtype == "f32" else np.float64)
+        assert np.array_equal(compile_graph(parse(text)).run(x)[0], interpret(parse(text), x)[0])
