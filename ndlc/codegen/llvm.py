@@ -14,7 +14,7 @@ Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumul
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
 NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llvm_scalar.py), so
 results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
-Horner steps `contract` into fused multiply-adds).
+Horner steps are fused multiply-adds where the CPU has them: codegen/mathlib.py).
 """
 import gc
 

@@ -35,7 +35,9 @@ RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and 
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
 # at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
-VECTOR_POLICY = "+prefer-256-bit"  # host_features' addition: AVX-512's instructions, LLVM's vectors 32 bytes
+# host_features' additions on an AVX-512 host: LLVM's vectors 32 bytes wide, and no gathers or scatters
+# where an AVX2 host has none (the SLP vectoriser gathered a LayerNorm's streamed lines: 1.5 ms, not 1.0)
+VECTOR_POLICY = ("+prefer-256-bit", "+prefer-no-gather", "+prefer-no-scatter")
 PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
 
 
@@ -75,13 +77,12 @@ def target_machine():
 
 @functools.lru_cache(maxsize=None)
 def host_features() -> str:
-    """The host CPU's features for LLVM, AVX-512's kept but LLVM's vectors 32 bytes wide
-    (VECTOR_POLICY): codegen's own vectors are 32 bytes (codegen/llvm_vector.py) and the orders of
-    the sums it copies from LLVM's vectoriser were read at that width, so that a program gives the
-    same bits on a host with AVX-512 (where LLVM would vectorise its loops 64 bytes wide, in other
-    orders) as on one without."""
+    """The host CPU's features for LLVM, AVX-512's kept but with VECTOR_POLICY: codegen's own
+    vectors are 32 bytes (codegen/llvm_vector.py) and the orders of the sums it copies from LLVM's
+    vectoriser were read at that width, where LLVM's loops vectorise as wide (at 64 bytes they
+    summed in other orders)."""
     features = [f for f in _binding().get_host_cpu_features().flatten().split(",") if f]
-    return ",".join(features + [VECTOR_POLICY] * ("+avx512f" in features))
+    return ",".join(features + list(VECTOR_POLICY) * ("+avx512f" in features))
 
 
 def host_fma() -> bool:
@@ -135,7 +136,7 @@ def host_description() -> tuple:
     start need not import llvmlite's binding."""
     # the policies named, so that a description or object of code made under another is not reused
     context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES,
-               f"AVX-512 with {VECTOR_POLICY}", "mathlib's multiply-adds llvm.fma where the host has FMA")
+               "AVX-512 with " + ",".join(VECTOR_POLICY), "mathlib's multiply-adds llvm.fma where the host has FMA")
 
     def ask_llvm():
         llvm = _binding()
