@@ -256,7 +256,7 @@ def kernel_costs(model, passes=8) -> str:
     fn, args = BUILDERS[model]()
     step = ndl.compile(fn)
     step(*args)
-    program = lower_to_llvm(step.last.program.kernels, *native.host_target())
+    program = lower_to_llvm(step.last.program.kernels, *native.host_target(), fma=native.host_fma())
     rows, by_pass = [], {}
     for symbol, (kernel, _, debug) in program.kernels.items():
         text, tm = program.module([symbol], symbol), native.target_machine()

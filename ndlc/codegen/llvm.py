@@ -14,7 +14,7 @@ Reassociation policy: no fast-math flag anywhere except `reassoc` on the accumul
 float sum, which lets LLVM vectorise (reorder) sums, and `nnan nsz` on a row max's maxnum, whose
 NaNs a flag beside it restores; elementwise arithmetic keeps IEEE semantics (llvm_scalar.py), so
 results match the interpreter up to rounding of reordered sums and of mathlib's polynomials (whose
-Horner steps `contract` into fused multiply-adds).
+Horner steps are fused multiply-adds where the CPU has them: codegen/mathlib.py).
 """
 import gc
 
@@ -45,30 +45,31 @@ PTR = ir.PointerType()
 COMBINE_BLOCK = 64
 
 
-def kernel_module(name, kernels, triple="", data_layout="") -> str:
+def kernel_module(name, kernels, triple="", data_layout="", fma=False) -> str:
     """The LLVM IR text of module `name` defining, for each (kernel, KernelKey, debug) of
     `kernels`, the function `key.symbol(ptr args)` reading the pointers of `key.buffers` (then the
     debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
     codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads.
+    `fma`: whether the target has fused multiply-adds (mathlib's are then `llvm.fma`).
     Python's cyclic garbage collector waits meanwhile: every object built is alive until the text
     is written, and each full collection walks every object of the process (in a forked builder,
     its parent's too, faulting their pages in)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return module_text(kernel_ir(name, kernels, triple, data_layout))
+        return module_text(kernel_ir(name, kernels, triple, data_layout, fma))
     finally:
         if collecting:
             gc.enable()
 
 
-def kernel_ir(name, kernels, triple="", data_layout="") -> ir.Module:
+def kernel_ir(name, kernels, triple="", data_layout="", fma=False) -> ir.Module:
     """The llvmlite module of `kernel_module`."""
     module = ir.Module(name=name)
     module.triple, module.data_layout = triple, data_layout
     for kernel, key, debug in kernels:
         used = list(key.buffers) + (["debug"] if debug else [])
-        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal").function
+        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal", fma).function
         fn = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol))
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -84,10 +85,11 @@ def kernel_ir(name, kernels, triple="", data_layout="") -> ir.Module:
 class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowering, StreamingStores,
                      VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
-    `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks."""
+    `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks; `fma`:
+    whether the target has fused multiply-adds."""
 
-    def __init__(self, module, kernel, used, debug, name, linkage):
-        self.kernel, self.debug = kernel, debug
+    def __init__(self, module, kernel, used, debug, name, linkage, fma):
+        self.kernel, self.debug, self.fma = kernel, debug, fma
         chunks = kernel.strategy == Strategy.CHUNKS  # split: its counters (llvm_calls.counters), else a range
         split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)

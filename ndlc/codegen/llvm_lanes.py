@@ -7,8 +7,8 @@ runtime/native.py compiles it without the loop and SLP vectorisers (their analys
 of the optimiser's time). Such a loop carries no value from one iteration to the next (a map; a
 'chunks' kernel's partials, one per column; a 'rows' kernel's block of accumulators, one per
 output), so each lane computes what one iteration of the
-scalar loop computed, with the same instructions and the same contraction (mathlib's `contract`
-steps, no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
+scalar loop computed, with the same instructions and the same fused multiply-adds (mathlib's,
+no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
 bit. A 'point' kernel that reduces along its innermost loop (float32 sums and maxima) sums in
 the order LLVM's vectoriser chose by its `reassoc` rules where that order is known (`interleaved`,
 `Lanes._reduce`), and in codegen's own order elsewhere (`Lanes._in_order`: rows of any length,

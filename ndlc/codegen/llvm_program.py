@@ -95,13 +95,14 @@ class LlvmProgram:
     """`runner`: the IR text of the runner module; `plan`: the program's plan (see the module
     docstring); `calls`: the function symbol of each call; `kernels`: symbol -> (a kernel, its
     KernelKey, its debug information) for each distinct kernel, in first-call order; `keyed`: how
-    many kernels were keyed in full (a scan step's are keyed once per body kernel). `str()` is
+    many kernels were keyed in full (a scan step's are keyed once per body kernel); `fma`: whether
+    the target has fused multiply-adds (codegen/mathlib.py). `str()` is
     the whole program's IR (the 'llvm' stage: the runner, the calls, the kernels' module), made on
     first use."""
 
-    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout, keyed=0):
+    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout, keyed=0, fma=False):
         self.name, self.runner, self.plan, self.calls, self.kernels = name, runner_ir, plan, calls, kernels
-        self.keyed = keyed
+        self.keyed, self.fma = keyed, fma
         self.triple, self.data_layout = triple, data_layout
 
     def vectorised(self, symbol) -> bool:
@@ -112,7 +113,7 @@ class LlvmProgram:
 
     def module(self, symbols, name) -> str:
         """The IR text of module `name` defining the kernel functions `symbols`."""
-        return kernel_module(name, [self.kernels[s] for s in symbols], self.triple, self.data_layout)
+        return kernel_module(name, [self.kernels[s] for s in symbols], self.triple, self.data_layout, self.fma)
 
     @functools.cached_property
     def text(self) -> str:
@@ -124,8 +125,9 @@ class LlvmProgram:
         return self.text
 
 
-def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False) -> LlvmProgram:
-    """The LlvmProgram of `program` (a kernel.Program); `profile` and `debug`: see the module docstring."""
+def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False, fma=False) -> LlvmProgram:
+    """The LlvmProgram of `program` (a kernel.Program) for a target with fused multiply-adds where
+    `fma`; `profile` and `debug`: see the module docstring."""
     slots = {name: i for i, name in enumerate(program.buffers)}
     itemsize = {name: numpy_dtype(buffer.dtype).itemsize for name, buffer in program.buffers.items()}
     sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
@@ -142,4 +144,4 @@ def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False
         most = max(most, len(args))
     plan = [len(calls), most, len(slots)] + body
     return LlvmProgram(program.name, runner(profile, triple, data_layout), plan, calls, kernels, triple, data_layout,
-                       keys.keyed)
+                       keys.keyed, fma)

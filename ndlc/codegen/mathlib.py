@@ -4,7 +4,9 @@ call sits in a hot loop. float32 is computed natively (error a few ulp); sin, co
 float32 go through float64 for simplicity. Taylor coefficients, evaluated by Horner's rule, with a
 degree chosen so the truncation error is below the type's rounding error on the reduced range.
 Each works on scalars and, lane by lane with the same instructions, on vectors of them
-(codegen/llvm_lanes.py).
+(codegen/llvm_lanes.py). Where the target has fused multiply-adds (a `Builder`'s `fused`), the
+multiply-adds are `llvm.fma` calls: one rounding, whatever instructions LLVM selects (`contract`
+left it to LLVM, which fused a streamed map's 512-bit vectors on AVX-512 other than its 256-bit ones).
 """
 import functools
 import math
@@ -62,16 +64,26 @@ def intrinsic(b, name, *args, fastmath=()):
     return b.call(fn, list(args), fastmath=fastmath)
 
 
-def call(b, name, args, inline):
+class Builder(ir.IRBuilder):
+    """The IRBuilder mathlib's functions are built with: `fused`, whether the target has fused
+    multiply-adds (`_muladd`)."""
+
+    def __init__(self, block, fused):
+        super().__init__(block)
+        self.fused = fused
+
+
+def call(b, name, args, inline, fused):
     """A call of the module's function for mathlib's `name` on args (defined on first use, once per
-    module and type, so the IR spells each polynomial once): inlined into the caller where `inline`
-    (a loop calling it vectorises), else left a call (an invariant one: LLVM hoists it out of the
-    loops, and optimises its body once per module)."""
+    module and type, so the IR spells each polynomial once; `fused`: see Builder; a module's
+    kernels are made for one target): inlined into the caller where `inline` (a loop calling it
+    vectorises), else left a call (an invariant one: LLVM hoists it out of the loops, and
+    optimises its body once per module)."""
     types = tuple(a.type for a in args)
     symbol = f"ndlc.{name}.{args[0].type}"
     fn = b.module.globals.get(symbol)
     if fn is None:
-        text, declarations = _definition(name, types)
+        text, declarations = _definition(name, types, fused)
         fn = FunctionText(b.module, ir.FunctionType(types[0], types), symbol, text)
         for declared in declarations:
             if declared.name not in b.module.globals:
@@ -80,7 +92,7 @@ def call(b, name, args, inline):
 
 
 @functools.lru_cache(maxsize=None)
-def _definition(name, types):
+def _definition(name, types, fused):
     """(the IR text of the definition of mathlib's function `name` on arguments of `types`, the
     intrinsics it calls as declared in a module of its own): built once per process, the same
     text in every module (a function's value names are its own)."""
@@ -89,17 +101,24 @@ def _definition(name, types):
     fn.linkage = "internal"
     fn.attributes.add("readnone")
     fn.attributes.add("nounwind")
-    body = ir.IRBuilder(fn.append_basic_block("entry"))
+    body = Builder(fn.append_basic_block("entry"), fused)
     body.ret(globals()[name](body, *fn.args))
     return function_text(fn), [g for g in module.globals.values() if g is not fn]
 
 
+def _muladd(b, x, y, z):
+    """x*y + z: `llvm.fma` where the target fuses (b.fused), else a multiply and an add."""
+    if b.fused:
+        return intrinsic(b, "llvm.fma", x, y, z)
+    return b.fadd(z, b.fmul(x, y, flags=["contract"]), flags=["contract"])
+
+
 def _horner(b, x, coeffs):
     """coeffs[0] + x*(coeffs[1] + x*(...)), each step one fused multiply-add where the CPU has it
-    (`contract`: a rounding fewer, and half the instructions of a softmax's exponentials)."""
+    (a rounding fewer, and half the instructions of a softmax's exponentials)."""
     acc = const(x.type, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        acc = b.fadd(const(x.type, c), b.fmul(x, acc, flags=["contract"]), flags=["contract"])
+        acc = _muladd(b, x, acc, const(x.type, c))
     return acc
 
 
@@ -122,8 +141,9 @@ def _expm1_poly(b, r):
 
 def _reduce(b, x, k, hi, lo):
     """x - k ln2 as (x - k hi) - k lo (Cody-Waite: k hi is exact), each step one fused
-    multiply-add where the CPU has it (`contract`: two instructions fewer per exp, and r rounded
-    once less)."""
+    multiply-add where the CPU has it (two instructions fewer per exp, and r rounded once less)."""
+    if b.fused:
+        return _muladd(b, k, const(x.type, -lo), _muladd(b, k, const(x.type, -hi), x))
     r = b.fsub(x, b.fmul(k, const(x.type, hi), flags=["contract"]), flags=["contract"])
     return b.fsub(r, b.fmul(k, const(x.type, lo), flags=["contract"]), flags=["contract"])
 

@@ -1,5 +1,5 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
-name and features (AVX-512's left out: `host_features`); the new pass manager's O3 pipeline with
+name and features (AVX-512's at 256 bits: `host_features`); the new pass manager's O3 pipeline with
 loop and SLP vectorisation, or, for the kernels whose vectors codegen emits itself
 (codegen/llvm_lanes.py), in modules of their own, a cheaper one without the vectorisers
 (`optimiser`); object code is cached on disk (runtime/cache.py), per kernel and for the runner,
@@ -35,7 +35,9 @@ RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and 
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
 # at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
-WIDER_THAN_AVX2 = ("avx512", "evex512", "avx10")  # host features host_features leaves out
+# host_features' additions on an AVX-512 host: LLVM's vectors 32 bytes wide, and no gathers or scatters
+# where an AVX2 host has none (the SLP vectoriser gathered a LayerNorm's streamed lines: 1.5 ms, not 1.0)
+VECTOR_POLICY = ("+prefer-256-bit", "+prefer-no-gather", "+prefer-no-scatter")
 PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
 
 
@@ -75,13 +77,19 @@ def target_machine():
 
 @functools.lru_cache(maxsize=None)
 def host_features() -> str:
-    """The host CPU's features for LLVM, but those of vectors wider than AVX2's 32 bytes: codegen's
-    own vectors are 32 bytes (codegen/llvm_vector.py) and the orders of the sums it copies from
-    LLVM's vectoriser were read at that width, so that a program gives the same bits on a host
-    with AVX-512 (where LLVM would vectorise its loops 64 bytes wide, in other orders) as on one
-    without."""
-    features = _binding().get_host_cpu_features().flatten().split(",")
-    return ",".join("-" + f[1:] if f[1:].startswith(WIDER_THAN_AVX2) else f for f in features if f)
+    """The host CPU's features for LLVM, AVX-512's kept but with VECTOR_POLICY: codegen's own
+    vectors are 32 bytes (codegen/llvm_vector.py) and the orders of the sums it copies from LLVM's
+    vectoriser were read at that width, where LLVM's loops vectorise as wide (at 64 bytes they
+    summed in other orders)."""
+    features = [f for f in _binding().get_host_cpu_features().flatten().split(",") if f]
+    return ",".join(features + list(VECTOR_POLICY) * ("+avx512f" in features))
+
+
+def host_fma() -> bool:
+    """Whether the host has fused multiply-adds: mathlib's are then `llvm.fma` (codegen/mathlib.py),
+    whose one rounding no choice of LLVM's instructions changes. Read off the host description,
+    so that asking needs no llvmlite binding where the description is cached."""
+    return "+fma" in host_description()[2].split(",")
 
 
 def host_target():
@@ -126,9 +134,9 @@ def host_description() -> tuple:
     the ndlc and llvmlite versions, the code generator's sources (kernel_key.FINGERPRINT) and the
     objects' relocation model. Asked of LLVM once per machine (runtime/host.py), so that a warm
     start need not import llvmlite's binding."""
-    # the features left out are named, so that a description or object of AVX-512 code is not reused
+    # the policies named, so that a description or object of code made under another is not reused
     context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES,
-               "features but " + " ".join(WIDER_THAN_AVX2))
+               "AVX-512 with " + ",".join(VECTOR_POLICY), "mathlib's multiply-adds llvm.fma where the host has FMA")
 
     def ask_llvm():
         llvm = _binding()

@@ -93,24 +93,25 @@ def test_a_name_given_twice_without_deduplication_is_refused():
         scope.register("x")
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("name,ty", [("exp", ir.FloatType()), ("log", ir.VectorType(ir.FloatType(), 8)),
                                      ("tanh", ir.DoubleType()), ("pow", ir.FloatType())])
-def test_mathlibs_text_is_the_function_llvmlite_writes(name, ty):
+def test_mathlibs_text_is_the_function_llvmlite_writes(name, ty, fused):
     """A function made once per process as text: the same definition (and the intrinsics it calls
-    declared beside it) as when built in the module."""
+    declared beside it) as when built in the module, for a target with fused multiply-adds or not."""
     arity = 2 if name == "pow" else 1
     built = ir.Module()
     fn = ir.Function(built, ir.FunctionType(ty, [ty] * arity), f"ndlc.{name}.{ty}")
     fn.linkage = "internal"
     fn.attributes.add("readnone")
     fn.attributes.add("nounwind")
-    body = ir.IRBuilder(fn.append_basic_block("entry"))
+    body = mathlib.Builder(fn.append_basic_block("entry"), fused)
     body.ret(getattr(mathlib, name)(body, *fn.args))
 
     module = ir.Module()
     caller = ir.Function(module, ir.FunctionType(ty, [ty] * arity), "caller")
     b = ir.IRBuilder(caller.append_basic_block("entry"))
-    b.ret(mathlib.call(b, name, list(caller.args), inline=True))
+    b.ret(mathlib.call(b, name, list(caller.args), inline=True, fused=fused))
     made = [str(g) for g in module.globals.values() if g is not caller]
     assert made == [str(g) for g in built.globals.values()]
     assert module_text(module) == str(module)

@@ -1,10 +1,13 @@
 """The polynomial exp/log/tanh/sin/cos/pow emitted as LLVM IR: near-correctly rounded over wide
-ranges (float32 within 4e-7 relative, float64 within 2e-15) with numpy's special values."""
+ranges (float32 within 4e-7 relative, float64 within 2e-15) with numpy's special values, and
+their explicit fused multiply-adds rounding as LLVM's contraction did."""
 import numpy as np
 import pytest
 
+from ndlc.jit import pipeline
 from ndlc.jit.compile import compile_graph
 from ndlc.ir import parse
+from ndlc.runtime import native
 
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, 88.7, 88.8, 709.7, 710.0, -745.0, -746.0, 1.0]
 BOUND = {"f32": 4e-7, "f64": 2e-15}
@@ -46,3 +49,21 @@ def test_power_with_negative_bases_zero_and_integral_exponents(dtype):
     with np.errstate(all="ignore"):
         np.testing.assert_allclose(got, np.power(x, y), rtol=BOUND[dtype] * 4)
         np.testing.assert_allclose(cubed, x ** 3, rtol=BOUND[dtype])
+
+
+@pytest.mark.skipif(not native.host_fma(), reason="the host has no fused multiply-add")
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("op", ["exp", "log", "tanh", "sin", "cos"])
+def test_explicit_fused_multiply_adds_give_the_contracted_bits(op, dtype, monkeypatch, tmp_path):
+    """mathlib's llvm.fma calls give the bits of its `contract` multiplies and adds, which LLVM
+    fuses in a map's loop (so a host with FMA computed the same before they were explicit)."""
+    x = _inputs(op, dtype)
+    graph = f"graph @m(%x: {dtype}[{x.size}]) {{\n  %0 = {op}(%x) : {dtype}[{x.size}]\n  return %0\n}}"
+    results = []
+    for fused in (True, False):
+        monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / str(fused)))  # the same host description: apart
+        monkeypatch.setattr(pipeline, "host_fma", lambda fused=fused: fused)
+        program = compile_graph(parse(graph), cached=False)
+        assert ("llvm.fma" in program.ir("llvm")) == fused and ("fmul contract" in program.ir("llvm")) != fused
+        results.append(program.run(x)[0])
+    np.testing.assert_array_equal(results[0], results[1])

@@ -12,7 +12,7 @@ import pytest
 
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
-from ndlc.runtime import cache, host, machine, shared
+from ndlc.runtime import cache, host, machine, native, shared
 from ndlc.runtime.native import llvm_compilations
 
 GRAPH = """graph @scaled(%x: f32[6]) {
@@ -54,6 +54,25 @@ def test_the_host_description_is_asked_of_llvm_once_per_machine(tmp_path, monkey
         monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / folder))
         assert host.description(ask_llvm, "context") == ("triple", "cpu", "+features", "context")
     assert len(asked) == 1 and stored(tmp_path / "b", "*.host") and stored(fresh_machine, "*.host")
+
+
+@pytest.mark.parametrize("cpu,policy", [("+avx2,+fma,+avx512f,+avx512vl", True), ("+avx2,+fma,-avx512f", False)])
+def test_an_avx512_host_keeps_its_instructions_at_256_bits_without_gathers(monkeypatch, cpu, policy):
+    """AVX-512's features stay in, with LLVM's vectors 32 bytes wide and no gathers or scatters
+    (native.VECTOR_POLICY); an AVX2 host's features are its own. The host description names the
+    policy, so that no object of another policy is reused."""
+    assert "AVX-512 with +prefer-256-bit,+prefer-no-gather,+prefer-no-scatter" in native.host_description()
+
+    class Features:
+        def flatten(self):
+            return cpu
+
+    class Binding:
+        def get_host_cpu_features(self):
+            return Features()
+    monkeypatch.setattr(native, "_binding", Binding)
+    want = cpu + ",+prefer-256-bit,+prefer-no-gather,+prefer-no-scatter" * policy
+    assert native.host_features.__wrapped__() == want
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "foreign"])
