@@ -21,10 +21,8 @@ from llvmlite import ir
 from ..ir.kernel import Combine, Index, Load, Strategy
 from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.short_rows import side_by_side
-from ..ir.types import numpy_dtype
 from . import mathlib
 from .llvm_scalar import I1, I64, TYPES, Values, constant
-from .llvm_stream import LINE
 from .llvm_vector import (VECTOR_BYTES, ZERO, expression_dtypes, interleaved_rows, moves, splittable, strided_along,
                           vector_width)
 
@@ -64,8 +62,8 @@ def lane_loop(kernel, debug=None):
     sums its own output in the loops' order; a max pooling's windows gathered)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
-    if kernel.streams is not None and kernel.streams.buffers and not (moves(kernel) and _whole_lines(kernel)):
-        return None  # llvm_stream.py groups a cache line of points along the store loop: a moving one's
+    if kernel.streams is not None and kernel.streams.buffers and not moves(kernel):
+        return None  # llvm_stream.py groups a line of points along the store loop: a map's as codegen's vectors
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
     elif kernel.strategy == Strategy.ROWS:  # along the block: each lane accumulates its own output
@@ -111,13 +109,6 @@ def lane_loop(kernel, debug=None):
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var
-
-
-def _whole_lines(kernel) -> bool:
-    """Whether a streamed kernel's rows are whole cache lines, which its lines join from codegen's
-    vectors without a head and a rest per row: rows of 31 float32 streamed as vectors ran 1.4-1.6x
-    LLVM's time (tanh(x)*sigmoid(y*row)+exp(-x*x) at 65536x31: 8.8-9.8 ms -> 12.4-13.6)."""
-    return kernel.extents[-1] * numpy_dtype(kernel.stores[0].dtype).itemsize % LINE == 0
 
 
 def interleaved(kernel) -> bool:

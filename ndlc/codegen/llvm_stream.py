@@ -90,10 +90,14 @@ class StreamingStores:
         self._plain(var, rest, stop, body)
 
     def _plain(self, var, start, stop, body):
-        """Loop `var` with every store made the usual way."""
+        """Loop `var` with every store made the usual way: on the lane loop as codegen's vectors,
+        the last one partial (llvm_lanes.py `_counted`)."""
         before, self.streaming = self.streaming, None
         try:
-            self._for(var, start, stop, body)
+            if var == self.lane_var:
+                self._counted(var, start, self.b.sub(stop, start), body)
+            else:
+                self._for(var, start, stop, body)
         finally:
             self.streaming = before
 

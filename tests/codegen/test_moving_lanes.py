@@ -162,13 +162,31 @@ def test_a_streamed_map_runs_its_lines_as_vectors(monkeypatch, tmp_path):
     np.testing.assert_array_equal(streamed.run(x)[0], plain.run(x)[0])
 
 
-def test_a_streamed_map_whose_rows_are_not_whole_lines_is_left_to_llvm(monkeypatch):
-    """Rows of 37 float32 would stream as a head, lines and a rest per row: LLVM's loops run them faster."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_streamed_map_whose_rows_are_not_whole_lines_runs_head_and_rest_as_vectors(threads, monkeypatch):
+    """Rows of 300 float32 (not whole lines, each row's start at another offset in its line) stream
+    a head, lines and a rest per row, all on codegen's vectors (the rest's last one partial):
+    the bits of the map stored the usual way."""
+    monkeypatch.setenv("NDLC_THREADS", str(threads))
+    text = """graph @m(%x: f32[301,300], %r: f32[1,300]) {
+  %0 = broadcast_to(%r, shape=(301, 300)) : f32[301,300]
+  %1 = multiply(%x, %0) : f32[301,300]
+  %2 = tanh(%1) : f32[301,300]
+  return %2
+}"""
+    plain = compile_graph(parse(text), cached=False)
     monkeypatch.setattr(streaming, "FOOTPRINT", 1024)
     monkeypatch.setattr(streaming, "SMALLEST", 256)
-    (kernel,) = compile_graph(parse("""graph @m(%x: f32[300,37]) {\n  %0 = exp(%x) : f32[300,37]\n  return %0\n}"""),
-                              cached=False).kernels.kernels
-    assert kernel.streams is not None and kernel.streams.buffers and lane_loop(kernel) is None
+    streamed = compile_graph(parse(text), cached=False)
+    (kernel,) = streamed.kernels.kernels
+    assert kernel.streams.buffers and lane_loop(kernel) == 1
+    llvm = streamed.ir("llvm")
+    assert re.search(r"store <16 x float> .*!nontemporal", llvm) and "masked.store" in llvm
+    assert not re.search(r"call float @\"ndlc.tanh.float\"", llvm)  # no point runs alone
+    rng = np.random.default_rng(5)
+    x, r = rng.standard_normal((301, 300)).astype(np.float32), rng.standard_normal((1, 300)).astype(np.float32)
+    x[0, :5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    np.testing.assert_array_equal(streamed.run(x, r)[0], plain.run(x, r)[0])
 
 
 def test_moving_kernels_take_the_pipeline_without_llvms_vectorisers(monkeypatch, tmp_path):

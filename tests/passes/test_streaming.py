@@ -77,3 +77,28 @@ def test_the_decision_reads_back():
         (line,) = stream_lines(streams)
         assert parse_streams(line) == streams
     assert stream_lines(None) == [] and parse_streams("  serial: too small") is None
+
+
+def rows(r, c):
+    return f"""
+program @p(%x, %w) -> (%y)
+  %x: f32[{r},{c}] input
+  %w: f32[1,{c}] input
+  %y: f32[{r},{c}] output
+
+kernel k0 -> %y
+  loops: i0<{r} i1<{c}
+  $0 = %x[{c}*i0 + i1]
+  $1 = %w[i1]
+  store %y[{c}*i0 + i1] = mul($0, $1)
+"""
+
+
+def test_a_map_over_short_rows_that_are_not_whole_lines_stays_cached():
+    """Rows of 31 float32 (124 bytes) and of 255 (1020) stay cached; rows of 256 and of 48 (whole
+    lines) and of 257 (over 1 KiB) stream."""
+    for c in (31, 255):
+        got = scheduled(rows((1 << 22) // c, c))
+        assert f"  stores cached: %y cached: rows of {4 * c} bytes, not whole 64-byte lines\n" in got, got
+    for c in (256, 257, 48):
+        assert "  streaming stores to %y: " in scheduled(rows((1 << 22) // c, c))
