@@ -51,7 +51,6 @@ def choose_streams(kernel, buffers):
     return Streams(streamed, "; ".join(why + cached))
 
 
-
 def _short_rows(kernel, itemsize) -> str:
     """Why a map's stores of `itemsize` bytes stay cached for the length of its rows (the module
     docstring), or "": rows along the store loop shorter than ROW_LEAST bytes, not whole lines."""
