@@ -1,6 +1,7 @@
 """passes/gemm_pieces.py's model of SkylakeX's OpenBLAS, checked against numpy's OpenBLAS itself: its
 small-matrix permit (packed_rows) and the bits of gemms cut where the model allows (FINE_ROWS)."""
 import ctypes
+import functools
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,13 +42,19 @@ def test_packed_rows_is_where_openblas_permits_its_small_matrix_kernels_no_more(
                 assert small == (m < packed_rows(_gemm(dtype, n, k, a, b))), (dtype, m, n, k, a, b)
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_gemm(dtype):
+    """OpenBLAS's row-major gemm for `dtype`, typed here on its address (numpy's OpenBLAS function
+    objects, which runtime/libraries.py shares, keep their own argument types)."""
+    _, scalar, which, _ = DTYPES[dtype]
+    prototype = ctypes.CFUNCTYPE(None, *[ctypes.c_int32] * 3, *[ctypes.c_int64] * 3, scalar, ctypes.c_void_p,
+                                 ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, scalar, ctypes.c_void_p, ctypes.c_int64)
+    return prototype(ctypes.cast(libraries._blas()[which], ctypes.c_void_p).value)
+
+
 def _call(dtype, x, w, k, first, stop, a, b, out):
     """OpenBLAS's row-major gemm of rows first..stop of x @ w into out, as generated code calls it."""
-    numpy_dtype, scalar, which, _ = DTYPES[dtype]
-    gemm = libraries._blas()[which]
-    gemm.argtypes = [ctypes.c_int32] * 3 + [ctypes.c_int64] * 3 + [scalar, ctypes.c_void_p, ctypes.c_int64,
-                                                                    ctypes.c_void_p, ctypes.c_int64, scalar,
-                                                                    ctypes.c_void_p, ctypes.c_int64]
+    numpy_dtype, gemm = DTYPES[dtype][0], _blas_gemm(dtype)
     size, n = np.dtype(numpy_dtype).itemsize, out.shape[1]
     gemm(ROW_MAJOR, TRANS if a else NO_TRANS, TRANS if b else NO_TRANS, stop - first, n, k, 1.0,
          x.ctypes.data + first * (1 if a else x.shape[1]) * size, x.shape[1], w.ctypes.data, w.shape[1], 0.0,
