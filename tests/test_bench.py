@@ -173,8 +173,14 @@ def test_rounds_time_every_contender_again_but_a_lingering_pool_once(monkeypatch
     assert built == ["ndlc", "numpy"] * 2 + ["ndlc", "numpy", "JAX"]
     assert (row.cells["ndlc"].ms, row.cells["ndlc"].rounds) == (2.0, (3.0, 1.0, 2.0))
     assert (row.cells["numpy"].ms, row.cells["JAX"].ms, row.cells["JAX"].rounds) == (5.0, 4.0, ())
-    assert report.spread([row]) == [f"- ndlc's slowest round over its fastest, per case: median 3.00x, "
-                                    f"largest 3.00x ({row.name})"]
+    # each contender's slowest round over its fastest, numpy's (9, 2, 5) beside ndlc's (3, 1, 2)
+    assert report.spread([row]) == [f"- slowest round over fastest, per case (the spread table below): "
+                                    f"ndlc median 3.00x, largest 3.00x ({row.name}); "
+                                    f"numpy median 4.50x, largest 4.50x ({row.name})"]
+    title, _, header, _, line = report.spread_table([row])
+    assert [cell.strip() for cell in header.strip("|").split("|")] == ["case", "ndlc", "numpy"]
+    assert [cell.strip() for cell in line.strip("|").split("|")] == [row.name, "3.00x", "4.50x"]
+    assert report.spread_table([measure.Row("once", {"ndlc": measure.Cell(ms=1.0)})]) == []
     # each round's ratio against the fastest peer of that round, JAX's in the last: 3/9, 1/2, 2/4
     assert row.round_ratios() == pytest.approx((1 / 3, 0.5, 0.5))
     header, *_, line = [[cell.strip() for cell in text.strip("|").split("|")] for text in report.table([row], contenders)]

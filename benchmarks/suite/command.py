@@ -99,13 +99,15 @@ def write(args, machine, rows, contenders, not_run, mlp, steps):
     """Print every table RESULTS.md gets (the kernels with their notes, the MLP step, the models'
     steps); write RESULTS.md and, beside it, ratios.png."""
     table_lines, note_lines = report.table(rows, contenders), report.notes(rows, not_run, machine)
+    spread_lines = report.spread_table(rows)
     mlp_lines = mlp_step.section(*mlp, args.repeats) if mlp else []
     step_lines = model_steps.section(steps, args.repeats) if steps else []
-    print("\n".join(table_lines + [""] + note_lines + [""] + mlp_lines + step_lines))
+    print("\n".join(table_lines + [""] + note_lines + [""] + (spread_lines + [""] if spread_lines else [])
+                    + mlp_lines + step_lines))
     path = os.path.abspath(output_path(args))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     plotted = bool(rows) and args.plot and chart.plot(rows, os.path.join(os.path.dirname(path), "ratios.png"))
-    kernels = report.kernel_section(args, table_lines, note_lines, plotted) if rows else []
+    kernels = report.kernel_section(args, table_lines, note_lines, plotted, spread_lines) if rows else []
     with open(path, "w") as f:
         f.write(report.document(args, machine, kernels, mlp_lines, step_lines))
     print(f"wrote {path}" + (" and ratios.png beside it" if plotted else ""))

@@ -23,6 +23,12 @@ def table(rows, contenders):
         kernels = row.cells["ndlc"].kernels
         body.append([row.name, *(row.cells[c.name].text() for c in contenders), *ratios, best_text,
                      spread_text(row.round_ratios()), "-" if kernels is None else str(kernels)])
+    return markdown(header, body)
+
+
+def markdown(header, body):
+    """A markdown table, padded to line up in a terminal too: the first column left-aligned, the
+    others right-aligned."""
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
     rule = ["-" * w if i == 0 else "-" * (w - 1) + ":" for i, w in enumerate(widths)]
     return ["| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -60,15 +66,39 @@ def notes(rows, not_run, machine):
 
 
 def spread(rows):
-    """A line on how far apart ndlc's round medians fell (slowest round over fastest), where there
-    were several rounds: the run-to-run spread its medians carry."""
-    spreads = sorted((max(cell.rounds) / min(cell.rounds), row.name) for row in rows
-                     for name, cell in row.cells.items() if name == "ndlc" and cell.rounds)
-    if not spreads:
+    """A line on how far apart each contender's round medians fell (slowest round over fastest),
+    where there were several rounds: the run-to-run spread its medians carry. The peers', timed in
+    the same rounds, show how much of ndlc's is the host's noise."""
+    parts = []
+    for name in _spread_contenders(rows):
+        spreads = sorted((_spread(row.cells[name]), row.name) for row in rows if _spread(row.cells.get(name)))
+        middle, (largest, case) = statistics.median(s for s, _ in spreads), spreads[-1]
+        parts.append(f"{name} median {middle:.2f}x, largest {largest:.2f}x ({case})")
+    if not parts:
         return []
-    middle, (largest, case) = statistics.median(s for s, _ in spreads), spreads[-1]
-    return [f"- ndlc's slowest round over its fastest, per case: median {middle:.2f}x, largest {largest:.2f}x "
-            f"({case})"]
+    return ["- slowest round over fastest, per case (the spread table below): " + "; ".join(parts)]
+
+
+def spread_table(rows):
+    """Each case's slowest round over its fastest, per contender timed in several rounds (ndlc's
+    spread beside the peers' of the same rounds); none with one round."""
+    names = _spread_contenders(rows)
+    if not names:
+        return []
+    body = [[row.name, *(f"{_spread(row.cells.get(name)):.2f}x" if _spread(row.cells.get(name)) else "-"
+                         for name in names)] for row in rows]
+    return ["### Run-to-run spread (each contender's slowest round median over its fastest)", "",
+            *markdown(["case", *names], body)]
+
+
+def _spread_contenders(rows):
+    """The contenders (in the table's order) with several rounds in some row."""
+    return list(dict.fromkeys(name for row in rows for name, cell in row.cells.items() if _spread(cell)))
+
+
+def _spread(cell):
+    """A cell's slowest round median over its fastest, or None without several rounds."""
+    return max(cell.rounds) / min(cell.rounds) if cell is not None and cell.rounds else None
 
 
 def document(args, machine, kernels, mlp_lines, step_lines):
@@ -97,8 +127,8 @@ def header(args, machine):
         "threaded contenders suffer most)", ""]
 
 
-def kernel_section(args, table_lines, note_lines, plotted):
-    """RESULTS.md's kernel table, how it was measured, its notes and the chart."""
+def kernel_section(args, table_lines, note_lines, plotted, spread_lines=()):
+    """RESULTS.md's kernel table, how it was measured, its notes, the spread table and the chart."""
     chart = ["![ndlc time / best peer's time per case](ratios.png)", ""] if plotted else []
     return [
         "## Kernels (float32, median ms per call)", "",
@@ -115,4 +145,4 @@ def kernel_section(args, table_lines, note_lines, plotted):
         "lowest and highest, as the sweep's are of its blocks'; the last column counts the kernels ndlc "
         "compiled the case to. GFLOP/s count a convolution's forward products, and for fwd+bwd also its two "
         "gradient products of as many operations each.", "",
-        *table_lines, "", *note_lines, "", *chart]
+        *table_lines, "", *note_lines, "", *(list(spread_lines) + [""] if spread_lines else []), *chart]
