@@ -16,18 +16,26 @@ caller writes `gen`, then reads `sleepers`; a waiter counts itself in `waiters`,
 count; `ndlc_done` counts, then reads `waiters`), so neither side misses the other. A waiter
 polls SPIN times, then sleeps on its count's low half (futex): its core idle, the scheduler may
 move the thread it waits for there (a yield would hand the core to another process for a time
-slice instead, and under load waiting threads yielded ~50 times a call).
+slice instead, and under load waiting threads yielded ~50 times a call). Where the other cores are
+busy, the scheduler wakes a worker on its caller's core; there a spinning thread only takes the
+turn of the one it waits for. So the caller records its core (`cpu`) when it opens a region, a
+worker that joins on that core marks the region `crowded` (no wait in it spins), and an idle
+worker looks at its core every LOOK_EVERY polls and sleeps at once when it is the caller's.
 
-The state is one array of i64 words, each field on a cache line of its own (`FIELDS`): `gen` the
+The state is one array of i64 words, each field on a cache line of its own but `cpu`, beside `fn`
+(both the caller's), and `crowded`, beside `active` (both a joining worker's) (`FIELDS`): `gen` the
 number of the last region opened (an i32: the word idle workers sleep on with futex), `open` the
 number of the region running (0: none), `fn` and `data` its function and argument, `wanted` how
-many workers it may take (its team but the caller), `active` the workers inside it, `sleepers`
+many workers it may take (its team but the caller), `cpu` the core its caller opened it on,
+`active` the workers inside it, `crowded` whether a worker joined it on the caller's core, `sleepers`
 the workers asleep on `gen`, `busy` whether a region runs (a second caller runs its region alone),
 `started` the workers started (each takes its index from it), `waiters` the threads asleep on a
 count (`ndlc_wait`), and the counts `regions`,
-`joined` (regions a worker ran) and `late` (a worker came after its region closed)."""
-FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "active": 24, "sleepers": 32,
-          "busy": 40, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58}
+`joined` (regions a worker ran), `late` (a worker came after its region closed) and `crowded_joins`
+(a worker joined on its caller's core)."""
+FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "cpu": 19, "active": 24, "crowded": 25,
+          "sleepers": 32, "busy": 40, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58,
+          "crowded_joins": 59}
 WORDS = 64
 STATE = "ndlc_pool_state"
 FUNCTIONS = ("ndlc_parallel", "ndlc_wait", "ndlc_done", "ndlc_pool_worker")
@@ -35,9 +43,11 @@ FUTEX = {"x86_64": 202, "aarch64": 98}  # SYS_futex by machine (Linux): the mach
 FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE operations (one process's threads)
 SPIN = 30000  # polls (a pause each) before a worker or a waiter sleeps: ~0.8 ms, libgomp's GOMP_SPINCOUNT as
 # ndlc set it (docs/ARCHITECTURE.md: long enough to bridge the gaps between one step's kernels)
+LOOK_EVERY = 64  # an idle worker's polls between two looks at whether it shares the caller's core
 
 _TEMPLATE = """@{state} = global [{words} x i64] zeroinitializer, align 64
 declare i64 @syscall(i64, ...)
+declare i32 @sched_getcpu()
 {pause_declaration}
 define internal void @relax() alwaysinline {{
 {pause}  ret void
@@ -52,7 +62,10 @@ poll:
   %done = icmp eq i64 %now, %value
   br i1 %done, label %out, label %idle
 idle:
-  %polling = icmp ult i32 %n, {spin}
+  %crowded = load atomic i64, ptr {at_crowded} monotonic, align 8
+  %alone = icmp eq i64 %crowded, 0
+  %spins = select i1 %alone, i32 {spin}, i32 0
+  %polling = icmp ult i32 %n, %spins
   br i1 %polling, label %spin, label %sleep
 spin:
   call void @relax()
@@ -111,6 +124,10 @@ publish:
   %workers = sub i32 %team, 1
   %wanted = sext i32 %workers to i64
   store atomic i64 %wanted, ptr {at_wanted} monotonic, align 8
+  %cpu = call i32 @sched_getcpu()
+  %cpu.wide = sext i32 %cpu to i64
+  store atomic i64 %cpu.wide, ptr {at_cpu} monotonic, align 8
+  store atomic i64 0, ptr {at_crowded} monotonic, align 8
   %last = load atomic i32, ptr @{state} monotonic, align 64
   %next = add i32 %last, 1
   %wrapped = icmp eq i32 %next, 0
@@ -150,7 +167,17 @@ poll:
   br i1 %new, label %region, label %idle
 idle:
   %polling = icmp ult i32 %n, {spin}
-  br i1 %polling, label %spin, label %sleep
+  br i1 %polling, label %look, label %sleep
+look:
+  %turn = and i32 %n, {look_mask}
+  %looking = icmp eq i32 %turn, 0
+  br i1 %looking, label %beside, label %spin
+beside:
+  %here = call i32 @sched_getcpu()
+  %here.wide = sext i32 %here to i64
+  %caller = load atomic i64, ptr {at_cpu} monotonic, align 8
+  %shared = icmp eq i64 %here.wide, %caller
+  br i1 %shared, label %sleep, label %spin
 spin:
   call void @relax()
   %n.next = add nuw i32 %n, 1
@@ -180,6 +207,16 @@ join:
   %running = icmp eq i32 %open, %arrived
   br i1 %running, label %run, label %late
 run:
+  %core = call i32 @sched_getcpu()
+  %core.wide = sext i32 %core to i64
+  %caller.core = load atomic i64, ptr {at_cpu} monotonic, align 8
+  %crowding = icmp eq i64 %core.wide, %caller.core
+  br i1 %crowding, label %crowd, label %enter
+crowd:
+  store atomic i64 1, ptr {at_crowded} monotonic, align 8
+  %crowds = atomicrmw add ptr {at_crowded_joins}, i64 1 monotonic
+  br label %enter
+enter:
   %fn = load ptr, ptr {at_fn}, align 8
   %data = load ptr, ptr {at_data}, align 8
   call void %fn(ptr %data)
@@ -200,7 +237,7 @@ def pool_module(machine: str) -> str:
     x86 = machine == "x86_64"
     return _TEMPLATE.format(
         state=STATE, words=WORDS, futex=FUTEX[machine], futex_wait=FUTEX_WAIT, futex_wake=FUTEX_WAKE,
-        spin=SPIN, **FIELDS,
+        spin=SPIN, look_mask=LOOK_EVERY - 1, **FIELDS,
         **{f"at_{name}": f"getelementptr inbounds ([{WORDS} x i64], ptr @{STATE}, i64 0, i64 {word})"
            for name, word in FIELDS.items()},
         pause_declaration="declare void @llvm.x86.sse2.pause()\n" if x86 else "",
