@@ -9,6 +9,8 @@ that compiling and loading cancel out.
     python benchmarks/spread.py --starved   # a call beside a worker that lost its core
     python benchmarks/spread.py --rounds 3  # wall clock: medians of 20 calls a round, each case's
                                             # slowest round over its fastest (ndlc bench's spread)
+    python benchmarks/spread.py --parts     # a call's parts: the entry, the steady run, the native
+                                            # call on each team; a 1-element program's as the floor
 
 `--starved` (and tests/runtime/test_pool.py) times a 2-thread program's calls while its team's
 worker shares a core with a busy process at SCHED_IDLE priority (it runs a few ms a second) and
@@ -44,11 +46,14 @@ def build(case):
 
 
 def in_process(call, calls):
-    """(minor page faults, Python blocks left allocated, peak Python bytes) per call."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    """(minor page faults, voluntary and involuntary context switches of all this process's
+    threads, per call; Python blocks left allocated per call, peak Python bytes)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(calls):
         call()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults, voluntary, involuntary = (getattr(after, f) - getattr(before, f)
+                                      for f in ("ru_minflt", "ru_nvcsw", "ru_nivcsw"))
     tracemalloc.start()
     start, _ = tracemalloc.get_traced_memory()
     blocks = len(tracemalloc.take_snapshot().traces)
@@ -58,7 +63,7 @@ def in_process(call, calls):
     _, peak = tracemalloc.get_traced_memory()
     left = len(tracemalloc.take_snapshot().traces) - blocks
     tracemalloc.stop()
-    return faults / calls, left / calls, max(0, peak - start)
+    return faults / calls, voluntary / calls, involuntary / calls, left / calls, max(0, peak - start)
 
 
 def child(index, calls):
@@ -152,6 +157,58 @@ def starved_program():
     return program, x
 
 
+FLOOR_GRAPH = "graph @floor(%x: f32[1]) {\n  %0 = exp(%x) : f32[1]\n  return %0\n}"
+
+
+def minimum_us(fn, calls):
+    """The fastest of `calls` calls of fn(), in microseconds (the parts are timed alternately)."""
+    best = float("inf")
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e6
+
+
+def parts(call, calls):
+    """{part: fastest microseconds} of a warmed-up case's call: the whole call (the compiled
+    function's entry, its checks, the Tensors it returns), `steady` (Program.steady: the inputs'
+    and spare outputs' checks, the pointer table, the team's timing), `native` (the entry point on
+    the team the program chose) and `native on 1` (on one thread: what the team's wake-up, pieces
+    and join cost or save)."""
+    from ndlc.runtime import libraries
+    program = call.compiled.last.program
+    seen = []
+    steady = program.steady
+    program.steady = lambda *arrays: seen.append(arrays) or steady(*arrays)
+    call()
+    program.steady = steady
+    team = program.team.current
+
+    def native(threads):
+        libraries.set_team(threads)
+        program.native_call()
+    ways = {"call": call, "steady": lambda: program.steady(*seen[0]), "native": lambda: native(team),
+            "native on 1": lambda: native(1)}
+    best = {name: float("inf") for name in ways}
+    for _ in range(5):  # alternating, so that the machine's drift falls on every part
+        for name, fn in ways.items():
+            best[name] = min(best[name], minimum_us(fn, calls // 5))
+    return best, team
+
+
+def floor(calls):
+    """parts() of a compiled function whose program is one kernel over one element: the cost of a
+    call that computes nothing."""
+    import ndlc as ndl
+    from suite.ndlc_runner import Calls
+    x = np.ones(1, np.float32)
+    call = Calls(ndl.compile(lambda t: ndl.ops.exp(t)), [x])
+    for _ in range(WARMUP):
+        call()
+    return parts(call, calls)
+
+
 def rounds(cases, count, calls=20):
     """{case name: [median seconds of `calls` calls in each of `count` rounds]}: every case built
     (and warmed up) first, then each round times every case in turn, as `ndlc bench` does."""
@@ -175,6 +232,7 @@ def main():
     parser.add_argument("--external", action="store_true", help="perf and strace counts too (slower)")
     parser.add_argument("--starved", action="store_true", help="time calls beside a worker that lost its core")
     parser.add_argument("--rounds", type=int, help="wall clock: this many rounds of medians of 20 calls")
+    parser.add_argument("--parts", action="store_true", help="time a call's parts (fastest of --calls)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -191,6 +249,15 @@ def main():
               f"slowest {max(seconds) * 1e3:.3f} ms, total {sum(seconds) * 1e3:.1f} ms")
         return
     cases = [case for case in CASES if args.only.lower() in case.name(False).lower()]
+    if args.parts:
+        print("| case | team | call us | steady us | native us | native on 1 us | entry us | steady's own us |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, (best, team) in [("1-element exp (the floor)", floor(args.calls))] + \
+                [(case.name(False), parts(build(case), args.calls)) for case in cases]:
+            print(f"| {name} | {team} | {best['call']:.1f} | {best['steady']:.1f} | {best['native']:.1f} | "
+                  f"{best['native on 1']:.1f} | {best['call'] - best['steady']:.1f} | "
+                  f"{best['steady'] - best['native']:.1f} |", flush=True)
+        return
     if args.rounds:
         print("| case | median ms | rounds' medians (ms) | slowest round / fastest |")
         print("|---|---:|---|---:|")
@@ -198,13 +265,14 @@ def main():
             print(f"| {name} | {statistics.median(medians) * 1e3:.3f} | "
                   f"{', '.join(f'{m * 1e3:.3f}' for m in medians)} | {max(medians) / min(medians):.2f}x |")
         return
-    print("| case | minor faults/call | Python blocks kept/call | peak Python bytes "
-          "| context switches/call | futex/call | system calls/call |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| case | minor faults/call | voluntary switches/call | involuntary switches/call "
+          "| Python blocks kept/call | peak Python bytes | context switches/call (perf) | futex/call "
+          "| system calls/call |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         index, name = CASES.index(case), case.name(False)
-        faults, kept, peak = in_process(build(case), args.calls)
-        cells = [f"{faults:.2f}", f"{kept:.3f}", f"{peak}"]
+        faults, voluntary, involuntary, kept, peak = in_process(build(case), args.calls)
+        cells = [f"{faults:.2f}", f"{voluntary:.3f}", f"{involuntary:.3f}", f"{kept:.3f}", f"{peak}"]
         if args.external:
             per = external(index, args.calls)
             cells += [f"{per.get('context-switches', 0):.2f}",
