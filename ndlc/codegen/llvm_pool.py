@@ -20,7 +20,11 @@ slice instead, and under load waiting threads yielded ~50 times a call). Where t
 busy, the scheduler wakes a worker on its caller's core; there a spinning thread only takes the
 turn of the one it waits for. So the caller records its core (`cpu`) when it opens a region, a
 worker that joins on that core marks the region `crowded` (no wait in it spins), and an idle
-worker looks at its core every LOOK_EVERY polls and sleeps at once when it is the caller's.
+worker looks at its core every LOOK_EVERY polls and sleeps at once when it is the caller's. There
+it cannot help, and waking it costs a futex call and two context switches a region (15 us of a
+50 us call), so after a crowded region the caller opens the next `quiet` ones without waking a
+sleeping worker (a spinning one still joins): 1, then twice as many after each crowded region that
+follows, at most QUIET_MOST, until a worker joins one uncrowded (`backoff`: the current length).
 
 The state is one array of i64 words, each field on a cache line of its own but `cpu`, beside `fn`
 (both the caller's), and `crowded`, beside `active` (both a joining worker's) (`FIELDS`): `gen` the
@@ -34,7 +38,7 @@ count (`ndlc_wait`), and the counts `regions`,
 `joined` (regions a worker ran), `late` (a worker came after its region closed) and `crowded_joins`
 (a worker joined on its caller's core)."""
 FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "cpu": 19, "active": 24, "crowded": 25,
-          "sleepers": 32, "busy": 40, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58,
+          "sleepers": 32, "busy": 40, "quiet": 41, "backoff": 42, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58,
           "crowded_joins": 59}
 WORDS = 64
 STATE = "ndlc_pool_state"
@@ -44,6 +48,7 @@ FUTEX_WAIT, FUTEX_WAKE = 128, 129  # the _PRIVATE operations (one process's thre
 SPIN = 30000  # polls (a pause each) before a worker or a waiter sleeps: ~0.8 ms, libgomp's GOMP_SPINCOUNT as
 # ndlc set it (docs/ARCHITECTURE.md: long enough to bridge the gaps between one step's kernels)
 LOOK_EVERY = 64  # an idle worker's polls between two looks at whether it shares the caller's core
+QUIET_MOST = 64  # the most regions opened without waking a sleeping worker after crowded ones
 
 _TEMPLATE = """@{state} = global [{words} x i64] zeroinitializer, align 64
 declare i64 @syscall(i64, ...)
@@ -138,9 +143,18 @@ publish:
   %regions = load i64, ptr %regions.at, align 8
   %regions.next = add i64 %regions, 1
   store i64 %regions.next, ptr %regions.at, align 8
+  %joined.before = load atomic i64, ptr {at_joined} monotonic, align 8
   %sleepers = load atomic i64, ptr {at_sleepers} seq_cst, align 8
   %asleep = icmp ne i64 %sleepers, 0
-  br i1 %asleep, label %wake, label %work
+  br i1 %asleep, label %sleeping, label %work
+sleeping:
+  %quiet = load i64, ptr {at_quiet}, align 8
+  %waking = icmp eq i64 %quiet, 0
+  br i1 %waking, label %wake, label %hush
+hush:
+  %quiet.less = sub i64 %quiet, 1
+  store i64 %quiet.less, ptr {at_quiet}, align 8
+  br label %work
 wake:
   %woken = call i64 (i64, ...) @syscall(i64 {futex}, ptr @{state}, i32 {futex_wake}, i32 2147483647)
   br label %work
@@ -148,6 +162,27 @@ work:
   call void %fn(ptr %data)
   store atomic i32 0, ptr {at_open} seq_cst, align 8
   call void @ndlc_wait(ptr {at_active}, i64 0)
+  %crowded.after = load atomic i64, ptr {at_crowded} monotonic, align 8
+  %was.crowded = icmp ne i64 %crowded.after, 0
+  br i1 %was.crowded, label %back, label %calm
+back:
+  %backoff = load i64, ptr {at_backoff}, align 8
+  %doubled = shl i64 %backoff, 1
+  %first.back = icmp eq i64 %backoff, 0
+  %longer = select i1 %first.back, i64 1, i64 %doubled
+  %capped = icmp ugt i64 %longer, {quiet_most}
+  %backoff.next = select i1 %capped, i64 {quiet_most}, i64 %longer
+  store i64 %backoff.next, ptr {at_backoff}, align 8
+  store i64 %backoff.next, ptr {at_quiet}, align 8
+  br label %done
+calm:
+  %joined.after = load atomic i64, ptr {at_joined} monotonic, align 8
+  %helped = icmp ne i64 %joined.after, %joined.before
+  br i1 %helped, label %reset, label %done
+reset:
+  store i64 0, ptr {at_backoff}, align 8
+  br label %done
+done:
   store atomic i64 0, ptr %busy release, align 8
   ret void
 }}
@@ -237,7 +272,7 @@ def pool_module(machine: str) -> str:
     x86 = machine == "x86_64"
     return _TEMPLATE.format(
         state=STATE, words=WORDS, futex=FUTEX[machine], futex_wait=FUTEX_WAIT, futex_wake=FUTEX_WAKE,
-        spin=SPIN, look_mask=LOOK_EVERY - 1, **FIELDS,
+        spin=SPIN, look_mask=LOOK_EVERY - 1, quiet_most=QUIET_MOST, **FIELDS,
         **{f"at_{name}": f"getelementptr inbounds ([{WORDS} x i64], ptr @{STATE}, i64 0, i64 {word})"
            for name, word in FIELDS.items()},
         pause_declaration="declare void @llvm.x86.sse2.pause()\n" if x86 else "",

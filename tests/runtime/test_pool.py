@@ -89,7 +89,8 @@ def test_a_worker_on_its_callers_core_neither_spins_nor_is_spun_for():
     """Caller and worker on one core (where a busy machine's scheduler puts a woken worker): a worker
     that joins counts the region crowded, no one spins in it and an idle worker sleeps, so the worker
     runs on the core only for the pieces it takes, never longer per region than one thread's call
-    (before: 2.3x, its spins between regions taking the caller's turns)."""
+    (before: 2.3x, its spins between regions taking the caller's turns); and after crowded regions
+    the caller opens the next ones without waking it, longer and longer (1, 2, 4, ... regions)."""
     done = subprocess.run([sys.executable, "-c", ONE_CORE_SCRIPT.format(benchmarks=BENCHMARKS)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -98,6 +99,7 @@ def test_a_worker_on_its_callers_core_neither_spins_nor_is_spun_for():
     assert same_one and same_two  # the same bits on 1 and 2 threads
     assert result["counts"]["crowded_joins"] == result["counts"]["joined"] > 0 and joined > 0
     assert worker / joined < 1.25 * alone / 40  # CPU time: the machine's load does not move it
+    assert joined < 40 // 4  # woken for about 5 of the 40 regions, the gaps between doubling
 
 
 SUMS = """
