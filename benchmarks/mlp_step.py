@@ -184,15 +184,19 @@ CONTENDERS = {"numpy (hand-written)": numpy_step, "ndlc eager": ndlc_eager, "ndl
               "PyTorch eager": torch_eager}
 
 
-def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf):
+def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf, least_s=0.0, most=None):
     """Median and all per-call times (ms) of `repeats` calls of `make_step()` after `warmup` calls,
-    on `args` (default: the MLP's batch); fewer calls (at least 3) once they add up to `budget_s`."""
+    on `args` (default: the MLP's batch); fewer calls (at least 3) once they add up to `budget_s`,
+    more (up to `most`) until they add up to `least_s`, so that a short case's median spans more
+    than a scheduler tick."""
     step = make_step()
     args = data() if args is None else args
     for _ in range(warmup):
         step(*args)
     times = []
-    while len(times) < repeats and (len(times) < 3 or sum(times) < budget_s * 1e3):
+    most = max(repeats, most or repeats)
+    while (len(times) < repeats and (len(times) < 3 or sum(times) < budget_s * 1e3)
+           or len(times) < most and sum(times) < least_s * 1e3):
         start = time.perf_counter()
         step(*args)
         times.append((time.perf_counter() - start) * 1e3)

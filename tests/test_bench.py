@@ -193,3 +193,14 @@ def test_rounds_time_every_contender_again_but_a_lingering_pool_once(monkeypatch
     assert (paired.ratio("numpy"), paired.best_ratio()) == (1.0, pytest.approx(1.5))
     failed = measure.Cell(note="MISMATCH (result 0)", bad=True)
     assert measure._over_rounds([measure.Cell(ms=1.0), failed]) is failed
+
+
+def test_a_round_of_short_calls_lasts_its_least_time(monkeypatch):
+    cli.load_suite()
+    import mlp_step
+    clock = itertools.count()
+    monkeypatch.setattr(mlp_step.time, "perf_counter", lambda: next(clock) * 1e-4)  # a call: 0.1 ms
+    _, short = mlp_step.measure(lambda: lambda: None, 20, warmup=0, args=(), least_s=0.00995, most=1000)
+    _, capped = mlp_step.measure(lambda: lambda: None, 20, warmup=0, args=(), least_s=1.0, most=50)
+    _, plain = mlp_step.measure(lambda: lambda: None, 20, warmup=0, args=())
+    assert len(short) == 100 and len(capped) == 50 and len(plain) == 20

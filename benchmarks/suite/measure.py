@@ -16,6 +16,9 @@ RTOL, ATOL = 1e-3, 1e-3        # atol is relative to numpy's largest magnitude
 WARMUP = 1                     # calls after the (checked) first one, before timing
 BUDGET_S = 2.0                 # timed seconds per contender and case after which fewer calls count
 BLOCK_CALLS = 200              # at most this many calls in one interleaved block (the sweep's)
+ROUND_S = 0.05                 # a round's calls add up to this at least (up to ROUND_CALLS): 20 calls of
+ROUND_CALLS = 1000             # a 0.05 ms case span 1 ms, less than a scheduler tick, and their median
+# moved 1.25-1.90x from round to round where 400 calls moved 1.07-1.30x (load ~9, every contender alike)
 
 
 @dataclass
@@ -120,7 +123,7 @@ def measure_cases(cases, contenders, quick, repeats, device, bar, rounds=1):
             for case in cases:
                 bar.set_description(f"{contender.name}: {case.name(quick)}")
                 cells[id(case), contender.name].append(
-                    measure_contender(contender, case, inputs[id(case)], references[id(case)], repeats, device))
+                    measure_contender(contender, case, inputs[id(case)], references[id(case)], repeats, device, quick))
                 bar.update()
     rows = []
     for case in cases:
@@ -135,7 +138,7 @@ def measure_cases(cases, contenders, quick, repeats, device, bar, rounds=1):
     return rows
 
 
-def measure_contender(contender, case, arrays, reference, repeats, device):
+def measure_contender(contender, case, arrays, reference, repeats, device, quick=False):
     """`contender` on `case`: checked on its first call, then timed (mlp_step.measure), or why not.
     A torch.compile contender that dynamo ran eagerly is FALLBACK, a wrong result MISMATCH: both
     fail the run. Graph breaks (the pieces still compiled) are noted beside the time."""
@@ -143,7 +146,8 @@ def measure_contender(contender, case, arrays, reference, repeats, device):
     if isinstance(call, Cell):
         return call
     try:
-        median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S)
+        median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S,
+                                     least_s=0.0 if quick else ROUND_S, most=ROUND_CALLS)
     except Exception as e:  # a contender that cannot run a case is reported, not fatal
         return _failed(contender, e)
     return timed_cell(call, median)

@@ -5,7 +5,7 @@ import statistics
 
 import mlp_step
 from suite.contenders import why_missing
-from suite.measure import ATOL, BUDGET_S, RTOL, WARMUP
+from suite.measure import ATOL, BUDGET_S, ROUND_CALLS, ROUND_S, RTOL, WARMUP
 
 PEERS_FOR_RATIOS = ("numpy", "PyTorch")
 
@@ -137,7 +137,9 @@ def kernel_section(args, table_lines, note_lines, plotted, spread_lines=()):
         "torch.compile compiles each case afresh (`torch._dynamo.reset()`); where dynamo ran it eagerly "
         "anyway (its recompile limit hit, or no graph compiled) the cell shows FALLBACK. "
         f"Medians of {args.repeats} calls after {WARMUP + 1} untimed ones (the first compiles), or of as "
-        f"many as fit in {BUDGET_S:.0f} s (at least 3), in each of {args.rounds} round(s): every contender "
+        f"many as fit in {BUDGET_S:.0f} s (at least 3)"
+        + ("" if args.quick else f", or of more (up to {ROUND_CALLS}) where {args.repeats} take under "
+           f"{ROUND_S * 1e3:.0f} ms") + f", in each of {args.rounds} round(s): every contender "
         "times every case, contender after contender, once a round (JAX, whose pool lingers, in the last "
         "only), and a cell is the median of its rounds' medians. Ratios are ndlc's time over the peer's: below 1, "
         "ndlc is faster; `ndlc/best peer` is the median of the rounds' ratios (ndlc's median over the fastest "
