@@ -21,7 +21,7 @@ import math
 from ..errors import UnsupportedError
 from ..ir.cases import TextEnum
 from ..ir.indexing import Access
-from ..ir.kernel import Acc, Index, infer_dtypes, operand_dtype
+from ..ir.kernel_leaves import Acc, Index, infer_dtypes, operand_dtype
 from ..ir.rules import combine_primitive, expanded_power, identity, power_by_squaring, primitive_for
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float

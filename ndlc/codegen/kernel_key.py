@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, replace
 
 from ..ir.indexing import Affine
-from ..ir.kernel import Index, Load
+from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import postorder
 
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.py", "codegen/llvm_memory.py",

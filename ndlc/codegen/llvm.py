@@ -21,7 +21,8 @@ import gc
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import Acc, Combine, Strategy
+from ..ir.kernel import Combine, Strategy
+from ..ir.kernel_leaves import Acc
 from ..ir.tiles import multiply_add
 from ..ir.rules import combine_primitive, identity
 from ..ir.short_rows import side_by_side

@@ -18,7 +18,8 @@ from math import prod
 
 from llvmlite import ir
 
-from ..ir.kernel import Combine, Index, Load, Strategy
+from ..ir.kernel import Combine, Strategy
+from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.short_rows import side_by_side
 from . import mathlib

@@ -5,7 +5,7 @@ supplies `kernel`, the builder `b`, `vars`, `pointers`, `debug`, the guard sets 
 `_gathered`, `_scattered` (codegen/llvm_vector.py: a strided one, a lane's element each)."""
 from llvmlite import ir
 
-from ..ir.kernel import Index, Load
+from ..ir.kernel_leaves import Index, Load
 from .llvm_scalar import I8, I64, MEMORY, Values
 from .llvm_vector import ZERO
 

@@ -12,8 +12,9 @@ import re
 
 from ..errors import IRParseError
 from .indexing import Access, Affine, Guard
-from .kernel import (GEMMS, Acc, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Index, Kernel, Load, Matrix, Phase,
-                     PhaseKind, Program, Reduction, Split, Store, Strategy, infer_dtypes)
+from .kernel import (GEMMS, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Kernel, Matrix, Phase, PhaseKind, Program,
+                     Reduction, Split, Store, Strategy)
+from .kernel_leaves import Acc, Index, Load, infer_dtypes
 from .kernel_verifier import verify_program
 from .streams import parse_streams
 from .scalar import PRIMITIVES, ScalarExpr

@@ -5,7 +5,8 @@ dtype. Errors name the stage and the kernel."""
 from math import prod
 
 from ..errors import VerifyError
-from .kernel import GEMMS, Acc, BufferKind, Combine, Load, Strategy
+from .kernel import GEMMS, BufferKind, Combine, Strategy
+from .kernel_leaves import Acc, Load
 from .scalar import PRIMITIVES, leaves, postorder
 from .streams import stream_problem
 from .tiles import ragged_problem

@@ -34,8 +34,8 @@ from typing import Optional
 
 from ..errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous, injective
-from ..ir.kernel import (GEMMS, Acc, Buffer, BufferKind, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
-                         Reduction, Store)
+from ..ir.kernel import GEMMS, Buffer, BufferKind, Gemm, Kernel, Matrix, Phase, Program, Reduction, Store
+from ..ir.kernel_leaves import Acc, Index, Load
 from ..ir.printer import value_names
 from ..ir.registry import ROW_MAJOR, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform

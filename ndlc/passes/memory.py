@@ -5,7 +5,8 @@ whole array in memory (softmax's exponentials between its sum and its output).""
 import collections
 import math
 
-from ..ir.kernel import BufferKind, Load, Strategy
+from ..ir.kernel import BufferKind, Strategy
+from ..ir.kernel_leaves import Load
 from ..ir.scalar import leaf_set
 
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)

@@ -26,7 +26,8 @@ import math
 from dataclasses import replace
 
 from ..ir.indexing import contiguous
-from ..ir.kernel import Acc, BufferKind, Load, Phase
+from ..ir.kernel import BufferKind, Phase
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, cost, leaf_set, leaves, map_leaves
 from ..ir.types import numpy_dtype
 from .statistics import one_pass_statistics

@@ -17,7 +17,8 @@ apart, in one L1 set, ran the 3x3 forward kernel at half speed); no kernel in be
 it reads or touches what it writes."""
 from dataclasses import replace
 
-from ..ir.kernel import BufferKind, Load, Program
+from ..ir.kernel import BufferKind, Program
+from ..ir.kernel_leaves import Load
 from ..ir.scalar import ScalarExpr, map_leaves
 from ..ir.tiles import STORED_AT_ONCE, spread
 from ..ir.types import numpy_dtype

@@ -64,7 +64,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UnsupportedError
-from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
+from ..ir.kernel import Buffer, BufferKind, Combine, GpuLaunch, Program, Split, Strategy
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import cost, leaves
 from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards

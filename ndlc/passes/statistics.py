@@ -12,7 +12,8 @@ Each rewritten kernel says so in its `merged:` line.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Acc, Combine, Load, Phase
+from ..ir.kernel import Combine, Phase
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, leaves, map_leaves
 from ..ir.types import is_float
 

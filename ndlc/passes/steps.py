@@ -18,7 +18,8 @@ a y or a final carry is written to a buffer of its own and copied to its slot.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Placement, Store
+from ..ir.kernel import Buffer, BufferKind, Kernel, Matrix, Phase, Placement, Store
+from ..ir.kernel_leaves import Load
 from ..ir.ops.scan import layout
 from ..ir.scalar import ScalarExpr
 

@@ -6,7 +6,8 @@ import pytest
 from ndlc.ir import parse
 from ndlc.errors import VerifyError
 from ndlc.ir.indexing import Access, Affine
-from ndlc.ir.kernel import Acc, BufferKind, Combine, Load, PhaseKind, Strategy
+from ndlc.ir.kernel import BufferKind, Combine, PhaseKind, Strategy
+from ndlc.ir.kernel_leaves import Acc, Load
 from ndlc.ir.kernel_verifier import verify_program
 from ndlc.ir.scalar import ScalarExpr
 from ndlc.ir.tiles import reordered
