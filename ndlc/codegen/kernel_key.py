@@ -19,8 +19,8 @@ from ..ir.scalar import postorder
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.py", "codegen/llvm_memory.py",
               "codegen/llvm_rows.py", "codegen/llvm_scalar.py", "codegen/llvm_vector.py", "codegen/llvm_calls.py",
               "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/kernel_key.py",
-              "ir/kernel.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py", "ir/short_rows.py",
-              "ir/tiles.py", "ir/types.py")
+              "ir/kernel.py", "ir/kernel_leaves.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py",
+              "ir/short_rows.py", "ir/tiles.py", "ir/types.py")
 
 
 def _fingerprint() -> str:
