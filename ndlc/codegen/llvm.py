@@ -370,11 +370,13 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
 
     def _invariant_leaf(self, payload) -> bool:
         """Whether a leaf reads the same value at every point of the loops: an unguarded load of a
-        fixed element (an optimiser's hyperparameter)."""
+        fixed element (an optimiser's hyperparameter), in a fixed row if the load is indirect."""
         if isinstance(payload, Acc):
             return False
-        access = self.kernel.loads[payload].access
-        return not access.guards and not any(access.form.coeffs)
+        load = self.kernel.loads[payload]
+        rows = getattr(load, "indirect", None)
+        return not load.access.guards and not any(load.access.form.coeffs) \
+            and (rows is None or self._invariant_leaf(rows.index))
 
     def _acc_value(self, index):
         slot = self.phase_slots[index]

@@ -109,6 +109,8 @@ def lane_loop(kernel, debug=None):
         if isinstance(load, Load) and (along and not strided_along(access, var, gathers or windows) or load.buffer in stored
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
+        if isinstance(load, Load) and load.indirect and made(kernel.loads[load.indirect.index]).form.coeffs[var]:
+            return None  # its row is one for all the lanes (codegen/llvm_memory.py _row)
     return var
 
 

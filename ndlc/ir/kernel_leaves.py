@@ -2,23 +2,51 @@
 element positions (`Index`) and a phase's accumulators (`Acc`), the 'arg' leaves of ndlc.ir.scalar
 DAGs (see ir/kernel.py)."""
 from dataclasses import dataclass
+from typing import Optional
 
 from .indexing import Access
 from .scalar import COMPARISONS, postorder, transform
 
 
 @dataclass(frozen=True)
+class Indirect:
+    """A load's row picked at run time (an embedding's lookup): the integer value of load `index`
+    (its number in the kernel; in fusion's definitions, before loads are numbered, the `Load`
+    itself) times `stride` elements is added to the access. A value outside [0, `rows`) reads 0,
+    as a failed guard does, so a program never reads outside its table."""
+    index: object
+    stride: int
+    rows: int
+
+    def text(self, form):
+        """The access's text `form` (its guards after ' if ', if any) with the row added, and its check."""
+        row = f"${self.index}" if isinstance(self.index, int) else str(self.index)
+        plain, _, guards = form.partition(" if ")
+        checks = " and ".join(filter(None, [f"0 <= {row} < {self.rows}", guards]))
+        return f"{self.stride}*{row} + {plain} if {checks}"
+
+
+@dataclass(frozen=True)
 class Load:
-    """One element of `buffer` (of `dtype`) at `access`."""
+    """One element of `buffer` (of `dtype`) at `access`, in the row `indirect` picks if it is set."""
     buffer: str
     dtype: str
     access: Access
+    indirect: Optional[Indirect] = None
 
     def with_access(self, access):
-        return Load(self.buffer, self.dtype, access)
+        return Load(self.buffer, self.dtype, access, self.indirect)
 
     def __str__(self):
-        return f"%{self.buffer}[{self.access}]"
+        access = str(self.access)
+        return f"%{self.buffer}[{self.indirect.text(access) if self.indirect else access}]"
+
+
+def with_picks(loads, numbers) -> set:
+    """Load numbers `numbers` and those whose values pick the rows of their indirect loads (an
+    indirect load reads both)."""
+    rows = [getattr(loads[n], "indirect", None) for n in numbers if isinstance(n, int)]
+    return set(numbers) | {row.index for row in rows if row is not None}
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ from math import prod
 
 from ..errors import VerifyError
 from .kernel import GEMMS, BufferKind, Combine, Strategy
-from .kernel_leaves import Acc, Load
+from .kernel_leaves import Acc, Load, with_picks
 from .scalar import PRIMITIVES, leaves, postorder
 from .streams import stream_problem
 from .tiles import ragged_problem
+from .types import is_integer
 
 
 def verify_program(program, stage=""):
@@ -50,7 +51,10 @@ def _check_kernel(kernel, buffers, where):
         if load.access.nvars != ndim:
             raise VerifyError(f"{where}: ${n} is addressed by {load.access.nvars} loop variables, not {ndim}")
         if isinstance(load, Load):
-            _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}")
+            rows = load.indirect and _indirect_problem(kernel, n)
+            if rows:
+                raise VerifyError(f"{where}: ${n} {rows}")
+            _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}", load.indirect)
             if load.dtype != buffers[load.buffer].dtype:
                 raise VerifyError(f"{where}: ${n} loads {load.dtype} from %{load.buffer}, a "
                                   f"{buffers[load.buffer].dtype} buffer")
@@ -169,7 +173,7 @@ def _check_order(kernel, written, where):
     written = set(written) | ({kernel.gemm.out} if kernel.gemm else set())
     for p, phase in enumerate(kernel.phases):
         for expr in phase.expressions():
-            for n in leaves(expr):
+            for n in with_picks(kernel.loads, leaves(expr)):
                 load = kernel.loads[n] if isinstance(n, int) else None
                 if isinstance(load, Load) and load.buffer not in written:
                     raise VerifyError(f"{where}: phase {p} reads %{load.buffer} before it is written")
@@ -178,11 +182,28 @@ def _check_order(kernel, written, where):
         raise VerifyError(f"{where}: its gemm reads a buffer before it is written")
 
 
-def _in_bounds(access, extents, buffer, what):
-    """The elements an unguarded access reaches lie inside the buffer (guarded ones are selected)."""
+def _indirect_problem(kernel, n):
+    """Why load `n`'s row cannot be picked as it says (a phrase), or '': its row is the value of
+    another load of the kernel, a plain load of integers, and its table has rows."""
+    rows = kernel.loads[n].indirect
+    index = rows.index
+    if not (isinstance(index, int) and 0 <= index < len(kernel.loads) and index != n):
+        return f"picks its row by ${index}, which is not another load of the kernel"
+    picked = kernel.loads[index]
+    if not isinstance(picked, Load) or picked.indirect is not None or not is_integer(picked.dtype):
+        return f"picks its row by ${index}, which is not a plain load of integers"
+    if rows.stride < 1 or rows.rows < 1:
+        return f"picks one of {rows.rows} rows {rows.stride} elements apart"
+    return ""
+
+
+def _in_bounds(access, extents, buffer, what, indirect=None):
+    """The elements an unguarded access reaches lie inside the buffer (guarded ones are selected),
+    whichever row an `indirect` load picks (one outside its rows reads nothing)."""
     if access.guards or access.step != 1 or 0 in extents:
         return
     low, high = access.form.padded(len(extents)).bounds(extents)
+    high += indirect.stride * (indirect.rows - 1) if indirect else 0
     size = prod(buffer.shape)
     if low < 0 or high >= max(size, 1):
         raise VerifyError(f"{what} reaches elements {low}..{high} of %{buffer.name}, which has {size}")

@@ -307,7 +307,7 @@ def _vectorisable(kernel) -> bool:
     if kernel.reductions or not kernel.extents or (kernel.outer != len(kernel.extents) and not kernel.gemm) \
             or kernel.extents[-1] % VECTOR:
         return False
-    if not all(isinstance(load, Load) for load in kernel.loads):
+    if not all(isinstance(load, Load) and not load.indirect for load in kernel.loads):
         return False
     for access, dtype in [(load.access, load.dtype) for load in kernel.loads] + \
             [(store.access, store.dtype) for store in kernel.stores]:

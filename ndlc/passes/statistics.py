@@ -80,7 +80,7 @@ def _statistics(kernel, p):
         return None
     written = {s.buffer for s in kernel.stores}
     if any(kernel.loads[a].buffer in written or kernel.loads[a].access.guards or kernel.loads[a].access.step != 1
-           for a in reads):
+           for a in reads) or any(kernel.loads[a].indirect for a in (*reads, m)):
         return None
     m = kernel.loads[m]
     n = 1
