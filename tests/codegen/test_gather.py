@@ -118,3 +118,37 @@ def test_cuda_rows_under_emulation_equal_the_cpus_with_zero_rows_outside(dtype):
     (got,) = CudaProgram(kernels, module, {}, executor=EmulatedExecutor()).run(t, i)
     (cpu,) = compile_graph(graph).run(t, i)
     assert np.asarray(got).tobytes() == cpu.tobytes() == zero_rows(t, i.astype(np.int64)).tobytes()
+
+
+def test_a_gathers_kernel_is_not_merged_with_its_consumer():
+    """merge would renumber the loads an indirect load names: the gather's kernel stays apart."""
+    graph = parse("graph @g(%t: f32[10,4], %i: i64[6]) {\n  %0 = gather(%t, %i) : f32[6,4]\n"
+                  "  %1 = exp(%0) : f32[6,4]\n  return %0, %1\n}")
+    rows, exp = fuse(graph).kernels
+    assert exp.boundary == "a kernel of indirect loads (a gather's rows) stays apart"
+    t = np.random.default_rng(3).standard_normal((10, 4)).astype(np.float32)
+    i = np.array([9, 0, 3, 3, 12, -1])
+    got = compile_graph(graph).run(t, i)
+    assert got[0].tobytes() == zero_rows(t, i).tobytes()
+    np.testing.assert_allclose(got[1], np.exp(zero_rows(t, i)), rtol=1e-6)
+
+
+def test_a_gather_in_a_loops_body_reads_each_steps_indices():
+    """Each step's copy of the body's gather kernel reads its own step's indices (passes/steps.py
+    places the index load; the table, read indirectly, is not moved)."""
+    import ndlc as ndl
+    rng = np.random.default_rng(4)
+    table, h0, ids = (rng.standard_normal((7, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32),
+                      rng.integers(0, 7, (5, 2)))
+
+    def run(h, xs):
+        return ndl.scan(lambda h, i: (ndl.tanh(h + ndl.ops.gather(ndl.Tensor(table), i)),) * 2, h, xs)
+    compiled = ndl.compile(run)
+    h, hs = compiled(h0, ids)
+    want = []
+    for step in ids:
+        h0 = np.tanh(h0 + table[step])
+        want.append(h0)
+    np.testing.assert_allclose(hs.numpy(), np.stack(want), rtol=1e-6, atol=1e-6)
+    planned = compiled.ir("planned")
+    assert "step: 4 of %0 scan" in planned and "= %xs[i0 + 8]" in planned and "*$0 + i1 if 0 <= $0 < 7]" in planned
