@@ -121,6 +121,8 @@ def _check_schedule(kernel, where):
         if problem:
             raise VerifyError(f"{where}: streaming stores to %{name}: {problem}")
     g = kernel.gpu
+    if g is not None and g.vector > 1 and any(getattr(load, "indirect", None) for load in kernel.loads):
+        raise VerifyError(f"{where}: a CUDA launch of {g.vector} points a thread over indirect loads (one row a point)")
     if g is not None and (min(g.tile, g.lanes, g.blocks, g.vector, g.chunks) < 1
                           or (g.chunks > 1 and len(kernel.scratch) != len(kernel.reductions))):
         raise VerifyError(f"{where}: a CUDA launch of {g.blocks} blocks of {g.tile}x{g.lanes} threads, "

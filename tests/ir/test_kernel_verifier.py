@@ -166,3 +166,11 @@ def test_an_indirect_load_picks_its_row_by_a_load_of_integers_inside_its_table(d
         return
     with pytest.raises(VerifyError, match=problem):
         parse_kernels(text)
+
+
+def test_a_cuda_launch_of_float4_points_reads_no_indirect_load():
+    text = GATHER.format(dtype="i64", access="4*$0 + i1 if 0 <= $0 < 10").replace(
+        "  loops: i0<6 i1<4\n", "  loops: i0<6 i1<4\n  cuda: 1 blocks of 8x1 threads, 4 points a thread (elementwise)\n")
+    with pytest.raises(VerifyError, match="a CUDA launch of 4 points a thread over indirect loads"):
+        parse_kernels(text)
+    assert "cuda: 1 blocks of 8x1 threads (elementwise)" in str(parse_kernels(text.replace(", 4 points a thread", "")))
