@@ -9,8 +9,9 @@ point of the outer loops:
   - a map phase (`inner=True`) makes its stores at every point of the inner loops.
 An elementwise kernel has only outer loops and one phase; a plain reduction one reduce phase; a
 row kernel (LayerNorm's statistics and output) several phases over one row, in cache. Scalar
-expressions are ndlc.ir.scalar DAGs whose 'arg' leaves are load numbers (`Load`s of buffers, or
-element positions, `Index`, through `Access` index maps) or `Acc`s (ir/kernel_leaves.py). Within a phase every value is
+expressions are ndlc.ir.scalar DAGs whose 'arg' leaves are load numbers (`Load`s of buffers, in a
+row another load's value picks where `Indirect`, or element positions, `Index`, through `Access`
+index maps) or `Acc`s (ir/kernel_leaves.py). Within a phase every value is
 computed before any store, so a store may overwrite a buffer the same phase reads at that element.
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
 then runs over the output in place. Both backends lower this form; neither re-derives fusion or
