@@ -21,7 +21,7 @@ import math
 from ..errors import UnsupportedError
 from ..ir.cases import TextEnum
 from ..ir.indexing import Access
-from ..ir.kernel import Acc, Index, infer_dtypes, operand_dtype
+from ..ir.kernel_leaves import Acc, Index, infer_dtypes, operand_dtype
 from ..ir.rules import combine_primitive, expanded_power, identity, power_by_squaring, primitive_for
 from ..ir.scalar import COMPARISONS, PRIMITIVES, postorder
 from ..ir.types import is_float
@@ -377,12 +377,25 @@ class _KernelEmitter:
             return f"{self.vectors[n]}.{'xyzw'[self.component]}" if contiguous else self.vectors[n]
         if isinstance(load, Index):
             return self._declare("i64", f"(long long)({index})" if not valid else f"({valid}) ? (long long)({index}) : 0LL", indent)
+        if load.indirect:
+            index, valid = self._row(load.indirect, index, valid, indent)
         text = f"{self.param[load.buffer]}[{index}]"
         if load.dtype == "bool":
             text = f"({text} != 0)"
         if valid:
             text = f"(({valid}) ? ({C_TYPES[load.dtype]})({text}) : ({C_TYPES[load.dtype]})0)"
         return self._declare(load.dtype, text, indent)
+
+    def _row(self, rows, index, valid, indent):
+        """(element index, validity) of an indirect load at `index` (valid where `valid`): its row,
+        the value of its index load, added where that is in [0, rows), else index 0 and invalid,
+        so nothing outside the table is read (as codegen/llvm_memory.py `_row`)."""
+        picked = self.kernel.loads[rows.index]
+        at, picked_valid = self._address(picked.access)
+        text = f"(long long)({self.param[picked.buffer]}[{at}])"
+        row = self._declare("i64", f"({picked_valid}) ? {text} : 0LL" if picked_valid else text, indent)
+        inside = f"(unsigned long long)({row}) < {rows.rows}ULL"
+        return f"({inside}) ? ({index}) + {row} * {rows.stride}LL : 0LL", " && ".join(filter(None, [valid, inside]))
 
     def _address(self, access: Access):
         """(element index, validity condition or '') of an access at the current loop variables."""

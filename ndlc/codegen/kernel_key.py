@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, replace
 
 from ..ir.indexing import Affine
-from ..ir.kernel import Index, Load
+from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import postorder
 
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.py", "codegen/llvm_memory.py",
               "codegen/llvm_rows.py", "codegen/llvm_scalar.py", "codegen/llvm_vector.py", "codegen/llvm_calls.py",
               "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/kernel_key.py",
-              "ir/kernel.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py", "ir/short_rows.py",
-              "ir/tiles.py", "ir/types.py")
+              "ir/kernel.py", "ir/kernel_leaves.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py",
+              "ir/short_rows.py", "ir/tiles.py", "ir/types.py")
 
 
 def _fingerprint() -> str:
@@ -65,7 +65,8 @@ def kernel_key(kernel, debug=None) -> KernelKey:
              f"split {kernel.split!r}"]
     for load in kernel.loads:
         where = buffer(load.buffer) if isinstance(load, Load) else "index"
-        lines.append(f"load {where} {load.dtype} {load.access!r}")
+        rows = f" rows {load.indirect!r}" if isinstance(load, Load) and load.indirect else ""
+        lines.append(f"load {where} {load.dtype} {load.access!r}{rows}")
     if kernel.gemm is not None:
         g = kernel.gemm
         lines.append(f"gemm {g.m} {g.n} {g.k} {g.dtype} out {buffer(g.out)}")
@@ -103,10 +104,11 @@ def _offsets(kernel) -> dict:
 
 def _least(kernel) -> dict:
     """Buffer -> the smallest constant element offset of its accesses, for the buffers every
-    access to which is plain (those `_offsets` may take an offset out of)."""
+    access to which is plain, none indirect (those `_offsets` may take an offset out of)."""
     accesses = [(load.buffer, load.access) for load in kernel.loads if isinstance(load, Load)]
     accesses += [(store.buffer, store.access) for store in kernel.stores]
     fixed = set(kernel.local) | set(kernel.scratch)
+    fixed |= {load.buffer for load in kernel.loads if isinstance(load, Load) and load.indirect}
     if kernel.gemm is not None:
         accesses += [(m.buffer, m.offset) for m in (kernel.gemm.a, kernel.gemm.b)]
         fixed.add(kernel.gemm.out)

@@ -21,7 +21,8 @@ import gc
 from llvmlite import ir
 
 from ..ir.indexing import Access, Affine, contiguous
-from ..ir.kernel import Acc, Combine, Strategy
+from ..ir.kernel import Combine, Strategy
+from ..ir.kernel_leaves import Acc
 from ..ir.tiles import multiply_add
 from ..ir.rules import combine_primitive, identity
 from ..ir.short_rows import side_by_side
@@ -369,11 +370,13 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowerin
 
     def _invariant_leaf(self, payload) -> bool:
         """Whether a leaf reads the same value at every point of the loops: an unguarded load of a
-        fixed element (an optimiser's hyperparameter)."""
+        fixed element (an optimiser's hyperparameter), in a fixed row if the load is indirect."""
         if isinstance(payload, Acc):
             return False
-        access = self.kernel.loads[payload].access
-        return not access.guards and not any(access.form.coeffs)
+        load = self.kernel.loads[payload]
+        rows = getattr(load, "indirect", None)
+        return not load.access.guards and not any(load.access.form.coeffs) \
+            and (rows is None or self._invariant_leaf(rows.index))
 
     def _acc_value(self, index):
         slot = self.phase_slots[index]

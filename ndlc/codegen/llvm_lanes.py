@@ -18,7 +18,8 @@ from math import prod
 
 from llvmlite import ir
 
-from ..ir.kernel import Combine, Index, Load, Strategy
+from ..ir.kernel import Combine, Strategy
+from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.short_rows import side_by_side
 from . import mathlib
@@ -56,7 +57,7 @@ def lane_loop(kernel, debug=None):
     the width (two, where the kernel `moves` data), or an access that is guarded along the loop
     (but a map's load whose guards split its last loop), strided along it (but forward strides
     where the kernel `moves` data: gathers and scatters), or a load of a stored buffer elsewhere than where it is stored (a later iteration would read an
-    earlier one's store), or streaming stores of any other kernel. 'point' and 'gemm' kernels run
+    earlier one's store), or an indirect load whose row moves along it, or streaming stores of any other kernel. 'point' and 'gemm' kernels run
     their last loop as vectors (a 'point' kernel's float32 reductions along it too: `along_row`),
     'chunks' kernels their columns, 'rows' kernels their block (the last outer loop: each lane
     sums its own output in the loops' order; a max pooling's windows gathered)."""
@@ -80,12 +81,15 @@ def lane_loop(kernel, debug=None):
     if kernel.extents[var] < (2 if moving else vector_width(kernel, expression_dtypes(kernel))):
         return None
     guarded = moving and kernel.strategy == Strategy.POINT  # a map: its last loop split by its guards
-    if guarded and interleaved_rows(kernel, vector_width(kernel, expression_dtypes(kernel))):
-        return var - 1  # short rows: the loop before them runs as the lanes
 
     def made(x):  # an access as the emitter makes it (codegen/llvm_memory.py _local)
         local = not isinstance(x, Index) and x.buffer in kernel.local
         return x.access.within_row(kernel.outer) if local else x.access
+    rows = [made(kernel.loads[x.indirect.index]) for x in kernel.loads if isinstance(x, Load) and x.indirect]
+    if guarded and interleaved_rows(kernel, vector_width(kernel, expression_dtypes(kernel))):
+        return var - 1 if not any(a.form.coeffs[var - 1] for a in rows) else None  # short rows: the loop before them
+    if any(a.form.coeffs[var] for a in rows):
+        return None  # an indirect load's row is one for all the lanes (codegen/llvm_memory.py _row)
 
     stored = {}
     for phase in kernel.phases:

@@ -5,7 +5,7 @@ supplies `kernel`, the builder `b`, `vars`, `pointers`, `debug`, the guard sets 
 `_gathered`, `_scattered` (codegen/llvm_vector.py: a strided one, a lane's element each)."""
 from llvmlite import ir
 
-from ..ir.kernel import Index, Load
+from ..ir.kernel_leaves import Index, Load
 from .llvm_scalar import I8, I64, MEMORY, Values
 from .llvm_vector import ZERO
 
@@ -68,6 +68,8 @@ class MemoryAccess:
         index, valid = self._address(access)
         if isinstance(load, Index):
             return self._indices(index, access)
+        if load.indirect:
+            index, valid = self._row(load.indirect, index, valid)
         mem = MEMORY[load.dtype]
         index = self._checked(index, load.buffer, n)
         pointer = b.gep(self.pointers[load.buffer], [index], inbounds=True, source_etype=mem)
@@ -81,6 +83,24 @@ class MemoryAccess:
         if valid is not None:
             value = b.select(valid, value, self._constant(load.dtype, 0))
         return value
+
+    def _row(self, rows, index, valid):
+        """(element index, validity) of an indirect load whose access is at `index` (valid where
+        `valid`, None: always): its row added, the index load's value (one for a vector loop's
+        lanes: llvm_lanes.py keeps indirect loads whose rows move out of vector loops), valid
+        where that is in [0, rows); 0 where not, so nothing outside the table is read."""
+        b, picked = self.b, self.kernel.loads[rows.index]
+        at, picked_valid = self._address(self._local(picked.buffer, picked.access))
+        at = self._checked(at, picked.buffer, rows.index)
+        mem = MEMORY[picked.dtype]
+        row = b.load(b.gep(self.pointers[picked.buffer], [at], inbounds=True, source_etype=mem), typ=mem)
+        if row.type.width < 64:
+            row = b.zext(row, I64) if picked.dtype == "u8" else b.sext(row, I64)
+        if picked_valid is not None:
+            row = b.select(picked_valid, row, ir.Constant(I64, 0))
+        inside = b.icmp_unsigned("<", row, ir.Constant(I64, rows.rows))
+        index = b.select(inside, b.add(index, b.mul(row, ir.Constant(I64, rows.stride))), ir.Constant(I64, 0))
+        return index, inside if valid is None else b.and_(valid, inside)
 
     def _gathered_once(self, n, pointer, mem, stride):
         """Rows side by side (llvm_rows.py): load number `n`'s lanes at the current element of the

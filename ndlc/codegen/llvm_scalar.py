@@ -12,7 +12,7 @@ mathlib's vectorisable polynomials. Booleans live in memory as one byte and in r
 from llvmlite import ir
 
 from ..errors import UnsupportedError
-from ..ir.kernel import operand_dtype
+from ..ir.kernel_leaves import operand_dtype
 from ..ir.rules import expanded_power, power_by_squaring, primitive_for
 from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.types import is_float

@@ -21,7 +21,8 @@ from math import prod
 
 from llvmlite import ir
 
-from ..ir.kernel import Acc, Strategy, infer_dtypes
+from ..ir.kernel import Strategy
+from ..ir.kernel_leaves import Acc, infer_dtypes
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, MEMORY
 

@@ -9,8 +9,9 @@ point of the outer loops:
   - a map phase (`inner=True`) makes its stores at every point of the inner loops.
 An elementwise kernel has only outer loops and one phase; a plain reduction one reduce phase; a
 row kernel (LayerNorm's statistics and output) several phases over one row, in cache. Scalar
-expressions are ndlc.ir.scalar DAGs whose 'arg' leaves are load numbers (`Load`s of buffers, or
-element positions, `Index`, through `Access` index maps) or `Acc`s. Within a phase every value is
+expressions are ndlc.ir.scalar DAGs whose 'arg' leaves are load numbers (`Load`s of buffers, in a
+row another load's value picks where `Indirect`, or element positions, `Index`, through `Access`
+index maps) or `Acc`s (ir/kernel_leaves.py). Within a phase every value is
 computed before any store, so a store may overwrite a buffer the same phase reads at that element.
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
 then runs over the output in place. Both backends lower this form; neither re-derives fusion or
@@ -22,7 +23,8 @@ from typing import Optional
 
 from .cases import Case, TextEnum
 from .indexing import Access
-from .scalar import COMPARISONS, ScalarExpr, postorder, transform
+from .kernel_leaves import Acc, Load, format_expr
+from .scalar import ScalarExpr
 from .short_rows import side_by_side
 from .streams import Streams, stream_lines
 
@@ -77,33 +79,6 @@ class Buffer:
 
     def __str__(self):
         return f"%{self.name}: {self.dtype}[{','.join(map(str, self.shape))}] {self.kind}"
-
-
-@dataclass(frozen=True)
-class Load:
-    """One element of `buffer` (of `dtype`) at `access`."""
-    buffer: str
-    dtype: str
-    access: Access
-
-    def with_access(self, access):
-        return Load(self.buffer, self.dtype, access)
-
-    def __str__(self):
-        return f"%{self.buffer}[{self.access}]"
-
-
-@dataclass(frozen=True)
-class Index:
-    """The i64 value of `access` itself, read from no buffer: element positions ('index')."""
-    access: Access
-    dtype: str = "i64"
-
-    def with_access(self, access):
-        return Index(access)
-
-    def __str__(self):
-        return f"index[{self.access}]"
 
 
 @dataclass(frozen=True)
@@ -162,15 +137,6 @@ class GpuLaunch:
     @property
     def threads(self):
         return self.tile * self.lanes
-
-
-@dataclass(frozen=True)
-class Acc:
-    """Leaf payload: the value of reduction number `index` of the phase whose store reads it."""
-    index: int
-
-    def __str__(self):
-        return f"acc{self.index}"
 
 
 @dataclass
@@ -410,41 +376,3 @@ class Program:
         for kernel in self.kernels:
             lines += ["", kernel.text(formatted)]
         return "\n".join(lines)
-
-
-def format_expr(expr) -> str:
-    """Readable text of a scalar expression; shared subexpressions are printed where used."""
-    def text(e, args):
-        if e.prim == "arg":
-            return str(e.payload) if isinstance(e.payload, Acc) else f"${e.payload}"
-        if e.prim == "const":
-            return repr(e.payload)
-        return f"{e.prim}({', '.join(args)}{', ' + str(e.payload) if e.payload else ''})"
-    return transform(expr, text)
-
-
-def infer_dtypes(expr, leaf_dtype) -> dict:
-    """id(node) -> dtype for every node of `expr` that has one; constants take the dtype of the
-    operands they meet (None when nothing types them). `leaf_dtype(payload)` types the leaves."""
-    types = {}
-    for e in postorder(expr):
-        if e.prim == "arg":
-            t = leaf_dtype(e.payload)
-        elif e.prim == "const":
-            t = None
-        elif e.prim == "cast":
-            t = e.payload
-        elif e.prim in COMPARISONS:
-            t = "bool"
-        elif e.prim == "select":
-            t = types[id(e.args[1])] or types[id(e.args[2])]
-        else:
-            t = next((types[id(a)] for a in e.args if types[id(a)] is not None), None)
-        types[id(e)] = t
-    return types
-
-
-def operand_dtype(expr, types) -> str:
-    """The dtype a primitive computes in: its typed operands' (f64 for constants alone)."""
-    args = expr.args[1:] if expr.prim == "select" else expr.args
-    return next((types[id(a)] for a in args if types[id(a)] is not None), "f64")

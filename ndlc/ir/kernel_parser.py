@@ -12,8 +12,9 @@ import re
 
 from ..errors import IRParseError
 from .indexing import Access, Affine, Guard
-from .kernel import (GEMMS, Acc, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Index, Kernel, Load, Matrix, Phase,
-                     PhaseKind, Program, Reduction, Split, Store, Strategy, infer_dtypes)
+from .kernel import (GEMMS, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Kernel, Matrix, Phase, PhaseKind, Program,
+                     Reduction, Split, Store, Strategy)
+from .kernel_leaves import Acc, Index, Indirect, Load, infer_dtypes
 from .kernel_verifier import verify_program
 from .streams import parse_streams
 from .scalar import PRIMITIVES, ScalarExpr
@@ -36,6 +37,7 @@ _GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(
 _MATRIX = re.compile(rf"{_NAME}(?:\[([^\]]*)\])?(\^T)?(?: ld (\d+))?$")
 _LOCAL = re.compile(rf"  {_NAME} is local: one row of (\d+) per thread$")
 _LOAD = re.compile(rf"  \$(\d+) = (?:{_NAME}|(index))\[(.*)\]$")
+_INDIRECT = re.compile(r"(-?\d+)\*\$(\d+) \+ (.*?) if 0 <= \$(\d+) < (\d+)(?: and (.*))?$")
 _PHASE = re.compile(r"  phase (\d+): (.*)$")
 _REDUCTION = re.compile(r"    acc(\d+) = (\w+) of (.*)$")
 _STORE = re.compile(rf"(?:  )?  store {_NAME}\[(.*?)\] = (.*)$")
@@ -133,8 +135,15 @@ class _ProgramParser:
             number, buffer, index, access = self.match(_LOAD, "a load").groups()
             if int(number) != len(k.loads):
                 raise self.error(f"load ${number} out of order: expected ${len(k.loads)}", self.n - 1)
+            indirect = _INDIRECT.match(access) if not index else None
+            if indirect:
+                stride, row, plain, checked, rows, guards = indirect.groups()
+                if row != checked:
+                    raise self.error(f"${number} adds row ${row} but checks ${checked}", self.n - 1)
+                access = plain + (f" if {guards}" if guards else "")
+                indirect = Indirect(int(row), int(stride), int(rows))
             access = self.access(access, len(k.extents))
-            k.loads.append(Index(access) if index else Load(buffer, self.buffer(buffers, buffer).dtype, access))
+            k.loads.append(Index(access) if index else Load(buffer, self.buffer(buffers, buffer).dtype, access, indirect))
         nodes = {}
         while self.peek() and (self.peek().startswith("  phase ") or self.peek().startswith("  store")):
             k.phases.append(self.phase(k, buffers, nodes))

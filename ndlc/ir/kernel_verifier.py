@@ -5,10 +5,12 @@ dtype. Errors name the stage and the kernel."""
 from math import prod
 
 from ..errors import VerifyError
-from .kernel import GEMMS, Acc, BufferKind, Combine, Load, Strategy
+from .kernel import GEMMS, BufferKind, Combine, Strategy
+from .kernel_leaves import Acc, Load, with_picks
 from .scalar import PRIMITIVES, leaves, postorder
 from .streams import stream_problem
 from .tiles import ragged_problem
+from .types import is_integer
 
 
 def verify_program(program, stage=""):
@@ -49,7 +51,10 @@ def _check_kernel(kernel, buffers, where):
         if load.access.nvars != ndim:
             raise VerifyError(f"{where}: ${n} is addressed by {load.access.nvars} loop variables, not {ndim}")
         if isinstance(load, Load):
-            _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}")
+            rows = load.indirect and _indirect_problem(kernel, n)
+            if rows:
+                raise VerifyError(f"{where}: ${n} {rows}")
+            _in_bounds(load.access, kernel.extents, buffers[load.buffer], f"{where}: ${n}", load.indirect)
             if load.dtype != buffers[load.buffer].dtype:
                 raise VerifyError(f"{where}: ${n} loads {load.dtype} from %{load.buffer}, a "
                                   f"{buffers[load.buffer].dtype} buffer")
@@ -116,6 +121,8 @@ def _check_schedule(kernel, where):
         if problem:
             raise VerifyError(f"{where}: streaming stores to %{name}: {problem}")
     g = kernel.gpu
+    if g is not None and g.vector > 1 and any(getattr(load, "indirect", None) for load in kernel.loads):
+        raise VerifyError(f"{where}: a CUDA launch of {g.vector} points a thread over indirect loads (one row a point)")
     if g is not None and (min(g.tile, g.lanes, g.blocks, g.vector, g.chunks) < 1
                           or (g.chunks > 1 and len(kernel.scratch) != len(kernel.reductions))):
         raise VerifyError(f"{where}: a CUDA launch of {g.blocks} blocks of {g.tile}x{g.lanes} threads, "
@@ -168,7 +175,7 @@ def _check_order(kernel, written, where):
     written = set(written) | ({kernel.gemm.out} if kernel.gemm else set())
     for p, phase in enumerate(kernel.phases):
         for expr in phase.expressions():
-            for n in leaves(expr):
+            for n in with_picks(kernel.loads, leaves(expr)):
                 load = kernel.loads[n] if isinstance(n, int) else None
                 if isinstance(load, Load) and load.buffer not in written:
                     raise VerifyError(f"{where}: phase {p} reads %{load.buffer} before it is written")
@@ -177,11 +184,28 @@ def _check_order(kernel, written, where):
         raise VerifyError(f"{where}: its gemm reads a buffer before it is written")
 
 
-def _in_bounds(access, extents, buffer, what):
-    """The elements an unguarded access reaches lie inside the buffer (guarded ones are selected)."""
+def _indirect_problem(kernel, n):
+    """Why load `n`'s row cannot be picked as it says (a phrase), or '': its row is the value of
+    another load of the kernel, a plain load of integers, and its table has rows."""
+    rows = kernel.loads[n].indirect
+    index = rows.index
+    if not (isinstance(index, int) and 0 <= index < len(kernel.loads) and index != n):
+        return f"picks its row by ${index}, which is not another load of the kernel"
+    picked = kernel.loads[index]
+    if not isinstance(picked, Load) or picked.indirect is not None or not is_integer(picked.dtype):
+        return f"picks its row by ${index}, which is not a plain load of integers"
+    if rows.stride < 1 or rows.rows < 1:
+        return f"picks one of {rows.rows} rows {rows.stride} elements apart"
+    return ""
+
+
+def _in_bounds(access, extents, buffer, what, indirect=None):
+    """The elements an unguarded access reaches lie inside the buffer (guarded ones are selected),
+    whichever row an `indirect` load picks (one outside its rows reads nothing)."""
     if access.guards or access.step != 1 or 0 in extents:
         return
     low, high = access.form.padded(len(extents)).bounds(extents)
+    high += indirect.stride * (indirect.rows - 1) if indirect else 0
     size = prod(buffer.shape)
     if low < 0 or high >= max(size, 1):
         raise VerifyError(f"{what} reaches elements {low}..{high} of %{buffer.name}, which has {size}")

@@ -81,6 +81,15 @@ class AxisIndex:
     guarded: bool = False
 
 
+@dataclass(frozen=True)
+class RowsAt:
+    """How an op reads rows of its first operand (a table) picked by the integer values of its
+    second: that operand through `index_map`, the table's axes after the first through
+    `table_map` (AxisIndex each, over the op's result axes). Backends load the rows indirectly."""
+    index_map: tuple
+    table_map: tuple
+
+
 # The index map of a reshape: the same elements in row-major order (not an affine AxisIndex map).
 ROW_MAJOR = "row_major"
 
@@ -118,6 +127,8 @@ class OpDef:
     index_map(operand_types, result_type, **attrs) -> tuple of AxisIndex (one per operand axis,
       over the result's axes) or ROW_MAJOR, for ops that are views: backends compose it into loads.
     loop_nest(operand_types, result_type, **attrs) -> LoopNest: reductions, matmul, conv, pooling.
+    rows_at(operand_types, result_type) -> RowsAt, for ops reading a table's rows at integer
+      indices (gather): backends load each row indirectly, at the index's value.
     decompose(b, node) -> Value: the op rebuilt from simpler ops, which the compiled pipeline lowers
       instead (a conv as im2col and a gemm), or None where the op is best kept as it is.
     blas: the loop nest is a batched matrix product (loops batch..., m, n | k; body x[..., m, k] *
@@ -144,6 +155,7 @@ class OpDef:
     compose: Optional[Callable] = None
     index_map: Optional[Callable] = None
     loop_nest: Optional[Callable] = None
+    rows_at: Optional[Callable] = None
     decompose: Optional[Callable] = None
     blas: bool = False
     parts: Optional[Callable] = None

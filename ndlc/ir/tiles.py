@@ -9,7 +9,8 @@ import math
 from dataclasses import replace
 from fractions import Fraction
 
-from .kernel import Combine, Load
+from .kernel import Combine
+from .kernel_leaves import Load
 from .scalar import leaves
 
 VECTOR_BYTES = 32  # an AVX2 register

@@ -23,8 +23,10 @@ matrices (a transposed view is a transposed operand, a broadcast batch axis a re
 an operand that is computed, or a view BLAS cannot stride, is stored first. Elementwise consumers
 (bias, activation) stay its epilogue, run over the product in place after each call.
 Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy), and for a product with one
-row or one column (`_gemm_pays`), matmul stays a loop nest.
+row or one column (`gemm_pays`), matmul stays a loop nest.
 
+A gather (`RowsAt`) is a kernel of its own storing its rows, loaded indirectly (Kernel IR
+`Indirect`): nothing else reads through an indirect load, and merge keeps that kernel apart.
 A scan's operands are stored (read in place where contiguous) and so is its packed result: its
 body is fused and merged once, and its kernels run once per step (passes/steps.py).
 """
@@ -34,11 +36,12 @@ from typing import Optional
 
 from ..errors import UnsupportedError
 from ..ir.indexing import Access, Affine, contiguous, injective
-from ..ir.kernel import (GEMMS, Acc, Buffer, BufferKind, Gemm, Index, Kernel, Load, Matrix, Phase, Program,
-                         Reduction, Store)
+from ..ir.kernel import GEMMS, Buffer, BufferKind, Gemm, Kernel, Matrix, Phase, Program, Reduction, Store
+from ..ir.kernel_leaves import Acc, Index, Indirect, Load
 from ..ir.printer import value_names
-from ..ir.registry import ROW_MAJOR, get_op
+from ..ir.registry import ROW_MAJOR, AxisIndex, get_op
 from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postorder, transform
+from .blas_layout import blas_layout, gemm_pays
 from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
 from .steps import step_kernels
@@ -80,15 +83,6 @@ def lower(graph, use_blas=False) -> Program:
     return _Lowering(graph, use_blas).run()
 
 
-def _gemm_pays(extents):
-    """Whether a product (loops batch..., m, n | k) is worth a BLAS call: not when empty, nor with one
-    row or one column (m or n of 1), which as a loop nest is a row or column reduction that
-    vectorises, where OpenBLAS's sgemm does not use its gemv (one thread, load 6-7: 4096x1000 @
-    1000x1 2.0-4.3 ms as sgemm, 0.65-0.76 as a loop nest, PyTorch's gemv 0.74-0.83; 1x4096 @
-    4096x1000 1.8-2.7 -> 1.0-1.4 ms, PyTorch 0.54-1.1). A k of 1 (an outer product) ties."""
-    return 0 not in extents and 1 not in extents[-3:-1]
-
-
 def _leaf(payload):
     return ScalarExpr("arg", payload=payload)
 
@@ -112,17 +106,6 @@ def _cost(expr, cap=CHEAP):
 def _in_order(access, shape):
     """Whether `access` reads a value of `shape` as consecutive elements of its buffer."""
     return access.step == 1 and not access.guards and access.form.coeffs == contiguous(shape).form.coeffs
-
-
-def _layout(r, c, rows, cols):
-    """(leading dimension, transposed) for BLAS to read a rows x cols matrix whose element (i, j)
-    is at r*i + c*j: row-major (c == 1) or column-major (r == 1), with lines that do not overlap;
-    None otherwise. Strides along axes of one element do not matter."""
-    if (c == 1 or cols == 1) and (rows == 1 or r >= cols):
-        return (r if rows > 1 else cols), False
-    if (r == 1 or rows == 1) and (cols == 1 or c >= rows):
-        return (c if cols > 1 else rows), True
-    return None
 
 
 class _Lowering:
@@ -152,7 +135,9 @@ class _Lowering:
             v = node.result
             self.defs[v] = self._define(node)
             uses, cost = self.uses.get(v, 0), _cost(self.defs[v])
-            if self._size(self.defs[v]) > LARGE:
+            if get_op(node.op).rows_at is not None:  # no other kernel then has indirect loads to keep apart
+                self._store(v, f"{node.op}'s rows are copied by a kernel of their own (its indirect loads)")
+            elif self._size(self.defs[v]) > LARGE:
                 self._store(v, f"its definition grew past {LARGE} operations (keeps kernels small to compile)")
             elif uses > 1 and cost > CHEAP and not self._invariant(v):
                 self._store(v, f"used by {uses} nodes")
@@ -201,6 +186,8 @@ class _Lowering:
             d = _positions(d, Index(contiguous(node.result.shape)), {id(self.defs[v]) for v in node.operands})
         elif opdef.index_map is not None:
             d = self._view(node, opdef.index_map(types, node.result.type, **node.attrs))
+        elif opdef.rows_at is not None:
+            d = self._rows(node, opdef.rows_at(types, node.result.type))
         elif opdef.loop_nest is not None:
             d = self._loop_nest(node, opdef, opdef.loop_nest(types, node.result.type, **node.attrs))
         else:
@@ -275,9 +262,24 @@ class _Lowering:
             return viewed
         return self._through(d, index_map, operand.shape, len(shape))
 
+    def _rows(self, node, rows_at):
+        """A table's rows at integer indices (RowsAt): the table loaded in the row a load of the
+        indices picks (`Indirect`), either stored first where computed (the table where not strided)."""
+        (table, indices), nvars = node.operands, node.result.type.ndim
+        t = self.defs[table].payload.access if self._is_load(self.defs[table]) else None
+        if t is None or t.step != 1 or t.guards or t.nvars != table.ndim or t.form.coeffs[0] < 1:
+            self._store(table, f"its rows are read by {node.op} (an indirect load)")
+        if not self._is_load(self.defs[indices]):
+            self._store(indices, f"its values pick {node.op}'s rows (an indirect load reads them)")
+        t, i = self.defs[table].payload, self.defs[indices].payload
+        rows = Indirect(i.with_access(i.access.through(rows_at.index_map, indices.shape, nvars)),
+                        t.access.form.coeffs[0], table.shape[0])
+        access = t.access.through((AxisIndex(),) + rows_at.table_map, table.shape, nvars)
+        return _leaf(Load(t.buffer, t.dtype, access, rows))
+
     def _loop_nest(self, node, opdef, nest):
         extents = node.result.shape + tuple(nest.reduce_extents)
-        if self.use_blas and opdef.blas and node.result.dtype in GEMMS and _gemm_pays(extents):
+        if self.use_blas and opdef.blas and node.result.dtype in GEMMS and gemm_pays(extents):
             self.nests[node.result] = self._gemm(node, nest, extents)
         else:
             args = [self._through(self._filled(node, v, m, extents), m, v.shape, len(extents))
@@ -335,8 +337,8 @@ class _Lowering:
 
     def _reviewed(self, v):
         """Whether `v`, a view (or a view of a view) of a value stored since `v` was defined, is
-        defined again as a load through the view: the forward's one-hot matrix, stored for its
-        product, is the gradient's transposed operand as it is, not a transposed copy."""
+        defined again as a load through the view: a value stored for one product is another's
+        transposed operand as it is, not a transposed copy."""
         node = v.node
         if node is None or node.op == "scan" or get_op(node.op).index_map is None:
             return False
@@ -353,7 +355,7 @@ class _Lowering:
             return None
         load = self._through(self.defs[v], index_map, v.shape, len(extents)).payload
         access = load.access.specialised(extents)
-        layout = _layout(access.form.coeffs[rows], access.form.coeffs[cols], extents[rows], extents[cols])
+        layout = blas_layout(access.form.coeffs[rows], access.form.coeffs[cols], extents[rows], extents[cols])
         if access.step != 1 or access.guards or layout is None:
             return None
         batch = len(extents) - 3
@@ -417,6 +419,8 @@ class _Lowering:
         def number(payload):
             if payload == acc:
                 return _leaf(Acc(0)) if nest.gemm is None else number(result)
+            if isinstance(payload, Load) and payload.indirect:  # its row's load numbered first
+                payload = replace(payload, indirect=replace(payload.indirect, index=number(payload.indirect.index).payload))
             leaf = payload.with_access(payload.access.specialised(nest.extents))
             return _leaf(numbering.setdefault(leaf, len(numbering)))
         outer = len(nest.extents) - nest.reduce_count

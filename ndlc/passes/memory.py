@@ -5,7 +5,8 @@ whole array in memory (softmax's exponentials between its sum and its output).""
 import collections
 import math
 
-from ..ir.kernel import BufferKind, Load, Strategy
+from ..ir.kernel import BufferKind, Strategy
+from ..ir.kernel_leaves import Load, with_picks
 from ..ir.scalar import leaf_set
 
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
@@ -42,7 +43,10 @@ def row_local_temporaries(program, kernel, touched) -> dict:
         if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) or touched[name] != 1:
             continue
         accesses = [s.access for s in kernel.stores if s.buffer == name]
-        accesses += [load.access for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
+        reads = [load for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
+        if any(load.indirect for load in reads):
+            continue
+        accesses += [load.access for load in reads]
         outer = {(a.form.coeffs[:kernel.outer], a.form.const, a.step, a.guards) for a in accesses}
         if len(outer) != 1 or next(iter(outer))[2:] != (1, ()):
             continue
@@ -89,7 +93,7 @@ def _reads_only_where_it_writes(kernel, state, out, phase_loads, index) -> bool:
     for phase, loads in zip(kernel.phases, phase_loads[index]):
         stores = [s for s in phase.stores if s.buffer == out]
         for load in loads:
-            if load.buffer == state and (not stores or load.access != stores[0].access):
+            if load.buffer == state and (load.indirect or not stores or load.access != stores[0].access):
                 return False
     return True
 
@@ -97,5 +101,6 @@ def _reads_only_where_it_writes(kernel, state, out, phase_loads, index) -> bool:
 def _phase_loads(kernel) -> list:
     """Per phase of `kernel`, the Loads its expressions read: walked once per kernel, not once per
     state it updates (Adam's merged update of many parameters is one kernel)."""
-    return [[kernel.loads[n] for n in leaf_set(phase.expressions()) if isinstance(n, int) and isinstance(kernel.loads[n], Load)]
+    return [[kernel.loads[n] for n in with_picks(kernel.loads, leaf_set(phase.expressions()))
+             if isinstance(n, int) and isinstance(kernel.loads[n], Load)]
             for phase in kernel.phases]

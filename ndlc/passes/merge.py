@@ -26,7 +26,8 @@ import math
 from dataclasses import replace
 
 from ..ir.indexing import contiguous
-from ..ir.kernel import Acc, BufferKind, Load, Phase
+from ..ir.kernel import BufferKind, Phase
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, cost, leaf_set, leaves, map_leaves
 from ..ir.types import numpy_dtype
 from .statistics import one_pass_statistics
@@ -242,6 +243,8 @@ def _why_not(a, b, known) -> str:
     """Why b cannot join a ('' when it can); `known`: a _Known."""
     if b.gemm is not None:
         return "a BLAS call starts a kernel"
+    if any(load.indirect for k in (a, b) for load in k.loads if isinstance(load, Load)):
+        return "a kernel of indirect loads (a gather's rows) stays apart"
     if 0 in a.extents or 0 in b.extents:
         return "an empty loop"
     placement = _placement(a, b)

@@ -17,7 +17,8 @@ apart, in one L1 set, ran the 3x3 forward kernel at half speed); no kernel in be
 it reads or touches what it writes."""
 from dataclasses import replace
 
-from ..ir.kernel import BufferKind, Load, Program
+from ..ir.kernel import BufferKind, Program
+from ..ir.kernel_leaves import Load
 from ..ir.scalar import ScalarExpr, map_leaves
 from ..ir.tiles import STORED_AT_ONCE, spread
 from ..ir.types import numpy_dtype
@@ -51,7 +52,8 @@ def _elementwise_source(kernel, program):
     """The temporary an elementwise kernel of one store reads (the one it reads that some kernel
     with reductions writes: checked by _folded), or None where it is not such a kernel."""
     if kernel.gemm is not None or kernel.step or kernel.reductions or kernel.outer != len(kernel.extents) \
-            or len(kernel.stores) != 1 or kernel.stores[0].access.guards:
+            or len(kernel.stores) != 1 or kernel.stores[0].access.guards \
+            or any(isinstance(load, Load) and load.indirect for load in kernel.loads):  # its loads renumbered
         return None
     temps = {load.buffer for load in kernel.loads
              if isinstance(load, Load) and program.buffers[load.buffer].kind == BufferKind.TEMP}

@@ -64,7 +64,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import UnsupportedError
-from ..ir.kernel import Acc, Buffer, BufferKind, Combine, GpuLaunch, Load, Program, Split, Strategy
+from ..ir.kernel import Buffer, BufferKind, Combine, GpuLaunch, Program, Split, Strategy
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import cost, leaves
 from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
@@ -306,7 +307,7 @@ def _vectorisable(kernel) -> bool:
     if kernel.reductions or not kernel.extents or (kernel.outer != len(kernel.extents) and not kernel.gemm) \
             or kernel.extents[-1] % VECTOR:
         return False
-    if not all(isinstance(load, Load) for load in kernel.loads):
+    if not all(isinstance(load, Load) and not load.indirect for load in kernel.loads):
         return False
     for access, dtype in [(load.access, load.dtype) for load in kernel.loads] + \
             [(store.access, store.dtype) for store in kernel.stores]:

@@ -12,7 +12,8 @@ Each rewritten kernel says so in its `merged:` line.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Acc, Combine, Load, Phase
+from ..ir.kernel import Combine, Phase
+from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, leaves, map_leaves
 from ..ir.types import is_float
 
@@ -79,7 +80,7 @@ def _statistics(kernel, p):
         return None
     written = {s.buffer for s in kernel.stores}
     if any(kernel.loads[a].buffer in written or kernel.loads[a].access.guards or kernel.loads[a].access.step != 1
-           for a in reads):
+           for a in reads) or any(kernel.loads[a].indirect for a in (*reads, m)):
         return None
     m = kernel.loads[m]
     n = 1

@@ -18,7 +18,8 @@ a y or a final carry is written to a buffer of its own and copied to its slot.
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
-from ..ir.kernel import Buffer, BufferKind, Kernel, Load, Matrix, Phase, Placement, Store
+from ..ir.kernel import Buffer, BufferKind, Kernel, Matrix, Phase, Placement, Store
+from ..ir.kernel_leaves import Load
 from ..ir.ops.scan import layout
 from ..ir.scalar import ScalarExpr
 
@@ -80,7 +81,7 @@ def _moved(access, offset):
 
 def _placed(kernel, place, where):
     """A copy of a body kernel with its buffers placed."""
-    loads = [Load(place[load.buffer][0], load.dtype, _moved(load.access, place[load.buffer][1]))
+    loads = [Load(place[load.buffer][0], load.dtype, _moved(load.access, place[load.buffer][1]), load.indirect)
              if isinstance(load, Load) else load for load in kernel.loads]
     phases = [Phase(list(p.reductions), [Store(place[s.buffer][0], _moved(s.access, place[s.buffer][1]), s.value, s.dtype,
                                                s.why and f"in the body, {s.why}") for s in p.stores], p.inner)

@@ -197,6 +197,9 @@ BROKEN = [
      "  phase 0: reduce\n    acc0 = add of 1.0\n    store %y[i0] = mul(acc0, 2.0)", 9, "the dtype of acc0"),
     ("program @g(%x) -> (%y)\n  %x: f32[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n  lops: i0<2", 6,
      "expected 'loops: ...'"),
+    ("program @g(%x, %i) -> (%y)\n  %x: f32[4] input\n  %i: i64[2] input\n  %y: f32[2] output\n\nkernel k0 -> %y\n"
+     "  loops: i0<2\n  $0 = %i[i0]\n  $1 = %x[1*$0 + 0 if 0 <= $1 < 4]\n  store %y[i0] = $1", 9,
+     "$1 adds row $0 but checks $1"),
 ]
 
 

@@ -3,10 +3,11 @@ import dataclasses
 
 import pytest
 
-from ndlc.ir import parse
+from ndlc.ir import parse, parse_kernels
 from ndlc.errors import VerifyError
 from ndlc.ir.indexing import Access, Affine
-from ndlc.ir.kernel import Acc, BufferKind, Combine, Load, PhaseKind, Strategy
+from ndlc.ir.kernel import BufferKind, Combine, PhaseKind, Strategy
+from ndlc.ir.kernel_leaves import Acc, Load
 from ndlc.ir.kernel_verifier import verify_program
 from ndlc.ir.scalar import ScalarExpr
 from ndlc.ir.tiles import reordered
@@ -133,3 +134,43 @@ graph @r(%x: f32[2,1,32,{columns}], %w: f32[5,5,1,6]) {{
     p.buffers["x"].shape = (2, 1, 32, 36)
     kernel.loads = rows(36).kernels[0].loads
     verify_program(p)
+
+
+GATHER = """program @g(%t, %i, %x) -> (%0)
+  %t: f32[10,4] input
+  %i: {dtype}[6] input
+  %x: f32[6] input
+  %0: f32[6,4] output
+
+kernel k0 -> %0
+  loops: i0<6 i1<4
+  $0 = %i[i0]
+  $1 = %t[{access}]
+  $2 = %x[i0]
+  store %0[4*i0 + i1] = $1"""
+
+
+@pytest.mark.parametrize("dtype, access, problem", [
+    ("i64", "4*$0 + i1 if 0 <= $0 < 10", None),
+    ("u8", "4*$0 + 0 if 0 <= $0 < 10 and 0 <= i1 - 1 < 3", None),
+    ("i64", "4*$2 + i1 if 0 <= $2 < 10", r"\$1 picks its row by \$2, which is not a plain load of integers"),
+    ("i64", "4*$1 + i1 if 0 <= $1 < 10", r"\$1 picks its row by \$1, which is not another load of the kernel"),
+    ("i64", "4*$0 + i1 if 0 <= $0 < 11", r"\$1 reaches elements 0..43 of %t, which has 40"),
+    ("i64", "0*$0 + i1 if 0 <= $0 < 10", r"\$1 picks one of 10 rows 0 elements apart"),
+    ("f32", "4*$0 + i1 if 0 <= $0 < 10", r"\$1 picks its row by \$0, which is not a plain load of integers"),
+])
+def test_an_indirect_load_picks_its_row_by_a_load_of_integers_inside_its_table(dtype, access, problem):
+    text = GATHER.format(dtype=dtype, access=access)
+    if problem is None:
+        assert str(parse_kernels(text)) == text
+        return
+    with pytest.raises(VerifyError, match=problem):
+        parse_kernels(text)
+
+
+def test_a_cuda_launch_of_float4_points_reads_no_indirect_load():
+    text = GATHER.format(dtype="i64", access="4*$0 + i1 if 0 <= $0 < 10").replace(
+        "  loops: i0<6 i1<4\n", "  loops: i0<6 i1<4\n  cuda: 1 blocks of 8x1 threads, 4 points a thread (elementwise)\n")
+    with pytest.raises(VerifyError, match="a CUDA launch of 4 points a thread over indirect loads"):
+        parse_kernels(text)
+    assert "cuda: 1 blocks of 8x1 threads (elementwise)" in str(parse_kernels(text.replace(", 4 points a thread", "")))

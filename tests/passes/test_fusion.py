@@ -132,7 +132,7 @@ graph @conv(%x: f32[2,6,10,3], %w: f32[3,3,8,3]) {
 
 def test_a_view_of_a_value_stored_after_the_view_was_defined_is_a_blas_operand_as_it_is():
     """%1 is defined while %0 is still recomputed where read; %0 is then stored for the first
-    product, so the second reads it transposed (an embedding's one-hot matrix and its gradient)."""
+    product, so the second reads it transposed."""
     program = fuse(parse("""
 graph @hot(%a: f32[6,5], %b: f32[6,5], %w: f32[5,4], %g: f32[6,4]) {
   %0 = add(%a, %b) : f32[6,5]

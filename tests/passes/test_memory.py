@@ -151,3 +151,21 @@ graph @softmax(%x: f32[64,40]) {
     program = compile_graph(graph)
     assert any(k.local for k in program.kernels.kernels)
     np.testing.assert_allclose(program.run(x)[0], interpret(graph, x)[0], rtol=1e-6, atol=1e-7)
+
+
+def test_a_state_read_indirectly_where_its_update_is_stored_is_not_overwritten():
+    """The indirect load's access is the element its update stores, but its row is another's."""
+    from ndlc.ir import parse_kernels
+    text = """program @step(%w, %i) -> (new %w = %0)
+  %w: f32[3,2] input
+  %i: i64[3] input
+  %0: f32[3,2] output
+
+kernel k0 -> %0
+  loops: i0<3 i1<2
+  $0 = %i[i0]
+  $1 = %w[2*$0 + 2*i0 + i1 if 0 <= $0 < 1]
+  store %0[2*i0 + i1] = $1"""
+    assert plan_memory(parse_kernels(text)).in_place == {}
+    assert plan_memory(parse_kernels(text.replace("$1 = %w[2*$0 + 2*i0 + i1 if 0 <= $0 < 1]", "$1 = %w[2*i0 + i1]")))\
+        .in_place == {"0": "w"}

@@ -1,16 +1,17 @@
 """Integer-indexed ops: `arange` (0, 1, ..., size-1) and `gather` (rows of a table picked by
 integer indices: an embedding lookup).
 
-Backends have no indirect loads, so gather declares its decomposition: the one-hot matrix of the
-indices (the indices compared with an arange) times the table. Its gradient, the scatter-add of
-the adjoint into a zero table, is the transposed product, so gradients stay IR of existing ops."""
+Gather declares which rows it reads (`RowsAt`): backends load each row indirectly, at its
+index's value (an index outside the table reads a zero row). Its gradient, the scatter-add of the
+adjoint into a zero table, is the transposed product of the one-hot matrix of the indices (the
+indices compared with an arange) and the adjoint, so gradients stay IR of existing ops."""
 import math
 
 import numpy as np
 
 from .. import scalar as S
 from ..graph import check
-from ..registry import Attr, OpDef, register
+from ..registry import Attr, AxisIndex, OpDef, RowsAt, register
 from ..types import TensorType, is_integer
 
 
@@ -62,23 +63,25 @@ def _table_matrix_shape(table):
 
 
 def _gather_grad(b, n, g):
-    """The adjoint scattered (added) into a zero table: one_hot(indices)^T @ g."""
+    """The adjoint scattered (added) into a zero table: (g^T @ one_hot(indices))^T, so that the
+    one-hot matrix, computed, is stored as it is computed, and BLAS reads the adjoint transposed."""
     table, indices = n.operands
     rows, width = _table_matrix_shape(table)
     hot = _one_hot_rows(b, indices, rows, g.dtype)
     flat = b.reshape(g, shape=(indices.type.size, width))
-    return [b.reshape(b.matmul(b.transpose(hot, axes=(0, 1)), flat), shape=table.shape), None]
+    product = b.matmul(b.transpose(flat, axes=(0, 1)), hot)
+    return [b.reshape(b.transpose(product, axes=(0, 1)), shape=table.shape), None]
 
 
-def _gather_decompose(b, n):
-    """one_hot(indices) @ table: a matrix product instead of an indirect load."""
-    table, indices = n.operands
-    rows, width = _table_matrix_shape(table)
-    hot = _one_hot_rows(b, indices, rows, table.dtype)
-    return b.reshape(b.matmul(hot, b.reshape(table, shape=(rows, width))), shape=n.result.shape)
+def _gather_rows(types, result):
+    """Result element (i..., j...) is table[indices[i...], j...]."""
+    table, indices = types
+    lead = indices.ndim
+    return RowsAt(tuple(AxisIndex(((a, 1),)) for a in range(lead)),
+                  tuple(AxisIndex(((lead + a, 1),)) for a in range(table.ndim - 1)))
 
 
 register(OpDef("gather", 2, _gather_infer, _gather_ref, _gather_grad, kind="layout",
                doc="rows of `table` at integer `indices`: result shape indices.shape + "
                    "table.shape[1:] (an embedding lookup); indices must be in [0, rows)",
-               decompose=_gather_decompose))
+               rows_at=_gather_rows))
