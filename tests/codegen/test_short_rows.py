@@ -157,3 +157,21 @@ def test_short_row_reductions_are_compiled_without_llvms_vectorisers(monkeypatch
     loss_fn = nn.SoftmaxLoss()
     ndl.compile(lambda t, labels: loss_fn(t, labels))(x[:, :10], np.arange(30) % 10)
     assert pipelines and all(runner or not vectorise for runner, vectorise in pipelines), pipelines
+
+
+def test_long_rows_of_exponentials_give_the_same_bits_on_one_and_two_threads(monkeypatch):
+    """SoftmaxLoss, logsumexp and softmax over rows of 1000 ('point' kernels split over their rows,
+    each row's exponentials summed in codegen's order, 16 lanes wide on AVX-512): the same bits on
+    one thread as on two."""
+    z = (np.random.default_rng(3).standard_normal((600, 1000)) * 3).astype(np.float32)
+    y = np.random.default_rng(4).integers(0, 1000, 600)
+    loss_fn = nn.SoftmaxLoss()
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("NDLC_THREADS", threads)
+        monkeypatch.setenv("NDLC_TEAM", "budget")
+        step = ndl.compile(lambda t, labels: (loss_fn(t, labels), ndl.ops.logsumexp(t, (1,)), softmax(t)))
+        results.append([a.numpy() for a in step(z, y)])
+        assert threads == "1" or "parallel over i0" in step.ir("scheduled")
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
