@@ -256,7 +256,8 @@ def kernel_costs(model, passes=8) -> str:
     fn, args = BUILDERS[model]()
     step = ndl.compile(fn)
     step(*args)
-    program = lower_to_llvm(step.last.program.kernels, *native.host_target(), fma=native.host_fma())
+    program = lower_to_llvm(step.last.program.kernels, *native.host_target(), fma=native.host_fma(),
+                            avx512=native.host_avx512())
     rows, by_pass = [], {}
     for symbol, (kernel, _, debug) in program.kernels.items():
         text, tm = program.module([symbol], symbol), native.target_machine()

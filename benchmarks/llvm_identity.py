@@ -53,7 +53,8 @@ def digests(model, dump=None) -> dict:
     fn, args = compile_time.BUILDERS[model]()
     step = ndl.compile(fn)
     step(*args)
-    program = lower_to_llvm(step.last.program.kernels, *native.host_target(), fma=native.host_fma())
+    program = lower_to_llvm(step.last.program.kernels, *native.host_target(), fma=native.host_fma(),
+                            avx512=native.host_avx512())
     result = {}
     for symbol in program.kernels:
         text, tm = program.module([symbol], symbol), native.target_machine()

@@ -34,6 +34,7 @@ from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_lanes import F32_LANES, Lanes, lane_loop
 from .llvm_memory import MemoryAccess
+from .llvm_partials import RowPartials
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
 from .llvm_text import module_text, uniquely_named
@@ -46,31 +47,34 @@ PTR = ir.PointerType()
 COMBINE_BLOCK = 64
 
 
-def kernel_module(name, kernels, triple="", data_layout="", fma=False) -> str:
+def kernel_module(name, kernels, triple="", data_layout="", fma=False, avx512=False) -> str:
     """The LLVM IR text of module `name` defining, for each (kernel, KernelKey, debug) of
     `kernels`, the function `key.symbol(ptr args)` reading the pointers of `key.buffers` (then the
     debug array when bounds-checked: `debug` is (the kernel's number, buffer -> element count), see
     codegen/llvm_program.py) from `args` and running the kernel's body, a split one on its threads.
-    `fma`: whether the target has fused multiply-adds (mathlib's are then `llvm.fma`).
+    `fma`: whether the target has fused multiply-adds (mathlib's are then `llvm.fma`); `avx512`:
+    whether it has AVX-512 (mathlib's exp scales by `vscalefps`, llvm_partials.py's sums of
+    exponentials are 512 bits wide).
     Python's cyclic garbage collector waits meanwhile: every object built is alive until the text
     is written, and each full collection walks every object of the process (in a forked builder,
     its parent's too, faulting their pages in)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return module_text(kernel_ir(name, kernels, triple, data_layout, fma))
+        return module_text(kernel_ir(name, kernels, triple, data_layout, fma, avx512))
     finally:
         if collecting:
             gc.enable()
 
 
-def kernel_ir(name, kernels, triple="", data_layout="", fma=False) -> ir.Module:
+def kernel_ir(name, kernels, triple="", data_layout="", fma=False, avx512=False) -> ir.Module:
     """The llvmlite module of `kernel_module`."""
     module = ir.Module(name=name)
     module.triple, module.data_layout = triple, data_layout
     for kernel, key, debug in kernels:
         used = list(key.buffers) + (["debug"] if debug else [])
-        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal", fma).function
+        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal", fma,
+                              avx512).function
         fn = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol))
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -83,14 +87,14 @@ def kernel_ir(name, kernels, triple="", data_layout="", fma=False) -> ir.Module:
     return module
 
 
-class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, ScalarLowering, StreamingStores,
+class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, ScalarLowering, StreamingStores,
                      VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
-    `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks; `fma`:
-    whether the target has fused multiply-adds."""
+    `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks; `fma`,
+    `avx512`: whether the target has fused multiply-adds, AVX-512."""
 
-    def __init__(self, module, kernel, used, debug, name, linkage, fma):
-        self.kernel, self.debug, self.fma = kernel, debug, fma
+    def __init__(self, module, kernel, used, debug, name, linkage, fma, avx512=False):
+        self.kernel, self.debug, self.fma, self.avx512 = kernel, debug, fma, avx512
         chunks = kernel.strategy == Strategy.CHUNKS  # split: its counters (llvm_calls.counters), else a range
         split = ([PTR] if chunks else [I64, I64]) if kernel.split else []
         fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)

@@ -11,11 +11,9 @@ scalar loop computed, with the same instructions and the same fused multiply-add
 no other): its results are the scalar loop's, and LLVM's vectorised copy of it, bit for
 bit. A 'point' kernel that reduces along its innermost loop (float32 sums and maxima) sums in
 the order LLVM's vectoriser chose by its `reassoc` rules where that order is known (`interleaved`,
-`Lanes._reduce`), and in codegen's own order elsewhere (`Lanes._in_order`: rows of any length,
+`Lanes._reduce`), and in codegen's own order elsewhere (llvm_partials.py `_in_order`: rows of any length,
 mathlib in the body, several values carried), fixed per row, so never dependent on the threads.
 """
-from math import prod
-
 from llvmlite import ir
 
 from ..ir.kernel import Combine, Strategy
@@ -23,7 +21,7 @@ from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import PRIMITIVES, postorder
 from ..ir.short_rows import side_by_side
 from . import mathlib
-from .llvm_scalar import I1, I64, TYPES, Values, constant
+from .llvm_scalar import I64, constant
 from .llvm_vector import (VECTOR_BYTES, ZERO, expression_dtypes, interleaved_rows, moves, splittable, strided_along,
                           vector_width)
 
@@ -45,9 +43,6 @@ PARTS = 4
 REDUCED_LEAST = 64
 LIVE = {1: 14, 2: 8}
 F32_LANES = VECTOR_BYTES // 4  # float32 lanes of a vector
-# codegen's own order keeps at most this many partial vectors (of AVX2's 16 registers) across a row,
-# leaving the rest to the body's values
-OWN_REGISTERS = 8
 
 
 def lane_loop(kernel, debug=None):
@@ -132,12 +127,13 @@ def interleaved(kernel) -> bool:
         if phase.reductions and (carried not in LIVE or len(nodes) > LIVE[carried]):
             return False
         if any(r.dtype != "f32" or r.combine not in (Combine.ADD, Combine.MAX) for r in phase.reductions) \
-                or any(e.prim not in PRIMITIVES for e in nodes.values() if e.prim != "arg") or _calls_mathlib(phase.reductions):
+                or any(e.prim not in PRIMITIVES for e in nodes.values() if e.prim != "arg") \
+                or calls_mathlib(phase.reductions):
             return False
     return True
 
 
-def _calls_mathlib(reductions) -> bool:
+def calls_mathlib(reductions) -> bool:
     """Whether the bodies of `reductions` call a mathlib polynomial (exp, log, tanh, ...)."""
     return any(e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
                for e in _distinct([r.body for r in reductions]).values())
@@ -145,17 +141,9 @@ def _calls_mathlib(reductions) -> bool:
 
 def along_row(kernel) -> bool:
     """Whether a 'point' kernel's reductions run along its last loop as codegen's vectors: float32
-    sums and maxima, in LLVM's order where `interleaved`, else in codegen's own (`Lanes._in_order`,
+    sums and maxima, in LLVM's order where `interleaved`, else in codegen's own (`_in_order`,
     over any number of inner loops)."""
     return all(r.dtype == "f32" and r.combine in (Combine.ADD, Combine.MAX) for r in kernel.reductions)
-
-
-def own_parts(phase, n, w) -> int:
-    """How many partial vectors of `w` lanes codegen's own order keeps per reduction of `phase`
-    over rows of `n`: PARTS where a row has as many vectors, fewer where the values the phase
-    carries (a max's NaN flag counted) would take more than OWN_REGISTERS vector registers."""
-    carried = len(phase.reductions) + sum(r.combine == Combine.MAX for r in phase.reductions)
-    return max(1, min(PARTS, n // w, OWN_REGISTERS // max(carried, 1)))
 
 
 def _distinct(exprs) -> dict:
@@ -247,116 +235,6 @@ class Lanes:
                 self.vars[self.lane_var] = i
                 self._accumulate(phase, slots, self.accs.__getitem__)
             self._range(self.counters[self.lane_var], ir.Constant(I64, start), ir.Constant(I64, n), at)
-
-    def _in_order(self, phase, slots):
-        """Codegen's order: the row is the last loop and the loops after the first inner loop that
-        address memory as one with it (a per-channel sum over [N, C, 28, 28]: rows of 784, one per
-        image, as LLVM's loops ran). Over the rows in the order of the loops before it, vector v of
-        each row (its elements v*W .. v*W + W-1, the last one masked where W does not divide the
-        row, its other lanes the identity) goes into partial vector v mod P (`own_parts`); after
-        the last row the partials are folded left and reduced by halves (`_close_parts`); a body
-        calling mathlib one vector a step into a `cycled` array (P a step, LLVM spilled them)."""
-        k, w = self.kernel, F32_LANES  # the sums' width, though a label's i64 narrows the kernel's
-        last = len(k.extents)
-        first = next((f for f in range(k.outer + 1, last - 1) if self._collapsible(f, last)), last - 1)
-        n = prod(k.extents[first:])
-        count, cycled = own_parts(phase, n, w), _calls_mathlib(phase.reductions)
-        parts_at = self._open_parts(phase, slots, w, count, cycled)
-        whole, vectors = n // w, -(-n // w)
-        main = whole - whole % count
-
-        def row():
-            for var in range(first, last - 1):
-                self.vars[var] = ZERO
-            if main and cycled:
-                span = ir.Constant(I64, count * w)
-                self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
-                            lambda i: self._add_part(phase, parts_at, self.b.urem(i, span), i, w, 0), step=w)
-            elif main:
-                self._range(self.counters[self.lane_var], ZERO, ir.Constant(I64, main * w),
-                            lambda i: [self._add_part(phase, parts_at, p, i, w, p) for p in range(count)],
-                            step=count * w)
-            for v in range(main, vectors):
-                rest = n - v * w
-                if rest < w:
-                    self.mask = ir.Constant(ir.VectorType(I1, w), [lane < rest for lane in range(w)])
-                self._add_part(phase, parts_at, v % count, ZERO, w, v)
-                self.mask = None
-        self._loops(k.outer, first, row, reduce=True)
-        self._close_parts(parts_at, w)
-
-    def _open_parts(self, phase, slots, w, count, cycled=False):
-        """`count` vectors of `w` lanes of partials per reduction of `phase` in stack slots (one array
-        if `cycled`): the accumulator's value in lane 0 of the first (the others -0.0; a max's in every
-        lane), and a max's NaN flags. Returns {slot: (its reduction, its parts, its flags or None)}."""
-        b, f32 = self.b, TYPES["f32"]
-        vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
-        parts_at = {}
-        for slot, r in zip(slots, phase.reductions):
-            acc, zero = b.load(self.accs[slot]), mathlib.const(vector, -0.0)
-            starts = [b.insert_element(zero, acc, ir.Constant(I32, 0))] + [zero] * (count - 1) \
-                if r.combine == Combine.ADD else [self._splat_to(acc, w)] * count
-            array = cycled and self._entry_alloca(vector, f"parts{slot}.{w}", size=ir.Constant(I32, count))
-            parts = [b.gep(array, [ir.Constant(I32, p)]) if cycled else
-                     self._entry_alloca(vector, f"part{slot}.{w}.{p}") for p in range(count)]
-            for value, part in zip(starts, parts):
-                b.store(value, part)
-            seen = None
-            if slot in self.nans:
-                seen = self._entry_alloca(flags, f"nans{slot}.{w}")
-                b.store(mathlib.const(flags, 0), seen)
-            parts_at[slot] = (r, parts, seen)
-        return parts_at
-
-    def _add_part(self, phase, parts_at, p, start, w, v):
-        """The bodies of `phase`'s reductions at the `w` iterations from start + v*w combined into
-        their partial vectors number `p` (a value: the partial `p` floats into a cycled array); in
-        a masked vector (`mask`), lanes past the row add the identity."""
-        b, f32 = self.b, TYPES["f32"]
-        self.lanes, self.vars[self.lane_var] = w, b.add(start, ir.Constant(I64, v * w), flags=["nsw", "nuw"])
-        memo = Values()
-        values = [self._emit(r.body, memo) for r in phase.reductions]
-        for (r, parts, seen), value in zip(parts_at.values(), values):
-            if self.mask is not None:
-                value = b.select(self.mask, value, mathlib.const(value.type, -0.0 if r.combine == Combine.ADD
-                                                                 else float("-inf")))
-            part = parts[p] if isinstance(p, int) else b.gep(parts[0], [p], inbounds=True, source_etype=f32)
-            b.store(self._fold(r, b.load(part), value), part)
-            if seen is not None:
-                b.store(b.or_(b.load(seen), b.fcmp_unordered("uno", value, value)), seen)
-        self.lanes = 0
-
-    def _close_parts(self, parts_at, w):
-        """Each reduction's partial vectors folded left into the first (p1 + p0, then + p2, + p3)
-        and its lanes reduced by LLVM's `vector.reduce` (reassociating: halves, as LLVM expands it)
-        into the accumulator; a max's NaN flag takes an `or` of its lanes' flags."""
-        b, f32 = self.b, TYPES["f32"]
-        vector, flags = ir.VectorType(f32, w), ir.VectorType(I1, w)
-        for slot, (r, parts, seen) in parts_at.items():
-            total = b.load(parts[0])
-            for part in parts[1:]:
-                total = self._fold(r, b.load(part), total)
-            if r.combine == Combine.ADD:
-                total = b.call(self._reduction("fadd", vector, [f32, vector]), [mathlib.const(f32, -0.0), total],
-                               fastmath=("reassoc",))
-            else:
-                total = b.call(self._reduction("fmax", vector, [vector]), [total], fastmath=("nnan", "nsz"))
-            b.store(total, self.accs[slot])
-            if seen is not None:
-                nan = b.call(self._reduction("or", flags, [flags]), [b.load(seen)])
-                b.store(b.or_(b.load(self.nans[slot]), nan), self.nans[slot])
-
-    def _fold(self, reduction, acc, value):
-        """acc combined with value: a plain fadd (no `reassoc`), or a max's maxnum (its NaNs flagged)."""
-        if reduction.combine == Combine.ADD:
-            return self.b.fadd(acc, value)
-        return mathlib.intrinsic(self.b, "llvm.maxnum", acc, value, fastmath=("nnan", "nsz"))
-
-    def _reduction(self, name, vector, args):
-        """LLVM's `vector.reduce.<name>` intrinsic over `vector`, declared once."""
-        symbol = f"llvm.vector.reduce.{name}.v{vector.count}{vector.element.intrinsic_name}"
-        return self.b.module.globals.get(symbol) or ir.Function(
-            self.b.module, ir.FunctionType(vector.element, args), symbol)
 
     def _entry_alloca(self, ty, name, size=None):
         """An alloca of `ty` (`size` of them) in the function's entry block (one stack slot,

@@ -100,9 +100,9 @@ class LlvmProgram:
     the whole program's IR (the 'llvm' stage: the runner, the calls, the kernels' module), made on
     first use."""
 
-    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout, keyed=0, fma=False):
+    def __init__(self, name, runner_ir, plan, calls, kernels, triple, data_layout, keyed=0, fma=False, avx512=False):
         self.name, self.runner, self.plan, self.calls, self.kernels = name, runner_ir, plan, calls, kernels
-        self.keyed, self.fma = keyed, fma
+        self.keyed, self.fma, self.avx512 = keyed, fma, avx512
         self.triple, self.data_layout = triple, data_layout
 
     def vectorised(self, symbol) -> bool:
@@ -113,7 +113,8 @@ class LlvmProgram:
 
     def module(self, symbols, name) -> str:
         """The IR text of module `name` defining the kernel functions `symbols`."""
-        return kernel_module(name, [self.kernels[s] for s in symbols], self.triple, self.data_layout, self.fma)
+        return kernel_module(name, [self.kernels[s] for s in symbols], self.triple, self.data_layout, self.fma,
+                             self.avx512)
 
     @functools.cached_property
     def text(self) -> str:
@@ -125,9 +126,10 @@ class LlvmProgram:
         return self.text
 
 
-def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False, fma=False) -> LlvmProgram:
+def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False, fma=False,
+                  avx512=False) -> LlvmProgram:
     """The LlvmProgram of `program` (a kernel.Program) for a target with fused multiply-adds where
-    `fma`; `profile` and `debug`: see the module docstring."""
+    `fma`, with AVX-512 where `avx512`; `profile` and `debug`: see the module docstring."""
     slots = {name: i for i, name in enumerate(program.buffers)}
     itemsize = {name: numpy_dtype(buffer.dtype).itemsize for name, buffer in program.buffers.items()}
     sizes = {name: math.prod(buffer.shape) for name, buffer in program.buffers.items()} if debug else None
@@ -144,4 +146,4 @@ def lower_to_llvm(program, triple="", data_layout="", profile=False, debug=False
         most = max(most, len(args))
     plan = [len(calls), most, len(slots)] + body
     return LlvmProgram(program.name, runner(profile, triple, data_layout), plan, calls, kernels, triple, data_layout,
-                       keys.keyed, fma)
+                       keys.keyed, fma, avx512)

@@ -103,7 +103,8 @@ class ScalarLowering:
         if dtype in _UNSIGNED:
             name = name.replace("_signed", "_unsigned").replace("llvm.s", "llvm.u")
         if name.startswith("mathlib."):
-            return mathlib.call(b, name[len("mathlib."):], args, inline=varying, fused=self.fma)
+            return mathlib.call(b, name[len("mathlib."):], args, inline=varying, fused=self.fma,
+                                scalef=self.avx512)
         if name.startswith("llvm."):
             return mathlib.intrinsic(b, name, *args, *([ir.Constant(I1, 0)] if name == "llvm.abs" else []))
         return getattr(b, name)(predicate, *args) if predicate else getattr(b, name)(*args)

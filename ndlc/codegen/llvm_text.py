@@ -150,3 +150,9 @@ class _Writer:
 
 def _align(x) -> str:
     return "" if x.align is None else f", align {x.align}"
+
+
+def string_attribute(function, name, value):
+    """Give llvmlite ir.Function `function` LLVM's string attribute `"name"="value"` (llvmlite's
+    attribute sets take only LLVM's keywords; the text writes the entry as given)."""
+    set.add(function.attributes, f'"{name}"="{value}"')

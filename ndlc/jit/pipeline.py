@@ -32,7 +32,7 @@ from ..passes.schedule import GpuTarget, schedule, schedule_gpu
 from ..passes.simplify import simplify
 from ..passes.scans import share_scans, with_bodies
 from ..runtime import libraries, program_cache
-from ..runtime.native import host_description, host_fma, host_target, prepare as prepare_llvm
+from ..runtime.native import host_avx512, host_description, host_fma, host_target, prepare as prepare_llvm
 from ..runtime.program import Program
 
 log = logging.getLogger("ndlc.pipeline")
@@ -92,7 +92,7 @@ def _compile_cpu(graph, forward, profile, debug, cached):
     stages.timed("import", None)  # the code generator and llvmlite.ir, once per process: not the passes'
     source = _graph_passes(stages, traced, views=True)
     kernels = _cpu_kernels(stages, source, *machine)
-    llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug, host_fma()), "codegen")
+    llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug, host_fma(), host_avx512()), "codegen")
     program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug,
                                            shapes=_shapes(traced)))
     stages.split("load", program.native.seconds)
@@ -162,7 +162,8 @@ class Recompute:
         stages = Stages(self.graph.name)
         stages.source = _graph_passes(stages, self.graph, views=True)
         kernels = _cpu_kernels(stages, stages.source, *self.machine)
-        stages.text("llvm", lower_to_llvm(kernels, *host_target(), self.profile, fma=host_fma()), "codegen")
+        stages.text("llvm", lower_to_llvm(kernels, *host_target(), self.profile, fma=host_fma(),
+                                           avx512=host_avx512()), "codegen")
         return stages
 
     def __call__(self):

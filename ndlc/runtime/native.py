@@ -92,6 +92,13 @@ def host_fma() -> bool:
     return "+fma" in host_description()[2].split(",")
 
 
+def host_avx512() -> bool:
+    """Whether the host has AVX-512 (F and VL): mathlib's exp then scales by `vscalefps` and
+    codegen sums a row's exponentials in 512-bit vectors (codegen/mathlib.py, llvm_partials.py)."""
+    features = host_description()[2].split(",")
+    return "+avx512f" in features and "+avx512vl" in features
+
+
 def host_target():
     """(triple, data layout) to put in generated modules so the optimiser knows the target (once
     `prepare`'s thread, if one runs, is done)."""
@@ -136,7 +143,8 @@ def host_description() -> tuple:
     start need not import llvmlite's binding."""
     # the policies named, so that a description or object of code made under another is not reused
     context = (machine.versions(), FINGERPRINT, f"reloc {RELOC} code model {CODE_MODEL}", PIPELINES,
-               "AVX-512 with " + ",".join(VECTOR_POLICY), "mathlib's multiply-adds llvm.fma where the host has FMA")
+               "AVX-512 with " + ",".join(VECTOR_POLICY), "mathlib's multiply-adds llvm.fma where the host has FMA",
+               "exp scaled by vscalefps, sums of exponentials 512 bits wide where the host has AVX-512")
 
     def ask_llvm():
         llvm = _binding()

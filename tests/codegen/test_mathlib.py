@@ -67,3 +67,25 @@ def test_explicit_fused_multiply_adds_give_the_contracted_bits(op, dtype, monkey
         assert ("llvm.fma" in program.ir("llvm")) == fused and ("fmul contract" in program.ir("llvm")) != fused
         results.append(program.run(x)[0])
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.skipif(not native.host_avx512(), reason="the host has no AVX-512")
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_exp_scaled_by_vscalef_gives_the_exponent_arithmetics_bits(dtype, monkeypatch, tmp_path):
+    """A vector exp's p * 2**k by one vscalefps/vscalefpd rounds as the two steps on the exponent
+    bits did: the same bits, denormal and overflowing results and NaN included (every float32:
+    docs/ARCHITECTURE.md)."""
+    x = _inputs("exp", dtype)
+    low, high = (-104.0, 89.5) if dtype == "f32" else (-746.0, 710.5)
+    edges = np.linspace(low, low + 20, 20001), np.linspace(high - 2, high, 2001)
+    x = np.concatenate([x, *edges, -np.asarray(SPECIAL)]).astype(x.dtype)
+    graph = f"graph @m(%x: {dtype}[{x.size}]) {{\n  %0 = exp(%x) : {dtype}[{x.size}]\n  return %0\n}}"
+    results = []
+    for avx512 in (True, False):
+        monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / str(avx512)))  # the same host description: apart
+        monkeypatch.setattr(pipeline, "host_avx512", lambda avx512=avx512: avx512)
+        program = compile_graph(parse(graph), cached=False)
+        assert ("vscalef" in program.ir("asm")) == avx512
+        results.append(program.run(x)[0])
+    np.testing.assert_array_equal(results[0], results[1])
+    assert (results[0][np.isnan(x)] != results[0][np.isnan(x)]).all()

@@ -1,4 +1,4 @@
-"""'point' reductions along rows in codegen's own order (codegen/llvm_lanes.py `Lanes._in_order`):
+"""'point' reductions along rows in codegen's own order (codegen/llvm_partials.py `_in_order`):
 the order as documented, bit for bit; softmax, logsumexp and SoftmaxLoss (forward and gradient)
 over random row lengths against float64; and those kernels compiled without LLVM's vectorisers."""
 import numpy as np
@@ -7,19 +7,21 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ndlc as ndl
 from ndlc import nn
-from ndlc.codegen.llvm_lanes import F32_LANES, OWN_REGISTERS, PARTS, interleaved, lane_loop
+from ndlc.codegen.llvm_lanes import F32_LANES, PARTS, interleaved, lane_loop
+from ndlc.codegen.llvm_partials import OWN_REGISTERS, WIDE_F32_LANES
 from ndlc.frontend.nn.transformer import softmax
 from ndlc.ir import parse
+from ndlc.jit import pipeline
 from ndlc.jit.compile import compile_graph
 from ndlc.runtime import native
 
 
-def _in_order(rows, carried, combine):
+def _in_order(rows, carried, combine, w=F32_LANES):
     """The documented order in float32 over `rows` (one reduction's rows, in the loops' order):
-    vector v of each row (the last padded with the identity) into partial v mod P, P = min(PARTS,
-    a row's whole vectors, OWN_REGISTERS // carried); after the last row the partials folded left
-    (p1 + p0, then + p2, ...), then halves of the vector combined until one lane."""
-    w, n = F32_LANES, len(rows[0])
+    vector v of `w` lanes of each row (the last padded with the identity) into partial v mod P,
+    P = min(PARTS, a row's whole vectors, OWN_REGISTERS // carried); after the last row the
+    partials folded left (p1 + p0, then + p2, ...), then halves of the vector combined until one lane."""
+    n = len(rows[0])
     fill = np.float32(-0.0 if combine is np.add else -np.inf)
     count = max(1, min(PARTS, n // w, OWN_REGISTERS // carried))
     parts = np.full((count, w), fill, np.float32)
@@ -78,18 +80,25 @@ def test_a_per_channel_sum_runs_each_images_plane_as_one_row():
 
 @pytest.mark.parametrize("shape, axes", [((5, 28), (1,)), ((5, 77), (1,)), ((3, 1000), (1,)),
                                          ((4, 3, 5, 10), (0, 2, 3))])
-def test_a_sum_calling_mathlib_takes_a_vector_a_step_into_partials_cycled_in_order(shape, axes):
+@pytest.mark.parametrize("avx512", [False, True] if native.host_avx512() else [False])
+def test_a_sum_calling_mathlib_takes_a_vector_a_step_into_partials_cycled_in_order(shape, axes, avx512, monkeypatch,
+                                                                                  tmp_path):
     """exp's polynomial in the body: one vector a step, its partial picked in a stack array by its
-    number mod P (P vectors a step LLVM interleaved and spilled), in the documented order."""
+    number mod P (P vectors a step LLVM interleaved and spilled), in the documented order; vectors
+    of 16 where the target has AVX-512, its exp scaled by vscalefps."""
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))  # the same host description either way: apart
+    monkeypatch.setattr(pipeline, "host_avx512", lambda: avx512)
     dims, kept = ",".join(map(str, shape)), shape[1] if len(shape) == 4 else shape[0]
     program = compile_graph(parse(f"graph @e(%x: f32[{dims}]) {{\n  %0 = exp(%x) : f32[{dims}]\n"
                                   f"  %1 = summation(%0, axes={axes}) : f32[{kept}]\n  return %1\n}}"), cached=False)
-    assert "urem i64" in program.ir("llvm")
+    w = WIDE_F32_LANES if avx512 else F32_LANES
+    llvm = program.ir("llvm")
+    assert "urem i64" in llvm and (f"<{w} x float>" in llvm) and ("scalef" in llvm) == avx512
     exp = compile_graph(parse(f"graph @m(%x: f32[{dims}]) {{\n  %0 = exp(%x) : f32[{dims}]\n  return %0\n}}"))
     x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32) * 3
     (exps,) = exp.run(x)
     rows = [exps[:, c].reshape(shape[0], -1) for c in range(shape[1])] if len(shape) == 4 else [[r] for r in exps]
-    np.testing.assert_array_equal(program.run(x)[0], [_in_order(r, 1, np.add) for r in rows])
+    np.testing.assert_array_equal(program.run(x)[0], [_in_order(r, 1, np.add, w) for r in rows])
 
 
 def _log_softmax64(z):
@@ -148,3 +157,21 @@ def test_short_row_reductions_are_compiled_without_llvms_vectorisers(monkeypatch
     loss_fn = nn.SoftmaxLoss()
     ndl.compile(lambda t, labels: loss_fn(t, labels))(x[:, :10], np.arange(30) % 10)
     assert pipelines and all(runner or not vectorise for runner, vectorise in pipelines), pipelines
+
+
+def test_long_rows_of_exponentials_give_the_same_bits_on_one_and_two_threads(monkeypatch):
+    """SoftmaxLoss, logsumexp and softmax over rows of 1000 ('point' kernels split over their rows,
+    each row's exponentials summed in codegen's order, 16 lanes wide on AVX-512): the same bits on
+    one thread as on two."""
+    z = (np.random.default_rng(3).standard_normal((600, 1000)) * 3).astype(np.float32)
+    y = np.random.default_rng(4).integers(0, 1000, 600)
+    loss_fn = nn.SoftmaxLoss()
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("NDLC_THREADS", threads)
+        monkeypatch.setenv("NDLC_TEAM", "budget")
+        step = ndl.compile(lambda t, labels: (loss_fn(t, labels), ndl.ops.logsumexp(t, (1,)), softmax(t)))
+        results.append([a.numpy() for a in step(z, y)])
+        assert threads == "1" or "parallel over i0" in step.ir("scheduled")
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
