@@ -17,7 +17,7 @@ def _kernels(text):
     return text.count("\nkernel ")
 
 
-def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch):
+def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch, avx2_tiles):
     """ResNet9's 4x4 3x3 layer (NCHW planes of 64 bytes: its channels spread over the L1 cache):
     the conv nest reads the input guarded, its tiles check only the taps that cross the padding;
     one kernel where the padding was a kernel of its own."""
