@@ -7,7 +7,7 @@ from llvmlite import ir
 from . import mathlib
 from ..ir.kernel import Load
 from ..ir.scalar import leaves
-from ..ir.tiles import ragged_pieces
+from ..ir.tiles import multiply_add, ragged_pieces
 from ..ir.types import numpy_dtype
 from .llvm_scalar import I64, MEMORY, TYPES, Values
 from .llvm_vector import I32, ZERO
@@ -114,7 +114,10 @@ class RowBlocks:
         middle (checked nowhere), those that cross the padding on either side (where a guard the
         tile's rows share fails throughout, its loads read nothing; a guard along the rows is checked
         a row). The taps keep their order, and a tap that reads padding adds the product of a zero,
-        as over the padded copy: the sums are that copy's, bit for bit."""
+        as over the padded copy: the sums are that copy's, bit for bit. Taps that read only padding
+        for the whole tile are skipped where every product is of such a load (`_zero_products`):
+        a sum that starts at +0.0 is never -0.0, so adding a zero leaves it as it is, bit for bit
+        (an infinite or NaN weight made the padded copy's sum NaN there: skipped, it is not)."""
         k, b = self.kernel, self.b
         if var == len(k.extents):
             body()
@@ -138,6 +141,8 @@ class RowBlocks:
         outside = set(guards) if shared else set()  # fails throughout the outer ranges
         known, failing = self.known, self.failing
         for lo, hi, holds in ((start, low, False), (low, high, True), (high, stop, False)):
+            if not holds and self._zero_products(outside):
+                continue
             self.known, self.failing = (known | set(guards), failing) if holds else (known, failing | outside)
             self._for(var, lo, hi, lambda: self._taps(var + 1, first, body))
         self.known, self.failing = known, failing
@@ -186,6 +191,14 @@ class RowBlocks:
                         at = b.gep(pointer, [ir.Constant(I64, lane * stride + group)], inbounds=True, source_etype=element)
                         b.store(column, at, align=numpy_dtype(store.dtype).itemsize)
         self.lane_var = lane_var
+
+    def _zero_products(self, failing) -> bool:
+        """Whether every reduction adds, in fused multiply-adds, products of a load that reads
+        nothing where `failing` guards fail: taps whose products are zeros, which `_taps` skips."""
+        k = self.kernel
+        return bool(failing) and all(
+            multiply_add(r, k.loads) and any(not failing.isdisjoint(k.loads[a.payload].access.guards) for a in r.body.args)
+            for r in k.reductions)
 
     def _tap_guards(self, var):
         """The padding guards of the reductions' loads that reduced loop `var` steps by one and no
