@@ -2,6 +2,8 @@
 `kernel`, the builder `b`, `vars`, `counters`, `ranges`, `slots`, `accs`, `reductions`, the loop
 helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and the phases' code
 (`_initialise`, `_accumulate`, `_stores`)."""
+import contextlib
+
 from llvmlite import ir
 
 from . import mathlib
@@ -41,15 +43,17 @@ class RowBlocks:
 
             def along_block(body, innermost=False, pieces=((0, k.block),)):
                 if k.tile:  # loops of a constant trip count per row, whose accumulators LLVM keeps in registers
+                    checked = self._row_guards() if innermost else ()
                     for row in range(k.tile):
                         self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
                         for offset, trip in pieces:
                             at = b.add(first, ir.Constant(I64, offset))
-                            if last == self.lane_var:
-                                self._counted(last, at, ir.Constant(I64, trip), body)
-                            else:
-                                self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
-                                            lambda e, at=at: self._at(last, at, e, body))
+                            with b.if_then(self._hold(checked)) if checked else contextlib.nullcontext():
+                                if last == self.lane_var:
+                                    self._counted(last, at, ir.Constant(I64, trip), body)
+                                else:
+                                    self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
+                                                lambda e, at=at: self._at(last, at, e, body))
                 elif last == self.lane_var and self.side_by_side:  # one vector at constant offsets (in registers)
                     self._vector(last, first, ZERO, body, self.width, self.rest)
                 elif last == self.lane_var:  # codegen's vectors (llvm_lanes.py): whole blocks a constant count
@@ -199,6 +203,27 @@ class RowBlocks:
         return bool(failing) and all(
             multiply_add(r, k.loads) and any(not failing.isdisjoint(k.loads[a.payload].access.guards) for a in r.body.args)
             for r in k.reductions)
+
+    def _row_guards(self):
+        """The guards a tile's taps check a row (along its rows, neither known nor failing here)
+        where a row whose check fails adds only zero products (`_zero_products`): `_rows` then
+        skips that row's taps, where it added them."""
+        k = self.kernel
+        used = {n for r in k.reductions for n in leaves(r.body) if isinstance(n, int)}
+        checked = frozenset(g for n in used for g in k.loads[n].access.guards) - self.known - self.failing
+        return checked if checked and self._zero_products(checked) and all(
+            any(checked <= set(k.loads[a.payload].access.guards) for a in r.body.args) for r in k.reductions) else ()
+
+    def _hold(self, guards):
+        """Whether all `guards` hold at the current loop variables (an i1)."""
+        b, valid = self.b, None
+        for g in sorted(guards, key=str):
+            f = self._affine(g.form)
+            ok = b.and_(b.icmp_signed(">=", f, ZERO), b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
+            if g.step > 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(f, ir.Constant(I64, g.step)), ZERO))
+            valid = ok if valid is None else b.and_(valid, ok)
+        return valid
 
     def _tap_guards(self, var):
         """The padding guards of the reductions' loads that reduced loop `var` steps by one and no

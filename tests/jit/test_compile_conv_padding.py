@@ -95,11 +95,13 @@ graph @b({x}) {{
     np.testing.assert_array_equal(a.run(*arrays)[0], b.run(*arrays)[0])
 
 
-def test_taps_that_read_only_padding_for_the_whole_tile_are_skipped():
+def test_taps_that_read_only_padding_are_skipped():
     """ResNet9's 4x4 layer: output row 0's taps at kh = 0 read the padding for the whole tile of
-    the row, and are not computed. With a NaN weight at kh = 0 the padded copy's row 0 is NaN
-    (0 * NaN), the in-place conv's finite; every other output is NaN in both, and with finite
-    weights every output is the padded copy's bit for bit (the test above)."""
+    the row, and column 0's at kw = 0 for that row of the tile: neither is computed. With a NaN
+    weight at kh = 0 (output channel 7) or at kh = 1, kw = 0 (channel 9) the padded copy's row 0 or
+    column 0 is NaN (0 * NaN), the in-place conv's finite; every other output of those channels is
+    NaN in both, and with finite weights every output is the padded copy's bit for bit (the test
+    above)."""
     graph = parse("""
 graph @c(%x: f32[2,32,4,4], %w: f32[3,3,32,32]) {
   %0 = permute(%x, axes=(0, 2, 3, 1)) : f32[2,4,4,32]
@@ -110,11 +112,13 @@ graph @c(%x: f32[2,32,4,4], %w: f32[3,3,32,32]) {
     x = rng.standard_normal((2, 32, 4, 4)).astype(np.float32)
     w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     w[0, :, 5, 7] = np.nan  # kh = 0, input channel 5, output channel 7
+    w[1, 0, 5, 9] = np.nan  # kh = 1, kw = 0, output channel 9
     program = compile_graph(graph)
     assert "checked apart" in program.ir("scheduled")
     (out,) = program.run(x, w)
     assert np.isfinite(out[:, 0, :, 7]).all() and np.isnan(out[:, 1:, :, 7]).all()
-    assert np.isfinite(np.delete(out, 7, axis=3)).all()
+    assert np.isfinite(out[:, :, 0, 9]).all() and np.isnan(out[:, :, 1:, 9]).all()
+    assert np.isfinite(np.delete(out, [7, 9], axis=3)).all()
 
 
 def _reference(x, w, s, p):
