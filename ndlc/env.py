@@ -3,7 +3,7 @@ one way: unset or empty is the default; 0, false, no, off are off; 1, true, yes,
 other value is refused with an error naming the variable instead of being guessed at. An NDLC_*
 variable that is none of KNOWN (a misspelling) is warned about once, with the closest name.
 The thread budget, NDLC_THREADS, defaults to the cores this process may run on (`cores`); NDLC_TEAM
-says how much of it a program uses (`team_policy`)."""
+says how much of it a program uses (`team_policy`); register tiles fill the host's `vector_registers`."""
 import difflib
 import functools
 import logging
@@ -55,6 +55,19 @@ def cores(root="/") -> int:
     mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     quota = _cgroup_quota(root)
     return max(1, min(mask, math.ceil(quota))) if quota else mask
+
+
+@functools.lru_cache(maxsize=None)
+def vector_registers(root="/") -> int:
+    """The vector registers the host's code may use: 32 where the CPU has AVX-512's 256-bit
+    encodings (avx512vl: ymm16-31; ndlc's vectors stay 256 bits, runtime/native.py VECTOR_POLICY),
+    else AVX2's 16 (ir/tiles.py sizes register tiles by it). `root`: as for `cores`."""
+    try:
+        with open(os.path.join(root, "proc", "cpuinfo")) as f:
+            flags = next((line.partition(":")[2].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return 32 if "avx512vl" in flags else 16
 
 
 def _cgroup_quota(root):

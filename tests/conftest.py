@@ -1,5 +1,5 @@
 """Test-wide settings: the verifier runs after every pass, numpy's random state is seeded, caches
-in fresh folders; the `two_threads` and `fresh_machine` fixtures."""
+in fresh folders; the `two_threads`, `avx2_tiles` and `fresh_machine` fixtures."""
 import os
 import tempfile
 
@@ -27,6 +27,14 @@ def fresh_machine(monkeypatch, tmp_path_factory):
     folder = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
     return folder / "ndlc" / "machine"
+
+
+@pytest.fixture
+def avx2_tiles(monkeypatch):
+    """Register tiles within AVX2's 16 vector registers whatever the host (ir/tiles.py `registers`),
+    for tests that pin those tiles."""
+    from ndlc.ir import tiles
+    monkeypatch.setattr(tiles, "registers", lambda: 15)
 
 
 @pytest.fixture

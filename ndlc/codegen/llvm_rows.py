@@ -2,14 +2,17 @@
 `kernel`, the builder `b`, `vars`, `counters`, `ranges`, `slots`, `accs`, `reductions`, the loop
 helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and the phases' code
 (`_initialise`, `_accumulate`, `_stores`)."""
+import contextlib
+
 from llvmlite import ir
 
 from . import mathlib
+from ..ir.kernel import Load
 from ..ir.scalar import leaves
-from ..ir.tiles import ragged_pieces
+from ..ir.tiles import multiply_add, ragged_pieces
 from ..ir.types import numpy_dtype
-from .llvm_scalar import I64, TYPES
-from .llvm_vector import ZERO
+from .llvm_scalar import I64, MEMORY, TYPES, Values
+from .llvm_vector import I32, ZERO
 
 
 class RowBlocks:
@@ -40,15 +43,17 @@ class RowBlocks:
 
             def along_block(body, innermost=False, pieces=((0, k.block),)):
                 if k.tile:  # loops of a constant trip count per row, whose accumulators LLVM keeps in registers
+                    checked = self._row_guards() if innermost else ()
                     for row in range(k.tile):
                         self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
                         for offset, trip in pieces:
                             at = b.add(first, ir.Constant(I64, offset))
-                            if last == self.lane_var:
-                                self._counted(last, at, ir.Constant(I64, trip), body)
-                            else:
-                                self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
-                                            lambda e, at=at: self._at(last, at, e, body))
+                            with b.if_then(self._hold(checked)) if checked else contextlib.nullcontext():
+                                if last == self.lane_var:
+                                    self._counted(last, at, ir.Constant(I64, trip), body)
+                                else:
+                                    self._range(self.counters[last], ir.Constant(I64, 0), ir.Constant(I64, trip),
+                                                lambda e, at=at: self._at(last, at, e, body))
                 elif last == self.lane_var and self.side_by_side:  # one vector at constant offsets (in registers)
                     self._vector(last, first, ZERO, body, self.width, self.rest)
                 elif last == self.lane_var:  # codegen's vectors (llvm_lanes.py): whole blocks a constant count
@@ -74,6 +79,8 @@ class RowBlocks:
                     if phase.inner:
                         self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
                             lambda: self._stores(phase.stores), innermost=True))
+                    elif stored is None and self._transposable(phase.stores):
+                        self._transposed_stores(phase.stores, first)
                     else:
                         along_block(lambda phase=phase: self._stores(phase.stores), pieces=stored or ((0, k.block),))
 
@@ -111,7 +118,10 @@ class RowBlocks:
         middle (checked nowhere), those that cross the padding on either side (where a guard the
         tile's rows share fails throughout, its loads read nothing; a guard along the rows is checked
         a row). The taps keep their order, and a tap that reads padding adds the product of a zero,
-        as over the padded copy: the sums are that copy's, bit for bit."""
+        as over the padded copy: the sums are that copy's, bit for bit. Taps that read only padding
+        for the whole tile are skipped where every product is of such a load (`_zero_products`):
+        a sum that starts at +0.0 is never -0.0, so adding a zero leaves it as it is, bit for bit
+        (an infinite or NaN weight made the padded copy's sum NaN there: skipped, it is not)."""
         k, b = self.kernel, self.b
         if var == len(k.extents):
             body()
@@ -135,9 +145,85 @@ class RowBlocks:
         outside = set(guards) if shared else set()  # fails throughout the outer ranges
         known, failing = self.known, self.failing
         for lo, hi, holds in ((start, low, False), (low, high, True), (high, stop, False)):
+            if not holds and self._zero_products(outside):
+                continue
             self.known, self.failing = (known | set(guards), failing) if holds else (known, failing | outside)
             self._for(var, lo, hi, lambda: self._taps(var + 1, first, body))
         self.known, self.failing = known, failing
+
+    def _transposable(self, stores) -> bool:
+        """Whether a register tile's `stores` write each lane's outputs `stride` apart but its rows
+        next to each other (an NHWC conv tile of pixels x channels storing NCHW planes), from values
+        that codegen's vectors can compute along the block (unguarded loads of buffers the kernel
+        does not write): then `_transposed_stores` stores them, where a lane's element each took 8
+        scalar stores a vector (LeNet conv2's forward 1.52 ms, 1.24 storing NHWC, one thread)."""
+        k, last = self.kernel, self.kernel.outer - 1
+        written = {s.buffer for s in k.stores}
+        loads = [k.loads[n] for s in stores for n in leaves(s.value) if isinstance(n, int)]
+        return bool(k.tile) and self.lane_var in (last, None) and not self.side_by_side and self.debug is None \
+            and not self._streamed() and k.block % self.width == 0 \
+            and all(isinstance(x, Load) and not x.access.guards and x.buffer not in written for x in loads) \
+            and all(s.buffer not in k.local and not s.access.guards and s.access.form.coeffs[last - 1] == 1
+                    and s.access.form.coeffs[last] >= k.tile and numpy_dtype(s.dtype).itemsize * self.width == 32
+                    for s in stores)
+
+    def _transposed_stores(self, stores, first):
+        """The tile's stores for its block from `first`: each vector of the block's lanes computed
+        (as codegen's vectors) at every row, the rows' vectors transposed in registers (in groups of a
+        vector's lanes) into one vector per lane of its consecutive rows, stored whole: the same
+        values, in fewer stores."""
+        k, b, w = self.kernel, self.b, self.width
+        last, lane_var = k.outer - 1, self.lane_var
+        self.lane_var = last
+        for offset in range(0, k.block, w):
+            rows = []
+            for row in range(k.tile):
+                self.vars[last - 1] = b.add(self.tile_start, ir.Constant(I64, row))
+                memo = Values()
+                self._vector(last, first, ir.Constant(I64, offset), lambda: rows.append(
+                    [self._emit(s.value, memo, s.dtype) for s in stores]), w)
+            self.vars[last - 1] = self.tile_start
+            self.vars[last] = b.add(first, ir.Constant(I64, offset))
+            for n, store in enumerate(stores):
+                index, _ = self._address(store.access)
+                element = MEMORY[store.dtype]
+                pointer = b.gep(self.pointers[store.buffer], [index], inbounds=True, source_etype=element)
+                stride = store.access.form.coeffs[last]
+                for group in range(0, k.tile, w):
+                    columns = _transposed(b, [values[n] for values in rows[group:group + w]])
+                    for lane, column in enumerate(columns):
+                        at = b.gep(pointer, [ir.Constant(I64, lane * stride + group)], inbounds=True, source_etype=element)
+                        b.store(column, at, align=numpy_dtype(store.dtype).itemsize)
+        self.lane_var = lane_var
+
+    def _zero_products(self, failing) -> bool:
+        """Whether every reduction adds, in fused multiply-adds, products of a load that reads
+        nothing where `failing` guards fail: taps whose products are zeros, which `_taps` skips."""
+        k = self.kernel
+        return bool(failing) and all(
+            multiply_add(r, k.loads) and any(not failing.isdisjoint(k.loads[a.payload].access.guards) for a in r.body.args)
+            for r in k.reductions)
+
+    def _row_guards(self):
+        """The guards a tile's taps check a row (along its rows, neither known nor failing here)
+        where a row whose check fails adds only zero products (`_zero_products`): `_rows` then
+        skips that row's taps, where it added them."""
+        k = self.kernel
+        used = {n for r in k.reductions for n in leaves(r.body) if isinstance(n, int)}
+        checked = frozenset(g for n in used for g in k.loads[n].access.guards) - self.known - self.failing
+        return checked if checked and self._zero_products(checked) and all(
+            any(checked <= set(k.loads[a.payload].access.guards) for a in r.body.args) for r in k.reductions) else ()
+
+    def _hold(self, guards):
+        """Whether all `guards` hold at the current loop variables (an i1)."""
+        b, valid = self.b, None
+        for g in sorted(guards, key=str):
+            f = self._affine(g.form)
+            ok = b.and_(b.icmp_signed(">=", f, ZERO), b.icmp_signed("<", f, ir.Constant(I64, g.bound * g.step)))
+            if g.step > 1:
+                ok = b.and_(ok, b.icmp_signed("==", b.srem(f, ir.Constant(I64, g.step)), ZERO))
+            valid = ok if valid is None else b.and_(valid, ok)
+        return valid
 
     def _tap_guards(self, var):
         """The padding guards of the reductions' loads that reduced loop `var` steps by one and no
@@ -171,3 +257,20 @@ class RowBlocks:
                 offset = self.b.add(offset, self.b.mul(row, ir.Constant(I64, self.kernel.block)))
             self.offsets[key] = offset
         return self.b.gep(self.accs[slot], [offset], inbounds=True, source_etype=TYPES[self.reductions[slot].dtype])
+
+
+def _transposed(b, vectors):
+    """The columns of the rows `vectors` (at most as many as their lanes, a power of two): lane j's
+    elements of every row, one vector each of len(vectors) elements. The missing rows undefined,
+    log2(lanes) rounds each interleave row i with row i + lanes/2 (low halves, then high)."""
+    lanes, count = vectors[0].type.count, len(vectors)
+    rows = list(vectors) + [ir.Constant(vectors[0].type, ir.Undefined)] * (lanes - count)
+    half = lanes // 2
+    low = ir.Constant(ir.VectorType(I32, lanes), [j // 2 + (j % 2) * lanes for j in range(lanes)])
+    high = ir.Constant(ir.VectorType(I32, lanes), [half + j // 2 + (j % 2) * lanes for j in range(lanes)])
+    for _ in range(lanes.bit_length() - 1):
+        rows = [b.shuffle_vector(rows[i], rows[i + half], mask) for i in range(half) for mask in (low, high)]
+    if count == lanes:
+        return rows
+    first = ir.Constant(ir.VectorType(I32, count), list(range(count)))
+    return [b.shuffle_vector(row, ir.Constant(row.type, ir.Undefined), first) for row in rows]

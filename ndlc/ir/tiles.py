@@ -9,19 +9,22 @@ import math
 from dataclasses import replace
 from fractions import Fraction
 
+from ..env import vector_registers
 from .kernel import Combine
 from .kernel_leaves import Load
 from .scalar import leaves
 
 VECTOR_BYTES = 32  # an AVX2 register
-# Vector registers (of AVX2's 16) a tile may fill: its accumulators, the C / lanes vectors a step
-# loads (each used by R rows) and one broadcast. Measured, one thread: LeNet's conv2 as R x C =
-# 5 x 16 f32 outputs (10 accumulators, 13 registers) 3.7-4.2 -> 1.5-1.6 ms; LeNet's conv1 (over
-# wide rows) as 3 x 32 (12 + 4 + 1 = 17 registers: spills) 1.7 -> 3.0 ms. A tile filling all 16
-# kept its accumulators on the stack, a load and store per tap (benchmarks/sweep.py; a 3x3 3 -> 16
-# conv of 32 images, one thread, load 12-14): rows of 48 as 4 x 24 47-70 ms, as 4 x 16 2.0-14;
-# rows of 40 as 2 x 40 30-35 ms, as 8 x 8 1.4-1.5; rows of 33 as 4 x 24 34 ms, as 8 x 8 0.7-1.2
-REGISTERS = 15
+# Vector registers a tile may fill (`registers`): all of the host's but one, for its accumulators,
+# the C / lanes vectors a step loads (each used by R rows) and one broadcast. Measured on AVX2's 16
+# (15), one thread: LeNet's conv2 as R x C = 5 x 16 f32 outputs (10 accumulators, 13 registers)
+# 3.7-4.2 -> 1.5-1.6 ms; LeNet's conv1 (over wide rows) as 3 x 32 (12 + 4 + 1 = 17 registers: spills)
+# 1.7 -> 3.0 ms. A tile filling all 16 kept its accumulators on the stack, a load and store per tap
+# (benchmarks/sweep.py; a 3x3 3 -> 16 conv of 32 images, one thread, load 12-14): rows of 48 as
+# 4 x 24 47-70 ms, as 4 x 16 2.0-14; rows of 40 as 2 x 40 30-35 ms, as 8 x 8 1.4-1.5; rows of 33
+# as 4 x 24 34 ms, as 8 x 8 0.7-1.2. AVX-512's encodings give 256-bit code 32 (31): the 3x3
+# 32x16x32x32 -> 32 forward as 4 x 32 (16 accumulators) where 4 x 16 had 8, 3.5-3.7 -> 3.0-3.1 ms;
+# ResNet9's 4x4 layer 4 x 32 0.78 -> 0.72 (CPU-time minima, one thread, load 2-3)
 TILE_LEAST = 4  # fewer accumulators than this leave the adds' latency exposed: no tile
 # The least share of its vectors' lanes a row of columns must fill for a ragged tile, where no tile
 # divides the row: its last block computes whole, past the row, and stores the remainder
@@ -38,29 +41,34 @@ L1_SETS = 64
 STORED_AT_ONCE = 16
 
 
-def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False):
+def registers() -> int:
+    """Vector registers a tile may fill on the host: all but one of those LLVM allocates there."""
+    return vector_registers() - 1
+
+
+def register_tile(rows: int, columns: int, itemsize: int, ragged: bool = False, budget: int | None = None):
     """(R, C): a tile of R of `rows` (R divides it) by C of `columns` (a multiple of the vector's
     lanes dividing it; with `ragged`, where none does and the row fills RAGGED_FILL of its vectors,
-    any up to the row) within REGISTERS; the most accumulators, then the fewest loads a step (R
-    broadcasts and C / lanes vectors). None where no tile reaches TILE_LEAST accumulators, or
-    where there are no outputs to tile (a batch of 0)."""
+    any up to the row) within `budget` vector registers (the host's `registers()` unless given);
+    the most accumulators, then the fewest loads a step (R broadcasts and C / lanes vectors). None
+    where no tile reaches TILE_LEAST accumulators, or where there are no outputs to tile (a batch of 0)."""
     if rows < 1 or columns < 1:
         return None
-    lanes = VECTOR_BYTES // itemsize
-    tile = _best_tile(rows, columns, lanes, True)
+    lanes, budget = VECTOR_BYTES // itemsize, budget or registers()
+    tile = _best_tile(rows, columns, lanes, True, budget)
     if tile is None and ragged and columns >= lanes and columns >= RAGGED_FILL * -(-columns // lanes) * lanes:
-        tile = _best_tile(rows, columns, lanes, False)
+        tile = _best_tile(rows, columns, lanes, False, budget)
     return tile
 
 
-def _best_tile(rows, columns, lanes, dividing):
+def _best_tile(rows, columns, lanes, dividing, budget):
     """register_tile's choice among C that divide `columns` (or, not `dividing`, any: then the
     accumulators count by the share of the outputs computed that a row keeps, -C % columns of
     them past its end)."""
     best, key = None, None
-    for c in range(lanes, min(columns, REGISTERS * lanes) + 1, lanes):
+    for c in range(lanes, min(columns, budget * lanes) + 1, lanes):
         vectors = c // lanes
-        most = (REGISTERS - vectors - 1) // vectors  # rows whose accumulators fit beside the step's loads
+        most = (budget - vectors - 1) // vectors  # rows whose accumulators fit beside the step's loads
         if (dividing and columns % c) or most < 1:
             continue
         r = max(d for d in range(1, min(rows, most) + 1) if rows % d == 0)

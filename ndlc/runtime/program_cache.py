@@ -25,6 +25,7 @@ from ..env import flag
 from ..errors import NdlcError
 from ..ir.checks import verification_enabled
 from ..ir.kernel import ENTRY, Buffer, BufferKind
+from ..ir import tiles
 from ..ir.kernel_parser import parse_kernels
 from ..ir.types import DTYPES, numpy_dtype
 from . import cache, shared
@@ -44,14 +45,14 @@ def enabled() -> bool:
 def program_key(graph, graph_text, profile, blas, threads, blas_core) -> str:
     """The cache key of compiling `graph` (whose text is `graph_text`) for the host CPU, with
     profiling or not, matmuls calling BLAS (whose kernels are for `blas_core`) or not, for a budget
-    of `threads` threads."""
+    of `threads` threads, register tiles of `tiles.registers()`."""
     digest = hashlib.sha256()
     for value in graph.inputs:
         if value in graph.constants:
             data = np.ascontiguousarray(graph.constants[value])
             digest.update(f"{value.name} {data.dtype} {data.shape}".encode())
             digest.update(data.tobytes())
-    options = f"profile {profile} blas {blas} {blas_core} threads {threads}"
+    options = f"profile {profile} blas {blas} {blas_core} threads {threads} tile registers {tiles.registers()}"
     return cache.cache_key("program", graph_text, digest.hexdigest(), options, *host_description(),
                            f"numpy {np.__version__}", _sources())  # numpy folds constants (simplify)
 

@@ -6,6 +6,7 @@ import pytest
 
 from ndlc.jit.compile import compile_graph
 from ndlc.ir import Builder, Graph, TensorType, interpret, parse
+from ndlc.ir import tiles
 from ndlc.ir.checks import maybe_verify
 from ndlc.passes import autodiff
 from op_cases import CASES, loss_graph, single_op_graph
@@ -206,10 +207,12 @@ graph @columns(%x: f32[5,{columns}]) {{
     assert f"%\"acc0\" = alloca float, i32 {block}" in program.ir("llvm")
 
 
-def test_a_direct_convs_register_tile_stays_in_registers():
+@pytest.mark.parametrize("budget,rows", [(15, 4), (31, 8)])
+def test_a_direct_convs_register_tile_stays_in_registers(monkeypatch, budget, rows):
     """A stride-2 conv of 16 output channels over rows of 8 pixels: its tile of 4 x 16 accumulators
-    (one alloca) is promoted to registers by LLVM, none left in the optimised kernel; results
-    equal the interpreter's."""
+    (AVX2's registers; 8 x 16 in AVX-512's) is one alloca that LLVM promotes to registers, none left
+    in the optimised kernel; results equal the interpreter's."""
+    monkeypatch.setattr(tiles, "registers", lambda: budget)
     graph = parse("""
 graph @c(%x: f32[2,19,19,6], %w: f32[5,5,6,16]) {
   %0 = conv(%x, %w, stride=2, padding=0) : f32[2,8,8,16]
@@ -219,14 +222,14 @@ graph @c(%x: f32[2,19,19,6], %w: f32[5,5,6,16]) {
     assert_matches(graph, [rng.standard_normal((2, 19, 19, 6)).astype(np.float32),
                            rng.standard_normal((5, 5, 6, 16)).astype(np.float32)], "f32")
     program = compile_graph(graph)
-    assert "blocks of 16 i3 by 4 i2" in program.ir("scheduled")
-    assert "%\"acc0\" = alloca float, i32 64" in program.ir("llvm")
+    assert f"blocks of 16 i3 by {rows} i2" in program.ir("scheduled")
+    assert f"%\"acc0\" = alloca float, i32 {16 * rows}" in program.ir("llvm")
     functions = program.ir("llvm_opt").split("\ndefine ")
     (body,) = [f for f in functions if ".body(" in f.splitlines()[0]]
     assert "alloca" not in body
 
 
-def test_a_rows_kernel_accumulates_its_products_in_fused_multiply_adds():
+def test_a_rows_kernel_accumulates_its_products_in_fused_multiply_adds(avx2_tiles):
     """A conv's 'rows' kernel adds each product to its accumulator in one fused multiply-add
     (ir/tiles.py multiply_add), rounding once a tap: -(1 + 2^-11) + (1 + 2^-12)^2 is 2^-24 exactly,
     where a rounded product first (1 + 2^-11) left 0."""

@@ -133,7 +133,7 @@ def test_every_kernel_stage_of_a_training_step_reads_back(make):
         assert feature in str(planned) + found[-1][1], feature
 
 
-def test_conv_guards_chunks_rows_and_local_rows_read_back():
+def test_conv_guards_chunks_rows_and_local_rows_read_back(avx2_tiles):
     graph = parse("""
 graph @g(%x: f32[2,6,6,3], %w: f32[3,3,3,4], %t: f32[4096,8], %r: f32[64,70], %y: f32[2,19,19,6], %v: f32[5,5,6,16]) {
   %0 = conv(%x, %w, stride=2, padding=1) : f32[2,3,3,4]

@@ -17,7 +17,7 @@ def _kernels(text):
     return text.count("\nkernel ")
 
 
-def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch):
+def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch, avx2_tiles):
     """ResNet9's 4x4 3x3 layer (NCHW planes of 64 bytes: its channels spread over the L1 cache):
     the conv nest reads the input guarded, its tiles check only the taps that cross the padding;
     one kernel where the padding was a kernel of its own."""
@@ -93,6 +93,32 @@ graph @b({x}) {{
     a, b = compile_graph(in_place), compile_graph(padded)
     assert "checked apart" in a.ir("scheduled") and _kernels(a.ir("scheduled")) < _kernels(b.ir("scheduled"))
     np.testing.assert_array_equal(a.run(*arrays)[0], b.run(*arrays)[0])
+
+
+def test_taps_that_read_only_padding_are_skipped():
+    """ResNet9's 4x4 layer: output row 0's taps at kh = 0 read the padding for the whole tile of
+    the row, and column 0's at kw = 0 for that row of the tile: neither is computed. With a NaN
+    weight at kh = 0 (output channel 7) or at kh = 1, kw = 0 (channel 9) the padded copy's row 0 or
+    column 0 is NaN (0 * NaN), the in-place conv's finite; every other output of those channels is
+    NaN in both, and with finite weights every output is the padded copy's bit for bit (the test
+    above)."""
+    graph = parse("""
+graph @c(%x: f32[2,32,4,4], %w: f32[3,3,32,32]) {
+  %0 = permute(%x, axes=(0, 2, 3, 1)) : f32[2,4,4,32]
+  %1 = conv(%0, %w, stride=1, padding=1) : f32[2,4,4,32]
+  return %1
+}""")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 32, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    w[0, :, 5, 7] = np.nan  # kh = 0, input channel 5, output channel 7
+    w[1, 0, 5, 9] = np.nan  # kh = 1, kw = 0, output channel 9
+    program = compile_graph(graph)
+    assert "checked apart" in program.ir("scheduled")
+    (out,) = program.run(x, w)
+    assert np.isfinite(out[:, 0, :, 7]).all() and np.isnan(out[:, 1:, :, 7]).all()
+    assert np.isfinite(out[:, :, 0, 9]).all() and np.isnan(out[:, :, 1:, 9]).all()
+    assert np.isfinite(np.delete(out, [7, 9], axis=3)).all()
 
 
 def _reference(x, w, s, p):

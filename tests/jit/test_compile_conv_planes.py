@@ -54,7 +54,7 @@ def test_lenet_conv2_input_gradient_computes_no_garbage_columns():
     assert len(wide) == 1 and "kernel=5, row=14, length=224" in wide[0], wide
 
 
-def test_a_compiled_conv_over_rows_writes_nchw_from_its_tiles():
+def test_a_compiled_conv_over_rows_writes_nchw_from_its_tiles(avx2_tiles):
     """nn.Conv(4, 8, 3) over 16 x 16 images: the input padded channels-first, then one kernel
     (row_conv, NCHW, its channels' loop moved next to the pixels for tiles of channels x pixels,
     the bias its epilogue); the output equals numpy's."""

@@ -402,7 +402,18 @@ def test_a_ragged_blocks_remainder_stores_in_whole_vectors_then_halves(rest, ite
     (3, 8, 4, None),  # 3 vectors: the adds' latency exposed
 ])
 def test_register_tiles_fill_the_vector_registers(rows, columns, itemsize, tile):
-    assert register_tile(rows, columns, itemsize) == tile
+    assert register_tile(rows, columns, itemsize, budget=15) == tile
+
+
+@pytest.mark.parametrize("rows,columns,itemsize,tile", [
+    (32, 32, 4, (4, 32)),  # the 3x3 32 -> 32 layer's rows: 16 accumulators, 4 + 4 loads a step
+    (10, 16, 4, (10, 16)),  # LeNet's conv2: 20 accumulators beside 2 loads and a broadcast
+    (4, 32, 4, (4, 32)),  # ResNet9's 4x4 layers
+    (16, 48, 4, (4, 48)),  # 24 accumulators + 6 loads + 1 broadcast: 31
+    (28, 16, 4, (14, 16)),  # 28 rows would be 56 accumulators
+])
+def test_avx512_register_tiles_fill_its_32_vector_registers_but_one(rows, columns, itemsize, tile):
+    assert register_tile(rows, columns, itemsize, budget=31) == tile
 
 
 @pytest.mark.parametrize("rows,least,channels,row", [
@@ -424,4 +435,4 @@ def test_a_ragged_convs_planes_are_padded_apart_in_the_l1_cache(rows, least, cha
     (32, 32, (4, 16)),  # where a tile divides the row, ragged ones are not considered
 ])
 def test_ragged_register_tiles_need_rows_that_fill_their_vectors(rows, columns, tile):
-    assert register_tile(rows, columns, 4, ragged=True) == tile
+    assert register_tile(rows, columns, 4, ragged=True, budget=15) == tile

@@ -48,6 +48,14 @@ def test_cores_read_the_cgroup_v1_quota_where_the_container_mounts_its_own_cgrou
     assert env.cores(str(tmp_path)) == 16
 
 
+def test_vector_registers_are_avx512s_32_where_the_cpu_has_its_256_bit_encodings(tmp_path):
+    """(env.vector_registers is cached by root: each case a folder of its own.)"""
+    assert env.vector_registers(str(tmp_path / "none")) == 16  # no /proc/cpuinfo: AVX2's
+    for name, flags, count in (("f", "avx512f", 16), ("vl", "avx512f avx512vl", 32)):  # F alone: no ymm16-31
+        _write(tmp_path / name / "proc/cpuinfo", f"processor\t: 0\nflags\t\t: fpu avx2 fma {flags}\n")
+        assert env.vector_registers(str(tmp_path / name)) == count
+
+
 def test_the_budget_defaults_to_the_cores_and_refuses_nonsense(monkeypatch):
     monkeypatch.delenv("NDLC_THREADS", raising=False)
     assert env.thread_budget() == env.cores()
