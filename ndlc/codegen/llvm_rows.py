@@ -7,7 +7,7 @@ import contextlib
 from llvmlite import ir
 
 from . import mathlib
-from ..ir.kernel import Load
+from ..ir.kernel_leaves import Load
 from ..ir.scalar import leaves
 from ..ir.tiles import multiply_add, ragged_pieces
 from ..ir.types import numpy_dtype
