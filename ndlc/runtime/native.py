@@ -166,7 +166,7 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
-        lanes = {symbol for symbol in missing if llvm_program.vectorised(symbol)}
+        lanes = {symbol for symbol in missing if _without_vectorisers(llvm_program, symbol)}
 
         def cost(symbol):
             return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
@@ -329,6 +329,12 @@ def _built(llvm_program, job):
     obj, optimised, optimising, emitting = _translated(text, vectorise)
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
     return key, (obj, optimised), building, optimising, emitting
+
+
+def _without_vectorisers(llvm_program, symbol) -> bool:
+    """Whether kernel `symbol` of `llvm_program` has nothing for LLVM's vectorisers: codegen emits
+    its vectors, or it has no loop (an optimiser's step count: else a module of its own at O3)."""
+    return llvm_program.vectorised(symbol) or not llvm_program.kernels[symbol][0].extents
 
 
 def _translated(text, vectorise=False):

@@ -1,10 +1,13 @@
 """runtime/native.py `optimise`: modules of codegen's own vectors go through the function
 simplification pipeline only, between the always-inliner with global dead code elimination and
-the function attributes' inference."""
+the function attributes' inference; so do kernels without loops."""
 import re
 
 import llvmlite.binding as llvm
+import numpy as np
 
+from ndlc.ir import parse
+from ndlc.jit.compile import compile_graph
 from ndlc.runtime import native
 
 MODULE = """
@@ -69,3 +72,24 @@ def test_the_pass_timing_report_names_the_simplification_passes():
     timing = []
     _optimised(True, timing)
     assert "LoopVectorizePass" in timing[0]
+
+
+def test_a_kernel_without_loops_joins_the_codegen_vectors_module(monkeypatch, tmp_path, fresh_machine):
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    translated, modules = native._translated, []
+
+    def recording(text, vectorise):
+        modules.append((text.count("define weak_odr"), vectorise))
+        return translated(text, vectorise)
+    monkeypatch.setattr(native, "_translated", recording)
+    program = compile_graph(parse("""graph @m(%x: f32[16,64], %c: f32[]) {
+  %0 = mul_scalar(%x, scalar=2.0) : f32[16,64]
+  %1 = add_scalar(%c, scalar=1.0) : f32[]
+  return %0, %1
+}"""), cached=False)
+    assert sorted(list(k.extents) for k in program.kernels.kernels) == [[], [16, 64]]
+    assert [m for m in modules if m[0]] == [(2, False)], "both kernels in one module, no vectorisers"
+    x = np.random.default_rng(0).standard_normal((16, 64), dtype=np.float32)
+    doubled, count = program.run(x, np.float32(2.5))
+    np.testing.assert_array_equal(doubled, x * np.float32(2.0))
+    assert count == np.float32(3.5)
