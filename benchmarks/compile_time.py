@@ -263,10 +263,9 @@ def kernel_costs(model, passes=8) -> str:
         text, tm = program.module([symbol], symbol), native.target_machine()
         start = time.process_time()
         module = llvm.parse_assembly(text)
-        builder = native.optimiser(tm, lane_loop(kernel, debug) is None)
-        builder.start_pass_timing()
-        builder.getModulePassManager().run(module, builder)
-        for name, seconds in _pass_seconds(builder.finish_pass_timing()):
+        timing = []
+        native.optimise(module, tm, lane_loop(kernel, debug) is None, timing)
+        for name, seconds in _pass_seconds(timing[0]):
             by_pass[name] = by_pass.get(name, 0.0) + seconds
         optimised = time.process_time()
         tm.emit_object(module)

@@ -1,6 +1,6 @@
 """Whether two versions of ndlc's CPU code generator give the same optimised code: each distinct
 kernel of a model's training step (compile_time.py's models) compiled alone, in a module of its
-own, through ndlc's pipeline (runtime/native.py `optimiser`), and the digests of its LLVM IR, its
+own, through ndlc's pipeline (runtime/native.py `optimise`), and the digests of its LLVM IR, its
 optimised IR (as printed, and with each function's local names numbered in order of first use,
 so that IR differing only in value names compares equal) and its object code written per kernel
 symbol (the kernel's structural key: the same in both versions where the passes are the same).
@@ -59,8 +59,7 @@ def digests(model, dump=None) -> dict:
     for symbol in program.kernels:
         text, tm = program.module([symbol], symbol), native.target_machine()
         module = llvm.parse_assembly(text)
-        builder = native.optimiser(tm, not program.vectorised(symbol))
-        builder.getModulePassManager().run(module, builder)
+        native.optimise(module, tm, not program.vectorised(symbol))
         optimised = str(module)
         if dump:
             with open(os.path.join(dump, f"{symbol}.ll"), "w") as f:

@@ -1,13 +1,12 @@
 """Native code for the host CPU with llvmlite.binding: target machine from the host triple, CPU
 name and features (AVX-512's at 256 bits: `host_features`); the new pass manager's O3 pipeline with
 loop and SLP vectorisation, or, for the kernels whose vectors codegen emits itself
-(codegen/llvm_lanes.py), in modules of their own, a cheaper one without the vectorisers
-(`optimiser`); object code is cached on disk (runtime/cache.py), per kernel and for the runner,
-and loaded into an MCJIT engine, one per program linking the objects its kernels are in; a
-program stored in the program cache is also linked into a shared library, which a warm start
-loads with ctypes (runtime/shared.py). The loop unroller is off: on a 45-node gradient graph it
-took compilation from 0.3 s to 1.4 s with no measured speedup (the vectoriser interleaves loops
-anyway)."""
+(codegen/llvm_lanes.py), in modules of their own, only its function simplification (`optimise`);
+object code is cached on disk (runtime/cache.py), per kernel and for the runner, and loaded
+into an MCJIT engine, one per program linking the objects its kernels are in; a program stored
+in the program cache is also linked into a shared library, which a warm start loads with ctypes
+(runtime/shared.py). The loop unroller is off: on a 45-node gradient graph it took compilation
+from 0.3 s to 1.4 s with no measured speedup (the vectoriser interleaves loops anyway)."""
 import ctypes
 import functools
 import logging
@@ -35,10 +34,14 @@ RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and 
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
 # at 1 as at 3 (benchmarks' steps, per kernel), and the MLP's LLVM took fewer instructions (docs/ARCHITECTURE.md)
+SIMPLIFY_FIRST = ("always_inliner", "global_dead_code_eliminate")  # module passes before each function's
+# simplification (codegen/mathlib.py's inlined calls; the functions left without a call dropped) and after
+SIMPLIFY_LAST = ("post_order_function_attributes",)  # it (nounwind: no unwind tables in the object)
 # host_features' additions on an AVX-512 host: LLVM's vectors 32 bytes wide, and no gathers or scatters
 # where an AVX2 host has none (the SLP vectoriser gathered a LayerNorm's streamed lines: 1.5 ms, not 1.0)
 VECTOR_POLICY = ("+prefer-256-bit", "+prefer-no-gather", "+prefer-no-scatter")
-PIPELINES = f"O3 with loop and SLP vectorisers; O{LANES_SPEED} without them"  # part of the host description
+PIPELINES = (f"O3 with loop and SLP vectorisers; O{LANES_SPEED} function simplification between "  # part of
+             f"{', '.join(SIMPLIFY_FIRST)} and {', '.join(SIMPLIFY_LAST)}")  # the host description
 
 
 def llvm_compilations() -> int:
@@ -171,7 +174,7 @@ class NativeModule:
         for symbol, (_, key, _) in llvm_program.kernels.items():
             if not self._cached_kernel(cache.cache_key("kernel", key.text, *host), objects):
                 missing.append(symbol)
-        lanes = {symbol for symbol in missing if llvm_program.vectorised(symbol)}
+        lanes = {symbol for symbol in missing if _without_vectorisers(llvm_program, symbol)}
 
         def cost(symbol):
             return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
@@ -336,6 +339,12 @@ def _built(llvm_program, job):
     return key, (obj, optimised), building, optimising, emitting
 
 
+def _without_vectorisers(llvm_program, symbol) -> bool:
+    """Whether kernel `symbol` of `llvm_program` has nothing for LLVM's vectorisers: codegen emits
+    its vectors, or it has no loop (an optimiser's step count: else a module of its own at O3)."""
+    return llvm_program.vectorised(symbol) or not llvm_program.kernels[symbol][0].extents
+
+
 def _translated(text, vectorise=False):
     """(object code, optimised IR, seconds optimising, seconds making machine code) of module
     `text`, through the pipeline with the vectorisers where `vectorise`."""
@@ -344,23 +353,46 @@ def _translated(text, vectorise=False):
     start = time.perf_counter()
     module = llvm.parse_assembly(text)
     module.verify()
-    builder = optimiser(tm, vectorise)
-    builder.getModulePassManager().run(module, builder)
+    optimise(module, tm, vectorise)
     optimised = time.perf_counter()
     obj = tm.emit_object(module)
     return obj, str(module), optimised - start, time.perf_counter() - optimised
 
 
-def optimiser(tm, vectorise=True):
-    """The pass builder of ndlc's pipeline for target machine `tm`: O3 with loop and SLP
-    vectorisation where `vectorise`, else speed level LANES_SPEED without them (for code whose
-    vectors are explicit), the unroller off (see the module docstring)."""
+def optimise(module, tm, vectorise=True, timing=None):
+    """Optimise llvmlite `module` for target machine `tm`: O3 with loop and SLP vectorisation where
+    `vectorise`, else (code whose vectors are explicit) only the function simplification pipeline
+    of speed level LANES_SPEED, between SIMPLIFY_FIRST and SIMPLIFY_LAST: the whole pipeline's
+    interprocedural and late passes took a sixth of such modules' LLVM instructions, and the steps'
+    kernels ran as fast and gave the same bits without them (docs/ARCHITECTURE.md). The unroller is
+    off (module docstring). Where `timing` is a list, LLVM's pass timing report is appended to it."""
     llvm = _binding()
     options = llvm.create_pipeline_tuning_options(speed_level=3 if vectorise else LANES_SPEED)
     options.loop_vectorization = vectorise
     options.slp_vectorization = vectorise
     options.loop_unrolling = False
-    return llvm.create_pass_builder(tm, options)
+    builder = llvm.create_pass_builder(tm, options)
+    if timing is not None:
+        builder.start_pass_timing()
+    if vectorise:
+        builder.getModulePassManager().run(module, builder)
+    else:
+        _module_passes(llvm, SIMPLIFY_FIRST).run(module, builder)
+        simplify = builder.getFunctionPassManager()
+        for function in module.functions:
+            if not function.is_declaration:
+                simplify.run(function, builder)
+        _module_passes(llvm, SIMPLIFY_LAST).run(module, builder)
+    if timing is not None:
+        timing.append(builder.finish_pass_timing())
+
+
+def _module_passes(llvm, names):
+    """A module pass manager of llvmlite's passes `names` (`add_<name>_pass`)."""
+    passes = llvm.create_new_module_pass_manager()
+    for name in names:
+        getattr(passes, f"add_{name}_pass")()
+    return passes
 
 
 def _modules(symbols, cost, vectorised) -> list:

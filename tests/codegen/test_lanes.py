@@ -193,7 +193,9 @@ def test_a_register_tiles_accumulators_stay_in_registers():
     vector registers across the taps (each tap a fused multiply-add into a promoted accumulator): no
     accumulator is loaded or stored inside the reduced loops."""
     optimised = compile_graph(parse(ROW_CONV), cached=False).ir("llvm_opt")
-    assert re.search(r"@llvm\.fma\.v\d+f32\(.*%acc\S*sroa", optimised)
+    phis = set(re.findall(r"(%\S+) = phi <\d+ x float>", optimised))
+    added = re.findall(r"@llvm\.fma\.v\d+f32\(.*, <\d+ x float> (%[^\s,)]+)\)", optimised)
+    assert added and all(value in phis for value in added), "each tap adds into a phi, not a loaded value"
 
 
 @pytest.mark.parametrize("text", [
