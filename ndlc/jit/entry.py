@@ -187,8 +187,9 @@ def _stateful(writer, attribute_settings, runtime) -> set:
                 writer.miss_if(f"{item}.__class__ not in NUMBERS")
             elif isinstance(value, SETTINGS) and key not in numbers:
                 t = writer.temporary()
-                writer.miss_if(f"({t} := {item}).__class__ is not {writer.const(type(value))} "
-                               f"or {t} != {writer.const(value)}")
+                v = writer.const(value)  # the same object first: no type or value compared (a NaN is itself)
+                writer.miss_if(f"({t} := {item}) is not {v} and ({t}.__class__ is not {writer.const(type(value))} "
+                               f"or {t} != {v})")
             else:
                 writer.miss_if(f"{item} is not {writer.const(value)}")
     return dicts

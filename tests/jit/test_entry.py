@@ -238,6 +238,24 @@ def test_an_object_replaced_on_every_call_builds_a_bounded_number_of_entries():
     assert step.compilations == 1 and step.last.misses == compile_module.MISSES and step.entry is None
 
 
+def test_a_setting_is_compared_as_the_same_object_first():
+    """A module's NaN setting (unequal to itself) is the same object on every call: the entry
+    runs the calls, where comparing values alone missed each and took the full path."""
+    norm = nn.BatchNorm1d(8)
+    norm.eval()
+    norm.momentum = float("nan")  # not read in eval mode
+    step = ndl.compile(lambda x: norm(x))
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    first = step(x).numpy().copy()
+    step(x)
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    for _ in range(5):
+        assert step(x).numpy().tobytes() == first.tobytes()
+    assert not full and "momentum" in step.entry.source
+
+
 def test_switching_between_specialisations_keeps_building_their_entries():
     """Train and eval in turn, many times: each phase's second call builds its entry again (a
     switch is no miss of an unchanged call), and the third runs through it."""
