@@ -43,7 +43,7 @@ STALLED = 4  # at the first look, the budget's call this many times one thread's
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
 EVERY = 4  # a steady run (`call`) on a settled team is timed once in this many calls (timing and
-# recording one cost ~0.6 us of a 5 us call's overhead); looks and probes time every call
+# recording one cost ~0.4 us of a 4 us call's overhead); looks and probes time every call
 
 
 def most_threads(kernels) -> int:
@@ -54,7 +54,7 @@ def most_threads(kernels) -> int:
 class Team:
     """The team of one program whose split kernels were scheduled for at most `threads` threads:
     `run(fn, *args)` calls fn on the team chosen for this call and returns the seconds it took;
-    `current` is the team in use."""
+    `call(fn)` (a steady run's) times only the calls the choice needs; `current` is the team in use."""
 
     def __init__(self, name, threads):
         self.name = name
