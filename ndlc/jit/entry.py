@@ -21,6 +21,7 @@ What the full path reads on every call, and what the entry checks instead:
 - each state tensor keeps its type (capture.py's changed_state); its current array is passed.
 """
 import weakref
+from operator import is_
 
 import numpy as np
 
@@ -28,14 +29,15 @@ from ..frontend import tensor as tensor_module
 from ..frontend.tensor import Tensor
 from ..runtime.generated import SourceWriter
 from .capture import Hyperparameter
-from .guards import same_bytes, unchanged
-from .reads import SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
+from .guards import same_bytes, same_parts, unchanged
+from .reads import CONTAINER_LIMIT, SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
 
 MISS = object()  # returned by an entry whose specialisation does not fit the call
 ABSENT = object()  # a global the step names that did not exist when the entry was made
 FLOATS = frozenset({float, np.float32, np.float64})  # runtime floats (capture.is_runtime_number)
 NUMBERS = frozenset({float, int, np.float32, np.float64, np.int32, np.int64})  # capture.is_number's common types
 OBJECTS = STATEFUL + (Tensor,)  # what reads.referenced_objects collects
+INLINE = 16  # items of a watched list or dict the entry compares one by one (more: guards.same_parts)
 
 
 def build_entry(compiled, specialisation, count):
@@ -88,7 +90,8 @@ class _Writer(SourceWriter):
                           # a tensor's data: `DATA(ref(value))` (tensor.py's _DATA is keyed by weak
                           # references; ref(value) is the value's own, made once)
                           "DATA": tensor_module._DATA.get, "LEAF": tensor_module.leaf, "FLOATS": FLOATS,
-                          "NUMBERS": NUMBERS, "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged})
+                          "NUMBERS": NUMBERS, "OBJECTS": OBJECTS, "same": same_bytes, "unchanged": unchanged,
+                          "same_parts": same_parts, "is_": is_})
         self.temporaries = 0
 
     def temporary(self) -> str:
@@ -184,8 +187,9 @@ def _stateful(writer, attribute_settings, runtime) -> set:
                 writer.miss_if(f"{item}.__class__ not in NUMBERS")
             elif isinstance(value, SETTINGS) and key not in numbers:
                 t = writer.temporary()
-                writer.miss_if(f"({t} := {item}).__class__ is not {writer.const(type(value))} "
-                               f"or {t} != {writer.const(value)}")
+                v = writer.const(value)  # the same object first: no type or value compared (a NaN is itself)
+                writer.miss_if(f"({t} := {item}) is not {v} and ({t}.__class__ is not {writer.const(type(value))} "
+                               f"or {t} != {v})")
             else:
                 writer.miss_if(f"{item} is not {writer.const(value)}")
     return dicts
@@ -211,7 +215,32 @@ def _guards(writer, guards, dicts, leaves):
         writer.miss_if(f"not unchanged({writer.const(module)}.get({name!r}), {writer.const(value)})")
     if guards.leaf_containers or guards.containers:  # their items (the objects bound are checked above)
         bound = {name: leaves.get(name) for name in guards.leaf_containers}
-        writer.miss_if(f"{writer.const(guards)}.containers_changed({writer.const(bound)})")
+        watched = [w for name, w in guards.leaf_containers.items() if w.obj is bound[name]]
+        full = f"{writer.const(guards)}.containers_changed({writer.const(bound)})"
+        if len(watched) < len(guards.leaf_containers):  # one bound now is not the one watched
+            writer.miss_if(full)
+            return
+        watched += [w for _, w in guards.containers]
+        quick = " and ".join(_parts_held(writer, part) for w in watched for part in w.parts)
+        if quick:  # else no list or dict within them: nothing can change
+            writer.miss_if(f"not ({quick}) and {full}")
+
+
+def _parts_held(writer, part) -> str:
+    """guards.same_parts for one (container, keys, items) part, as an expression: the items of a
+    list or dict of at most INLINE compared one by one (the loop over parts cost ~1.4 us a call).
+    False where it does not hold is no miss: guards.containers_changed then judges in full."""
+    container, keys, items = part
+    c = writer.const(container)
+    if items is None:
+        return f"len({c}) > {CONTAINER_LIMIT}"
+    if len(items) > INLINE or type(container) not in (list, dict):
+        return f"same_parts(({writer.const(part)},))"
+    if keys is None:
+        return " and ".join([f"len({c}) == {len(items)}"] + [f"{c}[{i}] is {writer.const(item)}"
+                                                              for i, item in enumerate(items)])
+    return " and ".join([f"len({c}) == {len(items)}", f"all(map(is_, {c}, {writer.const(keys)}))"] +
+                        [f"{c}[{writer.const(key)}] is {writer.const(item)}" for key, item in zip(keys, items)])
 
 
 def _state(writer, captured) -> list:

@@ -176,7 +176,7 @@ class _Watched:
         self.obj, self.then, self.parts = obj, snapshot(obj), _parts(obj)
 
     def unchanged(self, value) -> bool:
-        if value is self.obj and _same_parts(self.parts):
+        if value is self.obj and same_parts(self.parts):
             return True
         if not still(value, self.then):
             return False
@@ -200,7 +200,7 @@ def _parts(value, depth=3, found=None) -> list:
     return found
 
 
-def _same_parts(parts) -> bool:
+def same_parts(parts) -> bool:
     """Whether every container of `_parts` holds the same keys and items (by identity) as then."""
     for container, keys, items in parts:
         if items is None:

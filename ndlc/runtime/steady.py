@@ -57,7 +57,7 @@ def build_steady(program, counter):
     if program.team.candidates == [1]:  # no split kernel: no team to set, no call to time for its choice
         runs = [call]  # (Team.run: 0.4 us of a tiny program's 4 us call)
     else:
-        runs = [f"{writer.const(program.team)}.run", call]
+        runs = [f"{writer.const(program.team)}.call", call]  # timed once in team.EVERY calls when settled
     if program.calls_blas:  # BLAS on its calling thread (Program._run)
         writer.line(f"{writer.const(libraries.single_threaded_blas)}({', '.join(runs)})")
     else:

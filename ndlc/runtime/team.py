@@ -42,6 +42,8 @@ STALLED = 4  # at the first look, the budget's call this many times one thread's
 # (never from splitting the work alone: more threads each do less of it)
 SLOWER = 1.5  # the chosen team's recent median this much above its median when chosen: probe now
 WINDOW = 5  # the chosen team's recent calls whose median it is judged by (odd)
+EVERY = 4  # a steady run (`call`) on a settled team is timed once in this many calls (timing and
+# recording one cost ~0.4 us of a 4 us call's overhead); looks and probes time every call
 
 
 def most_threads(kernels) -> int:
@@ -52,7 +54,7 @@ def most_threads(kernels) -> int:
 class Team:
     """The team of one program whose split kernels were scheduled for at most `threads` threads:
     `run(fn, *args)` calls fn on the team chosen for this call and returns the seconds it took;
-    `current` is the team in use."""
+    `call(fn)` (a steady run's) times only the calls the choice needs; `current` is the team in use."""
 
     def __init__(self, name, threads):
         self.name = name
@@ -68,6 +70,7 @@ class Team:
         self.warm = not self.adaptive  # the first call (page faults, cold caches) is not timed
         self.look = self.adaptive  # the first look (a call on one thread, then one on the budget) to come
         self.probed = 0  # probes so far, to take the other candidates in turn
+        self.untimed = 0  # the next calls of `call` that run without timing
 
     def run(self, fn, *args) -> float:
         """fn(*args) on this call's team; the seconds it took (recorded to choose the team)."""
@@ -79,6 +82,20 @@ class Team:
         if self.adaptive:
             self._record(team, seconds)
         return seconds
+
+    def call(self, fn):
+        """fn() on this call's team, as `run`, but timed once in EVERY calls while the team is
+        settled (no look or probe under way); the calls in between count towards the next probe,
+        so probes come after as many calls, and a slowdown shows in WINDOW timed calls."""
+        if self.untimed:
+            self.untimed -= 1
+            libraries.set_team(self.current)
+            fn()
+            return
+        self.run(fn)
+        if self.adaptive and self.warm and not self.look and not self.plan:
+            self.untimed = EVERY - 1
+            self.until_probe -= EVERY - 1
 
     def _record(self, team, seconds):
         if not self.warm:

@@ -115,6 +115,20 @@ def scenario_closure_and_inputs():
     return step, [(lambda c: lambda: c().numpy().copy())(c) if c is not rebind else c for c in calls]
 
 
+def scenario_containers_read():
+    """A closure's list and dict whose numbers the trace compiled in: an item replaced, by an
+    equal number or another, one appended, a key moved to the end, a list of more than INLINE."""
+    scales, table, many = [2.0, 3.0], {"a": 1.0, "b": 0.5}, [float(i) for i in range(40)]
+    step = ndl.compile(lambda x: x * scales[0] + x * table["b"] + many[-1])
+    x = np.ones((2, 3), np.float32)
+    call = lambda: step(x).numpy().copy()  # noqa: E731
+    moved = lambda: table.__setitem__("a", table.pop("a"))  # noqa: E731
+    return step, [call, call, call, lambda: scales.__setitem__(0, float("2.0")), call, call,
+                  lambda: scales.__setitem__(0, 4.0), call, call, lambda: scales.append(1.0), call, call,
+                  lambda: table.__setitem__("b", 0.25), call, call, moved, call, call,
+                  lambda: many.__setitem__(39, 7.0), call, call, lambda: many.__setitem__(39, 7.0), call, call]
+
+
 class Scaler:
     """A plain object whose bound method is the step."""
 
@@ -159,7 +173,7 @@ def scenario_returned_running_statistics():
 SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_parameter_replaced,
              scenario_parameter_written_in_place, scenario_data_assigned, scenario_requires_grad_flipped,
              scenario_submodule_appended, scenario_optimizer_state_replaced, scenario_eval_mode,
-             scenario_global_numbers, scenario_closure_and_inputs, scenario_bound_object,
+             scenario_global_numbers, scenario_closure_and_inputs, scenario_containers_read, scenario_bound_object,
              scenario_returned_running_statistics]
 
 
@@ -222,6 +236,24 @@ def test_an_object_replaced_on_every_call_builds_a_bounded_number_of_entries():
         MODE = "".join(["dou", "ble"])  # equal, and a new str object
         assert step(x).numpy()[0, 0] == 2.0
     assert step.compilations == 1 and step.last.misses == compile_module.MISSES and step.entry is None
+
+
+def test_a_setting_is_compared_as_the_same_object_first():
+    """A module's NaN setting (unequal to itself) is the same object on every call: the entry
+    runs the calls, where comparing values alone missed each and took the full path."""
+    norm = nn.BatchNorm1d(8)
+    norm.eval()
+    norm.momentum = float("nan")  # not read in eval mode
+    step = ndl.compile(lambda x: norm(x))
+    x = RNG.standard_normal((4, 8)).astype(np.float32)
+    first = step(x).numpy().copy()
+    step(x)
+    full = []
+    original = step._call
+    step._call = lambda *a: full.append(1) or original(*a)
+    for _ in range(5):
+        assert step(x).numpy().tobytes() == first.tobytes()
+    assert not full and "momentum" in step.entry.source
 
 
 def test_switching_between_specialisations_keeps_building_their_entries():

@@ -214,7 +214,7 @@ def test_steady_runs_are_generated_after_the_first_and_agree_bit_for_bit():
 
 def test_a_steady_run_times_its_call_for_the_team_only_where_a_kernel_is_split(monkeypatch):
     """A program with no split kernel reads no team: its steady run calls the native entry as it is
-    (no Team.run); one that splits a kernel sets and times its team (runtime/team.py)."""
+    (no Team.call); one that splits a kernel sets its team and times it (runtime/team.py)."""
     monkeypatch.setenv("NDLC_THREADS", "2")
     text = "graph @g(%x: f32[{n}], %y: f32[{n}]) {{\n  %0 = add(%x, %y) : f32[{n}]\n  return %0\n}}"
     for n, split in ((8, False), (1 << 18, True)):
@@ -225,7 +225,7 @@ def test_a_steady_run_times_its_call_for_the_team_only_where_a_kernel_is_split(m
         names = {id(value): name for name, value in program.steady.__globals__.items()}
         call, team, source = names[id(program.native_call)], names.get(id(program.team)), program.steady.source
         assert (program.team.candidates[-1] > 1) == split, program.ir("scheduled")
-        assert (f"{call}()" in source, f"{team}.run({call})" in source) == (not split, split), source
+        assert (f"{call}()" in source, f"{team}.call({call})" in source) == (not split, split), source
 
 
 def test_a_program_without_inputs_runs_steadily():

@@ -16,7 +16,7 @@ from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
 from ndlc.passes.gemm_pieces import FINE_CORES
 from ndlc.runtime import libraries, team as team_module
-from ndlc.runtime.team import FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
+from ndlc.runtime.team import EVERY, FIRST_PROBE, PROBE_EVERY, SAMPLES, STALLED, WINDOW, Team
 
 needs_team = pytest.mark.skipif(not libraries.team_runs(), reason="ndlc's thread team does not run here")
 
@@ -187,6 +187,16 @@ class _Clock:
         for _ in range(calls):
             team.run(self.call)
 
+    def steady(self, team, calls):
+        """As many steady runs (Team.call, timed once in EVERY calls while settled); how many
+        were timed."""
+        timed = 0
+        for _ in range(calls):
+            before = team.untimed
+            team.call(self.call)
+            timed += not before
+        return timed
+
 
 @pytest.fixture
 def adaptive(monkeypatch):
@@ -270,6 +280,26 @@ def test_a_team_that_slows_down_is_replaced_within_a_few_calls(monkeypatch, adap
     clock.costs[2] = 6e-3  # and left: a later probe finds it
     clock.run(team, 2 * PROBE_EVERY)
     assert team.current == 2
+
+
+def test_steady_runs_time_one_call_in_every_few_and_probe_and_switch_as_often(monkeypatch, adaptive):
+    """Through Team.call the first look and the probes time every call, a settled team one in
+    EVERY; probes come after as many calls as through Team.run (up to EVERY later), and a slowdown
+    is left within WINDOW timed calls."""
+    clock = _Clock(monkeypatch, {1: 5e-3, 2: 6.5e-3})
+    timed = clock.steady(Team("step", 2), 3000)
+    assert 3000 / EVERY < timed < 3000 / EVERY + 100
+    assert clock.teams[:2 + FIRST_PROBE] == [2, 1] + [2] * FIRST_PROBE  # the first probe within EVERY calls
+    assert clock.teams[2:].index(1) + 2 < 2 + FIRST_PROBE + EVERY
+    probes = [i for i in range(2 + FIRST_PROBE + SAMPLES, 3000) if clock.teams[i] == 2]
+    assert 0 < len(probes) < 0.05 * 3000
+    clock = _Clock(monkeypatch, {1: 10e-3, 2: 6e-3})
+    team = Team("step", 2)
+    clock.steady(team, 300)
+    assert team.current == 2
+    clock.costs[2] = 45e-3
+    clock.steady(team, EVERY * WINDOW + SAMPLES)
+    assert team.current == 1
 
 
 def test_a_probe_must_be_clearly_faster_to_switch(monkeypatch, adaptive):
