@@ -146,7 +146,8 @@ def _conv_input_correlation(b, x, w, g, p):
 
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
-    the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
+    the windows being the forward's own im2col matrix (shared once decomposed), or one product over
+    the batch where the forward stores none (small images, or its nest in register tiles); a direct conv's
     adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
     stride-1 kernels whose width and output channels fit a register tile (_tiled: no packing, each
     step of the sum over images and pixels an outer product): the input (channels as batch)
@@ -159,7 +160,8 @@ def _conv_weight_grad(b, x, w, g, s, p):
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
     tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
-    if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    folded = ho * wo < FOLD_PIXELS or (ho * wo >= TILED_PIXELS and _tiled(g.type))  # no forward im2col to share
+    if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)

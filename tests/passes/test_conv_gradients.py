@@ -1,5 +1,6 @@
-"""A conv's gradients over the kernel taps that read the image only (ir/ops/conv_adjoint.py:
-live_taps): which taps live, the graph's smaller products, and compiled gradients against numpy."""
+"""A conv's gradients (ir/ops/conv.py): over the kernel taps that read the image only
+(conv_adjoint.py: live_taps), and the weight gradient as one product over the batch where the
+forward packs no windows; the graphs' products, and compiled gradients against numpy."""
 import re
 
 import numpy as np
@@ -63,3 +64,25 @@ def test_cropped_gradients_equal_numpy_and_multiply_live_taps_only(cin, cout, h,
     assert_close(dx, ref_dx.transpose(0, 3, 1, 2), "input gradient")
     assert_close(dw, ref_dw, "weight gradient")
     assert not dw[0].any() and not dw[:, 0].any()  # the taps over padding only: zero
+
+
+def test_a_tiled_forward_s_weight_gradient_is_one_product_over_the_batch():
+    """ResNet9's first layer (7x7 stride 4 onto 8x8, its forward a nest in register tiles): one
+    (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout) product, no product per image summed afterwards."""
+    rng = np.random.default_rng(7)
+    np.random.seed(7)
+    conv = nn.Conv(3, 16, 7, stride=4)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    c = rng.standard_normal((4, 16, 8, 8)).astype(np.float32)
+
+    def step(t, c):
+        (conv(t) * c).sum().backward()
+        return conv.weight.grad
+    compiled = ndl.compile(step, state=[conv])
+    dw = compiled(x, c).numpy()
+    text = compiled.ir("decomposed")
+    assert re.findall(r"= matmul\(.*\) : (f32\[.*\])", text) == ["f32[147,16]"], text
+    assert "summation" not in text, text
+    _, ref_dw = reference_gradients(x.transpose(0, 2, 3, 1).astype(np.float64), conv.weight.numpy().astype(np.float64),
+                                    c.transpose(0, 2, 3, 1).astype(np.float64), 4, 3)
+    assert_close(dw, ref_dw, "weight gradient")
