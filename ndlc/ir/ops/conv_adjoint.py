@@ -6,11 +6,11 @@ import numpy as np
 
 # products a stride-s conv's input gradient as its phases' stride-1 conv computes per product of the
 # conv (phase rows past the image, zero taps past K) up to which a conv of fewer than FOLD_PIXELS outputs
-# takes it, where its gemm and col2im at stride s ran (64 images, one thread, min of 40, alternating, load
-# ~3: ResNet9's 4x4 -> 2x2 layer, 4.0: fwd+bwd 0.98-1.82 -> 0.59-0.60 ms; its 2x2 -> 1x1, 7.1: 0.41-0.57
-# -> 1.28-1.49)
-PHASE_WASTE = 4
-
+# takes it, where its gemm and col2im by phases at stride s run (conv.py _col2im; input and weight
+# gradients, one thread, min of 40, alternating twice, load ~6): 64x5x9x9 -> 12 k5, 1.44: 0.30 against
+# 0.36 ms; 64x3x13x13 -> 8 k7, 1.31: 0.63 against 0.75; ResNet9's 8x8 -> 4x4 at batch 256, 2.78:
+# 1.9 against 1.2-1.3; its 4x4 -> 2x2, 4.0: 2.3 against 1.0 (col2im's loop nest, before, lost to 4.0)
+PHASE_WASTE = 2
 
 
 def live_taps(shape, wshape, s, p):
