@@ -1,4 +1,4 @@
-"""A conv's gradients (ir/ops/conv.py): over the kernel taps that read the image only
+"""A conv and its gradients (ir/ops/conv.py) over the kernel taps that read the image only
 (conv_adjoint.py: live_taps), and the weight gradient as one product over the batch where the
 forward packs no windows; the graphs' products, and compiled gradients against numpy."""
 import re
@@ -8,6 +8,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc import nn
+from ndlc.ir import get_op
 from ndlc.ir.ops.conv_adjoint import live_taps
 from oracle import assert_close
 
@@ -86,3 +87,20 @@ def test_a_tiled_forward_s_weight_gradient_is_one_product_over_the_batch():
     _, ref_dw = reference_gradients(x.transpose(0, 2, 3, 1).astype(np.float64), conv.weight.numpy().astype(np.float64),
                                     c.transpose(0, 2, 3, 1).astype(np.float64), 4, 3)
     assert_close(dw, ref_dw, "weight gradient")
+
+
+@pytest.mark.parametrize("cin,cout,h,s", [(8, 8, 1, 1), (4, 8, 2, 2)])
+def test_the_forward_multiplies_live_taps_only(cin, cout, h, s):
+    """ResNet9's 1x1 layers and its 2x2 -> 1x1 layer, forward: one product over the live taps."""
+    rng = np.random.default_rng(h)
+    np.random.seed(h)
+    conv = nn.Conv(cin, cout, 3, stride=s)
+    x = rng.standard_normal((5, cin, h, h)).astype(np.float32)
+    compiled = ndl.compile(lambda t: conv(t), state=[conv])
+    y = compiled(x).numpy()
+    live = h * h * cin
+    assert re.findall(r"= matmul\(.*\) : (f32\[.*\])", compiled.ir("decomposed")) == [f"f32[5,{cout}]"]
+    assert f"f32[5,{live}]" in compiled.ir("decomposed") and f"f32[5,{9 * cin}]" not in compiled.ir("decomposed")
+    expected = get_op("conv").reference(x.transpose(0, 2, 3, 1).astype(np.float64),
+                                        conv.weight.numpy().astype(np.float64), stride=s, padding=1)
+    assert_close(y, expected.transpose(0, 3, 1, 2) + conv.bias.numpy().reshape(1, -1, 1, 1), "output")

@@ -65,9 +65,15 @@ def _conv_grad(b, n, g):
     if live is None:
         return [_conv_input_grad(b, x, w, g, s, p), _conv_weight_grad(b, x, w, g, s, p)]
     (rows, columns), q = live
-    taps = b.slice(w, start=(rows[0], columns[0], 0, 0), stop=(rows[1], columns[1]) + w.shape[2:])
+    taps = _live_weight(b, w, live)
     zeros = ((rows[0], w.shape[0] - rows[1]), (columns[0], w.shape[1] - columns[1]), (0, 0), (0, 0))
     return [_conv_input_grad(b, x, taps, g, s, q), b.pad(_conv_weight_grad(b, x, taps, g, s, q), widths=zeros)]
+
+
+def _live_weight(b, w, live):
+    """The weight's taps that read the image (live_taps' spans)."""
+    (rows, columns), _ = live
+    return b.slice(w, start=(rows[0], columns[0], 0, 0), stop=(rows[1], columns[1]) + w.shape[2:])
 
 
 def _dilated(b, g, s):
@@ -374,6 +380,9 @@ def _conv_decompose(b, n):
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
     pixels = n.result.shape[1] * n.result.shape[2]
+    live = live_taps(x.shape, w.shape, s, p)
+    if live is not None:  # the conv of the taps that read the image (ResNet9's 1x1 layers: one of nine)
+        return b.conv(x, _live_weight(b, w, live), stride=s, padding=live[1])
     if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
         return _conv_rows(b, x, w, p)
     if _direct(x.shape, w.shape, s, p):
