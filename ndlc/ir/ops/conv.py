@@ -158,8 +158,8 @@ def _conv_input_correlation(b, x, w, g, p):
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
     the windows being the forward's own im2col matrix (shared once decomposed), or one product over
-    the batch where the forward stores none (small images, or its nest in register tiles); a direct conv's
-    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
+    the batch where the forward stores none (small images, or its nest in register tiles); a direct
+    conv's adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
     stride-1 kernels whose width and output channels fit a register tile (_tiled: no packing, each
     step of the sum over images and pixels an outer product): the input (channels as batch)
     correlated with the adjoint (batch as channels)."""

@@ -1,6 +1,6 @@
-"""Pieces of a convolution's gradient that need none of the forward's lowerings: the kernel taps
-that ever read the image (the rest have no gradient), and a strided conv's input gradient as one
-stride-1 conv over its phases."""
+"""Pieces of a convolution's lowering that need none of the forward's paths: the kernel taps that
+ever read the image (the conv and both its gradients take those alone), and a strided conv's input
+gradient as one stride-1 conv over its phases."""
 import numpy as np
 
 
@@ -41,17 +41,17 @@ def conv_input_phases(b, x, w, g, s, p):
     (3x3 stride 2: 4 times the products), and col2im a divisibility guard per tap."""
     batch, ho, wo, cout = g.shape
     cin = w.shape[2]
-    phases, taps, first, rows = phase_grid(x.shape, w.shape, s, p)
+    phases, taps, first, rows = _phase_grid(x.shape, w.shape, s, p)
     # zero taps to T·s (a kernel past the stride: T = 1 and its K phases as they are)
     zeros = tuple((0, (t - 1) * s + r - k) for t, r, k in zip(taps, phases, w.shape[:2]))
-    w = pad_or_crop(b, w, zeros + ((0, 0), (0, 0)))
+    w = _pad_or_crop(b, w, zeros + ((0, 0), (0, 0)))
     w = b.reshape(w, shape=(taps[0], phases[0], taps[1], phases[1], cin, cout))
     w = b.permute(b.flip(w, axes=(0, 2)), axes=(0, 2, 5, 1, 3, 4))
     w = b.reshape(w, shape=(taps[0], taps[1], cout, phases[0] * phases[1] * cin))
     # the adjoint's rows q0 - (T - 1) .. q0 + rows - 1, zeros outside it
     before = [t - 1 - first for t in taps]
     after = [m + first - o for m, o in zip(rows, (ho, wo))]
-    g = pad_or_crop(b, g, ((0, 0), (before[0], after[0]), (before[1], after[1]), (0, 0)))
+    g = _pad_or_crop(b, g, ((0, 0), (before[0], after[0]), (before[1], after[1]), (0, 0)))
     out = b.conv(g, w, stride=1, padding=0)  # (N, rows, cols, R·R·Cin)
     out = b.reshape(out, shape=(batch, rows[0], rows[1], phases[0], phases[1], cin))
     out = b.permute(out, axes=(0, 1, 3, 2, 4, 5))
@@ -62,7 +62,7 @@ def conv_input_phases(b, x, w, g, s, p):
     return b.slice(out, start=(0, start, start, 0), stop=(batch, start + x.shape[1], start + x.shape[2], cin))
 
 
-def phase_grid(shape, wshape, s, p):
+def _phase_grid(shape, wshape, s, p):
     """Per axis of a stride-s conv of NHWC input `shape`: the phases that read a tap (rows r >= K,
     a stride past the kernel, read none), the sub-kernel's taps T = ceil(K/s), the phase row q
     holding padded input row p (input row 0), and the phase rows from it to input row H - 1."""
@@ -75,12 +75,12 @@ def phase_grid(shape, wshape, s, p):
 
 def phase_waste(shape, wshape, s, p):
     """The products of a stride-s conv's phases (conv_input_phases) per product of the conv."""
-    phases, taps, _, rows = phase_grid(shape, wshape, s, p)
+    phases, taps, _, rows = _phase_grid(shape, wshape, s, p)
     ho, wo = ((n + 2 * p - k) // s + 1 for n, k in zip(shape[1:3], wshape[:2]))
     return np.prod(rows + taps + phases) / (ho * wo * wshape[0] * wshape[1])
 
 
-def pad_or_crop(b, x, widths):
+def _pad_or_crop(b, x, widths):
     """`x` padded by the positive `widths` (before, after) and cropped by the negative ones."""
     start = tuple(max(0, -lo) for lo, _ in widths)
     stop = tuple(d - max(0, -hi) for d, (_, hi) in zip(x.shape, widths))
