@@ -7,7 +7,8 @@ from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..tiles import L1_SETS, register_tile, spread
 from ..types import TensorType, is_float, numpy_dtype
-from .windows import FOLD_PIXELS, out_size, window_axis
+from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
+from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_plane
 
 
 # output pixels an image from which a conv below FOLD_PIXELS (windows.py: there its products take the
@@ -29,12 +30,6 @@ DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's 
 # over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
 # 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
 TILED_ADJOINT = 8192
-# products a stride-s conv's input gradient as its phases' stride-1 conv computes per product of the
-# conv (phase rows past the image, zero taps past K) up to which a conv of fewer than FOLD_PIXELS outputs
-# takes it, where its gemm and col2im at stride s ran (64 images, one thread, min of 40, alternating, load
-# ~3: ResNet9's 4x4 -> 2x2 layer, 4.0: fwd+bwd 0.98-1.82 -> 0.59-0.60 ms; its 2x2 -> 1x1, 7.1: 0.41-0.57
-# -> 1.28-1.49)
-PHASE_WASTE = 4
 # Planes a multiple of 4 KiB apart put a tile's loads of every channel in one L1 set (ir/tiles.py
 # spread). A 3x3 16 -> 32 conv of 28x28 images as ragged rows over planes of 30 x 34 (4080 bytes):
 # 5.3 ms, against 3.6-3.7 over rows of 42 and 4.4 for the NHWC nest (one thread, min of 60, load ~6)
@@ -63,9 +58,22 @@ def _conv_ref(x, w, stride, padding):
 
 
 def _conv_grad(b, n, g):
+    """Both gradients of the conv of the taps that read the image (live_taps), the others' zero."""
     x, w = n.operands
     s, p = n.attrs["stride"], n.attrs["padding"]
-    return [_conv_input_grad(b, x, w, g, s, p), _conv_weight_grad(b, x, w, g, s, p)]
+    live = live_taps(x.shape, w.shape, s, p)
+    if live is None:
+        return [_conv_input_grad(b, x, w, g, s, p), _conv_weight_grad(b, x, w, g, s, p)]
+    (rows, columns), q = live
+    taps = _live_weight(b, w, live)
+    zeros = ((rows[0], w.shape[0] - rows[1]), (columns[0], w.shape[1] - columns[1]), (0, 0), (0, 0))
+    return [_conv_input_grad(b, x, taps, g, s, q), b.pad(_conv_weight_grad(b, x, taps, g, s, q), widths=zeros)]
+
+
+def _live_weight(b, w, live):
+    """The weight's taps that read the image (live_taps' spans)."""
+    (rows, columns), _ = live
+    return b.slice(w, start=(rows[0], columns[0], 0, 0), stop=(rows[1], columns[1]) + w.shape[2:])
 
 
 def _dilated(b, g, s):
@@ -78,7 +86,7 @@ def _dilated(b, g, s):
 
 
 def _conv_input_grad(b, x, w, g, s, p):
-    """Strides past 1: one stride-1 conv over the input's s·s phases (_conv_input_phases), unless
+    """Strides past 1: one stride-1 conv over the input's s·s phases (conv_adjoint.py), unless
     over tiny images the phases compute over PHASE_WASTE times the conv's products. Square
     kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image, summed
     back over the windows (col2im: unwindows; over wide rows, _plane_col2im) and cropped to the
@@ -88,8 +96,8 @@ def _conv_input_grad(b, x, w, g, s, p):
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
     folded = kh == kw and ho * wo < FOLD_PIXELS  # one product over the batch, then col2im (below)
-    if s > 1 and not (folded and _phase_waste(x.shape, w.shape, s, p) > PHASE_WASTE):
-        return _conv_input_phases(b, x, w, g, s, p)
+    if s > 1 and not (folded and phase_waste(x.shape, w.shape, s, p) > PHASE_WASTE):
+        return conv_input_phases(b, x, w, g, s, p)
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, p)
     if s == 1 and x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's direct conv, in tiles
@@ -114,10 +122,15 @@ def _conv_input_grad(b, x, w, g, s, p):
 
 def _col2im(b, x, windows, k, s, p):
     """The (N, Cin, Ho, Wo, K, K) windows' adjoint summed back onto the NHWC input (unwindows),
-    cropped to it where padded."""
+    cropped to it where padded; overlapping strided windows by phases however short their rows
+    (unwindows' nest guards each tap, scalar: ResNet9's 4x4 -> 2x2 input gradient 2.3x slower)."""
     batch, cin = windows.shape[:2]
     height, width = x.shape[1] + 2 * p, x.shape[2] + 2 * p
-    padded = b.unwindows(windows, kernel=k, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
+    if 1 < s < k:
+        padded = col2im_phases(b, lambda i, j, place: place(window_plane(b, windows, i, j)), windows.shape[:-2],
+                               k, s, (height, width))
+    else:
+        padded = b.unwindows(windows, kernel=k, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
     if p:
         padded = b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + x.shape[1], p + x.shape[2]))
     return b.permute(padded, axes=(0, 2, 3, 1))
@@ -142,69 +155,11 @@ def _conv_input_correlation(b, x, w, g, p):
     return dx
 
 
-def _conv_input_phases(b, x, w, g, s, p):
-    """A stride-s conv's input gradient as one stride-1 conv (sub-pixel convolution): padded input
-    row q·s + r reads the adjoint's rows q - t at kernel taps r + s·t only, so each phase (r, c)
-    of the input is a stride-1 correlation of the adjoint with a T x T sub-kernel (T = ceil(K/s),
-    zeros past K); the phases are output channels (r, c, ci) of one conv, then interleaved and
-    cropped to the input. Where the adjoint dilated by s ran K·K taps a pixel, s·s of them zeros
-    (3x3 stride 2: 4 times the products), and col2im a divisibility guard per tap."""
-    batch, ho, wo, cout = g.shape
-    cin = w.shape[2]
-    phases, taps, first, rows = _phase_grid(x.shape, w.shape, s, p)
-    # zero taps to T·s (a kernel past the stride: T = 1 and its K phases as they are)
-    zeros = tuple((0, (t - 1) * s + r - k) for t, r, k in zip(taps, phases, w.shape[:2]))
-    w = _pad_or_crop(b, w, zeros + ((0, 0), (0, 0)))
-    w = b.reshape(w, shape=(taps[0], phases[0], taps[1], phases[1], cin, cout))
-    w = b.permute(b.flip(w, axes=(0, 2)), axes=(0, 2, 5, 1, 3, 4))
-    w = b.reshape(w, shape=(taps[0], taps[1], cout, phases[0] * phases[1] * cin))
-    # the adjoint's rows q0 - (T - 1) .. q0 + rows - 1, zeros outside it
-    before = [t - 1 - first for t in taps]
-    after = [m + first - o for m, o in zip(rows, (ho, wo))]
-    g = _pad_or_crop(b, g, ((0, 0), (before[0], after[0]), (before[1], after[1]), (0, 0)))
-    out = b.conv(g, w, stride=1, padding=0)  # (N, rows, cols, R·R·Cin)
-    out = b.reshape(out, shape=(batch, rows[0], rows[1], phases[0], phases[1], cin))
-    out = b.permute(out, axes=(0, 1, 3, 2, 4, 5))
-    if phases != [s, s]:
-        out = b.pad(out, widths=((0, 0), (0, 0), (0, s - phases[0]), (0, 0), (0, s - phases[1]), (0, 0)))
-    out = b.reshape(out, shape=(batch, rows[0] * s, rows[1] * s, cin))
-    start = p - first * s
-    return b.slice(out, start=(0, start, start, 0), stop=(batch, start + x.shape[1], start + x.shape[2], cin))
-
-
-def _phase_grid(shape, wshape, s, p):
-    """Per axis of a stride-s conv of NHWC input `shape`: the phases that read a tap (rows r >= K,
-    a stride past the kernel, read none), the sub-kernel's taps T = ceil(K/s), the phase row q
-    holding padded input row p (input row 0), and the phase rows from it to input row H - 1."""
-    phases = [min(s, k) for k in wshape[:2]]
-    taps = [-(-k // s) for k in wshape[:2]]
-    first = p // s
-    rows = [(p + size - 1) // s - first + 1 for size in shape[1:3]]
-    return phases, taps, first, rows
-
-
-def _phase_waste(shape, wshape, s, p):
-    """The products of a stride-s conv's phases (_conv_input_phases) per product of the conv."""
-    phases, taps, _, rows = _phase_grid(shape, wshape, s, p)
-    ho, wo = ((n + 2 * p - k) // s + 1 for n, k in zip(shape[1:3], wshape[:2]))
-    return np.prod(rows + taps + phases) / (ho * wo * wshape[0] * wshape[1])
-
-
-def _pad_or_crop(b, x, widths):
-    """`x` padded by the positive `widths` (before, after) and cropped by the negative ones."""
-    start = tuple(max(0, -lo) for lo, _ in widths)
-    stop = tuple(d - max(0, -hi) for d, (_, hi) in zip(x.shape, widths))
-    if start != (0,) * x.ndim or stop != x.shape:
-        x = b.slice(x, start=start, stop=stop)
-    if any(lo > 0 or hi > 0 for lo, hi in widths):
-        x = b.pad(x, widths=tuple((max(0, lo), max(0, hi)) for lo, hi in widths))
-    return x
-
-
 def _conv_weight_grad(b, x, w, g, s, p):
     """Square kernels: the sum over images of adjoint (Cout, Ho·Wo) @ windows^T (Ho·Wo, Cin·K·K),
-    the windows being the forward's own im2col matrix (shared once decomposed); a direct conv's
-    adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
+    the windows being the forward's own im2col matrix (shared once decomposed), or one product over
+    the batch where the forward stores none (small images, or its nest in register tiles); a direct
+    conv's adjoint over wide rows correlated with its planes (plane_correlate). Rectangular kernels, and
     stride-1 kernels whose width and output channels fit a register tile (_tiled: no packing, each
     step of the sum over images and pixels an outer product): the input (channels as batch)
     correlated with the adjoint (batch as channels)."""
@@ -216,7 +171,8 @@ def _conv_weight_grad(b, x, w, g, s, p):
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
     tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
-    if kh == kw and ho * wo < FOLD_PIXELS and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+    folded = ho * wo < FOLD_PIXELS or (ho * wo >= TILED_PIXELS and _tiled(g.type))  # no forward im2col to share
+    if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)
@@ -424,6 +380,9 @@ def _conv_decompose(b, n):
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
     pixels = n.result.shape[1] * n.result.shape[2]
+    live = live_taps(x.shape, w.shape, s, p)
+    if live is not None:  # the conv of the taps that read the image (ResNet9's 1x1 layers: one of nine)
+        return b.conv(x, _live_weight(b, w, live), stride=s, padding=live[1])
     if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
         return _conv_rows(b, x, w, p)
     if _direct(x.shape, w.shape, s, p):
