@@ -149,6 +149,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
         self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
         self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
+        if 0 in kernel.extents[:kernel.outer]:  # no output element: nothing to compute ('rows' guards
+            self._return()  # would read loop variables an empty loop never bound)
+            return
         if kernel.gemm is not None:
             self._loops(0, len(kernel.extents) - 2, self._gemm)
         elif chunks:

@@ -295,3 +295,15 @@ graph @s({", ".join(f"%x{i}: f32[64,300]" for i in range(6))}) {{
         np.testing.assert_allclose(program.run(*inputs)[0], np.exp(np.stack(inputs)), rtol=1e-6)
         checks[most] = program.ir("llvm").count("icmp sge")  # a guard's lower bound checked
     assert checks[points] == 0 < checks[1], checks
+
+
+@pytest.mark.parametrize("text", [
+    "%0 = plane_unwindows(%x, kernel=1, row=1, size=4) : f32[0,1,4]",  # a 'rows' kernel of no block
+    "%0 = plane_unwindows(%x, kernel=1, row=1, size=4) : f32[2,1,4]",
+])
+def test_a_kernel_of_no_output_element_compiles_to_nothing(text):
+    batch = int(text.split("[")[1][0])
+    graph = parse(f"graph @g(%x: f32[{batch},1,1,1,3]) {{\n  {text}\n  return %0\n}}")
+    x = np.arange(batch * 3, dtype=np.float32).reshape(batch, 1, 1, 1, 3)
+    (out,) = compile_graph(graph).run(x)
+    np.testing.assert_array_equal(out, interpret(graph, x)[0])
