@@ -32,6 +32,7 @@ step, 146 us, and reads a line at a time, 22 us; each element as before, bit for
 from dataclasses import replace
 
 from ..ir.kernel import Phase
+from ..ir.scalar import leaves
 from ..ir.types import numpy_dtype
 from ..ir.tiles import reordered
 from .schedule import ROWS_MIN
@@ -90,11 +91,15 @@ def _contiguous_last(kernel):
     if kernel.gemm is not None or kernel.step or not kernel.reductions or not outer or 0 in extents:
         return kernel
     coeffs = [load.access.form.padded(len(extents)).coeffs for load in kernel.loads]
+    summed = {n for r in kernel.reductions for n in leaves(r.body) if isinstance(n, int)}
     order = list(range(len(extents)))
     for first, end in ((0, outer), (outer, len(extents))):
         if not any(abs(c[-1]) > 1 for c in coeffs):
             break
-        if max(abs(c[end - 1]) for c in coeffs) == 1:  # contiguous already
+        # the outer loops for the reductions' loads: an elementwise phase merged in per outer point
+        # (an NHWC conv nest's adjoint copied beside it) must not move its tile's channels off the last loop
+        reads = [c for n, c in enumerate(coeffs) if n in summed] if end == outer else coeffs
+        if max(abs(c[end - 1]) for c in reads or coeffs) == 1:  # contiguous already
             continue
         moved = next((v for v in reversed(range(first, end - 1))
                       if max(abs(c[v]) for c in coeffs) == 1 and (end == len(extents) or extents[v] >= ROWS_MIN)), None)

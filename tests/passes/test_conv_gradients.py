@@ -104,3 +104,32 @@ def test_the_forward_multiplies_live_taps_only(cin, cout, h, s):
     expected = get_op("conv").reference(x.transpose(0, 2, 3, 1).astype(np.float64),
                                         conv.weight.numpy().astype(np.float64), stride=s, padding=1)
     assert_close(y, expected.transpose(0, 3, 1, 2) + conv.bias.numpy().reshape(1, -1, 1, 1), "output")
+
+
+def test_a_small_image_s_input_gradient_is_the_adjoint_s_conv_in_register_tiles():
+    """ResNet9's 4x4 32 -> 32 layers (TILED_PIXELS input pixels): the input gradient is the adjoint's
+    padded conv with the flipped kernel, a nest in tiles of 4 pixels x 32 channels (no (N·16, 288)
+    product, no col2im), beside the adjoint's NHWC copy that the weight gradient's product reads."""
+    rng = np.random.default_rng(4)
+    np.random.seed(4)
+    conv = nn.Conv(32, 32, 3)
+    x = rng.standard_normal((6, 32, 4, 4)).astype(np.float32)
+    c = rng.standard_normal((6, 32, 4, 4)).astype(np.float32)
+
+    def step(t, c):
+        t.requires_grad = True
+        (conv(t) * c).sum().backward()
+        return t.grad, conv.weight.grad
+    compiled = ndl.compile(step, state=[conv])
+    dx, dw = (a.numpy() for a in compiled(x, c))
+    text = compiled.ir("decomposed")
+    assert re.findall(r"= matmul\(.*\) : (f32\[.*\])", text) == ["f32[288,32]"], text  # the weight gradient's
+    assert "unwindows" not in text, text
+    scheduled = compiled.ir("scheduled")
+    nest = next(k for k in scheduled.split("\n\n") if re.search(r"fuses: .*%\d+ conv\b", k))
+    assert "loops: i0<6 i1<4 i2<4 i3<32 | i4<3 i5<3 i6<32\n  strategy: rows (blocks of 32 i3 by 4 i2" in nest, nest
+    ref_dx, ref_dw = reference_gradients(x.transpose(0, 2, 3, 1).astype(np.float64),
+                                         conv.weight.numpy().astype(np.float64),
+                                         c.transpose(0, 2, 3, 1).astype(np.float64), 1, 1)
+    assert_close(dx, ref_dx.transpose(0, 3, 1, 2), "input gradient")
+    assert_close(dw, ref_dw, "weight gradient")

@@ -14,7 +14,8 @@ from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_p
 # output pixels an image from which a conv below FOLD_PIXELS (windows.py: there its products take the
 # whole batch at once) keeps its own nest in register tiles (_tiled): ResNet9's 4x4 forward 1.31-1.42 ms
 # as packing and batch-folded gemm, 1.19-1.22 as tiles (min of 40, one process alternating both, load ~4);
-# its gradients keep that packing, which the training step makes for the weight gradient alone (unchanged)
+# its stride-1 input gradient too (the adjoint's padded conv: fwd+bwd 2.2-2.9 -> 1.6 ms, 2 threads); its
+# weight gradient keeps that packing
 TILED_PIXELS = 16
 FOLD_TILED = 256  # output pixels per image up to which a conv in register tiles takes its weight gradient over the
 # whole batch at once: the per-image products of larger images run at BLAS speed, and the batch's windows
@@ -94,7 +95,7 @@ def _conv_input_grad(b, x, w, g, s, p):
     kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image, summed
     back over the windows (col2im: unwindows; over wide rows, _plane_col2im) and cropped to the
     input, or the adjoint's own direct conv with the flipped kernel: for a direct conv, and over
-    inputs of FOLD_PIXELS pixels where register tiles fit (NHWC: _conv_input_correlation; else over
+    inputs of TILED_PIXELS pixels where register tiles fit (NHWC: _conv_input_correlation; else over
     wide rows in tiles of channels x pixels). Other kernels: _conv_input_correlation."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
@@ -103,7 +104,7 @@ def _conv_input_grad(b, x, w, g, s, p):
         return conv_input_phases(b, x, w, g, s, p)
     if kh != kw:
         return _conv_input_correlation(b, x, w, g, p)
-    if s == 1 and x.shape[1] * x.shape[2] >= FOLD_PIXELS and _tiled(x.type):  # the adjoint's direct conv, in tiles
+    if s == 1 and x.shape[1] * x.shape[2] >= TILED_PIXELS and _tiled(x.type):  # the adjoint's direct conv, in tiles
         return _conv_input_correlation(b, x, w, g, p)
     large = ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
     direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
