@@ -325,7 +325,7 @@ class _Lowering:
         matrices = []
         for v, index_map, (rows, cols) in zip(node.operands, nest.maps, ((m, k), (k, n))):
             matrix = self._matrix(v, index_map, extents, rows, cols)
-            if matrix is None and self._reviewed(v):
+            if matrix is None and self._reviewed(v, store=True):
                 matrix = self._matrix(v, index_map, extents, rows, cols)
             if matrix is None:
                 computed = "a computed value" if not self._is_load(self.defs[v]) else "a view BLAS cannot stride"
@@ -335,14 +335,17 @@ class _Lowering:
         gemm = Gemm(*matrices, extents[m], extents[n], extents[k], "", node.result.dtype)
         return _Nest(node.result.shape, 0, None, None, gemm)
 
-    def _reviewed(self, v):
+    def _reviewed(self, v, store=False):
         """Whether `v`, a view (or a view of a view) of a value stored since `v` was defined, is
         defined again as a load through the view: a value stored for one product is another's
-        transposed operand as it is, not a transposed copy."""
+        transposed operand as it is, not a transposed copy. `store`: a transpose's computed operand
+        is stored first, in its own order (its rows written whole; BLAS reads it transposed)."""
         node = v.node
         if node is None or node.op == "scan" or get_op(node.op).index_map is None:
             return False
         (operand,) = node.operands
+        if store and node.op == "transpose" and not self._is_load(self.defs[operand]):
+            self._store(operand, "its transpose is handed to BLAS, which reads it transposed in place")
         if operand not in self.stored and not self._reviewed(operand):
             return False
         self.defs[v] = self._define(node)
@@ -428,12 +431,9 @@ class _Lowering:
         if gemm is not None:
             product = value.prim == "arg" and value.payload == acc
             phases = [] if product else [Phase([], [Store(out, store, map_leaves(value, number), v.dtype, why)])]
-        elif nest.reduce_count:
-            body = map_leaves(nest.body, number)
-            phases = [Phase([Reduction(body, nest.combine, acc.dtype)],
-                            [Store(out, store, map_leaves(value, number), v.dtype, why)])]
-        else:
-            phases = [Phase([], [Store(out, store, map_leaves(value, number), v.dtype, why)])]
+        else:  # the reduction's loads numbered before the store's
+            reductions = [Reduction(map_leaves(nest.body, number), nest.combine, acc.dtype)] if nest.reduce_count else []
+            phases = [Phase(reductions, [Store(out, store, map_leaves(value, number), v.dtype, why)])]
         recomputes = tuple(f"{m} ({self.recomputed[m]})" for m in fused if m in self.recomputed)
         return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm,
                       recomputes=recomputes)

@@ -8,6 +8,7 @@ import pytest
 
 from ndlc.ir import parse, parse_kernels
 from ndlc.jit.compile import compile_graph
+from ndlc.passes.autodiff import autodiff
 from ndlc.passes.fusion import fuse
 
 DTYPES = {"i64": np.int64, "i32": np.int32, "u8": np.uint8}
@@ -152,3 +153,26 @@ def test_a_gather_in_a_loops_body_reads_each_steps_indices():
     np.testing.assert_allclose(hs.numpy(), np.stack(want), rtol=1e-6, atol=1e-6)
     planned = compiled.ir("planned")
     assert "step: 4 of %0 scan" in planned and "= %xs[i0 + 8]" in planned and "*$0 + i1 if 0 <= $0 < 7]" in planned
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_gradient_equals_numpys_serial_scatter_add_bit_for_bit(threads, monkeypatch):
+    """d(sum(gather(t, i) * c))/dt, a product over the one-hot matrix of repeated indices, equals
+    numpy's serial scatter-add (np.add.at) bit for bit on 1 and 2 threads."""
+    monkeypatch.setenv("NDLC_THREADS", str(threads))
+    graph = parse("""
+graph @g(%t: f32[1000,64], %i: i64[320], %c: f32[320,64]) {
+  %0 = gather(%t, %i) : f32[320,64]
+  %1 = multiply(%0, %c) : f32[320,64]
+  %2 = summation(%1, axes=(0, 1)) : f32[]
+  return %2
+}""")
+    program = compile_graph(autodiff(graph, wrt=[graph.inputs[0]]))
+    assert "call sgemm" in program.ir("fused")
+    rng = np.random.default_rng(2)
+    t, c = rng.standard_normal((1000, 64)).astype(np.float32), rng.standard_normal((320, 64)).astype(np.float32)
+    i = rng.integers(0, 100, 320)
+    want = np.zeros_like(t)
+    np.add.at(want, i, c)
+    got = program.run(t, i, c)[-1]
+    assert got.tobytes() == want.tobytes()

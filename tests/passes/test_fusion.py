@@ -146,6 +146,22 @@ graph @hot(%a: f32[6,5], %b: f32[6,5], %w: f32[5,4], %g: f32[6,4]) {
     assert "  call sgemm(%0^T, %g) -> %3  (5x6 @ 6x4)" in str(gradient)
 
 
+def test_the_computed_operand_of_a_transpose_blas_reads_is_stored_in_its_own_order():
+    """%0 is stored row by row (not its transpose written across its rows), and BLAS reads it
+    transposed in place."""
+    program = fuse(parse("""
+graph @t(%a: f32[6,5], %g: f32[6,4]) {
+  %0 = exp(%a) : f32[6,5]
+  %1 = transpose(%0, axes=(0, 1)) : f32[5,6]
+  %2 = matmul(%1, %g) : f32[5,4]
+  return %2
+}"""), use_blas=True)
+    exp, product = program.kernels
+    assert exp.outputs() == ["0"] and str(exp.stores[0]) == "%0[5*i0 + i1] = exp($0)"
+    assert exp.stores[0].why == "its transpose is handed to BLAS, which reads it transposed in place"
+    assert "  call sgemm(%0^T, %g) -> %2  (5x6 @ 6x4)" in str(product)
+
+
 def test_reshape_of_a_transposed_view_is_read_in_the_order_of_its_copy():
     program = kernels("""
 graph @t(%x: f32[2,3]) {
