@@ -186,7 +186,8 @@ def _check_order(kernel, written, where):
 
 def _indirect_problem(kernel, n):
     """Why load `n`'s row cannot be picked as it says (a phrase), or '': its row is the value of
-    another load of the kernel, a plain load of integers, and its table has rows."""
+    another load of the kernel, a plain load of integers, its rows at least an element apart; a
+    table may have no rows (every row then reads 0, as one outside the table)."""
     rows = kernel.loads[n].indirect
     index = rows.index
     if not (isinstance(index, int) and 0 <= index < len(kernel.loads) and index != n):
@@ -194,7 +195,7 @@ def _indirect_problem(kernel, n):
     picked = kernel.loads[index]
     if not isinstance(picked, Load) or picked.indirect is not None or not is_integer(picked.dtype):
         return f"picks its row by ${index}, which is not a plain load of integers"
-    if rows.stride < 1 or rows.rows < 1:
+    if rows.stride < 1 or rows.rows < 0:
         return f"picks one of {rows.rows} rows {rows.stride} elements apart"
     return ""
 

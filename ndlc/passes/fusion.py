@@ -273,7 +273,7 @@ class _Lowering:
             self._store(indices, f"its values pick {node.op}'s rows (an indirect load reads them)")
         t, i = self.defs[table].payload, self.defs[indices].payload
         rows = Indirect(i.with_access(i.access.through(rows_at.index_map, indices.shape, nvars)),
-                        t.access.form.coeffs[0], table.shape[0])
+                        max(1, t.access.form.coeffs[0]), table.shape[0])  # rows of no element: none read
         access = t.access.through((AxisIndex(),) + rows_at.table_map, table.shape, nvars)
         return _leaf(Load(t.buffer, t.dtype, access, rows))
 

@@ -137,16 +137,21 @@ def test_the_team_is_how_many_threads_work(two_threads):
     me = str(threading.get_native_id())
     for team in (1, 2):
         program.team.current = team
-        crowded = pool.counts()["crowded_joins"]
+        counts = pool.counts()
         before = _cpu_ns()
         for _ in range(50):  # CPU times tick by 4 ms on this VM: a long enough run to compare them
             program.run(x)
         after = _cpu_ns()
         others = max((after[t] - before.get(t, 0) for t in after if t != me), default=0)
         mine = after[me] - before[me]
-        if team == 2 and pool.counts()["crowded_joins"] > crowded:  # the worker woke on this core
-            pytest.skip("the other core was busy: the pool let the crowded worker sleep, as it should")
-        assert (others < 0.05 * mine) if team == 1 else (others > 0.2 * mine), (team, mine, others)
+        opened, joined, crowded = (pool.counts()[name] - counts[name]
+                                   for name in ("regions", "joined", "crowded_joins"))
+        if team == 2 and crowded:  # the worker woke on this core, the other one busy: the pool lets it sleep
+            pytest.skip("the other core was busy (a crowded region): nothing to tell of the team here")
+        if team == 1:
+            assert opened == 0 and others < 0.05 * mine, (mine, others)
+        else:  # the worker's share of the work depends on the machine's load: that it works, not how much
+            assert opened == 50 and joined > 0 and others > 0, (opened, joined, mine, others)
 
 
 def _step(model, optimizer, shape):
