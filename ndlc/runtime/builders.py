@@ -21,8 +21,9 @@ def built_in_processes(build, jobs, builders) -> list:
     taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
     others = [context.Process(target=_builder, args=(build, taken, jobs, finished), daemon=True)
               for _ in range(builders - 1)]
-    for process in others:
-        process.start()
+    with _llvm_calls():  # no other thread inside LLVM while forking: a builder would inherit llvmlite's
+        for process in others:  # lock held by a thread it does not have, and wait for it forever
+            process.start()
     libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
     log.info("building and optimising %d modules in %d processes", len(jobs), builders)
     results = {}
@@ -56,6 +57,15 @@ def _finished(finished, others):
                 raise NdlcError(f"a process compiling native code ended (exit code {(failed or codes)[0]}) "
                                 f"before its modules were done") from None
             ended = None not in codes  # all ended: what they put is read within one more wait
+
+
+def _llvm_calls():
+    """llvmlite's lock around every call into LLVM (the lock of its library's functions): held while
+    forking, so that no thread of this process is inside LLVM then. A program cache's writer thread
+    (program_cache.save) links and compiles while the next program forks its builders: a builder once
+    hung on the lock it inherited, held (the module fuzzer of tests/test_op_input_fuzz.py)."""
+    from llvmlite.binding import ffi
+    return ffi.lib._lock
 
 
 def _builder(build, taken, jobs, finished):
