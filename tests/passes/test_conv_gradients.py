@@ -13,6 +13,17 @@ from ndlc.ir.ops.conv_adjoint import live_taps
 from oracle import assert_close
 
 
+def compiled_gradients(conv, x, c):
+    """The compiled input and weight gradients of sum(conv(x) * c), and the compiled step."""
+    def step(t, c):
+        t.requires_grad = True
+        (conv(t) * c).sum().backward()
+        return t.grad, conv.weight.grad
+    compiled = ndl.compile(step, state=[conv])
+    dx, dw = (a.numpy() for a in compiled(x, c))
+    return dx, dw, compiled
+
+
 def test_a_1x1_image_reads_the_middle_tap_of_a_3x3_kernel_only():
     """ResNet9's 128-channel layers: one tap of nine, unpadded; its 2x2 -> 1x1 layer: four."""
     assert live_taps((256, 1, 1, 128), (3, 3, 128, 128), 1, 1) == ([(1, 2), (1, 2)], 0)
@@ -49,12 +60,7 @@ def test_cropped_gradients_equal_numpy_and_multiply_live_taps_only(cin, cout, h,
     x = rng.standard_normal((5, cin, h, h)).astype(np.float32)
     c = rng.standard_normal((5, cout, 1, 1)).astype(np.float32)
 
-    def step(t, c):
-        t.requires_grad = True
-        (conv(t) * c).sum().backward()
-        return t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
-    dx, dw = (a.numpy() for a in compiled(x, c))
+    dx, dw, compiled = compiled_gradients(conv, x, c)
     text = compiled.ir("decomposed")
     live = h * h * cin  # a live tap per input pixel: the products' inner size, not the 3x3 window's 9·Cin
     assert re.findall(r"= matmul\(.*\) : (f32\[.*\])", text) == [f"f32[5,{live}]", f"f32[{live},{cout}]"], text
@@ -116,12 +122,7 @@ def test_a_small_image_s_input_gradient_is_the_adjoint_s_conv_in_register_tiles(
     x = rng.standard_normal((6, 32, 4, 4)).astype(np.float32)
     c = rng.standard_normal((6, 32, 4, 4)).astype(np.float32)
 
-    def step(t, c):
-        t.requires_grad = True
-        (conv(t) * c).sum().backward()
-        return t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
-    dx, dw = (a.numpy() for a in compiled(x, c))
+    dx, dw, compiled = compiled_gradients(conv, x, c)
     text = compiled.ir("decomposed")
     assert re.findall(r"= matmul\(.*\) : (f32\[.*\])", text) == ["f32[288,32]"], text  # the weight gradient's
     assert "unwindows" not in text, text
