@@ -1,5 +1,5 @@
 """Benchmark: one training step of the Fashion-MNIST MLP (784-512-BN-ReLU-256-BN-ReLU-10, Adam,
-batch 256) in every implementation available, medians of repeated steps in one process.
+batch 256) in every implementation available, timed in interleaved blocks in one process.
 `ndlc bench` (benchmarks/suite/) puts this table into benchmarks/RESULTS.md with the kernel suite.
 
     python benchmarks/mlp_step.py                   # prints the table
@@ -7,6 +7,7 @@ batch 256) in every implementation available, medians of repeated steps in one p
 """
 import argparse
 import datetime
+import functools
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ from ndlc.examples.train_mlp import build_mlp, training_step
 
 BATCH, FEATURES, HIDDEN, CLASSES = 256, 784, (512, 256), 10
 LR, EPS = 1e-3, 1e-5
+BLOCKS = 5  # interleaved timing blocks per contender
 
 
 def data(seed=0):
@@ -203,20 +205,42 @@ def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf, least_s=
     return statistics.median(times), times
 
 
-def run(repeats, progress=lambda name: None):
-    """(implementation, median ms/step) for every contender whose framework imports; `progress`
-    is called with each contender's name once it is measured."""
-    rows = []
+def interleaved(calls, blocks, per_block, budget_s=math.inf):
+    """Callables (by name) timed in turn, `blocks` times over in a rotating order, each block by
+    `measure` (a warm-up call, then `per_block` calls, at least 3 once they add up to `budget_s`
+    seconds): per name, its blocks' medians in ms. Interleaved, a shift of the machine's speed
+    within the run falls on every callable alike: on this host two busy threads at times run ~1.6x
+    slower each for seconds to minutes (docs/BENCHMARKS.md), which timed one contender after the
+    other once made the compiled MLP step look 1.27x PyTorch's."""
+    names = list(calls)
+    medians = {name: [] for name in names}
+    for number in range(blocks):
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            median, _ = measure(lambda: calls[name], per_block, warmup=1, args=(), budget_s=budget_s)
+            medians[name].append(median)
+    return medians
+
+
+def run(repeats, progress=lambda name: None, blocks=BLOCKS):
+    """(implementation, ms/step) for every contender whose framework imports: the median of its
+    medians over `blocks` interleaved blocks of about repeats/blocks steps, after 3 warm-up steps;
+    `progress` is called with each contender's name once it is built."""
+    x, y = data()
+    calls = {}
     for name, make in CONTENDERS.items():
         try:
-            median, _ = measure(make, repeats)
+            step = make()
         except ImportError as e:
             print(f"{name}: skipped ({e})", file=sys.stderr)
             continue
         finally:
             progress(name)
-        rows.append((name, median))
-    return rows
+        for _ in range(3):
+            step(x, y)
+        calls[name] = functools.partial(step, x, y)
+    medians = interleaved(calls, blocks, max(3, -(-repeats // blocks)))
+    return [(name, statistics.median(times)) for name, times in medians.items()]
 
 
 def section(rows, compile_seconds, repeats):
@@ -224,7 +248,9 @@ def section(rows, compile_seconds, repeats):
     base = dict(rows)["numpy (hand-written)"]
     return [
         f"## MLP training step (784-512-BN-ReLU-256-BN-ReLU-10, Adam, batch {BATCH}, float32)", "",
-        f"- median of {repeats} steps after 3 warm-up steps", "",
+        f"- per implementation, the median of its medians over {BLOCKS} interleaved blocks of "
+        f"{max(3, -(-repeats // BLOCKS))} steps (the implementations in turn, the order rotating), after "
+        "3 warm-up steps", "",
         "| implementation | median ms/step | vs numpy |", "|---|---:|---:|",
         *(f"| {name} | {ms:.2f} | {ms / base:.2f}x |" for name, ms in rows), "",
         "Time to the first compiled step (trace, lower, compile or load native code, run once):",

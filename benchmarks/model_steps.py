@@ -1,6 +1,6 @@
 """Benchmark: one training step of the convolutional models, LeNet-BN (the batch-norm notebook's:
 SGD lr 1.0, 1x28x28) and needle's ResNet9 (SGD lr 0.01, 3x32x32), at batch 64 and 256, compiled by
-ndlc beside PyTorch eager and torch.compile, medians of repeated steps in one process. Every
+ndlc beside PyTorch eager and torch.compile, timed in interleaved blocks in one process. Every
 contender starts from ndlc's initial weights (converted to PyTorch's layouts) and its first loss
 must equal ndlc's (else MISMATCH); a torch.compile step that dynamo ran eagerly is FALLBACK.
 `ndlc bench` puts this table into benchmarks/RESULTS.md.
@@ -8,12 +8,13 @@ must equal ndlc's (else MISMATCH); a torch.compile step that dynamo ran eagerly 
     python benchmarks/model_steps.py [--repeats N] [--models lenet,resnet9] [--batch 64,256]
 """
 import argparse
+import functools
 import statistics
 import sys
-import time
 
 import numpy as np
 
+import mlp_step
 import ndlc as ndl
 from ndlc.examples.lenet import LEARNING_RATE, build_lenet
 from ndlc.examples.resnet9 import build_resnet9
@@ -107,42 +108,44 @@ CONTENDERS = {"ndlc compiled (CPU)": ndlc_compiled, "PyTorch eager": torch_step,
               "torch.compile": lambda model: torch_step(model, compile=True)}
 
 
-def measure(make, model, batch, repeats, warmup=2):
-    """(first loss, median ms, all ms, why it ran eagerly or None, kernels compiled or None) of
-    `repeats` steps after `warmup` on one fixed batch."""
+def prepared(make, model, batch, warmup=2):
+    """(a call of one step of `make(model)` on one fixed batch, after `warmup` steps, its first loss)."""
     step = make(model)
     x, y = data(model, batch)
     first = step(x, y)
     for _ in range(warmup - 1):
         step(x, y)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(x, y)
-        times.append((time.perf_counter() - start) * 1e3)
-    fallback = getattr(step, "fallback", lambda: None)()
-    return first, statistics.median(times), times, fallback, getattr(step, "kernels", lambda: None)()
+    return functools.partial(step, x, y), first
 
 
 def run(models, batches, repeats, progress=lambda name: None, torch_compile=True):
     """Rows (model, batch, contender, median ms or None, note, kernels or None: ndlc's count) for
-    every model, batch size and contender (torch.compile only with `torch_compile`)."""
+    every model, batch size and contender (torch.compile only with `torch_compile`): per model and
+    batch the contenders' steps are timed in mlp_step.BLOCKS interleaved blocks, each contender's
+    time the median of its blocks' medians."""
     rows = []
     for model in models:
         for batch in batches:
-            reference = None
+            calls, firsts, missing = {}, {}, {}
             for name, make in CONTENDERS.items():
                 if name == "torch.compile" and not torch_compile:
                     continue
                 try:
-                    first, median, _, fallback, kernels = measure(make, model, batch, repeats)
+                    calls[name], firsts[name] = prepared(make, model, batch)
                 except ImportError as e:
-                    rows.append((model, batch, name, None, f"not installed ({e.name})", None))
-                    continue
+                    missing[name] = (model, batch, name, None, f"not installed ({e.name})", None)
                 finally:
                     progress(f"{model} at {batch}: {name}")
-                reference = first if reference is None else reference
-                rows.append((model, batch, name, median, _verdict(first, reference, fallback), kernels))
+            blocks = mlp_step.interleaved(calls, mlp_step.BLOCKS, max(3, -(-repeats // mlp_step.BLOCKS)))
+            reference = next(iter(firsts.values()), None)
+            for name in CONTENDERS:
+                if name in missing:
+                    rows.append(missing[name])
+                elif name in calls:
+                    step = calls[name].func
+                    fallback = getattr(step, "fallback", lambda: None)()
+                    rows.append((model, batch, name, statistics.median(blocks[name]),
+                                 _verdict(firsts[name], reference, fallback), getattr(step, "kernels", lambda: None)()))
     return rows
 
 
@@ -157,7 +160,9 @@ def section(rows, repeats):
     """The markdown section of RESULTS.md: per model and batch, each contender's median, ndlc's
     ratio and the kernels ndlc compiled the step to."""
     lines = ["## Convolutional training steps (float32, SGD)", "",
-             f"- median of {repeats} steps after 2 warm-up steps; every contender starts from ndlc's initial "
+             f"- per contender, the median of its medians over {mlp_step.BLOCKS} interleaved blocks of "
+             f"{max(3, -(-repeats // mlp_step.BLOCKS))} steps (the contenders in turn, the order rotating) "
+             "after 2 warm-up steps; every contender starts from ndlc's initial "
              "weights and its first loss equals ndlc's (else MISMATCH); torch.compile compiles each step "
              "afresh and shows FALLBACK where dynamo ran it eagerly; the last column counts the kernels "
              "ndlc compiled the step to", "",

@@ -31,7 +31,7 @@ from ndlc.env import cores
 from suite import grid
 from suite.command import output_path
 from suite.contenders import CONTENDERS
-from suite.measure import (ATOL, RTOL, Cell, _fresh, checked_call, interleaved, results, threads,
+from suite.measure import (ATOL, BLOCK_CALLS, RTOL, Cell, _fresh, checked_call, results, threads,
                            timed_cell)
 from suite.report import ratio_text, spread_text
 
@@ -78,7 +78,7 @@ def measure_case(family, case, contenders, args):
             cells[contender.name] = call
         else:
             calls[contender.name] = call
-    blocks = interleaved(calls, args.blocks, args.block_seconds) if calls else {}
+    blocks = mlp_step.interleaved(calls, args.blocks, BLOCK_CALLS, args.block_seconds) if calls else {}
     for name, medians in blocks.items():
         cells[name] = timed_cell(calls[name], statistics.median(medians))
     peers = [name for name in blocks if name != "ndlc" and cells[name].ms is not None]

@@ -175,21 +175,6 @@ def timed_cell(call, median):
                 kernels=call.kernels() if hasattr(call, "kernels") else None)
 
 
-def interleaved(calls, blocks, block_s):
-    """Checked callables (by name) timed in turn, `blocks` times over in a rotating order, each block
-    by mlp_step.measure (a warm-up call, then as many calls as fit in `block_s` seconds, at least 3
-    and at most BLOCK_CALLS): per name, its blocks' medians in ms. Interleaved, a shift of the
-    machine's load or speed within the run falls on every callable alike."""
-    names = list(calls)
-    medians = {name: [] for name in names}
-    for number in range(blocks):
-        turn = number % len(names)
-        for name in names[turn:] + names[:turn]:
-            median, _ = mlp_step.measure(lambda: calls[name], BLOCK_CALLS, warmup=1, args=(), budget_s=block_s)
-            medians[name].append(median)
-    return medians
-
-
 def _failed(contender, error):
     """The cell of a contender that raised: n/a with the reason; a failure of the run for ndlc and
     numpy, which must run every case."""
