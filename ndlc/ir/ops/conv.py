@@ -5,7 +5,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..tiles import L1_SETS, register_tile, spread
+from ..tiles import L1_SETS, VECTOR_BYTES, register_tile, spread
 from ..types import TensorType, is_float, numpy_dtype
 from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
 from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_plane
@@ -20,6 +20,10 @@ TILED_PIXELS = 16
 FOLD_TILED = 256  # output pixels per image up to which a conv in register tiles takes its weight gradient over the
 # whole batch at once: the per-image products of larger images run at BLAS speed, and the batch's windows
 # then only add memory traffic (3x3 32x16 -> 32 on 32x32 images, fwd+bwd: 5.6 ms per image, 8.0 folded)
+# The least share of its channels' vectors a conv's output channels must fill (Cout 12 of 16) for the
+# nest in register tiles over channels rounded up to whole vectors (zero weights in the spare ones,
+# cropped), where its own channels fit no tile and it ran as a packing and a gemm of few columns
+WIDENED_FILL = 0.75
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
@@ -300,6 +304,17 @@ def _tiled(out):
     return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
 
 
+def _widened(out):
+    """The output channels, rounded up to a whole vector, in which a conv of output type `out`
+    (NHWC) fits a register tile where its own channels fit none, if they fill WIDENED_FILL of
+    those vectors; else None."""
+    lanes = VECTOR_BYTES // numpy_dtype(out.dtype).itemsize
+    wide = -(-out.shape[3] // lanes) * lanes
+    if wide == out.shape[3] or out.shape[3] < WIDENED_FILL * wide:
+        return None
+    return wide if _tiled(TensorType(out.shape[:3] + (wide,), out.dtype)) else None
+
+
 def _padding_in_place(x):
     """Whether a tiled conv nest reads NHWC `x` padded in place (codegen/llvm_rows.py _taps), not a
     padded copy: where its channels' loads spread over the L1 cache (planes 4 KiB apart: 2x slower)."""
@@ -379,7 +394,8 @@ def _conv_decompose(b, n):
     Where the output's width and channels fit a register tile (_tiled) and its images span
     TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
     FOLD_PIXELS, the conv keeps its loop nest (None), its padding read in place (_padding_in_place)
-    or padded first. A rectangular kernel keeps it too."""
+    or padded first; where only its channels rounded up to whole vectors fit a tile (_widened), it
+    runs over a weight padded to those, its spare outputs cropped. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
@@ -395,6 +411,10 @@ def _conv_decompose(b, n):
         if p and not _padding_in_place(x):  # padded first: the nest's loads unguarded
             return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0)
         return None
+    wide = _widened(n.result.type)
+    if pixels >= TILED_PIXELS and wide:  # the nest in tiles of channels rounded up to a vector, the spare ones cropped
+        spare = b.pad(w, widths=((0, 0), (0, 0), (0, 0), (0, wide - cout)))
+        return b.slice(b.conv(x, spare, stride=s, padding=p), start=(0, 0, 0, 0), stop=n.result.shape)
     if kh != kw:
         return None
     if pixels < FOLD_PIXELS:  # one product, NHWC out as it is
