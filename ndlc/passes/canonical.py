@@ -34,7 +34,7 @@ from dataclasses import replace
 from ..ir.kernel import Phase
 from ..ir.scalar import leaves
 from ..ir.types import numpy_dtype
-from ..ir.tiles import reordered
+from ..ir.tiles import L1_SETS, reordered
 from .schedule import ROWS_MIN
 
 
@@ -53,13 +53,15 @@ def merged_outer_loops(program):
 
 
 TRANSPOSE_BLOCK = 64  # bytes of a transposing load's rows read at a time: a cache line
+L1_WAYS = 8  # lines an L1 set holds (32 KiB, 8 ways: Zen 3 and 4, Skylake)
 
 
 def _transpose_blocked(kernel):
     """An elementwise kernel that stores along its last loop and loads across it (a transpose:
     a load whose step along the last loop is a row, while an earlier loop steps it by one element)
     with that earlier loop cut into blocks of a cache line, the block innermost: the loads then
-    read a line at a time, the stores write a line's worth of rows side by side. Each element is
+    read a line at a time, the stores write a line's worth of rows side by side (fewer where those
+    rows' lines would crowd one L1 set: _block). Each element is
     computed as before: bit for bit. Not a scan step's copy (the schedule gives a copy the
     decisions of the copy before, whose loops must match), nor a guarded access."""
     extents, last = kernel.extents, len(kernel.extents) - 1
@@ -71,12 +73,30 @@ def _transpose_blocked(kernel):
         return kernel
     for load in kernel.loads:
         coeffs, block = load.access.form.coeffs, TRANSPOSE_BLOCK // numpy_dtype(load.dtype).itemsize
-        across = next((v for v in range(last) if coeffs[v] == 1 and extents[v] % block == 0), None)
-        if abs(coeffs[last]) >= block and across is not None:
+        across = next((v for v in range(last) if coeffs[v] == 1 and extents[v] % _block(block, kernel.stores, v) == 0),
+                      None)
+        if across is None:
+            continue
+        block = _block(block, kernel.stores, across)
+        if block > 1 and abs(coeffs[last]) >= block:
             cut = extents[:across] + (extents[across] // block, block) + extents[across + 1:]
             blocked = _reshaped(kernel, cut, len(cut))
             return reordered(blocked, [v for v in range(len(cut)) if v != across + 1] + [across + 1])
     return kernel
+
+
+def _block(block, stores, across):
+    """The rows a transpose's block writes side by side: `block`, halved while the stores' lines
+    of those rows (their step along loop `across` apart) fall more than L1_WAYS to an L1 set, where
+    they evict each other before the block's next element (a (32, 32, 32, 32) permute whose rows
+    are 4 KiB apart, 16 rows a block 6.1 ms, 8 rows 1.0: one thread, NDLC_PROFILE); at least 1."""
+    def crowded(rows):
+        sets = [v * abs(s.access.form.coeffs[across]) * numpy_dtype(s.dtype).itemsize // 64 % L1_SETS
+                for s in stores for v in range(rows)]
+        return max(sets.count(k) for k in sets) > L1_WAYS
+    while block > 1 and crowded(block):
+        block //= 2
+    return block
 
 
 def _contiguous_last(kernel):
