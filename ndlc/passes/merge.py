@@ -30,6 +30,7 @@ from ..ir.kernel import BufferKind, Phase
 from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, cost, leaf_set, leaves, map_leaves
 from ..ir.types import numpy_dtype
+from .canonical import aliased_transpose
 from .statistics import one_pass_statistics
 
 log = logging.getLogger("ndlc.fusion")
@@ -254,6 +255,9 @@ def _why_not(a, b, known) -> str:
         return f"together they would pass {KERNEL_LARGE} operations (a kernel that big is slow to compile)"
     if a.gemm is not None and placement != "same":
         return "only elementwise work over a BLAS call's output joins it"
+    aliased = aliased_transpose(a, b) or aliased_transpose(b, a)
+    if aliased:
+        return aliased
     if placement in ("a-inner", "b-inner"):
         reducing = a if placement == "b-inner" else b
         points = math.prod(reducing.outer_extents)

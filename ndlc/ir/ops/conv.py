@@ -36,8 +36,12 @@ DIRECT_ADJOINT_MAX = 150
 DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
 # elements of an image's adjoint up to which a weight gradient runs in register tiles: its sum steps
 # over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
-# 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
+# 1600, gemms 10 -> tiles 4-6 ms); a 1x1 kernel's gemms need no packing (8x64x15x15 -> 64, 14400:
+# gemms 0.40 ms, tiles 0.57), a larger one's im2col packs K·K times the input, and its adjoint's
+# transpose for the tiles is a blocked copy (passes/canonical.py): a 32x32x32 adjoint, 32768, tiles
+# 26 ms against im2col and gemms 20 before, 4.2 against 6.8 since (one thread, load ~6)
 TILED_ADJOINT = 8192
+TILED_WINDOWS_ADJOINT = 32768
 # Planes a multiple of 4 KiB apart put a tile's loads of every channel in one L1 set (ir/tiles.py
 # spread). A 3x3 16 -> 32 conv of 28x28 images as ragged rows over planes of 30 x 34 (4080 bytes):
 # 5.3 ms, against 3.6-3.7 over rows of 42 and 4.4 for the NHWC nest (one thread, min of 60, load ~6)
@@ -177,7 +181,8 @@ def _conv_weight_grad(b, x, w, g, s, p):
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, wp), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
+    limit = TILED_ADJOINT if kh * kw == 1 else TILED_WINDOWS_ADJOINT
+    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= limit \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
     folded = ho * wo < FOLD_PIXELS or (TILED_PIXELS <= ho * wo <= FOLD_TILED and _tiled(g.type))  # no im2col to share
     if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
