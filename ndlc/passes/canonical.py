@@ -107,7 +107,8 @@ def aliased_transpose(a, b) -> str:
     alone is blocked a line at a time (_transpose_blocked) and in a reduction's loops is not (a
     32x32x32x32 adjoint copied for a weight gradient's tiles: 3.8 ms merged, 0.4 alone)."""
     last = len(a.extents) - 1
-    for load in a.loads if b.reductions and not a.reductions and a.extents else ():
+    blocked = b.reductions and not a.reductions and a.extents and _transpose_blocked(a) is not a
+    for load in a.loads if blocked else ():
         coeffs = load.access.form.padded(last + 1).coeffs if isinstance(load, Load) else (0,) * (last + 1)
         step = abs(coeffs[last]) * numpy_dtype(load.dtype).itemsize
         if step and step % L1_ALIAS == 0:
