@@ -17,7 +17,9 @@ kernel and an optimizer's slots and parameter join in one update:
   - a sum of x then a sum of (x - mean)² become one pass of shifted sums (passes/statistics.py).
 A kernel is not merged when its loops differ, when it reads a buffer of the other kernel at other
 elements than those written for the same outer point (another row, a transposed view), or when
-it is a BLAS call (which starts a kernel; elementwise work over its output joins it); the kernel's `boundary` says which, `merged` what joined it, and
+it is a BLAS call (which starts a kernel; elementwise work over its output joins it), nor a transpose
+whose loads fall in one L1 set into a reduction (canonical.py aliased_transpose: alone it is blocked
+a line at a time); the kernel's `boundary` says which, `merged` what joined it, and
 NDLC_LOG=fusion logs both.
 """
 import itertools
