@@ -32,9 +32,10 @@ step, 146 us, and reads a line at a time, 22 us; each element as before, bit for
 from dataclasses import replace
 
 from ..ir.kernel import Phase
+from ..ir.kernel_leaves import Load
 from ..ir.scalar import leaves
 from ..ir.types import numpy_dtype
-from ..ir.tiles import reordered
+from ..ir.tiles import L1_SETS, reordered
 from .schedule import ROWS_MIN
 
 
@@ -53,13 +54,16 @@ def merged_outer_loops(program):
 
 
 TRANSPOSE_BLOCK = 64  # bytes of a transposing load's rows read at a time: a cache line
+L1_WAYS = 8  # lines an L1 set holds (32 KiB, 8 ways: Zen 3 and 4, Skylake)
+L1_ALIAS = 4096  # bytes apart at which loads fall in one L1 set (64 sets of 64-byte lines)
 
 
 def _transpose_blocked(kernel):
     """An elementwise kernel that stores along its last loop and loads across it (a transpose:
     a load whose step along the last loop is a row, while an earlier loop steps it by one element)
     with that earlier loop cut into blocks of a cache line, the block innermost: the loads then
-    read a line at a time, the stores write a line's worth of rows side by side. Each element is
+    read a line at a time, the stores write a line's worth of rows side by side (fewer where those
+    rows' lines would crowd one L1 set: _block). Each element is
     computed as before: bit for bit. Not a scan step's copy (the schedule gives a copy the
     decisions of the copy before, whose loops must match), nor a guarded access."""
     extents, last = kernel.extents, len(kernel.extents) - 1
@@ -71,12 +75,45 @@ def _transpose_blocked(kernel):
         return kernel
     for load in kernel.loads:
         coeffs, block = load.access.form.coeffs, TRANSPOSE_BLOCK // numpy_dtype(load.dtype).itemsize
-        across = next((v for v in range(last) if coeffs[v] == 1 and extents[v] % block == 0), None)
-        if abs(coeffs[last]) >= block and across is not None:
+        across = next((v for v in range(last) if coeffs[v] == 1 and extents[v] % _block(block, kernel.stores, v) == 0),
+                      None)
+        if across is None:
+            continue
+        block = _block(block, kernel.stores, across)
+        if block > 1 and abs(coeffs[last]) >= block:
             cut = extents[:across] + (extents[across] // block, block) + extents[across + 1:]
             blocked = _reshaped(kernel, cut, len(cut))
             return reordered(blocked, [v for v in range(len(cut)) if v != across + 1] + [across + 1])
     return kernel
+
+
+def _block(block, stores, across):
+    """The rows a transpose's block writes side by side: `block`, halved while the stores' lines
+    of those rows (their step along loop `across` apart) fall more than L1_WAYS to an L1 set, where
+    they evict each other before the block's next element (a (32, 32, 32, 32) permute whose rows
+    are 4 KiB apart, 16 rows a block 6.1 ms, 8 rows 1.0: one thread, NDLC_PROFILE); at least 1."""
+    def crowded(rows):
+        sets = [v * abs(s.access.form.coeffs[across]) * numpy_dtype(s.dtype).itemsize // 64 % L1_SETS
+                for s in stores for v in range(rows)]
+        return max(sets.count(k) for k in sets) > L1_WAYS
+    while block > 1 and crowded(block):
+        block //= 2
+    return block
+
+
+def aliased_transpose(a, b) -> str:
+    """Why merging (passes/merge.py) keeps map `a` apart from reduction `b` ('' where it need not):
+    a transpose reading each element into the L1 set of the one before (L1_ALIAS apart), which
+    alone is blocked a line at a time (_transpose_blocked) and in a reduction's loops is not (a
+    32x32x32x32 adjoint copied for a weight gradient's tiles: 3.8 ms merged, 0.4 alone)."""
+    last = len(a.extents) - 1
+    blocked = b.reductions and not a.reductions and a.extents and _transpose_blocked(a) is not a
+    for load in a.loads if blocked else ():
+        coeffs = load.access.form.padded(last + 1).coeffs if isinstance(load, Load) else (0,) * (last + 1)
+        step = abs(coeffs[last]) * numpy_dtype(load.dtype).itemsize
+        if step and step % L1_ALIAS == 0:
+            return f"a transpose reading %{load.buffer} {step} bytes apart along its last loop stays apart (blocked)"
+    return ""
 
 
 def _contiguous_last(kernel):

@@ -17,7 +17,9 @@ kernel and an optimizer's slots and parameter join in one update:
   - a sum of x then a sum of (x - mean)² become one pass of shifted sums (passes/statistics.py).
 A kernel is not merged when its loops differ, when it reads a buffer of the other kernel at other
 elements than those written for the same outer point (another row, a transposed view), or when
-it is a BLAS call (which starts a kernel; elementwise work over its output joins it); the kernel's `boundary` says which, `merged` what joined it, and
+it is a BLAS call (which starts a kernel; elementwise work over its output joins it), nor a transpose
+whose loads fall in one L1 set into a reduction (canonical.py aliased_transpose: alone it is blocked
+a line at a time); the kernel's `boundary` says which, `merged` what joined it, and
 NDLC_LOG=fusion logs both.
 """
 import itertools
@@ -30,6 +32,7 @@ from ..ir.kernel import BufferKind, Phase
 from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, cost, leaf_set, leaves, map_leaves
 from ..ir.types import numpy_dtype
+from .canonical import aliased_transpose
 from .statistics import one_pass_statistics
 
 log = logging.getLogger("ndlc.fusion")
@@ -254,6 +257,9 @@ def _why_not(a, b, known) -> str:
         return f"together they would pass {KERNEL_LARGE} operations (a kernel that big is slow to compile)"
     if a.gemm is not None and placement != "same":
         return "only elementwise work over a BLAS call's output joins it"
+    aliased = aliased_transpose(a, b) or aliased_transpose(b, a)
+    if aliased:
+        return aliased
     if placement in ("a-inner", "b-inner"):
         reducing = a if placement == "b-inner" else b
         points = math.prod(reducing.outer_extents)

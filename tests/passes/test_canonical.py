@@ -291,9 +291,12 @@ def test_a_transposing_load_reads_a_cache_line_at_a_time():
 
 
 def test_blocked_transposes_compute_numpys_bits_and_others_stay_as_they_are():
-    """float32 and float64 (blocks of 8), a permute of three axes, and a last loop too short to block."""
+    """float32 and float64 (blocks of 8), a permute of three axes, a last loop too short to block,
+    and rows of 4 KiB (16 rows' lines in one L1 set: blocks of 8) and 2 KiB (two sets: 16)."""
     rng = np.random.default_rng(6)
     for dtype, shape, axes, loops in [("f32", (48, 64), (1, 0), "i0<4 i1<48 i2<16"),
+                                      ("f32", (1024, 32), (1, 0), "i0<4 i1<1024 i2<8"),
+                                      ("f32", (512, 32), (1, 0), "i0<2 i1<512 i2<16"),
                                       ("f64", (24, 40), (1, 0), "i0<5 i1<24 i2<8"),
                                       ("f32", (3, 32, 20), (0, 2, 1), "i0<3 i1<20 i2<32"),  # 20: no whole line
                                       ("f32", (8, 64), (1, 0), "i0<64 i1<8")]:  # rows of 8: short

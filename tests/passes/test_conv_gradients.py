@@ -134,3 +134,33 @@ def test_a_small_image_s_input_gradient_is_the_adjoint_s_conv_in_register_tiles(
                                          c.transpose(0, 2, 3, 1).astype(np.float64), 1, 1)
     assert_close(dx, ref_dx.transpose(0, 3, 1, 2), "input gradient")
     assert_close(dw, ref_dw, "weight gradient")
+
+
+def test_a_32x32_adjoint_s_weight_gradient_runs_in_tiles_its_transpose_blocked_alone():
+    """The bench's 3x3 16 -> 32 layer of 32x32 images at batch 32: its weight gradient is
+    the input correlated with the adjoint in register tiles, no im2col and no gemms (its adjoint,
+    32 x 32 x 32 elements an image, within TILED_WINDOWS_ADJOINT); the adjoint's copy for the tiles
+    reads NCHW planes 4 KiB apart, so it stays out of the bias gradient's loops and is blocked a
+    line at a time, 8 rows a block (passes/canonical.py)."""
+    rng = np.random.default_rng(9)
+    np.random.seed(9)
+    conv = nn.Conv(16, 32, 3, bias=True)
+    x = rng.standard_normal((32, 16, 32, 32)).astype(np.float32)
+    c = rng.standard_normal((32, 32, 32, 32)).astype(np.float32)
+
+    def step(t, c):
+        t.requires_grad = True
+        (conv(t) * c).sum().backward()
+        return t.grad, conv.weight.grad, conv.bias.grad
+    compiled = ndl.compile(step, state=[conv])
+    dx, dw, db = (a.numpy() for a in compiled(x, c))
+    assert "matmul" not in compiled.ir("decomposed")
+    scheduled = compiled.ir("scheduled")
+    assert "a transpose reading %c 4096 bytes apart along its last loop stays apart (blocked)" in scheduled, scheduled
+    assert "loops: i0<32 i1<4 i2<32 i3<32 i4<8\n" in scheduled, scheduled
+    ref_dx, ref_dw = reference_gradients(x.transpose(0, 2, 3, 1).astype(np.float64),
+                                         conv.weight.numpy().astype(np.float64),
+                                         c.transpose(0, 2, 3, 1).astype(np.float64), 1, 1)
+    assert_close(dw, ref_dw, "weight gradient")
+    assert_close(dx, ref_dx.transpose(0, 3, 1, 2), "input gradient")
+    assert_close(db, c.astype(np.float64).sum((0, 2, 3)), "bias gradient")

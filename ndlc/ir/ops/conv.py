@@ -5,7 +5,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..tiles import L1_SETS, register_tile, spread
+from ..tiles import L1_SETS, VECTOR_BYTES, register_tile, spread
 from ..types import TensorType, is_float, numpy_dtype
 from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
 from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_plane
@@ -20,6 +20,10 @@ TILED_PIXELS = 16
 FOLD_TILED = 256  # output pixels per image up to which a conv in register tiles takes its weight gradient over the
 # whole batch at once: the per-image products of larger images run at BLAS speed, and the batch's windows
 # then only add memory traffic (3x3 32x16 -> 32 on 32x32 images, fwd+bwd: 5.6 ms per image, 8.0 folded)
+# The least share of its channels' vectors a conv's output channels must fill (Cout 12 of 16) for the
+# nest in register tiles over channels rounded up to whole vectors (zero weights in the spare ones,
+# cropped), where its own channels fit no tile and it ran as a packing and a gemm of few columns
+WIDENED_FILL = 0.75
 WIDE_WASTE = 0.5  # the most garbage columns, as a share of a wide row, a stride-1 input gradient computes
 # products a pixel (Cin·K·K) up to which a stride-1 conv is one reduction over wide rows instead of a
 # packing and per-image gemms (measured, one thread: LeNet's conv1, 25: 4.8 -> 1.9 ms; LeNet's conv2, 150,
@@ -32,8 +36,12 @@ DIRECT_ADJOINT_MAX = 150
 DIRECT_BLOCK = 32  # its rows' length a multiple of this: the 'rows' schedule's register blocks (REGISTER_BLOCK)
 # elements of an image's adjoint up to which a weight gradient runs in register tiles: its sum steps
 # over the images fastest, one adjoint image apart (measured, one thread, load 5-6: LeNet conv2's
-# 1600, gemms 10 -> tiles 4-6 ms; a 32x32x32 adjoint, 32768: tiles 26 ms, im2col and gemms 20)
+# 1600, gemms 10 -> tiles 4-6 ms); a 1x1 kernel's gemms need no packing (8x64x15x15 -> 64, 14400:
+# gemms 0.40 ms, tiles 0.57), a larger one's im2col packs K·K times the input, and its adjoint's
+# transpose for the tiles is a blocked copy (passes/canonical.py): a 32x32x32 adjoint, 32768, tiles
+# 26 ms against im2col and gemms 20 before, 4.2 against 6.8 since (one thread, load ~6)
 TILED_ADJOINT = 8192
+TILED_WINDOWS_ADJOINT = 32768
 # Planes a multiple of 4 KiB apart put a tile's loads of every channel in one L1 set (ir/tiles.py
 # spread). A 3x3 16 -> 32 conv of 28x28 images as ragged rows over planes of 30 x 34 (4080 bytes):
 # 5.3 ms, against 3.6-3.7 over rows of 42 and 4.4 for the NHWC nest (one thread, min of 60, load ~6)
@@ -173,7 +181,8 @@ def _conv_weight_grad(b, x, w, g, s, p):
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, wp), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
-    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= TILED_ADJOINT \
+    limit = TILED_ADJOINT if kh * kw == 1 else TILED_WINDOWS_ADJOINT
+    tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= limit \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
     folded = ho * wo < FOLD_PIXELS or (TILED_PIXELS <= ho * wo <= FOLD_TILED and _tiled(g.type))  # no im2col to share
     if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
@@ -300,6 +309,17 @@ def _tiled(out):
     return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
 
 
+def _widened(out):
+    """The output channels, rounded up to a whole vector, in which a conv of output type `out`
+    (NHWC) fits a register tile where its own channels fit none, if they fill WIDENED_FILL of
+    those vectors; else None."""
+    lanes = VECTOR_BYTES // numpy_dtype(out.dtype).itemsize
+    wide = -(-out.shape[3] // lanes) * lanes
+    if wide == out.shape[3] or out.shape[3] < WIDENED_FILL * wide:
+        return None
+    return wide if _tiled(TensorType(out.shape[:3] + (wide,), out.dtype)) else None
+
+
 def _padding_in_place(x):
     """Whether a tiled conv nest reads NHWC `x` padded in place (codegen/llvm_rows.py _taps), not a
     padded copy: where its channels' loads spread over the L1 cache (planes 4 KiB apart: 2x slower)."""
@@ -379,7 +399,8 @@ def _conv_decompose(b, n):
     Where the output's width and channels fit a register tile (_tiled) and its images span
     TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
     FOLD_PIXELS, the conv keeps its loop nest (None), its padding read in place (_padding_in_place)
-    or padded first. A rectangular kernel keeps it too."""
+    or padded first; where only its channels rounded up to whole vectors fit a tile (_widened), it
+    runs over a weight padded to those, its spare outputs cropped. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
@@ -395,6 +416,10 @@ def _conv_decompose(b, n):
         if p and not _padding_in_place(x):  # padded first: the nest's loads unguarded
             return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0)
         return None
+    wide = _widened(n.result.type)
+    if pixels >= TILED_PIXELS and wide:  # the nest in tiles of channels rounded up to a vector, the spare ones cropped
+        spare = b.pad(w, widths=((0, 0), (0, 0), (0, 0), (0, wide - cout)))
+        return b.slice(b.conv(x, spare, stride=s, padding=p), start=(0, 0, 0, 0), stop=n.result.shape)
     if kh != kw:
         return None
     if pixels < FOLD_PIXELS:  # one product, NHWC out as it is
