@@ -17,7 +17,7 @@ from ..ir.kernel_leaves import Index, Load
 from ..ir.scalar import postorder
 
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.py", "codegen/llvm_memory.py",
-              "codegen/llvm_partials.py",
+              "codegen/llvm_partials.py", "codegen/llvm_chunks.py",
               "codegen/llvm_rows.py", "codegen/llvm_scalar.py", "codegen/llvm_vector.py", "codegen/llvm_calls.py",
               "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/kernel_key.py",
               "ir/kernel.py", "ir/kernel_leaves.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py",

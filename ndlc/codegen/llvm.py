@@ -28,8 +28,8 @@ from ..ir.rules import combine_primitive, identity
 from ..ir.short_rows import side_by_side
 from ..ir.types import is_float
 from . import mathlib
-from .llvm_calls import (CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm, done_counter,
-                         take_in_turn, wait_for)
+from .llvm_calls import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_parallel, declare_gemm
+from .llvm_chunks import Chunks
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
 from .llvm_lanes import F32_LANES, Lanes, lane_loop
@@ -41,10 +41,6 @@ from .llvm_text import module_text, uniquely_named
 from .llvm_vector import ZERO, VectorLoops, expression_dtypes, vector_width
 
 PTR = ir.PointerType()
-# columns of a 'chunks' kernel a thread takes at once to combine their partials: one column at a
-# time (an atomic take, then 15 dependent scalar additions) was 60% of BatchNorm1d's 256x1024
-# forward; a block of them vectorises
-COMBINE_BLOCK = 64
 
 
 def kernel_module(name, kernels, triple="", data_layout="", fma=False, avx512=False) -> str:
@@ -87,8 +83,8 @@ def kernel_ir(name, kernels, triple="", data_layout="", fma=False, avx512=False)
     return module
 
 
-class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, ScalarLowering, StreamingStores,
-                     VectorLoops):
+class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, ScalarLowering,
+                     StreamingStores, VectorLoops):
     """Emits one kernel's loop nest as an internal function (see ndlc.ir.kernel for the form).
     `debug`: None, or (the kernel's number, buffer -> element count) for bounds checks; `fma`,
     `avx512`: whether the target has fused multiply-adds, AVX-512."""
@@ -136,7 +132,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
         self.nans = {k: self.b.alloca(I1, name=f"nan{k}") for k, r in enumerate(self.reductions)
                      if kernel.strategy == Strategy.POINT and r.combine == Combine.MAX and is_float(r.dtype)}
         self.block_counter = self.b.alloca(I64, name="block") if rows else None
-        self.chunk_counters = [self.b.alloca(I64, name=f"chunk{i}") for i in range(2)] if chunks else None
+        self.chunk_counters = [self.b.alloca(I64, name=f"chunk{i}") for i in range(3)] if chunks else None
         self.chunk = None  # chunks: the chunk whose partials are addressed (0 holds the combined values)
         self.slots, first = [], 0  # the accumulator numbers of each phase's reductions
         for phase in kernel.phases:
@@ -253,90 +249,6 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
             else:
                 self._stores(phase.stores)
 
-    def _chunks(self):
-        """One outer loop j, the first inner loop i cut into CHUNKS fixed chunks: per phase, the
-        threads take chunks in turn (`_taken`) and accumulate each chunk's partials for every j
-        (whole rows stream through memory), then, once every chunk is done, take blocks of
-        COMBINE_BLOCK columns j in turn, combine their partials in chunk order (a chunk's partials
-        for the whole block at a time, so the additions and the stores vectorise along j) and make
-        the phase's stores; a phase starts once every block of the one before is done.
-        Chunks do not depend on the thread count, so neither do the results."""
-        k, b = self.kernel, self.b
-        n, columns, count = k.extents[k.outer], k.extents[0], k.chunks
-        size = -(-n // count)
-        inner_rest = (k.outer + 1, len(k.extents))
-
-        def over_my_rows(number, body, first=lambda: None, backwards=False):
-            """first(), then body() at every (i, rest of the inner loops, j), of each chunk taken
-            (`backwards`: the chunks last to first, the c-th taken being number count - 1 - c)."""
-            def chunk(c):
-                self.chunk = c = b.sub(ir.Constant(I64, count - 1), c) if backwards else c
-                first()
-                start = b.mul(c, ir.Constant(I64, size))
-                stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, size)), ir.Constant(I64, n))
-                self._for(k.outer, start, stop, lambda: self._loops(*inner_rest, lambda: self._counted(
-                    0, ZERO, ir.Constant(I64, columns), body)))
-            self._taken(number, count, chunk)
-
-        blocks = -(-columns // COMBINE_BLOCK)
-
-        def over_block(block, body):
-            """body() at every column j of block number `block` (the innermost loop: it vectorises).
-            Where every block is whole, a loop of a constant trip count: vectorised, it needs no
-            scalar copy of the body for a remainder (the MLP's Adam stores, 100 instructions)."""
-            start = b.mul(block, ir.Constant(I64, COMBINE_BLOCK))
-            if columns % COMBINE_BLOCK == 0 or blocks == 1:
-                self._counted(0, start, ir.Constant(I64, min(columns, COMBINE_BLOCK)), body)
-                return
-            stop = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, COMBINE_BLOCK)),
-                                     ir.Constant(I64, columns))
-            self._counted(0, start, b.sub(stop, start), body)
-
-        for p, (phase, slots) in enumerate(zip(k.phases, self.slots)):
-            self.phase_slots = slots
-            if phase.reductions:
-                over_my_rows(2 * p, lambda phase=phase, slots=slots: self._accumulate(phase, slots, self._partial),
-                             lambda phase=phase, slots=slots: self._counted(0, ZERO, ir.Constant(
-                                 I64, columns), lambda: self._initialise(phase, slots, self._partial)))
-
-                def combine(block, phase=phase, slots=slots):
-                    def add(c):
-                        def at_column():  # every reduction's partial in one loop: one loop for LLVM to vectorise
-                            for slot, r in zip(slots, phase.reductions):
-                                self.chunk = ir.Constant(I64, 0)
-                                total = self._partial(slot)
-                                self.chunk = c
-                                ty = TYPES[r.dtype]
-                                self._put(self._combine(r, self._get(total, ty), self._get(self._partial(slot), ty)), total)
-                        over_block(block, at_column)
-                    self._range(self.chunk_counters[1], ir.Constant(I64, 1), ir.Constant(I64, count), add)
-                    self.chunk = ir.Constant(I64, 0)
-                    over_block(block, lambda phase=phase: self._stores(phase.stores))
-                self._taken(2 * p + 1, blocks, combine)
-            elif phase.inner:  # the chunks the statistics read last are still cached: they go first
-                with self._streaming(phase.stores):
-                    over_my_rows(2 * p, lambda phase=phase: self._stores(phase.stores), backwards=True)
-            else:
-                self._taken(2 * p + 1, blocks, lambda block, phase=phase: over_block(
-                    block, lambda: self._stores(phase.stores)))
-        self.chunk = None
-
-    def _taken(self, number, total, body, var=None):
-        """body(i), loop variable `var` (if any) set to i, for every i < total when the kernel runs
-        serially; on several threads, for each i this thread takes from shared counter `number`,
-        then until every i is done (what follows reads what they wrote)."""
-        def at(i):
-            if var is not None:
-                self.vars[var] = i
-            body(i)
-        if self.kernel.split is None:
-            self._range(self.chunk_counters[0], ir.Constant(I64, 0), ir.Constant(I64, total), at)
-        else:
-            counter, done = (self.b.gep(self.shared, [ir.Constant(I64, n)], source_etype=I64)
-                             for n in (number, done_counter(self.kernel, number)))
-            take_in_turn(self.b, counter, total, at, done)
-            wait_for(self.b, done, total)
-
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
         for slot, r in zip(slots, phase.reductions):
@@ -360,17 +272,6 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
                 b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)
             else:
                 self._put(self._combine(r, self._get(at, TYPES[r.dtype]), value), at)
-
-    def _partial(self, slot):
-        """chunks: the partial accumulator of reduction `slot` for the current chunk and column (its
-        index computed once per basic block, for every reduction)."""
-        key = (id(self.b.block), "partial", id(self.chunk), id(self.vars[0]))
-        if key not in self.offsets:
-            self.offsets[key] = self.b.add(self.b.mul(self.chunk, ir.Constant(I64, self.kernel.extents[0])),
-                                           self.vars[0])
-        index = self.offsets[key]
-        element = TYPES[self.reductions[slot].dtype]
-        return self.b.gep(self.pointers[self.kernel.scratch[slot]], [index], inbounds=True, source_etype=element)
 
     def _leaf_value(self, payload):
         return self._acc_value(payload.index) if isinstance(payload, Acc) else self._load(payload)
