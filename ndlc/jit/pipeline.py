@@ -102,7 +102,8 @@ def _compile_cpu(graph, forward, profile, debug, cached):
     if key:
         stages.timed("program cache", program_cache.save(key, kernels, program.native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader})")
+    shares = " + ".join(f"{cpu:.3f}" for cpu in program.native.builder_cpu)  # LLVM's critical path, in CPU
+    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader}{'; builders CPU s ' + shares if shares else ''})")
     return program
 
 

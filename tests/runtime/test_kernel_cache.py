@@ -107,6 +107,8 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() - before == 3, "two kernel modules and the runner, built by two processes"
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
+    shares = compiled.last.program.native.builder_cpu
+    assert len(shares) == 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
