@@ -31,7 +31,12 @@ def built_in_processes(build, jobs, builders) -> list:
         with _llvm_calls():  # no other thread inside LLVM while forking: a builder would inherit llvmlite's
             for _ in range(builders - 1):  # lock held by a thread it does not have, and wait for it forever
                 results, written = os.pipe()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # no process to be had: the error, no pipe left open
+                    os.close(results)
+                    os.close(written)
+                    raise
                 if pid == 0:
                     os.close(results)
                     _builder(build, taken, jobs, written)

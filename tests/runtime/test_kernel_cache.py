@@ -96,8 +96,11 @@ def test_bounds_checked_kernels_are_not_shared(debug):
     assert distinct == (5 if debug else 3)
 
 
-def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine):
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine, caplog):
+    import logging
+
     from ndlc.runtime import libraries, native
+    caplog.set_level(logging.INFO, "ndlc.compile")
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
@@ -109,6 +112,7 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
     shares = compiled.last.program.native.builder_cpu
     assert len(shares) == 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
+    assert f"; builders' CPU s {shares[0]:.3f} + {shares[1]:.3f}" in caplog.text, "NDLC_LOG=compile says them"
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
