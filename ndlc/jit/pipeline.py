@@ -102,7 +102,8 @@ def _compile_cpu(graph, forward, profile, debug, cached):
     if key:
         stages.timed("program cache", program_cache.save(key, kernels, program.native))
     program.stage_seconds = stages.seconds
-    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader})")
+    shares = " + ".join(f"{cpu:.3f}" for cpu in program.native.builder_cpu)  # LLVM's critical path, in CPU
+    stages.log(f"{len(kernels.kernels)} kernels ({program.native.loader})", f"; builders' CPU s {shares}" * bool(shares))
     return program
 
 
@@ -303,11 +304,12 @@ class Stages:
         self.seconds.update(parts)
         self.seconds[work] = rest
 
-    def log(self, what):
-        """One NDLC_LOG=compile line: the total time and each pass's."""
+    def log(self, what, after=""):
+        """One NDLC_LOG=compile line: the total time and each pass's, then `after`."""
         if timing.isEnabledFor(logging.INFO):
             parts = ", ".join(f"{work} {seconds:.3f}" for work, seconds in self.seconds.items())
-            timing.info("@%s: %s compiled in %.3f s: %s", self.name, what, time.perf_counter() - self.start, parts)
+            timing.info("@%s: %s compiled in %.3f s: %s%s", self.name, what, time.perf_counter() - self.start, parts,
+                        after)
 
     def text(self, stage, text, work):
         self.timed(work, None)

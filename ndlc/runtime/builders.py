@@ -1,62 +1,80 @@
 """Modules compiled by this process and processes forked from it (runtime/native.py: a program's
 new kernels when they are many): llvmlite holds one lock around every call into LLVM, so threads
-would take turns, while forked builders run LLVM side by side on the thread budget."""
+would take turns, while forked builders run LLVM side by side on the thread budget.
+Plain `os.fork` and pipes, not multiprocessing: its shared counter, queue and process objects
+cost the compiling process 4-6 ms of CPU before its first module (importing sharedctypes, heap,
+synchronize and queues on first use), and each builder a feeder thread."""
 import logging
-import multiprocessing
-import queue
+import os
+import pickle
+import signal
+import struct
 
 from ..errors import NdlcError
 from . import libraries
 
 log = logging.getLogger("ndlc.native")
-POLL = 0.5  # seconds between checks that the forked builders are alive
+_INDEX = struct.Struct("<i")  # a job's index in the job pipe
 
 
 def built_in_processes(build, jobs, builders) -> list:
     """`build(job)` of each of `jobs` (whose [1] names its module), by this process and `builders`
-    - 1 processes forked from it, all taking jobs in order from a shared counter: a builder that
-    finishes early takes the next job, so the modules' measured cost, not their number, is what
-    is shared. Forked before this process calls LLVM (a fork inherits llvmlite's lock as it is)."""
-    context = multiprocessing.get_context("fork")
-    taken, finished = context.Value("i", 0), context.Queue()  # a queue: a builder never waits for its reader
-    others = [context.Process(target=_builder, args=(build, taken, jobs, finished), daemon=True)
-              for _ in range(builders - 1)]
-    with _llvm_calls():  # no other thread inside LLVM while forking: a builder would inherit llvmlite's
-        for process in others:  # lock held by a thread it does not have, and wait for it forever
-            process.start()
-    libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
-    log.info("building and optimising %d modules in %d processes", len(jobs), builders)
-    results = {}
+    - 1 processes forked from it, all taking jobs in order from one pipe holding every job's
+    index (`_taken`): a builder that finishes early takes the next job, so the modules' measured
+    cost, not their number, is what is shared. Forked before this process calls LLVM (a fork
+    inherits llvmlite's lock as it is)."""
+    taken, ready = os.pipe()
+    os.write(ready, b"".join(_INDEX.pack(index) for index in range(len(jobs))))  # a few bytes: never blocks
+    os.close(ready)  # the last index read, a read finds the pipe's end
+    children = {}  # pid -> the read end of its results' pipe
     try:
-        for index in _taken(taken, len(jobs)):
-            results[index] = build(jobs[index])
-        while len(results) < len(jobs):
-            index, result = _finished(finished, others)
-            if isinstance(result, str):
-                raise NdlcError(f"compiling module {jobs[index][1]!r} failed in a forked process: {result}")
-            results[index] = result
+        with _llvm_calls():  # no other thread inside LLVM while forking: a builder would inherit llvmlite's
+            for _ in range(builders - 1):  # lock held by a thread it does not have, and wait for it forever
+                results, written = os.pipe()
+                try:
+                    pid = os.fork()
+                except OSError:  # no process to be had: the error, no pipe left open
+                    os.close(results)
+                    os.close(written)
+                    raise
+                if pid == 0:
+                    os.close(results)
+                    _builder(build, taken, jobs, written)
+                children[pid] = results
+                os.close(written)
+        libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
+        log.info("building and optimising %d modules in %d processes", len(jobs), builders)
+        done = {index: build(jobs[index]) for index in _taken(taken, len(jobs))}
+        while children:
+            pid, results = children.popitem()
+            done.update(_received(pid, results, jobs))
     finally:
-        for process in others:
-            if len(results) < len(jobs):
-                process.terminate()
-            process.join()
-    return [results[index] for index in range(len(jobs))]
+        os.close(taken)
+        for pid, results in children.items():  # this process failed first: the others are not waited for
+            os.close(results)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return [done[index] for index in range(len(jobs))]
 
 
-def _finished(finished, others):
-    """The next (index, result) a forked builder put on `finished`; an error where one died, or
-    all ended, instead."""
-    ended = False
-    while True:
-        try:
-            return finished.get(timeout=POLL)
-        except queue.Empty:
-            codes = [p.exitcode for p in others]
-            failed = [code for code in codes if code not in (None, 0)]
-            if failed or ended:
-                raise NdlcError(f"a process compiling native code ended (exit code {(failed or codes)[0]}) "
-                                f"before its modules were done") from None
-            ended = None not in codes  # all ended: what they put is read within one more wait
+def _received(pid, results, jobs) -> dict:
+    """{index: result} of the jobs forked builder `pid` did, read whole from its pipe `results`
+    (closed), once it has ended; an error naming the module where one failed, or where it died."""
+    chunks = []
+    try:
+        while chunk := os.read(results, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(results)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code or not chunks:
+        raise NdlcError(f"a process compiling native code ended (exit code {code}) before its modules were done")
+    done = pickle.loads(b"".join(chunks))
+    for index, result in done.items():
+        if isinstance(result, str):
+            raise NdlcError(f"compiling module {jobs[index][1]!r} failed in a forked process: {result}")
+    return done
 
 
 def _llvm_calls():
@@ -68,23 +86,35 @@ def _llvm_calls():
     return ffi.lib._lock
 
 
-def _builder(build, taken, jobs, finished):
-    """A forked builder (the program is its parent's, as it was at the fork): `build` of each
-    job it takes, put on `finished` as (index, result), or (index, the error's text) where one fails."""
-    for index in _taken(taken, len(jobs)):
-        try:
-            finished.put((index, build(jobs[index])))
-        except Exception as e:  # the parent raises it, naming the module
-            finished.put((index, f"{type(e).__name__}: {e}"))
-            return
+def _builder(build, taken, jobs, written):
+    """A forked builder (the program is its parent's, as it was at the fork): `build` of each job
+    it takes, or the error's text where one fails (it takes no more then), all written to the
+    pipe `written` when no job is left (written as they finish, a result larger than the pipe
+    would wait for its reader, busy building); it ends without Python's exit handlers, which are
+    its parent's."""
+    code = 0
+    try:
+        done = {}
+        for index in _taken(taken, len(jobs)):
+            try:
+                done[index] = build(jobs[index])
+            except Exception as e:  # the parent raises it, naming the module
+                done[index] = f"{type(e).__name__}: {e}"
+                break
+        data = memoryview(pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
+        while data:
+            data = data[os.write(written, data):]
+    except BaseException:  # noqa: B036 (the parent reports the exit code)
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def _taken(taken, count):
-    """The job indices this process takes from the shared counter `taken`, until `count`."""
-    while True:
-        with taken.get_lock():
-            index = taken.value
-            taken.value += 1
-        if index >= count:
+    """The job indices this process takes from the pipe `taken` (a read of a few bytes from a
+    pipe is atomic), until it is empty or `count` are taken."""
+    for _ in range(count):
+        data = os.read(taken, _INDEX.size)
+        if not data:
             return
-        yield index
+        yield _INDEX.unpack(data)[0]

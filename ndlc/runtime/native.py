@@ -10,6 +10,7 @@ from 0.3 s to 1.4 s with no measured speedup (the vectoriser interleaves loops a
 import ctypes
 import functools
 import logging
+import os
 import threading
 import time
 
@@ -163,7 +164,8 @@ class NativeModule:
     when they are many, into modules of about equal estimated cost that this process and
     processes forked from it (one per thread of the budget) compile in parallel. The runner, the same
     for every program, is cached under its own IR. `seconds`: this program's time building the
-    new kernels' LLVM IR (llvmlite, in Python) and in LLVM's optimiser and code generator."""
+    new kernels' LLVM IR (llvmlite, in Python) and in LLVM's optimiser and code generator;
+    `builder_cpu`: each process's CPU seconds of it, this thread's first, then the forked builders'."""
 
     def __init__(self, llvm_program, entry: str):
         llvm = _binding()
@@ -206,7 +208,7 @@ class NativeModule:
         None when the library does not load and one of the objects is gone."""
         native = cls.__new__(cls)
         native.seconds = {"LLVM IR": 0.0, "LLVM optimise": 0.0, "machine code": 0.0}
-        native.keys, native.library, native.objects = list(keys), None, None
+        native.keys, native.library, native.objects, native.builder_cpu = list(keys), None, None, []
         pool.bind()
         loaded = library and shared.load(library)
         if loaded:
@@ -313,7 +315,11 @@ class NativeModule:
         share = 1.0 if not parallel else wall / (sum(parts) or 1.0)  # builders' time as a share of the wall time
         for name, seconds in zip(("LLVM IR", "LLVM optimise", "machine code"), parts):
             self.seconds[name] += seconds * share
-        return [(key, compiled) for key, compiled, _, _, _ in results]
+        shares = {}
+        for *_, (pid, cpu) in results:
+            shares[pid] = shares.get(pid, 0.0) + cpu
+        self.builder_cpu = [shares.pop(os.getpid(), 0.0), *sorted(shares.values(), reverse=True)] if shares else []
+        return [(key, compiled) for key, compiled, *_ in results]
 
     @property
     def optimized_ir(self) -> str:
@@ -326,17 +332,17 @@ class NativeModule:
 
 def _built(llvm_program, job):
     """(cache key, (object code, optimised IR), seconds building the IR, optimising, making machine
-    code) of `job`, (kernel symbols, module name, whether LLVM vectorises it): the module of those
-    kernels of `llvm_program`, or, for symbols None, its runner. Never while this process forks compiling workers (the
-    caller holds _FORKING): a worker forked while another thread is inside LLVM would inherit
-    llvmlite's lock held, and wait on it forever."""
+    code, (process id, this thread's CPU seconds)) of `job`, (kernel symbols, module name, whether LLVM
+    vectorises it): the module of those kernels of `llvm_program`, or, for symbols None, its runner.
+    Never while this process forks compiling workers (the caller holds _FORKING): a worker forked while
+    another thread is inside LLVM would inherit llvmlite's lock held, and wait on it forever."""
     symbols, name, vectorise = job
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
     building = time.perf_counter() - start
     obj, optimised, optimising, emitting = _translated(text, vectorise)
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
-    return key, (obj, optimised), building, optimising, emitting
+    return key, (obj, optimised), building, optimising, emitting, (os.getpid(), time.thread_time() - cpu)
 
 
 def _without_vectorisers(llvm_program, symbol) -> bool:

@@ -24,9 +24,12 @@ def test_mlp_cold_and_warm_are_measured_and_written(tmp_path, capsys):
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| MLP 784-512-BN-256-BN-10"))
     cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
-    new, cold, cold_range, cpu, warm, warm_range, step, kernels, modules = cells
+    new, cold, cold_range, cpu, path, warm, warm_range, step, kernels, modules = cells
     assert float(new) > 0 and float(cold) > 0 and float(warm) > 0 and float(step) > 0 and int(kernels) > 0
     assert 0 < float(cpu) < 8 * float(cold), "the CPU seconds of the cold first step, its builders' included"
+    serial, share = (float(part) for part in path.split(" + "))
+    assert 0 < serial and 0 < share and serial + share <= float(cpu) + 0.02, \
+        "the critical path: the compiling thread outside its LLVM share, then the costliest builder's share"
     for median, (low, high) in ((cold, cold_range.split("-")), (warm, warm_range.split("-"))):
         assert float(low) <= float(median) <= float(high), "the median round lies within the rounds' range"
     new_modules, cold_modules, warm_modules = (int(count) for count in modules.split("/"))

@@ -96,8 +96,11 @@ def test_bounds_checked_kernels_are_not_shared(debug):
     assert distinct == (5 if debug else 3)
 
 
-def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine):
+def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fresh_machine, caplog):
+    import logging
+
     from ndlc.runtime import libraries, native
+    caplog.set_level(logging.INFO, "ndlc.compile")
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
@@ -107,6 +110,9 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() - before == 3, "two kernel modules and the runner, built by two processes"
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
+    shares = compiled.last.program.native.builder_cpu
+    assert len(shares) == 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
+    assert f"; builders' CPU s {shares[0]:.3f} + {shares[1]:.3f}" in caplog.text, "NDLC_LOG=compile says them"
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
@@ -115,19 +121,24 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
 def test_openblas_threads_start_again_while_forked_builders_compile(tmp_path, monkeypatch):
     """The forks shut OpenBLAS's pool down in this process too; it is started again while the
     builders run, not by the first run after them (its new threads' busy wait then took a core)."""
-    import multiprocessing
+    import os
 
     from ndlc.runtime import libraries, native
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
     monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
-    builders_alive = []
+    parent, fork, forked, restarts = os.getpid(), os.fork, [], []
+
+    def counted_fork():
+        pid = fork()
+        forked.extend([pid] * (os.getpid() == parent))
+        return pid
+    monkeypatch.setattr(os, "fork", counted_fork)
     restart = libraries.restart_blas_pool
-    monkeypatch.setattr(libraries, "restart_blas_pool",
-                        lambda: (builders_alive.append(len(multiprocessing.active_children())), restart()))
+    monkeypatch.setattr(libraries, "restart_blas_pool", lambda: (restarts.append(len(forked)), restart()))
     x, w = inputs(4)
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
-    assert builders_alive == [1], "restarted once, with the forked builder running"
+    assert restarts == [1], "restarted once, once the builder is forked"
 
 
 def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
@@ -209,3 +220,40 @@ def test_a_forked_process_that_dies_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     with pytest.raises(NdlcError, match=r"a process compiling native code ended \(exit code 3\)"):
         _failing_in_forked_processes(monkeypatch, lambda: os._exit(3))
+
+
+def test_a_module_failing_in_this_process_ends_its_forked_builders(tmp_path, monkeypatch):
+    """The compiling process's error is raised at once: a builder still at work is killed and
+    waited for (no process left behind, not even a zombie)."""
+    import os
+    import time
+
+    from ndlc.runtime import builders, libraries, native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    parent, fork, taken, forked = os.getpid(), os.fork, builders._taken, []
+
+    def counted_fork():
+        pid = fork()
+        forked.extend([pid] * (os.getpid() == parent))
+        return pid
+
+    def translated(text, vectorise):  # fails here, at once; takes a minute in the builder
+        if os.getpid() == parent:
+            raise ValueError("no target")
+        time.sleep(60)
+
+    def late(pipe, count):  # the builder takes its job once this process has taken its own
+        if os.getpid() != parent:
+            time.sleep(0.5)
+        yield from taken(pipe, count)
+    monkeypatch.setattr(os, "fork", counted_fork)
+    monkeypatch.setattr(native, "_translated", translated)
+    monkeypatch.setattr(builders, "_taken", late)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="no target"):
+        ndl.compile(recurrence)(*inputs(4))
+    assert time.perf_counter() - start < 30 and len(forked) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forked[0], os.WNOHANG)
