@@ -1,0 +1,66 @@
+"""passes/gemm_batch.py: a gemm's batch loop folded into its rows where the items share the right
+operand and one call keeps each item's bits (text), and the compiled product's bits then those of
+each item's own call, on one and two threads."""
+import numpy as np
+import pytest
+
+from ndlc.ir import parse
+from ndlc.jit.compile import compile_graph
+from ndlc.passes.fusion import fuse
+from ndlc.passes.gemm_batch import folded_gemm_batches
+from ndlc.passes.gemm_pieces import FINE_CORES, TILED_CORES
+from ndlc.runtime import libraries
+
+
+def _batched(a, b, epilogue=False):
+    """The graph of a @ b (a batched left operand), with a bias and relu after it where `epilogue`."""
+    out = a[:-1] + b[-1:]
+    shape = ",".join(map(str, out))
+    lines = [f"graph @p(%a: f32[{','.join(map(str, a))}], %b: f32[{','.join(map(str, b))}], %c: f32[{b[-1]}]) {{",
+             f"  %0 = matmul(%a, %b) : f32[{shape}]"]
+    if epilogue:
+        lines += [f"  %1 = broadcast_to(%c, shape=({', '.join(map(str, out))})) : f32[{shape}]",
+                  f"  %2 = add(%0, %1) : f32[{shape}]", f"  %3 = relu(%2) : f32[{shape}]"]
+    return parse("\n".join(lines + [f"  return %{3 if epilogue else 0}", "}"]))
+
+
+def _kernel(graph, core):
+    (kernel,) = folded_gemm_batches(fuse(graph, use_blas=True), core).kernels
+    return str(kernel)
+
+
+def test_items_sharing_the_right_operand_are_one_call_over_their_rows():
+    text = _kernel(_batched((16, 257, 100), (100, 63)), "skylakex")
+    assert "loops: i0<4112 i1<63" in text and "call sgemm(%a, %b) -> %0  (4112x100 @ 100x63)" in text
+
+
+def test_every_batch_loop_folds_and_the_epilogue_reads_the_folded_rows():
+    text = _kernel(_batched((2, 3, 192, 100), (100, 63), epilogue=True), "haswell")
+    assert "loops: i0<1152 i1<63" in text and "(1152x100 @ 100x63)" in text
+    assert "%c[i1]" in text and "%3[63*i0 + i1]" in text
+
+
+@pytest.mark.parametrize("a, b, core", [
+    ((16, 257, 100), (16, 100, 63), "skylakex"),  # each item its own right operand
+    ((16, 33, 100), (100, 63), "skylakex"),  # items on the small-matrix kernels: one call takes the packed path
+    ((16, 257, 100), (100, 63), "haswell"),  # rows not a multiple of the tiles'
+    ((16, 192, 100), (100, 63), ""),  # a core whose kernels are not modelled
+])
+def test_a_batch_loop_stays_where_one_call_could_sum_otherwise(a, b, core):
+    text = _kernel(_batched(a, b), core)
+    assert f"per i0: call sgemm(%a[{a[1] * a[2]}*i0]" in text
+
+
+@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES + TILED_CORES, reason="folds on modelled kernels only")
+@pytest.mark.parametrize("a, b", [((16, 257, 100), (100, 63)), ((4, 3, 96, 130), (130, 129)), ((5, 160, 80), (80, 90))])
+def test_a_folded_batch_gives_each_items_own_calls_bits(a, b, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, w, c = rng.standard_normal(a, dtype=np.float32), rng.standard_normal(b, dtype=np.float32), np.zeros(b[-1], np.float32)
+    items = np.stack([x.reshape(-1, *a[-2:])[i] @ w for i in range(int(np.prod(a[:-2])))]).reshape(a[:-1] + b[-1:])
+    for threads in (1, 2):
+        monkeypatch.setenv("NDLC_THREADS", str(threads))
+        monkeypatch.setenv("NDLC_TEAM", "budget")
+        program = compile_graph(_batched(a, b))
+        (kernel,) = program.kernels.kernels
+        assert len(kernel.extents) == 2 or libraries.blas_core() in TILED_CORES
+        assert program.run(x, w, c)[0].tobytes() == items.tobytes(), threads
