@@ -64,3 +64,15 @@ def test_a_folded_batch_gives_each_items_own_calls_bits(a, b, monkeypatch):
         (kernel,) = program.kernels.kernels
         assert len(kernel.extents) == 2 or libraries.blas_core() in TILED_CORES
         assert program.run(x, w, c)[0].tobytes() == items.tobytes(), threads
+
+
+@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="folds at 257 rows on SkylakeX's kernels")
+def test_batch_loops_fold_only_as_far_as_the_epilogue_regroups():
+    """A bias of one row per (outer item, row) folds the inner batch loop, not the outer one."""
+    import ndlc as ndl
+    rng = np.random.default_rng(1)
+    x, w, c = (rng.standard_normal(s, dtype=np.float32) for s in ((2, 3, 257, 100), (100, 63), (3, 257, 63)))
+    step = ndl.compile(lambda x, w, c: ndl.relu(x @ w + c))
+    out = step(x, w, c).numpy()
+    assert "per i0: call sgemm(%x[77100*i0], %w) -> %3  (771x100 @ 100x63)" in step.ir("scheduled")
+    np.testing.assert_array_equal(out, np.maximum(np.stack([x[i] @ w for i in range(2)]) + c, 0))
