@@ -76,3 +76,32 @@ def test_batch_loops_fold_only_as_far_as_the_epilogue_regroups():
     out = step(x, w, c).numpy()
     assert "per i0: call sgemm(%x[77100*i0], %w) -> %3  (771x100 @ 100x63)" in step.ir("scheduled")
     np.testing.assert_array_equal(out, np.maximum(np.stack([x[i] @ w for i in range(2)]) + c, 0))
+
+
+@pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="the rule is for SkylakeX's kernels")
+def test_items_on_the_packed_path_give_one_calls_bits_in_random_products():
+    """The rule `_same_bits` applies, checked on numpy's own OpenBLAS (one thread): each item's call
+    and one call over all items' rows, for random products whose items take the packed path."""
+    from types import SimpleNamespace
+    from ndlc.passes.gemm_batch import _same_bits
+    rng = np.random.default_rng(4)
+    held = libraries.blas_threads()
+    libraries._blas()[3](1)
+    try:
+        checked = 0
+        while checked < 60:
+            n, k = (int(np.exp(rng.uniform(np.log(2), np.log(600)))) for _ in range(2))
+            transposed = bool(rng.integers(2))
+            m, items = int(rng.integers(2, 700)), int(rng.integers(2, 5))
+            gemm = SimpleNamespace(a=SimpleNamespace(transposed=False), b=SimpleNamespace(transposed=transposed),
+                                   m=m, n=n, k=k, dtype="f32")
+            if not _same_bits(gemm, "skylakex") or items * m * n * k > 3e7:
+                continue
+            x = rng.standard_normal((items, m, k), dtype=np.float32)
+            w = rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)
+            w = w.T if transposed else w
+            each = np.stack([x[i] @ w for i in range(items)])
+            assert each.tobytes() == (x.reshape(-1, k) @ w).tobytes(), (m, n, k, transposed, items)
+            checked += 1
+    finally:
+        libraries._blas()[3](held)
