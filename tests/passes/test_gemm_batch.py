@@ -79,9 +79,11 @@ def test_batch_loops_fold_only_as_far_as_the_epilogue_regroups():
 
 
 @pytest.mark.skipif(libraries.blas_core() not in FINE_CORES, reason="the rule is for SkylakeX's kernels")
-def test_items_on_the_packed_path_give_one_calls_bits_in_random_products():
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_items_on_the_packed_path_give_one_calls_bits_in_random_products(dtype):
     """The rule `_same_bits` applies, checked on numpy's own OpenBLAS (one thread): each item's call
-    and one call over all items' rows, for random products whose items take the packed path."""
+    and one call over all items' rows, for random products whose items take the packed path (float64:
+    rows a multiple of its tiles' too)."""
     from types import SimpleNamespace
     from ndlc.passes.gemm_batch import _same_bits
     rng = np.random.default_rng(4)
@@ -94,11 +96,11 @@ def test_items_on_the_packed_path_give_one_calls_bits_in_random_products():
             transposed = bool(rng.integers(2))
             m, items = int(rng.integers(2, 700)), int(rng.integers(2, 5))
             gemm = SimpleNamespace(a=SimpleNamespace(transposed=False), b=SimpleNamespace(transposed=transposed),
-                                   m=m, n=n, k=k, dtype="f32")
+                                   m=m, n=n, k=k, dtype=dtype)
             if not _same_bits(gemm, "skylakex") or items * m * n * k > 3e7:
                 continue
-            x = rng.standard_normal((items, m, k), dtype=np.float32)
-            w = rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)
+            x = rng.standard_normal((items, m, k)).astype(np.float32 if dtype == "f32" else np.float64)
+            w = rng.standard_normal((n, k) if transposed else (k, n)).astype(x.dtype)
             w = w.T if transposed else w
             each = np.stack([x[i] @ w for i in range(items)])
             assert each.tobytes() == (x.reshape(-1, k) @ w).tobytes(), (m, n, k, transposed, items)
