@@ -24,6 +24,7 @@ from ..passes.broadcast_outputs import broadcast_outputs
 from ..passes.canonical import merged_outer_loops
 from ..passes.decompose import decompose
 from ..passes.fusion import fuse
+from ..passes.gemm_batch import folded_gemm_batches
 from ..passes.memory import plan_memory
 from ..passes.merge import merge_kernels
 from ..passes.permuted_stores import fold_permuted_consumers
@@ -109,11 +110,12 @@ def _compile_cpu(graph, forward, profile, debug, cached):
 
 def _cpu_kernels(stages, graph, blas, threads, blas_core):
     """The kernels of `graph` fused (matmuls calling BLAS where `blas`; epilogues reading a
-    reduction in another axis order folded into its stores), scheduled for `threads` threads
-    (gemms cut where `blas_core`'s kernels keep their bits) and planned."""
+    reduction in another axis order folded into its stores), gemm batches folded into rows and
+    scheduled for `threads` threads (both where `blas_core`'s kernels keep their bits) and planned."""
     unmerged = stages.timed("fusion", fuse(graph, use_blas=blas, merge=False))
     kernels = stages.kernels("fused", fold_permuted_consumers(merge_kernels(unmerged)), "merge")
-    kernels = stages.kernels("scheduled", schedule(merged_outer_loops(kernels), threads, blas_core), "schedule")
+    kernels = folded_gemm_batches(merged_outer_loops(kernels), blas_core)
+    kernels = stages.kernels("scheduled", schedule(kernels, threads, blas_core), "schedule")
     return stages.kernels("planned", plan_memory(kernels), "memory")
 
 

@@ -1,5 +1,6 @@
 """fusion: a product with one row or one column stays a loop nest (a vectorised row or column
-reduction beats OpenBLAS's sgemm there); others, an outer product (k of 1) included, call BLAS."""
+reduction beats OpenBLAS's sgemm there), and so does an outer product (k of 1: elementwise, split
+over the threads); others call BLAS."""
 import numpy as np
 import pytest
 
@@ -29,7 +30,12 @@ def test_a_row_times_a_matrix_is_a_column_reduction():
     assert kernel.gemm is None and "acc0 = add of mul($0, $1)" in str(kernel)
 
 
-@pytest.mark.parametrize("a, b", [((2, 5), (5, 3)), ((7, 1), (1, 3))])
+def test_an_outer_product_is_a_loop_nest():
+    (kernel,) = product((7, 1), (1, 3)).kernels
+    assert kernel.gemm is None and "loops: i0<7 i1<3 | i2<1" in str(kernel)
+
+
+@pytest.mark.parametrize("a, b", [((2, 5), (5, 3)), ((7, 2), (2, 3))])
 def test_other_products_call_blas(a, b):
     (kernel,) = product(a, b).kernels
     assert f"call sgemm(%a, %b) -> %0  ({a[0]}x{a[1]} @ {b[0]}x{b[1]})" in str(kernel)
@@ -50,3 +56,14 @@ def test_matrix_vector_products_and_their_gradients_agree_with_numpy(a, b):
     np.testing.assert_allclose(out.numpy(), x @ y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx.numpy(), c @ np.swapaxes(y, -1, -2), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dy.numpy(), np.swapaxes(x, -1, -2) @ c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_an_outer_product_gives_numpys_bits_on_one_and_two_threads(threads, monkeypatch):
+    """Each element one rounded product, as sgemm's: Linear's weight gradient at a batch of 1."""
+    monkeypatch.setenv("NDLC_THREADS", threads)
+    monkeypatch.setenv("NDLC_TEAM", "budget")
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((1024, 1), dtype=np.float32), rng.standard_normal((1, 1000), dtype=np.float32)
+    out = ndl.compile(lambda x, g: x @ g)(x, g)
+    assert out.numpy().tobytes() == (x @ g).tobytes()
