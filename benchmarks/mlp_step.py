@@ -25,6 +25,9 @@ from ndlc.examples.train_mlp import build_mlp, training_step
 BATCH, FEATURES, HIDDEN, CLASSES = 256, 784, (512, 256), 10
 LR, EPS = 1e-3, 1e-5
 BLOCKS = 5  # interleaved timing blocks per contender
+SETTLE_S = 0.1  # idle seconds before each timed block or round: PyTorch's OpenMP threads spin 10-50 ms
+# after its last call and held the core ndlc's worker needed (it joined 10 of 288 regions; the
+# compiled MLP step 7.3 ms right after PyTorch's calls, 4.1-4.5 after a pause of 50-200 ms)
 
 
 def data(seed=0):
@@ -186,13 +189,15 @@ CONTENDERS = {"numpy (hand-written)": numpy_step, "ndlc eager": ndlc_eager, "ndl
               "PyTorch eager": torch_eager}
 
 
-def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf, least_s=0.0, most=None):
+def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf, least_s=0.0, most=None, settle_s=0.0):
     """Median and all per-call times (ms) of `repeats` calls of `make_step()` after `warmup` calls,
     on `args` (default: the MLP's batch); fewer calls (at least 3) once they add up to `budget_s`,
     more (up to `most`) until they add up to `least_s`, so that a short case's median spans more
-    than a scheduler tick."""
+    than a scheduler tick; after `settle_s` idle seconds, so that another framework's threads,
+    still spinning from its last call, have let the cores go."""
     step = make_step()
     args = data() if args is None else args
+    time.sleep(settle_s)
     for _ in range(warmup):
         step(*args)
     times = []
@@ -205,10 +210,10 @@ def measure(make_step, repeats, warmup=3, args=None, budget_s=math.inf, least_s=
     return statistics.median(times), times
 
 
-def interleaved(calls, blocks, per_block, budget_s=math.inf):
+def interleaved(calls, blocks, per_block, budget_s=math.inf, settle_s=SETTLE_S):
     """Callables (by name) timed in turn, `blocks` times over in a rotating order, each block by
-    `measure` (a warm-up call, then `per_block` calls, at least 3 once they add up to `budget_s`
-    seconds): per name, its blocks' medians in ms. Interleaved, a shift of the machine's speed
+    `measure` (`settle_s` idle seconds, a warm-up call, then `per_block` calls, at least 3 once they
+    add up to `budget_s` seconds): per name, its blocks' medians in ms. Interleaved, a shift of the machine's speed
     within the run falls on every callable alike: on this host two busy threads at times run ~1.6x
     slower each for seconds to minutes (docs/BENCHMARKS.md), which timed one contender after the
     other once made the compiled MLP step look 1.27x PyTorch's."""
@@ -217,7 +222,8 @@ def interleaved(calls, blocks, per_block, budget_s=math.inf):
     for number in range(blocks):
         turn = number % len(names)
         for name in names[turn:] + names[:turn]:
-            median, _ = measure(lambda: calls[name], per_block, warmup=1, args=(), budget_s=budget_s)
+            median, _ = measure(lambda: calls[name], per_block, warmup=1, args=(), budget_s=budget_s,
+                                settle_s=settle_s)
             medians[name].append(median)
     return medians
 

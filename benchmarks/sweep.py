@@ -78,7 +78,8 @@ def measure_case(family, case, contenders, args):
             cells[contender.name] = call
         else:
             calls[contender.name] = call
-    blocks = mlp_step.interleaved(calls, args.blocks, BLOCK_CALLS, args.block_seconds) if calls else {}
+    blocks = mlp_step.interleaved(calls, args.blocks, BLOCK_CALLS, args.block_seconds,
+                                   settle_s=0.0 if args.quick else mlp_step.SETTLE_S) if calls else {}
     for name, medians in blocks.items():
         cells[name] = timed_cell(calls[name], statistics.median(medians))
     peers = [name for name in blocks if name != "ndlc" and cells[name].ms is not None]

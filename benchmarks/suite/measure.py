@@ -147,7 +147,8 @@ def measure_contender(contender, case, arrays, reference, repeats, device, quick
         return call
     try:
         median, _ = mlp_step.measure(lambda: call, repeats, warmup=WARMUP, args=(), budget_s=BUDGET_S,
-                                     least_s=0.0 if quick else ROUND_S, most=ROUND_CALLS)
+                                     least_s=0.0 if quick else ROUND_S, most=ROUND_CALLS,
+                                     settle_s=0.0 if quick else mlp_step.SETTLE_S)
     except Exception as e:  # a contender that cannot run a case is reported, not fatal
         return _failed(contender, e)
     return timed_cell(call, median)
