@@ -147,6 +147,8 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
         self.width = F32_LANES if self.side_by_side else vector_width(kernel, self.types)
         self.rest = None  # ... the rows of the block being emitted where it is the last, partial one
         self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
+        self.keyed = {k for k, r in enumerate(self.reductions)  # ... its maxes, over int32 keys (llvm_rows.py)
+                      if self.side_by_side and r.combine == Combine.MAX}
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
         self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if 0 in kernel.extents[:kernel.outer]:  # no output element: nothing to compute ('rows' guards
@@ -340,7 +342,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
         for slot, r in zip(slots, phase.reductions):
-            self._put(self._init(r), pointer(slot))
+            self._put(self._keyed(self._init(r)) if slot in self.keyed else self._init(r), pointer(slot))
             if slot in self.nans:
                 self.b.store(ir.Constant(I1, 0), self.nans[slot])
 
@@ -355,6 +357,8 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
             at, b = pointer(slot), self.b
             if f:  # a tap of an outer product, side by side (ir/tiles.py)
                 self._put(mathlib.intrinsic(b, "llvm.fma", *value, self._get(at, TYPES[r.dtype])), at)
+            elif slot in self.keyed:
+                self._put(self._keyed_max(self._get(at, TYPES[r.dtype]), value), at)
             elif slot in self.nans:  # a NaN makes the maxnum poison, and sets the flag that replaces it
                 b.store(b.or_(b.load(self.nans[slot]), b.fcmp_unordered("uno", value, value)), self.nans[slot])
                 b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)

@@ -140,3 +140,29 @@ def test_the_softmax_family_gives_the_same_bits_on_one_and_two_threads(monkeypat
     assert side_by_side(split) and split.split is not None  # the rows' loop is shared by the threads
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def test_a_max_side_by_side_orders_signed_zeros_and_keeps_every_nan():
+    """The rows' max runs over int32 keys (llvm_rows.py `_keyed_max`): -0 below +0 as llvm.maximum
+    has them, a NaN of either sign (x86's default NaN is negative) makes the row's max NaN, and
+    every other row's max is numpy's, bit for bit."""
+    rows, n = 19, 13
+    program = compile_graph(_graph(rows, n), cached=False)
+    assert side_by_side(program.kernels.kernels[0])
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    y = rng.standard_normal((rows, n)).astype(np.float32) * 1e3
+    y[0, :], y[1, :] = -0.0, 0.0
+    y[2, :], y[2, 5] = -0.0, 0.0
+    y[3, :], y[3, 0] = -np.inf, -0.0
+    y[4, :] = -np.inf
+    y[5, 7] = np.float32(np.nan)
+    y[6, 12] = np.uint32(0xFFC00000).view(np.float32)  # a negative NaN
+    y[7, :] = np.uint32(0x807FFFFF).view(np.float32)  # the smallest negative subnormal's neighbours
+    y[7, 3] = np.float32(-1e-45)
+    y[8, :] = -np.float32(np.finfo(np.float32).max)
+    _, maxima, _ = program.run(x, y)
+    assert [np.signbit(maxima[r]) for r in range(4)] == [True, False, False, True]
+    assert np.isnan(maxima[5]) and np.isnan(maxima[6]) and maxima[4] == -np.inf
+    plain = [r for r in range(rows) if r not in (0, 1, 2, 3, 5, 6)]
+    np.testing.assert_array_equal(maxima[plain].view(np.uint32), y[plain].max(1).view(np.uint32))
