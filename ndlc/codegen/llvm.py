@@ -37,7 +37,7 @@ from .llvm_memory import MemoryAccess
 from .llvm_partials import RowPartials
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
-from .llvm_text import module_text, uniquely_named
+from .llvm_text import module_text, string_attribute, uniquely_named
 from .llvm_vector import ZERO, VectorLoops, expression_dtypes, vector_width
 
 PTR = ir.PointerType()
@@ -144,7 +144,9 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
             first += len(phase.reductions)
         self.types = expression_dtypes(kernel)
         self.side_by_side = side_by_side(kernel)  # a 'rows' block of whole rows, one per lane (llvm_rows.py)
-        self.width = F32_LANES if self.side_by_side else vector_width(kernel, self.types)
+        self.width = kernel.block if self.side_by_side else vector_width(kernel, self.types)
+        if self.width > F32_LANES:  # rows side by side in AVX-512's vectors, which prefer-256-bit would split
+            string_attribute(fn, "min-legal-vector-width", str(self.width * 32))
         self.rest = None  # ... the rows of the block being emitted where it is the last, partial one
         self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
         self.keyed = {k for k, r in enumerate(self.reductions)  # ... its maxes, over int32 keys (llvm_rows.py)

@@ -11,7 +11,8 @@ from ..ir.kernel_leaves import Load
 from ..ir.scalar import leaves
 from ..ir.tiles import multiply_add, ragged_pieces
 from ..ir.types import numpy_dtype
-from .llvm_scalar import I64, MEMORY, TYPES, Values
+from .llvm_scalar import I1, I64, MEMORY, TYPES, Values
+from .llvm_lanes import PTR
 from .llvm_vector import I32, ZERO
 
 
@@ -66,6 +67,8 @@ class RowBlocks:
 
             def phases():
                 self.kept = set()  # a block gathers its rows again
+                if self.side_by_side and last == self.lane_var and self.debug is None:
+                    self._transposed_rows(first)
                 for phase, slots in zip(k.phases, self.slots):
                     self.phase_slots = slots
                     if phase.reductions:
@@ -91,10 +94,14 @@ class RowBlocks:
                 with b.if_else(b.icmp_signed("==", b.sub(end, first), block)) as (whole, partial):
                     with whole:
                         phases()
-                    with partial:
-                        self.rest = b.sub(end, first)
+                    with partial:  # on accumulators of its own: masked accesses keep an alloca in memory
+                        self.rest, accs = b.sub(end, first), self.accs
+                        self.accs = [self._entry_alloca(acc.allocated_type, f"{acc.name}.rest", acc.operands[0])
+                                     for acc in accs]
+                        for acc in self.accs:
+                            acc.type = PTR
                         phases()
-                        self.rest = None
+                        self.rest, self.accs = None, accs
             else:
                 phases()
 
@@ -113,6 +120,52 @@ class RowBlocks:
         else:
             self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = self.tile_start = None
+
+    def _transposed_rows(self, first):
+        """Rows side by side: each load that a block gathers (`_gathered_once`) and that runs along
+        its rows, its rows at least a vector apart, kept for the block from `first` before its
+        phases: a vector's width of elements of each of the block's rows one vector load (the row's
+        last ones a masked load), transposed in registers into the vector of each element's lanes.
+        The same vectors the loads per lane gathered (SoftmaxLoss 1000x77 forward, 16 lanes, one
+        thread: 0.050 -> 0.045 CPU ms)."""
+        k, b, w = self.kernel, self.b, self.width
+        last, n = k.outer - 1, k.extents[-1]
+        for number, load in enumerate(k.loads):
+            if not (isinstance(load, Load) and load.indirect is None and load.dtype == "f32" and not load.access.guards
+                    and load.buffer not in k.outputs() and load.access.step == 1
+                    and load.access.form.coeffs[-1] == 1 and load.access.form.coeffs[last] >= w):
+                continue
+            stride, mem = load.access.form.coeffs[last], MEMORY[load.dtype]
+            vector = ir.VectorType(mem, w)
+            if number not in self.rows_kept:
+                self.rows_kept[number] = self._entry_alloca(vector, f"kept{number}", n)
+            self.vars[last], self.vars[-1] = first, ZERO
+            start = b.gep(self.pointers[load.buffer], [self._address(load.access)[0]], inbounds=True, source_etype=mem)
+            rows = []
+            for lane in range(w):
+                offset = ir.Constant(I64, lane * stride)
+                if self.rest is not None and lane:  # a lane past the last row reads lane 0's
+                    offset = b.select(b.icmp_signed("<", ir.Constant(I64, lane), self.rest), offset, ZERO)
+                rows.append(b.gep(start, [offset], inbounds=True, source_etype=mem))
+
+            def chunk(at, count=w, number=number, rows=rows, vector=vector, mem=mem):
+                if count == w:
+                    values = [b.load(b.gep(row, [at], inbounds=True, source_etype=mem), typ=vector, align=4) for row in rows]
+                else:
+                    mask = ir.Constant(ir.VectorType(I1, w), [lane < count for lane in range(w)])
+                    masked = self._masked("load", vector, [PTR, mask.type, vector])
+                    values = [b.call(masked, [b.gep(row, [at], inbounds=True, source_etype=mem), mask,
+                                              mathlib.const(vector, 0)]) for row in rows]
+                for element, column in enumerate(_transposed(b, values)[:count]):
+                    b.store(column, b.gep(self.rows_kept[number], [b.add(at, ir.Constant(I64, element))],
+                                          inbounds=True, source_etype=vector))
+            whole = n // w
+            if whole:
+                self._range(self._entry_alloca(I64, f"chunk{number}"), ZERO, ir.Constant(I64, whole),
+                            lambda c, chunk=chunk: chunk(b.mul(c, ir.Constant(I64, w))))
+            if n % w:
+                chunk(ir.Constant(I64, whole * w), n % w)
+            self.kept.add(number)
 
     def _keyed(self, value):
         """A float32 (vector) as the int32 key that orders as the floats do (-0 below +0), bitcast

@@ -13,7 +13,7 @@ from ndlc.frontend.nn.transformer import softmax
 from ndlc.ir import parse
 from ndlc.ir.short_rows import side_by_side
 from ndlc.jit.compile import compile_graph
-from ndlc.passes.schedule import SHORT_ROW, SHORT_STORED_ROW
+from ndlc.passes.schedule import SHORT_ROW, SHORT_STORED_ROW, side_by_side_block
 
 ROWS = """graph @r(%x: f32[ROWS,N], %y: f32[ROWS,N]) {
   %0 = summation(%x, axes=(1,)) : f32[ROWS]
@@ -40,8 +40,9 @@ def _in_row_order(x):
 def test_short_rows_sum_side_by_side_each_in_its_rows_order(rows, n):
     program = compile_graph(_graph(rows, n), cached=False)
     (kernel,) = program.kernels.kernels
-    assert side_by_side(kernel) and kernel.block == 8 and lane_loop(kernel) == 0
-    assert f"strategy: rows (blocks of 8 i0 accumulate side by side; each lane sums a row of i1)" in program.ir("scheduled")
+    block = side_by_side_block()
+    assert side_by_side(kernel) and kernel.block == block and lane_loop(kernel) == 0
+    assert f"strategy: rows (blocks of {block} i0 accumulate side by side; each lane sums a row of i1)" in program.ir("scheduled")
     rng = np.random.default_rng(rows * n)
     x, y = (rng.standard_normal((rows, n)).astype(np.float32) * 10 for _ in range(2))
     sums, maxima, exps = program.run(x, y)
