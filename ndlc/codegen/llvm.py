@@ -252,7 +252,7 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
                                  self.accs[slot])
             if phase.inner:
-                with self._streaming(phase.stores):
+                with self._streaming(phase.stores), self._wide_map(phase.stores):
                     self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._stores(phase.stores)
