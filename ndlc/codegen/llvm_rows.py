@@ -32,7 +32,8 @@ class RowBlocks:
         last = k.outer - 1
         start, stop = self.ranges.get(last, (ir.Constant(I64, 0), ir.Constant(I64, k.extents[last])))
         block = ir.Constant(I64, k.block)
-        whole_blocks = last not in self.ranges and k.extents[last] % min(k.block, k.extents[last]) == 0
+        whole_blocks = last not in self.ranges and k.extents[last] % min(  # rows side by side: all lanes rows
+            k.block, k.extents[last] if not self.side_by_side else k.block) == 0
         # every block a multiple of the vector width (its blocks, its loop and a thread's pieces are)
         piece = k.split.piece if last in self.ranges else None
         in_vectors = all(n % self.width == 0 for n in (k.block, k.extents[last], piece or 0))
