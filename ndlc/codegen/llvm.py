@@ -113,9 +113,10 @@ class _KernelEmitter(GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPartials, 
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.known = set()  # guards that hold throughout the loop being emitted
         self.failing = set()  # ... and guards that fail throughout it (their loads read nothing)
-        for name, size in kernel.local.items():  # one row per thread, on its stack
+        for name, size in kernel.local.items():  # one row per thread (rows side by side: a block's), on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
-            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
+            rows = kernel.block if side_by_side(kernel) else 1
+            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size * rows, name=f"local.{name}")
             self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
         self.offsets = {}  # (basic block, affine form, or a product or partial sum of one, at the variables'

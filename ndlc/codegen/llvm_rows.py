@@ -83,7 +83,9 @@ class RowBlocks:
                         for slot in self.keyed.intersection(slots):  # the maxes' keys back to floats
                             along_block(lambda slot=slot: self._put(self._keyed(self._get(
                                 self._acc_pointer(slot), TYPES["f32"])), self._acc_pointer(slot)))
-                    if phase.inner:
+                    if phase.inner and self._row_stores(phase.stores):
+                        self._transposed_row_stores(phase.stores, first)
+                    elif phase.inner:
                         self._loops(k.outer, len(k.extents), lambda phase=phase: along_block(
                             lambda: self._stores(phase.stores), innermost=True))
                     elif stored is None and self._transposable(phase.stores):
@@ -121,6 +123,73 @@ class RowBlocks:
         else:
             self._range(self.block_counter, ir.Constant(I64, 0), count, numbered_block)
         self.block_start = self.tile_start = None
+
+    def _row_stores(self, stores) -> bool:
+        """Rows side by side: whether a map's `stores` along the rows are row-local temporaries
+        (`_block_local`) or float32 rows of their own, contiguous and unguarded, that
+        `_transposed_row_stores` stores a vector of each row at a time."""
+        k, last = self.kernel, self.kernel.outer - 1
+        if not (self.side_by_side and last == self.lane_var and self.debug is None):
+            return False
+        rows = [s for s in stores if s.buffer not in k.local]
+        return bool(rows) and all(s.dtype == "f32" and not s.access.guards and s.access.step == 1
+                                  and s.access.form.coeffs[-1] == 1
+                                  and s.access.form.coeffs[last] >= k.extents[-1] for s in rows)
+
+    def _transposed_row_stores(self, stores, first):
+        """A map's stores along the block's rows (`_row_stores`): a vector's width of elements at a
+        time, each element's value computed as the vector of the block's lanes (a row-local
+        temporary's kept so), the values of each store transposed in registers into each row's
+        consecutive elements and stored as one vector (the row's last ones a shorter one; rows past
+        a partial block's none): what scattering a lane at a time stored (softmax's output)."""
+        k, b, w = self.kernel, self.b, self.width
+        last, n = k.outer - 1, k.extents[-1]
+        rows = [s for s in stores if s.buffer not in k.local]
+
+        def chunk(at, count=w):
+            values = []
+            for element in range(count):
+                def body(element=element):
+                    memo = Values()
+                    made = [self._emit(s.value, memo, s.dtype) for s in stores]
+                    for s, value in zip(stores, made):
+                        if s.buffer in k.local:
+                            self._put(value, self._block_local(s.buffer, s.access))
+                    values.append([value for s, value in zip(stores, made) if s.buffer not in k.local])
+                self.vars[-1] = b.add(at, ir.Constant(I64, element))
+                self._vector(last, first, ZERO, body, w, self.rest)
+            self.vars[last], self.vars[-1] = first, at
+            for number, store in enumerate(rows):
+                pointer = b.gep(self.pointers[store.buffer], [self._address(store.access)[0]], inbounds=True,
+                                source_etype=MEMORY["f32"])
+                stride = store.access.form.coeffs[last]
+                for lane, row in enumerate(_transposed(b, [v[number] for v in values])):
+                    at_row = b.gep(pointer, [ir.Constant(I64, lane * stride)], inbounds=True, source_etype=MEMORY["f32"])
+                    if self.rest is not None and lane:
+                        with b.if_then(b.icmp_signed("<", ir.Constant(I64, lane), self.rest)):
+                            b.store(row, at_row, align=4)
+                    else:
+                        b.store(row, at_row, align=4)
+        whole = n // w
+        if whole:
+            self._range(self._entry_alloca(I64, "stored"), ZERO, ir.Constant(I64, whole),
+                        lambda c: chunk(b.mul(c, ir.Constant(I64, w))))
+        if n % w:
+            chunk(ir.Constant(I64, whole * w), n % w)
+
+    def _block_local(self, buffer, access):
+        """Rows side by side: the element of row-local temporary `buffer` (passes/memory.py) at
+        `access`, kept on the stack for the block's rows, an element's rows next to each other:
+        at the block's first row, the vector of its lanes."""
+        b, last = self.b, self.kernel.outer - 1
+        element = self._affine(access.within_row(self.kernel.outer).form)
+        row = b.sub(self.vars[last], self.block_start)
+        at = b.add(b.mul(element, ir.Constant(I64, self.kernel.block)), row)
+        return b.gep(self.pointers[buffer], [at], inbounds=True, source_etype=MEMORY[self._store_dtype(buffer)])
+
+    def _store_dtype(self, buffer):
+        """The element type a kernel stores into `buffer`."""
+        return next(s.dtype for s in self.kernel.stores if s.buffer == buffer)
 
     def _transposed_rows(self, first):
         """Rows side by side: each load that a block gathers (`_gathered_once`) and that runs along

@@ -92,13 +92,16 @@ WINDOW_ROW = 8
 # polynomial (a logsumexp's exp and log) runs 'rows' with whole rows side by side, SIDE_BY_SIDE per
 # block, one per lane (ir/short_rows.py): a lane gathers its row and sums it in order, with no masks
 # and no fold across lanes, and a polynomial runs once per 8 rows, not once per row. Where a phase
-# stores along the rows (softmax: its stores scattered a lane at a time), only rows shorter than
-# SHORT_STORED_ROW. Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
+# stores along the rows (softmax: its exponentials kept for the block, its output transposed into
+# rows), only rows shorter than SHORT_STORED_ROW: softmax 4000xN, one thread, CPU ms, 'point' ->
+# side by side: N 20 0.089 -> 0.048, 32 0.075 -> 0.073, 40 0.089 -> 0.094, 48 0.100 -> 0.116,
+# 77 0.20 -> 0.19, 80 0.16 -> 0.19 (a row of whole vectors is 'point''s best case).
+# Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
 # Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.8-1.0,
 # 65536x31 3.4 -> 1.9, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
 # 1.33 -> 1.02, 8192x30 0.35 -> 0.40-0.43; row sums 65536x10 0.08 -> 0.10
 SHORT_ROW = 128
-SHORT_STORED_ROW = 16
+SHORT_STORED_ROW = 33
 SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector: the fewest rows side by side, and a block of them
 WIDE_SIDE_BY_SIDE = 16  # ... of an AVX-512 vector: a block where the host has it (env.vector_registers),
 # twice the rows an exp's latency-bound loop steps (each lane sums its row alone: the same bits):

@@ -68,9 +68,11 @@ def _scalar(kernel, debug=None):
     return None
 
 
-def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_path):
+@pytest.mark.parametrize("rows, n", [(45, 12), (37, 31), (16, 5)])
+def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_path, rows, n):
     """The same kernel with its loops left to LLVM (no codegen vectors): the same bits, softmax's
-    scattered stores and the last block's masked lanes included."""
+    exponentials kept for the block (a row-local temporary), its stores transposed into rows (a
+    vector's width and a shorter rest) and the last block's masked lanes included."""
     graph = """graph @s(%z: f32[45,12]) {
   %0 = max(%z, axes=(1,)) : f32[45]
   %1 = reshape(%0, shape=(45, 1)) : f32[45,1]
@@ -83,11 +85,11 @@ def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_pat
   %7 = broadcast_to(%6, shape=(45, 12)) : f32[45,12]
   %8 = divide(%4, %7) : f32[45,12]
   return %8, %5
-}"""
-    z = np.random.default_rng(3).standard_normal((45, 12)).astype(np.float32) * 4
+}""".replace("45", str(rows)).replace("12", str(n))
+    z = np.random.default_rng(3).standard_normal((rows, n)).astype(np.float32) * 4
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
     lanes = compile_graph(parse(graph), cached=False)
-    assert any(side_by_side(k) and lane_loop(k) == 0 for k in lanes.kernels.kernels)
+    assert any(side_by_side(k) and lane_loop(k) == 0 and k.local for k in lanes.kernels.kernels)
     expected = lanes.run(z)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "scalar"))
     monkeypatch.setattr(llvm, "lane_loop", _scalar)
