@@ -145,10 +145,12 @@ class RowBlocks:
         k, b, w = self.kernel, self.b, self.width
         last, n = k.outer - 1, k.extents[-1]
         rows = [s for s in stores if s.buffer not in k.local]
+        kept, gathered = set(self.kept), set(self.kept)  # each element's code gathers what a block has not kept
 
         def chunk(at, count=w):
             values = []
             for element in range(count):
+                self.kept = set(kept)
                 def body(element=element):
                     memo = Values()
                     made = [self._emit(s.value, memo, s.dtype) for s in stores]
@@ -158,6 +160,7 @@ class RowBlocks:
                     values.append([value for s, value in zip(stores, made) if s.buffer not in k.local])
                 self.vars[-1] = b.add(at, ir.Constant(I64, element))
                 self._vector(last, first, ZERO, body, w, self.rest)
+                gathered.update(self.kept)
             self.vars[last], self.vars[-1] = first, at
             for number, store in enumerate(rows):
                 pointer = b.gep(self.pointers[store.buffer], [self._address(store.access)[0]], inbounds=True,
@@ -176,6 +179,7 @@ class RowBlocks:
                         lambda c: chunk(b.mul(c, ir.Constant(I64, w))))
         if n % w:
             chunk(ir.Constant(I64, whole * w), n % w)
+        self.kept = gathered
 
     def _block_local(self, buffer, access):
         """Rows side by side: the element of row-local temporary `buffer` (passes/memory.py) at

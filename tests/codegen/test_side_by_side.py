@@ -181,3 +181,18 @@ def test_fewer_rows_than_a_block_run_as_its_partial_block():
     sums, maxima, _ = program.run(x, y)
     np.testing.assert_array_equal(sums, _in_row_order(x))
     np.testing.assert_array_equal(maxima, y.max(1))
+
+
+@pytest.mark.parametrize("rows, n", [(37, 10), (40, 20), (50, 12)])
+def test_a_softmaxs_stored_rows_read_another_input_along_them(rows, n):
+    """softmax(z) * c side by side: its output stored a row at a time (llvm_rows.py
+    `_transposed_row_stores`), each element's code gathering its lanes of c (rows closer than a
+    vector, which no block loads as rows) or reading them from the block's rows (farther apart)."""
+    rng = np.random.default_rng(rows + n)
+    z, c = (rng.standard_normal((rows, n)).astype(np.float32) * 3 for _ in range(2))
+    run = ndl.compile(lambda t, u: softmax(t) * u)
+    got = run(z, c).numpy()
+    assert "each lane sums a row of" in run.ir("scheduled")
+    z64 = z.astype(np.float64)
+    e = np.exp(z64 - z64.max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True) * c, rtol=2e-6, atol=1e-7)
