@@ -37,7 +37,7 @@ from .llvm_memory import MemoryAccess
 from .llvm_partials import RowPartials
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
-from .llvm_text import module_text, uniquely_named
+from .llvm_text import module_text, string_attribute, uniquely_named
 from .llvm_vector import ZERO, VectorLoops, expression_dtypes, vector_width
 
 PTR = ir.PointerType()
@@ -109,9 +109,10 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
         self.counters = [self.b.alloca(I64, name=f"i{i}") for i in range(len(kernel.extents))]
         self.known = set()  # guards that hold throughout the loop being emitted
         self.failing = set()  # ... and guards that fail throughout it (their loads read nothing)
-        for name, size in kernel.local.items():  # one row per thread, on its stack
+        for name, size in kernel.local.items():  # one row per thread (rows side by side: a block's), on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
-            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size, name=f"local.{name}")
+            rows = kernel.block if side_by_side(kernel) else 1
+            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size * rows, name=f"local.{name}")
             self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
         self.offsets = {}  # (basic block, affine form, or a product or partial sum of one, at the variables'
@@ -140,9 +141,13 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
             first += len(phase.reductions)
         self.types = expression_dtypes(kernel)
         self.side_by_side = side_by_side(kernel)  # a 'rows' block of whole rows, one per lane (llvm_rows.py)
-        self.width = F32_LANES if self.side_by_side else vector_width(kernel, self.types)
+        self.width = kernel.block if self.side_by_side else vector_width(kernel, self.types)
+        if self.width > F32_LANES:  # rows side by side in AVX-512's vectors, which prefer-256-bit would split
+            string_attribute(fn, "min-legal-vector-width", str(self.width * 32))
         self.rest = None  # ... the rows of the block being emitted where it is the last, partial one
         self.rows_kept, self.kept = {}, set()  # ... each gathered load's vectors of a block (llvm_memory.py)
+        self.keyed = {k for k, r in enumerate(self.reductions)  # ... its maxes, over int32 keys (llvm_rows.py)
+                      if self.side_by_side and r.combine == Combine.MAX}
         self.lane_var = lane_loop(kernel, debug)  # the loop codegen vectorises itself (llvm_lanes.py), or None
         self.splats = {}  # (basic block, scalar) -> the vector of it in every lane (_splat)
         if 0 in kernel.extents[:kernel.outer]:  # no output element: nothing to compute ('rows' guards
@@ -244,7 +249,7 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
                     self.b.store(self.b.select(self.b.load(self.nans[slot]), nan, self.b.load(self.accs[slot])),
                                  self.accs[slot])
             if phase.inner:
-                with self._streaming(phase.stores):
+                with self._streaming(phase.stores), self._wide_map(phase.stores):
                     self._loops(*inner, lambda phase=phase: self._stores(phase.stores))
             else:
                 self._stores(phase.stores)
@@ -252,7 +257,7 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
     def _initialise(self, phase, slots, pointer):
         """Each reduction's accumulator (at pointer(slot)) set to its combine's identity."""
         for slot, r in zip(slots, phase.reductions):
-            self._put(self._init(r), pointer(slot))
+            self._put(self._keyed(self._init(r)) if slot in self.keyed else self._init(r), pointer(slot))
             if slot in self.nans:
                 self.b.store(ir.Constant(I1, 0), self.nans[slot])
 
@@ -267,6 +272,8 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
             at, b = pointer(slot), self.b
             if f:  # a tap of an outer product, side by side (ir/tiles.py)
                 self._put(mathlib.intrinsic(b, "llvm.fma", *value, self._get(at, TYPES[r.dtype])), at)
+            elif slot in self.keyed:
+                self._put(self._keyed_max(self._get(at, TYPES[r.dtype]), value), at)
             elif slot in self.nans:  # a NaN makes the maxnum poison, and sets the flag that replaces it
                 b.store(b.or_(b.load(self.nans[slot]), b.fcmp_unordered("uno", value, value)), self.nans[slot])
                 b.store(mathlib.intrinsic(b, "llvm.maxnum", b.load(at), value, fastmath=("nnan", "nsz")), at)

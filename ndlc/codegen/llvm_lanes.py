@@ -77,8 +77,8 @@ def lane_loop(kernel, debug=None):
         return None
     guarded = moving and kernel.strategy == Strategy.POINT  # a map: its last loop split by its guards
 
-    def made(x):  # an access as the emitter makes it (codegen/llvm_memory.py _local)
-        local = not isinstance(x, Index) and x.buffer in kernel.local
+    def made(x):  # an access as the emitter makes it (codegen/llvm_memory.py _local; side by side, a block's rows)
+        local = not isinstance(x, Index) and x.buffer in kernel.local and not side_by_side(kernel)
         return x.access.within_row(kernel.outer) if local else x.access
     rows = [made(kernel.loads[x.indirect.index]) for x in kernel.loads if isinstance(x, Load) and x.indirect]
     if guarded and interleaved_rows(kernel, vector_width(kernel, expression_dtypes(kernel))):

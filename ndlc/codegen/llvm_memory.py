@@ -64,6 +64,8 @@ class MemoryAccess:
         load, b = self.kernel.loads[n], self.b
         if not self.failing.isdisjoint(load.access.guards):
             return self._constant(load.dtype, 0)
+        if self.side_by_side and isinstance(load, Load) and load.buffer in self.kernel.local:
+            return self._get(self._block_local(load.buffer, load.access), MEMORY[load.dtype])
         access = self._local(load.buffer, load.access) if isinstance(load, Load) else load.access
         index, valid = self._address(access)
         if isinstance(load, Index):
@@ -145,6 +147,9 @@ class MemoryAccess:
         b, memo = self.b, Values()
         values = [self._emit(store.value, memo, store.dtype) for store in stores]
         for store, value in self._uncollected(stores, values):  # a streamed group's: kept (llvm_stream.py)
+            if self.side_by_side and store.buffer in self.kernel.local:
+                self._put(value, self._block_local(store.buffer, store.access))
+                continue
             made = self._local(store.buffer, store.access)
             index, _ = self._address(made)
             index = self._checked(index, store.buffer, store)

@@ -8,11 +8,13 @@ vectors of WIDE_F32_LANES where the target has AVX-512: its exp scales by one `v
 (SoftmaxLoss 4096x1000 forward: docs/ARCHITECTURE.md). Its sums then add in that order: the width is
 part of it, so a host with AVX-512 sums those rows in another order than one without.
 """
+import contextlib
 from math import prod
 
 from llvmlite import ir
 
 from ..ir.kernel import Combine
+from ..ir.scalar import PRIMITIVES, postorder
 from . import mathlib
 from .llvm_lanes import F32_LANES, I32, PARTS, calls_mathlib
 from .llvm_scalar import I1, I64, TYPES, Values
@@ -36,6 +38,25 @@ def own_parts(phase, n, w) -> int:
 class RowPartials:
     """Partial vectors of 'point' reductions along a row (`_in_order`, and `Lanes._reduce`'s in
     LLVM's order)."""
+
+    @contextlib.contextmanager
+    def _wide_map(self, stores):
+        """A 'point' kernel's map along its row (the lane loop) whose float32 values call a mathlib
+        polynomial (softmax's exponentials) in vectors of WIDE_F32_LANES where the target has
+        AVX-512, as its sums of exponentials run: a map's lanes are independent, so the values are
+        the same, in half the instructions of a latency-bound loop."""
+        k = self.kernel
+        wide = self.avx512 and self.width == F32_LANES and self.lane_var == len(k.extents) - 1 \
+            and all(s.dtype == "f32" for s in stores) \
+            and any(e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
+                    for s in stores for e in postorder(s.value))
+        if wide:
+            string_attribute(self.function, "min-legal-vector-width", str(WIDE_F32_LANES * 32))
+            self.width = WIDE_F32_LANES
+        try:
+            yield
+        finally:
+            self.width = F32_LANES if wide else self.width
 
     def _in_order(self, phase, slots):
         """Codegen's order: the row is the last loop and the loops after the first inner loop that

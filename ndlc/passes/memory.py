@@ -8,6 +8,7 @@ import math
 from ..ir.kernel import BufferKind, Strategy
 from ..ir.kernel_leaves import Load, with_picks
 from ..ir.scalar import leaf_set
+from ..ir.short_rows import side_by_side
 
 ROW_LOCAL_MAX = 1 << 14  # elements of the largest temporary row kept per thread (64 KB of f32)
 
@@ -35,9 +36,10 @@ def row_local_temporaries(program, kernel, touched) -> dict:
     """Temporary -> elements of one row, for the temporaries only `kernel` touches (`touched`:
     buffer -> how many kernels touch it, the steps' copies of a body kernel counting as one: a
     scan's temporary, marked local at its first step already), all at one outer point: every
-    access the same in its outer loops (and constant), unguarded."""
+    access the same in its outer loops (and constant), unguarded. Rows side by side keep a block's
+    rows of it (codegen/llvm_rows.py `_block_local`)."""
     found = {}
-    if kernel.strategy != Strategy.POINT or kernel.outer == len(kernel.extents):
+    if kernel.strategy != Strategy.POINT and not side_by_side(kernel) or kernel.outer == len(kernel.extents):
         return found
     for name in kernel.outputs():
         if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) or touched[name] != 1:

@@ -63,6 +63,7 @@ The combination order is fixed by the schedule, so results do not depend on how 
 import math
 from dataclasses import dataclass
 
+from ..env import vector_registers
 from ..errors import UnsupportedError
 from ..ir.kernel import Buffer, BufferKind, Combine, GpuLaunch, Program, Split, Strategy
 from ..ir.kernel_leaves import Acc, Load
@@ -91,14 +92,20 @@ WINDOW_ROW = 8
 # polynomial (a logsumexp's exp and log) runs 'rows' with whole rows side by side, SIDE_BY_SIDE per
 # block, one per lane (ir/short_rows.py): a lane gathers its row and sums it in order, with no masks
 # and no fold across lanes, and a polynomial runs once per 8 rows, not once per row. Where a phase
-# stores along the rows (softmax: its stores scattered a lane at a time), only rows shorter than
-# SHORT_STORED_ROW. Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
+# stores along the rows (softmax: its exponentials kept for the block, its output transposed into
+# rows), only rows shorter than SHORT_STORED_ROW: softmax 4000xN, one thread, CPU ms, 'point' ->
+# side by side: N 20 0.089 -> 0.048, 32 0.075 -> 0.073, 40 0.089 -> 0.094, 48 0.100 -> 0.116,
+# 77 0.20 -> 0.19, 80 0.16 -> 0.19 (a row of whole vectors is 'point''s best case).
+# Plain sums (row sums, LayerNorm) stay 'point': their contiguous vectors win.
 # Measured (CPU ms, one thread, load ~6, docs/ARCHITECTURE.md): SoftmaxLoss 65536x10 2.6 -> 0.8-1.0,
 # 65536x31 3.4 -> 1.9, 4096x100 0.47 -> 0.41, 4096x128 even, 2048x200 0.37 -> 0.41; softmax 65536x10
 # 1.33 -> 1.02, 8192x30 0.35 -> 0.40-0.43; row sums 65536x10 0.08 -> 0.10
 SHORT_ROW = 128
-SHORT_STORED_ROW = 16
-SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector
+SHORT_STORED_ROW = 33
+SIDE_BY_SIDE = 8  # float32 lanes of an AVX2 vector: the fewest rows side by side, and a block of them
+WIDE_SIDE_BY_SIDE = 16  # ... of an AVX-512 vector: a block where the host has it (env.vector_registers),
+# twice the rows an exp's latency-bound loop steps (each lane sums its row alone: the same bits):
+# CPU ms, one thread, Zen 4: SoftmaxLoss 1000x77 0.056 -> 0.045, 590x30 0.025 -> 0.018
 CHUNKS = 16  # pieces of the reduced loop of a 'chunks' kernel
 CHUNKS_MIN_ROWS = 256  # shortest reduced loop worth cutting into chunks
 PIECES_PER_THREAD = 2  # pieces of a split loop per thread, taken in turn (measured: docs/ARCHITECTURE.md)
@@ -142,7 +149,7 @@ def _schedule(kernel, program, threads, blas_core):
             kernel.split = Split(kernel.outer, threads)
         return
     if kernel.strategy == Strategy.ROWS and side_by_side(kernel):
-        kernel.block = SIDE_BY_SIDE
+        kernel.block = side_by_side_block()
     elif kernel.strategy == Strategy.ROWS:
         kernel.block = _rows_block(kernel)
         _tile_order(kernel, program)
@@ -346,6 +353,12 @@ def _strategy(kernel) -> str:
     if not _strided(kernel) and not _windowed(kernel):
         return Strategy.ROWS if _short_rows(kernel) else Strategy.POINT
     return Strategy.CHUNKS if kernel.outer == 1 and kernel.extents[1] >= CHUNKS_MIN_ROWS else Strategy.ROWS
+
+
+def side_by_side_block() -> int:
+    """Rows a block of rows side by side holds: a float32 vector's lanes, AVX-512's where the host
+    has its registers (env.vector_registers), else AVX2's."""
+    return WIDE_SIDE_BY_SIDE if vector_registers() == 32 else SIDE_BY_SIDE
 
 
 def _short_rows(kernel) -> bool:

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ndlc as ndl
 from ndlc import nn
+from ndlc.codegen import llvm_partials
 from ndlc.codegen.llvm_lanes import F32_LANES, PARTS, interleaved, lane_loop
 from ndlc.codegen.llvm_partials import OWN_REGISTERS, WIDE_F32_LANES
 from ndlc.frontend.nn.transformer import softmax
@@ -175,3 +176,27 @@ def test_long_rows_of_exponentials_give_the_same_bits_on_one_and_two_threads(mon
         assert threads == "1" or "parallel over i0" in step.ir("scheduled")
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.skipif(not native.host_avx512(), reason="vectors of 16 need AVX-512")
+def test_a_rows_map_of_exponentials_runs_in_vectors_of_16_with_the_same_values(monkeypatch, tmp_path):
+    """softmax's exponentials stored along its rows (a 'point' kernel's map calling mathlib) in
+    vectors of 16 where the target has AVX-512 (llvm_partials.py `_wide_map`), rows of 35, 77 and
+    1000 (whole vectors and every smaller piece of a rest): the values of 8-lane vectors, bit for bit."""
+    z = (np.random.default_rng(2).standard_normal((40, 1000)) * 3).astype(np.float32)
+    for n in (35, 77, 1000):
+        graph = (f"graph @s(%z: f32[40,{n}]) {{\n  %0 = max(%z, axes=(1,)) : f32[40]\n"
+                 f"  %1 = reshape(%0, shape=(40, 1)) : f32[40,1]\n  %2 = broadcast_to(%1, shape=(40, {n})) : f32[40,{n}]\n"
+                 f"  %9 = negate(%2) : f32[40,{n}]\n  %3 = add(%z, %9) : f32[40,{n}]\n  %4 = exp(%3) : f32[40,{n}]\n"
+                 f"  %5 = summation(%4, axes=(1,)) : f32[40]\n  %6 = reshape(%5, shape=(40, 1)) : f32[40,1]\n"
+                 f"  %7 = broadcast_to(%6, shape=(40, {n})) : f32[40,{n}]\n  %8 = divide(%4, %7) : f32[40,{n}]\n"
+                 f"  return %8\n}}")
+        results = []
+        for wide in (True, False):
+            monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / f"{n}{wide}"))
+            monkeypatch.setattr(llvm_partials, "WIDE_F32_LANES", 16 if wide else F32_LANES)
+            program = compile_graph(parse(graph), cached=False)
+            (kernel,) = program.kernels.kernels
+            assert kernel.strategy == "point" and ("<16 x float>" in program.ir("llvm")) == wide
+            results.append(program.run(np.ascontiguousarray(z[:, :n]))[0])
+        np.testing.assert_array_equal(results[0].view(np.uint32), results[1].view(np.uint32))

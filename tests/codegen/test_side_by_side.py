@@ -13,7 +13,7 @@ from ndlc.frontend.nn.transformer import softmax
 from ndlc.ir import parse
 from ndlc.ir.short_rows import side_by_side
 from ndlc.jit.compile import compile_graph
-from ndlc.passes.schedule import SHORT_ROW, SHORT_STORED_ROW
+from ndlc.passes.schedule import SHORT_ROW, SHORT_STORED_ROW, side_by_side_block
 
 ROWS = """graph @r(%x: f32[ROWS,N], %y: f32[ROWS,N]) {
   %0 = summation(%x, axes=(1,)) : f32[ROWS]
@@ -40,8 +40,9 @@ def _in_row_order(x):
 def test_short_rows_sum_side_by_side_each_in_its_rows_order(rows, n):
     program = compile_graph(_graph(rows, n), cached=False)
     (kernel,) = program.kernels.kernels
-    assert side_by_side(kernel) and kernel.block == 8 and lane_loop(kernel) == 0
-    assert f"strategy: rows (blocks of 8 i0 accumulate side by side; each lane sums a row of i1)" in program.ir("scheduled")
+    block = side_by_side_block()
+    assert side_by_side(kernel) and kernel.block == block and lane_loop(kernel) == 0
+    assert f"strategy: rows (blocks of {block} i0 accumulate side by side; each lane sums a row of i1)" in program.ir("scheduled")
     rng = np.random.default_rng(rows * n)
     x, y = (rng.standard_normal((rows, n)).astype(np.float32) * 10 for _ in range(2))
     sums, maxima, exps = program.run(x, y)
@@ -67,9 +68,11 @@ def _scalar(kernel, debug=None):
     return None
 
 
-def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_path):
+@pytest.mark.parametrize("rows, n", [(45, 12), (37, 31), (16, 5)])
+def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_path, rows, n):
     """The same kernel with its loops left to LLVM (no codegen vectors): the same bits, softmax's
-    scattered stores and the last block's masked lanes included."""
+    exponentials kept for the block (a row-local temporary), its stores transposed into rows (a
+    vector's width and a shorter rest) and the last block's masked lanes included."""
     graph = """graph @s(%z: f32[45,12]) {
   %0 = max(%z, axes=(1,)) : f32[45]
   %1 = reshape(%0, shape=(45, 1)) : f32[45,1]
@@ -82,11 +85,11 @@ def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_pat
   %7 = broadcast_to(%6, shape=(45, 12)) : f32[45,12]
   %8 = divide(%4, %7) : f32[45,12]
   return %8, %5
-}"""
-    z = np.random.default_rng(3).standard_normal((45, 12)).astype(np.float32) * 4
+}""".replace("45", str(rows)).replace("12", str(n))
+    z = np.random.default_rng(3).standard_normal((rows, n)).astype(np.float32) * 4
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "lanes"))
     lanes = compile_graph(parse(graph), cached=False)
-    assert any(side_by_side(k) and lane_loop(k) == 0 for k in lanes.kernels.kernels)
+    assert any(side_by_side(k) and lane_loop(k) == 0 and k.local for k in lanes.kernels.kernels)
     expected = lanes.run(z)
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "scalar"))
     monkeypatch.setattr(llvm, "lane_loop", _scalar)
@@ -140,3 +143,56 @@ def test_the_softmax_family_gives_the_same_bits_on_one_and_two_threads(monkeypat
     assert side_by_side(split) and split.split is not None  # the rows' loop is shared by the threads
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def test_a_max_side_by_side_orders_signed_zeros_and_keeps_every_nan():
+    """The rows' max runs over int32 keys (llvm_rows.py `_keyed_max`): -0 below +0 as llvm.maximum
+    has them, a NaN of either sign (x86's default NaN is negative) makes the row's max NaN, and
+    every other row's max is numpy's, bit for bit."""
+    rows, n = 19, 13
+    program = compile_graph(_graph(rows, n), cached=False)
+    assert side_by_side(program.kernels.kernels[0])
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    y = rng.standard_normal((rows, n)).astype(np.float32) * 1e3
+    y[0, :], y[1, :] = -0.0, 0.0
+    y[2, :], y[2, 5] = -0.0, 0.0
+    y[3, :], y[3, 0] = -np.inf, -0.0
+    y[4, :] = -np.inf
+    y[5, 7] = np.float32(np.nan)
+    y[6, 12] = np.uint32(0xFFC00000).view(np.float32)  # a negative NaN
+    y[7, :] = np.uint32(0x807FFFFF).view(np.float32)  # the smallest negative subnormal's neighbours
+    y[7, 3] = np.float32(-1e-45)
+    y[8, :] = -np.float32(np.finfo(np.float32).max)
+    _, maxima, _ = program.run(x, y)
+    assert [np.signbit(maxima[r]) for r in range(4)] == [True, False, False, True]
+    assert np.isnan(maxima[5]) and np.isnan(maxima[6]) and maxima[4] == -np.inf
+    plain = [r for r in range(rows) if r not in (0, 1, 2, 3, 5, 6)]
+    np.testing.assert_array_equal(maxima[plain].view(np.uint32), y[plain].max(1).view(np.uint32))
+
+
+def test_fewer_rows_than_a_block_run_as_its_partial_block():
+    """Rows side by side fewer than a block (9 of 16 on AVX-512 hosts): the block is the partial
+    one, whose stores are masked to the rows (a whole block's would write past the buffers)."""
+    rows, n = 9, 15
+    program = compile_graph(_graph(rows, n), cached=False)
+    assert "llvm.masked.store" in program.ir("llvm")
+    x, y = (np.random.default_rng(4).standard_normal((rows, n)).astype(np.float32) for _ in range(2))
+    sums, maxima, _ = program.run(x, y)
+    np.testing.assert_array_equal(sums, _in_row_order(x))
+    np.testing.assert_array_equal(maxima, y.max(1))
+
+
+@pytest.mark.parametrize("rows, n", [(37, 10), (40, 20), (50, 12)])
+def test_a_softmaxs_stored_rows_read_another_input_along_them(rows, n):
+    """softmax(z) * c side by side: its output stored a row at a time (llvm_rows.py
+    `_transposed_row_stores`), each element's code gathering its lanes of c (rows closer than a
+    vector, which no block loads as rows) or reading them from the block's rows (farther apart)."""
+    rng = np.random.default_rng(rows + n)
+    z, c = (rng.standard_normal((rows, n)).astype(np.float32) * 3 for _ in range(2))
+    run = ndl.compile(lambda t, u: softmax(t) * u)
+    got = run(z, c).numpy()
+    assert "each lane sums a row of" in run.ir("scheduled")
+    z64 = z.astype(np.float64)
+    e = np.exp(z64 - z64.max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True) * c, rtol=2e-6, atol=1e-7)
