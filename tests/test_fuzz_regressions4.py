@@ -45,3 +45,17 @@ def test_a_reverse_scans_carry_is_not_kept_in_one_steps_rows():
     for kernel in kernels:
         for name in kernel.local:
             assert all(name in k.outputs() for k in kernels if name in k.buffers()), (kernel.name, name)
+
+
+def test_a_layernorm_whose_sum_of_squares_overflows_gives_eagers_values_not_nan():
+    """A Transformer that SGD had blown up to activations of 1e20 gave NaN compiled where eager gave
+    its finite values: the one-pass statistics' Σd² - (Σd)²/n was inf - inf, where eager's sum of
+    squared deviations is inf (and x / sqrt(inf) 0). Rows that do not overflow keep their bits."""
+    np.random.seed(0)
+    norm = nn.LayerNorm1d(4)
+    x = np.array([[6.3e19, 6.7e19, -7.5e19, 1.1e20], [0.5, -1.0, 2.0, 0.25]], np.float32)
+    want = norm(ndl.Tensor(x)).numpy()
+    got = ndl.compile(norm)(x).numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
