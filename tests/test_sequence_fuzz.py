@@ -60,9 +60,10 @@ def programs(draw):
     # Adam's eps well above float32 noise: a gradient that is exactly zero in exact arithmetic
     # (an attention key's bias: the softmax ignores a row's shift) is rounding noise, which
     # m/sqrt(v) would turn into steps of +-lr whose signs the two runs need not share (such
-    # parameters are not compared: `unconstrained`)
+    # parameters are not compared: `unconstrained`). SGD's lr is test_training_fuzz's / 5: at 0.05
+    # a one-position Transformer's squared error blew up to activations of 1e20 in 3 steps
     optimizer = draw(st.sampled_from((
-        ("SGD", {"lr": 0.05}), ("SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}),
+        ("SGD", {"lr": 0.01}), ("SGD", {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3}),
         ("Adam", {"lr": 0.01, "eps": 1e-3}), ("Adam", {"lr": 0.01, "weight_decay": 1e-3, "eps": 1e-3}))))
     return {"block": draw(blocks()), "tokens": draw(st.booleans()), "vocab": draw(st.sampled_from((4, 9))),
             "width": draw(st.sampled_from((3, 4))), "seq_len": draw(st.integers(1, 4)),
@@ -197,6 +198,11 @@ def build(program):
     for m in model.all_modules():
         if isinstance(m, nn.Dropout):
             m.eval()  # eager dropout draws from numpy, a compiled one from its own counter
+        if isinstance(m, nn.LayerNorm1d):
+            # eps 1e-2, as test_training_fuzz's: a few features that nearly agree have a variance
+            # far below the default eps, and normalising them magnifies float32 rounding (by 1e3
+            # in a step of a 3-feature Transformer, whose gradients then differ by 1e-4)
+            m.eps = 1e-2
     return model
 
 
@@ -241,7 +247,9 @@ def unconstrained(model):
 
 def check_training(program):
     """Compiled agrees with eager as in test_training_fuzz (but for `unconstrained` parameters and
-    their optimizer slots); returns the model trained compiled."""
+    their optimizer slots; a slot's elements also within 1e-4 of its largest: attention's
+    gradients are sums of products that cancel, their small elements rounding's); returns the
+    model trained compiled."""
     eager, compiled = train(program, False), train(program, True)
     np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-4, atol=1e-6, err_msg=f"losses of {program}")
     assert compiled[1].keys() == eager[1].keys()
@@ -253,7 +261,8 @@ def check_training(program):
     slots = len(compiled[2]) // len(compiled[4].parameters())
     for i, (got, want) in enumerate(zip(compiled[2], eager[2])):
         if i // slots not in noise:
-            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"optimizer slot {i} of {program}")
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6 + 1e-4 * np.abs(want).max(),
+                                       err_msg=f"optimizer slot {i} of {program}")
     np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5, err_msg=f"eval forward of {program}")
     return compiled[4]
 
