@@ -59,3 +59,31 @@ def test_a_layernorm_whose_sum_of_squares_overflows_gives_eagers_values_not_nan(
     assert np.isfinite(got).all()
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
+def test_the_gradient_of_a_scan_whose_carry_is_float64_and_its_xs_and_weights_float32_compiles():
+    """A float64 initial state into a recurrence over float32 inputs and weights (its carry and ys
+    float64) ran eagerly but did not compile with its gradient: the reverse scan's results, the
+    carry's adjoint (float64) and the gradients of the xs and weights (float32), were of two
+    dtypes, which a scan cannot pack. Those are now carried as float64 and cast back (exactly)."""
+    np.random.seed(0)
+    V = nn.Parameter(ndl.init.rand(3, 3, requires_grad=True))
+    W = nn.Parameter(ndl.init.rand(3, 2, requires_grad=True))
+
+    def step(x, h):
+        V.grad = W.grad = None
+
+        def cell(h, x):
+            h = ndl.tanh(x @ W + h)
+            return h, h
+        final, ys = ndl.scan(cell, h, (x.reshape((4, 3)) @ V).reshape((4, 1, 3)))
+        loss = ys.sum() + final.sum()
+        loss.backward()
+        return loss, V.grad, W.grad
+    rng = np.random.default_rng(1)
+    x, h = rng.standard_normal((4, 1, 3)).astype(np.float32), rng.standard_normal((1, 2))
+    got = ndl.compile(step)(x, ndl.Tensor(h, dtype="float64"))
+    want = step(ndl.Tensor(x), ndl.Tensor(h, dtype="float64"))
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
