@@ -35,14 +35,14 @@ MUTATIONS = ("seq_len", "batch", "features", "rank", "fraction", "integral_float
 def blocks(draw):
     """A sequence block's description: (kind, options)."""
     kind = draw(st.sampled_from(RECURRENT + ATTENTION))
-    hidden = draw(st.sampled_from((2, 5)))
+    hidden = draw(st.sampled_from((2, 5, 16)))
     if kind in ("rnn", "rnncell"):
         options = {"hidden": hidden, "bias": draw(st.booleans()),
                    "nonlinearity": draw(st.sampled_from(("tanh", "relu")))}
     elif kind in ("lstm", "lstmcell", "scan"):
         options = {"hidden": hidden, "bias": draw(st.booleans())}
     else:
-        options = {"heads": draw(st.sampled_from((1, 2))), "dim_head": draw(st.sampled_from((2, 3))),
+        options = {"heads": draw(st.sampled_from((1, 2))), "dim_head": draw(st.sampled_from((2, 3, 8))),
                    "causal": draw(st.booleans()), "dropout": draw(st.sampled_from((0.0, 0.3)))}
         if kind in ("transformerlayer", "transformer"):
             options["hidden"] = hidden
@@ -67,8 +67,8 @@ def programs(draw):
         ("SGD", {"lr": 0.01}), ("SGD", {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3}),
         ("Adam", {"lr": 0.01, "eps": 1e-3}), ("Adam", {"lr": 0.01, "weight_decay": 1e-3, "eps": 1e-3}))))
     return {"block": draw(blocks()), "tokens": draw(st.booleans()), "vocab": draw(st.sampled_from((4, 9))),
-            "width": draw(st.sampled_from((3, 4))), "seq_len": draw(st.integers(1, 4)),
-            "batch": draw(st.integers(1, 3)), "loss": draw(st.sampled_from(("softmax", "squared"))),
+            "width": draw(st.sampled_from((3, 4, 9))), "seq_len": draw(st.integers(1, 5)),
+            "batch": draw(st.integers(1, 4)), "loss": draw(st.sampled_from(("softmax", "squared"))),
             "optimizer": optimizer, "mutation": draw(st.sampled_from(MUTATIONS)),
             "seed": draw(st.integers(0, 2**16))}
 
@@ -246,6 +246,11 @@ def unconstrained(model):
     return [i for i, p in enumerate(model.parameters()) if any(p is b for b in biases)]
 
 
+def unconstrained_name(name):
+    """Whether the state_dict entry `name` is one of the `unconstrained` parameters."""
+    return name.endswith("prenorm_k.bias") or name == "projections.1.bias"
+
+
 def check_training(program):
     """Compiled agrees with eager as in test_training_fuzz (but for `unconstrained` parameters and
     their optimizer slots; a slot's elements also within 1e-3 of its largest: attention's
@@ -256,7 +261,7 @@ def check_training(program):
     np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-4, atol=1e-6, err_msg=f"losses of {program}")
     assert compiled[1].keys() == eager[1].keys()
     for name in eager[1]:
-        if "prenorm_k.bias" not in name and not (name.startswith("projections.1.") and name.endswith("bias")):
+        if not unconstrained_name(name):
             np.testing.assert_allclose(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-5,
                                        err_msg=f"{name} of {program}")
     noise = unconstrained(compiled[4])
@@ -265,7 +270,9 @@ def check_training(program):
         if i // slots not in noise:
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6 + 1e-3 * np.abs(want).max(),
                                        err_msg=f"optimizer slot {i} of {program}")
-    np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5, err_msg=f"eval forward of {program}")
+    # the two models' parameters differ by rounding: their forwards by as much, times the output's scale
+    np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5 + 1e-4 * np.abs(eager[3]).max(),
+                               err_msg=f"eval forward of {program}")
     return compiled[4], compiled[5]
 
 
@@ -360,7 +367,7 @@ def check_step_mutation(program, model, opt, step, compiled):
     for name, value in model.state_dict().items():
         if eager[0] == "error":
             np.testing.assert_array_equal(value.numpy(), before[0][name].numpy(), err_msg=f"{name} after {where}")
-        else:
+        elif not unconstrained_name(name):
             np.testing.assert_allclose(value.numpy(), after[name], rtol=1e-4, atol=1e-5, err_msg=f"{name} after {where}")
 
 
