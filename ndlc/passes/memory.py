@@ -39,11 +39,13 @@ def row_local_size(program, name, kernels):
     in every step, when each copy writes it, at one row; a carry a step writes and the next reads
     is not), all at one outer point: every access the same in its outer loops (and constant),
     unguarded; else None."""
-    if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) \
-            or len({id(k.body_kernel() or k) for k in kernels}) != 1:
+    if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL):
         return None
-    sizes = {_row_size(program, k, name) if name in k.outputs() else None for k in kernels}
-    return sizes.pop() if len(sizes) == 1 else None
+    sizes = (_row_size(program, k, name) if name in k.outputs() else None for k in kernels)
+    size = next(sizes)  # the first kernel's first: most temporaries are not local
+    if size is None or len(kernels) > 1 and len({id(k.body_kernel() or k) for k in kernels}) != 1:
+        return None
+    return size if all(other == size for other in sizes) else None
 
 
 def _row_size(program, kernel, name):
