@@ -4,8 +4,8 @@ BatchNorm2d's over a conv's output plus its bias, x an expression).
 After merging, a normalisation's statistics kernel sums x in one phase, stores the mean
 m = Σx / n, then sums (x - m)² in the next: two passes over x. This rewrite sums d = x - k and d²
 in one pass instead, k being x at the first inner point (its first row or element: shifted sums,
-as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0)
-(inf where Σd² overflows, as the two passes' sum: inf - inf is NaN). With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
+as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0).
+With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
 costs a few bits, not the mean's magnitude (a large mean over a small variance stays accurate).
 Each rewritten kernel says so in its `merged:` line.
 """
@@ -122,9 +122,6 @@ def _one_pass(kernel, p, slot, x, n):
     spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("div", (ScalarExpr(
         "mul", (_arg(Acc(slot)), _arg(Acc(slot)))), count))))
     spread = ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0)))  # Σ(x - mean)²
-    # Σd² overflowed: inf - inf would make it NaN where the two passes' sum of squares is inf
-    overflowed = ScalarExpr("eq", (_arg(Acc(squares)), ScalarExpr("const", payload=float("inf"))))
-    spread = ScalarExpr("select", (overflowed, _arg(Acc(squares)), spread))
     stores = [replace(s, value=map_leaves(s.value, lambda a: total if a == Acc(slot) else _arg(a)))
               for s in first.stores]
     values = {(s.buffer, s.access): s.value for s in stores}
