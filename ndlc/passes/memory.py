@@ -19,43 +19,53 @@ def plan_memory(program, row_local=True):
     backend's lanes share a row through memory); returns the program."""
     used = [kernel.buffers() for kernel in program.kernels]
     program.in_place = in_place_updates(program, used)
-    touchers = collections.defaultdict(set)  # buffer -> the kernels touching it, a body kernel's steps as one
+    touchers = collections.defaultdict(list)  # buffer -> the kernels touching it
     for kernel, names in zip(program.kernels, used):
-        who = id(kernel.body_kernel() or kernel)
         for name in names:
-            touchers[name].add(who)
-    touched = {name: len(who) for name, who in touchers.items()}
+            touchers[name].append(kernel)
+    rows = {}  # buffer -> its row's elements, or None: decided once for all the kernels touching it
     for kernel in program.kernels if row_local else ():
-        for name, size in row_local_temporaries(program, kernel, touched).items():
-            program.buffers[name].kind = BufferKind.LOCAL
-            kernel.local[name] = size
+        for name in kernel.outputs():
+            if name not in rows:
+                rows[name] = row_local_size(program, name, touchers[name])
+            if rows[name] is not None:
+                program.buffers[name].kind = BufferKind.LOCAL
+                kernel.local[name] = rows[name]
     return program
 
 
-def row_local_temporaries(program, kernel, touched) -> dict:
-    """Temporary -> elements of one row, for the temporaries only `kernel` touches (`touched`:
-    buffer -> how many kernels touch it, the steps' copies of a body kernel counting as one: a
-    scan's temporary, marked local at its first step already), all at one outer point: every
-    access the same in its outer loops (and constant), unguarded. Rows side by side keep a block's
-    rows of it (codegen/llvm_rows.py `_block_local`)."""
-    found = {}
+def row_local_size(program, name, kernels):
+    """The elements of one row of temporary `name` if only one kernel touches it (`kernels`: those
+    touching it, the steps' copies of a body kernel counting as one: a scan's temporary is local
+    in every step, when each copy writes it, at one row; a carry a step writes and the next reads
+    is not), all at one outer point: every access the same in its outer loops (and constant),
+    unguarded; else None."""
+    if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL):
+        return None
+    sizes = (_row_size(program, k, name) if name in k.outputs() else None for k in kernels)
+    size = next(sizes)  # the first kernel's first: most temporaries are not local
+    if size is None or len(kernels) > 1 and len({id(k.body_kernel() or k) for k in kernels}) != 1:
+        return None
+    return size if all(other == size for other in sizes) else None
+
+
+def _row_size(program, kernel, name):
+    """The elements of one row of `name` if `kernel` stores and reads it at one outer point only
+    (None if not). Rows side by side keep a block's rows of it (codegen/llvm_rows.py `_block_local`)."""
     if kernel.strategy != Strategy.POINT and not side_by_side(kernel) or kernel.outer == len(kernel.extents):
-        return found
-    for name in kernel.outputs():
-        if program.buffers[name].kind not in (BufferKind.TEMP, BufferKind.LOCAL) or touched[name] != 1:
-            continue
-        accesses = [s.access for s in kernel.stores if s.buffer == name]
-        reads = [load for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
-        if any(load.indirect for load in reads):
-            continue
-        accesses += [load.access for load in reads]
-        outer = {(a.form.coeffs[:kernel.outer], a.form.const, a.step, a.guards) for a in accesses}
-        if len(outer) != 1 or next(iter(outer))[2:] != (1, ()):
-            continue
-        low, high = accesses[0].within_row(kernel.outer).form.bounds(kernel.extents)
-        if low >= 0 and high < ROW_LOCAL_MAX and high + 1 < math.prod(program.buffers[name].shape):
-            found[name] = high + 1
-    return found
+        return None
+    accesses = [s.access for s in kernel.stores if s.buffer == name]
+    reads = [load for load in kernel.loads if isinstance(load, Load) and load.buffer == name]
+    if any(load.indirect for load in reads):
+        return None
+    accesses += [load.access for load in reads]
+    outer = {(a.form.coeffs[:kernel.outer], a.form.const, a.step, a.guards) for a in accesses}
+    if len(outer) != 1 or next(iter(outer))[2:] != (1, ()):
+        return None
+    low, high = accesses[0].within_row(kernel.outer).form.bounds(kernel.extents)
+    if low >= 0 and high < ROW_LOCAL_MAX and high + 1 < math.prod(program.buffers[name].shape):
+        return high + 1
+    return None
 
 
 def in_place_updates(program, used) -> dict:

@@ -10,10 +10,11 @@ buffer t % 2 while it reads the other, which step t - 1 wrote (an LSTM's weight 
 over the steps, take two buffers, not T). A body's temporary, written and read within a step,
 is one buffer for all the steps (`%R.step.name`), which stays in cache from one step to the next;
 a kernel that alone touches one may still keep it in per-thread rows in every step
-(passes/memory.py counts the steps' copies of a body kernel as one). The copies differ only in constant
-offsets, which the runner passes as pointer offsets (codegen/kernel_key.py): every step calls the
-same native functions. A BLAS call writes its output at the start of a buffer, so a product that is
-a y or a final carry is written to a buffer of its own and copied to its slot.
+(passes/memory.py counts the steps' copies of a body kernel as one when each writes it). The
+copies differ only in constant offsets, which the runner passes as pointer offsets
+(codegen/kernel_key.py): every step calls the same native functions. A BLAS call writes its output
+at the start of a buffer, so a product that is a y or a final carry is written to a buffer of its
+own and copied to its slot.
 """
 from dataclasses import replace
 

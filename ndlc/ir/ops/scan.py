@@ -90,7 +90,8 @@ def _grad(b, node, adjoints, vjp):
     summed over the steps so far; its xs are the ys' adjoints, the xs the gradient rules read and
     the forward values they read, which a second forward scan (the same body, more ys) saves at
     each step. Seeds are ordered as the unrolled loop's adjoints: the stacked ys' first, then the
-    next step's, then the step's own, so that unrolled, both sum in the same order."""
+    next step's, then the step's own, so that unrolled, both sum in the same order. Gradients of
+    another dtype than the scan's are carried and returned cast to it (exactly), then cast back."""
     body, nc, nx, length = node.attrs["body"], node.attrs["carries"], node.attrs["xs"], node.attrs["length"]
     if not is_float(node.result.dtype):
         return [None] * len(node.operands)
@@ -105,14 +106,23 @@ def _grad(b, node, adjoints, vjp):
     dcarries = [Value(inputs[i].type, name=f"dcarry{i}") for i in range(nc)]
     for i, dc in enumerate(dcarries):
         seeds.setdefault(outputs[i], []).append(dc)
-    sums = [Value(inputs[i].type, name=f"dconst{i - nc - nx}") for i in consts]
+    dtype = node.result.dtype
+    sums, carried, casts = [], [], []  # a const's gradient of another dtype is summed in its own,
+    for i in consts:  # carried in the scan's (a scan packs one dtype; exact both ways)
+        carried.append(Value(TensorType(inputs[i].shape, dtype), name=f"dconst{i - nc - nx}"))
+        if inputs[i].dtype != dtype:
+            casts.append(Node("cast", [carried[-1]], {"dtype": inputs[i].dtype}, inputs[i].type))
+        sums.append(casts[-1].result if inputs[i].dtype != dtype else carried[-1])
     for i, total in zip(consts, sums):
         seeds.setdefault(inputs[i], []).append(total)
     joint = body.copy()
     grads = vjp(joint, seeds, inputs)
     region = _Region(body, nc, joint.nodes[len(body.nodes):], [v for vs in seeds.values() for v in vs])
+    region.nodes[:0] = casts
     order = list(range(nc)) + consts + [i for i in wanted if nc <= i < nc + nx]
     outs = region.outputs([grads[i] for i in order], [inputs[i].type for i in order])
+    in_region = Builder(on_node=region.nodes.append)
+    outs = [out if out.dtype == dtype else in_region.cast(out, dtype=dtype) for out in outs]
     operand = dict(zip(inputs, node.operands))
     saved = region.saved()
     stored = []
@@ -122,17 +132,18 @@ def _grad(b, node, adjoints, vjp):
         stored = [b.part(scan, offset=o, shape=t.shape) for o, t in layout(forward, nc, length)[len(outputs):]]
     read_xs = [v for v in region.read if v in inputs[nc:nc + nx]]
     read_consts = [v for v in region.read if v in inputs[nc + nx:]]
-    reverse_body = Graph("body", dcarries + sums + [dy for _, dy in dys]
+    reverse_body = Graph("body", dcarries + carried + [dy for _, dy in dys]
                          + [region.mapped[v] for v in read_xs + saved + read_consts], region.nodes, outs)
     init = [adjoints[parts[i][0]] if parts[i][0] in adjoints else b.constant_like(node.operands[i], 0.0)
             for i in range(nc)]
-    init += [b.constant_like(node.operands[i], 0.0) for i in consts]
+    init += [b.full(shape=node.operands[i].shape, value=0.0, dtype=dtype) for i in consts]
     scan = b.emit("scan", *init, *(adjoints[parts[k][0]] for k, _ in dys), *(operand[v] for v in read_xs),
                   *stored, *(operand[v] for v in read_consts), body=reverse_body, carries=nc + len(consts),
                   xs=len(dys) + len(read_xs) + len(saved), length=length, reverse=not node.attrs["reverse"])
     result = [None] * len(inputs)
     for i, (offset, type_) in zip(order, layout(reverse_body, nc + len(consts), length)):
         result[i] = b.part(scan, offset=offset, shape=type_.shape)
+        result[i] = result[i] if inputs[i].dtype == dtype else b.cast(result[i], dtype=inputs[i].dtype)
     return result
 
 
