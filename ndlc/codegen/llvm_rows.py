@@ -3,6 +3,7 @@
 helpers (`_loops`, `_for`, `_range`, the guard splitting of llvm_guards.py) and the phases' code
 (`_initialise`, `_accumulate`, `_stores`)."""
 import contextlib
+import math
 
 from llvmlite import ir
 
@@ -14,6 +15,10 @@ from ..ir.types import numpy_dtype
 from .llvm_scalar import I1, I64, MEMORY, TYPES, Values
 from .llvm_lanes import PTR
 from .llvm_vector import I32, ZERO
+
+TRANSPOSE_LEAST = 1 << 12  # elements of a kernel below which rows side by side gather their lanes: the
+# transposes' shuffles made the MLP's SoftmaxLoss kernel (256x10) 82.7 KB of LLVM IR, not 27.7, 0.05 s
+# of a cold compile against a few microseconds of a call; the same values either way
 
 
 class RowBlocks:
@@ -68,7 +73,7 @@ class RowBlocks:
 
             def phases():
                 self.kept = set()  # a block gathers its rows again
-                if self.side_by_side and last == self.lane_var and self.debug is None:
+                if self._transposing():
                     self._transposed_rows(first)
                 for phase, slots in zip(k.phases, self.slots):
                     self.phase_slots = slots
@@ -129,7 +134,7 @@ class RowBlocks:
         (`_block_local`) or float32 rows of their own, contiguous and unguarded, that
         `_transposed_row_stores` stores a vector of each row at a time."""
         k, last = self.kernel, self.kernel.outer - 1
-        if not (self.side_by_side and last == self.lane_var and self.debug is None):
+        if not self._transposing():
             return False
         rows = [s for s in stores if s.buffer not in k.local]
         return bool(rows) and all(s.dtype == "f32" and not s.access.guards and s.access.step == 1
@@ -194,6 +199,12 @@ class RowBlocks:
     def _store_dtype(self, buffer):
         """The element type a kernel stores into `buffer`."""
         return next(s.dtype for s in self.kernel.stores if s.buffer == buffer)
+
+    def _transposing(self) -> bool:
+        """Rows side by side whose rows `_transposed_rows` and `_transposed_row_stores` load and store
+        as vectors: not in debug mode, nor in a kernel of fewer than TRANSPOSE_LEAST elements."""
+        return (self.side_by_side and self.kernel.outer - 1 == self.lane_var and self.debug is None
+                and math.prod(self.kernel.extents) >= TRANSPOSE_LEAST)
 
     def _transposed_rows(self, first):
         """Rows side by side: each load that a block gathers (`_gathered_once`) and that runs along

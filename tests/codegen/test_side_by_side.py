@@ -1,7 +1,9 @@
 """Row reductions over short rows run 'rows' with whole rows side by side, one per lane
 (ir/short_rows.py, passes/schedule.py SHORT_ROW, codegen/llvm_rows.py): the schedule's choice as
 text, each lane's sum in its row's order bit for bit (against numpy and against LLVM's scalar loops),
-a partial last block, NaN and infinities as before, and the same bits on 1 and 2 threads."""
+a partial last block, NaN and infinities as before, and the same bits on 1 and 2 threads; kernels of
+4096 elements or more (llvm_rows.py TRANSPOSE_LEAST) load and store their rows as transposed vectors,
+smaller ones gather their lanes."""
 import numpy as np
 import pytest
 
@@ -36,7 +38,7 @@ def _in_row_order(x):
     return total
 
 
-@pytest.mark.parametrize("rows, n", [(37, 10), (64, 3), (9, 15), (20, 77)])
+@pytest.mark.parametrize("rows, n", [(37, 10), (64, 3), (9, 15), (20, 77), (301, 15), (61, 77)])
 def test_short_rows_sum_side_by_side_each_in_its_rows_order(rows, n):
     program = compile_graph(_graph(rows, n), cached=False)
     (kernel,) = program.kernels.kernels
@@ -68,7 +70,7 @@ def _scalar(kernel, debug=None):
     return None
 
 
-@pytest.mark.parametrize("rows, n", [(45, 12), (37, 31), (16, 5)])
+@pytest.mark.parametrize("rows, n", [(45, 12), (37, 31), (16, 5), (345, 12), (137, 31)])
 def test_each_lane_computes_what_llvms_scalar_loop_computes(monkeypatch, tmp_path, rows, n):
     """The same kernel with its loops left to LLVM (no codegen vectors): the same bits, softmax's
     exponentials kept for the block (a row-local temporary), its stores transposed into rows (a
@@ -183,7 +185,7 @@ def test_fewer_rows_than_a_block_run_as_its_partial_block():
     np.testing.assert_array_equal(maxima, y.max(1))
 
 
-@pytest.mark.parametrize("rows, n", [(37, 10), (40, 20), (50, 12)])
+@pytest.mark.parametrize("rows, n", [(37, 10), (419, 10), (205, 20), (342, 12)])
 def test_a_softmaxs_stored_rows_read_another_input_along_them(rows, n):
     """softmax(z) * c side by side: its output stored a row at a time (llvm_rows.py
     `_transposed_row_stores`), each element's code gathering its lanes of c (rows closer than a
