@@ -21,6 +21,9 @@ nn = ndl.nn
 FEATURES = 3  # the model maps 3 features to 3 classes, so an output can be passed back as an input
 GAIN = 1.0  # a global float both copies' steps read: a runtime input of the compiled one
 BATCHES = (1, 2, 5)
+TRAINING_BATCHES = BATCHES[1:]  # a step on one row leaves BatchNorm1d nothing to normalise (x - mean = 0):
+# the layers before it train on rounding noise, which Adam at lr 0.5 magnified differently eagerly and
+# compiled (inference 2e-5 apart after 3 steps, on older trees too); batches of 1 still run forwards
 DTYPES = {"x": ("float32", "float64", "int64", "int32"), "y": ("int64", "int32", "uint8"),
           "b shape": ("0-d", "row", "full")}  # kinds of argument: their dtypes (and b's shapes)
 DTYPES["a"] = DTYPES["b"] = DTYPES["x"]
@@ -156,7 +159,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
         self.outputs = (out_e, out_c)
         self.kept = self.kept[-3:] + [(eager, compiled)]
 
-    @rule(batch=st.sampled_from(BATCHES), x=arrangement, other_labels=rarely, times=TIMES)
+    @rule(batch=st.sampled_from(TRAINING_BATCHES), x=arrangement, other_labels=rarely, times=TIMES)
     def train(self, batch, x, other_labels, times):
         other, form, layout = x
         dtype, labels = self.dtype("x", other), self.dtype("y", other_labels)
@@ -165,7 +168,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
             y = self.rng.integers(0, FEATURES, batch).astype(labels)
             self.call("step", [argument(array, form, layout), y.copy()], [argument(array, form, layout), y.copy()])
 
-    @precondition(lambda self: self.outputs is not None and self.outputs[0].shape[0] > 0)
+    @precondition(lambda self: self.outputs is not None and self.outputs[0].shape[0] in TRAINING_BATCHES)
     @rule()
     def train_on_the_last_output(self):
         """The last output (the compiled copy's own Tensor, whose array its program may reuse) as x."""

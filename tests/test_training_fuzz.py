@@ -108,8 +108,19 @@ def squared_error(out, y):
     return ((out - target) ** 2).sum() / (2 * out.shape[0])
 
 
+def unconstrained(program):
+    """The layers whose bias has a gradient of 0 in exact arithmetic, rounding noise in float32 (Adam
+    makes steps of it: a Conv's bias before a BatchNorm2d differed by 2e-5 after 3 steps at batch 1,
+    the same on older trees): those a BatchNorm follows, which subtracts each feature's batch mean."""
+    layers = program["layers"]
+    return [i for i in range(len(layers) - 1)
+            if layers[i][0] in ("Conv", "Linear") and layers[i + 1][0] in ("BatchNorm1d", "BatchNorm2d")]
+
+
 def train(program, compiled):
-    """Steps of the program, compiled or eager: (losses, the final state, an eval-mode forward)."""
+    """Steps of the program, compiled or eager: (losses, the final state, the optimizer's slots (each
+    with its parameter's index), an eval-mode forward, the `unconstrained` biases' indices among the
+    parameters)."""
     np.random.seed(program["seed"])
     model = nn.Sequential(*[build(d) for d in program["layers"]])
     model.train()
@@ -138,21 +149,27 @@ def train(program, compiled):
     forward = (ndl.compile(model) if compiled else model)(x).numpy().copy()
     state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
-    slots = [t.numpy().copy() for s in opt_state["state"].values() for t in s.values()]
-    return losses, state, slots, forward
+    slots = [(i, t.numpy().copy()) for i, s in opt_state["state"].items() for t in s.values()]
+    biases = [model.modules[i].bias for i in unconstrained(program)]
+    noise = [i for i, p in enumerate(model.parameters()) if any(p is b for b in biases)]
+    return losses, state, slots, forward, noise
 
 
 def check(program):
     """Compiled agrees with eager: losses and parameters as tests/jit/test_compile_training.py
-    compares them, optimizer slots (Adam's squared gradients magnify rounding) a little looser."""
+    compares them, optimizer slots (Adam's squared gradients magnify rounding) a little looser; the
+    `unconstrained` biases and their slots are left out."""
     eager, compiled = train(program, False), train(program, True)
     np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-4, atol=1e-6, err_msg=f"losses of {program}")
     assert compiled[1].keys() == eager[1].keys()
+    noise = {f"modules.{i}.bias" for i in unconstrained(program)}
     for name in eager[1]:
-        np.testing.assert_allclose(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-5,
-                                   err_msg=f"{name} of {program}")
-    for i, (got, want) in enumerate(zip(compiled[2], eager[2])):
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"optimizer slot {i} of {program}")
+        if name not in noise:
+            np.testing.assert_allclose(compiled[1][name], eager[1][name], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name} of {program}")
+    for i, ((param, got), (_, want)) in enumerate(zip(compiled[2], eager[2])):
+        if param not in compiled[4]:
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"optimizer slot {i} of {program}")
     np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5, err_msg=f"eval forward of {program}")
 
 
