@@ -110,9 +110,9 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() - before == 3, "two kernel modules and the runner, built by two processes"
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
-    shares = compiled.last.program.native.builder_cpu
-    assert len(shares) == 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
-    assert f"; builders' CPU s {shares[0]:.3f} + {shares[1]:.3f}" in caplog.text, "NDLC_LOG=compile says them"
+    shares = compiled.last.program.native.builder_cpu  # the builder forked last may find no job left
+    assert 1 <= len(shares) <= 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
+    assert "; builders' CPU s " + " + ".join(f"{cpu:.3f}" for cpu in shares) in caplog.text, "NDLC_LOG=compile says them"
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
