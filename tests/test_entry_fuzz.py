@@ -21,9 +21,6 @@ nn = ndl.nn
 FEATURES = 3  # the model maps 3 features to 3 classes, so an output can be passed back as an input
 GAIN = 1.0  # a global float both copies' steps read: a runtime input of the compiled one
 BATCHES = (1, 2, 5)
-TRAINING_BATCHES = BATCHES[1:]  # a step on one row leaves BatchNorm1d nothing to normalise (x - mean = 0):
-# the layers before it train on rounding noise, which Adam at lr 0.5 magnified differently eagerly and
-# compiled (inference 2e-5 apart after 3 steps, on older trees too); batches of 1 still run forwards
 DTYPES = {"x": ("float32", "float64", "int64", "int32"), "y": ("int64", "int32", "uint8"),
           "b shape": ("0-d", "row", "full")}  # kinds of argument: their dtypes (and b's shapes)
 DTYPES["a"] = DTYPES["b"] = DTYPES["x"]
@@ -159,7 +156,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
         self.outputs = (out_e, out_c)
         self.kept = self.kept[-3:] + [(eager, compiled)]
 
-    @rule(batch=st.sampled_from(TRAINING_BATCHES), x=arrangement, other_labels=rarely, times=TIMES)
+    @rule(batch=st.sampled_from(BATCHES), x=arrangement, other_labels=rarely, times=TIMES)
     def train(self, batch, x, other_labels, times):
         other, form, layout = x
         dtype, labels = self.dtype("x", other), self.dtype("y", other_labels)
@@ -168,7 +165,7 @@ class EntryUnderMutation(RuleBasedStateMachine):
             y = self.rng.integers(0, FEATURES, batch).astype(labels)
             self.call("step", [argument(array, form, layout), y.copy()], [argument(array, form, layout), y.copy()])
 
-    @precondition(lambda self: self.outputs is not None and self.outputs[0].shape[0] in TRAINING_BATCHES)
+    @precondition(lambda self: self.outputs is not None and self.outputs[0].shape[0] > 0)
     @rule()
     def train_on_the_last_output(self):
         """The last output (the compiled copy's own Tensor, whose array its program may reuse) as x."""
@@ -213,6 +210,9 @@ class EntryUnderMutation(RuleBasedStateMachine):
     def hyperparameter(self, name, value):
         if name in ("momentum", "beta1") and value == 0.5 or name == "eps" and not value:
             value = 0.1  # a positive eps; a momentum of 0.5 is the SGD default here
+        if name == "lr" and value == 0.5:  # Adam moves a parameter by about lr a step whatever its gradient's
+            value = 0.05  # size: at 0.5, float32 rounding of the gradients (where BatchNorm's statistics over
+            # 1 or 2 rows cancel) moved weights 2e-4 and outputs 2e-5 apart in 3 steps, eagerly and compiled
         self.both(lambda copy: hasattr(copy.opt, name) and setattr(copy.opt, name, value))
 
     @rule(value=st.sampled_from((0.5, 1.0, 2.0, 3)))

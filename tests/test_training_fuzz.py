@@ -111,10 +111,11 @@ def squared_error(out, y):
 def unconstrained(program):
     """The layers whose bias has a gradient of 0 in exact arithmetic, rounding noise in float32 (Adam
     makes steps of it: a Conv's bias before a BatchNorm2d differed by 2e-5 after 3 steps at batch 1,
-    the same on older trees): those a BatchNorm follows, which subtracts each feature's batch mean."""
+    the same on older trees): those a BatchNorm follows (a Conv, a Linear or another norm), which
+    subtracts each feature's batch mean."""
     layers = program["layers"]
     return [i for i in range(len(layers) - 1)
-            if layers[i][0] in ("Conv", "Linear") and layers[i + 1][0] in ("BatchNorm1d", "BatchNorm2d")]
+            if layers[i][0] in ("Conv", "Linear") + NORMS and layers[i + 1][0] in ("BatchNorm1d", "BatchNorm2d")]
 
 
 def train(program, compiled):
@@ -170,7 +171,9 @@ def check(program):
     for i, ((param, got), (_, want)) in enumerate(zip(compiled[2], eager[2])):
         if param not in compiled[4]:
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, err_msg=f"optimizer slot {i} of {program}")
-    np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5, err_msg=f"eval forward of {program}")
+    # the unconstrained biases feed the running statistics: the eval forwards differ by rounding times their scale
+    np.testing.assert_allclose(compiled[3], eager[3], rtol=1e-4, atol=1e-5 + 1e-4 * np.abs(eager[3]).max(),
+                               err_msg=f"eval forward of {program}")
 
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
