@@ -1,4 +1,4 @@
-"""Central finite differences of eager functions, for gradient tests."""
+"""Central finite differences of eager functions, and a convolution's compiled gradients, for gradient tests."""
 import numpy as np
 
 import ndlc as ndl
@@ -32,3 +32,14 @@ def central_differences(loss, arrays, i, eps=1e-6):
         minus[i][index] -= eps
         numeric[index] = (loss(plus) - loss(minus)) / (2 * eps)
     return numeric
+
+
+def compiled_conv_step(conv, output=False):
+    """`conv`'s compiled step on (x, c): the gradients of sum(conv(x) * c) with respect to x and
+    conv's weight, after conv(x) itself with `output`."""
+    def step(t, c):
+        t.requires_grad = True
+        y = conv(t)
+        (y * c).sum().backward()
+        return (y,) * output + (t.grad, conv.weight.grad)
+    return ndl.compile(step, state=[conv])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
+from gradcheck import compiled_conv_step
 from ndlc import nn
 
 
@@ -80,13 +81,7 @@ def test_a_compiled_conv_over_ragged_rows_stores_only_the_row():
     conv = ndl.nn.Conv(16, 8, 3)
     x = rng.standard_normal((2, 16, 14, 14)).astype(np.float32)
     c = rng.standard_normal((2, 8, 14, 14)).astype(np.float32)
-
-    def step(t, c):
-        t.requires_grad = True
-        y = conv(t)
-        (y * c).sum().backward()
-        return y, t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
+    compiled = compiled_conv_step(conv, output=True)
     out, dx, dw = (a.numpy() for a in compiled(x, c))
     w, b = conv.weight.numpy(), conv.bias.numpy()
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))

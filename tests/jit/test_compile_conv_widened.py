@@ -5,7 +5,7 @@ numpy's forward and gradients, and the same bits on one and two threads."""
 import numpy as np
 import pytest
 
-import ndlc as ndl
+from gradcheck import compiled_conv_step
 from ndlc import nn
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
@@ -80,13 +80,7 @@ def test_widened_convs_match_numpy_with_one_threads_bits_on_two(n, cin, h, cout,
         monkeypatch.setenv("NDLC_TEAM", "budget")
         np.random.seed(0)
         conv = nn.Conv(cin, cout, k, stride=s, padding=p, bias=False)
-
-        def step(t, c):
-            t.requires_grad = True
-            y = conv(t)
-            (y * c).sum().backward()
-            return y, t.grad, conv.weight.grad
-        compiled = ndl.compile(step, state=[conv])
+        compiled = compiled_conv_step(conv, output=True)
         results[threads] = [a.numpy() for a in compiled(x, c)]
         pads = [line for line in compiled.ir("decomposed").splitlines() if " pad(" in line]
         assert all(any(line.endswith(f": {t}") for line in pads) for t in widened), pads

@@ -10,16 +10,13 @@ import ndlc as ndl
 from ndlc import nn
 from ndlc.ir import get_op
 from ndlc.ir.ops.conv_adjoint import live_taps
+from gradcheck import compiled_conv_step
 from oracle import assert_close
 
 
 def compiled_gradients(conv, x, c):
     """The compiled input and weight gradients of sum(conv(x) * c), and the compiled step."""
-    def step(t, c):
-        t.requires_grad = True
-        (conv(t) * c).sum().backward()
-        return t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
+    compiled = compiled_conv_step(conv)
     dx, dw = (a.numpy() for a in compiled(x, c))
     return dx, dw, compiled
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ndlc as ndl
-from gradcheck import check_gradients
+from gradcheck import check_gradients, compiled_conv_step
 from ndlc import nn
 from ndlc.ir import Builder, Graph, TensorType, interpret, print_graph
 from ndlc.ir.ops.conv_adjoint import PHASE_WASTE, conv_input_phases, phase_waste
@@ -108,12 +108,7 @@ def test_compiled_strided_conv_gradients_match_torch(cin, cout, k, s, p, h, phas
     ho = (h + 2 * p - k) // s + 1
     x = rng.standard_normal((3, cin, h, h)).astype(np.float32)
     c = rng.standard_normal((3, cout, ho, ho)).astype(np.float32)
-
-    def step(t, c):
-        t.requires_grad = True
-        (conv(t) * c).sum().backward()
-        return t.grad, conv.weight.grad
-    compiled = ndl.compile(step, state=[conv])
+    compiled = compiled_conv_step(conv)
     dx, dw = (a.numpy() for a in compiled(x, c))
     decomposed = compiled.ir("decomposed")
     col2im = rf"= matmul\(.*\) : f32\[{3 * ho * ho},{k * k * cin}\]"  # (N·Ho·Wo, K·K·Cin) windows' adjoint
