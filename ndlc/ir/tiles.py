@@ -39,6 +39,12 @@ L1_SETS = 64
 # Outputs along a tile's last loop that its stores write at once: its columns, two vectors of f32
 # (a conv's channels: LeNet conv2 and ResNet9's 4x4 layers as 5 x 16 and 4 x 16 tiles)
 STORED_AT_ONCE = 16
+# Lines a tile's loads or stores of its channels may share an L1 set where fewer than all fit two to a
+# set (spread's `most`): half its 8 ways. A k7 stride-2 3 -> 32 conv of 32x32 NCHW images, its 3
+# channels' planes 4 KiB apart read in place (no padded NHWC copy) and its 16x16 outputs stored as
+# NCHW planes 1 KiB apart (four to a set of 16 stores; no permute back), one kernel where three ran:
+# 0.79 -> 0.64 ms (one thread, min of 100, 3 alternations, load ~6); 16 to a set halved a 3x3's speed
+FEW_TO_A_SET = 4
 
 
 def registers() -> int:
@@ -94,11 +100,11 @@ def multiply_add(reduction, loads) -> bool:
                 and loads[a.payload].dtype == reduction.dtype for a in body.args)
 
 
-def spread(count: int, stride: int, itemsize: int) -> bool:
-    """Whether `count` elements `stride` elements apart fall at most two to a set of the L1 cache
+def spread(count: int, stride: int, itemsize: int, most: int = 2) -> bool:
+    """Whether `count` elements `stride` elements apart fall at most `most` to a set of the L1 cache
     (L1_SETS of 64-byte lines), where a tile's loads or stores of them keep their lines."""
     sets = [c * stride * itemsize // 64 % L1_SETS for c in range(count)]
-    return max(sets.count(s) for s in sets) <= 2
+    return max(sets.count(s) for s in sets) <= most
 
 
 def ragged_pieces(rest: int, itemsize: int):

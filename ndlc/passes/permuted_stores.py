@@ -10,17 +10,18 @@ The consumer folds where the result is a temporary that the reduction alone writ
 unguarded, per outer point) and the consumer alone reads; the consumer's loops match the
 reduction's outer loops one for one (same extent, same stride into the result: each element
 moves once) and its one store is contiguous along the reduction's last outer loop (which the
-schedule vectorises), or strided where a tile's stores along it spread over the L1 cache's sets
-(ir/tiles.py spread: an NHWC conv's channels written to NCHW planes of LeNet conv2's 100 or
-ResNet9's 16 pixels, whose forwards become one kernel and two; a tile's 16 channels' stores 4 KiB
-apart, in one L1 set, ran the 3x3 forward kernel at half speed); no kernel in between writes what
+schedule vectorises), or strided where a tile's stores along it spread over the L1 cache's sets,
+at most FEW_TO_A_SET to one (ir/tiles.py spread: an NHWC conv's channels written to NCHW planes of
+LeNet conv2's 100, ResNet9's 16 or a k7 stride-2 conv's 256 pixels, whose forwards become one kernel
+and two; a tile's 16 channels' stores 4 KiB apart, in one L1 set, ran the 3x3 forward kernel at half
+speed); no kernel in between writes what
 it reads or touches what it writes."""
 from dataclasses import replace
 
 from ..ir.kernel import BufferKind, Program
 from ..ir.kernel_leaves import Load
 from ..ir.scalar import ScalarExpr, map_leaves
-from ..ir.tiles import STORED_AT_ONCE, spread
+from ..ir.tiles import FEW_TO_A_SET, STORED_AT_ONCE, spread
 from ..ir.types import numpy_dtype
 
 
@@ -84,7 +85,8 @@ def _folded(producer, consumer, source):
     store = consumer.stores[0]
     access = moved(store.access)
     along = access.form.coeffs[producer.outer - 1]
-    if along != 1 and not (along > 1 and spread(STORED_AT_ONCE, along, numpy_dtype(store.dtype).itemsize)):
+    itemsize = numpy_dtype(store.dtype).itemsize
+    if along != 1 and not (along > 1 and spread(STORED_AT_ONCE, along, itemsize, FEW_TO_A_SET)):
         return None
     loads = list(producer.loads)
     numbers = {}

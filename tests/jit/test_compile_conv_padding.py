@@ -61,9 +61,29 @@ graph @c(%x: f32[2,16,32,32], %w: f32[7,7,16,32]) {
     assert "reads its zero-filled elements repeatedly" in scheduled and "checked apart" not in scheduled
 
 
+def test_three_channels_of_4_kib_planes_are_one_kernel_storing_nchw():
+    """nn.Conv(3, 32, 7, stride=2, padding=3) over 32x32 images (the sweep's k7 case): its 3 channels'
+    planes, 4 KiB apart, fall three to an L1 set, so the nest reads them padded in place; its 16x16
+    NCHW output planes, 1 KiB apart, four to a set, so it stores them itself (passes/permuted_stores.py):
+    one kernel where a padded NHWC copy, the conv and the permute back ran; equal to numpy's."""
+    np.random.seed(0)
+    conv = nn.Conv(3, 32, 7, stride=2, padding=3)
+    x = np.random.default_rng(3).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    step = ndl.compile(lambda t: conv(t))
+    out = step(ndl.Tensor(x)).numpy()
+    scheduled = step.ir("scheduled")
+    assert _kernels(scheduled) == 1 and "checked apart" in scheduled and "its stores" in scheduled, scheduled
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (3, 3), (3, 3)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (7, 7), axis=(2, 3))[:, :, ::2, ::2]
+    want = np.einsum("nchwij,ijcd->ndhw", windows, conv.weight.numpy().astype(np.float64))
+    want += conv.bias.numpy().reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("n,cin,h,cout,k,s,p", [
     (8, 32, 4, 32, 3, 1, 1),   # ResNet9's 4x4 layer
     (4, 3, 16, 32, 3, 2, 1),   # 3 channels of 1 KiB planes, stride 2
+    (2, 3, 32, 32, 7, 2, 3),   # 3 channels of 4 KiB planes, four to an L1 set at most: the sweep's k7
     (3, 5, 11, 16, 5, 1, 2),   # odd sizes: a ragged tile's last block past the channels
     (2, 4, 9, 8, 7, 2, 3),     # the kernel wider than the tile's interior
     (4, 8, 6, 24, 3, 2, 2),    # padding past K // 2

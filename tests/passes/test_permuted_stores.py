@@ -67,6 +67,17 @@ def test_a_consumer_that_would_put_the_stores_in_one_cache_set_stays_apart():
     assert fold(text) == text.strip("\n")
 
 
+def test_a_consumer_whose_stores_fall_four_to_a_cache_set_folds():
+    """NCHW planes of 256 elements (1 KiB, a k7 stride-2 conv's 16x16 outputs): a tile's 16
+    channels' stores fall four to an L1 set, half its ways (ir/tiles.py FEW_TO_A_SET), and the
+    reduction makes them, strided."""
+    text = ROW_CONV.replace("%4: f32[1,4,2,8]", "%4: f32[8,256]").replace(
+        "store %4[16*i0 + 8*i1 + i2]", "store %4[i0 + 4*i1 + 256*i2]")
+    folded = fold(text)
+    assert "kernel k1" not in folded and "  %0: " not in folded, folded
+    assert folded.endswith("store %4[4*i0 + i1 + 256*i2] = add(acc0, $2)"), folded
+
+
 def test_a_consumer_whose_strided_stores_spread_over_the_cache_folds():
     """Stores 8 elements (32 bytes) apart along the tile's last loop spread over the L1 sets: the
     reduction makes them, strided."""

@@ -5,7 +5,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..tiles import L1_SETS, VECTOR_BYTES, register_tile, spread
+from ..tiles import FEW_TO_A_SET, L1_SETS, VECTOR_BYTES, register_tile, spread
 from ..types import TensorType, is_float, numpy_dtype
 from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
 from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_plane
@@ -322,8 +322,9 @@ def _widened(out):
 
 def _padding_in_place(x):
     """Whether a tiled conv nest reads NHWC `x` padded in place (codegen/llvm_rows.py _taps), not a
-    padded copy: where its channels' loads spread over the L1 cache (planes 4 KiB apart: 2x slower)."""
-    return spread(x.shape[3], _channel_stride(x), numpy_dtype(x.dtype).itemsize)
+    padded copy: where its channels' loads spread over the L1 cache, at most FEW_TO_A_SET to a set
+    (16 channels' planes 4 KiB apart: 2x slower; 3 channels' read in place: ir/tiles.py)."""
+    return spread(x.shape[3], _channel_stride(x), numpy_dtype(x.dtype).itemsize, FEW_TO_A_SET)
 
 
 def _channel_stride(x):
