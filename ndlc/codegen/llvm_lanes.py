@@ -58,7 +58,7 @@ def lane_loop(kernel, debug=None):
     sums its own output in the loops' order; a max pooling's windows gathered)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
-    if kernel.streams is not None and kernel.streams.buffers and not moves(kernel):
+    if kernel.streams is not None and kernel.streams.buffers and not (moves(kernel) or _maths_along_row(kernel)):
         return None  # llvm_stream.py groups a line of points along the store loop: a map's as codegen's vectors
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
@@ -108,6 +108,17 @@ def lane_loop(kernel, debug=None):
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var
+
+
+def _maths_along_row(kernel) -> bool:
+    """Whether a streamed 'point' kernel reduces along its row and stores values calling a mathlib
+    polynomial there (a softmax's exponentials): codegen's vectors run that map 16 wide on AVX-512
+    (llvm_partials.py `_wide_map`), where LLVM's vectoriser ran the scalar exp 8 wide (softmax
+    4096x1000 forward, one thread: 2.8-3.1 -> 1.7 CPU ms, the same bits). LayerNorm's streamed rows,
+    without a polynomial, stay LLVM's (65536x256 ran 5.1 -> 7.0 ms as codegen's vectors)."""
+    return kernel.strategy == Strategy.POINT and bool(kernel.reductions) and along_row(kernel) and any(
+        e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
+        for phase in kernel.phases if phase.inner for s in phase.stores for e in postorder(s.value))
 
 
 def interleaved(kernel) -> bool:
