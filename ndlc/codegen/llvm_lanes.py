@@ -175,13 +175,16 @@ class Lanes:
     (invariant along it) one element's value for all the lanes."""
     lanes = 0  # the width of the vector loop being emitted; 0 outside one
     mask = None  # the lanes that load and store, in a loop's last, partial vector
+    polynomial = False  # the loop's values call a mathlib polynomial (llvm_partials.py `_wide_map`)
 
     def _counted(self, var, start, count, body, whole_vectors=False):
         """body() at var = start + i for i in [0, count) (a constant or a value): where `var` is
         the lane loop, `width` iterations at once while as many are left, then a constant rest
         as vectors of its powers of two (a row of 36: 4 vectors of 8 and one of 4, as LLVM's
-        vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest as
-        one vector whose other lanes load and store nothing; elsewhere one iteration at a time.
+        vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest, or
+        a `polynomial` map's rest of several powers of two, as one vector whose other lanes load
+        and store nothing (softmax 1000x77's exponentials: a rest of 13 one polynomial, not three);
+        elsewhere one iteration at a time.
         At most STRAIGHT whole vectors of a constant count run without a loop; a variable count
         that is known to be `whole_vectors` (a multiple of the width) has no rest."""
         b, w = self.b, self.width if var == self.lane_var else 1
@@ -209,6 +212,9 @@ class Lanes:
                     vector(whole, b.sub(count, whole))
             return
         offset, rest = whole.constant, count.constant - whole.constant
+        if self.polynomial and rest & (rest - 1):  # one polynomial for the rest, not one per power of two
+            vector(ir.Constant(I64, offset), ir.Constant(I64, rest), w=1 << rest.bit_length())
+            return
         while rest:
             piece = 1 << (rest.bit_length() - 1)
             vector(ir.Constant(I64, offset), w=piece)
