@@ -115,8 +115,11 @@ def _maths_along_row(kernel) -> bool:
     polynomial there (a softmax's exponentials): codegen's vectors run that map 16 wide on AVX-512
     (llvm_partials.py `_wide_map`), where LLVM's vectoriser ran the scalar exp 8 wide (softmax
     4096x1000 forward, one thread: 2.8-3.1 -> 1.7 CPU ms, the same bits). LayerNorm's streamed rows,
-    without a polynomial, stay LLVM's (65536x256 ran 5.1 -> 7.0 ms as codegen's vectors)."""
-    return kernel.strategy == Strategy.POINT and bool(kernel.reductions) and along_row(kernel) and any(
+    without a polynomial, stay LLVM's (65536x256 ran 5.1 -> 7.0 ms as codegen's vectors), and so do
+    rows that a wider type narrows below 8 float32 lanes (SoftmaxLoss's gradient, its i64 labels:
+    3.0-3.3 -> 3.6 ms in vectors of 4)."""
+    return kernel.strategy == Strategy.POINT and bool(kernel.reductions) and along_row(kernel) \
+        and vector_width(kernel, expression_dtypes(kernel)) == F32_LANES and any(
         e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
         for phase in kernel.phases if phase.inner for s in phase.stores for e in postorder(s.value))
 
