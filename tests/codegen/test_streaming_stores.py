@@ -7,6 +7,7 @@ arrays at any offset (not aligned alike: no streaming at all)."""
 import numpy as np
 import pytest
 
+from ndlc.codegen.llvm_lanes import lane_loop
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
 from ndlc.passes import streaming
@@ -117,6 +118,29 @@ def test_a_softmax_streams_its_output_with_the_same_bits(c, threads, monkeypatch
     inputs = _inputs(plain)
     for want, got in zip(plain.run(*inputs), streamed.run(*inputs)):
         np.testing.assert_array_equal(got, want)
+
+
+LABELLED = SOFTMAX.replace("%x: f32[{r},{c}])", "%x: f32[{r},{c}], %y: i64[{r}])").replace("  return %9", """\
+  %10 = cast(%y, dtype=f32) : f32[{r}]
+  %11 = reshape(%10, shape=({r}, 1)) : f32[{r},1]
+  %12 = broadcast_to(%11, shape=({r}, {c})) : f32[{r},{c}]
+  %13 = add(%9, %12) : f32[{r},{c}]
+  return %13""")
+
+
+@pytest.mark.parametrize("text, lanes", [(SOFTMAX, True), (LABELLED, False)], ids=["softmax", "labelled"])
+def test_a_streamed_softmax_takes_codegens_vectors_at_8_float32_lanes_only(text, lanes, monkeypatch):
+    """A streamed softmax whose kernel an i64 narrows to 4 lanes (SoftmaxLoss's gradient) stays
+    LLVM's: its exponentials would run 4 wide, slower than LLVM's 8."""
+    _, streamed = _programs(text.format(r=64, c=1000), monkeypatch)
+    (kernel,) = [k for k in streamed.kernels.kernels if k.streams and k.streams.buffers]
+    assert (lane_loop(kernel) is not None) == lanes
+    if lanes:
+        return
+    x = np.random.default_rng(4).standard_normal((64, 1000)).astype(np.float32)
+    y = np.arange(64, dtype=np.int64)
+    e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    np.testing.assert_allclose(streamed.run(x, y)[0], e / e.sum(1, keepdims=True) + y[:, None], rtol=1e-6)
 
 
 def _placed(n, byte_offset):
