@@ -58,7 +58,7 @@ def lane_loop(kernel, debug=None):
     sums its own output in the loops' order; a max pooling's windows gathered)."""
     if debug is not None or any(r.dtype == "bool" for r in kernel.reductions):  # i1 partials: not bytes as vectors
         return None
-    if kernel.streams is not None and kernel.streams.buffers and not moves(kernel):
+    if kernel.streams is not None and kernel.streams.buffers and not (moves(kernel) or _maths_along_row(kernel)):
         return None  # llvm_stream.py groups a line of points along the store loop: a map's as codegen's vectors
     if kernel.strategy == Strategy.CHUNKS:
         var = 0
@@ -108,6 +108,20 @@ def lane_loop(kernel, debug=None):
                                        and stored[load.buffer] != {(access.form, access.step)}):
             return None
     return var
+
+
+def _maths_along_row(kernel) -> bool:
+    """Whether a streamed 'point' kernel reduces along its row and stores values calling a mathlib
+    polynomial there (a softmax's exponentials): codegen's vectors run that map 16 wide on AVX-512
+    (llvm_partials.py `_wide_map`), where LLVM's vectoriser ran the scalar exp 8 wide (softmax
+    4096x1000 forward, one thread: 2.8-3.1 -> 1.7 CPU ms, the same bits). LayerNorm's streamed rows,
+    without a polynomial, stay LLVM's (65536x256 ran 5.1 -> 7.0 ms as codegen's vectors), and so do
+    rows that a wider type narrows below 8 float32 lanes (SoftmaxLoss's gradient, its i64 labels:
+    3.0-3.3 -> 3.6 ms in vectors of 4)."""
+    return kernel.strategy == Strategy.POINT and bool(kernel.reductions) and along_row(kernel) \
+        and vector_width(kernel, expression_dtypes(kernel)) == F32_LANES and any(
+        e.prim in PRIMITIVES and PRIMITIVES[e.prim].llvm[0].startswith("mathlib.")
+        for phase in kernel.phases if phase.inner for s in phase.stores for e in postorder(s.value))
 
 
 def interleaved(kernel) -> bool:
@@ -164,13 +178,16 @@ class Lanes:
     (invariant along it) one element's value for all the lanes."""
     lanes = 0  # the width of the vector loop being emitted; 0 outside one
     mask = None  # the lanes that load and store, in a loop's last, partial vector
+    polynomial = False  # the loop's values call a mathlib polynomial (llvm_partials.py `_wide_map`)
 
     def _counted(self, var, start, count, body, whole_vectors=False):
         """body() at var = start + i for i in [0, count) (a constant or a value): where `var` is
         the lane loop, `width` iterations at once while as many are left, then a constant rest
         as vectors of its powers of two (a row of 36: 4 vectors of 8 and one of 4, as LLVM's
-        vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest as
-        one vector whose other lanes load and store nothing; elsewhere one iteration at a time.
+        vectoriser ran it; masked vectors were 12% slower on this AMD host), a variable rest, or
+        a `polynomial` map's rest of several powers of two, as one vector whose other lanes load
+        and store nothing (softmax 1000x77's exponentials: a rest of 13 one polynomial, not three);
+        elsewhere one iteration at a time.
         At most STRAIGHT whole vectors of a constant count run without a loop; a variable count
         that is known to be `whole_vectors` (a multiple of the width) has no rest."""
         b, w = self.b, self.width if var == self.lane_var else 1
@@ -198,6 +215,9 @@ class Lanes:
                     vector(whole, b.sub(count, whole))
             return
         offset, rest = whole.constant, count.constant - whole.constant
+        if self.polynomial and rest & (rest - 1):  # one polynomial for the rest, not one per power of two
+            vector(ir.Constant(I64, offset), ir.Constant(I64, rest), w=1 << rest.bit_length())
+            return
         while rest:
             piece = 1 << (rest.bit_length() - 1)
             vector(ir.Constant(I64, offset), w=piece)

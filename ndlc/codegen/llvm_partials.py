@@ -44,7 +44,8 @@ class RowPartials:
         """A 'point' kernel's map along its row (the lane loop) whose float32 values call a mathlib
         polynomial (softmax's exponentials) in vectors of WIDE_F32_LANES where the target has
         AVX-512, as its sums of exponentials run: a map's lanes are independent, so the values are
-        the same, in half the instructions of a latency-bound loop."""
+        the same, in half the instructions of a latency-bound loop; its rest one masked vector
+        (`Lanes._counted`, `polynomial`)."""
         k = self.kernel
         wide = self.avx512 and self.width == F32_LANES and self.lane_var == len(k.extents) - 1 \
             and all(s.dtype == "f32" for s in stores) \
@@ -52,11 +53,12 @@ class RowPartials:
                     for s in stores for e in postorder(s.value))
         if wide:
             string_attribute(self.function, "min-legal-vector-width", str(WIDE_F32_LANES * 32))
-            self.width = WIDE_F32_LANES
+            self.width, self.polynomial = WIDE_F32_LANES, True
         try:
             yield
         finally:
             self.width = F32_LANES if wide else self.width
+            self.polynomial = False
 
     def _in_order(self, phase, slots):
         """Codegen's order: the row is the last loop and the loops after the first inner loop that

@@ -1,6 +1,8 @@
 """'point' reductions along rows in codegen's own order (codegen/llvm_partials.py `_in_order`):
 the order as documented, bit for bit; softmax, logsumexp and SoftmaxLoss (forward and gradient)
 over random row lengths against float64; and those kernels compiled without LLVM's vectorisers."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -178,6 +180,16 @@ def test_long_rows_of_exponentials_give_the_same_bits_on_one_and_two_threads(mon
         np.testing.assert_array_equal(one, two)
 
 
+def _softmax_graph(n):
+    """A softmax over rows of `n` of a [40, n] input, as graph text."""
+    return (f"graph @s(%z: f32[40,{n}]) {{\n  %0 = max(%z, axes=(1,)) : f32[40]\n"
+            f"  %1 = reshape(%0, shape=(40, 1)) : f32[40,1]\n  %2 = broadcast_to(%1, shape=(40, {n})) : f32[40,{n}]\n"
+            f"  %9 = negate(%2) : f32[40,{n}]\n  %3 = add(%z, %9) : f32[40,{n}]\n  %4 = exp(%3) : f32[40,{n}]\n"
+            f"  %5 = summation(%4, axes=(1,)) : f32[40]\n  %6 = reshape(%5, shape=(40, 1)) : f32[40,1]\n"
+            f"  %7 = broadcast_to(%6, shape=(40, {n})) : f32[40,{n}]\n  %8 = divide(%4, %7) : f32[40,{n}]\n"
+            f"  return %8\n}}")
+
+
 @pytest.mark.skipif(not native.host_avx512(), reason="vectors of 16 need AVX-512")
 def test_a_rows_map_of_exponentials_runs_in_vectors_of_16_with_the_same_values(monkeypatch, tmp_path):
     """softmax's exponentials stored along its rows (a 'point' kernel's map calling mathlib) in
@@ -185,12 +197,7 @@ def test_a_rows_map_of_exponentials_runs_in_vectors_of_16_with_the_same_values(m
     1000 (whole vectors and every smaller piece of a rest): the values of 8-lane vectors, bit for bit."""
     z = (np.random.default_rng(2).standard_normal((40, 1000)) * 3).astype(np.float32)
     for n in (35, 77, 1000):
-        graph = (f"graph @s(%z: f32[40,{n}]) {{\n  %0 = max(%z, axes=(1,)) : f32[40]\n"
-                 f"  %1 = reshape(%0, shape=(40, 1)) : f32[40,1]\n  %2 = broadcast_to(%1, shape=(40, {n})) : f32[40,{n}]\n"
-                 f"  %9 = negate(%2) : f32[40,{n}]\n  %3 = add(%z, %9) : f32[40,{n}]\n  %4 = exp(%3) : f32[40,{n}]\n"
-                 f"  %5 = summation(%4, axes=(1,)) : f32[40]\n  %6 = reshape(%5, shape=(40, 1)) : f32[40,1]\n"
-                 f"  %7 = broadcast_to(%6, shape=(40, {n})) : f32[40,{n}]\n  %8 = divide(%4, %7) : f32[40,{n}]\n"
-                 f"  return %8\n}}")
+        graph = _softmax_graph(n)
         results = []
         for wide in (True, False):
             monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / f"{n}{wide}"))
@@ -200,3 +207,23 @@ def test_a_rows_map_of_exponentials_runs_in_vectors_of_16_with_the_same_values(m
             assert kernel.strategy == "point" and ("<16 x float>" in program.ir("llvm")) == wide
             results.append(program.run(np.ascontiguousarray(z[:, :n]))[0])
         np.testing.assert_array_equal(results[0].view(np.uint32), results[1].view(np.uint32))
+
+
+@pytest.mark.parametrize("n", [35, 45, 77, 1000])
+def test_a_maths_maps_rest_is_one_masked_vector_with_the_same_values(n, monkeypatch, tmp_path):
+    """A map calling mathlib runs a rest of several powers of two (77 = 4x16 + 13) as one masked
+    vector, one polynomial where 8 + 4 + 1 took three (llvm_lanes.py `_counted`, `polynomial`);
+    a rest of one power of two (1000 = 62x16 + 8) as before: the values, bit for bit, of the
+    map run without it (vectors of 8 and a rest in powers of two)."""
+    z = (np.random.default_rng(3).standard_normal((40, n)) * 3).astype(np.float32)
+    results = []
+    for polynomial in (True, False):
+        monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / str(polynomial)))
+        if not polynomial:
+            monkeypatch.setattr(llvm_partials.RowPartials, "_wide_map", lambda self, stores: contextlib.nullcontext())
+        program = compile_graph(parse(_softmax_graph(n)), cached=False)
+        rest = n % (WIDE_F32_LANES if native.host_avx512() else F32_LANES)
+        masked = polynomial and rest & (rest - 1)
+        assert ("call void @\"llvm.masked.store" in program.ir("llvm")) == bool(masked)
+        results.append(program.run(z)[0])
+    np.testing.assert_array_equal(results[0].view(np.uint32), results[1].view(np.uint32))

@@ -1,14 +1,17 @@
 """Streaming stores (codegen/llvm_stream.py): a kernel's large outputs written past the cache, in
 aligned non-temporal vectors after a head of single points up to the first aligned address, with
 the results bit for bit those of ordinary stores: for an elementwise kernel, a LayerNorm (a map
-phase after row statistics), a BatchNorm ('chunks'), on one and two threads, into the program's
-aligned arrays and into callers' arrays at any offset (not aligned alike: no streaming at all)."""
+phase after row statistics), a BatchNorm ('chunks'), a softmax (its exponentials on codegen's
+vectors either way), on one and two threads, into the program's aligned arrays and into callers'
+arrays at any offset (not aligned alike: no streaming at all)."""
 import numpy as np
 import pytest
 
+from ndlc.codegen.llvm_lanes import lane_loop
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
 from ndlc.passes import streaming
+from ndlc.runtime import native
 
 CHAIN = """graph @chain(%x: f32[{n}], %a: f32[{n}], %b: f32[{n}]) {{
   %0 = multiply(%x, %a) : f32[{n}]
@@ -45,6 +48,21 @@ BATCH_NORM = """graph @bn(%x: f32[{r},{c}], %g: f32[{c}]) {{
   %5 = broadcast_to(%g, shape=({r}, {c})) : f32[{r},{c}]
   %6 = multiply(%4, %5) : f32[{r},{c}]
   return %6, %1
+}}"""
+
+
+SOFTMAX = """graph @softmax(%x: f32[{r},{c}]) {{
+  %0 = max(%x, axes=(1,)) : f32[{r}]
+  %1 = reshape(%0, shape=({r}, 1)) : f32[{r},1]
+  %2 = broadcast_to(%1, shape=({r}, {c})) : f32[{r},{c}]
+  %3 = negate(%2) : f32[{r},{c}]
+  %4 = add(%x, %3) : f32[{r},{c}]
+  %5 = exp(%4) : f32[{r},{c}]
+  %6 = summation(%5, axes=(1,)) : f32[{r}]
+  %7 = reshape(%6, shape=({r}, 1)) : f32[{r},1]
+  %8 = broadcast_to(%7, shape=({r}, {c})) : f32[{r},{c}]
+  %9 = divide(%5, %8) : f32[{r},{c}]
+  return %9
 }}"""
 
 
@@ -85,6 +103,44 @@ def test_normalisations_stream_their_output_with_the_same_bits(text, threads, mo
     inputs = _inputs(plain)
     for want, got in zip(plain.run(*inputs), streamed.run(*inputs)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("c", [1000, 1909])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_softmax_streams_its_output_with_the_same_bits(c, threads, monkeypatch):
+    """Streamed or not, a softmax's rows run on codegen's vectors (llvm_lanes.py `_maths_along_row`):
+    its exponentials 16 wide where the host has AVX-512 (one vscalefps each), its sums in the same
+    order (rows of 1909 in codegen's, which LLVM's vectoriser had reordered when streamed)."""
+    plain, streamed = _programs(SOFTMAX.format(r=64, c=c), monkeypatch, threads)
+    assert "streaming stores to %11" in streamed.ir("scheduled") and "vmovntps" in streamed.ir("asm")
+    if native.host_avx512():
+        assert "vscalefps\t%zmm" in streamed.ir("asm")
+    inputs = _inputs(plain)
+    for want, got in zip(plain.run(*inputs), streamed.run(*inputs)):
+        np.testing.assert_array_equal(got, want)
+
+
+LABELLED = SOFTMAX.replace("%x: f32[{r},{c}])", "%x: f32[{r},{c}], %y: i64[{r}])").replace("  return %9", """\
+  %10 = cast(%y, dtype=f32) : f32[{r}]
+  %11 = reshape(%10, shape=({r}, 1)) : f32[{r},1]
+  %12 = broadcast_to(%11, shape=({r}, {c})) : f32[{r},{c}]
+  %13 = add(%9, %12) : f32[{r},{c}]
+  return %13""")
+
+
+@pytest.mark.parametrize("text, lanes", [(SOFTMAX, True), (LABELLED, False)], ids=["softmax", "labelled"])
+def test_a_streamed_softmax_takes_codegens_vectors_at_8_float32_lanes_only(text, lanes, monkeypatch):
+    """A streamed softmax whose kernel an i64 narrows to 4 lanes (SoftmaxLoss's gradient) stays
+    LLVM's: its exponentials would run 4 wide, slower than LLVM's 8."""
+    _, streamed = _programs(text.format(r=64, c=1000), monkeypatch)
+    (kernel,) = [k for k in streamed.kernels.kernels if k.streams and k.streams.buffers]
+    assert (lane_loop(kernel) is not None) == lanes
+    if lanes:
+        return
+    x = np.random.default_rng(4).standard_normal((64, 1000)).astype(np.float32)
+    y = np.arange(64, dtype=np.int64)
+    e = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    np.testing.assert_allclose(streamed.run(x, y)[0], e / e.sum(1, keepdims=True) + y[:, None], rtol=1e-6)
 
 
 def _placed(n, byte_offset):
