@@ -78,7 +78,9 @@ def compile_graph(graph, forward=None, device="cpu", debug=False, cached=True):
 class Specialisation:
     """One compiled program of a captured step, and how to run it against the step's state."""
 
-    def __init__(self, captured, check=False, device="cpu", debug=False):
+    def __init__(self, captured, check=False, device="cpu", debug=False, lock=None):
+        """`lock`: the compiled function's, which its CPU program then shares (a call holding it
+        runs the program without taking another: entry.py)."""
         self.captured, self.check = captured, check
         if check and device != "cpu":
             raise NdlcError("check mode compares kernels on the CPU backend: compile with device='cpu' to use it")
@@ -86,6 +88,8 @@ class Specialisation:
                                      cached=not check)  # check mode is for chasing compiler bugs: every pass runs
         self.num_outputs = len(captured.graph.outputs)
         self.resident = ResidentState(self.program, captured) if device == "cuda" else None
+        if lock is not None and self.resident is None:
+            self.program.lock = lock
         self.misses = 0  # calls its entry missed that the full path ran unchanged (CompiledFunction._call)
 
     def plain(self) -> bool:
@@ -203,7 +207,7 @@ class CompiledFunction:
         compiled = [h for h in self.hyperparameters + find_function_numbers(self.fn) if h.path not in runtime]
         guards = Guards(self.fn, self.roots, captured.hyperparameters, compiled, self.fixed)
         specialisation = (SplitSpecialisation(captured, self.check, compile_graph, self.device) if captured.exchanges
-                          else Specialisation(captured, self.check, self.device, debug=self.debug))
+                          else Specialisation(captured, self.check, self.device, debug=self.debug, lock=self.lock))
         specialisation.guards = guards
         self.specialisations[key] = specialisation
         self.compilations += 1

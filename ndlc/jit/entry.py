@@ -20,6 +20,7 @@ What the full path reads on every call, and what the entry checks instead:
   their values;
 - each state tensor keeps its type (capture.py's changed_state); its current array is passed.
 """
+import sys
 import weakref
 from operator import is_
 
@@ -27,7 +28,9 @@ import numpy as np
 
 from ..frontend import tensor as tensor_module
 from ..frontend.tensor import Tensor
+from ..runtime import program as program_module
 from ..runtime.generated import SourceWriter
+from ..runtime.steady import Slow, write_steady
 from .capture import Hyperparameter
 from .guards import same_bytes, same_parts, unchanged
 from .reads import CONTAINER_LIMIT, SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
@@ -67,8 +70,7 @@ def build_entry(compiled, specialisation, count):
         array = np.zeros((), specialisation.program.input_types[len(batch) + len(numbers)].np_dtype)
         numbers.append(writer.const(array))
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
-    program = writer.const(specialisation.program)  # `steady` looked up per call: it changes after a run
-    writer.line(f"results = {program}.steady({', '.join(batch + numbers + state)})")
+    _steady(writer, specialisation.program, batch + numbers + state, len(batch))
     if captured.computed_bounds:
         writer.line(f"{writer.const(captured)}.check_computed(results)")
     _write_back(writer, captured, specialisation.num_outputs, state)
@@ -100,6 +102,19 @@ class _Writer(SourceWriter):
 
     def miss_if(self, condition):
         self.line(f"if {condition}: return MISS")
+
+
+def _steady(writer, program, inputs, checked):
+    """The program's steady run written in (runtime/steady.py), its full run where that raises
+    Slow: no lock taken, as the call holds the compiled function's, which is the program's
+    (Specialisation), and the arguments' shapes and dtypes (the first `checked`) known."""
+    writer.names.update(rc=sys.getrefcount, CALLS=program_module._native_calls, program=program, Slow=Slow)
+    writer.line("try:")
+    writer.indent = 2
+    write_steady(writer, program, inputs, range(checked), program_module._native_calls)
+    writer.indent = 1
+    writer.line("except Slow:")
+    writer.line(f"    results = program._run(({''.join(a + ', ' for a in inputs)}), True, {{}})")
 
 
 def _arguments(writer, types) -> list:

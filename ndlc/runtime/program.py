@@ -71,7 +71,8 @@ class Program:
     has the kernels write those outputs straight into the caller's arrays (a distributed step's
     gradients into its flat all-reduce buffer), or copies them there when no kernel computes them.
     `steady(*arrays)` is `run(*arrays, update_state=True)` for a call that repeats the last, in
-    code generated for the program (steady.py); a compiled call's entry runs it."""
+    code generated for the program (steady.py); a compiled call's entry has the same code written
+    into it."""
 
     def __init__(self, kernels, llvm_program, stages, profile=False, source=None, debug=False, native=None,
                  shapes=None):

@@ -170,11 +170,34 @@ def scenario_returned_running_statistics():
     return step, [call, call, call, read, call, freeze, call, call, read]
 
 
+def scenario_builtin_shadowed():
+    """A new global named as a builtin (and a method) the step reads, a number the settings hold,
+    then removed: compiled anew each time, as the full path decides."""
+    step = ndl.compile(lambda x: x.max((0,)) * float(len(x.shape)))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    call = lambda: step(x).numpy().copy()  # noqa: E731
+    return step, [call, call, call, lambda: globals().__setitem__("max", 3), call, call,
+                  lambda: globals().pop("max"), call, call]
+
+
+def scenario_new_arrays():
+    """A new argument array on every call, one array passed twice, then one written in place, and a
+    parameter's data replaced by a new array: the entry's steady run hands each to the full run."""
+    step, model, opt, _ = sgd_step()
+    x = X.copy()
+    call = lambda a=x: [step(a, Y).numpy().copy()] + [p.numpy().copy() for p in model.parameters()]  # noqa: E731
+    fresh = lambda: call(x.copy())  # noqa: E731
+    rebind = lambda: setattr(model.modules[0].weight, "data", ndl.Tensor(model.modules[0].weight.numpy() * 0.5))  # noqa: E731
+    return step, [call, call, fresh, fresh, fresh, lambda: x.__setitem__((0, 0), 3.0), call, call, rebind, call, call,
+                  lambda: x.__setitem__((0, 0), 0.5), call]
+
+
 SCENARIOS = [scenario_learning_rate, scenario_static_learning_rate, scenario_parameter_replaced,
              scenario_parameter_written_in_place, scenario_data_assigned, scenario_requires_grad_flipped,
              scenario_submodule_appended, scenario_optimizer_state_replaced, scenario_eval_mode,
              scenario_global_numbers, scenario_closure_and_inputs, scenario_containers_read, scenario_bound_object,
-             scenario_returned_running_statistics]
+             scenario_returned_running_statistics, scenario_builtin_shadowed,
+             scenario_new_arrays]
 
 
 def run(scenario, misses, monkeypatch):
@@ -220,6 +243,9 @@ def test_a_repeated_call_runs_through_the_entry():
         assert step(x).numpy().tobytes() == first.tobytes()
     assert not full
     assert "a0.shape != (4, 8)" in step.entry.source and "['eps']" in step.entry.source
+    # the program's steady run is written in, under the call's lock, which is the program's
+    assert step.last.program.lock is step.lock and "with " not in step.entry.source
+    assert "except Slow" in step.entry.source and ".steady(" not in step.entry.source
 
 
 MODE = "double"
@@ -300,7 +326,7 @@ def test_the_entry_wraps_outputs_as_the_full_path_does():
 
 
 def test_outputs_kept_read_late_or_viewed_keep_their_values_through_later_calls():
-    """The entry's runs (Program.steady) write an output array again only when nothing holds it:
+    """The entry's runs (the steady run written in: runtime/steady.py) write an output array again only when nothing holds it:
     an output kept, one read after the next call and a view of one whose Tensor is dropped keep
     their values while the same input array, written in place, is called on again and again."""
     step = ndl.compile(lambda x: x * 2.0)
@@ -314,7 +340,7 @@ def test_outputs_kept_read_late_or_viewed_keep_their_values_through_later_calls(
         previous, last = last, step(x)
         if previous is not None:
             assert previous.numpy().tobytes() == np.full((3, 4), 2.0 * (k - 1), np.float32).tobytes()
-    assert hasattr(step.last.program.steady, "source"), "the calls ran through the generated run"
+    assert "except Slow" in step.entry.source, "the calls ran through the entry's steady run"
     assert kept.numpy().tobytes() == np.zeros((3, 4), np.float32).tobytes()
     assert view.tobytes() == np.full((2, 4), 2.0, np.float32).tobytes()
     assert last.numpy().tobytes() == np.full((3, 4), 14.0, np.float32).tobytes()
