@@ -120,3 +120,11 @@ def test_a_gather_in_a_loops_body_scatters_each_steps_adjoint_at_its_steps_indic
     planned = compiled.ir("planned")
     assert "call scatter_add(%9.0.4, %xs[8]) -> %9[90]  (2 rows of 3 into 7, in order)" in planned
     assert str(parse_kernels(planned)) == planned
+
+
+def test_a_compiled_step_refuses_an_index_outside_the_table_as_eager_does():
+    compiled = ndl.compile(lambda v, i: ndl.ops.scatter_add(v, i, rows=4))
+    v = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(compiled(v, np.array([1, 1])).numpy()[1], [2, 2, 2])
+    with pytest.raises(IndexError, match="scatter_add into 4 rows"):
+        compiled(v, np.array([1, 4]))
