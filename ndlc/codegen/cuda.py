@@ -1,6 +1,6 @@
 """Kernel IR -> CUDA C: one `__global__` function per kernel (a gemm kernel: a cuBLAS call, then
-one per phase of its epilogue over the product; a scatter kernel: a thread per column), launched in schedule order with the blocks the
-schedule chose (Kernel.gpu, passes/schedule.py: schedule_gpu).
+one per phase of its epilogue over the product; a scatter kernel: a thread per column), launched
+in schedule order with the blocks the schedule chose (Kernel.gpu, passes/schedule.py: schedule_gpu).
 
 Each kernel runs grid-stride over its outer points, `tile` points per block; thread x of the tile
 owns a point and its `lanes` threads share the point's inner loops. A reduce phase accumulates in

@@ -20,7 +20,8 @@ class ScatterFunction:
     def __init__(self, module, kernel, used, name, linkage):
         s = self.scatter = kernel.scatter
         split = [I64, I64] if kernel.split else []
-        self.function = fn = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split), name))
+        fnty = ir.FunctionType(ir.VoidType(), [PTR] * len(used) + split)
+        self.function = fn = uniquely_named(ir.Function(module, fnty, name))
         fn.linkage = linkage
         fn.attributes.add("noinline")
         pointers = dict(zip(used, fn.args))
@@ -29,7 +30,8 @@ class ScatterFunction:
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
         self.element, self.width = TYPES[s.dtype], ir.Constant(I64, s.width)
         first, stop = fn.args[len(used):] if split else (ir.Constant(I64, 0), self.width)
-        values, indices, out = (self.b.gep(pointers[name], [ir.Constant(I64, at)], inbounds=True, source_etype=TYPES[dtype])
+        values, indices, out = (self.b.gep(pointers[name], [ir.Constant(I64, at)], inbounds=True,
+                                           source_etype=TYPES[dtype])
                                 for name, at, dtype in zip(s.buffers, s.at, (s.dtype, s.index_dtype, s.dtype)))
         self._for(ir.Constant(I64, s.rows), lambda row: self._columns(
             first, stop, lambda column: self.b.store(ir.Constant(self.element, 0), self._at(out, row, column))))
@@ -46,8 +48,8 @@ class ScatterFunction:
         with b.if_then(inside):
             def add(column):
                 target = self._at(out, row, column)
-                total = (b.fadd if is_float(self.scatter.dtype) else b.add)(b.load(target, typ=self.element),
-                                                                       b.load(self._at(values, token, column), typ=self.element))
+                plus = b.fadd if is_float(self.scatter.dtype) else b.add
+                total = plus(b.load(target, typ=self.element), b.load(self._at(values, token, column), typ=self.element))
                 b.store(total, target)
             self._columns(first, stop, add)
 

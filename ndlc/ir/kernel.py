@@ -15,8 +15,8 @@ index maps) or `Acc`s (ir/kernel_leaves.py). Within a phase every value is
 computed before any store, so a store may overwrite a buffer the same phase reads at that element.
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
 then runs over the output in place. A *scatter kernel* (`Scatter`, no loads or phases) adds rows
-into a zeroed output's rows that integer indices pick, in order. Both backends lower this form; neither re-derives fusion or
-indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
+into a zeroed output's rows that integer indices pick, in order. Both backends lower this form;
+neither re-derives fusion or indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
 The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
@@ -130,7 +130,8 @@ class Scatter:
 
     def __str__(self):
         values, indices, out = (f"%{name}" + (f"[{at}]" if at else "") for name, at in zip(self.buffers, self.at))
-        return f"call scatter_add({values}, {indices}) -> {out}  ({self.count} rows of {self.width} into {self.rows}, in order)"
+        return (f"call scatter_add({values}, {indices}) -> {out}  "
+                f"({self.count} rows of {self.width} into {self.rows}, in order)")
 
     @property
     def buffers(self):

@@ -27,8 +27,9 @@ row or one column (`gemm_pays`), matmul stays a loop nest.
 
 A gather (`RowsAt`) is a kernel of its own storing its rows, loaded indirectly (Kernel IR
 `Indirect`): nothing else reads through an indirect load, and merge keeps that kernel apart; a
-scatter_add a Scatter kernel (passes/scatter.py). A scan's operands are stored (read in place where contiguous) and so is its packed result: its
-body is fused and merged once, and its kernels run once per step (passes/steps.py).
+scatter_add is a Scatter kernel (passes/scatter.py). A scan's operands are stored (read in place
+where contiguous) and so is its packed result: its body is fused and merged once, and its kernels
+run once per step (passes/steps.py).
 """
 import math
 from dataclasses import dataclass, replace

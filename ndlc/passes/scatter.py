@@ -24,8 +24,8 @@ def scatter_definition(lowering, node):
     table = node.result.type
     width = math.prod(table.shape[1:])
     (values, v), (indices, i) = placed
-    scatter = Scatter(values, indices, lowering.stored[node.result], node.operands[1].type.size, table.shape[0], width,
-                      table.dtype, node.operands[1].dtype, f"{node.op} adds rows into it in index order (a kernel of its own)",
-                      at=(v, i, 0))
+    scatter = Scatter(values, indices, lowering.stored[node.result], node.operands[1].type.size, table.shape[0],
+                      width, table.dtype, node.operands[1].dtype,
+                      f"{node.op} adds rows into it in index order (a kernel of its own)", at=(v, i, 0))
     lowering.kernels.append(Kernel(f"k{len(lowering.kernels)}", (width,), 1, [], [], fused, scatter=scatter))
     return d
