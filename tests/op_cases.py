@@ -197,6 +197,19 @@ def _gather_expect(table, indices):
     return out
 
 
+def _scatter_add_draw(r):
+    rows = int(r.integers(1, 6))
+    indices = r.integers(0, rows, shape(r, ndim=int(r.integers(0, 3))))
+    return [normal(r, indices.shape + shape(r, ndim=int(r.integers(0, 3)))), indices], {"rows": rows}
+
+
+def _scatter_add_expect(values, indices, rows):
+    out = np.zeros((rows,) + values.shape[indices.ndim:])
+    for index in np.ndindex(*indices.shape):
+        out[indices[index]] += values[index]
+    return out
+
+
 def _splitmix_uniform(seed, stream, shape):
     """SplitMix64 (Steele et al.) in Python integers, element by element."""
     mask = (1 << 64) - 1
@@ -324,6 +337,7 @@ CASES = [
     Case("arange", lambda r: ([], {"size": int(r.integers(0, 9)), "dtype": "i64"}),
          lambda size, dtype: np.array(list(range(size)), np.int64), differentiable=False),
     Case("gather", _gather_draw, _gather_expect),
+    Case("scatter_add", _scatter_add_draw, _scatter_add_expect),
     Case("max_pool2d", _pool_draw, lambda x, kernel, stride: _windows_expect(x, kernel, stride).max(axis=(-2, -1))),
     Case("scan", _scan_draw, lambda *a, carries, xs, length, reverse, body:
          _scan_expect(*a, carries, xs, length, reverse, body)),

@@ -1,6 +1,6 @@
 """Kernel IR -> CUDA C: one `__global__` function per kernel (a gemm kernel: a cuBLAS call, then
-one per phase of its epilogue over the product), launched in schedule order with the blocks the
-schedule chose (Kernel.gpu, passes/schedule.py: schedule_gpu).
+one per phase of its epilogue over the product; a scatter kernel: a thread per column), launched
+in schedule order with the blocks the schedule chose (Kernel.gpu, passes/schedule.py: schedule_gpu).
 
 Each kernel runs grid-stride over its outer points, `tile` points per block; thread x of the tile
 owns a point and its `lanes` threads share the point's inner loops. A reduce phase accumulates in
@@ -134,6 +134,9 @@ class _KernelEmitter:
         put(f"    const {I} o = base + x;")
         put(f"    const bool active = o < {self.points};")
         self._decode("o", range(self.outer), "    ")
+        if self.kernel.scatter is not None:
+            self._scatter()
+            return
         if self.vector > 1:
             for phase in self.phases:
                 self._vector_stores(phase, "      ")
@@ -207,6 +210,20 @@ class _KernelEmitter:
         that neighbouring threads touch neighbouring elements (coalesced), the others by stride."""
         coeffs = phase.stores[0].access.form.coeffs
         return sorted(range(len(self.kernel.extents)), key=lambda i: (-abs(coeffs[i]) if coeffs[i] else 0, i))
+
+    def _scatter(self):
+        """A Scatter kernel (ir/kernel.py): a thread per column zeroes it, then adds the tokens'
+        values into it in token order, so that its sums are the CPU's."""
+        s, I, put = self.kernel.scatter, self.index_type, self.lines.append
+        values, indices, out = (f"({self.param[name]} + {at})" for name, at in zip(s.buffers, s.at))
+        put("    if (active) {")
+        put(f"      for ({I} r = 0; r < {s.rows}; ++r) {out}[r * {s.width} + i0] = 0;")
+        put(f"      for ({I} t = 0; t < {s.count}; ++t) {{")
+        put(f"        const long long r = (long long){indices}[t];")
+        put(f"        if (r >= 0 && r < {s.rows}) {out}[r * {s.width} + i0] += {values}[t * {s.width} + i0];")
+        put("      }")
+        put("    }")
+        put("  }")
 
     def _decode(self, flat, loops, indent):
         """The loop variables `loops` (row-major in the order given) from the flat index `flat`."""

@@ -19,6 +19,7 @@ from ..ir.scalar import postorder
 _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.py", "codegen/llvm_memory.py",
               "codegen/llvm_partials.py", "codegen/llvm_chunks.py",
               "codegen/llvm_rows.py", "codegen/llvm_scalar.py", "codegen/llvm_vector.py", "codegen/llvm_calls.py",
+              "codegen/llvm_scatter.py",
               "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/kernel_key.py",
               "ir/kernel.py", "ir/kernel_leaves.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py",
               "ir/short_rows.py", "ir/tiles.py", "ir/types.py")
@@ -72,6 +73,10 @@ def kernel_key(kernel, debug=None) -> KernelKey:
         g = kernel.gemm
         lines.append(f"gemm {g.m} {g.n} {g.k} {g.dtype} out {buffer(g.out)}")
         lines += [f"  {buffer(m.buffer)} {m.offset!r} ld {m.ld} transposed {m.transposed}" for m in (g.a, g.b)]
+    if kernel.scatter is not None:
+        s = kernel.scatter
+        lines.append(f"scatter {buffer(s.values)} {buffer(s.indices)} {s.index_dtype} out {buffer(s.out)} "
+                     f"at {s.at} {s.count} {s.rows} {s.width} {s.dtype}")
     lines += [f"scratch {buffer(name)}" for name in kernel.scratch]
     lines += [f"local {buffer(name)} {size}" for name, size in kernel.local.items()]
     nodes = {}
@@ -113,7 +118,7 @@ def _least(kernel) -> dict:
     if kernel.gemm is not None:
         accesses += [(m.buffer, m.offset) for m in (kernel.gemm.a, kernel.gemm.b)]
         fixed.add(kernel.gemm.out)
-    least = {}
+    least = dict(zip(kernel.scatter.buffers, kernel.scatter.at)) if kernel.scatter else {}
     for name, access in accesses:
         if access.step != 1 or access.guards:
             fixed.add(name)
@@ -134,7 +139,9 @@ def _rebased(kernel, offsets):
     if gemm is not None:
         gemm = replace(gemm, a=replace(gemm.a, offset=access(gemm.a.buffer, gemm.a.offset)),
                        b=replace(gemm.b, offset=access(gemm.b.buffer, gemm.b.offset)))
-    return replace(kernel, loads=loads, phases=phases, gemm=gemm)
+    scatter = kernel.scatter and replace(kernel.scatter, at=tuple(at - offsets.get(name, 0) for name, at in
+                                                                  zip(kernel.scatter.buffers, kernel.scatter.at)))
+    return replace(kernel, loads=loads, phases=phases, gemm=gemm, scatter=scatter)
 
 
 def _expression(expr, nodes, lines) -> str:

@@ -35,6 +35,7 @@ from .llvm_rows import RowBlocks
 from .llvm_lanes import F32_LANES, Lanes, lane_loop
 from .llvm_memory import MemoryAccess
 from .llvm_partials import RowPartials
+from .llvm_scatter import ScatterFunction
 from .llvm_scalar import I1, I64, MEMORY, TYPES, ScalarLowering, Values, constant
 from .llvm_stream import StreamingStores
 from .llvm_text import module_text, string_attribute, uniquely_named
@@ -69,8 +70,8 @@ def kernel_ir(name, kernels, triple="", data_layout="", fma=False, avx512=False)
     module.triple, module.data_layout = triple, data_layout
     for kernel, key, debug in kernels:
         used = list(key.buffers) + (["debug"] if debug else [])
-        body = _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal", fma,
-                              avx512).function
+        body = ScatterFunction(module, kernel, used, f"{key.symbol}.body", "internal").function if kernel.scatter \
+            else _KernelEmitter(module, kernel, used, debug, f"{key.symbol}.body", "internal", fma, avx512).function
         fn = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), key.symbol))
         fn.linkage = "weak_odr"  # a kernel found in two cached objects is linked from the first
         b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -295,6 +295,16 @@ def gather(table, indices):
     return apply("gather", table, indices)
 
 
+def scatter_add(values, indices, rows):
+    """A zero table of `rows` rows with each row of `values` added into the row `indices` picks,
+    in index order (gather's adjoint); the indices are checked as gather's are."""
+    values, indices = as_tensor(values), as_tensor(indices)
+    context = active_context()
+    if context is not None:
+        context.bound(indices._value, rows, IndexError, f"scatter_add into {rows} rows (at {user_location()})")
+    return apply("scatter_add", values, indices, rows=rows)
+
+
 # Every other registry op: elementwise ones with broadcasting and scalars, scalar-attribute ops
 # with needle's positional `scalar`, the rest with attributes as keywords.
 def _generic(op):

@@ -14,8 +14,9 @@ row another load's value picks where `Indirect`, or element positions, `Index`, 
 index maps) or `Acc`s (ir/kernel_leaves.py). Within a phase every value is
 computed before any store, so a store may overwrite a buffer the same phase reads at that element.
 A *gemm kernel* is a BLAS call (`Gemm`) per batch index writing its output; its phase, if any,
-then runs over the output in place. Both backends lower this form; neither re-derives fusion or
-indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
+then runs over the output in place. A *scatter kernel* (`Scatter`, no loads or phases) adds rows
+into a zeroed output's rows that integer indices pick, in order. Both backends lower this form;
+neither re-derives fusion or indexing. The schedule pass chooses each kernel's `strategy` and `split` (passes/schedule.py).
 The printed text (`str`) is complete: parse_kernels (ir/kernel_parser.py) reads it back.
 """
 from dataclasses import dataclass, field
@@ -107,6 +108,34 @@ class Gemm:
     out: str
     dtype: str
     why: str = ""
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """`out` (rows x width) zeroed, then row t of `values` (count x width) added into row
+    indices[t] for t = 0, 1, ... in order (an index outside [0, rows) adds nothing): gather's
+    adjoint (scatter_add), whose sums are then the same at any thread count. Each buffer starts
+    `at` elements in (values, indices, out: a scan step's slices). The kernel's one loop is over
+    the width's columns."""
+    values: str
+    indices: str
+    out: str
+    count: int
+    rows: int
+    width: int
+    dtype: str
+    index_dtype: str
+    why: str = ""
+    at: tuple = (0, 0, 0)
+
+    def __str__(self):
+        values, indices, out = (f"%{name}" + (f"[{at}]" if at else "") for name, at in zip(self.buffers, self.at))
+        return (f"call scatter_add({values}, {indices}) -> {out}  "
+                f"({self.count} rows of {self.width} into {self.rows}, in order)")
+
+    @property
+    def buffers(self):
+        return self.values, self.indices, self.out
 
 
 @dataclass(frozen=True)
@@ -215,6 +244,7 @@ class Kernel:
     phases: list
     fused: tuple = ()
     gemm: Optional[Gemm] = None
+    scatter: Optional[Scatter] = None
     merged: tuple = ()
     boundary: str = ""
     recomputes: tuple = ()  # values used elsewhere too that this kernel computes again, and why
@@ -251,12 +281,13 @@ class Kernel:
 
     def outputs(self) -> list:
         """The buffers this kernel writes, in order."""
-        names = [self.gemm.out] if self.gemm else []
+        names = [self.gemm.out] if self.gemm else [self.scatter.out] if self.scatter else []
         return list(dict.fromkeys(names + [s.buffer for s in self.stores]))
 
     def reads(self) -> set:
         """Names of the buffers this kernel reads."""
         names = {load.buffer for load in self.loads if isinstance(load, Load)}
+        names |= {self.scatter.values, self.scatter.indices} if self.scatter else set()
         return names | ({self.gemm.a.buffer, self.gemm.b.buffer} if self.gemm else set())
 
     def buffers(self) -> set:
@@ -287,6 +318,7 @@ class Kernel:
         if self.fused:
             lines.append(f"  fuses: {', '.join(self.fused)}")
         whys = [f"%{self.gemm.out}: {self.gemm.why}"] if self.gemm and self.gemm.why else []
+        whys += [f"%{self.scatter.out}: {self.scatter.why}"] if self.scatter and self.scatter.why else []
         whys += [f"%{s.buffer}: {s.why}" for s in self.stores if s.why and not (self.gemm and s.buffer == self.gemm.out)]
         if whys:
             lines.append(f"  stored because: {'; '.join(whys)}")
@@ -321,6 +353,7 @@ class Kernel:
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
             lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({_matrix_text(g.a, g.m, g.k)}, "
                          f"{_matrix_text(g.b, g.k, g.n)}) -> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
+        lines += [f"  {self.scatter}"] if self.scatter else []
         lines += [f"  %{name} is local: one row of {size} per thread" for name, size in self.local.items()]
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
         for p, phase in enumerate(self.phases):

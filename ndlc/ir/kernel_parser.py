@@ -9,11 +9,12 @@ Constant buffers' values are not part of the text: the parsed program's `constan
 """
 import functools
 import re
+from dataclasses import replace
 
 from ..errors import IRParseError
 from .indexing import Access, Affine, Guard
 from .kernel import (GEMMS, Buffer, BufferKind, Combine, Gemm, GpuLaunch, Kernel, Matrix, Phase, PhaseKind, Program,
-                     Reduction, Split, Store, Strategy)
+                     Reduction, Scatter, Split, Store, Strategy)
 from .kernel_leaves import Acc, Index, Indirect, Load, infer_dtypes
 from .kernel_verifier import verify_program
 from .streams import parse_streams
@@ -34,6 +35,8 @@ _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
 _PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")
 _GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(\d+) @ (\d+)x(\d+)\)$")
+_AT = rf"{_NAME}(?:\[(\d+)\])?"
+_SCATTER = re.compile(rf"  call scatter_add\({_AT}, {_AT}\) -> {_AT}  \((\d+) rows of (\d+) into (\d+), in order\)$")
 _MATRIX = re.compile(rf"{_NAME}(?:\[([^\]]*)\])?(\^T)?(?: ld (\d+))?$")
 _LOCAL = re.compile(rf"  {_NAME} is local: one row of (\d+) per thread$")
 _LOAD = re.compile(rf"  \$(\d+) = (?:{_NAME}|(index))\[(.*)\]$")
@@ -128,6 +131,10 @@ class _ProgramParser:
         if gemm:
             self.n += 1
             k.gemm = self.gemm(gemm, len(k.extents) + 1)
+        if _SCATTER.match(self.peek() or ""):
+            values, v, indices, i, out, o, count, width, rows = self.match(_SCATTER, "a scatter").groups()
+            k.scatter = Scatter(values, indices, out, int(count), int(rows), int(width), self.buffer(buffers, out).dtype,
+                                self.buffer(buffers, indices).dtype, at=tuple(int(at or 0) for at in (v, i, o)))
         while self.peek() and _LOCAL.match(self.peek()):
             local, size = self.match(_LOCAL, "a local row").groups()
             k.local[local] = int(size)
@@ -286,6 +293,8 @@ class _ProgramParser:
             raise self.error("'stored because' names none of the kernel's outputs", line)
         if k.gemm and entries and entries[0][0] == k.gemm.out:
             k.gemm = Gemm(*[getattr(k.gemm, f) for f in ("a", "b", "m", "n", "k", "out", "dtype")], entries.pop(0)[1])
+        if k.scatter and entries and entries[0][0] == k.scatter.out:
+            k.scatter = replace(k.scatter, why=entries.pop(0)[1])
         for store in k.stores:
             if k.gemm and store.buffer == k.gemm.out:  # the epilogue's store: stored for the gemm's reason
                 store.why = k.gemm.why

@@ -58,7 +58,7 @@ def _check_kernel(kernel, buffers, where):
             if load.dtype != buffers[load.buffer].dtype:
                 raise VerifyError(f"{where}: ${n} loads {load.dtype} from %{load.buffer}, a "
                                   f"{buffers[load.buffer].dtype} buffer")
-    problem = kernel.gemm and gemm_problem(kernel, buffers)
+    problem = (kernel.gemm and gemm_problem(kernel, buffers)) or (kernel.scatter and _scatter_problem(kernel, buffers))
     if problem:
         raise VerifyError(f"{where}: {problem}")
     for p, phase in enumerate(kernel.phases):
@@ -137,6 +137,20 @@ def _cases(kind) -> str:
     return ", ".join(repr(case.value) for case in kind)
 
 
+def _scatter_problem(kernel, buffers):
+    """What is wrong with a scatter kernel (ir/kernel.py Scatter), or None."""
+    s = kernel.scatter
+    if kernel.loads or kernel.phases or kernel.gemm or kernel.extents != (s.width,) or kernel.outer != 1:
+        return f"a scatter kernel has one loop of {s.width} columns and no loads, phases or gemm"
+    for name, at, size in zip(s.buffers, s.at, (s.count * s.width, s.count, s.rows * s.width)):
+        if at < 0 or prod(buffers[name].shape) < at + size:
+            return f"scatter_add's %{name} has {prod(buffers[name].shape)} elements, not {at} + {size}"
+    if buffers[s.indices].dtype != s.index_dtype or not is_integer(s.index_dtype) \
+            or {buffers[s.values].dtype, buffers[s.out].dtype} != {s.dtype}:
+        return f"scatter_add adds {s.dtype} rows at {buffers[s.indices].dtype} indices"
+    return None
+
+
 def gemm_problem(kernel, buffers):
     """Why `kernel`'s BLAS call does not fit its buffers (a sentence), or None: the routine's dtype
     is each operand's and the output's, and the matrices it reads and writes lie inside them. The
@@ -180,6 +194,8 @@ def _check_order(kernel, written, where):
                 if isinstance(load, Load) and load.buffer not in written:
                     raise VerifyError(f"{where}: phase {p} reads %{load.buffer} before it is written")
         written |= {s.buffer for s in phase.stores}
+    if kernel.scatter and not written >= {kernel.scatter.values, kernel.scatter.indices}:
+        raise VerifyError(f"{where}: its scatter reads a buffer before it is written")
     if kernel.gemm and not written >= {kernel.gemm.a.buffer, kernel.gemm.b.buffer}:
         raise VerifyError(f"{where}: its gemm reads a buffer before it is written")
 

@@ -129,6 +129,8 @@ class OpDef:
     loop_nest(operand_types, result_type, **attrs) -> LoopNest: reductions, matmul, conv, pooling.
     rows_at(operand_types, result_type) -> RowsAt, for ops reading a table's rows at integer
       indices (gather): backends load each row indirectly, at the index's value.
+    scatters: the op adds its first operand's rows, in order, into a zero table's rows that its
+      second operand's integer values pick (scatter_add): fusion makes it a Scatter kernel.
     decompose(b, node) -> Value: the op rebuilt from simpler ops, which the compiled pipeline lowers
       instead (a conv as im2col and a gemm), or None where the op is best kept as it is.
     blas: the loop nest is a batched matrix product (loops batch..., m, n | k; body x[..., m, k] *
@@ -156,6 +158,7 @@ class OpDef:
     index_map: Optional[Callable] = None
     loop_nest: Optional[Callable] = None
     rows_at: Optional[Callable] = None
+    scatters: bool = False
     decompose: Optional[Callable] = None
     blas: bool = False
     parts: Optional[Callable] = None

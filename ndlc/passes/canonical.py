@@ -154,7 +154,7 @@ def _without_unit_loops(kernel):
     reduce phase reduces over at least one); a BLAS call keeps its loops (the call's matrices are
     laid out over them)."""
     extents, outer = kernel.extents, kernel.outer
-    if kernel.gemm is not None or 1 not in extents or 0 in extents:
+    if kernel.gemm is not None or kernel.scatter is not None or 1 not in extents or 0 in extents:
         return kernel
     kept_outer = tuple(n for n in extents[:outer] if n != 1)
     kept_inner = tuple(n for n in extents[outer:] if n != 1) or extents[outer:outer + 1]

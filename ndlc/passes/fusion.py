@@ -26,9 +26,10 @@ Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy), and for a
 row or one column (`gemm_pays`), matmul stays a loop nest.
 
 A gather (`RowsAt`) is a kernel of its own storing its rows, loaded indirectly (Kernel IR
-`Indirect`): nothing else reads through an indirect load, and merge keeps that kernel apart.
-A scan's operands are stored (read in place where contiguous) and so is its packed result: its
-body is fused and merged once, and its kernels run once per step (passes/steps.py).
+`Indirect`): nothing else reads through an indirect load, and merge keeps that kernel apart; a
+scatter_add is a Scatter kernel (passes/scatter.py). A scan's operands are stored (read in place
+where contiguous) and so is its packed result: its body is fused and merged once, and its kernels
+run once per step (passes/steps.py).
 """
 import math
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ from ..ir.scalar import PRIMITIVES, ScalarExpr, cost, leaves, map_leaves, postor
 from .blas_layout import blas_layout, gemm_pays
 from .canonical import canonical_loops
 from .merge import LARGE, merge_kernels
+from .scatter import scatter_definition
 from .steps import step_kernels
 
 CHEAP = 6  # a definition costing at most this much is recomputed rather than stored
@@ -181,6 +183,8 @@ class _Lowering:
         types = [v.type for v in node.operands]
         if node.op == "scan":
             d = self._scan(node)
+        elif opdef.scatters:
+            d = scatter_definition(self, node)
         elif opdef.scalar is not None:
             d = opdef.scalar(*self._elementwise_operands(node), **node.attrs)
             d = _positions(d, Index(contiguous(node.result.shape)), {id(self.defs[v]) for v in node.operands})
@@ -392,12 +396,8 @@ class _Lowering:
         if v in self.stored and name is None:
             return self.defs[v]
         d, fused = self.defs[v], self.members[v]
-        accs = self._accs(d)
-        if accs:
-            (acc,) = accs
-            nest = self.nests.pop(acc.value)
-        else:
-            nest, acc = _Nest(v.shape, 0, None, None), None
+        (acc,) = self._accs(d) or (None,)
+        nest = self.nests.pop(acc.value) if acc else _Nest(v.shape, 0, None, None)
         self._bind_buffer(v, kind, name)
         self.kernels.append(self._kernel(nest, acc, d, self.stored[v], v, fused, why))
         return self.defs[v]

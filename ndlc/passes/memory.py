@@ -98,7 +98,8 @@ def in_place_updates(program, used) -> dict:
 def _reads_only_where_it_writes(kernel, state, out, phase_loads, index) -> bool:
     if state not in kernel.reads():
         return True
-    if kernel.gemm is not None and (out == kernel.gemm.out or state in (kernel.gemm.a.buffer, kernel.gemm.b.buffer)):
+    if kernel.gemm is not None and (out == kernel.gemm.out or state in (kernel.gemm.a.buffer, kernel.gemm.b.buffer)) \
+            or kernel.scatter is not None:
         return False
     if index not in phase_loads:
         phase_loads[index] = _phase_loads(kernel)

@@ -246,6 +246,8 @@ def _why_not(a, b, known) -> str:
     """Why b cannot join a ('' when it can); `known`: a _Known."""
     if b.gemm is not None:
         return "a BLAS call starts a kernel"
+    if a.scatter is not None or b.scatter is not None:
+        return "a scatter-add's kernel stays apart (it adds rows at indices read at run time)"
     if any(load.indirect for k in (a, b) for load in k.loads if isinstance(load, Load)):
         return "a kernel of indirect loads (a gather's rows) stays apart"
     if 0 in a.extents or 0 in b.extents:

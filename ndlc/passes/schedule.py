@@ -312,7 +312,7 @@ def _vectorisable(kernel) -> bool:
     """Whether an elementwise float32 kernel can move VECTOR elements at once: every load and
     store unguarded, contiguous (or constant) along the last loop and aligned to VECTOR elements."""
     if kernel.reductions or not kernel.extents or (kernel.outer != len(kernel.extents) and not kernel.gemm) \
-            or kernel.extents[-1] % VECTOR:
+            or kernel.extents[-1] % VECTOR or kernel.scatter is not None:
         return False
     if not all(isinstance(load, Load) and not load.indirect for load in kernel.loads):
         return False
@@ -379,8 +379,10 @@ def _scratch(program, name, shape, dtype):
 def work(kernel) -> int:
     """Estimated cost of a kernel: per phase, its iterations times the cost of what it computes
     there (a store counts 1; what several stores or reductions share, computed once, counts once);
-    a gemm's multiply-adds."""
+    a gemm's multiply-adds; a scatter's zeroed and added elements."""
     total, outer, every = 0, math.prod(kernel.outer_extents), math.prod(kernel.extents)
+    if kernel.scatter is not None:
+        total += (kernel.scatter.rows + kernel.scatter.count) * kernel.scatter.width
     if kernel.gemm is not None:
         total += math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
     for phase in kernel.phases:

@@ -91,8 +91,13 @@ def _placed(kernel, place, where):
     if gemm is not None:
         a, b = (Matrix(place[m.buffer][0], _moved(m.offset, place[m.buffer][1]), m.ld, m.transposed) for m in (gemm.a, gemm.b))
         gemm = replace(gemm, a=a, b=b, out=place[gemm.out][0], why=gemm.why and f"in the body, {gemm.why}")
+    scatter = kernel.scatter
+    if scatter is not None:
+        (values, v), (indices, i), (out, o) = (place[name] for name in scatter.buffers)
+        scatter = replace(scatter, values=values, indices=indices, out=out, at=tuple(a + b for a, b in zip(scatter.at, (v, i, o))),
+                          why=scatter.why and f"in the body, {scatter.why}")
     fused = (where.scan,) + tuple(f"body {member}" for member in kernel.fused)
-    return replace(kernel, loads=loads, phases=phases, gemm=gemm, local=dict(kernel.local), fused=fused, step=str(where),
+    return replace(kernel, loads=loads, phases=phases, gemm=gemm, scatter=scatter, local=dict(kernel.local), fused=fused, step=str(where),
                    origin=Placement(kernel, place))
 
 

@@ -27,8 +27,9 @@ def choose_streams(kernel, buffers):
     """The Streams of `kernel` (`buffers`: the program's, by name): its outputs of at least
     SMALLEST bytes, where the kernel moves FOOTPRINT bytes and their stores can stream
     (ir/streams.py); None where it stores nothing that large, moves less (its data stays cached),
-    or runs in a scan's steps (whose copies share its decisions, but not its buffers' names)."""
-    if kernel.step:
+    or runs in a scan's steps (whose copies share its decisions, but not its buffers' names), or
+    is a Scatter (whose adds read what it stores)."""
+    if kernel.step or kernel.scatter is not None:
         return None
     itemsize = {name: numpy_dtype(buffers[name].dtype).itemsize for name in kernel.buffers()}
     size = {name: math.prod(buffers[name].shape) * itemsize[name] for name in itemsize}
