@@ -1,0 +1,45 @@
+"""What the extreme-values fuzzer (tests/test_extremes_fuzz.py) found, each kept as the smallest
+example that failed, with the known defect it was written for."""
+import warnings
+
+import numpy as np
+import pytest
+
+import ndlc as ndl
+
+nn = ndl.nn
+
+
+def eager_and_compiled(module, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy's overflow warnings, eagerly
+        return module(ndl.Tensor(x)).numpy(), ndl.compile(module)(x).numpy()
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: nn.LayerNorm1d(8), (4, 8)), (lambda: nn.BatchNorm1d(8), (4, 8)),
+                                         (lambda: nn.BatchNorm2d(3), (2, 3, 4, 4))])
+def test_normalising_values_of_1e19_is_finite_as_eagerly(make, shape):
+    """One-pass statistics summed d² = (x - x₀)² of ~1e38 each, which overflowed where the two-pass
+    Σ(x - mean)² does not, and (Σd)²/n with it: inf - inf, NaN for every element. The squares are
+    now summed scaled by 2^-32 (passes/statistics.py SCALE)."""
+    x = (np.random.default_rng(0).standard_normal(shape) * 1e19).astype(np.float32)
+    eager, compiled = eager_and_compiled(make(), x)
+    assert np.isfinite(eager).all()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_a_sum_of_squares_that_overflows_only_shifted_is_not_inf():
+    """[0, 2e19]: Σd² = 4e38 overflows, the two-pass Σ(x - mean)² = 2e38 does not; the rows
+    normalise to ±1, not to 0 (an infinite variance)."""
+    x = np.array([[0.0, 2e19]], np.float32)
+    eager, compiled = eager_and_compiled(nn.LayerNorm1d(2), x)
+    np.testing.assert_allclose(eager, [[-1.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6)
+
+
+def test_a_variance_that_overflows_eagerly_overflows_compiled():
+    """Values of ±1e30: eagerly the variance is inf and the outputs (x - mean)·0 = 0; compiled the
+    same, not the inf - inf of an overflowed Σd² and (Σd)²/n (passes/statistics.py LARGEST)."""
+    x = np.array([[1e30, -1e30, 3e29, 0.0]], np.float32)
+    eager, compiled = eager_and_compiled(nn.LayerNorm1d(4), x)
+    np.testing.assert_array_equal(compiled, eager)
