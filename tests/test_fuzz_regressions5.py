@@ -55,3 +55,18 @@ def test_the_sine_of_a_large_argument_is_as_eagerly():
         warnings.simplefilter("ignore")
         eager = ndl.ops.sin(ndl.Tensor(x)).numpy()
     np.testing.assert_allclose(ndl.compile(ndl.ops.sin)(x).numpy(), eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_power_of_special_values_is_numpys(dtype):
+    """power(-inf, 1.5) was NaN compiled (a negative base, a fractional exponent), inf eagerly; so
+    were 1**nan and (-1)**inf (1 as C99's pow), and (-0)**-3 was +inf (-inf): every pair of these
+    values now gives numpy's result, signed zeros included."""
+    values = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -3.0, 1.5, -1.5, 3.4e38, 1e-40, -1e19]
+    a, b = (np.array(v, dtype) for v in zip(*[(p, q) for p in values for q in values]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = ndl.ops.power(ndl.Tensor(a, dtype=dtype), ndl.Tensor(b, dtype=dtype)).numpy()
+    compiled = ndl.compile(ndl.ops.power)(ndl.Tensor(a, dtype=dtype), ndl.Tensor(b, dtype=dtype)).numpy()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6)
+    assert (np.signbit(compiled) == np.signbit(eager))[~np.isnan(eager)].all()
