@@ -70,3 +70,12 @@ def test_power_of_special_values_is_numpys(dtype):
     compiled = ndl.compile(ndl.ops.power)(ndl.Tensor(a, dtype=dtype), ndl.Tensor(b, dtype=dtype)).numpy()
     np.testing.assert_allclose(compiled, eager, rtol=1e-6)
     assert (np.signbit(compiled) == np.signbit(eager))[~np.isnan(eager)].all()
+
+
+def test_rows_of_1024_values_of_3e17_normalise_as_eagerly():
+    """Σ(x - mean)² of a row is ~9e37, finite; (Σd)² is up to n times Σd²: scaled by 2^-j at most
+    1/(n(n + 1)) (passes/statistics.py), neither overflows, where rows of 1024 were NaN."""
+    x = (np.random.default_rng(1024).standard_normal((4, 1024)) * 3e17).astype(np.float32)
+    eager, compiled = eager_and_compiled(nn.LayerNorm1d(1024), x)
+    assert np.isfinite(eager).all()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-4)
