@@ -291,7 +291,7 @@ def pow(b, x, y):
     odd = b.fcmp_unordered("!=", intrinsic(b, "llvm.rint", half), half)
     signed = b.fcmp_ordered("<", intrinsic(b, "llvm.copysign", const(ty, 1.0), x), const(ty, 0.0))
     result = b.select(b.and_(signed, b.and_(integral, odd)), b.fneg(magnitude), magnitude)
-    fractional = b.and_(b.fcmp_ordered("<", x, const(ty, 0.0)), b.fcmp_unordered("!=", intrinsic(b, "llvm.rint", y), y))
+    fractional = b.and_(b.fcmp_ordered("<", x, const(ty, 0.0)), b.not_(integral))
     result = b.select(b.and_(fractional, b.fcmp_ordered("!=", x, const(ty, -math.inf))), const(ty, math.nan), result)
     one = b.or_(b.fcmp_ordered("==", y, const(ty, 0.0)), b.fcmp_ordered("==", x, const(ty, 1.0)))
     one = b.or_(one, b.and_(b.fcmp_ordered("==", x, const(ty, -1.0)),
