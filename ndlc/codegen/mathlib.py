@@ -281,13 +281,19 @@ cos = _in_f64(lambda b, x: _sincos(b, x, 1))
 
 @_in_f64
 def pow(b, x, y):
-    """x**y as numpy: exp(y log|x|), negative x only for integral y (sign from y's parity)."""
+    """x**y as numpy (C99's pow): exp(y log|x|), its sign from y's parity where x's sign bit is set
+    (-0 and -inf included), NaN for a finite negative x and a fractional y; 1 where y is 0, x is 1,
+    or x is -1 and y infinite, whatever the other (NaN included)."""
     ty = x.type
     magnitude = exp(b, b.fmul(y, log(b, intrinsic(b, "llvm.fabs", x))))
     integral = b.fcmp_ordered("==", intrinsic(b, "llvm.rint", y), y)
     half = b.fmul(y, const(ty, 0.5))
     odd = b.fcmp_unordered("!=", intrinsic(b, "llvm.rint", half), half)
-    negative = b.fcmp_ordered("<", x, const(ty, 0.0))
-    signed = b.select(odd, b.fneg(magnitude), magnitude)
-    result = b.select(negative, b.select(integral, signed, const(ty, math.nan)), magnitude)
-    return b.select(b.fcmp_ordered("==", y, const(ty, 0.0)), const(ty, 1.0), result)
+    signed = b.fcmp_ordered("<", intrinsic(b, "llvm.copysign", const(ty, 1.0), x), const(ty, 0.0))
+    result = b.select(b.and_(signed, b.and_(integral, odd)), b.fneg(magnitude), magnitude)
+    fractional = b.and_(b.fcmp_ordered("<", x, const(ty, 0.0)), b.not_(integral))
+    result = b.select(b.and_(fractional, b.fcmp_ordered("!=", x, const(ty, -math.inf))), const(ty, math.nan), result)
+    one = b.or_(b.fcmp_ordered("==", y, const(ty, 0.0)), b.fcmp_ordered("==", x, const(ty, 1.0)))
+    one = b.or_(one, b.and_(b.fcmp_ordered("==", x, const(ty, -1.0)),
+                            b.fcmp_ordered("==", intrinsic(b, "llvm.fabs", y), const(ty, math.inf))))
+    return b.select(one, const(ty, 1.0), result)

@@ -7,15 +7,25 @@ in one pass instead, k being x at the first inner point (its first row or elemen
 as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0).
 With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
 costs a few bits, not the mean's magnitude (a large mean over a small variance stays accurate).
+The squares are summed scaled by 2^-j, the least power of two at most 1/(n(n + 1)) and 1/4, and
+scaled back after the subtraction: the same bits wherever the scaled sums stay normal, while Σd²
+(at most n + 1 times the two-pass Σ(x - m)², each d² 4 times) and (Σd)² (at most n times Σd²) no
+longer overflow where the two-pass sum does not (rows of ~1e19 were inf - inf = NaN); (Σd)²/n is
+held to the largest float so that an overflowed difference is inf, as the two-pass sum is.
 Each rewritten kernel says so in its `merged:` line.
 """
+import math
 from dataclasses import replace
+
+import numpy as np
 
 from ..ir.indexing import Access, Affine
 from ..ir.kernel import Combine, Phase
 from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import ScalarExpr, leaves, map_leaves
 from ..ir.types import is_float
+
+LARGEST = {"f32": float(np.finfo(np.float32).max), "f64": float(np.finfo(np.float64).max)}
 
 
 def one_pass_statistics(kernel):
@@ -113,15 +123,18 @@ def _one_pass(kernel, p, slot, x, n):
             loads.append(shifted)
         return _arg(loads.index(shifted))
     shift, count = map_leaves(x, at_first_inner_point), ScalarExpr("const", payload=float(n))
+    dtype, exponent = second.reductions[0].dtype, max(2, math.ceil(math.log2(n * (n + 1))))
+    scale, largest = ScalarExpr("const", payload=2.0 ** -exponent), ScalarExpr("const", payload=LARGEST[dtype])
     d = ScalarExpr("sub", (x, shift))
     squares = len(first.reductions)
     reductions = list(first.reductions)
     reductions[slot] = replace(reductions[slot], body=d)
-    reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, d))))
+    reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, ScalarExpr("mul", (d, scale))))))
     total = ScalarExpr("add", (_arg(Acc(slot)), ScalarExpr("mul", (shift, count))))  # Σx
-    spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("div", (ScalarExpr(
-        "mul", (_arg(Acc(slot)), _arg(Acc(slot)))), count))))
-    spread = ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0)))  # Σ(x - mean)²
+    mean_part = ScalarExpr("div", (ScalarExpr("mul", (ScalarExpr("mul", (_arg(Acc(slot)), scale)), _arg(Acc(slot)))), count))
+    spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("min", (mean_part, largest))))
+    spread = ScalarExpr("mul", (ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0))),
+                                ScalarExpr("const", payload=2.0 ** exponent)))  # Σ(x - mean)²
     stores = [replace(s, value=map_leaves(s.value, lambda a: total if a == Acc(slot) else _arg(a)))
               for s in first.stores]
     values = {(s.buffer, s.access): s.value for s in stores}
