@@ -16,8 +16,8 @@ What the full path reads on every call, and what the entry checks instead:
 - every module's and optimizer's attributes (compile.py's settings, guards.py's edges): as many,
   plain values equal and of the same type, runtime numbers still numbers, the rest the same objects;
 - the lists and dicts under them keep their lengths and items, the tensors their requires_grad;
-- guards.py's captured arrays keep their bytes, and the globals of the functions the step calls
-  their values;
+- guards.py's captured arrays keep their bytes, the globals of the functions the step calls
+  their values, the functions called by name and the module attributes read theirs (reads.bindings_read);
 - each state tensor keeps its type (capture.py's changed_state); its current array is passed.
 """
 import sys

@@ -7,7 +7,9 @@ read from the step's globals and closure (as constants; one the step only tests 
 held by identity instead), the `requires_grad` flag of every tensor it reached (it decides which
 gradients the step computes and so which parameters an optimizer updates), the numbers and arrays
 read by the functions it calls from its module and by the methods of the user's own module
-classes, and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they
+classes, the functions all of those call by a global name (the same objects; the builtins they call
+not shadowed by a new global), the numbers, arrays and functions they read as attributes of a
+module (`config.scale`), and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they
 must keep their values). `Guards.failure()` says which of those changed since the trace, so the
 caller recompiles instead of running a stale program (as torch.compile's guards do). Other Python
 numbers are guarded by the compiled function's key (compile.py `_settings`), state tensors' types
@@ -21,11 +23,11 @@ import numpy as np
 
 from ..errors import TraceError
 from .capture import is_number, walk_state
-from .reads import CONTAINER_LIMIT, STATEFUL, called_functions, globals_read, referenced_leaves, referenced_objects
+from .reads import (ARRAY_LIMIT, CONTAINER_LIMIT, STATEFUL, bindings_read, called_functions, globals_read,
+                    referenced_leaves, referenced_objects)
 from ..frontend.tensor import Tensor
 
 WATCHED_ELSEWHERE = STATEFUL + (Tensor, dict, list, tuple, bool, int, float, str, np.number)  # walked or keyed
-ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
 # Instructions that read a name, by the kind of name they read (referenced_leaves' names), and those
 # that, right after such a read, test only what it is: `x is None`, `x is not None`, `if x is None:`.
 NAME_READS = {"cell": ("LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_GLOBAL", "LOAD_NAME"),
@@ -59,9 +61,13 @@ class Guards:
                            if isinstance(value, (list, dict)) and _holds_plain(value)]
         self.runtime = list(runtime)
         self.compiled = [(h, h.value()) for h in compiled]
+        called = called_functions(fn, [o for o, *_ in walked])
         self.globals = [(module, name, value.copy() if isinstance(value, np.ndarray) else value)
-                        for module, name, value in globals_read(called_functions(fn, [o for o, *_ in walked]))
+                        for module, name, value in globals_read(called)
                         if isinstance(value, np.ndarray) or _plain_number(value)]
+        target = getattr(fn, "__func__", fn)
+        own = [target] if isinstance(target, types.FunctionType) else []
+        self.globals += bindings_read(own + called)
 
     def failure(self, values=None):
         """Why the trace no longer holds (a sentence), or None; a TraceError when an optimizer's
@@ -111,7 +117,8 @@ class Guards:
                 return f"{h.path} changed from {value!r} to {h.value()!r} (compiled in)"
         for module, name, value in self.globals:
             if not unchanged(module.get(name), value):
-                return f"{name}, a global of {module.get('__name__', 'a module')} read by code the step runs, changed (compiled in)"
+                return (f"{name}, a global of {module.get('__name__', 'a module')} read by code the step runs, "
+                        "changed (compiled in)")
         return None
 
 
@@ -289,10 +296,10 @@ def _plain_number(value):
 
 
 def unchanged(now, then):
-    """A number equal to, or an array with the bytes of, what the trace saw."""
+    """The same object as, a number equal to, or an array with the bytes of, what the trace saw."""
     if isinstance(then, np.ndarray):
         return isinstance(now, np.ndarray) and same_bytes(now, then)
-    return type(now) is type(then) and now == then
+    return now is then or (type(now) is type(then) and now == then)
 
 
 def same_bytes(a, b):

@@ -1,8 +1,12 @@
 """What a step's code reads besides its arguments: its bound object, closure cells, defaults, the
 globals its code names (and those of the module functions it calls), and the modules, optimizers,
 tensors and numbers among them. Capture finds the state there; guards watch it between calls."""
+import builtins
+import dis
 import functools
 import types
+
+import numpy as np
 
 from ..frontend.nn.module import Module
 from ..frontend.optim import Optimizer
@@ -10,6 +14,7 @@ from ..frontend.tensor import Tensor
 
 STATEFUL = (Module, Optimizer)
 SETTINGS = (bool, int, float, str)  # the types of the plain values a trace bakes in
+ARRAY_LIMIT = 1 << 24  # bytes of one captured array: larger ones are refused (copied in on every trace)
 
 
 def referenced_values(fn) -> dict:
@@ -37,20 +42,70 @@ def globals_read(functions) -> list:
     """(globals dict, name, value) for each global that `functions`, and the functions of their
     modules that they call (transitively), read: what a trace bakes in without the step's own
     code naming it (a helper's constant, a global a module's forward reads)."""
+    found = []
+    for function in functions_run(functions):
+        module = function.__globals__
+        found += [(module, name, module[name]) for name in sorted(global_names(function.__code__) & module.keys())
+                  if not _same_module_function(module[name], module)]
+    return found
+
+
+def functions_run(functions) -> list:
+    """`functions` and the functions of their modules they call by name, transitively, each once."""
     pending, seen, found = list(functions), set(), []
     while pending:
         function = pending.pop()
         if function.__code__ in seen:
             continue
         seen.add(function.__code__)
+        found.append(function)
         module = function.__globals__
-        for name in sorted(global_names(function.__code__) & module.keys()):
-            value = module[name]
-            if isinstance(value, types.FunctionType) and value.__globals__ is module:
-                pending.append(value)
-            else:
-                found.append((module, name, value))
+        pending += [v for name in sorted(global_names(function.__code__) & module.keys())
+                    if _same_module_function(v := module[name], module)]
     return found
+
+
+def _same_module_function(value, module):
+    return isinstance(value, types.FunctionType) and value.__globals__ is module
+
+
+def bindings_read(functions) -> list:
+    """(dict, name, value) for what a trace of `functions` (functions_run) reads by name beyond
+    numbers and arrays of their globals: each function it calls by a global name (the same object;
+    rebinding a helper changes the trace), each builtin it calls that no global shadows (None:
+    absent), and each number, string, small array or function it reads as an attribute of a module
+    among its globals (`config.scale`, `mylib.helper`): the trace baked each in."""
+    found, builtin = [], vars(builtins)
+    for function in functions_run(functions):
+        module = function.__globals__
+        for name, attribute in global_loads(function.__code__):
+            value = module.get(name)
+            if attribute is None and isinstance(value, types.FunctionType):
+                found.append((module, name, value))
+            elif attribute is None and value is None and callable(builtin.get(name)):
+                found.append((module, name, None))
+            elif attribute is not None and isinstance(value, types.ModuleType):
+                read = vars(value).get(attribute)
+                if isinstance(read, (bool, int, float, str, types.FunctionType)) or (
+                        isinstance(read, np.ndarray) and read.nbytes <= ARRAY_LIMIT):
+                    found.append((vars(value), attribute, read.copy() if isinstance(read, np.ndarray) else read))
+    return list({(id(d), name): (d, name, value) for d, name, value in found}.values())
+
+
+@functools.lru_cache(maxsize=1024)
+def global_loads(code) -> tuple:
+    """(name, attribute) for each global `code` and the code nested in it load, `attribute` the one
+    read of it right after (`config.scale`), or None."""
+    found, pending = [], [code]
+    while pending:
+        current = pending.pop()
+        pending += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+        instructions = list(dis.get_instructions(current))
+        for instruction, after in zip(instructions, instructions[1:] + [None]):
+            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                attribute = after.argval if after is not None and after.opname in ("LOAD_ATTR", "LOAD_METHOD") else None
+                found.append((instruction.argval, attribute))
+    return tuple(dict.fromkeys(found))
 
 
 def called_functions(fn, objects) -> list:

@@ -5,6 +5,7 @@ specialisations are bounded and evicted ones are freed."""
 import gc
 import logging
 import re
+import types
 import weakref
 
 import numpy as np
@@ -387,6 +388,76 @@ def test_a_global_a_modules_forward_reads_is_guarded():
     finally:
         SHIFT = 1.0
     assert forward.compilations == 2
+
+
+def double(x):
+    return x * 2.0
+
+
+def tripled(x):
+    return x * 3.0
+
+
+def rank_scaled(x):
+    return x * float(len(x.shape))
+
+
+def test_rebinding_a_helper_function_the_step_calls_recompiles(caplog):
+    global double
+    step = ndl.compile(lambda x: double(x).sum())
+    x = np.ones(2, np.float32)
+    kept = double
+    try:
+        for _ in range(3):  # the call entry is in place
+            assert float(step(x).numpy()) == 4.0
+        double = tripled
+        with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+            assert float(step(x).numpy()) == 6.0
+    finally:
+        double = kept
+    assert float(step(x).numpy()) == 4.0
+    assert "double, a global of" in caplog.text
+
+
+def test_a_global_shadowing_a_builtin_a_helper_calls_recompiles():
+    step = ndl.compile(lambda x: rank_scaled(x).sum())
+    x = np.ones(2, np.float32)
+    for _ in range(3):
+        assert float(step(x).numpy()) == 2.0
+    globals()["len"] = lambda shape: 5
+    try:
+        assert float(step(x).numpy()) == 10.0
+    finally:
+        del globals()["len"]
+    assert float(step(x).numpy()) == 2.0
+
+
+CONFIG = types.ModuleType("config")  # a user's settings module: the step reads CONFIG.scale
+
+
+def test_numbers_and_arrays_the_step_reads_of_a_module_are_guarded(caplog):
+    CONFIG.scale, CONFIG.table = 2.0, np.zeros(2, np.float32)
+    step = ndl.compile(lambda x: (x * CONFIG.scale + ndl.Tensor(CONFIG.table)).sum())
+    x = np.ones(2, np.float32)
+    for _ in range(3):
+        assert float(step(x).numpy()) == 4.0
+    CONFIG.scale = 3.0
+    with caplog.at_level(logging.INFO, logger="ndlc.compile"):
+        assert float(step(x).numpy()) == 6.0
+    CONFIG.table[1] = 1.0
+    assert float(step(x).numpy()) == 7.0
+    CONFIG.scale = float("3")  # an equal number: the trace still holds
+    assert float(step(x).numpy()) == 7.0
+    assert step.compilations == 3
+    assert "scale, a global of config read by code the step runs, changed" in caplog.text
+
+
+def test_a_nan_the_step_reads_of_a_module_does_not_recompile_every_call():
+    step = ndl.compile(lambda x: (x * (2.0 if np.isnan(np.nan) else 1.0)).sum())
+    x = np.ones(2, np.float32)
+    for _ in range(4):
+        assert float(step(x).numpy()) == 4.0
+    assert step.compilations == 1
 
 
 _leaf = st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=True, width=32), st.booleans(),
