@@ -46,8 +46,7 @@ PIPELINES = (f"O3 with loop and SLP vectorisers; O{LANES_SPEED} function simplif
 
 
 def llvm_compilations() -> int:
-    """How many modules (a program's new kernels, the runner) this process compiled with LLVM
-    (cache hits do not count)."""
+    """How many modules (a program's new kernels, the runner) this process compiled with LLVM (not cache hits)."""
     return _compilations
 
 
@@ -188,11 +187,8 @@ class NativeModule:
         if runner is None:
             jobs.append((None, "runner", False))
         parallel = _shares(missing) > 1  # else one process builds all
-        for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
+        for key, compiled in self._build_all(llvm_program, jobs, parallel):
             objects[key] = compiled
-            (machine if group is None else cache).store(key, *compiled)
-            for symbol in group or ():
-                cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
         if runner is not None:
             objects[runner_key] = runner
@@ -286,30 +282,24 @@ class NativeModule:
         """Whether the object holding the kernel cached under `key` is in `objects` or, loaded
         from the disk cache, now is."""
         reference = cache.load(key)
-        if reference is None:
-            return False
-        group = reference[1]
-        if group not in objects:
-            found = cache.load(group)
-            if found is None:
-                return False
+        group = reference and reference[1]
+        if group is not None and group not in objects and (found := cache.load(group)) is not None:
             objects[group] = found
-        return True
+        return group in objects
 
     def _build_all(self, llvm_program, jobs, parallel) -> list:
-        """(cache key, (object code, optimised IR)) of each job (`_built`): in this process, or,
-        when `parallel`, by this process and as many more forked from it as the thread budget
-        allows, each taking the next job not yet taken until none is left (llvmlite holds one
-        lock around every call into LLVM, so threads would take turns)."""
+        """(cache key, (object code, optimised IR)) of each job (`_built`), stored (`_stored`): in
+        this process, or, when `parallel`, by this process and as many more forked from it as the
+        thread budget allows, each taking the next job not yet taken until none is left and storing
+        what it built (llvmlite holds one lock around every call into LLVM: threads would take turns)."""
         global _compilations
-        start = time.perf_counter()
+        start, store = time.perf_counter(), functools.partial(_stored, llvm_program)
         with _FORKING:
-            if not parallel:
-                results = [_built(llvm_program, job) for job in jobs]
-            else:
-                results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs,
-                                                      min(len(jobs), libraries.threads()))
+            results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs, min(
+                len(jobs), libraries.threads()), store) if parallel else [_built(llvm_program, job) for job in jobs]
         wall = time.perf_counter() - start
+        for job, result in zip(jobs, results if not parallel else ()):
+            store(job, result)
         _compilations += len(results)
         parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
         share = 1.0 if not parallel else wall / (sum(parts) or 1.0)  # builders' time as a share of the wall time
@@ -343,6 +333,15 @@ def _built(llvm_program, job):
     obj, optimised, optimising, emitting = _translated(text, vectorise)
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
     return key, (obj, optimised), building, optimising, emitting, (os.getpid(), time.thread_time() - cpu)
+
+
+def _stored(llvm_program, job, result):
+    """`job`'s module (`_built`'s `result`) written to the disk cache (a runner to the machine's
+    too), and a reference to it under each of its kernels' keys (NativeModule looks them up)."""
+    (symbols, _, _), (key, compiled, *_) = job, result
+    (machine if symbols is None else cache).store(key, *compiled)
+    for symbol in symbols or ():
+        cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host_description()), b"", key)
 
 
 def _without_vectorisers(llvm_program, symbol) -> bool:

@@ -141,6 +141,69 @@ def test_openblas_threads_start_again_while_forked_builders_compile(tmp_path, mo
     assert restarts == [1], "restarted once, once the builder is forked"
 
 
+def test_each_module_is_stored_by_the_process_that_built_it(tmp_path, monkeypatch):
+    """A forked builder writes its modules to the disk cache itself, once it has handed them over
+    (this process meanwhile stores its own): every module once, and the next program finds them."""
+    import os
+
+    from ndlc.runtime import native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "cache"))
+    parent, stored_by, log = os.getpid(), native._stored, tmp_path / "stores"
+
+    def recorded(llvm_program, job, result):  # (storing process, building process, module) in a file: forks write too
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {result[-1][0]} {job[1]}\n")
+        stored_by(llvm_program, job, result)
+    _one_module_each(monkeypatch)
+    monkeypatch.setattr(native, "_stored", recorded)
+    x, w = inputs(4)
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    stores = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(module for *_, module in stores) == sorted({module for *_, module in stores}), "each module once"
+    assert all(storing == building for storing, building, _ in stores), stores
+    assert {int(storing) == parent for storing, *_ in stores} == {True, False}, "by this process and by the builder"
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() == before
+
+
+def test_a_forked_builder_failing_to_store_its_modules_leaves_them_to_compile_again(tmp_path, monkeypatch):
+    """Its modules reached this process, which runs them; the next program compiles them again."""
+    import os
+
+    from ndlc.runtime import native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    parent, stored_by = os.getpid(), native._stored
+
+    def failing(llvm_program, job, result):
+        if os.getpid() != parent:
+            raise RuntimeError("disk gone")
+        stored_by(llvm_program, job, result)
+    _one_module_each(monkeypatch)
+    monkeypatch.setattr(native, "_stored", failing)
+    x, w = inputs(4)
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(native, "_stored", stored_by)
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() > before
+
+
+def _one_module_each(monkeypatch):
+    """Two builders, modules of one kernel: this process takes the first module, the forked one the
+    rest; no program cache (a program found there compiles nothing)."""
+    import itertools
+    import os
+
+    from ndlc.runtime import builders, libraries, native
+    parent, taken = os.getpid(), builders._taken
+    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(builders, "_taken", lambda pipe, count: itertools.islice(
+        taken(pipe, count), 1 if os.getpid() == parent else count))
+
+
 def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
     """A cached kernel is reused while FINGERPRINT holds: every codegen module that llvm.py
     (transitively) imports must be among the hashed sources, or editing it would leave stale code."""
