@@ -18,19 +18,11 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import builders, cache, host, libraries, machine, pool, shared
+from . import builders, cache, host, libraries, machine, pool, shared, shares
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
 _FORKING = threading.RLock()  # held by a thread forking compiling workers, and around every translation
-PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
-# worker costs ~20 ms, a small kernel's optimisation a few ms; a module more costs its pipeline and
-# its own copy of mathlib's functions (4 modules instead of 2: the MLP's LLVM time +10-25%)
-KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
-# text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
-VECTORISER_COST = 1.2  # a kernel through O3 with the vectorisers costs this many times one of the same
-# estimate on codegen's vectors (each kernel compiled alone, LLVM CPU per character of the estimate, O3
-# against the cheap pipeline: MLP 15 and 12 us, Transformer 13 and 12, LeNet 26 and 23)
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
@@ -178,15 +170,15 @@ class NativeModule:
         lanes = {symbol for symbol in missing if _without_vectorisers(llvm_program, symbol)}
 
         def cost(symbol):
-            return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
-                1 if symbol in lanes else VECTORISER_COST)
-        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise)
-                for i, (group, vectorise) in enumerate(_modules(missing, cost, lanes.__contains__))]
+            return (shares.KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
+                1 if symbol in lanes else shares.VECTORISER_COST)
+        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise, lsr) for i, (group, vectorise, lsr) in enumerate(
+            shares.modules(missing, cost, lanes.__contains__, lambda symbol: _lsr_free(llvm_program, symbol)))]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
         runner = machine.load(runner_key)
         if runner is None:
-            jobs.append((None, "runner", False))
-        parallel = _shares(missing) > 1  # else one process builds all
+            jobs.append((None, "runner", False, True))
+        parallel = shares.shares(missing) > 1  # else one process builds all
         for key, compiled in self._build_all(llvm_program, jobs, parallel):
             objects[key] = compiled
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
@@ -305,10 +297,11 @@ class NativeModule:
         share = 1.0 if not parallel else wall / (sum(parts) or 1.0)  # builders' time as a share of the wall time
         for name, seconds in zip(("LLVM IR", "LLVM optimise", "machine code"), parts):
             self.seconds[name] += seconds * share
-        shares = {}
+        per_process = {}
         for *_, (pid, cpu) in results:
-            shares[pid] = shares.get(pid, 0.0) + cpu
-        self.builder_cpu = [shares.pop(os.getpid(), 0.0), *sorted(shares.values(), reverse=True)] if shares else []
+            per_process[pid] = per_process.get(pid, 0.0) + cpu
+        self.builder_cpu = [per_process.pop(os.getpid(), 0.0), *sorted(per_process.values(), reverse=True)] \
+            if per_process else []
         return [(key, compiled) for key, compiled, *_ in results]
 
     @property
@@ -323,22 +316,29 @@ class NativeModule:
 def _built(llvm_program, job):
     """(cache key, (object code, optimised IR), seconds building the IR, optimising, making machine
     code, (process id, this thread's CPU seconds)) of `job`, (kernel symbols, module name, whether LLVM
-    vectorises it): the module of those kernels of `llvm_program`, or, for symbols None, its runner.
+    vectorises it, whether LSR runs): the module of those kernels of `llvm_program`, or, for symbols
+    None, its runner.
     Never while this process forks compiling workers (the caller holds _FORKING): a worker forked while
     another thread is inside LLVM would inherit llvmlite's lock held, and wait on it forever."""
-    symbols, name, vectorise = job
+    symbols, name, vectorise, lsr = job
     start, cpu = time.perf_counter(), time.thread_time()
     text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
     building = time.perf_counter() - start
-    obj, optimised, optimising, emitting = _translated(text, vectorise)
-    key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
+    llvm = _binding()  # loop strength reduction is a process-wide option of LLVM's code generator: set back after
+    llvm.set_option("", f"-disable-lsr={str(not lsr).lower()}")
+    try:
+        obj, optimised, optimising, emitting = _translated(text, vectorise)
+    finally:
+        llvm.set_option("", "-disable-lsr=false")
+    key = cache.cache_key("runner" if symbols is None else "kernels", text, *("without LSR",) * (not lsr),
+                          *host_description())
     return key, (obj, optimised), building, optimising, emitting, (os.getpid(), time.thread_time() - cpu)
 
 
 def _stored(llvm_program, job, result):
     """`job`'s module (`_built`'s `result`) written to the disk cache (a runner to the machine's
     too), and a reference to it under each of its kernels' keys (NativeModule looks them up)."""
-    (symbols, _, _), (key, compiled, *_) = job, result
+    (symbols, *_), (key, compiled, *_) = job, result
     (machine if symbols is None else cache).store(key, *compiled)
     for symbol in symbols or ():
         cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host_description()), b"", key)
@@ -348,6 +348,11 @@ def _without_vectorisers(llvm_program, symbol) -> bool:
     """Whether kernel `symbol` of `llvm_program` has nothing for LLVM's vectorisers: codegen emits
     its vectors, or it has no loop (an optimiser's step count: else a module of its own at O3)."""
     return llvm_program.vectorised(symbol) or not llvm_program.kernels[symbol][0].extents
+
+
+def _lsr_free(llvm_program, symbol) -> bool:
+    """Whether kernel `symbol` of `llvm_program` runs as fast without loop strength reduction (shares.WITHOUT_LSR)."""
+    return llvm_program.kernels[symbol][0].strategy.name.lower() in shares.WITHOUT_LSR
 
 
 def _translated(text, vectorise=False):
@@ -398,44 +403,6 @@ def _module_passes(llvm, names):
     for name in names:
         getattr(passes, f"add_{name}_pass")()
     return passes
-
-
-def _modules(symbols, cost, vectorised) -> list:
-    """(kernel symbols, whether LLVM vectorises them) of each module to compile `symbols` in,
-    costliest first, as the builders take them: the kernels LLVM vectorises dealt into modules of
-    about the same estimated `cost`, each given to the builder's share of least cost so far, then
-    the kernels on codegen's own vectors (`vectorised`) dealt onto the shares, so that every share,
-    one module per pipeline, costs about the same (not each pipeline's modules apart: a builder
-    would then finish its cheap module's share and the O3 module after it, alone)."""
-    totals = [0.0] * _shares(symbols)
-    modules = []  # (estimated cost, symbols, whether LLVM vectorises them)
-    others = [symbol for symbol in symbols if not vectorised(symbol)]
-    for group in _deal(others, cost, [0.0] * _shares(others)):
-        least = totals.index(min(totals))
-        totals[least] += sum(map(cost, group))
-        modules.append((sum(map(cost, group)), group, True))
-    before = list(totals)
-    for group, total, start in zip(_deal([s for s in symbols if vectorised(s)], cost, totals), totals, before):
-        modules.append((total - start, group, False))
-    modules.sort(key=lambda module: module[0], reverse=True)
-    return [(group, vectorise) for _, group, vectorise in modules if group]
-
-
-def _shares(symbols) -> int:
-    """Into how many builders' shares to deal `symbols` (kernels to compile): as many as the
-    thread budget has threads, each of at least PARALLEL_KERNELS kernels (one when they are few)."""
-    return max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
-
-
-def _deal(symbols, cost, totals) -> list:
-    """`symbols` in len(totals) groups, costliest first, each to the group of least estimated
-    `cost` so far (`totals`: each group's cost before, updated)."""
-    groups = [[] for _ in totals]
-    for symbol in sorted(symbols, key=cost, reverse=True):
-        least = totals.index(min(totals))
-        totals[least] += cost(symbol)
-        groups[least].append(symbol)
-    return groups
 
 
 def _imports_object() -> bytes:
