@@ -48,8 +48,7 @@ def built_in_processes(build, jobs, builders, store) -> list:
         libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
         log.info("building and optimising %d modules in %d processes", len(jobs), builders)
         done = {index: build(jobs[index]) for index in _taken(taken, len(jobs))}
-        pipes = list(children.values())
-        building = len(select.select(pipes, [], [], 0)[0]) < len(pipes)  # a builder has not handed its results
+        building = _handing_over(children.values()) < len(children)  # a builder has not handed its results
         if building:  # over: this process stores its own while it waits, else once it has them (they store theirs)
             _stored(store, jobs, done)
         handed = {}  # pid -> its results, read whole
@@ -69,6 +68,15 @@ def built_in_processes(build, jobs, builders, store) -> list:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     return [done[index] for index in range(len(jobs))]
+
+
+def _handing_over(pipes) -> int:
+    """How many of the results' `pipes` have something to read or are closed (poll, not select:
+    a descriptor past 1023 is fine)."""
+    poller = select.poll()
+    for pipe in pipes:
+        poller.register(pipe, select.POLLIN)
+    return len(poller.poll(0))
 
 
 def _stored(store, jobs, done):
