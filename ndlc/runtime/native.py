@@ -33,6 +33,7 @@ SIMPLIFY_LAST = ("post_order_function_attributes",)  # it (nounwind: no unwind t
 # host_features' additions on an AVX-512 host: LLVM's vectors 32 bytes wide, and no gathers or scatters
 # where an AVX2 host has none (the SLP vectoriser gathered a LayerNorm's streamed lines: 1.5 ms, not 1.0)
 VECTOR_POLICY = ("+prefer-256-bit", "+prefer-no-gather", "+prefer-no-scatter")
+WITHOUT_LSR = "; machine code made without loop strength reduction\n"  # heads such a module's optimised IR
 PIPELINES = (f"O3 with loop and SLP vectorisers; O{LANES_SPEED} function simplification between "  # part of
              f"{', '.join(SIMPLIFY_FIRST)} and {', '.join(SIMPLIFY_LAST)}")  # the host description
 
@@ -309,8 +310,12 @@ class NativeModule:
         return "\n".join(self.modules)
 
     def assembly(self) -> str:
-        llvm = _binding()
-        return "\n".join(target_machine().emit_assembly(llvm.parse_assembly(text)) for text in self.modules)
+        """The machine code of each module, as it was made (without LSR where its IR says so)."""
+        def emitted(text):
+            return target_machine().emit_assembly(_binding().parse_assembly(text))
+        with _FORKING:
+            return "\n".join(_with_lsr(not text.startswith(WITHOUT_LSR), functools.partial(emitted, text))
+                             for text in self.modules)
 
 
 def _built(llvm_program, job):
@@ -324,15 +329,22 @@ def _built(llvm_program, job):
     start, cpu = time.perf_counter(), time.thread_time()
     text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
     building = time.perf_counter() - start
-    llvm = _binding()  # loop strength reduction is a process-wide option of LLVM's code generator: set back after
-    llvm.set_option("", f"-disable-lsr={str(not lsr).lower()}")
-    try:
-        obj, optimised, optimising, emitting = _translated(text, vectorise)
-    finally:
-        llvm.set_option("", "-disable-lsr=false")
+    obj, optimised, optimising, emitting = _with_lsr(lsr, lambda: _translated(text, vectorise))
+    optimised = optimised if lsr else WITHOUT_LSR + optimised
     key = cache.cache_key("runner" if symbols is None else "kernels", text, *("without LSR",) * (not lsr),
                           *host_description())
     return key, (obj, optimised), building, optimising, emitting, (os.getpid(), time.thread_time() - cpu)
+
+
+def _with_lsr(lsr, make):
+    """make() with LLVM's loop strength reduction on or off (`lsr`): a process-wide option of its
+    code generator, not a function's, set back on after."""
+    llvm = _binding()
+    llvm.set_option("", f"-disable-lsr={str(not lsr).lower()}")
+    try:
+        return make()
+    finally:
+        llvm.set_option("", "-disable-lsr=false")
 
 
 def _stored(llvm_program, job, result):

@@ -283,7 +283,11 @@ def test_a_module_of_kernels_that_need_no_loop_strength_reduction_is_compiled_wi
         results[without] = [r.numpy() for r in compiled(a)]
         assert {lsr for symbols, *_, lsr in jobs if symbols} == {not without}
         jobs.clear()
-    for with_lsr, without_lsr in zip(*results.values()):
+        asm = compiled.ir("asm")  # made again from the optimised IR, as the object was
+        assert "ret" in asm and (native.WITHOUT_LSR in compiled.ir("llvm_opt")) == bool(without)
+        results[without].append(asm)
+    assert results[()][-1] != results[shares.WITHOUT_LSR][-1], "the machine code differs"
+    for with_lsr, without_lsr in zip(*(found[:-1] for found in results.values())):
         assert with_lsr.tobytes() == without_lsr.tobytes()
     np.testing.assert_allclose(results[()][0], (np.exp(a) + np.tanh(a)).sum(axis=0, dtype=np.float64), rtol=1e-5)
     np.testing.assert_allclose(results[()][1], np.tanh(a * a), rtol=1e-6, atol=1e-7)
