@@ -7,6 +7,7 @@ synchronize and queues on first use), and each builder a feeder thread."""
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 
@@ -17,12 +18,14 @@ log = logging.getLogger("ndlc.native")
 _INDEX = struct.Struct("<i")  # a job's index in the job pipe
 
 
-def built_in_processes(build, jobs, builders) -> list:
+def built_in_processes(build, jobs, builders, store) -> list:
     """`build(job)` of each of `jobs` (whose [1] names its module), by this process and `builders`
     - 1 processes forked from it, all taking jobs in order from one pipe holding every job's
     index (`_taken`): a builder that finishes early takes the next job, so the modules' measured
     cost, not their number, is what is shared. Forked before this process calls LLVM (a fork
-    inherits llvmlite's lock as it is)."""
+    inherits llvmlite's lock as it is). `store(job, result)` (the disk cache's writes) runs in the
+    process that built the job, once its results are handed over: a forked builder's while this
+    process stores its own or loads the code, not after the last builder, on the critical path."""
     taken, ready = os.pipe()
     os.write(ready, b"".join(_INDEX.pack(index) for index in range(len(jobs))))  # a few bytes: never blocks
     os.close(ready)  # the last index read, a read finds the pipe's end
@@ -39,33 +42,64 @@ def built_in_processes(build, jobs, builders) -> list:
                     raise
                 if pid == 0:
                     os.close(results)
-                    _builder(build, taken, jobs, written)
+                    _builder(build, store, taken, jobs, written)
                 children[pid] = results
                 os.close(written)
         libraries.restart_blas_pool()  # the forks shut OpenBLAS's threads down here too
         log.info("building and optimising %d modules in %d processes", len(jobs), builders)
         done = {index: build(jobs[index]) for index in _taken(taken, len(jobs))}
+        building = _handing_over(children.values()) < len(children)  # a builder has not handed its results
+        if building:  # over: this process stores its own while it waits, else once it has them (they store theirs)
+            _stored(store, jobs, done)
+        handed = {}  # pid -> its results, read whole
+        for pid, results in children.items():
+            children[pid] = None  # closed by _read
+            handed[pid] = _read(results)
+        if not building:
+            _stored(store, jobs, done)
         while children:
-            pid, results = children.popitem()
-            done.update(_received(pid, results, jobs))
+            pid, _ = children.popitem()
+            done.update(_received(pid, handed[pid], jobs))
     finally:
         os.close(taken)
         for pid, results in children.items():  # this process failed first: the others are not waited for
-            os.close(results)
+            if results is not None:
+                os.close(results)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     return [done[index] for index in range(len(jobs))]
 
 
-def _received(pid, results, jobs) -> dict:
-    """{index: result} of the jobs forked builder `pid` did, read whole from its pipe `results`
-    (closed), once it has ended; an error naming the module where one failed, or where it died."""
+def _handing_over(pipes) -> int:
+    """How many of the results' `pipes` have something to read or are closed (poll, not select:
+    a descriptor past 1023 is fine)."""
+    poller = select.poll()
+    for pipe in pipes:
+        poller.register(pipe, select.POLLIN)
+    return len(poller.poll(0))
+
+
+def _stored(store, jobs, done):
+    """`store` of each job's result in `done` ({index: result})."""
+    for index, result in done.items():
+        store(jobs[index], result)
+
+
+def _read(results) -> list:
+    """The chunks read from pipe `results` to its end (closed)."""
     chunks = []
     try:
         while chunk := os.read(results, 1 << 20):
             chunks.append(chunk)
     finally:
         os.close(results)
+    return chunks
+
+
+def _received(pid, chunks, jobs) -> dict:
+    """{index: result} of the jobs forked builder `pid` did, from `chunks` (its pipe's, `_read`),
+    once it has ended (its stores done); an error naming the module where one failed, or where
+    it died before handing its results over."""
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code or not chunks:
@@ -86,12 +120,13 @@ def _llvm_calls():
     return ffi.lib._lock
 
 
-def _builder(build, taken, jobs, written):
+def _builder(build, store, taken, jobs, written):
     """A forked builder (the program is its parent's, as it was at the fork): `build` of each job
     it takes, or the error's text where one fails (it takes no more then), all written to the
     pipe `written` when no job is left (written as they finish, a result larger than the pipe
-    would wait for its reader, busy building); it ends without Python's exit handlers, which are
-    its parent's."""
+    would wait for its reader, busy building), then, the pipe closed, `store` of each job built
+    (a failure logged: the parent has the code); it ends without Python's exit handlers, which
+    are its parent's."""
     code = 0
     try:
         done = {}
@@ -104,6 +139,13 @@ def _builder(build, taken, jobs, written):
         data = memoryview(pickle.dumps(done, pickle.HIGHEST_PROTOCOL))
         while data:
             data = data[os.write(written, data):]
+        os.close(written)
+        for index, result in done.items():
+            if not isinstance(result, str):
+                try:
+                    store(jobs[index], result)
+                except Exception:  # the parent holds the code: it runs, compiled again next time
+                    log.warning("cannot store module %r in the disk cache", jobs[index][1], exc_info=True)
     except BaseException:  # noqa: B036 (the parent reports the exit code)
         code = 1
     finally:

@@ -18,19 +18,11 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import builders, cache, host, libraries, machine, pool, shared
+from . import builders, cache, host, libraries, machine, pool, shared, shares
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
 _FORKING = threading.RLock()  # held by a thread forking compiling workers, and around every translation
-PARALLEL_KERNELS = 8  # new kernels per module at least when several compile in parallel: forking a
-# worker costs ~20 ms, a small kernel's optimisation a few ms; a module more costs its pipeline and
-# its own copy of mathlib's functions (4 modules instead of 2: the MLP's LLVM time +10-25%)
-KERNEL_COST = 1000  # a kernel's estimated LLVM cost, in characters of its Kernel IR text, beyond that
-# text's length (fitted to the MLP's, LeNet's and the Transformer's kernels: 500-2700)
-VECTORISER_COST = 1.2  # a kernel through O3 with the vectorisers costs this many times one of the same
-# estimate on codegen's vectors (each kernel compiled alone, LLVM CPU per character of the estimate, O3
-# against the cheap pipeline: MLP 15 and 12 us, Transformer 13 and 12, LeNet 26 and 23)
 RELOC = "pic"  # object code a shared library can hold (runtime/shared.py), and MCJIT loads
 CODE_MODEL = "small"  # a shared library's; MCJIT crashed running position-independent code of the large model
 LANES_SPEED = 1  # the speed level of the pipeline without vectorisers: codegen's vectors ran as fast
@@ -41,13 +33,13 @@ SIMPLIFY_LAST = ("post_order_function_attributes",)  # it (nounwind: no unwind t
 # host_features' additions on an AVX-512 host: LLVM's vectors 32 bytes wide, and no gathers or scatters
 # where an AVX2 host has none (the SLP vectoriser gathered a LayerNorm's streamed lines: 1.5 ms, not 1.0)
 VECTOR_POLICY = ("+prefer-256-bit", "+prefer-no-gather", "+prefer-no-scatter")
+WITHOUT_LSR = "; machine code made without loop strength reduction\n"  # heads such a module's optimised IR
 PIPELINES = (f"O3 with loop and SLP vectorisers; O{LANES_SPEED} function simplification between "  # part of
              f"{', '.join(SIMPLIFY_FIRST)} and {', '.join(SIMPLIFY_LAST)}")  # the host description
 
 
 def llvm_compilations() -> int:
-    """How many modules (a program's new kernels, the runner) this process compiled with LLVM
-    (cache hits do not count)."""
+    """How many modules (a program's new kernels, the runner) this process compiled with LLVM (not cache hits)."""
     return _compilations
 
 
@@ -179,20 +171,17 @@ class NativeModule:
         lanes = {symbol for symbol in missing if _without_vectorisers(llvm_program, symbol)}
 
         def cost(symbol):
-            return (KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
-                1 if symbol in lanes else VECTORISER_COST)
-        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise)
-                for i, (group, vectorise) in enumerate(_modules(missing, cost, lanes.__contains__))]
+            return (shares.KERNEL_COST + len(llvm_program.kernels[symbol][1].text)) * (
+                1 if symbol in lanes else shares.VECTORISER_COST)
+        jobs = [(group, f"{llvm_program.name}.kernels{i}", vectorise, lsr) for i, (group, vectorise, lsr) in enumerate(
+            shares.modules(missing, cost, lanes.__contains__, lambda symbol: _lsr_free(llvm_program, symbol)))]
         runner_key = cache.cache_key("runner", llvm_program.runner, *host)
         runner = machine.load(runner_key)
         if runner is None:
-            jobs.append((None, "runner", False))
-        parallel = _shares(missing) > 1  # else one process builds all
-        for (group, _, _), (key, compiled) in zip(jobs, self._build_all(llvm_program, jobs, parallel)):
+            jobs.append((None, "runner", False, True))
+        parallel = shares.shares(missing) > 1  # else one process builds all
+        for key, compiled in self._build_all(llvm_program, jobs, parallel):
             objects[key] = compiled
-            (machine if group is None else cache).store(key, *compiled)
-            for symbol in group or ():
-                cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host), b"", key)
         log.debug("%s: %d distinct kernels, %d compiled", llvm_program.name, len(llvm_program.kernels), len(missing))
         if runner is not None:
             objects[runner_key] = runner
@@ -286,39 +275,34 @@ class NativeModule:
         """Whether the object holding the kernel cached under `key` is in `objects` or, loaded
         from the disk cache, now is."""
         reference = cache.load(key)
-        if reference is None:
-            return False
-        group = reference[1]
-        if group not in objects:
-            found = cache.load(group)
-            if found is None:
-                return False
+        group = reference and reference[1]
+        if group is not None and group not in objects and (found := cache.load(group)) is not None:
             objects[group] = found
-        return True
+        return group in objects
 
     def _build_all(self, llvm_program, jobs, parallel) -> list:
-        """(cache key, (object code, optimised IR)) of each job (`_built`): in this process, or,
-        when `parallel`, by this process and as many more forked from it as the thread budget
-        allows, each taking the next job not yet taken until none is left (llvmlite holds one
-        lock around every call into LLVM, so threads would take turns)."""
+        """(cache key, (object code, optimised IR)) of each job (`_built`), stored (`_stored`): in
+        this process, or, when `parallel`, by this process and as many more forked from it as the
+        thread budget allows, each taking the next job not yet taken until none is left and storing
+        what it built (llvmlite holds one lock around every call into LLVM: threads would take turns)."""
         global _compilations
-        start = time.perf_counter()
+        start, store = time.perf_counter(), functools.partial(_stored, llvm_program)
         with _FORKING:
-            if not parallel:
-                results = [_built(llvm_program, job) for job in jobs]
-            else:
-                results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs,
-                                                      min(len(jobs), libraries.threads()))
+            results = builders.built_in_processes(functools.partial(_built, llvm_program), jobs, min(
+                len(jobs), libraries.threads()), store) if parallel else [_built(llvm_program, job) for job in jobs]
         wall = time.perf_counter() - start
+        for job, result in zip(jobs, results if not parallel else ()):
+            store(job, result)
         _compilations += len(results)
         parts = [sum(r[i] for r in results) for i in (2, 3, 4)]
         share = 1.0 if not parallel else wall / (sum(parts) or 1.0)  # builders' time as a share of the wall time
         for name, seconds in zip(("LLVM IR", "LLVM optimise", "machine code"), parts):
             self.seconds[name] += seconds * share
-        shares = {}
+        per_process = {}
         for *_, (pid, cpu) in results:
-            shares[pid] = shares.get(pid, 0.0) + cpu
-        self.builder_cpu = [shares.pop(os.getpid(), 0.0), *sorted(shares.values(), reverse=True)] if shares else []
+            per_process[pid] = per_process.get(pid, 0.0) + cpu
+        self.builder_cpu = [per_process.pop(os.getpid(), 0.0), *sorted(per_process.values(), reverse=True)] \
+            if per_process else []
         return [(key, compiled) for key, compiled, *_ in results]
 
     @property
@@ -326,29 +310,61 @@ class NativeModule:
         return "\n".join(self.modules)
 
     def assembly(self) -> str:
-        llvm = _binding()
-        return "\n".join(target_machine().emit_assembly(llvm.parse_assembly(text)) for text in self.modules)
+        """The machine code of each module, as it was made (without LSR where its IR says so)."""
+        def emitted(text):
+            return target_machine().emit_assembly(_binding().parse_assembly(text))
+        with _FORKING:
+            return "\n".join(_with_lsr(not text.startswith(WITHOUT_LSR), functools.partial(emitted, text))
+                             for text in self.modules)
 
 
 def _built(llvm_program, job):
     """(cache key, (object code, optimised IR), seconds building the IR, optimising, making machine
     code, (process id, this thread's CPU seconds)) of `job`, (kernel symbols, module name, whether LLVM
-    vectorises it): the module of those kernels of `llvm_program`, or, for symbols None, its runner.
+    vectorises it, whether LSR runs): the module of those kernels of `llvm_program`, or, for symbols
+    None, its runner.
     Never while this process forks compiling workers (the caller holds _FORKING): a worker forked while
     another thread is inside LLVM would inherit llvmlite's lock held, and wait on it forever."""
-    symbols, name, vectorise = job
+    symbols, name, vectorise, lsr = job
     start, cpu = time.perf_counter(), time.thread_time()
     text = llvm_program.runner if symbols is None else llvm_program.module(symbols, name)
     building = time.perf_counter() - start
-    obj, optimised, optimising, emitting = _translated(text, vectorise)
-    key = cache.cache_key("runner" if symbols is None else "kernels", text, *host_description())
+    obj, optimised, optimising, emitting = _with_lsr(lsr, lambda: _translated(text, vectorise))
+    optimised = optimised if lsr else WITHOUT_LSR + optimised
+    key = cache.cache_key("runner" if symbols is None else "kernels", text, *("without LSR",) * (not lsr),
+                          *host_description())
     return key, (obj, optimised), building, optimising, emitting, (os.getpid(), time.thread_time() - cpu)
+
+
+def _with_lsr(lsr, make):
+    """make() with LLVM's loop strength reduction on or off (`lsr`): a process-wide option of its
+    code generator, not a function's, set back on after."""
+    llvm = _binding()
+    llvm.set_option("", f"-disable-lsr={str(not lsr).lower()}")
+    try:
+        return make()
+    finally:
+        llvm.set_option("", "-disable-lsr=false")
+
+
+def _stored(llvm_program, job, result):
+    """`job`'s module (`_built`'s `result`) written to the disk cache (a runner to the machine's
+    too), and a reference to it under each of its kernels' keys (NativeModule looks them up)."""
+    (symbols, *_), (key, compiled, *_) = job, result
+    (machine if symbols is None else cache).store(key, *compiled)
+    for symbol in symbols or ():
+        cache.store(cache.cache_key("kernel", llvm_program.kernels[symbol][1].text, *host_description()), b"", key)
 
 
 def _without_vectorisers(llvm_program, symbol) -> bool:
     """Whether kernel `symbol` of `llvm_program` has nothing for LLVM's vectorisers: codegen emits
     its vectors, or it has no loop (an optimiser's step count: else a module of its own at O3)."""
     return llvm_program.vectorised(symbol) or not llvm_program.kernels[symbol][0].extents
+
+
+def _lsr_free(llvm_program, symbol) -> bool:
+    """Whether kernel `symbol` of `llvm_program` runs as fast without loop strength reduction (shares.WITHOUT_LSR)."""
+    return llvm_program.kernels[symbol][0].strategy.name.lower() in shares.WITHOUT_LSR
 
 
 def _translated(text, vectorise=False):
@@ -399,44 +415,6 @@ def _module_passes(llvm, names):
     for name in names:
         getattr(passes, f"add_{name}_pass")()
     return passes
-
-
-def _modules(symbols, cost, vectorised) -> list:
-    """(kernel symbols, whether LLVM vectorises them) of each module to compile `symbols` in,
-    costliest first, as the builders take them: the kernels LLVM vectorises dealt into modules of
-    about the same estimated `cost`, each given to the builder's share of least cost so far, then
-    the kernels on codegen's own vectors (`vectorised`) dealt onto the shares, so that every share,
-    one module per pipeline, costs about the same (not each pipeline's modules apart: a builder
-    would then finish its cheap module's share and the O3 module after it, alone)."""
-    totals = [0.0] * _shares(symbols)
-    modules = []  # (estimated cost, symbols, whether LLVM vectorises them)
-    others = [symbol for symbol in symbols if not vectorised(symbol)]
-    for group in _deal(others, cost, [0.0] * _shares(others)):
-        least = totals.index(min(totals))
-        totals[least] += sum(map(cost, group))
-        modules.append((sum(map(cost, group)), group, True))
-    before = list(totals)
-    for group, total, start in zip(_deal([s for s in symbols if vectorised(s)], cost, totals), totals, before):
-        modules.append((total - start, group, False))
-    modules.sort(key=lambda module: module[0], reverse=True)
-    return [(group, vectorise) for _, group, vectorise in modules if group]
-
-
-def _shares(symbols) -> int:
-    """Into how many builders' shares to deal `symbols` (kernels to compile): as many as the
-    thread budget has threads, each of at least PARALLEL_KERNELS kernels (one when they are few)."""
-    return max(1, min(libraries.threads(), len(symbols) // PARALLEL_KERNELS))
-
-
-def _deal(symbols, cost, totals) -> list:
-    """`symbols` in len(totals) groups, costliest first, each to the group of least estimated
-    `cost` so far (`totals`: each group's cost before, updated)."""
-    groups = [[] for _ in totals]
-    for symbol in sorted(symbols, key=cost, reverse=True):
-        least = totals.index(min(totals))
-        totals[least] += cost(symbol)
-        groups[least].append(symbol)
-    return groups
 
 
 def _imports_object() -> bytes:

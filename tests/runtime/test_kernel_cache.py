@@ -7,6 +7,7 @@ from cache_files import stored
 
 import ndlc as ndl
 from ndlc.codegen.kernel_key import kernel_key
+from ndlc.runtime import shares
 from ndlc.runtime.native import llvm_compilations
 
 
@@ -103,16 +104,16 @@ def test_many_new_kernels_compile_in_parallel_modules(tmp_path, monkeypatch, fre
     caplog.set_level(logging.INFO, "ndlc.compile")
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 1)
     x, w = inputs(4)
     before = llvm_compilations()
     compiled = ndl.compile(recurrence)
     np.testing.assert_allclose(compiled(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() - before == 3, "two kernel modules and the runner, built by two processes"
     assert compiled.ir("llvm_opt").count("; ModuleID =") == 3
-    shares = compiled.last.program.native.builder_cpu  # the builder forked last may find no job left
-    assert 1 <= len(shares) <= 2 and all(cpu > 0 for cpu in shares), "the CPU seconds of each process's share"
-    assert "; builders' CPU s " + " + ".join(f"{cpu:.3f}" for cpu in shares) in caplog.text, "NDLC_LOG=compile says them"
+    cpu_shares = compiled.last.program.native.builder_cpu  # the builder forked last may find no job left
+    assert 1 <= len(cpu_shares) <= 2 and all(cpu > 0 for cpu in cpu_shares), "the CPU seconds of each process's share"
+    assert "; builders' CPU s " + " + ".join(f"{cpu:.3f}" for cpu in cpu_shares) in caplog.text, "NDLC_LOG=compile says them"
     before = llvm_compilations()
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert llvm_compilations() == before
@@ -126,7 +127,7 @@ def test_openblas_threads_start_again_while_forked_builders_compile(tmp_path, mo
     from ndlc.runtime import libraries, native
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 1)
     parent, fork, forked, restarts = os.getpid(), os.fork, [], []
 
     def counted_fork():
@@ -139,6 +140,69 @@ def test_openblas_threads_start_again_while_forked_builders_compile(tmp_path, mo
     x, w = inputs(4)
     np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
     assert restarts == [1], "restarted once, once the builder is forked"
+
+
+def test_each_module_is_stored_by_the_process_that_built_it(tmp_path, monkeypatch):
+    """A forked builder writes its modules to the disk cache itself, once it has handed them over
+    (this process meanwhile stores its own): every module once, and the next program finds them."""
+    import os
+
+    from ndlc.runtime import native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "cache"))
+    parent, stored_by, log = os.getpid(), native._stored, tmp_path / "stores"
+
+    def recorded(llvm_program, job, result):  # (storing process, building process, module) in a file: forks write too
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {result[-1][0]} {job[1]}\n")
+        stored_by(llvm_program, job, result)
+    _one_module_each(monkeypatch)
+    monkeypatch.setattr(native, "_stored", recorded)
+    x, w = inputs(4)
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    stores = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(module for *_, module in stores) == sorted({module for *_, module in stores}), "each module once"
+    assert all(storing == building for storing, building, _ in stores), stores
+    assert {int(storing) == parent for storing, *_ in stores} == {True, False}, "by this process and by the builder"
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() == before
+
+
+def test_a_forked_builder_failing_to_store_its_modules_leaves_them_to_compile_again(tmp_path, monkeypatch):
+    """Its modules reached this process, which runs them; the next program compiles them again."""
+    import os
+
+    from ndlc.runtime import native
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
+    parent, stored_by = os.getpid(), native._stored
+
+    def failing(llvm_program, job, result):
+        if os.getpid() != parent:
+            raise RuntimeError("disk gone")
+        stored_by(llvm_program, job, result)
+    _one_module_each(monkeypatch)
+    monkeypatch.setattr(native, "_stored", failing)
+    x, w = inputs(4)
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(native, "_stored", stored_by)
+    before = llvm_compilations()
+    np.testing.assert_allclose(ndl.compile(recurrence)(x, w).numpy(), expected(x, w), rtol=1e-5, atol=1e-6)
+    assert llvm_compilations() > before
+
+
+def _one_module_each(monkeypatch):
+    """Two builders, modules of one kernel: this process takes the first module, the forked one the
+    rest; no program cache (a program found there compiles nothing)."""
+    import itertools
+    import os
+
+    from ndlc.runtime import builders, libraries, native
+    parent, taken = os.getpid(), builders._taken
+    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")
+    monkeypatch.setattr(libraries, "threads", lambda: 2)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(builders, "_taken", lambda pipe, count: itertools.islice(
+        taken(pipe, count), 1 if os.getpid() == parent else count))
 
 
 def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
@@ -164,28 +228,74 @@ def test_the_fingerprint_hashes_every_module_the_cpu_code_generator_imports():
 def test_kernels_are_dealt_into_modules_of_about_equal_estimated_cost(monkeypatch):
     from ndlc.runtime import libraries, native
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 2)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 2)
     costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10, "g": 10, "h": 5}
     # costliest first, each to the module of least cost so far (dealt in turn: a, c, e, g | b, d, f, h),
     # the modules costliest first
-    assert native._modules(list(costs), costs.get, lambda s: True) == [(["a", "d", "g"], False),
-                                                                       (["b", "c", "e", "f", "h"], False)]
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 8)
-    assert native._modules(list(costs), costs.get, lambda s: True) == [(list(costs), False)], \
+    assert shares.modules(list(costs), costs.get, lambda s: True) == [(["a", "d", "g"], False, True),
+                                                                       (["b", "c", "e", "f", "h"], False, True)]
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 8)
+    assert shares.modules(list(costs), costs.get, lambda s: True) == [(list(costs), False, True)], \
         "few kernels: one module"
 
 
 def test_the_vectorisers_modules_count_in_the_builders_shares(monkeypatch):
     from ndlc.runtime import libraries, native
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 2)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 2)
     costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "o": 60, "p": 10}
     vectorised = set("abcde").__contains__
     # o and p (O3) are one module, 70 of one share before a..e are dealt, costliest first, each to the
     # share of least cost: a | b (120), c | d (150), e: 150 each
-    assert native._modules(list(costs), costs.get, vectorised) == [(["a", "c", "e"], False), (["b", "d"], False),
-                                                                   (["o", "p"], True)]
+    assert shares.modules(list(costs), costs.get, vectorised) == [(["a", "c", "e"], False, True),
+                                                                   (["b", "d"], False, True), (["o", "p"], True, True)]
     # the builders take them in turn: one builds a, c, e (150); the other b, d (80), then o, p (70)
+
+
+def test_the_kernels_without_loop_strength_reduction_fill_the_cheapest_share_where_that_shortens_the_longest(
+        monkeypatch):
+    monkeypatch.setattr(libraries_module(), "threads", lambda: 2)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 2)
+    costs = {"a": 90, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10, "g": 10, "h": 5}
+    # b, c, d, f, h at 0.85 of their cost (114.75; e would take that share past the mean), a, e, g in the
+    # other (120): dealt in turn, the costliest share would be 130 (a, d, g, with LSR)
+    assert shares.modules(list(costs), costs.get, lambda s: True, set("bcdefh").__contains__) == [
+        (["a", "e", "g"], False, True), (["b", "c", "d", "f", "h"], False, False)]
+    # with h alone without it, the others would all go to the other share: dealt in turn, all with LSR
+    assert shares.modules(list(costs), costs.get, lambda s: True, {"h"}.__contains__) == [
+        (["a", "d", "g"], False, True), (["b", "c", "e", "f", "h"], False, True)]
+
+
+def test_a_module_of_kernels_that_need_no_loop_strength_reduction_is_compiled_without_it(tmp_path, monkeypatch):
+    """Point and chunks kernels alone in a module: LLVM makes their machine code without LSR, which
+    rewrites addresses only (the same bits as with it)."""
+    from ndlc.runtime import native
+    built_by, jobs = native._built, []
+    monkeypatch.setattr(native, "_built", lambda llvm_program, job: (jobs.append(job), built_by(llvm_program, job))[1])
+    monkeypatch.setattr(libraries_module(), "threads", lambda: 1)
+    monkeypatch.setenv("NDLC_PROGRAM_CACHE", "0")
+    a = np.linspace(-2, 2, 4096 * 64, dtype=np.float32).reshape(4096, 64)  # one chunks kernel
+    results = {}
+    for without in ((), shares.WITHOUT_LSR):
+        monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / str(len(without))))
+        monkeypatch.setattr(shares, "WITHOUT_LSR", without)
+        compiled = ndl.compile(lambda a: ((a.exp() + a.tanh()).sum(axes=(0,)), (a * a).tanh()))
+        results[without] = [r.numpy() for r in compiled(a)]
+        assert {lsr for symbols, *_, lsr in jobs if symbols} == {not without}
+        jobs.clear()
+        asm = compiled.ir("asm")  # made again from the optimised IR, as the object was
+        assert "ret" in asm and (native.WITHOUT_LSR in compiled.ir("llvm_opt")) == bool(without)
+        results[without].append(asm)
+    assert results[()][-1] != results[shares.WITHOUT_LSR][-1], "the machine code differs"
+    for with_lsr, without_lsr in zip(*(found[:-1] for found in results.values())):
+        assert with_lsr.tobytes() == without_lsr.tobytes()
+    np.testing.assert_allclose(results[()][0], (np.exp(a) + np.tanh(a)).sum(axis=0, dtype=np.float64), rtol=1e-5)
+    np.testing.assert_allclose(results[()][1], np.tanh(a * a), rtol=1e-6, atol=1e-7)
+
+
+def libraries_module():
+    from ndlc.runtime import libraries
+    return libraries
 
 
 def _failing_in_forked_processes(monkeypatch, failure):
@@ -197,7 +307,7 @@ def _failing_in_forked_processes(monkeypatch, failure):
     from ndlc.runtime import builders, libraries, native
     parent, translated, taken = os.getpid(), native._translated, builders._taken
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 1)
     monkeypatch.setattr(native, "_translated", lambda text, vectorise: translated(text, vectorise) if os.getpid() == parent else failure())
     monkeypatch.setattr(builders, "_taken", lambda shared, count: iter(()) if os.getpid() == parent else taken(shared, count))
     ndl.compile(recurrence)(*inputs(4))
@@ -231,7 +341,7 @@ def test_a_module_failing_in_this_process_ends_its_forked_builders(tmp_path, mon
     from ndlc.runtime import builders, libraries, native
     monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(libraries, "threads", lambda: 2)
-    monkeypatch.setattr(native, "PARALLEL_KERNELS", 1)
+    monkeypatch.setattr(shares, "PARALLEL_KERNELS", 1)
     parent, fork, taken, forked = os.getpid(), os.fork, builders._taken, []
 
     def counted_fork():
