@@ -117,7 +117,7 @@ class _Lowering:
                 + list(graph.updates.values()):  # a result read by a node and also returned: 2 uses
             self.uses[v] = self.uses.get(v, 0) + 1
         self.buffers, self.stored = {}, {}
-        self.defs, self.members, self.nests = {}, {}, {}
+        self.defs, self.members, self.nests, self.whys = {}, {}, {}, {}  # whys: member -> its lowering's reason
         self.kernels, self.constants = [], {}
         self.recomputed = {}  # description of a node -> why each kernel reading it computes it again
         self.facts = {}  # id(definition node) -> (node, its _size, its _accs)
@@ -392,12 +392,8 @@ class _Lowering:
         if v in self.stored and name is None:
             return self.defs[v]
         d, fused = self.defs[v], self.members[v]
-        accs = self._accs(d)
-        if accs:
-            (acc,) = accs
-            nest = self.nests.pop(acc.value)
-        else:
-            nest, acc = _Nest(v.shape, 0, None, None), None
+        (acc,) = self._accs(d) or (None,)  # at most one reduction
+        nest = _Nest(v.shape, 0, None, None) if acc is None else self.nests.pop(acc.value)
         self._bind_buffer(v, kind, name)
         self.kernels.append(self._kernel(nest, acc, d, self.stored[v], v, fused, why))
         return self.defs[v]
@@ -435,12 +431,15 @@ class _Lowering:
             reductions = [Reduction(map_leaves(nest.body, number), nest.combine, acc.dtype)] if nest.reduce_count else []
             phases = [Phase(reductions, [Store(out, store, map_leaves(value, number), v.dtype, why)])]
         recomputes = tuple(f"{m} ({self.recomputed[m]})" for m in fused if m in self.recomputed)
+        lowered = tuple(dict.fromkeys(self.whys[m] for m in fused if m in self.whys))
         return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm,
-                      recomputes=recomputes)
+                      recomputes=recomputes, lowered=lowered)
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):
-        return f"%{self.names[node.result]} {node.op}"
+        described = f"%{self.names[node.result]} {node.op}"
+        self.whys.update({described: node.why} if node.why else {})
+        return described
 
     def _operand_members(self, node):
         result = ()
