@@ -186,18 +186,18 @@ def _conv_weight_grad(b, x, w, g, s, p):
     folded = ho * wo < FOLD_PIXELS or (TILED_PIXELS <= ho * wo <= FOLD_TILED and _tiled(g.type))  # no im2col to share
     work = f"Ho*Wo*Cout {ho * wo * cout} {'<=' if ho * wo * cout <= limit else '>'} " \
         f"{'TILED_ADJOINT' if kh * kw == 1 else 'TILED_WINDOWS_ADJOINT'} {limit}"
+    untiled = f"stride {s}" if s > 1 else f"{ho * wo} output pixels < FOLD_PIXELS {FOLD_PIXELS}" \
+        if ho * wo < FOLD_PIXELS else work if ho * wo * cout > limit else "no register tile for its weight"
     if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
-        say(f"one gemm over the batch ({kh * kw * cin}x{batch * ho * wo} @ {batch * ho * wo}x{cout}) of its windows: "
+        say(f"one gemm over the batch ({kh * kw * cin}x{batch * ho * wo} @ {batch * ho * wo}x{cout}) of its windows: " + (
             f"{ho * wo} output pixels < FOLD_PIXELS {FOLD_PIXELS}" if ho * wo < FOLD_PIXELS else
-            f"one gemm over the batch ({kh * kw * cin}x{batch * ho * wo} @ {batch * ho * wo}x{cout}) of its windows: "
-            f"{ho * wo} output pixels <= FOLD_TILED {FOLD_TILED}, its forward in register tiles; {work}")
+            f"{ho * wo} output pixels <= FOLD_TILED {FOLD_TILED}, its forward in register tiles; {untiled}"))
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)
     if kh == kw and not tiled:
         say(f"a gemm per image ({cout}x{ho * wo} @ {ho * wo}x{cin * kh * kw}) over im2col (packs "
-            f"{_mb(batch, cin * kh * kw, ho * wo, itemsize=numpy_dtype(x.dtype).itemsize)}), summed: {work}"
-            + (f", stride {s}" if s > 1 else ""))
+            f"{_mb(batch, cin * kh * kw, ho * wo, itemsize=numpy_dtype(x.dtype).itemsize)}), summed: {untiled}")
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
         per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
@@ -395,7 +395,7 @@ def _conv_decompose(b, n):
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
     say(f"im2col + a gemm per image ({cout}x{ckk} @ {ckk}x{pixels}): {no_rows}, Cin*K*K {ckk}"
-        f"{' > DIRECT_MAX' if ckk > DIRECT_MAX else ''}, {no_tile}; {packs}")
+        f"{f' > DIRECT_MAX {DIRECT_MAX}' if ckk > DIRECT_MAX else ''}, {no_tile}; {packs}")
     columns = _im2col(b, x, kh, s, p)
     batch, _, pixels = columns.shape
     weight = b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, cin * kh * kw))
