@@ -36,11 +36,12 @@ class Value:
 
 
 class Node:
-    """One op application: op name, operand values, attributes, and its single result value."""
-    __slots__ = ("op", "operands", "attrs", "result", "loc")
+    """One op application: op name, operand values, attributes, and its single result value;
+    `why`: the lowering rule that made it and that rule's numbers (a conv's), printed as a '#' line."""
+    __slots__ = ("op", "operands", "attrs", "result", "loc", "why")
 
-    def __init__(self, op: str, operands, attrs: dict, result_type: TensorType, loc=None):
-        self.op, self.operands, self.attrs, self.loc = op, tuple(operands), dict(attrs), loc
+    def __init__(self, op: str, operands, attrs: dict, result_type: TensorType, loc=None, why=None):
+        self.op, self.operands, self.attrs, self.loc, self.why = op, tuple(operands), dict(attrs), loc, why
         self.result = Value(result_type, node=self)
 
     def __repr__(self):
@@ -123,19 +124,20 @@ class Graph:
 
 class Builder:
     """Creates nodes through the op registry (type inference, attribute checks) and hands each
-    to `on_node` (appending to a graph by default). `b.add(x, y)` is `b.emit("add", x, y)`."""
+    to `on_node` (appending to a graph by default), each with the builder's `loc` and `why`.
+    `b.add(x, y)` is `b.emit("add", x, y)`."""
 
     def __init__(self, graph: Graph = None, on_node=None, loc=None):
         self.graph = graph
         self.on_node = on_node if on_node is not None else (graph.nodes.append if graph else None)
-        self.loc = loc
+        self.loc, self.why = loc, None
 
     def emit(self, op: str, *operands: Value, **attrs) -> Value:
         opdef = get_op(op)
         attrs = opdef.check_attrs(attrs, where=self.loc)
         types = [v.type for v in operands]
         result_type = opdef.infer_type(types, attrs, loc=self.loc)
-        node = Node(op, operands, attrs, result_type, loc=self.loc)
+        node = Node(op, operands, attrs, result_type, loc=self.loc, why=self.why)
         if self.on_node is not None:
             self.on_node(node)
         return node.result

@@ -248,6 +248,7 @@ class Kernel:
     merged: tuple = ()
     boundary: str = ""
     recomputes: tuple = ()  # values used elsewhere too that this kernel computes again, and why
+    lowered: tuple = ()  # the lowering rules (and their numbers) that made the nodes it fuses (a conv's)
     local: dict = field(default_factory=dict)  # row-local temporary -> elements each thread keeps (memory.py)
     split: Optional[Split] = None
     serial_why: str = ""
@@ -317,6 +318,7 @@ class Kernel:
         lines = [f"kernel {self.name} -> {', '.join('%' + n for n in self.outputs())}"]
         if self.fused:
             lines.append(f"  fuses: {', '.join(self.fused)}")
+        lines += [f"  lowered: {why}" for why in self.lowered]
         whys = [f"%{self.gemm.out}: {self.gemm.why}"] if self.gemm and self.gemm.why else []
         whys += [f"%{self.scatter.out}: {self.scatter.why}"] if self.scatter and self.scatter.why else []
         whys += [f"%{s.buffer}: {s.why}" for s in self.stores if s.why and not (self.gemm and s.buffer == self.gemm.out)]

@@ -120,6 +120,7 @@ class _ProgramParser:
         name, outputs = self.match(_KERNEL, "'kernel NAME -> %outputs'").groups()
         k = Kernel(name, (), 0, [], [])
         k.fused = tuple(self.optional("  fuses: ", lambda t: t.split(", ")) or ())
+        k.lowered = tuple(self.repeated("  lowered: "))
         whys = self.optional("  stored because: ", lambda t: t) or ""
         k.recomputes = tuple(self.repeated("  recomputes: "))
         k.merged = tuple(self.repeated("  merged: "))

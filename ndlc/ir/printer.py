@@ -62,8 +62,12 @@ def print_graph(graph, with_locs=False) -> str:
     header = f"graph @{graph.name}({', '.join(params)}) {{"
     if len(header) > 100:  # one parameter a line, as a long signature reads best
         header = f"graph @{graph.name}(\n" + ",\n".join("    " + p for p in params) + "\n) {"
-    lines = [header]
-    lines += ["  " + line for n in graph.nodes for line in format_node(n, names, with_locs).split("\n")]
+    lines, why = [header], None
+    for n in graph.nodes:  # a lowering's reason once, above the run of nodes it made ('#': the parser skips it)
+        if n.why is not None and n.why != why:
+            lines.append(f"  # {n.why}")
+        why = n.why
+        lines += ["  " + line for line in format_node(n, names, with_locs).split("\n")]
     rets = [f"%{names[v]}" for v in graph.outputs]
     rets += [f"new %{names[s]} = %{names[v]}" for s, v in graph.updates.items()]
     lines.append("  return" + (" " + ", ".join(rets) if rets else ""))

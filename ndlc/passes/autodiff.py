@@ -68,7 +68,7 @@ def vjp(graph, seeds, wrt):
     partials = {v: list(adjoints) for v, adjoints in seeds.items()}
     packed, adjoints = {}, {}  # packed: a multi-result node's value -> {offset: [adjoints]}
     for node in reversed(_relevant_nodes(graph, list(seeds), wrt)):
-        b.loc = node.loc
+        b.loc, b.why = node.loc, None  # a gradient rule may say why it lowered as it did (conv)
         opdef = get_op(node.op)
         rule, parts_of = opdef.grad, opdef.parts
         if parts_of is not None:
@@ -94,7 +94,7 @@ def vjp(graph, seeds, wrt):
         for operand, partial in zip(node.operands, partial_list):
             if partial is not None and is_float(operand.dtype):
                 partials.setdefault(operand, []).append(partial)
-    b.loc = None
+    b.loc = b.why = None
     for w in wrt:
         if w not in adjoints and w in partials:
             adjoints[w] = _sum(b, partials.pop(w))

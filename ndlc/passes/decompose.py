@@ -15,9 +15,11 @@ class _Decomposing(Builder):
             return super().emit(op, *operands, **attrs)
         attrs = opdef.check_attrs(attrs, where=self.loc)
         result_type = opdef.infer_type([v.type for v in operands], attrs, loc=self.loc)
-        result = opdef.decompose(self, Node(op, operands, attrs, result_type, loc=self.loc))
+        outer = self.why  # a decomposition may set why for the nodes it emits (conv: its lowering rule)
+        result = opdef.decompose(self, Node(op, operands, attrs, result_type, loc=self.loc, why=self.why))
         if result is None:  # the op keeps itself in this case
-            return super().emit(op, *operands, **attrs)
+            result = super().emit(op, *operands, **attrs)
+        self.why = outer
         if result.type != result_type:
             raise NdlcError(f"internal error: {op}'s decomposition gives {result.type}, not {result_type}")
         return result
@@ -33,7 +35,7 @@ def decompose(graph: Graph) -> Graph:
             out.nodes.append(node)  # unchanged: kept as it is (passes make new graphs, never change a node)
             new[node.result] = node.result
             continue
-        builder.loc = node.loc
+        builder.loc, builder.why = node.loc, node.why
         new[node.result] = builder.emit(node.op, *operands, **node.attrs)
     out.outputs = [new[v] for v in graph.outputs]
     out.updates = {state: new[v] for state, v in graph.updates.items()}

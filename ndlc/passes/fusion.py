@@ -119,7 +119,7 @@ class _Lowering:
                 + list(graph.updates.values()):  # a result read by a node and also returned: 2 uses
             self.uses[v] = self.uses.get(v, 0) + 1
         self.buffers, self.stored = {}, {}
-        self.defs, self.members, self.nests = {}, {}, {}
+        self.defs, self.members, self.nests, self.whys = {}, {}, {}, {}  # whys: member -> its lowering's reason
         self.kernels, self.constants = [], {}
         self.recomputed = {}  # description of a node -> why each kernel reading it computes it again
         self.facts = {}  # id(definition node) -> (node, its _size, its _accs)
@@ -435,12 +435,15 @@ class _Lowering:
             reductions = [Reduction(map_leaves(nest.body, number), nest.combine, acc.dtype)] if nest.reduce_count else []
             phases = [Phase(reductions, [Store(out, store, map_leaves(value, number), v.dtype, why)])]
         recomputes = tuple(f"{m} ({self.recomputed[m]})" for m in fused if m in self.recomputed)
+        lowered = tuple(dict.fromkeys(self.whys[m] for m in fused if m in self.whys))
         return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm,
-                      recomputes=recomputes)
+                      recomputes=recomputes, lowered=lowered)
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):
-        return f"%{self.names[node.result]} {node.op}"
+        described = f"%{self.names[node.result]} {node.op}"
+        self.whys.update({described: node.why} if node.why else {})
+        return described
 
     def _operand_members(self, node):
         result = ()

@@ -301,7 +301,8 @@ def _merge(a, b, known):
             floor = q
     kernel = replace(a, extents=extents, outer=outer, loads=loads, phases=phases, fused=a.fused + tuple(
         m for m in b.fused if m not in a.fused), merged=a.merged + b.merged,
-        recomputes=a.recomputes + tuple(r for r in b.recomputes if r not in a.recomputes))
+        recomputes=a.recomputes + tuple(r for r in b.recomputes if r not in a.recomputes),
+        lowered=a.lowered + tuple(r for r in b.lowered if r not in a.lowered))
     kernel = _compact(kernel) if joined else kernel  # only a join leaves loads unread (it reads stored values)
     how = "a later phase of the same loops" if not joined else \
         f"in the pass of phase {', '.join(map(str, joined))}" + ("" if len(joined) == len(b_phases) else " and later phases")

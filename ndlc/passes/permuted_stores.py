@@ -106,7 +106,8 @@ def _folded(producer, consumer, source):
     phases[p] = replace(phases[p], stores=stores)
     how = f"%{store.buffer} ({', '.join(consumer.fused)}) read %{source} in another order: its stores"
     return replace(producer, loads=loads, phases=phases, fused=producer.fused + consumer.fused,
-                   merged=producer.merged + (how,))
+                   merged=producer.merged + (how,), lowered=producer.lowered + tuple(
+                       r for r in consumer.lowered if r not in producer.lowered))
 
 
 def _loop_order(producer, written, consumer, read):

@@ -22,7 +22,7 @@ def simplify(graph: Graph) -> Graph:
     new = {v: v for v in graph.inputs}
     table = {}
     for node in graph.nodes:
-        builder.loc = node.loc
+        builder.loc, builder.why = node.loc, node.why
         new[node.result] = _rewrite(builder, table, node, [new[v] for v in node.operands])
     out.outputs = [new[v] for v in graph.outputs]
     out.updates = {state: new[v] for state, v in graph.updates.items()}

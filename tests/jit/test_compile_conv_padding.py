@@ -1,5 +1,5 @@
 """A padded convolution's forward as one kernel: the conv nest in register tiles reads its padding
-in place (ir/ops/conv.py _padding_in_place), its taps split where the guards hold for the whole
+in place (ir/ops/conv_rows.py padding_in_place), its taps split where the guards hold for the whole
 tile (codegen/llvm_rows.py _taps); bit for bit the padded copy's sums, and equal to numpy's
 forward and finite differences over random shapes."""
 import numpy as np
@@ -34,6 +34,8 @@ graph @c(%x: f32[8,32,4,4], %w: f32[3,3,32,32]) {
     assert kernel == """\
 kernel k0 -> %1
   fuses: %0 permute, %1 conv
+  lowered: conv 32->32 k3 s1 p1 on 8x4x4: loop nest in register tiles of 4 of Wo 4 x 16 of Cout 32: 16 output \
+pixels >= TILED_PIXELS 16; no row tile for Cout 32 x Wo 4; im2col packs 0.15 MB for a gemm; its padding read in place
   stored because: %1: graph output
   loops: i0<8 i1<4 i2<4 i3<32 | i4<3 i5<3 i6<32
   strategy: rows (blocks of 16 i3 by 4 i2 accumulate side by side; the reductions read strided along i6; \

@@ -33,6 +33,10 @@ def test_twelve_channels_run_in_tiles_of_sixteen(monkeypatch, avx2_tiles):
     assert scheduled[start:scheduled.index("kernel k2")] == """\
 kernel k1 -> %2
   fuses: %0 permute, %2 conv
+  lowered: conv 5->12 k5 s2 p2 on 4x9x9: loop nest in register tiles over Cout 12 widened to 16 (fills 0.75 >= \
+WIDENED_FILL 0.75), the spare outputs cropped: no register tile for Wo 5 x Cout 12; then conv 5->16 k5 s2 p2 on 4x9x9: \
+loop nest in register tiles of 5 of Wo 5 x 16 of Cout 16: 25 output pixels >= TILED_PIXELS 16; stride 2; im2col packs \
+0.05 MB for a gemm; its padding read in place
   stored because: %2: read by slice (a reduction result feeds only elementwise epilogues)
   not merged into the kernel before: its loops (i0<4 i1<5 i2<5 i3<16 | i4<5 i5<5 i6<5) differ from \
 (i0<5 i1<5 i2<5 i3<16)'s loops

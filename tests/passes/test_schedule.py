@@ -14,7 +14,7 @@ import pytest
 import ndlc as ndl
 from ndlc.passes.fusion import fuse
 from ndlc.passes.schedule import schedule
-from ndlc.ir.ops.conv import _spread_row
+from ndlc.ir.ops.conv_rows import spread_row
 from ndlc.ir.tiles import ragged_pieces, register_tile
 from ndlc.runtime import libraries
 from ndlc.examples.train_mlp import training_step
@@ -424,7 +424,7 @@ def test_avx512_register_tiles_fill_its_32_vector_registers_but_one(rows, column
     (16, 16, 512, 16),  # more channels than the sets hold two of: no padding for it
 ])
 def test_a_ragged_convs_planes_are_padded_apart_in_the_l1_cache(rows, least, channels, row):
-    assert _spread_row(rows, least, channels, 4) == row
+    assert spread_row(rows, least, channels, 4) == row
 
 
 @pytest.mark.parametrize("rows,columns,tile", [

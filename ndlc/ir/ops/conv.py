@@ -5,10 +5,12 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..graph import check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
-from ..tiles import FEW_TO_A_SET, L1_SETS, VECTOR_BYTES, register_tile, spread
+from ..tiles import FEW_TO_A_SET, VECTOR_BYTES, register_tile
 from ..types import TensorType, is_float, numpy_dtype
 from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
-from .windows import FOLD_PIXELS, col2im_phases, out_size, window_axis, window_plane
+from .conv_rows import channel_stride, conv_rows, padding_in_place, row_tiled
+from .conv_sums import col2im, conv_input_correlation, dilated, plane_col2im
+from .windows import FOLD_PIXELS, out_size, window_axis
 
 
 # output pixels an image from which a conv below FOLD_PIXELS (windows.py: there its products take the
@@ -75,11 +77,30 @@ def _conv_grad(b, n, g):
     s, p = n.attrs["stride"], n.attrs["padding"]
     live = live_taps(x.shape, w.shape, s, p)
     if live is None:
-        return [_conv_input_grad(b, x, w, g, s, p), _conv_weight_grad(b, x, w, g, s, p)]
+        return [_conv_input_grad(b, x, w, g, s, p), _apart(b, _conv_weight_grad, x, w, g, s, p)]
     (rows, columns), q = live
     taps = _live_weight(b, w, live)
     zeros = ((rows[0], w.shape[0] - rows[1]), (columns[0], w.shape[1] - columns[1]), (0, 0), (0, 0))
-    return [_conv_input_grad(b, x, taps, g, s, q), b.pad(_conv_weight_grad(b, x, taps, g, s, q), widths=zeros)]
+    return [_conv_input_grad(b, x, taps, g, s, q), b.pad(_apart(b, _conv_weight_grad, x, taps, g, s, q), widths=zeros)]
+
+
+def _apart(b, gradient, *args):
+    """`gradient` built with its own reason, not after the one the gradient before it gave."""
+    b.why = None
+    return gradient(b, *args)
+
+
+def _say(b, x, w, s, p, rule, what="conv"):
+    """Gives the nodes `b` emits next the reason a conv (input `x`, weight `w`) is lowered as it is:
+    `rule` with the numbers that chose it, after the reason of the rule that made this conv, if any."""
+    kh, kw, cin, cout = w.shape
+    said = f"{what} {cin}->{cout} k{kh if kh == kw else f'{kh}x{kw}'} s{s} p{p} on {'x'.join(map(str, x.shape[:3]))}: {rule}"
+    b.why = f"{b.why}; then {said}" if b.why else said
+
+
+def _mb(*shape, itemsize=4):
+    """The megabytes of a float array of `shape` (what an im2col packs)."""
+    return f"{np.prod(shape) * itemsize / 1e6:.2g} MB"
 
 
 def _live_weight(b, w, live):
@@ -88,83 +109,58 @@ def _live_weight(b, w, live):
     return b.slice(w, start=(rows[0], columns[0], 0, 0), stop=(rows[1], columns[1]) + w.shape[2:])
 
 
-def _dilated(b, g, s):
-    """The adjoint with s - 1 zeros between outputs: each at the input position its window starts from."""
-    if s == 1:
-        return g
-    g = b.dilate(g, axes=(1, 2), dilation=s - 1)
-    return b.slice(g, start=(0, 0, 0, 0), stop=(g.shape[0], (g.shape[1] - 1) // s * s + 1,
-                                                (g.shape[2] - 1) // s * s + 1, g.shape[3]))
-
-
 def _conv_input_grad(b, x, w, g, s, p):
     """Strides past 1: one stride-1 conv over the input's s·s phases (conv_adjoint.py), unless
     over tiny images the phases compute over PHASE_WASTE times the conv's products. Square
     kernels: the transposed weight (Cin·K·K, Cout) @ the adjoint (Cout, Ho·Wo) per image, summed
-    back over the windows (col2im: unwindows; over wide rows, _plane_col2im) and cropped to the
+    back over the windows (col2im: unwindows; over wide rows, plane_col2im) and cropped to the
     input, or the adjoint's own direct conv with the flipped kernel: for a direct conv, and over
-    inputs of TILED_PIXELS pixels where register tiles fit (NHWC: _conv_input_correlation; else over
-    wide rows in tiles of channels x pixels). Other kernels: _conv_input_correlation."""
+    inputs of TILED_PIXELS pixels where register tiles fit (NHWC: conv_input_correlation; else over
+    wide rows in tiles of channels x pixels). Other kernels: conv_input_correlation."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
     folded = kh == kw and ho * wo < FOLD_PIXELS  # one product over the batch, then col2im (below)
-    if s > 1 and not (folded and phase_waste(x.shape, w.shape, s, p) > PHASE_WASTE):
+    say = lambda rule: _say(b, x, w, s, p, rule, "input gradient of conv")
+    waste = phase_waste(x.shape, w.shape, s, p) if s > 1 and folded else 0
+    if s > 1 and waste <= PHASE_WASTE:
+        say(f"one stride-1 conv over the input's {s * s} phases (stride {s}"
+            + (f"; phase waste {waste:.2f} <= PHASE_WASTE {PHASE_WASTE})" if folded else ")"))
         return conv_input_phases(b, x, w, g, s, p)
     if kh != kw:
-        return _conv_input_correlation(b, x, w, g, p)
-    if s == 1 and x.shape[1] * x.shape[2] >= TILED_PIXELS and _tiled(x.type):  # the adjoint's direct conv, in tiles
-        return _conv_input_correlation(b, x, w, g, p)
+        say("the adjoint correlated with the flipped kernel: a rectangular kernel")
+        return conv_input_correlation(b, x, w, g, p)
+    tile = _tiled(x.type)
+    if s == 1 and x.shape[1] * x.shape[2] >= TILED_PIXELS and tile:  # the adjoint's direct conv, in tiles
+        say(f"the adjoint's conv with the flipped kernel: stride 1, {x.shape[1] * x.shape[2]} input pixels >= "
+            f"TILED_PIXELS {TILED_PIXELS}, register tiles {tile[0]}x{tile[1]} of W {x.shape[2]} x Cin {cin}")
+        return conv_input_correlation(b, x, w, g, p)
     large = ho * wo >= FOLD_PIXELS  # images whose rows fill register tiles
     direct = _direct(x.shape, w.shape, s, p) and cout * kh * kw <= DIRECT_ADJOINT_MAX  # as its forward
     if p < kh and (direct or (large and _planes_tiled(g.type, cin, kh, kh - 1 - p))):
+        say("plane_conv of the adjoint with the flipped kernel over wide rows: " + (
+            f"Cout*K*K {cout * kh * kw} <= DIRECT_ADJOINT_MAX {DIRECT_ADJOINT_MAX}, its forward direct" if direct else
+            f"{ho * wo} output pixels >= FOLD_PIXELS {FOLD_PIXELS}, register tiles of its {cin} channels x pixels"))
         return _conv_direct(b, g, b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2)), kh - 1 - p)
+    no_tile = f"no register tile for W {x.shape[2]} x Cin {cin}" if not tile else f"stride {s}"
     if ho * wo < FOLD_PIXELS:  # (N·Ho·Wo, Cout) @ (Cout, K·K·Cin): one product, the adjoint as it is
+        say(f"one gemm over the batch ({batch * ho * wo}x{cout} @ {cout}x{kh * kw * cin}), then col2im: "
+            f"{ho * wo} output pixels < FOLD_PIXELS {FOLD_PIXELS}, {no_tile}")
         rows = b.matmul(b.reshape(g, shape=(batch * ho * wo, cout)), b.permute(_weight_matrix(b, w), axes=(1, 0)))
         windows = b.permute(b.reshape(rows, shape=(batch, ho, wo, kh, kw, cin)), axes=(0, 5, 1, 2, 3, 4))
-        return _col2im(b, x, windows, kh, s, p)
+        return col2im(b, x, windows, kh, s, p)
     weight = b.reshape(b.permute(w, axes=(2, 0, 1, 3)), shape=(1, cin * kh * kw, cout))
     weight = b.broadcast_to(weight, shape=(batch, cin * kh * kw, cout))
+    row = x.shape[2] + 2 * p
     if _on_planes(x.shape, kh, s, p):  # the windows' adjoint over wide rows, summed back a row at a time
-        return _plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, x.shape[2] + 2 * p)), kh, p)
+        say(f"a gemm per image ({cin * kh * kw}x{cout} @ {cout}x{ho * row}) over wide rows, then col2im along them: "
+            f"{kh - 1} garbage columns <= WIDE_WASTE {WIDE_WASTE} of row {row}; {no_tile}")
+        return plane_col2im(b, x, b.matmul(weight, _wide_adjoint(b, g, x.shape[2] + 2 * p)), kh, p)
     adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
+    say(f"a gemm per image ({cin * kh * kw}x{cout} @ {cout}x{ho * wo}), then col2im: "
+        + (f"stride {s}" if s > 1 else f"{kh - 1} garbage columns > WIDE_WASTE {WIDE_WASTE} of row {row}") + f"; {no_tile}")
     columns = b.matmul(weight, adjoint)
     windows = b.permute(b.reshape(columns, shape=(batch, cin, kh, kw, ho, wo)), axes=(0, 1, 4, 5, 2, 3))
-    return _col2im(b, x, windows, kh, s, p)
-
-
-def _col2im(b, x, windows, k, s, p):
-    """The (N, Cin, Ho, Wo, K, K) windows' adjoint summed back onto the NHWC input (unwindows),
-    cropped to it where padded; overlapping strided windows by phases however short their rows
-    (unwindows' nest guards each tap, scalar: ResNet9's 4x4 -> 2x2 input gradient 2.3x slower)."""
-    batch, cin = windows.shape[:2]
-    height, width = x.shape[1] + 2 * p, x.shape[2] + 2 * p
-    if 1 < s < k:
-        padded = col2im_phases(b, lambda i, j, place: place(window_plane(b, windows, i, j)), windows.shape[:-2],
-                               k, s, (height, width))
-    else:
-        padded = b.unwindows(windows, kernel=k, stride=s, size=(height, width))  # (N, Cin, Hp, Wp)
-    if p:
-        padded = b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + x.shape[1], p + x.shape[2]))
-    return b.permute(padded, axes=(0, 2, 3, 1))
-
-
-def _conv_input_correlation(b, x, w, g, p):
-    """A stride-1 conv's input gradient: the correlation of the adjoint with the flipped kernel,
-    padded by k - 1 less the conv's own padding (which covers the input exactly), then padded or
-    cropped to the input where the windows did not reach."""
-    kernel = w.shape[:2]
-    full = max(kernel) - 1
-    reach = min(p, full)  # padding rows whose adjoint no input row needs
-    flipped = b.permute(b.flip(w, axes=(0, 1)), axes=(0, 1, 3, 2))
-    dx = b.conv(g, flipped, stride=1, padding=full - reach)
-    start = [p - reach + full - (k - 1) for k in kernel]  # dx index of input row 0
-    short = [max(0, a + d - e) for a, d, e in zip(start, x.shape[1:3], dx.shape[1:3])]
-    if any(short):  # input rows past the last window get no adjoint
-        dx = b.pad(dx, widths=((0, 0), (0, short[0]), (0, short[1]), (0, 0)))
-    if dx.shape[1:3] != x.shape[1:3]:
-        dx = b.slice(dx, start=(0, start[0], start[1], 0),
-                     stop=(x.shape[0], start[0] + x.shape[1], start[1] + x.shape[2], x.shape[3]))
-    return dx
+    return col2im(b, x, windows, kh, s, p)
 
 
 def _conv_weight_grad(b, x, w, g, s, p):
@@ -177,7 +173,10 @@ def _conv_weight_grad(b, x, w, g, s, p):
     correlated with the adjoint (batch as channels)."""
     kh, kw, cin, cout = w.shape
     batch, ho, wo, _ = g.shape
+    say = lambda rule: _say(b, x, w, s, p, rule, "weight gradient of conv")
     if _direct(x.shape, w.shape, s, p):  # the forward's planes against the wide adjoint, per image, summed
+        say(f"plane_correlate of the forward's wide rows with the adjoint, summed over images: "
+            f"Cin*K*K {cin * kh * kw} <= DIRECT_MAX {DIRECT_MAX}, its forward direct")
         planes, wp, _ = _direct_planes(b, x, kh, p)
         per_image = b.plane_correlate(_wide_adjoint(b, g, wp), planes, kernel=kh, row=wp)
         return b.permute(b.summation(per_image, axes=(0,)), axes=(2, 3, 1, 0))
@@ -185,17 +184,28 @@ def _conv_weight_grad(b, x, w, g, s, p):
     tiled = s == 1 and FOLD_PIXELS <= ho * wo and ho * wo * cout <= limit \
         and _tiled(TensorType((cin, kh, kw, cout), x.dtype))  # the correlation below, in register tiles
     folded = ho * wo < FOLD_PIXELS or (TILED_PIXELS <= ho * wo <= FOLD_TILED and _tiled(g.type))  # no im2col to share
+    work = f"Ho*Wo*Cout {ho * wo * cout} {'<=' if ho * wo * cout <= limit else '>'} " \
+        f"{'TILED_ADJOINT' if kh * kw == 1 else 'TILED_WINDOWS_ADJOINT'} {limit}"
+    untiled = f"stride {s}" if s > 1 else f"{ho * wo} output pixels < FOLD_PIXELS {FOLD_PIXELS}" \
+        if ho * wo < FOLD_PIXELS else work if ho * wo * cout > limit else "no register tile for its weight"
     if kh == kw and folded and not tiled:  # (K·K·Cin, N·Ho·Wo) @ (N·Ho·Wo, Cout): the batch summed in BLAS
+        say(f"one gemm over the batch ({kh * kw * cin}x{batch * ho * wo} @ {batch * ho * wo}x{cout}) of its windows: " + (
+            f"{ho * wo} output pixels < FOLD_PIXELS {FOLD_PIXELS}" if ho * wo < FOLD_PIXELS else
+            f"{ho * wo} output pixels <= FOLD_TILED {FOLD_TILED}, its forward in register tiles; {untiled}"))
         rows = _im2rows(b, x, kh, s, p)
         total = b.matmul(b.permute(rows, axes=(1, 0)), b.reshape(g, shape=(batch * ho * wo, cout)))
         return b.reshape(total, shape=w.shape)
     if kh == kw and not tiled:
+        say(f"a gemm per image ({cout}x{ho * wo} @ {ho * wo}x{cin * kh * kw}) over im2col (packs "
+            f"{_mb(batch, cin * kh * kw, ho * wo, itemsize=numpy_dtype(x.dtype).itemsize)}), summed: {untiled}")
         columns = _im2col(b, x, kh, s, p)  # (N, Cin·K·K, Ho·Wo)
         adjoint = b.reshape(b.permute(g, axes=(0, 3, 1, 2)), shape=(batch, cout, ho * wo))
         per_image = b.matmul(adjoint, b.permute(columns, axes=(0, 2, 1)))  # (N, Cout, Cin·K·K)
         total = b.reshape(b.summation(per_image, axes=(0,)), shape=(cout, cin, kh, kw))
         return b.permute(total, axes=(2, 3, 1, 0))
-    g = _dilated(b, g, s)
+    say("the input (channels as batch) correlated with the adjoint: " + (
+        "a rectangular kernel" if kh != kw else f"stride 1, {work}, register tiles of its weight"))
+    g = dilated(b, g, s)
     dw = b.conv(b.permute(x, axes=(3, 1, 2, 0)), b.permute(g, axes=(1, 2, 0, 3)), stride=1, padding=p)
     if dw.shape[1:3] != (kh, kw):
         dw = b.slice(dw, start=(0, 0, 0, 0), stop=(dw.shape[0], kh, kw, dw.shape[3]))
@@ -228,7 +238,7 @@ def _im2rows(b, x, k, s, p):
 
 def _on_planes(shape, k, s, p):
     """Whether a square-kernel conv's input gradient (NHWC input of `shape`) sums its windows back
-    over wide rows (_plane_col2im): stride 1, and the garbage columns (K - 1 of each row of W + 2p)
+    over wide rows (plane_col2im): stride 1, and the garbage columns (K - 1 of each row of W + 2p)
     at most WIDE_WASTE of the row, which its product computes too."""
     return s == 1 and k - 1 <= WIDE_WASTE * (shape[2] + 2 * p)
 
@@ -241,18 +251,6 @@ def _wide_adjoint(b, g, row):
     if row > wo:
         wide = b.pad(wide, widths=((0, 0), (0, 0), (0, 0), (0, row - wo)))
     return b.reshape(wide, shape=(batch, cout, ho * row))
-
-
-def _plane_col2im(b, x, columns, k, p):
-    """The (N, Cin·K·K, Ho·Wp) windows' adjoint (zero in each row's K - 1 garbage columns) summed
-    back onto the flattened padded planes of NHWC `x` (plane_unwindows: K·K shifted rows, each
-    one interval; a spare row takes the last garbage columns' zeros), cropped to the input."""
-    batch, h, w, cin = x.shape
-    wp = w + 2 * p
-    windows = b.reshape(columns, shape=(batch, cin, k, k, columns.shape[2]))
-    planes = b.plane_unwindows(windows, kernel=k, row=wp, size=(h + 2 * p + 1) * wp)
-    padded = b.reshape(planes, shape=(batch, cin, h + 2 * p + 1, wp))
-    return b.permute(b.slice(padded, start=(0, 0, p, p), stop=(batch, cin, p + h, p + w)), axes=(0, 2, 3, 1))
 
 
 def _direct(shape, wshape, s, p):
@@ -305,8 +303,8 @@ def _conv_direct(b, x, w, p):
 
 def _tiled(out):
     """Whether a conv of output type `out` (NHWC) keeps its loop nest (n, ho, wo, co | kh, kw, ci),
-    which the schedule runs in register tiles of wo x co (ir/tiles.py), where one fits."""
-    return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize) is not None
+    which the schedule runs in register tiles of wo x co (ir/tiles.py): the tile where one fits, else None."""
+    return register_tile(out.shape[2], out.shape[3], numpy_dtype(out.dtype).itemsize)
 
 
 def _widened(out):
@@ -318,58 +316,6 @@ def _widened(out):
     if wide == out.shape[3] or out.shape[3] < WIDENED_FILL * wide:
         return None
     return wide if _tiled(TensorType(out.shape[:3] + (wide,), out.dtype)) else None
-
-
-def _padding_in_place(x):
-    """Whether a tiled conv nest reads NHWC `x` padded in place (codegen/llvm_rows.py _taps), not a
-    padded copy: where its channels' loads spread over the L1 cache, at most FEW_TO_A_SET to a set
-    (16 channels' planes 4 KiB apart: 2x slower; 3 channels' read in place: ir/tiles.py)."""
-    return spread(x.shape[3], _channel_stride(x), numpy_dtype(x.dtype).itemsize, FEW_TO_A_SET)
-
-
-def _channel_stride(x):
-    """Elements between channels (axis 3) of `x` in the value it views through permutes (an NCHW plane)."""
-    axis = 3
-    while x.node is not None and x.node.op == "permute":
-        axis = x.node.attrs["axes"][axis]
-        x = x.node.operands[0]
-    return int(np.prod(x.shape[axis + 1:]))
-
-
-def _row_tiled(out):
-    """Whether a stride-1 conv of output type `out` (NHWC) runs over NCHW planes (_conv_rows) in
-    register tiles of channels x pixels along its rows: Wo a multiple of the tile's vectors, or
-    ragged rows that fill most of theirs (ir/tiles.py)."""
-    return register_tile(out.shape[3], out.shape[2], numpy_dtype(out.dtype).itemsize, ragged=True) is not None
-
-
-def _conv_rows(b, x, w, p):
-    """The conv over the input's NCHW planes, padded there (a copy of rows, where NHWC padding
-    transposed the input), into the NCHW output (row_conv): each tile of channels x pixels loads
-    the input's row as vectors and stores the output's rows, so nn.Conv's permute back is none and
-    its bias an epilogue, and every reader reads NCHW. Where the tile's pixels do not divide Wo, a
-    row's last block computes whole (the schedule checks its reads stay in their buffer) and
-    stores Wo's remainder: the planes carry the columns it reads past the row, and as many more as
-    keep the channels' planes apart in the L1 cache (_spread_row)."""
-    planes = b.permute(x, axes=(0, 3, 1, 2))
-    width = x.shape[2] + 2 * p - w.shape[1] + 1
-    itemsize = numpy_dtype(x.dtype).itemsize
-    tile = register_tile(w.shape[3], width, itemsize, ragged=True)
-    row = _spread_row(x.shape[1] + 2 * p, x.shape[2] + 2 * p - width % -tile[1], x.shape[3], itemsize)
-    extra = row - x.shape[2] - 2 * p  # columns past the padding: the last block's reads, the spread
-    if p or extra:
-        planes = b.pad(planes, widths=((0, 0), (0, 0), (p, p), (p, p + extra)))
-    return b.permute(b.row_conv(planes, w, width=width), axes=(0, 2, 3, 1))
-
-
-def _spread_row(rows, least, channels, itemsize):
-    """The padded planes' row, at least `least` elements (the first of the next L1_SETS), whose
-    planes of `rows` rows put the same element of each of `channels` channels (what a tile's steps
-    read) at most two to an L1 set (L1_SETS of 64-byte lines)."""
-    for row in range(least, least + L1_SETS):
-        if spread(channels, rows * row, itemsize):
-            return row
-    return least  # more channels than two to a set can place
 
 
 def _weight_matrix(b, w):
@@ -393,39 +339,63 @@ def _conv_decompose(b, n):
     reads rows of the input along its width). The product comes out channels-first, as nn.Conv
     returns it, so its permute back is free. Images of fewer than FOLD_PIXELS outputs take the
     batch into one product instead, a row per output pixel (_im2rows); stride-1 output rows that
-    fill a tile of channels x pixels run over NCHW planes (_conv_rows), few products a pixel (at
+    fill a tile of channels x pixels run over NCHW planes (conv_rows), few products a pixel (at
     most DIRECT_MAX) otherwise over wide rows (_conv_direct): neither packs nor calls BLAS, and
     rows write the output itself where wide rows leave a crop to their readers (LeNet's conv1
     forward, min of 60 calls: 1.15-1.24 -> 0.92-0.96 ms, one thread, alternating, load 4-9).
     Where the output's width and channels fit a register tile (_tiled) and its images span
     TILED_PIXELS, or its kernel (a weight gradient's correlation: the adjoint's image)
-    FOLD_PIXELS, the conv keeps its loop nest (None), its padding read in place (_padding_in_place)
+    FOLD_PIXELS, the conv keeps its loop nest (None), its padding read in place (padding_in_place)
     or padded first; where only its channels rounded up to whole vectors fit a tile (_widened), it
     runs over a weight padded to those, its spare outputs cropped. A rectangular kernel keeps it too."""
     x, w = n.operands
     kh, kw, cin, cout = w.shape
     s, p = n.attrs["stride"], n.attrs["padding"]
-    pixels = n.result.shape[1] * n.result.shape[2]
+    (batch, ho, wo, _), ckk = n.result.shape, cin * kh * kw
+    pixels, say = ho * wo, lambda rule: _say(b, x, w, s, p, rule)
+    packs = f"im2col packs {_mb(batch, ckk, pixels, itemsize=numpy_dtype(x.dtype).itemsize)}"
     live = live_taps(x.shape, w.shape, s, p)
     if live is not None:  # the conv of the taps that read the image (ResNet9's 1x1 layers: one of nine)
+        say(f"only the taps that read the image: rows {live[0][0]}, columns {live[0][1]} of {kh}x{kw}")
         return b.conv(x, _live_weight(b, w, live), stride=s, padding=live[1])
-    if s == 1 and kh == kw and pixels >= FOLD_PIXELS and _row_tiled(n.result.type):
-        return _conv_rows(b, x, w, p)
+    rows = s == 1 and kh == kw and pixels >= FOLD_PIXELS and row_tiled(n.result.type)
+    if rows:
+        say(f"row_conv over NCHW planes in register tiles of {rows[0]} channels x {rows[1]} pixels: stride 1, "
+            f"{pixels} output pixels >= FOLD_PIXELS {FOLD_PIXELS}; {packs} for a gemm")
+        return conv_rows(b, x, w, p)
+    no_rows = f"stride {s}" if s > 1 else f"no row tile for Cout {cout} x Wo {wo}"
     if _direct(x.shape, w.shape, s, p):
+        say(f"plane_conv over wide rows: Cin*K*K {ckk} <= DIRECT_MAX {DIRECT_MAX}, {kh - 1} garbage columns <= "
+            f"WIDE_WASTE {WIDE_WASTE} of row {x.shape[2] + 2 * p}; {no_rows}; {packs} for a gemm")
         return _conv_direct(b, x, w, p)
-    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and _tiled(n.result.type):  # the nest, in register tiles
-        if p and not _padding_in_place(x):  # padded first: the nest's loads unguarded
+    tile = _tiled(n.result.type)
+    if (pixels >= TILED_PIXELS or kh * kw >= FOLD_PIXELS) and tile:  # the nest, in register tiles
+        nest = f"loop nest in register tiles of {tile[0]} of Wo {wo} x {tile[1]} of Cout {cout}: " + (
+            f"{pixels} output pixels >= TILED_PIXELS {TILED_PIXELS}" if pixels >= TILED_PIXELS else
+            f"K*K {kh * kw} >= FOLD_PIXELS {FOLD_PIXELS}") + f"; {no_rows}; {packs} for a gemm"
+        if p and not padding_in_place(x):  # padded first: the nest's loads unguarded
+            say(f"{nest}; padded first: {x.shape[3]} channels {channel_stride(x) * numpy_dtype(x.dtype).itemsize} "
+                f"bytes apart load more than FEW_TO_A_SET {FEW_TO_A_SET} to an L1 set")
             return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0)
+        say(nest + ("; its padding read in place" if p else ""))
         return None
+    no_tile = f"no register tile for Wo {wo} x Cout {cout}" if not tile else f"{pixels} output pixels < TILED_PIXELS"
     wide = _widened(n.result.type)
     if pixels >= TILED_PIXELS and wide:  # the nest in tiles of channels rounded up to a vector, the spare ones cropped
+        say(f"loop nest in register tiles over Cout {cout} widened to {wide} (fills {cout / wide:.2f} >= WIDENED_FILL "
+            f"{WIDENED_FILL}), the spare outputs cropped: {no_tile}")
         spare = b.pad(w, widths=((0, 0), (0, 0), (0, 0), (0, wide - cout)))
         return b.slice(b.conv(x, spare, stride=s, padding=p), start=(0, 0, 0, 0), stop=n.result.shape)
     if kh != kw:
+        say(f"loop nest: a rectangular kernel, {no_tile}")
         return None
     if pixels < FOLD_PIXELS:  # one product, NHWC out as it is
+        say(f"im2col of the batch + one gemm ({batch * pixels}x{ckk} @ {ckk}x{cout}): {pixels} output pixels < "
+            f"FOLD_PIXELS {FOLD_PIXELS}, {no_tile}; {packs}")
         product = b.matmul(_im2rows(b, x, kh, s, p), _weight_matrix(b, w))  # (N·Ho·Wo, Cout)
         return b.reshape(product, shape=n.result.shape)
+    say(f"im2col + a gemm per image ({cout}x{ckk} @ {ckk}x{pixels}): {no_rows}, Cin*K*K {ckk}"
+        f"{f' > DIRECT_MAX {DIRECT_MAX}' if ckk > DIRECT_MAX else ''}, {no_tile}; {packs}")
     columns = _im2col(b, x, kh, s, p)
     batch, _, pixels = columns.shape
     weight = b.reshape(b.permute(w, axes=(3, 2, 0, 1)), shape=(1, cout, cin * kh * kw))

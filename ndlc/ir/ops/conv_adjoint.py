@@ -6,7 +6,7 @@ import numpy as np
 
 # products a stride-s conv's input gradient as its phases' stride-1 conv computes per product of the
 # conv (phase rows past the image, zero taps past K) up to which a conv of fewer than FOLD_PIXELS outputs
-# takes it, where its gemm and col2im by phases at stride s run (conv.py _col2im; input and weight
+# takes it, where its gemm and col2im by phases at stride s run (conv_sums.py col2im; input and weight
 # gradients, one thread, min of 40, alternating twice, load ~6): 64x5x9x9 -> 12 k5, 1.44: 0.30 against
 # 0.36 ms; 64x3x13x13 -> 8 k7, 1.31: 0.63 against 0.75; ResNet9's 8x8 -> 4x4 at batch 256, 2.78:
 # 1.9 against 1.2-1.3; its 4x4 -> 2x2, 4.0: 2.3 against 1.0 (col2im's loop nest, before, lost to 4.0)

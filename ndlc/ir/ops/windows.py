@@ -123,7 +123,7 @@ def _unwindows_decompose(b, n):
 def phased(k, s, width) -> bool:
     """Whether col2im at stride `s` sums by phases (`col2im_phases`): windows that overlap, and
     phase rows of at least PHASE_COLUMNS columns for the lanes (a pooling gradient's; a conv's input
-    gradient takes the phases however short its rows, conv.py _col2im)."""
+    gradient takes the phases however short its rows, conv_sums.py col2im)."""
     return 1 < s < k and -(-width // s) >= PHASE_COLUMNS
 
 
