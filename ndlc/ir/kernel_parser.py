@@ -170,11 +170,10 @@ class _ProgramParser:
         return None
 
     def repeated(self, prefix):
-        found = []
+        start = self.n
         while self.peek() is not None and self.peek().startswith(prefix):
-            found.append(self.lines[self.n][len(prefix):])
             self.n += 1
-        return found
+        return [line[len(prefix):] for line in self.lines[start:self.n]]
 
     def loops(self, k):
         text = self.match(re.compile(r"  loops: (.*)$"), "'loops: ...'").group(1)

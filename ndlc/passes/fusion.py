@@ -25,11 +25,10 @@ an operand that is computed, or a view BLAS cannot stride, is stored first. Elem
 Without BLAS (`use_blas` False: NDLC_BLAS=0, or no OpenBLAS in numpy), and for a product with one
 row or one column (`gemm_pays`), matmul stays a loop nest.
 
-A gather (`RowsAt`) is a kernel of its own storing its rows, loaded indirectly (Kernel IR
-`Indirect`): nothing else reads through an indirect load, and merge keeps that kernel apart; a
-scatter_add is a Scatter kernel (passes/scatter.py). A scan's operands are stored (read in place
-where contiguous) and so is its packed result: its body is fused and merged once, and its kernels
-run once per step (passes/steps.py).
+A gather (`RowsAt`) is a kernel of its own storing its rows, loaded indirectly (Kernel IR `Indirect`): nothing
+else reads through an indirect load, and merge keeps that kernel apart; a scatter_add is a Scatter kernel
+(passes/scatter.py). A scan's operands are stored (read in place where contiguous) and so is its packed result:
+its body is fused and merged once, and its kernels run once per step (passes/steps.py).
 """
 import math
 from dataclasses import dataclass, replace
@@ -435,15 +434,13 @@ class _Lowering:
             reductions = [Reduction(map_leaves(nest.body, number), nest.combine, acc.dtype)] if nest.reduce_count else []
             phases = [Phase(reductions, [Store(out, store, map_leaves(value, number), v.dtype, why)])]
         recomputes = tuple(f"{m} ({self.recomputed[m]})" for m in fused if m in self.recomputed)
-        lowered = tuple(dict.fromkeys(self.whys[m] for m in fused if m in self.whys))
         return Kernel(f"k{len(self.kernels)}", tuple(nest.extents), outer, list(numbering), phases, fused, gemm,
-                      recomputes=recomputes, lowered=lowered)
+                      recomputes=recomputes, lowered=tuple(dict.fromkeys(self.whys[m] for m in fused if m in self.whys)))
 
     # ---- naming -------------------------------------------------------------------------------
     def _describe(self, node):
-        described = f"%{self.names[node.result]} {node.op}"
-        self.whys.update({described: node.why} if node.why else {})
-        return described
+        self.whys.update({f"%{self.names[node.result]} {node.op}": node.why} if node.why else {})
+        return f"%{self.names[node.result]} {node.op}"
 
     def _operand_members(self, node):
         result = ()
