@@ -1,7 +1,8 @@
 """exp, expm1-based tanh, log, sin, cos and pow emitted as straight-line LLVM IR (range reduction,
 a polynomial, exponent arithmetic on the bits), so loops calling them still vectorise: no libm
 call sits in a hot loop. float32 is computed natively (error a few ulp); sin, cos and pow of
-float32 go through float64 for simplicity. Taylor coefficients, evaluated by Horner's rule, with a
+float32 go through float64 for simplicity. sin and cos of arguments past 2**20 (Payne-Hanek, from a
+constant table of 2/pi's bits) are a separate cold function, which vectors call only when needed. Taylor coefficients, evaluated by Horner's rule, with a
 degree chosen so the truncation error is below the type's rounding error on the reduced range.
 Each works on scalars and, lane by lane with the same instructions, on vectors of them
 (codegen/llvm_lanes.py). Where the target has fused multiply-adds (a `Builder`'s `fused`), the
