@@ -271,7 +271,7 @@ def _in_f64(fn):
 
 
 def _two_over_pi_chunks(count):
-    """2/pi's first 24 `count` bits after the point, 24 at a time, as integral floats after four zero
+    """2/pi's first 24·count bits after the point, 24 at a time, as integral floats after four zero
     chunks (its integer part and the places above): pi by Machin's formula in integers."""
     bits = 24 * count + 64  # 64 guard bits absorb the truncated terms
 
@@ -323,7 +323,7 @@ def _reduce_large(b, x, narrow):
         digits.append(intrinsic(b, "llvm.floor", z))
         z = b.fmul(b.fsub(z, digits[-1]), const(ty, 2.0 ** 24))
     # Q_m = sum_i z_i c[u + 2 + m - i] weighs 2**(g - 24m), g = e0 + 24 - 24u in [-22, 1]: the columns
-    # left of Q_0 weigh 2**(g + 24) >= 4 at least, so are multiples of 4
+    # left of Q_0 weigh at least 2**(g + 24) >= 4, so are multiples of 4
     u = b.udiv(b.add(e0, const(ity, 46)), const(ity, 24))
     g = b.sub(b.add(e0, const(ity, 24)), b.mul(u, const(ity, 24)))
     chunks = [_chunk(b, b.add(u, const(ity, 3 - parts + j))) for j in range(columns + parts - 1)]
