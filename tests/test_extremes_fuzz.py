@@ -27,10 +27,6 @@ SPECIALS = (np.nan, np.inf, -np.inf, 0.0, -0.0, float(F32.max), -float(F32.max),
 # a result's summed magnitudes past this: some order of its partial sums may overflow, another not
 BOUND_OVERFLOW = float(F32.max) / 4
 RTOL = 1e-4
-# a known defect, reported: mathlib's sin and cos reduce their argument by pi/2 in three float64
-# parts (Cody-Waite), exact only below about 2^20; past it their results are wrong (sin(1e19) was
-# 9.4e30 compiled). Results of sin or cos of larger arguments are not compared until it is fixed.
-TRIG_MOST = 2.0 ** 20
 # ops whose result is a sum of products of their operands: the op of the operands' magnitudes
 # bounds what a result sums (its rounding, and whether a partial sum may overflow)
 SUMS = {"summation", "matmul", "conv", "plane_conv", "plane_correlate", "row_conv", "avg_pool2d", "unwindows",
@@ -117,10 +113,6 @@ def with_gradient(forward, inputs):
 def op_bound(op, inputs, attrs):
     """The magnitudes each of op's results sums: op of the operands' magnitudes (float64) for the ops
     that sum products, the largest operand for logsumexp's kind, else 0 (nothing is summed)."""
-    if op in ("sin", "cos"):
-        return np.where(np.abs(inputs[0]) > TRIG_MOST, np.inf, 0.0)
-    if op == "scan":  # its body (tests/op_cases.py SCAN_BODY) takes the sine of a carried sum
-        return np.inf if max(magnitudes(x).max(initial=0.0) for x in inputs) > TRIG_MOST else 0.0
     if op not in SUMS:
         return 0.0
     if op == "conv" and attrs["padding"] and not np.isfinite(inputs[1]).all():

@@ -45,16 +45,57 @@ def test_a_variance_that_overflows_eagerly_overflows_compiled():
     np.testing.assert_array_equal(compiled, eager)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: mathlib's sin/cos reduce by pi/2 in three float64 parts "
-                                      "(Cody-Waite), exact only below about 2^20 (tests/test_extremes_fuzz.py TRIG_MOST)")
 def test_the_sine_of_a_large_argument_is_as_eagerly():
-    """sin(1e19) is 0.578 eagerly (numpy's exact reduction), 9.3e30 compiled: the reduction's products of
-    k ~ 6e18 with pi/2's parts round by thousands and the polynomial runs far outside its range."""
+    """sin(1e19) is 0.578 eagerly (numpy's exact reduction); it was 9.3e30 compiled: the Cody-Waite
+    reduction's products of k ~ 6e18 with pi/2's parts rounded by thousands (now Payne-Hanek's past 2^20)."""
     x = np.array([1e19, 3e38, 1e7], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         eager = ndl.ops.sin(ndl.Tensor(x)).numpy()
     np.testing.assert_allclose(ndl.compile(ndl.ops.sin)(x).numpy(), eager, rtol=1e-5, atol=1e-6)
+
+
+def ulps(compiled, reference):
+    """|compiled - reference| in units of the last place of reference's type at reference."""
+    spacing = np.spacing(np.abs(reference)).astype(np.float64)
+    return np.abs(compiled.astype(np.float64) - reference.astype(np.float64)) / spacing
+
+
+# float32 arguments nearest a multiple of pi/2 (x 2/pi within 1e-9 to 8e-9 of an integer), found by
+# a search of every float32 significand in each binade from 2^20 to 2^127
+HARD_F32 = [7.72917892e+28, 2.19993846e+10, 1.54583578e+29, 4.39987692e+10, 3.09167157e+29, 4.63818338e+25,
+            1.52278899e+12, 8.11762664e+22, 8.79975383e+10, 4.3865579e+33, 42781604, 1.0341292e+27]
+
+
+@pytest.mark.parametrize("dtype, most", [("float32", 2), ("float64", 4)])
+@pytest.mark.parametrize("op", ["sin", "cos"])
+def test_sine_and_cosine_agree_with_numpy_in_every_binade(dtype, most, op):
+    """Random arguments of every binade from 2^-30 to the type's largest, both signs (and float32's
+    hardest cases), on rows long enough for codegen's vectors and on rows of 3 (scalars): within
+    `most` ulp of numpy's sin/cos (past 2^20 by the Payne-Hanek reduction, below by Cody-Waite)."""
+    rng = np.random.default_rng(5)
+    top = 128 if dtype == "float32" else 1024
+    x = np.concatenate([rng.uniform(1, 2, 24) * 2.0 ** e for e in range(-30, top)] + [HARD_F32]).astype(dtype)
+    x = np.concatenate([x, -x])
+    fn, reference = ndl.compile(getattr(ndl.ops, op)), getattr(np, op)(x)
+    assert ulps(fn(ndl.Tensor(x, dtype=dtype)).numpy(), reference).max() <= most
+    short = np.concatenate([fn(ndl.Tensor(x[i:i + 3], dtype=dtype)).numpy() for i in range(0, 300, 3)])
+    assert ulps(short, reference[:300]).max() <= most
+    shuffled = rng.permutation(len(x))[:300]
+    short = np.concatenate([fn(ndl.Tensor(x[shuffled[i:i + 3]], dtype=dtype)).numpy() for i in range(0, 300, 3)])
+    assert ulps(short, reference[shuffled]).max() <= most
+
+
+def test_the_cosine_of_the_double_nearest_a_multiple_of_pi_over_2():
+    """x = 6381956970095103 2^797 is within 4.7e-19 of a multiple of pi/2, the closest of any float64
+    (Kahan and McDonald): its cosine is that remainder, to the last bit here (mpmath's, at 3000 bits)."""
+    mpmath = pytest.importorskip("mpmath")
+    x = np.ldexp(np.float64(6381956970095103), 797) * np.array([1.0, -1.0])
+    with mpmath.workprec(3000):
+        reference = np.array([float(mpmath.cos(mpmath.mpf(float(v)))) for v in x])
+        sine = np.array([float(mpmath.sin(mpmath.mpf(float(v)))) for v in x])
+    assert ulps(ndl.compile(ndl.ops.cos)(ndl.Tensor(x, dtype="float64")).numpy(), reference).max() <= 1
+    assert ulps(ndl.compile(ndl.ops.sin)(ndl.Tensor(x, dtype="float64")).numpy(), sine).max() <= 1
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -1,7 +1,8 @@
 """exp, expm1-based tanh, log, sin, cos and pow emitted as straight-line LLVM IR (range reduction,
 a polynomial, exponent arithmetic on the bits), so loops calling them still vectorise: no libm
 call sits in a hot loop. float32 is computed natively (error a few ulp); sin, cos and pow of
-float32 go through float64 for simplicity. Taylor coefficients, evaluated by Horner's rule, with a
+float32 go through float64 for simplicity. sin and cos of arguments past 2**20 (Payne-Hanek, from a
+constant table of 2/pi's bits) are a separate cold function, which vectors call only when needed. Taylor coefficients, evaluated by Horner's rule, with a
 degree chosen so the truncation error is below the type's rounding error on the reduced range.
 Each works on scalars and, lane by lane with the same instructions, on vectors of them
 (codegen/llvm_lanes.py). Where the target has fused multiply-adds (a `Builder`'s `fused`), the
@@ -89,8 +90,20 @@ def call(b, name, args, inline, fused, scalef=False):
         fn = FunctionText(b.module, ir.FunctionType(types[0], types), symbol, text)
         for declared in declarations:
             if declared.name not in b.module.globals:
-                ir.Function(b.module, declared.ftype, declared.name)
+                _provide(b.module, declared)
     return b.call(fn, list(args), attrs=("alwaysinline" if inline else "noinline",))
+
+
+def _provide(module, declared):
+    """`module`'s copy of a global a mathlib definition uses: a function it calls (an intrinsic
+    declared, another of mathlib's defined by its text) or a constant table."""
+    if isinstance(declared, ir.GlobalVariable):
+        table = ir.GlobalVariable(module, declared.value_type, declared.name)
+        table.global_constant, table.linkage, table.initializer = True, declared.linkage, declared.initializer
+    elif isinstance(declared, FunctionText):
+        FunctionText(module, declared.ftype, declared.name, declared.text)
+    else:
+        ir.Function(module, declared.ftype, declared.name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,6 +116,8 @@ def _definition(name, types, fused, scalef):
     fn.linkage = "internal"
     fn.attributes.add("readnone")
     fn.attributes.add("nounwind")
+    if name in _COLD:  # its callers' branches to it are unlikely: their loops keep constants in registers
+        fn.attributes.add("cold")
     body = Builder(fn.append_basic_block("entry"), fused, scalef)
     body.ret(globals()[name](body, *fn.args))
     return function_text(fn), [g for g in module.globals.values() if g is not fn]
@@ -255,28 +270,155 @@ def _in_f64(fn):
     return wrapped
 
 
-def _sincos(b, x, quarter_turns):
-    """sin(x + quarter_turns * pi/2) in float64 (Cody-Waite reduction by pi/2, three parts)."""
+def _two_over_pi_chunks(count):
+    """2/pi's first 24·count bits after the point, 24 at a time, as integral floats after four zero
+    chunks (its integer part and the places above): pi by Machin's formula in integers."""
+    bits = 24 * count + 64  # 64 guard bits absorb the truncated terms
+
+    def arctan_inverse(n):  # arctan(1/n) * 2**bits
+        total, power, k = 0, (1 << bits) // n, 0
+        while power:
+            total += (-1) ** k * (power // (2 * k + 1))
+            power, k = power // (n * n), k + 1
+        return total
+    fraction = (2 << (2 * bits)) // (16 * arctan_inverse(5) - 4 * arctan_inverse(239))  # 2/pi * 2**bits
+    return [0.0] * 4 + [float((fraction >> (bits - 24 * (j + 1))) & 0xFFFFFF) for j in range(count)]
+
+
+_CHUNKS = _two_over_pi_chunks(49)  # float64's largest exponent reads chunks up to index 52
+_TABLE = "ndlc.two_over_pi"
+LARGE = 2.0 ** 20  # from here the Cody-Waite reduction's k times pi/2's parts loses bits
+
+
+def _chunk(b, index):
+    """_CHUNKS[index], index an integer (vector) in range: loads from the module's constant table (a
+    function reading it reads no memory that ever changes, so it stays `readnone`)."""
+    table = b.module.globals.get(_TABLE)
+    if table is None:
+        table = ir.GlobalVariable(b.module, ir.ArrayType(F64, len(_CHUNKS)), _TABLE)
+        table.global_constant, table.linkage = True, "internal"
+        table.initializer = ir.Constant(table.value_type, _CHUNKS)
+    if not isinstance(index.type, ir.VectorType):
+        return b.load(b.gep(table, [const(I64, 0), index], inbounds=True), typ=F64)
+    lanes = ir.Constant(ir.VectorType(F64, index.type.count), ir.Undefined)
+    for lane in range(index.type.count):
+        at = b.gep(table, [const(I64, 0), b.extract_element(index, const(I32, lane))], inbounds=True)
+        lanes = b.insert_element(lanes, b.load(at, typ=F64), const(I32, lane))
+    return lanes
+
+
+def _reduce_large(b, x, narrow):
+    """(r, k) with x = k pi/2 + r, |r| <= pi/4 (a hair more), for float64 |x| >= LARGE, finite
+    (Payne-Hanek): |x| = z0 2**e0 + z1 2**(e0-24) + z2 2**(e0-48) in integral 24-bit digits (z0
+    alone where `narrow`: a float32's significand) times 2/pi's 24-bit chunks from the first whose
+    products are not all multiples of 4. The column sums Q_m of the products are exact, carried into
+    24-bit digits and summed from the top, so a fraction near 0 cancels exactly: r to ~2**-52."""
     ty, ity = x.type, shaped(I64, x.type)
-    finite = b.fcmp_ordered("==", b.fsub(x, x), const(ty, 0.0))
-    xs = b.select(finite, x, const(ty, 0.0))
-    k = intrinsic(b, "llvm.rint", b.fmul(xs, const(ty, 2 / math.pi)))
-    r = b.fsub(xs, b.fmul(k, const(ty, 1.57079632673412561417e+00)))
+    parts, columns = (1, 6) if narrow else (3, 8)
+    magnitude = intrinsic(b, "llvm.fabs", x)
+    e0 = b.sub(b.lshr(b.bitcast(magnitude, ity), const(ity, 52)), const(ity, 1023 + 23))
+    z = b.fmul(magnitude, _pow2(b, b.neg(e0), ty))  # in [2**23, 2**24)
+    digits = []
+    for _ in range(parts):
+        digits.append(intrinsic(b, "llvm.floor", z))
+        z = b.fmul(b.fsub(z, digits[-1]), const(ty, 2.0 ** 24))
+    # Q_m = sum_i z_i c[u + 2 + m - i] weighs 2**(g - 24m), g = e0 + 24 - 24u in [-22, 1]: the columns
+    # left of Q_0 weigh at least 2**(g + 24) >= 4, so are multiples of 4
+    u = b.udiv(b.add(e0, const(ity, 46)), const(ity, 24))
+    g = b.sub(b.add(e0, const(ity, 24)), b.mul(u, const(ity, 24)))
+    chunks = [_chunk(b, b.add(u, const(ity, 3 - parts + j))) for j in range(columns + parts - 1)]
+    sums = [functools.reduce(b.fadd, [b.fmul(digits[i], chunks[m - i + parts - 1]) for i in range(parts)])
+            for m in range(columns)]
+    for m in range(columns - 1, 0, -1):
+        carry = intrinsic(b, "llvm.floor", b.fmul(sums[m], const(ty, 2.0 ** -24)))
+        sums[m] = b.fsub(sums[m], b.fmul(carry, const(ty, 2.0 ** 24)))
+        sums[m - 1] = b.fadd(sums[m - 1], carry)
+    scale = _pow2(b, g, ty)
+    top = b.fmul(sums[0], scale)
+    top = b.fsub(top, b.fmul(intrinsic(b, "llvm.floor", b.fmul(top, const(ty, 0.25))), const(ty, 4.0)))
+    fraction = b.fadd(top, b.fmul(sums[1], b.fmul(scale, const(ty, 2.0 ** -24))))  # exact: 49 bits at most
+    k = intrinsic(b, "llvm.rint", fraction)
+    fraction = b.fsub(fraction, k)
+    for m in range(2, columns):
+        fraction = b.fadd(fraction, b.fmul(sums[m], b.fmul(scale, const(ty, 2.0 ** (-24 * m)))))
+    r = _muladd(b, fraction, const(ty, math.pi / 2), b.fmul(fraction, const(ty, 6.123233995736766e-17)))
+    negative = b.fcmp_ordered("<", x, const(ty, 0.0))
+    k = b.fptosi(k, ity)
+    return b.select(negative, b.fneg(r), r), b.select(negative, b.neg(k), k)
+
+
+def _reduce_small(b, x):
+    """(r, k) with x = k pi/2 + r for |x| < LARGE (Cody-Waite: pi/2 in three parts, k times each exact)."""
+    ty = x.type
+    k = intrinsic(b, "llvm.rint", b.fmul(x, const(ty, 2 / math.pi)))
+    r = b.fsub(x, b.fmul(k, const(ty, 1.57079632673412561417e+00)))
     r = b.fsub(r, b.fmul(k, const(ty, 6.07710050630396597660e-11)))
     r = b.fsub(r, b.fmul(k, const(ty, 2.02226624879595063154e-21)))
+    return r, b.fptosi(k, shaped(I64, ty))
+
+
+def _quadrants(b, r, k, quarter_turns):
+    """sin(r + (k + quarter_turns) pi/2), |r| <= pi/4: sin or cos of r by its Taylor polynomial, signed."""
+    ty, ity = r.type, k.type
     z = b.fmul(r, r)
     sin_r = b.fmul(r, _horner(b, z, [(-1) ** i / math.factorial(2 * i + 1) for i in range(8)]))
     cos_r = _horner(b, z, [(-1) ** i / math.factorial(2 * i) for i in range(9)])
-    q = b.and_(b.add(b.fptosi(k, ity), const(ity, quarter_turns)), const(ity, 3))
-    odd = b.trunc(q, shaped(ir.IntType(1), ty))
-    value = b.select(odd, cos_r, sin_r)
+    q = b.and_(b.add(k, const(ity, quarter_turns)), const(ity, 3))
+    value = b.select(b.trunc(q, shaped(ir.IntType(1), ty)), cos_r, sin_r)
     negative = b.icmp_unsigned(">=", q, const(ity, 2))
-    value = b.select(negative, b.fneg(value), value)
-    return b.select(finite, value, const(ty, math.nan))
+    return b.select(negative, b.fneg(value), value)
 
 
-sin = _in_f64(lambda b, x: _sincos(b, x, 0))
-cos = _in_f64(lambda b, x: _sincos(b, x, 1))
+def _large(b, x, small, quarter_turns, narrow):
+    """sin(x + quarter_turns pi/2) by _reduce_large where |x| >= LARGE, NaN where x is not finite,
+    `small` elsewhere (those lanes reduce LARGE instead, so the table's indices stay in range)."""
+    ty = x.type
+    magnitude = intrinsic(b, "llvm.fabs", x)
+    large = b.and_(b.fcmp_ordered(">=", magnitude, const(ty, LARGE)), b.fcmp_ordered("!=", magnitude, const(ty, math.inf)))
+    value = _quadrants(b, *_reduce_large(b, b.select(large, x, const(ty, LARGE)), narrow), quarter_turns)
+    finite = b.fcmp_ordered("<", magnitude, const(ty, math.inf))
+    return b.select(large, value, b.select(finite, small, const(ty, math.nan)))
+
+
+_sin_large24, _sin_large53, _cos_large24, _cos_large53 = (
+    functools.partial(_large, quarter_turns=q, narrow=n) for q in (0, 1) for n in (True, False))
+_COLD = ("_sin_large24", "_sin_large53", "_cos_large24", "_cos_large53")
+
+
+def _sincos(b, x, quarter_turns, narrow):
+    """sin(x + quarter_turns * pi/2) in float64, `narrow` where x is a float32's value: by
+    _reduce_small, then where |x| >= LARGE, inf or NaN by `_large` (a separate cold function). On
+    codegen's vectors only where some lane is (a branch around the call, one compare and test where
+    a select of the non-finite lanes was: 13% faster than before); on scalars always, inlined
+    (straight-line, so a loop calling it still vectorises)."""
+    ty = x.type
+    value = _quadrants(b, *_reduce_small(b, x), quarter_turns)  # poison where x is large, inf or NaN
+    name = f"_{'cos' if quarter_turns else 'sin'}_large{24 if narrow else 53}"
+    if not isinstance(ty, ir.VectorType):
+        return call(b, name, [x, value], True, b.fused, b.scalef)
+    special = b.fcmp_unordered(">=", intrinsic(b, "llvm.fabs", x), const(ty, LARGE))  # large, inf or NaN
+    entry = b.block
+    with b.if_then(b.icmp_unsigned("!=", b.bitcast(special, ir.IntType(ty.count)), ir.Constant(ir.IntType(ty.count), 0))):
+        reduced, block = call(b, name, [x, value], False, b.fused, b.scalef), b.block
+    joined = b.phi(ty)
+    joined.add_incoming(value, entry)
+    joined.add_incoming(reduced, block)
+    return joined
+
+
+def sin(b, x):
+    return _trig(b, x, 0)
+
+
+def cos(b, x):
+    return _trig(b, x, 1)
+
+
+def _trig(b, x, quarter_turns):
+    """sin(x + quarter_turns pi/2): float32 through float64."""
+    if element(x.type) == F64:
+        return _sincos(b, x, quarter_turns, False)
+    return b.fptrunc(_sincos(b, b.fpext(x, shaped(F64, x.type)), quarter_turns, True), x.type)
 
 
 @_in_f64
