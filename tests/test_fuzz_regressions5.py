@@ -21,7 +21,7 @@ def eager_and_compiled(module, x):
 def test_normalising_values_of_1e19_is_finite_as_eagerly(make, shape):
     """One-pass statistics summed d² = (x - x₀)² of ~1e38 each, which overflowed where the two-pass
     Σ(x - mean)² does not, and (Σd)²/n with it: inf - inf, NaN for every element. The squares are
-    now summed scaled by 2^-32 (passes/statistics.py SCALE)."""
+    now summed scaled by a power of two (passes/statistics.py _one_pass)."""
     x = (np.random.default_rng(0).standard_normal(shape) * 1e19).astype(np.float32)
     eager, compiled = eager_and_compiled(make(), x)
     assert np.isfinite(eager).all()
@@ -35,6 +35,29 @@ def test_a_sum_of_squares_that_overflows_only_shifted_is_not_inf():
     eager, compiled = eager_and_compiled(nn.LayerNorm1d(2), x)
     np.testing.assert_allclose(eager, [[-1.0, 1.0]], rtol=1e-6)
     np.testing.assert_allclose(compiled, eager, rtol=1e-6)
+
+
+def test_a_squared_sum_that_overflows_where_the_squares_do_not_is_no_zero_variance():
+    """A column [3e19, -1.46e19, 3.6e18, -1.22e19]: Σd·2^-j·Σd (4e38) overflowed where Σd²·2^-j did
+    not, was held to the largest float, and the variance came out 0: outputs of 1e22 and NaN
+    gradients where eager's (an infinite variance) are 0. Σd is now scaled by 2^(-j/2) before it is
+    squared (passes/statistics.py), so the variance overflows as eagerly."""
+    x = np.array([[3e19, 1.0], [-1.4611439e19, 2.0], [3.58698e18, 3.0], [-1.222011e19, 5.0]], np.float32)
+    m = nn.BatchNorm1d(2)
+
+    def step(t):
+        t.requires_grad = True
+        y = m(t)
+        (y * ndl.Tensor(np.array([[0.5, -1.0]] * 4, np.float32))).sum().backward()
+        return y, t.grad
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = [a.numpy() for a in step(ndl.Tensor(x))]
+    compiled = [a.numpy() for a in ndl.compile(step)(ndl.Tensor(x))]
+    np.testing.assert_array_equal(eager[0][:, 0], 0.0)
+    for e, c in zip(eager, compiled):
+        np.testing.assert_array_equal(c[:, 0], e[:, 0])
+        np.testing.assert_allclose(c[:, 1], e[:, 1], rtol=1e-5, atol=1e-6)
 
 
 def test_a_variance_that_overflows_eagerly_overflows_compiled():

@@ -7,11 +7,12 @@ in one pass instead, k being x at the first inner point (its first row or elemen
 as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0).
 With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
 costs a few bits, not the mean's magnitude (a large mean over a small variance stays accurate).
-The squares are summed scaled by 2^-j, the least power of two at most 1/(n(n + 1)) and 1/4, and
-scaled back after the subtraction: the same bits wherever the scaled sums stay normal, while Σd²
-(at most n + 1 times the two-pass Σ(x - m)², each d² 4 times) and (Σd)² (at most n times Σd²) no
-longer overflow where the two-pass sum does not (rows of ~1e19 were inf - inf = NaN); (Σd)²/n is
-held to the largest float so that an overflowed difference is inf, as the two-pass sum is.
+The squares are summed scaled by 2^-j, the least even power of two at most 1/(n(n + 1)) and 1/4,
+and Σd by 2^(-j/2) before it is squared, both scaled back after the subtraction: the same bits
+wherever the scaled sums stay normal, while Σd² (at most n + 1 times the two-pass Σ(x - m)², each
+d² 4 times) and (Σd)²/n (at most Σd²) no longer overflow where the two-pass sum does not (rows of
+~1e19 were inf - inf = NaN; (Σd)² alone overflowed where Σd² did not, and a zero variance followed);
+(Σd)²/n is held to the largest float so that an overflowed difference is inf, as the two-pass sum is.
 Each rewritten kernel says so in its `merged:` line.
 """
 import math
@@ -124,14 +125,17 @@ def _one_pass(kernel, p, slot, x, n):
         return _arg(loads.index(shifted))
     shift, count = map_leaves(x, at_first_inner_point), ScalarExpr("const", payload=float(n))
     dtype, exponent = second.reductions[0].dtype, max(2, math.ceil(math.log2(n * (n + 1))))
+    exponent += exponent % 2  # even, so that Σd is scaled by its square root before it is squared
     scale, largest = ScalarExpr("const", payload=2.0 ** -exponent), ScalarExpr("const", payload=LARGEST[dtype])
+    root = ScalarExpr("const", payload=2.0 ** -(exponent // 2))
     d = ScalarExpr("sub", (x, shift))
     squares = len(first.reductions)
     reductions = list(first.reductions)
     reductions[slot] = replace(reductions[slot], body=d)
     reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, ScalarExpr("mul", (d, scale))))))
     total = ScalarExpr("add", (_arg(Acc(slot)), ScalarExpr("mul", (shift, count))))  # Σx
-    mean_part = ScalarExpr("div", (ScalarExpr("mul", (ScalarExpr("mul", (_arg(Acc(slot)), scale)), _arg(Acc(slot)))), count))
+    scaled_sum = ScalarExpr("mul", (_arg(Acc(slot)), root))  # (Σd)²/n <= Σd², so scaled it stays finite as Σd² does
+    mean_part = ScalarExpr("div", (ScalarExpr("mul", (scaled_sum, scaled_sum)), count))
     spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("min", (mean_part, largest))))
     spread = ScalarExpr("mul", (ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0))),
                                 ScalarExpr("const", payload=2.0 ** exponent)))  # Σ(x - mean)²

@@ -55,9 +55,9 @@ kernel k0 -> %1, %11, %13
   $3 = %x[8*i0]
   phase 0: reduce
     acc0 = add of sub($0, $3)
-    acc1 = add of mul(sub($0, $3), mul(sub($0, $3), 0.0078125))
+    acc1 = add of mul(sub($0, $3), mul(sub($0, $3), 0.00390625))
     store %1[i0] = div(add(acc0, mul($3, 8.0)), 8.0)
-    store %11[i0] = div(1, sqrt(add(div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.0078125), acc0), 8.0), 3.4028234663852886e+38)), 0.0), 128.0), 8.0), 1e-05)))
+    store %11[i0] = div(1, sqrt(add(div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.0625), mul(acc0, 0.0625)), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 1e-05)))
   phase 1: map over the inner loops
     store %13[8*i0 + i1] = mul(add($0, neg($1)), $2)""".strip("\n")
 
@@ -102,9 +102,9 @@ kernel k0 -> %12, %19
   $3 = %c[35*i0]
   phase 0: reduce
     acc0 = add of sub(add($0, $1), add($3, $1))
-    acc1 = add of mul(sub(add($0, $1), add($3, $1)), mul(sub(add($0, $1), add($3, $1)), 3.0517578125e-05))
+    acc1 = add of mul(sub(add($0, $1), add($3, $1)), mul(sub(add($0, $1), add($3, $1)), 1.52587890625e-05))
     store %12[i0] = div(add(acc0, mul(add($3, $1), 140.0)), 140.0)
-    store %19[i0] = div(mul(max(sub(acc1, min(div(mul(mul(acc0, 3.0517578125e-05), acc0), 140.0), 3.4028234663852886e+38)), 0.0), 32768.0), 140.0)""".strip("\n")
+    store %19[i0] = div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.00390625), mul(acc0, 0.00390625)), 140.0), 3.4028234663852886e+38)), 0.0), 65536.0), 140.0)""".strip("\n")
 
 
 def test_an_expression_that_is_not_the_summed_one_keeps_two_passes():
