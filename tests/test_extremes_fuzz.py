@@ -238,7 +238,26 @@ def run_program(data):
     eager, compiled = both(with_gradient(forward, [x]), [x])
     b = quietly(lambda: bound(x))
     agree(eager[0], compiled[0], b, where)
-    agree(eager[1], compiled[1], magnitudes(eager[1]).max(initial=0.0), where + " (gradient)", only_finite=True)
+    try:
+        agree(eager[1], compiled[1], magnitudes(eager[1]).max(initial=0.0), where + " (gradient)", only_finite=True)
+    except AssertionError:
+        if not no_less_accurate(forward, x, eager[1], compiled[1]):
+            raise
+
+
+def no_less_accurate(forward, x, eager, compiled):
+    """Whether the compiled gradient is, where eager's is finite, as close as eager's (up to twice its
+    error and a float32 ulp) to the gradient of the same program in float64: an ill-conditioned
+    gradient (1 - tanh(y)² near saturation magnifies tanh's last bit 4000-fold) may leave the
+    tolerance while both are as good as float32 allows."""
+    x64 = x.astype(np.float64)
+    try:
+        exact = quietly(lambda: with_gradient(forward, [x64])(ndl.Tensor(x64, dtype="float64")))[1].numpy()
+    except Exception:  # a module's float32 parameters refuse float64 input: no reference
+        return False
+    judged = np.isfinite(eager) & np.isfinite(exact)
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return bool(np.all(~judged | (np.abs(compiled - exact) <= 2 * np.abs(eager - exact) + ulp)))
 
 
 def test_programs_agree_on_extreme_values():
