@@ -111,9 +111,11 @@ def run_case(data):
     elif kind == "attr":
         attrs, how = mutate_attr(data, attrs)
     tensors = [ndl.Tensor(x, dtype=x.dtype.name) for x in inputs]  # float64 stays float64 both ways
-    # gather through ops.gather, which bounds its indices when they are a compiled function's
-    # argument: the bare op, traced, cannot refuse an index outside the table (it selects nothing)
-    op = (lambda *xs, **a: ndl.ops.gather(*xs)) if case.op == "gather" else (lambda *xs, **a: apply(case.op, *xs, **a))
+    # gather and scatter_add through ops, which bound their indices when they are a compiled
+    # function's argument: the bare op, traced, cannot refuse an index outside the table (it selects
+    # or adds nothing)
+    bounded = {"gather": lambda *xs, **a: ndl.ops.gather(*xs), "scatter_add": ndl.ops.scatter_add}
+    op = bounded.get(case.op, lambda *xs, **a: apply(case.op, *xs, **a))
     eager = outcome(lambda: op(*tensors, **attrs))
     compiled = outcome(lambda: ndl.compile(lambda *xs: op(*xs, **attrs))(*tensors))
     where = f"{case.op} {how}: eager {eager[1]!r:.300}, compiled {compiled[1]!r:.300}"
