@@ -9,8 +9,8 @@ gradients the step computes and so which parameters an optimizer updates), the n
 read by the functions it calls from its module and by the methods of the user's own module
 classes, the functions all of those call by a global name (the same objects; the builtins they call
 not shadowed by a new global), the numbers, arrays and functions they read as attributes of a
-module (`config.scale`), and the numbers it reads: as runtime inputs (they must stay numbers) or compiled in (they
-must keep their values). `Guards.failure()` says which of those changed since the trace, so the
+module (`config.scale`), and the numbers it reads: as runtime inputs (they must stay numbers) or
+compiled in (they must keep their values). `Guards.failure()` says which of those changed since the trace, so the
 caller recompiles instead of running a stale program (as torch.compile's guards do). Other Python
 numbers are guarded by the compiled function's key (compile.py `_settings`), state tensors' types
 by `CapturedStep.changed_state`.

@@ -86,7 +86,7 @@ def bindings_read(functions) -> list:
                 found.append((module, name, None))
             elif attribute is not None and isinstance(value, types.ModuleType):
                 read = vars(value).get(attribute)
-                if isinstance(read, (bool, int, float, str, types.FunctionType)) or (
+                if isinstance(read, SETTINGS + (types.FunctionType,)) or (
                         isinstance(read, np.ndarray) and read.nbytes <= ARRAY_LIMIT):
                     found.append((vars(value), attribute, read.copy() if isinstance(read, np.ndarray) else read))
     return list({(id(d), name): (d, name, value) for d, name, value in found}.values())
