@@ -5,7 +5,7 @@ on symbolic stand-ins and its graph becomes the body of one `scan` node (ir/ops/
 time to trace and differentiate a recurrence does not grow with the sequence.
 """
 from ..errors import TraceError
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Value
 from ..ir.ops.scan import layout
 from ..ir.types import TensorType
 from .context import active_context
@@ -131,7 +131,7 @@ def _body(inputs, outputs):
     mapped.update((v, Value(v.type, name=v.name)) for v in captured)
     copies = []
     for node in nodes:
-        copy = Node(node.op, [mapped[v] for v in node.operands], node.attrs, node.result.type, node.loc)
+        copy = node.remade([mapped[v] for v in node.operands])
         mapped[node.result] = copy.result
         copies.append(copy)
     body = Graph("body", inputs + [mapped[v] for v in captured], copies, [mapped[v] for v in outputs])

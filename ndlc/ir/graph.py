@@ -47,6 +47,11 @@ class Node:
     def __repr__(self):
         return f"<Node {self.op} -> {self.result.type}>"
 
+    def remade(self, operands, attrs=None) -> "Node":
+        """A new node of this op over `operands` (and `attrs`), keeping its location and its
+        lowering reason: passes that copy nodes into another graph must not drop either."""
+        return Node(self.op, operands, self.attrs if attrs is None else attrs, self.result.type, self.loc, self.why)
+
 
 class Graph:
     """A function in SSA form.

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from ..ir.checks import maybe_verify
-from ..ir.graph import Builder, Graph, Node, Value
+from ..ir.graph import Builder, Graph, Value
 from ..ir.ops.scan import shifted_carry
 from ..ir.printer import value_names
 from ..ir.registry import get_op
@@ -80,7 +80,7 @@ class _Hoister:
         once, in the outer graph."""
         operands = tuple(operands)
         if node is not None:
-            made = node if operands == node.operands else Node(op, operands, attrs, node.result.type, loc)
+            made = node if operands == node.operands else node.remade(operands)
             self.nodes.append(made)
             return made.result
         key = (op, operands, repr(sorted(attrs.items())))
@@ -104,7 +104,7 @@ class _Hoister:
             return node
         key = (node, operands)
         if key not in self.copies:
-            self.copies[key] = Node(node.op, operands, node.attrs, node.result.type, node.loc)
+            self.copies[key] = node.remade(operands)
         return self.copies[key]
 
     def scan(self, node, operands):

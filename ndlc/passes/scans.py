@@ -8,7 +8,7 @@ before any pass that rewrites scans. `with_bodies`: the graph with every scan's 
 passed through the graph passes, which see the body once whatever the sequence length.
 """
 from ..ir.checks import maybe_verify
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph
 
 
 def share_scans(graph):
@@ -33,7 +33,7 @@ def share_scans(graph):
             values[node.result] = values[source.result]
             continue
         operands = tuple(values.get(v, v) for v in source.operands)
-        made = source if operands == source.operands else Node(source.op, operands, source.attrs, source.result.type, source.loc)
+        made = source if operands == source.operands else source.remade(operands)
         values[node.result] = values[source.result] = made.result
         emitted.add(source)
         nodes.append(made)
@@ -75,7 +75,7 @@ def with_bodies(graph, passes):
         if attrs is node.attrs and operands == node.operands:
             nodes.append(node)
             continue
-        made = Node(node.op, operands, attrs, node.result.type, node.loc)
+        made = node.remade(operands, attrs)
         values[node.result] = made.result
         nodes.append(made)
     result = Graph(graph.name, graph.inputs, nodes, [values.get(v, v) for v in graph.outputs],

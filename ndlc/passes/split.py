@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..ir.checks import maybe_verify
 from ..errors import TraceError
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Value
 
 
 @dataclass
@@ -92,7 +92,7 @@ def _part(graph, name, k, stage, free, roots, updates, inputs, part):
     nodes = []
     for node in graph.nodes:
         if node in needed:
-            copy = Node(node.op, [value(v) for v in node.operands], node.attrs, node.result.type, node.loc)
+            copy = node.remade([value(v) for v in node.operands])
             mapping[node.result] = copy.result
             nodes.append(copy)
     outputs = [value(v) for v in roots]

@@ -99,3 +99,23 @@ def test_the_gradients_of_a_direct_conv_say_why_they_run_over_wide_rows(avx2_til
     assert f"  # {input_why}\n" in decomposed and f"  # {weight_why}\n" in decomposed, decomposed
     assert f"  lowered: {input_why}\n" in _kernel_of(scheduled, "plane_conv"), scheduled
     assert f"  lowered: {weight_why}\n" in _kernel_of(scheduled, "plane_correlate"), scheduled
+
+
+def test_the_convs_of_a_scan_body_and_of_its_gradient_say_why(avx2_tiles):
+    """A recurrence over a conv (ndl.scan): the passes that copy its body's nodes (scans.py shares
+    the gradient's forward loop, scan_hoist.py, split.py) keep each conv's reason (Node.remade)."""
+    rng = np.random.default_rng(0)
+    w = ndl.Tensor(rng.standard_normal((3, 3, 4, 4), dtype=np.float32), requires_grad=True)
+
+    def step(h0, xs):
+        loss = ndl.scan(lambda h, x: (ndl.tanh(ndl.conv(h, w, stride=1, padding=1) + x),) * 2, h0, xs)[0].sum()
+        loss.backward()
+        return w.grad
+
+    compiled = ndl.compile(step)
+    compiled(ndl.Tensor(rng.standard_normal((2, 6, 6, 4), dtype=np.float32)),
+             ndl.Tensor(rng.standard_normal((3, 2, 6, 6, 4), dtype=np.float32)))
+    decomposed = compiled.ir("decomposed")
+    conv = "conv 4->4 k3 s1 p1 on 2x6x6: "
+    assert [line.split(conv)[0] for line in decomposed.splitlines() if conv in line] == [
+        "    # ", "    # input gradient of ", "    # weight gradient of "], decomposed

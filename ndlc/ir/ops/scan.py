@@ -176,7 +176,7 @@ class _Region:
         return self.mapped[v]
 
     def _clone(self, n):
-        copy = Node(n.op, [self.value(v) for v in n.operands], n.attrs, n.result.type, n.loc)
+        copy = n.remade([self.value(v) for v in n.operands])
         self.nodes.append(copy)
         self.mapped[n.result] = copy.result
 
