@@ -45,10 +45,10 @@ LIVE = {1: 14, 2: 8}
 F32_LANES = VECTOR_BYTES // 4  # float32 lanes of a vector
 # A row-local temporary (a softmax's exponentials, a row on the thread's stack) has this many spare
 # bytes past its end (an AVX-512 vector), so that a vector loop's rest writes it as a whole vector
-# and reads it back as one whose other lanes it then replaces with 0 (`padded`): a masked store's
-# bytes reach no later load before the store retires, and a masked load waits for such a store, so
-# softmax 1000x77's sum of exponentials (its 13 last, a masked store) waited for every row's
-# exponentials to retire (one thread, CPU us a call, two alternations at load ~7: 43.3, 44.2 -> 40.6, 40.7)
+# and reads it back as one whose other lanes it then replaces with 0 (`padded`): a masked store is
+# not forwarded to later loads, which wait until it retires, and softmax 1000x77's sum of
+# exponentials (its 13 last a masked store) waited so for each row's (one thread, CPU-time minima,
+# six alternations at load 5.5-7: 41.2-43.6 -> 39.6-40.4 us a call; docs/ARCHITECTURE.md)
 LOCAL_SPARE = 64
 
 
