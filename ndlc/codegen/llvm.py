@@ -32,7 +32,7 @@ from .llvm_calls import CBLAS_NO_TRANS, CBLAS_ROW_MAJOR, CBLAS_TRANS, call_paral
 from .llvm_chunks import Chunks
 from .llvm_guards import GuardedLoops
 from .llvm_rows import RowBlocks
-from .llvm_lanes import F32_LANES, Lanes, lane_loop
+from .llvm_lanes import F32_LANES, Lanes, lane_loop, spare_elements
 from .llvm_memory import MemoryAccess
 from .llvm_partials import RowPartials
 from .llvm_scatter import ScatterFunction
@@ -113,7 +113,8 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
         for name, size in kernel.local.items():  # one row per thread (rows side by side: a block's), on its stack
             dtype = next(s.dtype for s in kernel.stores if s.buffer == name)
             rows = kernel.block if side_by_side(kernel) else 1
-            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size * rows, name=f"local.{name}")
+            spare = spare_elements(MEMORY[dtype])  # a vector's rest stored whole (llvm_lanes.py)
+            self.pointers[name] = self.b.alloca(MEMORY[dtype], size=size * rows + spare, name=f"local.{name}")
             self.pointers[name].type = PTR  # opaque, as the buffers' are: read and written as vectors too
         self.vars = [None] * len(kernel.extents)
         self.offsets = {}  # (basic block, affine form, or a product or partial sum of one, at the variables'

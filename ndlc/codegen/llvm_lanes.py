@@ -43,6 +43,13 @@ PARTS = 4
 REDUCED_LEAST = 64
 LIVE = {1: 14, 2: 8}
 F32_LANES = VECTOR_BYTES // 4  # float32 lanes of a vector
+# A row-local temporary (a softmax's exponentials, a row on the thread's stack) has this many spare
+# bytes past its end (an AVX-512 vector), so that a vector loop's rest writes it as a whole vector
+# and reads it back as one whose other lanes it then replaces with 0 (`padded`): a masked store is
+# not forwarded to later loads, which wait until it retires, and softmax 1000x77's sum of
+# exponentials (its 13 last a masked store) waited so for each row's (one thread, CPU-time minima,
+# six alternations at load 5.5-7: 41.2-43.6 -> 39.6-40.4 us a call; docs/ARCHITECTURE.md)
+LOCAL_SPARE = 64
 
 
 def lane_loop(kernel, debug=None):
@@ -298,23 +305,28 @@ class Lanes:
                                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
         return self.splats[key]
 
-    def _get(self, pointer, ty, along=True):
+    def _get(self, pointer, ty, along=True, padded=False):
         """The `ty` at `pointer`; inside a vector loop, the lanes' consecutive elements from it
-        (`along` the loop), or its one element in every lane."""
+        (`along` the loop), or its one element in every lane. A masked vector's other lanes are 0:
+        loaded as a whole where the buffer is `padded` (LOCAL_SPARE), else masked."""
         if self.lanes and along:
             vector = ir.VectorType(ty, self.lanes)
+            if self.mask is not None and padded:
+                whole = self.b.load(pointer, typ=vector, align=_bytes(ty))
+                return self.b.select(self.mask, whole, mathlib.const(vector, 0))
             if self.mask is not None:
                 load = self._masked("load", vector, [PTR, self.mask.type, vector])
                 return self.b.call(load, [pointer, self.mask, mathlib.const(vector, 0)])
             return self.b.load(pointer, typ=vector, align=_bytes(ty))
         return self._splat(self.b.load(pointer, typ=ty))
 
-    def _put(self, value, pointer):
-        """Store `value` at `pointer` (inside a vector loop, the lanes' consecutive elements)."""
-        if self.mask is not None:
+    def _put(self, value, pointer, padded=False):
+        """Store `value` at `pointer` (inside a vector loop, the lanes' consecutive elements: a
+        masked vector's lanes only, or where the buffer is `padded` (LOCAL_SPARE) all of them)."""
+        if self.mask is not None and not padded:
             self.b.call(self._masked("store", ir.VoidType(), [value.type, PTR, self.mask.type]),
                         [value, pointer, self.mask])
-        elif self.lanes:
+        elif self.lanes or self.mask is not None:
             self.b.store(value, pointer, align=_bytes(value.type.element))
         else:
             self.b.store(value, pointer)
@@ -336,6 +348,11 @@ class Lanes:
         step = access.form.coeffs[self.lane_var]
         return self.b.add(self._splat(index), ir.Constant(ir.VectorType(I64, self.lanes),
                                                           [step * lane for lane in range(self.lanes)]))
+
+
+def spare_elements(ty) -> int:
+    """The LOCAL_SPARE bytes past a row-local temporary's end, in elements of its type `ty`."""
+    return LOCAL_SPARE // _bytes(ty)
 
 
 def _bytes(ty) -> int:

@@ -79,7 +79,8 @@ class MemoryAccess:
         if stride != 1 and self.side_by_side and load.buffer not in self.kernel.outputs():
             value = self._gathered_once(n, pointer, mem, stride)
         else:
-            value = self._gathered(pointer, mem, stride) if stride != 1 else self._get(pointer, mem, along=self._along(access))
+            value = self._gathered(pointer, mem, stride) if stride != 1 else self._get(
+                pointer, mem, along=self._along(access), padded=load.buffer in self.kernel.local)
         if load.dtype == "bool":
             value = b.icmp_unsigned("!=", value, self._constant("u8", 0))
         if valid is not None:
@@ -160,4 +161,4 @@ class MemoryAccess:
             if stride != 1:  # a lane's element each (llvm_vector.py)
                 self._scattered(value, pointer, stride)
             else:
-                self._put(value, pointer)
+                self._put(value, pointer, padded=store.buffer in self.kernel.local)

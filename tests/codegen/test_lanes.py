@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ndlc.codegen import llvm, llvm_program
-from ndlc.codegen.llvm_lanes import lane_loop
+from ndlc.codegen.llvm_lanes import Lanes, lane_loop
 from ndlc.ir import parse
 from ndlc.ir.kernel import Strategy
 from ndlc.jit.compile import compile_graph
@@ -226,3 +226,44 @@ def test_vectorised_kernels_are_compiled_without_llvms_vectorisers(monkeypatch, 
     # (runner, codegen's vectors, vectorised by LLVM): the gemm's tanh epilogue and the sum (rows of
     # 48, in codegen's own order) both codegen's, in one module without LLVM's vectorisers
     assert sorted(pipelines) == [(False, True, False), (True, False, False)], pipelines
+
+
+def _softmax_graph(n, rows=64):
+    return f"""graph @softmax(%x: f32[{rows},{n}]) {{
+  %0 = max(%x, axes=(1,)) : f32[{rows}]
+  %1 = reshape(%0, shape=({rows}, 1)) : f32[{rows},1]
+  %2 = broadcast_to(%1, shape=({rows}, {n})) : f32[{rows},{n}]
+  %3 = negate(%2) : f32[{rows},{n}]
+  %4 = add(%x, %3) : f32[{rows},{n}]
+  %5 = exp(%4) : f32[{rows},{n}]
+  %6 = summation(%5, axes=(1,)) : f32[{rows}]
+  %7 = reshape(%6, shape=({rows}, 1)) : f32[{rows},1]
+  %8 = broadcast_to(%7, shape=({rows}, {n})) : f32[{rows},{n}]
+  %9 = divide(%5, %8) : f32[{rows},{n}]
+  return %9
+}}"""
+
+
+@pytest.mark.parametrize("n", [45, 77, 91])
+def test_a_row_local_temporarys_rest_is_stored_and_loaded_whole(n, monkeypatch, tmp_path):
+    """A softmax's exponentials, a row on the stack, are written by a rest of 13 or 11 lanes and
+    summed back (llvm_lanes.py LOCAL_SPARE): as whole vectors into the row's spare bytes, no masked
+    store, with the bits of masked ones (the spare lanes are never summed)."""
+    text = _softmax_graph(n)
+    x = (np.random.default_rng(n).standard_normal((64, n)) * 3).astype(np.float32)
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "whole"))
+    whole = compile_graph(parse(text), cached=False)
+    (kernel,) = whole.kernels.kernels
+    assert kernel.local and lane_loop(kernel) is not None
+    assert "llvm.masked.store" not in whole.ir("llvm")
+    (got,) = whole.run(x)
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "masked"))
+    get, put = Lanes._get, Lanes._put
+    monkeypatch.setattr(Lanes, "_get", lambda self, pointer, ty, along=True, padded=False: get(self, pointer, ty, along))
+    monkeypatch.setattr(Lanes, "_put", lambda self, value, pointer, padded=False: put(self, value, pointer))
+    masked = compile_graph(parse(text), cached=False)
+    assert "llvm.masked.store" in masked.ir("llvm")
+    (want,) = masked.run(x)
+    np.testing.assert_array_equal(got, want)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True), rtol=1e-5)
