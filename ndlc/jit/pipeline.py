@@ -89,10 +89,11 @@ def _compile_cpu(graph, forward, profile, debug, cached):
     if restored:
         return restored
     prepare_llvm()  # LLVM loaded in a thread while the passes run
-    from ..codegen.llvm_program import lower_to_llvm  # llvmlite only once something is compiled
-    stages.timed("import", None)  # the code generator and llvmlite.ir, once per process: not the passes'
     source = _graph_passes(stages, traced, views=True)
     kernels = _cpu_kernels(stages, source, *machine)
+    from ..codegen.llvm_program import lower_to_llvm  # after the passes: the thread has imported llvmlite
+    stages.timed("import", None)  # the code generator, once per process (before the passes, it waited on
+    # the thread's import of llvmlite.ir, which llvmlite's binding imports after loading LLVM's library)
     llvm_program = stages.text("llvm", lower_to_llvm(kernels, *host_target(), profile, debug, host_fma(), host_avx512()), "codegen")
     program = stages.timed("load", Program(kernels, llvm_program, stages.texts, profile, source=source, debug=debug,
                                            shapes=_shapes(traced)))
@@ -270,8 +271,9 @@ class Stages:
     to the time since the last one ended; 'program cache': keying, reading and writing it; 'host':
     the host CPU's description the keys hold (runtime/host.py: read from the disk cache, else asked
     of LLVM, importing and initialising llvmlite's binding); 'import': importing the code generator
-    (and llvmlite.ir) on the first compilation in a process that reaches it; 'record' is the time
-    spent verifying and keeping the texts of stages no pass made."""
+    on the first compilation in a process that reaches it, after the passes (by then the thread
+    `prepare_llvm` started has imported llvmlite.ir, which the import would have waited for);
+    'record' is the time spent verifying and keeping the texts of stages no pass made."""
 
     def __init__(self, name):
         self.name, self.number = name, next(_COMPILATIONS)

@@ -6,8 +6,8 @@ import pytest
 
 import ndlc as ndl
 
-PASSES = ("simplify", "decompose", "fusion", "merge", "schedule", "memory", "codegen", "LLVM IR", "LLVM optimise",
-          "machine code", "load")
+PASSES = ("simplify", "decompose", "fusion", "merge", "schedule", "memory", "import", "codegen", "LLVM IR",
+          "LLVM optimise", "machine code", "load")
 
 
 def test_compile_log_names_every_stage_with_its_time(caplog):
