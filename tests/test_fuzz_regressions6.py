@@ -1,10 +1,13 @@
 """What round six's red team found running needle's public homework suites against ndlc, needle
 programs compiled with inputs users get wrong, and the command line with bad paths: each kept as
 the smallest example that failed."""
+import gc
 import os
 
+import numpy as np
 import pytest
 
+import ndlc as ndl
 from ndlc.cli import main
 from test_cli import _fashion_like
 from test_cli_errors import refused
@@ -45,3 +48,56 @@ def test_train_refuses_a_plot_format_matplotlib_cannot_write_before_training(tmp
     common = ["train", "--data", str(tmp_path), "--batch-size", "32", "--no-progress"]
     refused(capsys, common + ["--plot", str(tmp_path / "curves.txt")], "--plot", "cannot write .txt", "png")
     assert capsys.readouterr().out == ""
+
+
+def test_a_cached_data_cast_with_astype_as_hw2s_tests_do():
+    """hw2's optimizer tests cast `cached_data` (a numpy array under needle's numpy backend) with
+    `.astype(np.uint8)`; ndlc's cached_data is needle's NDArray, which had no astype: 13 of hw2's
+    tests stopped there. It is a compact copy in the new dtype, the original unchanged."""
+    labels = ndl.Tensor(np.array([[3, 1], [0, 2]]))
+    cast = labels.cached_data.astype(np.uint8)
+    assert isinstance(cast, ndl.NDArray) and cast.dtype == "uint8" and cast.is_compact()
+    np.testing.assert_array_equal(cast.numpy(), [[3, 1], [0, 2]])
+    cast.numpy()[0, 0] = 7
+    assert labels.numpy()[0, 0] == 3
+    halves = ndl.Tensor(np.array([0.5, 1.5], np.float32)).cached_data[1:].astype("float64")
+    assert halves.dtype == "float64" and halves.numpy().tolist() == [1.5]
+
+
+def test_autograd_module_gives_needles_topological_order_and_live_tensor_count():
+    """hw1's find_topo_sort tests and hw2's memory checks read `ndl.autograd`, which ndlc lacked."""
+    a, b = ndl.Tensor(np.array([1.0, 2.0])), ndl.Tensor(np.array([3.0, 4.0]))
+    c = a * b
+    d = c + a
+    e = ndl.exp(d) * c
+    order = ndl.autograd.find_topo_sort([e])
+    np.testing.assert_allclose(np.array([t.numpy() for t in order]),
+                               [a.numpy(), b.numpy(), c.numpy(), d.numpy(), np.exp(d.numpy()), e.numpy()])
+    gc.collect()
+    before = ndl.autograd.TENSOR_COUNTER
+    extra = [ndl.Tensor(np.ones(2)) for _ in range(5)]
+    assert ndl.autograd.TENSOR_COUNTER == before + 5
+    del extra
+    gc.collect()
+    assert ndl.autograd.TENSOR_COUNTER == before
+    with pytest.raises(AttributeError, match="no attribute 'COUNTER'"):
+        ndl.autograd.COUNTER
+
+
+def test_a_scalar_given_as_an_array_of_one_number_is_that_number():
+    """hw1 divides by `scalar=np.random.randn(1)`, which needle's numpy backend broadcasts; ndlc
+    refused every array. One number whose broadcast keeps the operand's shape is that number,
+    eagerly, its gradient and compiled; other arrays are still refused, naming their shape."""
+    x = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    t = ndl.Tensor(x, requires_grad=True)
+    out = ndl.divide_scalar(t, np.array([4.0]))
+    out.sum().backward()
+    np.testing.assert_array_equal(out.numpy(), x / np.float32(4))
+    np.testing.assert_array_equal(t.grad.numpy(), np.full((2, 3), 0.25, np.float32))
+    compiled = ndl.compile(lambda v: ndl.add_scalar(v, np.array([[2]])))
+    np.testing.assert_array_equal(compiled(x).numpy(), x + 2)
+    for bad, shape in ((np.array([1.0, 2.0]), r"\(2,\)"), (np.ones((1, 1, 1)), r"\(1, 1, 1\)")):
+        with pytest.raises(ndl.errors.AttrError, match=f"divide_scalar: .* array of shape {shape} for an operand of rank 2"):
+            ndl.divide_scalar(t, bad)
+    with pytest.raises(ndl.errors.AttrError, match="array of shape"):
+        ndl.mul_scalar(t, np.array(["2"]))
