@@ -3,6 +3,7 @@ programs compiled with inputs users get wrong, and the command line with bad pat
 the smallest example that failed."""
 import gc
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -101,3 +102,36 @@ def test_a_scalar_given_as_an_array_of_one_number_is_that_number():
             ndl.divide_scalar(t, bad)
     with pytest.raises(ndl.errors.AttrError, match="array of shape"):
         ndl.mul_scalar(t, np.array(["2"]))
+
+
+def _cifar_batch(folder, labels):
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((len(labels), 3072), np.uint8), b"labels": labels}, f)
+
+
+def test_a_cifar_batch_with_a_label_outside_its_ten_classes_is_refused_naming_the_file(tmp_path):
+    """A label of 12 (a corrupt or foreign batch) loaded silently and surfaced, if ever, as a
+    SoftmaxLoss error far from the file; labels are now checked where the batch is read."""
+    _cifar_batch(tmp_path, [1, 12])
+    with pytest.raises(ValueError, match=r"test_batch: label 12 of image 1 is outside \[0, 10\)"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+    _cifar_batch(tmp_path, [1.5, 2.0])
+    with pytest.raises(ValueError, match="test_batch: labels must be integers in .* float64 labels"):
+        ndl.data.CIFAR10Dataset(str(tmp_path), train=False)
+    _cifar_batch(tmp_path, [0, 9])
+    assert [int(ndl.data.CIFAR10Dataset(str(tmp_path), train=False)[i][1]) for i in (0, 1)] == [0, 9]
+
+
+def test_a_corpus_file_that_is_not_utf8_is_a_valueerror_naming_it(tmp_path):
+    """A test.txt holding bytes that are not UTF-8 raised UnicodeDecodeError from inside the
+    reader, naming neither the file nor the corpus; a negative max_lines read nothing silently."""
+    (tmp_path / "train.txt").write_text("the cat sat\n")
+    (tmp_path / "test.txt").write_bytes(b"the dog \xff\xfe sat\n")
+    with pytest.raises(ValueError, match=r"Corpus: .*test.txt is not UTF-8 text \(byte 0xff"):
+        ndl.data.Corpus(str(tmp_path))
+    (tmp_path / "test.txt").write_text("the caf\u00e9 sat\n", encoding="utf-8")
+    corpus = ndl.data.Corpus(str(tmp_path))
+    assert corpus.dictionary.idx2word[corpus.test[1]] == "caf\u00e9"
+    for bad in (-1, 1.5, "3"):
+        with pytest.raises(ValueError, match="Corpus: max_lines must be an integer >= 0"):
+            ndl.data.Corpus(str(tmp_path), max_lines=bad)
