@@ -13,6 +13,8 @@ from ndlc.cli import main
 from test_cli import _fashion_like
 from test_cli_errors import refused
 
+nn = ndl.nn
+
 
 def test_train_refuses_a_checkpoint_folder_it_cannot_create_before_training(tmp_path, capsys):
     """`--checkpoint FILE/sub` (a folder under a file) was found only when the first epoch's
@@ -135,3 +137,42 @@ def test_a_corpus_file_that_is_not_utf8_is_a_valueerror_naming_it(tmp_path):
     for bad in (-1, 1.5, "3"):
         with pytest.raises(ValueError, match="Corpus: max_lines must be an integer >= 0"):
             ndl.data.Corpus(str(tmp_path), max_lines=bad)
+
+
+def _trained(optimizer, **settings):
+    np.random.seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = optimizer(model.parameters(), **settings)
+
+    def step(x, y):
+        opt.reset_grad()
+        loss = nn.SoftmaxLoss()(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return model, opt, step
+
+
+@pytest.mark.parametrize("optimizer, settings", [(ndl.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+                                                 (ndl.optim.Adam, {"lr": 0.01})])
+def test_a_hyperparameter_set_after_construction_is_checked_as_the_constructor_checks_it(optimizer, settings):
+    """`opt.lr = True` trained eagerly with lr 1 while the compiled step refused it; `'0.1'` and
+    None failed inside the update with a dtype error naming no hyperparameter; a negative lr
+    ascended. Each is now the constructor's ValueError naming it, the optimizer unchanged; a
+    0-d numpy array is its number, eagerly and compiled alike (compiled refused it)."""
+    x = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 1, 0, 2])
+    eager_model, eager_opt, eager_step = _trained(optimizer, **settings)
+    model, opt, step = _trained(optimizer, **settings)
+    compiled = ndl.compile(step)
+    eager_step(ndl.Tensor(x), ndl.Tensor(y))
+    compiled(x, y)
+    for bad in (True, "0.1", None, -0.1, float("nan"), np.array([0.05])):
+        with pytest.raises(ValueError, match=f"{optimizer.__name__}: lr must be a number in"):
+            opt.lr = bad
+    assert opt.lr == settings["lr"]
+    eager_opt.lr = opt.lr = np.array(0.05)
+    assert opt.lr == 0.05 and not isinstance(opt.lr, np.ndarray)
+    np.testing.assert_allclose(compiled(x, y).numpy(), eager_step(ndl.Tensor(x), ndl.Tensor(y)).numpy(), rtol=1e-6)
+    for mine, theirs in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
