@@ -176,3 +176,45 @@ def test_a_hyperparameter_set_after_construction_is_checked_as_the_constructor_c
     np.testing.assert_allclose(compiled(x, y).numpy(), eager_step(ndl.Tensor(x), ndl.Tensor(y)).numpy(), rtol=1e-6)
     for mine, theirs in zip(model.parameters(), eager_model.parameters()):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _ones(*shape):
+    return ndl.Tensor(np.ones(shape, np.float32))
+
+
+def test_a_recurrent_state_of_the_wrong_form_is_a_valueerror_naming_the_module():
+    """LSTM given a lone tensor (or a 1-tuple, or a None half) for (h0, c0) failed unpacking it
+    with Python's TypeError; RNNCell given (h,) broadcast the tuple as a tensor and returned a
+    (1, batch, hidden) state silently; RNN given a pair died on `tuple.ndim`. Each now names the
+    module and what it got, eagerly and compiled; the forms that work are unchanged."""
+    x = _ones(5, 2, 3)
+    for module, state, message in (
+            (nn.LSTM(3, 4), _ones(1, 2, 4), r"LSTM\(3, 4, num_layers=1\): the state must be a pair \(h0, c0\) of "
+                                             r"tensors, or None, got a tensor of shape \(1, 2, 4\)"),
+            (nn.LSTM(3, 4), (_ones(1, 2, 4),), "got a tuple of 1"),
+            (nn.LSTM(3, 4), (_ones(1, 2, 4), None), r"got a tuple of 2 \(a tensor of shape \(1, 2, 4\), NoneType\)"),
+            (nn.RNN(3, 4), (_ones(1, 2, 4), _ones(1, 2, 4)), r"RNN\(3, 4, num_layers=1\): h0 must be a tensor of shape"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            module(x, state)
+    with pytest.raises(ValueError, match=r"LSTM\(3, 4, num_layers=1\): the state must be a pair"):
+        ndl.compile(nn.LSTM(3, 4))(np.ones((5, 2, 3), np.float32), np.ones((1, 2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"RNNCell\(3, 4\): h must be a tensor of shape \(2, 4\), got a tuple of 1"):
+        nn.RNNCell(3, 4)(_ones(2, 3), (_ones(2, 4),))
+    with pytest.raises(ValueError, match=r"LSTMCell\(3, 4\): the state must be a pair"):
+        nn.LSTMCell(3, 4)(_ones(2, 3), _ones(2, 4))
+    lstm = nn.LSTM(3, 4)
+    pair = [_ones(1, 2, 4), _ones(1, 2, 4)]
+    np.testing.assert_array_equal(lstm(x, pair)[0].numpy(), lstm(x, tuple(pair))[0].numpy())
+    assert nn.LSTMCell(3, 4)(_ones(2, 3), tuple(p.reshape((2, 4)) for p in pair))[1].shape == (2, 4)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.RNN(3, 4), lambda: nn.LSTM(3, 4, num_layers=2)])
+def test_an_empty_sequence_is_refused_by_the_module_eagerly_and_compiled(make):
+    """A (0, batch, features) sequence was refused by `ndl.scan` inside the module, naming the
+    gates' internal shape (0, 2, 16), not the module or the input; PyTorch refuses it too."""
+    message = r"\(3, 4, num_layers=\d\): the input sequence is empty \(shape \(0, 2, 3\)\)"
+    with pytest.raises(ValueError, match=message):
+        make()(_ones(0, 2, 3))
+    with pytest.raises(ValueError, match=message):
+        ndl.compile(make())(np.ones((0, 2, 3), np.float32))
