@@ -201,9 +201,10 @@ def run(args):
 
 
 def read_text(path):
-    """The text of the graph file `path`, or a UserError saying why it cannot be read."""
+    """The text of the graph file `path` (less the byte-order mark some editors write first), or a
+    UserError saying why it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8); ndlc run reads a "

@@ -11,7 +11,7 @@ import pytest
 import ndlc as ndl
 from ndlc.cli import main
 from test_cli import _fashion_like
-from test_cli_errors import refused
+from test_cli_errors import dumped, refused  # noqa: F401 (dumped: a fixture)
 
 nn = ndl.nn
 
@@ -218,3 +218,18 @@ def test_an_empty_sequence_is_refused_by_the_module_eagerly_and_compiled(make):
         make()(_ones(0, 2, 3))
     with pytest.raises(ValueError, match=message):
         ndl.compile(make())(np.ones((0, 2, 3), np.float32))
+
+
+def test_ndlc_run_reads_a_graph_file_saved_with_a_byte_order_mark(dumped, tmp_path, capsys):
+    """A stage edited in an editor that writes UTF-8 with a byte-order mark was refused at line 1,
+    column 1 (`unexpected character '\\ufeff'`); the mark is not part of the text."""
+    text = (dumped / "step.ir").read_text()
+    (tmp_path / "bom.ir").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    for name in ("step", "bom"):
+        source = dumped / "step.ir" if name == "step" else tmp_path / "bom.ir"
+        assert main(["run", str(source), "--input", str(dumped / "step.npz"), "--output",
+                     str(tmp_path / f"{name}.npz")]) == 0
+    with np.load(tmp_path / "step.npz") as plain, np.load(tmp_path / "bom.npz") as marked:
+        assert plain.files == marked.files
+        for key in plain.files:
+            np.testing.assert_array_equal(plain[key], marked[key])
