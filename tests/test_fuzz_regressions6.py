@@ -233,3 +233,11 @@ def test_ndlc_run_reads_a_graph_file_saved_with_a_byte_order_mark(dumped, tmp_pa
         assert plain.files == marked.files
         for key in plain.files:
             np.testing.assert_array_equal(plain[key], marked[key])
+
+
+def test_compiling_a_module_class_instead_of_a_module_names_the_mistake():
+    """`ndl.compile(nn.Linear)(4, 3)` traced the constructor with its arguments as tensors and
+    failed with `in_features must be a positive integer, got ndlc.Tensor(<symbolic i64[]>)`."""
+    with pytest.raises(ndl.NdlcError, match=r"not the class Linear \(compile an instance: ndl.compile\(Linear\(...\)\)\)"):
+        ndl.compile(nn.Linear)
+    assert ndl.compile(nn.Linear(4, 3))(np.ones((2, 4), np.float32)).shape == (2, 3)
