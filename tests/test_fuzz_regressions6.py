@@ -241,3 +241,35 @@ def test_compiling_a_module_class_instead_of_a_module_names_the_mistake():
     with pytest.raises(ndl.NdlcError, match=r"not the class Linear \(compile an instance: ndl.compile\(Linear\(...\)\)\)"):
         ndl.compile(nn.Linear)
     assert ndl.compile(nn.Linear(4, 3))(np.ones((2, 4), np.float32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("make, name, value", [
+    (lambda: nn.Dropout(0.5), "p", 1.0), (lambda: nn.Dropout(0.5), "p", -0.5), (lambda: nn.Dropout(0.5), "p", None),
+    (lambda: nn.BatchNorm1d(3), "eps", -1.0), (lambda: nn.BatchNorm1d(3), "eps", "x"),
+    (lambda: nn.BatchNorm1d(3), "momentum", 2.0), (lambda: nn.LayerNorm1d(3), "eps", float("nan"))])
+def test_a_module_setting_set_later_is_checked_where_forward_reads_it(make, name, value):
+    """Dropout checked p only when made, BatchNorm and LayerNorm never: `drop.p = 1.0` gave NaN,
+    `bn.eps = -1` NaN, `bn.momentum = 2` running statistics extrapolated past the batch's, and
+    text a dtype error naming no setting, eagerly and compiled alike. Each is now a ValueError
+    naming the module and setting, eagerly and compiled, and when made with it."""
+    x = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+    module = make()
+    compiled = ndl.compile(module)
+    compiled(x)
+    setattr(module, name, value)
+    message = rf"{type(module).__name__}: {name} must be in \["
+    with pytest.raises(ValueError, match=message):
+        module(ndl.Tensor(x))
+    with pytest.raises(ValueError, match=message):
+        compiled(x)
+    with pytest.raises(ValueError, match=message):
+        type(module)(**{name: value}) if isinstance(module, nn.Dropout) else type(module)(3, **{name: value})
+
+
+def test_batchnorm_in_eval_mode_reads_no_momentum():
+    """The momentum only moves the running statistics in training mode: eval mode takes any."""
+    norm = nn.BatchNorm1d(3)
+    norm.eval()
+    norm.momentum = float("nan")
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(ndl.compile(norm)(x).numpy(), norm(ndl.Tensor(x)).numpy())
