@@ -33,5 +33,5 @@ def __getattr__(name):
     """TENSOR_COUNTER: how many Tensors are alive now (needle counts them as they are made and
     freed; hw2's tests check that an optimizer's steps leave no graphs behind)."""
     if name == "TENSOR_COUNTER":
-        return sum(isinstance(o, Tensor) for o in gc.get_objects())
+        return sum(issubclass(type(o), Tensor) for o in gc.get_objects())  # type(): no __class__ property runs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

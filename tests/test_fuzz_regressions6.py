@@ -273,3 +273,15 @@ def test_batchnorm_in_eval_mode_reads_no_momentum():
     norm.momentum = float("nan")
     x = np.ones((2, 3), np.float32)
     np.testing.assert_array_equal(ndl.compile(norm)(x).numpy(), norm(ndl.Tensor(x)).numpy())
+
+
+def test_a_missing_mnist_file_is_not_answered_with_advice_that_does_not_apply(tmp_path, monkeypatch):
+    """hw2's MNISTDataset("data/train-images-idx3-ubyte.gz", ...) with the file missing advised
+    setting NDLC_DATA, which MNISTDataset never reads (FashionMNIST does): with it set to a folder
+    holding the files, the same error came back."""
+    missing = tmp_path / "data" / "train-images-idx3-ubyte.gz"
+    monkeypatch.setenv("NDLC_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte.gz \(MNISTDataset reads the paths it "
+                                                r"is given: NDLC_DATA applies to FashionMNIST\)") as refused:
+        ndl.data.MNISTDataset(str(missing), str(missing))
+    assert "set NDLC_DATA" not in str(refused.value)

@@ -112,7 +112,9 @@ class NDArrayDataset(Dataset):
 
 def _open_idx(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"MNIST data file not found: {path}; {_HOW_TO_GET}")
+        raise FileNotFoundError(f"MNIST data file not found: {path} (MNISTDataset reads the paths it is "
+                                "given: NDLC_DATA applies to FashionMNIST); Fashion-MNIST's idx files come "
+                                "with Debian's package: apt-get install dataset-fashion-mnist")
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     opener = gzip.open if gzipped else open
