@@ -1,7 +1,7 @@
 """The names `import ndlc as ndl` gives: needle's API (Tensor, ops, nn, init, optim, data, its
 backend_ndarray and devices), the compiler's entry points (compile, compile_ir), checkpoints and
 the errors a user catches."""
-from . import backend_ndarray, data, init, ir, nn, ops, optim, passes
+from . import autograd, backend_ndarray, data, init, ir, nn, ops, optim, passes
 from .backend_ndarray import NDArray, all_devices, cpu_numpy
 from .env import SettingError
 from .errors import CheckpointError, NdlcError, ShapeError, StateDictError, TraceError
@@ -15,7 +15,7 @@ from .jit.compile_ir import compile_ir
 from .runtime.check import CheckError
 from .runtime.program import BoundsError
 
-__all__ = ["backend_ndarray", "NDArray", "all_devices", "cpu_numpy", "data", "init", "ir", "nn", "ops", "optim", "passes", "SettingError", "CheckpointError",
+__all__ = ["autograd", "backend_ndarray", "NDArray", "all_devices", "cpu_numpy", "data", "init", "ir", "nn", "ops", "optim", "passes", "SettingError", "CheckpointError",
            "NdlcError", "ShapeError", "StateDictError", "TraceError", "Device", "Tensor", "TensorTuple", "cpu", "cuda",
            "default_device", "trace", "load", "save", "compile", "compile_ir", "CheckError",
            "BoundsError", *_op_names]

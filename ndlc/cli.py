@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 import ndlc as ndl
+from ndlc.cli_paths import UserError, checkpoint_folder, output_file, plot_file
 from ndlc.curves import History
 from ndlc.distributed import Job, end_job
 from ndlc.env import cores
@@ -34,27 +35,13 @@ MODELS = {
 CHECKPOINT_KEYS = ("model_name", "batch_size", "epoch", "model", "optimizer", "rng", "history")
 
 
-class UserError(Exception):
-    """A mistake in the command line or in the files it names: `ndlc COMMAND: message`, exit status 2."""
-
-
-def output_file(path, option):
-    """Refuse, before any work, to write `path` (given as `option`) into a folder that does not
-    exist, or over a folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UserError(f"{option} {path}: no such folder {folder}")
-    if os.path.isdir(path):
-        raise UserError(f"{option} {path}: is a folder, not a file")
-
-
 def train(args):
     from tqdm import tqdm
     for path, option in ((args.log_json, "--log-json"), (args.plot, "--plot")):
         if path:
             output_file(path, option)
-    if args.checkpoint and os.path.exists(args.checkpoint) and not os.path.isdir(args.checkpoint):
-        raise UserError(f"--checkpoint {args.checkpoint}: is a file, not a folder")
+    if args.checkpoint:
+        checkpoint_folder(args.checkpoint)
     try:
         train_set = ndl.data.FashionMNIST(train=True, root=args.data)
         test_set = ndl.data.FashionMNIST(train=False, root=args.data)
@@ -64,6 +51,8 @@ def train(args):
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("ndlc train: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
+    if args.plot:
+        plot_file(args.plot)
     np.random.seed(args.seed)
     job = Job(args.distributed)  # before compiling: it sets the threads per rank
     build, batch_shape, make_optimizer = MODELS[args.model]
@@ -212,9 +201,10 @@ def run(args):
 
 
 def read_text(path):
-    """The text of the graph file `path`, or a UserError saying why it cannot be read."""
+    """The text of the graph file `path` (less the byte-order mark some editors write first), or a
+    UserError saying why it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8); ndlc run reads a "

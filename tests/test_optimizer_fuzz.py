@@ -1,7 +1,8 @@
 """Training loops under drawn settings: SGD or Adam with drawn hyperparameters (valid ones, and
 sometimes one that is not: negative, NaN, Inf, a momentum or beta of 1 or more, text, None, a
-bool) train a small model for a few steps eagerly and compiled, the learning rate changed at a
-drawn step; mid-way the compiled run's model and optimizer are saved with ndl.save, loaded into
+bool) train a small model for a few steps eagerly and compiled; at a drawn step a drawn
+hyperparameter is set (`opt.lr = ...`: a valid value, as a number or a 0-d numpy array, or an
+invalid one, a ValueError naming it where it is set, the optimizer unchanged); mid-way the compiled run's model and optimizer are saved with ndl.save, loaded into
 fresh objects (ndl.load, load_state_dict) and a new compiled step goes on from there. An invalid
 setting is a ValueError naming it (a StateDictError when a checkpoint holds it, the optimizer left
 as it was); valid ones train to eager's losses, parameters and optimizer slots. Then DataLoaders
@@ -37,9 +38,20 @@ def slow(examples):
 
 def invalid(name, value):
     """Whether `value` is refused for hyperparameter `name` (PyTorch's ranges)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return True
     return not 0 <= value < (1 if name in ("momentum", "beta1", "beta2") else math.inf)
+
+
+def schedule(draw, kind, steps):
+    """(step, hyperparameter, value): a valid value (a number or a 0-d numpy array) or an invalid one."""
+    name = draw(st.sampled_from(NAMES[kind]))
+    value = draw(st.sampled_from(VALID[name] + INVALID))
+    if not invalid(name, value) and draw(st.booleans()):
+        value = np.array(value)
+    return draw(st.integers(0, steps - 1)), name, value
 
 
 @st.composite
@@ -50,7 +62,7 @@ def loops(draw):
         options[draw(st.sampled_from(NAMES[kind]))] = draw(st.sampled_from(INVALID))
     steps = draw(st.integers(2, 5))
     return {"kind": kind, "options": options, "steps": steps, "restore": draw(st.integers(1, steps - 1)),
-            "schedule": (draw(st.integers(0, steps - 1)), draw(st.sampled_from(VALID["lr"]))),
+            "schedule": schedule(draw, kind, steps),
             "batchnorm": draw(st.booleans()), "seed": draw(st.integers(0, 2**16))}
 
 
@@ -93,8 +105,14 @@ def run(loop, folder, compiled):
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["opt"])
             step = ndl.compile(step)
-        if i == loop["schedule"][0]:
-            opt.lr = loop["schedule"][1]
+        at, name, value = loop["schedule"]
+        if i == at and invalid(name, value):
+            before = getattr(opt, name)
+            with pytest.raises(ValueError, match=rf"{loop['kind']}: {name} must be a number in \[0, (1|inf)\), got"):
+                setattr(opt, name, value)
+            assert getattr(opt, name) is before
+        elif i == at:
+            setattr(opt, name, value)
         x, y = rng.standard_normal((6, 4)).astype(np.float32), rng.integers(0, 3, 6)
         losses.append(float(step(x, y).numpy()))
     return losses, state(model, opt)

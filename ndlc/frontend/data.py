@@ -112,7 +112,9 @@ class NDArrayDataset(Dataset):
 
 def _open_idx(path):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"MNIST data file not found: {path}; {_HOW_TO_GET}")
+        raise FileNotFoundError(f"MNIST data file not found: {path} (MNISTDataset reads the paths it is "
+                                "given: NDLC_DATA applies to FashionMNIST); Fashion-MNIST's idx files come "
+                                "with Debian's package: apt-get install dataset-fashion-mnist")
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     opener = gzip.open if gzipped else open
@@ -269,6 +271,11 @@ def _read_cifar_batch(path):
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise ValueError(f"{path}: data must be (N, 3072) with N labels, got data {data.shape} "
                          f"and labels {labels.shape}")
+    if labels.size and labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: labels must be integers in [0, 10), got {labels.dtype} labels")
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        raise ValueError(f"{path}: label {int(labels[bad[0]])} of image {bad[0]} is outside [0, 10)")
     return data, labels
 
 
@@ -310,12 +317,18 @@ class Corpus:
     def tokenize(self, path, max_lines=None):
         """The ids of the words of the first `max_lines` lines of `path` (all if None), each line
         ending with '<eos>'; new words join the dictionary."""
+        if max_lines is not None:
+            max_lines = _integer("Corpus", "max_lines", max_lines, 0)
         ids = []
-        with open(path) as f:
-            for number, line in enumerate(f):
-                if max_lines is not None and number >= max_lines:
-                    break
-                ids += [self.dictionary.add_word(word) for word in line.split() + ["<eos>"]]
+        with open(path, encoding="utf-8") as f:
+            try:
+                for number, line in enumerate(f):
+                    if max_lines is not None and number >= max_lines:
+                        break
+                    ids += [self.dictionary.add_word(word) for word in line.split() + ["<eos>"]]
+            except UnicodeDecodeError as e:
+                raise ValueError(f"Corpus: {path} is not UTF-8 text (byte 0x{e.object[e.start:e.start + 1].hex()}: "
+                                 f"{e.reason})") from None
         return ids
 
 

@@ -100,11 +100,16 @@ def subtract(a, b):
     return elementwise("add", a, elementwise("negate", b))
 
 
-def _scalar_number(op, scalar):
+def _scalar_number(op, scalar, rank):
     """needle's `scalar` argument as a float: a Tensor or text is refused here, as the registry
-    refuses it, before float() could read a Tensor eagerly but not while tracing."""
-    if isinstance(scalar, np.ndarray) and scalar.ndim == 0 and scalar.dtype.kind in "biuf":
-        scalar = scalar[()]
+    refuses it, before float() could read a Tensor eagerly but not while tracing. A numpy array
+    of one number is that number where broadcasting it leaves the rank-`rank` operand's shape as
+    it is (needle's numpy backend divides by hw1's `scalar=np.random.randn(1)`)."""
+    if isinstance(scalar, np.ndarray):
+        if scalar.size == 1 and scalar.ndim <= rank and scalar.dtype.kind in "biuf":
+            return float(scalar.reshape(())[()])
+        raise AttrError(f"{op}: the scalar must be a number, not a {scalar.dtype} array of shape "
+                        f"{scalar.shape} for an operand of rank {rank} (at {user_location()})")
     if isinstance(scalar, _NUMBER):
         return float(scalar)
     raise AttrError(f"{op}: the scalar must be a number, not {type(scalar).__name__} (at {user_location()})")
@@ -113,7 +118,7 @@ def _scalar_number(op, scalar):
 def _scalar_op(op):
     def fn(a, scalar):
         a = as_tensor(a)
-        scalar = _scalar_number(op, scalar)
+        scalar = _scalar_number(op, scalar, a.ndim)
         a = _to_float(a) if get_op(op).float_only else _scalar_dtype(a, scalar)
         return apply(op, a, scalar=scalar)
     fn.__name__ = op

@@ -8,6 +8,8 @@ optimizer's own slots: a trace that refuses the write (unknown state) has change
 import math
 import numbers
 
+import numpy as np
+
 from ..errors import StateDictError
 from .init import zeros, zeros_like
 from .nn.module import load_tensor, origin_of
@@ -24,6 +26,16 @@ class Optimizer:
 
     def __init__(self, params):
         self.params = list(params)
+
+    def __setattr__(self, name, value):
+        """A hyperparameter set later (a schedule: `opt.lr = ...`) is checked as the constructor
+        checks it, so eager and compiled steps refuse the same values by name instead of training
+        on them or failing inside the update; a 0-d numpy array is taken as its number."""
+        if name in self.hyperparameters:
+            if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+                value = value[()]
+            self._check({name: value})
+        object.__setattr__(self, name, value)
 
     def _check(self, values):
         """Refuse hyperparameters PyTorch's optimizers refuse (lr, eps and weight decay >= 0, momenta

@@ -62,6 +62,9 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
         return CompiledModule(obj, **options)
     if not callable(obj):
         raise NdlcError(f"ndlc.compile takes a Module or a function, not {type(obj).__name__}")
+    if isinstance(obj, type):  # a class would be traced as its constructor, its arguments made tensors
+        raise NdlcError(f"ndlc.compile takes a Module or a function, not the class {obj.__name__} "
+                        f"(compile an instance: ndl.compile({obj.__name__}(...)))")
     roots = None if state is None else {f"{type(s).__name__.lower()}{i}": s for i, s in enumerate(state)}
     return CompiledFunction(obj, roots, **options)
 

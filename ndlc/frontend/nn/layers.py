@@ -4,7 +4,7 @@ import math
 
 from .. import init, ops
 from ..tensor import Tensor
-from .module import Module, Parameter, check_sizes
+from .module import Module, Parameter, check_setting, check_sizes
 
 
 def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
@@ -112,6 +112,7 @@ class BatchNorm1d(Module):
         super().__init__()
         check_sizes(type(self).__name__, dim=dim)
         self.dim, self.eps, self.momentum = dim, eps, momentum
+        self._check_settings()
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
         self.running_mean = init.zeros(dim, device=device, dtype=dtype)
@@ -119,8 +120,14 @@ class BatchNorm1d(Module):
 
     rank = 2
 
+    def _check_settings(self, momentum=True):
+        check_setting(type(self).__name__, "eps", self.eps, 0, math.inf)
+        if momentum:
+            check_setting(type(self).__name__, "momentum", self.momentum, 0, 1, high_included=True)
+
     def forward(self, x):
         _check_features(self, x, self.dim, axis=1, rank=self.rank)
+        self._check_settings(momentum=self.training)  # eval mode does not read the momentum
         m = self.momentum
         if self.training:
             mean, var, centered = self.statistics(x, tuple(a for a in range(x.ndim) if a != 1))
@@ -155,11 +162,13 @@ class LayerNorm1d(Module):
         super().__init__()
         check_sizes("LayerNorm1d", dim=dim)
         self.dim, self.eps = dim, eps
+        check_setting("LayerNorm1d", "eps", eps, 0, math.inf)
         self.weight = Parameter(init.ones(dim, device=device, dtype=dtype, requires_grad=True))
         self.bias = Parameter(init.zeros(dim, device=device, dtype=dtype, requires_grad=True))
 
     def forward(self, x):
         _check_features(self, x, self.dim)
+        check_setting("LayerNorm1d", "eps", self.eps, 0, math.inf)
         last = x.ndim - 1
         _, var, centered = _moments(x, (last,))
         std = expand_reduced((var + self.eps) ** 0.5, x.shape, last)
@@ -176,11 +185,11 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        check_setting("Dropout", "p", p, 0, 1)
         self.p = p
 
     def forward(self, x):
+        check_setting("Dropout", "p", self.p, 0, 1)
         if not self.training or self.p == 0:
             return x
         mask = init.randb(*x.shape, p=1 - self.p, device=x.device)

@@ -69,6 +69,17 @@ def check_sizes(module: str, **sizes) -> None:
             raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
 
 
+def check_setting(module: str, name: str, value, low, high, high_included=False) -> None:
+    """Refuse a module's number setting outside [low, high) ([low, high] with `high_included`) or
+    that is no number, naming the module and the setting. Checked where the module is made and
+    again where forward reads it, so a value set later (`bn.eps = ...`) is refused too, eagerly and
+    when a compiled step traces it, instead of giving NaN or failing inside an op."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not number or not low <= value <= high or (value == high and not high_included):
+        interval = f"[{low}, {high}{']' if high_included else ')'}"
+        raise ValueError(f"{module}: {name} must be in {interval}, got {value!r}")
+
+
 class Module:
     """needle's Module: `__call__` runs `forward`; `training` switches train/eval behaviour."""
 

@@ -31,11 +31,30 @@ def _uniform(*shape, bound, device, dtype):
 
 
 def _check_shape(module, what, x, expected):
-    """Refuse a tensor `what` whose shape is not `expected` (None: any size on that axis)."""
-    ok = x.ndim == len(expected) and all(e is None or d == e for d, e in zip(x.shape, expected))
-    if not ok:
-        want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
+    """Refuse a tensor `what` whose shape is not `expected` (None: any size on that axis), or a
+    `what` that is no tensor (a tuple given for RNN's h0, a lone tensor for LSTM's (h0, c0))."""
+    want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
+    if not isinstance(getattr(x, "shape", None), tuple):
+        raise ValueError(f"{module!r}: {what} must be a tensor of shape {want}, got {_describe(x)}")
+    if len(x.shape) != len(expected) or any(e is not None and d != e for d, e in zip(x.shape, expected)):
         raise ValueError(f"{module!r}: {what} must have shape {want}, got {x.shape}")
+
+
+def _describe(value):
+    """A value named in an error: its type, and the shapes of a tuple's or list's items."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} ({', '.join(_describe(v) for v in value)})"
+    return f"a tensor of shape {value.shape}" if hasattr(value, "shape") else type(value).__name__
+
+
+def _state_pair(module, h):
+    """LSTM's state (h0, c0): a tuple or list of two tensors (None: both zeros), else a
+    ValueError naming the module (unpacking it failed with Python's own TypeError)."""
+    if h is None:
+        return None, None
+    if not isinstance(h, (tuple, list)) or len(h) != 2 or any(part is None for part in h):
+        raise ValueError(f"{module!r}: the state must be a pair (h0, c0) of tensors, or None, got {_describe(h)}")
+    return tuple(h)
 
 
 class _RecurrentCell(Module):
@@ -59,11 +78,15 @@ class _RecurrentCell(Module):
 
     def forward(self, X, h=None):
         """X (batch, input_size) and the state (None: zeros) -> the new state."""
-        state = self._initial(X.shape[0]) if h is None else h
         _check_shape(self, "the input", X, (None, self.input_size))
-        for name, part in zip(self._state_names, state if isinstance(state, tuple) else (state,)):
+        state = self._initial(X.shape[0]) if h is None else self._given(h)
+        for name, part in zip(self._state_names, state if len(self._state_names) > 1 else (state,)):
             _check_shape(self, name, part, (X.shape[0], self.hidden_size))
         return self._step(self._project(X), state)
+
+    def _given(self, h):
+        """The state as given to forward (LSTMCell checks it is a pair first)."""
+        return h
 
     def _zeros(self, batch):
         return init.zeros(batch, self.hidden_size, dtype=self.W_ih.dtype, device=self.W_ih.device)
@@ -111,6 +134,9 @@ class LSTMCell(_RecurrentCell):
     def _initial(self, batch):
         return self._zeros(batch), self._zeros(batch)
 
+    def _given(self, h):
+        return _state_pair(self, h)
+
     def _step(self, projected, state):
         h, c = state
         gates = (projected + h @ self.W_hh).reshape((h.shape[0], 4, self.hidden_size))
@@ -154,6 +180,8 @@ class _Recurrent(Module):
         """Refuse a sequence that is not (seq_len, batch, input_size), or a state that is not
         (num_layers, batch, hidden_size)."""
         _check_shape(self, "the input", X, (None, None, self.input_size))
+        if X.shape[0] == 0:
+            raise ValueError(f"{self!r}: the input sequence is empty (shape {X.shape}): it needs at least one step")
         for name, state in states.items():
             if state is not None:
                 _check_shape(self, name, state, (self.num_layers, X.shape[1], self.hidden_size))
@@ -200,7 +228,7 @@ class LSTM(_Recurrent):
     def forward(self, X, h=None):
         """X (seq_len, batch, input_size), h = (h0, c0) each (num_layers, batch, hidden_size) or
         None (zeros) -> (output (seq_len, batch, hidden_size), (h_n, c_n))."""
-        h0, c0 = (None, None) if h is None else h
+        h0, c0 = _state_pair(self, h)
         self._check(X, {"h0": h0, "c0": c0})
         states = [None] * self.num_layers if h is None else list(zip(ops.split(h0, axis=0),
                                                                       ops.split(c0, axis=0)))
