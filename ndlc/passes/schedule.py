@@ -28,8 +28,9 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of rows that keep one BLAS call's bits on the host's OpenBLAS kernels
-(passes/gemm_pieces.py; on SkylakeX's, only pieces on the whole call's path; elsewhere than
-Haswell's and Zen's, only pieces that are large) (the last
+(passes/gemm_pieces.py; on SkylakeX's, only pieces on the whole call's path, or a float32 gemm's
+small-matrix calls where one call would pack, its pieces then; elsewhere than Haswell's and Zen's,
+only pieces that are large) (the last
 piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
