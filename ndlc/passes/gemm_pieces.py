@@ -54,8 +54,9 @@ REGION_US = 2.0
 # has SMALL_CALL_ROWS rows or more (thread CPU time, min of 7 x 100 calls, 3 alternations, load 1-5):
 # 127x129 @ 129x65 25.0 -> 21.4 us in 2 calls of 64 rows, 255x129 @ 129x65 49.2 -> 43.8 in 3 of 88,
 # 1000x77 @ 77x333 528 -> 490 in 28 of 36, 4096x100 @ 100x10 174 -> 125 in 5 of 820, 20 shapes with
-# an operand transposed or not at 0.68-0.93 of the packed call; in calls of 12 rows 0.84-1.02, of 4
-# 1.13 (500^3). Not with a transposed right operand and a plain left one, whose small kernels take at
+# an operand transposed or not at 0.68-0.93 of the packed call, 30 random ones (16 to 2000 a side,
+# plain, left or both transposed) cut as small_calls cuts them at 0.69-0.97 (median 0.86); in calls of
+# 12 rows 0.84-1.02, of 4 1.13 (500^3). Not with a transposed right operand and a plain left one, whose small kernels take at
 # most SMALL_OUTPUT outputs (127x129 @ (65x129)^T in 8 calls of 16 rows 1.19, 129x65 @ (127x65)^T in 17
 # of 8 1.68), nor float64 (not measured).
 SMALL_CALL_ROWS = 32
