@@ -90,10 +90,10 @@ def packed_rows(gemm):
 def small_calls(gemm, blas_core):
     """The rows of each of the BLAS calls a gemm runs in, each on SkylakeX's small-matrix kernels,
     where its whole call would take the packed path and calls of SMALL_CALL_ROWS rows or more fit
-    their permit (measured faster there: SMALL_CALL_ROWS), else 0 (one call). The calls are at
-    multiples of FINE_ROWS rows (their bits: those of any cut there) and an even number, as even as
-    those allow, so that two threads taking them balance; the cut depends on the shape alone, so one
-    and two threads sum alike."""
+    their permit (measured faster there: SMALL_CALL_ROWS), else 0 (one call). A call takes an even
+    share of the rows (the fewest even number of calls that fit), rounded up to a multiple of FINE_ROWS,
+    the last what remains, so that two threads taking them balance; the cut depends on the shape
+    alone, so one and two threads sum alike (small-matrix calls cut elsewhere sum some rows otherwise)."""
     if blas_core not in FINE_CORES or gemm.dtype != "f32" or (gemm.b.transposed and not gemm.a.transposed):
         return 0
     unit, packed = FINE_ROWS[gemm.dtype], packed_rows(gemm)
