@@ -63,7 +63,7 @@ def kernel_key(kernel, debug=None) -> KernelKey:
         return names.setdefault(name, f"%b{len(names)}")
 
     lines = [f"loops {kernel.extents} outer {kernel.outer} strategy {kernel.strategy!r} chunks {kernel.chunks} "
-             f"block {kernel.block} tile {kernel.tile} "
+             f"block {kernel.block} tile {kernel.tile} calls {kernel.calls} "
              f"split {kernel.split!r}"]
     for load in kernel.loads:
         where = buffer(load.buffer) if isinstance(load, Load) else "index"

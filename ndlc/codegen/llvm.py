@@ -309,21 +309,44 @@ class _KernelEmitter(Chunks, GuardedLoops, Lanes, MemoryAccess, RowBlocks, RowPa
         k, b, g = self.kernel, self.b, self.kernel.gemm
         batch, element = len(k.extents) - 2, TYPES[g.dtype]
         first, stop = self.ranges.get(batch, (ir.Constant(I64, 0), ir.Constant(I64, g.m)))
-
-        def matrix(buffer, offset, ld, row_stride):
-            index, _ = self._address(offset)
-            index = b.add(index, b.mul(first, ir.Constant(I64, row_stride)))
-            return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
         flags = [CBLAS_ROW_MAJOR] + [CBLAS_TRANS if m.transposed else CBLAS_NO_TRANS for m in (g.a, g.b)]
         out = Access(Affine(tuple(c if i < batch else 0 for i, c in enumerate(contiguous(k.extents).form.coeffs))))
-        b.call(declare_gemm(b.module, g.dtype),
-               [ir.Constant(TYPES["i32"], f) for f in flags] + [b.sub(stop, first)]
-               + [ir.Constant(I64, n) for n in (g.n, g.k)] + [ir.Constant(element, 1.0)]
-               + matrix(g.a.buffer, g.a.offset, g.a.ld, 1 if g.a.transposed else g.a.ld)
-               + matrix(g.b.buffer, g.b.offset, g.b.ld, 0) + [ir.Constant(element, 0.0)]
-               + matrix(g.out, out, g.n, g.n))
+
+        def call(first, stop):
+            def matrix(buffer, offset, ld, row_stride):
+                index, _ = self._address(offset)
+                index = b.add(index, b.mul(first, ir.Constant(I64, row_stride)))
+                return [b.gep(self.pointers[buffer], [index], inbounds=True, source_etype=element), ir.Constant(I64, ld)]
+            b.call(declare_gemm(b.module, g.dtype),
+                   [ir.Constant(TYPES["i32"], f) for f in flags] + [b.sub(stop, first)]
+                   + [ir.Constant(I64, n) for n in (g.n, g.k)] + [ir.Constant(element, 1.0)]
+                   + matrix(g.a.buffer, g.a.offset, g.a.ld, 1 if g.a.transposed else g.a.ld)
+                   + matrix(g.b.buffer, g.b.offset, g.b.ld, 0) + [ir.Constant(element, 0.0)]
+                   + matrix(g.out, out, g.n, g.n))
+        if k.calls:
+            self._in_calls(first, stop, k.calls, call)
+        else:
+            call(first, stop)
         for phase in k.phases:
             self._loops(batch, batch + 2, lambda phase=phase: self._stores(phase.stores))
+
+    def _in_calls(self, first, stop, rows, call):
+        """call(start, end) for each `rows` rows of [first, stop) in order, the last what remains
+        (a gemm run in calls on BLAS's small-matrix kernels: Kernel.calls)."""
+        b = self.b
+        entry = b.block
+        head, body, done = (b.append_basic_block(f"calls.{part}") for part in ("head", "body", "done"))
+        b.branch(head)
+        b.position_at_end(head)
+        start = b.phi(I64)
+        start.add_incoming(first, entry)
+        b.cbranch(b.icmp_signed("<", start, stop), body, done)
+        b.position_at_end(body)
+        end = mathlib.intrinsic(b, "llvm.smin", b.add(start, ir.Constant(I64, rows)), stop)
+        call(start, end)
+        start.add_incoming(end, b.block)
+        b.branch(head)
+        b.position_at_end(done)
 
     def _init(self, reduction):
         return self._constant(reduction.dtype, identity(reduction.combine, reduction.dtype))

@@ -256,6 +256,7 @@ class Kernel:
     chunks: int = 0  # 'chunks': how many pieces the first inner loop is cut into
     block: int = 0  # 'rows': how many outputs of the last outer loop accumulate side by side
     tile: int = 0  # 'rows': and of the loop before, each a copy of the block (0: none; a register tile)
+    calls: int = 0  # a gemm: the rows of each BLAS call its rows run in (0: one call; passes/gemm_pieces.py)
     scratch: tuple = ()  # 'chunks': per reduction, the buffer of its partials (chunks x outer extent)
     streams: Optional[Streams] = None  # which stores bypass the cache, and why (passes/streaming.py)
     gpu: Optional[GpuLaunch] = None  # the CUDA schedule (passes/schedule.py, schedule_gpu)
@@ -354,7 +355,7 @@ class Kernel:
             g = self.gemm
             batch = " ".join(f"i{i}" for i in range(len(self.extents) - 2))
             lines.append(f"  {'per ' + batch + ': ' if batch else ''}call {GEMMS[g.dtype]}({_matrix_text(g.a, g.m, g.k)}, "
-                         f"{_matrix_text(g.b, g.k, g.n)}) -> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n})")
+                         f"{_matrix_text(g.b, g.k, g.n)}) -> %{g.out}  ({g.m}x{g.k} @ {g.k}x{g.n}){self._calls_text()}")
         lines += [f"  {self.scatter}"] if self.scatter else []
         lines += [f"  %{name} is local: one row of {size} per thread" for name, size in self.local.items()]
         lines += [f"  ${i} = {load}" for i, load in enumerate(self.loads)]
@@ -365,6 +366,13 @@ class Kernel:
             lines += [f"    acc{k} = {r.combine} of {expr(r.body)}" for k, r in enumerate(phase.reductions)]
             lines += [f"{'    ' if headed else '  '}store %{s.buffer}[{s.access}] = {expr(s.value)}" for s in phase.stores]
         return "\n".join(lines)
+
+    def _calls_text(self):
+        """How a gemm's rows are cut into BLAS calls where they are (passes/gemm_pieces.py small_calls)."""
+        if not self.calls:
+            return ""
+        return (f", in calls of {self.calls} rows, each on OpenBLAS's small-matrix kernels (one call over "
+                f"{self.gemm.m} rows would pack its operands)")
 
     def _launch_text(self):
         """The CUDA schedule: blocks, and what differs from one point per thread, then why."""

@@ -34,7 +34,8 @@ _ROWS = re.compile(r"  strategy: rows \(blocks of (\d+) i\d+(?: by (\d+) i\d+)? 
 _CUDA = re.compile(r"  cuda: (\d+) blocks of (\d+)x(\d+) threads(, lanes fastest)?(?:, (\d+) points a thread)?"
                    rf"(?:, (\d+) chunks into ({_NAME}(?:, {_NAME})*))? \((.*)\)$")
 _PARALLEL = re.compile(r"  parallel over (?:i(\d+) in \d+ pieces of (\d+), taken in turn|its chunks) \((\d+) threads\)$")
-_GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(\d+) @ (\d+)x(\d+)\)$")
+_GEMM = re.compile(r"  (?:per [i\d ]+: )?call (\w+)\((.*)\) -> %(\S+)  \((\d+)x(\d+) @ (\d+)x(\d+)\)"
+                   r"(?:, in calls of (\d+) rows, each on OpenBLAS's small-matrix kernels \(.*\))?$")
 _AT = rf"{_NAME}(?:\[(\d+)\])?"
 _SCATTER = re.compile(rf"  call scatter_add\({_AT}, {_AT}\) -> {_AT}  \((\d+) rows of (\d+) into (\d+), in order\)$")
 _MATRIX = re.compile(rf"{_NAME}(?:\[([^\]]*)\])?(\^T)?(?: ld (\d+))?$")
@@ -131,7 +132,7 @@ class _ProgramParser:
         gemm = _GEMM.match(self.peek() or "")
         if gemm:
             self.n += 1
-            k.gemm = self.gemm(gemm, len(k.extents) + 1)
+            k.gemm, k.calls = self.gemm(gemm, len(k.extents) + 1), int(gemm.group(8) or 0)
         if _SCATTER.match(self.peek() or ""):
             values, v, indices, i, out, o, count, width, rows = self.match(_SCATTER, "a scatter").groups()
             k.scatter = Scatter(values, indices, out, int(count), int(rows), int(width), self.buffer(buffers, out).dtype,
@@ -224,13 +225,12 @@ class _ProgramParser:
 
     def gemm(self, m, ndim):
         """The Gemm of a call line; its operands' offsets are over the kernel's loops and k (`ndim`)."""
-        routine, operands, out, rows, inner, _, cols = m.groups()
+        routine, operands, out, rows, inner, _, cols = m.groups()[:7]
         dtype = next((d for d, r in GEMMS.items() if r == routine), None)
         if dtype is None:
             raise self.error(f"unknown BLAS routine {routine!r}", self.n - 1)
         a, _, b = operands.partition(", ")
-        shapes = {"a": (int(rows), int(inner)), "b": (int(inner), int(cols))}
-        matrices = [self.matrix(text, ndim, *shapes[which]) for which, text in (("a", a), ("b", b))]
+        matrices = [self.matrix(a, ndim, int(rows), int(inner)), self.matrix(b, ndim, int(inner), int(cols))]
         return Gemm(*matrices, int(rows), int(cols), int(inner), out, dtype)
 
     def matrix(self, text, ndim, rows, cols):

@@ -6,13 +6,16 @@ batch loop split over the threads (4 pieces of 4 items); as one call of 4112 row
 and the schedule cuts its rows (passes/gemm_pieces.py), as PyTorch folds such a product into one
 mm. Only where one call's bits are each item's call's: on FINE_CORES' kernels where each item takes
 the packed path (its rows reach `packed_rows`; float32: ~850 random products, none differed; float64
-items of rows not a multiple of FINE_ROWS differed in 23 of 150, so those stay), on TILED_CORES' where
-each item is a multiple of GEMM_ROWS rows; elsewhere the batch loop stays."""
+items of rows not a multiple of FINE_ROWS differed in 23 of 150, so those stay) and runs as one call,
+not in `small_calls` (cut otherwise than the items, such calls sum some rows otherwise; the items'
+own small calls ran faster than one packed call anyway, one core, CPU time, load ~5: 16 items of
+257x100 @ 100x63 in 2 calls each 522 us against 665 folded), on TILED_CORES' where each item is a
+multiple of GEMM_ROWS rows; elsewhere the batch loop stays."""
 from dataclasses import replace
 
 from ..ir.indexing import Access, Affine
 from ..ir.kernel import Phase
-from .gemm_pieces import FINE_CORES, FINE_ROWS, GEMM_ROWS, TILED_CORES, packed_rows
+from .gemm_pieces import FINE_CORES, FINE_ROWS, GEMM_ROWS, TILED_CORES, packed_rows, small_calls
 
 
 def folded_gemm_batches(program, blas_core=""):
@@ -62,5 +65,6 @@ def _same_bits(gemm, blas_core):
     """Whether one BLAS call over several items' rows sums each output as each item's own call does
     on `blas_core`'s kernels."""
     if blas_core in FINE_CORES:
-        return gemm.m >= packed_rows(gemm) and (gemm.dtype == "f32" or gemm.m % FINE_ROWS[gemm.dtype] == 0)
+        return gemm.m >= packed_rows(gemm) and not small_calls(gemm, blas_core) \
+            and (gemm.dtype == "f32" or gemm.m % FINE_ROWS[gemm.dtype] == 0)
     return blas_core in TILED_CORES and gemm.m % GEMM_ROWS == 0

@@ -49,6 +49,17 @@ GEMM_BALANCE = 1.05
 GEMM_CALL_US = 1.8
 GEMM_MACS_PER_US = 36000
 REGION_US = 2.0
+# Where SkylakeX's OpenBLAS would run a float32 gemm's whole call on its packed path, calls of fewer
+# rows that each take its small-matrix kernels (no packing) ran faster on one core, where each call
+# has SMALL_CALL_ROWS rows or more (thread CPU time, min of 7 x 100 calls, 3 alternations, load 1-5):
+# 127x129 @ 129x65 25.0 -> 21.4 us in 2 calls of 64 rows, 255x129 @ 129x65 49.2 -> 43.8 in 3 of 88,
+# 1000x77 @ 77x333 528 -> 490 in 28 of 36, 4096x100 @ 100x10 174 -> 125 in 5 of 820, 20 shapes with
+# an operand transposed or not at 0.68-0.93 of the packed call, 30 random ones (16 to 2000 a side,
+# plain, left or both transposed) cut as small_calls cuts them at 0.69-0.97 (median 0.86); in calls of
+# 12 rows 0.84-1.02, of 4 1.13 (500^3). Not with a transposed right operand and a plain left one, whose small kernels take at
+# most SMALL_OUTPUT outputs (127x129 @ (65x129)^T in 8 calls of 16 rows 1.19, 129x65 @ (127x65)^T in 17
+# of 8 1.68), nor float64 (not measured).
+SMALL_CALL_ROWS = 32
 
 
 def gemm_rows(gemm, rows, blas_core):
@@ -76,16 +87,37 @@ def packed_rows(gemm):
     return min(rows, SMALL_OUTPUT // n + 1) if b and not a else rows
 
 
+def small_calls(gemm, blas_core):
+    """The rows of each of the BLAS calls a gemm runs in, each on SkylakeX's small-matrix kernels,
+    where its whole call would take the packed path and calls of SMALL_CALL_ROWS rows or more fit
+    their permit (measured faster there: SMALL_CALL_ROWS), else 0 (one call). A call takes an even
+    share of the rows (the fewest even number of calls that fit), rounded up to a multiple of FINE_ROWS,
+    the last what remains, so that two threads taking them balance; the cut depends on the shape
+    alone, so one and two threads sum alike (small-matrix calls cut elsewhere sum some rows otherwise)."""
+    if blas_core not in FINE_CORES or gemm.dtype != "f32" or (gemm.b.transposed and not gemm.a.transposed):
+        return 0
+    unit, packed = FINE_ROWS[gemm.dtype], packed_rows(gemm)
+    most = (packed - 1) // unit * unit
+    if gemm.m < packed or most < SMALL_CALL_ROWS:
+        return 0
+    count = -(-gemm.m // most)
+    count += count % 2
+    even = -(-gemm.m // count)
+    return -(-even // unit) * unit
+
+
 def gemm_estimates(kernel, n, piece, threads):
-    """(us of one BLAS call over all `n` rows on one thread, us of the busiest of `threads` threads
-    taking pieces of `piece` rows in turn, the region opened), per index of the batch loops."""
+    """(us of the BLAS calls over all `n` rows on one thread, one or `kernel.calls` rows each, us of
+    the busiest of `threads` threads taking pieces of `piece` rows in turn, the region opened), per
+    index of the batch loops."""
     gemm = kernel.gemm
     rate = GEMM_MACS_PER_US / (2 if gemm.dtype == "f64" else 1)
     row = gemm.n * gemm.k / rate
     whole, rest = divmod(n, piece)
     rounds, left = divmod(whole, threads)
     calls = rounds + 1 if left or rest else rounds  # the busiest thread's calls (makespan's rows)
-    return GEMM_CALL_US + n * row, REGION_US + calls * GEMM_CALL_US + makespan(n, piece, threads) * row
+    alone = -(-n // kernel.calls) if kernel.calls else 1
+    return alone * GEMM_CALL_US + n * row, REGION_US + calls * GEMM_CALL_US + makespan(n, piece, threads) * row
 
 
 def fewest_calls(n, unit, threads, least=1):

@@ -28,8 +28,9 @@ back one piece, not half the kernel; pieces are smaller where that balances the 
 (BALANCE). Each output element is computed by one thread in the serial order, so results equal the
 serial code's bit for bit. A gemm kernel splits its batch loop, or its
 rows in pieces of a multiple of rows that keep one BLAS call's bits on the host's OpenBLAS kernels
-(passes/gemm_pieces.py; on SkylakeX's, only pieces on the whole call's path; elsewhere than
-Haswell's and Zen's, only pieces that are large) (the last
+(passes/gemm_pieces.py; on SkylakeX's, only pieces on the whole call's path, or a float32 gemm's
+small-matrix calls where one call would pack, its pieces then; elsewhere than Haswell's and Zen's,
+only pieces that are large) (the last
 piece is what remains, so the pieces,
 taken in turn, balance: 400 rows are 192 x 2 + 16, not 144 x 2 + 112): each piece is one BLAS
 call, the fewest calls that balance as well as any (GEMM_BALANCE), and only where a cost model of
@@ -70,7 +71,7 @@ from ..ir.kernel_leaves import Acc, Load
 from ..ir.scalar import cost, leaves
 from ..ir.short_rows import along_rows, polynomial, side_by_side
 from ..ir.tiles import ragged_problem, register_tile, reordered, tile_guards
-from .gemm_pieces import fewest_calls, gemm_estimates, gemm_rows, makespan
+from .gemm_pieces import fewest_calls, gemm_estimates, gemm_rows, makespan, small_calls
 from .streaming import choose_streams
 
 # Work from which 2 threads beat 1 (measured, 2 cores: x+y breaks even near 2**16, x+y, exp(x)*y and
@@ -134,13 +135,14 @@ def schedule(program: Program, threads=1, blas_core="") -> Program:
     return program
 
 
-DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile", "streams")  # the fields set here
+DECISIONS = ("strategy", "split", "serial_why", "chunks", "scratch", "block", "tile", "calls", "streams")  # the fields set here
 
 
 def _schedule(kernel, program, threads, blas_core):
     """Chooses `kernel`'s strategy and split (its scratch buffers added to `program`)."""
     kernel.strategy = _strategy(kernel)
     kernel.split, kernel.serial_why = None, _serial_why(kernel, threads)
+    kernel.calls = small_calls(kernel.gemm, blas_core) if kernel.gemm else 0
     if kernel.strategy == Strategy.CHUNKS:
         kernel.chunks = min(CHUNKS, kernel.extents[1])
         kernel.scratch = tuple(_scratch(program, f"{kernel.name}.partials{k}", (kernel.chunks, kernel.extents[0]),
@@ -218,13 +220,14 @@ def _split(kernel, threads, blas_core):
     if unit == 1:
         piece = _balanced(n, max(1, n // (threads * PIECES_PER_THREAD)), threads)
     else:
-        piece = fewest_calls(n, unit, threads, least)
+        piece = kernel.calls or fewest_calls(n, unit, threads, least)  # calls: a thread takes them whole
         if piece is None:
             return None, f"{n} rows: no pieces of {least} rows or more ({why})"
         serial, split = gemm_estimates(kernel, n, piece, threads)
         epilogue = work(kernel) - math.prod(kernel.extents[:-2]) * kernel.gemm.m * kernel.gemm.n * kernel.gemm.k
         if serial <= split and epilogue < THRESHOLD:  # (an epilogue worth splitting alone is split)
-            return None, (f"one BLAS call on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
+            calls = f"its calls of {kernel.calls} rows" if kernel.calls else "one BLAS call"
+            return None, (f"{calls} on one thread, estimated at {serial:.1f} us, against {split:.1f} us "
                           f"for the busiest of {threads} threads taking pieces of {piece} rows")
     return Split(loop, min(threads, -(-n // piece)), piece), ""
 

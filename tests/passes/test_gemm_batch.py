@@ -30,8 +30,8 @@ def _kernel(graph, core):
 
 
 def test_items_sharing_the_right_operand_are_one_call_over_their_rows():
-    text = _kernel(_batched((16, 257, 100), (100, 63)), "skylakex")
-    assert "loops: i0<4112 i1<63" in text and "call sgemm(%a, %b) -> %0  (4112x100 @ 100x63)" in text
+    text = _kernel(_batched((16, 257, 300), (300, 130)), "skylakex")
+    assert "loops: i0<4112 i1<130" in text and "call sgemm(%a, %b) -> %0  (4112x300 @ 300x130)" in text
 
 
 def test_every_batch_loop_folds_and_the_epilogue_reads_the_folded_rows():
@@ -42,6 +42,7 @@ def test_every_batch_loop_folds_and_the_epilogue_reads_the_folded_rows():
 
 @pytest.mark.parametrize("a, b, core", [
     ((16, 257, 100), (16, 100, 63), "skylakex"),  # each item its own right operand
+    ((16, 257, 100), (100, 63), "skylakex"),  # items in small-matrix calls, which a folded call would cut otherwise
     ((16, 33, 100), (100, 63), "skylakex"),  # items on the small-matrix kernels: one call takes the packed path
     ((16, 257, 100), (100, 63), "haswell"),  # rows not a multiple of the tiles'
     ((16, 192, 100), (100, 63), ""),  # a core whose kernels are not modelled
@@ -52,7 +53,7 @@ def test_a_batch_loop_stays_where_one_call_could_sum_otherwise(a, b, core):
 
 
 @pytest.mark.skipif(libraries.blas_core() not in FINE_CORES + TILED_CORES, reason="folds on modelled kernels only")
-@pytest.mark.parametrize("a, b", [((16, 257, 100), (100, 63)), ((4, 3, 96, 130), (130, 129)), ((5, 160, 80), (80, 90))])
+@pytest.mark.parametrize("a, b", [((16, 257, 300), (300, 130)), ((4, 3, 96, 260), (260, 129)), ((5, 160, 200), (200, 190))])
 def test_a_folded_batch_gives_each_items_own_calls_bits(a, b, monkeypatch):
     rng = np.random.default_rng(0)
     x, w, c = rng.standard_normal(a, dtype=np.float32), rng.standard_normal(b, dtype=np.float32), np.zeros(b[-1], np.float32)
@@ -71,10 +72,10 @@ def test_batch_loops_fold_only_as_far_as_the_epilogue_regroups():
     """A bias of one row per (outer item, row) folds the inner batch loop, not the outer one."""
     import ndlc as ndl
     rng = np.random.default_rng(1)
-    x, w, c = (rng.standard_normal(s, dtype=np.float32) for s in ((2, 3, 257, 100), (100, 63), (3, 257, 63)))
+    x, w, c = (rng.standard_normal(s, dtype=np.float32) for s in ((2, 3, 257, 300), (300, 130), (3, 257, 130)))
     step = ndl.compile(lambda x, w, c: ndl.relu(x @ w + c))
     out = step(x, w, c).numpy()
-    assert "per i0: call sgemm(%x[77100*i0], %w) -> %3  (771x100 @ 100x63)" in step.ir("scheduled")
+    assert "per i0: call sgemm(%x[231300*i0], %w) -> %3  (771x300 @ 300x130)" in step.ir("scheduled")
     np.testing.assert_array_equal(out, np.maximum(np.stack([x[i] @ w for i in range(2)]) + c, 0))
 
 

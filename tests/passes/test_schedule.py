@@ -220,21 +220,24 @@ graph @mm(%x: f32[400,300], %w: f32[300,200]) {
     assert pieces(text, "") == pieces(text, "sapphirerapids") == "parallel over i0 in 2 pieces of 240, taken in turn (2 threads)"
     assert pieces(text.replace("400", "1024"), "skylakex") == "parallel over i0 in 2 pieces of 512, taken in turn (2 threads)"
     assert pieces(text.replace("f32", "f64"), "skylakex") == "parallel over i0 in 2 pieces of 204, taken in turn (2 threads)"
-    narrow = text.replace("200", "60")  # 200 x 300 x 60 multiply-adds a piece: the packed path still
-    assert pieces(narrow, "skylakex") == "parallel over i0 in 2 pieces of 200, taken in turn (2 threads)"
+    narrow = text.replace("200", "60")  # one call packs; 8 calls of 52 rows fit the small-matrix permit
+    assert pieces(narrow, "skylakex") == "parallel over i0 in 8 pieces of 52, taken in turn (2 threads)"
+    assert kernel(narrow, "skylakex").calls == 52 and kernel(narrow, "haswell").calls == 0
     for core in ("", "sapphirerapids"):  # one call: no two pieces of 408 rows
         assert kernel(narrow, core).split is None
         assert kernel(narrow, core).serial_why == ("400 rows: no pieces of 408 rows or more (7340032 multiply-adds, "
                                                    f"below which OpenBLAS's {core or 'unnamed'} kernels may sum "
                                                    "otherwise than one call)")
     # 64 x 128 @ 128 x 128: 1.05e6 multiply-adds take the packed path, pieces of 32 rows the small-matrix
-    # kernels: one call; with the right operand transposed (ResNet9's) pieces of more than 1200 outputs
-    # take the packed path too; 120 x 129 @ 129 x 64, 0.99e6, the small-matrix kernels whole and cut
+    # kernels: float64 one call, float32 two small-matrix calls (gemm_pieces.small_calls); with the right
+    # operand transposed (ResNet9's) pieces of more than 1200 outputs take the packed path too; 120 x 129
+    # @ 129 x 64, 0.99e6, the small-matrix kernels whole and cut
     small = text.replace("400", "64").replace("300", "128").replace("200", "128")
-    assert kernel(small, "skylakex").split is None
-    assert kernel(small, "skylakex").serial_why == ("64 rows: no pieces of 62 rows or more (below which OpenBLAS's "
-                                                    "skylakex kernels take their small-matrix path, the whole call "
-                                                    "the packed one)")
+    assert pieces(small, "skylakex") == "parallel over i0 in 2 pieces of 32, taken in turn (2 threads)"
+    assert kernel(small.replace("f32", "f64"), "skylakex").split is None
+    assert kernel(small.replace("f32", "f64"), "skylakex").serial_why == (
+        "64 rows: no pieces of 62 rows or more (below which OpenBLAS's skylakex kernels take their small-matrix "
+        "path, the whole call the packed one)")
     transposed = small.replace("%0 = matmul(%x, %w)",
                                "%t = transpose(%w, axes=(0, 1)) : f32[128,128]\n  %0 = matmul(%x, %t)")
     assert pieces(transposed, "skylakex") == "parallel over i0 in 2 pieces of 32, taken in turn (2 threads)"
