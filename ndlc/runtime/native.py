@@ -255,11 +255,12 @@ class NativeModule:
             return found
         return address
 
-    def entry(self, pointers):
+    def entry(self, pointers, counters):
         """A function of no arguments that runs the program on the pointer array at address
-        `pointers` (the runner reads the plan): the trampoline's builtin (runtime/trampoline.py), else
-        one ctypes call, its arguments bound once."""
-        return trampoline.entry(self.runner_address, pointers, *self.tables, self) or \
+        `pointers` (the runner reads the plan): the trampoline's builtin (runtime/trampoline.py),
+        which adds one to the i64 counts at the addresses `counters`, else one ctypes call, its
+        arguments bound once, which counts nothing."""
+        return trampoline.entry(self.runner_address, (pointers, *self.tables), counters, self) or \
             functools.partial(self.runner, pointers, *self.tables)
 
     @functools.cached_property

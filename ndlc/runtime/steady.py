@@ -22,7 +22,7 @@ class Slow(Exception):
 
 def build_steady(program, counter):
     """The steady function of `program` (one that ran once, so each output has a spare array);
-    `counter`: the one-item list the process's native calls are counted in."""
+    `counter`: the ctypes i64 the process's native calls are counted in (where a run counts them)."""
     inputs = [f"a{i}" for i in range(len(program.input_slots))]
     writer = SourceWriter({"rc": sys.getrefcount, "CALLS": counter, "program": program, "Slow": Slow})
     fallback = f"return {writer.const(program._run)}(arrays, True, {{}})"
@@ -94,8 +94,9 @@ def write_steady(writer, program, inputs, checked, counter):
         writer.line(f"{writer.const(libraries.single_threaded_blas)}({', '.join(runs)})")
     else:
         writer.line(f"{runs[0]}({', '.join(runs[1:])})")
-    writer.line("program.calls += 1")
-    writer.line("CALLS[0] += 1")
+    if not program.counts_itself:  # the trampoline counts its calls (runtime/trampoline.py)
+        writer.line(f"{writer.const(program.counted)}.value += 1")
+        writer.line("CALLS.value += 1")
     for line in copies:
         writer.line(line)
     for name, result in zip(result_names(program), results):

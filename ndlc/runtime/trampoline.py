@@ -4,14 +4,16 @@ call; here the call is a METH_NOARGS PyCFunction whose C function (`trampoline_m
 per machine like the team's library, runtime/pool.py) reads what it calls from the function's `self`.
 
 That `self` is a ctypes structure, `_Block`: the runner's address and its three arguments, the
-addresses of PyEval_SaveThread, PyEval_RestoreThread and Py_IncRef and None's, and the PyMethodDef
-of the function, which holds `self` and so keeps its own definition alive. The trampoline finds the
-block through the structure's data pointer, which sits OFFSET bytes into every ctypes object (read
-off a structure at load, not assumed), releases the GIL around the runner as ctypes does (other
-Python threads run meanwhile) and returns a new reference to None (not immortal before Python 3.12:
-Py_IncRef counts it). It calls nothing by name, so its code links and loads in any process; where it
-cannot be made (no ctypes.pythonapi, no data pointer found, no LLVM to compile it), `entry` answers
-None, logged once with the reason, and the program calls its runner through ctypes."""
+addresses of the program's and the process's counts of native calls, which it adds one to once it
+holds the GIL again (as Python code would count them), the addresses of PyEval_SaveThread,
+PyEval_RestoreThread and Py_IncRef and None's, and the PyMethodDef of the function, which holds
+`self` and so keeps its own definition alive. The trampoline finds the block through the
+structure's data pointer, as far into every ctypes object (`data_offset`: read off a structure,
+not assumed), releases the GIL around the runner as ctypes does (other Python threads run
+meanwhile) and returns a new reference to None (not immortal before Python 3.12: Py_IncRef counts
+it). It calls nothing by name, so its code links and loads in any process; where it cannot be made
+(no ctypes.pythonapi, no data pointer found, no LLVM to compile it), `entry` answers None, logged
+once with the reason, and the program calls its runner through ctypes."""
 import ctypes
 import functools
 import logging
@@ -23,7 +25,8 @@ log = logging.getLogger("ndlc.native")
 SYMBOL = "ndlc_trampoline"
 METH_NOARGS = 0x0004
 NAME = b"native_call"
-WORDS = ("runner", "pointers", "plan", "functions", "save", "restore", "incref", "none")  # the block's words
+WORDS = ("runner", "pointers", "plan", "functions", "count", "total", "save", "restore", "incref", "none")  # the
+# block's words: the runner and its arguments, the counts a call adds one to, the Python API's addresses
 
 _TEMPLATE = """define ptr @{symbol}(ptr %self, ptr %unused) {{
   %at = getelementptr inbounds i8, ptr %self, i64 {offset}
@@ -31,7 +34,7 @@ _TEMPLATE = """define ptr @{symbol}(ptr %self, ptr %unused) {{
 {loads}  %thread = call ptr %save()
   call void %runner(ptr %pointers, ptr %plan, ptr %functions)
   call void %restore(ptr %thread)
-  call void %incref(ptr %none)
+{counts}  call void %incref(ptr %none)
   ret ptr %none
 }}
 """
@@ -48,18 +51,21 @@ def trampoline_module(offset: int) -> str:
     """The LLVM IR of the trampoline for ctypes objects whose data pointer is `offset` bytes in."""
     loads = "".join(f"  %{word}.at = getelementptr inbounds ptr, ptr %block, i64 {i}\n"
                     f"  %{word} = load ptr, ptr %{word}.at, align 8\n" for i, word in enumerate(WORDS))
-    return _TEMPLATE.format(symbol=SYMBOL, offset=offset, loads=loads)
+    counts = "".join(f"  %{word}.was = load i64, ptr %{word}, align 8\n  %{word}.now = add i64 %{word}.was, 1\n"
+                     f"  store i64 %{word}.now, ptr %{word}, align 8\n" for word in ("count", "total"))
+    return _TEMPLATE.format(symbol=SYMBOL, offset=offset, loads=loads, counts=counts)
 
 
-def entry(runner: int, pointers: int, plan: int, functions: int, owner):
-    """A builtin function of no arguments that runs runner(pointers, plan, functions) with the GIL
-    released, holding `owner` (what keeps the runner's code and tables alive); None where the
-    trampoline cannot be made in this process (logged once)."""
+def entry(runner: int, arguments, counters, owner):
+    """A builtin function of no arguments that runs runner(*arguments) (three addresses) with the
+    GIL released, then adds one to each i64 at the addresses `counters` (the program's and the
+    process's native calls: no Python code counts them), holding `owner` (what keeps the runner's
+    code and tables alive); None where the trampoline cannot be made in this process (logged once)."""
     made = _made()
     if made is None:
         return None
     address, python, holder = made
-    block = _Block(runner, pointers, plan, functions, *python, NAME, address, METH_NOARGS, None)
+    block = _Block(runner, *arguments, *counters, *python, NAME, address, METH_NOARGS, None)
     block.owners = (owner, holder)
     return ctypes.pythonapi.PyCFunction_NewEx(ctypes.addressof(block) + _Block.ml_name.offset, block, None)
 

@@ -16,7 +16,7 @@ import pytest
 import ndlc as ndl
 from ndlc.ir import parse
 from ndlc.jit.compile import compile_graph
-from ndlc.runtime import machine, shared, trampoline
+from ndlc.runtime import machine, native_calls, shared, trampoline
 
 GRAPH = """
 graph @mlp(%x: f32[32,64], %w: f32[64,16], %b: f32[16]) {
@@ -75,6 +75,25 @@ def test_where_the_trampoline_cannot_be_made_programs_call_ctypes_and_say_why(mo
     assert not trampoline.used(program.native_call) and isinstance(program.native_call, functools.partial)
     for got, want in zip(program.run(*inputs()), reference(*inputs())):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _counted(program)
+    assert ".value += 1" in program.steady.source, "counted in Python where ctypes calls"
+
+
+def _counted(program):
+    """A full run and steady runs each count one native call, of the program and of the process."""
+    before, calls, arrays = native_calls(), program.calls, inputs()
+    program.run(*arrays)
+    for _ in range(3):
+        program.steady(*arrays)
+    assert (program.calls - calls, native_calls() - before) == (4, 4)
+    assert "steady_mlp" in program.steady.source
+
+
+def test_the_trampoline_counts_the_calls_it_makes():
+    program = compile_graph(parse(GRAPH), cached=False)
+    assert trampoline.used(program.native_call) and program.counts_itself
+    _counted(program)
+    assert ".value += 1" not in program.steady.source, "no Python code counts"
 
 
 def test_without_a_linker_the_trampoline_runs_from_mcjit(monkeypatch, remade):
