@@ -128,7 +128,9 @@ class Program:
         self.counted = ctypes.c_int64(0)  # the native calls of this program (`calls`)
         self.native_call = self.native.entry(self.table, [ctypes.addressof(c) for c in (self.counted, _native_calls)])
         self.counts_itself = trampoline.used(self.native_call)  # else a run adds to both counts
-        self.steady_table = False  # whether the table holds the state and reused outputs' pointers of a steady run
+        # whether the table holds a steady run's pointers: the states', the reused outputs' and each
+        # other output's newest spare array's (steady.py)
+        self.steady_table = False
         # output name -> [(array, address)] of the last two runs' arrays for it, newest first (_unreferenced)
         self.spare = {name: [] for name in kernels.outputs}
         self.lock = threading.Lock()

@@ -79,9 +79,9 @@ def write_steady(writer, program, inputs, checked, counter):
             writer.line(f"{o} = {writer.const(program.reused[name])}")
             fixed.append(f"{pointers}[{slot}] = {program.reused_addresses[name]}")
         else:
-            _spare(writer, program.spare[name], o, f"{pointers}[{slot}]")
+            fixed.append(_spare(writer, program.spare[name], o, f"{pointers}[{slot}]"))
     results, copies = _results(writer, program, inputs, arrays)
-    if fixed:  # the same in every steady run while the inputs stay bound: written after a full run
+    if fixed:  # the same in every steady run while the inputs stay bound and no spare switches: after a full run
         writer.line("if not program.steady_table:")
         for line in fixed + ["program.steady_table = True"]:
             writer.line(f"    {line}")
@@ -129,12 +129,15 @@ def _results(writer, program, inputs, arrays):
 
 def _spare(writer, spare, o, pointer):
     """`o`: the newest of an output's two spare arrays that nothing else references (the other
-    first when it is the one free, as Program._unreferenced orders them)."""
+    first when it is the one free, as Program._unreferenced orders them), its address written to
+    the table where that switched it; the line writing the newest's (after a full run, which may
+    have written another)."""
     s = writer.const(spare)
-    writer.line(f"e = {s}[0]; {o} = e[0]")
+    writer.line(f"{o} = {s}[0][0]")
     writer.line(f"if not ({_SPARE_FREE.format(x=o)}):")
     writer.line(f"    if len({s}) < 2: raise Slow")
     writer.line(f"    e = {s}[1]; {o} = e[0]")
     writer.line(f"    if not ({_SPARE_FREE.format(x=o)}): raise Slow")
     writer.line(f"    {s}.reverse()")
-    writer.line(f"{pointer} = e[1]")
+    writer.line(f"    {pointer} = e[1]")
+    return f"{pointer} = {s}[0][1]"
