@@ -19,6 +19,7 @@ import functools
 import logging
 import platform
 
+from ..errors import NdlcError
 from . import cache, machine, shared
 
 log = logging.getLogger("ndlc.native")
@@ -119,16 +120,24 @@ def _loaded(text):
     path = found and machine.library_path(found[1])
     if path is None:
         import llvmlite.binding as llvm
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic", codemodel="small")
-        module = llvm.parse_assembly(text)
-        module.verify()
-        digest = shared.link([tm.emit_object(module)])
+        from .native import _FORKING  # no compiling worker forked while LLVM runs here (native._built)
+        with _FORKING:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic",
+                                                                                          codemodel="small")
+            module = llvm.parse_assembly(text)
+            module.verify()
+            obj = tm.emit_object(module)
+        digest = shared.link([obj])
         if digest is None:
-            engine = llvm.create_mcjit_compiler(module, tm)
-            engine.finalize_object()
-            return engine.get_function_address(SYMBOL) or None, engine
+            with _FORKING:
+                engine = llvm.create_mcjit_compiler(module, tm)
+                engine.finalize_object()
+                address = engine.get_function_address(SYMBOL)
+            if not address:
+                raise NdlcError(f"MCJIT has no function {SYMBOL}")
+            return address, engine
         machine.keep_library(digest)
         machine.store(key, b"", digest, ".lib")
         path = cache.library_path(digest)
