@@ -260,7 +260,7 @@ class NativeModule:
         `pointers` (the runner reads the plan): the trampoline's builtin (runtime/trampoline.py),
         which adds one to the i64 counts at the addresses `counters`, else one ctypes call, its
         arguments bound once, which counts nothing."""
-        return trampoline.entry(self.runner_address, (pointers, *self.tables), counters, self) or \
+        return trampoline.entry(self.runner_address, (pointers, *self.tables), counters, self, _FORKING) or \
             functools.partial(self.runner, pointers, *self.tables)
 
     @functools.cached_property

@@ -57,12 +57,14 @@ def trampoline_module(offset: int) -> str:
     return _TEMPLATE.format(symbol=SYMBOL, offset=offset, loads=loads, counts=counts)
 
 
-def entry(runner: int, arguments, counters, owner):
+def entry(runner: int, arguments, counters, owner, forking):
     """A builtin function of no arguments that runs runner(*arguments) (three addresses) with the
     GIL released, then adds one to each i64 at the addresses `counters` (the program's and the
     process's native calls: no Python code counts them), holding `owner` (what keeps the runner's
-    code and tables alive); None where the trampoline cannot be made in this process (logged once)."""
-    made = _made()
+    code and tables alive); None where the trampoline cannot be made in this process (logged once).
+    `forking`: the lock held around every use of LLVM (native._FORKING: a builder forked meanwhile
+    would inherit llvmlite's lock held)."""
+    made = _made(forking)
     if made is None:
         return None
     address, python, holder = made
@@ -77,7 +79,7 @@ def used(function) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _made():
+def _made(forking):
     """(the trampoline's address, the Python API's addresses WORDS ends with, the library or engine
     holding the code), or None (logged) where it cannot be made here."""
     try:
@@ -95,7 +97,7 @@ def _made():
                  "are called through ctypes")
         return None
     try:
-        address, holder = _loaded(trampoline_module(offset))
+        address, holder = _loaded(trampoline_module(offset), forking)
     except Exception as e:  # noqa: BLE001 (no LLVM, or its code does not load: ctypes still works)
         log.info("no native call trampoline (%s: %s): programs are called through ctypes", type(e).__name__, e)
         return None
@@ -112,7 +114,7 @@ def data_offset():
     return 8 * found[0] if found else None
 
 
-def _loaded(text):
+def _loaded(text, forking):
     """(the trampoline's address, the library or engine holding it): its shared library, linked once
     per machine (runtime/machine.py), else an MCJIT engine of it where there is no linker."""
     key = cache.cache_key("trampoline", text, platform.machine(), machine.versions())
@@ -120,8 +122,7 @@ def _loaded(text):
     path = found and machine.library_path(found[1])
     if path is None:
         import llvmlite.binding as llvm
-        from .native import _FORKING  # no compiling worker forked while LLVM runs here (native._built)
-        with _FORKING:
+        with forking:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
             tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic",
@@ -131,7 +132,7 @@ def _loaded(text):
             obj = tm.emit_object(module)
         digest = shared.link([obj])
         if digest is None:
-            with _FORKING:
+            with forking:
                 engine = llvm.create_mcjit_compiler(module, tm)
                 engine.finalize_object()
                 address = engine.get_function_address(SYMBOL)
