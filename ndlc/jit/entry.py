@@ -30,7 +30,7 @@ from ..frontend import tensor as tensor_module
 from ..frontend.tensor import Tensor
 from ..runtime import program as program_module
 from ..runtime.generated import SourceWriter
-from ..runtime.steady import Slow, write_steady
+from ..runtime.steady import Slow, result_names, write_steady
 from .capture import Hyperparameter
 from .guards import same_bytes, same_parts, unchanged
 from .reads import CONTAINER_LIMIT, SETTINGS, STATEFUL, global_names, is_plain_object, ordered_names, referenced_leaves
@@ -71,13 +71,14 @@ def build_entry(compiled, specialisation, count):
         numbers.append(writer.const(array))
         writer.line(f"{numbers[-1]}[()] = {writer.const(h)}.value()")
     _steady(writer, specialisation.program, batch + numbers + state, len(batch))
+    results = result_names(specialisation.program)  # the names the run's results are in
     if captured.computed_bounds:
-        writer.line(f"{writer.const(captured)}.check_computed(results)")
-    _write_back(writer, captured, specialisation.num_outputs, state)
+        writer.line(f"{writer.const(captured)}.check_computed([{', '.join(results)}])")
+    _write_back(writer, captured, results[specialisation.num_outputs:], state)
     if captured.gradients:  # CapturedStep.drop_gradients
         writer.line(f"for t in {writer.const(captured.gradients)}: t.grad = None")
     types = [writer.const(value.type) for value in captured.graph.outputs[:captured.returned]]  # the step's results'
-    wrapped = [f"LEAF(Tensor, results[{i}], {t}, False)" for i, t in enumerate(types)]
+    wrapped = [f"LEAF(Tensor, {r}, {t}, False)" for r, t in zip(results, types)]
     sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
     writer.line(f"return ({sequence})" if captured.returns_sequence else f"return {wrapped[0]}")
     return writer.function(f"entry_{captured.graph.name}", "args, kwargs")
@@ -114,7 +115,8 @@ def _steady(writer, program, inputs, checked):
     write_steady(writer, program, inputs, range(checked), program_module._native_calls)
     writer.indent = 1
     writer.line("except Slow:")
-    writer.line(f"    results = program._run(({''.join(a + ', ' for a in inputs)}), True, {{}})")
+    arrays = "".join(a + ", " for a in inputs)
+    writer.line(f"    [{', '.join(result_names(program))}] = program._run(({arrays}), True, {{}})")
 
 
 def _arguments(writer, types) -> list:
@@ -271,13 +273,13 @@ def _state(writer, captured) -> list:
     return names
 
 
-def _write_back(writer, captured, num_outputs, state):
-    """The state updates not written in place stored into their tensors (CapturedStep.write_back)."""
+def _write_back(writer, captured, updated, state):
+    """The state updates not written in place (`updated`: the names of the new values, in the
+    order of the graph's updates) stored into their tensors (CapturedStep.write_back)."""
     positions = {value: i for i, value in enumerate(captured.state_inputs)}
-    moved = [f"results[{num_outputs + j}] is not {state[positions[value]]}"
-             for j, value in enumerate(captured.graph.updates)]
+    moved = [f"{new} is not {state[positions[value]]}" for new, value in zip(updated, captured.graph.updates)]
     if moved:
         updates = writer.const(list(captured.graph.updates))
         writer.line(f"if {' or '.join(moved)}:")
-        writer.line(f"    {writer.const(captured)}.write_back(dict(zip({updates}, results[{num_outputs}:])), "
+        writer.line(f"    {writer.const(captured)}.write_back(dict(zip({updates}, [{', '.join(updated)}])), "
                     f"[{', '.join(state)}])")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import NdlcError
 from ..codegen.kernel_key import FINGERPRINT
-from . import builders, cache, host, libraries, machine, pool, shared, shares
+from . import builders, cache, host, libraries, machine, pool, shared, shares, trampoline
 
 log = logging.getLogger("ndlc.native")
 _compilations = 0
@@ -233,7 +233,8 @@ class NativeModule:
         addresses = {symbol: address(symbol) for symbol in dict.fromkeys(calls)}
         self.plan = np.array(plan, np.int64)
         self.functions = np.array([addresses[symbol] for symbol in calls] or [0], np.int64)
-        self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(address(entry))
+        self.runner_address = address(entry)
+        self.runner = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(self.runner_address)
         self.tables = (self.plan.ctypes.data, self.functions.ctypes.data)  # numpy's ctypes.data: 1.7 us each
 
     def _mcjit(self):
@@ -254,10 +255,13 @@ class NativeModule:
             return found
         return address
 
-    def entry(self, pointers):
+    def entry(self, pointers, counters):
         """A function of no arguments that runs the program on the pointer array at address
-        `pointers` (the runner reads the plan): one ctypes call, its arguments bound once."""
-        return functools.partial(self.runner, pointers, *self.tables)
+        `pointers` (the runner reads the plan): the trampoline's builtin (runtime/trampoline.py),
+        which adds one to the i64 counts at the addresses `counters`, else one ctypes call, its
+        arguments bound once, which counts nothing."""
+        return trampoline.entry(self.runner_address, (pointers, *self.tables), counters, self, _FORKING) or \
+            functools.partial(self.runner, pointers, *self.tables)
 
     @functools.cached_property
     def modules(self) -> list:

@@ -13,7 +13,7 @@ from ..errors import NdlcError, ShapeError
 from ..ir.kernel import ENTRY, BufferKind
 from ..ir.parser import parse
 from ..ir.types import TensorType, numpy_dtype
-from . import libraries
+from . import libraries, trampoline
 from .check import check_program, kernel_sources
 from .native import NativeModule
 from .steady import build_steady
@@ -27,12 +27,12 @@ class BoundsError(NdlcError, IndexError):
     buffer: the message names the kernel, the buffer, the graph nodes and the user's lines."""
 
 
-_native_calls = [0]  # one item, which the generated steady runs (steady.py) add to as well
+_native_calls = ctypes.c_int64(0)  # counted by the native call's trampoline, else by the run (steady.py too)
 
 
 def native_calls() -> int:
     """How many native entry-point calls this process made (a test proves one per run)."""
-    return _native_calls[0]
+    return _native_calls.value
 
 
 def address(array: np.ndarray) -> int:
@@ -125,9 +125,12 @@ class Program:
         self.views = {i: tuple(shape) for i, (name, shape) in enumerate(zip(kernels.outputs[:split], shapes or ()))
                       if tuple(shape) != kernels.buffers[name].shape}
         self.table = ctypes.addressof(self.pointers)
-        self.native_call = self.native.entry(self.table)
-        self.calls = 0
-        self.steady_table = False  # whether the table holds the state and reused outputs' pointers of a steady run
+        self.counted = ctypes.c_int64(0)  # the native calls of this program (`calls`)
+        self.native_call = self.native.entry(self.table, [ctypes.addressof(c) for c in (self.counted, _native_calls)])
+        self.counts_itself = trampoline.used(self.native_call)  # else a run adds to both counts
+        # whether the table holds a steady run's pointers: the states', the reused outputs' and each
+        # other output's newest spare array's (steady.py)
+        self.steady_table = False
         # output name -> [(array, address)] of the last two runs' arrays for it, newest first (_unreferenced)
         self.spare = {name: [] for name in kernels.outputs}
         self.lock = threading.Lock()
@@ -155,6 +158,11 @@ class Program:
             arrays[name] = np.ndarray(buffer.shape, dtypes[buffer.dtype], arena, offset)
             self.pointers[self.slots[name]] = base + offset
         return arrays
+
+    @property
+    def calls(self) -> int:
+        """How many native calls ran this program."""
+        return self.counted.value
 
     @property
     def source(self):
@@ -206,8 +214,9 @@ class Program:
             self.kernel_cycles += np.diff(self.stamps)
         if self.violation is not None and self.violation[0]:
             raise BoundsError(self._violation())
-        self.calls += 1
-        _native_calls[0] += 1
+        if not self.counts_itself:
+            self.counted.value += 1
+            _native_calls.value += 1
         for name, array in into.items():
             if outputs[name] is not array:
                 np.copyto(array, outputs[name])

@@ -22,7 +22,7 @@ class Slow(Exception):
 
 def build_steady(program, counter):
     """The steady function of `program` (one that ran once, so each output has a spare array);
-    `counter`: the one-item list the process's native calls are counted in."""
+    `counter`: the ctypes i64 the process's native calls are counted in (where a run counts them)."""
     inputs = [f"a{i}" for i in range(len(program.input_slots))]
     writer = SourceWriter({"rc": sys.getrefcount, "CALLS": counter, "program": program, "Slow": Slow})
     fallback = f"return {writer.const(program._run)}(arrays, True, {{}})"
@@ -37,15 +37,22 @@ def build_steady(program, counter):
     writer.indent = 2
     writer.line("except Slow:")
     writer.line(f"    {fallback}")
-    writer.line("return results")
+    writer.line(f"return [{', '.join(result_names(program))}]")
     return writer.function(f"steady_{program.kernels.name}", "*arrays")
 
 
+def result_names(program) -> list:
+    """The names write_steady's lines give the items of what program.run returns: each a local
+    of its own (a list built and indexed cost 0.05 us of a tiny call)."""
+    return [f"r{i}" for i in range(len(program.kernels.outputs))]
+
+
 def write_steady(writer, program, inputs, checked, counter):
-    """Lines that set `results` to what program.run(*inputs, update_state=True) returns, or raise
-    Slow before the native call where `_run` must decide. `inputs`: the names of the input arrays;
-    `checked`: the positions among them whose shape and dtype the caller checked already. The caller
-    holds `program.lock` and names `rc`, `CALLS` (`counter`), `program` and `Slow`."""
+    """Lines that set `result_names(program)` to the items of what program.run(*inputs,
+    update_state=True) returns, or raise Slow before the native call where `_run` must decide.
+    `inputs`: the names of the input arrays; `checked`: the positions among them whose shape and
+    dtype the caller checked already. The caller holds `program.lock` and names `rc`, `CALLS`
+    (`counter`), `program` and `Slow`."""
     kernels = program.kernels
     if program.stamps is not None or program.violation is not None:  # profiles and bounds checks: run reads them
         writer.line("raise Slow")
@@ -72,9 +79,9 @@ def write_steady(writer, program, inputs, checked, counter):
             writer.line(f"{o} = {writer.const(program.reused[name])}")
             fixed.append(f"{pointers}[{slot}] = {program.reused_addresses[name]}")
         else:
-            _spare(writer, program.spare[name], o, f"{pointers}[{slot}]")
+            fixed.append(_spare(writer, program.spare[name], o, f"{pointers}[{slot}]"))
     results, copies = _results(writer, program, inputs, arrays)
-    if fixed:  # the same in every steady run while the inputs stay bound: written after a full run
+    if fixed:  # the same in every steady run while the inputs stay bound and no spare switches: after a full run
         writer.line("if not program.steady_table:")
         for line in fixed + ["program.steady_table = True"]:
             writer.line(f"    {line}")
@@ -87,11 +94,13 @@ def write_steady(writer, program, inputs, checked, counter):
         writer.line(f"{writer.const(libraries.single_threaded_blas)}({', '.join(runs)})")
     else:
         writer.line(f"{runs[0]}({', '.join(runs[1:])})")
-    writer.line("program.calls += 1")
-    writer.line("CALLS[0] += 1")
+    if not program.counts_itself:  # the trampoline counts its calls (runtime/trampoline.py)
+        writer.line(f"{writer.const(program.counted)}.value += 1")
+        writer.line("CALLS.value += 1")
     for line in copies:
         writer.line(line)
-    writer.line(f"results = [{', '.join(results)}]")
+    for name, result in zip(result_names(program), results):
+        writer.line(f"{name} = {result}")
 
 
 def _results(writer, program, inputs, arrays):
@@ -120,12 +129,15 @@ def _results(writer, program, inputs, arrays):
 
 def _spare(writer, spare, o, pointer):
     """`o`: the newest of an output's two spare arrays that nothing else references (the other
-    first when it is the one free, as Program._unreferenced orders them)."""
+    first when it is the one free, as Program._unreferenced orders them), its address written to
+    the table where that switched it; the line writing the newest's (after a full run, which may
+    have written another)."""
     s = writer.const(spare)
-    writer.line(f"e = {s}[0]; {o} = e[0]")
+    writer.line(f"{o} = {s}[0][0]")
     writer.line(f"if not ({_SPARE_FREE.format(x=o)}):")
     writer.line(f"    if len({s}) < 2: raise Slow")
     writer.line(f"    e = {s}[1]; {o} = e[0]")
     writer.line(f"    if not ({_SPARE_FREE.format(x=o)}): raise Slow")
     writer.line(f"    {s}.reverse()")
-    writer.line(f"{pointer} = e[1]")
+    writer.line(f"    {pointer} = e[1]")
+    return f"{pointer} = {s}[0][1]"

@@ -64,13 +64,16 @@ def test_a_warm_start_in_a_new_process_imports_no_llvmlite_binding(cache):
               f"program = compile_graph(parse({GRAPH!r}))\n"
               "rng = np.random.default_rng(1)\n"
               "args = [rng.standard_normal(s).astype(np.float32) for s in [(64, 32), (32, 16), (16,)]]\n"
-              "print(program.native.loader, 'llvmlite.binding' in sys.modules, program.run(*args)[1][:3].tolist())\n")
+              "from ndlc.runtime.trampoline import used\n"
+              "print(used(program.native_call), program.native.loader, 'llvmlite.binding' in sys.modules, "
+              "program.run(*args)[1][:3].tolist())\n")
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
             for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
-    cold, warm = runs[0].stdout.strip().split(" ", 2), runs[1].stdout.strip().split(" ", 3)
-    assert cold[:2] == ["MCJIT", "True"] and warm[:3] == ["shared", "library", "False"]
-    assert cold[2] == warm[3], "the same results"
+    cold, warm = runs[0].stdout.strip().split(" ", 3), runs[1].stdout.strip().split(" ", 4)
+    assert cold[:3] == ["True", "MCJIT", "True"] and warm[:4] == ["True", "shared", "library", "False"], \
+        "called through the trampoline, loaded from its library in the warm start"
+    assert cold[3] == warm[4], "the same results"
 
 
 def test_without_a_linker_programs_load_with_mcjit(cache, monkeypatch, caplog):
