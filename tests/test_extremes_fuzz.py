@@ -115,8 +115,6 @@ def op_bound(op, inputs, attrs):
     that sum products, the largest operand for logsumexp's kind, else 0 (nothing is summed)."""
     if op not in SUMS:
         return 0.0
-    if op == "conv" and attrs["padding"] and not np.isfinite(inputs[1]).all():
-        return np.where(padded_windows(inputs, attrs), np.inf, _sums(op, inputs, attrs))
     if op in ("logsumexp", "logsoftmax"):
         return float(magnitudes(inputs[0]).max(initial=0.0))
     return _sums(op, inputs, attrs)
@@ -126,14 +124,6 @@ def _sums(op, inputs, attrs):
     """op of its operands' magnitudes, in float64."""
     bounded = [ndl.Tensor(magnitudes(x), dtype="float64") if x.dtype.kind == "f" else ndl.Tensor(x) for x in inputs]
     return quietly(lambda: apply(op, *bounded, **attrs).numpy())
-
-
-def padded_windows(inputs, attrs):
-    """The outputs of a conv whose windows cross its zero padding. ARCHITECTURE.md (conv nests in
-    register tiles): the taps that read only padding are not added, so an infinite or NaN weight
-    that meets the padding makes the eager sum NaN (0·inf) and the compiled one, on that path, not."""
-    x, w = (np.ones(a.shape) for a in inputs)
-    return _sums("conv", [x, w], attrs) < w[..., 0].size
 
 
 def run_op(data):
