@@ -20,7 +20,7 @@ _GENERATOR = ("codegen/llvm.py", "codegen/llvm_guards.py", "codegen/llvm_lanes.p
               "codegen/llvm_partials.py", "codegen/llvm_chunks.py",
               "codegen/llvm_rows.py", "codegen/llvm_scalar.py", "codegen/llvm_vector.py", "codegen/llvm_calls.py",
               "codegen/llvm_scatter.py",
-              "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/kernel_key.py",
+              "codegen/llvm_stream.py", "codegen/llvm_text.py", "codegen/mathlib.py", "codegen/mathlib_parts.py", "codegen/kernel_key.py",
               "ir/kernel.py", "ir/kernel_leaves.py", "ir/streams.py", "ir/indexing.py", "ir/scalar.py", "ir/rules.py",
               "ir/short_rows.py", "ir/tiles.py", "ir/types.py")
 

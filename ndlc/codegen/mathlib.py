@@ -2,7 +2,8 @@
 a polynomial, exponent arithmetic on the bits), so loops calling them still vectorise: no libm
 call sits in a hot loop. float32 is computed natively (error a few ulp); sin, cos and pow of
 float32 go through float64 for simplicity. sin and cos of arguments past 2**20 (Payne-Hanek, from a
-constant table of 2/pi's bits) are a separate cold function, which vectors call only when needed. Taylor coefficients, evaluated by Horner's rule, with a
+constant table of 2/pi's bits) are a separate cold function, which vectors call only when needed; float64's
+within an ulp (its reduced argument a double-double, mathlib_parts.py). Taylor coefficients, by Horner's rule, with a
 degree chosen so the truncation error is below the type's rounding error on the reduced range.
 Each works on scalars and, lane by lane with the same instructions, on vectors of them
 (codegen/llvm_lanes.py). Where the target has fused multiply-adds (a `Builder`'s `fused`), the
@@ -18,6 +19,7 @@ import struct
 from llvmlite import ir
 
 from .llvm_text import FunctionText, function_text, uniquely_named
+from .mathlib_parts import chunk as _chunk, dekker_error, two_sum as _two_sum
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I32, I64 = ir.IntType(32), ir.IntType(64)
@@ -128,6 +130,11 @@ def _muladd(b, x, y, z):
     if b.fused:
         return intrinsic(b, "llvm.fma", x, y, z)
     return b.fadd(z, b.fmul(x, y, flags=["contract"]), flags=["contract"])
+
+
+def _product_error(b, x, y, p):
+    """x·y - p exactly, p = x·y rounded: an fma where the target fuses, else Dekker's (the same bits)."""
+    return _muladd(b, x, y, b.fneg(p)) if b.fused else dekker_error(b, x, y, p)
 
 
 def _horner(b, x, coeffs):
@@ -270,41 +277,7 @@ def _in_f64(fn):
     return wrapped
 
 
-def _two_over_pi_chunks(count):
-    """2/pi's first 24·count bits after the point, 24 at a time, as integral floats after four zero
-    chunks (its integer part and the places above): pi by Machin's formula in integers."""
-    bits = 24 * count + 64  # 64 guard bits absorb the truncated terms
-
-    def arctan_inverse(n):  # arctan(1/n) * 2**bits
-        total, power, k = 0, (1 << bits) // n, 0
-        while power:
-            total += (-1) ** k * (power // (2 * k + 1))
-            power, k = power // (n * n), k + 1
-        return total
-    fraction = (2 << (2 * bits)) // (16 * arctan_inverse(5) - 4 * arctan_inverse(239))  # 2/pi * 2**bits
-    return [0.0] * 4 + [float((fraction >> (bits - 24 * (j + 1))) & 0xFFFFFF) for j in range(count)]
-
-
-_CHUNKS = _two_over_pi_chunks(49)  # float64's largest exponent reads chunks up to index 52
-_TABLE = "ndlc.two_over_pi"
 LARGE = 2.0 ** 20  # from here the Cody-Waite reduction's k times pi/2's parts loses bits
-
-
-def _chunk(b, index):
-    """_CHUNKS[index], index an integer (vector) in range: loads from the module's constant table (a
-    function reading it reads no memory that ever changes, so it stays `readnone`)."""
-    table = b.module.globals.get(_TABLE)
-    if table is None:
-        table = ir.GlobalVariable(b.module, ir.ArrayType(F64, len(_CHUNKS)), _TABLE)
-        table.global_constant, table.linkage = True, "internal"
-        table.initializer = ir.Constant(table.value_type, _CHUNKS)
-    if not isinstance(index.type, ir.VectorType):
-        return b.load(b.gep(table, [const(I64, 0), index], inbounds=True), typ=F64)
-    lanes = ir.Constant(ir.VectorType(F64, index.type.count), ir.Undefined)
-    for lane in range(index.type.count):
-        at = b.gep(table, [const(I64, 0), b.extract_element(index, const(I32, lane))], inbounds=True)
-        lanes = b.insert_element(lanes, b.load(at, typ=F64), const(I32, lane))
-    return lanes
 
 
 def _reduce_large(b, x, narrow):
@@ -338,31 +311,67 @@ def _reduce_large(b, x, narrow):
     top = b.fsub(top, b.fmul(intrinsic(b, "llvm.floor", b.fmul(top, const(ty, 0.25))), const(ty, 4.0)))
     fraction = b.fadd(top, b.fmul(sums[1], b.fmul(scale, const(ty, 2.0 ** -24))))  # exact: 49 bits at most
     k = intrinsic(b, "llvm.rint", fraction)
-    fraction = b.fsub(fraction, k)
+    fraction, tail = b.fsub(fraction, k), const(ty, 0.0)  # exact; then the columns' sums from the top (a
+    # fraction near 0 cancels exactly), each rounding's error carried where float64's r + r_lo is wanted
     for m in range(2, columns):
-        fraction = b.fadd(fraction, b.fmul(sums[m], b.fmul(scale, const(ty, 2.0 ** (-24 * m)))))
-    r = _muladd(b, fraction, const(ty, math.pi / 2), b.fmul(fraction, const(ty, 6.123233995736766e-17)))
+        term = b.fmul(sums[m], b.fmul(scale, const(ty, 2.0 ** (-24 * m))))
+        if narrow:
+            fraction = b.fadd(fraction, term)
+        else:
+            fraction, error = _two_sum(b, fraction, term)
+            tail = b.fadd(tail, error)
     negative = b.fcmp_ordered("<", x, const(ty, 0.0))
-    k = b.fptosi(k, ity)
-    return b.select(negative, b.fneg(r), r), b.select(negative, b.neg(k), k)
+    k = b.select(negative, b.neg(b.fptosi(k, ity)), b.fptosi(k, ity))
+    if narrow:  # a float32's sin: r's last bits do not reach its rounding
+        r = _muladd(b, fraction, const(ty, math.pi / 2), b.fmul(fraction, const(ty, 6.123233995736766e-17)))
+        return b.select(negative, b.fneg(r), r), None, k
+    r = b.fmul(fraction, const(ty, math.pi / 2))  # r + r_lo = (fraction + tail)·pi/2, the product's error by an fma
+    low = b.fadd(_muladd(b, fraction, const(ty, 6.123233995736766e-17), b.fmul(tail, const(ty, math.pi / 2))),
+                 _product_error(b, fraction, const(ty, math.pi / 2), r))
+    return b.select(negative, b.fneg(r), r), b.select(negative, b.fneg(low), low), k
 
 
-def _reduce_small(b, x):
-    """(r, k) with x = k pi/2 + r for |x| < LARGE (Cody-Waite: pi/2 in three parts, k times each exact)."""
+
+def _reduce_small(b, x, narrow):
+    """(r, r_lo, k), x = k pi/2 + r + r_lo, |x| < LARGE (Cody-Waite: pi/2 in three parts, k times each
+    exact; r + r_lo a double-double), r_lo None where `narrow` (a float32's: r alone, a fifth faster)."""
     ty = x.type
     k = intrinsic(b, "llvm.rint", b.fmul(x, const(ty, 2 / math.pi)))
-    r = b.fsub(x, b.fmul(k, const(ty, 1.57079632673412561417e+00)))
-    r = b.fsub(r, b.fmul(k, const(ty, 6.07710050630396597660e-11)))
-    r = b.fsub(r, b.fmul(k, const(ty, 2.02226624879595063154e-21)))
-    return r, b.fptosi(k, shaped(I64, ty))
+    if narrow:
+        r = b.fsub(x, b.fmul(k, const(ty, 1.57079632673412561417e+00)))
+        r = b.fsub(r, b.fmul(k, const(ty, 6.07710050630396597660e-11)))
+        r = b.fsub(r, b.fmul(k, const(ty, 2.02226624879595063154e-21)))
+        return r, None, b.fptosi(k, shaped(I64, ty))
+    r, low = _two_sum(b, b.fsub(x, b.fmul(k, const(ty, 1.57079632673412561417e+00))),
+                      b.fneg(b.fmul(k, const(ty, 6.07710050630396597660e-11))))
+    low = b.fsub(low, b.fmul(k, const(ty, 2.02226624879595063154e-21)))
+    return r, low, b.fptosi(k, shaped(I64, ty))
 
 
-def _quadrants(b, r, k, quarter_turns):
-    """sin(r + (k + quarter_turns) pi/2), |r| <= pi/4: sin or cos of r by its Taylor polynomial, signed."""
-    ty, ity = r.type, k.type
+def _quadrants(b, r, low, k, quarter_turns):
+    """sin(r + low + (k + quarter_turns) pi/2), |r| <= pi/4: Taylor polynomials, their leading terms
+    added last (r; 1 - r²/2, its rounding and r²'s carried), low by the derivative: within an ulp."""
+    ty = r.type
     z = b.fmul(r, r)
-    sin_r = b.fmul(r, _horner(b, z, [(-1) ** i / math.factorial(2 * i + 1) for i in range(8)]))
-    cos_r = _horner(b, z, [(-1) ** i / math.factorial(2 * i) for i in range(9)])
+    if low is None:  # a float32's: r times its polynomial, 1 + r² times another
+        sin_r = b.fmul(r, _horner(b, z, [(-1) ** i / math.factorial(2 * i + 1) for i in range(8)]))
+        cos_r = _horner(b, z, [(-1) ** i / math.factorial(2 * i) for i in range(9)])
+        return _signed(b, sin_r, cos_r, k, quarter_turns)
+    z_low = _product_error(b, r, r, z)  # r² = z + z_low
+    half = b.fmul(z, const(ty, 0.5))
+    w = b.fsub(const(ty, 1.0), half)
+    sin_tail = _muladd(b, b.fmul(r, z), _horner(b, z, [(-1) ** i / math.factorial(2 * i + 1) for i in range(1, 8)]),
+                       b.fmul(low, w))
+    sin_r = b.fadd(r, sin_tail)
+    cos_tail = _muladd(b, b.fmul(z, z), _horner(b, z, [(-1) ** i / math.factorial(2 * i) for i in range(2, 9)]),
+                       b.fsub(b.fsub(b.fsub(const(ty, 1.0), w), half), _muladd(b, r, low, b.fmul(z_low, const(ty, 0.5)))))
+    cos_r = b.fadd(w, cos_tail)
+    return _signed(b, sin_r, cos_r, k, quarter_turns)
+
+
+def _signed(b, sin_r, cos_r, k, quarter_turns):
+    """sin(r + (k + quarter_turns) pi/2) from sin r and cos r: the quadrant's choice and sign."""
+    ty, ity = sin_r.type, k.type
     q = b.and_(b.add(k, const(ity, quarter_turns)), const(ity, 3))
     value = b.select(b.trunc(q, shaped(ir.IntType(1), ty)), cos_r, sin_r)
     negative = b.icmp_unsigned(">=", q, const(ity, 2))
@@ -392,7 +401,7 @@ def _sincos(b, x, quarter_turns, narrow):
     a select of the non-finite lanes was: 13% faster than before); on scalars always, inlined
     (straight-line, so a loop calling it still vectorises)."""
     ty = x.type
-    value = _quadrants(b, *_reduce_small(b, x), quarter_turns)  # poison where x is large, inf or NaN
+    value = _quadrants(b, *_reduce_small(b, x, narrow), quarter_turns)  # poison where x is large, inf or NaN
     name = f"_{'cos' if quarter_turns else 'sin'}_large{24 if narrow else 53}"
     if not isinstance(ty, ir.VectorType):
         return call(b, name, [x, value], True, b.fused, b.scalef)

@@ -7,12 +7,15 @@ in one pass instead, k being x at the first inner point (its first row or elemen
 as PyTorch's CPU kernels do), and derives Σx = Σd + n·k and Σ(x - m)² = max(Σd² - (Σd)²/n, 0).
 With a shift drawn from the data, (m - k)² is of the order of the variance, so the cancellation
 costs a few bits, not the mean's magnitude (a large mean over a small variance stays accurate).
-The squares are summed scaled by 2^-j, the least even power of two at most 1/(n(n + 1)) and 1/4,
-and Σd by 2^(-j/2) before it is squared, both scaled back after the subtraction: the same bits
-wherever the scaled sums stay normal, while Σd² (at most n + 1 times the two-pass Σ(x - m)², each
-d² 4 times) and (Σd)²/n (at most Σd²) no longer overflow where the two-pass sum does not (rows of
-~1e19 were inf - inf = NaN; (Σd)² alone overflowed where Σd² did not, and a zero variance followed);
-(Σd)²/n is held to the largest float so that an overflowed difference is inf, as the two-pass sum is.
+d is summed scaled, as x·2^(-j/2) - k·2^(-j/2), 2^-j the least even power of two at most
+1/(n(n + 1)) and 1/4, so that d² is scaled by 2^-j, and the sums are scaled back after the
+subtraction: powers of two, so the same bits wherever the scaled values stay normal, while no sum
+overflows where the two-pass sums do not: Σd² is at most n + 1 times the two-pass Σ(x - m)² (each
+d² 4 times; rows of ~1e19 were inf - inf = NaN), (Σd)²/n at most Σd² (a column of ~3e19 had a zero
+variance), d at most twice the largest float (+3e38 - -3e38 was inf), n·k and Σd n times it (Σx
+is (Σd + n·k) scaled, and the mean ((Σd + n·k)·2^(j/2 - 1)/n)·2, finite where Σx rounds past the
+largest float: a row whose first element is that float). (Σd)²/n is held to the largest float so
+that an overflowed difference is inf, as the two-pass sum is.
 Each rewritten kernel says so in its `merged:` line.
 """
 import math
@@ -102,13 +105,26 @@ def _statistics(kernel, p):
     for slot, r in enumerate(first.reductions):
         if r.combine != Combine.ADD or r.dtype != variance.dtype or not _same(r.body, x):
             continue
-        for store in first.stores:
-            value = store.value
-            if (store.buffer, store.access) == (m.buffer, m.access) and value.prim == "div" \
-                    and value.args[0].prim == "arg" and value.args[0].payload == Acc(slot) \
-                    and value.args[1].prim == "const" and value.args[1].payload == n:
-                return slot, x, n
+        if any((store.buffer, store.access) == (m.buffer, m.access) and _is_mean(store.value, slot, n)
+               for store in first.stores):
+            return slot, x, n
     return None
+
+
+def _with_sums(expr, slot, n, mean, total):
+    """`expr` (a store's value of the first phase) with Σx / n as `mean` (a running mean's update
+    holds it), Σx elsewhere as `total`."""
+    if _is_mean(expr, slot, n):
+        return mean
+    if expr.prim == "arg":
+        return total if expr.payload == Acc(slot) else expr
+    return ScalarExpr(expr.prim, [_with_sums(a, slot, n, mean, total) for a in expr.args], expr.payload)
+
+
+def _is_mean(value, slot, n) -> bool:
+    """Whether a store's value is Σx / n, Σx the phase's sum in `slot`."""
+    return value.prim == "div" and value.args[0].prim == "arg" and value.args[0].payload == Acc(slot) \
+        and value.args[1].prim == "const" and value.args[1].payload == n
 
 
 def _one_pass(kernel, p, slot, x, n):
@@ -125,22 +141,29 @@ def _one_pass(kernel, p, slot, x, n):
         return _arg(loads.index(shifted))
     shift, count = map_leaves(x, at_first_inner_point), ScalarExpr("const", payload=float(n))
     dtype, exponent = second.reductions[0].dtype, max(2, math.ceil(math.log2(n * (n + 1))))
-    exponent += exponent % 2  # even, so that Σd is scaled by its square root before it is squared
-    scale, largest = ScalarExpr("const", payload=2.0 ** -exponent), ScalarExpr("const", payload=LARGEST[dtype])
-    root = ScalarExpr("const", payload=2.0 ** -(exponent // 2))
-    d = ScalarExpr("sub", (x, shift))
+    exponent += exponent % 2  # even: d is scaled by its square root, so that d² is scaled by 2^-exponent
+    largest = ScalarExpr("const", payload=LARGEST[dtype])
+    root, unroot = (ScalarExpr("const", payload=2.0 ** e) for e in (-(exponent // 2), exponent // 2))
+    # d = (x - k)·2^(-exponent/2) as x·2^(-exponent/2) - k·2^(-exponent/2): the same bits where those stay
+    # normal, and no overflow where x and k are near the largest float of opposite signs
+    d = ScalarExpr("sub", (ScalarExpr("mul", (x, root)), ScalarExpr("mul", (shift, root))))
     squares = len(first.reductions)
     reductions = list(first.reductions)
     reductions[slot] = replace(reductions[slot], body=d)
-    reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, ScalarExpr("mul", (d, scale))))))
-    total = ScalarExpr("add", (_arg(Acc(slot)), ScalarExpr("mul", (shift, count))))  # Σx
-    scaled_sum = ScalarExpr("mul", (_arg(Acc(slot)), root))  # (Σd)²/n <= Σd², so scaled it stays finite as Σd² does
-    mean_part = ScalarExpr("div", (ScalarExpr("mul", (scaled_sum, scaled_sum)), count))
+    reductions.append(replace(second.reductions[0], body=ScalarExpr("mul", (d, d))))
+    # Σx = (Σd + n·k)·2^(-exponent/2), scaled back: the same bits, and neither Σd nor n·k overflows where Σx need
+    # not (a row mixing ±3e38: d is at most twice the largest float, n·k n times)
+    scaled = ScalarExpr("add", (_arg(Acc(slot)), ScalarExpr("mul", (ScalarExpr("mul", (shift, root)), count))))
+    total = ScalarExpr("mul", (scaled, unroot))
+    mean_part = ScalarExpr("div", (ScalarExpr("mul", (_arg(Acc(slot)), _arg(Acc(slot)))), count))
     spread = ScalarExpr("sub", (_arg(Acc(squares)), ScalarExpr("min", (mean_part, largest))))
     spread = ScalarExpr("mul", (ScalarExpr("max", (spread, ScalarExpr("const", payload=0.0))),
                                 ScalarExpr("const", payload=2.0 ** exponent)))  # Σ(x - mean)²
-    stores = [replace(s, value=map_leaves(s.value, lambda a: total if a == Acc(slot) else _arg(a)))
-              for s in first.stores]
+    # the mean Σx/n as ((Σd + n·k)·2^(exponent/2 - 1)/n)·2: the same bits, and finite where Σx, a few
+    # roundings of Σd past the largest float, is not (a row's first element the largest float)
+    half = ScalarExpr("const", payload=2.0 ** (exponent // 2 - 1))
+    mean = ScalarExpr("mul", (ScalarExpr("div", (ScalarExpr("mul", (scaled, half)), count)), ScalarExpr("const", payload=2.0)))
+    stores = [replace(s, value=_with_sums(s.value, slot, n, mean, total)) for s in first.stores]
     values = {(s.buffer, s.access): s.value for s in stores}
 
     def later(a):

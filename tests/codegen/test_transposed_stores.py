@@ -34,7 +34,9 @@ def test_a_tile_storing_nchw_planes_stores_its_rows_transposed(monkeypatch, shap
     graph = conv_graph(*shape, nchw=True)
     program = compile_graph(graph)
     scheduled = program.ir("scheduled")
-    assert scheduled.count("\nkernel ") == 1 and f"by {rows} i2 accumulate side by side" in scheduled, scheduled
+    # one kernel, beside a padded conv's padding_nan kernels over the weight (ir/ops/conv_adjoint.py)
+    own = [k for k in scheduled.split("\n\n") if k.startswith("kernel ") and "(padding_nan)\n  stored" not in k]
+    assert len(own) == 1 and f"by {rows} i2 accumulate side by side" in scheduled, scheduled
     (out,) = program.run(x, w)
     np.testing.assert_allclose(out, interpret(graph, x, w)[0], rtol=1e-4, atol=1e-4)
     (nhwc,) = compile_graph(conv_graph(*shape, nchw=False)).run(x, w)

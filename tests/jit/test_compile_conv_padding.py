@@ -1,7 +1,9 @@
 """A padded convolution's forward as one kernel: the conv nest in register tiles reads its padding
 in place (ir/ops/conv_rows.py padding_in_place), its taps split where the guards hold for the whole
 tile (codegen/llvm_rows.py _taps); bit for bit the padded copy's sums, and equal to numpy's
-forward and finite differences over random shapes."""
+forward and finite differences over random shapes. Beside it, small kernels over the weight find
+the outputs where eager's zero padding meets an infinite or NaN weight (ir/ops/conv_adjoint.py
+padding_nan): NaN there, as eagerly, where the tiles skip those taps."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -14,13 +16,21 @@ from ndlc.jit.compile import compile_graph
 
 
 def _kernels(text):
-    return text.count("\nkernel ")
+    """The kernels of a scheduled program but padding_nan's over the weight."""
+    return len(_conv_kernels(text))
+
+
+def _conv_kernels(text):
+    kernels = [k for k in text.split("\n\n") if k.startswith("kernel ")]
+    lowered = lambda k: [line for line in k.splitlines() if line.startswith("  lowered: ")]
+    return [k for k in kernels if not lowered(k) or not all(line.endswith("(padding_nan)") for line in lowered(k))]
 
 
 def test_a_padded_conv_in_register_tiles_is_one_kernel_reading_its_padding_in_place(monkeypatch, avx2_tiles):
     """ResNet9's 4x4 3x3 layer (NCHW planes of 64 bytes: its channels spread over the L1 cache):
     the conv nest reads the input guarded, its tiles check only the taps that cross the padding;
-    one kernel where the padding was a kernel of its own."""
+    one kernel where the padding was a kernel of its own, its stores NaN where padding_nan's
+    kernels over the weight say the padding meets an infinite or NaN weight."""
     monkeypatch.setenv("NDLC_THREADS", "2")
     graph = parse("""
 graph @c(%x: f32[8,32,4,4], %w: f32[3,3,32,32]) {
@@ -30,22 +40,28 @@ graph @c(%x: f32[8,32,4,4], %w: f32[3,3,32,32]) {
 }""")
     scheduled = compile_graph(graph).ir("scheduled")
     assert _kernels(scheduled) == 1, scheduled
-    kernel = scheduled[scheduled.index("kernel k0"):].rstrip("\n") + "\n"
+    kernel = _conv_kernels(scheduled)[0].rstrip("\n") + "\n"
     assert kernel == """\
-kernel k0 -> %1
-  fuses: %0 permute, %1 conv
+kernel k4 -> %16
+  fuses: %14 broadcast_to, %15 full, %0 permute, %1 conv, %16 where
+  lowered: conv 32->32 k3 s1 p1 on 8x4x4: loop nest in register tiles of 4 of Wo 4 x 16 of Cout 32: 16 output \
+pixels >= TILED_PIXELS 16; no row tile for Cout 32 x Wo 4; im2col packs 0.15 MB for a gemm; its padding read in \
+place; then NaN where the padding meets an infinite or NaN weight, as eagerly (padding_nan)
   lowered: conv 32->32 k3 s1 p1 on 8x4x4: loop nest in register tiles of 4 of Wo 4 x 16 of Cout 32: 16 output \
 pixels >= TILED_PIXELS 16; no row tile for Cout 32 x Wo 4; im2col packs 0.15 MB for a gemm; its padding read in place
-  stored because: %1: graph output
+  stored because: %16: graph output
+  not merged into the kernel before: its loops (i0<8 i1<4 i2<4 i3<32 | i4<3 i5<3 i6<32) differ from \
+(i0<4 i1<4 i2<32 | i3<3 i4<3)'s loops
   loops: i0<8 i1<4 i2<4 i3<32 | i4<3 i5<3 i6<32
   strategy: rows (blocks of 16 i3 by 4 i2 accumulate side by side; the reductions read strided along i6; \
 the taps that cross the padding checked apart)
   parallel over i0 in 4 pieces of 2, taken in turn (2 threads)
   $0 = %x[512*i0 + 4*i1 + i2 + 4*i4 + i5 + 16*i6 - 5 if 0 <= i1 + i4 - 1 < 4 and 0 <= i2 + i5 - 1 < 4]
   $1 = %w[i3 + 3072*i4 + 1024*i5 + 32*i6]
+  $2 = %13[128*i1 + 32*i2 + i3]
   phase 0: reduce
     acc0 = add of mul($0, $1)
-    store %1[512*i0 + 128*i1 + 32*i2 + i3] = acc0
+    store %16[512*i0 + 128*i1 + 32*i2 + i3] = select($2, cast(nan, f32), acc0)
 """, kernel
 
 
@@ -117,13 +133,13 @@ graph @b({x}) {{
     np.testing.assert_array_equal(a.run(*arrays)[0], b.run(*arrays)[0])
 
 
-def test_taps_that_read_only_padding_are_skipped():
+def test_taps_that_read_only_padding_are_skipped_yet_an_infinite_weight_there_gives_eager_s_nan():
     """ResNet9's 4x4 layer: output row 0's taps at kh = 0 read the padding for the whole tile of
     the row, and column 0's at kw = 0 for that row of the tile: neither is computed. With a NaN
-    weight at kh = 0 (output channel 7) or at kh = 1, kw = 0 (channel 9) the padded copy's row 0 or
-    column 0 is NaN (0 * NaN), the in-place conv's finite; every other output of those channels is
-    NaN in both, and with finite weights every output is the padded copy's bit for bit (the test
-    above)."""
+    weight at kh = 0 (output channel 7) or an infinite one at kh = 1, kw = 0 (channel 9), eager's
+    zero padding makes row 0 or column 0 NaN (0 * NaN, 0 * inf) too: the compiled conv's NaN are
+    eager's, from padding_nan's kernels, not from the skipped taps; with finite weights every
+    output is the padded copy's bit for bit (the test above)."""
     graph = parse("""
 graph @c(%x: f32[2,32,4,4], %w: f32[3,3,32,32]) {
   %0 = permute(%x, axes=(0, 2, 3, 1)) : f32[2,4,4,32]
@@ -134,13 +150,41 @@ graph @c(%x: f32[2,32,4,4], %w: f32[3,3,32,32]) {
     x = rng.standard_normal((2, 32, 4, 4)).astype(np.float32)
     w = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     w[0, :, 5, 7] = np.nan  # kh = 0, input channel 5, output channel 7
-    w[1, 0, 5, 9] = np.nan  # kh = 1, kw = 0, output channel 9
+    w[1, 0, 5, 9] = np.inf  # kh = 1, kw = 0, output channel 9
     program = compile_graph(graph)
     assert "checked apart" in program.ir("scheduled")
     (out,) = program.run(x, w)
-    assert np.isfinite(out[:, 0, :, 7]).all() and np.isnan(out[:, 1:, :, 7]).all()
-    assert np.isfinite(out[:, :, 0, 9]).all() and np.isnan(out[:, :, 1:, 9]).all()
+    with np.errstate(invalid="ignore"):
+        eager = ndl.ops.conv(ndl.Tensor(x.transpose(0, 2, 3, 1)), ndl.Tensor(w), stride=1, padding=1).numpy()
+    assert np.isnan(out[:, :, :, 7]).all() and np.isnan(out[:, :, 0, 9]).all()
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(eager))
     assert np.isfinite(np.delete(out, [7, 9], axis=3)).all()
+
+
+@pytest.mark.parametrize("n,cin,h,cout,k,s,p", [(2, 32, 4, 32, 3, 1, 1), (2, 3, 16, 32, 3, 2, 1), (2, 3, 12, 16, 7, 2, 3),
+                                                (1, 4, 1, 8, 3, 1, 3), (2, 16, 2, 16, 3, 2, 1)])
+def test_an_infinite_or_nan_weight_over_the_padding_gives_eager_s_nan_forward_and_gradients(n, cin, h, cout, k, s, p):
+    """The tiles' padding read in place, the taps that read only padding cropped (live_taps: a 1x1
+    image padded by 3), and the gradients' own padded convs: wherever eager's zero padding meets an
+    infinite or NaN weight (0·inf), the compiled output and gradients are NaN as eager's are, and
+    equal elsewhere."""
+    rng = np.random.default_rng(n * h + k)
+    x = rng.standard_normal((n, h, h, cin)).astype(np.float32)
+    w = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    w[0, 0, 0, 1], w[k - 1, k // 2, cin - 1, cout - 2] = np.inf, np.nan
+
+    def step(a, b):
+        a.requires_grad = b.requires_grad = True
+        y = ndl.ops.conv(a, b, stride=s, padding=p)
+        (y * ndl.Tensor(np.ones(y.shape, np.float32))).sum().backward()
+        return y, a.grad, b.grad
+    with np.errstate(invalid="ignore", over="ignore"):
+        eager = [t.numpy() for t in step(ndl.Tensor(x), ndl.Tensor(w))]
+        compiled = [t.numpy() for t in ndl.compile(step)(ndl.Tensor(x), ndl.Tensor(w))]
+    assert np.isnan(eager[0]).any() and not np.isnan(eager[0]).all()
+    for e, c, what in zip(eager, compiled, ("output", "input gradient", "weight gradient")):
+        np.testing.assert_array_equal(np.isnan(c), np.isnan(e), err_msg=what)
+        np.testing.assert_allclose(c, e, rtol=1e-4, atol=1e-4, err_msg=what)
 
 
 def _reference(x, w, s, p):

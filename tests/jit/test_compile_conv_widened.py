@@ -27,28 +27,35 @@ def test_twelve_channels_run_in_tiles_of_sixteen(monkeypatch, avx2_tiles):
     spare channels cropped."""
     monkeypatch.setenv("NDLC_THREADS", "2")
     scheduled = compile_graph(_graph(4, 5, 9, 12, 5, 2, 2)).ir("scheduled")
-    assert scheduled.count("\nkernel ") == 3 and "matmul" not in scheduled, scheduled
-    assert "$0 = %w[300*i0 + 60*i1 + 12*i2 + i3 if 0 <= i3 < 12]" in scheduled, scheduled
-    start = scheduled.index("kernel k1")
-    assert scheduled[start:scheduled.index("kernel k2")] == """\
-kernel k1 -> %2
-  fuses: %0 permute, %2 conv
+    # the weight padded (with padding_nan's test of its taps), padding_nan's three small kernels, the nest, the crop
+    assert scheduled.count("\nkernel ") == 6 and "matmul" not in scheduled, scheduled
+    assert "$0 = %w[60*i0 + i1 + 12*i2 if 0 <= i1 < 12]" in scheduled, scheduled
+    start = scheduled.index("kernel k4")
+    assert scheduled[start:scheduled.index("kernel k5")] == """\
+kernel k4 -> %17
+  fuses: %15 broadcast_to, %16 full, %0 permute, %2 conv, %17 where
+  lowered: conv 5->12 k5 s2 p2 on 4x9x9: loop nest in register tiles over Cout 12 widened to 16 (fills 0.75 >= \
+WIDENED_FILL 0.75), the spare outputs cropped: no register tile for Wo 5 x Cout 12; then conv 5->16 k5 s2 p2 on 4x9x9: \
+loop nest in register tiles of 5 of Wo 5 x 16 of Cout 16: 25 output pixels >= TILED_PIXELS 16; stride 2; im2col packs \
+0.05 MB for a gemm; its padding read in place; then NaN where the padding meets an infinite or NaN weight, as eagerly \
+(padding_nan)
   lowered: conv 5->12 k5 s2 p2 on 4x9x9: loop nest in register tiles over Cout 12 widened to 16 (fills 0.75 >= \
 WIDENED_FILL 0.75), the spare outputs cropped: no register tile for Wo 5 x Cout 12; then conv 5->16 k5 s2 p2 on 4x9x9: \
 loop nest in register tiles of 5 of Wo 5 x 16 of Cout 16: 25 output pixels >= TILED_PIXELS 16; stride 2; im2col packs \
 0.05 MB for a gemm; its padding read in place
-  stored because: %2: read by slice (a reduction result feeds only elementwise epilogues)
+  stored because: %17: read by slice (a reduction result feeds only elementwise epilogues)
   not merged into the kernel before: its loops (i0<4 i1<5 i2<5 i3<16 | i4<5 i5<5 i6<5) differ from \
-(i0<5 i1<5 i2<5 i3<16)'s loops
+(i0<5 i1<5 i2<16 | i3<5 i4<5)'s loops
   loops: i0<4 i1<5 i2<5 i3<16 | i4<5 i5<5 i6<5
   strategy: rows (blocks of 16 i3 by 5 i2 accumulate side by side; the reductions read strided along i6; \
 the taps that cross the padding checked apart)
   parallel over i0 in 4 pieces of 1, taken in turn (2 threads)
   $0 = %x[405*i0 + 18*i1 + 2*i2 + 9*i4 + i5 + 81*i6 - 20 if 0 <= 2*i1 + i4 - 2 < 9 and 0 <= 2*i2 + i5 - 2 < 9]
   $1 = %1[i3 + 400*i4 + 80*i5 + 16*i6]
+  $2 = %14[80*i1 + 16*i2 + i3]
   phase 0: reduce
     acc0 = add of mul($0, $1)
-    store %2[400*i0 + 80*i1 + 16*i2 + i3] = acc0
+    store %17[400*i0 + 80*i1 + 16*i2 + i3] = select($2, cast(nan, f32), acc0)
 
 """, scheduled
 

@@ -40,12 +40,12 @@ kernel k0 -> %1, %26, %13, %31
   $2 = %bn.running_var[i0]
   $3 = %x[i0]
   phase 0: reduce
-    acc0 = add of sub($0, $3)
-    acc1 = add of mul(sub($0, $3), mul(sub($0, $3), 0.00390625))
-    store %1[i0] = div(add(acc0, mul($3, 8.0)), 8.0)
-    store %26[i0] = add(mul($1, 0.9), mul(div(add(acc0, mul($3, 8.0)), 8.0), 0.1))
-    store %13[i0] = div(cast(1.0, f32), sqrt(add(div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.0625), mul(acc0, 0.0625)), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 1e-05)))
-    store %31[i0] = add(mul($2, 0.9), mul(div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.0625), mul(acc0, 0.0625)), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 0.1))
+    acc0 = add of sub(mul($0, 0.0625), mul($3, 0.0625))
+    acc1 = add of mul(sub(mul($0, 0.0625), mul($3, 0.0625)), sub(mul($0, 0.0625), mul($3, 0.0625)))
+    store %1[i0] = mul(div(mul(add(acc0, mul(mul($3, 0.0625), 8.0)), 8.0), 8.0), 2.0)
+    store %26[i0] = add(mul($1, 0.9), mul(mul(div(mul(add(acc0, mul(mul($3, 0.0625), 8.0)), 8.0), 8.0), 2.0), 0.1))
+    store %13[i0] = div(cast(1.0, f32), sqrt(add(div(mul(max(sub(acc1, min(div(mul(acc0, acc0), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 1e-05)))
+    store %31[i0] = add(mul($2, 0.9), mul(div(mul(max(sub(acc1, min(div(mul(acc0, acc0), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 0.1))
 
 kernel k1 -> %21
   fuses: %2 reshape, %3 broadcast_to, %4 negate, %5 add, %14 broadcast_to, %15 multiply, %16 reshape, %17 broadcast_to, %18 multiply, %19 reshape, %20 broadcast_to, %21 add

@@ -54,10 +54,10 @@ kernel k0 -> %1, %11, %13
   $2 = %11[i0]
   $3 = %x[8*i0]
   phase 0: reduce
-    acc0 = add of sub($0, $3)
-    acc1 = add of mul(sub($0, $3), mul(sub($0, $3), 0.00390625))
-    store %1[i0] = div(add(acc0, mul($3, 8.0)), 8.0)
-    store %11[i0] = div(1, sqrt(add(div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.0625), mul(acc0, 0.0625)), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 1e-05)))
+    acc0 = add of sub(mul($0, 0.0625), mul($3, 0.0625))
+    acc1 = add of mul(sub(mul($0, 0.0625), mul($3, 0.0625)), sub(mul($0, 0.0625), mul($3, 0.0625)))
+    store %1[i0] = mul(div(mul(add(acc0, mul(mul($3, 0.0625), 8.0)), 8.0), 8.0), 2.0)
+    store %11[i0] = div(1, sqrt(add(div(mul(max(sub(acc1, min(div(mul(acc0, acc0), 8.0), 3.4028234663852886e+38)), 0.0), 256.0), 8.0), 1e-05)))
   phase 1: map over the inner loops
     store %13[8*i0 + i1] = mul(add($0, neg($1)), $2)""".strip("\n")
 
@@ -101,10 +101,10 @@ kernel k0 -> %12, %19
   $2 = %12[i0]
   $3 = %c[35*i0]
   phase 0: reduce
-    acc0 = add of sub(add($0, $1), add($3, $1))
-    acc1 = add of mul(sub(add($0, $1), add($3, $1)), mul(sub(add($0, $1), add($3, $1)), 1.52587890625e-05))
-    store %12[i0] = div(add(acc0, mul(add($3, $1), 140.0)), 140.0)
-    store %19[i0] = div(mul(max(sub(acc1, min(div(mul(mul(acc0, 0.00390625), mul(acc0, 0.00390625)), 140.0), 3.4028234663852886e+38)), 0.0), 65536.0), 140.0)""".strip("\n")
+    acc0 = add of sub(mul(add($0, $1), 0.00390625), mul(add($3, $1), 0.00390625))
+    acc1 = add of mul(sub(mul(add($0, $1), 0.00390625), mul(add($3, $1), 0.00390625)), sub(mul(add($0, $1), 0.00390625), mul(add($3, $1), 0.00390625)))
+    store %12[i0] = mul(div(mul(add(acc0, mul(mul(add($3, $1), 0.00390625), 140.0)), 128.0), 140.0), 2.0)
+    store %19[i0] = div(mul(max(sub(acc1, min(div(mul(acc0, acc0), 140.0), 3.4028234663852886e+38)), 0.0), 65536.0), 140.0)""".strip("\n")
 
 
 def test_an_expression_that_is_not_the_summed_one_keeps_two_passes():
@@ -179,3 +179,29 @@ def test_channel_statistics_of_a_biased_input_are_one_pass_and_accurate(mean, sp
     assert "statistics of %x in one pass" in compiled.ir("fused")
     var64 = (x.astype(np.float64) + b.reshape(1, 3, 1, 1)).var((0, 2, 3))
     assert np.abs(var / var64 - 1).max() < 2e-5
+
+
+@pytest.mark.parametrize("module, shape", [("LayerNorm1d", (3, 8)), ("LayerNorm1d", (3, 67)), ("LayerNorm1d", (3, 130)),
+                                           ("LayerNorm1d", (3, 4096)), ("BatchNorm1d", (8, 3)), ("BatchNorm1d", (130, 3)),
+                                           ("BatchNorm2d", (2, 3, 4, 4)), ("BatchNorm2d", (4, 3, 12, 12))])
+def test_rows_mixing_the_largest_floats_of_both_signs_are_finite_where_eager_s_are(module, shape):
+    """A row (column, channel) holding +3e38 and -3e38, or the largest float first, among ordinary
+    values: eager's mean is finite, its variance inf, its outputs 0 (x - mean over sqrt(inf)). The
+    shifted sums overflowed there: d = x - k (3e38 - -3e38), n·k, or Σd rounded past the largest
+    float, a NaN mean and NaN outputs. Scaled by 2^(-exponent/2) before they are summed they do
+    not: the compiled outputs are eager's."""
+    axis = 0 if module == "LayerNorm1d" else 1  # the statistics' index: a row, a channel
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    rows = np.moveaxis(x, axis, 0).reshape(3, -1)  # a view: each statistic's elements, in memory order
+    for row, at, value in [(0, 0, 3e38), (0, 3, -3e38), (1, 1, -3e38), (1, 5, 3e38), (2, 0, np.finfo(np.float32).max)]:
+        rows[row, at] = value
+    x = np.moveaxis(rows.reshape(np.moveaxis(x, axis, 0).shape), 0, axis).copy()
+    np.random.seed(0)
+    m = getattr(ndl.nn, module)(shape[-1] if module == "LayerNorm1d" else shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        eager = m(ndl.Tensor(x)).numpy()
+        compiled = ndl.compile(lambda t: m(t))(ndl.Tensor(x)).numpy()
+    assert np.isfinite(np.moveaxis(eager, axis, 0)[[0, 2]]).all() and (np.abs(x) > 1e38).sum() == 5
+    np.testing.assert_array_equal(np.isfinite(compiled), np.isfinite(eager))
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-4)

@@ -3,11 +3,11 @@ or to direct loop nests in register tiles."""
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..graph import check
+from ..graph import Builder, check
 from ..registry import Attr, AxisIndex, LoopNest, OpDef, register
 from ..tiles import FEW_TO_A_SET, VECTOR_BYTES, register_tile
 from ..types import TensorType, is_float, numpy_dtype
-from .conv_adjoint import PHASE_WASTE, conv_input_phases, live_taps, phase_waste
+from .conv_adjoint import PHASE_WASTE, conv_input_phases, dead_taps_poisoned, live_taps, padding_nan, phase_waste
 from .conv_rows import channel_stride, conv_rows, padding_in_place, row_tiled
 from .conv_sums import col2im, conv_input_correlation, dilated, plane_col2im
 from .windows import FOLD_PIXELS, out_size, window_axis
@@ -357,7 +357,7 @@ def _conv_decompose(b, n):
     live = live_taps(x.shape, w.shape, s, p)
     if live is not None:  # the conv of the taps that read the image (ResNet9's 1x1 layers: one of nine)
         say(f"only the taps that read the image: rows {live[0][0]}, columns {live[0][1]} of {kh}x{kw}")
-        return b.conv(x, _live_weight(b, w, live), stride=s, padding=live[1])
+        return b.conv(x, dead_taps_poisoned(b, w, live), stride=s, padding=live[1])
     rows = s == 1 and kh == kw and pixels >= FOLD_PIXELS and row_tiled(n.result.type)
     if rows:
         say(f"row_conv over NCHW planes in register tiles of {rows[0]} channels x {rows[1]} pixels: stride 1, "
@@ -378,7 +378,7 @@ def _conv_decompose(b, n):
                 f"bytes apart load more than FEW_TO_A_SET {FEW_TO_A_SET} to an L1 set")
             return b.conv(b.pad(x, widths=((0, 0), (p, p), (p, p), (0, 0))), w, stride=s, padding=0)
         say(nest + ("; its padding read in place" if p else ""))
-        return None
+        return padding_nan(b, x, w, s, p, Builder.emit(b, "conv", x, w, stride=s, padding=p)) if p else None
     no_tile = f"no register tile for Wo {wo} x Cout {cout}" if not tile else f"{pixels} output pixels < TILED_PIXELS"
     wide = _widened(n.result.type)
     if pixels >= TILED_PIXELS and wide:  # the nest in tiles of channels rounded up to a vector, the spare ones cropped

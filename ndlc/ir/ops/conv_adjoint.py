@@ -1,7 +1,10 @@
 """Pieces of a convolution's lowering that need none of the forward's paths: the kernel taps that
-ever read the image (the conv and both its gradients take those alone), and a strided conv's input
-gradient as one stride-1 conv over its phases."""
+ever read the image (the conv and both its gradients take those alone), the NaN that eager's zero
+padding gives an infinite or NaN weight where a lowering skips the padding's taps, and a strided
+conv's input gradient as one stride-1 conv over its phases."""
 import numpy as np
+
+from ..graph import Builder
 
 
 # products a stride-s conv's input gradient as its phases' stride-1 conv computes per product of the
@@ -30,6 +33,52 @@ def live_taps(shape, wshape, s, p):
         if (size + 2 * padding - (stop - start)) // s != (size + 2 * p - k) // s:
             return None
     return spans, padding
+
+
+def _bad_taps(b, w, axes):
+    """Whether any weight of each remaining (tap, output channel) of `w` summed over `axes` is
+    infinite or NaN: its products with the padding's zeros, 0·w, summed, are NaN there, 0 elsewhere."""
+    zeros = b.summation(b.mul_scalar(w, scalar=0.0), axes=axes)
+    return b.not_equal(zeros, b.constant_like(zeros, 0.0))
+
+
+def dead_taps_poisoned(b, w, live):
+    """The weight's live taps (live_taps' spans), each output channel NaN where a tap that reads
+    only padding has an infinite or NaN weight: eager multiplies that tap by the padding's zeros at
+    every output (0·inf, NaN); the conv of the live taps alone would not. Weight-sized: the same
+    weights, bit for bit, where all are finite."""
+    (rows, columns), _ = live
+    kh, kw, cin, cout = w.shape
+    taps = b.slice(w, start=(rows[0], columns[0], 0, 0), stop=(rows[1], columns[1], cin, cout))
+    dead = _outside(b, (rows[1] - rows[0], columns[1] - columns[0], 1), ((rows[0], kh - rows[1]),
+                                                                          (columns[0], kw - columns[1]), (0, 0)), w.dtype)
+    bad = b.multiply(b.cast(_bad_taps(b, w, (2,)), dtype=w.dtype), b.broadcast_to(dead, shape=(kh, kw, cout)))
+    bad = b.summation(bad, axes=(0, 1))
+    bad = b.broadcast_to(b.reshape(b.greater(bad, b.constant_like(bad, 0.0)), shape=(1, 1, 1, cout)), shape=taps.shape)
+    return b.where(bad, b.constant_like(taps, np.nan), taps)
+
+
+def _outside(b, shape, widths, dtype):
+    """1 over the padding `widths` around a block of `shape`, 0 over the block (a constant)."""
+    inside = b.pad(b.full(shape=shape, value=1.0, dtype=dtype), widths=widths)
+    return b.add_scalar(b.negate(inside), scalar=1.0)
+
+
+def padding_nan(b, x, w, s, p, out):
+    """`out`, the conv of NHWC `x` padded by p in place (a loop nest whose register tiles skip the
+    taps over padding, codegen/llvm_rows.py _taps), NaN where eager's zero padding meets an infinite
+    or NaN weight: at each output (ho, wo, co) whose window reads padding at a tap (kh, kw) where
+    some w[kh, kw, ci, co] is not finite, i.e. where the bad taps (1, else 0) of its window
+    outnumber those that read the image: the same nest over an image of ones. Weight-sized and
+    image-sized work; the select is an epilogue, nothing in the conv's loop changes."""
+    kh, kw, cin, cout = w.shape
+    b.why = f"{b.why}; then NaN where the padding meets an infinite or NaN weight, as eagerly (padding_nan)"
+    bad = b.cast(_bad_taps(b, w, (2,)), dtype=w.dtype)
+    ones = b.full(shape=(1, x.shape[1], x.shape[2], 1), value=1.0, dtype=x.dtype)
+    inside = Builder.emit(b, "conv", ones, b.reshape(bad, shape=(kh, kw, 1, cout)), stride=s, padding=p)
+    total = b.broadcast_to(b.reshape(b.summation(bad, axes=(0, 1)), shape=(1, 1, 1, cout)), shape=inside.shape)
+    crossed = b.broadcast_to(b.greater(total, inside), shape=out.shape)
+    return b.where(crossed, b.constant_like(out, np.nan), out)
 
 
 def conv_input_phases(b, x, w, g, s, p):
