@@ -1,8 +1,11 @@
 """ndlc's own thread team (runtime/pool.py, codegen/llvm_pool.py): a call does not wait for a
 worker that lost its core, a worker on its caller's core neither spins nor is spun for, callers on several Python threads share the team, a forked child
-starts workers of its own, and the pool's IR is valid on every machine it runs on."""
+starts workers of its own, the pool's IR is valid on every machine it runs on, and it reads the
+machine's runnable threads (whether a crowded worker may move off its caller's core) from /proc/loadavg."""
+import ctypes
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -168,3 +171,26 @@ def test_the_pools_ir_is_valid_on_every_machine_it_runs_on(machine):
     llvm = pytest.importorskip("llvmlite.binding")
     llvm.parse_assembly(pool_module(machine)).verify()
     assert runs_on("linux", machine) and not runs_on("darwin", machine) and not runs_on("linux", "riscv64")
+
+
+@pytest.mark.parametrize("text, runnable", [
+    ("0.52 0.58 0.59 2/116 28441\n", 2),  # the caller and its worker: the worker may move off
+    ("7.05 6.10 5.12 13/170 9\n", 13),
+    ("0.00 0.00 0.00 1/1 1", 1),
+    ("garbage without fields\n", 1 << 40),  # unknown: as busy, so the worker stays
+    (None, 1 << 40),  # no file
+])
+def test_the_worker_reads_the_runnable_threads_from_loadavg(tmp_path, text, runnable):
+    llvm = pytest.importorskip("llvmlite.binding")
+    if platform.machine() not in FUTEX:
+        pytest.skip("the pool does not run on this machine")
+    path = tmp_path / "loadavg"
+    if text is not None:
+        path.write_text(text)
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    module = llvm.parse_assembly(pool_module(platform.machine(), loadavg=str(path)))
+    engine = llvm.create_mcjit_compiler(module, llvm.Target.from_default_triple().create_target_machine())
+    engine.finalize_object()
+    read = ctypes.CFUNCTYPE(ctypes.c_int64)(engine.get_function_address("ndlc_pool_runnable"))
+    assert read() == runnable
