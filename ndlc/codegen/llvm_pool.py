@@ -29,8 +29,9 @@ A scheduler that packs wakeups onto busy vCPUs (this VM's, `kernel.sched_vcpu_pa
 the worker on its caller's core even when the other core idles, so the team stuck at one thread
 (sweep LayerNorm 33x4097 0.83-1.25x PyTorch, 11-21 of 60 blocks crowded): a worker that finds itself
 there while nothing but the caller and itself is runnable (`ndlc_pool_runnable`: /proc/loadavg's
-count) moves off the core (`move_off`: sched_setaffinity to its other allowed cores, then back), so
-it sleeps, and is next woken, on another; where other threads are runnable the crowding is real and
+count) moves off the core (`move_off`: sched_setaffinity to its other allowed cores, then back;
+after it has left its region, which its caller waits for), so it sleeps, and is next woken, on
+another; where other threads are runnable the crowding is real and
 it stays (moving then cost two copies of the MLP step 10-35% in benchmarks/contention.py).
 
 The state is one array of i64 words, each field on a cache line of its own but `cpu`, beside `fn`
@@ -276,7 +277,7 @@ entry:
   %first = load atomic i32, ptr @{state} acquire, align 64
   br label %wait
 wait:
-  %seen = phi i32 [%first, %entry], [%seen, %awake], [%arrived, %skip], [%arrived, %left]
+  %seen = phi i32 [%first, %entry], [%seen, %awake], [%arrived, %skip], [%arrived, %left], [%arrived, %moving]
   br label %poll
 poll:
   %n = phi i32 [0, %wait], [%n.next, %spin]
@@ -342,15 +343,17 @@ enter:
   %data = load ptr, ptr {at_data}, align 8
   call void %fn(ptr %data)
   %joined = atomicrmw add ptr {at_joined}, i64 1 monotonic
-  br i1 %crowding, label %moving, label %left
-moving:
-  call void @move_off(i64 %caller.core)
   br label %left
 late:
   %lates = atomicrmw add ptr {at_late}, i64 1 monotonic
   br label %left
 left:
+  %crowded.here = phi i1 [%crowding, %enter], [false, %late]
+  %crowded.core = phi i64 [%caller.core, %enter], [0, %late]
   call void @changed(ptr %active, i64 -1)
+  br i1 %crowded.here, label %moving, label %wait
+moving:
+  call void @move_off(i64 %crowded.core)
   br label %wait
 }}
 """
