@@ -165,17 +165,19 @@ def test_every_registry_op_agrees_on_extreme_values_many():
 
 # ---- drawn small programs -------------------------------------------------------------------------
 def _rows_bound(x, axes):
-    """A normalisation's magnitudes: the values over their spread (float64), and where the sums of
-    x or of its squared deviations may overflow in one order and not another: its positive or its
-    negative values summing past SIGNED_OVERFLOW (a row of +3e38, -3e38 and small values overflows
-    in no order: compiled, as eagerly, finite), its squared deviations near float32's largest."""
+    """A normalisation's magnitudes: the values over their spread (float64), at least the smallest
+    normal float's (the statistics scale values by powers of two, which round in the denormal range:
+    a row of -1e-45 has a mean one denormal step off, 4e-43 over the spread where eager's is 0), and
+    where the sums of x or of its squared deviations may overflow in one order and not another: its
+    positive or its negative values summing past SIGNED_OVERFLOW (a row of +3e38, -3e38 and small
+    values overflows in no order: compiled, as eagerly, finite), its squared deviations near float32's largest."""
     m, finite = magnitudes(x), np.where(np.isfinite(x), np.asarray(x, np.float64), 0.0)
     deviations = ((m - m.mean(axes, keepdims=True)) ** 2).sum(axes, keepdims=True)
     near = (np.maximum(finite, 0).sum(axes, keepdims=True) > SIGNED_OVERFLOW) \
         | (np.maximum(-finite, 0).sum(axes, keepdims=True) > SIGNED_OVERFLOW) \
         | ((deviations > float(F32.max) / 4) & (deviations < float(F32.max) * 4))  # float64: F32.max * 4 is inf
     spread = np.sqrt(deviations / np.prod([x.shape[a] for a in axes]) + 1e-5)
-    return np.where(near, np.inf, m.max(axes, keepdims=True) / spread)
+    return np.where(near, np.inf, np.maximum(m.max(axes, keepdims=True), float(F32.tiny)) / spread)
 
 
 def _norm(module, axes):

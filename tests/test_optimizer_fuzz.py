@@ -58,6 +58,8 @@ def schedule(draw, kind, steps):
 def loops(draw):
     kind = draw(st.sampled_from(("SGD", "Adam")))
     options = {name: draw(st.sampled_from(VALID[name])) for name in NAMES[kind] if draw(st.booleans())}
+    if kind == "Adam":  # eps always drawn (>= 1e-3, above): its default, 1e-8, drew eager and compiled
+        options.setdefault("eps", draw(st.sampled_from(VALID["eps"])))  # weights 1.2e-3 apart (lr 0.3, beta1 0.5)
     if draw(st.integers(0, 3)) == 0:
         options[draw(st.sampled_from(NAMES[kind]))] = draw(st.sampled_from(INVALID))
     steps = draw(st.integers(2, 5))
