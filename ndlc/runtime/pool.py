@@ -12,8 +12,7 @@ import signal
 import threading
 
 from ..codegen.llvm_pool import FIELDS, FUNCTIONS, STATE, WORDS, pool_module
-from ..errors import NdlcError
-from . import cache, libraries, machine, shared
+from . import libraries, shared
 
 log = logging.getLogger("ndlc.pool")
 _workers = [0]  # worker threads started in this process
@@ -74,45 +73,9 @@ def workers() -> int:
 def _loaded():
     """(function name -> address, the state's address, the library or engine that holds them:
     kept, never unloaded)."""
-    text = pool_module(platform.machine())
-    key = cache.cache_key("pool", text, platform.machine(), machine.versions())
-    found = machine.load(key, ".lib")  # the name of its shared library
-    path = found and machine.library_path(found[1])
-    if path is None:
-        obj, module, tm = _compiled(text)
-        digest = shared.link([obj])
-        if digest is None:
-            return _in_mcjit(module, tm)
-        machine.keep_library(digest)
-        machine.store(key, b"", digest, ".lib")
-        path = cache.library_path(digest)
-    try:
-        library = ctypes.CDLL(path)
-    except OSError as e:
-        raise NdlcError(f"cannot load ndlc's thread team from {path} ({e})") from None
-    functions = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in FUNCTIONS}
-    return functions, ctypes.addressof(ctypes.c_int64.in_dll(library, STATE)), library
-
-
-def _compiled(text):
-    """(object code, parsed module, target machine) of the pool's IR: generic code for the host's
-    architecture, position-independent (a shared library's)."""
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic", codemodel="small")
-    module = llvm.parse_assembly(text)
-    module.verify()
-    return tm.emit_object(module), module, tm
-
-
-def _in_mcjit(module, tm):
-    """_loaded's answer from an MCJIT engine of `module` (no linker here)."""
-    import llvmlite.binding as llvm
-    engine = llvm.create_mcjit_compiler(module, tm)
-    engine.finalize_object()
-    functions = {name: engine.get_function_address(name) for name in FUNCTIONS}
-    return functions, engine.get_global_value_address(STATE), engine
+    native = shared.machine_library("pool", pool_module(platform.machine()), "ndlc's thread team")
+    functions = {name: shared.symbol(native, name) for name in FUNCTIONS}
+    return functions, shared.symbol(native, STATE, function=False), native
 
 
 def _forked():

@@ -15,10 +15,12 @@ table IMPORTS, which `load` fills with this process's addresses (libraries.impor
 TEAM, which `load` binds to the others `libraries.set_team` writes. The library is linked
 -Bsymbolic and loaded RTLD_LOCAL: its names bind to its own definitions and are seen by no other
 library."""
+import contextlib
 import ctypes
 import functools
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import tempfile
 
 from ..errors import NdlcError
 from ..ir.kernel import GEMMS, TEAM
-from . import cache, libraries
+from . import cache, libraries, machine
 
 log = logging.getLogger("ndlc.native")
 IMPORTS = "ndlc_imports"  # the table of imported functions' addresses that `load` fills
@@ -120,3 +122,44 @@ def address(library, symbol) -> int:
         return ctypes.cast(library[symbol], ctypes.c_void_p).value
     except AttributeError:
         raise NdlcError(f"native code has no function {symbol!r}") from None
+
+
+def machine_library(kind, text, what, lock=contextlib.nullcontext()):
+    """Native code of LLVM IR `text` (it imports nothing), kept for the process's life: its shared
+    library, compiled and linked once per machine (runtime/machine.py; `kind` names it in the key)
+    and loaded with ctypes, or an MCJIT engine of it where there is no linker. `what` names it in
+    errors; `lock` is held around every use of LLVM. Read its symbols with `symbol`."""
+    key = cache.cache_key(kind, text, platform.machine(), machine.versions())
+    found = machine.load(key, ".lib")  # the name of its shared library
+    path = found and machine.library_path(found[1])
+    if path is None:
+        import llvmlite.binding as llvm
+        with lock:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic",
+                                                                                          codemodel="small")
+            module = llvm.parse_assembly(text)
+            module.verify()
+            obj = tm.emit_object(module)
+        digest = link([obj])
+        if digest is None:
+            with lock:
+                engine = llvm.create_mcjit_compiler(module, tm)
+                engine.finalize_object()
+            return engine
+        machine.keep_library(digest)
+        machine.store(key, b"", digest, ".lib")
+        path = cache.library_path(digest)
+    try:
+        return ctypes.CDLL(path)
+    except OSError as e:
+        raise NdlcError(f"cannot load {what} from {path} ({e})") from None
+
+
+def symbol(native, name, function=True) -> int:
+    """The address of function (else global) `name` in `machine_library`'s answer `native`; 0
+    where an engine lacks it."""
+    if isinstance(native, ctypes.CDLL):
+        return address(native, name) if function else ctypes.addressof(ctypes.c_int64.in_dll(native, name))
+    return native.get_function_address(name) if function else native.get_global_value_address(name)

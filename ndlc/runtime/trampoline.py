@@ -17,10 +17,9 @@ once with the reason, and the program calls its runner through ctypes."""
 import ctypes
 import functools
 import logging
-import platform
 
 from ..errors import NdlcError
-from . import cache, machine, shared
+from . import shared
 
 log = logging.getLogger("ndlc.native")
 SYMBOL = "ndlc_trampoline"
@@ -115,32 +114,9 @@ def data_offset():
 
 
 def _loaded(text, forking):
-    """(the trampoline's address, the library or engine holding it): its shared library, linked once
-    per machine (runtime/machine.py), else an MCJIT engine of it where there is no linker."""
-    key = cache.cache_key("trampoline", text, platform.machine(), machine.versions())
-    found = machine.load(key, ".lib")  # the name of its shared library
-    path = found and machine.library_path(found[1])
-    if path is None:
-        import llvmlite.binding as llvm
-        with forking:
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(reloc="pic",
-                                                                                          codemodel="small")
-            module = llvm.parse_assembly(text)
-            module.verify()
-            obj = tm.emit_object(module)
-        digest = shared.link([obj])
-        if digest is None:
-            with forking:
-                engine = llvm.create_mcjit_compiler(module, tm)
-                engine.finalize_object()
-                address = engine.get_function_address(SYMBOL)
-            if not address:
-                raise NdlcError(f"MCJIT has no function {SYMBOL}")
-            return address, engine
-        machine.keep_library(digest)
-        machine.store(key, b"", digest, ".lib")
-        path = cache.library_path(digest)
-    library = ctypes.CDLL(path)
-    return ctypes.cast(library[SYMBOL], ctypes.c_void_p).value, library
+    """(the trampoline's address, the library or engine holding it): shared.machine_library's."""
+    native = shared.machine_library("trampoline", text, "ndlc's native call trampoline", forking)
+    address = shared.symbol(native, SYMBOL)
+    if not address:
+        raise NdlcError(f"MCJIT has no function {SYMBOL}")
+    return address, native
