@@ -369,3 +369,27 @@ graph @step(%g: f32[4], %w: f32[4] state, %u: f32[4] state) {
     assert new_w is not w and new_u is u, "a state array made read-only after it was bound is not written"
     np.testing.assert_array_equal(new_w, np.full(4, 4, np.float32))
     np.testing.assert_array_equal(w, np.full(4, 3, np.float32))
+
+
+def test_outputs_start_apart_from_their_inputs_modulo_a_page():
+    """A load waits on an earlier store whose address is the same modulo 4 KiB (4K aliasing): an
+    output of a page or more starts as far as 64-byte alignment allows from the bound inputs'
+    and the outputs' placed before it, modulo 4096 (x at page+16: 2048, then 3072, 1024 from
+    both); smaller ones are only aligned."""
+    program = compile_graph(parse("""
+graph @apart(%x: f32[33,4097], %s: f32[3]) {
+  %0 = relu(%x) : f32[33,4097]
+  %1 = add(%x, %x) : f32[33,4097]
+  %2 = relu(%s) : f32[3]
+  return %0, %1, %2
+}"""))
+    raw = np.empty(33 * 4097 * 4 + 8192, np.uint8)
+    start = (16 - raw.ctypes.data) % 4096
+    x = raw[start:start + 33 * 4097 * 4].view(np.float32).reshape(33, 4097)
+    x[...] = np.random.default_rng(0).standard_normal(x.shape)
+    s = np.array([-1, 0, 2], np.float32)
+    relu, doubled, small = program.run(x, s)
+    assert sorted(a.ctypes.data % 4096 for a in (relu, doubled)) == [2048, 3072]
+    assert small.ctypes.data % 64 == 0
+    assert relu.tobytes() == np.maximum(x, 0).tobytes() and doubled.tobytes() == (x + x).tobytes()
+    np.testing.assert_array_equal(small, np.maximum(s, 0))
