@@ -19,6 +19,7 @@ from llvmlite.ir import instructions as ins
 
 _COMPARISONS = (ins.ICMPInstr, ins.FCMPInstr)
 _BRANCHES = (ins.Branch, ins.ConditionalBranch)
+_VECTOR_OPS = (ins.ShuffleVector, ins.InsertElement, ins.ExtractElement)  # written as "opname typed operands"
 _LOCALS = (ins.Instruction, ir.Argument, ir.Block)  # named values referenced as llvmlite's NamedValue does
 
 
@@ -141,11 +142,37 @@ class _Writer:
             text = f"{x.opname} {typed(x.operands[0])} to {self.type(x.type)}"
         elif kind is ins.SelectInstr:
             text = f"select {' '.join(x.flags)} {', '.join([typed(op) for op in x.operands])}"
+        elif kind is ins.CallInstr:
+            text = self.call(x)
+        elif kind in _VECTOR_OPS:
+            text = f"{x.opname} {', '.join([typed(op) for op in x.operands])}"
+        elif kind is ins.AllocaInstr:
+            count = f", {typed(x.operands[0])}" if x.operands else ""
+            text = f"alloca {self.type(x.allocated_type)}{count}{_align(x)}"
+        elif kind is ins.Ret:
+            return f"{x.opname} {typed(x.operands[0])}" if x.operands else x.opname
+        elif kind is ins.AtomicRMW:
+            ptr, val = x.operands
+            text = f"atomicrmw {x.operation} {typed(ptr)}, {typed(val)} {x.ordering}"
         else:
             return str(x)
         if isinstance(x.type, ir.VoidType):
             return text.rstrip()
         return f"{ref(x)} = {text.rstrip()}"
+
+
+    def call(self, x) -> str:
+        """A call, as llvmlite's CallInstr._descr writes it (without its metadata)."""
+        fnty, arg_attributes = x.callee.function_type, x.arg_attributes
+        args = ", ".join([f"{self.type(a.type)} {' '.join(arg_attributes[i]._to_list(a.type)) + ' '}{self.ref(a)}"
+                          if i in arg_attributes else self.typed(a) for i, a in enumerate(x.operands[1:])])
+        callee = f"{fnty if fnty.var_arg else self.type(fnty.return_type)} {self.ref(x.callee)}"
+        if x.cconv:
+            callee = f"{x.cconv} {callee}"
+        tail = f"{x.tail} " if x.tail else ""
+        fastmath = " " + " ".join(x.fastmath._to_list(fnty.return_type)) if x.fastmath else ""
+        attributes = " " + " ".join(x.attributes._to_list(fnty.return_type)) if x.attributes else ""
+        return f"{tail}call{fastmath} {callee}({args}){attributes}"
 
 
 def _align(x) -> str:

@@ -75,6 +75,40 @@ def test_the_writer_writes_what_it_does_not_know_as_llvmlite_does():
     assert "atomicrmw add" in module_text(module) and "!nontemporal !0" in module_text(module)
 
 
+def test_the_writers_calls_vector_operations_allocas_and_returns_are_llvmlites():
+    """Every form of the kinds the writer makes itself: calls with and without fast-math flags, a
+    tail marker, a calling convention, argument and function attributes, a variadic callee and a
+    metadata argument; element inserts, extracts and shuffles; allocas with a count and alignment;
+    returns of a value and of nothing."""
+    f32, i32, i64, vector = ir.FloatType(), ir.IntType(32), ir.IntType(64), ir.VectorType(ir.FloatType(), 4)
+    module = ir.Module("m")
+    fn = uniquely_named(ir.Function(module, ir.FunctionType(vector, [vector, ir.PointerType()]), "f"))
+    b = ir.IRBuilder(fn.append_basic_block())
+    lane = b.extract_element(fn.args[0], i32(2))
+    inserted = b.insert_element(fn.args[0], lane, i32(0))
+    mask = ir.Constant(ir.VectorType(i32, 4), [3, 2, 1, 0])
+    shuffled = b.shuffle_vector(inserted, ir.Constant(vector, ir.Undefined), mask)
+    slots = b.alloca(f32, size=i64(4), name="slots")
+    slots.align = 16
+    b.alloca(vector)
+    total = b.call(ir.Function(module, ir.FunctionType(f32, [f32, vector]), "llvm.vector.reduce.fadd.v4f32"), [f32(-0.0), shuffled],
+                   fastmath=("nnan", "reassoc"), tail=True)
+    callee = ir.Function(module, ir.FunctionType(f32, [f32, ir.PointerType()]), "g")
+    callee.calling_convention = "fastcc"
+    b.call(callee, [total, fn.args[1]], cconv="fastcc", attrs=("nounwind",), arg_attrs={1: ("noalias",)})
+    printf = ir.Function(module, ir.FunctionType(i32, [ir.PointerType()], var_arg=True), "printf")
+    b.call(printf, [fn.args[1], total, lane])
+    b.call(module.declare_intrinsic("llvm.assume", fnty=ir.FunctionType(ir.VoidType(), [ir.IntType(1)])),
+           [ir.IntType(1)(1)])
+    b.call(ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.MetaDataType()]), "uses"),
+           [module.add_metadata([i32(7)])])
+    b.ret(shuffled)
+    other = uniquely_named(ir.Function(module, ir.FunctionType(ir.VoidType(), []), "h"))
+    ir.IRBuilder(other.append_basic_block()).ret_void()
+    assert module_text(module) == str(module)
+    assert "tail call nnan reassoc float" in module_text(module) and "fastcc float" in module_text(module)
+
+
 def test_unique_names_are_llvmlites_names():
     def names(scope_of):
         fn = scope_of(ir.Function(ir.Module(), ir.FunctionType(ir.VoidType(), [ir.IntType(8)] * 2), "f"))
