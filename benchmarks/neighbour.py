@@ -106,14 +106,14 @@ def main():
         return
     print(f"load average {os.getloadavg()[0]:.2f} at the start; {args.calls} calls a case")
     print("| case | setting | 1 thread median (min) us | 2 threads median (min) us | 2/1 | "
-          "2-thread regions, joined, crowded, moves |")
+          "2-thread regions, joined, crowded, late, moves |")
     print("|---|---|---|---|---|---|")
     for setting in args.settings.split(","):
         runs = {threads: measure(setting, threads, args.calls, args.only) for threads in (1, 2)}
         for name in runs[1]:
             (one, _), (two, counts) = runs[1][name], runs[2][name]
             m1, m2 = statistics.median(one), statistics.median(two)
-            pool = ", ".join(str(counts.get(k, "-")) for k in ("regions", "joined", "crowded_joins", "moves"))
+            pool = ", ".join(str(counts.get(k, "-")) for k in ("regions", "joined", "crowded_joins", "late", "moves"))
             print(f"| {name} | {setting} | {m1 * 1e6:.1f} ({min(one) * 1e6:.1f}) | {m2 * 1e6:.1f} "
                   f"({min(two) * 1e6:.1f}) | {m2 / m1:.2f} | {pool} |", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

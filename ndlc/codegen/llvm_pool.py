@@ -45,7 +45,7 @@ many workers it may take (its team but the caller), `cpu` the core its caller op
 the workers asleep on `gen`, `busy` whether a region runs (a second caller runs its region alone),
 `started` the workers started (each takes its index from it), `waiters` the threads asleep on a
 count (`ndlc_wait`), and the counts `regions`,
-`joined` (regions a worker ran), `late` (a worker came after its region closed), `crowded_joins`
+`joined` (regions a worker ran pieces of), `late` (a worker came after its region closed), `crowded_joins`
 (a worker joined on its caller's core) and `moves` (a worker moved off it)."""
 FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "cpu": 19, "active": 24, "crowded": 25,
           "sleepers": 32, "busy": 40, "quiet": 41, "backoff": 42, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58,
