@@ -19,7 +19,9 @@ move the thread it waits for there (a yield would hand the core to another proce
 slice instead, and under load waiting threads yielded ~50 times a call). Where the other cores are
 busy, the scheduler wakes a worker on its caller's core; there a spinning thread only takes the
 turn of the one it waits for. So the caller records its core (`cpu`) when it opens a region, a
-worker that joins on that core marks the region `crowded` (no wait in it spins), and an idle
+worker that joins on that core marks the region `crowded` (no wait in it spins) and gives its
+pieces back: it leaves at once without taking one, as on one core the two threads would only take
+turns and the caller would wait for the worker's last piece through two context switches; an idle
 worker looks at its core every LOOK_EVERY polls and sleeps at once when it is the caller's. There
 it cannot help, and waking it costs a futex call and two context switches a region (15 us of a
 50 us call), so after a crowded region the caller opens the next `quiet` ones without waking a
@@ -43,7 +45,7 @@ many workers it may take (its team but the caller), `cpu` the core its caller op
 the workers asleep on `gen`, `busy` whether a region runs (a second caller runs its region alone),
 `started` the workers started (each takes its index from it), `waiters` the threads asleep on a
 count (`ndlc_wait`), and the counts `regions`,
-`joined` (regions a worker ran), `late` (a worker came after its region closed), `crowded_joins`
+`joined` (regions a worker ran pieces of), `late` (a worker came after its region closed), `crowded_joins`
 (a worker joined on its caller's core) and `moves` (a worker moved off it)."""
 FIELDS = {"gen": 0, "open": 8, "fn": 16, "data": 17, "wanted": 18, "cpu": 19, "active": 24, "crowded": 25,
           "sleepers": 32, "busy": 40, "quiet": 41, "backoff": 42, "started": 48, "waiters": 52, "regions": 56, "joined": 57, "late": 58,
@@ -337,7 +339,7 @@ run:
 crowd:
   store atomic i64 1, ptr {at_crowded} monotonic, align 8
   %crowds = atomicrmw add ptr {at_crowded_joins}, i64 1 monotonic
-  br label %enter
+  br label %left
 enter:
   %fn = load ptr, ptr {at_fn}, align 8
   %data = load ptr, ptr {at_data}, align 8
@@ -348,8 +350,8 @@ late:
   %lates = atomicrmw add ptr {at_late}, i64 1 monotonic
   br label %left
 left:
-  %crowded.here = phi i1 [%crowding, %enter], [false, %late]
-  %crowded.core = phi i64 [%caller.core, %enter], [0, %late]
+  %crowded.here = phi i1 [true, %crowd], [false, %enter], [false, %late]
+  %crowded.core = phi i64 [%caller.core, %crowd], [0, %enter], [0, %late]
   call void @changed(ptr %active, i64 -1)
   br i1 %crowded.here, label %moving, label %wait
 moving:

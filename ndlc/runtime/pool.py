@@ -56,8 +56,9 @@ def grow(workers):
 
 def counts() -> dict:
     """The pool's counts so far: `regions` run on more than one thread, of them `joined` by a
-    worker, `late`: a worker arrived after its region had closed, and `crowded_joins`: a worker
-    joined a region on its caller's core (codegen/llvm_pool.py: neither then spins), `moves`: a
+    worker (ran its pieces), `late`: a worker arrived after its region had closed, and `crowded_joins`:
+    a worker joined a region on its caller's core (codegen/llvm_pool.py: it gives its pieces back,
+    and neither thread spins), `moves`: a
     worker moved off its caller's core, the machine otherwise idle."""
     _, state, _ = _loaded()
     return {name: ctypes.c_int64.from_address(state + 8 * FIELDS[name]).value
