@@ -237,6 +237,8 @@ def bench(args):
     """Check the device, then run the suite (benchmarks/suite/; for --device cuda the GPU check,
     benchmarks/gpu.py), which lives in the source tree beside the package."""
     ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
+    if args.output:  # a report that cannot be written is refused now, not after the timings
+        output_file(args.output, "--output", create=True)
     if args.compile or args.contention:
         name = "compile_time" if args.compile else "contention"
         script = load_suite(name)

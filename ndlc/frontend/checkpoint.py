@@ -60,6 +60,8 @@ def load(path):
             arrays = {name: _member(npz, name) for name in npz.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file") from None
     except CheckpointError:
         raise
     except (OSError, ValueError, EOFError, *_ZIP_ERRORS, *_HEADER_ERRORS) as e:

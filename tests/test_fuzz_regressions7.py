@@ -1,0 +1,91 @@
+"""What round seven's red team found at the boundaries a user touches: environment variables,
+checkpoints loaded into the wrong model or optimizer, and the command line's output paths; each
+kept as the smallest example that failed."""
+import numpy as np
+import pytest
+
+import ndlc as ndl
+from ndlc.cli import main
+from test_cli_errors import refused
+
+nn = ndl.nn
+
+
+def _double(x):
+    return x * 2
+
+
+def test_a_dump_folder_that_cannot_be_written_is_a_setting_error_naming_ndlc_dump_dir(tmp_path, monkeypatch):
+    """NDLC_DUMP_DIR under a file (or in /proc) ended the compilation with a bare
+    NotADirectoryError/FileNotFoundError from inside the pipeline; it is now a SettingError
+    naming the variable, the stage and the path."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("NDLC_DUMP", "traced")
+    monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path / "file" / "dumps"))
+    with pytest.raises(ndl.SettingError, match=r"NDLC_DUMP_DIR=.*file/dumps.*traced dump"):
+        ndl.compile(_double)(ndl.Tensor(np.ones(3, np.float32)))
+    monkeypatch.setenv("NDLC_DUMP_DIR", str(tmp_path / "dumps"))
+    out = ndl.compile(_double)(ndl.Tensor(np.ones(3, np.float32)))
+    np.testing.assert_array_equal(out.numpy(), [2, 2, 2])
+    assert [p.name.split(".", 2)[2] for p in (tmp_path / "dumps").iterdir()] == ["traced.txt"]
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("state", [None, "model.npz", 3])
+def test_a_module_state_dict_that_is_not_a_dict_is_a_state_dict_error(state):
+    """`load_state_dict(None)` raised "'NoneType' object is not iterable" from its key check."""
+    with pytest.raises(ndl.StateDictError, match=f"Sequential.load_state_dict: the state dict is a {type(state).__name__}"):
+        _mlp().load_state_dict(state)
+
+
+def test_a_complex_tensor_loaded_into_a_real_one_is_refused_not_cut_to_its_real_part(tmp_path):
+    """A complex entry was cast to float32 with numpy's ComplexWarning only, its imaginary parts
+    silently dropped; it is refused, naming the entry and the file."""
+    model = _mlp()
+    state = model.state_dict()
+    state["modules.0.weight"] = state["modules.0.weight"].numpy() * (1 + 1j)
+    ndl.save(state, tmp_path / "complex.npz")
+    before = model.state_dict()["modules.0.weight"].numpy()
+    with pytest.raises(ndl.StateDictError, match=r"'modules.0.weight' is complex .*complex.npz"):
+        model.load_state_dict(ndl.load(tmp_path / "complex.npz"))
+    np.testing.assert_array_equal(model.state_dict()["modules.0.weight"].numpy(), before)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: None, "the state dict is a NoneType"),
+    (lambda s: "sgd.npz", "the state dict is a str"),
+    (lambda s: {**s, "param_groups": "lr=0.1"}, "param_groups is not a list of dicts"),
+    (lambda s: {**s, "param_groups": [None]}, "param_groups is not a list of dicts"),
+    (lambda s: {**s, "state": None}, "state is not a dict of dicts"),
+    (lambda s: {**s, "state": {0: None}}, "state is not a dict of dicts"),
+])
+def test_an_optimizer_state_dict_of_the_wrong_form_is_a_state_dict_error(change, message):
+    """A state dict whose param_groups or state were not PyTorch's form (text, None, a list of
+    None) raised AttributeError/TypeError from `.get` or `in`."""
+    sgd = ndl.optim.SGD(_mlp().parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ndl.StateDictError, match=f"SGD.load_state_dict: {message}"):
+        sgd.load_state_dict(change(sgd.state_dict()))
+
+
+def test_loading_a_folder_as_a_checkpoint_says_it_is_a_folder(tmp_path):
+    """`ndl.load(folder)` called the folder "truncated or corrupt"."""
+    with pytest.raises(ndl.CheckpointError, match="is a folder, not a checkpoint file"):
+        ndl.load(tmp_path)
+
+
+@pytest.mark.parametrize("output, message", [
+    ("{tmp}", "is a folder, not a file"),
+    ("{tmp}/file/RESULTS.md", "/file is a file, not a folder"),
+    ("{tmp}/file/deeper/RESULTS.md", "/file is a file, not a folder"),
+])
+def test_bench_refuses_a_report_path_it_cannot_write_before_timing(tmp_path, capsys, output, message):
+    """`ndlc bench --output` over a folder, or under a file, was found only after every case was
+    timed (minutes), with "Is a directory" or "File exists" and no option named."""
+    (tmp_path / "file").write_text("")
+    output = output.format(tmp=tmp_path)
+    refused(capsys, ["bench", "--quick", "--only", "relu", "--no-plot", "--no-progress", "--output", output],
+            "--output", message)
+    assert capsys.readouterr().out == ""  # nothing was timed
