@@ -6,6 +6,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc.cli import main
+from ndlc.errors import AttrError
 from test_cli_errors import refused
 
 nn = ndl.nn
@@ -89,3 +90,22 @@ def test_bench_refuses_a_report_path_it_cannot_write_before_timing(tmp_path, cap
     refused(capsys, ["bench", "--quick", "--only", "relu", "--no-plot", "--no-progress", "--output", output],
             "--output", message)
     assert capsys.readouterr().out == ""  # nothing was timed
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("call, message", [
+    (lambda x: ndl.summation(x, axes=-3), r"summation\(f32\[2,3\]\): axes \(-3,\) out of range for rank 2"),
+    (lambda x: ndl.flip(x, (0, -5)), r"flip\(f32\[2,3\]\): axes \(0, -5\) out of range for rank 2"),
+    (lambda x: ndl.stack([x, x], -4), r"stack\(f32\[2,3\], f32\[2,3\]\): axis -4 out of range"),
+    (lambda x: ndl.summation(x, axes=1.0), r"summation: attribute axes=\(1.0,\) must be an integer"),
+    (lambda x: ndl.stack([x, x], "0"), r"stack: attribute axis='0' must be an integer"),
+])
+def test_an_axis_out_of_range_or_not_an_integer_is_named_as_the_user_wrote_it(compiled, call, message):
+    """A negative axis past the rank was counted from the end once and reported as another axis
+    (`axes=-3` of a matrix: "axes (-1,) out of range"); a float `axes` raised "'float' object is
+    not iterable", and a text stack axis "'<' not supported", naming no op."""
+    x = ndl.Tensor(np.ones((2, 3), np.float32))
+    with pytest.raises((ndl.ShapeError, AttrError), match=message):
+        (ndl.compile(call) if compiled else call)(x)
+    np.testing.assert_array_equal(ndl.summation(x, axes=-2).numpy(), [2, 2, 2])  # in range: counted from the end
+    assert ndl.stack([x, x], -3).shape == (2, 2, 3)

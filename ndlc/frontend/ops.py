@@ -135,15 +135,20 @@ def _elementwise_op(op):
 
 
 def _normalize_axes(axes, ndim):
+    """`axes` (None: all; one axis or several) as sorted non-negative axes; an axis out of range or
+    not an integer is kept as given, for the op's check to name it as the user wrote it."""
     if axes is None:
         return tuple(range(ndim))
-    if isinstance(axes, (int, np.integer)):
+    if isinstance(axes, (int, np.integer)) or not isinstance(axes, (tuple, list, np.ndarray)):
         axes = (axes,)
-    return tuple(sorted(a + ndim if a < 0 else a for a in axes))
+    axes = tuple(_normalize_axis(a, ndim) for a in axes)
+    return tuple(sorted(axes)) if all(isinstance(a, (int, np.integer)) and 0 <= a < ndim for a in axes) else axes
 
 
 def _normalize_axis(axis, ndim):
-    return axis + ndim if axis < 0 else axis
+    """A negative `axis` counted from the end; one out of range, or not an integer, as given."""
+    integer = isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+    return axis + ndim if integer and -ndim <= axis < 0 else axis
 
 
 # ---- shapes -----------------------------------------------------------------------------
@@ -199,8 +204,7 @@ def stack(args, axis=0):
     if not len(args):
         raise ShapeError(f"stack of no tensors: give at least one (at {user_location()})")
     tensors = _promote("stack", [as_tensor(t) for t in args])
-    axis = axis + tensors[0].ndim + 1 if axis < 0 else axis
-    return apply("stack", *tensors, axis=axis)
+    return apply("stack", *tensors, axis=_normalize_axis(axis, tensors[0].ndim + 1))
 
 
 def split(a, axis=0):
