@@ -6,7 +6,7 @@ import pytest
 
 import ndlc as ndl
 from ndlc.cli import main
-from ndlc.errors import AttrError
+from ndlc.errors import AttrError, IRParseError
 from test_cli_errors import refused
 
 nn = ndl.nn
@@ -109,3 +109,39 @@ def test_an_axis_out_of_range_or_not_an_integer_is_named_as_the_user_wrote_it(co
         (ndl.compile(call) if compiled else call)(x)
     np.testing.assert_array_equal(ndl.summation(x, axes=-2).numpy(), [2, 2, 2])  # in range: counted from the end
     assert ndl.stack([x, x], -3).shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("scalar", [float("nan"), float("inf"), -float("inf")])
+def test_an_integer_tensor_meeting_a_nan_or_infinite_number_computes_in_float32(compiled, scalar):
+    """`int_tensor + nan` raised "cannot convert float NaN to integer" (and inf an OverflowError)
+    while deciding the result's dtype; like 0.5, such a number makes the result float32."""
+    step = (lambda a: (a + scalar, a * scalar, a - scalar))
+    outs = (ndl.compile(step) if compiled else step)(ndl.Tensor(np.array([1, -2, 0], np.int64)))
+    values = np.array([1, -2, 0], np.float32)
+    with np.errstate(invalid="ignore"):
+        for out, expected in zip(outs, (values + scalar, values * scalar, values - scalar)):
+            assert out.dtype == "float32"
+            np.testing.assert_array_equal(out.numpy(), expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("call", [lambda x: x + 10**400, lambda x: 10**400 - x, lambda x: x / -10**400,
+                                  lambda x: ndl.power_scalar(x, 10**400)])
+def test_an_integer_too_large_for_a_float_is_an_attribute_error_naming_the_op(call):
+    """A scalar of 401 digits raised "int too large to convert to float" from float(), naming no
+    op (numpy refuses it too)."""
+    x = ndl.Tensor(np.ones(2, np.float32))
+    with pytest.raises(AttrError, match=r"_scalar: the scalar, an integer of 401 digits, is too large for a float"):
+        call(x)
+    with pytest.raises(AttrError, match="too large for a float"):
+        ndl.compile(call)(x)
+
+
+def test_graph_text_with_a_scalar_too_large_for_a_float_is_refused_at_its_line():
+    """`add_scalar(%x, scalar=1000...0)` (400 digits) in graph text raised OverflowError from the
+    registry's attribute check instead of the parser's IRParseError naming the line."""
+    text = ("graph @g(%x: f32[2]) {\n  %0 = add_scalar(%x, scalar=1" + "0" * 400 + ") : f32[2]\n"
+            "  return %0\n}\n")
+    with pytest.raises(IRParseError,
+                       match=r"line 2, column .*add_scalar: attribute scalar=1000.*000 must be a number a float can hold"):
+        ndl.ir.parse(text)

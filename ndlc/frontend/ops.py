@@ -64,8 +64,8 @@ def _broadcast(op, tensors):
 
 
 def _scalar_dtype(tensor: Tensor, scalar):
-    """Integer tensors meeting a fractional scalar compute in float32 (as PyTorch does)."""
-    if not is_float(tensor._value.dtype) and float(scalar) != int(scalar):
+    """Integer tensors meeting a fractional, infinite or NaN scalar compute in float32 (as PyTorch does)."""
+    if not is_float(tensor._value.dtype) and not float(scalar).is_integer():
         return cast(tensor, "f32")
     return tensor
 
@@ -78,8 +78,9 @@ def elementwise(op, *args) -> Tensor:
         if numbers[1] or opdef.commutative:
             tensor, scalar = (args[0], args[1]) if numbers[1] else (args[1], args[0])
             tensor = as_tensor(tensor)
+            scalar = _scalar_number(opdef.scalar_variant, scalar, tensor.ndim)
             tensor = _to_float(tensor) if opdef.float_only else _scalar_dtype(tensor, scalar)
-            return apply(opdef.scalar_variant, tensor, scalar=float(scalar))
+            return apply(opdef.scalar_variant, tensor, scalar=scalar)
     values = args[1:] if op == "where" else args  # where's numbers take its branches' dtype
     like = next((a._value.dtype for a in values if isinstance(a, Tensor)), "f32")
     tensors = [full((), a, like) if n else as_tensor(a) for a, n in zip(args, numbers)]
@@ -111,7 +112,11 @@ def _scalar_number(op, scalar, rank):
         raise AttrError(f"{op}: the scalar must be a number, not a {scalar.dtype} array of shape "
                         f"{scalar.shape} for an operand of rank {rank} (at {user_location()})")
     if isinstance(scalar, _NUMBER):
-        return float(scalar)
+        try:
+            return float(scalar)
+        except OverflowError:  # as numpy refuses it: an integer past 1.8e308 is no float
+            raise AttrError(f"{op}: the scalar, an integer of {len(str(abs(scalar)))} digits, is too large "
+                            f"for a float (at {user_location()})") from None
     raise AttrError(f"{op}: the scalar must be a number, not {type(scalar).__name__} (at {user_location()})")
 
 
