@@ -145,3 +145,30 @@ def test_graph_text_with_a_scalar_too_large_for_a_float_is_refused_at_its_line()
     with pytest.raises(IRParseError,
                        match=r"line 2, column .*add_scalar: attribute scalar=1000.*000 must be a number a float can hold"):
         ndl.ir.parse(text)
+
+
+@pytest.mark.parametrize("init, fans", [("kaiming_uniform", (0, 3)), ("kaiming_normal", (-2, 3)),
+                                        ("xavier_uniform", (0, 0)), ("xavier_normal", (-1, 1))])
+def test_an_initialiser_with_no_positive_fan_names_it(init, fans):
+    """`kaiming_uniform(0, 3)` raised ZeroDivisionError, `kaiming_normal(-2, 3)` "math domain
+    error": neither named the initialiser or its fans."""
+    with pytest.raises(ValueError, match=f"{init}: fan_in={fans[0]}, fan_out={fans[1]} give no bound"):
+        getattr(ndl.init, init)(*fans)
+    assert getattr(ndl.init, init)(4, 3).shape == (4, 3)
+
+
+def test_a_cache_folder_that_is_a_file_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    """NDLC_CACHE_DIR naming a file warned twice per module, library and program (read, then
+    write: 30 lines for a small model); it warns once per kind of access (reading an entry,
+    writing one, reading a library), runs, and the rest is at INFO."""
+    import logging
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("NDLC_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="ndlc.cache"):
+        out = ndl.compile(lambda x: ndl.exp(x) * 2)(ndl.Tensor(np.zeros((3, 5), np.float32)))
+    np.testing.assert_array_equal(out.numpy(), np.full((3, 5), 2, np.float32))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    messages = [r.getMessage().split(" /")[0] for r in warnings]
+    assert len(messages) == len(set(messages)) <= 3, caplog.text
+    assert all("further such failures" in r.getMessage() for r in warnings), caplog.text
+    assert sum(r.levelno == logging.INFO and "Not a directory" in r.getMessage() for r in caplog.records) >= 2
