@@ -172,3 +172,20 @@ def test_a_cache_folder_that_is_a_file_is_warned_about_once(tmp_path, monkeypatc
     assert len(messages) == len(set(messages)) <= 3, caplog.text
     assert all("further such failures" in r.getMessage() for r in warnings), caplog.text
     assert sum(r.levelno == logging.INFO and "Not a directory" in r.getMessage() for r in caplog.records) >= 2
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(debug="no"), "debug must be True or False, not 'no'"),
+    (dict(check="no"), "check must be True or False, not 'no'"),
+    (dict(static_hyperparameters="yes"), "static_hyperparameters must be True or False"),
+    (dict(max_specialisations=True), "max_specialisations must be a positive integer, not True"),
+    (dict(state=3), "state must be a list or tuple of Modules, Optimizers and Tensors, not int"),
+])
+def test_compile_options_of_the_wrong_type_are_refused_by_name(options, message):
+    """`debug="no"` raised "unsupported operand type(s) for +: 'int' and 'str'" at the first call;
+    `check="no"` turned check mode on (a string is true); `state=3` raised "'int' object is not
+    iterable"; `max_specialisations=True` kept one program."""
+    with pytest.raises(ndl.NdlcError, match=f"ndlc.compile: {message}"):
+        ndl.compile(_double, **options)
+    out = ndl.compile(_double, check=False, debug=1, state=[])(ndl.Tensor(np.ones(2, np.float32)))
+    np.testing.assert_array_equal(out.numpy(), [2, 2])
