@@ -189,3 +189,12 @@ def test_compile_options_of_the_wrong_type_are_refused_by_name(options, message)
         ndl.compile(_double, **options)
     out = ndl.compile(_double, check=False, debug=1, state=[])(ndl.Tensor(np.ones(2, np.float32)))
     np.testing.assert_array_equal(out.numpy(), [2, 2])
+
+
+def test_ndlc_run_says_an_input_of_python_objects_is_not_read_rather_than_corrupt(tmp_path, capsys):
+    """An intact .npy of dtype object (stored pickled) was called "truncated or corrupt"."""
+    (tmp_path / "g.ir").write_text("graph @g(%x: f32[2]) {\n  %0 = negate(%x) : f32[2]\n  return %0\n}\n")
+    np.save(tmp_path / "x.npy", np.array([1.0, None], dtype=object), allow_pickle=True)
+    err = refused(capsys, ["run", str(tmp_path / "g.ir"), "--input", f"x={tmp_path / 'x.npy'}"],
+                  "--input x=", "holds an array of Python objects", "is not read")
+    assert "corrupt" not in err
