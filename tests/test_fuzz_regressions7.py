@@ -1,6 +1,9 @@
-"""What round seven's red team found at the boundaries a user touches: environment variables,
-checkpoints loaded into the wrong model or optimizer, and the command line's output paths; each
-kept as the smallest example that failed."""
+"""What round seven's red team found at the boundaries a user touches: environment variables and
+the cache folder, checkpoints loaded into the wrong model or optimizer, ops and ndl.compile given
+arguments of the wrong kind, graph text, and the command line's paths; each kept as the smallest
+example that failed."""
+import os
+
 import numpy as np
 import pytest
 
@@ -198,3 +201,12 @@ def test_ndlc_run_says_an_input_of_python_objects_is_not_read_rather_than_corrup
     err = refused(capsys, ["run", str(tmp_path / "g.ir"), "--input", f"x={tmp_path / 'x.npy'}"],
                   "--input x=", "holds an array of Python objects", "is not read")
     assert "corrupt" not in err
+
+
+def test_a_checkpoint_path_given_as_bytes_is_saved_and_loaded(tmp_path):
+    """`ndl.save(obj, b"/path/ckpt.npz")` raised "Can't mix bytes and non-bytes in path
+    components" while naming its temporary file; bytes paths are os.PathLike's other form."""
+    path = os.fsencode(tmp_path / "ckpt.npz")
+    ndl.save({"w": np.arange(3.0), "step": 4}, path)
+    loaded = ndl.load(path)
+    assert loaded["step"] == 4 and loaded["w"].tolist() == [0.0, 1.0, 2.0]
