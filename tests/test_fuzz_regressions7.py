@@ -41,7 +41,8 @@ def _mlp():
 @pytest.mark.parametrize("state", [None, "model.npz", 3])
 def test_a_module_state_dict_that_is_not_a_dict_is_a_state_dict_error(state):
     """`load_state_dict(None)` raised "'NoneType' object is not iterable" from its key check."""
-    with pytest.raises(ndl.StateDictError, match=f"Sequential.load_state_dict: the state dict is a {type(state).__name__}"):
+    expected = f"Sequential.load_state_dict: the state dict is a {type(state).__name__}"
+    with pytest.raises(ndl.StateDictError, match=expected):
         _mlp().load_state_dict(state)
 
 
@@ -146,7 +147,8 @@ def test_graph_text_with_a_scalar_too_large_for_a_float_is_refused_at_its_line()
     text = ("graph @g(%x: f32[2]) {\n  %0 = add_scalar(%x, scalar=1" + "0" * 400 + ") : f32[2]\n"
             "  return %0\n}\n")
     with pytest.raises(IRParseError,
-                       match=r"line 2, column .*add_scalar: attribute scalar=1000.*000 must be a number a float can hold"):
+                       match=r"line 2, column .*add_scalar: attribute scalar=1000.*000 must be a number a "
+                             r"float can hold"):
         ndl.ir.parse(text)
 
 
