@@ -225,7 +225,13 @@ def read_arrays(path, spec):
             return loaded
     except OSError as e:
         raise UserError(f"--input {spec}: {path}: {e.strerror or e}") from None
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # intact, but unpickling would run code the file names
+            raise UserError(f"--input {spec}: {path} holds an array of Python objects, which is stored "
+                            "pickled and is not read; save numbers (float32, int64, bool, ...)") from None
+        raise UserError(f"--input {spec}: {path} is not a readable .npy or .npz file (truncated or "
+                        f"corrupt: {e})") from None
+    except (EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise UserError(f"--input {spec}: {path} is not a readable .npy or .npz file (truncated or "
                         f"corrupt: {e})") from None
 
@@ -237,6 +243,8 @@ def bench(args):
     """Check the device, then run the suite (benchmarks/suite/; for --device cuda the GPU check,
     benchmarks/gpu.py), which lives in the source tree beside the package."""
     ndl.compile(lambda: None, device=args.device)  # refuses a device that is not built, before any timing
+    if args.output:  # a report that cannot be written is refused now, not after the timings
+        output_file(args.output, "--output", create=True)
     if args.compile or args.contention:
         name = "compile_time" if args.compile else "contention"
         script = load_suite(name)

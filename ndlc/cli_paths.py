@@ -8,10 +8,19 @@ class UserError(Exception):
     """A mistake in the command line or in the files it names: `ndlc COMMAND: message`, exit status 2."""
 
 
-def output_file(path, option):
+def output_file(path, option, create=False):
     """Refuse, before any work, to write `path` (given as `option`) into a folder that does not
-    exist or that cannot be written, or over a folder."""
+    exist (`create`: that cannot be created) or that cannot be written, or over a folder."""
     folder = os.path.dirname(os.path.abspath(path))
+    if create:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            blocker = folder
+            while not os.path.exists(blocker) and os.path.dirname(blocker) != blocker:
+                blocker = os.path.dirname(blocker)
+            why = f"{blocker} is a file, not a folder" if os.path.isfile(blocker) else e.strerror
+            raise UserError(f"{option} {path}: cannot create the folder {folder}: {why}") from None
     if not os.path.isdir(folder):
         raise UserError(f"{option} {path}: no such folder {folder}")
     if os.path.isdir(path):

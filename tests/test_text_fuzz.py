@@ -2,7 +2,8 @@
 (fused, scheduled, planned) of a compiled BatchNorm MLP's training step, with characters, tokens
 and lines deleted, inserted, repeated, swapped or cut off. `parse` and `parse_kernels` either read
 the text into a verified program that prints back to itself, or raise an IRParseError naming a
-line of the text (or a VerifyError naming what is broken): never another exception.
+line of the text (or a VerifyError naming what is broken): never another exception. Grammar-aware
+edits (`grammar_mutations`) keep the text's shape and change what its tokens say.
 FUZZ_EXAMPLES sets how many mutations per stage are drawn (`-m slow`: 500)."""
 import os
 import re
@@ -66,6 +67,39 @@ def mutations(draw, text):
     return text
 
 
+DTYPES = ["f32", "f64", "f16", "i32", "i64", "bool", "u8", "c64", "ℱ32"]
+DIMS = ["0", "1", "3", "16", "-1", "1099511627776", "9223372036854775808", "1" + "0" * 400]
+NUMBERS = ["-1", "0", "-0.0", "2.5", "nan", "inf", "1e400", "1" + "0" * 400, "٣", "１", "1_0", "0x10"]
+UNICODE = ["é", "％", "\u200b", "\x00", "\ufeff", "𝟘", "\r", "\t", "İ"]
+
+
+@st.composite
+def grammar_mutations(draw, text):
+    """`text` with one to three edits that keep its tokens' kinds: a dtype, shape, number or value
+    name replaced by another (of other programs, out of range, huge, non-ASCII digits), or a
+    non-ASCII character inserted."""
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(("dtype", "shape", "number", "name", "unicode")))
+        if kind == "unicode":
+            at = draw(st.integers(0, len(text)))
+            text = text[:at] + draw(st.sampled_from(UNICODE)) + text[at:]
+            continue
+        pattern, choices = {"dtype": (r"\b(f32|i64|i32|bool|f64)\b", DTYPES), "shape": (r"\[[\d,]*\]", None),
+                            "number": (r"(?<![%\w.])-?\d+(\.\d+)?(e-?\d+)?", NUMBERS), "name": (r"%[\w.]+", None)}[kind]
+        spans = [m.span() for m in re.finditer(pattern, text)]
+        if not spans:
+            continue
+        start, end = spans[draw(st.integers(0, len(spans) - 1))]
+        if kind == "shape":
+            new = "[" + ",".join(draw(st.lists(st.sampled_from(DIMS), max_size=4))) + "]"
+        elif kind == "name":
+            new = text[slice(*spans[draw(st.integers(0, len(spans) - 1))])]
+        else:
+            new = draw(st.sampled_from(choices))
+        text = text[:start] + new + text[end:]
+    return text
+
+
 def check(stage, text):
     """Parsed and printed back, or refused with the line (or the broken invariant) named."""
     graph = stage in GRAPH_STAGES
@@ -96,11 +130,21 @@ def test_a_mutated_stage_parses_or_is_refused_at_its_line(stage):
     run()
 
 
+@pytest.mark.parametrize("stage", GRAPH_STAGES + KERNEL_STAGES)
+def test_a_stage_with_retyped_reshaped_or_renamed_tokens_parses_or_is_refused_at_its_line(stage):
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @given(text=grammar_mutations(TEXTS[stage]))
+    def run(text):
+        check(stage, text)
+    run()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", GRAPH_STAGES + KERNEL_STAGES)
 def test_many_mutated_stages_parse_or_are_refused_at_their_line(stage):
     @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(text=mutations(TEXTS[stage]))
+    @given(text=st.one_of(mutations(TEXTS[stage]), grammar_mutations(TEXTS[stage])))
     def run(text):
         check(stage, text)
     run()

@@ -38,7 +38,7 @@ class LoadedDict(dict):
 
 def save(obj, path):
     """Write `obj` to `path` atomically (the previous file stays whole until the new one is complete)."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or os.PathLike: one kind of name in messages and joins
     arrays = {}
     structure = _encode(obj, arrays, "obj", path, ())
     header = {"format": FORMAT_VERSION, "ndlc": __version__, "structure": structure}
@@ -49,7 +49,7 @@ def save(obj, path):
 def load(path):
     """The object `save` wrote to `path`: Tensors come back as Tensors (with their dtype and
     requires_grad), arrays as arrays, dicts as dicts (LoadedDict), lists and tuples as such."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or os.PathLike: one kind of name in messages and joins
     try:
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -60,6 +60,8 @@ def load(path):
             arrays = {name: _member(npz, name) for name in npz.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file") from None
     except CheckpointError:
         raise
     except (OSError, ValueError, EOFError, *_ZIP_ERRORS, *_HEADER_ERRORS) as e:

@@ -94,14 +94,23 @@ def ones_like(array, *, device=None, requires_grad=False):
 
 def xavier_uniform(fan_in, fan_out, gain=1.0, shape=None, **kwargs):
     """Uniform on [-a, a], a = gain * sqrt(6 / (fan_in + fan_out)); `shape` overrides (fan_in, fan_out)."""
-    a = gain * math.sqrt(6 / (fan_in + fan_out))
+    a = gain * math.sqrt(6 / _fans("xavier_uniform", fan_in, fan_out, fan_in + fan_out))
     return rand(*(shape or (fan_in, fan_out)), low=-a, high=a, **kwargs)
 
 
 def xavier_normal(fan_in, fan_out, gain=1.0, shape=None, **kwargs):
     """Normal with std = gain * sqrt(2 / (fan_in + fan_out))."""
-    std = gain * math.sqrt(2 / (fan_in + fan_out))
+    std = gain * math.sqrt(2 / _fans("xavier_normal", fan_in, fan_out, fan_in + fan_out))
     return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
+
+
+def _fans(init, fan_in, fan_out, scale):
+    """`scale` (the fans the bound divides by), refused where it is not a positive number: a zero
+    fan divided by zero, a negative one took a square root of a negative number."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or not scale > 0:
+        raise ValueError(f"{init}: fan_in={fan_in!r}, fan_out={fan_out!r} give no bound: the fans its "
+                         f"scale divides by must be positive")
+    return scale
 
 
 def _relu_gain(nonlinearity):
@@ -112,13 +121,13 @@ def _relu_gain(nonlinearity):
 
 def kaiming_uniform(fan_in, fan_out, shape=None, nonlinearity="relu", **kwargs):
     """Uniform on [-b, b], b = sqrt(2) * sqrt(3 / fan_in)."""
-    bound = _relu_gain(nonlinearity) * math.sqrt(3 / fan_in)
+    bound = _relu_gain(nonlinearity) * math.sqrt(3 / _fans("kaiming_uniform", fan_in, fan_out, fan_in))
     return rand(*(shape or (fan_in, fan_out)), low=-bound, high=bound, **kwargs)
 
 
 def kaiming_normal(fan_in, fan_out, shape=None, nonlinearity="relu", **kwargs):
     """Normal with std = sqrt(2) / sqrt(fan_in)."""
-    std = _relu_gain(nonlinearity) / math.sqrt(fan_in)
+    std = _relu_gain(nonlinearity) / math.sqrt(_fans("kaiming_normal", fan_in, fan_out, fan_in))
     return randn(*(shape or (fan_in, fan_out)), mean=0.0, std=std, **kwargs)
 
 

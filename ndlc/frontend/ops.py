@@ -64,8 +64,8 @@ def _broadcast(op, tensors):
 
 
 def _scalar_dtype(tensor: Tensor, scalar):
-    """Integer tensors meeting a fractional scalar compute in float32 (as PyTorch does)."""
-    if not is_float(tensor._value.dtype) and float(scalar) != int(scalar):
+    """Integer tensors meeting a fractional, infinite or NaN scalar compute in float32 (as PyTorch does)."""
+    if not is_float(tensor._value.dtype) and not float(scalar).is_integer():
         return cast(tensor, "f32")
     return tensor
 
@@ -78,8 +78,9 @@ def elementwise(op, *args) -> Tensor:
         if numbers[1] or opdef.commutative:
             tensor, scalar = (args[0], args[1]) if numbers[1] else (args[1], args[0])
             tensor = as_tensor(tensor)
+            scalar = _scalar_number(opdef.scalar_variant, scalar, tensor.ndim)
             tensor = _to_float(tensor) if opdef.float_only else _scalar_dtype(tensor, scalar)
-            return apply(opdef.scalar_variant, tensor, scalar=float(scalar))
+            return apply(opdef.scalar_variant, tensor, scalar=scalar)
     values = args[1:] if op == "where" else args  # where's numbers take its branches' dtype
     like = next((a._value.dtype for a in values if isinstance(a, Tensor)), "f32")
     tensors = [full((), a, like) if n else as_tensor(a) for a, n in zip(args, numbers)]
@@ -111,7 +112,11 @@ def _scalar_number(op, scalar, rank):
         raise AttrError(f"{op}: the scalar must be a number, not a {scalar.dtype} array of shape "
                         f"{scalar.shape} for an operand of rank {rank} (at {user_location()})")
     if isinstance(scalar, _NUMBER):
-        return float(scalar)
+        try:
+            return float(scalar)
+        except OverflowError:  # as numpy refuses it: an integer past 1.8e308 is no float
+            raise AttrError(f"{op}: the scalar, an integer of {len(str(abs(scalar)))} digits, is too large "
+                            f"for a float (at {user_location()})") from None
     raise AttrError(f"{op}: the scalar must be a number, not {type(scalar).__name__} (at {user_location()})")
 
 
@@ -135,15 +140,20 @@ def _elementwise_op(op):
 
 
 def _normalize_axes(axes, ndim):
+    """`axes` (None: all; one axis or several) as sorted non-negative axes; an axis out of range or
+    not an integer is kept as given, for the op's check to name it as the user wrote it."""
     if axes is None:
         return tuple(range(ndim))
-    if isinstance(axes, (int, np.integer)):
+    if isinstance(axes, (int, np.integer)) or not isinstance(axes, (tuple, list, np.ndarray)):
         axes = (axes,)
-    return tuple(sorted(a + ndim if a < 0 else a for a in axes))
+    axes = tuple(_normalize_axis(a, ndim) for a in axes)
+    return tuple(sorted(axes)) if all(isinstance(a, (int, np.integer)) and 0 <= a < ndim for a in axes) else axes
 
 
 def _normalize_axis(axis, ndim):
-    return axis + ndim if axis < 0 else axis
+    """A negative `axis` counted from the end; one out of range, or not an integer, as given."""
+    integer = isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_))
+    return axis + ndim if integer and -ndim <= axis < 0 else axis
 
 
 # ---- shapes -----------------------------------------------------------------------------
@@ -199,8 +209,7 @@ def stack(args, axis=0):
     if not len(args):
         raise ShapeError(f"stack of no tensors: give at least one (at {user_location()})")
     tensors = _promote("stack", [as_tensor(t) for t in args])
-    axis = axis + tensors[0].ndim + 1 if axis < 0 else axis
-    return apply("stack", *tensors, axis=axis)
+    return apply("stack", *tensors, axis=_normalize_axis(axis, tensors[0].ndim + 1))
 
 
 def split(a, axis=0):

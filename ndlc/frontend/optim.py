@@ -70,10 +70,19 @@ class Optimizer:
         """Set the slots, counters and hyperparameters from `state_dict` (of an optimizer of the
         same kind over parameters of the same shapes), in place, so compiled steps keep running."""
         owner = type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise StateDictError(f"{owner}.load_state_dict: the state dict is a {type(state_dict).__name__}, "
+                                 f"not a dict (of an optimizer's state_dict())")
         missing = [key for key in ("state", "param_groups", *self.counters) if key not in state_dict]
         if missing:
             raise StateDictError(f"{owner}.load_state_dict: missing keys {missing}{origin_of(state_dict)}")
         groups, state = state_dict["param_groups"], state_dict["state"]
+        malformed = [] if isinstance(groups, (list, tuple)) and all(isinstance(g, dict) for g in groups) \
+            else ["param_groups is not a list of dicts"]
+        malformed += [] if isinstance(state, dict) and all(isinstance(s, dict) for s in state.values()) \
+            else ["state is not a dict of dicts"]
+        if malformed:
+            raise StateDictError(f"{owner}.load_state_dict: {'; '.join(malformed)}{origin_of(state_dict)}")
         if len(groups) != 1 or len(groups[0].get("params", ())) != len(self.params):
             sizes = [len(g.get("params", ())) for g in groups]
             raise StateDictError(f"{owner}.load_state_dict: the state dict has parameter groups of "

@@ -24,13 +24,26 @@ def _int(v):
 def _float(v):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise ValueError("a number")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer past 1.8e308
+        raise ValueError("a number a float can hold") from None
 
 
 def _bool(v):
     if not isinstance(v, (bool, np.bool_)):
         raise ValueError("true or false")
     return bool(v)
+
+
+def _shown(value, most=60):
+    """`value`'s repr for a message, its middle cut out past `most` characters (an integer of
+    thousands of digits has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]}"
 
 
 def _ints(v):
@@ -179,7 +192,7 @@ class OpDef:
                 try:
                     value = ATTR_KINDS[spec.kind](value)
                 except ValueError as e:
-                    raise AttrError(f"{self.name}: attribute {name}={value!r} must be {e}{at}") from None
+                    raise AttrError(f"{self.name}: attribute {name}={_shown(value)} must be {e}{at}") from None
             result[name] = value
         return result
 

@@ -10,6 +10,8 @@ import collections
 import logging
 import threading
 
+import numpy as np
+
 from ..env import flag, warn_unknown_names
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType
@@ -55,8 +57,14 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     if name == "cuda":
         from ..runtime.cuda import require
         require()  # a missing GPU, pycuda or nvcc is named now, not at the first call
-    if not isinstance(max_specialisations, int) or max_specialisations < 1:
+    if isinstance(max_specialisations, bool) or not isinstance(max_specialisations, int) or max_specialisations < 1:
         raise NdlcError(f"ndlc.compile: max_specialisations must be a positive integer, not {max_specialisations!r}")
+    for option, value in (("check", check), ("debug", debug), ("static_hyperparameters", static_hyperparameters)):
+        if not isinstance(value, (bool, int, np.bool_)) or value not in (0, 1):  # 'no' is true: a mode turned on
+            raise NdlcError(f"ndlc.compile: {option} must be True or False, not {value!r}")
+    if state is not None and not isinstance(state, (list, tuple)):
+        raise NdlcError(f"ndlc.compile: state must be a list or tuple of Modules, Optimizers and Tensors, "
+                        f"not {type(state).__name__}")
     options = dict(check=check, static=static_hyperparameters, limit=max_specialisations, debug=debug, device=name)
     if isinstance(obj, Module):
         return CompiledModule(obj, **options)

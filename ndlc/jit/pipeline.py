@@ -18,6 +18,7 @@ import os
 import time
 
 from ..ir.checks import maybe_verify, maybe_verify_kernels
+from ..env import SettingError
 from ..errors import UnsupportedError
 from ..ir.printer import print_graph
 from ..passes.broadcast_outputs import broadcast_outputs
@@ -320,10 +321,14 @@ class Stages:
         self.texts[stage] = text
         if self.wants(stage):
             directory = os.environ.get("NDLC_DUMP_DIR", ".")
-            os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{self.name}.{self.number}.{stage}.txt")
-            with open(path, "w") as f:
-                f.write(f"{text}\n")
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with open(path, "w") as f:
+                    f.write(f"{text}\n")
+            except OSError as e:
+                raise SettingError(f"NDLC_DUMP_DIR={directory!r}: cannot write the {stage} dump {path} "
+                                   f"({e.strerror or e})") from e
         return text
 
 

@@ -44,7 +44,7 @@ def load(key, suffix=".obj", root=None):
     except FileNotFoundError:
         return None
     except OSError as e:
-        log.warning("cannot read cache entry %s (%s); recompiling", path, e)
+        _warn_once(path, e, "cannot read cache entry %s (%s); recompiling")
         return None
     try:
         if blob[:len(MAGIC)] != MAGIC:
@@ -97,12 +97,27 @@ def library_path(digest, root=None):
         log.info("the shared library %s is no longer cached", path)
         return None
     except OSError as e:
-        log.warning("cannot read the shared library %s (%s)", path, e)
+        _warn_once(path, e, "cannot read the shared library %s (%s)")
         return None
     if hashlib.sha256(data).hexdigest() != digest:
         log.warning("ignoring the shared library %s: its bytes do not hash to its name (truncated or corrupt)", path)
         return None
     return path
+
+
+_WARNED = set()  # (cache directory, errno, what failed) already warned about
+
+
+def _warn_once(path, error, message):
+    """Warn about `error` reading or writing (`message`) the entry `path` once per cache directory,
+    error and kind of access (a cache directory that is a file, or read-only, fails every entry
+    the same way: a warning each flooded stderr); later ones are logged at INFO (NDLC_LOG=cache)."""
+    key = (os.path.dirname(os.path.dirname(path)), error.errno, message)
+    if key in _WARNED:
+        log.info(message, path, error)
+        return
+    _WARNED.add(key)
+    log.warning(message + "; further such failures in %s are logged with NDLC_LOG=cache", path, error, key[0])
 
 
 def _write(path, data) -> bool:
@@ -116,7 +131,7 @@ def _write(path, data) -> bool:
             f.write(data)
         os.replace(tmp, path)
     except OSError as e:
-        log.warning("cannot write cache entry %s (%s); continuing without it", path, e)
+        _warn_once(path, e, "cannot write cache entry %s (%s); continuing without it")
         if tmp is not None and os.path.exists(tmp):  # a full disk's partial file, not left behind
             os.unlink(tmp)
         return False

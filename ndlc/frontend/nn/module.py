@@ -40,8 +40,12 @@ def load_tensor(tensor, value, key, owner, state, whose="model"):
     if value is None:  # np.array(None, float32) would be a silent NaN
         raise StateDictError(f"{owner}.load_state_dict: {key} is None in the state dict, the {whose}'s "
                              f"is a tensor of shape {tensor.shape}{origin_of(state)}")
+    source = value.numpy() if isinstance(value, Tensor) else value
+    if np.iscomplexobj(source) and not np.issubdtype(np.dtype(tensor.dtype), np.complexfloating):
+        raise StateDictError(f"{owner}.load_state_dict: {key} is complex in the state dict, the {whose}'s "
+                             f"is a tensor of {tensor.dtype} (the imaginary parts would be lost){origin_of(state)}")
     try:
-        array = np.array(value.numpy() if isinstance(value, Tensor) else value, dtype=tensor.dtype)
+        array = np.array(source, dtype=tensor.dtype)
     except (TypeError, ValueError) as e:
         raise StateDictError(f"{owner}.load_state_dict: {key} is a {type(value).__name__} in the state dict, "
                              f"not a tensor of {tensor.dtype} ({e}){origin_of(state)}") from None
@@ -125,6 +129,9 @@ class Module:
     def load_state_dict(self, state):
         """Set every tensor from `state` (Tensors or arrays, e.g. `ndl.load(path)`), in place; the
         keys and shapes must match exactly (StateDictError names the difference and the file)."""
+        if not isinstance(state, dict):
+            raise StateDictError(f"{type(self).__name__}.load_state_dict: the state dict is a "
+                                 f"{type(state).__name__}, not a dict of tensors")
         own = dict(_unique(_walk(vars(self)), Tensor))
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
