@@ -91,10 +91,11 @@ class Hyperparameter:
     dtype: str
 
     def value(self):
-        return number_of(getattr(self.owner, self.name, None))
+        """What the attribute holds (the call entry's, a number; a 0-d Tensor's is number_of's)."""
+        return getattr(self.owner, self.name, None)
 
     def array(self):
-        return np.asarray(self.value(), numpy_dtype(self.dtype))
+        return np.asarray(number_of(self.value()), numpy_dtype(self.dtype))
 
 
 def number_of(value):

@@ -151,3 +151,17 @@ def test_nested_tuples_and_lists_round_trip_as_eager(shapes, as_tensor):
         for got, want in zip(_leaves(result), _leaves(eager)):
             np.testing.assert_array_equal(got, want)
     assert compiled.compilations == 1
+
+
+def test_another_length_or_nesting_respecialises_and_a_known_one_keeps_its_ranks():
+    compiled = ndl.compile(lambda x, parts: x + sum(parts[1:], parts[0]))  # noqa: E731
+    x, row = np.ones((2, 3), np.float32), np.arange(3, dtype=np.float32)
+    for parts, count in (((row, row), 1), ((row, row, row), 2), ([row, row], 3), ((row, row), 3)):
+        np.testing.assert_array_equal(compiled(x, parts).numpy(), x + sum(parts[1:], parts[0]))
+        assert compiled.compilations == count
+    wide = np.ones(5, np.float32)
+    assert compiled(np.ones((2, 5), np.float32), (wide, wide)).shape == (2, 5)  # a new shape: compiled
+    assert compiled.compilations == 4
+    with pytest.raises(ndl.ShapeError, match="input 1 has type f32"):
+        compiled(x, (np.ones((3, 3), np.float32), row))  # a new rank for a known structure: refused
+    assert compiled.ir("traced").count("%parts_") >= 2  # the leaves' input names
