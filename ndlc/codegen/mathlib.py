@@ -415,8 +415,8 @@ def _sincos(b, x, quarter_turns, narrow):
     return joined
 
 
-def sin(b, x):
-    return _trig(b, x, 0)
+def sin(b, x):  # x itself where x is ±0: the reduction's x - k·pi/2 made sin(-0) +0 (numpy: -0)
+    return b.select(b.fcmp_ordered("==", x, const(x.type, 0.0)), x, _trig(b, x, 0))
 
 
 def cos(b, x):

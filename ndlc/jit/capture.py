@@ -1,6 +1,7 @@
 """Capture of a step with persistent state: the tensors held by the modules and optimizers a
 function uses (parameters, running statistics, optimizer slots) become `state` inputs of its
-graph, and the values they hold when the function returns become the state updates.
+graph, and the values they hold when the function returns become the state updates. An optimizer's
+numbers (lr, ...) are runtime inputs instead, also where one is a 0-d Tensor (read as its number).
 
 The function runs once on symbolic tensors; every state tensor is rebound to a symbolic state
 input for the duration and restored afterwards, so the user's objects are left as they were.
@@ -23,10 +24,10 @@ from ..passes.autodiff import seconds_spent as autodiff_seconds
 from ..frontend.nn.module import Module
 from ..frontend.ops import invalid_index
 from ..frontend.optim import Optimizer
-from ..frontend.tensor import Tensor, symbolic
+from ..frontend.tensor import Tensor, data_of, symbolic
+from .arguments import leaf_names, rebuilt, result_structure
 from .reads import STATEFUL, referenced_leaves, referenced_objects, referenced_values
-from ..frontend.trace import (capture_constants, example_type, graph_name, output_tensors, parameter_names,
-                    tracing)
+from ..frontend.trace import capture_constants, example_type, graph_name, parameter_names, tracing
 
 log = logging.getLogger("ndlc.compile")  # NDLC_LOG=compile: each trace's time
 
@@ -68,6 +69,8 @@ def walk_state(roots: dict) -> list:
         found.append((value, path, container, key))
         items = vars(value) if isinstance(value, STATEFUL) else value
         pairs = items.items() if isinstance(items, dict) else enumerate(items)
+        if isinstance(value, Optimizer):  # its numbers (a 0-d Tensor lr too) are no state
+            pairs = [(k, item) for k, item in pairs if k not in value.hyperparameters or not is_number(number_of(item))]
         stack += [(item, f"{path}.{k}", items, k) for k, item in reversed(list(pairs))]
     return found
 
@@ -88,10 +91,21 @@ class Hyperparameter:
     dtype: str
 
     def value(self):
+        """What the attribute holds (the call entry's, a number; a 0-d Tensor's is number_of's)."""
         return getattr(self.owner, self.name, None)
 
     def array(self):
-        return np.asarray(self.value(), numpy_dtype(self.dtype))
+        return np.asarray(number_of(self.value()), numpy_dtype(self.dtype))
+
+
+def number_of(value):
+    """A setting as the number it stands for: a concrete 0-d real Tensor or numpy array (eager
+    needle computes `lr * u` with either as with its number) as that number, anything else as it is."""
+    if isinstance(value, Tensor) and value.shape == () and data_of(value._value) is not None:
+        value = value.numpy()
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
+        return value[()]
+    return value
 
 
 @dataclass
@@ -164,7 +178,7 @@ def find_hyperparameters(roots: dict) -> list:
         if isinstance(value, Optimizer):
             dtype = "f64" if value.params and all(p._value.dtype == "f64" for p in value.params) else "f32"
             found += [Hyperparameter(f"{path}.{name}", value, name, dtype) for name in value.hyperparameters
-                      if is_number(getattr(value, name, None))]
+                      if is_number(number_of(getattr(value, name, None)))]
     return found
 
 
@@ -183,6 +197,7 @@ class CapturedStep:
     num_inputs: int = 0                         # batch and hyperparameter inputs come first
     forward: Graph = None
     returns_sequence: bool = False              # fn returned a tuple/list rather than a Tensor
+    results: tuple = None                       # its structure (arguments.structure_of), the top a tuple
     exchanges: list = field(default_factory=list)  # trace.Exchange: where the step is cut, in order
     hyperparameters: list = field(default_factory=list)  # Hyperparameter or FunctionNumber, one per runtime number
     index_bounds: list = field(default_factory=list)  # (input position, n, error class, what)
@@ -214,6 +229,15 @@ class CapturedStep:
             if bad is not None:
                 raise error(f"{self.graph.name}: input {position} ({self.graph.inputs[position].name}) "
                             f"holds {bad[0]}, {bad[1]} for its {what}")
+
+    def result(self, outputs):
+        """The step's result from its output Tensors: one, or tuples (and lists) of them as it returned."""
+        return rebuilt(self.results, iter(outputs))
+
+    @property
+    def flat_results(self) -> bool:
+        """Whether the step returned one Tensor or a tuple or list of Tensors (no nesting)."""
+        return self.results is None or not any(self.results[1])
 
     @property
     def returned(self) -> int:
@@ -267,16 +291,20 @@ class CapturedStep:
         return outputs
 
 
-def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=True) -> CapturedStep:
+def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=True, structure=None) -> CapturedStep:
     """Trace `fn(*examples)` with the state it reaches (or that `roots` holds) as state inputs
     and, with `hyperparameters`, its optimizers' numbers (find_hyperparameters), with `numbers`
-    the floats of its own globals and closure (find_function_numbers), as runtime inputs."""
+    the floats of its own globals and closure (find_function_numbers), as runtime inputs.
+    `structure` (arguments.structure_of, one per argument): `examples` are the leaves of tuples
+    and lists `fn` is given as such."""
     start, differentiating = time.perf_counter(), autodiff_seconds()
     roots = referenced_objects(fn) if roots is None else roots
     slots = find_slots(roots)
     holders = [slot.get() for slot in slots]
     tensors = list({id(t): t for t in holders}.values())
-    names = parameter_names(fn, len(examples))
+    names = parameter_names(fn, len(examples) if structure is None else len(structure))
+    if structure is not None:
+        names = [leaf for n, part in zip(names, structure) for leaf in leaf_names(n, part)]
     batch = [symbolic(example_type(e), name=n) for e, n in zip(examples, names)]
     runtime = find_hyperparameters(roots) if hyperparameters else []
     own = find_function_numbers(fn) if numbers else []
@@ -287,8 +315,9 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     with _bound_to_state(slots, holders, tensors) as state_values, \
             _bound_to_inputs(*zip(*attributes)) if attributes else contextlib.nullcontext(), \
             tracing(tensors) as context:
-        result = traced(*batch)
-        outputs = output_tensors(result)
+        result = traced(*(batch if structure is None else rebuilt((tuple, structure), iter(batch))))
+        outputs = []
+        results = result_structure(result, outputs)
         gradients = [t for t in tensors if t.grad is not None]  # _bound_to_state cleared them all
         finals = [(slot, holder, slot.get()) for slot, holder in zip(slots, holders)]
         finals = [(slot, holder, now._value if isinstance(now, Tensor) else now) for slot, holder, now in finals]
@@ -315,7 +344,8 @@ def capture(fn, examples, roots=None, name=None, hyperparameters=True, numbers=T
     log.info("@%s: traced in %.3f s (%d nodes): trace %.3f, autodiff %.3f", name, sum(seconds.values()),
              len(graph.nodes), seconds["trace"], seconds["autodiff"])
     return CapturedStep(maybe_verify(graph, "capture"), tensors, len(batch), forward,
-                        isinstance(result, (tuple, list)), context.exchanges, hyperparameters=runtime + own,
+                        isinstance(result, (tuple, list)), results and (tuple, results[1]), context.exchanges,
+                        hyperparameters=runtime + own,
                         index_bounds=_input_bounds(context.index_bounds, batch), computed_bounds=computed,
                         seconds=seconds, gradients=gradients)
 

@@ -139,7 +139,7 @@ class CompiledFunction:
         self._find_state()
         self.specialisations = collections.OrderedDict()
         self.compilations = 0
-        self.signature = self.last_types = None
+        self.signatures, self.last_types, self.last_structure = {}, None, None
         self.last = self.last_key = None
         self.entry = None  # the last specialisation's call entry (entry.py), once it ran twice in a row
 
@@ -165,25 +165,27 @@ class CompiledFunction:
                 result = self.entry(args, kwargs)
                 if result is not MISS:
                     return result
-            return self._call(self.parameters.arrays(args, kwargs), None if kwargs else len(args), missed)
+            arrays, structure = self.parameters.arrays(args, kwargs)
+            return self._call(arrays, None if kwargs or structure else len(args), missed, structure)
 
-    def _call(self, arrays, count=None, missed=False):
+    def _call(self, arrays, count=None, missed=False, structure=None):
         """The full path: the arguments' types and the step's settings and guards read and checked,
         the specialisation found or compiled and run; the second run in a row of one specialisation
         on `count` positional arguments builds its call entry (`missed`: the last one's missed this
-        call), until MISSES calls it ran unchanged had missed its entry."""
+        call), until MISSES calls it ran unchanged had missed its entry. `structure`: that of the
+        arguments (arguments.structure_of), None where all are tensors; no entry takes one."""
         types = tuple([TensorType.of(a) for a in arrays])
-        if types != self.last_types:  # the types of one shape and dtype are one object: `is` decides
-            self._check_signature(types)
-            self.last_types = types
+        if types != self.last_types or structure != self.last_structure:  # one shape and dtype: one object
+            self._check_signature(types, structure)
+            self.last_types, self.last_structure = types, structure
         values = referenced_values(self.fn)  # what the step reaches now, read once for settings and guards
-        key = (types, self._settings(values))
+        key = (types, self._settings(values), structure)
         repeated = key == self.last_key  # the most recently used specialisation again: no reordering
         kept = self.last if repeated else self.specialisations.get(key)
         stale = kept and _failure(kept, values)
         if kept is None or stale:
             self._find_state()  # what the step reaches may have been replaced
-            key = (types, self._settings())
+            key = (types, self._settings(), structure)
             self._specialise(key, stale)
             repeated = False
         if not repeated:
@@ -195,11 +197,12 @@ class CompiledFunction:
         outputs = outputs[:self.last.captured.returned]
         self.last.captured.drop_gradients()
         self.entry = None
-        if repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain():
+        if (repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain()
+                and self.last.captured.flat_results):
             self.last.misses += missed
             if self.last.misses < MISSES:
                 self.entry = build_entry(self, self.last, count)
-        return tuple(outputs) if self.last.captured.returns_sequence else outputs[0]
+        return self.last.captured.result(outputs)
 
     def _specialise(self, key, stale):
         """Make sure a specialisation for `key` is kept: the one there if its guards hold, else
@@ -210,7 +213,7 @@ class CompiledFunction:
         if self.compilations:
             log.info("%s: compiling a new specialisation for (%s)%s", self.name,
                      ", ".join(map(str, key[0])), f" after {stale}" if stale else self._changed(key))
-        captured = self._capture(key[0])
+        captured = self._capture(key[0], key[2])
         if captured.exchanges and self.device != "cpu":
             raise NdlcError(f"{self.name}: a distributed step (an all-reduce of gradients between ranks) "
                             "runs on the CPU backend; compile it with device='cpu'")
@@ -232,19 +235,19 @@ class CompiledFunction:
             log.info("%s: dropped the least recently used specialisation, for (%s), keeping %d",
                      self.name, ", ".join(map(str, evicted[0])), self.limit)
 
-    def _capture(self, types):
+    def _capture(self, types, structure=None):
         """The step traced for `types`, its floats and optimizers' numbers as runtime inputs
         (unless static); a step that cannot trace its floats as tensors (Python arithmetic or
         control flow on them) has them compiled in instead, logged."""
         try:
             return capture(self.fn, types, self.roots, self.name, hyperparameters=not self.static,
-                           numbers=not self.static)
+                           numbers=not self.static, structure=structure)
         except Exception as e:
             if self.static or not find_function_numbers(self.fn):
                 raise
             log.info("%s: its floats %s cannot be runtime inputs (%s: %s); compiling them in", self.name,
                      ", ".join(n.path for n in find_function_numbers(self.fn)), type(e).__name__, e)
-            return capture(self.fn, types, self.roots, self.name, numbers=False)
+            return capture(self.fn, types, self.roots, self.name, numbers=False, structure=structure)
 
     def _settings(self, values=None):
         """The plain Python values the step reads (its own globals and closure, and the train/eval
@@ -263,8 +266,8 @@ class CompiledFunction:
         """' after <attribute> changed' when `key` differs from the last run's only in settings."""
         if self.last is None:
             return ""
-        last_types, last = self.last_key
-        if last_types != key[0]:
+        last_types, last, last_structure = self.last_key
+        if (last_types, last_structure) != (key[0], key[2]):
             return ""
         names = [f"{type(self.stateful[i]).__name__}.{name}" if i >= 0 else name
                  for (i, name, value), (_, _, old) in zip(key[1], last) if value != old]
@@ -288,15 +291,14 @@ class CompiledFunction:
     def native_calls(self):
         return sum(s.program.calls for s in self.specialisations.values())
 
-    def _check_signature(self, types):
-        """A new shape is a new specialisation; a new number of inputs, rank or dtype is refused."""
+    def _check_signature(self, types, structure=None):
+        """A new shape (or structure of tuple arguments) is a new specialisation; a new number of
+        inputs, rank or dtype for a structure seen before is refused."""
         signature = tuple((t.ndim, t.dtype) for t in types)
-        if self.signature is None:
-            self.signature = signature
-            return
-        if len(signature) != len(self.signature):
-            raise ShapeError(f"{self.name} was compiled for {len(self.signature)} inputs, got {len(signature)}")
-        for i, ((ndim, dtype), (want_ndim, want_dtype)) in enumerate(zip(signature, self.signature)):
+        known = self.signatures.setdefault(structure, signature)
+        if len(signature) != len(known):
+            raise ShapeError(f"{self.name} was compiled for {len(known)} inputs, got {len(signature)}")
+        for i, ((ndim, dtype), (want_ndim, want_dtype)) in enumerate(zip(signature, known)):
             if (ndim, dtype) != (want_ndim, want_dtype):
                 raise ShapeError(f"{self.name}: input {i} has type {types[i]}, but it was compiled for "
                                  f"rank-{want_ndim} {want_dtype} tensors (a new shape compiles a new "

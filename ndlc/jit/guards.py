@@ -22,7 +22,7 @@ from operator import is_
 import numpy as np
 
 from ..errors import TraceError
-from .capture import is_number, walk_state
+from .capture import is_number, number_of, walk_state
 from .reads import (ARRAY_LIMIT, CONTAINER_LIMIT, STATEFUL, bindings_read, called_functions, globals_read,
                     referenced_leaves, referenced_objects)
 from ..frontend.tensor import Tensor
@@ -60,7 +60,7 @@ class Guards:
         self.containers = [(path, _Watched(value)) for value, path, _, _ in walked
                            if isinstance(value, (list, dict)) and _holds_plain(value)]
         self.runtime = list(runtime)
-        self.compiled = [(h, h.value()) for h in compiled]
+        self.compiled = [(h, number_of(h.value())) for h in compiled]
         called = called_functions(fn, [o for o, *_ in walked])
         self.globals = [(module, name, value.copy() if isinstance(value, np.ndarray) else value)
                         for module, name, value in globals_read(called)
@@ -109,11 +109,11 @@ class Guards:
                 return (f"the array {name} was modified (the trace copied it in as a constant)"
                         if current is array else f"{name} was replaced by an array of other values")
         for h in self.runtime:
-            if not is_number(h.value()):
+            if not is_number(number_of(h.value())):
                 raise TraceError(f"{h.path} is now {h.value()!r}: the compiled step reads it as a number "
                                  "(a runtime input of its program), as it was when traced")
         for h, value in self.compiled:
-            if h.value() != value:
+            if number_of(h.value()) != value:
                 return f"{h.path} changed from {value!r} to {h.value()!r} (compiled in)"
         for module, name, value in self.globals:
             if not unchanged(module.get(name), value):
