@@ -18,7 +18,7 @@ from ..ir.types import TensorType
 from .pipeline import compile_graph as _compile_graph
 from ..runtime.check import CheckError
 from .arguments import Parameters
-from .entry import MISS, build_entry
+from .entry import MISS, build_entry, retire
 from .capture import capture, find_function_numbers, find_hyperparameters, is_runtime_number
 from .reads import SETTINGS, STATEFUL, referenced_numbers, referenced_objects, referenced_values
 from .exchange import SplitSpecialisation
@@ -159,14 +159,15 @@ class CompiledFunction:
         """Run (tracing and compiling first where needed) on the arguments as Python binds them and
         eager needle converts them (arguments.py). Calls from several threads take turns: a call
         reads and updates the step's state as one transaction, in some serial order."""
+        entry = self.entry  # it takes the lock itself, and misses once it is no longer self.entry
+        if entry is not None:
+            result = entry(args, kwargs)
+            if result is not MISS:
+                return result
         with self.lock:
-            missed = self.entry is not None
-            if missed:
-                result = self.entry(args, kwargs)
-                if result is not MISS:
-                    return result
             arrays, structure = self.parameters.arrays(args, kwargs)
-            return self._call(arrays, None if kwargs or structure else len(args), missed, structure)
+            return self._call(arrays, None if kwargs or structure else len(args),
+                              entry is not None and entry is self.entry, structure)
 
     def _call(self, arrays, count=None, missed=False, structure=None):
         """The full path: the arguments' types and the step's settings and guards read and checked,
@@ -196,7 +197,9 @@ class CompiledFunction:
         self.last.captured.check_computed(outputs)
         outputs = outputs[:self.last.captured.returned]
         self.last.captured.drop_gradients()
-        self.entry = None
+        if self.entry is not None:
+            retire(self.entry)
+            self.entry = None
         if (repeated and count == len(arrays) and isinstance(self.last, Specialisation) and self.last.plain()
                 and self.last.captured.flat_results):
             self.last.misses += missed

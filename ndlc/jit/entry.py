@@ -53,6 +53,8 @@ def build_entry(compiled, specialisation, count):
     runtime_paths = {h.path for h in captured.hyperparameters}
     writer.line(f"if kwargs or len(args) != {count} or TENSORS._ever_resident:")
     writer.line("    return MISS")
+    start = len(writer.lines)
+    writer.line("if not LIVE: return MISS  # the compiled function has replaced this entry since it was read")
     writer.line("try:")
     writer.indent = 2
     batch = _arguments(writer, specialisation.program.input_types[:count])
@@ -81,7 +83,24 @@ def build_entry(compiled, specialisation, count):
     wrapped = [f"LEAF(Tensor, {r}, {t}, False)" for r, t in zip(results, types)]
     sequence = "".join(w + ", " for w in wrapped)  # `()` for no outputs, `(x, )` for one
     writer.line(f"return ({sequence})" if captured.returns_sequence else f"return {wrapped[0]}")
+    _locked(writer, start, compiled.lock)
     return writer.function(f"entry_{captured.graph.name}", "args, kwargs")
+
+
+def retire(entry):
+    """Make `entry` miss every call from now on: its compiled function has replaced it, and a call
+    that read it before taking the lock must take the full path (entries hold no reference to
+    their compiled function, so dropping one frees its programs without the cycle collector)."""
+    entry.__globals__["LIVE"] = False
+
+
+def _locked(writer, start, lock):
+    """The lines from `start` on run holding `lock` (the compiled function's): an entry takes it
+    itself, with its `acquire` and `release` bound once (0.1 us less than `with` in __call__)."""
+    body = ["    " + line for line in writer.lines[start:]]
+    writer.names["LIVE"] = True
+    writer.lines[start:] = ([f"    {writer.const(lock.acquire)}()", "    try:"] + body +
+                            ["    finally:", f"        {writer.const(lock.release)}()"])
 
 
 class _Writer(SourceWriter):

@@ -344,3 +344,43 @@ def test_outputs_kept_read_late_or_viewed_keep_their_values_through_later_calls(
     assert kept.numpy().tobytes() == np.zeros((3, 4), np.float32).tobytes()
     assert view.tobytes() == np.full((2, 4), 2.0, np.float32).tobytes()
     assert last.numpy().tobytes() == np.full((3, 4), 14.0, np.float32).tobytes()
+
+
+def test_calls_from_three_threads_through_the_entry_update_the_state_in_a_serial_order():
+    """3 threads calling a step that adds its argument to a state tensor and returns the sum, with
+    thread switches forced often: sorted, the results step by one call's argument each, from the
+    first to the state's final value (a lost or torn update breaks the chain: the state is large
+    enough that unlocked native runs, which release the GIL, would overlap); the entry ran."""
+    import sys
+    import threading
+    n = 1 << 18
+    total = ndl.Tensor(np.zeros(n, np.float32), requires_grad=False)
+
+    def accumulate(x):
+        total.data = total + x
+        return total * 1.0
+    step = ndl.compile(accumulate)
+    calls = {k: [] for k in (1.0, 2.0, 4.0)}
+
+    def work(k):
+        x = np.full(n, k, np.float32)
+        for _ in range(100):
+            r = step(x).numpy()
+            calls[k].append((r[0], r[n // 2], r[-1]))
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    results = sorted((r, k) for k, rs in calls.items() for r in rs)
+    previous = 0.0
+    for r, k in results:
+        assert r[0] == r[1] == r[2] and r[0] - previous == k, f"{r} follows {previous}, not a call adding {k}"
+        previous = r[0]
+    assert previous == 100.0 * 7 and np.all(total.numpy() == previous)
+    assert step.entry is not None and step.compilations == 1
