@@ -212,3 +212,38 @@ def test_a_checkpoint_path_given_as_bytes_is_saved_and_loaded(tmp_path):
     ndl.save({"w": np.arange(3.0), "step": 4}, path)
     loaded = ndl.load(path)
     assert loaded["step"] == 4 and loaded["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ndl.Tensor(None), r"unsupported dtype object \(Python objects such as None"),
+    (lambda: ndl.compile(_double)(None), r"input 0: unsupported dtype object \(Python objects such as None"),
+    (lambda: ndl.Tensor([1.0, "a"]), r"unsupported dtype str\d+ \(text, not numbers\)")])
+def test_python_objects_given_as_a_tensor_are_named_as_such(make, message):
+    """None (or text among numbers) made "unsupported dtype object" ("str1024"), which names numpy's
+    dtype, not what the user gave."""
+    with pytest.raises(ndl.NdlcError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("shape, shown", [((10 ** 6000,), r"\(<an integer of about 6000 digits>\)"),
+                                          ((2, 2 ** 63), r"\(2, 9223372036854775808\)")])
+def test_an_integer_attribute_past_64_bits_is_refused_by_name(shape, shown):
+    """reshape to (10**6000,) raised Python's "Exceeds the limit (4300 digits) for integer string
+    conversion" from its own error message, and 2**63 reached the shape rule; every later layer
+    holds shapes and axes in 64 bits."""
+    with pytest.raises(AttrError, match=f"reshape: attribute shape={shown} must be an integer of 64 bits"):
+        ndl.ops.reshape(ndl.Tensor(np.ones(3, np.float32)), shape)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ndl.nn.Linear(3, 4, bias="no"), "Linear: bias must be True or False, got 'no'"),
+    (lambda: ndl.nn.Conv(3, 4, 3, bias="False"), "Conv: bias must be True or False, got 'False'"),
+    (lambda: ndl.nn.LSTM(3, 4, bias="no"), "LSTMCell: bias must be True or False"),
+    (lambda: ndl.data.DataLoader(ndl.data.NDArrayDataset(np.ones((4, 3), np.float32)), 2, shuffle="no"),
+     "DataLoader: shuffle must be True or False, got 'no'"),
+])
+def test_a_switch_given_as_text_is_refused_by_name(make, message):
+    """`bias="no"` or `shuffle="no"` is true to Python: the layer got its bias, the loader shuffled."""
+    with pytest.raises(ValueError, match=message):
+        make()
+    assert ndl.nn.Linear(3, 4, bias=None).bias is None and ndl.nn.Linear(3, 4, bias=0).bias is None

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 
+from .nn.module import check_flags
 from .tensor import Tensor
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -364,6 +365,7 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None):
         batch_size = _integer("DataLoader", "batch_size", batch_size, 1)
+        check_flags("DataLoader", shuffle=shuffle)
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler and shuffle exclude each other (the sampler orders the data)")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), shuffle

@@ -18,6 +18,8 @@ REQUIRED = object()
 def _int(v):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise ValueError("an integer")
+    if not -2 ** 63 <= v < 2 ** 63:  # shapes, axes and offsets are 64-bit integers in every later layer
+        raise ValueError("an integer of 64 bits")
     return int(v)
 
 
@@ -42,7 +44,8 @@ def _shown(value, most=60):
     try:
         text = repr(value)
     except ValueError:
-        text = f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+        text = (f"({', '.join(_shown(v, most) for v in value)})" if isinstance(value, (tuple, list))
+                else f"<an integer of about {int(value.bit_length() * 0.30103)} digits>")
     return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]}"
 
 

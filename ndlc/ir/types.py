@@ -34,6 +34,8 @@ def dtype_name(dtype) -> str:
     if np_dtype not in _BY_NUMPY:
         given = f"{dtype!r} (numpy's {np_dtype.name})" if isinstance(dtype, str) and dtype != np_dtype.name \
             else np_dtype.name  # numpy reads 'f16' as a 16-byte float
+        given += {"O": " (Python objects such as None or ragged lists, not numbers)",
+                  "U": " (text, not numbers)", "S": " (bytes, not numbers)"}.get(np_dtype.kind, "")
         raise ShapeError(f"unsupported dtype {given}; supported: " + ", ".join(d.name for d in _BY_NUMPY))
     return _BY_NUMPY[np_dtype]
 

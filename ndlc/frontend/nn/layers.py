@@ -4,7 +4,7 @@ import math
 
 from .. import init, ops
 from ..tensor import Tensor
-from .module import Module, Parameter, check_setting, check_sizes
+from .module import Module, Parameter, check_flags, check_setting, check_sizes
 
 
 def _check_features(module, x, expected, axis=-1, rank=None, what="features"):
@@ -45,6 +45,7 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
         check_sizes("Linear", in_features=in_features, out_features=out_features)
+        check_flags("Linear", bias=bias)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform(in_features, out_features, device=device,
                                                      dtype=dtype, requires_grad=True))
@@ -209,6 +210,7 @@ class Conv(Module):
         k = kernel_size[0] if isinstance(kernel_size, tuple) else kernel_size
         self.stride = stride[0] if isinstance(stride, tuple) else stride
         check_sizes("Conv", in_channels=in_channels, out_channels=out_channels, kernel_size=k, stride=self.stride)
+        check_flags("Conv", bias=bias)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
         padding = padding[0] if isinstance(padding, tuple) else padding
         if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int) or padding < 0):

@@ -73,6 +73,15 @@ def check_sizes(module: str, **sizes) -> None:
             raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
 
 
+def check_flags(module: str, **flags) -> None:
+    """Refuse a switch that is not True or False (0, 1 and None, off as in PyTorch, pass), naming the
+    module and the argument: text such as 'no' is true to Python and turned the switch on."""
+    for name, value in flags.items():
+        if value is not None and not isinstance(value, (bool, np.bool_)) \
+                and not (isinstance(value, (int, np.integer)) and value in (0, 1)):
+            raise ValueError(f"{module}: {name} must be True or False, got {value!r}")
+
+
 def check_setting(module: str, name: str, value, low, high, high_included=False) -> None:
     """Refuse a module's number setting outside [low, high) ([low, high] with `high_included`) or
     that is no number, naming the module and the setting. Checked where the module is made and

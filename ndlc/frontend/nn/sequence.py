@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import init, ops
 from ..tensor import Tensor
-from .module import Module, Parameter, check_sizes
+from .module import Module, Parameter, check_flags, check_sizes
 
 NONLINEARITIES = {"tanh": ops.tanh, "relu": ops.relu}
 
@@ -69,6 +69,7 @@ class _RecurrentCell(Module):
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype="float32"):
         super().__init__()
         check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        check_flags(type(self).__name__, bias=bias)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         width, bound = self.gates * hidden_size, math.sqrt(1 / hidden_size)
         self.W_ih = _uniform(input_size, width, bound=bound, device=device, dtype=dtype)
