@@ -9,19 +9,23 @@ from ndlc.jit.capture import number_of
 nn = ndl.nn
 
 
-def _run(compiled, lrs, make_optimizer):
-    """Losses and parameters after one step per lr, set before it; and the compilations."""
-    np.random.seed(0)
-    model = nn.Linear(3, 2)
-    opt = make_optimizer(model.parameters())
-
+def _training_step(model, opt):
+    """One step of `opt` on the sum of `model`'s squared outputs."""
     def step(x):
         opt.reset_grad()
         loss = (model(x) ** 2).sum()
         loss.backward()
         opt.step()
         return loss
+    return step
 
+
+def _run(compiled, lrs, make_optimizer):
+    """Losses and parameters after one step per lr, set before it; and the compilations."""
+    np.random.seed(0)
+    model = nn.Linear(3, 2)
+    opt = make_optimizer(model.parameters())
+    step = _training_step(model, opt)
     run = ndl.compile(step) if compiled else step
     x = ndl.Tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
     losses = []
@@ -54,15 +58,7 @@ def test_a_tensor_lr_changed_in_place_takes_effect_and_a_vector_is_refused():
     np.random.seed(0)
     model = nn.Linear(3, 2)
     opt = ndl.optim.SGD(model.parameters(), lr=ndl.Tensor(np.float32(0.0)))
-
-    def step(x):
-        opt.reset_grad()
-        loss = (model(x) ** 2).sum()
-        loss.backward()
-        opt.step()
-        return loss
-
-    compiled, x = ndl.compile(step), np.ones((4, 3), np.float32)
+    compiled, x = ndl.compile(_training_step(model, opt)), np.ones((4, 3), np.float32)
     first, second = compiled(x).numpy(), compiled(x).numpy()
     assert first == second  # lr 0: nothing moves
     opt.lr.data = ndl.Tensor(np.float32(0.1))
