@@ -226,7 +226,8 @@ def read_arrays(path, spec):
     except OSError as e:
         raise UserError(f"--input {spec}: {path}: {e.strerror or e}") from None
     except ValueError as e:
-        if "allow_pickle" in str(e):  # intact, but unpickling would run code the file names
+        if str(e).startswith("Object arrays"):  # an intact .npy of objects: unpickling would run code
+            # (numpy calls a file that is no .npy at all "pickled (object) data" too: that one is corrupt)
             raise UserError(f"--input {spec}: {path} holds an array of Python objects, which is stored "
                             "pickled and is not read; save numbers (float32, int64, bool, ...)") from None
         raise UserError(f"--input {spec}: {path} is not a readable .npy or .npz file (truncated or "
