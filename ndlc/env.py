@@ -39,6 +39,14 @@ def thread_budget() -> int:
     return int(text)
 
 
+def cuda_device() -> int:
+    """NDLC_CUDA_DEVICE: the index of the GPU that device='cuda' runs on (default 0)."""
+    text = os.environ.get("NDLC_CUDA_DEVICE", "").strip() or "0"
+    if not text.isdigit():
+        raise SettingError(f"NDLC_CUDA_DEVICE must be a GPU's index (0, 1, ...), not {text!r}")
+    return int(text)
+
+
 def team_policy() -> str:
     """NDLC_TEAM: 'adaptive' (the default: each program runs on the team of threads, within the
     budget, that its timed calls found fastest) or 'budget' (always the whole budget)."""

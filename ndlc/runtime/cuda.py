@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from ..env import flag
+from ..env import cuda_device, flag
 from ..codegen.cuda_steps import Copy, GemmCall, Launch
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType, numpy_dtype
@@ -147,15 +147,20 @@ class GpuDevice:
     _shared = None
 
     def __init__(self):
+        index = cuda_device()  # a bad setting is named before any driver call
         try:
             import pycuda.driver as driver
         except ImportError as e:
             raise CudaUnavailable(f"device='cuda' needs pycuda (pip install 'ndlc[cuda]'; docs/GPU.md): {e}") from None
         try:
             driver.init()
-            if driver.Device.count() == 0:
+            count = driver.Device.count()
+            if count == 0:
                 raise CudaUnavailable("device='cuda': the CUDA driver sees no GPU")
-            self.device = driver.Device(int(os.environ.get("NDLC_CUDA_DEVICE", "0")))
+            if index >= count:
+                raise CudaUnavailable(f"device='cuda': NDLC_CUDA_DEVICE={index}, but the CUDA driver sees "
+                                      f"{count} GPU{'s' if count > 1 else ''} (0-{count - 1})")
+            self.device = driver.Device(index)
             self.context = self.device.retain_primary_context()
         except driver.Error as e:
             raise CudaUnavailable(f"device='cuda': the CUDA driver cannot start ({e})") from None

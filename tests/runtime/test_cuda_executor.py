@@ -339,6 +339,18 @@ def test_the_stream_does_not_synchronise_with_the_default_stream(fake_gpu):
     assert cuda.GpuDevice.shared().stream.flags == 1
 
 
+@pytest.mark.parametrize("setting, error, message", [
+    ("abc", ndl.env.SettingError, "NDLC_CUDA_DEVICE must be a GPU's index .0, 1, ...., not 'abc'"),
+    ("-1", ndl.env.SettingError, "NDLC_CUDA_DEVICE must be a GPU's index"),
+    ("7", cuda_build.CudaUnavailable, "NDLC_CUDA_DEVICE=7, but the CUDA driver sees 1 GPU .0-0."),
+])
+def test_a_bad_cuda_device_setting_is_named(fake_gpu, monkeypatch, setting, error, message):
+    """NDLC_CUDA_DEVICE=abc raised int()'s bare ValueError; an index past the GPUs the driver's."""
+    monkeypatch.setenv("NDLC_CUDA_DEVICE", setting)
+    with pytest.raises(error, match=message):
+        cuda.GpuDevice.shared()
+
+
 def test_the_gpu_checks_timed_ndlc_call_moves_no_data_between_host_and_device(fake_gpu):
     """benchmarks/gpu.py times ndlc with x, r and dx resident, as PyTorch's tensors are."""
     import importlib.util
