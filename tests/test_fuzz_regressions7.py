@@ -139,6 +139,8 @@ def test_an_integer_too_large_for_a_float_is_an_attribute_error_naming_the_op(ca
         call(x)
     with pytest.raises(AttrError, match="too large for a float"):
         ndl.compile(call)(x)
+    with pytest.raises(AttrError, match=r"an integer of about 5000 digits, is too large"):
+        x + 10 ** 5000  # past Python's 4300-digit limit the message itself raised ValueError
 
 
 def test_graph_text_with_a_scalar_too_large_for_a_float_is_refused_at_its_line():

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..errors import AttrError, ShapeError
-from ..ir.registry import all_ops, get_op
+from ..ir.registry import all_ops, get_op, integer_digits
 from ..ir.types import dtype_name, is_float, numpy_dtype
 from .context import active_context
 from .scan import scan  # noqa: F401  (ndl.scan: the helper, not the bare op)
@@ -115,7 +115,7 @@ def _scalar_number(op, scalar, rank):
         try:
             return float(scalar)
         except OverflowError:  # as numpy refuses it: an integer past 1.8e308 is no float
-            raise AttrError(f"{op}: the scalar, an integer of {len(str(abs(scalar)))} digits, is too large "
+            raise AttrError(f"{op}: the scalar, an integer of {integer_digits(scalar)}, is too large "
                             f"for a float (at {user_location()})") from None
     raise AttrError(f"{op}: the scalar must be a number, not {type(scalar).__name__} (at {user_location()})")
 

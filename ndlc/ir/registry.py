@@ -38,6 +38,15 @@ def _bool(v):
     return bool(v)
 
 
+def integer_digits(n: int) -> str:
+    """How many digits the integer `n` has, for a message ('401 digits'; past Python's 4300-digit
+    limit on int -> str, which raises, 'about 6000 digits')."""
+    try:
+        return f"{len(str(abs(n)))} digits"
+    except ValueError:
+        return f"about {int(abs(n).bit_length() * 0.30103)} digits"
+
+
 def _shown(value, most=60):
     """`value`'s repr for a message, its middle cut out past `most` characters (an integer of
     thousands of digits has no repr at all)."""
@@ -45,7 +54,7 @@ def _shown(value, most=60):
         text = repr(value)
     except ValueError:
         text = (f"({', '.join(_shown(v, most) for v in value)})" if isinstance(value, (tuple, list))
-                else f"<an integer of about {int(value.bit_length() * 0.30103)} digits>")
+                else f"<an integer of {integer_digits(value)}>")
     return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 2:]}"
 
 
