@@ -120,21 +120,12 @@ def check(stage, text):
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 
 
+@pytest.mark.parametrize("mutate", [mutations, grammar_mutations], ids=["edits", "retyped-reshaped-renamed"])
 @pytest.mark.parametrize("stage", GRAPH_STAGES + KERNEL_STAGES)
-def test_a_mutated_stage_parses_or_is_refused_at_its_line(stage):
+def test_a_mutated_stage_parses_or_is_refused_at_its_line(stage, mutate):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-    @given(text=mutations(TEXTS[stage]))
-    def run(text):
-        check(stage, text)
-    run()
-
-
-@pytest.mark.parametrize("stage", GRAPH_STAGES + KERNEL_STAGES)
-def test_a_stage_with_retyped_reshaped_or_renamed_tokens_parses_or_is_refused_at_its_line(stage):
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-    @given(text=grammar_mutations(TEXTS[stage]))
+    @given(text=mutate(TEXTS[stage]))
     def run(text):
         check(stage, text)
     run()

@@ -10,8 +10,6 @@ import collections
 import logging
 import threading
 
-import numpy as np
-
 from ..env import flag, warn_unknown_names
 from ..errors import NdlcError, ShapeError
 from ..ir.types import TensorType
@@ -23,7 +21,7 @@ from .capture import capture, find_function_numbers, find_hyperparameters, is_ru
 from .reads import SETTINGS, STATEFUL, referenced_numbers, referenced_objects, referenced_values
 from .exchange import SplitSpecialisation
 from .guards import Guards
-from ..frontend.nn.module import Module
+from ..frontend.nn.module import Module, is_switch
 from .resident import ResidentState
 from ..frontend.tensor import Tensor
 from ..frontend.trace import graph_name
@@ -60,7 +58,7 @@ def compile(obj, device="cpu", state=None, check=None, static_hyperparameters=Fa
     if isinstance(max_specialisations, bool) or not isinstance(max_specialisations, int) or max_specialisations < 1:
         raise NdlcError(f"ndlc.compile: max_specialisations must be a positive integer, not {max_specialisations!r}")
     for option, value in (("check", check), ("debug", debug), ("static_hyperparameters", static_hyperparameters)):
-        if not isinstance(value, (bool, int, np.bool_)) or value not in (0, 1):  # 'no' is true: a mode turned on
+        if not is_switch(value):
             raise NdlcError(f"ndlc.compile: {option} must be True or False, not {value!r}")
     if state is not None and not isinstance(state, (list, tuple)):
         raise NdlcError(f"ndlc.compile: state must be a list or tuple of Modules, Optimizers and Tensors, "

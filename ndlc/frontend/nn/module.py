@@ -73,12 +73,16 @@ def check_sizes(module: str, **sizes) -> None:
             raise ValueError(f"{module}: {name} must be a positive integer, got {value!r}")
 
 
+def is_switch(value) -> bool:
+    """True or False (0 and 1 too): text such as 'no' is true to Python and would turn a switch on."""
+    return isinstance(value, (bool, np.bool_)) or isinstance(value, (int, np.integer)) and value in (0, 1)
+
+
 def check_flags(module: str, **flags) -> None:
-    """Refuse a switch that is not True or False (0, 1 and None, off as in PyTorch, pass), naming the
-    module and the argument: text such as 'no' is true to Python and turned the switch on."""
+    """Refuse a switch that is not True or False (None, off as in PyTorch, passes), naming the
+    module and the argument."""
     for name, value in flags.items():
-        if value is not None and not isinstance(value, (bool, np.bool_)) \
-                and not (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        if value is not None and not is_switch(value):
             raise ValueError(f"{module}: {name} must be True or False, got {value!r}")
 
 
